@@ -1,0 +1,258 @@
+/*
+ * qwen.h — the whole C ABI of libqwen (qwen-workbench's inference engine), version 1.
+ *
+ * Two builds implement this header: libqwen_cpu.so (C++17 + OpenMP) and libqwen_cuda.so (nvcc).
+ * The TypeScript side (engine/ffi.ts) loads one of them through bun:ffi.
+ *
+ * Rules that hold for every call:
+ *  - Every function returns an int32 status (QW_OK = 0) unless documented otherwise. Nothing here exits,
+ *    aborts or throws across the boundary; a failure sets a thread-local message read by qw_last_error().
+ *  - Handles are opaque. Memory the engine keeps is allocated by the engine. Pointers passed in are only
+ *    read (or written, for out-parameters) during the call; the engine never keeps a caller pointer.
+ *  - Strings are NUL-terminated UTF-8. JSON out-calls follow the "copy into caller buffer" protocol:
+ *    (out, cap, out_len) — the engine writes min(cap-1, len) bytes plus a NUL and stores the full length
+ *    (without NUL) in *out_len; call once with cap = 0 to learn the size. Returns QW_OK even when truncated.
+ *  - A session is used by one thread at a time (the caller serializes). Different sessions of one model
+ *    may be used from different threads only on the CPU backend.
+ *  - Tensor names are the GGUF (llama.cpp) names: token_embd.weight, output_norm.weight, output.weight,
+ *    blk.N.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,ffn_down}.weight and
+ *    blk.N.attn_{q,k,v}.bias. Shapes use ggml order: ne0 is the contiguous (input) dimension, so an
+ *    HF Linear weight [out, in] has ne0 = in, ne1 = out.
+ */
+#ifndef QWEN_H
+#define QWEN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QW_ABI_VERSION 1
+
+#if defined(__GNUC__)
+#define QW_API __attribute__((visibility("default")))
+#else
+#define QW_API
+#endif
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Status codes                                                                                    */
+/* ---------------------------------------------------------------------------------------------- */
+enum qw_status {
+  QW_OK = 0,
+  QW_ERR_INVALID_ARGUMENT = 1, /* a null handle, a bad enum value, a bad option */
+  QW_ERR_OUT_OF_MEMORY = 2,    /* host or device allocation failed */
+  QW_ERR_NOT_FOUND = 3,        /* unknown tensor name, toggle id, hook name, sequence id */
+  QW_ERR_SHAPE = 4,            /* tensor shape/type/size does not match the config */
+  QW_ERR_UNSUPPORTED = 5,      /* valid request this backend does not implement (e.g. a toggle value) */
+  QW_ERR_STATE = 6,            /* call out of order: load after finalize, session on unfinalized model */
+  QW_ERR_CONTEXT_OVERFLOW = 7, /* the sequence would exceed the session's max context */
+  QW_ERR_DEVICE = 8,           /* CUDA error: the message names statement, file, line and device */
+  QW_ERR_INTERNAL = 9
+};
+
+/* GGML tensor type ids (same numbers as ggml). The engine accepts these in qw_model_load_tensor. */
+enum qw_ggml_type {
+  QW_GGML_F32 = 0,
+  QW_GGML_F16 = 1,
+  QW_GGML_Q4_0 = 2,
+  QW_GGML_Q5_0 = 6,
+  QW_GGML_Q8_0 = 8,
+  QW_GGML_Q4_K = 12,
+  QW_GGML_Q5_K = 13,
+  QW_GGML_Q6_K = 14,
+  QW_GGML_BF16 = 30
+};
+
+/* Op ids of the op records (DESIGN.md §4). qw_op_name() gives the string. */
+enum qw_op {
+  QW_OP_EMBED = 0,
+  QW_OP_ATTN_NORM = 1,
+  QW_OP_QKV = 2,        /* q/k/v projections incl. bias */
+  QW_OP_ROPE = 3,
+  QW_OP_ATTENTION = 4,  /* incl. the KV-cache write */
+  QW_OP_O_PROJ = 5,
+  QW_OP_RESIDUAL = 6,   /* one record per residual add; two per layer */
+  QW_OP_FFN_NORM = 7,
+  QW_OP_GATE_UP = 8,
+  QW_OP_SWIGLU = 9,
+  QW_OP_DOWN = 10,
+  QW_OP_FINAL_NORM = 11,
+  QW_OP_LM_HEAD = 12,
+  QW_OP_SAMPLE = 13,
+  QW_OP_FUSED = 14,     /* a fused op; the kernel variant name says what it fuses */
+  QW_OP_COUNT = 15
+};
+
+enum qw_phase { QW_PHASE_PREFILL = 0, QW_PHASE_DECODE = 1 };
+
+/* One op record: 64 bytes, no padding surprises (checked by a static assert in the engine). */
+typedef struct qw_op_record {
+  int64_t step;       /* session step counter: every prefill or decode call is one step */
+  int32_t phase;      /* qw_phase */
+  int32_t layer;      /* 0..n_layers-1, or -1 for ops outside the layers (embed, final_norm, lm_head, sample) */
+  int32_t op;         /* qw_op */
+  int32_t kernel;     /* kernel variant id; qw_kernel_name(kernel) gives the name */
+  int64_t t_start_ns; /* monotonic ns (CPU: steady clock; CUDA: event time relative to the step's first event
+                         plus the host time of that event's record) */
+  int64_t t_end_ns;
+  double flops;       /* analytic, from shapes */
+  double bytes;       /* analytic: weights + activations + KV read and written */
+  int32_t n_tokens;   /* rows processed by the op (prefill tokens, or decode batch) */
+  int32_t reserved;
+} qw_op_record;
+
+/* Opaque handles. */
+typedef struct qw_engine qw_engine;
+typedef struct qw_model qw_model;
+typedef struct qw_session qw_session;
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Library                                                                                         */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Returns QW_ABI_VERSION of the library (not a status). */
+QW_API int32_t qw_abi_version(void);
+
+/* The last error of the calling thread, "" if none. Valid until the next failing call on this thread. */
+QW_API const char *qw_last_error(void);
+
+/* JSON: {"backend":"cpu"|"cuda","abi":1,"compiler":"...","flags":"...","built":"<date>"}. Static string. */
+QW_API const char *qw_build_info(void);
+
+/* The toggle registry (DESIGN.md §2 and §5) as JSON: an array of
+ * {"id","type":"enum","values":[...],"default","perLayer":bool,"needsReset":bool,
+ *  "backends":{"cpu":[implemented values],"cuda":[implemented values]},"spec","description"}.
+ * Static: the same for both libraries. */
+QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_len);
+
+/* Name of an op id ("embed", "attn_norm", ...); "" for an unknown id. Static string. */
+QW_API const char *qw_op_name(int32_t op);
+
+/* Name of a kernel variant id used in op records; "" for an unknown id. Valid for the library's life. */
+QW_API const char *qw_kernel_name(int32_t kernel);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Engine: one per process and device                                                              */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* options_json (may be NULL or "{}"): {"threads": N (CPU; 0 = all cores), "device": N (CUDA ordinal)}.
+ * The CUDA library fails with QW_ERR_DEVICE when there is no usable device. */
+QW_API int32_t qw_engine_create(const char *options_json, qw_engine **out_engine);
+QW_API int32_t qw_engine_destroy(qw_engine *engine);
+
+/* JSON describing the device: {"backend","name","sms","clock_mhz","mem_clock_mhz","memory_bytes","driver",
+ * "runtime","cc","threads"}; fields that do not apply are omitted. */
+QW_API int32_t qw_engine_info_json(qw_engine *engine, char *out, uint64_t cap, uint64_t *out_len);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Model                                                                                           */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* config_json uses the Hugging Face Qwen2Config names, all required except where noted:
+ * {"vocab_size","hidden_size","intermediate_size","num_hidden_layers","num_attention_heads",
+ *  "num_key_value_heads","head_dim" (optional: hidden/heads),"max_position_embeddings",
+ *  "rope_theta","rms_norm_eps","tie_word_embeddings"}.
+ * Validates the config (positive sizes, heads divide evenly, head_dim even, ...). */
+QW_API int32_t qw_model_create(qw_engine *engine, const char *config_json, qw_model **out_model);
+
+/* Hands one tensor over from host memory. data holds nbytes bytes in GGUF layout for ggml_type
+ * (nbytes must equal the exact size implied by type and shape). The engine converts it at once to its own
+ * layout (exactly: no extra rounding) and does not keep `data`. Unknown names, wrong shapes or types, and
+ * duplicates fail with a message naming the tensor. n_dims is 1..4; unused ne are ignored. */
+QW_API int32_t qw_model_load_tensor(qw_model *model, const char *name, int32_t ggml_type, int32_t n_dims,
+                                    int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, const void *data,
+                                    uint64_t nbytes);
+
+/* Validates that every tensor the config needs is present (output.weight only when not tied) and prepares
+ * the model for sessions. After this, load_tensor fails with QW_ERR_STATE. */
+QW_API int32_t qw_model_finalize(qw_model *model);
+
+/* JSON: {"weight_bytes", "tensors":[{"name","ggml_type","native","ne":[...],"bytes"}...], "config":{...}}. */
+QW_API int32_t qw_model_info_json(qw_model *model, char *out, uint64_t cap, uint64_t *out_len);
+
+/* Destroying a model with live sessions fails with QW_ERR_STATE. */
+QW_API int32_t qw_model_destroy(qw_model *model);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Session: a KV cache for up to max_batch sequences of up to max_context tokens, plus state           */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* options_json: {"max_batch": B (default 1), "max_context": T (default min(4096, max_position_embeddings)),
+ *                "max_prefill": P (largest single prefill chunk; default max_context)}.
+ * The KV cache dtype is the toggle "kvCache" (default bf16); see qw_session_set_toggle. */
+QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_session **out_session);
+QW_API int32_t qw_session_destroy(qw_session *session);
+
+/* Sets toggle `id` to `value` (string form, e.g. "native", "on", "bf16") for one layer (0..L-1) or for all
+ * layers (layer = -1). A toggle that is not perLayer accepts only -1. A value the backend does not
+ * implement fails with QW_ERR_UNSUPPORTED and leaves the old value. Toggles marked needsReset (e.g.
+ * kvCache) clear every sequence of the session. */
+QW_API int32_t qw_session_set_toggle(qw_session *session, const char *id, const char *value, int32_t layer);
+
+/* Current toggle values as JSON: {"<id>": "<value>" | ["<value of layer 0>", ...]} (an array when the
+ * toggle differs between layers). */
+QW_API int32_t qw_session_toggles_json(qw_session *session, char *out, uint64_t cap, uint64_t *out_len);
+
+/* Clears sequence `seq` (0..max_batch-1), or all of them with seq = -1: length 0, sampler step 0. */
+QW_API int32_t qw_session_reset(qw_session *session, int32_t seq);
+
+/* Number of tokens in the KV cache of `seq`. */
+QW_API int32_t qw_session_seq_len(qw_session *session, int32_t seq, int32_t *out_len);
+
+/* Sampling for `seq`: temperature <= 0 is greedy (argmax, lowest id wins ties); top_k <= 0 means no top-k;
+ * top_p in (0, 1] (1 = off); seed makes the draw deterministic: the uniform number of a draw is a hash of
+ * (seed, position of the sampled token), so a replay gives the same tokens on the same backend.
+ * Fails with QW_ERR_INVALID_ARGUMENT for NaN/inf, top_p outside (0,1], temperature > 100. */
+QW_API int32_t qw_session_set_sampling(qw_session *session, int32_t seq, float temperature, int32_t top_k,
+                                       float top_p, uint64_t seed);
+
+/* Appends n_tokens tokens to `seq` (which may already hold tokens: chunked prefill or a follow-up turn),
+ * runs the forward pass, samples the next token from the last position's logits and writes it to
+ * *out_token. Token ids must be in [0, vocab_size). Fails with QW_ERR_CONTEXT_OVERFLOW (nothing changed)
+ * when the sequence would exceed max_context, and with QW_ERR_INVALID_ARGUMENT when n_tokens > max_prefill. */
+QW_API int32_t qw_session_prefill(qw_session *session, int32_t seq, const int32_t *tokens, int32_t n_tokens,
+                                  int32_t *out_token);
+
+/* One batched decode step: appends tokens[i] to sequence seq_ids[i] for i < n (distinct ids, n <= max_batch),
+ * runs one forward for all of them and writes each sequence's sampled next token to out_tokens[i].
+ * This is the hot path: on CUDA it replays a captured graph unless profiling or graphs=off. */
+QW_API int32_t qw_session_decode(qw_session *session, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
+                                 int32_t *out_tokens);
+
+/* Logits readout. mode: 0 = none (default), 1 = the last position of each sequence of the step,
+ * 2 = every position of a prefill (decode steps give one row per sequence, as in mode 1).
+ * After a step, qw_session_logits_shape gives rows × vocab and qw_session_read_logits copies them (fp32). */
+QW_API int32_t qw_session_set_logits_mode(qw_session *session, int32_t mode);
+QW_API int32_t qw_session_logits_shape(qw_session *session, int32_t *out_rows, int32_t *out_vocab);
+QW_API int32_t qw_session_read_logits(qw_session *session, float *out, int64_t n_floats);
+
+/* Profiling. mode 0 = fast (no records; CUDA graphs allowed), 1 = op records with timing (CUDA events per op).
+ * Records of every step accumulate in an engine buffer (up to 4M records; older ones are dropped and counted)
+ * until read. qw_session_read_records copies up to max records in order, removes them from the buffer and
+ * stores the count in *out_n. */
+QW_API int32_t qw_session_set_profiling(qw_session *session, int32_t mode);
+QW_API int32_t qw_session_records_pending(qw_session *session, int64_t *out_n, int64_t *out_dropped);
+QW_API int32_t qw_session_read_records(qw_session *session, qw_op_record *out, int64_t max, int64_t *out_n);
+
+/* Activation capture at the hook points of DESIGN.md §4. `hooks` is a comma-separated list of names:
+ * "blocks.{L}.hook_resid_pre", "blocks.{L}.attn.hook_q|hook_k|hook_v|hook_z", "blocks.{L}.hook_attn_out",
+ * "blocks.{L}.hook_resid_mid", "blocks.{L}.mlp.hook_pre|hook_post", "blocks.{L}.hook_resid_post",
+ * "hook_logits", where {L} is a layer number or "*" (every layer). "" turns capture off. Unknown names fail
+ * with QW_ERR_NOT_FOUND naming the hook. Each step replaces the captures of the previous one.
+ * hook_q/k are after RoPE; hook_z is the attention output before o_proj; mlp.hook_pre is gate (pre-SiLU),
+ * mlp.hook_post is silu(gate)*up. Captures are fp32 copies of what the engine computed: rows = tokens of the
+ * step (prefill: every position of the sequence's new tokens; decode: one per sequence), cols = width. */
+QW_API int32_t qw_session_set_capture(qw_session *session, const char *hooks);
+QW_API int32_t qw_session_capture_count(qw_session *session, int32_t *out_n);
+/* name_out receives the expanded hook name (e.g. "blocks.3.hook_resid_post"). */
+QW_API int32_t qw_session_capture_info(qw_session *session, int32_t index, char *name_out, uint64_t name_cap,
+                                       int32_t *out_rows, int32_t *out_cols);
+QW_API int32_t qw_session_read_capture(qw_session *session, int32_t index, float *out, int64_t n_floats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QWEN_H */

@@ -1,0 +1,130 @@
+// The engine's public TypeScript API: what web/ and notebooks/ use. engine/index.ts implements it.
+// Keep this file free of implementation so both sides can be built against it.
+import type { OpColumns, DeviceManifest, ToggleValues } from "./profile.ts";
+
+export type BackendChoice = "auto" | "cpu" | "cuda";
+
+/** One entry of the toggle registry (exported by the native engine as JSON, validated with zod). */
+export interface ToggleDef {
+  id: string;
+  type: "enum";
+  values: string[];
+  default: string;
+  perLayer: boolean;
+  needsReset: boolean;
+  backends: { cpu: string[]; cuda: string[] };
+  spec: string;          // e.g. "QWEN-002" or "baseline"
+  description: string;
+}
+
+export interface Progress {
+  stage: string;         // "read" | "convert" | "upload" | "finalize" | "synthesize" | ...
+  done: number;
+  total: number;
+  message?: string;
+}
+
+export interface OpenOptions {
+  backend?: BackendChoice;
+  threads?: number;                         // CPU threads; 0 = all
+  onProgress?: (p: Progress) => void;
+}
+
+/** Qwen2 config, normalized (engine/config.ts validates with zod). */
+export interface QwenConfig {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  head_dim: number;
+  max_position_embeddings: number;
+  rope_theta: number;
+  rms_norm_eps: number;
+  tie_word_embeddings: boolean;
+  bos_token_id?: number;
+  eos_token_id?: number | number[];
+}
+
+export interface SamplingOptions {
+  temperature?: number;  // 0 = greedy (default)
+  topK?: number;         // 0 = off
+  topP?: number;         // 1 = off
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  prompt?: string;                  // plain text (tokenized without special tokens) ...
+  messages?: { role: string; content: string }[]; // ... or chat messages through the model's chat template
+  tokens?: number[];                // ... or token ids
+  maxTokens?: number;               // default 64
+  stop?: number[];                  // extra stop token ids (EOS of the model always stops)
+  seq?: number;                     // sequence slot (default 0); the slot is reset first
+  signal?: AbortSignal;             // cancels between steps
+}
+
+/** Events of a streaming generation, in order: one "prefill", then "token"s, then one "done". */
+export type GenerateEvent =
+  | { type: "prefill"; promptTokens: number; ms: number }
+  | { type: "token"; index: number; token: number; text: string; ms: number; phase: "prefill" | "decode" }
+  | { type: "done"; reason: "stop" | "length" | "cancelled"; tokens: number[]; text: string;
+      ttftMs: number; tpotMs: number[]; prefillTokS: number; decodeTokS: number };
+
+export interface Capture {
+  name: string;          // expanded hook name, e.g. blocks.3.hook_resid_post
+  rows: number;
+  cols: number;
+  data: Float32Array;    // copied out of the engine
+}
+
+export interface EngineSession {
+  readonly maxBatch: number;
+  readonly maxContext: number;
+  setToggle(id: string, value: string, layer?: number): void; // layer -1 / undefined = all layers
+  toggles(): ToggleValues;
+  setProfiling(on: boolean): void;
+  setCapture(hooks: string[]): void;                 // [] = off
+  setLogitsMode(mode: 0 | 1 | 2): void;
+  setSampling(seq: number, s: SamplingOptions): void;
+  reset(seq?: number): void;                         // undefined = all
+  seqLen(seq: number): number;
+  /** Appends tokens to `seq`, returns the sampled next token. */
+  prefill(seq: number, tokens: number[]): number;
+  /** One batched decode step, returns the next token of each sequence. */
+  decode(seqIds: number[], tokens: number[]): number[];
+  logits(): { rows: number; vocab: number; data: Float32Array };
+  captures(): Capture[];
+  /** Drains the op records accumulated since the last call (profiling mode). */
+  takeRecords(): { ops: OpColumns; kernels: string[]; dropped: number };
+  generate(opts: GenerateOptions): AsyncGenerator<GenerateEvent>;
+  close(): void;
+}
+
+export interface EngineModel {
+  readonly id: string;
+  readonly format: "gguf" | "hf" | "synthetic";
+  readonly config: QwenConfig;
+  readonly backend: "cpu" | "cuda";
+  readonly device: DeviceManifest;
+  readonly buildInfo: string;
+  readonly weightBytes: number;
+  readonly weightTypes: Record<string, number>;
+  readonly hash: string;
+  readonly tokenizer: {
+    encode(text: string, opts?: { addSpecial?: boolean }): number[];
+    decode(ids: number[]): string;
+    applyChatTemplate(messages: { role: string; content: string }[]): number[];
+    readonly eosIds: number[];
+  };
+  toggleRegistry(): ToggleDef[];
+  newSession(opts?: { maxBatch?: number; maxContext?: number; maxPrefill?: number }): EngineSession;
+  close(): void;
+}
+
+/**
+ * Opens a model: a .gguf file, a Hugging Face directory (config.json + safetensors + tokenizer.json),
+ * "default" (the embedded models/tiny-qwen2-brown), or a synthetic preset "synthetic:tiny|0.5b|1.5b|7b"
+ * (optionally ":q8_0" / ":q4_k" / ":f16" / ":bf16" suffix, generated in memory or cached under models/synthetic).
+ */
+export type OpenModel = (source: string, opts?: OpenOptions) => Promise<EngineModel>;

@@ -1,0 +1,186 @@
+// Profile: the one JSON document every measurement ends up in (DESIGN.md §7). Versioned, validated with zod
+// on read and on write, written atomically. Op records are columnar to stay small.
+import { z } from "zod";
+import { mkdirSync, renameSync, writeFileSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
+
+export const PROFILE_SCHEMA_VERSION = 1;
+
+export const OP_NAMES = [
+  "embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "residual", "ffn_norm",
+  "gate_up", "swiglu", "down", "final_norm", "lm_head", "sample", "fused",
+] as const;
+export type OpName = (typeof OP_NAMES)[number];
+
+export const DeviceManifest = z.object({
+  backend: z.enum(["cpu", "cuda"]),
+  name: z.string(),
+  sms: z.number().int().optional(),
+  clock_mhz: z.number().optional(),
+  mem_clock_mhz: z.number().optional(),
+  memory_bytes: z.number().optional(),
+  driver: z.string().optional(),
+  runtime: z.string().optional(),
+  cc: z.string().optional(),
+  threads: z.number().int().optional(),
+});
+export type DeviceManifest = z.infer<typeof DeviceManifest>;
+
+export const ToggleValues = z.record(z.string(), z.union([z.string(), z.array(z.string())]));
+export type ToggleValues = z.infer<typeof ToggleValues>;
+
+export const Manifest = z.object({
+  date: z.string(),                 // ISO 8601
+  git_commit: z.string(),           // "unknown" outside a checkout
+  engine_build: z.string(),         // qw_build_info() JSON as a string
+  device: DeviceManifest,
+  model: z.object({
+    id: z.string(),                 // path or preset name
+    hash: z.string(),               // sha256 of the first 16 MiB + size, or of the preset spec
+    format: z.string(),             // "gguf" | "hf" | "synthetic"
+    config: z.record(z.string(), z.unknown()),
+    weight_types: z.record(z.string(), z.number()).optional(), // ggml type name -> tensor count
+    weight_bytes: z.number().optional(),
+  }),
+  toggles: ToggleValues,
+  prompts: z.array(z.object({
+    text: z.string().optional(),
+    tokens: z.number().int(),
+    seed: z.number().int().optional(),
+  })).optional(),
+  sampling: z.object({
+    temperature: z.number(), top_k: z.number().int(), top_p: z.number(), seed: z.number().int(),
+  }).optional(),
+  command: z.string().optional(),   // how it was produced, to reproduce it
+  label: z.string().optional(),     // arm name in an ablation
+});
+export type Manifest = z.infer<typeof Manifest>;
+
+// Columnar op records: every array has the same length.
+export const OpColumns = z.object({
+  step: z.array(z.number().int()),
+  phase: z.array(z.number().int()),     // 0 prefill, 1 decode
+  layer: z.array(z.number().int()),     // -1 outside layers
+  op: z.array(z.number().int()),        // index into OP_NAMES
+  kernel: z.array(z.number().int()),    // index into kernels[]
+  t_start_ns: z.array(z.number()),
+  t_end_ns: z.array(z.number()),
+  flops: z.array(z.number()),
+  bytes: z.array(z.number()),
+  n_tokens: z.array(z.number().int()),
+});
+export type OpColumns = z.infer<typeof OpColumns>;
+
+// A repeated measurement: every sample kept, summary derived (median, min, max).
+export const Stat = z.object({
+  samples: z.array(z.number()),
+  median: z.number(),
+  min: z.number(),
+  max: z.number(),
+  unit: z.string(),
+});
+export type Stat = z.infer<typeof Stat>;
+
+export const TokenEvent = z.object({
+  index: z.number().int(),
+  token: z.number().int(),
+  text: z.string(),
+  t_ms: z.number(),                 // since the start of the run
+  phase: z.enum(["prefill", "decode"]),
+});
+
+export const LayerError = z.object({
+  hook: z.string(),                 // e.g. blocks.3.hook_resid_post
+  layer: z.number().int(),
+  cosine: z.number(),
+  rel_l1: z.number(),
+  rmse: z.number(),
+  sqnr_db: z.number(),
+  max_abs: z.number(),
+});
+
+export const QuantError = z.object({
+  reference_label: z.string(),
+  candidate_label: z.string(),
+  layers: z.array(LayerError),
+  logits: z.object({
+    kl: z.number(), top1_agreement: z.number(), cosine: z.number(), max_abs: z.number(),
+  }).optional(),
+  perplexity: z.object({ reference: z.number(), candidate: z.number(), delta: z.number() }).optional(),
+});
+export type QuantError = z.infer<typeof QuantError>;
+
+export const BenchRow = z.object({
+  test: z.string(),                 // "tg128 b1", "pp512", ...
+  model: z.string(),
+  weights: z.string(),              // bf16 | f16 | q8_0 | q4_k_m ...
+  backend: z.string(),
+  batch: z.number().int(),
+  n_prompt: z.number().int(),
+  n_gen: z.number().int(),
+  tokens_per_s: Stat,
+  roofline_pct: z.number().optional(), // % of the bandwidth roofline (decode) or compute roofline (prefill)
+  system: z.string().default("qwen-workbench"), // or a peer: "transformers-eager", "torch.compile", "llama.cpp"
+  extra: z.record(z.string(), z.unknown()).optional(),
+});
+export type BenchRow = z.infer<typeof BenchRow>;
+
+export const Profile = z.object({
+  schema: z.literal("qwen-workbench/profile"),
+  version: z.literal(PROFILE_SCHEMA_VERSION),
+  id: z.string(),                   // file stem, unique
+  kind: z.enum(["run", "bench", "ablation", "calibration", "quant-error"]),
+  manifest: Manifest,
+  summary: z.object({
+    prefill_tokens: z.number().int().optional(),
+    decode_tokens: z.number().int().optional(),
+    ttft_ms: z.number().optional(),
+    tpot_ms: z.object({ median: z.number(), p90: z.number(), min: z.number(), max: z.number() }).optional(),
+    prefill_tok_s: z.number().optional(),
+    decode_tok_s: z.number().optional(),
+    profiling_overhead_pct: z.number().optional(),
+  }).passthrough(),
+  kernels: z.array(z.string()),     // kernel variant names, indexed by OpColumns.kernel
+  ops: OpColumns.optional(),
+  tokens: z.array(TokenEvent).optional(),
+  output_text: z.string().optional(),
+  bench: z.array(BenchRow).optional(),
+  quant_error: z.array(QuantError).optional(),
+  ceilings: z.record(z.string(), z.unknown()).optional(), // device ceilings used for the roofline
+  notes: z.array(z.string()).optional(),
+});
+export type Profile = z.infer<typeof Profile>;
+
+export function statOf(samples: number[], unit: string): Stat {
+  if (samples.length === 0) throw new Error("statOf: no samples");
+  const s = [...samples].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  const median = s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+  return { samples, median, min: s[0], max: s[s.length - 1], unit };
+}
+
+/** Validates and writes a profile atomically (temp file + rename). Returns the path. */
+export function writeProfile(path: string, profile: Profile): string {
+  const checked = Profile.parse(profile);
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  writeFileSync(tmp, JSON.stringify(checked));
+  renameSync(tmp, path);
+  return path;
+}
+
+/** Reads and validates a profile; the error names the file and the first schema problem. */
+export function readProfile(path: string): Profile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new Error(`profile ${path}: not readable JSON (${(e as Error).message})`);
+  }
+  const r = Profile.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new Error(`profile ${path}: invalid at ${issue.path.join(".") || "<root>"}: ${issue.message}`);
+  }
+  return r.data;
+}
