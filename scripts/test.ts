@@ -1,0 +1,43 @@
+// The README's test command (after the type check): runs the native C++ tests and the whole bun test suite,
+// then prints the one closing line CI reads: "N passed, N failed[, N skipped]".
+// Extra arguments are passed to `bun test` (e.g. a path filter).
+import { spawnSync } from "node:child_process";
+
+let passed = 0, failed = 0, skipped = 0;
+let exitCode = 0;
+
+function run(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 28 });
+  process.stdout.write(r.stdout ?? "");
+  process.stderr.write(r.stderr ?? "");
+  if (r.status !== 0) exitCode = 1;
+  if (r.error) {
+    console.error(`test: could not run ${cmd}: ${r.error.message}`);
+    failed += 1;
+  }
+  return `${r.stdout ?? ""}\n${r.stderr ?? ""}`;
+}
+
+// 1. Native tests (cuda/tests): their runner prints "N passed, N failed".
+const native = run("make", ["-s", "-C", "cuda", "test"]);
+const nm = [...native.matchAll(/^(\d+) passed, (\d+) failed/gm)];
+if (nm.length === 0) {
+  console.error("test: the native test runner printed no 'N passed, N failed' line");
+  failed += 1;
+} else {
+  for (const m of nm) { passed += Number(m[1]); failed += Number(m[2]); }
+}
+
+// 2. bun test: its summary has lines " N pass", " N fail", " N skip".
+const extra = process.argv.slice(2);
+const out = run(process.execPath, ["test", ...extra]);
+const num = (re: RegExp) => { const m = out.match(re); return m ? Number(m[1]) : 0; };
+const bp = num(/^\s*(\d+) pass\s*$/m), bf = num(/^\s*(\d+) fail\s*$/m), bs = num(/^\s*(\d+) skip\s*$/m);
+if (bp + bf === 0) {
+  console.error("test: bun test reported no tests");
+  failed += 1;
+}
+passed += bp; failed += bf; skipped += bs;
+if (failed > 0) exitCode = 1;
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
+process.exit(exitCode);
