@@ -1,0 +1,139 @@
+// engine/bench-core.ts — the one bench loop (DESIGN.md §6), shared by the CLI `bench` and notebooks/bench.ts.
+// Warm-up excluded, ≥ 3 repetitions, every sample kept, median and min–max; tokenization excluded (prompts
+// are token ids); TTFT = time of the prefill call that returns the first token; TPOT per decode step.
+import type { EngineModel, EngineSession } from "./api.ts";
+import { statOf, type BenchRow, type Stat } from "./profile.ts";
+
+export interface BenchCase {
+  /** Prompt length (prefill test, "pp<N>") — 0 to skip the prefill measurement. */
+  nPrompt: number;
+  /** Tokens to generate (decode test, "tg<N>") — 0 to skip the decode measurement. */
+  nGen: number;
+  /** Decode batch (sequences decoded together per step). */
+  batch?: number;
+}
+
+export interface BenchOptions {
+  reps?: number;       // measured repetitions (default 3, at least 3 are enforced unless allowFewer)
+  warmup?: number;     // untimed repetitions first (default 1)
+  seed?: number;       // prompt token seed
+  allowFewer?: boolean;
+  onProgress?: (msg: string) => void;
+}
+
+export interface BenchCaseResult {
+  prefill?: Stat;          // tok/s
+  decode?: Stat;           // tok/s (all sequences of the batch together)
+  ttft?: Stat;             // ms
+  tpot?: { median: number; p90: number; min: number; max: number }; // ms, over all measured steps
+  rows: BenchRow[];
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/** Deterministic "random" prompt ids in [10, min(vocab, 8192)) so the trained tiny model sees real tokens. */
+export function benchPrompt(n: number, vocab: number, seed = 1): number[] {
+  const hi = Math.min(vocab, 8192);
+  const out: number[] = [];
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out.push(10 + (x % (hi - 10)));
+  }
+  return out;
+}
+
+/**
+ * Runs one bench case on a session (greedy sampling; the session's toggles as set by the caller).
+ * Prefill: tokens/s of one prefill of nPrompt tokens. Decode: batch sequences each prefilled with a short
+ * prompt, then nGen decode steps of all of them; tok/s = batch·nGen / time of the decode steps.
+ */
+export function runBenchCase(model: EngineModel, session: EngineSession, c: BenchCase, opts: BenchOptions = {}): BenchCaseResult {
+  const reps = Math.max(opts.allowFewer ? 1 : 3, opts.reps ?? 3);
+  const warmup = opts.warmup ?? 1;
+  const batch = c.batch ?? 1;
+  if (batch > session.maxBatch) throw new Error(`bench: batch ${batch} exceeds the session's max batch ${session.maxBatch}`);
+  const vocab = model.config.vocab_size;
+  const prefillSamples: number[] = [], ttftSamples: number[] = [], decodeSamples: number[] = [], tpot: number[] = [];
+  for (let s = 0; s < batch; s++) session.setSampling(s, { temperature: 0 });
+
+  for (let r = 0; r < warmup + reps; r++) {
+    const measured = r >= warmup;
+    const tag = measured ? `rep ${r - warmup + 1}/${reps}` : `warm-up ${r + 1}/${warmup}`;
+    if (c.nPrompt > 0) {
+      if (c.nPrompt > session.maxContext) throw new Error(`bench: prompt ${c.nPrompt} exceeds max context ${session.maxContext}`);
+      session.reset(0);
+      const p = benchPrompt(c.nPrompt, vocab, (opts.seed ?? 1) + r);
+      const t0 = performance.now();
+      session.prefill(0, p);
+      const ms = performance.now() - t0;
+      if (measured) {
+        prefillSamples.push((c.nPrompt / ms) * 1000);
+        ttftSamples.push(ms);
+      }
+      opts.onProgress?.(`pp${c.nPrompt} ${tag}: ${((c.nPrompt / ms) * 1000).toFixed(1)} tok/s`);
+    }
+    if (c.nGen > 0) {
+      session.reset();
+      const next: number[] = [];
+      for (let s = 0; s < batch; s++) next.push(session.prefill(s, benchPrompt(8, vocab, 100 + s)));
+      if (8 + c.nGen > session.maxContext) throw new Error(`bench: 8 + ${c.nGen} tokens exceed max context ${session.maxContext}`);
+      const seqs = Array.from({ length: batch }, (_, i) => i);
+      let tok = next;
+      const t0 = performance.now();
+      let tp = t0;
+      for (let i = 0; i < c.nGen; i++) {
+        tok = session.decode(seqs, tok);
+        const now = performance.now();
+        if (measured) tpot.push(now - tp);
+        tp = now;
+      }
+      const ms = performance.now() - t0;
+      const tps = ((batch * c.nGen) / ms) * 1000;
+      if (measured) decodeSamples.push(tps);
+      opts.onProgress?.(`tg${c.nGen} b${batch} ${tag}: ${tps.toFixed(1)} tok/s`);
+    }
+  }
+
+  const rows: BenchRow[] = [];
+  const weights = weightLabel(model);
+  const base = { model: model.id, weights, backend: model.backend, system: "qwen-workbench" };
+  const res: BenchCaseResult = { rows };
+  if (prefillSamples.length) {
+    res.prefill = statOf(prefillSamples, "tok/s");
+    res.ttft = statOf(ttftSamples, "ms");
+    rows.push({ ...base, test: `pp${c.nPrompt}`, batch: 1, n_prompt: c.nPrompt, n_gen: 0, tokens_per_s: res.prefill });
+  }
+  if (decodeSamples.length) {
+    res.decode = statOf(decodeSamples, "tok/s");
+    const s = [...tpot].sort((a, b) => a - b);
+    res.tpot = { median: percentile(s, 50), p90: percentile(s, 90), min: s[0], max: s[s.length - 1] };
+    rows.push({ ...base, test: `tg${c.nGen} b${batch}`, batch, n_prompt: 0, n_gen: c.nGen, tokens_per_s: res.decode,
+      extra: { tpot_ms: res.tpot } });
+  }
+  return res;
+}
+
+/** A short label of a model's weight types, e.g. "f16", "q8_0", or "q4_k+q6_k+q5_0". */
+export function weightLabel(model: EngineModel): string {
+  const names = Object.entries(model.weightTypes).filter(([k]) => k !== "f32" || Object.keys(model.weightTypes).length === 1)
+    .sort((a, b) => b[1] - a[1]).map(([k]) => k.toLowerCase());
+  return names.length ? names.join("+") : "unknown";
+}
+
+/** llama-bench-style markdown table. */
+export function benchTableMd(rows: BenchRow[]): string {
+  const head = "| model | weights | backend | test | t/s (median) | min–max | reps |\n|---|---|---|---|---:|---:|---:|";
+  const lines = rows.map((r) => `| ${r.model} | ${r.weights} | ${r.backend} | ${r.test} | ${r.tokens_per_s.median.toFixed(2)} | ${r.tokens_per_s.min.toFixed(2)}–${r.tokens_per_s.max.toFixed(2)} | ${r.tokens_per_s.samples.length} |`);
+  return [head, ...lines].join("\n");
+}
+
+export function benchTableCsv(rows: BenchRow[]): string {
+  const head = "model,weights,backend,test,batch,n_prompt,n_gen,tps_median,tps_min,tps_max,reps";
+  return [head, ...rows.map((r) => [r.model, r.weights, r.backend, r.test, r.batch, r.n_prompt, r.n_gen,
+    r.tokens_per_s.median, r.tokens_per_s.min, r.tokens_per_s.max, r.tokens_per_s.samples.length].join(","))].join("\n");
+}

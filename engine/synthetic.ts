@@ -1,0 +1,277 @@
+// engine/synthetic.ts — deterministic seeded random Qwen2 models with the real Qwen2.5 shapes.
+//
+// Every tensor is generated on its own from (seed, tensor name), so a writer can stream one tensor at a time
+// (a 7B model never needs more than its largest tensor in memory) and any tensor can be regenerated
+// independently (tests, the fp64 reference). Weights ~ N(0, std²) with std 0.02 (HF init), norms = 1,
+// biases ~ N(0, biasStd²) (0.02). Real timings, meaningless text.
+//
+// Presets (kernel-brief §1.1):
+//   tiny  hidden 256, 4 layers, 4 q heads x 64, 2 KV heads, inter 768, vocab 8256, tied, the tiny BPE tokenizer
+//         of models/tiny-qwen2-brown (ids 0..8191 are Qwen's, ChatML specials at 8192..8194).
+//         Choice: 2 KV heads rather than the trained tiny model's 1, because with 1 KV head every query head
+//         reads KV head 0 and a wrong GQA mapping (h % nKV instead of h / (nH/nKV)) would go unnoticed.
+//   0.5b  896 / 24 / 14 q / 2 kv / 64 / 4864 / 151936, tied
+//   1.5b  1536 / 28 / 12 q / 2 kv / 128 / 8960 / 151936, tied
+//   7b    3584 / 28 / 28 q / 4 kv / 128 / 18944 / 152064, untied
+// The three real-shape presets embed the full Qwen2/2.5 tokenizer (models/qwen-tokenizer).
+import type { QwenConfig } from "./api.ts";
+import { GGML } from "./ffi.ts";
+
+export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b"] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+
+/** Weight formats a synthetic model can be produced in. q4_k_m is a llama.cpp-like mix (see planTypes). */
+export const SYNTH_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_k_m"] as const;
+export type SynthType = (typeof SYNTH_TYPES)[number];
+
+export interface SynthSpec {
+  preset: PresetName | "custom";
+  config: QwenConfig;
+  seed: number;
+  std: number;
+  biasStd: number;
+  /** Which tokenizer goes with it: "tiny" (models/tiny-qwen2-brown) or "qwen" (models/qwen-tokenizer). */
+  tokenizer: "tiny" | "qwen";
+}
+
+const BASE = { rope_theta: 1e6, rms_norm_eps: 1e-6, bos_token_id: 151643, eos_token_id: 151643 };
+
+export const PRESETS: Record<PresetName, QwenConfig> = {
+  tiny: {
+    ...BASE, vocab_size: 8256, hidden_size: 256, intermediate_size: 768, num_hidden_layers: 4, num_attention_heads: 4,
+    num_key_value_heads: 2, head_dim: 64, max_position_embeddings: 4096, tie_word_embeddings: true,
+    bos_token_id: 8192, eos_token_id: 8192,
+  },
+  "0.5b": {
+    ...BASE, vocab_size: 151936, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14,
+    num_key_value_heads: 2, head_dim: 64, max_position_embeddings: 32768, tie_word_embeddings: true,
+  },
+  "1.5b": {
+    ...BASE, vocab_size: 151936, hidden_size: 1536, intermediate_size: 8960, num_hidden_layers: 28, num_attention_heads: 12,
+    num_key_value_heads: 2, head_dim: 128, max_position_embeddings: 32768, tie_word_embeddings: true,
+  },
+  "7b": {
+    ...BASE, vocab_size: 152064, hidden_size: 3584, intermediate_size: 18944, num_hidden_layers: 28, num_attention_heads: 28,
+    num_key_value_heads: 4, head_dim: 128, max_position_embeddings: 32768, tie_word_embeddings: false,
+  },
+};
+
+export function isPreset(s: string): s is PresetName {
+  return (PRESET_NAMES as readonly string[]).includes(s);
+}
+
+export function synthSpec(preset: PresetName | "custom", opts: { seed?: number; std?: number; biasStd?: number; config?: Partial<QwenConfig> } = {}): SynthSpec {
+  const base = preset === "custom" ? PRESETS.tiny : PRESETS[preset];
+  const config = { ...base, ...(opts.config ?? {}) };
+  return {
+    preset, config, seed: opts.seed ?? 0, std: opts.std ?? 0.02, biasStd: opts.biasStd ?? 0.02,
+    tokenizer: config.vocab_size >= 151643 ? "qwen" : "tiny",
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tensor list
+// ------------------------------------------------------------------------------------------------
+export type TensorKind = "weight" | "norm" | "bias" | "embed";
+export interface SynthTensor {
+  name: string;        // GGUF name
+  hfName: string;      // HF name
+  ne: number[];        // ggml order (ne[0] contiguous = input features)
+  kind: TensorKind;
+  layer: number;       // -1 outside the layers
+}
+
+export function tensorList(cfg: QwenConfig): SynthTensor[] {
+  const H = cfg.hidden_size, d = cfg.head_dim, q = cfg.num_attention_heads * d, kv = cfg.num_key_value_heads * d;
+  const F = cfg.intermediate_size, V = cfg.vocab_size;
+  const out: SynthTensor[] = [{ name: "token_embd.weight", hfName: "model.embed_tokens.weight", ne: [H, V], kind: "embed", layer: -1 }];
+  for (let L = 0; L < cfg.num_hidden_layers; L++) {
+    const b = `blk.${L}.`, h = `model.layers.${L}.`;
+    out.push(
+      { name: b + "attn_norm.weight", hfName: h + "input_layernorm.weight", ne: [H], kind: "norm", layer: L },
+      { name: b + "attn_q.weight", hfName: h + "self_attn.q_proj.weight", ne: [H, q], kind: "weight", layer: L },
+      { name: b + "attn_q.bias", hfName: h + "self_attn.q_proj.bias", ne: [q], kind: "bias", layer: L },
+      { name: b + "attn_k.weight", hfName: h + "self_attn.k_proj.weight", ne: [H, kv], kind: "weight", layer: L },
+      { name: b + "attn_k.bias", hfName: h + "self_attn.k_proj.bias", ne: [kv], kind: "bias", layer: L },
+      { name: b + "attn_v.weight", hfName: h + "self_attn.v_proj.weight", ne: [H, kv], kind: "weight", layer: L },
+      { name: b + "attn_v.bias", hfName: h + "self_attn.v_proj.bias", ne: [kv], kind: "bias", layer: L },
+      { name: b + "attn_output.weight", hfName: h + "self_attn.o_proj.weight", ne: [q, H], kind: "weight", layer: L },
+      { name: b + "ffn_norm.weight", hfName: h + "post_attention_layernorm.weight", ne: [H], kind: "norm", layer: L },
+      { name: b + "ffn_gate.weight", hfName: h + "mlp.gate_proj.weight", ne: [H, F], kind: "weight", layer: L },
+      { name: b + "ffn_up.weight", hfName: h + "mlp.up_proj.weight", ne: [H, F], kind: "weight", layer: L },
+      { name: b + "ffn_down.weight", hfName: h + "mlp.down_proj.weight", ne: [F, H], kind: "weight", layer: L },
+    );
+  }
+  out.push({ name: "output_norm.weight", hfName: "model.norm.weight", ne: [H], kind: "norm", layer: -1 });
+  if (!cfg.tie_word_embeddings) out.push({ name: "output.weight", hfName: "lm_head.weight", ne: [H, V], kind: "weight", layer: -1 });
+  return out;
+}
+
+export function numel(ne: readonly number[]): number {
+  return ne.reduce((a, b) => a * b, 1);
+}
+
+export function paramCount(cfg: QwenConfig): number {
+  return tensorList(cfg).reduce((s, t) => s + numel(t.ne), 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// PRNG: xoshiro128** seeded through splitmix32 from (seed, FNV-1a(name)); Box–Muller for normals.
+// ------------------------------------------------------------------------------------------------
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+export class Xoshiro128 {
+  private a: number; private b: number; private c: number; private d: number;
+  constructor(seed: number, stream = 0) {
+    let x = (seed ^ Math.imul(stream, 0x9e3779b9)) >>> 0;
+    const sm = () => {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.a = sm(); this.b = sm(); this.c = sm(); this.d = sm();
+    if ((this.a | this.b | this.c | this.d) === 0) this.a = 1;
+  }
+  /** Next uint32. */
+  nextU32(): number {
+    const r = Math.imul(rotl(Math.imul(this.b, 5), 7), 9) >>> 0;
+    const t = this.b << 9;
+    this.c ^= this.a; this.d ^= this.b; this.b ^= this.c; this.a ^= this.d;
+    this.c ^= t;
+    this.d = rotl(this.d, 11);
+    return r;
+  }
+  /** Uniform in (0, 1]. */
+  nextUnit(): number {
+    return (this.nextU32() + 1) / 4294967296;
+  }
+  /** Fills `out` with N(0, std²). */
+  fillNormal(out: Float32Array, std: number): void {
+    const n = out.length;
+    let i = 0;
+    for (; i + 1 < n; i += 2) {
+      const r = std * Math.sqrt(-2 * Math.log(this.nextUnit()));
+      const t = 2 * Math.PI * this.nextUnit();
+      out[i] = r * Math.cos(t);
+      out[i + 1] = r * Math.sin(t);
+    }
+    if (i < n) out[i] = std * Math.sqrt(-2 * Math.log(this.nextUnit())) * Math.cos(2 * Math.PI * this.nextUnit());
+  }
+}
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+/** The fp32 values of one synthetic tensor (deterministic in spec.seed and the tensor's GGUF name). */
+export function generateTensor(spec: SynthSpec, t: SynthTensor): Float32Array {
+  const out = new Float32Array(numel(t.ne));
+  if (t.kind === "norm") {
+    out.fill(1);
+    return out;
+  }
+  const rng = new Xoshiro128(spec.seed >>> 0, fnv1a(t.name));
+  rng.fillNormal(out, t.kind === "bias" ? spec.biasStd : spec.std);
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Type plan (which GGML type each tensor gets)
+// ------------------------------------------------------------------------------------------------
+const QK_K = 256;
+/** llama.cpp's use_more_bits(i, n): the first and last eighth of the layers and every third in between. */
+function useMoreBits(i: number, n: number): boolean {
+  return i < n / 8 || i >= (7 * n) / 8 || (i - Math.floor(n / 8)) % 3 === 2;
+}
+
+/**
+ * GGML type for a tensor under a synthetic type. Norms and biases stay F32 (as in llama.cpp files).
+ * q4_k_m follows llama.cpp's Q4_K_M rules in simplified form: output (or token_embd when tied) Q6_K,
+ * attn_v and ffn_down Q6_K on use_more_bits layers else Q4_K, the rest Q4_K; a K-quant on a tensor whose
+ * ne0 is not a multiple of 256 falls back (Q4_K -> Q5_0, Q6_K -> Q8_0), as llama.cpp does for 0.5B (H = 896).
+ */
+export function planType(type: SynthType, t: SynthTensor, cfg: QwenConfig): number {
+  if (t.kind === "norm" || t.kind === "bias") return GGML.F32;
+  switch (type) {
+    case "f32": return GGML.F32;
+    case "f16": return GGML.F16;
+    case "bf16": return GGML.BF16;
+    case "q8_0": return GGML.Q8_0;
+    case "q4_k_m": {
+      let ty: number = GGML.Q4_K;
+      const isOutput = t.name === "output.weight" || (cfg.tie_word_embeddings && t.name === "token_embd.weight");
+      if (isOutput) ty = GGML.Q6_K;
+      else if (/attn_v\.weight$|ffn_down\.weight$/.test(t.name) && useMoreBits(t.layer, cfg.num_hidden_layers)) ty = GGML.Q6_K;
+      if (t.ne[0] % QK_K !== 0) ty = ty === GGML.Q6_K ? GGML.Q8_0 : GGML.Q5_0;
+      return ty;
+    }
+  }
+}
+
+/** llama.cpp general.file_type (LLAMA_FTYPE_*) for a synthetic type. */
+export function fileType(type: SynthType): number {
+  return { f32: 0, f16: 1, q8_0: 7, q4_k_m: 15, bf16: 32 }[type];
+}
+
+// ------------------------------------------------------------------------------------------------
+// Plain conversions used by the in-memory path (f32 -> f16 / bf16 bytes, round to nearest even).
+// ------------------------------------------------------------------------------------------------
+const cvF32 = new Float32Array(1);
+const cvU32 = new Uint32Array(cvF32.buffer);
+export function f32ToBf16Bits(x: number): number {
+  cvF32[0] = x;
+  const u = cvU32[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff; // NaN stays NaN
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+export function f32ToF16Bits(x: number): number {
+  cvF32[0] = x;
+  const u = cvU32[0];
+  const sign = (u >>> 16) & 0x8000;
+  const e = (u >>> 23) & 0xff;
+  let m = u & 0x7fffff;
+  if (e === 0xff) return sign | 0x7c00 | (m ? 0x200 : 0);
+  let exp = e - 127 + 15;
+  if (exp >= 0x1f) return sign | 0x7c00;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    m |= 0x800000;
+    const shift = 14 - exp;
+    let half = m >>> shift;
+    const rem = m & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && half & 1)) half++;
+    return sign | half;
+  }
+  let half = (exp << 10) | (m >>> 13);
+  const rem = m & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
+  return sign | half;
+}
+
+/** Encodes fp32 values as F32 / F16 / BF16 bytes. */
+export function encodeFloat(data: Float32Array, ggmlType: number): Uint8Array {
+  if (ggmlType === GGML.F32) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const out = new Uint16Array(data.length);
+  const f = ggmlType === GGML.F16 ? f32ToF16Bits : ggmlType === GGML.BF16 ? f32ToBf16Bits : null;
+  if (!f) throw new Error(`encodeFloat: type ${ggmlType} is not a float type`);
+  for (let i = 0; i < data.length; i++) out[i] = f(data[i]);
+  return new Uint8Array(out.buffer);
+}
+
+/** Yields the tensors of a synthetic model one at a time as (name, type, ne, bytes) for float types. */
+export function* floatTensors(spec: SynthSpec, type: "f32" | "f16" | "bf16"): Generator<{ t: SynthTensor; ggmlType: number; values: Float32Array; bytes: Uint8Array }> {
+  for (const t of tensorList(spec.config)) {
+    const values = generateTensor(spec, t);
+    const ggmlType = planType(type, t, spec.config);
+    yield { t, ggmlType, values, bytes: encodeFloat(values, ggmlType) };
+  }
+}

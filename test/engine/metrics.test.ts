@@ -1,0 +1,77 @@
+import { test, expect } from "bun:test";
+import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/metrics.ts";
+import { parseRegistry, validateToggleSettings, parseToggleArg } from "../../engine/toggles.ts";
+import { percentile, benchPrompt } from "../../engine/bench-core.ts";
+import { rooflinePoints, normalizeCeilings } from "../../engine/roofline.ts";
+
+test("tensorError: identical, scaled and noisy inputs", () => {
+  const a = new Float32Array([1, -2, 3, -4]);
+  const same = tensorError(a, a);
+  expect(same.cosine).toBeCloseTo(1, 12);
+  expect(same.rel_l1).toBe(0);
+  expect(same.rmse).toBe(0);
+  expect(same.sqnr_db).toBe(Infinity);
+  const b = new Float32Array([1.1, -2, 3, -4]);
+  const e = tensorError(a, b);
+  expect(e.max_abs).toBeCloseTo(0.1, 6);
+  expect(e.rel_l1).toBeCloseTo(0.1 / 10, 6);
+  expect(e.rmse).toBeCloseTo(Math.sqrt(0.01 / 4), 6);
+  expect(e.sqnr_db).toBeCloseTo(10 * Math.log10(30 / 0.01), 3);
+  expect(tensorError(a, a.map((x) => -x)).cosine).toBeCloseTo(-1, 12);
+  expect(() => tensorError(a, new Float32Array(3))).toThrow(/lengths differ/);
+});
+
+test("logits metrics: KL, top-1, perplexity", () => {
+  const r = new Float32Array([0, 1, 2, 3, 3, 2, 1, 0]);
+  const same = logitsError(r, r, 4);
+  expect(same.kl).toBeCloseTo(0, 12);
+  expect(same.top1_agreement).toBe(1);
+  const c = new Float32Array([0, 1, 3, 2, 3, 2, 1, 0]);
+  const e = logitsError(r, c, 4);
+  expect(e.top1_agreement).toBe(0.5);
+  expect(e.kl).toBeGreaterThan(0);
+  // uniform logits over V -> perplexity V
+  expect(perplexity(new Float32Array(12), 4, [0, 1, 3])).toBeCloseTo(4, 10);
+  const ls = logSoftmax([0, Math.log(3)]);
+  expect(Math.exp(ls[1])).toBeCloseTo(0.75, 12);
+});
+
+const REG = JSON.stringify([
+  { id: "gqa", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
+    backends: { cpu: ["native", "broadcast"], cuda: ["native"] }, spec: "QWEN-002", description: "x" },
+  { id: "kvCache", type: "enum", values: ["bf16", "f32", "q8"], default: "bf16", perLayer: false, needsReset: true,
+    backends: { cpu: ["bf16", "f32"], cuda: ["bf16", "q8"] }, spec: "QWEN-007", description: "y" },
+]);
+
+test("toggle registry and settings schema", () => {
+  const reg = parseRegistry(REG);
+  expect(reg.length).toBe(2);
+  expect(() => parseRegistry("[{}]")).toThrow(/toggle registry: invalid/);
+  expect(validateToggleSettings(reg, { gqa: "broadcast" }, { backend: "cpu" })).toEqual({ gqa: "broadcast" });
+  expect(validateToggleSettings(reg, { gqa: ["native", "broadcast"] }, { nLayers: 2 })).toEqual({ gqa: ["native", "broadcast"] });
+  expect(() => validateToggleSettings(reg, { gqa: "broadcast" }, { backend: "cuda" })).toThrow(/toggle "gqa".*allowed on cuda: native/);
+  expect(() => validateToggleSettings(reg, { kvCache: ["f32"] })).toThrow(/kvCache/);
+  expect(() => validateToggleSettings(reg, { nope: "x" })).toThrow(/known toggles: gqa, kvCache/);
+  expect(parseToggleArg("gqa=broadcast,kvCache=f32")).toEqual({ gqa: "broadcast", kvCache: "f32" });
+  expect(parseToggleArg("gqa=native/broadcast")).toEqual({ gqa: ["native", "broadcast"] });
+  expect(() => parseToggleArg("gqa")).toThrow(/id=value/);
+});
+
+test("bench helpers and roofline aggregation", () => {
+  expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90)).toBe(9);
+  expect(percentile([1, 2, 3], 50)).toBe(2);
+  const p = benchPrompt(100, 8256, 3);
+  expect(p.length).toBe(100);
+  expect(p.every((t) => t >= 10 && t < 8192)).toBe(true);
+  expect(benchPrompt(100, 8256, 3)).toEqual(p);
+  const ops = { step: [0, 0], phase: [1, 1], layer: [0, 1], op: [2, 2], kernel: [0, 0], t_start_ns: [0, 100], t_end_ns: [100, 300],
+    flops: [1000, 1000], bytes: [500, 500], n_tokens: [1, 1] };
+  const pts = rooflinePoints(ops, ["gemv"], { ceilings: normalizeCeilings({ dram_gbs: 10, flops: { fp32: 100e9 } }) });
+  expect(pts.length).toBe(1);
+  expect(pts[0].op).toBe("qkv");
+  expect(pts[0].ai).toBe(2);
+  expect(pts[0].gbs).toBeCloseTo(1000 / 300e-9 / 1e9, 6);
+  expect(pts[0].pct_bandwidth).toBeCloseTo(100 * (1000 / 300e-9) / 10e9, 6);
+  expect(pts[0].bound).toBe("memory");
+  expect(rooflinePoints(ops, ["gemv"], { byLayer: true }).length).toBe(2);
+});
