@@ -14,8 +14,14 @@
 //   1.5b  1536 / 28 / 12 q / 2 kv / 128 / 8960 / 151936, tied
 //   7b    3584 / 28 / 28 q / 4 kv / 128 / 18944 / 152064, untied
 // The three real-shape presets embed the full Qwen2/2.5 tokenizer (models/qwen-tokenizer).
-import type { QwenConfig } from "./api.ts";
-import { GGML } from "./ffi.ts";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, copyFileSync, renameSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { Progress, QwenConfig } from "./api.ts";
+import { ggufMetadataForConfig } from "./config.ts";
+import { GGML, REPO_ROOT } from "./ffi.ts";
+import { gv, inferKV, writeGguf, ggmlTensorBytes, type GgufKV, type GgufWriteTensor } from "./gguf.ts";
+import { writeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "./safetensors.ts";
+import { loadQwenTokenizer, loadTokenizerDir, type QwenTokenizer } from "./tokenizer.ts";
 
 export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b"] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
@@ -274,4 +280,178 @@ export function* floatTensors(spec: SynthSpec, type: "f32" | "f16" | "bf16"): Ge
     const ggmlType = planType(type, t, spec.config);
     yield { t, ggmlType, values, bytes: encodeFloat(values, ggmlType) };
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Streaming encoders: a tensor is generated and encoded in row chunks, so the peak memory of a writer is the
+// encoded tensor plus one chunk (the 7B bf16 embedding: 1.1 GB, not 2.2 GB of fp32 first).
+// ------------------------------------------------------------------------------------------------
+/** Quantizers for block types, registered by name so this file does not depend on one implementation. */
+export type Quantizer = (values: Float32Array, ne0: number) => Uint8Array;
+const quantizers = new Map<number, Quantizer>();
+export function registerQuantizer(ggmlType: number, q: Quantizer): void {
+  quantizers.set(ggmlType, q);
+}
+
+const CHUNK_ELEMS = 1 << 22;
+
+/** The bytes of tensor `t` in `ggmlType` (deterministic; identical to encoding generateTensor's output). */
+export async function encodeTensor(spec: SynthSpec, t: SynthTensor, ggmlType: number): Promise<Uint8Array> {
+  const n = numel(t.ne);
+  const ne0 = t.ne[0];
+  const nbytes = ggmlTensorBytes(ggmlType, t.ne);
+  await ensureQuantizers(ggmlType);
+  if (t.kind === "norm" || n <= CHUNK_ELEMS) return encodeValues(generateTensor(spec, t), ggmlType, ne0);
+  const out = new Uint8Array(nbytes);
+  const rows = n / ne0;
+  const rowBytes = nbytes / rows;
+  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMS / ne0));
+  const rng = new Xoshiro128(spec.seed >>> 0, fnv1a(t.name));
+  const std = t.kind === "bias" ? spec.biasStd : spec.std;
+  const buf = new Float32Array(rowsPerChunk * ne0);
+  for (let r = 0; r < rows; r += rowsPerChunk) {
+    const nr = Math.min(rowsPerChunk, rows - r);
+    const v = nr === rowsPerChunk ? buf : buf.subarray(0, nr * ne0);
+    rng.fillNormal(v, std);
+    out.set(encodeValues(v, ggmlType, ne0), r * rowBytes);
+  }
+  return out;
+}
+
+function encodeValues(values: Float32Array, ggmlType: number, ne0: number): Uint8Array {
+  if (ggmlType === GGML.F32 || ggmlType === GGML.F16 || ggmlType === GGML.BF16) {
+    const b = encodeFloat(values, ggmlType);
+    return ggmlType === GGML.F32 ? new Uint8Array(b) : b; // F32: copy (values is a reused buffer)
+  }
+  const q = quantizers.get(ggmlType);
+  if (!q) throw new Error(`synthetic: no quantizer registered for ggml type ${ggmlType}`);
+  return q(values, ne0);
+}
+
+/** Loads engine/quant.ts quantizers on first need (the module is owned by the formats side). */
+async function ensureQuantizers(ggmlType: number): Promise<void> {
+  if (ggmlType === GGML.F32 || ggmlType === GGML.F16 || ggmlType === GGML.BF16 || quantizers.has(ggmlType)) return;
+  const spec = "./quant.ts";
+  const mod = (await import(spec)) as Record<string, unknown>;
+  const f = mod.quantizeRow ?? mod.quantize;
+  if (typeof f !== "function") throw new Error("synthetic: engine/quant.ts exports no quantize(type, values, ne) function");
+  for (const ty of [GGML.Q8_0, GGML.Q4_0, GGML.Q5_0, GGML.Q4_K, GGML.Q5_K, GGML.Q6_K]) {
+    if (!quantizers.has(ty)) quantizers.set(ty, (v, ne0) => (f as (t: number, v: Float32Array, ne: number[]) => Uint8Array)(ty, v, [ne0, v.length / ne0]));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tokenizer + writers
+// ------------------------------------------------------------------------------------------------
+export const MODELS_DIR = join(REPO_ROOT, "models");
+const TINY_TOKENIZER_DIR = join(MODELS_DIR, "tiny-qwen2-brown");
+
+/** The tokenizer that goes with a synthetic spec. */
+export function syntheticTokenizer(spec: SynthSpec): QwenTokenizer {
+  return spec.tokenizer === "tiny" ? loadTokenizerDir(TINY_TOKENIZER_DIR) : loadQwenTokenizer();
+}
+
+export interface WriteOptions {
+  onProgress?: (p: Progress) => void;
+  /** Model name written into general.name / the HF config. */
+  name?: string;
+}
+
+function modelName(spec: SynthSpec, type: SynthType): string {
+  return `qwen2.5-${spec.preset}-synthetic-${type}-s${spec.seed}`;
+}
+
+/**
+ * Writes a synthetic model as GGUF (llama.cpp-loadable: general.architecture qwen2, all qwen2.* keys, the
+ * tokenizer with tokenizer.ggml.pre = qwen2). Tensors are produced one at a time while the file streams out.
+ */
+export async function writeSyntheticGguf(spec: SynthSpec, type: SynthType, path: string, opts: WriteOptions = {}): Promise<{ bytes: number; path: string }> {
+  const cfg = spec.config;
+  const tensors = tensorList(cfg);
+  const types = tensors.map((t) => planType(type, t, cfg));
+  for (const ty of new Set(types)) await ensureQuantizers(ty);
+  const tok = syntheticTokenizer(spec);
+  const meta: [string, GgufKV][] = [...ggufMetadataForConfig(cfg, opts.name ?? modelName(spec, type))];
+  meta.push(["general.file_type", gv.u32(fileType(type))]);
+  meta.push(["general.quantization_version", gv.u32(2)]);
+  meta.push(["general.description", gv.str(`synthetic random weights (seed ${spec.seed}, std ${spec.std}); qwen-workbench engine/synthetic.ts`)]);
+  const bos = cfg.bos_token_id, eos = Array.isArray(cfg.eos_token_id) ? cfg.eos_token_id[0] : cfg.eos_token_id;
+  const have = new Set(meta.map(([k]) => k));
+  for (const [k, v] of Object.entries(tok.toGgufMetadata({ vocabSize: cfg.vocab_size, bosId: bos, eosId: eos }))) {
+    if (have.has(k)) continue; // bos/eos already written from the config (same values)
+    meta.push([k, k.endsWith("_token_id") ? gv.u32(v as number) : inferKV(v, k)]);
+  }
+  const total = tensors.length;
+  opts.onProgress?.({ stage: "synthesize", done: 0, total, message: path });
+  const wt: GgufWriteTensor[] = tensors.map((t, i) => ({ name: t.name, type: types[i], ne: t.ne, data: () => encodeTensor(spec, t, types[i]) }));
+  mkdirSync(dirname(path), { recursive: true });
+  const r = await writeGguf(path, { metadata: meta, tensors: wt }, {
+    onProgress: (done, tot, name) => opts.onProgress?.({ stage: "synthesize", done, total: tot, message: name }),
+  });
+  return { bytes: r.bytes, path };
+}
+
+const HF_DTYPE: Record<number, string> = { [GGML.F32]: "F32", [GGML.F16]: "F16", [GGML.BF16]: "BF16" };
+
+/**
+ * Writes a synthetic model as a Hugging Face directory: config.json, generation_config.json, tokenizer.json,
+ * tokenizer_config.json and model.safetensors (sharded as model-0000i-of-0000n.safetensors + index above
+ * `shardBytes`, default 4 GB). Float types only (HF checkpoints hold no GGML block types).
+ */
+export async function writeSyntheticHf(spec: SynthSpec, type: SynthType, dir: string, opts: WriteOptions & { shardBytes?: number } = {}): Promise<{ bytes: number; dir: string; shards: number }> {
+  if (type !== "f32" && type !== "f16" && type !== "bf16") throw new Error(`HF format holds float weights only (f32, f16, bf16), not ${type}; use --format gguf`);
+  const cfg = spec.config;
+  const tensors = tensorList(cfg);
+  mkdirSync(dir, { recursive: true });
+  const torchDtype = { f32: "float32", f16: "float16", bf16: "bfloat16" }[type];
+  const config = {
+    architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", hidden_act: "silu", attention_dropout: 0.0,
+    vocab_size: cfg.vocab_size, hidden_size: cfg.hidden_size, intermediate_size: cfg.intermediate_size,
+    num_hidden_layers: cfg.num_hidden_layers, num_attention_heads: cfg.num_attention_heads, num_key_value_heads: cfg.num_key_value_heads,
+    ...(cfg.head_dim * cfg.num_attention_heads !== cfg.hidden_size ? { head_dim: cfg.head_dim } : {}),
+    max_position_embeddings: cfg.max_position_embeddings, rope_theta: cfg.rope_theta, rms_norm_eps: cfg.rms_norm_eps,
+    tie_word_embeddings: cfg.tie_word_embeddings, use_sliding_window: false, sliding_window: null, max_window_layers: cfg.num_hidden_layers,
+    bos_token_id: cfg.bos_token_id, eos_token_id: cfg.eos_token_id, torch_dtype: torchDtype, use_cache: true,
+    initializer_range: spec.std, _name_or_path: opts.name ?? modelName(spec, type),
+  };
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: cfg.bos_token_id, eos_token_id: cfg.eos_token_id }, null, 2) + "\n");
+  // Tokenizer files: copied (the full Qwen tokenizer is stored gzipped in the repo; HF wants plain JSON).
+  const tokDir = spec.tokenizer === "tiny" ? TINY_TOKENIZER_DIR : join(MODELS_DIR, "qwen-tokenizer");
+  const tj = join(tokDir, "tokenizer.json");
+  if (existsSync(tj)) copyFileSync(tj, join(dir, "tokenizer.json"));
+  else writeFileSync(join(dir, "tokenizer.json"), Bun.gunzipSync(readFileSync(tj + ".gz") as Uint8Array<ArrayBuffer>));
+  copyFileSync(join(tokDir, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
+
+  const ggmlType = { f32: GGML.F32, f16: GGML.F16, bf16: GGML.BF16 }[type];
+  let done = 0;
+  const total = tensors.length;
+  const st: SafetensorsWriteTensor[] = tensors.map((t) => {
+    const ty = t.kind === "norm" || t.kind === "bias" ? ggmlType : ggmlType; // HF keeps one dtype for all
+    return {
+      name: t.hfName, dtype: HF_DTYPE[ty], shape: [...t.ne].reverse(),
+      data: async () => {
+        const b = await encodeTensor(spec, t, ty);
+        opts.onProgress?.({ stage: "synthesize", done: ++done, total, message: t.hfName });
+        return b;
+      },
+    };
+  });
+  const bytes = st.reduce((s, t) => s + numel(t.shape) * (type === "f32" ? 4 : 2), 0);
+  const shardBytes = opts.shardBytes ?? 4e9;
+  opts.onProgress?.({ stage: "synthesize", done: 0, total, message: dir });
+  const meta = { format: "pt" };
+  if (bytes > shardBytes) {
+    const r = await writeSafetensorsSharded(dir, st, { maxShardBytes: shardBytes, metadata: meta });
+    return { bytes, dir, shards: r.shards.length };
+  }
+  await writeSafetensors(join(dir, "model.safetensors"), st, meta);
+  return { bytes, dir, shards: 1 };
+}
+
+/** Writes atomically-renamed small JSON (used by the CLI for synth manifests). */
+export function writeJsonAtomic(path: string, v: unknown): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(v, null, 2) + "\n");
+  renameSync(tmp, path);
 }

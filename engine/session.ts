@@ -1,0 +1,272 @@
+// engine/session.ts — EngineSession (engine/api.ts) over a native qw_session: typed argument checks with clear
+// messages, token streaming with timings, stop tokens / EOS, max tokens, seeds, AbortSignal cancellation and
+// UTF-8-safe incremental detokenization.
+import type { Capture, EngineSession, GenerateEvent, GenerateOptions, SamplingOptions } from "./api.ts";
+import type { NativeSession } from "./ffi.ts";
+import { QwenError } from "./ffi.ts";
+import type { OpColumns, ToggleValues } from "./profile.ts";
+
+/** What a session needs from its model (kept narrow so tests can build sessions over any model). */
+export interface SessionHost {
+  readonly vocabSize: number;
+  readonly numLayers: number;
+  readonly eosIds: number[];
+  encode(text: string): number[];
+  chat(messages: { role: string; content: string }[]): number[];
+  /** A fresh incremental decoder: push(id) returns the text completed by that token. */
+  decoder(): { push(id: number): string; end(): string };
+  decode(ids: number[]): string;
+  onClose(s: Session): void;
+}
+
+/** A user error in a session call (bad argument), as opposed to a native failure (QwenError). */
+export class SessionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SessionError";
+  }
+}
+
+function isInt(x: unknown): x is number {
+  return typeof x === "number" && Number.isInteger(x);
+}
+
+/** Checks sampling options; returns the normalized values. Throws SessionError naming the bad field. */
+export function checkSampling(s: SamplingOptions): { temperature: number; topK: number; topP: number; seed: number } {
+  const temperature = s.temperature ?? 0;
+  const topK = s.topK ?? 0;
+  const topP = s.topP ?? 1;
+  const seed = s.seed ?? 0;
+  if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0 || temperature > 100) {
+    throw new SessionError(`temperature must be a number in [0, 100] (0 = greedy), got ${String(temperature)}`);
+  }
+  if (!isInt(topK) || topK < 0) throw new SessionError(`topK must be an integer >= 0 (0 = off), got ${String(topK)}`);
+  if (typeof topP !== "number" || !Number.isFinite(topP) || topP <= 0 || topP > 1) {
+    throw new SessionError(`topP must be in (0, 1] (1 = off), got ${String(topP)}`);
+  }
+  if (!isInt(seed) || seed < 0 || !Number.isSafeInteger(seed)) throw new SessionError(`seed must be a non-negative integer, got ${String(seed)}`);
+  return { temperature, topK, topP, seed };
+}
+
+export class Session implements EngineSession {
+  readonly maxBatch: number;
+  readonly maxContext: number;
+  readonly maxPrefill: number;
+  private readonly native: NativeSession;
+  private readonly host: SessionHost;
+  private kernels: string[] = [];
+  private busy = false;
+
+  constructor(native: NativeSession, host: SessionHost, dims: { maxBatch: number; maxContext: number; maxPrefill: number }) {
+    this.native = native;
+    this.host = host;
+    this.maxBatch = dims.maxBatch;
+    this.maxContext = dims.maxContext;
+    this.maxPrefill = dims.maxPrefill;
+  }
+
+  get closed(): boolean {
+    return this.native.closed;
+  }
+
+  private checkSeq(seq: number, what: string): void {
+    if (!isInt(seq) || seq < 0 || seq >= this.maxBatch) {
+      throw new SessionError(`${what}: sequence ${String(seq)} is not in 0..${this.maxBatch - 1} (max batch ${this.maxBatch})`);
+    }
+  }
+  private checkTokens(tokens: readonly number[], what: string): Int32Array {
+    if (!Array.isArray(tokens) && !(tokens instanceof Int32Array)) throw new SessionError(`${what}: tokens must be an array of ids`);
+    const V = this.host.vocabSize;
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (!isInt(t) || t < 0 || t >= V) throw new SessionError(`${what}: token ${String(t)} at index ${i} is not a valid id (0..${V - 1})`);
+    }
+    return Int32Array.from(tokens);
+  }
+
+  setToggle(id: string, value: string, layer = -1): void {
+    if (typeof id !== "string" || typeof value !== "string") throw new SessionError("setToggle: id and value must be strings");
+    if (!isInt(layer) || layer < -1 || layer >= this.host.numLayers) {
+      throw new SessionError(`setToggle: layer ${String(layer)} is not -1 (all) or 0..${this.host.numLayers - 1}`);
+    }
+    this.native.setToggle(id, value, layer);
+  }
+  toggles(): ToggleValues {
+    return JSON.parse(this.native.togglesJson()) as ToggleValues;
+  }
+  setProfiling(on: boolean): void {
+    this.native.setProfiling(on ? 1 : 0);
+  }
+  setCapture(hooks: string[]): void {
+    if (!Array.isArray(hooks) || hooks.some((h) => typeof h !== "string" || h.includes(","))) {
+      throw new SessionError("setCapture: hooks must be an array of hook names (no commas)");
+    }
+    this.native.setCapture(hooks.join(","));
+  }
+  setLogitsMode(mode: 0 | 1 | 2): void {
+    if (mode !== 0 && mode !== 1 && mode !== 2) throw new SessionError(`setLogitsMode: mode must be 0, 1 or 2, got ${String(mode)}`);
+    this.native.setLogitsMode(mode);
+  }
+  setSampling(seq: number, s: SamplingOptions): void {
+    this.checkSeq(seq, "setSampling");
+    const v = checkSampling(s);
+    this.native.setSampling(seq, v.temperature, v.topK, v.topP, BigInt(v.seed));
+  }
+  reset(seq?: number): void {
+    if (seq === undefined || seq === -1) return this.native.reset(-1);
+    this.checkSeq(seq, "reset");
+    this.native.reset(seq);
+  }
+  seqLen(seq: number): number {
+    this.checkSeq(seq, "seqLen");
+    return this.native.seqLen(seq);
+  }
+  prefill(seq: number, tokens: number[]): number {
+    this.checkSeq(seq, "prefill");
+    const t = this.checkTokens(tokens, "prefill");
+    if (t.length === 0) throw new SessionError("prefill: no tokens");
+    const len = this.native.seqLen(seq);
+    if (len + t.length > this.maxContext) {
+      throw new QwenError("qw_session_prefill", 7, `sequence ${seq} holds ${len} tokens; ${t.length} more would exceed the max context ${this.maxContext}`);
+    }
+    if (t.length <= this.maxPrefill) return this.native.prefill(seq, t);
+    // Longer than one prefill chunk: feed it in chunks (the engine samples after each; the last one counts).
+    let next = -1;
+    for (let o = 0; o < t.length; o += this.maxPrefill) next = this.native.prefill(seq, t.subarray(o, Math.min(t.length, o + this.maxPrefill)));
+    return next;
+  }
+  decode(seqIds: number[], tokens: number[]): number[] {
+    if (!Array.isArray(seqIds) || seqIds.length === 0) throw new SessionError("decode: seqIds must be a non-empty array");
+    if (seqIds.length !== tokens.length) throw new SessionError(`decode: ${seqIds.length} seqIds but ${tokens.length} tokens`);
+    if (seqIds.length > this.maxBatch) throw new SessionError(`decode: ${seqIds.length} sequences exceed max batch ${this.maxBatch}`);
+    const seen = new Set<number>();
+    for (const s of seqIds) {
+      this.checkSeq(s, "decode");
+      if (seen.has(s)) throw new SessionError(`decode: sequence ${s} appears twice`);
+      seen.add(s);
+    }
+    const t = this.checkTokens(tokens, "decode");
+    const out = new Int32Array(seqIds.length);
+    this.native.decode(Int32Array.from(seqIds), t, out);
+    return Array.from(out);
+  }
+  logits(): { rows: number; vocab: number; data: Float32Array } {
+    return this.native.readLogits();
+  }
+  captures(): Capture[] {
+    const n = this.native.captureCount();
+    const out: Capture[] = [];
+    for (let i = 0; i < n; i++) out.push(this.native.readCapture(i));
+    return out;
+  }
+  takeRecords(): { ops: OpColumns; kernels: string[]; dropped: number } {
+    const r = this.native.takeRecords(this.kernels);
+    return { ops: r.ops, kernels: [...this.kernels], dropped: r.dropped };
+  }
+
+  /** Tokens of a generation request (prompt text, chat messages or ids). */
+  promptTokens(opts: GenerateOptions): number[] {
+    const given = [opts.prompt !== undefined, opts.messages !== undefined, opts.tokens !== undefined].filter(Boolean).length;
+    if (given !== 1) throw new SessionError("generate: give exactly one of prompt, messages or tokens");
+    if (opts.prompt !== undefined) {
+      if (typeof opts.prompt !== "string") throw new SessionError("generate: prompt must be a string");
+      return this.host.encode(opts.prompt);
+    }
+    if (opts.messages !== undefined) {
+      if (!Array.isArray(opts.messages) || opts.messages.length === 0) throw new SessionError("generate: messages must be a non-empty array");
+      return this.host.chat(opts.messages);
+    }
+    return [...(opts.tokens as number[])];
+  }
+
+  async *generate(opts: GenerateOptions): AsyncGenerator<GenerateEvent> {
+    if (this.busy) throw new SessionError("generate: this session is already generating (one generation at a time per session)");
+    const seq = opts.seq ?? 0;
+    this.checkSeq(seq, "generate");
+    const maxTokens = opts.maxTokens ?? 64;
+    if (!isInt(maxTokens) || maxTokens < 1) throw new SessionError(`generate: maxTokens must be an integer >= 1, got ${String(maxTokens)}`);
+    const sampling = checkSampling(opts);
+    const stop = new Set<number>(this.host.eosIds);
+    for (const s of opts.stop ?? []) {
+      if (!isInt(s)) throw new SessionError(`generate: stop token ${String(s)} is not an integer`);
+      stop.add(s);
+    }
+    const prompt = this.promptTokens(opts);
+    if (prompt.length === 0) throw new SessionError("generate: the prompt is empty (it tokenized to no tokens)");
+    this.checkTokens(prompt, "generate");
+    if (prompt.length > this.maxContext) {
+      throw new QwenError("qw_session_prefill", 7, `the prompt has ${prompt.length} tokens, more than the session's max context ${this.maxContext}`);
+    }
+    const signal = opts.signal;
+    this.busy = true;
+    try {
+      this.reset(seq);
+      this.native.setSampling(seq, sampling.temperature, sampling.topK, sampling.topP, BigInt(sampling.seed));
+      if (signal?.aborted) {
+        yield { type: "done", reason: "cancelled", tokens: [], text: "", ttftMs: 0, tpotMs: [], prefillTokS: 0, decodeTokS: 0 };
+        return;
+      }
+      const dec = this.host.decoder();
+      const t0 = performance.now();
+      let tok = this.prefill(seq, prompt);
+      const prefillMs = performance.now() - t0;
+      yield { type: "prefill", promptTokens: prompt.length, ms: prefillMs };
+      const out: number[] = [];
+      const tpot: number[] = [];
+      let text = "";
+      let reason: "stop" | "length" | "cancelled" = "length";
+      let phase: "prefill" | "decode" = "prefill";
+      let stepMs = prefillMs;
+      const seqArr = new Int32Array([seq]);
+      const tokArr = new Int32Array(1);
+      const outArr = new Int32Array(1);
+      for (;;) {
+        if (stop.has(tok)) {
+          reason = "stop";
+          break;
+        }
+        out.push(tok);
+        const piece = dec.push(tok);
+        text += piece;
+        yield { type: "token", index: out.length - 1, token: tok, text: piece, ms: stepMs, phase };
+        if (out.length >= maxTokens) {
+          reason = "length";
+          break;
+        }
+        if (prompt.length + out.length > this.maxContext) {
+          reason = "length"; // the KV cache is full: the next decode would overflow
+          break;
+        }
+        if (signal) {
+          await new Promise<void>((r) => setImmediate(r)); // let an abort (timer, request close) land
+          if (signal.aborted) {
+            reason = "cancelled";
+            break;
+          }
+        }
+        const s0 = performance.now();
+        tokArr[0] = tok;
+        this.native.decode(seqArr, tokArr, outArr);
+        tok = outArr[0];
+        stepMs = performance.now() - s0;
+        tpot.push(stepMs);
+        phase = "decode";
+      }
+      text += dec.end();
+      const decodeMs = tpot.reduce((a, b) => a + b, 0);
+      yield {
+        type: "done", reason, tokens: out, text, ttftMs: prefillMs, tpotMs: tpot,
+        prefillTokS: prefillMs > 0 ? (prompt.length / prefillMs) * 1000 : 0,
+        decodeTokS: decodeMs > 0 ? (tpot.length / decodeMs) * 1000 : 0,
+      };
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  close(): void {
+    if (this.native.closed) return;
+    this.native.destroy();
+    this.host.onClose(this);
+  }
+}
