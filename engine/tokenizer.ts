@@ -360,9 +360,14 @@ export class QwenTokenizer {
     });
   }
 
-  /** Builds from GGUF metadata (key -> value, arrays as JS arrays or typed arrays). */
+  /** Builds from GGUF metadata: key -> value as a Map or object; values plain (arrays as JS or typed arrays) or
+   * engine/gguf.ts's typed { type, value } entries (array values { elemType, items }). */
   static fromGgufMetadata(meta: Record<string, unknown> | Map<string, unknown>): QwenTokenizer {
-    const m = parseOrThrow(ggufMetaSchema, meta instanceof Map ? Object.fromEntries(meta) : meta, "GGUF metadata");
+    const plain: Record<string, unknown> = {};
+    for (const [k, v] of meta instanceof Map ? meta : Object.entries(meta)) {
+      if (k.startsWith("tokenizer.")) plain[k] = unwrapGgufValue(v);
+    }
+    const m = parseOrThrow(ggufMetaSchema, plain, "GGUF metadata");
     const n = m["tokenizer.ggml.tokens"].length;
     const types = m["tokenizer.ggml.token_type"];
     if (types && types.length !== n) throw new Error(`GGUF metadata: tokenizer.ggml.token_type has ${types.length} entries, tokens has ${n}`);
@@ -768,6 +773,16 @@ const ggufMetaSchema = z
 
 // ---------------------------------------------------------------------------------------------------------
 // Files
+
+/** { type, value } (engine/gguf.ts GgufKV) -> value; { elemType, items } -> items; others unchanged. */
+function unwrapGgufValue(v: unknown): unknown {
+  if (v && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
+    const o = v as Record<string, unknown>;
+    if (typeof o.type === "number" && "value" in o) return unwrapGgufValue(o.value);
+    if (typeof o.elemType === "number" && "items" in o) return o.items;
+  }
+  return v;
+}
 
 function isWordChar(s: string, i: number): boolean {
   if (i < 0 || i >= s.length) return false;

@@ -6,16 +6,32 @@ import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { QwenTokenizer, loadQwenTokenizer, loadTokenizerDir, MODELS_DIR, TOKEN_TYPE, QWEN2_PATTERN } from "../../../engine/tokenizer.ts";
 import { CHATML_TEMPLATE } from "../../../engine/chat.ts";
+import type { EngineModel } from "../../../engine/api.ts";
 
 const FIX = join(import.meta.dir, "..", "..", "fixtures");
 const TINY_DIR = join(MODELS_DIR, "tiny-qwen2-brown");
-const corpus = (JSON.parse(readFileSync(join(FIX, "tokenizer", "corpus.json"), "utf8")) as { texts: { name: string; text: string }[] }).texts;
+const corpusFile = JSON.parse(readFileSync(join(FIX, "tokenizer", "corpus.json"), "utf8")) as {
+  texts: { name: string; text: string }[];
+  decode_cases: string[][];
+};
+const corpus = corpusFile.texts;
+/** corpus.json decode case -> ids: hex byte -> its byte-level token, else an added token's content. */
+function caseIds(t: QwenTokenizer, items: string[]): number[] {
+  return items.map((x) => t.tokenToId(x.startsWith("<") ? x : byteLevelChar(parseInt(x, 16)))!);
+}
+// What Rust's String::from_utf8_lossy / WHATWG TextDecoder give (one U+FFFD per maximal invalid subpart).
+const DECODE_EXPECTED = [
+  "a\uFFFD", "😀", "\uFFFDa", "\uFFFDA", "\uFFFD\uFFFD", "\uFFFD\uFFFD\uFFFD", "\uFFFD\uFFFD\uFFFD\uFFFD",
+  "\uFFFD<|im_end|>\uFFFD", "\uFFFD\uFFFD 你", "<|endoftext|>\uFFFD",
+];
 const golden = JSON.parse(readFileSync(join(FIX, "golden.json"), "utf8")) as { prompts: { text: string; ids: number[] }[] };
 const GOLDEN_IDS = join(FIX, "tokenizer", "golden-ids.json");
 
 const tiny = loadTokenizerDir(TINY_DIR);
 const qwen = loadQwenTokenizer();
 const toks = { tiny, qwen } as const;
+// The engine API's tokenizer shape (engine/api.ts) is satisfied by QwenTokenizer.
+const _apiShape: EngineModel["tokenizer"] = qwen;
 
 function readJson(path: string): unknown {
   const b = readFileSync(path);
@@ -40,7 +56,7 @@ describe("golden-ids.json (Hugging Face tokenizers, make_golden.py)", () => {
   }
   const g = JSON.parse(readFileSync(GOLDEN_IDS, "utf8")) as {
     names: string[];
-    tokenizers: Record<string, { ids: number[][]; decoded: string[]; chats?: { messages: { role: string; content: string }[]; text: string; ids: number[] }[] }>;
+    tokenizers: Record<string, { ids: number[][]; decoded: string[]; decode_cases: string[]; chats?: { messages: { role: string; content: string }[]; text: string; ids: number[] }[] }>;
   };
   test("covers the current corpus", () => {
     expect(g.names).toEqual(corpus.map((c) => c.name));
@@ -56,6 +72,7 @@ describe("golden-ids.json (Hugging Face tokenizers, make_golden.py)", () => {
         }
         expect(toks[key].decode(e.ids[i])).toBe(e.decoded[i]);
       }
+      for (const [i, c] of corpusFile.decode_cases.entries()) expect(toks[key].decode(caseIds(toks[key], c))).toBe(e.decode_cases[i]);
     });
     if (e?.chats) {
       test(`${key}: chat template`, () => {
@@ -102,6 +119,18 @@ describe("round trips", () => {
       }
     });
   }
+  test("invalid / incomplete UTF-8 decodes like from_utf8_lossy, streaming included", () => {
+    expect(corpusFile.decode_cases.length).toBe(DECODE_EXPECTED.length);
+    for (const t of [tiny, qwen]) {
+      for (const [i, c] of corpusFile.decode_cases.entries()) {
+        const ids = caseIds(t, c);
+        expect(ids.every((x) => x !== undefined)).toBe(true);
+        expect(t.decode(ids)).toBe(DECODE_EXPECTED[i]);
+        const d = t.decoder();
+        expect(ids.map((id) => d.push(id)).join("") + d.end()).toBe(DECODE_EXPECTED[i]);
+      }
+    }
+  });
   test("empty", () => {
     expect(qwen.encode("")).toEqual([]);
     expect(qwen.decode([])).toBe("");
@@ -217,6 +246,16 @@ describe("GGUF metadata", () => {
     expect(meta["tokenizer.ggml.eos_token_id"]).toBe(8192);
     const back = QwenTokenizer.fromGgufMetadata(new Map(Object.entries(meta)));
     for (const p of golden.prompts) expect(back.encode(p.text)).toEqual(p.ids);
+    // engine/gguf.ts's typed form: { type, value }, arrays { elemType, items } (STRING 8, ARRAY 9, I32 5, U32 4).
+    const kv = new Map<string, unknown>([["general.architecture", { type: 8, value: "qwen2" }]]);
+    for (const [k, v] of Object.entries(meta)) {
+      if (k === "tokenizer.ggml.token_type") kv.set(k, { type: 9, value: { elemType: 5, items: Int32Array.from(v as number[]) } });
+      else if (Array.isArray(v)) kv.set(k, { type: 9, value: { elemType: 8, items: v } });
+      else kv.set(k, { type: typeof v === "number" ? 4 : typeof v === "boolean" ? 7 : 8, value: v });
+    }
+    const typed = QwenTokenizer.fromGgufMetadata(kv);
+    for (const p of golden.prompts) expect(typed.encode(p.text)).toEqual(p.ids);
+    expect(typed.eosIds.sort()).toEqual([8192, 8194]);
   });
   test("bad metadata names the key", () => {
     const meta = tiny.toGgufMetadata();
