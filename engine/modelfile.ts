@@ -1,0 +1,304 @@
+// Opens a model source — a .gguf file or a Hugging Face directory (config.json + model.safetensors or a
+// sharded index) — into one shape the engine loads from: a validated config, the tensors under their GGUF
+// names with ggml types and ggml-order shapes, zero-copy data views, and where the tokenizer comes from.
+// Everything is checked here (architecture, every required tensor, shapes, types) so that the native engine
+// only ever sees a consistent model, and the user sees every problem named at once.
+import * as fs from "node:fs";
+import * as nodePath from "node:path";
+import type { QwenConfig } from "./api.ts";
+import { configFromGguf, configFromHf } from "./config.ts";
+import {
+  GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, ggufPlain, isKnownGgmlType, isSupportedGgmlType,
+  openGguf, type GgufFile, type GgufKV,
+} from "./gguf.ts";
+import { openSafetensorsDir, SUPPORTED_SAFETENSORS_DTYPES } from "./safetensors.ts";
+
+// ------------------------------------------------------------------------------------------------------
+// Tensor table and names
+// ------------------------------------------------------------------------------------------------------
+
+export interface TensorSpec {
+  name: string;
+  /** ggml order: ne0 is the contiguous (input) dimension. */
+  ne: number[];
+  /** The Hugging Face name of the same tensor. */
+  hfName: string;
+}
+
+const LAYER_TENSORS: [gguf: string, hf: string, ne: (c: QwenConfig) => number[]][] = [
+  ["attn_norm.weight", "input_layernorm.weight", (c) => [c.hidden_size]],
+  ["attn_q.weight", "self_attn.q_proj.weight", (c) => [c.hidden_size, c.num_attention_heads * c.head_dim]],
+  ["attn_q.bias", "self_attn.q_proj.bias", (c) => [c.num_attention_heads * c.head_dim]],
+  ["attn_k.weight", "self_attn.k_proj.weight", (c) => [c.hidden_size, c.num_key_value_heads * c.head_dim]],
+  ["attn_k.bias", "self_attn.k_proj.bias", (c) => [c.num_key_value_heads * c.head_dim]],
+  ["attn_v.weight", "self_attn.v_proj.weight", (c) => [c.hidden_size, c.num_key_value_heads * c.head_dim]],
+  ["attn_v.bias", "self_attn.v_proj.bias", (c) => [c.num_key_value_heads * c.head_dim]],
+  ["attn_output.weight", "self_attn.o_proj.weight", (c) => [c.num_attention_heads * c.head_dim, c.hidden_size]],
+  ["ffn_norm.weight", "post_attention_layernorm.weight", (c) => [c.hidden_size]],
+  ["ffn_gate.weight", "mlp.gate_proj.weight", (c) => [c.hidden_size, c.intermediate_size]],
+  ["ffn_up.weight", "mlp.up_proj.weight", (c) => [c.hidden_size, c.intermediate_size]],
+  ["ffn_down.weight", "mlp.down_proj.weight", (c) => [c.intermediate_size, c.hidden_size]],
+];
+
+/**
+ * Every tensor a Qwen2 model with this config needs, in load order, GGUF names and ggml shapes.
+ * Tied models (tie_word_embeddings) have no output.weight.
+ */
+export function tensorTable(c: QwenConfig): TensorSpec[] {
+  const t: TensorSpec[] = [{ name: "token_embd.weight", hfName: "model.embed_tokens.weight", ne: [c.hidden_size, c.vocab_size] }];
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    for (const [g, h, ne] of LAYER_TENSORS) t.push({ name: `blk.${i}.${g}`, hfName: `model.layers.${i}.${h}`, ne: ne(c) });
+  }
+  t.push({ name: "output_norm.weight", hfName: "model.norm.weight", ne: [c.hidden_size] });
+  if (!c.tie_word_embeddings) t.push({ name: "output.weight", hfName: "lm_head.weight", ne: [c.hidden_size, c.vocab_size] });
+  return t;
+}
+
+const HF_TOP: Record<string, string> = {
+  "model.embed_tokens.weight": "token_embd.weight",
+  "model.norm.weight": "output_norm.weight",
+  "lm_head.weight": "output.weight",
+};
+const HF_LAYER = new Map(LAYER_TENSORS.map(([g, h]) => [h, g]));
+const GGUF_LAYER = new Map(LAYER_TENSORS.map(([g, h]) => [g, h]));
+
+/** model.layers.3.self_attn.q_proj.weight → blk.3.attn_q.weight; undefined for names Qwen2 does not use. */
+export function hfToGgufName(hf: string): string | undefined {
+  if (HF_TOP[hf]) return HF_TOP[hf];
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hf);
+  if (!m) return undefined;
+  const g = HF_LAYER.get(m[2]);
+  return g && `blk.${Number(m[1])}.${g}`;
+}
+
+/** blk.3.attn_q.weight → model.layers.3.self_attn.q_proj.weight. */
+export function ggufToHfName(name: string): string | undefined {
+  for (const [h, g] of Object.entries(HF_TOP)) if (g === name) return h;
+  const m = /^blk\.(\d+)\.(.+)$/.exec(name);
+  if (!m) return undefined;
+  const h = GGUF_LAYER.get(m[2]);
+  return h && `model.layers.${Number(m[1])}.${h}`;
+}
+
+const HF_DTYPE_TO_GGML: Record<string, number> = { F32: GGML_TYPE.F32, F16: GGML_TYPE.F16, BF16: GGML_TYPE.BF16 };
+
+// ------------------------------------------------------------------------------------------------------
+// Validation
+// ------------------------------------------------------------------------------------------------------
+
+export interface TensorLike {
+  name: string;
+  ggmlType: number;
+  ne: readonly number[];
+  /** Name in the source file, for messages (the HF name for safetensors). */
+  sourceName?: string;
+}
+
+const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * Checks tensors against the config's table: all present, right shapes, supported types. Throws one Error
+ * listing every problem. Returns the names of tensors that the model does not use (callers drop them).
+ */
+export function validateTensors(c: QwenConfig, tensors: readonly TensorLike[], what: string): { unused: string[] } {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const problems: string[] = [];
+  const table = tensorTable(c);
+  const wanted = new Set(table.map((s) => s.name));
+  for (const s of table) {
+    const t = byName.get(s.name);
+    if (!t) {
+      problems.push(`missing tensor ${s.name} (HF ${s.hfName}), expected shape [${s.ne.join(", ")}]`);
+      continue;
+    }
+    const src = t.sourceName && t.sourceName !== t.name ? ` (${t.sourceName})` : "";
+    if (!sameShape(t.ne, s.ne)) {
+      problems.push(`tensor ${s.name}${src} has shape [${t.ne.join(", ")}], expected [${s.ne.join(", ")}] (ggml order)`);
+    }
+    if (!isSupportedGgmlType(t.ggmlType)) {
+      problems.push(`unsupported type ${ggmlTypeName(t.ggmlType)} in tensor ${s.name}${src}`);
+    } else if (t.ne[0] % ggmlTypeSize(t.ggmlType).blockSize !== 0) {
+      problems.push(`tensor ${s.name}${src}: ne0 ${t.ne[0]} is not a multiple of the ${ggmlTypeName(t.ggmlType)} block size`);
+    }
+  }
+  if (problems.length > 0) {
+    const head = problems.length === 1 ? "" : `${problems.length} problems: `;
+    const shown = problems.slice(0, 20).join("; ") + (problems.length > 20 ? `; … and ${problems.length - 20} more` : "");
+    throw new Error(`${what}: ${head}${shown}`);
+  }
+  return { unused: tensors.filter((t) => !wanted.has(t.name)).map((t) => t.sourceName ?? t.name) };
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Opening a source
+// ------------------------------------------------------------------------------------------------------
+
+export interface ModelTensor {
+  /** GGUF name (blk.N.attn_q.weight ...). */
+  name: string;
+  /** Name in the source file (HF name for safetensors). */
+  sourceName: string;
+  ggmlType: number;
+  /** ggml order. */
+  ne: number[];
+  nbytes: number;
+  /** The bytes in GGUF layout for ggmlType: a view of the mapped file, not a copy. */
+  readonly data: Uint8Array;
+}
+
+export type TokenizerSource =
+  | { kind: "gguf"; metadata: Map<string, GgufKV> }
+  | { kind: "hf"; dir: string; tokenizerJson: string; tokenizerConfig?: string }
+  | { kind: "none"; reason: string };
+
+export interface ModelSource {
+  format: "gguf" | "hf";
+  /** The file or directory that was opened. */
+  path: string;
+  config: QwenConfig;
+  /** The model's tensors in tensorTable order (tensors the model does not use are dropped, see warnings). */
+  tensors: ModelTensor[];
+  tokenizer: TokenizerSource;
+  /** GGUF metadata (plain values; long arrays summarized) or the safetensors __metadata__ plus config.json. */
+  metadata: Record<string, unknown>;
+  warnings: string[];
+  weightBytes: number;
+  /** Tensor count per ggml type name, e.g. { Q4_K: 96, F32: 121 }. */
+  weightTypes: Record<string, number>;
+  /** The parsed GGUF file (format "gguf" only). */
+  gguf?: GgufFile;
+}
+
+function summarizeGgufMetadata(g: GgufFile): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, kv] of g.metadata) {
+    if (typeof kv.value === "object" && kv.value.items.length > 64) {
+      out[k] = { array: kv.value.elemType, length: kv.value.items.length };
+    } else {
+      out[k] = ggufPlain(kv.value);
+    }
+  }
+  return out;
+}
+
+function finish(
+  format: ModelSource["format"], path: string, config: QwenConfig, all: ModelTensor[], tokenizer: TokenizerSource,
+  metadata: Record<string, unknown>, warnings: string[], what: string, gguf?: GgufFile,
+): ModelSource {
+  const { unused } = validateTensors(config, all, what);
+  if (unused.length > 0) warnings.push(`${what}: ignoring ${unused.length} tensor(s) Qwen2 does not use: ${unused.slice(0, 10).join(", ")}${unused.length > 10 ? ", …" : ""}`);
+  const byName = new Map(all.map((t) => [t.name, t]));
+  const tensors = tensorTable(config).map((s) => byName.get(s.name)!);
+  const weightTypes: Record<string, number> = {};
+  let weightBytes = 0;
+  for (const t of tensors) {
+    weightBytes += t.nbytes;
+    const n = ggmlTypeName(t.ggmlType);
+    weightTypes[n] = (weightTypes[n] ?? 0) + 1;
+  }
+  return { format, path, config, tensors, tokenizer, metadata, warnings, weightBytes, weightTypes, gguf };
+}
+
+/** Opens a GGUF file and validates it as a Qwen2 model. */
+export function openGgufModel(path: string): ModelSource {
+  const g = openGguf(path);
+  const what = `GGUF ${path}`;
+  const { config, warnings } = configFromGguf(g, what);
+  const all: ModelTensor[] = g.tensors.map((t) => ({
+    name: t.name, sourceName: t.name, ggmlType: t.type, ne: t.ne, nbytes: t.nbytes,
+    get data() { return t.data; },
+  }));
+  const hasTok = g.metadata.has("tokenizer.ggml.tokens");
+  const tokenizer: TokenizerSource = hasTok
+    ? { kind: "gguf", metadata: g.metadata }
+    : { kind: "none", reason: `${what} has no tokenizer.ggml.tokens` };
+  return finish("gguf", path, config, all, tokenizer, summarizeGgufMetadata(g), warnings, what, g);
+}
+
+/** Opens a Hugging Face directory (config.json + model.safetensors or sharded index + tokenizer.json). */
+export function openHfModel(dir: string): ModelSource {
+  const what = `HF ${dir}`;
+  const cfgPath = nodePath.join(dir, "config.json");
+  if (!fs.existsSync(cfgPath)) throw new Error(`${what}: no config.json`);
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(cfgPath, "utf8"));
+  } catch (e) {
+    throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
+  }
+  const { config, warnings } = configFromHf(json, cfgPath);
+  const st = openSafetensorsDir(dir);
+  const all: ModelTensor[] = [];
+  const unsupported: string[] = [];
+  const unknownNames: string[] = [];
+  for (const t of st.tensors) {
+    const name = hfToGgufName(t.name);
+    if (!name) { unknownNames.push(t.name); continue; }
+    if (name === "output.weight" && config.tie_word_embeddings) {
+      warnings.push(`${what}: tie_word_embeddings is true; ignoring lm_head.weight`);
+      continue;
+    }
+    const ggmlType = HF_DTYPE_TO_GGML[t.dtype];
+    if (ggmlType === undefined) {
+      unsupported.push(`tensor ${t.name} has dtype ${t.dtype}; supported: ${SUPPORTED_SAFETENSORS_DTYPES.join(", ")}`);
+      continue;
+    }
+    all.push({
+      name, sourceName: t.name, ggmlType, ne: [...t.shape].reverse(), nbytes: t.nbytes,
+      get data() { return t.data; },
+    });
+  }
+  if (unsupported.length > 0) throw new Error(`${what}: ${unsupported.slice(0, 10).join("; ")}`);
+  if (unknownNames.length > 0) {
+    warnings.push(`${what}: ignoring ${unknownNames.length} tensor(s) Qwen2 does not use: ${unknownNames.slice(0, 10).join(", ")}${unknownNames.length > 10 ? ", …" : ""}`);
+  }
+  const tj = nodePath.join(dir, "tokenizer.json");
+  const tc = nodePath.join(dir, "tokenizer_config.json");
+  const tokenizer: TokenizerSource = fs.existsSync(tj)
+    ? { kind: "hf", dir, tokenizerJson: tj, tokenizerConfig: fs.existsSync(tc) ? tc : undefined }
+    : { kind: "none", reason: `${what} has no tokenizer.json` };
+  const metadata: Record<string, unknown> = { ...st.metadata, config: json };
+  return finish("hf", dir, config, all, tokenizer, metadata, warnings, what);
+}
+
+/**
+ * Opens a model source: a .gguf file (or any file starting with the GGUF magic), an HF directory, or a file
+ * inside an HF directory (config.json, model.safetensors, the index).
+ */
+export function openModelSource(source: string): ModelSource {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(source);
+  } catch {
+    throw new Error(`model source '${source}' does not exist`);
+  }
+  if (st.isDirectory()) {
+    if (fs.existsSync(nodePath.join(source, "config.json"))) return openHfModel(source);
+    const ggufs = fs.readdirSync(source).filter((f) => f.endsWith(".gguf"));
+    if (ggufs.length === 1) return openGgufModel(nodePath.join(source, ggufs[0]));
+    throw new Error(`model source '${source}': a directory needs config.json (HF) or exactly one .gguf file (found ${ggufs.length})`);
+  }
+  if (source.endsWith(".gguf") || isGgufFile(source)) return openGgufModel(source);
+  const base = nodePath.basename(source);
+  if (base === "config.json" || base.endsWith(".safetensors") || base.endsWith(".safetensors.index.json")) {
+    return openHfModel(nodePath.dirname(source));
+  }
+  throw new Error(`model source '${source}': not a GGUF file (no GGUF magic) and not part of an HF directory`);
+}
+
+function isGgufFile(path: string): boolean {
+  const fd = fs.openSync(path, "r");
+  try {
+    const b = new Uint8Array(4);
+    const n = fs.readSync(fd, b, 0, 4, 0);
+    return n === 4 && b[0] === 0x47 && b[1] === 0x47 && b[2] === 0x55 && b[3] === 0x46;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Bytes a tensor of this type and ggml shape takes (re-exported for loaders). */
+export function tensorBytes(type: number, ne: readonly number[]): number {
+  if (!isKnownGgmlType(type)) throw new Error(`unknown ggml type ${type}`);
+  return ggmlTensorBytes(type, ne);
+}
