@@ -1,0 +1,259 @@
+// Derived views of a profile's op records: per layer × op latency, per-step timeline, roofline points and
+// A/B comparison. Pure functions over the Profile document, shared by the web server, the exporters and the
+// notebooks, so every plot in the workbench is computed one way.
+import { OP_NAMES, type Profile } from "../profile.ts";
+
+export type PhaseName = "prefill" | "decode";
+export const PHASES: PhaseName[] = ["prefill", "decode"];
+
+export interface OpRecord {
+  step: number;
+  phase: PhaseName;
+  layer: number;
+  op: string;
+  kernel: string;
+  ns: number;
+  flops: number;
+  bytes: number;
+  nTokens: number;
+  tStartNs: number;
+}
+
+/** The profile's columnar op records as objects (cheap enough for the sizes profiles hold). */
+export function opRecords(p: Profile): OpRecord[] {
+  const o = p.ops;
+  if (!o) return [];
+  const out: OpRecord[] = [];
+  for (let i = 0; i < o.step.length; i++) {
+    out.push({
+      step: o.step[i],
+      phase: o.phase[i] === 0 ? "prefill" : "decode",
+      layer: o.layer[i],
+      op: OP_NAMES[o.op[i]] ?? `op${o.op[i]}`,
+      kernel: p.kernels[o.kernel[i]] ?? `kernel${o.kernel[i]}`,
+      ns: Math.max(0, o.t_end_ns[i] - o.t_start_ns[i]),
+      flops: o.flops[i],
+      bytes: o.bytes[i],
+      nTokens: o.n_tokens[i],
+      tStartNs: o.t_start_ns[i],
+    });
+  }
+  return out;
+}
+
+export function layerLabel(layer: number, nLayers?: number): string {
+  if (layer >= 0) return `L${layer}`;
+  return "head/tail";
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos), hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+export interface Spread { median: number; p10: number; p90: number; min: number; max: number; n: number }
+
+export function spreadOf(values: number[]): Spread {
+  const s = [...values].sort((a, b) => a - b);
+  return {
+    median: quantile(s, 0.5), p10: quantile(s, 0.1), p90: quantile(s, 0.9),
+    min: s.length ? s[0] : NaN, max: s.length ? s[s.length - 1] : NaN, n: s.length,
+  };
+}
+
+/** Per phase: layers (rows) × ops (columns), milliseconds per step (mean over the steps of that phase). */
+export interface LatencyMatrix {
+  phase: PhaseName;
+  steps: number;
+  layers: number[];          // layer indices, -1 (embedding, final norm, lm_head, sampling) last
+  layerLabels: string[];
+  ops: string[];
+  ms: number[][];            // ms[layerIdx][opIdx], mean per step
+  totalMs: number;           // mean step time
+}
+
+export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p)): LatencyMatrix {
+  const rs = recs.filter((r) => r.phase === phase);
+  const steps = new Set(rs.map((r) => r.step)).size;
+  const layers = [...new Set(rs.map((r) => r.layer))].sort((a, b) => (a < 0 ? 1e9 : a) - (b < 0 ? 1e9 : b));
+  const ops = OP_NAMES.filter((op) => rs.some((r) => r.op === op)) as string[];
+  for (const r of rs) if (!ops.includes(r.op)) ops.push(r.op);
+  const ms = layers.map(() => ops.map(() => 0));
+  for (const r of rs) ms[layers.indexOf(r.layer)][ops.indexOf(r.op)] += r.ns / 1e6;
+  const div = Math.max(1, steps);
+  for (const row of ms) for (let j = 0; j < row.length; j++) row[j] /= div;
+  const totalMs = ms.reduce((a, row) => a + row.reduce((x, y) => x + y, 0), 0);
+  return { phase, steps, layers, layerLabels: layers.map((l) => layerLabel(l)), ops, ms, totalMs };
+}
+
+export interface StepPoint { step: number; phase: PhaseName; ms: number; tokens: number }
+
+/** Engine time per step (sum of its op records). */
+export function stepTimeline(p: Profile, recs = opRecords(p)): StepPoint[] {
+  const m = new Map<number, StepPoint>();
+  for (const r of recs) {
+    let s = m.get(r.step);
+    if (!s) m.set(r.step, (s = { step: r.step, phase: r.phase, ms: 0, tokens: 0 }));
+    s.ms += r.ns / 1e6;
+    if (r.op === "embed") s.tokens += r.nTokens;
+  }
+  return [...m.values()].sort((a, b) => a.step - b.step);
+}
+
+/** Wall-clock per token from the token events (ms between consecutive tokens; the first is the TTFT). */
+export function tokenTimeline(p: Profile): { index: number; t_ms: number; dt_ms: number; phase: string; text: string }[] {
+  const toks = p.tokens ?? [];
+  const out = [];
+  for (let i = 0; i < toks.length; i++) {
+    const prev = i > 0 && toks[i].index > 0 ? toks[i - 1].t_ms : 0;
+    out.push({ index: i, t_ms: toks[i].t_ms, dt_ms: toks[i].t_ms - prev, phase: toks[i].phase, text: toks[i].text });
+  }
+  return out;
+}
+
+export type RooflineGroup = "op" | "layer" | "layer-op";
+
+export interface RooflinePoint {
+  label: string;
+  phase: PhaseName;
+  layer: number | null;
+  op: string | null;
+  kernels: string[];
+  flops: number;             // per step (mean)
+  bytes: number;             // per step (mean)
+  seconds: number;           // per step (mean)
+  intensity: number;         // FLOP / byte
+  flopPerS: number;          // achieved FLOP/s
+  bytesPerS: number;         // achieved bytes/s
+}
+
+export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = opRecords(p)): RooflinePoint[] {
+  const out: RooflinePoint[] = [];
+  for (const phase of PHASES) {
+    const rs = recs.filter((r) => r.phase === phase);
+    const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
+    const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
+    for (const r of rs) {
+      const layer = group === "op" ? null : r.layer;
+      const op = group === "layer" ? null : r.op;
+      const key = `${layer}|${op}`;
+      let e = g.get(key);
+      if (!e) g.set(key, (e = { layer, op, k: new Set(), f: 0, b: 0, ns: 0 }));
+      e.k.add(r.kernel); e.f += r.flops; e.b += r.bytes; e.ns += r.ns;
+    }
+    for (const e of g.values()) {
+      if (e.ns <= 0 || e.b <= 0 || e.f <= 0) continue; // no point on a log-log plot
+      const s = e.ns / 1e9 / steps;
+      const label = [e.layer === null ? null : layerLabel(e.layer), e.op].filter((x) => x !== null).join(" ");
+      out.push({
+        label, phase, layer: e.layer, op: e.op, kernels: [...e.k],
+        flops: e.f / steps, bytes: e.b / steps, seconds: s,
+        intensity: e.f / e.b, flopPerS: e.f / steps / s, bytesPerS: e.b / steps / s,
+      });
+    }
+  }
+  return out;
+}
+
+export interface CompareRow {
+  phase: PhaseName;
+  layer: number;
+  op: string;
+  a: Spread;                 // ms per step in A
+  b: Spread;                 // ms per step in B
+  deltaMs: number;           // median(B) - median(A)
+  ratio: number;             // median(B) / median(A)
+  status: "added" | "removed" | "faster" | "slower" | "same";
+}
+
+function perStepGroups(recs: OpRecord[]): Map<string, Map<number, number>> {
+  const m = new Map<string, Map<number, number>>();
+  for (const r of recs) {
+    const key = `${r.phase}|${r.layer}|${r.op}`;
+    let s = m.get(key);
+    if (!s) m.set(key, (s = new Map()));
+    s.set(r.step, (s.get(r.step) ?? 0) + r.ns / 1e6);
+  }
+  return m;
+}
+
+export interface Comparison {
+  a: { id: string; label: string; toggles: Record<string, unknown> };
+  b: { id: string; label: string; toggles: Record<string, unknown> };
+  toggleDiff: { id: string; a: unknown; b: unknown }[];
+  summary: { metric: string; unit: string; a: number | null; b: number | null; delta: number | null; pct: number | null }[];
+  rows: CompareRow[];
+  byLayer: { phase: PhaseName; layer: number; a: number; b: number; deltaMs: number }[];
+  byOp: { phase: PhaseName; op: string; a: number; b: number; deltaMs: number }[];
+  sameTokens: boolean | null;
+}
+
+/** A/B comparison (HTA TraceDiff style): per phase, layer and op, the per-step spread in each run and the delta. */
+export function compareProfiles(A: Profile, B: Profile, threshold = 0.05): Comparison {
+  const ra = opRecords(A), rb = opRecords(B);
+  const ga = perStepGroups(ra), gb = perStepGroups(rb);
+  const keys = [...new Set([...ga.keys(), ...gb.keys()])];
+  const rows: CompareRow[] = [];
+  for (const key of keys) {
+    const [phase, layer, op] = key.split("|");
+    const a = spreadOf([...(ga.get(key)?.values() ?? [])]);
+    const b = spreadOf([...(gb.get(key)?.values() ?? [])]);
+    const am = a.n ? a.median : 0, bm = b.n ? b.median : 0;
+    const ratio = am > 0 ? bm / am : NaN;
+    const status = !a.n ? "added" : !b.n ? "removed" : ratio < 1 - threshold ? "faster" : ratio > 1 + threshold ? "slower" : "same";
+    rows.push({ phase: phase as PhaseName, layer: Number(layer), op, a, b, deltaMs: bm - am, ratio, status });
+  }
+  rows.sort((x, y) => x.phase.localeCompare(y.phase) || (x.layer < 0 ? 1e9 : x.layer) - (y.layer < 0 ? 1e9 : y.layer)
+    || OP_NAMES.indexOf(x.op as never) - OP_NAMES.indexOf(y.op as never));
+  const byLayer: Comparison["byLayer"] = [];
+  const byOp: Comparison["byOp"] = [];
+  for (const phase of PHASES) {
+    const la = latencyMatrix(A, phase, ra), lb = latencyMatrix(B, phase, rb);
+    const layers = [...new Set([...la.layers, ...lb.layers])];
+    for (const l of layers) {
+      const sa = la.layers.includes(l) ? la.ms[la.layers.indexOf(l)].reduce((x, y) => x + y, 0) : 0;
+      const sb = lb.layers.includes(l) ? lb.ms[lb.layers.indexOf(l)].reduce((x, y) => x + y, 0) : 0;
+      byLayer.push({ phase, layer: l, a: sa, b: sb, deltaMs: sb - sa });
+    }
+    const ops = [...new Set([...la.ops, ...lb.ops])];
+    for (const op of ops) {
+      const ia = la.ops.indexOf(op), ib = lb.ops.indexOf(op);
+      const sa = ia < 0 ? 0 : la.ms.reduce((x, row) => x + row[ia], 0);
+      const sb = ib < 0 ? 0 : lb.ms.reduce((x, row) => x + row[ib], 0);
+      byOp.push({ phase, op, a: sa, b: sb, deltaMs: sb - sa });
+    }
+  }
+  const sm = (p: Profile) => p.summary;
+  const metric = (name: string, unit: string, f: (p: Profile) => number | undefined) => {
+    const a = f(A) ?? null, b = f(B) ?? null;
+    const delta = a !== null && b !== null ? b - a : null;
+    return { metric: name, unit, a, b, delta, pct: delta !== null && a ? (100 * delta) / a : null };
+  };
+  const summary = [
+    metric("TTFT", "ms", (p) => sm(p).ttft_ms),
+    metric("TPOT median", "ms", (p) => sm(p).tpot_ms?.median),
+    metric("TPOT p90", "ms", (p) => sm(p).tpot_ms?.p90),
+    metric("prefill", "tok/s", (p) => sm(p).prefill_tok_s),
+    metric("decode", "tok/s", (p) => sm(p).decode_tok_s),
+  ];
+  const ta = A.manifest.toggles, tb = B.manifest.toggles;
+  const toggleDiff = [...new Set([...Object.keys(ta), ...Object.keys(tb)])]
+    .filter((k) => JSON.stringify(ta[k]) !== JSON.stringify(tb[k]))
+    .map((id) => ({ id, a: ta[id], b: tb[id] }));
+  const tokA = A.tokens?.map((t) => t.token), tokB = B.tokens?.map((t) => t.token);
+  return {
+    a: { id: A.id, label: A.manifest.label ?? A.id, toggles: ta },
+    b: { id: B.id, label: B.manifest.label ?? B.id, toggles: tb },
+    toggleDiff, summary, rows, byLayer, byOp,
+    sameTokens: tokA && tokB ? JSON.stringify(tokA) === JSON.stringify(tokB) : null,
+  };
+}
+
+export function fmtBytes(n: number): string {
+  const u = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (Math.abs(n) >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+  return `${n.toFixed(n < 10 && i > 0 ? 2 : 1)} ${u[i]}`;
+}

@@ -1,0 +1,116 @@
+// llama-bench-style result tables (md, csv, json, jsonl) from one or more profiles. A bench profile contributes
+// its `bench` rows; a run profile contributes a prompt-processing row (pp<N>) and a generation row (tg<N>).
+// All four formats share one schema (llama-bench's lesson: one schema, or the compare scripts break).
+import type { Profile, BenchRow } from "../profile.ts";
+import { fmtBytes } from "./aggregate.ts";
+
+export const TABLE_FORMATS = ["md", "csv", "json", "jsonl"] as const;
+export type TableFormat = (typeof TABLE_FORMATS)[number];
+
+export interface TableRow {
+  profile: string;
+  label: string;
+  model: string;
+  size: string;
+  weights: string;
+  backend: string;
+  device: string;
+  toggles: string;
+  test: string;
+  batch: number;
+  n_prompt: number;
+  n_gen: number;
+  tokens_per_s: number;
+  tokens_per_s_min: number;
+  tokens_per_s_max: number;
+  samples: number;
+  roofline_pct: number | null;
+  build_commit: string;
+}
+
+function weightsOf(p: Profile): string {
+  const t = p.manifest.model.weight_types;
+  if (!t) return "?";
+  const e = Object.entries(t).sort((a, b) => b[1] - a[1]);
+  return e.map(([k]) => k).slice(0, 2).join("+") || "?";
+}
+
+function togglesStr(p: Profile): string {
+  return Object.entries(p.manifest.toggles).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("/") : v}`).join(" ");
+}
+
+export function tableRows(profiles: Profile[]): TableRow[] {
+  const rows: TableRow[] = [];
+  for (const p of profiles) {
+    const base = {
+      profile: p.id, label: p.manifest.label ?? p.id, model: p.manifest.model.id,
+      size: p.manifest.model.weight_bytes ? fmtBytes(p.manifest.model.weight_bytes) : "?",
+      weights: weightsOf(p), backend: p.manifest.device.backend, device: p.manifest.device.name,
+      toggles: togglesStr(p), build_commit: p.manifest.git_commit.slice(0, 10),
+    };
+    if (p.bench?.length) {
+      for (const b of p.bench as BenchRow[]) rows.push({
+        ...base, model: b.model || base.model, weights: b.weights || base.weights, backend: b.backend || base.backend,
+        test: b.test, batch: b.batch, n_prompt: b.n_prompt, n_gen: b.n_gen,
+        tokens_per_s: b.tokens_per_s.median, tokens_per_s_min: b.tokens_per_s.min, tokens_per_s_max: b.tokens_per_s.max,
+        samples: b.tokens_per_s.samples.length, roofline_pct: b.roofline_pct ?? null,
+      });
+      continue;
+    }
+    const s = p.summary;
+    const np = s.prefill_tokens ?? 0, ng = s.decode_tokens ?? 0;
+    if (s.prefill_tok_s !== undefined) rows.push({
+      ...base, test: `pp${np}`, batch: 1, n_prompt: np, n_gen: 0, tokens_per_s: s.prefill_tok_s,
+      tokens_per_s_min: s.prefill_tok_s, tokens_per_s_max: s.prefill_tok_s, samples: 1, roofline_pct: null,
+    });
+    if (s.decode_tok_s !== undefined) {
+      const t = s.tpot_ms;
+      rows.push({
+        ...base, test: `tg${ng}`, batch: 1, n_prompt: 0, n_gen: ng, tokens_per_s: s.decode_tok_s,
+        tokens_per_s_min: t && t.max > 0 ? 1000 / t.max : s.decode_tok_s,
+        tokens_per_s_max: t && t.min > 0 ? 1000 / t.min : s.decode_tok_s,
+        samples: ng, roofline_pct: null,
+      });
+    }
+  }
+  return rows;
+}
+
+const COLS: (keyof TableRow)[] = ["label", "model", "size", "weights", "backend", "device", "toggles", "test",
+  "batch", "n_prompt", "n_gen", "tokens_per_s", "tokens_per_s_min", "tokens_per_s_max", "samples", "roofline_pct",
+  "build_commit", "profile"];
+
+function csvCell(v: unknown): string {
+  const s = v === null || v === undefined ? "" : String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+function fmtRate(r: TableRow): string {
+  const spread = r.tokens_per_s_max - r.tokens_per_s_min;
+  return spread > 0 ? `${r.tokens_per_s.toFixed(2)} (${r.tokens_per_s_min.toFixed(2)}–${r.tokens_per_s_max.toFixed(2)})`
+    : r.tokens_per_s.toFixed(2);
+}
+
+export function renderTable(rows: TableRow[], format: TableFormat): string {
+  switch (format) {
+    case "json": return JSON.stringify(rows, null, 2) + "\n";
+    case "jsonl": return rows.map((r) => JSON.stringify(r)).join("\n") + (rows.length ? "\n" : "");
+    case "csv": return [COLS.join(","), ...rows.map((r) => COLS.map((c) => csvCell(r[c])).join(","))].join("\n") + "\n";
+    case "md": {
+      const head = ["label", "model", "size", "weights", "backend", "toggles", "test", "t/s (min–max)", "% roofline"];
+      const esc = (s: string) => s.replace(/\|/g, "\\|");
+      const lines = [
+        `| ${head.join(" | ")} |`,
+        `| ${head.map((h, i) => (i >= 7 ? "---:" : "---")).join(" | ")} |`,
+        ...rows.map((r) => `| ${[r.label, r.model, r.size, r.weights, r.backend, r.toggles || "defaults", r.test, fmtRate(r),
+          r.roofline_pct === null ? "" : r.roofline_pct.toFixed(1)].map((x) => esc(String(x))).join(" | ")} |`),
+      ];
+      return lines.join("\n") + "\n";
+    }
+  }
+}
+
+export const TABLE_MIME: Record<TableFormat, string> = {
+  md: "text/markdown; charset=utf-8", csv: "text/csv; charset=utf-8",
+  json: "application/json; charset=utf-8", jsonl: "application/x-ndjson; charset=utf-8",
+};

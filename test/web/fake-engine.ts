@@ -1,0 +1,205 @@
+// A fake engine implementing engine/api.ts, for web tests: deterministic tokens, synthetic op records with
+// FLOPs/bytes, captures, a small toggle registry with a per-layer mask, and switchable failures and delays.
+import type {
+  EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
+} from "../../engine/api.ts";
+import type { OpColumns, ToggleValues } from "../../engine/profile.ts";
+import { OP_NAMES } from "../../engine/profile.ts";
+
+export interface FakeOptions {
+  failOpen?: boolean;
+  failPrefill?: boolean;
+  failDecodeAt?: number;     // throw on this decode step (0-based)
+  stepDelayMs?: number;      // sleep per step (to test cancel / concurrency)
+  loadDelayMs?: number;
+}
+
+const WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs", "far", "away", "."];
+const N_LAYERS = 4, HIDDEN = 32, VOCAB = 64;
+
+export const FAKE_REGISTRY: ToggleDef[] = [
+  { id: "attention", type: "enum", values: ["flash-bf16", "sage-int8"], default: "flash-bf16", perLayer: false, needsReset: false,
+    backends: { cpu: ["flash-bf16"], cuda: ["flash-bf16", "sage-int8"] }, spec: "QWEN-001", description: "attention kernel" },
+  { id: "gqa", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
+    backends: { cpu: ["native", "broadcast"], cuda: ["native", "broadcast"] }, spec: "QWEN-002", description: "GQA: native grouping or materialized KV" },
+  { id: "weights", type: "enum", values: ["bf16", "q8"], default: "bf16", perLayer: true, needsReset: true,
+    backends: { cpu: ["bf16", "q8"], cuda: ["bf16", "q8"] }, spec: "QWEN-005", description: "weight format" },
+];
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class FakeSession implements EngineSession {
+  readonly maxBatch = 1;
+  readonly maxContext = 4096;
+  private tog: Record<string, string[]> = {};
+  private profiling = false;
+  private hooks: string[] = [];
+  private cols: OpColumns = FakeSession.empty();
+  private step = 0;
+  private clock = 1_000_000;
+  private samp: SamplingOptions = {};
+  private lastInput: number[] = [];
+  private ctx = 0;
+  private decodeSteps = 0;
+  constructor(private o: FakeOptions) {
+    for (const d of FAKE_REGISTRY) this.tog[d.id] = Array(N_LAYERS).fill(d.default);
+  }
+  static empty(): OpColumns {
+    return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
+  }
+  setToggle(id: string, value: string, layer?: number) {
+    const d = FAKE_REGISTRY.find((x) => x.id === id);
+    if (!d) throw new Error(`unknown toggle ${id}`);
+    if (!d.values.includes(value)) throw new Error(`bad value ${value} for ${id}`);
+    if (layer === undefined || layer < 0) this.tog[id] = Array(N_LAYERS).fill(value);
+    else this.tog[id][layer] = value;
+  }
+  toggles(): ToggleValues {
+    const out: ToggleValues = {};
+    for (const [k, v] of Object.entries(this.tog)) out[k] = v.every((x) => x === v[0]) ? v[0] : [...v];
+    return out;
+  }
+  setProfiling(on: boolean) { this.profiling = on; }
+  setCapture(h: string[]) { this.hooks = [...h]; }
+  setLogitsMode() {}
+  setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }
+  reset() { this.ctx = 0; this.decodeSteps = 0; }
+  seqLen() { return this.ctx; }
+  private record(phase: 0 | 1, n: number) {
+    const s = this.step++;
+    const push = (layer: number, op: string, us: number, flops: number, bytes: number) => {
+      const c = this.cols;
+      c.step.push(s); c.phase.push(phase); c.layer.push(layer); c.op.push(OP_NAMES.indexOf(op as never)); c.kernel.push(layer < 0 ? 0 : 1);
+      const dur = Math.round(us * 1000 * (phase === 0 ? Math.max(1, n / 4) : 1));
+      c.t_start_ns.push(this.clock); this.clock += dur; c.t_end_ns.push(this.clock); this.clock += 200;
+      c.flops.push(flops * n); c.bytes.push(bytes); c.n_tokens.push(n);
+    };
+    if (!this.profiling) return;
+    push(-1, "embed", 2, 1, HIDDEN * 2 * n);
+    for (let l = 0; l < N_LAYERS; l++) {
+      const slow = this.tog.gqa[l] === "broadcast" ? 2.5 : 1;
+      const q8 = this.tog.weights[l] === "q8" ? 0.6 : 1;
+      push(l, "attn_norm", 1, 4 * HIDDEN, HIDDEN * 4);
+      push(l, "qkv", 6 * q8, 2 * HIDDEN * HIDDEN * 3, HIDDEN * HIDDEN * 6 * q8);
+      push(l, "rope", 1, 6 * HIDDEN, HIDDEN * 4);
+      push(l, "attention", 4 * slow, 4 * HIDDEN * 16, HIDDEN * 16 * slow);
+      push(l, "o_proj", 3 * q8, 2 * HIDDEN * HIDDEN, HIDDEN * HIDDEN * 2 * q8);
+      push(l, "gate_up", 9 * q8, 4 * HIDDEN * HIDDEN * 3, HIDDEN * HIDDEN * 12 * q8);
+      push(l, "swiglu", 1, 5 * HIDDEN * 3, HIDDEN * 12);
+      push(l, "down", 5 * q8, 2 * HIDDEN * HIDDEN * 3, HIDDEN * HIDDEN * 6 * q8);
+    }
+    push(-1, "final_norm", 1, 4 * HIDDEN, HIDDEN * 4);
+    push(-1, "lm_head", 8, 2 * HIDDEN * VOCAB, HIDDEN * VOCAB * 2);
+    push(-1, "sample", 1, VOCAB, VOCAB * 4);
+  }
+  private next(prev: number): number {
+    const t = this.samp.temperature ?? 0;
+    const salt = t > 0 ? (this.samp.seed ?? 0) * 13 + this.decodeSteps : 0;
+    return (prev * 31 + 7 + salt) % (VOCAB - 2) + 1;
+  }
+  prefill(_seq: number, tokens: number[]): number {
+    if (this.o.failPrefill) throw new Error("fake engine: prefill failed (qw_prefill status -3: out of memory)");
+    this.lastInput = tokens; this.ctx += tokens.length;
+    this.record(0, tokens.length);
+    return this.next(tokens.reduce((a, b) => a + b, 0));
+  }
+  decode(_seqIds: number[], tokens: number[]): number[] {
+    if (this.o.failDecodeAt !== undefined && this.decodeSteps >= this.o.failDecodeAt) throw new Error("fake engine: decode failed (CUDA error: illegal memory access)");
+    this.decodeSteps++; this.ctx++;
+    this.lastInput = tokens;
+    this.record(1, 1);
+    return [this.next(tokens[0])];
+  }
+  logits() { return { rows: 1, vocab: VOCAB, data: new Float32Array(VOCAB) }; }
+  captures(): Capture[] {
+    const rows = this.lastInput.length;
+    return this.hooks.map((name) => {
+      const logits = name === "hook_logits";
+      const cols = logits ? VOCAB : HIDDEN;
+      const m = /^blocks\.(\d+)\./.exec(name);
+      const layer = m ? Number(m[1]) : N_LAYERS;
+      const data = new Float32Array(rows * cols);
+      let noise = 0;
+      for (let l = 0; l <= Math.min(layer, N_LAYERS - 1); l++) if (this.tog.weights[l] === "q8") noise += 0.01;
+      for (let i = 0; i < data.length; i++) {
+        const base = Math.sin(i * 0.37 + layer + (this.lastInput[i % rows] ?? 0) * 0.1) * (logits ? 4 : 1);
+        data[i] = base + noise * Math.cos(i * 1.7);
+      }
+      return { name, rows, cols, data };
+    });
+  }
+  takeRecords() {
+    const ops = this.cols;
+    this.cols = FakeSession.empty();
+    return { ops, kernels: ["cpu_misc", "cpu_gemv_bf16"], dropped: 0 };
+  }
+  async *generate(opts: GenerateOptions): AsyncGenerator<GenerateEvent> {
+    const tok = fakeTokenizer;
+    const ids = opts.tokens ?? (opts.messages ? tok.applyChatTemplate(opts.messages) : tok.encode(opts.prompt ?? ""));
+    if (!ids.length) throw new Error("empty prompt");
+    this.reset(); this.setSampling(0, opts);
+    const max = opts.maxTokens ?? 64;
+    const t0 = performance.now();
+    if (this.o.stepDelayMs) await sleep(this.o.stepDelayMs);
+    let t = this.prefill(0, ids);
+    const pms = performance.now() - t0;
+    yield { type: "prefill", promptTokens: ids.length, ms: pms };
+    const out = [t];
+    yield { type: "token", index: 0, token: t, text: tok.decode([t]), ms: pms, phase: "prefill" };
+    const tpot: number[] = [];
+    let reason: "stop" | "length" | "cancelled" = "length";
+    while (out.length < max) {
+      if (opts.signal?.aborted) { reason = "cancelled"; break; }
+      const s = performance.now();
+      if (this.o.stepDelayMs) await sleep(this.o.stepDelayMs);
+      t = this.decode([0], [t])[0];
+      const ms = Math.max(1e-3, performance.now() - s);
+      tpot.push(ms); out.push(t);
+      yield { type: "token", index: out.length - 1, token: t, text: tok.decode([t]), ms, phase: "decode" };
+      if (t === VOCAB - 1) { reason = "stop"; break; }
+    }
+    const dsum = tpot.reduce((a, b) => a + b, 0);
+    yield { type: "done", reason, tokens: out, text: tok.decode(out), ttftMs: pms, tpotMs: tpot,
+      prefillTokS: ids.length / (Math.max(pms, 1e-3) / 1000), decodeTokS: tpot.length ? tpot.length / (dsum / 1000) : 0 };
+  }
+  close() {}
+}
+
+export const fakeTokenizer = {
+  encode: (text: string) => [...text].map((c) => (c.charCodeAt(0) % (VOCAB - 2)) + 1),
+  decode: (ids: number[]) => ids.map((i) => WORDS[i % WORDS.length]).join(" ").replace(/^/, " "),
+  applyChatTemplate: (m: { role: string; content: string }[]) => fakeTokenizer.encode(m.map((x) => `${x.role}: ${x.content}`).join("\n")),
+  eosIds: [VOCAB - 1],
+};
+
+export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
+  return async (source: string, opts?: OpenOptions): Promise<EngineModel> => {
+    if (o.failOpen) throw new Error(`fake engine: cannot open ${source}`);
+    for (let i = 1; i <= 4; i++) {
+      opts?.onProgress?.({ stage: "read", done: i, total: 4, message: `tensor ${i}/4` });
+      if (o.loadDelayMs) await sleep(o.loadDelayMs / 4);
+    }
+    return {
+      id: source, format: source.startsWith("synthetic:") ? "synthetic" : "hf",
+      config: {
+        vocab_size: VOCAB, hidden_size: HIDDEN, intermediate_size: HIDDEN * 3, num_hidden_layers: N_LAYERS,
+        num_attention_heads: 4, num_key_value_heads: 1, head_dim: 8, max_position_embeddings: 4096,
+        rope_theta: 1e6, rms_norm_eps: 1e-6, tie_word_embeddings: true,
+      },
+      backend: "cpu",
+      device: { backend: "cpu", name: "fake-cpu", threads: 2 },
+      buildInfo: '{"fake":true}',
+      weightBytes: 123456,
+      weightTypes: { bf16: 30 },
+      hash: "fakehash0123456789",
+      tokenizer: fakeTokenizer,
+      toggleRegistry: () => FAKE_REGISTRY.map((d) => ({ ...d })),
+      newSession: () => new FakeSession(o),
+      close() {},
+    };
+  };
+}
+
+/** For the worker (QW_ENGINE_MODULE): options from QW_FAKE_OPTIONS (JSON). */
+export const openModel: OpenModel = (source, opts) =>
+  makeFakeOpenModel(JSON.parse(process.env.QW_FAKE_OPTIONS ?? "{}"))(source, opts);

@@ -1,0 +1,62 @@
+// Shared helpers for web tests: a temp workbench app over the fake engine, and an SSE reader.
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createApp, type AppDeps } from "../../web/app.ts";
+import { EngineCore, LocalHost, type EngineHost } from "../../web/core.ts";
+import { makeFakeOpenModel, type FakeOptions } from "./fake-engine.ts";
+
+export interface Sse { id: number; event: string; data: any }
+
+export function tempDirs() {
+  const base = mkdtempSync(join(tmpdir(), "qwb-web-"));
+  const profiles = join(base, "profiles"), models = join(base, "models");
+  mkdirSync(profiles, { recursive: true });
+  mkdirSync(join(models, "hf-model"), { recursive: true });
+  writeFileSync(join(models, "hf-model", "config.json"), "{}");
+  writeFileSync(join(models, "hf-model", "model.safetensors"), "x");
+  writeFileSync(join(models, "small.gguf"), "GGUF");
+  return { base, profiles, models, cleanup: () => rmSync(base, { recursive: true, force: true }) };
+}
+
+export function fakeApp(fake: FakeOptions = {}, extra: Partial<AppDeps> = {}, host?: EngineHost) {
+  const dirs = tempDirs();
+  const h = host ?? new LocalHost(new EngineCore(makeFakeOpenModel(fake)));
+  const app = createApp({ host: h, profilesRoot: dirs.profiles, modelRoots: [dirs.models], heartbeatMs: 200, ...extra });
+  return { app, dirs, host: h };
+}
+
+export async function readSse(res: Response, until = (e: Sse) => ["done", "error", "cancelled"].includes(e.event), timeoutMs = 20000): Promise<Sse[]> {
+  const out: Sse[] = [];
+  const reader = res.body!.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const { value, done } = await Promise.race([
+      reader.read(),
+      new Promise<{ value: undefined; done: true }>((r) => setTimeout(() => r({ value: undefined, done: true }), Math.max(1, deadline - Date.now()))),
+    ]);
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, i); buf = buf.slice(i + 2);
+      const ev: Partial<Sse> = {};
+      const data: string[] = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const k = line.slice(0, line.indexOf(":")), v = line.slice(line.indexOf(":") + 1).replace(/^ /, "");
+        if (k === "id") ev.id = Number(v); else if (k === "event") ev.event = v; else if (k === "data") data.push(v);
+      }
+      if (!ev.event && !data.length) continue;
+      const e = { id: ev.id ?? 0, event: ev.event ?? "message", data: data.length ? JSON.parse(data.join("\n")) : null };
+      out.push(e);
+      if (until(e)) { await reader.cancel().catch(() => {}); return out; }
+    }
+  }
+  await reader.cancel().catch(() => {});
+  return out;
+}
+
+export const json = (body: unknown) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });

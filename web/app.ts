@@ -1,0 +1,446 @@
+// The workbench's Hono app. createApp(deps) builds every route; web/server.ts is the only file that listens.
+// The engine is reached through an injectable EngineHost (a Bun Worker in the server, an in-process fake in
+// tests). Every input is validated with zod; every error leaves through one handler as JSON {error}.
+import { Hono, type Context } from "hono";
+import { streamSSE } from "hono/streaming";
+import { bodyLimit } from "hono/body-limit";
+import { z } from "zod";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { ToggleValues, type Profile } from "../engine/profile.ts";
+import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
+import { defaultQuantHooks } from "../engine/export/quant.ts";
+import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
+import { chromeTrace } from "../engine/export/trace.ts";
+import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
+import { htmlReport } from "../engine/export/report.ts";
+import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
+import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
+import { HttpError } from "./errors.ts";
+import { confine, confineAny } from "./paths.ts";
+import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
+import { TaskManager, type Task } from "./tasks.ts";
+
+export interface AppDeps {
+  host: EngineHost;
+  profilesRoot: string;          // profiles are listed/read/deleted only inside it
+  modelRoots: string[];          // model files are opened only inside these
+  saveSubdir?: string;           // where new run profiles go, relative to profilesRoot (default raw/web)
+  promptSetsDir?: string;        // default <profilesRoot>/prompt-sets
+  ceilingsDir?: string;          // default <profilesRoot>/ceilings
+  publicDir?: string;            // default web/public
+  maxBodyBytes?: number;         // default 2 MiB
+  heartbeatMs?: number;          // SSE keep-alive comment interval (default 5000; Bun's idle timeout must be longer)
+  defaultBackend?: "auto" | "cpu" | "cuda";
+  maxQueue?: number;             // pending tasks before 503 (default 64)
+}
+
+const HOOK_RE = /^(blocks\.(\d+|\*)\.(hook_resid_pre|attn\.hook_[qkvz]|hook_attn_out|hook_resid_mid|mlp\.hook_pre|mlp\.hook_post|hook_resid_post)|hook_logits)$/;
+const HookName = z.string().regex(HOOK_RE, "unknown hook name (e.g. blocks.3.hook_resid_post, blocks.*.attn.hook_q, hook_logits)");
+const Backend = z.enum(["auto", "cpu", "cuda"]);
+const ModelSource = z.string().min(1).max(4096);
+
+const RunRequest = z.object({
+  model: ModelSource.optional(),
+  backend: Backend.optional(),
+  prompt: z.string().min(1).max(200_000).optional(),
+  messages: z.array(z.object({ role: z.enum(["system", "user", "assistant"]), content: z.string().max(200_000) }).strict()).min(1).max(256).optional(),
+  tokens: z.array(z.number().int().min(0)).min(1).max(200_000).optional(),
+  promptSet: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+  prompts: z.array(PromptSpec).min(1).max(1000).optional(),
+  maxTokens: z.number().int().min(1).max(4096).default(32),
+  sampling: SamplingSpec.partial().default({}),
+  toggles: ToggleValues.default({}),
+  profiling: z.boolean().default(true),
+  capture: z.array(HookName).max(512).default([]),
+  label: z.string().max(120).optional(),
+}).strict().refine((r) => [r.prompt, r.messages, r.tokens, r.promptSet, r.prompts].filter((x) => x !== undefined).length === 1,
+  { message: "give exactly one of prompt, messages, tokens, promptSet or prompts" });
+export type RunRequest = z.infer<typeof RunRequest>;
+
+const LoadRequest = z.object({
+  source: ModelSource,
+  backend: Backend.optional(),
+  threads: z.number().int().min(0).max(1024).optional(),
+}).strict();
+
+const Arm = z.object({ label: z.string().max(120).optional(), toggles: ToggleValues.default({}) }).strict();
+const QuantRequest = z.object({
+  model: ModelSource.optional(),
+  backend: Backend.optional(),
+  prompt: z.string().min(1).max(200_000),
+  reference: Arm,
+  candidate: Arm,
+  hooks: z.array(HookName).max(512).optional(),
+  repeats: z.number().int().min(1).max(20).default(3),
+}).strict();
+
+const KeyParam = z.string().regex(/^[A-Za-z0-9._\/-]{1,300}$/, "invalid profile key");
+const EXPORTS = ["trace", "md", "csv", "json", "jsonl", "html", "profile", "svg-latency", "svg-timeline", "svg-roofline", "svg-quant"] as const;
+
+function check<T extends z.ZodType>(schema: T, data: unknown, what: string): z.infer<T> {
+  const r = schema.safeParse(data);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const where = i.path.length ? `${i.path.join(".")}: ` : "";
+    throw new HttpError(400, `${what}: ${where}${i.message}`);
+  }
+  return r.data;
+}
+
+async function jsonBody(c: Context): Promise<unknown> {
+  const ct = c.req.header("content-type") ?? "";
+  if (!ct.includes("application/json")) throw new HttpError(415, "expected Content-Type: application/json");
+  try { return await c.req.json(); } catch { throw new HttpError(400, "request body is not valid JSON"); }
+}
+
+function slug(s: string) { return s.replace(/[^A-Za-z0-9._-]+/g, "-").slice(0, 80) || "profile"; }
+
+export function createApp(deps: AppDeps) {
+  const host = deps.host;
+  const profiles = new ProfileStore(deps.profilesRoot, deps.saveSubdir);
+  const promptSets = new PromptSetStore(deps.promptSetsDir ?? join(profiles.root, "prompt-sets"));
+  const ceilingsDir = deps.ceilingsDir ?? join(profiles.root, "ceilings");
+  const publicDir = resolve(deps.publicDir ?? new URL("./public", import.meta.url).pathname);
+  const modelRoots = deps.modelRoots.map((r) => resolve(r));
+  const heartbeatMs = deps.heartbeatMs ?? 5000;
+  const defaultBackend = deps.defaultBackend ?? "auto";
+  const maxQueue = deps.maxQueue ?? 64;
+  const tasks = new TaskManager((t) => host.cancel(t.id));
+  let loading: Task | null = null;
+
+  /** "default", a synthetic preset, or a path confined to the model roots → the string the engine opens. */
+  function resolveSource(src: string): string {
+    if (src === "default" || SYNTHETIC_RE.test(src)) return src;
+    if (src.startsWith("synthetic:")) throw new HttpError(400, `unknown synthetic preset: ${src} (tiny, 0.5b, 1.5b, 7b; optional :q8_0 :q4_k :f16 :bf16)`);
+    if (!modelRoots.length) throw new HttpError(403, "no model roots are configured; only 'default' and synthetic presets can be opened");
+    return confineAny(modelRoots, src);
+  }
+
+  const relay = (t: Task) => (e: HostEvent) => t.emit(e.type, e);
+
+  async function ensureModel(t: Task, source: string | undefined, backend: "auto" | "cpu" | "cuda" | undefined): Promise<ModelInfo> {
+    const cur = host.loaded();
+    const want = source ?? cur?.source ?? "default";
+    if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend)) return cur;
+    t.emit("loading", { source: want });
+    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? defaultBackend }, relay(t));
+    t.emit("loaded", modelView(info));
+    return info;
+  }
+
+  function modelView(m: ModelInfo | null) {
+    if (!m) return null;
+    return {
+      source: m.source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
+      weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, loadMs: m.loadMs,
+      layers: m.config.num_hidden_layers, registry: m.registry,
+    };
+  }
+
+  function expandHooks(hooks: string[], nLayers: number): string[] {
+    const out: string[] = [];
+    for (const h of hooks) {
+      if (h.startsWith("blocks.*.")) for (let l = 0; l < nLayers; l++) out.push(h.replace("*", String(l)));
+      else {
+        const m = /^blocks\.(\d+)\./.exec(h);
+        if (m && Number(m[1]) >= nLayers) throw new Error(`hook ${h}: the model has ${nLayers} layers`);
+        out.push(h);
+      }
+    }
+    return [...new Set(out)];
+  }
+
+  function guardQueue() {
+    if (tasks.pendingCount() >= maxQueue) throw new HttpError(503, `too many pending tasks (${maxQueue}); wait or cancel some`);
+  }
+
+  const app = new Hono();
+
+  app.onError((err, c) => {
+    if (err instanceof HttpError) return c.json({ error: err.message }, err.status);
+    if (err instanceof z.ZodError) return c.json({ error: err.issues[0]?.message ?? "invalid input" }, 400);
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/ENOENT/.test(msg)) return c.json({ error: "not found" }, 404);
+    console.error("[web] unhandled:", err);
+    return c.json({ error: msg || "internal error" }, 500);
+  });
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
+
+  app.use("/api/*", bodyLimit({
+    maxSize: deps.maxBodyBytes ?? 2 << 20,
+    onError: (c) => c.json({ error: `request body too large (limit ${deps.maxBodyBytes ?? 2 << 20} bytes)` }, 413),
+  }));
+  app.use("/api/*", async (c, next) => {
+    await next();
+    c.header("Cache-Control", "no-store");
+  });
+
+  // ---- engine / models ----
+  app.get("/api/health", (c) => c.json({
+    ok: true, model: host.loaded()?.source ?? null, pending: tasks.pendingCount(), running: tasks.active()?.id ?? null,
+  }));
+
+  app.get("/api/models", (c) => c.json({
+    models: listModels(modelRoots), loaded: modelView(host.loaded()), roots: modelRoots,
+    loading: loading && !loading.done ? loading.id : null,
+  }));
+
+  app.get("/api/model", (c) => c.json({ loaded: modelView(host.loaded()), loading: loading && !loading.done ? loading.id : null }));
+
+  app.post("/api/models/load", async (c) => {
+    const req = check(LoadRequest, await jsonBody(c), "load");
+    const source = resolveSource(req.source);
+    guardQueue();
+    const t = tasks.submit("load", source, async (t) => {
+      const info = await host.load(t.id, source, { backend: req.backend ?? defaultBackend, threads: req.threads }, relay(t));
+      return { model: modelView(info) };
+    });
+    loading = t;
+    return c.json({ task: t.view(), events: `/api/tasks/${t.id}/events` }, 202);
+  });
+
+  app.get("/api/toggles", (c) => {
+    const m = host.loaded();
+    if (!m) throw new HttpError(409, "no model loaded: POST /api/models/load first");
+    return c.json({ model: m.source, backend: m.backend, layers: m.config.num_hidden_layers, registry: m.registry });
+  });
+
+  app.get("/api/hooks", (c) => {
+    const m = host.loaded();
+    const n = m?.config.num_hidden_layers ?? 0;
+    const per = ["hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "mlp.hook_pre", "mlp.hook_post", "hook_resid_post"];
+    return c.json({ layers: n, patterns: per.map((p) => `blocks.*.${p}`).concat(["hook_logits"]), hooks: Array.from({ length: n }, (_, l) => per.map((p) => `blocks.${l}.${p}`)).flat().concat(["hook_logits"]) });
+  });
+
+  // ---- runs ----
+  app.post("/api/runs", async (c) => {
+    const req = check(RunRequest, await jsonBody(c), "run");
+    const source = req.model !== undefined ? resolveSource(req.model) : undefined;
+    let prompts: z.infer<typeof PromptSpec>[];
+    let setName: string | undefined;
+    let setSampling = {};
+    let setMax: number | undefined;
+    if (req.promptSet) {
+      const s = promptSets.get(req.promptSet);
+      prompts = s.prompts; setName = s.name; setSampling = s.sampling ?? {}; setMax = s.maxTokens;
+    } else if (req.prompts) prompts = req.prompts;
+    else prompts = [{ prompt: req.prompt, messages: req.messages, tokens: req.tokens }];
+    // Validate toggles now when the model that will run them is already known.
+    const cur = host.loaded();
+    if (cur && (!source || source === cur.source)) {
+      const bad = checkToggles(cur.registry, req.toggles, cur.config.num_hidden_layers, cur.backend);
+      if (bad) throw new HttpError(400, `run: toggles: ${bad}`);
+    }
+    guardQueue();
+    const sampling = SamplingSpec.parse({ ...setSampling, ...req.sampling });
+    const t = tasks.submit("run", req.label, async (t) => {
+      const info = await ensureModel(t, source, req.backend);
+      const bad = checkToggles(info.registry, req.toggles, info.config.num_hidden_layers, info.backend);
+      if (bad) throw new Error(bad);
+      const id = newProfileId(req.label ? slug(req.label) : "run");
+      const spec: RunSpec = {
+        id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
+        capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
+        command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
+      };
+      const r = await host.run(t.id, spec, relay(t));
+      const key = profiles.save(r.profile);
+      return { profileKey: key, profileId: r.profile.id, cancelled: r.cancelled, summary: r.profile.summary, text: r.profile.output_text };
+    });
+    return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
+  });
+
+  app.post("/api/quant", async (c) => {
+    const req = check(QuantRequest, await jsonBody(c), "quant");
+    const source = req.model !== undefined ? resolveSource(req.model) : undefined;
+    guardQueue();
+    const t = tasks.submit("quant", `${req.candidate.label ?? "candidate"} vs ${req.reference.label ?? "reference"}`, async (t) => {
+      const info = await ensureModel(t, source, req.backend);
+      const nL = info.config.num_hidden_layers;
+      const id = newProfileId("quant");
+      const p = await host.quant(t.id, {
+        id, prompt: { prompt: req.prompt }, repeats: req.repeats,
+        reference: { label: req.reference.label ?? "reference", toggles: req.reference.toggles },
+        candidate: { label: req.candidate.label ?? "candidate", toggles: req.candidate.toggles },
+        hooks: req.hooks ? expandHooks(req.hooks, nL) : defaultQuantHooks(nL),
+        command: "POST /api/quant",
+      }, relay(t));
+      const key = profiles.save(p);
+      return { profileKey: key, profileId: p.id, quant_error: p.quant_error };
+    });
+    return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
+  });
+
+  const taskOr404 = (id: string) => {
+    const t = tasks.get(id);
+    if (!t) throw new HttpError(404, `no such task: ${id.slice(0, 80)}`);
+    return t;
+  };
+
+  for (const base of ["/api/tasks", "/api/runs"]) {
+    app.get(base, (c) => c.json({ tasks: tasks.list().map((t) => t.view(false)) }));
+    app.get(`${base}/:id`, (c) => c.json(taskOr404(c.req.param("id")).view()));
+    app.post(`${base}/:id/cancel`, (c) => {
+      const t = tasks.cancel(c.req.param("id"));
+      if (!t) throw new HttpError(404, `no such task: ${c.req.param("id").slice(0, 80)}`);
+      return c.json(t.view(false));
+    });
+    app.get(`${base}/:id/events`, (c) => {
+      const t = taskOr404(c.req.param("id"));
+      const from = Number(c.req.header("last-event-id") ?? c.req.query("from") ?? 0) || 0;
+      try { (c.env as { timeout?: (r: Request, s: number) => void } | undefined)?.timeout?.(c.req.raw, 0); } catch { /* not Bun.serve */ }
+      return streamSSE(c, async (s) => {
+        const queue = t.events.filter((e) => e.id > from);
+        let finished = t.done, closed = false;
+        let wake: (() => void) | null = null;
+        const unsub = finished ? () => {} : t.subscribe((e) => { if (e) queue.push(e); else finished = true; wake?.(); });
+        s.onAbort(() => { closed = true; unsub(); wake?.(); });
+        const hb = setInterval(() => { if (!closed) s.write(": keep-alive\n\n").catch(() => { closed = true; wake?.(); }); }, heartbeatMs);
+        try {
+          await s.write(": stream open\n\n");
+          while (!closed) {
+            while (queue.length && !closed) {
+              const e = queue.shift()!;
+              await s.writeSSE({ id: String(e.id), event: e.event, data: JSON.stringify(e.data) });
+            }
+            if (finished && !queue.length) break;
+            await new Promise<void>((r) => { wake = r; });
+            wake = null;
+          }
+        } finally {
+          clearInterval(hb);
+          unsub();
+        }
+      }, async (err) => { console.error("[web] sse:", err.message); });
+    });
+  }
+
+  // ---- profiles ----
+  app.get("/api/profiles", (c) => c.json({ root: profiles.root, profiles: profiles.list() }));
+
+  const keyOf = (c: Context) => check(KeyParam, c.req.param("key"), "profile key");
+
+  app.get("/api/profiles/:key", (c) => c.json(profiles.get(keyOf(c))));
+
+  app.delete("/api/profiles/:key", (c) => {
+    const key = keyOf(c);
+    profiles.delete(key);
+    return c.json({ deleted: key });
+  });
+
+  function ceilingsForProfile(p: Profile) {
+    return ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name);
+  }
+
+  app.get("/api/profiles/:key/views", (c) => {
+    const key = keyOf(c);
+    const p = profiles.get(key);
+    return c.json({
+      key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, notes: p.notes ?? [],
+      latency: { prefill: latencyMatrix(p, "prefill"), decode: latencyMatrix(p, "decode") },
+      steps: stepTimeline(p), tokens: tokenTimeline(p),
+      roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
+      ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
+    });
+  });
+
+  app.get("/api/profiles/:key/export/:format", (c) => {
+    const key = keyOf(c);
+    const format = check(z.enum(EXPORTS), c.req.param("format"), "export format");
+    const p = profiles.get(key);
+    const name = slug(p.manifest.label ?? p.id);
+    const attach = (ext: string) => c.header("Content-Disposition", `attachment; filename="${name}.${ext}"`);
+    switch (format) {
+      case "trace": attach("trace.json"); return c.json(chromeTrace(p));
+      case "profile": attach("json"); return c.json(p);
+      case "html": if (c.req.query("download") !== "0") attach("html"); return c.html(htmlReport(p, { ceilings: ceilingsForProfile(p) }));
+      case "svg-latency": case "svg-timeline": case "svg-roofline": case "svg-quant": {
+        const svg = format === "svg-latency" ? latencySvg(p) : format === "svg-timeline" ? timelineSvg(p)
+          : format === "svg-roofline" ? rooflineSvg([p], ceilingsForProfile(p), check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group"))
+          : quantSvg(p);
+        if (c.req.query("download") === "1") attach(`${format.slice(4)}.svg`);
+        return c.body(svg, 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+      }
+      default: {
+        attach(format);
+        return c.body(renderTable(tableRows([p]), format), 200, { "Content-Type": TABLE_MIME[format] });
+      }
+    }
+  });
+
+  const keysParam = (c: Context) => {
+    const raw = c.req.query("keys") ?? "";
+    const keys = raw.split(",").filter(Boolean);
+    if (!keys.length || keys.length > 16) throw new HttpError(400, "keys: give 1–16 profile keys, comma-separated");
+    return keys.map((k) => check(KeyParam, k, "profile key"));
+  };
+
+  app.get("/api/export/table", (c) => {
+    const format = check(z.enum(TABLE_FORMATS), c.req.query("format") ?? "md", "format");
+    const ps = keysParam(c).map((k) => profiles.get(k));
+    return c.body(renderTable(tableRows(ps), format), 200, { "Content-Type": TABLE_MIME[format] });
+  });
+
+  app.get("/api/export/roofline.svg", (c) => {
+    const ps = keysParam(c).map((k) => profiles.get(k));
+    const group = check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group");
+    return c.body(rooflineSvg(ps, ceilingsForProfile(ps[0]), group), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+  });
+
+  app.get("/api/compare", (c) => {
+    const a = check(KeyParam, c.req.query("a"), "a"), b = check(KeyParam, c.req.query("b"), "b");
+    const cmp = compareProfiles(profiles.get(a), profiles.get(b));
+    if (c.req.query("format") === "svg") return c.body(compareSvg(cmp), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+    return c.json({ ...cmp, keys: { a, b } });
+  });
+
+  app.get("/api/ceilings", (c) => {
+    const all = loadCeilings(ceilingsDir);
+    return c.json({
+      dir: ceilingsDir, ceilings: all,
+      note: all.length ? null : "no measured ceilings — run notebooks/calibrate.ts on the device",
+    });
+  });
+
+  // ---- prompt sets ----
+  app.get("/api/prompt-sets", (c) => c.json({ promptSets: promptSets.list() }));
+  app.get("/api/prompt-sets/:name", (c) => c.json(promptSets.get(c.req.param("name"))));
+  app.delete("/api/prompt-sets/:name", (c) => { promptSets.delete(c.req.param("name")); return c.json({ deleted: c.req.param("name") }); });
+  app.post("/api/prompt-sets", async (c) => {
+    const ct = c.req.header("content-type") ?? "";
+    let set: PromptSet;
+    if (ct.includes("application/json")) set = check(PromptSet, await jsonBody(c), "prompt set");
+    else if (ct.includes("ndjson") || ct.includes("jsonl") || ct.includes("text/plain")) {
+      const name = check(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "name: 1–64 of A-Z a-z 0-9 . _ -"), c.req.query("name"), "prompt set name (?name=)");
+      try { set = parsePromptSet(await c.req.text(), name); } catch (e) {
+        throw new HttpError(400, `prompt set: ${e instanceof z.ZodError ? `${e.issues[0]?.path.join(".")}: ${e.issues[0]?.message}` : (e as Error).message}`);
+      }
+    } else throw new HttpError(415, "expected application/json or application/x-ndjson (JSONL, with ?name=)");
+    promptSets.save(set);
+    return c.json({ saved: set.name, prompts: set.prompts.length }, 201);
+  });
+
+  // ---- static pages ----
+  const plotlyPath = (() => {
+    try { return Bun.resolveSync("plotly.js/dist/plotly.min.js", import.meta.dir); } catch { return null; }
+  })();
+  app.get("/vendor/plotly.min.js", (c) => {
+    if (!plotlyPath || !existsSync(plotlyPath)) throw new HttpError(404, "plotly.js is not installed (npm install)");
+    return new Response(Bun.file(plotlyPath), { headers: { "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "public, max-age=86400" } });
+  });
+  const MIME: Record<string, string> = { html: "text/html; charset=utf-8", js: "text/javascript; charset=utf-8", css: "text/css; charset=utf-8", svg: "image/svg+xml", png: "image/png", ico: "image/x-icon" };
+  const serve = (rel: string) => {
+    const p = confine(publicDir, rel, { mustExist: true });
+    const ext = p.split(".").pop() ?? "";
+    return new Response(Bun.file(p), { headers: { "Content-Type": MIME[ext] ?? "application/octet-stream", "Cache-Control": "no-cache" } });
+  };
+  app.get("/", () => serve("index.html"));
+  app.get("/static/*", (c) => serve(decodeURIComponent(new URL(c.req.url).pathname.slice("/static/".length))));
+  app.get("/favicon.ico", (c) => c.body(null, 204));
+
+  return Object.assign(app, { tasks, profiles, promptSets, host });
+}
+
+export type WorkbenchApp = ReturnType<typeof createApp>;

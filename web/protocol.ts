@@ -1,0 +1,51 @@
+// The typed message protocol between the server (WorkerHost) and the engine worker (engine-worker.ts).
+// Every message is validated with zod on arrival, in both directions.
+import { z } from "zod";
+import { PromptSpec, SamplingSpec } from "../engine/export/record.ts";
+import { ToggleValues } from "../engine/profile.ts";
+
+export const RunSpecSchema = z.object({
+  id: z.string().min(1).max(200),
+  prompts: z.array(PromptSpec).min(1),
+  maxTokens: z.number().int().min(1).max(8192),
+  sampling: SamplingSpec,
+  toggles: ToggleValues,
+  profiling: z.boolean(),
+  capture: z.array(z.string().max(200)).max(4096),
+  label: z.string().max(200).optional(),
+  command: z.string().max(2000).optional(),
+  promptSetName: z.string().max(200).optional(),
+});
+
+export const QuantSpecSchema = z.object({
+  id: z.string().min(1).max(200),
+  prompt: PromptSpec,
+  reference: z.object({ label: z.string().max(200), toggles: ToggleValues }),
+  candidate: z.object({ label: z.string().max(200), toggles: ToggleValues }),
+  hooks: z.array(z.string().max(200)).max(4096).optional(),
+  repeats: z.number().int().min(1).max(20).optional(),
+  command: z.string().max(2000).optional(),
+});
+
+export const LoadOptionsSchema = z.object({
+  backend: z.enum(["auto", "cpu", "cuda"]),
+  threads: z.number().int().min(0).max(1024).optional(),
+});
+
+export const ToWorker = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("init"), engineModule: z.string(), env: z.record(z.string(), z.string()).optional() }),
+  z.object({ t: z.literal("load"), id: z.string(), source: z.string(), opts: LoadOptionsSchema }),
+  z.object({ t: z.literal("run"), id: z.string(), spec: RunSpecSchema }),
+  z.object({ t: z.literal("quant"), id: z.string(), spec: QuantSpecSchema }),
+  z.object({ t: z.literal("cancel"), id: z.string() }),
+]);
+export type ToWorker = z.infer<typeof ToWorker>;
+
+export const FromWorker = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("ready") }),
+  z.object({ t: z.literal("init-error"), message: z.string() }),
+  z.object({ t: z.literal("event"), id: z.string(), ev: z.object({ type: z.string() }).passthrough() }),
+  z.object({ t: z.literal("result"), id: z.string(), value: z.unknown() }),
+  z.object({ t: z.literal("error"), id: z.string(), message: z.string() }),
+]);
+export type FromWorker = z.infer<typeof FromWorker>;

@@ -1,0 +1,65 @@
+// The only file that listens. `bun web/server.ts [--host 0.0.0.0] [--port N] [--models DIR]... [--profiles DIR]
+// [--backend auto|cpu|cuda]`. PORT from the environment (default 8787); bound to 127.0.0.1 unless --host.
+// The engine runs in a Bun Worker (web/engine-worker.ts) so blocking FFI never stalls HTTP or SSE.
+import { parseArgs } from "node:util";
+import { resolve } from "node:path";
+import { createApp } from "./app.ts";
+import { WorkerHost } from "./worker-host.ts";
+
+const { values } = parseArgs({
+  args: Bun.argv.slice(2),
+  options: {
+    host: { type: "string", default: "127.0.0.1" },
+    port: { type: "string" },
+    models: { type: "string", multiple: true },
+    profiles: { type: "string" },
+    backend: { type: "string", default: process.env.QW_BACKEND ?? "auto" },
+    engine: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  },
+  strict: true,
+});
+
+if (values.help) {
+  console.log("usage: bun web/server.ts [--host 127.0.0.1] [--port 8787] [--models DIR]... [--profiles DIR] [--backend auto|cpu|cuda]");
+  process.exit(0);
+}
+
+const repo = resolve(import.meta.dir, "..");
+const port = Number(values.port ?? process.env.PORT ?? 8787);
+if (!Number.isInteger(port) || port < 0 || port > 65535) { console.error(`bad port: ${values.port ?? process.env.PORT}`); process.exit(2); }
+const backend = values.backend as "auto" | "cpu" | "cuda";
+if (!["auto", "cpu", "cuda"].includes(backend)) { console.error(`bad backend: ${backend}`); process.exit(2); }
+const modelRoots = [...(values.models ?? []), ...(process.env.QW_MODEL_ROOTS?.split(":").filter(Boolean) ?? [])];
+if (!modelRoots.length) modelRoots.push(resolve(repo, "models"));
+const engineModule = values.engine ?? process.env.QW_ENGINE_MODULE ?? resolve(repo, "engine/index.ts");
+
+const host = new WorkerHost(resolve(engineModule));
+const app = createApp({
+  host, modelRoots, defaultBackend: backend,
+  profilesRoot: resolve(values.profiles ?? process.env.QW_PROFILES ?? resolve(repo, "profiles")),
+});
+
+const server = Bun.serve({
+  hostname: values.host,
+  port,
+  fetch: app.fetch,
+  // Bun closes connections idle for idleTimeout seconds, streaming responses included. SSE routes turn it off
+  // per request (server.timeout) and also send a keep-alive comment every 5 s; this bounds everything else.
+  idleTimeout: 120,
+  maxRequestBodySize: 8 << 20,
+});
+
+console.log(`qwen-workbench on http://${server.hostname}:${server.port}  (engine: ${engineModule}, backend ${backend}, models: ${modelRoots.join(", ")})`);
+if (values.host !== "127.0.0.1" && values.host !== "localhost") console.warn("warning: listening beyond loopback; the workbench has no authentication");
+
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  server.stop(true);
+  await host.close();
+  process.exit(0);
+};
+process.on("SIGINT", stop);
+process.on("SIGTERM", stop);

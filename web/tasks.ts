@@ -1,0 +1,123 @@
+// Tasks: model loads, runs and quantization-error jobs. They execute one at a time (one engine, one session),
+// in submission order; each keeps an event log that SSE clients replay from any point (Last-Event-ID) and
+// follow live. Finished tasks are kept (bounded) so a late client still gets the whole story.
+
+export type TaskKind = "load" | "run" | "quant";
+export type TaskStatus = "queued" | "running" | "done" | "failed" | "cancelled";
+
+export interface TaskEvent { id: number; event: string; data: unknown }
+
+export interface TaskView {
+  id: string; kind: TaskKind; status: TaskStatus; created: string; started?: string; finished?: string;
+  error?: string; result?: unknown; label?: string; events: number;
+}
+
+type Listener = (e: TaskEvent | null) => void; // null = finished
+
+export class Task {
+  status: TaskStatus = "queued";
+  readonly created = new Date();
+  started?: Date;
+  finished?: Date;
+  error?: string;
+  result?: unknown;
+  readonly events: TaskEvent[] = [];
+  private listeners = new Set<Listener>();
+  private droppedEvents = 0;
+  cancelRequested = false;
+  constructor(readonly id: string, readonly kind: TaskKind, readonly label: string | undefined,
+    readonly exec: (t: Task) => Promise<unknown>, private maxEvents: number) {}
+
+  emit(event: string, data: unknown) {
+    const e = { id: this.events.length + this.droppedEvents + 1, event, data };
+    this.events.push(e);
+    // Long runs: keep the head (start, prefill) and the recent tail; steps in between are dropped from replay.
+    if (this.events.length > this.maxEvents) { this.events.splice(16, 1); this.droppedEvents++; }
+    for (const l of this.listeners) l(e);
+  }
+  get done() { return this.status === "done" || this.status === "failed" || this.status === "cancelled"; }
+  finish(status: TaskStatus) {
+    this.status = status;
+    this.finished = new Date();
+    for (const l of this.listeners) l(null);
+    this.listeners.clear();
+  }
+  subscribe(l: Listener): () => void { this.listeners.add(l); return () => this.listeners.delete(l); }
+  view(withResult = true): TaskView {
+    return {
+      id: this.id, kind: this.kind, status: this.status, created: this.created.toISOString(),
+      started: this.started?.toISOString(), finished: this.finished?.toISOString(), error: this.error,
+      result: withResult ? this.result : undefined, label: this.label, events: this.events.length + this.droppedEvents,
+    };
+  }
+}
+
+export class TaskManager {
+  private tasks = new Map<string, Task>();
+  private queue: Task[] = [];
+  private running: Task | null = null;
+  private seq = 0;
+  constructor(private onCancelRunning: (t: Task) => void, private keep = 300, private maxEvents = 20000) {}
+
+  submit(kind: TaskKind, label: string | undefined, exec: (t: Task) => Promise<unknown>): Task {
+    const id = `${kind}-${Date.now().toString(36)}-${(++this.seq).toString(36)}`;
+    const t = new Task(id, kind, label, exec, this.maxEvents);
+    this.tasks.set(id, t);
+    this.queue.push(t);
+    t.emit("status", { status: "queued", position: this.queue.length + (this.running ? 1 : 0) - 1 });
+    this.prune();
+    queueMicrotask(() => this.pump());
+    return t;
+  }
+
+  get(id: string) { return this.tasks.get(id); }
+  list() { return [...this.tasks.values()].reverse(); }
+  active() { return this.running; }
+  pendingCount() { return this.queue.length + (this.running ? 1 : 0); }
+
+  cancel(id: string): Task | undefined {
+    const t = this.tasks.get(id);
+    if (!t || t.done) return t;
+    t.cancelRequested = true;
+    const qi = this.queue.indexOf(t);
+    if (qi >= 0) {
+      this.queue.splice(qi, 1);
+      t.emit("cancelled", { message: "cancelled before it started" });
+      t.finish("cancelled");
+    } else if (this.running === t) {
+      this.onCancelRunning(t);
+    }
+    return t;
+  }
+
+  private async pump() {
+    if (this.running) return;
+    const t = this.queue.shift();
+    if (!t) return;
+    this.running = t;
+    t.status = "running";
+    t.started = new Date();
+    t.emit("status", { status: "running" });
+    try {
+      t.result = await t.exec(t);
+      const cancelled = t.cancelRequested || (t.result as { cancelled?: boolean } | undefined)?.cancelled === true;
+      t.emit(cancelled ? "cancelled" : "done", t.result ?? {});
+      t.finish(cancelled ? "cancelled" : "done");
+    } catch (e) {
+      t.error = e instanceof Error ? e.message : String(e);
+      if (t.cancelRequested) { t.emit("cancelled", { message: t.error }); t.finish("cancelled"); }
+      else { t.emit("error", { message: t.error }); t.finish("failed"); }
+    } finally {
+      this.running = null;
+      queueMicrotask(() => this.pump());
+    }
+  }
+
+  private prune() {
+    if (this.tasks.size <= this.keep) return;
+    for (const [id, t] of this.tasks) {
+      if (this.tasks.size <= this.keep) break;
+      if (t.done) this.tasks.delete(id);
+    }
+  }
+}
