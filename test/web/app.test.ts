@@ -164,7 +164,7 @@ describe("runs", () => {
   test("concurrent runs are queued and all finish with their own profile", async () => {
     const { app } = setup({ stepDelayMs: 2 });
     const ids = await Promise.all(Array.from({ length: 6 }, (_, i) => startRun(app, { prompt: `p${i}`, maxTokens: 4, label: `c${i}` })));
-    const all = await Promise.all(ids.map(({ id }) => app.request(`/api/tasks/${id}/events`).then((r) => readSse(r))));
+    const all = await Promise.all(ids.map(async ({ id }) => readSse(await app.request(`/api/tasks/${id}/events`))));
     const keys = all.map((ev) => ev.at(-1)!.data.profileKey);
     expect(all.every((ev) => ev.at(-1)!.event === "done")).toBe(true);
     expect(new Set(keys).size).toBe(6);
