@@ -1,0 +1,490 @@
+// attention.cu — decode (split-KV) and prefill (mma.sync flash) attention; see attention.cuh.
+#include "attention.cuh"
+
+#include <algorithm>
+
+namespace qwc {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kNegBig = -1e30f;
+
+// ------------------------------------------------------------------------------------------------
+// Decode: grid (n_split, n_kv, B), 128 threads (4 warps). G <= GMAX query heads per kv head.
+// QK: lane-per-key (the key row in registers, q from shared memory). PV: lane-per-dimension.
+// ------------------------------------------------------------------------------------------------
+constexpr int kDecWarps = 4;
+constexpr int kGMax = 8;
+
+template <int D>
+__global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const DecodeAttnArgs a) {
+  constexpr int E = D / 32;  // dims per lane in PV
+  __shared__ __align__(16) float q_s[kGMax][D];
+  __shared__ float wm_s[kDecWarps][kGMax], wl_s[kDecWarps][kGMax];
+  __shared__ __align__(16) float wo_s[kDecWarps][kGMax][D];
+  __shared__ int last_s;
+
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int G = a.n_heads / a.n_kv;
+  const int len = a.kv_len[b];
+  const int64_t slot = a.slot[b];
+  const float scale = rsqrtf((float)D) * kLog2e;
+
+  for (int i = threadIdx.x; i < kGMax * D; i += blockDim.x) {
+    const int g = i / D, e = i - g * D;
+    q_s[g][e] = g < G ? __bfloat162float(a.q[(int64_t)b * a.n_heads * D + (kvh * G + g) * D + e]) * scale : 0.f;
+  }
+  __syncthreads();
+
+  int chunk = (len + a.n_split - 1) / a.n_split;
+  chunk = max(32, (chunk + 31) / 32 * 32);
+  const int t0 = split * chunk, t1 = min(len, t0 + chunk);
+
+  float m[kGMax], l[kGMax], o[kGMax][E];
+#pragma unroll
+  for (int g = 0; g < kGMax; ++g) {
+    m[g] = kNegBig; l[g] = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) o[g][e] = 0.f;
+  }
+  const __nv_bfloat16 *kbase = a.kcache + (slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
+  const __nv_bfloat16 *vbase = a.vcache + (slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
+
+  for (int tile = t0 + warp * 32; tile < t1; tile += kDecWarps * 32) {
+    const int t = tile + lane;
+    const bool valid = t < t1;
+    // QK: this lane's key row
+    uint4 kr[D / 8];
+    const uint4 *kp = reinterpret_cast<const uint4 *>(kbase + (int64_t)(valid ? t : t0) * D);
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) kr[i] = kp[i];
+    float s[kGMax];
+#pragma unroll
+    for (int g = 0; g < kGMax; ++g) {
+      float acc = 0.f;
+      if (g < G) {
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][8 * i]);
+          const float4 qb = *reinterpret_cast<const float4 *>(&q_s[g][8 * i + 4]);
+          acc = fmaf(qa.x, bf16_lo(kr[i].x), acc); acc = fmaf(qa.y, bf16_hi(kr[i].x), acc);
+          acc = fmaf(qa.z, bf16_lo(kr[i].y), acc); acc = fmaf(qa.w, bf16_hi(kr[i].y), acc);
+          acc = fmaf(qb.x, bf16_lo(kr[i].z), acc); acc = fmaf(qb.y, bf16_hi(kr[i].z), acc);
+          acc = fmaf(qb.z, bf16_lo(kr[i].w), acc); acc = fmaf(qb.w, bf16_hi(kr[i].w), acc);
+        }
+      }
+      s[g] = valid ? acc : kNegBig;
+    }
+    // online softmax per head
+    float p[kGMax];
+#pragma unroll
+    for (int g = 0; g < kGMax; ++g) {
+      if (g < G) {
+        const float mt = warp_max(s[g]);
+        const float mn = fmaxf(m[g], mt);
+        const float alpha = exp2f(m[g] - mn);
+        p[g] = valid ? exp2f(s[g] - mn) : 0.f;
+        l[g] = l[g] * alpha + warp_sum(p[g]);
+        m[g] = mn;
+#pragma unroll
+        for (int e = 0; e < E; ++e) o[g][e] *= alpha;
+      } else {
+        p[g] = 0.f;
+      }
+    }
+    // PV: lane owns dims lane*E .. lane*E+E-1
+    const int nk = min(32, t1 - tile);
+    for (int j = 0; j < nk; ++j) {
+      const __nv_bfloat16 *vr = vbase + (int64_t)(tile + j) * D + lane * E;
+      float vf[E];
+      if constexpr (E == 4) {
+        const uint2 vv = *reinterpret_cast<const uint2 *>(vr);
+        vf[0] = bf16_lo(vv.x); vf[1] = bf16_hi(vv.x); vf[2] = bf16_lo(vv.y); vf[3] = bf16_hi(vv.y);
+      } else if constexpr (E == 2) {
+        const uint32_t vv = *reinterpret_cast<const uint32_t *>(vr);
+        vf[0] = bf16_lo(vv); vf[1] = bf16_hi(vv);
+      } else {
+#pragma unroll
+        for (int e = 0; e < E; ++e) vf[e] = __bfloat162float(vr[e]);
+      }
+#pragma unroll
+      for (int g = 0; g < kGMax; ++g) {
+        if (g < G) {
+          const float pj = __shfl_sync(0xffffffffu, p[g], j);
+#pragma unroll
+          for (int e = 0; e < E; ++e) o[g][e] = fmaf(pj, vf[e], o[g][e]);
+        }
+      }
+    }
+  }
+  // combine the warps of this block
+#pragma unroll
+  for (int g = 0; g < kGMax; ++g) {
+    if (lane == 0) { wm_s[warp][g] = m[g]; wl_s[warp][g] = l[g]; }
+#pragma unroll
+    for (int e = 0; e < E; ++e) wo_s[warp][g][lane * E + e] = o[g][e];
+  }
+  __syncthreads();
+  const int ns = a.n_split;
+  float *ws_o = a.ws;                                                   // [B][nH][ns][D]
+  float *ws_ml = a.ws + (size_t)a.batch * a.n_heads * ns * D;          // [B][nH][ns][2]
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, e = i - g * D;
+    float M = kNegBig;
+    for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, wm_s[w][g]);
+    float O = 0.f, L = 0.f;
+    for (int w = 0; w < kDecWarps; ++w) {
+      const float f = exp2f(wm_s[w][g] - M);
+      O += wo_s[w][g][e] * f;
+      L += wl_s[w][g] * f;
+    }
+    const int h = kvh * G + g;
+    ws_o[(((size_t)b * a.n_heads + h) * ns + split) * D + e] = O;
+    if (e == 0) {
+      ws_ml[(((size_t)b * a.n_heads + h) * ns + split) * 2 + 0] = M;
+      ws_ml[(((size_t)b * a.n_heads + h) * ns + split) * 2 + 1] = L;
+    }
+  }
+  // the last block of (b, kvh) combines the splits
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int prev = atomicAdd(&a.counters[b * a.n_kv + kvh], 1);
+    last_s = prev == ns - 1;
+  }
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, e = i - g * D;
+    const int h = kvh * G + g;
+    const volatile float *ml = ws_ml + ((size_t)b * a.n_heads + h) * ns * 2;
+    const volatile float *os = ws_o + ((size_t)b * a.n_heads + h) * ns * D;
+    float M = kNegBig;
+    for (int sp = 0; sp < ns; ++sp) M = fmaxf(M, ml[2 * sp]);
+    float O = 0.f, L = 0.f;
+    for (int sp = 0; sp < ns; ++sp) {
+      const float f = exp2f(ml[2 * sp] - M);
+      O += os[(size_t)sp * D + e] * f;
+      L += ml[2 * sp + 1] * f;
+    }
+    a.out[(size_t)b * a.n_heads * D + h * D + e] = __float2bfloat16(O / L);
+  }
+  if (threadIdx.x == 0) a.counters[b * a.n_kv + kvh] = 0;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Prefill, tensor cores: grid (ceil(n/64), nH), 128 threads; warp w owns query rows 16w..16w+15.
+// ------------------------------------------------------------------------------------------------
+constexpr int kBQ = 64, kBK = 64;
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
+  const int n = pred ? 16 : 0;  // zero-fill when not valid
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(smem)), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+template <int D>
+__global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttnArgs a) {
+  constexpr int LD = D + 8;  // padded row (bf16 elements): conflict-free ldmatrix
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16 *q_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);  // [kBQ][LD]
+  __nv_bfloat16 *k_s = q_s + kBQ * LD;                                 // [2][kBK][LD]
+  __nv_bfloat16 *v_s = k_s + 2 * kBK * LD;                             // [2][kBK][LD]
+
+  const int qt = blockIdx.x, h = blockIdx.y;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int G = a.n_heads / a.n_kv, kvh = h / G;
+  const int q_row0 = qt * kBQ;
+  const int qdim = a.n_heads * D;
+  const int kv_end = a.pos0 + min(a.n, q_row0 + kBQ);  // keys needed by this block
+  const __nv_bfloat16 *kbase = a.kcache + ((int64_t)a.slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
+  const __nv_bfloat16 *vbase = a.vcache + ((int64_t)a.slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
+
+  // Q tile
+  for (int i = threadIdx.x; i < kBQ * D / 8; i += 128) {
+    const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+    const bool ok = q_row0 + r < a.n;
+    cp_async16(q_s + r * LD + c, a.q + (int64_t)(ok ? q_row0 + r : 0) * qdim + h * D + c, ok);
+  }
+  auto load_kv = [&](int tile, int buf) {
+    const int k0 = tile * kBK;
+    for (int i = threadIdx.x; i < kBK * D / 8; i += 128) {
+      const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+      const bool ok = k0 + r < kv_end;
+      const int64_t off = (int64_t)(ok ? k0 + r : 0) * D + c;
+      cp_async16(k_s + (buf * kBK + r) * LD + c, kbase + off, ok);
+      cp_async16(v_s + (buf * kBK + r) * LD + c, vbase + off, ok);
+    }
+  };
+  const int n_tiles = (kv_end + kBK - 1) / kBK;
+  load_kv(0, 0);
+  cp_async_commit();
+
+  const float scale = rsqrtf((float)D) * kLog2e;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int qp0 = a.pos0 + q_row0 + warp * 16 + g;  // position of this thread's first row (second: +8)
+
+  uint32_t qa[D / 16][4];
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m[2] = {kNegBig, kNegBig}, l[2] = {0.f, 0.f};
+
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    const int buf = tile & 1;
+    if (tile + 1 < n_tiles) load_kv(tile + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    if (tile == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldsm_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
+                q_s + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+    }
+    const __nv_bfloat16 *kt = k_s + buf * kBK * LD;
+    const __nv_bfloat16 *vt = v_s + buf * kBK * LD;
+    const int k0 = tile * kBK;
+    // rows of this warp whose every key in the tile is masked can skip? (keep simple: compute all)
+    float s[kBK / 8][4];
+#pragma unroll
+    for (int i = 0; i < kBK / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kBK / 16; ++np) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4(b0, b1, b2, b3, kt + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+        mma_bf16(s[2 * np], qa[kk], b0, b1);
+        mma_bf16(s[2 * np + 1], qa[kk], b2, b3);
+      }
+    }
+    // scale, mask, online softmax
+    float mx[2] = {kNegBig, kNegBig};
+#pragma unroll
+    for (int nt = 0; nt < kBK / 8; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int kp = k0 + nt * 8 + 2 * t4 + (c & 1);
+        const int qp = qp0 + (c >> 1) * 8;
+        const float v = (kp <= qp && kp < kv_end) ? s[nt][c] * scale : kNegBig;
+        s[nt][c] = v;
+        mx[c >> 1] = fmaxf(mx[c >> 1], v);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mn = fmaxf(m[r], mx[r]);
+      alpha[r] = exp2f(m[r] - mn);
+      m[r] = mn;
+      l[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      o[i][0] *= alpha[0]; o[i][1] *= alpha[0];
+      o[i][2] *= alpha[1]; o[i][3] *= alpha[1];
+    }
+    uint32_t pa[kBK / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kBK / 8; ++nt) {
+      float p[4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        p[c] = s[nt][c] <= kNegBig ? 0.f : exp2f(s[nt][c] - m[c >> 1]);
+      }
+      // l accumulates the bf16-rounded probabilities that PV uses (consistent normalization)
+      const uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
+      l[0] += bf16_lo(lo) + bf16_hi(lo);
+      l[1] += bf16_lo(hi) + bf16_hi(hi);
+      pa[nt >> 1][(nt & 1) * 2 + 0] = lo;
+      pa[nt >> 1][(nt & 1) * 2 + 1] = hi;
+    }
+#pragma unroll
+    for (int j = 0; j < kBK / 16; ++j) {
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4_t(b0, b1, b2, b3, vt + (j * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dp * 16 + (lane >> 4) * 8);
+        mma_bf16(o[2 * dp], pa[j], b0, b1);
+        mma_bf16(o[2 * dp + 1], pa[j], b2, b3);
+      }
+    }
+    __syncthreads();  // buffer `buf` is refilled by the next iteration's prefetch
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  const int row_a = q_row0 + warp * 16 + g, row_b = row_a + 8;
+#pragma unroll
+  for (int nt = 0; nt < D / 8; ++nt) {
+    const int col = h * D + nt * 8 + 2 * t4;
+    if (row_a < a.n)
+      *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_a * qdim + col) = pack_bf16(o[nt][0] / l[0], o[nt][1] / l[0]);
+    if (row_b < a.n)
+      *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_b * qdim + col) = pack_bf16(o[nt][2] / l[1], o[nt][3] / l[1]);
+  }
+}
+
+// Simple SIMT prefill: one warp per (query row, head), lane-per-key scores, lane-per-dim accumulation.
+__global__ void prefill_attn_simt_kernel(const PrefillAttnArgs a) {
+  extern __shared__ float qsh[];  // [4 warps][D]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * 4 + warp, h = blockIdx.y;
+  const int D = a.head_dim, G = a.n_heads / a.n_kv, kvh = h / G;
+  float *qv = qsh + warp * D;
+  const float scale = rsqrtf((float)D) * kLog2e;
+  if (row < a.n)
+    for (int e = lane; e < D; e += 32) qv[e] = __bfloat162float(a.q[(int64_t)row * a.n_heads * D + h * D + e]) * scale;
+  __syncwarp();
+  if (row >= a.n) return;
+  const int len = a.pos0 + row + 1;
+  const __nv_bfloat16 *kbase = a.kcache + ((int64_t)a.slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
+  const __nv_bfloat16 *vbase = a.vcache + ((int64_t)a.slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
+  float m = kNegBig, l = 0.f;
+  float o[8];
+  for (int e = 0; e < 8; ++e) o[e] = 0.f;
+  for (int tile = 0; tile < len; tile += 32) {
+    const int t = tile + lane;
+    float s = kNegBig;
+    if (t < len) {
+      float acc = 0.f;
+      for (int e = 0; e < D; ++e) acc = fmaf(qv[e], __bfloat162float(kbase[(int64_t)t * D + e]), acc);
+      s = acc;
+    }
+    const float mn = fmaxf(m, warp_max(s));
+    const float alpha = exp2f(m - mn);
+    const float p = t < len ? exp2f(s - mn) : 0.f;
+    l = l * alpha + warp_sum(p);
+    m = mn;
+    for (int e = 0; e < 8; ++e) o[e] *= alpha;
+    const int nk = min(32, len - tile);
+    for (int j = 0; j < nk; ++j) {
+      const float pj = __shfl_sync(0xffffffffu, p, j);
+      for (int e = 0; e < 8; ++e) {
+        const int dd = lane + 32 * e;
+        if (dd < D) o[e] = fmaf(pj, __bfloat162float(vbase[(int64_t)(tile + j) * D + dd]), o[e]);
+      }
+    }
+  }
+  for (int e = 0; e < 8; ++e) {
+    const int dd = lane + 32 * e;
+    if (dd < D) a.out[(int64_t)row * a.n_heads * D + h * D + dd] = __float2bfloat16(o[e] / l);
+  }
+}
+
+__global__ void kv_broadcast_kernel(__nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *sk,
+                                    const __nv_bfloat16 *sv, const int32_t *src_slot, const int32_t *len, int n_heads,
+                                    int n_kv, int d, int max_ctx) {
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int G = n_heads / n_kv;
+  const int64_t slot = src_slot[b];
+  const int L = len[b];
+  const int64_t src = ((slot * n_kv + h / G) * (int64_t)max_ctx) * d;
+  const int64_t dst = (((int64_t)b * n_heads + h) * max_ctx) * d;
+  const int64_t n8 = (int64_t)L * d / 8;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+    reinterpret_cast<uint4 *>(dk + dst)[i] = reinterpret_cast<const uint4 *>(sk + src)[i];
+    reinterpret_cast<uint4 *>(dv + dst)[i] = reinterpret_cast<const uint4 *>(sv + src)[i];
+  }
+}
+
+}  // namespace
+
+size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, int32_t n_split) {
+  return (size_t)batch * n_heads * n_split * (head_dim + 2);
+}
+
+int32_t decode_attn_pick_split(int32_t batch, int32_t n_kv, int32_t max_ctx, int32_t sms) {
+  const int by_work = std::max(1, (max_ctx + 127) / 128);
+  const int by_sms = std::max(1, (2 * sms + batch * n_kv - 1) / (batch * n_kv));
+  return std::max(1, std::min(by_work, by_sms));
+}
+
+const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
+  const int G = a.n_heads / a.n_kv;
+  if (G > kGMax) throw CudaError("decode attention: more than 8 query heads per kv head are not supported");
+  dim3 grid(a.n_split, a.n_kv, a.batch);
+  switch (a.head_dim) {
+    case 64: decode_attn_kernel<64><<<grid, kDecWarps * 32, 0, s>>>(a); break;
+    case 128: decode_attn_kernel<128><<<grid, kDecWarps * 32, 0, s>>>(a); break;
+    case 32: decode_attn_kernel<32><<<grid, kDecWarps * 32, 0, s>>>(a); break;
+    default: throw CudaError("decode attention: head_dim must be 32, 64 or 128");
+  }
+  QWC_LAUNCH_CHECK("launch_decode_attention");
+  return "attn_decode_splitkv";
+}
+
+const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t s) {
+  if (a.head_dim > 256 || a.head_dim % 2) throw CudaError("prefill attention (simt): head_dim must be even and <= 256");
+  dim3 grid((a.n + 3) / 4, a.n_heads);
+  prefill_attn_simt_kernel<<<grid, 128, 4 * a.head_dim * sizeof(float), s>>>(a);
+  QWC_LAUNCH_CHECK("launch_prefill_attention_simt");
+  return "attn_prefill_simt";
+}
+
+const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
+  if (a.n <= 0) return "attn_prefill_mma";
+  dim3 grid((a.n + kBQ - 1) / kBQ, a.n_heads);
+  if (a.head_dim == 64 || a.head_dim == 128) {
+    const int D = a.head_dim;
+    const size_t smem = (size_t)(kBQ + 4 * kBK) * (D + 8) * sizeof(__nv_bfloat16);
+    if (D == 64) {
+      static bool once = false;
+      if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
+      prefill_attn_mma_kernel<64><<<grid, 128, smem, s>>>(a);
+    } else {
+      static bool once = false;
+      if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
+      prefill_attn_mma_kernel<128><<<grid, 128, smem, s>>>(a);
+    }
+    QWC_LAUNCH_CHECK("launch_prefill_attention");
+    return "attn_prefill_mma";
+  }
+  return launch_prefill_attention_simt(a, s);
+}
+
+void launch_kv_broadcast(__nv_bfloat16 *dst_k, __nv_bfloat16 *dst_v, const __nv_bfloat16 *src_k,
+                         const __nv_bfloat16 *src_v, const int32_t *src_slot, const int32_t *len, int32_t batch,
+                         int32_t n_heads, int32_t n_kv, int32_t head_dim, int32_t max_ctx, int32_t max_len,
+                         cudaStream_t s) {
+  const int64_t n8 = (int64_t)max_len * head_dim / 8;
+  const int gx = (int)std::max<int64_t>(1, std::min<int64_t>(64, (n8 + 255) / 256));
+  dim3 grid(gx, n_heads, batch);
+  kv_broadcast_kernel<<<grid, 256, 0, s>>>(dst_k, dst_v, src_k, src_v, src_slot, len, n_heads, n_kv, head_dim, max_ctx);
+  QWC_LAUNCH_CHECK("launch_kv_broadcast");
+}
+
+}  // namespace qwc

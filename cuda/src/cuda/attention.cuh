@@ -1,0 +1,49 @@
+// attention.cuh — causal GQA attention over the bf16 KV cache.
+//   decode:  split-KV ("flash-decoding"), one block per (split, kv head, sequence) serving all G = nH/nKV
+//            query heads of the group; the last block of a (sequence, kv head) combines the splits
+//            (one launch; counters reset by the combining block, so it replays inside a CUDA graph).
+//   prefill: flash attention with mma.sync m16n8k16 bf16 (fp32 accumulators, online softmax), query rows at
+//            positions pos0 .. pos0+n-1 of one sequence attending to cache positions [0, pos0+n).
+//   broadcast: the naive GQA arm materializes repeated KV heads into a scratch cache, then runs the same
+//            kernels with G = 1.
+// Cache layout (per layer): [slots][nKV][max_ctx][d] bf16, K and V separate.
+#pragma once
+#include "common.cuh"
+
+namespace qwc {
+
+struct DecodeAttnArgs {
+  __nv_bfloat16 *out = nullptr;        // z: [B, nH*d]
+  const __nv_bfloat16 *q = nullptr;    // [B, nH*d] after RoPE
+  const __nv_bfloat16 *kcache = nullptr, *vcache = nullptr;
+  const int32_t *slot = nullptr;       // [B] cache slot of each sequence
+  const int32_t *kv_len = nullptr;     // [B] keys to attend (including the new token)
+  int32_t batch = 1, n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
+  int32_t n_split = 1;                 // fixed per captured graph; empty splits exit early
+  float *ws = nullptr;                 // workspace floats: decode_attn_ws_floats()
+  int32_t *counters = nullptr;         // [B * nKV] zero-initialized once
+};
+size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, int32_t n_split);
+int32_t decode_attn_pick_split(int32_t batch, int32_t n_kv, int32_t max_ctx, int32_t sms);
+const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t stream);
+
+struct PrefillAttnArgs {
+  __nv_bfloat16 *out = nullptr;        // z: [n, nH*d]
+  const __nv_bfloat16 *q = nullptr;    // [n, nH*d] after RoPE
+  const __nv_bfloat16 *kcache = nullptr, *vcache = nullptr;
+  int32_t slot = 0, pos0 = 0, n = 0;   // one sequence
+  int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
+};
+// head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel.
+const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);
+// The simple SIMT kernel (reference arm, any head_dim <= 256): exposed for the lab.
+const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t stream);
+
+// gqa=broadcast: copies cache positions [0, len) of (src_slot, every kv head) into dst (a cache with
+// nH heads, slot dst_slot), repeating kv head h for query heads h*G .. h*G+G-1.
+void launch_kv_broadcast(__nv_bfloat16 *dst_k, __nv_bfloat16 *dst_v, const __nv_bfloat16 *src_k,
+                         const __nv_bfloat16 *src_v, const int32_t *src_slot, const int32_t *len, int32_t batch,
+                         int32_t n_heads, int32_t n_kv, int32_t head_dim, int32_t max_ctx, int32_t max_len,
+                         cudaStream_t stream);
+
+}  // namespace qwc

@@ -1,0 +1,166 @@
+// common.cuh — small device helpers shared by the CUDA kernels of libqwen_cuda (and the kernel lab).
+// Header-only, no kernels. Nothing here depends on the front (common/); kernels see plain pointers.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+namespace qwc {
+
+// A CUDA failure: the launchers throw this (the backend converts it into qw::Error with QW_ERR_DEVICE).
+struct CudaError : std::runtime_error {
+  explicit CudaError(const std::string &m) : std::runtime_error(m) {}
+};
+
+inline void cuda_check(cudaError_t e, const char *stmt, const char *file, int line) {
+  if (e != cudaSuccess) {
+    int dev = -1;
+    cudaGetDevice(&dev);
+    char buf[512];
+    snprintf(buf, sizeof buf, "CUDA error %s (%s) in `%s` at %s:%d (device %d)", cudaGetErrorName(e),
+             cudaGetErrorString(e), stmt, file, line, dev);
+    throw CudaError(buf);
+  }
+}
+#define QWC_CHECK(stmt) ::qwc::cuda_check((stmt), #stmt, __FILE__, __LINE__)
+// After a launch: catches bad configurations (not asynchronous faults).
+#define QWC_LAUNCH_CHECK(what) ::qwc::cuda_check(cudaPeekAtLastError(), what, __FILE__, __LINE__)
+
+// Engine-native weight types (same numbers as qw::NativeType in backend.hpp).
+enum WType : int32_t { WT_F32 = 0, WT_F16 = 1, WT_BF16 = 2, WT_W8 = 3, WT_W4 = 4 };
+
+// A device weight matrix [rows, cols] row-major in one of the native layouts.
+//  W8: int8 codes [rows*cols]; W4: bytes [rows*cols/2], low nibble = even column;
+//  scale/offset: fp32 [rows, cols/group], w = scale * q + offset.
+struct WMat {
+  const void *data = nullptr;
+  const float *scale = nullptr;
+  const float *offset = nullptr;
+  int64_t rows = 0, cols = 0;
+  int32_t group = 0;
+  int32_t type = WT_BF16;
+};
+
+__device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+__device__ __forceinline__ float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+__device__ __forceinline__ uint4 ld_stream16(const void *p) {
+  // Weights are read once per step: do not allocate them in L1.
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+__device__ __forceinline__ uint2 ld_stream8(const void *p) {
+  uint2 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ uint32_t ld_stream4(const void *p) {
+  uint32_t r;
+  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+  return r;
+}
+
+// Raw 8-element chunk of a weight row (what one lane loads at once), per type.
+template <int WT> struct Chunk;
+template <> struct Chunk<WT_BF16> { uint4 v; };
+template <> struct Chunk<WT_F16> { uint4 v; };
+template <> struct Chunk<WT_F32> { uint4 a, b; };
+template <> struct Chunk<WT_W8> { uint2 v; float s, o; };
+template <> struct Chunk<WT_W4> { uint32_t v; float s, o; };
+
+// Loads the 8 weights at (row, col..col+7); col % 8 == 0 and cols % 8 == 0 are required.
+template <int WT>
+__device__ __forceinline__ Chunk<WT> load_chunk(const WMat &w, int64_t row, int64_t col) {
+  Chunk<WT> c;
+  if constexpr (WT == WT_BF16 || WT == WT_F16) {
+    c.v = ld_stream16(reinterpret_cast<const uint16_t *>(w.data) + row * w.cols + col);
+  } else if constexpr (WT == WT_F32) {
+    const float *p = reinterpret_cast<const float *>(w.data) + row * w.cols + col;
+    c.a = ld_stream16(p);
+    c.b = ld_stream16(p + 4);
+  } else if constexpr (WT == WT_W8) {
+    c.v = ld_stream8(reinterpret_cast<const int8_t *>(w.data) + row * w.cols + col);
+    int64_t g = row * (w.cols / w.group) + col / w.group;
+    c.s = __ldg(w.scale + g);
+    c.o = __ldg(w.offset + g);
+  } else {
+    c.v = ld_stream4(reinterpret_cast<const uint8_t *>(w.data) + (row * w.cols + col) / 2);
+    int64_t g = row * (w.cols / w.group) + col / w.group;
+    c.s = __ldg(w.scale + g);
+    c.o = __ldg(w.offset + g);
+  }
+  return c;
+}
+
+// Converts a chunk to 8 floats.
+template <int WT>
+__device__ __forceinline__ void unpack_chunk(const Chunk<WT> &c, float f[8]) {
+  if constexpr (WT == WT_BF16) {
+    f[0] = bf16_lo(c.v.x); f[1] = bf16_hi(c.v.x); f[2] = bf16_lo(c.v.y); f[3] = bf16_hi(c.v.y);
+    f[4] = bf16_lo(c.v.z); f[5] = bf16_hi(c.v.z); f[6] = bf16_lo(c.v.w); f[7] = bf16_hi(c.v.w);
+  } else if constexpr (WT == WT_F16) {
+    const uint32_t u[4] = {c.v.x, c.v.y, c.v.z, c.v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      __half2 h = *reinterpret_cast<const __half2 *>(&u[i]);
+      float2 t = __half22float2(h);
+      f[2 * i] = t.x; f[2 * i + 1] = t.y;
+    }
+  } else if constexpr (WT == WT_F32) {
+    f[0] = __uint_as_float(c.a.x); f[1] = __uint_as_float(c.a.y); f[2] = __uint_as_float(c.a.z);
+    f[3] = __uint_as_float(c.a.w); f[4] = __uint_as_float(c.b.x); f[5] = __uint_as_float(c.b.y);
+    f[6] = __uint_as_float(c.b.z); f[7] = __uint_as_float(c.b.w);
+  } else if constexpr (WT == WT_W8) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f[i] = fmaf(c.s, (float)(int8_t)((c.v.x >> (8 * i)) & 0xff), c.o);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f[4 + i] = fmaf(c.s, (float)(int8_t)((c.v.y >> (8 * i)) & 0xff), c.o);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[i] = fmaf(c.s, (float)((c.v >> (4 * i)) & 0xf), c.o);
+  }
+}
+
+// One weight element (slow path for tails and gathers).
+__device__ __forceinline__ float load_weight(const WMat &w, int64_t row, int64_t col) {
+  const int64_t i = row * w.cols + col;
+  switch (w.type) {
+    case WT_F32: return reinterpret_cast<const float *>(w.data)[i];
+    case WT_F16: return __half2float(reinterpret_cast<const __half *>(w.data)[i]);
+    case WT_BF16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16 *>(w.data)[i]);
+    case WT_W8: {
+      int64_t g = row * (w.cols / w.group) + col / w.group;
+      return fmaf(w.scale[g], (float)reinterpret_cast<const int8_t *>(w.data)[i], w.offset[g]);
+    }
+    default: {
+      int64_t g = row * (w.cols / w.group) + col / w.group;
+      uint8_t b = reinterpret_cast<const uint8_t *>(w.data)[i >> 1];
+      float q = (float)((i & 1) ? (b >> 4) : (b & 0xf));
+      return fmaf(w.scale[g], q, w.offset[g]);
+    }
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+inline int ceil_div(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
+
+}  // namespace qwc

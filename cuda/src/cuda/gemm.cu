@@ -1,0 +1,103 @@
+// gemm.cu — prefill GEMM dispatch and our own mma.sync kernel (see gemm.cuh).
+// Own kernel: 64x64 block tile, 4 warps (16 rows x 64 cols each), BK = 32, cp.async double buffering,
+// ldmatrix fragments, mma.sync m16n8k16 bf16 -> fp32. A correct, portable (sm_80+) fallback; cuBLASLt is
+// the fast path when the library is present.
+#include "cublaslt.cuh"
+#include "gemm.cuh"
+
+namespace qwc {
+namespace {
+constexpr int BM = 64, BN = 64, BK = 32, LDS = BK + 8;
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(smem)), "l"(gmem), "r"(pred ? 16 : 0));
+}
+
+__global__ void __launch_bounds__(128) gemm_mma_kernel(const GemmArgs g) {
+  __shared__ __align__(16) __nv_bfloat16 as[2][BM * LDS];
+  __shared__ __align__(16) __nv_bfloat16 bs[2][BN * LDS];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t m0 = (int64_t)blockIdx.y * BM, n0 = (int64_t)blockIdx.x * BN;
+  auto load = [&](int kt, int buf) {
+    const int64_t k0 = (int64_t)kt * BK;
+    for (int i = threadIdx.x; i < BM * BK / 8; i += 128) {
+      const int r = i / (BK / 8), c = (i % (BK / 8)) * 8;
+      const bool oka = m0 + r < g.m && k0 + c < g.k;
+      cp_async16(&as[buf][r * LDS + c], g.a + (oka ? (m0 + r) * g.lda + k0 + c : 0), oka);
+      const bool okb = n0 + r < g.n && k0 + c < g.k;
+      cp_async16(&bs[buf][r * LDS + c], g.w + (okb ? (n0 + r) * g.k + k0 + c : 0), okb);
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  float acc[8][4];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  const int nk = (int)((g.k + BK - 1) / BK);
+  load(0, 0);
+  for (int kt = 0; kt < nk; ++kt) {
+    const int buf = kt & 1;
+    if (kt + 1 < nk) load(kt + 1, buf ^ 1);
+    else asm volatile("cp.async.commit_group;");
+    asm volatile("cp.async.wait_group 1;");
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      uint32_t a[4];
+      ldsm_x4(a[0], a[1], a[2], a[3], &as[buf][(warp * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8]);
+#pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4(b0, b1, b2, b3, &bs[buf][(np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + kk * 16 + ((lane >> 3) & 1) * 8]);
+        mma_bf16(acc[2 * np], a, b0, b1);
+        mma_bf16(acc[2 * np + 1], a, b2, b3);
+      }
+    }
+    __syncthreads();
+  }
+  const int gr = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = m0 + warp * 16 + gr + h * 8;
+      if (row >= g.m) continue;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t col = n0 + nt * 8 + 2 * t4 + e;
+        if (col >= g.n) continue;
+        const float v = acc[nt][h * 2 + e];
+        if (g.out_kind == GEMM_OUT_BF16) reinterpret_cast<__nv_bfloat16 *>(g.c)[row * g.ldc + col] = __float2bfloat16(v);
+        else if (g.out_kind == GEMM_OUT_F32) reinterpret_cast<float *>(g.c)[row * g.ldc + col] = v;
+        else reinterpret_cast<float *>(g.c)[row * g.ldc + col] += v;
+      }
+    }
+  }
+}
+}  // namespace
+
+const char *launch_gemm_mma(const GemmArgs &g, cudaStream_t s) {
+  if (g.k % 8 || g.lda % 8) throw CudaError("launch_gemm_mma: K and lda must be multiples of 8");
+  dim3 grid((unsigned)((g.n + BN - 1) / BN), (unsigned)((g.m + BM - 1) / BM));
+  gemm_mma_kernel<<<grid, 128, 0, s>>>(g);
+  QWC_LAUNCH_CHECK("launch_gemm_mma");
+  return "gemm_mma";
+}
+
+const char *launch_gemm(const GemmArgs &g, cudaStream_t s, int backend) {
+  if (g.m <= 0 || g.n <= 0) return "gemm";
+  if (backend != 1 && cublaslt_gemm(g, s)) return "gemm_cublaslt";
+  if (backend == 2) throw CudaError(std::string("cuBLASLt requested but unavailable: ") + cublaslt_status());
+  return launch_gemm_mma(g, s);
+}
+}  // namespace qwc

@@ -1,0 +1,302 @@
+// gemv.cu — decode GEMV kernels (see gemv.cuh).
+//
+// Design (bandwidth-bound: every weight byte is read once per step):
+//  * 256 threads = 8 warps; each warp owns R consecutive rows; a lane reads 8 weights (16 bytes for bf16)
+//    per load, the warp reads 512 contiguous bytes of a row per load instruction, and each lane keeps
+//    R*U independent loads in flight before the first FMA (8 x 16 B = 128 B per lane).
+//  * The activations (batch x K-tile, bf16) are staged once per block in shared memory; with R = 4 a block
+//    covers 32 rows, so the staging traffic is 1/32 of the weight traffic at batch 1.
+//  * Warp-level reduction by xor shuffles; every lane ends with all sums and lane i writes value i.
+//  * fp32 accumulation; weights are converted exactly (bf16 -> fp32 is a shift).
+#include "gemv.cuh"
+
+#include <algorithm>
+
+namespace qwc {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kSmemBytes = 48 * 1024;
+int g_force_r = 0;
+
+int sm_count() {
+  static int n = 0;
+  if (n == 0) {
+    int dev = 0;
+    QWC_CHECK(cudaGetDevice(&dev));
+    QWC_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  }
+  return n;
+}
+
+// Stages a[b, k0 .. k0+klen) for b < NB into act_s[b * kt + k] (rows >= batch are zero).
+template <int NB>
+__device__ __forceinline__ void stage_tile(const GemvArgs &a, __nv_bfloat16 *act_s, const float *rstd_s, int64_t k0,
+                                           int klen, int kt, bool vec) {
+  const int B = a.batch;
+  if (a.pro == GEMV_PRO_BF16) {
+    if (vec) {
+      const int n8 = klen / 8;
+      for (int i = threadIdx.x; i < NB * n8; i += blockDim.x) {
+        const int b = i / n8, c = i - b * n8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (b < B) v = *reinterpret_cast<const uint4 *>(a.act + b * a.act_ld + k0 + 8 * c);
+        *reinterpret_cast<uint4 *>(act_s + b * kt + 8 * c) = v;
+      }
+    } else {
+      for (int i = threadIdx.x; i < NB * klen; i += blockDim.x) {
+        const int b = i / klen, k = i - b * klen;
+        act_s[b * kt + k] = b < B ? a.act[b * a.act_ld + k0 + k] : __float2bfloat16(0.f);
+      }
+    }
+  } else {
+    for (int i = threadIdx.x; i < NB * klen; i += blockDim.x) {
+      const int b = i / klen, k = i - b * klen;
+      float v = 0.f;
+      if (b < B) v = bf16r(a.x[b * a.x_ld + k0 + k] * rstd_s[b]) * a.norm_w[k0 + k];
+      act_s[b * kt + k] = __float2bfloat16(v);
+    }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void norm_rstd(const GemvArgs &a, float *rstd_s) {
+  if (a.pro != GEMV_PRO_NORM) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t K = a.w.cols;
+  for (int b = warp; b < a.batch; b += blockDim.x / 32) {
+    float s = 0.f;
+    const float *xb = a.x + b * a.x_ld;
+    for (int64_t k = lane; k < K; k += 32) s = fmaf(xb[k], xb[k], s);
+    s = warp_sum(s);
+    if (lane == 0) rstd_s[b] = rsqrtf(s / (float)K + a.eps);
+  }
+  __syncthreads();
+}
+
+// Writes the reduced value v of (row, b). For SWIGLU, `v` is the gate and `v2` the up projection.
+__device__ __forceinline__ void epilogue_one(const GemvArgs &a, int64_t row, int b, float v) {
+  switch (a.epi) {
+    case GEMV_EPI_BF16:
+      reinterpret_cast<__nv_bfloat16 *>(a.out)[b * a.out_ld + row] = __float2bfloat16(v + (a.bias ? a.bias[row] : 0.f));
+      break;
+    case GEMV_EPI_F32:
+      reinterpret_cast<float *>(a.out)[b * a.out_ld + row] = v + (a.bias ? a.bias[row] : 0.f);
+      break;
+    case GEMV_EPI_ADD_F32:
+      reinterpret_cast<float *>(a.out)[b * a.out_ld + row] += v;
+      break;
+  }
+}
+__device__ __forceinline__ void epilogue_swiglu(const GemvArgs &a, int64_t j, int b, float g, float u) {
+  const float gb = bf16r(g), ub = bf16r(u);
+  const float s = bf16r(gb / (1.f + expf(-gb)));
+  reinterpret_cast<__nv_bfloat16 *>(a.out)[b * a.out_ld + j] = __float2bfloat16(s * ub);
+  if (a.aux) a.aux[b * a.aux_ld + j] = __float2bfloat16(gb);
+}
+
+template <int WT, int NB, int R, int U>
+__global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, const int kt) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);
+  __shared__ float rstd_s[16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rows = a.w.rows, cols = a.w.cols;
+  const int64_t row0 = ((int64_t)blockIdx.x * kWarps + warp) * R;
+  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
+
+  norm_rstd<NB>(a, rstd_s);
+
+  float acc[R][NB];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+
+  int64_t rowc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
+
+  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
+    const int klen = (int)min((int64_t)kt, cols - k0);
+    if (k0 > 0) __syncthreads();
+    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
+    __syncthreads();
+    if (row0 >= rows) continue;
+    const int nchunks = klen / 8;
+    for (int c0 = lane; c0 < nchunks; c0 += 32 * U) {
+      Chunk<WT> wc[R][U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + 32 * u;
+        if (c < nchunks) {
+#pragma unroll
+          for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], k0 + 8 * c);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + 32 * u;
+        if (c < nchunks) {
+          float wf[R][8];
+#pragma unroll
+          for (int r = 0; r < R; ++r) unpack_chunk<WT>(wc[r][u], wf[r]);
+#pragma unroll
+          for (int b = 0; b < NB; ++b) {
+            const uint4 av = *reinterpret_cast<const uint4 *>(act_s + b * kt + 8 * c);
+            const float af[8] = {bf16_lo(av.x), bf16_hi(av.x), bf16_lo(av.y), bf16_hi(av.y),
+                                 bf16_lo(av.z), bf16_hi(av.z), bf16_lo(av.w), bf16_hi(av.w)};
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+              float s = acc[r][b];
+#pragma unroll
+              for (int e = 0; e < 8; ++e) s = fmaf(wf[r][e], af[e], s);
+              acc[r][b] = s;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (row0 >= rows) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = warp_sum(acc[r][b]);
+
+  if (a.epi == GEMV_EPI_SWIGLU) {
+    // R is even: pairs (2p, 2p+1) of the warp's rows are (gate j, up j), j = (row0 + 2p) / 2.
+#pragma unroll
+    for (int p = 0; p < R / 2; ++p)
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+        if (lane == ((p * NB + b) & 31) && b < a.batch && row0 + 2 * p + 1 < rows)
+          epilogue_swiglu(a, (row0 + 2 * p) / 2, b, acc[2 * p][b], acc[2 * p + 1][b]);
+  } else {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+        if (lane == ((r * NB + b) & 31) && b < a.batch && row0 + r < rows) epilogue_one(a, row0 + r, b, acc[r][b]);
+  }
+}
+
+// Generic path (any cols, any alignment): one warp per row (pair of rows for SWIGLU), scalar weight loads.
+template <int NB>
+__global__ void __launch_bounds__(kThreads) gemv_generic_kernel(const GemvArgs a) {
+  __shared__ float rstd_s[16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rows = a.w.rows, cols = a.w.cols;
+  norm_rstd<NB>(a, rstd_s);
+  const int per = a.epi == GEMV_EPI_SWIGLU ? 2 : 1;
+  const int64_t row0 = ((int64_t)blockIdx.x * kWarps + warp) * per;
+  if (row0 >= rows) return;
+  float acc[2][NB];
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+  for (int64_t k = lane; k < cols; k += 32) {
+    float av[NB];
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      float v = 0.f;
+      if (b < a.batch) {
+        if (a.pro == GEMV_PRO_BF16) v = __bfloat162float(a.act[b * a.act_ld + k]);
+        else v = bf16r(bf16r(a.x[b * a.x_ld + k] * rstd_s[b]) * a.norm_w[k]);
+      }
+      av[b] = v;
+    }
+    for (int r = 0; r < per; ++r) {
+      const float wv = load_weight(a.w, min(row0 + r, rows - 1), k);
+#pragma unroll
+      for (int b = 0; b < NB; ++b) acc[r][b] = fmaf(wv, av[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < per; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  if (lane != 0) return;
+  for (int b = 0; b < a.batch && b < NB; ++b) {
+    if (per == 2) {
+      if (row0 + 1 < rows) epilogue_swiglu(a, row0 / 2, b, acc[0][b], acc[1][b]);
+    } else {
+      epilogue_one(a, row0, b, acc[0][b]);
+    }
+  }
+}
+
+template <int WT, int NB, int R>
+void launch_vec(const GemvArgs &a, int kt, cudaStream_t s) {
+  constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
+  const int64_t rows_per_block = (int64_t)kWarps * R;
+  const int grid = ceil_div(a.w.rows, rows_per_block);
+  const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
+  gemv_vec_kernel<WT, NB, R, U><<<grid, kThreads, smem, s>>>(a, kt);
+}
+
+template <int WT, int NB>
+const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s) {
+  const int64_t blocks_r4 = (a.w.rows + kWarps * 4 - 1) / (kWarps * 4);
+  const bool big = g_force_r ? g_force_r == 4 : blocks_r4 >= 2 * sm_count();
+  if constexpr (NB <= 4) {
+    if (big) {
+      launch_vec<WT, NB, 4>(a, kt, s);
+      return "gemv_vec_r4";
+    }
+  }
+  launch_vec<WT, NB, 2>(a, kt, s);
+  return "gemv_vec_r2";
+}
+
+template <int WT>
+const char *dispatch_nb(const GemvArgs &a, int kt, cudaStream_t s) {
+  if (a.batch <= 1) return dispatch_r<WT, 1>(a, kt, s);
+  if (a.batch <= 2) return dispatch_r<WT, 2>(a, kt, s);
+  if (a.batch <= 4) return dispatch_r<WT, 4>(a, kt, s);
+  if (a.batch <= 8) return dispatch_r<WT, 8>(a, kt, s);
+  return dispatch_r<WT, 16>(a, kt, s);
+}
+
+int nb_of(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16; }
+
+}  // namespace
+
+void gemv_force_rows_per_warp(int r) { g_force_r = r; }
+
+const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
+  if (a.batch < 1 || a.batch > 16) throw CudaError("launch_gemv: batch must be 1..16");
+  if (a.epi == GEMV_EPI_SWIGLU && (a.w.rows % 2) != 0) throw CudaError("launch_gemv: SWIGLU needs even rows");
+  const int64_t cols = a.w.cols;
+  const bool vec_ok = (cols % 8) == 0 && (a.pro == GEMV_PRO_NORM || (a.act_ld % 8) == 0) &&
+                      ((a.w.type != WT_W8 && a.w.type != WT_W4) || (a.w.group % 8) == 0);
+  const char *name;
+  if (vec_ok) {
+    const int nb = nb_of(a.batch);
+    int kt = (int)std::min<int64_t>(cols, (kSmemBytes / (nb * 2)) / 8 * 8);
+    switch (a.w.type) {
+      case WT_BF16: name = dispatch_nb<WT_BF16>(a, kt, s); break;
+      case WT_F16: name = dispatch_nb<WT_F16>(a, kt, s); break;
+      case WT_F32: name = dispatch_nb<WT_F32>(a, kt, s); break;
+      case WT_W8: name = dispatch_nb<WT_W8>(a, kt, s); break;
+      case WT_W4: name = dispatch_nb<WT_W4>(a, kt, s); break;
+      default: throw CudaError("launch_gemv: unknown weight type");
+    }
+  } else {
+    const int per = a.epi == GEMV_EPI_SWIGLU ? 2 : 1;
+    const int grid = ceil_div(a.w.rows / per, kWarps);
+    switch (nb_of(a.batch)) {
+      case 1: gemv_generic_kernel<1><<<grid, kThreads, 0, s>>>(a); break;
+      case 2: gemv_generic_kernel<2><<<grid, kThreads, 0, s>>>(a); break;
+      case 4: gemv_generic_kernel<4><<<grid, kThreads, 0, s>>>(a); break;
+      case 8: gemv_generic_kernel<8><<<grid, kThreads, 0, s>>>(a); break;
+      default: gemv_generic_kernel<16><<<grid, kThreads, 0, s>>>(a); break;
+    }
+    name = "gemv_generic";
+  }
+  QWC_LAUNCH_CHECK("launch_gemv");
+  return name;
+}
+
+}  // namespace qwc

@@ -1,0 +1,43 @@
+// gemv.cuh — decode GEMV (batch 1..16) over any native weight type, with fused prologues/epilogues.
+//   y[b, r] = sum_k W[r, k] * a[b, k]
+// Prologue: a = bf16 activations from global (PRO_BF16), or a = RMSNorm(x fp32) * norm_w computed
+//           in the block (PRO_NORM: HF order, the normalised value rounded to bf16 before the weight).
+// Epilogue: bf16 (+bias) | fp32 (+bias) | fp32 accumulate into out (residual add) |
+//           SwiGLU over interleaved rows (row 2j = gate j, row 2j+1 = up j): out[j] = silu(g) * u.
+#pragma once
+#include "common.cuh"
+
+namespace qwc {
+
+enum GemvPro : int32_t { GEMV_PRO_BF16 = 0, GEMV_PRO_NORM = 1 };
+enum GemvEpi : int32_t { GEMV_EPI_BF16 = 0, GEMV_EPI_F32 = 1, GEMV_EPI_ADD_F32 = 2, GEMV_EPI_SWIGLU = 3 };
+
+struct GemvArgs {
+  // output
+  int32_t epi = GEMV_EPI_BF16;
+  void *out = nullptr;            // bf16 or fp32 [batch, out_ld]
+  int64_t out_ld = 0;
+  const float *bias = nullptr;    // [rows] or null (EPI_BF16 / EPI_F32)
+  __nv_bfloat16 *aux = nullptr;   // EPI_SWIGLU: optional copy of the gate (bf16) [batch, aux_ld] (hook mlp.hook_pre)
+  int64_t aux_ld = 0;
+  // weight
+  WMat w;
+  // input
+  int32_t batch = 1;              // 1..16
+  int32_t pro = GEMV_PRO_BF16;
+  const __nv_bfloat16 *act = nullptr;  // PRO_BF16: [batch, act_ld]
+  int64_t act_ld = 0;
+  const float *x = nullptr;       // PRO_NORM: fp32 [batch, x_ld]
+  int64_t x_ld = 0;
+  const float *norm_w = nullptr;  // PRO_NORM: fp32 [cols]
+  float eps = 1e-6f;
+};
+
+// Launches the GEMV; picks the vectorized kernel when cols % 8 == 0 (and the leading dims allow it),
+// the generic one otherwise. Returns the variant name (for op records).
+const char *launch_gemv(const GemvArgs &a, cudaStream_t stream);
+
+// Rows per block / tile choice exposed for the lab ("r2" / "r4" forced; 0 = auto).
+void gemv_force_rows_per_warp(int r);
+
+}  // namespace qwc
