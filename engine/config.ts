@@ -9,15 +9,17 @@ export type { QwenConfig };
 const posInt = z.number().int().positive();
 
 /** Schema of the normalized config (engine/api.ts QwenConfig). */
+// Upper bounds far above any Qwen2 checkpoint (72B: 80 layers, 8192 hidden, 29568 ffn, 152064 vocab), so that
+// a corrupt config fails here instead of making a loader build a million-entry tensor table.
 export const QwenConfigSchema = z.object({
-  vocab_size: posInt,
-  hidden_size: posInt,
-  intermediate_size: posInt,
-  num_hidden_layers: posInt,
-  num_attention_heads: posInt,
-  num_key_value_heads: posInt,
-  head_dim: posInt,
-  max_position_embeddings: posInt,
+  vocab_size: posInt.max(1 << 24),
+  hidden_size: posInt.max(1 << 17),
+  intermediate_size: posInt.max(1 << 20),
+  num_hidden_layers: posInt.max(1024),
+  num_attention_heads: posInt.max(1024),
+  num_key_value_heads: posInt.max(1024),
+  head_dim: posInt.max(4096),
+  max_position_embeddings: posInt.max(1 << 26),
   rope_theta: z.number().positive().finite(),
   rms_norm_eps: z.number().positive().finite(),
   tie_word_embeddings: z.boolean(),
