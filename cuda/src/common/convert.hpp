@@ -19,7 +19,10 @@
 //  - formats without a min use offset = -0.0f, the additive identity for every x (x + -0 == x, and
 //    -0 + -0 == -0), so d * q keeps its sign of zero exactly as ggml's d * q does.
 //  - Q4_0: ggml computes (q - 8) * d; we compute d * q + (-8 * d). Both d * q and 8 * d are exact and the
-//    exact result (q - 8) * d fits in 15 significant bits, so the add does not round either.
+//    exact result (q - 8) * d fits in 15 significant bits, so the add does not round either. The one bit
+//    that can differ is the sign of an exact zero: for q = 8 and d < 0 ggml gives -0.0, while
+//    x + (-x) is +0.0 in IEEE arithmetic. The values are equal (-0 == +0) and no product or sum downstream
+//    can tell them apart except by the sign of a zero result; we accept that to keep Q4_0 at 4 bits.
 #pragma once
 
 #include <cstdint>

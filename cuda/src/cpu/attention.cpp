@@ -1,0 +1,206 @@
+// attention.cpp — KV cache writes and causal GQA attention, fp32 math over an fp32 or bf16 cache.
+//
+// For query row j of sequence s (position p = pos0 + j) and query head h, with kv head kh = h / (nH / nKV):
+//   S_k = (q . K_k) / sqrt(d) for k = 0..p;  P = softmax(S) (fp32, max-subtracted, P_k = e_k / sum);
+//   z = sum_k P_k V_k.
+// This is HF's eager attention in fp32 (softmax before the PV product). The bf16 cache stores K and V
+// rounded to nearest even; they are widened exactly to fp32 for the math.
+//
+// gqa = native reads kv head kh straight from the cache. gqa = broadcast first materializes a repeated
+// copy of K and V per query head ([nH, len, d], what repeat_kv does in HF) and attends to that copy; the
+// same loaders and loop order give bit-identical results, at the cost of the copy.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#include "cpu.hpp"
+#include "half.hpp"
+
+namespace qw {
+namespace cpu {
+
+void KvCache::configure(const std::string &dtype, int32_t L, int32_t B, int32_t nkv, int32_t T, int32_t d) {
+  if (dtype != "bf16" && dtype != "f32")
+    throw Error(QW_ERR_UNSUPPORTED, "kvCache = " + dtype + " is not implemented by the CPU backend (bf16, f32)");
+  const int64_t n = int64_t(L) * B * nkv * T * d;
+  kf.reset();
+  vf.reset();
+  kb.reset();
+  vb.reset();
+  bf16 = dtype == "bf16";
+  layers = L;
+  batch = B;
+  kv_heads = nkv;
+  ctx = T;
+  head_dim = d;
+  // Uninitialised on purpose: pages are only touched as sequences grow (a 4096 x 16 cache is mostly unused).
+  if (bf16) {
+    kb.reset(new uint16_t[size_t(n)]);
+    vb.reset(new uint16_t[size_t(n)]);
+  } else {
+    kf.reset(new float[size_t(n)]);
+    vf.reset(new float[size_t(n)]);
+  }
+}
+
+namespace {
+
+// Row loaders: 8 fp32 values at element i of a row (f32 or bf16 storage), plus a scalar one for tails.
+struct RowF32 {
+  const float *p;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 load8(int64_t i) const { return _mm256_loadu_ps(p + i); }
+#endif
+  float at(int64_t i) const { return p[i]; }
+};
+struct RowBF16 {
+  const uint16_t *p;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 load8(int64_t i) const {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+#endif
+  float at(int64_t i) const { return bf16_to_float(p[i]); }
+};
+
+template <class R>
+inline float dot(const float *q, const R &k, int32_t d) {
+  int32_t i = 0;
+  float s = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (; i + 16 <= d; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), k.load8(i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), k.load8(i + 8), a1);
+  }
+  for (; i + 8 <= d; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), k.load8(i), a0);
+  a0 = _mm256_add_ps(a0, a1);
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  s = _mm_cvtss_f32(lo);
+#endif
+  for (; i < d; ++i) s += q[i] * k.at(i);
+  return s;
+}
+
+template <class R>
+inline void axpy(float *z, float a, const R &v, int32_t d) {
+  int32_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 av = _mm256_set1_ps(a);
+  for (; i + 8 <= d; i += 8) _mm256_storeu_ps(z + i, _mm256_fmadd_ps(av, v.load8(i), _mm256_loadu_ps(z + i)));
+#endif
+  for (; i < d; ++i) z[i] += a * v.at(i);
+}
+
+// One query row of one head over keys 0..n_keys-1. key(k) / val(k) give row loaders.
+template <class KF, class VF>
+void attend(float *z, const float *q, int32_t d, int32_t n_keys, float scale, std::vector<float> &sc, const KF &key,
+            const VF &val) {
+  sc.resize(size_t(n_keys));
+  float mx = -INFINITY;
+  for (int32_t k = 0; k < n_keys; ++k) {
+    sc[size_t(k)] = dot(q, key(k), d) * scale;
+    mx = std::max(mx, sc[size_t(k)]);
+  }
+  float sum = 0;
+  for (int32_t k = 0; k < n_keys; ++k) {
+    sc[size_t(k)] = std::exp(sc[size_t(k)] - mx);
+    sum += sc[size_t(k)];
+  }
+  std::fill(z, z + d, 0.0f);
+  for (int32_t k = 0; k < n_keys; ++k) axpy(z, sc[size_t(k)] / sum, val(k), d);
+}
+
+}  // namespace
+
+void attention(KvCache &kv, const AttnArgs &a) {
+  const Step &st = *a.step;
+  const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
+  const int64_t qd = int64_t(nH) * d, kvd = int64_t(nKV) * d;
+  const size_t nS = st.seq.size();
+  // 1. Append the new K/V rows to the cache.
+  for (size_t s = 0; s < nS; ++s)
+    for (int32_t j = 0; j < st.n_new[s]; ++j) {
+      const int64_t row = st.row_offset[s] + j;
+      for (int32_t kh = 0; kh < nKV; ++kh) {
+        const int64_t off = kv.offset(a.layer, st.seq[s], kh, st.pos0[s] + j);
+        const float *ks = a.k + row * kvd + int64_t(kh) * d, *vs = a.v + row * kvd + int64_t(kh) * d;
+        if (kv.bf16) {
+          for (int32_t i = 0; i < d; ++i) {
+            kv.kb[size_t(off + i)] = float_to_bf16(ks[i]);
+            kv.vb[size_t(off + i)] = float_to_bf16(vs[i]);
+          }
+        } else {
+          std::memcpy(&kv.kf[size_t(off)], ks, size_t(d) * 4);
+          std::memcpy(&kv.vf[size_t(off)], vs, size_t(d) * 4);
+        }
+      }
+    }
+  // 2. gqa = broadcast: materialize [nH, len, d] copies of K and V per sequence (fp32, exact widening).
+  std::vector<std::vector<float>> bk(a.broadcast ? nS : 0), bv(a.broadcast ? nS : 0);
+  if (a.broadcast)
+    for (size_t s = 0; s < nS; ++s) {
+      const int64_t len = st.pos0[s] + st.n_new[s];
+      bk[s].resize(size_t(nH * len * d));
+      bv[s].resize(size_t(nH * len * d));
+      for (int32_t h = 0; h < nH; ++h)
+        for (int64_t p = 0; p < len; ++p) {
+          const int64_t src = kv.offset(a.layer, st.seq[s], h / group, int32_t(p));
+          float *dk = &bk[s][size_t((h * len + p) * d)], *dv = &bv[s][size_t((h * len + p) * d)];
+          for (int32_t i = 0; i < d; ++i) {
+            dk[i] = kv.bf16 ? bf16_to_float(kv.kb[size_t(src + i)]) : kv.kf[size_t(src + i)];
+            dv[i] = kv.bf16 ? bf16_to_float(kv.vb[size_t(src + i)]) : kv.vf[size_t(src + i)];
+          }
+        }
+    }
+  // 3. One task per (query row, head).
+  int64_t rows = 0;
+  for (size_t s = 0; s < nS; ++s) rows += st.n_new[s];
+  const int64_t tasks = rows * nH;
+  const float scale = 1.0f / std::sqrt(float(d));
+  std::vector<int32_t> row_seq(static_cast<size_t>(rows));
+  for (size_t s = 0; s < nS; ++s)
+    for (int32_t j = 0; j < st.n_new[s]; ++j) row_seq[size_t(st.row_offset[s] + j)] = int32_t(s);
+  const int nt = int(std::max<int64_t>(1, std::min<int64_t>(a.threads, tasks)));
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> sc;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t row = task / nH;
+      const int32_t h = int32_t(task % nH);
+      const size_t s = size_t(row_seq[size_t(row)]);
+      const int32_t n_keys = st.pos0[s] + int32_t(row - st.row_offset[s]) + 1;
+      const float *q = a.q + row * qd + int64_t(h) * d;
+      float *z = a.z + row * qd + int64_t(h) * d;
+      if (a.broadcast) {
+        const int64_t len = st.pos0[s] + st.n_new[s];
+        const float *K = &bk[s][size_t(h * len * d)], *V = &bv[s][size_t(h * len * d)];
+        attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowF32{K + int64_t(k) * d}; },
+               [&](int32_t k) { return RowF32{V + int64_t(k) * d}; });
+      } else {
+        const int64_t base = kv.offset(a.layer, st.seq[s], h / group, 0);
+        if (kv.bf16) {
+          const uint16_t *K = &kv.kb[size_t(base)], *V = &kv.vb[size_t(base)];
+          attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowBF16{K + int64_t(k) * d}; },
+                 [&](int32_t k) { return RowBF16{V + int64_t(k) * d}; });
+        } else {
+          const float *K = &kv.kf[size_t(base)], *V = &kv.vf[size_t(base)];
+          attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowF32{K + int64_t(k) * d}; },
+                 [&](int32_t k) { return RowF32{V + int64_t(k) * d}; });
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace qw

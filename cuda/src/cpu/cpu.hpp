@@ -1,0 +1,112 @@
+// cpu.hpp — internal interfaces of the CPU backend (one op family per .cpp file).
+// Activations are fp32 row-major [rows, width]; "rows" are the tokens of a step (backend.hpp Step).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "sampling.hpp"
+
+namespace qw {
+namespace cpu {
+
+// A weight matrix plus what its kernels need precomputed.
+struct Weight {
+  const NativeTensor *t = nullptr;
+  bool has_offset = false;  // W8/W4 with some nonzero group offset (Q4_0, Q4_K, Q5_K); else offsets are ±0
+};
+
+// One output of a (possibly fused) matmul: out[t * out_stride + r] = x[t] . W[r] + bias[r].
+struct MatJob {
+  Weight w;
+  const float *bias = nullptr;  // [rows] or nullptr
+  float *out = nullptr;
+  int64_t out_stride = 0;
+};
+
+// matmul.cpp — y = x W^T (+ bias) for every job, all sharing the input x [T, cols] (row stride x_stride).
+// Rows of all jobs are split over `threads` OpenMP threads in one parallel region.
+void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, int threads);
+const char *matmul_kernel_name(const NativeTensor &t, int64_t T);  // e.g. "cpu.gemv.w8g32"
+
+// norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].
+void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, int threads);
+
+// rope.cpp — NeoX RoPE tables and application.
+struct RopeTable {
+  int32_t half = 0;        // head_dim / 2
+  std::vector<float> cos;  // [max_pos, half]
+  std::vector<float> sin;  // [max_pos, half]
+};
+RopeTable rope_table(int32_t max_pos, int32_t head_dim, float theta);
+// Rotates n_heads heads of width head_dim in x [T, row_stride] in place; row t has position pos[t].
+void rope_apply(float *x, int64_t T, int64_t row_stride, int32_t n_heads, int32_t head_dim, const int32_t *pos,
+                const RopeTable &tab);
+
+// elementwise.cpp
+void residual_add(float *x, const float *y, int64_t n, int threads);                   // x += y
+void swiglu(float *out, const float *gate, const float *up, int64_t n, int threads);  // silu(gate) * up
+
+// attention.cpp — KV cache of one session and causal GQA attention.
+struct KvCache {
+  bool bf16 = true;
+  int32_t layers = 0, batch = 0, kv_heads = 0, ctx = 0, head_dim = 0;
+  std::unique_ptr<float[]> kf, vf;     // f32: [layers][batch][kv_heads][ctx][head_dim]
+  std::unique_ptr<uint16_t[]> kb, vb;  // bf16: same layout
+  void configure(const std::string &dtype, int32_t layers, int32_t batch, int32_t kv_heads, int32_t ctx,
+                 int32_t head_dim);
+  int64_t offset(int32_t layer, int32_t seq, int32_t kvh, int32_t pos) const {
+    return (((int64_t(layer) * batch + seq) * kv_heads + kvh) * ctx + pos) * head_dim;
+  }
+  double elem_bytes() const { return bf16 ? 2.0 : 4.0; }
+};
+struct AttnArgs {
+  const Step *step;
+  int32_t layer, n_heads, n_kv_heads, head_dim;
+  const float *q;  // [R, n_heads * head_dim], after RoPE
+  const float *k;  // [R, n_kv_heads * head_dim], after RoPE
+  const float *v;  // [R, n_kv_heads * head_dim]
+  float *z;        // [R, n_heads * head_dim] out
+  bool broadcast;  // gqa = broadcast: materialize repeated KV heads first
+  int threads;
+};
+void attention(KvCache &kv, const AttnArgs &a);
+
+// The CPU model: native tensors by name, and the forward step (forward.cpp).
+struct Layer {
+  Weight q, k, v, o, gate, up, down;
+  const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+};
+struct Model {
+  Config cfg;
+  std::vector<std::unique_ptr<NativeTensor>> tensors;
+  Weight embed, output;  // output = embed when tied
+  const float *out_norm = nullptr;
+  std::vector<Layer> layers;
+  int threads = 1;
+  const NativeTensor *find(const std::string &name) const;
+};
+
+class Session final : public BackendSession {
+ public:
+  Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t max_prefill);
+  void configure_kv(const std::string &kv_dtype) override;
+  void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
+  void reset(int32_t) override {}  // the front tracks lengths; stale KV rows are overwritten before use
+
+ private:
+  const Model &m_;
+  int32_t max_batch_, max_context_, max_prefill_;
+  KvCache kv_;
+  RopeTable rope_;
+  // step buffers, grown on demand (fp32 [rows, width])
+  std::vector<float> x_, h_, q_, k_, v_, z_, o_, g_, u_, a_, logits_, fin_;
+  std::vector<int32_t> pos_;
+  SamplerScratch sampler_;
+};
+
+}  // namespace cpu
+}  // namespace qw

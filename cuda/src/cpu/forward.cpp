@@ -1,0 +1,208 @@
+// forward.cpp — one Qwen2 forward step on the CPU (prefill chunk or batched decode), exactly the HF
+// modeling_qwen2 order (DESIGN.md §3) in fp32, with op records, hook captures, logits and sampling.
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "convert.hpp"
+#include "cost.hpp"
+#include "cpu.hpp"
+#include "sampling.hpp"
+
+namespace qw {
+namespace cpu {
+
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+template <class T>
+T *grow(std::vector<T> &v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// Times an op and emits its record when profiling; otherwise just runs it.
+struct Recorder {
+  const Step &st;
+  Sink &sink;
+  int32_t rows;
+  template <class F>
+  void op(int32_t layer, int32_t op, const char *kernel, const OpCost &cost, int32_t n_tokens, F &&fn) {
+    if (!st.profiling) {
+      fn();
+      return;
+    }
+    const int64_t t0 = now_ns();
+    fn();
+    const int64_t t1 = now_ns();
+    qw_op_record r{};
+    r.step = st.step_index;
+    r.phase = st.phase;
+    r.layer = layer;
+    r.op = op;
+    r.kernel = sink.kernel_id(kernel);
+    r.t_start_ns = t0;
+    r.t_end_ns = t1;
+    r.flops = cost.flops;
+    r.bytes = cost.bytes;
+    r.n_tokens = n_tokens;
+    sink.record(r);
+  }
+};
+
+}  // namespace
+
+Session::Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t max_prefill)
+    : m_(m), max_batch_(max_batch), max_context_(max_context), max_prefill_(max_prefill) {
+  rope_ = rope_table(max_context, m.cfg.head_dim, m.cfg.rope_theta);
+}
+
+void Session::configure_kv(const std::string &kv_dtype) {
+  const Config &c = m_.cfg;
+  kv_.configure(kv_dtype, c.num_layers, max_batch_, c.num_kv_heads, max_context_, c.head_dim);
+}
+
+void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
+  const Config &c = m_.cfg;
+  const int th = m_.threads;
+  const int64_t R = int64_t(st.tokens.size());
+  const int64_t H = c.hidden_size, Qd = c.q_dim(), KVd = c.kv_dim(), F = c.intermediate_size, V = c.vocab_size;
+  const int32_t nH = c.num_heads, nKV = c.num_kv_heads, d = c.head_dim;
+  const size_t nS = st.seq.size();
+  const double act = 4.0;  // fp32 activations
+  // Activations of the step, [R, width] each.
+  float *x = grow(x_, size_t(R * H));     // residual stream
+  float *h = grow(h_, size_t(R * H));     // normed input of qkv / gate_up
+  float *q = grow(q_, size_t(R * Qd));    // queries (after RoPE)
+  float *k = grow(k_, size_t(R * KVd));   // keys (after RoPE)
+  float *v = grow(v_, size_t(R * KVd));   // values
+  float *z = grow(z_, size_t(R * Qd));    // attention output before o_proj
+  float *o = grow(o_, size_t(R * H));     // o_proj / down output before the residual add
+  float *g = grow(g_, size_t(R * F));     // gate (pre-SiLU)
+  float *u = grow(u_, size_t(R * F));     // up
+  float *a = grow(a_, size_t(R * F));     // silu(gate) * up
+  int32_t *pos = grow(pos_, size_t(R));   // KV position of each row
+  for (size_t s = 0; s < nS; ++s)
+    for (int32_t j = 0; j < st.n_new[s]; ++j) pos[st.row_offset[s] + j] = st.pos0[s] + j;
+  Recorder rec{st, sink, int32_t(R)};
+  const int32_t nt = int32_t(R);
+  auto cap = [&](Hook hk, int32_t layer, const float *p, int64_t cols) {
+    if (sink.wants(hk, layer)) sink.capture(hk, layer, p, int32_t(R), int32_t(cols));
+  };
+
+  // embedding: exact fp32 rows of token_embd (dequantized when quantized)
+  const NativeTensor &E = *m_.embed.t;
+  rec.op(-1, QW_OP_EMBED, "cpu.embed", cost_embed(R, H, E.type, E.group, act), nt, [&] {
+#pragma omp parallel for schedule(static) num_threads(th) if (R >= 16)
+    for (int64_t r = 0; r < R; ++r) dequant_rows(x + r * H, E, st.tokens[size_t(r)], 1);
+  });
+
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const Layer &ly = m_.layers[size_t(l)];
+    cap(HOOK_RESID_PRE, l, x, H);
+    rec.op(l, QW_OP_ATTN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
+           [&] { rmsnorm(h, x, ly.attn_norm, R, H, c.rms_eps, th); });
+    {
+      const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd}, {ly.k, ly.bk, k, KVd}, {ly.v, ly.bv, v, KVd}};
+      OpCost cq = cost_matmul(R, Qd, H, ly.q.t->type, ly.q.t->group, true, act);
+      const OpCost ck = cost_matmul(R, KVd, H, ly.k.t->type, ly.k.t->group, true, act);
+      const OpCost cv = cost_matmul(R, KVd, H, ly.v.t->type, ly.v.t->group, true, act);
+      cq.flops += ck.flops + cv.flops;
+      cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);  // x is read once for all three
+      rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
+    }
+    rec.op(l, QW_OP_ROPE, "cpu.rope.neox", cost_rope(R, nH + nKV, d, act), nt, [&] {
+      rope_apply(q, R, Qd, nH, d, pos, rope_);
+      rope_apply(k, R, KVd, nKV, d, pos, rope_);
+    });
+    cap(HOOK_Q, l, q, Qd);
+    cap(HOOK_K, l, k, KVd);
+    cap(HOOK_V, l, v, KVd);
+    {
+      const bool bc = st.toggles.layer.size() > size_t(l) && st.toggles.layer[size_t(l)].gqa_broadcast;
+      const char *kn = bc ? (kv_.bf16 ? "cpu.attention.broadcast.kv_bf16" : "cpu.attention.broadcast.kv_f32")
+                          : (kv_.bf16 ? "cpu.attention.native.kv_bf16" : "cpu.attention.native.kv_f32");
+      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, bc, th};
+      rec.op(l, QW_OP_ATTENTION, kn, cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt,
+             [&] { attention(kv_, args); });
+    }
+    cap(HOOK_Z, l, z, Qd);
+    {
+      const MatJob job{ly.o, nullptr, o, H};
+      rec.op(l, QW_OP_O_PROJ, matmul_kernel_name(*ly.o.t, R), cost_matmul(R, H, Qd, ly.o.t->type, ly.o.t->group, false, act),
+             nt, [&] { matmul(&job, 1, z, R, Qd, th); });
+    }
+    cap(HOOK_ATTN_OUT, l, o, H);
+    rec.op(l, QW_OP_RESIDUAL, "cpu.residual_add", cost_residual(R, H, act), nt, [&] { residual_add(x, o, R * H, th); });
+    cap(HOOK_RESID_MID, l, x, H);
+    rec.op(l, QW_OP_FFN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
+           [&] { rmsnorm(h, x, ly.ffn_norm, R, H, c.rms_eps, th); });
+    {
+      const MatJob jobs[2] = {{ly.gate, nullptr, g, F}, {ly.up, nullptr, u, F}};
+      OpCost cg = cost_matmul(R, F, H, ly.gate.t->type, ly.gate.t->group, false, act);
+      const OpCost cu = cost_matmul(R, F, H, ly.up.t->type, ly.up.t->group, false, act);
+      cg.flops += cu.flops;
+      cg.bytes += cu.bytes - act * double(R * H);
+      rec.op(l, QW_OP_GATE_UP, matmul_kernel_name(*ly.gate.t, R), cg, nt, [&] { matmul(jobs, 2, h, R, H, th); });
+    }
+    cap(HOOK_MLP_PRE, l, g, F);
+    rec.op(l, QW_OP_SWIGLU, "cpu.swiglu", cost_swiglu(R, F, act), nt, [&] { swiglu(a, g, u, R * F, th); });
+    cap(HOOK_MLP_POST, l, a, F);
+    {
+      const MatJob job{ly.down, nullptr, o, H};
+      rec.op(l, QW_OP_DOWN, matmul_kernel_name(*ly.down.t, R),
+             cost_matmul(R, H, F, ly.down.t->type, ly.down.t->group, false, act), nt, [&] { matmul(&job, 1, a, R, F, th); });
+    }
+    rec.op(l, QW_OP_RESIDUAL, "cpu.residual_add", cost_residual(R, H, act), nt, [&] { residual_add(x, o, R * H, th); });
+    cap(HOOK_RESID_POST, l, x, H);
+  }
+
+  // Final norm and lm_head only for the rows someone needs: every row when all-position logits or the
+  // hook_logits capture are asked for, else the last row of each sequence (what sampling needs).
+  const bool all_rows = (st.phase == QW_PHASE_PREFILL && st.logits_mode == 2) || sink.wants(HOOK_LOGITS, -1);
+  std::vector<int64_t> sel;
+  if (all_rows) {
+    for (int64_t r = 0; r < R; ++r) sel.push_back(r);
+  } else {
+    for (size_t s = 0; s < nS; ++s) sel.push_back(st.row_offset[s] + st.n_new[s] - 1);
+  }
+  const int64_t N = int64_t(sel.size());
+  float *xs = grow(fin_, size_t(N * H));  // selected rows of the residual stream, then normed in h
+  for (int64_t i = 0; i < N; ++i) std::memcpy(xs + i * H, x + sel[size_t(i)] * H, size_t(H) * 4);
+  rec.op(-1, QW_OP_FINAL_NORM, "cpu.rmsnorm", cost_rmsnorm(N, H, act), int32_t(N),
+         [&] { rmsnorm(h, xs, m_.out_norm, N, H, c.rms_eps, th); });
+  float *lg = grow(logits_, size_t(N * V));  // [N, V]
+  {
+    const MatJob job{m_.output, nullptr, lg, V};
+    rec.op(-1, QW_OP_LM_HEAD, matmul_kernel_name(*m_.output.t, N),
+           cost_matmul(N, V, H, m_.output.t->type, m_.output.t->group, false, act), int32_t(N),
+           [&] { matmul(&job, 1, h, N, H, th); });
+  }
+  if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, lg, int32_t(N), int32_t(V));
+  // Row of `lg` holding the last position of sequence s.
+  auto last_row = [&](size_t s) -> int64_t { return all_rows ? st.row_offset[s] + st.n_new[s] - 1 : int64_t(s); };
+  if (st.logits_mode == 2 && st.phase == QW_PHASE_PREFILL) {
+    sink.logits(lg, int32_t(N), int32_t(V));
+  } else if (st.logits_mode != 0) {
+    if (all_rows) {
+      std::vector<float> rows(nS * size_t(V));
+      for (size_t s = 0; s < nS; ++s) std::memcpy(&rows[s * size_t(V)], lg + last_row(s) * V, size_t(V) * 4);
+      sink.logits(rows.data(), int32_t(nS), int32_t(V));
+    } else {
+      sink.logits(lg, int32_t(nS), int32_t(V));
+    }
+  }
+  rec.op(-1, QW_OP_SAMPLE, "cpu.sample", cost_sample(int64_t(nS), V), int32_t(nS), [&] {
+    for (size_t s = 0; s < nS; ++s) {
+      const SamplingParams p{st.temperature[s], st.top_k[s], st.top_p[s], st.seed[s]};
+      out_tokens[s] = sample_token(lg + last_row(s) * V, int32_t(V), p, int64_t(st.pos0[s]) + st.n_new[s], sampler_);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace qw

@@ -1,0 +1,198 @@
+// test_api.cpp — API misuse returns statuses (never crashes) and leaves state unchanged; JSON protocols.
+#include "refmodel.hpp"
+
+int main() {
+  char buf[8192];
+  uint64_t len = 0;
+  // library
+  CHECK(qw_abi_version() == QW_ABI_VERSION, "abi");
+  CHECK(std::strstr(qw_build_info(), "\"backend\":\"cpu\"") != nullptr, "build info %s", qw_build_info());
+  CHECK_OK(qw_toggle_registry_json(nullptr, 0, &len));
+  CHECK(len > 100, "registry size");
+  CHECK_OK(qw_toggle_registry_json(buf, 8, &len));
+  CHECK(std::strlen(buf) == 7, "truncated copy keeps NUL");
+  std::vector<char> reg(size_t(len) + 1);
+  CHECK_OK(qw_toggle_registry_json(reg.data(), reg.size(), &len));
+  CHECK(std::strstr(reg.data(), "\"id\":\"kivi4\"") == nullptr && std::strstr(reg.data(), "\"kivi4\"") != nullptr,
+        "registry lists unimplemented values");
+  CHECK_ST(qw_toggle_registry_json(nullptr, 5, &len), QW_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(qw_op_name(QW_OP_GATE_UP)) == "gate_up" && std::string(qw_op_name(99)) == "", "op names");
+  CHECK(std::string(qw_kernel_name(-1)) == "" && std::string(qw_kernel_name(1 << 30)) == "", "kernel names");
+
+  // engine
+  qw_engine *e = nullptr;
+  CHECK_ST(qw_engine_create("{\"threads\":", &e), QW_ERR_INVALID_ARGUMENT);
+  CHECK(std::strstr(qw_last_error(), "invalid JSON") != nullptr, "json error message: %s", qw_last_error());
+  CHECK_ST(qw_engine_create("{\"thread\":2}", &e), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_engine_create("{\"threads\":-1}", &e), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_engine_create("[1]", &e), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_engine_create("{}", nullptr), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_engine_create(nullptr, &e));
+  CHECK_OK(qw_engine_info_json(e, buf, sizeof buf, &len));
+  CHECK(std::strstr(buf, "\"threads\"") != nullptr, "engine info %s", buf);
+  CHECK_ST(qw_engine_info_json(nullptr, buf, sizeof buf, &len), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_engine_destroy(nullptr), QW_ERR_INVALID_ARGUMENT);
+
+  // model config
+  RefConfig cfg;
+  qw_model *m = nullptr;
+  CHECK_ST(qw_model_create(e, "{}", &m), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_model_create(e, nullptr, &m), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_model_create(nullptr, cfg.json().c_str(), &m), QW_ERR_INVALID_ARGUMENT);
+  {
+    RefConfig bad = cfg;
+    bad.nKV = 3;  // 4 heads not a multiple of 3
+    CHECK_ST(qw_model_create(e, bad.json().c_str(), &m), QW_ERR_INVALID_ARGUMENT);
+    std::string j = cfg.json();
+    j.replace(j.find("\"rms_norm_eps\""), 14, "\"rms_norm_epz\"");
+    CHECK_ST(qw_model_create(e, j.c_str(), &m), QW_ERR_INVALID_ARGUMENT);
+    std::string nan = cfg.json();
+    nan.replace(nan.find("\"hidden_size\":64"), 16, "\"hidden_size\":6.5");
+    CHECK_ST(qw_model_create(e, nan.c_str(), &m), QW_ERR_INVALID_ARGUMENT);
+  }
+  const RefModel ref(cfg, 11, [](const std::string &, int64_t) { return QW_GGML_F32; });
+  CHECK_OK(qw_model_create(e, cfg.json().c_str(), &m));
+  qw_session *s = nullptr;
+  CHECK_ST(qw_session_create(m, "{}", &s), QW_ERR_STATE);  // not finalized
+  const RefTensor &emb = ref.t.at("token_embd.weight");
+  CHECK_ST(qw_model_load_tensor(m, "blk.9.attn_q.weight", 0, 2, 64, 64, 1, 1, emb.raw.data(), 0), QW_ERR_NOT_FOUND);
+  CHECK(std::strstr(qw_last_error(), "blk.9.attn_q.weight") != nullptr, "names the tensor");
+  CHECK_ST(qw_model_load_tensor(m, "output.weight", 0, 2, 64, 96, 1, 1, emb.raw.data(), emb.raw.size()), QW_ERR_NOT_FOUND);
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", 0, 2, 96, 64, 1, 1, emb.raw.data(), emb.raw.size()), QW_ERR_SHAPE);
+  CHECK(std::strstr(qw_last_error(), "[64, 96]") != nullptr && std::strstr(qw_last_error(), "[96, 64]") != nullptr,
+        "shape message: %s", qw_last_error());
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", 0, 2, 64, 96, 1, 1, emb.raw.data(), emb.raw.size() - 1), QW_ERR_SHAPE);
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", 77, 2, 64, 96, 1, 1, emb.raw.data(), emb.raw.size()), QW_ERR_SHAPE);
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", QW_GGML_Q4_K, 2, 64, 96, 1, 1, emb.raw.data(), 100), QW_ERR_SHAPE);
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", 0, 2, 64, 96, 1, 1, nullptr, emb.raw.size()), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", 0, 7, 64, 96, 1, 1, emb.raw.data(), emb.raw.size()), QW_ERR_SHAPE);
+  CHECK_ST(qw_model_load_tensor(m, nullptr, 0, 2, 64, 96, 1, 1, emb.raw.data(), emb.raw.size()), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_model_load_tensor(m, "token_embd.weight", 0, 2, 64, 96, 1, 1, emb.raw.data(), emb.raw.size()));
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", 0, 2, 64, 96, 1, 1, emb.raw.data(), emb.raw.size()),
+           QW_ERR_INVALID_ARGUMENT);  // duplicate
+  CHECK_ST(qw_model_finalize(m), QW_ERR_NOT_FOUND);  // missing tensors
+  CHECK(std::strstr(qw_last_error(), "missing") != nullptr, "missing message: %s", qw_last_error());
+  for (const auto &n : ref.order) {
+    if (n == "token_embd.weight") continue;
+    const RefTensor &x = ref.t.at(n);
+    CHECK_OK(qw_model_load_tensor(m, n.c_str(), x.type, x.vector ? 1 : 2, x.ne0, x.vector ? 1 : x.ne1, 1, 1, x.raw.data(),
+                                  x.raw.size()));
+  }
+  CHECK_OK(qw_model_finalize(m));
+  CHECK_ST(qw_model_finalize(m), QW_ERR_STATE);
+  CHECK_ST(qw_model_load_tensor(m, "token_embd.weight", 0, 2, 64, 96, 1, 1, emb.raw.data(), emb.raw.size()), QW_ERR_STATE);
+  CHECK_OK(qw_model_info_json(m, nullptr, 0, &len));
+  std::vector<char> info(size_t(len) + 1);
+  CHECK_OK(qw_model_info_json(m, info.data(), info.size(), &len));
+  CHECK(std::strstr(info.data(), "\"native\":\"f32\"") != nullptr, "model info");
+
+  // session options
+  CHECK_ST(qw_session_create(m, "{\"max_batch\":0}", &s), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_create(m, "{\"max_context\":8,\"max_prefill\":9}", &s), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_create(m, "{\"bogus\":1}", &s), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_session_create(m, "{\"max_batch\":2,\"max_context\":8,\"max_prefill\":4}", &s));
+  CHECK_ST(qw_engine_destroy(e), QW_ERR_STATE);
+  CHECK_ST(qw_model_destroy(m), QW_ERR_STATE);
+
+  // prefill / decode misuse
+  int32_t tok = -1, toks[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  CHECK_ST(qw_session_prefill(s, 0, toks, 5, &tok), QW_ERR_INVALID_ARGUMENT);  // > max_prefill
+  CHECK_ST(qw_session_prefill(s, 0, toks, 0, &tok), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_prefill(s, 2, toks, 1, &tok), QW_ERR_NOT_FOUND);
+  CHECK_ST(qw_session_prefill(s, -1, toks, 1, &tok), QW_ERR_NOT_FOUND);
+  CHECK_ST(qw_session_prefill(s, 0, nullptr, 1, &tok), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_prefill(s, 0, toks, 1, nullptr), QW_ERR_INVALID_ARGUMENT);
+  const int32_t bad_tok[2] = {1, 96};
+  CHECK_ST(qw_session_prefill(s, 0, bad_tok, 2, &tok), QW_ERR_INVALID_ARGUMENT);
+  const int32_t neg_tok[1] = {-1};
+  CHECK_ST(qw_session_prefill(s, 0, neg_tok, 1, &tok), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_session_prefill(s, 0, toks, 4, &tok));
+  CHECK_OK(qw_session_prefill(s, 0, toks, 3, &tok));
+  int32_t n = 0;
+  CHECK_ST(qw_session_prefill(s, 0, toks, 2, &tok), QW_ERR_CONTEXT_OVERFLOW);
+  CHECK_OK(qw_session_seq_len(s, 0, &n));
+  CHECK(n == 7, "overflow leaves the length (%d)", n);
+  const int32_t seqs_dup[2] = {1, 1}, seqs[2] = {0, 1}, two[2] = {3, 4};
+  int32_t outs[2];
+  CHECK_ST(qw_session_decode(s, 2, seqs_dup, two, outs), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_decode(s, 3, seqs, two, outs), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_decode(s, 0, seqs, two, outs), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_decode(s, 2, seqs, two, nullptr), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_session_decode(s, 2, seqs, two, outs));  // seq 0 reaches 8 = max_context
+  CHECK_ST(qw_session_decode(s, 2, seqs, two, outs), QW_ERR_CONTEXT_OVERFLOW);
+  CHECK_OK(qw_session_seq_len(s, 1, &n));
+  CHECK(n == 1, "failed decode leaves seq 1 at 1 (%d)", n);
+  CHECK_ST(qw_session_seq_len(s, 5, &n), QW_ERR_NOT_FOUND);
+  CHECK_OK(qw_session_reset(s, 0));
+  CHECK_OK(qw_session_seq_len(s, 0, &n));
+  CHECK(n == 0, "reset");
+  CHECK_ST(qw_session_reset(s, 7), QW_ERR_NOT_FOUND);
+
+  // sampling parameters
+  CHECK_ST(qw_session_set_sampling(s, 0, NAN, 0, 1.0f, 1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_sampling(s, 0, INFINITY, 0, 1.0f, 1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_sampling(s, 0, 1.0f, 0, 0.0f, 1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_sampling(s, 0, 1.0f, 0, 1.5f, 1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_sampling(s, 0, 1.0f, 0, NAN, 1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_sampling(s, 0, 101.0f, 0, 1.0f, 1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_sampling(s, 4, 1.0f, 0, 1.0f, 1), QW_ERR_NOT_FOUND);
+  CHECK_OK(qw_session_set_sampling(s, -1, 0.7f, 5, 0.9f, 3));
+
+  // toggles
+  CHECK_ST(qw_session_set_toggle(s, "nope", "on", -1), QW_ERR_NOT_FOUND);
+  CHECK_ST(qw_session_set_toggle(s, "gqa", "sideways", -1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_toggle(s, "kvCache", "kivi4", -1), QW_ERR_UNSUPPORTED);
+  CHECK_ST(qw_session_set_toggle(s, "attention", "sage-int8", -1), QW_ERR_UNSUPPORTED);
+  CHECK_ST(qw_session_set_toggle(s, "graphs", "on", -1), QW_ERR_UNSUPPORTED);
+  CHECK_ST(qw_session_set_toggle(s, "kvCache", "f32", 0), QW_ERR_INVALID_ARGUMENT);  // not per-layer
+  CHECK_ST(qw_session_set_toggle(s, "gqa", "broadcast", 2), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_toggle(s, nullptr, "x", -1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_session_prefill(s, 1, toks, 2, &tok));
+  CHECK_OK(qw_session_set_toggle(s, "kvCache", "f32", -1));
+  CHECK_OK(qw_session_seq_len(s, 1, &n));
+  CHECK(n == 0, "kvCache change resets sequences");
+  CHECK_OK(qw_session_toggles_json(s, buf, sizeof buf, &len));
+  CHECK(std::strstr(buf, "\"kvCache\":\"f32\"") && std::strstr(buf, "\"graphs\":\"off\""), "toggles %s", buf);
+
+  // logits / records / captures misuse
+  CHECK_ST(qw_session_set_logits_mode(s, 3), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_session_set_logits_mode(s, 1));
+  CHECK_OK(qw_session_prefill(s, 0, toks, 3, &tok));
+  float small[10];
+  CHECK_ST(qw_session_read_logits(s, small, 10), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_read_logits(s, nullptr, 1000), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_profiling(s, 2), QW_ERR_INVALID_ARGUMENT);
+  int64_t got = 0;
+  CHECK_ST(qw_session_read_records(s, nullptr, 5, &got), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_read_records(s, nullptr, -1, &got), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_session_read_records(s, nullptr, 0, &got));
+  CHECK_ST(qw_session_set_capture(s, "blocks.2.hook_resid_post"), QW_ERR_NOT_FOUND);
+  CHECK_ST(qw_session_set_capture(s, "blocks.0.hook_nope"), QW_ERR_NOT_FOUND);
+  CHECK(std::strstr(qw_last_error(), "hook_nope") != nullptr, "hook message");
+  CHECK_ST(qw_session_set_capture(s, "blocks.x.hook_resid_pre"), QW_ERR_NOT_FOUND);
+  CHECK_OK(qw_session_set_capture(s, " blocks.*.mlp.hook_post , hook_logits,"));
+  CHECK_OK(qw_session_prefill(s, 0, toks, 2, &tok));
+  CHECK_OK(qw_session_capture_count(s, &n));
+  CHECK(n == 3, "captures %d", n);
+  CHECK_ST(qw_session_capture_info(s, 3, buf, sizeof buf, &n, &n), QW_ERR_NOT_FOUND);
+  CHECK_ST(qw_session_read_capture(s, 0, small, 10), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_read_capture(s, -1, small, 10), QW_ERR_NOT_FOUND);
+  CHECK_OK(qw_session_set_capture(s, ""));
+  CHECK_OK(qw_session_capture_count(s, &n));
+  CHECK(n == 0, "capture off");
+
+  // null handles everywhere
+  CHECK_ST(qw_session_decode(nullptr, 1, seqs, two, outs), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_reset(nullptr, 0), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_toggles_json(nullptr, buf, 1, &len), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_logits_shape(nullptr, &n, &n), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_records_pending(nullptr, &got, &got), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_capture_count(nullptr, &n), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_model_info_json(nullptr, buf, 1, &len), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_destroy(nullptr), QW_ERR_INVALID_ARGUMENT);
+
+  CHECK_OK(qw_session_destroy(s));
+  CHECK_OK(qw_model_destroy(m));
+  CHECK_OK(qw_engine_destroy(e));
+  return finish("test_api");
+}
