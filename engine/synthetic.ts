@@ -21,6 +21,7 @@ import { ggufMetadataForConfig } from "./config.ts";
 import { GGML, REPO_ROOT } from "./ffi.ts";
 import { gv, inferKV, writeGguf, ggmlTensorBytes, type GgufKV, type GgufWriteTensor } from "./gguf.ts";
 import { writeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "./safetensors.ts";
+import { quantize } from "./quant.ts";
 import { loadQwenTokenizer, loadTokenizerDir, type QwenTokenizer } from "./tokenizer.ts";
 
 export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b"] as const;
@@ -286,13 +287,6 @@ export function* floatTensors(spec: SynthSpec, type: "f32" | "f16" | "bf16"): Ge
 // Streaming encoders: a tensor is generated and encoded in row chunks, so the peak memory of a writer is the
 // encoded tensor plus one chunk (the 7B bf16 embedding: 1.1 GB, not 2.2 GB of fp32 first).
 // ------------------------------------------------------------------------------------------------
-/** Quantizers for block types, registered by name so this file does not depend on one implementation. */
-export type Quantizer = (values: Float32Array, ne0: number) => Uint8Array;
-const quantizers = new Map<number, Quantizer>();
-export function registerQuantizer(ggmlType: number, q: Quantizer): void {
-  quantizers.set(ggmlType, q);
-}
-
 const CHUNK_ELEMS = 1 << 22;
 
 /** The bytes of tensor `t` in `ggmlType` (deterministic; identical to encoding generateTensor's output). */
@@ -300,7 +294,6 @@ export async function encodeTensor(spec: SynthSpec, t: SynthTensor, ggmlType: nu
   const n = numel(t.ne);
   const ne0 = t.ne[0];
   const nbytes = ggmlTensorBytes(ggmlType, t.ne);
-  await ensureQuantizers(ggmlType);
   if (t.kind === "norm" || n <= CHUNK_ELEMS) return encodeValues(generateTensor(spec, t), ggmlType, ne0);
   const out = new Uint8Array(nbytes);
   const rows = n / ne0;
@@ -323,21 +316,8 @@ function encodeValues(values: Float32Array, ggmlType: number, ne0: number): Uint
     const b = encodeFloat(values, ggmlType);
     return ggmlType === GGML.F32 ? new Uint8Array(b) : b; // F32: copy (values is a reused buffer)
   }
-  const q = quantizers.get(ggmlType);
-  if (!q) throw new Error(`synthetic: no quantizer registered for ggml type ${ggmlType}`);
-  return q(values, ne0);
-}
-
-/** Loads engine/quant.ts quantizers on first need (the module is owned by the formats side). */
-async function ensureQuantizers(ggmlType: number): Promise<void> {
-  if (ggmlType === GGML.F32 || ggmlType === GGML.F16 || ggmlType === GGML.BF16 || quantizers.has(ggmlType)) return;
-  const spec = "./quant.ts";
-  const mod = (await import(spec)) as Record<string, unknown>;
-  const f = mod.quantizeRow ?? mod.quantize;
-  if (typeof f !== "function") throw new Error("synthetic: engine/quant.ts exports no quantize(type, values, ne) function");
-  for (const ty of [GGML.Q8_0, GGML.Q4_0, GGML.Q5_0, GGML.Q4_K, GGML.Q5_K, GGML.Q6_K]) {
-    if (!quantizers.has(ty)) quantizers.set(ty, (v, ne0) => (f as (t: number, v: Float32Array, ne: number[]) => Uint8Array)(ty, v, [ne0, v.length / ne0]));
-  }
+  if (values.length % ne0 !== 0) throw new Error(`synthetic: ${values.length} values are not whole rows of ${ne0}`);
+  return quantize(ggmlType, values);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -369,7 +349,6 @@ export async function writeSyntheticGguf(spec: SynthSpec, type: SynthType, path:
   const cfg = spec.config;
   const tensors = tensorList(cfg);
   const types = tensors.map((t) => planType(type, t, cfg));
-  for (const ty of new Set(types)) await ensureQuantizers(ty);
   const tok = syntheticTokenizer(spec);
   const meta: [string, GgufKV][] = [...ggufMetadataForConfig(cfg, opts.name ?? modelName(spec, type))];
   meta.push(["general.file_type", gv.u32(fileType(type))]);
