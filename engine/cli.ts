@@ -22,6 +22,7 @@ import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
 import { QwenError } from "./ffi.ts";
 import { statOf } from "./profile.ts";
 import { percentile } from "./bench-core.ts";
+import { decodeRooflinePct, loadCeilings, rooflinePoints } from "./roofline.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -197,6 +198,14 @@ async function cmdGenerate(argv: string[]): Promise<void> {
       };
       writeProfile(resolve(profile), prof);
       process.stderr.write(`profile: ${resolve(profile)} (${rec.ops.op.length} op records)\n`);
+      const pts = rooflinePoints(rec.ops, rec.kernels, { phase: 1, ceilings: loadCeilings(m.device.name) });
+      const tot = pts.reduce((a, p) => a + p.time_ns, 0);
+      if (tot > 0) {
+        process.stderr.write("decode time by op (all layers, all steps):\n");
+        for (const p of pts.slice(0, 8)) {
+          process.stderr.write(`  ${p.op.padEnd(11)} ${(100 * p.time_ns / tot).toFixed(1).padStart(5)}%  ${(p.time_ns / 1e6).toFixed(2).padStart(8)} ms  ${p.gbs.toFixed(1).padStart(7)} GB/s  ${p.gflops.toFixed(1).padStart(7)} GFLOP/s  ${p.kernel}\n`);
+        }
+      }
     }
     s.close();
   } finally {
@@ -318,6 +327,23 @@ async function cmdBench(argv: string[]): Promise<void> {
         summary.tpot_ms = r.tpot;
       }
     }
+    // Profiling-mode overhead (DESIGN.md §4): the first decode case again with op records on.
+    if (o.out && tgs.length) {
+      s.setProfiling(true);
+      const r = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, { reps, warmup, onProgress: (msg) => log(`[profiling on] ${msg}`) });
+      s.takeRecords();
+      s.setProfiling(false);
+      const off = rows.find((x) => x.test === `tg${tgs[0]} b${batches[0]}`);
+      if (off && r.decode) {
+        summary.profiling_overhead_pct = (100 * (off.tokens_per_s.median - r.decode.median)) / off.tokens_per_s.median;
+        summary.decode_tok_s_profiling = r.decode;
+      }
+    }
+    // % of the bandwidth roofline for decode rows when the device has measured ceilings.
+    const ceil = loadCeilings(m.device.name);
+    if (ceil?.bandwidth_bytes_s) {
+      for (const r of rows) if (r.n_gen > 0) r.roofline_pct = decodeRooflinePct(m.weightBytes, r.tokens_per_s.median, r.batch, ceil.bandwidth_bytes_s);
+    }
     const toggles = s.toggles();
     s.close();
     if (format === "md") process.stdout.write(benchTableMd(rows) + "\n");
@@ -329,7 +355,7 @@ async function cmdBench(argv: string[]): Promise<void> {
       const prof: Profile = {
         schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: profileId(path), kind: "bench",
         manifest: m.manifest({ toggles, command: `npm run cli -- bench ${argv.join(" ")}` }),
-        summary: summary as Profile["summary"], kernels: [], bench: rows,
+        summary: summary as Profile["summary"], kernels: [], bench: rows, ...(ceil ? { ceilings: ceil } : {}),
         notes: [`warm-up ${warmup} excluded, ${reps} measured repetitions; prompts are token ids (tokenization excluded); greedy sampling`],
       };
       writeProfile(path, prof);
