@@ -6,11 +6,12 @@
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import type { QwenConfig } from "./api.ts";
-import { configFromGguf, configFromHf } from "./config.ts";
+import { configFromGguf, configFromHf, ggufMetadataForConfig } from "./config.ts";
 import {
-  GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, ggufPlain, isKnownGgmlType, isSupportedGgmlType,
-  openGguf, type GgufFile, type GgufKV,
+  GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, ggufPlain, gv, isKnownGgmlType, isSupportedGgmlType,
+  openGguf, writeGguf, type GgufFile, type GgufKV,
 } from "./gguf.ts";
+import { chooseQuantType, dequantize, quantize, type QuantScheme } from "./quant.ts";
 import { openSafetensorsDir, SUPPORTED_SAFETENSORS_DTYPES } from "./safetensors.ts";
 
 // ------------------------------------------------------------------------------------------------------
@@ -301,4 +302,50 @@ function isGgufFile(path: string): boolean {
 export function tensorBytes(type: number, ne: readonly number[]): number {
   if (!isKnownGgmlType(type)) throw new Error(`unknown ggml type ${type}`);
   return ggmlTensorBytes(type, ne);
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Conversion
+// ------------------------------------------------------------------------------------------------------
+
+/** llama.cpp's general.file_type (llama_ftype) for each scheme. */
+const FILE_TYPE: Record<QuantScheme, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 14, q4_k_m: 15, q6_k: 18, bf16: 32 };
+
+/** A tensor's values as fp32 (dequantized with the reference formulas). */
+export function tensorF32(t: Pick<ModelTensor, "ggmlType" | "data">): Float32Array {
+  return dequantize(t.ggmlType, t.data);
+}
+
+export interface ConvertOptions {
+  scheme: QuantScheme;
+  /** general.name */
+  name?: string;
+  /** Extra metadata (e.g. tokenizer.* keys for an HF source); wins over derived keys of the same name. */
+  metadata?: [string, GgufKV][];
+  onProgress?: (done: number, total: number, tensor: string) => void;
+}
+
+/**
+ * Writes a model source as a GGUF file llama.cpp can load, converting each tensor to the type `scheme` gives
+ * it (chooseQuantType; tensors already of that type are copied as is). Streams tensor by tensor. A GGUF
+ * source keeps its tokenizer.* metadata. Returns the byte size and the type chosen for each tensor.
+ */
+export async function convertToGguf(src: ModelSource, path: string, opts: ConvertOptions): Promise<{ bytes: number; types: Record<string, string> }> {
+  const c = src.config;
+  const meta = new Map<string, GgufKV>(ggufMetadataForConfig(c, opts.name ?? nodePath.basename(src.path)));
+  meta.set("general.file_type", gv.u32(FILE_TYPE[opts.scheme]));
+  meta.set("general.quantization_version", gv.u32(2));
+  if (src.gguf) for (const [k, v] of src.gguf.metadata) if (k.startsWith("tokenizer.")) meta.set(k, v);
+  for (const [k, v] of opts.metadata ?? []) meta.set(k, v);
+  const types: Record<string, string> = {};
+  const tensors = src.tensors.map((t) => {
+    const type = chooseQuantType(t.name, t.ne, opts.scheme, { nLayers: c.num_hidden_layers, tied: c.tie_word_embeddings });
+    types[t.name] = ggmlTypeName(type);
+    return {
+      name: t.name, type, ne: t.ne,
+      data: type === t.ggmlType ? () => t.data : () => quantize(type, dequantize(t.ggmlType, t.data)),
+    };
+  });
+  const { bytes } = await writeGguf(path, { metadata: meta, tensors }, { onProgress: opts.onProgress });
+  return { bytes, types };
 }

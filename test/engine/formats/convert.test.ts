@@ -1,0 +1,60 @@
+import { expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as nodePath from "node:path";
+import { GGML_TYPE, gv } from "../../../engine/gguf.ts";
+import { convertToGguf, openModelSource, tensorF32, tensorTable } from "../../../engine/modelfile.ts";
+import { errorStats, f32ArrayToBf16 } from "../../../engine/quant.ts";
+import { encodeSafetensors } from "../../../engine/safetensors.ts";
+import { gaussian, rng, tinyConfig, tmpDir } from "./helpers.ts";
+
+const repoModel = nodePath.join(import.meta.dir, "../../../models/tiny-qwen2-brown");
+
+test("HF bf16 → GGUF q8_0 / q4_k_m / bf16: reopens with the same config, accurate weights", async () => {
+  const src = openModelSource(repoModel);
+  const dir = tmpDir();
+  for (const [scheme, bound] of [["bf16", 0], ["q8_0", 0.01], ["q4_k_m", 0.1]] as const) {
+    const p = nodePath.join(dir, `m-${scheme}.gguf`);
+    const progress: number[] = [];
+    const { types } = await convertToGguf(src, p, { scheme, metadata: [["tokenizer.ggml.model", gv.str("gpt2")]], onProgress: (d) => progress.push(d) });
+    expect(progress.length).toBe(src.tensors.length);
+    const m = openModelSource(p);
+    expect(m.config).toEqual(src.config);
+    expect(m.metadata["general.file_type"]).toBe({ bf16: 32, q8_0: 7, q4_k_m: 15 }[scheme]);
+    expect(m.metadata["tokenizer.ggml.model"]).toBe("gpt2");
+    for (const t of m.tensors) {
+      if (t.ne.length === 1) expect(t.ggmlType).toBe(GGML_TYPE.F32);
+      const a = tensorF32(src.tensors.find((s) => s.name === t.name)!), b = tensorF32(t);
+      const e = errorStats(a, b);
+      if (bound === 0) expect(e.maxAbs).toBe(0);
+      else expect(e.relRmse).toBeLessThan(bound);
+    }
+    if (scheme === "q4_k_m") {
+      expect(types["token_embd.weight"]).toBe("Q6_K"); // tied: doubles as the output
+      expect(types["blk.0.attn_v.weight"]).toBe("Q6_K");
+      expect(types["blk.1.attn_q.weight"]).toBe("Q4_K");
+    }
+  }
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("0.5B-like widths (896) take llama.cpp's fallbacks in q4_k_m", async () => {
+  const c = tinyConfig({ hidden_size: 896, num_attention_heads: 14, num_key_value_heads: 2, head_dim: 64, intermediate_size: 512, num_hidden_layers: 1, vocab_size: 64 });
+  const dir = tmpDir();
+  const r = rng(8);
+  const tensors = tensorTable(c).map((s) => {
+    const n = s.ne.reduce((a, b) => a * b, 1);
+    return { name: s.hfName, dtype: "BF16", shape: [...s.ne].reverse(), data: new Uint8Array(f32ArrayToBf16(gaussian(r, n, 0.05)).buffer) };
+  });
+  fs.writeFileSync(nodePath.join(dir, "model.safetensors"), encodeSafetensors(tensors));
+  fs.writeFileSync(nodePath.join(dir, "config.json"), JSON.stringify({ model_type: "qwen2", ...c }));
+  const src = openModelSource(dir);
+  const { types } = await convertToGguf(src, nodePath.join(dir, "m.gguf"), { scheme: "q4_k_m" });
+  expect(types["blk.0.attn_q.weight"]).toBe("Q5_0");
+  expect(types["blk.0.ffn_gate.weight"]).toBe("Q5_0");
+  expect(types["blk.0.ffn_down.weight"]).toBe("Q6_K"); // ne0 = 512
+  expect(types["blk.0.attn_output.weight"]).toBe("Q5_0"); // ne0 = 896
+  expect(types["token_embd.weight"]).toBe("Q8_0");
+  const m = openModelSource(nodePath.join(dir, "m.gguf"));
+  expect(m.weightTypes).toEqual({ Q8_0: 2, F32: 6, Q5_0: 5, Q6_K: 1 }); // attn_v of layer 0 gets more bits: Q6_K → Q8_0
+  fs.rmSync(dir, { recursive: true });
+});
