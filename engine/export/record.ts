@@ -117,11 +117,27 @@ export function checkToggles(reg: ToggleDef[], toggles: ToggleValues, nLayers: n
   return null;
 }
 
-/** Sets every registry toggle: the given value or the default (so a replay never inherits state). */
+/** The value a toggle takes when a run does not name it: its default, or (when the backend does not implement
+ *  the default, e.g. graphs=on on the CPU) the first value the backend implements. */
+export function effectiveDefault(def: ToggleDef, backend: "cpu" | "cuda"): string | null {
+  const impl = def.backends[backend];
+  if (!impl || impl.includes(def.default)) return def.default;
+  return impl[0] ?? null;
+}
+
+/** Sets every registry toggle: the given value or the effective default (so a replay never inherits state).
+ *  Toggles already at the wanted value are left alone (some, like weights, re-convert on change). */
 export function applyToggles(model: EngineModel, s: EngineSession, toggles: ToggleValues): void {
   const n = model.config.num_hidden_layers;
+  const cur = s.toggles();
+  const same = (a: unknown, b: unknown) => {
+    if (Array.isArray(a) && !Array.isArray(b)) return a.every((x) => x === b);
+    if (!Array.isArray(a) && Array.isArray(b)) return b.every((x) => x === a);
+    return JSON.stringify(a) === JSON.stringify(b);
+  };
   for (const def of model.toggleRegistry()) {
-    const v = toggles[def.id] ?? def.default;
+    const v = toggles[def.id] ?? effectiveDefault(def, model.backend);
+    if (v === null || same(v, cur[def.id])) continue;
     if (Array.isArray(v)) v.forEach((x, l) => { if (l < n) s.setToggle(def.id, x, l); });
     else s.setToggle(def.id, v);
   }

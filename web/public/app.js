@@ -1,1 +1,655 @@
-// placeholder
+// qwen-workbench client: plain ES module, no build step. Talks to the JSON API of web/app.ts and draws with
+// plotly.js (served from our node_modules at /vendor/plotly.min.js).
+/* global Plotly */
+
+const $ = (s, el = document) => el.querySelector(s);
+const $$ = (s, el = document) => [...el.querySelectorAll(s)];
+const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : Number(v).toFixed(d));
+const enc = encodeURIComponent;
+
+const OPS = ["embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "residual", "ffn_norm", "gate_up", "swiglu", "down", "final_norm", "lm_head", "sample", "fused"];
+const PALETTE = ["#4e79a7", "#f28e2c", "#e15759", "#76b7b2", "#59a14f", "#edc949", "#af7aa1", "#ff9da7", "#9c755f", "#bab0ab", "#1f77b4", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f"];
+const opColor = (op) => PALETTE[Math.max(0, OPS.indexOf(op)) % PALETTE.length];
+const PLOT_CFG = { responsive: true, displaylogo: false, toImageButtonOptions: { format: "png", scale: 2 } };
+const BASE_LAYOUT = { margin: { l: 64, r: 20, t: 40, b: 52 }, font: { family: "system-ui, sans-serif", size: 12 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff", legend: { orientation: "h", y: -0.22 } };
+
+const state = { model: null, registry: [], layers: 0, profiles: [], task: null, es: null, lastRunKey: null };
+
+async function api(path, opts = {}) {
+  const init = { ...opts };
+  if (opts.json !== undefined) { init.method = init.method ?? "POST"; init.headers = { "content-type": "application/json" }; init.body = JSON.stringify(opts.json); }
+  const r = await fetch(path, init);
+  const ct = r.headers.get("content-type") ?? "";
+  const body = ct.includes("json") ? await r.json() : await r.text();
+  if (!r.ok) throw new Error(body?.error ?? `${r.status} ${r.statusText}`);
+  return body;
+}
+
+let toastTimer = 0;
+function toast(msg, kind = "info") {
+  const t = $("#toast");
+  t.textContent = msg; t.className = `toast ${kind}`; t.hidden = false;
+  clearTimeout(toastTimer); toastTimer = setTimeout(() => (t.hidden = true), kind === "error" ? 8000 : 3500);
+}
+
+// ---------- tabs ----------
+function showTab(name) {
+  for (const s of $$(".tab")) s.hidden = s.id !== `tab-${name}`;
+  for (const a of $$("#tabs a")) a.classList.toggle("active", a.dataset.tab === name);
+  const init = TAB_INIT[name];
+  if (init) init().catch((e) => toast(e.message, "error"));
+  setTimeout(() => $$(`#tab-${name} .js-plotly-plot`).forEach((d) => Plotly.Plots.resize(d)), 30);
+}
+window.addEventListener("hashchange", () => showTab(location.hash.slice(1).split("?")[0] || "run"));
+
+// ---------- model + toggles ----------
+function setModel(m) {
+  state.model = m;
+  state.registry = m?.registry ?? [];
+  state.layers = m?.layers ?? m?.config?.num_hidden_layers ?? 0;
+  const chip = $("#model-chip");
+  chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers` : "no model loaded";
+  chip.classList.toggle("ok", !!m);
+  renderToggles($("#toggles"), "run");
+  renderToggles($("#q-ref"), "qref");
+  renderToggles($("#q-cand"), "qcand");
+}
+
+const effDefault = (d) => {
+  const impl = d.backends?.[state.model?.backend ?? "cpu"] ?? d.values;
+  return impl.includes(d.default) ? d.default : (impl[0] ?? d.default);
+};
+
+function renderToggles(root, ns) {
+  if (!state.registry.length) { root.innerHTML = '<p class="muted">Load a model to see its toggles.</p>'; return; }
+  const backend = state.model?.backend ?? "cpu";
+  root.innerHTML = "";
+  const single = document.createElement("details");
+  single.className = "single";
+  let nSingle = 0;
+  for (const d of state.registry) {
+    const impl = d.backends?.[backend] ?? d.values;
+    const def = effDefault(d);
+    const opts = (sel) => d.values.map((v) => `<option value="${esc(v)}" ${v === sel ? "selected" : ""} ${impl.includes(v) ? "" : "disabled"}>${esc(v)}${impl.includes(v) ? "" : ` (not on ${backend})`}</option>`).join("");
+    const div = document.createElement("div");
+    div.className = "toggle";
+    div.dataset.id = d.id;
+    div.innerHTML = `<div class="line"><span class="name" title="${esc(d.description ?? "")}">${esc(d.id)} <small>${esc(d.spec)}</small></span>
+      <select class="global" aria-label="${esc(d.id)}" name="${ns}-${esc(d.id)}">${opts(def)}</select>
+      ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
+      ${d.perLayer && state.layers ? `<div class="layers" hidden>${
+        Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}`;
+    const cb = $(".perlayer", div);
+    if (cb) cb.addEventListener("change", () => {
+      $(".layers", div).hidden = !cb.checked;
+      $(".global", div).disabled = cb.checked;
+      if (cb.checked) $$(".layers select", div).forEach((s) => (s.value = $(".global", div).value));
+    });
+    if (impl.length > 1) root.appendChild(div); else { single.appendChild(div); nSingle++; }
+  }
+  if (nSingle) {
+    single.insertAdjacentHTML("afterbegin", `<summary>${nSingle} more with a single arm on ${esc(backend)}</summary>`);
+    root.appendChild(single);
+  }
+}
+
+function readToggles(root) {
+  const out = {};
+  for (const div of $$(".toggle", root)) {
+    const d = state.registry.find((x) => x.id === div.dataset.id);
+    const cb = $(".perlayer", div);
+    if (cb?.checked) {
+      const vals = $$(".layers select", div).map((s) => s.value);
+      if (vals.some((v) => v !== effDefault(d))) out[d.id] = vals;
+    } else {
+      const v = $(".global", div).value;
+      if (v !== effDefault(d)) out[d.id] = v;
+    }
+  }
+  return out;
+}
+
+async function refreshModels() {
+  const j = await api("/api/models");
+  const sel = $("#model-select");
+  const cur = sel.value || j.loaded?.source || "default";
+  const groups = { default: "Embedded", gguf: "GGUF files", hf: "Hugging Face directories", synthetic: "Synthetic (random weights, real shapes)" };
+  sel.innerHTML = Object.entries(groups).map(([k, g]) => {
+    const ms = j.models.filter((m) => m.kind === k);
+    return ms.length ? `<optgroup label="${g}">${ms.map((m) => `<option value="${esc(m.source)}">${esc(m.name)}</option>`).join("")}</optgroup>` : "";
+  }).join("");
+  sel.value = cur;
+  if (j.loaded) setModel(j.loaded);
+  return j;
+}
+
+function follow(taskId, handlers) {
+  return new Promise((resolve) => {
+    const es = new EventSource(`/api/tasks/${enc(taskId)}/events`);
+    const end = (kind, data) => { es.close(); resolve({ kind, data }); };
+    for (const [ev, fn] of Object.entries(handlers)) es.addEventListener(ev, (m) => fn(JSON.parse(m.data)));
+    es.addEventListener("done", (m) => end("done", JSON.parse(m.data)));
+    es.addEventListener("error", (m) => { if (m.data) end("error", JSON.parse(m.data)); });
+    es.addEventListener("cancelled", (m) => end("cancelled", JSON.parse(m.data)));
+    state.es = es;
+  });
+}
+
+function progressHandlers() {
+  const bar = $("#load-progress"), st = $("#load-status");
+  return {
+    loading: (d) => { bar.hidden = false; bar.value = 0; st.textContent = `loading ${d.source}…`; },
+    progress: (p) => { bar.hidden = false; bar.value = p.total ? p.done / p.total : 0; st.textContent = `${p.stage} ${p.done}/${p.total}${p.message ? ` · ${p.message}` : ""}`; },
+    loaded: (m) => { bar.hidden = true; st.textContent = `loaded in ${fmt(m.loadMs, 0)} ms`; setModel(m); },
+  };
+}
+
+async function loadModel() {
+  const source = $("#model-select").value, backend = $("#backend-select").value;
+  $("#load-btn").disabled = true;
+  try {
+    const { task } = await api("/api/models/load", { json: { source, backend } });
+    const r = await follow(task.id, progressHandlers());
+    if (r.kind === "done") { setModel(r.data.model); $("#load-progress").hidden = true; $("#load-status").textContent = `loaded in ${fmt(r.data.model.loadMs, 0)} ms`; }
+    else { $("#load-progress").hidden = true; $("#load-status").textContent = ""; toast(`load failed: ${r.data.message}`, "error"); }
+  } catch (e) { toast(e.message, "error"); }
+  finally { $("#load-btn").disabled = false; }
+}
+
+// ---------- run ----------
+const live = { layers: [], ops: {} };
+
+function drawLiveLayers(step) {
+  const layers = step.layers.map((l) => (l.layer >= 0 ? `L${l.layer}` : "head/tail"));
+  Plotly.react("live-layers", [{
+    type: "bar", x: layers, y: step.layers.map((l) => l.ms), marker: { color: step.phase === "prefill" ? PALETTE[1] : PALETTE[0] },
+    hovertemplate: "%{x}: %{y:.4f} ms<extra></extra>",
+  }], {
+    ...BASE_LAYOUT, margin: { l: 60, r: 10, t: 30, b: 40 },
+    title: { text: `${step.phase} step ${step.step} · ${fmt(step.ms, 3)} ms total`, font: { size: 13 } },
+    xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time (ms)" }, rangemode: "tozero" },
+  }, PLOT_CFG);
+}
+
+function runBody() {
+  const src = $("#prompt-source").value;
+  const body = {
+    maxTokens: Number($("#max-tokens").value),
+    sampling: { temperature: Number($("#temperature").value), topK: Number($("#top-k").value), topP: Number($("#top-p").value), seed: Number($("#seed").value) },
+    toggles: readToggles($("#toggles")), profiling: $("#profiling").checked,
+    capture: $("#capture").value.split(",").map((s) => s.trim()).filter(Boolean),
+  };
+  const label = $("#label").value.trim();
+  if (label) body.label = label;
+  const model = $("#model-select").value;
+  if (model && model !== state.model?.source) { body.model = model; body.backend = $("#backend-select").value; }
+  if (src === "set") body.promptSet = $("#set-select").value;
+  else if (src === "chat") body.messages = [{ role: "user", content: $("#prompt").value }];
+  else body.prompt = $("#prompt").value;
+  return body;
+}
+
+async function startRun() {
+  const out = $("#run-output");
+  let body;
+  try { body = runBody(); } catch (e) { toast(e.message, "error"); return; }
+  $("#run-btn").disabled = true;
+  let res;
+  try { res = await api("/api/runs", { json: body }); } catch (e) { toast(e.message, "error"); $("#run-btn").disabled = false; return; }
+  state.task = res.id;
+  $("#cancel-btn").disabled = false;
+  $("#run-status").textContent = "queued"; $("#run-ttft").textContent = "–"; $("#run-tpot").textContent = "–"; $("#run-ntok").textContent = "0";
+  $("#run-links").innerHTML = "";
+  out.innerHTML = body.prompt ? `<span class="prompt">${esc(body.prompt)}</span>` : "";
+  const tpots = [];
+  let ntok = 0, curPrompt = -1;
+  const r = await follow(res.id, {
+    ...progressHandlers(),
+    status: (s) => ($("#run-status").textContent = s.status),
+    start: () => ($("#run-status").textContent = "running"),
+    prefill: (p) => {
+      if (p.prompt !== curPrompt && body.promptSet) { out.insertAdjacentHTML("beforeend", `${p.prompt ? "\n\n" : ""}<span class="prompt">[prompt ${p.prompt + 1}]</span> `); }
+      curPrompt = p.prompt;
+    },
+    token: (t) => {
+      ntok++;
+      if (t.phase === "prefill") $("#run-ttft").textContent = `${fmt(t.ms, 1)} ms`; else tpots.push(t.ms);
+      const span = document.createElement("span");
+      span.className = "tok new"; span.textContent = t.text; span.title = `token ${t.token} · ${fmt(t.ms, 2)} ms`;
+      out.appendChild(span);
+      setTimeout(() => span.classList.remove("new"), 400);
+      $("#run-ntok").textContent = String(ntok);
+      if (tpots.length) { const s = [...tpots].sort((a, b) => a - b); $("#run-tpot").textContent = `${fmt(s[s.length >> 1], 2)} ms`; }
+    },
+    step: (s) => drawLiveLayers(s),
+  });
+  $("#run-btn").disabled = false; $("#cancel-btn").disabled = true;
+  $("#run-status").textContent = r.kind === "done" ? "done" : r.kind;
+  $("#run-status").className = `status-${r.kind === "error" ? "failed" : r.kind}`;
+  if (r.kind === "error") toast(`run failed: ${r.data.message}`, "error");
+  const key = r.data?.profileKey;
+  if (key) {
+    state.lastRunKey = key;
+    const s = r.data.summary ?? {};
+    if (s.ttft_ms !== undefined) $("#run-ttft").textContent = `${fmt(s.ttft_ms, 1)} ms`;
+    if (s.tpot_ms) $("#run-tpot").textContent = `${fmt(s.tpot_ms.median, 2)} ms`;
+    $("#run-links").innerHTML = `<a class="button secondary small" href="#latency?key=${enc(key)}">Latency</a>
+      <a class="button secondary small" href="#roofline?keys=${enc(key)}">Roofline</a>
+      <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>
+      <span class="muted small">saved ${esc(key)} · prefill ${fmt(s.prefill_tok_s, 1)} tok/s · decode ${fmt(s.decode_tok_s, 1)} tok/s</span>`;
+    await loadProfiles();
+  }
+  refreshRecent();
+}
+
+async function cancelRun() {
+  if (!state.task) return;
+  try { await api(`/api/tasks/${enc(state.task)}/cancel`, { method: "POST" }); } catch (e) { toast(e.message, "error"); }
+}
+
+async function refreshRecent() {
+  const j = await api("/api/tasks");
+  $("#recent-runs tbody").innerHTML = j.tasks.filter((t) => t.kind !== "load").slice(0, 8).map((t) => `<tr><td class="muted small">${esc(t.id)}</td><td>${esc(t.label ?? "")}</td>
+    <td class="status-${t.status}">${esc(t.status)}${t.error ? ` — ${esc(t.error.slice(0, 80))}` : ""}</td><td></td></tr>`).join("");
+}
+
+async function refreshSets() {
+  const j = await api("/api/prompt-sets");
+  $("#set-select").innerHTML = j.promptSets.map((s) => `<option value="${esc(s.name)}">${esc(s.name)} (${s.prompts} prompts)</option>`).join("") || '<option value="">no saved sets</option>';
+}
+
+async function saveSet() {
+  const name = (prompt("Prompt set name (A-Z a-z 0-9 . _ -):", "my-prompts") ?? "").trim();
+  if (!name) return;
+  const b = runBody();
+  const set = { name, prompts: [{ prompt: $("#prompt").value, seed: b.sampling.seed }], sampling: b.sampling, maxTokens: b.maxTokens };
+  try { await api("/api/prompt-sets", { json: set }); toast(`saved prompt set ${name}`); await refreshSets(); } catch (e) { toast(e.message, "error"); }
+}
+
+async function uploadSet(file) {
+  const name = file.name.replace(/\.(jsonl|ndjson|json)$/i, "").replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64);
+  const text = await file.text();
+  try {
+    if (/\.json$/i.test(file.name) && text.trim().startsWith("{")) {
+      const obj = JSON.parse(text); obj.name = obj.name ?? name;
+      await api("/api/prompt-sets", { json: obj });
+    } else await api(`/api/prompt-sets?name=${enc(name)}`, { method: "POST", headers: { "content-type": "application/x-ndjson" }, body: text });
+    toast(`uploaded prompt set ${name}`);
+    await refreshSets(); $("#set-select").value = name;
+  } catch (e) { toast(e.message, "error"); }
+}
+
+// ---------- profiles ----------
+async function loadProfiles() {
+  const j = await api("/api/profiles");
+  state.profiles = j.profiles;
+  $("#prof-root").textContent = `root: ${j.root}`;
+  const label = (p) => `${p.label ?? p.id} · ${p.kind} · ${p.date.slice(5, 19).replace("T", " ")}`;
+  for (const sel of $$(".profile-select")) {
+    const cur = sel.value;
+    sel.innerHTML = state.profiles.filter((p) => p.kind !== "quant-error" || sel.id.startsWith("q")).map((p) => `<option value="${esc(p.key)}">${esc(label(p))}</option>`).join("");
+    if (cur && state.profiles.some((p) => p.key === cur)) sel.value = cur;
+  }
+  const qsel = $("#q-profile"), qcur = qsel.value;
+  qsel.innerHTML = state.profiles.filter((p) => p.has_quant).map((p) => `<option value="${esc(p.key)}">${esc(label(p))}</option>`).join("") || '<option value="">no quantization-error profiles yet</option>';
+  if (qcur && state.profiles.some((p) => p.key === qcur)) qsel.value = qcur;
+  renderProfileTable();
+  return state.profiles;
+}
+
+/** Toggles that differ from the effective defaults of the loaded registry (all of them when none is loaded). */
+const toggleStr = (t) => Object.entries(t ?? {}).filter(([k, v]) => {
+  const d = state.registry.find((x) => x.id === k);
+  return !d || (Array.isArray(v) ? v.some((x) => x !== effDefault(d)) : v !== effDefault(d));
+}).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("/") : v}`).join(", ") || "defaults";
+
+function renderProfileTable() {
+  $("#prof-list tbody").innerHTML = state.profiles.map((p) => `<tr data-key="${esc(p.key)}">
+    <td><input type="checkbox" class="sel" aria-label="select ${esc(p.key)}"></td>
+    <td class="small">${esc(p.date.slice(0, 19).replace("T", " "))}</td><td><b>${esc(p.label ?? p.id)}</b><br><span class="muted small">${esc(p.key)}</span></td>
+    <td><span class="badge">${esc(p.kind)}</span></td><td class="small">${esc(p.model)}</td><td class="small">${esc(p.device)} (${esc(p.backend)})</td>
+    <td class="small">${esc(toggleStr(p.toggles))}</td><td class="n">${fmt(p.ttft_ms, 2)}</td><td class="n">${fmt(p.decode_tok_s, 1)}</td>
+    <td class="row" style="margin:0">
+      <a class="button secondary small" href="#${p.has_quant ? "quant" : "latency"}?key=${enc(p.key)}">open</a>
+      <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/html">report</a>
+      <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/trace">trace</a>
+      <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/md" target="_blank">md</a>
+      <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/csv">csv</a>
+      <button class="danger small del">delete</button></td></tr>`).join("")
+    || '<tr><td colspan="10" class="muted">No profiles yet: run a prompt on the Run tab.</td></tr>';
+  for (const b of $$("#prof-list .del")) b.addEventListener("click", async () => {
+    const key = b.closest("tr").dataset.key;
+    if (!confirm(`Delete profile ${key}?`)) return;
+    try { await api(`/api/profiles/${enc(key)}`, { method: "DELETE" }); toast(`deleted ${key}`); await loadProfiles(); } catch (e) { toast(e.message, "error"); }
+  });
+  updateSelectedLinks();
+  for (const cb of $$("#prof-list .sel")) cb.addEventListener("change", updateSelectedLinks);
+}
+const selectedKeys = () => $$("#prof-list .sel").filter((c) => c.checked).map((c) => c.closest("tr").dataset.key);
+function updateSelectedLinks() {
+  const k = selectedKeys();
+  $("#prof-table").href = k.length ? `/api/export/table?format=md&keys=${k.map(enc).join(",")}` : "#";
+}
+
+function exportButtons(root, key, plots) {
+  root.innerHTML = `
+    <button class="secondary small" data-x="png">PNG</button><button class="secondary small" data-x="svg">SVG</button>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html" data-x="html">HTML report</a>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/trace">Chrome trace</a>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/svg-latency" target="_blank">Static SVG</a>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/md" target="_blank">md</a>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/csv">csv</a>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/json">json</a>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/jsonl">jsonl</a>`;
+  for (const fmtName of ["png", "svg"]) $(`[data-x=${fmtName}]`, root).addEventListener("click", async () => {
+    for (const id of plots) {
+      const gd = document.getElementById(id);
+      if (gd?.data) await Plotly.downloadImage(gd, { format: fmtName, filename: `${key.split("/").pop()}-${id}`, width: gd.clientWidth, height: gd.clientHeight, scale: fmtName === "png" ? 2 : 1 });
+    }
+  });
+}
+
+// ---------- latency ----------
+function paramOf(name) { return new URLSearchParams(location.hash.split("?")[1] ?? "").get(name); }
+
+async function initLatency() {
+  await loadProfiles();
+  const sel = $("#lat-profile");
+  const want = paramOf("key") ?? state.lastRunKey;
+  if (want && state.profiles.some((p) => p.key === want)) sel.value = want;
+  if (sel.value) await drawLatency(sel.value);
+  else $("#lat-cards").innerHTML = '<p class="muted">No profiles yet: run a prompt on the Run tab.</p>';
+}
+
+function stackedBars(div, m, title) {
+  if (!m.steps) {
+    Plotly.react(div, [], { ...BASE_LAYOUT, title: { text: `${title}: no op records (profiling off?)`, font: { size: 13 } }, xaxis: { visible: false }, yaxis: { visible: false } }, PLOT_CFG);
+    return;
+  }
+  const traces = m.ops.map((op, j) => ({
+    type: "bar", name: op, x: m.layerLabels, y: m.ms.map((row) => row[j]), marker: { color: opColor(op) },
+    hovertemplate: `%{x} · ${op}: %{y:.4f} ms<extra></extra>`,
+  }));
+  Plotly.react(div, traces, {
+    ...BASE_LAYOUT, barmode: "stack",
+    title: { text: `${title} · ${fmt(m.totalMs, 3)} ms per step (mean of ${m.steps})`, font: { size: 13 } },
+    xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time per step (ms)" } },
+    legend: { orientation: "h", y: -0.25, font: { size: 11 } },
+  }, PLOT_CFG);
+}
+
+async function drawLatency(key) {
+  const v = await api(`/api/profiles/${enc(key)}/views`);
+  const s = v.summary;
+  $("#lat-cards").innerHTML = [
+    ["TTFT", `${fmt(s.ttft_ms, 2)} ms`], ["TPOT median", `${fmt(s.tpot_ms?.median, 2)} ms`], ["TPOT p90", `${fmt(s.tpot_ms?.p90, 2)} ms`],
+    ["prefill", `${fmt(s.prefill_tok_s, 1)} tok/s`], ["decode", `${fmt(s.decode_tok_s, 1)} tok/s`],
+    ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
+  ].map(([k, x]) => `<div class="card"><span>${k}</span><b>${esc(x)}</b></div>`).join("");
+  stackedBars("lat-prefill", v.latency.prefill, "Prefill");
+  stackedBars("lat-decode", v.latency.decode, "Decode");
+  const tk = v.tokens;
+  const steps = v.steps;
+  Plotly.react("lat-timeline", [
+    { type: "scatter", mode: "lines+markers", name: "wall clock per token", x: tk.map((t) => t.index), y: tk.map((t) => t.dt_ms),
+      marker: { color: tk.map((t) => (t.phase === "prefill" ? PALETTE[1] : PALETTE[0])), size: 6 }, line: { color: "#b8c2d6", width: 1 },
+      text: tk.map((t) => JSON.stringify(t.text)), hovertemplate: "token %{x} %{text}: %{y:.3f} ms<extra></extra>" },
+    { type: "scatter", mode: "lines", name: "engine time per step (op records)", x: steps.map((_, i) => i), y: steps.map((s) => s.ms),
+      line: { color: PALETTE[2], dash: "dot" }, hovertemplate: "step %{x}: %{y:.3f} ms<extra></extra>" },
+  ], {
+    ...BASE_LAYOUT, title: { text: `Per-token timeline · first point = TTFT (${fmt(s.ttft_ms, 2)} ms)`, font: { size: 13 } },
+    xaxis: { title: { text: "token index" } }, yaxis: { title: { text: "latency (ms)" }, rangemode: "tozero" },
+  }, PLOT_CFG);
+  // table
+  const tables = ["prefill", "decode"].map((ph) => {
+    const m = v.latency[ph];
+    if (!m.steps) return "";
+    return `<h3>${ph} (mean of ${m.steps} step${m.steps > 1 ? "s" : ""})</h3><table><thead><tr><th>layer</th>${m.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th></tr></thead><tbody>${
+      m.layerLabels.map((l, i) => `<tr><td>${esc(l)}</td>${m.ms[i].map((x) => `<td class="n">${fmt(x, 4)}</td>`).join("")}<td class="n"><b>${fmt(m.ms[i].reduce((a, b) => a + b, 0), 4)}</b></td></tr>`).join("")}</tbody></table>`;
+  }).join("");
+  $("#lat-table").innerHTML = tables || '<p class="muted">No op records: the run was not in profiling mode.</p>';
+  exportButtons($(".exports[data-for=lat]"), key, ["lat-prefill", "lat-decode", "lat-timeline"]);
+}
+
+// ---------- roofline ----------
+async function initRoofline() {
+  await loadProfiles();
+  const want = (paramOf("keys") ?? "").split(",").filter(Boolean);
+  const runs = state.profiles.filter((p) => p.has_ops);
+  const prev = new Set($$("#roof-runs input:checked").map((c) => c.value));
+  const checked = want.length ? new Set(want) : prev.size ? prev : new Set(runs.slice(0, 2).map((p) => p.key));
+  $("#roof-runs").innerHTML = runs.map((p) => `<label><input type="checkbox" value="${esc(p.key)}" ${checked.has(p.key) ? "checked" : ""}><span>${esc(p.label ?? p.id)}<small>${esc(p.device)} · ${esc(toggleStr(p.toggles))}</small></span></label>`).join("")
+    || '<p class="muted">No profiles with op records yet.</p>';
+  for (const c of $$("#roof-runs input")) c.addEventListener("change", drawRoofline);
+  await drawRoofline();
+}
+
+async function drawRoofline() {
+  const keys = $$("#roof-runs input:checked").map((c) => c.value);
+  const group = $("#roof-group").value, phase = $("#roof-phase").value;
+  $("#roof-server-svg").href = keys.length ? `/api/export/roofline.svg?keys=${keys.map(enc).join(",")}&group=${group}` : "#";
+  if (!keys.length) { Plotly.react("roof-plot", [], { ...BASE_LAYOUT, title: { text: "Select runs to plot" } }, PLOT_CFG); return; }
+  const views = await Promise.all(keys.map((k) => api(`/api/profiles/${enc(k)}/views`)));
+  const traces = [];
+  let xs = [], ys = [];
+  views.forEach((v, i) => {
+    for (const ph of ["prefill", "decode"]) {
+      if (phase !== "both" && phase !== ph) continue;
+      const pts = v.roofline[group].filter((p) => p.phase === ph);
+      if (!pts.length) continue;
+      xs = xs.concat(pts.map((p) => p.intensity)); ys = ys.concat(pts.map((p) => p.flopPerS));
+      traces.push({
+        type: "scatter", mode: "markers+text", name: `${v.manifest.label ?? v.id} · ${ph}`,
+        x: pts.map((p) => p.intensity), y: pts.map((p) => p.flopPerS), text: i === 0 ? pts.map((p) => p.label) : pts.map(() => ""),
+        textposition: "middle right", textfont: { size: 9, color: "#666" },
+        marker: { color: PALETTE[i % PALETTE.length], symbol: ph === "prefill" ? "circle" : "triangle-up", size: 9, line: { color: "#fff", width: 1 } },
+        customdata: pts.map((p) => [p.kernels.join(", "), p.flops / 1e6, p.bytes / 1e6, p.seconds * 1e3, p.bytesPerS / 1e9, p.label]),
+        hovertemplate: "<b>%{customdata[5]}</b> (" + ph + ")<br>kernel: %{customdata[0]}<br>FLOPs: %{customdata[1]:.3f} M<br>bytes: %{customdata[2]:.3f} MB<br>time: %{customdata[3]:.4f} ms<br>%{x:.3g} FLOP/B · %{y:.3s}FLOP/s · %{customdata[4]:.2f} GB/s<extra></extra>",
+      });
+    }
+  });
+  const ceil = views[0].ceilings;
+  const note = $("#roof-note");
+  const shapes = [], annotations = [];
+  let xmin = Math.min(...xs) / 3, xmax = Math.max(...xs) * 3, ymin = Math.min(...ys) / 3, ymax = Math.max(...ys) * 3;
+  if (ceil) {
+    note.hidden = true;
+    const peak = Math.max(0, ...ceil.compute.map((c) => c.value));
+    if (peak) ymax = Math.max(ymax, peak * 2);
+    for (const m of ceil.memory) {
+      const xr = peak ? peak / m.value : xmax;
+      const xs2 = [xmin, Math.min(xmax, xr)];
+      traces.push({ type: "scatter", mode: "lines", name: `${m.name} (${fmt(m.value / 1e9, 0)} GB/s)`, x: xs2, y: xs2.map((x) => m.value * x), line: { color: "#333", dash: "dash", width: 1.5 }, hoverinfo: "name" });
+      ymin = Math.min(ymin, m.value * xmin);
+    }
+    for (const c of ceil.compute) traces.push({ type: "scatter", mode: "lines", name: `${c.name} (${fmt(c.value / 1e12, 1)} TFLOP/s)`, x: [xmin, xmax], y: [c.value, c.value], line: { color: "#777", dash: "dot", width: 1.5 }, hoverinfo: "name" });
+  } else {
+    note.hidden = false;
+    note.textContent = `No measured ceilings for this device (${views[0].manifest.device.name}) — run notebooks/calibrate.ts to draw the memory and compute roofs.`;
+  }
+  Plotly.react("roof-plot", traces, {
+    ...BASE_LAYOUT, margin: { l: 80, r: 20, t: 44, b: 60 },
+    title: { text: `Roofline · ${views[0].manifest.device.name} (${views[0].manifest.device.backend}) · one point per ${group}`, font: { size: 13 } },
+    xaxis: { type: "log", title: { text: "arithmetic intensity (FLOP/byte)" }, range: [Math.log10(xmin), Math.log10(xmax)] },
+    yaxis: { type: "log", title: { text: "achieved performance (FLOP/s)" }, range: [Math.log10(ymin), Math.log10(ymax)], exponentformat: "SI" },
+    shapes, annotations, legend: { orientation: "h", y: -0.16 },
+  }, PLOT_CFG);
+}
+
+async function downloadPlot(id, format) {
+  const gd = document.getElementById(id);
+  if (gd?.data) await Plotly.downloadImage(gd, { format, filename: id, width: gd.clientWidth, height: gd.clientHeight, scale: format === "png" ? 2 : 1 });
+}
+
+// ---------- quantization ----------
+async function initQuant() {
+  await loadProfiles();
+  if (!state.registry.length) await refreshModels();
+  const want = paramOf("key");
+  if (want) $("#q-profile").value = want;
+  // sensible default: a weights toggle differs in the candidate
+  const w = state.registry.find((d) => /weight|kv/i.test(d.id) && d.values.length > 1);
+  if (w && !$("#q-cand").dataset.touched) {
+    const sel = $(`.toggle[data-id="${w.id}"] .global`, $("#q-cand"));
+    const impl = w.backends?.[state.model?.backend ?? "cpu"] ?? w.values;
+    const alt = w.values.find((v) => v !== w.default && impl.includes(v));
+    if (sel && alt) sel.value = alt;
+  }
+  if ($("#q-profile").value) await drawQuant($("#q-profile").value);
+}
+
+async function runQuant() {
+  const body = {
+    prompt: $("#q-prompt").value, repeats: Number($("#q-repeats").value),
+    reference: { label: "reference", toggles: readToggles($("#q-ref")) }, candidate: { label: "candidate", toggles: readToggles($("#q-cand")) },
+  };
+  const name = (t) => toggleStr(t);
+  body.reference.label = name(body.reference.toggles); body.candidate.label = name(body.candidate.toggles);
+  $("#q-run").disabled = true; $("#q-status").textContent = "queued…";
+  try {
+    const { id } = await api("/api/quant", { json: body });
+    const r = await follow(id, { arm: (a) => ($("#q-status").textContent = `${a.arm} · repeat ${a.repeat + 1}`) });
+    if (r.kind === "done") { $("#q-status").textContent = "done"; await loadProfiles(); $("#q-profile").value = r.data.profileKey; await drawQuant(r.data.profileKey); }
+    else { $("#q-status").textContent = r.kind; toast(`measurement failed: ${r.data.message}`, "error"); }
+  } catch (e) { toast(e.message, "error"); $("#q-status").textContent = ""; }
+  finally { $("#q-run").disabled = false; }
+}
+
+async function drawQuant(key) {
+  if (!key) return;
+  const v = await api(`/api/profiles/${enc(key)}/views`);
+  const q = v.quant_error?.[0];
+  if (!q) { $("#q-note").hidden = false; $("#q-note").textContent = "This profile has no quantization-error table."; return; }
+  const notes = v.notes ?? [];
+  $("#q-note").hidden = !notes.length; $("#q-note").textContent = notes.join(" · ");
+  const L = q.layers, names = L.map((l) => l.hook.replace(/^blocks\./, "L").replace(".hook_", " "));
+  $("#q-cards").innerHTML = [
+    ["reference", q.reference_label], ["candidate", q.candidate_label],
+    ["logits KL", q.logits ? `${q.logits.kl.toExponential(2)} nats` : "–"], ["top-1 agreement", q.logits ? `${fmt(q.logits.top1_agreement * 100, 1)} %` : "–"],
+    ["min SQNR", L.length ? `${fmt(Math.min(...L.map((l) => l.sqnr_db)), 1)} dB` : "–"],
+  ].map(([k, x]) => `<div class="card"><span>${k}</span><b style="font-size:15px">${esc(x)}</b></div>`).join("");
+  const bar = (div, y, title, ytitle, color, log = false) => Plotly.react(div, [{ type: "bar", x: names, y, marker: { color }, hovertemplate: "%{x}: %{y:.4g}<extra></extra>" }], {
+    ...BASE_LAYOUT, margin: { l: 64, r: 10, t: 36, b: 70 }, title: { text: title, font: { size: 13 } },
+    xaxis: { title: { text: "hook (layer)" }, tickangle: -30 }, yaxis: { title: { text: ytitle }, type: log ? "log" : "linear" },
+  }, PLOT_CFG);
+  bar("q-cos", L.map((l) => Math.max(1e-12, 1 - l.cosine)), "1 − cosine similarity", "1 − cos (log)", PALETTE[0], true);
+  bar("q-sqnr", L.map((l) => l.sqnr_db), "SQNR", "SQNR (dB)", PALETTE[4]);
+  bar("q-rel", L.map((l) => l.rel_l1), "relative L1 error", "rel L1", PALETTE[1]);
+  bar("q-max", L.map((l) => l.max_abs), "max abs error", "max |Δ|", PALETTE[2]);
+  const lm = v.summary.layer_ms;
+  if (lm) {
+    const pts = L.filter((l) => l.layer >= 0 && lm.reference[l.layer] !== undefined);
+    Plotly.react("q-tradeoff", [{
+      type: "scatter", mode: "markers+text", x: pts.map((l) => lm.reference[l.layer] - lm.candidate[l.layer]), y: pts.map((l) => l.sqnr_db),
+      text: pts.map((l) => `L${l.layer}`), textposition: "top center", marker: { size: 11, color: PALETTE[6] },
+      hovertemplate: "%{text}: saved %{x:.4f} ms, SQNR %{y:.1f} dB<extra></extra>",
+    }], {
+      ...BASE_LAYOUT, title: { text: `Error vs time saved per layer (prefill, median of ${lm.repeats})`, font: { size: 13 } },
+      xaxis: { title: { text: "time saved by the candidate (ms per prefill; > 0 = faster)" }, zeroline: true },
+      yaxis: { title: { text: "SQNR (dB, higher = less error)" } },
+    }, PLOT_CFG);
+  }
+  const ex = $(".exports[data-for=q]");
+  ex.innerHTML = `<button class="secondary small" id="q-png">PNG</button>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/svg-quant" target="_blank">Static SVG</a>
+    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>`;
+  $("#q-png").addEventListener("click", () => ["q-cos", "q-sqnr", "q-tradeoff"].forEach((id) => downloadPlot(id, "png")));
+}
+
+// ---------- compare ----------
+async function initCompare() {
+  await loadProfiles();
+  const a = paramOf("a"), b = paramOf("b");
+  const runs = state.profiles.filter((p) => p.kind !== "quant-error");
+  if (a) $("#cmp-a").value = a; else if (runs[1]) $("#cmp-a").value = runs[1].key;
+  if (b) $("#cmp-b").value = b; else if (runs[0]) $("#cmp-b").value = runs[0].key;
+  if ($("#cmp-a").value && $("#cmp-b").value) await drawCompare();
+}
+
+async function drawCompare() {
+  const a = $("#cmp-a").value, b = $("#cmp-b").value;
+  if (!a || !b) return;
+  $("#cmp-svg").href = `/api/compare?a=${enc(a)}&b=${enc(b)}&format=svg`;
+  $("#cmp-table").href = `/api/export/table?format=md&keys=${enc(a)},${enc(b)}`;
+  const c = await api(`/api/compare?a=${enc(a)}&b=${enc(b)}`);
+  const pctCell = (r) => (r.pct === null ? "–" : `${r.pct > 0 ? "+" : ""}${fmt(r.pct, 1)} %`);
+  $("#cmp-summary").innerHTML = `<p><b>A</b> ${esc(c.a.label)} · <b>B</b> ${esc(c.b.label)} · toggles: ${c.toggleDiff.length ? c.toggleDiff.map((t) => `<code>${esc(t.id)}</code> ${esc(JSON.stringify(t.a))} → ${esc(JSON.stringify(t.b))}`).join(", ") : "identical"}
+    · tokens: ${c.sameTokens === null ? "–" : c.sameTokens ? "identical" : "<b>differ</b>"}</p>
+    <table><thead><tr><th>metric</th><th class="n">A</th><th class="n">B</th><th class="n">Δ (B − A)</th><th class="n">Δ %</th></tr></thead><tbody>${
+    c.summary.map((r) => `<tr><td>${esc(r.metric)} (${esc(r.unit)})</td><td class="n">${fmt(r.a, 3)}</td><td class="n">${fmt(r.b, 3)}</td><td class="n">${fmt(r.delta, 3)}</td><td class="n">${pctCell(r)}</td></tr>`).join("")}</tbody></table>`;
+  // per layer: A vs B bars with p10–p90 spread computed from rows
+  const traces = [];
+  for (const [side, color] of [["a", PALETTE[0]], ["b", PALETTE[1]]]) {
+    const dec = c.byLayer.filter((r) => r.phase === "decode");
+    const spread = dec.map((r) => {
+      const rows = c.rows.filter((x) => x.phase === "decode" && x.layer === r.layer);
+      const lo = rows.reduce((s, x) => s + (x[side].n ? x[side].p10 : 0), 0), hi = rows.reduce((s, x) => s + (x[side].n ? x[side].p90 : 0), 0);
+      return [lo, hi];
+    });
+    traces.push({
+      type: "bar", name: side === "a" ? `A: ${c.a.label}` : `B: ${c.b.label}`, x: dec.map((r) => (r.layer >= 0 ? `L${r.layer}` : "head/tail")), y: dec.map((r) => r[side]),
+      marker: { color }, error_y: { type: "data", symmetric: false, array: spread.map((s, i) => Math.max(0, s[1] - dec[i][side])), arrayminus: spread.map((s, i) => Math.max(0, dec[i][side] - s[0])), color: "#555", thickness: 1 },
+      hovertemplate: "%{x}: %{y:.4f} ms<extra>%{fullData.name}</extra>",
+    });
+  }
+  Plotly.react("cmp-layers", traces, { ...BASE_LAYOUT, barmode: "group", title: { text: "Decode: time per step by layer (mean; whiskers: sum of per-op p10–p90)", font: { size: 13 } },
+    xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time per step (ms)" } } }, PLOT_CFG);
+  const ops = c.byOp.filter((r) => r.phase === "decode");
+  Plotly.react("cmp-ops", [{
+    type: "bar", orientation: "h", y: ops.map((r) => r.op), x: ops.map((r) => r.deltaMs),
+    marker: { color: ops.map((r) => (r.deltaMs <= 0 ? PALETTE[4] : PALETTE[2])) }, hovertemplate: "%{y}: %{x:+.4f} ms<extra></extra>",
+  }], { ...BASE_LAYOUT, margin: { l: 90, r: 20, t: 40, b: 52 }, title: { text: "Decode: Δ time per step by op (B − A; green = B faster)", font: { size: 13 } },
+    xaxis: { title: { text: "Δ time per step (ms)" }, zeroline: true }, yaxis: { autorange: "reversed" } }, PLOT_CFG);
+  const sp = (s) => (s.n ? `${fmt(s.median, 4)} <span class="muted">[${fmt(s.p10, 4)}–${fmt(s.p90, 4)}]</span>` : "–");
+  $("#cmp-rows").innerHTML = `<table><thead><tr><th>phase</th><th>layer</th><th>op</th><th class="n">A ms</th><th class="n">B ms</th><th class="n">Δ ms</th><th class="n">B/A</th><th>status</th></tr></thead><tbody>${
+    c.rows.map((r) => `<tr><td>${r.phase}</td><td>${r.layer >= 0 ? `L${r.layer}` : "head/tail"}</td><td>${esc(r.op)}</td><td class="n">${sp(r.a)}</td><td class="n">${sp(r.b)}</td>
+      <td class="n">${fmt(r.deltaMs, 4)}</td><td class="n">${fmt(r.ratio, 3)}</td><td><span class="badge ${r.status}">${r.status}</span></td></tr>`).join("")}</tbody></table>`;
+}
+
+// ---------- wiring ----------
+const TAB_INIT = {
+  run: async () => { await refreshRecent(); },
+  latency: initLatency, roofline: initRoofline, quant: initQuant, compare: initCompare,
+  profiles: async () => { await loadProfiles(); },
+};
+
+async function boot() {
+  $("#load-btn").addEventListener("click", loadModel);
+  $("#run-btn").addEventListener("click", startRun);
+  $("#cancel-btn").addEventListener("click", cancelRun);
+  $("#save-set-btn").addEventListener("click", saveSet);
+  $("#set-file").addEventListener("change", (e) => e.target.files[0] && uploadSet(e.target.files[0]));
+  $("#prompt-source").addEventListener("change", (e) => { $("#set-row").hidden = e.target.value !== "set"; $("#prompt").hidden = e.target.value === "set"; if (e.target.value === "set") refreshSets(); });
+  $("#lat-profile").addEventListener("change", (e) => drawLatency(e.target.value).catch((x) => toast(x.message, "error")));
+  $("#roof-group").addEventListener("change", drawRoofline);
+  $("#roof-phase").addEventListener("change", drawRoofline);
+  $("#roof-png").addEventListener("click", () => downloadPlot("roof-plot", "png"));
+  $("#roof-svg").addEventListener("click", () => downloadPlot("roof-plot", "svg"));
+  $("#q-run").addEventListener("click", runQuant);
+  $("#q-cand").addEventListener("change", () => ($("#q-cand").dataset.touched = "1"));
+  $("#q-profile").addEventListener("change", (e) => drawQuant(e.target.value).catch((x) => toast(x.message, "error")));
+  for (const id of ["#cmp-a", "#cmp-b"]) $(id).addEventListener("change", () => drawCompare().catch((x) => toast(x.message, "error")));
+  $("#cmp-swap").addEventListener("click", () => { const a = $("#cmp-a").value; $("#cmp-a").value = $("#cmp-b").value; $("#cmp-b").value = a; drawCompare(); });
+  $("#prof-refresh").addEventListener("click", loadProfiles);
+  $("#prof-compare").addEventListener("click", () => {
+    const k = selectedKeys();
+    if (k.length !== 2) { toast("select exactly two profiles to compare", "error"); return; }
+    location.hash = `compare?a=${enc(k[0])}&b=${enc(k[1])}`;
+  });
+  $("#prof-roof").addEventListener("click", () => {
+    const k = selectedKeys();
+    if (!k.length) { toast("select profiles first", "error"); return; }
+    location.hash = `roofline?keys=${k.map(enc).join(",")}`;
+  });
+  Plotly.newPlot("live-layers", [], { ...BASE_LAYOUT, margin: { l: 60, r: 10, t: 30, b: 40 }, title: { text: "waiting for a run (profiling mode)", font: { size: 13 } }, xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time (ms)" } } }, PLOT_CFG);
+  try {
+    const j = await refreshModels();
+    await loadProfiles();
+    if (!j.loaded && !j.loading) await loadModel();
+  } catch (e) { toast(e.message, "error"); }
+  showTab(location.hash.slice(1).split("?")[0] || "run");
+  document.body.dataset.ready = "1";
+}
+
+boot();

@@ -1,0 +1,167 @@
+// End-to-end: the real server (web/server.ts, engine in its worker, the embedded default model on the CPU)
+// driven by headless Chromium through playwright-core. Screenshots go to test/artifacts/ (git-ignored).
+// Skips with a message when /usr/bin/chromium is absent (apt-get install -y chromium).
+// QW_E2E_ENGINE=fake runs it against test/web/fake-engine.ts instead (no native library needed).
+import { describe, expect, test, beforeAll, afterAll } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Page, BrowserContext } from "playwright-core";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const REPO = resolve(import.meta.dir, "../..");
+const ART = join(REPO, "test/artifacts");
+const have = existsSync(CHROMIUM);
+if (!have) console.warn(`[e2e] skipped: ${CHROMIUM} not found (apt-get install -y chromium)`);
+const engine = process.env.QW_E2E_ENGINE === "fake" ? join(REPO, "test/web/fake-engine.ts") : join(REPO, "engine/index.ts");
+
+describe.skipIf(!have)("workbench in headless Chromium", () => {
+  let server: ReturnType<typeof Bun.spawn>;
+  let base = "";
+  let ctx: BrowserContext, page: Page;
+  const tmp = mkdtempSync(join(tmpdir(), "qwb-e2e-"));
+  const errors: string[] = [];
+
+  beforeAll(async () => {
+    mkdirSync(ART, { recursive: true });
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    server = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--profiles", join(tmp, "profiles"), "--backend", "cpu", "--engine", engine], {
+      cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, PORT: String(port) },
+    });
+    base = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 100; i++) {
+      try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* not yet */ }
+      await Bun.sleep(100);
+    }
+    const { chromium } = await import("playwright-core");
+    // A fresh profile directory per run (playwright wants it as launchPersistentContext's userDataDir).
+    ctx = await chromium.launchPersistentContext(join(tmp, "chrome"), {
+      executablePath: CHROMIUM, headless: true, acceptDownloads: true, viewport: { width: 1440, height: 1000 },
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
+        "--disable-component-update", "--disable-sync"],
+    });
+    page = await ctx.newPage();
+    page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+    page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+    page.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("data:") && !r.url().startsWith("blob:")) errors.push(`external request: ${r.url()}`); });
+  }, 60_000);
+
+  afterAll(async () => {
+    await ctx?.close().catch(() => {});
+    server?.kill();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const shot = (name: string) => page.screenshot({ path: join(ART, `${name}.png`), fullPage: true });
+
+  async function runOnce(label: string) {
+    await page.fill("#label", label);
+    await page.evaluate(() => { document.querySelector("#run-status")!.textContent = "starting"; });
+    await page.click("#run-btn");
+    await page.waitForSelector("#run-output .tok", { timeout: 60_000 });
+    await page.waitForFunction(() => ["done", "error", "cancelled"].includes(document.querySelector("#run-status")!.textContent!), null, { timeout: 120_000 });
+    expect(await page.textContent("#run-status")).toBe("done");
+  }
+
+  test("run a prompt on the default model; tokens arrive", async () => {
+    await page.goto(base + "/");
+    await page.waitForSelector("body[data-ready='1']", { timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelector("#model-chip")!.textContent!.includes("layers"), null, { timeout: 60_000 });
+    await page.selectOption("#max-tokens", { index: 0 }).catch(() => {});
+    await page.fill("#max-tokens", "16");
+    await runOnce("baseline");
+    const n = await page.locator("#run-output .tok").count();
+    expect(n).toBe(16);
+    await page.waitForSelector("#live-layers .bars path", { state: "attached" });
+    await shot("01-run");
+  }, 180_000);
+
+  test("latency plots are drawn", async () => {
+    await page.goto(base + "/#latency");
+    await page.waitForSelector("#lat-prefill .bars path", { timeout: 30_000, state: "attached" });
+    await page.waitForSelector("#lat-decode .bars path", { state: "attached" });
+    await page.waitForSelector("#lat-timeline .scatterlayer .point");
+    expect(await page.locator("#lat-decode .bars path").count()).toBeGreaterThan(4);
+    expect(await page.textContent("#lat-cards")).toContain("TTFT");
+    await shot("02-latency");
+  }, 60_000);
+
+  test("roofline is drawn, log-log", async () => {
+    await page.goto(base + "/#roofline");
+    await page.waitForSelector("#roof-plot .scatterlayer .point", { timeout: 30_000 });
+    expect(await page.locator("#roof-plot .scatterlayer .point").count()).toBeGreaterThan(3);
+    expect(await page.textContent("#roof-plot")).toContain("arithmetic intensity (FLOP/byte)");
+    await shot("03-roofline");
+  }, 60_000);
+
+  test("change a toggle and run again; compare the two runs", async () => {
+    await page.goto(base + "/#run");
+    await page.waitForSelector("select[name='run-gqa']");
+    await page.selectOption("select[name='run-gqa']", "broadcast");
+    await runOnce("gqa-broadcast");
+    await page.goto(base + "/#compare");
+    await page.waitForSelector("#cmp-summary table", { timeout: 30_000 });
+    await page.waitForSelector("#cmp-layers .bars path", { state: "attached" });
+    const summary = await page.textContent("#cmp-summary");
+    expect(summary).toContain("gqa");
+    expect(summary).toContain("broadcast");
+    expect(summary).toContain("tokens: identical");
+    await shot("04-compare");
+  }, 180_000);
+
+  test("export a PNG and an HTML report", async () => {
+    await page.goto(base + "/#latency");
+    await page.waitForSelector("#lat-decode .bars path", { timeout: 30_000, state: "attached" });
+    const downloads: import("playwright-core").Download[] = [];
+    const onDl = (d: import("playwright-core").Download) => downloads.push(d);
+    page.on("download", onDl);
+    await page.click(".exports[data-for=lat] [data-x=png]");
+    for (let i = 0; i < 100 && downloads.length < 3; i++) await Bun.sleep(100);
+    expect(downloads.map((d) => d.suggestedFilename()).every((n) => n.endsWith(".png"))).toBe(true);
+    expect(downloads.length).toBe(3); // prefill bars, decode bars, timeline
+    const pngPath = join(ART, "export-latency.png");
+    await downloads[1].saveAs(pngPath);
+    const bytes = readFileSync(pngPath);
+    expect(bytes.subarray(1, 4).toString()).toBe("PNG");
+    expect(bytes.length).toBeGreaterThan(5000);
+    downloads.length = 0;
+    await page.click(".exports[data-for=lat] [data-x=html]");
+    for (let i = 0; i < 100 && !downloads.length; i++) await Bun.sleep(100);
+    page.off("download", onDl);
+    expect(downloads[0].suggestedFilename()).toMatch(/\.html$/);
+    const htmlPath = join(ART, "export-report.html");
+    await downloads[0].saveAs(htmlPath);
+    const text = readFileSync(htmlPath, "utf8");
+    expect(text.startsWith("<!doctype html>")).toBe(true);
+    expect(text.includes("<svg")).toBe(true);
+    expect(text.includes('id="profile-data"')).toBe(true);
+    expect(/<script[^>]+src=/.test(text)).toBe(false);
+    // the report opens offline: render it from the file and screenshot it
+    const p2 = await ctx.newPage();
+    await p2.goto("file://" + htmlPath);
+    await p2.screenshot({ path: join(ART, "05-report.png"), fullPage: true });
+    await p2.close();
+  }, 60_000);
+
+  test("quantization error page", async () => {
+    await page.goto(base + "/#quant");
+    await page.waitForSelector("#q-cand .toggle");
+    const cand = page.locator("#q-cand select[name='qcand-kvCache']");
+    if (await cand.count()) await cand.selectOption("f32");
+    await page.fill("#q-repeats", "1");
+    await page.click("#q-run");
+    await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 120_000 });
+    expect(await page.textContent("#q-status")).toBe("done");
+    await page.waitForSelector("#q-sqnr .bars path", { timeout: 30_000, state: "attached" });
+    expect(await page.textContent("#q-cards")).toContain("top-1 agreement");
+    await shot("06-quant");
+  }, 180_000);
+
+  test("profiles page lists the runs; no page errors, no external requests", async () => {
+    await page.goto(base + "/#profiles");
+    await page.waitForSelector("#prof-list tbody tr[data-key]");
+    expect(await page.locator("#prof-list tbody tr[data-key]").count()).toBeGreaterThanOrEqual(2);
+    await shot("07-profiles");
+    expect(errors).toEqual([]);
+  }, 60_000);
+});
