@@ -185,8 +185,8 @@ export interface Comparison {
   toggleDiff: { id: string; a: unknown; b: unknown }[];
   summary: { metric: string; unit: string; a: number | null; b: number | null; delta: number | null; pct: number | null }[];
   rows: CompareRow[];
-  byLayer: { phase: PhaseName; layer: number; a: number; b: number; deltaMs: number }[];
-  byOp: { phase: PhaseName; op: string; a: number; b: number; deltaMs: number }[];
+  byLayer: { phase: PhaseName; layer: number; a: Spread; b: Spread; deltaMs: number }[];   // per-step layer totals (ms)
+  byOp: { phase: PhaseName; op: string; a: Spread; b: Spread; deltaMs: number }[];         // per-step op totals (ms)
   sameTokens: boolean | null;
 }
 
@@ -202,29 +202,38 @@ export function compareProfiles(A: Profile, B: Profile, threshold = 0.05): Compa
     const b = spreadOf([...(gb.get(key)?.values() ?? [])]);
     const am = a.n ? a.median : 0, bm = b.n ? b.median : 0;
     const ratio = am > 0 ? bm / am : NaN;
-    const status = !a.n ? "added" : !b.n ? "removed" : ratio < 1 - threshold ? "faster" : ratio > 1 + threshold ? "slower" : "same";
+    // "faster"/"slower" only when the change is beyond the threshold AND outside A's own p10–p90 spread
+    // (a loaded machine makes single steps noisy; a difference inside the noise is reported as "same").
+    const status = !a.n ? "added" : !b.n ? "removed"
+      : ratio < 1 - threshold && bm < a.p10 ? "faster" : ratio > 1 + threshold && bm > a.p90 ? "slower" : "same";
     rows.push({ phase: phase as PhaseName, layer: Number(layer), op, a, b, deltaMs: bm - am, ratio, status });
   }
   rows.sort((x, y) => x.phase.localeCompare(y.phase) || (x.layer < 0 ? 1e9 : x.layer) - (y.layer < 0 ? 1e9 : y.layer)
     || OP_NAMES.indexOf(x.op as never) - OP_NAMES.indexOf(y.op as never));
-  const byLayer: Comparison["byLayer"] = [];
-  const byOp: Comparison["byOp"] = [];
-  for (const phase of PHASES) {
-    const la = latencyMatrix(A, phase, ra), lb = latencyMatrix(B, phase, rb);
-    const layers = [...new Set([...la.layers, ...lb.layers])];
-    for (const l of layers) {
-      const sa = la.layers.includes(l) ? la.ms[la.layers.indexOf(l)].reduce((x, y) => x + y, 0) : 0;
-      const sb = lb.layers.includes(l) ? lb.ms[lb.layers.indexOf(l)].reduce((x, y) => x + y, 0) : 0;
-      byLayer.push({ phase, layer: l, a: sa, b: sb, deltaMs: sb - sa });
+  // Per layer and per op: the spread of the per-step totals (median and p10–p90 over the steps of a phase).
+  const totals = (recs: OpRecord[], key: (r: OpRecord) => string) => {
+    const m = new Map<string, Map<number, number>>();
+    for (const r of recs) {
+      const k = `${r.phase}|${key(r)}`;
+      let s = m.get(k);
+      if (!s) m.set(k, (s = new Map()));
+      s.set(r.step, (s.get(r.step) ?? 0) + r.ns / 1e6);
     }
-    const ops = [...new Set([...la.ops, ...lb.ops])];
-    for (const op of ops) {
-      const ia = la.ops.indexOf(op), ib = lb.ops.indexOf(op);
-      const sa = ia < 0 ? 0 : la.ms.reduce((x, row) => x + row[ia], 0);
-      const sb = ib < 0 ? 0 : lb.ms.reduce((x, row) => x + row[ib], 0);
-      byOp.push({ phase, op, a: sa, b: sb, deltaMs: sb - sa });
-    }
-  }
+    return m;
+  };
+  const side = (m: Map<string, Map<number, number>>, k: string) => spreadOf([...(m.get(k)?.values() ?? [])]);
+  const la = totals(ra, (r) => String(r.layer)), lb = totals(rb, (r) => String(r.layer));
+  const byLayer: Comparison["byLayer"] = [...new Set([...la.keys(), ...lb.keys()])].map((k) => {
+    const [phase, layer] = k.split("|");
+    const a = side(la, k), b = side(lb, k);
+    return { phase: phase as PhaseName, layer: Number(layer), a, b, deltaMs: (b.n ? b.median : 0) - (a.n ? a.median : 0) };
+  }).sort((x, y) => x.phase.localeCompare(y.phase) || (x.layer < 0 ? 1e9 : x.layer) - (y.layer < 0 ? 1e9 : y.layer));
+  const oa = totals(ra, (r) => r.op), ob = totals(rb, (r) => r.op);
+  const byOp: Comparison["byOp"] = [...new Set([...oa.keys(), ...ob.keys()])].map((k) => {
+    const [phase, op] = k.split("|");
+    const a = side(oa, k), b = side(ob, k);
+    return { phase: phase as PhaseName, op, a, b, deltaMs: (b.n ? b.median : 0) - (a.n ? a.median : 0) };
+  }).sort((x, y) => x.phase.localeCompare(y.phase) || OP_NAMES.indexOf(x.op as never) - OP_NAMES.indexOf(y.op as never));
   const sm = (p: Profile) => p.summary;
   const metric = (name: string, unit: string, f: (p: Profile) => number | undefined) => {
     const a = f(A) ?? null, b = f(B) ?? null;

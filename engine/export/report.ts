@@ -55,7 +55,7 @@ header{background:#1d2330;color:#fff;padding:16px 28px}header h1{margin:0;font-s
 main{max-width:1100px;margin:0 auto;padding:20px 28px}
 section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:14px 18px;margin:0 0 16px}
 h2{font-size:16px;margin:0 0 10px}h3{font-size:14px;margin:14px 0 6px}
-table{border-collapse:collapse;font-size:12px;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #eceef2;text-align:left}
+table{border-collapse:collapse;font-size:11.5px;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #eceef2;text-align:left}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.kv th{width:160px;color:#555;font-weight:500}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:10px}
 .card{border:1px solid #e1e4ea;border-radius:6px;padding:8px 12px}.card b{display:block;font-size:18px}.card span{color:#666;font-size:12px}

@@ -146,7 +146,7 @@ export function rooflineSvg(profiles: Profile[], ceilings: Ceilings | null, grou
   marks.push(Plot.text(pts.filter((d) => d.runIndex === 0), { x: "intensity", y: "flopPerS", text: "label", dx: 6, textAnchor: "start", fontSize: 9, fill: "#555" }));
   const panel = render({
     marginLeft: 70, marginBottom: 40, marginRight: 60,
-    x: { type: "log", domain: [xmin, xmax], label: "arithmetic intensity (FLOP/byte)", grid: true },
+    x: { type: "log", domain: [xmin, xmax], label: "arithmetic intensity (FLOP/byte)", grid: true, tickFormat: "~g" },
     y: { type: "log", domain: [ymin, ymax], label: "achieved performance (FLOP/s)", grid: true, tickFormat: "~s" },
     symbol: { domain: ["prefill", "decode"], range: ["circle", "triangle"] },
     marks,
@@ -187,7 +187,7 @@ export function compareSvg(c: Comparison, width = 760): string {
     panels.push(render({
       marginLeft: 60, marginBottom: 40,
       x: { label: `layer (${phase})`, domain: rows.map((r) => r.name) },
-      y: { label: "Δ time per step, B − A (ms)", grid: true },
+      y: { label: "Δ median time per step, B − A (ms)", grid: true },
       marks: [Plot.barY(rows, { x: "name", y: "deltaMs", fill: (d: { deltaMs: number }) => (d.deltaMs <= 0 ? PALETTE[4] : PALETTE[2]) }), Plot.ruleY([0])],
     }, width, 230));
   }

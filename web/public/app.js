@@ -310,13 +310,13 @@ function renderProfileTable() {
     <td class="small">${esc(p.date.slice(0, 19).replace("T", " "))}</td><td><b>${esc(p.label ?? p.id)}</b><br><span class="muted small">${esc(p.key)}</span></td>
     <td><span class="badge">${esc(p.kind)}</span></td><td class="small">${esc(p.model)}</td><td class="small">${esc(p.device)} (${esc(p.backend)})</td>
     <td class="small">${esc(toggleStr(p.toggles))}</td><td class="n">${fmt(p.ttft_ms, 2)}</td><td class="n">${fmt(p.decode_tok_s, 1)}</td>
-    <td class="row" style="margin:0">
+    <td><div class="row" style="margin:0;flex-wrap:nowrap">
       <a class="button secondary small" href="#${p.has_quant ? "quant" : "latency"}?key=${enc(p.key)}">open</a>
       <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/html">report</a>
       <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/trace">trace</a>
       <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/md" target="_blank">md</a>
       <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/csv">csv</a>
-      <button class="danger small del">delete</button></td></tr>`).join("")
+      <button class="danger small del">delete</button></div></td></tr>`).join("")
     || '<tr><td colspan="10" class="muted">No profiles yet: run a prompt on the Run tab.</td></tr>';
   for (const b of $$("#prof-list .del")) b.addEventListener("click", async () => {
     const key = b.closest("tr").dataset.key;
@@ -375,7 +375,7 @@ function stackedBars(div, m, title) {
     ...BASE_LAYOUT, barmode: "stack",
     title: { text: `${title} · ${fmt(m.totalMs, 3)} ms per step (mean of ${m.steps})`, font: { size: 13 } },
     xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time per step (ms)" } },
-    legend: { orientation: "h", y: -0.25, font: { size: 11 } },
+    legend: { orientation: "h", y: -0.25, font: { size: 11 }, traceorder: "normal" },
   }, PLOT_CFG);
 }
 
@@ -386,7 +386,7 @@ async function drawLatency(key) {
     ["TTFT", `${fmt(s.ttft_ms, 2)} ms`], ["TPOT median", `${fmt(s.tpot_ms?.median, 2)} ms`], ["TPOT p90", `${fmt(s.tpot_ms?.p90, 2)} ms`],
     ["prefill", `${fmt(s.prefill_tok_s, 1)} tok/s`], ["decode", `${fmt(s.decode_tok_s, 1)} tok/s`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
-  ].map(([k, x]) => `<div class="card"><span>${k}</span><b>${esc(x)}</b></div>`).join("");
+  ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");
   stackedBars("lat-prefill", v.latency.prefill, "Prefill");
   stackedBars("lat-decode", v.latency.decode, "Decode");
   const tk = v.tokens;
@@ -578,28 +578,23 @@ async function drawCompare() {
     · tokens: ${c.sameTokens === null ? "–" : c.sameTokens ? "identical" : "<b>differ</b>"}</p>
     <table><thead><tr><th>metric</th><th class="n">A</th><th class="n">B</th><th class="n">Δ (B − A)</th><th class="n">Δ %</th></tr></thead><tbody>${
     c.summary.map((r) => `<tr><td>${esc(r.metric)} (${esc(r.unit)})</td><td class="n">${fmt(r.a, 3)}</td><td class="n">${fmt(r.b, 3)}</td><td class="n">${fmt(r.delta, 3)}</td><td class="n">${pctCell(r)}</td></tr>`).join("")}</tbody></table>`;
-  // per layer: A vs B bars with p10–p90 spread computed from rows
+  // per layer: A vs B medians of the per-step layer totals, whiskers p10–p90
   const traces = [];
+  const dec = c.byLayer.filter((r) => r.phase === "decode");
   for (const [side, color] of [["a", PALETTE[0]], ["b", PALETTE[1]]]) {
-    const dec = c.byLayer.filter((r) => r.phase === "decode");
-    const spread = dec.map((r) => {
-      const rows = c.rows.filter((x) => x.phase === "decode" && x.layer === r.layer);
-      const lo = rows.reduce((s, x) => s + (x[side].n ? x[side].p10 : 0), 0), hi = rows.reduce((s, x) => s + (x[side].n ? x[side].p90 : 0), 0);
-      return [lo, hi];
-    });
     traces.push({
-      type: "bar", name: side === "a" ? `A: ${c.a.label}` : `B: ${c.b.label}`, x: dec.map((r) => (r.layer >= 0 ? `L${r.layer}` : "head/tail")), y: dec.map((r) => r[side]),
-      marker: { color }, error_y: { type: "data", symmetric: false, array: spread.map((s, i) => Math.max(0, s[1] - dec[i][side])), arrayminus: spread.map((s, i) => Math.max(0, dec[i][side] - s[0])), color: "#555", thickness: 1 },
-      hovertemplate: "%{x}: %{y:.4f} ms<extra>%{fullData.name}</extra>",
+      type: "bar", name: side === "a" ? `A: ${c.a.label}` : `B: ${c.b.label}`, x: dec.map((r) => (r.layer >= 0 ? `L${r.layer}` : "head/tail")), y: dec.map((r) => r[side].median),
+      marker: { color }, error_y: { type: "data", symmetric: false, array: dec.map((r) => Math.max(0, r[side].p90 - r[side].median)), arrayminus: dec.map((r) => Math.max(0, r[side].median - r[side].p10)), color: "#555", thickness: 1 },
+      hovertemplate: "%{x}: median %{y:.4f} ms<extra>%{fullData.name}</extra>",
     });
   }
-  Plotly.react("cmp-layers", traces, { ...BASE_LAYOUT, barmode: "group", title: { text: "Decode: time per step by layer (mean; whiskers: sum of per-op p10–p90)", font: { size: 13 } },
-    xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time per step (ms)" } } }, PLOT_CFG);
+  Plotly.react("cmp-layers", traces, { ...BASE_LAYOUT, barmode: "group", title: { text: "Decode: time per step by layer (median; whiskers p10–p90 over steps)", font: { size: 13 } },
+    xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time per step (ms)" }, rangemode: "tozero" } }, PLOT_CFG);
   const ops = c.byOp.filter((r) => r.phase === "decode");
   Plotly.react("cmp-ops", [{
     type: "bar", orientation: "h", y: ops.map((r) => r.op), x: ops.map((r) => r.deltaMs),
     marker: { color: ops.map((r) => (r.deltaMs <= 0 ? PALETTE[4] : PALETTE[2])) }, hovertemplate: "%{y}: %{x:+.4f} ms<extra></extra>",
-  }], { ...BASE_LAYOUT, margin: { l: 90, r: 20, t: 40, b: 52 }, title: { text: "Decode: Δ time per step by op (B − A; green = B faster)", font: { size: 13 } },
+  }], { ...BASE_LAYOUT, margin: { l: 90, r: 20, t: 40, b: 52 }, title: { text: "Decode: Δ median time per step by op (B − A; green = B faster)", font: { size: 13 } },
     xaxis: { title: { text: "Δ time per step (ms)" }, zeroline: true }, yaxis: { autorange: "reversed" } }, PLOT_CFG);
   const sp = (s) => (s.n ? `${fmt(s.median, 4)} <span class="muted">[${fmt(s.p10, 4)}–${fmt(s.p90, 4)}]</span>` : "–");
   $("#cmp-rows").innerHTML = `<table><thead><tr><th>phase</th><th>layer</th><th>op</th><th class="n">A ms</th><th class="n">B ms</th><th class="n">Δ ms</th><th class="n">B/A</th><th>status</th></tr></thead><tbody>${
