@@ -1,0 +1,200 @@
+// notebooks/bench.ts — the benchmark of DESIGN.md §6 on synthetic Qwen2.5-shaped models.
+//
+//   bun notebooks/bench.ts [--models 0.5b,1.5b,7b] [--types bf16,q8_0,q4_k_m] [--backend cuda|cpu|auto]
+//                          [--batches 1,8,16] [--pp 512,4096,32768] [--tg 128] [--reps 3] [--quick]
+//                          [--peers peers.jsonl[,more.jsonl]] [--out DIR]
+//
+// For each model x weight type: decode tok/s at each batch (greedy, tg tokens after a short prompt), TPOT
+// median / p90, % of the bandwidth roofline (weight bytes per step over the measured copy bandwidth of
+// profiles/ceilings/<device>.json), prefill tok/s and TTFT at each prompt length, a per-op breakdown of one
+// decode step (profiling mode, with its overhead against the fast mode), >= 3 repetitions (median, min–max).
+// Writes one profile JSON per model x type and bench.{md,csv,jsonl} into --out (default profiles/bench/), and
+// prints a llama-bench-style table last. Peer numbers (notebooks/peers/*.py JSON lines) are merged with --peers.
+// --quick: 0.5b bf16, batch 1 and 8, pp512, tg 64.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { openModel, type Model } from "../engine/index.ts";
+import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/bench-core.ts";
+import { decodeRooflinePct, deviceSlug, loadCeilings } from "../engine/roofline.ts";
+import {
+  BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, statOf, writeProfile, type OpColumns, type Profile,
+} from "../engine/profile.ts";
+
+const root = resolve(import.meta.dir, "..");
+const args = process.argv.slice(2);
+const has = (n: string) => args.includes(n);
+const opt = (n: string, d?: string) => {
+  const i = args.indexOf(n);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : d;
+};
+const list = (s: string) => s.split(",").map((x) => x.trim()).filter(Boolean);
+const quick = has("--quick");
+const models = list(opt("--models", quick ? "0.5b" : "0.5b,1.5b,7b")!);
+const types = list(opt("--types", quick ? "bf16" : "bf16,q8_0,q4_k_m")!);
+const batches = list(opt("--batches", quick ? "1,8" : "1,8,16")!).map(Number);
+const pps = list(opt("--pp", quick ? "512" : "512,4096,32768")!).map(Number).filter((n) => n > 0);
+const tg = Number(opt("--tg", quick ? "64" : "128"));
+const reps = Math.max(3, Number(opt("--reps", "3")));
+const backend = (opt("--backend", "cuda") ?? "cuda") as "cuda" | "cpu" | "auto";
+const outDir = resolve(opt("--out", join(root, "profiles", "bench"))!);
+const peerFiles = list(opt("--peers", "")!);
+for (const b of batches) if (!(b >= 1 && b <= 16)) throw new Error(`--batches: ${b} is outside 1..16`);
+
+const log = (s: string) => console.log(`[bench] ${s}`);
+mkdirSync(outDir, { recursive: true });
+const allRows: BenchRow[] = [];
+const summaryLines: string[] = [];
+
+function sumOps(ops: OpColumns, kernels: string[], step: number) {
+  const by = new Map<string, { ns: number; bytes: number; flops: number; kernel: Set<string>; calls: number }>();
+  let total = 0;
+  for (let i = 0; i < ops.step.length; i++) {
+    if (ops.step[i] !== step) continue;
+    const name = OP_NAMES[ops.op[i]] ?? `op${ops.op[i]}`;
+    const e = by.get(name) ?? { ns: 0, bytes: 0, flops: 0, kernel: new Set<string>(), calls: 0 };
+    const ns = ops.t_end_ns[i] - ops.t_start_ns[i];
+    e.ns += ns; e.bytes += ops.bytes[i]; e.flops += ops.flops[i]; e.calls++;
+    e.kernel.add(kernels[ops.kernel[i]] ?? "?");
+    by.set(name, e);
+    total += ns;
+  }
+  return { by, total };
+}
+
+for (const m of models) {
+  for (const t of types) {
+    const source = `synthetic:${m}:${t}`;
+    log(`opening ${source} (backend ${backend}) ...`);
+    const t0 = performance.now();
+    const model = (await openModel(source, { backend })) as Model;
+    log(`loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(model.weightBytes / 1e9).toFixed(2)} GB, ${weightLabel(model)}, ${model.device.name}`);
+    const ceilings = loadCeilings(model.device.name);
+    const bw = ceilings?.bandwidth_bytes_s;
+    if (!bw) log(`no ceilings for ${model.device.name} (profiles/ceilings/${deviceSlug(model.device.name)}.json): run notebooks/calibrate.ts first for roofline %`);
+    const rows: BenchRow[] = [];
+    const notes: string[] = [];
+    const summary: Profile["summary"] = {};
+    let ops: OpColumns | undefined;
+    let kernels: string[] = [];
+
+    // ---- decode at each batch
+    const maxB = Math.max(...batches);
+    const dctx = Math.min(model.config.max_position_embeddings, 8 + tg + 16);
+    const ds = model.newSession({ maxBatch: maxB, maxContext: dctx, maxPrefill: Math.min(64, dctx) });
+    for (const b of batches) {
+      const r = runBenchCase(model, ds, { nPrompt: 0, nGen: tg, batch: b }, { reps, onProgress: (s) => log(`${m} ${t} ${s}`) });
+      for (const row of r.rows) {
+        if (bw && r.decode) row.roofline_pct = decodeRooflinePct(model.weightBytes, r.decode.median, b, bw);
+        rows.push(row);
+      }
+      if (b === 1 && r.decode) {
+        summary.decode_tok_s = r.decode.median;
+        summary.decode_tokens = tg;
+        if (r.tpot) summary.tpot_ms = r.tpot;
+      }
+    }
+    // ---- one profiled decode step: per-op breakdown + profiling overhead
+    {
+      ds.reset();
+      let tok = ds.prefill(0, benchPrompt(8, model.config.vocab_size, 7));
+      const fast: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        const a = performance.now();
+        tok = ds.decode([0], [tok])[0];
+        fast.push(performance.now() - a);
+      }
+      ds.takeRecords();
+      ds.setProfiling(true);
+      const prof: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const a = performance.now();
+        tok = ds.decode([0], [tok])[0];
+        prof.push(performance.now() - a);
+      }
+      ds.setProfiling(false);
+      const rec = ds.takeRecords();
+      ops = rec.ops;
+      kernels = rec.kernels;
+      const fastMed = percentile([...fast.slice(2)].sort((x, y) => x - y), 50);
+      const profMed = percentile([...prof].sort((x, y) => x - y), 50);
+      summary.profiling_overhead_pct = (100 * (profMed - fastMed)) / fastMed;
+      const lastStep = Math.max(...rec.ops.step);
+      const { by, total } = sumOps(rec.ops, rec.kernels, lastStep);
+      const lines = ["| op | kernels | calls | time (us) | share | GB/s | % of copy bw |", "|---|---|---:|---:|---:|---:|---:|"];
+      const sorted = [...by.entries()].sort((a, b) => b[1].ns - a[1].ns);
+      for (const [name, e] of sorted) {
+        const gbs = e.bytes / e.ns;
+        lines.push(`| ${name} | ${[...e.kernel].join(", ")} | ${e.calls} | ${(e.ns / 1e3).toFixed(1)} | ${((100 * e.ns) / total).toFixed(1)}% | ${gbs.toFixed(0)} | ${bw ? ((100 * gbs * 1e9) / bw).toFixed(1) + "%" : "-"} |`);
+      }
+      lines.push(`| (sum of ops) | | | ${(total / 1e3).toFixed(1)} | | | |`);
+      notes.push(`decode step breakdown (batch 1, profiling mode, step ${lastStep}):\n${lines.join("\n")}`);
+      notes.push(`fast-mode step median ${fastMed.toFixed(3)} ms, profiling-mode step median ${profMed.toFixed(3)} ms`);
+      summaryLines.push(`### ${m} ${t}: one decode step (profiling mode)\n\n${lines.join("\n")}\n\nfast step ${fastMed.toFixed(3)} ms · profiled step ${profMed.toFixed(3)} ms (overhead ${summary.profiling_overhead_pct!.toFixed(1)} %)\n`);
+    }
+    ds.close();
+
+    // ---- prefill at each prompt length (one session sized for the longest)
+    const maxPP = Math.min(Math.max(...pps), model.config.max_position_embeddings - 1);
+    const ps = model.newSession({ maxBatch: 1, maxContext: maxPP + 1, maxPrefill: maxPP });
+    for (const p of pps) {
+      if (p > maxPP) { notes.push(`pp${p} skipped: exceeds max_position_embeddings`); continue; }
+      const r = runBenchCase(model, ps, { nPrompt: p, nGen: 0 }, { reps, onProgress: (s) => log(`${m} ${t} ${s}`) });
+      for (const row of r.rows) {
+        if (r.ttft) row.extra = { ...(row.extra ?? {}), ttft_ms: r.ttft };
+        rows.push(row);
+      }
+      if (p === pps[0] && r.prefill) {
+        summary.prefill_tok_s = r.prefill.median;
+        summary.prefill_tokens = p;
+        summary.ttft_ms = r.ttft?.median;
+      }
+    }
+    ps.close();
+
+    const id = `bench-${m}-${t}-${deviceSlug(model.device.name)}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    const profile: Profile = {
+      schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id, kind: "bench",
+      manifest: model.manifest({ command: `bun notebooks/bench.ts ${args.join(" ")}`, label: `${m}:${t}` }),
+      summary, kernels, ...(ops ? { ops } : {}), bench: rows,
+      ...(ceilings ? { ceilings: ceilings as Record<string, unknown> } : {}), notes,
+    };
+    log(`wrote ${writeProfile(join(outDir, `${id}.json`), profile)}`);
+    allRows.push(...rows);
+    model.close();
+  }
+}
+
+// ---- peers
+for (const f of peerFiles) {
+  if (!existsSync(f)) { log(`peers file ${f} not found, skipped`); continue; }
+  for (const line of readFileSync(f, "utf8").split("\n")) {
+    if (!line.trim().startsWith("{")) continue;
+    try {
+      const raw = JSON.parse(line);
+      if (raw.tokens_per_s && Array.isArray(raw.tokens_per_s.samples) && !raw.tokens_per_s.median)
+        raw.tokens_per_s = statOf(raw.tokens_per_s.samples, "tok/s");
+      const r = BenchRow.safeParse(raw);
+      if (r.success) allRows.push(r.data);
+      else log(`peers ${f}: skipped a line (${r.error.issues[0]?.message})`);
+    } catch {
+      /* not a JSON line */
+    }
+  }
+}
+
+const md = benchTableMdWithSystem(allRows);
+writeFileSync(join(outDir, "bench.md"), md + "\n\n" + summaryLines.join("\n") + "\n");
+writeFileSync(join(outDir, "bench.csv"), benchTableCsv(allRows) + "\n");
+writeFileSync(join(outDir, "bench.jsonl"), allRows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+console.log("\n" + summaryLines.join("\n"));
+console.log(md);
+
+function benchTableMdWithSystem(rows: BenchRow[]): string {
+  const head = "| system | model | weights | backend | test | t/s (median) | min–max | reps | % roofline | TPOT med / p90 (ms) |\n|---|---|---|---|---|---:|---:|---:|---:|---:|";
+  const lines = rows.map((r) => {
+    const tp = (r.extra as { tpot_ms?: { median: number; p90: number } } | undefined)?.tpot_ms;
+    return `| ${r.system} | ${r.model} | ${r.weights} | ${r.backend} | ${r.test} | ${r.tokens_per_s.median.toFixed(1)} | ${r.tokens_per_s.min.toFixed(1)}–${r.tokens_per_s.max.toFixed(1)} | ${r.tokens_per_s.samples.length} | ${r.roofline_pct !== undefined ? r.roofline_pct.toFixed(1) : "-"} | ${tp ? `${tp.median.toFixed(3)} / ${tp.p90.toFixed(3)}` : "-"} |`;
+  });
+  void benchTableMd;
+  return [head, ...lines].join("\n");
+}
