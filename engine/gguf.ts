@@ -188,7 +188,7 @@ export const GGUF_DEFAULT_ALIGNMENT = 32;
 const MAX_NAME_BYTES = 64; // GGML_MAX_NAME
 const MAX_DIMS = 4;
 const MAX_ARRAY_DEPTH = 16;
-const MAX_HEADER_BYTES = 1 << 30; // metadata + tensor infos (real files: < 100 MB)
+const MAX_HEADER_BYTES = 256 << 20; // metadata + tensor infos (real files: ~10-30 MB, mostly the vocabulary)
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error("gguf.ts needs a little-endian host");
 
@@ -222,6 +222,11 @@ export interface GgufFile {
 
 class NeedMore extends Error {}
 
+/** A field description for error messages, built only when an error is thrown. */
+type What = string | (() => string);
+const name = (w: What) => (typeof w === "string" ? w : w());
+
+
 const utf8 = new TextDecoder("utf-8");
 
 class Cursor {
@@ -238,11 +243,11 @@ class Cursor {
   left(): number {
     return this.fileSize - this.pos;
   }
-  need(n: number, what: string): void {
+  need(n: number, what: What): void {
     if (n > this.b.length - this.pos) {
       if (this.b.length < this.fileSize && n <= this.fileSize - this.pos) throw new NeedMore();
       throw new Error(
-        `GGUF: truncated file: ${what} needs ${n} bytes at offset ${this.pos}, only ${Math.max(0, this.fileSize - this.pos)} left`,
+        `GGUF: truncated file: ${name(what)} needs ${n} bytes at offset ${this.pos}, only ${Math.max(0, this.fileSize - this.pos)} left`,
       );
     }
   }
@@ -250,19 +255,23 @@ class Cursor {
   u32(what: string): number { this.need(4, what); const v = this.dv.getUint32(this.pos, true); this.pos += 4; return v; }
   u64(what: string): bigint { this.need(8, what); const v = this.dv.getBigUint64(this.pos, true); this.pos += 8; return v; }
   /** A u64 that must fit a safe JS integer and be ≤ max. */
-  count(what: string, max: number): number {
+  count(what: What, max: number): number {
     const at = this.pos;
-    const v = this.u64(what);
-    if (v > BigInt(max)) {
-      throw new Error(`GGUF: ${what} = ${v} at offset ${at} is too large (at most ${Math.max(0, max)} fit in the rest of the file)`);
+    this.need(8, what);
+    const lo = this.dv.getUint32(at, true), hi = this.dv.getUint32(at + 4, true);
+    this.pos += 8;
+    const v = hi * 4294967296 + lo; // exact below 2^53; above, any value is far beyond max anyway
+    if (v > max) {
+      const exact = (BigInt(hi) << 32n) | BigInt(lo);
+      throw new Error(`GGUF: ${name(what)} = ${exact} at offset ${at} is too large (at most ${Math.max(0, max)} fit in the rest of the file)`);
     }
-    return Number(v);
+    return v;
   }
-  str(what: string, maxBytes = Infinity): string {
+  str(what: What, maxBytes = Infinity): string {
     const at = this.pos;
-    const n = this.count(`${what} length`, Math.min(maxBytes, this.left() - 8));
+    const n = this.count(() => `${name(what)} length`, this.left() - 8);
+    if (n > maxBytes) throw new Error(`GGUF: ${name(what)} at offset ${at} is ${n} bytes long, at most ${maxBytes} allowed`);
     this.need(n, what);
-    void at;
     const s = utf8.decode(this.b.subarray(this.pos, this.pos + n));
     this.pos += n;
     return s;
@@ -348,7 +357,7 @@ function readArray(c: Cursor, what: string, depth: number): GgufArray {
     }
     case 8: {
       const items: string[] = [];
-      for (let i = 0; i < n; i++) items.push(c.str(`${what}[${i}]`));
+      for (let i = 0; i < n; i++) items.push(c.str(() => `${what}[${i}]`));
       return { elemType, items };
     }
     case 9: {
@@ -411,8 +420,7 @@ function parseHeader(b: Uint8Array, fileSize: number): Header {
   const names = new Set<string>();
   for (let i = 0; i < nTensors; i++) {
     const at = c.pos;
-    const name = c.str(`name of tensor #${i}`, 1 << 16);
-    if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new Error(`GGUF: tensor #${i} name at offset ${at} is longer than ${MAX_NAME_BYTES} bytes`);
+    const name = c.str(`name of tensor #${i}`, MAX_NAME_BYTES);
     if (names.has(name)) throw new Error(`GGUF: duplicate tensor name '${name}' at offset ${at}`);
     names.add(name);
     const ndAt = c.pos;
@@ -566,11 +574,13 @@ export interface GgufWriteInput {
   alignment?: number;
 }
 
+const utf8enc = new TextEncoder();
+
 class ByteWriter {
   buf = new Uint8Array(1 << 16);
   dv = new DataView(this.buf.buffer);
   len = 0;
-  private ensure(n: number) {
+  ensure(n: number) {
     if (this.len + n <= this.buf.length) return;
     let cap = this.buf.length * 2;
     while (cap < this.len + n) cap *= 2;
@@ -590,7 +600,12 @@ class ByteWriter {
   f64(v: number) { this.ensure(8); this.dv.setFloat64(this.len, v, true); this.len += 8; }
   u64(v: bigint) { this.ensure(8); this.dv.setBigUint64(this.len, v, true); this.len += 8; }
   i64(v: bigint) { this.ensure(8); this.dv.setBigInt64(this.len, v, true); this.len += 8; }
-  str(s: string) { const b = Buffer.from(s, "utf8"); this.u64(BigInt(b.length)); this.bytes(b); }
+  str(s: string) {
+    this.ensure(8 + 3 * s.length);
+    const { written } = utf8enc.encodeInto(s, this.buf.subarray(this.len + 8));
+    this.dv.setBigUint64(this.len, BigInt(written), true);
+    this.len += 8 + written;
+  }
   pad(a: number) { const p = (a - (this.len % a)) % a; this.ensure(p); this.buf.fill(0, this.len, this.len + p); this.len += p; }
   result(): Uint8Array { return this.buf.subarray(0, this.len); }
 }

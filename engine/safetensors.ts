@@ -184,7 +184,8 @@ export function openSafetensorsDir(dir: string): SafetensorsModel {
     const f = openSafetensors(single);
     return { files: [f], tensors: f.tensors, tensor: f.tensor, metadata: f.metadata };
   }
-  throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json`);
+  const bin = fs.existsSync(nodePath.join(dir, "pytorch_model.bin")) ? " (PyTorch .bin checkpoints are not supported: convert them to safetensors)" : "";
+  throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${bin}`);
 }
 
 export function openSharded(indexPath: string): SafetensorsModel {

@@ -225,6 +225,12 @@ describe("gguf reader errors", () => {
     expect(() => parseGguf(q)).toThrow(/ne0 = 8 is not a multiple of the Q8_0 block size 32/);
   });
 
+  test("tensor names longer than 64 bytes", () => {
+    const b = encodeGguf({ metadata: [], tensors: [{ name: "n".repeat(64), type: GGML_TYPE.F32, ne: [1], data: new Uint8Array(4) }] });
+    new DataView(b.buffer).setBigUint64(24, 65n, true);
+    expect(() => parseGguf(b)).toThrow("GGUF: name of tensor #0 at offset 24 is 65 bytes long, at most 64 allowed");
+  });
+
   test("overlapping tensors and duplicate names", () => {
     const t = (name: string) => ({ name, type: GGML_TYPE.F32, ne: [8], data: new Uint8Array(32) });
     const b = encodeGguf({ metadata: [], tensors: [t("a"), t("b")] });
