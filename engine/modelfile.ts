@@ -95,7 +95,12 @@ export interface TensorLike {
   sourceName?: string;
 }
 
-const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+/** ggml shapes are equal when they agree after dropping trailing 1s (ggml pads ne with 1 up to 4 dims). */
+const trimOnes = (a: readonly number[]) => { let n = a.length; while (n > 1 && a[n - 1] === 1) n--; return a.slice(0, n); };
+const sameShape = (a: readonly number[], b: readonly number[]) => {
+  const x = trimOnes(a), y = trimOnes(b);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+};
 
 /**
  * Checks tensors against the config's table: all present, right shapes, supported types. Throws one Error
@@ -189,7 +194,13 @@ function finish(
   const { unused } = validateTensors(config, all, what);
   if (unused.length > 0) warnings.push(`${what}: ignoring ${unused.length} tensor(s) Qwen2 does not use: ${unused.slice(0, 10).join(", ")}${unused.length > 10 ? ", …" : ""}`);
   const byName = new Map(all.map((t) => [t.name, t]));
-  const tensors = tensorTable(config).map((s) => byName.get(s.name)!);
+  // in the table's order, with the table's number of dims (a [H, 1] norm becomes [H])
+  const tensors = tensorTable(config).map((s) => {
+    const t = byName.get(s.name)!;
+    if (t.ne.length === s.ne.length) return t;
+    const ne = [...s.ne];
+    return { name: t.name, sourceName: t.sourceName, ggmlType: t.ggmlType, ne, nbytes: t.nbytes, get data() { return t.data; } };
+  });
   const weightTypes: Record<string, number> = {};
   let weightBytes = 0;
   for (const t of tensors) {

@@ -120,6 +120,19 @@ describe("validation messages", () => {
     for (const d of [dir, hf]) fs.rmSync(d, { recursive: true });
   });
 
+  test("trailing 1s in ggml shapes are padding: a [64, 1] norm is accepted as [64]", () => {
+    const dir = tmpDir();
+    const p = nodePath.join(dir, "m.gguf");
+    fs.writeFileSync(p, tinyGguf(tinyConfig(), { ne: { "blk.0.attn_norm.weight": [64, 1], "blk.0.attn_q.weight": [64, 64, 1, 1] } }));
+    const m = openModelSource(p);
+    expect(m.tensors.find((t) => t.name === "blk.0.attn_norm.weight")!.ne).toEqual([64]);
+    expect(m.tensors.find((t) => t.name === "blk.0.attn_q.weight")!.ne).toEqual([64, 64]);
+    expect(m.tensors.find((t) => t.name === "blk.0.attn_q.weight")!.data.length).toBe(64 * 64 * 4);
+    fs.writeFileSync(p, tinyGguf(tinyConfig(), { ne: { "blk.0.attn_norm.weight": [1, 64] } }));
+    expect(() => openModelSource(p)).toThrow(/blk.0.attn_norm.weight has shape \[1, 64\], expected \[64\]/);
+    fs.rmSync(dir, { recursive: true });
+  });
+
   test("unsupported types and dtypes", async () => {
     const dir = tmpDir();
     const p = nodePath.join(dir, "m.gguf");
