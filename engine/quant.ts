@@ -462,7 +462,9 @@ export function chooseQuantType(
       if (name === "output.weight" || (name === "token_embd.weight" && opts.tied)) t = GGML_TYPE.Q6_K;
       else if (m && n > 0) {
         const i = Number(m[1]);
-        const moreBits = i < n / 8 || i >= (7 * n) / 8 || (i - Math.floor(n / 8)) % 3 === 2;
+        // llama.cpp's use_more_bits, with its integer divisions
+        const n8 = Math.floor(n / 8);
+        const moreBits = i < n8 || i >= Math.floor((7 * n) / 8) || (i - n8) % 3 === 2;
         if (moreBits) t = GGML_TYPE.Q6_K;
       }
       break;

@@ -300,6 +300,9 @@ describe("quantizers make valid, accurate blocks", () => {
     expect(chooseQuantType("blk.0.attn_v.weight", [896, 128], "q4_k_m", { nLayers: n })).toBe(GGML_TYPE.Q8_0);
     expect(chooseQuantType("token_embd.weight", [896, 151936], "q4_k_m", { nLayers: n, tied: true })).toBe(GGML_TYPE.Q8_0);
     expect(chooseQuantType("output.weight", [3584, 152064], "q4_k_m")).toBe(GGML_TYPE.Q6_K);
+    // 28 layers (1.5B/7B): use_more_bits = i < 3 || i >= 24 || (i - 3) % 3 == 2 (integer divisions)
+    const more = Array.from({ length: 28 }, (_, i) => chooseQuantType(`blk.${i}.ffn_down.weight`, [18944, 3584], "q4_k_m", { nLayers: 28 }) === GGML_TYPE.Q6_K);
+    expect(more.flatMap((m, i) => (m ? [i] : []))).toEqual([0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27]);
     expect(chooseQuantType("blk.0.attn_q.weight", [100, 100], "q8_0")).toBe(GGML_TYPE.F16);
     expect(chooseQuantType("blk.0.attn_q.weight", [896, 896], "bf16")).toBe(GGML_TYPE.BF16);
   });
