@@ -224,8 +224,7 @@ class NeedMore extends Error {}
 
 /** A field description for error messages, built only when an error is thrown. */
 type What = string | (() => string);
-const name = (w: What) => (typeof w === "string" ? w : w());
-
+const label = (w: What) => (typeof w === "string" ? w : w());
 
 const utf8 = new TextDecoder("utf-8");
 
@@ -247,7 +246,7 @@ class Cursor {
     if (n > this.b.length - this.pos) {
       if (this.b.length < this.fileSize && n <= this.fileSize - this.pos) throw new NeedMore();
       throw new Error(
-        `GGUF: truncated file: ${name(what)} needs ${n} bytes at offset ${this.pos}, only ${Math.max(0, this.fileSize - this.pos)} left`,
+        `GGUF: truncated file: ${label(what)} needs ${n} bytes at offset ${this.pos}, only ${Math.max(0, this.fileSize - this.pos)} left`,
       );
     }
   }
@@ -263,14 +262,14 @@ class Cursor {
     const v = hi * 4294967296 + lo; // exact below 2^53; above, any value is far beyond max anyway
     if (v > max) {
       const exact = (BigInt(hi) << 32n) | BigInt(lo);
-      throw new Error(`GGUF: ${name(what)} = ${exact} at offset ${at} is too large (at most ${Math.max(0, max)} fit in the rest of the file)`);
+      throw new Error(`GGUF: ${label(what)} = ${exact} at offset ${at} is too large (at most ${Math.max(0, max)} fit in the rest of the file)`);
     }
     return v;
   }
   str(what: What, maxBytes = Infinity): string {
     const at = this.pos;
-    const n = this.count(() => `${name(what)} length`, this.left() - 8);
-    if (n > maxBytes) throw new Error(`GGUF: ${name(what)} at offset ${at} is ${n} bytes long, at most ${maxBytes} allowed`);
+    const n = this.count(() => `${label(what)} length`, this.left() - 8);
+    if (n > maxBytes) throw new Error(`GGUF: ${label(what)} at offset ${at} is ${n} bytes long, at most ${maxBytes} allowed`);
     this.need(n, what);
     const s = utf8.decode(this.b.subarray(this.pos, this.pos + n));
     this.pos += n;

@@ -103,7 +103,7 @@ function parseLayout(b: Uint8Array, size: number, what: string) {
     }
     entries.push({ name, dtype, shape, begin, end });
   }
-  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  const sorted = entries.filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin || a.end - b.end);
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i].begin < sorted[i - 1].end) {
       throw new Error(`${what}: tensor '${sorted[i].name}' [${sorted[i].begin}, ${sorted[i].end}) overlaps '${sorted[i - 1].name}' [${sorted[i - 1].begin}, ${sorted[i - 1].end})`);
