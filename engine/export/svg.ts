@@ -34,12 +34,13 @@ function render(opts: Plot.PlotOptions, width: number, height: number): Panel {
 /** Stacks panels vertically under a title, with an optional legend (label → color). */
 function compose(title: string, subtitle: string, panels: Panel[], legend: { label: string; color: string; shape?: string }[] = []): string {
   const width = Math.max(...panels.map((p) => p.width), 400);
-  const legendCols = Math.max(1, Math.floor((width - 20) / 130));
+  const colW = Math.min(width - 28, Math.max(130, 24 + 6.6 * Math.max(0, ...legend.map((l) => l.label.length))));
+  const legendCols = Math.max(1, Math.floor((width - 20) / colW));
   const legendRows = Math.ceil(legend.length / legendCols);
   let y = subtitle ? 50 : 36;
   const parts: string[] = [];
   legend.forEach((l, i) => {
-    const lx = 14 + (i % legendCols) * 130, ly = y + Math.floor(i / legendCols) * 18;
+    const lx = 14 + (i % legendCols) * colW, ly = y + Math.floor(i / legendCols) * 18;
     const mark = l.shape === "line"
       ? `<line x1="${lx}" y1="${ly + 6}" x2="${lx + 12}" y2="${ly + 6}" stroke="${l.color}" stroke-width="2"/>`
       : `<rect x="${lx}" y="${ly}" width="12" height="12" rx="2" fill="${l.color}"/>`;
@@ -117,7 +118,9 @@ export function rooflineSvg(profiles: Profile[], ceilings: Ceilings | null, grou
   let xmin = Math.min(...xs) / 2, xmax = Math.max(...xs) * 2;
   let ymin = Math.min(...ys) / 3, ymax = Math.max(...ys) * 3;
   const marks: Plot.Markish[] = [];
-  const legend: { label: string; color: string; shape?: string }[] = runs.map((r, i) => ({ label: r, color: PALETTE[i % PALETTE.length] }));
+  const withPoints = new Set(pts.map((p) => p.runIndex));
+  const legend: { label: string; color: string; shape?: string }[] = runs.map((r, i) => ({ label: r, color: PALETTE[i % PALETTE.length], i }))
+    .filter((r) => withPoints.has(r.i)).map(({ label, color }) => ({ label, color }));
   let note = "";
   if (ceilings) {
     const peak = Math.max(...ceilings.compute.map((c) => c.value), 0);
@@ -151,9 +154,8 @@ export function rooflineSvg(profiles: Profile[], ceilings: Ceilings | null, grou
     symbol: { domain: ["prefill", "decode"], range: ["circle", "triangle"] },
     marks,
   }, width, 420);
-  legend.push({ label: "● prefill  ▲ decode", color: "#fff" });
   const dev = profiles[0].manifest.device;
-  return compose(`Roofline (one point per ${group})`, `${dev.name} (${dev.backend})${note}`, [panel], legend);
+  return compose(`Roofline (one point per ${group})`, `${dev.name} (${dev.backend}) · ● prefill ▲ decode${note}`, [panel], legend);
 }
 
 /** Quantization error per layer (SQNR in dB, cosine) from a quant-error profile. */
@@ -194,4 +196,20 @@ export function compareSvg(c: Comparison, width = 760): string {
   if (!panels.length) panels.push(emptyPanel("no op records to compare", width));
   return compose(`Compare: B = ${c.b.label} vs A = ${c.a.label}`, c.toggleDiff.map((t) => `${t.id}: ${t.a} → ${t.b}`).join(" · ") || "same toggles",
     panels, [{ label: "B faster", color: PALETTE[4] }, { label: "B slower", color: PALETTE[2] }]);
+}
+
+/** Horizontal bars with min–max whiskers (one per arm), e.g. decode tok/s per ablation arm. */
+export function barsSvg(title: string, subtitle: string, rows: { label: string; value: number; lo?: number; hi?: number }[], xLabel: string, width = 760): string {
+  if (!rows.length) return compose(title, subtitle, [emptyPanel("no rows", width)]);
+  const panel = render({
+    marginLeft: Math.min(320, 12 + 6.2 * Math.max(...rows.map((r) => r.label.length))), marginRight: 30,
+    y: { label: null, domain: rows.map((r) => r.label) },
+    x: { label: xLabel, grid: true, zero: true },
+    marks: [
+      Plot.barX(rows, { y: "label", x: "value", fill: PALETTE[0] }),
+      Plot.ruleY(rows.filter((r) => r.lo !== undefined && r.hi !== undefined), { y: "label", x1: "lo", x2: "hi", stroke: "#333" }),
+      Plot.text(rows, { y: "label", x: "value", text: (d: { value: number }) => d.value.toFixed(1), dx: 4, textAnchor: "start", fontSize: 10 }),
+    ],
+  }, width, Math.max(120, 40 + rows.length * 26));
+  return compose(title, subtitle, [panel]);
 }

@@ -97,12 +97,13 @@ export function renderTable(rows: TableRow[], format: TableFormat): string {
     case "jsonl": return rows.map((r) => JSON.stringify(r)).join("\n") + (rows.length ? "\n" : "");
     case "csv": return [COLS.join(","), ...rows.map((r) => COLS.map((c) => csvCell(r[c])).join(","))].join("\n") + "\n";
     case "md": {
-      const head = ["label", "model", "size", "weights", "backend", "toggles", "test", "t/s (min–max)", "% roofline"];
+      // Toggles are in csv/json/jsonl; in md the label names the arm (the full toggle list would not fit).
+      const head = ["label", "model", "size", "weights", "backend", "test", "t/s (min–max)", "% roofline"];
       const esc = (s: string) => s.replace(/\|/g, "\\|");
       const lines = [
         `| ${head.join(" | ")} |`,
-        `| ${head.map((h, i) => (i >= 7 ? "---:" : "---")).join(" | ")} |`,
-        ...rows.map((r) => `| ${[r.label, r.model, r.size, r.weights, r.backend, r.toggles || "defaults", r.test, fmtRate(r),
+        `| ${head.map((h, i) => (i >= 6 ? "---:" : "---")).join(" | ")} |`,
+        ...rows.map((r) => `| ${[r.label, r.model, r.size, r.weights, r.backend, r.test, fmtRate(r),
           r.roofline_pct === null ? "" : r.roofline_pct.toFixed(1)].map((x) => esc(String(x))).join(" | ")} |`),
       ];
       return lines.join("\n") + "\n";

@@ -1,0 +1,119 @@
+// Ablation: sweep optimization toggles over a prompt set and write one profile per arm, a comparison table and
+// plots. Run top to bottom:
+//
+//   bun notebooks/ablate.ts                                  # every toggle with >1 arm on this backend, one at a time
+//   bun notebooks/ablate.ts --toggle gqa=native,broadcast --toggle kvCache=bf16,f32 --cartesian
+//   bun notebooks/ablate.ts --model synthetic:0.5b --backend cuda --prompts prompts.jsonl --repeats 5
+//   bun notebooks/ablate.ts --profiling on,off               # profiling mode as an axis (its overhead)
+//
+// Output (default profiles/ablate/<stamp>/): <arm>.json per arm, comparison.md (llama-bench table + deltas
+// vs the baseline arm), table.{csv,json,jsonl}, roofline.svg, latency-<arm>.svg, decode.svg.
+import { parseArgs } from "node:util";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { openModel } from "../engine/index.ts";
+import { writeProfile, type Profile } from "../engine/profile.ts";
+import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/export/record.ts";
+import { buildArms, runArm } from "../engine/export/sweep.ts";
+import { renderTable, tableRows } from "../engine/export/table.ts";
+import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
+import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+
+const REPO = resolve(import.meta.dir, "..");
+const { values: a } = parseArgs({
+  args: Bun.argv.slice(2),
+  options: {
+    model: { type: "string", default: "default" },
+    backend: { type: "string", default: "auto" },
+    threads: { type: "string" },
+    prompts: { type: "string" },
+    toggle: { type: "string", multiple: true },
+    cartesian: { type: "boolean", default: false },
+    profiling: { type: "string", default: "on" },
+    "max-tokens": { type: "string", default: "32" },
+    repeats: { type: "string", default: "3" },
+    "no-warmup": { type: "boolean", default: false },
+    seed: { type: "string", default: "0" },
+    out: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+if (a.help) { console.log(readFileSync(import.meta.path, "utf8").split("\n").filter((l) => l.startsWith("//")).join("\n")); process.exit(0); }
+
+// 1. The prompt set (a small built-in one unless --prompts names a JSON/JSONL file).
+const DEFAULT_PROMPTS: PromptSpec[] = [
+  { prompt: "The old man walked into the room and", seed: 1 },
+  { prompt: "The jury said it did find that the court", seed: 2 },
+  { prompt: "In the first place, the committee", seed: 3 },
+];
+const set = a.prompts ? parsePromptSet(readFileSync(a.prompts, "utf8"), "cli") : { name: "builtin", prompts: DEFAULT_PROMPTS, sampling: {}, maxTokens: undefined };
+const sampling = SamplingSpec.parse({ seed: Number(a.seed), ...(set.sampling ?? {}) });
+const maxTokens = set.maxTokens ?? Number(a["max-tokens"]);
+
+// 2. The model and its toggle registry.
+const model = await openModel(a.model!, { backend: a.backend as "auto" | "cpu" | "cuda", threads: a.threads ? Number(a.threads) : undefined });
+const session = model.newSession({ maxBatch: 1 });
+console.log(`model ${model.id} · ${model.backend} · ${model.device.name} · ${model.config.num_hidden_layers} layers`);
+
+// 3. Arms from the registry.
+const axes: Record<string, string[]> = {};
+for (const t of a.toggle ?? []) {
+  const [id, vals] = t.split("=");
+  if (!id || !vals) throw new Error(`--toggle ${t}: expected id=v1,v2 (or id=*)`);
+  axes[id] = vals.split(",");
+}
+const profilingAxis = a.profiling!.split(",").map((x) => x.trim() === "on");
+const arms = buildArms(model.toggleRegistry(), model.backend, axes, { cartesian: a.cartesian, profiling: profilingAxis });
+console.log(`${arms.length} arms × ${set.prompts.length} prompts × ${a.repeats} repetitions: ${arms.map((x) => x.label).join(" | ")}`);
+
+// 4. Run every arm; one profile each.
+const stamp = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 13);
+const out = resolve(a.out ?? join(REPO, "profiles/ablate", stamp));
+mkdirSync(out, { recursive: true });
+const slug = (s: string) => s.replace(/[^A-Za-z0-9._=-]+/g, "_").replace(/=/g, "-").slice(0, 100);
+const profiles: Profile[] = [];
+for (const arm of arms) {
+  const p = await runArm(model, session, arm, {
+    id: `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats: Number(a.repeats),
+    warmup: !a["no-warmup"], command: `bun notebooks/ablate.ts ${Bun.argv.slice(2).join(" ")}`,
+    onProgress: (m) => process.stdout.write(`\r  ${m}                    `),
+  });
+  writeProfile(join(out, `${slug(arm.label)}.json`), p);
+  profiles.push(p);
+}
+process.stdout.write("\n");
+
+// 5. Comparison table (llama-bench style + deltas vs the first arm, the baseline) and plots.
+const rows = tableRows(profiles);
+for (const f of ["csv", "json", "jsonl"] as const) writeFileSync(join(out, `table.${f}`), renderTable(rows, f));
+const base = profiles[0];
+const tok0 = JSON.stringify(base.summary.first_tokens);
+const med = (xs: number[]) => { const v = [...xs].sort((x, y) => x - y); return v.length ? (v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2) : NaN; };
+const rate = (p: Profile, prefix: string) => p.bench?.find((b) => b.test.startsWith(prefix))?.tokens_per_s.median ?? NaN;
+const ttft = (p: Profile) => med((p.summary.ttft_ms_samples as number[] | undefined) ?? []);
+const pct = (x: number, b: number) => (Number.isFinite(x) && Number.isFinite(b) && b ? `${x >= b ? "+" : ""}${((100 * (x - b)) / b).toFixed(1)} %` : "");
+const deltas = profiles.map((p) => {
+  const same = JSON.stringify(p.summary.first_tokens) === tok0 ? "yes" : "no";
+  return `| ${p.manifest.label} | ${rate(p, "tg").toFixed(2)} | ${pct(rate(p, "tg"), rate(base, "tg"))} | ${rate(p, "pp").toFixed(1)} | ${pct(rate(p, "pp"), rate(base, "pp"))} | ${ttft(p).toFixed(2)} | ${pct(ttft(p), ttft(base))} | ${same} |`;
+});
+const md = [
+  `# Ablation ${stamp}`, "",
+  `model \`${model.id}\` · backend ${model.backend} · ${model.device.name} · ${set.prompts.length} prompts (${set.name}) · max ${maxTokens} tokens · ${a.repeats} repetitions${a["no-warmup"] ? "" : " after a warm-up"} · greedy unless the set says otherwise`, "",
+  "## Rates", "", renderTable(rows, "md"),
+  "## Against the baseline arm", "",
+  "Medians over the repetitions; Δ against the first arm. On a shared or loaded machine, read the min–max spread above before the Δ.", "",
+  "| arm | decode tok/s | Δ | prefill tok/s | Δ | TTFT ms | Δ | same tokens as baseline |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+  ...deltas, "",
+  "Plots: roofline.svg (all arms overlaid), decode.svg, latency-<arm>.svg. Profiles: one JSON per arm in this folder.", "",
+].join("\n");
+writeFileSync(join(out, "comparison.md"), md);
+const ceil = ceilingsFor(loadCeilings(join(REPO, "profiles/ceilings")), model.device.name);
+writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, ceil, "op"));
+for (const p of profiles) writeFileSync(join(out, `latency-${slug(p.manifest.label ?? p.id)}.svg`), latencySvg(p));
+const tg = rows.filter((r) => r.test.startsWith("tg"));
+writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${a.repeats}, whiskers min–max`,
+  tg.map((r) => ({ label: r.label, value: r.tokens_per_s, lo: r.tokens_per_s_min, hi: r.tokens_per_s_max })), "decode (tokens/s)"));
+console.log(md);
+console.log(`wrote ${profiles.length} profiles and the comparison to ${out}`);
+session.close();
+model.close();
