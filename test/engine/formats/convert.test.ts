@@ -30,7 +30,8 @@ test("HF bf16 → GGUF q8_0 / q4_k_m / bf16: reopens with the same config, accur
     }
     if (scheme === "q4_k_m") {
       expect(types["token_embd.weight"]).toBe("Q6_K"); // tied: doubles as the output
-      expect(types["blk.0.attn_v.weight"]).toBe("Q6_K");
+      // llama.cpp's use_more_bits for 4 layers: i < 0 || i >= 3 || i % 3 == 2 → layers 2 and 3
+      expect([0, 1, 2, 3].map((i) => types[`blk.${i}.attn_v.weight`])).toEqual(["Q4_K", "Q4_K", "Q6_K", "Q6_K"]);
       expect(types["blk.1.attn_q.weight"]).toBe("Q4_K");
     }
   }
