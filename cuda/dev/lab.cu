@@ -275,9 +275,9 @@ static void gemv_case(const char *label, int type, int64_t rows, int64_t cols, i
   const double tol = out_bf ? 1e-2 : 1e-4;
   double us = 0, rate = 0;
   if (timed) {
-    // rotate weight copies so that >= 512 MB are cycled (L2 is 60 MB)
+    // rotate weight copies so that >= 512 MB are cycled (L2 is 60 MB; small matrices get up to 256 copies)
     const size_t wb = hw.bytes();
-    const int ncopies = (int)std::min<size_t>(16, std::max<size_t>(1, (512u << 20) / std::max<size_t>(wb, 1)));
+    const int ncopies = (int)std::min<size_t>(256, std::max<size_t>(1, ((512u << 20) + wb - 1) / std::max<size_t>(wb, 1)));
     std::vector<DevW> copies{w};
     for (int i = 1; i < ncopies; ++i) copies.push_back(upload_w(hw));
     us = time_us([&](int i) { GemvArgs t = a; t.w = copies[i % ncopies].m; if (epi == GEMV_EPI_ADD_F32) t.epi = GEMV_EPI_F32; launch_gemv(t, 0); },

@@ -196,7 +196,7 @@ class CudaSession final : public BackendSession {
   void run_decode(const Step &st, Sink &sink, int32_t *out_tokens);
   void decode_body(int32_t B, const Step *st, Sink *sink, bool eager_hooks);
   void finish_sampling(const Step &st, Sink &sink, int32_t rows, const std::vector<int32_t> &positions,
-                       int32_t *out_tokens, bool logits_on_host);
+                       int32_t *out_tokens, const int32_t *dev_tokens);
   bool wants_any(const Step &st, Sink &sink) const;
 
   CudaModel &m_;
@@ -215,6 +215,10 @@ class CudaSession final : public BackendSession {
   int32_t *hparams_ = nullptr;
   int32_t *p_tokens_ = nullptr, *p_pos_ = nullptr, *p_slot_ = nullptr, *p_len_ = nullptr, *p_out_ = nullptr;
   int32_t prow_cap_ = 0;
+  // decode parameters (one 320-byte H2D copy per token): tokens | pos | slot | len | out, 16 each
+  DBuf dparams_;
+  int32_t *hdparams_ = nullptr;
+  int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_slot_ = nullptr, *d_len_ = nullptr, *d_out_ = nullptr;
   DBuf attn_ws_, attn_cnt_;
   int32_t n_split_ = 1;
   DBuf bcast_k_, bcast_v_;  // gqa=broadcast scratch [max_batch][nH][max_ctx][d]
@@ -354,6 +358,13 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   attn_cnt_ = DBuf((size_t)max_batch * c.num_heads * 4);  // nH: the broadcast arm runs with nH "kv" heads
   CK(cudaMemset(attn_cnt_.p, 0, attn_cnt_.bytes));
   ensure_rows(std::max(max_batch, std::min(max_prefill, 512)));
+  CK(cudaMallocHost(&hdparams_, 5 * 16 * 4));
+  dparams_ = DBuf(5 * 16 * 4);
+  d_tokens_ = dparams_.as<int32_t>();
+  d_pos_ = d_tokens_ + 16;
+  d_slot_ = d_pos_ + 16;
+  d_len_ = d_slot_ + 16;
+  d_out_ = d_len_ + 16;
   configure_kv("bf16");
 }
 
@@ -361,6 +372,7 @@ CudaSession::~CudaSession() {
   for (auto &g : graphs_) cudaGraphExecDestroy(g.second);
   for (auto e : ev_pool_) cudaEventDestroy(e);
   if (hparams_) cudaFreeHost(hparams_);
+  if (hdparams_) cudaFreeHost(hdparams_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -515,7 +527,7 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   auto cm = [&](const DevMat &d, bool bias) { return cost_matmul(B, d.m.rows, d.m.cols, d.type, d.group, bias, 2.0); };
   float *x = x_.as<float>();
   if (sk) begin_op(*sk);
-  qwc::launch_embed(x, m_.embed.m, p_tokens_, B, stream_);
+  qwc::launch_embed(x, m_.embed.m, d_tokens_, B, stream_);
   if (sk) end_op(*sk, -1, QW_OP_EMBED, "embed_gather", cost_embed(B, H, m_.embed.type, m_.embed.group, 4.0), B);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[l];
@@ -562,8 +574,8 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       r.qkv = qkvf_.as<float>();
       r.qkv_ld = QKV;
       r.bias = nullptr;
-      r.row_pos = p_pos_;
-      r.row_slot = p_slot_;
+      r.row_pos = d_pos_;
+      r.row_slot = d_slot_;
       r.inv_freq = m_.inv_freq.as<float>();
       r.rows = B; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
       qwc::launch_rope_kv(r, stream_);
@@ -580,8 +592,8 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       a.q = q_.as<__nv_bfloat16>();
       a.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
       a.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-      a.slot = p_slot_;
-      a.kv_len = p_len_;
+      a.slot = d_slot_;
+      a.kv_len = d_len_;
       a.batch = B; a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
       a.n_split = n_split_;
       a.ws = attn_ws_.as<float>();
@@ -589,11 +601,11 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       if (bcast) {
         const size_t n = (size_t)max_batch_ * c.num_heads * max_ctx_ * c.head_dim;
         (void)n;  // allocated by run_decode before any capture
-        qwc::launch_kv_broadcast(bcast_k_.as<__nv_bfloat16>(), bcast_v_.as<__nv_bfloat16>(), a.kcache, a.vcache, p_slot_,
-                                 p_len_, B, c.num_heads, c.num_kv_heads, c.head_dim, max_ctx_, max_ctx_, stream_);
+        qwc::launch_kv_broadcast(bcast_k_.as<__nv_bfloat16>(), bcast_v_.as<__nv_bfloat16>(), a.kcache, a.vcache, d_slot_,
+                                 d_len_, B, c.num_heads, c.num_kv_heads, c.head_dim, max_ctx_, max_ctx_, stream_);
         a.kcache = bcast_k_.as<__nv_bfloat16>();
         a.vcache = bcast_v_.as<__nv_bfloat16>();
-        a.slot = p_out_;  // identity 0..B-1 (see run_decode)
+        a.slot = d_out_;  // identity 0..B-1 (see run_decode)
         a.n_kv = c.num_heads;  // counters are sized for nH heads (constructor)
       }
       qwc::launch_decode_attention(a, stream_);
@@ -697,24 +709,22 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
            add(cost_rmsnorm(B, H, 4.0), cost_matmul(B, c.vocab_size, H, lt, m_.lm_head->group, false, 2.0)), B);
   }
   if (sk) begin_op(*sk);
-  qwc::launch_argmax(p_out_ + prow_cap_ * 0, logits_.as<float>(), B, c.vocab_size, c.vocab_size, stream_);
+  qwc::launch_argmax(d_out_, logits_.as<float>(), B, c.vocab_size, c.vocab_size, stream_);
   if (sk) end_op(*sk, -1, QW_OP_SAMPLE, "argmax", cost_sample(B, c.vocab_size), B);
 }
 
 void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   const int32_t B = (int32_t)st.seq.size();
   ensure_logits(max_batch_);
-  // params: tokens, pos, slot, len; p_out_ holds the identity 0..B-1 before the step (broadcast slots)
-  const int32_t R = prow_cap_;
+  // params: tokens, pos, slot, len; d_out_ holds the identity 0..B-1 before the step (broadcast slots)
   for (int32_t i = 0; i < B; ++i) {
-    hparams_[i] = st.tokens[st.row_offset[i]];
-    hparams_[R + i] = st.pos0[i];
-    hparams_[2 * R + i] = st.seq[i];
-    hparams_[3 * R + i] = st.pos0[i] + 1;
-    hparams_[4 * R + i] = i;
+    hdparams_[i] = st.tokens[st.row_offset[i]];
+    hdparams_[16 + i] = st.pos0[i];
+    hdparams_[32 + i] = st.seq[i];
+    hdparams_[48 + i] = st.pos0[i] + 1;
+    hdparams_[64 + i] = i;
   }
-  for (int k = 0; k < 5; ++k)
-    CK(cudaMemcpyAsync(params_.as<int32_t>() + k * R, hparams_ + k * R, B * 4, cudaMemcpyHostToDevice, stream_));
+  CK(cudaMemcpyAsync(dparams_.p, hdparams_, 5 * 16 * 4, cudaMemcpyHostToDevice, stream_));
   const bool hooks = wants_any(st, sink);
   bool any_bcast = false;
   std::string key = std::to_string(B) + ":";
@@ -728,7 +738,7 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
     bcast_k_ = DBuf(n * 2);
     bcast_v_ = DBuf(n * 2);
   }
-  // The identity slots for the broadcast arm live in p_out_ and are overwritten by argmax at the end of the
+  // The identity slots for the broadcast arm live in d_out_ and are overwritten by argmax at the end of the
   // step, which is after the last attention: safe.
   const bool use_graph = st.toggles.graphs && !prof_ && !hooks;
   if (use_graph) {
@@ -754,17 +764,17 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   }
   std::vector<int32_t> positions(B);
   for (int32_t i = 0; i < B; ++i) positions[i] = st.pos0[i] + 1;
-  finish_sampling(st, sink, B, positions, out_tokens, false);
+  finish_sampling(st, sink, B, positions, out_tokens, d_out_);
 }
 
 // Reads the argmax tokens (p_out_) or samples on the host from the logits rows; logits readout / hook.
 void CudaSession::finish_sampling(const Step &st, Sink &sink, int32_t rows, const std::vector<int32_t> &positions,
-                                  int32_t *out_tokens, bool) {
+                                  int32_t *out_tokens, const int32_t *dev_tokens) {
   const int32_t V = m_.cfg.vocab_size;
   bool any_sampled = false;
   for (size_t i = 0; i < st.seq.size(); ++i) any_sampled |= st.temperature[i] > 0.f;
   const bool need_logits = any_sampled || st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
-  CK(cudaMemcpyAsync(out_tokens, p_out_, rows * 4, cudaMemcpyDeviceToHost, stream_));
+  CK(cudaMemcpyAsync(out_tokens, dev_tokens, rows * 4, cudaMemcpyDeviceToHost, stream_));
   if (need_logits) {
     hbuf_.resize((size_t)rows * V);
     CK(cudaMemcpyAsync(hbuf_.data(), logits_.p, hbuf_.size() * 4, cudaMemcpyDeviceToHost, stream_));
