@@ -172,3 +172,23 @@ test(`fuzz: ${N_FILE} mutated files through the mmap path`, () => {
   fs.rmSync(dir, { recursive: true });
   expect(stats.parsed + stats.rejected).toBe(N_FILE);
 });
+
+test("fuzz: 1000 mutated config.json objects give a config or an Error", async () => {
+  const { configFromHf } = await import("../../../engine/config.ts");
+  const base = await Bun.file(nodePath.join(import.meta.dir, "../../fixtures/tiny-qwen2-brown-config.json")).json() as Record<string, unknown>;
+  const r = rng(555);
+  const values: unknown[] = [0, -1, 1, 3, 2.5, 1e308, NaN, null, "", "qwen2", "llama", true, [], {}, [1, 2], { rope_theta: 5 }, 2 ** 53, 151936];
+  const stats = newStats();
+  for (let i = 0; i < 1000; i++) {
+    const c: Record<string, unknown> = structuredClone(base);
+    const keys = Object.keys(c);
+    for (let k = 1 + int(r, 3); k > 0; k--) {
+      const key = keys[int(r, keys.length)];
+      if (r() < 0.2) delete c[key];
+      else c[key] = values[int(r, values.length)];
+    }
+    check(stats, `config case ${i}`, () => { configFromHf(c); });
+  }
+  expect(stats.parsed + stats.rejected).toBe(1000);
+  expect(stats.rejected).toBeGreaterThan(300);
+});
