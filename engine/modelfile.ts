@@ -24,6 +24,10 @@ export interface TensorSpec {
   ne: number[];
   /** The Hugging Face name of the same tensor. */
   hfName: string;
+  /** Layer index, or -1 for token_embd / output_norm / output. */
+  layer: number;
+  /** What it is: a matrix (GEMV/GEMM weight, incl. the embedding), a norm weight or a bias. */
+  kind: "matrix" | "norm" | "bias";
 }
 
 const LAYER_TENSORS: [gguf: string, hf: string, ne: (c: QwenConfig) => number[]][] = [
@@ -46,12 +50,15 @@ const LAYER_TENSORS: [gguf: string, hf: string, ne: (c: QwenConfig) => number[]]
  * Tied models (tie_word_embeddings) have no output.weight.
  */
 export function tensorTable(c: QwenConfig): TensorSpec[] {
-  const t: TensorSpec[] = [{ name: "token_embd.weight", hfName: "model.embed_tokens.weight", ne: [c.hidden_size, c.vocab_size] }];
+  const t: TensorSpec[] = [{ name: "token_embd.weight", hfName: "model.embed_tokens.weight", ne: [c.hidden_size, c.vocab_size], layer: -1, kind: "matrix" }];
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    for (const [g, h, ne] of LAYER_TENSORS) t.push({ name: `blk.${i}.${g}`, hfName: `model.layers.${i}.${h}`, ne: ne(c) });
+    for (const [g, h, ne] of LAYER_TENSORS) {
+      const kind = g.endsWith(".bias") ? "bias" : g.includes("norm") ? "norm" : "matrix";
+      t.push({ name: `blk.${i}.${g}`, hfName: `model.layers.${i}.${h}`, ne: ne(c), layer: i, kind });
+    }
   }
-  t.push({ name: "output_norm.weight", hfName: "model.norm.weight", ne: [c.hidden_size] });
-  if (!c.tie_word_embeddings) t.push({ name: "output.weight", hfName: "lm_head.weight", ne: [c.hidden_size, c.vocab_size] });
+  t.push({ name: "output_norm.weight", hfName: "model.norm.weight", ne: [c.hidden_size], layer: -1, kind: "norm" });
+  if (!c.tie_word_embeddings) t.push({ name: "output.weight", hfName: "lm_head.weight", ne: [c.hidden_size, c.vocab_size], layer: -1, kind: "matrix" });
   return t;
 }
 

@@ -17,7 +17,10 @@ describe("tensor table and names", () => {
     expect(t.find((s) => s.name === "blk.0.ffn_down.weight")!.ne).toEqual([128, 64]);
     expect(t.find((s) => s.name === "token_embd.weight")!.ne).toEqual([64, 96]);
     const u = tensorTable({ ...c, tie_word_embeddings: false });
-    expect(u[u.length - 1]).toEqual({ name: "output.weight", hfName: "lm_head.weight", ne: [64, 96] });
+    expect(u[u.length - 1]).toEqual({ name: "output.weight", hfName: "lm_head.weight", ne: [64, 96], layer: -1, kind: "matrix" });
+    expect(t.filter((s) => s.kind === "bias").map((s) => s.name).slice(0, 3)).toEqual(["blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"]);
+    expect(t.filter((s) => s.kind === "norm").length).toBe(2 * 2 + 1);
+    expect(t.find((s) => s.name === "blk.1.ffn_up.weight")!.layer).toBe(1);
   });
 
   test("HF ↔ GGUF names", () => {
