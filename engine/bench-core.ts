@@ -101,7 +101,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
 
   const rows: BenchRow[] = [];
   const weights = weightLabel(model);
-  const base = { model: model.id, weights, backend: model.backend, system: "qwen-workbench" };
+  const base = { model: modelLabel(model.id), weights, backend: model.backend, system: "qwen-workbench" };
   const res: BenchCaseResult = { rows };
   if (prefillSamples.length) {
     res.prefill = statOf(prefillSamples, "tok/s");
@@ -116,6 +116,11 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
       extra: { tpot_ms: res.tpot } });
   }
   return res;
+}
+
+/** A short model label for tables: the file or directory name of a path, else the id itself. */
+export function modelLabel(id: string): string {
+  return id.includes("/") ? (id.replace(/\/+$/, "").split("/").pop() ?? id).replace(/\.gguf$/, "") : id;
 }
 
 /** A short label of a model's weight types, e.g. "f16", "q8_0", or "q4_k+q6_k+q5_0". */

@@ -90,6 +90,22 @@ test("q4_k_m type plan follows llama.cpp (0.5B falls back where ne0 % 256 != 0)"
 });
 
 describe("synthetic files", () => {
+  test("HF writer shards above the shard size and the shards load", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qw-syn-"));
+    try {
+      await writeSyntheticHf(synthSpec("tiny"), "f32", dir, { shardBytes: 4e6 });
+      expect(existsSync(join(dir, "model.safetensors"))).toBe(false);
+      const idx = JSON.parse(readFileSync(join(dir, "model.safetensors.index.json"), "utf8"));
+      const shards = new Set(Object.values(idx.weight_map as Record<string, string>));
+      expect(shards.size).toBeGreaterThan(1);
+      const src = openModelSource(dir);
+      expect(src.tensors.length).toBe(50);
+      expect(src.weightTypes).toEqual({ F32: 50 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("GGUF: llama.cpp metadata and the tokenizer are written", async () => {
     const dir = mkdtempSync(join(tmpdir(), "qw-syn-"));
     try {
