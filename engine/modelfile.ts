@@ -8,7 +8,7 @@ import * as nodePath from "node:path";
 import type { QwenConfig } from "./api.ts";
 import { configFromGguf, configFromHf, ggufMetadataForConfig } from "./config.ts";
 import {
-  GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, ggufPlain, gv, isKnownGgmlType, isSupportedGgmlType,
+  GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, ggufPlain, ggufValueTypeName, gv, isKnownGgmlType, isSupportedGgmlType,
   openGguf, writeGguf, type GgufFile, type GgufKV,
 } from "./gguf.ts";
 import { chooseQuantType, dequantize, quantize, type QuantScheme } from "./quant.ts";
@@ -172,7 +172,7 @@ export interface ModelSource {
   /** The model's tensors in tensorTable order (tensors the model does not use are dropped, see warnings). */
   tensors: ModelTensor[];
   tokenizer: TokenizerSource;
-  /** GGUF metadata (plain values; long arrays summarized) or the safetensors __metadata__ plus config.json. */
+  /** GGUF metadata (plain values; arrays over 64 items as { array: elemTypeName, length }) or the safetensors __metadata__ plus config.json. */
   metadata: Record<string, unknown>;
   warnings: string[];
   weightBytes: number;
@@ -186,7 +186,7 @@ function summarizeGgufMetadata(g: GgufFile): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, kv] of g.metadata) {
     if (typeof kv.value === "object" && kv.value.items.length > 64) {
-      out[k] = { array: kv.value.elemType, length: kv.value.items.length };
+      out[k] = { array: ggufValueTypeName(kv.value.elemType), length: kv.value.items.length };
     } else {
       out[k] = ggufPlain(kv.value);
     }
