@@ -91,7 +91,7 @@ int main() {
     check_model((std::string("k-quant mix ") + std::to_string(t)).c_str(), m, false, 5e-5);
   }
 
-  // 3. Batched decode equals single-sequence decode bitwise; gqa broadcast equals native bitwise;
+  // 3. Batched decode equals single-sequence decode (to fp32 rounding); gqa broadcast equals native bitwise;
   //    chunked prefill equals one prefill; captures and records.
   {
     const RefModel &ref = f32;
@@ -126,8 +126,9 @@ int main() {
       CHECK_OK(qw_session_decode(run.s, 2, seqs, toks, outs));
       batched = run.logits();
       CHECK(batched.size() == 2 * V, "batched logits rows");
-      CHECK(std::memcmp(batched.data(), single_a.data(), V * 4) == 0, "batched row 0 == single decode (bitwise)");
-      CHECK(std::memcmp(batched.data() + V, single_b.data(), V * 4) == 0, "batched row 1 == single decode (bitwise)");
+      // T = 1 uses the single-stream GEMV, T = 2 the 2x2 tile: same math, different summation order.
+      CHECK(rel_err(batched.data(), single_a.data(), V) < 1e-5, "batched row 0 == single decode");
+      CHECK(rel_err(batched.data() + V, single_b.data(), V) < 1e-5, "batched row 1 == single decode");
       int32_t n = 0;
       CHECK_OK(qw_session_capture_count(run.s, &n));
       CHECK(n == ref.c.L + 2, "capture count %d", n);

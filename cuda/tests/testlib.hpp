@@ -41,7 +41,7 @@ static int g_failures = 0;
     }                                                                                                \
   } while (0)
 
-static int finish(const char *name) {
+[[maybe_unused]] static int finish(const char *name) {
   if (g_failures) {
     std::fprintf(stderr, "%s: %d failure(s)\n", name, g_failures);
     return 1;

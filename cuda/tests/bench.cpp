@@ -1,0 +1,220 @@
+// bench.cpp — CPU tok/s on synthetic weights (real shapes, random values: dense-model speed does not depend
+// on the values). Usage: build/bench [tiny|0.5b] [f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k] [reps] [pp] [tg] [threads]
+// Prefill: pp tokens in one chunk (tok/s = pp / time). Decode: tg greedy steps from a 1-token context, like
+// llama-bench tg. Prints median and min-max over reps (a warm-up run is excluded).
+#include <algorithm>
+#include <chrono>
+#include <immintrin.h>
+
+#include "refmodel.hpp"
+
+static double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+static int32_t type_id(const std::string &s) {
+  if (s == "f32") return QW_GGML_F32;
+  if (s == "f16") return QW_GGML_F16;
+  if (s == "bf16") return QW_GGML_BF16;
+  if (s == "q8_0") return QW_GGML_Q8_0;
+  if (s == "q4_0") return QW_GGML_Q4_0;
+  if (s == "q5_0") return QW_GGML_Q5_0;
+  if (s == "q4_k") return QW_GGML_Q4_K;
+  if (s == "q5_k") return QW_GGML_Q5_K;
+  if (s == "q6_k") return QW_GGML_Q6_K;
+  return -1;
+}
+
+// Fast random GGUF bytes (no fp64 copy, unlike RefModel).
+static std::vector<uint8_t> synth(Rng &r, int32_t t, int64_t n) {
+  const GgmlType g = ggml_type(t);
+  std::vector<uint8_t> d(size_t(n / g.block_elems * g.block_bytes));
+  uint64_t *w = reinterpret_cast<uint64_t *>(d.data());
+  for (size_t i = 0; i < d.size() / 8; ++i) w[i] = r.next();
+  const int64_t nb = n / g.block_elems;
+  if (t == QW_GGML_F32)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = float(int32_t(r.next() >> 40) - (1 << 23)) * (0.02f / float(1 << 23));
+      std::memcpy(&d[size_t(4 * i)], &v, 4);
+    }
+  else if (t == QW_GGML_F16 || t == QW_GGML_BF16)
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h = t == QW_GGML_F16 ? uint16_t((d[size_t(2 * i)] & 0x83FF) | 0x2000)   // |x| in [2^-7, 2^-6)
+                                    : uint16_t((d[size_t(2 * i)] & 0x807F) | 0x3C00);  // bf16 ~ 2^-7
+      put16(&d[size_t(2 * i)], h);
+    }
+  else
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t *p = &d[size_t(b * g.block_bytes)];
+      const int off = t == QW_GGML_Q6_K ? 208 : 0;
+      put16(p + off, rand_half(r, -12, -9));
+      if (t == QW_GGML_Q4_K || t == QW_GGML_Q5_K) put16(p + 2, rand_half(r, -12, -9));
+    }
+  return d;
+}
+
+// Streaming read bandwidth of `threads` threads over a 1 GiB buffer (the decode roofline of this machine).
+__attribute__((target("avx2"))) static double membw(int threads) {
+  const size_t n = size_t(1) << 28;  // floats
+  std::vector<float> a(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = now_s();
+    float total = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
+    for (int64_t blk = 0; blk < int64_t(n / 4096); ++blk) {
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      const float *p = a.data() + blk * 4096;
+      for (int i = 0; i < 4096; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
+      }
+      float tmp[8];
+      _mm256_storeu_ps(tmp, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+      for (float v : tmp) total += v;
+    }
+    const double dt = now_s() - t0;
+    if (total != float(n) && total < 0) std::printf("?");
+    best = std::max(best, double(n) * 4 / dt / 1e9);
+  }
+  return best;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && std::string(argv[1]) == "membw") {
+    const int th = argc > 2 ? std::atoi(argv[2]) : 2;
+    std::printf("read bandwidth, %d thread(s): %.1f GB/s (best of 5, 1 GiB)\n", th, membw(th));
+    return 0;
+  }
+  const std::string shape = argc > 1 ? argv[1] : "tiny", ts = argc > 2 ? argv[2] : "f32";
+  const int reps = argc > 3 ? std::atoi(argv[3]) : 3;
+  const int pp = argc > 4 ? std::atoi(argv[4]) : (shape == "tiny" ? 128 : 64);
+  const int tg = argc > 5 ? std::atoi(argv[5]) : (shape == "tiny" ? 64 : 32);
+  const int threads = argc > 6 ? std::atoi(argv[6]) : 2;
+  const int32_t wt = type_id(ts);
+  if (wt < 0) {
+    std::fprintf(stderr, "unknown type %s\n", ts.c_str());
+    return 2;
+  }
+  RefConfig c;
+  if (shape == "tiny") {
+    c.V = 8256; c.H = 256; c.F = 768; c.L = 4; c.nH = 4; c.nKV = 1; c.d = 64;
+  } else if (shape == "0.5b") {
+    c.V = 151936; c.H = 896; c.F = 4864; c.L = 24; c.nH = 14; c.nKV = 2; c.d = 64;
+  } else if (shape == "1.5b") {
+    c.V = 151936; c.H = 1536; c.F = 8960; c.L = 28; c.nH = 12; c.nKV = 2; c.d = 128;
+  } else {
+    std::fprintf(stderr, "unknown shape %s\n", shape.c_str());
+    return 2;
+  }
+  c.theta = 1e6;
+  c.tied = true;
+  qw_engine *e;
+  qw_model *m;
+  qw_session *s;
+  char opts[64];
+  std::snprintf(opts, sizeof opts, "{\"threads\":%d}", threads);
+  CHECK_OK(qw_engine_create(opts, &e));
+  CHECK_OK(qw_model_create(e, c.json().c_str(), &m));
+  Rng r(1);
+  const double t_load = now_s();
+  auto load = [&](const std::string &n, int64_t ne0, int64_t ne1, bool vec) {
+    // K-quants need ne0 % 256 == 0 (not true for 0.5B's 896): fall back to q8_0 like llama.cpp's mixes do.
+    int32_t t = vec ? QW_GGML_F32 : wt;
+    if (!vec && ne0 % ggml_type(t).block_elems != 0) t = QW_GGML_Q8_0;
+    std::vector<uint8_t> raw = vec ? std::vector<uint8_t>(size_t(ne0 * 4)) : synth(r, t, ne0 * ne1);
+    if (vec)
+      for (int64_t i = 0; i < ne0; ++i) {
+        const float one = 1.0f;
+        std::memcpy(&raw[size_t(4 * i)], &one, 4);
+      }
+    CHECK_OK(qw_model_load_tensor(m, n.c_str(), t, vec ? 1 : 2, ne0, vec ? 1 : ne1, 1, 1, raw.data(), raw.size()));
+  };
+  const int Q = c.nH * c.d, KV = c.nKV * c.d;
+  load("token_embd.weight", c.H, c.V, false);
+  for (int l = 0; l < c.L; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    load(b + "attn_norm.weight", c.H, 1, true);
+    load(b + "attn_q.weight", c.H, Q, false);
+    load(b + "attn_q.bias", Q, 1, true);
+    load(b + "attn_k.weight", c.H, KV, false);
+    load(b + "attn_k.bias", KV, 1, true);
+    load(b + "attn_v.weight", c.H, KV, false);
+    load(b + "attn_v.bias", KV, 1, true);
+    load(b + "attn_output.weight", Q, c.H, false);
+    load(b + "ffn_norm.weight", c.H, 1, true);
+    load(b + "ffn_gate.weight", c.H, c.F, false);
+    load(b + "ffn_up.weight", c.H, c.F, false);
+    load(b + "ffn_down.weight", c.F, c.H, false);
+  }
+  load("output_norm.weight", c.H, 1, true);
+  CHECK_OK(qw_model_finalize(m));
+  CHECK_OK(qw_session_create(m, "{\"max_context\":1024}", &s));
+  if (argc > 7) CHECK_OK(qw_session_set_toggle(s, "kvCache", argv[7], -1));
+  uint64_t len = 0;
+  char info[4096];
+  CHECK_OK(qw_model_info_json(m, nullptr, 0, &len));
+  std::printf("shape %s type %s threads %d: load %.1f s\n", shape.c_str(), ts.c_str(), threads, now_s() - t_load);
+  std::vector<int32_t> prompt(static_cast<size_t>(pp));
+  for (auto &t : prompt) t = int32_t(r.next() % uint64_t(c.V));
+  std::vector<double> pps, tgs;
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+    int32_t tok;
+    CHECK_OK(qw_session_reset(s, 0));
+    double t0 = now_s();
+    CHECK_OK(qw_session_prefill(s, 0, prompt.data(), pp, &tok));
+    const double t_pp = now_s() - t0;
+    CHECK_OK(qw_session_reset(s, 0));
+    CHECK_OK(qw_session_prefill(s, 0, prompt.data(), 1, &tok));
+    t0 = now_s();
+    for (int i = 0; i < tg; ++i) {
+      const int32_t seq = 0, in = tok;
+      CHECK_OK(qw_session_decode(s, 1, &seq, &in, &tok));
+    }
+    const double t_tg = now_s() - t0;
+    if (rep > 0) {
+      pps.push_back(pp / t_pp);
+      tgs.push_back(tg / t_tg);
+    }
+  }
+  auto report = [&](const char *what, int n, std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    std::printf("  %s%-4d %9.2f tok/s  (min %.2f, max %.2f, n=%zu)\n", what, n, v[v.size() / 2], v.front(), v.back(),
+                v.size());
+  };
+  report("pp", pp, pps);
+  report("tg", tg, tgs);
+  if (std::getenv("QW_BENCH_PROFILE")) {  // per-op decode time split from the op records
+    CHECK_OK(qw_session_set_profiling(s, 1));
+    int64_t junk = 0;
+    std::vector<qw_op_record> recs(1 << 16);
+    CHECK_OK(qw_session_read_records(s, recs.data(), int64_t(recs.size()), &junk));
+    int32_t tok;
+    CHECK_OK(qw_session_reset(s, 0));
+    CHECK_OK(qw_session_prefill(s, 0, prompt.data(), 1, &tok));
+    for (int i = 0; i < tg; ++i) {
+      const int32_t seq = 0, in = tok;
+      CHECK_OK(qw_session_decode(s, 1, &seq, &in, &tok));
+    }
+    int64_t n = 0;
+    CHECK_OK(qw_session_read_records(s, recs.data(), int64_t(recs.size()), &n));
+    double per_op[QW_OP_COUNT] = {}, bytes[QW_OP_COUNT] = {}, total = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (recs[size_t(i)].phase == QW_PHASE_DECODE) {
+        per_op[recs[size_t(i)].op] += double(recs[size_t(i)].t_end_ns - recs[size_t(i)].t_start_ns);
+        bytes[recs[size_t(i)].op] += recs[size_t(i)].bytes;
+      }
+    for (double v : per_op) total += v;
+    for (int o = 0; o < QW_OP_COUNT; ++o)
+      if (per_op[o] > 0)
+        std::printf("    %-11s %8.1f us/token %5.1f%%  %6.2f GB/s\n", qw_op_name(o), per_op[o] / tg / 1e3,
+                    100 * per_op[o] / total, bytes[o] / per_op[o]);
+  }
+  (void)info;
+  CHECK_OK(qw_session_destroy(s));
+  CHECK_OK(qw_model_destroy(m));
+  CHECK_OK(qw_engine_destroy(e));
+  return g_failures ? 1 : 0;
+}
