@@ -224,3 +224,18 @@ export function ggufMetadataForConfig(c: QwenConfig, name = "qwen2"): [string, G
   if (eos !== undefined) out.push(["tokenizer.ggml.eos_token_id", gv.u32(eos)]);
   return out;
 }
+
+/** A transformers config.json (Qwen2ForCausalLM) for a config, e.g. to export dequantized weights for PyTorch. */
+export function hfConfigForQwenConfig(c: QwenConfig, torchDtype: "float32" | "float16" | "bfloat16" = "bfloat16"): Record<string, unknown> {
+  return {
+    architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", hidden_act: "silu", attention_dropout: 0.0,
+    vocab_size: c.vocab_size, hidden_size: c.hidden_size, intermediate_size: c.intermediate_size,
+    num_hidden_layers: c.num_hidden_layers, num_attention_heads: c.num_attention_heads, num_key_value_heads: c.num_key_value_heads,
+    ...(c.head_dim * c.num_attention_heads !== c.hidden_size ? { head_dim: c.head_dim } : {}),
+    max_position_embeddings: c.max_position_embeddings, rope_theta: c.rope_theta, rms_norm_eps: c.rms_norm_eps,
+    tie_word_embeddings: c.tie_word_embeddings, use_sliding_window: false, sliding_window: null,
+    max_window_layers: c.num_hidden_layers, torch_dtype: torchDtype, use_cache: true,
+    ...(c.bos_token_id !== undefined ? { bos_token_id: c.bos_token_id } : {}),
+    ...(c.eos_token_id !== undefined ? { eos_token_id: c.eos_token_id } : {}),
+  };
+}

@@ -6,13 +6,13 @@
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import type { QwenConfig } from "./api.ts";
-import { configFromGguf, configFromHf, ggufMetadataForConfig } from "./config.ts";
+import { configFromGguf, configFromHf, ggufMetadataForConfig, hfConfigForQwenConfig } from "./config.ts";
 import {
   GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, ggufPlain, ggufValueTypeName, gv, isKnownGgmlType, isSupportedGgmlType,
   openGguf, writeGguf, type GgufFile, type GgufKV,
 } from "./gguf.ts";
 import { chooseQuantType, dequantize, quantize, type QuantScheme } from "./quant.ts";
-import { openSafetensorsDir, SUPPORTED_SAFETENSORS_DTYPES } from "./safetensors.ts";
+import { openSafetensorsDir, SUPPORTED_SAFETENSORS_DTYPES, writeSafetensors, writeSafetensorsSharded } from "./safetensors.ts";
 
 // ------------------------------------------------------------------------------------------------------
 // Tensor table and names
@@ -366,4 +366,45 @@ export async function convertToGguf(src: ModelSource, path: string, opts: Conver
   });
   const { bytes } = await writeGguf(path, { metadata: meta, tensors }, { onProgress: opts.onProgress });
   return { bytes, types };
+}
+
+const ST_DTYPE = { F32: GGML_TYPE.F32, F16: GGML_TYPE.F16, BF16: GGML_TYPE.BF16 } as const;
+const TORCH_DTYPE = { F32: "float32", F16: "float16", BF16: "bfloat16" } as const;
+
+/**
+ * Writes a model source as a Hugging Face directory (config.json + model.safetensors, sharded above
+ * `maxShardBytes`) with every tensor dequantized to `dtype` — e.g. a Q4_K_M GGUF as the exact weights it
+ * represents, for PyTorch side-by-side runs. Copies tokenizer.json / tokenizer_config.json from an HF source;
+ * a GGUF source's tokenizer is not converted (`tokenizer: false`).
+ */
+export async function convertToSafetensors(
+  src: ModelSource, dir: string, opts: { dtype: "F32" | "F16" | "BF16"; maxShardBytes?: number },
+): Promise<{ bytes: number; shards: number; tokenizer: boolean }> {
+  const target = ST_DTYPE[opts.dtype];
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors = src.tensors.map((t) => {
+    const spec = { name: ggufToHfName(t.name) ?? t.name, dtype: opts.dtype, shape: [...t.ne].reverse() };
+    return { ...spec, data: t.ggmlType === target ? () => t.data : () => quantize(target, dequantize(t.ggmlType, t.data)) };
+  });
+  let bytes = 0, shards = 1;
+  const total = tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * (opts.dtype === "F32" ? 4 : 2), 0);
+  if (opts.maxShardBytes && total > opts.maxShardBytes) {
+    const r = await writeSafetensorsSharded(dir, tensors, { maxShardBytes: opts.maxShardBytes, metadata: { format: "pt" } });
+    bytes = r.totalSize;
+    shards = r.shards.length;
+  } else {
+    bytes = (await writeSafetensors(nodePath.join(dir, "model.safetensors"), tensors, { format: "pt" })).bytes;
+  }
+  fs.writeFileSync(nodePath.join(dir, "config.json"), JSON.stringify(hfConfigForQwenConfig(src.config, TORCH_DTYPE[opts.dtype]), null, 2) + "\n");
+  let tokenizer = false;
+  if (src.tokenizer.kind === "hf") {
+    const copy = (from: string, name: string) => {
+      const to = nodePath.join(dir, name);
+      if (nodePath.resolve(from) !== nodePath.resolve(to)) fs.copyFileSync(from, to);
+    };
+    copy(src.tokenizer.tokenizerJson, "tokenizer.json");
+    if (src.tokenizer.tokenizerConfig) copy(src.tokenizer.tokenizerConfig, "tokenizer_config.json");
+    tokenizer = true;
+  }
+  return { bytes, shards, tokenizer };
 }

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import { GGML_TYPE, gv } from "../../../engine/gguf.ts";
-import { convertToGguf, openModelSource, tensorF32, tensorTable } from "../../../engine/modelfile.ts";
+import { convertToGguf, convertToSafetensors, openModelSource, tensorF32, tensorTable } from "../../../engine/modelfile.ts";
 import { errorStats, f32ArrayToBf16 } from "../../../engine/quant.ts";
 import { encodeSafetensors } from "../../../engine/safetensors.ts";
 import { gaussian, rng, tinyConfig, tmpDir } from "./helpers.ts";
@@ -57,5 +57,31 @@ test("0.5B-like widths (896) take llama.cpp's fallbacks in q4_k_m", async () => 
   expect(types["token_embd.weight"]).toBe("Q8_0");
   const m = openModelSource(nodePath.join(dir, "m.gguf"));
   expect(m.weightTypes).toEqual({ Q8_0: 2, F32: 6, Q5_0: 5, Q6_K: 1 }); // attn_v of layer 0 gets more bits: Q6_K → Q8_0
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("GGUF q4_k_m → HF safetensors (F32, sharded) holds exactly the dequantized weights; HF → HF copies the tokenizer", async () => {
+  const dir = tmpDir();
+  const q = nodePath.join(dir, "q.gguf");
+  await convertToGguf(openModelSource(repoModel), q, { scheme: "q4_k_m" });
+  const g = openModelSource(q);
+  const out = nodePath.join(dir, "hf");
+  const r = await convertToSafetensors(g, out, { dtype: "F32", maxShardBytes: 4 << 20 });
+  expect(r.shards).toBeGreaterThan(1);
+  expect(r.tokenizer).toBe(false);
+  const h = openModelSource(out);
+  expect(h.config).toEqual(g.config);
+  expect(h.weightTypes).toEqual({ F32: g.tensors.length });
+  for (const t of g.tensors) {
+    const a = tensorF32(t), b = tensorF32(h.tensors.find((x) => x.name === t.name)!);
+    expect(Buffer.compare(new Uint8Array(a.buffer), new Uint8Array(b.buffer))).toBe(0);
+  }
+  const bf = nodePath.join(dir, "hf-bf16");
+  const r2 = await convertToSafetensors(openModelSource(repoModel), bf, { dtype: "BF16" });
+  expect(r2).toMatchObject({ shards: 1, tokenizer: true });
+  const src = openModelSource(repoModel), copy = openModelSource(bf);
+  expect(copy.tokenizer.kind).toBe("hf");
+  expect(src.tensors.every((t, i) => Buffer.compare(t.data, copy.tensors[i].data) === 0)).toBe(true);
+  expect(JSON.parse(fs.readFileSync(nodePath.join(bf, "config.json"), "utf8")).torch_dtype).toBe("bfloat16");
   fs.rmSync(dir, { recursive: true });
 });
