@@ -1,14 +1,14 @@
 // (a) The CPU engine against the independent fp64 reference (test/reference/qwen2-ref.ts) on the tiny synthetic
 // model, f32 weights and f32 KV cache: logits of every prefill position and of each of 20 decode steps,
-// batch 1 and batch 3 with different prompt lengths. Tolerance: max |Δlogit| ≤ 1e-3 (logits are O(1–10);
-// fp32 accumulation over H = 256 / F = 768 gives ~1e-5 in practice).
+// batch 1 and batch 3 with different prompt lengths. Tolerance: max |Δlogit| ≤ 1e-4 (logits are O(1–10);
+// fp32 accumulation over H = 256 / F = 768 gives 5e-6..9e-6 in practice).
 // (f) The GQA "broadcast" arm computes the same function as "native" (≤ 1e-5).
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openSyntheticInMemory, type Model } from "../../engine/index.ts";
 import { argmax } from "../reference/qwen2-ref.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt, referenceFor, tinyTestSpec } from "../reference/fixtures.ts";
 
-const TOL = 1e-3;
+const TOL = 1e-4;
 const DECODE_STEPS = 20;
 
 describe.skipIf(!cpuLibraryBuilt())("engine vs fp64 reference (tiny synthetic, f32)", () => {
