@@ -344,6 +344,26 @@ export interface ConvertOptions {
 }
 
 /**
+ * The same model with each tensor converted to the type `scheme` gives it (chooseQuantType), lazily: a
+ * tensor's data is converted when first read (and not kept), so a loader that hands tensors over one at a
+ * time never holds more than one converted tensor. Tensors already of the target type are passed through.
+ */
+export function retypeModel(src: ModelSource, scheme: QuantScheme): ModelSource {
+  const c = src.config;
+  const tensors: ModelTensor[] = src.tensors.map((t) => {
+    const type = chooseQuantType(t.name, t.ne, scheme, { nLayers: c.num_hidden_layers, tied: c.tie_word_embeddings });
+    if (type === t.ggmlType) return t;
+    return {
+      name: t.name, sourceName: t.sourceName, ggmlType: type, ne: t.ne, nbytes: ggmlTensorBytes(type, t.ne),
+      get data() { return quantize(type, dequantize(t.ggmlType, t.data)); },
+    };
+  });
+  const weightTypes: Record<string, number> = {};
+  for (const t of tensors) weightTypes[ggmlTypeName(t.ggmlType)] = (weightTypes[ggmlTypeName(t.ggmlType)] ?? 0) + 1;
+  return { ...src, tensors, weightTypes, weightBytes: tensors.reduce((a, t) => a + t.nbytes, 0) };
+}
+
+/**
  * Writes a model source as a GGUF file llama.cpp can load, converting each tensor to the type `scheme` gives
  * it (chooseQuantType; tensors already of that type are copied as is). Streams tensor by tensor. A GGUF
  * source keeps its tokenizer.* metadata. Returns the byte size and the type chosen for each tensor.
@@ -356,13 +376,9 @@ export async function convertToGguf(src: ModelSource, path: string, opts: Conver
   if (src.gguf) for (const [k, v] of src.gguf.metadata) if (k.startsWith("tokenizer.")) meta.set(k, v);
   for (const [k, v] of opts.metadata ?? []) meta.set(k, v);
   const types: Record<string, string> = {};
-  const tensors = src.tensors.map((t) => {
-    const type = chooseQuantType(t.name, t.ne, opts.scheme, { nLayers: c.num_hidden_layers, tied: c.tie_word_embeddings });
-    types[t.name] = ggmlTypeName(type);
-    return {
-      name: t.name, type, ne: t.ne,
-      data: type === t.ggmlType ? () => t.data : () => quantize(type, dequantize(t.ggmlType, t.data)),
-    };
+  const tensors = retypeModel(src, opts.scheme).tensors.map((t) => {
+    types[t.name] = ggmlTypeName(t.ggmlType);
+    return { name: t.name, type: t.ggmlType, ne: t.ne, data: () => t.data };
   });
   const { bytes } = await writeGguf(path, { metadata: meta, tensors }, { onProgress: opts.onProgress });
   return { bytes, types };

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import { GGML_TYPE, gv } from "../../../engine/gguf.ts";
-import { convertToGguf, convertToSafetensors, openModelSource, tensorF32, tensorTable } from "../../../engine/modelfile.ts";
+import { convertToGguf, convertToSafetensors, openModelSource, retypeModel, tensorF32, tensorTable } from "../../../engine/modelfile.ts";
 import { errorStats, f32ArrayToBf16 } from "../../../engine/quant.ts";
 import { encodeSafetensors } from "../../../engine/safetensors.ts";
 import { gaussian, rng, tinyConfig, tmpDir } from "./helpers.ts";
@@ -84,4 +84,17 @@ test("GGUF q4_k_m → HF safetensors (F32, sharded) holds exactly the dequantize
   expect(src.tensors.every((t, i) => Buffer.compare(t.data, copy.tensors[i].data) === 0)).toBe(true);
   expect(JSON.parse(fs.readFileSync(nodePath.join(bf, "config.json"), "utf8")).torch_dtype).toBe("bfloat16");
   fs.rmSync(dir, { recursive: true });
+});
+
+test("retypeModel converts lazily and reports the new types and sizes", () => {
+  const src = openModelSource(repoModel);
+  const q = retypeModel(src, "q8_0");
+  expect(q.weightTypes).toEqual({ Q8_0: 4 * 7 + 1, F32: 4 * 5 + 1 });
+  const e = q.tensors.find((t) => t.name === "token_embd.weight")!;
+  expect(e.ggmlType).toBe(GGML_TYPE.Q8_0);
+  expect(e.data.length).toBe(e.nbytes);
+  expect(e.nbytes).toBe((256 * 8256) / 32 * 34);
+  expect(errorStats(tensorF32(src.tensors[0]), tensorF32(e)).relRmse).toBeLessThan(0.01);
+  expect(q.weightBytes).toBeLessThan(src.weightBytes);
+  expect(retypeModel(src, "bf16").tensors.filter((t, i) => t === src.tensors[i]).length).toBe(4 * 7 + 1); // matrices pass through
 });
