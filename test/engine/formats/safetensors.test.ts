@@ -111,6 +111,10 @@ describe("safetensors errors", () => {
     fs.writeFileSync(ip, "{");
     expect(() => openSafetensorsDir(dir)).toThrow(/not valid JSON/);
     fs.rmSync(dir, { recursive: true });
-    expect(() => openSafetensorsDir(tmpDir())).toThrow(/no model.safetensors or model.safetensors.index.json/);
+    const empty = tmpDir();
+    expect(() => openSafetensorsDir(empty)).toThrow(/no model.safetensors or model.safetensors.index.json/);
+    fs.writeFileSync(nodePath.join(empty, "pytorch_model.bin"), "");
+    expect(() => openSafetensorsDir(empty)).toThrow(/PyTorch .bin checkpoints are not supported/);
+    fs.rmSync(empty, { recursive: true });
   });
 });
