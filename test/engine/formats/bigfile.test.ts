@@ -76,3 +76,21 @@ function infoEnd(b: Uint8Array): number {
   }
   throw new Error("not found");
 }
+
+test("mapped files are private: writing into a tensor view never reaches the file", () => {
+  const dir = tmpDir();
+  const g = nodePath.join(dir, "m.gguf");
+  const bytes = encodeGguf({ metadata: [], tensors: [{ name: "w", type: GGML_TYPE.F32, ne: [8], data: new Uint8Array(32).fill(7) }] });
+  fs.writeFileSync(g, bytes);
+  const f = openGguf(g);
+  f.tensor("w")!.data.fill(0xee);
+  expect(Buffer.compare(fs.readFileSync(g), bytes)).toBe(0);
+  const s = nodePath.join(dir, "m.safetensors");
+  const hdr = Buffer.from(JSON.stringify({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }).padEnd(64, " "));
+  const st = Buffer.concat([Buffer.from(new BigUint64Array([BigInt(hdr.length)]).buffer), hdr, Buffer.alloc(8, 3)]);
+  fs.writeFileSync(s, st);
+  const o = openSafetensors(s);
+  o.tensor("a")!.data.fill(0xee);
+  expect(Buffer.compare(fs.readFileSync(s), st)).toBe(0);
+  fs.rmSync(dir, { recursive: true });
+});
