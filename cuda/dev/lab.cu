@@ -700,6 +700,75 @@ static void run_misc() {
   }
 }
 
+// ------------------------------------------------------------------------------------------------ sampling
+// CPU reference: common/sampling.hpp written out with a full sort.
+static int ref_sample(const float *lg, int V, float T, int k, float top_p, float u) {
+  std::vector<std::pair<float, int>> c;
+  for (int i = 0; i < V; ++i) if (!std::isnan(lg[i])) c.push_back({lg[i], i});
+  if (c.empty()) return 0;
+  std::sort(c.begin(), c.end(), [](auto &a, auto &b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  if (!(T > 0)) return c[0].second;
+  if (k > 0 && (size_t)k < c.size()) c.resize(k);
+  const double m = c[0].first;
+  std::vector<double> w(c.size());
+  double total = 0;
+  for (size_t i = 0; i < c.size(); ++i) { w[i] = exp(((double)c[i].first - m) / (double)T); total += w[i]; }
+  size_t n_keep = c.size();
+  double kept = total;
+  if (top_p < 1.0f) {
+    double acc = 0;
+    for (size_t i = 0; i < c.size(); ++i) { acc += w[i]; if (acc >= (double)top_p * total) { n_keep = i + 1; break; } }
+    kept = acc;
+  }
+  const double target = (double)u * kept;
+  double acc = 0;
+  for (size_t i = 0; i < n_keep; ++i) { acc += w[i]; if (target < acc) return c[i].second; }
+  return c[n_keep - 1].second;
+}
+
+static void run_sampling() {
+  const int V = 151936, R = 16;
+  std::vector<float> lg((size_t)R * V);
+  for (auto &v : lg) v = rndn() * 3.f;
+  for (int r = 0; r < R; ++r) {
+    lg[(size_t)r * V + 17] = NAN;                                  // NaN never sampled
+    lg[(size_t)r * V + 1000] = lg[(size_t)r * V + 1001] = 11.f;    // a tie at the top
+  }
+  float *dl = dalloc<float>(lg.size());
+  h2d(dl, lg);
+  double *wb = dalloc<double>((size_t)R * V);
+  SampleRow *dp = dalloc<SampleRow>(R);
+  int32_t *dout = dalloc<int32_t>(R);
+  const SampleRow cfgs[] = {{0.f, 0, 1.f, 0.f}, {0.7f, 0, 1.f, 0.f}, {1.f, 40, 1.f, 0.f}, {0.8f, 0, 0.9f, 0.f},
+                            {1.3f, 100, 0.5f, 0.f}, {0.5f, 1, 1.f, 0.f}, {2.f, 5000, 0.95f, 0.f}, {1.f, 0, 0.3f, 0.f}};
+  int total = 0, mism = 0;
+  double us = 0;
+  for (const SampleRow &base : cfgs) {
+    for (int rep = 0; rep < 4; ++rep) {
+      std::vector<SampleRow> ps(R, base);
+      for (int r = 0; r < R; ++r) ps[r].u = rep == 0 && r == 0 ? 0.f : (rep == 1 && r == 0 ? 0.99999994f : rndu());
+      h2d(dp, ps);
+      CHK(cudaMemset(dout, 0xff, R * 4));
+      launch_sample(dout, dl, dp, wb, R, V, V, 0);
+      CHK(cudaDeviceSynchronize());
+      auto got = d2h(dout, R);
+      for (int r = 0; r < R; ++r) {
+        const int want = ref_sample(&lg[(size_t)r * V], V, ps[r].temperature, ps[r].top_k, ps[r].top_p, ps[r].u);
+        ++total;
+        if (got[r] != want) {
+          ++mism;
+          if (mism <= 5) printf("  sample mismatch: T %.2f k %d p %.2f u %.7f: got %d want %d\n", ps[r].temperature, ps[r].top_k, ps[r].top_p, ps[r].u, got[r], want);
+        }
+      }
+    }
+    if (base.temperature == 1.3f) us = time_us([&](int) { launch_sample(dout, dl, dp, wb, 1, V, V, 0); }, 20, 2);
+  }
+  char shape[64];
+  snprintf(shape, sizeof shape, "%d draws, V %d", total, V);
+  report("sample (greedy/T/top-k/top-p)", shape, true, (double)mism / total, 0, false, us, 0, "", 0);
+  cudaFree(dl); cudaFree(wb); cudaFree(dp); cudaFree(dout);
+}
+
 // ------------------------------------------------------------------------------------------------ calibration
 static void run_calib(bool print_json) {
   cudaDeviceProp p;
@@ -780,7 +849,7 @@ int main(int argc, char **argv) {
   try {
     if (what == "calib") { run_calib(true); return 0; }
     if (what == "all") run_calib(true);
-    if (what == "all" || what == "misc") run_misc();
+    if (what == "all" || what == "misc") { run_misc(); run_sampling(); }
     if (what == "all" || what == "gemv") run_gemv();
     if (what == "all" || what == "attn") run_attn();
     if (what == "all" || what == "prefill") run_prefill();

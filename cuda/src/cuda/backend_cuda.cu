@@ -8,7 +8,7 @@
 // tokens/positions/slots from a device parameter block (one H2D copy, one replay, one D2H copy per token):
 //   gemv[rmsnorm + qkv + bias] -> rope + KV write -> split-KV attention (+combine) ->
 //   gemv[o_proj + residual] -> gemv[rmsnorm + gate_up + SwiGLU] -> gemv[down + residual]
-//   then gemv[final norm + lm_head] -> argmax.
+//   then gemv[final norm + lm_head] -> device sampler (greedy / temperature / top-k / top-p, sample.cuh).
 // Prefill: rmsnorm -> GEMM qkv (fp32 out) -> rope+KV (bias) -> flash attention (mma) -> GEMM o_proj (+= x) ->
 //   rmsnorm -> GEMM gate_up -> SwiGLU -> GEMM down (+= x); logits only for the rows asked.
 // Profiling mode runs eagerly with a cudaEvent pair per op; hooks also run eagerly and copy tensors to host.
@@ -168,6 +168,16 @@ struct Layer {
 };
 
 class CudaModel;
+constexpr size_t kDParamBytes = 5 * 16 * 4 + 16 * sizeof(qwc::SampleRow);
+
+qwc::SampleRow sample_row(const Step &st, size_t i, int64_t position) {
+  qwc::SampleRow r;
+  r.temperature = st.temperature[i];
+  r.top_k = st.top_k[i];
+  r.top_p = st.top_p[i];
+  r.u = st.temperature[i] > 0.f ? sample_uniform(st.seed[i], position) : 0.f;
+  return r;
+}
 
 class CudaSession final : public BackendSession {
  public:
@@ -219,6 +229,10 @@ class CudaSession final : public BackendSession {
   DBuf dparams_;
   int32_t *hdparams_ = nullptr;
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_slot_ = nullptr, *d_len_ = nullptr, *d_out_ = nullptr;
+  qwc::SampleRow *d_samp_ = nullptr;   // [16] decode sampling parameters (in dparams_)
+  DBuf psamp_;                          // [16] prefill sampling parameters
+  qwc::SampleRow *hpsamp_ = nullptr;    // pinned mirror
+  DBuf wbuf_;                           // double [16, vocab] sampler scratch
   DBuf attn_ws_, attn_cnt_;
   int32_t n_split_ = 1;
   DBuf bcast_k_, bcast_v_;  // gqa=broadcast scratch [max_batch][nH][max_ctx][d]
@@ -358,13 +372,17 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   attn_cnt_ = DBuf((size_t)max_batch * c.num_heads * 4);  // nH: the broadcast arm runs with nH "kv" heads
   CK(cudaMemset(attn_cnt_.p, 0, attn_cnt_.bytes));
   ensure_rows(std::max(max_batch, std::min(max_prefill, 512)));
-  CK(cudaMallocHost(&hdparams_, 5 * 16 * 4));
-  dparams_ = DBuf(5 * 16 * 4);
+  CK(cudaMallocHost(&hdparams_, kDParamBytes));
+  dparams_ = DBuf(kDParamBytes);
+  CK(cudaMallocHost(&hpsamp_, 16 * sizeof(qwc::SampleRow)));
+  psamp_ = DBuf(16 * sizeof(qwc::SampleRow));
+  wbuf_ = DBuf((size_t)16 * c.vocab_size * sizeof(double));
   d_tokens_ = dparams_.as<int32_t>();
   d_pos_ = d_tokens_ + 16;
   d_slot_ = d_pos_ + 16;
   d_len_ = d_slot_ + 16;
   d_out_ = d_len_ + 16;
+  d_samp_ = reinterpret_cast<qwc::SampleRow *>(d_out_ + 16);
   configure_kv("bf16");
 }
 
@@ -373,6 +391,7 @@ CudaSession::~CudaSession() {
   for (auto e : ev_pool_) cudaEventDestroy(e);
   if (hparams_) cudaFreeHost(hparams_);
   if (hdparams_) cudaFreeHost(hdparams_);
+  if (hpsamp_) cudaFreeHost(hpsamp_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -709,8 +728,8 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
            add(cost_rmsnorm(B, H, 4.0), cost_matmul(B, c.vocab_size, H, lt, m_.lm_head->group, false, 2.0)), B);
   }
   if (sk) begin_op(*sk);
-  qwc::launch_argmax(d_out_, logits_.as<float>(), B, c.vocab_size, c.vocab_size, stream_);
-  if (sk) end_op(*sk, -1, QW_OP_SAMPLE, "argmax", cost_sample(B, c.vocab_size), B);
+  qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, c.vocab_size, c.vocab_size, stream_);
+  if (sk) end_op(*sk, -1, QW_OP_SAMPLE, "sample_device", cost_sample(B, c.vocab_size), B);
 }
 
 void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
@@ -723,8 +742,10 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
     hdparams_[32 + i] = st.seq[i];
     hdparams_[48 + i] = st.pos0[i] + 1;
     hdparams_[64 + i] = i;
+    const qwc::SampleRow sr = sample_row(st, i, st.pos0[i] + 1);
+    std::memcpy(reinterpret_cast<uint8_t *>(hdparams_) + 5 * 16 * 4 + i * sizeof(sr), &sr, sizeof(sr));
   }
-  CK(cudaMemcpyAsync(dparams_.p, hdparams_, 5 * 16 * 4, cudaMemcpyHostToDevice, stream_));
+  CK(cudaMemcpyAsync(dparams_.p, hdparams_, kDParamBytes, cudaMemcpyHostToDevice, stream_));
   const bool hooks = wants_any(st, sink);
   bool any_bcast = false;
   std::string key = std::to_string(B) + ":";
@@ -767,13 +788,12 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   finish_sampling(st, sink, B, positions, out_tokens, d_out_);
 }
 
-// Reads the argmax tokens (p_out_) or samples on the host from the logits rows; logits readout / hook.
+// Reads the tokens sampled on the device; logits readout / hook.
 void CudaSession::finish_sampling(const Step &st, Sink &sink, int32_t rows, const std::vector<int32_t> &positions,
                                   int32_t *out_tokens, const int32_t *dev_tokens) {
   const int32_t V = m_.cfg.vocab_size;
-  bool any_sampled = false;
-  for (size_t i = 0; i < st.seq.size(); ++i) any_sampled |= st.temperature[i] > 0.f;
-  const bool need_logits = any_sampled || st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
+  (void)positions;
+  const bool need_logits = st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
   CK(cudaMemcpyAsync(out_tokens, dev_tokens, rows * 4, cudaMemcpyDeviceToHost, stream_));
   if (need_logits) {
     hbuf_.resize((size_t)rows * V);
@@ -781,18 +801,6 @@ void CudaSession::finish_sampling(const Step &st, Sink &sink, int32_t rows, cons
   }
   CK(cudaStreamSynchronize(stream_));
   if (!need_logits) return;
-  if (any_sampled) {
-    SamplerScratch scratch;
-    for (int32_t i = 0; i < rows; ++i) {
-      if (!(st.temperature[i] > 0.f)) continue;
-      SamplingParams p;
-      p.temperature = st.temperature[i];
-      p.top_k = st.top_k[i];
-      p.top_p = st.top_p[i];
-      p.seed = st.seed[i];
-      out_tokens[i] = sample_token(hbuf_.data() + (size_t)i * V, V, p, positions[i], scratch);
-    }
-  }
   if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, hbuf_.data(), rows, V);
   if (st.logits_mode != 0) sink.logits(hbuf_.data(), rows, V);
 }
@@ -994,19 +1002,20 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
          n_logit_rows);
   // sampling: the last row of each sequence
   begin_op(*sk);
+  for (int32_t i = 0; i < S; ++i) hpsamp_[i] = sample_row(st, i, st.pos0[i] + st.n_new[i]);
+  CK(cudaMemcpyAsync(psamp_.p, hpsamp_, S * sizeof(qwc::SampleRow), cudaMemcpyHostToDevice, stream_));
   if (all_rows) {
     for (int32_t i = 0; i < S; ++i)
-      qwc::launch_argmax(p_out_ + i, logits_.as<float>() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * c.vocab_size, 1,
-                         c.vocab_size, c.vocab_size, stream_);
+      qwc::launch_sample(p_out_ + i, logits_.as<float>() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * c.vocab_size,
+                         psamp_.as<qwc::SampleRow>() + i, wbuf_.as<double>(), 1, c.vocab_size, c.vocab_size, stream_);
   } else {
-    qwc::launch_argmax(p_out_, logits_.as<float>(), S, c.vocab_size, c.vocab_size, stream_);
+    qwc::launch_sample(p_out_, logits_.as<float>(), psamp_.as<qwc::SampleRow>(), wbuf_.as<double>(), S, c.vocab_size,
+                       c.vocab_size, stream_);
   }
-  end_op(*sk, -1, QW_OP_SAMPLE, "argmax", cost_sample(S, c.vocab_size), S);
-  // tokens, host sampling, logits readout
+  end_op(*sk, -1, QW_OP_SAMPLE, "sample_device", cost_sample(S, c.vocab_size), S);
+  // tokens (sampled on the device), logits readout
   const int32_t V = c.vocab_size;
-  bool any_sampled = false;
-  for (int32_t i = 0; i < S; ++i) any_sampled |= st.temperature[i] > 0.f;
-  const bool need_logits = any_sampled || st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
+  const bool need_logits = st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
   CK(cudaMemcpyAsync(out_tokens, p_out_, S * 4, cudaMemcpyDeviceToHost, stream_));
   if (need_logits) {
     hbuf_.resize((size_t)n_logit_rows * V);
@@ -1014,19 +1023,6 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   }
   CK(cudaStreamSynchronize(stream_));
   if (!need_logits) return;
-  if (any_sampled) {
-    SamplerScratch scratch;
-    for (int32_t i = 0; i < S; ++i) {
-      if (!(st.temperature[i] > 0.f)) continue;
-      const int32_t row = all_rows ? st.row_offset[i] + st.n_new[i] - 1 : i;
-      SamplingParams p;
-      p.temperature = st.temperature[i];
-      p.top_k = st.top_k[i];
-      p.top_p = st.top_p[i];
-      p.seed = st.seed[i];
-      out_tokens[i] = sample_token(hbuf_.data() + (size_t)row * V, V, p, positions[i], scratch);
-    }
-  }
   if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, hbuf_.data(), n_logit_rows, V);
   if (st.logits_mode != 0) sink.logits(hbuf_.data(), n_logit_rows, V);
 }
