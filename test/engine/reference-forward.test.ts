@@ -3,10 +3,13 @@
 // batch 1 and batch 3 with different prompt lengths. Tolerance: max |Δlogit| ≤ 1e-4 (logits are O(1–10);
 // fp32 accumulation over H = 256 / F = 768 gives 5e-6..9e-6 in practice).
 // (f) The GQA "broadcast" arm computes the same function as "native" (≤ 1e-5).
-import { test, expect, describe, beforeAll, afterAll } from "bun:test";
+import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
 import { openSyntheticInMemory, type Model } from "../../engine/index.ts";
 import { argmax } from "../reference/qwen2-ref.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt, referenceFor, tinyTestSpec } from "../reference/fixtures.ts";
+
+// Engine tests can be slow on a busy 2-core machine (OpenMP threads compete with other processes).
+setDefaultTimeout(120_000);
 
 const TOL = 1e-4;
 const DECODE_STEPS = 20;
