@@ -1,6 +1,7 @@
 // engine/bench-core.ts — the one bench loop (DESIGN.md §6), shared by the CLI `bench` and notebooks/bench.ts.
 // Warm-up excluded, ≥ 3 repetitions, every sample kept, median and min–max; tokenization excluded (prompts
 // are token ids); TTFT = time of the prefill call that returns the first token; TPOT per decode step.
+import { loadavg } from "node:os";
 import type { EngineModel, EngineSession } from "./api.ts";
 import { statOf, type BenchRow, type Stat } from "./profile.ts";
 
@@ -60,6 +61,8 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const vocab = model.config.vocab_size;
   const prefillSamples: number[] = [], ttftSamples: number[] = [], decodeSamples: number[] = [], tpot: number[] = [];
   for (let s = 0; s < batch; s++) session.setSampling(s, { temperature: 0 });
+  // The 1-minute load average before and after: CPU numbers on a shared machine are only meaningful when it is low.
+  const load0 = loadavg()[0];
 
   for (let r = 0; r < warmup + reps; r++) {
     const measured = r >= warmup;
@@ -100,20 +103,22 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   }
 
   const rows: BenchRow[] = [];
+  const load = { loadavg_1m_start: Number(load0.toFixed(2)), loadavg_1m_end: Number(loadavg()[0].toFixed(2)) };
   const weights = weightLabel(model);
   const base = { model: modelLabel(model.id), weights, backend: model.backend, system: "qwen-workbench" };
   const res: BenchCaseResult = { rows };
   if (prefillSamples.length) {
     res.prefill = statOf(prefillSamples, "tok/s");
     res.ttft = statOf(ttftSamples, "ms");
-    rows.push({ ...base, test: `pp${c.nPrompt}`, batch: 1, n_prompt: c.nPrompt, n_gen: 0, tokens_per_s: res.prefill });
+    rows.push({ ...base, test: `pp${c.nPrompt}`, batch: 1, n_prompt: c.nPrompt, n_gen: 0, tokens_per_s: res.prefill,
+      extra: { ttft_ms: res.ttft, ...load } });
   }
   if (decodeSamples.length) {
     res.decode = statOf(decodeSamples, "tok/s");
     const s = [...tpot].sort((a, b) => a - b);
     res.tpot = { median: percentile(s, 50), p90: percentile(s, 90), min: s[0], max: s[s.length - 1] };
     rows.push({ ...base, test: `tg${c.nGen} b${batch}`, batch, n_prompt: 0, n_gen: c.nGen, tokens_per_s: res.decode,
-      extra: { tpot_ms: res.tpot } });
+      extra: { tpot_ms: res.tpot, ...load } });
   }
   return res;
 }
