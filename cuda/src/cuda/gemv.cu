@@ -107,6 +107,25 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
   const int64_t row0 = ((int64_t)blockIdx.x * kWarps + warp) * R;
   const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
 
+  int64_t rowc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
+
+  // Issue the first weight loads before the prologue (norm + staging) so that their latency overlaps it.
+  Chunk<WT> wc[R][U];
+  {
+    const int nchunks0 = (int)(min((int64_t)kt, cols) / 8);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = lane + 32 * u;
+      if (c < nchunks0) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], 8 * c);
+      }
+    }
+  }
+  bool prefetched = true;
+
   norm_rstd<NB>(a, rstd_s);
 
   float acc[R][NB];
@@ -114,10 +133,6 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
-
-  int64_t rowc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
 
   for (int64_t k0 = 0; k0 < cols; k0 += kt) {
     const int klen = (int)min((int64_t)kt, cols - k0);
@@ -127,15 +142,17 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
     if (row0 >= rows) continue;
     const int nchunks = klen / 8;
     for (int c0 = lane; c0 < nchunks; c0 += 32 * U) {
-      Chunk<WT> wc[R][U];
+      if (!prefetched) {
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + 32 * u;
-        if (c < nchunks) {
+        for (int u = 0; u < U; ++u) {
+          const int c = c0 + 32 * u;
+          if (c < nchunks) {
 #pragma unroll
-          for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], k0 + 8 * c);
+            for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], k0 + 8 * c);
+          }
         }
       }
+      prefetched = false;
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int c = c0 + 32 * u;
