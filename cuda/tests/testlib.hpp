@@ -68,7 +68,7 @@ struct Rng {
 };
 
 // A random finite fp16 value of magnitude ~ 2^[lo, hi] with random sign.
-static uint16_t rand_half(Rng &r, int lo = -12, int hi = -4) {
+[[maybe_unused]] static uint16_t rand_half(Rng &r, int lo = -12, int hi = -4) {
   const int e = lo + int(r.next() % uint64_t(hi - lo + 1));  // unbiased exponent
   const uint16_t mant = uint16_t(r.next() & 0x3FF);
   const uint16_t sign = (r.next() & 1) ? 0x8000 : 0;
@@ -78,7 +78,7 @@ struct GgmlType {
   int32_t id;
   int block_elems, block_bytes;
 };
-static GgmlType ggml_type(int32_t id) {
+[[maybe_unused]] static GgmlType ggml_type(int32_t id) {
   switch (id) {
     case QW_GGML_F32: return {id, 1, 4};
     case QW_GGML_F16: return {id, 1, 2};
@@ -93,15 +93,15 @@ static GgmlType ggml_type(int32_t id) {
   return {id, 0, 0};
 }
 
-static void put16(uint8_t *p, uint16_t v) {
+[[maybe_unused]] static void put16(uint8_t *p, uint16_t v) {
   p[0] = uint8_t(v);
   p[1] = uint8_t(v >> 8);
 }
-static uint16_t get16(const uint8_t *p) { return uint16_t(p[0] | (p[1] << 8)); }
-static float h2f(const uint8_t *p) { return qw::half_to_float(get16(p)); }
+[[maybe_unused]] static uint16_t get16(const uint8_t *p) { return uint16_t(p[0] | (p[1] << 8)); }
+[[maybe_unused]] static float h2f(const uint8_t *p) { return qw::half_to_float(get16(p)); }
 
 // Random GGUF data of `n` elements (a multiple of the block size) of type t; float types from N(0, std).
-static std::vector<uint8_t> random_ggml(Rng &r, int32_t t, int64_t n, float stdev = 0.05f) {
+[[maybe_unused]] static std::vector<uint8_t> random_ggml(Rng &r, int32_t t, int64_t n, float stdev = 0.05f) {
   const GgmlType g = ggml_type(t);
   std::vector<uint8_t> d(size_t(n / g.block_elems * g.block_bytes));
   if (t == QW_GGML_F32) {
@@ -136,7 +136,7 @@ static std::vector<uint8_t> random_ggml(Rng &r, int32_t t, int64_t n, float stde
 }
 
 // Independent port of ggml-quants.c dequantize_row_* (written from the reference C, not from convert.cpp).
-static void ref_dequant(float *y, int32_t t, const uint8_t *x, int64_t n) {
+[[maybe_unused]] static void ref_dequant(float *y, int32_t t, const uint8_t *x, int64_t n) {
   const GgmlType g = ggml_type(t);
   const int64_t nb = n / g.block_elems;
   switch (t) {

@@ -10,6 +10,7 @@
 // copy of K and V per query head ([nH, len, d], what repeat_kv does in HF) and attends to that copy; the
 // same loaders and loop order give bit-identical results, at the cost of the copy.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -169,12 +170,11 @@ void attention(KvCache &kv, const AttnArgs &a) {
   std::vector<int32_t> row_seq(static_cast<size_t>(rows));
   for (size_t s = 0; s < nS; ++s)
     for (int32_t j = 0; j < st.n_new[s]; ++j) row_seq[size_t(st.row_offset[s] + j)] = int32_t(s);
-  const int nt = int(std::max<int64_t>(1, std::min<int64_t>(a.threads, tasks)));
-#pragma omp parallel num_threads(nt)
-  {
+  const int nt = int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
+  std::atomic<int64_t> next{0};  // dynamic schedule: query rows late in a prefill attend to more keys
+  a.pool->run(nt, [&](int, int) {
     std::vector<float> sc;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
+    for (int64_t task = next++; task < tasks; task = next++) {
       const int64_t row = task / nH;
       const int32_t h = int32_t(task % nH);
       const size_t s = size_t(row_seq[size_t(row)]);
@@ -199,7 +199,7 @@ void attention(KvCache &kv, const AttnArgs &a) {
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace cpu

@@ -1,7 +1,6 @@
 // backend_cpu.cpp — the CPU implementation of the backend.hpp seam: tensor storage, model assembly,
 // sessions. The math lives in the op files (matmul, norm, rope, attention, elementwise, forward).
 #include <fstream>
-#include <omp.h>
 
 #include "cpu.hpp"
 #include "json.hpp"
@@ -98,7 +97,7 @@ class CpuBackend final : public Backend {
     w.key("backend").value("cpu");
     w.key("name").value(cpu_name());
     w.key("threads").value(int32_t(threads_));
-    w.key("cores").value(int32_t(omp_get_num_procs()));
+    w.key("cores").value(int32_t(available_cores()));
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     w.key("simd").value("avx2+fma+f16c");
 #else
@@ -122,7 +121,7 @@ std::unique_ptr<Backend> create_backend(const std::string &options_json) {
   Json o = parse_json_object(options_json.c_str(), "engine options");
   int64_t threads = 0;
   json_int(o, "threads", 0, 1024, "engine options", &threads);
-  if (threads == 0) threads = omp_get_num_procs();
+  if (threads == 0) threads = cpu::available_cores();
   return std::make_unique<cpu::CpuBackend>(int(threads));
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "pool.hpp"
 #include "sampling.hpp"
 
 namespace qw {
@@ -28,12 +29,12 @@ struct MatJob {
 };
 
 // matmul.cpp — y = x W^T (+ bias) for every job, all sharing the input x [T, cols] (row stride x_stride).
-// Rows of all jobs are split over `threads` OpenMP threads in one parallel region.
-void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, int threads);
+// Each pool thread takes the same share of the rows of every job.
+void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool);
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T);  // e.g. "cpu.gemv.w8g32"
 
 // norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].
-void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, int threads);
+void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, Pool &pool);
 
 // rope.cpp — NeoX RoPE tables and application.
 struct RopeTable {
@@ -47,8 +48,10 @@ void rope_apply(float *x, int64_t T, int64_t row_stride, int32_t n_heads, int32_
                 const RopeTable &tab);
 
 // elementwise.cpp
-void residual_add(float *x, const float *y, int64_t n, int threads);                   // x += y
-void swiglu(float *out, const float *gate, const float *up, int64_t n, int threads);  // silu(gate) * up
+void residual_add(float *x, const float *y, int64_t n, Pool &pool);                   // x += y
+void swiglu(float *out, const float *gate, const float *up, int64_t n, Pool &pool);  // silu(gate) * up
+// Runs body(i0, i1) over [0, n) split statically on the pool when n >= min_parallel, else inline.
+void parallel_range(Pool &pool, int64_t n, int64_t min_parallel, const std::function<void(int64_t, int64_t)> &body);
 
 // attention.cpp — KV cache of one session and causal GQA attention.
 struct KvCache {
@@ -71,7 +74,7 @@ struct AttnArgs {
   const float *v;  // [R, n_kv_heads * head_dim]
   float *z;        // [R, n_heads * head_dim] out
   bool broadcast;  // gqa = broadcast: materialize repeated KV heads first
-  int threads;
+  Pool *pool;
 };
 void attention(KvCache &kv, const AttnArgs &a);
 
@@ -86,7 +89,7 @@ struct Model {
   Weight embed, output;  // output = embed when tied
   const float *out_norm = nullptr;
   std::vector<Layer> layers;
-  int threads = 1;
+  int threads = 1;  // pool size of each session
   const NativeTensor *find(const std::string &name) const;
 };
 
@@ -101,6 +104,7 @@ class Session final : public BackendSession {
   const Model &m_;
   int32_t max_batch_, max_context_, max_prefill_;
   KvCache kv_;
+  std::unique_ptr<Pool> pool_;
   RopeTable rope_;
   // step buffers, grown on demand (fp32 [rows, width])
   std::vector<float> x_, h_, q_, k_, v_, z_, o_, g_, u_, a_, logits_, fin_;

@@ -1,4 +1,5 @@
 // elementwise.cpp — residual add and SwiGLU's silu(gate) * up, fp32.
+#include <algorithm>
 #include <cmath>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -10,9 +11,22 @@
 namespace qw {
 namespace cpu {
 
-void residual_add(float *x, const float *y, int64_t n, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) x[i] += y[i];  // vectorizes (vaddps ymm)
+void parallel_range(Pool &pool, int64_t n, int64_t min_parallel, const std::function<void(int64_t, int64_t)> &body) {
+  if (n < min_parallel || pool.size() == 1) {
+    body(0, n);
+    return;
+  }
+  pool.run(pool.size(), [&](int tid, int nt) {
+    int64_t a, b;
+    Pool::split(n, tid, nt, &a, &b);
+    if (a < b) body(a, b);
+  });
+}
+
+void residual_add(float *x, const float *y, int64_t n, Pool &pool) {
+  parallel_range(pool, n, 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) x[i] += y[i];  // vectorizes (vaddps ymm)
+  });
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -36,13 +50,12 @@ static inline __m256 exp256(__m256 x) {
 }
 #endif
 
-void swiglu(float *out, const float *gate, const float *up, int64_t n, int threads) {
+static void swiglu_range(float *out, const float *gate, const float *up, int64_t n) {
   // silu(g) = g / (1 + exp(-g)). The vector path clamps -g to [-87, 88] (exp stays finite and normal: the
   // result differs from the limit only below 1e-37 in magnitude) and passes NaN gates through.
   int64_t i0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
   i0 = n & ~int64_t(7);
-#pragma omp parallel for schedule(static) num_threads(threads) if (n >= (1 << 15))
   for (int64_t i = 0; i < i0; i += 8) {
     const __m256 g = _mm256_loadu_ps(gate + i);
     const __m256 ng = _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), g), _mm256_set1_ps(-87.0f)),
@@ -57,6 +70,15 @@ void swiglu(float *out, const float *gate, const float *up, int64_t n, int threa
     const float g = gate[i];
     out[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
+}
+
+void swiglu(float *out, const float *gate, const float *up, int64_t n, Pool &pool) {
+  // Split in multiples of 8 so every part but the last runs the vector loop only.
+  const int64_t n8 = (n + 7) / 8;
+  parallel_range(pool, n8, 1 << 12, [&](int64_t a, int64_t b) {
+    const int64_t i0 = a * 8, i1 = std::min(n, b * 8);
+    swiglu_range(out + i0, gate + i0, up + i0, i1 - i0);
+  });
 }
 
 }  // namespace cpu

@@ -57,7 +57,8 @@ struct Recorder {
 }  // namespace
 
 Session::Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t max_prefill)
-    : m_(m), max_batch_(max_batch), max_context_(max_context), max_prefill_(max_prefill) {
+    : m_(m), max_batch_(max_batch), max_context_(max_context), max_prefill_(max_prefill),
+      pool_(std::make_unique<Pool>(m.threads)) {
   rope_ = rope_table(max_context, m.cfg.head_dim, m.cfg.rope_theta);
 }
 
@@ -68,7 +69,7 @@ void Session::configure_kv(const std::string &kv_dtype) {
 
 void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   const Config &c = m_.cfg;
-  const int th = m_.threads;
+  Pool &th = *pool_;
   const int64_t R = int64_t(st.tokens.size());
   const int64_t H = c.hidden_size, Qd = c.q_dim(), KVd = c.kv_dim(), F = c.intermediate_size, V = c.vocab_size;
   const int32_t nH = c.num_heads, nKV = c.num_kv_heads, d = c.head_dim;
@@ -97,8 +98,9 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   // embedding: exact fp32 rows of token_embd (dequantized when quantized)
   const NativeTensor &E = *m_.embed.t;
   rec.op(-1, QW_OP_EMBED, "cpu.embed", cost_embed(R, H, E.type, E.group, act), nt, [&] {
-#pragma omp parallel for schedule(static) num_threads(th) if (R >= 16)
-    for (int64_t r = 0; r < R; ++r) dequant_rows(x + r * H, E, st.tokens[size_t(r)], 1);
+    parallel_range(th, R, 16, [&](int64_t a, int64_t b) {
+      for (int64_t r = a; r < b; ++r) dequant_rows(x + r * H, E, st.tokens[size_t(r)], 1);
+    });
   });
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
@@ -126,7 +128,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       const bool bc = st.toggles.layer.size() > size_t(l) && st.toggles.layer[size_t(l)].gqa_broadcast;
       const char *kn = bc ? (kv_.bf16 ? "cpu.attention.broadcast.kv_bf16" : "cpu.attention.broadcast.kv_f32")
                           : (kv_.bf16 ? "cpu.attention.native.kv_bf16" : "cpu.attention.native.kv_f32");
-      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, bc, th};
+      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, bc, &th};
       rec.op(l, QW_OP_ATTENTION, kn, cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt,
              [&] { attention(kv_, args); });
     }

@@ -16,10 +16,11 @@ static void rmsnorm_row(float *out, const float *x, const float *w, int64_t H, f
   for (int64_t i = 0; i < H; ++i) out[i] = w[i] * (x[i] * r);
 }
 
-void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, int threads) {
-  // One row is ~1 us of work: only long prefills are worth a parallel region.
-#pragma omp parallel for schedule(static) num_threads(threads) if (T >= 16)
-  for (int64_t t = 0; t < T; ++t) rmsnorm_row(out + t * H, x + t * H, w, H, eps);
+void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, Pool &pool) {
+  // One row is ~1 us of work: only long prefills are worth splitting.
+  parallel_range(pool, T, 16, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) rmsnorm_row(out + t * H, x + t * H, w, H, eps);
+  });
 }
 
 }  // namespace cpu
