@@ -140,3 +140,41 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
     }
   });
 });
+
+// Engine-native 8-bit and 4-bit layouts (W8 from Q8_0/Q5_0/Q6_K/Q5_K, W4 from Q4_0/Q4_K) through the simple
+// dequantizing GEMV (decode) and dequantize-then-GEMM (prefill): CUDA logits close to the CPU backend's.
+describe.skipIf(noGpu())("CUDA vs CPU on quantized synthetic GGUF (tiny preset)", () => {
+  for (const type of ["q8_0", "q4_k_m", "f16"]) {
+    test(`synthetic:tiny:${type}: prefill and decode logits match the CPU backend`, async () => {
+      const cpu = (await openModel(`synthetic:tiny:${type}`, { backend: "cpu" })) as Model;
+      const gpu = (await openModel(`synthetic:tiny:${type}`, { backend: "cuda" })) as Model;
+      try {
+        const ids = Array.from({ length: 40 }, (_, i) => (i * 7919 + 13) % Math.min(cpu.config.vocab_size, 8000));
+        const run = (m: Model) => {
+          const s = m.newSession({ maxBatch: 1, maxContext: 128, maxPrefill: 64 });
+          s.setLogitsMode(1);
+          const t = s.prefill(0, ids);
+          const a = s.logits().data.slice();
+          s.decode([0], [t]);
+          const b = s.logits().data.slice();
+          s.close();
+          return [a, b];
+        };
+        const [ga, gb] = run(gpu), [ca, cb] = run(cpu);
+        for (const [g, c, what] of [[ga, ca, "prefill"], [gb, cb, "decode"]] as const) {
+          let num = 0, den = 0;
+          for (let i = 0; i < c.length; i++) {
+            num += (g[i] - c[i]) ** 2;
+            den += c[i] ** 2;
+          }
+          const rel = Math.sqrt(num / den);
+          console.log(`[cuda] ${type} ${what} logits rel err vs cpu ${rel.toExponential(2)} (weights ${JSON.stringify(gpu.weightTypes)})`);
+          expect(rel).toBeLessThan(3e-2);
+        }
+      } finally {
+        cpu.close();
+        gpu.close();
+      }
+    });
+  }
+});
