@@ -193,6 +193,8 @@ int main(int argc, char **argv) {
     CHECK_OK(qw_session_read_records(s, recs.data(), int64_t(recs.size()), &junk));
     int32_t tok;
     CHECK_OK(qw_session_reset(s, 0));
+    CHECK_OK(qw_session_prefill(s, 0, prompt.data(), pp, &tok));  // profiled prefill of pp tokens
+    CHECK_OK(qw_session_reset(s, 0));
     CHECK_OK(qw_session_prefill(s, 0, prompt.data(), 1, &tok));
     for (int i = 0; i < tg; ++i) {
       const int32_t seq = 0, in = tok;
@@ -200,17 +202,22 @@ int main(int argc, char **argv) {
     }
     int64_t n = 0;
     CHECK_OK(qw_session_read_records(s, recs.data(), int64_t(recs.size()), &n));
-    double per_op[QW_OP_COUNT] = {}, bytes[QW_OP_COUNT] = {}, total = 0;
-    for (int64_t i = 0; i < n; ++i)
-      if (recs[size_t(i)].phase == QW_PHASE_DECODE) {
-        per_op[recs[size_t(i)].op] += double(recs[size_t(i)].t_end_ns - recs[size_t(i)].t_start_ns);
-        bytes[recs[size_t(i)].op] += recs[size_t(i)].bytes;
-      }
-    for (double v : per_op) total += v;
-    for (int o = 0; o < QW_OP_COUNT; ++o)
-      if (per_op[o] > 0)
-        std::printf("    %-11s %8.1f us/token %5.1f%%  %6.2f GB/s\n", qw_op_name(o), per_op[o] / tg / 1e3,
-                    100 * per_op[o] / total, bytes[o] / per_op[o]);
+    for (int phase : {QW_PHASE_PREFILL, QW_PHASE_DECODE}) {
+      double per_op[QW_OP_COUNT] = {}, bytes[QW_OP_COUNT] = {}, flops[QW_OP_COUNT] = {}, total = 0;
+      for (int64_t i = 0; i < n; ++i)
+        if (recs[size_t(i)].phase == phase && recs[size_t(i)].n_tokens >= (phase == QW_PHASE_PREFILL ? 2 : 1)) {
+          per_op[recs[size_t(i)].op] += double(recs[size_t(i)].t_end_ns - recs[size_t(i)].t_start_ns);
+          bytes[recs[size_t(i)].op] += recs[size_t(i)].bytes;
+          flops[recs[size_t(i)].op] += recs[size_t(i)].flops;
+        }
+      for (double v : per_op) total += v;
+      const double per = phase == QW_PHASE_PREFILL ? pp : tg;
+      std::printf("  %s profile (per token):\n", phase == QW_PHASE_PREFILL ? "prefill" : "decode");
+      for (int o = 0; o < QW_OP_COUNT; ++o)
+        if (per_op[o] > 0)
+          std::printf("    %-11s %8.1f us %5.1f%%  %6.2f GB/s  %7.2f GFLOP/s\n", qw_op_name(o), per_op[o] / per / 1e3,
+                      100 * per_op[o] / total, bytes[o] / per_op[o], flops[o] / per_op[o]);
+    }
   }
   (void)info;
   CHECK_OK(qw_session_destroy(s));

@@ -114,7 +114,21 @@ struct LW4 {
   }
 };
 
-// RB rows starting at r x NT tokens starting at t.
+// Columns past the last multiple of 8 (only F32/F16/BF16 rows can have them), added to y. Out of line and
+// cold: it allocates.
+template <int RB, int NT>
+__attribute__((noinline, cold)) void tail_dots(const Ctx &cx, int64_t r, int64_t rs, const float *const *xr,
+                                               float (*y)[NT]) {
+  const int64_t cols = cx.cols, c8 = cols & ~int64_t(7);
+  std::vector<float> wrow(static_cast<size_t>(cols));
+  for (int i = 0; i < RB; ++i) {
+    dequant_rows(wrow.data(), *cx.job->w.t, r + i * rs, 1);
+    for (int j = 0; j < NT; ++j)
+      for (int64_t c = c8; c < cols; ++c) y[i][j] += wrow[size_t(c)] * xr[j][c];
+  }
+}
+
+// RB rows (r, r + rs, ...) x NT tokens starting at t.
 template <int RB, int NT, bool GROUPED, class L>
 inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
   const int64_t cols = cx.cols;
@@ -123,7 +137,6 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
   __m256 acc[RB][NT];
   for (int i = 0; i < RB; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
-  float tail[RB][NT] = {};
   if (!GROUPED) {
     const int64_t c8 = cols & ~int64_t(7);
     for (int64_t c = 0; c < c8; c += 8) {
@@ -132,14 +145,6 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
       for (int i = 0; i < RB; ++i) {
         const __m256 w = ld.load(r + i * rs, c);
         for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_fmadd_ps(w, xv[j], acc[i][j]);
-      }
-    }
-    if (c8 < cols) {  // only F32/F16/BF16 can have cols % 8 != 0 (quantized rows are whole blocks)
-      std::vector<float> wrow(static_cast<size_t>(cols));
-      for (int i = 0; i < RB; ++i) {
-        dequant_rows(wrow.data(), *cx.job->w.t, r + i * rs, 1);
-        for (int j = 0; j < NT; ++j)
-          for (int64_t c = c8; c < cols; ++c) tail[i][j] += wrow[size_t(c)] * xr[j][c];
       }
     }
   } else {
@@ -164,19 +169,25 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
       }
     }
   }
+  // Reduce first, so no accumulator is live across the (rare) tail call below: keeping them live made
+  // g++ spill all accumulators to the stack inside the hot loop.
+  float y[RB][NT];
+  for (int i = 0; i < RB; ++i)
+    for (int j = 0; j < NT; ++j) y[i][j] = hsum(acc[i][j]);
+  if (!GROUPED && (cols & 7)) tail_dots<RB, NT>(cx, r, rs, xr, y);
   const MatJob &jb = *cx.job;
   for (int i = 0; i < RB; ++i) {
     const float b = jb.bias ? jb.bias[r + i * rs] : 0.0f;
     for (int j = 0; j < NT; ++j) {
-      float y = hsum(acc[i][j]) + tail[i][j];
+      float v = y[i][j];
       if (GROUPED && cx.xsum) {
         const float *of = jb.w.t->offset.data() + (r + i * rs) * cx.gpr;
         const float *xs = cx.xsum + (t + j) * cx.gpr;
         float s = 0;
         for (int64_t g = 0; g < cx.gpr; ++g) s += of[g] * xs[g];
-        y += s;
+        v += s;
       }
-      jb.out[(t + j) * jb.out_stride + r + i * rs] = y + b;
+      jb.out[(t + j) * jb.out_stride + r + i * rs] = v + b;
     }
   }
 }
@@ -189,6 +200,58 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
 // Batched decode and prefill (T >= 2) walk blocks of kBlock rows, two strided streams per block, and pass
 // every token tile over a block while its rows are still in L1/L2.
 constexpr int64_t kBlock = 64;
+constexpr int64_t kDequantBlock = 16;  // rows dequantized at once for prefill (16 x 4864 fp32 = 311 KiB)
+constexpr int64_t kDequantMinT = 8;    // from this many tokens on, dequantize-then-f32-GEMM wins
+
+// fp32 rows of a scratch block holding rows [base, base + n) of the weight.
+struct LBlock {
+  const float *p;
+  int64_t cols, base;
+  void prefetch(int64_t, int64_t) const {}
+  __m256 load(int64_t r, int64_t c) const { return _mm256_loadu_ps(p + (r - base) * cols + c); }
+};
+
+// Dequantizes rows [r0, r0 + n) to fp32 exactly (w = scale * q + offset: a multiply, then an add).
+template <bool GROUPED, class L>
+void dequant_block(const L &ld, const Ctx &cx, int64_t r0, int64_t n, float *out) {
+  const int64_t cols = cx.cols;
+  for (int64_t r = r0; r < r0 + n; ++r) {
+    float *o = out + (r - r0) * cols;
+    const float *sc = GROUPED ? cx.job->w.t->scale.data() + r * cx.gpr : nullptr;
+    const float *of = GROUPED ? cx.job->w.t->offset.data() + r * cx.gpr : nullptr;
+    for (int64_t c = 0; c < cols; c += 8) {
+      __m256 w = ld.load(r, c);
+      if (GROUPED) {
+        const int64_t g = c / cx.G;
+        w = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(sc[g]), w), _mm256_set1_ps(of[g]));
+      }
+      _mm256_storeu_ps(o + c, w);
+    }
+  }
+}
+
+// All token tiles over the rows [b0, b1) of one block: two strided row streams, NT tokens per tile
+// (4 for plain fp32 rows: 8 accumulators + 4 x + 1 w registers; 2 for grouped rows, whose per-group
+// accumulators double the register count).
+template <bool GROUPED, class L>
+void block_tokens(const L &ld, const Ctx &cx, int64_t b0, int64_t b1) {
+  constexpr int NT = GROUPED ? 2 : 4;
+  const int64_t q = (b1 - b0) / 2;
+  for (int64_t t0 = 0; t0 < cx.T; t0 += kTokenTile) {
+    const int64_t t1 = std::min(cx.T, t0 + kTokenTile);
+    for (int64_t i = 0; i < q; ++i) {
+      int64_t t = t0;
+      for (; t + NT <= t1; t += NT) tile<2, NT, GROUPED>(ld, cx, b0 + i, q, t);
+      for (; t + 2 <= t1; t += 2) tile<2, 2, GROUPED>(ld, cx, b0 + i, q, t);
+      if (t < t1) tile<2, 1, GROUPED>(ld, cx, b0 + i, q, t);
+    }
+    for (int64_t r = b0 + 2 * q; r < b1; ++r) {
+      int64_t t = t0;
+      for (; t + 2 <= t1; t += 2) tile<1, 2, GROUPED>(ld, cx, r, 0, t);
+      if (t < t1) tile<1, 1, GROUPED>(ld, cx, r, 0, t);
+    }
+  }
+}
 
 template <bool GROUPED, class L>
 void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
@@ -198,22 +261,24 @@ void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
     for (int64_t r = r0 + 4 * q; r < r1; ++r) tile<1, 1, GROUPED>(ld, cx, r, 0, 0);
     return;
   }
-  for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
-    const int64_t b1 = std::min(r1, b0 + kBlock), q = (b1 - b0) / 2;
-    for (int64_t t0 = 0; t0 < cx.T; t0 += kTokenTile) {
-      const int64_t t1 = std::min(cx.T, t0 + kTokenTile);
-      for (int64_t i = 0; i < q; ++i) {
-        int64_t t = t0;
-        for (; t + 2 <= t1; t += 2) tile<2, 2, GROUPED>(ld, cx, b0 + i, q, t);
-        if (t < t1) tile<2, 1, GROUPED>(ld, cx, b0 + i, q, t);
-      }
-      for (int64_t r = b0 + 2 * q; r < b1; ++r) {
-        int64_t t = t0;
-        for (; t + 2 <= t1; t += 2) tile<1, 2, GROUPED>(ld, cx, r, 0, t);
-        if (t < t1) tile<1, 1, GROUPED>(ld, cx, r, 0, t);
-      }
+  // Prefill of converted types: dequantize a block of rows once (exact values), then run the fp32 kernel
+  // over it for every token; the conversion cost is shared by all T tokens.
+  const bool convert = cx.job->w.t->type != NativeType::F32 && cx.T >= kDequantMinT && cx.cols % 8 == 0;
+  if (convert) {
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < size_t(kDequantBlock * cx.cols)) scratch.resize(size_t(kDequantBlock * cx.cols));
+    Ctx flat = cx;  // fp32 rows with their offsets applied: no groups, no offset term
+    flat.G = int32_t(cx.cols);
+    flat.gpr = 1;
+    flat.xsum = nullptr;
+    for (int64_t b0 = r0; b0 < r1; b0 += kDequantBlock) {
+      const int64_t b1 = std::min(r1, b0 + kDequantBlock);
+      dequant_block<GROUPED>(ld, cx, b0, b1 - b0, scratch.data());
+      block_tokens<false>(LBlock{scratch.data(), cx.cols, b0}, flat, b0, b1);
     }
+    return;
   }
+  for (int64_t b0 = r0; b0 < r1; b0 += kBlock) block_tokens<GROUPED>(ld, cx, b0, std::min(r1, b0 + kBlock));
 }
 
 void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
