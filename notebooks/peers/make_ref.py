@@ -9,7 +9,7 @@ and reference.json + logits_last.f32: computed by transformers with the SAME bf1
   * prompt64: 64 token ids; logits_last.f32 = float32 logits at the last position (vocab floats, little endian)
   * teacher: 257 token ids; teacher_argmax[i] = argmax of the logits at position i (i < 256) and the top-1/top-2
     margin at each position
-  * greedy32: 32 greedy tokens after prompt64
+  * greedy32: 32 greedy tokens after prompt64 (greedy32_margin: top-1 minus top-2 logit at each step)
   * bf16_*: the same from the bf16 model (how far HF's own bf16 run is from its fp32 run, for scale)
 """
 import gzip
@@ -79,12 +79,15 @@ def main():
                 ref[tag + "teacher_argmax"] = top2.indices[:, 0].tolist()
                 ref[tag + "teacher_margin"] = (top2.values[:, 0] - top2.values[:, 1]).tolist()
                 ids = prompt.cuda()
-                outs = []
+                outs, margins = [], []
                 for _ in range(32):
-                    nxt = int(m(ids).logits[0, -1].float().argmax())
+                    t2 = m(ids).logits[0, -1].float().topk(2)
+                    nxt = int(t2.indices[0])
+                    margins.append(float(t2.values[0] - t2.values[1]))
                     outs.append(nxt)
                     ids = torch.cat([ids, torch.tensor([[nxt]], device="cuda")], dim=1)
                 ref[tag + "greedy32"] = outs
+                ref[tag + "greedy32_margin"] = margins
             if tag == "":
                 fp32_last = lg
             else:

@@ -10,7 +10,7 @@ import { noGpu, refDir } from "./gpu.ts";
 
 type Ref = {
   prompt64: number[]; teacher: number[]; argmax_last: number; teacher_argmax: number[]; teacher_margin: number[];
-  greedy32: number[]; bf16_teacher_argmax: number[]; bf16_greedy32: number[];
+  greedy32: number[]; greedy32_margin: number[]; bf16_teacher_argmax: number[]; bf16_greedy32: number[];
 };
 
 for (const shape of ["0.5b", "1.5b"]) {
@@ -86,8 +86,12 @@ for (const shape of ["0.5b", "1.5b"]) {
       const div = out.findIndex((t, i) => t !== ref.greedy32[i]);
       const divBf16 = ref.bf16_greedy32.findIndex((t, i) => t !== ref.greedy32[i]);
       console.log(`[hf ${shape}] greedy: first divergence from HF fp32 at ${div < 0 ? "none" : div} (HF bf16 vs fp32: ${divBf16 < 0 ? "none" : divBf16})`);
-      // random-weight logits have small top-1 margins: require the first 8 tokens, report the rest
-      expect(out.slice(0, 8)).toEqual(ref.greedy32.slice(0, 8));
+      // random-weight logits have small top-1 margins: require agreement up to the first step where HF's fp32
+      // margin is below 0.05 (after a legitimate near-tie flip the continuations differ by construction)
+      let safe = ref.greedy32_margin.findIndex((mg) => mg < 0.05);
+      if (safe < 0) safe = 32;
+      console.log(`[hf ${shape}] greedy: first HF near-tie (margin < 0.05) at step ${safe}`);
+      expect(out.slice(0, safe + 1)).toEqual(ref.greedy32.slice(0, safe + 1).map((t, i) => (i === safe ? out[i] : t)));
     });
   });
 }
