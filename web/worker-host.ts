@@ -38,7 +38,7 @@ export class WorkerHost implements EngineHost {
       };
       w.onmessage = (ev: MessageEvent) => {
         const r = FromWorker.safeParse(ev.data);
-        if (!r.success) return; // ignore malformed replies rather than crash the server
+        if (!r.success) { console.error("[web] malformed message from the engine worker:", r.error.issues[0]?.message, JSON.stringify(ev.data)?.slice(0, 300)); return; }
         const m = r.data;
         if (m.t === "ready") { resolve(); return; }
         if (m.t === "init-error") { fail(m.message); return; }

@@ -1,0 +1,182 @@
+// Note: `await expect(p).rejects` hung under bun 1.4.5 for promises rejected from a Worker's message handler;
+// errOf() turns a rejection into its message instead.
+// Exporters, aggregation, sweep arms, ceilings, the worker protocol, and the notebooks (smoke, real engine).
+import { describe, expect, test, afterAll } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { EngineCore } from "../../web/core.ts";
+import { WorkerHost } from "../../web/worker-host.ts";
+import { recordRun } from "../../engine/export/record.ts";
+import { chromeTrace } from "../../engine/export/trace.ts";
+import { renderTable, tableRows } from "../../engine/export/table.ts";
+import { latencyMatrix, rooflinePoints, compareProfiles, spreadOf } from "../../engine/export/aggregate.ts";
+import { parseCeilings } from "../../engine/export/ceilings.ts";
+import { buildArms } from "../../engine/export/sweep.ts";
+import { tensorError, logitsError } from "../../engine/export/quant.ts";
+import { htmlReport } from "../../engine/export/report.ts";
+import { Profile } from "../../engine/profile.ts";
+import { FAKE_REGISTRY, makeFakeOpenModel } from "./fake-engine.ts";
+
+const REPO = resolve(import.meta.dir, "../..");
+const errOf = (p: Promise<unknown>) => p.then(() => "resolved", (e) => (e instanceof Error ? e.message : String(e)));
+const tmp = mkdtempSync(join(tmpdir(), "qwb-exp-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+async function fakeProfile(toggles = {}, maxTokens = 6) {
+  const m = await makeFakeOpenModel()("default");
+  const s = m.newSession();
+  const r = await recordRun(m, s, { id: "p", prompts: [{ prompt: "abc" }], maxTokens, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles, profiling: true, capture: [] });
+  return r.profile;
+}
+
+describe("aggregation and exporters", () => {
+  test("latency matrix, roofline points, spreads", async () => {
+    const p = await fakeProfile();
+    const d = latencyMatrix(p, "decode");
+    expect(d.steps).toBe(5);
+    expect(d.layerLabels.at(-1)).toBe("head/tail");
+    expect(d.ops).toContain("attention");
+    expect(d.totalMs).toBeGreaterThan(0);
+    const pts = rooflinePoints(p, "layer-op");
+    expect(pts.every((x) => x.intensity > 0 && x.flopPerS > 0)).toBe(true);
+    expect(spreadOf([1, 2, 3, 4, 100]).median).toBe(3);
+  });
+
+  test("chrome trace: metadata, one track per layer, X events with flops and bytes, µs timestamps from 0", async () => {
+    const p = await fakeProfile();
+    const t = chromeTrace(p);
+    const x = t.traceEvents.filter((e) => e.ph === "X" && e.tid !== 0);
+    expect(x.length).toBe(p.ops!.step.length);
+    expect(Math.min(...x.map((e) => e.ts!))).toBe(0);
+    expect(new Set(x.map((e) => e.tid)).size).toBe(5);
+    expect(t.traceEvents.filter((e) => e.ph === "M" && e.name === "thread_name").map((e) => e.args!.name)).toContain("layer 3");
+    expect(x[0].args).toHaveProperty("flops");
+    expect(x[0].args).toHaveProperty("bytes");
+    JSON.parse(JSON.stringify(t));
+  });
+
+  test("tables share one schema across md/csv/json/jsonl", async () => {
+    const rows = tableRows([await fakeProfile(), await fakeProfile({ gqa: "broadcast" })]);
+    expect(rows.map((r) => r.test)).toEqual(["pp3", "tg5", "pp3", "tg5"]);
+    const csv = renderTable(rows, "csv").trim().split("\n");
+    expect(csv.length).toBe(5);
+    const json = JSON.parse(renderTable(rows, "json"));
+    const jsonl = renderTable(rows, "jsonl").trim().split("\n").map((l) => JSON.parse(l));
+    expect(Object.keys(json[0])).toEqual(Object.keys(jsonl[0]));
+    expect(csv[0].split(",")).toEqual(expect.arrayContaining(Object.keys(json[0])));
+    expect(renderTable(rows, "md").split("\n")[1]).toMatch(/^\| ---/);
+  });
+
+  test("compare: toggle diff and statuses", async () => {
+    const c = compareProfiles(await fakeProfile(), await fakeProfile({ gqa: "broadcast" }));
+    expect(c.toggleDiff).toEqual([{ id: "gqa", a: "native", b: "broadcast" }]);
+    expect(c.rows.filter((r) => r.op === "attention" && r.phase === "decode").every((r) => r.status === "slower")).toBe(true);
+    expect(c.rows.filter((r) => r.op === "qkv").every((r) => r.status === "same")).toBe(true);
+  });
+
+  test("HTML report is self-contained and carries the data", async () => {
+    const p = await fakeProfile();
+    const h = htmlReport(p);
+    expect(h).not.toMatch(/<(script|link)[^>]+(src|href)=/);
+    const json = /<script type="application\/json" id="profile-data">([\s\S]*?)<\/script>/.exec(h)![1];
+    expect(Profile.parse(JSON.parse(json)).id).toBe(p.id);
+  });
+
+  test("quant metrics", () => {
+    const a = new Float32Array([1, 2, 3, 4]);
+    expect(tensorError(a, a)).toMatchObject({ cosine: 1, rel_l1: 0, sqnr_db: 300, max_abs: 0 });
+    const e = tensorError(a, new Float32Array([1, 2, 3, 4.1]));
+    expect(e.max_abs).toBeCloseTo(0.1, 5);
+    expect(e.sqnr_db).toBeGreaterThan(30);
+    const l = logitsError(new Float32Array([0, 5, 0, 5, 0, 0]), new Float32Array([0, 5, 0, 0, 5, 0]), 3);
+    expect(l.top1_agreement).toBe(0.5);
+    expect(l.kl).toBeGreaterThan(0);
+  });
+
+  test("ceilings: lenient parsing of a few shapes", () => {
+    expect(parseCeilings({ device: "H200", copy_bw_gb_s: 4160, bf16_tflops: 700 }, "h200.json")).toMatchObject({
+      device: "H200", memory: [{ value: 4160e9 }], compute: [{ value: 700e12 }],
+    });
+    const prof = parseCeilings({ manifest: { device: { name: "NVIDIA H200" } }, ceilings: { dram: { bandwidth_bytes_per_s: 4e12 }, bf16_mma_flop_s: 9e14 } }, "x.json");
+    expect(prof!.device).toBe("NVIDIA H200");
+    expect(prof!.memory[0].value).toBe(4e12);
+    expect(prof!.compute[0].value).toBe(9e14);
+    expect(parseCeilings({ nothing: "here" }, "y.json")).toBeNull();
+  });
+});
+
+describe("sweep arms from the registry", () => {
+  test("one factor at a time over implemented values", () => {
+    const arms = buildArms(FAKE_REGISTRY, "cpu");
+    expect(arms.map((a) => a.label)).toEqual(["baseline", "gqa=broadcast", "weights=q8"]);
+    const cuda = buildArms(FAKE_REGISTRY, "cuda");
+    expect(cuda.map((a) => a.label)).toContain("attention=sage-int8");
+  });
+  test("cartesian, profiling axis, and errors", () => {
+    const arms = buildArms(FAKE_REGISTRY, "cpu", { gqa: ["*"], weights: ["bf16", "q8"] }, { cartesian: true, profiling: [true, false] });
+    expect(arms.length).toBe(8);
+    expect(arms.map((a) => a.label)).toContain("gqa=broadcast,weights=q8,profiling=off");
+    expect(() => buildArms(FAKE_REGISTRY, "cpu", { nope: ["x"] })).toThrow(/unknown toggle/);
+    expect(() => buildArms(FAKE_REGISTRY, "cpu", { attention: ["sage-int8"] })).toThrow(/not implemented on cpu/);
+  });
+});
+
+describe("engine worker protocol", () => {
+  test("load, run, failing run, cancel, bad engine module — the host survives all", async () => {
+    const fake = join(REPO, "test/web/fake-engine.ts");
+    const host = new WorkerHost(fake, { QW_FAKE_OPTIONS: JSON.stringify({ failDecodeAt: 3 }) });
+    const progress: unknown[] = [];
+    const info = await host.load("l1", "default", { backend: "cpu" }, (e) => progress.push(e));
+    expect(info.registry.length).toBe(3);
+    expect(progress.length).toBe(4);
+    const spec = { id: "r1", prompts: [{ prompt: "hi" }], maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles: {}, profiling: true, capture: [] };
+    const events: string[] = [];
+    const r = await host.run("r1", spec, (e) => events.push(e.type));
+    expect(r.profile.tokens!.length).toBe(3);
+    expect(events).toContain("step");
+    expect(await errOf(host.run("r2", { ...spec, id: "r2", maxTokens: 20 }, () => {}))).toMatch(/illegal memory access/);
+    const again = await host.run("r3", { ...spec, id: "r3" }, () => {});
+    expect(again.cancelled).toBe(false);
+    expect(await errOf(host.run("r4", { ...spec, id: "r4", toggles: { gqa: "sideways" } }, () => {}))).toMatch(/not one of/);
+    await host.close();
+
+    const slow = new WorkerHost(fake, { QW_FAKE_OPTIONS: JSON.stringify({ stepDelayMs: 10 }) });
+    await slow.load("l", "default", { backend: "cpu" }, () => {});
+    const p = slow.run("c1", { ...spec, id: "c1", maxTokens: 1000 }, () => {});
+    setTimeout(() => slow.cancel("c1"), 100);
+    const res = await p;
+    expect(res.cancelled).toBe(true);
+    expect(res.profile.tokens!.length).toBeLessThan(1000);
+    await slow.close();
+
+    const broken = new WorkerHost(join(tmp, "missing-engine.ts"));
+    expect(await errOf(broken.load("x", "default", { backend: "cpu" }, () => {}))).toMatch(/cannot load the engine/);
+    await broken.close();
+  }, 30_000);
+
+  test("in-process core: run before load fails clearly", async () => {
+    const core = new EngineCore(makeFakeOpenModel());
+    expect(await errOf(core.run("x", { id: "x", prompts: [{ prompt: "a" }], maxTokens: 1, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles: {}, profiling: false, capture: [] }, () => {}))).toMatch(/no model loaded/);
+  });
+});
+
+const haveNative = existsSync(join(REPO, "engine/index.ts")) && readdirSync(join(REPO, "cuda/build"), { recursive: true } as never).some?.((f: unknown) => String(f).endsWith("libqwen_cpu.so"));
+describe.skipIf(!haveNative)("notebooks (CPU engine, embedded default model)", () => {
+  test("ablate → compare → export", async () => {
+    const out = join(tmp, "ablate");
+    const run = (args: string[]) => Bun.spawnSync([process.execPath, ...args], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+    const a = run(["notebooks/ablate.ts", "--toggle", "gqa=native,broadcast", "--repeats", "1", "--max-tokens", "4", "--no-warmup", "--out", out]);
+    expect(a.exitCode, a.stderr.toString()).toBe(0);
+    for (const f of ["baseline.json", "gqa-broadcast.json", "comparison.md", "roofline.svg", "decode.svg", "table.csv"]) expect(existsSync(join(out, f))).toBe(true);
+    const md = readFileSync(join(out, "comparison.md"), "utf8");
+    expect(md).toContain("| gqa=broadcast |");
+    expect(md).toMatch(/\| gqa=broadcast \|.*\| yes \|/); // broadcast computes the same function: same greedy tokens
+    const c = run(["notebooks/compare.ts", join(out, "baseline.json"), join(out, "gqa-broadcast.json"), "--out", join(tmp, "cmp")]);
+    expect(c.exitCode, c.stderr.toString()).toBe(0);
+    expect(c.stdout.toString()).toContain('gqa "native" → "broadcast"');
+    const e = run(["notebooks/export.ts", join(out, "baseline.json"), "--out", join(tmp, "exp")]);
+    expect(e.exitCode, e.stderr.toString()).toBe(0);
+    for (const f of ["baseline.trace.json", "baseline.report.html", "baseline.bench.md", "baseline.roofline.svg"]) expect(existsSync(join(tmp, "exp", f))).toBe(true);
+  }, 120_000);
+});
