@@ -3,9 +3,17 @@
 // batch 1 and batch 3 with different prompt lengths. Tolerance: max |Δlogit| ≤ 1e-4 (logits are O(1–10);
 // fp32 accumulation over H = 256 / F = 768 gives 5e-6..9e-6 in practice).
 // (f) The GQA "broadcast" arm computes the same function as "native" (≤ 1e-5).
+// Also: q8_0 and q4_k_m (Q4_K + Q6_K) GGUF files against the reference on the TS-dequantized weights (≤ 1e-4).
 import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
 import { openSyntheticInMemory, type Model } from "../../engine/index.ts";
-import { argmax } from "../reference/qwen2-ref.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openModel } from "../../engine/index.ts";
+import { openModelSource, ggufToHfName } from "../../engine/modelfile.ts";
+import { dequantize } from "../../engine/quant.ts";
+import { writeSyntheticGguf } from "../../engine/synthetic.ts";
+import { argmax, Qwen2Reference, type RefWeights } from "../reference/qwen2-ref.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt, referenceFor, tinyTestSpec } from "../reference/fixtures.ts";
 
 // Engine tests can be slow on a busy 2-core machine (OpenMP threads compete with other processes).
@@ -135,6 +143,57 @@ describe.skipIf(!cpuLibraryBuilt())("engine vs fp64 reference (tiny synthetic, f
         expect((t.gqa as string[])[0]).toBe("native");
         s.close();
       });
+    });
+  }
+});
+
+// Quantized weights end to end: a tiny synthetic GGUF written as q8_0 and as the q4_k_m mix (Q4_K, Q6_K) is loaded
+// by the engine; the fp64 reference runs on the same weights dequantized in TypeScript (engine/quant.ts). Because
+// the engine's GGUF -> native conversion is exact, the logits must agree to fp32 accuracy (1e-4), not merely to
+// quantization accuracy.
+
+describe.skipIf(!cpuLibraryBuilt())("quantized GGUF: engine vs fp64 reference on the dequantized weights", () => {
+  for (const type of ["q8_0", "q4_k_m"] as const) {
+    test(type, async () => {
+      const dir = mkdtempSync(join(tmpdir(), "qw-q-"));
+      try {
+        const spec = tinyTestSpec({}, 5);
+        const path = join(dir, `tiny-${type}.gguf`);
+        await writeSyntheticGguf(spec, type, path);
+        const src = openModelSource(path);
+        const types = new Set(Object.keys(src.weightTypes));
+        if (type === "q4_k_m") {
+          expect(types.has("Q4_K")).toBe(true);
+          expect(types.has("Q6_K")).toBe(true);
+        } else expect(types.has("Q8_0")).toBe(true);
+        const w: RefWeights = new Map();
+        for (const t of src.tensors) {
+          w.set(ggufToHfName(t.name)!, { shape: [...t.ne].reverse(), data: Float64Array.from(dequantize(t.ggmlType, t.data)) });
+        }
+        const ref = new Qwen2Reference(spec.config, w);
+        const m = await openModel(path, { backend: "cpu", threads: 2 });
+        const s = m.newSession({ maxContext: 64 });
+        s.setToggle("kvCache", "f32");
+        s.setLogitsMode(2);
+        const V = spec.config.vocab_size;
+        const p = prompt(9, 4, 0, V);
+        const rs = ref.newSequence();
+        let tok = s.prefill(0, p);
+        const L = s.logits();
+        const R = ref.forward(rs, p);
+        let worst = 0;
+        for (let i = 0; i < p.length; i++) worst = Math.max(worst, maxAbsDiff(L.data.subarray(i * V, (i + 1) * V), R.logits[i]));
+        for (let step = 0; step < 8; step++) {
+          const fed = tok;
+          [tok] = s.decode([0], [fed]);
+          worst = Math.max(worst, maxAbsDiff(s.logits().data, ref.forward(rs, [fed]).logits[0]));
+        }
+        m.close();
+        console.log(`  ${type}: worst |Δlogit| = ${worst.toExponential(2)} (types ${[...types].join(", ")})`);
+        expect(worst).toBeLessThanOrEqual(TOL);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   }
 });
