@@ -327,17 +327,25 @@ async function cmdBench(argv: string[]): Promise<void> {
         summary.tpot_ms = r.tpot;
       }
     }
-    // Profiling-mode overhead (DESIGN.md §4): the first decode case again with op records on.
+    // Profiling-mode overhead (DESIGN.md §4): the first decode case in alternating pairs (records off / on),
+    // so a change in machine load hits both arms alike; overhead = median over pairs of (off − on) / off.
     if (o.out && tgs.length) {
-      s.setProfiling(true);
-      const r = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, { reps, warmup, onProgress: (msg) => log(`[profiling on] ${msg}`) });
-      s.takeRecords();
-      s.setProfiling(false);
-      const off = rows.find((x) => x.test === `tg${tgs[0]} b${batches[0]}`);
-      if (off && r.decode) {
-        summary.profiling_overhead_pct = (100 * (off.tokens_per_s.median - r.decode.median)) / off.tokens_per_s.median;
-        summary.decode_tok_s_profiling = r.decode;
+      const one = { reps: 1, warmup: 0, allowFewer: true };
+      const ratios: number[] = [], onS: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        s.setProfiling(false);
+        const off = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, one).decode!.median;
+        s.setProfiling(true);
+        const on = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, one).decode!.median;
+        s.takeRecords();
+        ratios.push((100 * (off - on)) / off);
+        onS.push(on);
+        log(`[profiling overhead] pair ${i + 1}/${reps}: off ${off.toFixed(1)} tok/s, on ${on.toFixed(1)} tok/s`);
       }
+      s.setProfiling(false);
+      summary.profiling_overhead_pct = statOf(ratios, "%").median;
+      summary.profiling_overhead = statOf(ratios, "%");
+      summary.decode_tok_s_profiling = statOf(onS, "tok/s");
     }
     // % of the bandwidth roofline for decode rows when the device has measured ceilings.
     const ceil = loadCeilings(m.device.name);
