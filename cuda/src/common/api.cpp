@@ -468,7 +468,8 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     int64_t v;
     s->max_batch = qw::json_int(o, "max_batch", 1, 4096, what, &v) ? int32_t(v) : 1;
     const int32_t def_ctx = model->cfg.max_position < 4096 ? model->cfg.max_position : 4096;
-    s->max_context = qw::json_int(o, "max_context", 1, int64_t(1) << 24, what, &v) ? int32_t(v) : def_ctx;
+    // 1M tokens: the longest context Qwen2.5 supports (Qwen2.5-1M); per-session tables scale with it.
+    s->max_context = qw::json_int(o, "max_context", 1, int64_t(1) << 20, what, &v) ? int32_t(v) : def_ctx;
     s->max_prefill = qw::json_int(o, "max_prefill", 1, s->max_context, what, &v) ? int32_t(v) : s->max_context;
     s->len.assign(size_t(s->max_batch), 0);
     s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});

@@ -170,7 +170,11 @@ void attention(KvCache &kv, const AttnArgs &a) {
   std::vector<int32_t> row_seq(static_cast<size_t>(rows));
   for (size_t s = 0; s < nS; ++s)
     for (int32_t j = 0; j < st.n_new[s]; ++j) row_seq[size_t(st.row_offset[s] + j)] = int32_t(s);
-  const int nt = int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
+  // A decode step of a small model is a few microseconds of attention: not worth waking a second thread.
+  double work = 0;  // multiply-adds
+  for (size_t s = 0; s < nS; ++s)
+    work += double(nH) * d * 2.0 * (double(st.n_new[s]) * st.pos0[s] + double(st.n_new[s]) * (st.n_new[s] + 1) / 2);
+  const int nt = work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
   std::atomic<int64_t> next{0};  // dynamic schedule: query rows late in a prefill attend to more keys
   a.pool->run(nt, [&](int, int) {
     std::vector<float> sc;

@@ -360,7 +360,10 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
   }
   // Every thread takes the same share of every job, so no barrier is needed between jobs and the work
   // is balanced (all rows of a job cost the same).
-  const int nt = int(std::max<int64_t>(1, std::min<int64_t>(pool.size(), max_rows / 4)));
+  // Below ~32k multiply-adds a second thread costs more to wake than it saves.
+  double work = 0;
+  for (int j = 0; j < n_jobs; ++j) work += double(T) * double(jobs[j].w.t->rows) * double(jobs[j].w.t->cols);
+  const int nt = work < 32768.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(pool.size(), max_rows / 4)));
   pool.run(nt, [&](int tid, int n) {
     for (int j = 0; j < n_jobs; ++j) {
       int64_t r0, r1;

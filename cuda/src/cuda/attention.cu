@@ -18,6 +18,8 @@ constexpr int kGMax = 8;
 
 template <int D>
 __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const DecodeAttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
   constexpr int E = D / 32;  // dims per lane in PV
   __shared__ __align__(16) float q_s[kGMax][D];
   __shared__ float wm_s[kDecWarps][kGMax], wl_s[kDecWarps][kGMax];
@@ -213,6 +215,8 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 
 template <int D>
 __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
   constexpr int LD = D + 8;  // padded row (bf16 elements): conflict-free ldmatrix
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16 *q_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);  // [kBQ][LD]
@@ -360,6 +364,8 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
 
 // Simple SIMT prefill: one warp per (query row, head), lane-per-key scores, lane-per-dim accumulation.
 __global__ void prefill_attn_simt_kernel(const PrefillAttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
   extern __shared__ float qsh[];  // [4 warps][D]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * 4 + warp, h = blockIdx.y;
@@ -408,6 +414,8 @@ __global__ void prefill_attn_simt_kernel(const PrefillAttnArgs a) {
 __global__ void kv_broadcast_kernel(__nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *sk,
                                     const __nv_bfloat16 *sv, const int32_t *src_slot, const int32_t *len, int n_heads,
                                     int n_kv, int d, int max_ctx) {
+  pdl_wait();
+  pdl_trigger();
   const int b = blockIdx.z, h = blockIdx.y;
   const int G = n_heads / n_kv;
   const int64_t slot = src_slot[b];
@@ -438,9 +446,9 @@ const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
   if (G > kGMax) throw CudaError("decode attention: more than 8 query heads per kv head are not supported");
   dim3 grid(a.n_split, a.n_kv, a.batch);
   switch (a.head_dim) {
-    case 64: decode_attn_kernel<64><<<grid, kDecWarps * 32, 0, s>>>(a); break;
-    case 128: decode_attn_kernel<128><<<grid, kDecWarps * 32, 0, s>>>(a); break;
-    case 32: decode_attn_kernel<32><<<grid, kDecWarps * 32, 0, s>>>(a); break;
+    case 64: launch(decode_attn_kernel<64>, grid, kDecWarps * 32, 0, s, a); break;
+    case 128: launch(decode_attn_kernel<128>, grid, kDecWarps * 32, 0, s, a); break;
+    case 32: launch(decode_attn_kernel<32>, grid, kDecWarps * 32, 0, s, a); break;
     default: throw CudaError("decode attention: head_dim must be 32, 64 or 128");
   }
   QWC_LAUNCH_CHECK("launch_decode_attention");
@@ -450,7 +458,7 @@ const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
 const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t s) {
   if (a.head_dim > 256 || a.head_dim % 2) throw CudaError("prefill attention (simt): head_dim must be even and <= 256");
   dim3 grid((a.n + 3) / 4, a.n_heads);
-  prefill_attn_simt_kernel<<<grid, 128, 4 * a.head_dim * sizeof(float), s>>>(a);
+  launch(prefill_attn_simt_kernel, grid, 128, 4 * a.head_dim * sizeof(float), s, a);
   QWC_LAUNCH_CHECK("launch_prefill_attention_simt");
   return "attn_prefill_simt";
 }
@@ -464,11 +472,11 @@ const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
     if (D == 64) {
       static bool once = false;
       if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
-      prefill_attn_mma_kernel<64><<<grid, 128, smem, s>>>(a);
+      launch(prefill_attn_mma_kernel<64>, grid, 128, smem, s, a);
     } else {
       static bool once = false;
       if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
-      prefill_attn_mma_kernel<128><<<grid, 128, smem, s>>>(a);
+      launch(prefill_attn_mma_kernel<128>, grid, 128, smem, s, a);
     }
     QWC_LAUNCH_CHECK("launch_prefill_attention");
     return "attn_prefill_mma";
@@ -483,7 +491,7 @@ void launch_kv_broadcast(__nv_bfloat16 *dst_k, __nv_bfloat16 *dst_v, const __nv_
   const int64_t n8 = (int64_t)max_len * head_dim / 8;
   const int gx = (int)std::max<int64_t>(1, std::min<int64_t>(64, (n8 + 255) / 256));
   dim3 grid(gx, n_heads, batch);
-  kv_broadcast_kernel<<<grid, 256, 0, s>>>(dst_k, dst_v, src_k, src_v, src_slot, len, n_heads, n_kv, head_dim, max_ctx);
+  launch(kv_broadcast_kernel, grid, 256, 0, s, dst_k, dst_v, src_k, src_v, src_slot, len, n_heads, n_kv, head_dim, max_ctx);
   QWC_LAUNCH_CHECK("launch_kv_broadcast");
 }
 

@@ -25,6 +25,8 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pr
 }
 
 __global__ void __launch_bounds__(128) gemm_mma_kernel(const GemmArgs g) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ __align__(16) __nv_bfloat16 as[2][BM * LDS];
   __shared__ __align__(16) __nv_bfloat16 bs[2][BN * LDS];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -89,7 +91,7 @@ __global__ void __launch_bounds__(128) gemm_mma_kernel(const GemmArgs g) {
 const char *launch_gemm_mma(const GemmArgs &g, cudaStream_t s) {
   if (g.k % 8 || g.lda % 8) throw CudaError("launch_gemm_mma: K and lda must be multiples of 8");
   dim3 grid((unsigned)((g.n + BN - 1) / BN), (unsigned)((g.m + BM - 1) / BM));
-  gemm_mma_kernel<<<grid, 128, 0, s>>>(g);
+  launch(gemm_mma_kernel, grid, 128, 0, s, g);
   QWC_LAUNCH_CHECK("launch_gemm_mma");
   return "gemm_mma";
 }

@@ -125,6 +125,8 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
     }
   }
   bool prefetched = true;
+  pdl_wait();  // the activations below come from the previous kernel
+  pdl_trigger();
 
   norm_rstd<NB>(a, rstd_s);
 
@@ -203,6 +205,8 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
 // Generic path (any cols, any alignment): one warp per row (pair of rows for SWIGLU), scalar weight loads.
 template <int NB>
 __global__ void __launch_bounds__(kThreads) gemv_generic_kernel(const GemvArgs a) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float rstd_s[16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t rows = a.w.rows, cols = a.w.cols;
@@ -250,7 +254,7 @@ void launch_vec(const GemvArgs &a, int kt, cudaStream_t s) {
   const int64_t rows_per_block = (int64_t)kWarps * R;
   const int grid = ceil_div(a.w.rows, rows_per_block);
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
-  gemv_vec_kernel<WT, NB, R, U><<<grid, kThreads, smem, s>>>(a, kt);
+  launch(gemv_vec_kernel<WT, NB, R, U>, grid, kThreads, smem, s, a, kt);
 }
 
 template <int WT, int NB>
@@ -304,11 +308,11 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
     const int per = a.epi == GEMV_EPI_SWIGLU ? 2 : 1;
     const int grid = ceil_div(a.w.rows / per, kWarps);
     switch (nb_of(a.batch)) {
-      case 1: gemv_generic_kernel<1><<<grid, kThreads, 0, s>>>(a); break;
-      case 2: gemv_generic_kernel<2><<<grid, kThreads, 0, s>>>(a); break;
-      case 4: gemv_generic_kernel<4><<<grid, kThreads, 0, s>>>(a); break;
-      case 8: gemv_generic_kernel<8><<<grid, kThreads, 0, s>>>(a); break;
-      default: gemv_generic_kernel<16><<<grid, kThreads, 0, s>>>(a); break;
+      case 1: launch(gemv_generic_kernel<1>, grid, kThreads, 0, s, a); break;
+      case 2: launch(gemv_generic_kernel<2>, grid, kThreads, 0, s, a); break;
+      case 4: launch(gemv_generic_kernel<4>, grid, kThreads, 0, s, a); break;
+      case 8: launch(gemv_generic_kernel<8>, grid, kThreads, 0, s, a); break;
+      default: launch(gemv_generic_kernel<16>, grid, kThreads, 0, s, a); break;
     }
     name = "gemv_generic";
   }

@@ -5,6 +5,8 @@ namespace qwc {
 namespace {
 __global__ void __launch_bounds__(256) rmsnorm_kernel(__nv_bfloat16 *out, float *out_f32, const float *x, const float *w,
                                                       int32_t cols, float eps) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float red[8];
   const int64_t r = blockIdx.x;
   const float *xr = x + r * cols;
@@ -31,7 +33,7 @@ __global__ void __launch_bounds__(256) rmsnorm_kernel(__nv_bfloat16 *out, float 
 void launch_rmsnorm(__nv_bfloat16 *out, float *out_f32, const float *x, const float *w, int32_t rows, int32_t cols,
                     float eps, cudaStream_t s) {
   if (rows <= 0) return;
-  rmsnorm_kernel<<<rows, 256, 0, s>>>(out, out_f32, x, w, cols, eps);
+  launch(rmsnorm_kernel, rows, 256, 0, s, out, out_f32, x, w, cols, eps);
   QWC_LAUNCH_CHECK("launch_rmsnorm");
 }
 }  // namespace qwc

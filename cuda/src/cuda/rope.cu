@@ -6,6 +6,8 @@
 namespace qwc {
 namespace {
 __global__ void rope_kv_kernel(const RopeKvArgs a) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const int d = a.head_dim, half = d / 2;
   const int qdim = a.n_heads * d, kvdim = a.n_kv * d;
@@ -48,7 +50,7 @@ __global__ void rope_kv_kernel(const RopeKvArgs a) {
 
 void launch_rope_kv(const RopeKvArgs &a, cudaStream_t s) {
   if (a.rows <= 0) return;
-  rope_kv_kernel<<<a.rows, 256, 0, s>>>(a);
+  launch(rope_kv_kernel, a.rows, 256, 0, s, a);
   QWC_LAUNCH_CHECK("launch_rope_kv");
 }
 }  // namespace qwc

@@ -12,6 +12,8 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi);
 }
 __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float *logits, int32_t vocab, int64_t ld) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float sv[32];
   __shared__ int si[32];
   const float *row = logits + blockIdx.x * ld;
@@ -110,6 +112,8 @@ __device__ uint64_t radix_search(const float *row, const double *w, int V, uint6
 
 __global__ void __launch_bounds__(kST) sample_kernel(int32_t *out, const float *logits, const SampleRow *params,
                                                      double *wbuf, int V, int64_t ld) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ double hist[4 * 256];
   __shared__ double red[32];
   __shared__ uint64_t sh[2];
@@ -206,24 +210,26 @@ __global__ void __launch_bounds__(kST) sample_kernel(int32_t *out, const float *
 }
 
 __global__ void add_f32_kernel(float *x, const float *y, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] += y[i];
 }
 }  // namespace
 
 void launch_argmax(int32_t *out, const float *logits, int32_t rows, int32_t vocab, int64_t ld, cudaStream_t s) {
   if (rows <= 0) return;
-  argmax_kernel<<<rows, 1024, 0, s>>>(out, logits, vocab, ld);
+  launch(argmax_kernel, rows, 1024, 0, s, out, logits, vocab, ld);
   QWC_LAUNCH_CHECK("launch_argmax");
 }
 void launch_sample(int32_t *out, const float *logits, const SampleRow *params, double *wbuf, int32_t rows,
                    int32_t vocab, int64_t ld, cudaStream_t s) {
   if (rows <= 0) return;
-  sample_kernel<<<rows, kST, 0, s>>>(out, logits, params, wbuf, vocab, ld);
+  launch(sample_kernel, rows, kST, 0, s, out, logits, params, wbuf, vocab, ld);
   QWC_LAUNCH_CHECK("launch_sample");
 }
 void launch_add_f32(float *x, const float *y, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  add_f32_kernel<<<(int)std::min<int64_t>((n + 255) / 256, 2048), 256, 0, s>>>(x, y, n);
+  launch(add_f32_kernel, (int)std::min<int64_t>((n + 255) / 256, 2048), 256, 0, s, x, y, n);
   QWC_LAUNCH_CHECK("launch_add_f32");
 }
 }  // namespace qwc
