@@ -336,10 +336,11 @@ export function createApp(deps: AppDeps) {
 
   app.get("/api/profiles/:key/views", (c) => {
     const key = keyOf(c);
+    const stat = check(z.enum(["mean", "median"]).default("mean"), c.req.query("stat"), "stat");
     const p = profiles.get(key);
     return c.json({
       key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, notes: p.notes ?? [],
-      latency: { prefill: latencyMatrix(p, "prefill"), decode: latencyMatrix(p, "decode") },
+      latency: { prefill: latencyMatrix(p, "prefill", undefined, stat), decode: latencyMatrix(p, "decode", undefined, stat) },
       steps: stepTimeline(p), tokens: tokenTimeline(p),
       roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
       ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,

@@ -70,22 +70,35 @@ export interface LatencyMatrix {
   layers: number[];          // layer indices, -1 (embedding, final norm, lm_head, sampling) last
   layerLabels: string[];
   ops: string[];
-  ms: number[][];            // ms[layerIdx][opIdx], mean per step
-  totalMs: number;           // mean step time
+  ms: number[][];            // ms[layerIdx][opIdx], per step (mean, or median over steps)
+  totalMs: number;           // sum of the cells
+  stat: "mean" | "median";
 }
 
-export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p)): LatencyMatrix {
+export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p), stat: "mean" | "median" = "mean"): LatencyMatrix {
   const rs = recs.filter((r) => r.phase === phase);
-  const steps = new Set(rs.map((r) => r.step)).size;
+  const stepIds = [...new Set(rs.map((r) => r.step))];
+  const steps = stepIds.length;
   const layers = [...new Set(rs.map((r) => r.layer))].sort((a, b) => (a < 0 ? 1e9 : a) - (b < 0 ? 1e9 : b));
   const ops = OP_NAMES.filter((op) => rs.some((r) => r.op === op)) as string[];
   for (const r of rs) if (!ops.includes(r.op)) ops.push(r.op);
-  const ms = layers.map(() => ops.map(() => 0));
-  for (const r of rs) ms[layers.indexOf(r.layer)][ops.indexOf(r.op)] += r.ns / 1e6;
-  const div = Math.max(1, steps);
-  for (const row of ms) for (let j = 0; j < row.length; j++) row[j] /= div;
+  let ms: number[][];
+  if (stat === "median") {
+    // per (layer, op): the median over steps of that cell's time per step (steps where it did not run count 0)
+    const per = layers.map(() => ops.map(() => new Map<number, number>()));
+    for (const r of rs) {
+      const m = per[layers.indexOf(r.layer)][ops.indexOf(r.op)];
+      m.set(r.step, (m.get(r.step) ?? 0) + r.ns / 1e6);
+    }
+    ms = per.map((row) => row.map((m) => spreadOf(stepIds.map((s) => m.get(s) ?? 0)).median));
+  } else {
+    ms = layers.map(() => ops.map(() => 0));
+    for (const r of rs) ms[layers.indexOf(r.layer)][ops.indexOf(r.op)] += r.ns / 1e6;
+    const div = Math.max(1, steps);
+    for (const row of ms) for (let j = 0; j < row.length; j++) row[j] /= div;
+  }
   const totalMs = ms.reduce((a, row) => a + row.reduce((x, y) => x + y, 0), 0);
-  return { phase, steps, layers, layerLabels: layers.map((l) => layerLabel(l)), ops, ms, totalMs };
+  return { phase, steps, layers, layerLabels: layers.map((l) => layerLabel(l)), ops, ms, totalMs, stat };
 }
 
 export interface StepPoint { step: number; phase: PhaseName; ms: number; tokens: number }

@@ -114,6 +114,9 @@ describe("runs", () => {
     expect(v.latency.decode.steps).toBe(7);
     expect(v.roofline.op.length).toBeGreaterThan(3);
     expect(v.ceilings).toBeNull();
+    const med: any = await (await app.request(`/api/profiles/${encodeURIComponent(key)}/views?stat=median`)).json();
+    expect(med.latency.decode.stat).toBe("median");
+    expect((await app.request(`/api/profiles/${encodeURIComponent(key)}/views?stat=max`)).status).toBe(400);
   });
 
   test("bad run payloads are 4xx with a message", async () => {

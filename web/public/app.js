@@ -373,14 +373,14 @@ function stackedBars(div, m, title) {
   }));
   Plotly.react(div, traces, {
     ...BASE_LAYOUT, barmode: "stack",
-    title: { text: `${title} · ${fmt(m.totalMs, 3)} ms per step (mean of ${m.steps})`, font: { size: 13 } },
+    title: { text: `${title} · ${fmt(m.totalMs, 3)} ms per step (${m.stat} of ${m.steps})`, font: { size: 13 } },
     xaxis: { title: { text: "layer" } }, yaxis: { title: { text: "time per step (ms)" } },
     legend: { orientation: "h", y: -0.25, font: { size: 11 }, traceorder: "normal" },
   }, PLOT_CFG);
 }
 
 async function drawLatency(key) {
-  const v = await api(`/api/profiles/${enc(key)}/views`);
+  const v = await api(`/api/profiles/${enc(key)}/views?stat=${$("#lat-stat").value}`);
   const s = v.summary;
   $("#lat-cards").innerHTML = [
     ["TTFT", `${fmt(s.ttft_ms, 2)} ms`], ["TPOT median", `${fmt(s.tpot_ms?.median, 2)} ms`], ["TPOT p90", `${fmt(s.tpot_ms?.p90, 2)} ms`],
@@ -405,7 +405,7 @@ async function drawLatency(key) {
   const tables = ["prefill", "decode"].map((ph) => {
     const m = v.latency[ph];
     if (!m.steps) return "";
-    return `<h3>${ph} (mean of ${m.steps} step${m.steps > 1 ? "s" : ""})</h3><table><thead><tr><th>layer</th>${m.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th></tr></thead><tbody>${
+    return `<h3>${ph} (${m.stat} of ${m.steps} step${m.steps > 1 ? "s" : ""})</h3><table><thead><tr><th>layer</th>${m.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th></tr></thead><tbody>${
       m.layerLabels.map((l, i) => `<tr><td>${esc(l)}</td>${m.ms[i].map((x) => `<td class="n">${fmt(x, 4)}</td>`).join("")}<td class="n"><b>${fmt(m.ms[i].reduce((a, b) => a + b, 0), 4)}</b></td></tr>`).join("")}</tbody></table>`;
   }).join("");
   $("#lat-table").innerHTML = tables || '<p class="muted">No op records: the run was not in profiling mode.</p>';
@@ -617,6 +617,7 @@ async function boot() {
   $("#set-file").addEventListener("change", (e) => e.target.files[0] && uploadSet(e.target.files[0]));
   $("#prompt-source").addEventListener("change", (e) => { $("#set-row").hidden = e.target.value !== "set"; $("#prompt").hidden = e.target.value === "set"; if (e.target.value === "set") refreshSets(); });
   $("#lat-profile").addEventListener("change", (e) => drawLatency(e.target.value).catch((x) => toast(x.message, "error")));
+  $("#lat-stat").addEventListener("change", () => $("#lat-profile").value && drawLatency($("#lat-profile").value).catch((x) => toast(x.message, "error")));
   $("#roof-group").addEventListener("change", drawRoofline);
   $("#roof-phase").addEventListener("change", drawRoofline);
   $("#roof-png").addEventListener("click", () => downloadPlot("roof-plot", "png"));
