@@ -48,7 +48,11 @@ export class WorkerHost implements EngineHost {
         else if (m.t === "result") { this.pending.delete(m.id); p.resolve(m.value); }
         else if (m.t === "error") { this.pending.delete(m.id); p.reject(new Error(m.message)); }
       };
-      w.onerror = (e: ErrorEvent) => fail(`engine worker crashed: ${e.message || "unknown error"}`);
+      w.onerror = (e: ErrorEvent) => {
+        // Bun's ErrorEvent.message carries a code frame; keep the error's own message.
+        const own = e.error instanceof Error ? e.error.message : /error: (.*)/.exec(e.message ?? "")?.[1];
+        fail(`engine worker crashed: ${own ?? e.message ?? "unknown error"}`);
+      };
       w.addEventListener("close", () => fail("engine worker exited"));
       w.postMessage({ t: "init", engineModule: this.engineModule, env: this.env } satisfies ToWorker);
     });

@@ -155,6 +155,23 @@ describe("engine worker protocol", () => {
     await broken.close();
   }, 30_000);
 
+  test("a worker that dies mid-run fails that run; the app reloads the model in a fresh worker", async () => {
+    const { fakeApp, readSse, json } = await import("./helpers.ts");
+    const host = new WorkerHost(join(REPO, "test/web/fake-engine.ts"), { QW_FAKE_OPTIONS: JSON.stringify({ crashWorker: true }) });
+    const { app, dirs } = fakeApp({}, {}, host);
+    const r1: any = await (await app.request("/api/runs", json({ prompt: "x", maxTokens: 3 }))).json();
+    const ev = await readSse(await app.request(`/api/tasks/${r1.id}/events`));
+    expect(ev.at(-1)!.event).toBe("error");
+    expect(ev.at(-1)!.data.message).toBe("engine worker crashed: fake engine: uncaught failure on the engine thread");
+    expect(host.loaded()).toBeNull();
+    expect((await app.request("/api/health")).status).toBe(200);
+    const r2: any = await (await app.request("/api/models/load", json({ source: "default" }))).json();
+    const ev2 = await readSse(await app.request(`/api/tasks/${r2.id ?? r2.task.id}/events`));
+    expect(ev2.at(-1)!.event).toBe("done");
+    await host.close();
+    dirs.cleanup();
+  }, 30_000);
+
   test("in-process core: run before load fails clearly", async () => {
     const core = new EngineCore(makeFakeOpenModel());
     expect(await errOf(core.run("x", { id: "x", prompts: [{ prompt: "a" }], maxTokens: 1, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles: {}, profiling: false, capture: [] }, () => {}))).toMatch(/no model loaded/);

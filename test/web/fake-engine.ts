@@ -12,6 +12,7 @@ export interface FakeOptions {
   failDecodeAt?: number;     // throw on this decode step (0-based)
   stepDelayMs?: number;      // sleep per step (to test cancel / concurrency)
   loadDelayMs?: number;
+  crashWorker?: boolean;     // throw an uncaught error from a timer during generate (kills a worker's event loop)
 }
 
 const WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs", "far", "away", "."];
@@ -138,6 +139,10 @@ class FakeSession implements EngineSession {
     const ids = opts.tokens ?? (opts.messages ? tok.applyChatTemplate(opts.messages) : tok.encode(opts.prompt ?? ""));
     if (!ids.length) throw new Error("empty prompt");
     this.reset(); this.setSampling(0, opts);
+    if (this.o.crashWorker) {
+      setTimeout(() => { throw new Error("fake engine: uncaught failure on the engine thread"); }, 0);
+      await new Promise(() => {}); // never returns
+    }
     const max = opts.maxTokens ?? 64;
     const t0 = performance.now();
     if (this.o.stepDelayMs) await sleep(this.o.stepDelayMs);
