@@ -16,6 +16,8 @@ export PATH=/usr/local/cuda/bin:$PATH
 lt=$(bash cuda/dev/find-cublaslt.sh || true)
 if [[ -n "$lt" ]]; then export QW_CUBLASLT="$lt"; export LD_LIBRARY_PATH="$(dirname "$lt"):${LD_LIBRARY_PATH:-}"; fi
 export QW_GPU_REF="$OUT/qw-ref"
+# libcudart.so.13 for libqwen_cuda.so (linked shared by cuda/Makefile)
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 summary=()
 stage() { local name=$1 limit=$2; shift 2; local t0=$(date +%s); timeout "$limit" bash -c "$*" > "$OUT/$name.log" 2>&1; local rc=$?;
   summary+=("$(printf '%-6s rc=%-3s %4ss  %s' "$name" "$rc" "$(( $(date +%s) - t0 ))" "$OUT/$name.log")"); return $rc; }

@@ -24,7 +24,25 @@ def qwen_config(shape):
     from transformers import Qwen2Config
     c = dict(COMMON)
     c.update(SHAPES[shape])
+    # transformers 5 keeps RoPE in rope_parameters; 4.x reads rope_theta. Give both.
+    c["rope_parameters"] = {"rope_type": "default", "rope_theta": c["rope_theta"]}
     return Qwen2Config(**c)
+
+
+def random_model(cfg, dtype, attn="eager"):
+    """A randomly initialized Qwen2ForCausalLM (HF init) built directly on the GPU."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+    try:
+        cfg._attn_implementation = attn
+    except Exception:
+        pass
+    with torch.device("cuda"):
+        try:
+            m = Qwen2ForCausalLM._from_config(cfg, attn_implementation=attn)
+        except TypeError:
+            m = Qwen2ForCausalLM._from_config(cfg)
+    return m.to(dtype).eval()
 
 
 def stat(samples):

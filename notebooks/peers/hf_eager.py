@@ -8,11 +8,10 @@ one warm-up, then >= 3 repetitions. Prints BenchRow JSON lines (system "transfor
 import time
 
 import torch
-from common import arg, emit, qwen_config
+from common import arg, emit, qwen_config, random_model
 
 
 def main():
-    from transformers import Qwen2ForCausalLM
     models = arg("--models", "0.5b,1.5b,7b").split(",")
     reps = max(3, int(arg("--reps", "3")))
     n_prompt, n_gen = int(arg("--prompt", "128")), int(arg("--gen", "128"))
@@ -20,9 +19,7 @@ def main():
     for shape in models:
         torch.manual_seed(0)
         cfg = qwen_config(shape)
-        cfg._attn_implementation = "eager"
-        with torch.device("cuda"):
-            model = Qwen2ForCausalLM._from_config(cfg, torch_dtype=torch.bfloat16).eval()
+        model = random_model(cfg, torch.bfloat16, "eager")
         ids = torch.randint(10, 150000, (1, n_prompt), device="cuda")
         pre, dec = [], []
         for r in range(reps + 1):

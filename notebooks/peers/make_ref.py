@@ -19,14 +19,13 @@ import shutil
 import sys
 
 import torch
-from common import arg, qwen_config
+from common import arg, qwen_config, random_model
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def main():
     from safetensors.torch import save_file
-    from transformers import Qwen2ForCausalLM
     models = arg("--models", "0.5b,1.5b").split(",")
     out = arg("--out", os.path.join(os.environ.get("OUT", "/tmp"), "qw-ref"))
     for shape in models:
@@ -34,9 +33,7 @@ def main():
         os.makedirs(d, exist_ok=True)
         torch.manual_seed(1234)
         cfg = qwen_config(shape)
-        cfg._attn_implementation = "eager"
-        with torch.device("cuda"):
-            model = Qwen2ForCausalLM._from_config(cfg, torch_dtype=torch.float32).eval()
+        model = random_model(cfg, torch.float32, "eager")
         g = torch.Generator(device="cuda").manual_seed(99)
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -55,6 +52,7 @@ def main():
         c["architectures"] = ["Qwen2ForCausalLM"]
         c["torch_dtype"] = "bfloat16"
         c.pop("_attn_implementation", None)
+        c.pop("_attn_implementation_autoset", None)
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(c, f, indent=1)
         tok = os.path.join(ROOT, "models", "qwen-tokenizer")
