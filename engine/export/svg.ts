@@ -99,12 +99,12 @@ export function timelineSvg(p: Profile, width = 760): string {
   const panel = render({
     marginLeft: 60,
     x: { label: "token index", grid: true },
-    y: { label: "latency (ms)", grid: true, zero: true },
+    y: { label: "wall clock between tokens (ms)", grid: true, zero: true },
     color: { domain: ["prefill", "decode"], range: [PALETTE[1], PALETTE[0]] },
     marks: [Plot.lineY(t, { x: "index", y: "dt_ms", stroke: "#bbb" }), Plot.dot(t, { x: "index", y: "dt_ms", fill: "phase", r: 3 })],
   }, width, 260);
   return compose("Per-token latency", `${subtitleOf(p)} · TTFT ${p.summary.ttft_ms?.toFixed(2) ?? "?"} ms · TPOT median ${p.summary.tpot_ms?.median.toFixed(2) ?? "?"} ms`,
-    [panel], [{ label: "prefill (TTFT)", color: PALETTE[1] }, { label: "decode", color: PALETTE[0] }]);
+    [panel], [{ label: "first token (from run start)", color: PALETTE[1] }, { label: "decode", color: PALETTE[0] }]);
 }
 
 /** Log-log roofline: achieved FLOP/s against arithmetic intensity; several runs overlaid; device roofs if known. */

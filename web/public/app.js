@@ -392,13 +392,13 @@ async function drawLatency(key) {
   const tk = v.tokens;
   const steps = v.steps;
   Plotly.react("lat-timeline", [
-    { type: "scatter", mode: "lines+markers", name: "wall clock per token", x: tk.map((t) => t.index), y: tk.map((t) => t.dt_ms),
+    { type: "scatter", mode: "lines+markers", name: "wall clock between tokens", x: tk.map((t) => t.index), y: tk.map((t) => t.dt_ms),
       marker: { color: tk.map((t) => (t.phase === "prefill" ? PALETTE[1] : PALETTE[0])), size: 6 }, line: { color: "#b8c2d6", width: 1 },
       text: tk.map((t) => JSON.stringify(t.text)), hovertemplate: "token %{x} %{text}: %{y:.3f} ms<extra></extra>" },
     { type: "scatter", mode: "lines", name: "engine time per step (op records)", x: steps.map((_, i) => i), y: steps.map((s) => s.ms),
       line: { color: PALETTE[2], dash: "dot" }, hovertemplate: "step %{x}: %{y:.3f} ms<extra></extra>" },
   ], {
-    ...BASE_LAYOUT, title: { text: `Per-token timeline · first point = TTFT (${fmt(s.ttft_ms, 2)} ms)`, font: { size: 13 } },
+    ...BASE_LAYOUT, title: { text: `Per-token timeline · wall clock between tokens (first point: run start → first token, incl. tokenization) · engine TTFT ${fmt(s.ttft_ms, 2)} ms`, font: { size: 12 } },
     xaxis: { title: { text: "token index" } }, yaxis: { title: { text: "latency (ms)" }, rangemode: "tozero" },
   }, PLOT_CFG);
   // table
