@@ -46,6 +46,14 @@ function classify(name: string, value: number, out: { memory: Roof[]; compute: R
 export function parseCeilings(raw: unknown, file: string): Ceilings | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
+  // The format notebooks/calibrate.ts writes: {schema: "qwen-workbench/ceilings", device, bandwidth_bytes_s, flops: {bf16: …}}
+  if (r.schema === "qwen-workbench/ceilings" && typeof r.device === "string") {
+    const memory = typeof r.bandwidth_bytes_s === "number" && r.bandwidth_bytes_s > 0 ? [{ name: "copy bandwidth", value: r.bandwidth_bytes_s }] : [];
+    const compute = Object.entries((r.flops ?? {}) as Record<string, unknown>)
+      .filter((e): e is [string, number] => typeof e[1] === "number" && e[1] > 0)
+      .map(([k, v]) => ({ name: `${k} tensor core`, value: v }));
+    return memory.length || compute.length ? { device: r.device, file, memory, compute } : null;
+  }
   const out = { memory: [] as Roof[], compute: [] as Roof[] };
   const body = (r.ceilings && typeof r.ceilings === "object") ? r.ceilings : r;
   walk(body, "", out);

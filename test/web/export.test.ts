@@ -103,6 +103,10 @@ describe("aggregation and exporters", () => {
     expect(prof!.memory[0].value).toBe(4e12);
     expect(prof!.compute[0].value).toBe(9e14);
     expect(parseCeilings({ nothing: "here" }, "y.json")).toBeNull();
+    // the schema notebooks/calibrate.ts writes
+    const cal = parseCeilings({ schema: "qwen-workbench/ceilings", version: 1, device: "NVIDIA H200", bandwidth_bytes_s: 4.16e12, flops: { bf16: 7.2e14 },
+      device_info: { sms: 132, clock_mhz: 1980, memory_bytes: 1.5e11 }, measurements: { copy_bandwidth: { unit: "bytes/s", median: 4.16e12, samples: [] } } }, "nvidia-h200.json");
+    expect(cal).toEqual({ device: "NVIDIA H200", file: "nvidia-h200.json", memory: [{ name: "copy bandwidth", value: 4.16e12 }], compute: [{ name: "bf16 tensor core", value: 7.2e14 }] });
   });
 });
 
