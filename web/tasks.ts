@@ -35,6 +35,12 @@ export class Task {
     if (this.events.length > this.maxEvents) { this.events.splice(16, 1); this.droppedEvents++; }
     for (const l of this.listeners) l(e);
   }
+  compact() {
+    const last = this.events[this.events.length - 1];
+    this.droppedEvents += this.events.length - 1;
+    this.events.length = 0;
+    if (last) this.events.push(last);
+  }
   get done() { return this.status === "done" || this.status === "failed" || this.status === "cancelled"; }
   finish(status: TaskStatus) {
     this.status = status;
@@ -114,6 +120,13 @@ export class TaskManager {
   }
 
   private prune() {
+    // Finished tasks beyond the 20 most recent keep only their terminal event (bounded memory; the profile
+    // holds the data). A client replaying such a task gets the outcome directly.
+    let finished = 0;
+    for (const t of [...this.tasks.values()].reverse()) {
+      if (!t.done) continue;
+      if (++finished > 20 && t.events.length > 1) t.compact();
+    }
     if (this.tasks.size <= this.keep) return;
     for (const [id, t] of this.tasks) {
       if (this.tasks.size <= this.keep) break;

@@ -219,6 +219,17 @@ describe("runs", () => {
     expect(events.at(-1)!.data.message).toMatch(/cannot open default/);
   });
 
+  test("old finished tasks keep only their outcome (bounded memory), still replayable", async () => {
+    const { app } = setup();
+    const first = await runToEnd(app, { prompt: "first", maxTokens: 3 });
+    for (let i = 0; i < 21; i++) await runToEnd(app, { prompt: `r${i}`, maxTokens: 2 });
+    await startRun(app, { prompt: "trigger", maxTokens: 1 });
+    const again = await readSse(await app.request(`/api/tasks/${first.id}/events`));
+    expect(again.length).toBe(1);
+    expect(again[0].event).toBe("done");
+    expect(again[0].id).toBe(first.events.at(-1)!.id);
+  });
+
   test("SSE replays from Last-Event-ID, and unknown tasks are 404", async () => {
     const { app } = setup();
     const { id, events } = await runToEnd(app, { prompt: "abc", maxTokens: 3 });
