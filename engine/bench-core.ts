@@ -130,7 +130,8 @@ export function modelLabel(id: string): string {
 
 /** A short label of a model's weight types, e.g. "f16", "q8_0", or "q4_k+q6_k+q5_0". */
 export function weightLabel(model: EngineModel): string {
-  const names = Object.entries(model.weightTypes).filter(([k]) => k !== "f32" || Object.keys(model.weightTypes).length === 1)
+  const all = Object.entries(model.weightTypes);
+  const names = all.filter(([k]) => k.toLowerCase() !== "f32" || all.length === 1)
     .sort((a, b) => b[1] - a[1]).map(([k]) => k.toLowerCase());
   return names.length ? names.join("+") : "unknown";
 }
