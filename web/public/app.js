@@ -161,6 +161,7 @@ async function loadModel() {
 const live = { layers: [], ops: {} };
 
 function drawLiveLayers(step) {
+  step = { ...step, layers: [...step.layers].sort((a, b) => (a.layer < 0 ? 1e9 : a.layer) - (b.layer < 0 ? 1e9 : b.layer)) };
   const layers = step.layers.map((l) => (l.layer >= 0 ? `L${l.layer}` : "head/tail"));
   Plotly.react("live-layers", [{
     type: "bar", x: layers, y: step.layers.map((l) => l.ms), marker: { color: step.phase === "prefill" ? PALETTE[1] : PALETTE[0] },
