@@ -8,11 +8,11 @@ import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
-import { benchTableCsv, benchTableMd, runBenchCase, weightLabel } from "./bench-core.ts";
+import { benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "./bench-core.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "./index.ts";
 import { openModelSource } from "./modelfile.ts";
-import { PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Profile } from "./profile.ts";
+import { PROFILE_SCHEMA_VERSION, statOf, writeProfile, type BenchRow, type Profile } from "./profile.ts";
 import { SessionError } from "./session.ts";
 import {
   isPreset, paramCount, planType, PRESET_NAMES, synthSpec, SYNTH_TYPES, tensorList, writeSyntheticGguf, writeSyntheticHf,
@@ -20,8 +20,6 @@ import {
 } from "./synthetic.ts";
 import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
 import { QwenError } from "./ffi.ts";
-import { statOf } from "./profile.ts";
-import { percentile } from "./bench-core.ts";
 import { decodeRooflinePct, loadCeilings, rooflinePoints } from "./roofline.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
