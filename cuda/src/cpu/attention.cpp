@@ -91,33 +91,109 @@ inline float dot(const float *q, const R &k, int32_t d) {
   return s;
 }
 
-template <class R>
-inline void axpy(float *z, float a, const R &v, int32_t d) {
-  int32_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-  const __m256 av = _mm256_set1_ps(a);
-  for (; i + 8 <= d; i += 8) _mm256_storeu_ps(z + i, _mm256_fmadd_ps(av, v.load8(i), _mm256_loadu_ps(z + i)));
-#endif
-  for (; i < d; ++i) z[i] += a * v.at(i);
+// Four keys at once: each q vector is loaded once for four FMAs, and one horizontal reduction serves four
+// dot products. Requires d % 8 == 0.
+template <class R>
+inline void dot4(float *out, const float *q, const R &k0, const R &k1, const R &k2, const R &k3, int32_t d) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int32_t i = 0; i < d; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    a0 = _mm256_fmadd_ps(qv, k0.load8(i), a0);
+    a1 = _mm256_fmadd_ps(qv, k1.load8(i), a1);
+    a2 = _mm256_fmadd_ps(qv, k2.load8(i), a2);
+    a3 = _mm256_fmadd_ps(qv, k3.load8(i), a3);
+  }
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
+// exp(x) for x <= 0 (softmax arguments), clamped at -87 (e^-87 ~ 1.6e-38 instead of a smaller number:
+// invisible next to the sum, which is >= 1). Cephes expf scheme, ~1-2 ulp.
+inline __m256 exp_neg(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(_mm256_mul_ps(y, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+#endif
+
 // One query row of one head over keys 0..n_keys-1. key(k) / val(k) give row loaders.
+// Three passes: scores (4 keys at a time), softmax over the score row (vectorized exp), then P.V with the
+// output row held in registers 64 lanes at a time (V rows are only read; z is written once).
 template <class KF, class VF>
 void attend(float *z, const float *q, int32_t d, int32_t n_keys, float scale, std::vector<float> &sc, const KF &key,
             const VF &val) {
-  sc.resize(size_t(n_keys));
+  sc.resize(size_t(n_keys) + 8);
+  float *s = sc.data();
+  int32_t k = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const bool vec = d % 8 == 0;
+  if (vec)
+    for (; k + 4 <= n_keys; k += 4) dot4(s + k, q, key(k), key(k + 1), key(k + 2), key(k + 3), d);
+#endif
+  for (; k < n_keys; ++k) s[k] = dot(q, key(k), d);
   float mx = -INFINITY;
-  for (int32_t k = 0; k < n_keys; ++k) {
-    sc[size_t(k)] = dot(q, key(k), d) * scale;
-    mx = std::max(mx, sc[size_t(k)]);
+  for (k = 0; k < n_keys; ++k) {
+    s[k] *= scale;
+    mx = std::max(mx, s[k]);
   }
   float sum = 0;
-  for (int32_t k = 0; k < n_keys; ++k) {
-    sc[size_t(k)] = std::exp(sc[size_t(k)] - mx);
-    sum += sc[size_t(k)];
+  k = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  {
+    const __m256 m = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    for (; k + 8 <= n_keys; k += 8) {
+      const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + k), m));
+      _mm256_storeu_ps(s + k, e);
+      acc = _mm256_add_ps(acc, e);
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, acc);
+    for (float t : tmp) sum += t;
   }
-  std::fill(z, z + d, 0.0f);
-  for (int32_t k = 0; k < n_keys; ++k) axpy(z, sc[size_t(k)] / sum, val(k), d);
+#endif
+  for (; k < n_keys; ++k) {
+    s[k] = std::exp(s[k] - mx);
+    sum += s[k];
+  }
+  for (k = 0; k < n_keys; ++k) s[k] /= sum;  // P = e / sum, as softmax does before P.V (vectorizes)
+  int32_t c0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if (vec) {
+    for (; c0 + 64 <= d; c0 += 64) {
+      __m256 acc[8];
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+      for (k = 0; k < n_keys; ++k) {
+        const __m256 p = _mm256_set1_ps(s[k]);
+        const auto v = val(k);
+        for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(p, v.load8(c0 + 8 * i), acc[i]);
+      }
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(z + c0 + 8 * i, acc[i]);
+    }
+    for (; c0 + 8 <= d; c0 += 8) {
+      __m256 acc = _mm256_setzero_ps();
+      for (k = 0; k < n_keys; ++k) acc = _mm256_fmadd_ps(_mm256_set1_ps(s[k]), val(k).load8(c0), acc);
+      _mm256_storeu_ps(z + c0, acc);
+    }
+  }
+#endif
+  for (; c0 < d; ++c0) {
+    float acc = 0;
+    for (k = 0; k < n_keys; ++k) acc += s[k] * val(k).at(c0);
+    z[c0] = acc;
+  }
 }
 
 }  // namespace
