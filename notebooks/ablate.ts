@@ -5,6 +5,7 @@
 //   bun notebooks/ablate.ts --toggle gqa=native,broadcast --toggle kvCache=bf16,f32 --cartesian
 //   bun notebooks/ablate.ts --model synthetic:0.5b --backend cuda --prompts prompts.jsonl --repeats 5
 //   bun notebooks/ablate.ts --profiling on,off               # profiling mode as an axis (its overhead)
+//   bun notebooks/ablate.ts --backend cpu,cuda --toggle gqa=*  # the backend as an axis (a missing one is skipped)
 //
 // Output (default profiles/ablate/<stamp>/): <arm>.json per arm, comparison.md (llama-bench table + deltas
 // vs the baseline arm), table.{csv,json,jsonl}, roofline.svg, latency-<arm>.svg, decode.svg.
@@ -12,6 +13,7 @@ import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel } from "../engine/index.ts";
+import type { EngineModel } from "../engine/api.ts";
 import { writeProfile, type Profile } from "../engine/profile.ts";
 import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/export/record.ts";
 import { buildArms, runArm } from "../engine/export/sweep.ts";
@@ -50,12 +52,7 @@ const set = a.prompts ? parsePromptSet(readFileSync(a.prompts, "utf8"), "cli") :
 const sampling = SamplingSpec.parse({ seed: Number(a.seed), ...(set.sampling ?? {}) });
 const maxTokens = set.maxTokens ?? Number(a["max-tokens"]);
 
-// 2. The model and its toggle registry.
-const model = await openModel(a.model!, { backend: a.backend as "auto" | "cpu" | "cuda", threads: a.threads ? Number(a.threads) : undefined });
-const session = model.newSession({ maxBatch: 1 });
-console.log(`model ${model.id} · ${model.backend} · ${model.device.name} · ${model.config.num_hidden_layers} layers`);
-
-// 3. Arms from the registry.
+// 2. Toggle axes from the command line (none: every toggle with more than one arm on the backend).
 const axes: Record<string, string[]> = {};
 for (const t of a.toggle ?? []) {
   const [id, vals] = t.split("=");
@@ -63,25 +60,45 @@ for (const t of a.toggle ?? []) {
   axes[id] = vals.split(",");
 }
 const profilingAxis = a.profiling!.split(",").map((x) => x.trim() === "on");
-const arms = buildArms(model.toggleRegistry(), model.backend, axes, { cartesian: a.cartesian, profiling: profilingAxis });
-console.log(`${arms.length} arms × ${set.prompts.length} prompts × ${a.repeats} repetitions: ${arms.map((x) => x.label).join(" | ")}`);
 
-// 4. Run every arm; one profile each.
+// 3. For each backend (--backend cpu,cuda makes the backend an axis too): open the model, build the arms from
+//    its toggle registry, run every arm; one profile each.
 const stamp = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 13);
 const out = resolve(a.out ?? join(REPO, "profiles/ablate", stamp));
 mkdirSync(out, { recursive: true });
 const slug = (s: string) => s.replace(/[^A-Za-z0-9._=-]+/g, "_").replace(/=/g, "-").slice(0, 100);
 const profiles: Profile[] = [];
-for (const arm of arms) {
-  const p = await runArm(model, session, arm, {
-    id: `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats: Number(a.repeats),
-    warmup: !a["no-warmup"], command: `bun notebooks/ablate.ts ${Bun.argv.slice(2).join(" ")}`,
-    onProgress: (m) => process.stdout.write(`\r  ${m}                    `),
-  });
-  writeProfile(join(out, `${slug(arm.label)}.json`), p);
-  profiles.push(p);
+const backends = a.backend!.split(",").map((b) => b.trim()) as ("auto" | "cpu" | "cuda")[];
+let model: EngineModel | null = null;
+for (const backend of backends) {
+  let m: EngineModel;
+  try {
+    m = await openModel(a.model!, { backend, threads: a.threads ? Number(a.threads) : undefined });
+  } catch (e) {
+    if (backends.length > 1) { console.log(`backend ${backend}: skipped (${(e as Error).message})`); continue; }
+    throw e;
+  }
+  model ??= m;
+  const session = m.newSession({ maxBatch: 1 });
+  console.log(`model ${m.id} · ${m.backend} · ${m.device.name} · ${m.config.num_hidden_layers} layers`);
+  const arms = buildArms(m.toggleRegistry(), m.backend, axes, { cartesian: a.cartesian, profiling: profilingAxis })
+    .map((arm) => (backends.length > 1 ? { ...arm, label: `${m.backend}:${arm.label}` } : arm));
+  console.log(`${arms.length} arms × ${set.prompts.length} prompts × ${a.repeats} repetitions: ${arms.map((x) => x.label).join(" | ")}`);
+  for (const arm of arms) {
+    const p = await runArm(m, session, arm, {
+      id: `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats: Number(a.repeats),
+      warmup: !a["no-warmup"], command: `bun notebooks/ablate.ts ${Bun.argv.slice(2).join(" ")}`,
+      onProgress: (msg) => process.stdout.write(`\r  ${msg}                    `),
+    });
+    writeProfile(join(out, `${slug(arm.label)}.json`), p);
+    profiles.push(p);
+  }
+  process.stdout.write("\n");
+  session.close();
+  if (m !== model) m.close();
 }
-process.stdout.write("\n");
+if (!model || !profiles.length) throw new Error("no backend could run the sweep");
+
 
 // 5. Comparison table (llama-bench style + deltas vs the first arm, the baseline) and plots.
 const rows = tableRows(profiles);
@@ -98,7 +115,7 @@ const deltas = profiles.map((p) => {
 });
 const md = [
   `# Ablation ${stamp}`, "",
-  `model \`${model.id}\` · backend ${model.backend} · ${model.device.name} · ${set.prompts.length} prompts (${set.name}) · max ${maxTokens} tokens · ${a.repeats} repetitions${a["no-warmup"] ? "" : " after a warm-up"} · greedy unless the set says otherwise`, "",
+  `model \`${model.id}\` · ${[...new Set(profiles.map((p) => `${p.manifest.device.backend} (${p.manifest.device.name})`))].join(" + ")} · ${set.prompts.length} prompts (${set.name}) · max ${maxTokens} tokens · ${a.repeats} repetitions${a["no-warmup"] ? "" : " after a warm-up"} · greedy unless the set says otherwise`, "",
   "## Rates", "", renderTable(rows, "md"),
   "## Against the baseline arm", "",
   "Medians over the repetitions; Δ against the first arm. On a shared or loaded machine, read the min–max spread above before the Δ.", "",
@@ -115,5 +132,4 @@ writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${m
   tg.map((r) => ({ label: r.label, value: r.tokens_per_s, lo: r.tokens_per_s_min, hi: r.tokens_per_s_max })), "decode (tokens/s)"));
 console.log(md);
 console.log(`wrote ${profiles.length} profiles and the comparison to ${out}`);
-session.close();
 model.close();
