@@ -2,7 +2,7 @@
 // errOf() turns a rejection into its message instead.
 // Exporters, aggregation, sweep arms, ceilings, the worker protocol, and the notebooks (smoke, real engine).
 import { describe, expect, test, afterAll } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { EngineCore } from "../../web/core.ts";
@@ -182,7 +182,8 @@ describe("engine worker protocol", () => {
   });
 });
 
-const haveNative = existsSync(join(REPO, "engine/index.ts")) && readdirSync(join(REPO, "cuda/build"), { recursive: true } as never).some?.((f: unknown) => String(f).endsWith("libqwen_cpu.so"));
+const haveNative = existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
+if (!haveNative) console.warn("[notebooks] skipped: cuda/build/libqwen_cpu.so is not built (npm install)");
 describe.skipIf(!haveNative)("notebooks (CPU engine, embedded default model)", () => {
   test("ablate → compare → export", async () => {
     const out = join(tmp, "ablate");
