@@ -164,6 +164,17 @@ describe("runs", () => {
     expect(p.summary.captures[0].hooks.length).toBe(4);
   });
 
+  test("chat messages go through the chat template; token ids work too", async () => {
+    const { app } = setup();
+    const a = await runToEnd(app, { messages: [{ role: "user", content: "hello" }], maxTokens: 3 });
+    expect(a.events.at(-1)!.event).toBe("done");
+    expect(a.events.find((e) => e.event === "prefill")!.data.promptTokens).toBe("user: hello".length);
+    const b = await runToEnd(app, { tokens: [5, 6, 7], maxTokens: 2 });
+    expect(b.events.find((e) => e.event === "prefill")!.data.promptTokens).toBe(3);
+    const bad = await app.request("/api/runs", json({ messages: [{ role: "robot", content: "x" }] }));
+    expect(bad.status).toBe(400);
+  });
+
   test("concurrent runs are queued and all finish with their own profile", async () => {
     const { app } = setup({ stepDelayMs: 2 });
     const ids = await Promise.all(Array.from({ length: 6 }, (_, i) => startRun(app, { prompt: `p${i}`, maxTokens: 4, label: `c${i}` })));

@@ -143,6 +143,28 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await p2.close();
   }, 60_000);
 
+  test("per-layer mask and a prompt set replayed from the page", async () => {
+    await page.goto(base + "/#run");
+    await page.selectOption("select[name='run-gqa']", "native"); // the previous test left it on broadcast
+    await page.check(".toggle[data-id=gqa] .perlayer");
+    await page.selectOption("select[name='run-gqa-L1']", "broadcast");
+    await runOnce("mask-L1");
+    const list = (await (await fetch(`${base}/api/profiles`)).json()) as { profiles: { key: string; label: string; toggles: Record<string, unknown> }[] };
+    const masked = list.profiles.find((p) => p.label === "mask-L1")!;
+    expect(masked.toggles.gqa).toEqual(["native", "broadcast", "native", "native"]);
+    await page.uncheck(".toggle[data-id=gqa] .perlayer");
+    await page.selectOption("select[name='run-gqa']", "native");
+    await page.selectOption("#prompt-source", "set");
+    await page.setInputFiles("#set-file", { name: "smoke.jsonl", mimeType: "application/x-ndjson",
+      buffer: Buffer.from('{"prompt":"The jury said","seed":1}\n{"prompt":"In the first place","seed":2,"maxTokens":4}\n') });
+    await page.waitForSelector("#set-select option[value='smoke']", { state: "attached" });
+    await page.selectOption("#set-select", "smoke");
+    await runOnce("set-replay");
+    expect(await page.textContent("#run-output")).toContain("[prompt 2]");
+    await shot("08-prompt-set");
+    await page.selectOption("#prompt-source", "text");
+  }, 180_000);
+
   test("quantization error page", async () => {
     await page.goto(base + "/#quant");
     await page.waitForSelector("#q-cand .toggle");

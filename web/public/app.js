@@ -503,6 +503,7 @@ async function initQuant() {
 async function runQuant() {
   const body = {
     prompt: $("#q-prompt").value, repeats: Number($("#q-repeats").value),
+    hooks: $("#q-hooks").value.split(",").map((x) => x.trim()).filter(Boolean),
     reference: { label: "reference", toggles: readToggles($("#q-ref")) }, candidate: { label: "candidate", toggles: readToggles($("#q-cand")) },
   };
   const name = (t) => toggleStr(t);
