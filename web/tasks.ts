@@ -9,7 +9,7 @@ export interface TaskEvent { id: number; event: string; data: unknown }
 
 export interface TaskView {
   id: string; kind: TaskKind; status: TaskStatus; created: string; started?: string; finished?: string;
-  error?: string; result?: unknown; label?: string; events: number;
+  error?: string; result?: unknown; label?: string; events: number; profileKey?: string;
 }
 
 type Listener = (e: TaskEvent | null) => void; // null = finished
@@ -54,6 +54,7 @@ export class Task {
       id: this.id, kind: this.kind, status: this.status, created: this.created.toISOString(),
       started: this.started?.toISOString(), finished: this.finished?.toISOString(), error: this.error,
       result: withResult ? this.result : undefined, label: this.label, events: this.events.length + this.droppedEvents,
+      profileKey: (this.result as { profileKey?: string } | undefined)?.profileKey,
     };
   }
 }

@@ -252,7 +252,8 @@ async function cancelRun() {
 async function refreshRecent() {
   const j = await api("/api/tasks");
   $("#recent-runs tbody").innerHTML = j.tasks.filter((t) => t.kind !== "load").slice(0, 8).map((t) => `<tr><td class="muted small">${esc(t.id)}</td><td>${esc(t.label ?? "")}</td>
-    <td class="status-${t.status}">${esc(t.status)}${t.error ? ` — ${esc(t.error.slice(0, 80))}` : ""}</td><td></td></tr>`).join("");
+    <td class="status-${t.status}">${esc(t.status)}${t.error ? ` — ${esc(t.error.slice(0, 80))}` : ""}</td>
+    <td>${t.profileKey ? `<a class="button secondary small" href="#${t.kind === "quant" ? "quant" : "latency"}?key=${enc(t.profileKey)}">open</a>` : ""}</td></tr>`).join("");
 }
 
 async function refreshSets() {
