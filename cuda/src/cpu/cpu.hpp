@@ -32,6 +32,9 @@ struct MatJob {
 // Each pool thread takes the same share of the rows of every job.
 void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool);
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T);  // e.g. "cpu.gemv.w8g32"
+// matmul_avx512.cpp — W8 decode rows [r0, r1) with AVX-512 (call only when cpu_has_avx512()).
+void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1);
+bool cpu_has_avx512();
 
 // norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].
 void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, Pool &pool);

@@ -25,6 +25,7 @@
 // reports "loop vectorized using 32 byte vectors" for them); attention.cpp and elementwise.cpp use
 // intrinsics.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -284,6 +285,11 @@ void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
 void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
   const NativeTensor &w = *cx.job->w.t;
   const int64_t cols = w.cols;
+  static const bool avx512 = cpu_has_avx512();
+  if (avx512 && cx.T == 1 && w.type == NativeType::W8) {
+    gemv_w8_avx512(*cx.job, cx.x, cx.xsum, r0, r1);
+    return;
+  }
   switch (w.type) {
     case NativeType::F32: rows<false>(LF32{reinterpret_cast<const float *>(w.data.data()), cols}, cx, r0, r1); break;
     case NativeType::F16: rows<false>(LF16{reinterpret_cast<const uint16_t *>(w.data.data()), cols}, cx, r0, r1); break;
@@ -313,8 +319,21 @@ void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
 
 }  // namespace
 
+bool cpu_has_avx512() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  // QW_CPU_NO_AVX512=1 forces the AVX2 kernels (for A/B measurements and for tests of both paths).
+  const char *off = std::getenv("QW_CPU_NO_AVX512");
+  if (off && off[0] == '1') return false;
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#else
+  return false;
+#endif
+}
+
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T) {
   const bool gemv = T == 1;
+  if (gemv && t.type == NativeType::W8 && cpu_has_avx512())
+    return t.group == 16 ? "cpu.gemv.w8g16.avx512" : "cpu.gemv.w8g32.avx512";
   switch (t.type) {
     case NativeType::F32: return gemv ? "cpu.gemv.f32" : "cpu.gemm.f32";
     case NativeType::F16: return gemv ? "cpu.gemv.f16" : "cpu.gemm.f16";
