@@ -294,7 +294,99 @@ static void gemv_case(const char *label, int type, int64_t rows, int64_t cols, i
   cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout); cudaFree(daux);
 }
 
+// GEMV_EPI_QKV_ROPE: norm + q|k|v (pair-interleaved rows) + bias + RoPE + KV write, against the CPU chain
+// norm -> projection (original rows) -> bias -> bf16 -> RoPE (HF rounding order).
+static void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool timed) {
+  const int QKV = (nH + 2 * nKV) * d, qdim = nH * d, kvdim = nKV * d, max_ctx = 300;
+  HostW orig = make_w(WT_BF16, QKV, H);
+  HostW perm = orig;
+  for (int64_t p = 0; p < QKV; ++p) {
+    const int64_t o = qkv_rope_orig_row(p, nH, nKV, d);
+    memcpy(&perm.data[p * H * 2], &orig.data[o * H * 2], H * 2);
+  }
+  DevW w = upload_w(perm);
+  std::vector<float> x(B * H), nw(H), bias(QKV), inv(d / 2);
+  for (auto &v : x) v = rndn() * 2.f;
+  for (auto &v : nw) v = 0.5f + rndu();
+  for (auto &v : bias) v = rndn() * 0.1f;
+  for (int i = 0; i < d / 2; ++i) inv[i] = 1.0f / powf(1e6f, (float)(2 * i) / (float)d);
+  std::vector<int32_t> pos(B), slot(B);
+  for (int b = 0; b < B; ++b) { pos[b] = (int)(rnd64() % max_ctx); slot[b] = b + 1; }
+  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(H), *db = dalloc<float>(QKV), *dinv = dalloc<float>(d / 2);
+  h2d(dx, x); h2d(dnw, nw); h2d(db, bias); h2d(dinv, inv);
+  int32_t *dpos = dalloc<int32_t>(B), *dslot = dalloc<int32_t>(B);
+  h2d(dpos, pos); h2d(dslot, slot);
+  const size_t cn = (size_t)(B + 1) * nKV * max_ctx * d;
+  __nv_bfloat16 *kc = (__nv_bfloat16 *)dalloc<uint16_t>(cn), *vc = (__nv_bfloat16 *)dalloc<uint16_t>(cn);
+  __nv_bfloat16 *q = (__nv_bfloat16 *)dalloc<uint16_t>(B * qdim), *ko = (__nv_bfloat16 *)dalloc<uint16_t>(B * kvdim),
+                *vo = (__nv_bfloat16 *)dalloc<uint16_t>(B * kvdim);
+  poison(kc, cn * 2); poison(vc, cn * 2); poison(q, B * qdim * 2); poison(ko, B * kvdim * 2); poison(vo, B * kvdim * 2);
+  GemvArgs a;
+  a.epi = GEMV_EPI_QKV_ROPE; a.w = w.m; a.batch = B; a.pro = GEMV_PRO_NORM; a.x = dx; a.x_ld = H; a.norm_w = dnw;
+  a.eps = 1e-6f; a.bias = db;
+  a.rope.q_out = q; a.rope.k_out = ko; a.rope.v_out = vo; a.rope.kcache = kc; a.rope.vcache = vc; a.rope.pos = dpos;
+  a.rope.slot = dslot; a.rope.inv_freq = dinv; a.rope.n_heads = nH; a.rope.n_kv = nKV; a.rope.head_dim = d;
+  a.rope.max_ctx = max_ctx;
+  const char *variant = launch_gemv(a, 0);
+  CHK(cudaDeviceSynchronize());
+  auto hq = d2h((uint16_t *)q, B * qdim), hk = d2h((uint16_t *)ko, B * kvdim), hv = d2h((uint16_t *)vo, B * kvdim);
+  auto hkc = d2h((uint16_t *)kc, cn), hvc = d2h((uint16_t *)vc, cn);
+  std::vector<double> outv, refv;
+  for (int b = 0; b < B; ++b) {
+    double ss = 0;
+    for (int k = 0; k < H; ++k) ss += (double)x[b * H + k] * x[b * H + k];
+    const float rstd = 1.0f / sqrtf((float)(ss / H) + 1e-6f);
+    std::vector<float> ain(H);
+    for (int k = 0; k < H; ++k) ain[k] = bfr(bfr(x[b * H + k] * rstd) * nw[k]);
+    std::vector<float> y(QKV);
+    for (int r = 0; r < QKV; ++r) {
+      double s = 0;
+      for (int k = 0; k < H; ++k) s += (double)orig.at(r, k) * ain[k];
+      y[r] = bfr((float)s + bias[r]);
+    }
+    for (int hh = 0; hh < nH + nKV; ++hh)
+      for (int j = 0; j < d / 2; ++j) {
+        const float cc = bfr(cosf((float)pos[b] * inv[j])), sn = bfr(sinf((float)pos[b] * inv[j]));
+        const float x1 = y[hh * d + j], x2 = y[hh * d + j + d / 2];
+        const float o1 = bfr(bfr(x1 * cc) + bfr(-x2 * sn)), o2 = bfr(bfr(x2 * cc) + bfr(x1 * sn));
+        if (hh < nH) {
+          outv.push_back(bf2f(hq[b * qdim + hh * d + j])); refv.push_back(o1);
+          outv.push_back(bf2f(hq[b * qdim + hh * d + j + d / 2])); refv.push_back(o2);
+        } else {
+          const int kh = hh - nH;
+          const size_t base = (((size_t)slot[b] * nKV + kh) * max_ctx + pos[b]) * d;
+          outv.push_back(bf2f(hkc[base + j])); refv.push_back(o1);
+          outv.push_back(bf2f(hkc[base + j + d / 2])); refv.push_back(o2);
+          outv.push_back(bf2f(hk[b * kvdim + kh * d + j])); refv.push_back(o1);
+        }
+      }
+    for (int i = 0; i < kvdim; ++i) {
+      const size_t base = (((size_t)slot[b] * nKV + i / d) * max_ctx + pos[b]) * d + i % d;
+      outv.push_back(bf2f(hvc[base])); refv.push_back(y[qdim + kvdim + i]);
+      outv.push_back(bf2f(hv[b * kvdim + i])); refv.push_back(y[qdim + kvdim + i]);
+    }
+  }
+  bool nan_seen;
+  const double err = rel_err(outv, refv, &nan_seen);
+  double us = 0, rate = 0;
+  if (timed) {
+    us = time_us([&](int) { launch_gemv(a, 0); }, g_quick ? 20 : 100, 5);
+    rate = (double)perm.bytes() / (us * 1e-6) / 1e9;
+  }
+  char shape[96];
+  snprintf(shape, sizeof shape, "bf16 %dx%d b%d h%d/%d", QKV, H, B, nH, nKV);
+  report(std::string("gemv ") + label + " qkv+rope+kv [" + variant + "]", shape, true, err, 5e-3, nan_seen, us, rate, "GB/s",
+         g_copy_bw / 1e9);
+  free_w(w);
+  cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dinv); cudaFree(dpos); cudaFree(dslot); cudaFree(kc); cudaFree(vc);
+  cudaFree(q); cudaFree(ko); cudaFree(vo);
+}
+
 static void run_gemv() {
+  qkv_rope_case("0.5B", 1, 896, 14, 2, 64, true);
+  qkv_rope_case("7B", 1, 3584, 28, 4, 128, true);
+  qkv_rope_case("1.5B", 5, 1536, 12, 2, 128, false);
+  qkv_rope_case("tiny", 16, 256, 4, 1, 64, false);
   struct S { const char *label; int64_t rows, cols; int pro, epi; };
   const S s7[] = {{"7B qkv norm+bias", 4608, 3584, GEMV_PRO_NORM, GEMV_EPI_F32},
                   {"7B o_proj +res", 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_ADD_F32},
@@ -791,7 +883,8 @@ static void fill_dev(__nv_bfloat16 *p, int64_t n, float scale) {
   CHK(cudaGetLastError());
 }
 
-static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV, int V, int B, int ctx) {
+static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV, int V, int B, int ctx,
+                         bool fused_rope = true) {
   const int d = H / nH, QKV = (nH + 2 * nKV) * d, max_ctx = ctx + 8;
   struct LayerW { __nv_bfloat16 *qkv, *o, *gu, *down; float *bias, *n1, *n2; };
   std::vector<LayerW> lw(L);
@@ -850,15 +943,24 @@ static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV,
       const LayerW &w = lw[l];
       GemvArgs a;
       a.batch = B; a.pro = GEMV_PRO_NORM; a.x = x; a.x_ld = H; a.norm_w = w.n1; a.eps = 1e-6f;
-      a.epi = GEMV_EPI_F32; a.out = qkvf; a.out_ld = QKV; a.bias = w.bias;
       a.w.data = w.qkv; a.w.rows = QKV; a.w.cols = H; a.w.type = WT_BF16;
-      launch_gemv(a, st);
-      RopeKvArgs r;
-      r.q_out = q; r.kcache = kc + kv_layer * l; r.vcache = vc + kv_layer * l; r.qkv = qkvf; r.qkv_ld = QKV;
-      r.row_pos = dpos; r.row_slot = dslot; r.inv_freq = dinv; r.rows = B; r.n_heads = nH; r.n_kv = nKV; r.head_dim = d; r.max_ctx = max_ctx;
-      launch_rope_kv(r, st);
+      a.bias = w.bias;
+      if (fused_rope) {  // the backend default: norm + qkv + bias + RoPE + KV write in one GEMV
+        a.epi = GEMV_EPI_QKV_ROPE;
+        a.rope.q_out = q; a.rope.kcache = kc + kv_layer * l; a.rope.vcache = vc + kv_layer * l; a.rope.pos = dpos;
+        a.rope.slot = dslot; a.rope.inv_freq = dinv; a.rope.n_heads = nH; a.rope.n_kv = nKV; a.rope.head_dim = d;
+        a.rope.max_ctx = max_ctx;
+        launch_gemv(a, st);
+      } else {
+        a.epi = GEMV_EPI_F32; a.out = qkvf; a.out_ld = QKV;
+        launch_gemv(a, st);
+        RopeKvArgs r;
+        r.q_out = q; r.kcache = kc + kv_layer * l; r.vcache = vc + kv_layer * l; r.qkv = qkvf; r.qkv_ld = QKV;
+        r.row_pos = dpos; r.row_slot = dslot; r.inv_freq = dinv; r.rows = B; r.n_heads = nH; r.n_kv = nKV; r.head_dim = d; r.max_ctx = max_ctx;
+        launch_rope_kv(r, st);
+      }
       DecodeAttnArgs da;
-      da.out = z; da.q = q; da.kcache = r.kcache; da.vcache = r.vcache; da.slot = dslot; da.kv_len = dlen; da.batch = B;
+      da.out = z; da.q = q; da.kcache = kc + kv_layer * l; da.vcache = vc + kv_layer * l; da.slot = dslot; da.kv_len = dlen; da.batch = B;
       da.n_heads = nH; da.n_kv = nKV; da.head_dim = d; da.max_ctx = max_ctx; da.n_split = ns; da.ws = ws; da.counters = cnt;
       launch_decode_attention(da, st);
       GemvArgs o;
@@ -932,11 +1034,11 @@ static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV,
   const double us[3] = {us_eager, us_graph, us_pdl};
   for (int m = 0; m < 3; ++m) {
     snprintf(shape, sizeof shape, "B%d ctx%d %.2f GB, %s", B, ctx, wbytes / 1e9, modes[m]);
-    report(std::string("decode step ") + name + " (tok/s in rate)", shape, true, same ? 0 : 1, 0, false, us[m],
+    report(std::string("decode step ") + name + (fused_rope ? "" : " unfused-rope") + " (tok/s in rate)", shape, true, same ? 0 : 1, 0, false, us[m],
            B * 1e6 / us[m], "tok/s", B * 1e6 / floor_us);
   }
   printf("  decode step %s: floor %.1f us (weights %.3f GB at %.0f GB/s); launches per step %d\n", name, floor_us,
-         wbytes / 1e9, g_copy_bw / 1e9, 6 * L + 2);
+         wbytes / 1e9, g_copy_bw / 1e9, (fused_rope ? 5 : 6) * L + 2);
   for (auto &l : lw) { cudaFree(l.qkv); cudaFree(l.o); cudaFree(l.gu); cudaFree(l.down); cudaFree(l.bias); cudaFree(l.n1); cudaFree(l.n2); }
   cudaFree(lm); cudaFree(fn); cudaFree(kc); cudaFree(vc); cudaFree(x); cudaFree(x0); cudaFree(qkvf); cudaFree(q); cudaFree(z);
   cudaFree(h); cudaFree(logits); cudaFree(wb); cudaFree(dpos); cudaFree(dslot); cudaFree(dlen); cudaFree(dtok); cudaFree(dsr);
@@ -946,6 +1048,7 @@ static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV,
 
 static void run_chain() {
   decode_chain("0.5B", 896, 4864, 24, 14, 2, 151936, 1, 256);
+  decode_chain("0.5B", 896, 4864, 24, 14, 2, 151936, 1, 256, false);
   decode_chain("1.5B", 1536, 8960, 28, 12, 2, 151936, 1, 256);
   decode_chain("7B", 3584, 18944, 28, 28, 4, 152064, 1, 256);
   decode_chain("7B", 3584, 18944, 28, 28, 4, 152064, 16, 256);

@@ -163,6 +163,7 @@ struct Layer {
   DevMat gate_up;                      // interleaved (when the types agree)
   DevMat gate, up;                     // else separate
   DevMat o, down;
+  bool qkv_pairs = false;              // fused q|k|v rows pair-interleaved for GEMV_EPI_QKV_ROPE (gemv.cuh)
   bool fused_qkv() const { return qkv.present(); }
   bool fused_gu() const { return gate_up.present(); }
 };
@@ -310,10 +311,17 @@ void CudaModel::finalize() {
         CK(cudaMemcpy(L.qkv_bias.p, b.data(), b.size(), cudaMemcpyHostToDevice));
       }
       if (same_layout(q, k) && same_layout(q, v)) {
+        // RoPE fused into the decode projection (QW_FUSED_ROPE=0 keeps the separate rope kernel): the q and k
+        // rows of each head are pair-interleaved (an exact row permutation, see gemv.cuh)
+        const char *fr = getenv("QW_FUSED_ROPE");
+        L.qkv_pairs = !(fr && fr[0] == '0');
         std::vector<std::pair<int, int64_t>> order;
-        for (int part = 0; part < 3; ++part) {
-          const NativeTensor &t = part == 0 ? q : part == 1 ? k : v;
-          for (int64_t r = 0; r < t.rows; ++r) order.push_back({part, r});
+        const int64_t QKVR = q.rows + k.rows + v.rows;
+        for (int64_t p = 0; p < QKVR; ++p) {
+          const int64_t o = L.qkv_pairs ? qwc::qkv_rope_orig_row(p, c.num_heads, c.num_kv_heads, c.head_dim) : p;
+          if (o < q.rows) order.push_back({0, o});
+          else if (o < q.rows + k.rows) order.push_back({1, o - q.rows});
+          else order.push_back({2, o - q.rows - k.rows});
         }
         L.qkv = upload_rows({&q, &k, &v}, order);
         if (L.qkv.m.rows != c.q_dim() + 2 * c.kv_dim()) throw Error(QW_ERR_SHAPE, "fused qkv has the wrong row count");
@@ -552,54 +560,80 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
     const Layer &L = m_.layers[l];
     const bool bcast = st && !st->toggles.layer.empty() && st->toggles.layer[l].gqa_broadcast;
     hook_f32(HOOK_RESID_PRE, l, x, H);
-    // 1. rmsnorm + qkv (+bias) -> fp32
+    // 1. rmsnorm + qkv (+bias) -> fp32, or (qkv_pairs) rmsnorm + qkv + bias + RoPE + KV write in one GEMV
     if (sk) begin_op(*sk);
-    {
+    if (L.qkv_pairs) {
       qwc::GemvArgs a;
-      a.epi = qwc::GEMV_EPI_F32;
-      a.out_ld = QKV;
+      a.epi = qwc::GEMV_EPI_QKV_ROPE;
       a.batch = B;
       a.pro = qwc::GEMV_PRO_NORM;
       a.x = x;
       a.x_ld = H;
       a.norm_w = L.attn_norm.as<float>();
       a.eps = c.rms_eps;
-      if (L.fused_qkv()) {
-        a.w = L.qkv.m; a.out = qkvf_.p; a.bias = L.qkv_bias.as<float>();
-        qwc::launch_gemv(a, stream_);
-      } else {
-        const DevMat *parts[3] = {&L.q, &L.k, &L.v};
-        int64_t off = 0;
-        for (const DevMat *d : parts) {
-          a.w = d->m; a.out = qkvf_.as<float>() + off; a.bias = L.qkv_bias.as<float>() + off;
+      a.w = L.qkv.m;
+      a.bias = L.qkv_bias.as<float>();
+      a.rope.q_out = q_.as<__nv_bfloat16>();
+      a.rope.k_out = (sk && sk->wants(HOOK_K, l)) ? kout_.as<__nv_bfloat16>() : nullptr;
+      a.rope.v_out = (sk && sk->wants(HOOK_V, l)) ? vout_.as<__nv_bfloat16>() : nullptr;
+      a.rope.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+      a.rope.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+      a.rope.pos = d_pos_;
+      a.rope.slot = d_slot_;
+      a.rope.inv_freq = m_.inv_freq.as<float>();
+      a.rope.n_heads = c.num_heads; a.rope.n_kv = c.num_kv_heads; a.rope.head_dim = c.head_dim; a.rope.max_ctx = max_ctx_;
+      qwc::launch_gemv(a, stream_);
+      if (sk)
+        end_op(*sk, l, QW_OP_QKV, "attn_norm+qkv+bias+rope+kv_write:gemv",
+               add(add(cost_rmsnorm(B, H, 4.0), cm(L.qkv, true)), cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0)), B);
+    } else {
+      {
+        qwc::GemvArgs a;
+        a.epi = qwc::GEMV_EPI_F32;
+        a.out_ld = QKV;
+        a.batch = B;
+        a.pro = qwc::GEMV_PRO_NORM;
+        a.x = x;
+        a.x_ld = H;
+        a.norm_w = L.attn_norm.as<float>();
+        a.eps = c.rms_eps;
+        if (L.fused_qkv()) {
+          a.w = L.qkv.m; a.out = qkvf_.p; a.bias = L.qkv_bias.as<float>();
           qwc::launch_gemv(a, stream_);
-          off += d->m.rows;
+        } else {
+          const DevMat *parts[3] = {&L.q, &L.k, &L.v};
+          int64_t off = 0;
+          for (const DevMat *d : parts) {
+            a.w = d->m; a.out = qkvf_.as<float>() + off; a.bias = L.qkv_bias.as<float>() + off;
+            qwc::launch_gemv(a, stream_);
+            off += d->m.rows;
+          }
         }
       }
+      if (sk) {
+        OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_qkv() ? cm(L.qkv, true) : add(add(cm(L.q, true), cm(L.k, true)), cm(L.v, true)));
+        end_op(*sk, l, QW_OP_QKV, L.fused_qkv() ? "attn_norm+qkv+bias:gemv" : "attn_norm+q,k,v+bias:gemv x3", cc, B);
+      }
+      // 2. rope + KV write
+      if (sk) begin_op(*sk);
+      {
+        qwc::RopeKvArgs r;
+        r.q_out = q_.as<__nv_bfloat16>();
+        r.k_out = (sk && sk->wants(HOOK_K, l)) ? kout_.as<__nv_bfloat16>() : nullptr;
+        r.v_out = (sk && sk->wants(HOOK_V, l)) ? vout_.as<__nv_bfloat16>() : nullptr;
+        r.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+        r.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+        r.qkv = qkvf_.as<float>();
+        r.qkv_ld = QKV;
+        r.bias = nullptr;
+        r.row_pos = d_pos_;
+        r.row_slot = d_slot_;
+        r.inv_freq = m_.inv_freq.as<float>();
+        r.rows = B; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
+        qwc::launch_rope_kv(r, stream_);
+      }
+      if (sk) end_op(*sk, l, QW_OP_ROPE, "rope_kv_write", cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), B);
     }
-    if (sk) {
-      OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_qkv() ? cm(L.qkv, true) : add(add(cm(L.q, true), cm(L.k, true)), cm(L.v, true)));
-      end_op(*sk, l, QW_OP_QKV, L.fused_qkv() ? "attn_norm+qkv+bias:gemv" : "attn_norm+q,k,v+bias:gemv x3", cc, B);
-    }
-    // 2. rope + KV write
-    if (sk) begin_op(*sk);
-    {
-      qwc::RopeKvArgs r;
-      r.q_out = q_.as<__nv_bfloat16>();
-      r.k_out = (sk && sk->wants(HOOK_K, l)) ? kout_.as<__nv_bfloat16>() : nullptr;
-      r.v_out = (sk && sk->wants(HOOK_V, l)) ? vout_.as<__nv_bfloat16>() : nullptr;
-      r.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-      r.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-      r.qkv = qkvf_.as<float>();
-      r.qkv_ld = QKV;
-      r.bias = nullptr;
-      r.row_pos = d_pos_;
-      r.row_slot = d_slot_;
-      r.inv_freq = m_.inv_freq.as<float>();
-      r.rows = B; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
-      qwc::launch_rope_kv(r, stream_);
-    }
-    if (sk) end_op(*sk, l, QW_OP_ROPE, "rope_kv_write", cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), B);
     hook_bf16(HOOK_Q, l, q_.p, c.q_dim());
     hook_bf16(HOOK_K, l, kout_.p, c.kv_dim());
     hook_bf16(HOOK_V, l, vout_.p, c.kv_dim());
@@ -889,6 +923,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
       r.row_slot = p_slot_;
       r.inv_freq = m_.inv_freq.as<float>();
       r.rows = T; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
+      r.pair_interleaved = L.qkv_pairs;
       qwc::launch_rope_kv(r, stream_);
     }
     end_op(*sk, l, QW_OP_ROPE, "bias+rope_kv_write", cost_rope(T, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), T);

@@ -97,6 +97,49 @@ __device__ __forceinline__ void epilogue_swiglu(const GemvArgs &a, int64_t j, in
   if (a.aux) a.aux[b * a.aux_ld + j] = __float2bfloat16(gb);
 }
 
+// Rows (prow, prow + 1) of the pair-interleaved q|k|v matrix, batch b: bias, bf16 rounding, RoPE, stores.
+__device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t prow, int b, float va, float vb) {
+  const QkvRopeArgs &r = a.rope;
+  const int d = r.head_dim, half = d / 2;
+  const int64_t qk = (int64_t)(r.n_heads + r.n_kv) * d;
+  const int pos = r.pos[b];
+  const int64_t slot = r.slot[b];
+  const int kvdim = r.n_kv * d;
+  if (prow < qk) {
+    const int head = (int)(prow / d), i = (int)(prow % d) / 2;
+    const int64_t r1 = (int64_t)head * d + i, r2 = r1 + half;
+    const float x1 = bf16r(va + a.bias[r1]), x2 = bf16r(vb + a.bias[r2]);
+    float sn, cs;
+    sincosf((float)pos * r.inv_freq[i], &sn, &cs);
+    const float c = bf16r(cs), s = bf16r(sn);
+    const __nv_bfloat16 o1 = __float2bfloat16(bf16r(x1 * c) + bf16r(-x2 * s));
+    const __nv_bfloat16 o2 = __float2bfloat16(bf16r(x2 * c) + bf16r(x1 * s));
+    if (head < r.n_heads) {
+      r.q_out[(int64_t)b * r.n_heads * d + r1] = o1;
+      r.q_out[(int64_t)b * r.n_heads * d + r2] = o2;
+    } else {
+      const int kh = head - r.n_heads;
+      __nv_bfloat16 *kc = r.kcache + ((slot * r.n_kv + kh) * r.max_ctx + pos) * d;
+      kc[i] = o1;
+      kc[i + half] = o2;
+      if (r.k_out) {
+        r.k_out[(int64_t)b * kvdim + kh * d + i] = o1;
+        r.k_out[(int64_t)b * kvdim + kh * d + i + half] = o2;
+      }
+    }
+  } else {
+    const float vals[2] = {va, vb};
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t row = prow + e, vi = row - qk;
+      const int kh = (int)(vi / d), j = (int)(vi % d);
+      const __nv_bfloat16 v = __float2bfloat16(vals[e] + a.bias[row]);
+      r.vcache[((slot * r.n_kv + kh) * r.max_ctx + pos) * d + j] = v;
+      if (r.v_out) r.v_out[(int64_t)b * kvdim + vi] = v;
+    }
+  }
+}
+
 template <int WT, int NB, int R, int U>
 __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, const int kt) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -193,6 +236,13 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
       for (int b = 0; b < NB; ++b)
         if (lane == ((p * NB + b) & 31) && b < a.batch && row0 + 2 * p + 1 < rows)
           epilogue_swiglu(a, (row0 + 2 * p) / 2, b, acc[2 * p][b], acc[2 * p + 1][b]);
+  } else if (a.epi == GEMV_EPI_QKV_ROPE) {
+#pragma unroll
+    for (int p = 0; p < R / 2; ++p)
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+        if (lane == ((p * NB + b) & 31) && b < a.batch && row0 + 2 * p + 1 < rows)
+          epilogue_qkv_rope(a, row0 + 2 * p, b, acc[2 * p][b], acc[2 * p + 1][b]);
   } else {
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -211,7 +261,7 @@ __global__ void __launch_bounds__(kThreads) gemv_generic_kernel(const GemvArgs a
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t rows = a.w.rows, cols = a.w.cols;
   norm_rstd<NB>(a, rstd_s);
-  const int per = a.epi == GEMV_EPI_SWIGLU ? 2 : 1;
+  const int per = (a.epi == GEMV_EPI_SWIGLU || a.epi == GEMV_EPI_QKV_ROPE) ? 2 : 1;
   const int64_t row0 = ((int64_t)blockIdx.x * kWarps + warp) * per;
   if (row0 >= rows) return;
   float acc[2][NB];
@@ -241,7 +291,10 @@ __global__ void __launch_bounds__(kThreads) gemv_generic_kernel(const GemvArgs a
   if (lane != 0) return;
   for (int b = 0; b < a.batch && b < NB; ++b) {
     if (per == 2) {
-      if (row0 + 1 < rows) epilogue_swiglu(a, row0 / 2, b, acc[0][b], acc[1][b]);
+      if (row0 + 1 < rows) {
+        if (a.epi == GEMV_EPI_SWIGLU) epilogue_swiglu(a, row0 / 2, b, acc[0][b], acc[1][b]);
+        else epilogue_qkv_rope(a, row0, b, acc[0][b], acc[1][b]);
+      }
     } else {
       epilogue_one(a, row0, b, acc[0][b]);
     }
@@ -288,7 +341,8 @@ void gemv_force_rows_per_warp(int r) { g_force_r = r; }
 
 const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
   if (a.batch < 1 || a.batch > 16) throw CudaError("launch_gemv: batch must be 1..16");
-  if (a.epi == GEMV_EPI_SWIGLU && (a.w.rows % 2) != 0) throw CudaError("launch_gemv: SWIGLU needs even rows");
+  if ((a.epi == GEMV_EPI_SWIGLU || a.epi == GEMV_EPI_QKV_ROPE) && (a.w.rows % 2) != 0)
+    throw CudaError("launch_gemv: SWIGLU / QKV_ROPE need even rows");
   const int64_t cols = a.w.cols;
   const bool vec_ok = (cols % 8) == 0 && (a.pro == GEMV_PRO_NORM || (a.act_ld % 8) == 0) &&
                       ((a.w.type != WT_W8 && a.w.type != WT_W4) || (a.w.group % 8) == 0);
@@ -305,7 +359,7 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
       default: throw CudaError("launch_gemv: unknown weight type");
     }
   } else {
-    const int per = a.epi == GEMV_EPI_SWIGLU ? 2 : 1;
+    const int per = (a.epi == GEMV_EPI_SWIGLU || a.epi == GEMV_EPI_QKV_ROPE) ? 2 : 1;
     const int grid = ceil_div(a.w.rows / per, kWarps);
     switch (nb_of(a.batch)) {
       case 1: launch(gemv_generic_kernel<1>, grid, kThreads, 0, s, a); break;

@@ -10,7 +10,30 @@
 namespace qwc {
 
 enum GemvPro : int32_t { GEMV_PRO_BF16 = 0, GEMV_PRO_NORM = 1 };
-enum GemvEpi : int32_t { GEMV_EPI_BF16 = 0, GEMV_EPI_F32 = 1, GEMV_EPI_ADD_F32 = 2, GEMV_EPI_SWIGLU = 3 };
+enum GemvEpi : int32_t {
+  GEMV_EPI_BF16 = 0, GEMV_EPI_F32 = 1, GEMV_EPI_ADD_F32 = 2, GEMV_EPI_SWIGLU = 3,
+  // q|k|v projection with bias + RoPE + KV-cache write in the epilogue (decode). The weight rows of q and k are
+  // pair-interleaved per head (row h*d + 2i = dim i, row h*d + 2i + 1 = dim i + d/2; v rows unchanged), so a
+  // warp holds both elements of each RoPE pair. bias stays in the original order.
+  GEMV_EPI_QKV_ROPE = 4
+};
+
+// Extra arguments of GEMV_EPI_QKV_ROPE.
+struct QkvRopeArgs {
+  __nv_bfloat16 *q_out = nullptr;              // [batch, nH*d] roped q, original order
+  __nv_bfloat16 *k_out = nullptr, *v_out = nullptr;  // optional [batch, nKV*d] copies (hooks)
+  __nv_bfloat16 *kcache = nullptr, *vcache = nullptr;  // this layer: [slots][nKV][max_ctx][d]
+  const int32_t *pos = nullptr, *slot = nullptr;       // [batch]
+  const float *inv_freq = nullptr;                     // [d/2]
+  int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
+};
+// Row order of the pair-interleaved q|k|v matrix: returns the original row of permuted row p.
+inline int64_t qkv_rope_orig_row(int64_t p, int32_t n_heads, int32_t n_kv, int32_t d) {
+  const int64_t qk = (int64_t)(n_heads + n_kv) * d;
+  if (p >= qk) return p;
+  const int64_t head = p / d, w = p % d;
+  return head * d + w / 2 + (w % 2) * (d / 2);
+}
 
 struct GemvArgs {
   // output
@@ -20,6 +43,7 @@ struct GemvArgs {
   const float *bias = nullptr;    // [rows] or null (EPI_BF16 / EPI_F32)
   __nv_bfloat16 *aux = nullptr;   // EPI_SWIGLU: optional copy of the gate (bf16) [batch, aux_ld] (hook mlp.hook_pre)
   int64_t aux_ld = 0;
+  QkvRopeArgs rope;               // EPI_QKV_ROPE
   // weight
   WMat w;
   // input

@@ -21,8 +21,10 @@ __global__ void rope_kv_kernel(const RopeKvArgs a) {
     float sn, cs;
     sincosf((float)pos * a.inv_freq[j], &sn, &cs);
     const float c = bf16r(cs), s = bf16r(sn);
-    const float x1 = in(head * d + j);
-    const float x2 = in(head * d + j + half);
+    const int c1 = a.pair_interleaved ? head * d + 2 * j : head * d + j;
+    const int c2 = a.pair_interleaved ? head * d + 2 * j + 1 : head * d + j + half;
+    const float x1 = bf16r(src[c1] + (a.bias ? a.bias[head * d + j] : 0.f));
+    const float x2 = bf16r(src[c2] + (a.bias ? a.bias[head * d + j + half] : 0.f));
     const __nv_bfloat16 o1 = __float2bfloat16(bf16r(x1 * c) + bf16r(-x2 * s));
     const __nv_bfloat16 o2 = __float2bfloat16(bf16r(x2 * c) + bf16r(x1 * s));
     if (head < a.n_heads) {

@@ -19,6 +19,7 @@ struct RopeKvArgs {
   const int32_t *row_slot = nullptr;   // [rows] cache slot of each row
   const float *inv_freq = nullptr;     // [d/2]
   int32_t rows = 0, n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
+  bool pair_interleaved = false;       // qkv columns of q/k in the GEMV_EPI_QKV_ROPE row order (gemv.cuh)
 };
 void launch_rope_kv(const RopeKvArgs &a, cudaStream_t stream);
 }  // namespace qwc
