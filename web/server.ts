@@ -15,6 +15,7 @@ const { values } = parseArgs({
     profiles: { type: "string" },
     backend: { type: "string", default: process.env.QW_BACKEND ?? "auto" },
     engine: { type: "string" },
+    "idle-timeout": { type: "string", default: "120" },
     help: { type: "boolean", short: "h" },
   },
   strict: true,
@@ -35,8 +36,11 @@ if (!modelRoots.length) modelRoots.push(resolve(repo, "models"));
 const engineModule = values.engine ?? process.env.QW_ENGINE_MODULE ?? resolve(repo, "engine/index.ts");
 
 const host = new WorkerHost(resolve(engineModule));
+const heartbeatMs = Number(process.env.QW_SSE_HEARTBEAT_MS ?? 5000);
+const idleTimeout = Number(values["idle-timeout"]);
+if (!(idleTimeout >= 0 && idleTimeout <= 255)) { console.error("--idle-timeout: 0..255 seconds (0 = never)"); process.exit(2); }
 const app = createApp({
-  host, modelRoots, defaultBackend: backend,
+  host, modelRoots, defaultBackend: backend, heartbeatMs,
   profilesRoot: resolve(values.profiles ?? process.env.QW_PROFILES ?? resolve(repo, "profiles")),
 });
 
@@ -46,7 +50,7 @@ const server = Bun.serve({
   fetch: app.fetch,
   // Bun closes connections idle for idleTimeout seconds, streaming responses included. SSE routes turn it off
   // per request (server.timeout) and also send a keep-alive comment every 5 s; this bounds everything else.
-  idleTimeout: 120,
+  idleTimeout,
   maxRequestBodySize: 8 << 20,
 });
 

@@ -96,4 +96,23 @@ describe("load", () => {
     expect(outcome.done).toBeGreaterThan(CLIENTS / 2);
     expect(listed.size).toBeGreaterThanOrEqual(outcome.keys.size);
   }, (SECONDS + 120) * 1000);
+
+  test("an SSE stream outlives Bun's idle timeout while the engine is silent", async () => {
+    // idle timeout 2 s, engine silent for 2.5 s per step: the stream lives on keep-alive comments.
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const s = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--profiles", join(tmp, "profiles-idle"),
+      "--engine", join(REPO, "test/web/fake-engine.ts"), "--idle-timeout", "2"], {
+      cwd: REPO, stdout: "pipe", stderr: "pipe",
+      env: { ...process.env, QW_FAKE_OPTIONS: JSON.stringify({ stepDelayMs: 2500 }), QW_SSE_HEARTBEAT_MS: "500" },
+    });
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      for (let i = 0; i < 100; i++) { try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* starting */ } await Bun.sleep(100); }
+      const { id } = (await (await fetch(`${base}/api/runs`, json({ prompt: "slow", maxTokens: 2 }))).json()) as { id: string };
+      const res = await fetch(`${base}/api/tasks/${id}/events`);
+      const raw = await new Response(res.body).text(); // the whole stream, until the server ends it
+      expect(raw).toContain(": keep-alive");
+      expect(raw).toContain("event: done");
+    } finally { s.kill(); }
+  }, 30_000);
 });
