@@ -90,6 +90,8 @@ int main() {
   CHECK_ST(qw_session_create(m, "{\"max_batch\":0}", &s), QW_ERR_INVALID_ARGUMENT);
   CHECK_ST(qw_session_create(m, "{\"max_context\":8,\"max_prefill\":9}", &s), QW_ERR_INVALID_ARGUMENT);
   CHECK_ST(qw_session_create(m, "{\"bogus\":1}", &s), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_create(m, "{\"max_batch\":4096,\"max_context\":1048576,\"max_prefill\":1}", &s),
+           QW_ERR_OUT_OF_MEMORY);  // 4096 x 1M x 2 layers x 32 floats: refused, not attempted
   CHECK_OK(qw_session_create(m, "{\"max_batch\":2,\"max_context\":8,\"max_prefill\":4}", &s));
   CHECK_ST(qw_engine_destroy(e), QW_ERR_STATE);
   CHECK_ST(qw_model_destroy(m), QW_ERR_STATE);

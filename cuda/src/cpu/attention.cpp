@@ -28,6 +28,11 @@ namespace cpu {
 void KvCache::configure(const std::string &dtype, int32_t L, int32_t B, int32_t nkv, int32_t T, int32_t d) {
   if (dtype != "bf16" && dtype != "f32")
     throw Error(QW_ERR_UNSUPPORTED, "kvCache = " + dtype + " is not implemented by the CPU backend (bf16, f32)");
+  // Checked in double first: a product of five config/session sizes can overflow int64.
+  const double nd = double(L) * B * nkv * T * d;
+  if (nd > double(int64_t(1) << 38))
+    throw Error(QW_ERR_OUT_OF_MEMORY, "KV cache of " + std::to_string(nd * (dtype == "bf16" ? 4 : 8) / 1e9) +
+                                          " GB requested: reduce max_batch or max_context");
   const int64_t n = int64_t(L) * B * nkv * T * d;
   kf.reset();
   vf.reset();
