@@ -429,8 +429,8 @@ void CudaSession::ensure_rows(int32_t rows) {
   gu_ = DBuf(R * 2 * I * 2);
   h_ = DBuf(R * I * 2);
   gate_ = DBuf(R * I * 2);
-  tmp_ = DBuf(R * std::max(H, I) * 4);
-  capf_ = DBuf(R * std::max({H, I, QKV}) * 4);
+  tmp_ = DBuf(R * H * 4);  // attn_out hook, lm_head row gather
+  capf_.release();          // hook staging: allocated on first use (capture_bf16)
   // params: 5 int arrays of `rows`
   if (hparams_) cudaFreeHost(hparams_);
   CK(cudaMallocHost(&hparams_, R * 5 * 4));
@@ -488,6 +488,8 @@ void CudaSession::capture_f32(Sink &sink, Hook h, int32_t layer, const float *p,
 }
 void CudaSession::capture_bf16(Sink &sink, Hook h, int32_t layer, const __nv_bfloat16 *p, int32_t rows, int32_t cols) {
   if (!sink.wants(h, layer)) return;
+  const size_t need = (size_t)rows * cols * 4;
+  if (capf_.bytes < need) capf_ = DBuf(need);
   dev_guard([&] { qwc::launch_bf16_to_f32(capf_.as<float>(), p, (int64_t)rows * cols, stream_); return 0; });
   capture_f32(sink, h, layer, capf_.as<float>(), rows, cols);
 }
