@@ -1,6 +1,6 @@
 // Files the workbench reads and writes: profiles (under the profiles root), prompt sets, and models under the
 // model roots. Every user-supplied name goes through confine().
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync, renameSync, lstatSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync, renameSync, lstatSync } from "node:fs";
 import { join, relative, resolve, sep } from "node:path";
 import { readProfile, writeProfile, type Profile } from "../engine/profile.ts";
 import { PromptSet } from "../engine/export/record.ts";
@@ -151,5 +151,3 @@ export function listModels(roots: string[]): ModelEntry[] {
   }
   return out;
 }
-
-export function statSafe(p: string) { try { return statSync(p); } catch { return null; } }

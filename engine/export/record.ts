@@ -230,10 +230,8 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
         emit({ type: "prefill", prompt: pi, promptTokens: ev.promptTokens, ms: ev.ms });
       } else if (ev.type === "token") {
         toks.push(ev.token);
-        const tMs = performance.now() - t0;
         tokenEvents.push({ index: ev.index, token: ev.token, text: ev.text, t_ms: performance.now() - runT0, phase: ev.phase });
         emit({ type: "token", prompt: pi, index: ev.index, token: ev.token, text: ev.text, ms: ev.ms, phase: ev.phase });
-        void tMs;
       } else if (ev.type === "done") {
         text = ev.text;
         done = ev;
