@@ -334,16 +334,35 @@ function updateSelectedLinks() {
   $("#prof-table").href = k.length ? `/api/export/table?format=md&keys=${k.map(enc).join(",")}` : "#";
 }
 
+/** Opens the run's Chrome trace in ui.perfetto.dev through its postMessage API (PING/PONG, then the buffer):
+ *  nothing is uploaded to a server, the trace goes from this page to the Perfetto tab. */
+async function openInPerfetto(key) {
+  const ORIGIN = "https://ui.perfetto.dev";
+  const win = window.open(ORIGIN);
+  if (!win) { toast("the browser blocked the Perfetto window", "error"); return; }
+  const buffer = await (await fetch(`/api/profiles/${enc(key)}/export/trace`)).arrayBuffer();
+  const ping = setInterval(() => win.postMessage("PING", ORIGIN), 100);
+  const stop = setTimeout(() => { clearInterval(ping); window.removeEventListener("message", onMsg); }, 30000);
+  function onMsg(e) {
+    if (e.origin !== ORIGIN || e.data !== "PONG") return;
+    clearInterval(ping); clearTimeout(stop); window.removeEventListener("message", onMsg);
+    win.postMessage({ perfetto: { buffer, title: key, fileName: `${key.split("/").pop()}.trace.json` } }, ORIGIN);
+  }
+  window.addEventListener("message", onMsg);
+}
+
 function exportButtons(root, key, plots) {
   root.innerHTML = `
     <button class="secondary small" data-x="png">PNG</button><button class="secondary small" data-x="svg">SVG</button>
     <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html" data-x="html">HTML report</a>
     <a class="button secondary small" href="/api/profiles/${enc(key)}/export/trace">Chrome trace</a>
+    <button class="secondary small" data-x="perfetto" title="open the trace in ui.perfetto.dev (sent from this page, not uploaded)">Open in Perfetto</button>
     <a class="button secondary small" href="/api/profiles/${enc(key)}/export/svg-latency" target="_blank">Static SVG</a>
     <a class="button secondary small" href="/api/profiles/${enc(key)}/export/md" target="_blank">md</a>
     <a class="button secondary small" href="/api/profiles/${enc(key)}/export/csv">csv</a>
     <a class="button secondary small" href="/api/profiles/${enc(key)}/export/json">json</a>
     <a class="button secondary small" href="/api/profiles/${enc(key)}/export/jsonl">jsonl</a>`;
+  $("[data-x=perfetto]", root).addEventListener("click", () => openInPerfetto(key).catch((e) => toast(e.message, "error")));
   for (const fmtName of ["png", "svg"]) $(`[data-x=${fmtName}]`, root).addEventListener("click", async () => {
     for (const id of plots) {
       const gd = document.getElementById(id);
