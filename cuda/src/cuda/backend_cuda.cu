@@ -801,18 +801,39 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   if (use_graph) {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
-      cudaGraph_t g;
-      CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
-      try {
-        decode_body(B, &st, nullptr, false);
-      } catch (...) {
-        cudaStreamEndCapture(stream_, &g);
-        throw;
+      // Capture once per (batch, gqa mask). If the graph with programmatic-dependent-launch edges cannot be
+      // captured or instantiated on this driver, fall back to plain launches for the rest of the process.
+      cudaGraphExec_t ge = nullptr;
+      for (int attempt = 0; attempt < 2 && !ge; ++attempt) {
+        cudaGraph_t g = nullptr;
+        CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+        bool ok = true;
+        std::string why;
+        try {
+          decode_body(B, &st, nullptr, false);
+        } catch (const std::exception &e) {
+          ok = false;
+          why = e.what();
+        }
+        const cudaError_t ec = cudaStreamEndCapture(stream_, &g);
+        if (ok && ec == cudaSuccess && g) {
+          const cudaError_t ei = cudaGraphInstantiate(&ge, g, 0);
+          if (ei != cudaSuccess) { ok = false; why = cudaGetErrorString(ei); ge = nullptr; }
+        } else if (ok) {
+          ok = false;
+          why = cudaGetErrorString(ec);
+        }
+        if (g) cudaGraphDestroy(g);
+        if (!ok) {
+          cudaGetLastError();
+          if (attempt == 0 && qwc::pdl_enabled()) {
+            fprintf(stderr, "[libqwen_cuda] decode graph with PDL failed (%s); retrying without PDL\n", why.c_str());
+            qwc::set_pdl(false);
+          } else {
+            throw Error(QW_ERR_DEVICE, "decode graph capture failed: " + why);
+          }
+        }
       }
-      CK(cudaStreamEndCapture(stream_, &g));
-      cudaGraphExec_t ge;
-      CK(cudaGraphInstantiate(&ge, g, 0));
-      CK(cudaGraphDestroy(g));
       it = graphs_.emplace(key, ge).first;
     }
     CK(cudaGraphLaunch(it->second, stream_));
