@@ -652,6 +652,7 @@ static void run_gemm() {
     gemm_case(be, 37, 200, 136, GEMM_OUT_F32, false);
     gemm_case(be, 130, 77, 904, GEMM_OUT_ADD_F32, false);
     gemm_case(be, 65, 512, 256, GEMM_OUT_BF16, false);
+    gemm_case(be, 200, 300, 136, GEMM_OUT_ADD_F32, false);   // tails in M, N and K of the 128x128 tile
     gemm_case(be, 512, 4608, 3584, GEMM_OUT_F32, true);       // 7B qkv pp512
     gemm_case(be, 512, 37888, 3584, GEMM_OUT_BF16, true);     // 7B gate_up pp512
     gemm_case(be, 512, 3584, 18944, GEMM_OUT_ADD_F32, true);  // 7B down pp512
