@@ -13,7 +13,9 @@ const REPO = resolve(import.meta.dir, "../..");
 const ART = join(REPO, "test/artifacts");
 const have = existsSync(CHROMIUM);
 if (!have) console.warn(`[e2e] skipped: ${CHROMIUM} not found (apt-get install -y chromium)`);
-const engine = process.env.QW_E2E_ENGINE === "fake" ? join(REPO, "test/web/fake-engine.ts") : join(REPO, "engine/index.ts");
+const nativeBuilt = existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
+if (have && !nativeBuilt && process.env.QW_E2E_ENGINE !== "fake") console.warn("[e2e] libqwen_cpu.so is not built: running the pages against the fake engine");
+const engine = process.env.QW_E2E_ENGINE === "fake" || !nativeBuilt ? join(REPO, "test/web/fake-engine.ts") : join(REPO, "engine/index.ts");
 
 describe.skipIf(!have)("workbench in headless Chromium", () => {
   let server: ReturnType<typeof Bun.spawn>;
