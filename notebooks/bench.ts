@@ -2,7 +2,7 @@
 //
 //   bun notebooks/bench.ts [--models 0.5b,1.5b,7b] [--types bf16,q8_0,q4_k_m] [--backend cuda|cpu|auto]
 //                          [--batches 1,8,16] [--pp 512,4096,32768] [--tg 128] [--reps 3] [--quick]
-//                          [--peers peers.jsonl[,more.jsonl]] [--out DIR]
+//                          [--peers peers.jsonl[,more.jsonl]] [--hf-root DIR] [--out DIR]
 //
 // For each model x weight type: decode tok/s at each batch (greedy, tg tokens after a short prompt), TPOT
 // median / p90, % of the bandwidth roofline (weight bytes per step over the measured copy bandwidth of
@@ -11,6 +11,9 @@
 // Writes one profile JSON per model x type and bench.{md,csv,jsonl} into --out (default profiles/bench/), and
 // prints a llama-bench-style table last. Peer numbers (notebooks/peers/*.py JSON lines) are merged with --peers.
 // --quick: 0.5b bf16, batch 1 and 8, pp512, tg 64.
+// --hf-root DIR: bf16 runs of model m open DIR/<m> (a random-init HF checkpoint from
+// notebooks/peers/make_ref.py --no-ref) instead of writing synthetic:<m>:bf16 as GGUF first (generating 7B random
+// weights in TypeScript takes minutes; the GPU does it in seconds). Quantized types always use our GGUF writer.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel, type Model } from "../engine/index.ts";
@@ -38,6 +41,7 @@ const reps = Math.max(3, Number(opt("--reps", "3")));
 const backend = (opt("--backend", "cuda") ?? "cuda") as "cuda" | "cpu" | "auto";
 const outDir = resolve(opt("--out", join(root, "profiles", "bench"))!);
 const peerFiles = list(opt("--peers", "")!);
+const hfRoot = opt("--hf-root");
 for (const b of batches) if (!(b >= 1 && b <= 16)) throw new Error(`--batches: ${b} is outside 1..16`);
 
 const log = (s: string) => console.log(`[bench] ${s}`);
@@ -63,7 +67,8 @@ function sumOps(ops: OpColumns, kernels: string[], step: number) {
 
 for (const m of models) {
   for (const t of types) {
-    const source = `synthetic:${m}:${t}`;
+    const hfDir = hfRoot && t === "bf16" ? join(resolve(hfRoot), m) : undefined;
+    const source = hfDir && existsSync(join(hfDir, "config.json")) ? hfDir : `synthetic:${m}:${t}`;
     log(`opening ${source} (backend ${backend}) ...`);
     const t0 = performance.now();
     const model = (await openModel(source, { backend })) as Model;

@@ -5,8 +5,10 @@
 #   bash .gpu/on-device 'bash cuda/dev/run-gpu.sh peers'                    (HF eager + torch.compile, ~8 min)
 # Stages: build (libqwen_cuda.so, libqwen_cpu.so, the lab) · lab (kernel lab --quick; LAB_MODE=all for the full
 # run) · ref (random-init HF checkpoints + fp32 references, notebooks/peers/make_ref.py) · test (bun test
-# test/gpu) · calib (notebooks/calibrate.ts -> profiles/ceilings/) · bench (notebooks/bench.ts; BENCH_ARGS,
-# default --quick) · peers (notebooks/peers/*.py; PEER_MODELS, default 0.5b,1.5b,7b).
+# test/gpu) · calib (notebooks/calibrate.ts -> profiles/ceilings/) · bench (notebooks/bench.ts on random HF
+# checkpoints made on the GPU; BENCH_MODELS default 0.5b, BENCH_ARGS default --quick, e.g.
+# BENCH_MODELS=7b BENCH_ARGS='--types bf16 --batches 1,8,16 --pp 512,4096') · peers (notebooks/peers/*.py;
+# PEER_MODELS, default 0.5b,1.5b,7b).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -34,7 +36,8 @@ for s in "${stages[@]}"; do
     test)  QW_LAB_LOG="$OUT/lab.log" stage test 500 "QW_LAB_LOG=$OUT/lab.log bun test test/gpu"
            grep -E "^\[|pass|fail|skip|error" "$OUT/test.log" | tail -40 ;;
     calib) stage calib 120 "bun notebooks/calibrate.ts --out $OUT/ceilings && mkdir -p profiles/ceilings && cp $OUT/ceilings/*.json profiles/ceilings/"; tail -4 "$OUT/calib.log" ;;
-    bench) stage bench 550 "bun notebooks/bench.ts ${BENCH_ARGS:---quick} --out $OUT/bench"; tail -40 "$OUT/bench.log" ;;
+    bench) stage bench 550 "python3 notebooks/peers/make_ref.py --no-ref --models ${BENCH_MODELS:-0.5b} --out $OUT/qw-hf && bun notebooks/bench.ts --models ${BENCH_MODELS:-0.5b} --hf-root $OUT/qw-hf ${BENCH_ARGS:---quick} --out $OUT/bench"
+           tail -45 "$OUT/bench.log" ;;
     peers) stage peers 580 "python3 notebooks/peers/gpt_fast.py --models ${PEER_MODELS:-0.5b,1.5b,7b} --out $OUT/peers.jsonl; python3 notebooks/peers/hf_eager.py --models ${PEER_MODELS:-0.5b,1.5b,7b} --out $OUT/peers.jsonl"
            cat "$OUT/peers.jsonl" 2>/dev/null ;;
     *) echo "unknown stage $s"; exit 2 ;;

@@ -1,6 +1,9 @@
 """Creates random-init Qwen2.5-shaped Hugging Face checkpoints and the reference outputs test/gpu compares with.
 
-    python3 notebooks/peers/make_ref.py [--models 0.5b,1.5b] [--out DIR]   (default DIR: $OUT/ref or /tmp/qw-ref)
+    python3 notebooks/peers/make_ref.py [--models 0.5b,1.5b] [--out DIR] [--no-ref]   (default DIR: $OUT/qw-ref or /tmp/qw-ref)
+
+--no-ref writes only the checkpoints (fast, any shape incl. 7b): notebooks/bench.ts --hf-root DIR benchmarks
+them as bf16 models without generating 15 GB of random weights in TypeScript.
 
 For each shape: DIR/<shape>/ holds config.json, model.safetensors (bf16; HF init std 0.02, plus random q/k/v
 biases and norm weights so that those paths are exercised), tokenizer.json (the repo's models/qwen-tokenizer)
@@ -28,8 +31,12 @@ def main():
     from safetensors.torch import save_file
     models = arg("--models", "0.5b,1.5b").split(",")
     out = arg("--out", os.path.join(os.environ.get("OUT", "/tmp"), "qw-ref"))
+    no_ref = "--no-ref" in sys.argv
     for shape in models:
         d = os.path.join(out, shape)
+        if no_ref and os.path.exists(os.path.join(d, "model.safetensors")):
+            print(json.dumps({"exists": d}), flush=True)
+            continue
         os.makedirs(d, exist_ok=True)
         torch.manual_seed(1234)
         cfg = qwen_config(shape)
@@ -59,6 +66,11 @@ def main():
         with gzip.open(os.path.join(tok, "tokenizer.json.gz"), "rb") as src, open(os.path.join(d, "tokenizer.json"), "wb") as dst:
             shutil.copyfileobj(src, dst)
         shutil.copy(os.path.join(tok, "tokenizer_config.json"), d)
+        if no_ref:
+            print(json.dumps({"made": d, "reference": False}), flush=True)
+            del model, sd
+            torch.cuda.empty_cache()
+            continue
 
         gen = torch.Generator().manual_seed(7)
         prompt = torch.randint(10, 150000, (1, 64), generator=gen)
