@@ -19,13 +19,17 @@ function run(cmd: string, args: string[]): string {
 }
 
 // 1. Native tests (cuda/tests): their runner prints "N passed, N failed".
+// 1. Native tests (cuda/tests): each case prints "<name>: ok", each failed check a "FAIL file:line: ..." line.
+const before = exitCode;
 const native = run("make", ["-s", "-C", "cuda", "test"]);
-const nm = [...native.matchAll(/^(\d+) passed, (\d+) failed/gm)];
-if (nm.length === 0) {
-  console.error("test: the native test runner printed no 'N passed, N failed' line");
+const nativeOk = (native.match(/^[^\s].*: ok$/gm) ?? []).length;
+const nativeFail = (native.match(/^FAIL /gm) ?? []).length;
+passed += nativeOk;
+failed += nativeFail;
+if (exitCode !== before && nativeFail === 0) failed += 1; // it stopped without naming a failed check
+if (nativeOk + nativeFail === 0) {
+  console.error("test: the native tests reported no case");
   failed += 1;
-} else {
-  for (const m of nm) { passed += Number(m[1]); failed += Number(m[2]); }
 }
 
 // 2. bun test: its summary has lines " N pass", " N fail", " N skip".

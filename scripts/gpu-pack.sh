@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# gpu-pack.sh: like ../shared/gpu/pack, but keeps the travelling tree under the device's 64 MiB limit:
+# packs only the runtime node_modules the engine, tests and notebooks need on the GPU machine (no plotly,
+# maplibre, playwright, typescript), and Bun compressed harder. Writes .gpu/ (git-ignored).
+set -euo pipefail
+root=$(git rev-parse --show-toplevel); cd "$root"
+mkdir -p .gpu
+bun_bin=node_modules/bun/bin/bun.exe
+[[ -f $bun_bin && $(stat -c %s "$bun_bin") -gt 10000000 ]] || bun_bin=$(ls node_modules/@oven/bun-linux-x64*/bin/bun 2>/dev/null | head -1)
+[[ -n "$bun_bin" ]] || { echo "gpu-pack: no Bun binary under node_modules; run npm install first" >&2; exit 1; }
+stamp=$(stat -c '%s-%Y' "$bun_bin")
+if [[ ! -f .gpu/bun.xz || "$(cat .gpu/bun.stamp 2>/dev/null)" != "$stamp-9e" ]]; then
+  xz -T2 -9e -c "$bun_bin" > .gpu/bun.xz && echo "$stamp-9e" > .gpu/bun.stamp
+fi
+keep="node_modules/hono node_modules/zod node_modules/@huggingface"
+tar cf - $keep | xz -T2 -9 > .gpu/node_modules.tar.xz
+cp ../shared/gpu/on-device .gpu/on-device 2>/dev/null || cp /work/shared/gpu/on-device .gpu/on-device
+chmod +x .gpu/on-device
+tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+echo "gpu-pack: .gpu $(du -sm .gpu | cut -f1) MiB + tracked files $((tracked / 1048576)) MiB (limit 64 MiB)"
