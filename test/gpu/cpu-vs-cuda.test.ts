@@ -28,6 +28,33 @@ function greedy(m: Model, ids: number[], n: number, setup?: (s: ReturnType<Model
     s.close();
   }
 }
+function greedyMargins(m: Model, ids: number[], n: number): { tokens: number[]; margins: number[] } {
+  const s = m.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
+  try {
+    s.setSampling(0, { temperature: 0 });
+    s.setLogitsMode(1);
+    const tokens: number[] = [], margins: number[] = [];
+    const margin = () => {
+      const d = s.logits().data;
+      let a = -Infinity, b = -Infinity;
+      for (const v of d) {
+        if (v > a) { b = a; a = v; } else if (v > b) b = v;
+      }
+      return a - b;
+    };
+    let t = s.prefill(0, ids);
+    tokens.push(t);
+    margins.push(margin());
+    while (tokens.length < n) {
+      t = s.decode([0], [t])[0];
+      tokens.push(t);
+      margins.push(margin());
+    }
+    return { tokens, margins };
+  } finally {
+    s.close();
+  }
+}
 function lastLogits(m: Model, ids: number[]): Float32Array {
   const s = m.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
   try {
@@ -51,13 +78,16 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
   });
 
   test("golden: same 32-token greedy continuation as HF and as the CPU backend", () => {
+    // The CPU backend runs fp32 activations (HF golden: fp32); CUDA runs bf16 activations with fp32
+    // accumulation like HF's bf16 mode. Tokens must agree exactly except after a step where the CPU's own top-2
+    // logit margin is below what bf16 rounding can move (0.15 here); every divergence is printed with it.
     for (const p of golden.prompts) {
       const g = greedy(gpu, p.ids, 32);
-      const c = greedy(cpu, p.ids, 32);
-      const firstDiff = g.findIndex((t, i) => t !== p.greedy32[i]);
-      console.log(`[cuda] prompt ${p.ids.length} tok: first divergence from HF at ${firstDiff} (cpu vs cuda equal: ${JSON.stringify(g) === JSON.stringify(c)})`);
-      expect(g).toEqual(c);
-      expect(g).toEqual(p.greedy32);
+      const { tokens: c, margins } = greedyMargins(cpu, p.ids, 32);
+      expect(c).toEqual(p.greedy32); // the CPU backend reproduces HF exactly
+      const d = g.findIndex((t, i) => t !== c[i]);
+      console.log(`[cuda] prompt of ${p.ids.length} tokens: ${d < 0 ? "identical 32-token continuation" : `first divergence at ${d} (CPU top-2 margin there ${margins[d].toFixed(4)})`}; smallest CPU margin ${Math.min(...margins).toFixed(4)}`);
+      if (d >= 0) expect(margins[d]).toBeLessThan(0.15);
     }
   });
 
