@@ -2,7 +2,7 @@
 // outputs poisoned before each launch) and timed with cudaEvents after warm-up (median of many launches,
 // rotating weight copies so that L2 does not serve repeated reads). Build: cuda/dev/Makefile (make -C cuda/dev).
 //
-//   qwlab [all|gemv|attn|prefill|gemm|misc|chain|calib] [--quick] [--json FILE]
+//   qwlab [all|gemv|attn|prefill|gemm|misc|chain|sanitize|calib] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, bf16 tensor-core rate), read by
@@ -1047,6 +1047,24 @@ static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV,
   cudaStreamDestroy(st);
 }
 
+// Small, untimed cases only: fast enough under compute-sanitizer (memcheck / racecheck / synccheck).
+static void run_sanitize() {
+  run_misc();
+  gemv_case("small bf16 norm", WT_BF16, 96, 256, 1, GEMV_PRO_NORM, GEMV_EPI_F32, false);
+  gemv_case("small swiglu b3", WT_BF16, 64, 256, 3, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, false);
+  gemv_case("small w4 +res b2", WT_W4, 40, 512, 2, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, false);
+  gemv_case("small w8 b9", WT_W8, 33, 256, 9, GEMV_PRO_BF16, GEMV_EPI_BF16, false);
+  gemv_case("small cols%8!=0", WT_F16, 20, 100, 2, GEMV_PRO_NORM, GEMV_EPI_F32, false);
+  qkv_rope_case("tiny", 2, 256, 4, 1, 64, false);
+  decode_case(2, 4, 1, 64, 77, 128, false, false);
+  decode_case(1, 4, 2, 128, 33, 64, true, false);
+  prefill_case(4, 1, 64, 0, 70, false, false);
+  prefill_case(4, 2, 128, 9, 33, false, false);
+  prefill_case(2, 1, 64, 3, 20, true, false);
+  gemm_case(1, 37, 72, 40, GEMM_OUT_F32, false);
+  gemm_case(1, 130, 136, 72, GEMM_OUT_ADD_F32, false);
+}
+
 static void run_chain() {
   decode_chain("0.5B", 896, 4864, 24, 14, 2, 151936, 1, 256);
   decode_chain("0.5B", 896, 4864, 24, 14, 2, 151936, 1, 256, false);
@@ -1135,6 +1153,7 @@ int main(int argc, char **argv) {
          (unsigned long long)seed, cublaslt_status());
   try {
     if (what == "calib") { run_calib(true); return 0; }
+    if (what == "sanitize") run_sanitize();
     if (what == "all") run_calib(true);
     if (what == "all" || what == "misc") { run_misc(); run_sampling(); }
     if (what == "all" || what == "gemv") run_gemv();

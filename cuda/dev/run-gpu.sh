@@ -4,7 +4,7 @@
 #   bash .gpu/on-device 'bash cuda/dev/run-gpu.sh build calib bench'        (ceilings + quick bench, ~5 min)
 #   bash .gpu/on-device 'bash cuda/dev/run-gpu.sh peers'                    (HF eager + torch.compile, ~8 min)
 # Stages: build (libqwen_cuda.so, libqwen_cpu.so, the lab) · lab (kernel lab --quick; LAB_MODE=all for the full
-# run) · ref (random-init HF checkpoints + fp32 references, notebooks/peers/make_ref.py) · test (bun test
+# run) · sanitize (compute-sanitizer memcheck/racecheck/synccheck on the lab's small cases) · ref (random-init HF checkpoints + fp32 references, notebooks/peers/make_ref.py) · test (bun test
 # test/gpu) · calib (notebooks/calibrate.ts -> profiles/ceilings/) · bench (notebooks/bench.ts on random HF
 # checkpoints made on the GPU; BENCH_MODELS default 0.5b, BENCH_ARGS default --quick, e.g.
 # BENCH_MODELS=7b BENCH_ARGS='--types bf16 --batches 1,8,16 --pp 512,4096') · peers (notebooks/peers/*.py;
@@ -32,6 +32,8 @@ for s in "${stages[@]}"; do
            cp cuda/build/dev/*.ptxas.txt "$OUT/" 2>/dev/null; tail -5 "$OUT/build.log" ;;
     lab)   stage lab 400 "./cuda/build/dev/qwlab ${LAB_MODE:-all} $([[ ${LAB_MODE:-quick} == all ]] || echo --quick) --json $OUT/lab.json"
            grep -E "FAIL|FATAL|^qwlab" "$OUT/lab.log" | head -30; sed -n '/^| case/,$p' "$OUT/lab.log" ;;
+    sanitize) stage sanitize 500 "for t in memcheck racecheck synccheck; do echo \"== \$t\"; compute-sanitizer --tool \$t --error-exitcode 3 ./cuda/build/dev/qwlab sanitize 2>&1 | grep -E 'ERROR SUMMARY|========= [A-Z]|FAIL|qwlab:' | head -20; done"
+           cat "$OUT/sanitize.log" | tail -30 ;;
     ref)   stage ref 400 "python3 notebooks/peers/make_ref.py --models 0.5b,1.5b --out $OUT/qw-ref"; cat "$OUT/ref.log" | tail -4 ;;
     test)  QW_LAB_LOG="$OUT/lab.log" stage test 500 "QW_LAB_LOG=$OUT/lab.log bun test test/gpu"
            grep -E "^\[|pass|fail|skip|error" "$OUT/test.log" | tail -40 ;;
