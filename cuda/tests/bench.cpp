@@ -160,7 +160,13 @@ int main(int argc, char **argv) {
   std::vector<int32_t> prompt(static_cast<size_t>(pp));
   for (auto &t : prompt) t = int32_t(r.next() % uint64_t(c.V));
   std::vector<double> pps, tgs;
+  // QW_BENCH_RECORDS=1 times the runs with op records on (profiling mode 1), to measure its overhead.
+  const bool records = std::getenv("QW_BENCH_RECORDS") != nullptr;
+  if (records) CHECK_OK(qw_session_set_profiling(s, 1));
+  std::vector<qw_op_record> drain(1 << 16);
   for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+    int64_t drained = 0;
+    CHECK_OK(qw_session_read_records(s, drain.data(), int64_t(drain.size()), &drained));
     int32_t tok;
     CHECK_OK(qw_session_reset(s, 0));
     double t0 = now_s();
@@ -186,6 +192,7 @@ int main(int argc, char **argv) {
   };
   report("pp", pp, pps);
   report("tg", tg, tgs);
+  if (records) CHECK_OK(qw_session_set_profiling(s, 0));
   if (std::getenv("QW_BENCH_PROFILE")) {  // per-op decode time split from the op records
     CHECK_OK(qw_session_set_profiling(s, 1));
     int64_t junk = 0;
