@@ -38,10 +38,13 @@ static std::string gguf_name(const std::string &hf) {
 }
 
 int main() {
-  const std::string dir = "../models/tiny-qwen2-brown/";
+  // Run from cuda/ (make -C cuda test) or from the repository root.
+  std::string root = "../";
+  if (!std::ifstream(root + "models/tiny-qwen2-brown/config.json")) root = "./";
+  const std::string dir = root + "models/tiny-qwen2-brown/";
   std::string st, cfg, golden;
   if (!read_file(dir + "model.safetensors", &st) || !read_file(dir + "config.json", &cfg) ||
-      !read_file("../test/fixtures/golden.json", &golden)) {
+      !read_file(root + "test/fixtures/golden.json", &golden)) {
     std::printf("test_golden: skipped (models/tiny-qwen2-brown or test/fixtures/golden.json not found)\n");
     return 0;
   }
