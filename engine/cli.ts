@@ -101,16 +101,21 @@ function looksLikeModel(s: string): boolean {
 
 function progressPrinter(label: string): (p: Progress) => void {
   const tty = process.stderr.isTTY;
-  let lastPct = -1, lastStage = "";
+  let lastPct = -1, lastStage = "", lastT = 0;
   return (p) => {
     const pct = p.total > 0 ? Math.floor((100 * p.done) / p.total) : 0;
     if (tty) {
       process.stderr.write(`\r\x1b[K${label} ${p.stage} ${p.done}/${p.total} (${pct}%)${p.message ? " " + p.message : ""}`);
       if (p.done === p.total && p.stage === "finalize") process.stderr.write("\n");
-    } else if (p.stage !== lastStage || pct >= lastPct + 25 || p.done === p.total) {
-      if (p.stage !== lastStage || pct !== lastPct) process.stderr.write(`${label} ${p.stage} ${p.done}/${p.total} (${pct}%)\n`);
+      return;
+    }
+    // Logs (no TTY): a line per stage change, every 10 %, and at least every 10 s of a long step.
+    const now = performance.now();
+    if (p.stage !== lastStage || pct >= lastPct + 10 || (p.done === p.total && pct !== lastPct) || now - lastT > 10_000) {
+      process.stderr.write(`${label} ${p.stage} ${p.done}/${p.total} (${pct}%)${p.message ? " " + p.message : ""}\n`);
       lastPct = pct;
       lastStage = p.stage;
+      lastT = now;
     }
   };
 }
