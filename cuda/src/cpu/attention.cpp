@@ -257,7 +257,7 @@ void attention(KvCache &kv, const AttnArgs &a) {
     work += double(nH) * d * 2.0 * (double(st.n_new[s]) * st.pos0[s] + double(st.n_new[s]) * (st.n_new[s] + 1) / 2);
   const int nt = work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
   std::atomic<int64_t> next{0};  // dynamic schedule: query rows late in a prefill attend to more keys
-  a.pool->run(nt, [&](int, int) {
+  a.pool->run(nt, [&] {
     std::vector<float> sc;
     for (int64_t task = next++; task < tasks; task = next++) {
       const int64_t row = task / nH;

@@ -53,8 +53,7 @@ void rope_apply(float *x, int64_t T, int64_t row_stride, int32_t n_heads, int32_
 // elementwise.cpp
 void residual_add(float *x, const float *y, int64_t n, Pool &pool);                   // x += y
 void swiglu(float *out, const float *gate, const float *up, int64_t n, Pool &pool);  // silu(gate) * up
-// Runs body(i0, i1) over [0, n) split statically on the pool when n >= min_parallel, else inline.
-void parallel_range(Pool &pool, int64_t n, int64_t min_parallel, const std::function<void(int64_t, int64_t)> &body);
+
 
 // attention.cpp — KV cache of one session and causal GQA attention.
 struct KvCache {

@@ -11,18 +11,6 @@
 namespace qw {
 namespace cpu {
 
-void parallel_range(Pool &pool, int64_t n, int64_t min_parallel, const std::function<void(int64_t, int64_t)> &body) {
-  if (n < min_parallel || pool.size() == 1) {
-    body(0, n);
-    return;
-  }
-  pool.run(pool.size(), [&](int tid, int nt) {
-    int64_t a, b;
-    Pool::split(n, tid, nt, &a, &b);
-    if (a < b) body(a, b);
-  });
-}
-
 void residual_add(float *x, const float *y, int64_t n, Pool &pool) {
   parallel_range(pool, n, 1 << 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) x[i] += y[i];  // vectorizes (vaddps ymm)

@@ -1,7 +1,7 @@
 // matmul.cpp — y[T, rows] = x[T, cols] W^T (+ bias) for F32 / F16 / BF16 / W8 / W4 weights.
 //
-// Work split: every pool thread takes the same contiguous share of the rows of every job of a call (q, k
-// and v are one call), so the work is balanced and no barrier is needed between jobs.
+// Work split: the rows of every job of a call (q, k and v are one call) are cut into chunks that the pool
+// threads take from a shared counter (see matmul()), so no barrier is needed between jobs.
 //
 // Register tiling (AVX2 + FMA, 16 ymm registers): a micro-kernel computes RB rows x NT tokens of dot
 // products at once (see rows() for the row order). Decode (T == 1) uses 4 rows x 1 token: four
@@ -25,6 +25,7 @@
 // reports "loop vectorized using 32 byte vectors" for them); attention.cpp and elementwise.cpp use
 // intrinsics.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -377,17 +378,32 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
     }
     max_rows = std::max(max_rows, w.rows);
   }
-  // Every thread takes the same share of every job, so no barrier is needed between jobs and the work
-  // is balanced (all rows of a job cost the same).
   // Below ~32k multiply-adds a second thread costs more to wake than it saves.
   double work = 0;
   for (int j = 0; j < n_jobs; ++j) work += double(T) * double(jobs[j].w.t->rows) * double(jobs[j].w.t->cols);
   const int nt = work < 32768.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(pool.size(), max_rows / 4)));
-  pool.run(nt, [&](int tid, int n) {
-    for (int j = 0; j < n_jobs; ++j) {
-      int64_t r0, r1;
-      Pool::split(jobs[j].w.t->rows, tid, n, &r0, &r1);
-      if (r0 < r1) run_rows(ctx[size_t(j)], r0, r1);
+  if (nt == 1) {
+    for (int j = 0; j < n_jobs; ++j) run_rows(ctx[size_t(j)], 0, jobs[j].w.t->rows);
+    return;
+  }
+  // Rows are handed out in chunks through an atomic counter (4 chunks per thread and job): when another
+  // process takes one of our cores for a while (a 2-core box running a web server, builds, tests), the
+  // other thread keeps taking chunks instead of waiting at the end of a static share. Chunks are at least
+  // 64 rows, so the 4 row streams of a decode chunk stay long (see rows()).
+  std::vector<int64_t> first(static_cast<size_t>(n_jobs) + 1, 0), chunk(static_cast<size_t>(n_jobs));
+  for (int j = 0; j < n_jobs; ++j) {
+    const int64_t rows = jobs[j].w.t->rows;
+    chunk[size_t(j)] = std::max<int64_t>(64, (rows + 4 * nt - 1) / (4 * nt));
+    first[size_t(j) + 1] = first[size_t(j)] + (rows + chunk[size_t(j)] - 1) / chunk[size_t(j)];
+  }
+  const int64_t n_items = first[size_t(n_jobs)];
+  std::atomic<int64_t> next{0};
+  pool.run(nt, [&] {
+    int j = 0;
+    for (int64_t it = next++; it < n_items; it = next++) {
+      while (it >= first[size_t(j) + 1]) ++j;
+      const int64_t r0 = (it - first[size_t(j)]) * chunk[size_t(j)];
+      run_rows(ctx[size_t(j)], r0, std::min(jobs[j].w.t->rows, r0 + chunk[size_t(j)]));
     }
   });
 }

@@ -1,13 +1,21 @@
-// pool.hpp — the CPU backend's worker threads: a fork-join pool whose workers spin briefly between jobs.
+// pool.hpp — the CPU backend's worker threads: a fork-join pool with dynamic participation.
 //
 // Why not OpenMP parallel regions: a decode step of a small model is ~25 parallel sections of 5-50 us
 // each. With libgomp's default wait policy the workers went to sleep between steps and sections often
-// began with a futex wake-up; the tiny model decoded at ~2250 tok/s (2 threads), and at ~3000 with
-// GOMP_SPINCOUNT raised — but that environment variable must be set before the process loads libgomp,
-// which a library loaded by bun:ffi cannot do. This pool spins (with `pause`) for up to kSpinNs after
-// each job, then sleeps on a condition variable, so an idle session costs no CPU.
+// began with a futex wake-up (tiny model: ~2250 tok/s on 2 threads, ~3000 with GOMP_SPINCOUNT raised —
+// an environment variable a library loaded by bun:ffi cannot set before libgomp reads it).
 //
-// One pool per session: sessions used from different threads never share workers.
+// Why dynamic participation: on a 2-core box that also runs the web server, builds or a second engine,
+// one of our two threads is regularly descheduled for a whole time slice. A fork-join that waits for
+// every worker to show up then runs at the pace of the scheduler (measured: 740 tok/s on 2 threads vs
+// 2220 on 1 with one busy neighbour process). Here the caller never waits for a worker that has not
+// started: work is always taken from shared counters inside `fn`, a worker joins a job only while it is
+// open, and the caller closes the job as soon as its own part is done and no joined worker is still busy.
+// Late workers find the job closed and go back to waiting.
+//
+// Workers spin (with `pause`, yielding after 20 us) for up to 2 ms after each job, then sleep on a
+// condition variable, so an idle session costs no CPU. One pool per session: sessions used from
+// different threads never share workers.
 #pragma once
 
 #include <atomic>
@@ -29,32 +37,31 @@ class Pool {
   Pool(const Pool &) = delete;
   Pool &operator=(const Pool &) = delete;
   int size() const { return n_; }
-  // Runs fn(tid, n) for tid in [0, n) with n = min(want, size()); the caller runs tid 0. Returns when every
-  // part has finished; rethrows the first exception a part threw.
-  void run(int want, const std::function<void(int, int)> &fn);
-  // Static split of [0, count) for part `tid` of `n`.
-  static void split(int64_t count, int tid, int n, int64_t *begin, int64_t *end) {
-    *begin = count * tid / n;
-    *end = count * (tid + 1) / n;
-  }
+  // Calls fn() on the caller and on up to want - 1 workers that arrive while the job is open. fn must
+  // take its work items from shared counters (any number of calls, on any threads, must cover the work
+  // exactly once). Returns when the caller's call and every joined worker's call have finished; rethrows
+  // the first exception one of them threw.
+  void run(int want, const std::function<void()> &fn);
 
  private:
-  void worker(int tid);
-  void finish_part(std::exception_ptr e);
+  void worker();
 
   int n_;
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> gen_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<int64_t> join_{-1};  // >= 0: open, number of workers inside fn; -1: closed
+  std::atomic<int> limit_{0};      // workers allowed to join the current job
+  std::atomic<const std::function<void()> *> fn_{nullptr};
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
-  const std::function<void(int, int)> *fn_ = nullptr;
-  int active_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   std::mutex err_mu_;
   std::exception_ptr err_;
 };
+
+// Runs body(i0, i1) over [0, n) in chunks taken from a shared counter; inline when n < min_parallel.
+void parallel_range(Pool &pool, int64_t n, int64_t min_parallel, const std::function<void(int64_t, int64_t)> &body);
 
 int available_cores();  // CPUs this process may run on (affinity mask), at least 1
 
