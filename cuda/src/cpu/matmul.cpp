@@ -194,10 +194,10 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
   }
 }
 
-// Row order. A thread owns a contiguous row range [r0, r1) of each job. Decode (T == 1) splits it into 4
-// equal sub-ranges and computes one row of each at a time (tile<4, 1>): four FMA chains for ILP and four
-// long sequential weight streams, which keeps enough cache-line fetches in flight to run at the DRAM
-// roofline. (Four ADJACENT rows were four streams only ~1 KiB long for 896-wide rows, which the hardware
+// Row order. A thread works on a chunk [r0, r1) of a job's rows at a time (see matmul()). Decode (T == 1)
+// splits it into 4 equal sub-ranges and computes one row of each at a time (tile<4, 1>): four FMA chains
+// for ILP and four long sequential weight streams, which keeps enough cache-line fetches in flight to run
+// at the DRAM roofline. (Four ADJACENT rows were four streams only ~1 KiB long for 896-wide rows, which the hardware
 // prefetcher kept losing: 13 GB/s instead of 21 on 2 cores; one row at a time was a single stream: 12.6.)
 // Batched decode and prefill (T >= 2) walk blocks of kBlock rows, two strided streams per block, and pass
 // every token tile over a block while its rows are still in L1/L2.
