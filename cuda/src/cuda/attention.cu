@@ -11,25 +11,45 @@ constexpr float kNegBig = -1e30f;
 
 // ------------------------------------------------------------------------------------------------
 // Decode: grid (n_split, n_kv, B), 128 threads (4 warps). G <= GMAX query heads per kv head.
-// QK: lane-per-key (the key row in registers, q from shared memory). PV: lane-per-dimension.
+// QK: lane-per-key (the key row in registers, q from shared memory). PV: lane-per-dimension, V rows loaded
+// kVB at a time before their FMAs (one memory round trip per kVB keys, not one per key).
+// Splits come from the device-side length: chunk = max(kMinChunk, ceil(len / n_split)) keys, so only
+// ceil(len / chunk) <= n_split splits are active; the others exit at once and are not counted by the
+// combine (every block derives the same active count from kv_len[b], so the counter stays replay safe).
 // ------------------------------------------------------------------------------------------------
 constexpr int kDecWarps = 4;
 constexpr int kGMax = 8;
+constexpr int kMinChunk = kDecWarps * 32;  // one 32-key tile per warp at least
+constexpr int kMaxSplit = 128;             // smem weights of the combine; decode_attn_pick_split never exceeds it
+constexpr int kVB = 16;                    // V rows in flight per lane
+
+template <int E> struct VRaw;
+template <> struct VRaw<4> { using T = uint2; };
+template <> struct VRaw<2> { using T = uint32_t; };
+template <> struct VRaw<1> { using T = uint16_t; };
 
 template <int D>
 __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const DecodeAttnArgs a) {
   pdl_wait();
   pdl_trigger();
   constexpr int E = D / 32;  // dims per lane in PV
+  using VT = typename VRaw<E>::T;
   __shared__ __align__(16) float q_s[kGMax][D];
   __shared__ float wm_s[kDecWarps][kGMax], wl_s[kDecWarps][kGMax];
   __shared__ __align__(16) float wo_s[kDecWarps][kGMax][D];
+  __shared__ float fw_s[kGMax][kMaxSplit];
+  __shared__ float L_s[kGMax];
   __shared__ int last_s;
 
   const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int len = a.kv_len[b];
+  int chunk = (len + a.n_split - 1) / a.n_split;
+  chunk = max(kMinChunk, (chunk + 31) / 32 * 32);
+  const int nact = max(1, (len + chunk - 1) / chunk);  // active splits (<= n_split)
+  if (split >= nact) return;                           // empty split: nothing to read, not counted
+
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int G = a.n_heads / a.n_kv;
-  const int len = a.kv_len[b];
   const int64_t slot = a.slot[b];
   const float scale = rsqrtf((float)D) * kLog2e;
 
@@ -39,8 +59,6 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
   }
   __syncthreads();
 
-  int chunk = (len + a.n_split - 1) / a.n_split;
-  chunk = max(32, (chunk + 31) / 32 * 32);
   const int t0 = split * chunk, t1 = min(len, t0 + chunk);
 
   float m[kGMax], l[kGMax], o[kGMax][E];
@@ -95,27 +113,37 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
         p[g] = 0.f;
       }
     }
-    // PV: lane owns dims lane*E .. lane*E+E-1
+    // PV: lane owns dims lane*E .. lane*E+E-1; kVB rows loaded before their FMAs (same key order as before)
     const int nk = min(32, t1 - tile);
-    for (int j = 0; j < nk; ++j) {
-      const __nv_bfloat16 *vr = vbase + (int64_t)(tile + j) * D + lane * E;
-      float vf[E];
-      if constexpr (E == 4) {
-        const uint2 vv = *reinterpret_cast<const uint2 *>(vr);
-        vf[0] = bf16_lo(vv.x); vf[1] = bf16_hi(vv.x); vf[2] = bf16_lo(vv.y); vf[3] = bf16_hi(vv.y);
-      } else if constexpr (E == 2) {
-        const uint32_t vv = *reinterpret_cast<const uint32_t *>(vr);
-        vf[0] = bf16_lo(vv); vf[1] = bf16_hi(vv);
-      } else {
 #pragma unroll
-        for (int e = 0; e < E; ++e) vf[e] = __bfloat162float(vr[e]);
-      }
+    for (int j0 = 0; j0 < 32; j0 += kVB) {
+      if (j0 < nk) {  // warp-uniform
+        VT vr[kVB];
 #pragma unroll
-      for (int g = 0; g < kGMax; ++g) {
-        if (g < G) {
-          const float pj = __shfl_sync(0xffffffffu, p[g], j);
+        for (int jj = 0; jj < kVB; ++jj) {
+          const int j = min(j0 + jj, nk - 1);  // clamped to a key of this tile; unused when j0 + jj >= nk
+          vr[jj] = *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + j) * D + lane * E);
+        }
 #pragma unroll
-          for (int e = 0; e < E; ++e) o[g][e] = fmaf(pj, vf[e], o[g][e]);
+        for (int jj = 0; jj < kVB; ++jj) {
+          if (j0 + jj < nk) {  // warp-uniform
+            float vf[E];
+            if constexpr (E == 4) {
+              vf[0] = bf16_lo(vr[jj].x); vf[1] = bf16_hi(vr[jj].x); vf[2] = bf16_lo(vr[jj].y); vf[3] = bf16_hi(vr[jj].y);
+            } else if constexpr (E == 2) {
+              vf[0] = bf16_lo(vr[jj]); vf[1] = bf16_hi(vr[jj]);
+            } else {
+              vf[0] = __uint_as_float((uint32_t)vr[jj] << 16);
+            }
+#pragma unroll
+            for (int g = 0; g < kGMax; ++g) {
+              if (g < G) {
+                const float pj = __shfl_sync(0xffffffffu, p[g], j0 + jj);
+#pragma unroll
+                for (int e = 0; e < E; ++e) o[g][e] = fmaf(pj, vf[e], o[g][e]);
+              }
+            }
+          }
         }
       }
     }
@@ -128,9 +156,24 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
     for (int e = 0; e < E; ++e) wo_s[warp][g][lane * E + e] = o[g][e];
   }
   __syncthreads();
-  const int ns = a.n_split;
-  float *ws_o = a.ws;                                                   // [B][nH][ns][D]
-  float *ws_ml = a.ws + (size_t)a.batch * a.n_heads * ns * D;          // [B][nH][ns][2]
+  const int NS = a.n_split;                                             // workspace stride
+  float *ws_o = a.ws;                                                   // [B][nH][NS][D]
+  float *ws_ml = a.ws + (size_t)a.batch * a.n_heads * NS * D;          // [B][nH][NS][2]
+  if (nact == 1) {  // one split: this block is the combine; no workspace round trip, no counter
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+      const int g = i / D, e = i - g * D;
+      float M = kNegBig;
+      for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, wm_s[w][g]);
+      float O = 0.f, L = 0.f;
+      for (int w = 0; w < kDecWarps; ++w) {
+        const float f = exp2f(wm_s[w][g] - M);
+        O += wo_s[w][g][e] * f;
+        L += wl_s[w][g] * f;
+      }
+      a.out[(size_t)b * a.n_heads * D + (kvh * G + g) * D + e] = __float2bfloat16(O / L);
+    }
+    return;
+  }
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, e = i - g * D;
     float M = kNegBig;
@@ -142,36 +185,46 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
       L += wl_s[w][g] * f;
     }
     const int h = kvh * G + g;
-    ws_o[(((size_t)b * a.n_heads + h) * ns + split) * D + e] = O;
+    ws_o[(((size_t)b * a.n_heads + h) * NS + split) * D + e] = O;
     if (e == 0) {
-      ws_ml[(((size_t)b * a.n_heads + h) * ns + split) * 2 + 0] = M;
-      ws_ml[(((size_t)b * a.n_heads + h) * ns + split) * 2 + 1] = L;
+      ws_ml[(((size_t)b * a.n_heads + h) * NS + split) * 2 + 0] = M;
+      ws_ml[(((size_t)b * a.n_heads + h) * NS + split) * 2 + 1] = L;
     }
   }
-  // the last block of (b, kvh) combines the splits
+  // the last active block of (b, kvh) combines the splits
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
     const int prev = atomicAdd(&a.counters[b * a.n_kv + kvh], 1);
-    last_s = prev == ns - 1;
+    last_s = prev == nact - 1;
   }
   __syncthreads();
   if (!last_s) return;
   __threadfence();
+  // split weights: one warp per query head, lanes over splits (L2 loads, bypassing L1)
+  for (int g = warp; g < G; g += kDecWarps) {
+    const float *ml = ws_ml + ((size_t)b * a.n_heads + kvh * G + g) * NS * 2;
+    float M = kNegBig;
+    for (int sp = lane; sp < nact; sp += 32) M = fmaxf(M, __ldcg(ml + 2 * sp));
+    M = warp_max(M);
+    float L = 0.f;
+    for (int sp = lane; sp < nact; sp += 32) {
+      const float f = exp2f(__ldcg(ml + 2 * sp) - M);
+      fw_s[g][sp] = f;
+      L += __ldcg(ml + 2 * sp + 1) * f;
+    }
+    L = warp_sum(L);
+    if (lane == 0) L_s[g] = L;
+  }
+  __syncthreads();
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, e = i - g * D;
     const int h = kvh * G + g;
-    const volatile float *ml = ws_ml + ((size_t)b * a.n_heads + h) * ns * 2;
-    const volatile float *os = ws_o + ((size_t)b * a.n_heads + h) * ns * D;
-    float M = kNegBig;
-    for (int sp = 0; sp < ns; ++sp) M = fmaxf(M, ml[2 * sp]);
-    float O = 0.f, L = 0.f;
-    for (int sp = 0; sp < ns; ++sp) {
-      const float f = exp2f(ml[2 * sp] - M);
-      O += os[(size_t)sp * D + e] * f;
-      L += ml[2 * sp + 1] * f;
-    }
-    a.out[(size_t)b * a.n_heads * D + h * D + e] = __float2bfloat16(O / L);
+    const float *os = ws_o + ((size_t)b * a.n_heads + h) * NS * D + e;
+    float O = 0.f;
+#pragma unroll 8
+    for (int sp = 0; sp < nact; ++sp) O = fmaf(__ldcg(os + (size_t)sp * D), fw_s[g][sp], O);
+    a.out[(size_t)b * a.n_heads * D + h * D + e] = __float2bfloat16(O / L_s[g]);
   }
   if (threadIdx.x == 0) a.counters[b * a.n_kv + kvh] = 0;
 }
@@ -435,15 +488,17 @@ size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, i
   return (size_t)batch * n_heads * n_split * (head_dim + 2);
 }
 
+// The allocation bound (the kernel activates only ceil(len / chunk) of them, chunk >= kMinChunk keys).
 int32_t decode_attn_pick_split(int32_t batch, int32_t n_kv, int32_t max_ctx, int32_t sms) {
-  const int by_work = std::max(1, (max_ctx + 127) / 128);
+  const int by_work = std::max(1, (max_ctx + kMinChunk - 1) / kMinChunk);
   const int by_sms = std::max(1, (2 * sms + batch * n_kv - 1) / (batch * n_kv));
-  return std::max(1, std::min(by_work, by_sms));
+  return std::max(1, std::min(kMaxSplit, std::min(by_work, by_sms)));
 }
 
 const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
   const int G = a.n_heads / a.n_kv;
   if (G > kGMax) throw CudaError("decode attention: more than 8 query heads per kv head are not supported");
+  if (a.n_split < 1 || a.n_split > kMaxSplit) throw CudaError("decode attention: n_split must be 1..128");
   dim3 grid(a.n_split, a.n_kv, a.batch);
   switch (a.head_dim) {
     case 64: launch(decode_attn_kernel<64>, grid, kDecWarps * 32, 0, s, a); break;
