@@ -8,9 +8,14 @@
 //    covers 32 rows, so the staging traffic is 1/32 of the weight traffic at batch 1.
 //  * Warp-level reduction by xor shuffles; every lane ends with all sums and lane i writes value i.
 //  * fp32 accumulation; weights are converted exactly (bf16 -> fp32 is a shift).
+//  * K-split inside the block (ks = 1, 2, 4, 8 warps per row group; batch 1, R = 2): matrices with few rows
+//    (0.5B/1.5B qkv, o_proj, down; 7B qkv/o/down) get kWarps/ks * R rows per block, so the grid has
+//    >= 3 blocks per SM; the ks partial sums of a row are added in shared memory in a fixed order
+//    (deterministic) and the fused epilogue runs once, in the first warp of the row group.
 #include "gemv.cuh"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace qwc {
 
@@ -20,6 +25,7 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kSmemBytes = 46 * 1024;  // + static smem must stay <= 48 KB (no opt-in)
 int g_force_r = 0;
+int g_force_ks = 0;
 
 int sm_count() {
   static int n = 0;
@@ -140,14 +146,20 @@ __device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t pro
   }
 }
 
-template <int WT, int NB, int R, int U>
-__global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, const int kt) {
+template <int WT, int NB, int R, int U, bool KS>
+__global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, const int kt, const int ks_arg) {
+  const int ks = KS ? ks_arg : 1;  // KS = false: the K-split code folds away (the original kernel)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);
   __shared__ float rstd_s[16];
+  constexpr int kRed = KS ? R * NB : 1;
+  __shared__ float red_s[kWarps][kRed];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t rows = a.w.rows, cols = a.w.cols;
-  const int64_t row0 = ((int64_t)blockIdx.x * kWarps + warp) * R;
+  // warp = rgroup * ks + kpart: row group rgroup (R rows), K part kpart (chunks kpart*32 + lane + 32*ks*i)
+  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
+  const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * R;
+  const int cbase = kpart * 32 + lane, cstride = 32 * ks;
   const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
 
   int64_t rowc[R];
@@ -160,7 +172,7 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
     const int nchunks0 = (int)(min((int64_t)kt, cols) / 8);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int c = lane + 32 * u;
+      const int c = cbase + cstride * u;
       if (c < nchunks0) {
 #pragma unroll
         for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], 8 * c);
@@ -186,11 +198,11 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
     __syncthreads();
     if (row0 >= rows) continue;
     const int nchunks = klen / 8;
-    for (int c0 = lane; c0 < nchunks; c0 += 32 * U) {
+    for (int c0 = cbase; c0 < nchunks; c0 += cstride * U) {
       if (!prefetched) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          const int c = c0 + 32 * u;
+          const int c = c0 + cstride * u;
           if (c < nchunks) {
 #pragma unroll
             for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], k0 + 8 * c);
@@ -200,7 +212,7 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
       prefetched = false;
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const int c = c0 + 32 * u;
+        const int c = c0 + cstride * u;
         if (c < nchunks) {
           float wf[R][8];
 #pragma unroll
@@ -221,12 +233,32 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
         }
       }
     }
+    if (KS) prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
   }
-  if (row0 >= rows) return;
+  if (!KS && row0 >= rows) return;  // (KS: every warp must reach the barrier below)
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int b = 0; b < NB; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  if (KS && ks > 1) {  // block-uniform: add the ks partial sums of each row group in a fixed order
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int b = 0; b < NB; ++b) red_s[warp][(r * NB + b) % kRed] = acc[r][b];
+    }
+    __syncthreads();
+    if (kpart != 0) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        float s = red_s[warp][(r * NB + b) % kRed];
+        for (int j = 1; j < ks; ++j) s += red_s[warp + j][(r * NB + b) % kRed];
+        acc[r][b] = s;
+      }
+  }
+  if (row0 >= rows) return;
 
   if (a.epi == GEMV_EPI_SWIGLU) {
     // R is even: pairs (2p, 2p+1) of the warp's rows are (gate j, up j), j = (row0 + 2p) / 2.
@@ -301,13 +333,47 @@ __global__ void __launch_bounds__(kThreads) gemv_generic_kernel(const GemvArgs a
   }
 }
 
+// K-split factor: the smallest ks in {1, 2, 4, 8} that gives >= 3 blocks per SM (8 when none does);
+// batch 1 with R = 2 only (the R = 4 / batched instances keep the original code: no new spills there).
+// QW_GEMV_KSPLIT=1 (or gemv_force_ksplit(1)) turns it off for A/B.
+int pick_ks(int64_t rows, int R, int nb) {
+  if (nb != 1 || R != 2) return 1;
+  if (g_force_ks) return g_force_ks;
+  static int env = -1;
+  if (env < 0) {
+    const char *e = getenv("QW_GEMV_KSPLIT");
+    env = e ? atoi(e) : 0;
+    if (env != 1 && env != 2 && env != 4 && env != 8) env = 0;
+  }
+  if (env) return env;
+  const int64_t target = 3 * (int64_t)sm_count();
+  for (int ks = 1; ks < kWarps; ks *= 2)
+    if (ceil_div(rows, (int64_t)(kWarps / ks) * R) >= target) return ks;
+  return kWarps;
+}
+
 template <int WT, int NB, int R>
-void launch_vec(const GemvArgs &a, int kt, cudaStream_t s) {
+int launch_vec(const GemvArgs &a, int kt, cudaStream_t s) {
   constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
-  const int64_t rows_per_block = (int64_t)kWarps * R;
+  const int ks = pick_ks(a.w.rows, R, NB);
+  const int64_t rows_per_block = (int64_t)(kWarps / ks) * R;
   const int grid = ceil_div(a.w.rows, rows_per_block);
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
-  launch(gemv_vec_kernel<WT, NB, R, U>, grid, kThreads, smem, s, a, kt);
+  if constexpr (NB == 1 && R == 2) {
+    if (ks > 1) {
+      launch(gemv_vec_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
+      return ks;
+    }
+  }
+  launch(gemv_vec_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
+  return 1;
+}
+
+const char *variant_name(int R, int ks) {
+  static const char *n2[4] = {"gemv_vec_r2", "gemv_vec_r2k2", "gemv_vec_r2k4", "gemv_vec_r2k8"};
+  static const char *n4[4] = {"gemv_vec_r4", "gemv_vec_r4k2", "gemv_vec_r4k4", "gemv_vec_r4k8"};
+  const int i = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
+  return R == 4 ? n4[i] : n2[i];
 }
 
 template <int WT, int NB>
@@ -315,13 +381,9 @@ const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s) {
   const int64_t blocks_r4 = (a.w.rows + kWarps * 4 - 1) / (kWarps * 4);
   const bool big = g_force_r ? g_force_r == 4 : blocks_r4 >= 2 * sm_count();
   if constexpr (NB <= 4) {
-    if (big) {
-      launch_vec<WT, NB, 4>(a, kt, s);
-      return "gemv_vec_r4";
-    }
+    if (big) return variant_name(4, launch_vec<WT, NB, 4>(a, kt, s));
   }
-  launch_vec<WT, NB, 2>(a, kt, s);
-  return "gemv_vec_r2";
+  return variant_name(2, launch_vec<WT, NB, 2>(a, kt, s));
 }
 
 template <int WT>
@@ -338,6 +400,7 @@ int nb_of(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 :
 }  // namespace
 
 void gemv_force_rows_per_warp(int r) { g_force_r = r; }
+void gemv_force_ksplit(int ks) { g_force_ks = (ks == 1 || ks == 2 || ks == 4 || ks == 8) ? ks : 0; }
 
 const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
   if (a.batch < 1 || a.batch > 16) throw CudaError("launch_gemv: batch must be 1..16");

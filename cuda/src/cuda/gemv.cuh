@@ -63,5 +63,7 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t stream);
 
 // Rows per block / tile choice exposed for the lab ("r2" / "r4" forced; 0 = auto).
 void gemv_force_rows_per_warp(int r);
+// K-split warps per row group (1, 2, 4, 8; 0 = auto, see gemv.cu). Applies to batch <= 4.
+void gemv_force_ksplit(int ks);
 
 }  // namespace qwc
