@@ -398,11 +398,31 @@ static void run_gemv() {
                    {"0.5B gate_up", 9728, 896, GEMV_PRO_NORM, GEMV_EPI_SWIGLU},
                    {"0.5B down", 896, 4864, GEMV_PRO_BF16, GEMV_EPI_ADD_F32},
                    {"0.5B lm_head", 151936, 896, GEMV_PRO_NORM, GEMV_EPI_F32}};
-  for (const S &s : s7) gemv_case(s.label, WT_BF16, s.rows, s.cols, 1, s.pro, s.epi, true);
-  for (const S &s : s05) gemv_case(s.label, WT_BF16, s.rows, s.cols, 1, s.pro, s.epi, true);
+  // quick mode skips the lm_heads (96 % / 82 % of copy bandwidth in the first run; 0.7 G host randoms)
+  for (const S &s : s7) if (!g_quick || s.rows < 100000) gemv_case(s.label, WT_BF16, s.rows, s.cols, 1, s.pro, s.epi, true);
+  for (const S &s : s05) if (!g_quick || s.rows < 100000) gemv_case(s.label, WT_BF16, s.rows, s.cols, 1, s.pro, s.epi, true);
+  gemv_case("1.5B qkv norm+bias", WT_BF16, 2048, 1536, 1, GEMV_PRO_NORM, GEMV_EPI_F32, true);
+  gemv_case("1.5B o_proj +res", WT_BF16, 1536, 1536, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+  gemv_case("1.5B down +res", WT_BF16, 1536, 8960, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+  // K-split inside the block (batch 1, R = 2): every ks on awkward shapes (checked; rows not a multiple of the
+  // block's rows, a second K tile where some K parts have no chunk), then ks = 1 timed against the auto pick.
+  for (int ks : {1, 2, 4, 8}) {
+    gemv_force_ksplit(ks);
+    gemv_case("ks awkward bf16out+bias", WT_BF16, 77, 896, 1, GEMV_PRO_BF16, GEMV_EPI_BF16, false);
+    gemv_case("ks awkward swiglu", WT_F16, 2 * 333, 904, 1, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, false);
+    gemv_case("ks awkward w4 +res", WT_W4, 130, 1024, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, false);
+    gemv_case("ks awkward w8 norm", WT_W8, 46, 2048, 1, GEMV_PRO_NORM, GEMV_EPI_F32, false);
+    gemv_case("ks 2 K tiles", WT_BF16, 40, 24576, 1, GEMV_PRO_NORM, GEMV_EPI_F32, false);
+    qkv_rope_case(ks == 1 ? "ks1 1.5B" : ks == 2 ? "ks2 1.5B" : ks == 4 ? "ks4 1.5B" : "ks8 1.5B", 1, 1536, 12, 2, 128, false);
+  }
+  gemv_force_ksplit(1);
+  gemv_case("0.5B qkv ks=1 (A/B)", WT_BF16, 1152, 896, 1, GEMV_PRO_NORM, GEMV_EPI_F32, true);
+  gemv_case("0.5B down ks=1 (A/B)", WT_BF16, 896, 4864, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+  gemv_case("1.5B down +res ks=1 (A/B)", WT_BF16, 1536, 8960, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+  gemv_force_ksplit(0);
   for (int b : {2, 4, 8, 16}) {
-    if (g_quick && (b == 2 || b == 4)) continue;
-    gemv_case("7B gate_up norm+swiglu", WT_BF16, 37888, 3584, b, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, true);
+    if (g_quick && b != 16) continue;
+    gemv_case("7B gate_up norm+swiglu", WT_BF16, 37888, 3584, b, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, !g_quick);
     gemv_case("7B down +res", WT_BF16, 3584, 18944, b, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
   }
   // other weight types (simple dequant path): correctness + GB/s of the packed bytes
@@ -572,6 +592,9 @@ static void run_attn() {
   decode_case(3, 28, 4, 128, 1, 512, false, false);
   decode_case(3, 14, 2, 64, 77, 512, false, false);
   decode_case(16, 28, 4, 128, 1000, 2048, false, true);
+  decode_case(1, 14, 2, 64, 128, 4096, false, false);    // exactly one active split (no workspace)
+  decode_case(1, 14, 2, 64, 129, 4096, false, false);    // two splits, the second with one key
+  decode_case(1, 12, 2, 128, 16385, 16400, false, true); // 128 allocated, 103 active splits of 160 keys
   decode_case(1, 28, 4, 128, 300, 4096, true, true);
   decode_case(2, 14, 2, 64, 77, 512, true, false);
 }
@@ -653,8 +676,10 @@ static void run_gemm() {
     gemm_case(be, 130, 77, 904, GEMM_OUT_ADD_F32, false);
     gemm_case(be, 65, 512, 256, GEMM_OUT_BF16, false);
     gemm_case(be, 200, 300, 136, GEMM_OUT_ADD_F32, false);   // tails in M, N and K of the 128x128 tile
+    // quick: the own kernel's big shapes only when cuBLASLt is absent (then it is the prefill path)
+    if (g_quick && be == 1 && cublaslt_available()) continue;
     gemm_case(be, 512, 4608, 3584, GEMM_OUT_F32, true);       // 7B qkv pp512
-    gemm_case(be, 512, 37888, 3584, GEMM_OUT_BF16, true);     // 7B gate_up pp512
+    if (!g_quick) gemm_case(be, 512, 37888, 3584, GEMM_OUT_BF16, true);  // 7B gate_up pp512
     gemm_case(be, 512, 3584, 18944, GEMM_OUT_ADD_F32, true);  // 7B down pp512
     if (!g_quick) gemm_case(be, 4096, 37888, 3584, GEMM_OUT_BF16, true);
   }
@@ -1057,6 +1082,7 @@ static void run_sanitize() {
   gemv_case("small cols%8!=0", WT_F16, 20, 100, 2, GEMV_PRO_NORM, GEMV_EPI_F32, false);
   qkv_rope_case("tiny", 2, 256, 4, 1, 64, false);
   decode_case(2, 4, 1, 64, 77, 128, false, false);
+  decode_case(1, 4, 2, 64, 300, 512, false, false);  // 3 active splits of 4: the combine
   decode_case(1, 4, 2, 128, 33, 64, true, false);
   prefill_case(4, 1, 64, 0, 70, false, false);
   prefill_case(4, 2, 128, 9, 33, false, false);
@@ -1069,6 +1095,11 @@ static void run_chain() {
   decode_chain("0.5B", 896, 4864, 24, 14, 2, 151936, 1, 256);
   decode_chain("0.5B", 896, 4864, 24, 14, 2, 151936, 1, 256, false);
   decode_chain("1.5B", 1536, 8960, 28, 12, 2, 151936, 1, 256);
+  decode_chain("1.5B", 1536, 8960, 28, 12, 2, 151936, 1, 4096);
+  gemv_force_ksplit(1);  // A/B: the GEMVs without the in-block K-split
+  decode_chain("0.5B ks=1", 896, 4864, 24, 14, 2, 151936, 1, 256);
+  decode_chain("1.5B ks=1", 1536, 8960, 28, 12, 2, 151936, 1, 256);
+  gemv_force_ksplit(0);
   decode_chain("7B", 3584, 18944, 28, 28, 4, 152064, 1, 256);
   decode_chain("7B", 3584, 18944, 28, 28, 4, 152064, 16, 256);
   if (!g_quick) decode_chain("0.5B", 896, 4864, 24, 14, 2, 151936, 8, 256);
@@ -1154,13 +1185,26 @@ int main(int argc, char **argv) {
   try {
     if (what == "calib") { run_calib(true); return 0; }
     if (what == "sanitize") run_sanitize();
-    if (what == "all") run_calib(true);
-    if (what == "all" || what == "misc") { run_misc(); run_sampling(); }
-    if (what == "all" || what == "gemv") run_gemv();
-    if (what == "all" || what == "attn") run_attn();
-    if (what == "all" || what == "prefill") run_prefill();
-    if (what == "all" || what == "gemm") run_gemm();
-    if (what == "all" || what == "chain") run_chain();
+    // decode first (chain right after the kernels it is made of), prefill/GEMM last; seconds per section
+    const auto t_start = std::chrono::steady_clock::now();
+    auto t_prev = t_start;
+    auto section = [&](const char *name, bool on, const std::function<void()> &f) {
+      if (!on) return;
+      f();
+      const auto t = std::chrono::steady_clock::now();
+      printf("qwlab: section %s %.1f s (total %.1f s)\n", name, std::chrono::duration<double>(t - t_prev).count(),
+             std::chrono::duration<double>(t - t_start).count());
+      fflush(stdout);
+      t_prev = t;
+    };
+    section("calib", what == "all", [] { run_calib(true); });
+    section("misc", what == "all" || what == "misc", [] { run_misc(); });
+    section("gemv", what == "all" || what == "gemv", run_gemv);
+    section("attn", what == "all" || what == "attn", run_attn);
+    section("chain", what == "all" || what == "chain", run_chain);
+    section("sampling", what == "all" || what == "misc", run_sampling);
+    section("prefill", what == "all" || what == "prefill", run_prefill);
+    section("gemm", what == "all" || what == "gemm", run_gemm);
   } catch (const std::exception &e) {
     printf("qwlab: FATAL %s\n", e.what());
     ++g_fail;
