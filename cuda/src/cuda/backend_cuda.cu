@@ -869,8 +869,9 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   const int32_t S = (int32_t)st.seq.size();
   const int32_t H = c.hidden_size, I = c.intermediate_size, QKV = c.q_dim() + 2 * c.kv_dim();
   ensure_rows(T);
-  // logits rows: last row of each sequence (mode 0/1) or all rows (mode 2)
-  const bool all_rows = st.logits_mode == 2;
+  // logits rows: every row when all-position logits (mode 2) or the hook_logits capture are asked for (the
+  // ABI: hook rows = tokens of the step, as the CPU backend does), else the last row of each sequence
+  const bool all_rows = st.logits_mode == 2 || sink.wants(HOOK_LOGITS, -1);
   const int32_t LR = all_rows ? T : S;
   ensure_logits(std::max(LR, max_batch_));
   const int32_t R = prow_cap_;
@@ -1082,7 +1083,19 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   CK(cudaStreamSynchronize(stream_));
   if (!need_logits) return;
   if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, hbuf_.data(), n_logit_rows, V);
-  if (st.logits_mode != 0) sink.logits(hbuf_.data(), n_logit_rows, V);
+  if (st.logits_mode == 2) {
+    sink.logits(hbuf_.data(), n_logit_rows, V);
+  } else if (st.logits_mode != 0) {
+    if (all_rows) {  // rows were computed for the hook: hand over the last row of each sequence
+      std::vector<float> last((size_t)S * V);
+      for (int32_t i = 0; i < S; ++i)
+        std::copy(hbuf_.begin() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * V,
+                  hbuf_.begin() + (size_t)(st.row_offset[i] + st.n_new[i]) * V, last.begin() + (size_t)i * V);
+      sink.logits(last.data(), S, V);
+    } else {
+      sink.logits(hbuf_.data(), n_logit_rows, V);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------- backend
