@@ -2,13 +2,15 @@
 // roofline (engine/roofline.ts) uses instead of datasheet numbers.
 //
 //   bun notebooks/calibrate.ts [--out DIR] [--no-build]
+//   bun notebooks/calibrate.ts --from-lab-log FILE [--out DIR]   (no GPU needed: takes the CALIB line that
+//       `qwlab all` / `qwlab calib` printed into FILE on the GPU machine; the file records it as the source)
 //
 // The measurement runs in the kernel lab binary (cuda/build/dev/qwlab calib, built from cuda/dev/ with
 // `make -C cuda/dev` when missing): device-to-device copy bandwidth (2 GiB, bytes read + written, median of 3
 // x 10 timed copies) and the bf16 tensor-core rate (8192^3 GEMM on random data through the engine's prefill
 // GEMM path: cuBLASLt when it loads, else our mma.sync kernel; median of 3 x 10). This is the simplest honest
 // path: the same binary that checks our kernels measures the roofs, without an extra C ABI entry.
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { deviceSlug } from "../engine/roofline.ts";
 
@@ -27,6 +29,26 @@ function sh(cmd: string[], env: Record<string, string> = {}): { code: number; ou
   return { code: p.exitCode ?? -1, out: p.stdout.toString() + p.stderr.toString() };
 }
 
+const fromLog = opt("--from-lab-log");
+
+function measure(): { line: string; source: string; at: string; command: string } {
+  if (fromLog) {
+    if (!existsSync(fromLog)) {
+      console.error(`calibrate: ${fromLog} does not exist`);
+      process.exit(1);
+    }
+    const line = readFileSync(fromLog, "utf8").split("\n").find((l) => l.startsWith("CALIB "));
+    if (!line) {
+      console.error(`calibrate: no CALIB line in ${fromLog}`);
+      process.exit(1);
+    }
+    return { line, source: `CALIB line of the kernel lab log ${resolve(fromLog)} (qwlab calib run on the device; copied, not re-measured)`,
+      at: statSync(fromLog).mtime.toISOString(), command: `bun notebooks/calibrate.ts --from-lab-log ${fromLog}` };
+  }
+  return { ...runLab(), at: new Date().toISOString(), command: "bun notebooks/calibrate.ts" };
+}
+
+function runLab(): { line: string; source: string } {
 if (!existsSync(lab) && !flag("--no-build")) {
   console.log("calibrate: building the kernel lab (make -C cuda/dev) ...");
   const b = sh(["make", "-C", "cuda/dev", `-j${navigator.hardwareConcurrency ?? 4}`]);
@@ -53,7 +75,11 @@ if (r.code !== 0 || !line) {
   console.error("calibrate: the lab did not report a CALIB line");
   process.exit(1);
 }
-const c = JSON.parse(line.slice(6)) as {
+return { line, source: "measured now by cuda/build/dev/qwlab calib" };
+}
+
+const m = measure();
+const c = JSON.parse(m.line.slice(6)) as {
   device: string; sms: number; cc: string; clock_mhz: number; mem_clock_mhz: number; memory_bytes: number;
   driver: number; runtime: number;
   copy_bw_bytes_per_s: { samples: number[]; median: number };
@@ -64,9 +90,10 @@ const doc = {
   schema: "qwen-workbench/ceilings",
   version: 1,
   device: c.device,
-  measured_at: new Date().toISOString(),
-  command: "bun notebooks/calibrate.ts",
+  measured_at: m.at,
+  command: m.command,
   tool: "cuda/build/dev/qwlab calib",
+  source: m.source,
   device_info: { sms: c.sms, cc: c.cc, clock_mhz: c.clock_mhz, mem_clock_mhz: c.mem_clock_mhz, memory_bytes: c.memory_bytes,
     driver: c.driver, runtime: c.runtime },
   // the fields engine/roofline.ts reads
