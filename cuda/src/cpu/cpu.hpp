@@ -29,7 +29,7 @@ struct MatJob {
 };
 
 // matmul.cpp — y = x W^T (+ bias) for every job, all sharing the input x [T, cols] (row stride x_stride).
-// Each pool thread takes the same share of the rows of every job.
+// Row chunks of all jobs are shared out to the pool threads through a counter.
 void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool);
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T);  // e.g. "cpu.gemv.w8g32"
 // matmul_avx512.cpp — W8 decode rows [r0, r1) with AVX-512 (call only when cpu_has_avx512()).
@@ -53,7 +53,6 @@ void rope_apply(float *x, int64_t T, int64_t row_stride, int32_t n_heads, int32_
 // elementwise.cpp
 void residual_add(float *x, const float *y, int64_t n, Pool &pool);                   // x += y
 void swiglu(float *out, const float *gate, const float *up, int64_t n, Pool &pool);  // silu(gate) * up
-
 
 // attention.cpp — KV cache of one session and causal GQA attention.
 struct KvCache {
