@@ -18,12 +18,11 @@
 // only summed in a different order than dequantize-then-dot.
 //
 // Vectorization evidence: the loops are AVX2 intrinsics, so they do not depend on the auto-vectorizer.
-// `objdump -d build/cpu/matmul.o | grep -c vfmadd231ps` counts the FMA bodies of the instantiations
-// (99 at the time of writing: 5 weight types x 4 tile shapes, plus group-scale FMAs), and the W8 decode
-// loop body is vpmovsxbd (load) / vcvtdq2ps / vfmadd231ps per 8 weights (checked by reading the asm).
-// The rest of the CPU backend: rope.cpp and residual_add auto-vectorize (g++ -fopt-info-vec-optimized
-// reports "loop vectorized using 32 byte vectors" for them); attention.cpp and elementwise.cpp use
-// intrinsics.
+// `objdump -d build/cpu/matmul.o | grep -c 'vfmadd...ps.*ymm'` gives 152 (5 weight types x the tile shapes,
+// group-scale FMAs, the dequantize-then-fp32 prefill blocks; 12 vpmovsxbd, 16 vcvtph2ps), matmul_avx512.o
+// has 20 zmm FMAs, attention.o 69 ymm FMAs. The W8 decode loop body is vpmovsxbd (load) / vcvtdq2ps /
+// vfmadd231ps per 8 (or 16) weights (read in the asm). rope.cpp, residual_add and the RMSNorm output loop
+// auto-vectorize (g++ -fopt-info-vec-optimized: "loop vectorized using 32 byte vectors").
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
