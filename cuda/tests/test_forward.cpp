@@ -2,6 +2,7 @@
 // (refmodel.hpp), for F32 weights and for every quantized type; prefill, chunked prefill, decode, batched
 // decode, gqa broadcast, bf16/f32 KV cache, captures, records and logits modes.
 #include <algorithm>
+#include <thread>
 
 #include "refmodel.hpp"
 
@@ -199,6 +200,44 @@ int main() {
       }
       CHECK(gen[0] == gen[1], "seeded replay");
     }
+  }
+  // 4. Sessions of one model used from different threads at once (the CPU backend allows it): each
+  //    thread's logits equal a sequential run's, bit for bit.
+  {
+    const RefModel &ref = f32;
+    qw_engine *e;
+    qw_model *m;
+    CHECK_OK(qw_engine_create("{\"threads\":2}", &e));
+    CHECK_OK(qw_model_create(e, ref.c.json().c_str(), &m));
+    CHECK_OK(ref.load(m));
+    Rng r(77);
+    const std::vector<int32_t> toks = tokens_of(r, 12, ref.c.V);
+    auto run = [&](std::vector<float> *out) {
+      qw_session *s = nullptr;
+      CHECK_OK(qw_session_create(m, "{\"max_context\":64}", &s));
+      CHECK_OK(qw_session_set_logits_mode(s, 1));
+      int32_t nx = 0;
+      for (int rep = 0; rep < 20; ++rep) {
+        CHECK_OK(qw_session_reset(s, 0));
+        CHECK_OK(qw_session_prefill(s, 0, toks.data(), 8, &nx));
+        for (int i = 8; i < 12; ++i) {
+          const int32_t seq = 0;
+          CHECK_OK(qw_session_decode(s, 1, &seq, &toks[size_t(i)], &nx));
+        }
+      }
+      out->resize(size_t(ref.c.V));
+      CHECK_OK(qw_session_read_logits(s, out->data(), int64_t(out->size())));
+      CHECK_OK(qw_session_destroy(s));
+    };
+    std::vector<float> seq_ref, t1, t2, t3;
+    run(&seq_ref);
+    std::thread a([&] { run(&t1); }), b([&] { run(&t2); }), c([&] { run(&t3); });
+    a.join();
+    b.join();
+    c.join();
+    CHECK(t1 == seq_ref && t2 == seq_ref && t3 == seq_ref, "concurrent sessions give the sequential logits");
+    CHECK_OK(qw_model_destroy(m));
+    CHECK_OK(qw_engine_destroy(e));
   }
   return finish("test_forward");
 }
