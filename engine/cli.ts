@@ -51,6 +51,7 @@ commands
       --tg N[,N...]               tokens generated (default 32)
       --batch N[,N...]            decode batch sizes (default 1)
       --reps N                    measured repetitions (default 3, minimum 3), one warm-up excluded
+      --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
       --backend --threads --toggle   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
   help                           this text
@@ -296,7 +297,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse(argv, {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
     backend: { type: "string" }, threads: { type: "string" }, toggle: { type: "string" }, out: { type: "string" }, format: { type: "string" },
-    warmup: { type: "string" },
+    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" },
   });
   const model = (o.model as string | undefined) ?? positionals[0] ?? "default";
   const pps = o.pp === "0" ? [] : numList(o.pp as string, "pp", [128]);
@@ -304,6 +305,8 @@ async function cmdBench(argv: string[]): Promise<void> {
   const batches = numList(o.batch as string, "batch", [1]);
   const reps = num(o.reps as string, "reps", { int: true, min: 3 }) ?? 3;
   const warmup = num(o.warmup as string, "warmup", { int: true, min: 0 }) ?? 1;
+  const retries = num(o.retries as string, "retries", { int: true, min: 0 }) ?? 3;
+  const maxContention = (num(o["max-contention"] as string, "max-contention", { min: 0, max: 100 }) ?? 10) / 100;
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
   const format = (o.format as string | undefined) ?? "md";
   if (!["md", "csv", "json", "jsonl"].includes(format)) fail(`bench: --format must be md, csv, json or jsonl, got '${format}'`);
@@ -316,14 +319,14 @@ async function cmdBench(argv: string[]): Promise<void> {
     applyToggles(m, s, o.toggle as string | undefined);
     const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
     for (const pp of pps) {
-      const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0 }, { reps, warmup, onProgress: log });
+      const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0 }, { reps, warmup, retries, maxContention, onProgress: log });
       rows.push(...r.rows);
       if (r.ttft) summary[`ttft_ms_pp${pp}`] = r.ttft;
       if (pp === pps[0] && r.prefill) summary.prefill_tok_s = r.prefill.median;
       if (pp === pps[0] && r.ttft) summary.ttft_ms = r.ttft.median;
     }
     for (const b of batches) for (const tg of tgs) {
-      const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b }, { reps, warmup, onProgress: log });
+      const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b }, { reps, warmup, retries, maxContention, onProgress: log });
       rows.push(...r.rows);
       if (b === batches[0] && tg === tgs[0] && r.decode) {
         summary.decode_tok_s = r.decode.median;
@@ -333,7 +336,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     // Profiling-mode overhead (DESIGN.md §4): the first decode case in alternating pairs (records off / on),
     // so a change in machine load hits both arms alike; overhead = median over pairs of (off − on) / off.
     if (o.out && tgs.length) {
-      const one = { reps: 1, warmup: 0, allowFewer: true };
+      const one = { reps: 1, warmup: 0, allowFewer: true, retries, maxContention };
       const ratios: number[] = [], onS: number[] = [];
       for (let i = 0; i < reps; i++) {
         s.setProfiling(false);
@@ -357,6 +360,8 @@ async function cmdBench(argv: string[]): Promise<void> {
     }
     const toggles = s.toggles();
     s.close();
+    const contended = rows.reduce((a, r) => a + Number((r.extra as { contended_samples?: number } | undefined)?.contended_samples ?? 0), 0);
+    if (contended) process.stderr.write(`note: ${contended} measured sample(s) ran while other processes used > ${(maxContention * 100).toFixed(0)}% of the CPU (after ${retries} re-runs each); see extra.others_cpu_share\n`);
     if (format === "md") process.stdout.write(benchTableMd(rows) + "\n");
     else if (format === "csv") process.stdout.write(benchTableCsv(rows) + "\n");
     else if (format === "json") process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
