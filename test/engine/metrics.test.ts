@@ -1,7 +1,7 @@
 import { test, expect } from "bun:test";
 import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/metrics.ts";
 import { parseRegistry, validateToggleSettings, parseToggleArg } from "../../engine/toggles.ts";
-import { percentile, benchPrompt } from "../../engine/bench-core.ts";
+import { percentile, benchPrompt, othersShare, modelLabel } from "../../engine/bench-core.ts";
 import { rooflinePoints, normalizeCeilings } from "../../engine/roofline.ts";
 
 test("tensorError: identical, scaled and noisy inputs", () => {
@@ -74,4 +74,16 @@ test("bench helpers and roofline aggregation", () => {
   expect(pts[0].pct_bandwidth).toBeCloseTo(100 * (1000 / 300e-9) / 10e9, 6);
   expect(pts[0].bound).toBe("memory");
   expect(rooflinePoints(ops, ["gemv"], { byLayer: true }).length).toBe(2);
+});
+
+test("bench contention share and labels", () => {
+  // 2 CPUs x 1 s = 200 jiffies; 150 busy, of which this process used 1.0 CPU-s (100 jiffies) -> others 50/200
+  const a = { t: 0, busyJ: 1000, totalJ: 5000, ownUs: 0 };
+  expect(othersShare(a, { t: 1000, busyJ: 1150, totalJ: 5200, ownUs: 1_000_000 })).toBeCloseTo(0.25, 10);
+  expect(othersShare(a, { t: 1000, busyJ: 1100, totalJ: 5200, ownUs: 1_000_000 })).toBe(0);
+  expect(othersShare(a, { t: 10, busyJ: 1005, totalJ: 5010, ownUs: 0 })).toBeUndefined(); // too short to judge
+  expect(othersShare(undefined, a)).toBeUndefined();
+  expect(modelLabel("/x/y/qwen2.5-0.5b-synthetic-q8_0-s0.gguf")).toBe("qwen2.5-0.5b-synthetic-q8_0-s0");
+  expect(modelLabel("/x/models/tiny-qwen2-brown/")).toBe("tiny-qwen2-brown");
+  expect(modelLabel("default:tiny-qwen2-brown")).toBe("default:tiny-qwen2-brown");
 });
