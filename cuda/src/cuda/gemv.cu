@@ -9,8 +9,8 @@
 //  * Warp-level reduction by xor shuffles; every lane ends with all sums and lane i writes value i.
 //  * fp32 accumulation; weights are converted exactly (bf16 -> fp32 is a shift).
 //  * K-split inside the block (ks = 1, 2, 4, 8 warps per row group; batch 1, R = 2): matrices with few rows
-//    (0.5B/1.5B qkv, o_proj, down; 7B qkv/o/down) get kWarps/ks * R rows per block, so the grid has
-//    >= 3 blocks per SM; the ks partial sums of a row are added in shared memory in a fixed order
+//    (0.5B/1.5B qkv, o_proj, down; 7B o/down) get kWarps/ks * R rows per block, so the grid has
+//    >= 2 blocks per SM; the ks partial sums of a row are added in shared memory in a fixed order
 //    (deterministic) and the fused epilogue runs once, in the first warp of the row group.
 #include "gemv.cuh"
 
@@ -37,7 +37,14 @@ int sm_count() {
   return n;
 }
 
+// Whether the PRO_NORM inputs allow float4 loads (x rows and norm_w 16-byte aligned).
+__device__ __forceinline__ bool norm_vec4(const GemvArgs &a) {
+  return (a.w.cols % 4) == 0 && (a.x_ld % 4) == 0 && ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.norm_w)) & 15) == 0;
+}
+
 // Stages a[b, k0 .. k0+klen) for b < NB into act_s[b * kt + k] (rows >= batch are zero).
+// Every thread takes 16-byte (bf16) / 2 x 16-byte (fp32 x and norm_w) pieces, 4 in flight per thread: the
+// prologue costs ~1-2 L2 round trips instead of one per element loop iteration.
 template <int NB>
 __device__ __forceinline__ void stage_tile(const GemvArgs &a, __nv_bfloat16 *act_s, const float *rstd_s, int64_t k0,
                                            int klen, int kt, bool vec) {
@@ -45,16 +52,43 @@ __device__ __forceinline__ void stage_tile(const GemvArgs &a, __nv_bfloat16 *act
   if (a.pro == GEMV_PRO_BF16) {
     if (vec) {
       const int n8 = klen / 8;
-      for (int i = threadIdx.x; i < NB * n8; i += blockDim.x) {
-        const int b = i / n8, c = i - b * n8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (b < B) v = *reinterpret_cast<const uint4 *>(a.act + b * a.act_ld + k0 + 8 * c);
-        *reinterpret_cast<uint4 *>(act_s + b * kt + 8 * c) = v;
+#pragma unroll 1
+      for (int b = 0; b < NB; ++b) {
+        const bool on = b < B;
+        const __nv_bfloat16 *src = a.act + b * a.act_ld + k0;
+#pragma unroll 4
+        for (int c = threadIdx.x; c < n8; c += blockDim.x) {
+          uint4 v = make_uint4(0, 0, 0, 0);
+          if (on) v = *reinterpret_cast<const uint4 *>(src + 8 * c);
+          *reinterpret_cast<uint4 *>(act_s + b * kt + 8 * c) = v;
+        }
       }
     } else {
       for (int i = threadIdx.x; i < NB * klen; i += blockDim.x) {
         const int b = i / klen, k = i - b * klen;
         act_s[b * kt + k] = b < B ? a.act[b * a.act_ld + k0 + k] : __float2bfloat16(0.f);
+      }
+    }
+  } else if (norm_vec4(a) && (klen % 4) == 0 && (k0 % 4) == 0) {
+    const int n4 = klen / 4;
+#pragma unroll 1
+    for (int b = 0; b < NB; ++b) {
+      const bool on = b < B;
+      const float r = on ? rstd_s[b] : 0.f;
+      const float *xs = a.x + b * a.x_ld + k0;
+#pragma unroll 4
+      for (int c = threadIdx.x; c < n4; c += blockDim.x) {
+        uint2 packed = make_uint2(0, 0);
+        if (on) {
+          const float4 xv = *reinterpret_cast<const float4 *>(xs + 4 * c);
+          const float4 wv = *reinterpret_cast<const float4 *>(a.norm_w + k0 + 4 * c);
+          // same value as the scalar path: bf16(bf16r(x * rstd) * norm_w)
+          __nv_bfloat162 lo = __floats2bfloat162_rn(bf16r(xv.x * r) * wv.x, bf16r(xv.y * r) * wv.y);
+          __nv_bfloat162 hi = __floats2bfloat162_rn(bf16r(xv.z * r) * wv.z, bf16r(xv.w * r) * wv.w);
+          packed.x = *reinterpret_cast<uint32_t *>(&lo);
+          packed.y = *reinterpret_cast<uint32_t *>(&hi);
+        }
+        *reinterpret_cast<uint2 *>(act_s + b * kt + 4 * c) = packed;
       }
     }
   } else {
@@ -67,17 +101,38 @@ __device__ __forceinline__ void stage_tile(const GemvArgs &a, __nv_bfloat16 *act
   }
 }
 
+// rstd of every batch row, computed by the whole block (float4 loads when aligned, 4 in flight per thread),
+// partial sums added in a fixed order (warp shuffles, then warps 0..7): deterministic.
 template <int NB>
 __device__ __forceinline__ void norm_rstd(const GemvArgs &a, float *rstd_s) {
   if (a.pro != GEMV_PRO_NORM) return;
+  __shared__ float part_s[kWarps][16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t K = a.w.cols;
-  for (int b = warp; b < a.batch; b += blockDim.x / 32) {
-    float s = 0.f;
+  const bool v4 = norm_vec4(a);
+#pragma unroll 1
+  for (int b = 0; b < a.batch; ++b) {
     const float *xb = a.x + b * a.x_ld;
-    for (int64_t k = lane; k < K; k += 32) s = fmaf(xb[k], xb[k], s);
+    float s = 0.f;
+    if (v4) {
+      const float4 *x4 = reinterpret_cast<const float4 *>(xb);
+      const int n4 = (int)(K / 4);
+#pragma unroll 4
+      for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+        const float4 v = x4[i];
+        s = fmaf(v.x, v.x, s); s = fmaf(v.y, v.y, s); s = fmaf(v.z, v.z, s); s = fmaf(v.w, v.w, s);
+      }
+    } else {
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) s = fmaf(xb[k], xb[k], s);
+    }
     s = warp_sum(s);
-    if (lane == 0) rstd_s[b] = rsqrtf(s / (float)K + a.eps);
+    if (lane == 0) part_s[warp][b] = s;
+  }
+  __syncthreads();
+  if ((int)threadIdx.x < a.batch) {
+    float s = 0.f;
+    for (int w = 0; w < kWarps; ++w) s += part_s[w][threadIdx.x];
+    rstd_s[threadIdx.x] = rsqrtf(s / (float)K + a.eps);
   }
   __syncthreads();
 }
@@ -333,7 +388,7 @@ __global__ void __launch_bounds__(kThreads) gemv_generic_kernel(const GemvArgs a
   }
 }
 
-// K-split factor: the smallest ks in {1, 2, 4, 8} that gives >= 3 blocks per SM (8 when none does);
+// K-split factor: the smallest ks in {1, 2, 4, 8} that gives >= 2 blocks per SM (8 when none does);
 // batch 1 with R = 2 only (the R = 4 / batched instances keep the original code: no new spills there).
 // QW_GEMV_KSPLIT=1 (or gemv_force_ksplit(1)) turns it off for A/B.
 int pick_ks(int64_t rows, int R, int nb) {
@@ -346,7 +401,9 @@ int pick_ks(int64_t rows, int R, int nb) {
     if (env != 1 && env != 2 && env != 4 && env != 8) env = 0;
   }
   if (env) return env;
-  const int64_t target = 3 * (int64_t)sm_count();
+  // >= 2 blocks per SM; with 4 resident blocks per SM (64 registers x 256 threads) every matrix of the
+  // Qwen2.5 0.5B/1.5B/7B shapes then runs in a single wave (e.g. 1.5B down: ks 4, 384 blocks; 0.5B o_proj: ks 8, 448)
+  const int64_t target = 2 * (int64_t)sm_count();
   for (int ks = 1; ks < kWarps; ks *= 2)
     if (ceil_div(rows, (int64_t)(kWarps / ks) * R) >= target) return ks;
   return kWarps;
