@@ -123,13 +123,26 @@ __global__ void __launch_bounds__(kST) sample_kernel(int32_t *out, const float *
   double *w = wbuf + (size_t)blockIdx.x * V;
   const SampleRow p = params[blockIdx.x];
   // max over non-NaN (with the argmax id for the greedy path), count of candidates
+  // (each thread visits its ids in increasing order and keeps the first of equal maxima; the reductions below
+  // break ties by the lower id: the same result for any partition of the row)
   float bv = 0.f;
   int bi = -1, cnt = 0;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float v = row[i];
-    if (isnan(v)) continue;
+  auto visit = [&](float v, int i) {
+    if (isnan(v)) return;
     ++cnt;
     if (bi < 0 || v > bv) { bv = v; bi = i; }
+  };
+  if ((V % 4) == 0 && (reinterpret_cast<uintptr_t>(row) & 15) == 0) {
+    // 16-byte loads, 4 in flight per thread: one 1024-thread block reads the 600 KB row in a few round trips
+    const float4 *row4 = reinterpret_cast<const float4 *>(row);
+    const int n4 = V / 4;
+#pragma unroll 4
+    for (int j = threadIdx.x; j < n4; j += blockDim.x) {
+      const float4 v = row4[j];
+      visit(v.x, 4 * j); visit(v.y, 4 * j + 1); visit(v.z, 4 * j + 2); visit(v.w, 4 * j + 3);
+    }
+  } else {
+    for (int i = threadIdx.x; i < V; i += blockDim.x) visit(row[i], i);
   }
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
