@@ -30,7 +30,7 @@ trap finish EXIT
 # 1. build (sm_90a only), 2. kernel lab --quick (every kernel vs CPU reference + decode-step chain tok/s)
 stage build 180 "$SES" "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a & make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a & wait; test -f cuda/build/libqwen_cuda.so && test -x cuda/build/dev/qwlab"
 tail -3 "$SES"
-stage lab 60 "$OUT/lab.log" "./cuda/build/dev/qwlab all --quick --json /tmp/qw-lab.json"
+stage lab 75 "$OUT/lab.log" "./cuda/build/dev/qwlab all --quick --json /tmp/qw-lab.json"
 grep -E "FAIL|FATAL|^qwlab|decode step|attn decode" "$OUT/lab.log" | head -40
 # 3. HF random checkpoint + fp32 reference for 0.5b, 4. test/gpu (lab log, CPU vs CUDA, HF parity 0.5b)
 stage ref05 100 "$SES" "python3 notebooks/peers/make_ref.py --models 0.5b --out $REF"
