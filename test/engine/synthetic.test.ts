@@ -104,6 +104,20 @@ describe("synthetic files", () => {
       const src = openModelSource(dir);
       expect(src.tensors.length).toBe(50);
       expect(src.weightTypes).toEqual({ F32: 50 });
+      if (cpuLibraryBuilt()) {
+        // the sharded directory loads into the engine and gives the in-memory model's logits exactly (f32 both)
+        const run = async (m: Awaited<ReturnType<typeof openModel>>) => {
+          const s = m.newSession({ maxContext: 16 });
+          s.setLogitsMode(1);
+          s.prefill(0, prompt(5, 2));
+          const l = s.logits().data.slice();
+          m.close();
+          return l;
+        };
+        const a = await run(await openModel(dir, { backend: "cpu" }));
+        const b = await run(await openSyntheticInMemory(synthSpec("tiny"), "f32", { backend: "cpu" }));
+        expect(maxAbsDiff(a, b)).toBe(0);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
