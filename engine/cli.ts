@@ -4,8 +4,8 @@
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
-import { existsSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
 import { benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "./bench-core.ts";
@@ -240,6 +240,18 @@ async function cmdSynth(argv: string[]): Promise<void> {
   const name = `qwen2.5-${preset}-synthetic-${type}-s${seed}`;
   const out = resolve((o.out as string | undefined) ?? join(SYNTHETIC_DIR, format === "gguf" ? `${name}.gguf` : name));
   process.stderr.write(`synth ${preset} (${(paramCount(spec.config) / 1e6).toFixed(1)} M params) as ${format} ${type} -> ${out}\n`);
+  // An interrupted write leaves no half file behind: the writers stream into <name>.tmp-<pid>-<time> files.
+  const cleanup = (sig: string) => {
+    for (const d of [dirname(out), out]) {
+      try {
+        for (const f of readdirSync(d)) if (f.includes(`.tmp-${process.pid}-`)) rmSync(join(d, f), { force: true });
+      } catch { /* not a directory (yet) */ }
+    }
+    process.stderr.write(`\nsynth interrupted (${sig}); partial files removed\n`);
+    process.exit(130);
+  };
+  process.once("SIGINT", () => cleanup("SIGINT"));
+  process.once("SIGTERM", () => cleanup("SIGTERM"));
   const t0 = performance.now();
   const r = format === "gguf"
     ? await writeSyntheticGguf(spec, type, out, { onProgress: progressPrinter("synth") })

@@ -294,7 +294,10 @@ export async function encodeTensor(spec: SynthSpec, t: SynthTensor, ggmlType: nu
   const n = numel(t.ne);
   const ne0 = t.ne[0];
   const nbytes = ggmlTensorBytes(ggmlType, t.ne);
-  if (t.kind === "norm" || n <= CHUNK_ELEMS) return encodeValues(generateTensor(spec, t), ggmlType, ne0);
+  if (t.kind === "norm" || n <= CHUNK_ELEMS) {
+    await new Promise<void>((res) => setImmediate(res));
+    return encodeValues(generateTensor(spec, t), ggmlType, ne0);
+  }
   const out = new Uint8Array(nbytes);
   const rows = n / ne0;
   const rowBytes = nbytes / rows;
@@ -307,6 +310,7 @@ export async function encodeTensor(spec: SynthSpec, t: SynthTensor, ggmlType: nu
     const v = nr === rowsPerChunk ? buf : buf.subarray(0, nr * ne0);
     rng.fillNormal(v, std);
     out.set(encodeValues(v, ggmlType, ne0), r * rowBytes);
+    await new Promise<void>((res) => setImmediate(res)); // let signals (Ctrl-C) and progress output through
   }
   return out;
 }
