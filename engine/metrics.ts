@@ -1,6 +1,7 @@
 // engine/metrics.ts — quantization-error metrics (DESIGN.md §6) between a reference and a candidate tensor,
 // and logits-level metrics (KL divergence, top-1 agreement, perplexity). All sums run in float64.
 // Definitions follow the SageAttention precision_metric (kernel-brief §3.3) for cosine / RelL1 / RMSE.
+// The single implementation: engine/export/quant.ts (quant-error profiles) calls it with { jsonSafe: true }.
 
 export interface TensorError {
   cosine: number;   // cos(flatten(c), flatten(r)); 1 when both are all zeros
@@ -10,14 +11,27 @@ export interface TensorError {
   max_abs: number;  // max |c − r|
 }
 
-function sameLength(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
+/** SQNR reported for identical tensors (and the upper cap) when `jsonSafe` is set: JSON has no Infinity. */
+export const SQNR_CAP_DB = 300;
+
+export interface MetricOptions {
+  /**
+   * Output meant for JSON profiles: SQNR capped at SQNR_CAP_DB (identical tensors give 300 dB, not +Infinity),
+   * rel L1 of an all-zero reference is Σ|c − r| (not Infinity), empty inputs score as identical instead of
+   * throwing, and logitsError takes floor(length / vocab) rows.
+   */
+  jsonSafe?: boolean;
+}
+
+function sameLength(a: ArrayLike<number>, b: ArrayLike<number>, what: string, allowEmpty = false): void {
   if (a.length !== b.length) throw new Error(`${what}: lengths differ (${a.length} vs ${b.length})`);
-  if (a.length === 0) throw new Error(`${what}: empty input`);
+  if (a.length === 0 && !allowEmpty) throw new Error(`${what}: empty input`);
 }
 
 /** Error of `candidate` against `reference` (element-wise, flattened). */
-export function tensorError(reference: ArrayLike<number>, candidate: ArrayLike<number>): TensorError {
-  sameLength(reference, candidate, "tensorError");
+export function tensorError(reference: ArrayLike<number>, candidate: ArrayLike<number>, opts: MetricOptions = {}): TensorError {
+  const safe = opts.jsonSafe === true;
+  sameLength(reference, candidate, "tensorError", safe);
   let dot = 0, rr = 0, cc = 0, l1 = 0, l1r = 0, se = 0, mx = 0;
   for (let i = 0; i < reference.length; i++) {
     const r = reference[i], c = candidate[i], e = c - r;
@@ -29,11 +43,12 @@ export function tensorError(reference: ArrayLike<number>, candidate: ArrayLike<n
   }
   const n = reference.length;
   const cosine = rr === 0 && cc === 0 ? 1 : dot / (Math.sqrt(rr) * Math.sqrt(cc) || Number.MIN_VALUE);
+  const sqnr = se === 0 ? Infinity : 10 * Math.log10(rr / se);
   return {
     cosine,
-    rel_l1: l1r === 0 ? (l1 === 0 ? 0 : Infinity) : l1 / l1r,
-    rmse: Math.sqrt(se / n),
-    sqnr_db: se === 0 ? Infinity : 10 * Math.log10(rr / se),
+    rel_l1: l1r === 0 ? (l1 === 0 || safe ? l1 : Infinity) : l1 / l1r,
+    rmse: n === 0 ? 0 : Math.sqrt(se / n),
+    sqnr_db: safe ? Math.min(SQNR_CAP_DB, sqnr) : sqnr,
     max_abs: mx,
   };
 }
@@ -44,13 +59,18 @@ export function rmse(ref: ArrayLike<number>, c: ArrayLike<number>): number { ret
 export function sqnrDb(ref: ArrayLike<number>, c: ArrayLike<number>): number { return tensorError(ref, c).sqnr_db; }
 export function maxAbs(ref: ArrayLike<number>, c: ArrayLike<number>): number { return tensorError(ref, c).max_abs; }
 
+/** log Σ exp(x[off .. off + n)), float64, max-shifted. */
+function logSumExp(x: ArrayLike<number>, off: number, n: number): number {
+  let m = -Infinity;
+  for (let i = 0; i < n; i++) if (x[off + i] > m) m = x[off + i];
+  let z = 0;
+  for (let i = 0; i < n; i++) z += Math.exp(x[off + i] - m);
+  return m + Math.log(z);
+}
+
 /** log-softmax of one row, float64. */
 export function logSoftmax(row: ArrayLike<number>): Float64Array {
-  let m = -Infinity;
-  for (let i = 0; i < row.length; i++) if (row[i] > m) m = row[i];
-  let z = 0;
-  for (let i = 0; i < row.length; i++) z += Math.exp(row[i] - m);
-  const lz = m + Math.log(z);
+  const lz = logSumExp(row, 0, row.length);
   const out = new Float64Array(row.length);
   for (let i = 0; i < row.length; i++) out[i] = row[i] - lz;
   return out;
@@ -63,28 +83,31 @@ function argmax(row: ArrayLike<number>, off: number, n: number): number {
 }
 
 /**
- * Logits metrics over `rows` rows of `vocab` logits (row-major): mean KL(P_ref || P_cand) in nats,
- * top-1 agreement (fraction of rows with the same argmax), and cosine / max abs over all logits.
+ * Logits metrics over `rows` rows of `vocab` logits (row-major): mean KL(P_ref || P_cand) in nats (each row
+ * clamped at 0 against rounding), top-1 agreement (fraction of rows with the same argmax, lowest id on ties),
+ * and cosine / max abs over all logits.
  */
-export function logitsError(reference: ArrayLike<number>, candidate: ArrayLike<number>, vocab: number): { kl: number; top1_agreement: number; cosine: number; max_abs: number } {
-  sameLength(reference, candidate, "logitsError");
-  if (reference.length % vocab !== 0) throw new Error(`logitsError: length ${reference.length} is not a multiple of vocab ${vocab}`);
-  const rows = reference.length / vocab;
+export function logitsError(reference: ArrayLike<number>, candidate: ArrayLike<number>, vocab: number, opts: MetricOptions = {}): { kl: number; top1_agreement: number; cosine: number; max_abs: number } {
+  const safe = opts.jsonSafe === true;
+  sameLength(reference, candidate, "logitsError", safe);
+  if (!(vocab > 0) || !Number.isInteger(vocab)) throw new Error(`logitsError: vocab ${vocab} is not a positive integer`);
+  if (!safe && reference.length % vocab !== 0) throw new Error(`logitsError: length ${reference.length} is not a multiple of vocab ${vocab}`);
+  const rows = Math.floor(reference.length / vocab);
   let kl = 0, agree = 0;
   for (let r = 0; r < rows; r++) {
     const off = r * vocab;
-    const lp = logSoftmax(Array.prototype.slice.call(reference, off, off + vocab) as number[]);
-    const lq = logSoftmax(Array.prototype.slice.call(candidate, off, off + vocab) as number[]);
+    const lzp = logSumExp(reference, off, vocab), lzq = logSumExp(candidate, off, vocab);
     let k = 0;
     for (let i = 0; i < vocab; i++) {
-      const p = Math.exp(lp[i]);
-      if (p > 0) k += p * (lp[i] - lq[i]);
+      const lp = reference[off + i] - lzp, lq = candidate[off + i] - lzq;
+      const p = Math.exp(lp);
+      if (p > 0) k += p * (lp - lq);
     }
-    kl += k;
+    kl += Math.max(0, k);
     if (argmax(reference, off, vocab) === argmax(candidate, off, vocab)) agree++;
   }
-  const e = tensorError(reference, candidate);
-  return { kl: kl / rows, top1_agreement: agree / rows, cosine: e.cosine, max_abs: e.max_abs };
+  const e = tensorError(reference, candidate, opts);
+  return { kl: rows ? kl / rows : 0, top1_agreement: rows ? agree / rows : 1, cosine: e.cosine, max_abs: e.max_abs };
 }
 
 /**

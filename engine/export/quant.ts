@@ -5,49 +5,20 @@
 import type { Capture, EngineModel, EngineSession } from "../api.ts";
 import { PROFILE_SCHEMA_VERSION, Profile, type ToggleValues, type QuantError } from "../profile.ts";
 import { latencyMatrix } from "./aggregate.ts";
+import { tensorError as metricsTensorError, logitsError as metricsLogitsError, type TensorError } from "../metrics.ts";
 import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
 
-export interface LayerMetrics { cosine: number; rel_l1: number; rmse: number; sqnr_db: number; max_abs: number }
+/** Per-hook error metrics as stored in a quant-error profile (engine/metrics.ts TensorError). */
+export type LayerMetrics = TensorError;
 
-const SQNR_CAP_DB = 300; // identical tensors: report 300 dB instead of +Infinity (JSON has no Infinity)
-
+/** engine/metrics.ts tensorError in its JSON-safe form: SQNR capped at 300 dB (identical tensors), never Infinity. */
 export function tensorError(ref: Float32Array, cand: Float32Array): LayerMetrics {
-  if (ref.length !== cand.length) throw new Error(`tensorError: length ${ref.length} vs ${cand.length}`);
-  let dot = 0, na = 0, nb = 0, l1 = 0, l1ref = 0, se = 0, mx = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const a = ref[i], b = cand[i], d = a - b;
-    dot += a * b; na += a * a; nb += b * b; l1 += Math.abs(d); l1ref += Math.abs(a); se += d * d;
-    if (Math.abs(d) > mx) mx = Math.abs(d);
-  }
-  const cosine = na > 0 && nb > 0 ? dot / Math.sqrt(na * nb) : (na === nb ? 1 : 0);
-  const sqnr = se === 0 ? SQNR_CAP_DB : Math.min(SQNR_CAP_DB, 10 * Math.log10(na / se));
-  return { cosine, rel_l1: l1ref > 0 ? l1 / l1ref : l1, rmse: Math.sqrt(se / Math.max(1, ref.length)), sqnr_db: sqnr, max_abs: mx };
+  return metricsTensorError(ref, cand, { jsonSafe: true });
 }
 
-/** Mean KL(ref ‖ cand) over rows of logits (nats), top-1 agreement, cosine and max abs. */
+/** Mean KL(ref ‖ cand) over rows of logits (nats), top-1 agreement, cosine and max abs (engine/metrics.ts, JSON-safe). */
 export function logitsError(ref: Float32Array, cand: Float32Array, vocab: number) {
-  const rows = Math.floor(ref.length / vocab);
-  let kl = 0, agree = 0;
-  for (let r = 0; r < rows; r++) {
-    const o = r * vocab;
-    let ma = -Infinity, mb = -Infinity, ia = 0, ib = 0;
-    for (let i = 0; i < vocab; i++) {
-      if (ref[o + i] > ma) { ma = ref[o + i]; ia = i; }
-      if (cand[o + i] > mb) { mb = cand[o + i]; ib = i; }
-    }
-    let za = 0, zb = 0;
-    for (let i = 0; i < vocab; i++) { za += Math.exp(ref[o + i] - ma); zb += Math.exp(cand[o + i] - mb); }
-    const lza = Math.log(za), lzb = Math.log(zb);
-    let k = 0;
-    for (let i = 0; i < vocab; i++) {
-      const la = ref[o + i] - ma - lza, lb = cand[o + i] - mb - lzb;
-      k += Math.exp(la) * (la - lb);
-    }
-    kl += Math.max(0, k);
-    if (ia === ib) agree++;
-  }
-  const e = tensorError(ref, cand);
-  return { kl: rows ? kl / rows : 0, top1_agreement: rows ? agree / rows : 1, cosine: e.cosine, max_abs: e.max_abs };
+  return metricsLogitsError(ref, cand, vocab, { jsonSafe: true });
 }
 
 export interface QuantSpec {
