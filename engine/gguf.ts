@@ -768,10 +768,7 @@ export async function writeGguf(
   opts: { onProgress?: (done: number, total: number, tensor: string) => void } = {},
 ): Promise<{ bytes: number }> {
   const L = layoutGguf(input);
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  const fd = fs.openSync(tmp, "w");
-  let ok = false;
-  try {
+  await writeFileAtomic(path, async (fd) => {
     writeAll(fd, L.header, 0);
     let pos = L.header.length;
     for (let i = 0; i < input.tensors.length; i++) {
@@ -783,13 +780,26 @@ export async function writeGguf(
       pos += d.length;
       opts.onProgress?.(i + 1, input.tensors.length, t.name);
     }
+  });
+  return { bytes: L.totalBytes };
+}
+
+/**
+ * Runs `body` on a fresh `<path>.tmp-<pid>-<time>` file and renames it to `path` when `body` completes; on any
+ * error the temp file is removed (engine/cli.ts also removes this process's temp files on SIGINT/SIGTERM).
+ */
+export async function writeFileAtomic(path: string, body: (fd: number) => Promise<void>): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const fd = fs.openSync(tmp, "w");
+  let ok = false;
+  try {
+    await body(fd);
     ok = true;
   } finally {
     fs.closeSync(fd);
     if (!ok) fs.rmSync(tmp, { force: true });
   }
   fs.renameSync(tmp, path);
-  return { bytes: L.totalBytes };
 }
 
 /** Writes all of `b` at file position `pos`, in chunks of at most 64 MiB. */

@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import { z } from "zod";
-import { mapFile, writeAll, type TensorBytes } from "./gguf.ts";
+import { mapFile, writeAll, writeFileAtomic, type TensorBytes } from "./gguf.ts";
 
 export const SAFETENSORS_DTYPE_SIZE: Record<string, number> = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1, F8_E8M0: 1,
@@ -305,21 +305,13 @@ export async function writeSafetensors(
   metadata?: Record<string, string>,
 ): Promise<{ bytes: number }> {
   const L = layoutSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  const fd = fs.openSync(tmp, "w");
-  let ok = false;
-  try {
+  await writeFileAtomic(path, async (fd) => {
     writeAll(fd, L.head, 0);
     for (let i = 0; i < tensors.length; i++) {
       const d = await produce(tensors[i], tensorBytes(tensors[i]));
       writeAll(fd, d, L.head.length + L.offsets[i]);
     }
-    ok = true;
-  } finally {
-    fs.closeSync(fd);
-    if (!ok) fs.rmSync(tmp, { force: true });
-  }
-  fs.renameSync(tmp, path);
+  });
   return { bytes: L.totalBytes };
 }
 
