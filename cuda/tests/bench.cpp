@@ -1,10 +1,12 @@
 // bench.cpp — CPU tok/s on synthetic weights (real shapes, random values: dense-model speed does not depend
 // on the values). Usage: build/bench [tiny|0.5b] [f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k] [reps] [pp] [tg] [threads]
+// Ceilings (notebooks/calibrate.ts --backend cpu): build/bench membw [threads], build/bench flops [threads].
 // Prefill: pp tokens in one chunk (tok/s = pp / time). Decode: tg greedy steps from a 1-token context, like
 // llama-bench tg. Prints median and min-max over reps (a warm-up run is excluded).
 #include <algorithm>
 #include <chrono>
 #include <immintrin.h>
+#include <omp.h>
 
 #include "refmodel.hpp"
 
@@ -82,7 +84,59 @@ __attribute__((target("avx2"))) static double membw(int threads) {
   return best;
 }
 
+// fp32 FMA peak of `threads` threads: 10 independent ymm accumulators per thread, register-resident (no loads),
+// a = a * m + c (stays finite). An FMA counts as 2 FLOPs; each run lasts >= 0.3 s.
+__attribute__((target("avx2,fma"))) static double fma_run(int threads, int64_t iters) {
+  float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-6f);
+    const float f = float(omp_get_thread_num() + 1);  // distinct starts: the compiler may not merge the chains
+    __m256 a0 = _mm256_set1_ps(f), a1 = _mm256_set1_ps(f + 0.1f), a2 = _mm256_set1_ps(f + 0.2f),
+           a3 = _mm256_set1_ps(f + 0.3f), a4 = _mm256_set1_ps(f + 0.4f), a5 = _mm256_set1_ps(f + 0.5f),
+           a6 = _mm256_set1_ps(f + 0.6f), a7 = _mm256_set1_ps(f + 0.7f), a8 = _mm256_set1_ps(f + 0.8f),
+           a9 = _mm256_set1_ps(f + 0.9f);
+    for (int64_t i = 0; i < iters; ++i) {
+      a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
+      a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
+      a6 = _mm256_fmadd_ps(a6, m, c); a7 = _mm256_fmadd_ps(a7, m, c); a8 = _mm256_fmadd_ps(a8, m, c);
+      a9 = _mm256_fmadd_ps(a9, m, c);
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                                        _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)),
+                                                      _mm256_add_ps(a8, a9))));
+    for (float v : tmp) total += v;
+  }
+  return double(total);
+}
+
+static double flops(int threads) {
+  int64_t iters = 1 << 20;
+  double dt = 0;
+  while (true) {  // grow the run until it lasts >= 0.3 s
+    const double t0 = now_s();
+    if (fma_run(threads, iters) < 0) std::printf("?");
+    dt = now_s() - t0;
+    if (dt >= 0.3) break;
+    iters = int64_t(double(iters) * std::min(8.0, 0.4 / std::max(dt, 1e-4)));
+  }
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = now_s();
+    if (fma_run(threads, iters) < 0) std::printf("?");
+    best = std::max(best, double(threads) * double(iters) * 10 * 8 * 2 / (now_s() - t0) / 1e9);
+  }
+  return best;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && std::string(argv[1]) == "flops") {
+    const int th = argc > 2 ? std::atoi(argv[2]) : 2;
+    std::printf("fp32 FMA peak (AVX2), %d thread(s): %.1f GFLOP/s (best of 3, >= 0.3 s each, FMA = 2 FLOPs)\n", th,
+                flops(th));
+    return 0;
+  }
   if (argc > 1 && std::string(argv[1]) == "membw") {
     const int th = argc > 2 ? std::atoi(argv[2]) : 2;
     std::printf("read bandwidth, %d thread(s): %.1f GB/s (best of 5, 1 GiB)\n", th, membw(th));

@@ -47,11 +47,15 @@ export function parseCeilings(raw: unknown, file: string): Ceilings | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
   // The format notebooks/calibrate.ts writes: {schema: "qwen-workbench/ceilings", device, bandwidth_bytes_s, flops: {bf16: …}}
+  // and, optionally, roof_names: {bandwidth: "read bandwidth", fp32: "fp32 FMA (AVX2)"} (the CPU file; the CUDA
+  // file has none: its roofs are the device-to-device copy and the tensor cores).
   if (r.schema === "qwen-workbench/ceilings" && typeof r.device === "string") {
-    const memory = typeof r.bandwidth_bytes_s === "number" && r.bandwidth_bytes_s > 0 ? [{ name: "copy bandwidth", value: r.bandwidth_bytes_s }] : [];
+    const names = (r.roof_names && typeof r.roof_names === "object" ? r.roof_names : {}) as Record<string, unknown>;
+    const nameOf = (k: string, dflt: string) => (typeof names[k] === "string" ? names[k] as string : dflt);
+    const memory = typeof r.bandwidth_bytes_s === "number" && r.bandwidth_bytes_s > 0 ? [{ name: nameOf("bandwidth", "copy bandwidth"), value: r.bandwidth_bytes_s }] : [];
     const compute = Object.entries((r.flops ?? {}) as Record<string, unknown>)
       .filter((e): e is [string, number] => typeof e[1] === "number" && e[1] > 0)
-      .map(([k, v]) => ({ name: `${k} tensor core`, value: v }));
+      .map(([k, v]) => ({ name: nameOf(k, `${k} tensor core`), value: v }));
     return memory.length || compute.length ? { device: r.device, file, memory, compute } : null;
   }
   const out = { memory: [] as Roof[], compute: [] as Roof[] };

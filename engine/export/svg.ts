@@ -133,7 +133,8 @@ export function rooflineSvg(profiles: Profile[], ceilings: Ceilings | null, grou
       }
     }
     for (const c of ceilings.compute) {
-      lines.push({ x: xmin, y: c.value, roof: `${c.name} ${(c.value / 1e12).toFixed(1)} TFLOP/s` }, { x: xmax, y: c.value, roof: `${c.name} ${(c.value / 1e12).toFixed(1)} TFLOP/s` });
+      const roof = `${c.name} ${c.value >= 1e12 ? `${(c.value / 1e12).toFixed(1)} TFLOP/s` : `${(c.value / 1e9).toFixed(0)} GFLOP/s`}`; // a CPU's peak is GFLOP/s
+      lines.push({ x: xmin, y: c.value, roof }, { x: xmax, y: c.value, roof });
     }
     ymin = Math.min(ymin, Math.min(...lines.map((l) => l.y)));
     marks.push(Plot.line(lines, { x: "x", y: "y", z: "roof", stroke: "#444", strokeDasharray: "4,3", strokeWidth: 1.2 }));

@@ -11,7 +11,8 @@ import { recordRun } from "../../engine/export/record.ts";
 import { chromeTrace } from "../../engine/export/trace.ts";
 import { renderTable, tableRows } from "../../engine/export/table.ts";
 import { latencyMatrix, rooflinePoints, compareProfiles, spreadOf } from "../../engine/export/aggregate.ts";
-import { parseCeilings } from "../../engine/export/ceilings.ts";
+import { ceilingsFor, loadCeilings as loadCeilingsDir, parseCeilings } from "../../engine/export/ceilings.ts";
+import { loadCeilings as loadDeviceCeilings } from "../../engine/roofline.ts";
 import { buildArms } from "../../engine/export/sweep.ts";
 import { tensorError, logitsError } from "../../engine/export/quant.ts";
 import { htmlReport } from "../../engine/export/report.ts";
@@ -107,6 +108,24 @@ describe("aggregation and exporters", () => {
     const cal = parseCeilings({ schema: "qwen-workbench/ceilings", version: 1, device: "NVIDIA H200", bandwidth_bytes_s: 4.16e12, flops: { bf16: 7.2e14 },
       device_info: { sms: 132, clock_mhz: 1980, memory_bytes: 1.5e11 }, measurements: { copy_bandwidth: { unit: "bytes/s", median: 4.16e12, samples: [] } } }, "nvidia-h200.json");
     expect(cal).toEqual({ device: "NVIDIA H200", file: "nvidia-h200.json", memory: [{ name: "copy bandwidth", value: 4.16e12 }], compute: [{ name: "bf16 tensor core", value: 7.2e14 }] });
+  });
+
+  test("ceilings: the CPU file of calibrate.ts --backend cpu is found for the CPU's device name by both readers", () => {
+    const dev = "Intel(R) Xeon(R) Processor"; // the name the CPU backend reports on the dev machine (/proc/cpuinfo)
+    const c = ceilingsFor(loadCeilingsDir(join(REPO, "profiles/ceilings")), dev);
+    expect(c).not.toBeNull();
+    expect(c!.file).toBe("intel-r-xeon-r-processor.json");
+    expect(c!.memory).toEqual([{ name: "read bandwidth", value: expect.any(Number) }]);
+    expect(c!.compute).toEqual([{ name: "fp32 FMA (AVX2)", value: expect.any(Number) }]);
+    const raw = JSON.parse(readFileSync(join(REPO, "profiles/ceilings", c!.file), "utf8"));
+    expect(raw).toMatchObject({ schema: "qwen-workbench/ceilings", backend: "cpu", device: dev });
+    expect(raw.measurements.read_bandwidth.samples.length).toBeGreaterThanOrEqual(3);
+    expect(raw.measurements.fp32_fma.samples.length).toBeGreaterThanOrEqual(3);
+    const r = loadDeviceCeilings(dev, REPO); // engine/roofline.ts (the CLI and bench.ts)
+    expect(r?.bandwidth_bytes_s).toBe(c!.memory[0].value);
+    expect(r?.flops?.fp32).toBe(c!.compute[0].value);
+    // the CUDA file keeps its default roof names
+    expect(ceilingsFor(loadCeilingsDir(join(REPO, "profiles/ceilings")), "NVIDIA H200")!.compute[0].name).toBe("bf16 tensor core");
   });
 });
 

@@ -484,7 +484,7 @@ async function drawRoofline() {
       traces.push({ type: "scatter", mode: "lines", name: `${m.name} (${fmt(m.value / 1e9, 0)} GB/s)`, x: xs2, y: xs2.map((x) => m.value * x), line: { color: "#333", dash: "dash", width: 1.5 }, hoverinfo: "name" });
       ymin = Math.min(ymin, m.value * xmin);
     }
-    for (const c of ceil.compute) traces.push({ type: "scatter", mode: "lines", name: `${c.name} (${fmt(c.value / 1e12, 1)} TFLOP/s)`, x: [xmin, xmax], y: [c.value, c.value], line: { color: "#777", dash: "dot", width: 1.5 }, hoverinfo: "name" });
+    for (const c of ceil.compute) traces.push({ type: "scatter", mode: "lines", name: `${c.name} (${c.value >= 1e12 ? `${fmt(c.value / 1e12, 1)} TFLOP/s` : `${fmt(c.value / 1e9, 0)} GFLOP/s`})`, x: [xmin, xmax], y: [c.value, c.value], line: { color: "#777", dash: "dot", width: 1.5 }, hoverinfo: "name" });
   } else {
     note.hidden = false;
     note.textContent = `No measured ceilings for this device (${views[0].manifest.device.name}) — run notebooks/calibrate.ts to draw the memory and compute roofs.`;
