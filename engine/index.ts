@@ -3,14 +3,14 @@
 // straight from the mapped file (progress reported), finalizes, and returns an EngineModel whose sessions
 // stream tokens. Also: profile manifest helpers.
 import { createHash } from "node:crypto";
-import { spawnSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { BackendChoice, EngineModel, EngineSession, OpenModel, OpenOptions, Progress, QwenConfig, ToggleDef } from "./api.ts";
 import { getEngine, GGML, REPO_ROOT, type NativeEngine, type NativeModel } from "./ffi.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModelSource, type ModelSource } from "./modelfile.ts";
-import type { DeviceManifest, Manifest, ToggleValues } from "./profile.ts";
+import type { DeviceManifest, Manifest } from "./profile.ts";
+import { modelManifest, type ManifestExtra } from "./manifest.ts";
 import { Session, type SessionHost } from "./session.ts";
 import {
   floatTensors, isPreset, PRESETS, synthSpec, syntheticTokenizer, SYNTH_TYPES, writeSyntheticGguf,
@@ -62,18 +62,7 @@ export function syntheticGgufPath(s: SyntheticSource): string {
 // ------------------------------------------------------------------------------------------------
 // Manifest helpers
 // ------------------------------------------------------------------------------------------------
-let gitCommitCache: string | undefined;
-export function gitCommit(): string {
-  if (gitCommitCache) return gitCommitCache;
-  try {
-    const r = spawnSync("git", ["rev-parse", "HEAD"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 5000 });
-    const dirty = spawnSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 5000 });
-    gitCommitCache = r.status === 0 ? r.stdout.trim() + (dirty.status === 0 && dirty.stdout.trim() ? "-dirty" : "") : "unknown";
-  } catch {
-    gitCommitCache = "unknown";
-  }
-  return gitCommitCache;
-}
+export { gitCommit } from "./manifest.ts";
 
 /** sha256 of the first 16 MiB of a file plus its size (cheap and stable for multi-GB files). */
 export function fileHash(path: string): string {
@@ -210,22 +199,8 @@ export class Model implements EngineModel {
   }
 
   /** The manifest block of a profile for this model and (optionally) a session's toggles. */
-  manifest(extra: { toggles?: ToggleValues; command?: string; label?: string; prompts?: Manifest["prompts"]; sampling?: Manifest["sampling"] } = {}): Manifest {
-    return {
-      date: new Date().toISOString(),
-      git_commit: gitCommit(),
-      engine_build: this.buildInfo,
-      device: this.device,
-      model: {
-        id: this.id, hash: this.hash, format: this.format, config: { ...this.config },
-        weight_types: this.weightTypes, weight_bytes: this.weightBytes,
-      },
-      toggles: extra.toggles ?? {},
-      ...(extra.prompts ? { prompts: extra.prompts } : {}),
-      ...(extra.sampling ? { sampling: extra.sampling } : {}),
-      ...(extra.command ? { command: extra.command } : {}),
-      ...(extra.label ? { label: extra.label } : {}),
-    };
+  manifest(extra: ManifestExtra = {}): Manifest {
+    return modelManifest(this, extra);
   }
 
   close(): void {

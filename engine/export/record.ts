@@ -5,6 +5,7 @@
 import type { EngineModel, EngineSession, Capture, ToggleDef } from "../api.ts";
 import { OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type OpColumns, type ToggleValues } from "../profile.ts";
 import { z } from "zod";
+import { modelManifest } from "../manifest.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -83,15 +84,6 @@ export interface RecordResult {
   tokens: number[][];        // generated tokens per prompt
 }
 
-let gitCommitCache: string | undefined;
-export function gitCommit(): string {
-  if (gitCommitCache !== undefined) return gitCommitCache;
-  try {
-    const r = Bun.spawnSync(["git", "rev-parse", "HEAD"], { stdout: "pipe", stderr: "ignore" });
-    gitCommitCache = r.exitCode === 0 ? r.stdout.toString().trim() : "unknown";
-  } catch { gitCommitCache = "unknown"; }
-  return gitCommitCache;
-}
 
 export function newProfileId(prefix = "run"): string {
   const d = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
@@ -271,21 +263,13 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
     version: PROFILE_SCHEMA_VERSION,
     id: spec.id,
     kind: "run",
-    manifest: {
-      date: new Date().toISOString(),
-      git_commit: gitCommit(),
-      engine_build: model.buildInfo,
-      device: model.device,
-      model: {
-        id: model.id, hash: model.hash, format: model.format, config: { ...model.config },
-        weight_types: model.weightTypes, weight_bytes: model.weightBytes,
-      },
+    manifest: modelManifest(model, {
       toggles,
       prompts: promptsManifest,
       sampling: { temperature: spec.sampling.temperature, top_k: spec.sampling.topK, top_p: spec.sampling.topP, seed: spec.sampling.seed },
       command: spec.command,
       label: spec.label,
-    },
+    }),
     summary: {
       prefill_tokens: prefillTokens,
       decode_tokens: decodeTokens,
