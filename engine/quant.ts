@@ -270,19 +270,37 @@ function putF16(out: Uint8Array, p: number, h: number) {
 
 function quantQ8_0(x: Float32Array, out: Uint8Array) {
   const H = f16Table();
-  for (let i = 0, p = 0; i < x.length; i += 32, p += 34) {
+  const n = x.length;
+  for (let i = 0, p = 0; i < n; i += 32, p += 34) {
     let amax = 0;
-    for (let j = 0; j < 32; j++) { const a = Math.abs(x[i + j]); if (a > amax) amax = a; }
+    for (let j = i; j < i + 32; j++) { const a = Math.abs(x[j]); if (a > amax) amax = a; }
     const dh = scaleBits(amax / 127);
     const d = H[dh];
     const id = d > 0 ? 1 / d : 0;
     putF16(out, p, dh);
     for (let j = 0; j < 32; j++) {
-      let q = Math.round(x[i + j] * id);
-      q = q > 127 ? 127 : q < -127 ? -127 : q;
+      // = Math.round(v) clamped to ±127 (see roundClamp), inlined
+      const v = x[i + j] * id;
+      let q: number;
+      if (v >= 127) q = 127;
+      else if (v <= -127) q = -127;
+      else { const k = v | 0, f = v - k; q = k + +(f >= 0.5) - +(f < -0.5); }
       out[p + 2 + j] = q & 0xff;
     }
   }
+}
+
+/**
+ * Math.round(v) (ties toward +inf) clamped to [-lim, lim], for finite v, without calling Math.round (slow in
+ * JavaScriptCore). Exact: out of range clamps first (Math.round would land on or beyond ±lim too), and in range
+ * v - trunc(v) is exact in a double.
+ */
+function roundClamp(v: number, lim: number): number {
+  if (v >= lim) return lim;
+  if (v <= -lim) return -lim;
+  const k = v | 0;
+  const f = v - k;
+  return k + +(f >= 0.5) - +(f < -0.5); // booleans as 0/1: no unpredictable branch
 }
 
 /** Q4_0 (bits 4, levels -8..7) and Q5_0 (bits 5, levels -16..15): d = (signed max) / -2^(bits-1). */
@@ -300,9 +318,9 @@ function quantQx_0(x: Float32Array, out: Uint8Array, bits: 4 | 5) {
     putF16(out, p, dh);
     let qh = 0;
     for (let j = 0; j < 16; j++) {
-      let a = Math.floor(x[i + j] * id + half + 0.5), c = Math.floor(x[i + j + 16] * id + half + 0.5);
-      a = a < 0 ? 0 : a > top ? top : a;
-      c = c < 0 ? 0 : c > top ? top : c;
+      // = Math.floor(w) clamped to [0, top], without Math.floor (slow in JavaScriptCore): w|0 is floor(w) for w ≥ 0
+      const wa = x[i + j] * id + half + 0.5, wc = x[i + j + 16] * id + half + 0.5;
+      const a = wa < 0 ? 0 : wa >= top ? top : wa | 0, c = wc < 0 ? 0 : wc >= top ? top : wc | 0;
       out[p + qs + j] = (a & 0xf) | ((c & 0xf) << 4);
       if (bits === 5) qh |= ((a >> 4) << j) | ((c >> 4) << (j + 16));
     }
@@ -355,7 +373,8 @@ function quantQxK(x: Float32Array, out: Uint8Array, bits: 4 | 5) {
       }
       const useB = eb < ea;
       ls[j] = useB ? cb : ca;
-      q.set(useB ? qb : qa, 32 * j);
+      const src = useB ? qb : qa;
+      for (let l = 0, o = 32 * j; l < 32; l++) q[o + l] = src[l];
     }
     putF16(out, p, dh);
     putF16(out, p + 2, mh);
@@ -402,9 +421,13 @@ function quantQ6K(x: Float32Array, out: Uint8Array) {
       const dj = Math.fround(d * s);
       const id = dj !== 0 ? 1 / dj : 0;
       for (let l = 0; l < 16; l++) {
-        let v = Math.round(x[i + 16 * j + l] * id) + 32;
-        v = v < 0 ? 0 : v > 63 ? 63 : v;
-        q[16 * j + l] = v;
+        // = Math.round(v) + 32 clamped to [0, 63] (see roundClamp), inlined
+        const v = x[i + 16 * j + l] * id;
+        let r: number;
+        if (v >= 31) r = 31;
+        else if (v <= -32) r = -32;
+        else { const k = v | 0, f = v - k; r = k + +(f >= 0.5) - +(f < -0.5); }
+        q[16 * j + l] = r + 32;
       }
     }
     for (let half = 0; half < 2; half++) {

@@ -22,6 +22,7 @@ import { GGML, REPO_ROOT } from "./ffi.ts";
 import { gv, inferKV, writeGguf, ggmlTensorBytes, type GgufKV, type GgufWriteTensor } from "./gguf.ts";
 import { writeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "./safetensors.ts";
 import { quantize } from "./quant.ts";
+import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "./synth-pool.ts";
 import { loadQwenTokenizer, loadTokenizerDir, type QwenTokenizer } from "./tokenizer.ts";
 
 export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b"] as const;
@@ -161,18 +162,102 @@ export class Xoshiro128 {
   nextUnit(): number {
     return (this.nextU32() + 1) / 4294967296;
   }
-  /** Fills `out` with N(0, std²). */
+  /** Fills `out` with N(0, std²) (Box–Muller; consumes 2 draws per pair of values, and 2 for an odd last one). */
   fillNormal(out: Float32Array, std: number): void {
+    // nextU32 / nextUnit inlined with the state in locals (the same arithmetic, so the same values: the
+    // transcendental calls dominate what is left). Draws are unsigned as in nextU32 (>>> 0).
+    let a = this.a | 0, b = this.b | 0, c = this.c | 0, d = this.d | 0;
     const n = out.length;
+    const TWO_PI = 2 * Math.PI; // = the (2 * Math.PI) * u of the original expression
     let i = 0;
     for (; i + 1 < n; i += 2) {
-      const r = std * Math.sqrt(-2 * Math.log(this.nextUnit()));
-      const t = 2 * Math.PI * this.nextUnit();
-      out[i] = r * Math.cos(t);
-      out[i + 1] = r * Math.sin(t);
+      let x = Math.imul(b, 5);
+      const u1 = Math.imul((x << 7) | (x >>> 25), 9) >>> 0;
+      let t = b << 9;
+      c ^= a; d ^= b; b ^= c; a ^= d; c ^= t; d = (d << 11) | (d >>> 21);
+      x = Math.imul(b, 5);
+      const u2 = Math.imul((x << 7) | (x >>> 25), 9) >>> 0;
+      t = b << 9;
+      c ^= a; d ^= b; b ^= c; a ^= d; c ^= t; d = (d << 11) | (d >>> 21);
+      const r = std * Math.sqrt(-2 * Math.log((u1 + 1) / 4294967296));
+      const th = TWO_PI * ((u2 + 1) / 4294967296);
+      out[i] = r * Math.cos(th);
+      out[i + 1] = r * Math.sin(th);
     }
+    this.a = a >>> 0; this.b = b >>> 0; this.c = c >>> 0; this.d = d >>> 0;
     if (i < n) out[i] = std * Math.sqrt(-2 * Math.log(this.nextUnit())) * Math.cos(2 * Math.PI * this.nextUnit());
   }
+  /** The state as four uint32 (a, b, c, d). */
+  state(): [number, number, number, number] {
+    return [this.a >>> 0, this.b >>> 0, this.c >>> 0, this.d >>> 0];
+  }
+  /**
+   * Advances the generator by `steps` draws (nextU32 calls) in O(log steps): the xoshiro transition is linear
+   * over GF(2), so it is a 128x128 bit matrix M, and jumping is M^steps = product of cached M^(2^k). This lets
+   * any row chunk of a tensor start from its own state, so chunks can be generated in parallel with exactly the
+   * values of one sequential stream.
+   */
+  jump(steps: number): this {
+    if (!Number.isSafeInteger(steps) || steps < 0) throw new Error(`Xoshiro128.jump: steps must be a non-negative safe integer, got ${steps}`);
+    const v = new Uint32Array([this.a, this.b, this.c, this.d]);
+    const tmp = new Uint32Array(4);
+    for (let k = 0; steps > 0; k++, steps = Math.floor(steps / 2)) {
+      if (steps % 2 === 1) {
+        matVec(jumpPower(k), v, tmp);
+        v.set(tmp);
+      }
+    }
+    this.a = v[0]; this.b = v[1]; this.c = v[2]; this.d = v[3];
+    return this;
+  }
+}
+
+/** One xoshiro128 state transition (the state update of nextU32) in place on 4 uint32 words. */
+function stepState(s: Uint32Array): void {
+  let a = s[0] | 0, b = s[1] | 0, c = s[2] | 0, d = s[3] | 0;
+  const t = b << 9;
+  c ^= a; d ^= b; b ^= c; a ^= d; c ^= t; d = (d << 11) | (d >>> 21);
+  s[0] = a; s[1] = b; s[2] = c; s[3] = d;
+}
+
+/** out = M·v over GF(2); M is 128 columns of 4 words (column j = image of state bit j: word j>>5, bit j&31). */
+function matVec(m: Uint32Array, v: Uint32Array, out: Uint32Array): void {
+  let r0 = 0, r1 = 0, r2 = 0, r3 = 0;
+  for (let w = 0; w < 4; w++) {
+    const word = v[w];
+    for (let bit = 0; bit < 32; bit++) {
+      if ((word >>> bit) & 1) {
+        const c = (w * 32 + bit) * 4;
+        r0 ^= m[c]; r1 ^= m[c + 1]; r2 ^= m[c + 2]; r3 ^= m[c + 3];
+      }
+    }
+  }
+  out[0] = r0; out[1] = r1; out[2] = r2; out[3] = r3;
+}
+
+const JUMP_POWERS: Uint32Array[] = [];
+/** The transition matrix raised to 2^k (computed on first use by repeated squaring, then cached). */
+function jumpPower(k: number): Uint32Array {
+  if (JUMP_POWERS.length === 0) {
+    const m = new Uint32Array(512), s = new Uint32Array(4);
+    for (let j = 0; j < 128; j++) {
+      s.fill(0);
+      s[j >> 5] = (1 << (j & 31)) >>> 0;
+      stepState(s);
+      m.set(s, 4 * j);
+    }
+    JUMP_POWERS.push(m);
+  }
+  while (JUMP_POWERS.length <= k) {
+    const prev = JUMP_POWERS[JUMP_POWERS.length - 1];
+    const next = new Uint32Array(512), tmp = new Uint32Array(4);
+    for (let j = 0; j < 128; j++) {
+      matVec(prev, prev.subarray(4 * j, 4 * j + 4), tmp); // column j of M² = M·(M e_j)
+      next.set(tmp, 4 * j);
+    }
+    JUMP_POWERS.push(next);
+  }
+  return JUMP_POWERS[k];
 }
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
@@ -268,9 +353,17 @@ export function f32ToF16Bits(x: number): number {
 export function encodeFloat(data: Float32Array, ggmlType: number): Uint8Array {
   if (ggmlType === GGML.F32) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const out = new Uint16Array(data.length);
-  const f = ggmlType === GGML.F16 ? f32ToF16Bits : ggmlType === GGML.BF16 ? f32ToBf16Bits : null;
-  if (!f) throw new Error(`encodeFloat: type ${ggmlType} is not a float type`);
-  for (let i = 0; i < data.length; i++) out[i] = f(data[i]);
+  if (ggmlType === GGML.BF16) {
+    // f32ToBf16Bits inlined on the bits
+    const u = new Uint32Array(data.buffer, data.byteOffset, data.length);
+    for (let i = 0; i < u.length; i++) {
+      const b = u[i];
+      out[i] = (b & 0x7fffffff) > 0x7f800000 ? ((b >>> 16) | 0x40) & 0xffff : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+    return new Uint8Array(out.buffer);
+  }
+  if (ggmlType !== GGML.F16) throw new Error(`encodeFloat: type ${ggmlType} is not a float type`);
+  for (let i = 0; i < data.length; i++) out[i] = f32ToF16Bits(data[i]);
   return new Uint8Array(out.buffer);
 }
 
@@ -324,6 +417,83 @@ function encodeValues(values: Float32Array, ggmlType: number, ne0: number): Uint
   return quantize(ggmlType, values);
 }
 
+/** Rows that encodeTensor generates (and encodes) at a time for rows of ne0 values. */
+function rowsPerChunk(ne0: number): number {
+  return Math.max(1, Math.floor(CHUNK_ELEMS / ne0));
+}
+
+/**
+ * The row ranges encodeTensor produces one after another (one range for a tensor of at most CHUNK_ELEMS values
+ * and for norms). Each can be encoded on its own, in any order or thread, by encodeTensorRows.
+ */
+export function tensorChunks(t: SynthTensor): { row0: number; rows: number }[] {
+  const n = numel(t.ne), ne0 = t.ne[0];
+  const rows = n / ne0;
+  if (t.kind === "norm" || n <= CHUNK_ELEMS) return [{ row0: 0, rows }];
+  const rpc = rowsPerChunk(ne0);
+  const out: { row0: number; rows: number }[] = [];
+  for (let r = 0; r < rows; r += rpc) out.push({ row0: r, rows: Math.min(rpc, rows - r) });
+  return out;
+}
+
+/**
+ * The bytes of rows [row0, row0 + rows) of tensor `t` in `ggmlType`, for one range of tensorChunks(t): equal to
+ * that slice of encodeTensor's output. The chunk's RNG state is the tensor's stream jumped ahead past the draws of
+ * the chunks before it (fillNormal draws n + (n & 1) values for n values; every earlier chunk is full).
+ */
+export function encodeTensorRows(spec: SynthSpec, t: SynthTensor, ggmlType: number, row0: number, rows: number): Uint8Array {
+  const n = numel(t.ne), ne0 = t.ne[0];
+  const total = n / ne0;
+  if (t.kind === "norm" || n <= CHUNK_ELEMS) {
+    if (row0 !== 0 || rows !== total) throw new Error(`synthetic: ${t.name} is encoded whole (rows 0..${total}), not rows ${row0}..${row0 + rows}`);
+    const v = generateTensor(spec, t);
+    return ggmlType === GGML.F32 ? new Uint8Array(v.buffer) : encodeValues(v, ggmlType, ne0);
+  }
+  const rpc = rowsPerChunk(ne0);
+  if (row0 % rpc !== 0 || rows !== Math.min(rpc, total - row0)) {
+    throw new Error(`synthetic: rows ${row0}..${row0 + rows} of ${t.name} are not one of its ${rpc}-row chunks`);
+  }
+  const per = rpc * ne0;
+  const rng = new Xoshiro128(spec.seed >>> 0, fnv1a(t.name)).jump((row0 / rpc) * (per + (per & 1)));
+  const v = new Float32Array(rows * ne0);
+  rng.fillNormal(v, t.kind === "bias" ? spec.biasStd : spec.std);
+  return ggmlType === GGML.F32 ? new Uint8Array(v.buffer) : encodeValues(v, ggmlType, ne0);
+}
+
+/** Below this many values a default (auto) writer stays sequential. */
+const SMALL_MODEL_ELEMS = 32 << 20;
+/** Default bound on the bytes of tensors encoded ahead of the writer. */
+const MAX_IN_FLIGHT_BYTES = 4e9;
+
+/**
+ * Producers of the encoded tensors `items` for a streaming writer that asks for them in order: with one worker
+ * the sequential in-process encodeTensor, else an OrderedEncoder over a SynthPool of `workers` Bun Workers (same
+ * bytes). Always call close() when done (it terminates the workers; a no-op for the sequential path).
+ */
+export function tensorProducers(
+  spec: SynthSpec, items: { t: SynthTensor; ggmlType: number }[], opts: { workers?: number; maxInFlightBytes?: number } = {},
+): { data: (i: number) => Promise<Uint8Array>; workers: number; close: () => void } {
+  let workers = opts.workers;
+  if (workers === undefined) {
+    workers = synthWorkerCount();
+    // Starting workers costs a few hundred ms: not worth it for a small model unless QW_SYNTH_WORKERS asks.
+    const small = items.reduce((s, it) => s + numel(it.t.ne), 0) < SMALL_MODEL_ELEMS;
+    if (small && (process.env.QW_SYNTH_WORKERS ?? "").trim() === "") workers = 1;
+  }
+  if (!Number.isInteger(workers) || workers < 1) throw new Error(`synthetic: workers must be a positive integer, got ${workers}`);
+  if (workers === 1) return { data: (i) => encodeTensor(spec, items[i].t, items[i].ggmlType), workers, close: () => {} };
+  const sched: ScheduledTensor[] = items.map(({ t, ggmlType }) => {
+    const nbytes = ggmlTensorBytes(ggmlType, t.ne);
+    const rowBytes = nbytes / (numel(t.ne) / t.ne[0]);
+    return {
+      nbytes,
+      jobs: tensorChunks(t).map(({ row0, rows }) => ({ job: { spec, t, ggmlType, row0, rows }, offset: row0 * rowBytes, nbytes: rows * rowBytes })),
+    };
+  });
+  const enc = new OrderedEncoder(new SynthPool(workers), sched, opts.maxInFlightBytes ?? MAX_IN_FLIGHT_BYTES);
+  return { data: (i) => enc.get(i), workers, close: () => enc.close() };
+}
+
 // ------------------------------------------------------------------------------------------------
 // Tokenizer + writers
 // ------------------------------------------------------------------------------------------------
@@ -337,6 +507,11 @@ export function syntheticTokenizer(spec: SynthSpec): QwenTokenizer {
 
 export interface WriteOptions {
   onProgress?: (p: Progress) => void;
+  /**
+   * Encoder threads: 1 = sequential in this thread; more = a pool of Bun Workers (engine/synth-pool.ts), same
+   * bytes. Default: QW_SYNTH_WORKERS, else min(cores - 1, 12).
+   */
+  workers?: number;
   /** Model name written into general.name / the HF config. */
   name?: string;
 }
@@ -366,12 +541,17 @@ export async function writeSyntheticGguf(spec: SynthSpec, type: SynthType, path:
   }
   const total = tensors.length;
   opts.onProgress?.({ stage: "synthesize", done: 0, total, message: path });
-  const wt: GgufWriteTensor[] = tensors.map((t, i) => ({ name: t.name, type: types[i], ne: t.ne, data: () => encodeTensor(spec, t, types[i]) }));
   mkdirSync(dirname(path), { recursive: true });
-  const r = await writeGguf(path, { metadata: meta, tensors: wt }, {
-    onProgress: (done, tot, name) => opts.onProgress?.({ stage: "synthesize", done, total: tot, message: name }),
-  });
-  return { bytes: r.bytes, path };
+  const prod = tensorProducers(spec, tensors.map((t, i) => ({ t, ggmlType: types[i] })), { workers: opts.workers });
+  try {
+    const wt: GgufWriteTensor[] = tensors.map((t, i) => ({ name: t.name, type: types[i], ne: t.ne, data: () => prod.data(i) }));
+    const r = await writeGguf(path, { metadata: meta, tensors: wt }, {
+      onProgress: (done, tot, name) => opts.onProgress?.({ stage: "synthesize", done, total: tot, message: name }),
+    });
+    return { bytes: r.bytes, path };
+  } finally {
+    prod.close();
+  }
 }
 
 const HF_DTYPE: Record<number, string> = { [GGML.F32]: "F32", [GGML.F16]: "F16", [GGML.BF16]: "BF16" };
@@ -409,27 +589,30 @@ export async function writeSyntheticHf(spec: SynthSpec, type: SynthType, dir: st
   const ggmlType = { f32: GGML.F32, f16: GGML.F16, bf16: GGML.BF16 }[type];
   let done = 0;
   const total = tensors.length;
-  const st: SafetensorsWriteTensor[] = tensors.map((t) => {
-    const ty = t.kind === "norm" || t.kind === "bias" ? ggmlType : ggmlType; // HF keeps one dtype for all
-    return {
-      name: t.hfName, dtype: HF_DTYPE[ty], shape: [...t.ne].reverse(),
-      data: async () => {
-        const b = await encodeTensor(spec, t, ty);
-        opts.onProgress?.({ stage: "synthesize", done: ++done, total, message: t.hfName });
-        return b;
-      },
-    };
-  });
+  const ty = ggmlType; // HF keeps one dtype for all tensors (norms and biases included)
+  const prod = tensorProducers(spec, tensors.map((t) => ({ t, ggmlType: ty })), { workers: opts.workers });
+  const st: SafetensorsWriteTensor[] = tensors.map((t, i) => ({
+    name: t.hfName, dtype: HF_DTYPE[ty], shape: [...t.ne].reverse(),
+    data: async () => {
+      const b = await prod.data(i);
+      opts.onProgress?.({ stage: "synthesize", done: ++done, total, message: t.hfName });
+      return b;
+    },
+  }));
   const bytes = st.reduce((s, t) => s + numel(t.shape) * (type === "f32" ? 4 : 2), 0);
   const shardBytes = opts.shardBytes ?? 4e9;
   opts.onProgress?.({ stage: "synthesize", done: 0, total, message: dir });
   const meta = { format: "pt" };
-  if (bytes > shardBytes) {
-    const r = await writeSafetensorsSharded(dir, st, { maxShardBytes: shardBytes, metadata: meta });
-    return { bytes, dir, shards: r.shards.length };
+  try {
+    if (bytes > shardBytes) {
+      const r = await writeSafetensorsSharded(dir, st, { maxShardBytes: shardBytes, metadata: meta });
+      return { bytes, dir, shards: r.shards.length };
+    }
+    await writeSafetensors(join(dir, "model.safetensors"), st, meta);
+    return { bytes, dir, shards: 1 };
+  } finally {
+    prod.close();
   }
-  await writeSafetensors(join(dir, "model.safetensors"), st, meta);
-  return { bytes, dir, shards: 1 };
 }
 
 /** Writes atomically-renamed small JSON (used by the CLI for synth manifests). */
