@@ -168,12 +168,14 @@ export class OrderedEncoder {
 
   get(i: number): Promise<Uint8Array> {
     if (this.failure) return Promise.reject(this.failure);
+    if (!Number.isInteger(i) || i < 0 || i >= this.tensors.length) return Promise.reject(new Error(`OrderedEncoder: no tensor ${i}`));
     // the writer has written every tensor before i: their bytes are no longer held here
-    for (let k = this.handedOut; k >= 0 && k < i; k++) if (k < this.started) this.reserved -= this.tensors[k].nbytes;
+    for (let k = Math.max(this.handedOut, 0); k < i; k++) if (k < this.started) this.reserved -= this.tensors[k].nbytes;
     this.handedOut = Math.max(this.handedOut, i);
     while (this.started <= i) this.start(); // asked for a tensor not started yet: start it (and those before) now
     this.pump();
     const r = this.results[i];
+    if (!r) return Promise.reject(new Error(`OrderedEncoder: tensor ${i} was already handed out`));
     delete this.results[i]; // nothing here keeps a written tensor alive
     return Promise.race([r, this.failed]);
   }

@@ -2,8 +2,11 @@
 //
 // Every tensor is generated on its own from (seed, tensor name), so a writer can stream one tensor at a time
 // (a 7B model never needs more than its largest tensor in memory) and any tensor can be regenerated
-// independently (tests, the fp64 reference). Weights ~ N(0, std²) with std 0.02 (HF init), norms = 1,
-// biases ~ N(0, biasStd²) (0.02). Real timings, meaningless text.
+// independently (tests, the fp64 reference). Large tensors are generated in row chunks whose RNG states are
+// jumped ahead (Xoshiro128.jump), so writers encode chunks of many tensors at once on a pool of Bun Workers
+// (engine/synth-pool.ts; QW_SYNTH_WORKERS, default min(cores - 1, 12)) with the bytes of the sequential path.
+// Weights ~ N(0, std²) with std 0.02 (HF init), norms = 1, biases ~ N(0, biasStd²) (0.02). Real timings,
+// meaningless text.
 //
 // Presets (kernel-brief §1.1):
 //   tiny  hidden 256, 4 layers, 4 q heads x 64, 2 KV heads, inter 768, vocab 8256, tied, the tiny BPE tokenizer
@@ -455,10 +458,19 @@ export function encodeTensorRows(spec: SynthSpec, t: SynthTensor, ggmlType: numb
   }
   const per = rpc * ne0;
   const rng = new Xoshiro128(spec.seed >>> 0, fnv1a(t.name)).jump((row0 / rpc) * (per + (per & 1)));
-  const v = new Float32Array(rows * ne0);
-  rng.fillNormal(v, t.kind === "bias" ? spec.biasStd : spec.std);
-  return ggmlType === GGML.F32 ? new Uint8Array(v.buffer) : encodeValues(v, ggmlType, ne0);
+  const std = t.kind === "bias" ? spec.biasStd : spec.std;
+  if (ggmlType === GGML.F32) {
+    const v = new Float32Array(rows * ne0); // its buffer is the result
+    rng.fillNormal(v, std);
+    return new Uint8Array(v.buffer);
+  }
+  // other types encode into new bytes: the values go to a scratch buffer reused across calls (a worker runs many)
+  if (!rowScratch || rowScratch.length < rows * ne0) rowScratch = new Float32Array(rows * ne0);
+  const v = rowScratch.subarray(0, rows * ne0);
+  rng.fillNormal(v, std);
+  return encodeValues(v, ggmlType, ne0);
 }
+let rowScratch: Float32Array | null = null;
 
 /** Below this many values a default (auto) writer stays sequential. */
 const SMALL_MODEL_ELEMS = 32 << 20;
