@@ -382,6 +382,50 @@ static void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int 
   cudaFree(q); cudaFree(ko); cudaFree(vo);
 }
 
+// Batch invariance: row b = 0 of a batch-B GEMV must equal the batch-1 result bit for bit (the same inputs in
+// slot 0, other slots random), for every B the engine uses. Checked on a K-split shape, a two-K-tile shape
+// (the tile length shrinks with B), an R = 4 shape and the fused SwiGLU epilogue.
+static void gemv_invariance_case(const char *label, int type, int64_t rows, int64_t cols, int pro, int epi) {
+  HostW hw = make_w(type, rows, cols);
+  DevW w = upload_w(hw);
+  const int maxb = 16;
+  const int64_t out_cols = epi == GEMV_EPI_SWIGLU ? rows / 2 : rows;
+  std::vector<uint16_t> act(maxb * cols);
+  std::vector<float> x(maxb * cols), nw(cols);
+  for (auto &v : act) v = f2bf(rndn());
+  for (auto &v : x) v = rndn() * 3.f;
+  for (auto &v : nw) v = 0.5f + rndu();
+  __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
+  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(cols);
+  h2d((uint16_t *)dact, act); h2d(dx, x); h2d(dnw, nw);
+  void *dout = dalloc<float>(maxb * out_cols);
+  GemvArgs a;
+  a.epi = epi; a.out = dout; a.out_ld = out_cols; a.w = w.m; a.pro = pro; a.act = dact; a.act_ld = cols; a.x = dx;
+  a.x_ld = cols; a.norm_w = dnw; a.eps = 1e-6f;
+  const size_t ebytes = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_SWIGLU) ? 2 : 4;
+  std::vector<uint8_t> ref;
+  int64_t diff = 0;
+  std::string variants;
+  for (int B : {1, 2, 3, 4, 8, 16}) {
+    a.batch = B;
+    poison(dout, maxb * out_cols * 4);
+    const char *v = launch_gemv(a, 0);
+    CHK(cudaDeviceSynchronize());
+    std::vector<uint8_t> got(out_cols * ebytes);
+    CHK(cudaMemcpy(got.data(), dout, got.size(), cudaMemcpyDeviceToHost));
+    if (B == 1) ref = got;
+    else for (size_t i = 0; i < got.size(); i += ebytes) diff += memcmp(&got[i], &ref[i], ebytes) != 0;
+    if (B == 1 || B == 16) variants += std::string(variants.empty() ? "" : "/") + v;
+  }
+  char shape[96];
+  snprintf(shape, sizeof shape, "%s %lldx%lld b1..16", tname(type), (long long)rows, (long long)cols);
+  // err = number of row-0 outputs that differ from batch 1 (tolerance 0: bit-identical)
+  report(std::string("gemv batch-invariance ") + label + " [" + variants + "]", shape, true, (double)diff, 0, false, 0, 0,
+         "GB/s", g_copy_bw / 1e9);
+  free_w(w);
+  cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(dout);
+}
+
 static void run_gemv() {
   qkv_rope_case("0.5B", 1, 896, 14, 2, 64, true);
   qkv_rope_case("7B", 1, 3584, 28, 4, 128, true);
@@ -420,6 +464,12 @@ static void run_gemv() {
   gemv_case("0.5B down ks=1 (A/B)", WT_BF16, 896, 4864, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
   gemv_case("1.5B down +res ks=1 (A/B)", WT_BF16, 1536, 8960, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
   gemv_force_ksplit(0);
+  gemv_invariance_case("0.5B o_proj (K-split)", WT_BF16, 896, 896, GEMV_PRO_BF16, GEMV_EPI_F32);
+  gemv_invariance_case("1.5B qkv norm (K-split)", WT_BF16, 2048, 1536, GEMV_PRO_NORM, GEMV_EPI_BF16);
+  gemv_invariance_case("7B down (2 K tiles at b>=2)", WT_BF16, 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_F32);
+  gemv_invariance_case("0.5B gate_up swiglu (R=4 at b1)", WT_BF16, 9728, 896, GEMV_PRO_NORM, GEMV_EPI_SWIGLU);
+  gemv_invariance_case("w8 awkward (K 2080)", WT_W8, 46, 2080, GEMV_PRO_NORM, GEMV_EPI_F32);
+  gemv_invariance_case("f16 26 x 24584 (2 K tiles at b1)", WT_F16, 26, 24584, GEMV_PRO_BF16, GEMV_EPI_F32);
   for (int b : {2, 4, 8, 16}) {
     if (g_quick && b != 16) continue;
     if (!g_quick) gemv_case("7B gate_up norm+swiglu", WT_BF16, 37888, 3584, b, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, true);
@@ -486,7 +536,7 @@ static void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, boo
   h2d(dident, ident);
   int sms = 132;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const int ns = decode_attn_pick_split(B, bcast ? nH : nKV, max_ctx, sms);
+  const int ns = decode_attn_pick_split(bcast ? nH : nKV, max_ctx, sms);
   float *ws = dalloc<float>(decode_attn_ws_floats(B, nH, d, ns));
   int32_t *cnt = dalloc<int32_t>(B * nH);
   CHK(cudaMemset(cnt, 0, B * nH * 4));
@@ -961,7 +1011,7 @@ static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV,
   float *dinv = dalloc<float>(d / 2); h2d(dinv, inv);
   int sms = 132;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const int ns = decode_attn_pick_split(B, nKV, max_ctx, sms);
+  const int ns = decode_attn_pick_split(nKV, max_ctx, sms);
   float *ws = dalloc<float>(decode_attn_ws_floats(B, nH, d, ns));
   int32_t *cnt = dalloc<int32_t>(B * nH);
   CHK(cudaMemset(cnt, 0, B * nH * 4));

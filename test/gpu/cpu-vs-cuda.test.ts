@@ -114,18 +114,47 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
     expect(greedy(gpu, ids, 24, (s) => s.setToggle("gqa", "broadcast"))).toEqual(base);
   });
 
-  test("batched decode: two sequences decoded together equal each decoded alone", () => {
-    const a = golden.prompts[0].ids, b = golden.prompts[1].ids;
-    const alone = [greedy(gpu, a, 16), greedy(gpu, b, 16)];
-    const s = gpu.newSession({ maxBatch: 2, maxContext: 512, maxPrefill: 256 });
-    const out: number[][] = [[s.prefill(0, a)], [s.prefill(1, b)]];
-    for (let i = 1; i < 16; i++) {
-      const t = s.decode([0, 1], [out[0][i - 1], out[1][i - 1]]);
-      out[0].push(t[0]);
-      out[1].push(t[1]);
-    }
-    s.close();
-    expect(out).toEqual(alone);
+  // Batch invariance: a sequence decodes to the same bits alone (max batch 1) or with others (batch 3 in a
+  // max-batch-16 session): the GEMV K-split and the attention key split depend on the shapes, never the batch.
+  test("batched decode: three sequences decoded together equal each decoded alone, logits bit for bit", () => {
+    const prompts = [golden.prompts[0].ids, golden.prompts[1].ids, golden.prompts[0].ids.slice(0, 7)];
+    const steps = 16;
+    const run = (seqs: number[][], maxBatch: number) => {
+      const s = gpu.newSession({ maxBatch, maxContext: 512, maxPrefill: 256 });
+      try {
+        s.setLogitsMode(1);
+        const toks: number[][] = [], logits: Float32Array[][] = [];
+        seqs.forEach((ids, i) => {
+          s.setSampling(i, { temperature: 0 });
+          toks.push([s.prefill(i, ids)]);
+          logits.push([]);
+        });
+        for (let k = 1; k < steps; k++) {
+          const t = s.decode(seqs.map((_, i) => i), seqs.map((_, i) => toks[i][k - 1]));
+          const l = s.logits();
+          expect(l.rows).toBe(seqs.length);
+          seqs.forEach((_, i) => {
+            toks[i].push(t[i]);
+            logits[i].push(l.data.slice(i * l.vocab, (i + 1) * l.vocab));
+          });
+        }
+        return { toks, logits };
+      } finally {
+        s.close();
+      }
+    };
+    const together = run(prompts, 16);
+    let differing = 0;
+    prompts.forEach((ids, i) => {
+      const alone = run([ids], 1);
+      expect(together.toks[i]).toEqual(alone.toks[0]);
+      alone.logits[0].forEach((l, k) => {
+        const u = new Uint32Array(l.buffer, l.byteOffset, l.length), v = together.logits[i][k];
+        const w = new Uint32Array(v.buffer, v.byteOffset, v.length);
+        for (let j = 0; j < u.length; j++) if (u[j] !== w[j]) differing++;
+      });
+    });
+    expect(differing).toBe(0);
   });
 
   test("profiling mode records every op of a decode step with time, FLOPs and bytes", () => {

@@ -489,9 +489,11 @@ size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, i
 }
 
 // The allocation bound (the kernel activates only ceil(len / chunk) of them, chunk >= kMinChunk keys).
-int32_t decode_attn_pick_split(int32_t batch, int32_t n_kv, int32_t max_ctx, int32_t sms) {
+// It does not depend on the batch: the split of a sequence's keys (and so the order of its softmax sums) must be
+// the same whether it decodes alone or in a batch of 16 (batch invariance); a batch just adds blocks.
+int32_t decode_attn_pick_split(int32_t n_kv, int32_t max_ctx, int32_t sms) {
   const int by_work = std::max(1, (max_ctx + kMinChunk - 1) / kMinChunk);
-  const int by_sms = std::max(1, (2 * sms + batch * n_kv - 1) / (batch * n_kv));
+  const int by_sms = std::max(1, (2 * sms + n_kv - 1) / n_kv);
   return std::max(1, std::min(kMaxSplit, std::min(by_work, by_sms)));
 }
 

@@ -24,7 +24,7 @@ struct DecodeAttnArgs {
   int32_t *counters = nullptr;         // [B * nKV] zero-initialized once
 };
 size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, int32_t n_split);
-int32_t decode_attn_pick_split(int32_t batch, int32_t n_kv, int32_t max_ctx, int32_t sms);
+int32_t decode_attn_pick_split(int32_t n_kv, int32_t max_ctx, int32_t sms);  // batch-independent (see .cu)
 const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t stream);
 
 struct PrefillAttnArgs {

@@ -8,7 +8,7 @@
 //    covers 32 rows, so the staging traffic is 1/32 of the weight traffic at batch 1.
 //  * Warp-level reduction by xor shuffles; every lane ends with all sums and lane i writes value i.
 //  * fp32 accumulation; weights are converted exactly (bf16 -> fp32 is a shift).
-//  * K-split inside the block (ks = 1, 2, 4, 8 warps per row group; batch 1, R = 2): matrices with few rows
+//  * K-split inside the block (ks = 1, 2, 4, 8 warps per row group; R = 2, any batch): matrices with few rows
 //    (0.5B/1.5B qkv, o_proj, down; 7B o/down) get kWarps/ks * R rows per block, so the grid has
 //    >= 2 blocks per SM; the ks partial sums of a row are added in shared memory in a fixed order
 //    (deterministic) and the fused epilogue runs once, in the first warp of the row group.
@@ -253,7 +253,10 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
     __syncthreads();
     if (row0 >= rows) continue;
     const int nchunks = klen / 8;
-    for (int c0 = cbase; c0 < nchunks; c0 += cstride * U) {
+    // Chunk -> (kpart, lane) by the global chunk index (k0 / 8 + c) mod cstride, whatever the tile length kt
+    // (which shrinks with the batch): every row is summed in the same order at every batch size.
+    const int cfirst = (int)((cbase - (k0 / 8) % cstride + cstride) % cstride);
+    for (int c0 = cfirst; c0 < nchunks; c0 += cstride * U) {
       if (!prefetched) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
@@ -288,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
         }
       }
     }
-    if (KS) prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
+    prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
   }
   if (!KS && row0 >= rows) return;  // (KS: every warp must reach the barrier below)
 #pragma unroll
@@ -388,11 +391,11 @@ __global__ void __launch_bounds__(kThreads) gemv_generic_kernel(const GemvArgs a
   }
 }
 
-// K-split factor: the smallest ks in {1, 2, 4, 8} that gives >= 2 blocks per SM (8 when none does);
-// batch 1 with R = 2 only (the R = 4 / batched instances keep the original code: no new spills there).
+// K-split factor: the smallest ks in {1, 2, 4, 8} that gives >= 2 blocks per SM with R = 2 (8 when none
+// does). It depends on the matrix alone, never on the batch: ks and the chunk assignment fix the order in
+// which a row is summed, so a sequence decodes to the same bits alone or in a batch of 16 (batch invariance).
 // QW_GEMV_KSPLIT=1 (or gemv_force_ksplit(1)) turns it off for A/B.
-int pick_ks(int64_t rows, int R, int nb) {
-  if (nb != 1 || R != 2) return 1;
+int pick_ks(int64_t rows) {
   if (g_force_ks) return g_force_ks;
   static int env = -1;
   if (env < 0) {
@@ -405,18 +408,18 @@ int pick_ks(int64_t rows, int R, int nb) {
   // Qwen2.5 0.5B/1.5B/7B shapes then runs in a single wave (e.g. 1.5B down: ks 4, 384 blocks; 0.5B o_proj: ks 8, 448)
   const int64_t target = 2 * (int64_t)sm_count();
   for (int ks = 1; ks < kWarps; ks *= 2)
-    if (ceil_div(rows, (int64_t)(kWarps / ks) * R) >= target) return ks;
+    if (ceil_div(rows, (int64_t)(kWarps / ks) * 2) >= target) return ks;
   return kWarps;
 }
 
 template <int WT, int NB, int R>
 int launch_vec(const GemvArgs &a, int kt, cudaStream_t s) {
   constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
-  const int ks = pick_ks(a.w.rows, R, NB);
+  const int ks = pick_ks(a.w.rows);
   const int64_t rows_per_block = (int64_t)(kWarps / ks) * R;
   const int grid = ceil_div(a.w.rows, rows_per_block);
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
-  if constexpr (NB == 1 && R == 2) {
+  if constexpr (R == 2) {
     if (ks > 1) {
       launch(gemv_vec_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
       return ks;
@@ -436,7 +439,8 @@ const char *variant_name(int R, int ks) {
 template <int WT, int NB>
 const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s) {
   const int64_t blocks_r4 = (a.w.rows + kWarps * 4 - 1) / (kWarps * 4);
-  const bool big = g_force_r ? g_force_r == 4 : blocks_r4 >= 2 * sm_count();
+  // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum)
+  const bool big = (g_force_r ? g_force_r == 4 : blocks_r4 >= 2 * sm_count()) && pick_ks(a.w.rows) == 1;
   if constexpr (NB <= 4) {
     if (big) return variant_name(4, launch_vec<WT, NB, 4>(a, kt, s));
   }
