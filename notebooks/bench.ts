@@ -139,8 +139,9 @@ for (const m of models) {
     ds.close();
 
     // ---- prefill at each prompt length (one session sized for the longest)
-    const maxPP = Math.min(Math.max(...pps), model.config.max_position_embeddings - 1);
-    const ps = model.newSession({ maxBatch: 1, maxContext: maxPP + 1, maxPrefill: maxPP });
+    // (a prompt of max_position_embeddings tokens is valid: positions 0 .. mpe-1; the sampled token is not stored)
+    const maxPP = Math.min(Math.max(...pps), model.config.max_position_embeddings);
+    const ps = model.newSession({ maxBatch: 1, maxContext: maxPP, maxPrefill: maxPP });
     for (const p of pps) {
       if (p > maxPP) { notes.push(`pp${p} skipped: exceeds max_position_embeddings`); continue; }
       const r = runBenchCase(model, ps, { nPrompt: p, nGen: 0 }, { reps, onProgress: (s) => log(`${m} ${t} ${s}`) });

@@ -13,7 +13,9 @@ and reference.json + logits_last.f32: computed by transformers with the SAME bf1
   * teacher: 257 token ids; teacher_argmax[i] = argmax of the logits at position i (i < 256) and the top-1/top-2
     margin at each position
   * greedy32: 32 greedy tokens after prompt64 (greedy32_margin: top-1 minus top-2 logit at each step)
-  * bf16_*: the same from the bf16 model (how far HF's own bf16 run is from its fp32 run, for scale)
+  * bf16_*: the same from the bf16 model (how far HF's own bf16 run is from its fp32 run, for scale), plus
+    bf16_vs_fp32_last_{max_abs,rel_l2} (last-position logits) and bf16_teacher_max_abs[i] (max |bf16 - fp32|
+    logit at teacher position i): the noise of a bf16 implementation, which test/gpu's gates are scaled by
 """
 import gzip
 import json
@@ -85,6 +87,10 @@ def main():
                     lg.cpu().numpy().astype("<f4").tofile(os.path.join(d, "logits_last.f32"))
                 ref[tag + "argmax_last"] = int(lg.argmax())
                 tl = m(teacher.cuda()).logits[0, :256].float()
+                if tag == "":
+                    fp32_teacher = tl
+                else:  # HF's own bf16 noise at every teacher position: max |bf16 - fp32| over the vocabulary
+                    ref["bf16_teacher_max_abs"] = (tl - fp32_teacher).abs().amax(dim=-1).tolist()
                 top2 = tl.topk(2, dim=-1)
                 ref[tag + "teacher_argmax"] = top2.indices[:, 0].tolist()
                 ref[tag + "teacher_margin"] = (top2.values[:, 0] - top2.values[:, 1]).tolist()
@@ -102,10 +108,12 @@ def main():
                 fp32_last = lg
             else:
                 ref["bf16_vs_fp32_last_max_abs"] = float((lg - fp32_last).abs().max())
+                ref["bf16_vs_fp32_last_rel_l2"] = float((lg - fp32_last).norm() / fp32_last.norm())
         with open(os.path.join(d, "reference.json"), "w") as f:
             json.dump(ref, f)
         print(json.dumps({"made": d, "argmax_last": ref["argmax_last"],
-                          "bf16_vs_fp32_last_max_abs": ref["bf16_vs_fp32_last_max_abs"]}), flush=True)
+                          "bf16_vs_fp32_last_max_abs": ref["bf16_vs_fp32_last_max_abs"],
+                          "bf16_vs_fp32_last_rel_l2": ref["bf16_vs_fp32_last_rel_l2"]}), flush=True)
         del model
         torch.cuda.empty_cache()
 

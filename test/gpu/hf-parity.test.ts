@@ -11,7 +11,13 @@ import { noGpu, refDir } from "./gpu.ts";
 type Ref = {
   prompt64: number[]; teacher: number[]; argmax_last: number; teacher_argmax: number[]; teacher_margin: number[];
   greedy32: number[]; greedy32_margin: number[]; bf16_teacher_argmax: number[]; bf16_greedy32: number[];
+  // HF's own bf16 run against its fp32 run (references made before these fields existed lack them)
+  bf16_vs_fp32_last_max_abs?: number; bf16_vs_fp32_last_rel_l2?: number; bf16_teacher_max_abs?: number[];
 };
+// The gates are scaled by the noise of a bf16 implementation, measured on HF's own bf16 run of the same
+// weights: random-init logits have top-1 margins of ~0.1, and at the 1.5B shape HF bf16 is 0.12 (max abs)
+// away from HF fp32 and agrees with it on only ~86 % of teacher positions. A bf16 engine cannot be asked to
+// reproduce fp32 argmaxes that HF's own bf16 noise could flip; where that noise cannot flip them, 99 % must agree.
 
 for (const shape of ["0.5b", "1.5b"]) {
   const dir = refDir(shape);
@@ -46,8 +52,10 @@ for (const shape of ["0.5b", "1.5b"]) {
         if (lg[i] > lg[amax]) amax = i;
       }
       const rel = Math.sqrt(num / den);
-      console.log(`[hf ${shape}] last logits: max abs ${maxAbs.toExponential(3)}, rel L2 ${rel.toExponential(3)}, argmax ${amax} (HF ${ref.argmax_last})`);
-      expect(rel).toBeLessThan(2e-2);
+      const hfRel = ref.bf16_vs_fp32_last_rel_l2, hfAbs = ref.bf16_vs_fp32_last_max_abs;
+      console.log(`[hf ${shape}] last logits: max abs ${maxAbs.toExponential(3)}, rel L2 ${rel.toExponential(3)}, argmax ${amax} (HF ${ref.argmax_last}); HF's own bf16 run: max abs ${hfAbs?.toExponential(3) ?? "?"}, rel L2 ${hfRel?.toExponential(3) ?? "?"}`);
+      // no further from fp32 than 2 % or 1.25 x HF's own bf16 run, whichever is larger
+      expect(rel).toBeLessThan(Math.max(2e-2, 1.25 * (hfRel ?? 0)));
     });
 
     test("teacher-forced top-1 agreement over 256 positions", async () => {
@@ -59,19 +67,21 @@ for (const shape of ["0.5b", "1.5b"]) {
       s.close();
       expect(rows).toBe(256);
       let agree = 0, agreeMargin = 0, nMargin = 0;
+      const misses: string[] = [];
       for (let r = 0; r < 256; r++) {
         let best = 0;
         for (let v = 1; v < vocab; v++) if (data[r * vocab + v] > data[r * vocab + best]) best = v;
         const ok = best === ref.teacher_argmax[r];
         agree += ok ? 1 : 0;
-        if (ref.teacher_margin[r] > 0.05) { nMargin++; agreeMargin += ok ? 1 : 0; }
+        // a position counts when its fp32 margin exceeds 0.05 and HF's own bf16 error there
+        const noise = Math.max(0.05, ref.bf16_teacher_max_abs?.[r] ?? 0);
+        if (ref.teacher_margin[r] > noise) { nMargin++; agreeMargin += ok ? 1 : 0; }
+        if (!ok) misses.push(`${r}: margin ${ref.teacher_margin[r].toFixed(3)} / HF bf16 noise ${(ref.bf16_teacher_max_abs?.[r] ?? NaN).toFixed(3)}`);
       }
       const hfBf16 = ref.bf16_teacher_argmax.filter((t, i) => t === ref.teacher_argmax[i]).length;
-      console.log(`[hf ${shape}] teacher-forced top-1: ${agree}/256 (${(agree / 2.56).toFixed(1)} %); on ${nMargin} positions with HF margin > 0.05: ${agreeMargin}/${nMargin}; HF's own bf16 run: ${hfBf16}/256`);
-      // Random-init logits have small top-1 margins (~0.1 with logits of std ~0.6), so bf16 activations flip
-      // near-ties: HF's own bf16 run agrees with its fp32 run on only ~95 % of positions. The gate is therefore
-      // 99 % where the fp32 margin exceeds 0.05 (bf16 noise cannot flip those), and overall no worse than
-      // HF bf16 by more than 2 points; the raw number is printed for the report.
+      console.log(`[hf ${shape}] teacher-forced top-1: ${agree}/256 (${(agree / 2.56).toFixed(1)} %); on ${nMargin} positions whose HF fp32 margin exceeds max(0.05, HF bf16 noise there): ${agreeMargin}/${nMargin}; HF's own bf16 run: ${hfBf16}/256`);
+      console.log(`[hf ${shape}] misses (position: fp32 margin / HF bf16 max abs error there): ${misses.join("; ")}`);
+      // 99 % where bf16 noise cannot flip the argmax, and overall no worse than HF bf16 by more than 2 points
       expect(nMargin > 0 ? agreeMargin / nMargin : 1).toBeGreaterThanOrEqual(0.99);
       expect(agree).toBeGreaterThanOrEqual(Math.min(0.99 * 256, hfBf16 - 5));
     });
