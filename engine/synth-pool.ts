@@ -154,14 +154,16 @@ export class OrderedEncoder {
   private reserved = 0;
   private handedOut = -1;
   private results: Promise<Uint8Array>[] = [];
-  private failed: Promise<never>;
   private failure: Error | null = null;
-  private rejectFailed!: (e: Error) => void;
+  /** Rejects the promise of the get() the writer is waiting on (a failure in any later tensor ends it at once). */
+  private rejectWaiter: ((e: Error) => void) | null = null;
 
   constructor(private pool: SynthPool, private tensors: ScheduledTensor[], private maxInFlightBytes = 4e9) {
-    this.failed = new Promise<never>((_, rej) => { this.rejectFailed = rej; });
-    this.failed.catch(() => {}); // observed through get()
-    pool.onFailure = (e) => { this.failure = e; this.rejectFailed(e); };
+    pool.onFailure = (e) => {
+      this.failure = e;
+      this.rejectWaiter?.(e);
+      this.rejectWaiter = null;
+    };
     pool.onIdle = () => this.pump();
     this.pump();
   }
@@ -177,7 +179,15 @@ export class OrderedEncoder {
     const r = this.results[i];
     if (!r) return Promise.reject(new Error(`OrderedEncoder: tensor ${i} was already handed out`));
     delete this.results[i]; // nothing here keeps a written tensor alive
-    return Promise.race([r, this.failed]);
+    // Not Promise.race with a long-lived "failed" promise: its reaction list would keep every tensor ever
+    // returned (the whole file) reachable until the end.
+    return new Promise<Uint8Array>((resolve, reject) => {
+      this.rejectWaiter = reject;
+      r.then(
+        (b) => { if (this.rejectWaiter === reject) this.rejectWaiter = null; resolve(b); },
+        (e) => { if (this.rejectWaiter === reject) this.rejectWaiter = null; reject(e); },
+      );
+    });
   }
 
   close(): void {
@@ -206,7 +216,7 @@ export class OrderedEncoder {
         out.set(b, j.offset);
       }))).then(() => out);
     }
-    r.catch(() => {}); // a failure is reported through `failed`; this only avoids an unhandled rejection
+    r.catch(() => {}); // a failure reaches the writer through get(); this only avoids an unhandled rejection
     this.results[i] = r;
   }
 }
