@@ -10,7 +10,7 @@ import {
   encodeTensor, encodeTensorRows, synthSpec, tensorChunks, tensorProducers, writeSyntheticGguf, writeSyntheticHf, Xoshiro128,
   type SynthTensor, type SynthType,
 } from "../../engine/synthetic.ts";
-import { SynthPool, synthWorkerCount } from "../../engine/synth-pool.ts";
+import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "../../engine/synth-pool.ts";
 import { GGML } from "../../engine/ffi.ts";
 
 setDefaultTimeout(60_000);
@@ -130,6 +130,26 @@ describe("parallel GGUF writer", () => {
     } finally {
       pool.close();
       pool.close();
+    }
+  });
+
+  test("a failure in a later tensor rejects the writer's current wait (no hang)", async () => {
+    const big: SynthTensor = { name: "big.weight", hfName: "big", ne: [256, 40_000], kind: "weight", layer: 0 };
+    const small: SynthTensor = { name: "small.weight", hfName: "small", ne: [256, 64], kind: "weight", layer: 0 };
+    const bad = { ...tiny, std: NaN };
+    const rowBytes = (256 / 32) * 34;
+    const tensors: ScheduledTensor[] = [
+      { nbytes: 40_000 * rowBytes, jobs: tensorChunks(big).map(({ row0, rows }) => ({ job: { spec: tiny, t: big, ggmlType: GGML.Q8_0, row0, rows }, offset: row0 * rowBytes, nbytes: rows * rowBytes })) },
+      { nbytes: 64 * rowBytes, jobs: [{ job: { spec: bad, t: small, ggmlType: GGML.Q8_0, row0: 0, rows: 64 }, offset: 0, nbytes: 64 * rowBytes }] },
+      { nbytes: 40_000 * rowBytes, jobs: tensorChunks(big).map(({ row0, rows }) => ({ job: { spec: tiny, t: big, ggmlType: GGML.Q8_0, row0, rows }, offset: row0 * rowBytes, nbytes: rows * rowBytes })) },
+    ];
+    const enc = new OrderedEncoder(new SynthPool(2), tensors);
+    try {
+      const consume = async () => { for (let i = 0; i < tensors.length; i++) await enc.get(i); };
+      await expect(consume()).rejects.toThrow(/small\.weight.*not finite/);
+      await expect(enc.get(2)).rejects.toThrow(/small\.weight/);
+    } finally {
+      enc.close();
     }
   });
 
