@@ -13,7 +13,8 @@
 #                writer); decode batch 1, 8, 16 (tg128); prefill 512, 4096, 32768; 3 reps
 #   peers:M      HF transformers eager generate + gpt-fast-style torch.compile decode on shape M (batch 1, tg128
 #                after an 8-token prompt: the same decode case as bench.ts)
-# Env: BENCH_TYPES (default bf16,q8_0,q4_k_m), BENCH_BATCHES (1,8,16), BENCH_PP (512,4096,32768), BENCH_REPS (3).
+# Env: BENCH_TYPES (default bf16,q8_0,q4_k_m), BENCH_BATCHES (1,8,16), BENCH_PP (512,4096,32768), BENCH_REPS (3),
+#      LAB_WHAT (qwlab sections, default all), TEST_FILES (default test/gpu).
 #
 # $OUT gets at most 8 files (the device tool returns no more): session.log (summary, build, ref) · lab.log ·
 # test.log · bench.log · peers.jsonl · bench.tgz (profile JSONs + bench.md/csv/jsonl of every bench stage).
@@ -50,12 +51,12 @@ for st in "$@"; do
     build)
       stage build 200 "$SES" "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/qw-build.log 2>&1 & make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/qw-build-dev.log 2>&1 & wait; tail -n 2 /tmp/qw-build.log /tmp/qw-build-dev.log; grep -h -B2 -A3 ' error' /tmp/qw-build*.log | head -30; test -f cuda/build/libqwen_cuda.so && test -x cuda/build/dev/qwlab" || break ;;
     lab)
-      stage lab 90 "$OUT/lab.log" "./cuda/build/dev/qwlab all --quick --json /tmp/qw-lab.json"
+      stage lab 90 "$OUT/lab.log" "for w in ${LAB_WHAT:-all}; do ./cuda/build/dev/qwlab \$w --quick --json /tmp/qw-lab-\$w.json || exit 1; done"
       grep -E "FAIL|FATAL|^qwlab|invariance|decode step" "$OUT/lab.log" | head -40 ;;
     ref)
       stage ref 150 "$SES" "python3 notebooks/peers/make_ref.py --models 0.5b,1.5b --out $REF" ;;
     test)
-      stage test 150 "$OUT/test.log" "QW_LAB_LOG=$OUT/lab.log bun test test/gpu"
+      stage test 150 "$OUT/test.log" "QW_LAB_LOG=$OUT/lab.log bun test ${TEST_FILES:-test/gpu}"
       grep -E "^\(fail\)|^\[hf|^\[cuda| pass$| fail$| skip$" "$OUT/test.log" | tail -30 ;;
     bench:*)  # bench:M or bench:M:TYPES (TYPES comma-separated, default $BENCH_TYPES)
       spec=${st#bench:}; m=${spec%%:*}; ty=$types; [[ $spec == *:* ]] && ty=${spec#*:}
