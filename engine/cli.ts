@@ -45,6 +45,7 @@ commands
       --type ${SYNTH_TYPES.join("|")}   (default bf16; tiny: f32)
       --seed N                    (default 0)
       --out PATH                  (default models/synthetic/<name>.gguf or <name>/)
+                                  env QW_SYNTH_WORKERS=N: encoder workers (default min(cores - 1, 12); 1 = in-process)
   inspect <model>                print config, metadata and the tensor table of a GGUF file or HF dir (or a preset)
   bench [model]                  prefill and decode tok/s, median and min–max over repetitions
       --pp N[,N...]               prompt lengths (default 128)
