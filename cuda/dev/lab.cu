@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "attention.cuh"
+#include "attn_decode_dev.cuh"
 #include "common.cuh"
 #include "cublaslt.cuh"
 #include "embed.cuh"
@@ -36,6 +37,7 @@ static double g_copy_bw = 4.16e12;      // bytes/s, replaced by the measured val
 static double g_bf16_rate = 768e12;     // FLOP/s
 static bool g_quick = false;
 static int g_fail = 0;
+static int g_attn_dev_hpb = 0;  // decode_case: 0 = engine kernel, 1 / 8 = dev variant (attn_decode_dev.cu) with that many heads per block
 
 struct Row {
   std::string name, shape, check;
@@ -536,7 +538,8 @@ static void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, boo
   h2d(dident, ident);
   int sms = 132;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const int ns = decode_attn_pick_split(bcast ? nH : nKV, max_ctx, sms);
+  const int ns = g_attn_dev_hpb ? decode_attn_dev_pick_split(nH, nKV, g_attn_dev_hpb, max_ctx, sms)
+                                : decode_attn_pick_split(bcast ? nH : nKV, max_ctx, sms);
   float *ws = dalloc<float>(decode_attn_ws_floats(B, nH, d, ns));
   int32_t *cnt = dalloc<int32_t>(B * nH);
   CHK(cudaMemset(cnt, 0, B * nH * 4));
@@ -550,6 +553,8 @@ static void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, boo
       launch_kv_broadcast(bk, bv, dk, dv, dslot, dlen, B, nH, nKV, d, max_ctx, max_ctx, 0);
       DecodeAttnArgs b2 = a; b2.kcache = bk; b2.vcache = bv; b2.slot = dident; b2.n_kv = nH;
       launch_decode_attention(b2, 0);
+    } else if (g_attn_dev_hpb) {
+      launch_decode_attention_dev(a, g_attn_dev_hpb, 0);
     } else {
       launch_decode_attention(a, 0);
     }
@@ -581,7 +586,8 @@ static void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, boo
   }
   char shape[96];
   snprintf(shape, sizeof shape, "B%d h%d/%d d%d len%d", B, nH, nKV, d, len);
-  report(bcast ? "attn decode (gqa broadcast)" : "attn decode splitkv", shape, true, err, 1e-2, nan_seen, us, rate, "GB/s",
+  const char *label = bcast ? "attn decode (gqa broadcast)" : g_attn_dev_hpb == 1 ? "attn decode dev h1" : g_attn_dev_hpb ? "attn decode dev h8" : "attn decode splitkv";
+  report(label, shape, true, err, 1e-2, nan_seen, us, rate, "GB/s",
          g_copy_bw / 1e9);
   cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dz); cudaFree(dslot); cudaFree(dlen); cudaFree(dident); cudaFree(ws);
   cudaFree(cnt);
@@ -648,6 +654,19 @@ static void run_attn() {
   decode_case(1, 12, 2, 128, 16385, 16400, false, true); // 128 allocated, 103 active splits of 160 keys
   decode_case(1, 28, 4, 128, 300, 4096, true, true);
   decode_case(2, 14, 2, 64, 77, 512, true, false);
+  // dev variant (attn_decode_dev.cu, NOTES.md §9): one query head per block, then 8 (the engine's layout)
+  for (int hpb : {1, 8}) {
+    g_attn_dev_hpb = hpb;
+    decode_case(1, 28, 4, 128, 300, 4096, false, true);
+    decode_case(1, 14, 2, 64, 300, 4096, false, true);
+    decode_case(1, 12, 2, 128, 4097, 8192, false, true);
+    decode_case(3, 14, 2, 64, 77, 512, false, false);
+    decode_case(16, 28, 4, 128, 1000, 2048, false, true);
+    decode_case(1, 14, 2, 64, 128, 4096, false, false);
+    decode_case(1, 14, 2, 64, 129, 4096, false, false);
+    decode_case(1, 12, 2, 128, 16385, 16400, false, true);
+  }
+  g_attn_dev_hpb = 0;
 }
 static void run_prefill() {
   prefill_case(7, 1, 128, 0, 1, false, false);
