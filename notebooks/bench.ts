@@ -11,16 +11,19 @@
 // Writes one profile JSON per model x type and bench.{md,csv,jsonl} into --out (default profiles/bench/), and
 // prints a llama-bench-style table last. Peer numbers (notebooks/peers/*.py JSON lines) are merged with --peers.
 // --quick: 0.5b bf16, batch 1 and 8, pp512, tg 64.
+// --report DIR: run nothing; read the bench profiles (*.json) in DIR, merge --peers and write the tables (a run's
+// numbers next to its peers', e.g. `bun notebooks/bench.ts --report profiles/h200/run3 --peers
+// profiles/h200/run3/peers.jsonl --out DIR`).
 // --hf-root DIR: bf16 runs of model m open DIR/<m> (a random-init HF checkpoint from
 // notebooks/peers/make_ref.py --no-ref) instead of writing synthetic:<m>:bf16 as GGUF first (generating 7B random
 // weights in TypeScript takes minutes; the GPU does it in seconds). Quantized types always use our GGUF writer.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel, type Model } from "../engine/index.ts";
 import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/bench-core.ts";
 import { decodeRooflinePct, deviceSlug, loadCeilings } from "../engine/roofline.ts";
 import {
-  BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, statOf, writeProfile, type OpColumns, type Profile,
+  BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type OpColumns, type Profile,
 } from "../engine/profile.ts";
 
 const root = resolve(import.meta.dir, "..");
@@ -43,6 +46,12 @@ const outDir = resolve(opt("--out", join(root, "profiles", "bench"))!);
 const peerFiles = list(opt("--peers", "")!);
 const hfRoot = opt("--hf-root");
 for (const b of batches) if (!(b >= 1 && b <= 16)) throw new Error(`--batches: ${b} is outside 1..16`);
+const reportDir = opt("--report");
+const fail = (msg: string): never => {
+  console.error(`bench: ${msg}`);
+  process.exit(2);
+};
+if (has("--report") && !reportDir) fail("--report needs a directory of bench profiles");
 
 const log = (s: string) => console.log(`[bench] ${s}`);
 mkdirSync(outDir, { recursive: true });
@@ -65,7 +74,29 @@ function sumOps(ops: OpColumns, kernels: string[], step: number) {
   return { by, total };
 }
 
-for (const m of models) {
+if (reportDir) {
+  const dir = resolve(reportDir);
+  if (!existsSync(dir)) fail(`--report: ${dir} does not exist`);
+  const files = readdirSync(dir).filter((f) => f.endsWith(".json")).sort();
+  for (const f of files) {
+    let p: Profile;
+    try {
+      p = readProfile(join(dir, f));
+    } catch (e) {
+      log(`--report: skipped ${f} (${(e as Error).message.split("\n")[0]})`);
+      continue;
+    }
+    if (p.kind !== "bench" || !p.bench?.length) continue;
+    allRows.push(...p.bench);
+    const step = (p.notes ?? []).find((n) => n.startsWith("decode step breakdown"));
+    const fast = (p.notes ?? []).find((n) => n.startsWith("fast-mode step"));
+    if (step) summaryLines.push(`### ${p.manifest?.label ?? f}: ${step.replace(/:\n/, "\n\n")}\n\n${fast ?? ""}\n`);
+  }
+  if (!allRows.length) fail(`--report: no bench profiles in ${dir}`);
+  log(`--report: ${allRows.length} rows from ${files.length} files in ${dir}`);
+}
+
+for (const m of reportDir ? [] : models) {
   for (const t of types) {
     const hfDir = hfRoot && t === "bf16" ? join(resolve(hfRoot), m) : undefined;
     const source = hfDir && existsSync(join(hfDir, "config.json")) ? hfDir : `synthetic:${m}:${t}`;
@@ -189,11 +220,13 @@ for (const f of peerFiles) {
 }
 
 const md = benchTableMdWithSystem(allRows);
-writeFileSync(join(outDir, "bench.md"), md + "\n\n" + summaryLines.join("\n") + "\n");
+const side = sideBySide(allRows);
+writeFileSync(join(outDir, "bench.md"), md + "\n\n" + side + "\n\n" + summaryLines.join("\n") + "\n");
 writeFileSync(join(outDir, "bench.csv"), benchTableCsv(allRows) + "\n");
 writeFileSync(join(outDir, "bench.jsonl"), allRows.map((r) => JSON.stringify(r)).join("\n") + "\n");
 console.log("\n" + summaryLines.join("\n"));
 console.log(md);
+console.log("\n" + side);
 
 function benchTableMdWithSystem(rows: BenchRow[]): string {
   const head = "| system | model | weights | backend | test | t/s (median) | min–max | reps | % roofline | TPOT med / p90 (ms) |\n|---|---|---|---|---|---:|---:|---:|---:|---:|";
@@ -203,4 +236,40 @@ function benchTableMdWithSystem(rows: BenchRow[]): string {
   });
   void benchTableMd;
   return [head, ...lines].join("\n");
+}
+
+/** The shape a row belongs to ("0.5b" from "0.5b", "synthetic:0.5b:q8_0:s0", "qwen2.5-0.5b-…"), or the model. */
+function shapeOf(model: string): string {
+  const m = /(?:^|[:\-/])(0\.5b|1\.5b|7b|tiny)(?:$|[:\-/])/i.exec(model);
+  return m ? m[1].toLowerCase() : model;
+}
+
+/** Decode tok/s of every system side by side, one line per (shape, test): ours per weight type, then the peers. */
+export function sideBySide(rows: BenchRow[]): string {
+  const decode = rows.filter((r) => r.test.startsWith("tg"));
+  const cols: string[] = [];
+  const cell = new Map<string, BenchRow>();
+  const keys: string[] = [];
+  for (const r of decode) {
+    // our quantized mixes are labelled by the requested type (q4_k_m), not by the per-tensor type list
+    const ty = /:(q8_0|q4_k_m|q4_0|bf16|f16|f32)(?::|$)/i.exec(r.model)?.[1]?.toLowerCase() ?? r.weights;
+    const col = r.system === "qwen-workbench" ? `ours ${ty}` : r.system;
+    if (!cols.includes(col)) cols.push(col);
+    const key = `${shapeOf(r.model)}|${r.test}`;
+    if (!keys.includes(key)) keys.push(key);
+    cell.set(`${key}|${col}`, r);
+  }
+  if (!keys.length) return "";
+  cols.sort((a, b) => Number(!a.startsWith("ours")) - Number(!b.startsWith("ours")));
+  const head = `| model | test | ${cols.join(" | ")} | ours bf16 / best peer |\n|---|---|${cols.map(() => "---:").join("|")}|---:|`;
+  const lines = keys.map((key) => {
+    const [shape, test] = key.split("|");
+    const vals = cols.map((c) => cell.get(`${key}|${c}`));
+    const ours = cell.get(`${key}|ours bf16`)?.tokens_per_s.median;
+    const peers = cols.filter((c) => !c.startsWith("ours")).map((c) => cell.get(`${key}|${c}`)?.tokens_per_s.median).filter((v): v is number => v !== undefined);
+    const best = peers.length ? Math.max(...peers) : undefined;
+    const fmt = (r?: BenchRow) => (r ? `${r.tokens_per_s.median.toFixed(1)} (${r.tokens_per_s.min.toFixed(1)}–${r.tokens_per_s.max.toFixed(1)})` : "–");
+    return `| ${shape} | ${test} | ${vals.map(fmt).join(" | ")} | ${ours !== undefined && best ? `${(ours / best).toFixed(2)}×` : "–"} |`;
+  });
+  return `Decode tok/s side by side (median, min–max):\n\n${head}\n${lines.join("\n")}`;
 }
