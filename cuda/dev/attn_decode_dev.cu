@@ -169,21 +169,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_dev_kernel(const D
   const int NS = a.n_split;                                             // workspace stride
   float *ws_o = a.ws;                                                   // [B][nH][NS][D]
   float *ws_ml = a.ws + (size_t)a.batch * a.n_heads * NS * D;          // [B][nH][NS][2]
-  if (nact == 1) {  // one split: this block is the combine; no workspace round trip, no counter
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-      const int g = i / D, e = i - g * D;
-      float M = kNegBig;
-      for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, wm_s[w][g]);
-      float O = 0.f, L = 0.f;
-      for (int w = 0; w < kDecWarps; ++w) {
-        const float f = exp2f(wm_s[w][g] - M);
-        O += wo_s[w][g][e] * f;
-        L += wl_s[w][g] * f;
-      }
-      a.out[(size_t)b * a.n_heads * D + (h0 + g) * D + e] = __float2bfloat16(O / L);
-    }
-    return;
-  }
+  // combine the warps of this block; one active split: this block is the combine (no workspace, no counter)
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, e = i - g * D;
     float M = kNegBig;
@@ -195,13 +181,18 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_dev_kernel(const D
       L += wl_s[w][g] * f;
     }
     const int h = h0 + g;
+    if (nact == 1) {  // block-uniform
+      a.out[(size_t)b * a.n_heads * D + h * D + e] = __float2bfloat16(O / L);
+      continue;
+    }
     ws_o[(((size_t)b * a.n_heads + h) * NS + split) * D + e] = O;
     if (e == 0) {
       ws_ml[(((size_t)b * a.n_heads + h) * NS + split) * 2 + 0] = M;
       ws_ml[(((size_t)b * a.n_heads + h) * NS + split) * 2 + 1] = L;
     }
   }
-  // the last active block of (b, kvh) combines the splits
+  if (nact == 1) return;
+  // the last active block of (b, head group) combines the splits
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {

@@ -643,28 +643,26 @@ static void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, boo
 }
 
 static void run_attn() {
-  decode_case(1, 28, 4, 128, 300, 4096, false, true);
-  decode_case(1, 14, 2, 64, 300, 4096, false, true);
-  decode_case(1, 12, 2, 128, 4097, 8192, false, true);
-  decode_case(3, 28, 4, 128, 1, 512, false, false);
-  decode_case(3, 14, 2, 64, 77, 512, false, false);
-  decode_case(16, 28, 4, 128, 1000, 2048, false, true);
-  decode_case(1, 14, 2, 64, 128, 4096, false, false);    // exactly one active split (no workspace)
-  decode_case(1, 14, 2, 64, 129, 4096, false, false);    // two splits, the second with one key
-  decode_case(1, 12, 2, 128, 16385, 16400, false, true); // 128 allocated, 103 active splits of 160 keys
-  decode_case(1, 28, 4, 128, 300, 4096, true, true);
-  decode_case(2, 14, 2, 64, 77, 512, true, false);
-  // dev variant (attn_decode_dev.cu, NOTES.md §9): one query head per block, then 8 (the engine's layout)
+  struct C { int B, nH, nKV, d, len, max_ctx; bool bcast, timed; };
+  static const C cases[] = {
+      {1, 28, 4, 128, 300, 4096, false, true},
+      {1, 14, 2, 64, 300, 4096, false, true},
+      {1, 12, 2, 128, 4097, 8192, false, true},
+      {3, 28, 4, 128, 1, 512, false, false},
+      {3, 14, 2, 64, 77, 512, false, false},
+      {16, 28, 4, 128, 1000, 2048, false, true},
+      {1, 14, 2, 64, 128, 4096, false, false},    // exactly one active split (no workspace)
+      {1, 14, 2, 64, 129, 4096, false, false},    // two splits, the second with one key
+      {1, 12, 2, 128, 16385, 16400, false, true}, // 128 allocated, 103 active splits of 160 keys
+      {1, 28, 4, 128, 300, 4096, true, true},
+      {2, 14, 2, 64, 77, 512, true, false},
+  };
+  for (const C &c : cases) decode_case(c.B, c.nH, c.nKV, c.d, c.len, c.max_ctx, c.bcast, c.timed);
+  // dev variant (attn_decode_dev.cu, NOTES.md §9) on the same native-GQA cases: one query head per block, then 8
   for (int hpb : {1, 8}) {
     g_attn_dev_hpb = hpb;
-    decode_case(1, 28, 4, 128, 300, 4096, false, true);
-    decode_case(1, 14, 2, 64, 300, 4096, false, true);
-    decode_case(1, 12, 2, 128, 4097, 8192, false, true);
-    decode_case(3, 14, 2, 64, 77, 512, false, false);
-    decode_case(16, 28, 4, 128, 1000, 2048, false, true);
-    decode_case(1, 14, 2, 64, 128, 4096, false, false);
-    decode_case(1, 14, 2, 64, 129, 4096, false, false);
-    decode_case(1, 12, 2, 128, 16385, 16400, false, true);
+    for (const C &c : cases)
+      if (!c.bcast) decode_case(c.B, c.nH, c.nKV, c.d, c.len, c.max_ctx, false, c.timed);
   }
   g_attn_dev_hpb = 0;
 }
