@@ -19,7 +19,7 @@ import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/export/
 import { buildArms, runArm } from "../engine/export/sweep.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import { loadCeilings } from "../engine/roofline.ts";
 
 const REPO = resolve(import.meta.dir, "..");
 const { values: a } = parseArgs({
@@ -124,8 +124,7 @@ const md = [
   "Plots: roofline.svg (all arms overlaid), decode.svg, latency-<arm>.svg. Profiles: one JSON per arm in this folder.", "",
 ].join("\n");
 writeFileSync(join(out, "comparison.md"), md);
-const ceil = ceilingsFor(loadCeilings(join(REPO, "profiles/ceilings")), model.device.name);
-writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, ceil, "op"));
+writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, loadCeilings(join(REPO, "profiles/ceilings")), "op"));
 for (const p of profiles) writeFileSync(join(out, `latency-${slug(p.manifest.label ?? p.id)}.svg`), latencySvg(p));
 const tg = rows.filter((r) => r.test.startsWith("tg"));
 writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${a.repeats}, whiskers min–max`,

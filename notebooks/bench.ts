@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join, resolve } from "node:path";
 import { openModel, type Model } from "../engine/index.ts";
 import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/bench-core.ts";
-import { decodeRooflinePct, deviceSlug, loadCeilings } from "../engine/roofline.ts";
+import { ceilingsForDevice, decodeRooflinePct, deviceSlug, dramBandwidth } from "../engine/roofline.ts";
 import {
   BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type OpColumns, type Profile,
 } from "../engine/profile.ts";
@@ -104,8 +104,8 @@ for (const m of reportDir ? [] : models) {
     const t0 = performance.now();
     const model = (await openModel(source, { backend })) as Model;
     log(`loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(model.weightBytes / 1e9).toFixed(2)} GB, ${weightLabel(model)}, ${model.device.name}`);
-    const ceilings = loadCeilings(model.device.name);
-    const bw = ceilings?.bandwidth_bytes_s;
+    const ceilings = ceilingsForDevice(model.device.name, undefined, model.backend);
+    const bw = dramBandwidth(ceilings);
     if (!bw) log(`no ceilings for ${model.device.name} (profiles/ceilings/${deviceSlug(model.device.name)}.json): run notebooks/calibrate.ts first for roofline %`);
     const rows: BenchRow[] = [];
     const notes: string[] = [];
@@ -193,7 +193,7 @@ for (const m of reportDir ? [] : models) {
       schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id, kind: "bench",
       manifest: model.manifest({ command: `bun notebooks/bench.ts ${args.join(" ")}`, label: `${m}:${t}` }),
       summary, kernels, ...(ops ? { ops } : {}), bench: rows,
-      ...(ceilings ? { ceilings: ceilings as Record<string, unknown> } : {}), notes,
+      ...(ceilings ? { ceilings: { ...ceilings } } : {}), notes,
     };
     log(`wrote ${writeProfile(join(outDir, `${id}.json`), profile)}`);
     allRows.push(...rows);

@@ -12,7 +12,7 @@ import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, type TableFormat } from "../engine/export/table.ts";
 import { htmlReport } from "../engine/export/report.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import { loadCeilings } from "../engine/roofline.ts";
 
 const FORMATS = ["trace", ...TABLE_FORMATS, "html", "svg-latency", "svg-timeline", "svg-roofline", "svg-quant"] as const;
 const { values: a, positionals } = parseArgs({
@@ -43,14 +43,13 @@ for (const { path, p } of profiles) {
   const out = resolve(a.out ?? dirname(path));
   mkdirSync(out, { recursive: true });
   const stem = basename(path).replace(/\.json$/, "");
-  const ceil = ceilingsFor(ceilings, p.manifest.device.name);
   const write = (name: string, body: string) => { const f = join(out, name); writeFileSync(f, body); console.log(f); };
   for (const f of fmts) {
     if (f === "trace") write(`${stem}.trace.json`, JSON.stringify(chromeTrace(p)));
-    else if (f === "html") write(`${stem}.report.html`, htmlReport(p, { ceilings: ceil }));
+    else if (f === "html") write(`${stem}.report.html`, htmlReport(p, { ceilings }));
     else if (f === "svg-latency") write(`${stem}.latency.svg`, latencySvg(p));
     else if (f === "svg-timeline") write(`${stem}.timeline.svg`, timelineSvg(p));
-    else if (f === "svg-roofline") write(`${stem}.roofline.svg`, rooflineSvg([p], ceil, "op"));
+    else if (f === "svg-roofline") write(`${stem}.roofline.svg`, rooflineSvg([p], ceilings, "op"));
     else if (f === "svg-quant") { if (p.quant_error?.length) write(`${stem}.quant.svg`, quantSvg(p)); }
     else if (profiles.length === 1) write(`${stem}.bench.${f}`, renderTable(tableRows([p]), f as TableFormat));
   }

@@ -10,12 +10,13 @@ import { join, resolve } from "node:path";
 import { ToggleValues, type Profile } from "../engine/profile.ts";
 import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
 import { defaultQuantHooks } from "../engine/export/quant.ts";
-import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
+import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
 import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
 import { htmlReport } from "../engine/export/report.ts";
 import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import { ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints } from "../engine/roofline.ts";
+import { paletteDoc } from "../engine/palette.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import { confine, confineAny } from "./paths.ts";
@@ -331,7 +332,7 @@ export function createApp(deps: AppDeps) {
   });
 
   function ceilingsForProfile(p: Profile) {
-    return ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name);
+    return ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name, p.manifest.device.backend);
   }
 
   app.get("/api/profiles/:key/views", (c) => {
@@ -356,10 +357,10 @@ export function createApp(deps: AppDeps) {
     switch (format) {
       case "trace": attach("trace.json"); return c.json(chromeTrace(p));
       case "profile": attach("json"); return c.json(p);
-      case "html": if (c.req.query("download") !== "0") attach("html"); return c.html(htmlReport(p, { ceilings: ceilingsForProfile(p) }));
+      case "html": if (c.req.query("download") !== "0") attach("html"); return c.html(htmlReport(p, { ceilings: loadCeilings(ceilingsDir) }));
       case "svg-latency": case "svg-timeline": case "svg-roofline": case "svg-quant": {
         const svg = format === "svg-latency" ? latencySvg(p) : format === "svg-timeline" ? timelineSvg(p)
-          : format === "svg-roofline" ? rooflineSvg([p], ceilingsForProfile(p), check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group"))
+          : format === "svg-roofline" ? rooflineSvg([p], loadCeilings(ceilingsDir), check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group"))
           : quantSvg(p);
         if (c.req.query("download") === "1") attach(`${format.slice(4)}.svg`);
         return c.body(svg, 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
@@ -387,7 +388,18 @@ export function createApp(deps: AppDeps) {
   app.get("/api/export/roofline.svg", (c) => {
     const ps = keysParam(c).map((k) => profiles.get(k));
     const group = check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group");
-    return c.body(rooflineSvg(ps, ceilingsForProfile(ps[0]), group), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+    return c.body(rooflineSvg(ps, loadCeilings(ceilingsDir), group), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+  });
+
+  // The devices of a set of runs and the mixed-device warning, as the Roofline page and the SVG export draw them.
+  app.get("/api/roofline/devices", (c) => {
+    const keys = keysParam(c);
+    const groups = groupByDevice(keys.map((k) => profiles.get(k)));
+    const all = loadCeilings(ceilingsDir);
+    return c.json({
+      warning: mixedDeviceWarning(groups),
+      devices: groups.map((g) => ({ key: g.key, device: g.device, backend: g.backend, runs: g.items.map((i) => keys[i.index]), ceilings: ceilingsFor(all, g.device, g.backend) })),
+    });
   });
 
   app.get("/api/compare", (c) => {
@@ -398,11 +410,17 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get("/api/ceilings", (c) => {
-    const all = loadCeilings(ceilingsDir);
+    const { ceilings: all, skipped } = loadCeilingsReport(ceilingsDir);
     return c.json({
-      dir: ceilingsDir, ceilings: all,
+      dir: ceilingsDir, ceilings: all, skipped,
       note: all.length ? null : "no measured ceilings — run notebooks/calibrate.ts on the device",
     });
+  });
+
+  // The categorical palette and the op → colour mapping of engine/palette.ts (the pages draw with these).
+  app.get("/api/palette", (c) => {
+    c.header("Cache-Control", "no-cache");
+    return c.json(paletteDoc());
   });
 
   // ---- prompt sets ----
