@@ -188,9 +188,21 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
   return out;
 }
 
-/** Labels of the `n` points that take the most time (the rest are shown on hover only). */
-export function topByTime<T extends { seconds: number }>(pts: T[], n: number): Set<T> {
-  return new Set([...pts].sort((a, b) => b.seconds - a.seconds).slice(0, n));
+/**
+ * The points that get a text label: by time, most first, at most `n`, skipping a point whose label box (at its
+ * pixel position px/py, 9 px type, drawn to the right of the point) would overlap a label already placed.
+ */
+export function placeLabels<T extends { seconds: number }>(pts: T[], n: number, px: (d: T) => number, py: (d: T) => number, text: (d: T) => string): T[] {
+  const boxes: { x0: number; x1: number; y0: number; y1: number }[] = [];
+  const out: T[] = [];
+  for (const d of [...pts].sort((a, b) => b.seconds - a.seconds)) {
+    if (out.length >= n) break;
+    const x0 = px(d) + 4, y0 = py(d) - 6, b = { x0, x1: x0 + 5.4 * text(d).length, y0, y1: y0 + 12 };
+    if (boxes.some((o) => b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1)) continue;
+    boxes.push(b);
+    out.push(d);
+  }
+  return out;
 }
 
 /**

@@ -15,7 +15,9 @@ import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
 import { htmlReport } from "../engine/export/report.ts";
 import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints } from "../engine/roofline.ts";
+import {
+  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints,
+} from "../engine/roofline.ts";
 import { paletteDoc } from "../engine/palette.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
@@ -339,12 +341,14 @@ export function createApp(deps: AppDeps) {
     const key = keyOf(c);
     const stat = check(z.enum(["mean", "median"]).default("mean"), c.req.query("stat"), "stat");
     const p = profiles.get(key);
+    const ceil = ceilingsForProfile(p);
+    const points = (g: "op" | "layer" | "layer-op") => rooflinePoints(p, g).map((x) => ({ ...x, why: aboveDramReason(x, ceil) }));
     return c.json({
       key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, notes: p.notes ?? [],
       latency: { prefill: latencyMatrix(p, "prefill", undefined, stat), decode: latencyMatrix(p, "decode", undefined, stat) },
       steps: stepTimeline(p), tokens: tokenTimeline(p),
-      roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
-      ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
+      roofline: { op: points("op"), layer: points("layer"), "layer-op": points("layer-op") },
+      ceilings: ceil, quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
     });
   });
 
@@ -398,7 +402,11 @@ export function createApp(deps: AppDeps) {
     const all = loadCeilings(ceilingsDir);
     return c.json({
       warning: mixedDeviceWarning(groups),
-      devices: groups.map((g) => ({ key: g.key, device: g.device, backend: g.backend, runs: g.items.map((i) => keys[i.index]), ceilings: ceilingsFor(all, g.device, g.backend) })),
+      devices: groups.map((g) => {
+        const ceilings = ceilingsFor(all, g.device, g.backend);
+        const notes = g.items.map(({ item }) => cacheNote(item, rooflinePoints(item, "op"), ceilings)).filter((n) => n !== null);
+        return { key: g.key, device: g.device, backend: g.backend, runs: g.items.map((i) => keys[i.index]), ceilings, notes };
+      }),
     });
   });
 

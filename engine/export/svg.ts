@@ -6,7 +6,7 @@ import { parseHTML } from "linkedom";
 import type { Profile } from "../profile.ts";
 import { latencyMatrix, tokenTimeline, type Comparison, type PhaseName } from "./aggregate.ts";
 import {
-  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, rooflinePoints, topByTime,
+  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
   type Ceilings, type RooflineGroup,
 } from "../roofline.ts";
 import { OP_NAMES } from "../profile.ts";
@@ -104,7 +104,19 @@ export function timelineSvg(p: Profile, width = 760): string {
     [panel], [{ label: "first token (from run start)", color: PALETTE[1] }, { label: "decode", color: PALETTE[0] }]);
 }
 
-function textPanel(lines: { text: string; color?: string; bold?: boolean }[], width: number): Panel {
+/** Splits text into lines of at most `n` characters at spaces. */
+function wrap(text: string, n: number): string[] {
+  const out: string[] = [];
+  let cur = "";
+  for (const w of text.split(" ")) {
+    if (cur && cur.length + 1 + w.length > n) { out.push(cur); cur = w; } else cur = cur ? `${cur} ${w}` : w;
+  }
+  return cur ? [...out, cur] : out;
+}
+
+function textPanel(items: { text: string; color?: string; bold?: boolean }[], width: number): Panel {
+  const per = Math.floor((width - 28) / 7.2);
+  const lines = items.flatMap((l) => wrap(l.text, per).map((text) => ({ ...l, text })));
   const h = 8 + lines.length * 16;
   const body = lines.map((l, i) => `<text x="14" y="${18 + i * 16}" font-size="12" fill="${l.color ?? "#333"}"${l.bold ? ' font-weight="600"' : ""}>${esc(l.text)}</text>`).join("");
   return { svg: `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${h}">${body}</svg>`, width, height: h };
@@ -158,9 +170,12 @@ function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings
     symbol: "phase", r: 4, stroke: "white", strokeWidth: 0.5,
     title: (d: typeof pts[number]) => `${d.run} ${d.phase} ${d.label}\n${d.kernels.join(", ")}\n${(d.flops / 1e6).toFixed(3)} MFLOP, ${(d.bytes / 1e6).toFixed(3)} MB, ${(d.seconds * 1e3).toFixed(4)} ms per step, ${(d.bytesPerS / 1e9).toFixed(1)} GB/s${d.why ? `\n${d.why}` : ""}`,
   }));
-  // Labels only for the points that take the most time: the layer × op view has hundreds (hover shows the rest).
-  const top = topByTime(pts, ROOFLINE_TOP_LABELS);
-  marks.push(Plot.text(pts.filter((d) => top.has(d)), { x: "intensity", y: "flopPerS", text: "label", dx: 6, textAnchor: "start", fontSize: 9, fill: "#333" }));
+  // Labels only for the points that take the most time, and only where they do not overlap a label already placed:
+  // the layer × op view has hundreds of points (every point keeps its tooltip).
+  const fx = (x: number) => (Math.log(x / xmin) / Math.log(xmax / xmin)) * (width - 130);
+  const fy = (y: number) => (Math.log(ymax / y) / Math.log(ymax / ymin)) * 360;
+  const placed = placeLabels(pts, ROOFLINE_TOP_LABELS, (d) => fx(d.intensity), (d) => fy(d.flopPerS), (d) => d.label);
+  marks.push(Plot.text(placed, { x: "intensity", y: "flopPerS", text: "label", dx: 6, textAnchor: "start", fontSize: 9, fill: "#333" }));
   const plot = render({
     marginLeft: 70, marginBottom: 40, marginRight: 60,
     x: { type: "log", domain: [xmin, xmax], label: "arithmetic intensity (FLOP/byte)", grid: true, tickFormat: "~g" },
