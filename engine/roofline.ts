@@ -31,6 +31,7 @@ export interface Ceilings {
   device: string;
   backend?: "cpu" | "cuda";
   file: string;
+  dir?: string;                                  // the directory it was read from (loadCeilings)
   memory: Roof[];                                // DRAM first, then the caches (L3, L2)
   compute: Roof[];
   cacheBytes: { l2?: number; l3?: number };
@@ -38,8 +39,11 @@ export interface Ceilings {
 
 const DEFAULT_MEMORY_NAME: Record<MemoryLevel, string> = { dram: "DRAM bandwidth", l2: "L2 bandwidth", l3: "L3 bandwidth" };
 
-/** The committed ceilings directory (profiles/ceilings of this checkout). */
-export const DEFAULT_CEILINGS_DIR = resolve(import.meta.dir, "..", "profiles", "ceilings");
+/**
+ * Where ceilings are read from, first match wins: profiles/raw/ceilings (what notebooks/calibrate.ts measured on
+ * this machine, git-ignored), then profiles/ceilings (committed).
+ */
+export const DEFAULT_CEILINGS_DIRS = [resolve(import.meta.dir, "..", "profiles", "raw", "ceilings"), resolve(import.meta.dir, "..", "profiles", "ceilings")];
 
 /** Turns a device name into the ceilings file stem: lower case, non-alphanumerics to '-'. */
 export function deviceSlug(name: string): string {
@@ -66,11 +70,19 @@ export function parseCeilings(raw: unknown, file: string): Ceilings {
   return { device: d.device, ...(d.backend ? { backend: d.backend } : {}), file, memory, compute, cacheBytes: { ...(d.cache_bytes ?? {}) } };
 }
 
-/** Every ceilings file in `dir` (a missing dir gives none); files that do not parse are listed with the reason. */
-export function loadCeilingsReport(dir = DEFAULT_CEILINGS_DIR): { ceilings: Ceilings[]; skipped: { file: string; error: string }[] } {
-  let names: string[];
-  try { names = readdirSync(dir).filter((n) => n.endsWith(".json")); } catch { return { ceilings: [], skipped: [] }; }
+/**
+ * Every ceilings file in `dirs` (in order; a missing dir gives none); files that do not parse are listed with the
+ * reason instead.
+ */
+export function loadCeilingsReport(dirs: string | string[] = DEFAULT_CEILINGS_DIRS): { ceilings: Ceilings[]; skipped: { file: string; error: string }[] } {
   const ceilings: Ceilings[] = [], skipped: { file: string; error: string }[] = [];
+  for (const dir of typeof dirs === "string" ? [dirs] : dirs) readDir(dir, ceilings, skipped);
+  return { ceilings, skipped };
+}
+
+function readDir(dir: string, ceilings: Ceilings[], skipped: { file: string; error: string }[]): void {
+  let names: string[];
+  try { names = readdirSync(dir).filter((n) => n.endsWith(".json")); } catch { return; }
   for (const n of names.sort()) {
     const p = join(dir, n);
     try {
@@ -79,16 +91,15 @@ export function loadCeilingsReport(dir = DEFAULT_CEILINGS_DIR): { ceilings: Ceil
       if (st.size > 8 << 20) { skipped.push({ file: n, error: "larger than 8 MiB" }); continue; }
       let raw: unknown;
       try { raw = JSON.parse(readFileSync(p, "utf8")); } catch { throw new Error(`ceilings ${n}: not JSON`); }
-      ceilings.push(parseCeilings(raw, n));
+      ceilings.push({ ...parseCeilings(raw, n), dir });
     } catch (e) {
       skipped.push({ file: n, error: (e as Error).message });
     }
   }
-  return { ceilings, skipped };
 }
 
-export function loadCeilings(dir = DEFAULT_CEILINGS_DIR): Ceilings[] {
-  return loadCeilingsReport(dir).ceilings;
+export function loadCeilings(dirs: string | string[] = DEFAULT_CEILINGS_DIRS): Ceilings[] {
+  return loadCeilingsReport(dirs).ceilings;
 }
 
 /** The ceilings of a device name (exact, then substring), preferring a file of the same backend; or null. */
@@ -101,8 +112,8 @@ export function ceilingsFor(all: Ceilings[], deviceName: string, backend?: strin
 }
 
 /** The ceilings of one device from a directory (the CLI and bench.ts). */
-export function ceilingsForDevice(deviceName: string, dir = DEFAULT_CEILINGS_DIR, backend?: string): Ceilings | null {
-  return ceilingsFor(loadCeilings(dir), deviceName, backend);
+export function ceilingsForDevice(deviceName: string, dirs: string | string[] = DEFAULT_CEILINGS_DIRS, backend?: string): Ceilings | null {
+  return ceilingsFor(loadCeilings(dirs), deviceName, backend);
 }
 
 export function dramBandwidth(c: Ceilings | null | undefined): number | undefined {

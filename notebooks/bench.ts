@@ -26,8 +26,27 @@ import {
   BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type OpColumns, type Profile,
 } from "../engine/profile.ts";
 
+const USAGE = `usage: npm run bench -- [options]        (= bun notebooks/bench.ts)
+  --models 0.5b,1.5b,7b       synthetic Qwen2.5 shapes (default all three; --quick: 0.5b)
+  --types bf16,q8_0,q4_k_m    weight types (default all three; --quick: bf16)
+  --backend cuda|cpu|auto     (default cuda)
+  --batches 1,8,16            decode batch sizes (1..16)
+  --pp 512,4096,32768         prefill lengths
+  --tg 128                    decode tokens per repetition
+  --reps 3                    measured repetitions after a warm-up (at least 3)
+  --quick                     0.5b bf16, batches 1 and 8, pp512, tg 64
+  --peers FILE[,FILE]         peer results (notebooks/peers/*.py JSON lines) merged into the tables
+  --hf-root DIR               bf16 runs open DIR/<model> (random-init HF checkpoints) instead of a synthetic GGUF
+  --report DIR                run nothing: tables from the bench profiles in DIR (and --peers)
+  --out DIR                   profiles and bench.{md,csv,jsonl} (default profiles/bench)
+  -h, --help                  this text`;
+
 const root = resolve(import.meta.dir, "..");
 const args = process.argv.slice(2);
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const has = (n: string) => args.includes(n);
 const opt = (n: string, d?: string) => {
   const i = args.indexOf(n);

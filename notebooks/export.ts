@@ -20,13 +20,15 @@ const { values: a, positionals } = parseArgs({
   options: { format: { type: "string", default: "all" }, out: { type: "string" }, ceilings: { type: "string" }, help: { type: "boolean", short: "h" } },
 });
 if (a.help || !positionals.length) {
-  console.log(`usage: bun notebooks/export.ts PROFILE.json... [--format ${["all", ...FORMATS].join("|")}] [--out DIR] [--ceilings DIR]`);
+  console.log(`usage: npm run export -- PROFILE.json... [--format ${["all", ...FORMATS].join("|")}[,…]] [--out DIR] [--ceilings DIR]   (= bun notebooks/export.ts)`);
   process.exit(a.help ? 0 : 2);
 }
-const fmts = a.format === "all" ? [...FORMATS] : a.format!.split(",");
+const all = a.format === "all";
+const fmts = all ? [...FORMATS] : a.format!.split(",");
+const noQuant: string[] = [];
 for (const f of fmts) if (!(FORMATS as readonly string[]).includes(f)) { console.error(`unknown format ${f}`); process.exit(2); }
 const REPO = resolve(import.meta.dir, "..");
-const ceilings = loadCeilings(resolve(a.ceilings ?? join(REPO, "profiles/ceilings")));
+const ceilings = loadCeilings(a.ceilings ? resolve(a.ceilings) : undefined);
 const profiles = positionals.map((p) => ({ path: resolve(p), p: readProfile(resolve(p)) }));
 
 // Tables over several profiles go into one file; everything else is per profile.
@@ -50,7 +52,14 @@ for (const { path, p } of profiles) {
     else if (f === "svg-latency") write(`${stem}.latency.svg`, latencySvg(p));
     else if (f === "svg-timeline") write(`${stem}.timeline.svg`, timelineSvg(p));
     else if (f === "svg-roofline") write(`${stem}.roofline.svg`, rooflineSvg([p], ceilings, "op"));
-    else if (f === "svg-quant") { if (p.quant_error?.length) write(`${stem}.quant.svg`, quantSvg(p)); }
+    else if (f === "svg-quant") {
+      if (p.quant_error?.length) write(`${stem}.quant.svg`, quantSvg(p));
+      else if (!all) noQuant.push(path); // asked for by name: say so (with --format all it is just not written)
+    }
     else if (profiles.length === 1) write(`${stem}.bench.${f}`, renderTable(tableRows([p]), f as TableFormat));
   }
+}
+if (noQuant.length) {
+  console.error(`export: no quantization-error data in ${noQuant.join(", ")}: svg-quant needs a profile of kind "quant-error" (the Quantization error page or POST /api/quant makes one)`);
+  process.exit(1);
 }

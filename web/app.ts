@@ -104,7 +104,8 @@ export function createApp(deps: AppDeps) {
   const host = deps.host;
   const profiles = new ProfileStore(deps.profilesRoot, deps.saveSubdir);
   const promptSets = new PromptSetStore(deps.promptSetsDir ?? join(profiles.root, "prompt-sets"));
-  const ceilingsDir = deps.ceilingsDir ?? join(profiles.root, "ceilings");
+  // local calibrations (<root>/raw/ceilings, git-ignored) first, then the committed ones
+  const ceilingsDir = deps.ceilingsDir ? [deps.ceilingsDir] : [join(profiles.root, "raw", "ceilings"), join(profiles.root, "ceilings")];
   const publicDir = resolve(deps.publicDir ?? new URL("./public", import.meta.url).pathname);
   const modelRoots = deps.modelRoots.map((r) => resolve(r));
   const heartbeatMs = deps.heartbeatMs ?? 5000;
@@ -420,7 +421,7 @@ export function createApp(deps: AppDeps) {
   app.get("/api/ceilings", (c) => {
     const { ceilings: all, skipped } = loadCeilingsReport(ceilingsDir);
     return c.json({
-      dir: ceilingsDir, ceilings: all, skipped,
+      dirs: ceilingsDir, ceilings: all, skipped,
       note: all.length ? null : "no measured ceilings — run notebooks/calibrate.ts on the device",
     });
   });
