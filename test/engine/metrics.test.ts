@@ -36,9 +36,9 @@ test("logits metrics: KL, top-1, perplexity", () => {
 });
 
 const REG = JSON.stringify([
-  { id: "gqa", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
+  { id: "gqa", name: "Grouped-query attention", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
     backends: { cpu: ["native", "broadcast"], cuda: ["native"] }, spec: "QWEN-002", description: "x" },
-  { id: "kvCache", type: "enum", values: ["bf16", "f32", "q8"], default: "bf16", perLayer: false, needsReset: true,
+  { id: "kvCache", name: "KV-cache type", type: "enum", values: ["bf16", "f32", "q8", "kivi4"], default: "bf16", perLayer: false, needsReset: true,
     backends: { cpu: ["bf16", "f32"], cuda: ["bf16", "q8"] }, spec: "QWEN-007", description: "y" },
 ]);
 
@@ -48,7 +48,13 @@ test("toggle registry and settings schema", () => {
   expect(() => parseRegistry("[{}]")).toThrow(/toggle registry: invalid/);
   expect(validateToggleSettings(reg, { gqa: "broadcast" }, { backend: "cpu" })).toEqual({ gqa: "broadcast" });
   expect(validateToggleSettings(reg, { gqa: ["native", "broadcast"] }, { nLayers: 2 })).toEqual({ gqa: ["native", "broadcast"] });
-  expect(() => validateToggleSettings(reg, { gqa: "broadcast" }, { backend: "cuda" })).toThrow(/toggle "gqa".*allowed on cuda: native/);
+  // "not on this backend" (the other one has it) is told apart from "not implemented yet" (no backend has it)
+  expect(() => validateToggleSettings(reg, { gqa: "broadcast" }, { backend: "cuda" }))
+    .toThrow("toggle gqa (Grouped-query attention) = broadcast is not on the cuda backend (the cpu backend has it; cuda has: native)");
+  expect(() => validateToggleSettings(reg, { kvCache: "kivi4" }, { backend: "cpu" }))
+    .toThrow("toggle kvCache (KV-cache type) = kivi4 is not implemented yet (specified in QWEN-007; no backend implements it)");
+  expect(() => validateToggleSettings(reg, { gqa: ["native", "broadcast"] }, { backend: "cuda", nLayers: 2 })).toThrow(/broadcast is not on the cuda backend/);
+  expect(() => validateToggleSettings(reg, { gqa: "sideways" }, { backend: "cpu" })).toThrow(/"sideways" is not one of native, broadcast/);
   expect(() => validateToggleSettings(reg, { kvCache: ["f32"] })).toThrow(/kvCache/);
   expect(() => validateToggleSettings(reg, { nope: "x" })).toThrow(/known toggles: gqa, kvCache/);
   expect(parseToggleArg("gqa=broadcast,kvCache=f32")).toEqual({ gqa: "broadcast", kvCache: "f32" });

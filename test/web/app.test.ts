@@ -142,7 +142,7 @@ describe("runs", () => {
     // toggles against the registry once a model is loaded
     await runToEnd(app, { prompt: "x", maxTokens: 2 });
     for (const [toggles, msg] of [
-      [{ nope: "x" }, /unknown toggle/], [{ gqa: "sideways" }, /not one of/], [{ attention: "sage-int8" }, /not implemented on the cpu/],
+      [{ nope: "x" }, /unknown toggle/], [{ gqa: "sideways" }, /not one of/], [{ attention: "sage-int8" }, /not on the cpu backend \(the cuda backend has it/], [{ attention: "sage-fp8" }, /sage-fp8 is not implemented yet/],
       [{ attention: ["flash-bf16", "flash-bf16", "flash-bf16", "flash-bf16"] }, /global/], [{ gqa: ["native"] }, /needs 4 values/],
     ] as const) {
       const r = await app.request("/api/runs", json({ prompt: "a", toggles }));

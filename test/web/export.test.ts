@@ -140,7 +140,7 @@ describe("sweep arms from the registry", () => {
     expect(arms.length).toBe(8);
     expect(arms.map((a) => a.label)).toContain("gqa=broadcast,weights=q8,profiling=off");
     expect(() => buildArms(FAKE_REGISTRY, "cpu", { nope: ["x"] })).toThrow(/unknown toggle/);
-    expect(() => buildArms(FAKE_REGISTRY, "cpu", { attention: ["sage-int8"] })).toThrow(/not implemented on cpu/);
+    expect(() => buildArms(FAKE_REGISTRY, "cpu", { attention: ["sage-int8"] })).toThrow(/sage-int8 is not on the cpu backend/);
   });
 });
 

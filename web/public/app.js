@@ -72,15 +72,18 @@ function renderToggles(root, ns) {
   for (const d of state.registry) {
     const impl = d.backends?.[backend] ?? d.values;
     const def = effDefault(d);
-    const opts = (sel) => d.values.map((v) => `<option value="${esc(v)}" ${v === sel ? "selected" : ""} ${impl.includes(v) ? "" : "disabled"}>${esc(v)}${impl.includes(v) ? "" : ` (not on ${backend})`}</option>`).join("");
+    // a value no backend has is "not implemented yet"; one only the other backend has is "not on <backend>"
+    const why = (v) => (impl.includes(v) ? "" : Object.values(d.backends ?? {}).some((b) => b.includes(v)) ? ` (not on ${backend})` : " (not implemented yet)");
+    const opts = (sel) => d.values.map((v) => `<option value="${esc(v)}" ${v === sel ? "selected" : ""} ${impl.includes(v) ? "" : "disabled"}>${esc(v)}${why(v)}</option>`).join("");
     const div = document.createElement("div");
     div.className = "toggle";
     div.dataset.id = d.id;
-    div.innerHTML = `<div class="line"><span class="name" title="${esc(d.description ?? "")}">${esc(d.id)} <small>${esc(d.spec)}</small></span>
+    div.innerHTML = `<div class="line"><span class="name" title="${esc(d.description ?? "")}">${esc(d.name ?? d.id)} <small>${esc(d.id)} · ${esc(d.spec)}</small></span>
       <select class="global" aria-label="${esc(d.id)}" name="${ns}-${esc(d.id)}">${opts(def)}</select>
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
-        Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}`;
+        Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}
+      <div class="desc">${esc(d.description ?? "")}</div>`;
     const cb = $(".perlayer", div);
     if (cb) cb.addEventListener("change", () => {
       $(".layers", div).hidden = !cb.checked;

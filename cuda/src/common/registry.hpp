@@ -8,6 +8,7 @@ namespace qw {
 
 struct ToggleDef {
   const char *id;
+  const char *name;                 // human name shown next to the id (UI, CLI errors)
   std::vector<std::string> values;  // every value of the spec, implemented or not
   const char *def;                  // default value
   bool per_layer;
