@@ -1,8 +1,8 @@
 // engine/palette.ts — the one categorical palette of every plot and export (server SVGs, the HTML report, the web
 // pages through GET /api/palette), and the fixed op → colour mapping.
 //
-// Tableau 10 (minus its light grey) extended with Kelly's colours of maximum contrast, picked greedily for the
-// largest smallest CIELAB distance (ΔE*76): every pair differs by >= 26 (the old palette had blue/blue and
+// Tableau 10 (minus its light grey) extended with Kelly's colours of maximum contrast, then four colours of an sRGB
+// grid, each picked greedily for the largest smallest CIELAB distance (ΔE*76): every pair differs by >= 26 (the old palette had blue/blue and
 // brown/brown pairs at ΔE < 12, so embed and down, gate_up and final_norm looked alike). Tested in
 // test/engine/palette.test.ts.
 import { OP_NAMES } from "./profile.ts";
@@ -10,9 +10,10 @@ import { OP_NAMES } from "./profile.ts";
 export const PALETTE: readonly string[] = [
   "#4e79a7", "#f28e2c", "#e15759", "#76b7b2", "#59a14f", "#edc949", "#af7aa1", "#ff9da7",
   "#9c755f", "#222222", "#8db600", "#604e97", "#882d17", "#b3446c", "#a1caf1", "#c2b280",
+  "#0000e0", "#e040e0", "#00e000", "#000080",
 ];
 
-/** Colour of an op: its index in OP_NAMES (one colour per op; OP_NAMES has fewer entries than PALETTE). */
+/** Colour of an op: its index in OP_NAMES (one colour per op while OP_NAMES is not longer than PALETTE: tested). */
 export function opColor(op: string): string {
   const i = OP_NAMES.indexOf(op as never);
   return i < 0 ? "#7f7f7f" : PALETTE[i % PALETTE.length];

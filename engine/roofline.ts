@@ -5,7 +5,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
-import type { Profile } from "./profile.ts";
+import { NON_MODEL_OPS, type Profile } from "./profile.ts";
 import { layerLabel, opRecords, PHASES, type PhaseName } from "./export/aggregate.ts";
 
 // ------------------------------------------------------------------------------------------------ ceilings
@@ -177,7 +177,9 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
     const rs = recs.filter((r) => r.phase === phase);
     const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
     const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
+    // gaps, copies and pool wake-ups are time without model work: not roofline points (nor part of a layer's)
     for (const r of rs) {
+      if (NON_MODEL_OPS.has(r.op)) continue;
       const layer = group === "op" ? null : r.layer;
       const op = group === "layer" ? null : r.op;
       const key = `${layer}|${op}`;
