@@ -184,7 +184,7 @@ function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings
     marks,
   }, width, 400);
   const notes = runs.map(({ p }) => cacheNote(p, pts.filter((x) => x.run === (p.manifest.label ?? p.id)), ceilings)).filter((n): n is string => !!n);
-  const labelNote = pts.length > ROOFLINE_TOP_LABELS ? [{ text: `labels on the ${ROOFLINE_TOP_LABELS} points with the most time; every point has a tooltip`, color: "#777" }] : [];
+  const labelNote = pts.length > ROOFLINE_TOP_LABELS ? [{ text: `labels on up to ${ROOFLINE_TOP_LABELS} points with the most time (none that would overlap); every point has a tooltip`, color: "#777" }] : [];
   return [textPanel([{ text: head, bold: true }, ...notes.map((text) => ({ text, color: "#8a5a00" })), ...labelNote], width), plot];
 }
 
