@@ -142,7 +142,7 @@ function cpuModelName(cpuinfo: string): string {
 }
 
 // ---- CPU cache roofs: `bench cachebw N` prints one line per level, e.g.
-//   L2 read bandwidth, 2 thread(s), 512 KiB per thread (L2 1024 KiB, sysconf): 165.3 GB/s (best of 5)
+//   L2 read bandwidth, 2 thread(s), 512 KiB per thread (L2 1024 KiB, sysconf): 165.3 GB/s (best of 10)
 interface CacheSample { bw: number; size: number; perThread: number; from: string }
 type CacheLevel = "l2" | "l3";
 
@@ -171,7 +171,7 @@ function cacheFields(runs: Partial<Record<CacheLevel, CacheSample>>[], threads: 
     cache_bandwidth_bytes_s[level] = st.median;
     cache_bytes[level] = s[0].size;
     measurements[`${level}_read_bandwidth`] = {
-      what: `read of a ${s[0].perThread >> 10} KiB buffer per thread, re-read from ${level.toUpperCase()} (${s[0].size >> 10} KiB per ${s[0].from}), AVX2 loads, 8 accumulators, ${threads} thread(s); one sample = best of 5 runs of >= ~40 ms`,
+      what: `read of a ${s[0].perThread >> 10} KiB buffer per thread, re-read from ${level.toUpperCase()} (${s[0].size >> 10} KiB per ${s[0].from}), AVX2 loads, 8 accumulators, ${threads} thread(s), each thread timed by its own CPU time (descheduled time not counted), rate = sum of the threads' rates; one sample = best of 10 runs of 2 GB read`,
       unit: "bytes/s", command: `cuda/build/bench cachebw ${threads}`, ...st,
     };
   }
@@ -257,6 +257,7 @@ function calibrateCpu(): void {
     notes: [
       "AVX2 (256-bit) peak: the engine's CPU GEMM/GEMV kernels are AVX2; only the W8 decode GEMV uses AVX-512 (cuda/src/cpu/matmul_avx512.cpp), whose peak is not measured here.",
       "Read bandwidth only (no writes): decode reads the weights.",
+      "DRAM read bandwidth and the FMA peak are timed with the wall clock (on a loaded machine they come out low: see load_average); the L2/L3 rates with each thread's CPU time.",
       "L3 working set: min(L3 / 2 / threads, 4 MiB) per thread, at least 4x the L2 (cuda/tests/bench.cpp cachebw): the reported L3 can be the whole socket's while a core reaches only its slice at L3 speed.",
       ...cache.notes,
     ],
