@@ -1,6 +1,7 @@
 // engine/roofline.ts: device grouping, the mixed-device warning, label placement, the cache explanation of points
 // above the DRAM roof, and the server SVG over the committed CPU and H200 profiles.
 import { expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { readProfile } from "../../engine/profile.ts";
 import {
@@ -51,4 +52,16 @@ test("a point above the DRAM roof is explained by the cache its bytes fit in; th
   expect(note).toMatch(/point\(s\) above the DRAM roof read from cache, not DRAM\. Its weights \(10\.3 MB\) fit in the last-level cache \(315 MB\)\./);
   // with the committed Intel ceilings (no cache roofs) the note says so
   expect(cacheNote(tiny, pts, ceilingsFor(ceilings, tiny.manifest.device.name, "cpu"))).toMatch(/No cache roofs measured for this device yet/);
+});
+
+test("the committed CPU file of calibrate.ts carries L2/L3 roofs with >= 3 samples each", () => {
+  const c = ceilingsFor(ceilings, "AMD EPYC", "cpu");
+  expect(c?.file).toBe("amd-epyc.json");
+  expect(c!.memory.map((m) => m.level)).toEqual(["dram", "l3", "l2"]);
+  expect(c!.cacheBytes.l2).toBeGreaterThan(0);
+  const raw = JSON.parse(readFileSync(join(REPO, "profiles/ceilings/amd-epyc.json"), "utf8"));
+  for (const k of ["l2_read_bandwidth", "l3_read_bandwidth"]) {
+    expect(raw.measurements[k].samples.length).toBeGreaterThanOrEqual(3);
+    expect(raw.measurements[k].median).toBe(raw.cache_bandwidth_bytes_s[k.slice(0, 2)]);
+  }
 });
