@@ -62,6 +62,5 @@ struct TracedActivity {
 std::vector<TracedActivity> trace_collect(bool (*mine)(uint64_t external_id, void *ctx), void *ctx);
 // Forgets every pending activity accepted by `mine` (a session going away).
 void trace_forget(bool (*mine)(uint64_t external_id, void *ctx), void *ctx);
-uint64_t trace_dropped();  // records CUPTI reported dropped (buffers full)
 
 }  // namespace qwc
