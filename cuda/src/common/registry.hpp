@@ -8,7 +8,6 @@ namespace qw {
 
 struct ToggleDef {
   const char *id;
-  const char *name;                 // human name shown next to the id (UI, CLI errors)
   std::vector<std::string> values;  // every value of the spec, implemented or not
   const char *def;                  // default value
   bool per_layer;
@@ -17,6 +16,7 @@ struct ToggleDef {
   std::vector<std::string> cuda;    // values libqwen_cuda implements
   const char *spec;
   const char *description;
+  const char *name = nullptr;       // human name shown with the id (UI, CLI errors); the JSON falls back to the id
 };
 
 const std::vector<ToggleDef> &toggle_defs();
