@@ -9,8 +9,9 @@ const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<
 const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : Number(v).toFixed(d));
 const enc = encodeURIComponent;
 
-// The palette and the op colours come from engine/palette.ts (GET /api/palette, loaded first in boot()).
-let PALETTE = ["#4e79a7"], OP_COLORS = {};
+// The palette and the op colours come from engine/palette.ts (GET /api/palette, loaded first in boot()). Filled in
+// place, so that page modules handed these objects before boot() see the loaded colours.
+const PALETTE = [], OP_COLORS = {};
 const opColor = (op) => OP_COLORS[op] ?? "#7f7f7f";
 const PLOT_CFG = { responsive: true, displaylogo: false, toImageButtonOptions: { format: "png", scale: 2 } };
 const BASE_LAYOUT = { margin: { l: 64, r: 20, t: 40, b: 52 }, font: { family: "system-ui, sans-serif", size: 12 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff", legend: { orientation: "h", y: -0.22 } };
@@ -604,7 +605,7 @@ const TAB_INIT = {
 };
 
 async function boot() {
-  try { const pal = await api("/api/palette"); PALETTE = pal.palette; OP_COLORS = pal.opColors; } catch (e) { toast(`palette: ${e.message}`, "error"); }
+  try { const pal = await api("/api/palette"); PALETTE.push(...pal.palette); Object.assign(OP_COLORS, pal.opColors); } catch (e) { toast(`palette: ${e.message}`, "error"); }
   $("#load-btn").addEventListener("click", loadModel);
   $("#run-btn").addEventListener("click", startRun);
   $("#cancel-btn").addEventListener("click", cancelRun);
