@@ -27,7 +27,6 @@ const all = a.format === "all";
 const fmts = all ? [...FORMATS] : a.format!.split(",");
 const noQuant: string[] = [];
 for (const f of fmts) if (!(FORMATS as readonly string[]).includes(f)) { console.error(`unknown format ${f}`); process.exit(2); }
-const REPO = resolve(import.meta.dir, "..");
 const ceilings = loadCeilings(a.ceilings ? resolve(a.ceilings) : undefined);
 const profiles = positionals.map((p) => ({ path: resolve(p), p: readProfile(resolve(p)) }));
 

@@ -1,6 +1,6 @@
 // Derived views of a profile's op records: per layer × op latency, per-step timeline and A/B comparison (the
-// roofline points are in engine/roofline.ts). Pure functions over the Profile document, shared by the web server, the exporters and the
-// notebooks, so every plot in the workbench is computed one way.
+// roofline points are in engine/roofline.ts). Pure functions over the Profile document, shared by the web server,
+// the exporters and the notebooks, so every plot in the workbench is computed one way.
 import { OP_NAMES, type Profile } from "../profile.ts";
 
 export type PhaseName = "prefill" | "decode";
