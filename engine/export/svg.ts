@@ -4,7 +4,7 @@
 import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
 import type { Profile } from "../profile.ts";
-import { latencyMatrix, tokenTimeline, type Comparison, type PhaseName } from "./aggregate.ts";
+import { latencyMatrix, profilingModeOf, tokenTimeline, type Comparison, type PhaseName } from "./aggregate.ts";
 import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
   type Ceilings, type RooflineGroup,
@@ -59,7 +59,7 @@ function compose(title: string, subtitle: string, panels: Panel[], legend: { lab
 
 function subtitleOf(p: Profile): string {
   const m = p.manifest;
-  return `${m.label ?? p.id} · ${m.model.id} · ${m.device.name} (${m.device.backend}) · ${m.date.slice(0, 19).replace("T", " ")}`;
+  return `${m.label ?? p.id} · ${m.model.id} · ${m.device.name} (${m.device.backend}) · profiling ${profilingModeOf(p)} · ${m.date.slice(0, 19).replace("T", " ")}`;
 }
 
 function emptyPanel(text: string, width = 720): Panel {
