@@ -241,7 +241,7 @@ function calibrateCpu(): void {
     threads,
     device_info: { logical_cpus: cpus().length, avx512f: flags.has("avx512f"), simd_measured: "avx2+fma (256-bit)" },
     load_average: { before: loadBefore, after: loadAfter },
-    // the fields engine/roofline.ts and engine/export/ceilings.ts read
+    // the fields engine/roofline.ts reads (CeilingsFileSchema)
     bandwidth_bytes_s: bws.median,
     cache_bandwidth_bytes_s: cache.cache_bandwidth_bytes_s,
     cache_bytes: cache.cache_bytes,
