@@ -1,0 +1,106 @@
+// End-to-end: the Notebook page in headless Chromium on the real server and the embedded model. A user opens the
+// ablation notebook, runs all cells, sees the table and the plots, edits a cell, re-runs it, saves, reloads the
+// page (the saved outputs show without re-running) and the file on disk has changed as expected.
+// The notebook is a copy in a temp folder beside the repository's notebooks/ (so its ../engine imports resolve);
+// skipped with a message when /usr/bin/chromium or the native library is absent.
+import { describe, expect, test, beforeAll, afterAll } from "bun:test";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Page, BrowserContext } from "playwright-core";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const REPO = resolve(import.meta.dir, "../..");
+const ART = join(REPO, "test/artifacts");
+const have = existsSync(CHROMIUM) && existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
+if (!have) console.warn(`[notebook e2e] skipped: needs ${CHROMIUM} (apt-get install -y chromium) and cuda/build/libqwen_cpu.so (make -C cuda cpu)`);
+
+describe.skipIf(!have)("notebook page in headless Chromium", () => {
+  let server: ReturnType<typeof Bun.spawn>;
+  let base = "";
+  let ctx: BrowserContext, page: Page;
+  const tmp = mkdtempSync(join(tmpdir(), "qwb-nbe2e-"));
+  const nbDir = mkdtempSync(join(REPO, ".nb-e2e-"));
+  const file = join(nbDir, "ablation.nb.ts");
+  const errors: string[] = [];
+
+  beforeAll(async () => {
+    mkdirSync(ART, { recursive: true });
+    copyFileSync(join(REPO, "notebooks/ablation.nb.ts"), file);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    server = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--profiles", join(tmp, "profiles"), "--backend", "cpu", "--notebooks", nbDir], {
+      cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, PORT: String(port) },
+    });
+    base = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 100; i++) {
+      try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* not yet */ }
+      await Bun.sleep(100);
+    }
+    const { chromium } = await import("playwright-core");
+    ctx = await chromium.launchPersistentContext(join(tmp, "chrome"), {
+      executablePath: CHROMIUM, headless: true, viewport: { width: 1280, height: 900 },
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-component-update", "--disable-sync"],
+    });
+    page = await ctx.newPage();
+    page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+    page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+  }, 60_000);
+
+  afterAll(async () => {
+    await ctx?.close().catch(() => {});
+    server?.kill();
+    rmSync(tmp, { recursive: true, force: true });
+    rmSync(nbDir, { recursive: true, force: true });
+  });
+
+  const cellByTitle = (title: string) => page.locator(".nb-cell", { has: page.locator(".nb-title", { hasText: title }) });
+
+  test("run all: the ablation table and plots appear under their cells", async () => {
+    await page.goto(`${base}/#notebook?name=ablation`);
+    await page.waitForSelector("#nb-cells .nb-cell.code", { timeout: 60_000 });
+    expect(await page.locator("#nb-cells .nb-cell").count()).toBeGreaterThanOrEqual(7);
+    expect(await page.locator(".nb-cell.markdown .nb-md h1").textContent()).toContain("Ablation");
+    await page.click("#nb-run-all");
+    await page.waitForFunction(() => /ran \d+ cells|failing|error|cancelled/.test(document.querySelector("#nb-status")!.textContent!), null, { timeout: 240_000 });
+    expect(await page.textContent("#nb-status")).toContain("ran 7 cells");
+    expect(await page.locator(".nb-state.failed").count()).toBe(0);
+    const rates = cellByTitle("Rates against the baseline arm");
+    await rates.locator(".nb-table tbody tr").first().waitFor();
+    expect(await rates.locator(".nb-table th").allTextContents()).toContain("Δ vs baseline %");
+    expect(await rates.locator(".nb-table tbody tr").count()).toBeGreaterThanOrEqual(4);   // ≥ 2 arms × pp/tg
+    const plots = cellByTitle("Decode throughput per arm");
+    await plots.locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
+    expect(await plots.locator("img.nb-svg").count()).toBe(1);
+    // sortable: clicking a header sorts the rows by it
+    await rates.locator(".nb-table th", { hasText: "tok/s" }).first().click();
+    const col = await rates.locator(".nb-table tbody tr td:nth-child(3)").allTextContents();
+    expect(col.map(Number)).toEqual([...col.map(Number)].sort((a, b) => a - b));
+    expect(await cellByTitle("Run every arm").locator(".nb-progress progress").getAttribute("value")).toBe(await cellByTitle("Run every arm").locator(".nb-progress progress").getAttribute("max"));
+    await page.screenshot({ path: join(ART, "nb-01-run-all.png") });
+  }, 300_000);
+
+  test("edit a cell, re-run it, save, reload: the file changed and the outputs come back", async () => {
+    const rates = cellByTitle("Rates against the baseline arm");
+    const src = rates.locator("textarea.nb-src");
+    const before = await src.inputValue();
+    await src.fill(before + "\ndisplay(`${results.length} rows from ${arms.length} arms`);");
+    await rates.locator(".nb-run").click();
+    await rates.locator("pre.nb-text", { hasText: "rows from" }).waitFor({ timeout: 60_000 });
+    await page.click("#nb-save");
+    await page.waitForFunction(() => document.querySelector("#nb-status")!.textContent!.startsWith("saved"), null, { timeout: 30_000 });
+    const text = readFileSync(file, "utf8");
+    expect(text).toContain("\ndisplay(`${results.length} rows from ${arms.length} arms`);\n");
+    expect(text.replace("\ndisplay(`${results.length} rows from ${arms.length} arms`);", "")).toBe(readFileSync(join(REPO, "notebooks/ablation.nb.ts"), "utf8"));
+    const outs = JSON.parse(readFileSync(join(nbDir, "ablation.outputs.json"), "utf8"));
+    expect(outs.cells.some((c: { outputs: { type: string; text?: string }[] }) => c.outputs.some((o) => o.type === "text" && o.text?.includes("rows from")))).toBe(true);
+    await page.reload();
+    await page.waitForSelector("#nb-cells .nb-cell.code");
+    const after = cellByTitle("Rates against the baseline arm");
+    await after.locator("pre.nb-text", { hasText: "rows from" }).waitFor({ timeout: 30_000 });
+    expect(await after.locator(".nb-table tbody tr").count()).toBeGreaterThanOrEqual(4);
+    await cellByTitle("Decode throughput per arm").locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
+    expect(await after.locator("textarea.nb-src").inputValue()).toContain("rows from");
+    await page.screenshot({ path: join(ART, "nb-02-reloaded.png") });
+    expect(errors).toEqual([]);
+  }, 180_000);
+});
