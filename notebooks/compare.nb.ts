@@ -28,7 +28,7 @@ async function twoRuns(): Promise<[Profile, Profile]> {
 }
 const [A, B] = process.env.QW_NB_A && process.env.QW_NB_B ? [readProfile(process.env.QW_NB_A), readProfile(process.env.QW_NB_B)] : await twoRuns();
 const c = compareProfiles(A, B);
-display(`B = ${c.b.label} vs A = ${c.a.label} · toggles: ${c.toggleDiff.map((t) => `${t.id} ${t.a} → ${t.b}`).join(", ") || "identical"} · generated tokens ${c.sameTokens ? "identical" : "differ"}`);
+display(`${A.manifest.model.id} · B = ${c.b.label} vs A = ${c.a.label} · toggles: ${c.toggleDiff.map((t) => `${t.id} ${t.a} → ${t.b}`).join(", ") || "identical"} · generated tokens ${c.sameTokens ? "identical" : "differ"}`);
 
 // %% Summary
 const r3 = (v: number | null) => (v === null || !Number.isFinite(v) ? null : +v.toPrecision(4));
