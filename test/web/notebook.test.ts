@@ -2,10 +2,11 @@
 // state, outputs and errors come back over SSE with line numbers, runaway cells are killed without harming the
 // server or other notebooks, limits hold, runs queue behind other tasks, and execution can be switched off.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, readdirSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { fakeApp, json, readSse, type Sse } from "./helpers.ts";
 
+const REPO = resolve(import.meta.dir, "../..");
 const DISPLAY = join(import.meta.dir, "../../engine/notebook/display.ts");
 const made: { app: ReturnType<typeof fakeApp>["app"]; cleanup: () => void }[] = [];
 function nbApp(limits: Record<string, number> = {}, exec = true) {
@@ -160,4 +161,53 @@ describe("notebook API", () => {
     expect((await app.request("/api/notebooks/n/run", json({ cells: [{ key: "a", source: "1" }] }))).status).toBe(403);
     expect((await (await app.request("/api/notebooks")).json()).exec).toBe(false);
   });
+
+  test("the server allows execution on loopback only, unless --allow-exec (with a warning)", async () => {
+    const serve = async (args: string[]) => {
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      const p = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--engine", join(REPO, "test/web/fake-engine.ts"), ...args],
+        { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+      try {
+        let list: { exec: boolean; execNote: string | null } | null = null;
+        for (let i = 0; i < 100 && !list; i++) {
+          try { list = await (await fetch(`http://127.0.0.1:${port}/api/notebooks`)).json(); } catch { await Bun.sleep(100); }
+        }
+        const run = await fetch(`http://127.0.0.1:${port}/api/notebooks/ablation/run`, json({ cells: [{ key: "a", source: "1" }] }));
+        p.kill();
+        return { list: list!, runStatus: run.status, stderr: await new Response(p.stderr).text() };
+      } finally {
+        p.kill();
+        await p.exited;
+      }
+    };
+    const open = await serve(["--host", "0.0.0.0"]);
+    expect(open.list.exec).toBe(false);
+    expect(open.list.execNote).toContain("--allow-exec");
+    expect(open.runStatus).toBe(403);
+    expect(open.stderr).toContain("notebooks are read-only");
+    const allowed = await serve(["--host", "0.0.0.0", "--allow-exec", "--notebooks", join(REPO, "test/fixtures")]);
+    expect(allowed.list.exec).toBe(true);
+    expect(allowed.stderr).toContain("warning: --allow-exec: anyone who can reach this port can run arbitrary code");
+    expect(allowed.runStatus).toBe(404); // allowed, but that folder has no notebook named ablation
+  }, 60_000);
+});
+
+describe.skipIf(!existsSync(join(REPO, "cuda/build/libqwen_cpu.so")))("shipped notebooks in a notebook worker (embedded model)", () => {
+  // Read-only use of the repository's notebooks/ folder: cells run, nothing is saved.
+  for (const f of readdirSync(join(REPO, "notebooks")).filter((x) => x.endsWith(".nb.ts")).sort()) {
+    test(f, async () => {
+      const a = fakeApp({}, { notebooks: { dir: join(REPO, "notebooks"), exec: true } });
+      made.push({ app: a.app, cleanup: a.dirs.cleanup });
+      const name = f.replace(/\.nb\.ts$/, "");
+      const doc = await (await a.app.request(`/api/notebooks/${name}`)).json();
+      const code = (doc.cells as { type: string; source: string }[]).filter((c) => c.type === "code").map((c) => c.source);
+      const evs = await run(a.app, name, code);
+      const done = evs.filter((e) => e.event === "cell-done");
+      expect(done.map((e) => e.data.error?.message ?? null)).toEqual(code.map(() => null));
+      const kinds = new Set(evs.filter((e) => e.event === "output").map((e) => e.data.output.type));
+      expect(kinds.has("table")).toBe(true);
+      expect(kinds.has("svg")).toBe(true);
+      expect(kinds.has("plotly")).toBe(true);
+    }, 180_000);
+  }
 });
