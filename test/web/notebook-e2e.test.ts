@@ -65,15 +65,15 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     expect(await page.textContent("#nb-status")).toContain("ran 7 cells");
     expect(await page.locator(".nb-state.failed").count()).toBe(0);
     const rates = cellByTitle("Rates against the baseline arm");
-    await rates.locator(".nb-table tbody tr").first().waitFor();
-    expect(await rates.locator(".nb-table th").allTextContents()).toContain("Δ vs baseline %");
-    expect(await rates.locator(".nb-table tbody tr").count()).toBeGreaterThanOrEqual(4);   // ≥ 2 arms × pp/tg
+    await rates.locator(".nb-tbl tbody tr").first().waitFor();
+    expect(await rates.locator(".nb-tbl th").allTextContents()).toContain("Δ vs baseline %");
+    expect(await rates.locator(".nb-tbl tbody tr").count()).toBeGreaterThanOrEqual(4);   // ≥ 2 arms × pp/tg
     const plots = cellByTitle("Decode throughput per arm");
     await plots.locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
     expect(await plots.locator("img.nb-svg").count()).toBe(1);
     // sortable: clicking a header sorts the rows by it
-    await rates.locator(".nb-table th", { hasText: "tok/s" }).first().click();
-    const col = await rates.locator(".nb-table tbody tr td:nth-child(3)").allTextContents();
+    await rates.locator(".nb-tbl th", { hasText: "tok/s" }).first().click();
+    const col = await rates.locator(".nb-tbl tbody tr td:nth-child(3)").allTextContents();
     expect(col.map(Number)).toEqual([...col.map(Number)].sort((a, b) => a - b));
     expect(await cellByTitle("Run every arm").locator(".nb-progress progress").getAttribute("value")).toBe(await cellByTitle("Run every arm").locator(".nb-progress progress").getAttribute("max"));
     await page.screenshot({ path: join(ART, "nb-01-run-all.png") });
@@ -97,10 +97,39 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     await page.waitForSelector("#nb-cells .nb-cell.code");
     const after = cellByTitle("Rates against the baseline arm");
     await after.locator("pre.nb-text", { hasText: "rows from" }).waitFor({ timeout: 30_000 });
-    expect(await after.locator(".nb-table tbody tr").count()).toBeGreaterThanOrEqual(4);
+    expect(await after.locator(".nb-tbl tbody tr").count()).toBeGreaterThanOrEqual(4);
     await cellByTitle("Decode throughput per arm").locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
     expect(await after.locator("textarea.nb-src").inputValue()).toContain("rows from");
     await page.screenshot({ path: join(ART, "nb-02-reloaded.png") });
     expect(errors).toEqual([]);
   }, 180_000);
+
+  test("Interrupt kills a runaway cell from the page; the notebook runs again afterwards", async () => {
+    const mk = await fetch(`${base}/api/notebooks`, { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "runaway", cells: [{ type: "code", source: "let spins = 0;\nwhile (true) { spins++; }" }, { type: "code", source: "6 * 7" }] }) });
+    expect(mk.status).toBe(201);
+    await page.goto(`${base}/#notebook?name=runaway`);
+    await page.waitForFunction(() => (document.querySelector("#nb-select") as HTMLSelectElement).value === "runaway");
+    await page.waitForSelector("#nb-cells .nb-cell.code");
+    const [loop, after] = [page.locator(".nb-cell.code").nth(0), page.locator(".nb-cell.code").nth(1)];
+    await loop.locator(".nb-run").click();
+    await loop.locator(".nb-state.running").waitFor({ timeout: 60_000 });
+    expect((await fetch(`${base}/api/health`)).ok).toBe(true);
+    await page.click("#nb-interrupt");
+    await loop.locator(".nb-state", { hasText: "worker terminated" }).waitFor({ timeout: 60_000 });
+    expect(await loop.locator(".nb-error").textContent()).toContain("did not stop");
+    await after.locator(".nb-run").click();
+    await after.locator("pre.nb-text", { hasText: "42" }).waitFor({ timeout: 60_000 });
+    expect(errors).toEqual([]);
+  }, 120_000);
+
+  test.skipIf(!process.env.QW_DOCS_SCREENSHOT)("README screenshot (QW_DOCS_SCREENSHOT=docs/notebook.png)", async () => {
+    await page.setViewportSize({ width: 1200, height: 1000 });
+    await page.goto(`${base}/#notebook?name=ablation`);
+    await cellByTitle("Rates against the baseline arm").locator(".nb-tbl").waitFor();
+    await cellByTitle("Decode throughput per arm").locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
+    await cellByTitle("Rates against the baseline arm").locator(".nb-out").evaluate((el) => el.scrollIntoView({ block: "start" }));
+    await page.evaluate(() => window.scrollBy(0, -90)); // below the sticky toolbar
+    await page.screenshot({ path: resolve(REPO, process.env.QW_DOCS_SCREENSHOT!) });
+  }, 60_000);
 });

@@ -51,7 +51,7 @@ function renderMarkdown(src) {
 const cellText = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
 function renderTable(o) {
   const wrap = document.createElement("div");
-  wrap.className = "nb-table";
+  wrap.className = "nb-tbl";
   const cols = o.columns ?? [...new Set(o.rows.flatMap((r) => Object.keys(r)))];
   let rows = o.rows, sortCol = null, dir = 1;
   const draw = () => {
@@ -108,6 +108,7 @@ function renderOutput(cell, outEl, o) {
     img.src = "data:image/svg+xml;charset=utf-8," + enc(o.svg);
     el.append(img);
   } else if (o.type === "plotly") {
+    el.style.height = `${Number(o.layout?.height) || 380}px`; // plotly sizes to its div: give it the figure's height
     outEl.append(el);
     try { Plotly.newPlot(el, o.data, { margin: { l: 60, r: 20, t: 40, b: 50 }, ...(o.layout ?? {}), autosize: true }, { responsive: true, displaylogo: false }); }
     catch (e) { el.textContent = `plotly: ${e.message}`; }
@@ -370,7 +371,7 @@ function route() {
   if (tab !== "notebook") return;
   init();
   const want = new URLSearchParams(location.hash.split("?")[1] ?? "").get("name");
-  if (started && want && want !== nb.name && nb.list.some((n) => n.name === want)) open(want).catch(fail);
+  if (started && want && want !== nb.name) loadList(want).catch(fail); // re-list: it may be new since the page loaded
 }
 window.addEventListener("hashchange", route);
 route();
