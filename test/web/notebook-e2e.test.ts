@@ -8,9 +8,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync 
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Page, BrowserContext } from "playwright-core";
+import { CHROMIUM, launchChromium, REPO, spawnServer } from "./browser.ts";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const REPO = resolve(import.meta.dir, "../..");
 const ART = join(REPO, "test/artifacts");
 const have = existsSync(CHROMIUM) && existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
 if (!have) console.warn(`[notebook e2e] skipped: needs ${CHROMIUM} (apt-get install -y chromium) and cuda/build/libqwen_cpu.so (make -C cuda cpu)`);
@@ -27,20 +26,8 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
   beforeAll(async () => {
     mkdirSync(ART, { recursive: true });
     copyFileSync(join(REPO, "notebooks/ablation.nb.ts"), file);
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    server = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--profiles", join(tmp, "profiles"), "--backend", "cpu", "--notebooks", nbDir], {
-      cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, PORT: String(port) },
-    });
-    base = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 100; i++) {
-      try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* not yet */ }
-      await Bun.sleep(100);
-    }
-    const { chromium } = await import("playwright-core");
-    ctx = await chromium.launchPersistentContext(join(tmp, "chrome"), {
-      executablePath: CHROMIUM, headless: true, viewport: { width: 1280, height: 900 },
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-component-update", "--disable-sync"],
-    });
+    ({ proc: server, base } = await spawnServer(["--profiles", join(tmp, "profiles"), "--backend", "cpu", "--notebooks", nbDir]));
+    ctx = await launchChromium(join(tmp, "chrome"), { width: 1280, height: 900 });
     page = await ctx.newPage();
     page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fakeApp, json, readSse, type Sse } from "./helpers.ts";
+import { spawnServer } from "./browser.ts";
 
 const REPO = resolve(import.meta.dir, "../..");
 const DISPLAY = join(import.meta.dir, "../../engine/notebook/display.ts");
@@ -166,17 +167,12 @@ describe("notebook API", () => {
 
   test("the server allows execution on loopback only, unless --allow-exec (with a warning)", async () => {
     const serve = async (args: string[]) => {
-      const port = 20000 + Math.floor(Math.random() * 20000);
-      const p = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--engine", join(REPO, "test/web/fake-engine.ts"), ...args],
-        { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+      const { proc: p, base } = await spawnServer(["--engine", join(REPO, "test/web/fake-engine.ts"), ...args]);
       try {
-        let list: { exec: boolean; execNote: string | null } | null = null;
-        for (let i = 0; i < 100 && !list; i++) {
-          try { list = await (await fetch(`http://127.0.0.1:${port}/api/notebooks`)).json(); } catch { await Bun.sleep(100); }
-        }
-        const run = await fetch(`http://127.0.0.1:${port}/api/notebooks/ablation/run`, json({ cells: [{ key: "a", source: "1" }] }));
+        const list = (await (await fetch(`${base}/api/notebooks`)).json()) as { exec: boolean; execNote: string | null };
+        const run = await fetch(`${base}/api/notebooks/ablation/run`, json({ cells: [{ key: "a", source: "1" }] }));
         p.kill();
-        return { list: list!, runStatus: run.status, stderr: await new Response(p.stderr).text() };
+        return { list, runStatus: run.status, stderr: await new Response(p.stderr).text() };
       } finally {
         p.kill();
         await p.exited;
