@@ -12,7 +12,7 @@ import { recordRun } from "../engine/export/record.ts";
 import { rooflinePoints } from "../engine/export/aggregate.ts";
 import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
 import { rooflineSvg } from "../engine/export/svg.ts";
-import { display, plotly, svg, table } from "../engine/notebook/display.ts";
+import { display, plot, Plot, plotly, svg, table } from "../engine/notebook/display.ts";
 
 const model = await openModel(process.env.QW_NB_MODEL ?? "default");
 const session = model.newSession({ maxBatch: 1 });
@@ -35,6 +35,13 @@ plotly(["prefill", "decode"].map((phase) => {
   return { type: "scatter", mode: "markers+text", name: phase, x: ps.map((p) => p.intensity), y: ps.map((p) => p.flopPerS),
     text: ps.map((p) => p.label), textposition: "top center", marker: { symbol: phase === "prefill" ? "circle" : "triangle-up", size: 9 } };
 }), { xaxis: { type: "log", title: { text: "arithmetic intensity (FLOP/byte)" } }, yaxis: { type: "log", title: { text: "FLOP/s" } }, height: 420 });
+
+// %% Where a decode step's time goes (Observable Plot, rendered on the server)
+const decodeOps = points.filter((p) => p.phase === "decode").sort((a, b) => b.seconds - a.seconds);
+plot({
+  marginLeft: 90, height: 40 + 22 * decodeOps.length, x: { label: "ms per decode step (all layers)", grid: true },
+  marks: [Plot.barX(decodeOps, { y: "label", x: (d: (typeof decodeOps)[number]) => d.seconds * 1e3, fill: "#4e79a7", sort: { y: "-x" } }), Plot.ruleX([0])],
+});
 
 // %% With the device's ceilings (Observable Plot, rendered on the server)
 const ceilings = ceilingsFor(loadCeilings(join(import.meta.dir, "../profiles/ceilings")), model.device.name);

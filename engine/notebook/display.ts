@@ -5,10 +5,13 @@
 //     call becomes an output under the cell, streamed to the page;
 //   - under plain `bun notebooks/X.nb.ts`, with no sink: they print a text rendering to the terminal.
 // progress() and interrupted() also carry the page's Interrupt button into long loops (cooperative stop).
-import type * as Plot from "@observablehq/plot";
+import type * as PlotTypes from "@observablehq/plot";
 import { plotSvg } from "../export/svg.ts";
 import { tableMarkdown } from "./ipynb.ts";
 import type { Output } from "./format.ts";
+
+/** Observable Plot itself, for plot({ marks: [Plot.barY(...)] }) without a second import. */
+export * as Plot from "@observablehq/plot";
 
 export interface NotebookSink {
   emit(o: Output): void;
@@ -78,7 +81,7 @@ export function svg(markup: string, title?: string): void {
 }
 
 /** An Observable Plot figure rendered on the server (plot({ marks: [Plot.barX(...)] })). Returns the SVG. */
-export function plot(opts: Plot.PlotOptions & { width?: number; height?: number }): string {
+export function plot(opts: PlotTypes.PlotOptions & { width?: number; height?: number }): string {
   const s = plotSvg(opts, opts.width ?? 640, opts.height ?? 320);
   svg(s, typeof opts.title === "string" ? opts.title : undefined);
   return s;

@@ -102,6 +102,11 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     await loop.locator(".nb-run").click();
     await loop.locator(".nb-state.running").waitFor({ timeout: 60_000 });
     expect((await fetch(`${base}/api/health`)).ok).toBe(true);
+    // a reloaded page finds the run in progress and follows it
+    await page.reload();
+    await page.waitForFunction(() => (document.querySelector("#nb-select") as HTMLSelectElement).value === "runaway");
+    await loop.locator(".nb-state.running").waitFor({ timeout: 30_000 });
+    expect(await page.isDisabled("#nb-interrupt")).toBe(false);
     await page.click("#nb-interrupt");
     await loop.locator(".nb-state", { hasText: "worker terminated" }).waitFor({ timeout: 60_000 });
     expect(await loop.locator(".nb-error").textContent()).toContain("did not stop");

@@ -56,6 +56,21 @@ describe("notebook API", () => {
     expect(outputsOf(again, "k0")).toContainEqual({ type: "text", text: "12\n" });
   }, 60_000);
 
+  test("plot() renders Observable Plot SVG; a stray exception in a timer does not end the worker", async () => {
+    const { app } = nbApp();
+    await create(app, "p", ["x"]);
+    const evs = await run(app, "p", [
+      `import { plot, Plot } from "${DISPLAY}";\nconst keep = 1;`,
+      "setTimeout(() => { throw new Error('stray'); }, 0);\nawait Bun.sleep(100);\nplot({ marks: [Plot.barY([{ x: 'a', y: 1 }], { x: 'x', y: 'y' })] });\nkeep + 1",
+    ]);
+    const outs = outputsOf(evs, "k1");
+    expect(outs.find((o) => o.type === "svg")?.svg).toStartWith("<svg");
+    expect(outs).toContainEqual({ type: "text", text: "2\n" });
+    expect(evs.filter((e) => e.event === "output" && e.data.output.stream === "stderr").map((e) => e.data.output.text).join("")).toContain("stray");
+    const doc = await (await app.request("/api/notebooks/p")).json();
+    expect(doc.kernel).toMatchObject({ state: "idle", lastExit: null });
+  }, 60_000);
+
   test("an error reports the cell's line number and stops the run", async () => {
     const { app } = nbApp();
     await create(app, "e", ["x"]);

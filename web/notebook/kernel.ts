@@ -31,9 +31,15 @@ interface Running {
   timers: ReturnType<typeof setTimeout>[];
 }
 
+const REPO = join(import.meta.dir, "../..");
+/** From the notebook's folder first; packages the workbench ships (zod, @observablehq/plot, …) from anywhere. */
 const resolveFrom = (dir: string) => (spec: string) => {
   if (spec.startsWith("node:") || spec.startsWith("bun:")) return spec;
-  try { return Bun.resolveSync(spec, dir); } catch { return spec; } // the import then fails with Bun's own message
+  for (const from of [dir, REPO]) {
+    try { return Bun.resolveSync(spec, from); } catch { /* next */ }
+    if (spec.startsWith(".") || spec.startsWith("/")) break; // relative paths mean the notebook's folder only
+  }
+  return spec; // the import then fails with Bun's own message
 };
 
 export class NotebookKernel {
@@ -67,7 +73,8 @@ export class NotebookKernel {
         else this.finish({ ok: m.ok, error: m.error, ms: performance.now() - run.t0 });
       };
       w.onerror = (e: ErrorEvent) => {
-        const own = e.error instanceof Error ? e.error.message : e.message;
+        // Bun's ErrorEvent.message carries a code frame; keep the error's own message.
+        const own = e.error instanceof Error ? e.error.message : /error: (.*)/.exec(e.message ?? "")?.[1] ?? e.message;
         this.kill(`notebook worker crashed: ${own ?? "unknown error"}`);
         reject(new Error(own));
       };

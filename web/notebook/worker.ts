@@ -56,7 +56,20 @@ for (const stream of ["stdout", "stderr"] as const) {
     return true;
   };
 }
-process.on("unhandledRejection", (e: unknown) => text("stderr", `unhandled rejection: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`));
+// A stray async failure (a timer callback, a promise nobody awaited) is reported under the running cell, if
+// any, instead of ending the worker: Bun closes a worker on any uncaught exception, and the notebook's
+// variables are worth more than that. Timer callbacks are wrapped for this; other stray throws (event
+// listeners) still end the worker, and the next run starts a fresh one.
+const stray = (what: string) => (e: unknown) => text("stderr", `${what}: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+process.on("unhandledRejection", stray("unhandled rejection"));
+const guard = <A extends unknown[]>(f: unknown) => (typeof f !== "function" ? f : (...a: A) => {
+  try { return (f as (...x: A) => unknown)(...a); } catch (e) { stray("uncaught exception in a timer callback")(e); }
+});
+for (const name of ["setTimeout", "setInterval", "setImmediate", "queueMicrotask"] as const) {
+  const orig = (globalThis as unknown as Record<string, (f: unknown, ...rest: unknown[]) => unknown>)[name];
+  if (typeof orig !== "function") continue;
+  (globalThis as unknown as Record<string, unknown>)[name] = Object.assign((f: unknown, ...rest: unknown[]) => orig(guard(f), ...rest), orig);
+}
 
 function errorInfo(e: unknown, file: string): CellError {
   const cleanup = (s: string) => s.split(file).join("cell");

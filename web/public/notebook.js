@@ -233,16 +233,18 @@ async function runCells(cells) {
   for (const c of code) setState(c, "queued", "waiting");
   setBusy(true);
   let r;
+  // Keys are the cells' positions when the run starts, so a reloaded page can follow a run still in progress.
+  const byKey = new Map(code.map((c) => [`c${nb.cells.indexOf(c)}`, c]));
   try {
-    r = await api(`/api/notebooks/${enc(nb.name)}/run`, { json: { cells: code.map((c) => ({ key: c.key, source: c.source })) } });
+    r = await api(`/api/notebooks/${enc(nb.name)}/run`, { json: { cells: [...byKey].map(([key, c]) => ({ key, source: c.source })) } });
   } catch (e) { for (const c of code) setState(c, "", ""); setBusy(false); return fail(e); }
   nb.task = r.id;
   status(`running (task ${r.id})`);
-  follow(r.events, code);
+  follow(r.events, byKey);
 }
 
-function follow(url, cells) {
-  const byKey = new Map(cells.map((c) => [c.key, c]));
+function follow(url, byKey) {
+  const cells = [...byKey.values()];
   const es = new EventSource(url);
   nb.es = es;
   const on = (name, f) => es.addEventListener(name, (ev) => f(JSON.parse(ev.data)));
@@ -304,7 +306,7 @@ async function open(name) {
   $("#nb-file").textContent = d.file;
   drawCells();
   setBusy(!!d.kernel.task);
-  if (d.kernel.task) { nb.task = d.kernel.task; status(`a run of this notebook is in progress (task ${d.kernel.task})`); follow(`/api/tasks/${enc(d.kernel.task)}/events`, nb.cells); }
+  if (d.kernel.task) { nb.task = d.kernel.task; status(`a run of this notebook is in progress (task ${d.kernel.task})`); follow(`/api/tasks/${enc(d.kernel.task)}/events`, new Map(nb.cells.map((c, i) => [`c${i}`, c]))); }
   else status(`opened · ${d.cells.length} cells`);
   $("#nb-kernel").textContent = `worker: ${d.kernel.state}${d.kernel.lastExit ? ` (last: ${d.kernel.lastExit})` : ""}`;
   if (location.hash !== `#notebook?name=${enc(d.name)}`) history.replaceState(null, "", `#notebook?name=${enc(d.name)}`);
