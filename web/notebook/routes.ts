@@ -24,7 +24,7 @@ export interface NotebookDeps {
   exec: boolean;                   // may cells run and notebooks be written? (server: loopback or --allow-exec)
   execNote?: string;               // why not, shown by the page
   limits?: Partial<KernelLimits>;
-  maxBodyBytes?: number;           // default 16 MiB (outputs with figures are larger than API bodies)
+  maxBodyBytes?: number;           // default 8 MiB, the server's request limit (outputs with figures outgrow the 2 MiB API bodies)
   maxQueue?: number;               // pending tasks before 503 (default 64)
 }
 
@@ -87,8 +87,8 @@ export function notebookRoutes(tasks: TaskManager, deps: NotebookDeps) {
     return c.json({ error: err instanceof Error ? err.message : String(err) }, 500);
   });
   app.use("*", bodyLimit({
-    maxSize: deps.maxBodyBytes ?? 16 << 20,
-    onError: (c) => c.json({ error: `request body too large (limit ${deps.maxBodyBytes ?? 16 << 20} bytes)` }, 413),
+    maxSize: deps.maxBodyBytes ?? 8 << 20,
+    onError: (c) => c.json({ error: `request body too large (limit ${deps.maxBodyBytes ?? 8 << 20} bytes)` }, 413),
   }));
   app.use("*", async (c, next) => { await next(); c.header("Cache-Control", "no-store"); });
 
