@@ -65,25 +65,20 @@ function trimBlankLines(lines: string[]): string[] {
 
 /** Parses a .nb.ts file. Text before the first marker (if any) becomes a leading code cell. */
 export function parseNotebook(text: string): Cell[] {
-  const lines = text.replace(/\r\n?/g, "\n").split("\n");
   const cells: Cell[] = [];
-  let cur: { type: Cell["type"]; title?: string; lines: string[] } | null = null;
+  // The preamble (before the first marker) is a cell only if it has content.
+  let cur: { type: Cell["type"]; title?: string; lines: string[]; preamble?: boolean } = { type: "code", lines: [], preamble: true };
   const flush = () => {
-    if (!cur) return;
     let body = trimBlankLines(cur.lines);
     if (cur.type === "markdown") body = body.map((l) => l.replace(/^\/\/ ?/, ""));
-    if (cur.type === "code" && !body.length && cur.title === undefined && !cells.length && cur.lines === preamble) { cur = null; return; }
+    if (cur.preamble && !body.length) return;
     cells.push({ type: cur.type, source: body.join("\n"), ...(cur.title ? { title: cur.title } : {}) });
-    cur = null;
   };
-  const preamble: string[] = [];
-  cur = { type: "code", lines: preamble };
-  for (const line of lines) {
+  for (const line of text.replace(/\r\n?/g, "\n").split("\n")) {
     const m = MARKER.exec(line);
-    if (m) {
-      flush();
-      cur = { type: m[1] ? "markdown" : "code", title: m[2] || undefined, lines: [] };
-    } else cur!.lines.push(line);
+    if (!m) { cur.lines.push(line); continue; }
+    flush();
+    cur = { type: m[1] ? "markdown" : "code", title: m[2] || undefined, lines: [] };
   }
   flush();
   return cells;

@@ -292,7 +292,7 @@ async function refreshKernel() {
 }
 
 // ---------- files ----------
-async function open(name) {
+async function openNotebook(name) {
   if (nb.es) { nb.es.close(); nb.es = null; nb.task = null; }
   const d = await api(`/api/notebooks/${enc(name)}`);
   nb.name = d.name; nb.exec = d.exec; nb.dirty = false;
@@ -327,7 +327,7 @@ async function loadList(select) {
   nb.list = d.notebooks; nb.exec = d.exec;
   $("#nb-select").innerHTML = d.notebooks.map((n) => `<option value="${esc(n.name)}">${esc(n.name)}</option>`).join("");
   const want = select ?? new URLSearchParams(location.hash.split("?")[1] ?? "").get("name") ?? nb.name ?? d.notebooks[0]?.name;
-  if (want && d.notebooks.some((n) => n.name === want)) await open(want);
+  if (want && d.notebooks.some((n) => n.name === want)) await openNotebook(want);
   else if (!d.notebooks.length) { $("#nb-cells").innerHTML = `<p class="muted">No notebooks in ${esc(d.dir)}.</p>`; }
 }
 
@@ -351,7 +351,7 @@ let started = false;
 function init() {
   if (started) { if (!nb.name) loadList().catch(fail); return; }
   started = true;
-  $("#nb-select").addEventListener("change", (ev) => open(ev.target.value).catch(fail));
+  $("#nb-select").addEventListener("change", (ev) => openNotebook(ev.target.value).catch(fail));
   $("#nb-run-all").addEventListener("click", () => runCells(nb.cells));
   $("#nb-interrupt").addEventListener("click", () => api(`/api/notebooks/${enc(nb.name)}/interrupt`, { method: "POST" }).then(() => status("interrupt requested…")).catch(fail));
   $("#nb-restart").addEventListener("click", () => api(`/api/notebooks/${enc(nb.name)}/restart`, { method: "POST" }).then(() => { status("worker restarted: variables cleared"); refreshKernel(); }).catch(fail));
