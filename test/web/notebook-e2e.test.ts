@@ -27,7 +27,7 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     mkdirSync(ART, { recursive: true });
     copyFileSync(join(REPO, "notebooks/ablation.nb.ts"), file);
     ({ proc: server, base } = await spawnServer(["--profiles", join(tmp, "profiles"), "--backend", "cpu", "--notebooks", nbDir]));
-    ctx = await launchChromium(join(tmp, "chrome"), { width: 1280, height: 900 });
+    ctx = await launchChromium(join(tmp, "chrome"), { width: 1280, height: 900 }); // accepts downloads
     page = await ctx.newPage();
     page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
@@ -90,6 +90,22 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     await page.screenshot({ path: join(ART, "nb-02-reloaded.png") });
     expect(errors).toEqual([]);
   }, 180_000);
+
+  test("export .ipynb from the page and import it back as a new notebook", async () => {
+    await page.goto(`${base}/#notebook?name=ablation`);
+    await page.waitForFunction(() => (document.querySelector("#nb-select") as HTMLSelectElement).value === "ablation");
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#nb-export")]);
+    expect(dl.suggestedFilename()).toBe("ablation.ipynb");
+    const ipynb = readFileSync((await dl.path())!, "utf8");
+    const doc = JSON.parse(ipynb);
+    expect(doc.nbformat).toBe(4);
+    expect(doc.cells.some((c: { outputs?: { data?: Record<string, unknown> }[] }) => c.outputs?.some((o) => o.data?.["application/vnd.plotly.v1+json"]))).toBe(true);
+    await page.setInputFiles("#nb-import", { name: "ablation copy.ipynb", mimeType: "application/json", buffer: Buffer.from(ipynb) });
+    await page.waitForFunction(() => (document.querySelector("#nb-select") as HTMLSelectElement).value === "ablation-copy", null, { timeout: 30_000 });
+    expect(readFileSync(join(nbDir, "ablation-copy.nb.ts"), "utf8")).toBe(readFileSync(file, "utf8"));
+    await cellByTitle("Decode throughput per arm").locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
+    expect(await cellByTitle("Rates against the baseline arm").locator("pre.nb-text", { hasText: "rows from" }).count()).toBe(1);
+  }, 60_000);
 
   test("Interrupt kills a runaway cell from the page; the notebook runs again afterwards", async () => {
     const mk = await fetch(`${base}/api/notebooks`, { method: "POST", headers: { "content-type": "application/json" },
