@@ -24,6 +24,7 @@ import { HttpError } from "./errors.ts";
 import { confine, confineAny } from "./paths.ts";
 import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
 import { TaskManager, type Task } from "./tasks.ts";
+import { notebookRoutes, type NotebookDeps } from "./notebook/routes.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -37,6 +38,7 @@ export interface AppDeps {
   heartbeatMs?: number;          // SSE keep-alive comment interval (default 5000; Bun's idle timeout must be longer)
   defaultBackend?: "auto" | "cpu" | "cuda";
   maxQueue?: number;             // pending tasks before 503 (default 64)
+  notebooks?: NotebookDeps;      // default: <repo>/notebooks, read-only (no code execution)
 }
 
 const HOOK_RE = /^(blocks\.(\d+|\*)\.(hook_resid_pre|attn\.hook_[qkvz]|hook_attn_out|hook_resid_mid|mlp\.hook_pre|mlp\.hook_post|hook_resid_post)|hook_logits)$/;
@@ -171,6 +173,10 @@ export function createApp(deps: AppDeps) {
     return c.json({ error: msg || "internal error" }, 500);
   });
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
+
+  // Mounted before the API body limit: saved notebooks carry their outputs (figures); it has its own limit.
+  const notebooks = notebookRoutes(tasks, deps.notebooks ?? { dir: join(import.meta.dir, "../notebooks"), exec: false });
+  app.route("/api/notebooks", notebooks);
 
   app.use("/api/*", bodyLimit({
     maxSize: deps.maxBodyBytes ?? 2 << 20,
@@ -469,7 +475,7 @@ export function createApp(deps: AppDeps) {
   app.get("/static/*", (c) => serve(decodeURIComponent(new URL(c.req.url).pathname.slice("/static/".length))));
   app.get("/favicon.ico", (c) => c.body(null, 204));
 
-  return Object.assign(app, { tasks, profiles, promptSets, host });
+  return Object.assign(app, { tasks, profiles, promptSets, host, notebooks });
 }
 
 export type WorkbenchApp = ReturnType<typeof createApp>;

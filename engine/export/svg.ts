@@ -30,6 +30,11 @@ function render(opts: Plot.PlotOptions, width: number, height: number): Panel {
   return { svg: el.outerHTML, width, height };
 }
 
+/** One Observable Plot figure as a standalone SVG string (notebooks' plot() output uses it). */
+export function plotSvg(opts: Plot.PlotOptions, width = 640, height = 320): string {
+  return render(opts, width, height).svg;
+}
+
 /** Stacks panels vertically under a title, with an optional legend (label → color). */
 function compose(title: string, subtitle: string, panels: Panel[], legend: { label: string; color: string; shape?: string }[] = []): string {
   const width = Math.max(...panels.map((p) => p.width), 400);

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Page, BrowserContext } from "playwright-core";
+import { launchChromium, spawnServer } from "./browser.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const REPO = resolve(import.meta.dir, "../..");
@@ -26,22 +27,8 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
 
   beforeAll(async () => {
     mkdirSync(ART, { recursive: true });
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    server = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--profiles", join(tmp, "profiles"), "--backend", "cpu", "--engine", engine], {
-      cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, PORT: String(port) },
-    });
-    base = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 100; i++) {
-      try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* not yet */ }
-      await Bun.sleep(100);
-    }
-    const { chromium } = await import("playwright-core");
-    // A fresh profile directory per run (playwright wants it as launchPersistentContext's userDataDir).
-    ctx = await chromium.launchPersistentContext(join(tmp, "chrome"), {
-      executablePath: CHROMIUM, headless: true, acceptDownloads: true, viewport: { width: 1440, height: 1000 },
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
-        "--disable-component-update", "--disable-sync"],
-    });
+    ({ proc: server, base } = await spawnServer(["--profiles", join(tmp, "profiles"), "--backend", "cpu", "--engine", engine]));
+    ctx = await launchChromium(join(tmp, "chrome"));
     page = await ctx.newPage();
     page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
