@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // engine/cli.ts — the command line of qwen-workbench (`npm run cli -- <command>`):
-//   generate, synth, inspect, bench, help. With no arguments on a terminal it starts an interactive generate.
+//   generate, synth, inspect, bench, perplexity, help. With no arguments on a terminal it starts an interactive generate.
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
@@ -21,6 +21,7 @@ import {
 import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
 import { QwenError } from "./ffi.ts";
 import { decodeRooflinePct, loadCeilings, rooflinePoints } from "./roofline.ts";
+import { cmdPerplexity, PERPLEXITY_HELP } from "./cli-perplexity.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -55,7 +56,7 @@ commands
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
       --backend --threads --toggle   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
-  help                           this text
+${PERPLEXITY_HELP}  help                           this text
 
 examples
   npm run cli -- generate --prompt "The jury said"
@@ -434,8 +435,9 @@ export async function main(argv: string[]): Promise<number> {
       case "synth": await cmdSynth(rest); return 0;
       case "inspect": cmdInspect(rest); return 0;
       case "bench": await cmdBench(rest); return 0;
+      case "perplexity": await cmdPerplexity(rest); return 0;
       default:
-        fail(`unknown command '${cmd}'; commands: generate, synth, inspect, bench, help`);
+        fail(`unknown command '${cmd}'; commands: generate, synth, inspect, bench, perplexity, help`);
     }
   } catch (e) {
     const err = e as Error;
