@@ -37,6 +37,8 @@ function untag(w: string): string {
 export function detokenize(words: string[]): string {
   return words.join(" ")
     .replace(/`` /g, '"').replace(/ ''/g, '"').replace(/``|''/g, '"')
+    .replace(/ ([;?!.])(?: \1)+(?= |$)/g, " $1")
+    .replace(/(\S\.) \.(?= |$)/g, "$1")
     .replace(/ ([.,;:?!%)\]}])/g, "$1")
     .replace(/([(\[{$]) /g, "$1");
 }
