@@ -120,6 +120,9 @@ describe("Brown validation text", () => {
     expect(docs[0].id).toBe("ca20");
     expect(docs[24].id).toBe("cr09");
     expect(detokenize(["``", "Only", "a", "handful", "''", ",", "the", "jury", "said", "."])).toBe('"Only a handful", the jury said.');
+    expect(detokenize(["money", "matters", ";", ";"])).toBe("money matters;");
+    expect(detokenize(["Westinghouse", "Electric", "Corp.", "."])).toBe("Westinghouse Electric Corp.");
+    expect(detokenize(["this", "''", "?", "?"])).toBe('this"?');
     expect(brownText("\n\n\tThe/at jury/nn said/vbd ./.\nIt/pps urged/vbd ./.\n\n\n\tNext/ap one/cd ./.\n")).toBe("The jury said. It urged.\nNext one.");
   });
 });
