@@ -198,6 +198,8 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU engine (embedded model)", () => 
       [["perplexity", "--score", "third"], /--score must be all or half/],
       [["perplexity", "--text", join(dir, "nope.txt")], /--text .* does not exist/],
       [["perplexity", "--brown", "--text", text], /not both/],
+      [["convert", "default", "--type", "q2_k", "--out", join(dir, "x.gguf")], /--type must be one of/],
+      [["convert", "default", "--type", "q8_0"], /give --out/],
       [["perplexity", "--reference-logits", join(dir, "nope.qwkl"), "--max-tokens", "64", "--ctx", "32", "--backend", "cpu"], /cannot be opened/],
     ] as [string[], RegExp][]) {
       const r = cli(...bad);
@@ -205,5 +207,25 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU engine (embedded model)", () => 
       expect(r.err).toMatch(re);
       expect(r.err).not.toMatch(/\n\s+at /);
     }
+  });
+
+  test("notebook: arms against a reference saved once and reused by the next run; --help prints usage", () => {
+    const out = join(dir, "nb");
+    const nb = (...args: string[]) => {
+      const r = Bun.spawnSync([process.execPath, join(ROOT, "notebooks/perplexity.ts"), ...args], { cwd: ROOT, stdin: "ignore" });
+      return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
+    };
+    const args = ["--max-tokens", "300", "--ctx", "64", "--arm", "kvCache=f32", "--backend", "cpu", "--threads", "2", "--out", out];
+    const a = nb(...args);
+    expect(a.code).toBe(0);
+    expect(a.out).toMatch(/\| kvCache=f32 \| \d+\.\d+ ± \d+\.\d+ \|/);
+    expect(existsSync(join(out, "reference.qwkl"))).toBe(true);
+    expect(JSON.parse(readFileSync(join(out, "perplexity.json"), "utf8")).results[0].reference_file.reused).toBe(false);
+    expect(nb(...args).code).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, "perplexity.json"), "utf8")).results[0].reference_file.reused).toBe(true);
+    const h = nb("--help");
+    expect(h.code).toBe(0);
+    expect(h.out).toMatch(/^usage: npx bun notebooks\/perplexity.ts/);
+    expect(nb("--ctx", "1").code).toBe(2);
   });
 });
