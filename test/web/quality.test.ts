@@ -67,6 +67,11 @@ describe("/api/quant", () => {
     expect(p.notes.join(" ")).toMatch(/non-finite/);
     const v: any = await (await app.request(`/api/profiles/${encodeURIComponent(end.data.profileKey)}/views`)).json();
     expect(v.quant_error[0].first_nonfinite.layer).toBe(2);
+    const html = await (await app.request(`/api/profiles/${encodeURIComponent(end.data.profileKey)}/export/html?download=0`)).text();
+    expect(html).toContain("<b>finding:</b> non-finite values (NaN/Inf) first appear at blocks.2.hook_resid_post");
+    expect(html).toMatch(/perplexity on text/);
+    const svg = await (await app.request(`/api/profiles/${encodeURIComponent(end.data.profileKey)}/export/svg-quant`)).text();
+    expect(svg).toContain("non-finite from blocks.2.hook_resid_post (candidate)");
   });
 
   test("models of different shapes or outside the roots are refused", async () => {
