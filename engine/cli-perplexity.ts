@@ -17,8 +17,8 @@ export const PERPLEXITY_HELP = `  perplexity [model]             perplexity over
       --toggle id=value,...       the measured run's toggles
       --reference-model PATH      reference: another model of the same vocab (e.g. the bf16 checkpoint)
       --reference-toggle id=v,... reference: this toggle set (on --reference-model, or on the same model)
-      --reference-logits FILE     where the reference's logits are saved (and reused while they match);
-                                  alone: read a reference saved before
+      --reference-logits FILE     where the reference's logits are saved, reused while model, toggles,
+                                  text, ctx and scoring match (rewritten otherwise); alone: read a saved one
       --save-logits FILE          save this run's logits as a reference for later runs (--kl-divergence-base)
       --top-k K                   log-probs kept per token in a saved reference (default 32)
       --backend --threads         as for generate;  --json  print the result as JSON

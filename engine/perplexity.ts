@@ -17,7 +17,8 @@
 // of the distributions coarsened to {top-K ids of the reference, everything else}: by the data-processing
 // inequality a lower bound of the full KL, within ~1e-3 nats of it when the top-K hold almost all the mass
 // (tested against the exact KL in test/engine/perplexity.test.ts).
-import { closeSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import type { EngineSession } from "./api.ts";
@@ -130,7 +131,12 @@ class ReferenceWriter {
   rows = 0;
   constructor(readonly path: string, readonly k: number) {
     this.tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-    this.fd = openSync(this.tmp, "w");
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+      this.fd = openSync(this.tmp, "w");
+    } catch (e) {
+      throw new Error(`cannot write reference logits to '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
     writeSync(this.fd, new Uint8Array(HEADER_BYTES), 0, HEADER_BYTES, 0);
   }
   append(ids: Int32Array, lps: Float32Array, nll: Float32Array, n: number) {
