@@ -25,6 +25,7 @@ import { confine, confineAny } from "./paths.ts";
 import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
 import { TaskManager, type Task } from "./tasks.ts";
 import { notebookRoutes, type NotebookDeps } from "./notebook/routes.ts";
+import { qualityRoutes } from "./quality.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -68,17 +69,6 @@ const LoadRequest = z.object({
   source: ModelSource,
   backend: Backend.optional(),
   threads: z.number().int().min(0).max(1024).optional(),
-}).strict();
-
-const Arm = z.object({ label: z.string().max(120).optional(), toggles: ToggleValues.default({}) }).strict();
-const QuantRequest = z.object({
-  model: ModelSource.optional(),
-  backend: Backend.optional(),
-  prompt: z.string().min(1).max(200_000),
-  reference: Arm,
-  candidate: Arm,
-  hooks: z.array(HookName).max(512).optional(),
-  repeats: z.number().int().min(1).max(20).default(3),
 }).strict();
 
 const KeyParam = z.string().regex(/^[A-Za-z0-9._\/-]{1,300}$/, "invalid profile key");
@@ -262,26 +252,7 @@ export function createApp(deps: AppDeps) {
     return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
   });
 
-  app.post("/api/quant", async (c) => {
-    const req = check(QuantRequest, await jsonBody(c), "quant");
-    const source = req.model !== undefined ? resolveSource(req.model) : undefined;
-    guardQueue();
-    const t = tasks.submit("quant", `${req.candidate.label ?? "candidate"} vs ${req.reference.label ?? "reference"}`, async (t) => {
-      const info = await ensureModel(t, source, req.backend);
-      const nL = info.config.num_hidden_layers;
-      const id = newProfileId("quant");
-      const p = await host.quant(t.id, {
-        id, prompt: { prompt: req.prompt }, repeats: req.repeats,
-        reference: { label: req.reference.label ?? "reference", toggles: req.reference.toggles },
-        candidate: { label: req.candidate.label ?? "candidate", toggles: req.candidate.toggles },
-        hooks: req.hooks ? expandHooks(req.hooks, nL) : defaultQuantHooks(nL),
-        command: "POST /api/quant",
-      }, relay(t));
-      const key = profiles.save(p);
-      return { profileKey: key, profileId: p.id, quant_error: p.quant_error };
-    });
-    return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
-  });
+  qualityRoutes(app, { host, tasks, profiles, hookName: HookName, check, jsonBody, resolveSource, ensureModel, guardQueue, expandHooks });
 
   const taskOr404 = (id: string) => {
     const t = tasks.get(id);
