@@ -758,7 +758,7 @@ export function encodeGguf(input: GgufWriteInput): Uint8Array {
 export async function writeGguf(
   path: string,
   input: GgufWriteInput,
-  opts: { onProgress?: (done: number, total: number, tensor: string) => void } = {},
+  opts: { onProgress?: (done: number, total: number, tensor: string) => void; signal?: AbortSignal } = {},
 ): Promise<{ bytes: number }> {
   const L = layoutGguf(input);
   await writeFileAtomic(path, async (fd) => {
@@ -768,13 +768,30 @@ export async function writeGguf(
       const t = input.tensors[i];
       const at = L.dataOffset + L.tensors[i].offset;
       if (at > pos) { writeAll(fd, new Uint8Array(at - pos), pos); pos = at; }
-      const d = checkProduced(t, typeof t.data === "function" ? await t.data() : t.data, L.tensors[i].nbytes);
+      const d = checkProduced(t, typeof t.data === "function" ? await untilAborted(t.data(), opts.signal) : t.data, L.tensors[i].nbytes);
       writeAll(fd, d, pos);
       pos += d.length;
       opts.onProgress?.(i + 1, input.tensors.length, t.name);
     }
   });
   return { bytes: L.totalBytes };
+}
+
+/**
+ * `p`, or a rejection "cancelled" as soon as `signal` aborts (the producer's work is abandoned: its owner
+ * terminates it). Lets a cancel stop a long tensor synthesis without waiting for the tensor (D7).
+ */
+export function untilAborted<T>(p: T | Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return Promise.resolve(p);
+  if (signal.aborted) return Promise.reject(new Error("cancelled"));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new Error("cancelled"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    Promise.resolve(p).then(
+      (v) => { signal.removeEventListener("abort", onAbort); resolve(v); },
+      (e) => { signal.removeEventListener("abort", onAbort); reject(e); },
+    );
+  });
 }
 
 /**

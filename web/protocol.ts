@@ -30,6 +30,7 @@ export const QuantSpecSchema = z.object({
 export const LoadOptionsSchema = z.object({
   backend: z.enum(["auto", "cpu", "cuda"]),
   threads: z.number().int().min(0).max(1024).optional(),
+  root: z.string().max(4096).optional(),
 });
 
 export const ToWorker = z.discriminatedUnion("t", [

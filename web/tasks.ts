@@ -5,7 +5,13 @@
 export type TaskKind = "load" | "run" | "quant";
 export type TaskStatus = "queued" | "running" | "done" | "failed" | "cancelled";
 
-export interface TaskEvent { id: number; event: string; data: unknown }
+export interface TaskEvent { id: number; event: string; data: unknown; frame?: string }
+
+/** The event as one SSE frame, serialized once however many clients follow the task (D5). JSON.stringify
+ *  without indentation never emits a raw newline, so the data fits one `data:` line. */
+export function sseFrame(e: TaskEvent): string {
+  return (e.frame ??= `id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data) ?? "null"}\n\n`);
+}
 
 export interface TaskView {
   id: string; kind: TaskKind; status: TaskStatus; created: string; started?: string; finished?: string;
@@ -25,6 +31,10 @@ export class Task {
   private listeners = new Set<Listener>();
   private droppedEvents = 0;
   cancelRequested = false;
+  /** Why the server stopped this task while it ran (graceful shutdown), if it did. */
+  shutdownReason?: string;
+  /** SSE clients attached now (capped per task by the app). */
+  followers = 0;
   constructor(readonly id: string, readonly kind: TaskKind, readonly label: string | undefined,
     readonly exec: (t: Task) => Promise<unknown>, private maxEvents: number) {}
 
@@ -64,7 +74,32 @@ export class TaskManager {
   private queue: Task[] = [];
   private running: Task | null = null;
   private seq = 0;
+  private closing: string | null = null;
   constructor(private onCancelRunning: (t: Task) => void, private keep = 300, private maxEvents = 20000) {}
+
+  /** Non-null once shutdown() began: the reason, for refusing new work. */
+  get closingReason() { return this.closing; }
+
+  /**
+   * Graceful shutdown: queued tasks end "cancelled", the running one is cancelled with `reason` (its exec
+   * sees t.shutdownReason and saves what it has), and this resolves when it has finished or after waitMs.
+   */
+  async shutdown(reason: string, waitMs: number): Promise<void> {
+    this.closing = reason;
+    for (const t of this.queue.splice(0)) {
+      t.cancelRequested = true;
+      t.emit("cancelled", { message: `not started: ${reason}`, shutdown: true });
+      t.finish("cancelled");
+    }
+    const r = this.running;
+    if (!r) return;
+    r.shutdownReason = reason;
+    r.cancelRequested = true;
+    this.onCancelRunning(r);
+    const deadline = Date.now() + waitMs;
+    while (!r.done && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+    if (!r.done) { r.emit("cancelled", { message: `${reason}: the task did not stop within ${waitMs} ms`, shutdown: true }); r.finish("cancelled"); }
+  }
 
   submit(kind: TaskKind, label: string | undefined, exec: (t: Task) => Promise<unknown>): Task {
     const id = `${kind}-${Date.now().toString(36)}-${(++this.seq).toString(36)}`;
@@ -107,16 +142,18 @@ export class TaskManager {
     t.emit("status", { status: "running" });
     try {
       t.result = await t.exec(t);
+      if (t.done) return; // shutdown gave up waiting and already ended it
       const cancelled = t.cancelRequested || (t.result as { cancelled?: boolean } | undefined)?.cancelled === true;
       t.emit(cancelled ? "cancelled" : "done", t.result ?? {});
       t.finish(cancelled ? "cancelled" : "done");
     } catch (e) {
       t.error = e instanceof Error ? e.message : String(e);
-      if (t.cancelRequested) { t.emit("cancelled", { message: t.error }); t.finish("cancelled"); }
+      if (t.done) return;
+      if (t.cancelRequested) { t.emit("cancelled", { message: t.error, ...(t.shutdownReason ? { shutdown: true } : {}) }); t.finish("cancelled"); }
       else { t.emit("error", { message: t.error }); t.finish("failed"); }
     } finally {
       this.running = null;
-      queueMicrotask(() => this.pump());
+      if (!this.closing) queueMicrotask(() => this.pump());
     }
   }
 

@@ -119,3 +119,29 @@ describe("D4: GGUF metadata sizes are checked before anything is allocated", () 
     expect(msg).toMatch(/metadata 'x' array length = 67108864 at offset 41 is too large/);
   }, 60_000);
 });
+
+describe.skipIf(!nativeBuilt)("D8: toggle ids at the engine API, the FFI and the native library", () => {
+  test("__proto__, NUL and control characters are refused at each boundary", async () => {
+    const { openModel } = await import("../../../engine/index.ts");
+    const m = await openModel("default", { backend: "cpu", threads: 1 });
+    const s = m.newSession({ maxContext: 64 });
+    try {
+      // engine/ TS API, before any FFI call
+      expect(() => s.setToggle("__proto__", "native")).toThrow(/not a toggle id/);
+      expect(() => s.setToggle("gqa\0junk", "native")).toThrow(/not a toggle id/);
+      expect(() => s.setToggle("gqa", "native\u0001")).toThrow(/control character/);
+      const native = (s as unknown as { native: { setToggle(id: string, v: string, l: number): void } }).native;
+      // the FFI boundary: C would see "gqa" and set it
+      expect(() => native.setToggle("gqa\0junk", "broadcast", -1)).toThrow(/NUL/);
+      expect(s.toggles().gqa).toBe("native");
+      // the native library itself
+      expect(() => native.setToggle("g\u0001qa", "native", -1)).toThrow(/toggle id contains a control character \(byte 1 at position 1\)/);
+      expect(() => native.setToggle("gqa", "nat\u001bive", -1)).toThrow(/toggle value contains a control character/);
+      s.setToggle("gqa", "broadcast");
+      expect(s.toggles().gqa).toBe("broadcast");
+    } finally {
+      s.close();
+      m.close();
+    }
+  }, 120_000);
+});
