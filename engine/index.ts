@@ -17,6 +17,7 @@ import {
   type PresetName, type SynthSpec, type SynthType,
 } from "./synthetic.ts";
 import { QwenTokenizer } from "./tokenizer.ts";
+import { syntheticDir } from "./tempfiles.ts";
 import { parseRegistry } from "./toggles.ts";
 
 export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice } from "./api.ts";
@@ -26,7 +27,7 @@ export { SessionError } from "./session.ts";
 export const MODELS_DIR = join(REPO_ROOT, "models");
 export const DEFAULT_MODEL_DIR = join(MODELS_DIR, "tiny-qwen2-brown");
 /** Where synthetic models are cached (QW_SYNTHETIC_DIR overrides: tests, read-only checkouts). */
-export const SYNTHETIC_DIR = process.env.QW_SYNTHETIC_DIR ? resolve(process.env.QW_SYNTHETIC_DIR) : join(MODELS_DIR, "synthetic");
+export const SYNTHETIC_DIR = syntheticDir();
 
 /** A parsed "synthetic:<preset>[:<type>][:s<seed>]" source. */
 export interface SyntheticSource {

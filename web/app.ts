@@ -471,7 +471,17 @@ export function createApp(deps: AppDeps) {
   app.get("/static/*", (c) => serve(decodeURIComponent(new URL(c.req.url).pathname.slice("/static/".length))));
   app.get("/favicon.ico", (c) => c.body(null, 204));
 
-  return Object.assign(app, { tasks, profiles, promptSets, host });
+  /**
+   * Graceful shutdown (D6): refuse new tasks, end queued ones, cancel the running one (a run saves what it
+   * measured as a partial profile), then give followers up to 3 s to receive their terminal event.
+   */
+  async function shutdown(reason: string, waitMs = 15_000): Promise<void> {
+    await tasks.shutdown(reason, waitMs);
+    const deadline = Date.now() + 3000;
+    while (tasks.list().some((t) => t.followers > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  return Object.assign(app, { tasks, profiles, promptSets, host, shutdown });
 }
 
 export type WorkbenchApp = ReturnType<typeof createApp>;
