@@ -35,6 +35,7 @@ export interface AppDeps {
   defaultBackend?: "auto" | "cpu" | "cuda";
   maxQueue?: number;             // pending tasks before 503 (default 64)
   maxFollowers?: number;         // SSE clients per task before 429 (default 128, QW_SSE_MAX_FOLLOWERS)
+  sseFlushMs?: number;           // a follower gets at most one write per this many ms (default 50, QW_SSE_FLUSH_MS)
 }
 
 const HOOK_RE = /^(blocks\.(\d+|\*)\.(hook_resid_pre|attn\.hook_[qkvz]|hook_attn_out|hook_resid_mid|mlp\.hook_pre|mlp\.hook_post|hook_resid_post)|hook_logits)$/;
@@ -109,6 +110,7 @@ export function createApp(deps: AppDeps) {
   const defaultBackend = deps.defaultBackend ?? "auto";
   const maxQueue = deps.maxQueue ?? 64;
   const maxFollowers = deps.maxFollowers ?? (Number(process.env.QW_SSE_MAX_FOLLOWERS) || 128);
+  const flushMs = deps.sseFlushMs ?? (Number(process.env.QW_SSE_FLUSH_MS) || 50);
   // A run's model load goes to the engine under `${id}:load`: cancelling the run cancels that load too.
   const tasks = new TaskManager((t) => { host.cancel(t.id); host.cancel(`${t.id}:load`); });
   let loading: Task | null = null;
@@ -328,11 +330,17 @@ export function createApp(deps: AppDeps) {
         const hb = setInterval(() => { if (!closed) s.write(": keep-alive\n\n").catch(close); }, heartbeatMs);
         try {
           await write(": stream open\n\n");
+          let lastWrite = 0;
           while (!closed) {
+            // At most one write per flushMs: during a fast decode (2 events per token) a follower's events
+            // go out in batches, so 100 followers cost ~2000 writes/s instead of ~100 per token.
+            const wait = lastWrite + flushMs - performance.now();
+            if (queue.length && !finished && wait > 0) await Promise.race([new Promise((r) => setTimeout(r, wait)), goneP]);
             while (queue.length && !closed) {
               let chunk = "";
               while (queue.length && chunk.length < 256 << 10) chunk += sseFrame(queue.shift()!);
               await write(chunk);
+              lastWrite = performance.now();
             }
             if (closed || (finished && !queue.length)) break; // (closed may have been set during the write)
             await new Promise<void>((r) => { wake = r; });

@@ -8,9 +8,10 @@ export const REAL_ENGINE = join(REPO, "engine/index.ts");
 
 export interface ServerProc { base: string; proc: ReturnType<typeof Bun.spawn>; output: () => string; stop: () => void }
 
-export async function startServer(args: string[], env: Record<string, string> = {}): Promise<ServerProc> {
-  const proc = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", "0", ...args], {
-    cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env },
+/** `repo`: the checkout whose web/server.ts runs (a before/after comparison can start another one). */
+export async function startServer(args: string[], env: Record<string, string> = {}, repo = REPO): Promise<ServerProc> {
+  const proc = Bun.spawn([process.execPath, join(repo, "web/server.ts"), "--port", "0", ...args], {
+    cwd: repo, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env },
   });
   let out = "";
   const pump = async (s: ReadableStream<Uint8Array>) => {
