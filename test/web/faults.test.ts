@@ -46,6 +46,21 @@ describe("D3: files symlinked out of the roots are neither listed nor served", (
     expect(ceil).not.toContain("SECRET-DEVICE");
   });
 
+  test("profiles: a profile symlinked out of the root is neither listed nor served", async () => {
+    const { app, dirs } = setup();
+    const out = outsideDir();
+    const { events } = await (async () => {
+      const { id } = (await (await app.request("/api/runs", json({ prompt: "p", maxTokens: 2 }))).json()) as { id: string };
+      return { events: await readSse(await app.request(`/api/tasks/${id}/events`)) };
+    })();
+    const key = events.at(-1)!.data.profileKey as string;
+    require("node:fs").renameSync(join(dirs.profiles, `${key}.json`), join(out, "p.json"));
+    symlinkSync(join(out, "p.json"), join(dirs.profiles, `${key}.json`));
+    const list: any = await (await app.request("/api/profiles")).json();
+    expect(list.profiles.map((p: any) => p.key)).not.toContain(key);
+    expect((await app.request(`/api/profiles/${encodeURIComponent(key)}`)).status).toBe(403);
+  });
+
   test("a model load gets the model root it was confined to (the engine then confines HF members to it)", async () => {
     const seen: LoadOptions[] = [];
     const inner = new LocalHost(new EngineCore(makeFakeOpenModel()));
@@ -73,6 +88,18 @@ describe("D5: SSE fan-out", () => {
       expect(ev.at(-1)!.event).toBe("done");
     }
     expect(calls).toBe(1);
+  }, 60_000);
+
+  test("a follower's events go out in batches (one write per flush interval), not one write per event", async () => {
+    const { app } = setup({ stepDelayMs: 2 }, { sseFlushMs: 300 });
+    const { id } = (await (await app.request("/api/runs", json({ prompt: "batch", maxTokens: 60 }))).json()) as { id: string };
+    const reader = (await app.request(`/api/tasks/${id}/events`)).body!.getReader();
+    let chunks = 0, text = "";
+    for (;;) { const { value, done } = await reader.read(); if (done) break; chunks++; text += new TextDecoder().decode(value); }
+    const events = (text.match(/^event: /gm) ?? []).length;
+    expect(text).toContain("event: done");
+    expect(events).toBeGreaterThan(100); // tokens + steps
+    expect(chunks).toBeLessThan(events / 4);
   }, 60_000);
 
   test("followers per task are capped: 429 beyond the cap, admitted again when one leaves", async () => {
