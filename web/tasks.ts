@@ -15,7 +15,7 @@ export function sseFrame(e: TaskEvent): string {
 
 export interface TaskView {
   id: string; kind: TaskKind; status: TaskStatus; created: string; started?: string; finished?: string;
-  error?: string; result?: unknown; label?: string; events: number; profileKey?: string;
+  error?: string; result?: unknown; label?: string; events: number; profileKey?: string; followers: number;
 }
 
 type Listener = (e: TaskEvent | null) => void; // null = finished
@@ -64,7 +64,7 @@ export class Task {
       id: this.id, kind: this.kind, status: this.status, created: this.created.toISOString(),
       started: this.started?.toISOString(), finished: this.finished?.toISOString(), error: this.error,
       result: withResult ? this.result : undefined, label: this.label, events: this.events.length + this.droppedEvents,
-      profileKey: (this.result as { profileKey?: string } | undefined)?.profileKey,
+      profileKey: (this.result as { profileKey?: string } | undefined)?.profileKey, followers: this.followers,
     };
   }
 }
