@@ -93,7 +93,11 @@ async function once(followers: number): Promise<{ decode: number; health: number
   if (followers) {
     followerProc.stdin.write(`${s.base}/api/tasks/${r.id}/events\n`);
     followerProc.stdin.flush();
-    while (((await (await fetch(`${s.base}/api/tasks/${r.id}`)).json()) as { followers: number }).followers < followers) await Bun.sleep(20);
+    for (let i = 0; ; i++) {
+      const v = (await (await fetch(`${s.base}/api/tasks/${r.id}`)).json()) as { followers?: number };
+      if (v.followers === undefined ? i >= 100 : v.followers >= followers) break; // a server without the count: 2 s
+      await Bun.sleep(20);
+    }
   }
   const cpu0 = mainThreadCpuMs(), client0 = followerCpuMs();
   await fetch(`${s.base}/api/tasks/${gate.id}/cancel`, { method: "POST" });
