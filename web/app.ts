@@ -20,7 +20,7 @@ import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import { confine, confineAnyRoot } from "./paths.ts";
 import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
-import { sseFrame, TaskManager, type Task } from "./tasks.ts";
+import { takeFrames, TaskManager, type Task } from "./tasks.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -326,7 +326,7 @@ export function createApp(deps: AppDeps) {
         const close = () => { closed = true; unsub(); wake?.(); gone(); };
         s.onAbort(close);
         c.req.raw.signal?.addEventListener("abort", close, { once: true });
-        const write = (text: string) => Promise.race([s.write(text), goneP]);
+        const write = (bytes: string | Uint8Array) => Promise.race([s.write(bytes), goneP]);
         const hb = setInterval(() => { if (!closed) s.write(": keep-alive\n\n").catch(close); }, heartbeatMs);
         try {
           await write(": stream open\n\n");
@@ -337,9 +337,7 @@ export function createApp(deps: AppDeps) {
             const wait = lastWrite + flushMs - performance.now();
             if (queue.length && !finished && wait > 0) await Promise.race([new Promise((r) => setTimeout(r, wait)), goneP]);
             while (queue.length && !closed) {
-              let chunk = "";
-              while (queue.length && chunk.length < 256 << 10) chunk += sseFrame(queue.shift()!);
-              await write(chunk);
+              await write(takeFrames(queue)); // encoded once per event, only copied per follower
               lastWrite = performance.now();
             }
             if (closed || (finished && !queue.length)) break; // (closed may have been set during the write)

@@ -5,12 +5,26 @@
 export type TaskKind = "load" | "run" | "quant";
 export type TaskStatus = "queued" | "running" | "done" | "failed" | "cancelled";
 
-export interface TaskEvent { id: number; event: string; data: unknown; frame?: string }
+export interface TaskEvent { id: number; event: string; data: unknown; frame?: Uint8Array }
 
-/** The event as one SSE frame, serialized once however many clients follow the task (D5). JSON.stringify
- *  without indentation never emits a raw newline, so the data fits one `data:` line. */
-export function sseFrame(e: TaskEvent): string {
-  return (e.frame ??= `id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data) ?? "null"}\n\n`);
+const utf8 = new TextEncoder();
+
+/** The event as one SSE frame, serialized and UTF-8 encoded once however many clients follow the task (D5).
+ *  JSON.stringify without indentation never emits a raw newline, so the data fits one `data:` line. */
+export function sseFrame(e: TaskEvent): Uint8Array {
+  return (e.frame ??= utf8.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data) ?? "null"}\n\n`));
+}
+
+/** Frames of queued events joined into one buffer (≤ ~256 KiB), taken off the front of `queue`. */
+export function takeFrames(queue: TaskEvent[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  while (queue.length && n < 256 << 10) { const f = sseFrame(queue.shift()!); parts.push(f); n += f.length; }
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
 }
 
 export interface TaskView {
