@@ -170,6 +170,18 @@ export const Fidelity = z.object({
 });
 export type Fidelity = z.infer<typeof Fidelity>;
 
+// Host work around the engine, on the clock of the op records (CLOCK_MONOTONIC ns): tokenization, each engine
+// call (FFI; `step` = the profile step it ran, the correlation id shared with that step's op records) and the
+// emission of each token event (SSE fan-out in the web server).
+export const HostSpan = z.object({
+  kind: z.enum(["tokenize", "ffi", "emit"]),
+  prompt: z.number().int(),
+  step: z.number().int().optional(),
+  t_start_ns: z.number(),
+  t_end_ns: z.number(),
+});
+export type HostSpan = z.infer<typeof HostSpan>;
+
 export const Profile = z.object({
   schema: z.literal("qwen-workbench/profile"),
   version: z.literal(PROFILE_SCHEMA_VERSION),
@@ -186,6 +198,7 @@ export const Profile = z.object({
     profiling_overhead_pct: z.number().optional(),
   }).passthrough(),
   fidelity: Fidelity.optional(),
+  host_spans: z.array(HostSpan).optional(),
   kernels: z.array(z.string()),     // kernel variant names, indexed by OpColumns.kernel
   ops: OpColumns.optional(),
   tokens: z.array(TokenEvent).optional(),

@@ -380,6 +380,7 @@ export function createApp(deps: AppDeps) {
       steps: stepTimeline(p), tokens: tokenTimeline(p),
       roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
       ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
+      fidelity: p.fidelity ?? null,
     });
   });
 

@@ -5,7 +5,7 @@ import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
 import type { Profile } from "../profile.ts";
 import {
-  latencyMatrix, rooflinePoints, tokenTimeline, type Comparison, type PhaseName, type RooflineGroup,
+  latencyMatrix, profilingModeOf, rooflinePoints, tokenTimeline, type Comparison, type PhaseName, type RooflineGroup,
 } from "./aggregate.ts";
 import type { Ceilings } from "./ceilings.ts";
 
@@ -60,7 +60,7 @@ function compose(title: string, subtitle: string, panels: Panel[], legend: { lab
 
 function subtitleOf(p: Profile): string {
   const m = p.manifest;
-  return `${m.label ?? p.id} · ${m.model.id} · ${m.device.name} (${m.device.backend}) · ${m.date.slice(0, 19).replace("T", " ")}`;
+  return `${m.label ?? p.id} · ${m.model.id} · ${m.device.name} (${m.device.backend}) · profiling ${profilingModeOf(p)} · ${m.date.slice(0, 19).replace("T", " ")}`;
 }
 
 function emptyPanel(text: string, width = 720): Panel {

@@ -63,6 +63,7 @@ class FakeSession implements EngineSession {
     return out;
   }
   profilingMode: ProfilingMode = "off";
+  clockNs() { return Number(process.hrtime.bigint()); }
   setProfiling(mode: ProfilingMode | boolean) {
     this.profilingMode = mode === true ? "kernels" : mode === false ? "off" : mode;
     this.profiling = this.profilingMode !== "off";
@@ -211,6 +212,7 @@ export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
       hash: "fakehash0123456789",
       tokenizer: fakeTokenizer,
       toggleRegistry: () => FAKE_REGISTRY.map((d) => ({ ...d })),
+      profilingModes: () => ["off", "events", "kernels"],
       newSession: () => new FakeSession(o),
       close() {},
     };
