@@ -88,6 +88,7 @@ export interface Capture {
 export interface EngineSession {
   readonly maxBatch: number;
   readonly maxContext: number;
+  readonly maxPrefill?: number;                      // tokens one prefill call takes (default maxContext)
   setToggle(id: string, value: string, layer?: number): void; // layer -1 / undefined = all layers
   toggles(): ToggleValues;
   /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */

@@ -55,7 +55,9 @@ export function htmlReport(p: Profile, opts: { ceilings?: Ceilings | null } = {}
   if (p.quant_error?.length) plots.push(quantSvg(p));
   const quant = p.quant_error?.map((q) => `<h3>${esc(q.candidate_label)} vs ${esc(q.reference_label)}</h3><table><thead><tr><th>hook</th><th class="n">cosine</th><th class="n">rel L1</th><th class="n">RMSE</th><th class="n">SQNR (dB)</th><th class="n">max abs</th></tr></thead><tbody>${
     q.layers.map((l) => `<tr><td>${esc(l.hook)}</td><td class="n">${l.cosine.toFixed(6)}</td><td class="n">${l.rel_l1.toExponential(3)}</td><td class="n">${l.rmse.toExponential(3)}</td><td class="n">${fmt(l.sqnr_db, 1)}</td><td class="n">${l.max_abs.toExponential(3)}</td></tr>`).join("")}</tbody></table>${
-    q.logits ? `<p>logits: KL ${q.logits.kl.toExponential(3)} nats · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} % · cosine ${q.logits.cosine.toFixed(6)}</p>` : ""}`).join("") ?? "";
+    q.logits ? `<p>logits: KL ${q.logits.kl.toExponential(3)} nats · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} % · cosine ${q.logits.cosine.toFixed(6)}</p>` : ""}${
+    q.perplexity ? `<p>perplexity on ${esc(q.perplexity.text ?? "a text")} (${q.perplexity.tokens ?? "?"} tokens, ctx ${q.perplexity.ctx ?? "?"}): ${fmt(q.perplexity.reference ?? NaN, 3)} → ${fmt(q.perplexity.candidate ?? NaN, 3)} · KL ${q.perplexity.kl_mean?.toExponential(3) ?? "–"} nats · top-1 agreement ${q.perplexity.top1_agreement === null || q.perplexity.top1_agreement === undefined ? "–" : (q.perplexity.top1_agreement * 100).toFixed(2) + " %"}</p>` : ""}${
+    (q.findings ?? []).map((f) => `<p><b>finding:</b> ${esc(f)}</p>`).join("")}`).join("") ?? "";
   const json = JSON.stringify(p).replace(/</g, "\\u003c");
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -31,6 +31,11 @@ function render(opts: Plot.PlotOptions, width: number, height: number): Panel {
   return { svg: el.outerHTML, width, height };
 }
 
+/** One Observable Plot figure as a standalone SVG string (notebooks' plot() output uses it). */
+export function plotSvg(opts: Plot.PlotOptions, width = 640, height = 320): string {
+  return render(opts, width, height).svg;
+}
+
 /** Stacks panels vertically under a title, with an optional legend (label → color). */
 function compose(title: string, subtitle: string, panels: Panel[], legend: { label: string; color: string; shape?: string }[] = []): string {
   const width = Math.max(...panels.map((p) => p.width), 400);
@@ -177,7 +182,9 @@ export function quantSvg(p: Profile, width = 760): string {
     y: { label: "1 − cosine similarity (log)", type: "log", grid: true },
     marks: [Plot.dot(rows, { x: "name", y: (d: { cosine: number }) => Math.max(1e-12, 1 - d.cosine), fill: PALETTE[2], r: 4 })],
   }, width, 230);
-  const lg = q.logits ? ` · logits KL ${q.logits.kl.toExponential(3)} · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} %` : "";
+  const lg = (q.logits ? ` · logits KL ${q.logits.kl.toExponential(3)} · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} %` : "")
+    + (q.perplexity?.reference != null && q.perplexity.candidate != null ? ` · perplexity ${q.perplexity.reference.toFixed(2)} → ${q.perplexity.candidate.toFixed(2)}` : "")
+    + (q.first_nonfinite ? ` · non-finite from ${q.first_nonfinite.hook} (${q.first_nonfinite.arm})` : "");
   return compose(`Quantization error: ${q.candidate_label} vs ${q.reference_label}`, `${subtitleOf(p)}${lg}`, [sq, cos]);
 }
 
