@@ -4,7 +4,7 @@
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
-import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
@@ -12,6 +12,7 @@ import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, wei
 import { fidelityLines, measureFidelity } from "./fidelity.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "./index.ts";
+import { removeOwnTempFiles } from "./tempfiles.ts";
 import { openModelSource } from "./modelfile.ts";
 import {
   PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Fidelity, type Profile, type ProfilingMode,
@@ -251,11 +252,7 @@ async function cmdSynth(argv: string[]): Promise<void> {
   process.stderr.write(`synth ${preset} (${(paramCount(spec.config) / 1e6).toFixed(1)} M params) as ${format} ${type} -> ${out}\n`);
   // An interrupted write leaves no half file behind: the writers stream into <name>.tmp-<pid>-<time> files.
   const cleanup = (sig: string) => {
-    for (const d of [dirname(out), out]) {
-      try {
-        for (const f of readdirSync(d)) if (f.includes(`.tmp-${process.pid}-`)) rmSync(join(d, f), { force: true });
-      } catch { /* not a directory (yet) */ }
-    }
+    removeOwnTempFiles([dirname(out), out]);
     process.stderr.write(`\nsynth interrupted (${sig}); partial files removed\n`);
     process.exit(130);
   };

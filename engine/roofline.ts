@@ -2,10 +2,11 @@
 // notebooks/calibrate.ts, read through one zod schema), matching a run's device to its ceilings, the roofline
 // points of a profile's op records, and the bandwidth roofline of a decode step. The web server, the SVG
 // exporters, the CLI and the notebooks all read ceilings and points from here.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { NON_MODEL_OPS, type Profile } from "./profile.ts";
+import { readJsonFile, realInside } from "./fsafe.ts";
 import { layerLabel, opRecords, PHASES, type PhaseName } from "./export/aggregate.ts";
 
 // ------------------------------------------------------------------------------------------------ ceilings
@@ -84,14 +85,11 @@ function readDir(dir: string, ceilings: Ceilings[], skipped: { file: string; err
   let names: string[];
   try { names = readdirSync(dir).filter((n) => n.endsWith(".json")); } catch { return; }
   for (const n of names.sort()) {
-    const p = join(dir, n);
     try {
-      const st = statSync(p);
-      if (!st.isFile()) { skipped.push({ file: n, error: "not a regular file" }); continue; }
-      if (st.size > 8 << 20) { skipped.push({ file: n, error: "larger than 8 MiB" }); continue; }
-      let raw: unknown;
-      try { raw = JSON.parse(readFileSync(p, "utf8")); } catch { throw new Error(`ceilings ${n}: not JSON`); }
-      ceilings.push({ ...parseCeilings(raw, n), dir });
+      // Only regular files whose real path stays in `dir` (no FIFO that blocks, no symlink out: server faults
+      // D2, D3); errors name the file, never its content.
+      const p = realInside(dir, join(dir, n), `ceilings ${n}`);
+      ceilings.push({ ...parseCeilings(readJsonFile(p, 8 << 20, `ceilings ${n}`), n), dir });
     } catch (e) {
       skipped.push({ file: n, error: (e as Error).message });
     }

@@ -12,6 +12,8 @@ export interface FakeOptions {
   failDecodeAt?: number;     // throw on this decode step (0-based)
   stepDelayMs?: number;      // sleep per step (to test cancel / concurrency)
   loadDelayMs?: number;
+  delayFor?: string;         // loadDelayMs applies only to sources containing this
+  failOpenFor?: string;      // opening a source containing this fails
   crashWorker?: boolean;     // throw an uncaught error from a timer during generate (kills a worker's event loop)
 }
 
@@ -201,10 +203,16 @@ export const fakeTokenizer = {
 
 export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
   return async (source: string, opts?: OpenOptions): Promise<EngineModel> => {
-    if (o.failOpen) throw new Error(`fake engine: cannot open ${source}`);
+    if (o.failOpen || (o.failOpenFor && source.includes(o.failOpenFor))) throw new Error(`fake engine: cannot open ${source}`);
+    const delay = o.delayFor && !source.includes(o.delayFor) ? 0 : o.loadDelayMs ?? 0;
     for (let i = 1; i <= 4; i++) {
       opts?.onProgress?.({ stage: "read", done: i, total: 4, message: `tensor ${i}/4` });
-      if (o.loadDelayMs) await sleep(o.loadDelayMs / 4);
+      // like the real loader: the cancel flag is checked between tensors (and here between 10-ms slices)
+      for (let t = 0; t < delay / 4; t += 10) {
+        if (opts?.signal?.aborted) throw new Error("load cancelled");
+        await sleep(10);
+      }
+      if (opts?.signal?.aborted) throw new Error("load cancelled");
     }
     return {
       id: source, format: source.startsWith("synthetic:") ? "synthetic" : "hf",
