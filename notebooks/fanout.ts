@@ -8,6 +8,7 @@
 //   bun notebooks/fanout.ts                          # default model on the CPU, 100 followers, 5 reps per arm
 //   bun notebooks/fanout.ts --followers 100 --reps 5 --max-tokens 128 --model default --backend cpu
 //   bun notebooks/fanout.ts --engine test/web/fake-engine.ts   # the server alone (fake engine)
+//   bun notebooks/fanout.ts --threads 1                          # engine on 1 thread: a core left for server + followers
 //   bun notebooks/fanout.ts --server ../other-checkout          # that checkout's server, this checkout's engine
 import { parseArgs } from "node:util";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -25,6 +26,7 @@ const { values: a } = parseArgs({
     "max-tokens": { type: "string", default: "128" },
     model: { type: "string", default: "default" },
     backend: { type: "string", default: "cpu" },
+    threads: { type: "string" }, // engine threads (e.g. 1 on a 2-core machine: a core left for server + followers)
     engine: { type: "string", default: REAL_ENGINE },
     server: { type: "string" },   // another checkout whose web/server.ts to run (before/after comparisons)
     follow: { type: "string" }, // internal: be the followers' process (N streams of this events URL)
@@ -122,6 +124,11 @@ async function once(followers: number): Promise<{ decode: number; health: number
 const q = (xs: number[], p: number) => { const s = [...xs].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * (s.length - 1)))]; };
 const med = (xs: number[]) => q(xs, 0.5);
 try {
+  if (a.threads !== undefined) {
+    const l: any = await (await post("/api/models/load", { source: a.model, backend: a.backend, threads: Number(a.threads) })).json();
+    const t = await waitDone(l.id);
+    if (t.status !== "done") throw new Error(`fanout: loading ${a.model} with ${a.threads} threads: ${t.error ?? t.status}`);
+  }
   await once(0); // warm-up: loads the model and touches every code path once
   const arms: Record<string, { decode: number[]; health: number[]; cpu: number[]; client: number[] }> = {
     "0": { decode: [], health: [], cpu: [], client: [] }, [N]: { decode: [], health: [], cpu: [], client: [] },
