@@ -35,6 +35,10 @@ const char *matmul_kernel_name(const NativeTensor &t, int64_t T);  // e.g. "cpu.
 // matmul_avx512.cpp — W8 decode rows [r0, r1) with AVX-512 (call only when cpu_has_avx512()).
 void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1);
 bool cpu_has_avx512();
+// gemm_avx512.cpp — exact prefill GEMM over fp32 weight rows: out[t * out_stride + i] = w[i] . x[t] for
+// rows i < n_rows (row stride ldw) and tokens t < T, K columns. Overwrites out; deterministic for any row split.
+void gemm_f32_avx512(const float *w, int64_t ldw, int64_t n_rows, const float *x, int64_t x_stride, int64_t T,
+                     int64_t K, float *out, int64_t out_stride);
 
 // norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].
 void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, Pool &pool);

@@ -254,8 +254,41 @@ void block_tokens(const L &ld, const Ctx &cx, int64_t b0, int64_t b1) {
   }
 }
 
+// Prefill with AVX-512 (gemm_avx512.cpp): F32 rows in place, other types dequantized exactly in blocks
+// of rows that stay in L2 (about 512 KiB of fp32), every block then passed over by all T tokens.
+template <bool GROUPED, class L>
+void gemm_rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
+  const MatJob &jb = *cx.job;
+  const NativeTensor &w = *jb.w.t;
+  const int64_t cols = cx.cols;
+  float *out = jb.out + r0;
+  const int64_t nb = std::max<int64_t>(4, (int64_t(512) * 1024 / (4 * cols)) / 4 * 4);
+  thread_local std::vector<float> scratch;
+  if (w.type != NativeType::F32 && scratch.size() < size_t(nb * cols)) scratch.resize(size_t(nb * cols));
+  for (int64_t b0 = r0; b0 < r1; b0 += nb) {
+    const int64_t n = std::min(r1, b0 + nb) - b0;
+    const float *wb = reinterpret_cast<const float *>(w.data.data()) + b0 * cols;
+    if (w.type != NativeType::F32) {
+      if (cols % 8 == 0)
+        dequant_block<GROUPED>(ld, cx, b0, n, scratch.data());
+      else
+        dequant_rows(scratch.data(), w, b0, n);
+      wb = scratch.data();
+    }
+    gemm_f32_avx512(wb, cols, n, cx.x, cx.x_stride, cx.T, cols, jb.out + b0, jb.out_stride);
+  }
+  if (jb.bias)
+    for (int64_t t = 0; t < cx.T; ++t)
+      for (int64_t r = 0; r < r1 - r0; ++r) out[t * jb.out_stride + r] += jb.bias[r0 + r];
+}
+
 template <bool GROUPED, class L>
 void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
+  static const bool avx512 = cpu_has_avx512();
+  if (avx512 && cx.T >= kDequantMinT) {
+    gemm_rows<GROUPED>(ld, cx, r0, r1);
+    return;
+  }
   if (cx.T == 1) {
     const int64_t q = (r1 - r0) / 4;
     for (int64_t i = 0; i < q; ++i) tile<4, 1, GROUPED>(ld, cx, r0 + i, q, 0);
