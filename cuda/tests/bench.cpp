@@ -207,6 +207,11 @@ int main(int argc, char **argv) {
   CHECK_OK(qw_model_finalize(m));
   CHECK_OK(qw_session_create(m, "{\"max_context\":1024}", &s));
   if (argc > 7) CHECK_OK(qw_session_set_toggle(s, "kvCache", argv[7], -1));
+  if (const char *tv = std::getenv("QW_BENCH_TOGGLE")) {  // id=value, e.g. actQuant=int8 (all layers)
+    const std::string kv = tv;
+    const size_t eq = kv.find('=');
+    CHECK_OK(qw_session_set_toggle(s, kv.substr(0, eq).c_str(), eq == std::string::npos ? "" : kv.substr(eq + 1).c_str(), -1));
+  }
   uint64_t len = 0;
   char info[4096];
   CHECK_OK(qw_model_info_json(m, nullptr, 0, &len));

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -44,6 +45,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kTokenTile = 32;  // tokens per pass over a chunk's weight rows
+constexpr int64_t kDequantMinT = 8;  // from this many tokens on, dequantize-then-f32-GEMM wins (and the GEMM kernels run)
 
 struct Ctx {
   const MatJob *job;
@@ -52,6 +54,7 @@ struct Ctx {
   int32_t G;                 // group size (grouped types) or cols
   int64_t gpr;               // groups per row
   const float *xsum;         // [T, gpr] group sums of x, or nullptr when offsets are all zero
+  const QuantAct *qa;        // int8-activation arm: x quantized per group of G, else nullptr
 };
 
 #ifdef QW_CPU_AVX2
@@ -202,7 +205,6 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
 // every token tile over a block while its rows are still in L1/L2.
 constexpr int64_t kBlock = 64;
 constexpr int64_t kDequantBlock = 16;  // rows dequantized at once for prefill (16 x 4864 fp32 = 311 KiB)
-constexpr int64_t kDequantMinT = 8;    // from this many tokens on, dequantize-then-f32-GEMM wins
 
 // fp32 rows of a scratch block holding rows [base, base + n) of the weight.
 struct LBlock {
@@ -318,6 +320,10 @@ void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
 void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
   const NativeTensor &w = *cx.job->w.t;
   const int64_t cols = w.cols;
+  if (cx.qa) {
+    gemm_int8_avx512(*cx.job, *cx.qa, cx.xsum, r0, r1);
+    return;
+  }
   static const bool avx512 = cpu_has_avx512();
   if (avx512 && cx.T == 1 && w.type == NativeType::W8) {
     gemv_w8_avx512(*cx.job, cx.x, cx.xsum, r0, r1);
@@ -363,8 +369,26 @@ bool cpu_has_avx512() {
 #endif
 }
 
-const char *matmul_kernel_name(const NativeTensor &t, int64_t T) {
+// The int8-activation arm runs where the CPU has VNNI, for W8/W4 weights and prefill-sized T.
+bool uses_int8(const NativeTensor &t, int64_t T, bool act_int8) {
+  static const bool vnni = cpu_has_vnni();
+  return act_int8 && vnni && T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
+}
+
+const char *matmul_kernel_name(const NativeTensor &t, int64_t T, bool act_int8) {
   const bool gemv = T == 1;
+  if (uses_int8(t, T, act_int8))
+    return t.type == NativeType::W4 ? "cpu.gemm.w4g32.int8act.vnni"
+                                    : t.group == 16 ? "cpu.gemm.w8g16.int8act.vnni" : "cpu.gemm.w8g32.int8act.vnni";
+  if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
+    switch (t.type) {
+      case NativeType::F32: return "cpu.gemm.f32.avx512";
+      case NativeType::F16: return "cpu.gemm.f16.avx512";
+      case NativeType::BF16: return "cpu.gemm.bf16.avx512";
+      case NativeType::W8: return t.group == 16 ? "cpu.gemm.w8g16.avx512" : "cpu.gemm.w8g32.avx512";
+      case NativeType::W4: return "cpu.gemm.w4g32.avx512";
+    }
+  }
   if (gemv && t.type == NativeType::W8 && cpu_has_avx512())
     return t.group == 16 ? "cpu.gemv.w8g16.avx512" : "cpu.gemv.w8g32.avx512";
   switch (t.type) {
@@ -383,6 +407,7 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
   // Per job: context and (when offsets are nonzero) the per-token group sums of x.
   std::vector<Ctx> ctx(static_cast<size_t>(n_jobs));
   std::vector<std::vector<float>> xsums(static_cast<size_t>(n_jobs));
+  std::deque<QuantAct> qas;  // stable addresses
   int64_t max_rows = 0;
   for (int j = 0; j < n_jobs; ++j) {
     const NativeTensor &w = *jobs[j].w.t;
@@ -396,6 +421,18 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
     c.G = grouped ? w.group : int32_t(w.cols);
     c.gpr = grouped ? w.cols / w.group : 1;
     c.xsum = nullptr;
+    c.qa = nullptr;
+    if (uses_int8(w, T, jobs[j].act_int8)) {  // one quantization per group size, shared by the jobs
+      QuantAct *qa = nullptr;
+      for (auto &q : qas)
+        if (q.G == w.group) qa = &q;
+      if (!qa) {
+        qas.emplace_back();
+        qa = &qas.back();
+        quantize_act(*qa, x, T, x_stride, w.cols, w.group);
+      }
+      c.qa = qa;
+    }
     if (grouped && jobs[j].w.has_offset) {
       auto &xs = xsums[size_t(j)];
       xs.resize(size_t(T * c.gpr));
@@ -426,6 +463,7 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
   for (int j = 0; j < n_jobs; ++j) {
     const int64_t rows = jobs[j].w.t->rows;
     chunk[size_t(j)] = std::max<int64_t>(64, (rows + 4 * nt - 1) / (4 * nt));
+    if (T >= kDequantMinT) chunk[size_t(j)] = (chunk[size_t(j)] + 31) / 32 * 32;  // whole int8 panels / GEMM quads
     first[size_t(j) + 1] = first[size_t(j)] + (rows + chunk[size_t(j)] - 1) / chunk[size_t(j)];
   }
   const int64_t n_items = first[size_t(n_jobs)];
