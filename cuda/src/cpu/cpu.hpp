@@ -96,6 +96,13 @@ struct AttnArgs {
   Pool *pool;
 };
 void attention(KvCache &kv, const AttnArgs &a);
+void softmax_scaled(float *s, int32_t n_keys, float scale);  // s = softmax(scale * s) over n_keys
+// attention_avx512.cpp — blocked prefill attention (steps of >= kBlockedMinRows rows, head_dim % 64 == 0,
+// AVX-512); bk/bv: the gqa-broadcast copies [nH, len, d] per sequence (empty unless a.broadcast).
+constexpr int64_t kBlockedMinRows = 8;
+bool attention_blocked_ok(int32_t head_dim);
+void attention_blocked_avx512(KvCache &kv, const AttnArgs &a, const std::vector<std::vector<float>> &bk,
+                              const std::vector<std::vector<float>> &bv);
 
 // The CPU model: native tensors by name, and the forward step (forward.cpp).
 struct Layer {
