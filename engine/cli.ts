@@ -306,6 +306,16 @@ function cmdInspect(argv: string[]): void {
 }
 
 // ------------------------------------------------------------------------------------------------
+/** Resident memory of a loaded model next to its file size (weights stay in their 8/4-bit layouts). */
+function benchMemory(path: string, weightBytes: number, rssBefore: number): Record<string, number> {
+  const rss = process.memoryUsage().rss;
+  const file = existsSync(path) && statSync(path).isFile() ? statSync(path).size : 0;
+  const mem = { file_bytes: file, weight_bytes: weightBytes, rss_bytes: rss, rss_model_bytes: rss - rssBefore };
+  process.stderr.write(`memory: file ${file ? fmtBytes(file) : "-"}, weights ${fmtBytes(weightBytes)}, ` +
+    `resident +${fmtBytes(rss - rssBefore)} after load (process RSS ${fmtBytes(rss)})\n`);
+  return mem;
+}
+
 async function cmdBench(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse(argv, {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
@@ -323,9 +333,10 @@ async function cmdBench(argv: string[]): Promise<void> {
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
   const format = (o.format as string | undefined) ?? "md";
   if (!["md", "csv", "json", "jsonl"].includes(format)) fail(`bench: --format must be md, csv, json or jsonl, got '${format}'`);
+  const rss0 = process.memoryUsage().rss;
   const m = await open(model, backendOf(o.backend as string), threads);
   const rows: BenchRow[] = [];
-  const summary: Record<string, unknown> = {};
+  const summary: Record<string, unknown> = { memory: benchMemory(m.path, m.weightBytes, rss0) };
   try {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
     const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: Math.max(maxPp, 8 + maxTg, 16) });
