@@ -43,42 +43,62 @@ constexpr int NR = 32;   // weight rows per panel (two zmm of int32 lanes)
 
 // One packed panel of up to 32 rows (rows past nr are zero codes and zero scales).
 struct Panel {
-  std::vector<uint8_t> codes;  // [gpr][G / 4][32][4]
+  std::vector<uint8_t> codes;  // [K / 4][32][4] = [gpr][G / 4][32][4]
   std::vector<int32_t> corr;   // [gpr][32]: -128 * sum of the group's codes
   std::vector<float> scale;    // [gpr][32]
   std::vector<float> offset;   // [gpr][32] (only when the weight has offsets)
 };
 
+// Repacks rows [r, r + nr) (zero rows past nr) into the panel: gathers of one 4-byte column quad from 16
+// rows at a time. Row code sums for the +128 correction come from vpdpbusd(0x80 bytes, codes) = 128 * sum.
 void pack_panel(Panel &p, const NativeTensor &w, int64_t r, int nr, bool with_offset) {
-  const int64_t K = w.cols, G = w.group, gpr = K / G, QG = G / 4;
-  p.codes.assign(size_t(gpr * QG * NR * 4), 0);
-  p.corr.assign(size_t(gpr * NR), 0);
+  const int64_t K = w.cols, G = w.group, gpr = K / G, QG = G / 4, K4 = K / 4;
+  p.codes.resize(size_t(K4 * NR * 4));
+  p.corr.resize(size_t(gpr * NR));
   p.scale.assign(size_t(gpr * NR), 0.0f);
   if (with_offset) p.offset.assign(size_t(gpr * NR), 0.0f);
-  std::vector<int8_t> row(static_cast<size_t>(K));
-  for (int j = 0; j < nr; ++j) {
-    const int64_t rr = r + j;
-    if (w.type == NativeType::W8) {
-      std::memcpy(row.data(), w.data.data() + rr * K, size_t(K));
-    } else {  // W4: low nibble = even column
-      const uint8_t *b = w.data.data() + rr * K / 2;
-      for (int64_t c = 0; c < K; c += 2) {
-        row[size_t(c)] = int8_t(b[c / 2] & 0x0F);
-        row[size_t(c + 1)] = int8_t(b[c / 2] >> 4);
+  thread_local std::vector<int8_t> rows;  // W4 widened to bytes, or W8 rows of a partial panel (zero padded)
+  const int8_t *base = reinterpret_cast<const int8_t *>(w.data.data()) + r * K;
+  if (w.type == NativeType::W4 || nr < NR) {
+    rows.assign(size_t(NR * K), 0);
+    for (int j = 0; j < nr; ++j) {
+      int8_t *o = rows.data() + j * K;
+      if (w.type == NativeType::W8) {
+        std::memcpy(o, base + j * K, size_t(K));
+      } else {  // low nibble = even column
+        const uint8_t *b = w.data.data() + (r + j) * K / 2;
+        for (int64_t c = 0; c < K; c += 2) {
+          o[c] = int8_t(b[c / 2] & 0x0F);
+          o[c + 1] = int8_t(b[c / 2] >> 4);
+        }
       }
     }
-    for (int64_t g = 0; g < gpr; ++g) {
-      int32_t sum = 0;
-      for (int64_t q = 0; q < QG; ++q) {
-        const int8_t *src = row.data() + g * G + q * 4;
-        std::memcpy(&p.codes[size_t(((g * QG + q) * NR + j) * 4)], src, 4);
-        sum += src[0] + src[1] + src[2] + src[3];
-      }
-      p.corr[size_t(g * NR + j)] = -128 * sum;
-      p.scale[size_t(g * NR + j)] = w.scale[size_t(rr * gpr + g)];
-      if (with_offset) p.offset[size_t(g * NR + j)] = w.offset[size_t(rr * gpr + g)];
-    }
+    base = rows.data();
   }
+  const __m512i idx0 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(int32_t(K4)));
+  const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(int32_t(16 * K4)));
+  const __m512i b128 = _mm512_set1_epi8(char(0x80));
+  int32_t *codes = reinterpret_cast<int32_t *>(p.codes.data());
+  for (int64_t g = 0; g < gpr; ++g) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+    for (int64_t q = 0; q < QG; ++q) {
+      const int64_t c4 = g * QG + q;
+      const __m512i v0 = _mm512_i32gather_epi32(idx0, base + c4 * 4, 4);
+      const __m512i v1 = _mm512_i32gather_epi32(idx1, base + c4 * 4, 4);
+      _mm512_storeu_si512(codes + c4 * NR, v0);
+      _mm512_storeu_si512(codes + c4 * NR + 16, v1);
+      s0 = _mm512_dpbusd_epi32(s0, b128, v0);
+      s1 = _mm512_dpbusd_epi32(s1, b128, v1);
+    }
+    _mm512_storeu_si512(p.corr.data() + g * NR, _mm512_sub_epi32(_mm512_setzero_si512(), s0));
+    _mm512_storeu_si512(p.corr.data() + g * NR + 16, _mm512_sub_epi32(_mm512_setzero_si512(), s1));
+  }
+  for (int j = 0; j < nr; ++j)
+    for (int64_t g = 0; g < gpr; ++g) {
+      p.scale[size_t(g * NR + j)] = w.scale[size_t((r + j) * gpr + g)];
+      if (with_offset) p.offset[size_t(g * NR + j)] = w.offset[size_t((r + j) * gpr + g)];
+    }
 }
 
 // MT tokens (MT <= MR) x the 32 rows of panel p; QG = G / 4 column quads per group.
