@@ -307,12 +307,12 @@ function cmdInspect(argv: string[]): void {
 
 // ------------------------------------------------------------------------------------------------
 /** Resident memory of a loaded model next to its file size (weights stay in their 8/4-bit layouts). */
-function benchMemory(path: string, weightBytes: number, rssBefore: number): Record<string, number> {
-  const rss = process.memoryUsage().rss;
-  const file = existsSync(path) && statSync(path).isFile() ? statSync(path).size : 0;
-  const mem = { file_bytes: file, weight_bytes: weightBytes, rss_bytes: rss, rss_model_bytes: rss - rssBefore };
-  process.stderr.write(`memory: file ${file ? fmtBytes(file) : "-"}, weights ${fmtBytes(weightBytes)}, ` +
-    `resident +${fmtBytes(rss - rssBefore)} after load (process RSS ${fmtBytes(rss)})\n`);
+function benchMemory(m: { path: string; weightBytes: number; nativeWeightBytes(): number }, rssBefore: number): Record<string, number> {
+  const rss = process.memoryUsage().rss, native = m.nativeWeightBytes();
+  const file = existsSync(m.path) && statSync(m.path).isFile() ? statSync(m.path).size : 0;
+  const mem = { file_bytes: file, weight_bytes: m.weightBytes, native_weight_bytes: native, rss_bytes: rss, rss_model_bytes: rss - rssBefore };
+  process.stderr.write(`memory: file ${file ? fmtBytes(file) : "-"}, weights ${fmtBytes(m.weightBytes)} as loaded, ` +
+    `${fmtBytes(native)} in the engine's native layout; process RSS +${fmtBytes(rss - rssBefore)} after load (${fmtBytes(rss)})\n`);
   return mem;
 }
 
@@ -336,7 +336,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const rss0 = process.memoryUsage().rss;
   const m = await open(model, backendOf(o.backend as string), threads);
   const rows: BenchRow[] = [];
-  const summary: Record<string, unknown> = { memory: benchMemory(m.path, m.weightBytes, rss0) };
+  const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
   try {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
     const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: Math.max(maxPp, 8 + maxTg, 16) });
