@@ -10,6 +10,11 @@
 // tokens and every x vector two rows; tokens pass in tiles of kTokenTile over blocks of kBlock rows that
 // stay in L1/L2 meanwhile. That reuse is why prefill is several times faster per token than decode.
 //
+// With AVX-512 (run-time check; QW_CPU_NO_AVX512=1 turns it off), T >= kDequantMinT goes to the packed
+// prefill kernels instead: gemm_avx512.cpp (exact fp32 arm: weight rows dequantized exactly in L2-sized
+// blocks, 4 rows x 6 tokens of zmm accumulators) or, for W8/W4 with toggle actQuant = int8 on a VNNI CPU,
+// gemm_int8_avx512.cpp (activations quantized per group, vpdpbusd). Row chunks are then multiples of 32.
+//
 // Grouped weights (W8/W4, w = scale * q + offset per group of G columns): the dot is folded as
 //   sum_g (scale_g * sum_{c in g} q_c x_c) + sum_g offset_g * (sum_{c in g} x_c)
 // i.e. integer codes are converted to float and accumulated per group, multiplied by the group scale
