@@ -143,41 +143,53 @@ static double flops(int threads) {
 // Peaks of the prefill GEMM arms (gemm_avx512.cpp, gemm_int8_avx512.cpp): 12 register-resident zmm chains
 // per thread of vfmadd231ps (fp32, 32 FLOPs each) or vpdpbusd (int8, 64 multiply-adds = 128 OPs each).
 // Returns OP/s of `threads` threads over `iters` iterations, timed by the caller.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static double peak512_run(int threads, int64_t iters, bool int8) {
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vnni")
+// 12 independent chains a[i] = op(a[i]) over iters steps from distinct starts (the compiler may not merge
+// them); returns the sum of all lanes so that the work cannot be dropped.
+template <class V, class Init, class Op, class Lanes>
+__attribute__((always_inline)) inline double chains12(int64_t iters, Init init, Op op, Lanes lanes) {
+  V a[12];
+  for (int i = 0; i < 12; ++i) a[i] = init(i);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = op(a[i]);
+  }
+  double total = 0;
+  for (int i = 0; i < 12; ++i) total += lanes(a[i]);
+  return total;
+}
+
+template <class E, class V>
+double lane_sum(V a) {
+  E t[sizeof(V) / sizeof(E)];
+  std::memcpy(t, &a, sizeof(V));
+  double x = 0;
+  for (E v : t) x += double(v);
+  return x;
+}
+
+static double peak512_run(int threads, int64_t iters, bool int8) {
   double total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
   {
-    const int f = omp_get_thread_num() + 1;  // distinct starts: the compiler may not merge the chains
+    const int f = omp_get_thread_num() + 1;
     if (int8) {
-      __m512i a[12];
-      for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_epi32(f + i);
       const __m512i u = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-2);
-      for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; ++i) a[i] = _mm512_dpbusd_epi32(a[i], u, w);
-      }
-      alignas(64) int32_t tmp[16];
-      for (int i = 0; i < 12; ++i) {
-        _mm512_store_si512(tmp, a[i]);
-        for (int32_t v : tmp) total += double(v);
-      }
+      total += chains12<__m512i>(
+          iters, [&](int i) { return _mm512_set1_epi32(f + i); }, [&](__m512i a) { return _mm512_dpbusd_epi32(a, u, w); },
+          lane_sum<int32_t, __m512i>);
     } else {
-      __m512 a[12];
-      for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(float(f) + 0.1f * float(i));
       const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-6f);
-      for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
-      }
-      alignas(64) float tmp[16];
-      for (int i = 0; i < 12; ++i) {
-        _mm512_store_ps(tmp, a[i]);
-        for (float v : tmp) total += double(v);
-      }
+      total += chains12<__m512>(
+          iters, [&](int i) { return _mm512_set1_ps(float(f) + 0.1f * float(i)); },
+          [&](__m512 a) { return _mm512_fmadd_ps(a, m, c); },
+          lane_sum<float, __m512>);
     }
   }
   return total;
 }
+#pragma GCC pop_options
 
 static double peak512(int threads, bool int8) {
   int64_t iters = 1 << 20;
