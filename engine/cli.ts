@@ -8,11 +8,14 @@ import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
-import { benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "./bench-core.ts";
+import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "./bench-core.ts";
+import { fidelityLines, measureFidelity } from "./fidelity.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "./index.ts";
 import { openModelSource } from "./modelfile.ts";
-import { PROFILE_SCHEMA_VERSION, statOf, writeProfile, type BenchRow, type Profile } from "./profile.ts";
+import {
+  PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Fidelity, type Profile, type ProfilingMode,
+} from "./profile.ts";
 import { SessionError } from "./session.ts";
 import {
   isPreset, paramCount, planType, PRESET_NAMES, synthSpec, SYNTH_TYPES, tensorList, writeSyntheticGguf, writeSyntheticHf,
@@ -374,27 +377,18 @@ async function cmdBench(argv: string[]): Promise<void> {
         summary.tpot_ms = r.tpot;
       }
     }
-    // Profiling-mode overhead (DESIGN.md §4): the first decode case in alternating pairs (records off / on),
-    // so a change in machine load hits both arms alike; overhead = median over pairs of (off − on) / off.
+    // Profiling fidelity (engine/fidelity.ts): each mode against off in interleaved rounds on batch-1 decode, and
+    // whether each mode's records add up to the steps.
+    let fidelity: Fidelity | undefined;
     if (o.out && tgs.length) {
-      const one = { reps: 1, warmup: 0, allowFewer: true, retries, maxContention };
-      const ratios: number[] = [], onS: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        s.setProfiling(false);
-        const off = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, one).decode!.median;
-        s.setProfiling(true);
-        const on = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, one).decode!.median;
-        s.takeRecords();
-        ratios.push((100 * (off - on)) / off);
-        onS.push(on);
-        log(`[profiling overhead] pair ${i + 1}/${reps}: off ${off.toFixed(1)} tok/s, on ${on.toFixed(1)} tok/s`);
-      }
-      s.setProfiling(false);
-      summary.profiling_overhead_pct = statOf(ratios, "%").median;
-      summary.profiling_overhead = statOf(ratios, "%");
-      summary.decode_tok_s_profiling = statOf(onS, "tok/s");
+      const prompt = benchPrompt(8, m.config.vocab_size, 7);
+      const steps = Math.max(1, Math.min(32, s.maxContext - 8 - 4));
+      const modes: ProfilingMode[] = m.backend === "cuda" ? ["kernels", "events"] : ["kernels"];
+      const fr = measureFidelity(s, { modes, rounds: reps, steps, prime: () => { s.reset(); return s.prefill(0, prompt); } });
+      fidelity = fr.fidelity;
+      summary.profiling_overhead_pct = fr.fidelity.overhead_pct?.kernels?.median;
+      log(`[profiling fidelity]\n${fidelityLines(fr.fidelity, fr.stepMs)}`);
     }
-    // % of the bandwidth roofline for decode rows when the device has measured ceilings.
     const ceil = loadCeilings(m.device.name);
     if (ceil?.bandwidth_bytes_s) {
       for (const r of rows) if (r.n_gen > 0) r.roofline_pct = decodeRooflinePct(m.weightBytes, r.tokens_per_s.median, r.batch, ceil.bandwidth_bytes_s);
@@ -413,6 +407,7 @@ async function cmdBench(argv: string[]): Promise<void> {
         schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: profileId(path), kind: "bench",
         manifest: m.manifest({ toggles, command: `npm run cli -- bench ${argv.join(" ")}` }),
         summary: summary as Profile["summary"], kernels: [], bench: rows, ...(ceil ? { ceilings: ceil } : {}),
+        ...(fidelity ? { fidelity } : {}),
         notes: [`warm-up ${warmup} excluded, ${reps} measured repetitions; prompts are token ids (tokenization excluded); greedy sampling`],
       };
       writeProfile(path, prof);

@@ -176,6 +176,10 @@ export class Model implements EngineModel {
     return info.weight_bytes;
   }
 
+  profilingModes(): string[] {
+    return this.engine.lib.profilingModes();
+  }
+
   toggleRegistry(): ToggleDef[] {
     this.registry ??= parseRegistry(this.engine.lib.toggleRegistryJson());
     return this.registry;

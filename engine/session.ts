@@ -4,7 +4,7 @@
 import type { Capture, EngineSession, GenerateEvent, GenerateOptions, SamplingOptions } from "./api.ts";
 import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
-import type { OpColumns, ToggleValues } from "./profile.ts";
+import type { OpColumns, ProfilingMode, ToggleValues } from "./profile.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
 export interface SessionHost {
@@ -94,8 +94,28 @@ export class Session implements EngineSession {
   toggles(): ToggleValues {
     return JSON.parse(this.native.togglesJson()) as ToggleValues;
   }
-  setProfiling(on: boolean): void {
-    this.native.setProfiling(on ? 1 : 0);
+  private mode: ProfilingMode = "off";
+  clockNs(): number { return this.native.lib.clockNs(); }
+  get profilingMode(): ProfilingMode { return this.mode; }
+  setProfiling(mode: ProfilingMode | boolean): void {
+    const modes = this.native.lib.profilingModes();
+    if (mode === true) {
+      // kernels keeps the engine's fast path (CUDA: the graph, CUPTI records); events where CUPTI is missing
+      try {
+        this.native.setProfiling(modes.indexOf("kernels"));
+        this.mode = "kernels";
+      } catch (e) {
+        if (!(e instanceof QwenError) || e.code !== "QW_ERR_UNSUPPORTED") throw e;
+        this.native.setProfiling(modes.indexOf("events"));
+        this.mode = "events";
+      }
+      return;
+    }
+    const name = mode === false ? "off" : mode;
+    const i = modes.indexOf(name);
+    if (i < 0) throw new SessionError(`setProfiling: mode ${JSON.stringify(mode)} is not one of ${modes.join(", ")} (or true / false)`);
+    this.native.setProfiling(i);
+    this.mode = name as ProfilingMode;
   }
   setCapture(hooks: string[]): void {
     if (!Array.isArray(hooks) || hooks.some((h) => typeof h !== "string" || h.includes(","))) {
@@ -191,7 +211,11 @@ export class Session implements EngineSession {
       if (!isInt(s)) throw new SessionError(`generate: stop token ${String(s)} is not an integer`);
       stop.add(s);
     }
+    // host spans on the engine's clock, so the trace export lines them up with the op records
+    const monoNs = () => this.native.lib.clockNs();
+    const tk0 = monoNs();
     const prompt = this.promptTokens(opts);
+    const tokenizeNs: [number, number] = [tk0, monoNs()];
     if (prompt.length === 0) throw new SessionError("generate: the prompt is empty (it tokenized to no tokens)");
     this.checkTokens(prompt, "generate");
     if (prompt.length > this.maxContext) {
@@ -207,8 +231,11 @@ export class Session implements EngineSession {
         return;
       }
       const dec = this.host.decoder();
+      const callsNs: [number, number][] = [];
       const t0 = performance.now();
+      let h0 = monoNs();
       let tok = this.prefill(seq, prompt);
+      callsNs.push([h0, monoNs()]);
       const prefillMs = performance.now() - t0;
       yield { type: "prefill", promptTokens: prompt.length, ms: prefillMs };
       const out: number[] = [];
@@ -245,8 +272,10 @@ export class Session implements EngineSession {
           }
         }
         const s0 = performance.now();
+        h0 = monoNs();
         tokArr[0] = tok;
         this.native.decode(seqArr, tokArr, outArr);
+        callsNs.push([h0, monoNs()]);
         tok = outArr[0];
         stepMs = performance.now() - s0;
         tpot.push(stepMs);
@@ -258,6 +287,7 @@ export class Session implements EngineSession {
         type: "done", reason, tokens: out, text, ttftMs: prefillMs, tpotMs: tpot,
         prefillTokS: prefillMs > 0 ? (prompt.length / prefillMs) * 1000 : 0,
         decodeTokS: decodeMs > 0 ? (tpot.length / decodeMs) * 1000 : 0,
+        tokenizeNs, callsNs,
       };
     } finally {
       this.busy = false;

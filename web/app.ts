@@ -7,7 +7,7 @@ import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ToggleValues, type Profile } from "../engine/profile.ts";
+import { ProfilingMode, ToggleValues, type Profile } from "../engine/profile.ts";
 import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
 import { defaultQuantHooks } from "../engine/export/quant.ts";
 import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
@@ -52,7 +52,7 @@ const RunRequest = z.object({
   maxTokens: z.number().int().min(1).max(4096).default(32),
   sampling: SamplingSpec.partial().default({}),
   toggles: ToggleValues.default({}),
-  profiling: z.boolean().default(true),
+  profiling: z.union([z.boolean(), ProfilingMode]).default(true), // true: kernels (events where CUPTI is missing)
   capture: z.array(HookName).max(512).default([]),
   label: z.string().max(120).optional(),
 }).strict().refine((r) => [r.prompt, r.messages, r.tokens, r.promptSet, r.prompts].filter((x) => x !== undefined).length === 1,
@@ -344,6 +344,7 @@ export function createApp(deps: AppDeps) {
       steps: stepTimeline(p), tokens: tokenTimeline(p),
       roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
       ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
+      fidelity: p.fidelity ?? null,
     });
   });
 

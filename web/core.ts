@@ -18,6 +18,7 @@ export interface ModelInfo {
   hash: string;
   buildInfo: string;
   registry: ToggleDef[];
+  profilingModes: string[];
   loadMs: number;
 }
 
@@ -64,7 +65,7 @@ export class EngineCore {
       this.info = {
         source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
         weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, buildInfo: m.buildInfo,
-        registry: m.toggleRegistry(), loadMs: performance.now() - t0,
+        registry: m.toggleRegistry(), profilingModes: m.profilingModes(), loadMs: performance.now() - t0,
       };
       return this.info;
     } finally {

@@ -1,7 +1,7 @@
 // Derived views of a profile's op records: per layer × op latency, per-step timeline, roofline points and
 // A/B comparison. Pure functions over the Profile document, shared by the web server, the exporters and the
 // notebooks, so every plot in the workbench is computed one way.
-import { OP_NAMES, type Profile } from "../profile.ts";
+import { NON_MODEL_OPS, OP_NAMES, type Profile } from "../profile.ts";
 
 export type PhaseName = "prefill" | "decode";
 export const PHASES: PhaseName[] = ["prefill", "decode"];
@@ -149,6 +149,7 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
     const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
     const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
     for (const r of rs) {
+      if (NON_MODEL_OPS.has(r.op)) continue; // gaps, copies, pool wake-up: time without model work
       const layer = group === "op" ? null : r.layer;
       const op = group === "layer" ? null : r.op;
       const key = `${layer}|${op}`;

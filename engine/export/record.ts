@@ -2,8 +2,11 @@
 // (or a prompt set) under given toggles and sampling, stream its tokens and per-layer metrics, and get back a
 // validated Profile. Replays are deterministic: every toggle of the registry is set explicitly (unspecified
 // ones to their default), each prompt runs in a freshly reset sequence with its own seed.
-import type { EngineModel, EngineSession, Capture, ToggleDef } from "../api.ts";
-import { OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type OpColumns, type ToggleValues } from "../profile.ts";
+import type { EngineModel, EngineSession, Capture, GenerateEvent, ToggleDef } from "../api.ts";
+import {
+  OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
+} from "../profile.ts";
+import { stepTimes, sumCheck } from "../fidelity.ts";
 import { z } from "zod";
 import { modelManifest } from "../manifest.ts";
 
@@ -55,7 +58,7 @@ export interface RunSpec {
   maxTokens: number;
   sampling: SamplingSpec;
   toggles: ToggleValues;
-  profiling: boolean;
+  profiling: ProfilingMode | boolean; // true: the low-overhead mode (kernels; events where CUPTI is missing)
   capture: string[];
   label?: string;
   command?: string;
@@ -138,7 +141,7 @@ export function applyToggles(model: EngineModel, s: EngineSession, toggles: Togg
 const yieldLoop = () => new Promise<void>((r) => setImmediate(r));
 
 function emptyCols(): OpColumns {
-  return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
+  return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [], overlap_ns: [] };
 }
 
 function captureStats(c: Capture) {
@@ -172,11 +175,15 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
   const texts: string[] = [], allTokens: number[][] = [], captures: Capture[][] = [], captureSummary: unknown[] = [];
   const promptsManifest: NonNullable<Profile["manifest"]["prompts"]> = [];
   let cancelled = false;
+  let promptSteps: number[] = [];             // profile step ids of the current prompt, in order
+  const stepWalls = new Map<number, number>(); // profile step id -> wall ms of its engine call
+  const hostSpans: HostSpan[] = [];
   if (spec.profiling) session.takeRecords(); // drop anything left from before
 
   const drain = (prompt: number) => {
     if (!spec.profiling) return;
     const r = session.takeRecords();
+    const before = stepBase;
     dropped += r.dropped;
     const kmap = r.kernels.map((k) => { let i = kernels.indexOf(k); if (i < 0) { kernels.push(k); i = kernels.length - 1; } return i; });
     const stepMap = new Map<string, number>();
@@ -188,6 +195,7 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
       cols.step.push(gs); cols.phase.push(r.ops.phase[i]); cols.layer.push(r.ops.layer[i]); cols.op.push(r.ops.op[i]);
       cols.kernel.push(kmap[r.ops.kernel[i]] ?? 0); cols.t_start_ns.push(r.ops.t_start_ns[i]); cols.t_end_ns.push(r.ops.t_end_ns[i]);
       cols.flops.push(r.ops.flops[i]); cols.bytes.push(r.ops.bytes[i]); cols.n_tokens.push(r.ops.n_tokens[i]);
+      cols.overlap_ns!.push(r.ops.overlap_ns?.[i] ?? 0);
       const ms = (r.ops.t_end_ns[i] - r.ops.t_start_ns[i]) / 1e6;
       let st = perStep.get(gs);
       if (!st) perStep.set(gs, (st = { phase: r.ops.phase[i] === 0 ? "prefill" : "decode", ms: 0, layers: new Map(), ops: {} }));
@@ -196,6 +204,7 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
       const op = OP_NAMES[r.ops.op[i]] ?? `op${r.ops.op[i]}`;
       st.ops[op] = (st.ops[op] ?? 0) + ms;
     }
+    for (let s = before; s < stepBase; s++) promptSteps.push(s);
     for (const [step, st] of perStep) emit({
       type: "step", prompt, step, phase: st.phase, ms: st.ms,
       layers: [...st.layers].sort((a, b) => a[0] - b[0]).map(([layer, ms]) => ({ layer, ms })), ops: st.ops,
@@ -208,10 +217,11 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
     const seed = p.seed ?? samp.seed;
     const maxTokens = p.maxTokens ?? spec.maxTokens;
     const runT0 = performance.now();
+    promptSteps = [];
     let promptTokens = 0;
     const toks: number[] = [];
     let text = "";
-    let done: { reason: string; ttftMs: number; tpotMs: number[]; prefillTokS: number; decodeTokS: number } | null = null;
+    let done: Extract<GenerateEvent, { type: "done" }> | null = null;
     const gen = session.generate({
       prompt: p.prompt, messages: p.messages, tokens: p.tokens, maxTokens, seq: 0, signal: o.signal,
       temperature: samp.temperature, topK: samp.topK, topP: samp.topP, seed,
@@ -223,7 +233,9 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
       } else if (ev.type === "token") {
         toks.push(ev.token);
         tokenEvents.push({ index: ev.index, token: ev.token, text: ev.text, t_ms: performance.now() - runT0, phase: ev.phase });
+        const e0 = session.clockNs();
         emit({ type: "token", prompt: pi, index: ev.index, token: ev.token, text: ev.text, ms: ev.ms, phase: ev.phase });
+        if (spec.profiling) hostSpans.push({ kind: "emit", prompt: pi, t_start_ns: e0, t_end_ns: session.clockNs() });
       } else if (ev.type === "done") {
         text = ev.text;
         done = ev;
@@ -234,6 +246,11 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
     drain(pi);
     if (!done) throw new Error("engine generate() ended without a done event");
     if (done.reason === "cancelled") cancelled = true;
+    // steps were numbered in the order they ran: the prefill, then one per decode call
+    [done.ttftMs, ...done.tpotMs].forEach((ms, i) => { if (i < promptSteps.length) stepWalls.set(promptSteps[i], ms); });
+    if (done.tokenizeNs) hostSpans.push({ kind: "tokenize", prompt: pi, t_start_ns: done.tokenizeNs[0], t_end_ns: done.tokenizeNs[1] });
+    (done.callsNs ?? []).forEach(([a, b], i) =>
+      hostSpans.push({ kind: "ffi", prompt: pi, ...(i < promptSteps.length ? { step: promptSteps[i] } : {}), t_start_ns: a, t_end_ns: b }));
     texts.push(text);
     allTokens.push(toks);
     ttfts.push(done.ttftMs);
@@ -279,11 +296,15 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
       ...(decodeMs > 0 ? { decode_tok_s: decodeTokens / (decodeMs / 1000) } : {}),
       wall_ms: performance.now() - t0,
       profiling: spec.profiling,
+      profiling_mode: session.profilingMode,
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
     },
     kernels,
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),
+    ...(spec.profiling && cols.step.length
+      ? { fidelity: { mode: session.profilingMode, sum_check: sumCheck(stepTimes(cols, stepWalls)) }, host_spans: hostSpans }
+      : {}),
     tokens: tokenEvents,
     output_text: texts.join("\n\n"),
     ...(notes.length ? { notes } : {}),

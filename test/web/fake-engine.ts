@@ -3,7 +3,7 @@
 import type {
   EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
 } from "../../engine/api.ts";
-import type { OpColumns, ToggleValues } from "../../engine/profile.ts";
+import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/profile.ts";
 import { OP_NAMES } from "../../engine/profile.ts";
 
 export interface FakeOptions {
@@ -60,7 +60,12 @@ class FakeSession implements EngineSession {
     for (const [k, v] of Object.entries(this.tog)) out[k] = v.every((x) => x === v[0]) ? v[0] : [...v];
     return out;
   }
-  setProfiling(on: boolean) { this.profiling = on; }
+  profilingMode: ProfilingMode = "off";
+  clockNs() { return Number(process.hrtime.bigint()); }
+  setProfiling(mode: ProfilingMode | boolean) {
+    this.profilingMode = mode === true ? "kernels" : mode === false ? "off" : mode;
+    this.profiling = this.profilingMode !== "off";
+  }
   setCapture(h: string[]) { this.hooks = [...h]; }
   setLogitsMode() {}
   setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }
@@ -199,6 +204,7 @@ export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
       hash: "fakehash0123456789",
       tokenizer: fakeTokenizer,
       toggleRegistry: () => FAKE_REGISTRY.map((d) => ({ ...d })),
+      profilingModes: () => ["off", "events", "kernels"],
       newSession: () => new FakeSession(o),
       close() {},
     };

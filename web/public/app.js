@@ -52,8 +52,17 @@ function setModel(m) {
   chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers` : "no model loaded";
   chip.classList.toggle("ok", !!m);
   renderToggles($("#toggles"), "run");
+  renderProfilingModes(m?.profilingModes);
   renderToggles($("#q-ref"), "qref");
   renderToggles($("#q-cand"), "qcand");
+}
+
+// Profiling modes come from the library through /api/model; kernels (the low-overhead mode) is the default.
+function renderProfilingModes(modes) {
+  const sel = $("#profiling"), cur = sel.value || "kernels";
+  const list = modes?.length ? modes : ["kernels"];
+  sel.innerHTML = list.map((m) => `<option value="${esc(m)}">${esc(m)}</option>`).join("");
+  sel.value = list.includes(cur) ? cur : (list.includes("kernels") ? "kernels" : list[0]);
 }
 
 const effDefault = (d) => {
@@ -178,7 +187,7 @@ function runBody() {
   const body = {
     maxTokens: Number($("#max-tokens").value),
     sampling: { temperature: Number($("#temperature").value), topK: Number($("#top-k").value), topP: Number($("#top-p").value), seed: Number($("#seed").value) },
-    toggles: readToggles($("#toggles")), profiling: $("#profiling").checked,
+    toggles: readToggles($("#toggles")), profiling: $("#profiling").value,
     capture: $("#capture").value.split(",").map((s) => s.trim()).filter(Boolean),
   };
   const label = $("#label").value.trim();
@@ -372,6 +381,21 @@ function exportButtons(root, key, plots) {
 }
 
 // ---------- latency ----------
+// Which profiling mode produced the numbers, what it cost against profiling off (when measured), and whether
+// the records add up to the steps users timed (engine/fidelity.ts).
+function fidelityHtml(f, s) {
+  if (!f) {
+    const mode = s.profiling_mode ?? (s.profiling === false ? "off" : "events (older profile)");
+    return `<p class="muted">Profiling mode: <b>${esc(mode)}</b>. No sum check recorded for this profile.</p>`;
+  }
+  const what = { kernels: "CUPTI kernel records, CUDA graph kept (CPU: host timestamps per op, gaps as rows)",
+    events: "a CUDA event pair around every op, ops launched one by one: slower than what users get", off: "no op records" };
+  const over = Object.entries(f.overhead_pct ?? {}).map(([m, o]) => `${esc(m)} +${fmt(o.median, 1)} % (${fmt(o.min, 1)}–${fmt(o.max, 1)})`).join(" · ");
+  const rows = f.sum_check.map((c) => `<tr><td>${esc(c.mode ?? f.mode)}</td><td>${c.phase}</td><td class="n">${c.steps}</td><td class="n">${fmt(c.wall_ms, 4)}</td><td class="n">${fmt(c.ops_ms, 4)}</td><td class="n">${fmt(c.gaps_ms, 4)}</td><td class="n">${fmt(c.other_ms, 4)}</td><td class="n">${fmt(c.unrecorded_ms, 4)}</td><td class="n">${fmt(c.diff_pct.median, 2)} % (max ${fmt(c.diff_pct.max, 2)})</td></tr>`).join("");
+  return `<p>Profiling mode: <b>${esc(f.mode)}</b> — ${esc(what[f.mode] ?? "")}.${over ? ` Overhead vs off (same run): ${over}.` : ""}</p>
+    <table><thead><tr><th>mode</th><th>phase</th><th class="n">steps</th><th class="n">wall ms</th><th class="n">ops ms</th><th class="n">gaps ms</th><th class="n">copies / wake ms</th><th class="n">unrecorded ms</th><th class="n">|wall − records| / wall</th></tr></thead><tbody>${rows}</tbody></table>
+    <p class="muted">Medians per step. Wall = the engine call as the caller timed it; records = every op, gap and copy row of the step.</p>`;
+}
 function paramOf(name) { return new URLSearchParams(location.hash.split("?")[1] ?? "").get(name); }
 
 async function initLatency() {
@@ -408,6 +432,7 @@ async function drawLatency(key) {
     ["prefill", `${fmt(s.prefill_tok_s, 1)} tok/s`], ["decode", `${fmt(s.decode_tok_s, 1)} tok/s`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");
+  $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s);
   stackedBars("lat-prefill", v.latency.prefill, "Prefill");
   stackedBars("lat-decode", v.latency.decode, "Decode");
   const tk = v.tokens;
