@@ -32,7 +32,7 @@ namespace cpu {
 
 namespace {
 
-constexpr int64_t kKc = 1024;             // max columns per K block (4 rows x 1536 x 4 B = 24 KiB: L1)
+constexpr int64_t kKc = 1024;  // max columns per K block (6 tokens x 1024 x 4 B = 24 KiB: L1)
 
 // Sums of four accumulators as [s0, s1, s2, s3]. The tree is the same for every lane position, so a
 // row's sum does not depend on the other three vectors.
