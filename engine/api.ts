@@ -28,6 +28,10 @@ export interface OpenOptions {
   backend?: BackendChoice;
   threads?: number;                         // CPU threads; 0 = all
   onProgress?: (p: Progress) => void;
+  /** Cancels the load (or the synthesis of a synthetic model) between tensors; it then rejects "load cancelled". */
+  signal?: AbortSignal;
+  /** Confinement root (the server's model root): every file the source opens must resolve inside it. */
+  root?: string;
 }
 
 /** Qwen2 config, normalized (engine/config.ts validates with zod). */
@@ -84,6 +88,7 @@ export interface Capture {
 export interface EngineSession {
   readonly maxBatch: number;
   readonly maxContext: number;
+  readonly maxPrefill?: number;                      // tokens one prefill call takes (default maxContext)
   setToggle(id: string, value: string, layer?: number): void; // layer -1 / undefined = all layers
   toggles(): ToggleValues;
   /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */

@@ -1,10 +1,10 @@
 #!/usr/bin/env bun
 // engine/cli.ts — the command line of qwen-workbench (`npm run cli -- <command>`):
-//   generate, synth, inspect, bench, help. With no arguments on a terminal it starts an interactive generate.
+//   generate, synth, convert, inspect, bench, perplexity, help. With no arguments on a terminal it starts an interactive generate.
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
-import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
@@ -12,6 +12,7 @@ import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, wei
 import { fidelityLines, measureFidelity } from "./fidelity.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "./index.ts";
+import { removeOwnTempFiles } from "./tempfiles.ts";
 import { openModelSource } from "./modelfile.ts";
 import {
   PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Fidelity, type Profile, type ProfilingMode,
@@ -24,6 +25,9 @@ import {
 import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
 import { QwenError } from "./ffi.ts";
 import { decodeRooflinePct, loadCeilings, rooflinePoints } from "./roofline.ts";
+import { cmdPerplexity, PERPLEXITY_HELP } from "./cli-perplexity.ts";
+import { convertModel, CONVERT_SCHEMES } from "./convert.ts";
+import type { QuantScheme } from "./quant.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -49,6 +53,8 @@ commands
       --seed N                    (default 0)
       --out PATH                  (default models/synthetic/<name>.gguf or <name>/)
                                   env QW_SYNTH_WORKERS=N: encoder workers (default min(cores - 1, 12); 1 = in-process)
+  convert <model> --type T --out FILE.gguf   a model (HF dir, GGUF, default) as a GGUF of weight type T
+                                  (${CONVERT_SCHEMES.join(", ")}) with its tokenizer embedded
   inspect <model>                print config, metadata and the tensor table of a GGUF file or HF dir (or a preset)
   bench [model]                  prefill and decode tok/s, median and min–max over repetitions
       --pp N[,N...]               prompt lengths (default 128)
@@ -58,7 +64,7 @@ commands
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
       --backend --threads --toggle   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
-  help                           this text
+${PERPLEXITY_HELP}  help                           this text
 
 examples
   npm run cli -- generate --prompt "The jury said"
@@ -246,11 +252,7 @@ async function cmdSynth(argv: string[]): Promise<void> {
   process.stderr.write(`synth ${preset} (${(paramCount(spec.config) / 1e6).toFixed(1)} M params) as ${format} ${type} -> ${out}\n`);
   // An interrupted write leaves no half file behind: the writers stream into <name>.tmp-<pid>-<time> files.
   const cleanup = (sig: string) => {
-    for (const d of [dirname(out), out]) {
-      try {
-        for (const f of readdirSync(d)) if (f.includes(`.tmp-${process.pid}-`)) rmSync(join(d, f), { force: true });
-      } catch { /* not a directory (yet) */ }
-    }
+    removeOwnTempFiles([dirname(out), out]);
     process.stderr.write(`\nsynth interrupted (${sig}); partial files removed\n`);
     process.exit(130);
   };
@@ -263,6 +265,21 @@ async function cmdSynth(argv: string[]): Promise<void> {
   if (process.stderr.isTTY) process.stderr.write("\n");
   process.stderr.write(`wrote ${(r.bytes / 1e6).toFixed(1)} MB in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   process.stdout.write(out + "\n");
+}
+
+// ------------------------------------------------------------------------------------------------
+async function cmdConvert(argv: string[]): Promise<void> {
+  const { values: o, positionals } = parse(argv, { type: { type: "string" }, out: { type: "string" } });
+  const src = positionals[0];
+  if (!src) fail("convert: give a model (an HF directory, a .gguf file or 'default')");
+  const type = ((o.type as string | undefined) ?? "").toLowerCase() as QuantScheme;
+  if (!CONVERT_SCHEMES.includes(type)) fail(`convert: --type must be one of ${CONVERT_SCHEMES.join(", ")}`);
+  if (!o.out) fail("convert: give --out FILE.gguf");
+  if (src !== "default" && !existsSync(src)) fail(`convert: '${src}' does not exist`);
+  const t0 = performance.now();
+  const r = await convertModel(src, o.out as string, type);
+  process.stderr.write(`wrote ${(r.bytes / 1e6).toFixed(1)} MB (${[...new Set(Object.values(r.types))].join(", ")}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  process.stdout.write(r.path + "\n");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -455,10 +472,12 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "generate": await cmdGenerate(rest); return 0;
       case "synth": await cmdSynth(rest); return 0;
+      case "convert": await cmdConvert(rest); return 0;
       case "inspect": cmdInspect(rest); return 0;
       case "bench": await cmdBench(rest); return 0;
+      case "perplexity": await cmdPerplexity(rest); return 0;
       default:
-        fail(`unknown command '${cmd}'; commands: generate, synth, inspect, bench, help`);
+        fail(`unknown command '${cmd}'; commands: generate, synth, convert, inspect, bench, perplexity, help`);
     }
   } catch (e) {
     const err = e as Error;

@@ -1,6 +1,7 @@
 // engine/roofline.ts — per-op achieved bandwidth and compute from op records (analytic FLOPs and bytes, measured
 // time), arithmetic intensity, and the position against the device ceilings of profiles/ceilings/<device>.json.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { readJsonFile } from "./fsafe.ts";
 import { join, resolve } from "node:path";
 import { OP_NAMES, type OpColumns } from "./profile.ts";
 
@@ -42,7 +43,7 @@ export function loadCeilings(deviceName: string, root = resolve(import.meta.dir,
   const p = join(root, "profiles", "ceilings", `${deviceSlug(deviceName)}.json`);
   if (!existsSync(p)) return undefined;
   try {
-    const raw = JSON.parse(readFileSync(p, "utf8"));
+    const raw = readJsonFile(p, 8 << 20) as Record<string, unknown>; // a regular file only (never a FIFO)
     return normalizeCeilings(raw);
   } catch {
     return undefined;

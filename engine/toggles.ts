@@ -3,6 +3,7 @@
 // from users (web forms, notebook sweeps, CLI flags).
 import { z } from "zod";
 import type { ToggleDef } from "./api.ts";
+import { TOGGLE_ID_RE, ToggleValues } from "./profile.ts";
 
 export const ToggleDefSchema = z.object({
   id: z.string().min(1),
@@ -58,6 +59,12 @@ export type ToggleSettings = Record<string, string | string[]>;
 
 /** Validates user settings; throws an Error whose message names the toggle and the allowed values. */
 export function validateToggleSettings(registry: ToggleDef[], settings: unknown, opts: { backend?: "cpu" | "cuda"; nLayers?: number } = {}): ToggleSettings {
+  // ToggleValues first: it refuses __proto__ (which z.object would drop silently) and control characters.
+  const base = ToggleValues.safeParse(settings);
+  if (!base.success) {
+    const i = base.error.issues[0];
+    throw new Error(`toggle ${i.path.length ? JSON.stringify(String(i.path[0])) + " " : ""}refused: ${i.message}; known toggles: ${registry.map((t) => t.id).join(", ")}`);
+  }
   const r = toggleSettingsSchema(registry, opts).safeParse(settings);
   if (!r.success) {
     const i = r.error.issues[0];
@@ -70,13 +77,15 @@ export function validateToggleSettings(registry: ToggleDef[], settings: unknown,
   return r.data as ToggleSettings;
 }
 
-/** Parses CLI-style "id=value,id2=value2" (a per-layer value as v0/v1/v2...). */
+/** Parses CLI-style "id=value,id2=value2" (a per-layer value as v0/v1/v2...). Ids are checked at once:
+ *  `out["__proto__"] = v` would set the prototype and the toggle would vanish unchecked (D8). */
 export function parseToggleArg(s: string): ToggleSettings {
   const out: ToggleSettings = {};
   for (const part of s.split(",").map((x) => x.trim()).filter(Boolean)) {
     const eq = part.indexOf("=");
     if (eq <= 0) throw new Error(`toggle "${part}": expected id=value`);
     const id = part.slice(0, eq), v = part.slice(eq + 1);
+    if (!TOGGLE_ID_RE.test(id)) throw new Error(`toggle ${JSON.stringify(id)}: not a toggle id (a letter, then letters, digits, _ . -)`);
     out[id] = v.includes("/") ? v.split("/") : v;
   }
   return out;

@@ -9,7 +9,6 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ProfilingMode, ToggleValues, type Profile } from "../engine/profile.ts";
 import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
-import { defaultQuantHooks } from "../engine/export/quant.ts";
 import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
 import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
@@ -18,9 +17,11 @@ import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../e
 import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
-import { confine, confineAny } from "./paths.ts";
+import { confine, confineAnyRoot } from "./paths.ts";
 import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
-import { TaskManager, type Task } from "./tasks.ts";
+import { takeFrames, TaskManager, type Task } from "./tasks.ts";
+import { notebookRoutes, type NotebookDeps } from "./notebook/routes.ts";
+import { qualityRoutes } from "./quality.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -34,6 +35,9 @@ export interface AppDeps {
   heartbeatMs?: number;          // SSE keep-alive comment interval (default 5000; Bun's idle timeout must be longer)
   defaultBackend?: "auto" | "cpu" | "cuda";
   maxQueue?: number;             // pending tasks before 503 (default 64)
+  maxFollowers?: number;         // SSE clients per task before 429 (default 128, QW_SSE_MAX_FOLLOWERS)
+  sseFlushMs?: number;           // a follower gets at most one write per this many ms (default 50, QW_SSE_FLUSH_MS)
+  notebooks?: NotebookDeps;      // default: <repo>/notebooks, read-only (no code execution)
 }
 
 const HOOK_RE = /^(blocks\.(\d+|\*)\.(hook_resid_pre|attn\.hook_[qkvz]|hook_attn_out|hook_resid_mid|mlp\.hook_pre|mlp\.hook_post|hook_resid_post)|hook_logits)$/;
@@ -63,17 +67,6 @@ const LoadRequest = z.object({
   source: ModelSource,
   backend: Backend.optional(),
   threads: z.number().int().min(0).max(1024).optional(),
-}).strict();
-
-const Arm = z.object({ label: z.string().max(120).optional(), toggles: ToggleValues.default({}) }).strict();
-const QuantRequest = z.object({
-  model: ModelSource.optional(),
-  backend: Backend.optional(),
-  prompt: z.string().min(1).max(200_000),
-  reference: Arm,
-  candidate: Arm,
-  hooks: z.array(HookName).max(512).optional(),
-  repeats: z.number().int().min(1).max(20).default(3),
 }).strict();
 
 const KeyParam = z.string().regex(/^[A-Za-z0-9._\/-]{1,300}$/, "invalid profile key");
@@ -107,15 +100,22 @@ export function createApp(deps: AppDeps) {
   const heartbeatMs = deps.heartbeatMs ?? 5000;
   const defaultBackend = deps.defaultBackend ?? "auto";
   const maxQueue = deps.maxQueue ?? 64;
-  const tasks = new TaskManager((t) => host.cancel(t.id));
+  const maxFollowers = deps.maxFollowers ?? (Number(process.env.QW_SSE_MAX_FOLLOWERS) || 128);
+  const flushMs = deps.sseFlushMs ?? (Number(process.env.QW_SSE_FLUSH_MS) || 50);
+  // A run's model load goes to the engine under `${id}:load`: cancelling the run cancels that load too.
+  const tasks = new TaskManager((t) => { host.cancel(t.id); host.cancel(`${t.id}:load`); });
   let loading: Task | null = null;
+  /** Model roots (real paths) of the sources resolved so far: the engine confines a source's files to its root. */
+  const rootOf = new Map<string, string>();
 
   /** "default", a synthetic preset, or a path confined to the model roots → the string the engine opens. */
   function resolveSource(src: string): string {
     if (src === "default" || SYNTHETIC_RE.test(src)) return src;
     if (src.startsWith("synthetic:")) throw new HttpError(400, `unknown synthetic preset: ${src} (tiny, 0.5b, 1.5b, 7b; optional :q8_0 :q4_k :f16 :bf16)`);
     if (!modelRoots.length) throw new HttpError(403, "no model roots are configured; only 'default' and synthetic presets can be opened");
-    return confineAny(modelRoots, src);
+    const { path, root } = confineAnyRoot(modelRoots, src);
+    rootOf.set(path, root);
+    return path;
   }
 
   const relay = (t: Task) => (e: HostEvent) => t.emit(e.type, e);
@@ -125,7 +125,7 @@ export function createApp(deps: AppDeps) {
     const want = source ?? cur?.source ?? "default";
     if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend)) return cur;
     t.emit("loading", { source: want });
-    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? defaultBackend }, relay(t));
+    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? defaultBackend, root: rootOf.get(want) }, relay(t));
     t.emit("loaded", modelView(info));
     return info;
   }
@@ -153,6 +153,7 @@ export function createApp(deps: AppDeps) {
   }
 
   function guardQueue() {
+    if (tasks.closingReason) throw new HttpError(503, `the server is shutting down (${tasks.closingReason}); no new tasks`);
     if (tasks.pendingCount() >= maxQueue) throw new HttpError(503, `too many pending tasks (${maxQueue}); wait or cancel some`);
   }
 
@@ -167,6 +168,10 @@ export function createApp(deps: AppDeps) {
     return c.json({ error: msg || "internal error" }, 500);
   });
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
+
+  // Mounted before the API body limit: saved notebooks carry their outputs (figures); it has its own limit.
+  const notebooks = notebookRoutes(tasks, deps.notebooks ?? { dir: join(import.meta.dir, "../notebooks"), exec: false });
+  app.route("/api/notebooks", notebooks);
 
   app.use("/api/*", bodyLimit({
     maxSize: deps.maxBodyBytes ?? 2 << 20,
@@ -194,7 +199,7 @@ export function createApp(deps: AppDeps) {
     const source = resolveSource(req.source);
     guardQueue();
     const t = tasks.submit("load", source, async (t) => {
-      const info = await host.load(t.id, source, { backend: req.backend ?? defaultBackend, threads: req.threads }, relay(t));
+      const info = await host.load(t.id, source, { backend: req.backend ?? defaultBackend, threads: req.threads, root: rootOf.get(source) }, relay(t));
       return { model: modelView(info) };
     });
     loading = t;
@@ -246,32 +251,21 @@ export function createApp(deps: AppDeps) {
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, relay(t));
+      if (t.shutdownReason) {
+        // Graceful shutdown (D6): what was measured is kept, marked partial so no one mistakes it for a full run.
+        r.profile.partial = t.shutdownReason;
+        r.profile.notes = [...(r.profile.notes ?? []), `partial: ${t.shutdownReason}`];
+      }
       const key = profiles.save(r.profile);
-      return { profileKey: key, profileId: r.profile.id, cancelled: r.cancelled, summary: r.profile.summary, text: r.profile.output_text };
+      return {
+        profileKey: key, profileId: r.profile.id, cancelled: r.cancelled, summary: r.profile.summary, text: r.profile.output_text,
+        ...(t.shutdownReason ? { partial: t.shutdownReason, shutdown: true } : {}),
+      };
     });
     return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
   });
 
-  app.post("/api/quant", async (c) => {
-    const req = check(QuantRequest, await jsonBody(c), "quant");
-    const source = req.model !== undefined ? resolveSource(req.model) : undefined;
-    guardQueue();
-    const t = tasks.submit("quant", `${req.candidate.label ?? "candidate"} vs ${req.reference.label ?? "reference"}`, async (t) => {
-      const info = await ensureModel(t, source, req.backend);
-      const nL = info.config.num_hidden_layers;
-      const id = newProfileId("quant");
-      const p = await host.quant(t.id, {
-        id, prompt: { prompt: req.prompt }, repeats: req.repeats,
-        reference: { label: req.reference.label ?? "reference", toggles: req.reference.toggles },
-        candidate: { label: req.candidate.label ?? "candidate", toggles: req.candidate.toggles },
-        hooks: req.hooks ? expandHooks(req.hooks, nL) : defaultQuantHooks(nL),
-        command: "POST /api/quant",
-      }, relay(t));
-      const key = profiles.save(p);
-      return { profileKey: key, profileId: p.id, quant_error: p.quant_error };
-    });
-    return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
-  });
+  qualityRoutes(app, { host, tasks, profiles, hookName: HookName, check, jsonBody, resolveSource, ensureModel, guardQueue, expandHooks });
 
   const taskOr404 = (id: string) => {
     const t = tasks.get(id);
@@ -290,28 +284,46 @@ export function createApp(deps: AppDeps) {
     app.get(`${base}/:id/events`, (c) => {
       const t = taskOr404(c.req.param("id"));
       const from = Number(c.req.header("last-event-id") ?? c.req.query("from") ?? 0) || 0;
+      // Followers cost the engine nothing (D5): each event is serialized once (sseFrame) and a follower's
+      // backlog goes out in one write; past maxFollowers per task a client gets 429 instead of a stream.
+      if (t.followers >= maxFollowers) {
+        throw new HttpError(429, `too many followers of task ${t.id} (cap ${maxFollowers}); poll GET /api/tasks/${t.id} instead, or retry later`);
+      }
+      t.followers++;
       try { (c.env as { timeout?: (r: Request, s: number) => void } | undefined)?.timeout?.(c.req.raw, 0); } catch { /* not Bun.serve */ }
       return streamSSE(c, async (s) => {
         const queue = t.events.filter((e) => e.id > from);
         let finished = t.done, closed = false;
         let wake: (() => void) | null = null;
         const unsub = finished ? () => {} : t.subscribe((e) => { if (e) queue.push(e); else finished = true; wake?.(); });
-        s.onAbort(() => { closed = true; unsub(); wake?.(); });
-        const hb = setInterval(() => { if (!closed) s.write(": keep-alive\n\n").catch(() => { closed = true; wake?.(); }); }, heartbeatMs);
+        // A client that goes away must free its follower slot even while a write to it is blocked.
+        let gone: () => void = () => {};
+        const goneP = new Promise<void>((r) => { gone = r; });
+        const close = () => { closed = true; unsub(); wake?.(); gone(); };
+        s.onAbort(close);
+        c.req.raw.signal?.addEventListener("abort", close, { once: true });
+        const write = (bytes: string | Uint8Array) => Promise.race([s.write(bytes), goneP]);
+        const hb = setInterval(() => { if (!closed) s.write(": keep-alive\n\n").catch(close); }, heartbeatMs);
         try {
-          await s.write(": stream open\n\n");
+          await write(": stream open\n\n");
+          let lastWrite = 0;
           while (!closed) {
+            // At most one write per flushMs: during a fast decode (2 events per token) a follower's events
+            // go out in batches, so 100 followers cost ~2000 writes/s instead of ~100 per token.
+            const wait = lastWrite + flushMs - performance.now();
+            if (queue.length && !finished && wait > 0) await Promise.race([new Promise((r) => setTimeout(r, wait)), goneP]);
             while (queue.length && !closed) {
-              const e = queue.shift()!;
-              await s.writeSSE({ id: String(e.id), event: e.event, data: JSON.stringify(e.data) });
+              await write(takeFrames(queue)); // encoded once per event, only copied per follower
+              lastWrite = performance.now();
             }
-            if (finished && !queue.length) break;
+            if (closed || (finished && !queue.length)) break; // (closed may have been set during the write)
             await new Promise<void>((r) => { wake = r; });
             wake = null;
           }
         } finally {
           clearInterval(hb);
           unsub();
+          t.followers--;
         }
       }, async (err) => { console.error("[web] sse:", err.message); });
     });
@@ -442,7 +454,17 @@ export function createApp(deps: AppDeps) {
   app.get("/static/*", (c) => serve(decodeURIComponent(new URL(c.req.url).pathname.slice("/static/".length))));
   app.get("/favicon.ico", (c) => c.body(null, 204));
 
-  return Object.assign(app, { tasks, profiles, promptSets, host });
+  /**
+   * Graceful shutdown (D6): refuse new tasks, end queued ones, cancel the running one (a run saves what it
+   * measured as a partial profile), then give followers up to 3 s to receive their terminal event.
+   */
+  async function shutdown(reason: string, waitMs = 15_000): Promise<void> {
+    await tasks.shutdown(reason, waitMs);
+    const deadline = Date.now() + 3000;
+    while (tasks.list().some((t) => t.followers > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  return Object.assign(app, { tasks, profiles, promptSets, host, notebooks, shutdown });
 }
 
 export type WorkbenchApp = ReturnType<typeof createApp>;

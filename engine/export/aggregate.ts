@@ -41,6 +41,12 @@ export function opRecords(p: Profile): OpRecord[] {
   return out;
 }
 
+/** Which profiling mode produced a profile's op times (older profiles: events, the only mode there was). */
+export function profilingModeOf(p: Profile): string {
+  const s = p.summary as { profiling_mode?: string };
+  return p.fidelity?.mode ?? s.profiling_mode ?? (p.ops ? "events" : "off");
+}
+
 export function layerLabel(layer: number, nLayers?: number): string {
   if (layer >= 0) return `L${layer}`;
   return "head/tail";

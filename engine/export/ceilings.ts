@@ -3,7 +3,8 @@
 // plain object. Keys that look like bandwidths (…bw…, …bandwidth…, …bytes_per_s…, …gb_s…) become memory roofs,
 // keys that look like compute peaks (…flop…, …tflops…, …tops…, …peak…) become compute roofs. Units are taken
 // from the key suffix (gb_s / tb_s / tflops / gflops / tops) and default to bytes/s and FLOP/s.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync } from "node:fs";
+import { readJsonFile, realInside } from "../fsafe.ts";
 import { join } from "node:path";
 
 export interface Roof { name: string; value: number }     // bytes/s for memory, FLOP/s for compute
@@ -75,9 +76,9 @@ export function loadCeilings(dir: string): Ceilings[] {
   const out: Ceilings[] = [];
   for (const n of names.sort()) {
     try {
-      const p = join(dir, n);
-      if (!statSync(p).isFile() || statSync(p).size > 8 << 20) continue;
-      const c = parseCeilings(JSON.parse(readFileSync(p, "utf8")), n);
+      // Only regular files whose real path stays in `dir` (no FIFO that blocks, no symlink out: D2, D3).
+      const p = realInside(dir, join(dir, n));
+      const c = parseCeilings(readJsonFile(p, 8 << 20), n);
       if (c) out.push(c);
     } catch { /* skip */ }
   }

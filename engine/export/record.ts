@@ -43,8 +43,12 @@ export type PromptSet = z.infer<typeof PromptSet>;
 export function parsePromptSet(text: string, name: string): PromptSet {
   const t = text.trim();
   let raw: unknown;
-  if (t.startsWith("{") && !t.includes("\n{")) raw = JSON.parse(t);
-  else if (t.startsWith("[")) raw = { name, prompts: JSON.parse(t) };
+  let whole: unknown;
+  try { whole = JSON.parse(t); } catch { whole = undefined; }
+  // One JSON document: a set object ({prompts: [...]}), an array of prompts, or — a one-line JSONL file — a
+  // single prompt object (D8). Anything else is JSONL, one prompt per line.
+  if (Array.isArray(whole)) raw = { name, prompts: whole };
+  else if (whole && typeof whole === "object") raw = "prompts" in whole ? whole : { name, prompts: [whole] };
   else raw = { name, prompts: t.split(/\r?\n/).filter((l) => l.trim()).map((l, i) => {
     try { return JSON.parse(l); } catch { throw new Error(`prompt set line ${i + 1}: not JSON`); }
   }) };

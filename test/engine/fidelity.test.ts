@@ -7,6 +7,8 @@ import { OP_NAMES, type OpColumns } from "../../engine/profile.ts";
 import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/fidelity.ts";
 import { recordRun } from "../../engine/export/record.ts";
 import { chromeTrace } from "../../engine/export/trace.ts";
+import { htmlReport } from "../../engine/export/report.ts";
+import { latencySvg } from "../../engine/export/svg.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
 
 setDefaultTimeout(120_000);
@@ -149,6 +151,10 @@ describe.skipIf(!cpuLibraryBuilt())("a profiled run: mode label, sum check, host
       expect(flowsS).toEqual(steps);
       expect(flowsF).toEqual(steps);
       expect(tr.some((e) => e.ph === "X" && e.pid === 3 && e.name === "gap")).toBe(true);
+      // every export says which mode produced the numbers
+      expect(htmlReport(profile)).toContain("profiling mode");
+      expect(htmlReport(profile)).toMatch(/sum check · kernels · decode/);
+      expect(latencySvg(profile)).toContain("profiling kernels");
     } finally {
       s.close();
       model.close();

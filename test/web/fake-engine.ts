@@ -12,6 +12,8 @@ export interface FakeOptions {
   failDecodeAt?: number;     // throw on this decode step (0-based)
   stepDelayMs?: number;      // sleep per step (to test cancel / concurrency)
   loadDelayMs?: number;
+  delayFor?: string;         // loadDelayMs applies only to sources containing this
+  failOpenFor?: string;      // opening a source containing this fails
   crashWorker?: boolean;     // throw an uncaught error from a timer during generate (kills a worker's event loop)
 }
 
@@ -42,7 +44,12 @@ class FakeSession implements EngineSession {
   private lastInput: number[] = [];
   private ctx = 0;
   private decodeSteps = 0;
-  constructor(private o: FakeOptions) {
+  private logitsMode = 0;
+  // A model source naming "nonfinite-L<N>" yields NaN/Inf in captures from layer N on and in some logits rows.
+  private readonly nanFrom: number;
+  constructor(private o: FakeOptions, source = "") {
+    const nf = /nonfinite-L(\d+)/.exec(source);
+    this.nanFrom = nf ? Number(nf[1]) : Infinity;
     for (const d of FAKE_REGISTRY) this.tog[d.id] = Array(N_LAYERS).fill(d.default);
   }
   static empty(): OpColumns {
@@ -67,7 +74,7 @@ class FakeSession implements EngineSession {
     this.profiling = this.profilingMode !== "off";
   }
   setCapture(h: string[]) { this.hooks = [...h]; }
-  setLogitsMode() {}
+  setLogitsMode(m: number) { this.logitsMode = m; }
   setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }
   reset() { this.ctx = 0; this.decodeSteps = 0; }
   seqLen() { return this.ctx; }
@@ -116,7 +123,18 @@ class FakeSession implements EngineSession {
     this.record(1, 1);
     return [this.next(tokens[0])];
   }
-  logits() { return { rows: 1, vocab: VOCAB, data: new Float32Array(VOCAB) }; }
+  logits() {
+    if (this.logitsMode !== 2) return { rows: 1, vocab: VOCAB, data: new Float32Array(VOCAB) };
+    // every position of the last prefill: a smooth function of the token, perturbed by q8 layers
+    const rows = this.lastInput.length, data = new Float32Array(rows * VOCAB);
+    const q8 = this.tog.weights.filter((w) => w === "q8").length;
+    for (let r = 0; r < rows; r++) {
+      const t = this.lastInput[r];
+      for (let i = 0; i < VOCAB; i++) data[r * VOCAB + i] = Math.sin(i * 0.37 + t * 0.9) * 3 + 0.05 * q8 * Math.cos(i * 1.7 + r);
+      if (Number.isFinite(this.nanFrom) && r % 5 === 4) data[r * VOCAB] = NaN;
+    }
+    return { rows, vocab: VOCAB, data };
+  }
   captures(): Capture[] {
     const rows = this.lastInput.length;
     return this.hooks.map((name) => {
@@ -130,6 +148,7 @@ class FakeSession implements EngineSession {
       for (let i = 0; i < data.length; i++) {
         const base = Math.sin(i * 0.37 + layer + (this.lastInput[i % rows] ?? 0) * 0.1) * (logits ? 4 : 1);
         data[i] = base + noise * Math.cos(i * 1.7);
+        if (layer >= this.nanFrom && i % 7 === 3) data[i] = i % 2 ? Infinity : NaN;
       }
       return { name, rows, cols, data };
     });
@@ -184,10 +203,16 @@ export const fakeTokenizer = {
 
 export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
   return async (source: string, opts?: OpenOptions): Promise<EngineModel> => {
-    if (o.failOpen) throw new Error(`fake engine: cannot open ${source}`);
+    if (o.failOpen || (o.failOpenFor && source.includes(o.failOpenFor))) throw new Error(`fake engine: cannot open ${source}`);
+    const delay = o.delayFor && !source.includes(o.delayFor) ? 0 : o.loadDelayMs ?? 0;
     for (let i = 1; i <= 4; i++) {
       opts?.onProgress?.({ stage: "read", done: i, total: 4, message: `tensor ${i}/4` });
-      if (o.loadDelayMs) await sleep(o.loadDelayMs / 4);
+      // like the real loader: the cancel flag is checked between tensors (and here between 10-ms slices)
+      for (let t = 0; t < delay / 4; t += 10) {
+        if (opts?.signal?.aborted) throw new Error("load cancelled");
+        await sleep(10);
+      }
+      if (opts?.signal?.aborted) throw new Error("load cancelled");
     }
     return {
       id: source, format: source.startsWith("synthetic:") ? "synthetic" : "hf",
@@ -205,7 +230,7 @@ export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
       tokenizer: fakeTokenizer,
       toggleRegistry: () => FAKE_REGISTRY.map((d) => ({ ...d })),
       profilingModes: () => ["off", "events", "kernels"],
-      newSession: () => new FakeSession(o),
+      newSession: () => new FakeSession(o, source),
       close() {},
     };
   };

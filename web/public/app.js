@@ -1,6 +1,7 @@
 // qwen-workbench client: plain ES module, no build step. Talks to the JSON API of web/app.ts and draws with
 // plotly.js (served from our node_modules at /vendor/plotly.min.js).
 /* global Plotly */
+import { createQuantPage } from "./quant.js";
 
 const $ = (s, el = document) => el.querySelector(s);
 const $$ = (s, el = document) => [...el.querySelectorAll(s)];
@@ -55,6 +56,7 @@ function setModel(m) {
   renderProfilingModes(m?.profilingModes);
   renderToggles($("#q-ref"), "qref");
   renderToggles($("#q-cand"), "qcand");
+  quant.onToggles();
 }
 
 // Profiling modes come from the library through /api/model; kernels (the low-overhead mode) is the default.
@@ -528,82 +530,6 @@ async function downloadPlot(id, format) {
   if (gd?.data) await Plotly.downloadImage(gd, { format, filename: id, width: gd.clientWidth, height: gd.clientHeight, scale: format === "png" ? 2 : 1 });
 }
 
-// ---------- quantization ----------
-async function initQuant() {
-  await loadProfiles();
-  if (!state.registry.length) await refreshModels();
-  const want = paramOf("key");
-  if (want) $("#q-profile").value = want;
-  // sensible default: a weights toggle differs in the candidate
-  const w = state.registry.find((d) => /weight|kv/i.test(d.id) && d.values.length > 1);
-  if (w && !$("#q-cand").dataset.touched) {
-    const sel = $(`.toggle[data-id="${w.id}"] .global`, $("#q-cand"));
-    const impl = w.backends?.[state.model?.backend ?? "cpu"] ?? w.values;
-    const alt = w.values.find((v) => v !== w.default && impl.includes(v));
-    if (sel && alt) sel.value = alt;
-  }
-  if ($("#q-profile").value) await drawQuant($("#q-profile").value);
-}
-
-async function runQuant() {
-  const body = {
-    prompt: $("#q-prompt").value, repeats: Number($("#q-repeats").value),
-    hooks: $("#q-hooks").value.split(",").map((x) => x.trim()).filter(Boolean),
-    reference: { label: "reference", toggles: readToggles($("#q-ref")) }, candidate: { label: "candidate", toggles: readToggles($("#q-cand")) },
-  };
-  const name = (t) => toggleStr(t);
-  body.reference.label = name(body.reference.toggles); body.candidate.label = name(body.candidate.toggles);
-  $("#q-run").disabled = true; $("#q-status").textContent = "queued…";
-  try {
-    const { id } = await api("/api/quant", { json: body });
-    const r = await follow(id, { arm: (a) => ($("#q-status").textContent = `${a.arm} · repeat ${a.repeat + 1}`) });
-    if (r.kind === "done") { $("#q-status").textContent = "done"; await loadProfiles(); $("#q-profile").value = r.data.profileKey; await drawQuant(r.data.profileKey); }
-    else { $("#q-status").textContent = r.kind; toast(`measurement failed: ${r.data.message}`, "error"); }
-  } catch (e) { toast(e.message, "error"); $("#q-status").textContent = ""; }
-  finally { $("#q-run").disabled = false; }
-}
-
-async function drawQuant(key) {
-  if (!key) return;
-  const v = await api(`/api/profiles/${enc(key)}/views`);
-  const q = v.quant_error?.[0];
-  if (!q) { $("#q-note").hidden = false; $("#q-note").textContent = "This profile has no quantization-error table."; return; }
-  const notes = v.notes ?? [];
-  $("#q-note").hidden = !notes.length; $("#q-note").textContent = notes.join(" · ");
-  const L = q.layers, names = L.map((l) => l.hook.replace(/^blocks\./, "L").replace(".hook_", " "));
-  $("#q-cards").innerHTML = [
-    ["reference", q.reference_label], ["candidate", q.candidate_label],
-    ["logits KL", q.logits ? `${q.logits.kl.toExponential(2)} nats` : "–"], ["top-1 agreement", q.logits ? `${fmt(q.logits.top1_agreement * 100, 1)} %` : "–"],
-    ["min SQNR", L.length ? `${fmt(Math.min(...L.map((l) => l.sqnr_db)), 1)} dB` : "–"],
-  ].map(([k, x]) => `<div class="card"><span>${k}</span><b style="font-size:15px">${esc(x)}</b></div>`).join("");
-  const bar = (div, y, title, ytitle, color, log = false) => Plotly.react(div, [{ type: "bar", x: names, y, marker: { color }, hovertemplate: "%{x}: %{y:.4g}<extra></extra>" }], {
-    ...BASE_LAYOUT, margin: { l: 64, r: 10, t: 36, b: 70 }, title: { text: title, font: { size: 13 } },
-    xaxis: { title: { text: "hook (layer)" }, tickangle: -30 }, yaxis: { title: { text: ytitle }, type: log ? "log" : "linear" },
-  }, PLOT_CFG);
-  bar("q-cos", L.map((l) => Math.max(1e-12, 1 - l.cosine)), "1 − cosine similarity", "1 − cos (log)", PALETTE[0], true);
-  bar("q-sqnr", L.map((l) => l.sqnr_db), "SQNR", "SQNR (dB)", PALETTE[4]);
-  bar("q-rel", L.map((l) => l.rel_l1), "relative L1 error", "rel L1", PALETTE[1]);
-  bar("q-max", L.map((l) => l.max_abs), "max abs error", "max |Δ|", PALETTE[2]);
-  const lm = v.summary.layer_ms;
-  if (lm) {
-    const pts = L.filter((l) => l.layer >= 0 && lm.reference[l.layer] !== undefined);
-    Plotly.react("q-tradeoff", [{
-      type: "scatter", mode: "markers+text", x: pts.map((l) => lm.reference[l.layer] - lm.candidate[l.layer]), y: pts.map((l) => l.sqnr_db),
-      text: pts.map((l) => `L${l.layer}`), textposition: "top center", marker: { size: 11, color: PALETTE[6] },
-      hovertemplate: "%{text}: saved %{x:.4f} ms, SQNR %{y:.1f} dB<extra></extra>",
-    }], {
-      ...BASE_LAYOUT, title: { text: `Error vs time saved per layer (prefill, median of ${lm.repeats})`, font: { size: 13 } },
-      xaxis: { title: { text: "time saved by the candidate (ms per prefill; > 0 = faster)" }, zeroline: true },
-      yaxis: { title: { text: "SQNR (dB, higher = less error)" } },
-    }, PLOT_CFG);
-  }
-  const ex = $(".exports[data-for=q]");
-  ex.innerHTML = `<button class="secondary small" id="q-png">PNG</button>
-    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/svg-quant" target="_blank">Static SVG</a>
-    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>`;
-  $("#q-png").addEventListener("click", () => ["q-cos", "q-sqnr", "q-tradeoff"].forEach((id) => downloadPlot(id, "png")));
-}
-
 // ---------- compare ----------
 async function initCompare() {
   await loadProfiles();
@@ -650,9 +576,10 @@ async function drawCompare() {
 }
 
 // ---------- wiring ----------
+const quant = createQuantPage({ $, api, toast, esc, fmt, enc, state, readToggles, follow, loadProfiles, paramOf, downloadPlot, PALETTE, BASE_LAYOUT, PLOT_CFG, toggleStr, effDefault });
 const TAB_INIT = {
   run: async () => { await refreshRecent(); },
-  latency: initLatency, roofline: initRoofline, quant: initQuant, compare: initCompare,
+  latency: initLatency, roofline: initRoofline, quant: () => quant.init(), compare: initCompare,
   profiles: async () => { await loadProfiles(); },
 };
 
@@ -669,9 +596,7 @@ async function boot() {
   $("#roof-phase").addEventListener("change", drawRoofline);
   $("#roof-png").addEventListener("click", () => downloadPlot("roof-plot", "png"));
   $("#roof-svg").addEventListener("click", () => downloadPlot("roof-plot", "svg"));
-  $("#q-run").addEventListener("click", runQuant);
-  $("#q-cand").addEventListener("change", () => ($("#q-cand").dataset.touched = "1"));
-  $("#q-profile").addEventListener("change", (e) => drawQuant(e.target.value).catch((x) => toast(x.message, "error")));
+  quant.wire();
   for (const id of ["#cmp-a", "#cmp-b"]) $(id).addEventListener("change", () => drawCompare().catch((x) => toast(x.message, "error")));
   $("#cmp-swap").addEventListener("click", () => { const a = $("#cmp-a").value; $("#cmp-a").value = $("#cmp-b").value; $("#cmp-b").value = a; drawCompare(); });
   $("#prof-refresh").addEventListener("click", loadProfiles);

@@ -512,6 +512,17 @@ QW_API int32_t qw_session_set_toggle(qw_session *s, const char *id, const char *
     need(s, "session");
     need(id, "id");
     need(value, "value");
+    // Ids and values are printable: a control character (the TS side also refuses NUL, which C cannot see)
+    // is named by position, never echoed raw into the error message.
+    for (const char *str : {id, value}) {
+      for (size_t i = 0; str[i]; ++i) {
+        const unsigned char ch = static_cast<unsigned char>(str[i]);
+        if (ch < 0x20 || ch == 0x7f)
+          fail(QW_ERR_INVALID_ARGUMENT, std::string("toggle ") + (str == id ? "id" : "value") +
+                                            " contains a control character (byte " + std::to_string(ch) +
+                                            " at position " + std::to_string(i) + ")");
+      }
+    }
     const qw::ToggleDef *d = qw::find_toggle(id);
     if (!d) fail(QW_ERR_NOT_FOUND, std::string("unknown toggle \"") + id + "\"");
     bool known = false;
