@@ -50,7 +50,7 @@ struct QuantAct {
   std::vector<uint8_t> q;  // [T, K]
   std::vector<float> d;    // [T, gpr]
 };
-void quantize_act(QuantAct &qa, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G);
+void quantize_act(QuantAct &qa, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G, Pool &pool);
 void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
 bool cpu_has_vnni();  // AVX-512 (as cpu_has_avx512) and AVX-512 VNNI
 

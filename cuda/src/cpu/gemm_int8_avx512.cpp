@@ -177,23 +177,26 @@ MicroFn micro_for(int G, bool offset, int mt) {
 
 }  // namespace
 
-void quantize_act(QuantAct &qa, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G) {
+void quantize_act(QuantAct &qa, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G, Pool &pool) {
   qa.G = G;
   qa.T = T;
   qa.K = K;
   qa.gpr = K / G;
   qa.q.resize(size_t(T * K));
   qa.d.resize(size_t(T * qa.gpr));
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t g = 0; g < qa.gpr; ++g) {
-      const float *p = x + t * x_stride + g * G;
-      float amax = 0;
-      for (int32_t e = 0; e < G; ++e) amax = std::max(amax, std::fabs(p[e]));
-      const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-      qa.d[size_t(t * qa.gpr + g)] = d;
-      uint8_t *o = &qa.q[size_t(t * K + g * G)];
-      for (int32_t e = 0; e < G; ++e) o[e] = uint8_t(int32_t(std::nearbyint(p[e] * id)) + 128);
-    }
+  // Tokens are independent: shared out over the pool (serially, the other threads would wait T x K elements).
+  parallel_range(pool, T, 16, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t g = 0; g < qa.gpr; ++g) {
+        const float *p = x + t * x_stride + g * G;
+        float amax = 0;
+        for (int32_t e = 0; e < G; ++e) amax = std::max(amax, std::fabs(p[e]));
+        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        qa.d[size_t(t * qa.gpr + g)] = d;
+        uint8_t *o = &qa.q[size_t(t * K + g * G)];
+        for (int32_t e = 0; e < G; ++e) o[e] = uint8_t(int32_t(std::nearbyint(p[e] * id)) + 128);
+      }
+  });
 }
 
 void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1) {

@@ -434,7 +434,7 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
       if (!qa) {
         qas.emplace_back();
         qa = &qas.back();
-        quantize_act(*qa, x, T, x_stride, w.cols, w.group);
+        quantize_act(*qa, x, T, x_stride, w.cols, w.group, pool);
       }
       c.qa = qa;
     }
