@@ -7,6 +7,7 @@ export type BackendChoice = "auto" | "cpu" | "cuda";
 /** One entry of the toggle registry (exported by the native engine as JSON, validated with zod). */
 export interface ToggleDef {
   id: string;
+  name: string;          // human name, e.g. "Grouped-query attention"
   type: "enum";
   values: string[];
   default: string;

@@ -7,6 +7,7 @@ import { TOGGLE_ID_RE, ToggleValues } from "./profile.ts";
 
 export const ToggleDefSchema = z.object({
   id: z.string().min(1),
+  name: z.string().min(1),
   type: z.literal("enum"),
   values: z.array(z.string()).min(1),
   default: z.string(),
@@ -57,6 +58,20 @@ export function toggleSettingsSchema(registry: ToggleDef[], opts: { backend?: "c
 
 export type ToggleSettings = Record<string, string | string[]>;
 
+/**
+ * Why a value cannot be set on a backend, or null when it can: not a value of the toggle; "not implemented yet"
+ * (specified, no backend implements it); or "not on this backend" (the other backend implements it).
+ */
+export function toggleValueProblem(def: ToggleDef, value: string, backend: "cpu" | "cuda"): string | null {
+  const label = `toggle ${def.id} (${def.name})`;
+  if (!def.values.includes(value)) return `${label}: "${value}" is not one of ${def.values.join(", ")}`;
+  if (def.backends[backend].includes(value)) return null;
+  const other = (["cpu", "cuda"] as const).filter((b) => b !== backend && def.backends[b].includes(value));
+  return other.length
+    ? `${label} = ${value} is not on the ${backend} backend (the ${other.join(", ")} backend has it; ${backend} has: ${def.backends[backend].join(", ") || "none"})`
+    : `${label} = ${value} is not implemented yet (specified in ${def.spec}; no backend implements it)`;
+}
+
 /** Validates user settings; throws an Error whose message names the toggle and the allowed values. */
 export function validateToggleSettings(registry: ToggleDef[], settings: unknown, opts: { backend?: "cpu" | "cuda"; nLayers?: number } = {}): ToggleSettings {
   // ToggleValues first: it refuses __proto__ (which z.object would drop silently) and control characters.
@@ -70,6 +85,11 @@ export function validateToggleSettings(registry: ToggleDef[], settings: unknown,
     const i = r.error.issues[0];
     const id = String(i.path[0] ?? "");
     const def = registry.find((t) => t.id === id);
+    const given = def ? (settings as Record<string, unknown>)[id] : undefined;
+    for (const v of Array.isArray(given) ? given : [given]) {
+      const why = def && opts.backend && typeof v === "string" ? toggleValueProblem(def, v, opts.backend) : null;
+      if (why) throw new Error(why);
+    }
     const allowed = def ? (opts.backend ? def.backends[opts.backend] : def.values).join(", ") : registry.map((t) => t.id).join(", ");
     const what = def ? `toggle "${id}": ${i.message}; allowed${opts.backend ? ` on ${opts.backend}` : ""}: ${allowed}` : `${i.message}; known toggles: ${allowed}`;
     throw new Error(what);

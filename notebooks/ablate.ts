@@ -19,7 +19,7 @@ import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/export/
 import { buildArms, runArm } from "../engine/export/sweep.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import { loadCeilings } from "../engine/roofline.ts";
 
 const REPO = resolve(import.meta.dir, "..");
 const { values: a } = parseArgs({
@@ -40,7 +40,14 @@ const { values: a } = parseArgs({
     help: { type: "boolean", short: "h" },
   },
 });
-if (a.help) { console.log(readFileSync(import.meta.path, "utf8").split("\n").filter((l) => l.startsWith("//")).join("\n")); process.exit(0); }
+if (a.help) {
+  console.log(`usage: npm run ablate -- [--model SRC] [--backend auto|cpu|cuda[,…]] [--threads N] [--prompts SET.json|.jsonl]
+                      [--toggle id=v1,v2|id=* …] [--cartesian] [--profiling on,off] [--max-tokens N] [--repeats N]
+                      [--no-warmup] [--seed N] [--out DIR]        (= bun notebooks/ablate.ts)
+  Sweeps optimization toggles (default: every toggle with more than one value on the backend, one at a time) and
+  writes one profile per arm, comparison.md, table.{csv,json,jsonl} and plots to --out (default profiles/ablate/<stamp>/).`);
+  process.exit(0);
+}
 
 // 1. The prompt set (a small built-in one unless --prompts names a JSON/JSONL file).
 const DEFAULT_PROMPTS: PromptSpec[] = [
@@ -124,8 +131,7 @@ const md = [
   "Plots: roofline.svg (all arms overlaid), decode.svg, latency-<arm>.svg. Profiles: one JSON per arm in this folder.", "",
 ].join("\n");
 writeFileSync(join(out, "comparison.md"), md);
-const ceil = ceilingsFor(loadCeilings(join(REPO, "profiles/ceilings")), model.device.name);
-writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, ceil, "op"));
+writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, loadCeilings(), "op"));
 for (const p of profiles) writeFileSync(join(out, `latency-${slug(p.manifest.label ?? p.id)}.svg`), latencySvg(p));
 const tg = rows.filter((r) => r.test.startsWith("tg"));
 writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${a.repeats}, whiskers min–max`,

@@ -9,12 +9,16 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ProfilingMode, ToggleValues, type Profile } from "../engine/profile.ts";
 import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
-import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
+import { defaultQuantHooks } from "../engine/export/quant.ts";
+import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
 import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
 import { htmlReport } from "../engine/export/report.ts";
 import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import {
+  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints,
+} from "../engine/roofline.ts";
+import { paletteDoc } from "../engine/palette.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import { confine, confineAnyRoot } from "./paths.ts";
@@ -94,7 +98,8 @@ export function createApp(deps: AppDeps) {
   const host = deps.host;
   const profiles = new ProfileStore(deps.profilesRoot, deps.saveSubdir);
   const promptSets = new PromptSetStore(deps.promptSetsDir ?? join(profiles.root, "prompt-sets"));
-  const ceilingsDir = deps.ceilingsDir ?? join(profiles.root, "ceilings");
+  // local calibrations (<root>/raw/ceilings, git-ignored) first, then the committed ones
+  const ceilingsDir = deps.ceilingsDir ? [deps.ceilingsDir] : [join(profiles.root, "raw", "ceilings"), join(profiles.root, "ceilings")];
   const publicDir = resolve(deps.publicDir ?? new URL("./public", import.meta.url).pathname);
   const modelRoots = deps.modelRoots.map((r) => resolve(r));
   const heartbeatMs = deps.heartbeatMs ?? 5000;
@@ -343,19 +348,21 @@ export function createApp(deps: AppDeps) {
   });
 
   function ceilingsForProfile(p: Profile) {
-    return ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name);
+    return ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name, p.manifest.device.backend);
   }
 
   app.get("/api/profiles/:key/views", (c) => {
     const key = keyOf(c);
     const stat = check(z.enum(["mean", "median"]).default("mean"), c.req.query("stat"), "stat");
     const p = profiles.get(key);
+    const ceil = ceilingsForProfile(p);
+    const points = (g: "op" | "layer" | "layer-op") => rooflinePoints(p, g).map((x) => ({ ...x, why: aboveDramReason(x, ceil) }));
     return c.json({
       key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, notes: p.notes ?? [],
       latency: { prefill: latencyMatrix(p, "prefill", undefined, stat), decode: latencyMatrix(p, "decode", undefined, stat) },
       steps: stepTimeline(p), tokens: tokenTimeline(p),
-      roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
-      ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
+      roofline: { op: points("op"), layer: points("layer"), "layer-op": points("layer-op") },
+      ceilings: ceil, quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
       fidelity: p.fidelity ?? null,
     });
   });
@@ -369,10 +376,10 @@ export function createApp(deps: AppDeps) {
     switch (format) {
       case "trace": attach("trace.json"); return c.json(chromeTrace(p));
       case "profile": attach("json"); return c.json(p);
-      case "html": if (c.req.query("download") !== "0") attach("html"); return c.html(htmlReport(p, { ceilings: ceilingsForProfile(p) }));
+      case "html": if (c.req.query("download") !== "0") attach("html"); return c.html(htmlReport(p, { ceilings: loadCeilings(ceilingsDir) }));
       case "svg-latency": case "svg-timeline": case "svg-roofline": case "svg-quant": {
         const svg = format === "svg-latency" ? latencySvg(p) : format === "svg-timeline" ? timelineSvg(p)
-          : format === "svg-roofline" ? rooflineSvg([p], ceilingsForProfile(p), check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group"))
+          : format === "svg-roofline" ? rooflineSvg([p], loadCeilings(ceilingsDir), check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group"))
           : quantSvg(p);
         if (c.req.query("download") === "1") attach(`${format.slice(4)}.svg`);
         return c.body(svg, 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
@@ -400,7 +407,22 @@ export function createApp(deps: AppDeps) {
   app.get("/api/export/roofline.svg", (c) => {
     const ps = keysParam(c).map((k) => profiles.get(k));
     const group = check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group");
-    return c.body(rooflineSvg(ps, ceilingsForProfile(ps[0]), group), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+    return c.body(rooflineSvg(ps, loadCeilings(ceilingsDir), group), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+  });
+
+  // The devices of a set of runs and the mixed-device warning, as the Roofline page and the SVG export draw them.
+  app.get("/api/roofline/devices", (c) => {
+    const keys = keysParam(c);
+    const groups = groupByDevice(keys.map((k) => profiles.get(k)));
+    const all = loadCeilings(ceilingsDir);
+    return c.json({
+      warning: mixedDeviceWarning(groups),
+      devices: groups.map((g) => {
+        const ceilings = ceilingsFor(all, g.device, g.backend);
+        const notes = g.items.map(({ item }) => cacheNote(item, rooflinePoints(item, "op"), ceilings)).filter((n) => n !== null);
+        return { key: g.key, device: g.device, backend: g.backend, runs: g.items.map((i) => keys[i.index]), ceilings, notes };
+      }),
+    });
   });
 
   app.get("/api/compare", (c) => {
@@ -411,11 +433,17 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get("/api/ceilings", (c) => {
-    const all = loadCeilings(ceilingsDir);
+    const { ceilings: all, skipped } = loadCeilingsReport(ceilingsDir);
     return c.json({
-      dir: ceilingsDir, ceilings: all,
+      dirs: ceilingsDir, ceilings: all, skipped,
       note: all.length ? null : "no measured ceilings — run notebooks/calibrate.ts on the device",
     });
+  });
+
+  // The categorical palette and the op → colour mapping of engine/palette.ts (the pages draw with these).
+  app.get("/api/palette", (c) => {
+    c.header("Cache-Control", "no-cache");
+    return c.json(paletteDoc());
   });
 
   // ---- prompt sets ----

@@ -9,6 +9,7 @@ import {
 import { stepTimes, sumCheck } from "../fidelity.ts";
 import { z } from "zod";
 import { modelManifest } from "../manifest.ts";
+import { toggleValueProblem } from "../toggles.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -108,9 +109,8 @@ export function checkToggles(reg: ToggleDef[], toggles: ToggleValues, nLayers: n
       if (v.length !== nLayers) return `toggle "${id}": per-layer mask needs ${nLayers} values, got ${v.length}`;
     }
     for (const x of vals) {
-      if (!def.values.includes(x)) return `toggle "${id}": "${x}" is not one of ${def.values.join(", ")}`;
-      const impl = def.backends[backend];
-      if (impl && !impl.includes(x)) return `toggle "${id}"="${x}" is not implemented on the ${backend} backend (has: ${impl.join(", ") || "none"})`;
+      const why = toggleValueProblem(def, x, backend);
+      if (why) return why;
     }
   }
   return null;

@@ -5,6 +5,7 @@
 import type { EngineModel, EngineSession, ToggleDef } from "../api.ts";
 import { statOf, type Profile, type ToggleValues } from "../profile.ts";
 import { effectiveDefault, recordRun, type PromptSpec, type SamplingSpec } from "./record.ts";
+import { toggleValueProblem } from "../toggles.ts";
 
 export interface Arm { label: string; toggles: ToggleValues; profiling: boolean }
 
@@ -34,7 +35,7 @@ export function buildArms(reg: ToggleDef[], backend: "cpu" | "cuda", axes: Recor
       if (!d) throw new Error(`unknown toggle "${id}" (registry: ${reg.map((x) => x.id).join(", ")})`);
       const impl = implementedValues(d, backend);
       const v = vals.includes("*") ? impl : vals;
-      for (const x of v) if (!impl.includes(x)) throw new Error(`toggle ${id}=${x} is not implemented on ${backend} (has: ${impl.join(", ")})`);
+      for (const x of v) { const why = toggleValueProblem(d, x, backend); if (why) throw new Error(why); }
       return [id, v];
     });
   } else {

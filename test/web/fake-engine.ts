@@ -21,11 +21,11 @@ const WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "
 const N_LAYERS = 4, HIDDEN = 32, VOCAB = 64;
 
 export const FAKE_REGISTRY: ToggleDef[] = [
-  { id: "attention", type: "enum", values: ["flash-bf16", "sage-int8"], default: "flash-bf16", perLayer: false, needsReset: false,
+  { id: "attention", name: "Attention kernel", type: "enum", values: ["flash-bf16", "sage-int8", "sage-fp8"], default: "flash-bf16", perLayer: false, needsReset: false,
     backends: { cpu: ["flash-bf16"], cuda: ["flash-bf16", "sage-int8"] }, spec: "QWEN-001", description: "attention kernel" },
-  { id: "gqa", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
+  { id: "gqa", name: "Grouped-query attention", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
     backends: { cpu: ["native", "broadcast"], cuda: ["native", "broadcast"] }, spec: "QWEN-002", description: "GQA: native grouping or materialized KV" },
-  { id: "weights", type: "enum", values: ["bf16", "q8"], default: "bf16", perLayer: true, needsReset: true,
+  { id: "weights", name: "Weight format", type: "enum", values: ["bf16", "q8"], default: "bf16", perLayer: true, needsReset: true,
     backends: { cpu: ["bf16", "q8"], cuda: ["bf16", "q8"] }, spec: "QWEN-005", description: "weight format" },
 ];
 

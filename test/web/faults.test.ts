@@ -30,7 +30,7 @@ describe("D3: files symlinked out of the roots are neither listed nor served", (
     const { app, dirs } = setup();
     const out = outsideDir();
     writeFileSync(join(out, "set.json"), JSON.stringify({ name: "evil", prompts: [{ prompt: "SECRET-PROMPT" }] }));
-    writeFileSync(join(out, "ceil.json"), JSON.stringify({ device: "SECRET-DEVICE", dram_gbs: 1000 }));
+    writeFileSync(join(out, "ceil.json"), JSON.stringify({ schema: "qwen-workbench/ceilings", version: 1, device: "SECRET-DEVICE", bandwidth_bytes_s: 1e12 }));
     mkdirSync(join(dirs.profiles, "prompt-sets"), { recursive: true });
     mkdirSync(join(dirs.profiles, "ceilings"), { recursive: true });
     symlinkSync(join(out, "set.json"), join(dirs.profiles, "prompt-sets", "evil.json"));

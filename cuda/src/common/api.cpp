@@ -534,9 +534,16 @@ QW_API int32_t qw_session_set_toggle(qw_session *s, const char *id, const char *
     }
     bool impl = false;
     for (const auto &v : qw::implemented(*d, backend_name(s))) impl = impl || v == value;
-    if (!impl)
-      fail(QW_ERR_UNSUPPORTED, std::string("toggle ") + id + " = " + value + " is not implemented by the " +
-                                   qw::kBackendName + " backend");
+    if (!impl) {
+      // "not implemented yet" (no backend has the value) differs from "not on this backend" (the other one has it)
+      bool elsewhere = false;
+      for (const char *b : {"cpu", "cuda"})
+        for (const auto &v : qw::implemented(*d, b)) elsewhere = elsewhere || v == value;
+      fail(QW_ERR_UNSUPPORTED, std::string("toggle ") + id + " = " + value +
+                                   (elsewhere ? std::string(" is not on the ") + qw::kBackendName +
+                                                    " backend (another backend implements it)"
+                                              : std::string(" is not implemented yet (specified, no backend has it)")));
+    }
     if (layer != -1) {
       if (!d->per_layer) fail(QW_ERR_INVALID_ARGUMENT, std::string("toggle ") + id + " is not per-layer: use layer = -1");
       if (layer < 0 || layer >= s->layers())
