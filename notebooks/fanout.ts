@@ -52,6 +52,7 @@ async function waitDone(id: string): Promise<any> {
   for (;;) {
     const t: any = await (await fetch(`${s.base}/api/tasks/${id}`)).json();
     if (["done", "failed", "cancelled"].includes(t.status)) return t;
+    if (!t.status) throw new Error(`fanout: task ${id}: ${JSON.stringify(t)}`);
     await Bun.sleep(20);
   }
 }
@@ -126,7 +127,8 @@ const med = (xs: number[]) => q(xs, 0.5);
 try {
   if (a.threads !== undefined) {
     const l: any = await (await post("/api/models/load", { source: a.model, backend: a.backend, threads: Number(a.threads) })).json();
-    const t = await waitDone(l.id);
+    if (!l.task?.id) throw new Error(`fanout: load refused: ${JSON.stringify(l)}`);
+    const t = await waitDone(l.task.id);
     if (t.status !== "done") throw new Error(`fanout: loading ${a.model} with ${a.threads} threads: ${t.error ?? t.status}`);
   }
   await once(0); // warm-up: loads the model and touches every code path once
