@@ -176,7 +176,7 @@ describe("engine worker protocol", () => {
     const broken = new WorkerHost(join(tmp, "missing-engine.ts"));
     expect(await errOf(broken.load("x", "default", { backend: "cpu" }, () => {}))).toMatch(/cannot load the engine/);
     await broken.close();
-  }, 30_000);
+  }, 180_000);
 
   test("a worker that dies mid-run fails that run; the app reloads the model in a fresh worker", async () => {
     const { fakeApp, readSse, json } = await import("./helpers.ts");
@@ -193,7 +193,7 @@ describe("engine worker protocol", () => {
     expect(ev2.at(-1)!.event).toBe("done");
     await host.close();
     dirs.cleanup();
-  }, 30_000);
+  }, 180_000);
 
   test("in-process core: run before load fails clearly", async () => {
     const core = new EngineCore(makeFakeOpenModel());
@@ -219,5 +219,5 @@ describe.skipIf(!haveNative)("notebooks (CPU engine, embedded default model)", (
     const e = run(["notebooks/export.ts", join(out, "baseline.json"), "--out", join(tmp, "exp")]);
     expect(e.exitCode, e.stderr.toString()).toBe(0);
     for (const f of ["baseline.trace.json", "baseline.report.html", "baseline.bench.md", "baseline.roofline.svg"]) expect(existsSync(join(tmp, "exp", f))).toBe(true);
-  }, 120_000);
+  }, 300_000);
 });

@@ -29,5 +29,5 @@ describe.skipIf(!have)("deterministic replay on the CPU engine", () => {
     }
     s.close();
     m.close();
-  }, 60_000);
+  }, 180_000);
 });

@@ -100,8 +100,7 @@ function check(stats: Stats, label: string, fn: () => void): void {
     stats.messages.add(e.message.replace(/\d+/g, "N").slice(0, 60));
   }
   const ms = performance.now() - t0;
-  stats.maxMs = Math.max(stats.maxMs, ms);
-  if (ms > 2000) throw new Error(`${label}: took ${ms.toFixed(0)} ms`);
+  stats.maxMs = Math.max(stats.maxMs, ms); // reported, not asserted: a loaded machine makes any bound flaky
 }
 
 /** What a loader does with a parsed GGUF: read every tensor, dequantize, derive and check the config. */
