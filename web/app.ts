@@ -16,6 +16,7 @@ import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/exp
 import { htmlReport } from "../engine/export/report.ts";
 import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
 import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import { summaryStats } from "../engine/stats.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import { confine, confineAny } from "./paths.ts";
@@ -50,6 +51,10 @@ const RunRequest = z.object({
   promptSet: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
   prompts: z.array(PromptSpec).min(1).max(1000).optional(),
   maxTokens: z.number().int().min(1).max(4096).default(32),
+  // Measured passes over the prompt(s) (the summary is their median, with min–max) after `warmup` unrecorded
+  // passes: the first run after a load pays for cold caches and lazy set-up, which is not the toggle's cost.
+  repeats: z.number().int().min(1).max(20).default(3),
+  warmup: z.number().int().min(0).max(3).default(1),
   sampling: SamplingSpec.partial().default({}),
   toggles: ToggleValues.default({}),
   profiling: z.boolean().default(true),
@@ -243,6 +248,7 @@ export function createApp(deps: AppDeps) {
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
         capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
+        repeats: req.repeats, warmup: req.warmup,
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, relay(t));
@@ -339,7 +345,7 @@ export function createApp(deps: AppDeps) {
     const stat = check(z.enum(["mean", "median"]).default("mean"), c.req.query("stat"), "stat");
     const p = profiles.get(key);
     return c.json({
-      key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, notes: p.notes ?? [],
+      key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, stats: summaryStats(p), notes: p.notes ?? [],
       latency: { prefill: latencyMatrix(p, "prefill", undefined, stat), decode: latencyMatrix(p, "decode", undefined, stat) },
       steps: stepTimeline(p), tokens: tokenTimeline(p),
       roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },

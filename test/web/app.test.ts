@@ -108,10 +108,16 @@ describe("runs", () => {
     expect(list.profiles.map((p: any) => p.key)).toContain(key);
     const p: any = await (await app.request(`/api/profiles/${encodeURIComponent(key)}`)).json();
     expect(p.schema).toBe("qwen-workbench/profile");
-    expect(p.tokens.length).toBe(8);
+    // one unrecorded warm-up, then 3 measured repetitions (the default): token events and op records of each
+    expect(p.summary.warmup).toBe(1);
+    expect(p.summary.repeats).toBe(3);
+    expect(p.summary.stats.decode_tok_s.samples.length).toBe(3);
+    expect(p.summary.decode_tok_s).toBe(p.summary.stats.decode_tok_s.median);
+    expect(p.tokens.length).toBe(3 * 8);
     expect(p.ops.step.length).toBeGreaterThan(0);
     const v: any = await (await app.request(`/api/profiles/${encodeURIComponent(key)}/views`)).json();
-    expect(v.latency.decode.steps).toBe(7);
+    expect(v.latency.decode.steps).toBe(3 * 7);
+    expect(v.stats.ttft_ms.n).toBe(3);
     expect(v.roofline.op.length).toBeGreaterThan(3);
     expect(v.ceilings).toBeNull();
     const med: any = await (await app.request(`/api/profiles/${encodeURIComponent(key)}/views?stat=median`)).json();
@@ -269,7 +275,11 @@ describe("profiles, compare, exports", () => {
     expect(c.sameTokens).toBe(true);
     const att = c.rows.find((x: any) => x.phase === "decode" && x.layer === 0 && x.op === "attention");
     expect(att.status).toBe("slower");
-    expect(att.a.n).toBe(5);
+    expect(att.a.n).toBe(3 * 5); // per-step samples of all 3 repetitions
+    // headline metrics: medians over the 3 repetitions with their spreads and a verdict of the one rule
+    const dec = c.summary.find((x: any) => x.key === "decode_tok_s");
+    expect(dec.aSpread.n).toBe(3);
+    expect(["faster", "slower", "within noise"]).toContain(dec.status);
     const svg = await env.app.request(`/api/compare?a=${encodeURIComponent(A)}&b=${encodeURIComponent(B)}&format=svg`);
     expect(svg.headers.get("content-type")).toContain("svg");
     expect((await env.app.request(`/api/compare?a=${encodeURIComponent(A)}`)).status).toBe(400);
