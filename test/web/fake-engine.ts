@@ -13,6 +13,7 @@ export interface FakeOptions {
   stepDelayMs?: number;      // sleep per step (to test cancel / concurrency)
   loadDelayMs?: number;
   crashWorker?: boolean;     // throw an uncaught error from a timer during generate (kills a worker's event loop)
+  coldFirstRunMs?: number;   // the first generate of a session reports this much more TTFT (a cold start, no sleep)
 }
 
 const WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs", "far", "away", "."];
@@ -42,6 +43,7 @@ class FakeSession implements EngineSession {
   private lastInput: number[] = [];
   private ctx = 0;
   private decodeSteps = 0;
+  private runs = 0;
   constructor(private o: FakeOptions) {
     for (const d of FAKE_REGISTRY) this.tog[d.id] = Array(N_LAYERS).fill(d.default);
   }
@@ -147,7 +149,7 @@ class FakeSession implements EngineSession {
     const t0 = performance.now();
     if (this.o.stepDelayMs) await sleep(this.o.stepDelayMs);
     let t = this.prefill(0, ids);
-    const pms = performance.now() - t0;
+    const pms = performance.now() - t0 + (this.runs++ === 0 ? this.o.coldFirstRunMs ?? 0 : 0);
     yield { type: "prefill", promptTokens: ids.length, ms: pms };
     const out = [t];
     yield { type: "token", index: 0, token: t, text: tok.decode([t]), ms: pms, phase: "prefill" };
