@@ -64,18 +64,24 @@ export const summaryStat = (samples: number[]): SummaryStat => ({ ...spreadOf(sa
 
 /**
  * The spread over repetitions of each headline metric of a profile: summary.stats when the profile has it;
- * for older ablation profiles the bench rows and ttft_ms_samples (every repetition kept there); otherwise the
+ * for ablation and bench profiles the bench rows and ttft samples (every repetition kept there); otherwise the
  * single summary value (n = 1: no verdict can be drawn from it).
  */
 export function summaryStats(p: Profile): Record<SummaryKey, SummaryStat | null> {
   const s = p.summary as Record<string, unknown>;
   const stored = (s.stats ?? {}) as Partial<Record<SummaryKey, SummaryStat>>;
-  const bench = (prefix: string) => (p.kind === "ablation" ? p.bench?.find((b) => b.test.startsWith(prefix))?.tokens_per_s.samples : undefined);
+  // An ablation's rows are its arm's (one pp, one tg); a bench profile's summary values are the medians of
+  // particular rows (the first prompt length, the first batch): the row whose median is that value.
+  const rowOf = (prefix: string, value: number | undefined) => p.bench?.find((b) => b.test.startsWith(prefix)
+    && (p.kind === "ablation" || (p.kind === "bench" && b.tokens_per_s.median === value)));
+  const bench = (prefix: string, value: number | undefined) => rowOf(prefix, value)?.tokens_per_s.samples;
+  const ttftRow = p.kind === "bench" ? p.bench?.map((b) => b.extra?.ttft_ms as { median?: number; samples?: number[] } | undefined)
+    .find((t) => t?.median === p.summary.ttft_ms && Array.isArray(t?.samples)) : undefined;
   const legacy: Record<SummaryKey, number[] | undefined> = {
-    ttft_ms: Array.isArray(s.ttft_ms_samples) ? (s.ttft_ms_samples as number[]) : undefined,
+    ttft_ms: Array.isArray(s.ttft_ms_samples) ? (s.ttft_ms_samples as number[]) : ttftRow?.samples,
     tpot_ms: undefined,
-    prefill_tok_s: bench("pp"),
-    decode_tok_s: bench("tg"),
+    prefill_tok_s: bench("pp", p.summary.prefill_tok_s),
+    decode_tok_s: bench("tg", p.summary.decode_tok_s),
   };
   const single: Record<SummaryKey, number | undefined> = {
     ttft_ms: p.summary.ttft_ms, tpot_ms: p.summary.tpot_ms?.median,

@@ -191,7 +191,14 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
     const res = await recordPass(model, session, spec, r === 0 ? o : { ...o, onEvent: undefined });
     // A pass cut short by a cancel only counts when no pass finished (the partial profile is still saved).
     if (!res.cancelled || !passes.length) passes.push(res);
-    if (res.cancelled) { passes[0] = { ...passes[0], cancelled: true }; break; }
+    if (res.cancelled) {
+      passes[0] = { ...passes[0], cancelled: true };
+      if (r > 0) {
+        const note = `cancelled during repetition ${r + 1} of ${repeats}: the summary covers the ${r} finished one(s)`;
+        passes[0] = { ...passes[0], profile: { ...passes[0].profile, notes: [...(passes[0].profile.notes ?? []), note] } };
+      }
+      break;
+    }
   }
   return mergeResults(passes, { warmup });
 }

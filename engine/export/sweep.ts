@@ -161,9 +161,3 @@ export async function runArmsInterleaved(model: EngineModel, session: EngineSess
   }
   return arms.map((arm, i) => finishArm(model, arm, passes[i], opts(arm)));
 }
-
-/** One arm alone: warm-up, then `repeats` measured passes (runArmsInterleaved with one arm). */
-export async function runArm(model: EngineModel, session: EngineSession, arm: Arm, o: ArmOptions): Promise<Profile> {
-  const [p] = await runArmsInterleaved(model, session, [arm], { ...o, idOf: () => o.id });
-  return p;
-}

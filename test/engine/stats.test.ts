@@ -10,7 +10,7 @@ import { mergeResults } from "../../engine/export/passes.ts";
 import { compareProfiles } from "../../engine/export/aggregate.ts";
 import { tableRows } from "../../engine/export/table.ts";
 import { htmlReport } from "../../engine/export/report.ts";
-import { statOf, type Profile } from "../../engine/profile.ts";
+import { readProfile, statOf, type Profile } from "../../engine/profile.ts";
 import { ProfileStore } from "../../web/store.ts";
 import { makeFakeOpenModel } from "../web/fake-engine.ts";
 
@@ -110,6 +110,15 @@ describe("a profile of several repetitions", () => {
     expect(d.b).toBe(121);
     expect(d.pct!).toBeCloseTo((100 * 20) / 101, 9); // + (B faster by the medians); the last repetitions say −18.7 %
     expect(d.status).toBe("within noise");            // 121 lies inside A's 100–150
+  });
+
+  test("bench profiles (CLI / notebooks/bench.ts) are read through the bench rows behind their summary medians", () => {
+    const p = readProfile(join(import.meta.dir, "../../profiles/cpu-bench-0.5b-f16.json"));
+    const st = summaryStats(p);
+    const tg = p.bench!.find((b) => b.test.startsWith("tg") && b.tokens_per_s.median === p.summary.decode_tok_s)!;
+    expect(st.decode_tok_s).toMatchObject({ median: p.summary.decode_tok_s, min: tg.tokens_per_s.min, max: tg.tokens_per_s.max, n: tg.tokens_per_s.samples.length });
+    expect(st.ttft_ms!.median).toBe(p.summary.ttft_ms!);
+    expect(st.ttft_ms!.n).toBeGreaterThanOrEqual(3);
   });
 
   test("compareSummaries and compareProfiles give the same numbers (one function behind both)", async () => {
