@@ -1,6 +1,6 @@
 // The engine's public TypeScript API: what web/ and notebooks/ use. engine/index.ts implements it.
 // Keep this file free of implementation so both sides can be built against it.
-import type { OpColumns, DeviceManifest, ToggleValues } from "./profile.ts";
+import type { OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./profile.ts";
 
 export type BackendChoice = "auto" | "cpu" | "cuda";
 
@@ -83,7 +83,10 @@ export interface EngineSession {
   readonly maxContext: number;
   setToggle(id: string, value: string, layer?: number): void; // layer -1 / undefined = all layers
   toggles(): ToggleValues;
-  setProfiling(on: boolean): void;
+  /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */
+  setProfiling(mode: ProfilingMode | boolean): void;
+  /** The mode the session is in now. */
+  readonly profilingMode: ProfilingMode;
   setCapture(hooks: string[]): void;                 // [] = off
   setLogitsMode(mode: 0 | 1 | 2): void;
   setSampling(seq: number, s: SamplingOptions): void;

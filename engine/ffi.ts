@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { OpColumns } from "./profile.ts";
 
-export const QW_ABI_VERSION = 1;
+export const QW_ABI_VERSION = 2;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -58,6 +58,7 @@ const SYMBOLS = {
   qw_toggle_registry_json: { args: [P, U64, P], returns: I32 },
   qw_op_name: { args: [I32], returns: FFIType.cstring },
   qw_kernel_name: { args: [I32], returns: FFIType.cstring },
+  qw_profiling_mode_name: { args: [I32], returns: FFIType.cstring },
   qw_engine_create: { args: [P, P], returns: I32 },
   qw_engine_destroy: { args: [H], returns: I32 },
   qw_engine_info_json: { args: [H, P, U64, P], returns: I32 },
@@ -186,6 +187,15 @@ export class NativeLibrary {
       this.opNames.set(op, s);
     }
     return s;
+  }
+  /** Profiling modes in qw_profiling_mode order ("off", "events", "kernels"): the names come from the library. */
+  profilingModes(): string[] {
+    const out: string[] = [];
+    for (let i = 0; ; i++) {
+      const s = this.sym.qw_profiling_mode_name(i) ?? "";
+      if (!s) return out;
+      out.push(s);
+    }
   }
   kernelName(k: number): string {
     let s = this.kernelNames.get(k);
@@ -345,7 +355,7 @@ export class NativeSession extends Handle {
    */
   takeRecords(kernels: string[] = []): { ops: OpColumns; kernels: string[]; dropped: number } {
     const { pending, dropped } = this.recordsPending();
-    const ops: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
+    const ops: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [], overlap_ns: [] };
     const kIndex = new Map<string, number>(kernels.map((k, i) => [k, i]));
     const chunk = Math.max(1, Math.min(pending, 65536));
     const buf = new Uint8Array(chunk * OP_RECORD_BYTES);
@@ -375,6 +385,7 @@ export class NativeSession extends Handle {
         ops.flops.push(dv.getFloat64(o + 40, true));
         ops.bytes.push(dv.getFloat64(o + 48, true));
         ops.n_tokens.push(dv.getInt32(o + 56, true));
+        ops.overlap_ns!.push(dv.getInt32(o + 60, true));
       }
       left -= n;
     }

@@ -9,7 +9,15 @@ export const PROFILE_SCHEMA_VERSION = 1;
 export const OP_NAMES = [
   "embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "residual", "ffn_norm",
   "gate_up", "swiglu", "down", "final_norm", "lm_head", "sample", "fused",
+  // profiling rows that are not model ops (qwen.h): time no kernel/op ran, copies, the CPU pool wake-up
+  "gap", "memcpy", "pool_wake",
 ] as const;
+/** Records of these ops carry time but no model work: the roofline leaves them out, the sum check counts them. */
+export const NON_MODEL_OPS: ReadonlySet<string> = new Set(["gap", "memcpy", "pool_wake"]);
+
+/** How a profile's op times were taken (qwen.h qw_profiling_mode). */
+export const ProfilingMode = z.enum(["off", "events", "kernels"]);
+export type ProfilingMode = z.infer<typeof ProfilingMode>;
 export type OpName = (typeof OP_NAMES)[number];
 
 export const DeviceManifest = z.object({
@@ -68,6 +76,8 @@ export const OpColumns = z.object({
   flops: z.array(z.number()),
   bytes: z.array(z.number()),
   n_tokens: z.array(z.number().int()),
+  // kernels mode: ns a kernel overlapped the ones before it; its t_start_ns is after that overlap
+  overlap_ns: z.array(z.number().int()).optional(),
 });
 export type OpColumns = z.infer<typeof OpColumns>;
 
@@ -131,6 +141,28 @@ export const BenchRow = z.object({
 });
 export type BenchRow = z.infer<typeof BenchRow>;
 
+// Does the profile describe what users get? The per-step sum check (recorded op + gap time against the wall
+// time of the step's engine call) and, when measured, each mode's overhead against profiling off.
+export const SumCheck = z.object({
+  mode: ProfilingMode.optional(),  // when a profile checks several modes (bench)
+  phase: z.enum(["prefill", "decode"]),
+  steps: z.number().int(),
+  wall_ms: z.number(),        // median per step: the engine call as the caller timed it
+  ops_ms: z.number(),         // median per step: model ops (kernels)
+  gaps_ms: z.number(),        // median per step: gap records (nothing of ours ran)
+  other_ms: z.number(),       // median per step: copies and the pool wake-up
+  unrecorded_ms: z.number(),  // median per step: wall - all records (outside the backend's step: FFI, front)
+  diff_pct: z.object({ median: z.number(), min: z.number(), max: z.number() }), // |wall - records| / wall
+});
+export type SumCheck = z.infer<typeof SumCheck>;
+export const Fidelity = z.object({
+  mode: ProfilingMode,
+  sum_check: z.array(SumCheck),
+  overhead_pct: z.record(z.string(), Stat).optional(), // mode -> slowdown of decode vs off, % (same run)
+  notes: z.array(z.string()).optional(),
+});
+export type Fidelity = z.infer<typeof Fidelity>;
+
 export const Profile = z.object({
   schema: z.literal("qwen-workbench/profile"),
   version: z.literal(PROFILE_SCHEMA_VERSION),
@@ -151,6 +183,7 @@ export const Profile = z.object({
     warmup: z.number().int().optional(),
     stats: z.record(z.string(), SummaryStatSchema).optional(),
   }).passthrough(),
+  fidelity: Fidelity.optional(),
   kernels: z.array(z.string()),     // kernel variant names, indexed by OpColumns.kernel
   ops: OpColumns.optional(),
   tokens: z.array(TokenEvent).optional(),

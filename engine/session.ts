@@ -4,7 +4,7 @@
 import type { Capture, EngineSession, GenerateEvent, GenerateOptions, SamplingOptions } from "./api.ts";
 import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
-import type { OpColumns, ToggleValues } from "./profile.ts";
+import type { OpColumns, ProfilingMode, ToggleValues } from "./profile.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
 export interface SessionHost {
@@ -94,8 +94,27 @@ export class Session implements EngineSession {
   toggles(): ToggleValues {
     return JSON.parse(this.native.togglesJson()) as ToggleValues;
   }
-  setProfiling(on: boolean): void {
-    this.native.setProfiling(on ? 1 : 0);
+  private mode: ProfilingMode = "off";
+  get profilingMode(): ProfilingMode { return this.mode; }
+  setProfiling(mode: ProfilingMode | boolean): void {
+    const modes = this.native.lib.profilingModes();
+    if (mode === true) {
+      // kernels keeps the engine's fast path (CUDA: the graph, CUPTI records); events where CUPTI is missing
+      try {
+        this.native.setProfiling(modes.indexOf("kernels"));
+        this.mode = "kernels";
+      } catch (e) {
+        if (!(e instanceof QwenError) || e.code !== "QW_ERR_UNSUPPORTED") throw e;
+        this.native.setProfiling(modes.indexOf("events"));
+        this.mode = "events";
+      }
+      return;
+    }
+    const name = mode === false ? "off" : mode;
+    const i = modes.indexOf(name);
+    if (i < 0) throw new SessionError(`setProfiling: mode ${JSON.stringify(mode)} is not one of ${modes.join(", ")} (or true / false)`);
+    this.native.setProfiling(i);
+    this.mode = name as ProfilingMode;
   }
   setCapture(hooks: string[]): void {
     if (!Array.isArray(hooks) || hooks.some((h) => typeof h !== "string" || h.includes(","))) {

@@ -23,8 +23,10 @@ import { openModel, type Model } from "../engine/index.ts";
 import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/bench-core.ts";
 import { decodeRooflinePct, deviceSlug, loadCeilings } from "../engine/roofline.ts";
 import {
-  BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type OpColumns, type Profile,
+  BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type Fidelity, type OpColumns,
+  type Profile, type ProfilingMode,
 } from "../engine/profile.ts";
+import { fidelityLines, measureFidelity } from "../engine/fidelity.ts";
 
 const root = resolve(import.meta.dir, "..");
 const args = process.argv.slice(2);
@@ -89,7 +91,7 @@ if (reportDir) {
     if (p.kind !== "bench" || !p.bench?.length) continue;
     allRows.push(...p.bench);
     const step = (p.notes ?? []).find((n) => n.startsWith("decode step breakdown"));
-    const fast = (p.notes ?? []).find((n) => n.startsWith("fast-mode step"));
+    const fast = (p.notes ?? []).find((n) => n.startsWith("fast-mode step") || n.startsWith("profiling fidelity"));
     if (step) summaryLines.push(`### ${p.manifest?.label ?? f}: ${step.replace(/:\n/, "\n\n")}\n\n${fast ?? ""}\n`);
   }
   if (!allRows.length) fail(`--report: no bench profiles in ${dir}`);
@@ -112,6 +114,7 @@ for (const m of reportDir ? [] : models) {
     const summary: Profile["summary"] = {};
     let ops: OpColumns | undefined;
     let kernels: string[] = [];
+    const profileExtra: Partial<Profile> = {};
 
     // ---- decode at each batch
     const maxB = Math.max(...batches);
@@ -129,43 +132,30 @@ for (const m of reportDir ? [] : models) {
         if (r.tpot) summary.tpot_ms = r.tpot;
       }
     }
-    // ---- one profiled decode step: per-op breakdown + profiling overhead
+    // ---- profiling fidelity (each mode against off, interleaved rounds) + the per-op table of one decode step
     {
-      ds.reset();
-      let tok = ds.prefill(0, benchPrompt(8, model.config.vocab_size, 7));
-      const fast: number[] = [];
-      for (let i = 0; i < 12; i++) {
-        const a = performance.now();
-        tok = ds.decode([0], [tok])[0];
-        fast.push(performance.now() - a);
-      }
-      ds.takeRecords();
-      ds.setProfiling(true);
-      const prof: number[] = [];
-      for (let i = 0; i < 4; i++) {
-        const a = performance.now();
-        tok = ds.decode([0], [tok])[0];
-        prof.push(performance.now() - a);
-      }
-      ds.setProfiling(false);
-      const rec = ds.takeRecords();
-      ops = rec.ops;
-      kernels = rec.kernels;
-      const fastMed = percentile([...fast.slice(2)].sort((x, y) => x - y), 50);
-      const profMed = percentile([...prof].sort((x, y) => x - y), 50);
-      summary.profiling_overhead_pct = (100 * (profMed - fastMed)) / fastMed;
-      const lastStep = Math.max(...rec.ops.step);
-      const { by, total } = sumOps(rec.ops, rec.kernels, lastStep);
+      const modes: ProfilingMode[] = model.backend === "cuda" ? ["kernels", "events"] : ["kernels"];
+      const prompt = benchPrompt(8, model.config.vocab_size, 7);
+      const fr = measureFidelity(ds, {
+        modes, rounds: reps, steps: Math.min(32, dctx - 8 - 4), prime: () => { ds.reset(); return ds.prefill(0, prompt); },
+      });
+      ops = fr.ops;
+      kernels = fr.kernels;
+      summary.profiling_overhead_pct = fr.fidelity.overhead_pct?.[modes[0]]?.median;
+      const lastStep = Math.max(...fr.ops.step);
+      const { by, total } = sumOps(fr.ops, fr.kernels, lastStep);
       const lines = ["| op | kernels | calls | time (us) | share | GB/s | % of copy bw |", "|---|---|---:|---:|---:|---:|---:|"];
       const sorted = [...by.entries()].sort((a, b) => b[1].ns - a[1].ns);
       for (const [name, e] of sorted) {
         const gbs = e.bytes / e.ns;
-        lines.push(`| ${name} | ${[...e.kernel].join(", ")} | ${e.calls} | ${(e.ns / 1e3).toFixed(1)} | ${((100 * e.ns) / total).toFixed(1)}% | ${gbs.toFixed(0)} | ${bw ? ((100 * gbs * 1e9) / bw).toFixed(1) + "%" : "-"} |`);
+        lines.push(`| ${name} | ${[...e.kernel].slice(0, 4).join(", ")} | ${e.calls} | ${(e.ns / 1e3).toFixed(1)} | ${((100 * e.ns) / total).toFixed(1)}% | ${gbs.toFixed(0)} | ${bw ? ((100 * gbs * 1e9) / bw).toFixed(1) + "%" : "-"} |`);
       }
-      lines.push(`| (sum of ops) | | | ${(total / 1e3).toFixed(1)} | | | |`);
-      notes.push(`decode step breakdown (batch 1, profiling mode, step ${lastStep}):\n${lines.join("\n")}`);
-      notes.push(`fast-mode step median ${fastMed.toFixed(3)} ms, profiling-mode step median ${profMed.toFixed(3)} ms`);
-      summaryLines.push(`### ${m} ${t}: one decode step (profiling mode)\n\n${lines.join("\n")}\n\nfast step ${fastMed.toFixed(3)} ms · profiled step ${profMed.toFixed(3)} ms (overhead ${summary.profiling_overhead_pct!.toFixed(1)} %)\n`);
+      lines.push(`| (sum of records) | | | ${(total / 1e3).toFixed(1)} | | | |`);
+      const fid = fidelityLines(fr.fidelity, fr.stepMs);
+      notes.push(`decode step breakdown (batch 1, profiling ${modes[0]}, step ${lastStep}):\n${lines.join("\n")}`);
+      notes.push(`profiling fidelity (${reps} interleaved rounds of ${Math.min(32, dctx - 12)} steps):\n${fid}`);
+      summaryLines.push(`### ${m} ${t}: one decode step (profiling ${modes[0]})\n\n${lines.join("\n")}\n\n${fid}\n`);
+      (profileExtra as { fidelity?: Fidelity }).fidelity = fr.fidelity;
     }
     ds.close();
 
@@ -192,7 +182,7 @@ for (const m of reportDir ? [] : models) {
     const profile: Profile = {
       schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id, kind: "bench",
       manifest: model.manifest({ command: `bun notebooks/bench.ts ${args.join(" ")}`, label: `${m}:${t}` }),
-      summary, kernels, ...(ops ? { ops } : {}), bench: rows,
+      summary, kernels, ...(ops ? { ops } : {}), bench: rows, ...profileExtra,
       ...(ceilings ? { ceilings: ceilings as Record<string, unknown> } : {}), notes,
     };
     log(`wrote ${writeProfile(join(outDir, `${id}.json`), profile)}`);

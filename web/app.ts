@@ -7,7 +7,7 @@ import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ToggleValues, type Profile } from "../engine/profile.ts";
+import { ProfilingMode, ToggleValues, type Profile } from "../engine/profile.ts";
 import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
 import { defaultQuantHooks } from "../engine/export/quant.ts";
 import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
@@ -57,7 +57,7 @@ const RunRequest = z.object({
   warmup: z.number().int().min(0).max(3).default(1),
   sampling: SamplingSpec.partial().default({}),
   toggles: ToggleValues.default({}),
-  profiling: z.boolean().default(true),
+  profiling: z.union([z.boolean(), ProfilingMode]).default(true), // true: kernels (events where CUPTI is missing)
   capture: z.array(HookName).max(512).default([]),
   label: z.string().max(120).optional(),
 }).strict().refine((r) => [r.prompt, r.messages, r.tokens, r.promptSet, r.prompts].filter((x) => x !== undefined).length === 1,

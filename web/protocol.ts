@@ -2,7 +2,7 @@
 // Every message is validated with zod on arrival, in both directions.
 import { z } from "zod";
 import { PromptSpec, SamplingSpec } from "../engine/export/record.ts";
-import { ToggleValues } from "../engine/profile.ts";
+import { ProfilingMode, ToggleValues } from "../engine/profile.ts";
 
 export const RunSpecSchema = z.object({
   id: z.string().min(1).max(200),
@@ -10,7 +10,7 @@ export const RunSpecSchema = z.object({
   maxTokens: z.number().int().min(1).max(8192),
   sampling: SamplingSpec,
   toggles: ToggleValues,
-  profiling: z.boolean(),
+  profiling: z.union([z.boolean(), ProfilingMode]),
   capture: z.array(z.string().max(200)).max(4096),
   label: z.string().max(200).optional(),
   command: z.string().max(2000).optional(),

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 1
+#define QW_ABI_VERSION 2
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -82,7 +82,23 @@ enum qw_op {
   QW_OP_LM_HEAD = 12,
   QW_OP_SAMPLE = 13,
   QW_OP_FUSED = 14,     /* a fused op; the kernel variant name says what it fuses */
-  QW_OP_COUNT = 15
+  QW_OP_GAP = 15,       /* profiling: time inside a step when none of our kernels (CUDA) or ops (CPU) ran:
+                           launch latency, dependency bubbles, host work between ops */
+  QW_OP_MEMCPY = 16,    /* profiling (kernels mode, CUDA): a host<->device copy of step parameters / results */
+  QW_OP_POOL_WAKE = 17, /* profiling (CPU): waking the worker pool at the start of a step */
+  QW_OP_COUNT = 18
+};
+
+/* Profiling modes of qw_session_set_profiling; qw_profiling_mode_name() gives the string. */
+enum qw_profiling_mode {
+  QW_PROFILING_OFF = 0,     /* no records; CUDA decode replays its graph */
+  QW_PROFILING_EVENTS = 1,  /* CUDA: a cudaEvent pair around every op, ops launched eagerly (no graph): it changes
+                               what it measures. CPU: host timestamps around every op (same as kernels). */
+  QW_PROFILING_KERNELS = 2, /* CUDA: CUPTI activity records of every kernel and copy, the decode graph kept;
+                               per-kernel start/end, gaps as QW_OP_GAP records. Needs libcupti at run time.
+                               CPU: host timestamps around every op, gaps between ops and the pool wake-up as
+                               their own records. */
+  QW_PROFILING_COUNT = 3
 };
 
 enum qw_phase { QW_PHASE_PREFILL = 0, QW_PHASE_DECODE = 1 };
@@ -100,7 +116,9 @@ typedef struct qw_op_record {
   double flops;       /* analytic, from shapes */
   double bytes;       /* analytic: weights + activations + KV read and written */
   int32_t n_tokens;   /* rows processed by the op (prefill tokens, or decode batch) */
-  int32_t reserved;
+  int32_t overlap_ns; /* kernels mode: ns this kernel ran concurrently with the ones before it (programmatic
+                         dependent launch lets a kernel start before its predecessor ends). t_start_ns is the
+                         end of that overlap, so the records of a step tile its time without double counting. */
 } qw_op_record;
 
 /* Opaque handles. */
@@ -129,6 +147,9 @@ QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_le
 
 /* Name of an op id ("embed", "attn_norm", ...); "" for an unknown id. Static string. */
 QW_API const char *qw_op_name(int32_t op);
+
+/* Name of a profiling mode (qw_profiling_mode: "off", "events", "kernels"); "" for an unknown one. Static. */
+QW_API const char *qw_profiling_mode_name(int32_t mode);
 
 /* Name of a kernel variant id used in op records; "" for an unknown id. Valid for the library's life. */
 QW_API const char *qw_kernel_name(int32_t kernel);
@@ -228,10 +249,13 @@ QW_API int32_t qw_session_set_logits_mode(qw_session *session, int32_t mode);
 QW_API int32_t qw_session_logits_shape(qw_session *session, int32_t *out_rows, int32_t *out_vocab);
 QW_API int32_t qw_session_read_logits(qw_session *session, float *out, int64_t n_floats);
 
-/* Profiling. mode 0 = fast (no records; CUDA graphs allowed), 1 = op records with timing (CUDA events per op).
- * Records of every step accumulate in an engine buffer (up to 4M records; older ones are dropped and counted)
- * until read. qw_session_read_records copies up to max records in order, removes them from the buffer and
- * stores the count in *out_n. */
+/* Profiling: mode is a qw_profiling_mode. A mode the backend cannot run (kernels without libcupti) fails with
+ * QW_ERR_UNSUPPORTED, saying why, and leaves the old mode. Records of every step accumulate in an engine
+ * buffer (up to 4M records; older ones are dropped and counted) until read. In kernels mode the records of a
+ * step are assembled from CUPTI's activity buffers when they are read (qw_session_records_pending or
+ * qw_session_read_records), not during the step, so the step runs as it would unprofiled.
+ * qw_session_read_records copies up to max records in order, removes them from the buffer and stores the
+ * count in *out_n. */
 QW_API int32_t qw_session_set_profiling(qw_session *session, int32_t mode);
 QW_API int32_t qw_session_records_pending(qw_session *session, int64_t *out_n, int64_t *out_dropped);
 QW_API int32_t qw_session_read_records(qw_session *session, qw_op_record *out, int64_t max, int64_t *out_n);

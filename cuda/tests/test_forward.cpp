@@ -145,17 +145,32 @@ int main() {
       CHECK(std::memcmp(lc.data(), batched.data(), lc.size() * 4) == 0, "hook_logits == logits");
       int64_t pending = 0, dropped = 0;
       CHECK_OK(qw_session_records_pending(run.s, &pending, &dropped));
-      // embed + 11 per layer + final_norm + lm_head + sample
-      CHECK(pending == 1 + 11 * ref.c.L + 3, "records %lld", (long long)pending);
+      // embed + 11 per layer + final_norm + lm_head + sample, plus the pool wake-up and the gaps between ops:
+      // together they tile the step, each record starting where the one before ended.
       std::vector<qw_op_record> recs(static_cast<size_t>(pending));
       int64_t got = 0;
       CHECK_OK(qw_session_read_records(run.s, recs.data(), pending, &got));
-      bool ok = got == pending;
-      for (const auto &rc : recs)
-        ok = ok && rc.t_end_ns >= rc.t_start_ns && rc.phase == QW_PHASE_DECODE && rc.n_tokens >= 1 &&
+      std::vector<qw_op_record> ops;
+      int wakes = 0;
+      bool ok = got == pending, tiled = true;
+      for (size_t i = 0; i < recs.size(); ++i) {
+        const qw_op_record &rc = recs[i];
+        ok = ok && rc.t_end_ns >= rc.t_start_ns && rc.phase == QW_PHASE_DECODE &&
              std::string(qw_kernel_name(rc.kernel)).size() > 0 && std::string(qw_op_name(rc.op)).size() > 0;
+        if (i > 0) tiled = tiled && rc.t_start_ns == recs[i - 1].t_end_ns;
+        if (rc.op == QW_OP_POOL_WAKE) {
+          ++wakes;
+        } else if (rc.op != QW_OP_GAP) {
+          ok = ok && rc.n_tokens >= 1;
+          ops.push_back(rc);
+        }
+      }
+      CHECK(ops.size() == size_t(1 + 11 * ref.c.L + 3), "op records %zu", ops.size());
       CHECK(ok, "record contents");
-      CHECK(recs[1].layer == 0 && recs[1].op == QW_OP_ATTN_NORM && recs.back().op == QW_OP_SAMPLE, "record order");
+      CHECK(wakes == 1, "one pool wake-up record per step (%d)", wakes);
+      CHECK(tiled, "records tile the step");
+      CHECK(ops.size() > 2 && ops[1].layer == 0 && ops[1].op == QW_OP_ATTN_NORM && ops.back().op == QW_OP_SAMPLE,
+            "record order");
     }
     // gqa broadcast on every layer, and on one layer: bitwise equal to native
     for (int variant = 0; variant < 2; ++variant) {

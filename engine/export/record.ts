@@ -3,7 +3,8 @@
 // validated Profile. Replays are deterministic: every toggle of the registry is set explicitly (unspecified
 // ones to their default), each prompt runs in a freshly reset sequence with its own seed.
 import type { EngineModel, EngineSession, Capture, ToggleDef } from "../api.ts";
-import { OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type OpColumns, type ToggleValues } from "../profile.ts";
+import { OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type OpColumns, type ProfilingMode, type ToggleValues } from "../profile.ts";
+import { stepTimes, sumCheck } from "../fidelity.ts";
 import { z } from "zod";
 import { modelManifest } from "../manifest.ts";
 import { machineMark, othersShare } from "../bench-core.ts";
@@ -58,7 +59,7 @@ export interface RunSpec {
   maxTokens: number;
   sampling: SamplingSpec;
   toggles: ToggleValues;
-  profiling: boolean;
+  profiling: ProfilingMode | boolean; // true: the low-overhead mode (kernels; events where CUPTI is missing)
   capture: string[];
   label?: string;
   command?: string;
@@ -158,7 +159,7 @@ export function applyToggles(model: EngineModel, s: EngineSession, toggles: Togg
 const yieldLoop = () => new Promise<void>((r) => setImmediate(r));
 
 function emptyCols(): OpColumns {
-  return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
+  return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [], overlap_ns: [] };
 }
 
 function captureStats(c: Capture) {
@@ -223,11 +224,14 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   const texts: string[] = [], allTokens: number[][] = [], captures: Capture[][] = [], captureSummary: unknown[] = [];
   const promptsManifest: NonNullable<Profile["manifest"]["prompts"]> = [];
   let cancelled = false;
+  let promptSteps: number[] = [];             // profile step ids of the current prompt, in order
+  const stepWalls = new Map<number, number>(); // profile step id -> wall ms of its engine call
   if (spec.profiling) session.takeRecords(); // drop anything left from before
 
   const drain = (prompt: number) => {
     if (!spec.profiling) return;
     const r = session.takeRecords();
+    const before = stepBase;
     dropped += r.dropped;
     const kmap = r.kernels.map((k) => { let i = kernels.indexOf(k); if (i < 0) { kernels.push(k); i = kernels.length - 1; } return i; });
     const stepMap = new Map<string, number>();
@@ -239,6 +243,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       cols.step.push(gs); cols.phase.push(r.ops.phase[i]); cols.layer.push(r.ops.layer[i]); cols.op.push(r.ops.op[i]);
       cols.kernel.push(kmap[r.ops.kernel[i]] ?? 0); cols.t_start_ns.push(r.ops.t_start_ns[i]); cols.t_end_ns.push(r.ops.t_end_ns[i]);
       cols.flops.push(r.ops.flops[i]); cols.bytes.push(r.ops.bytes[i]); cols.n_tokens.push(r.ops.n_tokens[i]);
+      cols.overlap_ns!.push(r.ops.overlap_ns?.[i] ?? 0);
       const ms = (r.ops.t_end_ns[i] - r.ops.t_start_ns[i]) / 1e6;
       let st = perStep.get(gs);
       if (!st) perStep.set(gs, (st = { phase: r.ops.phase[i] === 0 ? "prefill" : "decode", ms: 0, layers: new Map(), ops: {} }));
@@ -247,6 +252,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       const op = OP_NAMES[r.ops.op[i]] ?? `op${r.ops.op[i]}`;
       st.ops[op] = (st.ops[op] ?? 0) + ms;
     }
+    for (let s = before; s < stepBase; s++) promptSteps.push(s);
     for (const [step, st] of perStep) emit({
       type: "step", prompt, step, phase: st.phase, ms: st.ms,
       layers: [...st.layers].sort((a, b) => a[0] - b[0]).map(([layer, ms]) => ({ layer, ms })), ops: st.ops,
@@ -259,6 +265,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     const seed = p.seed ?? samp.seed;
     const maxTokens = p.maxTokens ?? spec.maxTokens;
     const runT0 = performance.now();
+    promptSteps = [];
     let promptTokens = 0;
     const toks: number[] = [];
     let text = "";
@@ -285,6 +292,8 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     drain(pi);
     if (!done) throw new Error("engine generate() ended without a done event");
     if (done.reason === "cancelled") cancelled = true;
+    // steps were numbered in the order they ran: the prefill, then one per decode call
+    [done.ttftMs, ...done.tpotMs].forEach((ms, i) => { if (i < promptSteps.length) stepWalls.set(promptSteps[i], ms); });
     texts.push(text);
     allTokens.push(toks);
     ttfts.push(done.ttftMs);
@@ -331,11 +340,15 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       ...(decodeMs > 0 ? { decode_tok_s: decodeTokens / (decodeMs / 1000) } : {}),
       wall_ms: performance.now() - t0,
       profiling: spec.profiling,
+      profiling_mode: session.profilingMode,
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
     },
     kernels,
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),
+    ...(spec.profiling && cols.step.length
+      ? { fidelity: { mode: session.profilingMode, sum_check: sumCheck(stepTimes(cols, stepWalls)) } }
+      : {}),
     tokens: tokenEvents,
     output_text: texts.join("\n\n"),
     ...(notes.length ? { notes } : {}),

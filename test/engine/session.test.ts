@@ -218,7 +218,7 @@ describe.skipIf(!cpuLibraryBuilt())("session API (CPU)", () => {
     const r = s.takeRecords();
     const n = r.ops.op.length;
     expect(n).toBeGreaterThan(20);
-    for (const k of Object.keys(r.ops) as (keyof typeof r.ops)[]) expect(r.ops[k].length).toBe(n);
+    for (const k of Object.keys(r.ops) as (keyof typeof r.ops)[]) expect(r.ops[k]!.length).toBe(n);
     const names = new Set(r.ops.op.map((o) => OP_NAMES[o]));
     for (const op of ["embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "ffn_norm", "gate_up", "down", "lm_head", "sample"]) {
       expect(names.has(op as (typeof OP_NAMES)[number])).toBe(true);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import { NON_MODEL_OPS, OP_NAMES } from "../../engine/profile.ts";
 import { REPO, noGpu } from "./gpu.ts";
 
 type Golden = { prompts: { ids: number[]; greedy32: number[]; top20_ids: number[]; top20_logits: number[] }[] };
@@ -157,25 +157,61 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
     expect(differing).toBe(0);
   });
 
-  test("profiling mode records every op of a decode step with time, FLOPs and bytes", () => {
-    const s = gpu.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
-    let t = s.prefill(0, golden.prompts[0].ids);
-    s.takeRecords();
-    s.setProfiling(true);
-    t = s.decode([0], [t])[0];
-    const r = s.takeRecords();
-    s.close();
-    const ops = new Set(r.ops.op.map((o) => OP_NAMES[o]));
-    for (const o of ["embed", "qkv", "attention", "o_proj", "gate_up", "down", "lm_head", "sample"]) expect(ops.has(o as never)).toBe(true);
-    // RoPE: its own record, or fused into the qkv projection (a qkv record whose kernel name says "rope")
-    const qkvKernels = r.ops.op.flatMap((o, i) => (OP_NAMES[o] === "qkv" ? [r.kernels[r.ops.kernel[i]] ?? ""] : []));
-    const ropeFused = qkvKernels.some((k) => /rope/i.test(k));
-    if (!ops.has("rope" as never)) console.log(`[cuda] no rope record; qkv kernels: ${[...new Set(qkvKernels)].join(", ")}`);
-    expect(ops.has("rope" as never) || ropeFused).toBe(true);
-    for (let i = 0; i < r.ops.op.length; i++) {
-      expect(r.ops.t_end_ns[i]).toBeGreaterThanOrEqual(r.ops.t_start_ns[i]);
-      expect(r.ops.bytes[i]).toBeGreaterThan(0);
-    }
+  for (const mode of ["events", "kernels"] as const) {
+    test(`profiling ${mode} records every op of a decode step with time, FLOPs and bytes`, () => {
+      const s = gpu.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
+      let t = s.prefill(0, golden.prompts[0].ids);
+      s.takeRecords();
+      s.setProfiling(mode);
+      expect(s.profilingMode).toBe(mode);
+      for (let i = 0; i < 3; i++) t = s.decode([0], [t])[0]; // kernels: the first step captures the traced graph
+      const r = s.takeRecords();
+      s.close();
+      const ops = new Set(r.ops.op.map((o) => OP_NAMES[o]));
+      for (const o of ["embed", "qkv", "attention", "o_proj", "gate_up", "down", "lm_head", "sample"]) expect(ops.has(o as never)).toBe(true);
+      // RoPE: its own record, or fused into the qkv projection (a qkv record whose kernel name says "rope")
+      const qkvKernels = r.ops.op.flatMap((o, i) => (OP_NAMES[o] === "qkv" ? [r.kernels[r.ops.kernel[i]] ?? ""] : []));
+      const ropeFused = qkvKernels.some((k) => /rope/i.test(k));
+      if (!ops.has("rope" as never)) console.log(`[cuda] no rope record; qkv kernels: ${[...new Set(qkvKernels)].join(", ")}`);
+      expect(ops.has("rope" as never) || ropeFused).toBe(true);
+      const unattributed = r.kernels.filter((k) => k.startsWith("unattributed"));
+      expect(unattributed).toEqual([]);
+      const steps = [...new Set(r.ops.step)].sort((a, b) => a - b);
+      expect(steps.length).toBe(3);
+      for (const step of steps) {
+        const idx = r.ops.step.flatMap((v, i) => (v === step ? [i] : []));
+        const modelOps = idx.filter((i) => !NON_MODEL_OPS.has(OP_NAMES[r.ops.op[i]]));
+        // every model op once per step (kernels: its first kernel carries the op's analytic cost)
+        expect(modelOps.filter((i) => r.ops.bytes[i] > 0).length).toBe(1 + 6 * gpu.config.num_hidden_layers - (ops.has("rope" as never) ? 0 : gpu.config.num_hidden_layers) + 2);
+        for (const i of idx) expect(r.ops.t_end_ns[i]).toBeGreaterThanOrEqual(r.ops.t_start_ns[i]);
+        if (mode === "kernels") {
+          // the step's records tile it: sorted by start, each begins where the previous ended
+          const sorted = [...idx].sort((a, b) => r.ops.t_start_ns[a] - r.ops.t_start_ns[b]);
+          for (let k = 1; k < sorted.length; k++) expect(r.ops.t_start_ns[sorted[k]]).toBe(r.ops.t_end_ns[sorted[k - 1]]);
+        }
+      }
+    });
+  }
+
+  test("profiling kernels keeps the decode graph and changes no token", () => {
+    const run = (mode: "off" | "kernels") => {
+      const s = gpu.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
+      s.setProfiling(mode);
+      let t = s.prefill(0, golden.prompts[0].ids);
+      const toks = [t];
+      for (let i = 0; i < 16; i++) toks.push((t = s.decode([0], [t])[0]));
+      const r = s.takeRecords();
+      s.close();
+      return { toks, r };
+    };
+    const off = run("off"), k = run("kernels");
+    expect(k.toks).toEqual(off.toks);
+    // decode kernels came from a graph replay: one H2D parameter copy and one D2H token copy per step, and the
+    // kernel names are the graph's (variant · kernel), not eager launches
+    const decodeSteps = new Set(k.r.ops.step.filter((_, i) => k.r.ops.phase[i] === 1));
+    expect(decodeSteps.size).toBe(16);
+    const copies = k.r.ops.op.filter((o, i) => OP_NAMES[o] === "memcpy" && k.r.ops.phase[i] === 1).length;
+    expect(copies).toBe(2 * 16);
   });
 
   test("activation captures agree with the CPU backend (resid_post of every layer, logits)", () => {

@@ -3,7 +3,7 @@
 import type {
   EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
 } from "../../engine/api.ts";
-import type { OpColumns, ToggleValues } from "../../engine/profile.ts";
+import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/profile.ts";
 import { OP_NAMES } from "../../engine/profile.ts";
 
 export interface FakeOptions {
@@ -62,7 +62,11 @@ class FakeSession implements EngineSession {
     for (const [k, v] of Object.entries(this.tog)) out[k] = v.every((x) => x === v[0]) ? v[0] : [...v];
     return out;
   }
-  setProfiling(on: boolean) { this.profiling = on; }
+  profilingMode: ProfilingMode = "off";
+  setProfiling(mode: ProfilingMode | boolean) {
+    this.profilingMode = mode === true ? "kernels" : mode === false ? "off" : mode;
+    this.profiling = this.profilingMode !== "off";
+  }
   setCapture(h: string[]) { this.hooks = [...h]; }
   setLogitsMode() {}
   setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }

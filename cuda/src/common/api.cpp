@@ -99,7 +99,9 @@ KernelNames &kernel_names() {
 
 const char *const kOpNames[QW_OP_COUNT] = {"embed",   "attn_norm", "qkv",    "rope",       "attention",
                                            "o_proj",  "residual",  "ffn_norm", "gate_up",  "swiglu",
-                                           "down",    "final_norm", "lm_head", "sample",   "fused"};
+                                           "down",    "final_norm", "lm_head", "sample",   "fused",
+                                           "gap",     "memcpy",    "pool_wake"};
+const char *const kProfilingModeNames[QW_PROFILING_COUNT] = {"off", "events", "kernels"};
 
 constexpr size_t kRecordCap = size_t(4) << 20;  // 4M records (256 MiB) before the oldest are dropped
 
@@ -139,7 +141,7 @@ struct qw_session final : qw::Sink {
   std::vector<qw::SamplingParams> sampling;  // per sequence
   std::vector<std::vector<std::string>> toggles;  // per toggle_defs() entry: one value per layer (or one)
   int32_t logits_mode = 0;
-  bool profiling = false;
+  int32_t profiling = QW_PROFILING_OFF;  // qw_profiling_mode
   int64_t step_counter = 0;
 
   std::mutex rec_mu;
@@ -240,7 +242,8 @@ qw::StepToggles step_toggles(qw_session *s) {
 void run_step(qw_session *s, qw::Step &st, int32_t *out_tokens) {
   st.step_index = s->step_counter;
   st.logits_mode = s->logits_mode;
-  st.profiling = s->profiling;
+  st.profiling_mode = s->profiling;
+  st.profiling = s->profiling != QW_PROFILING_OFF;
   st.toggles = step_toggles(s);
   st.row_offset.resize(st.seq.size());
   st.temperature.resize(st.seq.size());
@@ -300,6 +303,10 @@ QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_le
 }
 
 QW_API const char *qw_op_name(int32_t op) { return (op >= 0 && op < QW_OP_COUNT) ? kOpNames[op] : ""; }
+
+QW_API const char *qw_profiling_mode_name(int32_t mode) {
+  return (mode >= 0 && mode < QW_PROFILING_COUNT) ? kProfilingModeNames[mode] : "";
+}
 
 QW_API const char *qw_kernel_name(int32_t kernel) { return kernel_names().name(kernel); }
 
@@ -690,14 +697,19 @@ QW_API int32_t qw_session_read_logits(qw_session *s, float *out, int64_t n_float
 QW_API int32_t qw_session_set_profiling(qw_session *s, int32_t mode) {
   return guard([&] {
     need(s, "session");
-    if (mode < 0 || mode > 1) fail(QW_ERR_INVALID_ARGUMENT, "profiling mode must be 0 or 1");
-    s->profiling = mode == 1;
+    if (mode < 0 || mode >= QW_PROFILING_COUNT)
+      fail(QW_ERR_INVALID_ARGUMENT, "profiling mode " + std::to_string(mode) +
+                                        " is unknown: 0 = off, 1 = events, 2 = kernels (qw_profiling_mode)");
+    if (mode == s->profiling) return;
+    s->bs->set_profiling(mode);
+    s->profiling = mode;
   });
 }
 
 QW_API int32_t qw_session_records_pending(qw_session *s, int64_t *out_n, int64_t *out_dropped) {
   return guard([&] {
     need(s, "session");
+    s->bs->drain_records(*s);
     std::lock_guard<std::mutex> lock(s->rec_mu);
     if (out_n) *out_n = int64_t(s->records.size());
     if (out_dropped) *out_dropped = s->dropped;
@@ -711,6 +723,7 @@ QW_API int32_t qw_session_read_records(qw_session *s, qw_op_record *out, int64_t
     *out_n = 0;
     if (max < 0) fail(QW_ERR_INVALID_ARGUMENT, "max must be >= 0");
     if (max > 0) need(out, "out");
+    s->bs->drain_records(*s);
     std::lock_guard<std::mutex> lock(s->rec_mu);
     const int64_t n = std::min<int64_t>(max, int64_t(s->records.size()));
     for (int64_t i = 0; i < n; ++i) out[i] = s->records[size_t(i)];

@@ -86,7 +86,8 @@ struct Step {
   std::vector<int32_t> top_k;
   std::vector<uint64_t> seed;
   int32_t logits_mode = 0;          // 0 none, 1 last row per sequence, 2 all rows (prefill)
-  bool profiling = false;
+  bool profiling = false;           // any mode but QW_PROFILING_OFF
+  int32_t profiling_mode = QW_PROFILING_OFF;
   StepToggles toggles;
 };
 
@@ -115,6 +116,12 @@ class BackendSession {
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;
   // Forget sequence `seq` (the front tracks lengths; a backend may keep nothing per sequence).
   virtual void reset(int32_t seq) = 0;
+  // Called before the front switches to profiling `mode` (a qw_profiling_mode); throws Error(QW_ERR_UNSUPPORTED)
+  // for a mode this backend cannot run here, leaving the session as it was.
+  virtual void set_profiling(int32_t mode) { (void)mode; }
+  // Emits records the backend assembles after the fact (CUDA kernels mode: CUPTI activity buffers). The front
+  // calls it before it counts or reads records, never during a step.
+  virtual void drain_records(Sink &sink) { (void)sink; }
 };
 
 class BackendModel {

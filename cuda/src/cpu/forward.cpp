@@ -25,20 +25,15 @@ T *grow(std::vector<T> &v, size_t n) {
   return v.data();
 }
 
-// Times an op and emits its record when profiling; otherwise just runs it.
+// Times an op and emits its record when profiling; otherwise just runs it. The time between two ops (and
+// before the first / after the last) becomes a QW_OP_GAP record, so the records of a step tile it from
+// forward()'s entry to its exit: per-op time + gaps = the step (docs/ARCHITECTURE.md, "Measurement").
 struct Recorder {
   const Step &st;
   Sink &sink;
   int32_t rows;
-  template <class F>
-  void op(int32_t layer, int32_t op, const char *kernel, const OpCost &cost, int32_t n_tokens, F &&fn) {
-    if (!st.profiling) {
-      fn();
-      return;
-    }
-    const int64_t t0 = now_ns();
-    fn();
-    const int64_t t1 = now_ns();
+  int64_t last_end = now_ns();  // the step's start, then the end of the latest record
+  void emit(int32_t layer, int32_t op, const char *kernel, const OpCost &cost, int32_t n_tokens, int64_t t0, int64_t t1) {
     qw_op_record r{};
     r.step = st.step_index;
     r.phase = st.phase;
@@ -51,6 +46,29 @@ struct Recorder {
     r.bytes = cost.bytes;
     r.n_tokens = n_tokens;
     sink.record(r);
+  }
+  void gap_until(int64_t t, int32_t layer) {
+    if (t > last_end) emit(layer, QW_OP_GAP, "cpu.gap", OpCost{}, 0, last_end, t);
+    last_end = std::max(last_end, t);
+  }
+  template <class F>
+  void op(int32_t layer, int32_t op, const char *kernel, const OpCost &cost, int32_t n_tokens, F &&fn) {
+    if (!st.profiling) {
+      fn();
+      return;
+    }
+    const int64_t t0 = now_ns();
+    gap_until(t0, layer);
+    fn();
+    const int64_t t1 = now_ns();
+    emit(layer, op, kernel, cost, n_tokens, t0, t1);
+    last_end = t1;
+  }
+  // The pool's workers may be asleep after an idle pause: waking them is its own record, not a cost hidden
+  // in the step's first op (layer 0's qkv used to carry it).
+  void wake(Pool &pool) { op(-1, QW_OP_POOL_WAKE, "cpu.pool_wake", OpCost{}, 0, [&] { pool.wake(); }); }
+  void finish() {
+    if (st.profiling) gap_until(now_ns(), -1);
   }
 };
 
@@ -90,6 +108,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   for (size_t s = 0; s < nS; ++s)
     for (int32_t j = 0; j < st.n_new[s]; ++j) pos[st.row_offset[s] + j] = st.pos0[s] + j;
   Recorder rec{st, sink, int32_t(R)};
+  rec.wake(th);
   const int32_t nt = int32_t(R);
   auto cap = [&](Hook hk, int32_t layer, const float *p, int64_t cols) {
     if (sink.wants(hk, layer)) sink.capture(hk, layer, p, int32_t(R), int32_t(cols));
@@ -204,6 +223,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       out_tokens[s] = sample_token(lg + last_row(s) * V, int32_t(V), p, int64_t(st.pos0[s]) + st.n_new[s], sampler_);
     }
   });
+  rec.finish();
 }
 
 }  // namespace cpu

@@ -118,6 +118,16 @@ void Pool::run(int want, const std::function<void()> &fn) {
   if (err_) std::rethrow_exception(err_);
 }
 
+void Pool::wake() {
+  if (n_ == 1) return;
+  gen_.fetch_add(1);  // workers see a closed job (join_ < 0), rejoin the spin loop with a fresh budget
+  if (sleepers_.load() == 0) return;
+  { std::lock_guard<std::mutex> lk(mu_); }
+  cv_.notify_all();
+  const int64_t t0 = now_ns();
+  while (sleepers_.load() > 0 && now_ns() - t0 < 1000000) std::this_thread::yield();
+}
+
 void parallel_range(Pool &pool, int64_t n, int64_t min_parallel, const std::function<void(int64_t, int64_t)> &body) {
   if (n < min_parallel || pool.size() == 1) {
     body(0, n);

@@ -42,6 +42,9 @@ class Pool {
   // exactly once). Returns when the caller's call and every joined worker's call have finished; rethrows
   // the first exception one of them threw.
   void run(int want, const std::function<void()> &fn);
+  // Brings sleeping workers back to spinning (a fresh spin budget) and returns once none sleeps, or after
+  // 1 ms. Opens no job. Profiling calls it at a step's start so the wake-up is measured as its own record.
+  void wake();
 
  private:
   void worker();

@@ -11,7 +11,8 @@
 //   then gemv[final norm + lm_head] -> device sampler (greedy / temperature / top-k / top-p, sample.cuh).
 // Prefill: rmsnorm -> GEMM qkv (fp32 out) -> rope+KV (bias) -> flash attention (mma) -> GEMM o_proj (+= x) ->
 //   rmsnorm -> GEMM gate_up -> SwiGLU -> GEMM down (+= x); logits only for the rows asked.
-// Profiling mode runs eagerly with a cudaEvent pair per op; hooks also run eagerly and copy tensors to host.
+// Profiling: events mode runs eagerly with a cudaEvent pair per op; kernels mode keeps the graph and attributes
+// CUPTI's kernel records to ops after the step (kernel_trace.cuh). Hooks run eagerly and copy tensors to host.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -29,6 +30,7 @@
 #include "gemm.cuh"
 #include "gemv.cuh"
 #include "json.hpp"
+#include "kernel_trace.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
 #include "sample.cuh"
@@ -187,18 +189,23 @@ class CudaSession final : public BackendSession {
   void configure_kv(const std::string &kv_dtype) override;
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}
+  void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
+  void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
 
  private:
-  struct OpMark {
-    int32_t layer, op;
-    const char *kernel;
-    OpCost cost;
-    int32_t n_tokens;
-    cudaEvent_t a, b;
+  // What begin_op/end_op do: nothing, a cudaEvent pair (events mode), or CUPTI attribution (kernels mode:
+  // an external id around eager launches, a node tag while capturing the decode graph).
+  enum class Marking { NONE, EVENTS, TRACE };
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    std::shared_ptr<const GraphOps> ops;  // kernels mode: the ops of its kernel nodes
   };
   // --- helpers
-  void begin_op(Sink &sink);
-  void end_op(Sink &sink, int32_t layer, int32_t op, const char *kernel, OpCost c, int32_t n);
+  bool marking() const { return marking_ != Marking::NONE; }
+  void begin_op();
+  void end_op(int32_t layer, int32_t op, const char *kernel, OpCost c, int32_t n);
+  void drop_graphs();
+  std::vector<OpCost> attention_costs(const Step &st) const;
   void capture_bf16(Sink &sink, Hook h, int32_t layer, const __nv_bfloat16 *p, int32_t rows, int32_t cols);
   void capture_f32(Sink &sink, Hook h, int32_t layer, const float *p, int32_t rows, int32_t cols);
   void ensure_rows(int32_t rows);
@@ -241,10 +248,13 @@ class CudaSession final : public BackendSession {
   size_t dq_elems_ = 0;
   std::vector<float> hbuf_;
   // graphs per batch size
-  std::map<std::string, cudaGraphExec_t> graphs_;
+  std::map<std::string, Graph> graphs_;
   // profiling
   bool prof_ = false;
-  std::vector<OpMark> marks_;
+  Marking marking_ = Marking::NONE;
+  KernelTrace trace_;
+  OpMarks marks_;
+  std::shared_ptr<const GraphOps> replayed_;  // kernels mode: the graph this step replayed
   std::vector<cudaEvent_t> ev_pool_;
   size_t ev_next_ = 0;
   cudaEvent_t ev_open_ = nullptr;
@@ -395,7 +405,7 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
 }
 
 CudaSession::~CudaSession() {
-  for (auto &g : graphs_) cudaGraphExecDestroy(g.second);
+  drop_graphs();
   for (auto e : ev_pool_) cudaEventDestroy(e);
   if (hparams_) cudaFreeHost(hparams_);
   if (hdparams_) cudaFreeHost(hdparams_);
@@ -442,16 +452,30 @@ void CudaSession::ensure_rows(int32_t rows) {
   p_len_ = p_slot_ + R;
   p_out_ = p_len_ + R;
   rows_cap_ = rows;
-  // graphs captured pointers to the old buffers
-  for (auto &g : graphs_) cudaGraphExecDestroy(g.second);
-  graphs_.clear();
+  drop_graphs();  // graphs captured pointers to the old buffers
 }
 
 void CudaSession::ensure_logits(int32_t rows) {
   if (rows <= logits_rows_) return;
   logits_ = DBuf((size_t)rows * m_.cfg.vocab_size * 4);
   logits_rows_ = rows;
-  for (auto &g : graphs_) cudaGraphExecDestroy(g.second);
+  drop_graphs();
+}
+
+// Per layer, the decode attention cost of this step (a graph's captured marks hold the capture step's).
+std::vector<OpCost> CudaSession::attention_costs(const Step &st) const {
+  const Config &c = m_.cfg;
+  std::vector<OpCost> out((size_t)c.num_layers);
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa_broadcast;
+    out[(size_t)l] = cost_attention(st.pos0, st.n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim,
+                                    2.0, 2.0);
+  }
+  return out;
+}
+
+void CudaSession::drop_graphs() {
+  for (auto &g : graphs_) cudaGraphExecDestroy(g.second.exec);
   graphs_.clear();
 }
 
@@ -459,8 +483,9 @@ int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void CudaSession::begin_op(Sink &) {
-  if (!prof_) return;
+void CudaSession::begin_op() {
+  if (marking_ == Marking::TRACE) return trace_.begin_op(marks_.size());
+  if (marking_ != Marking::EVENTS) return;
   if (ev_next_ + 2 > ev_pool_.size()) {
     for (int i = 0; i < 64; ++i) {
       cudaEvent_t e;
@@ -472,8 +497,13 @@ void CudaSession::begin_op(Sink &) {
   CK(cudaEventRecord(ev_open_, stream_));
 }
 
-void CudaSession::end_op(Sink &, int32_t layer, int32_t op, const char *kernel, OpCost c, int32_t n) {
-  if (!prof_) return;
+void CudaSession::end_op(int32_t layer, int32_t op, const char *kernel, OpCost c, int32_t n) {
+  if (marking_ == Marking::TRACE) {
+    trace_.end_op();
+    marks_.push_back({layer, op, kernel, c, n});
+    return;
+  }
+  if (marking_ != Marking::EVENTS) return;
   cudaEvent_t e = ev_pool_[ev_next_++];
   CK(cudaEventRecord(e, stream_));
   marks_.push_back({layer, op, kernel, c, n, ev_open_, e});
@@ -503,19 +533,30 @@ bool CudaSession::wants_any(const Step &, Sink &sink) const {
 
 void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   dev_guard([&] {
-    prof_ = st.profiling;
+    const bool kernels = st.profiling_mode == QW_PROFILING_KERNELS && trace_.enabled();
+    prof_ = st.profiling && !kernels;  // events mode: eager launches, an event pair per op
+    marking_ = kernels ? Marking::TRACE : prof_ ? Marking::EVENTS : Marking::NONE;
     marks_.clear();
+    replayed_.reset();
     ev_next_ = 0;
     step_index_ = st.step_index;
     phase_ = st.phase;
     host0_ns_ = now_ns();
     cudaEvent_t ev0 = nullptr;
     if (prof_) {
-      begin_op(sink);
+      begin_op();
       ev0 = ev_open_;
     }
-    if (st.phase == QW_PHASE_DECODE) run_decode(st, sink, out_tokens);
-    else run_prefill(st, sink, out_tokens);
+    if (kernels) trace_.begin_step(st.step_index, st.phase, host0_ns_);
+    try {
+      if (st.phase == QW_PHASE_DECODE) run_decode(st, sink, out_tokens);
+      else run_prefill(st, sink, out_tokens);
+    } catch (...) {
+      if (kernels) trace_.end_step(nullptr, nullptr, {});  // keeps CUPTI's id stack balanced
+      throw;
+    }
+    if (kernels && replayed_) trace_.end_step(nullptr, replayed_, attention_costs(st));
+    else if (kernels) trace_.end_step(std::make_shared<const OpMarks>(std::move(marks_)), nullptr, {});
     if (prof_) {
       CK(cudaStreamSynchronize(stream_));
       for (const OpMark &mk : marks_) {
@@ -555,15 +596,15 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   };
   auto cm = [&](const DevMat &d, bool bias) { return cost_matmul(B, d.m.rows, d.m.cols, d.type, d.group, bias, 2.0); };
   float *x = x_.as<float>();
-  if (sk) begin_op(*sk);
+  begin_op();
   qwc::launch_embed(x, m_.embed.m, d_tokens_, B, stream_);
-  if (sk) end_op(*sk, -1, QW_OP_EMBED, "embed_gather", cost_embed(B, H, m_.embed.type, m_.embed.group, 4.0), B);
+  end_op(-1, QW_OP_EMBED, "embed_gather", cost_embed(B, H, m_.embed.type, m_.embed.group, 4.0), B);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[l];
     const bool bcast = st && !st->toggles.layer.empty() && st->toggles.layer[l].gqa_broadcast;
     hook_f32(HOOK_RESID_PRE, l, x, H);
     // 1. rmsnorm + qkv (+bias) -> fp32, or (qkv_pairs) rmsnorm + qkv + bias + RoPE + KV write in one GEMV
-    if (sk) begin_op(*sk);
+    begin_op();
     if (L.qkv_pairs) {
       qwc::GemvArgs a;
       a.epi = qwc::GEMV_EPI_QKV_ROPE;
@@ -585,8 +626,8 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       a.rope.inv_freq = m_.inv_freq.as<float>();
       a.rope.n_heads = c.num_heads; a.rope.n_kv = c.num_kv_heads; a.rope.head_dim = c.head_dim; a.rope.max_ctx = max_ctx_;
       qwc::launch_gemv(a, stream_);
-      if (sk)
-        end_op(*sk, l, QW_OP_QKV, "attn_norm+qkv+bias+rope+kv_write:gemv",
+      
+        end_op(l, QW_OP_QKV, "attn_norm+qkv+bias+rope+kv_write:gemv",
                add(add(cost_rmsnorm(B, H, 4.0), cm(L.qkv, true)), cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0)), B);
     } else {
       {
@@ -612,12 +653,12 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
           }
         }
       }
-      if (sk) {
+      {
         OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_qkv() ? cm(L.qkv, true) : add(add(cm(L.q, true), cm(L.k, true)), cm(L.v, true)));
-        end_op(*sk, l, QW_OP_QKV, L.fused_qkv() ? "attn_norm+qkv+bias:gemv" : "attn_norm+q,k,v+bias:gemv x3", cc, B);
+        end_op(l, QW_OP_QKV, L.fused_qkv() ? "attn_norm+qkv+bias:gemv" : "attn_norm+q,k,v+bias:gemv x3", cc, B);
       }
       // 2. rope + KV write
-      if (sk) begin_op(*sk);
+      begin_op();
       {
         qwc::RopeKvArgs r;
         r.q_out = q_.as<__nv_bfloat16>();
@@ -634,13 +675,13 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
         r.rows = B; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
         qwc::launch_rope_kv(r, stream_);
       }
-      if (sk) end_op(*sk, l, QW_OP_ROPE, "rope_kv_write", cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), B);
+      end_op(l, QW_OP_ROPE, "rope_kv_write", cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), B);
     }
     hook_bf16(HOOK_Q, l, q_.p, c.q_dim());
     hook_bf16(HOOK_K, l, kout_.p, c.kv_dim());
     hook_bf16(HOOK_V, l, vout_.p, c.kv_dim());
     // 3. attention
-    if (sk) begin_op(*sk);
+    begin_op();
     {
       qwc::DecodeAttnArgs a;
       a.out = z_.as<__nv_bfloat16>();
@@ -665,15 +706,15 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       }
       qwc::launch_decode_attention(a, stream_);
     }
-    if (sk && st) {
+    if (marking()) {
       std::vector<int32_t> pos0(st->pos0), nn(st->n_new);
-      end_op(*sk, l, QW_OP_ATTENTION, bcast ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv",
+      end_op(l, QW_OP_ATTENTION, bcast ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv",
              cost_attention(pos0, nn, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim, 2.0, 2.0), B);
     }
     hook_bf16(HOOK_Z, l, z_.p, c.q_dim());
     // 4. o_proj + residual
     const bool want_attn_out = sk && sk->wants(HOOK_ATTN_OUT, l);
-    if (sk) begin_op(*sk);
+    begin_op();
     {
       qwc::GemvArgs a;
       a.epi = want_attn_out ? qwc::GEMV_EPI_F32 : qwc::GEMV_EPI_ADD_F32;
@@ -686,11 +727,11 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       qwc::launch_gemv(a, stream_);
       if (want_attn_out) qwc::launch_add_f32(x, tmp_.as<float>(), (int64_t)B * H, stream_);
     }
-    if (sk) end_op(*sk, l, QW_OP_O_PROJ, "o_proj+residual:gemv", add(cm(L.o, false), cost_residual(B, H, 4.0)), B);
+    end_op(l, QW_OP_O_PROJ, "o_proj+residual:gemv", add(cm(L.o, false), cost_residual(B, H, 4.0)), B);
     if (want_attn_out) hook_f32(HOOK_ATTN_OUT, l, tmp_.as<float>(), H);
     hook_f32(HOOK_RESID_MID, l, x, H);
     // 5. rmsnorm + gate_up + swiglu
-    if (sk) begin_op(*sk);
+    begin_op();
     {
       qwc::GemvArgs a;
       a.batch = B;
@@ -719,15 +760,15 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
                            gu_.as<__nv_bfloat16>(), B, I, false, stream_);
       }
     }
-    if (sk) {
+    {
       OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_gu() ? cm(L.gate_up, false) : add(cm(L.gate, false), cm(L.up, false)));
-      end_op(*sk, l, QW_OP_GATE_UP, L.fused_gu() ? "ffn_norm+gate_up+swiglu:gemv" : "ffn_norm+gate,up:gemv x2+swiglu",
+      end_op(l, QW_OP_GATE_UP, L.fused_gu() ? "ffn_norm+gate_up+swiglu:gemv" : "ffn_norm+gate,up:gemv x2+swiglu",
              add(cc, cost_swiglu(B, I, 2.0)), B);
     }
     hook_bf16(HOOK_MLP_PRE, l, gate_.p, I);
     hook_bf16(HOOK_MLP_POST, l, h_.p, I);
     // 6. down + residual
-    if (sk) begin_op(*sk);
+    begin_op();
     {
       qwc::GemvArgs a;
       a.epi = qwc::GEMV_EPI_ADD_F32;
@@ -739,11 +780,11 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       a.act_ld = I;
       qwc::launch_gemv(a, stream_);
     }
-    if (sk) end_op(*sk, l, QW_OP_DOWN, "down+residual:gemv", add(cm(L.down, false), cost_residual(B, H, 4.0)), B);
+    end_op(l, QW_OP_DOWN, "down+residual:gemv", add(cm(L.down, false), cost_residual(B, H, 4.0)), B);
     hook_f32(HOOK_RESID_POST, l, x, H);
   }
   // final norm + lm_head + argmax
-  if (sk) begin_op(*sk);
+  begin_op();
   {
     qwc::GemvArgs a;
     a.epi = qwc::GEMV_EPI_F32;
@@ -758,14 +799,14 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
     a.eps = c.rms_eps;
     qwc::launch_gemv(a, stream_);
   }
-  if (sk) {
+  {
     const NativeType lt = (NativeType)m_.lm_head->type;
-    end_op(*sk, -1, QW_OP_LM_HEAD, "final_norm+lm_head:gemv",
+    end_op(-1, QW_OP_LM_HEAD, "final_norm+lm_head:gemv",
            add(cost_rmsnorm(B, H, 4.0), cost_matmul(B, c.vocab_size, H, lt, m_.lm_head->group, false, 2.0)), B);
   }
-  if (sk) begin_op(*sk);
+  begin_op();
   qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, c.vocab_size, c.vocab_size, stream_);
-  if (sk) end_op(*sk, -1, QW_OP_SAMPLE, "sample_device", cost_sample(B, c.vocab_size), B);
+  end_op(-1, QW_OP_SAMPLE, "sample_device", cost_sample(B, c.vocab_size), B);
 }
 
 void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
@@ -798,14 +839,19 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   // The identity slots for the broadcast arm live in d_out_ and are overwritten by argmax at the end of the
   // step, which is after the last attention: safe.
   const bool use_graph = st.toggles.graphs && !prof_ && !hooks;
+  const bool traced = marking_ == Marking::TRACE;
+  if (traced) key += ":kernels";  // captured with node tags (the untraced graph stays as it was)
   if (use_graph) {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
       // Capture once per (batch, gqa mask). If the graph with programmatic-dependent-launch edges cannot be
       // captured or instantiated on this driver, fall back to plain launches for the rest of the process.
       cudaGraphExec_t ge = nullptr;
+      std::shared_ptr<GraphOps> ops;
       for (int attempt = 0; attempt < 2 && !ge; ++attempt) {
         cudaGraph_t g = nullptr;
+        marks_.clear();
+        if (traced) ops = trace_.begin_capture();
         CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
         bool ok = true;
         std::string why;
@@ -823,6 +869,11 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
           ok = false;
           why = cudaGetErrorString(ec);
         }
+        if (traced) {
+          trace_.end_capture();  // after instantiation: its node clones carry the tags
+          ops->marks = std::move(marks_);
+          marks_.clear();
+        }
         if (g) cudaGraphDestroy(g);
         if (!ok) {
           cudaGetLastError();
@@ -834,9 +885,10 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
           }
         }
       }
-      it = graphs_.emplace(key, ge).first;
+      it = graphs_.emplace(key, Graph{ge, ops}).first;
     }
-    CK(cudaGraphLaunch(it->second, stream_));
+    CK(cudaGraphLaunch(it->second.exec, stream_));
+    replayed_ = it->second.ops;
   } else {
     decode_body(B, &st, &sink, true);
   }
@@ -884,7 +936,6 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     }
   for (int k = 0; k < 3; ++k)
     CK(cudaMemcpyAsync(params_.as<int32_t>() + k * R, hparams_ + k * R, T * 4, cudaMemcpyHostToDevice, stream_));
-  Sink *sk = &sink;
   auto hook_bf16 = [&](Hook h, int32_t l, const void *p, int32_t cols) { capture_bf16(sink, h, l, (const __nv_bfloat16 *)p, T, cols); };
   auto hook_f32 = [&](Hook h, int32_t l, const float *p, int32_t cols) { capture_f32(sink, h, l, p, T, cols); };
   auto cm = [&](const DevMat &d) { return cost_matmul(T, d.m.rows, d.m.cols, d.type, d.group, false, 2.0); };
@@ -911,17 +962,17 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   };
   float *x = x_.as<float>();
   __nv_bfloat16 *xn = xn_.as<__nv_bfloat16>();
-  begin_op(*sk);
+  begin_op();
   qwc::launch_embed(x, m_.embed.m, p_tokens_, T, stream_);
-  end_op(*sk, -1, QW_OP_EMBED, "embed_gather", cost_embed(T, H, m_.embed.type, m_.embed.group, 4.0), T);
+  end_op(-1, QW_OP_EMBED, "embed_gather", cost_embed(T, H, m_.embed.type, m_.embed.group, 4.0), T);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[l];
     const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa_broadcast;
     hook_f32(HOOK_RESID_PRE, l, x, H);
-    begin_op(*sk);
+    begin_op();
     qwc::launch_rmsnorm(xn, nullptr, x, L.attn_norm.as<float>(), T, H, c.rms_eps, stream_);
-    end_op(*sk, l, QW_OP_ATTN_NORM, "rmsnorm", cost_rmsnorm(T, H, 4.0), T);
-    begin_op(*sk);
+    end_op(l, QW_OP_ATTN_NORM, "rmsnorm", cost_rmsnorm(T, H, 4.0), T);
+    begin_op();
     const char *kn;
     if (L.fused_qkv()) {
       kn = gemm(L.qkv, xn, H, qkvf_.p, QKV, qwc::GEMM_OUT_F32);
@@ -930,9 +981,9 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
       gemm(L.k, xn, H, qkvf_.as<float>() + c.q_dim(), QKV, qwc::GEMM_OUT_F32);
       gemm(L.v, xn, H, qkvf_.as<float>() + c.q_dim() + c.kv_dim(), QKV, qwc::GEMM_OUT_F32);
     }
-    end_op(*sk, l, QW_OP_QKV, kn,
+    end_op(l, QW_OP_QKV, kn,
            L.fused_qkv() ? cm(L.qkv) : add(add(cm(L.q), cm(L.k)), cm(L.v)), T);
-    begin_op(*sk);
+    begin_op();
     {
       qwc::RopeKvArgs r;
       r.q_out = q_.as<__nv_bfloat16>();
@@ -950,11 +1001,11 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
       r.pair_interleaved = L.qkv_pairs;
       qwc::launch_rope_kv(r, stream_);
     }
-    end_op(*sk, l, QW_OP_ROPE, "bias+rope_kv_write", cost_rope(T, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), T);
+    end_op(l, QW_OP_ROPE, "bias+rope_kv_write", cost_rope(T, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), T);
     hook_bf16(HOOK_Q, l, q_.p, c.q_dim());
     hook_bf16(HOOK_K, l, kout_.p, c.kv_dim());
     hook_bf16(HOOK_V, l, vout_.p, c.kv_dim());
-    begin_op(*sk);
+    begin_op();
     const char *an = "attn_prefill_mma";
     for (int32_t i = 0; i < S; ++i) {
       qwc::PrefillAttnArgs a;
@@ -981,40 +1032,40 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
       }
       an = qwc::launch_prefill_attention(a, stream_);
     }
-    end_op(*sk, l, QW_OP_ATTENTION, bcast ? "attn_prefill_mma+broadcast" : an,
+    end_op(l, QW_OP_ATTENTION, bcast ? "attn_prefill_mma+broadcast" : an,
            cost_attention(st.pos0, st.n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim, 2.0, 2.0), T);
     hook_bf16(HOOK_Z, l, z_.p, c.q_dim());
     const bool want_attn_out = sink.wants(HOOK_ATTN_OUT, l);
-    begin_op(*sk);
+    begin_op();
     if (want_attn_out) {
       kn = gemm(L.o, z_.as<__nv_bfloat16>(), c.q_dim(), tmp_.p, H, qwc::GEMM_OUT_F32);
       qwc::launch_add_f32(x, tmp_.as<float>(), (int64_t)T * H, stream_);
     } else {
       kn = gemm(L.o, z_.as<__nv_bfloat16>(), c.q_dim(), x, H, qwc::GEMM_OUT_ADD_F32);
     }
-    end_op(*sk, l, QW_OP_O_PROJ, kn, add(cm(L.o), cost_residual(T, H, 4.0)), T);
+    end_op(l, QW_OP_O_PROJ, kn, add(cm(L.o), cost_residual(T, H, 4.0)), T);
     if (want_attn_out) hook_f32(HOOK_ATTN_OUT, l, tmp_.as<float>(), H);
     hook_f32(HOOK_RESID_MID, l, x, H);
-    begin_op(*sk);
+    begin_op();
     qwc::launch_rmsnorm(xn, nullptr, x, L.ffn_norm.as<float>(), T, H, c.rms_eps, stream_);
-    end_op(*sk, l, QW_OP_FFN_NORM, "rmsnorm", cost_rmsnorm(T, H, 4.0), T);
-    begin_op(*sk);
+    end_op(l, QW_OP_FFN_NORM, "rmsnorm", cost_rmsnorm(T, H, 4.0), T);
+    begin_op();
     if (L.fused_gu()) {
       kn = gemm(L.gate_up, xn, H, gu_.p, 2 * I, qwc::GEMM_OUT_BF16);
     } else {
       kn = gemm(L.gate, xn, H, gu_.p, 2 * I, qwc::GEMM_OUT_BF16);
       gemm(L.up, xn, H, gu_.as<__nv_bfloat16>() + I, 2 * I, qwc::GEMM_OUT_BF16);
     }
-    end_op(*sk, l, QW_OP_GATE_UP, kn, L.fused_gu() ? cm(L.gate_up) : add(cm(L.gate), cm(L.up)), T);
-    begin_op(*sk);
+    end_op(l, QW_OP_GATE_UP, kn, L.fused_gu() ? cm(L.gate_up) : add(cm(L.gate), cm(L.up)), T);
+    begin_op();
     qwc::launch_swiglu(h_.as<__nv_bfloat16>(), sink.wants(HOOK_MLP_PRE, l) ? gate_.as<__nv_bfloat16>() : nullptr,
                        gu_.as<__nv_bfloat16>(), T, I, L.fused_gu(), stream_);
-    end_op(*sk, l, QW_OP_SWIGLU, "swiglu", cost_swiglu(T, I, 2.0), T);
+    end_op(l, QW_OP_SWIGLU, "swiglu", cost_swiglu(T, I, 2.0), T);
     hook_bf16(HOOK_MLP_PRE, l, gate_.p, I);
     hook_bf16(HOOK_MLP_POST, l, h_.p, I);
-    begin_op(*sk);
+    begin_op();
     kn = gemm(L.down, h_.as<__nv_bfloat16>(), I, x, H, qwc::GEMM_OUT_ADD_F32);
-    end_op(*sk, l, QW_OP_DOWN, kn, add(cm(L.down), cost_residual(T, H, 4.0)), T);
+    end_op(l, QW_OP_DOWN, kn, add(cm(L.down), cost_residual(T, H, 4.0)), T);
     hook_f32(HOOK_RESID_POST, l, x, H);
   }
   // final norm + lm_head over the rows needed, in chunks of <= 16 rows through the fused GEMV
@@ -1026,7 +1077,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     for (int32_t i = 0; i < S; ++i) rows_needed.push_back(st.row_offset[i] + st.n_new[i] - 1);
   }
   for (int32_t i = 0; i < S; ++i) positions.push_back(st.pos0[i] + st.n_new[i]);
-  begin_op(*sk);
+  begin_op();
   {
     // gather the rows into tmp_ (fp32) so that the GEMV reads them contiguously
     float *g = tmp_.as<float>();
@@ -1055,12 +1106,12 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     }
   }
   const int32_t n_logit_rows = (int32_t)rows_needed.size();
-  end_op(*sk, -1, QW_OP_LM_HEAD, "final_norm+lm_head:gemv",
+  end_op(-1, QW_OP_LM_HEAD, "final_norm+lm_head:gemv",
          add(cost_rmsnorm(n_logit_rows, H, 4.0),
              cost_matmul(n_logit_rows, c.vocab_size, H, (NativeType)m_.lm_head->type, m_.lm_head->group, false, 2.0)),
          n_logit_rows);
   // sampling: the last row of each sequence
-  begin_op(*sk);
+  begin_op();
   for (int32_t i = 0; i < S; ++i) hpsamp_[i] = sample_row(st, i, st.pos0[i] + st.n_new[i]);
   CK(cudaMemcpyAsync(psamp_.p, hpsamp_, S * sizeof(qwc::SampleRow), cudaMemcpyHostToDevice, stream_));
   if (all_rows) {
@@ -1071,7 +1122,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     qwc::launch_sample(p_out_, logits_.as<float>(), psamp_.as<qwc::SampleRow>(), wbuf_.as<double>(), S, c.vocab_size,
                        c.vocab_size, stream_);
   }
-  end_op(*sk, -1, QW_OP_SAMPLE, "sample_device", cost_sample(S, c.vocab_size), S);
+  end_op(-1, QW_OP_SAMPLE, "sample_device", cost_sample(S, c.vocab_size), S);
   // tokens (sampled on the device), logits readout
   const int32_t V = c.vocab_size;
   const bool need_logits = st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);

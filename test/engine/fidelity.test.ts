@@ -1,0 +1,115 @@
+// Profiling fidelity (issue 16) on the CPU backend: the mode label, records that tile each step (so op times +
+// gaps add up to the step), the pool wake-up as its own row, the sum check and the fidelity benchmark's shape.
+// No wall-clock bound is asserted: only that records lie inside the engine call that produced them.
+import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
+import { openSyntheticInMemory, SessionError, type Model } from "../../engine/index.ts";
+import { OP_NAMES, type OpColumns } from "../../engine/profile.ts";
+import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/fidelity.ts";
+import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
+
+setDefaultTimeout(120_000);
+
+function cols(rows: [step: number, phase: number, op: string, t0: number, t1: number][]): OpColumns {
+  const c: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
+  for (const [step, phase, op, t0, t1] of rows) {
+    c.step.push(step); c.phase.push(phase); c.layer.push(0); c.op.push(OP_NAMES.indexOf(op as never)); c.kernel.push(0);
+    c.t_start_ns.push(t0); c.t_end_ns.push(t1); c.flops.push(0); c.bytes.push(0); c.n_tokens.push(1);
+  }
+  return c;
+}
+
+describe("sum check (pure)", () => {
+  test("splits ops, gaps and other rows; unrecorded = wall − records; medians per phase", () => {
+    const ops = cols([
+      [0, 0, "qkv", 0, 3e6], [0, 0, "gap", 3e6, 4e6], // prefill: 3 ms op + 1 ms gap
+      [1, 1, "pool_wake", 0, 1e5], [1, 1, "attention", 1e5, 9e5], [1, 1, "gap", 9e5, 1e6],
+      [2, 1, "memcpy", 0, 2e5], [2, 1, "down", 2e5, 1e6],
+      [3, 1, "down", 0, 1e6], // no wall for step 3: ignored
+    ]);
+    const st = stepTimes(ops, new Map([[0, 5], [1, 1.25], [2, 1]]));
+    expect(st.map((s) => s.step)).toEqual([0, 1, 2]);
+    expect(st[1]).toEqual({ step: 1, phase: 1, wall_ms: 1.25, ops_ms: 0.8, gaps_ms: 0.1, other_ms: 0.1 });
+    const [pre, dec] = sumCheck(st);
+    expect(pre.phase).toBe("prefill");
+    expect(pre.unrecorded_ms).toBeCloseTo(1, 9);
+    expect(pre.diff_pct.median).toBeCloseTo(20, 9);
+    expect(dec.phase).toBe("decode");
+    expect(dec.steps).toBe(2);
+    expect(dec.diff_pct.min).toBeCloseTo(0, 9);
+    expect(dec.diff_pct.max).toBeCloseTo(20, 9);
+    expect(dec.gaps_ms).toBeCloseTo(0.05, 9);
+  });
+});
+
+describe.skipIf(!cpuLibraryBuilt())("profiling modes on the CPU backend", () => {
+  let syn: Model;
+  beforeAll(async () => {
+    syn = await openSyntheticInMemory(tinyTestSpec(), "f32", { backend: "cpu", threads: 2 });
+  });
+  afterAll(() => syn?.close());
+
+  test("mode names come from the library; true = kernels; bad modes are clear errors", () => {
+    const s = syn.newSession({ maxContext: 64 });
+    expect(s.profilingMode).toBe("off");
+    s.setProfiling(true);
+    expect(s.profilingMode).toBe("kernels");
+    s.setProfiling("events");
+    expect(s.profilingMode).toBe("events");
+    expect(() => s.setProfiling("nsys" as never)).toThrow(SessionError);
+    expect(() => s.setProfiling("nsys" as never)).toThrow(/off, events, kernels/);
+    expect(s.profilingMode).toBe("events");
+    s.setProfiling(false);
+    expect(s.profilingMode).toBe("off");
+    s.close();
+  });
+
+  test("records tile every step inside the engine call: op times + gaps add up", () => {
+    const s = syn.newSession({ maxContext: 64 });
+    s.setProfiling("kernels");
+    const walls: number[] = [];
+    let a = performance.now();
+    let t = s.prefill(0, prompt(8, 3));
+    walls.push(performance.now() - a);
+    for (let i = 0; i < 4; i++) {
+      a = performance.now();
+      t = s.decode([0], [t])[0];
+      walls.push(performance.now() - a);
+    }
+    const r = s.takeRecords();
+    const steps = [...new Set(r.ops.step)].sort((x, y) => x - y);
+    expect(steps.length).toBe(5);
+    for (const step of steps) {
+      const idx = r.ops.step.flatMap((v, i) => (v === step ? [i] : []));
+      // contiguous: each record starts where the previous ended
+      for (let k = 1; k < idx.length; k++) expect(r.ops.t_start_ns[idx[k]]).toBe(r.ops.t_end_ns[idx[k - 1]]);
+      const names = idx.map((i) => OP_NAMES[r.ops.op[i]]);
+      expect(names.filter((n) => n === "pool_wake").length).toBe(1);
+      expect(names).toContain("sample");
+    }
+    const st = stepTimes(r.ops, new Map(steps.map((id, i) => [id, walls[i]])));
+    for (const x of st) expect(x.ops_ms + x.gaps_ms + x.other_ms).toBeLessThanOrEqual(x.wall_ms + 1e-3);
+    const checks = sumCheck(st);
+    expect(checks.map((c) => c.phase)).toEqual(["prefill", "decode"]);
+    expect(checks[1].steps).toBe(4);
+    s.close();
+  });
+
+  test("measureFidelity: every mode against off, >= 3 interleaved rounds, a sum check per mode", () => {
+    const s = syn.newSession({ maxContext: 64 });
+    const pr = prompt(8, 5);
+    const fr = measureFidelity(s, { modes: ["kernels"], rounds: 3, steps: 6, prime: () => { s.reset(); return s.prefill(0, pr); } });
+    expect(fr.stepMs.off.length).toBe(3);
+    expect(fr.stepMs.kernels.length).toBe(3);
+    expect(fr.fidelity.mode).toBe("kernels");
+    expect(fr.fidelity.overhead_pct?.kernels.samples.length).toBe(3);
+    const dec = fr.fidelity.sum_check.find((c) => c.phase === "decode" && c.mode === "kernels");
+    expect(dec?.steps).toBe(18);
+    expect(fr.ops.step.length).toBeGreaterThan(0);
+    expect(s.profilingMode).toBe("off");
+    const md = fidelityLines(fr.fidelity, fr.stepMs);
+    expect(md).toContain("| kernels |");
+    expect(md).toContain("| off |");
+    expect(() => measureFidelity(s, { modes: ["kernels"], rounds: 2, steps: 1, prime: () => 0 })).toThrow(/rounds/);
+    s.close();
+  });
+});
