@@ -2,19 +2,22 @@
 // median over the passes, with every pass's value kept in summary.stats (engine/stats.ts reads them back);
 // op records and token events of every measured pass are kept (step ids renumbered, kernel names re-indexed)
 // so per-step spreads cover all repetitions. Used by recordRun (web runs: warm-up + N passes) and by the
-// interleaved ablation sweep (one pass per arm per round, merged per arm at the end).
+// interleaved ablation sweep (one pass per arm per round, merged per arm at the end). The fidelity sum check
+// stays the first pass's.
 import { Profile, type OpColumns } from "../profile.ts";
 import { quantile, summaryStat, SUMMARY_METRICS } from "../stats.ts";
 import { DEFAULT_MAX_CONTENTION } from "../bench-core.ts";
 import type { PassMeasure, RecordResult } from "./record.ts";
 
-const COLS: (keyof OpColumns)[] = ["step", "phase", "layer", "op", "kernel", "t_start_ns", "t_end_ns", "flops", "bytes", "n_tokens"];
+const COLS = ["step", "phase", "layer", "op", "kernel", "t_start_ns", "t_end_ns", "flops", "bytes", "n_tokens"] as const;
 
 function mergeOps(profiles: Profile[]): { ops?: OpColumns; kernels: string[] } {
   const kernels: string[] = [];
   const withOps = profiles.filter((p) => p.ops?.step.length);
   if (!withOps.length) return { kernels: profiles[0]?.kernels ?? [] };
   const out = Object.fromEntries(COLS.map((c) => [c, [] as number[]])) as unknown as OpColumns;
+  const overlap = withOps.some((p) => p.ops!.overlap_ns); // optional column (kernels mode): kept when any pass has it
+  if (overlap) out.overlap_ns = [];
   let stepBase = 0;
   for (const p of withOps) {
     const o = p.ops!;
@@ -22,6 +25,7 @@ function mergeOps(profiles: Profile[]): { ops?: OpColumns; kernels: string[] } {
     let maxStep = -1;
     for (let i = 0; i < o.step.length; i++) {
       for (const c of COLS) (out[c] as number[]).push(o[c][i]);
+      if (overlap) out.overlap_ns!.push(o.overlap_ns?.[i] ?? 0);
       out.step[out.step.length - 1] = o.step[i] + stepBase;
       out.kernel[out.kernel.length - 1] = kmap[o.kernel[i]] ?? 0;
       if (o.step[i] > maxStep) maxStep = o.step[i];

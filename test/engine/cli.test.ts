@@ -5,6 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readProfile } from "../../engine/profile.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 function cli(...args: string[]): { code: number; out: string; err: string } {
   const r = Bun.spawnSync([process.execPath, join(ROOT, "engine/cli.ts"), ...args], { cwd: ROOT, stdin: "ignore", env: { ...process.env, QW_DEBUG: "" } });

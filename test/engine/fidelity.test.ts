@@ -6,6 +6,9 @@ import { openSyntheticInMemory, SessionError, type Model } from "../../engine/in
 import { OP_NAMES, type OpColumns } from "../../engine/profile.ts";
 import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/fidelity.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 setDefaultTimeout(120_000);
 

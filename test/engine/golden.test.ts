@@ -8,6 +8,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import { cpuLibraryBuilt, maxAbsDiff, ROOT } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 interface GoldenPrompt {
   text: string; ids: number[]; top20_ids: number[]; top20_logits: number[]; argmax: number; greedy32: number[]; greedy32_text: string;

@@ -3,6 +3,9 @@ import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/m
 import { parseRegistry, validateToggleSettings, parseToggleArg } from "../../engine/toggles.ts";
 import { percentile, benchPrompt, othersShare, modelLabel } from "../../engine/bench-core.ts";
 import { rooflinePoints, normalizeCeilings } from "../../engine/roofline.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 test("tensorError: identical, scaled and noisy inputs", () => {
   const a = new Float32Array([1, -2, 3, -4]);

@@ -15,6 +15,9 @@ import { dequantize } from "../../engine/quant.ts";
 import { writeSyntheticGguf } from "../../engine/synthetic.ts";
 import { argmax, Qwen2Reference, type RefWeights } from "../reference/qwen2-ref.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt, referenceFor, tinyTestSpec } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const TOL = 1e-4;
 const DECODE_STEPS = 20;

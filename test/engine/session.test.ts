@@ -6,6 +6,9 @@ import { openModel, openSyntheticInMemory, QwenError, SessionError, type Model }
 import { OP_NAMES } from "../../engine/profile.ts";
 import type { GenerateEvent } from "../../engine/api.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 async function collect(gen: AsyncGenerator<GenerateEvent>): Promise<GenerateEvent[]> {
   const out: GenerateEvent[] = [];

@@ -13,6 +13,9 @@ import { htmlReport } from "../../engine/export/report.ts";
 import { readProfile, statOf, type Profile } from "../../engine/profile.ts";
 import { ProfileStore } from "../../web/store.ts";
 import { makeFakeOpenModel } from "../web/fake-engine.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const tmp = mkdtempSync(join(tmpdir(), "qwb-stats-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

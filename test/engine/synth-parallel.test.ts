@@ -12,6 +12,9 @@ import {
 } from "../../engine/synthetic.ts";
 import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "../../engine/synth-pool.ts";
 import { GGML } from "../../engine/ffi.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 const concat = (parts: Uint8Array[]) => {

@@ -14,6 +14,9 @@ import { openModel, openSyntheticInMemory } from "../../engine/index.ts";
 import { openModelSource } from "../../engine/modelfile.ts";
 import { openGguf } from "../../engine/gguf.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 test("presets have the exact Qwen2.5 shapes and parameter counts", () => {
   expect(PRESETS["0.5b"]).toMatchObject({ hidden_size: 896, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, head_dim: 64, intermediate_size: 4864, vocab_size: 151936, tie_word_embeddings: true });

@@ -18,6 +18,9 @@ import { tensorError, logitsError } from "../../engine/export/quant.ts";
 import { htmlReport } from "../../engine/export/report.ts";
 import { Profile, readProfile } from "../../engine/profile.ts";
 import { FAKE_REGISTRY, makeFakeOpenModel } from "./fake-engine.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const errOf = (p: Promise<unknown>) => p.then(() => "resolved", (e) => (e instanceof Error ? e.message : String(e)));

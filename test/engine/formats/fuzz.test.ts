@@ -9,6 +9,9 @@ import { tensorTable, validateTensors } from "../../../engine/modelfile.ts";
 import { dequantize } from "../../../engine/quant.ts";
 import { encodeSafetensors, openSafetensors, parseSafetensors } from "../../../engine/safetensors.ts";
 import { randomBytes, rng, tinyConfig, tinyGguf, tmpDir } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const N_GGUF = 1500, N_ST = 1500, N_FILE = 60;
 

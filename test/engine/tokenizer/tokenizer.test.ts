@@ -8,6 +8,9 @@ import { QwenTokenizer, loadQwenTokenizer, loadTokenizerDir, MODELS_DIR, TOKEN_T
 import { CHATML_TEMPLATE } from "../../../engine/chat.ts";
 import type { EngineModel } from "../../../engine/api.ts";
 import { pseudoWords } from "../../../notebooks/tokenizer-bench.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const FIX = join(import.meta.dir, "..", "..", "fixtures");
 const TINY_DIR = join(MODELS_DIR, "tiny-qwen2-brown");
