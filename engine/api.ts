@@ -69,7 +69,10 @@ export type GenerateEvent =
   | { type: "prefill"; promptTokens: number; ms: number }
   | { type: "token"; index: number; token: number; text: string; ms: number; phase: "prefill" | "decode" }
   | { type: "done"; reason: "stop" | "length" | "cancelled"; tokens: number[]; text: string;
-      ttftMs: number; tpotMs: number[]; prefillTokS: number; decodeTokS: number };
+      ttftMs: number; tpotMs: number[]; prefillTokS: number; decodeTokS: number;
+      /** Host spans, CLOCK_MONOTONIC ns (the clock of the engine's op records): tokenization, and each engine
+       *  call (the prefill, then every decode) in order. */
+      tokenizeNs?: [number, number]; callsNs?: [number, number][] };
 
 export interface Capture {
   name: string;          // expanded hook name, e.g. blocks.3.hook_resid_post
@@ -81,10 +84,13 @@ export interface Capture {
 export interface EngineSession {
   readonly maxBatch: number;
   readonly maxContext: number;
+  readonly maxPrefill?: number;                      // tokens one prefill call takes (default maxContext)
   setToggle(id: string, value: string, layer?: number): void; // layer -1 / undefined = all layers
   toggles(): ToggleValues;
   /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */
   setProfiling(mode: ProfilingMode | boolean): void;
+  /** The engine clock in ns: the time line of op records (host work timed with it lines up with kernels). */
+  clockNs(): number;
   /** The mode the session is in now. */
   readonly profilingMode: ProfilingMode;
   setCapture(hooks: string[]): void;                 // [] = off
@@ -121,6 +127,8 @@ export interface EngineModel {
     readonly eosIds: number[];
   };
   toggleRegistry(): ToggleDef[];
+  /** Profiling mode names, from the library (qw_profiling_mode_name): "off", "events", "kernels". */
+  profilingModes(): string[];
   newSession(opts?: { maxBatch?: number; maxContext?: number; maxPrefill?: number }): EngineSession;
   close(): void;
 }

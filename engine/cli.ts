@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // engine/cli.ts — the command line of qwen-workbench (`npm run cli -- <command>`):
-//   generate, synth, inspect, bench, help. With no arguments on a terminal it starts an interactive generate.
+//   generate, synth, convert, inspect, bench, perplexity, help. With no arguments on a terminal it starts an interactive generate.
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
@@ -8,11 +8,14 @@ import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
-import { benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "./bench-core.ts";
+import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "./bench-core.ts";
+import { fidelityLines, measureFidelity } from "./fidelity.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "./index.ts";
 import { openModelSource } from "./modelfile.ts";
-import { PROFILE_SCHEMA_VERSION, statOf, writeProfile, type BenchRow, type Profile } from "./profile.ts";
+import {
+  PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Fidelity, type Profile, type ProfilingMode,
+} from "./profile.ts";
 import { SessionError } from "./session.ts";
 import {
   isPreset, paramCount, planType, PRESET_NAMES, synthSpec, SYNTH_TYPES, tensorList, writeSyntheticGguf, writeSyntheticHf,
@@ -21,6 +24,9 @@ import {
 import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
 import { QwenError } from "./ffi.ts";
 import { decodeRooflinePct, loadCeilings, rooflinePoints } from "./roofline.ts";
+import { cmdPerplexity, PERPLEXITY_HELP } from "./cli-perplexity.ts";
+import { convertModel, CONVERT_SCHEMES } from "./convert.ts";
+import type { QuantScheme } from "./quant.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -46,6 +52,8 @@ commands
       --seed N                    (default 0)
       --out PATH                  (default models/synthetic/<name>.gguf or <name>/)
                                   env QW_SYNTH_WORKERS=N: encoder workers (default min(cores - 1, 12); 1 = in-process)
+  convert <model> --type T --out FILE.gguf   a model (HF dir, GGUF, default) as a GGUF of weight type T
+                                  (${CONVERT_SCHEMES.join(", ")}) with its tokenizer embedded
   inspect <model>                print config, metadata and the tensor table of a GGUF file or HF dir (or a preset)
   bench [model]                  prefill and decode tok/s, median and min–max over repetitions
       --pp N[,N...]               prompt lengths (default 128)
@@ -55,7 +63,7 @@ commands
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
       --backend --threads --toggle   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
-  help                           this text
+${PERPLEXITY_HELP}  help                           this text
 
 examples
   npm run cli -- generate --prompt "The jury said"
@@ -263,6 +271,21 @@ async function cmdSynth(argv: string[]): Promise<void> {
 }
 
 // ------------------------------------------------------------------------------------------------
+async function cmdConvert(argv: string[]): Promise<void> {
+  const { values: o, positionals } = parse(argv, { type: { type: "string" }, out: { type: "string" } });
+  const src = positionals[0];
+  if (!src) fail("convert: give a model (an HF directory, a .gguf file or 'default')");
+  const type = ((o.type as string | undefined) ?? "").toLowerCase() as QuantScheme;
+  if (!CONVERT_SCHEMES.includes(type)) fail(`convert: --type must be one of ${CONVERT_SCHEMES.join(", ")}`);
+  if (!o.out) fail("convert: give --out FILE.gguf");
+  if (src !== "default" && !existsSync(src)) fail(`convert: '${src}' does not exist`);
+  const t0 = performance.now();
+  const r = await convertModel(src, o.out as string, type);
+  process.stderr.write(`wrote ${(r.bytes / 1e6).toFixed(1)} MB (${[...new Set(Object.values(r.types))].join(", ")}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  process.stdout.write(r.path + "\n");
+}
+
+// ------------------------------------------------------------------------------------------------
 function fmtBytes(n: number): string {
   return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`;
 }
@@ -346,27 +369,18 @@ async function cmdBench(argv: string[]): Promise<void> {
         summary.tpot_ms = r.tpot;
       }
     }
-    // Profiling-mode overhead (DESIGN.md §4): the first decode case in alternating pairs (records off / on),
-    // so a change in machine load hits both arms alike; overhead = median over pairs of (off − on) / off.
+    // Profiling fidelity (engine/fidelity.ts): each mode against off in interleaved rounds on batch-1 decode, and
+    // whether each mode's records add up to the steps.
+    let fidelity: Fidelity | undefined;
     if (o.out && tgs.length) {
-      const one = { reps: 1, warmup: 0, allowFewer: true, retries, maxContention };
-      const ratios: number[] = [], onS: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        s.setProfiling(false);
-        const off = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, one).decode!.median;
-        s.setProfiling(true);
-        const on = runBenchCase(m, s, { nPrompt: 0, nGen: tgs[0], batch: batches[0] }, one).decode!.median;
-        s.takeRecords();
-        ratios.push((100 * (off - on)) / off);
-        onS.push(on);
-        log(`[profiling overhead] pair ${i + 1}/${reps}: off ${off.toFixed(1)} tok/s, on ${on.toFixed(1)} tok/s`);
-      }
-      s.setProfiling(false);
-      summary.profiling_overhead_pct = statOf(ratios, "%").median;
-      summary.profiling_overhead = statOf(ratios, "%");
-      summary.decode_tok_s_profiling = statOf(onS, "tok/s");
+      const prompt = benchPrompt(8, m.config.vocab_size, 7);
+      const steps = Math.max(1, Math.min(32, s.maxContext - 8 - 4));
+      const modes: ProfilingMode[] = m.backend === "cuda" ? ["kernels", "events"] : ["kernels"];
+      const fr = measureFidelity(s, { modes, rounds: reps, steps, prime: () => { s.reset(); return s.prefill(0, prompt); } });
+      fidelity = fr.fidelity;
+      summary.profiling_overhead_pct = fr.fidelity.overhead_pct?.kernels?.median;
+      log(`[profiling fidelity]\n${fidelityLines(fr.fidelity, fr.stepMs)}`);
     }
-    // % of the bandwidth roofline for decode rows when the device has measured ceilings.
     const ceil = loadCeilings(m.device.name);
     if (ceil?.bandwidth_bytes_s) {
       for (const r of rows) if (r.n_gen > 0) r.roofline_pct = decodeRooflinePct(m.weightBytes, r.tokens_per_s.median, r.batch, ceil.bandwidth_bytes_s);
@@ -385,6 +399,7 @@ async function cmdBench(argv: string[]): Promise<void> {
         schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: profileId(path), kind: "bench",
         manifest: m.manifest({ toggles, command: `npm run cli -- bench ${argv.join(" ")}` }),
         summary: summary as Profile["summary"], kernels: [], bench: rows, ...(ceil ? { ceilings: ceil } : {}),
+        ...(fidelity ? { fidelity } : {}),
         notes: [`warm-up ${warmup} excluded, ${reps} measured repetitions; prompts are token ids (tokenization excluded); greedy sampling`],
       };
       writeProfile(path, prof);
@@ -432,10 +447,12 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "generate": await cmdGenerate(rest); return 0;
       case "synth": await cmdSynth(rest); return 0;
+      case "convert": await cmdConvert(rest); return 0;
       case "inspect": cmdInspect(rest); return 0;
       case "bench": await cmdBench(rest); return 0;
+      case "perplexity": await cmdPerplexity(rest); return 0;
       default:
-        fail(`unknown command '${cmd}'; commands: generate, synth, inspect, bench, help`);
+        fail(`unknown command '${cmd}'; commands: generate, synth, convert, inspect, bench, perplexity, help`);
     }
   } catch (e) {
     const err = e as Error;

@@ -59,6 +59,7 @@ const SYMBOLS = {
   qw_op_name: { args: [I32], returns: FFIType.cstring },
   qw_kernel_name: { args: [I32], returns: FFIType.cstring },
   qw_profiling_mode_name: { args: [I32], returns: FFIType.cstring },
+  qw_clock_ns: { args: [], returns: I64 },
   qw_engine_create: { args: [P, P], returns: I32 },
   qw_engine_destroy: { args: [H], returns: I32 },
   qw_engine_info_json: { args: [H, P, U64, P], returns: I32 },
@@ -187,6 +188,10 @@ export class NativeLibrary {
       this.opNames.set(op, s);
     }
     return s;
+  }
+  /** The engine's clock (ns), the time line of op records. */
+  clockNs(): number {
+    return Number(this.sym.qw_clock_ns());
   }
   /** Profiling modes in qw_profiling_mode order ("off", "events", "kernels"): the names come from the library. */
   profilingModes(): string[] {

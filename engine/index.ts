@@ -169,6 +169,9 @@ export class Model implements EngineModel {
     return this.native.closed;
   }
 
+  profilingModes(): string[] {
+    return this.engine.lib.profilingModes();
+  }
   toggleRegistry(): ToggleDef[] {
     this.registry ??= parseRegistry(this.engine.lib.toggleRegistryJson());
     return this.registry;

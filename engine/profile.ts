@@ -108,21 +108,38 @@ export const TokenEvent = z.object({
 export const LayerError = z.object({
   hook: z.string(),                 // e.g. blocks.3.hook_resid_post
   layer: z.number().int(),
+  // metrics over the positions where both arms are finite (all of them unless `nonfinite` says otherwise)
   cosine: z.number(),
   rel_l1: z.number(),
   rmse: z.number(),
   sqnr_db: z.number(),
   max_abs: z.number(),
+  nonfinite: z.object({ reference: z.number().int(), candidate: z.number().int(), values: z.number().int() }).optional(),
 });
 
+const NumOrNull = z.number().nullable();
 export const QuantError = z.object({
   reference_label: z.string(),
   candidate_label: z.string(),
+  reference_model: z.string().optional(),   // set when the two arms ran different model files
+  candidate_model: z.string().optional(),
   layers: z.array(LayerError),
   logits: z.object({
     kl: z.number(), top1_agreement: z.number(), cosine: z.number(), max_abs: z.number(),
   }).optional(),
-  perplexity: z.object({ reference: z.number(), candidate: z.number(), delta: z.number() }).optional(),
+  perplexity: z.object({
+    reference: NumOrNull, candidate: NumOrNull, delta: NumOrNull,
+    text: z.string().optional(), tokens: z.number().int().optional(), ctx: z.number().int().optional(), score: z.string().optional(),
+    reference_se: NumOrNull.optional(), candidate_se: NumOrNull.optional(),
+    kl_mean: NumOrNull.optional(), kl_se: NumOrNull.optional(), kl_p99: NumOrNull.optional(), kl_max: NumOrNull.optional(),
+    top1_agreement: NumOrNull.optional(), top_k: z.number().int().optional(),
+    nonfinite_reference: z.number().int().optional(), nonfinite_candidate: z.number().int().optional(),
+  }).optional(),
+  // The first hook (in forward order) where an arm held NaN/Inf, and plain-language findings for the page.
+  first_nonfinite: z.object({
+    arm: z.enum(["reference", "candidate", "both"]), hook: z.string(), layer: z.number().int(), count: z.number().int(), total: z.number().int(),
+  }).optional(),
+  findings: z.array(z.string()).optional(),
 });
 export type QuantError = z.infer<typeof QuantError>;
 
@@ -163,6 +180,18 @@ export const Fidelity = z.object({
 });
 export type Fidelity = z.infer<typeof Fidelity>;
 
+// Host work around the engine, on the clock of the op records (CLOCK_MONOTONIC ns): tokenization, each engine
+// call (FFI; `step` = the profile step it ran, the correlation id shared with that step's op records) and the
+// emission of each token event (SSE fan-out in the web server).
+export const HostSpan = z.object({
+  kind: z.enum(["tokenize", "ffi", "emit"]),
+  prompt: z.number().int(),
+  step: z.number().int().optional(),
+  t_start_ns: z.number(),
+  t_end_ns: z.number(),
+});
+export type HostSpan = z.infer<typeof HostSpan>;
+
 export const Profile = z.object({
   schema: z.literal("qwen-workbench/profile"),
   version: z.literal(PROFILE_SCHEMA_VERSION),
@@ -184,6 +213,7 @@ export const Profile = z.object({
     stats: z.record(z.string(), SummaryStatSchema).optional(),
   }).passthrough(),
   fidelity: Fidelity.optional(),
+  host_spans: z.array(HostSpan).optional(),
   kernels: z.array(z.string()),     // kernel variant names, indexed by OpColumns.kernel
   ops: OpColumns.optional(),
   tokens: z.array(TokenEvent).optional(),

@@ -95,6 +95,7 @@ export class Session implements EngineSession {
     return JSON.parse(this.native.togglesJson()) as ToggleValues;
   }
   private mode: ProfilingMode = "off";
+  clockNs(): number { return this.native.lib.clockNs(); }
   get profilingMode(): ProfilingMode { return this.mode; }
   setProfiling(mode: ProfilingMode | boolean): void {
     const modes = this.native.lib.profilingModes();
@@ -210,7 +211,11 @@ export class Session implements EngineSession {
       if (!isInt(s)) throw new SessionError(`generate: stop token ${String(s)} is not an integer`);
       stop.add(s);
     }
+    // host spans on the engine's clock, so the trace export lines them up with the op records
+    const monoNs = () => this.native.lib.clockNs();
+    const tk0 = monoNs();
     const prompt = this.promptTokens(opts);
+    const tokenizeNs: [number, number] = [tk0, monoNs()];
     if (prompt.length === 0) throw new SessionError("generate: the prompt is empty (it tokenized to no tokens)");
     this.checkTokens(prompt, "generate");
     if (prompt.length > this.maxContext) {
@@ -226,8 +231,11 @@ export class Session implements EngineSession {
         return;
       }
       const dec = this.host.decoder();
+      const callsNs: [number, number][] = [];
       const t0 = performance.now();
+      let h0 = monoNs();
       let tok = this.prefill(seq, prompt);
+      callsNs.push([h0, monoNs()]);
       const prefillMs = performance.now() - t0;
       yield { type: "prefill", promptTokens: prompt.length, ms: prefillMs };
       const out: number[] = [];
@@ -264,8 +272,10 @@ export class Session implements EngineSession {
           }
         }
         const s0 = performance.now();
+        h0 = monoNs();
         tokArr[0] = tok;
         this.native.decode(seqArr, tokArr, outArr);
+        callsNs.push([h0, monoNs()]);
         tok = outArr[0];
         stepMs = performance.now() - s0;
         tpot.push(stepMs);
@@ -277,6 +287,7 @@ export class Session implements EngineSession {
         type: "done", reason, tokens: out, text, ttftMs: prefillMs, tpotMs: tpot,
         prefillTokS: prefillMs > 0 ? (prompt.length / prefillMs) * 1000 : 0,
         decodeTokS: decodeMs > 0 ? (tpot.length / decodeMs) * 1000 : 0,
+        tokenizeNs, callsNs,
       };
     } finally {
       this.busy = false;

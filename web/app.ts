@@ -9,7 +9,6 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ProfilingMode, ToggleValues, type Profile } from "../engine/profile.ts";
 import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
-import { defaultQuantHooks } from "../engine/export/quant.ts";
 import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
 import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
@@ -22,6 +21,8 @@ import { HttpError } from "./errors.ts";
 import { confine, confineAny } from "./paths.ts";
 import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
 import { TaskManager, type Task } from "./tasks.ts";
+import { notebookRoutes, type NotebookDeps } from "./notebook/routes.ts";
+import { qualityRoutes } from "./quality.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -35,6 +36,7 @@ export interface AppDeps {
   heartbeatMs?: number;          // SSE keep-alive comment interval (default 5000; Bun's idle timeout must be longer)
   defaultBackend?: "auto" | "cpu" | "cuda";
   maxQueue?: number;             // pending tasks before 503 (default 64)
+  notebooks?: NotebookDeps;      // default: <repo>/notebooks, read-only (no code execution)
 }
 
 const HOOK_RE = /^(blocks\.(\d+|\*)\.(hook_resid_pre|attn\.hook_[qkvz]|hook_attn_out|hook_resid_mid|mlp\.hook_pre|mlp\.hook_post|hook_resid_post)|hook_logits)$/;
@@ -68,17 +70,6 @@ const LoadRequest = z.object({
   source: ModelSource,
   backend: Backend.optional(),
   threads: z.number().int().min(0).max(1024).optional(),
-}).strict();
-
-const Arm = z.object({ label: z.string().max(120).optional(), toggles: ToggleValues.default({}) }).strict();
-const QuantRequest = z.object({
-  model: ModelSource.optional(),
-  backend: Backend.optional(),
-  prompt: z.string().min(1).max(200_000),
-  reference: Arm,
-  candidate: Arm,
-  hooks: z.array(HookName).max(512).optional(),
-  repeats: z.number().int().min(1).max(20).default(3),
 }).strict();
 
 const KeyParam = z.string().regex(/^[A-Za-z0-9._\/-]{1,300}$/, "invalid profile key");
@@ -173,6 +164,10 @@ export function createApp(deps: AppDeps) {
   });
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
 
+  // Mounted before the API body limit: saved notebooks carry their outputs (figures); it has its own limit.
+  const notebooks = notebookRoutes(tasks, deps.notebooks ?? { dir: join(import.meta.dir, "../notebooks"), exec: false });
+  app.route("/api/notebooks", notebooks);
+
   app.use("/api/*", bodyLimit({
     maxSize: deps.maxBodyBytes ?? 2 << 20,
     onError: (c) => c.json({ error: `request body too large (limit ${deps.maxBodyBytes ?? 2 << 20} bytes)` }, 413),
@@ -258,26 +253,7 @@ export function createApp(deps: AppDeps) {
     return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
   });
 
-  app.post("/api/quant", async (c) => {
-    const req = check(QuantRequest, await jsonBody(c), "quant");
-    const source = req.model !== undefined ? resolveSource(req.model) : undefined;
-    guardQueue();
-    const t = tasks.submit("quant", `${req.candidate.label ?? "candidate"} vs ${req.reference.label ?? "reference"}`, async (t) => {
-      const info = await ensureModel(t, source, req.backend);
-      const nL = info.config.num_hidden_layers;
-      const id = newProfileId("quant");
-      const p = await host.quant(t.id, {
-        id, prompt: { prompt: req.prompt }, repeats: req.repeats,
-        reference: { label: req.reference.label ?? "reference", toggles: req.reference.toggles },
-        candidate: { label: req.candidate.label ?? "candidate", toggles: req.candidate.toggles },
-        hooks: req.hooks ? expandHooks(req.hooks, nL) : defaultQuantHooks(nL),
-        command: "POST /api/quant",
-      }, relay(t));
-      const key = profiles.save(p);
-      return { profileKey: key, profileId: p.id, quant_error: p.quant_error };
-    });
-    return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
-  });
+  qualityRoutes(app, { host, tasks, profiles, hookName: HookName, check, jsonBody, resolveSource, ensureModel, guardQueue, expandHooks });
 
   const taskOr404 = (id: string) => {
     const t = tasks.get(id);
@@ -350,6 +326,7 @@ export function createApp(deps: AppDeps) {
       steps: stepTimeline(p), tokens: tokenTimeline(p),
       roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
       ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
+      fidelity: p.fidelity ?? null,
     });
   });
 
@@ -447,7 +424,7 @@ export function createApp(deps: AppDeps) {
   app.get("/static/*", (c) => serve(decodeURIComponent(new URL(c.req.url).pathname.slice("/static/".length))));
   app.get("/favicon.ico", (c) => c.body(null, 204));
 
-  return Object.assign(app, { tasks, profiles, promptSets, host });
+  return Object.assign(app, { tasks, profiles, promptSets, host, notebooks });
 }
 
 export type WorkbenchApp = ReturnType<typeof createApp>;

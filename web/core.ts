@@ -4,7 +4,9 @@
 import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
 import type { DeviceManifest, Profile } from "../engine/profile.ts";
 import { checkToggles, recordRun, type RunSpec, type RunEvent } from "../engine/export/record.ts";
-import { recordQuantError, type QuantSpec } from "../engine/export/quant.ts";
+import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/export/quant.ts";
+import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/perplexity-run.ts";
+import type { PerplexitySpec } from "./protocol.ts";
 
 export interface ModelInfo {
   source: string;
@@ -18,13 +20,17 @@ export interface ModelInfo {
   hash: string;
   buildInfo: string;
   registry: ToggleDef[];
+  profilingModes: string[];
   loadMs: number;
 }
 
 export type HostEvent =
   | RunEvent
   | { type: "progress"; stage: string; done: number; total: number; message?: string }
-  | { type: "arm"; arm: string; repeat: number };
+  | { type: "arm"; arm: string; repeat: number }
+  | { type: "perplexity"; arm: string; window: number; windows: number; ppl: number | null };
+
+export type PerplexityAnswer = PerplexityRunResult & { text: string };
 
 export interface LoadOptions { backend: "auto" | "cpu" | "cuda"; threads?: number }
 
@@ -33,6 +39,7 @@ export interface EngineHost {
   load(taskId: string, source: string, opts: LoadOptions, onEvent: (e: HostEvent) => void): Promise<ModelInfo>;
   run(taskId: string, spec: RunSpec, onEvent: (e: HostEvent) => void): Promise<{ profile: Profile; cancelled: boolean }>;
   quant(taskId: string, spec: QuantSpec, onEvent: (e: HostEvent) => void): Promise<Profile>;
+  perplexity(taskId: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void): Promise<PerplexityAnswer>;
   cancel(taskId: string): void;
   /** The model currently loaded (null before the first load and after an engine crash). */
   loaded(): ModelInfo | null;
@@ -64,7 +71,7 @@ export class EngineCore {
       this.info = {
         source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
         weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, buildInfo: m.buildInfo,
-        registry: m.toggleRegistry(), loadMs: performance.now() - t0,
+        registry: m.toggleRegistry(), profilingModes: m.profilingModes(), loadMs: performance.now() - t0,
       };
       return this.info;
     } finally {
@@ -97,6 +104,18 @@ export class EngineCore {
     }
   }
 
+  /** An arm on another model file than the loaded one: opened on the same backend, closed by the caller. */
+  private async otherModel(source: string | undefined, onEvent: (e: HostEvent) => void): Promise<ArmEnv | undefined> {
+    const { model, info } = this.need();
+    if (!source || source === info.source) return undefined;
+    const m = await this.openModel(source, {
+      backend: info.backend, onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: `${source}: ${p.message ?? ""}` }),
+    });
+    const bad = sameShapes(model, m);
+    if (bad) { m.close(); throw new Error(bad); }
+    return { model: m, session: m.newSession({ maxBatch: 1 }) };
+  }
+
   async quant(taskId: string, spec: QuantSpec, onEvent: (e: HostEvent) => void): Promise<Profile> {
     const { model, session, info } = this.need();
     for (const t of [spec.reference.toggles, spec.candidate.toggles]) {
@@ -105,9 +124,41 @@ export class EngineCore {
     }
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
+    const opened: ArmEnv[] = [];
     try {
-      return await recordQuantError(model, session, spec, { onEvent, signal: ac.signal });
+      const reference = await this.otherModel(spec.reference.model, onEvent);
+      if (reference) opened.push(reference);
+      const candidate = await this.otherModel(spec.candidate.model, onEvent);
+      if (candidate) opened.push(candidate);
+      return await recordQuantError(model, session, spec, { onEvent, signal: ac.signal, reference, candidate });
     } finally {
+      for (const e of opened) e.model.close();
+      this.aborts.delete(taskId);
+    }
+  }
+
+  async perplexity(taskId: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void): Promise<PerplexityAnswer> {
+    const { model, session, info } = this.need();
+    for (const t of [spec.toggles, spec.reference?.toggles ?? {}]) {
+      const bad = checkToggles(info.registry, t, info.config.num_hidden_layers, info.backend);
+      if (bad) throw new Error(bad);
+    }
+    const ac = new AbortController();
+    this.aborts.set(taskId, ac);
+    let other: ArmEnv | undefined;
+    try {
+      const { tokens, name } = textTokens(model, spec.text === "brown" ? { kind: "brown" } : { kind: "text", text: spec.text.text }, spec.maxTokens);
+      const ref = spec.reference;
+      if (ref) other = await this.otherModel(ref.model, onEvent);
+      const r = await runPerplexity({
+        candidate: { model, session, toggles: spec.toggles, label: spec.label ?? "candidate" },
+        reference: ref ? { run: { ...(other ?? { model, session }), toggles: ref.toggles ?? {}, label: ref.label ?? "reference" } } : undefined,
+        tokens, ctx: spec.ctx, score: spec.score, signal: ac.signal,
+        onProgress: (p) => onEvent({ type: "perplexity", arm: p.arm, window: p.window, windows: p.windows, ppl: p.ppl }),
+      });
+      return { ...r, text: name };
+    } finally {
+      other?.model.close();
       this.aborts.delete(taskId);
     }
   }
@@ -123,6 +174,7 @@ export class LocalHost implements EngineHost {
   load(id: string, s: string, o: LoadOptions, e: (e: HostEvent) => void) { return this.core.load(id, s, o, e); }
   run(id: string, s: RunSpec, e: (e: HostEvent) => void) { return this.core.run(id, s, e); }
   quant(id: string, s: QuantSpec, e: (e: HostEvent) => void) { return this.core.quant(id, s, e); }
+  perplexity(id: string, s: PerplexitySpec, e: (e: HostEvent) => void) { return this.core.perplexity(id, s, e); }
   cancel(id: string) { this.core.cancel(id); }
   loaded() { return this.core.loaded(); }
   async close() { this.core.close(); }

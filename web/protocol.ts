@@ -19,15 +19,31 @@ export const RunSpecSchema = z.object({
   repeats: z.number().int().min(1).max(20).optional(),
 });
 
+const ModelRef = z.string().min(1).max(4096);
+const TextRef = z.union([z.literal("brown"), z.object({ text: z.string().min(1).max(2_000_000) }).strict()]);
+
 export const QuantSpecSchema = z.object({
   id: z.string().min(1).max(200),
   prompt: PromptSpec,
-  reference: z.object({ label: z.string().max(200), toggles: ToggleValues }),
-  candidate: z.object({ label: z.string().max(200), toggles: ToggleValues }),
+  reference: z.object({ label: z.string().max(200), toggles: ToggleValues, model: ModelRef.optional() }),
+  candidate: z.object({ label: z.string().max(200), toggles: ToggleValues, model: ModelRef.optional() }),
   hooks: z.array(z.string().max(200)).max(4096).optional(),
   repeats: z.number().int().min(1).max(20).optional(),
+  perplexity: z.object({ text: TextRef, ctx: z.number().int().min(2).max(32768), maxTokens: z.number().int().min(2).optional() }).optional(),
   command: z.string().max(2000).optional(),
 });
+
+/** A perplexity measurement on the loaded model, optionally against a reference (toggle set and/or model). */
+export const PerplexitySpecSchema = z.object({
+  text: TextRef,
+  ctx: z.number().int().min(2).max(32768),
+  score: z.enum(["all", "half"]).optional(),
+  maxTokens: z.number().int().min(2).optional(),
+  toggles: ToggleValues,
+  label: z.string().max(200).optional(),
+  reference: z.object({ model: ModelRef.optional(), toggles: ToggleValues.optional(), label: z.string().max(200).optional() }).optional(),
+});
+export type PerplexitySpec = z.infer<typeof PerplexitySpecSchema>;
 
 export const LoadOptionsSchema = z.object({
   backend: z.enum(["auto", "cpu", "cuda"]),
@@ -39,6 +55,7 @@ export const ToWorker = z.discriminatedUnion("t", [
   z.object({ t: z.literal("load"), id: z.string(), source: z.string(), opts: LoadOptionsSchema }),
   z.object({ t: z.literal("run"), id: z.string(), spec: RunSpecSchema }),
   z.object({ t: z.literal("quant"), id: z.string(), spec: QuantSpecSchema }),
+  z.object({ t: z.literal("perplexity"), id: z.string(), spec: PerplexitySpecSchema }),
   z.object({ t: z.literal("cancel"), id: z.string() }),
 ]);
 export type ToWorker = z.infer<typeof ToWorker>;

@@ -16,13 +16,15 @@ const { values } = parseArgs({
     backend: { type: "string", default: process.env.QW_BACKEND ?? "auto" },
     engine: { type: "string" },
     "idle-timeout": { type: "string", default: "120" },
+    notebooks: { type: "string" },
+    "allow-exec": { type: "boolean", default: false },
     help: { type: "boolean", short: "h" },
   },
   strict: true,
 });
 
 if (values.help) {
-  console.log("usage: bun web/server.ts [--host 127.0.0.1] [--port 8787] [--models DIR]... [--profiles DIR] [--backend auto|cpu|cuda]");
+  console.log("usage: bun web/server.ts [--host 127.0.0.1] [--port 8787] [--models DIR]... [--profiles DIR] [--backend auto|cpu|cuda] [--notebooks DIR] [--allow-exec]");
   process.exit(0);
 }
 
@@ -39,8 +41,19 @@ const host = new WorkerHost(resolve(engineModule));
 const heartbeatMs = Number(process.env.QW_SSE_HEARTBEAT_MS ?? 5000);
 const idleTimeout = Number(values["idle-timeout"]);
 if (!(idleTimeout >= 0 && idleTimeout <= 255)) { console.error("--idle-timeout: 0..255 seconds (0 = never)"); process.exit(2); }
+// Notebook cells are arbitrary code run by the server: allowed on loopback, beyond it only with --allow-exec.
+const loopback = ["127.0.0.1", "localhost", "::1"].includes(values.host!) || values.host!.startsWith("127.");
+const exec = loopback || values["allow-exec"]!;
+const nbLimits = {
+  ...(process.env.QW_NB_CELL_TIMEOUT_S ? { cellTimeoutMs: Number(process.env.QW_NB_CELL_TIMEOUT_S) * 1000 } : {}),
+  ...(process.env.QW_NB_MEMORY_MB ? { memoryMb: Number(process.env.QW_NB_MEMORY_MB) } : {}),
+};
 const app = createApp({
   host, modelRoots, defaultBackend: backend, heartbeatMs,
+  notebooks: {
+    dir: resolve(values.notebooks ?? process.env.QW_NOTEBOOKS ?? resolve(repo, "notebooks")), exec, limits: nbLimits,
+    execNote: exec ? undefined : `notebook cells cannot run: the server listens on ${values.host}, beyond loopback; restart it with --allow-exec to allow code execution`,
+  },
   profilesRoot: resolve(values.profiles ?? process.env.QW_PROFILES ?? resolve(repo, "profiles")),
 });
 
@@ -55,13 +68,16 @@ const server = Bun.serve({
 });
 
 console.log(`qwen-workbench on http://${server.hostname}:${server.port}  (engine: ${engineModule}, backend ${backend}, models: ${modelRoots.join(", ")})`);
-if (values.host !== "127.0.0.1" && values.host !== "localhost") console.warn("warning: listening beyond loopback; the workbench has no authentication");
+if (!loopback) console.warn("warning: listening beyond loopback; the workbench has no authentication");
+if (!loopback && exec) console.warn("warning: --allow-exec: anyone who can reach this port can run arbitrary code on this machine through the notebooks");
+else if (!loopback) console.warn("notebooks are read-only (no code execution) beyond loopback; --allow-exec enables them");
 
 let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
   server.stop(true);
+  app.notebooks.closeAll();
   await host.close();
   process.exit(0);
 };

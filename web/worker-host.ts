@@ -5,8 +5,8 @@ import { z } from "zod";
 import { Profile } from "../engine/profile.ts";
 import type { RunSpec } from "../engine/export/record.ts";
 import type { QuantSpec } from "../engine/export/quant.ts";
-import type { EngineHost, HostEvent, LoadOptions, ModelInfo } from "./core.ts";
-import { FromWorker, type ToWorker } from "./protocol.ts";
+import type { EngineHost, HostEvent, LoadOptions, ModelInfo, PerplexityAnswer } from "./core.ts";
+import { FromWorker, type PerplexitySpec, type ToWorker } from "./protocol.ts";
 
 interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void; onEvent: (e: HostEvent) => void }
 
@@ -79,6 +79,11 @@ export class WorkerHost implements EngineHost {
   }
   async quant(id: string, spec: QuantSpec, onEvent: (e: HostEvent) => void) {
     return Profile.parse(await this.call({ t: "quant", id, spec }, onEvent));
+  }
+  async perplexity(id: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void) {
+    const v = await this.call({ t: "perplexity", id, spec }, onEvent);
+    if (!v || typeof v !== "object" || !("candidate" in v)) throw new Error("engine worker: malformed perplexity result");
+    return v as PerplexityAnswer;
   }
   cancel(id: string) { this.worker?.postMessage({ t: "cancel", id } satisfies ToWorker); }
   loaded() { return this.info; }

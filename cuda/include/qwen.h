@@ -148,6 +148,10 @@ QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_le
 /* Name of an op id ("embed", "attn_norm", ...); "" for an unknown id. Static string. */
 QW_API const char *qw_op_name(int32_t op);
 
+/* The clock of op records: std::chrono::steady_clock in ns (CLOCK_MONOTONIC on Linux). Callers time their own
+ * work with it to put it on the records' time line. */
+QW_API int64_t qw_clock_ns(void);
+
 /* Name of a profiling mode (qw_profiling_mode: "off", "events", "kernels"); "" for an unknown one. Static. */
 QW_API const char *qw_profiling_mode_name(int32_t mode);
 

@@ -1,7 +1,7 @@
 // Derived views of a profile's op records: per layer × op latency, per-step timeline, roofline points and
 // A/B comparison. Pure functions over the Profile document, shared by the web server, the exporters and the
 // notebooks, so every plot in the workbench is computed one way.
-import { OP_NAMES, type Profile } from "../profile.ts";
+import { NON_MODEL_OPS, OP_NAMES, type Profile } from "../profile.ts";
 import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "../stats.ts";
 
 export type PhaseName = "prefill" | "decode";
@@ -40,6 +40,12 @@ export function opRecords(p: Profile): OpRecord[] {
     });
   }
   return out;
+}
+
+/** Which profiling mode produced a profile's op times (older profiles: events, the only mode there was). */
+export function profilingModeOf(p: Profile): string {
+  const s = p.summary as { profiling_mode?: string };
+  return p.fidelity?.mode ?? s.profiling_mode ?? (p.ops ? "events" : "off");
 }
 
 export function layerLabel(layer: number, nLayers?: number): string {
@@ -135,6 +141,7 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
     const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
     const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
     for (const r of rs) {
+      if (NON_MODEL_OPS.has(r.op)) continue; // gaps, copies, pool wake-up: time without model work
       const layer = group === "op" ? null : r.layer;
       const op = group === "layer" ? null : r.op;
       const key = `${layer}|${op}`;

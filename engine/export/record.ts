@@ -2,8 +2,10 @@
 // (or a prompt set) under given toggles and sampling, stream its tokens and per-layer metrics, and get back a
 // validated Profile. Replays are deterministic: every toggle of the registry is set explicitly (unspecified
 // ones to their default), each prompt runs in a freshly reset sequence with its own seed.
-import type { EngineModel, EngineSession, Capture, ToggleDef } from "../api.ts";
-import { OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type OpColumns, type ProfilingMode, type ToggleValues } from "../profile.ts";
+import type { EngineModel, EngineSession, Capture, GenerateEvent, ToggleDef } from "../api.ts";
+import {
+  OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
+} from "../profile.ts";
 import { stepTimes, sumCheck } from "../fidelity.ts";
 import { z } from "zod";
 import { modelManifest } from "../manifest.ts";
@@ -226,6 +228,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   let cancelled = false;
   let promptSteps: number[] = [];             // profile step ids of the current prompt, in order
   const stepWalls = new Map<number, number>(); // profile step id -> wall ms of its engine call
+  const hostSpans: HostSpan[] = [];
   if (spec.profiling) session.takeRecords(); // drop anything left from before
 
   const drain = (prompt: number) => {
@@ -269,7 +272,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     let promptTokens = 0;
     const toks: number[] = [];
     let text = "";
-    let done: { reason: string; ttftMs: number; tpotMs: number[]; prefillTokS: number; decodeTokS: number } | null = null;
+    let done: Extract<GenerateEvent, { type: "done" }> | null = null;
     const gen = session.generate({
       prompt: p.prompt, messages: p.messages, tokens: p.tokens, maxTokens, seq: 0, signal: o.signal,
       temperature: samp.temperature, topK: samp.topK, topP: samp.topP, seed,
@@ -281,7 +284,9 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       } else if (ev.type === "token") {
         toks.push(ev.token);
         tokenEvents.push({ index: ev.index, token: ev.token, text: ev.text, t_ms: performance.now() - runT0, phase: ev.phase });
+        const e0 = session.clockNs();
         emit({ type: "token", prompt: pi, index: ev.index, token: ev.token, text: ev.text, ms: ev.ms, phase: ev.phase });
+        if (spec.profiling) hostSpans.push({ kind: "emit", prompt: pi, t_start_ns: e0, t_end_ns: session.clockNs() });
       } else if (ev.type === "done") {
         text = ev.text;
         done = ev;
@@ -294,6 +299,9 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     if (done.reason === "cancelled") cancelled = true;
     // steps were numbered in the order they ran: the prefill, then one per decode call
     [done.ttftMs, ...done.tpotMs].forEach((ms, i) => { if (i < promptSteps.length) stepWalls.set(promptSteps[i], ms); });
+    if (done.tokenizeNs) hostSpans.push({ kind: "tokenize", prompt: pi, t_start_ns: done.tokenizeNs[0], t_end_ns: done.tokenizeNs[1] });
+    (done.callsNs ?? []).forEach(([a, b], i) =>
+      hostSpans.push({ kind: "ffi", prompt: pi, ...(i < promptSteps.length ? { step: promptSteps[i] } : {}), t_start_ns: a, t_end_ns: b }));
     texts.push(text);
     allTokens.push(toks);
     ttfts.push(done.ttftMs);
@@ -347,7 +355,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     kernels,
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),
     ...(spec.profiling && cols.step.length
-      ? { fidelity: { mode: session.profilingMode, sum_check: sumCheck(stepTimes(cols, stepWalls)) } }
+      ? { fidelity: { mode: session.profilingMode, sum_check: sumCheck(stepTimes(cols, stepWalls)) }, host_spans: hostSpans }
       : {}),
     tokens: tokenEvents,
     output_text: texts.join("\n\n"),

@@ -2,7 +2,7 @@
 // table, the per layer × op table, and the profile JSON embedded (so the data travels with the report).
 // No external script, style sheet or font: it opens offline and can be mailed around.
 import type { Profile } from "../profile.ts";
-import { latencyMatrix, type PhaseName } from "./aggregate.ts";
+import { latencyMatrix, profilingModeOf, type PhaseName } from "./aggregate.ts";
 import type { Ceilings } from "./ceilings.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "./svg.ts";
 import { tableRows } from "./table.ts";
@@ -13,6 +13,12 @@ function esc(s: unknown): string {
 }
 
 const fmt = (v: number | undefined, d = 2) => (v === undefined || !Number.isFinite(v) ? "–" : v.toFixed(d));
+
+function profilingLabel(p: Profile): string {
+  const mode = profilingModeOf(p);
+  return mode === "kernels" ? "kernels (CUPTI kernel records, graph kept; CPU: host timestamps per op)"
+    : mode === "events" ? "events (an event pair around every op, ops launched one by one)" : mode;
+}
 
 export function htmlReport(p: Profile, opts: { ceilings?: Ceilings | null } = {}): string {
   const m = p.manifest, s = p.summary, st = summaryStats(p);
@@ -26,6 +32,11 @@ export function htmlReport(p: Profile, opts: { ceilings?: Ceilings | null } = {}
     ["decode", `${fmtSpread(st.decode_tok_s, 1)} tok/s over ${s.decode_tokens ?? "–"} tokens`],
   ];
   if (s.profiling_overhead_pct !== undefined) summary.push(["profiling overhead", `${fmt(s.profiling_overhead_pct, 1)} %`]);
+  summary.push(["profiling mode", profilingLabel(p)]);
+  for (const c of p.fidelity?.sum_check ?? []) {
+    summary.push([`sum check · ${c.mode ?? p.fidelity!.mode} · ${c.phase}`,
+      `records ${fmt(c.ops_ms + c.gaps_ms + c.other_ms, 4)} ms of ${fmt(c.wall_ms, 4)} ms per step (gaps ${fmt(c.gaps_ms, 4)}); |wall − records| ${fmt(c.diff_pct.median)} % median, ${fmt(c.diff_pct.max)} % max over ${c.steps} steps`]);
+  }
   const manifest: [string, string][] = [
     ["profile", p.id], ["kind", p.kind], ["label", m.label ?? ""], ["date", m.date], ["git commit", m.git_commit],
     ["model", `${m.model.id} (${m.model.format}, hash ${m.model.hash.slice(0, 16)})`],
@@ -48,7 +59,9 @@ export function htmlReport(p: Profile, opts: { ceilings?: Ceilings | null } = {}
   if (p.quant_error?.length) plots.push(quantSvg(p));
   const quant = p.quant_error?.map((q) => `<h3>${esc(q.candidate_label)} vs ${esc(q.reference_label)}</h3><table><thead><tr><th>hook</th><th class="n">cosine</th><th class="n">rel L1</th><th class="n">RMSE</th><th class="n">SQNR (dB)</th><th class="n">max abs</th></tr></thead><tbody>${
     q.layers.map((l) => `<tr><td>${esc(l.hook)}</td><td class="n">${l.cosine.toFixed(6)}</td><td class="n">${l.rel_l1.toExponential(3)}</td><td class="n">${l.rmse.toExponential(3)}</td><td class="n">${fmt(l.sqnr_db, 1)}</td><td class="n">${l.max_abs.toExponential(3)}</td></tr>`).join("")}</tbody></table>${
-    q.logits ? `<p>logits: KL ${q.logits.kl.toExponential(3)} nats · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} % · cosine ${q.logits.cosine.toFixed(6)}</p>` : ""}`).join("") ?? "";
+    q.logits ? `<p>logits: KL ${q.logits.kl.toExponential(3)} nats · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} % · cosine ${q.logits.cosine.toFixed(6)}</p>` : ""}${
+    q.perplexity ? `<p>perplexity on ${esc(q.perplexity.text ?? "a text")} (${q.perplexity.tokens ?? "?"} tokens, ctx ${q.perplexity.ctx ?? "?"}): ${fmt(q.perplexity.reference ?? NaN, 3)} → ${fmt(q.perplexity.candidate ?? NaN, 3)} · KL ${q.perplexity.kl_mean?.toExponential(3) ?? "–"} nats · top-1 agreement ${q.perplexity.top1_agreement === null || q.perplexity.top1_agreement === undefined ? "–" : (q.perplexity.top1_agreement * 100).toFixed(2) + " %"}</p>` : ""}${
+    (q.findings ?? []).map((f) => `<p><b>finding:</b> ${esc(f)}</p>`).join("")}`).join("") ?? "";
   const json = JSON.stringify(p).replace(/</g, "\\u003c");
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

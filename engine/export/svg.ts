@@ -5,7 +5,7 @@ import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
 import type { Profile } from "../profile.ts";
 import {
-  latencyMatrix, rooflinePoints, tokenTimeline, type Comparison, type PhaseName, type RooflineGroup,
+  latencyMatrix, profilingModeOf, rooflinePoints, tokenTimeline, type Comparison, type PhaseName, type RooflineGroup,
 } from "./aggregate.ts";
 import type { Ceilings } from "./ceilings.ts";
 
@@ -29,6 +29,11 @@ function render(opts: Plot.PlotOptions, width: number, height: number): Panel {
   el.setAttribute("xmlns", "http://www.w3.org/2000/svg");
   el.setAttribute("xmlns:xlink", "http://www.w3.org/1999/xlink");
   return { svg: el.outerHTML, width, height };
+}
+
+/** One Observable Plot figure as a standalone SVG string (notebooks' plot() output uses it). */
+export function plotSvg(opts: Plot.PlotOptions, width = 640, height = 320): string {
+  return render(opts, width, height).svg;
 }
 
 /** Stacks panels vertically under a title, with an optional legend (label → color). */
@@ -60,7 +65,7 @@ function compose(title: string, subtitle: string, panels: Panel[], legend: { lab
 
 function subtitleOf(p: Profile): string {
   const m = p.manifest;
-  return `${m.label ?? p.id} · ${m.model.id} · ${m.device.name} (${m.device.backend}) · ${m.date.slice(0, 19).replace("T", " ")}`;
+  return `${m.label ?? p.id} · ${m.model.id} · ${m.device.name} (${m.device.backend}) · profiling ${profilingModeOf(p)} · ${m.date.slice(0, 19).replace("T", " ")}`;
 }
 
 function emptyPanel(text: string, width = 720): Panel {
@@ -177,7 +182,9 @@ export function quantSvg(p: Profile, width = 760): string {
     y: { label: "1 − cosine similarity (log)", type: "log", grid: true },
     marks: [Plot.dot(rows, { x: "name", y: (d: { cosine: number }) => Math.max(1e-12, 1 - d.cosine), fill: PALETTE[2], r: 4 })],
   }, width, 230);
-  const lg = q.logits ? ` · logits KL ${q.logits.kl.toExponential(3)} · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} %` : "";
+  const lg = (q.logits ? ` · logits KL ${q.logits.kl.toExponential(3)} · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} %` : "")
+    + (q.perplexity?.reference != null && q.perplexity.candidate != null ? ` · perplexity ${q.perplexity.reference.toFixed(2)} → ${q.perplexity.candidate.toFixed(2)}` : "")
+    + (q.first_nonfinite ? ` · non-finite from ${q.first_nonfinite.hook} (${q.first_nonfinite.arm})` : "");
   return compose(`Quantization error: ${q.candidate_label} vs ${q.reference_label}`, `${subtitleOf(p)}${lg}`, [sq, cos]);
 }
 

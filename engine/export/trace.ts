@@ -1,17 +1,23 @@
 // Chrome Trace Event Format export (opens in Perfetto and chrome://tracing). One process per phase, one track
 // (thread) per layer — plus a "steps" track and a "tokens" track — with one complete ("X") event per op record.
 // args carry layer, op, kernel, FLOPs, bytes and the achieved rates.
-import type { Profile } from "../profile.ts";
+// Below them, the Nsight-Systems view: a device process (GPU kernels in the order they ran, gap and copy rows
+// on their own tracks; on the CPU backend the engine thread) and a host process (FFI calls, tokenization,
+// token emission). An engine call and its step's records share the step as correlation id: a flow arrow
+// joins each FFI call to the first record of its step.
+import { NON_MODEL_OPS, type Profile } from "../profile.ts";
 import { opRecords, stepTimeline, layerLabel } from "./aggregate.ts";
 
 export interface TraceEvent {
   name: string; ph: string; pid: number; tid: number; ts?: number; dur?: number; cat?: string; s?: string;
-  args?: Record<string, unknown>;
+  id?: number; bp?: string; args?: Record<string, unknown>;
 }
 
 export function chromeTrace(p: Profile): { traceEvents: TraceEvent[]; displayTimeUnit: "ms"; otherData: Record<string, unknown> } {
   const recs = opRecords(p);
-  const t0 = recs.length ? Math.min(...recs.map((r) => r.tStartNs)) : 0;
+  const spans = p.host_spans ?? [];
+  const starts = [...recs.map((r) => r.tStartNs), ...spans.map((h) => h.t_start_ns)];
+  const t0 = starts.length ? Math.min(...starts) : 0;
   const ev: TraceEvent[] = [];
   const pidOf = { prefill: 1, decode: 2 } as const;
   const dev = p.manifest.device.name;
@@ -49,6 +55,7 @@ export function chromeTrace(p: Profile): { traceEvents: TraceEvent[]; displayTim
       dur: (stepEnd.get(s.step) ?? ts) - ts, args: { step: s.step, engine_ms: s.ms },
     });
   }
+  ev.push(...timelineTracks(p, recs, spans, t0));
   return {
     traceEvents: ev,
     displayTimeUnit: "ms",
@@ -57,4 +64,47 @@ export function chromeTrace(p: Profile): { traceEvents: TraceEvent[]; displayTim
       toggles: p.manifest.toggles, git_commit: p.manifest.git_commit, date: p.manifest.date,
     },
   };
+}
+
+const DEVICE_PID = 3, HOST_PID = 4;
+
+/** The device and host processes: records in execution order, host spans, flows from each call to its step. */
+function timelineTracks(p: Profile, recs: ReturnType<typeof opRecords>, spans: NonNullable<Profile["host_spans"]>, t0: number): TraceEvent[] {
+  const ev: TraceEvent[] = [];
+  const gpu = p.manifest.device.backend === "cuda";
+  const mode = p.fidelity?.mode ?? (p.summary as { profiling_mode?: string }).profiling_mode ?? "events";
+  const meta = (pid: number, name: string, tracks: string[]) => {
+    ev.push({ name: "process_name", ph: "M", pid, tid: 0, args: { name } });
+    ev.push({ name: "process_sort_index", ph: "M", pid, tid: 0, args: { sort_index: pid } });
+    tracks.forEach((t, i) => ev.push({ name: "thread_name", ph: "M", pid, tid: i + 1, args: { name: t } }));
+  };
+  meta(DEVICE_PID, `${gpu ? "GPU" : "CPU engine thread"} · ${p.manifest.device.name} · profiling ${mode}`,
+    [gpu ? "kernels" : "ops", "gaps", gpu ? "copies" : "pool wake-up"]);
+  const firstOfStep = new Map<number, number>();
+  for (const r of recs) {
+    const ts = (r.tStartNs - t0) / 1e3;
+    const tid = r.op === "gap" ? 2 : NON_MODEL_OPS.has(r.op) ? 3 : 1;
+    ev.push({
+      name: r.op === "gap" ? "gap" : `${r.op}${r.layer >= 0 ? ` L${r.layer}` : ""}`, cat: r.phase, ph: "X", pid: DEVICE_PID, tid, ts,
+      dur: r.ns / 1e3, args: { correlation: r.step, step: r.step, layer: r.layer, op: r.op, kernel: r.kernel },
+    });
+    if (tid === 1 && !(firstOfStep.get(r.step)! <= ts)) firstOfStep.set(r.step, ts);
+  }
+  if (!spans.length) return ev;
+  const hostTracks = { ffi: 1, tokenize: 2, emit: 3 } as const;
+  meta(HOST_PID, "host · Bun", ["FFI calls (engine steps)", "tokenizer", "token events (SSE)"]);
+  for (const h of spans) {
+    const ts = (h.t_start_ns - t0) / 1e3;
+    const name = h.kind === "ffi" ? `engine call${h.step !== undefined ? ` · step ${h.step}` : ""}` : h.kind === "tokenize" ? "tokenize" : "emit token";
+    ev.push({
+      name, cat: "host", ph: "X", pid: HOST_PID, tid: hostTracks[h.kind], ts, dur: (h.t_end_ns - h.t_start_ns) / 1e3,
+      args: { prompt: h.prompt, ...(h.step !== undefined ? { correlation: h.step, step: h.step } : {}) },
+    });
+    const dev = h.step !== undefined ? firstOfStep.get(h.step) : undefined;
+    if (h.kind === "ffi" && dev !== undefined) {
+      ev.push({ name: "step", cat: "correlation", ph: "s", id: h.step, pid: HOST_PID, tid: 1, ts });
+      ev.push({ name: "step", cat: "correlation", ph: "f", bp: "e", id: h.step, pid: DEVICE_PID, tid: 1, ts: dev });
+    }
+  }
+  return ev;
 }

@@ -89,6 +89,9 @@ describe.skipIf(!cpuLibraryBuilt())("CLI with the engine", () => {
       expect(p.kind).toBe("bench");
       expect(p.bench!.length).toBe(3);
       expect(p.bench![0].tokens_per_s.samples.length).toBe(3);
+      // profiling fidelity: kernels against off in 3 rounds, and its sum check
+      expect(p.fidelity?.overhead_pct?.kernels.samples.length).toBe(3);
+      expect(p.fidelity?.sum_check.some((c) => c.mode === "kernels" && c.phase === "decode")).toBe(true);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,16 +1,19 @@
 // Profiling fidelity (issue 16) on the CPU backend: the mode label, records that tile each step (so op times +
 // gaps add up to the step), the pool wake-up as its own row, the sum check and the fidelity benchmark's shape.
 // No wall-clock bound is asserted: only that records lie inside the engine call that produced them.
-import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
+import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openSyntheticInMemory, SessionError, type Model } from "../../engine/index.ts";
 import { OP_NAMES, type OpColumns } from "../../engine/profile.ts";
 import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/fidelity.ts";
+import { recordRun } from "../../engine/export/record.ts";
+import { chromeTrace } from "../../engine/export/trace.ts";
+import { htmlReport } from "../../engine/export/report.ts";
+import { latencySvg } from "../../engine/export/svg.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
-setDefaultTimeout(120_000);
 
 function cols(rows: [step: number, phase: number, op: string, t0: number, t1: number][]): OpColumns {
   const c: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
@@ -114,5 +117,49 @@ describe.skipIf(!cpuLibraryBuilt())("profiling modes on the CPU backend", () => 
     expect(md).toContain("| off |");
     expect(() => measureFidelity(s, { modes: ["kernels"], rounds: 2, steps: 1, prime: () => 0 })).toThrow(/rounds/);
     s.close();
+  });
+});
+
+describe.skipIf(!cpuLibraryBuilt())("a profiled run: mode label, sum check, host spans and the timeline export", () => {
+  test("recordRun in kernels mode: fidelity per phase, ffi spans correlated to steps, device + host tracks", async () => {
+    const model = await openSyntheticInMemory(tinyTestSpec(), "f32", { backend: "cpu", threads: 2 });
+    const s = model.newSession({ maxContext: 64 });
+    try {
+      const { profile } = await recordRun(model, s, {
+        id: "fidelity-run", prompts: [{ tokens: prompt(6, 2) }], maxTokens: 5,
+        sampling: { temperature: 0, topK: 0, topP: 1, seed: 1 }, toggles: {}, profiling: true, capture: [],
+      }, { yieldToLoop: false });
+      expect(profile.summary.profiling_mode).toBe("kernels");
+      expect(profile.fidelity?.mode).toBe("kernels");
+      expect(profile.fidelity?.sum_check.map((c) => c.phase)).toEqual(["prefill", "decode"]);
+      const ffi = (profile.host_spans ?? []).filter((h) => h.kind === "ffi");
+      const steps = [...new Set(profile.ops!.step)].sort((a, b) => a - b);
+      expect(ffi.map((h) => h.step)).toEqual(steps); // one engine call per step, in order
+      // every step's records lie inside its engine call (one clock for both)
+      for (const h of ffi) {
+        const idx = profile.ops!.step.flatMap((v, i) => (v === h.step ? [i] : []));
+        for (const i of idx) {
+          expect(profile.ops!.t_start_ns[i]).toBeGreaterThanOrEqual(h.t_start_ns);
+          expect(profile.ops!.t_end_ns[i]).toBeLessThanOrEqual(h.t_end_ns);
+        }
+      }
+      const tok = profile.host_spans!.find((h) => h.kind === "tokenize")!;
+      expect(tok.t_end_ns).toBeLessThanOrEqual(ffi[0].t_start_ns);
+      const tr = chromeTrace(profile).traceEvents;
+      const procs = tr.filter((e) => e.name === "process_name").map((e) => String(e.args?.name));
+      expect(procs.some((n) => n.startsWith("CPU engine thread") && n.endsWith("profiling kernels"))).toBe(true);
+      expect(procs).toContain("host · Bun");
+      const flowsS = tr.filter((e) => e.ph === "s").map((e) => e.id), flowsF = tr.filter((e) => e.ph === "f").map((e) => e.id);
+      expect(flowsS).toEqual(steps);
+      expect(flowsF).toEqual(steps);
+      expect(tr.some((e) => e.ph === "X" && e.pid === 3 && e.name === "gap")).toBe(true);
+      // every export says which mode produced the numbers
+      expect(htmlReport(profile)).toContain("profiling mode");
+      expect(htmlReport(profile)).toMatch(/sum check · kernels · decode/);
+      expect(latencySvg(profile)).toContain("profiling kernels");
+    } finally {
+      s.close();
+      model.close();
+    }
   });
 });

@@ -176,6 +176,7 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
       expect(ops.has("rope" as never) || ropeFused).toBe(true);
       const unattributed = r.kernels.filter((k) => k.startsWith("unattributed"));
       expect(unattributed).toEqual([]);
+      if (mode === "kernels") expect(r.kernels.filter((k) => k.includes(" · _Z"))).toEqual([]); // demangled, short
       const steps = [...new Set(r.ops.step)].sort((a, b) => a - b);
       expect(steps.length).toBe(3);
       for (const step of steps) {

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Page, BrowserContext } from "playwright-core";
+import { launchChromium, spawnServer } from "./browser.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
@@ -29,22 +30,8 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
 
   beforeAll(async () => {
     mkdirSync(ART, { recursive: true });
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    server = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), "--profiles", join(tmp, "profiles"), "--backend", "cpu", "--engine", engine], {
-      cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, PORT: String(port) },
-    });
-    base = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 600; i++) { // up to 60 s: a loaded machine starts Bun slowly
-      try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* not yet */ }
-      await Bun.sleep(100);
-    }
-    const { chromium } = await import("playwright-core");
-    // A fresh profile directory per run (playwright wants it as launchPersistentContext's userDataDir).
-    ctx = await chromium.launchPersistentContext(join(tmp, "chrome"), {
-      executablePath: CHROMIUM, headless: true, acceptDownloads: true, viewport: { width: 1440, height: 1000 },
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
-        "--disable-component-update", "--disable-sync"],
-    });
+    ({ proc: server, base } = await spawnServer(["--profiles", join(tmp, "profiles"), "--backend", "cpu", "--engine", engine]));
+    ctx = await launchChromium(join(tmp, "chrome"));
     page = await ctx.newPage();
     page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
@@ -170,18 +157,35 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await page.selectOption("#prompt-source", "text");
   }, 300_000);
 
-  test("quantization error page", async () => {
+  test("quantization error page: only differing comparisons, perplexity / KL next to the per-layer errors", async () => {
     await page.goto(base + "/#quant");
     await page.waitForSelector("#q-cand .toggle");
+    // the default candidate already differs from the reference: no "identical" note, Measure enabled
+    expect(await page.isHidden("#q-same")).toBe(true);
+    expect(await page.isEnabled("#q-run")).toBe(true);
     const cand = page.locator("#q-cand select[name='qcand-kvCache']");
-    if (await cand.count()) await cand.selectOption("f32");
+    if (await cand.count()) {
+      await cand.selectOption("bf16"); // = the reference
+      await page.waitForSelector("#q-same", { state: "visible" });
+      expect(await page.isEnabled("#q-run")).toBe(false);
+      await cand.selectOption("f32");
+      await page.waitForSelector("#q-same", { state: "hidden" });
+    }
     await page.fill("#q-repeats", "1");
+    await page.fill("#q-ppl-max", "1024");
+    await page.fill("#q-ppl-ctx", "256");
     await page.click("#q-run");
-    await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 120_000 });
+    await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 150_000 });
     expect(await page.textContent("#q-status")).toBe("done");
     await page.waitForSelector("#q-sqnr .bars path", { timeout: 90_000, state: "attached" });
-    expect(await page.textContent("#q-cards")).toContain("top-1 agreement");
+    const cards = await page.textContent("#q-cards");
+    expect(cards).toContain("top-1 agreement");
+    expect(cards).toContain("perplexity ref → cand");
+    expect(cards).toContain("KL on text");
     await shot("06-quant");
+    await page.click("#q-ppl-run");
+    await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 150_000 });
+    expect(await page.textContent("#q-ppl-result")).toMatch(/perplexity ± SE[\s\S]*top-1 agreement/);
   }, 300_000);
 
   test("profiles page lists the runs; no page errors, no external requests", async () => {

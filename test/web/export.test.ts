@@ -50,8 +50,12 @@ describe("aggregation and exporters", () => {
   test("chrome trace: metadata, one track per layer, X events with flops and bytes, µs timestamps from 0", async () => {
     const p = await fakeProfile();
     const t = chromeTrace(p);
-    const x = t.traceEvents.filter((e) => e.ph === "X" && e.tid !== 0);
+    const x = t.traceEvents.filter((e) => e.ph === "X" && e.tid !== 0 && e.pid <= 2); // the per-phase processes
     expect(x.length).toBe(p.ops!.step.length);
+    // the device time line: every record once more, in one process, with its step as correlation id
+    const dev = t.traceEvents.filter((e) => e.ph === "X" && e.pid === 3);
+    expect(dev.length).toBe(p.ops!.step.length);
+    expect(dev.every((e) => typeof e.args?.correlation === "number")).toBe(true);
     expect(Math.min(...x.map((e) => e.ts!))).toBe(0);
     expect(new Set(x.map((e) => e.tid)).size).toBe(5);
     expect(t.traceEvents.filter((e) => e.ph === "M" && e.name === "thread_name").map((e) => e.args!.name)).toContain("layer 3");

@@ -44,7 +44,12 @@ class FakeSession implements EngineSession {
   private ctx = 0;
   private decodeSteps = 0;
   private runs = 0;
-  constructor(private o: FakeOptions) {
+  private logitsMode = 0;
+  // A model source naming "nonfinite-L<N>" yields NaN/Inf in captures from layer N on and in some logits rows.
+  private readonly nanFrom: number;
+  constructor(private o: FakeOptions, source = "") {
+    const nf = /nonfinite-L(\d+)/.exec(source);
+    this.nanFrom = nf ? Number(nf[1]) : Infinity;
     for (const d of FAKE_REGISTRY) this.tog[d.id] = Array(N_LAYERS).fill(d.default);
   }
   static empty(): OpColumns {
@@ -63,12 +68,13 @@ class FakeSession implements EngineSession {
     return out;
   }
   profilingMode: ProfilingMode = "off";
+  clockNs() { return Number(process.hrtime.bigint()); }
   setProfiling(mode: ProfilingMode | boolean) {
     this.profilingMode = mode === true ? "kernels" : mode === false ? "off" : mode;
     this.profiling = this.profilingMode !== "off";
   }
   setCapture(h: string[]) { this.hooks = [...h]; }
-  setLogitsMode() {}
+  setLogitsMode(m: number) { this.logitsMode = m; }
   setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }
   reset() { this.ctx = 0; this.decodeSteps = 0; }
   seqLen() { return this.ctx; }
@@ -117,7 +123,18 @@ class FakeSession implements EngineSession {
     this.record(1, 1);
     return [this.next(tokens[0])];
   }
-  logits() { return { rows: 1, vocab: VOCAB, data: new Float32Array(VOCAB) }; }
+  logits() {
+    if (this.logitsMode !== 2) return { rows: 1, vocab: VOCAB, data: new Float32Array(VOCAB) };
+    // every position of the last prefill: a smooth function of the token, perturbed by q8 layers
+    const rows = this.lastInput.length, data = new Float32Array(rows * VOCAB);
+    const q8 = this.tog.weights.filter((w) => w === "q8").length;
+    for (let r = 0; r < rows; r++) {
+      const t = this.lastInput[r];
+      for (let i = 0; i < VOCAB; i++) data[r * VOCAB + i] = Math.sin(i * 0.37 + t * 0.9) * 3 + 0.05 * q8 * Math.cos(i * 1.7 + r);
+      if (Number.isFinite(this.nanFrom) && r % 5 === 4) data[r * VOCAB] = NaN;
+    }
+    return { rows, vocab: VOCAB, data };
+  }
   captures(): Capture[] {
     const rows = this.lastInput.length;
     return this.hooks.map((name) => {
@@ -131,6 +148,7 @@ class FakeSession implements EngineSession {
       for (let i = 0; i < data.length; i++) {
         const base = Math.sin(i * 0.37 + layer + (this.lastInput[i % rows] ?? 0) * 0.1) * (logits ? 4 : 1);
         data[i] = base + noise * Math.cos(i * 1.7);
+        if (layer >= this.nanFrom && i % 7 === 3) data[i] = i % 2 ? Infinity : NaN;
       }
       return { name, rows, cols, data };
     });
@@ -205,7 +223,8 @@ export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
       hash: "fakehash0123456789",
       tokenizer: fakeTokenizer,
       toggleRegistry: () => FAKE_REGISTRY.map((d) => ({ ...d })),
-      newSession: () => new FakeSession(o),
+      profilingModes: () => ["off", "events", "kernels"],
+      newSession: () => new FakeSession(o, source),
       close() {},
     };
   };

@@ -1,6 +1,7 @@
 // qwen-workbench client: plain ES module, no build step. Talks to the JSON API of web/app.ts and draws with
 // plotly.js (served from our node_modules at /vendor/plotly.min.js).
 /* global Plotly */
+import { createQuantPage } from "./quant.js";
 
 const $ = (s, el = document) => el.querySelector(s);
 const $$ = (s, el = document) => [...el.querySelectorAll(s)];
@@ -58,8 +59,18 @@ function setModel(m) {
   chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers` : "no model loaded";
   chip.classList.toggle("ok", !!m);
   renderToggles($("#toggles"), "run");
+  renderProfilingModes(m?.profilingModes);
   renderToggles($("#q-ref"), "qref");
   renderToggles($("#q-cand"), "qcand");
+  quant.onToggles();
+}
+
+// Profiling modes come from the library through /api/model; kernels (the low-overhead mode) is the default.
+function renderProfilingModes(modes) {
+  const sel = $("#profiling"), cur = sel.value || "kernels";
+  const list = modes?.length ? modes : ["kernels"];
+  sel.innerHTML = list.map((m) => `<option value="${esc(m)}">${esc(m)}</option>`).join("");
+  sel.value = list.includes(cur) ? cur : (list.includes("kernels") ? "kernels" : list[0]);
 }
 
 const effDefault = (d) => {
@@ -185,7 +196,7 @@ function runBody() {
     maxTokens: Number($("#max-tokens").value),
     repeats: Number($("#repeats").value),
     sampling: { temperature: Number($("#temperature").value), topK: Number($("#top-k").value), topP: Number($("#top-p").value), seed: Number($("#seed").value) },
-    toggles: readToggles($("#toggles")), profiling: $("#profiling").checked,
+    toggles: readToggles($("#toggles")), profiling: $("#profiling").value,
     capture: $("#capture").value.split(",").map((s) => s.trim()).filter(Boolean),
   };
   const label = $("#label").value.trim();
@@ -380,6 +391,21 @@ function exportButtons(root, key, plots) {
 }
 
 // ---------- latency ----------
+// Which profiling mode produced the numbers, what it cost against profiling off (when measured), and whether
+// the records add up to the steps users timed (engine/fidelity.ts).
+function fidelityHtml(f, s) {
+  if (!f) {
+    const mode = s.profiling_mode ?? (s.profiling === false ? "off" : "events (older profile)");
+    return `<p class="muted">Profiling mode: <b>${esc(mode)}</b>. No sum check recorded for this profile.</p>`;
+  }
+  const what = { kernels: "CUPTI kernel records, CUDA graph kept (CPU: host timestamps per op, gaps as rows)",
+    events: "a CUDA event pair around every op, ops launched one by one: slower than what users get", off: "no op records" };
+  const over = Object.entries(f.overhead_pct ?? {}).map(([m, o]) => `${esc(m)} +${fmt(o.median, 1)} % (${fmt(o.min, 1)}–${fmt(o.max, 1)})`).join(" · ");
+  const rows = f.sum_check.map((c) => `<tr><td>${esc(c.mode ?? f.mode)}</td><td>${c.phase}</td><td class="n">${c.steps}</td><td class="n">${fmt(c.wall_ms, 4)}</td><td class="n">${fmt(c.ops_ms, 4)}</td><td class="n">${fmt(c.gaps_ms, 4)}</td><td class="n">${fmt(c.other_ms, 4)}</td><td class="n">${fmt(c.unrecorded_ms, 4)}</td><td class="n">${fmt(c.diff_pct.median, 2)} % (max ${fmt(c.diff_pct.max, 2)})</td></tr>`).join("");
+  return `<p>Profiling mode: <b>${esc(f.mode)}</b> — ${esc(what[f.mode] ?? "")}.${over ? ` Overhead vs off (same run): ${over}.` : ""}</p>
+    <table><thead><tr><th>mode</th><th>phase</th><th class="n">steps</th><th class="n">wall ms</th><th class="n">ops ms</th><th class="n">gaps ms</th><th class="n">copies / wake ms</th><th class="n">unrecorded ms</th><th class="n">|wall − records| / wall</th></tr></thead><tbody>${rows}</tbody></table>
+    <p class="muted">Medians per step. Wall = the engine call as the caller timed it; records = every op, gap and copy row of the step.</p>`;
+}
 function paramOf(name) { return new URLSearchParams(location.hash.split("?")[1] ?? "").get(name); }
 
 async function initLatency() {
@@ -418,6 +444,7 @@ async function drawLatency(key) {
     ["repetitions", `${n} measured${s.warmup ? ` after ${s.warmup} warm-up` : ", no warm-up"}`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");
+  $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s);
   stackedBars("lat-prefill", v.latency.prefill, "Prefill");
   stackedBars("lat-decode", v.latency.decode, "Decode");
   const tk = v.tokens;
@@ -513,82 +540,6 @@ async function downloadPlot(id, format) {
   if (gd?.data) await Plotly.downloadImage(gd, { format, filename: id, width: gd.clientWidth, height: gd.clientHeight, scale: format === "png" ? 2 : 1 });
 }
 
-// ---------- quantization ----------
-async function initQuant() {
-  await loadProfiles();
-  if (!state.registry.length) await refreshModels();
-  const want = paramOf("key");
-  if (want) $("#q-profile").value = want;
-  // sensible default: a weights toggle differs in the candidate
-  const w = state.registry.find((d) => /weight|kv/i.test(d.id) && d.values.length > 1);
-  if (w && !$("#q-cand").dataset.touched) {
-    const sel = $(`.toggle[data-id="${w.id}"] .global`, $("#q-cand"));
-    const impl = w.backends?.[state.model?.backend ?? "cpu"] ?? w.values;
-    const alt = w.values.find((v) => v !== w.default && impl.includes(v));
-    if (sel && alt) sel.value = alt;
-  }
-  if ($("#q-profile").value) await drawQuant($("#q-profile").value);
-}
-
-async function runQuant() {
-  const body = {
-    prompt: $("#q-prompt").value, repeats: Number($("#q-repeats").value),
-    hooks: $("#q-hooks").value.split(",").map((x) => x.trim()).filter(Boolean),
-    reference: { label: "reference", toggles: readToggles($("#q-ref")) }, candidate: { label: "candidate", toggles: readToggles($("#q-cand")) },
-  };
-  const name = (t) => toggleStr(t);
-  body.reference.label = name(body.reference.toggles); body.candidate.label = name(body.candidate.toggles);
-  $("#q-run").disabled = true; $("#q-status").textContent = "queued…";
-  try {
-    const { id } = await api("/api/quant", { json: body });
-    const r = await follow(id, { arm: (a) => ($("#q-status").textContent = `${a.arm} · repeat ${a.repeat + 1}`) });
-    if (r.kind === "done") { $("#q-status").textContent = "done"; await loadProfiles(); $("#q-profile").value = r.data.profileKey; await drawQuant(r.data.profileKey); }
-    else { $("#q-status").textContent = r.kind; toast(`measurement failed: ${r.data.message}`, "error"); }
-  } catch (e) { toast(e.message, "error"); $("#q-status").textContent = ""; }
-  finally { $("#q-run").disabled = false; }
-}
-
-async function drawQuant(key) {
-  if (!key) return;
-  const v = await api(`/api/profiles/${enc(key)}/views`);
-  const q = v.quant_error?.[0];
-  if (!q) { $("#q-note").hidden = false; $("#q-note").textContent = "This profile has no quantization-error table."; return; }
-  const notes = v.notes ?? [];
-  $("#q-note").hidden = !notes.length; $("#q-note").textContent = notes.join(" · ");
-  const L = q.layers, names = L.map((l) => l.hook.replace(/^blocks\./, "L").replace(".hook_", " "));
-  $("#q-cards").innerHTML = [
-    ["reference", q.reference_label], ["candidate", q.candidate_label],
-    ["logits KL", q.logits ? `${q.logits.kl.toExponential(2)} nats` : "–"], ["top-1 agreement", q.logits ? `${fmt(q.logits.top1_agreement * 100, 1)} %` : "–"],
-    ["min SQNR", L.length ? `${fmt(Math.min(...L.map((l) => l.sqnr_db)), 1)} dB` : "–"],
-  ].map(([k, x]) => `<div class="card"><span>${k}</span><b style="font-size:15px">${esc(x)}</b></div>`).join("");
-  const bar = (div, y, title, ytitle, color, log = false) => Plotly.react(div, [{ type: "bar", x: names, y, marker: { color }, hovertemplate: "%{x}: %{y:.4g}<extra></extra>" }], {
-    ...BASE_LAYOUT, margin: { l: 64, r: 10, t: 36, b: 70 }, title: { text: title, font: { size: 13 } },
-    xaxis: { title: { text: "hook (layer)" }, tickangle: -30 }, yaxis: { title: { text: ytitle }, type: log ? "log" : "linear" },
-  }, PLOT_CFG);
-  bar("q-cos", L.map((l) => Math.max(1e-12, 1 - l.cosine)), "1 − cosine similarity", "1 − cos (log)", PALETTE[0], true);
-  bar("q-sqnr", L.map((l) => l.sqnr_db), "SQNR", "SQNR (dB)", PALETTE[4]);
-  bar("q-rel", L.map((l) => l.rel_l1), "relative L1 error", "rel L1", PALETTE[1]);
-  bar("q-max", L.map((l) => l.max_abs), "max abs error", "max |Δ|", PALETTE[2]);
-  const lm = v.summary.layer_ms;
-  if (lm) {
-    const pts = L.filter((l) => l.layer >= 0 && lm.reference[l.layer] !== undefined);
-    Plotly.react("q-tradeoff", [{
-      type: "scatter", mode: "markers+text", x: pts.map((l) => lm.reference[l.layer] - lm.candidate[l.layer]), y: pts.map((l) => l.sqnr_db),
-      text: pts.map((l) => `L${l.layer}`), textposition: "top center", marker: { size: 11, color: PALETTE[6] },
-      hovertemplate: "%{text}: saved %{x:.4f} ms, SQNR %{y:.1f} dB<extra></extra>",
-    }], {
-      ...BASE_LAYOUT, title: { text: `Error vs time saved per layer (prefill, median of ${lm.repeats})`, font: { size: 13 } },
-      xaxis: { title: { text: "time saved by the candidate (ms per prefill; > 0 = faster)" }, zeroline: true },
-      yaxis: { title: { text: "SQNR (dB, higher = less error)" } },
-    }, PLOT_CFG);
-  }
-  const ex = $(".exports[data-for=q]");
-  ex.innerHTML = `<button class="secondary small" id="q-png">PNG</button>
-    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/svg-quant" target="_blank">Static SVG</a>
-    <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>`;
-  $("#q-png").addEventListener("click", () => ["q-cos", "q-sqnr", "q-tradeoff"].forEach((id) => downloadPlot(id, "png")));
-}
-
 // ---------- compare ----------
 async function initCompare() {
   await loadProfiles();
@@ -637,9 +588,10 @@ async function drawCompare() {
 }
 
 // ---------- wiring ----------
+const quant = createQuantPage({ $, api, toast, esc, fmt, enc, state, readToggles, follow, loadProfiles, paramOf, downloadPlot, PALETTE, BASE_LAYOUT, PLOT_CFG, toggleStr, effDefault });
 const TAB_INIT = {
   run: async () => { await refreshRecent(); },
-  latency: initLatency, roofline: initRoofline, quant: initQuant, compare: initCompare,
+  latency: initLatency, roofline: initRoofline, quant: () => quant.init(), compare: initCompare,
   profiles: async () => { await loadProfiles(); },
 };
 
@@ -656,9 +608,7 @@ async function boot() {
   $("#roof-phase").addEventListener("change", drawRoofline);
   $("#roof-png").addEventListener("click", () => downloadPlot("roof-plot", "png"));
   $("#roof-svg").addEventListener("click", () => downloadPlot("roof-plot", "svg"));
-  $("#q-run").addEventListener("click", runQuant);
-  $("#q-cand").addEventListener("change", () => ($("#q-cand").dataset.touched = "1"));
-  $("#q-profile").addEventListener("change", (e) => drawQuant(e.target.value).catch((x) => toast(x.message, "error")));
+  quant.wire();
   for (const id of ["#cmp-a", "#cmp-b"]) $(id).addEventListener("change", () => drawCompare().catch((x) => toast(x.message, "error")));
   $("#cmp-swap").addEventListener("click", () => { const a = $("#cmp-a").value; $("#cmp-a").value = $("#cmp-b").value; $("#cmp-b").value = a; drawCompare(); });
   $("#prof-refresh").addEventListener("click", loadProfiles);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -303,6 +304,11 @@ QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_le
 }
 
 QW_API const char *qw_op_name(int32_t op) { return (op >= 0 && op < QW_OP_COUNT) ? kOpNames[op] : ""; }
+
+QW_API int64_t qw_clock_ns(void) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 QW_API const char *qw_profiling_mode_name(int32_t mode) {
   return (mode >= 0 && mode < QW_PROFILING_COUNT) ? kProfilingModeNames[mode] : "";

@@ -27,7 +27,7 @@ T *grow(std::vector<T> &v, size_t n) {
 
 // Times an op and emits its record when profiling; otherwise just runs it. The time between two ops (and
 // before the first / after the last) becomes a QW_OP_GAP record, so the records of a step tile it from
-// forward()'s entry to its exit: per-op time + gaps = the step (docs/ARCHITECTURE.md, "Measurement").
+// forward()'s entry to its exit: per-op time + gaps = the step (README.md, "Profiling modes and what they cost").
 struct Recorder {
   const Step &st;
   Sink &sink;

@@ -37,9 +37,24 @@ struct Api {
 
 // Every kind we need, and why: kernels and copies are the rows; API records carry the external ids (CUPTI
 // emits an external-correlation record ahead of each API record made while an id is pushed).
-constexpr CUpti_ActivityKind kKinds[] = {
-    CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,  CUPTI_ACTIVITY_KIND_MEMSET,
-    CUPTI_ACTIVITY_KIND_EXTERNAL_CORRELATION, CUPTI_ACTIVITY_KIND_RUNTIME, CUPTI_ACTIVITY_KIND_DRIVER};
+struct KindName {
+  CUpti_ActivityKind kind;
+  const char *name;
+};
+constexpr KindName kKinds[] = {{CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, "kernel"},
+                               {CUPTI_ACTIVITY_KIND_MEMCPY, "memcpy"},
+                               {CUPTI_ACTIVITY_KIND_MEMSET, "memset"},
+                               {CUPTI_ACTIVITY_KIND_EXTERNAL_CORRELATION, "ext"},
+                               {CUPTI_ACTIVITY_KIND_RUNTIME, "runtime"},
+                               {CUPTI_ACTIVITY_KIND_DRIVER, "driver"}};
+// QW_CUPTI_KINDS=kernel,memcpy,... enables only those kinds: a diagnostic, to measure what each costs (without
+// ext/runtime/driver, kernels lose their step and are reported unattributed). Default: all of them.
+bool kind_wanted(const char *name) {
+  const char *env = std::getenv("QW_CUPTI_KINDS");
+  if (!env || !*env) return true;
+  const std::string list = std::string(",") + env + ",";
+  return list.find(std::string(",") + name + ",") != std::string::npos;
+}
 constexpr size_t kBufferBytes = size_t(8) << 20;
 
 struct State {
@@ -52,7 +67,6 @@ struct State {
   std::deque<TraceActivity> acts;
   std::unordered_map<uint32_t, uint64_t> ext;  // correlation id -> external id
   std::unordered_map<uint64_t, uint64_t> node_tags;
-  uint64_t dropped = 0;
   // capture tagging (one capturing thread at a time: sessions run their steps one at a time)
   std::atomic<bool> tagging{false};
   std::atomic<uint64_t> tag{kNoTag};
@@ -82,6 +96,7 @@ std::string short_name(const char *mangled) {
   char *dem = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   std::string s = (status == 0 && dem) ? dem : mangled;
   std::free(dem);
+  for (size_t at; (at = s.find("(anonymous namespace)::")) != std::string::npos;) s.erase(at, 23);
   size_t cut = s.find_first_of("(<");
   if (cut != std::string::npos) s.resize(cut);
   const size_t sp = s.rfind(' ');
@@ -267,10 +282,11 @@ void trace_acquire() {
   if (!trace_available(nullptr)) throw CudaError("CUPTI: " + s.why);
   std::lock_guard<std::mutex> lk(s.mu);
   if (s.users++ > 0) return;
-  for (CUpti_ActivityKind k : kKinds) {
-    const CUptiResult r = s.api.enable(k);
+  for (const KindName &k : kKinds) {
+    if (!kind_wanted(k.name)) continue;
+    const CUptiResult r = s.api.enable(k.kind);
     if (r != CUPTI_SUCCESS) {
-      for (CUpti_ActivityKind j : kKinds) s.api.disable(j);
+      for (const KindName &j : kKinds) s.api.disable(j.kind);
       s.users = 0;
       check(r, "enabling activity kinds");
     }
@@ -281,7 +297,7 @@ void trace_release() {
   State &s = st();
   std::lock_guard<std::mutex> lk(s.mu);
   if (s.users == 0 || --s.users > 0) return;
-  for (CUpti_ActivityKind k : kKinds) s.api.disable(k);
+  for (const KindName &k : kKinds) s.api.disable(k.kind);
 }
 
 uint64_t trace_now() {
@@ -348,10 +364,5 @@ void trace_forget(bool (*mine)(uint64_t, void *), void *ctx) {
   trace_collect(mine, ctx);
 }
 
-uint64_t trace_dropped() {
-  State &s = st();
-  std::lock_guard<std::mutex> lk(s.mu);
-  return s.dropped;
-}
 
 }  // namespace qwc

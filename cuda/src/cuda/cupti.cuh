@@ -2,7 +2,7 @@
 // the library links no CUPTI and runs where libcupti is absent; only the kernels profiling mode needs it.
 // One tracer per process (CUPTI allows one subscriber): sessions acquire it while they are in kernels mode.
 //
-// How a kernel finds its op (docs/ARCHITECTURE.md, "Measurement"):
+// How a kernel finds its op (README.md, "Profiling modes and what they cost"):
 //  - eager launches (prefill, decode with graphs off or hooks): an external correlation id is pushed around
 //    each op's launches; CUPTI ties every kernel to the API call that launched it, and that call to the id.
 //  - graph replays (decode): the step's graph launch carries the step's id. During stream capture each new
@@ -62,6 +62,5 @@ struct TracedActivity {
 std::vector<TracedActivity> trace_collect(bool (*mine)(uint64_t external_id, void *ctx), void *ctx);
 // Forgets every pending activity accepted by `mine` (a session going away).
 void trace_forget(bool (*mine)(uint64_t external_id, void *ctx), void *ctx);
-uint64_t trace_dropped();  // records CUPTI reported dropped (buffers full)
 
 }  // namespace qwc
