@@ -7,6 +7,7 @@ export type BackendChoice = "auto" | "cpu" | "cuda";
 /** One entry of the toggle registry (exported by the native engine as JSON, validated with zod). */
 export interface ToggleDef {
   id: string;
+  name: string;          // human name, e.g. "Grouped-query attention"
   type: "enum";
   values: string[];
   default: string;
@@ -28,6 +29,10 @@ export interface OpenOptions {
   backend?: BackendChoice;
   threads?: number;                         // CPU threads; 0 = all
   onProgress?: (p: Progress) => void;
+  /** Cancels the load (or the synthesis of a synthetic model) between tensors; it then rejects "load cancelled". */
+  signal?: AbortSignal;
+  /** Confinement root (the server's model root): every file the source opens must resolve inside it. */
+  root?: string;
 }
 
 /** Qwen2 config, normalized (engine/config.ts validates with zod). */

@@ -4,7 +4,7 @@
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
-import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
@@ -12,6 +12,7 @@ import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, wei
 import { fidelityLines, measureFidelity } from "./fidelity.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "./index.ts";
+import { removeOwnTempFiles } from "./tempfiles.ts";
 import { openModelSource } from "./modelfile.ts";
 import {
   PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Fidelity, type Profile, type ProfilingMode,
@@ -23,7 +24,7 @@ import {
 } from "./synthetic.ts";
 import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
 import { QwenError } from "./ffi.ts";
-import { decodeRooflinePct, loadCeilings, rooflinePoints } from "./roofline.ts";
+import { ceilingsForDevice, decodeRooflinePct, dramBandwidth, rooflinePoints } from "./roofline.ts";
 import { cmdPerplexity, PERPLEXITY_HELP } from "./cli-perplexity.ts";
 import { convertModel, CONVERT_SCHEMES } from "./convert.ts";
 import type { QuantScheme } from "./quant.ts";
@@ -211,12 +212,12 @@ async function cmdGenerate(argv: string[]): Promise<void> {
       };
       writeProfile(resolve(profile), prof);
       process.stderr.write(`profile: ${resolve(profile)} (${rec.ops.op.length} op records)\n`);
-      const pts = rooflinePoints(rec.ops, rec.kernels, { phase: 1, ceilings: loadCeilings(m.device.name) });
-      const tot = pts.reduce((a, p) => a + p.time_ns, 0);
+      const pts = rooflinePoints(prof, "op").filter((p) => p.phase === "decode").sort((a, b) => b.seconds - a.seconds);
+      const tot = pts.reduce((a, p) => a + p.seconds, 0);
       if (tot > 0) {
-        process.stderr.write("decode time by op (all layers, all steps):\n");
+        process.stderr.write("decode time by op (all layers, mean per step):\n");
         for (const p of pts.slice(0, 8)) {
-          process.stderr.write(`  ${p.op.padEnd(11)} ${(100 * p.time_ns / tot).toFixed(1).padStart(5)}%  ${(p.time_ns / 1e6).toFixed(2).padStart(8)} ms  ${p.gbs.toFixed(1).padStart(7)} GB/s  ${p.gflops.toFixed(1).padStart(7)} GFLOP/s  ${p.kernel}\n`);
+          process.stderr.write(`  ${(p.op ?? "").padEnd(11)} ${(100 * p.seconds / tot).toFixed(1).padStart(5)}%  ${(p.seconds * 1e3).toFixed(3).padStart(8)} ms  ${(p.bytesPerS / 1e9).toFixed(1).padStart(7)} GB/s  ${(p.flopPerS / 1e9).toFixed(1).padStart(7)} GFLOP/s  ${p.kernels.join(",")}\n`);
         }
       }
     }
@@ -251,11 +252,7 @@ async function cmdSynth(argv: string[]): Promise<void> {
   process.stderr.write(`synth ${preset} (${(paramCount(spec.config) / 1e6).toFixed(1)} M params) as ${format} ${type} -> ${out}\n`);
   // An interrupted write leaves no half file behind: the writers stream into <name>.tmp-<pid>-<time> files.
   const cleanup = (sig: string) => {
-    for (const d of [dirname(out), out]) {
-      try {
-        for (const f of readdirSync(d)) if (f.includes(`.tmp-${process.pid}-`)) rmSync(join(d, f), { force: true });
-      } catch { /* not a directory (yet) */ }
-    }
+    removeOwnTempFiles([dirname(out), out]);
     process.stderr.write(`\nsynth interrupted (${sig}); partial files removed\n`);
     process.exit(130);
   };
@@ -381,10 +378,10 @@ async function cmdBench(argv: string[]): Promise<void> {
       summary.profiling_overhead_pct = fr.fidelity.overhead_pct?.kernels?.median;
       log(`[profiling fidelity]\n${fidelityLines(fr.fidelity, fr.stepMs)}`);
     }
-    const ceil = loadCeilings(m.device.name);
-    if (ceil?.bandwidth_bytes_s) {
-      for (const r of rows) if (r.n_gen > 0) r.roofline_pct = decodeRooflinePct(m.weightBytes, r.tokens_per_s.median, r.batch, ceil.bandwidth_bytes_s);
-    }
+    // % of the bandwidth roofline for decode rows when the device has measured ceilings.
+    const ceil = ceilingsForDevice(m.device.name, undefined, m.backend);
+    const bw = dramBandwidth(ceil);
+    if (bw) for (const r of rows) if (r.n_gen > 0) r.roofline_pct = decodeRooflinePct(m.weightBytes, r.tokens_per_s.median, r.batch, bw);
     const toggles = s.toggles();
     s.close();
     const contended = rows.reduce((a, r) => a + Number((r.extra as { contended_samples?: number } | undefined)?.contended_samples ?? 0), 0);
@@ -398,7 +395,7 @@ async function cmdBench(argv: string[]): Promise<void> {
       const prof: Profile = {
         schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: profileId(path), kind: "bench",
         manifest: m.manifest({ toggles, command: `npm run cli -- bench ${argv.join(" ")}` }),
-        summary: summary as Profile["summary"], kernels: [], bench: rows, ...(ceil ? { ceilings: ceil } : {}),
+        summary: summary as Profile["summary"], kernels: [], bench: rows, ...(ceil ? { ceilings: { ...ceil } } : {}),
         ...(fidelity ? { fidelity } : {}),
         notes: [`warm-up ${warmup} excluded, ${reps} measured repetitions; prompts are token ids (tokenization excluded); greedy sampling`],
       };

@@ -94,7 +94,9 @@ type Lib = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 /** A NUL-terminated UTF-8 copy of `s` (passed directly as a ptr argument for one call). */
+/** A NUL-terminated copy; a string with a NUL inside is refused (C would see only its head). */
 function cstr(s: string): Uint8Array {
+  if (s.includes("\0")) throw new QwenError("argument", 1, `a string passed to the engine contains a NUL byte: ${JSON.stringify(s).slice(0, 80)}`);
   const b = enc.encode(s);
   const out = new Uint8Array(b.length + 1);
   out.set(b);

@@ -3,9 +3,12 @@
 //
 // The reader trusts nothing: every count, length and offset is checked against the bytes that are really
 // there before it is used, so a truncated or mutated file fails with an Error that names the field and its
-// byte offset, never with a RangeError, a hang or a huge allocation (counts are capped by the bytes left).
-// Tensor data is never copied: `data` is a view of the input buffer or of a private (copy-on-write) mmap.
+// byte offset, never with a RangeError, a hang or a huge allocation: every count and length is capped by the
+// bytes left in the header budget (the smaller of the file and MAX_HEADER_BYTES) before anything is allocated.
+// Tensor data from a file are checked copies (pread), never an mmap: a file truncated while it is read gives an
+// Error, not SIGBUS (issue 8, D1). From an in-memory buffer they are views of it.
 import * as fs from "node:fs";
+import { CheckedFile } from "./fsafe.ts";
 
 // ------------------------------------------------------------------------------------------------------
 // GGML tensor types
@@ -242,6 +245,10 @@ class Cursor {
   left(): number {
     return this.fileSize - this.pos;
   }
+  /** Bytes the header may still take: what caps counts and lengths, checked before allocating (D4). */
+  room(): number {
+    return Math.min(this.fileSize, MAX_HEADER_BYTES) - this.pos;
+  }
   need(n: number, what: What): void {
     if (n > this.b.length - this.pos) {
       if (this.b.length < this.fileSize && n <= this.fileSize - this.pos) throw new NeedMore();
@@ -262,13 +269,13 @@ class Cursor {
     const v = hi * 4294967296 + lo; // exact below 2^53; above, any value is far beyond max anyway
     if (v > max) {
       const exact = (BigInt(hi) << 32n) | BigInt(lo);
-      throw new Error(`GGUF: ${label(what)} = ${exact} at offset ${at} is too large (at most ${Math.max(0, max)} fit in the rest of the file)`);
+      throw new Error(`GGUF: ${label(what)} = ${exact} at offset ${at} is too large (at most ${Math.max(0, max)} fit in the rest of the ${this.fileSize <= MAX_HEADER_BYTES ? "file" : `${MAX_HEADER_BYTES}-byte header limit`})`);
     }
     return v;
   }
   str(what: What, maxBytes = Infinity): string {
     const at = this.pos;
-    const n = this.count(() => `${label(what)} length`, this.left() - 8);
+    const n = this.count(() => `${label(what)} length`, this.room() - 8);
     if (n > maxBytes) throw new Error(`GGUF: ${label(what)} at offset ${at} is ${n} bytes long, at most ${maxBytes} allowed`);
     this.need(n, what);
     const s = utf8.decode(this.b.subarray(this.pos, this.pos + n));
@@ -330,7 +337,7 @@ function readArray(c: Cursor, what: string, depth: number): GgufArray {
   const et = c.u32(`${what} array element type`);
   const minSize = MIN_ELEM_SIZE[et];
   if (minSize === undefined) throw new Error(`GGUF: ${what}: unknown array element type ${et} at offset ${tAt}`);
-  const n = c.count(`${what} array length`, Math.floor(Math.max(0, c.left() - 8) / minSize));
+  const n = c.count(`${what} array length`, Math.floor(Math.max(0, c.room() - 8) / minSize));
   const elemType = et as GgufValueType;
   switch (et) {
     case 0: return { elemType, items: copyTyped(c, Uint8Array, n, 1, what) };
@@ -393,8 +400,8 @@ function parseHeader(b: Uint8Array, fileSize: number): Header {
     throw new Error(`GGUF: unsupported version ${version} at offset 4 (this reader supports 2 and 3)`);
   }
   // Minimal encodings: a tensor info takes ≥ 8+1 (name) + 4 + 8 + 4 + 8 bytes; a KV ≥ 8+1 + 4 + 1.
-  const nTensors = c.count("tensor_count", Math.floor(c.left() / 33));
-  const nKV = c.count("metadata_kv_count", Math.floor(c.left() / 14));
+  const nTensors = c.count("tensor_count", Math.floor(c.room() / 33));
+  const nKV = c.count("metadata_kv_count", Math.floor(c.room() / 14));
   const metadata = new Map<string, GgufKV>();
   for (let i = 0; i < nKV; i++) {
     const at = c.pos;
@@ -470,13 +477,16 @@ function parseHeader(b: Uint8Array, fileSize: number): Header {
   return { version, alignment, metadata, raw, dataOffset };
 }
 
-function makeFile(h: Header, fileSize: number, slice: (abs: number, n: number) => Uint8Array): GgufFile {
+/** `cache`: keep each tensor's bytes once read (views of a buffer cost nothing; file copies are not kept, so a
+ *  loader handing tensors over one at a time never holds the whole model). */
+function makeFile(h: Header, fileSize: number, slice: (abs: number, n: number) => Uint8Array, cache = true): GgufFile {
   const tensors: GgufTensorInfo[] = h.raw.map((r) => {
     const fileOffset = h.dataOffset + r.offset;
     let cached: Uint8Array | undefined;
     return {
       name: r.name, type: r.type, ne: r.ne, offset: r.offset, fileOffset, nbytes: r.nbytes, nelements: r.nelements,
       get data() {
+        if (!cache) return slice(fileOffset, r.nbytes);
         return (cached ??= slice(fileOffset, r.nbytes));
       },
     };
@@ -499,50 +509,33 @@ export function parseGguf(input: Uint8Array | ArrayBuffer): GgufFile {
   return makeFile(h, b.length, (abs, n) => b.subarray(abs, abs + n));
 }
 
-/** Largest file mapped in one piece (JSC typed arrays stop at 4 GiB). Bigger files are mapped per tensor. */
-const WHOLE_MAP_LIMIT = 2 ** 32 - 1;
 const PAGE = 65536;
 
 /**
- * Maps a file read-only for parsing: one private mapping when it fits, else windows mapped on demand.
- * Private (copy-on-write) so that a stray write can never reach the file.
+ * Opens a regular file for checked reads: `slice` copies bytes out with pread and throws when the file no
+ * longer holds them (truncated under us), `head` reads a prefix. No mmap, so no SIGBUS.
  */
-export function mapFile(path: string): { size: number; whole?: Uint8Array; slice(offset: number, n: number): Uint8Array } {
-  const size = fs.statSync(path).size;
-  if (size === 0) return { size, whole: new Uint8Array(0), slice: () => new Uint8Array(0) };
-  if (size <= WHOLE_MAP_LIMIT) {
-    const whole = Bun.mmap(path, { shared: false });
-    return { size, whole, slice: (o, n) => whole.subarray(o, o + n) };
-  }
-  return {
-    size,
-    slice(o, n) {
-      if (n === 0) return new Uint8Array(0);
-      const start = Math.floor(o / PAGE) * PAGE;
-      const m = Bun.mmap(path, { shared: false, offset: start, size: o - start + n });
-      return m.subarray(o - start, o - start + n);
-    },
-  };
+export function readableFile(path: string): { size: number; head(n: number): Uint8Array; slice(offset: number, n: number): Uint8Array } {
+  const f = new CheckedFile(path);
+  return { size: f.size, head: (n) => f.read(0, Math.min(n, f.size)), slice: (o, n) => f.read(o, n) };
 }
 
-/** Opens a GGUF file by path (mmap, no copy of tensor data). */
+/** Opens a GGUF file by path: the header is read progressively, tensor data are read when first asked for. */
 export function openGguf(path: string): GgufFile {
-  let map;
+  let file;
   try {
-    map = mapFile(path);
+    file = readableFile(path);
   } catch (e) {
     throw new Error(`GGUF: cannot open ${path}: ${(e as Error).message}`);
   }
   try {
-    if (map.whole) return makeFile(parseHeader(map.whole, map.size), map.size, map.slice);
-    // Progressive header read for files too big to map at once.
     for (let n = 16 << 20; ; n *= 2) {
-      const len = Math.min(n, map.size, MAX_HEADER_BYTES + PAGE);
+      const len = Math.min(n, file.size, MAX_HEADER_BYTES + PAGE);
       try {
-        return makeFile(parseHeader(map.slice(0, len), map.size), map.size, map.slice);
+        return makeFile(parseHeader(file.head(len), file.size), file.size, file.slice, false);
       } catch (e) {
         if (!(e instanceof NeedMore)) throw e;
-        if (len >= map.size || len > MAX_HEADER_BYTES) throw new Error(`GGUF: header larger than ${MAX_HEADER_BYTES} bytes`);
+        if (len >= file.size || len > MAX_HEADER_BYTES) throw new Error(`GGUF: header larger than ${MAX_HEADER_BYTES} bytes`);
       }
     }
   } catch (e) {
@@ -765,7 +758,7 @@ export function encodeGguf(input: GgufWriteInput): Uint8Array {
 export async function writeGguf(
   path: string,
   input: GgufWriteInput,
-  opts: { onProgress?: (done: number, total: number, tensor: string) => void } = {},
+  opts: { onProgress?: (done: number, total: number, tensor: string) => void; signal?: AbortSignal } = {},
 ): Promise<{ bytes: number }> {
   const L = layoutGguf(input);
   await writeFileAtomic(path, async (fd) => {
@@ -775,13 +768,30 @@ export async function writeGguf(
       const t = input.tensors[i];
       const at = L.dataOffset + L.tensors[i].offset;
       if (at > pos) { writeAll(fd, new Uint8Array(at - pos), pos); pos = at; }
-      const d = checkProduced(t, typeof t.data === "function" ? await t.data() : t.data, L.tensors[i].nbytes);
+      const d = checkProduced(t, typeof t.data === "function" ? await untilAborted(t.data(), opts.signal) : t.data, L.tensors[i].nbytes);
       writeAll(fd, d, pos);
       pos += d.length;
       opts.onProgress?.(i + 1, input.tensors.length, t.name);
     }
   });
   return { bytes: L.totalBytes };
+}
+
+/**
+ * `p`, or a rejection "cancelled" as soon as `signal` aborts (the producer's work is abandoned: its owner
+ * terminates it). Lets a cancel stop a long tensor synthesis without waiting for the tensor (D7).
+ */
+export function untilAborted<T>(p: T | Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return Promise.resolve(p);
+  if (signal.aborted) return Promise.reject(new Error("cancelled"));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new Error("cancelled"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    Promise.resolve(p).then(
+      (v) => { signal.removeEventListener("abort", onAbort); resolve(v); },
+      (e) => { signal.removeEventListener("abort", onAbort); reject(e); },
+    );
+  });
 }
 
 /**

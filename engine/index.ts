@@ -17,6 +17,7 @@ import {
   type PresetName, type SynthSpec, type SynthType,
 } from "./synthetic.ts";
 import { QwenTokenizer } from "./tokenizer.ts";
+import { syntheticDir } from "./tempfiles.ts";
 import { parseRegistry } from "./toggles.ts";
 
 export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice } from "./api.ts";
@@ -25,7 +26,8 @@ export { SessionError } from "./session.ts";
 
 export const MODELS_DIR = join(REPO_ROOT, "models");
 export const DEFAULT_MODEL_DIR = join(MODELS_DIR, "tiny-qwen2-brown");
-export const SYNTHETIC_DIR = join(MODELS_DIR, "synthetic");
+/** Where synthetic models are cached (QW_SYNTHETIC_DIR overrides: tests, read-only checkouts). */
+export const SYNTHETIC_DIR = syntheticDir();
 
 /** A parsed "synthetic:<preset>[:<type>][:s<seed>]" source. */
 export interface SyntheticSource {
@@ -229,14 +231,18 @@ function nativeConfig(c: QwenConfig): Record<string, unknown> {
  */
 export async function loadNative(
   engine: NativeEngine, config: QwenConfig, tensors: Iterable<LoadedTensor>, total: number, onProgress?: (p: Progress) => void,
+  signal?: AbortSignal,
 ): Promise<{ native: NativeModel; weightBytes: number; weightTypes: Record<string, number> }> {
   const native = engine.createModel(nativeConfig(config));
   let ok = false;
   try {
-    let done = 0, weightBytes = 0, last = performance.now();
+    let done = 0, weightBytes = 0, last = performance.now(), lastYield = last;
     const weightTypes: Record<string, number> = {};
     onProgress?.({ stage: "load", done: 0, total });
     for (const t of tensors) {
+      // A cancel arrives as a message, so the loop yields at least every ~100 ms below and checks here (D7).
+      if (signal?.aborted) throw new Error("load cancelled");
+      if (signal && performance.now() - lastYield > 100) { await new Promise<void>((r) => setImmediate(r)); lastYield = performance.now(); }
       native.loadTensor(t.name, t.ggmlType, t.ne, t.data);
       done++;
       weightBytes += t.data.byteLength;
@@ -248,6 +254,7 @@ export async function loadNative(
         last = performance.now();
       }
     }
+    if (signal?.aborted) throw new Error("load cancelled");
     onProgress?.({ stage: "finalize", done: 0, total: 1 });
     native.finalize();
     onProgress?.({ stage: "finalize", done: 1, total: 1 });
@@ -280,7 +287,7 @@ export async function openSyntheticInMemory(spec: SynthSpec, type: "f32" | "f16"
     for (const x of floatTensors(spec, type)) yield { name: x.t.name, ggmlType: x.ggmlType, ne: x.t.ne, data: x.bytes };
   })();
   const total = 2 + spec.config.num_hidden_layers * 12 + (spec.config.tie_word_embeddings ? 0 : 1);
-  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress, opts.signal);
   const h = createHash("sha256").update(JSON.stringify({ spec, type })).digest("hex");
   return new Model({
     id: opts.id ?? `synthetic:${spec.preset}:${type}:s${spec.seed}`, format: "synthetic", config: spec.config, engine, native,
@@ -292,7 +299,7 @@ async function openSource(src: ModelSource, id: string, format: Model["format"],
   const tokenizer = tokenizerFor(src);
   const engine = getEngine(opts.backend ?? "auto", { threads: opts.threads });
   const tensors = src.tensors.map((t) => ({ name: t.name, ggmlType: t.ggmlType, ne: t.ne, get data() { return t.data; } }));
-  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress, opts.signal);
   return new Model({
     id, format, config: src.config, engine, native, tokenizer, weightBytes, weightTypes, hash: sourceHash(src),
     path: src.path, warnings: src.warnings,
@@ -308,7 +315,7 @@ export const openModel: OpenModel = async (source: string, opts: OpenOptions = {
   if (typeof source !== "string" || source.trim() === "") throw new Error("openModel: give a model (a .gguf file, an HF directory, 'default' or 'synthetic:<preset>')");
   if (source === "default") {
     if (!existsSync(join(DEFAULT_MODEL_DIR, "config.json"))) throw new Error(`the embedded default model is missing (${DEFAULT_MODEL_DIR})`);
-    return openSource(openModelSource(DEFAULT_MODEL_DIR), "default:tiny-qwen2-brown", "hf", opts);
+    return openSource(openModelSource(DEFAULT_MODEL_DIR, { root: DEFAULT_MODEL_DIR }), "default:tiny-qwen2-brown", "hf", opts);
   }
   const syn = existsSync(source) ? undefined : parseSyntheticSource(source);
   if (syn) {
@@ -319,7 +326,12 @@ export const openModel: OpenModel = async (source: string, opts: OpenOptions = {
     }
     const path = syntheticGgufPath(syn);
     if (!existsSync(path)) {
-      await writeSyntheticGguf(spec, syn.type, path, { onProgress: opts.onProgress });
+      try {
+        await writeSyntheticGguf(spec, syn.type, path, { onProgress: opts.onProgress, signal: opts.signal });
+      } catch (e) {
+        if (opts.signal?.aborted) throw new Error("load cancelled (synthesis stopped; no partial file kept)");
+        throw e;
+      }
     }
     const m = await openSource(openModelSource(path), id, "synthetic", opts);
     return m;
@@ -328,7 +340,7 @@ export const openModel: OpenModel = async (source: string, opts: OpenOptions = {
   if (!existsSync(p)) {
     throw new Error(`model '${source}' not found: give a .gguf file, an HF directory, 'default', or a preset (synthetic:tiny|0.5b|1.5b|7b[:f16|bf16|q8_0|q4_k_m])`);
   }
-  const src = openModelSource(p);
+  const src = openModelSource(p, { root: opts.root });
   return openSource(src, p, src.format, opts);
 };
 

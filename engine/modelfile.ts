@@ -13,6 +13,7 @@ import {
 } from "./gguf.ts";
 import { chooseQuantType, dequantize, quantize, type QuantScheme } from "./quant.ts";
 import { openSafetensorsDir, SUPPORTED_SAFETENSORS_DTYPES, writeSafetensors, writeSafetensorsSharded } from "./safetensors.ts";
+import { openRegular, readJsonFile, realInside } from "./fsafe.ts";
 
 // ------------------------------------------------------------------------------------------------------
 // Tensor table and names
@@ -234,19 +235,24 @@ export function openGgufModel(path: string): ModelSource {
   return finish("gguf", path, config, all, tokenizer, summarizeGgufMetadata(g), warnings, what, g);
 }
 
-/** Opens a Hugging Face directory (config.json + model.safetensors or sharded index + tokenizer.json). */
-export function openHfModel(dir: string): ModelSource {
+/** Where a source may read from: with `root`, every file it opens (HF members included) must resolve inside it. */
+export interface SourceOptions { root?: string }
+
+const MAX_CONFIG_BYTES = 16 << 20;
+
+/**
+ * Opens a Hugging Face directory (config.json + model.safetensors or sharded index + tokenizer.json). With
+ * `root` (the server's model root), each member's real path must stay inside it: a config.json symlinked
+ * elsewhere is refused unread. Error messages never quote a file's content.
+ */
+export function openHfModel(dir: string, opts: SourceOptions = {}): ModelSource {
   const what = `HF ${dir}`;
   const cfgPath = nodePath.join(dir, "config.json");
   if (!fs.existsSync(cfgPath)) throw new Error(`${what}: no config.json`);
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(cfgPath, "utf8"));
-  } catch (e) {
-    throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
-  }
+  const inRoot = (p: string) => (opts.root === undefined ? p : realInside(opts.root, p, p));
+  const json = readJsonFile(inRoot(cfgPath), MAX_CONFIG_BYTES, cfgPath);
   const { config, warnings } = configFromHf(json, cfgPath);
-  const st = openSafetensorsDir(dir);
+  const st = openSafetensorsDir(dir, opts.root);
   const all: ModelTensor[] = [];
   const unsupported: string[] = [];
   const unknownNames: string[] = [];
@@ -274,7 +280,7 @@ export function openHfModel(dir: string): ModelSource {
   const tj = nodePath.join(dir, "tokenizer.json");
   const tc = nodePath.join(dir, "tokenizer_config.json");
   const tokenizer: TokenizerSource = fs.existsSync(tj)
-    ? { kind: "hf", dir, tokenizerJson: tj, tokenizerConfig: fs.existsSync(tc) ? tc : undefined }
+    ? { kind: "hf", dir, tokenizerJson: inRoot(tj), tokenizerConfig: fs.existsSync(tc) ? inRoot(tc) : undefined }
     : { kind: "none", reason: `${what} has no tokenizer.json` };
   const metadata: Record<string, unknown> = { ...st.metadata, config: json };
   return finish("hf", dir, config, all, tokenizer, metadata, warnings, what);
@@ -284,7 +290,7 @@ export function openHfModel(dir: string): ModelSource {
  * Opens a model source: a .gguf file (or any file starting with the GGUF magic), an HF directory, or a file
  * inside an HF directory (config.json, model.safetensors, the index).
  */
-export function openModelSource(source: string): ModelSource {
+export function openModelSource(source: string, opts: SourceOptions = {}): ModelSource {
   let st: fs.Stats;
   try {
     st = fs.statSync(source);
@@ -292,21 +298,21 @@ export function openModelSource(source: string): ModelSource {
     throw new Error(`model source '${source}' does not exist`);
   }
   if (st.isDirectory()) {
-    if (fs.existsSync(nodePath.join(source, "config.json"))) return openHfModel(source);
+    if (fs.existsSync(nodePath.join(source, "config.json"))) return openHfModel(source, opts);
     const ggufs = fs.readdirSync(source).filter((f) => f.endsWith(".gguf"));
-    if (ggufs.length === 1) return openGgufModel(nodePath.join(source, ggufs[0]));
+    if (ggufs.length === 1) return openGgufModel(opts.root === undefined ? nodePath.join(source, ggufs[0]) : realInside(opts.root, nodePath.join(source, ggufs[0])));
     throw new Error(`model source '${source}': a directory needs config.json (HF) or exactly one .gguf file (found ${ggufs.length})`);
   }
-  if (source.endsWith(".gguf") || isGgufFile(source)) return openGgufModel(source);
+  if (source.endsWith(".gguf") || isGgufFile(source)) return openGgufModel(opts.root === undefined ? source : realInside(opts.root, source));
   const base = nodePath.basename(source);
   if (base === "config.json" || base.endsWith(".safetensors") || base.endsWith(".safetensors.index.json")) {
-    return openHfModel(nodePath.dirname(source));
+    return openHfModel(nodePath.dirname(source), opts);
   }
   throw new Error(`model source '${source}': not a GGUF file (no GGUF magic) and not part of an HF directory`);
 }
 
 function isGgufFile(path: string): boolean {
-  const fd = fs.openSync(path, "r");
+  const fd = openRegular(path).fd; // a FIFO or device is refused, never read
   try {
     const b = new Uint8Array(4);
     const n = fs.readSync(fd, b, 0, 4, 0);

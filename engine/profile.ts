@@ -1,7 +1,10 @@
 // Profile: the one JSON document every measurement ends up in (DESIGN.md §7). Versioned, validated with zod
 // on read and on write, written atomically. Op records are columnar to stay small.
 import { z } from "zod";
-import { mkdirSync, renameSync, writeFileSync, readFileSync } from "node:fs";
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { readJsonFile } from "./fsafe.ts";
+
+const MAX_PROFILE_BYTES = 512 << 20;
 import { dirname } from "node:path";
 
 export const PROFILE_SCHEMA_VERSION = 1;
@@ -34,7 +37,17 @@ export const DeviceManifest = z.object({
 });
 export type DeviceManifest = z.infer<typeof DeviceManifest>;
 
-export const ToggleValues = z.record(z.string(), z.union([z.string(), z.array(z.string())]));
+/** A toggle id as the native registry spells them (kvCache, sparsePrefill, …): never __proto__, constructor,
+ *  NUL or another control character, whatever path it came in by (D8). */
+export const TOGGLE_ID_RE = /^(?!__proto__$|constructor$|prototype$)[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
+const ToggleId = z.string().regex(TOGGLE_ID_RE, "toggle id: a letter, then up to 63 of A-Z a-z 0-9 _ . - (not __proto__, constructor, prototype)");
+const ToggleValue = z.string().max(64).regex(/^[^\x00-\x1f\x7f]*$/, "toggle value: no NUL or other control characters");
+// zod's record silently drops an own "__proto__" key (JSON.parse makes one), so it is refused before the record.
+const NoProtoKey = z.custom<Record<string, unknown>>(
+  (v) => !!v && typeof v === "object" && !Array.isArray(v) && !Object.prototype.hasOwnProperty.call(v, "__proto__"),
+  "toggles: an object of id → value (and __proto__ is not a toggle id)",
+);
+export const ToggleValues = NoProtoKey.pipe(z.record(ToggleId, z.union([ToggleValue, z.array(ToggleValue).max(1024)])));
 export type ToggleValues = z.infer<typeof ToggleValues>;
 
 export const Manifest = z.object({
@@ -222,6 +235,7 @@ export const Profile = z.object({
   quant_error: z.array(QuantError).optional(),
   ceilings: z.record(z.string(), z.unknown()).optional(), // device ceilings used for the roofline
   notes: z.array(z.string()).optional(),
+  partial: z.string().optional(),   // set when the run was cut short (e.g. "server shutdown (SIGTERM)"): not a full measurement
 });
 export type Profile = z.infer<typeof Profile>;
 
@@ -247,9 +261,9 @@ export function writeProfile(path: string, profile: Profile): string {
 export function readProfile(path: string): Profile {
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, "utf8"));
+    raw = readJsonFile(path, MAX_PROFILE_BYTES); // a regular file only: a FIFO would block the thread (D2)
   } catch (e) {
-    throw new Error(`profile ${path}: not readable JSON (${(e as Error).message})`);
+    throw new Error(`profile ${path}: not readable JSON (${(e as Error).message.replace(`${path}: `, "")})`);
   }
   const r = Profile.safeParse(raw);
   if (!r.success) {

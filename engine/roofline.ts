@@ -1,127 +1,248 @@
-// engine/roofline.ts — per-op achieved bandwidth and compute from op records (analytic FLOPs and bytes, measured
-// time), arithmetic intensity, and the position against the device ceilings of profiles/ceilings/<device>.json.
-import { existsSync, readFileSync } from "node:fs";
+// engine/roofline.ts — the one roofline module: the device ceilings files (profiles/ceilings/*.json, written by
+// notebooks/calibrate.ts, read through one zod schema), matching a run's device to its ceilings, the roofline
+// points of a profile's op records, and the bandwidth roofline of a decode step. The web server, the SVG
+// exporters, the CLI and the notebooks all read ceilings and points from here.
+import { readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { OP_NAMES, type OpColumns } from "./profile.ts";
+import { z } from "zod";
+import { NON_MODEL_OPS, type Profile } from "./profile.ts";
+import { readJsonFile, realInside } from "./fsafe.ts";
+import { layerLabel, opRecords, PHASES, type PhaseName } from "./export/aggregate.ts";
 
-/** Device ceilings (what notebooks/calibrate.ts measures). Numbers in bytes/s and FLOP/s. */
+// ------------------------------------------------------------------------------------------------ ceilings
+const Pos = z.number().finite().positive();
+
+/** The ceilings file. Extra fields (measurements with every sample, notes, device_info, …) are for people. */
+export const CeilingsFileSchema = z.object({
+  schema: z.literal("qwen-workbench/ceilings"),
+  version: z.literal(1),
+  device: z.string().min(1).max(200),            // as the engine reports it (manifest.device.name)
+  backend: z.enum(["cpu", "cuda"]).optional(),
+  bandwidth_bytes_s: Pos.optional(),             // DRAM / HBM
+  cache_bandwidth_bytes_s: z.object({ l2: Pos.optional(), l3: Pos.optional() }).strict().optional(),
+  cache_bytes: z.object({ l2: Pos.optional(), l3: Pos.optional() }).strict().optional(),
+  flops: z.record(z.string().regex(/^[a-z0-9_]+$/, "flops keys: lower-case type names (bf16, fp32, int8 …)"), Pos).default({}),
+  roof_names: z.record(z.string(), z.string().max(80)).default({}),
+}).passthrough();
+export type CeilingsFile = z.infer<typeof CeilingsFileSchema>;
+
+export type MemoryLevel = "dram" | "l2" | "l3";
+export interface Roof { name: string; value: number; level?: MemoryLevel } // bytes/s for memory, FLOP/s for compute
 export interface Ceilings {
-  device?: string;
-  bandwidth_bytes_s?: number;       // achievable DRAM (HBM) bandwidth
-  l2_bandwidth_bytes_s?: number;
-  flops?: Record<string, number>;   // e.g. { bf16: 9.9e14, int8: ..., fp8: ..., fp32: ... }
-  [k: string]: unknown;
+  device: string;
+  backend?: "cpu" | "cuda";
+  file: string;
+  dir?: string;                                  // the directory it was read from (loadCeilings)
+  memory: Roof[];                                // DRAM first, then the caches (L3, L2)
+  compute: Roof[];
+  cacheBytes: { l2?: number; l3?: number };
 }
 
-export interface RooflinePoint {
-  key: string;         // "<layer>:<op>" or "<op>" when aggregated over layers
-  op: string;
-  layer: number;
-  phase: number;       // 0 prefill, 1 decode
-  kernel: string;
-  calls: number;
-  time_ns: number;     // total
-  flops: number;       // total
-  bytes: number;       // total
-  ai: number;          // arithmetic intensity, FLOP/byte
-  gbs: number;         // achieved GB/s (1e9 bytes/s)
-  gflops: number;      // achieved GFLOP/s
-  pct_bandwidth?: number; // achieved bytes/s as % of the bandwidth ceiling
-  pct_compute?: number;   // achieved FLOP/s as % of the compute ceiling used
-  bound?: "memory" | "compute"; // which roof is lower at this AI (needs both ceilings)
-  pct_roof?: number;      // % of min(bandwidth·AI, peak)
-}
+const DEFAULT_MEMORY_NAME: Record<MemoryLevel, string> = { dram: "DRAM bandwidth", l2: "L2 bandwidth", l3: "L3 bandwidth" };
+
+/**
+ * Where ceilings are read from, first match wins: profiles/raw/ceilings (what notebooks/calibrate.ts measured on
+ * this machine, git-ignored), then profiles/ceilings (committed).
+ */
+export const DEFAULT_CEILINGS_DIRS = [resolve(import.meta.dir, "..", "profiles", "raw", "ceilings"), resolve(import.meta.dir, "..", "profiles", "ceilings")];
 
 /** Turns a device name into the ceilings file stem: lower case, non-alphanumerics to '-'. */
 export function deviceSlug(name: string): string {
   return name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
 }
 
-/** Loads profiles/ceilings/<slug>.json if it exists (returns undefined otherwise). */
-export function loadCeilings(deviceName: string, root = resolve(import.meta.dir, "..")): Ceilings | undefined {
-  const p = join(root, "profiles", "ceilings", `${deviceSlug(deviceName)}.json`);
-  if (!existsSync(p)) return undefined;
-  try {
-    const raw = JSON.parse(readFileSync(p, "utf8"));
-    return normalizeCeilings(raw);
-  } catch {
-    return undefined;
+/** Validates a parsed ceilings document; throws an Error naming the file and the first problem. */
+export function parseCeilings(raw: unknown, file: string): Ceilings {
+  const r = CeilingsFileSchema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new Error(`ceilings ${file}: invalid at ${i.path.join(".") || "<root>"}: ${i.message} (expected the schema notebooks/calibrate.ts writes)`);
   }
-}
-
-/** Accepts a few plausible spellings of the ceiling fields (GB/s or bytes/s, TFLOP/s or FLOP/s). */
-export function normalizeCeilings(raw: Record<string, unknown>): Ceilings {
-  const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
-  const c: Ceilings = { ...raw };
-  const src = (raw.ceilings && typeof raw.ceilings === "object" ? raw.ceilings : raw) as Record<string, unknown>;
-  c.bandwidth_bytes_s = num(src.bandwidth_bytes_s) ?? (num(src.dram_gbs) ?? num(src.copy_gbs) ?? num(src.bandwidth_gbs) ?? NaN) * 1e9;
-  if (!Number.isFinite(c.bandwidth_bytes_s!)) delete c.bandwidth_bytes_s;
-  const fl: Record<string, number> = {};
-  const f = src.flops;
-  if (f && typeof f === "object") for (const [k, v] of Object.entries(f)) if (num(v)) fl[k] = v as number;
-  for (const [k, v] of Object.entries(src)) {
-    const m = /^(bf16|fp16|int8|fp8|fp32|f32)_tflops$/.exec(k);
-    if (m && num(v)) fl[m[1]] = (v as number) * 1e12;
+  const d = r.data;
+  const nameOf = (k: string, dflt: string) => d.roof_names[k] ?? dflt;
+  const memory: Roof[] = [];
+  if (d.bandwidth_bytes_s) memory.push({ name: nameOf("bandwidth", DEFAULT_MEMORY_NAME.dram), value: d.bandwidth_bytes_s, level: "dram" });
+  for (const level of ["l3", "l2"] as const) {
+    const v = d.cache_bandwidth_bytes_s?.[level];
+    if (v) memory.push({ name: nameOf(level, DEFAULT_MEMORY_NAME[level]), value: v, level });
   }
-  if (Object.keys(fl).length) c.flops = fl;
-  return c;
+  const compute = Object.entries(d.flops).map(([k, v]) => ({ name: nameOf(k, d.backend === "cpu" ? `${k} peak` : `${k} tensor core`), value: v }));
+  if (!memory.length && !compute.length) throw new Error(`ceilings ${file}: no roof (neither bandwidth_bytes_s nor flops)`);
+  return { device: d.device, ...(d.backend ? { backend: d.backend } : {}), file, memory, compute, cacheBytes: { ...(d.cache_bytes ?? {}) } };
 }
 
 /**
- * Aggregates op records into roofline points. `byLayer` keeps one point per (layer, op, phase); otherwise
- * layers are summed per (op, phase). `computeKey` picks the compute ceiling (default: "bf16" on CUDA,
- * "fp32" else, whichever exists).
+ * Every ceilings file in `dirs` (in order; a missing dir gives none); files that do not parse are listed with the
+ * reason instead.
  */
-export function rooflinePoints(ops: OpColumns, kernels: string[], opts: { byLayer?: boolean; ceilings?: Ceilings; computeKey?: string; phase?: number } = {}): RooflinePoint[] {
-  const m = new Map<string, RooflinePoint>();
-  for (let i = 0; i < ops.op.length; i++) {
-    if (opts.phase !== undefined && ops.phase[i] !== opts.phase) continue;
-    const op = OP_NAMES[ops.op[i]] ?? `op${ops.op[i]}`;
-    const layer = opts.byLayer ? ops.layer[i] : -1;
-    const key = `${ops.phase[i]}:${opts.byLayer ? layer + ":" : ""}${op}`;
-    let p = m.get(key);
-    if (!p) {
-      p = { key, op, layer, phase: ops.phase[i], kernel: kernels[ops.kernel[i]] ?? "", calls: 0, time_ns: 0, flops: 0, bytes: 0, ai: 0, gbs: 0, gflops: 0 };
-      m.set(key, p);
-    }
-    p.calls++;
-    p.time_ns += Math.max(0, ops.t_end_ns[i] - ops.t_start_ns[i]);
-    p.flops += ops.flops[i];
-    p.bytes += ops.bytes[i];
-  }
-  const c = opts.ceilings;
-  const bw = c?.bandwidth_bytes_s;
-  const peak = c?.flops ? (c.flops[opts.computeKey ?? ""] ?? c.flops.bf16 ?? c.flops.fp32 ?? c.flops.f32 ?? Object.values(c.flops)[0]) : undefined;
-  for (const p of m.values()) {
-    const s = p.time_ns / 1e9;
-    p.ai = p.bytes > 0 ? p.flops / p.bytes : 0;
-    p.gbs = s > 0 ? p.bytes / s / 1e9 : 0;
-    p.gflops = s > 0 ? p.flops / s / 1e9 : 0;
-    if (bw) p.pct_bandwidth = (100 * p.gbs * 1e9) / bw;
-    if (peak) p.pct_compute = (100 * p.gflops * 1e9) / peak;
-    if (bw && peak) {
-      const roof = Math.min(bw * p.ai, peak);
-      p.bound = bw * p.ai < peak ? "memory" : "compute";
-      p.pct_roof = roof > 0 ? (100 * p.gflops * 1e9) / roof : undefined;
-    }
-  }
-  return [...m.values()].sort((a, b) => b.time_ns - a.time_ns);
+export function loadCeilingsReport(dirs: string | string[] = DEFAULT_CEILINGS_DIRS): { ceilings: Ceilings[]; skipped: { file: string; error: string }[] } {
+  const ceilings: Ceilings[] = [], skipped: { file: string; error: string }[] = [];
+  for (const dir of typeof dirs === "string" ? [dirs] : dirs) readDir(dir, ceilings, skipped);
+  return { ceilings, skipped };
 }
 
-/** Time per (layer, op) summed over steps, for stacked-bar latency views. */
-export function timeByLayerOp(ops: OpColumns, phase?: number): Map<number, Map<string, number>> {
-  const out = new Map<number, Map<string, number>>();
-  for (let i = 0; i < ops.op.length; i++) {
-    if (phase !== undefined && ops.phase[i] !== phase) continue;
-    const L = ops.layer[i];
-    let row = out.get(L);
-    if (!row) out.set(L, (row = new Map()));
-    const op = OP_NAMES[ops.op[i]] ?? `op${ops.op[i]}`;
-    row.set(op, (row.get(op) ?? 0) + Math.max(0, ops.t_end_ns[i] - ops.t_start_ns[i]));
+function readDir(dir: string, ceilings: Ceilings[], skipped: { file: string; error: string }[]): void {
+  let names: string[];
+  try { names = readdirSync(dir).filter((n) => n.endsWith(".json")); } catch { return; }
+  for (const n of names.sort()) {
+    try {
+      // Only regular files whose real path stays in `dir` (no FIFO that blocks, no symlink out: server faults
+      // D2, D3); errors name the file, never its content.
+      const p = realInside(dir, join(dir, n), `ceilings ${n}`);
+      ceilings.push({ ...parseCeilings(readJsonFile(p, 8 << 20, `ceilings ${n}`), n), dir });
+    } catch (e) {
+      skipped.push({ file: n, error: (e as Error).message });
+    }
+  }
+}
+
+export function loadCeilings(dirs: string | string[] = DEFAULT_CEILINGS_DIRS): Ceilings[] {
+  return loadCeilingsReport(dirs).ceilings;
+}
+
+/** The ceilings of a device name (exact, then substring), preferring a file of the same backend; or null. */
+export function ceilingsFor(all: Ceilings[], deviceName: string, backend?: string): Ceilings | null {
+  const d = deviceName.toLowerCase();
+  const ok = all.filter((c) => !backend || !c.backend || c.backend === backend);
+  return ok.find((c) => c.device.toLowerCase() === d)
+    ?? ok.find((c) => d.length > 2 && (d.includes(c.device.toLowerCase()) || c.device.toLowerCase().includes(d)))
+    ?? null;
+}
+
+/** The ceilings of one device from a directory (the CLI and bench.ts). */
+export function ceilingsForDevice(deviceName: string, dirs: string | string[] = DEFAULT_CEILINGS_DIRS, backend?: string): Ceilings | null {
+  return ceilingsFor(loadCeilings(dirs), deviceName, backend);
+}
+
+export function dramBandwidth(c: Ceilings | null | undefined): number | undefined {
+  return c?.memory.find((m) => m.level === "dram")?.value;
+}
+
+/** The compute roof used for "% of roof": the named type, else bf16, fp32, else the highest. */
+export function peakFlops(c: Ceilings | null | undefined, key?: string): number | undefined {
+  if (!c?.compute.length) return undefined;
+  const by = (k: string) => c.compute.find((r) => r.name.startsWith(`${k} `))?.value;
+  return (key ? by(key) : undefined) ?? by("bf16") ?? by("fp32") ?? Math.max(...c.compute.map((r) => r.value));
+}
+
+// ------------------------------------------------------------------------------------------------ runs and devices
+/** One roofline panel per device: runs on the same device (name and backend) share roofs. */
+export interface DeviceGroup<T> { key: string; device: string; backend: string; items: { item: T; index: number }[] }
+
+export function deviceKey(p: Profile): string {
+  return `${p.manifest.device.name} (${p.manifest.device.backend})`;
+}
+
+/** Groups runs by device, in order of first appearance; `index` is the run's position in `profiles`. */
+export function groupByDevice(profiles: Profile[]): DeviceGroup<Profile>[] {
+  const m = new Map<string, DeviceGroup<Profile>>();
+  profiles.forEach((p, index) => {
+    const key = deviceKey(p);
+    let g = m.get(key);
+    if (!g) m.set(key, (g = { key, device: p.manifest.device.name, backend: p.manifest.device.backend, items: [] }));
+    g.items.push({ item: p, index });
+  });
+  return [...m.values()];
+}
+
+/** The warning every roofline view shows when it holds runs of more than one device. */
+export function mixedDeviceWarning(groups: { key: string }[]): string | null {
+  if (groups.length < 2) return null;
+  return `Runs from ${groups.length} devices (${groups.map((g) => g.key).join("; ")}): each panel has its own device's roofs; positions are not comparable across panels.`;
+}
+
+// ------------------------------------------------------------------------------------------------ points
+export type RooflineGroup = "op" | "layer" | "layer-op";
+
+export interface RooflinePoint {
+  label: string;
+  phase: PhaseName;
+  layer: number | null;
+  op: string | null;
+  kernels: string[];
+  flops: number;             // per step (mean)
+  bytes: number;             // per step (mean)
+  seconds: number;           // per step (mean)
+  intensity: number;         // FLOP / byte
+  flopPerS: number;          // achieved FLOP/s
+  bytesPerS: number;         // achieved bytes/s
+}
+
+/** One point per op, layer or (layer, op) and phase: FLOPs, bytes and time per step (mean over the phase's steps). */
+export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = opRecords(p)): RooflinePoint[] {
+  const out: RooflinePoint[] = [];
+  for (const phase of PHASES) {
+    const rs = recs.filter((r) => r.phase === phase);
+    const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
+    const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
+    // gaps, copies and pool wake-ups are time without model work: not roofline points (nor part of a layer's)
+    for (const r of rs) {
+      if (NON_MODEL_OPS.has(r.op)) continue;
+      const layer = group === "op" ? null : r.layer;
+      const op = group === "layer" ? null : r.op;
+      const key = `${layer}|${op}`;
+      let e = g.get(key);
+      if (!e) g.set(key, (e = { layer, op, k: new Set(), f: 0, b: 0, ns: 0 }));
+      e.k.add(r.kernel); e.f += r.flops; e.b += r.bytes; e.ns += r.ns;
+    }
+    for (const e of g.values()) {
+      if (e.ns <= 0 || e.b <= 0 || e.f <= 0) continue; // no point on a log-log plot
+      const s = e.ns / 1e9 / steps;
+      const label = [e.layer === null ? null : layerLabel(e.layer), e.op].filter((x) => x !== null).join(" ");
+      out.push({
+        label, phase, layer: e.layer, op: e.op, kernels: [...e.k],
+        flops: e.f / steps, bytes: e.b / steps, seconds: s,
+        intensity: e.f / e.b, flopPerS: e.f / steps / s, bytesPerS: e.b / steps / s,
+      });
+    }
   }
   return out;
 }
 
+/**
+ * The points that get a text label: by time, most first, at most `n`, skipping a point whose label box (at its
+ * pixel position px/py, 9 px type, drawn to the right of the point) would overlap a label already placed.
+ */
+export function placeLabels<T extends { seconds: number }>(pts: T[], n: number, px: (d: T) => number, py: (d: T) => number, text: (d: T) => string): T[] {
+  const boxes: { x0: number; x1: number; y0: number; y1: number }[] = [];
+  const out: T[] = [];
+  for (const d of [...pts].sort((a, b) => b.seconds - a.seconds)) {
+    if (out.length >= n) break;
+    const x0 = px(d) + 4, y0 = py(d) - 6, b = { x0, x1: x0 + 5.4 * text(d).length, y0, y1: y0 + 12 };
+    if (boxes.some((o) => b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1)) continue;
+    boxes.push(b);
+    out.push(d);
+  }
+  return out;
+}
+
+/**
+ * Why a point sits above the DRAM roof: it moved more bytes/s than DRAM delivers, so its bytes came from a cache.
+ * Returns the explanation (the smallest measured cache level its per-step bytes fit in), or null when below.
+ */
+export function aboveDramReason(pt: { bytesPerS: number; bytes: number }, c: Ceilings | null | undefined): string | null {
+  const dram = dramBandwidth(c);
+  if (!c || !dram || pt.bytesPerS <= dram) return null;
+  const mb = (b: number) => `${(b / 1e6).toFixed(b < 1e7 ? 2 : 0)} MB`;
+  for (const level of ["l2", "l3"] as const) {
+    const size = c.cacheBytes[level];
+    if (size && pt.bytes <= size) return `above the DRAM roof: ${mb(pt.bytes)} per step fits in ${level.toUpperCase()} (${mb(size)}), so it is served from cache`;
+  }
+  return "above the DRAM roof: served from cache (reused between steps)";
+}
+
+/** The panel note for runs whose points sit above their DRAM roof (e.g. a 10 MB model that lives in L3). */
+export function cacheNote(p: Profile, pts: RooflinePoint[], c: Ceilings | null | undefined): string | null {
+  const above = pts.filter((x) => aboveDramReason(x, c));
+  if (!above.length) return null;
+  const w = p.manifest.model.weight_bytes;
+  const l3 = c?.cacheBytes.l3 ?? c?.cacheBytes.l2;
+  const fits = w && l3 ? (w <= l3 ? ` Its weights (${(w / 1e6).toFixed(1)} MB) fit in the last-level cache (${(l3 / 1e6).toFixed(0)} MB).` : "") : "";
+  const roofs = c?.memory.filter((m) => m.level !== "dram").length ? " Compare them with the cache roofs." : " No cache roofs measured for this device yet.";
+  return `${p.manifest.label ?? p.id}: ${above.length} point(s) above the DRAM roof read from cache, not DRAM.${fits}${roofs}`;
+}
+
+// ------------------------------------------------------------------------------------------------ decode step
 /**
  * The bandwidth roofline of a decode step: the least time the step can take is weight bytes (+ KV bytes)
  * over the bandwidth ceiling. Returns the achieved fraction in percent for a measured tok/s at batch b.

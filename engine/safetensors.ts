@@ -6,7 +6,8 @@
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import { z } from "zod";
-import { mapFile, writeAll, writeFileAtomic, type TensorBytes } from "./gguf.ts";
+import { readableFile, writeAll, writeFileAtomic, type TensorBytes } from "./gguf.ts";
+import { readJsonFile, realInside } from "./fsafe.ts";
 
 export const SAFETENSORS_DTYPE_SIZE: Record<string, number> = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1, F8_E8M0: 1,
@@ -58,8 +59,8 @@ function parseHeaderJson(hb: Uint8Array, what: string): Record<string, unknown> 
   let json: unknown;
   try {
     json = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${what}: header is not valid JSON (${(e as Error).message})`);
+  } catch {
+    throw new Error(`${what}: header is not valid JSON`); // the parser's message would quote the file
   }
   if (!json || typeof json !== "object" || Array.isArray(json)) throw new Error(`${what}: header is not a JSON object`);
   return json as Record<string, unknown>;
@@ -112,12 +113,14 @@ function parseLayout(b: Uint8Array, size: number, what: string) {
   return { metadata, entries, base };
 }
 
+/** `cache`: keep tensor bytes once read (free for views of a buffer; file copies are not kept). */
 function makeFile(
   b: { slice(o: number, n: number): Uint8Array },
   head: Uint8Array,
   size: number,
   what: string,
   path?: string,
+  cache = true,
 ): SafetensorsFile {
   const { metadata, entries, base } = parseLayout(head, size, what);
   const tensors: SafetensorsTensor[] = entries.map((e) => {
@@ -126,7 +129,7 @@ function makeFile(
     const nbytes = e.end - e.begin;
     return {
       name: e.name, dtype: e.dtype, shape: e.shape, fileOffset, nbytes,
-      get data() { return (cached ??= b.slice(fileOffset, nbytes)); },
+      get data() { return cache ? (cached ??= b.slice(fileOffset, nbytes)) : b.slice(fileOffset, nbytes); },
     };
   });
   const byName = new Map(tensors.map((t) => [t.name, t]));
@@ -139,19 +142,22 @@ export function parseSafetensors(input: Uint8Array | ArrayBuffer, what = "safete
   return makeFile({ slice: (o, n) => b.subarray(o, o + n) }, b, b.length, what);
 }
 
-/** Opens a safetensors file by path (private mmap; tensor data are not copied). */
+/** Opens a safetensors file by path: the header is read now, tensor data (checked pread copies) when asked for. */
 export function openSafetensors(path: string): SafetensorsFile {
   const what = `safetensors ${path}`;
-  let map;
+  let file;
   try {
-    map = mapFile(path);
+    file = readableFile(path);
   } catch (e) {
     throw new Error(`${what}: cannot open: ${(e as Error).message}`);
   }
-  if (map.whole) return makeFile(map, map.whole, map.size, what, path);
-  // Huge file: map the header window only (≤ 100 MB header + 8).
-  const head = map.slice(0, Math.min(map.size, MAX_HEADER + 8));
-  return makeFile(map, head, map.size, what, path);
+  // Only the header window: the 8-byte length, then that many bytes (parseLayout checks it against the file).
+  let hlen = 0;
+  if (file.size >= 8) {
+    const n = new DataView(file.head(8).buffer).getBigUint64(0, true);
+    hlen = n <= BigInt(Math.min(MAX_HEADER, file.size - 8)) ? Number(n) : 0;
+  }
+  return makeFile(file, file.head(8 + hlen), file.size, what, path, false);
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -176,26 +182,26 @@ export interface SafetensorsModel {
  * with its shards. Shard names must be plain file names inside the directory; every tensor named in the
  * weight_map must be in its shard, and no tensor may appear twice.
  */
-export function openSafetensorsDir(dir: string): SafetensorsModel {
+export function openSafetensorsDir(dir: string, root?: string): SafetensorsModel {
   const single = nodePath.join(dir, "model.safetensors");
   const indexPath = nodePath.join(dir, "model.safetensors.index.json");
-  if (fs.existsSync(indexPath)) return openSharded(indexPath);
+  if (fs.existsSync(indexPath)) return openSharded(indexPath, root);
   if (fs.existsSync(single)) {
-    const f = openSafetensors(single);
+    const f = openSafetensors(member(single, root));
     return { files: [f], tensors: f.tensors, tensor: f.tensor, metadata: f.metadata };
   }
   const bin = fs.existsSync(nodePath.join(dir, "pytorch_model.bin")) ? " (PyTorch .bin checkpoints are not supported: convert them to safetensors)" : "";
   throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json${bin}`);
 }
 
-export function openSharded(indexPath: string): SafetensorsModel {
+/** With a root: the member's real path, which must stay inside the root (symlinks resolved; D3). */
+function member(p: string, root?: string): string {
+  return root === undefined ? p : realInside(root, p, p);
+}
+
+export function openSharded(indexPath: string, root?: string): SafetensorsModel {
   const dir = nodePath.dirname(indexPath);
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(indexPath, "utf8"));
-  } catch (e) {
-    throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
-  }
+  const json = readJsonFile(member(indexPath, root), 64 << 20, indexPath);
   const r = IndexSchema.safeParse(json);
   if (!r.success) throw new Error(`${indexPath}: ${zodMessage(r.error)}`);
   const files = new Map<string, SafetensorsFile>();
@@ -209,7 +215,7 @@ export function openSharded(indexPath: string): SafetensorsModel {
     if (!f) {
       const p = nodePath.join(dir, shard);
       if (!fs.existsSync(p)) throw new Error(`${indexPath}: shard '${shard}' (for '${name}') does not exist`);
-      f = openSafetensors(p);
+      f = openSafetensors(member(p, root));
       files.set(shard, f);
     }
     const t = f.tensor(name);

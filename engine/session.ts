@@ -4,7 +4,7 @@
 import type { Capture, EngineSession, GenerateEvent, GenerateOptions, SamplingOptions } from "./api.ts";
 import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
-import type { OpColumns, ProfilingMode, ToggleValues } from "./profile.ts";
+import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./profile.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
 export interface SessionHost {
@@ -86,6 +86,9 @@ export class Session implements EngineSession {
 
   setToggle(id: string, value: string, layer = -1): void {
     if (typeof id !== "string" || typeof value !== "string") throw new SessionError("setToggle: id and value must be strings");
+    // Checked before the FFI call: a NUL would cut the C string short ("gqa\0x" would set gqa) (D8).
+    if (!TOGGLE_ID_RE.test(id)) throw new SessionError(`setToggle: ${JSON.stringify(id)} is not a toggle id (a letter, then letters, digits, _ . -)`);
+    if (/[\x00-\x1f\x7f]/.test(value)) throw new SessionError(`setToggle ${id}: the value ${JSON.stringify(value)} contains a NUL or control character`);
     if (!isInt(layer) || layer < -1 || layer >= this.host.numLayers) {
       throw new SessionError(`setToggle: layer ${String(layer)} is not -1 (all) or 0..${this.host.numLayers - 1}`);
     }

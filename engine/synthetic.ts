@@ -519,6 +519,8 @@ export function syntheticTokenizer(spec: SynthSpec): QwenTokenizer {
 
 export interface WriteOptions {
   onProgress?: (p: Progress) => void;
+  /** Stops between tensors and while a tensor is produced; the temp file is removed and the call rejects. */
+  signal?: AbortSignal;
   /**
    * Encoder threads: 1 = sequential in this thread; more = a pool of Bun Workers (engine/synth-pool.ts), same
    * bytes. Default: QW_SYNTH_WORKERS, else min(cores - 1, 12).
@@ -559,6 +561,7 @@ export async function writeSyntheticGguf(spec: SynthSpec, type: SynthType, path:
     const wt: GgufWriteTensor[] = tensors.map((t, i) => ({ name: t.name, type: types[i], ne: t.ne, data: () => prod.data(i) }));
     const r = await writeGguf(path, { metadata: meta, tensors: wt }, {
       onProgress: (done, tot, name) => opts.onProgress?.({ stage: "synthesize", done, total: tot, message: name }),
+      signal: opts.signal,
     });
     return { bytes: r.bytes, path };
   } finally {

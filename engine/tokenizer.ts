@@ -5,7 +5,8 @@
 //
 // Loads from a Hugging Face tokenizer.json (+ tokenizer_config.json) or from GGUF metadata, and writes GGUF
 // tokenizer metadata the way llama.cpp's convert_hf_to_gguf.py does.
-import { readFileSync, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { readRegularFile } from "./fsafe.ts";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { renderChat, type ChatMessage, type RenderChatOptions } from "./chat.ts";
@@ -792,15 +793,15 @@ function isWordChar(s: string, i: number): boolean {
 function readJsonMaybeGz(path: string): unknown {
   let buf: Uint8Array;
   try {
-    buf = readFileSync(path);
+    buf = readRegularFile(path, 1 << 30); // never a FIFO or device (it would block the thread)
   } catch (e) {
     throw new Error(`cannot read ${path}: ${(e as Error).message}`);
   }
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) buf = Bun.gunzipSync(buf as Uint8Array<ArrayBuffer>);
   try {
     return JSON.parse(new TextDecoder().decode(buf));
-  } catch (e) {
-    throw new Error(`${path} is not valid JSON: ${(e as Error).message}`);
+  } catch {
+    throw new Error(`${path} is not valid JSON`); // the parser's message would quote the file
   }
 }
 

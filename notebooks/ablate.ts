@@ -24,7 +24,7 @@ import { buildArms, MIN_REPEATS, runArmsInterleaved } from "../engine/export/swe
 import { compareSummaries, fmtPct, fmtSpread, summaryStats, type SummaryDelta } from "../engine/stats.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import { loadCeilings } from "../engine/roofline.ts";
 
 const REPO = resolve(import.meta.dir, "..");
 const { values: a } = parseArgs({
@@ -47,7 +47,18 @@ const { values: a } = parseArgs({
     help: { type: "boolean", short: "h" },
   },
 });
-if (a.help) { console.log(readFileSync(import.meta.path, "utf8").split("\n").filter((l) => l.startsWith("//")).join("\n")); process.exit(0); }
+if (a.help) {
+  console.log(`usage: npm run ablate -- [--model SRC] [--backend auto|cpu|cuda[,…]] [--threads N] [--prompts SET.json|.jsonl]
+                      [--toggle id=v1,v2|id=* …] [--cartesian] [--profiling on,off] [--max-tokens N] [--repeats N]
+                      [--no-warmup] [--max-contention PCT] [--retries N] [--seed N] [--out DIR]
+                      (= bun notebooks/ablate.ts)
+  Sweeps optimization toggles (default: every toggle with more than one value on the backend, one at a time) and
+  runs >= 3 (--repeats, default 3) measured passes per arm after a warm-up, interleaved across arms (A B A B …), re-running
+  a pass while other processes use > --max-contention % CPU (default 10, up to --retries 3 times); writes one profile per arm
+  (medians over the repetitions), comparison.md (Δ faster/slower only outside both arms' min–max, else within noise),
+  table.{csv,json,jsonl} and plots to --out (default profiles/ablate/<stamp>/).`);
+  process.exit(0);
+}
 const repeats = Number(a.repeats);
 if (!Number.isInteger(repeats) || repeats < MIN_REPEATS) { console.error(`ablate: --repeats must be an integer >= ${MIN_REPEATS} (a median with a spread), got ${a.repeats}`); process.exit(2); }
 
@@ -136,8 +147,7 @@ const md = [
   "Plots: roofline.svg (all arms overlaid), decode.svg, latency-<arm>.svg. Profiles: one JSON per arm in this folder.", "",
 ].join("\n");
 writeFileSync(join(out, "comparison.md"), md);
-const ceil = ceilingsFor(loadCeilings(join(REPO, "profiles/ceilings")), model.device.name);
-writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, ceil, "op"));
+writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, loadCeilings(), "op"));
 for (const p of profiles) writeFileSync(join(out, `latency-${slug(p.manifest.label ?? p.id)}.svg`), latencySvg(p));
 const tg = rows.filter((r) => r.test.startsWith("tg"));
 writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${repeats}, whiskers min–max`,

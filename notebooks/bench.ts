@@ -21,15 +21,34 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join, resolve } from "node:path";
 import { openModel, type Model } from "../engine/index.ts";
 import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/bench-core.ts";
-import { decodeRooflinePct, deviceSlug, loadCeilings } from "../engine/roofline.ts";
+import { ceilingsForDevice, decodeRooflinePct, deviceSlug, dramBandwidth } from "../engine/roofline.ts";
 import {
   BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type Fidelity, type OpColumns,
   type Profile, type ProfilingMode,
 } from "../engine/profile.ts";
 import { fidelityLines, measureFidelity } from "../engine/fidelity.ts";
 
+const USAGE = `usage: npm run bench -- [options]        (= bun notebooks/bench.ts)
+  --models 0.5b,1.5b,7b       synthetic Qwen2.5 shapes (default all three; --quick: 0.5b)
+  --types bf16,q8_0,q4_k_m    weight types (default all three; --quick: bf16)
+  --backend cuda|cpu|auto     (default cuda)
+  --batches 1,8,16            decode batch sizes (1..16)
+  --pp 512,4096,32768         prefill lengths
+  --tg 128                    decode tokens per repetition
+  --reps 3                    measured repetitions after a warm-up (at least 3)
+  --quick                     0.5b bf16, batches 1 and 8, pp512, tg 64
+  --peers FILE[,FILE]         peer results (notebooks/peers/*.py JSON lines) merged into the tables
+  --hf-root DIR               bf16 runs open DIR/<model> (random-init HF checkpoints) instead of a synthetic GGUF
+  --report DIR                run nothing: tables from the bench profiles in DIR (and --peers)
+  --out DIR                   profiles and bench.{md,csv,jsonl} (default profiles/bench)
+  -h, --help                  this text`;
+
 const root = resolve(import.meta.dir, "..");
 const args = process.argv.slice(2);
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const has = (n: string) => args.includes(n);
 const opt = (n: string, d?: string) => {
   const i = args.indexOf(n);
@@ -106,8 +125,8 @@ for (const m of reportDir ? [] : models) {
     const t0 = performance.now();
     const model = (await openModel(source, { backend })) as Model;
     log(`loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(model.weightBytes / 1e9).toFixed(2)} GB, ${weightLabel(model)}, ${model.device.name}`);
-    const ceilings = loadCeilings(model.device.name);
-    const bw = ceilings?.bandwidth_bytes_s;
+    const ceilings = ceilingsForDevice(model.device.name, undefined, model.backend);
+    const bw = dramBandwidth(ceilings);
     if (!bw) log(`no ceilings for ${model.device.name} (profiles/ceilings/${deviceSlug(model.device.name)}.json): run notebooks/calibrate.ts first for roofline %`);
     const rows: BenchRow[] = [];
     const notes: string[] = [];
@@ -183,7 +202,7 @@ for (const m of reportDir ? [] : models) {
       schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id, kind: "bench",
       manifest: model.manifest({ command: `bun notebooks/bench.ts ${args.join(" ")}`, label: `${m}:${t}` }),
       summary, kernels, ...(ops ? { ops } : {}), bench: rows, ...profileExtra,
-      ...(ceilings ? { ceilings: ceilings as Record<string, unknown> } : {}), notes,
+      ...(ceilings ? { ceilings: { ...ceilings } } : {}), notes,
     };
     log(`wrote ${writeProfile(join(outDir, `${id}.json`), profile)}`);
     allRows.push(...rows);

@@ -1,5 +1,7 @@
-// notebooks/calibrate.ts — measures the device's ceilings and writes profiles/ceilings/<device>.json, which the
-// roofline (engine/roofline.ts) uses instead of datasheet numbers.
+// notebooks/calibrate.ts — measures the device's ceilings and writes <device>.json (default directory
+// profiles/raw/ceilings/, git-ignored; --out profiles/ceilings for the committed ones), which the roofline
+// (engine/roofline.ts) uses instead of datasheet numbers. A local file in profiles/raw/ceilings/ wins over a
+// committed one of the same device.
 //
 //   bun notebooks/calibrate.ts [--out DIR] [--no-build]
 //   bun notebooks/calibrate.ts --from-lab-log FILE [--out DIR]   (no GPU needed: takes the CALIB line that
@@ -8,27 +10,54 @@
 //       the CPU's ceilings, for the CPU backend's profiles (device name = /proc/cpuinfo "model name", as the
 //       engine reports it): streaming read bandwidth (cuda/build/bench membw N: 1 GiB, best of 5 passes) and
 //       the fp32 FMA peak (cuda/build/bench flops N: 10 independent ymm FMA chains per thread, best of 3 runs
-//       of >= 0.3 s). The binary runs R times (default 3); every run is a sample, the file keeps the median.
+//       of >= 0.3 s), and the L2 / L3 read bandwidths (cuda/build/bench cachebw N: working sets sized from the
+//       cache sizes in /sys/devices/system/cpu/cpu0/cache, else sysconf). The binary runs R times (default 3);
+//       every run is a sample, the file keeps the median.
 //       Built with `make -C cuda bench` (g++, no GPU). Run it on an idle machine: the load average is recorded.
 //
 // The measurement runs in the kernel lab binary (cuda/build/dev/qwlab calib, built from cuda/dev/ with
 // `make -C cuda/dev` when missing): device-to-device copy bandwidth (2 GiB, bytes read + written, median of 3
-// x 10 timed copies) and the bf16 tensor-core rate (8192^3 GEMM on random data through the engine's prefill
+// x 10 timed copies), the L2 read bandwidth (cuda/dev/l2bw.cu: half the L2 re-read 400 times, median of 3 x 10;
+// absent from logs of older labs) and the bf16 tensor-core rate (8192^3 GEMM on random data through the engine's prefill
 // GEMM path: cuBLASLt when it loads, else our mma.sync kernel; median of 3 x 10). This is the simplest honest
 // path: the same binary that checks our kernels measures the roofs, without an extra C ABI entry.
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join, resolve } from "node:path";
-import { deviceSlug } from "../engine/roofline.ts";
+import { z } from "zod";
+import { CeilingsFileSchema, deviceSlug } from "../engine/roofline.ts";
+
+const USAGE = `usage: npm run calibrate -- [options]        (= bun notebooks/calibrate.ts)
+  (no option)                 the CUDA device: qwlab calib (copy, L2 and bf16 tensor-core roofs)
+  --from-lab-log FILE         take the CALIB line of a kernel-lab log from the GPU machine (no GPU needed)
+  --backend cpu               this CPU: read bandwidth, L2 / L3 read bandwidth, fp32 FMA peak (cuda/build/bench)
+  --threads N                 CPU threads (default: all logical CPUs)
+  --reps R                    CPU runs of each benchmark (default 3; the file keeps the median and every sample)
+  --out DIR                   where <device>.json goes (default profiles/raw/ceilings, git-ignored;
+                              --out profiles/ceilings for the committed ceilings)
+  --no-build                  do not run make first
+  -h, --help                  this text`;
 
 const root = resolve(import.meta.dir, "..");
 const args = process.argv.slice(2);
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const KNOWN = new Set(["--out", "--from-lab-log", "--backend", "--threads", "--reps", "--no-build"]);
+for (let i = 0; i < args.length; i++) {
+  if (!KNOWN.has(args[i])) {
+    console.error(`calibrate: unknown argument ${args[i]}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (args[i] !== "--no-build") i++;
+}
 const flag = (n: string) => args.includes(n);
 const opt = (n: string) => {
   const i = args.indexOf(n);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const outDir = resolve(opt("--out") ?? join(root, "profiles", "ceilings"));
+const outDir = resolve(opt("--out") ?? join(root, "profiles", "raw", "ceilings"));
 const lab = join(root, "cuda", "build", "dev", "qwlab");
 
 function sh(cmd: string[], env: Record<string, string> = {}): { code: number; out: string } {
@@ -86,6 +115,11 @@ return { line, source: "measured now by cuda/build/dev/qwlab calib" };
 }
 
 function writeDoc(device: string, doc: unknown): string {
+  const ok = CeilingsFileSchema.safeParse(doc); // write only what engine/roofline.ts reads back
+  if (!ok.success) {
+    console.error(`calibrate: the ceilings document is invalid at ${ok.error.issues[0].path.join(".")}: ${ok.error.issues[0].message}`);
+    process.exit(1);
+  }
   mkdirSync(outDir, { recursive: true });
   const path = join(outDir, `${deviceSlug(device)}.json`);
   const tmp = `${path}.${process.pid}.tmp`;
@@ -105,6 +139,43 @@ function cpuModelName(cpuinfo: string): string {
   const line = cpuinfo.split("\n").find((l) => l.startsWith("model name"));
   const v = line && line.includes(":") ? line.slice(line.indexOf(":") + 1).trim() : "";
   return v || "unknown CPU";
+}
+
+// ---- CPU cache roofs: `bench cachebw N` prints one line per level, e.g.
+//   L2 read bandwidth, 2 thread(s), 512 KiB per thread (L2 1024 KiB, sysconf): 165.3 GB/s (best of 10)
+interface CacheSample { bw: number; size: number; perThread: number; from: string }
+type CacheLevel = "l2" | "l3";
+
+function runCacheBench(bench: string, threads: number): Partial<Record<CacheLevel, CacheSample>> {
+  const r = sh([bench, "cachebw", String(threads)]);
+  if (r.code !== 0) {
+    console.error(r.out);
+    console.error("calibrate: cuda/build/bench cachebw failed");
+    process.exit(1);
+  }
+  const out: Partial<Record<CacheLevel, CacheSample>> = {};
+  for (const m of r.out.matchAll(/^L([23]) read bandwidth, \d+ thread\(s\), (\d+) KiB per thread \(L[23] (\d+) KiB, (\w+)\): ([0-9.]+) GB\/s/gm)) {
+    out[`l${m[1]}` as CacheLevel] = { perThread: Number(m[2]) * 1024, size: Number(m[3]) * 1024, from: m[4], bw: Math.round(Number(m[5]) * 1e9) };
+  }
+  return out;
+}
+
+/** The ceilings-file fields of the cache roofs (levels the bench could not size are left out, with a note). */
+function cacheFields(runs: Partial<Record<CacheLevel, CacheSample>>[], threads: number) {
+  const cache_bandwidth_bytes_s: Partial<Record<CacheLevel, number>> = {}, cache_bytes: Partial<Record<CacheLevel, number>> = {};
+  const measurements: Record<string, unknown> = {}, notes: string[] = [];
+  for (const level of ["l2", "l3"] as const) {
+    const s = runs.map((r) => r[level]).filter((x): x is CacheSample => !!x);
+    if (!s.length) { notes.push(`${level.toUpperCase()}: no cache size from sysfs or sysconf; not measured.`); continue; }
+    const st = stat(s.map((x) => x.bw));
+    cache_bandwidth_bytes_s[level] = st.median;
+    cache_bytes[level] = s[0].size;
+    measurements[`${level}_read_bandwidth`] = {
+      what: `read of a ${s[0].perThread >> 10} KiB buffer per thread, re-read from ${level.toUpperCase()} (${s[0].size >> 10} KiB per ${s[0].from}), AVX2 loads, 8 accumulators, ${threads} thread(s), each thread timed by its own CPU time (descheduled time not counted), rate = sum of the threads' rates; one sample = best of 10 runs of 2 GB read`,
+      unit: "bytes/s", command: `cuda/build/bench cachebw ${threads}`, ...st,
+    };
+  }
+  return { cache_bandwidth_bytes_s, cache_bytes, measurements, notes };
 }
 
 function calibrateCpu(): void {
@@ -148,10 +219,13 @@ function calibrateCpu(): void {
   const loadBefore = loadavg();
   if (loadBefore[0] > 0.5) console.log(`calibrate: load average ${loadBefore.map((l) => l.toFixed(2)).join(" ")} (other processes may lower the numbers)`);
   const bw: number[] = [], fl: number[] = [];
-  for (let i = 0; i < reps; i++) {  // interleaved, so a burst of outside load hits both alike
+  const caches: ReturnType<typeof runCacheBench>[] = [];
+  for (let i = 0; i < reps; i++) {  // interleaved, so a burst of outside load hits all alike
     bw.push(run("membw", "GB/s"));
     fl.push(run("flops", "GFLOP/s"));
+    caches.push(runCacheBench(bench, threads));
   }
+  const cache = cacheFields(caches, threads);
   const loadAfter = loadavg();
   const bws = stat(bw), fls = stat(fl);
   const command = `bun notebooks/calibrate.ts --backend cpu --threads ${threads}${reps !== 3 ? ` --reps ${reps}` : ""}`;
@@ -162,29 +236,39 @@ function calibrateCpu(): void {
     backend: "cpu",
     measured_at: new Date().toISOString(),
     command,
-    tool: "cuda/build/bench membw|flops (cuda/tests/bench.cpp)",
+    tool: "cuda/build/bench membw|flops|cachebw (cuda/tests/bench.cpp)",
     source: "measured now by cuda/build/bench",
     threads,
     device_info: { logical_cpus: cpus().length, avx512f: flags.has("avx512f"), simd_measured: "avx2+fma (256-bit)" },
     load_average: { before: loadBefore, after: loadAfter },
-    // the fields engine/roofline.ts and engine/export/ceilings.ts read
+    // the fields engine/roofline.ts reads (CeilingsFileSchema)
     bandwidth_bytes_s: bws.median,
+    cache_bandwidth_bytes_s: cache.cache_bandwidth_bytes_s,
+    cache_bytes: cache.cache_bytes,
     flops: { fp32: fls.median },
-    roof_names: { bandwidth: "read bandwidth", fp32: "fp32 FMA (AVX2)" },
+    roof_names: { bandwidth: "read bandwidth", fp32: "fp32 FMA (AVX2)", l2: "L2 read bandwidth", l3: "L3 read bandwidth" },
     measurements: {
       read_bandwidth: { what: `streaming read, AVX2 loads, ${threads} thread(s), 1 GiB buffer; one sample = best of 5 passes`,
         unit: "bytes/s", command: `cuda/build/bench membw ${threads}`, ...bws },
       fp32_fma: { what: `fp32 FMA, 10 independent ymm chains per thread, ${threads} thread(s), register-resident, FMA = 2 FLOPs; one sample = best of 3 runs of >= 0.3 s`,
         unit: "FLOP/s", command: `cuda/build/bench flops ${threads}`, ...fls },
+      ...cache.measurements,
     },
     notes: [
       "AVX2 (256-bit) peak: the engine's CPU GEMM/GEMV kernels are AVX2; only the W8 decode GEMV uses AVX-512 (cuda/src/cpu/matmul_avx512.cpp), whose peak is not measured here.",
       "Read bandwidth only (no writes): decode reads the weights.",
+      "DRAM read bandwidth and the FMA peak are timed with the wall clock (on a loaded machine they come out low: see load_average); the L2/L3 rates with each thread's CPU time.",
+      "L3 working set: min(L3 / 2 / threads, 4 MiB) per thread, at least 4x the L2 (cuda/tests/bench.cpp cachebw): the reported L3 can be the whole socket's while a core reaches only its slice at L3 speed.",
+      ...cache.notes,
     ],
   };
   const path = writeDoc(device, doc);
   const g = (v: number) => (v / 1e9).toFixed(1);
   console.log(`| device | threads | read bandwidth (median, min-max) | fp32 FMA peak (median, min-max) | load avg before/after |\n|---|---:|---:|---:|---|\n| ${device} | ${threads} | ${g(bws.median)} GB/s (${g(bws.min)}-${g(bws.max)}) | ${g(fls.median)} GFLOP/s (${g(fls.min)}-${g(fls.max)}) | ${loadBefore[0].toFixed(2)} / ${loadAfter[0].toFixed(2)} |`);
+  for (const level of ["l2", "l3"] as const) {
+    const m = cache.measurements[`${level}_read_bandwidth`] as ReturnType<typeof stat> | undefined;
+    if (m) console.log(`| ${device} | ${threads} | ${level.toUpperCase()} read ${g(m.median)} GB/s (${g(m.min)}-${g(m.max)}) | | |`);
+  }
   console.log(`calibrate: wrote ${path}`);
 }
 
@@ -198,18 +282,31 @@ if (backend === "cpu") {
   process.exit(0);
 }
 
+// The CALIB line of qwlab (cuda/dev/lab.cu run_calib); l2_bw_bytes_per_s is absent from older labs' logs.
+const Rates = z.object({ samples: z.array(z.number().positive()).min(1), median: z.number().positive() });
+const CalibLine = z.object({
+  device: z.string().min(1), sms: z.number(), cc: z.string(), clock_mhz: z.number(), mem_clock_mhz: z.number(),
+  memory_bytes: z.number(), driver: z.number(), runtime: z.number(),
+  copy_bw_bytes_per_s: Rates,
+  l2_bw_bytes_per_s: Rates.extend({ buffer_bytes: z.number().positive(), l2_bytes: z.number().positive() }).optional(),
+  bf16_flops_per_s: Rates.extend({ kernel: z.string(), shape: z.string() }),
+  gemm_library: z.string(),
+});
 const m = measure();
-const c = JSON.parse(m.line.slice(6)) as {
-  device: string; sms: number; cc: string; clock_mhz: number; mem_clock_mhz: number; memory_bytes: number;
-  driver: number; runtime: number;
-  copy_bw_bytes_per_s: { samples: number[]; median: number };
-  bf16_flops_per_s: { samples: number[]; median: number; kernel: string; shape: string };
-  gemm_library: string;
-};
+let calibRaw: unknown;
+try { calibRaw = JSON.parse(m.line.slice(6)); } catch { calibRaw = null; }
+const parsed = CalibLine.safeParse(calibRaw);
+if (!parsed.success) {
+  console.error(`calibrate: the CALIB line is not what cuda/dev/lab.cu prints (${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message})`);
+  process.exit(1);
+}
+const c = parsed.data;
+const l2 = c.l2_bw_bytes_per_s;
 const doc = {
   schema: "qwen-workbench/ceilings",
   version: 1,
   device: c.device,
+  backend: "cuda",
   measured_at: m.at,
   command: m.command,
   tool: "cuda/build/dev/qwlab calib",
@@ -218,17 +315,22 @@ const doc = {
     driver: c.driver, runtime: c.runtime },
   // the fields engine/roofline.ts reads
   bandwidth_bytes_s: c.copy_bw_bytes_per_s.median,
+  ...(l2 ? { cache_bandwidth_bytes_s: { l2: l2.median }, cache_bytes: { l2: l2.l2_bytes } } : {}),
   flops: { bf16: c.bf16_flops_per_s.median },
+  roof_names: { bandwidth: "copy bandwidth", bf16: "bf16 tensor core", l2: "L2 read bandwidth" },
   // how they were measured, every sample kept
   measurements: {
     copy_bandwidth: { what: "cudaMemcpyAsync device-to-device, 2 GiB, bytes read + written", unit: "bytes/s",
       samples: c.copy_bw_bytes_per_s.samples, median: c.copy_bw_bytes_per_s.median },
+    ...(l2 ? { l2_bandwidth: { what: `${(l2.buffer_bytes / 1048576).toFixed(0)} MiB buffer (half of the ${(l2.l2_bytes / 1048576).toFixed(0)} MiB L2) re-read 400 times per launch with ld.global.cg, 4 blocks x 512 threads per SM (cuda/dev/l2bw.cu)`,
+      unit: "bytes/s", samples: l2.samples, median: l2.median } } : {}),
     bf16_tensor_core: { what: `bf16 GEMM ${c.bf16_flops_per_s.shape}, random data, fp32 accumulation`, unit: "FLOP/s",
       kernel: c.bf16_flops_per_s.kernel, library: c.gemm_library, samples: c.bf16_flops_per_s.samples,
       median: c.bf16_flops_per_s.median },
   },
-  notes: ["int8 / fp8 tensor-core rates are not measured yet (no int8/fp8 kernels in the engine)."],
+  notes: ["int8 / fp8 tensor-core rates are not measured yet (no int8/fp8 kernels in the engine).",
+    ...(l2 ? [] : ["No L2 roof: this CALIB line comes from a lab without the L2 benchmark (cuda/dev/l2bw.cu); re-run qwlab calib."])],
 };
 const path = writeDoc(c.device, doc);
-console.log(`| device | copy bandwidth | bf16 tensor core | via |\n|---|---:|---:|---|\n| ${c.device} | ${(c.copy_bw_bytes_per_s.median / 1e9).toFixed(0)} GB/s | ${(c.bf16_flops_per_s.median / 1e12).toFixed(0)} TFLOP/s | ${c.bf16_flops_per_s.kernel} |`);
+console.log(`| device | copy bandwidth | L2 read bandwidth | bf16 tensor core | via |\n|---|---:|---:|---:|---|\n| ${c.device} | ${(c.copy_bw_bytes_per_s.median / 1e9).toFixed(0)} GB/s | ${l2 ? `${(l2.median / 1e9).toFixed(0)} GB/s` : "-"} | ${(c.bf16_flops_per_s.median / 1e12).toFixed(0)} TFLOP/s | ${c.bf16_flops_per_s.kernel} |`);
 console.log(`calibrate: wrote ${path}`);

@@ -19,7 +19,7 @@ const { values: a, positionals } = parseArgs({
   options: { out: { type: "string" }, all: { type: "boolean", default: false }, help: { type: "boolean", short: "h" } },
 });
 if (a.help || positionals.length !== 2) {
-  console.log("usage: bun notebooks/compare.ts A.json B.json [--out DIR] [--all (every row, not only changed ones)]");
+  console.log("usage: npm run compare -- A.json B.json [--out DIR] [--all (every row, not only changed ones)]   (= bun notebooks/compare.ts)");
   process.exit(a.help ? 0 : 2);
 }
 const [A, B] = positionals.map((p) => readProfile(resolve(p)));

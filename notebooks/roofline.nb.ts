@@ -2,16 +2,15 @@
 // # Roofline of one run
 //
 // One profiled run; every op gets its arithmetic intensity (FLOP/byte) and achieved FLOP/s from the engine's
-// op records, drawn log-log under the device's measured ceilings (`profiles/ceilings/`, made by
-// `notebooks/calibrate.ts`). Runs in the Notebook page or with `bun notebooks/roofline.nb.ts`.
+// op records, drawn log-log under the device's measured roofs (DRAM, cache and compute: `profiles/raw/ceilings/`,
+// then `profiles/ceilings/`, made by `notebooks/calibrate.ts`). Runs in the Notebook page or with `bun notebooks/roofline.nb.ts`.
 
 // %% Run a prompt with profiling on
-import { join } from "node:path";
 import { openModel } from "../engine/index.ts";
 import { recordRun } from "../engine/export/record.ts";
-import { rooflinePoints } from "../engine/export/aggregate.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import { loadCeilings, rooflinePoints } from "../engine/roofline.ts";
 import { rooflineSvg } from "../engine/export/svg.ts";
+import { opColor } from "../engine/palette.ts";
 import { display, plot, Plot, plotly, svg, table } from "../engine/notebook/display.ts";
 
 const model = await openModel(process.env.QW_NB_MODEL ?? "default");
@@ -40,11 +39,10 @@ plotly(["prefill", "decode"].map((phase) => {
 const decodeOps = points.filter((p) => p.phase === "decode").sort((a, b) => b.seconds - a.seconds);
 plot({
   marginLeft: 90, height: 40 + 22 * decodeOps.length, x: { label: "ms per decode step (all layers)", grid: true },
-  marks: [Plot.barX(decodeOps, { y: "label", x: (d: (typeof decodeOps)[number]) => d.seconds * 1e3, fill: "#4e79a7", sort: { y: "-x" } }), Plot.ruleX([0])],
+  marks: [Plot.barX(decodeOps, { y: "label", x: (d: (typeof decodeOps)[number]) => d.seconds * 1e3, fill: (d: (typeof decodeOps)[number]) => opColor(d.op ?? ""), sort: { y: "-x" } }), Plot.ruleX([0])],
 });
 
-// %% With the device's ceilings (Observable Plot, rendered on the server)
-const ceilings = ceilingsFor(loadCeilings(join(import.meta.dir, "../profiles/ceilings")), model.device.name);
-svg(rooflineSvg([profile], ceilings, "op"));
+// %% With the device's roofs (Observable Plot, rendered on the server; the run's device picks its ceilings file)
+svg(rooflineSvg([profile], loadCeilings(), "op"));
 session.close();
 model.close();

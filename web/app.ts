@@ -9,18 +9,22 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ProfilingMode, ToggleValues, type Profile } from "../engine/profile.ts";
 import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
-import { compareProfiles, latencyMatrix, rooflinePoints, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
+import { defaultQuantHooks } from "../engine/export/quant.ts";
+import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
 import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
 import { htmlReport } from "../engine/export/report.ts";
 import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
-import { ceilingsFor, loadCeilings } from "../engine/export/ceilings.ts";
+import {
+  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints,
+} from "../engine/roofline.ts";
+import { paletteDoc } from "../engine/palette.ts";
 import { summaryStats } from "../engine/stats.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
-import { confine, confineAny } from "./paths.ts";
+import { confine, confineAnyRoot } from "./paths.ts";
 import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
-import { TaskManager, type Task } from "./tasks.ts";
+import { takeFrames, TaskManager, type Task } from "./tasks.ts";
 import { notebookRoutes, type NotebookDeps } from "./notebook/routes.ts";
 import { qualityRoutes } from "./quality.ts";
 
@@ -36,6 +40,8 @@ export interface AppDeps {
   heartbeatMs?: number;          // SSE keep-alive comment interval (default 5000; Bun's idle timeout must be longer)
   defaultBackend?: "auto" | "cpu" | "cuda";
   maxQueue?: number;             // pending tasks before 503 (default 64)
+  maxFollowers?: number;         // SSE clients per task before 429 (default 128, QW_SSE_MAX_FOLLOWERS)
+  sseFlushMs?: number;           // a follower gets at most one write per this many ms (default 50, QW_SSE_FLUSH_MS)
   notebooks?: NotebookDeps;      // default: <repo>/notebooks, read-only (no code execution)
 }
 
@@ -97,21 +103,29 @@ export function createApp(deps: AppDeps) {
   const host = deps.host;
   const profiles = new ProfileStore(deps.profilesRoot, deps.saveSubdir);
   const promptSets = new PromptSetStore(deps.promptSetsDir ?? join(profiles.root, "prompt-sets"));
-  const ceilingsDir = deps.ceilingsDir ?? join(profiles.root, "ceilings");
+  // local calibrations (<root>/raw/ceilings, git-ignored) first, then the committed ones
+  const ceilingsDir = deps.ceilingsDir ? [deps.ceilingsDir] : [join(profiles.root, "raw", "ceilings"), join(profiles.root, "ceilings")];
   const publicDir = resolve(deps.publicDir ?? new URL("./public", import.meta.url).pathname);
   const modelRoots = deps.modelRoots.map((r) => resolve(r));
   const heartbeatMs = deps.heartbeatMs ?? 5000;
   const defaultBackend = deps.defaultBackend ?? "auto";
   const maxQueue = deps.maxQueue ?? 64;
-  const tasks = new TaskManager((t) => host.cancel(t.id));
+  const maxFollowers = deps.maxFollowers ?? (Number(process.env.QW_SSE_MAX_FOLLOWERS) || 128);
+  const flushMs = deps.sseFlushMs ?? (Number(process.env.QW_SSE_FLUSH_MS) || 50);
+  // A run's model load goes to the engine under `${id}:load`: cancelling the run cancels that load too.
+  const tasks = new TaskManager((t) => { host.cancel(t.id); host.cancel(`${t.id}:load`); });
   let loading: Task | null = null;
+  /** Model roots (real paths) of the sources resolved so far: the engine confines a source's files to its root. */
+  const rootOf = new Map<string, string>();
 
   /** "default", a synthetic preset, or a path confined to the model roots → the string the engine opens. */
   function resolveSource(src: string): string {
     if (src === "default" || SYNTHETIC_RE.test(src)) return src;
     if (src.startsWith("synthetic:")) throw new HttpError(400, `unknown synthetic preset: ${src} (tiny, 0.5b, 1.5b, 7b; optional :q8_0 :q4_k :f16 :bf16)`);
     if (!modelRoots.length) throw new HttpError(403, "no model roots are configured; only 'default' and synthetic presets can be opened");
-    return confineAny(modelRoots, src);
+    const { path, root } = confineAnyRoot(modelRoots, src);
+    rootOf.set(path, root);
+    return path;
   }
 
   const relay = (t: Task) => (e: HostEvent) => t.emit(e.type, e);
@@ -121,7 +135,7 @@ export function createApp(deps: AppDeps) {
     const want = source ?? cur?.source ?? "default";
     if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend)) return cur;
     t.emit("loading", { source: want });
-    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? defaultBackend }, relay(t));
+    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? defaultBackend, root: rootOf.get(want) }, relay(t));
     t.emit("loaded", modelView(info));
     return info;
   }
@@ -149,6 +163,7 @@ export function createApp(deps: AppDeps) {
   }
 
   function guardQueue() {
+    if (tasks.closingReason) throw new HttpError(503, `the server is shutting down (${tasks.closingReason}); no new tasks`);
     if (tasks.pendingCount() >= maxQueue) throw new HttpError(503, `too many pending tasks (${maxQueue}); wait or cancel some`);
   }
 
@@ -194,7 +209,7 @@ export function createApp(deps: AppDeps) {
     const source = resolveSource(req.source);
     guardQueue();
     const t = tasks.submit("load", source, async (t) => {
-      const info = await host.load(t.id, source, { backend: req.backend ?? defaultBackend, threads: req.threads }, relay(t));
+      const info = await host.load(t.id, source, { backend: req.backend ?? defaultBackend, threads: req.threads, root: rootOf.get(source) }, relay(t));
       return { model: modelView(info) };
     });
     loading = t;
@@ -247,8 +262,16 @@ export function createApp(deps: AppDeps) {
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, relay(t));
+      if (t.shutdownReason) {
+        // Graceful shutdown (D6): what was measured is kept, marked partial so no one mistakes it for a full run.
+        r.profile.partial = t.shutdownReason;
+        r.profile.notes = [...(r.profile.notes ?? []), `partial: ${t.shutdownReason}`];
+      }
       const key = profiles.save(r.profile);
-      return { profileKey: key, profileId: r.profile.id, cancelled: r.cancelled, summary: r.profile.summary, text: r.profile.output_text };
+      return {
+        profileKey: key, profileId: r.profile.id, cancelled: r.cancelled, summary: r.profile.summary, text: r.profile.output_text,
+        ...(t.shutdownReason ? { partial: t.shutdownReason, shutdown: true } : {}),
+      };
     });
     return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
   });
@@ -272,28 +295,46 @@ export function createApp(deps: AppDeps) {
     app.get(`${base}/:id/events`, (c) => {
       const t = taskOr404(c.req.param("id"));
       const from = Number(c.req.header("last-event-id") ?? c.req.query("from") ?? 0) || 0;
+      // Followers cost the engine nothing (D5): each event is serialized once (sseFrame) and a follower's
+      // backlog goes out in one write; past maxFollowers per task a client gets 429 instead of a stream.
+      if (t.followers >= maxFollowers) {
+        throw new HttpError(429, `too many followers of task ${t.id} (cap ${maxFollowers}); poll GET /api/tasks/${t.id} instead, or retry later`);
+      }
+      t.followers++;
       try { (c.env as { timeout?: (r: Request, s: number) => void } | undefined)?.timeout?.(c.req.raw, 0); } catch { /* not Bun.serve */ }
       return streamSSE(c, async (s) => {
         const queue = t.events.filter((e) => e.id > from);
         let finished = t.done, closed = false;
         let wake: (() => void) | null = null;
         const unsub = finished ? () => {} : t.subscribe((e) => { if (e) queue.push(e); else finished = true; wake?.(); });
-        s.onAbort(() => { closed = true; unsub(); wake?.(); });
-        const hb = setInterval(() => { if (!closed) s.write(": keep-alive\n\n").catch(() => { closed = true; wake?.(); }); }, heartbeatMs);
+        // A client that goes away must free its follower slot even while a write to it is blocked.
+        let gone: () => void = () => {};
+        const goneP = new Promise<void>((r) => { gone = r; });
+        const close = () => { closed = true; unsub(); wake?.(); gone(); };
+        s.onAbort(close);
+        c.req.raw.signal?.addEventListener("abort", close, { once: true });
+        const write = (bytes: string | Uint8Array) => Promise.race([s.write(bytes), goneP]);
+        const hb = setInterval(() => { if (!closed) s.write(": keep-alive\n\n").catch(close); }, heartbeatMs);
         try {
-          await s.write(": stream open\n\n");
+          await write(": stream open\n\n");
+          let lastWrite = 0;
           while (!closed) {
+            // At most one write per flushMs: during a fast decode (2 events per token) a follower's events
+            // go out in batches, so 100 followers cost ~2000 writes/s instead of ~100 per token.
+            const wait = lastWrite + flushMs - performance.now();
+            if (queue.length && !finished && wait > 0) await Promise.race([new Promise((r) => setTimeout(r, wait)), goneP]);
             while (queue.length && !closed) {
-              const e = queue.shift()!;
-              await s.writeSSE({ id: String(e.id), event: e.event, data: JSON.stringify(e.data) });
+              await write(takeFrames(queue)); // encoded once per event, only copied per follower
+              lastWrite = performance.now();
             }
-            if (finished && !queue.length) break;
+            if (closed || (finished && !queue.length)) break; // (closed may have been set during the write)
             await new Promise<void>((r) => { wake = r; });
             wake = null;
           }
         } finally {
           clearInterval(hb);
           unsub();
+          t.followers--;
         }
       }, async (err) => { console.error("[web] sse:", err.message); });
     });
@@ -313,19 +354,21 @@ export function createApp(deps: AppDeps) {
   });
 
   function ceilingsForProfile(p: Profile) {
-    return ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name);
+    return ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name, p.manifest.device.backend);
   }
 
   app.get("/api/profiles/:key/views", (c) => {
     const key = keyOf(c);
     const stat = check(z.enum(["mean", "median"]).default("mean"), c.req.query("stat"), "stat");
     const p = profiles.get(key);
+    const ceil = ceilingsForProfile(p);
+    const points = (g: "op" | "layer" | "layer-op") => rooflinePoints(p, g).map((x) => ({ ...x, why: aboveDramReason(x, ceil) }));
     return c.json({
       key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, stats: summaryStats(p), notes: p.notes ?? [],
       latency: { prefill: latencyMatrix(p, "prefill", undefined, stat), decode: latencyMatrix(p, "decode", undefined, stat) },
       steps: stepTimeline(p), tokens: tokenTimeline(p),
-      roofline: { op: rooflinePoints(p, "op"), layer: rooflinePoints(p, "layer"), "layer-op": rooflinePoints(p, "layer-op") },
-      ceilings: ceilingsForProfile(p), quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
+      roofline: { op: points("op"), layer: points("layer"), "layer-op": points("layer-op") },
+      ceilings: ceil, quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
       fidelity: p.fidelity ?? null,
     });
   });
@@ -339,10 +382,10 @@ export function createApp(deps: AppDeps) {
     switch (format) {
       case "trace": attach("trace.json"); return c.json(chromeTrace(p));
       case "profile": attach("json"); return c.json(p);
-      case "html": if (c.req.query("download") !== "0") attach("html"); return c.html(htmlReport(p, { ceilings: ceilingsForProfile(p) }));
+      case "html": if (c.req.query("download") !== "0") attach("html"); return c.html(htmlReport(p, { ceilings: loadCeilings(ceilingsDir) }));
       case "svg-latency": case "svg-timeline": case "svg-roofline": case "svg-quant": {
         const svg = format === "svg-latency" ? latencySvg(p) : format === "svg-timeline" ? timelineSvg(p)
-          : format === "svg-roofline" ? rooflineSvg([p], ceilingsForProfile(p), check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group"))
+          : format === "svg-roofline" ? rooflineSvg([p], loadCeilings(ceilingsDir), check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group"))
           : quantSvg(p);
         if (c.req.query("download") === "1") attach(`${format.slice(4)}.svg`);
         return c.body(svg, 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
@@ -370,7 +413,22 @@ export function createApp(deps: AppDeps) {
   app.get("/api/export/roofline.svg", (c) => {
     const ps = keysParam(c).map((k) => profiles.get(k));
     const group = check(z.enum(["op", "layer", "layer-op"]).default("op"), c.req.query("group"), "group");
-    return c.body(rooflineSvg(ps, ceilingsForProfile(ps[0]), group), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+    return c.body(rooflineSvg(ps, loadCeilings(ceilingsDir), group), 200, { "Content-Type": "image/svg+xml; charset=utf-8" });
+  });
+
+  // The devices of a set of runs and the mixed-device warning, as the Roofline page and the SVG export draw them.
+  app.get("/api/roofline/devices", (c) => {
+    const keys = keysParam(c);
+    const groups = groupByDevice(keys.map((k) => profiles.get(k)));
+    const all = loadCeilings(ceilingsDir);
+    return c.json({
+      warning: mixedDeviceWarning(groups),
+      devices: groups.map((g) => {
+        const ceilings = ceilingsFor(all, g.device, g.backend);
+        const notes = g.items.map(({ item }) => cacheNote(item, rooflinePoints(item, "op"), ceilings)).filter((n) => n !== null);
+        return { key: g.key, device: g.device, backend: g.backend, runs: g.items.map((i) => keys[i.index]), ceilings, notes };
+      }),
+    });
   });
 
   app.get("/api/compare", (c) => {
@@ -381,11 +439,17 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get("/api/ceilings", (c) => {
-    const all = loadCeilings(ceilingsDir);
+    const { ceilings: all, skipped } = loadCeilingsReport(ceilingsDir);
     return c.json({
-      dir: ceilingsDir, ceilings: all,
+      dirs: ceilingsDir, ceilings: all, skipped,
       note: all.length ? null : "no measured ceilings — run notebooks/calibrate.ts on the device",
     });
+  });
+
+  // The categorical palette and the op → colour mapping of engine/palette.ts (the pages draw with these).
+  app.get("/api/palette", (c) => {
+    c.header("Cache-Control", "no-cache");
+    return c.json(paletteDoc());
   });
 
   // ---- prompt sets ----
@@ -424,7 +488,17 @@ export function createApp(deps: AppDeps) {
   app.get("/static/*", (c) => serve(decodeURIComponent(new URL(c.req.url).pathname.slice("/static/".length))));
   app.get("/favicon.ico", (c) => c.body(null, 204));
 
-  return Object.assign(app, { tasks, profiles, promptSets, host, notebooks });
+  /**
+   * Graceful shutdown (D6): refuse new tasks, end queued ones, cancel the running one (a run saves what it
+   * measured as a partial profile), then give followers up to 3 s to receive their terminal event.
+   */
+  async function shutdown(reason: string, waitMs = 15_000): Promise<void> {
+    await tasks.shutdown(reason, waitMs);
+    const deadline = Date.now() + 3000;
+    while (tasks.list().some((t) => t.followers > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  return Object.assign(app, { tasks, profiles, promptSets, host, notebooks, shutdown });
 }
 
 export type WorkbenchApp = ReturnType<typeof createApp>;

@@ -32,7 +32,8 @@ export type HostEvent =
 
 export type PerplexityAnswer = PerplexityRunResult & { text: string };
 
-export interface LoadOptions { backend: "auto" | "cpu" | "cuda"; threads?: number }
+/** root: the model root the source was confined to; the engine keeps every file it opens inside it. */
+export interface LoadOptions { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string }
 
 /** What the web app needs from the engine, wherever it runs (worker or in-process). */
 export interface EngineHost {
@@ -55,17 +56,21 @@ export class EngineCore {
 
   loaded(): ModelInfo | null { return this.info; }
 
+  /**
+   * Opens `source` and only then replaces the loaded model: a load that fails or is cancelled keeps the
+   * previous one (D7). Both are in memory for a moment; the cancel flag is checked between tensors.
+   */
   async load(taskId: string, source: string, opts: LoadOptions, onEvent: (e: HostEvent) => void): Promise<ModelInfo> {
     const t0 = performance.now();
-    this.unload();
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     try {
       const m = await this.openModel(source, {
-        backend: opts.backend, threads: opts.threads,
+        backend: opts.backend, threads: opts.threads, root: opts.root, signal: ac.signal,
         onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: p.message }),
       });
       if (ac.signal.aborted) { m.close(); throw new Error("load cancelled"); }
+      this.unload();
       this.model = m;
       this.session = m.newSession({ maxBatch: 1 });
       this.info = {

@@ -29,13 +29,19 @@ export function confine(root: string, rel: string, opts: { mustExist?: boolean; 
 
 /** Finds the root among `roots` that contains `p` (absolute or relative to a root), or throws 403. */
 export function confineAny(roots: string[], p: string): string {
+  return confineAnyRoot(roots, p).path;
+}
+
+/** confineAny, also returning the real path of the root that holds it (the engine confines the source's files to it). */
+export function confineAnyRoot(roots: string[], p: string): { path: string; root: string } {
   let lastErr: unknown;
   for (const r of roots) {
     try {
       const rr = resolve(r);
       const rel = isAbsolute(p) ? relative(rr, resolve(p)) : p;
       if (isAbsolute(p) && (rel.startsWith("..") || isAbsolute(rel))) continue;
-      return confine(rr, rel || ".", { mustExist: true });
+      const path = confine(rr, rel || ".", { mustExist: true });
+      return { path, root: existsSync(rr) ? realpathSync(rr) : rr };
     } catch (e) { lastErr = e; }
   }
   if (lastErr instanceof HttpError && lastErr.status !== 404) throw lastErr;

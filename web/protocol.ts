@@ -48,6 +48,7 @@ export type PerplexitySpec = z.infer<typeof PerplexitySpecSchema>;
 export const LoadOptionsSchema = z.object({
   backend: z.enum(["auto", "cpu", "cuda"]),
   threads: z.number().int().min(0).max(1024).optional(),
+  root: z.string().max(4096).optional(),
 });
 
 export const ToWorker = z.discriminatedUnion("t", [

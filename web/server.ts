@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { createApp } from "./app.ts";
 import { WorkerHost } from "./worker-host.ts";
+import { removeOwnTempFiles, syntheticDir } from "../engine/tempfiles.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -72,14 +73,22 @@ if (!loopback) console.warn("warning: listening beyond loopback; the workbench h
 if (!loopback && exec) console.warn("warning: --allow-exec: anyone who can reach this port can run arbitrary code on this machine through the notebooks");
 else if (!loopback) console.warn("notebooks are read-only (no code execution) beyond loopback; --allow-exec enables them");
 
+// Graceful shutdown (D6): stop listening, let the app end its tasks (the in-flight run is saved as a partial
+// profile; every follower gets a terminal event), stop the engine worker, remove this process's half-written
+// synthetic models, exit 0. A second signal exits at once.
 let stopping = false;
-const stop = async () => {
-  if (stopping) return;
+const stop = async (sig: string) => {
+  if (stopping) { console.error(`[web] ${sig} again: exiting now`); process.exit(130); }
   stopping = true;
-  server.stop(true);
+  console.log(`[web] ${sig}: shutting down (saving the in-flight run, ending streams)`);
+  server.stop(false);
+  try { await app.shutdown(`server shutdown (${sig})`); } catch (e) { console.error("[web] shutdown:", (e as Error).message); }
   app.notebooks.closeAll();
   await host.close();
+  const removed = removeOwnTempFiles([syntheticDir(), ...modelRoots]);
+  if (removed.length) console.log(`[web] removed ${removed.length} partial file(s): ${removed.join(", ")}`);
+  server.stop(true);
   process.exit(0);
 };
-process.on("SIGINT", stop);
-process.on("SIGTERM", stop);
+process.on("SIGINT", () => void stop("SIGINT"));
+process.on("SIGTERM", () => void stop("SIGTERM"));

@@ -1,11 +1,12 @@
 // Files the workbench reads and writes: profiles (under the profiles root), prompt sets, and models under the
 // model roots. Every user-supplied name goes through confine().
-import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync, renameSync, lstatSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, unlinkSync, writeFileSync, renameSync, lstatSync } from "node:fs";
 import { join, relative, resolve, sep } from "node:path";
 import { readProfile, writeProfile, type Profile } from "../engine/profile.ts";
 import { PromptSet } from "../engine/export/record.ts";
 import { summaryStats, SUMMARY_METRICS, type SummaryKey } from "../engine/stats.ts";
 import { confine } from "./paths.ts";
+import { readJsonFile, realInside } from "../engine/fsafe.ts";
 import { HttpError } from "./errors.ts";
 
 export interface ProfileEntry {
@@ -19,6 +20,7 @@ export interface ProfileEntry {
 
 const SKIP_DIRS = new Set(["ceilings", "prompt-sets", "node_modules", ".git"]);
 const MAX_PROFILE_BYTES = 256 << 20;
+const MAX_SET_BYTES = 16 << 20;
 
 export class ProfileStore {
   private cache = new Map<string, { mtime: number; size: number; entry: ProfileEntry | null }>();
@@ -44,7 +46,7 @@ export class ProfileStore {
         try { st = lstatSync(p); } catch { continue; }
         if (st.isSymbolicLink()) continue; // never follow links out of the root while listing
         if (st.isDirectory()) { if (depth < 5 && !SKIP_DIRS.has(n) && !n.startsWith(".")) walk(p, depth + 1); continue; }
-        if (!n.endsWith(".json") || st.size > MAX_PROFILE_BYTES) continue;
+        if (!st.isFile() || !n.endsWith(".json") || st.size > MAX_PROFILE_BYTES) continue; // no FIFO or device (D2)
         const key = relative(this.root, p).slice(0, -5).split(sep).join("/");
         const c = this.cache.get(p);
         if (c && c.mtime === st.mtimeMs && c.size === st.size) { if (c.entry) out.push(c.entry); continue; }
@@ -101,7 +103,8 @@ export class PromptSetStore {
     const out = [];
     for (const n of readdirSync(this.dir).filter((x) => x.endsWith(".json")).sort()) {
       try {
-        const s = PromptSet.parse(JSON.parse(readFileSync(join(this.dir, n), "utf8")));
+        // regular files whose real path stays in the directory (D2, D3)
+        const s = PromptSet.parse(readJsonFile(realInside(this.dir, join(this.dir, n)), MAX_SET_BYTES));
         out.push({ name: s.name, prompts: s.prompts.length, description: s.description });
       } catch { /* skip invalid */ }
     }
@@ -109,7 +112,9 @@ export class PromptSetStore {
   }
   get(name: string): PromptSet {
     const p = this.pathOf(name);
-    const r = PromptSet.safeParse(JSON.parse(readFileSync(p, "utf8")));
+    let raw: unknown;
+    try { raw = readJsonFile(p, MAX_SET_BYTES, `prompt set ${name}`); } catch (e) { throw new HttpError(422, (e as Error).message); }
+    const r = PromptSet.safeParse(raw);
     if (!r.success) throw new HttpError(422, `prompt set ${name}: ${r.error.issues[0]?.message}`);
     return r.data;
   }

@@ -5,11 +5,31 @@
 export type TaskKind = "load" | "run" | "quant" | "perplexity" | "notebook";
 export type TaskStatus = "queued" | "running" | "done" | "failed" | "cancelled";
 
-export interface TaskEvent { id: number; event: string; data: unknown }
+export interface TaskEvent { id: number; event: string; data: unknown; frame?: Uint8Array }
+
+const utf8 = new TextEncoder();
+
+/** The event as one SSE frame, serialized and UTF-8 encoded once however many clients follow the task (D5).
+ *  JSON.stringify without indentation never emits a raw newline, so the data fits one `data:` line. */
+export function sseFrame(e: TaskEvent): Uint8Array {
+  return (e.frame ??= utf8.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data) ?? "null"}\n\n`));
+}
+
+/** Frames of queued events joined into one buffer (≤ ~256 KiB), taken off the front of `queue`. */
+export function takeFrames(queue: TaskEvent[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  while (queue.length && n < 256 << 10) { const f = sseFrame(queue.shift()!); parts.push(f); n += f.length; }
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
 
 export interface TaskView {
   id: string; kind: TaskKind; status: TaskStatus; created: string; started?: string; finished?: string;
-  error?: string; result?: unknown; label?: string; events: number; profileKey?: string;
+  error?: string; result?: unknown; label?: string; events: number; profileKey?: string; followers: number;
 }
 
 type Listener = (e: TaskEvent | null) => void; // null = finished
@@ -25,6 +45,10 @@ export class Task {
   private listeners = new Set<Listener>();
   private droppedEvents = 0;
   cancelRequested = false;
+  /** Why the server stopped this task while it ran (graceful shutdown), if it did. */
+  shutdownReason?: string;
+  /** SSE clients attached now (capped per task by the app). */
+  followers = 0;
   constructor(readonly id: string, readonly kind: TaskKind, readonly label: string | undefined,
     readonly exec: (t: Task) => Promise<unknown>, private maxEvents: number) {}
 
@@ -54,7 +78,7 @@ export class Task {
       id: this.id, kind: this.kind, status: this.status, created: this.created.toISOString(),
       started: this.started?.toISOString(), finished: this.finished?.toISOString(), error: this.error,
       result: withResult ? this.result : undefined, label: this.label, events: this.events.length + this.droppedEvents,
-      profileKey: (this.result as { profileKey?: string } | undefined)?.profileKey,
+      profileKey: (this.result as { profileKey?: string } | undefined)?.profileKey, followers: this.followers,
     };
   }
 }
@@ -64,7 +88,32 @@ export class TaskManager {
   private queue: Task[] = [];
   private running: Task | null = null;
   private seq = 0;
+  private closing: string | null = null;
   constructor(private onCancelRunning: (t: Task) => void, private keep = 300, private maxEvents = 20000) {}
+
+  /** Non-null once shutdown() began: the reason, for refusing new work. */
+  get closingReason() { return this.closing; }
+
+  /**
+   * Graceful shutdown: queued tasks end "cancelled", the running one is cancelled with `reason` (its exec
+   * sees t.shutdownReason and saves what it has), and this resolves when it has finished or after waitMs.
+   */
+  async shutdown(reason: string, waitMs: number): Promise<void> {
+    this.closing = reason;
+    for (const t of this.queue.splice(0)) {
+      t.cancelRequested = true;
+      t.emit("cancelled", { message: `not started: ${reason}`, shutdown: true });
+      t.finish("cancelled");
+    }
+    const r = this.running;
+    if (!r) return;
+    r.shutdownReason = reason;
+    r.cancelRequested = true;
+    this.onCancelRunning(r);
+    const deadline = Date.now() + waitMs;
+    while (!r.done && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+    if (!r.done) { r.emit("cancelled", { message: `${reason}: the task did not stop within ${waitMs} ms`, shutdown: true }); r.finish("cancelled"); }
+  }
 
   submit(kind: TaskKind, label: string | undefined, exec: (t: Task) => Promise<unknown>): Task {
     const id = `${kind}-${Date.now().toString(36)}-${(++this.seq).toString(36)}`;
@@ -107,16 +156,18 @@ export class TaskManager {
     t.emit("status", { status: "running" });
     try {
       t.result = await t.exec(t);
+      if (t.done) return; // shutdown gave up waiting and already ended it
       const cancelled = t.cancelRequested || (t.result as { cancelled?: boolean } | undefined)?.cancelled === true;
       t.emit(cancelled ? "cancelled" : "done", t.result ?? {});
       t.finish(cancelled ? "cancelled" : "done");
     } catch (e) {
       t.error = e instanceof Error ? e.message : String(e);
-      if (t.cancelRequested) { t.emit("cancelled", { message: t.error }); t.finish("cancelled"); }
+      if (t.done) return;
+      if (t.cancelRequested) { t.emit("cancelled", { message: t.error, ...(t.shutdownReason ? { shutdown: true } : {}) }); t.finish("cancelled"); }
       else { t.emit("error", { message: t.error }); t.finish("failed"); }
     } finally {
       this.running = null;
-      queueMicrotask(() => this.pump());
+      if (!this.closing) queueMicrotask(() => this.pump());
     }
   }
 

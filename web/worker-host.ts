@@ -69,7 +69,7 @@ export class WorkerHost implements EngineHost {
   }
 
   async load(id: string, source: string, opts: LoadOptions, onEvent: (e: HostEvent) => void): Promise<ModelInfo> {
-    this.info = null;
+    // The model loaded so far stays loaded (and reported) until the new one is in: a failed load keeps it.
     const v = ModelInfoSchema.parse(await this.call({ t: "load", id, source, opts }, onEvent)) as unknown as ModelInfo;
     this.info = v;
     return v;

@@ -5,7 +5,7 @@
 //   qwlab [all|gemv|attn|prefill|gemm|misc|chain|sanitize|calib] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
-// `calib` prints one JSON line starting with CALIB (device copy bandwidth, bf16 tensor-core rate), read by
+// `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
 // notebooks/calibrate.ts.
 #include <algorithm>
 #include <chrono>
@@ -24,6 +24,7 @@
 #include "embed.cuh"
 #include "gemm.cuh"
 #include "gemv.cuh"
+#include "l2bw.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
 #include "sample.cuh"
@@ -1177,6 +1178,25 @@ static void run_chain() {
 }
 
 // ------------------------------------------------------------------------------------------------ calibration
+// L2 read bandwidth (l2bw.cu): a buffer of half the L2 re-read 400 times per launch, median of 10 launches after
+// 2 warm-ups, 3 times; `out` gets the 3 rates sorted (bytes/s). Returns the buffer size.
+static size_t l2_calib(std::vector<double> &out) {
+  cudaDeviceProp p;
+  CHK(cudaGetDeviceProperties(&p, 0));
+  const size_t bytes = (size_t(p.l2CacheSize) / 2) & ~size_t(4095);
+  const int passes = 400;
+  uint8_t *buf = dalloc<uint8_t>(bytes);
+  unsigned *sink = dalloc<unsigned>(1);
+  CHK(cudaMemset(buf, 1, bytes));
+  for (int rep = 0; rep < 3; ++rep) {
+    const double us = time_us([&](int) { CHK(launch_l2_read(buf, bytes, passes, sink, 0)); }, 10, 2);
+    out.push_back(double(bytes) * passes / (us * 1e-6));
+  }
+  std::sort(out.begin(), out.end());
+  cudaFree(buf); cudaFree(sink);
+  return bytes;
+}
+
 static void run_calib(bool print_json) {
   cudaDeviceProp p;
   CHK(cudaGetDeviceProperties(&p, 0));
@@ -1192,6 +1212,8 @@ static void run_calib(bool print_json) {
   std::sort(bws.begin(), bws.end());
   cudaFree(a); cudaFree(b);
   g_copy_bw = bws[1];
+  std::vector<double> l2s;
+  const size_t l2_buf = l2_calib(l2s);
   // bf16 tensor-core rate: 8192^3 through cuBLASLt when present, else our mma kernel (random data)
   const int64_t N = 8192;
   std::vector<uint16_t> h(N * N);
@@ -1221,15 +1243,19 @@ static void run_calib(bool print_json) {
     printf("CALIB {\"device\":\"%s\",\"sms\":%d,\"cc\":\"%d.%d\",\"clock_mhz\":%.0f,\"mem_clock_mhz\":%.0f,"
            "\"memory_bytes\":%.0f,\"driver\":%d,\"runtime\":%d,"
            "\"copy_bw_bytes_per_s\":{\"samples\":[%.6e,%.6e,%.6e],\"median\":%.6e},"
+           "\"l2_bw_bytes_per_s\":{\"samples\":[%.6e,%.6e,%.6e],\"median\":%.6e,\"buffer_bytes\":%zu,\"l2_bytes\":%d},"
            "\"bf16_flops_per_s\":{\"samples\":[%.6e,%.6e,%.6e],\"median\":%.6e,\"kernel\":\"%s\",\"shape\":\"8192x8192x8192\"},"
            "\"gemm_library\":\"%s\"}\n",
            p.name, p.multiProcessorCount, p.major, p.minor, clk / 1000.0, mclk / 1000.0, (double)p.totalGlobalMem, drv, rt,
-           bws[0], bws[1], bws[2], bws[1], rates[0], rates[1], rates[2], rates[1], variant, cublaslt_status());
+           bws[0], bws[1], bws[2], bws[1], l2s[0], l2s[1], l2s[2], l2s[1], l2_buf, p.l2CacheSize, rates[0], rates[1], rates[2], rates[1], variant, cublaslt_status());
   }
   char s1[64], s2[64];
   snprintf(s1, sizeof s1, "2 GiB D2D (read+write)");
   snprintf(s2, sizeof s2, "8192^3 bf16 [%s]", variant);
   report("ceiling: copy bandwidth", s1, false, 0, 0, false, 0, g_copy_bw / 1e9, "GB/s", 0);
+  char s3[64];
+  snprintf(s3, sizeof s3, "%.0f MiB re-read (L2 %d MiB)", l2_buf / 1048576.0, p.l2CacheSize >> 20);
+  report("ceiling: L2 read bandwidth", s3, false, 0, 0, false, 0, l2s[1] / 1e9, "GB/s", 0);
   report("ceiling: bf16 tensor-core", s2, false, 0, 0, false, 0, g_bf16_rate / 1e12, "TFLOP/s", 0);
 }
 

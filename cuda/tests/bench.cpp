@@ -1,12 +1,18 @@
 // bench.cpp — CPU tok/s on synthetic weights (real shapes, random values: dense-model speed does not depend
 // on the values). Usage: build/bench [tiny|0.5b] [f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k] [reps] [pp] [tg] [threads]
-// Ceilings (notebooks/calibrate.ts --backend cpu): build/bench membw [threads], build/bench flops [threads].
+// Ceilings (notebooks/calibrate.ts --backend cpu): build/bench membw [threads], build/bench flops [threads],
+// build/bench cachebw [threads] (L2 / L3 read bandwidth).
 // Prefill: pp tokens in one chunk (tok/s = pp / time). Decode: tg greedy steps from a 1-token context, like
 // llama-bench tg. Prints median and min-max over reps (a warm-up run is excluded).
 #include <algorithm>
 #include <chrono>
 #include <immintrin.h>
 #include <omp.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "refmodel.hpp"
 
@@ -84,6 +90,118 @@ __attribute__((target("avx2"))) static double membw(int threads) {
   return best;
 }
 
+// ---- cache read bandwidth (notebooks/calibrate.ts --backend cpu: the L2 / L3 roofs) ----
+// Size of cpu0's data/unified cache of `level` in bytes: /sys/devices/system/cpu/cpu0/cache/index*/ (level,
+// type, size), else sysconf (glibc's CPUID view: some VMs hide sysfs), else 0. `from` names the source.
+static size_t cache_size(int level, std::string *from) {
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    auto read = [&](const char *f) {
+      std::FILE *fp = std::fopen((dir + f).c_str(), "r");
+      char buf[64] = {};
+      if (fp) {
+        if (!std::fgets(buf, sizeof buf, fp)) buf[0] = 0;
+        std::fclose(fp);
+      }
+      return std::string(buf);
+    };
+    const std::string lv = read("level"), type = read("type"), size = read("size");
+    if (lv.empty()) break;
+    if (std::atoi(lv.c_str()) != level || type.rfind("Instruction", 0) == 0) continue;
+    size_t v = std::strtoull(size.c_str(), nullptr, 10);
+    if (size.find('K') != std::string::npos) v <<= 10;
+    if (size.find('M') != std::string::npos) v <<= 20;
+    if (v) {
+      *from = "sysfs";
+      return v;
+    }
+  }
+  const long v = sysconf(level == 2 ? _SC_LEVEL2_CACHE_SIZE : level == 3 ? _SC_LEVEL3_CACHE_SIZE : _SC_LEVEL1_DCACHE_SIZE);
+  *from = v > 0 ? "sysconf" : "unknown";
+  return v > 0 ? size_t(v) : 0;
+}
+
+// Read bandwidth of `threads` threads, each re-reading its own `bytes`-sized buffer (first touched by that
+// thread), 2 GB read per run; 8 independent ymm accumulators so the loads, not the adds, limit the rate.
+// Each thread times its run with its own CPU time (CLOCK_THREAD_CPUTIME_ID): on a shared machine the time a
+// thread spends descheduled does not count (the wall clock measured the other processes). A run's rate is the sum
+// of its threads' rates, which is the level's aggregate when every core reads its own copy (private L2; each
+// core's L3 slice). Returns the best of 10 runs in GB/s: the least disturbed one (a roof is what the hardware
+// can do). The first run warms the caches and is not counted.
+__attribute__((target("avx2"))) static double cache_read_bw(int threads, size_t bytes) {
+  const size_t n = std::max<size_t>(bytes / 4 / 64 * 64, 64);  // floats, a multiple of 64
+  std::vector<float *> bufs(size_t(threads), nullptr);
+  std::vector<double> rate(size_t(threads), 0.0);
+  int64_t passes = std::max<int64_t>(1, int64_t(2e9 / (double(n) * 4 * threads)));
+  double best = 0;
+  float sink = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+  {
+    const int t = omp_get_thread_num();
+    float *b = static_cast<float *>(std::aligned_alloc(64, n * 4));
+    for (size_t i = 0; i < n; ++i) b[i] = 1.0f;
+    bufs[size_t(t)] = b;
+#pragma omp barrier
+    for (int rep = 0; rep < 11; ++rep) {  // rep 0 warms the cache and is not counted
+#pragma omp barrier
+      timespec c0, c1;
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+      // named accumulators: an array of __m256 indexed in a loop is kept in memory at -O2
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+      for (int64_t p = 0; p < passes; ++p)
+        for (size_t i = 0; i < n; i += 64) {
+          const float *q = b + i;
+          s0 = _mm256_add_ps(s0, _mm256_load_ps(q));
+          s1 = _mm256_add_ps(s1, _mm256_load_ps(q + 8));
+          s2 = _mm256_add_ps(s2, _mm256_load_ps(q + 16));
+          s3 = _mm256_add_ps(s3, _mm256_load_ps(q + 24));
+          s4 = _mm256_add_ps(s4, _mm256_load_ps(q + 32));
+          s5 = _mm256_add_ps(s5, _mm256_load_ps(q + 40));
+          s6 = _mm256_add_ps(s6, _mm256_load_ps(q + 48));
+          s7 = _mm256_add_ps(s7, _mm256_load_ps(q + 56));
+        }
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+      rate[size_t(t)] = double(passes) * double(n) * 4 / std::max(1e-9, double(c1.tv_sec - c0.tv_sec) + 1e-9 * double(c1.tv_nsec - c0.tv_nsec));
+#pragma omp barrier
+#pragma omp master
+      {
+        double sum = 0;
+        for (double r : rate) sum += r;
+        if (rep > 0) best = std::max(best, sum / 1e9);
+      }
+      float tmp[8];
+      _mm256_storeu_ps(tmp, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)),
+                                          _mm256_add_ps(_mm256_add_ps(s4, s5), _mm256_add_ps(s6, s7))));
+      for (float v : tmp) sink += v;
+    }
+#pragma omp barrier
+    std::free(b);
+  }
+  if (sink < 0) std::printf("?");
+  return best;
+}
+
+// `bench cachebw [threads]`: one line per level. L2 is private: each thread reads half of one core's L2. L3: each
+// thread reads min(L3 / 2 / threads, 4 MiB) but at least 4x its L2 (so the L3 line does not measure L2). The cap:
+// the L3 that CPUID/sysfs report can be the whole socket's, while a core reaches only its slice at L3 speed (an
+// AMD CCD holds 32 MiB; on this 2-vCPU EPYC VM the reported 508 MiB, read at 127 MiB per thread, ran at DRAM
+// speed; `bench cachesweep` shows the plateaus). A line says "unknown" when the size could not be detected.
+static void cachebw(int threads) {
+  for (int level : {2, 3}) {
+    std::string from;
+    const size_t size = cache_size(level, &from);
+    if (!size) {
+      std::printf("L%d read bandwidth: unknown (no cache size from sysfs or sysconf)\n", level);
+      continue;
+    }
+    std::string l2from;
+    const size_t l2 = level == 3 ? cache_size(2, &l2from) : 0;
+    const size_t per_thread = level == 2 ? size / 2 : std::max(std::min(size / 2 / size_t(threads), size_t(4) << 20), 4 * l2);
+    std::printf("L%d read bandwidth, %d thread(s), %zu KiB per thread (L%d %zu KiB, %s): %.1f GB/s (best of 10)\n",
+                level, threads, per_thread >> 10, level, size >> 10, from.c_str(), cache_read_bw(threads, per_thread));
+  }
+}
+
 // fp32 FMA peak of `threads` threads: 10 independent ymm accumulators per thread, register-resident (no loads),
 // a = a * m + c (stays finite). An FMA counts as 2 FLOPs; each run lasts >= 0.3 s.
 __attribute__((target("avx2,fma"))) static double fma_run(int threads, int64_t iters) {
@@ -135,6 +253,16 @@ int main(int argc, char **argv) {
     const int th = argc > 2 ? std::atoi(argv[2]) : 2;
     std::printf("fp32 FMA peak (AVX2), %d thread(s): %.1f GFLOP/s (best of 3, >= 0.3 s each, FMA = 2 FLOPs)\n", th,
                 flops(th));
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "cachesweep") {  // read GB/s against the working set, to see the levels
+    const int th = argc > 2 ? std::atoi(argv[2]) : 2;
+    for (size_t kib = 64; kib <= (size_t(512) << 10); kib *= 2)
+      std::printf("%zu KiB per thread, %d thread(s): %.1f GB/s\n", kib, th, cache_read_bw(th, kib << 10));
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "cachebw") {
+    cachebw(argc > 2 ? std::atoi(argv[2]) : 2);
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "membw") {

@@ -1,7 +1,7 @@
-// Derived views of a profile's op records: per layer × op latency, per-step timeline, roofline points and
-// A/B comparison. Pure functions over the Profile document, shared by the web server, the exporters and the
-// notebooks, so every plot in the workbench is computed one way.
-import { NON_MODEL_OPS, OP_NAMES, type Profile } from "../profile.ts";
+// Derived views of a profile's op records: per layer × op latency, per-step timeline and A/B comparison (the
+// roofline points are in engine/roofline.ts). Pure functions over the Profile document, shared by the web server,
+// the exporters and the notebooks, so every plot in the workbench is computed one way.
+import { OP_NAMES, type Profile } from "../profile.ts";
 import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "../stats.ts";
 
 export type PhaseName = "prefill" | "decode";
@@ -114,51 +114,6 @@ export function tokenTimeline(p: Profile): { index: number; t_ms: number; dt_ms:
   for (let i = 0; i < toks.length; i++) {
     const prev = i > 0 && toks[i].index > 0 ? toks[i - 1].t_ms : 0;
     out.push({ index: i, t_ms: toks[i].t_ms, dt_ms: toks[i].t_ms - prev, phase: toks[i].phase, text: toks[i].text });
-  }
-  return out;
-}
-
-export type RooflineGroup = "op" | "layer" | "layer-op";
-
-export interface RooflinePoint {
-  label: string;
-  phase: PhaseName;
-  layer: number | null;
-  op: string | null;
-  kernels: string[];
-  flops: number;             // per step (mean)
-  bytes: number;             // per step (mean)
-  seconds: number;           // per step (mean)
-  intensity: number;         // FLOP / byte
-  flopPerS: number;          // achieved FLOP/s
-  bytesPerS: number;         // achieved bytes/s
-}
-
-export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = opRecords(p)): RooflinePoint[] {
-  const out: RooflinePoint[] = [];
-  for (const phase of PHASES) {
-    const rs = recs.filter((r) => r.phase === phase);
-    const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
-    const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
-    for (const r of rs) {
-      if (NON_MODEL_OPS.has(r.op)) continue; // gaps, copies, pool wake-up: time without model work
-      const layer = group === "op" ? null : r.layer;
-      const op = group === "layer" ? null : r.op;
-      const key = `${layer}|${op}`;
-      let e = g.get(key);
-      if (!e) g.set(key, (e = { layer, op, k: new Set(), f: 0, b: 0, ns: 0 }));
-      e.k.add(r.kernel); e.f += r.flops; e.b += r.bytes; e.ns += r.ns;
-    }
-    for (const e of g.values()) {
-      if (e.ns <= 0 || e.b <= 0 || e.f <= 0) continue; // no point on a log-log plot
-      const s = e.ns / 1e9 / steps;
-      const label = [e.layer === null ? null : layerLabel(e.layer), e.op].filter((x) => x !== null).join(" ");
-      out.push({
-        label, phase, layer: e.layer, op: e.op, kernels: [...e.k],
-        flops: e.f / steps, bytes: e.b / steps, seconds: s,
-        intensity: e.f / e.b, flopPerS: e.f / steps / s, bytesPerS: e.b / steps / s,
-      });
-    }
   }
   return out;
 }

@@ -12,6 +12,7 @@ import { modelManifest } from "../manifest.ts";
 import { machineMark, othersShare } from "../bench-core.ts";
 import { mergeResults } from "./passes.ts";
 import { quantile } from "../stats.ts";
+import { toggleValueProblem } from "../toggles.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -46,8 +47,12 @@ export type PromptSet = z.infer<typeof PromptSet>;
 export function parsePromptSet(text: string, name: string): PromptSet {
   const t = text.trim();
   let raw: unknown;
-  if (t.startsWith("{") && !t.includes("\n{")) raw = JSON.parse(t);
-  else if (t.startsWith("[")) raw = { name, prompts: JSON.parse(t) };
+  let whole: unknown;
+  try { whole = JSON.parse(t); } catch { whole = undefined; }
+  // One JSON document: a set object ({prompts: [...]}), an array of prompts, or — a one-line JSONL file — a
+  // single prompt object (D8). Anything else is JSONL, one prompt per line.
+  if (Array.isArray(whole)) raw = { name, prompts: whole };
+  else if (whole && typeof whole === "object") raw = "prompts" in whole ? whole : { name, prompts: [whole] };
   else raw = { name, prompts: t.split(/\r?\n/).filter((l) => l.trim()).map((l, i) => {
     try { return JSON.parse(l); } catch { throw new Error(`prompt set line ${i + 1}: not JSON`); }
   }) };
@@ -124,9 +129,8 @@ export function checkToggles(reg: ToggleDef[], toggles: ToggleValues, nLayers: n
       if (v.length !== nLayers) return `toggle "${id}": per-layer mask needs ${nLayers} values, got ${v.length}`;
     }
     for (const x of vals) {
-      if (!def.values.includes(x)) return `toggle "${id}": "${x}" is not one of ${def.values.join(", ")}`;
-      const impl = def.backends[backend];
-      if (impl && !impl.includes(x)) return `toggle "${id}"="${x}" is not implemented on the ${backend} backend (has: ${impl.join(", ") || "none"})`;
+      const why = toggleValueProblem(def, x, backend);
+      if (why) return why;
     }
   }
   return null;

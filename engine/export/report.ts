@@ -3,7 +3,7 @@
 // No external script, style sheet or font: it opens offline and can be mailed around.
 import type { Profile } from "../profile.ts";
 import { latencyMatrix, profilingModeOf, type PhaseName } from "./aggregate.ts";
-import type { Ceilings } from "./ceilings.ts";
+import type { Ceilings } from "../roofline.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "./svg.ts";
 import { tableRows } from "./table.ts";
 import { fmtSpread, summaryStats } from "../stats.ts";
@@ -20,7 +20,7 @@ function profilingLabel(p: Profile): string {
     : mode === "events" ? "events (an event pair around every op, ops launched one by one)" : mode;
 }
 
-export function htmlReport(p: Profile, opts: { ceilings?: Ceilings | null } = {}): string {
+export function htmlReport(p: Profile, opts: { ceilings?: Ceilings[] } = {}): string {
   const m = p.manifest, s = p.summary, st = summaryStats(p);
   // medians over the measured repetitions with their min–max (engine/stats.ts), as every other view shows them
   const reps = Math.max(0, ...Object.values(st).map((x) => x?.n ?? 0));
@@ -55,7 +55,7 @@ export function htmlReport(p: Profile, opts: { ceilings?: Ceilings | null } = {}
     return `<h3>${phase}: ms per step (mean of ${lm.steps})</h3><div class="scroll"><table><thead><tr><th>layer</th>${lm.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th></tr></thead><tbody>${
       lm.layers.map((_, i) => `<tr><td>${esc(lm.layerLabels[i])}</td>${lm.ms[i].map((v) => `<td class="n">${v.toFixed(4)}</td>`).join("")}<td class="n"><b>${lm.ms[i].reduce((a, b) => a + b, 0).toFixed(4)}</b></td></tr>`).join("")}</tbody></table></div>`;
   }).join("");
-  const plots = [latencySvg(p), timelineSvg(p), rooflineSvg([p], opts.ceilings ?? null)];
+  const plots = [latencySvg(p), timelineSvg(p), rooflineSvg([p], opts.ceilings ?? [])];
   if (p.quant_error?.length) plots.push(quantSvg(p));
   const quant = p.quant_error?.map((q) => `<h3>${esc(q.candidate_label)} vs ${esc(q.reference_label)}</h3><table><thead><tr><th>hook</th><th class="n">cosine</th><th class="n">rel L1</th><th class="n">RMSE</th><th class="n">SQNR (dB)</th><th class="n">max abs</th></tr></thead><tbody>${
     q.layers.map((l) => `<tr><td>${esc(l.hook)}</td><td class="n">${l.cosine.toFixed(6)}</td><td class="n">${l.rel_l1.toExponential(3)}</td><td class="n">${l.rmse.toExponential(3)}</td><td class="n">${fmt(l.sqnr_db, 1)}</td><td class="n">${l.max_abs.toExponential(3)}</td></tr>`).join("")}</tbody></table>${

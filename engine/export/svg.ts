@@ -4,14 +4,13 @@
 import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
 import type { Profile } from "../profile.ts";
+import { latencyMatrix, profilingModeOf, tokenTimeline, type Comparison, type PhaseName } from "./aggregate.ts";
 import {
-  latencyMatrix, profilingModeOf, rooflinePoints, tokenTimeline, type Comparison, type PhaseName, type RooflineGroup,
-} from "./aggregate.ts";
-import type { Ceilings } from "./ceilings.ts";
-
-// A fixed categorical palette (Observable's "tableau10" plus 5) so op colors match across every chart.
-export const PALETTE = ["#4e79a7", "#f28e2c", "#e15759", "#76b7b2", "#59a14f", "#edc949", "#af7aa1", "#ff9da7",
-  "#9c755f", "#bab0ab", "#1f77b4", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f"];
+  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
+  type Ceilings, type RooflineGroup,
+} from "../roofline.ts";
+import { OP_NAMES } from "../profile.ts";
+import { opColor, PALETTE, runColor } from "../palette.ts";
 
 function doc() {
   return parseHTML("<!doctype html><html><body></body></html>").document;
@@ -85,7 +84,7 @@ export function latencySvg(p: Profile, width = 760): string {
       marginLeft: 60, marginBottom: 40,
       x: { label: `layer (${phase}, mean of ${m.steps} step${m.steps > 1 ? "s" : ""}; total ${m.totalMs.toFixed(3)} ms/step)`, domain: m.layerLabels },
       y: { label: "time per step (ms)", grid: true },
-      color: { domain: opDomain(), range: PALETTE },
+      color: { domain: opDomain(), range: opDomain().map(opColor) },
       marks: [Plot.barY(data, { x: "layer", y: "ms", fill: "op", title: (d: { op: string; ms: number }) => `${d.op}: ${d.ms.toFixed(4)} ms` }), Plot.ruleY([0])],
     }, width, 260));
   }
@@ -93,9 +92,7 @@ export function latencySvg(p: Profile, width = 760): string {
   return compose("Latency per layer × op", subtitleOf(p), panels, legend);
 }
 
-import { OP_NAMES } from "../profile.ts";
 function opDomain(): string[] { return [...OP_NAMES]; }
-export function opColor(op: string): string { const i = OP_NAMES.indexOf(op as never); return PALETTE[(i < 0 ? 14 : i) % PALETTE.length]; }
 
 /** Per-token latency (ms since the previous token; the first point is the TTFT). */
 export function timelineSvg(p: Profile, width = 760): string {
@@ -112,56 +109,106 @@ export function timelineSvg(p: Profile, width = 760): string {
     [panel], [{ label: "first token (from run start)", color: PALETTE[1] }, { label: "decode", color: PALETTE[0] }]);
 }
 
-/** Log-log roofline: achieved FLOP/s against arithmetic intensity; several runs overlaid; device roofs if known. */
-export function rooflineSvg(profiles: Profile[], ceilings: Ceilings | null, group: RooflineGroup = "op", width = 760): string {
-  const pts = profiles.flatMap((p, i) => rooflinePoints(p, group).map((r) => ({
-    ...r, run: p.manifest.label ?? p.id, runIndex: i, gflops: r.flopPerS / 1e9,
+/** Splits text into lines of at most `n` characters at spaces. */
+function wrap(text: string, n: number): string[] {
+  const out: string[] = [];
+  let cur = "";
+  for (const w of text.split(" ")) {
+    if (cur && cur.length + 1 + w.length > n) { out.push(cur); cur = w; } else cur = cur ? `${cur} ${w}` : w;
+  }
+  return cur ? [...out, cur] : out;
+}
+
+function textPanel(items: { text: string; color?: string; bold?: boolean }[], width: number): Panel {
+  const per = Math.floor((width - 28) / 7.2);
+  const lines = items.flatMap((l) => wrap(l.text, per).map((text) => ({ ...l, text })));
+  const h = 8 + lines.length * 16;
+  const body = lines.map((l, i) => `<text x="14" y="${18 + i * 16}" font-size="12" fill="${l.color ?? "#333"}"${l.bold ? ' font-weight="600"' : ""}>${esc(l.text)}</text>`).join("");
+  return { svg: `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${h}">${body}</svg>`, width, height: h };
+}
+
+const fmtRate = (v: number, unit: "B" | "FLOP") => (v >= 1e12 ? `${(v / 1e12).toFixed(2)} T${unit}/s` : `${(v / 1e9).toFixed(v >= 1e11 ? 0 : 1)} G${unit}/s`);
+const ROOF_DASH: Record<string, string> = { dram: "7,3", l3: "4,3", l2: "2,3" };
+export const ROOFLINE_TOP_LABELS = 8;
+
+/** One device's panel: its roofs (DRAM and cache bandwidths, compute peaks) and the points of its runs. */
+function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings | null, group: RooflineGroup, width: number): Panel[] {
+  const pts = runs.flatMap(({ p, index }) => rooflinePoints(p, group).map((r) => ({
+    ...r, run: p.manifest.label ?? p.id, runIndex: index, why: aboveDramReason(r, ceilings),
   })));
-  const runs = profiles.map((p) => p.manifest.label ?? p.id);
-  if (!pts.length) return compose("Roofline", "", [emptyPanel("no op records with FLOPs and bytes (run with profiling on)", width)]);
+  const dev = runs[0].p.manifest.device;
+  const head = `${dev.name} (${dev.backend}) · ${ceilings ? `ceilings ${ceilings.file}` : "no measured ceilings for this device: run notebooks/calibrate.ts"}`;
+  if (!pts.length) return [textPanel([{ text: head, bold: true }], width), emptyPanel("no op records with FLOPs and bytes (run with profiling on)", width)];
   const xs = pts.map((p) => p.intensity), ys = pts.map((p) => p.flopPerS);
-  let xmin = Math.min(...xs) / 2, xmax = Math.max(...xs) * 2;
+  const xmin = Math.min(...xs) / 3, xmax = Math.max(...xs) * 3;
   let ymin = Math.min(...ys) / 3, ymax = Math.max(...ys) * 3;
   const marks: Plot.Markish[] = [];
-  const withPoints = new Set(pts.map((p) => p.runIndex));
-  const legend: { label: string; color: string; shape?: string }[] = runs.map((r, i) => ({ label: r, color: PALETTE[i % PALETTE.length], i }))
-    .filter((r) => withPoints.has(r.i)).map(({ label, color }) => ({ label, color }));
-  let note = "";
+  const labels: { x: number; y: number; text: string; anchor: "start" | "end" }[] = [];
   if (ceilings) {
     const peak = Math.max(...ceilings.compute.map((c) => c.value), 0);
-    ymax = Math.max(ymax, peak * 1.5 || ymax);
-    const lines: { x: number; y: number; roof: string }[] = [];
+    ymax = Math.max(ymax, peak * 1.5 || 0, ...ceilings.memory.map((m) => Math.min(m.value * xmax, peak || Infinity) * 1.5));
+    const lines: { x: number; y: number; roof: string; level: string }[] = [];
     for (const m of ceilings.memory) {
+      const roof = `${m.name} ${fmtRate(m.value, "B")}`;
       for (let k = 0; k <= 40; k++) {
         const x = xmin * Math.pow(xmax / xmin, k / 40);
-        lines.push({ x, y: Math.min(m.value * x, peak || Infinity), roof: `${m.name} ${(m.value / 1e9).toFixed(0)} GB/s` });
+        lines.push({ x, y: Math.min(m.value * x, peak || Infinity), roof, level: m.level ?? "dram" });
       }
+      labels.push({ x: xmin * 1.05, y: m.value * xmin * 1.05, text: roof, anchor: "start" });
+      ymin = Math.min(ymin, m.value * xmin / 1.5);
     }
     for (const c of ceilings.compute) {
-      const roof = `${c.name} ${c.value >= 1e12 ? `${(c.value / 1e12).toFixed(1)} TFLOP/s` : `${(c.value / 1e9).toFixed(0)} GFLOP/s`}`; // a CPU's peak is GFLOP/s
-      lines.push({ x: xmin, y: c.value, roof }, { x: xmax, y: c.value, roof });
+      const roof = `${c.name} ${fmtRate(c.value, "FLOP")}`;
+      lines.push({ x: xmin, y: c.value, roof, level: "compute" }, { x: xmax, y: c.value, roof, level: "compute" });
+      labels.push({ x: xmax / 1.05, y: c.value * 1.12, text: roof, anchor: "end" });
     }
-    ymin = Math.min(ymin, Math.min(...lines.map((l) => l.y)));
-    marks.push(Plot.line(lines, { x: "x", y: "y", z: "roof", stroke: "#444", strokeDasharray: "4,3", strokeWidth: 1.2 }));
-    legend.push({ label: `ceilings: ${ceilings.device}`, color: "#444", shape: "line" });
-  } else {
-    note = " · no measured ceilings for this device — run notebooks/calibrate.ts";
+    for (const level of ["dram", "l3", "l2", "compute"]) {
+      const ls = lines.filter((l) => l.level === level);
+      if (ls.length) marks.push(Plot.line(ls, { x: "x", y: "y", z: "roof", stroke: level === "compute" ? "#666" : "#333", strokeDasharray: ROOF_DASH[level] ?? "1,0", strokeWidth: 1.2 }));
+    }
+  }
+  for (const anchor of ["start", "end"] as const) {
+    marks.push(Plot.text(labels.filter((l) => l.anchor === anchor), { x: "x", y: "y", text: "text", textAnchor: anchor, fontSize: 9, fill: "#444", lineAnchor: "bottom" }));
   }
   marks.push(Plot.dot(pts, {
-    x: "intensity", y: "flopPerS", fill: (d: { runIndex: number }) => PALETTE[d.runIndex % PALETTE.length],
+    x: "intensity", y: "flopPerS", fill: (d: { runIndex: number }) => runColor(d.runIndex),
     symbol: "phase", r: 4, stroke: "white", strokeWidth: 0.5,
-    title: (d: typeof pts[number]) => `${d.run} ${d.phase} ${d.label}\n${d.kernels.join(", ")}\n${(d.flops / 1e6).toFixed(3)} MFLOP, ${(d.bytes / 1e6).toFixed(3)} MB, ${(d.seconds * 1e3).toFixed(4)} ms`,
+    title: (d: typeof pts[number]) => `${d.run} ${d.phase} ${d.label}\n${d.kernels.join(", ")}\n${(d.flops / 1e6).toFixed(3)} MFLOP, ${(d.bytes / 1e6).toFixed(3)} MB, ${(d.seconds * 1e3).toFixed(4)} ms per step, ${(d.bytesPerS / 1e9).toFixed(1)} GB/s${d.why ? `\n${d.why}` : ""}`,
   }));
-  marks.push(Plot.text(pts.filter((d) => d.runIndex === 0), { x: "intensity", y: "flopPerS", text: "label", dx: 6, textAnchor: "start", fontSize: 9, fill: "#555" }));
-  const panel = render({
+  // Labels only for the points that take the most time, and only where they do not overlap a label already placed:
+  // the layer × op view has hundreds of points (every point keeps its tooltip).
+  const fx = (x: number) => (Math.log(x / xmin) / Math.log(xmax / xmin)) * (width - 130);
+  const fy = (y: number) => (Math.log(ymax / y) / Math.log(ymax / ymin)) * 360;
+  const placed = placeLabels(pts, ROOFLINE_TOP_LABELS, (d) => fx(d.intensity), (d) => fy(d.flopPerS), (d) => d.label);
+  marks.push(Plot.text(placed, { x: "intensity", y: "flopPerS", text: "label", dx: 6, textAnchor: "start", fontSize: 9, fill: "#333" }));
+  const plot = render({
     marginLeft: 70, marginBottom: 40, marginRight: 60,
     x: { type: "log", domain: [xmin, xmax], label: "arithmetic intensity (FLOP/byte)", grid: true, tickFormat: "~g" },
     y: { type: "log", domain: [ymin, ymax], label: "achieved performance (FLOP/s)", grid: true, tickFormat: "~s" },
     symbol: { domain: ["prefill", "decode"], range: ["circle", "triangle"] },
     marks,
-  }, width, 420);
-  const dev = profiles[0].manifest.device;
-  return compose(`Roofline (one point per ${group})`, `${dev.name} (${dev.backend}) · ● prefill ▲ decode${note}`, [panel], legend);
+  }, width, 400);
+  const notes = runs.map(({ p }) => cacheNote(p, pts.filter((x) => x.run === (p.manifest.label ?? p.id)), ceilings)).filter((n): n is string => !!n);
+  const labelNote = pts.length > ROOFLINE_TOP_LABELS ? [{ text: `labels on up to ${ROOFLINE_TOP_LABELS} points with the most time (none that would overlap); every point has a tooltip`, color: "#777" }] : [];
+  return [textPanel([{ text: head, bold: true }, ...notes.map((text) => ({ text, color: "#8a5a00" })), ...labelNote], width), plot];
+}
+
+/**
+ * Log-log roofline: achieved FLOP/s against arithmetic intensity; several runs overlaid. Every run is drawn
+ * against its own device's roofs: one panel per device, and a warning when the runs come from several devices.
+ * `ceilings`: every known ceilings file (each run's device picks its own).
+ */
+export function rooflineSvg(profiles: Profile[], ceilings: Ceilings[], group: RooflineGroup = "op", width = 760): string {
+  if (!profiles.length) return compose("Roofline", "", [emptyPanel("no runs", width)]);
+  const groups = groupByDevice(profiles);
+  const warning = mixedDeviceWarning(groups);
+  const panels: Panel[] = warning ? [textPanel([{ text: `⚠ ${warning}`, color: "#b00020", bold: true }], width)] : [];
+  for (const g of groups) {
+    panels.push(...rooflinePanel(g.items.map(({ item, index }) => ({ p: item, index })), ceilingsFor(ceilings, g.device, g.backend), group, width));
+  }
+  const legend = profiles.map((p, i) => ({ label: `${p.manifest.label ?? p.id}${groups.length > 1 ? ` · ${p.manifest.device.name}` : ""}`, color: runColor(i) }));
+  const sub = groups.length > 1 ? `${groups.length} devices · ● prefill ▲ decode` : `${groups[0].key} · ● prefill ▲ decode`;
+  return compose(`Roofline (one point per ${group})`, sub, panels, legend);
 }
 
 /** Quantization error per layer (SQNR in dB, cosine) from a quant-error profile. */

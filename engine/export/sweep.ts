@@ -8,6 +8,7 @@ import { statOf, type Profile, type ToggleValues } from "../profile.ts";
 import { effectiveDefault, recordRun, type PromptSpec, type RecordResult, type RunSpec, type SamplingSpec } from "./record.ts";
 import { mergeResults } from "./passes.ts";
 import { DEFAULT_MAX_CONTENTION } from "../bench-core.ts";
+import { toggleValueProblem } from "../toggles.ts";
 
 export interface Arm { label: string; toggles: ToggleValues; profiling: boolean }
 
@@ -37,7 +38,7 @@ export function buildArms(reg: ToggleDef[], backend: "cpu" | "cuda", axes: Recor
       if (!d) throw new Error(`unknown toggle "${id}" (registry: ${reg.map((x) => x.id).join(", ")})`);
       const impl = implementedValues(d, backend);
       const v = vals.includes("*") ? impl : vals;
-      for (const x of v) if (!impl.includes(x)) throw new Error(`toggle ${id}=${x} is not implemented on ${backend} (has: ${impl.join(", ")})`);
+      for (const x of v) { const why = toggleValueProblem(d, x, backend); if (why) throw new Error(why); }
       return [id, v];
     });
   } else {

@@ -30,6 +30,12 @@ test("user errors: exit 1, one clear message, no stack trace", () => {
     [["bench", "--reps", "2"], /--reps must be >= 3/],
     [["generate", "--prompt", "x", "--backend", "tpu"], /--backend must be auto, cpu or cuda/],
   ];
+  if (cpuLibraryBuilt()) {  // the toggle check needs the registry of the loaded model
+    cases.push(
+      [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "kvCache=kivi4"], /toggle kvCache \(KV-cache type\) = kivi4 is not implemented yet/],
+      [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "graphs=on"], /toggle graphs \(CUDA graphs\) = on is not on the cpu backend \(the cuda backend has it/],
+    );
+  }
   for (const [args, re] of cases) {
     const r = cli(...args);
     expect(r.code).toBe(1);

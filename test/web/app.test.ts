@@ -1,6 +1,6 @@
 // app.request() tests for every route of web/app.ts, over the fake engine (test/web/fake-engine.ts).
 import { describe, expect, test, afterAll } from "bun:test";
-import { symlinkSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
+import { symlinkSync, writeFileSync, mkdirSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fakeApp, readSse, json, type Sse } from "./helpers.ts";
 import { generousTimeout } from "../setup.ts";
@@ -174,7 +174,7 @@ describe("runs", () => {
     // toggles against the registry once a model is loaded
     await runToEnd(app, { prompt: "x", maxTokens: 2 });
     for (const [toggles, msg] of [
-      [{ nope: "x" }, /unknown toggle/], [{ gqa: "sideways" }, /not one of/], [{ attention: "sage-int8" }, /not implemented on the cpu/],
+      [{ nope: "x" }, /unknown toggle/], [{ gqa: "sideways" }, /not one of/], [{ attention: "sage-int8" }, /not on the cpu backend \(the cuda backend has it/], [{ attention: "sage-fp8" }, /sage-fp8 is not implemented yet/],
       [{ attention: ["flash-bf16", "flash-bf16", "flash-bf16", "flash-bf16"] }, /global/], [{ gqa: ["native"] }, /needs 4 values/],
     ] as const) {
       const r = await app.request("/api/runs", json({ prompt: "a", toggles }));
@@ -345,13 +345,47 @@ describe("profiles, compare, exports", () => {
 
   test("ceilings from profiles/ceilings/*.json are used when present", async () => {
     mkdirSync(join(env.dirs.profiles, "ceilings"), { recursive: true });
-    writeFileSync(join(env.dirs.profiles, "ceilings", "fake-cpu.json"), JSON.stringify({ device: "fake-cpu", copy_bw_gb_s: 20, bf16_peak_tflops: 0.5 }));
+    writeFileSync(join(env.dirs.profiles, "ceilings", "fake-cpu.json"), JSON.stringify({ schema: "qwen-workbench/ceilings", version: 1, device: "fake-cpu",
+      backend: "cpu", bandwidth_bytes_s: 20e9, cache_bandwidth_bytes_s: { l2: 150e9 }, flops: { fp32: 0.5e12 } }));
+    writeFileSync(join(env.dirs.profiles, "ceilings", "old-style.json"), JSON.stringify({ device: "fake-gpu", copy_bw_gb_s: 20 }));
     const c: any = await (await env.app.request("/api/ceilings")).json();
-    expect(c.ceilings[0].memory[0].value).toBe(20e9);
+    expect(c.ceilings.map((x: any) => x.file)).toEqual(["fake-cpu.json"]);
+    expect(c.ceilings[0].memory.map((m: any) => m.value)).toEqual([20e9, 150e9]);
+    expect(c.skipped[0]).toMatchObject({ file: "old-style.json", error: expect.stringMatching(/invalid at schema/) });
     const v: any = await (await env.app.request(`/api/profiles/${encodeURIComponent(A)}/views`)).json();
     expect(v.ceilings.device).toBe("fake-cpu");
     const svg = await (await env.app.request(`/api/profiles/${encodeURIComponent(A)}/export/svg-roofline`)).text();
-    expect(svg).toContain("ceilings: fake-cpu");
+    expect(svg).toContain("ceilings fake-cpu.json");
+    expect(svg).toContain("L2 bandwidth 150 GB/s");
+    expect(svg).not.toContain("devices");
+  });
+
+  test("roofline of runs from two devices: one panel per device with its own roofs, and a warning", async () => {
+    // a copy of run B as if measured on another device (no ceilings known for it)
+    const b = JSON.parse(readFileSync(join(env.dirs.profiles, `${B}.json`), "utf8"));
+    b.id = "other-device"; b.manifest.device = { backend: "cuda", name: "Fake GPU 9000" }; b.manifest.label = "on the gpu";
+    writeFileSync(join(env.dirs.profiles, "other-device.json"), JSON.stringify(b));
+    const keys = `${encodeURIComponent(A)},other-device`;
+    const d: any = await (await env.app.request(`/api/roofline/devices?keys=${keys}`)).json();
+    expect(d.devices.map((x: any) => x.key)).toEqual(["fake-cpu (cpu)", "Fake GPU 9000 (cuda)"]);
+    expect(d.devices[0].ceilings?.file).toBe("fake-cpu.json");
+    expect(d.devices[1].ceilings).toBeNull();
+    expect(d.warning).toMatch(/Runs from 2 devices .*own device's roofs/);
+    const svg = await (await env.app.request(`/api/export/roofline.svg?keys=${keys}&group=layer-op`)).text();
+    expect(svg).toContain("Runs from 2 devices");
+    expect(svg).toContain("Fake GPU 9000 (cuda) · no measured ceilings for this device");
+    expect(svg).toContain("fake-cpu (cpu) · ceilings fake-cpu.json");
+    // one device: no warning
+    const one: any = await (await env.app.request(`/api/roofline/devices?keys=${encodeURIComponent(A)},${encodeURIComponent(B)}`)).json();
+    expect(one.warning).toBeNull();
+  });
+
+  test("GET /api/palette: the engine's palette and op colours", async () => {
+    const p: any = await (await env.app.request("/api/palette")).json();
+    expect(p.palette.length).toBeGreaterThanOrEqual(12);
+    expect(p.ops).toContain("down");
+    expect(p.opColors.embed).not.toBe(p.opColors.down);
+    expect(new Set(Object.values(p.opColors)).size).toBe(p.ops.length);
   });
 
   test("profile keys: traversal, bad keys and symlinks are refused", async () => {

@@ -68,6 +68,16 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await shot("01-run");
   }, 300_000);
 
+  test("toggles show their name and description; 'not implemented yet' differs from 'not on this backend'", async () => {
+    const gqa = page.locator("#toggles .toggle[data-id='gqa']");
+    expect(await gqa.locator(".name").textContent()).toContain("Grouped-query attention");
+    expect((await gqa.locator(".desc").textContent())!.length).toBeGreaterThan(20);
+    const opts = await page.locator("#toggles select[name='run-kvCache'] option").allTextContents();
+    expect(opts).toContain("kivi4 (not implemented yet)");
+    const graphs = await page.locator("#toggles select[name='run-graphs'] option").allTextContents();
+    expect(graphs).toContain("on (not on cpu)");
+  }, 60_000);
+
   test("latency plots are drawn", async () => {
     await page.goto(base + "/#latency");
     await page.waitForSelector("#lat-prefill .bars path", { timeout: 90_000, state: "attached" });
@@ -83,6 +93,11 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await page.waitForSelector("#roof-plot .scatterlayer .point", { timeout: 90_000 });
     expect(await page.locator("#roof-plot .scatterlayer .point").count()).toBeGreaterThan(3);
     expect(await page.textContent("#roof-plot")).toContain("arithmetic intensity (FLOP/byte)");
+    // the palette comes from the server (engine/palette.ts): the page's first run colour is its first colour
+    const pal = await (await fetch(`${base}/api/palette`)).json() as { palette: string[] };
+    const fill = await page.locator("#roof-plot .scatterlayer .point").first().evaluate((e) => getComputedStyle(e).fill);
+    const hex = (rgb: string) => "#" + rgb.match(/\d+/g)!.slice(0, 3).map((x) => Number(x).toString(16).padStart(2, "0")).join("");
+    expect(hex(fill)).toBe(pal.palette[0]);
     await shot("03-roofline");
   }, 300_000);
 

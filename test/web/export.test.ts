@@ -10,9 +10,8 @@ import { WorkerHost } from "../../web/worker-host.ts";
 import { recordRun } from "../../engine/export/record.ts";
 import { chromeTrace } from "../../engine/export/trace.ts";
 import { renderTable, tableRows } from "../../engine/export/table.ts";
-import { latencyMatrix, rooflinePoints, compareProfiles, spreadOf } from "../../engine/export/aggregate.ts";
-import { ceilingsFor, loadCeilings as loadCeilingsDir, parseCeilings } from "../../engine/export/ceilings.ts";
-import { loadCeilings as loadDeviceCeilings } from "../../engine/roofline.ts";
+import { latencyMatrix, compareProfiles, spreadOf } from "../../engine/export/aggregate.ts";
+import { ceilingsFor, ceilingsForDevice, dramBandwidth, loadCeilings as loadCeilingsDir, parseCeilings, rooflinePoints } from "../../engine/roofline.ts";
 import { buildArms } from "../../engine/export/sweep.ts";
 import { tensorError, logitsError } from "../../engine/export/quant.ts";
 import { htmlReport } from "../../engine/export/report.ts";
@@ -104,19 +103,19 @@ describe("aggregation and exporters", () => {
     expect(l.kl).toBeGreaterThan(0);
   });
 
-  test("ceilings: lenient parsing of a few shapes", () => {
-    expect(parseCeilings({ device: "H200", copy_bw_gb_s: 4160, bf16_tflops: 700 }, "h200.json")).toMatchObject({
-      device: "H200", memory: [{ value: 4160e9 }], compute: [{ value: 700e12 }],
-    });
-    const prof = parseCeilings({ manifest: { device: { name: "NVIDIA H200" } }, ceilings: { dram: { bandwidth_bytes_per_s: 4e12 }, bf16_mma_flop_s: 9e14 } }, "x.json");
-    expect(prof!.device).toBe("NVIDIA H200");
-    expect(prof!.memory[0].value).toBe(4e12);
-    expect(prof!.compute[0].value).toBe(9e14);
-    expect(parseCeilings({ nothing: "here" }, "y.json")).toBeNull();
-    // the schema notebooks/calibrate.ts writes
+  test("ceilings: one schema (the one notebooks/calibrate.ts writes); anything else is refused with the reason", () => {
+    expect(() => parseCeilings({ device: "H200", copy_bw_gb_s: 4160, bf16_tflops: 700 }, "h200.json")).toThrow(/ceilings h200.json: invalid at schema/);
+    expect(() => parseCeilings({ schema: "qwen-workbench/ceilings", version: 1, device: "x" }, "y.json")).toThrow(/no roof/);
+    expect(() => parseCeilings({ schema: "qwen-workbench/ceilings", version: 1, device: "x", bandwidth_bytes_s: -1 }, "z.json")).toThrow(/bandwidth_bytes_s/);
     const cal = parseCeilings({ schema: "qwen-workbench/ceilings", version: 1, device: "NVIDIA H200", bandwidth_bytes_s: 4.16e12, flops: { bf16: 7.2e14 },
       device_info: { sms: 132, clock_mhz: 1980, memory_bytes: 1.5e11 }, measurements: { copy_bandwidth: { unit: "bytes/s", median: 4.16e12, samples: [] } } }, "nvidia-h200.json");
-    expect(cal).toEqual({ device: "NVIDIA H200", file: "nvidia-h200.json", memory: [{ name: "copy bandwidth", value: 4.16e12 }], compute: [{ name: "bf16 tensor core", value: 7.2e14 }] });
+    expect(cal).toEqual({ device: "NVIDIA H200", file: "nvidia-h200.json", memory: [{ name: "DRAM bandwidth", value: 4.16e12, level: "dram" }],
+      compute: [{ name: "bf16 tensor core", value: 7.2e14 }], cacheBytes: {} });
+    // cache roofs (calibrate.ts: L2 on the GPU, L2/L3 on the CPU)
+    const cpu = parseCeilings({ schema: "qwen-workbench/ceilings", version: 1, device: "cpu x", backend: "cpu", bandwidth_bytes_s: 2e10,
+      cache_bandwidth_bytes_s: { l2: 2e11, l3: 1e11 }, cache_bytes: { l2: 1 << 20, l3: 32 << 20 }, flops: { fp32: 1e11 }, roof_names: { bandwidth: "read bandwidth" } }, "c.json");
+    expect(cpu.memory.map((m) => [m.level, m.name])).toEqual([["dram", "read bandwidth"], ["l3", "L3 bandwidth"], ["l2", "L2 bandwidth"]]);
+    expect(cpu.cacheBytes.l3).toBe(32 << 20);
   });
 
   test("ceilings: the CPU file of calibrate.ts --backend cpu is found for the CPU's device name by both readers", () => {
@@ -124,15 +123,15 @@ describe("aggregation and exporters", () => {
     const c = ceilingsFor(loadCeilingsDir(join(REPO, "profiles/ceilings")), dev);
     expect(c).not.toBeNull();
     expect(c!.file).toBe("intel-r-xeon-r-processor.json");
-    expect(c!.memory).toEqual([{ name: "read bandwidth", value: expect.any(Number) }]);
+    expect(c!.memory).toEqual([{ name: "read bandwidth", value: expect.any(Number), level: "dram" }]);
     expect(c!.compute).toEqual([{ name: "fp32 FMA (AVX2)", value: expect.any(Number) }]);
     const raw = JSON.parse(readFileSync(join(REPO, "profiles/ceilings", c!.file), "utf8"));
     expect(raw).toMatchObject({ schema: "qwen-workbench/ceilings", backend: "cpu", device: dev });
     expect(raw.measurements.read_bandwidth.samples.length).toBeGreaterThanOrEqual(3);
     expect(raw.measurements.fp32_fma.samples.length).toBeGreaterThanOrEqual(3);
-    const r = loadDeviceCeilings(dev, REPO); // engine/roofline.ts (the CLI and bench.ts)
-    expect(r?.bandwidth_bytes_s).toBe(c!.memory[0].value);
-    expect(r?.flops?.fp32).toBe(c!.compute[0].value);
+    const r = ceilingsForDevice(dev, join(REPO, "profiles/ceilings"), "cpu"); // the CLI and bench.ts
+    expect(dramBandwidth(r)).toBe(raw.bandwidth_bytes_s);
+    expect(r!.compute[0].value).toBe(raw.flops.fp32);
     // the CUDA file keeps its default roof names
     expect(ceilingsFor(loadCeilingsDir(join(REPO, "profiles/ceilings")), "NVIDIA H200")!.compute[0].name).toBe("bf16 tensor core");
   });
@@ -150,7 +149,7 @@ describe("sweep arms from the registry", () => {
     expect(arms.length).toBe(8);
     expect(arms.map((a) => a.label)).toContain("gqa=broadcast,weights=q8,profiling=off");
     expect(() => buildArms(FAKE_REGISTRY, "cpu", { nope: ["x"] })).toThrow(/unknown toggle/);
-    expect(() => buildArms(FAKE_REGISTRY, "cpu", { attention: ["sage-int8"] })).toThrow(/not implemented on cpu/);
+    expect(() => buildArms(FAKE_REGISTRY, "cpu", { attention: ["sage-int8"] })).toThrow(/sage-int8 is not on the cpu backend/);
   });
 });
 

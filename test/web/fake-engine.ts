@@ -12,6 +12,8 @@ export interface FakeOptions {
   failDecodeAt?: number;     // throw on this decode step (0-based)
   stepDelayMs?: number;      // sleep per step (to test cancel / concurrency)
   loadDelayMs?: number;
+  delayFor?: string;         // loadDelayMs applies only to sources containing this
+  failOpenFor?: string;      // opening a source containing this fails
   crashWorker?: boolean;     // throw an uncaught error from a timer during generate (kills a worker's event loop)
   coldFirstRunMs?: number;   // the first generate of a session reports this much more TTFT (a cold start, no sleep)
 }
@@ -20,11 +22,11 @@ const WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "
 const N_LAYERS = 4, HIDDEN = 32, VOCAB = 64;
 
 export const FAKE_REGISTRY: ToggleDef[] = [
-  { id: "attention", type: "enum", values: ["flash-bf16", "sage-int8"], default: "flash-bf16", perLayer: false, needsReset: false,
+  { id: "attention", name: "Attention kernel", type: "enum", values: ["flash-bf16", "sage-int8", "sage-fp8"], default: "flash-bf16", perLayer: false, needsReset: false,
     backends: { cpu: ["flash-bf16"], cuda: ["flash-bf16", "sage-int8"] }, spec: "QWEN-001", description: "attention kernel" },
-  { id: "gqa", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
+  { id: "gqa", name: "Grouped-query attention", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
     backends: { cpu: ["native", "broadcast"], cuda: ["native", "broadcast"] }, spec: "QWEN-002", description: "GQA: native grouping or materialized KV" },
-  { id: "weights", type: "enum", values: ["bf16", "q8"], default: "bf16", perLayer: true, needsReset: true,
+  { id: "weights", name: "Weight format", type: "enum", values: ["bf16", "q8"], default: "bf16", perLayer: true, needsReset: true,
     backends: { cpu: ["bf16", "q8"], cuda: ["bf16", "q8"] }, spec: "QWEN-005", description: "weight format" },
 ];
 
@@ -203,10 +205,16 @@ export const fakeTokenizer = {
 
 export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
   return async (source: string, opts?: OpenOptions): Promise<EngineModel> => {
-    if (o.failOpen) throw new Error(`fake engine: cannot open ${source}`);
+    if (o.failOpen || (o.failOpenFor && source.includes(o.failOpenFor))) throw new Error(`fake engine: cannot open ${source}`);
+    const delay = o.delayFor && !source.includes(o.delayFor) ? 0 : o.loadDelayMs ?? 0;
     for (let i = 1; i <= 4; i++) {
       opts?.onProgress?.({ stage: "read", done: i, total: 4, message: `tensor ${i}/4` });
-      if (o.loadDelayMs) await sleep(o.loadDelayMs / 4);
+      // like the real loader: the cancel flag is checked between tensors (and here between 10-ms slices)
+      for (let t = 0; t < delay / 4; t += 10) {
+        if (opts?.signal?.aborted) throw new Error("load cancelled");
+        await sleep(10);
+      }
+      if (opts?.signal?.aborted) throw new Error("load cancelled");
     }
     return {
       id: source, format: source.startsWith("synthetic:") ? "synthetic" : "hf",

@@ -1,6 +1,7 @@
 // qwen-workbench client: plain ES module, no build step. Talks to the JSON API of web/app.ts and draws with
 // plotly.js (served from our node_modules at /vendor/plotly.min.js).
 /* global Plotly */
+import { rooflineFigure } from "./roofline.js";
 import { createQuantPage } from "./quant.js";
 
 const $ = (s, el = document) => el.querySelector(s);
@@ -15,9 +16,10 @@ const badge = (status) => `<span class="badge ${esc(String(status).replace(/\s+/
 const STATUS_COLOR = { faster: "#59a14f", slower: "#e15759" }; // anything else (within noise, too few samples): grey
 const statusColor = (status) => STATUS_COLOR[status] ?? "#b8c2d6";
 
-const OPS = ["embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "residual", "ffn_norm", "gate_up", "swiglu", "down", "final_norm", "lm_head", "sample", "fused"];
-const PALETTE = ["#4e79a7", "#f28e2c", "#e15759", "#76b7b2", "#59a14f", "#edc949", "#af7aa1", "#ff9da7", "#9c755f", "#bab0ab", "#1f77b4", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f"];
-const opColor = (op) => PALETTE[Math.max(0, OPS.indexOf(op)) % PALETTE.length];
+// The palette and the op colours come from engine/palette.ts (GET /api/palette, loaded first in boot()). Filled in
+// place, so that page modules handed these objects before boot() see the loaded colours.
+const PALETTE = [], OP_COLORS = {};
+const opColor = (op) => OP_COLORS[op] ?? "#7f7f7f";
 const PLOT_CFG = { responsive: true, displaylogo: false, toImageButtonOptions: { format: "png", scale: 2 } };
 const BASE_LAYOUT = { margin: { l: 64, r: 20, t: 40, b: 52 }, font: { family: "system-ui, sans-serif", size: 12 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff", legend: { orientation: "h", y: -0.22 } };
 
@@ -88,15 +90,18 @@ function renderToggles(root, ns) {
   for (const d of state.registry) {
     const impl = d.backends?.[backend] ?? d.values;
     const def = effDefault(d);
-    const opts = (sel) => d.values.map((v) => `<option value="${esc(v)}" ${v === sel ? "selected" : ""} ${impl.includes(v) ? "" : "disabled"}>${esc(v)}${impl.includes(v) ? "" : ` (not on ${backend})`}</option>`).join("");
+    // a value no backend has is "not implemented yet"; one only the other backend has is "not on <backend>"
+    const why = (v) => (impl.includes(v) ? "" : Object.values(d.backends ?? {}).some((b) => b.includes(v)) ? ` (not on ${backend})` : " (not implemented yet)");
+    const opts = (sel) => d.values.map((v) => `<option value="${esc(v)}" ${v === sel ? "selected" : ""} ${impl.includes(v) ? "" : "disabled"}>${esc(v)}${why(v)}</option>`).join("");
     const div = document.createElement("div");
     div.className = "toggle";
     div.dataset.id = d.id;
-    div.innerHTML = `<div class="line"><span class="name" title="${esc(d.description ?? "")}">${esc(d.id)} <small>${esc(d.spec)}</small></span>
+    div.innerHTML = `<div class="line"><span class="name" title="${esc(d.description ?? "")}">${esc(d.name ?? d.id)} <small>${esc(d.id)} · ${esc(d.spec)}</small></span>
       <select class="global" aria-label="${esc(d.id)}" name="${ns}-${esc(d.id)}">${opts(def)}</select>
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
-        Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}`;
+        Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}
+      <div class="desc">${esc(d.description ?? "")}</div>`;
     const cb = $(".perlayer", div);
     if (cb) cb.addEventListener("change", () => {
       $(".layers", div).hidden = !cb.checked;
@@ -483,56 +488,24 @@ async function initRoofline() {
   await drawRoofline();
 }
 
+// One panel per device (the server groups the runs: GET /api/roofline/devices), each with its own roofs
+// (the figure is built by roofline.js, a pure function).
 async function drawRoofline() {
   const keys = $$("#roof-runs input:checked").map((c) => c.value);
   const group = $("#roof-group").value, phase = $("#roof-phase").value;
   $("#roof-server-svg").href = keys.length ? `/api/export/roofline.svg?keys=${keys.map(enc).join(",")}&group=${group}` : "#";
-  if (!keys.length) { Plotly.react("roof-plot", [], { ...BASE_LAYOUT, title: { text: "Select runs to plot" } }, PLOT_CFG); return; }
-  const views = await Promise.all(keys.map((k) => api(`/api/profiles/${enc(k)}/views`)));
-  const traces = [];
-  let xs = [], ys = [];
-  views.forEach((v, i) => {
-    for (const ph of ["prefill", "decode"]) {
-      if (phase !== "both" && phase !== ph) continue;
-      const pts = v.roofline[group].filter((p) => p.phase === ph);
-      if (!pts.length) continue;
-      xs = xs.concat(pts.map((p) => p.intensity)); ys = ys.concat(pts.map((p) => p.flopPerS));
-      traces.push({
-        type: "scatter", mode: "markers+text", name: `${v.manifest.label ?? v.id} · ${ph}`,
-        x: pts.map((p) => p.intensity), y: pts.map((p) => p.flopPerS), text: i === 0 ? pts.map((p) => p.label) : pts.map(() => ""),
-        textposition: "middle right", textfont: { size: 9, color: "#666" },
-        marker: { color: PALETTE[i % PALETTE.length], symbol: ph === "prefill" ? "circle" : "triangle-up", size: 9, line: { color: "#fff", width: 1 } },
-        customdata: pts.map((p) => [p.kernels.join(", "), p.flops / 1e6, p.bytes / 1e6, p.seconds * 1e3, p.bytesPerS / 1e9, p.label]),
-        hovertemplate: "<b>%{customdata[5]}</b> (" + ph + ")<br>kernel: %{customdata[0]}<br>FLOPs: %{customdata[1]:.3f} M<br>bytes: %{customdata[2]:.3f} MB<br>time: %{customdata[3]:.4f} ms<br>%{x:.3g} FLOP/B · %{y:.3s}FLOP/s · %{customdata[4]:.2f} GB/s<extra></extra>",
-      });
-    }
-  });
-  const ceil = views[0].ceilings;
   const note = $("#roof-note");
-  const shapes = [], annotations = [];
-  let xmin = Math.min(...xs) / 3, xmax = Math.max(...xs) * 3, ymin = Math.min(...ys) / 3, ymax = Math.max(...ys) * 3;
-  if (ceil) {
-    note.hidden = true;
-    const peak = Math.max(0, ...ceil.compute.map((c) => c.value));
-    if (peak) ymax = Math.max(ymax, peak * 2);
-    for (const m of ceil.memory) {
-      const xr = peak ? peak / m.value : xmax;
-      const xs2 = [xmin, Math.min(xmax, xr)];
-      traces.push({ type: "scatter", mode: "lines", name: `${m.name} (${fmt(m.value / 1e9, 0)} GB/s)`, x: xs2, y: xs2.map((x) => m.value * x), line: { color: "#333", dash: "dash", width: 1.5 }, hoverinfo: "name" });
-      ymin = Math.min(ymin, m.value * xmin);
-    }
-    for (const c of ceil.compute) traces.push({ type: "scatter", mode: "lines", name: `${c.name} (${c.value >= 1e12 ? `${fmt(c.value / 1e12, 1)} TFLOP/s` : `${fmt(c.value / 1e9, 0)} GFLOP/s`})`, x: [xmin, xmax], y: [c.value, c.value], line: { color: "#777", dash: "dot", width: 1.5 }, hoverinfo: "name" });
-  } else {
-    note.hidden = false;
-    note.textContent = `No measured ceilings for this device (${views[0].manifest.device.name}) — run notebooks/calibrate.ts to draw the memory and compute roofs.`;
-  }
-  Plotly.react("roof-plot", traces, {
-    ...BASE_LAYOUT, margin: { l: 80, r: 20, t: 44, b: 60 },
-    title: { text: `Roofline · ${views[0].manifest.device.name} (${views[0].manifest.device.backend}) · one point per ${group}`, font: { size: 13 } },
-    xaxis: { type: "log", title: { text: "arithmetic intensity (FLOP/byte)" }, range: [Math.log10(xmin), Math.log10(xmax)] },
-    yaxis: { type: "log", title: { text: "achieved performance (FLOP/s)" }, range: [Math.log10(ymin), Math.log10(ymax)], exponentformat: "SI" },
-    shapes, annotations, legend: { orientation: "h", y: -0.16 },
-  }, PLOT_CFG);
+  if (!keys.length) { note.hidden = true; Plotly.react("roof-plot", [], { ...BASE_LAYOUT, title: { text: "Select runs to plot" } }, PLOT_CFG); return; }
+  const [views, dev] = await Promise.all([
+    Promise.all(keys.map((k) => api(`/api/profiles/${enc(k)}/views`))),
+    api(`/api/roofline/devices?keys=${keys.map(enc).join(",")}`),
+  ]);
+  const f = rooflineFigure(views, keys, dev, { group, phase, palette: PALETTE, base: BASE_LAYOUT });
+  note.hidden = !f.warning && !f.notes.length;
+  note.classList.toggle("warn", !!f.warning);
+  note.innerHTML = (f.warning ? `<b>⚠ ${esc(f.warning)}</b><br>` : "") + f.notes.map(esc).join("<br>");
+  $("#roof-plot").style.height = `${f.height}px`;
+  Plotly.react("roof-plot", f.traces, f.layout, PLOT_CFG);
 }
 
 async function downloadPlot(id, format) {
@@ -596,6 +569,7 @@ const TAB_INIT = {
 };
 
 async function boot() {
+  try { const pal = await api("/api/palette"); PALETTE.push(...pal.palette); Object.assign(OP_COLORS, pal.opColors); } catch (e) { toast(`palette: ${e.message}`, "error"); }
   $("#load-btn").addEventListener("click", loadModel);
   $("#run-btn").addEventListener("click", startRun);
   $("#cancel-btn").addEventListener("click", cancelRun);

@@ -510,6 +510,17 @@ QW_API int32_t qw_session_set_toggle(qw_session *s, const char *id, const char *
     need(s, "session");
     need(id, "id");
     need(value, "value");
+    // Ids and values are printable: a control character (the TS side also refuses NUL, which C cannot see)
+    // is named by position, never echoed raw into the error message.
+    for (const char *str : {id, value}) {
+      for (size_t i = 0; str[i]; ++i) {
+        const unsigned char ch = static_cast<unsigned char>(str[i]);
+        if (ch < 0x20 || ch == 0x7f)
+          fail(QW_ERR_INVALID_ARGUMENT, std::string("toggle ") + (str == id ? "id" : "value") +
+                                            " contains a control character (byte " + std::to_string(ch) +
+                                            " at position " + std::to_string(i) + ")");
+      }
+    }
     const qw::ToggleDef *d = qw::find_toggle(id);
     if (!d) fail(QW_ERR_NOT_FOUND, std::string("unknown toggle \"") + id + "\"");
     bool known = false;
@@ -521,9 +532,16 @@ QW_API int32_t qw_session_set_toggle(qw_session *s, const char *id, const char *
     }
     bool impl = false;
     for (const auto &v : qw::implemented(*d, backend_name(s))) impl = impl || v == value;
-    if (!impl)
-      fail(QW_ERR_UNSUPPORTED, std::string("toggle ") + id + " = " + value + " is not implemented by the " +
-                                   qw::kBackendName + " backend");
+    if (!impl) {
+      // "not implemented yet" (no backend has the value) differs from "not on this backend" (the other one has it)
+      bool elsewhere = false;
+      for (const char *b : {"cpu", "cuda"})
+        for (const auto &v : qw::implemented(*d, b)) elsewhere = elsewhere || v == value;
+      fail(QW_ERR_UNSUPPORTED, std::string("toggle ") + id + " = " + value +
+                                   (elsewhere ? std::string(" is not on the ") + qw::kBackendName +
+                                                    " backend (another backend implements it)"
+                                              : std::string(" is not implemented yet (specified, no backend has it)")));
+    }
     if (layer != -1) {
       if (!d->per_layer) fail(QW_ERR_INVALID_ARGUMENT, std::string("toggle ") + id + " is not per-layer: use layer = -1");
       if (layer < 0 || layer >= s->layers())

@@ -11,34 +11,34 @@ const std::vector<ToggleDef> &toggle_defs() {
       {"attention", {"flash-bf16", "sage-int8", "sage-fp8"}, "flash-bf16", true, false, {"flash-bf16"},
        {"flash-bf16"}, "QWEN-001",
        "Attention kernel. flash-bf16 is exact softmax attention (the CPU computes it in fp32); sage-int8 "
-       "quantizes Q and K to INT8 with smooth-K; sage-fp8 adds FP8 P*V with two-level fp32 accumulation."},
+       "quantizes Q and K to INT8 with smooth-K; sage-fp8 adds FP8 P*V with two-level fp32 accumulation.", "Attention kernel"},
       {"gqa", {"native", "broadcast"}, "native", true, false, {"native", "broadcast"}, {"native", "broadcast"},
        "QWEN-002",
        "Grouped-query attention. native: query head h reads kv head h / (nH / nKV) in place; broadcast: "
-       "materialize the repeated KV heads first (the naive arm of the ablation, same result)."},
+       "materialize the repeated KV heads first (the naive arm of the ablation, same result).", "Grouped-query attention"},
       {"ffn", {"separate", "fused-swiglu", "fused-norm-gemv-swiglu"}, "separate", true, false, {"separate"},
        {"separate"}, "QWEN-003, QWEN-009",
-       "MLP kernels: separate gate/up GEMV, SiLU*up and down; or fused variants."},
+       "MLP kernels: separate gate/up GEMV, SiLU*up and down; or fused variants.", "MLP kernels"},
       {"norm", {"separate", "fused-residual-norm"}, "separate", true, false, {"separate"}, {"separate"},
-       "QWEN-013", "RMSNorm as its own op, or fused with the preceding residual add."},
+       "QWEN-013", "RMSNorm as its own op, or fused with the preceding residual add.", "RMSNorm fusion"},
       {"weights", {"as-loaded", "bf16", "q8", "q4"}, "as-loaded", false, true, {"as-loaded"}, {"as-loaded"},
        "QWEN-005",
        "Weight format: as-loaded keeps each tensor's own GGUF type (exact native layout); bf16/q8/q4 "
-       "re-quantize at load."},
+       "re-quantize at load.", "Weight format"},
       {"gemv", {"simple", "marlin"}, "simple", false, false, {"simple"}, {"simple"}, "QWEN-005",
-       "Quantized GEMV/GEMM kernel family."},
+       "Quantized GEMV/GEMM kernel family.", "Quantized GEMV kernel"},
       {"kvCache", {"bf16", "f32", "q8", "kivi4", "kivi2"}, "bf16", false, true, {"bf16", "f32"}, {"bf16"},
-       "QWEN-007", "KV cache element type. Changing it clears every sequence of the session."},
+       "QWEN-007", "KV cache element type. Changing it clears every sequence of the session.", "KV-cache type"},
       {"graphs", {"on", "off"}, "on", false, false, {"off"}, {"on", "off"}, "launch overhead",
-       "CUDA graph replay for decode steps (the CPU backend has no graphs: always off there)."},
+       "CUDA graph replay for decode steps (the CPU backend has no graphs: always off there).", "CUDA graphs"},
       {"speculative", {"off", "draft", "eagle"}, "off", false, true, {"off"}, {"off"}, "QWEN-004",
-       "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification."},
+       "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification.", "Speculative decoding"},
       {"dca", {"off", "on"}, "off", true, true, {"off"}, {"off"}, "QWEN-006",
-       "Dual Chunk Attention for contexts past the trained length."},
+       "Dual Chunk Attention for contexts past the trained length.", "Dual Chunk Attention"},
       {"sparsePrefill", {"off", "vertical-slash"}, "off", true, false, {"off"}, {"off"}, "QWEN-008",
-       "MInference-style dynamic sparse prefill attention."},
+       "MInference-style dynamic sparse prefill attention.", "Sparse prefill attention"},
       {"tile", {"auto", "fixed"}, "auto", false, false, {"auto"}, {"auto"}, "QWEN-010",
-       "Kernel tile sizes: measured per device (auto) or fixed."},
+       "Kernel tile sizes: measured per device (auto) or fixed.", "Kernel tile sizes"},
   };
   return defs;
 }
@@ -66,6 +66,7 @@ std::string toggle_registry_json() {
   for (const auto &t : toggle_defs()) {
     w.begin_object();
     w.key("id").value(t.id);
+    w.key("name").value(t.name ? t.name : t.id);
     w.key("type").value("enum");
     w.key("values").begin_array();
     for (const auto &v : t.values) w.value(v);

@@ -16,6 +16,7 @@ struct ToggleDef {
   std::vector<std::string> cuda;    // values libqwen_cuda implements
   const char *spec;
   const char *description;
+  const char *name = nullptr;       // human name shown with the id (UI, CLI errors); the JSON falls back to the id
 };
 
 const std::vector<ToggleDef> &toggle_defs();

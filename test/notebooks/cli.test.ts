@@ -1,0 +1,61 @@
+// The notebooks as a user starts them right after `npm install`: npm scripts exist, --help prints usage (not the
+// source header), export --format svg-quant without quant data says so, calibrate --from-lab-log writes the L2 roof.
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { loadCeilings } from "../../engine/roofline.ts";
+
+const REPO = resolve(import.meta.dir, "../..");
+const BUN = join(REPO, "node_modules/.bin/bun");
+const tmp = mkdtempSync(join(tmpdir(), "qwb-nb-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function run(args: string[]) {
+  const p = Bun.spawnSync([BUN, ...args], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+}
+
+describe("notebooks", () => {
+  test("package.json has an npm script per notebook", () => {
+    const scripts = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).scripts;
+    for (const n of ["ablate", "compare", "export", "calibrate", "bench", "perplexity"]) expect(scripts[n]).toBe(`bun notebooks/${n}.ts`);
+  });
+
+  for (const n of ["ablate", "compare", "export", "calibrate", "bench", "perplexity"]) {
+    test(`${n} --help prints usage, not the source header`, () => {
+      const r = run([`notebooks/${n}.ts`, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(new RegExp(`^usage: (npm run ${n} -- |npx bun notebooks/${n}\\.ts )`)); // both work after npm install
+      expect(r.out).not.toMatch(/^\/\//m);
+    }, 60_000);
+  }
+
+  test("export --format svg-quant on a profile without quant data: a clear message and exit 1", () => {
+    const r = run(["notebooks/export.ts", "profiles/cpu-run-tiny-brown-bf16.json", "--format", "svg-quant", "--out", tmp]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/no quantization-error data in .*cpu-run-tiny-brown-bf16\.json: svg-quant needs a profile of kind "quant-error"/);
+    expect(existsSync(join(tmp, "cpu-run-tiny-brown-bf16.quant.svg"))).toBe(false);
+  }, 60_000);
+
+  test("calibrate --from-lab-log: the L2 roof of the CALIB line lands in the ceilings file, read back by the roofline", () => {
+    const calib = { device: "Test GPU", sms: 132, cc: "9.0", clock_mhz: 1980, mem_clock_mhz: 3201, memory_bytes: 1.5e11, driver: 13000, runtime: 13000,
+      copy_bw_bytes_per_s: { samples: [4.2e12, 4.3e12, 4.25e12], median: 4.25e12 },
+      l2_bw_bytes_per_s: { samples: [1e13, 1.1e13, 1.05e13], median: 1.05e13, buffer_bytes: 26214400, l2_bytes: 52428800 },
+      bf16_flops_per_s: { samples: [7.9e14, 8e14, 7.95e14], median: 7.95e14, kernel: "gemm_cublaslt", shape: "8192x8192x8192" }, gemm_library: "x" };
+    writeFileSync(join(tmp, "lab.log"), `qwlab on Test GPU\nCALIB ${JSON.stringify(calib)}\n`);
+    const r = run(["notebooks/calibrate.ts", "--from-lab-log", join(tmp, "lab.log"), "--out", join(tmp, "ceil")]);
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    const c = loadCeilings(join(tmp, "ceil"));
+    expect(c.map((x) => x.file)).toEqual(["test-gpu.json"]);
+    expect(c[0].memory).toEqual([{ name: "copy bandwidth", value: 4.25e12, level: "dram" }, { name: "L2 read bandwidth", value: 1.05e13, level: "l2" }]);
+    expect(c[0].cacheBytes.l2).toBe(52428800);
+    // a malformed CALIB line is refused with the reason
+    writeFileSync(join(tmp, "bad.log"), `CALIB {"device":"x"}\n`);
+    const b = run(["notebooks/calibrate.ts", "--from-lab-log", join(tmp, "bad.log"), "--out", join(tmp, "ceil2")]);
+    expect(b.code).toBe(1);
+    expect(b.err).toMatch(/the CALIB line is not what cuda\/dev\/lab.cu prints/);
+    expect(run(["notebooks/calibrate.ts", "--bogus"]).code).toBe(2);
+  }, 60_000);
+});

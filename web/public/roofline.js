@@ -1,0 +1,91 @@
+// The Roofline page's figure (plotly traces and layout), a pure function of the server's answers so that it
+// can be tested without a browser (test/web/roofline-page.test.ts): one panel per device, each run against its
+// own device's roofs (DRAM, L3, L2 bandwidth; compute peaks), labels only on the points with the most time.
+export const ROOF_TOP_LABELS = 8;
+const ROOF_DASH = { dram: "dash", l3: "dashdot", l2: "dot" };
+const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+const fix = (v, d) => Number(v).toFixed(d);
+const rate = (v, unit) => (v >= 1e12 ? `${fix(v / 1e12, 2)} T${unit}/s` : `${fix(v / 1e9, v >= 1e11 ? 0 : 1)} G${unit}/s`);
+
+// Labels for at most ROOF_TOP_LABELS points, most time first, skipping one whose label box (at pixel px, py; 10 px
+// type to the right of the point) overlaps a label already placed. The other points show on hover.
+function labelled(pts, px, py) {
+  const boxes = [], out = new Set();
+  for (const p of [...pts].sort((a, b) => b.seconds - a.seconds)) {
+    if (out.size >= ROOF_TOP_LABELS) break;
+    const x0 = px(p) + 6, y0 = py(p) - 7, b = { x0, x1: x0 + 6 * p.label.length, y0, y1: y0 + 14 };
+    if (boxes.some((o) => b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1)) continue;
+    boxes.push(b);
+    out.add(p);
+  }
+  return out;
+}
+
+/**
+ * views: GET /api/profiles/:key/views for each key; dev: GET /api/roofline/devices?keys=…;
+ * opts: { group: "op"|"layer"|"layer-op", phase: "both"|"prefill"|"decode", palette, base (layout defaults) }.
+ * Returns { traces, layout, notes, warning, height }.
+ */
+export function rooflineFigure(views, keys, dev, opts) {
+  const { group, phase, palette } = opts;
+  const runOf = new Map(keys.map((k, i) => [k, i]));
+  const traces = [], annotations = [], notes = [];
+  const n = dev.devices.length, gap = 0.1, h = (1 - gap * (n - 1)) / n;
+  const layout = {
+    ...(opts.base ?? {}), margin: { l: 80, r: 20, t: 44, b: 60 }, showlegend: true, legend: { orientation: "h", y: -0.08 },
+    title: { text: `Roofline · one point per ${group}${n > 1 ? ` · ${n} devices` : ` · ${dev.devices[0]?.key ?? ""}`}`, font: { size: 13 } },
+  };
+  let total = 0;
+  dev.devices.forEach((d, g) => {
+    const ax = g === 0 ? "" : String(g + 1);
+    const pts = d.runs.flatMap((k) => {
+      const i = runOf.get(k), v = views[i];
+      return v.roofline[group].filter((p) => phase === "both" || p.phase === phase).map((p) => ({ ...p, run: v.manifest.label ?? v.id, i }));
+    });
+    total += pts.length;
+    const xs = pts.map((p) => p.intensity), ys = pts.map((p) => p.flopPerS);
+    const xmin = (xs.length ? Math.min(...xs) : 0.1) / 3, xmax = (xs.length ? Math.max(...xs) : 10) * 3;
+    let ymin = (ys.length ? Math.min(...ys) : 1e9) / 3, ymax = (ys.length ? Math.max(...ys) : 1e10) * 3;
+    const c = d.ceilings;
+    if (c) {
+      const peak = Math.max(0, ...c.compute.map((r) => r.value));
+      if (peak) ymax = Math.max(ymax, peak * 2);
+      for (const m of c.memory) ymin = Math.min(ymin, m.value * xmin);
+    }
+    const top = labelled(pts, (p) => Math.log(p.intensity / xmin) / Math.log(xmax / xmin) * (opts.plotWidth ?? 900),
+      (p) => Math.log(ymax / p.flopPerS) / Math.log(ymax / ymin) * 400);
+    for (const k of d.runs) {
+      const i = runOf.get(k);
+      for (const ph of ["prefill", "decode"]) {
+        const ps = pts.filter((p) => p.i === i && p.phase === ph);
+        if (!ps.length) continue;
+        traces.push({
+          type: "scatter", mode: "markers+text", name: `${ps[0].run} · ${ph}`, xaxis: `x${ax}`, yaxis: `y${ax}`,
+          x: ps.map((p) => p.intensity), y: ps.map((p) => p.flopPerS), text: ps.map((p) => (top.has(p) ? p.label : "")),
+          textposition: "middle right", textfont: { size: 10, color: "#333" }, cliponaxis: false,
+          marker: { color: palette[i % palette.length], symbol: ph === "prefill" ? "circle" : "triangle-up", size: 9, line: { color: "#fff", width: 1 } },
+          customdata: ps.map((p) => [p.kernels.join(", "), p.flops / 1e6, p.bytes / 1e6, p.seconds * 1e3, p.bytesPerS / 1e9, p.label, p.why ? `<br><i>${esc(p.why)}</i>` : ""]),
+          hovertemplate: "<b>%{customdata[5]}</b> (" + ph + ")<br>kernel: %{customdata[0]}<br>FLOPs: %{customdata[1]:.3f} M<br>bytes: %{customdata[2]:.3f} MB<br>time: %{customdata[3]:.4f} ms<br>%{x:.3g} FLOP/B · %{y:.3s}FLOP/s · %{customdata[4]:.2f} GB/s%{customdata[6]}<extra></extra>",
+        });
+      }
+    }
+    const where = n > 1 ? `${d.device}: ` : "";
+    if (c) {
+      const peak = Math.max(0, ...c.compute.map((r) => r.value));
+      for (const m of c.memory) {
+        const x2 = [xmin, Math.min(xmax, peak ? peak / m.value : xmax)];
+        traces.push({ type: "scatter", mode: "lines", name: `${where}${m.name} (${rate(m.value, "B")})`, xaxis: `x${ax}`, yaxis: `y${ax}`, x: x2, y: x2.map((x) => m.value * x), line: { color: "#333", dash: ROOF_DASH[m.level] ?? "dash", width: 1.5 }, hoverinfo: "name" });
+      }
+      for (const r of c.compute) traces.push({ type: "scatter", mode: "lines", name: `${where}${r.name} (${rate(r.value, "FLOP")})`, xaxis: `x${ax}`, yaxis: `y${ax}`, x: [xmin, xmax], y: [r.value, r.value], line: { color: "#777", dash: "longdash", width: 1.5 }, hoverinfo: "name" });
+    } else {
+      notes.push(`No measured ceilings for ${d.key}: run notebooks/calibrate.ts on that device to draw its memory and compute roofs.`);
+    }
+    notes.push(...(d.notes ?? []));
+    const top0 = 1 - g * (h + gap);
+    layout[`xaxis${ax}`] = { type: "log", title: { text: "arithmetic intensity (FLOP/byte)" }, range: [Math.log10(xmin), Math.log10(xmax)], anchor: `y${ax}` };
+    layout[`yaxis${ax}`] = { type: "log", title: { text: "FLOP/s" }, range: [Math.log10(ymin), Math.log10(ymax)], exponentformat: "SI", domain: [Math.max(0, top0 - h), top0], anchor: `x${ax}` };
+    if (n > 1) annotations.push({ text: `<b>${esc(d.key)}</b>${c ? ` · ceilings ${esc(c.file)}` : " · no measured ceilings"}`, xref: "paper", yref: "paper", x: 0, y: top0, yanchor: "bottom", showarrow: false, font: { size: 12 } });
+  });
+  if (total > ROOF_TOP_LABELS) notes.push(`Labels on up to ${ROOF_TOP_LABELS} points with the most time per panel (none that would overlap); hover for every point.`);
+  return { traces, layout: { ...layout, annotations }, notes, warning: dev.warning ?? null, height: Math.max(560, 480 * n) };
+}
