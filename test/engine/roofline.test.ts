@@ -8,6 +8,9 @@ import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, mixedDeviceWarning, parseCeilings, placeLabels, rooflinePoints,
 } from "../../engine/roofline.ts";
 import { rooflineSvg } from "../../engine/export/svg.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const tiny = readProfile(join(REPO, "profiles/cpu-run-tiny-brown-bf16.json"));           // Intel Xeon, 10 MB of weights
