@@ -4,7 +4,7 @@
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
@@ -326,6 +326,33 @@ function cmdInspect(argv: string[]): void {
 }
 
 // ------------------------------------------------------------------------------------------------
+/** RssAnon / RssFile of this process from /proc/self/status (Linux), in bytes; zeros elsewhere. */
+function rssSplit(): { anon: number; file: number } {
+  try {
+    const st = readFileSync("/proc/self/status", "utf8");
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(st)?.[1] ?? 0) * 1024;
+    return { anon: kb("RssAnon"), file: kb("RssFile") };
+  } catch {
+    return { anon: 0, file: 0 };
+  }
+}
+
+/**
+ * Resident memory of a loaded model next to its file size (weights stay in their 8/4-bit layouts). RSS growth
+ * is split into anonymous memory (the engine's native copy, JS heap) and file-backed pages (the GGUF mmap the
+ * loader reads from: clean pages the kernel can drop).
+ */
+function benchMemory(m: { path: string; weightBytes: number; nativeWeightBytes(): number }, before: { anon: number; file: number }): Record<string, number> {
+  const now = rssSplit(), native = m.nativeWeightBytes();
+  const file = existsSync(m.path) && statSync(m.path).isFile() ? statSync(m.path).size : 0;
+  const mem = { file_bytes: file, weight_bytes: m.weightBytes, native_weight_bytes: native,
+    rss_anon_growth_bytes: now.anon - before.anon, rss_file_growth_bytes: now.file - before.file };
+  process.stderr.write(`memory: file ${file ? fmtBytes(file) : "-"}, weights ${fmtBytes(m.weightBytes)} as loaded, ` +
+    `${fmtBytes(native)} in the engine's native layout; after load RSS +${fmtBytes(now.anon - before.anon)} anonymous, ` +
+    `+${fmtBytes(now.file - before.file)} file-backed (GGUF mmap)\n`);
+  return mem;
+}
+
 async function cmdBench(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse(argv, {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
@@ -343,9 +370,10 @@ async function cmdBench(argv: string[]): Promise<void> {
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
   const format = (o.format as string | undefined) ?? "md";
   if (!["md", "csv", "json", "jsonl"].includes(format)) fail(`bench: --format must be md, csv, json or jsonl, got '${format}'`);
+  const rss0 = rssSplit();
   const m = await open(model, backendOf(o.backend as string), threads);
   const rows: BenchRow[] = [];
-  const summary: Record<string, unknown> = {};
+  const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
   try {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
     const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: Math.max(maxPp, 8 + maxTg, 16) });

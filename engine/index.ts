@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { z } from "zod";
 import type { BackendChoice, EngineModel, EngineSession, OpenModel, OpenOptions, Progress, QwenConfig, ToggleDef } from "./api.ts";
 import { getEngine, GGML, REPO_ROOT, type NativeEngine, type NativeModel } from "./ffi.ts";
 import { ggmlTypeName } from "./gguf.ts";
@@ -171,9 +172,16 @@ export class Model implements EngineModel {
     return this.native.closed;
   }
 
+  /** Bytes the engine holds for the weights in its native layouts (8/4-bit codes + group scales/offsets). */
+  nativeWeightBytes(): number {
+    const info = z.object({ weight_bytes: z.number() }).passthrough().parse(JSON.parse(this.native.infoJson()));
+    return info.weight_bytes;
+  }
+
   profilingModes(): string[] {
     return this.engine.lib.profilingModes();
   }
+
   toggleRegistry(): ToggleDef[] {
     this.registry ??= parseRegistry(this.engine.lib.toggleRegistryJson());
     return this.registry;

@@ -4,6 +4,8 @@
 // build/bench cachebw [threads] (L2 / L3 read bandwidth).
 // Prefill: pp tokens in one chunk (tok/s = pp / time). Decode: tg greedy steps from a 1-token context, like
 // llama-bench tg. Prints median and min-max over reps (a warm-up run is excluded).
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <immintrin.h>
@@ -18,6 +20,14 @@
 
 static double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Process CPU time (user + sys, all threads). On a shared box, tokens per CPU-second x threads estimates the
+// speed on uncontended cores (conservative: pool workers' spin-waits count as CPU time).
+static double cpu_time_s() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
 static int32_t type_id(const std::string &s) {
@@ -248,7 +258,88 @@ static double flops(int threads) {
   return best;
 }
 
+// Peaks of the prefill GEMM arms (gemm_avx512.cpp, gemm_int8_avx512.cpp): 12 register-resident zmm chains
+// per thread of vfmadd231ps (fp32, 32 FLOPs each) or vpdpbusd (int8, 64 multiply-adds = 128 OPs each).
+// Returns OP/s of `threads` threads over `iters` iterations, timed by the caller.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vnni")
+// 12 independent chains a[i] = op(a[i]) over iters steps from distinct starts (the compiler may not merge
+// them); returns the sum of all lanes so that the work cannot be dropped.
+template <class V, class Init, class Op, class Lanes>
+__attribute__((always_inline)) inline double chains12(int64_t iters, Init init, Op op, Lanes lanes) {
+  V a[12];
+  for (int i = 0; i < 12; ++i) a[i] = init(i);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = op(a[i]);
+  }
+  double total = 0;
+  for (int i = 0; i < 12; ++i) total += lanes(a[i]);
+  return total;
+}
+
+template <class E, class V>
+double lane_sum(V a) {
+  E t[sizeof(V) / sizeof(E)];
+  std::memcpy(t, &a, sizeof(V));
+  double x = 0;
+  for (E v : t) x += double(v);
+  return x;
+}
+
+static double peak512_run(int threads, int64_t iters, bool int8) {
+  double total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    const int f = omp_get_thread_num() + 1;
+    if (int8) {
+      const __m512i u = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-2);
+      total += chains12<__m512i>(
+          iters, [&](int i) { return _mm512_set1_epi32(f + i); }, [&](__m512i a) { return _mm512_dpbusd_epi32(a, u, w); },
+          lane_sum<int32_t, __m512i>);
+    } else {
+      const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-6f);
+      total += chains12<__m512>(
+          iters, [&](int i) { return _mm512_set1_ps(float(f) + 0.1f * float(i)); },
+          [&](__m512 a) { return _mm512_fmadd_ps(a, m, c); },
+          lane_sum<float, __m512>);
+    }
+  }
+  return total;
+}
+#pragma GCC pop_options
+
+static double peak512(int threads, bool int8) {
+  int64_t iters = 1 << 20;
+  while (true) {  // grow the run until it lasts >= 0.3 s
+    const double t0 = now_s();
+    if (peak512_run(threads, iters, int8) == -1) std::printf("?");
+    const double dt = now_s() - t0;
+    if (dt >= 0.3) break;
+    iters = int64_t(double(iters) * std::min(8.0, 0.4 / std::max(dt, 1e-4)));
+  }
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = now_s();
+    if (peak512_run(threads, iters, int8) == -1) std::printf("?");
+    best = std::max(best, double(threads) * double(iters) * 12 * (int8 ? 128 : 32) / (now_s() - t0) / 1e9);
+  }
+  return best;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && (std::string(argv[1]) == "flops512" || std::string(argv[1]) == "int8")) {
+    const bool int8 = std::string(argv[1]) == "int8";
+    const int th = argc > 2 ? std::atoi(argv[2]) : 2;
+    if (!__builtin_cpu_supports("avx512f") || (int8 && !__builtin_cpu_supports("avx512vnni"))) {
+      std::printf("%s: this CPU has no %s\n", argv[1], int8 ? "AVX-512 VNNI" : "AVX-512");
+      return 2;
+    }
+    std::printf("%s peak (%s), %d thread(s): %.1f %s (best of 3, >= 0.3 s each)\n", int8 ? "int8 dot-product" : "fp32 FMA",
+                int8 ? "AVX-512 VNNI vpdpbusd, 1 multiply-add = 2 OPs" : "AVX-512, FMA = 2 FLOPs", th, peak512(th, int8),
+                int8 ? "GOP/s" : "GFLOP/s");
+    return 0;
+  }
   if (argc > 1 && std::string(argv[1]) == "flops") {
     const int th = argc > 2 ? std::atoi(argv[2]) : 2;
     std::printf("fp32 FMA peak (AVX2), %d thread(s): %.1f GFLOP/s (best of 3, >= 0.3 s each, FMA = 2 FLOPs)\n", th,
@@ -333,15 +424,21 @@ int main(int argc, char **argv) {
   }
   load("output_norm.weight", c.H, 1, true);
   CHECK_OK(qw_model_finalize(m));
-  CHECK_OK(qw_session_create(m, "{\"max_context\":1024}", &s));
+  const std::string sess = "{\"max_context\":" + std::to_string(std::max(1024, pp + tg + 8)) + "}";
+  CHECK_OK(qw_session_create(m, sess.c_str(), &s));
   if (argc > 7) CHECK_OK(qw_session_set_toggle(s, "kvCache", argv[7], -1));
+  if (const char *tv = std::getenv("QW_BENCH_TOGGLE")) {  // id=value, e.g. actQuant=int8 (all layers)
+    const std::string kv = tv;
+    const size_t eq = kv.find('=');
+    CHECK_OK(qw_session_set_toggle(s, kv.substr(0, eq).c_str(), eq == std::string::npos ? "" : kv.substr(eq + 1).c_str(), -1));
+  }
   uint64_t len = 0;
   char info[4096];
   CHECK_OK(qw_model_info_json(m, nullptr, 0, &len));
   std::printf("shape %s type %s threads %d: load %.1f s\n", shape.c_str(), ts.c_str(), threads, now_s() - t_load);
   std::vector<int32_t> prompt(static_cast<size_t>(pp));
   for (auto &t : prompt) t = int32_t(r.next() % uint64_t(c.V));
-  std::vector<double> pps, tgs;
+  std::vector<double> pps, tgs, pps_cpu;
   // QW_BENCH_RECORDS=1 times the runs with op records on (profiling mode 1), to measure its overhead.
   const bool records = std::getenv("QW_BENCH_RECORDS") != nullptr;
   if (records) CHECK_OK(qw_session_set_profiling(s, 1));
@@ -352,8 +449,9 @@ int main(int argc, char **argv) {
     int32_t tok;
     CHECK_OK(qw_session_reset(s, 0));
     double t0 = now_s();
+    const double c0 = cpu_time_s();
     CHECK_OK(qw_session_prefill(s, 0, prompt.data(), pp, &tok));
-    const double t_pp = now_s() - t0;
+    const double t_pp = now_s() - t0, c_pp = cpu_time_s() - c0;
     CHECK_OK(qw_session_reset(s, 0));
     CHECK_OK(qw_session_prefill(s, 0, prompt.data(), 1, &tok));
     t0 = now_s();
@@ -364,6 +462,7 @@ int main(int argc, char **argv) {
     const double t_tg = now_s() - t0;
     if (rep > 0) {
       pps.push_back(pp / t_pp);
+      pps_cpu.push_back(pp / c_pp * threads);
       tgs.push_back(tg / t_tg);
     }
   }
@@ -374,6 +473,7 @@ int main(int argc, char **argv) {
   };
   report("pp", pp, pps);
   report("tg", tg, tgs);
+  report("pp/cpu-s x threads: pp", pp, pps_cpu);
   if (records) CHECK_OK(qw_session_set_profiling(s, 0));
   if (std::getenv("QW_BENCH_PROFILE")) {  // per-op decode time split from the op records
     CHECK_OK(qw_session_set_profiling(s, 1));

@@ -65,6 +65,7 @@ enum Hook : int32_t {
 // Toggle values as the backend sees them for one step (resolved per layer by the front).
 struct LayerToggles {
   bool gqa_broadcast = false;  // "gqa": "broadcast" materializes repeated KV heads (naive ablation arm)
+  bool act_int8 = false;       // "actQuant": "int8" quantizes prefill GEMM activations of 8/4-bit weights
 };
 struct StepToggles {
   std::vector<LayerToggles> layer;  // size num_layers

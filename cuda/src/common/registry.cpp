@@ -37,6 +37,11 @@ const std::vector<ToggleDef> &toggle_defs() {
        "Dual Chunk Attention for contexts past the trained length.", "Dual Chunk Attention"},
       {"sparsePrefill", {"off", "vertical-slash"}, "off", true, false, {"off"}, {"off"}, "QWEN-008",
        "MInference-style dynamic sparse prefill attention.", "Sparse prefill attention"},
+      {"actQuant", {"off", "int8"}, "off", true, false, {"off", "int8"}, {"off"}, "issue 15",
+       "Activations of prefill GEMMs with 8/4-bit weights. off: exact (fp32 on the CPU); int8: quantize the "
+       "activations per token and weight group to int8 (d = max|x| / 127, as llama.cpp's q8_0) and use integer "
+       "dot products (CPU: AVX-512 VNNI; elsewhere the exact kernel runs, its op records name the kernel). "
+       "Decode (one token) always stays exact.", "Int8 activations (prefill GEMM)"},
       {"tile", {"auto", "fixed"}, "auto", false, false, {"auto"}, {"auto"}, "QWEN-010",
        "Kernel tile sizes: measured per device (auto) or fixed.", "Kernel tile sizes"},
   };

@@ -55,6 +55,38 @@ void KvCache::configure(const std::string &dtype, int32_t L, int32_t B, int32_t 
   }
 }
 
+// s[k] = softmax(scale * s)[k] over k < n (max-subtracted, e / sum): the one softmax of both attention
+// paths (attention_avx512.cpp calls it too), so their probabilities are bit-identical.
+void softmax_scaled(float *s, int32_t n_keys, float scale) {
+  int32_t k = 0;
+  float mx = -INFINITY;
+  for (k = 0; k < n_keys; ++k) {
+    s[k] *= scale;
+    mx = std::max(mx, s[k]);
+  }
+  float sum = 0;
+  k = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  {
+    const __m256 m = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    for (; k + 8 <= n_keys; k += 8) {
+      const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + k), m));
+      _mm256_storeu_ps(s + k, e);
+      acc = _mm256_add_ps(acc, e);
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, acc);
+    for (float t : tmp) sum += t;
+  }
+#endif
+  for (; k < n_keys; ++k) {
+    s[k] = std::exp(s[k] - mx);
+    sum += s[k];
+  }
+  for (k = 0; k < n_keys; ++k) s[k] /= sum;  // P = e / sum, as softmax does before P.V (vectorizes)
+}
+
 namespace {
 
 // Row loaders: 8 fp32 values at element i of a row (f32 or bf16 storage), plus a scalar one for tails.
@@ -131,32 +163,7 @@ void attend(float *z, const float *q, int32_t d, int32_t n_keys, float scale, st
     for (; k + 4 <= n_keys; k += 4) dot4(s + k, q, key(k), key(k + 1), key(k + 2), key(k + 3), d);
 #endif
   for (; k < n_keys; ++k) s[k] = dot(q, key(k), d);
-  float mx = -INFINITY;
-  for (k = 0; k < n_keys; ++k) {
-    s[k] *= scale;
-    mx = std::max(mx, s[k]);
-  }
-  float sum = 0;
-  k = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  {
-    const __m256 m = _mm256_set1_ps(mx);
-    __m256 acc = _mm256_setzero_ps();
-    for (; k + 8 <= n_keys; k += 8) {
-      const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + k), m));
-      _mm256_storeu_ps(s + k, e);
-      acc = _mm256_add_ps(acc, e);
-    }
-    float tmp[8];
-    _mm256_storeu_ps(tmp, acc);
-    for (float t : tmp) sum += t;
-  }
-#endif
-  for (; k < n_keys; ++k) {
-    s[k] = std::exp(s[k] - mx);
-    sum += s[k];
-  }
-  for (k = 0; k < n_keys; ++k) s[k] /= sum;  // P = e / sum, as softmax does before P.V (vectorizes)
+  softmax_scaled(s, n_keys, scale);
   int32_t c0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
   if (vec) {
@@ -226,9 +233,14 @@ void attention(KvCache &kv, const AttnArgs &a) {
           }
         }
     }
-  // 3. One task per (query row, head).
   int64_t rows = 0;
   for (size_t s = 0; s < nS; ++s) rows += st.n_new[s];
+  // 3a. Prefill chunks: the blocked AVX-512 kernels (same math, several queries per K/V load).
+  if (rows >= kBlockedMinRows && attention_blocked_ok(d)) {
+    attention_blocked_avx512(kv, a, bk, bv);
+    return;
+  }
+  // 3b. One task per (query row, head).
   const int64_t tasks = rows * nH;
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<int32_t> row_seq(static_cast<size_t>(rows));

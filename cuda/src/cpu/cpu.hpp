@@ -26,15 +26,33 @@ struct MatJob {
   const float *bias = nullptr;  // [rows] or nullptr
   float *out = nullptr;
   int64_t out_stride = 0;
+  bool act_int8 = false;  // toggle actQuant = int8: prefill of W8/W4 with int8 activations (gemm_int8_avx512.cpp)
 };
 
 // matmul.cpp — y = x W^T (+ bias) for every job, all sharing the input x [T, cols] (row stride x_stride).
 // Row chunks of all jobs are shared out to the pool threads through a counter.
 void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool);
-const char *matmul_kernel_name(const NativeTensor &t, int64_t T);  // e.g. "cpu.gemv.w8g32"
+// e.g. "cpu.gemv.w8g32"; act_int8: the job asks for the int8-activation arm (named only where it runs).
+const char *matmul_kernel_name(const NativeTensor &t, int64_t T, bool act_int8 = false);
 // matmul_avx512.cpp — W8 decode rows [r0, r1) with AVX-512 (call only when cpu_has_avx512()).
 void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1);
 bool cpu_has_avx512();
+// gemm_avx512.cpp — exact prefill GEMM over fp32 weight rows: out[t * out_stride + i] = w[i] . x[t] for
+// rows i < n_rows (row stride ldw) and tokens t < T, K columns. Overwrites out; deterministic for any row split.
+void gemm_f32_avx512(const float *w, int64_t ldw, int64_t n_rows, const float *x, int64_t x_stride, int64_t T,
+                     int64_t K, float *out, int64_t out_stride);
+// gemm_int8_avx512.cpp — the int8-activation arm. Activations quantized per token and group of G columns
+// (d = max|x| / 127; q stored as xq + 128), then W8/W4 rows [r0, r1) of job for all qa.T tokens with VNNI.
+// xsum: per-token fp32 group sums of x when the weight has offsets, else nullptr.
+struct QuantAct {
+  int32_t G = 0;
+  int64_t T = 0, K = 0, gpr = 0;
+  std::vector<uint8_t> q;  // [T, K]
+  std::vector<float> d;    // [T, gpr]
+};
+void quantize_act(QuantAct &qa, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G, Pool &pool);
+void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
+bool cpu_has_vnni();  // AVX-512 (as cpu_has_avx512) and AVX-512 VNNI
 
 // norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].
 void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, Pool &pool);
@@ -78,6 +96,13 @@ struct AttnArgs {
   Pool *pool;
 };
 void attention(KvCache &kv, const AttnArgs &a);
+void softmax_scaled(float *s, int32_t n_keys, float scale);  // s = softmax(scale * s) over n_keys
+// attention_avx512.cpp — blocked prefill attention (steps of >= kBlockedMinRows rows, head_dim % 64 == 0,
+// AVX-512); bk/bv: the gqa-broadcast copies [nH, len, d] per sequence (empty unless a.broadcast).
+constexpr int64_t kBlockedMinRows = 8;
+bool attention_blocked_ok(int32_t head_dim);
+void attention_blocked_avx512(KvCache &kv, const AttnArgs &a, const std::vector<std::vector<float>> &bk,
+                              const std::vector<std::vector<float>> &bv);
 
 // The CPU model: native tensors by name, and the forward step (forward.cpp).
 struct Layer {

@@ -124,17 +124,18 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &ly = m_.layers[size_t(l)];
+    const bool i8 = st.toggles.layer.size() > size_t(l) && st.toggles.layer[size_t(l)].act_int8;
     cap(HOOK_RESID_PRE, l, x, H);
     rec.op(l, QW_OP_ATTN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
            [&] { rmsnorm(h, x, ly.attn_norm, R, H, c.rms_eps, th); });
     {
-      const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd}, {ly.k, ly.bk, k, KVd}, {ly.v, ly.bv, v, KVd}};
+      const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd, i8}, {ly.k, ly.bk, k, KVd, i8}, {ly.v, ly.bv, v, KVd, i8}};
       OpCost cq = cost_matmul(R, Qd, H, ly.q.t->type, ly.q.t->group, true, act);
       const OpCost ck = cost_matmul(R, KVd, H, ly.k.t->type, ly.k.t->group, true, act);
       const OpCost cv = cost_matmul(R, KVd, H, ly.v.t->type, ly.v.t->group, true, act);
       cq.flops += ck.flops + cv.flops;
       cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);  // x is read once for all three
-      rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
+      rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R, i8), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
     }
     rec.op(l, QW_OP_ROPE, "cpu.rope.neox", cost_rope(R, nH + nKV, d, act), nt, [&] {
       rope_apply(q, R, Qd, nH, d, pos, rope_);
@@ -153,8 +154,8 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     }
     cap(HOOK_Z, l, z, Qd);
     {
-      const MatJob job{ly.o, nullptr, o, H};
-      rec.op(l, QW_OP_O_PROJ, matmul_kernel_name(*ly.o.t, R), cost_matmul(R, H, Qd, ly.o.t->type, ly.o.t->group, false, act),
+      const MatJob job{ly.o, nullptr, o, H, i8};
+      rec.op(l, QW_OP_O_PROJ, matmul_kernel_name(*ly.o.t, R, i8), cost_matmul(R, H, Qd, ly.o.t->type, ly.o.t->group, false, act),
              nt, [&] { matmul(&job, 1, z, R, Qd, th); });
     }
     cap(HOOK_ATTN_OUT, l, o, H);
@@ -163,19 +164,19 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     rec.op(l, QW_OP_FFN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
            [&] { rmsnorm(h, x, ly.ffn_norm, R, H, c.rms_eps, th); });
     {
-      const MatJob jobs[2] = {{ly.gate, nullptr, g, F}, {ly.up, nullptr, u, F}};
+      const MatJob jobs[2] = {{ly.gate, nullptr, g, F, i8}, {ly.up, nullptr, u, F, i8}};
       OpCost cg = cost_matmul(R, F, H, ly.gate.t->type, ly.gate.t->group, false, act);
       const OpCost cu = cost_matmul(R, F, H, ly.up.t->type, ly.up.t->group, false, act);
       cg.flops += cu.flops;
       cg.bytes += cu.bytes - act * double(R * H);
-      rec.op(l, QW_OP_GATE_UP, matmul_kernel_name(*ly.gate.t, R), cg, nt, [&] { matmul(jobs, 2, h, R, H, th); });
+      rec.op(l, QW_OP_GATE_UP, matmul_kernel_name(*ly.gate.t, R, i8), cg, nt, [&] { matmul(jobs, 2, h, R, H, th); });
     }
     cap(HOOK_MLP_PRE, l, g, F);
     rec.op(l, QW_OP_SWIGLU, "cpu.swiglu", cost_swiglu(R, F, act), nt, [&] { swiglu(a, g, u, R * F, th); });
     cap(HOOK_MLP_POST, l, a, F);
     {
-      const MatJob job{ly.down, nullptr, o, H};
-      rec.op(l, QW_OP_DOWN, matmul_kernel_name(*ly.down.t, R),
+      const MatJob job{ly.down, nullptr, o, H, i8};
+      rec.op(l, QW_OP_DOWN, matmul_kernel_name(*ly.down.t, R, i8),
              cost_matmul(R, H, F, ly.down.t->type, ly.down.t->group, false, act), nt, [&] { matmul(&job, 1, a, R, F, th); });
     }
     rec.op(l, QW_OP_RESIDUAL, "cpu.residual_add", cost_residual(R, H, act), nt, [&] { residual_add(x, o, R * H, th); });

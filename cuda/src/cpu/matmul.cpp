@@ -10,6 +10,11 @@
 // tokens and every x vector two rows; tokens pass in tiles of kTokenTile over blocks of kBlock rows that
 // stay in L1/L2 meanwhile. That reuse is why prefill is several times faster per token than decode.
 //
+// With AVX-512 (run-time check; QW_CPU_NO_AVX512=1 turns it off), T >= kDequantMinT goes to the packed
+// prefill kernels instead: gemm_avx512.cpp (exact fp32 arm: weight rows dequantized exactly in L2-sized
+// blocks, 4 rows x 6 tokens of zmm accumulators) or, for W8/W4 with toggle actQuant = int8 on a VNNI CPU,
+// gemm_int8_avx512.cpp (activations quantized per group, vpdpbusd). Row chunks are then multiples of 32.
+//
 // Grouped weights (W8/W4, w = scale * q + offset per group of G columns): the dot is folded as
 //   sum_g (scale_g * sum_{c in g} q_c x_c) + sum_g offset_g * (sum_{c in g} x_c)
 // i.e. integer codes are converted to float and accumulated per group, multiplied by the group scale
@@ -27,6 +32,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -44,6 +50,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kTokenTile = 32;  // tokens per pass over a chunk's weight rows
+constexpr int64_t kDequantMinT = 8;  // from this many tokens on, dequantize-then-f32-GEMM wins (and the GEMM kernels run)
 
 struct Ctx {
   const MatJob *job;
@@ -52,6 +59,7 @@ struct Ctx {
   int32_t G;                 // group size (grouped types) or cols
   int64_t gpr;               // groups per row
   const float *xsum;         // [T, gpr] group sums of x, or nullptr when offsets are all zero
+  const QuantAct *qa;        // int8-activation arm: x quantized per group of G, else nullptr
 };
 
 #ifdef QW_CPU_AVX2
@@ -202,7 +210,6 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
 // every token tile over a block while its rows are still in L1/L2.
 constexpr int64_t kBlock = 64;
 constexpr int64_t kDequantBlock = 16;  // rows dequantized at once for prefill (16 x 4864 fp32 = 311 KiB)
-constexpr int64_t kDequantMinT = 8;    // from this many tokens on, dequantize-then-f32-GEMM wins
 
 // fp32 rows of a scratch block holding rows [base, base + n) of the weight.
 struct LBlock {
@@ -254,8 +261,41 @@ void block_tokens(const L &ld, const Ctx &cx, int64_t b0, int64_t b1) {
   }
 }
 
+// Prefill with AVX-512 (gemm_avx512.cpp): F32 rows in place, other types dequantized exactly in blocks
+// of rows that stay in L2 (about 512 KiB of fp32), every block then passed over by all T tokens.
+template <bool GROUPED, class L>
+void gemm_rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
+  const MatJob &jb = *cx.job;
+  const NativeTensor &w = *jb.w.t;
+  const int64_t cols = cx.cols;
+  float *out = jb.out + r0;
+  const int64_t nb = std::max<int64_t>(4, (int64_t(512) * 1024 / (4 * cols)) / 4 * 4);
+  thread_local std::vector<float> scratch;
+  if (w.type != NativeType::F32 && scratch.size() < size_t(nb * cols)) scratch.resize(size_t(nb * cols));
+  for (int64_t b0 = r0; b0 < r1; b0 += nb) {
+    const int64_t n = std::min(r1, b0 + nb) - b0;
+    const float *wb = reinterpret_cast<const float *>(w.data.data()) + b0 * cols;
+    if (w.type != NativeType::F32) {
+      if (cols % 8 == 0)
+        dequant_block<GROUPED>(ld, cx, b0, n, scratch.data());
+      else
+        dequant_rows(scratch.data(), w, b0, n);
+      wb = scratch.data();
+    }
+    gemm_f32_avx512(wb, cols, n, cx.x, cx.x_stride, cx.T, cols, jb.out + b0, jb.out_stride);
+  }
+  if (jb.bias)
+    for (int64_t t = 0; t < cx.T; ++t)
+      for (int64_t r = 0; r < r1 - r0; ++r) out[t * jb.out_stride + r] += jb.bias[r0 + r];
+}
+
 template <bool GROUPED, class L>
 void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
+  static const bool avx512 = cpu_has_avx512();
+  if (avx512 && cx.T >= kDequantMinT) {
+    gemm_rows<GROUPED>(ld, cx, r0, r1);
+    return;
+  }
   if (cx.T == 1) {
     const int64_t q = (r1 - r0) / 4;
     for (int64_t i = 0; i < q; ++i) tile<4, 1, GROUPED>(ld, cx, r0 + i, q, 0);
@@ -285,6 +325,10 @@ void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
 void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
   const NativeTensor &w = *cx.job->w.t;
   const int64_t cols = w.cols;
+  if (cx.qa) {
+    gemm_int8_avx512(*cx.job, *cx.qa, cx.xsum, r0, r1);
+    return;
+  }
   static const bool avx512 = cpu_has_avx512();
   if (avx512 && cx.T == 1 && w.type == NativeType::W8) {
     gemv_w8_avx512(*cx.job, cx.x, cx.xsum, r0, r1);
@@ -330,8 +374,26 @@ bool cpu_has_avx512() {
 #endif
 }
 
-const char *matmul_kernel_name(const NativeTensor &t, int64_t T) {
+// The int8-activation arm runs where the CPU has VNNI, for W8/W4 weights and prefill-sized T.
+bool uses_int8(const NativeTensor &t, int64_t T, bool act_int8) {
+  static const bool vnni = cpu_has_vnni();
+  return act_int8 && vnni && T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
+}
+
+const char *matmul_kernel_name(const NativeTensor &t, int64_t T, bool act_int8) {
   const bool gemv = T == 1;
+  if (uses_int8(t, T, act_int8))
+    return t.type == NativeType::W4 ? "cpu.gemm.w4g32.int8act.vnni"
+                                    : t.group == 16 ? "cpu.gemm.w8g16.int8act.vnni" : "cpu.gemm.w8g32.int8act.vnni";
+  if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
+    switch (t.type) {
+      case NativeType::F32: return "cpu.gemm.f32.avx512";
+      case NativeType::F16: return "cpu.gemm.f16.avx512";
+      case NativeType::BF16: return "cpu.gemm.bf16.avx512";
+      case NativeType::W8: return t.group == 16 ? "cpu.gemm.w8g16.avx512" : "cpu.gemm.w8g32.avx512";
+      case NativeType::W4: return "cpu.gemm.w4g32.avx512";
+    }
+  }
   if (gemv && t.type == NativeType::W8 && cpu_has_avx512())
     return t.group == 16 ? "cpu.gemv.w8g16.avx512" : "cpu.gemv.w8g32.avx512";
   switch (t.type) {
@@ -350,6 +412,7 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
   // Per job: context and (when offsets are nonzero) the per-token group sums of x.
   std::vector<Ctx> ctx(static_cast<size_t>(n_jobs));
   std::vector<std::vector<float>> xsums(static_cast<size_t>(n_jobs));
+  std::deque<QuantAct> qas;  // stable addresses
   int64_t max_rows = 0;
   for (int j = 0; j < n_jobs; ++j) {
     const NativeTensor &w = *jobs[j].w.t;
@@ -363,6 +426,18 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
     c.G = grouped ? w.group : int32_t(w.cols);
     c.gpr = grouped ? w.cols / w.group : 1;
     c.xsum = nullptr;
+    c.qa = nullptr;
+    if (uses_int8(w, T, jobs[j].act_int8)) {  // one quantization per group size, shared by the jobs
+      QuantAct *qa = nullptr;
+      for (auto &q : qas)
+        if (q.G == w.group) qa = &q;
+      if (!qa) {
+        qas.emplace_back();
+        qa = &qas.back();
+        quantize_act(*qa, x, T, x_stride, w.cols, w.group, pool);
+      }
+      c.qa = qa;
+    }
     if (grouped && jobs[j].w.has_offset) {
       auto &xs = xsums[size_t(j)];
       xs.resize(size_t(T * c.gpr));
@@ -393,6 +468,7 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
   for (int j = 0; j < n_jobs; ++j) {
     const int64_t rows = jobs[j].w.t->rows;
     chunk[size_t(j)] = std::max<int64_t>(64, (rows + 4 * nt - 1) / (4 * nt));
+    if (T >= kDequantMinT) chunk[size_t(j)] = (chunk[size_t(j)] + 31) / 32 * 32;  // whole int8 panels / GEMM quads
     first[size_t(j) + 1] = first[size_t(j)] + (rows + chunk[size_t(j)] - 1) / chunk[size_t(j)];
   }
   const int64_t n_items = first[size_t(n_jobs)];

@@ -1,0 +1,146 @@
+// test_gemm.cpp — the CPU matmul kernels (src/cpu/matmul*.cpp, gemm*_avx512.cpp, linked in from the CPU
+// objects) against an fp64 reference, at every tile edge: T = 1 (GEMV), 2..7 (batched tiles), 8+ (the GEMM
+// kernels: 6-token tiles, so 13 and 67 leave tails), rows that are not multiples of the 4-row quads or the
+// 32-row int8 panels, K with 16-lane tails and several K blocks (2100 > 2 x 1024), every native weight type
+// (F32, F16, BF16, W8 g32 / g16, W4 with and without offsets).
+//
+// Checks per case:
+//  - exact arm: |y - y64| <= 1e-5 * sum_k |w_k x_k| (+1e-30) for every output, y64 the fp64 dot of the exactly
+//    dequantized weights;
+//  - int8-activation arm (actQuant = int8, where the CPU has AVX-512 VNNI): |y - y64| <= sum_k |w_k| d_g / 2
+//    (the activation rounding bound, d_g = max|x in group| / 127) + 1e-5 * sum_k |w_k x_k|;
+//  - 1 thread vs 2 threads: bitwise equal (both arms);
+//  - row-split independence: a job over rows [a, b) of the same weight gives bitwise the rows of the full job
+//    (what a different chunking between threads would do);
+//  - token independence (GEMM sizes): token t of a T = 67 call equals token t of a T = 13 call bitwise.
+#include <algorithm>
+#include <cmath>
+
+#include "convert.hpp"
+#include "../src/cpu/cpu.hpp"
+#include "testlib.hpp"
+
+using namespace qw;
+using namespace qw::cpu;
+
+namespace {
+
+struct Case {
+  int32_t ggml;
+  int64_t rows, cols;
+};
+
+NativeTensor make_weight(Rng &r, const Case &c) {
+  const std::vector<uint8_t> raw = random_ggml(r, c.ggml, c.rows * c.cols);
+  return convert_tensor("w", c.ggml, c.rows, c.cols, raw.data(), false);
+}
+
+Weight as_weight(const NativeTensor &t) {
+  Weight w;
+  w.t = &t;
+  for (float o : t.offset) w.has_offset = w.has_offset || o != 0.0f;
+  return w;
+}
+
+std::vector<float> run(const NativeTensor &t, const std::vector<float> &x, int64_t T, int threads, bool i8,
+                       const float *bias) {
+  Pool pool(threads);
+  std::vector<float> y(size_t(T * t.rows), NAN);
+  MatJob job{as_weight(t), bias, y.data(), t.rows, i8};
+  matmul(&job, 1, x.data(), T, t.cols, pool);
+  return y;
+}
+
+// A copy of rows [a, b) of t (same native layout, so the same codes and scales).
+NativeTensor slice_rows(const NativeTensor &t, int64_t a, int64_t b) {
+  NativeTensor s = t;
+  s.rows = b - a;
+  const size_t bpr = t.data.size() / size_t(t.rows);
+  s.data.assign(t.data.begin() + long(a * int64_t(bpr)), t.data.begin() + long(b * int64_t(bpr)));
+  if (!t.scale.empty()) {
+    const int64_t gpr = t.cols / t.group;
+    s.scale.assign(t.scale.begin() + a * gpr, t.scale.begin() + b * gpr);
+    s.offset.assign(t.offset.begin() + a * gpr, t.offset.begin() + b * gpr);
+  }
+  return s;
+}
+
+int check_case(Rng &r, const Case &c, int64_t T, bool i8) {
+  const NativeTensor w = make_weight(r, c);
+  std::vector<float> wf(size_t(c.rows * c.cols));
+  dequant_rows(wf.data(), w, 0, c.rows);
+  std::vector<float> x(size_t(T * c.cols)), bias(size_t(c.rows));
+  for (auto &v : x) v = r.normal();
+  for (auto &v : bias) v = r.normal() * 0.1f;
+  const bool grouped = w.type == NativeType::W8 || w.type == NativeType::W4;
+  const bool int8_runs = i8 && grouped && T >= 8 && cpu_has_vnni();
+  const std::vector<float> y1 = run(w, x, T, 1, i8, bias.data()), y2 = run(w, x, T, 2, i8, bias.data());
+  int bad = 0;
+  double worst = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < c.rows; ++i) {
+      const float *wr = &wf[size_t(i * c.cols)], *xr = &x[size_t(t * c.cols)];
+      double ref = bias[size_t(i)], mag = std::fabs(bias[size_t(i)]), qbound = 0;
+      for (int64_t k = 0; k < c.cols; ++k) {
+        ref += double(wr[k]) * xr[k];
+        mag += std::fabs(double(wr[k]) * xr[k]);
+      }
+      if (int8_runs) {
+        for (int64_t g = 0; g < c.cols / w.group; ++g) {
+          double amax = 0, wabs = 0;
+          for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) {
+            amax = std::max(amax, double(std::fabs(xr[k])));
+            wabs += std::fabs(double(wr[k]));
+          }
+          qbound += wabs * amax / 127.0 / 2.0;
+        }
+      }
+      const double err = std::fabs(y1[size_t(t * c.rows + i)] - ref), tol = 1e-5 * mag + qbound * 1.001 + 1e-30;
+      worst = std::max(worst, err / tol);
+      if (!(err <= tol)) ++bad;
+    }
+  CHECK(bad == 0, "type %d rows %ld cols %ld T %ld int8 %d: %d outputs out of bound (worst err/tol %.3g)", c.ggml,
+        long(c.rows), long(c.cols), long(T), int(i8), bad, worst);
+  CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0, "type %d rows %ld cols %ld T %ld int8 %d: 1 vs 2 threads",
+        c.ggml, long(c.rows), long(c.cols), long(T), int(i8));
+  // row split: rows [a, b) alone
+  const int64_t a = c.rows / 3, b = c.rows - c.rows / 5;
+  if (b > a) {
+    const NativeTensor s = slice_rows(w, a, b);
+    const std::vector<float> ys = run(s, x, T, 1, i8, bias.data() + a);
+    bool same = true;
+    for (int64_t t = 0; t < T; ++t)
+      same = same && std::memcmp(&ys[size_t(t * (b - a))], &y1[size_t(t * c.rows + a)], size_t(b - a) * 4) == 0;
+    CHECK(same, "type %d rows %ld cols %ld T %ld int8 %d: rows [%ld, %ld) alone differ", c.ggml, long(c.rows),
+          long(c.cols), long(T), int(i8), long(a), long(b));
+  }
+  // token independence within the GEMM sizes: the first 13 tokens alone
+  if (T > 13) {
+    const std::vector<float> x13(x.begin(), x.begin() + 13 * c.cols);
+    const std::vector<float> y13 = run(w, x13, 13, 1, i8, bias.data());
+    CHECK(std::memcmp(y13.data(), y1.data(), y13.size() * 4) == 0, "type %d rows %ld cols %ld int8 %d: T = 13 vs T = %ld",
+          c.ggml, long(c.rows), long(c.cols), int(i8), long(T));
+  }
+  return bad;
+}
+
+}  // namespace
+
+int main() {
+  Rng r(15);
+  std::printf("avx512 %d, vnni %d\n", int(cpu_has_avx512()), int(cpu_has_vnni()));
+  const int32_t F32 = QW_GGML_F32, F16 = QW_GGML_F16, BF16 = QW_GGML_BF16, Q8 = QW_GGML_Q8_0, Q4_0 = QW_GGML_Q4_0,
+                Q4K = QW_GGML_Q4_K, Q5K = QW_GGML_Q5_K, Q6K = QW_GGML_Q6_K;
+  const std::vector<Case> cases = {
+      {F32, 5, 17},   {F32, 33, 100},  {F32, 67, 2100}, {F16, 31, 48},   {F16, 9, 1030},  {BF16, 13, 96},
+      {Q8, 1, 32},    {Q8, 33, 96},    {Q8, 70, 2112},  {Q4_0, 37, 64},  {Q4K, 35, 256},  {Q5K, 66, 512},
+      {Q6K, 41, 256}, {Q6K, 3, 2304},
+  };
+  for (const Case &c : cases)
+    for (int64_t T : {1, 2, 7, 8, 13, 67})
+      for (bool i8 : {false, true}) {
+        if (i8 && T < 8) continue;
+        check_case(r, c, T, i8);
+      }
+  return finish("test_gemm");
+}
