@@ -60,9 +60,11 @@ export function benchPrompt(n: number, vocab: number, seed = 1): number[] {
 // other processes used while it ran (Linux /proc/stat minus this process's own CPU time); samples above
 // `maxContention` are re-run (up to `retries` times) and flagged when they stay contended.
 // ------------------------------------------------------------------------------------------------
-interface MachineMark { t: number; busyJ: number; totalJ: number; ownUs: number }
+/** A sample during which other processes used more than this share of the machine's CPU counts as contended. */
+export const DEFAULT_MAX_CONTENTION = 0.1;
+export interface MachineMark { t: number; busyJ: number; totalJ: number; ownUs: number }
 const USER_HZ = 100;
-function mark(): MachineMark | undefined {
+export function machineMark(): MachineMark | undefined {
   try {
     const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0];
     const f = line.trim().split(/\s+/).slice(1).map(Number);
@@ -91,7 +93,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const reps = Math.max(opts.allowFewer ? 1 : 3, opts.reps ?? 3);
   const warmup = opts.warmup ?? 1;
   const batch = c.batch ?? 1;
-  const maxContention = opts.maxContention ?? 0.1;
+  const maxContention = opts.maxContention ?? DEFAULT_MAX_CONTENTION;
   const retries = opts.retries ?? 0;
   if (batch > session.maxBatch) throw new Error(`bench: batch ${batch} exceeds the session's max batch ${session.maxBatch}`);
   if (c.nPrompt > session.maxContext) throw new Error(`bench: prompt ${c.nPrompt} exceeds max context ${session.maxContext}`);
@@ -103,11 +105,11 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const onePrefill = (r: number) => {
     session.reset(0);
     const p = benchPrompt(c.nPrompt, vocab, (opts.seed ?? 1) + r);
-    const m0 = mark();
+    const m0 = machineMark();
     const t0 = performance.now();
     session.prefill(0, p);
     const ms = performance.now() - t0;
-    return { tps: (c.nPrompt / ms) * 1000, ms, others: othersShare(m0, mark()) };
+    return { tps: (c.nPrompt / ms) * 1000, ms, others: othersShare(m0, machineMark()) };
   };
   const oneDecode = () => {
     session.reset();
@@ -116,7 +118,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
     const seqs = Array.from({ length: batch }, (_, i) => i);
     let tok = next;
     const steps: number[] = [];
-    const m0 = mark();
+    const m0 = machineMark();
     const t0 = performance.now();
     let tp = t0;
     for (let i = 0; i < c.nGen; i++) {
@@ -126,7 +128,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
       tp = now;
     }
     const ms = performance.now() - t0;
-    return { tps: ((batch * c.nGen) / ms) * 1000, steps, others: othersShare(m0, mark()) };
+    return { tps: ((batch * c.nGen) / ms) * 1000, steps, others: othersShare(m0, machineMark()) };
   };
   /** Runs f until its sample is not contended (or retries run out). */
   const measure = <T extends { others?: number }>(f: () => T): { v: T; retried: number } => {

@@ -104,6 +104,12 @@ export const Stat = z.object({
 });
 export type Stat = z.infer<typeof Stat>;
 
+/** One headline metric over the measured repetitions (summary.stats.<metric>). */
+export const SummaryStatSchema = z.object({
+  samples: z.array(z.number()),
+  median: z.number(), min: z.number(), max: z.number(), p10: z.number(), p90: z.number(), n: z.number().int(),
+});
+
 export const TokenEvent = z.object({
   index: z.number().int(),
   token: z.number().int(),
@@ -213,6 +219,11 @@ export const Profile = z.object({
     prefill_tok_s: z.number().optional(),
     decode_tok_s: z.number().optional(),
     profiling_overhead_pct: z.number().optional(),
+    // Measured repetitions and warm-up passes behind the headline values above (which are the medians over the
+    // repetitions); stats keeps every repetition's value per metric (engine/stats.ts).
+    repeats: z.number().int().optional(),
+    warmup: z.number().int().optional(),
+    stats: z.record(z.string(), SummaryStatSchema).optional(),
   }).passthrough(),
   fidelity: Fidelity.optional(),
   host_spans: z.array(HostSpan).optional(),

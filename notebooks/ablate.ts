@@ -4,9 +4,13 @@
 //   bun notebooks/ablate.ts                                  # every toggle with >1 arm on this backend, one at a time
 //   bun notebooks/ablate.ts --toggle gqa=native,broadcast --toggle kvCache=bf16,f32 --cartesian
 //   bun notebooks/ablate.ts --model synthetic:0.5b --backend cuda --prompts prompts.jsonl --repeats 5
+//   bun notebooks/ablate.ts --max-contention 10 --retries 3  # re-run a pass while others use > 10 % CPU (as `bench`)
 //   bun notebooks/ablate.ts --profiling on,off               # profiling mode as an axis (its overhead)
 //   bun notebooks/ablate.ts --backend cpu,cuda --toggle gqa=*  # the backend as an axis (a missing one is skipped)
 //
+// Every arm gets one warm-up pass, then >= 3 (--repeats) measured passes, interleaved across arms (round r runs
+// A, B, C, ... once each), each pass checked for contention like the CLI bench. Summaries are medians with
+// min–max; a Δ is significant only outside both arms' spreads (engine/stats.ts, the rule Compare uses too).
 // Output (default profiles/ablate/<stamp>/): <arm>.json per arm, comparison.md (llama-bench table + deltas
 // vs the baseline arm), table.{csv,json,jsonl}, roofline.svg, latency-<arm>.svg, decode.svg.
 import { parseArgs } from "node:util";
@@ -16,7 +20,8 @@ import { openModel } from "../engine/index.ts";
 import type { EngineModel } from "../engine/api.ts";
 import { writeProfile, type Profile } from "../engine/profile.ts";
 import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/export/record.ts";
-import { buildArms, runArm } from "../engine/export/sweep.ts";
+import { buildArms, MIN_REPEATS, runArmsInterleaved } from "../engine/export/sweep.ts";
+import { compareSummaries, fmtPct, fmtSpread, summaryStats, type SummaryDelta } from "../engine/stats.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
 import { loadCeilings } from "../engine/roofline.ts";
@@ -34,6 +39,8 @@ const { values: a } = parseArgs({
     profiling: { type: "string", default: "on" },
     "max-tokens": { type: "string", default: "32" },
     repeats: { type: "string", default: "3" },
+    "max-contention": { type: "string", default: "10" },
+    retries: { type: "string", default: "3" },
     "no-warmup": { type: "boolean", default: false },
     seed: { type: "string", default: "0" },
     out: { type: "string" },
@@ -43,11 +50,17 @@ const { values: a } = parseArgs({
 if (a.help) {
   console.log(`usage: npm run ablate -- [--model SRC] [--backend auto|cpu|cuda[,…]] [--threads N] [--prompts SET.json|.jsonl]
                       [--toggle id=v1,v2|id=* …] [--cartesian] [--profiling on,off] [--max-tokens N] [--repeats N]
-                      [--no-warmup] [--seed N] [--out DIR]        (= bun notebooks/ablate.ts)
+                      [--no-warmup] [--max-contention PCT] [--retries N] [--seed N] [--out DIR]
+                      (= bun notebooks/ablate.ts)
   Sweeps optimization toggles (default: every toggle with more than one value on the backend, one at a time) and
-  writes one profile per arm, comparison.md, table.{csv,json,jsonl} and plots to --out (default profiles/ablate/<stamp>/).`);
+  runs >= 3 (--repeats, default 3) measured passes per arm after a warm-up, interleaved across arms (A B A B …), re-running
+  a pass while other processes use > --max-contention % CPU (default 10, up to --retries 3 times); writes one profile per arm
+  (medians over the repetitions), comparison.md (Δ faster/slower only outside both arms' min–max, else within noise),
+  table.{csv,json,jsonl} and plots to --out (default profiles/ablate/<stamp>/).`);
   process.exit(0);
 }
+const repeats = Number(a.repeats);
+if (!Number.isInteger(repeats) || repeats < MIN_REPEATS) { console.error(`ablate: --repeats must be an integer >= ${MIN_REPEATS} (a median with a spread), got ${a.repeats}`); process.exit(2); }
 
 // 1. The prompt set (a small built-in one unless --prompts names a JSON/JSONL file).
 const DEFAULT_PROMPTS: PromptSpec[] = [
@@ -90,16 +103,15 @@ for (const backend of backends) {
   console.log(`model ${m.id} · ${m.backend} · ${m.device.name} · ${m.config.num_hidden_layers} layers`);
   const arms = buildArms(m.toggleRegistry(), m.backend, axes, { cartesian: a.cartesian, profiling: profilingAxis })
     .map((arm) => (backends.length > 1 ? { ...arm, label: `${m.backend}:${arm.label}` } : arm));
-  console.log(`${arms.length} arms × ${set.prompts.length} prompts × ${a.repeats} repetitions: ${arms.map((x) => x.label).join(" | ")}`);
-  for (const arm of arms) {
-    const p = await runArm(m, session, arm, {
-      id: `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats: Number(a.repeats),
-      warmup: !a["no-warmup"], command: `bun notebooks/ablate.ts ${Bun.argv.slice(2).join(" ")}`,
-      onProgress: (msg) => process.stdout.write(`\r  ${msg}                    `),
-    });
-    writeProfile(join(out, `${slug(arm.label)}.json`), p);
-    profiles.push(p);
-  }
+  console.log(`${arms.length} arms × ${set.prompts.length} prompts × ${repeats} repetitions, interleaved: ${arms.map((x) => x.label).join(" | ")}`);
+  const ps = await runArmsInterleaved(m, session, arms, {
+    idOf: (arm) => `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats,
+    warmup: !a["no-warmup"], command: `bun notebooks/ablate.ts ${Bun.argv.slice(2).join(" ")}`,
+    maxContention: Number(a["max-contention"]) / 100, retries: Number(a.retries),
+    onProgress: (msg) => process.stdout.write(`\r  ${msg}                    `),
+  });
+  for (const p of ps) writeProfile(join(out, `${slug(p.manifest.label ?? p.id)}.json`), p);
+  profiles.push(...ps);
   process.stdout.write("\n");
   session.close();
   if (m !== model) m.close();
@@ -112,20 +124,24 @@ const rows = tableRows(profiles);
 for (const f of ["csv", "json", "jsonl"] as const) writeFileSync(join(out, `table.${f}`), renderTable(rows, f));
 const base = profiles[0];
 const tok0 = JSON.stringify(base.summary.first_tokens);
-const med = (xs: number[]) => { const v = [...xs].sort((x, y) => x - y); return v.length ? (v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2) : NaN; };
-const rate = (p: Profile, prefix: string) => p.bench?.find((b) => b.test.startsWith(prefix))?.tokens_per_s.median ?? NaN;
-const ttft = (p: Profile) => med((p.summary.ttft_ms_samples as number[] | undefined) ?? []);
-const pct = (x: number, b: number) => (Number.isFinite(x) && Number.isFinite(b) && b ? `${x >= b ? "+" : ""}${((100 * (x - b)) / b).toFixed(1)} %` : "");
+// The same numbers and the same rule as notebooks/compare.ts and the web Compare page (engine/stats.ts):
+// medians over the repetitions, min–max spreads, "faster"/"slower" only outside both arms' spreads.
+const cell = (d: SummaryDelta | undefined) => (!d || d.pct === null ? "" : `${fmtPct(d.pct)} ${d.status === "faster" || d.status === "slower" ? `**${d.status}**` : `(${d.status})`}`);
 const deltas = profiles.map((p) => {
   const same = JSON.stringify(p.summary.first_tokens) === tok0 ? "yes" : "no";
-  return `| ${p.manifest.label} | ${rate(p, "tg").toFixed(2)} | ${pct(rate(p, "tg"), rate(base, "tg"))} | ${rate(p, "pp").toFixed(1)} | ${pct(rate(p, "pp"), rate(base, "pp"))} | ${ttft(p).toFixed(2)} | ${pct(ttft(p), ttft(base))} | ${same} |`;
+  const st = summaryStats(p), d = compareSummaries(base, p);
+  const by = (k: string) => (p === base ? undefined : d.find((x) => x.key === k));
+  return `| ${p.manifest.label} | ${fmtSpread(st.decode_tok_s)} | ${cell(by("decode_tok_s"))} | ${fmtSpread(st.prefill_tok_s, 1)} | ${cell(by("prefill_tok_s"))} | ${fmtSpread(st.ttft_ms, 3)} | ${cell(by("ttft_ms"))} | ${same} |`;
 });
+const shares = profiles.flatMap((p) => (p.summary.others_cpu_share as (number | null)[] | undefined) ?? []);
+const contended = shares.filter((x) => x !== null && x > Number(a["max-contention"]) / 100).length;
+const unjudged = shares.filter((x) => x === null).length; // passes under ~0.1 s of machine time: /proc/stat is too coarse
 const md = [
   `# Ablation ${stamp}`, "",
-  `model \`${model.id}\` · ${[...new Set(profiles.map((p) => `${p.manifest.device.backend} (${p.manifest.device.name})`))].join(" + ")} · ${set.prompts.length} prompts (${set.name}) · max ${maxTokens} tokens · ${a.repeats} repetitions${a["no-warmup"] ? "" : " after a warm-up"} · greedy unless the set says otherwise`, "",
+  `model \`${model.id}\` · ${[...new Set(profiles.map((p) => `${p.manifest.device.backend} (${p.manifest.device.name})`))].join(" + ")} · ${set.prompts.length} prompts (${set.name}) · max ${maxTokens} tokens · ${repeats} interleaved repetitions${a["no-warmup"] ? "" : " after a warm-up"} · greedy unless the set says otherwise`, "",
   "## Rates", "", renderTable(rows, "md"),
   "## Against the baseline arm", "",
-  "Medians over the repetitions; Δ against the first arm. On a shared or loaded machine, read the min–max spread above before the Δ.", "",
+  `Median (min–max) over ${repeats} repetitions, run interleaved across arms (A B A B …) after a warm-up per arm; Δ = median against the first arm's median. A Δ is **faster**/**slower** only when each arm's median lies outside the other arm's min–max, else "within noise" (the rule of \`notebooks/compare.ts\` and the web Compare page). Passes during which other processes used more than ${a["max-contention"]} % of the CPU were re-run up to ${a.retries} times; ${contended} of ${shares.length} stayed contended${unjudged ? `, ${unjudged} too short to judge (under ~0.1 s of CPU time)` : ""}.`, "",
   "| arm | decode tok/s | Δ | prefill tok/s | Δ | TTFT ms | Δ | same tokens as baseline |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
   ...deltas, "",
   "Plots: roofline.svg (all arms overlaid), decode.svg, latency-<arm>.svg. Profiles: one JSON per arm in this folder.", "",
@@ -134,7 +150,7 @@ writeFileSync(join(out, "comparison.md"), md);
 writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, loadCeilings(), "op"));
 for (const p of profiles) writeFileSync(join(out, `latency-${slug(p.manifest.label ?? p.id)}.svg`), latencySvg(p));
 const tg = rows.filter((r) => r.test.startsWith("tg"));
-writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${a.repeats}, whiskers min–max`,
+writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${repeats}, whiskers min–max`,
   tg.map((r) => ({ label: r.label, value: r.tokens_per_s, lo: r.tokens_per_s_min, hi: r.tokens_per_s_max })), "decode (tokens/s)"));
 console.log(md);
 console.log(`wrote ${profiles.length} profiles and the comparison to ${out}`);

@@ -10,6 +10,7 @@
 import { openModel } from "../engine/index.ts";
 import { recordRun } from "../engine/export/record.ts";
 import { compareProfiles } from "../engine/export/aggregate.ts";
+import { fmtSpread } from "../engine/stats.ts";
 import { compareSvg } from "../engine/export/svg.ts";
 import { readProfile, type Profile } from "../engine/profile.ts";
 import { display, plotly, svg, table } from "../engine/notebook/display.ts";
@@ -19,7 +20,7 @@ async function twoRuns(): Promise<[Profile, Profile]> {
   const session = model.newSession({ maxBatch: 1 });
   const run = async (label: string, toggles: Record<string, string>) => (await recordRun(model, session, {
     id: `nb-compare-${label}`, prompts: [{ prompt: "In the first place, the committee" }], maxTokens: 24,
-    sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles, profiling: true, capture: [], label,
+    sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles, profiling: true, capture: [], label, warmup: 1, repeats: 3,
   })).profile;
   const pair: [Profile, Profile] = [await run("baseline", {}), await run("gqa=broadcast", { gqa: "broadcast" })];
   session.close();
@@ -32,7 +33,8 @@ display(`${A.manifest.model.id} · B = ${c.b.label} vs A = ${c.a.label} · toggl
 
 // %% Summary
 const r3 = (v: number | null) => (v === null || !Number.isFinite(v) ? null : +v.toPrecision(4));
-table(c.summary.map((s) => ({ metric: `${s.metric} (${s.unit})`, A: r3(s.a), B: r3(s.b), "Δ": r3(s.delta), "Δ %": s.pct === null ? null : +s.pct.toFixed(1) })));
+// medians over the repetitions, min–max, and the verdict of the one rule (engine/stats.ts)
+table(c.summary.map((s) => ({ metric: `${s.metric} (${s.unit})`, A: fmtSpread(s.aSpread, 3), B: fmtSpread(s.bSpread, 3), "Δ": r3(s.delta), "Δ %": s.pct === null ? null : +s.pct.toFixed(1), status: s.status })));
 
 // %% Per op: Δ median time per step
 plotly(["prefill", "decode"].map((phase) => {
@@ -42,7 +44,7 @@ plotly(["prefill", "decode"].map((phase) => {
 svg(compareSvg(c));
 
 // %% Rows that changed beyond noise
-table(c.rows.filter((r) => r.status !== "same").map((r) => ({
+table(c.rows.filter((r) => r.status !== "within noise").map((r) => ({
   phase: r.phase, layer: r.layer >= 0 ? `L${r.layer}` : "head/tail", op: r.op,
   "A ms": +r.a.median.toPrecision(3), "B ms": +r.b.median.toPrecision(3), "B/A": r.ratio === null ? null : +r.ratio.toFixed(3), status: r.status,
 })));

@@ -1,5 +1,7 @@
-// Compare two profiles (A/B): summary deltas, per layer and per op medians with p10–p90 spread, and the
-// HTA-style status of every (phase, layer, op): faster / slower / same (within noise) / added / removed.
+// Compare two profiles (A/B): summary deltas (medians over the measured repetitions with min–max), per layer and
+// per op medians with p10–p90 spread over steps, and the HTA-style status of every (phase, layer, op): faster /
+// slower / within noise / added / removed. One rule everywhere (engine/stats.ts): a difference counts only when
+// each side's median lies outside the other side's spread; notebooks/ablate.ts and the web Compare page use it too.
 //
 //   bun notebooks/compare.ts profiles/ablate/<stamp>/baseline.json profiles/ablate/<stamp>/gqa-broadcast.json
 //   bun notebooks/compare.ts A.json B.json --out /tmp/cmp      # also writes compare.md, compare.json, compare.svg
@@ -8,6 +10,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { readProfile } from "../engine/profile.ts";
 import { compareProfiles, type Spread } from "../engine/export/aggregate.ts";
+import { fmtPct, fmtSpread } from "../engine/stats.ts";
 import { compareSvg } from "../engine/export/svg.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 
@@ -27,15 +30,16 @@ const sp = (s: Spread) => (s.n ? `${f(s.median, 4)} [${f(s.p10, 4)}–${f(s.p90,
 const lines: string[] = [
   `# ${c.b.label} (B) vs ${c.a.label} (A)`, "",
   `toggles: ${c.toggleDiff.length ? c.toggleDiff.map((t) => `${t.id} ${JSON.stringify(t.a)} → ${JSON.stringify(t.b)}`).join(", ") : "identical"} · generated tokens: ${c.sameTokens === null ? "–" : c.sameTokens ? "identical" : "differ"}`, "",
-  "| metric | A | B | Δ | Δ % |", "| --- | ---: | ---: | ---: | ---: |",
-  ...c.summary.map((s) => `| ${s.metric} (${s.unit}) | ${f(s.a)} | ${f(s.b)} | ${f(s.delta)} | ${s.pct === null ? "–" : `${s.pct > 0 ? "+" : ""}${s.pct.toFixed(1)} %`} |`), "",
-  "## Per layer (ms per step: median [p10–p90])", "", "| phase | layer | A | B | Δ median |", "| --- | --- | ---: | ---: | ---: |",
-  ...c.byLayer.map((r) => `| ${r.phase} | ${r.layer >= 0 ? `L${r.layer}` : "head/tail"} | ${sp(r.a)} | ${sp(r.b)} | ${f(r.deltaMs, 4)} |`), "",
-  "## Per op", "", "| phase | op | A | B | Δ median |", "| --- | --- | ---: | ---: | ---: |",
-  ...c.byOp.map((r) => `| ${r.phase} | ${r.op} | ${sp(r.a)} | ${sp(r.b)} | ${f(r.deltaMs, 4)} |`), "",
+  "Medians over the measured repetitions (min–max); Δ = median(B) − median(A); status: faster/slower only when each median lies outside the other side's min–max.", "",
+  "| metric | A | B | Δ | Δ % | status |", "| --- | ---: | ---: | ---: | ---: | --- |",
+  ...c.summary.map((s) => `| ${s.metric} (${s.unit}) | ${fmtSpread(s.aSpread, 3)} | ${fmtSpread(s.bSpread, 3)} | ${f(s.delta)} | ${fmtPct(s.pct)} | ${s.status} |`), "",
+  "## Per layer (ms per step: median [p10–p90])", "", "| phase | layer | A | B | Δ median | status |", "| --- | --- | ---: | ---: | ---: | --- |",
+  ...c.byLayer.map((r) => `| ${r.phase} | ${r.layer >= 0 ? `L${r.layer}` : "head/tail"} | ${sp(r.a)} | ${sp(r.b)} | ${f(r.deltaMs, 4)} | ${r.status} |`), "",
+  "## Per op", "", "| phase | op | A | B | Δ median | status |", "| --- | --- | ---: | ---: | ---: | --- |",
+  ...c.byOp.map((r) => `| ${r.phase} | ${r.op} | ${sp(r.a)} | ${sp(r.b)} | ${f(r.deltaMs, 4)} | ${r.status} |`), "",
   `## Per phase, layer and op${a.all ? "" : " (changed beyond noise only; --all for every row)"}`, "",
   "| phase | layer | op | A | B | B/A | status |", "| --- | --- | --- | ---: | ---: | ---: | --- |",
-  ...c.rows.filter((r) => a.all || r.status !== "same").map((r) => `| ${r.phase} | ${r.layer >= 0 ? `L${r.layer}` : "head/tail"} | ${r.op} | ${sp(r.a)} | ${sp(r.b)} | ${f(r.ratio)} | ${r.status} |`), "",
+  ...c.rows.filter((r) => a.all || r.status !== "within noise").map((r) => `| ${r.phase} | ${r.layer >= 0 ? `L${r.layer}` : "head/tail"} | ${r.op} | ${sp(r.a)} | ${sp(r.b)} | ${f(r.ratio)} | ${r.status} |`), "",
   "## Rates", "", renderTable(tableRows([A, B]), "md"),
 ];
 const md = lines.join("\n");

@@ -19,6 +19,7 @@ import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints,
 } from "../engine/roofline.ts";
 import { paletteDoc } from "../engine/palette.ts";
+import { summaryStats } from "../engine/stats.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import { confine, confineAnyRoot } from "./paths.ts";
@@ -58,6 +59,10 @@ const RunRequest = z.object({
   promptSet: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
   prompts: z.array(PromptSpec).min(1).max(1000).optional(),
   maxTokens: z.number().int().min(1).max(4096).default(32),
+  // Measured passes over the prompt(s) (the summary is their median, with min–max) after `warmup` unrecorded
+  // passes: the first run after a load pays for cold caches and lazy set-up, which is not the toggle's cost.
+  repeats: z.number().int().min(1).max(20).default(3),
+  warmup: z.number().int().min(0).max(3).default(1),
   sampling: SamplingSpec.partial().default({}),
   toggles: ToggleValues.default({}),
   profiling: z.union([z.boolean(), ProfilingMode]).default(true), // true: kernels (events where CUPTI is missing)
@@ -253,6 +258,7 @@ export function createApp(deps: AppDeps) {
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
         capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
+        repeats: req.repeats, warmup: req.warmup,
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, relay(t));
@@ -358,7 +364,7 @@ export function createApp(deps: AppDeps) {
     const ceil = ceilingsForProfile(p);
     const points = (g: "op" | "layer" | "layer-op") => rooflinePoints(p, g).map((x) => ({ ...x, why: aboveDramReason(x, ceil) }));
     return c.json({
-      key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, notes: p.notes ?? [],
+      key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, stats: summaryStats(p), notes: p.notes ?? [],
       latency: { prefill: latencyMatrix(p, "prefill", undefined, stat), decode: latencyMatrix(p, "decode", undefined, stat) },
       steps: stepTimeline(p), tokens: tokenTimeline(p),
       roofline: { op: points("op"), layer: points("layer"), "layer-op": points("layer-op") },

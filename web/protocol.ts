@@ -15,6 +15,8 @@ export const RunSpecSchema = z.object({
   label: z.string().max(200).optional(),
   command: z.string().max(2000).optional(),
   promptSetName: z.string().max(200).optional(),
+  warmup: z.number().int().min(0).max(3).optional(),
+  repeats: z.number().int().min(1).max(20).optional(),
 });
 
 const ModelRef = z.string().min(1).max(4096);

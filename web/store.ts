@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readdirSync, unlinkSync, writeFileSync, renameSy
 import { join, relative, resolve, sep } from "node:path";
 import { readProfile, writeProfile, type Profile } from "../engine/profile.ts";
 import { PromptSet } from "../engine/export/record.ts";
+import { summaryStats, SUMMARY_METRICS, type SummaryKey } from "../engine/stats.ts";
 import { confine } from "./paths.ts";
 import { readJsonFile, realInside } from "../engine/fsafe.ts";
 import { HttpError } from "./errors.ts";
@@ -11,7 +12,9 @@ import { HttpError } from "./errors.ts";
 export interface ProfileEntry {
   key: string; id: string; kind: string; label: string | null; date: string; model: string; device: string;
   backend: string; toggles: Record<string, unknown>; bytes: number;
+  // medians over the measured repetitions, their min–max in `spread`, `repeats` = how many (engine/stats.ts)
   ttft_ms: number | null; tpot_ms: number | null; decode_tok_s: number | null; prefill_tok_s: number | null;
+  spread: Record<SummaryKey, [number, number] | null>; repeats: number;
   has_ops: boolean; has_quant: boolean;
 }
 
@@ -58,12 +61,14 @@ export class ProfileStore {
   }
 
   private entryOf(key: string, p: Profile, bytes: number): ProfileEntry {
-    const s = p.summary;
+    const st = summaryStats(p);
+    const med = (k: SummaryKey) => st[k]?.median ?? null;
+    const spread = Object.fromEntries(SUMMARY_METRICS.map(({ key }) => [key, st[key] ? [st[key]!.min, st[key]!.max] : null])) as ProfileEntry["spread"];
     return {
       key, id: p.id, kind: p.kind, label: p.manifest.label ?? null, date: p.manifest.date, model: p.manifest.model.id,
       device: p.manifest.device.name, backend: p.manifest.device.backend, toggles: p.manifest.toggles, bytes,
-      ttft_ms: s.ttft_ms ?? null, tpot_ms: s.tpot_ms?.median ?? null, decode_tok_s: s.decode_tok_s ?? null,
-      prefill_tok_s: s.prefill_tok_s ?? null, has_ops: !!p.ops?.step.length, has_quant: !!p.quant_error?.length,
+      ttft_ms: med("ttft_ms"), tpot_ms: med("tpot_ms"), decode_tok_s: med("decode_tok_s"), prefill_tok_s: med("prefill_tok_s"),
+      spread, repeats: Math.max(0, ...SUMMARY_METRICS.map(({ key }) => st[key]?.n ?? 0)), has_ops: !!p.ops?.step.length, has_quant: !!p.quant_error?.length,
     };
   }
 

@@ -2,6 +2,7 @@
 // roofline points are in engine/roofline.ts). Pure functions over the Profile document, shared by the web server,
 // the exporters and the notebooks, so every plot in the workbench is computed one way.
 import { OP_NAMES, type Profile } from "../profile.ts";
+import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "../stats.ts";
 
 export type PhaseName = "prefill" | "decode";
 export const PHASES: PhaseName[] = ["prefill", "decode"];
@@ -52,22 +53,7 @@ export function layerLabel(layer: number, nLayers?: number): string {
   return "head/tail";
 }
 
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos), hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
-}
-
-export interface Spread { median: number; p10: number; p90: number; min: number; max: number; n: number }
-
-export function spreadOf(values: number[]): Spread {
-  const s = [...values].sort((a, b) => a - b);
-  return {
-    median: quantile(s, 0.5), p10: quantile(s, 0.1), p90: quantile(s, 0.9),
-    min: s.length ? s[0] : NaN, max: s.length ? s[s.length - 1] : NaN, n: s.length,
-  };
-}
+export { spreadOf, type Spread } from "../stats.ts";
 
 /** Per phase: layers (rows) × ops (columns), milliseconds per step (mean over the steps of that phase). */
 export interface LatencyMatrix {
@@ -140,7 +126,13 @@ export interface CompareRow {
   b: Spread;                 // ms per step in B
   deltaMs: number;           // median(B) - median(A)
   ratio: number;             // median(B) / median(A)
-  status: "added" | "removed" | "faster" | "slower" | "same";
+  status: RowStatus;
+}
+
+/** A row's status: the one significance rule of engine/stats.ts on the per-step p10–p90 bands, or added/removed. */
+export type RowStatus = "added" | "removed" | Verdict;
+function rowStatus(a: Spread, b: Spread): RowStatus {
+  return !a.n ? "added" : !b.n ? "removed" : verdict(a, b, "lower", "p10-p90");
 }
 
 function perStepGroups(recs: OpRecord[]): Map<string, Map<number, number>> {
@@ -158,15 +150,16 @@ export interface Comparison {
   a: { id: string; label: string; toggles: Record<string, unknown> };
   b: { id: string; label: string; toggles: Record<string, unknown> };
   toggleDiff: { id: string; a: unknown; b: unknown }[];
-  summary: { metric: string; unit: string; a: number | null; b: number | null; delta: number | null; pct: number | null }[];
+  summary: SummaryDelta[];   // headline metrics: medians over repetitions, min–max spreads, verdict
   rows: CompareRow[];
-  byLayer: { phase: PhaseName; layer: number; a: Spread; b: Spread; deltaMs: number }[];   // per-step layer totals (ms)
-  byOp: { phase: PhaseName; op: string; a: Spread; b: Spread; deltaMs: number }[];         // per-step op totals (ms)
+  byLayer: { phase: PhaseName; layer: number; a: Spread; b: Spread; deltaMs: number; status: RowStatus }[];   // per-step layer totals (ms)
+  byOp: { phase: PhaseName; op: string; a: Spread; b: Spread; deltaMs: number; status: RowStatus }[];         // per-step op totals (ms)
   sameTokens: boolean | null;
 }
 
-/** A/B comparison (HTA TraceDiff style): per phase, layer and op, the per-step spread in each run and the delta. */
-export function compareProfiles(A: Profile, B: Profile, threshold = 0.05): Comparison {
+/** A/B comparison (HTA TraceDiff style): per phase, layer and op, the per-step spread in each run and the delta;
+ *  every status, colour and summary verdict comes from the one rule in engine/stats.ts. */
+export function compareProfiles(A: Profile, B: Profile): Comparison {
   const ra = opRecords(A), rb = opRecords(B);
   const ga = perStepGroups(ra), gb = perStepGroups(rb);
   const keys = [...new Set([...ga.keys(), ...gb.keys()])];
@@ -177,11 +170,7 @@ export function compareProfiles(A: Profile, B: Profile, threshold = 0.05): Compa
     const b = spreadOf([...(gb.get(key)?.values() ?? [])]);
     const am = a.n ? a.median : 0, bm = b.n ? b.median : 0;
     const ratio = am > 0 ? bm / am : NaN;
-    // "faster"/"slower" only when the change is beyond the threshold AND outside A's own p10–p90 spread
-    // (a loaded machine makes single steps noisy; a difference inside the noise is reported as "same").
-    const status = !a.n ? "added" : !b.n ? "removed"
-      : ratio < 1 - threshold && bm < a.p10 ? "faster" : ratio > 1 + threshold && bm > a.p90 ? "slower" : "same";
-    rows.push({ phase: phase as PhaseName, layer: Number(layer), op, a, b, deltaMs: bm - am, ratio, status });
+    rows.push({ phase: phase as PhaseName, layer: Number(layer), op, a, b, deltaMs: bm - am, ratio, status: rowStatus(a, b) });
   }
   rows.sort((x, y) => x.phase.localeCompare(y.phase) || (x.layer < 0 ? 1e9 : x.layer) - (y.layer < 0 ? 1e9 : y.layer)
     || OP_NAMES.indexOf(x.op as never) - OP_NAMES.indexOf(y.op as never));
@@ -201,27 +190,15 @@ export function compareProfiles(A: Profile, B: Profile, threshold = 0.05): Compa
   const byLayer: Comparison["byLayer"] = [...new Set([...la.keys(), ...lb.keys()])].map((k) => {
     const [phase, layer] = k.split("|");
     const a = side(la, k), b = side(lb, k);
-    return { phase: phase as PhaseName, layer: Number(layer), a, b, deltaMs: (b.n ? b.median : 0) - (a.n ? a.median : 0) };
+    return { phase: phase as PhaseName, layer: Number(layer), a, b, deltaMs: (b.n ? b.median : 0) - (a.n ? a.median : 0), status: rowStatus(a, b) };
   }).sort((x, y) => x.phase.localeCompare(y.phase) || (x.layer < 0 ? 1e9 : x.layer) - (y.layer < 0 ? 1e9 : y.layer));
   const oa = totals(ra, (r) => r.op), ob = totals(rb, (r) => r.op);
   const byOp: Comparison["byOp"] = [...new Set([...oa.keys(), ...ob.keys()])].map((k) => {
     const [phase, op] = k.split("|");
     const a = side(oa, k), b = side(ob, k);
-    return { phase: phase as PhaseName, op, a, b, deltaMs: (b.n ? b.median : 0) - (a.n ? a.median : 0) };
+    return { phase: phase as PhaseName, op, a, b, deltaMs: (b.n ? b.median : 0) - (a.n ? a.median : 0), status: rowStatus(a, b) };
   }).sort((x, y) => x.phase.localeCompare(y.phase) || OP_NAMES.indexOf(x.op as never) - OP_NAMES.indexOf(y.op as never));
-  const sm = (p: Profile) => p.summary;
-  const metric = (name: string, unit: string, f: (p: Profile) => number | undefined) => {
-    const a = f(A) ?? null, b = f(B) ?? null;
-    const delta = a !== null && b !== null ? b - a : null;
-    return { metric: name, unit, a, b, delta, pct: delta !== null && a ? (100 * delta) / a : null };
-  };
-  const summary = [
-    metric("TTFT", "ms", (p) => sm(p).ttft_ms),
-    metric("TPOT median", "ms", (p) => sm(p).tpot_ms?.median),
-    metric("TPOT p90", "ms", (p) => sm(p).tpot_ms?.p90),
-    metric("prefill", "tok/s", (p) => sm(p).prefill_tok_s),
-    metric("decode", "tok/s", (p) => sm(p).decode_tok_s),
-  ];
+  const summary = compareSummaries(A, B);
   const ta = A.manifest.toggles, tb = B.manifest.toggles;
   const toggleDiff = [...new Set([...Object.keys(ta), ...Object.keys(tb)])]
     .filter((k) => JSON.stringify(ta[k]) !== JSON.stringify(tb[k]))

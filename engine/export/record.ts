@@ -9,6 +9,9 @@ import {
 import { stepTimes, sumCheck } from "../fidelity.ts";
 import { z } from "zod";
 import { modelManifest } from "../manifest.ts";
+import { machineMark, othersShare } from "../bench-core.ts";
+import { mergeResults } from "./passes.ts";
+import { quantile } from "../stats.ts";
 import { toggleValueProblem } from "../toggles.ts";
 
 export const SamplingSpec = z.object({
@@ -68,6 +71,10 @@ export interface RunSpec {
   label?: string;
   command?: string;
   promptSetName?: string;
+  /** Unrecorded passes over the prompt set before the measured ones (default 0; web runs and ablations use 1). */
+  warmup?: number;
+  /** Measured passes over the prompt set (default 1); the summary is the median over them. */
+  repeats?: number;
 }
 
 export type RunEvent =
@@ -75,7 +82,8 @@ export type RunEvent =
   | { type: "prefill"; prompt: number; promptTokens: number; ms: number }
   | { type: "token"; prompt: number; index: number; token: number; text: string; ms: number; phase: "prefill" | "decode" }
   | { type: "step"; prompt: number; step: number; phase: "prefill" | "decode"; ms: number; layers: { layer: number; ms: number }[]; ops: Record<string, number> }
-  | { type: "prompt-done"; prompt: number; reason: string; text: string; ttftMs: number; tokens: number };
+  | { type: "prompt-done"; prompt: number; reason: string; text: string; ttftMs: number; tokens: number }
+  | { type: "repeat"; repeat: number; repeats: number; warmup: boolean };
 
 export interface RecordOptions {
   onEvent?: (ev: RunEvent) => void;
@@ -85,11 +93,23 @@ export interface RecordOptions {
   keepCaptures?: boolean;
 }
 
+/** One measured pass over the prompt set: its headline values (the samples of summary.stats). */
+export interface PassMeasure {
+  ttft_ms?: number;          // median TTFT over the prompts
+  tpot_ms?: number;          // median TPOT over the decode steps
+  prefill_tok_s?: number;
+  decode_tok_s?: number;
+  tpots: number[];           // every decode step (pooled for the p90)
+  others: number | null;     // share of the machine's CPU other processes used meanwhile (null: unknown)
+  reruns?: number;           // contended passes re-run before this one was kept
+}
+
 export interface RecordResult {
   profile: Profile;
   cancelled: boolean;
-  captures: Capture[][];     // per prompt (only with keepCaptures)
-  tokens: number[][];        // generated tokens per prompt
+  captures: Capture[][];     // per prompt (only with keepCaptures), first measured pass
+  tokens: number[][];        // generated tokens per prompt, first measured pass
+  passes: PassMeasure[];     // one per measured pass
 }
 
 
@@ -154,14 +174,44 @@ function captureStats(c: Capture) {
   return { name: c.name, rows: c.rows, cols: c.cols, rms: Math.sqrt(ss / Math.max(1, c.data.length)), max_abs: mx };
 }
 
-function pct(sorted: number[], q: number) {
-  if (!sorted.length) return 0;
-  const pos = (sorted.length - 1) * q, lo = Math.floor(pos), hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+/**
+ * Runs `spec` on `session` and returns the profile: spec.warmup unrecorded passes (no events but a "repeat"
+ * one), then spec.repeats measured passes; the first measured pass streams its events, later ones announce
+ * themselves with "repeat". The summary is the median over the measured passes (mergeResults). Errors propagate
+ * (the caller marks the run failed).
+ */
+export async function recordRun(model: EngineModel, session: EngineSession, spec: RunSpec, o: RecordOptions = {}): Promise<RecordResult> {
+  const warmup = Math.max(0, spec.warmup ?? 0), repeats = Math.max(1, spec.repeats ?? 1);
+  const emit = o.onEvent ?? (() => {});
+  for (let w = 0; w < warmup; w++) {
+    emit({ type: "repeat", repeat: w, repeats: warmup, warmup: true });
+    const r = await recordPass(model, session, spec, { ...o, onEvent: undefined, keepCaptures: false });
+    if (r.cancelled) {
+      const m = mergeResults([r], { warmup: 0 });
+      m.profile.notes = [...(m.profile.notes ?? []), "cancelled during the warm-up: these numbers come from the unfinished warm-up pass"];
+      return m;
+    }
+  }
+  const passes: RecordResult[] = [];
+  for (let r = 0; r < repeats; r++) {
+    if (repeats > 1) emit({ type: "repeat", repeat: r, repeats, warmup: false });
+    const res = await recordPass(model, session, spec, r === 0 ? o : { ...o, onEvent: undefined });
+    // A pass cut short by a cancel only counts when no pass finished (the partial profile is still saved).
+    if (!res.cancelled || !passes.length) passes.push(res);
+    if (res.cancelled) {
+      passes[0] = { ...passes[0], cancelled: true };
+      if (r > 0) {
+        const note = `cancelled during repetition ${r + 1} of ${repeats}: the summary covers the ${r} finished one(s)`;
+        passes[0] = { ...passes[0], profile: { ...passes[0].profile, notes: [...(passes[0].profile.notes ?? []), note] } };
+      }
+      break;
+    }
+  }
+  return mergeResults(passes, { warmup });
 }
 
-/** Runs `spec` on `session` and returns the profile. Errors propagate (the caller marks the run failed). */
-export async function recordRun(model: EngineModel, session: EngineSession, spec: RunSpec, o: RecordOptions = {}): Promise<RecordResult> {
+/** One pass over the prompt set (what recordRun repeats). */
+async function recordPass(model: EngineModel, session: EngineSession, spec: RunSpec, o: RecordOptions): Promise<RecordResult> {
   const emit = o.onEvent ?? (() => {});
   const doYield = o.yieldToLoop ?? true;
   applyToggles(model, session, spec.toggles);
@@ -173,6 +223,7 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
   const kernels: string[] = [];
   const tokenEvents: Profile["tokens"] = [];
   const t0 = performance.now();
+  const mark0 = machineMark();
   let stepBase = 0, dropped = 0;
   const ttfts: number[] = [], tpots: number[] = [];
   let prefillTokens = 0, decodeTokens = 0, prefillMs = 0, decodeMs = 0;
@@ -273,6 +324,7 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
     if (cancelled || o.signal?.aborted) { cancelled = true; break; }
   }
 
+  const others = othersShare(mark0, machineMark());
   const sortedTpot = [...tpots].sort((a, b) => a - b);
   const sortedTtft = [...ttfts].sort((a, b) => a - b);
   const notes: string[] = [];
@@ -294,8 +346,8 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
     summary: {
       prefill_tokens: prefillTokens,
       decode_tokens: decodeTokens,
-      ...(sortedTtft.length ? { ttft_ms: pct(sortedTtft, 0.5) } : {}),
-      ...(sortedTpot.length ? { tpot_ms: { median: pct(sortedTpot, 0.5), p90: pct(sortedTpot, 0.9), min: sortedTpot[0], max: sortedTpot[sortedTpot.length - 1] } } : {}),
+      ...(sortedTtft.length ? { ttft_ms: quantile(sortedTtft, 0.5) } : {}),
+      ...(sortedTpot.length ? { tpot_ms: { median: quantile(sortedTpot, 0.5), p90: quantile(sortedTpot, 0.9), min: sortedTpot[0], max: sortedTpot[sortedTpot.length - 1] } } : {}),
       ...(prefillMs > 0 ? { prefill_tok_s: prefillTokens / (prefillMs / 1000) } : {}),
       ...(decodeMs > 0 ? { decode_tok_s: decodeTokens / (decodeMs / 1000) } : {}),
       wall_ms: performance.now() - t0,
@@ -313,5 +365,10 @@ export async function recordRun(model: EngineModel, session: EngineSession, spec
     output_text: texts.join("\n\n"),
     ...(notes.length ? { notes } : {}),
   };
-  return { profile: Profile.parse(profile), cancelled, captures, tokens: allTokens };
+  const s = profile.summary;
+  const pass: PassMeasure = {
+    ttft_ms: s.ttft_ms, tpot_ms: s.tpot_ms?.median, prefill_tok_s: s.prefill_tok_s, decode_tok_s: s.decode_tok_s,
+    tpots, others: others === undefined ? null : Number(others.toFixed(3)),
+  };
+  return { profile: Profile.parse(profile), cancelled, captures, tokens: allTokens, passes: [pass] };
 }

@@ -6,6 +6,7 @@ import { latencyMatrix, profilingModeOf, type PhaseName } from "./aggregate.ts";
 import type { Ceilings } from "../roofline.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "./svg.ts";
 import { tableRows } from "./table.ts";
+import { fmtSpread, summaryStats } from "../stats.ts";
 
 function esc(s: unknown): string {
   return String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -20,12 +21,15 @@ function profilingLabel(p: Profile): string {
 }
 
 export function htmlReport(p: Profile, opts: { ceilings?: Ceilings[] } = {}): string {
-  const m = p.manifest, s = p.summary;
+  const m = p.manifest, s = p.summary, st = summaryStats(p);
+  // medians over the measured repetitions with their min–max (engine/stats.ts), as every other view shows them
+  const reps = Math.max(0, ...Object.values(st).map((x) => x?.n ?? 0));
   const summary: [string, string][] = [
-    ["TTFT", `${fmt(s.ttft_ms)} ms`],
-    ["TPOT median (p90)", `${fmt(s.tpot_ms?.median)} ms (${fmt(s.tpot_ms?.p90)} ms)`],
-    ["prefill", `${fmt(s.prefill_tok_s, 1)} tok/s over ${s.prefill_tokens ?? "–"} tokens`],
-    ["decode", `${fmt(s.decode_tok_s, 1)} tok/s over ${s.decode_tokens ?? "–"} tokens`],
+    ["repetitions", `${reps} measured${s.warmup ? ` after ${s.warmup} warm-up` : ""} · median (min–max)`],
+    ["TTFT", `${fmtSpread(st.ttft_ms)} ms`],
+    ["TPOT median (p90 of steps)", `${fmtSpread(st.tpot_ms, 3)} ms (${fmt(s.tpot_ms?.p90, 3)} ms)`],
+    ["prefill", `${fmtSpread(st.prefill_tok_s, 1)} tok/s over ${s.prefill_tokens ?? "–"} tokens`],
+    ["decode", `${fmtSpread(st.decode_tok_s, 1)} tok/s over ${s.decode_tokens ?? "–"} tokens`],
   ];
   if (s.profiling_overhead_pct !== undefined) summary.push(["profiling overhead", `${fmt(s.profiling_overhead_pct, 1)} %`]);
   summary.push(["profiling mode", profilingLabel(p)]);

@@ -235,6 +235,8 @@ export function quantSvg(p: Profile, width = 760): string {
   return compose(`Quantization error: ${q.candidate_label} vs ${q.reference_label}`, `${subtitleOf(p)}${lg}`, [sq, cos]);
 }
 
+const NOISE_GREY = "#b8c2d6";
+
 /** Compare: per layer time delta (B − A) per phase. */
 export function compareSvg(c: Comparison, width = 760): string {
   const panels: Panel[] = [];
@@ -245,12 +247,13 @@ export function compareSvg(c: Comparison, width = 760): string {
       marginLeft: 60, marginBottom: 40,
       x: { label: `layer (${phase})`, domain: rows.map((r) => r.name) },
       y: { label: "Δ median time per step, B − A (ms)", grid: true },
-      marks: [Plot.barY(rows, { x: "name", y: "deltaMs", fill: (d: { deltaMs: number }) => (d.deltaMs <= 0 ? PALETTE[4] : PALETTE[2]) }), Plot.ruleY([0])],
+      // colour = the one significance rule (engine/stats.ts) on the per-step p10–p90 bands, as on the web page
+      marks: [Plot.barY(rows, { x: "name", y: "deltaMs", fill: (d: { status: string }) => (d.status === "faster" ? PALETTE[4] : d.status === "slower" ? PALETTE[2] : NOISE_GREY) }), Plot.ruleY([0])],
     }, width, 230));
   }
   if (!panels.length) panels.push(emptyPanel("no op records to compare", width));
   return compose(`Compare: B = ${c.b.label} vs A = ${c.a.label}`, c.toggleDiff.map((t) => `${t.id}: ${t.a} → ${t.b}`).join(" · ") || "same toggles",
-    panels, [{ label: "B faster", color: PALETTE[4] }, { label: "B slower", color: PALETTE[2] }]);
+    panels, [{ label: "B faster", color: PALETTE[4] }, { label: "B slower", color: PALETTE[2] }, { label: "within noise", color: NOISE_GREY }]);
 }
 
 /** Horizontal bars with min–max whiskers (one per arm), e.g. decode tok/s per ablation arm. */

@@ -3,6 +3,7 @@
 // All four formats share one schema (llama-bench's lesson: one schema, or the compare scripts break).
 import type { Profile, BenchRow } from "../profile.ts";
 import { fmtBytes } from "./aggregate.ts";
+import { summaryStats, type SummaryStat } from "../stats.ts";
 
 export const TABLE_FORMATS = ["md", "csv", "json", "jsonl"] as const;
 export type TableFormat = (typeof TABLE_FORMATS)[number];
@@ -57,21 +58,18 @@ export function tableRows(profiles: Profile[]): TableRow[] {
       });
       continue;
     }
-    const s = p.summary;
+    // A run: the median over its measured repetitions with their min–max (engine/stats.ts), one sample per
+    // repetition, the same numbers the Profiles list, Latency cards and Compare show.
+    const s = p.summary, st = summaryStats(p);
     const np = s.prefill_tokens ?? 0, ng = s.decode_tokens ?? 0;
-    if (s.prefill_tok_s !== undefined) rows.push({
-      ...base, test: `pp${np}`, batch: 1, n_prompt: np, n_gen: 0, tokens_per_s: s.prefill_tok_s,
-      tokens_per_s_min: s.prefill_tok_s, tokens_per_s_max: s.prefill_tok_s, samples: 1, roofline_pct: null,
-    });
-    if (s.decode_tok_s !== undefined) {
-      const t = s.tpot_ms;
-      rows.push({
-        ...base, test: `tg${ng}`, batch: 1, n_prompt: 0, n_gen: ng, tokens_per_s: s.decode_tok_s,
-        tokens_per_s_min: t && t.max > 0 ? 1000 / t.max : s.decode_tok_s,
-        tokens_per_s_max: t && t.min > 0 ? 1000 / t.min : s.decode_tok_s,
-        samples: ng, roofline_pct: null,
+    const rate = (test: string, n_prompt: number, n_gen: number, x: SummaryStat | null) => {
+      if (x) rows.push({
+        ...base, test, batch: 1, n_prompt, n_gen, tokens_per_s: x.median,
+        tokens_per_s_min: x.min, tokens_per_s_max: x.max, samples: x.n, roofline_pct: null,
       });
-    }
+    };
+    rate(`pp${np}`, np, 0, st.prefill_tok_s);
+    rate(`tg${ng}`, 0, ng, st.decode_tok_s);
   }
   return rows;
 }

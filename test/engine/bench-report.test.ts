@@ -1,11 +1,13 @@
 // notebooks/bench.ts --report: the committed H200 run-3 profiles and peers become one table with our numbers next
 // to the peers' (no model is opened, so this runs on the CPU-only CI machine), and bad input fails clearly.
-import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { generousTimeout } from "../setup.ts";
 
-setDefaultTimeout(60_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
+
 const REPO = join(import.meta.dir, "..", "..");
 const RUN3 = join(REPO, "profiles", "h200", "run3");
 

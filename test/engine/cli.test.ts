@@ -1,13 +1,13 @@
 // The CLI: user errors exit 1 with one clear line (no stack trace); generate / inspect / synth / bench work.
-import { test, expect, describe, setDefaultTimeout } from "bun:test";
+import { test, expect, describe } from "bun:test";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readProfile } from "../../engine/profile.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
 
-// Engine tests can be slow on a busy 2-core machine (OpenMP threads compete with other processes).
-setDefaultTimeout(120_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 function cli(...args: string[]): { code: number; out: string; err: string } {
   const r = Bun.spawnSync([process.execPath, join(ROOT, "engine/cli.ts"), ...args], { cwd: ROOT, stdin: "ignore", env: { ...process.env, QW_DEBUG: "" } });

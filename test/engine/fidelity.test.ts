@@ -1,7 +1,7 @@
 // Profiling fidelity (issue 16) on the CPU backend: the mode label, records that tile each step (so op times +
 // gaps add up to the step), the pool wake-up as its own row, the sum check and the fidelity benchmark's shape.
 // No wall-clock bound is asserted: only that records lie inside the engine call that produced them.
-import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
+import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openSyntheticInMemory, SessionError, type Model } from "../../engine/index.ts";
 import { OP_NAMES, type OpColumns } from "../../engine/profile.ts";
 import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/fidelity.ts";
@@ -10,8 +10,10 @@ import { chromeTrace } from "../../engine/export/trace.ts";
 import { htmlReport } from "../../engine/export/report.ts";
 import { latencySvg } from "../../engine/export/svg.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
 
-setDefaultTimeout(120_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
+
 
 function cols(rows: [step: number, phase: number, op: string, t0: number, t1: number][]): OpColumns {
   const c: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };

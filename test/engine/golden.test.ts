@@ -3,14 +3,14 @@
 // attention). With the f32 KV cache: top-20 logits within 1e-4 (measured 3.8e-6), identical 32-token greedy continuations, and
 // the residual stream at blocks.L.hook_resid_post (and the embedding at blocks.0.hook_resid_pre) within 1e-4 (measured 2.3e-6)
 // at the last prompt position. With the default bf16 KV cache: the same argmax and top-20 within 0.05 (measured 6.6e-3).
-import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
+import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import { cpuLibraryBuilt, maxAbsDiff, ROOT } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
 
-// Engine tests can be slow on a busy 2-core machine (OpenMP threads compete with other processes).
-setDefaultTimeout(120_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 interface GoldenPrompt {
   text: string; ids: number[]; top20_ids: number[]; top20_logits: number[]; argmax: number; greedy32: number[]; greedy32_text: string;

@@ -2,6 +2,9 @@ import { test, expect } from "bun:test";
 import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/metrics.ts";
 import { parseRegistry, validateToggleSettings, parseToggleArg } from "../../engine/toggles.ts";
 import { percentile, benchPrompt, othersShare, modelLabel } from "../../engine/bench-core.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 test("tensorError: identical, scaled and noisy inputs", () => {
   const a = new Float32Array([1, -2, 3, -4]);

@@ -6,6 +6,9 @@ import { join, resolve } from "node:path";
 import { cellHash, matchOutputs, outputsFile, parseNotebook, parseOutputs, serializeNotebook, type Cell, type Output } from "../../engine/notebook/format.ts";
 import { fromIpynb, toIpynb } from "../../engine/notebook/ipynb.ts";
 import { transformCell } from "../../engine/notebook/transform.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const NOTEBOOKS = readdirSync(join(REPO, "notebooks")).filter((f) => f.endsWith(".nb.ts")).sort();
@@ -153,6 +156,6 @@ describe("shipped notebooks run unchanged with bun from a terminal", () => {
       expect(out).toContain("default:tiny-qwen2-brown");
       expect(out).toMatch(/\n\| [^\n]+ \|\n\| --- \|/);        // a table printed as markdown
       expect(out).toMatch(/\[svg figure|\[plotly figure/);    // figures are announced, not dropped silently
-    }, 180_000);
+    }, 300_000);
   }
 });

@@ -4,6 +4,9 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { deltaE, opColor, PALETTE, paletteDoc, runColor } from "../../engine/palette.ts";
 import { OP_NAMES } from "../../engine/profile.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 test("palette: >= 12 colours, every pair clearly distinct (ΔE*76 >= 20) and visible on white", () => {
   expect(PALETTE.length).toBeGreaterThanOrEqual(12);

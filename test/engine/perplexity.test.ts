@@ -1,6 +1,6 @@
 // Perplexity, KL divergence against a saved reference, windowing, the reference file, non-finite logits, the
 // Brown validation text, and the `perplexity` CLI command.
-import { test, expect, describe, setDefaultTimeout, afterAll } from "bun:test";
+import { test, expect, describe, afterAll } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,8 +12,10 @@ import {
 import { runPerplexity, textTokens } from "../../engine/perplexity-run.ts";
 import { brownDocuments, brownText, detokenize } from "../../engine/brown.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
 
-setDefaultTimeout(180_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
+
 const dir = mkdtempSync(join(tmpdir(), "qw-ppl-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -1,7 +1,7 @@
 // Quantization error on the CPU engine: the embedded bf16 checkpoint against a Q8_0 GGUF of the same weights
 // (written by `convert`), perplexity / KL on the Brown text, and a model whose layer 2 overflows to Inf/NaN:
 // reported as a finding (first hook that went non-finite), never a schema failure.
-import { test, expect, describe, setDefaultTimeout, afterAll } from "bun:test";
+import { test, expect, describe, afterAll } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,8 +11,10 @@ import { convertModel, tokenizerGgufMetadata } from "../../engine/convert.ts";
 import { convertToGguf, openModelSource } from "../../engine/modelfile.ts";
 import { GGML_TYPE } from "../../engine/gguf.ts";
 import { Profile } from "../../engine/profile.ts";
+import { generousTimeout } from "../setup.ts";
 
-setDefaultTimeout(240_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
+
 const dir = mkdtempSync(join(tmpdir(), "qw-quant-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

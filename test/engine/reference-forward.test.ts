@@ -4,7 +4,7 @@
 // fp32 accumulation over H = 256 / F = 768 gives 5e-6..9e-6 in practice).
 // (f) The GQA "broadcast" arm computes the same function as "native" (≤ 1e-5).
 // Also: q8_0 and q4_k_m (Q4_K + Q6_K) GGUF files against the reference on the TS-dequantized weights (≤ 1e-4).
-import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
+import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openSyntheticInMemory, type Model } from "../../engine/index.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,9 +15,9 @@ import { dequantize } from "../../engine/quant.ts";
 import { writeSyntheticGguf } from "../../engine/synthetic.ts";
 import { argmax, Qwen2Reference, type RefWeights } from "../reference/qwen2-ref.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt, referenceFor, tinyTestSpec } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
 
-// Engine tests can be slow on a busy 2-core machine (OpenMP threads compete with other processes).
-setDefaultTimeout(120_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const TOL = 1e-4;
 const DECODE_STEPS = 20;

@@ -8,6 +8,9 @@ import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, mixedDeviceWarning, parseCeilings, placeLabels, rooflinePoints,
 } from "../../engine/roofline.ts";
 import { rooflineSvg } from "../../engine/export/svg.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const tiny = readProfile(join(REPO, "profiles/cpu-run-tiny-brown-bf16.json"));           // Intel Xeon, 10 MB of weights
@@ -30,7 +33,7 @@ test("the overlay SVG of a CPU run and an H200 run: each on its own roofs, with 
   const cpuAt = svg.indexOf("ceilings intel-r"), gpuAt = svg.indexOf("ceilings nvidia-h200");
   expect(svg.indexOf("read bandwidth 21.3 GB/s")).toBeGreaterThan(cpuAt);
   expect(svg.indexOf("read bandwidth 21.3 GB/s")).toBeLessThan(gpuAt);
-  expect(svg.indexOf("DRAM bandwidth 4.26 TB/s")).toBeGreaterThan(gpuAt);
+  expect(svg.indexOf("copy bandwidth 4.26 TB/s")).toBeGreaterThan(gpuAt);
   // the layer × op view has 2 × 40+ points: only a few carry a text label
   expect(svg).toContain("labels on up to 8 points with the most time (none that would overlap)");
 });

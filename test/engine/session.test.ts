@@ -1,14 +1,14 @@
 // Session API on the CPU backend: (c) errors are clear and leave the session usable, (d) replays are
 // identical, (e) a Bun.gc(true) stress of every FFI path, plus streaming generate semantics (event order,
 // EOS / stop tokens, maxTokens, AbortSignal, UTF-8-safe text), op records and activation captures.
-import { test, expect, describe, beforeAll, afterAll, setDefaultTimeout } from "bun:test";
+import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, openSyntheticInMemory, QwenError, SessionError, type Model } from "../../engine/index.ts";
 import { OP_NAMES } from "../../engine/profile.ts";
 import type { GenerateEvent } from "../../engine/api.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
 
-// Engine tests can be slow on a busy 2-core machine (OpenMP threads compete with other processes).
-setDefaultTimeout(120_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 async function collect(gen: AsyncGenerator<GenerateEvent>): Promise<GenerateEvent[]> {
   const out: GenerateEvent[] = [];

@@ -1,7 +1,7 @@
 // The parallel synthetic writer (engine/synth-pool.ts + engine/synth-worker.ts): byte-identical files to the
 // sequential in-process path, RNG jump-ahead equal to stepping, row chunks (odd lengths included) equal to the
 // sequential stream, worker errors that reject (no hang, no file left), and a timing print.
-import { test, expect, describe, setDefaultTimeout } from "bun:test";
+import { test, expect, describe } from "bun:test";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,8 +12,9 @@ import {
 } from "../../engine/synthetic.ts";
 import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "../../engine/synth-pool.ts";
 import { GGML } from "../../engine/ffi.ts";
+import { generousTimeout } from "../setup.ts";
 
-setDefaultTimeout(60_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 const concat = (parts: Uint8Array[]) => {
@@ -111,12 +112,10 @@ describe("parallel GGUF writer", () => {
     expect(sha(join(b, "model.safetensors"))).toBe(sha(join(a, "model.safetensors")));
   });
 
-  test("a worker error rejects with a clear Error, quickly, and leaves no file", async () => {
+  test("a worker error rejects with a clear Error (no hang: the test timeout catches one) and leaves no file", async () => {
     const bad = { ...chunked, std: NaN }; // quantize refuses non-finite values inside the worker
     const path = join(dir, "bad.gguf");
-    const t0 = performance.now();
     await expect(writeSyntheticGguf(bad, "q8_0", path, { workers: 2 })).rejects.toThrow(/synthetic worker failed on token_embd\.weight.*not finite/);
-    expect(performance.now() - t0).toBeLessThan(20_000);
     expect(existsSync(path)).toBe(false);
     expect(readdirSync(dir).filter((f) => f.startsWith("bad.gguf"))).toEqual([]);
   });

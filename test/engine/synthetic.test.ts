@@ -1,7 +1,7 @@
 // Synthetic models: determinism, shapes of the real presets, the Q4_K_M-like type plan, streaming encode equal
 // to whole-tensor encode, and (with the CPU library) GGUF / HF files of the tiny preset loading into the engine
 // with the same logits as the in-memory path.
-import { test, expect, describe, setDefaultTimeout } from "bun:test";
+import { test, expect, describe } from "bun:test";
 import { mkdtempSync, rmSync, existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,9 +14,9 @@ import { openModel, openSyntheticInMemory } from "../../engine/index.ts";
 import { openModelSource } from "../../engine/modelfile.ts";
 import { openGguf } from "../../engine/gguf.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt } from "../reference/fixtures.ts";
+import { generousTimeout } from "../setup.ts";
 
-// Engine tests can be slow on a busy 2-core machine (OpenMP threads compete with other processes).
-setDefaultTimeout(120_000);
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 test("presets have the exact Qwen2.5 shapes and parameter counts", () => {
   expect(PRESETS["0.5b"]).toMatchObject({ hidden_size: 896, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, head_dim: 64, intermediate_size: 4864, vocab_size: 151936, tie_word_embeddings: true });

@@ -5,6 +5,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadCeilings } from "../../engine/roofline.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const BUN = join(REPO, "node_modules/.bin/bun");
@@ -28,7 +31,7 @@ describe("notebooks", () => {
       expect(r.code).toBe(0);
       expect(r.out).toMatch(new RegExp(`^usage: (npm run ${n} -- |npx bun notebooks/${n}\\.ts )`)); // both work after npm install
       expect(r.out).not.toMatch(/^\/\//m);
-    }, 60_000);
+    }, 300_000);
   }
 
   test("export --format svg-quant on a profile without quant data: a clear message and exit 1", () => {
@@ -36,7 +39,7 @@ describe("notebooks", () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/no quantization-error data in .*cpu-run-tiny-brown-bf16\.json: svg-quant needs a profile of kind "quant-error"/);
     expect(existsSync(join(tmp, "cpu-run-tiny-brown-bf16.quant.svg"))).toBe(false);
-  }, 60_000);
+  }, 300_000);
 
   test("calibrate --from-lab-log: the L2 roof of the CALIB line lands in the ceilings file, read back by the roofline", () => {
     const calib = { device: "Test GPU", sms: 132, cc: "9.0", clock_mhz: 1980, mem_clock_mhz: 3201, memory_bytes: 1.5e11, driver: 13000, runtime: 13000,
@@ -57,5 +60,5 @@ describe("notebooks", () => {
     expect(b.code).toBe(1);
     expect(b.err).toMatch(/the CALIB line is not what cuda\/dev\/lab.cu prints/);
     expect(run(["notebooks/calibrate.ts", "--bogus"]).code).toBe(2);
-  }, 60_000);
+  }, 300_000);
 });

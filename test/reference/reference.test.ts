@@ -6,6 +6,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Qwen2Reference, argmax } from "./qwen2-ref.ts";
 import { readHfDirF64 } from "./read-safetensors.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const root = join(import.meta.dir, "..", "..");
 const golden = JSON.parse(readFileSync(join(root, "test/fixtures/golden.json"), "utf8"));

@@ -3,6 +3,9 @@ import { describe, expect, test, afterAll } from "bun:test";
 import { symlinkSync, writeFileSync, mkdirSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fakeApp, readSse, json, type Sse } from "./helpers.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const envs: { cleanup: () => void }[] = [];
 afterAll(() => envs.forEach((e) => e.cleanup()));
@@ -108,15 +111,42 @@ describe("runs", () => {
     expect(list.profiles.map((p: any) => p.key)).toContain(key);
     const p: any = await (await app.request(`/api/profiles/${encodeURIComponent(key)}`)).json();
     expect(p.schema).toBe("qwen-workbench/profile");
-    expect(p.tokens.length).toBe(8);
+    // one unrecorded warm-up, then 3 measured repetitions (the default): token events and op records of each
+    expect(p.summary.warmup).toBe(1);
+    expect(p.summary.repeats).toBe(3);
+    expect(p.summary.stats.decode_tok_s.samples.length).toBe(3);
+    expect(p.summary.decode_tok_s).toBe(p.summary.stats.decode_tok_s.median);
+    expect(p.tokens.length).toBe(3 * 8);
     expect(p.ops.step.length).toBeGreaterThan(0);
     const v: any = await (await app.request(`/api/profiles/${encodeURIComponent(key)}/views`)).json();
-    expect(v.latency.decode.steps).toBe(7);
+    expect(v.latency.decode.steps).toBe(3 * 7);
+    expect(v.stats.ttft_ms.n).toBe(3);
     expect(v.roofline.op.length).toBeGreaterThan(3);
     expect(v.ceilings).toBeNull();
     const med: any = await (await app.request(`/api/profiles/${encodeURIComponent(key)}/views?stat=median`)).json();
     expect(med.latency.decode.stat).toBe("median");
     expect((await app.request(`/api/profiles/${encodeURIComponent(key)}/views?stat=max`)).status).toBe(400);
+  });
+
+  test("a web run warms up first: a cold first run never reaches the profile's numbers", async () => {
+    // The fake engine reports 60 s more TTFT (synthetic, no sleep) on the first generate after a load (a cold start).
+    const { app } = setup({ coldFirstRunMs: 60_000 });
+    const warm = await runToEnd(app, { prompt: "cold start", maxTokens: 4 });
+    const rep = warm.events.filter((e) => e.event === "repeat").map((e) => e.data);
+    expect(rep[0]).toEqual({ type: "repeat", repeat: 0, repeats: 1, warmup: true });
+    expect(rep.filter((r: any) => !r.warmup).map((r: any) => r.repeat)).toEqual([0, 1, 2]);
+    expect(warm.events.findIndex((e) => e.event === "repeat")).toBeLessThan(warm.events.findIndex((e) => e.event === "start"));
+    const p: any = await (await app.request(`/api/profiles/${encodeURIComponent(warm.events.at(-1)!.data.profileKey)}`)).json();
+    expect(p.summary.warmup).toBe(1);
+    expect(p.summary.stats.ttft_ms.samples.length).toBe(3);
+    expect(Math.max(...p.summary.stats.ttft_ms.samples)).toBeLessThan(60_000);
+    // without the warm-up the cold start is measured (and the median of 3 still resists it)
+    const { app: cold } = setup({ coldFirstRunMs: 60_000 });
+    const c = await runToEnd(cold, { prompt: "cold start", maxTokens: 4, warmup: 0 });
+    const q: any = await (await cold.request(`/api/profiles/${encodeURIComponent(c.events.at(-1)!.data.profileKey)}`)).json();
+    expect(q.summary.warmup).toBe(0);
+    expect(q.summary.stats.ttft_ms.samples[0]).toBeGreaterThanOrEqual(60_000);
+    expect(q.summary.ttft_ms).toBeLessThan(60_000);
   });
 
   test("bad run payloads are 4xx with a message", async () => {
@@ -126,6 +156,8 @@ describe("runs", () => {
       [{ prompt: "a", tokens: [1] }, /exactly one of/],
       [{ prompt: "a", maxTokens: 0 }, /maxTokens/],
       [{ prompt: "a", maxTokens: 1e9 }, /maxTokens/],
+      [{ prompt: "a", repeats: 0 }, /repeats/],
+      [{ prompt: "a", warmup: 9 }, /warmup/],
       [{ prompt: "a", sampling: { temperature: -1 } }, /sampling.temperature/],
       [{ prompt: "a", capture: ["blocks.0.bogus"] }, /hook/],
       [{ prompt: "a", toggles: { gqa: 3 } }, /toggles/],
@@ -269,7 +301,11 @@ describe("profiles, compare, exports", () => {
     expect(c.sameTokens).toBe(true);
     const att = c.rows.find((x: any) => x.phase === "decode" && x.layer === 0 && x.op === "attention");
     expect(att.status).toBe("slower");
-    expect(att.a.n).toBe(5);
+    expect(att.a.n).toBe(3 * 5); // per-step samples of all 3 repetitions
+    // headline metrics: medians over the 3 repetitions with their spreads and a verdict of the one rule
+    const dec = c.summary.find((x: any) => x.key === "decode_tok_s");
+    expect(dec.aSpread.n).toBe(3);
+    expect(["faster", "slower", "within noise"]).toContain(dec.status);
     const svg = await env.app.request(`/api/compare?a=${encodeURIComponent(A)}&b=${encodeURIComponent(B)}&format=svg`);
     expect(svg.headers.get("content-type")).toContain("svg");
     expect((await env.app.request(`/api/compare?a=${encodeURIComponent(A)}`)).status).toBe(400);

@@ -5,14 +5,15 @@ import type { BrowserContext } from "playwright-core";
 export const REPO = resolve(import.meta.dir, "../..");
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
-/** Starts web/server.ts on a random port with `args`; resolves once /api/health answers (or after ~10 s). */
+/** Starts web/server.ts on a random port with `args`; resolves once /api/health answers (or after ~60 s: a loaded
+ *  machine starts Bun slowly). */
 export async function spawnServer(args: string[]) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const proc = Bun.spawn([process.execPath, join(REPO, "web/server.ts"), "--port", String(port), ...args], {
     cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, PORT: String(port) },
   });
   const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 600; i++) {
     try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* not yet */ }
     await Bun.sleep(100);
   }

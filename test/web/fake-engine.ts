@@ -15,6 +15,7 @@ export interface FakeOptions {
   delayFor?: string;         // loadDelayMs applies only to sources containing this
   failOpenFor?: string;      // opening a source containing this fails
   crashWorker?: boolean;     // throw an uncaught error from a timer during generate (kills a worker's event loop)
+  coldFirstRunMs?: number;   // the first generate of a session reports this much more TTFT (a cold start, no sleep)
 }
 
 const WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs", "far", "away", "."];
@@ -44,6 +45,7 @@ class FakeSession implements EngineSession {
   private lastInput: number[] = [];
   private ctx = 0;
   private decodeSteps = 0;
+  private runs = 0;
   private logitsMode = 0;
   // A model source naming "nonfinite-L<N>" yields NaN/Inf in captures from layer N on and in some logits rows.
   private readonly nanFrom: number;
@@ -171,7 +173,7 @@ class FakeSession implements EngineSession {
     const t0 = performance.now();
     if (this.o.stepDelayMs) await sleep(this.o.stepDelayMs);
     let t = this.prefill(0, ids);
-    const pms = performance.now() - t0;
+    const pms = performance.now() - t0 + (this.runs++ === 0 ? this.o.coldFirstRunMs ?? 0 : 0);
     yield { type: "prefill", promptTokens: ids.length, ms: pms };
     const out = [t];
     yield { type: "token", index: 0, token: t, text: tok.decode([t]), ms: pms, phase: "prefill" };

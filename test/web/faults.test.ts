@@ -9,6 +9,9 @@ import { fakeApp, readSse, json } from "./helpers.ts";
 import { EngineCore, LocalHost, type LoadOptions } from "../../web/core.ts";
 import { makeFakeOpenModel } from "./fake-engine.ts";
 import { parsePromptSet } from "../../engine/export/record.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const cleanups: (() => void)[] = [];
 afterAll(() => cleanups.forEach((c) => c()));
@@ -88,7 +91,7 @@ describe("D5: SSE fan-out", () => {
       expect(ev.at(-1)!.event).toBe("done");
     }
     expect(calls).toBe(1);
-  }, 60_000);
+  }, 300_000);
 
   test("a follower's events go out in batches (one write per flush interval), not one write per event", async () => {
     const { app } = setup({ stepDelayMs: 2 }, { sseFlushMs: 300 });
@@ -100,7 +103,7 @@ describe("D5: SSE fan-out", () => {
     expect(text).toContain("event: done");
     expect(events).toBeGreaterThan(100); // tokens + steps
     expect(chunks).toBeLessThan(events / 4);
-  }, 60_000);
+  }, 300_000);
 
   test("followers per task are capped: 429 beyond the cap, admitted again when one leaves", async () => {
     const { app } = setup({ stepDelayMs: 50 }, { maxFollowers: 3 });
@@ -119,7 +122,7 @@ describe("D5: SSE fan-out", () => {
     expect(again).toBe(200);
     await app.request(`/api/tasks/${id}/cancel`, { method: "POST" });
     for (const o of others) await o.body?.cancel().catch(() => {});
-  }, 60_000);
+  }, 300_000);
 
   test("/api/health answers while 100 clients follow a run", async () => {
     const { app } = setup({ stepDelayMs: 10 });
@@ -132,7 +135,7 @@ describe("D5: SSE fan-out", () => {
     expect(h.running).toBe(id);
     const ends = await Promise.all(reading);
     expect(ends.every((ev) => ev.at(-1)?.event === "done")).toBe(true);
-  }, 90_000);
+  }, 300_000);
 });
 
 describe("D7: cancelling a load; a failed load keeps the model", () => {
@@ -144,7 +147,7 @@ describe("D7: cancelling a load; a failed load keeps the model", () => {
     return readSse(await app.request(`/api/tasks/${id}/events`), (e) => {
       if (e.event === "progress" && onProgress && !fired) { fired = true; void onProgress(id); }
       return ["done", "error", "cancelled"].includes(e.event);
-    }, 60_000);
+    }, 300_000);
   }
 
   test("a 60-s load is cancelled while it loads; the previous model stays loaded", async () => {
@@ -158,7 +161,7 @@ describe("D7: cancelling a load; a failed load keeps the model", () => {
     console.log(`[D7] fake 60-s load cancelled after ${ms.toFixed(0)} ms (load + cancel round trip)`);
     const m: any = await (await app.request("/api/model")).json();
     expect(m.loaded.source).toBe("default");
-  }, 60_000);
+  }, 300_000);
 
   test("a load that fails keeps the previous model", async () => {
     const { app, dirs } = setup({ failOpenFor: "broken" });
@@ -171,7 +174,7 @@ describe("D7: cancelling a load; a failed load keeps the model", () => {
     const run = await app.request("/api/runs", json({ prompt: "still here", maxTokens: 2 }));
     const done = await readSse(await app.request(`/api/tasks/${((await run.json()) as any).id}/events`));
     expect(done.at(-1)!.event).toBe("done");
-  }, 60_000);
+  }, 300_000);
 });
 
 describe("D8: one-line JSONL, and toggle ids that must never pass", () => {

@@ -26,7 +26,7 @@ export function fakeApp(fake: FakeOptions = {}, extra: Partial<AppDeps> = {}, ho
   return { app, dirs, host: h };
 }
 
-export async function readSse(res: Response, until = (e: Sse) => ["done", "error", "cancelled"].includes(e.event), timeoutMs = 20000): Promise<Sse[]> {
+export async function readSse(res: Response, until = (e: Sse) => ["done", "error", "cancelled"].includes(e.event), timeoutMs = 120_000): Promise<Sse[]> {
   const out: Sse[] = [];
   const reader = res.body!.getReader();
   const dec = new TextDecoder();

@@ -8,6 +8,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { readSse, json } from "./helpers.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const SECONDS = Number(process.env.QW_LOAD_SECONDS ?? 15);
@@ -25,7 +28,7 @@ describe("load", () => {
       cwd: REPO, stdout: "pipe", stderr: "pipe",
     });
     const base = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < 600; i++) { // up to 60 s: a loaded machine starts Bun slowly
       try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* starting */ }
       await Bun.sleep(100);
     }
@@ -59,7 +62,7 @@ describe("load", () => {
           ac.abort();
           outcome.dropped++;
           // the run itself continues; collect its result by polling
-          for (let i = 0; i < 600; i++) {
+          for (let i = 0; i < 1800; i++) {
             const t = (await (await fetch(`${base}/api/tasks/${id}`)).json()) as { status: string; result?: { profileKey?: string } };
             if (["done", "failed", "cancelled"].includes(t.status)) {
               if (t.status === "failed") { outcome.failed++; outcome.errors.push(`dropped run ${id} failed`); }
@@ -107,12 +110,12 @@ describe("load", () => {
     });
     try {
       const base = `http://127.0.0.1:${port}`;
-      for (let i = 0; i < 100; i++) { try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* starting */ } await Bun.sleep(100); }
+      for (let i = 0; i < 600; i++) { try { if ((await fetch(`${base}/api/health`)).ok) break; } catch { /* starting */ } await Bun.sleep(100); }
       const { id } = (await (await fetch(`${base}/api/runs`, json({ prompt: "slow", maxTokens: 2 }))).json()) as { id: string };
       const res = await fetch(`${base}/api/tasks/${id}/events`);
       const raw = await new Response(res.body).text(); // the whole stream, until the server ends it
       expect(raw).toContain(": keep-alive");
       expect(raw).toContain("event: done");
     } finally { s.kill(); }
-  }, 30_000);
+  }, 180_000);
 });

@@ -9,6 +9,9 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Page, BrowserContext } from "playwright-core";
 import { CHROMIUM, launchChromium, REPO, spawnServer } from "./browser.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const ART = join(REPO, "test/artifacts");
 const have = existsSync(CHROMIUM) && existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
@@ -31,7 +34,7 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     page = await ctx.newPage();
     page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
-  }, 60_000);
+  }, 300_000);
 
   afterAll(async () => {
     await ctx?.close().catch(() => {});
@@ -44,7 +47,7 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
 
   test("run all: the ablation table and plots appear under their cells", async () => {
     await page.goto(`${base}/#notebook?name=ablation`);
-    await page.waitForSelector("#nb-cells .nb-cell.code", { timeout: 60_000 });
+    await page.waitForSelector("#nb-cells .nb-cell.code", { timeout: 120_000 });
     expect(await page.locator("#nb-cells .nb-cell").count()).toBeGreaterThanOrEqual(7);
     expect(await page.locator(".nb-cell.markdown .nb-md h1").textContent()).toContain("Ablation");
     await page.click("#nb-run-all");
@@ -72,9 +75,9 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     const before = await src.inputValue();
     await src.fill(before + "\ndisplay(`${results.length} rows from ${arms.length} arms`);");
     await rates.locator(".nb-run").click();
-    await rates.locator("pre.nb-text", { hasText: "rows from" }).waitFor({ timeout: 60_000 });
+    await rates.locator("pre.nb-text", { hasText: "rows from" }).waitFor({ timeout: 120_000 });
     await page.click("#nb-save");
-    await page.waitForFunction(() => document.querySelector("#nb-status")!.textContent!.startsWith("saved"), null, { timeout: 30_000 });
+    await page.waitForFunction(() => document.querySelector("#nb-status")!.textContent!.startsWith("saved"), null, { timeout: 90_000 });
     const text = readFileSync(file, "utf8");
     expect(text).toContain("\ndisplay(`${results.length} rows from ${arms.length} arms`);\n");
     expect(text.replace("\ndisplay(`${results.length} rows from ${arms.length} arms`);", "")).toBe(readFileSync(join(REPO, "notebooks/ablation.nb.ts"), "utf8"));
@@ -83,13 +86,13 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     await page.reload();
     await page.waitForSelector("#nb-cells .nb-cell.code");
     const after = cellByTitle("Rates against the baseline arm");
-    await after.locator("pre.nb-text", { hasText: "rows from" }).waitFor({ timeout: 30_000 });
+    await after.locator("pre.nb-text", { hasText: "rows from" }).waitFor({ timeout: 90_000 });
     expect(await after.locator(".nb-tbl tbody tr").count()).toBeGreaterThanOrEqual(4);
     await cellByTitle("Decode throughput per arm").locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
     expect(await after.locator("textarea.nb-src").inputValue()).toContain("rows from");
     await page.screenshot({ path: join(ART, "nb-02-reloaded.png") });
     expect(errors).toEqual([]);
-  }, 180_000);
+  }, 300_000);
 
   test("export .ipynb from the page and import it back as a new notebook", async () => {
     await page.goto(`${base}/#notebook?name=ablation`);
@@ -101,11 +104,11 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     expect(doc.nbformat).toBe(4);
     expect(doc.cells.some((c: { outputs?: { data?: Record<string, unknown> }[] }) => c.outputs?.some((o) => o.data?.["application/vnd.plotly.v1+json"]))).toBe(true);
     await page.setInputFiles("#nb-import", { name: "ablation copy.ipynb", mimeType: "application/json", buffer: Buffer.from(ipynb) });
-    await page.waitForFunction(() => (document.querySelector("#nb-select") as HTMLSelectElement).value === "ablation-copy", null, { timeout: 30_000 });
+    await page.waitForFunction(() => (document.querySelector("#nb-select") as HTMLSelectElement).value === "ablation-copy", null, { timeout: 90_000 });
     expect(readFileSync(join(nbDir, "ablation-copy.nb.ts"), "utf8")).toBe(readFileSync(file, "utf8"));
     await cellByTitle("Decode throughput per arm").locator(".js-plotly-plot .bars path").first().waitFor({ state: "attached" });
     expect(await cellByTitle("Rates against the baseline arm").locator("pre.nb-text", { hasText: "rows from" }).count()).toBe(1);
-  }, 60_000);
+  }, 300_000);
 
   test("Interrupt kills a runaway cell from the page; the notebook runs again afterwards", async () => {
     const mk = await fetch(`${base}/api/notebooks`, { method: "POST", headers: { "content-type": "application/json" },
@@ -116,20 +119,20 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     await page.waitForSelector("#nb-cells .nb-cell.code");
     const [loop, after] = [page.locator(".nb-cell.code").nth(0), page.locator(".nb-cell.code").nth(1)];
     await loop.locator(".nb-run").click();
-    await loop.locator(".nb-state.running").waitFor({ timeout: 60_000 });
+    await loop.locator(".nb-state.running").waitFor({ timeout: 120_000 });
     expect((await fetch(`${base}/api/health`)).ok).toBe(true);
     // a reloaded page finds the run in progress and follows it
     await page.reload();
     await page.waitForFunction(() => (document.querySelector("#nb-select") as HTMLSelectElement).value === "runaway");
-    await loop.locator(".nb-state.running").waitFor({ timeout: 30_000 });
+    await loop.locator(".nb-state.running").waitFor({ timeout: 90_000 });
     expect(await page.isDisabled("#nb-interrupt")).toBe(false);
     await page.click("#nb-interrupt");
-    await loop.locator(".nb-state", { hasText: "worker terminated" }).waitFor({ timeout: 60_000 });
+    await loop.locator(".nb-state", { hasText: "worker terminated" }).waitFor({ timeout: 120_000 });
     expect(await loop.locator(".nb-error").textContent()).toContain("did not stop");
     await after.locator(".nb-run").click();
-    await after.locator("pre.nb-text", { hasText: "42" }).waitFor({ timeout: 60_000 });
+    await after.locator("pre.nb-text", { hasText: "42" }).waitFor({ timeout: 120_000 });
     expect(errors).toEqual([]);
-  }, 120_000);
+  }, 300_000);
 
   test.skipIf(!process.env.QW_DOCS_SCREENSHOT)("README screenshot (QW_DOCS_SCREENSHOT=docs/notebook.png)", async () => {
     await page.setViewportSize({ width: 1200, height: 1000 });
@@ -139,5 +142,5 @@ describe.skipIf(!have)("notebook page in headless Chromium", () => {
     await cellByTitle("Rates against the baseline arm").locator(".nb-out").evaluate((el) => el.scrollIntoView({ block: "start" }));
     await page.evaluate(() => window.scrollBy(0, -90)); // below the sticky toolbar
     await page.screenshot({ path: resolve(REPO, process.env.QW_DOCS_SCREENSHOT!) });
-  }, 60_000);
+  }, 300_000);
 });

@@ -5,6 +5,9 @@ import { describe, expect, test, afterAll } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fakeApp, readSse, json, type Sse } from "./helpers.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const envs: { cleanup: () => void }[] = [];
 afterAll(() => envs.forEach((e) => e.cleanup()));

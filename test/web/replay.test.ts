@@ -4,6 +4,9 @@ import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { recordRun, type RunSpec } from "../../engine/export/record.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const have = existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
@@ -29,5 +32,5 @@ describe.skipIf(!have)("deterministic replay on the CPU engine", () => {
     }
     s.close();
     m.close();
-  }, 60_000);
+  }, 180_000);
 });

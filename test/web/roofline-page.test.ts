@@ -4,6 +4,9 @@ import { expect, test } from "bun:test";
 // @ts-expect-error plain browser ES module without types
 import { rooflineFigure, ROOF_TOP_LABELS } from "../../web/public/roofline.js";
 import { PALETTE } from "../../engine/palette.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const pt = (label: string, phase: string, seconds: number, intensity: number, flopPerS: number) =>
   ({ label, phase, seconds, intensity, flopPerS, bytesPerS: flopPerS / intensity, flops: 1, bytes: 1, kernels: ["k"], why: null });

@@ -7,6 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { json, readSse, type Sse } from "./helpers.ts";
 import { FAKE_ENGINE, REAL_ENGINE, REPO, startServer, type ServerProc } from "./server-proc.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const nativeBuilt = existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
 const servers: ServerProc[] = [];
@@ -36,14 +39,15 @@ describe("D2: a FIFO named *.json in a root", () => {
       const body = await r.text();
       if (path.endsWith("/evil")) expect(body).toMatch(/not a regular file/);
     }
-  }, 60_000);
+  }, 300_000);
 });
 
 describe("D6: graceful shutdown on SIGTERM", () => {
   test("the in-flight run is saved as a partial profile, followers and queued tasks get a terminal event", async () => {
     const profiles = join(tmp(), "profiles");
     const s = await start(["--profiles", profiles, "--engine", FAKE_ENGINE], { QW_FAKE_OPTIONS: JSON.stringify({ stepDelayMs: 50 }) });
-    const run = (await (await fetch(`${s.base}/api/runs`, json({ prompt: "long run", maxTokens: 2000, label: "inflight" }))).json()) as { id: string };
+    // warmup 0: a warm-up pass streams no tokens, and this one would last 2000 × 50 ms before the first token
+    const run = (await (await fetch(`${s.base}/api/runs`, json({ prompt: "long run", maxTokens: 2000, label: "inflight", warmup: 0 }))).json()) as { id: string };
     const queued = (await (await fetch(`${s.base}/api/runs`, json({ prompt: "never starts", maxTokens: 5 }))).json()) as { id: string };
     let tokens = 0;
     let signalled = false;
@@ -69,7 +73,7 @@ describe("D6: graceful shutdown on SIGTERM", () => {
     expect(p.notes.join(" ")).toMatch(/partial/);
     expect(p.tokens.length).toBeGreaterThanOrEqual(5); // 10 token events over two followers
     expect(p.tokens.length).toBeLessThan(2000);
-  }, 90_000);
+  }, 300_000);
 
   test.skipIf(!nativeBuilt)("a synthesis being built: cancel stops it and removes the temp file; SIGTERM does too", async () => {
     const synth = tmp();

@@ -9,6 +9,12 @@ const $$ = (s, el = document) => [...el.querySelectorAll(s)];
 const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : Number(v).toFixed(d));
 const enc = encodeURIComponent;
+// One statistic (engine/stats.ts): a median over the measured repetitions with its min–max; "n" = repetitions.
+const fmtSpread = (st, d = 2) => (!st || !st.n ? "–" : st.n > 1 ? `${fmt(st.median, d)} (${fmt(st.min, d)}–${fmt(st.max, d)})` : fmt(st.median, d));
+const fmtRange = (v, r, d = 2) => (v === null || v === undefined ? "–" : r && r[1] > r[0] ? `${fmt(v, d)} <span class="muted small">(${fmt(r[0], d)}–${fmt(r[1], d)})</span>` : fmt(v, d));
+const badge = (status) => `<span class="badge ${esc(String(status).replace(/\s+/g, "-"))}">${esc(status)}</span>`;
+const STATUS_COLOR = { faster: "#59a14f", slower: "#e15759" }; // anything else (within noise, too few samples): grey
+const statusColor = (status) => STATUS_COLOR[status] ?? "#b8c2d6";
 
 // The palette and the op colours come from engine/palette.ts (GET /api/palette, loaded first in boot()). Filled in
 // place, so that page modules handed these objects before boot() see the loaded colours.
@@ -193,6 +199,7 @@ function runBody() {
   const src = $("#prompt-source").value;
   const body = {
     maxTokens: Number($("#max-tokens").value),
+    repeats: Number($("#repeats").value),
     sampling: { temperature: Number($("#temperature").value), topK: Number($("#top-k").value), topP: Number($("#top-p").value), seed: Number($("#seed").value) },
     toggles: readToggles($("#toggles")), profiling: $("#profiling").value,
     capture: $("#capture").value.split(",").map((s) => s.trim()).filter(Boolean),
@@ -225,6 +232,7 @@ async function startRun() {
     ...progressHandlers(),
     status: (s) => ($("#run-status").textContent = s.status),
     start: () => ($("#run-status").textContent = "running"),
+    repeat: (r) => ($("#run-status").textContent = r.warmup ? "warm-up (not recorded)" : `repetition ${r.repeat + 1}/${r.repeats}`),
     prefill: (p) => {
       if (p.prompt !== curPrompt && body.promptSet) { out.insertAdjacentHTML("beforeend", `${p.prompt ? "\n\n" : ""}<span class="prompt">[prompt ${p.prompt + 1}]</span> `); }
       curPrompt = p.prompt;
@@ -248,13 +256,13 @@ async function startRun() {
   const key = r.data?.profileKey;
   if (key) {
     state.lastRunKey = key;
-    const s = r.data.summary ?? {};
-    if (s.ttft_ms !== undefined) $("#run-ttft").textContent = `${fmt(s.ttft_ms, 1)} ms`;
-    if (s.tpot_ms) $("#run-tpot").textContent = `${fmt(s.tpot_ms.median, 2)} ms`;
+    const s = r.data.summary ?? {}, st = s.stats ?? {};
+    if (s.ttft_ms !== undefined) $("#run-ttft").textContent = `${fmtSpread(st.ttft_ms, 1)} ms`;
+    if (s.tpot_ms) $("#run-tpot").textContent = `${fmtSpread(st.tpot_ms, 2)} ms`;
     $("#run-links").innerHTML = `<a class="button secondary small" href="#latency?key=${enc(key)}">Latency</a>
       <a class="button secondary small" href="#roofline?keys=${enc(key)}">Roofline</a>
       <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>
-      <span class="muted small">saved ${esc(key)} · prefill ${fmt(s.prefill_tok_s, 1)} tok/s · decode ${fmt(s.decode_tok_s, 1)} tok/s</span>`;
+      <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s</span>`;
     await loadProfiles();
   }
   refreshRecent();
@@ -327,7 +335,7 @@ function renderProfileTable() {
     <td><input type="checkbox" class="sel" aria-label="select ${esc(p.key)}"></td>
     <td class="small">${esc(p.date.slice(0, 19).replace("T", " "))}</td><td><b>${esc(p.label ?? p.id)}</b><br><span class="muted small">${esc(p.key)}</span></td>
     <td><span class="badge">${esc(p.kind)}</span></td><td class="small">${esc(p.model)}</td><td class="small">${esc(p.device)} (${esc(p.backend)})</td>
-    <td class="small">${esc(toggleStr(p.toggles))}</td><td class="n">${fmt(p.ttft_ms, 2)}</td><td class="n">${fmt(p.decode_tok_s, 1)}</td>
+    <td class="small">${esc(toggleStr(p.toggles))}</td><td class="n">${fmtRange(p.ttft_ms, p.spread?.ttft_ms, 2)}</td><td class="n">${fmtRange(p.decode_tok_s, p.spread?.decode_tok_s, 1)}</td><td class="n">${p.repeats ?? "–"}</td>
     <td><div class="row" style="margin:0;flex-wrap:nowrap">
       <a class="button secondary small" href="#${p.has_quant ? "quant" : "latency"}?key=${enc(p.key)}">open</a>
       <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/html">report</a>
@@ -335,7 +343,7 @@ function renderProfileTable() {
       <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/md" target="_blank">md</a>
       <a class="button secondary small" href="/api/profiles/${enc(p.key)}/export/csv">csv</a>
       <button class="danger small del">delete</button></div></td></tr>`).join("")
-    || '<tr><td colspan="10" class="muted">No profiles yet: run a prompt on the Run tab.</td></tr>';
+    || '<tr><td colspan="11" class="muted">No profiles yet: run a prompt on the Run tab.</td></tr>';
   for (const b of $$("#prof-list .del")) b.addEventListener("click", async () => {
     const key = b.closest("tr").dataset.key;
     if (!confirm(`Delete profile ${key}?`)) return;
@@ -433,10 +441,12 @@ function stackedBars(div, m, title) {
 
 async function drawLatency(key) {
   const v = await api(`/api/profiles/${enc(key)}/views?stat=${$("#lat-stat").value}`);
-  const s = v.summary;
+  const s = v.summary, st = v.stats ?? {};
+  const n = Math.max(0, ...Object.values(st).map((x) => x?.n ?? 0));
   $("#lat-cards").innerHTML = [
-    ["TTFT", `${fmt(s.ttft_ms, 2)} ms`], ["TPOT median", `${fmt(s.tpot_ms?.median, 2)} ms`], ["TPOT p90", `${fmt(s.tpot_ms?.p90, 2)} ms`],
-    ["prefill", `${fmt(s.prefill_tok_s, 1)} tok/s`], ["decode", `${fmt(s.decode_tok_s, 1)} tok/s`],
+    ["TTFT (median, min–max)", `${fmtSpread(st.ttft_ms, 2)} ms`], ["TPOT median (min–max)", `${fmtSpread(st.tpot_ms, 3)} ms`], ["TPOT p90 (all steps)", `${fmt(s.tpot_ms?.p90, 3)} ms`],
+    ["prefill", `${fmtSpread(st.prefill_tok_s, 1)} tok/s`], ["decode", `${fmtSpread(st.decode_tok_s, 1)} tok/s`],
+    ["repetitions", `${n} measured${s.warmup ? ` after ${s.warmup} warm-up` : ", no warm-up"}`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");
   $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s);
@@ -520,10 +530,12 @@ async function drawCompare() {
   $("#cmp-table").href = `/api/export/table?format=md&keys=${enc(a)},${enc(b)}`;
   const c = await api(`/api/compare?a=${enc(a)}&b=${enc(b)}`);
   const pctCell = (r) => (r.pct === null ? "–" : `${r.pct > 0 ? "+" : ""}${fmt(r.pct, 1)} %`);
+  const verdictNote = "Medians over the measured repetitions (min–max). A difference is faster/slower only when each median lies outside the other side's spread, else within noise (the rule of notebooks/ablate.ts and compare.ts); per-step rows use p10–p90.";
   $("#cmp-summary").innerHTML = `<p><b>A</b> ${esc(c.a.label)} · <b>B</b> ${esc(c.b.label)} · toggles: ${c.toggleDiff.length ? c.toggleDiff.map((t) => `<code>${esc(t.id)}</code> ${esc(JSON.stringify(t.a))} → ${esc(JSON.stringify(t.b))}`).join(", ") : "identical"}
     · tokens: ${c.sameTokens === null ? "–" : c.sameTokens ? "identical" : "<b>differ</b>"}</p>
-    <table><thead><tr><th>metric</th><th class="n">A</th><th class="n">B</th><th class="n">Δ (B − A)</th><th class="n">Δ %</th></tr></thead><tbody>${
-    c.summary.map((r) => `<tr><td>${esc(r.metric)} (${esc(r.unit)})</td><td class="n">${fmt(r.a, 3)}</td><td class="n">${fmt(r.b, 3)}</td><td class="n">${fmt(r.delta, 3)}</td><td class="n">${pctCell(r)}</td></tr>`).join("")}</tbody></table>`;
+    <p class="muted small">${esc(verdictNote)}</p>
+    <table><thead><tr><th>metric</th><th class="n">A</th><th class="n">B</th><th class="n">Δ (B − A)</th><th class="n">Δ %</th><th>status</th></tr></thead><tbody>${
+    c.summary.map((r) => `<tr><td>${esc(r.metric)} (${esc(r.unit)})</td><td class="n">${esc(fmtSpread(r.aSpread, 3))}</td><td class="n">${esc(fmtSpread(r.bSpread, 3))}</td><td class="n">${fmt(r.delta, 3)}</td><td class="n">${pctCell(r)}</td><td>${badge(r.status)}</td></tr>`).join("")}</tbody></table>`;
   // per layer: A vs B medians of the per-step layer totals, whiskers p10–p90
   const traces = [];
   const dec = c.byLayer.filter((r) => r.phase === "decode");
@@ -539,13 +551,13 @@ async function drawCompare() {
   const ops = c.byOp.filter((r) => r.phase === "decode");
   Plotly.react("cmp-ops", [{
     type: "bar", orientation: "h", y: ops.map((r) => r.op), x: ops.map((r) => r.deltaMs),
-    marker: { color: ops.map((r) => (r.deltaMs <= 0 ? PALETTE[4] : PALETTE[2])) }, hovertemplate: "%{y}: %{x:+.4f} ms<extra></extra>",
-  }], { ...BASE_LAYOUT, margin: { l: 90, r: 20, t: 40, b: 52 }, title: { text: "Decode: Δ median time per step by op (B − A; green = B faster)", font: { size: 13 } },
+    marker: { color: ops.map((r) => statusColor(r.status)) }, customdata: ops.map((r) => r.status), hovertemplate: "%{y}: %{x:+.4f} ms (%{customdata})<extra></extra>",
+  }], { ...BASE_LAYOUT, margin: { l: 90, r: 20, t: 40, b: 52 }, title: { text: "Decode: Δ median time per step by op (B − A; grey = within noise)", font: { size: 13 } },
     xaxis: { title: { text: "Δ time per step (ms)" }, zeroline: true }, yaxis: { autorange: "reversed" } }, PLOT_CFG);
   const sp = (s) => (s.n ? `${fmt(s.median, 4)} <span class="muted">[${fmt(s.p10, 4)}–${fmt(s.p90, 4)}]</span>` : "–");
   $("#cmp-rows").innerHTML = `<table><thead><tr><th>phase</th><th>layer</th><th>op</th><th class="n">A ms</th><th class="n">B ms</th><th class="n">Δ ms</th><th class="n">B/A</th><th>status</th></tr></thead><tbody>${
     c.rows.map((r) => `<tr><td>${r.phase}</td><td>${r.layer >= 0 ? `L${r.layer}` : "head/tail"}</td><td>${esc(r.op)}</td><td class="n">${sp(r.a)}</td><td class="n">${sp(r.b)}</td>
-      <td class="n">${fmt(r.deltaMs, 4)}</td><td class="n">${fmt(r.ratio, 3)}</td><td><span class="badge ${r.status}">${r.status}</span></td></tr>`).join("")}</tbody></table>`;
+      <td class="n">${fmt(r.deltaMs, 4)}</td><td class="n">${fmt(r.ratio, 3)}</td><td>${badge(r.status)}</td></tr>`).join("")}</tbody></table>`;
 }
 
 // ---------- wiring ----------

@@ -6,6 +6,9 @@ import { join, resolve } from "node:path";
 import { openModelSource } from "../../../engine/modelfile.ts";
 import { openGguf } from "../../../engine/gguf.ts";
 import { tinyConfig, tinyGguf, tinyHfDir, tmpDir } from "../formats/helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../../..");
 const DEFAULT_MODEL = join(REPO, "models/tiny-qwen2-brown");
@@ -37,7 +40,7 @@ describe("D1: a weights file truncated while it is read", () => {
     expect(r.signal).toBeNull();
     expect(r.out?.ok).toBe(false);
     expect(r.out?.error).toMatch(/changed while it was read/);
-  }, 60_000);
+  }, 300_000);
 
   test("safetensors: a clear error, no signal", async () => {
     const d = await tinyHfDir(tinyConfig({ hidden_size: 256, intermediate_size: 512, head_dim: 64 }), { dir: tmp() });
@@ -45,7 +48,7 @@ describe("D1: a weights file truncated while it is read", () => {
     expect(r.signal).toBeNull();
     expect(r.out?.ok).toBe(false);
     expect(r.out?.error).toMatch(/changed while it was read/);
-  }, 60_000);
+  }, 300_000);
 
   test.skipIf(!nativeBuilt)("openModel (CPU engine): truncated during the load → the load fails, the process lives", async () => {
     const d = join(tmp(), "m");
@@ -54,7 +57,7 @@ describe("D1: a weights file truncated while it is read", () => {
     expect(r.signal).toBeNull();
     expect(r.out?.ok).toBe(false);
     expect(r.out?.error).toMatch(/changed while it was read/);
-  }, 120_000);
+  }, 300_000);
 });
 
 describe("D3: HF directory members must stay inside the root", () => {
@@ -117,7 +120,7 @@ describe("D4: GGUF metadata sizes are checked before anything is allocated", () 
     let msg = "";
     try { openGguf(p); } catch (e) { msg = (e as Error).message; }
     expect(msg).toMatch(/metadata 'x' array length = 67108864 at offset 41 is too large/);
-  }, 60_000);
+  }, 300_000);
 });
 
 describe.skipIf(!nativeBuilt)("D8: toggle ids at the engine API, the FFI and the native library", () => {
@@ -143,5 +146,5 @@ describe.skipIf(!nativeBuilt)("D8: toggle ids at the engine API, the FFI and the
       s.close();
       m.close();
     }
-  }, 120_000);
+  }, 300_000);
 });

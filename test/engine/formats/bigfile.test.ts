@@ -6,6 +6,9 @@ import * as nodePath from "node:path";
 import { encodeGguf, GGML_TYPE, openGguf, parseGguf } from "../../../engine/gguf.ts";
 import { openSafetensors } from "../../../engine/safetensors.ts";
 import { tmpDir } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const FAR = 2 ** 32 + 4096; // past the single-mapping limit
 

@@ -3,6 +3,9 @@ import * as nodePath from "node:path";
 import { configFromGguf, configFromHf, ggufMetadataForConfig, shortestF32, validateQwenConfig } from "../../../engine/config.ts";
 import { encodeGguf, gv, parseGguf } from "../../../engine/gguf.ts";
 import { tinyConfig, tinyGguf } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const fixture = await Bun.file(nodePath.join(import.meta.dir, "../../fixtures/tiny-qwen2-brown-config.json")).json();
 

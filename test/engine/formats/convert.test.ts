@@ -6,6 +6,9 @@ import { convertToGguf, convertToSafetensors, openModelSource, retypeModel, tens
 import { errorStats, f32ArrayToBf16 } from "../../../engine/quant.ts";
 import { encodeSafetensors } from "../../../engine/safetensors.ts";
 import { gaussian, rng, tinyConfig, tmpDir } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const repoModel = nodePath.join(import.meta.dir, "../../../models/tiny-qwen2-brown");
 

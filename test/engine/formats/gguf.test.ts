@@ -6,6 +6,9 @@ import {
   parseGguf, SUPPORTED_GGML_TYPES, writeGguf, type GgufKV,
 } from "../../../engine/gguf.ts";
 import { randomBytes, rng, tmpDir } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const allMeta: [string, GgufKV][] = [
   ["general.architecture", gv.str("qwen2")],

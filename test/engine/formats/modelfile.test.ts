@@ -4,6 +4,9 @@ import * as nodePath from "node:path";
 import { GGML_TYPE } from "../../../engine/gguf.ts";
 import { ggufToHfName, hfToGgufName, openModelSource, tensorTable, validateTensors } from "../../../engine/modelfile.ts";
 import { tinyConfig, tinyGguf, tinyHfDir, tmpDir } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const repoModel = nodePath.join(import.meta.dir, "../../../models/tiny-qwen2-brown");
 

@@ -4,6 +4,9 @@ import { expect, test } from "bun:test";
 import * as nodePath from "node:path";
 import { GGML_TYPE, GGUF_VALUE, openGguf } from "../../../engine/gguf.ts";
 import { dequantize } from "../../../engine/quant.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const dir = nodePath.join(import.meta.dir, "fixtures");
 

@@ -8,6 +8,9 @@ import {
   quantize,
 } from "../../../engine/quant.ts";
 import { gaussian, randomBytes, rng } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 // ---------------------------------------------------------------------------------------------- reference
 function refHalf(dv: DataView, p: number): number {

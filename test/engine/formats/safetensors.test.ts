@@ -6,6 +6,9 @@ import {
   type SafetensorsWriteTensor,
 } from "../../../engine/safetensors.ts";
 import { randomBytes, rng, tmpDir } from "./helpers.ts";
+import { generousTimeout } from "../../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 function sample(seed: number): SafetensorsWriteTensor[] {
   const r = rng(seed);
