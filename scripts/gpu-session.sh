@@ -56,7 +56,7 @@ for st in "$@"; do
     ref)
       stage ref 150 "$SES" "python3 notebooks/peers/make_ref.py --models 0.5b,1.5b --out $REF" ;;
     test)
-      stage test 150 "$OUT/test.log" "QW_LAB_LOG=$OUT/lab.log bun test ${TEST_FILES:-test/gpu}"
+      stage test 150 "$OUT/test.log" "QW_LAB_LOG=$OUT/lab.log bun test --timeout 300000 ${TEST_FILES:-test/gpu}"
       grep -E "^\(fail\)|^\[hf|^\[cuda| pass$| fail$| skip$" "$OUT/test.log" | tail -30 ;;
     bench:*)  # bench:M or bench:M:TYPES (TYPES comma-separated, default $BENCH_TYPES)
       spec=${st#bench:}; m=${spec%%:*}; ty=$types; [[ $spec == *:* ]] && ty=${spec#*:}

@@ -7,6 +7,9 @@ import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import { NON_MODEL_OPS, OP_NAMES } from "../../engine/profile.ts";
 import { REPO, noGpu } from "./gpu.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // model loads of the 1.5B shape take seconds; no wall-clock is asserted
 
 type Golden = { prompts: { ids: number[]; greedy32: number[]; top20_ids: number[]; top20_logits: number[] }[] };
 const golden = JSON.parse(readFileSync(join(REPO, "test", "fixtures", "golden.json"), "utf8")) as Golden;

@@ -7,6 +7,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import { noGpu, refDir } from "./gpu.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // model loads of the 1.5B shape take seconds; no wall-clock is asserted
 
 type Ref = {
   prompt64: number[]; teacher: number[]; argmax_last: number; teacher_argmax: number[]; teacher_margin: number[];

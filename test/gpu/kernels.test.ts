@@ -4,6 +4,9 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO, noGpu } from "./gpu.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // model loads of the 1.5B shape take seconds; no wall-clock is asserted
 
 describe.skipIf(noGpu())("CUDA kernels vs CPU reference (kernel lab)", () => {
   test("qwlab --quick: all checks PASS", () => {
