@@ -36,11 +36,7 @@ export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>): S
   return [...by.values()].sort((a, b) => a.step - b.step);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
+const median = (xs: number[]) => statOf(xs, "").median; // the profile's one median (non-empty inputs only)
 
 /** One SumCheck per phase that has steps: medians per step, and the spread of |wall − records| / wall. */
 export function sumCheck(steps: StepTimes[]): SumCheck[] {

@@ -121,40 +121,36 @@ void CUPTIAPI on_buffer_requested(uint8_t **buffer, size_t *size, size_t *max_re
   *max_records = 0;
 }
 
-void take_record(State &s, const CUpti_Activity *rec) {
+// The fields every timed record shares (kernel, memcpy and memset layouts name them alike).
+template <typename R>
+TraceActivity timed(TraceActivity::Kind kind, const CUpti_Activity *rec, std::string name) {
+  const auto *r = reinterpret_cast<const R *>(rec);
   TraceActivity a;
+  a.kind = kind;
+  a.start = r->start;
+  a.end = r->end;
+  a.correlation = r->correlationId;
+  a.graph_node = r->graphNodeId;
+  a.name = std::move(name);
+  return a;
+}
+
+void take_record(State &s, const CUpti_Activity *rec) {
   switch (rec->kind) {
     case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL:
     case CUPTI_ACTIVITY_KIND_KERNEL: {
-      const auto *k = reinterpret_cast<const CUpti_ActivityKernel10 *>(rec);
-      a.kind = TraceActivity::KERNEL;
-      a.start = k->start;
-      a.end = k->end;
-      a.correlation = k->correlationId;
-      a.graph_node = k->graphNodeId;
-      a.name = short_name(k->name);
-      break;
+      const char *name = reinterpret_cast<const CUpti_ActivityKernel10 *>(rec)->name;
+      s.acts.push_back(timed<CUpti_ActivityKernel10>(TraceActivity::KERNEL, rec, short_name(name)));
+      return;
     }
     case CUPTI_ACTIVITY_KIND_MEMCPY: {
-      const auto *m = reinterpret_cast<const CUpti_ActivityMemcpy6 *>(rec);
-      a.kind = TraceActivity::MEMCPY;
-      a.start = m->start;
-      a.end = m->end;
-      a.correlation = m->correlationId;
-      a.graph_node = m->graphNodeId;
-      a.name = copy_name(m->copyKind);
-      break;
+      const uint8_t kind = reinterpret_cast<const CUpti_ActivityMemcpy6 *>(rec)->copyKind;
+      s.acts.push_back(timed<CUpti_ActivityMemcpy6>(TraceActivity::MEMCPY, rec, copy_name(kind)));
+      return;
     }
-    case CUPTI_ACTIVITY_KIND_MEMSET: {
-      const auto *m = reinterpret_cast<const CUpti_ActivityMemset4 *>(rec);
-      a.kind = TraceActivity::MEMSET;
-      a.start = m->start;
-      a.end = m->end;
-      a.correlation = m->correlationId;
-      a.graph_node = m->graphNodeId;
-      a.name = "memset";
-      break;
-    }
+    case CUPTI_ACTIVITY_KIND_MEMSET:
+      s.acts.push_back(timed<CUpti_ActivityMemset4>(TraceActivity::MEMSET, rec, "memset"));
+      return;
     case CUPTI_ACTIVITY_KIND_EXTERNAL_CORRELATION: {
       const auto *e = reinterpret_cast<const CUpti_ActivityExternalCorrelation *>(rec);
       if (e->externalKind == CUPTI_EXTERNAL_CORRELATION_KIND_CUSTOM0) s.ext[e->correlationId] = e->externalId;
@@ -163,7 +159,6 @@ void take_record(State &s, const CUpti_Activity *rec) {
     default:
       return;  // API records: their only use was to carry the external ids
   }
-  s.acts.push_back(std::move(a));
 }
 
 void CUPTIAPI on_buffer_completed(CUcontext, uint32_t, uint8_t *buffer, size_t, size_t valid) {
