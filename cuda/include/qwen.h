@@ -205,7 +205,10 @@ QW_API int32_t qw_model_destroy(qw_model *model);
 /* ---------------------------------------------------------------------------------------------- */
 
 /* options_json: {"max_batch": B (default 1), "max_context": T (default min(4096, max_position_embeddings)),
- *                "max_prefill": P (largest single prefill chunk; default max_context)}.
+ *                "max_prefill": P (largest single prefill chunk; default max_context),
+ *                "dca_chunk_size": C, "dca_local_size": W (Dual Chunk Attention, toggle "dca": 0 <= W < C; default
+ *                the config's dual_chunk_attention_config, else C = original_max_position_embeddings or
+ *                max_position_embeddings, W = C / 8; giving only C makes W = C / 8)}.
  * The KV cache dtype is the toggle "kvCache" (default bf16); see qw_session_set_toggle. */
 QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_session **out_session);
 QW_API int32_t qw_session_destroy(qw_session *session);

@@ -138,6 +138,7 @@ struct qw_session final : qw::Sink {
   qw_model *model = nullptr;
   std::unique_ptr<qw::BackendSession> bs;
   int32_t max_batch = 1, max_context = 0, max_prefill = 0;
+  int32_t dca_chunk = 0, dca_local = 0;      // Dual Chunk Attention parameters (toggle "dca"), fixed per session
   std::vector<int32_t> len;                  // tokens in the KV cache, per sequence
   std::vector<qw::SamplingParams> sampling;  // per sequence
   std::vector<std::vector<std::string>> toggles;  // per toggle_defs() entry: one value per layer (or one)
@@ -236,8 +237,12 @@ qw::StepToggles step_toggles(qw_session *s) {
       for (int32_t l = 0; l < s->layers(); ++l) t.layer[size_t(l)].act_int8 = v[v.size() == 1 ? 0 : size_t(l)] == "int8";
     } else if (id == "graphs") {
       t.graphs = v[0] == "on";
+    } else if (id == "dca") {
+      for (int32_t l = 0; l < s->layers(); ++l) t.layer[size_t(l)].dca = v[v.size() == 1 ? 0 : size_t(l)] == "on";
     }
   }
+  t.dca_chunk = s->dca_chunk;
+  t.dca_local = s->dca_local;
   return t;
 }
 
@@ -477,7 +482,7 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     if (!model->finalized) fail(QW_ERR_STATE, "the model is not finalized: call qw_model_finalize first");
     const char *what = "session options";
     qw::Json o = qw::parse_json_object(options_json, what);
-    qw::json_only_keys(o, {"max_batch", "max_context", "max_prefill"}, what);
+    qw::json_only_keys(o, {"max_batch", "max_context", "max_prefill", "dca_chunk_size", "dca_local_size"}, what);
     auto s = std::make_unique<qw_session>();
     s->model = model;
     int64_t v;
@@ -486,6 +491,13 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     // 1M tokens: the longest context Qwen2.5 supports (Qwen2.5-1M); per-session tables scale with it.
     s->max_context = qw::json_int(o, "max_context", 1, int64_t(1) << 20, what, &v) ? int32_t(v) : def_ctx;
     s->max_prefill = qw::json_int(o, "max_prefill", 1, s->max_context, what, &v) ? int32_t(v) : s->max_context;
+    // DCA parameters: the model config's defaults (backend.hpp Config), overridable per session.
+    s->dca_chunk = qw::json_int(o, "dca_chunk_size", 1, int64_t(1) << 30, what, &v) ? int32_t(v) : model->cfg.dca_chunk;
+    s->dca_local = qw::json_int(o, "dca_local_size", 0, int64_t(1) << 30, what, &v) ? int32_t(v)
+                   : (o.get("dca_chunk_size") ? s->dca_chunk / 8 : model->cfg.dca_local);
+    if (s->dca_local >= s->dca_chunk)
+      fail(QW_ERR_INVALID_ARGUMENT, std::string(what) + ": dca_local_size (" + std::to_string(s->dca_local) +
+                                        ") must be smaller than dca_chunk_size (" + std::to_string(s->dca_chunk) + ")");
     s->len.assign(size_t(s->max_batch), 0);
     s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});
     for (const auto &d : qw::toggle_defs()) s->toggles.push_back({qw::initial_value(d, qw::kBackendName)});

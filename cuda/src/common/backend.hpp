@@ -28,6 +28,10 @@ struct Config {
   int32_t num_heads = 0, num_kv_heads = 0, head_dim = 0, max_position = 0;
   float rope_theta = 1e6f, rms_eps = 1e-6f;
   bool tie_embeddings = false;
+  // Dual Chunk Attention defaults (toggle "dca"): dual_chunk_attention_config.chunk_size / local_size when the
+  // config has them, else chunk = the trained length (original_max_position_embeddings, else
+  // max_position_embeddings) and local = chunk / 8. A session may override both (qw_session_create options).
+  int32_t dca_chunk = 0, dca_local = 0;
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }
 };
@@ -66,10 +70,12 @@ enum Hook : int32_t {
 struct LayerToggles {
   bool gqa_broadcast = false;  // "gqa": "broadcast" materializes repeated KV heads (naive ablation arm)
   bool act_int8 = false;       // "actQuant": "int8" quantizes prefill GEMM activations of 8/4-bit weights
+  bool dca = false;            // "dca": "on" = Dual Chunk Attention (src/opt/dca/dca.hpp) with StepToggles' chunk/local
 };
 struct StepToggles {
   std::vector<LayerToggles> layer;  // size num_layers
   bool graphs = true;               // "graphs": CUDA graph replay for decode (ignored on CPU)
+  int32_t dca_chunk = 0, dca_local = 0;  // the session's DCA parameters (0 < chunk, 0 <= local < chunk)
 };
 
 // What the front asks of one forward step. Rows are laid out sequence by sequence: sequence i contributes

@@ -33,8 +33,12 @@ const std::vector<ToggleDef> &toggle_defs() {
        "CUDA graph replay for decode steps (the CPU backend has no graphs: always off there).", "CUDA graphs"},
       {"speculative", {"off", "draft", "eagle"}, "off", false, true, {"off"}, {"off"}, "QWEN-004",
        "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification.", "Speculative decoding"},
-      {"dca", {"off", "on"}, "off", true, true, {"off"}, {"off"}, "QWEN-006",
-       "Dual Chunk Attention for contexts past the trained length.", "Dual Chunk Attention"},
+      {"dca", {"off", "on"}, "off", true, true, {"off", "on"}, {"off"}, "QWEN-006",
+       "Dual Chunk Attention for contexts past the trained length: keys roped at pos mod (chunk - local), queries "
+       "three ways (intra-chunk, successive-chunk, inter-chunk), partial softmaxes merged by log-sum-exp. Its "
+       "parameters chunk size and local window are session options (dca_chunk_size, dca_local_size; defaults from "
+       "the model config's dual_chunk_attention_config, else chunk = the trained length, local = chunk / 8).",
+       "Dual Chunk Attention"},
       {"sparsePrefill", {"off", "vertical-slash"}, "off", true, false, {"off"}, {"off"}, "QWEN-008",
        "MInference-style dynamic sparse prefill attention.", "Sparse prefill attention"},
       {"actQuant", {"off", "int8"}, "off", true, false, {"off", "int8"}, {"off"}, "issue 15",

@@ -45,6 +45,21 @@ Config parse_config(const char *text) {
   if (!json_bool(o, "tie_word_embeddings", what, &c.tie_embeddings))
     throw Error(QW_ERR_INVALID_ARGUMENT, std::string(what) + ": \"tie_word_embeddings\" is required");
 
+  // Dual Chunk Attention defaults (backend.hpp Config): Qwen2.5-1M's dual_chunk_attention_config, else the
+  // trained length. A malformed block is an error, not a silent fallback.
+  int64_t trained = c.max_position;
+  if (json_int(o, "original_max_position_embeddings", 1, big, what, &v)) trained = v;
+  c.dca_chunk = int32_t(trained);
+  c.dca_local = c.dca_chunk / 8;
+  if (const Json *dc = o.get("dual_chunk_attention_config")) {
+    if (dc->kind != Json::Object) throw Error(QW_ERR_INVALID_ARGUMENT, std::string(what) + ": dual_chunk_attention_config must be an object");
+    const char *w2 = "model config dual_chunk_attention_config";
+    if (json_int(*dc, "chunk_size", 2, big, w2, &v)) c.dca_chunk = int32_t(v), c.dca_local = c.dca_chunk / 8;
+    if (json_int(*dc, "local_size", 0, big, w2, &v)) c.dca_local = int32_t(v);
+    if (c.dca_local >= c.dca_chunk)
+      throw Error(QW_ERR_INVALID_ARGUMENT, std::string(w2) + ": local_size (" + std::to_string(c.dca_local) +
+                                               ") must be smaller than chunk_size (" + std::to_string(c.dca_chunk) + ")");
+  }
   if (c.num_heads % c.num_kv_heads != 0)
     throw Error(QW_ERR_INVALID_ARGUMENT, std::string(what) + ": num_attention_heads (" + std::to_string(c.num_heads) +
                                              ") is not a multiple of num_key_value_heads (" +

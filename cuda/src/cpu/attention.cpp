@@ -193,13 +193,11 @@ void attend(float *z, const float *q, int32_t d, int32_t n_keys, float scale, st
 
 }  // namespace
 
-void attention(KvCache &kv, const AttnArgs &a) {
+void kv_append(KvCache &kv, const AttnArgs &a) {
   const Step &st = *a.step;
-  const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
-  const int64_t qd = int64_t(nH) * d, kvd = int64_t(nKV) * d;
-  const size_t nS = st.seq.size();
-  // 1. Append the new K/V rows to the cache.
-  for (size_t s = 0; s < nS; ++s)
+  const int32_t d = a.head_dim, nKV = a.n_kv_heads;
+  const int64_t kvd = int64_t(nKV) * d;
+  for (size_t s = 0; s < st.seq.size(); ++s)
     for (int32_t j = 0; j < st.n_new[s]; ++j) {
       const int64_t row = st.row_offset[s] + j;
       for (int32_t kh = 0; kh < nKV; ++kh) {
@@ -216,6 +214,15 @@ void attention(KvCache &kv, const AttnArgs &a) {
         }
       }
     }
+}
+
+void attention(KvCache &kv, const AttnArgs &a) {
+  const Step &st = *a.step;
+  const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
+  const int64_t qd = int64_t(nH) * d;
+  const size_t nS = st.seq.size();
+  // 1. Append the new K/V rows to the cache.
+  kv_append(kv, a);
   // 2. gqa = broadcast: materialize [nH, len, d] copies of K and V per sequence (fp32, exact widening).
   std::vector<std::vector<float>> bk(a.broadcast ? nS : 0), bv(a.broadcast ? nS : 0);
   if (a.broadcast)

@@ -96,6 +96,7 @@ struct AttnArgs {
   Pool *pool;
 };
 void attention(KvCache &kv, const AttnArgs &a);
+void kv_append(KvCache &kv, const AttnArgs &a);  // writes the step's K/V rows at their positions (attention's step 1)
 void softmax_scaled(float *s, int32_t n_keys, float scale);  // s = softmax(scale * s) over n_keys
 // attention_avx512.cpp — blocked prefill attention (steps of >= kBlockedMinRows rows, head_dim % 64 == 0,
 // AVX-512); bk/bv: the gqa-broadcast copies [nH, len, d] per sequence (empty unless a.broadcast).
@@ -136,6 +137,7 @@ class Session final : public BackendSession {
   std::vector<float> x_, h_, q_, k_, v_, z_, o_, g_, u_, a_, logits_, fin_;
   std::vector<int32_t> pos_;
   SamplerScratch sampler_;
+  std::vector<float> q_succ_, q_inter_;  // Dual Chunk Attention (src/opt/dca/): successive-/inter-chunk queries
 };
 
 }  // namespace cpu

@@ -8,6 +8,7 @@
 #include "cost.hpp"
 #include "cpu.hpp"
 #include "sampling.hpp"
+#include "../opt/dca/dca_cpu.hpp"
 
 namespace qw {
 namespace cpu {
@@ -107,6 +108,18 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   int32_t *pos = grow(pos_, size_t(R));   // KV position of each row
   for (size_t s = 0; s < nS; ++s)
     for (int32_t j = 0; j < st.n_new[s]; ++j) pos[st.row_offset[s] + j] = st.pos0[s] + j;
+  // Dual Chunk Attention: remapped positions once per step; the RoPE table must cover the largest of them.
+  auto dca_on = [&](int32_t l) { return st.toggles.layer.size() > size_t(l) && st.toggles.layer[size_t(l)].dca; };
+  bool any_dca = false;
+  for (int32_t l = 0; l < c.num_layers; ++l) any_dca = any_dca || dca_on(l);
+  DcaRows dca_rows;
+  if (any_dca) {
+    dca_positions(dca_rows, pos, R, st.toggles.dca_chunk, st.toggles.dca_local);
+    if (int64_t(rope_.cos.size()) <= int64_t(dca_rows.max_pos) * rope_.half)
+      rope_ = rope_table(std::max(max_context_, dca_rows.max_pos + 1), c.head_dim, c.rope_theta);
+    grow(q_succ_, size_t(R * Qd));
+    grow(q_inter_, size_t(R * Qd));
+  }
   Recorder rec{st, sink, int32_t(R)};
   rec.wake(th);
   const int32_t nt = int32_t(R);
@@ -137,10 +150,15 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);  // x is read once for all three
       rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R, i8), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
     }
-    rec.op(l, QW_OP_ROPE, "cpu.rope.neox", cost_rope(R, nH + nKV, d, act), nt, [&] {
-      rope_apply(q, R, Qd, nH, d, pos, rope_);
-      rope_apply(k, R, KVd, nKV, d, pos, rope_);
-    });
+    if (dca_on(l)) {  // hook_q captures the intra-chunk queries
+      rec.op(l, QW_OP_ROPE, "cpu.rope.neox.dca", cost_rope(R, 3 * nH + nKV, d, act), nt,
+             [&] { dca_rope(q, q_succ_.data(), q_inter_.data(), k, R, nH, nKV, d, dca_rows, rope_); });
+    } else {
+      rec.op(l, QW_OP_ROPE, "cpu.rope.neox", cost_rope(R, nH + nKV, d, act), nt, [&] {
+        rope_apply(q, R, Qd, nH, d, pos, rope_);
+        rope_apply(k, R, KVd, nKV, d, pos, rope_);
+      });
+    }
     cap(HOOK_Q, l, q, Qd);
     cap(HOOK_K, l, k, KVd);
     cap(HOOK_V, l, v, KVd);
@@ -149,8 +167,12 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       const char *kn = bc ? (kv_.bf16 ? "cpu.attention.broadcast.kv_bf16" : "cpu.attention.broadcast.kv_f32")
                           : (kv_.bf16 ? "cpu.attention.native.kv_bf16" : "cpu.attention.native.kv_f32");
       const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, bc, &th};
-      rec.op(l, QW_OP_ATTENTION, kn, cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt,
-             [&] { attention(kv_, args); });
+      const bool dl = dca_on(l);
+      rec.op(l, QW_OP_ATTENTION, dl ? (kv_.bf16 ? "cpu.attention.dca.kv_bf16" : "cpu.attention.dca.kv_f32") : kn,
+             cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt, [&] {
+               if (dl) dca_attention(kv_, args, q_succ_.data(), q_inter_.data(), st.toggles.dca_chunk, st.toggles.dca_local);
+               else attention(kv_, args);
+             });
     }
     cap(HOOK_Z, l, z, Qd);
     {

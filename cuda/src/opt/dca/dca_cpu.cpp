@@ -1,0 +1,210 @@
+// dca_cpu.cpp — Dual Chunk Attention on the CPU (the exact reference of the CUDA kernels): fp32 math over the
+// f32 or bf16 KV cache, whose keys were roped at pos mod s (s = chunk - local, dca.hpp).
+//
+// For query row i (chunk ci = i / s) and query head h the keys 0..i fall into three contiguous groups:
+//   inter [0, (ci - 1) s), successive [(ci - 1) s, ci s), intra [ci s, i]   (clamped at 0; empty groups skipped)
+// Group g is scored with its own query variant: S_k = (q_g . K_k) / sqrt(d). Each group gives a partial
+// (m_g = max S, l_g = sum e^(S - m_g), o_g = sum e^(S - m_g) V_k); the partials are merged exactly:
+//   M = max m_g,  z = sum_g e^(m_g - M) o_g / sum_g e^(m_g - M) l_g,
+// i.e. one softmax over all keys of the explicit per-(query, key) score table (tests/test_dca.cpp checks it).
+// One task is a (query row, kv head): each K/V row is widened to fp32 once for all query heads of the group.
+#include "dca_cpu.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "dca.hpp"
+#include "half.hpp"
+#include "../../cpu/vexp.hpp"
+
+namespace qw {
+namespace cpu {
+
+void dca_positions(DcaRows &out, const int32_t *pos, int64_t R, int32_t chunk, int32_t local) {
+  const int32_t s = dca::span(chunk, local);
+  out.key.resize(size_t(R));
+  out.intra.resize(size_t(R));
+  out.succ.resize(size_t(R));
+  out.inter.resize(size_t(R));
+  out.max_pos = 0;
+  for (int64_t t = 0; t < R; ++t) {
+    const size_t i = size_t(t);
+    out.key[i] = dca::key_pos(pos[t], s);
+    out.intra[i] = dca::q_intra(pos[t], s);
+    // A query in chunk 0 has no successive keys, one in chunk <= 1 no inter keys: its unused variants are roped
+    // at 0 so that the RoPE table never grows past what the sequence can use.
+    const int32_t ci = pos[t] / s;
+    out.succ[i] = ci >= 1 ? dca::q_succ(pos[t], s, chunk) : 0;
+    out.inter[i] = ci >= 2 ? dca::q_inter(s, chunk) : 0;
+    out.max_pos = std::max({out.max_pos, out.key[i], out.intra[i], out.succ[i], out.inter[i]});
+  }
+}
+
+void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int32_t nH, int32_t nKV, int32_t d,
+              const DcaRows &rows, const RopeTable &tab) {
+  const int64_t qd = int64_t(nH) * d, kvd = int64_t(nKV) * d;
+  std::memcpy(q_succ, q, size_t(R * qd) * sizeof(float));
+  std::memcpy(q_inter, q, size_t(R * qd) * sizeof(float));
+  rope_apply(q, R, qd, nH, d, rows.intra.data(), tab);
+  rope_apply(q_succ, R, qd, nH, d, rows.succ.data(), tab);
+  rope_apply(q_inter, R, qd, nH, d, rows.inter.data(), tab);
+  rope_apply(k, R, kvd, nKV, d, rows.key.data(), tab);
+}
+
+namespace {
+
+// Row `off` of the K (is_k) or V cache, widened exactly to fp32.
+inline void widen(float *dst, const KvCache &kv, int64_t off, bool is_k, int32_t d) {
+  if (kv.bf16) {
+    const uint16_t *src = (is_k ? kv.kb.get() : kv.vb.get()) + off;
+    for (int32_t i = 0; i < d; ++i) dst[i] = bf16_to_float(src[i]);
+  } else {
+    std::memcpy(dst, (is_k ? kv.kf.get() : kv.vf.get()) + off, size_t(d) * sizeof(float));
+  }
+}
+
+inline float dot_f32(const float *a, const float *b, int32_t d) {
+  int32_t i = 0;
+  float s = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; i + 16 <= d; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  if (i + 8 <= d) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    i += 8;
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
+  for (float x : lanes) s += x;
+#endif
+  for (; i < d; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// e[k] = exp(e[k] - m) for k < n; returns the sum.
+inline float exp_shift_sum(float *e, int32_t n, float m) {
+  int32_t k = 0;
+  float sum = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  for (; k + 8 <= n; k += 8) {
+    const __m256 x = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(e + k), mv));
+    _mm256_storeu_ps(e + k, x);
+    acc = _mm256_add_ps(acc, x);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  for (float x : lanes) sum += x;
+#endif
+  for (; k < n; ++k) {
+    e[k] = std::exp(e[k] - m);
+    sum += e[k];
+  }
+  return sum;
+}
+
+// Per-thread scratch of one task.
+struct Scratch {
+  std::vector<float> sc, kr, op, acc, m, l;
+};
+
+// One (query row, kv head) task: `group` query heads, keys 0..i of sequence slot `seq`.
+void dca_task(const KvCache &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t s, int32_t group,
+              int32_t d, float scale, const float *const qv[3], float *z, Scratch &w) {
+  const int32_t ci = i / s;
+  // [begin, end) of the key groups: 0 intra, 1 successive, 2 inter (dca::part of each key).
+  const int32_t lo[3] = {ci * s, std::max(0, (ci - 1) * s), 0};
+  const int32_t hi[3] = {i + 1, ci * s, std::max(0, (ci - 1) * s)};
+  const int64_t base = kv.offset(layer, seq, kvh, 0);
+  w.kr.resize(size_t(d));
+  w.op.resize(size_t(group) * size_t(d));
+  w.acc.assign(size_t(group) * size_t(d), 0.0f);
+  w.m.assign(size_t(group), -INFINITY);
+  w.l.assign(size_t(group), 0.0f);
+  for (int g3 = 0; g3 < 3; ++g3) {
+    const int32_t n = hi[g3] - lo[g3];
+    if (n <= 0) continue;
+    w.sc.resize(size_t(group) * size_t(n));
+    for (int32_t k = 0; k < n; ++k) {
+      widen(w.kr.data(), kv, base + int64_t(lo[g3] + k) * d, true, d);
+      for (int32_t g = 0; g < group; ++g) w.sc[size_t(g) * size_t(n) + size_t(k)] = dot_f32(qv[g3] + int64_t(g) * d, w.kr.data(), d) * scale;
+    }
+    float mg[64], lg[64];  // group <= 64 (checked by the caller)
+    for (int32_t g = 0; g < group; ++g) {
+      float *e = &w.sc[size_t(g) * size_t(n)];
+      float mx = -INFINITY;
+      for (int32_t k = 0; k < n; ++k) mx = std::max(mx, e[k]);
+      mg[g] = mx;
+      lg[g] = exp_shift_sum(e, n, mx);
+    }
+    std::fill(w.op.begin(), w.op.end(), 0.0f);
+    for (int32_t k = 0; k < n; ++k) {
+      widen(w.kr.data(), kv, base + int64_t(lo[g3] + k) * d, false, d);
+      for (int32_t g = 0; g < group; ++g) {
+        const float p = w.sc[size_t(g) * size_t(n) + size_t(k)];
+        float *o = &w.op[size_t(g) * size_t(d)];
+        for (int32_t c = 0; c < d; ++c) o[c] += p * w.kr[size_t(c)];  // vectorizes (independent lanes)
+      }
+    }
+    // Log-sum-exp merge of this group's partial into the running one.
+    for (int32_t g = 0; g < group; ++g) {
+      const float mn = std::max(w.m[size_t(g)], mg[g]);
+      const float a_old = w.m[size_t(g)] == -INFINITY ? 0.0f : std::exp(w.m[size_t(g)] - mn);
+      const float a_new = std::exp(mg[g] - mn);
+      w.l[size_t(g)] = w.l[size_t(g)] * a_old + lg[g] * a_new;
+      float *acc = &w.acc[size_t(g) * size_t(d)];
+      const float *o = &w.op[size_t(g) * size_t(d)];
+      for (int32_t c = 0; c < d; ++c) acc[c] = acc[c] * a_old + o[c] * a_new;
+      w.m[size_t(g)] = mn;
+    }
+  }
+  for (int32_t g = 0; g < group; ++g) {
+    const float inv = 1.0f / w.l[size_t(g)];
+    for (int32_t c = 0; c < d; ++c) z[int64_t(g) * d + c] = w.acc[size_t(g) * size_t(d) + size_t(c)] * inv;
+  }
+}
+
+}  // namespace
+
+void dca_attention(KvCache &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
+                   int32_t local) {
+  const Step &st = *a.step;
+  const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
+  if (group > 64) throw Error(QW_ERR_UNSUPPORTED, "dca: more than 64 query heads per kv head");
+  const int32_t s = dca::span(chunk, local);
+  const int64_t qd = int64_t(nH) * d;
+  kv_append(kv, a);
+  int64_t rows = 0;
+  for (size_t i = 0; i < st.seq.size(); ++i) rows += st.n_new[i];
+  std::vector<int32_t> row_seq(static_cast<size_t>(rows));
+  for (size_t i = 0; i < st.seq.size(); ++i)
+    for (int32_t j = 0; j < st.n_new[i]; ++j) row_seq[size_t(st.row_offset[i] + j)] = int32_t(i);
+  const int64_t tasks = rows * nKV;
+  const float scale = 1.0f / std::sqrt(float(d));
+  double work = 0;  // multiply-adds, as attention.cpp: a small decode step stays on one thread
+  for (size_t i = 0; i < st.seq.size(); ++i)
+    work += double(nH) * d * 2.0 * (double(st.n_new[i]) * st.pos0[i] + double(st.n_new[i]) * (st.n_new[i] + 1) / 2);
+  const int nt = work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
+  std::atomic<int64_t> next{0};
+  a.pool->run(nt, [&] {
+    Scratch w;
+    for (int64_t task = next++; task < tasks; task = next++) {
+      const int64_t row = task / nKV;
+      const int32_t kvh = int32_t(task % nKV);
+      const size_t si = size_t(row_seq[size_t(row)]);
+      const int32_t i = st.pos0[si] + int32_t(row - st.row_offset[si]);
+      const int64_t off = row * qd + int64_t(kvh) * group * d;
+      const float *qv[3] = {a.q + off, q_succ + off, q_inter + off};
+      dca_task(kv, a.layer, st.seq[si], kvh, i, s, group, d, scale, qv, a.z + off, w);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace qw

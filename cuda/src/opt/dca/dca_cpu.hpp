@@ -1,0 +1,33 @@
+// dca_cpu.hpp — Dual Chunk Attention on the CPU backend (toggle "dca" = on; formulas in dca.hpp).
+// forward.cpp calls dca_positions once per step, dca_rope at the rope op and dca_attention at the attention op
+// of every layer where the toggle is on.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../../cpu/cpu.hpp"
+
+namespace qw {
+namespace cpu {
+
+// The remapped RoPE positions of a step's rows (row t has true position pos[t]).
+struct DcaRows {
+  std::vector<int32_t> key, intra, succ, inter;
+  int32_t max_pos = 0;  // the largest of them: the RoPE table must cover it
+};
+void dca_positions(DcaRows &out, const int32_t *pos, int64_t R, int32_t chunk, int32_t local);
+
+// Ropes the raw queries q [R, nH * d] three ways (q: intra-chunk, q_succ, q_inter; both [R, nH * d], written)
+// and the raw keys k [R, nKV * d] at pos mod s, in place.
+void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int32_t nH, int32_t nKV, int32_t d,
+              const DcaRows &rows, const RopeTable &tab);
+
+// Appends the step's K/V rows to the cache (kv_append) and computes z: per query row and head, one softmax
+// partial per key group (inter, successive, intra), merged by log-sum-exp. a.q holds the intra-chunk queries.
+// gqa = broadcast is not materialized here (the result is the same; DCA always reads kv heads in place).
+void dca_attention(KvCache &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
+                   int32_t local);
+
+}  // namespace cpu
+}  // namespace qw
