@@ -50,6 +50,17 @@ export interface QwenConfig {
   tie_word_embeddings: boolean;
   bos_token_id?: number;
   eos_token_id?: number | number[];
+  /** The trained context when max_position_embeddings is larger (top level, or from dual_chunk_attention_config /
+   *  rope_scaling): the default Dual Chunk Attention chunk when the config has no dual_chunk_attention_config. */
+  original_max_position_embeddings?: number;
+  /** Qwen2.5-1M style Dual Chunk Attention parameters (toggle "dca"; engine/passkey.ts dcaParams). */
+  dual_chunk_attention_config?: { chunk_size?: number; local_size?: number };
+}
+
+/** Dual Chunk Attention parameters of a session (toggle "dca"): chunk size and local window, in tokens. */
+export interface DcaOptions {
+  chunk?: number;
+  local?: number;
 }
 
 export interface SamplingOptions {
@@ -134,7 +145,7 @@ export interface EngineModel {
   toggleRegistry(): ToggleDef[];
   /** Profiling mode names, from the library (qw_profiling_mode_name): "off", "events", "kernels". */
   profilingModes(): string[];
-  newSession(opts?: { maxBatch?: number; maxContext?: number; maxPrefill?: number }): EngineSession;
+  newSession(opts?: { maxBatch?: number; maxContext?: number; maxPrefill?: number; dca?: DcaOptions }): EngineSession;
   close(): void;
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // engine/cli.ts — the command line of qwen-workbench (`npm run cli -- <command>`):
-//   generate, synth, convert, inspect, bench, perplexity, help. With no arguments on a terminal it starts an interactive generate.
+//   generate, synth, convert, inspect, bench, perplexity, passkey, help. With no arguments on a terminal it starts an interactive generate.
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
 import { parseArgs } from "node:util";
@@ -26,6 +26,7 @@ import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
 import { QwenError } from "./ffi.ts";
 import { ceilingsForDevice, decodeRooflinePct, dramBandwidth, rooflinePoints } from "./roofline.ts";
 import { cmdPerplexity, PERPLEXITY_HELP } from "./cli-perplexity.ts";
+import { cmdPasskey, PASSKEY_HELP } from "./cli-passkey.ts";
 import { convertModel, CONVERT_SCHEMES } from "./convert.ts";
 import type { QuantScheme } from "./quant.ts";
 
@@ -64,7 +65,7 @@ commands
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
       --backend --threads --toggle   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
-${PERPLEXITY_HELP}  help                           this text
+${PERPLEXITY_HELP}${PASSKEY_HELP}  help                           this text
 
 examples
   npm run cli -- generate --prompt "The jury said"
@@ -476,8 +477,9 @@ export async function main(argv: string[]): Promise<number> {
       case "inspect": cmdInspect(rest); return 0;
       case "bench": await cmdBench(rest); return 0;
       case "perplexity": await cmdPerplexity(rest); return 0;
+      case "passkey": await cmdPasskey(rest); return 0;
       default:
-        fail(`unknown command '${cmd}'; commands: generate, synth, convert, inspect, bench, perplexity, help`);
+        fail(`unknown command '${cmd}'; commands: generate, synth, convert, inspect, bench, perplexity, passkey, help`);
     }
   } catch (e) {
     const err = e as Error;

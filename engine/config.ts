@@ -25,7 +25,10 @@ export const QwenConfigSchema = z.object({
   tie_word_embeddings: z.boolean(),
   bos_token_id: z.number().int().nonnegative().optional(),
   eos_token_id: z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).optional(),
-});
+  original_max_position_embeddings: posInt.max(1 << 26).optional(),
+  dual_chunk_attention_config: z.object({ chunk_size: posInt.max(1 << 26).optional(), local_size: z.number().int().nonnegative().optional() }).optional(),
+}).refine((c) => (c.dual_chunk_attention_config?.local_size ?? 0) < (c.dual_chunk_attention_config?.chunk_size ?? Infinity),
+  { message: "dual_chunk_attention_config.local_size must be smaller than chunk_size", path: ["dual_chunk_attention_config"] });
 
 function issues(e: z.ZodError, what: string): Error {
   const parts = e.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`);
@@ -65,7 +68,11 @@ const HfConfigSchema = z.looseObject({
   max_position_embeddings: posInt.optional(),
   rope_theta: z.number().positive().finite().nullish(),
   rope_parameters: z.looseObject({ rope_theta: z.number().positive().finite().nullish(), rope_type: z.string().nullish() }).nullish(),
-  rope_scaling: z.looseObject({ type: z.string().nullish(), rope_type: z.string().nullish() }).nullish(),
+  rope_scaling: z.looseObject({ type: z.string().nullish(), rope_type: z.string().nullish(), original_max_position_embeddings: posInt.nullish() }).nullish(),
+  original_max_position_embeddings: posInt.nullish(),
+  dual_chunk_attention_config: z.looseObject({
+    chunk_size: posInt.nullish(), local_size: z.number().int().nonnegative().nullish(), original_max_position_embeddings: posInt.nullish(),
+  }).nullish(),
   rms_norm_eps: z.number().positive().finite().optional(),
   tie_word_embeddings: z.boolean().optional(),
   use_sliding_window: z.boolean().nullish(),
@@ -130,6 +137,14 @@ export function configFromHf(json: unknown, what = "config.json"): ConfigResult 
   };
   if (h.bos_token_id != null) config.bos_token_id = h.bos_token_id;
   if (h.eos_token_id != null) config.eos_token_id = h.eos_token_id;
+  const dc = h.dual_chunk_attention_config;
+  const trained = h.original_max_position_embeddings ?? dc?.original_max_position_embeddings ?? h.rope_scaling?.original_max_position_embeddings;
+  if (trained != null) config.original_max_position_embeddings = trained;
+  if (dc) {
+    config.dual_chunk_attention_config = {};
+    if (dc.chunk_size != null) config.dual_chunk_attention_config.chunk_size = dc.chunk_size;
+    if (dc.local_size != null) config.dual_chunk_attention_config.local_size = dc.local_size;
+  }
   return { config: validateQwenConfig(config, what), warnings };
 }
 

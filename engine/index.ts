@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
-import type { BackendChoice, EngineModel, EngineSession, OpenModel, OpenOptions, Progress, QwenConfig, ToggleDef } from "./api.ts";
+import type { BackendChoice, DcaOptions, EngineModel, EngineSession, OpenModel, OpenOptions, Progress, QwenConfig, ToggleDef } from "./api.ts";
 import { getEngine, GGML, REPO_ROOT, type NativeEngine, type NativeModel } from "./ffi.ts";
 import { ggmlTypeName } from "./gguf.ts";
 import { openModelSource, type ModelSource } from "./modelfile.ts";
@@ -21,7 +21,7 @@ import { QwenTokenizer } from "./tokenizer.ts";
 import { syntheticDir } from "./tempfiles.ts";
 import { parseRegistry } from "./toggles.ts";
 
-export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice } from "./api.ts";
+export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice, DcaOptions } from "./api.ts";
 export { QwenError } from "./ffi.ts";
 export { SessionError } from "./session.ts";
 
@@ -187,14 +187,21 @@ export class Model implements EngineModel {
     return this.registry;
   }
 
-  newSession(opts: { maxBatch?: number; maxContext?: number; maxPrefill?: number } = {}): EngineSession & Session {
+  newSession(opts: { maxBatch?: number; maxContext?: number; maxPrefill?: number; dca?: DcaOptions } = {}): EngineSession & Session {
     const maxBatch = opts.maxBatch ?? 1;
     const maxContext = opts.maxContext ?? Math.min(4096, this.config.max_position_embeddings);
     const maxPrefill = opts.maxPrefill ?? maxContext;
     for (const [k, v] of Object.entries({ maxBatch, maxContext, maxPrefill })) {
       if (!Number.isInteger(v) || v < 1) throw new Error(`newSession: ${k} must be a positive integer, got ${String(v)}`);
     }
-    const ns = this.native.createSession({ max_batch: maxBatch, max_context: maxContext, max_prefill: maxPrefill });
+    for (const [k, v] of Object.entries(opts.dca ?? {})) {
+      if (v !== undefined && (!Number.isInteger(v) || v < (k === "local" ? 0 : 1))) throw new Error(`newSession: dca.${k} must be an integer >= ${k === "local" ? 0 : 1}, got ${String(v)}`);
+    }
+    const ns = this.native.createSession({
+      max_batch: maxBatch, max_context: maxContext, max_prefill: maxPrefill,
+      ...(opts.dca?.chunk !== undefined ? { dca_chunk_size: opts.dca.chunk } : {}),
+      ...(opts.dca?.local !== undefined ? { dca_local_size: opts.dca.local } : {}),
+    });
     const tok = this.tokenizer.inner;
     const host: SessionHost = {
       vocabSize: this.config.vocab_size,
@@ -229,6 +236,8 @@ function nativeConfig(c: QwenConfig): Record<string, unknown> {
     num_hidden_layers: c.num_hidden_layers, num_attention_heads: c.num_attention_heads,
     num_key_value_heads: c.num_key_value_heads, head_dim: c.head_dim, max_position_embeddings: c.max_position_embeddings,
     rope_theta: c.rope_theta, rms_norm_eps: c.rms_norm_eps, tie_word_embeddings: c.tie_word_embeddings,
+    ...(c.original_max_position_embeddings !== undefined ? { original_max_position_embeddings: c.original_max_position_embeddings } : {}),
+    ...(c.dual_chunk_attention_config ? { dual_chunk_attention_config: c.dual_chunk_attention_config } : {}),
   };
 }
 
