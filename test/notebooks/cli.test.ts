@@ -22,10 +22,10 @@ function run(args: string[]) {
 describe("notebooks", () => {
   test("package.json has an npm script per notebook", () => {
     const scripts = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).scripts;
-    for (const n of ["ablate", "compare", "export", "calibrate", "bench", "perplexity"]) expect(scripts[n]).toBe(`bun notebooks/${n}.ts`);
+    for (const n of ["ablate", "compare", "export", "calibrate", "bench", "perplexity", "passkey"]) expect(scripts[n]).toBe(`bun notebooks/${n}.ts`);
   });
 
-  for (const n of ["ablate", "compare", "export", "calibrate", "bench", "perplexity"]) {
+  for (const n of ["ablate", "compare", "export", "calibrate", "bench", "perplexity", "passkey"]) {
     test(`${n} --help prints usage, not the source header`, () => {
       const r = run([`notebooks/${n}.ts`, "--help"]);
       expect(r.code).toBe(0);
