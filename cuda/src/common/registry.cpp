@@ -33,7 +33,7 @@ const std::vector<ToggleDef> &toggle_defs() {
        "CUDA graph replay for decode steps (the CPU backend has no graphs: always off there).", "CUDA graphs"},
       {"speculative", {"off", "draft", "eagle"}, "off", false, true, {"off"}, {"off"}, "QWEN-004",
        "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification.", "Speculative decoding"},
-      {"dca", {"off", "on"}, "off", true, true, {"off", "on"}, {"off"}, "QWEN-006",
+      {"dca", {"off", "on"}, "off", true, true, {"off", "on"}, {"off", "on"}, "QWEN-006",
        "Dual Chunk Attention for contexts past the trained length: keys roped at pos mod (chunk - local), queries "
        "three ways (intra-chunk, successive-chunk, inter-chunk), partial softmaxes merged by log-sum-exp. Its "
        "parameters chunk size and local window are session options (dca_chunk_size, dca_local_size; defaults from "

@@ -33,6 +33,7 @@
 #include "kernel_trace.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
+#include "../opt/dca/dca.cuh"
 #include "sample.cuh"
 #include "sampling.hpp"
 #include "swiglu.cuh"
@@ -209,6 +210,8 @@ class CudaSession final : public BackendSession {
   void capture_bf16(Sink &sink, Hook h, int32_t layer, const __nv_bfloat16 *p, int32_t rows, int32_t cols);
   void capture_f32(Sink &sink, Hook h, int32_t layer, const float *p, int32_t rows, int32_t cols);
   void ensure_rows(int32_t rows);
+  // Dual Chunk Attention of layer l for `rows` query rows at device positions/slots pos/slot (src/opt/dca).
+  const char *launch_dca(int32_t rows, const int32_t *pos, const int32_t *slot, int32_t l, const Step &st);
   void ensure_logits(int32_t rows);
   void run_prefill(const Step &st, Sink &sink, int32_t *out_tokens);
   void run_decode(const Step &st, Sink &sink, int32_t *out_tokens);
@@ -226,6 +229,7 @@ class CudaSession final : public BackendSession {
   // activations (sized for rows_cap_ rows)
   int32_t rows_cap_ = 0;
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
+  DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_
   DBuf logits_;
   int32_t logits_rows_ = 0;
   // step parameters (device) and pinned host mirror: tokens | pos | slot | kv_len | out
@@ -433,6 +437,8 @@ void CudaSession::ensure_rows(int32_t rows) {
   xn_ = DBuf(R * H * 2);
   qkvf_ = DBuf(R * QKV * 4);
   q_ = DBuf(R * c.q_dim() * 2);
+  dca_q2_ = DBuf(R * c.q_dim() * 2);
+  dca_q3_ = DBuf(R * c.q_dim() * 2);
   z_ = DBuf(R * c.q_dim() * 2);
   kout_ = DBuf(R * c.kv_dim() * 2);
   vout_ = DBuf(R * c.kv_dim() * 2);
@@ -460,6 +466,22 @@ void CudaSession::ensure_logits(int32_t rows) {
   logits_ = DBuf((size_t)rows * m_.cfg.vocab_size * 4);
   logits_rows_ = rows;
   drop_graphs();
+}
+
+const char *CudaSession::launch_dca(int32_t rows, const int32_t *pos, const int32_t *slot, int32_t l, const Step &st) {
+  const Config &c = m_.cfg;
+  qwc::DcaAttnArgs a;
+  a.out = z_.as<__nv_bfloat16>();
+  a.q_intra = q_.as<__nv_bfloat16>();
+  a.q_succ = dca_q2_.as<__nv_bfloat16>();
+  a.q_inter = dca_q3_.as<__nv_bfloat16>();
+  a.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+  a.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+  a.row_pos = pos;
+  a.row_slot = slot;
+  a.rows = rows; a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+  a.chunk = st.toggles.dca_chunk; a.local = st.toggles.dca_local;
+  return qwc::launch_dca_attention(a, stream_);
 }
 
 // Per layer, the decode attention cost of this step (a graph's captured marks hold the capture step's).
@@ -602,10 +624,12 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[l];
     const bool bcast = st && !st->toggles.layer.empty() && st->toggles.layer[l].gqa_broadcast;
+    // DCA: the unfused path (fp32 qkv without bias, then the DCA rope adds it in the original row order)
+    const bool dca = st && !st->toggles.layer.empty() && st->toggles.layer[l].dca;
     hook_f32(HOOK_RESID_PRE, l, x, H);
     // 1. rmsnorm + qkv (+bias) -> fp32, or (qkv_pairs) rmsnorm + qkv + bias + RoPE + KV write in one GEMV
     begin_op();
-    if (L.qkv_pairs) {
+    if (L.qkv_pairs && !dca) {
       qwc::GemvArgs a;
       a.epi = qwc::GEMV_EPI_QKV_ROPE;
       a.batch = B;
@@ -641,13 +665,13 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
         a.norm_w = L.attn_norm.as<float>();
         a.eps = c.rms_eps;
         if (L.fused_qkv()) {
-          a.w = L.qkv.m; a.out = qkvf_.p; a.bias = L.qkv_bias.as<float>();
+          a.w = L.qkv.m; a.out = qkvf_.p; a.bias = dca ? nullptr : L.qkv_bias.as<float>();
           qwc::launch_gemv(a, stream_);
         } else {
           const DevMat *parts[3] = {&L.q, &L.k, &L.v};
           int64_t off = 0;
           for (const DevMat *d : parts) {
-            a.w = d->m; a.out = qkvf_.as<float>() + off; a.bias = L.qkv_bias.as<float>() + off;
+            a.w = d->m; a.out = qkvf_.as<float>() + off; a.bias = dca ? nullptr : L.qkv_bias.as<float>() + off;
             qwc::launch_gemv(a, stream_);
             off += d->m.rows;
           }
@@ -668,14 +692,17 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
         r.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
         r.qkv = qkvf_.as<float>();
         r.qkv_ld = QKV;
-        r.bias = nullptr;
+        r.bias = dca ? L.qkv_bias.as<float>() : nullptr;
         r.row_pos = d_pos_;
         r.row_slot = d_slot_;
         r.inv_freq = m_.inv_freq.as<float>();
         r.rows = B; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
-        qwc::launch_rope_kv(r, stream_);
+        r.pair_interleaved = dca && L.qkv_pairs;
+        if (dca) qwc::launch_dca_rope_kv(r, dca_q2_.as<__nv_bfloat16>(), dca_q3_.as<__nv_bfloat16>(), st->toggles.dca_chunk, st->toggles.dca_local, stream_);
+        else qwc::launch_rope_kv(r, stream_);
       }
-      end_op(l, QW_OP_ROPE, "rope_kv_write", cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), B);
+      end_op(l, QW_OP_ROPE, dca ? "bias+rope_kv_write:dca" : "rope_kv_write",
+             cost_rope(B, (dca ? 3 : 1) * c.num_heads + c.num_kv_heads, c.head_dim, 2.0), B);
     }
     hook_bf16(HOOK_Q, l, q_.p, c.q_dim());
     hook_bf16(HOOK_K, l, kout_.p, c.kv_dim());
@@ -704,11 +731,12 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
         a.slot = d_out_;  // identity 0..B-1 (see run_decode)
         a.n_kv = c.num_heads;  // counters are sized for nH heads (constructor)
       }
-      qwc::launch_decode_attention(a, stream_);
+      if (dca) launch_dca(B, d_pos_, d_slot_, l, *st);
+      else qwc::launch_decode_attention(a, stream_);
     }
     if (marking()) {
       std::vector<int32_t> pos0(st->pos0), nn(st->n_new);
-      end_op(l, QW_OP_ATTENTION, bcast ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv",
+      end_op(l, QW_OP_ATTENTION, dca ? "attn_dca_simt" : bcast ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv",
              cost_attention(pos0, nn, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim, 2.0, 2.0), B);
     }
     hook_bf16(HOOK_Z, l, z_.p, c.q_dim());
@@ -829,6 +857,7 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   for (const auto &lt : st.toggles.layer) {
     any_bcast |= lt.gqa_broadcast;
     key += lt.gqa_broadcast ? 'b' : 'n';
+    if (lt.dca) key += 'd';  // the DCA decode path has other kernels (chunk/local are fixed per session)
   }
   if (any_bcast && !bcast_k_.p) {
     const Config &c = m_.cfg;
@@ -968,6 +997,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[l];
     const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa_broadcast;
+    const bool dca = !st.toggles.layer.empty() && st.toggles.layer[l].dca;
     hook_f32(HOOK_RESID_PRE, l, x, H);
     begin_op();
     qwc::launch_rmsnorm(xn, nullptr, x, L.attn_norm.as<float>(), T, H, c.rms_eps, stream_);
@@ -999,15 +1029,17 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
       r.inv_freq = m_.inv_freq.as<float>();
       r.rows = T; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
       r.pair_interleaved = L.qkv_pairs;
-      qwc::launch_rope_kv(r, stream_);
+      if (dca) qwc::launch_dca_rope_kv(r, dca_q2_.as<__nv_bfloat16>(), dca_q3_.as<__nv_bfloat16>(), st.toggles.dca_chunk, st.toggles.dca_local, stream_);
+      else qwc::launch_rope_kv(r, stream_);
     }
-    end_op(l, QW_OP_ROPE, "bias+rope_kv_write", cost_rope(T, c.num_heads + c.num_kv_heads, c.head_dim, 2.0), T);
+    end_op(l, QW_OP_ROPE, dca ? "bias+rope_kv_write:dca" : "bias+rope_kv_write",
+           cost_rope(T, (dca ? 3 : 1) * c.num_heads + c.num_kv_heads, c.head_dim, 2.0), T);
     hook_bf16(HOOK_Q, l, q_.p, c.q_dim());
     hook_bf16(HOOK_K, l, kout_.p, c.kv_dim());
     hook_bf16(HOOK_V, l, vout_.p, c.kv_dim());
     begin_op();
-    const char *an = "attn_prefill_mma";
-    for (int32_t i = 0; i < S; ++i) {
+    const char *an = dca ? launch_dca(T, p_pos_, p_slot_, l, st) : "attn_prefill_mma";
+    for (int32_t i = 0; i < (dca ? 0 : S); ++i) {
       qwc::PrefillAttnArgs a;
       a.out = z_.as<__nv_bfloat16>() + (size_t)st.row_offset[i] * c.q_dim();
       a.q = q_.as<__nv_bfloat16>() + (size_t)st.row_offset[i] * c.q_dim();
