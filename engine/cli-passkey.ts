@@ -1,11 +1,11 @@
 // engine/cli-passkey.ts — `npm run cli -- passkey`: passkey retrieval accuracy by length × needle depth
 // (engine/passkey.ts does the work), with Dual Chunk Attention on or off.
 import { writeFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { BackendChoice } from "./api.ts";
 import { openModel } from "./index.ts";
-import { PASSKEY_MODEL_DIR, passkeyTable, passkeyTitle, runPasskey } from "./passkey.ts";
+import { FillerStream, PASSKEY_MODEL_DIR, passkeyPromptSet, passkeyTable, passkeyTitle, runPasskey } from "./passkey.ts";
 
 export const PASSKEY_HELP = `  passkey [model]                passkey retrieval accuracy by length x needle depth (heat map table)
                                   (model default: models/tiny-qwen2-passkey, trained at 512 tokens)
@@ -17,6 +17,8 @@ export const PASSKEY_HELP = `  passkey [model]                passkey retrieval 
       --dca-chunk N --dca-local N DCA chunk size and local window (default: the model config's
                                   dual_chunk_attention_config, else chunk = trained length, local = chunk / 8)
       --backend --threads         as for generate;  --json FILE  write every number and trial as JSON
+      --prompt-set FILE           only write the prompts as a prompt set (JSON) for the web Run page's replay
+                                  (upload it there, or put it in profiles/prompt-sets/); nothing is run
 `;
 
 class PasskeyUsage extends Error {}
@@ -36,7 +38,7 @@ export async function cmdPasskey(argv: string[], out: (s: string) => void = (s) 
       args: argv, allowPositionals: true, strict: true, options: {
         model: { type: "string" }, lengths: { type: "string" }, trials: { type: "string" }, seed: { type: "string" },
         buckets: { type: "string" }, dca: { type: "string" }, "dca-chunk": { type: "string" }, "dca-local": { type: "string" },
-        backend: { type: "string" }, threads: { type: "string" }, json: { type: "string" },
+        backend: { type: "string" }, threads: { type: "string" }, json: { type: "string" }, "prompt-set": { type: "string" },
       },
     });
   } catch (e) {
@@ -58,6 +60,14 @@ export async function cmdPasskey(argv: string[], out: (s: string) => void = (s) 
   if (!["auto", "cpu", "cuda"].includes(backend)) fail(`passkey: --backend must be auto, cpu or cuda, got '${backend}'`);
   const m = await openModel(source, { backend, threads });
   try {
+    if (o["prompt-set"]) {
+      const file = resolve(o["prompt-set"] as string);
+      const tok = { encode: (t: string) => m.tokenizer.encode(t), decode: (ids: number[]) => m.tokenizer.decode(ids) };
+      const name = basename(file).replace(/\.json$/, "").replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64) || "passkey";
+      writeFileSync(file, JSON.stringify(passkeyPromptSet(tok, new FillerStream(tok), name, lengths, trials, seed)) + "\n");
+      log(`prompt set: ${file} (${lengths.length * trials} prompts)\n`);
+      return;
+    }
     log(`${m.id}: ${m.backend} (${m.device.name})\n`);
     const r = await runPasskey(m, {
       lengths, trials, seed, buckets, dca: dca === "on",

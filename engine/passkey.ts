@@ -12,6 +12,7 @@
 import type { DcaOptions, EngineModel, QwenConfig } from "./api.ts";
 import { brownDocuments } from "./brown.ts";
 import { MODELS_DIR } from "./index.ts";
+import { PromptSet } from "./export/record.ts";
 import { join } from "node:path";
 
 /** The embedded passkey model (shared/fixtures tiny-qwen2-passkey; its config declares chunk 512 / local 64). */
@@ -226,6 +227,20 @@ export function passkeyTable(r: PasskeyResult): string {
     lines.push(`| ${L.length} | ${cells.join(" | ")} | **${pct(L.accuracy)}** (${L.correct}/${L.n}) |`);
   }
   return lines.join("\n");
+}
+
+/**
+ * The prompts of a passkey run as a prompt set (engine/export/record.ts) the web Run page can replay: token
+ * prompts, greedy, 7 tokens. The keys go into the description in prompt order (a replay is not scored there).
+ */
+export function passkeyPromptSet(tok: PasskeyTokenizer, filler: FillerStream, name: string, lengths: number[], trials: number, seed = 0): PromptSet {
+  if (lengths.length * trials > 1000) throw new Error(`a prompt set holds at most 1000 prompts; ${lengths.length} lengths x ${trials} trials is ${lengths.length * trials}`);
+  const ps = lengths.flatMap((length) => Array.from({ length: trials }, (_, trial) => ({ length, trial, ...buildPasskeyPrompt(tok, filler, length, rngFor(seed, length, trial)) })));
+  const description = `passkey prompts (engine/passkey.ts), seed ${seed}, lengths ${lengths.join(",")} x ${trials}; keys in order: ${ps.map((p) => p.key).join(" ")}`;
+  return PromptSet.parse({
+    name, description: description.length > 2000 ? description.slice(0, 1997) + "..." : description,
+    prompts: ps.map((p) => ({ tokens: p.tokens })), sampling: { temperature: 0 }, maxTokens: PASSKEY_NEW_TOKENS,
+  });
 }
 
 /** One line naming the run: model, backend, dca setting. */

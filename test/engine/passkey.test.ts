@@ -11,6 +11,10 @@ import {
   buildPasskeyPrompt, dcaParams, FillerStream, NEEDLE, PASSKEY_MODEL_DIR, passkeyTable, QUESTION, rngFor, runPasskey, scorePasskey,
 } from "../../engine/passkey.ts";
 import { cmdPasskey } from "../../engine/cli-passkey.ts";
+import { parsePromptSet } from "../../engine/export/record.ts";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { QwenConfig } from "../../engine/api.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
@@ -162,6 +166,23 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
     expect(r.cells.filter((c) => c.length === 1024).reduce((a, c) => a + c.n, 0)).toBe(3);
     expect(passkeyTable(r)).toContain("| 1024 |");
     expect(JSON.parse(JSON.stringify(r)).schema).toBe("qwen-workbench/passkey");
+  });
+
+  test("prompt-set generator: token prompts the web's prompt-set schema accepts, keys in the description", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qwb-pk-"));
+    try {
+      const file = join(dir, "pk set.json");
+      await cmdPasskey(["--lengths", "128,700", "--trials", "2", "--seed", "3", "--backend", "cpu", "--prompt-set", file], () => {}, () => {});
+      const set = parsePromptSet(readFileSync(file, "utf8"), "x");
+      expect(set.name).toBe("pk-set");
+      expect(set.prompts.map((p) => p.tokens!.length)).toEqual([128, 128, 700, 700]);
+      expect(set.maxTokens).toBe(7);
+      const t = tok();
+      const keys = [128, 700].flatMap((L) => [0, 1].map((i) => buildPasskeyPrompt(t, filler, L, rngFor(3, L, i)).key));
+      expect(set.description).toContain(`keys in order: ${keys.join(" ")}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("CLI: bad options are named", async () => {
