@@ -11,7 +11,7 @@
 import { dlopen, FFIType } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { OpColumns } from "./profile.ts";
+import type { OpColumns } from "./measure/profile.ts";
 
 export const QW_ABI_VERSION = 2;
 

@@ -3,7 +3,7 @@
 // from users (web forms, notebook sweeps, CLI flags).
 import { z } from "zod";
 import type { ToggleDef } from "./api.ts";
-import { TOGGLE_ID_RE, ToggleValues } from "./profile.ts";
+import { TOGGLE_ID_RE, ToggleValues } from "./measure/profile.ts";
 
 export const ToggleDefSchema = z.object({
   id: z.string().min(1),

@@ -20,13 +20,13 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel, type Model } from "../engine/index.ts";
-import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/bench-core.ts";
-import { ceilingsForDevice, decodeRooflinePct, deviceSlug, dramBandwidth } from "../engine/roofline.ts";
+import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/measure/bench-core.ts";
+import { ceilingsForDevice, decodeRooflinePct, deviceSlug, dramBandwidth } from "../engine/measure/roofline.ts";
 import {
   BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type Fidelity, type OpColumns,
   type Profile, type ProfilingMode,
-} from "../engine/profile.ts";
-import { fidelityLines, measureFidelity } from "../engine/fidelity.ts";
+} from "../engine/measure/profile.ts";
+import { fidelityLines, measureFidelity } from "../engine/measure/fidelity.ts";
 
 const USAGE = `usage: npm run bench -- [options]        (= bun notebooks/bench.ts)
   --models 0.5b,1.5b,7b       synthetic Qwen2.5 shapes (default all three; --quick: 0.5b)

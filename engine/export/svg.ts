@@ -3,14 +3,14 @@
 // as a file, inline in the HTML report, or as an <img>.
 import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
-import type { Profile } from "../profile.ts";
-import { latencyMatrix, profilingModeOf, tokenTimeline, type Comparison, type PhaseName } from "./aggregate.ts";
+import type { Profile } from "../measure/profile.ts";
+import { latencyMatrix, profilingModeOf, tokenTimeline, type Comparison, type PhaseName } from "../measure/aggregate.ts";
 import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
   type Ceilings, type RooflineGroup,
-} from "../roofline.ts";
-import { OP_NAMES } from "../profile.ts";
-import { opColor, PALETTE, runColor } from "../palette.ts";
+} from "../measure/roofline.ts";
+import { OP_NAMES } from "../measure/profile.ts";
+import { opColor, PALETTE, runColor } from "./palette.ts";
 
 function doc() {
   return parseHTML("<!doctype html><html><body></body></html>").document;

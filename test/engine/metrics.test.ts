@@ -1,7 +1,7 @@
 import { test, expect } from "bun:test";
-import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/metrics.ts";
+import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/measure/metrics.ts";
 import { parseRegistry, validateToggleSettings, parseToggleArg } from "../../engine/toggles.ts";
-import { percentile, benchPrompt, othersShare, modelLabel } from "../../engine/bench-core.ts";
+import { percentile, benchPrompt, othersShare, modelLabel } from "../../engine/measure/bench-core.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)

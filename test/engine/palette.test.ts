@@ -2,8 +2,8 @@
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { deltaE, opColor, PALETTE, paletteDoc, runColor } from "../../engine/palette.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import { deltaE, opColor, PALETTE, paletteDoc, runColor } from "../../engine/export/palette.ts";
+import { OP_NAMES } from "../../engine/measure/profile.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)

@@ -3,10 +3,10 @@
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { readProfile } from "../../engine/profile.ts";
+import { readProfile } from "../../engine/measure/profile.ts";
 import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, mixedDeviceWarning, parseCeilings, placeLabels, rooflinePoints,
-} from "../../engine/roofline.ts";
+} from "../../engine/measure/roofline.ts";
 import { rooflineSvg } from "../../engine/export/svg.ts";
 import { generousTimeout } from "../setup.ts";
 

@@ -9,8 +9,8 @@ import { join } from "node:path";
 import {
   encodeTensor, encodeTensorRows, synthSpec, tensorChunks, tensorProducers, writeSyntheticGguf, writeSyntheticHf, Xoshiro128,
   type SynthTensor, type SynthType,
-} from "../../engine/synthetic.ts";
-import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "../../engine/synth-pool.ts";
+} from "../../engine/synth/synthetic.ts";
+import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "../../engine/synth/pool.ts";
 import { GGML } from "../../engine/ffi.ts";
 import { generousTimeout } from "../setup.ts";
 

@@ -3,7 +3,7 @@
 // Message in: { id, job: EncodeJob }. Message out: { id, buf } with the encoded bytes as a transferred
 // ArrayBuffer (no copy), or { id, error, stack } when the job throws.
 import { encodeTensorRows } from "./synthetic.ts";
-import type { EncodeJob } from "./synth-pool.ts";
+import type { EncodeJob } from "./pool.ts";
 
 declare const self: Worker;
 

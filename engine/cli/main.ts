@@ -7,27 +7,27 @@ import { parseArgs } from "node:util";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import type { BackendChoice, GenerateEvent, Progress } from "./api.ts";
-import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "./bench-core.ts";
-import { fidelityLines, measureFidelity } from "./fidelity.ts";
-import { ggmlTypeName } from "./gguf.ts";
-import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "./index.ts";
-import { removeOwnTempFiles } from "./tempfiles.ts";
-import { openModelSource } from "./modelfile.ts";
+import type { BackendChoice, GenerateEvent, Progress } from "../api.ts";
+import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "../measure/bench-core.ts";
+import { fidelityLines, measureFidelity } from "../measure/fidelity.ts";
+import { ggmlTypeName } from "../formats/gguf.ts";
+import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "../index.ts";
+import { removeOwnTempFiles } from "../io/tempfiles.ts";
+import { openModelSource } from "../formats/modelfile.ts";
 import {
   PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Fidelity, type Profile, type ProfilingMode,
-} from "./profile.ts";
-import { SessionError } from "./session.ts";
+} from "../measure/profile.ts";
+import { SessionError } from "../session.ts";
 import {
   isPreset, paramCount, planType, PRESET_NAMES, synthSpec, SYNTH_TYPES, tensorList, writeSyntheticGguf, writeSyntheticHf,
   type SynthType,
-} from "./synthetic.ts";
-import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
-import { QwenError } from "./ffi.ts";
-import { ceilingsForDevice, decodeRooflinePct, dramBandwidth, rooflinePoints } from "./roofline.ts";
-import { cmdPerplexity, PERPLEXITY_HELP } from "./cli-perplexity.ts";
-import { convertModel, CONVERT_SCHEMES } from "./convert.ts";
-import type { QuantScheme } from "./quant.ts";
+} from "../synth/synthetic.ts";
+import { parseToggleArg, validateToggleSettings } from "../toggles.ts";
+import { QwenError } from "../ffi.ts";
+import { ceilingsForDevice, decodeRooflinePct, dramBandwidth, rooflinePoints } from "../measure/roofline.ts";
+import { cmdPerplexity, PERPLEXITY_HELP } from "./perplexity.ts";
+import { convertModel, CONVERT_SCHEMES } from "../formats/convert.ts";
+import type { QuantScheme } from "../formats/quant.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -301,7 +301,7 @@ function cmdInspect(argv: string[]): void {
     for (const r of rows) process.stdout.write(`| ${r.name} | ${r.type} | [${r.ne.join(", ")}] |\n`);
     return;
   }
-  const path = src === "default" ? join(import.meta.dir, "..", "models", "tiny-qwen2-brown") : resolve(src);
+  const path = src === "default" ? join(import.meta.dir, "..", "..", "models", "tiny-qwen2-brown") : resolve(src);
   if (!existsSync(path)) fail(`inspect: '${src}' does not exist`);
   const m = openModelSource(path);
   if (o.json) {

@@ -5,10 +5,10 @@
 import { existsSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { EngineModel, EngineSession } from "./api.ts";
+import type { EngineModel, EngineSession } from "../api.ts";
 import type { ToggleValues } from "./profile.ts";
-import { applyToggles } from "./export/record.ts";
-import { brownTokens } from "./brown.ts";
+import { applyToggles } from "./record.ts";
+import { brownTokens } from "../text/brown.ts";
 import { measurePerplexity, ReferenceReader, type PerplexityResult, type ScoreMode } from "./perplexity.ts";
 
 export type TextSource = { kind: "brown" } | { kind: "text"; text: string; name?: string } | { kind: "tokens"; tokens: number[]; name?: string };

@@ -4,10 +4,10 @@
 // ending as one Profile of kind "ablation" (median summary) with llama-bench rows whose tokens/s keep every
 // repetition. The machinery does not know which toggles exist: it reads the registry.
 import type { EngineModel, EngineSession, ToggleDef } from "../api.ts";
-import { statOf, type Profile, type ToggleValues } from "../profile.ts";
+import { statOf, type Profile, type ToggleValues } from "./profile.ts";
 import { effectiveDefault, recordRun, type PromptSpec, type RecordResult, type RunSpec, type SamplingSpec } from "./record.ts";
 import { mergeResults } from "./passes.ts";
-import { DEFAULT_MAX_CONTENTION } from "../bench-core.ts";
+import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import { toggleValueProblem } from "../toggles.ts";
 
 export interface Arm { label: string; toggles: ToggleValues; profiling: boolean }

@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 
 /** models/synthetic of this checkout, or QW_SYNTHETIC_DIR (tests, read-only checkouts). */
 export function syntheticDir(): string {
-  return process.env.QW_SYNTHETIC_DIR ? resolve(process.env.QW_SYNTHETIC_DIR) : resolve(import.meta.dir, "..", "models", "synthetic");
+  return process.env.QW_SYNTHETIC_DIR ? resolve(process.env.QW_SYNTHETIC_DIR) : resolve(import.meta.dir, "..", "..", "models", "synthetic");
 }
 
 /** Removes `*.tmp-<pid>-*` files of this process in `dirs` (missing dirs are skipped); returns what it removed. */

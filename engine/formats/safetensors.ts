@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import { z } from "zod";
 import { readableFile, writeAll, writeFileAtomic, type TensorBytes } from "./gguf.ts";
-import { readJsonFile, realInside } from "./fsafe.ts";
+import { readJsonFile, realInside } from "../io/fsafe.ts";
 
 export const SAFETENSORS_DTYPE_SIZE: Record<string, number> = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1, F8_E8M0: 1,

@@ -57,7 +57,7 @@ export class SynthPool {
 
   constructor(readonly size: number, private readonly depth = 2) {
     if (!Number.isInteger(size) || size < 1) throw new Error(`SynthPool: size must be a positive integer, got ${size}`);
-    const url = new URL("./synth-worker.ts", import.meta.url).href;
+    const url = new URL("./worker.ts", import.meta.url).href;
     for (let i = 0; i < size; i++) {
       const slot: Slot = { w: new Worker(url), inFlight: new Map() };
       slot.w.onmessage = (ev: MessageEvent) => this.onMessage(slot, ev.data);

@@ -1,8 +1,8 @@
 // Derived views of a profile's op records: per layer × op latency, per-step timeline and A/B comparison (the
 // roofline points are in engine/roofline.ts). Pure functions over the Profile document, shared by the web server,
 // the exporters and the notebooks, so every plot in the workbench is computed one way.
-import { OP_NAMES, type Profile } from "../profile.ts";
-import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "../stats.ts";
+import { OP_NAMES, type Profile } from "./profile.ts";
+import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "./stats.ts";
 
 export type PhaseName = "prefill" | "decode";
 export const PHASES: PhaseName[] = ["prefill", "decode"];
@@ -53,7 +53,7 @@ export function layerLabel(layer: number, nLayers?: number): string {
   return "head/tail";
 }
 
-export { spreadOf, type Spread } from "../stats.ts";
+export { spreadOf, type Spread } from "./stats.ts";
 
 /** Per phase: layers (rows) × ops (columns), milliseconds per step (mean over the steps of that phase). */
 export interface LatencyMatrix {

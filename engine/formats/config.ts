@@ -1,7 +1,7 @@
 // QwenConfig from a Hugging Face config.json or from GGUF metadata (qwen2.* keys), validated with zod.
 // Messages name the source and the field: "config.json: num_attention_heads (14) must divide hidden_size (900)".
 import { z } from "zod";
-import type { QwenConfig } from "./api.ts";
+import type { QwenConfig } from "../api.ts";
 import { gv, GGUF_VALUE, type GgufFile, type GgufKV } from "./gguf.ts";
 
 export type { QwenConfig };

@@ -21,7 +21,7 @@ import { closeSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync
 import { dirname } from "node:path";
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import type { EngineSession } from "./api.ts";
+import type { EngineSession } from "../api.ts";
 import { ToggleValues } from "./profile.ts";
 
 export type ScoreMode = "all" | "half";

@@ -6,7 +6,7 @@
 // Loads from a Hugging Face tokenizer.json (+ tokenizer_config.json) or from GGUF metadata, and writes GGUF
 // tokenizer metadata the way llama.cpp's convert_hf_to_gguf.py does.
 import { existsSync } from "node:fs";
-import { readRegularFile } from "./fsafe.ts";
+import { readRegularFile } from "../io/fsafe.ts";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { renderChat, type ChatMessage, type RenderChatOptions } from "./chat.ts";
@@ -806,7 +806,7 @@ function readJsonMaybeGz(path: string): unknown {
 }
 
 /** models/ of this repository. */
-export const MODELS_DIR = join(import.meta.dir, "..", "models");
+export const MODELS_DIR = join(import.meta.dir, "..", "..", "models");
 
 /** The full Qwen2/2.5 tokenizer shipped in models/qwen-tokenizer (151643 BPE tokens + specials; Qwen3's file). */
 export function loadQwenTokenizer(): QwenTokenizer {

@@ -2,7 +2,7 @@
 // on read and on write, written atomically. Op records are columnar to stay small.
 import { z } from "zod";
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
-import { readJsonFile } from "./fsafe.ts";
+import { readJsonFile } from "../io/fsafe.ts";
 
 const MAX_PROFILE_BYTES = 512 << 20;
 import { dirname } from "node:path";

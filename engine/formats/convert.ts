@@ -5,8 +5,8 @@ import { resolve } from "node:path";
 import { gv, inferKV, type GgufKV } from "./gguf.ts";
 import { convertToGguf, openModelSource, type ModelSource } from "./modelfile.ts";
 import type { QuantScheme } from "./quant.ts";
-import { QwenTokenizer } from "./tokenizer.ts";
-import { DEFAULT_MODEL_DIR } from "./index.ts";
+import { QwenTokenizer } from "../text/tokenizer.ts";
+import { DEFAULT_MODEL_DIR } from "../index.ts";
 
 export const CONVERT_SCHEMES: readonly QuantScheme[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q4_k_m", "q6_k"];
 

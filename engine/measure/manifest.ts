@@ -2,10 +2,10 @@
 // implementation for the CLI, the notebooks and the web runs.
 import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
-import type { EngineModel } from "./api.ts";
+import type { EngineModel } from "../api.ts";
 import type { Manifest, ToggleValues } from "./profile.ts";
 
-const REPO_ROOT = resolve(import.meta.dir, "..");
+const REPO_ROOT = resolve(import.meta.dir, "..", "..");
 
 let gitCommitCache: string | undefined;
 /** HEAD of the checkout the engine runs from, "-dirty" when tracked files differ from it, or "unknown". */

@@ -5,7 +5,7 @@
 // only ever sees a consistent model, and the user sees every problem named at once.
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
-import type { QwenConfig } from "./api.ts";
+import type { QwenConfig } from "../api.ts";
 import { configFromGguf, configFromHf, ggufMetadataForConfig, hfConfigForQwenConfig } from "./config.ts";
 import {
   GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, ggufPlain, ggufValueTypeName, gv, isKnownGgmlType, isSupportedGgmlType,
@@ -13,7 +13,7 @@ import {
 } from "./gguf.ts";
 import { chooseQuantType, dequantize, quantize, type QuantScheme } from "./quant.ts";
 import { openSafetensorsDir, SUPPORTED_SAFETENSORS_DTYPES, writeSafetensors, writeSafetensorsSharded } from "./safetensors.ts";
-import { openRegular, readJsonFile, realInside } from "./fsafe.ts";
+import { openRegular, readJsonFile, realInside } from "../io/fsafe.ts";
 
 // ------------------------------------------------------------------------------------------------------
 // Tensor table and names

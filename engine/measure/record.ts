@@ -5,13 +5,13 @@
 import type { EngineModel, EngineSession, Capture, GenerateEvent, ToggleDef } from "../api.ts";
 import {
   OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
-} from "../profile.ts";
-import { stepTimes, sumCheck } from "../fidelity.ts";
+} from "./profile.ts";
+import { stepTimes, sumCheck } from "./fidelity.ts";
 import { z } from "zod";
-import { modelManifest } from "../manifest.ts";
-import { machineMark, othersShare } from "../bench-core.ts";
+import { modelManifest } from "./manifest.ts";
+import { machineMark, othersShare } from "./bench-core.ts";
 import { mergeResults } from "./passes.ts";
-import { quantile } from "../stats.ts";
+import { quantile } from "./stats.ts";
 import { toggleValueProblem } from "../toggles.ts";
 
 export const SamplingSpec = z.object({

@@ -4,7 +4,7 @@
 // wake-up) against the wall time of the engine call as the caller timed it. In kernels mode (and on the CPU)
 // the backend tiles its step with records, so the difference is only what lies outside the backend's step
 // (FFI, argument checks, the front); in events mode nothing records the gaps, and the difference shows it.
-import type { EngineSession } from "./api.ts";
+import type { EngineSession } from "../api.ts";
 import {
   NON_MODEL_OPS, OP_NAMES, statOf, type Fidelity, type OpColumns, type ProfilingMode, type Stat, type SumCheck,
 } from "./profile.ts";

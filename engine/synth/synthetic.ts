@@ -19,14 +19,14 @@
 // The three real-shape presets embed the full Qwen2/2.5 tokenizer (models/qwen-tokenizer).
 import { existsSync, mkdirSync, readFileSync, writeFileSync, copyFileSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
-import type { Progress, QwenConfig } from "./api.ts";
-import { ggufMetadataForConfig } from "./config.ts";
-import { GGML, REPO_ROOT } from "./ffi.ts";
-import { gv, inferKV, writeGguf, ggmlTensorBytes, type GgufKV, type GgufWriteTensor } from "./gguf.ts";
-import { writeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "./safetensors.ts";
-import { quantize } from "./quant.ts";
-import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "./synth-pool.ts";
-import { loadQwenTokenizer, loadTokenizerDir, type QwenTokenizer } from "./tokenizer.ts";
+import type { Progress, QwenConfig } from "../api.ts";
+import { ggufMetadataForConfig } from "../formats/config.ts";
+import { GGML, REPO_ROOT } from "../ffi.ts";
+import { gv, inferKV, writeGguf, ggmlTensorBytes, type GgufKV, type GgufWriteTensor } from "../formats/gguf.ts";
+import { writeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "../formats/safetensors.ts";
+import { quantize } from "../formats/quant.ts";
+import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "./pool.ts";
+import { loadQwenTokenizer, loadTokenizerDir, type QwenTokenizer } from "../text/tokenizer.ts";
 
 export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b"] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];

@@ -6,8 +6,8 @@ import { readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { NON_MODEL_OPS, type Profile } from "./profile.ts";
-import { readJsonFile, realInside } from "./fsafe.ts";
-import { layerLabel, opRecords, PHASES, type PhaseName } from "./export/aggregate.ts";
+import { readJsonFile, realInside } from "../io/fsafe.ts";
+import { layerLabel, opRecords, PHASES, type PhaseName } from "./aggregate.ts";
 
 // ------------------------------------------------------------------------------------------------ ceilings
 const Pos = z.number().finite().positive();
@@ -44,7 +44,7 @@ const DEFAULT_MEMORY_NAME: Record<MemoryLevel, string> = { dram: "DRAM bandwidth
  * Where ceilings are read from, first match wins: profiles/raw/ceilings (what notebooks/calibrate.ts measured on
  * this machine, git-ignored), then profiles/ceilings (committed).
  */
-export const DEFAULT_CEILINGS_DIRS = [resolve(import.meta.dir, "..", "profiles", "raw", "ceilings"), resolve(import.meta.dir, "..", "profiles", "ceilings")];
+export const DEFAULT_CEILINGS_DIRS = [resolve(import.meta.dir, "..", "..", "profiles", "raw", "ceilings"), resolve(import.meta.dir, "..", "..", "profiles", "ceilings")];
 
 /** Turns a device name into the ceilings file stem: lower case, non-alphanumerics to '-'. */
 export function deviceSlug(name: string): string {

@@ -8,11 +8,11 @@
 // NaN/Inf in a capture is a finding, not a failure: metrics cover the positions where both arms are finite,
 // each hook counts its non-finite values, and the first hook (in forward order) that held any is reported.
 import type { Capture, EngineModel, EngineSession } from "../api.ts";
-import { PROFILE_SCHEMA_VERSION, Profile, type ToggleValues, type QuantError } from "../profile.ts";
+import { PROFILE_SCHEMA_VERSION, Profile, type ToggleValues, type QuantError } from "./profile.ts";
 import { latencyMatrix } from "./aggregate.ts";
-import { tensorError as metricsTensorError, logitsError as metricsLogitsError, type TensorError } from "../metrics.ts";
+import { tensorError as metricsTensorError, logitsError as metricsLogitsError, type TensorError } from "./metrics.ts";
 import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
-import { runPerplexity, textTokens, type TextSource } from "../perplexity-run.ts";
+import { runPerplexity, textTokens, type TextSource } from "./perplexity-run.ts";
 
 /** Per-hook error metrics as stored in a quant-error profile (engine/metrics.ts TensorError). */
 export type LayerMetrics = TensorError;

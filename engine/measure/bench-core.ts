@@ -3,7 +3,7 @@
 // are token ids); TTFT = time of the prefill call that returns the first token; TPOT per decode step.
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
-import type { EngineModel, EngineSession } from "./api.ts";
+import type { EngineModel, EngineSession } from "../api.ts";
 import { statOf, type BenchRow, type Stat } from "./profile.ts";
 
 export interface BenchCase {

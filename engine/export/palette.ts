@@ -5,7 +5,7 @@
 // grid, each picked greedily for the largest smallest CIELAB distance (ΔE*76): every pair differs by >= 26 (the old palette had blue/blue and
 // brown/brown pairs at ΔE < 12, so embed and down, gate_up and final_norm looked alike). Tested in
 // test/engine/palette.test.ts.
-import { OP_NAMES } from "./profile.ts";
+import { OP_NAMES } from "../measure/profile.ts";
 
 export const PALETTE: readonly string[] = [
   "#4e79a7", "#f28e2c", "#e15759", "#76b7b2", "#59a14f", "#edc949", "#af7aa1", "#ff9da7",

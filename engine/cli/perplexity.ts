@@ -2,11 +2,11 @@
 // KL divergence / top-1 agreement against a reference run (engine/perplexity-run.ts does the work).
 import { readFileSync, statSync } from "node:fs";
 import { parseArgs } from "node:util";
-import type { BackendChoice, EngineModel } from "./api.ts";
-import { openModel } from "./index.ts";
-import { parseToggleArg, validateToggleSettings } from "./toggles.ts";
-import { formatPerplexity, runPerplexity, textTokens, type Arm, type TextSource } from "./perplexity-run.ts";
-import type { ScoreMode } from "./perplexity.ts";
+import type { BackendChoice, EngineModel } from "../api.ts";
+import { openModel } from "../index.ts";
+import { parseToggleArg, validateToggleSettings } from "../toggles.ts";
+import { formatPerplexity, runPerplexity, textTokens, type Arm, type TextSource } from "../measure/perplexity-run.ts";
+import type { ScoreMode } from "../measure/perplexity.ts";
 
 export const PERPLEXITY_HELP = `  perplexity [model]             perplexity over a text, KL divergence / top-1 agreement against a reference
       --brown | --text FILE       the embedded model's Brown validation split (default) or a UTF-8 text file

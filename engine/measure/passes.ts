@@ -4,9 +4,9 @@
 // so per-step spreads cover all repetitions. Used by recordRun (web runs: warm-up + N passes) and by the
 // interleaved ablation sweep (one pass per arm per round, merged per arm at the end). The fidelity sum check
 // stays the first pass's.
-import { Profile, type OpColumns } from "../profile.ts";
-import { quantile, summaryStat, SUMMARY_METRICS } from "../stats.ts";
-import { DEFAULT_MAX_CONTENTION } from "../bench-core.ts";
+import { Profile, type OpColumns } from "./profile.ts";
+import { quantile, summaryStat, SUMMARY_METRICS } from "./stats.ts";
+import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import type { PassMeasure, RecordResult } from "./record.ts";
 
 const COLS = ["step", "phase", "layer", "op", "kernel", "t_start_ns", "t_end_ns", "flops", "bytes", "n_tokens"] as const;

@@ -8,7 +8,7 @@
 // Tensor data from a file are checked copies (pread), never an mmap: a file truncated while it is read gives an
 // Error, not SIGBUS (issue 8, D1). From an in-memory buffer they are views of it.
 import * as fs from "node:fs";
-import { CheckedFile } from "./fsafe.ts";
+import { CheckedFile } from "../io/fsafe.ts";
 
 // ------------------------------------------------------------------------------------------------------
 // GGML tensor types
