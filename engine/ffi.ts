@@ -12,6 +12,7 @@ import { dlopen, FFIType } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { OpColumns } from "./measure/profile.ts";
+import { REPO_ROOT } from "./constants.ts";
 
 export const QW_ABI_VERSION = 2;
 
@@ -21,8 +22,8 @@ export const STATUS_NAMES = [
 ] as const;
 export type StatusName = (typeof STATUS_NAMES)[number];
 
-/** GGML type ids the engine accepts (qw_ggml_type). */
-export const GGML = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
+// GGML type ids and the repository root live in constants.ts (no bun:ffi there, so synth/ and formats/ can use them).
+export { GGML, REPO_ROOT } from "./constants.ts";
 
 /** A failed libqwen call (or a failure to load libqwen). */
 export class QwenError extends Error {
@@ -108,9 +109,6 @@ function toHandle(v: number | bigint): bigint {
 }
 
 export type BackendName = "cpu" | "cuda";
-
-/** The repository root (engine/..). */
-export const REPO_ROOT = resolve(import.meta.dir, "..");
 
 /** Directory libqwen_*.so is loaded from: $QW_LIB_DIR or cuda/build/. */
 export function libDir(): string {

@@ -1,11 +1,9 @@
 // The manifest block of a profile (DESIGN.md §7): who measured what, on which build and device. One
 // implementation for the CLI, the notebooks and the web runs.
 import { spawnSync } from "node:child_process";
-import { resolve } from "node:path";
 import type { EngineModel } from "../api.ts";
 import type { Manifest, ToggleValues } from "./profile.ts";
-
-const REPO_ROOT = resolve(import.meta.dir, "..", "..");
+import { REPO_ROOT } from "../constants.ts";
 
 let gitCommitCache: string | undefined;
 /** HEAD of the checkout the engine runs from, "-dirty" when tracked files differ from it, or "unknown". */

@@ -7,7 +7,26 @@
 import { Profile, type OpColumns } from "./profile.ts";
 import { quantile, summaryStat, SUMMARY_METRICS } from "./stats.ts";
 import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
-import type { PassMeasure, RecordResult } from "./record.ts";
+import type { Capture } from "../api.ts";
+
+/** One measured pass over the prompt set: its headline values (the samples of summary.stats). */
+export interface PassMeasure {
+  ttft_ms?: number;          // median TTFT over the prompts
+  tpot_ms?: number;          // median TPOT over the decode steps
+  prefill_tok_s?: number;
+  decode_tok_s?: number;
+  tpots: number[];           // every decode step (pooled for the p90)
+  others: number | null;     // share of the machine's CPU other processes used meanwhile (null: unknown)
+  reruns?: number;           // contended passes re-run before this one was kept
+}
+
+export interface RecordResult {
+  profile: Profile;
+  cancelled: boolean;
+  captures: Capture[][];     // per prompt (only with keepCaptures), first measured pass
+  tokens: number[][];        // generated tokens per prompt, first measured pass
+  passes: PassMeasure[];     // one per measured pass
+}
 
 const COLS = ["step", "phase", "layer", "op", "kernel", "t_start_ns", "t_end_ns", "flops", "bytes", "n_tokens"] as const;
 

@@ -10,7 +10,7 @@ import { stepTimes, sumCheck } from "./fidelity.ts";
 import { z } from "zod";
 import { modelManifest } from "./manifest.ts";
 import { machineMark, othersShare } from "./bench-core.ts";
-import { mergeResults } from "./passes.ts";
+import { mergeResults, type PassMeasure, type RecordResult } from "./passes.ts";
 import { quantile } from "./stats.ts";
 import { toggleValueProblem } from "../toggles.ts";
 
@@ -93,24 +93,9 @@ export interface RecordOptions {
   keepCaptures?: boolean;
 }
 
-/** One measured pass over the prompt set: its headline values (the samples of summary.stats). */
-export interface PassMeasure {
-  ttft_ms?: number;          // median TTFT over the prompts
-  tpot_ms?: number;          // median TPOT over the decode steps
-  prefill_tok_s?: number;
-  decode_tok_s?: number;
-  tpots: number[];           // every decode step (pooled for the p90)
-  others: number | null;     // share of the machine's CPU other processes used meanwhile (null: unknown)
-  reruns?: number;           // contended passes re-run before this one was kept
-}
-
-export interface RecordResult {
-  profile: Profile;
-  cancelled: boolean;
-  captures: Capture[][];     // per prompt (only with keepCaptures), first measured pass
-  tokens: number[][];        // generated tokens per prompt, first measured pass
-  passes: PassMeasure[];     // one per measured pass
-}
+// PassMeasure and RecordResult live with the code that merges passes (passes.ts), so passes.ts needs nothing
+// from this file (no import cycle).
+export type { PassMeasure, RecordResult } from "./passes.ts";
 
 
 export function newProfileId(prefix = "run"): string {

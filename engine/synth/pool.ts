@@ -10,7 +10,7 @@
 // bytes of started-but-not-yet-written tensors stay within `maxInFlightBytes` (one tensor is always allowed).
 // A tensor counts as written when the writer asks for the next one.
 import { availableParallelism } from "node:os";
-import type { SynthSpec, SynthTensor } from "./synthetic.ts";
+import type { SynthSpec, SynthTensor } from "./types.ts";
 
 /** One unit of work: rows [row0, row0 + rows) of tensor t encoded as ggmlType (see encodeTensorRows). */
 export interface EncodeJob {

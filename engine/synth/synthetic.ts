@@ -21,29 +21,16 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, copyFileSync, renam
 import { dirname, join } from "node:path";
 import type { Progress, QwenConfig } from "../api.ts";
 import { ggufMetadataForConfig } from "../formats/config.ts";
-import { GGML, REPO_ROOT } from "../ffi.ts";
+import { GGML, REPO_ROOT } from "../constants.ts";
 import { gv, inferKV, writeGguf, ggmlTensorBytes, type GgufKV, type GgufWriteTensor } from "../formats/gguf.ts";
 import { writeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "../formats/safetensors.ts";
 import { quantize } from "../formats/quant.ts";
 import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "./pool.ts";
+import { PRESET_NAMES, SYNTH_TYPES, type PresetName, type SynthSpec, type SynthTensor, type SynthType } from "./types.ts";
 import { loadQwenTokenizer, loadTokenizerDir, type QwenTokenizer } from "../text/tokenizer.ts";
 
-export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b"] as const;
-export type PresetName = (typeof PRESET_NAMES)[number];
-
-/** Weight formats a synthetic model can be produced in. q4_k_m is a llama.cpp-like mix (see planTypes). */
-export const SYNTH_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_k_m"] as const;
-export type SynthType = (typeof SYNTH_TYPES)[number];
-
-export interface SynthSpec {
-  preset: PresetName | "custom";
-  config: QwenConfig;
-  seed: number;
-  std: number;
-  biasStd: number;
-  /** Which tokenizer goes with it: "tiny" (models/tiny-qwen2-brown) or "qwen" (models/qwen-tokenizer). */
-  tokenizer: "tiny" | "qwen";
-}
+export { PRESET_NAMES, SYNTH_TYPES };
+export type { PresetName, SynthSpec, SynthTensor, SynthType, TensorKind } from "./types.ts";
 
 const BASE = { rope_theta: 1e6, rms_norm_eps: 1e-6, bos_token_id: 151643, eos_token_id: 151643 };
 
@@ -83,14 +70,6 @@ export function synthSpec(preset: PresetName | "custom", opts: { seed?: number; 
 // ------------------------------------------------------------------------------------------------
 // Tensor list
 // ------------------------------------------------------------------------------------------------
-export type TensorKind = "weight" | "norm" | "bias" | "embed";
-export interface SynthTensor {
-  name: string;        // GGUF name
-  hfName: string;      // HF name
-  ne: number[];        // ggml order (ne[0] contiguous = input features)
-  kind: TensorKind;
-  layer: number;       // -1 outside the layers
-}
 
 export function tensorList(cfg: QwenConfig): SynthTensor[] {
   const H = cfg.hidden_size, d = cfg.head_dim, q = cfg.num_attention_heads * d, kv = cfg.num_key_value_heads * d;
