@@ -12,7 +12,6 @@ import { modelManifest } from "./manifest.ts";
 import { machineMark, othersShare } from "./bench-core.ts";
 import { mergeResults, type PassMeasure, type RecordResult } from "./passes.ts";
 import { quantile } from "./stats.ts";
-import { toggleValueProblem } from "../toggles.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -103,23 +102,8 @@ export function newProfileId(prefix = "run"): string {
   return `${prefix}-${d}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-/** Validates toggle values against the registry; returns a message for the first problem, or null. */
-export function checkToggles(reg: ToggleDef[], toggles: ToggleValues, nLayers: number, backend: "cpu" | "cuda"): string | null {
-  for (const [id, v] of Object.entries(toggles)) {
-    const def = reg.find((d) => d.id === id);
-    if (!def) return `unknown toggle "${id}" (known: ${reg.map((d) => d.id).join(", ")})`;
-    const vals = Array.isArray(v) ? v : [v];
-    if (Array.isArray(v)) {
-      if (!def.perLayer) return `toggle "${id}" is global, not a per-layer mask`;
-      if (v.length !== nLayers) return `toggle "${id}": per-layer mask needs ${nLayers} values, got ${v.length}`;
-    }
-    for (const x of vals) {
-      const why = toggleValueProblem(def, x, backend);
-      if (why) return why;
-    }
-  }
-  return null;
-}
+// The one toggle validator is engine/toggles.ts; re-exported for the web routes that import it from here.
+export { checkToggles } from "../toggles.ts";
 
 /** The value a toggle takes when a run does not name it: its default, or (when the backend does not implement
  *  the default, e.g. graphs=on on the CPU) the first value the backend implements. */
