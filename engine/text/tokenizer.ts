@@ -5,145 +5,22 @@
 //
 // Loads from a Hugging Face tokenizer.json (+ tokenizer_config.json) or from GGUF metadata, and writes GGUF
 // tokenizer metadata the way llama.cpp's convert_hf_to_gguf.py does.
+//
+// The pre-tokenizer regex and the byte-level alphabet are in bytelevel.ts, the zod schemas of the files it is read
+// from (tokenizer.json, tokenizer_config.json, GGUF metadata) in tokenizer-schema.ts; this file is the BPE and
+// its loaders.
 import { existsSync } from "node:fs";
-import { readRegularFile } from "../io/fsafe.ts";
 import { dirname, join } from "node:path";
-import { z } from "zod";
+import type { z } from "zod";
 import { renderChat, type ChatMessage, type RenderChatOptions } from "./chat.ts";
+import { BYTE_TO_CHAR, isWordChar, QWEN2_JS_PATTERN, QWEN2_PATTERN, tokenStringToBytes, utf8 } from "./bytelevel.ts";
+import {
+  GGUF_TOKENIZER_TYPES, ggufMetaSchema, looksSpecial, parseOrThrow, readJsonMaybeGz, TOKEN_TYPE, tokenStringOrObject,
+  tokenizerConfigSchema, tokenizerJsonSchema, unwrapGgufValue,
+} from "./tokenizer-schema.ts";
 
-// ---------------------------------------------------------------------------------------------------------
-// Pre-tokenizer
-
-/** The Split regex of Qwen2/2.5/3's tokenizer.json (Oniguruma syntax), verbatim. */
-export const QWEN2_PATTERN =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-// Oniguruma's \s for UTF-8 (what the Rust `tokenizers` crate uses): U+0009..U+000D, U+0085 and the Zl/Zp/Zs
-// categories. JavaScript's \s differs: it lacks U+0085 and adds U+FEFF, so it is spelled out here.
-const WS = "\\t\\n\\v\\f\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
-// (?i:...) in Oniguruma applies Unicode case folding: 's' also matches U+017F (long s); no other letter of the
-// contractions has a non-ASCII case-fold partner.
-/** QWEN2_PATTERN translated to a JavaScript RegExp source (flags "gu"). */
-export const QWEN2_JS_PATTERN =
-  `'(?:[sS\\u017F]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])` +
-  `|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+` +
-  `|\\p{N}` +
-  `| ?[^${WS}\\p{L}\\p{N}]+[\\r\\n]*` +
-  `|[${WS}]*[\\r\\n]+` +
-  `|[${WS}]+(?![^${WS}])` +
-  `|[${WS}]+`;
-
-// ---------------------------------------------------------------------------------------------------------
-// Byte-level alphabet (GPT-2's bytes_to_unicode)
-
-const BYTE_TO_CHAR: string[] = (() => {
-  const bs: number[] = [];
-  for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
-  for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
-  for (let b = 0xae; b <= 0xff; b++) bs.push(b);
-  const out = new Array<string>(256);
-  for (const b of bs) out[b] = String.fromCharCode(b);
-  let n = 0;
-  for (let b = 0; b < 256; b++) if (out[b] === undefined) out[b] = String.fromCharCode(256 + n++);
-  return out;
-})();
-const CHAR_TO_BYTE = new Map<string, number>(BYTE_TO_CHAR.map((c, b) => [c, b]));
-
-/** Maps raw bytes to the byte-level alphabet (e.g. " the" -> "Ġthe"). */
-export function bytesToByteLevel(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += BYTE_TO_CHAR[b];
-  return s;
-}
-
-const utf8 = new TextEncoder();
-
-/** The bytes a token decodes to, as the Rust ByteLevel decoder does it: every char through the byte-level
- * table, or, if any char is not in it, the token's own UTF-8 bytes. */
-function tokenStringToBytes(tok: string): Uint8Array {
-  const out = new Uint8Array(tok.length);
-  let i = 0;
-  for (const ch of tok) {
-    const b = CHAR_TO_BYTE.get(ch);
-    if (b === undefined) return utf8.encode(tok);
-    out[i++] = b;
-  }
-  return out.subarray(0, i);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Input schemas (zod)
-
-const addedTokenSchema = z.object({
-  id: z.number().int().nonnegative(),
-  content: z.string().min(1),
-  single_word: z.boolean().optional(),
-  lstrip: z.boolean().optional(),
-  rstrip: z.boolean().optional(),
-  normalized: z.boolean().optional(),
-  special: z.boolean().optional(),
-});
-
-const tokenizerJsonSchema = z.object({
-  added_tokens: z.array(addedTokenSchema).default([]),
-  normalizer: z
-    .union([
-      z.null(),
-      z.object({ type: z.literal("NFC") }),
-      z.object({ type: z.literal("Sequence"), normalizers: z.array(z.object({ type: z.literal("NFC") })) }),
-    ])
-    .optional(),
-  pre_tokenizer: z.object({
-    type: z.literal("Sequence"),
-    pretokenizers: z.tuple([
-      z.object({
-        type: z.literal("Split"),
-        pattern: z.object({ Regex: z.string() }),
-        behavior: z.literal("Isolated"),
-        invert: z.literal(false),
-      }),
-      z.object({ type: z.literal("ByteLevel"), add_prefix_space: z.literal(false), use_regex: z.literal(false) }).loose(),
-    ]),
-  }),
-  decoder: z.object({ type: z.literal("ByteLevel") }).loose(),
-  model: z
-    .object({
-      type: z.literal("BPE"),
-      // Large tables: shape checked here, entries checked by the loader's loops (zod per entry costs ~0.3 s).
-      vocab: z.custom<Record<string, number>>((v) => typeof v === "object" && v !== null && !Array.isArray(v), "expected an object { token: id }"),
-      merges: z.array(z.unknown()),
-      byte_fallback: z.literal(false).optional(),
-      continuing_subword_prefix: z.union([z.literal(""), z.null()]).optional(),
-      end_of_word_suffix: z.union([z.literal(""), z.null()]).optional(),
-      dropout: z.null().optional(),
-      ignore_merges: z.literal(false).optional(),
-    })
-    .loose(),
-}).loose();
-
-const tokenStringOrObject = z.union([z.string(), z.object({ content: z.string() }).loose(), z.null()]);
-
-const tokenizerConfigSchema = z
-  .object({
-    chat_template: z.union([z.string(), z.array(z.object({ name: z.string(), template: z.string() })), z.null()]).optional(),
-    bos_token: tokenStringOrObject.optional(),
-    eos_token: tokenStringOrObject.optional(),
-    pad_token: tokenStringOrObject.optional(),
-    add_bos_token: z.boolean().nullable().optional(),
-    add_eos_token: z.boolean().nullable().optional(),
-  })
-  .loose();
-
-export type TokenizerConfigJson = z.infer<typeof tokenizerConfigSchema>;
-
-function parseOrThrow<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
-  const r = schema.safeParse(value);
-  if (!r.success) {
-    const issues = r.error.issues.slice(0, 5).map((i) => `  at ${i.path.length ? i.path.join(".") : "(root)"}: ${i.message}`);
-    throw new Error(`${what} is not a supported Qwen2 tokenizer:\n${issues.join("\n")}`);
-  }
-  return r.data;
-}
+export { bytesToByteLevel, QWEN2_JS_PATTERN, QWEN2_PATTERN } from "./bytelevel.ts";
+export { GGUF_TOKENIZER_TYPES, TOKEN_TYPE, type TokenizerConfigJson } from "./tokenizer-schema.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // The tokenizer
@@ -709,99 +586,6 @@ export class IncrementalDecoder {
   /** Flushes held-back bytes (as U+FFFD) at the end of the stream. */
   end(): string {
     return this.td.decode();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// GGUF
-
-/** llama.cpp token types. */
-export const TOKEN_TYPE = { UNDEFINED: 0, NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
-
-/** GGUF value types of the keys toGgufMetadata() writes (what llama.cpp expects). */
-export const GGUF_TOKENIZER_TYPES: Record<string, string> = {
-  "tokenizer.ggml.model": "string",
-  "tokenizer.ggml.pre": "string",
-  "tokenizer.ggml.tokens": "array<string>",
-  "tokenizer.ggml.token_type": "array<int32>",
-  "tokenizer.ggml.merges": "array<string>",
-  "tokenizer.ggml.bos_token_id": "uint32",
-  "tokenizer.ggml.eos_token_id": "uint32",
-  "tokenizer.ggml.padding_token_id": "uint32",
-  "tokenizer.ggml.add_bos_token": "bool",
-  "tokenizer.ggml.add_eos_token": "bool",
-  "tokenizer.chat_template": "string",
-};
-
-// convert_hf_to_gguf.py's does_token_look_special
-function looksSpecial(t: string): boolean {
-  return (
-    ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
-    (t.startsWith("<|") && t.endsWith("|>")) ||
-    (t.startsWith("<｜") && t.endsWith("｜>")) ||
-    (t.startsWith("<unused") && t.endsWith(">"))
-  );
-}
-
-const intLike = z.union([z.number(), z.bigint()]).transform((v, ctx) => {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) {
-    ctx.addIssue({ code: "custom", message: `expected a non-negative integer, got ${String(v)}` });
-    return z.NEVER;
-  }
-  return n;
-});
-const arrayLike = <T extends z.ZodType>(item: T) =>
-  z.preprocess((v) => (ArrayBuffer.isView(v) && !(v instanceof DataView) ? Array.from(v as unknown as ArrayLike<unknown>) : v), z.array(item));
-
-const ggufMetaSchema = z
-  .object({
-    "tokenizer.ggml.model": z.literal("gpt2", { message: 'tokenizer.ggml.model must be "gpt2" (byte-level BPE)' }),
-    "tokenizer.ggml.pre": z.literal("qwen2", { message: 'tokenizer.ggml.pre must be "qwen2"' }),
-    "tokenizer.ggml.tokens": z.array(z.string()).min(256),
-    "tokenizer.ggml.token_type": arrayLike(z.union([z.number(), z.bigint()]).transform(Number)).optional(),
-    "tokenizer.ggml.merges": z.array(z.string()),
-    "tokenizer.ggml.bos_token_id": intLike.optional(),
-    "tokenizer.ggml.eos_token_id": intLike.optional(),
-    "tokenizer.ggml.padding_token_id": intLike.optional(),
-    "tokenizer.ggml.eot_token_id": intLike.optional(),
-    "tokenizer.ggml.eom_token_id": intLike.optional(),
-    "tokenizer.ggml.add_bos_token": z.boolean().optional(),
-    "tokenizer.ggml.add_eos_token": z.boolean().optional(),
-    "tokenizer.chat_template": z.string().optional(),
-  })
-  .loose();
-
-// ---------------------------------------------------------------------------------------------------------
-// Files
-
-/** { type, value } (engine/gguf.ts GgufKV) -> value; { elemType, items } -> items; others unchanged. */
-function unwrapGgufValue(v: unknown): unknown {
-  if (v && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
-    const o = v as Record<string, unknown>;
-    if (typeof o.type === "number" && "value" in o) return unwrapGgufValue(o.value);
-    if (typeof o.elemType === "number" && "items" in o) return o.items;
-  }
-  return v;
-}
-
-function isWordChar(s: string, i: number): boolean {
-  if (i < 0 || i >= s.length) return false;
-  return /[\p{L}\p{N}_]/u.test(s[i]);
-}
-
-function readJsonMaybeGz(path: string): unknown {
-  let buf: Uint8Array;
-  try {
-    buf = readRegularFile(path, 1 << 30); // never a FIFO or device (it would block the thread)
-  } catch (e) {
-    throw new Error(`cannot read ${path}: ${(e as Error).message}`);
-  }
-  if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) buf = Bun.gunzipSync(buf as Uint8Array<ArrayBuffer>);
-  try {
-    return JSON.parse(new TextDecoder().decode(buf));
-  } catch {
-    throw new Error(`${path} is not valid JSON`); // the parser's message would quote the file
   }
 }
 
