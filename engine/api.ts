@@ -35,7 +35,7 @@ export interface OpenOptions {
   root?: string;
 }
 
-/** Qwen2 config, normalized (engine/config.ts validates with zod). */
+/** Qwen2 config, normalized (engine/formats/config.ts validates with zod). */
 export interface QwenConfig {
   vocab_size: number;
   hidden_size: number;

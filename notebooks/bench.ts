@@ -1,4 +1,4 @@
-// notebooks/bench.ts — the benchmark of DESIGN.md §6 on synthetic Qwen2.5-shaped models.
+// notebooks/bench.ts — the benchmark of docs/ARCHITECTURE.md §Measurement on synthetic Qwen2.5-shaped models.
 //
 //   bun notebooks/bench.ts [--models 0.5b,1.5b,7b] [--types bf16,q8_0,q4_k_m] [--backend cuda|cpu|auto]
 //                          [--batches 1,8,16] [--pp 512,4096,32768] [--tg 128] [--reps 3] [--quick]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bun
-// engine/cli.ts — the command line of qwen-workbench (`npm run cli -- <command>`):
+// engine/cli/main.ts — the command line of qwen-workbench (`npm run cli -- <command>`):
 //   generate, synth, convert, inspect, bench, perplexity, help. With no arguments on a terminal it starts an interactive generate.
 // User errors (bad flags, missing files, bad values) print one clear line and exit 1; no stack traces
 // unless QW_DEBUG=1.
@@ -46,7 +46,7 @@ commands
       --max-tokens N              tokens to generate (default 64)
       --max-context N             session context (default min(4096, model max))
       --toggle id=value,...       engine toggles (per-layer values as v0/v1/...)
-      --profile out.json          record op timings and write a profile (DESIGN.md §7)
+      --profile out.json          record op timings and write a profile (docs/ARCHITECTURE.md §Measurement)
   synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
       --format gguf|hf            (default gguf)
       --type ${SYNTH_TYPES.join("|")}   (default bf16; tiny: f32)
@@ -394,7 +394,7 @@ async function cmdBench(argv: string[]): Promise<void> {
         summary.tpot_ms = r.tpot;
       }
     }
-    // Profiling fidelity (engine/fidelity.ts): each mode against off in interleaved rounds on batch-1 decode, and
+    // Profiling fidelity (engine/measure/fidelity.ts): each mode against off in interleaved rounds on batch-1 decode, and
     // whether each mode's records add up to the steps.
     let fidelity: Fidelity | undefined;
     if (o.out && tgs.length) {

@@ -1,5 +1,5 @@
-// engine/cli-perplexity.ts — `npm run cli -- perplexity`: perplexity over a text (± its standard error) and
-// KL divergence / top-1 agreement against a reference run (engine/perplexity-run.ts does the work).
+// engine/cli/perplexity.ts — `npm run cli -- perplexity`: perplexity over a text (± its standard error) and
+// KL divergence / top-1 agreement against a reference run (engine/measure/perplexity-run.ts does the work).
 import { readFileSync, statSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { BackendChoice, EngineModel } from "../api.ts";

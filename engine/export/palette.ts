@@ -1,4 +1,4 @@
-// engine/palette.ts — the one categorical palette of every plot and export (server SVGs, the HTML report, the web
+// engine/export/palette.ts — the one categorical palette of every plot and export (server SVGs, the HTML report, the web
 // pages through GET /api/palette), and the fixed op → colour mapping.
 //
 // Tableau 10 (minus its light grey) extended with Kelly's colours of maximum contrast, then four colours of an sRGB

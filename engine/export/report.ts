@@ -22,7 +22,7 @@ function profilingLabel(p: Profile): string {
 
 export function htmlReport(p: Profile, opts: { ceilings?: Ceilings[] } = {}): string {
   const m = p.manifest, s = p.summary, st = summaryStats(p);
-  // medians over the measured repetitions with their min–max (engine/stats.ts), as every other view shows them
+  // medians over the measured repetitions with their min–max (engine/measure/stats.ts), as every other view shows them
   const reps = Math.max(0, ...Object.values(st).map((x) => x?.n ?? 0));
   const summary: [string, string][] = [
     ["repetitions", `${reps} measured${s.warmup ? ` after ${s.warmup} warm-up` : ""} · median (min–max)`],

@@ -247,7 +247,7 @@ export function compareSvg(c: Comparison, width = 760): string {
       marginLeft: 60, marginBottom: 40,
       x: { label: `layer (${phase})`, domain: rows.map((r) => r.name) },
       y: { label: "Δ median time per step, B − A (ms)", grid: true },
-      // colour = the one significance rule (engine/stats.ts) on the per-step p10–p90 bands, as on the web page
+      // colour = the one significance rule (engine/measure/stats.ts) on the per-step p10–p90 bands, as on the web page
       marks: [Plot.barY(rows, { x: "name", y: "deltaMs", fill: (d: { status: string }) => (d.status === "faster" ? PALETTE[4] : d.status === "slower" ? PALETTE[2] : NOISE_GREY) }), Plot.ruleY([0])],
     }, width, 230));
   }

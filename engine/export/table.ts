@@ -58,7 +58,7 @@ export function tableRows(profiles: Profile[]): TableRow[] {
       });
       continue;
     }
-    // A run: the median over its measured repetitions with their min–max (engine/stats.ts), one sample per
+    // A run: the median over its measured repetitions with their min–max (engine/measure/stats.ts), one sample per
     // repetition, the same numbers the Profiles list, Latency cards and Compare show.
     const s = p.summary, st = summaryStats(p);
     const np = s.prefill_tokens ?? 0, ng = s.decode_tokens ?? 0;

@@ -1,4 +1,4 @@
-// engine/convert.ts — writes a model (HF directory, GGUF file, or "default") as a GGUF of another weight type
+// engine/formats/convert.ts — writes a model (HF directory, GGUF file, or "default") as a GGUF of another weight type
 // with its tokenizer embedded, so that e.g. the embedded bf16 checkpoint and a Q8_0 GGUF of the same weights
 // can be compared on the quantization-error page or by `perplexity --reference-model`.
 import { resolve } from "node:path";

@@ -257,7 +257,7 @@ export function untilAborted<T>(p: T | Promise<T>, signal?: AbortSignal): Promis
 
 /**
  * Runs `body` on a fresh `<path>.tmp-<pid>-<time>` file and renames it to `path` when `body` completes; on any
- * error the temp file is removed (engine/cli.ts also removes this process's temp files on SIGINT/SIGTERM).
+ * error the temp file is removed (engine/cli/main.ts also removes this process's temp files on SIGINT/SIGTERM).
  */
 export async function writeFileAtomic(path: string, body: (fd: number) => Promise<void>): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;

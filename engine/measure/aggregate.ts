@@ -1,5 +1,5 @@
 // Derived views of a profile's op records: per layer × op latency, per-step timeline and A/B comparison (the
-// roofline points are in engine/roofline.ts). Pure functions over the Profile document, shared by the web server,
+// roofline points are in engine/measure/roofline.ts). Pure functions over the Profile document, shared by the web server,
 // the exporters and the notebooks, so every plot in the workbench is computed one way.
 import { OP_NAMES, type Profile } from "./profile.ts";
 import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "./stats.ts";
@@ -129,7 +129,7 @@ export interface CompareRow {
   status: RowStatus;
 }
 
-/** A row's status: the one significance rule of engine/stats.ts on the per-step p10–p90 bands, or added/removed. */
+/** A row's status: the one significance rule of engine/measure/stats.ts on the per-step p10–p90 bands, or added/removed. */
 export type RowStatus = "added" | "removed" | Verdict;
 function rowStatus(a: Spread, b: Spread): RowStatus {
   return !a.n ? "added" : !b.n ? "removed" : verdict(a, b, "lower", "p10-p90");
@@ -158,7 +158,7 @@ export interface Comparison {
 }
 
 /** A/B comparison (HTA TraceDiff style): per phase, layer and op, the per-step spread in each run and the delta;
- *  every status, colour and summary verdict comes from the one rule in engine/stats.ts. */
+ *  every status, colour and summary verdict comes from the one rule in engine/measure/stats.ts. */
 export function compareProfiles(A: Profile, B: Profile): Comparison {
   const ra = opRecords(A), rb = opRecords(B);
   const ga = perStepGroups(ra), gb = perStepGroups(rb);

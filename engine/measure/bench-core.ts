@@ -1,4 +1,4 @@
-// engine/bench-core.ts — the one bench loop (DESIGN.md §6), shared by the CLI `bench` and notebooks/bench.ts.
+// engine/measure/bench-core.ts — the one bench loop (docs/ARCHITECTURE.md §Measurement), shared by the CLI `bench` and notebooks/bench.ts.
 // Warm-up excluded, ≥ 3 repetitions, every sample kept, median and min–max; tokenization excluded (prompts
 // are token ids); TTFT = time of the prefill call that returns the first token; TPOT per decode step.
 import { readFileSync } from "node:fs";

@@ -1,4 +1,4 @@
-// engine/fidelity.ts — does a profile describe the execution users get? (README.md, "Profiling modes and what they cost")
+// engine/measure/fidelity.ts — does a profile describe the execution users get? (README.md, "Profiling modes and what they cost")
 //
 // The sum check: for every step, the records the engine emitted (model ops + gap rows + copies + the CPU pool
 // wake-up) against the wall time of the engine call as the caller timed it. In kernels mode (and on the CPU)

@@ -1,4 +1,4 @@
-// The manifest block of a profile (DESIGN.md §7): who measured what, on which build and device. One
+// The manifest block of a profile (docs/ARCHITECTURE.md §Measurement): who measured what, on which build and device. One
 // implementation for the CLI, the notebooks and the web runs.
 import { spawnSync } from "node:child_process";
 import type { EngineModel } from "../api.ts";

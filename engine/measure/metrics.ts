@@ -1,7 +1,7 @@
-// engine/metrics.ts — quantization-error metrics (DESIGN.md §6) between a reference and a candidate tensor,
+// engine/measure/metrics.ts — quantization-error metrics (docs/ARCHITECTURE.md §Measurement) between a reference and a candidate tensor,
 // and logits-level metrics (KL divergence, top-1 agreement, perplexity). All sums run in float64.
 // Definitions follow the SageAttention precision_metric (kernel-brief §3.3) for cosine / RelL1 / RMSE.
-// The single implementation: engine/export/quant.ts (quant-error profiles) calls it with { jsonSafe: true }.
+// The single implementation: engine/measure/quant-error.ts (quant-error profiles) calls it with { jsonSafe: true }.
 
 export interface TensorError {
   cosine: number;   // cos(flatten(c), flatten(r)); 1 when both are all zeros

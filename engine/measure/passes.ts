@@ -1,5 +1,5 @@
 // Merging measured passes (repetitions) of one configuration into one profile. The headline numbers become the
-// median over the passes, with every pass's value kept in summary.stats (engine/stats.ts reads them back);
+// median over the passes, with every pass's value kept in summary.stats (engine/measure/stats.ts reads them back);
 // op records and token events of every measured pass are kept (step ids renumbered, kernel names re-indexed)
 // so per-step spreads cover all repetitions. Used by recordRun (web runs: warm-up + N passes) and by the
 // interleaved ablation sweep (one pass per arm per round, merged per arm at the end). The fidelity sum check

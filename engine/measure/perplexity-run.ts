@@ -1,4 +1,4 @@
-// engine/perplexity-run.ts — one perplexity measurement as the CLI, the notebook and the web run it: the text
+// engine/measure/perplexity-run.ts — one perplexity measurement as the CLI, the notebook and the web run it: the text
 // (Brown validation split, a text, or token ids) → tokens; an optional reference run (another toggle set on
 // the same model, or another model of the same vocab) whose top-K log-probs are saved once to a file and
 // reused while its model, toggles, text, ctx and scoring match; then the candidate run scored against it.

@@ -1,4 +1,4 @@
-// engine/perplexity.ts — perplexity of a token stream, and KL divergence / top-1 agreement against a reference
+// engine/measure/perplexity.ts — perplexity of a token stream, and KL divergence / top-1 agreement against a reference
 // run whose logits were saved once to a file (in the spirit of llama-perplexity and its --kl-divergence-base).
 //
 // Windowing (`score`):

@@ -1,4 +1,4 @@
-// Profile: the one JSON document every measurement ends up in (DESIGN.md §7). Versioned, validated with zod
+// Profile: the one JSON document every measurement ends up in (docs/ARCHITECTURE.md §Measurement). Versioned, validated with zod
 // on read and on write, written atomically. Op records are columnar to stay small.
 import { z } from "zod";
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
@@ -220,7 +220,7 @@ export const Profile = z.object({
     decode_tok_s: z.number().optional(),
     profiling_overhead_pct: z.number().optional(),
     // Measured repetitions and warm-up passes behind the headline values above (which are the medians over the
-    // repetitions); stats keeps every repetition's value per metric (engine/stats.ts).
+    // repetitions); stats keeps every repetition's value per metric (engine/measure/stats.ts).
     repeats: z.number().int().optional(),
     warmup: z.number().int().optional(),
     stats: z.record(z.string(), SummaryStatSchema).optional(),

@@ -1,10 +1,10 @@
-// Quantization error between a reference configuration and a candidate one (DESIGN.md §6): the same replayed
+// Quantization error between a reference configuration and a candidate one (docs/ARCHITECTURE.md §Measurement): the same replayed
 // prompt runs under both arms with hooks captured; per hook cosine, relative L1, RMSE, SQNR and max abs;
 // on the logits KL divergence and top-1 agreement; plus each layer's time under both, so the page can plot
 // error against the latency each layer saved. Prefill only (1 generated token): both arms see identical inputs.
 // An arm is a toggle set on a model: the two arms may run different model files of the same shapes (e.g. the
 // bf16 checkpoint against a Q8_0 GGUF of the same weights). Optionally both arms also score a text
-// (engine/perplexity-run.ts): perplexity of each, KL divergence and top-1 agreement over every position.
+// (engine/measure/perplexity-run.ts): perplexity of each, KL divergence and top-1 agreement over every position.
 // NaN/Inf in a capture is a finding, not a failure: metrics cover the positions where both arms are finite,
 // each hook counts its non-finite values, and the first hook (in forward order) that held any is reported.
 import type { Capture, EngineModel, EngineSession } from "../api.ts";
@@ -14,15 +14,15 @@ import { tensorError as metricsTensorError, logitsError as metricsLogitsError, t
 import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
 import { runPerplexity, textTokens, type TextSource } from "./perplexity-run.ts";
 
-/** Per-hook error metrics as stored in a quant-error profile (engine/metrics.ts TensorError). */
+/** Per-hook error metrics as stored in a quant-error profile (engine/measure/metrics.ts TensorError). */
 export type LayerMetrics = TensorError;
 
-/** engine/metrics.ts tensorError in its JSON-safe form: SQNR capped at 300 dB (identical tensors), never Infinity. */
+/** engine/measure/metrics.ts tensorError in its JSON-safe form: SQNR capped at 300 dB (identical tensors), never Infinity. */
 export function tensorError(ref: Float32Array, cand: Float32Array): LayerMetrics {
   return metricsTensorError(ref, cand, { jsonSafe: true });
 }
 
-/** Mean KL(ref ‖ cand) over rows of logits (nats), top-1 agreement, cosine and max abs (engine/metrics.ts, JSON-safe). */
+/** Mean KL(ref ‖ cand) over rows of logits (nats), top-1 agreement, cosine and max abs (engine/measure/metrics.ts, JSON-safe). */
 export function logitsError(ref: Float32Array, cand: Float32Array, vocab: number) {
   return metricsLogitsError(ref, cand, vocab, { jsonSafe: true });
 }
@@ -53,7 +53,7 @@ function layerOf(hook: string): number {
   return m ? Number(m[1]) : -1;
 }
 
-// Forward order of the hook points inside a block (DESIGN.md §4), for "which hook first went non-finite".
+// Forward order of the hook points inside a block (docs/ARCHITECTURE.md §Hooks), for "which hook first went non-finite".
 const HOOK_ORDER = ["hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "mlp.hook_pre", "mlp.hook_post", "hook_resid_post"];
 function hookRank(hook: string): number {
   if (hook === "hook_logits") return 1e9;

@@ -1,4 +1,4 @@
-// engine/roofline.ts — the one roofline module: the device ceilings files (profiles/ceilings/*.json, written by
+// engine/measure/roofline.ts — the one roofline module: the device ceilings files (profiles/ceilings/*.json, written by
 // notebooks/calibrate.ts, read through one zod schema), matching a run's device to its ceilings, the roofline
 // points of a profile's op records, and the bandwidth roofline of a decode step. The web server, the SVG
 // exporters, the CLI and the notebooks all read ceilings and points from here.

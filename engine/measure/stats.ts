@@ -1,4 +1,4 @@
-// engine/stats.ts — the one statistic every summary uses, and the one rule that says whether a difference is
+// engine/measure/stats.ts — the one statistic every summary uses, and the one rule that says whether a difference is
 // real. A summary value is the median over the measured repetitions (never the last one), shown with its spread;
 // a difference between A and B is "faster"/"slower" only when each median lies outside the other side's spread,
 // else "within noise". Profile summaries, the Profiles list, the Latency cards, Compare (web page and

@@ -1,7 +1,7 @@
-// engine/synth-pool.ts — encodes synthetic tensors on a pool of Bun Workers (engine/synth-worker.ts) while a
+// engine/synth/pool.ts — encodes synthetic tensors on a pool of Bun Workers (engine/synth/worker.ts) while a
 // writer consumes them strictly in order.
 //
-// A tensor is cut into the row chunks that engine/synthetic.ts's sequential encoder generates one after another;
+// A tensor is cut into the row chunks that engine/synth/synthetic.ts's sequential encoder generates one after another;
 // every chunk starts from its own jumped-ahead RNG state (Xoshiro128.jump), so the chunks of one tensor — and of
 // tensors after it — run on all workers at once and the bytes are those of the sequential path. Chunks come back
 // as transferred ArrayBuffers and are copied into the tensor's buffer (one memcpy on the main thread).

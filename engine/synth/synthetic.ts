@@ -1,10 +1,10 @@
-// engine/synthetic.ts — deterministic seeded random Qwen2 models with the real Qwen2.5 shapes.
+// engine/synth/synthetic.ts — deterministic seeded random Qwen2 models with the real Qwen2.5 shapes.
 //
 // Every tensor is generated on its own from (seed, tensor name), so a writer can stream one tensor at a time
 // (a 7B model never needs more than its largest tensor in memory) and any tensor can be regenerated
 // independently (tests, the fp64 reference). Large tensors are generated in row chunks whose RNG states are
 // jumped ahead (Xoshiro128.jump), so writers encode chunks of many tensors at once on a pool of Bun Workers
-// (engine/synth-pool.ts; QW_SYNTH_WORKERS, default min(cores - 1, 12)) with the bytes of the sequential path.
+// (engine/synth/pool.ts; QW_SYNTH_WORKERS, default min(cores - 1, 12)) with the bytes of the sequential path.
 // Weights ~ N(0, std²) with std 0.02 (HF init), norms = 1, biases ~ N(0, biasStd²) (0.02). Real timings,
 // meaningless text.
 //
@@ -501,7 +501,7 @@ export interface WriteOptions {
   /** Stops between tensors and while a tensor is produced; the temp file is removed and the call rejects. */
   signal?: AbortSignal;
   /**
-   * Encoder threads: 1 = sequential in this thread; more = a pool of Bun Workers (engine/synth-pool.ts), same
+   * Encoder threads: 1 = sequential in this thread; more = a pool of Bun Workers (engine/synth/pool.ts), same
    * bytes. Default: QW_SYNTH_WORKERS, else min(cores - 1, 12).
    */
   workers?: number;

@@ -1,4 +1,4 @@
-// engine/synth-worker.ts — a Bun Worker that encodes row chunks of synthetic tensors for engine/synth-pool.ts.
+// engine/synth/worker.ts — a Bun Worker that encodes row chunks of synthetic tensors for engine/synth/pool.ts.
 //
 // Message in: { id, job: EncodeJob }. Message out: { id, buf } with the encoded bytes as a transferred
 // ArrayBuffer (no copy), or { id, error, stack } when the job throws.

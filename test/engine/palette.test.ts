@@ -1,4 +1,4 @@
-// One categorical palette (engine/palette.ts) for every plot and export: distinct colours, one per op, stable.
+// One categorical palette (engine/export/palette.ts) for every plot and export: distinct colours, one per op, stable.
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";

@@ -1,4 +1,4 @@
-// engine/roofline.ts: device grouping, the mixed-device warning, label placement, the cache explanation of points
+// engine/measure/roofline.ts: device grouping, the mixed-device warning, label placement, the cache explanation of points
 // above the DRAM roof, and the server SVG over the committed CPU and H200 profiles.
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";

@@ -1,4 +1,4 @@
-// One statistic everywhere (engine/stats.ts): summaries are the median over measured repetitions (not the last
+// One statistic everywhere (engine/measure/stats.ts): summaries are the median over measured repetitions (not the last
 // one), with their spread; one significance rule drives ablate, compare.ts and the web Compare page.
 import { describe, expect, test, afterAll } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
