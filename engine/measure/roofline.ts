@@ -5,7 +5,8 @@
 import { readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
-import { NON_MODEL_OPS, type Profile } from "./profile.ts";
+import type { Profile } from "./profile.ts";
+import { nonModelOps } from "../catalog.ts";
 import { readJsonFile, realInside } from "../io/fsafe.ts";
 import { layerLabel, opRecords, PHASES, type PhaseName } from "./aggregate.ts";
 
@@ -176,8 +177,9 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
     const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
     const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
     // gaps, copies and pool wake-ups are time without model work: not roofline points (nor part of a layer's)
+    const nonModel = nonModelOps();
     for (const r of rs) {
-      if (NON_MODEL_OPS.has(r.op)) continue;
+      if (nonModel.has(r.op)) continue;
       const layer = group === "op" ? null : r.layer;
       const op = group === "layer" ? null : r.op;
       const key = `${layer}|${op}`;
