@@ -1,6 +1,6 @@
 // Passkey study (issue 14): retrieval accuracy by prompt length × needle depth, with Dual Chunk Attention off and
 // on, on the embedded passkey model (trained at 512 tokens) or any other. Prompts as the fixture README says
-// (engine/passkey.ts). Writes DIR/passkey.md (one heat-map table per arm, and a length × arm summary) and
+// (engine/measure/passkey.ts). Writes DIR/passkey.md (one heat-map table per arm, and a length × arm summary) and
 // DIR/passkey.json (every trial).
 //
 //   npx bun notebooks/passkey.ts                                          # 256..4096, 10 trials, dca off and on
@@ -10,14 +10,14 @@ import { parseArgs } from "node:util";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel } from "../engine/index.ts";
-import { PASSKEY_MODEL_DIR, passkeyTable, passkeyTitle, runPasskey, type PasskeyResult } from "../engine/passkey.ts";
+import { PASSKEY_MODEL_DIR, passkeyTable, passkeyTitle, runPasskey, type PasskeyResult } from "../engine/measure/passkey.ts";
 
 const USAGE = `usage: npx bun notebooks/passkey.ts [model] [options]
   model                      HF dir / GGUF (default: models/tiny-qwen2-passkey)
   --lengths N,N,...          prompt lengths (default 256,512,1024,2048,4096)
   --trials N                 trials per length (default 10);  --seed S (default 0);  --buckets N (default 5)
   --arms off,on              DCA arms to run (default off,on)
-  --dca-chunk N --dca-local N   DCA parameters (default: the model config's, see engine/passkey.ts dcaParams)
+  --dca-chunk N --dca-local N   DCA parameters (default: the model config's, see engine/measure/passkey.ts dcaParams)
   --backend auto|cpu|cuda --threads N
   --out DIR                  default profiles/raw/passkey/<stamp>`;
 

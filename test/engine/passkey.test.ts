@@ -1,4 +1,4 @@
-// The passkey harness (engine/passkey.ts, engine/cli-passkey.ts) and Dual Chunk Attention through the engine
+// The passkey harness (engine/measure/passkey.ts, engine/cli/passkey.ts) and Dual Chunk Attention through the engine
 // on the real passkey model (models/tiny-qwen2-passkey, trained at 512 tokens; chunk 512 / local 64, s = 448):
 // prompts have the README's shape and exact lengths; DCA equals plain attention for sequences no longer than
 // the chunk and differs past it; chunked prefill and decode give the prefill's logits; per-layer DCA; the
@@ -9,9 +9,9 @@ import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import {
   buildPasskeyPrompt, dcaParams, FillerStream, NEEDLE, PASSKEY_MODEL_DIR, passkeyTable, QUESTION, rngFor, runPasskey, scorePasskey,
-} from "../../engine/passkey.ts";
-import { cmdPasskey } from "../../engine/cli-passkey.ts";
-import { parsePromptSet } from "../../engine/export/record.ts";
+} from "../../engine/measure/passkey.ts";
+import { cmdPasskey } from "../../engine/cli/passkey.ts";
+import { parsePromptSet } from "../../engine/measure/record.ts";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

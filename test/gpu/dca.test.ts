@@ -5,7 +5,7 @@
 // up to the chunk, and passkey retrieval at 1024 / 2048 / 4096 tokens. Skips without a GPU.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
-import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor, runPasskey } from "../../engine/passkey.ts";
+import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor, runPasskey } from "../../engine/measure/passkey.ts";
 import { noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
