@@ -1,4 +1,4 @@
-// engine/ffi.ts — the ONLY file that imports bun:ffi. A thin, typed wrapper over cuda/include/qwen.h (ABI v1).
+// engine/ffi.ts — the ONLY file that imports bun:ffi. A thin, typed wrapper over cuda/include/qwen.h (ABI: QW_ABI_VERSION).
 //
 // Rules this file follows (see ../shared/research/workbench-anchors.md §4.2 for the bun:ffi pitfalls):
 //  - Handles (qw_engine*, qw_model*, qw_session*) are declared as u64 in the FFI signatures and kept as bigint.
@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { OpColumns } from "./profile.ts";
 
-export const QW_ABI_VERSION = 2;
+export const QW_ABI_VERSION = 3;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -56,6 +56,7 @@ const SYMBOLS = {
   qw_last_error: { args: [], returns: FFIType.cstring },
   qw_build_info: { args: [], returns: FFIType.cstring },
   qw_toggle_registry_json: { args: [P, U64, P], returns: I32 },
+  qw_catalog_json: { args: [P, U64, P], returns: I32 },
   qw_op_name: { args: [I32], returns: FFIType.cstring },
   qw_kernel_name: { args: [I32], returns: FFIType.cstring },
   qw_profiling_mode_name: { args: [I32], returns: FFIType.cstring },
@@ -182,6 +183,10 @@ export class NativeLibrary {
   }
   toggleRegistryJson(): string {
     return this.json("qw_toggle_registry_json", (o, c, l) => this.sym.qw_toggle_registry_json(o, c, l));
+  }
+  /** qw_catalog_json: ops (with cost models), hooks, profiling modes and toggles: every name, from the library. */
+  catalogJson(): string {
+    return this.json("qw_catalog_json", (o, c, l) => this.sym.qw_catalog_json(o, c, l));
   }
   opName(op: number): string {
     let s = this.opNames.get(op);

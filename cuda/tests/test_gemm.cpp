@@ -18,6 +18,7 @@
 
 #include "convert.hpp"
 #include "../src/cpu/cpu.hpp"
+#include "act_quant_cpu.hpp"
 #include "testlib.hpp"
 
 using namespace qw;
@@ -46,7 +47,7 @@ std::vector<float> run(const NativeTensor &t, const std::vector<float> &x, int64
                        const float *bias) {
   Pool pool(threads);
   std::vector<float> y(size_t(T * t.rows), NAN);
-  MatJob job{as_weight(t), bias, y.data(), t.rows, i8};
+  MatJob job{as_weight(t), bias, y.data(), t.rows, i8 ? ActQuant::Int8 : ActQuant::Off};
   matmul(&job, 1, x.data(), T, t.cols, pool);
   return y;
 }

@@ -20,6 +20,8 @@
 #include "attention.cuh"
 #include "cublaslt.cuh"
 #include "json.hpp"
+#include "kvcache.hpp"
+#include "registry.hpp"
 #include "sampling.hpp"
 #include "session.cuh"
 #include "swiglu.cuh"
@@ -87,7 +89,7 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   d_len_ = d_slot_ + 16;
   d_out_ = d_len_ + 16;
   d_samp_ = reinterpret_cast<qwc::SampleRow *>(d_out_ + 16);
-  configure_kv("bf16");
+  configure(StepToggles{});
 }
 
 CudaSession::~CudaSession() {
@@ -99,8 +101,8 @@ CudaSession::~CudaSession() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void CudaSession::configure_kv(const std::string &kv_dtype) {
-  if (kv_dtype != "bf16") throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + kv_dtype + "' is not implemented (bf16 only)");
+void CudaSession::configure(const StepToggles &t) {
+  if (t.kv_cache != KvCache::Bf16) throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + value_name(t.kv_cache) + "' is not implemented (bf16 only)");
   const Config &c = m_.cfg;
   layer_kv_elems_ = (size_t)max_batch_ * c.num_kv_heads * max_ctx_ * c.head_dim;
   if (!kcache_.p) {

@@ -24,6 +24,8 @@
 #include "common.cuh"
 #include "cost.hpp"
 #include "gemv.cuh"
+#include "gqa.hpp"
+#include "graphs.hpp"
 #include "kernel_trace.cuh"
 #include "sample.cuh"
 
@@ -131,11 +133,11 @@ class CudaModel final : public BackendModel {
   }
 };
 
-// ---- toggles: the only reads of Step::toggles in this backend (docs/ARCHITECTURE.md §How a toggle flows)
+// ---- toggles: the only reads of Step::toggles in this backend, typed (docs/ARCHITECTURE.md §How a toggle flows)
 inline bool gqa_broadcast(const Step &st, int32_t layer) {
-  return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].gqa_broadcast;
+  return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].gqa == Gqa::Broadcast;
 }
-inline bool graphs_on(const Step &st) { return st.toggles.graphs; }
+inline bool graphs_on(const Step &st) { return st.toggles.graphs == Graphs::On; }
 
 constexpr size_t kDParamBytes = 5 * 16 * 4 + 16 * sizeof(qwc::SampleRow);
 
@@ -158,7 +160,7 @@ class CudaSession final : public BackendSession {
  public:
   CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill);
   ~CudaSession() override;
-  void configure_kv(const std::string &kv_dtype) override;
+  void configure(const StepToggles &t) override;
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }

@@ -1,4 +1,5 @@
-// hooks.hpp — hook point names (DESIGN.md §4) and parsing of capture lists like "blocks.*.hook_resid_post".
+// hooks.hpp — hook point names (docs/ARCHITECTURE.md §Hooks) and parsing of capture lists like
+// "blocks.*.hook_resid_post".
 #pragma once
 
 #include <string>
@@ -14,6 +15,8 @@ struct HookRef {
 };
 
 std::string hook_name(Hook h, int32_t layer);
+// The name of hook `h` after "blocks.{L}." (per-layer hooks), or "hook_logits" for HOOK_LOGITS.
+const char *hook_suffix(Hook h);
 // Parses a comma-separated list (spaces around names ignored, "" = none), expands "*" to every layer,
 // drops duplicates (keeping the first), and returns the hooks in the order given. Throws QW_ERR_NOT_FOUND
 // naming the first unknown hook or out-of-range layer.
