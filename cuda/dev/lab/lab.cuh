@@ -68,7 +68,7 @@ std::vector<T> d2h(const T *d, size_t n) {
   CHK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
   return h;
 }
-void poison(void *d, size_t bytes) { CHK(cudaMemset(d, 0xff, bytes)); }  // NaN for f32/bf16
+inline void poison(void *d, size_t bytes) { CHK(cudaMemset(d, 0xff, bytes)); }  // NaN for f32/bf16
 
 // median time in microseconds of `iters` launches of f(i) after `warm` warm-ups
 double time_us(const std::function<void(int)> &f, int iters = 50, int warm = 5);
