@@ -11,7 +11,7 @@
 import { dlopen, FFIType } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { OpColumns } from "./profile.ts";
+import { REPO_ROOT } from "./constants.ts";
 
 export const QW_ABI_VERSION = 3;
 
@@ -21,8 +21,8 @@ export const STATUS_NAMES = [
 ] as const;
 export type StatusName = (typeof STATUS_NAMES)[number];
 
-/** GGML type ids the engine accepts (qw_ggml_type). */
-export const GGML = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
+// GGML type ids and the repository root live in constants.ts (no bun:ffi there, so synth/ and formats/ can use them).
+export { GGML, REPO_ROOT } from "./constants.ts";
 
 /** A failed libqwen call (or a failure to load libqwen). */
 export class QwenError extends Error {
@@ -109,9 +109,6 @@ function toHandle(v: number | bigint): bigint {
 }
 
 export type BackendName = "cpu" | "cuda";
-
-/** The repository root (engine/..). */
-export const REPO_ROOT = resolve(import.meta.dir, "..");
 
 /** Directory libqwen_*.so is loaded from: $QW_LIB_DIR or cuda/build/. */
 export function libDir(): string {
@@ -296,6 +293,14 @@ export class NativeModel extends Handle {
 }
 
 /** Size of qw_op_record in bytes. */
+/** Op records as columns (the shape of measure/profile.ts OpColumns, declared here so that ffi.ts imports nothing
+ *  of engine/ but constants.ts: the catalog, which profile.ts reads, sits on top of this file). */
+export interface OpColumns {
+  step: number[]; phase: number[]; layer: number[]; op: number[]; kernel: number[];
+  t_start_ns: number[]; t_end_ns: number[]; flops: number[]; bytes: number[]; n_tokens: number[];
+  overlap_ns?: number[];
+}
+
 export const OP_RECORD_BYTES = 64;
 
 export class NativeSession extends Handle {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "kvcache_cpu.hpp"
 #include "pool.hpp"
 #include "sampling.hpp"
 
@@ -62,19 +63,7 @@ void rope_apply(float *x, int64_t T, int64_t row_stride, int32_t n_heads, int32_
 void residual_add(float *x, const float *y, int64_t n, Pool &pool);                   // x += y
 void swiglu(float *out, const float *gate, const float *up, int64_t n, Pool &pool);  // silu(gate) * up
 
-// attention.cpp — KV cache of one session and causal GQA attention.
-struct KvStore {
-  bool bf16 = true;
-  int32_t layers = 0, batch = 0, kv_heads = 0, ctx = 0, head_dim = 0;
-  std::unique_ptr<float[]> kf, vf;     // f32: [layers][batch][kv_heads][ctx][head_dim]
-  std::unique_ptr<uint16_t[]> kb, vb;  // bf16: same layout
-  void configure(KvCache type, int32_t layers, int32_t batch, int32_t kv_heads, int32_t ctx,
-                 int32_t head_dim);
-  int64_t offset(int32_t layer, int32_t seq, int32_t kvh, int32_t pos) const {
-    return (((int64_t(layer) * batch + seq) * kv_heads + kvh) * ctx + pos) * head_dim;
-  }
-  double elem_bytes() const { return bf16 ? 2.0 : 4.0; }
-};
+// attention.cpp — causal GQA attention over the session's KV cache (KvStore: opt/kvcache/kvcache_cpu.hpp).
 struct AttnArgs {
   const Step *step;
   int32_t layer, n_heads, n_kv_heads, head_dim;

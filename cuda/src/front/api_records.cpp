@@ -7,6 +7,16 @@
 
 #include "api.hpp"
 
+namespace {
+// The index-th capture filled by the last step (qw_session_capture_count order).
+const qw_session::Capture &filled_capture(qw_session *s, int32_t index) {
+  if (index < 0 || size_t(index) >= s->filled.size())
+    qw::fail(QW_ERR_NOT_FOUND, "capture index " + std::to_string(index) + " is out of range [0, " +
+                                   std::to_string(s->filled.size()) + ")");
+  return s->captures[size_t(s->filled[size_t(index)])];
+}
+}  // namespace
+
 using qw::copy_out;
 using qw::fail;
 using qw::guard;
@@ -82,10 +92,7 @@ QW_API int32_t qw_session_capture_info(qw_session *s, int32_t index, char *name_
                                        int32_t *out_rows, int32_t *out_cols) {
   return guard([&] {
     need(s, "session");
-    if (index < 0 || size_t(index) >= s->filled.size())
-      fail(QW_ERR_NOT_FOUND, "capture index " + std::to_string(index) + " is out of range [0, " +
-                                 std::to_string(s->filled.size()) + ")");
-    const auto &c = s->captures[size_t(s->filled[size_t(index)])];
+    const auto &c = filled_capture(s, index);
     copy_out(c.name, name_out, name_cap, nullptr);
     if (out_rows) *out_rows = c.rows;
     if (out_cols) *out_cols = c.cols;
@@ -95,10 +102,7 @@ QW_API int32_t qw_session_capture_info(qw_session *s, int32_t index, char *name_
 QW_API int32_t qw_session_read_capture(qw_session *s, int32_t index, float *out, int64_t n_floats) {
   return guard([&] {
     need(s, "session");
-    if (index < 0 || size_t(index) >= s->filled.size())
-      fail(QW_ERR_NOT_FOUND, "capture index " + std::to_string(index) + " is out of range [0, " +
-                                 std::to_string(s->filled.size()) + ")");
-    const auto &c = s->captures[size_t(s->filled[size_t(index)])];
+    const auto &c = filled_capture(s, index);
     const int64_t want = int64_t(c.rows) * c.cols;
     if (want == 0) return;
     need(out, "out");

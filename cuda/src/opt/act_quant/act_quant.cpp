@@ -16,7 +16,8 @@ QW_OPTIMIZATION(act_quant) {
       .describe(
           "Activations of prefill GEMMs with 8/4-bit weights. off: exact (fp32 on the CPU); int8: quantize the "
           "activations per token and weight group to int8 (d = max|x| / 127, as llama.cpp's q8_0) and use integer "
-          "dot products (CPU: AVX-512 VNNI; elsewhere the exact kernel runs, its op records name the kernel). "
+          "dot products (CPU: AVX-512 VNNI, else AVX2 with bitwise the same outputs; its op records name the "
+          "kernel). "
           "Decode (one token) always stays exact.");
 }
 

@@ -8,10 +8,13 @@ namespace cpu {
 bool act_quant_runs(ActQuant mode, const NativeTensor &t, int64_t T) {
   switch (mode) {
     case ActQuant::Off: return false;
-    case ActQuant::Int8: {
-      static const bool vnni = cpu_has_vnni();
-      return vnni && T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
-    }
+    case ActQuant::Int8:
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)  // the AVX2 kernels of matmul.cpp (QW_CPU_AVX2)
+      return T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
+#else
+      (void)t, (void)T;
+      return false;
+#endif
   }
   return false;
 }
@@ -19,9 +22,18 @@ bool act_quant_runs(ActQuant mode, const NativeTensor &t, int64_t T) {
 const char *act_quant_kernel_name(ActQuant mode, const NativeTensor &t) {
   switch (mode) {
     case ActQuant::Off: break;
-    case ActQuant::Int8:
-      return t.type == NativeType::W4 ? "cpu.gemm.w4g32.int8act.vnni"
-                                      : t.group == 16 ? "cpu.gemm.w8g16.int8act.vnni" : "cpu.gemm.w8g32.int8act.vnni";
+    case ActQuant::Int8: {
+      static const char *const names[2][3][2] = {
+          {{"cpu.gemm.w8g16.int8act.vnni", "cpu.gemm.w8g16.int8act.avx2"},
+           {"cpu.gemm.w8g32.int8act.vnni", "cpu.gemm.w8g32.int8act.avx2"},
+           {"cpu.gemm.w8g128.int8act.vnni", "cpu.gemm.w8g128.int8act.avx2"}},
+          {{"cpu.gemm.w4g16.int8act.vnni", "cpu.gemm.w4g16.int8act.avx2"},
+           {"cpu.gemm.w4g32.int8act.vnni", "cpu.gemm.w4g32.int8act.avx2"},
+           {"cpu.gemm.w4g128.int8act.vnni", "cpu.gemm.w4g128.int8act.avx2"}}};
+      static const bool vnni = cpu_has_vnni();
+      const int g = t.group == 16 ? 0 : t.group == 32 ? 1 : 2;
+      return names[t.type == NativeType::W4 ? 1 : 0][g][vnni ? 0 : 1];
+    }
   }
   return "cpu.gemm";
 }
@@ -42,7 +54,11 @@ void quantize_act(QuantAct &qa, ActQuant mode, const float *x, int64_t T, int64_
 void gemm_act_quant(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1) {
   switch (qa.mode) {
     case ActQuant::Off: break;
-    case ActQuant::Int8: gemm_int8_avx512(job, qa, xsum, r0, r1); break;
+    case ActQuant::Int8: {
+      static const bool vnni = cpu_has_vnni();
+      (vnni ? gemm_int8_avx512 : gemm_int8_avx2)(job, qa, xsum, r0, r1);
+      break;
+    }
   }
 }
 

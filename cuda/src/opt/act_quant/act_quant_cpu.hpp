@@ -21,10 +21,12 @@ struct QuantAct {
   std::vector<float> d;    // [T, gpr]
 };
 
-// Whether the `mode` arm runs for weight t at T tokens (else the exact kernel does): int8 needs W8/W4 weights,
-// a GEMM-sized T (>= kDequantMinT) and an AVX-512 VNNI CPU. Off never runs.
+// Whether the `mode` arm runs for weight t at T tokens (else the exact kernel does): int8 needs W8/W4 weights
+// and a GEMM-sized T (>= kDequantMinT), and runs with VNNI or with AVX2 (builds without AVX2 run the exact
+// kernel). Off never runs.
 bool act_quant_runs(ActQuant mode, const NativeTensor &t, int64_t T);
-// The kernel name of a job for which act_quant_runs() is true, e.g. "cpu.gemm.w8g32.int8act.vnni".
+// The kernel name of a job for which act_quant_runs() is true: "cpu.gemm.w{8,4}g{16,32,128}.int8act.{vnni,avx2}"
+// (static strings: op records keep the pointer).
 const char *act_quant_kernel_name(ActQuant mode, const NativeTensor &t);
 void quantize_act(QuantAct &qa, ActQuant mode, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G,
                   Pool &pool);
@@ -34,6 +36,8 @@ void gemm_act_quant(const MatJob &job, const QuantAct &qa, const float *xsum, in
 // gemm_int8_avx512.cpp — the int8 arm: W8/W4 rows [r0, r1) of job for all qa.T tokens with VNNI.
 void quantize_act_int8(QuantAct &qa, const float *x, int64_t x_stride, Pool &pool);
 void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
+// gemm_int8_avx2.cpp — the same arm without VNNI (vpmaddubsw/vpmaddwd, sign trick): bitwise the same outputs.
+void gemm_int8_avx2(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
 bool cpu_has_vnni();  // AVX-512 (as cpu_has_avx512) and AVX-512 VNNI
 
 }  // namespace cpu

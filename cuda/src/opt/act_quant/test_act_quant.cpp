@@ -1,6 +1,6 @@
 // test_act_quant.cpp — the CPU dispatch of toggle actQuant (act_quant_cpu.cpp): which jobs run the int8 arm and
-// what their records call the kernel; quantize_act's codes and scales. (The GEMM results of both arms against an
-// fp64 reference: tests/test_gemm.)
+// what their records call the kernel (VNNI or AVX2); quantize_act's codes and scales. (The GEMM results of both
+// arms against an fp64 reference, and AVX2 == VNNI bitwise: tests/test_gemm.)
 #include <cmath>
 
 #include "act_quant_cpu.hpp"
@@ -22,11 +22,12 @@ int main() {
   for (const NativeTensor *t : {&w8, &w4, &f32, &bf16})
     for (int64_t T : {int64_t(1), int64_t(7), kDequantMinT, int64_t(100)}) {
       CHECK(!act_quant_runs(ActQuant::Off, *t, T), "off never runs (T %ld)", long(T));
-      const bool want = vnni && T >= kDequantMinT && (t->type == NativeType::W8 || t->type == NativeType::W4);
+      const bool want = T >= kDequantMinT && (t->type == NativeType::W8 || t->type == NativeType::W4);
       CHECK(act_quant_runs(ActQuant::Int8, *t, T) == want, "int8 runs: type %d T %ld", int(t->type), long(T));
     }
-  CHECK(std::string(act_quant_kernel_name(ActQuant::Int8, w8)) == "cpu.gemm.w8g16.int8act.vnni" &&
-            std::string(act_quant_kernel_name(ActQuant::Int8, w4)) == "cpu.gemm.w4g32.int8act.vnni",
+  const std::string isa = vnni ? "vnni" : "avx2";
+  CHECK(act_quant_kernel_name(ActQuant::Int8, w8) == "cpu.gemm.w8g16.int8act." + isa &&
+            act_quant_kernel_name(ActQuant::Int8, w4) == "cpu.gemm.w4g32.int8act." + isa,
         "kernel names");
   // The exact arm names the matmul's own kernel, whatever the toggle asks, where the int8 arm does not run.
   f32.rows = 4;
@@ -34,7 +35,7 @@ int main() {
   CHECK(std::string(matmul_kernel_name(f32, 1, ActQuant::Int8)) == matmul_kernel_name(f32, 1, ActQuant::Off),
         "f32 weights keep the exact kernel");
 
-  if (vnni) {  // quantize_act: per token and group, d = max|x| / 127, q = round(x / d) + 128
+  {  // quantize_act: per token and group, d = max|x| / 127, q = round(x / d) + 128
     Rng r(3);
     const int64_t T = 3, K = 64;
     const int32_t G = 32;
