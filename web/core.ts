@@ -2,7 +2,7 @@
 // EngineCore runs inside the Bun Worker (web/engine-worker.ts) in the server, and in-process in tests
 // (LocalHost). It never touches HTTP or the file system: profiles go back to the caller, which writes them.
 import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
-import type { DeviceManifest, Profile } from "../engine/profile.ts";
+import type { DeviceManifest, Profile, ToggleValues } from "../engine/profile.ts";
 import { checkToggles, recordRun, type RunSpec, type RunEvent } from "../engine/export/record.ts";
 import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/export/quant.ts";
 import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/perplexity-run.ts";
@@ -45,6 +45,23 @@ export interface EngineHost {
   /** The model currently loaded (null before the first load and after an engine crash). */
   loaded(): ModelInfo | null;
   close(): Promise<void>;
+}
+
+/**
+ * The web's one toggle check: every toggle set of a request against the model's registry, on its backend and
+ * layer count. The first problem as a message (it names the toggle and the allowed values), or null.
+ */
+export function toggleProblem(info: ModelInfo, ...sets: ToggleValues[]): string | null {
+  for (const t of sets) {
+    const bad = checkToggles(info.registry, t, info.config.num_hidden_layers, info.backend);
+    if (bad) return bad;
+  }
+  return null;
+}
+
+function refuseToggles(info: ModelInfo, ...sets: ToggleValues[]): void {
+  const bad = toggleProblem(info, ...sets);
+  if (bad) throw new Error(bad);
 }
 
 export class EngineCore {
@@ -97,8 +114,7 @@ export class EngineCore {
 
   async run(taskId: string, spec: RunSpec, onEvent: (e: HostEvent) => void): Promise<{ profile: Profile; cancelled: boolean }> {
     const { model, session, info } = this.need();
-    const bad = checkToggles(info.registry, spec.toggles, info.config.num_hidden_layers, info.backend);
-    if (bad) throw new Error(bad);
+    refuseToggles(info, spec.toggles);
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     try {
@@ -123,10 +139,7 @@ export class EngineCore {
 
   async quant(taskId: string, spec: QuantSpec, onEvent: (e: HostEvent) => void): Promise<Profile> {
     const { model, session, info } = this.need();
-    for (const t of [spec.reference.toggles, spec.candidate.toggles]) {
-      const bad = checkToggles(info.registry, t, info.config.num_hidden_layers, info.backend);
-      if (bad) throw new Error(bad);
-    }
+    refuseToggles(info, spec.reference.toggles, spec.candidate.toggles);
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     const opened: ArmEnv[] = [];
@@ -144,10 +157,7 @@ export class EngineCore {
 
   async perplexity(taskId: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void): Promise<PerplexityAnswer> {
     const { model, session, info } = this.need();
-    for (const t of [spec.toggles, spec.reference?.toggles ?? {}]) {
-      const bad = checkToggles(info.registry, t, info.config.num_hidden_layers, info.backend);
-      if (bad) throw new Error(bad);
-    }
+    refuseToggles(info, spec.toggles, spec.reference?.toggles ?? {});
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     let other: ArmEnv | undefined;

@@ -1,0 +1,63 @@
+// Models sub-app (mounted at /api): health, the model list under the roots, the loaded model, loading one
+// (a task followed over SSE), and what the loaded model offers: its toggle registry and its capture points.
+import { Hono } from "hono";
+import { z } from "zod";
+import { modelView, type WebContext } from "../context.ts";
+import { HttpError } from "../errors.ts";
+import { GLOBAL_HOOKS, PER_LAYER_HOOKS } from "../hooks.ts";
+import { check, jsonBody } from "../http.ts";
+import { listModels } from "../store.ts";
+import type { Task } from "../tasks.ts";
+
+const LoadRequest = z.object({
+  source: z.string().min(1).max(4096),
+  backend: z.enum(["auto", "cpu", "cuda"]).optional(),
+  threads: z.number().int().min(0).max(1024).optional(),
+}).strict();
+
+export function modelRoutes(ctx: WebContext) {
+  const { host, tasks } = ctx;
+  /** The latest load task: the page shows "loading" while it runs (also after a reload of the page). */
+  let loading: Task | null = null;
+  const loadingId = () => (loading && !loading.done ? loading.id : null);
+  const app = new Hono();
+
+  app.get("/health", (c) => c.json({
+    ok: true, model: host.loaded()?.source ?? null, pending: tasks.pendingCount(), running: tasks.active()?.id ?? null,
+  }));
+
+  app.get("/models", (c) => c.json({
+    models: listModels(ctx.modelRoots), loaded: modelView(host.loaded()), roots: ctx.modelRoots, loading: loadingId(),
+  }));
+
+  app.get("/model", (c) => c.json({ loaded: modelView(host.loaded()), loading: loadingId() }));
+
+  app.post("/models/load", async (c) => {
+    const req = check(LoadRequest, await jsonBody(c), "load");
+    const source = ctx.resolveSource(req.source);
+    ctx.guardQueue();
+    const t = tasks.submit("load", source, async (t) => {
+      const info = await host.load(t.id, source, { backend: req.backend ?? ctx.defaultBackend, threads: req.threads, root: ctx.rootOf(source) }, ctx.relay(t));
+      return { model: modelView(info) };
+    });
+    loading = t;
+    return c.json({ task: t.view(), events: `/api/tasks/${t.id}/events` }, 202);
+  });
+
+  app.get("/toggles", (c) => {
+    const m = host.loaded();
+    if (!m) throw new HttpError(409, "no model loaded: POST /api/models/load first");
+    return c.json({ model: m.source, backend: m.backend, layers: m.config.num_hidden_layers, registry: m.registry });
+  });
+
+  app.get("/hooks", (c) => {
+    const n = host.loaded()?.config.num_hidden_layers ?? 0;
+    return c.json({
+      layers: n,
+      patterns: PER_LAYER_HOOKS.map((p) => `blocks.*.${p}`).concat(GLOBAL_HOOKS),
+      hooks: Array.from({ length: n }, (_, l) => PER_LAYER_HOOKS.map((p) => `blocks.${l}.${p}`)).flat().concat(GLOBAL_HOOKS),
+    });
+  });
+
+  return app;
+}
