@@ -4,7 +4,7 @@
 import type { Capture, EngineSession, GenerateEvent, GenerateOptions, SamplingOptions } from "./api.ts";
 import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
-import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./profile.ts";
+import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./measure/profile.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
 export interface SessionHost {

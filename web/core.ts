@@ -2,10 +2,11 @@
 // EngineCore runs inside the Bun Worker (web/engine-worker.ts) in the server, and in-process in tests
 // (LocalHost). It never touches HTTP or the file system: profiles go back to the caller, which writes them.
 import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
-import type { DeviceManifest, Profile, ToggleValues } from "../engine/profile.ts";
-import { checkToggles, recordRun, type RunSpec, type RunEvent } from "../engine/export/record.ts";
-import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/export/quant.ts";
-import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/perplexity-run.ts";
+import type { DeviceManifest, Profile, ToggleValues } from "../engine/measure/profile.ts";
+import { recordRun, type RunSpec, type RunEvent } from "../engine/measure/record.ts";
+import { toggleSettingsProblem } from "../engine/toggles.ts";
+import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/measure/quant-error.ts";
+import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
 import type { PerplexitySpec } from "./protocol.ts";
 
 export interface ModelInfo {
@@ -48,12 +49,13 @@ export interface EngineHost {
 }
 
 /**
- * The web's one toggle check: every toggle set of a request against the model's registry, on its backend and
- * layer count. The first problem as a message (it names the toggle and the allowed values), or null.
+ * The web's one call of the engine's toggle validator (engine/toggles.ts): every toggle set of a request against
+ * the model's registry, on its backend and layer count. The first problem as a message (it names the toggle
+ * and the allowed values), or null. The runs route calls it for an early 400; EngineCore before it runs.
  */
 export function toggleProblem(info: ModelInfo, ...sets: ToggleValues[]): string | null {
   for (const t of sets) {
-    const bad = checkToggles(info.registry, t, info.config.num_hidden_layers, info.backend);
+    const bad = toggleSettingsProblem(info.registry, t, { backend: info.backend, nLayers: info.config.num_hidden_layers });
     if (bad) return bad;
   }
   return null;

@@ -5,8 +5,8 @@
 // on their own tracks; on the CPU backend the engine thread) and a host process (FFI calls, tokenization,
 // token emission). An engine call and its step's records share the step as correlation id: a flow arrow
 // joins each FFI call to the first record of its step.
-import { NON_MODEL_OPS, type Profile } from "../profile.ts";
-import { opRecords, stepTimeline, layerLabel } from "./aggregate.ts";
+import { NON_MODEL_OPS, type Profile } from "../measure/profile.ts";
+import { opRecords, stepTimeline, layerLabel } from "../measure/aggregate.ts";
 
 export interface TraceEvent {
   name: string; ph: string; pid: number; tid: number; ts?: number; dur?: number; cat?: string; s?: string;

@@ -3,9 +3,9 @@
 // No wall-clock bound is asserted: only that records lie inside the engine call that produced them.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openSyntheticInMemory, SessionError, type Model } from "../../engine/index.ts";
-import { OP_NAMES, type OpColumns } from "../../engine/profile.ts";
-import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/fidelity.ts";
-import { recordRun } from "../../engine/export/record.ts";
+import { OP_NAMES, type OpColumns } from "../../engine/measure/profile.ts";
+import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/measure/fidelity.ts";
+import { recordRun } from "../../engine/measure/record.ts";
 import { chromeTrace } from "../../engine/export/trace.ts";
 import { htmlReport } from "../../engine/export/report.ts";
 import { latencySvg } from "../../engine/export/svg.ts";

@@ -1,9 +1,9 @@
-// One categorical palette (engine/palette.ts) for every plot and export: distinct colours, one per op, stable.
+// One categorical palette (engine/export/palette.ts) for every plot and export: distinct colours, one per op, stable.
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { deltaE, opColor, PALETTE, paletteDoc, runColor } from "../../engine/palette.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import { deltaE, opColor, PALETTE, paletteDoc, runColor } from "../../engine/export/palette.ts";
+import { OP_NAMES } from "../../engine/measure/profile.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)

@@ -3,7 +3,7 @@
 // EOS / stop tokens, maxTokens, AbortSignal, UTF-8-safe text), op records and activation captures.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, openSyntheticInMemory, QwenError, SessionError, type Model } from "../../engine/index.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import { OP_NAMES } from "../../engine/measure/profile.ts";
 import type { GenerateEvent } from "../../engine/api.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";

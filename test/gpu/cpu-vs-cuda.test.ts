@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
-import { NON_MODEL_OPS, OP_NAMES } from "../../engine/profile.ts";
+import { NON_MODEL_OPS, OP_NAMES } from "../../engine/measure/profile.ts";
 import { REPO, noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 

@@ -3,8 +3,8 @@
 import type {
   EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
 } from "../../engine/api.ts";
-import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/profile.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/measure/profile.ts";
+import { OP_NAMES } from "../../engine/measure/profile.ts";
 
 export interface FakeOptions {
   failOpen?: boolean;

@@ -6,7 +6,7 @@ import { chromeTrace } from "../../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../../engine/export/table.ts";
 import { htmlReport } from "../../engine/export/report.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../../engine/export/svg.ts";
-import { loadCeilings } from "../../engine/roofline.ts";
+import { loadCeilings } from "../../engine/measure/roofline.ts";
 import type { WebContext } from "../context.ts";
 import { check, slug } from "../http.ts";
 import { keyOf, keysParam, RooflineGroup } from "../profiles/keys.ts";

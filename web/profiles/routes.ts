@@ -3,13 +3,13 @@
 // comparison of two, the per-device grouping of the Roofline page, the ceilings, and the palette.
 import { Hono } from "hono";
 import { z } from "zod";
-import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../../engine/export/aggregate.ts";
+import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../../engine/measure/aggregate.ts";
 import { compareSvg } from "../../engine/export/svg.ts";
 import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints,
-} from "../../engine/roofline.ts";
-import { paletteDoc } from "../../engine/palette.ts";
-import { summaryStats } from "../../engine/stats.ts";
+} from "../../engine/measure/roofline.ts";
+import { paletteDoc } from "../../engine/export/palette.ts";
+import { summaryStats } from "../../engine/measure/stats.ts";
 import type { WebContext } from "../context.ts";
 import { check } from "../http.ts";
 import { KeyParam, keyOf, keysParam } from "./keys.ts";

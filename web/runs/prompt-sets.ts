@@ -2,7 +2,7 @@
 // or JSONL (one prompt per line) with ?name=.
 import { Hono } from "hono";
 import { z } from "zod";
-import { PromptSet, parsePromptSet } from "../../engine/export/record.ts";
+import { PromptSet, parsePromptSet } from "../../engine/measure/record.ts";
 import { HttpError } from "../errors.ts";
 import { check, jsonBody } from "../http.ts";
 import type { PromptSetStore } from "../store.ts";

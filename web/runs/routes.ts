@@ -2,8 +2,8 @@
 // it (task-routes.ts), and the prompt sets a run can replay live here too (prompt-sets.ts).
 import { Hono } from "hono";
 import { z } from "zod";
-import { ProfilingMode, ToggleValues } from "../../engine/profile.ts";
-import { PromptSpec, SamplingSpec, newProfileId, type RunSpec } from "../../engine/export/record.ts";
+import { ProfilingMode, ToggleValues } from "../../engine/measure/profile.ts";
+import { PromptSpec, SamplingSpec, newProfileId, type RunSpec } from "../../engine/measure/record.ts";
 import type { WebContext } from "../context.ts";
 import { toggleProblem } from "../core.ts";
 import { HttpError } from "../errors.ts";
