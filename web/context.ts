@@ -2,6 +2,7 @@
 // route that starts engine work takes (resolve a model source inside the roots, load it if needed, refuse new
 // tasks when the queue is full). createContext builds it once per app from AppDeps.
 import { join, resolve } from "node:path";
+import type { Catalog } from "../engine/catalog.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import { confineAnyRoot } from "./paths.ts";
@@ -45,6 +46,8 @@ export interface WebContext {
   guardQueue(): void;
   /** Engine events of a task go to its followers under their own type. */
   relay(t: Task): (e: HostEvent) => void;
+  /** The engine's names (ops, hooks, profiling modes, toggles); 503 while the engine cannot give them. */
+  catalog(): Promise<Catalog>;
   /** The model root a resolved source was confined to (the engine keeps the files it opens inside it). */
   rootOf(source: string): string | undefined;
 }
@@ -97,8 +100,18 @@ export function createContext(deps: AppDeps): WebContext {
     if (tasks.pendingCount() >= maxQueue) throw new HttpError(503, `too many pending tasks (${maxQueue}); wait or cancel some`);
   }
 
+  // Asked once; a failure (the engine worker could not start) is not kept, so the next request asks again.
+  let names: Promise<Catalog> | null = null;
+  function catalog(): Promise<Catalog> {
+    names ??= host.catalog().catch((e) => {
+      names = null;
+      throw new HttpError(503, `the engine's names (ops, hooks, toggles) are unavailable: ${(e as Error).message}`);
+    });
+    return names;
+  }
+
   return {
-    host, tasks, profiles, promptSets, ceilingsDir, modelRoots, defaultBackend,
+    host, tasks, catalog, profiles, promptSets, ceilingsDir, modelRoots, defaultBackend,
     resolveSource, ensureModel, guardQueue, relay, rootOf: (s) => roots.get(s),
   };
 }

@@ -7,6 +7,7 @@ import { recordRun, type RunSpec, type RunEvent } from "../engine/measure/record
 import { toggleSettingsProblem } from "../engine/toggles.ts";
 import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/measure/quant-error.ts";
 import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
+import { catalog as libraryCatalog, type Catalog } from "../engine/catalog.ts";
 import type { PerplexitySpec } from "./protocol.ts";
 
 export interface ModelInfo {
@@ -43,6 +44,8 @@ export interface EngineHost {
   quant(taskId: string, spec: QuantSpec, onEvent: (e: HostEvent) => void): Promise<Profile>;
   perplexity(taskId: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void): Promise<PerplexityAnswer>;
   cancel(taskId: string): void;
+  /** Every op, hook, profiling-mode and toggle name of the engine (engine/catalog.ts); the same before any load. */
+  catalog(): Promise<Catalog>;
   /** The model currently loaded (null before the first load and after an engine crash). */
   loaded(): ModelInfo | null;
   close(): Promise<void>;
@@ -71,7 +74,8 @@ export class EngineCore {
   private session: EngineSession | null = null;
   private info: ModelInfo | null = null;
   private aborts = new Map<string, AbortController>();
-  constructor(private openModel: OpenModel) {}
+  /** catalog: the engine's names (a fake engine gives its own toggles; the library's by default). */
+  constructor(private openModel: OpenModel, readonly catalog: () => Catalog = libraryCatalog) {}
 
   loaded(): ModelInfo | null { return this.info; }
 
@@ -193,6 +197,7 @@ export class LocalHost implements EngineHost {
   quant(id: string, s: QuantSpec, e: (e: HostEvent) => void) { return this.core.quant(id, s, e); }
   perplexity(id: string, s: PerplexitySpec, e: (e: HostEvent) => void) { return this.core.perplexity(id, s, e); }
   cancel(id: string) { this.core.cancel(id); }
+  async catalog() { return this.core.catalog(); }
   loaded() { return this.core.loaded(); }
   async close() { this.core.close(); }
 }

@@ -1,9 +1,11 @@
 // A fake engine implementing engine/api.ts, for web tests: deterministic tokens, synthetic op records with
 // FLOPs/bytes, captures, a small toggle registry with a per-layer mask, and switchable failures and delays.
+// Its catalog (catalog()) is the native library's (op, hook and profiling-mode names) with its own toggles.
 import type {
   EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
 } from "../../engine/api.ts";
 import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/measure/profile.ts";
+import { catalog as libraryCatalog, type Catalog } from "../../engine/catalog.ts";
 import { OP_NAMES } from "../../engine/measure/profile.ts";
 
 export interface FakeOptions {
@@ -236,6 +238,12 @@ export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
       close() {},
     };
   };
+}
+
+/** The engine's names as this fake has them: the library's ops, hooks and profiling modes, the fake's toggles.
+ *  The web server reads it through the engine host (LocalHost, or the worker when this is QW_ENGINE_MODULE). */
+export function catalog(): Catalog {
+  return { ...libraryCatalog(), toggles: FAKE_REGISTRY.map((d) => ({ ...d })) };
 }
 
 /** For the worker (QW_ENGINE_MODULE): options from QW_FAKE_OPTIONS (JSON). */

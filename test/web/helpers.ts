@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp, type AppDeps } from "../../web/app.ts";
 import { EngineCore, LocalHost, type EngineHost } from "../../web/core.ts";
-import { makeFakeOpenModel, type FakeOptions } from "./fake-engine.ts";
+import { catalog, makeFakeOpenModel, type FakeOptions } from "./fake-engine.ts";
 
 export interface Sse { id: number; event: string; data: any }
 
@@ -23,7 +23,7 @@ export function tempDirs() {
 
 export function fakeApp(fake: FakeOptions = {}, extra: Partial<AppDeps> = {}, host?: EngineHost) {
   const dirs = tempDirs();
-  const h = host ?? new LocalHost(new EngineCore(makeFakeOpenModel(fake)));
+  const h = host ?? new LocalHost(new EngineCore(makeFakeOpenModel(fake), catalog));
   const app = createApp({ host: h, profilesRoot: dirs.profiles, modelRoots: [dirs.models], heartbeatMs: 200, ...extra });
   return { app, dirs, host: h };
 }

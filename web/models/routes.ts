@@ -1,10 +1,11 @@
 // Models sub-app (mounted at /api): health, the model list under the roots, the loaded model, loading one
-// (a task followed over SSE), and what the loaded model offers: its toggle registry and its capture points.
+// (a task followed over SSE), what the loaded model offers (its toggle registry, its capture points), and the
+// engine's catalog: every name the page shows (ops, hooks, profiling modes, toggles) and the toggle defaults.
 import { Hono } from "hono";
 import { z } from "zod";
 import { modelView, type WebContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
-import { GLOBAL_HOOKS, PER_LAYER_HOOKS } from "../hooks.ts";
+import { catalogDoc, hookNames, hookPatterns } from "../catalog.ts";
 import { check, jsonBody } from "../http.ts";
 import { listModels } from "../store.ts";
 import type { Task } from "../tasks.ts";
@@ -50,14 +51,13 @@ export function modelRoutes(ctx: WebContext) {
     return c.json({ model: m.source, backend: m.backend, layers: m.config.num_hidden_layers, registry: m.registry });
   });
 
-  app.get("/hooks", (c) => {
+  app.get("/hooks", async (c) => {
+    const cat = await ctx.catalog();
     const n = host.loaded()?.config.num_hidden_layers ?? 0;
-    return c.json({
-      layers: n,
-      patterns: PER_LAYER_HOOKS.map((p) => `blocks.*.${p}`).concat(GLOBAL_HOOKS),
-      hooks: Array.from({ length: n }, (_, l) => PER_LAYER_HOOKS.map((p) => `blocks.${l}.${p}`)).flat().concat(GLOBAL_HOOKS),
-    });
+    return c.json({ layers: n, patterns: hookPatterns(cat), hooks: hookNames(cat, n) });
   });
+
+  app.get("/catalog", async (c) => c.json(catalogDoc(await ctx.catalog())));
 
   return app;
 }

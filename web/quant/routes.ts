@@ -10,7 +10,7 @@ import { defaultQuantHooks } from "../../engine/measure/quant-error.ts";
 import type { WebContext } from "../context.ts";
 import type { ModelInfo } from "../core.ts";
 import { HttpError } from "../errors.ts";
-import { HookName, expandHooks } from "../hooks.ts";
+import { checkHooks, expandHooks } from "../catalog.ts";
 import { check, jsonBody } from "../http.ts";
 
 const Backend = z.enum(["auto", "cpu", "cuda"]);
@@ -33,7 +33,7 @@ const QuantRequest = z.object({
   prompt: z.string().min(1).max(200_000),
   reference: Arm,
   candidate: Arm,
-  hooks: z.array(HookName).max(512).optional(),
+  hooks: z.array(z.string().max(200)).max(512).optional(), // checked against the engine's catalog
   repeats: z.number().int().min(1).max(20).default(3),
   perplexity: z.object({
     text: TextRef.default("brown"), ctx: z.number().int().min(2).max(4096).default(512), maxTokens: z.number().int().min(2).max(200_000).default(4096),
@@ -69,6 +69,7 @@ export function quantRoutes(d: WebContext) {
 
   app.post("/quant", async (c) => {
     const req = check(QuantRequest, await jsonBody(c), "quant");
+    if (req.hooks?.length) checkHooks(await d.catalog(), req.hooks, "quant: hooks");
     const source = req.model !== undefined ? d.resolveSource(req.model) : undefined;
     const { rm, cm } = arms(source, req.reference, req.candidate);
     d.guardQueue();

@@ -7,7 +7,7 @@ import { PromptSpec, SamplingSpec, newProfileId, type RunSpec } from "../../engi
 import type { WebContext } from "../context.ts";
 import { toggleProblem } from "../core.ts";
 import { HttpError } from "../errors.ts";
-import { HookName, expandHooks } from "../hooks.ts";
+import { checkHooks, expandHooks } from "../catalog.ts";
 import { check, jsonBody, slug } from "../http.ts";
 import { promptSetRoutes } from "./prompt-sets.ts";
 import { taskRoutes, type SseOptions } from "./task-routes.ts";
@@ -28,7 +28,7 @@ const RunRequest = z.object({
   sampling: SamplingSpec.partial().default({}),
   toggles: ToggleValues.default({}),
   profiling: z.union([z.boolean(), ProfilingMode]).default(true), // true: kernels (events where CUPTI is missing)
-  capture: z.array(HookName).max(512).default([]),
+  capture: z.array(z.string().max(200)).max(512).default([]), // hook names: checked against the engine's catalog
   label: z.string().max(120).optional(),
 }).strict().refine((r) => [r.prompt, r.messages, r.tokens, r.promptSet, r.prompts].filter((x) => x !== undefined).length === 1,
   { message: "give exactly one of prompt, messages, tokens, promptSet or prompts" });
@@ -40,6 +40,7 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
 
   app.post("/runs", async (c) => {
     const req = check(RunRequest, await jsonBody(c), "run");
+    if (req.capture.length) checkHooks(await ctx.catalog(), req.capture, "run: capture");
     const source = req.model !== undefined ? ctx.resolveSource(req.model) : undefined;
     let prompts: z.infer<typeof PromptSpec>[];
     let setName: string | undefined;
