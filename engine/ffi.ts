@@ -11,7 +11,6 @@
 import { dlopen, FFIType } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { OpColumns } from "./measure/profile.ts";
 import { REPO_ROOT } from "./constants.ts";
 
 export const QW_ABI_VERSION = 3;
@@ -294,6 +293,14 @@ export class NativeModel extends Handle {
 }
 
 /** Size of qw_op_record in bytes. */
+/** Op records as columns (the shape of measure/profile.ts OpColumns, declared here so that ffi.ts imports nothing
+ *  of engine/ but constants.ts: the catalog, which profile.ts reads, sits on top of this file). */
+export interface OpColumns {
+  step: number[]; phase: number[]; layer: number[]; op: number[]; kernel: number[];
+  t_start_ns: number[]; t_end_ns: number[]; flops: number[]; bytes: number[]; n_tokens: number[];
+  overlap_ns?: number[];
+}
+
 export const OP_RECORD_BYTES = 64;
 
 export class NativeSession extends Handle {

@@ -19,7 +19,7 @@ import {
 } from "./synth/synthetic.ts";
 import { QwenTokenizer } from "./text/tokenizer.ts";
 import { syntheticDir } from "./io/tempfiles.ts";
-import { parseRegistry } from "./toggles.ts";
+import { catalogOf } from "./catalog.ts";
 
 export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice } from "./api.ts";
 export { QwenError } from "./ffi.ts";
@@ -136,7 +136,6 @@ export class Model implements EngineModel {
   readonly engine: NativeEngine;
   private native: NativeModel;
   private sessions = new Set<Session>();
-  private registry?: ToggleDef[];
 
   constructor(init: {
     id: string; format: Model["format"]; config: QwenConfig; engine: NativeEngine; native: NativeModel; tokenizer: QwenTokenizer;
@@ -179,12 +178,11 @@ export class Model implements EngineModel {
   }
 
   profilingModes(): string[] {
-    return this.engine.lib.profilingModes();
+    return catalogOf(this.engine.lib).profilingModes.map((m) => m.name);
   }
 
   toggleRegistry(): ToggleDef[] {
-    this.registry ??= parseRegistry(this.engine.lib.toggleRegistryJson());
-    return this.registry;
+    return catalogOf(this.engine.lib).toggles;
   }
 
   newSession(opts: { maxBatch?: number; maxContext?: number; maxPrefill?: number } = {}): EngineSession & Session {

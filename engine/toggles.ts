@@ -1,25 +1,13 @@
-// engine/toggles.ts — the toggle registry (defined once in the native engine, exported as JSON by
-// qw_toggle_registry_json) validated with zod, and a zod schema built from it for toggle settings that come
-// from users (web forms, notebook sweeps, CLI flags).
+// engine/toggles.ts — toggle settings that come from users (web forms, notebook sweeps, CLI flags) checked
+// against the toggle registry (defined once in the native library, read through engine/catalog.ts): a zod schema
+// built from the registry, and the one validator every entry point uses (toggleSettingsProblem).
 import { z } from "zod";
 import type { ToggleDef } from "./api.ts";
 import { TOGGLE_ID_RE, ToggleValues } from "./measure/profile.ts";
+import { ToggleRegistrySchema } from "./catalog.ts";
 
-export const ToggleDefSchema = z.object({
-  id: z.string().min(1),
-  name: z.string().min(1),
-  type: z.literal("enum"),
-  values: z.array(z.string()).min(1),
-  default: z.string(),
-  perLayer: z.boolean(),
-  needsReset: z.boolean(),
-  backends: z.object({ cpu: z.array(z.string()), cuda: z.array(z.string()) }),
-  spec: z.string(),
-  description: z.string(),
-}).refine((t) => t.values.includes(t.default), { message: "default is not one of values" })
-  .refine((t) => [...t.backends.cpu, ...t.backends.cuda].every((v) => t.values.includes(v)), { message: "a backend lists a value not in values" });
-
-export const ToggleRegistrySchema = z.array(ToggleDefSchema).refine((a) => new Set(a.map((t) => t.id)).size === a.length, { message: "duplicate toggle id" });
+// The registry's schema is part of the catalog's (engine/catalog.ts: the one source of names); re-exported here.
+export { ToggleDefSchema, ToggleRegistrySchema } from "./catalog.ts";
 
 /** Parses the engine's registry JSON; a malformed registry is an engine bug and says where. */
 export function parseRegistry(json: string): ToggleDef[] {

@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { REPO_ROOT } from "../constants.ts";
 import { createInterface } from "node:readline";
 import type { BackendChoice, GenerateEvent, Progress } from "../api.ts";
 import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "../measure/bench-core.ts";
@@ -301,7 +302,7 @@ function cmdInspect(argv: string[]): void {
     for (const r of rows) process.stdout.write(`| ${r.name} | ${r.type} | [${r.ne.join(", ")}] |\n`);
     return;
   }
-  const path = src === "default" ? join(import.meta.dir, "..", "..", "models", "tiny-qwen2-brown") : resolve(src);
+  const path = src === "default" ? join(REPO_ROOT, "models", "tiny-qwen2-brown") : resolve(src);
   if (!existsSync(path)) fail(`inspect: '${src}' does not exist`);
   const m = openModelSource(path);
   if (o.json) {

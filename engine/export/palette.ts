@@ -5,7 +5,7 @@
 // grid, each picked greedily for the largest smallest CIELAB distance (ΔE*76): every pair differs by >= 26 (the old palette had blue/blue and
 // brown/brown pairs at ΔE < 12, so embed and down, gate_up and final_norm looked alike). Tested in
 // test/engine/palette.test.ts.
-import { OP_NAMES } from "../measure/profile.ts";
+import { opIndex, opNames } from "../catalog.ts";
 
 export const PALETTE: readonly string[] = [
   "#4e79a7", "#f28e2c", "#e15759", "#76b7b2", "#59a14f", "#edc949", "#af7aa1", "#ff9da7",
@@ -13,10 +13,11 @@ export const PALETTE: readonly string[] = [
   "#0000e0", "#e040e0", "#00e000", "#000080",
 ];
 
-/** Colour of an op: its index in OP_NAMES (one colour per op while OP_NAMES is not longer than PALETTE: tested). */
+/** Colour of an op: its index in the library's op list (one colour per op while that list is not longer than
+ *  PALETTE: tested). */
 export function opColor(op: string): string {
-  const i = OP_NAMES.indexOf(op as never);
-  return i < 0 ? "#7f7f7f" : PALETTE[i % PALETTE.length];
+  const i = opIndex(op);
+  return i >= opNames().length ? "#7f7f7f" : PALETTE[i % PALETTE.length];
 }
 
 /** Colour of the i-th run (overlays, A/B). */
@@ -26,7 +27,8 @@ export function runColor(i: number): string {
 
 /** What GET /api/palette serves: the browser draws with the same colours. */
 export function paletteDoc(): { palette: readonly string[]; ops: readonly string[]; opColors: Record<string, string> } {
-  return { palette: PALETTE, ops: OP_NAMES, opColors: Object.fromEntries(OP_NAMES.map((o) => [o, opColor(o)])) };
+  const ops = opNames();
+  return { palette: PALETTE, ops, opColors: Object.fromEntries(ops.map((o) => [o, opColor(o)])) };
 }
 
 /** CIELAB L*a*b* of an sRGB hex colour (D65), for the distinctness test. */

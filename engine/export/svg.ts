@@ -9,7 +9,7 @@ import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
   type Ceilings, type RooflineGroup,
 } from "../measure/roofline.ts";
-import { OP_NAMES } from "../measure/profile.ts";
+import { opNames } from "../catalog.ts";
 import { opColor, PALETTE, runColor } from "./palette.ts";
 
 function doc() {
@@ -92,7 +92,7 @@ export function latencySvg(p: Profile, width = 760): string {
   return compose("Latency per layer × op", subtitleOf(p), panels, legend);
 }
 
-function opDomain(): string[] { return [...OP_NAMES]; }
+function opDomain(): string[] { return opNames(); }
 
 /** Per-token latency (ms since the previous token; the first point is the TTFT). */
 export function timelineSvg(p: Profile, width = 760): string {

@@ -3,11 +3,12 @@
 // removes its own leftovers with removeOwnTempFiles (the CLI's synth command, the server's shutdown).
 // No bun:ffi here: the server's main thread imports this without loading the engine.
 import { readdirSync, rmSync } from "node:fs";
+import { REPO_ROOT } from "../constants.ts";
 import { join, resolve } from "node:path";
 
 /** models/synthetic of this checkout, or QW_SYNTHETIC_DIR (tests, read-only checkouts). */
 export function syntheticDir(): string {
-  return process.env.QW_SYNTHETIC_DIR ? resolve(process.env.QW_SYNTHETIC_DIR) : resolve(import.meta.dir, "..", "..", "models", "synthetic");
+  return process.env.QW_SYNTHETIC_DIR ? resolve(process.env.QW_SYNTHETIC_DIR) : join(REPO_ROOT, "models", "synthetic");
 }
 
 /** Removes `*.tmp-<pid>-*` files of this process in `dirs` (missing dirs are skipped); returns what it removed. */

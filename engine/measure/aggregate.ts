@@ -1,7 +1,8 @@
 // Derived views of a profile's op records: per layer × op latency, per-step timeline and A/B comparison (the
 // roofline points are in engine/measure/roofline.ts). Pure functions over the Profile document, shared by the web server,
 // the exporters and the notebooks, so every plot in the workbench is computed one way.
-import { OP_NAMES, type Profile } from "./profile.ts";
+import type { Profile } from "./profile.ts";
+import { opIndex, opName, opNames } from "../catalog.ts";
 import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "./stats.ts";
 
 export type PhaseName = "prefill" | "decode";
@@ -30,7 +31,7 @@ export function opRecords(p: Profile): OpRecord[] {
       step: o.step[i],
       phase: o.phase[i] === 0 ? "prefill" : "decode",
       layer: o.layer[i],
-      op: OP_NAMES[o.op[i]] ?? `op${o.op[i]}`,
+      op: opName(o.op[i]),
       kernel: p.kernels[o.kernel[i]] ?? `kernel${o.kernel[i]}`,
       ns: Math.max(0, o.t_end_ns[i] - o.t_start_ns[i]),
       flops: o.flops[i],
@@ -72,7 +73,7 @@ export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p),
   const stepIds = [...new Set(rs.map((r) => r.step))];
   const steps = stepIds.length;
   const layers = [...new Set(rs.map((r) => r.layer))].sort((a, b) => (a < 0 ? 1e9 : a) - (b < 0 ? 1e9 : b));
-  const ops = OP_NAMES.filter((op) => rs.some((r) => r.op === op)) as string[];
+  const ops = opNames().filter((op) => rs.some((r) => r.op === op));
   for (const r of rs) if (!ops.includes(r.op)) ops.push(r.op);
   let ms: number[][];
   if (stat === "median") {
@@ -173,7 +174,7 @@ export function compareProfiles(A: Profile, B: Profile): Comparison {
     rows.push({ phase: phase as PhaseName, layer: Number(layer), op, a, b, deltaMs: bm - am, ratio, status: rowStatus(a, b) });
   }
   rows.sort((x, y) => x.phase.localeCompare(y.phase) || (x.layer < 0 ? 1e9 : x.layer) - (y.layer < 0 ? 1e9 : y.layer)
-    || OP_NAMES.indexOf(x.op as never) - OP_NAMES.indexOf(y.op as never));
+    || opIndex(x.op) - opIndex(y.op));
   // Per layer and per op: the spread of the per-step totals (median and p10–p90 over the steps of a phase).
   const totals = (recs: OpRecord[], key: (r: OpRecord) => string) => {
     const m = new Map<string, Map<number, number>>();
@@ -197,7 +198,7 @@ export function compareProfiles(A: Profile, B: Profile): Comparison {
     const [phase, op] = k.split("|");
     const a = side(oa, k), b = side(ob, k);
     return { phase: phase as PhaseName, op, a, b, deltaMs: (b.n ? b.median : 0) - (a.n ? a.median : 0), status: rowStatus(a, b) };
-  }).sort((x, y) => x.phase.localeCompare(y.phase) || OP_NAMES.indexOf(x.op as never) - OP_NAMES.indexOf(y.op as never));
+  }).sort((x, y) => x.phase.localeCompare(y.phase) || opIndex(x.op) - opIndex(y.op));
   const summary = compareSummaries(A, B);
   const ta = A.manifest.toggles, tb = B.manifest.toggles;
   const toggleDiff = [...new Set([...Object.keys(ta), ...Object.keys(tb)])]

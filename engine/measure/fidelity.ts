@@ -5,8 +5,9 @@
 // the backend tiles its step with records, so the difference is only what lies outside the backend's step
 // (FFI, argument checks, the front); in events mode nothing records the gaps, and the difference shows it.
 import type { EngineSession } from "../api.ts";
+import { nonModelOps, opNames } from "../catalog.ts";
 import {
-  NON_MODEL_OPS, OP_NAMES, statOf, type Fidelity, type OpColumns, type ProfilingMode, type Stat, type SumCheck,
+  statOf, type Fidelity, type OpColumns, type ProfilingMode, type Stat, type SumCheck,
 } from "./profile.ts";
 
 export interface StepTimes {
@@ -21,6 +22,7 @@ export interface StepTimes {
 /** Per-step sums of the records; `walls` maps a step (OpColumns.step) to its wall time in ms. */
 export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>): StepTimes[] {
   const by = new Map<number, StepTimes>();
+  const names = opNames(), nonModel = nonModelOps();
   for (let i = 0; i < ops.step.length; i++) {
     const step = ops.step[i];
     const wall = walls.get(step);
@@ -28,9 +30,9 @@ export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>): S
     let t = by.get(step);
     if (!t) by.set(step, (t = { step, phase: ops.phase[i] === 0 ? 0 : 1, wall_ms: wall, ops_ms: 0, gaps_ms: 0, other_ms: 0 }));
     const ms = (ops.t_end_ns[i] - ops.t_start_ns[i]) / 1e6;
-    const op = OP_NAMES[ops.op[i]] ?? "";
+    const op = names[ops.op[i]] ?? "";
     if (op === "gap") t.gaps_ms += ms;
-    else if (NON_MODEL_OPS.has(op)) t.other_ms += ms;
+    else if (nonModel.has(op)) t.other_ms += ms;
     else t.ops_ms += ms;
   }
   return [...by.values()].sort((a, b) => a.step - b.step);

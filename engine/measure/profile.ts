@@ -3,25 +3,21 @@
 import { z } from "zod";
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { readJsonFile } from "../io/fsafe.ts";
+import { profilingModeNames } from "../catalog.ts";
 
 const MAX_PROFILE_BYTES = 512 << 20;
 import { dirname } from "node:path";
 
 export const PROFILE_SCHEMA_VERSION = 1;
 
-export const OP_NAMES = [
-  "embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "residual", "ffn_norm",
-  "gate_up", "swiglu", "down", "final_norm", "lm_head", "sample", "fused",
-  // profiling rows that are not model ops (qwen.h): time no kernel/op ran, copies, the CPU pool wake-up
-  "gap", "memcpy", "pool_wake",
-] as const;
-/** Records of these ops carry time but no model work: the roofline leaves them out, the sum check counts them. */
-export const NON_MODEL_OPS: ReadonlySet<string> = new Set(["gap", "memcpy", "pool_wake"]);
+// Op names (a record's op id indexes them), the ops without model work and the profiling mode names come from the
+// native library through engine/catalog.ts: opNames(), opName(id), nonModelOps(), profilingModeNames().
 
-/** How a profile's op times were taken (qwen.h qw_profiling_mode). */
-export const ProfilingMode = z.enum(["off", "events", "kernels"]);
+/** How a profile's op times were taken (qwen.h qw_profiling_mode): a mode name of the library's catalog. */
+export const ProfilingMode = z.string().refine((m) => profilingModeNames().includes(m), {
+  error: (i) => `profiling mode ${JSON.stringify(i.input)} is not one of ${profilingModeNames().join(", ")}`,
+});
 export type ProfilingMode = z.infer<typeof ProfilingMode>;
-export type OpName = (typeof OP_NAMES)[number];
 
 export const DeviceManifest = z.object({
   backend: z.enum(["cpu", "cuda"]),
@@ -82,7 +78,7 @@ export const OpColumns = z.object({
   step: z.array(z.number().int()),
   phase: z.array(z.number().int()),     // 0 prefill, 1 decode
   layer: z.array(z.number().int()),     // -1 outside layers
-  op: z.array(z.number().int()),        // index into OP_NAMES
+  op: z.array(z.number().int()),        // op id: index into the catalog's ops (engine/catalog.ts opName)
   kernel: z.array(z.number().int()),    // index into kernels[]
   t_start_ns: z.array(z.number()),
   t_end_ns: z.array(z.number()),

@@ -10,6 +10,7 @@
 import type { Capture, EngineModel, EngineSession } from "../api.ts";
 import { PROFILE_SCHEMA_VERSION, Profile, type ToggleValues, type QuantError } from "./profile.ts";
 import { latencyMatrix } from "./aggregate.ts";
+import { hookName, hookOrder } from "../catalog.ts";
 import { tensorError as metricsTensorError, logitsError as metricsLogitsError, type TensorError } from "./metrics.ts";
 import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
 import { runPerplexity, textTokens, type TextSource } from "./perplexity-run.ts";
@@ -45,7 +46,7 @@ export interface QuantSpec {
 export interface ArmEnv { model: EngineModel; session: EngineSession }
 
 export function defaultQuantHooks(nLayers: number): string[] {
-  return [...Array.from({ length: nLayers }, (_, l) => `blocks.${l}.hook_resid_post`), "hook_logits"];
+  return [...Array.from({ length: nLayers }, (_, l) => hookName("hook_resid_post", l)), hookName("hook_logits")];
 }
 
 function layerOf(hook: string): number {
@@ -53,13 +54,6 @@ function layerOf(hook: string): number {
   return m ? Number(m[1]) : -1;
 }
 
-// Forward order of the hook points inside a block (docs/ARCHITECTURE.md §Hooks), for "which hook first went non-finite".
-const HOOK_ORDER = ["hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "mlp.hook_pre", "mlp.hook_post", "hook_resid_post"];
-function hookRank(hook: string): number {
-  if (hook === "hook_logits") return 1e9;
-  const i = HOOK_ORDER.indexOf(hook.replace(/^blocks\.\d+\./, ""));
-  return layerOf(hook) * 100 + (i < 0 ? 50 : i);
-}
 
 /** Whether two models can be compared hook by hook. */
 export function sameShapes(a: EngineModel, b: EngineModel): string | null {
@@ -96,7 +90,7 @@ function finiteRows(a: Float32Array, b: Float32Array, vocab: number): [Float32Ar
 /** Per-hook metrics, logits metrics and non-finite findings from the two arms' captures. */
 export function compareCaptures(refCaps: Capture[], candCaps: Capture[]): Pick<QuantError, "layers" | "logits" | "first_nonfinite" | "findings"> {
   const cand = new Map(candCaps.map((c) => [c.name, c]));
-  const pairs = refCaps.filter((r) => cand.get(r.name)?.data.length === r.data.length).sort((x, y) => hookRank(x.name) - hookRank(y.name));
+  const pairs = refCaps.filter((r) => cand.get(r.name)?.data.length === r.data.length).sort((x, y) => hookOrder(x.name) - hookOrder(y.name)); // forward order (catalog), for "which hook first went non-finite"
   const layers: QuantError["layers"] = [];
   let logits: QuantError["logits"];
   let first: QuantError["first_nonfinite"];

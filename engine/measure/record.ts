@@ -4,7 +4,7 @@
 // ones to their default), each prompt runs in a freshly reset sequence with its own seed.
 import type { EngineModel, EngineSession, Capture, GenerateEvent, ToggleDef } from "../api.ts";
 import {
-  OP_NAMES, PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
+  PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
 } from "./profile.ts";
 import { stepTimes, sumCheck } from "./fidelity.ts";
 import { z } from "zod";
@@ -12,6 +12,7 @@ import { modelManifest } from "./manifest.ts";
 import { machineMark, othersShare } from "./bench-core.ts";
 import { mergeResults, type PassMeasure, type RecordResult } from "./passes.ts";
 import { quantile } from "./stats.ts";
+import { opName } from "../catalog.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -225,7 +226,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       if (!st) perStep.set(gs, (st = { phase: r.ops.phase[i] === 0 ? "prefill" : "decode", ms: 0, layers: new Map(), ops: {} }));
       st.ms += ms;
       st.layers.set(r.ops.layer[i], (st.layers.get(r.ops.layer[i]) ?? 0) + ms);
-      const op = OP_NAMES[r.ops.op[i]] ?? `op${r.ops.op[i]}`;
+      const op = opName(r.ops.op[i]);
       st.ops[op] = (st.ops[op] ?? 0) + ms;
     }
     for (let s = before; s < stepBase; s++) promptSteps.push(s);

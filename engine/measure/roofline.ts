@@ -3,9 +3,11 @@
 // points of a profile's op records, and the bandwidth roofline of a decode step. The web server, the SVG
 // exporters, the CLI and the notebooks all read ceilings and points from here.
 import { readdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { z } from "zod";
-import { NON_MODEL_OPS, type Profile } from "./profile.ts";
+import type { Profile } from "./profile.ts";
+import { nonModelOps } from "../catalog.ts";
+import { REPO_ROOT } from "../constants.ts";
 import { readJsonFile, realInside } from "../io/fsafe.ts";
 import { layerLabel, opRecords, PHASES, type PhaseName } from "./aggregate.ts";
 
@@ -44,7 +46,7 @@ const DEFAULT_MEMORY_NAME: Record<MemoryLevel, string> = { dram: "DRAM bandwidth
  * Where ceilings are read from, first match wins: profiles/raw/ceilings (what notebooks/calibrate.ts measured on
  * this machine, git-ignored), then profiles/ceilings (committed).
  */
-export const DEFAULT_CEILINGS_DIRS = [resolve(import.meta.dir, "..", "..", "profiles", "raw", "ceilings"), resolve(import.meta.dir, "..", "..", "profiles", "ceilings")];
+export const DEFAULT_CEILINGS_DIRS = [join(REPO_ROOT, "profiles", "raw", "ceilings"), join(REPO_ROOT, "profiles", "ceilings")];
 
 /** Turns a device name into the ceilings file stem: lower case, non-alphanumerics to '-'. */
 export function deviceSlug(name: string): string {
@@ -176,8 +178,9 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
     const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
     const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
     // gaps, copies and pool wake-ups are time without model work: not roofline points (nor part of a layer's)
+    const nonModel = nonModelOps();
     for (const r of rs) {
-      if (NON_MODEL_OPS.has(r.op)) continue;
+      if (nonModel.has(r.op)) continue;
       const layer = group === "op" ? null : r.layer;
       const op = group === "layer" ? null : r.op;
       const key = `${layer}|${op}`;

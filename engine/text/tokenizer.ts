@@ -13,6 +13,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { z } from "zod";
 import { renderChat, type ChatMessage, type RenderChatOptions } from "./chat.ts";
+import { REPO_ROOT } from "../constants.ts";
 import { BYTE_TO_CHAR, isWordChar, QWEN2_JS_PATTERN, QWEN2_PATTERN, tokenStringToBytes, utf8 } from "./bytelevel.ts";
 import {
   GGUF_TOKENIZER_TYPES, ggufMetaSchema, looksSpecial, parseOrThrow, readJsonMaybeGz, TOKEN_TYPE, tokenStringOrObject,
@@ -590,7 +591,7 @@ export class IncrementalDecoder {
 }
 
 /** models/ of this repository. */
-export const MODELS_DIR = join(import.meta.dir, "..", "..", "models");
+export const MODELS_DIR = join(REPO_ROOT, "models");
 
 /** The full Qwen2/2.5 tokenizer shipped in models/qwen-tokenizer (151643 BPE tokens + specials; Qwen3's file). */
 export function loadQwenTokenizer(): QwenTokenizer {

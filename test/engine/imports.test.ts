@@ -1,6 +1,7 @@
 // The shape of engine/ as a graph (docs/ARCHITECTURE.md §Layers): no import cycle among its modules (type-only
-// imports count: a cycle of types is still two files that cannot be read one without the other), engine/ffi.ts
-// is the only importer of bun:ffi, and web/ and notebooks/ never import engine/ffi.ts (they talk to engine/).
+// imports count: a cycle of types is still two files that cannot be read one without the other), export/ holds
+// views that never run the engine, engine/ffi.ts is the only importer of bun:ffi, and web/ and notebooks/ never
+// import engine/ffi.ts (they talk to engine/).
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
@@ -77,6 +78,19 @@ describe("engine/ import graph", () => {
     expect(files.length).toBeGreaterThan(30);
     const cycles = findCycles(graph(files)).map((c) => c.map(rel).join(" -> "));
     expect(cycles).toEqual([]);
+  });
+
+  test("export/ holds views: nothing it imports, directly or not, runs the engine", () => {
+    const g = graph(tsFiles(join(REPO, "engine")));
+    const runners = ["index.ts", "session.ts", "measure/record.ts", "measure/passes.ts", "measure/sweep.ts", "measure/quant-error.ts",
+      "measure/perplexity-run.ts", "measure/bench-core.ts", "measure/fidelity.ts", "synth/synthetic.ts"].map((f) => join(REPO, "engine", f));
+    for (const r of runners) expect(g.has(r)).toBe(true);
+    const reach = new Set<string>();
+    const walk = (n: string) => { for (const d of g.get(n) ?? []) if (!reach.has(d)) { reach.add(d); walk(d); } };
+    const views = [...g.keys()].filter((f) => rel(f).startsWith("engine/export/"));
+    expect(views.length).toBeGreaterThan(3);
+    views.forEach(walk);
+    expect(runners.filter((r) => reach.has(r)).map(rel)).toEqual([]);
   });
 
   test("engine/ffi.ts is the only importer of bun:ffi; web/ and notebooks/ never import engine/ffi.ts", () => {
