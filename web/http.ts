@@ -1,7 +1,7 @@
 // HTTP helpers every sub-app shares: zod checks that become 400s naming the field, the JSON body reader
 // (415 / 400), and the file-name slug of downloads and profile ids.
 import type { Context } from "hono";
-import type { z } from "zod";
+import { z } from "zod";
 import { HttpError } from "./errors.ts";
 
 /** Parses `data` with `schema`; a failure is a 400 "<what>: <path>: <message>" (the first issue). */
@@ -21,5 +21,9 @@ export async function jsonBody(c: Pick<Context, "req">): Promise<unknown> {
   if (!ct.includes("application/json")) throw new HttpError(415, "expected Content-Type: application/json");
   try { return await c.req.json(); } catch { throw new HttpError(400, "request body is not valid JSON"); }
 }
+
+/** Request fields several sub-apps take: the backend to load on, and a model source (resolved by the context). */
+export const BackendField = z.enum(["auto", "cpu", "cuda"]);
+export const ModelSource = z.string().min(1).max(4096);
 
 export function slug(s: string) { return s.replace(/[^A-Za-z0-9._-]+/g, "-").slice(0, 80) || "profile"; }

@@ -6,13 +6,13 @@ import { z } from "zod";
 import { modelView, type WebContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
 import { catalogDoc, hookNames, hookPatterns } from "../catalog.ts";
-import { check, jsonBody } from "../http.ts";
+import { BackendField, check, jsonBody, ModelSource } from "../http.ts";
 import { listModels } from "../store.ts";
 import type { Task } from "../tasks.ts";
 
 const LoadRequest = z.object({
-  source: z.string().min(1).max(4096),
-  backend: z.enum(["auto", "cpu", "cuda"]).optional(),
+  source: ModelSource,
+  backend: BackendField.optional(),
   threads: z.number().int().min(0).max(1024).optional(),
 }).strict();
 

@@ -11,10 +11,8 @@ import type { WebContext } from "../context.ts";
 import type { ModelInfo } from "../core.ts";
 import { HttpError } from "../errors.ts";
 import { checkHooks, expandHooks } from "../catalog.ts";
-import { check, jsonBody } from "../http.ts";
+import { BackendField, check, jsonBody, ModelSource } from "../http.ts";
 
-const Backend = z.enum(["auto", "cpu", "cuda"]);
-const ModelSource = z.string().min(1).max(4096);
 const TextRef = z.union([z.literal("brown"), z.object({ text: z.string().min(1).max(1_000_000) }).strict()]);
 const Arm = z.object({ label: z.string().max(120).optional(), toggles: ToggleValues.default({}), model: ModelSource.optional() }).strict();
 
@@ -29,7 +27,7 @@ function effective(info: ModelInfo | null, t: Record<string, string | string[]>)
 
 const QuantRequest = z.object({
   model: ModelSource.optional(),
-  backend: Backend.optional(),
+  backend: BackendField.optional(),
   prompt: z.string().min(1).max(200_000),
   reference: Arm,
   candidate: Arm,
@@ -41,7 +39,7 @@ const QuantRequest = z.object({
 }).strict();
 const PerplexityRequest = z.object({
   model: ModelSource.optional(),
-  backend: Backend.optional(),
+  backend: BackendField.optional(),
   text: TextRef.default("brown"),
   ctx: z.number().int().min(2).max(4096).default(512),
   score: z.enum(["all", "half"]).default("all"),

@@ -8,13 +8,13 @@ import type { WebContext } from "../context.ts";
 import { toggleProblem } from "../core.ts";
 import { HttpError } from "../errors.ts";
 import { checkHooks, expandHooks } from "../catalog.ts";
-import { check, jsonBody, slug } from "../http.ts";
+import { BackendField, check, jsonBody, ModelSource, slug } from "../http.ts";
 import { promptSetRoutes } from "./prompt-sets.ts";
 import { taskRoutes, type SseOptions } from "./task-routes.ts";
 
 const RunRequest = z.object({
-  model: z.string().min(1).max(4096).optional(),
-  backend: z.enum(["auto", "cpu", "cuda"]).optional(),
+  model: ModelSource.optional(),
+  backend: BackendField.optional(),
   prompt: z.string().min(1).max(200_000).optional(),
   messages: z.array(z.object({ role: z.enum(["system", "user", "assistant"]), content: z.string().max(200_000) }).strict()).min(1).max(256).optional(),
   tokens: z.array(z.number().int().min(0)).min(1).max(200_000).optional(),
