@@ -1,6 +1,7 @@
 // The web's view of the engine's catalog (engine/catalog.ts: every op, hook, profiling-mode and toggle name,
 // from the native library): the document GET /api/catalog serves the page, and the capture-point (hook)
-// checks of requests. No name is written here: hooks are checked against the catalog the engine host gives.
+// checks of requests. No name is written here: hooks are checked against the catalog the engine host gives
+// (docs/ARCHITECTURE.md §Layers: the native library owns the names; §Hooks).
 import type { Catalog } from "../engine/catalog.ts";
 import { effectiveDefault } from "../engine/measure/record.ts";
 import { HttpError } from "./errors.ts";

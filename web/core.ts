@@ -54,7 +54,8 @@ export interface EngineHost {
 /**
  * The web's one call of the engine's toggle validator (engine/toggles.ts): every toggle set of a request against
  * the model's registry, on its backend and layer count. The first problem as a message (it names the toggle
- * and the allowed values), or null. The runs route calls it for an early 400; EngineCore before it runs.
+ * and the allowed values), or null. The runs route calls it for an early 400; EngineCore before it runs
+ * (docs/ARCHITECTURE.md §How a toggle flows).
  */
 export function toggleProblem(info: ModelInfo, ...sets: ToggleValues[]): string | null {
   for (const t of sets) {
