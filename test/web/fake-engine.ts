@@ -31,6 +31,13 @@ export const FAKE_REGISTRY: ToggleDef[] = [
     backends: { cpu: ["bf16", "q8"], cuda: ["bf16", "q8"] }, spec: "QWEN-005", description: "weight format" },
 ];
 
+/** The library's id of an op this fake records (names as the catalog spells them); any other name is a bug here. */
+function opId(name: string): number {
+  const i = opIndex(name);
+  if (i >= libraryCatalog().ops.length) throw new Error(`fake engine: "${name}" is not an op of the library's catalog`);
+  return i;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 class FakeSession implements EngineSession {
@@ -85,7 +92,7 @@ class FakeSession implements EngineSession {
     const s = this.step++;
     const push = (layer: number, op: string, us: number, flops: number, bytes: number) => {
       const c = this.cols;
-      c.step.push(s); c.phase.push(phase); c.layer.push(layer); c.op.push(opIndex(op)); c.kernel.push(layer < 0 ? 0 : 1);
+      c.step.push(s); c.phase.push(phase); c.layer.push(layer); c.op.push(opId(op)); c.kernel.push(layer < 0 ? 0 : 1);
       const dur = Math.round(us * 1000 * (phase === 0 ? Math.max(1, n / 4) : 1));
       c.t_start_ns.push(this.clock); this.clock += dur; c.t_end_ns.push(this.clock); this.clock += 200;
       c.flops.push(flops * n); c.bytes.push(bytes); c.n_tokens.push(n);
