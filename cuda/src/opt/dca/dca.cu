@@ -1,7 +1,7 @@
-// dca.cu — Dual Chunk Attention kernels (see dca.cuh; the remapping is dca.hpp's, shared with the CPU).
+// dca.cu — Dual Chunk Attention kernels (see dca.cuh; the remapping is dca_positions.hpp's, shared with the CPU).
 #include "dca.cuh"
 
-#include "dca.hpp"
+#include "dca_positions.hpp"
 
 namespace qwc {
 namespace {
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnAr
   const __nv_bfloat16 *K = a.kcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
   const __nv_bfloat16 *V = a.vcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
   const float scale = rsqrtf((float)d);
-  // Key groups as dca.hpp part(): 0 intra [ci s, i], 1 successive [(ci-1) s, ci s), 2 inter [0, (ci-1) s).
+  // Key groups as dca_positions.hpp part(): 0 intra [ci s, i], 1 successive [(ci-1) s, ci s), 2 inter [0, (ci-1) s).
   const int lo[3] = {ci * s, max(0, (ci - 1) * s), 0};
   const int hi[3] = {i + 1, ci * s, max(0, (ci - 1) * s)};
   float M[3], L[3], O[3];

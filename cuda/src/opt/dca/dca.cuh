@@ -1,4 +1,4 @@
-// dca.cuh — Dual Chunk Attention on the CUDA backend (toggle "dca" = on; positions in dca.hpp, the same
+// dca.cuh — Dual Chunk Attention on the CUDA backend (toggle "dca" = on; positions in dca_positions.hpp, the same
 // formulas as the CPU reference src/opt/dca/dca_cpu.cpp).
 //   rope: like launch_rope_kv (bias, bf16 rounding order, pair-interleaved q|k rows), but queries are roped three
 //         ways (intra-chunk into r.q_out, successive into q_succ, inter into q_inter) and keys at pos mod s; the

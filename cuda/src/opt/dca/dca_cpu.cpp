@@ -1,12 +1,12 @@
 // dca_cpu.cpp — Dual Chunk Attention on the CPU (the exact reference of the CUDA kernels): fp32 math over the
-// f32 or bf16 KV cache, whose keys were roped at pos mod s (s = chunk - local, dca.hpp).
+// f32 or bf16 KV cache, whose keys were roped at pos mod s (s = chunk - local, dca_positions.hpp).
 //
 // For query row i (chunk ci = i / s) and query head h the keys 0..i fall into three contiguous groups:
 //   inter [0, (ci - 1) s), successive [(ci - 1) s, ci s), intra [ci s, i]   (clamped at 0; empty groups skipped)
 // Group g is scored with its own query variant: S_k = (q_g . K_k) / sqrt(d). Each group gives a partial
 // (m_g = max S, l_g = sum e^(S - m_g), o_g = sum e^(S - m_g) V_k); the partials are merged exactly:
 //   M = max m_g,  z = sum_g e^(m_g - M) o_g / sum_g e^(m_g - M) l_g,
-// i.e. one softmax over all keys of the explicit per-(query, key) score table (tests/test_dca.cpp checks it).
+// i.e. one softmax over all keys of the explicit per-(query, key) score table (test_dca.cpp checks it).
 // One task is a (query row, kv head): each K/V row is widened to fp32 once for all query heads of the group.
 #include "dca_cpu.hpp"
 
@@ -15,9 +15,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "dca.hpp"
+#include "dca_positions.hpp"
 #include "half.hpp"
-#include "../../cpu/vexp.hpp"
+#include "registry.hpp"
+#include "vexp.hpp"
 
 namespace qw {
 namespace cpu {
@@ -42,6 +43,14 @@ void dca_positions(DcaRows &out, const int32_t *pos, int64_t R, int32_t chunk, i
   }
 }
 
+void dca_check_config(const StepToggles &t) {
+  if (t.kv_cache == KvCache::Bf16 || t.kv_cache == KvCache::F32) return;
+  for (const LayerToggles &lt : t.layer)
+    if (lt.dca == Dca::On)
+      throw Error(QW_ERR_UNSUPPORTED, "dca = on reads an f32 or bf16 KV cache; kvCache = " + value_name(t.kv_cache) +
+                                          " is not supported with it: set kvCache to bf16 or f32, or dca to off");
+}
+
 void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int32_t nH, int32_t nKV, int32_t d,
               const DcaRows &rows, const RopeTable &tab) {
   const int64_t qd = int64_t(nH) * d, kvd = int64_t(nKV) * d;
@@ -56,7 +65,7 @@ void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int3
 namespace {
 
 // Row `off` of the K (is_k) or V cache, widened exactly to fp32.
-inline void widen(float *dst, const KvCache &kv, int64_t off, bool is_k, int32_t d) {
+inline void widen(float *dst, const KvStore &kv, int64_t off, bool is_k, int32_t d) {
   if (kv.bf16) {
     const uint16_t *src = (is_k ? kv.kb.get() : kv.vb.get()) + off;
     for (int32_t i = 0; i < d; ++i) dst[i] = bf16_to_float(src[i]);
@@ -115,7 +124,7 @@ struct Scratch {
 };
 
 // One (query row, kv head) task: `group` query heads, keys 0..i of sequence slot `seq`.
-void dca_task(const KvCache &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t s, int32_t group,
+void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t s, int32_t group,
               int32_t d, float scale, const float *const qv[3], float *z, Scratch &w) {
   const int32_t ci = i / s;
   // [begin, end) of the key groups: 0 intra, 1 successive, 2 inter (dca::part of each key).
@@ -172,7 +181,7 @@ void dca_task(const KvCache &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
 
 }  // namespace
 
-void dca_attention(KvCache &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
+void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
                    int32_t local) {
   const Step &st = *a.step;
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;

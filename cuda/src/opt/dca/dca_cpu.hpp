@@ -1,4 +1,4 @@
-// dca_cpu.hpp — Dual Chunk Attention on the CPU backend (toggle "dca" = on; formulas in dca.hpp).
+// dca_cpu.hpp — Dual Chunk Attention on the CPU backend (toggle "dca" = on; formulas in dca_positions.hpp).
 // forward.cpp calls dca_positions once per step, dca_rope at the rope op and dca_attention at the attention op
 // of every layer where the toggle is on.
 #pragma once
@@ -6,7 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "../../cpu/cpu.hpp"
+#include "cpu.hpp"
+#include "dca.hpp"
 
 namespace qw {
 namespace cpu {
@@ -18,6 +19,10 @@ struct DcaRows {
 };
 void dca_positions(DcaRows &out, const int32_t *pos, int64_t R, int32_t chunk, int32_t local);
 
+// Refuses (Error QW_ERR_UNSUPPORTED) a configuration where dca = on at some layer and the KV cache is not f32 or
+// bf16: the kernels below read plain f32/bf16 rows. Session::configure calls it (both toggles need a reset).
+void dca_check_config(const StepToggles &t);
+
 // Ropes the raw queries q [R, nH * d] three ways (q: intra-chunk, q_succ, q_inter; both [R, nH * d], written)
 // and the raw keys k [R, nKV * d] at pos mod s, in place.
 void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int32_t nH, int32_t nKV, int32_t d,
@@ -26,7 +31,7 @@ void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int3
 // Appends the step's K/V rows to the cache (kv_append) and computes z: per query row and head, one softmax
 // partial per key group (inter, successive, intra), merged by log-sum-exp. a.q holds the intra-chunk queries.
 // gqa = broadcast is not materialized here (the result is the same; DCA always reads kv heads in place).
-void dca_attention(KvCache &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
+void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
                    int32_t local);
 
 }  // namespace cpu
