@@ -4,7 +4,7 @@
 // the chunk and differs past it; chunked prefill and decode give the prefill's logits; per-layer DCA; the
 // parameters reach the native session (defaults from the config, overrides, bad values refused); retrieval at
 // 1024 tokens works with DCA. The kernel itself is checked against explicit position tables in
-// cuda/tests/test_dca.cpp.
+// cuda/src/opt/dca/test_dca.cpp.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import {

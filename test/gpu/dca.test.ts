@@ -1,5 +1,5 @@
 // Dual Chunk Attention on CUDA (src/opt/dca/dca.cu) against the CPU reference (src/opt/dca/dca_cpu.cpp, itself
-// checked against explicit position tables in cuda/tests/test_dca.cpp), on the passkey model
+// checked against explicit position tables in cuda/src/opt/dca/test_dca.cpp), on the passkey model
 // (models/tiny-qwen2-passkey: trained at 512 tokens, chunk 512 / local 64): last-position logits after a
 // prefill past several chunks, the same after chunked prefill + decode (graphs on and off), DCA = plain attention
 // up to the chunk, and passkey retrieval at 1024 / 2048 / 4096 tokens. Skips without a GPU.
