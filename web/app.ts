@@ -68,6 +68,8 @@ const RunRequest = z.object({
   profiling: z.union([z.boolean(), ProfilingMode]).default(true), // true: kernels (events where CUPTI is missing)
   capture: z.array(HookName).max(512).default([]),
   label: z.string().max(120).optional(),
+  // speculative decoding with a draft model (toggle speculative = draft): a model under the roots, k per step
+  draft: z.object({ model: ModelSource, k: z.number().int().min(1).max(64).default(4) }).strict().optional(),
 }).strict().refine((r) => [r.prompt, r.messages, r.tokens, r.promptSet, r.prompts].filter((x) => x !== undefined).length === 1,
   { message: "give exactly one of prompt, messages, tokens, promptSet or prompts" });
 export type RunRequest = z.infer<typeof RunRequest>;
@@ -233,6 +235,10 @@ export function createApp(deps: AppDeps) {
   app.post("/api/runs", async (c) => {
     const req = check(RunRequest, await jsonBody(c), "run");
     const source = req.model !== undefined ? resolveSource(req.model) : undefined;
+    const draftPath = req.draft ? resolveSource(req.draft.model) : undefined;
+    const draft = req.draft && draftPath ? { model: draftPath, k: req.draft.k, root: rootOf.get(draftPath) } : undefined;
+    if (draft) req.toggles.speculative = "draft";
+    else if (req.toggles.speculative === "draft") throw new HttpError(400, "run: speculative = draft needs a draft model (field draft: {model, k})");
     let prompts: z.infer<typeof PromptSpec>[];
     let setName: string | undefined;
     let setSampling = {};
@@ -258,7 +264,7 @@ export function createApp(deps: AppDeps) {
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
         capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
-        repeats: req.repeats, warmup: req.warmup,
+        repeats: req.repeats, warmup: req.warmup, ...(draft ? { draft } : {}),
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, relay(t));

@@ -6,6 +6,7 @@ import type { DeviceManifest, Profile } from "../engine/profile.ts";
 import { checkToggles, recordRun, type RunSpec, type RunEvent } from "../engine/export/record.ts";
 import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/export/quant.ts";
 import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/perplexity-run.ts";
+import { DraftCache } from "../engine/spec/draft-cache.ts";
 import type { PerplexitySpec } from "./protocol.ts";
 
 export interface ModelInfo {
@@ -52,7 +53,8 @@ export class EngineCore {
   private session: EngineSession | null = null;
   private info: ModelInfo | null = null;
   private aborts = new Map<string, AbortController>();
-  constructor(private openModel: OpenModel) {}
+  private drafts: DraftCache;
+  constructor(private openModel: OpenModel) { this.drafts = new DraftCache(openModel); }
 
   loaded(): ModelInfo | null { return this.info; }
 
@@ -85,6 +87,7 @@ export class EngineCore {
   }
 
   private unload() {
+    this.drafts.close();
     try { this.session?.close(); } catch { /* already gone */ }
     try { this.model?.close(); } catch { /* already gone */ }
     this.session = null; this.model = null; this.info = null;
@@ -102,7 +105,9 @@ export class EngineCore {
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     try {
-      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal });
+      // speculative = draft: the draft model named by the run (engine/spec/)
+      const sp = spec.draft ? { ...(await this.drafts.get(spec.draft.model, spec.draft.root, model, session)), k: spec.draft.k, label: spec.draft.model } : undefined;
+      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal, ...(sp ? { speculative: sp } : {}) });
       return { profile: r.profile, cancelled: r.cancelled };
     } finally {
       this.aborts.delete(taskId);

@@ -61,6 +61,32 @@ export function checkDraftK(k: unknown): number {
 const rowOf = (logits: Float32Array, vocab: number, r: number) => r * vocab;
 
 /**
+ * Greedy verification: accepts d_i while it equals the target's argmax after d_1..d_{i-1} (argmaxAt(i - 1)),
+ * then the target's own token. Returns the accepted count a and that token.
+ */
+export function acceptGreedy(argmaxAt: (row: number) => number, props: readonly number[]): { a: number; next: number } {
+  let a = 0;
+  while (a < props.length && argmaxAt(a) === props[a]) a++;
+  return { a, next: argmaxAt(a) };
+}
+
+/**
+ * Speculative rejection sampling of one verify step: pAt(i) is the target's distribution after d_1..d_i
+ * (pAt(0): after the last accepted token), qs[i] the draft's distribution d_{i+1} was drawn from, u() a fresh
+ * uniform in (0, 1] per call. Accepts d_{i+1} with probability min(1, p(d)/q(d)); at the first rejection draws
+ * from norm(max(0, p - q)); after all acceptances draws the bonus token from pAt(k).
+ */
+export function acceptSampled(pAt: (row: number) => Float64Array, props: readonly number[], qs: readonly Float64Array[],
+  u: () => number): { a: number; next: number } {
+  for (let a = 0; a < props.length; a++) {
+    const p = pAt(a), d = props[a], q = qs[a];
+    if (u() <= p[d] / q[d]) continue;
+    return { a, next: drawFrom(residual(p, q), u()) };
+  }
+  return { a: props.length, next: drawFrom(pAt(props.length), u()) };
+}
+
+/**
  * Generates from `target` with `draft` proposing (both sessions are reset on their slots and left holding the
  * generated sequence; their logits mode is left at 0). Events as Session.generate; the done event carries the
  * per-step trace. tpotMs holds, per emitted token after the first, its step's time divided by the tokens the
@@ -154,21 +180,10 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       target.prefill(seq, [tok, ...props]);
       const l = target.logits();
       if (l.rows !== kEff + 1) throw new Error(`speculative: the verify pass returned ${l.rows} logits rows, expected ${kEff + 1}`);
-      let a = 0, next: number;
-      if (greedy) {
-        while (a < kEff && argmaxRow(l.data, rowOf(l.data, l.vocab, a), l.vocab) === props[a]) a++;
-        next = argmaxRow(l.data, rowOf(l.data, l.vocab, a), l.vocab);
-      } else {
-        next = -1;
-        for (; a < kEff; a++) {
-          const p = dist(l.data, rowOf(l.data, l.vocab, a), l.vocab, settings);
-          const d = props[a], q = qs[a];
-          if (rng.next() <= p[d] / q[d]) continue; // accept with min(1, p/q)
-          next = drawFrom(residual(p, q), rng.next());
-          break;
-        }
-        if (next < 0) next = drawFrom(dist(l.data, rowOf(l.data, l.vocab, kEff), l.vocab, settings), rng.next());
-      }
+      const row = (i: number) => rowOf(l.data, l.vocab, i);
+      const { a, next } = greedy
+        ? acceptGreedy((i) => argmaxRow(l.data, row(i), l.vocab), props)
+        : acceptSampled((i) => dist(l.data, row(i), l.vocab, settings), props, qs, () => rng.next());
       // ---- rollback: the target keeps tok + d1..da; the draft keeps what it absorbed of that
       target.truncate(seq, tLen + 1 + a);
       if (kEff > 0) {

@@ -31,8 +31,11 @@ const std::vector<ToggleDef> &toggle_defs() {
        "QWEN-007", "KV cache element type. Changing it clears every sequence of the session.", "KV-cache type"},
       {"graphs", {"on", "off"}, "on", false, false, {"off"}, {"on", "off"}, "launch overhead",
        "CUDA graph replay for decode steps (the CPU backend has no graphs: always off there).", "CUDA graphs"},
-      {"speculative", {"off", "draft", "eagle"}, "off", false, true, {"off"}, {"off"}, "QWEN-004",
-       "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification.", "Speculative decoding"},
+      {"speculative", {"off", "draft", "eagle"}, "off", false, true, {"off", "draft"}, {"off", "draft"}, "QWEN-004",
+       "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification. draft: a draft "
+       "model of the same tokenizer proposes k tokens, the target verifies them in one pass and both KV caches are "
+       "truncated to what was accepted (engine/spec/; the loop runs over the C ABI, so on every backend); the "
+       "greedy output is the target's own, sampling keeps the target's distribution.", "Speculative decoding"},
       {"dca", {"off", "on"}, "off", true, true, {"off"}, {"off"}, "QWEN-006",
        "Dual Chunk Attention for contexts past the trained length.", "Dual Chunk Attention"},
       {"sparsePrefill", {"off", "vertical-slash"}, "off", true, false, {"off"}, {"off"}, "QWEN-008",
