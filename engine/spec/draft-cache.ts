@@ -32,7 +32,7 @@ export class DraftCache {
       this.model = m;
       this.key = key;
     }
-    return { draft: this.session, host: { eosIds: target.tokenizer.eosIds, decoder: () => inner.decoder() } };
+    return { draft: this.session, host: { eosIds: target.tokenizer.eosIds, decoder: () => inner.decoder(), backend: target.backend } };
   }
 
   close(): void {

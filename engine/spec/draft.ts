@@ -8,7 +8,9 @@
 //
 // Greedy (temperature 0): d_i is accepted while it equals the target's argmax (lowest id on ties, as the
 // engine), so the output is the target's own greedy continuation, token for token — provided the verify
-// pass computes the same logits as a one-token decode step would (tested in test/engine/speculative.test.ts).
+// pass computes the same argmax as one-token decode steps would. On the CPU it computes bitwise the same logits
+// (chunks of <= 7 rows, CPU_VERIFY_CHUNK; tested in test/engine/speculative.test.ts); on CUDA prefill and decode
+// kernels differ, so a near-tie could in principle flip (test/gpu/speculative.test.ts checks on real prompts).
 //
 // Sampling (temperature > 0): standard speculative rejection sampling (Leviathan et al. 2023, Chen et al. 2023).
 // p = the target's sampling distribution and q = the draft's, both the engine's distribution for the SAME
@@ -41,11 +43,21 @@ export type SpecEvent = Exclude<GenerateEvent, { type: "done" }> | SpecDoneEvent
 export interface SpecHost {
   readonly eosIds: readonly number[];
   decoder(): { push(id: number): string; end(): string };
+  /** The target's backend: on "cpu" the verify pass runs in chunks of at most CPU_VERIFY_CHUNK rows. */
+  readonly backend?: "cpu" | "cuda";
 }
 
+/**
+ * The CPU backend computes prefill steps of fewer than 8 rows with the decode kernels (matmul.cpp
+ * kDequantMinT, attention kBlockedMinRows), so such a verify pass gives bitwise the logits of decode steps and
+ * greedy speculation is exact by construction; from 8 rows on it switches to the blocked GEMM and attention
+ * (~1e-4 apart, and slower for these few rows). The verify pass is therefore fed in chunks of <= 7 rows there.
+ */
+export const CPU_VERIFY_CHUNK = 7;
+
 /** The SpecHost of a model opened with openModel. */
-export function specHost(m: { tokenizer: { eosIds: number[]; inner: { decoder(): { push(id: number): string; end(): string } } } }): SpecHost {
-  return { eosIds: m.tokenizer.eosIds, decoder: () => m.tokenizer.inner.decoder() };
+export function specHost(m: { backend?: "cpu" | "cuda"; tokenizer: { eosIds: number[]; inner: { decoder(): { push(id: number): string; end(): string } } } }): SpecHost {
+  return { eosIds: m.tokenizer.eosIds, decoder: () => m.tokenizer.inner.decoder(), ...(m.backend ? { backend: m.backend } : {}) };
 }
 
 export const MAX_DRAFT_K = 64;
@@ -59,6 +71,25 @@ export function checkDraftK(k: unknown): number {
 }
 
 const rowOf = (logits: Float32Array, vocab: number, r: number) => r * vocab;
+
+/** The verify pass: prefill of `tokens` in chunks of at most `chunk` rows; every row's logits (mode 2 is set). */
+function verify(target: EngineSession, seq: number, tokens: number[], chunk: number): { vocab: number; data: Float32Array } {
+  const parts: Float32Array[] = [];
+  let vocab = 0;
+  for (let o = 0; o < tokens.length; o += chunk) {
+    const part = tokens.slice(o, Math.min(tokens.length, o + chunk));
+    target.prefill(seq, part);
+    const l = target.logits();
+    if (l.rows !== part.length) throw new Error(`speculative: the verify pass returned ${l.rows} logits rows, expected ${part.length}`);
+    parts.push(l.data);
+    vocab = l.vocab;
+  }
+  if (parts.length === 1) return { vocab, data: parts[0] };
+  const data = new Float32Array(tokens.length * vocab);
+  let off = 0;
+  for (const p of parts) { data.set(p, off); off += p.length; }
+  return { vocab, data };
+}
 
 /**
  * Greedy verification: accepts d_i while it equals the target's argmax after d_1..d_{i-1} (argmaxAt(i - 1)),
@@ -106,6 +137,7 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
   if (prompt.length === 0) throw new SessionError("generate: the prompt is empty (it tokenized to no tokens)");
   const maxContext = Math.min(target.maxContext, draft.maxContext);
   if (prompt.length > maxContext) throw new SessionError(`generate: the prompt has ${prompt.length} tokens, more than the max context ${maxContext} (of the target and draft sessions)`);
+  const chunk = host.backend === "cpu" ? CPU_VERIFY_CHUNK : Infinity;
   const maxVerify = Math.min(target.maxPrefill ?? target.maxContext, draft.maxPrefill ?? draft.maxContext);
   const rng = new Uniforms(samp.seed);
   const trace: SpecTrace = { k, proposed: [], accepted: [], draftMs: [], verifyMs: [] };
@@ -177,9 +209,7 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       }
       const s1 = performance.now();
       // ---- verify: one target pass over [tok, d1..dk]
-      target.prefill(seq, [tok, ...props]);
-      const l = target.logits();
-      if (l.rows !== kEff + 1) throw new Error(`speculative: the verify pass returned ${l.rows} logits rows, expected ${kEff + 1}`);
+      const l = verify(target, seq, [tok, ...props], chunk);
       const row = (i: number) => rowOf(l.data, l.vocab, i);
       const { a, next } = greedy
         ? acceptGreedy((i) => argmaxRow(l.data, row(i), l.vocab), props)

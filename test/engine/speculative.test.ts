@@ -9,7 +9,7 @@
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
-import { acceptSampled, checkDraftK, specHost, speculativeGenerate } from "../../engine/spec/draft.ts";
+import { acceptSampled, checkDraftK, CPU_VERIFY_CHUNK, specHost, speculativeGenerate } from "../../engine/spec/draft.ts";
 import { checkDraftCompatible, draftIncompatibility } from "../../engine/spec/compat.ts";
 import { dist, drawFrom, Uniforms } from "../../engine/spec/sampling.ts";
 import { QwenTokenizer } from "../../engine/tokenizer.ts";
@@ -65,6 +65,25 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with a draft model (CP
     s.truncate(0, 3);
     expect(s.seqLen(0)).toBe(3);
     expect(s.prefill(0, ids.slice(3))).toBe(next);
+    s.close();
+  });
+
+  test("the CPU verify pass (chunks of <= 7 rows) gives bitwise the logits of decode steps", () => {
+    const s = target.newSession({ maxContext: 128 });
+    const ids = target.tokenizer.encode("The jury said it did not find any evidence that the city had any of the");
+    for (const T of [2, 5, CPU_VERIFY_CHUNK]) {
+      const n = ids.length;
+      s.reset(0);
+      s.setLogitsMode(1);
+      s.prefill(0, ids.slice(0, n - T));
+      const dec: Float32Array[] = [];
+      for (let i = n - T; i < n; i++) { s.decode([0], [ids[i]]); dec.push(s.logits().data.slice()); }
+      s.truncate(0, n - T);
+      s.setLogitsMode(2);
+      s.prefill(0, ids.slice(n - T));
+      const l = s.logits();
+      for (let r = 0; r < T; r++) expect(Buffer.compare(Buffer.from(l.data.buffer, r * l.vocab * 4, l.vocab * 4), Buffer.from(dec[r].buffer))).toBe(0);
+    }
     s.close();
   });
 
