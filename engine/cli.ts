@@ -401,6 +401,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
     const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: Math.max(maxPp, 8 + maxTg, 16, dm ? 128 + maxTg : 0) });
     applyToggles(m, s, o.toggle as string | undefined);
+    if (!dm && s.toggles().speculative === "draft") fail("bench: speculative=draft needs --draft PATH");
     const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
     for (const pp of pps) {
       const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0 }, { reps, warmup, retries, maxContention, onProgress: log });

@@ -13,7 +13,7 @@ import { machineMark, othersShare } from "../bench-core.ts";
 import { mergeResults } from "./passes.ts";
 import { quantile } from "../stats.ts";
 import { toggleValueProblem } from "../toggles.ts";
-import { speculativeGenerate, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
+import { speculativeGenerate, TOGGLE_VALUES_NEEDING_INPUT, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
 import { mergeTraces, summarizeSpec, type SpecTrace } from "../spec/stats.ts";
 
 export const SamplingSpec = z.object({
@@ -221,6 +221,10 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   const emit = o.onEvent ?? (() => {});
   const doYield = o.yieldToLoop ?? true;
   applyToggles(model, session, spec.toggles);
+  for (const [id, n] of Object.entries(TOGGLE_VALUES_NEEDING_INPUT)) {
+    const v = spec.toggles[id];
+    if (typeof v === "string" && n.values.includes(v) && !(id === "speculative" && o.speculative)) throw new Error(`toggle ${id} = ${v} needs ${n.needs}`);
+  }
   session.setProfiling(spec.profiling);
   session.setCapture(spec.capture);
   const toggles = session.toggles();

@@ -53,6 +53,14 @@ describe.skipIf(!cpuLibraryBuilt())("CLI speculative runs (CPU)", () => {
     expect(s.steps).toBeGreaterThan(0);
   });
 
+  test("the toggle speculative=draft without --draft: a clear error (generate and bench)", () => {
+    for (const cmd of ["generate", "bench"]) {
+      const r = cli(cmd, "--backend", "cpu", "--toggle", "speculative=draft", ...(cmd === "bench" ? ["--pp", "0", "--tg", "1"] : ["--prompt", "x"]));
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(new RegExp(`${cmd}: speculative=draft needs --draft PATH`));
+    }
+  });
+
   test("bench --speculative draft: an off row and one row per k with acceptance statistics", () => {
     const r = cli("bench", "--backend", "cpu", "--pp", "0", "--tg", "8", "--speculative", "draft", "--draft", DRAFT, "--draft-k", "1,2",
       "--prompts", "2", "--format", "json");

@@ -13,6 +13,8 @@ import { acceptSampled, checkDraftK, CPU_VERIFY_CHUNK, specHost, speculativeGene
 import { checkDraftCompatible, draftIncompatibility } from "../../engine/spec/compat.ts";
 import { dist, drawFrom, Uniforms } from "../../engine/spec/sampling.ts";
 import { QwenTokenizer } from "../../engine/tokenizer.ts";
+import { buildArms } from "../../engine/export/sweep.ts";
+import { recordRun } from "../../engine/export/record.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
 import { brownPrompts, chiSquare, critical, softmax } from "./spec-helpers.ts";
 import { generousTimeout } from "../setup.ts";
@@ -52,6 +54,16 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with a draft model (CP
     expect(draftIncompatibility(target, swapped)).toMatch(/token 300 /);
     expect(() => checkDraftK(0)).toThrow(/1\.\.64/);
     expect(() => checkDraftK(2.5)).toThrow(/integer/);
+  });
+
+  test("speculative = draft is left out of automatic sweeps, and a run asking for it without a draft model fails clearly", async () => {
+    const arms = buildArms(target.toggleRegistry(), "cpu");
+    expect(arms.some((a) => "speculative" in a.toggles)).toBe(false);
+    expect(buildArms(target.toggleRegistry(), "cpu", { speculative: ["*"] }).map((a) => a.label)).toContain("speculative=draft");
+    const s = target.newSession({ maxContext: 64 });
+    const spec = { id: "x", prompts: [{ prompt: "The jury" }], maxTokens: 4, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles: { speculative: "draft" }, profiling: false, capture: [] };
+    await expect(recordRun(target, s, spec)).rejects.toThrow(/speculative = draft needs a draft model/);
+    s.close();
   });
 
   test("Session.truncate: shortens, refuses to grow or go negative, and the sequence continues exactly", () => {
