@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadavg } from "node:os";
 import { openModel, type Model } from "../engine/index.ts";
-import { REPO_ROOT } from "../engine/ffi.ts";
+import { REPO_ROOT } from "../engine/constants.ts";
 import { brownPromptSet, runSpecBench, type SpecArmResult } from "../engine/spec/bench.ts";
 import { checkDraftCompatible } from "../engine/spec/compat.ts";
 import { specHost } from "../engine/spec/draft.ts";

@@ -2,10 +2,11 @@
 // EngineCore runs inside the Bun Worker (web/engine-worker.ts) in the server, and in-process in tests
 // (LocalHost). It never touches HTTP or the file system: profiles go back to the caller, which writes them.
 import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
-import type { DeviceManifest, Profile } from "../engine/profile.ts";
-import { checkToggles, recordRun, type RunSpec, type RunEvent } from "../engine/export/record.ts";
-import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/export/quant.ts";
-import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/perplexity-run.ts";
+import type { DeviceManifest, Profile } from "../engine/measure/profile.ts";
+import { recordRun, type RunSpec, type RunEvent } from "../engine/measure/record.ts";
+import { checkToggles } from "../engine/toggles.ts";
+import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/measure/quant-error.ts";
+import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
 import { DraftCache } from "../engine/spec/draft-cache.ts";
 import type { PerplexitySpec } from "./protocol.ts";
 

@@ -4,9 +4,9 @@
 // min–max; every arm runs on the same prompts, interleaved per repetition so load drifts hit all arms alike.
 import { loadavg } from "node:os";
 import type { EngineModel, EngineSession, GenerateEvent } from "../api.ts";
-import { brownDocuments } from "../brown.ts";
-import { modelLabel, weightLabel } from "../bench-core.ts";
-import { statOf, type BenchRow, type Stat } from "../profile.ts";
+import { brownDocuments } from "../text/brown.ts";
+import { modelLabel, weightLabel } from "../measure/bench-core.ts";
+import { statOf, type BenchRow, type Stat } from "../measure/profile.ts";
 import { speculativeGenerate, type SpecHost, type SpecSession } from "./draft.ts";
 import { mergeTraces, summarizeSpec, type SpecSummary, type SpecTrace } from "./stats.ts";
 

@@ -2,7 +2,7 @@
 // in both (same vocabulary, same tokens, same merges, same special tokens), and the logits must have the same
 // width, or the draft's proposals and probabilities are meaningless to the target.
 import type { EngineModel } from "../api.ts";
-import type { QwenTokenizer } from "../tokenizer.ts";
+import type { QwenTokenizer } from "../text/tokenizer.ts";
 
 /** A model as the check needs it (engine/index.ts Model has `tokenizer.inner`). */
 export interface TokenizedModel {

@@ -7,7 +7,7 @@
 //   P(i) = w_i / (sum of the kept w).
 // dist() returns exactly that P as a dense Float64Array over the vocabulary (0 outside the kept set). T <= 0
 // (greedy) is the point mass on the argmax, lowest id on ties, as the engine's argmax_lowest.
-import { Xoshiro128 } from "../synthetic.ts";
+import { Xoshiro128 } from "../synth/synthetic.ts";
 
 export interface SamplingSettings {
   temperature: number; // <= 0: greedy

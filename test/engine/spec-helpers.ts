@@ -1,5 +1,5 @@
 // Helpers of the speculative decoding tests (test/engine/speculative.test.ts, test/gpu/speculative.test.ts).
-import { brownDocuments } from "../../engine/brown.ts";
+import { brownDocuments } from "../../engine/text/brown.ts";
 
 /** Brown validation prompts: the first `words` words of a document (varied documents and lengths). */
 export function brownPrompts(n: number): string[] {

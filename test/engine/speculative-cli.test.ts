@@ -5,7 +5,7 @@ import { test, expect, describe, afterAll } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readProfile } from "../../engine/profile.ts";
+import { readProfile } from "../../engine/measure/profile.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
