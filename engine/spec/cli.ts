@@ -19,7 +19,8 @@ export const SPEC_HELP_BENCH = `      --speculative draft --draft PATH --draft-k
                                   Brown validation prompts (--prompts N, default 8), acceptance per position
 `;
 
-const Kind = z.enum(["off", "draft", "eagle"]);
+// The values themselves are the registry's (toggle "speculative"); this CLI drives off and draft.
+const Kind = z.string();
 const K = z.coerce.number().int().min(1).max(MAX_DRAFT_K);
 
 export interface SpecArgs {
@@ -31,9 +32,9 @@ export interface SpecArgs {
 /** Validates the speculative flags; throws an Error whose message says what to fix. */
 export function parseSpecArgs(o: Record<string, unknown>, defaultKs: number[]): SpecArgs {
   const kindR = Kind.safeParse(o.speculative ?? (o.draft !== undefined ? "draft" : "off"));
-  if (!kindR.success) throw new Error(`--speculative must be off or draft, got '${String(o.speculative)}'`);
-  if (kindR.data === "eagle") throw new Error("--speculative eagle is not implemented yet (only draft)");
-  const kind = kindR.data;
+  if (kindR.success && kindR.data === "eagle") throw new Error("--speculative eagle is not implemented yet (only draft)");
+  if (!kindR.success || (kindR.data !== "off" && kindR.data !== "draft")) throw new Error(`--speculative must be off or draft, got '${String(o.speculative)}'`);
+  const kind: "off" | "draft" = kindR.data;
   const raw = o["draft-k"];
   const ks = raw === undefined ? defaultKs : String(raw).split(",").map((s) => {
     const r = K.safeParse(s.trim());
