@@ -107,11 +107,21 @@ class Sink {
   virtual void logits(const float *host, int32_t rows, int32_t vocab) = 0;
 };
 
+// What a session's KV cache holds (qw_session_info_json).
+struct KvInfo {
+  std::string type;              // the kvCache value
+  double bytes_per_token = 0;    // K and V of one token of one sequence, all layers (quantized steady state)
+  uint64_t bytes = 0;            // allocated for the whole session (every slot, max_context, scales, rings)
+  int32_t residual_tokens = 0;   // kivi: most recent tokens kept in bf16 (at least)
+  int32_t max_rollback = -1;     // tokens a sequence may be truncated by exactly (-1: any)
+};
+
 class BackendSession {
  public:
   virtual ~BackendSession() = default;
   // Allocate/resize the KV cache. kv_dtype: "bf16" | "f32" (CPU) ... as in the kvCache toggle. Clears all.
   virtual void configure_kv(const std::string &kv_dtype) = 0;
+  virtual KvInfo kv_info() const = 0;
   // Runs one forward step, writes each sequence's sampled token into out_tokens[i] (size = seq.size()).
   // The front has already validated tokens, lengths and capacities.
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;

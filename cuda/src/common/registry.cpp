@@ -27,8 +27,12 @@ const std::vector<ToggleDef> &toggle_defs() {
        "re-quantize at load.", "Weight format"},
       {"gemv", {"simple", "marlin"}, "simple", false, false, {"simple"}, {"simple"}, "QWEN-005",
        "Quantized GEMV/GEMM kernel family.", "Quantized GEMV kernel"},
-      {"kvCache", {"bf16", "f32", "q8", "kivi4", "kivi2"}, "bf16", false, true, {"bf16", "f32"}, {"bf16"},
-       "QWEN-007", "KV cache element type. Changing it clears every sequence of the session.", "KV-cache type"},
+      {"kvCache", {"bf16", "f32", "q8", "kivi4", "kivi2"}, "bf16", false, true, {"bf16", "f32", "q8", "kivi4", "kivi2"},
+       {"bf16", "q8", "kivi4", "kivi2"}, "QWEN-007",
+       "KV cache element type. q8: int8 per 32 elements of a row with an fp16 scale (llama.cpp q8_0); kivi4 / kivi2: "
+       "KIVI 4- / 2-bit, keys per channel (groups of 32 tokens), values per token (groups of 32), asymmetric, the "
+       "newest 128+ tokens kept in bf16. Decode reads the codes directly. Changing it clears every sequence of the "
+       "session.", "KV-cache type"},
       {"graphs", {"on", "off"}, "on", false, false, {"off"}, {"on", "off"}, "launch overhead",
        "CUDA graph replay for decode steps (the CPU backend has no graphs: always off there).", "CUDA graphs"},
       {"speculative", {"off", "draft", "eagle"}, "off", false, true, {"off"}, {"off"}, "QWEN-004",

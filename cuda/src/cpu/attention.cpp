@@ -27,14 +27,32 @@ namespace qw {
 namespace cpu {
 
 void KvCache::configure(const std::string &dtype, int32_t L, int32_t B, int32_t nkv, int32_t T, int32_t d) {
-  if (dtype != "bf16" && dtype != "f32")
-    throw Error(QW_ERR_UNSUPPORTED, "kvCache = " + dtype + " is not implemented by the CPU backend (bf16, f32)");
+  kvq::KvType qt;
+  if (!kvq::parse_kv_type(dtype, &qt))
+    throw Error(QW_ERR_UNSUPPORTED, "kvCache = " + dtype + " is not implemented by the CPU backend (bf16, f32, q8, kivi4, kivi2)");
+  if (qt != kvq::KvType::BF16 && qt != kvq::KvType::F32) {
+    auto q = std::make_unique<KvQuant>();
+    kvq_configure(*q, qt, L, B, nkv, T, d);  // may throw: the old cache stays
+    kf.reset();
+    vf.reset();
+    kb.reset();
+    vb.reset();
+    quant = std::move(q);
+    bf16 = false;
+    layers = L;
+    batch = B;
+    kv_heads = nkv;
+    ctx = T;
+    head_dim = d;
+    return;
+  }
   // Checked in double first: a product of five config/session sizes can overflow int64.
   const double nd = double(L) * B * nkv * T * d;
   if (nd > double(int64_t(1) << 38))
     throw Error(QW_ERR_OUT_OF_MEMORY, "KV cache of " + std::to_string(nd * (dtype == "bf16" ? 4 : 8) / 1e9) +
                                           " GB requested: reduce max_batch or max_context");
   const int64_t n = int64_t(L) * B * nkv * T * d;
+  quant.reset();
   kf.reset();
   vf.reset();
   kb.reset();
@@ -85,6 +103,25 @@ void softmax_scaled(float *s, int32_t n_keys, float scale) {
     sum += s[k];
   }
   for (k = 0; k < n_keys; ++k) s[k] /= sum;  // P = e / sum, as softmax does before P.V (vectorizes)
+}
+
+KvInfo KvCache::info() const {
+  KvInfo r;
+  const double streams = double(layers) * kv_heads;
+  if (quant) {
+    r.type = kvq::kv_type_name(quant->lay.type);
+    r.bytes_per_token = streams * quant->lay.bytes_per_token_stream();
+    r.bytes = quant->allocated_bytes();
+    if (kvq::is_kivi(quant->lay.type)) {
+      r.residual_tokens = kvq::kKiviResidual;
+      r.max_rollback = kvq::kKiviMaxRollback;
+    }
+  } else {
+    r.type = bf16 ? "bf16" : "f32";
+    r.bytes_per_token = streams * 2.0 * head_dim * elem_bytes();
+    r.bytes = uint64_t(r.bytes_per_token * double(batch) * ctx);
+  }
+  return r;
 }
 
 namespace {
@@ -198,6 +235,7 @@ void attention(KvCache &kv, const AttnArgs &a) {
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const int64_t qd = int64_t(nH) * d, kvd = int64_t(nKV) * d;
   const size_t nS = st.seq.size();
+  if (kv.quant) return kvq_attention(*kv.quant, a);  // q8 / kivi (gqa broadcast: same math, not materialized)
   // 1. Append the new K/V rows to the cache.
   for (size_t s = 0; s < nS; ++s)
     for (int32_t j = 0; j < st.n_new[s]; ++j) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "opt/kvcache/kv_quant_cpu.hpp"
 #include "pool.hpp"
 #include "sampling.hpp"
 
@@ -78,12 +79,16 @@ struct KvCache {
   int32_t layers = 0, batch = 0, kv_heads = 0, ctx = 0, head_dim = 0;
   std::unique_ptr<float[]> kf, vf;     // f32: [layers][batch][kv_heads][ctx][head_dim]
   std::unique_ptr<uint16_t[]> kb, vb;  // bf16: same layout
+  std::unique_ptr<KvQuant> quant;      // kvCache = q8 | kivi4 | kivi2 (opt/kvcache); then kf..vb are empty
   void configure(const std::string &dtype, int32_t layers, int32_t batch, int32_t kv_heads, int32_t ctx,
                  int32_t head_dim);
   int64_t offset(int32_t layer, int32_t seq, int32_t kvh, int32_t pos) const {
     return (((int64_t(layer) * batch + seq) * kv_heads + kvh) * ctx + pos) * head_dim;
   }
-  double elem_bytes() const { return bf16 ? 2.0 : 4.0; }
+  double elem_bytes() const {  // mean bytes per cached element (cost model)
+    return quant ? quant->lay.bytes_per_token_stream() / (2.0 * head_dim) : bf16 ? 2.0 : 4.0;
+  }
+  KvInfo info() const;
 };
 struct AttnArgs {
   const Step *step;
@@ -125,6 +130,7 @@ class Session final : public BackendSession {
   void configure_kv(const std::string &kv_dtype) override;
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}  // the front tracks lengths; stale KV rows are overwritten before use
+  KvInfo kv_info() const override { return kv_.info(); }
 
  private:
   const Model &m_;
