@@ -32,6 +32,7 @@
 #include "json.hpp"
 #include "kernel_trace.cuh"
 #include "norm.cuh"
+#include "opt/kvcache/kv_quant.cuh"
 #include "rope.cuh"
 #include "sample.cuh"
 #include "sampling.hpp"
@@ -189,6 +190,7 @@ class CudaSession final : public BackendSession {
   void configure_kv(const std::string &kv_dtype) override;
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}
+  KvInfo kv_info() const override;
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
   void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
 
@@ -223,6 +225,21 @@ class CudaSession final : public BackendSession {
   // KV cache [L][slots][nKV][max_ctx][d]
   DBuf kcache_, vcache_;
   size_t layer_kv_elems_ = 0;
+  // kvCache = q8 | kivi4 | kivi2 (opt/kvcache): replaces kcache_/vcache_ (released) while active
+  qwc::KvqCache kvq_;
+  int32_t sms_ = 132;
+  __nv_bfloat16 *kc_layer(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l; }
+  __nv_bfloat16 *vc_layer(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l; }
+  qwc::KvqStep kvq_step(int32_t l, int32_t rows, const int32_t *pos, const int32_t *slot) const {
+    qwc::KvqStep s;
+    s.k = kout_.as<__nv_bfloat16>();
+    s.v = vout_.as<__nv_bfloat16>();
+    s.row_pos = pos;
+    s.row_slot = slot;
+    s.rows = rows;
+    s.layer = l;
+    return s;
+  }
   // activations (sized for rows_cap_ rows)
   int32_t rows_cap_ = 0;
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
@@ -386,6 +403,7 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   CK(cudaGetDevice(&dev));
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   n_split_ = qwc::decode_attn_pick_split(c.num_kv_heads, max_context, sms);
+  sms_ = sms;
   attn_ws_ = DBuf(qwc::decode_attn_ws_floats(max_batch, c.num_heads, c.head_dim, n_split_) * 4);
   attn_cnt_ = DBuf((size_t)max_batch * c.num_heads * 4);  // nH: the broadcast arm runs with nH "kv" heads
   CK(cudaMemset(attn_cnt_.p, 0, attn_cnt_.bytes));
@@ -414,9 +432,19 @@ CudaSession::~CudaSession() {
 }
 
 void CudaSession::configure_kv(const std::string &kv_dtype) {
-  if (kv_dtype != "bf16") throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + kv_dtype + "' is not implemented (bf16 only)");
+  qw::kvq::KvType t;
+  if (!qw::kvq::parse_kv_type(kv_dtype, &t) || t == qw::kvq::KvType::F32)
+    throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + kv_dtype + "' is not implemented (bf16, q8, kivi4, kivi2)");
   const Config &c = m_.cfg;
+  drop_graphs();  // graphs captured the old cache's pointers and kernels
   layer_kv_elems_ = (size_t)max_batch_ * c.num_kv_heads * max_ctx_ * c.head_dim;
+  if (t != qw::kvq::KvType::BF16) {
+    kcache_.release();  // the quantized planes replace the bf16 cache (that is the memory saved)
+    vcache_.release();
+    kvq_.configure(t, c.num_layers, max_batch_, c.num_kv_heads, max_ctx_, c.head_dim, c.num_heads, sms_);
+    return;
+  }
+  kvq_.release();
   if (!kcache_.p) {
     kcache_ = DBuf(layer_kv_elems_ * c.num_layers * 2);
     vcache_ = DBuf(layer_kv_elems_ * c.num_layers * 2);
@@ -463,13 +491,31 @@ void CudaSession::ensure_logits(int32_t rows) {
 }
 
 // Per layer, the decode attention cost of this step (a graph's captured marks hold the capture step's).
+KvInfo CudaSession::kv_info() const {
+  const Config &c = m_.cfg;
+  KvInfo r;
+  qw::kvq::KvLayout lay = kvq_.dev().lay;
+  if (!kvq_.active()) {
+    lay.type = qw::kvq::KvType::BF16;
+    lay.d = c.head_dim;
+  }
+  r.type = qw::kvq::kv_type_name(lay.type);
+  r.bytes_per_token = double(c.num_layers) * c.num_kv_heads * lay.bytes_per_token_stream();
+  r.bytes = kvq_.active() ? kvq_.bytes() : uint64_t(kcache_.bytes + vcache_.bytes);
+  if (qw::kvq::is_kivi(lay.type)) {
+    r.residual_tokens = qw::kvq::kKiviResidual;
+    r.max_rollback = qw::kvq::kKiviMaxRollback;
+  }
+  return r;
+}
+
 std::vector<OpCost> CudaSession::attention_costs(const Step &st) const {
   const Config &c = m_.cfg;
   std::vector<OpCost> out((size_t)c.num_layers);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa_broadcast;
     out[(size_t)l] = cost_attention(st.pos0, st.n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim,
-                                    2.0, 2.0);
+                                    kvq_.active() ? kvq_.dev().lay.bytes_per_token_stream() / (2.0 * c.head_dim) : 2.0, 2.0);
   }
   return out;
 }
@@ -617,10 +663,10 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       a.w = L.qkv.m;
       a.bias = L.qkv_bias.as<float>();
       a.rope.q_out = q_.as<__nv_bfloat16>();
-      a.rope.k_out = (sk && sk->wants(HOOK_K, l)) ? kout_.as<__nv_bfloat16>() : nullptr;
-      a.rope.v_out = (sk && sk->wants(HOOK_V, l)) ? vout_.as<__nv_bfloat16>() : nullptr;
-      a.rope.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-      a.rope.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+      a.rope.k_out = (kvq_.active() || (sk && sk->wants(HOOK_K, l))) ? kout_.as<__nv_bfloat16>() : nullptr;
+      a.rope.v_out = (kvq_.active() || (sk && sk->wants(HOOK_V, l))) ? vout_.as<__nv_bfloat16>() : nullptr;
+      a.rope.kcache = kc_layer(l);
+      a.rope.vcache = vc_layer(l);
       a.rope.pos = d_pos_;
       a.rope.slot = d_slot_;
       a.rope.inv_freq = m_.inv_freq.as<float>();
@@ -662,10 +708,10 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       {
         qwc::RopeKvArgs r;
         r.q_out = q_.as<__nv_bfloat16>();
-        r.k_out = (sk && sk->wants(HOOK_K, l)) ? kout_.as<__nv_bfloat16>() : nullptr;
-        r.v_out = (sk && sk->wants(HOOK_V, l)) ? vout_.as<__nv_bfloat16>() : nullptr;
-        r.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-        r.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+        r.k_out = (kvq_.active() || (sk && sk->wants(HOOK_K, l))) ? kout_.as<__nv_bfloat16>() : nullptr;
+        r.v_out = (kvq_.active() || (sk && sk->wants(HOOK_V, l))) ? vout_.as<__nv_bfloat16>() : nullptr;
+        r.kcache = kc_layer(l);
+        r.vcache = vc_layer(l);
         r.qkv = qkvf_.as<float>();
         r.qkv_ld = QKV;
         r.bias = nullptr;
@@ -682,12 +728,23 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
     hook_bf16(HOOK_V, l, vout_.p, c.kv_dim());
     // 3. attention
     begin_op();
-    {
+    if (kvq_.active()) {
+      if (bcast) throw Error(QW_ERR_UNSUPPORTED, "gqa = broadcast needs kvCache = bf16 on cuda");
+      const qwc::KvqStep ks = kvq_step(l, B, d_pos_, d_slot_);
+      kvq_.write(ks, stream_);
+      const char *kn = kvq_.attend(ks, q_.as<__nv_bfloat16>(), z_.as<__nv_bfloat16>(), stream_);
+      kvq_.ring(ks, stream_);
+      if (marking()) {
+        std::vector<int32_t> pos0(st->pos0), nn(st->n_new);
+        end_op(l, QW_OP_ATTENTION, kn, cost_attention(pos0, nn, c.num_heads, c.num_kv_heads, c.head_dim,
+                                                      kvq_.dev().lay.bytes_per_token_stream() / (2.0 * c.head_dim), 2.0), B);
+      }
+    } else {
       qwc::DecodeAttnArgs a;
       a.out = z_.as<__nv_bfloat16>();
       a.q = q_.as<__nv_bfloat16>();
-      a.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-      a.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+      a.kcache = kc_layer(l);
+      a.vcache = vc_layer(l);
       a.slot = d_slot_;
       a.kv_len = d_len_;
       a.batch = B; a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
@@ -706,7 +763,7 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
       }
       qwc::launch_decode_attention(a, stream_);
     }
-    if (marking()) {
+    if (marking() && !kvq_.active()) {
       std::vector<int32_t> pos0(st->pos0), nn(st->n_new);
       end_op(l, QW_OP_ATTENTION, bcast ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv",
              cost_attention(pos0, nn, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim, 2.0, 2.0), B);
@@ -987,10 +1044,10 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     {
       qwc::RopeKvArgs r;
       r.q_out = q_.as<__nv_bfloat16>();
-      r.k_out = sink.wants(HOOK_K, l) ? kout_.as<__nv_bfloat16>() : nullptr;
-      r.v_out = sink.wants(HOOK_V, l) ? vout_.as<__nv_bfloat16>() : nullptr;
-      r.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-      r.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+      r.k_out = (kvq_.active() || sink.wants(HOOK_K, l)) ? kout_.as<__nv_bfloat16>() : nullptr;
+      r.v_out = (kvq_.active() || sink.wants(HOOK_V, l)) ? vout_.as<__nv_bfloat16>() : nullptr;
+      r.kcache = kc_layer(l);
+      r.vcache = vc_layer(l);
       r.qkv = qkvf_.as<float>();
       r.qkv_ld = QKV;
       r.bias = L.qkv_bias.as<float>();
@@ -1007,12 +1064,19 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     hook_bf16(HOOK_V, l, vout_.p, c.kv_dim());
     begin_op();
     const char *an = "attn_prefill_mma";
-    for (int32_t i = 0; i < S; ++i) {
+    if (kvq_.active()) {  // every row of the step in one launch (kv_quant.cuh), semantics of the CPU reference
+      if (bcast) throw Error(QW_ERR_UNSUPPORTED, "gqa = broadcast needs kvCache = bf16 on cuda");
+      const qwc::KvqStep ks = kvq_step(l, T, p_pos_, p_slot_);
+      kvq_.write(ks, stream_);
+      an = kvq_.attend(ks, q_.as<__nv_bfloat16>(), z_.as<__nv_bfloat16>(), stream_);
+      kvq_.ring(ks, stream_);
+    }
+    for (int32_t i = 0; i < (kvq_.active() ? 0 : S); ++i) {
       qwc::PrefillAttnArgs a;
       a.out = z_.as<__nv_bfloat16>() + (size_t)st.row_offset[i] * c.q_dim();
       a.q = q_.as<__nv_bfloat16>() + (size_t)st.row_offset[i] * c.q_dim();
-      a.kcache = kcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
-      a.vcache = vcache_.as<__nv_bfloat16>() + layer_kv_elems_ * l;
+      a.kcache = kc_layer(l);
+      a.vcache = vc_layer(l);
       a.slot = st.seq[i];
       a.pos0 = st.pos0[i];
       a.n = st.n_new[i];
@@ -1032,8 +1096,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
       }
       an = qwc::launch_prefill_attention(a, stream_);
     }
-    end_op(l, QW_OP_ATTENTION, bcast ? "attn_prefill_mma+broadcast" : an,
-           cost_attention(st.pos0, st.n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim, 2.0, 2.0), T);
+    end_op(l, QW_OP_ATTENTION, bcast ? "attn_prefill_mma+broadcast" : an, attention_costs(st)[(size_t)l], T);
     hook_bf16(HOOK_Z, l, z_.p, c.q_dim());
     const bool want_attn_out = sink.wants(HOOK_ATTN_OUT, l);
     begin_op();
