@@ -215,7 +215,8 @@ export function prefillChunked(session: EngineSession, seq: number, tokens: numb
 export function kvLabel(r: BenchRow): string {
   const e = r.extra as { kv_cache?: string; kv_bytes_used?: number } | undefined;
   if (!e?.kv_cache) return "";
-  return `${e.kv_cache} ${((e.kv_bytes_used ?? 0) / 1048576).toFixed(1)} MiB`;
+  const b = e.kv_bytes_used ?? 0;
+  return `${e.kv_cache} ${b < 1048576 ? `${(b / 1024).toFixed(1)} KiB` : `${(b / 1048576).toFixed(1)} MiB`}`;
 }
 
 /** A short model label for tables: the file or directory name of a path, else the id itself. */

@@ -101,3 +101,26 @@ describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () =
     } finally { m.close(); }
   });
 });
+
+describe.skipIf(!cpuLibraryBuilt())("bench at depth (llama-bench -d)", () => {
+  test("tg after an untimed prefill of `depth` tokens, labelled @ d<depth>, with the KV type and memory", async () => {
+    const { openModel } = await import("../../engine/index.ts");
+    const { runBenchCase, benchTableMd } = await import("../../engine/bench-core.ts");
+    const m = await openModel("default", { backend: "cpu", threads: 2 });
+    try {
+      const s = m.newSession({ maxBatch: 2, maxContext: 300, maxPrefill: 64 }); // depth 200 needs 4 prefill chunks
+      s.setToggle("kvCache", "kivi4");
+      const r = runBenchCase(m, s, { nPrompt: 0, nGen: 4, batch: 2, depth: 200 }, { reps: 3, warmup: 0 });
+      const row = r.rows[0];
+      expect(row.test).toBe("tg4 b2 @ d200");
+      const e = row.extra as Record<string, unknown>;
+      expect(e.kv_cache).toBe("kivi4");
+      expect(e.depth).toBe(200);
+      expect(e.kv_bytes_used).toBe(Math.round(s.kvInfo!().kvBytesPerToken * 204 * 2));
+      expect(s.seqLen(0)).toBe(204); // the decode ran on top of the 200 cached tokens
+      expect(benchTableMd(r.rows)).toContain("| kivi4 ");
+      expect(() => runBenchCase(m, s, { nPrompt: 0, nGen: 200, depth: 200 }, { reps: 3 })).toThrow(/exceed max context 300/);
+      s.close();
+    } finally { m.close(); }
+  });
+});
