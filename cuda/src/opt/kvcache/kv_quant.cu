@@ -1,7 +1,7 @@
 // kv_quant.cu — quantized KV-cache kernels (kv_quant.cuh; formats: kv_format.hpp; CPU reference:
 // kv_quant_cpu.cpp). head_dim 32, 64 or 128 (what the CUDA backend supports).
 //
-// Attention: one block per (key split, kv head, query row), 4 warps. A warp takes 32-key chunks; chunk
+// Attention: one block per (query row, kv head, key split), 4 warps. A warp takes 32-key chunks; chunk
 // boundaries are multiples of 32, so a kivi chunk is either entirely quantized (one key group: the warp
 // stages its per-channel scale/zero in shared memory once) or entirely bf16. Scores: lane = key, looping over
 // the channels of its own key row (codes dequantized in registers) against the group's queries in shared
@@ -132,7 +132,7 @@ __global__ void kvq_ring_kernel(KvqDev kv, KvqStep s) {
 template <int D, int TYPE>
 __global__ void __launch_bounds__(kNW * 32) kvq_attn_kernel(KvqDev kv, KvqStep s, KvqAttnArgs a) {
   constexpr int CPL = D / 32;  // channels per lane in P.V
-  const int split = blockIdx.x, h = blockIdx.y, r = blockIdx.z;
+  const int r = blockIdx.x, h = blockIdx.y, split = blockIdx.z;  // rows in x: a prefill may exceed 65535 rows
   const int nKV = kv.lay.kv_heads, gq = a.n_heads / nKV;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __shared__ float qs[kMaxGQ][D];
@@ -307,7 +307,7 @@ void ring_d(const KvqDev &kv, const KvqStep &s, cudaStream_t stream) {
 }
 template <int D>
 const char *attn_d(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream) {
-  const dim3 grid(a.n_split, kv.lay.kv_heads, s.rows), block(kNW * 32);
+  const dim3 grid(s.rows, kv.lay.kv_heads, a.n_split), block(kNW * 32);
   const char *name = nullptr;
   switch (kv.lay.type) {
     case KvType::Q8: kvq_attn_kernel<D, int(KvType::Q8)><<<grid, block, 0, stream>>>(kv, s, a); name = "attn_kvq8"; break;
