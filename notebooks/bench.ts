@@ -190,7 +190,8 @@ for (const m of reportDir ? [] : models) {
       if (kvType) zs.setToggle("kvCache", kvType);
       for (const b of batches) {
         const r = runBenchCase(model, zs, { nPrompt: 0, nGen: tg, batch: b, depth }, { reps, onProgress: (s) => log(`${m} ${t} kv ${kvType || "default"} ${s}`) });
-        rows.push(...r.rows);
+        // the cache type in the test name too: the tables key rows by test
+        rows.push(...r.rows.map((row) => (kvType ? { ...row, test: `${row.test} kv ${kvType}` } : row)));
       }
       zs.close();
     }
