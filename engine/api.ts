@@ -1,6 +1,6 @@
 // The engine's public TypeScript API: what web/ and notebooks/ use. engine/index.ts implements it.
 // Keep this file free of implementation so both sides can be built against it.
-import type { OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./profile.ts";
+import type { OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./measure/profile.ts";
 
 export type BackendChoice = "auto" | "cpu" | "cuda";
 
@@ -35,7 +35,7 @@ export interface OpenOptions {
   root?: string;
 }
 
-/** Qwen2 config, normalized (engine/config.ts validates with zod). */
+/** Qwen2 config, normalized (engine/formats/config.ts validates with zod). */
 export interface QwenConfig {
   vocab_size: number;
   hidden_size: number;

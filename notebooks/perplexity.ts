@@ -12,8 +12,8 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel, type EngineModel } from "../engine/index.ts";
 import { parseToggleArg, validateToggleSettings } from "../engine/toggles.ts";
-import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/perplexity-run.ts";
-import type { ScoreMode } from "../engine/perplexity.ts";
+import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
+import type { ScoreMode } from "../engine/measure/perplexity.ts";
 
 const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
   model                      default | file.gguf | HF dir (default: the embedded model)

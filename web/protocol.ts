@@ -1,8 +1,8 @@
 // The typed message protocol between the server (WorkerHost) and the engine worker (engine-worker.ts).
 // Every message is validated with zod on arrival, in both directions.
 import { z } from "zod";
-import { PromptSpec, SamplingSpec } from "../engine/export/record.ts";
-import { ProfilingMode, ToggleValues } from "../engine/profile.ts";
+import { PromptSpec, SamplingSpec } from "../engine/measure/record.ts";
+import { ProfilingMode, ToggleValues } from "../engine/measure/profile.ts";
 
 export const RunSpecSchema = z.object({
   id: z.string().min(1).max(200),
@@ -58,6 +58,7 @@ export const ToWorker = z.discriminatedUnion("t", [
   z.object({ t: z.literal("quant"), id: z.string(), spec: QuantSpecSchema }),
   z.object({ t: z.literal("perplexity"), id: z.string(), spec: PerplexitySpecSchema }),
   z.object({ t: z.literal("cancel"), id: z.string() }),
+  z.object({ t: z.literal("catalog"), id: z.string() }),
 ]);
 export type ToWorker = z.infer<typeof ToWorker>;
 

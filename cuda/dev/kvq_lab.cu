@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "attention.cuh"
-#include "opt/kvcache/kv_quant.cuh"
+#include "kv_quant.cuh"
 
 using namespace qwc;
 namespace kvq = qw::kvq;

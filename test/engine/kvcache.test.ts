@@ -3,8 +3,8 @@
 // decoding stays close to f32, prefill equals token-by-token decode (kv_format.hpp semantics), and the
 // perplexity of the embedded model on Brown validation tokens stays near the f32-KV baseline.
 import { describe, expect, test } from "bun:test";
-import { measurePerplexity } from "../../engine/perplexity.ts";
-import { textTokens } from "../../engine/perplexity-run.ts";
+import { measurePerplexity } from "../../engine/measure/perplexity.ts";
+import { textTokens } from "../../engine/measure/perplexity-run.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -105,7 +105,7 @@ describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () =
 describe.skipIf(!cpuLibraryBuilt())("bench at depth (llama-bench -d)", () => {
   test("tg after an untimed prefill of `depth` tokens, labelled @ d<depth>, with the KV type and memory", async () => {
     const { openModel } = await import("../../engine/index.ts");
-    const { runBenchCase, benchTableMd } = await import("../../engine/bench-core.ts");
+    const { runBenchCase, benchTableMd } = await import("../../engine/measure/bench-core.ts");
     const m = await openModel("default", { backend: "cpu", threads: 2 });
     try {
       const s = m.newSession({ maxBatch: 2, maxContext: 300, maxPrefill: 64 }); // depth 200 needs 4 prefill chunks

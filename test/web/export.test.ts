@@ -7,16 +7,17 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { EngineCore } from "../../web/core.ts";
 import { WorkerHost } from "../../web/worker-host.ts";
-import { recordRun } from "../../engine/export/record.ts";
+import { recordRun } from "../../engine/measure/record.ts";
 import { chromeTrace } from "../../engine/export/trace.ts";
 import { renderTable, tableRows } from "../../engine/export/table.ts";
-import { latencyMatrix, compareProfiles, spreadOf } from "../../engine/export/aggregate.ts";
-import { ceilingsFor, ceilingsForDevice, dramBandwidth, loadCeilings as loadCeilingsDir, parseCeilings, rooflinePoints } from "../../engine/roofline.ts";
-import { buildArms } from "../../engine/export/sweep.ts";
-import { tensorError, logitsError } from "../../engine/export/quant.ts";
+import { latencyMatrix, compareProfiles, spreadOf } from "../../engine/measure/aggregate.ts";
+import { ceilingsFor, ceilingsForDevice, dramBandwidth, loadCeilings as loadCeilingsDir, parseCeilings, rooflinePoints } from "../../engine/measure/roofline.ts";
+import { buildArms } from "../../engine/measure/sweep.ts";
+import { tensorError, logitsError } from "../../engine/measure/quant-error.ts";
 import { htmlReport } from "../../engine/export/report.ts";
-import { Profile, readProfile } from "../../engine/profile.ts";
+import { Profile, readProfile } from "../../engine/measure/profile.ts";
 import { FAKE_REGISTRY, makeFakeOpenModel } from "./fake-engine.ts";
+import { catalog } from "../../engine/catalog.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
@@ -185,6 +186,20 @@ describe("engine worker protocol", () => {
     expect(await errOf(broken.load("x", "default", { backend: "cpu" }, () => {}))).toMatch(/cannot load the engine/);
     await broken.close();
   }, 180_000);
+
+  test("the catalog crosses the worker checked: the fake's toggles, or the library's with the real engine", async () => {
+    const lib = catalog();
+    const fake = new WorkerHost(join(REPO, "test/web/fake-engine.ts"));
+    const c = await fake.catalog();
+    expect(c.ops).toEqual(lib.ops);
+    expect(c.hooks).toEqual(lib.hooks);
+    expect(c.toggles.map((d) => d.id)).toEqual(FAKE_REGISTRY.map((d) => d.id));
+    expect(await fake.catalog()).toBe(c); // asked once
+    await fake.close();
+    const real = new WorkerHost(join(REPO, "engine/index.ts"));
+    expect(await real.catalog()).toEqual(lib);
+    await real.close();
+  }, 120_000);
 
   test("a worker that dies mid-run fails that run; the app reloads the model in a fresh worker", async () => {
     const { fakeApp, readSse, json } = await import("./helpers.ts");

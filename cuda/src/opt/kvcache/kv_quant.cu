@@ -15,7 +15,7 @@
 
 #include "backend.hpp"
 #include "common.cuh"
-#include "opt/kvcache/kv_quant.cuh"
+#include "kv_quant.cuh"
 
 namespace qwc {
 

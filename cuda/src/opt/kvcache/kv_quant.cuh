@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "opt/kvcache/kv_format.hpp"
+#include "kv_format.hpp"
 
 namespace qwc {
 

@@ -2,7 +2,7 @@
 // causal GQA attention that reads the codes directly. fp32 math, HF eager order (scores, softmax with the
 // shared softmax_scaled, then P.V), like attention.cpp; one (query row, kv head) task serves all the query
 // heads of the group, so each cache row is dequantized once per task, into a stack buffer.
-#include "opt/kvcache/kv_quant_cpu.hpp"
+#include "kv_quant_cpu.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -14,7 +14,7 @@
 #include <immintrin.h>
 #endif
 
-#include "cpu/cpu.hpp"
+#include "cpu.hpp"
 
 namespace qw {
 namespace cpu {

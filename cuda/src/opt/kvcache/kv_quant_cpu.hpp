@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "opt/kvcache/kv_format.hpp"
+#include "kv_format.hpp"
 
 namespace qw {
 namespace cpu {
