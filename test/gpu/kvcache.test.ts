@@ -33,7 +33,7 @@ function forced(m: Model, kv: string, ids: number[]): Float32Array[] {
   }
 }
 
-// The CUDA backend lists q8 in the registry once kv_quant.cu is wired into it (after the issue-9 split it is not yet).
+// Runs where the CUDA backend lists kvCache=q8 in its registry (it does since kv_quant.cu is wired in).
 function cudaHasQuantKv(): boolean {
   if (noGpu()) return false;
   const reg = JSON.parse(getEngine("cuda").lib.toggleRegistryJson()) as { id: string; backends: { cuda: string[] } }[];

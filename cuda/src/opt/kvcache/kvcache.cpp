@@ -15,7 +15,7 @@ QW_OPTIMIZATION(kv_cache) {
       .by_default(KvCache::Bf16)
       .needs_reset()
       .cpu({KvCache::Bf16, KvCache::F32, KvCache::Q8, KvCache::Kivi4, KvCache::Kivi2})
-      .cuda({KvCache::Bf16})  // kv_quant.cu's kernels exist; wiring into the split CUDA backend is still to do
+      .cuda({KvCache::Bf16, KvCache::Q8, KvCache::Kivi4, KvCache::Kivi2})
       .spec("QWEN-007")
       .describe(
           "KV cache element type. q8: int8 per 32 elements of a row with an fp16 scale (llama.cpp q8_0); kivi4 / "
