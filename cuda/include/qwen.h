@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 3
+#define QW_ABI_VERSION 4
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -241,6 +241,11 @@ QW_API int32_t qw_session_reset(qw_session *session, int32_t seq);
 
 /* Number of tokens in the KV cache of `seq`. */
 QW_API int32_t qw_session_seq_len(qw_session *session, int32_t seq, int32_t *out_len);
+
+/* Shortens sequence `seq` to its first new_len tokens (0 <= new_len <= its length; otherwise
+ * QW_ERR_INVALID_ARGUMENT and nothing changes). The next prefill or decode continues at position new_len.
+ * Speculative decoding rolls back rejected draft tokens with it. new_len = 0 is qw_session_reset(seq). */
+QW_API int32_t qw_session_truncate(qw_session *session, int32_t seq, int32_t new_len);
 
 /* Sampling for `seq`: temperature <= 0 is greedy (argmax, lowest id wins ties); top_k <= 0 means no top-k;
  * top_p in (0, 1] (1 = off); seed makes the draw deterministic: the uniform number of a draw is a hash of

@@ -109,7 +109,8 @@ function renderToggles(root, ns) {
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
         Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}
-      <div class="desc">${esc(d.description ?? "")}</div>`;
+      <div class="desc">${esc(d.description ?? "")}</div>${d.id === "speculative" ? specFields(ns) : ""}`;
+    if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => { $(".spec-draft", div).hidden = e.target.value !== "draft"; });
     const cb = $(".perlayer", div);
     if (cb) cb.addEventListener("change", () => {
       $(".layers", div).hidden = !cb.checked;
@@ -122,6 +123,17 @@ function renderToggles(root, ns) {
     single.insertAdjacentHTML("afterbegin", `<summary>${nSingle} more with a single arm on ${esc(backend)}</summary>`);
     root.appendChild(single);
   }
+}
+
+// speculative = draft needs a draft model (a path under the model roots, same tokenizer) and k per verify step
+function specFields(ns) {
+  return `<div class="spec-draft line" hidden><label>draft model (under a model root) <input class="spec-model" name="${ns}-spec-model" value="tiny-qwen2-brown-draft" title="a model directory or .gguf under a model root, with the same tokenizer"></label>
+    <label>k <input class="spec-k" name="${ns}-spec-k" type="number" min="1" max="64" value="4"></label></div>`;
+}
+function readDraft(root) {
+  const div = $('.toggle[data-id="speculative"]', root);
+  if (!div || $(".global", div).value !== "draft") return undefined;
+  return { model: $(".spec-model", div).value.trim(), k: Number($(".spec-k", div).value) };
 }
 
 function readToggles(root) {
@@ -214,6 +226,8 @@ function runBody() {
   };
   const label = $("#label").value.trim();
   if (label) body.label = label;
+  const draft = readDraft($("#toggles"));
+  if (draft) body.draft = draft;
   const model = $("#model-select").value;
   if (model && model !== state.model?.source) { body.model = model; body.backend = $("#backend-select").value; }
   if (src === "set") body.promptSet = $("#set-select").value;

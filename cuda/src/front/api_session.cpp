@@ -166,6 +166,23 @@ QW_API int32_t qw_session_seq_len(qw_session *s, int32_t seq, int32_t *out_len) 
   });
 }
 
+// Rollback (speculative decoding): both backends keep the KV cache by position and nothing else per sequence
+// (their reset() is empty; sampling draws hash (seed, position)), so shortening a sequence is setting its
+// length: rows at positions >= new_len are overwritten by the next step before anything reads them.
+QW_API int32_t qw_session_truncate(qw_session *s, int32_t seq, int32_t new_len) {
+  return guard([&] {
+    need(s, "session");
+    check_seq(s, seq, false);
+    const int32_t len = s->len[size_t(seq)];
+    if (new_len < 0 || new_len > len)
+      fail(QW_ERR_INVALID_ARGUMENT, "new_len = " + std::to_string(new_len) + " is outside [0, " + std::to_string(len) +
+                                        "]: sequence " + std::to_string(seq) + " holds " + std::to_string(len) +
+                                        " tokens and can only be shortened");
+    if (new_len == 0) reset_seq(s, seq);
+    else s->len[size_t(seq)] = new_len;
+  });
+}
+
 QW_API int32_t qw_session_set_sampling(qw_session *s, int32_t seq, float temperature, int32_t top_k, float top_p,
                                        uint64_t seed) {
   return guard([&] {

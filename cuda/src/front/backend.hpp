@@ -120,6 +120,9 @@ class BackendSession {
   // The front has already validated tokens, lengths and capacities.
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;
   // Forget sequence `seq` (the front tracks lengths; a backend may keep nothing per sequence).
+  // Invariant qw_session_truncate relies on: KV rows are addressed by position and rows at positions >= the
+  // front's length are written before they are read; a backend that keeps per-sequence state must reset it here
+  // and give the front a way to truncate it.
   virtual void reset(int32_t seq) = 0;
   // Called before the front switches to profiling `mode` (a qw_profiling_mode); throws Error(QW_ERR_UNSUPPORTED)
   // for a mode this backend cannot run here, leaving the session as it was.
