@@ -74,6 +74,7 @@ const SYMBOLS = {
   qw_session_set_toggle: { args: [H, P, P, I32], returns: I32 },
   qw_session_toggles_json: { args: [H, P, U64, P], returns: I32 },
   qw_session_reset: { args: [H, I32], returns: I32 },
+  qw_session_info_json: { args: [H, P, U64, P], returns: I32 },
   qw_session_seq_len: { args: [H, I32, P], returns: I32 },
   qw_session_truncate: { args: [H, I32, I32], returns: I32 },
   qw_session_set_sampling: { args: [H, I32, F32, I32, F32, U64], returns: I32 },
@@ -318,6 +319,10 @@ export class NativeSession extends Handle {
   togglesJson(): string {
     const h = this.live("qw_session_toggles_json");
     return this.lib.json("qw_session_toggles_json", (o, c, l) => this.lib.sym.qw_session_toggles_json(h, o, c, l));
+  }
+  infoJson(): string {
+    const h = this.live("qw_session_info_json");
+    return this.lib.json("qw_session_info_json", (o, c, l) => this.lib.sym.qw_session_info_json(h, o, c, l));
   }
   reset(seq = -1): void {
     this.lib.check("qw_session_reset", this.lib.sym.qw_session_reset(this.live("qw_session_reset"), seq));

@@ -233,6 +233,12 @@ QW_API int32_t qw_session_set_toggle(qw_session *session, const char *id, const 
  * toggle differs between layers). */
 QW_API int32_t qw_session_toggles_json(qw_session *session, char *out, uint64_t cap, uint64_t *out_len);
 
+/* Session facts as JSON: {"maxBatch", "maxContext", "maxPrefill", "kvCache" (the cache type), "kvBytesPerToken"
+ * (K+V of one token of one sequence over all layers, quantized steady state), "kvBytes" (allocated for the
+ * whole session), "kvResidualTokens" (kivi: newest tokens kept in bf16, else 0), "kvMaxRollback" (tokens a
+ * sequence can be cut back by exactly; -1 = any)}. */
+QW_API int32_t qw_session_info_json(qw_session *session, char *out, uint64_t cap, uint64_t *out_len);
+
 /* Clears sequence `seq` (0..max_batch-1), or all of them with seq = -1: length 0, sampler step 0. */
 QW_API int32_t qw_session_reset(qw_session *session, int32_t seq);
 

@@ -224,8 +224,11 @@ int main() {
   // toggles
   CHECK_ST(qw_session_set_toggle(s, "nope", "on", -1), QW_ERR_NOT_FOUND);
   CHECK_ST(qw_session_set_toggle(s, "gqa", "sideways", -1), QW_ERR_INVALID_ARGUMENT);
-  CHECK_ST(qw_session_set_toggle(s, "kvCache", "kivi4", -1), QW_ERR_UNSUPPORTED);
+  CHECK_ST(qw_session_set_toggle(s, "tile", "fixed", -1), QW_ERR_UNSUPPORTED);
   CHECK(std::strstr(qw_last_error(), "not implemented yet") != nullptr, "%s", qw_last_error());  // no backend has it
+  // the quantized caches need head_dim % 32 == 0 (this model's is 16): refused, the old cache stays
+  CHECK_ST(qw_session_set_toggle(s, "kvCache", "kivi4", -1), QW_ERR_UNSUPPORTED);
+  CHECK(std::strstr(qw_last_error(), "head_dim") != nullptr, "%s", qw_last_error());
   CHECK_ST(qw_session_set_toggle(s, "attention", "sage-int8", -1), QW_ERR_UNSUPPORTED);
   CHECK_ST(qw_session_set_toggle(s, "graphs", "on", -1), QW_ERR_UNSUPPORTED);
   CHECK(std::strstr(qw_last_error(), "is not on the cpu backend") != nullptr, "%s", qw_last_error());  // CUDA has it

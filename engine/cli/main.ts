@@ -66,6 +66,10 @@ ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (p
       --pp N[,N...]               prompt lengths (default 128)
       --tg N[,N...]               tokens generated (default 32)
       --batch N[,N...]            decode batch sizes (default 1)
+      -d, --depth N[,N...]        KV depth: tokens prefilled (untimed) before each pp / tg test, as llama-bench -d
+                                  (default 0; e.g. -d 4096,16384,32768 --pp 0 --tg 128: "tg128 b1 @ d4096" ...)
+      --max-context N             the session's max context (default: what the tests need; random-weight
+                                  synthetic shapes accept any length, RoPE has no trained limit there)
       --reps N                    measured repetitions (default 3, minimum 3), one warm-up excluded
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
       --backend --threads --toggle   as for generate
@@ -377,6 +381,7 @@ function benchMemory(m: { path: string; weightBytes: number; nativeWeightBytes()
 async function cmdBench(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse(argv, {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
+    depth: { type: "string", short: "d" }, "max-context": { type: "string" },
     backend: { type: "string" }, threads: { type: "string" }, toggle: { type: "string" }, out: { type: "string" }, format: { type: "string" },
     warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, ...SPEC_OPTIONS,
     prompts: { type: "string" },
@@ -385,6 +390,8 @@ async function cmdBench(argv: string[]): Promise<void> {
   const pps = o.pp === "0" ? [] : numList(o.pp as string, "pp", [128]);
   const tgs = o.tg === "0" ? [] : numList(o.tg as string, "tg", [32]);
   const batches = numList(o.batch as string, "batch", [1]);
+  const depths = o.depth === undefined ? [0] : (o.depth as string).split(",").map((x) => num(x, "depth", { int: true, min: 0 })!);
+  const maxCtxArg = num(o["max-context"] as string, "max-context", { int: true, min: 16 });
   const reps = num(o.reps as string, "reps", { int: true, min: 3 }) ?? 3;
   const warmup = num(o.warmup as string, "warmup", { int: true, min: 0 }) ?? 1;
   const retries = num(o.retries as string, "retries", { int: true, min: 0 }) ?? 3;
@@ -401,16 +408,18 @@ async function cmdBench(argv: string[]): Promise<void> {
   const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
   try {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
-    const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: Math.max(maxPp, 8 + maxTg, 16, dm ? 128 + maxTg : 0) });
+    const maxD = Math.max(...depths);
+    const need = Math.max(maxD + maxPp, Math.max(maxD, 8) + maxTg, 16, dm ? 128 + maxTg : 0);
+    if (maxCtxArg !== undefined && maxCtxArg < need) fail(`bench: --max-context ${maxCtxArg} is below what the tests need (${need} = depth + pp, or depth + tg)`);
+    const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: maxCtxArg ?? need, maxPrefill: Math.min(maxCtxArg ?? need, Math.max(maxPp, 4096)) });
     applyToggles(m, s, o.toggle as string | undefined);
     if (!dm && s.toggles().speculative === "draft") fail("bench: speculative=draft needs --draft PATH");
     const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
-    for (const pp of pps) {
-      const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0 }, { reps, warmup, retries, maxContention, onProgress: log });
-      rows.push(...r.rows);
-      if (r.ttft) summary[`ttft_ms_pp${pp}`] = r.ttft;
-      if (pp === pps[0] && r.prefill) summary.prefill_tok_s = r.prefill.median;
-      if (pp === pps[0] && r.ttft) summary.ttft_ms = r.ttft.median;
+    const kv = s.kvInfo?.();
+    if (kv) {
+      log(`kv cache: ${kv.kvCache}, ${(kv.kvBytesPerToken / 1024).toFixed(2)} KiB per token (all layers, K+V), ` +
+        `${(kv.kvBytes / 1048576).toFixed(1)} MiB allocated for ${Math.max(...batches)} x ${s.maxContext} tokens`);
+      summary.kv = kv;
     }
     if (dm) {
       // off vs draft at each k on Brown validation prompts (engine/spec/bench.ts)
@@ -423,10 +432,17 @@ async function cmdBench(argv: string[]): Promise<void> {
       ds.close();
       s.setToggle("speculative", "draft");
     }
-    for (const b of batches) for (const tg of tgs) {
-      const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b }, { reps, warmup, retries, maxContention, onProgress: log });
+    for (const depth of depths) for (const pp of pps) {
+      const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0, depth }, { reps, warmup, retries, maxContention, onProgress: log });
       rows.push(...r.rows);
-      if (b === batches[0] && tg === tgs[0] && r.decode) {
+      if (r.ttft) summary[`ttft_ms_pp${pp}${depth ? `_d${depth}` : ""}`] = r.ttft;
+      if (pp === pps[0] && depth === depths[0] && r.prefill) summary.prefill_tok_s = r.prefill.median;
+      if (pp === pps[0] && depth === depths[0] && r.ttft) summary.ttft_ms = r.ttft.median;
+    }
+    for (const depth of depths) for (const b of batches) for (const tg of tgs) {
+      const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b, depth }, { reps, warmup, retries, maxContention, onProgress: log });
+      rows.push(...r.rows);
+      if (b === batches[0] && tg === tgs[0] && depth === depths[0] && r.decode) {
         summary.decode_tok_s = r.decode.median;
         summary.tpot_ms = r.tpot;
       }

@@ -339,6 +339,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       wall_ms: performance.now() - t0,
       profiling: spec.profiling,
       profiling_mode: session.profilingMode,
+      ...(session.kvInfo ? { kv: session.kvInfo() } : {}),  // KV-cache type and memory, shown next to the speeds
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
       ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true) } : {}),

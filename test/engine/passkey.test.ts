@@ -156,6 +156,20 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
     expect(() => m.newSession({ dca: { chunk: 0 } })).toThrow(/dca.chunk must be an integer >= 1/);
   });
 
+  test("DCA reads f32/bf16 KV caches only: a quantized kvCache with dca = on is refused either way round", () => {
+    const s = m.newSession({ maxContext: 64 });
+    try {
+      s.setToggle("kvCache", "q8");
+      expect(() => s.setToggle("dca", "on", 1)).toThrow(/dca = on reads an f32 or bf16 KV cache; kvCache = q8/);
+      s.setToggle("kvCache", "bf16");
+      s.setToggle("dca", "on");
+      expect(() => s.setToggle("kvCache", "kivi4")).toThrow(/kvCache = kivi4 is not supported with it/);
+      s.prefill(0, [1, 2, 3]);  // the refused values left the session as it was, usable
+    } finally {
+      s.close();
+    }
+  });
+
   test("runPasskey: DCA retrieves the key at 1024 tokens (twice the trained length); heat map table and JSON shape", async () => {
     const seen: number[] = [];
     const r = await runPasskey(m, { lengths: [1024], trials: 3, seed: 4, dca: true, onTrial: (_t, done) => seen.push(done) });

@@ -284,7 +284,7 @@ async function startRun() {
     $("#run-links").innerHTML = `<a class="button secondary small" href="#latency?key=${enc(key)}">Latency</a>
       <a class="button secondary small" href="#roofline?keys=${enc(key)}">Roofline</a>
       <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>
-      <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s</span>`;
+      <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s${s.kv ? ` · KV ${esc(s.kv.kvCache)} ${esc((s.kv.kvBytesPerToken / 1024).toFixed(1))} KiB/token, ${esc((s.kv.kvBytes / 1048576).toFixed(1))} MiB allocated` : ""}</span>`;
     await loadProfiles();
   }
   refreshRecent();
@@ -468,6 +468,7 @@ async function drawLatency(key) {
   $("#lat-cards").innerHTML = [
     ["TTFT (median, min–max)", `${fmtSpread(st.ttft_ms, 2)} ms`], ["TPOT median (min–max)", `${fmtSpread(st.tpot_ms, 3)} ms`], ["TPOT p90 (all steps)", `${fmt(s.tpot_ms?.p90, 3)} ms`],
     ["prefill", `${fmtSpread(st.prefill_tok_s, 1)} tok/s`], ["decode", `${fmtSpread(st.decode_tok_s, 1)} tok/s`],
+    ...(s.kv ? [["KV cache", `${s.kv.kvCache}: ${(s.kv.kvBytesPerToken / 1024).toFixed(1)} KiB/token, ${(s.kv.kvBytes / 1048576).toFixed(1)} MiB`]] : []),
     ["repetitions", `${n} measured${s.warmup ? ` after ${s.warmup} warm-up` : ", no warm-up"}`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");

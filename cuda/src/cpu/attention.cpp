@@ -193,6 +193,7 @@ void attention(KvStore &kv, const AttnArgs &a) {
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const int64_t qd = int64_t(nH) * d;
   const size_t nS = st.seq.size();
+  if (kv.quant) return kvq_attention(*kv.quant, a);  // q8 / kivi (opt/kvcache; gqa broadcast: same math, not materialized)
   // 1. Append the new K/V rows to the cache.
   kv_append(kv, a);
   // 2. The KV heads of the layer's gqa arm (broadcast: per-query-head copies).

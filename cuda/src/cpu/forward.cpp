@@ -166,7 +166,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_K, l, k, KVd);
     cap(HOOK_V, l, v, KVd);
     {
-      const char *kn = gqa_attention_kernel_name(lt.gqa, kv_.bf16);
+      const char *kn = kv_.quant ? kvq_kernel_name(kv_.quant->lay.type) : gqa_attention_kernel_name(lt.gqa, kv_.bf16);
       const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th};
       const bool dl = dca_on(l);
       rec.op(l, QW_OP_ATTENTION, dl ? (kv_.bf16 ? "cpu.attention.dca.kv_bf16" : "cpu.attention.dca.kv_f32") : kn,

@@ -135,6 +135,25 @@ QW_API int32_t qw_session_destroy(qw_session *session) {
   });
 }
 
+QW_API int32_t qw_session_info_json(qw_session *s, char *out, uint64_t cap, uint64_t *out_len) {
+  return guard([&] {
+    need(s, "session");
+    const qw::KvInfo kv = s->bs->kv_info();
+    qw::JsonWriter w;
+    w.begin_object();
+    w.key("maxBatch").value(s->max_batch);
+    w.key("maxContext").value(s->max_context);
+    w.key("maxPrefill").value(s->max_prefill);
+    w.key("kvCache").value(kv.type);
+    w.key("kvBytesPerToken").value(kv.bytes_per_token);
+    w.key("kvBytes").value(uint64_t(kv.bytes));
+    w.key("kvResidualTokens").value(kv.residual_tokens);
+    w.key("kvMaxRollback").value(kv.max_rollback);
+    w.end_object();
+    copy_out(w.str(), out, cap, out_len);
+  });
+}
+
 QW_API int32_t qw_session_reset(qw_session *s, int32_t seq) {
   return guard([&] {
     need(s, "session");

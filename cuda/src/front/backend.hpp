@@ -106,6 +106,15 @@ class Sink {
   virtual void logits(const float *host, int32_t rows, int32_t vocab) = 0;
 };
 
+// What a session's KV cache holds (qw_session_info_json).
+struct KvInfo {
+  std::string type;              // the kvCache value
+  double bytes_per_token = 0;    // K and V of one token of one sequence, all layers (quantized steady state)
+  uint64_t bytes = 0;            // allocated for the whole session (every slot, max_context, scales, rings)
+  int32_t residual_tokens = 0;   // kivi: most recent tokens kept in bf16 (at least)
+  int32_t max_rollback = -1;     // tokens a sequence may be truncated by exactly (-1: any)
+};
+
 class BackendSession {
  public:
   virtual ~BackendSession() = default;
@@ -113,6 +122,7 @@ class BackendSession {
   // exists and whenever one of them changes; the front then clears every sequence. Throws to refuse (the front
   // keeps the old values). Only values the backend implements reach it.
   virtual void configure(const StepToggles &toggles) = 0;
+  virtual KvInfo kv_info() const = 0;
   // Runs one forward step, writes each sequence's sampled token into out_tokens[i] (size = seq.size()).
   // The front has already validated tokens, lengths and capacities.
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;
