@@ -230,6 +230,11 @@ qw::StepToggles step_toggles(qw_session *s) {
       for (int32_t l = 0; l < s->layers(); ++l) t.layer[size_t(l)].gqa_broadcast = v[v.size() == 1 ? 0 : size_t(l)] == "broadcast";
     } else if (id == "actQuant") {
       for (int32_t l = 0; l < s->layers(); ++l) t.layer[size_t(l)].act_int8 = v[v.size() == 1 ? 0 : size_t(l)] == "int8";
+    } else if (id == "attention") {
+      for (int32_t l = 0; l < s->layers(); ++l) {
+        const std::string &a = v[v.size() == 1 ? 0 : size_t(l)];
+        t.layer[size_t(l)].attention = a == "sage-int8" ? 1 : a == "sage-fp8" ? 2 : 0;
+      }
     } else if (id == "graphs") {
       t.graphs = v[0] == "on";
     }

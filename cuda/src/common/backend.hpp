@@ -66,6 +66,7 @@ enum Hook : int32_t {
 struct LayerToggles {
   bool gqa_broadcast = false;  // "gqa": "broadcast" materializes repeated KV heads (naive ablation arm)
   bool act_int8 = false;       // "actQuant": "int8" quantizes prefill GEMM activations of 8/4-bit weights
+  uint8_t attention = 0;       // "attention": value index (0 flash-bf16, 1 sage-int8, 2 sage-fp8)
 };
 struct StepToggles {
   std::vector<LayerToggles> layer;  // size num_layers

@@ -8,8 +8,8 @@ namespace qw {
 
 const std::vector<ToggleDef> &toggle_defs() {
   static const std::vector<ToggleDef> defs = {
-      {"attention", {"flash-bf16", "sage-int8", "sage-fp8"}, "flash-bf16", true, false, {"flash-bf16"},
-       {"flash-bf16"}, "QWEN-001",
+      {"attention", {"flash-bf16", "sage-int8", "sage-fp8"}, "flash-bf16", true, false,
+       {"flash-bf16", "sage-int8", "sage-fp8"}, {"flash-bf16"}, "QWEN-001",
        "Attention kernel. flash-bf16 is exact softmax attention (the CPU computes it in fp32); sage-int8 "
        "quantizes Q and K to INT8 with smooth-K; sage-fp8 adds FP8 P*V with two-level fp32 accumulation.", "Attention kernel"},
       {"gqa", {"native", "broadcast"}, "native", true, false, {"native", "broadcast"}, {"native", "broadcast"},

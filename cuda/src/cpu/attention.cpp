@@ -21,6 +21,7 @@
 
 #include "cpu.hpp"
 #include "half.hpp"
+#include "sage_cpu.hpp"
 #include "vexp.hpp"
 
 namespace qw {
@@ -216,6 +217,10 @@ void attention(KvCache &kv, const AttnArgs &a) {
         }
       }
     }
+  if (a.sage) {
+    attention_sage(kv, a, a.sage == 2);
+    return;
+  }
   // 2. gqa = broadcast: materialize [nH, len, d] copies of K and V per sequence (fp32, exact widening).
   std::vector<std::vector<float>> bk(a.broadcast ? nS : 0), bv(a.broadcast ? nS : 0);
   if (a.broadcast)

@@ -96,6 +96,7 @@ struct AttnArgs {
   float *z;        // [R, n_heads * head_dim] out
   bool broadcast;  // gqa = broadcast: materialize repeated KV heads first
   Pool *pool;
+  uint8_t sage = 0;  // toggle attention: 0 flash-bf16, 1 sage-int8, 2 sage-fp8 (opt/attention/sage_cpu.hpp)
 };
 void attention(KvCache &kv, const AttnArgs &a);
 void softmax_scaled(float *s, int32_t n_keys, float scale);  // s = softmax(scale * s) over n_keys

@@ -8,6 +8,7 @@
 #include "cost.hpp"
 #include "cpu.hpp"
 #include "sampling.hpp"
+#include "sage_cpu.hpp"
 
 namespace qw {
 namespace cpu {
@@ -146,9 +147,11 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_V, l, v, KVd);
     {
       const bool bc = st.toggles.layer.size() > size_t(l) && st.toggles.layer[size_t(l)].gqa_broadcast;
-      const char *kn = bc ? (kv_.bf16 ? "cpu.attention.broadcast.kv_bf16" : "cpu.attention.broadcast.kv_f32")
+      const uint8_t arm = st.toggles.layer.size() > size_t(l) ? st.toggles.layer[size_t(l)].attention : 0;
+      const char *kn = arm ? sage_kernel_name(arm == 2, kv_.bf16)
+                     : bc ? (kv_.bf16 ? "cpu.attention.broadcast.kv_bf16" : "cpu.attention.broadcast.kv_f32")
                           : (kv_.bf16 ? "cpu.attention.native.kv_bf16" : "cpu.attention.native.kv_f32");
-      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, bc, &th};
+      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, bc, &th, arm};
       rec.op(l, QW_OP_ATTENTION, kn, cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt,
              [&] { attention(kv_, args); });
     }
