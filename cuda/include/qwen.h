@@ -65,7 +65,7 @@ enum qw_ggml_type {
   QW_GGML_BF16 = 30
 };
 
-/* Op ids of the op records (DESIGN.md §4). qw_op_name() gives the string. */
+/* Op ids of the op records (docs/ARCHITECTURE.md §Measurement). qw_op_name() gives the string. */
 enum qw_op {
   QW_OP_EMBED = 0,
   QW_OP_ATTN_NORM = 1,
@@ -139,7 +139,7 @@ QW_API const char *qw_last_error(void);
 /* JSON: {"backend":"cpu"|"cuda","abi":QW_ABI_VERSION,"compiler":"...","flags":"...","built":"<date>"}. Static string. */
 QW_API const char *qw_build_info(void);
 
-/* The toggle registry (DESIGN.md §2 and §5) as JSON: an array of
+/* The toggle registry (docs/ARCHITECTURE.md §How a toggle flows) as JSON: an array of
  * {"id","type":"enum","values":[...],"default","perLayer":bool,"needsReset":bool,
  *  "backends":{"cpu":[implemented values],"cuda":[implemented values]},"spec","description"}.
  * Static: the same for both libraries. */
@@ -274,7 +274,7 @@ QW_API int32_t qw_session_set_profiling(qw_session *session, int32_t mode);
 QW_API int32_t qw_session_records_pending(qw_session *session, int64_t *out_n, int64_t *out_dropped);
 QW_API int32_t qw_session_read_records(qw_session *session, qw_op_record *out, int64_t max, int64_t *out_n);
 
-/* Activation capture at the hook points of DESIGN.md §4. `hooks` is a comma-separated list of names:
+/* Activation capture at the hook points (docs/ARCHITECTURE.md §Hooks). `hooks` is a comma-separated list of names:
  * "blocks.{L}.hook_resid_pre", "blocks.{L}.attn.hook_q|hook_k|hook_v|hook_z", "blocks.{L}.hook_attn_out",
  * "blocks.{L}.hook_resid_mid", "blocks.{L}.mlp.hook_pre|hook_post", "blocks.{L}.hook_resid_post",
  * "hook_logits", where {L} is a layer number or "*" (every layer). "" turns capture off. Unknown names fail

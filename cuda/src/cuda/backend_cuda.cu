@@ -25,6 +25,10 @@
 #include "backend.hpp"
 #include "common.cuh"
 #include "cost.hpp"
+#include "gqa.hpp"
+#include "graphs.hpp"
+#include "kvcache.hpp"
+#include "registry.hpp"
 #include "cublaslt.cuh"
 #include "embed.cuh"
 #include "gemm.cuh"
@@ -186,7 +190,7 @@ class CudaSession final : public BackendSession {
  public:
   CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill);
   ~CudaSession() override;
-  void configure_kv(const std::string &kv_dtype) override;
+  void configure(const StepToggles &t) override;
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
@@ -401,7 +405,7 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   d_len_ = d_slot_ + 16;
   d_out_ = d_len_ + 16;
   d_samp_ = reinterpret_cast<qwc::SampleRow *>(d_out_ + 16);
-  configure_kv("bf16");
+  configure(StepToggles{});
 }
 
 CudaSession::~CudaSession() {
@@ -413,8 +417,8 @@ CudaSession::~CudaSession() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void CudaSession::configure_kv(const std::string &kv_dtype) {
-  if (kv_dtype != "bf16") throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + kv_dtype + "' is not implemented (bf16 only)");
+void CudaSession::configure(const StepToggles &t) {
+  if (t.kv_cache != KvCache::Bf16) throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + value_name(t.kv_cache) + "' is not implemented (bf16 only)");
   const Config &c = m_.cfg;
   layer_kv_elems_ = (size_t)max_batch_ * c.num_kv_heads * max_ctx_ * c.head_dim;
   if (!kcache_.p) {
@@ -467,7 +471,7 @@ std::vector<OpCost> CudaSession::attention_costs(const Step &st) const {
   const Config &c = m_.cfg;
   std::vector<OpCost> out((size_t)c.num_layers);
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa_broadcast;
+    const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa == Gqa::Broadcast;
     out[(size_t)l] = cost_attention(st.pos0, st.n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim,
                                     2.0, 2.0);
   }
@@ -601,7 +605,7 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   end_op(-1, QW_OP_EMBED, "embed_gather", cost_embed(B, H, m_.embed.type, m_.embed.group, 4.0), B);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[l];
-    const bool bcast = st && !st->toggles.layer.empty() && st->toggles.layer[l].gqa_broadcast;
+    const bool bcast = st && !st->toggles.layer.empty() && st->toggles.layer[l].gqa == Gqa::Broadcast;
     hook_f32(HOOK_RESID_PRE, l, x, H);
     // 1. rmsnorm + qkv (+bias) -> fp32, or (qkv_pairs) rmsnorm + qkv + bias + RoPE + KV write in one GEMV
     begin_op();
@@ -827,8 +831,8 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   bool any_bcast = false;
   std::string key = std::to_string(B) + ":";
   for (const auto &lt : st.toggles.layer) {
-    any_bcast |= lt.gqa_broadcast;
-    key += lt.gqa_broadcast ? 'b' : 'n';
+    any_bcast |= lt.gqa == Gqa::Broadcast;
+    key += lt.gqa == Gqa::Broadcast ? 'b' : 'n';
   }
   if (any_bcast && !bcast_k_.p) {
     const Config &c = m_.cfg;
@@ -838,7 +842,7 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   }
   // The identity slots for the broadcast arm live in d_out_ and are overwritten by argmax at the end of the
   // step, which is after the last attention: safe.
-  const bool use_graph = st.toggles.graphs && !prof_ && !hooks;
+  const bool use_graph = st.toggles.graphs == Graphs::On && !prof_ && !hooks;
   const bool traced = marking_ == Marking::TRACE;
   if (traced) key += ":kernels";  // captured with node tags (the untraced graph stays as it was)
   if (use_graph) {
@@ -967,7 +971,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   end_op(-1, QW_OP_EMBED, "embed_gather", cost_embed(T, H, m_.embed.type, m_.embed.group, 4.0), T);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[l];
-    const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa_broadcast;
+    const bool bcast = !st.toggles.layer.empty() && st.toggles.layer[l].gqa == Gqa::Broadcast;
     hook_f32(HOOK_RESID_PRE, l, x, H);
     begin_op();
     qwc::launch_rmsnorm(xn, nullptr, x, L.attn_norm.as<float>(), T, H, c.rms_eps, stream_);

@@ -162,7 +162,7 @@ const char *sage_kernel_name(bool fp8, bool kv_bf16) {
   return kv_bf16 ? "cpu.attention.sage-int8.kv_bf16" : "cpu.attention.sage-int8.kv_f32";
 }
 
-void attention_sage(const KvCache &kv, const AttnArgs &a, bool fp8) {
+void attention_sage(const KvStore &kv, const AttnArgs &a, bool fp8) {
   const Step &st = *a.step;
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const int64_t qd = int64_t(nH) * d;

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "attention.hpp"
+
 namespace qw {
 namespace cpu {
 
@@ -65,9 +67,9 @@ void sage_attend(const SageKv &kv, const float *q, int64_t q_stride, int32_t row
 // The layer's attention with a Sage arm, after the step's K/V rows are in the cache: one prepared SageKv per
 // (sequence, kv head), then one task per (sequence, query head, query block) on the pool. Query head h reads kv
 // head h / (nH / nKV) in place (gqa = broadcast would only copy the same fp32 rows: same result).
-struct KvCache;
+struct KvStore;
 struct AttnArgs;
-void attention_sage(const KvCache &kv, const AttnArgs &a, bool fp8);
+void attention_sage(const KvStore &kv, const AttnArgs &a, bool fp8);
 
 // The attention kernel name of a Sage arm, e.g. "cpu.attention.sage-int8.kv_bf16".
 const char *sage_kernel_name(bool fp8, bool kv_bf16);

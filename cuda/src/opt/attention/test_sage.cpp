@@ -11,6 +11,8 @@
 
 #include "cpu.hpp"
 #include "half.hpp"
+#include "gqa.hpp"
+#include "kvcache.hpp"
 #include "sage_cpu.hpp"
 #include "testlib.hpp"
 
@@ -285,8 +287,8 @@ void test_layer(Rng &r) {
   for (int32_t group : {1, 4, 7}) {
     const int32_t nKV = 2, nH = nKV * group, L = 2, B = 3, T = 300;
     for (bool bf16 : {true, false}) {
-      KvCache kv;
-      kv.configure(bf16 ? "bf16" : "f32", L, B, nKV, T, d);
+      KvStore kv;
+      kv.configure(bf16 ? KvCache::Bf16 : KvCache::F32, L, B, nKV, T, d);
       Step st;
       // three sequences: 129 new rows after 40 cached, 17 new from scratch, one decode row after 127
       st.seq = {2, 0, 1};
@@ -307,8 +309,8 @@ void test_layer(Rng &r) {
               if (bf16) kv.kb[size_t(o)] = float_to_bf16(kk), kv.vb[size_t(o)] = float_to_bf16(vv);
               else kv.kf[size_t(o)] = kk, kv.vf[size_t(o)] = vv;
             }
-      for (uint8_t arm : {uint8_t(1), uint8_t(2)}) {
-        AttnArgs a{&st, 1, nH, nKV, d, q.data(), k.data(), v.data(), z.data(), false, &pool, arm};
+      for (Attention arm : {Attention::SageInt8, Attention::SageFp8}) {
+        AttnArgs a{&st, 1, nH, nKV, d, q.data(), k.data(), v.data(), z.data(), Gqa::Native, &pool, arm};
         attention(kv, a);
         int bad = 0;
         for (size_t s = 0; s < 3; ++s)
@@ -322,7 +324,7 @@ void test_layer(Rng &r) {
                 V[size_t(p) * d + c] = bf16 ? bf16_to_float(kv.vb[size_t(o)]) : kv.vf[size_t(o)];
               }
             SageKv p;
-            sage_prepare_kv(arm == 2, K.data(), V.data(), len, d, p);
+            sage_prepare_kv(arm == Attention::SageFp8, K.data(), V.data(), len, d, p);
             for (int32_t h = kh * group; h < (kh + 1) * group; ++h) {
               std::vector<float> zz(size_t(st.n_new[s]) * d);
               const int64_t row = st.row_offset[s];

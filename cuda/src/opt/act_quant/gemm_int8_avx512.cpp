@@ -1,6 +1,6 @@
 // gemm_int8_avx512.cpp — the int8-activation prefill GEMM (toggle actQuant = int8) for W8/W4 weights with
 // AVX-512 VNNI (vpdpbusd). Compiled with -mavx512f/bw/vl; the VNNI instructions are enabled for this file
-// only (the pragma below), and matmul.cpp calls it only after cpu_has_vnni().
+// only (the pragma below), and act_quant_cpu.cpp calls it only after cpu_has_vnni().
 //
 // Math. Activations are quantized per token and per weight group of G columns, as llama.cpp's q8_0 does:
 // d = max|x| / 127, xq = round(x / d) in [-127, 127]. Weights are their exact codes (w = s * q + o). Then
@@ -26,7 +26,7 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu.hpp"
+#include "act_quant_cpu.hpp"
 
 #pragma GCC target("avx512vnni")
 // GCC 12 warns about the intentionally undefined pass-through operand inside some AVX-512 intrinsics.
@@ -178,11 +178,9 @@ MicroFn micro_for(int G, bool offset, int mt) {
 
 }  // namespace
 
-void quantize_act(QuantAct &qa, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G, Pool &pool) {
-  qa.G = G;
-  qa.T = T;
-  qa.K = K;
-  qa.gpr = K / G;
+void quantize_act_int8(QuantAct &qa, const float *x, int64_t x_stride, Pool &pool) {
+  const int64_t T = qa.T, K = qa.K;
+  const int32_t G = qa.G;
   qa.q.resize(size_t(T * K));
   qa.d.resize(size_t(T * qa.gpr));
   // Tokens are independent: shared out over the pool (serially, the other threads would wait T x K elements).

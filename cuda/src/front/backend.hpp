@@ -1,10 +1,11 @@
-// backend.hpp — the seam between the C ABI front (api.cpp, shared by both libraries) and a backend.
+// backend.hpp — the seam between the C ABI front (front/api_*.cpp, shared by both libraries) and a backend
+// (docs/ARCHITECTURE.md §Layers).
 //
 // The front owns everything that must behave identically on CPU and CUDA: status codes and qw_last_error,
 // JSON options and config validation, tensor-name/shape validation, the exact GGUF -> native conversion,
 // the toggle registry and per-layer toggle state, op-record and capture buffers, logits buffers, and
 // argument checks (token ids, context overflow, sampling parameters). A backend only stores native tensors
-// and runs forward steps. Backends signal failure by throwing qw::Error; api.cpp catches at the boundary.
+// and runs forward steps. Backends signal failure by throwing qw::Error; the guard of api.hpp catches at the boundary.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "qwen.h"
+#include "toggles.hpp"
 
 namespace qw {
 
@@ -56,21 +58,10 @@ struct NativeTensor {
   uint64_t native_bytes() const { return data.size() + 4 * (scale.size() + offset.size()); }
 };
 
-// Hook points (DESIGN.md §4). Names are produced by hook_name().
+// Hook points (docs/ARCHITECTURE.md §Hooks). Names are produced by hook_name().
 enum Hook : int32_t {
   HOOK_RESID_PRE = 0, HOOK_Q, HOOK_K, HOOK_V, HOOK_Z, HOOK_ATTN_OUT, HOOK_RESID_MID,
   HOOK_MLP_PRE, HOOK_MLP_POST, HOOK_RESID_POST, HOOK_LOGITS, HOOK_COUNT
-};
-
-// Toggle values as the backend sees them for one step (resolved per layer by the front).
-struct LayerToggles {
-  bool gqa_broadcast = false;  // "gqa": "broadcast" materializes repeated KV heads (naive ablation arm)
-  bool act_int8 = false;       // "actQuant": "int8" quantizes prefill GEMM activations of 8/4-bit weights
-  uint8_t attention = 0;       // "attention": value index (0 flash-bf16, 1 sage-int8, 2 sage-fp8)
-};
-struct StepToggles {
-  std::vector<LayerToggles> layer;  // size num_layers
-  bool graphs = true;               // "graphs": CUDA graph replay for decode (ignored on CPU)
 };
 
 // What the front asks of one forward step. Rows are laid out sequence by sequence: sequence i contributes
@@ -90,7 +81,7 @@ struct Step {
   int32_t logits_mode = 0;          // 0 none, 1 last row per sequence, 2 all rows (prefill)
   bool profiling = false;           // any mode but QW_PROFILING_OFF
   int32_t profiling_mode = QW_PROFILING_OFF;
-  StepToggles toggles;
+  StepToggles toggles;             // typed, parsed when set (toggles.hpp)
 };
 
 // Where a backend reports what it measured and copies what was asked of it. Implemented by the front.
@@ -111,8 +102,10 @@ class Sink {
 class BackendSession {
  public:
   virtual ~BackendSession() = default;
-  // Allocate/resize the KV cache. kv_dtype: "bf16" | "f32" (CPU) ... as in the kvCache toggle. Clears all.
-  virtual void configure_kv(const std::string &kv_dtype) = 0;
+  // (Re)allocates what depends on the needsReset toggles (the KV cache for kvCache): called once the session
+  // exists and whenever one of them changes; the front then clears every sequence. Throws to refuse (the front
+  // keeps the old values). Only values the backend implements reach it.
+  virtual void configure(const StepToggles &toggles) = 0;
   // Runs one forward step, writes each sequence's sampled token into out_tokens[i] (size = seq.size()).
   // The front has already validated tokens, lengths and capacities.
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;

@@ -5,7 +5,7 @@
 
 #include "half.hpp"
 
-// Every multiply-then-add in this file must stay unfused: the Makefile compiles common/ with
+// Every multiply-then-add in this file must stay unfused: the Makefile compiles front/ with
 // -ffp-contract=off (the products are exact, so fusion could not change a result today; see convert.hpp).
 
 namespace qw {

@@ -1,4 +1,5 @@
-// cost.hpp — analytic FLOPs and bytes of each op from shapes and dtypes, for op records (DESIGN.md §4).
+// cost.hpp — analytic FLOPs and bytes of each op from shapes and dtypes, for op records
+// (docs/ARCHITECTURE.md §Measurement).
 // Bytes count weights + activations read and written + KV cache read and written, each once (what an
 // ideal kernel must move); FLOPs count a multiply-add as 2. Both backends use these so rooflines compare.
 #pragma once

@@ -1,4 +1,5 @@
-// hooks.hpp — hook point names (DESIGN.md §4) and parsing of capture lists like "blocks.*.hook_resid_post".
+// hooks.hpp — hook point names (docs/ARCHITECTURE.md §Hooks) and parsing of capture lists like
+// "blocks.*.hook_resid_post".
 #pragma once
 
 #include <string>

@@ -22,7 +22,7 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu.hpp"
+#include "act_quant_cpu.hpp"
 
 namespace qw {
 namespace cpu {
