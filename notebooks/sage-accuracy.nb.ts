@@ -6,12 +6,14 @@
 // cosine, relative L1 and max abs of the attention output before o_proj (`attn.hook_z`) and of the residual stream,
 // logits KL, and both arms' perplexity on the Brown validation text. Then one layer alone in sage-fp8, to show the
 // toggle reaches that layer only. Runs in the Notebook page or with `bun notebooks/sage-accuracy.nb.ts`
-// (QW_NB_CTX: perplexity window, default 256; QW_NB_MAX_TOKENS: text tokens, default 4096).
+// (QW_NB_PROMPT: captured prompt tokens, default 512; QW_NB_CTX: perplexity window, default 256;
+// QW_NB_MAX_TOKENS: text tokens, default 4096).
 
 // %% Measure both arms
 import { openModel } from "../engine/index.ts";
 import { implementedValues } from "../engine/measure/sweep.ts";
 import { recordQuantError } from "../engine/measure/quant-error.ts";
+import { textTokens } from "../engine/measure/perplexity-run.ts";
 import { hookName } from "../engine/catalog.ts";
 import { display, table } from "../engine/notebook/display.ts";
 
@@ -26,9 +28,12 @@ const hooks = [
   hookName("hook_logits"),
 ];
 const ctx = Number(process.env.QW_NB_CTX ?? 256), maxTokens = Number(process.env.QW_NB_MAX_TOKENS ?? 4096);
-const prompt = { prompt: "The jury said it did find that the court, which had been charged by the Superior Court judge, " +
-  "deserves the praise and thanks of the city for the manner in which the election was conducted." };
-display(`${model.id} on ${model.device.name} · ${L} layers · Brown ctx ${ctx}, ${maxTokens} tokens`);
+// The captured prompt: the first QW_NB_PROMPT tokens (default 512) of the Brown text, so every layer attends over
+// several query and key blocks (32 / 64) with real activations.
+const promptLen = Number(process.env.QW_NB_PROMPT ?? 512);
+const prompt = { tokens: textTokens(model, { kind: "brown" }, promptLen).tokens };
+display(`${model.id} on ${model.device.name} · ${L} layers · prompt ${prompt.tokens.length} Brown tokens · ` +
+  `perplexity ctx ${ctx} over ${maxTokens} tokens`);
 for (const arm of arms) {
   const p = await recordQuantError(model, session, {
     id: `nb-sage-${arm}`, prompt, repeats: 3, hooks,
