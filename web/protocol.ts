@@ -58,6 +58,7 @@ export const ToWorker = z.discriminatedUnion("t", [
   z.object({ t: z.literal("quant"), id: z.string(), spec: QuantSpecSchema }),
   z.object({ t: z.literal("perplexity"), id: z.string(), spec: PerplexitySpecSchema }),
   z.object({ t: z.literal("cancel"), id: z.string() }),
+  z.object({ t: z.literal("catalog"), id: z.string() }),
 ]);
 export type ToWorker = z.infer<typeof ToWorker>;
 

@@ -4,9 +4,9 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { fakeApp, json, readSse, type Sse } from "./helpers.ts";
-import { spawnServer } from "./browser.ts";
-import { generousTimeout } from "../setup.ts";
+import { fakeApp, json, readSse, type Sse } from "../../test/web/helpers.ts";
+import { spawnServer } from "../../test/web/browser.ts";
+import { generousTimeout } from "../../test/setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 

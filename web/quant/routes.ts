@@ -1,32 +1,18 @@
-// Quality routes of the workbench: POST /api/quant (quantization error between two arms: a toggle set on a
-// model each, optionally with perplexity / KL on a text) and POST /api/perplexity (perplexity of the loaded model
+// Quant sub-app (mounted at /api): POST /quant (quantization error between two arms: a toggle set on a
+// model each, optionally with perplexity / KL on a text) and POST /perplexity (perplexity of the loaded model
 // over a text, optionally against a reference arm). Both refuse a comparison whose two arms are the same model
 // with the same effective toggles: it can only measure zero.
-import type { Hono } from "hono";
+import { Hono } from "hono";
 import { z } from "zod";
-import { ToggleValues } from "../engine/measure/profile.ts";
-import { effectiveDefault, newProfileId } from "../engine/measure/record.ts";
-import { defaultQuantHooks } from "../engine/measure/quant-error.ts";
-import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
-import { HttpError } from "./errors.ts";
-import type { ProfileStore } from "./store.ts";
-import type { Task, TaskManager } from "./tasks.ts";
+import { ToggleValues } from "../../engine/measure/profile.ts";
+import { effectiveDefault, newProfileId } from "../../engine/measure/record.ts";
+import { defaultQuantHooks } from "../../engine/measure/quant-error.ts";
+import type { WebContext } from "../context.ts";
+import type { ModelInfo } from "../core.ts";
+import { HttpError } from "../errors.ts";
+import { checkHooks, expandHooks } from "../catalog.ts";
+import { BackendField, check, jsonBody, ModelSource } from "../http.ts";
 
-export interface QualityDeps {
-  host: EngineHost;
-  tasks: TaskManager;
-  profiles: ProfileStore;
-  hookName: z.ZodType<string>;
-  check<T extends z.ZodType>(schema: T, data: unknown, what: string): z.infer<T>;
-  jsonBody(c: { req: { header(n: string): string | undefined; json(): Promise<unknown> } }): Promise<unknown>;
-  resolveSource(src: string): string;
-  ensureModel(t: Task, source: string | undefined, backend: "auto" | "cpu" | "cuda" | undefined): Promise<ModelInfo>;
-  guardQueue(): void;
-  expandHooks(hooks: string[], nLayers: number): string[];
-}
-
-const Backend = z.enum(["auto", "cpu", "cuda"]);
-const ModelSource = z.string().min(1).max(4096);
 const TextRef = z.union([z.literal("brown"), z.object({ text: z.string().min(1).max(1_000_000) }).strict()]);
 const Arm = z.object({ label: z.string().max(120).optional(), toggles: ToggleValues.default({}), model: ModelSource.optional() }).strict();
 
@@ -39,31 +25,32 @@ function effective(info: ModelInfo | null, t: Record<string, string | string[]>)
   return JSON.stringify(out);
 }
 
-export function qualityRoutes(app: Hono, d: QualityDeps): void {
-  const relay = (t: Task) => (e: HostEvent) => t.emit(e.type, e);
-  const QuantRequest = z.object({
-    model: ModelSource.optional(),
-    backend: Backend.optional(),
-    prompt: z.string().min(1).max(200_000),
-    reference: Arm,
-    candidate: Arm,
-    hooks: z.array(d.hookName).max(512).optional(),
-    repeats: z.number().int().min(1).max(20).default(3),
-    perplexity: z.object({
-      text: TextRef.default("brown"), ctx: z.number().int().min(2).max(4096).default(512), maxTokens: z.number().int().min(2).max(200_000).default(4096),
-    }).strict().optional(),
-  }).strict();
-  const PerplexityRequest = z.object({
-    model: ModelSource.optional(),
-    backend: Backend.optional(),
-    text: TextRef.default("brown"),
-    ctx: z.number().int().min(2).max(4096).default(512),
-    score: z.enum(["all", "half"]).default("all"),
-    maxTokens: z.number().int().min(2).max(2_000_000).optional(),
-    toggles: ToggleValues.default({}),
-    label: z.string().max(120).optional(),
-    reference: Arm.optional(),
-  }).strict();
+const QuantRequest = z.object({
+  model: ModelSource.optional(),
+  backend: BackendField.optional(),
+  prompt: z.string().min(1).max(200_000),
+  reference: Arm,
+  candidate: Arm,
+  hooks: z.array(z.string().max(200)).max(512).optional(), // checked against the engine's catalog
+  repeats: z.number().int().min(1).max(20).default(3),
+  perplexity: z.object({
+    text: TextRef.default("brown"), ctx: z.number().int().min(2).max(4096).default(512), maxTokens: z.number().int().min(2).max(200_000).default(4096),
+  }).strict().optional(),
+}).strict();
+const PerplexityRequest = z.object({
+  model: ModelSource.optional(),
+  backend: BackendField.optional(),
+  text: TextRef.default("brown"),
+  ctx: z.number().int().min(2).max(4096).default(512),
+  score: z.enum(["all", "half"]).default("all"),
+  maxTokens: z.number().int().min(2).max(2_000_000).optional(),
+  toggles: ToggleValues.default({}),
+  label: z.string().max(120).optional(),
+  reference: Arm.optional(),
+}).strict();
+
+export function quantRoutes(d: WebContext) {
+  const app = new Hono();
 
   /** The two arms' model sources (undefined = the model the task runs on); 400 when nothing differs. */
   function arms(main: string | undefined, ref: z.infer<typeof Arm>, cand: z.infer<typeof Arm> | { toggles: Record<string, string | string[]>; model?: string }) {
@@ -78,8 +65,9 @@ export function qualityRoutes(app: Hono, d: QualityDeps): void {
     return { rm, cm };
   }
 
-  app.post("/api/quant", async (c) => {
-    const req = d.check(QuantRequest, await d.jsonBody(c), "quant");
+  app.post("/quant", async (c) => {
+    const req = check(QuantRequest, await jsonBody(c), "quant");
+    if (req.hooks?.length) checkHooks(await d.catalog(), req.hooks, "quant: hooks");
     const source = req.model !== undefined ? d.resolveSource(req.model) : undefined;
     const { rm, cm } = arms(source, req.reference, req.candidate);
     d.guardQueue();
@@ -90,18 +78,18 @@ export function qualityRoutes(app: Hono, d: QualityDeps): void {
         id: newProfileId("quant"), prompt: { prompt: req.prompt }, repeats: req.repeats,
         reference: { label: req.reference.label ?? "reference", toggles: req.reference.toggles, ...(rm ? { model: rm } : {}) },
         candidate: { label: req.candidate.label ?? "candidate", toggles: req.candidate.toggles, ...(cm ? { model: cm } : {}) },
-        hooks: req.hooks ? d.expandHooks(req.hooks, nL) : defaultQuantHooks(nL),
+        hooks: req.hooks ? expandHooks(req.hooks, nL) : defaultQuantHooks(nL),
         ...(req.perplexity ? { perplexity: req.perplexity } : {}),
         command: "POST /api/quant",
-      }, relay(t));
+      }, d.relay(t));
       const key = d.profiles.save(p);
       return { profileKey: key, profileId: p.id, quant_error: p.quant_error };
     });
     return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
   });
 
-  app.post("/api/perplexity", async (c) => {
-    const req = d.check(PerplexityRequest, await d.jsonBody(c), "perplexity");
+  app.post("/perplexity", async (c) => {
+    const req = check(PerplexityRequest, await jsonBody(c), "perplexity");
     const source = req.model !== undefined ? d.resolveSource(req.model) : undefined;
     const rm = req.reference ? arms(source, req.reference, { toggles: req.toggles }).rm : undefined;
     d.guardQueue();
@@ -110,9 +98,11 @@ export function qualityRoutes(app: Hono, d: QualityDeps): void {
       const r = await d.host.perplexity(t.id, {
         text: req.text, ctx: req.ctx, score: req.score, maxTokens: req.maxTokens, toggles: req.toggles, label: req.label ?? "candidate",
         ...(req.reference ? { reference: { toggles: req.reference.toggles, label: req.reference.label ?? "reference", ...(rm ? { model: rm } : {}) } } : {}),
-      }, relay(t));
+      }, d.relay(t));
       return { perplexity: r };
     });
     return c.json({ task: t.view(), id: t.id, events: `/api/tasks/${t.id}/events` }, 202);
   });
+
+  return app;
 }
