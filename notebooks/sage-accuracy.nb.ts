@@ -15,7 +15,9 @@ import { implementedValues } from "../engine/measure/sweep.ts";
 import { recordQuantError } from "../engine/measure/quant-error.ts";
 import { textTokens } from "../engine/measure/perplexity-run.ts";
 import { hookName } from "../engine/catalog.ts";
-import { display, table } from "../engine/notebook/display.ts";
+import { quantSvg } from "../engine/export/svg.ts";
+import type { Profile } from "../engine/measure/profile.ts";
+import { display, plotly, svg, table } from "../engine/notebook/display.ts";
 
 const model = await openModel(process.env.QW_NB_MODEL ?? "default");
 const session = model.newSession({ maxBatch: 1 });
@@ -34,6 +36,7 @@ const promptLen = Number(process.env.QW_NB_PROMPT ?? 512);
 const prompt = { tokens: textTokens(model, { kind: "brown" }, promptLen).tokens };
 display(`${model.id} on ${model.device.name} · ${L} layers · prompt ${prompt.tokens.length} Brown tokens · ` +
   `perplexity ctx ${ctx} over ${maxTokens} tokens`);
+const profiles: Profile[] = [];
 for (const arm of arms) {
   const p = await recordQuantError(model, session, {
     id: `nb-sage-${arm}`, prompt, repeats: 3, hooks,
@@ -41,6 +44,7 @@ for (const arm of arms) {
     candidate: { label: `attention=${arm}`, toggles: { attention: arm } },
     perplexity: { text: "brown", ctx, maxTokens },
   });
+  profiles.push(p);
   const q = p.quant_error![0];
   display(`## ${arm}`);
   table(q.layers.map((l) => ({
@@ -53,6 +57,14 @@ for (const arm of arms) {
       `${pp.candidate.toFixed(4)} · ${(100 * (pp.candidate / pp.reference - 1)).toFixed(3)} %`);
 }
 
+// %% Relative L1 of the attention output per layer (target <= 0.03), and the page's figure per arm
+const zOf = (p: Profile) => p.quant_error![0].layers.filter((l) => l.hook.endsWith("attn.hook_z"));
+plotly([
+  ...profiles.map((p, i) => ({ type: "bar", name: arms[i], x: zOf(p).map((l) => l.hook.replace(/^blocks\.(\d+)\..*/, "L$1")), y: zOf(p).map((l) => l.rel_l1) })),
+  { type: "scatter", mode: "lines", name: "target", x: zOf(profiles[0]).map((l) => l.hook.replace(/^blocks\.(\d+)\..*/, "L$1")), y: zOf(profiles[0]).map(() => 0.03) },
+], { title: { text: "attn.hook_z relative L1 against flash-bf16" }, barmode: "group", height: 320 });
+for (const p of profiles) svg(quantSvg(p));
+
 // %% One layer only: sage-fp8 at the last layer, flash-bf16 elsewhere
 const one = Array.from({ length: L }, (_, l) => (l === L - 1 ? arms.at(-1)! : "flash-bf16"));
 const p1 = await recordQuantError(model, session, {
@@ -61,3 +73,5 @@ const p1 = await recordQuantError(model, session, {
   candidate: { label: `attention=${one.join("/")}`, toggles: { attention: one } },
 });
 table(p1.quant_error![0].layers.map((l) => ({ hook: l.hook, cosine: l.cosine, "max abs": l.max_abs })));
+session.close();
+model.close();

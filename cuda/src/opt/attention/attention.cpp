@@ -16,7 +16,8 @@ QW_OPTIMIZATION(attention) {
       .spec("QWEN-001")
       .describe(
           "Attention kernel. flash-bf16 is exact softmax attention (the CPU computes it in fp32); sage-int8 "
-          "quantizes Q and K to INT8 with smooth-K; sage-fp8 adds FP8 P*V with two-level fp32 accumulation.");
+          "quantizes Q and K to INT8 with smooth-K (P*V in bf16); sage-fp8 adds FP8 e4m3 P*V with per-channel V scales "
+          "and two-level fp32 accumulation. The CPU's Sage arms are the exact references (sage_cpu.hpp).");
 }
 
 }  // namespace qw
