@@ -86,12 +86,23 @@ export interface Capture {
   data: Float32Array;    // copied out of the engine
 }
 
+/** What a session's KV cache holds (qw_session_info_json). */
+export interface KvInfo {
+  kvCache: string;            // the cache type (toggle kvCache)
+  kvBytesPerToken: number;    // K+V of one token of one sequence, all layers (quantized steady state)
+  kvBytes: number;            // allocated for the whole session
+  kvResidualTokens: number;   // kivi: newest tokens kept in bf16 (at least); else 0
+  kvMaxRollback: number;      // tokens a sequence can be cut back by exactly; -1 = any
+}
+
 export interface EngineSession {
   readonly maxBatch: number;
   readonly maxContext: number;
   readonly maxPrefill?: number;                      // tokens one prefill call takes (default maxContext)
   setToggle(id: string, value: string, layer?: number): void; // layer -1 / undefined = all layers
   toggles(): ToggleValues;
+  /** KV-cache type and memory (optional: test doubles may leave it out). */
+  kvInfo?(): KvInfo;
   /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */
   setProfiling(mode: ProfilingMode | boolean): void;
   /** The engine clock in ns: the time line of op records (host work timed with it lines up with kernels). */
@@ -103,6 +114,8 @@ export interface EngineSession {
   setSampling(seq: number, s: SamplingOptions): void;
   reset(seq?: number): void;                         // undefined = all
   seqLen(seq: number): number;
+  /** Shortens `seq` to its first newLen tokens (0 <= newLen <= seqLen): speculative decoding's rollback. */
+  truncate(seq: number, newLen: number): void;
   /** Appends tokens to `seq`, returns the sampled next token. */
   prefill(seq: number, tokens: number[]): number;
   /** One batched decode step, returns the next token of each sequence. */

@@ -1,7 +1,8 @@
 // engine/session.ts — EngineSession (engine/api.ts) over a native qw_session: typed argument checks with clear
 // messages, token streaming with timings, stop tokens / EOS, max tokens, seeds, AbortSignal cancellation and
 // UTF-8-safe incremental detokenization.
-import type { Capture, EngineSession, GenerateEvent, GenerateOptions, SamplingOptions } from "./api.ts";
+import { z } from "zod";
+import type { Capture, EngineSession, GenerateEvent, GenerateOptions, KvInfo, SamplingOptions } from "./api.ts";
 import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
 import { catalogOf } from "./catalog.ts";
@@ -21,6 +22,11 @@ export interface SessionHost {
 }
 
 /** A user error in a session call (bad argument), as opposed to a native failure (QwenError). */
+const KvInfoSchema = z.object({
+  kvCache: z.string(), kvBytesPerToken: z.number().nonnegative(), kvBytes: z.number().nonnegative(),
+  kvResidualTokens: z.number().int().nonnegative(), kvMaxRollback: z.number().int().min(-1),
+});
+
 export class SessionError extends Error {
   constructor(message: string) {
     super(message);
@@ -98,6 +104,9 @@ export class Session implements EngineSession {
   toggles(): ToggleValues {
     return JSON.parse(this.native.togglesJson()) as ToggleValues;
   }
+  kvInfo(): KvInfo {
+    return KvInfoSchema.parse(JSON.parse(this.native.infoJson()));
+  }
   private mode: ProfilingMode = "off";
   clockNs(): number { return this.native.lib.clockNs(); }
   get profilingMode(): ProfilingMode { return this.mode; }
@@ -144,6 +153,14 @@ export class Session implements EngineSession {
   seqLen(seq: number): number {
     this.checkSeq(seq, "seqLen");
     return this.native.seqLen(seq);
+  }
+  truncate(seq: number, newLen: number): void {
+    this.checkSeq(seq, "truncate");
+    const len = this.native.seqLen(seq);
+    if (!isInt(newLen) || newLen < 0 || newLen > len) {
+      throw new SessionError(`truncate: length ${String(newLen)} is not in 0..${len} (sequence ${seq} holds ${len} tokens; truncate only shortens)`);
+    }
+    this.native.truncate(seq, newLen);
   }
   prefill(seq: number, tokens: number[]): number {
     this.checkSeq(seq, "prefill");

@@ -3,6 +3,7 @@
 //   bun notebooks/bench.ts [--models 0.5b,1.5b,7b] [--types bf16,q8_0,q4_k_m] [--backend cuda|cpu|auto]
 //                          [--batches 1,8,16] [--pp 512,4096,32768] [--tg 128] [--reps 3] [--quick]
 //                          [--peers peers.jsonl[,more.jsonl]] [--hf-root DIR] [--out DIR]
+//                          [--depth 4096,16384,32768 [--kv bf16,q8,kivi4,kivi2]]
 //
 // For each model x weight type: decode tok/s at each batch (greedy, tg tokens after a short prompt), TPOT
 // median / p90, % of the bandwidth roofline (weight bytes per step over the measured copy bandwidth of
@@ -36,6 +37,8 @@ const USAGE = `usage: npm run bench -- [options]        (= bun notebooks/bench.t
   --batches 1,8,16            decode batch sizes (1..16)
   --pp 512,4096,32768         prefill lengths
   --tg 128                    decode tokens per repetition
+  --depth 4096,16384,32768    also decode tg tokens at each KV depth (llama-bench -d; untimed prefill first), each batch
+  --kv bf16,q8,kivi4,kivi2    kvCache types of the depth runs (default: the backend's default only)
   --reps 3                    measured repetitions after a warm-up (at least 3)
   --quick                     0.5b bf16, batches 1 and 8, pp512, tg 64
   --peers FILE[,FILE]         peer results (notebooks/peers/*.py JSON lines) merged into the tables
@@ -67,6 +70,9 @@ const backend = (opt("--backend", "cuda") ?? "cuda") as "cuda" | "cpu" | "auto";
 const outDir = resolve(opt("--out", join(root, "profiles", "bench"))!);
 const peerFiles = list(opt("--peers", "")!);
 const hfRoot = opt("--hf-root");
+const depths = list(opt("--depth", "")!).map(Number);
+for (const d of depths) if (!(Number.isInteger(d) && d > 0)) throw new Error(`--depth: ${d} is not a positive integer`);
+const kvTypes = list(opt("--kv", "")!);
 for (const b of batches) if (!(b >= 1 && b <= 16)) throw new Error(`--batches: ${b} is outside 1..16`);
 const reportDir = opt("--report");
 const fail = (msg: string): never => {
@@ -178,6 +184,18 @@ for (const m of reportDir ? [] : models) {
       (profileExtra as { fidelity?: Fidelity }).fidelity = fr.fidelity;
     }
     ds.close();
+    // ---- decode at depth (tg after `depth` cached tokens per sequence), per kvCache type; the KV memory is in the rows
+    for (const kvType of kvTypes.length ? kvTypes : [""]) for (const depth of depths) {
+      // Random-weight shapes have no trained context limit: the session may exceed max_position_embeddings.
+      const zs = model.newSession({ maxBatch: maxB, maxContext: depth + tg, maxPrefill: Math.min(4096, depth) });
+      if (kvType) zs.setToggle("kvCache", kvType);
+      for (const b of batches) {
+        const r = runBenchCase(model, zs, { nPrompt: 0, nGen: tg, batch: b, depth }, { reps, onProgress: (s) => log(`${m} ${t} kv ${kvType || "default"} ${s}`) });
+        // the cache type in the test name too: the tables key rows by test
+        rows.push(...r.rows.map((row) => (kvType ? { ...row, test: `${row.test} kv ${kvType}` } : row)));
+      }
+      zs.close();
+    }
 
     // ---- prefill at each prompt length (one session sized for the longest)
     // (a prompt of max_position_embeddings tokens is valid: positions 0 .. mpe-1; the sampled token is not stored)

@@ -7,6 +7,7 @@ import { recordRun, type RunSpec, type RunEvent } from "../engine/measure/record
 import { toggleSettingsProblem } from "../engine/toggles.ts";
 import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/measure/quant-error.ts";
 import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
+import { DraftCache } from "../engine/spec/draft-cache.ts";
 import { catalog as libraryCatalog, type Catalog } from "../engine/catalog.ts";
 import type { PerplexitySpec } from "./protocol.ts";
 
@@ -75,8 +76,9 @@ export class EngineCore {
   private session: EngineSession | null = null;
   private info: ModelInfo | null = null;
   private aborts = new Map<string, AbortController>();
+  private drafts: DraftCache;
   /** catalog: the engine's names (a fake engine gives its own toggles; the library's by default). */
-  constructor(private openModel: OpenModel, readonly catalog: () => Catalog = libraryCatalog) {}
+  constructor(private openModel: OpenModel, readonly catalog: () => Catalog = libraryCatalog) { this.drafts = new DraftCache(openModel); }
 
   loaded(): ModelInfo | null { return this.info; }
 
@@ -109,6 +111,7 @@ export class EngineCore {
   }
 
   private unload() {
+    this.drafts.close();
     try { this.session?.close(); } catch { /* already gone */ }
     try { this.model?.close(); } catch { /* already gone */ }
     this.session = null; this.model = null; this.info = null;
@@ -125,7 +128,9 @@ export class EngineCore {
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     try {
-      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal });
+      // speculative = draft: the draft model named by the run (engine/spec/)
+      const sp = spec.draft ? { ...(await this.drafts.get(spec.draft.model, spec.draft.root, model, session)), k: spec.draft.k, label: spec.draft.model } : undefined;
+      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal, ...(sp ? { speculative: sp } : {}) });
       return { profile: r.profile, cancelled: r.cancelled };
     } finally {
       this.aborts.delete(taskId);

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 3
+#define QW_ABI_VERSION 4
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -230,11 +230,22 @@ QW_API int32_t qw_session_set_toggle(qw_session *session, const char *id, const 
  * toggle differs between layers). */
 QW_API int32_t qw_session_toggles_json(qw_session *session, char *out, uint64_t cap, uint64_t *out_len);
 
+/* Session facts as JSON: {"maxBatch", "maxContext", "maxPrefill", "kvCache" (the cache type), "kvBytesPerToken"
+ * (K+V of one token of one sequence over all layers, quantized steady state), "kvBytes" (allocated for the
+ * whole session), "kvResidualTokens" (kivi: newest tokens kept in bf16, else 0), "kvMaxRollback" (tokens a
+ * sequence can be cut back by exactly; -1 = any)}. */
+QW_API int32_t qw_session_info_json(qw_session *session, char *out, uint64_t cap, uint64_t *out_len);
+
 /* Clears sequence `seq` (0..max_batch-1), or all of them with seq = -1: length 0, sampler step 0. */
 QW_API int32_t qw_session_reset(qw_session *session, int32_t seq);
 
 /* Number of tokens in the KV cache of `seq`. */
 QW_API int32_t qw_session_seq_len(qw_session *session, int32_t seq, int32_t *out_len);
+
+/* Shortens sequence `seq` to its first new_len tokens (0 <= new_len <= its length; otherwise
+ * QW_ERR_INVALID_ARGUMENT and nothing changes). The next prefill or decode continues at position new_len.
+ * Speculative decoding rolls back rejected draft tokens with it. new_len = 0 is qw_session_reset(seq). */
+QW_API int32_t qw_session_truncate(qw_session *session, int32_t seq, int32_t new_len);
 
 /* Sampling for `seq`: temperature <= 0 is greedy (argmax, lowest id wins ties); top_k <= 0 means no top-k;
  * top_p in (0, 1] (1 = off); seed makes the draw deterministic: the uniform number of a draw is a hash of

@@ -13,6 +13,9 @@ export interface BenchCase {
   nGen: number;
   /** Decode batch (sequences decoded together per step). */
   batch?: number;
+  /** Tokens already in each sequence's KV cache before the measured prefill / decode (llama-bench -d); their
+   * prefill is not timed. 0 (default): decode starts after an 8-token prompt. */
+  depth?: number;
 }
 
 export interface BenchOptions {
@@ -96,14 +99,18 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const maxContention = opts.maxContention ?? DEFAULT_MAX_CONTENTION;
   const retries = opts.retries ?? 0;
   if (batch > session.maxBatch) throw new Error(`bench: batch ${batch} exceeds the session's max batch ${session.maxBatch}`);
-  if (c.nPrompt > session.maxContext) throw new Error(`bench: prompt ${c.nPrompt} exceeds max context ${session.maxContext}`);
-  if (c.nGen > 0 && 8 + c.nGen > session.maxContext) throw new Error(`bench: 8 + ${c.nGen} tokens exceed max context ${session.maxContext}`);
+  const depth = c.depth ?? 0;
+  if (!Number.isInteger(depth) || depth < 0) throw new Error(`bench: depth must be an integer >= 0, got ${String(c.depth)}`);
+  if (depth + c.nPrompt > session.maxContext) throw new Error(`bench: depth ${depth} + prompt ${c.nPrompt} exceed max context ${session.maxContext}`);
+  const start = depth || 8;  // tokens in each sequence before the decode steps
+  if (c.nGen > 0 && start + c.nGen > session.maxContext) throw new Error(`bench: ${start} + ${c.nGen} tokens exceed max context ${session.maxContext}`);
   const vocab = model.config.vocab_size;
   for (let s = 0; s < batch; s++) session.setSampling(s, { temperature: 0 });
   const load0 = loadavg()[0];
 
   const onePrefill = (r: number) => {
     session.reset(0);
+    if (depth) prefillChunked(session, 0, benchPrompt(depth, vocab, 50));
     const p = benchPrompt(c.nPrompt, vocab, (opts.seed ?? 1) + r);
     const m0 = machineMark();
     const t0 = performance.now();
@@ -114,7 +121,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const oneDecode = () => {
     session.reset();
     const next: number[] = [];
-    for (let s = 0; s < batch; s++) next.push(session.prefill(s, benchPrompt(8, vocab, 100 + s)));
+    for (let s = 0; s < batch; s++) next.push(prefillChunked(session, s, benchPrompt(start, vocab, 100 + s)));
     const seqs = Array.from({ length: batch }, (_, i) => i);
     let tok = next;
     const steps: number[] = [];
@@ -174,21 +181,42 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const contended = (o: (number | null)[]) => o.filter((x) => x !== null && x > maxContention).length;
   const weights = weightLabel(model);
   const base = { model: modelLabel(model.id), weights, backend: model.backend, system: "qwen-workbench" };
+  const at = depth ? ` @ d${depth}` : "";
+  const kv = session.kvInfo?.();
+  // KV memory: what the cache type costs per token, what the session allocated, what this test's tokens use.
+  const kvExtra = (tokensPerSeq: number, seqs: number) => kv ? { kv_cache: kv.kvCache, kv_bytes_per_token: kv.kvBytesPerToken,
+    kv_bytes_allocated: kv.kvBytes, kv_bytes_used: Math.round(kv.kvBytesPerToken * tokensPerSeq * seqs) } : {};
   const res: BenchCaseResult = { rows };
   if (prefillSamples.length) {
     res.prefill = statOf(prefillSamples, "tok/s");
     res.ttft = statOf(ttftSamples, "ms");
-    rows.push({ ...base, test: `pp${c.nPrompt}`, batch: 1, n_prompt: c.nPrompt, n_gen: 0, tokens_per_s: res.prefill,
-      extra: { ttft_ms: res.ttft, ...load, others_cpu_share: prefillOthers, contended_samples: contended(prefillOthers), contended_reruns: retriedP } });
+    rows.push({ ...base, test: `pp${c.nPrompt}${at}`, batch: 1, n_prompt: c.nPrompt, n_gen: 0, tokens_per_s: res.prefill,
+      extra: { ttft_ms: res.ttft, depth, ...kvExtra(depth + c.nPrompt, 1), ...load, others_cpu_share: prefillOthers, contended_samples: contended(prefillOthers), contended_reruns: retriedP } });
   }
   if (decodeSamples.length) {
     res.decode = statOf(decodeSamples, "tok/s");
     const s = [...tpot].sort((a, b) => a - b);
     res.tpot = { median: percentile(s, 50), p90: percentile(s, 90), min: s[0], max: s[s.length - 1] };
-    rows.push({ ...base, test: `tg${c.nGen} b${batch}`, batch, n_prompt: 0, n_gen: c.nGen, tokens_per_s: res.decode,
-      extra: { tpot_ms: res.tpot, ...load, others_cpu_share: decodeOthers, contended_samples: contended(decodeOthers), contended_reruns: retriedD } });
+    rows.push({ ...base, test: `tg${c.nGen} b${batch}${at}`, batch, n_prompt: 0, n_gen: c.nGen, tokens_per_s: res.decode,
+      extra: { tpot_ms: res.tpot, depth, ...kvExtra(start + c.nGen, batch), ...load, others_cpu_share: decodeOthers, contended_samples: contended(decodeOthers), contended_reruns: retriedD } });
   }
   return res;
+}
+
+/** Prefills `tokens` into `seq` in chunks the session accepts (maxPrefill); returns the sampled next token. */
+export function prefillChunked(session: EngineSession, seq: number, tokens: number[]): number {
+  const chunk = session.maxPrefill ?? session.maxContext;
+  let next = -1;
+  for (let i = 0; i < tokens.length; i += chunk) next = session.prefill(seq, tokens.slice(i, i + chunk));
+  return next;
+}
+
+/** "q8 1.2 MiB" from a row's KV extras ("" when the row has none). */
+export function kvLabel(r: BenchRow): string {
+  const e = r.extra as { kv_cache?: string; kv_bytes_used?: number } | undefined;
+  if (!e?.kv_cache) return "";
+  const b = e.kv_bytes_used ?? 0;
+  return `${e.kv_cache} ${b < 1048576 ? `${(b / 1024).toFixed(1)} KiB` : `${(b / 1048576).toFixed(1)} MiB`}`;
 }
 
 /** A short model label for tables: the file or directory name of a path, else the id itself. */
@@ -206,8 +234,8 @@ export function weightLabel(model: EngineModel): string {
 
 /** llama-bench-style markdown table. */
 export function benchTableMd(rows: BenchRow[]): string {
-  const head = "| model | weights | backend | test | t/s (median) | min–max | reps |\n|---|---|---|---|---:|---:|---:|";
-  const lines = rows.map((r) => `| ${r.model} | ${r.weights} | ${r.backend} | ${r.test} | ${r.tokens_per_s.median.toFixed(2)} | ${r.tokens_per_s.min.toFixed(2)}–${r.tokens_per_s.max.toFixed(2)} | ${r.tokens_per_s.samples.length} |`);
+  const head = "| model | weights | backend | test | t/s (median) | min–max | reps | KV (type, used) |\n|---|---|---|---|---:|---:|---:|---|";
+  const lines = rows.map((r) => `| ${r.model} | ${r.weights} | ${r.backend} | ${r.test} | ${r.tokens_per_s.median.toFixed(2)} | ${r.tokens_per_s.min.toFixed(2)}–${r.tokens_per_s.max.toFixed(2)} | ${r.tokens_per_s.samples.length} | ${kvLabel(r)} |`);
   return [head, ...lines].join("\n");
 }
 

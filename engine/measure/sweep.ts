@@ -9,6 +9,7 @@ import { effectiveDefault, recordRun, type PromptSpec, type RecordResult, type R
 import { mergeResults } from "./passes.ts";
 import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import { toggleValueProblem } from "../toggles.ts";
+import { TOGGLE_VALUES_NEEDING_INPUT } from "../spec/draft.ts";
 
 export interface Arm { label: string; toggles: ToggleValues; profiling: boolean }
 
@@ -42,7 +43,9 @@ export function buildArms(reg: ToggleDef[], backend: "cpu" | "cuda", axes: Recor
       return [id, v];
     });
   } else {
-    axisList = reg.map((d) => [d.id, implementedValues(d, backend)] as [string, string[]]).filter(([, v]) => v.length > 1);
+    // values that need more than a toggle (a draft model) are swept only when asked for by name
+    axisList = reg.map((d) => [d.id, implementedValues(d, backend).filter((v) => !TOGGLE_VALUES_NEEDING_INPUT[d.id]?.values.includes(v))] as [string, string[]])
+      .filter(([, v]) => v.length > 1);
   }
   const base = (id: string) => effectiveDefault(defs.get(id)!, backend);
   const assignments: ToggleValues[] = [];

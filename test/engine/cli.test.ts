@@ -32,7 +32,8 @@ test("user errors: exit 1, one clear message, no stack trace", () => {
   ];
   if (cpuLibraryBuilt()) {  // the toggle check needs the registry of the loaded model
     cases.push(
-      [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "kvCache=kivi4"], /toggle kvCache \(KV-cache type\) = kivi4 is not implemented yet/],
+      [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "tile=fixed"], /toggle tile \(Kernel tile sizes\) = fixed is not implemented yet/],
+      [["bench", "--backend", "cpu", "--depth=-5"], /--depth must be >= 0/],
       [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "graphs=on"], /toggle graphs \(CUDA graphs\) = on is not on the cpu backend \(the cuda backend has it/],
     );
   }

@@ -72,8 +72,8 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     const gqa = page.locator("#toggles .toggle[data-id='gqa']");
     expect(await gqa.locator(".name").textContent()).toContain("Grouped-query attention");
     expect((await gqa.locator(".desc").textContent())!.length).toBeGreaterThan(20);
-    const opts = await page.locator("#toggles select[name='run-kvCache'] option").allTextContents();
-    expect(opts).toContain("kivi4 (not implemented yet)");
+    const opts = await page.locator("#toggles select[name='run-tile'] option").allTextContents();
+    expect(opts).toContain("fixed (not implemented yet)");
     const graphs = await page.locator("#toggles select[name='run-graphs'] option").allTextContents();
     expect(graphs).toContain("on (not on cpu)");
   }, 60_000);

@@ -88,6 +88,7 @@ class FakeSession implements EngineSession {
   setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }
   reset() { this.ctx = 0; this.decodeSteps = 0; }
   seqLen() { return this.ctx; }
+  truncate(_seq: number, n: number) { this.ctx = Math.min(this.ctx, n); }
   private record(phase: 0 | 1, n: number) {
     const s = this.step++;
     const push = (layer: number, op: string, us: number, flops: number, bytes: number) => {

@@ -109,7 +109,8 @@ function renderToggles(root, ns) {
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
         Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}
-      <div class="desc">${esc(d.description ?? "")}</div>`;
+      <div class="desc">${esc(d.description ?? "")}</div>${d.id === "speculative" ? specFields(ns) : ""}`;
+    if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => { $(".spec-draft", div).hidden = e.target.value !== "draft"; });
     const cb = $(".perlayer", div);
     if (cb) cb.addEventListener("change", () => {
       $(".layers", div).hidden = !cb.checked;
@@ -122,6 +123,17 @@ function renderToggles(root, ns) {
     single.insertAdjacentHTML("afterbegin", `<summary>${nSingle} more with a single arm on ${esc(backend)}</summary>`);
     root.appendChild(single);
   }
+}
+
+// speculative = draft needs a draft model (a path under the model roots, same tokenizer) and k per verify step
+function specFields(ns) {
+  return `<div class="spec-draft line" hidden><label>draft model (under a model root) <input class="spec-model" name="${ns}-spec-model" value="tiny-qwen2-brown-draft" title="a model directory or .gguf under a model root, with the same tokenizer"></label>
+    <label>k <input class="spec-k" name="${ns}-spec-k" type="number" min="1" max="64" value="4"></label></div>`;
+}
+function readDraft(root) {
+  const div = $('.toggle[data-id="speculative"]', root);
+  if (!div || $(".global", div).value !== "draft") return undefined;
+  return { model: $(".spec-model", div).value.trim(), k: Number($(".spec-k", div).value) };
 }
 
 function readToggles(root) {
@@ -214,6 +226,8 @@ function runBody() {
   };
   const label = $("#label").value.trim();
   if (label) body.label = label;
+  const draft = readDraft($("#toggles"));
+  if (draft) body.draft = draft;
   const model = $("#model-select").value;
   if (model && model !== state.model?.source) { body.model = model; body.backend = $("#backend-select").value; }
   if (src === "set") body.promptSet = $("#set-select").value;
@@ -270,7 +284,7 @@ async function startRun() {
     $("#run-links").innerHTML = `<a class="button secondary small" href="#latency?key=${enc(key)}">Latency</a>
       <a class="button secondary small" href="#roofline?keys=${enc(key)}">Roofline</a>
       <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>
-      <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s</span>`;
+      <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s${s.kv ? ` · KV ${esc(s.kv.kvCache)} ${esc((s.kv.kvBytesPerToken / 1024).toFixed(1))} KiB/token, ${esc((s.kv.kvBytes / 1048576).toFixed(1))} MiB allocated` : ""}</span>`;
     await loadProfiles();
   }
   refreshRecent();
@@ -454,6 +468,7 @@ async function drawLatency(key) {
   $("#lat-cards").innerHTML = [
     ["TTFT (median, min–max)", `${fmtSpread(st.ttft_ms, 2)} ms`], ["TPOT median (min–max)", `${fmtSpread(st.tpot_ms, 3)} ms`], ["TPOT p90 (all steps)", `${fmt(s.tpot_ms?.p90, 3)} ms`],
     ["prefill", `${fmtSpread(st.prefill_tok_s, 1)} tok/s`], ["decode", `${fmtSpread(st.decode_tok_s, 1)} tok/s`],
+    ...(s.kv ? [["KV cache", `${s.kv.kvCache}: ${(s.kv.kvBytesPerToken / 1024).toFixed(1)} KiB/token, ${(s.kv.kvBytes / 1048576).toFixed(1)} MiB`]] : []),
     ["repetitions", `${n} measured${s.warmup ? ` after ${s.warmup} warm-up` : ", no warm-up"}`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");

@@ -30,6 +30,8 @@ const RunRequest = z.object({
   profiling: z.union([z.boolean(), ProfilingMode]).default(true), // true: kernels (events where CUPTI is missing)
   capture: z.array(z.string().max(200)).max(512).default([]), // hook names: checked against the engine's catalog
   label: z.string().max(120).optional(),
+  // speculative decoding with a draft model (toggle speculative = draft): a model under the roots, k per step
+  draft: z.object({ model: ModelSource, k: z.number().int().min(1).max(64).default(4) }).strict().optional(),
 }).strict().refine((r) => [r.prompt, r.messages, r.tokens, r.promptSet, r.prompts].filter((x) => x !== undefined).length === 1,
   { message: "give exactly one of prompt, messages, tokens, promptSet or prompts" });
 export type RunRequest = z.infer<typeof RunRequest>;
@@ -42,6 +44,10 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
     const req = check(RunRequest, await jsonBody(c), "run");
     if (req.capture.length) checkHooks(await ctx.catalog(), req.capture, "run: capture");
     const source = req.model !== undefined ? ctx.resolveSource(req.model) : undefined;
+    const draftPath = req.draft ? ctx.resolveSource(req.draft.model) : undefined;
+    const draft = req.draft && draftPath ? { model: draftPath, k: req.draft.k, root: ctx.rootOf(draftPath) } : undefined;
+    if (draft) req.toggles.speculative = "draft";
+    else if (req.toggles.speculative === "draft") throw new HttpError(400, "run: speculative = draft needs a draft model (field draft: {model, k})");
     let prompts: z.infer<typeof PromptSpec>[];
     let setName: string | undefined;
     let setSampling = {};
@@ -66,7 +72,7 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
         capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
-        repeats: req.repeats, warmup: req.warmup,
+        repeats: req.repeats, warmup: req.warmup, ...(draft ? { draft } : {}),
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, ctx.relay(t));

@@ -171,6 +171,7 @@ void attention(KvStore &kv, const AttnArgs &a) {
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const int64_t qd = int64_t(nH) * d, kvd = int64_t(nKV) * d;
   const size_t nS = st.seq.size();
+  if (kv.quant) return kvq_attention(*kv.quant, a);  // q8 / kivi (opt/kvcache; gqa broadcast: same math, not materialized)
   // 1. Append the new K/V rows to the cache.
   for (size_t s = 0; s < nS; ++s)
     for (int32_t j = 0; j < st.n_new[s]; ++j) {

@@ -105,6 +105,7 @@ class Session final : public BackendSession {
   void configure(const StepToggles &t) override;
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}  // the front tracks lengths; stale KV rows are overwritten before use
+  KvInfo kv_info() const override { return kv_.info(); }
 
  private:
   const Model &m_;

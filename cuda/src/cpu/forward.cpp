@@ -148,7 +148,10 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_K, l, k, KVd);
     cap(HOOK_V, l, v, KVd);
     {
-      const char *kn = lt.attention != Attention::FlashBf16
+      // The arm that runs: a quantized KV cache (q8 / kivi) has its own attention over the codes, which the Sage
+      // arms do not read (they run over bf16 / f32 caches only); otherwise the layer's attention toggle, then gqa.
+      const char *kn = kv_.quant ? kvq_kernel_name(kv_.quant->lay.type)
+                       : lt.attention != Attention::FlashBf16
                            ? sage_kernel_name(lt.attention == Attention::SageFp8, kv_.bf16)
                            : gqa_attention_kernel_name(lt.gqa, kv_.bf16);
       const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th, lt.attention};

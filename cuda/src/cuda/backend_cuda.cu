@@ -74,6 +74,7 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   CK(cudaGetDevice(&dev));
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   n_split_ = qwc::decode_attn_pick_split(c.num_kv_heads, max_context, sms);
+  sms_ = sms;
   attn_ws_ = DBuf(qwc::decode_attn_ws_floats(max_batch, c.num_heads, c.head_dim, n_split_) * 4);
   attn_cnt_ = DBuf((size_t)max_batch * c.num_heads * 4);  // nH: the broadcast arm runs with nH "kv" heads
   CK(cudaMemset(attn_cnt_.p, 0, attn_cnt_.bytes));
@@ -102,9 +103,19 @@ CudaSession::~CudaSession() {
 }
 
 void CudaSession::configure(const StepToggles &t) {
-  if (t.kv_cache != KvCache::Bf16) throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + value_name(t.kv_cache) + "' is not implemented (bf16 only)");
+  qw::kvq::KvType kt;
+  if (!qw::kvq::parse_kv_type(value_name(t.kv_cache), &kt) || kt == qw::kvq::KvType::F32)
+    throw Error(QW_ERR_UNSUPPORTED, "cuda backend: kvCache '" + value_name(t.kv_cache) + "' is not implemented (bf16, q8, kivi4, kivi2)");
   const Config &c = m_.cfg;
+  drop_graphs();  // graphs captured the old cache's pointers and kernels
   layer_kv_elems_ = (size_t)max_batch_ * c.num_kv_heads * max_ctx_ * c.head_dim;
+  if (kt != qw::kvq::KvType::BF16) {
+    kcache_.release();  // the quantized planes replace the bf16 cache (the memory saved)
+    vcache_.release();
+    kvq_.configure(kt, c.num_layers, max_batch_, c.num_kv_heads, max_ctx_, c.head_dim, c.num_heads, sms_);
+    return;
+  }
+  kvq_.release();
   if (!kcache_.p) {
     kcache_ = DBuf(layer_kv_elems_ * c.num_layers * 2);
     vcache_ = DBuf(layer_kv_elems_ * c.num_layers * 2);

@@ -45,8 +45,8 @@ void CudaSession::decode_qkv(const Pass &p, int32_t l) {
     a.w = L.qkv.m;
     a.bias = L.qkv_bias.as<float>();
     a.rope.q_out = q_.as<bf16>();
-    a.rope.k_out = p.wants(HOOK_K, l) ? kout_.as<bf16>() : nullptr;
-    a.rope.v_out = p.wants(HOOK_V, l) ? vout_.as<bf16>() : nullptr;
+    a.rope.k_out = (kvq_.active() || p.wants(HOOK_K, l)) ? kout_.as<bf16>() : nullptr;
+    a.rope.v_out = (kvq_.active() || p.wants(HOOK_V, l)) ? vout_.as<bf16>() : nullptr;
     a.rope.kcache = kcache(l);
     a.rope.vcache = vcache(l);
     a.rope.pos = p.pos;

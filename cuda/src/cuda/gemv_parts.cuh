@@ -164,9 +164,11 @@ __device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t pro
       r.q_out[(int64_t)b * r.n_heads * d + r2] = o2;
     } else {
       const int kh = head - r.n_heads;
-      __nv_bfloat16 *kc = r.kcache + ((slot * r.n_kv + kh) * r.max_ctx + pos) * d;
-      kc[i] = o1;
-      kc[i + half] = o2;
+      if (r.kcache) {  // null: a quantized cache (opt/kvcache) takes k_out instead
+        __nv_bfloat16 *kc = r.kcache + ((slot * r.n_kv + kh) * r.max_ctx + pos) * d;
+        kc[i] = o1;
+        kc[i + half] = o2;
+      }
       if (r.k_out) {
         r.k_out[(int64_t)b * kvdim + kh * d + i] = o1;
         r.k_out[(int64_t)b * kvdim + kh * d + i + half] = o2;
@@ -179,7 +181,7 @@ __device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t pro
       const int64_t row = prow + e, vi = row - qk;
       const int kh = (int)(vi / d), j = (int)(vi % d);
       const __nv_bfloat16 v = __float2bfloat16(vals[e] + a.bias[row]);
-      r.vcache[((slot * r.n_kv + kh) * r.max_ctx + pos) * d + j] = v;
+      if (r.vcache) r.vcache[((slot * r.n_kv + kh) * r.max_ctx + pos) * d + j] = v;
       if (r.v_out) r.v_out[(int64_t)b * kvdim + vi] = v;
     }
   }

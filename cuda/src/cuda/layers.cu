@@ -51,7 +51,22 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
   hook_bf16(p, HOOK_V, l, vout_.p, c.kv_dim());
   {
     OpScope op(*this, l, QW_OP_ATTENTION, p.rows);
-    const char *kn = p.decode ? decode_attention(p, l, bcast) : prefill_attention(p, l, bcast);
+    const char *kn;
+    if (kvq_.active()) {  // q8 / kivi (opt/kvcache): write what completes, attend reading the codes, then the ring
+      if (bcast) throw Error(QW_ERR_UNSUPPORTED, "gqa = broadcast needs kvCache = bf16 on cuda");
+      qwc::KvqStep ks;
+      ks.k = kout_.as<bf16>();
+      ks.v = vout_.as<bf16>();
+      ks.row_pos = p.pos;
+      ks.row_slot = p.slot;
+      ks.rows = p.rows;
+      ks.layer = l;
+      kvq_.write(ks, stream_);
+      kn = kvq_.attend(ks, q_.as<bf16>(), z_.as<bf16>(), stream_);
+      kvq_.ring(ks, stream_);
+    } else {
+      kn = p.decode ? decode_attention(p, l, bcast) : prefill_attention(p, l, bcast);
+    }
     if (op.marking())  // the cost walks every sequence: only when it is recorded
       op.set(kn, cost_attention(p.st->pos0, p.st->n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads,
                                 c.head_dim, 2.0, 2.0));
@@ -94,8 +109,8 @@ void CudaSession::rope_kv(const Pass &p, int32_t l, const float *bias) {
   OpScope op(*this, l, QW_OP_ROPE, p.rows);
   qwc::RopeKvArgs r;
   r.q_out = q_.as<bf16>();
-  r.k_out = p.wants(HOOK_K, l) ? kout_.as<bf16>() : nullptr;
-  r.v_out = p.wants(HOOK_V, l) ? vout_.as<bf16>() : nullptr;
+  r.k_out = (kvq_.active() || p.wants(HOOK_K, l)) ? kout_.as<bf16>() : nullptr;
+  r.v_out = (kvq_.active() || p.wants(HOOK_V, l)) ? vout_.as<bf16>() : nullptr;
   r.kcache = kcache(l);
   r.vcache = vcache(l);
   r.qkv = qkvf_.as<float>();

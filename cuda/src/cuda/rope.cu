@@ -32,9 +32,11 @@ __global__ void rope_kv_kernel(const RopeKvArgs a) {
       a.q_out[r * qdim + head * d + j + half] = o2;
     } else {
       const int kh = head - a.n_heads;
-      __nv_bfloat16 *kc = a.kcache + ((slot * a.n_kv + kh) * a.max_ctx + pos) * d;
-      kc[j] = o1;
-      kc[j + half] = o2;
+      if (a.kcache) {  // null: a quantized cache (opt/kvcache) takes k_out instead
+        __nv_bfloat16 *kc = a.kcache + ((slot * a.n_kv + kh) * a.max_ctx + pos) * d;
+        kc[j] = o1;
+        kc[j + half] = o2;
+      }
       if (a.k_out) {
         a.k_out[r * kvdim + kh * d + j] = o1;
         a.k_out[r * kvdim + kh * d + j + half] = o2;
@@ -44,7 +46,7 @@ __global__ void rope_kv_kernel(const RopeKvArgs a) {
   for (int i = threadIdx.x; i < kvdim; i += blockDim.x) {
     const int kh = i / d, j = i - kh * d;
     const __nv_bfloat16 v = __float2bfloat16(in(qdim + kvdim + i));
-    a.vcache[((slot * a.n_kv + kh) * a.max_ctx + pos) * d + j] = v;
+    if (a.vcache) a.vcache[((slot * a.n_kv + kh) * a.max_ctx + pos) * d + j] = v;
     if (a.v_out) a.v_out[r * kvdim + i] = v;
   }
 }

@@ -27,6 +27,7 @@
 #include "gqa.hpp"
 #include "graphs.hpp"
 #include "kernel_trace.cuh"
+#include "kv_quant.cuh"
 #include "sample.cuh"
 
 namespace qw {
@@ -161,6 +162,23 @@ class CudaSession final : public BackendSession {
   CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill);
   ~CudaSession() override;
   void configure(const StepToggles &t) override;
+  KvInfo kv_info() const override {
+    const Config &c = m_.cfg;
+    KvInfo r;
+    qw::kvq::KvLayout lay = kvq_.dev().lay;
+    if (!kvq_.active()) {
+      lay.type = qw::kvq::KvType::BF16;
+      lay.d = c.head_dim;
+    }
+    r.type = qw::kvq::kv_type_name(lay.type);
+    r.bytes_per_token = double(c.num_layers) * c.num_kv_heads * lay.bytes_per_token_stream();
+    r.bytes = kvq_.active() ? kvq_.bytes() : uint64_t(kcache_.bytes + vcache_.bytes);
+    if (qw::kvq::is_kivi(lay.type)) {
+      r.residual_tokens = qw::kvq::kKiviResidual;
+      r.max_rollback = qw::kvq::kKiviMaxRollback;
+    }
+    return r;
+  }
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
@@ -201,8 +219,9 @@ class CudaSession final : public BackendSession {
   const char *linear(const Pass &p, const DevMat &w, const bf16 *act, int64_t act_ld, void *out, int64_t out_ld,
                      int32_t gemm_out);
   void broadcast_kv(int32_t l, const int32_t *slot, const int32_t *len, int32_t rows, int32_t max_len);
-  bf16 *kcache(int32_t l) const { return kcache_.as<bf16>() + layer_kv_elems_ * l; }
-  bf16 *vcache(int32_t l) const { return vcache_.as<bf16>() + layer_kv_elems_ * l; }
+  // null while a quantized cache (kvq_) replaces the bf16 one: rope/GEMV epilogues then only write k_out/v_out
+  bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
+  bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
   void lm_head(const std::vector<int32_t> &rows);
   void read_out(const Step &st, Sink &sink, int32_t n_seq, const int32_t *dev_tokens, int32_t n_logit_rows,
                 bool all_rows, int32_t *out_tokens);
@@ -228,6 +247,8 @@ class CudaSession final : public BackendSession {
   // KV cache [L][slots][nKV][max_ctx][d]
   DBuf kcache_, vcache_;
   size_t layer_kv_elems_ = 0;
+  qwc::KvqCache kvq_;  // kvCache = q8 | kivi4 | kivi2 (opt/kvcache/kv_quant.cuh)
+  int32_t sms_ = 132;
   // activations (sized for rows_cap_ rows)
   int32_t rows_cap_ = 0;
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;

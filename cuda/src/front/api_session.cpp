@@ -126,6 +126,25 @@ QW_API int32_t qw_session_destroy(qw_session *session) {
   });
 }
 
+QW_API int32_t qw_session_info_json(qw_session *s, char *out, uint64_t cap, uint64_t *out_len) {
+  return guard([&] {
+    need(s, "session");
+    const qw::KvInfo kv = s->bs->kv_info();
+    qw::JsonWriter w;
+    w.begin_object();
+    w.key("maxBatch").value(s->max_batch);
+    w.key("maxContext").value(s->max_context);
+    w.key("maxPrefill").value(s->max_prefill);
+    w.key("kvCache").value(kv.type);
+    w.key("kvBytesPerToken").value(kv.bytes_per_token);
+    w.key("kvBytes").value(uint64_t(kv.bytes));
+    w.key("kvResidualTokens").value(kv.residual_tokens);
+    w.key("kvMaxRollback").value(kv.max_rollback);
+    w.end_object();
+    copy_out(w.str(), out, cap, out_len);
+  });
+}
+
 QW_API int32_t qw_session_reset(qw_session *s, int32_t seq) {
   return guard([&] {
     need(s, "session");
@@ -144,6 +163,23 @@ QW_API int32_t qw_session_seq_len(qw_session *s, int32_t seq, int32_t *out_len) 
     need(out_len, "out_len");
     check_seq(s, seq, false);
     *out_len = s->len[size_t(seq)];
+  });
+}
+
+// Rollback (speculative decoding): both backends keep the KV cache by position and nothing else per sequence
+// (their reset() is empty; sampling draws hash (seed, position)), so shortening a sequence is setting its
+// length: rows at positions >= new_len are overwritten by the next step before anything reads them.
+QW_API int32_t qw_session_truncate(qw_session *s, int32_t seq, int32_t new_len) {
+  return guard([&] {
+    need(s, "session");
+    check_seq(s, seq, false);
+    const int32_t len = s->len[size_t(seq)];
+    if (new_len < 0 || new_len > len)
+      fail(QW_ERR_INVALID_ARGUMENT, "new_len = " + std::to_string(new_len) + " is outside [0, " + std::to_string(len) +
+                                        "]: sequence " + std::to_string(seq) + " holds " + std::to_string(len) +
+                                        " tokens and can only be shortened");
+    if (new_len == 0) reset_seq(s, seq);
+    else s->len[size_t(seq)] = new_len;
   });
 }
 

@@ -99,6 +99,15 @@ class Sink {
   virtual void logits(const float *host, int32_t rows, int32_t vocab) = 0;
 };
 
+// What a session's KV cache holds (qw_session_info_json).
+struct KvInfo {
+  std::string type;              // the kvCache value
+  double bytes_per_token = 0;    // K and V of one token of one sequence, all layers (quantized steady state)
+  uint64_t bytes = 0;            // allocated for the whole session (every slot, max_context, scales, rings)
+  int32_t residual_tokens = 0;   // kivi: most recent tokens kept in bf16 (at least)
+  int32_t max_rollback = -1;     // tokens a sequence may be truncated by exactly (-1: any)
+};
+
 class BackendSession {
  public:
   virtual ~BackendSession() = default;
@@ -106,10 +115,14 @@ class BackendSession {
   // exists and whenever one of them changes; the front then clears every sequence. Throws to refuse (the front
   // keeps the old values). Only values the backend implements reach it.
   virtual void configure(const StepToggles &toggles) = 0;
+  virtual KvInfo kv_info() const = 0;
   // Runs one forward step, writes each sequence's sampled token into out_tokens[i] (size = seq.size()).
   // The front has already validated tokens, lengths and capacities.
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;
   // Forget sequence `seq` (the front tracks lengths; a backend may keep nothing per sequence).
+  // Invariant qw_session_truncate relies on: KV rows are addressed by position and rows at positions >= the
+  // front's length are written before they are read; a backend that keeps per-sequence state must reset it here
+  // and give the front a way to truncate it.
   virtual void reset(int32_t seq) = 0;
   // Called before the front switches to profiling `mode` (a qw_profiling_mode); throws Error(QW_ERR_UNSUPPORTED)
   // for a mode this backend cannot run here, leaving the session as it was.

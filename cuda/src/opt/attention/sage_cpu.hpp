@@ -20,6 +20,8 @@
 //     sage-fp8: V scaled per channel: vs[c] = max_k |V[k][c]| / 448 over the call's len keys;
 //       V' = e4m3(V * (448 / max_k |V[k][c]|)); P' = e4m3(p * 448) (static scale, p <= 1); e4m3 = round to
 //       nearest even with saturation at +-448. z[c] = (acc[c] * (vs[c] / 448)) / l.
+// Caches: bf16 or f32 (widened exactly to fp32). A quantized KV cache (kvCache = q8 / kivi) runs its own attention over
+// the codes instead (attention.cpp), and the op record names that kernel.
 // Not emulated: the reduced-precision accumulator inside a Hopper FP8 wgmma (the reason for the two levels) —
 // the CPU's block partial is a full fp32 sum.
 #pragma once

@@ -14,11 +14,14 @@ QW_OPTIMIZATION(kv_cache) {
       .value(KvCache::Kivi2, "kivi2")
       .by_default(KvCache::Bf16)
       .needs_reset()
-      .cpu({KvCache::Bf16, KvCache::F32})
-      .cuda({KvCache::Bf16})
+      .cpu({KvCache::Bf16, KvCache::F32, KvCache::Q8, KvCache::Kivi4, KvCache::Kivi2})
+      .cuda({KvCache::Bf16, KvCache::Q8, KvCache::Kivi4, KvCache::Kivi2})
       .spec("QWEN-007")
       .describe(
-          "KV cache element type. Changing it clears every sequence of the session.");
+          "KV cache element type. q8: int8 per 32 elements of a row with an fp16 scale (llama.cpp q8_0); kivi4 / "
+          "kivi2: KIVI 4- / 2-bit, keys per channel (groups of 32 tokens), values per token (groups of 32), "
+          "asymmetric, the newest 128+ tokens kept in bf16. Decode reads the codes directly (kv_format.hpp). "
+          "Changing it clears every sequence of the session.");
 }
 
 }  // namespace qw

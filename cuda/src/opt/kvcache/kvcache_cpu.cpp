@@ -10,15 +10,32 @@ namespace qw {
 namespace cpu {
 
 void KvStore::configure(KvCache type, int32_t L, int32_t B, int32_t nkv, int32_t T, int32_t d) {
-  if (type != KvCache::Bf16 && type != KvCache::F32)
-    throw Error(QW_ERR_UNSUPPORTED,
-                "kvCache = " + value_name(type) + " is not implemented by the CPU backend (bf16, f32)");
+  kvq::KvType qt;
+  if (!kvq::parse_kv_type(value_name(type), &qt))
+    throw Error(QW_ERR_UNSUPPORTED, "kvCache = " + value_name(type) + " is not implemented by the CPU backend");
+  if (type != KvCache::Bf16 && type != KvCache::F32) {
+    auto q = std::make_unique<KvQuant>();
+    kvq_configure(*q, qt, L, B, nkv, T, d);  // may throw: the old cache stays
+    kf.reset();
+    vf.reset();
+    kb.reset();
+    vb.reset();
+    quant = std::move(q);
+    bf16 = false;
+    layers = L;
+    batch = B;
+    kv_heads = nkv;
+    ctx = T;
+    head_dim = d;
+    return;
+  }
   // Checked in double first: a product of five config/session sizes can overflow int64.
   const double nd = double(L) * B * nkv * T * d;
   if (nd > double(int64_t(1) << 38))
     throw Error(QW_ERR_OUT_OF_MEMORY, "KV cache of " + std::to_string(nd * (type == KvCache::Bf16 ? 4 : 8) / 1e9) +
                                           " GB requested: reduce max_batch or max_context");
   const int64_t n = int64_t(L) * B * nkv * T * d;
+  quant.reset();
   kf.reset();
   vf.reset();
   kb.reset();
@@ -37,6 +54,25 @@ void KvStore::configure(KvCache type, int32_t L, int32_t B, int32_t nkv, int32_t
     kf.reset(new float[size_t(n)]);
     vf.reset(new float[size_t(n)]);
   }
+}
+
+KvInfo KvStore::info() const {
+  KvInfo r;
+  const double streams = double(layers) * kv_heads;
+  if (quant) {
+    r.type = kvq::kv_type_name(quant->lay.type);
+    r.bytes_per_token = streams * quant->lay.bytes_per_token_stream();
+    r.bytes = quant->allocated_bytes();
+    if (kvq::is_kivi(quant->lay.type)) {
+      r.residual_tokens = kvq::kKiviResidual;
+      r.max_rollback = kvq::kKiviMaxRollback;
+    }
+  } else {
+    r.type = bf16 ? "bf16" : "f32";
+    r.bytes_per_token = streams * 2.0 * head_dim * elem_bytes();
+    r.bytes = uint64_t(r.bytes_per_token * double(batch) * ctx);
+  }
+  return r;
 }
 
 }  // namespace cpu

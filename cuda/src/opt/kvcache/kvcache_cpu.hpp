@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "backend.hpp"
+#include "kv_quant_cpu.hpp"
 #include "kvcache.hpp"
 
 namespace qw {
@@ -15,12 +17,16 @@ struct KvStore {
   int32_t layers = 0, batch = 0, kv_heads = 0, ctx = 0, head_dim = 0;
   std::unique_ptr<float[]> kf, vf;     // f32: [layers][batch][kv_heads][ctx][head_dim]
   std::unique_ptr<uint16_t[]> kb, vb;  // bf16: same layout
+  std::unique_ptr<KvQuant> quant;      // q8 | kivi4 | kivi2 (kv_quant_cpu.hpp); then kf..vb are empty
   void configure(KvCache type, int32_t layers, int32_t batch, int32_t kv_heads, int32_t ctx,
                  int32_t head_dim);
   int64_t offset(int32_t layer, int32_t seq, int32_t kvh, int32_t pos) const {
     return (((int64_t(layer) * batch + seq) * kv_heads + kvh) * ctx + pos) * head_dim;
   }
-  double elem_bytes() const { return bf16 ? 2.0 : 4.0; }
+  double elem_bytes() const {  // mean bytes per cached element (cost model)
+    return quant ? quant->lay.bytes_per_token_stream() / (2.0 * head_dim) : bf16 ? 2.0 : 4.0;
+  }
+  KvInfo info() const;
 };
 
 }  // namespace cpu

@@ -12,11 +12,14 @@ QW_OPTIMIZATION(speculative) {
       .value(Speculative::Eagle, "eagle")
       .by_default(Speculative::Off)
       .needs_reset()
-      .cpu({Speculative::Off})
-      .cuda({Speculative::Off})
+      .cpu({Speculative::Off, Speculative::Draft})
+      .cuda({Speculative::Off, Speculative::Draft})
       .spec("QWEN-004")
       .describe(
-          "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification.");
+          "Speculative decoding: a smaller draft model or an EAGLE draft head with tree verification. draft: a draft "
+          "model of the same tokenizer proposes k tokens, the target verifies them in one pass and both KV caches are "
+          "truncated to what was accepted (engine/spec/; the loop runs over the C ABI, so on every backend); the "
+          "greedy output is the target's own, sampling keeps the target's distribution.");
 }
 
 }  // namespace qw
