@@ -1,7 +1,7 @@
 // Toggle attention = sage-int8 | sage-fp8 on the CPU backend (cuda/src/opt/attention/sage_cpu.cpp): the registry
 // offers both arms on the CPU; set on one layer it reaches exactly that layer (inputs of its attention and every
 // earlier layer's captures bitwise unchanged, its attention output close to flash-bf16 but not equal), the op
-// record names the arm that ran, and prefill plus decode run under it.
+// record names the arm that ran, and prefill plus decode run under it. A quantized KV cache runs its own attention.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import { opNames } from "../../engine/catalog.ts";
@@ -71,6 +71,22 @@ describe.skipIf(!cpuLibraryBuilt())("attention = sage-* (CPU)", () => {
       expect(e.rel_l1).toBeLessThan(0.06);
     });
   }
+
+  test("with a quantized KV cache (q8) the cache's own attention runs, and the record says so", () => {
+    const names = (arm: string) => {
+      const s = m.newSession({ maxContext: 64 });
+      s.setToggle("kvCache", "q8");
+      s.setToggle("attention", arm);
+      s.setProfiling(true);
+      s.prefill(0, prompt(20, 5));
+      const r = s.takeRecords();
+      s.close();
+      return r.ops.op.flatMap((o, i) => (opNames()[o] === "attention" ? [r.kernels[r.ops.kernel[i]]] : []));
+    };
+    const flash = names("flash-bf16"), sage = names("sage-int8");
+    expect(sage).toEqual(flash);
+    for (const k of sage) expect(k).not.toContain("sage");
+  });
 
   test("a Sage value for a bad layer is a clear error", () => {
     const s = m.newSession({ maxContext: 32 });
