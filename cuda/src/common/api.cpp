@@ -17,6 +17,7 @@
 #include "hooks.hpp"
 #include "json.hpp"
 #include "registry.hpp"
+#include "requant.hpp"
 #include "sampling.hpp"
 #include "tensors.hpp"
 
@@ -129,6 +130,7 @@ struct qw_model {
   std::vector<Info> infos;
   uint64_t weight_bytes = 0;
   std::unique_ptr<qw::BackendModel> bm;
+  qw::WeightPlan wplan;  // the `weights` model option (opt/weights/requant.hpp)
   bool finalized = false;
   std::mutex mu;  // load_tensor may be called from several loader threads
   std::atomic<int32_t> live_sessions{0};
@@ -367,6 +369,7 @@ QW_API int32_t qw_model_create(qw_engine *engine, const char *config_json, qw_mo
     m->engine = engine;
     m->cfg = qw::parse_config(config_json);
     m->specs = qw::tensor_specs(m->cfg);
+    m->wplan = qw::parse_weight_plan(config_json, m->cfg.num_layers);
     m->loaded.assign(m->specs.size(), false);
     m->bm = engine->backend->new_model(m->cfg);
     if (!m->bm) fail(QW_ERR_INTERNAL, "backend returned no model");
@@ -398,6 +401,7 @@ QW_API int32_t qw_model_load_tensor(qw_model *model, const char *name, int32_t g
                              std::to_string(want));
     need(data, "data");
     qw::NativeTensor t = qw::convert_tensor(spec.name, ggml_type, spec.ne1, spec.ne0, data, spec.vector);
+    qw::apply_weight_plan(model->wplan, spec.name, t);
     qw_model::Info info{spec.name, ggml_type, qw::native_type_name(t.type), spec.ne0, spec.ne1,
                         spec.vector ? 1 : 2, t.native_bytes()};
     model->bm->add_tensor(std::move(t));
@@ -435,6 +439,9 @@ QW_API int32_t qw_model_info_json(qw_model *model, char *out, uint64_t cap, uint
     w.begin_object();
     w.key("weight_bytes").value(model->weight_bytes);
     w.key("finalized").value(model->finalized);
+    w.key("weights").begin_array();
+    for (const auto &v : model->wplan.toggle_values()) w.value(v);
+    w.end_array();
     w.key("tensors").begin_array();
     for (const auto &t : model->infos) {
       w.begin_object();
@@ -488,7 +495,9 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     s->max_prefill = qw::json_int(o, "max_prefill", 1, s->max_context, what, &v) ? int32_t(v) : s->max_context;
     s->len.assign(size_t(s->max_batch), 0);
     s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});
-    for (const auto &d : qw::toggle_defs()) s->toggles.push_back({qw::initial_value(d, qw::kBackendName)});
+    for (const auto &d : qw::toggle_defs())
+      s->toggles.push_back(std::string(d.id) == "weights" ? model->wplan.toggle_values()
+                                                          : std::vector<std::string>{qw::initial_value(d, qw::kBackendName)});
     s->hook_slot.assign(size_t(qw::HOOK_COUNT) * size_t(model->cfg.num_layers + 1), -1);
     s->bs = model->bm->new_session(s->max_batch, s->max_context, s->max_prefill);
     if (!s->bs) fail(QW_ERR_INTERNAL, "backend returned no session");
@@ -562,6 +571,12 @@ QW_API int32_t qw_session_set_toggle(qw_session *s, const char *id, const char *
       if (same) next.resize(1);
     }
     const bool changed = next != s->toggles[ti];
+    if (changed && std::string(id) == "weights")  // a model option: sessions share the loaded weights
+      fail(QW_ERR_STATE, std::string("toggle weights is chosen when the model loads (this model: ") +
+                             s->toggles[ti][0] + (s->toggles[ti].size() > 1 ? ", per layer" : "") +
+                             "): reopen the model with the option weights = " + value +
+                             " (model config key \"weights\", per layer \"weights_layers\"; engine: openModel(source, "
+                             "{weights}); CLI: --weights)");
     if (changed && d->needs_reset) {
       if (std::string(id) == "kvCache") s->bs->configure_kv(value);  // may throw: the old value stays
       for (int32_t q = 0; q < s->max_batch; ++q) reset_seq(s, q);

@@ -21,10 +21,12 @@ const std::vector<ToggleDef> &toggle_defs() {
        "MLP kernels: separate gate/up GEMV, SiLU*up and down; or fused variants.", "MLP kernels"},
       {"norm", {"separate", "fused-residual-norm"}, "separate", true, false, {"separate"}, {"separate"},
        "QWEN-013", "RMSNorm as its own op, or fused with the preceding residual add.", "RMSNorm fusion"},
-      {"weights", {"as-loaded", "bf16", "q8", "q4"}, "as-loaded", false, true, {"as-loaded"}, {"as-loaded"},
-       "QWEN-005",
-       "Weight format: as-loaded keeps each tensor's own GGUF type (exact native layout); bf16/q8/q4 "
-       "re-quantize at load.", "Weight format"},
+      {"weights", {"as-loaded", "bf16", "q8", "q4"}, "as-loaded", true, true, {"as-loaded", "bf16", "q8", "q4"},
+       {"as-loaded", "bf16", "q8", "q4"}, "QWEN-005",
+       "Weight format of the 7 projections per layer, chosen when the model loads (model option weights / "
+       "weights_layers; changing it reloads the model): as-loaded keeps each tensor's own type (exact native "
+       "layout); bf16 rounds; q8 = int8 symmetric, group 128; q4 = uint4 with scale and zero point, group 128 "
+       "(min/max, no calibration). Embeddings and lm_head stay as loaded.", "Weight format"},
       {"gemv", {"simple", "marlin"}, "simple", false, false, {"simple"}, {"simple"}, "QWEN-005",
        "Quantized GEMV/GEMM kernel family.", "Quantized GEMV kernel"},
       {"kvCache", {"bf16", "f32", "q8", "kivi4", "kivi2"}, "bf16", false, true, {"bf16", "f32"}, {"bf16"},

@@ -380,29 +380,37 @@ bool uses_int8(const NativeTensor &t, int64_t T, bool act_int8) {
   return act_int8 && vnni && T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
 }
 
+// Kernel names of grouped weights carry the group size (16, 32 from GGUF; 128 from the weights toggle).
+static const char *by_group(int32_t g, const char *g16, const char *g32, const char *g128) {
+  return g == 16 ? g16 : g == 128 ? g128 : g32;
+}
+
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T, bool act_int8) {
   const bool gemv = T == 1;
+  const int32_t g = t.group;
   if (uses_int8(t, T, act_int8))
-    return t.type == NativeType::W4 ? "cpu.gemm.w4g32.int8act.vnni"
-                                    : t.group == 16 ? "cpu.gemm.w8g16.int8act.vnni" : "cpu.gemm.w8g32.int8act.vnni";
+    return t.type == NativeType::W4
+               ? by_group(g, "cpu.gemm.w4g16.int8act.vnni", "cpu.gemm.w4g32.int8act.vnni", "cpu.gemm.w4g128.int8act.vnni")
+               : by_group(g, "cpu.gemm.w8g16.int8act.vnni", "cpu.gemm.w8g32.int8act.vnni", "cpu.gemm.w8g128.int8act.vnni");
   if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
     switch (t.type) {
       case NativeType::F32: return "cpu.gemm.f32.avx512";
       case NativeType::F16: return "cpu.gemm.f16.avx512";
       case NativeType::BF16: return "cpu.gemm.bf16.avx512";
-      case NativeType::W8: return t.group == 16 ? "cpu.gemm.w8g16.avx512" : "cpu.gemm.w8g32.avx512";
-      case NativeType::W4: return "cpu.gemm.w4g32.avx512";
+      case NativeType::W8: return by_group(g, "cpu.gemm.w8g16.avx512", "cpu.gemm.w8g32.avx512", "cpu.gemm.w8g128.avx512");
+      case NativeType::W4: return by_group(g, "cpu.gemm.w4g16.avx512", "cpu.gemm.w4g32.avx512", "cpu.gemm.w4g128.avx512");
     }
   }
   if (gemv && t.type == NativeType::W8 && cpu_has_avx512())
-    return t.group == 16 ? "cpu.gemv.w8g16.avx512" : "cpu.gemv.w8g32.avx512";
+    return by_group(g, "cpu.gemv.w8g16.avx512", "cpu.gemv.w8g32.avx512", "cpu.gemv.w8g128.avx512");
   switch (t.type) {
     case NativeType::F32: return gemv ? "cpu.gemv.f32" : "cpu.gemm.f32";
     case NativeType::F16: return gemv ? "cpu.gemv.f16" : "cpu.gemm.f16";
     case NativeType::BF16: return gemv ? "cpu.gemv.bf16" : "cpu.gemm.bf16";
-    case NativeType::W8: return t.group == 16 ? (gemv ? "cpu.gemv.w8g16" : "cpu.gemm.w8g16")
-                                              : (gemv ? "cpu.gemv.w8g32" : "cpu.gemm.w8g32");
-    case NativeType::W4: return gemv ? "cpu.gemv.w4g32" : "cpu.gemm.w4g32";
+    case NativeType::W8: return gemv ? by_group(g, "cpu.gemv.w8g16", "cpu.gemv.w8g32", "cpu.gemv.w8g128")
+                                     : by_group(g, "cpu.gemm.w8g16", "cpu.gemm.w8g32", "cpu.gemm.w8g128");
+    case NativeType::W4: return gemv ? by_group(g, "cpu.gemv.w4g16", "cpu.gemv.w4g32", "cpu.gemv.w4g128")
+                                     : by_group(g, "cpu.gemm.w4g16", "cpu.gemm.w4g32", "cpu.gemm.w4g128");
   }
   return "cpu.gemm";
 }
