@@ -128,6 +128,8 @@ export interface EngineModel {
   readonly buildInfo: string;
   readonly weightBytes: number;
   readonly weightTypes: Record<string, number>;
+  /** The weights option it was loaded with ({} = as-loaded; engine/requant.ts). */
+  readonly weights?: { weights?: string; weightsLayers?: Record<string, string> };
   readonly hash: string;
   readonly tokenizer: {
     encode(text: string, opts?: { addSpecial?: boolean }): number[];

@@ -28,6 +28,7 @@ import { ceilingsForDevice, decodeRooflinePct, dramBandwidth, rooflinePoints } f
 import { cmdPerplexity, PERPLEXITY_HELP } from "./cli-perplexity.ts";
 import { convertModel, CONVERT_SCHEMES } from "./convert.ts";
 import type { QuantScheme } from "./quant.ts";
+import { parseWeightsArg, type WeightsOption } from "./requant.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -46,6 +47,8 @@ commands
       --max-tokens N              tokens to generate (default 64)
       --max-context N             session context (default min(4096, model max))
       --toggle id=value,...       engine toggles (per-layer values as v0/v1/...)
+      --weights F[,L=F...]        requantize the 7 projections per layer at load: as-loaded | bf16 | q8 | q4,
+                                  then per-layer overrides (e.g. q4,0=bf16,27=bf16); embeddings/lm_head stay
       --profile out.json          record op timings and write a profile (DESIGN.md §7)
   synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
       --format gguf|hf            (default gguf)
@@ -62,7 +65,7 @@ commands
       --batch N[,N...]            decode batch sizes (default 1)
       --reps N                    measured repetitions (default 3, minimum 3), one warm-up excluded
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
-      --backend --threads --toggle   as for generate
+      --backend --threads --toggle --weights   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
 ${PERPLEXITY_HELP}  help                           this text
 
@@ -131,9 +134,18 @@ function progressPrinter(label: string): (p: Progress) => void {
   };
 }
 
-async function open(model: string, backend: BackendChoice, threads: number | undefined): Promise<Model> {
+function weightsOf(v: string | undefined): WeightsOption {
+  if (v === undefined) return {};
+  try {
+    return parseWeightsArg(v);
+  } catch (e) {
+    fail((e as Error).message);
+  }
+}
+
+async function open(model: string, backend: BackendChoice, threads: number | undefined, weights: WeightsOption = {}): Promise<Model> {
   const t0 = performance.now();
-  const m = (await openModel(model, { backend, threads, onProgress: progressPrinter("loading") })) as Model;
+  const m = (await openModel(model, { backend, threads, ...weights, onProgress: progressPrinter("loading") })) as Model;
   process.stderr.write(`${m.id}: ${m.backend} (${m.device.name}${m.device.threads ? `, ${m.device.threads} threads` : ""}), ` +
     `${(m.weightBytes / 1e6).toFixed(1)} MB weights [${weightLabel(m)}], loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
   for (const w of m.warnings) process.stderr.write(`warning: ${w}\n`);
@@ -155,7 +167,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     model: { type: "string" }, prompt: { type: "string", short: "p" }, chat: { type: "boolean" }, backend: { type: "string" },
     threads: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" },
     seed: { type: "string" }, "max-tokens": { type: "string", short: "n" }, "max-context": { type: "string" },
-    toggle: { type: "string" }, profile: { type: "string" },
+    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" },
   });
   let model = o.model as string | undefined;
   const pos = [...positionals];
@@ -169,7 +181,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const maxTokens = num(o["max-tokens"] as string, "max-tokens", { int: true, min: 1 }) ?? 64;
   const maxContext = num(o["max-context"] as string, "max-context", { int: true, min: 1 });
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
-  const m = await open(model ?? "default", backendOf(o.backend as string), threads);
+  const m = await open(model ?? "default", backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
   try {
     const s = m.newSession({ maxContext });
     applyToggles(m, s, o.toggle as string | undefined);
@@ -357,7 +369,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse(argv, {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
     backend: { type: "string" }, threads: { type: "string" }, toggle: { type: "string" }, out: { type: "string" }, format: { type: "string" },
-    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" },
+    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" },
   });
   const model = (o.model as string | undefined) ?? positionals[0] ?? "default";
   const pps = o.pp === "0" ? [] : numList(o.pp as string, "pp", [128]);
@@ -371,7 +383,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const format = (o.format as string | undefined) ?? "md";
   if (!["md", "csv", "json", "jsonl"].includes(format)) fail(`bench: --format must be md, csv, json or jsonl, got '${format}'`);
   const rss0 = rssSplit();
-  const m = await open(model, backendOf(o.backend as string), threads);
+  const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
   const rows: BenchRow[] = [];
   const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
   try {
