@@ -9,6 +9,8 @@
 import { z } from "zod";
 import { bf16ToF32, f32ToBf16 } from "./quant.ts";
 
+/** The registry toggle that reports the option (the one toggle a session cannot change: reload instead). */
+export const WEIGHTS_TOGGLE = "weights";
 export const WEIGHT_FORMATS = ["as-loaded", "bf16", "q8", "q4"] as const;
 export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
 /** Elements per q8 / q4 group along the input dimension (ne0). */
@@ -65,6 +67,11 @@ export function optionFromToggle(v: string | string[]): WeightsOption {
   const layers: Record<string, WeightFormat> = {};
   vals.forEach((x, i) => { if (x !== base) layers[String(i)] = x; });
   return { ...(base === "as-loaded" ? {} : { weights: base }), weightsLayers: layers };
+}
+
+/** Whether two `weights` toggle values give the same per-layer formats ("q4" == ["q4", "q4", ...]). */
+export function sameWeights(a: string | string[], b: string | string[]): boolean {
+  return JSON.stringify(optionFromToggle(a)) === JSON.stringify(optionFromToggle(b));
 }
 
 /** A short label: "q4", "q4 (0,27: bf16)", "as-loaded". */

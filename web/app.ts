@@ -27,6 +27,7 @@ import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.
 import { takeFrames, TaskManager, type Task } from "./tasks.ts";
 import { notebookRoutes, type NotebookDeps } from "./notebook/routes.ts";
 import { qualityRoutes } from "./quality.ts";
+import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, WeightsOptionSchema } from "../engine/requant.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -76,7 +77,7 @@ const LoadRequest = z.object({
   source: ModelSource,
   backend: Backend.optional(),
   threads: z.number().int().min(0).max(1024).optional(),
-}).strict();
+}).extend(WeightsOptionSchema.shape).strict();
 
 const KeyParam = z.string().regex(/^[A-Za-z0-9._\/-]{1,300}$/, "invalid profile key");
 const EXPORTS = ["trace", "md", "csv", "json", "jsonl", "html", "profile", "svg-latency", "svg-timeline", "svg-roofline", "svg-quant"] as const;
@@ -130,12 +131,15 @@ export function createApp(deps: AppDeps) {
 
   const relay = (t: Task) => (e: HostEvent) => t.emit(e.type, e);
 
-  async function ensureModel(t: Task, source: string | undefined, backend: "auto" | "cpu" | "cuda" | undefined): Promise<ModelInfo> {
+  /** weights: a run's `weights` toggle value; another one than the loaded model's reloads it (a load-time option). */
+  async function ensureModel(t: Task, source: string | undefined, backend: "auto" | "cpu" | "cuda" | undefined, weights?: string | string[]): Promise<ModelInfo> {
     const cur = host.loaded();
     const want = source ?? cur?.source ?? "default";
-    if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend)) return cur;
-    t.emit("loading", { source: want });
-    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? defaultBackend, root: rootOf.get(want) }, relay(t));
+    const sameW = weights === undefined || (cur !== null && sameWeights(weights, cur.weights));
+    if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend) && sameW) return cur;
+    t.emit("loading", { source: want, ...(weights !== undefined ? { weights } : {}) });
+    const wopt = weights !== undefined ? { weights: undefined, weightsLayers: undefined, ...optionFromToggle(weights) } : {};
+    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? (cur?.source === want ? cur.backend : defaultBackend), root: rootOf.get(want), ...wopt }, relay(t));
     t.emit("loaded", modelView(info));
     return info;
   }
@@ -144,7 +148,7 @@ export function createApp(deps: AppDeps) {
     if (!m) return null;
     return {
       source: m.source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
-      weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, loadMs: m.loadMs,
+      weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, loadMs: m.loadMs, weights: m.weights,
       layers: m.config.num_hidden_layers, registry: m.registry,
     };
   }
@@ -209,7 +213,7 @@ export function createApp(deps: AppDeps) {
     const source = resolveSource(req.source);
     guardQueue();
     const t = tasks.submit("load", source, async (t) => {
-      const info = await host.load(t.id, source, { backend: req.backend ?? defaultBackend, threads: req.threads, root: rootOf.get(source) }, relay(t));
+      const info = await host.load(t.id, source, { backend: req.backend ?? defaultBackend, threads: req.threads, root: rootOf.get(source), weights: req.weights, weightsLayers: req.weightsLayers }, relay(t));
       return { model: modelView(info) };
     });
     loading = t;
@@ -251,7 +255,7 @@ export function createApp(deps: AppDeps) {
     guardQueue();
     const sampling = SamplingSpec.parse({ ...setSampling, ...req.sampling });
     const t = tasks.submit("run", req.label, async (t) => {
-      const info = await ensureModel(t, source, req.backend);
+      const info = await ensureModel(t, source, req.backend, req.toggles[WEIGHTS_TOGGLE]);
       const bad = checkToggles(info.registry, req.toggles, info.config.num_hidden_layers, info.backend);
       if (bad) throw new Error(bad);
       const id = newProfileId(req.label ? slug(req.label) : "run");

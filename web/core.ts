@@ -2,11 +2,12 @@
 // EngineCore runs inside the Bun Worker (web/engine-worker.ts) in the server, and in-process in tests
 // (LocalHost). It never touches HTTP or the file system: profiles go back to the caller, which writes them.
 import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
-import type { DeviceManifest, Profile } from "../engine/profile.ts";
+import type { DeviceManifest, Profile, ToggleValues } from "../engine/profile.ts";
 import { checkToggles, recordRun, type RunSpec, type RunEvent } from "../engine/export/record.ts";
 import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/export/quant.ts";
 import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/perplexity-run.ts";
 import type { PerplexitySpec } from "./protocol.ts";
+import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/requant.ts";
 
 export interface ModelInfo {
   source: string;
@@ -22,6 +23,8 @@ export interface ModelInfo {
   registry: ToggleDef[];
   profilingModes: string[];
   loadMs: number;
+  /** The model's `weights` toggle value: one format, or one per layer (a load-time option, engine/requant.ts). */
+  weights: string | string[];
 }
 
 export type HostEvent =
@@ -33,7 +36,7 @@ export type HostEvent =
 export type PerplexityAnswer = PerplexityRunResult & { text: string };
 
 /** root: the model root the source was confined to; the engine keeps every file it opens inside it. */
-export interface LoadOptions { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string }
+export interface LoadOptions extends WeightsOption { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string }
 
 /** What the web app needs from the engine, wherever it runs (worker or in-process). */
 export interface EngineHost {
@@ -51,6 +54,7 @@ export class EngineCore {
   private model: EngineModel | null = null;
   private session: EngineSession | null = null;
   private info: ModelInfo | null = null;
+  private loadOpts: LoadOptions | null = null;
   private aborts = new Map<string, AbortController>();
   constructor(private openModel: OpenModel) {}
 
@@ -66,17 +70,19 @@ export class EngineCore {
     this.aborts.set(taskId, ac);
     try {
       const m = await this.openModel(source, {
-        backend: opts.backend, threads: opts.threads, root: opts.root, signal: ac.signal,
+        backend: opts.backend, threads: opts.threads, root: opts.root, signal: ac.signal, weights: opts.weights, weightsLayers: opts.weightsLayers,
         onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: p.message }),
       });
       if (ac.signal.aborted) { m.close(); throw new Error("load cancelled"); }
       this.unload();
       this.model = m;
       this.session = m.newSession({ maxBatch: 1 });
+      this.loadOpts = opts;
       this.info = {
         source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
         weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, buildInfo: m.buildInfo,
         registry: m.toggleRegistry(), profilingModes: m.profilingModes(), loadMs: performance.now() - t0,
+        weights: this.session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded",
       };
       return this.info;
     } finally {
@@ -109,12 +115,19 @@ export class EngineCore {
     }
   }
 
-  /** An arm on another model file than the loaded one: opened on the same backend, closed by the caller. */
-  private async otherModel(source: string | undefined, onEvent: (e: HostEvent) => void): Promise<ArmEnv | undefined> {
+  /** An arm on another model file than the loaded one, or on the loaded one with other `weights` (a load-time
+   *  option): opened on the same backend, closed by the caller. */
+  private async otherModel(source: string | undefined, onEvent: (e: HostEvent) => void, toggles: ToggleValues = {}): Promise<ArmEnv | undefined> {
     const { model, info } = this.need();
-    if (!source || source === info.source) return undefined;
-    const m = await this.openModel(source, {
-      backend: info.backend, onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: `${source}: ${p.message ?? ""}` }),
+    const w = toggles[WEIGHTS_TOGGLE];
+    const otherWeights = w !== undefined && !sameWeights(w, info.weights);
+    if ((!source || source === info.source) && !otherWeights) return undefined;
+    const same = !source || source === info.source;
+    if (same) source = info.source;
+    const m = await this.openModel(source!, {
+      backend: info.backend, threads: this.loadOpts?.threads, ...(same ? { root: this.loadOpts?.root } : {}),
+      ...(w !== undefined ? optionFromToggle(w) : same ? { weights: this.loadOpts?.weights, weightsLayers: this.loadOpts?.weightsLayers } : {}),
+      onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: `${source}: ${p.message ?? ""}` }),
     });
     const bad = sameShapes(model, m);
     if (bad) { m.close(); throw new Error(bad); }
@@ -131,9 +144,9 @@ export class EngineCore {
     this.aborts.set(taskId, ac);
     const opened: ArmEnv[] = [];
     try {
-      const reference = await this.otherModel(spec.reference.model, onEvent);
+      const reference = await this.otherModel(spec.reference.model, onEvent, spec.reference.toggles);
       if (reference) opened.push(reference);
-      const candidate = await this.otherModel(spec.candidate.model, onEvent);
+      const candidate = await this.otherModel(spec.candidate.model, onEvent, spec.candidate.toggles);
       if (candidate) opened.push(candidate);
       return await recordQuantError(model, session, spec, { onEvent, signal: ac.signal, reference, candidate });
     } finally {
@@ -154,7 +167,7 @@ export class EngineCore {
     try {
       const { tokens, name } = textTokens(model, spec.text === "brown" ? { kind: "brown" } : { kind: "text", text: spec.text.text }, spec.maxTokens);
       const ref = spec.reference;
-      if (ref) other = await this.otherModel(ref.model, onEvent);
+      if (ref) other = await this.otherModel(ref.model, onEvent, ref.toggles);
       const r = await runPerplexity({
         candidate: { model, session, toggles: spec.toggles, label: spec.label ?? "candidate" },
         reference: ref ? { run: { ...(other ?? { model, session }), toggles: ref.toggles ?? {}, label: ref.label ?? "reference" } } : undefined,

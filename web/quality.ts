@@ -20,7 +20,7 @@ export interface QualityDeps {
   check<T extends z.ZodType>(schema: T, data: unknown, what: string): z.infer<T>;
   jsonBody(c: { req: { header(n: string): string | undefined; json(): Promise<unknown> } }): Promise<unknown>;
   resolveSource(src: string): string;
-  ensureModel(t: Task, source: string | undefined, backend: "auto" | "cpu" | "cuda" | undefined): Promise<ModelInfo>;
+  ensureModel(t: Task, source: string | undefined, backend: "auto" | "cpu" | "cuda" | undefined, weights?: string | string[]): Promise<ModelInfo>;
   guardQueue(): void;
   expandHooks(hooks: string[], nLayers: number): string[];
 }
@@ -106,7 +106,7 @@ export function qualityRoutes(app: Hono, d: QualityDeps): void {
     const rm = req.reference ? arms(source, req.reference, { toggles: req.toggles }).rm : undefined;
     d.guardQueue();
     const t = d.tasks.submit("perplexity", req.label ?? `perplexity ctx ${req.ctx}`, async (t) => {
-      await d.ensureModel(t, source, req.backend);
+      await d.ensureModel(t, source, req.backend, req.toggles.weights);
       const r = await d.host.perplexity(t.id, {
         text: req.text, ctx: req.ctx, score: req.score, maxTokens: req.maxTokens, toggles: req.toggles, label: req.label ?? "candidate",
         ...(req.reference ? { reference: { toggles: req.reference.toggles, label: req.reference.label ?? "reference", ...(rm ? { model: rm } : {}) } } : {}),

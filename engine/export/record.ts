@@ -13,6 +13,7 @@ import { machineMark, othersShare } from "../bench-core.ts";
 import { mergeResults } from "./passes.ts";
 import { quantile } from "../stats.ts";
 import { toggleValueProblem } from "../toggles.ts";
+import { WEIGHTS_TOGGLE } from "../requant.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -155,6 +156,8 @@ export function applyToggles(model: EngineModel, s: EngineSession, toggles: Togg
     return JSON.stringify(a) === JSON.stringify(b);
   };
   for (const def of model.toggleRegistry()) {
+    // weights is a model option (engine/requant.ts): unnamed, it stays as the model was loaded.
+    if (def.id === WEIGHTS_TOGGLE && toggles[def.id] === undefined) continue;
     const v = toggles[def.id] ?? effectiveDefault(def, model.backend);
     if (v === null || same(v, cur[def.id])) continue;
     if (Array.isArray(v)) v.forEach((x, l) => { if (l < n) s.setToggle(def.id, x, l); });
