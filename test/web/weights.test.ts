@@ -73,6 +73,13 @@ describe.skipIf(!have)("weights toggle on the CPU engine", () => {
     for (const l of q.layers) expect(l.sqnr_db).toBeGreaterThan(0);
     expect(q.layers.some((l: { sqnr_db: number }) => l.sqnr_db < 200)).toBe(true); // q4 did change the activations
     expect(q.logits.top1_agreement).toBeGreaterThan(0);
+    expect(q.weights.map((w: { layer: number }) => w.layer)).toEqual([0, 1, 2, 3]);
+    for (const w of q.weights) {
+      expect([w.reference, w.candidate]).toEqual(["as-loaded", "q4"]);
+      expect(w.sqnr_db).toBeGreaterThan(10); // 4-bit, group 128: ~20 dB on these weights
+      expect(w.sqnr_db).toBeLessThan(40);
+      expect(w.cosine).toBeGreaterThan(0.9);
+    }
     expect((await model(app)).weights).toBe("as-loaded"); // the loaded model is untouched
   }, 300_000);
 });
