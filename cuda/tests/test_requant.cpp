@@ -140,19 +140,26 @@ void test_formats() {
   }
 }
 
+// A config whose matrices all have ne0 in multiples of 128 (q8/q4 groups).
+RefConfig cfg128(int L, int nH, int nKV, int d, bool tied = true) {
+  RefConfig c;
+  c.H = 128;
+  c.F = 256;
+  c.L = L;
+  c.nH = nH;
+  c.nKV = nKV;
+  c.d = d;
+  c.tied = tied;
+  return c;
+}
+
 std::string with_weights(const RefConfig &c, const std::string &extra) {
   std::string j = c.json();
   return j.substr(0, j.size() - 1) + "," + extra + "}";
 }
 
 void test_option_errors() {
-  RefConfig cfg;
-  cfg.H = 128;
-  cfg.F = 256;
-  cfg.nH = 2;
-  cfg.nKV = 1;
-  cfg.d = 64;
-  cfg.L = 4;
+  const RefConfig cfg = cfg128(4, 2, 1, 64);
   qw_engine *e = nullptr;
   CHECK_OK(qw_engine_create("{\"threads\":1}", &e));
   struct Bad {
@@ -231,14 +238,7 @@ RefModel requantized(RefModel ref, const qw::WeightPlan &plan) {
 }
 
 void test_model() {
-  RefConfig cfg;
-  cfg.H = 128;
-  cfg.F = 256;
-  cfg.nH = 4;
-  cfg.nKV = 2;
-  cfg.d = 32;
-  cfg.L = 3;
-  cfg.tied = false;
+  const RefConfig cfg = cfg128(3, 4, 2, 32, false);
   const RefModel ref(cfg, 11, [](const std::string &, int64_t) { return QW_GGML_BF16; });
   const std::string opt = "\"weights\":\"q4\",\"weights_layers\":{\"1\":\"bf16\",\"2\":\"q8\"}";
   Loaded run(ref, with_weights(cfg, opt));

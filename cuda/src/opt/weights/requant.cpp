@@ -85,6 +85,20 @@ NativeTensor grouped_like(const NativeTensor &src, NativeType type, int32_t grou
   return t;
 }
 
+// Calls fn(group index, first element, values) for every group of `group` columns of the exactly dequantized
+// source, row by row (group index = row * groups per row + group).
+template <class F>
+void for_each_group(const NativeTensor &src, int32_t group, const char *fmt, F &&fn) {
+  check_group(src, group, fmt);
+  const std::vector<float> w = dequant_all(src);
+  const int64_t gpr = src.cols / group;
+  for (int64_t r = 0; r < src.rows; ++r)
+    for (int64_t g = 0; g < gpr; ++g) {
+      const size_t e0 = size_t(r * src.cols + g * group);
+      fn(size_t(r * gpr + g), e0, w.data() + e0);
+    }
+}
+
 }  // namespace
 
 const char *weight_format_name(WeightFormat f) {
@@ -155,53 +169,43 @@ NativeTensor requant_bf16(const NativeTensor &src) {
 }
 
 NativeTensor requant_q8(const NativeTensor &src, int32_t group) {
-  check_group(src, group, "q8");
-  const std::vector<float> w = dequant_all(src);
   NativeTensor t = grouped_like(src, NativeType::W8, group);
-  const int64_t gpr = src.cols / group;
-  for (int64_t r = 0; r < src.rows; ++r)
-    for (int64_t g = 0; g < gpr; ++g) {
-      const float *x = w.data() + r * src.cols + g * group;
-      float amax = 0.0f;
-      for (int32_t e = 0; e < group; ++e) amax = std::max(amax, std::fabs(x[e]));
-      const float s = stored_scale(double(amax) / 127.0);
-      t.scale[size_t(r * gpr + g)] = s;
-      int8_t *q = reinterpret_cast<int8_t *>(t.data.data()) + r * src.cols + g * group;
-      for (int32_t e = 0; e < group; ++e) {
-        const double v = s > 0.0f ? round_half_away(double(x[e]) / double(s)) : 0.0;
-        q[e] = int8_t(std::min(127.0, std::max(-127.0, v)));
-      }
+  for_each_group(src, group, "q8", [&](size_t gi, size_t e0, const float *x) {
+    float amax = 0.0f;
+    for (int32_t e = 0; e < group; ++e) amax = std::max(amax, std::fabs(x[e]));
+    const float s = stored_scale(double(amax) / 127.0);
+    t.scale[gi] = s;
+    int8_t *q = reinterpret_cast<int8_t *>(t.data.data()) + e0;
+    for (int32_t e = 0; e < group; ++e) {
+      const double v = s > 0.0f ? round_half_away(double(x[e]) / double(s)) : 0.0;
+      q[e] = int8_t(std::min(127.0, std::max(-127.0, v)));
     }
+  });
   return t;
 }
 
 NativeTensor requant_q4(const NativeTensor &src, int32_t group) {
-  check_group(src, group, "q4");
-  const std::vector<float> w = dequant_all(src);
   NativeTensor t = grouped_like(src, NativeType::W4, group);
-  const int64_t gpr = src.cols / group;
-  for (int64_t r = 0; r < src.rows; ++r)
-    for (int64_t g = 0; g < gpr; ++g) {
-      const float *x = w.data() + r * src.cols + g * group;
-      float lo = 0.0f, hi = 0.0f;
-      for (int32_t e = 0; e < group; ++e) {
-        lo = std::min(lo, x[e]);
-        hi = std::max(hi, x[e]);
-      }
-      const float s = stored_scale((double(hi) - double(lo)) / 15.0);
-      const double z = s > 0.0f ? std::min(15.0, std::max(0.0, round_half_away(-double(lo) / double(s)))) : 0.0;
-      t.scale[size_t(r * gpr + g)] = s;
-      t.offset[size_t(r * gpr + g)] = -(s * float(z));
-      uint8_t *dst = t.data.data() + (r * src.cols + g * group) / 2;  // group and cols are even
-      for (int32_t e = 0; e < group; e += 2) {
-        uint8_t nib[2];
-        for (int k = 0; k < 2; ++k) {
-          const double v = s > 0.0f ? round_half_away(double(x[e + k]) / double(s)) + z : 0.0;
-          nib[k] = uint8_t(std::min(15.0, std::max(0.0, v)));
-        }
-        dst[e / 2] = uint8_t(nib[0] | (nib[1] << 4));  // low nibble = even column
-      }
+  for_each_group(src, group, "q4", [&](size_t gi, size_t e0, const float *x) {
+    float lo = 0.0f, hi = 0.0f;
+    for (int32_t e = 0; e < group; ++e) {
+      lo = std::min(lo, x[e]);
+      hi = std::max(hi, x[e]);
     }
+    const float s = stored_scale((double(hi) - double(lo)) / 15.0);
+    const double z = s > 0.0f ? std::min(15.0, std::max(0.0, round_half_away(-double(lo) / double(s)))) : 0.0;
+    t.scale[gi] = s;
+    t.offset[gi] = -(s * float(z));
+    uint8_t *dst = t.data.data() + e0 / 2;  // group and cols are even
+    for (int32_t e = 0; e < group; e += 2) {
+      uint8_t nib[2];
+      for (int k = 0; k < 2; ++k) {
+        const double v = s > 0.0f ? round_half_away(double(x[e + k]) / double(s)) + z : 0.0;
+        nib[k] = uint8_t(std::min(15.0, std::max(0.0, v)));
+      }
+      dst[e / 2] = uint8_t(nib[0] | (nib[1] << 4));  // low nibble = even column
+    }
+  });
   return t;
 }
 
