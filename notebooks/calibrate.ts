@@ -10,7 +10,8 @@
 //       the CPU's ceilings, for the CPU backend's profiles (device name = /proc/cpuinfo "model name", as the
 //       engine reports it): streaming read bandwidth (cuda/build/bench membw N: 1 GiB, best of 5 passes) and
 //       the fp32 FMA peak (cuda/build/bench flops N: 10 independent ymm FMA chains per thread, best of 3 runs
-//       of >= 0.3 s), and the L2 / L3 read bandwidths (cuda/build/bench cachebw N: working sets sized from the
+//       of >= 0.3 s; with AVX-512 also the zmm FMA peak, `bench flops512 N`, and with VNNI the int8 dot-product
+//       peak of the int8-activation arm, `bench int8 N`: 12 vpdpbusd chains), and the L2 / L3 read bandwidths (cuda/build/bench cachebw N: working sets sized from the
 //       cache sizes in /sys/devices/system/cpu/cpu0/cache, else sysconf). The binary runs R times (default 3);
 //       every run is a sample, the file keeps the median.
 //       Built with `make -C cuda bench` (g++, no GPU). Run it on an idle machine: the load average is recorded.
@@ -30,7 +31,8 @@ import { CeilingsFileSchema, deviceSlug } from "../engine/roofline.ts";
 const USAGE = `usage: npm run calibrate -- [options]        (= bun notebooks/calibrate.ts)
   (no option)                 the CUDA device: qwlab calib (copy, L2 and bf16 tensor-core roofs)
   --from-lab-log FILE         take the CALIB line of a kernel-lab log from the GPU machine (no GPU needed)
-  --backend cpu               this CPU: read bandwidth, L2 / L3 read bandwidth, fp32 FMA peak (cuda/build/bench)
+  --backend cpu               this CPU: read bandwidth, L2 / L3 read bandwidth, fp32 FMA peak (AVX2, and AVX-512
+                              when present), int8 dot-product peak with VNNI (cuda/build/bench)
   --threads N                 CPU threads (default: all logical CPUs)
   --reps R                    CPU runs of each benchmark (default 3; the file keeps the median and every sample)
   --out DIR                   where <device>.json goes (default profiles/raw/ceilings, git-ignored;
@@ -218,16 +220,21 @@ function calibrateCpu(): void {
   };
   const loadBefore = loadavg();
   if (loadBefore[0] > 0.5) console.log(`calibrate: load average ${loadBefore.map((l) => l.toFixed(2)).join(" ")} (other processes may lower the numbers)`);
-  const bw: number[] = [], fl: number[] = [];
+  // The prefill GEMM arms' own peaks (gemm_avx512.cpp, gemm_int8_avx512.cpp) where the CPU has the instructions.
+  const has512 = flags.has("avx512f") && flags.has("avx512bw"), hasVnni = has512 && flags.has("avx512_vnni");
+  const bw: number[] = [], fl: number[] = [], fl512: number[] = [], i8: number[] = [];
   const caches: ReturnType<typeof runCacheBench>[] = [];
   for (let i = 0; i < reps; i++) {  // interleaved, so a burst of outside load hits all alike
     bw.push(run("membw", "GB/s"));
     fl.push(run("flops", "GFLOP/s"));
+    if (has512) fl512.push(run("flops512", "GFLOP/s"));
+    if (hasVnni) i8.push(run("int8", "GOP/s"));
     caches.push(runCacheBench(bench, threads));
   }
   const cache = cacheFields(caches, threads);
   const loadAfter = loadavg();
   const bws = stat(bw), fls = stat(fl);
+  const fl512s = fl512.length ? stat(fl512) : undefined, i8s = i8.length ? stat(i8) : undefined;
   const command = `bun notebooks/calibrate.ts --backend cpu --threads ${threads}${reps !== 3 ? ` --reps ${reps}` : ""}`;
   const doc = {
     schema: "qwen-workbench/ceilings",
@@ -236,26 +243,32 @@ function calibrateCpu(): void {
     backend: "cpu",
     measured_at: new Date().toISOString(),
     command,
-    tool: "cuda/build/bench membw|flops|cachebw (cuda/tests/bench.cpp)",
+    tool: "cuda/build/bench membw|flops|flops512|int8|cachebw (cuda/tests/bench.cpp)",
     source: "measured now by cuda/build/bench",
     threads,
-    device_info: { logical_cpus: cpus().length, avx512f: flags.has("avx512f"), simd_measured: "avx2+fma (256-bit)" },
+    device_info: { logical_cpus: cpus().length, avx512f: flags.has("avx512f"), avx512_vnni: flags.has("avx512_vnni"),
+      simd_measured: has512 ? "avx2+fma (256-bit), avx-512 (512-bit)" + (hasVnni ? ", avx-512 vnni" : "") : "avx2+fma (256-bit)" },
     load_average: { before: loadBefore, after: loadAfter },
     // the fields engine/roofline.ts reads (CeilingsFileSchema)
     bandwidth_bytes_s: bws.median,
     cache_bandwidth_bytes_s: cache.cache_bandwidth_bytes_s,
     cache_bytes: cache.cache_bytes,
-    flops: { fp32: fls.median },
-    roof_names: { bandwidth: "read bandwidth", fp32: "fp32 FMA (AVX2)", l2: "L2 read bandwidth", l3: "L3 read bandwidth" },
+    flops: { fp32: fls.median, ...(fl512s ? { fp32_avx512: fl512s.median } : {}), ...(i8s ? { int8: i8s.median } : {}) },
+    roof_names: { bandwidth: "read bandwidth", fp32: "fp32 FMA (AVX2)", fp32_avx512: "fp32 FMA (AVX-512)",
+      int8: "int8 dot product (VNNI)", l2: "L2 read bandwidth", l3: "L3 read bandwidth" },
     measurements: {
       read_bandwidth: { what: `streaming read, AVX2 loads, ${threads} thread(s), 1 GiB buffer; one sample = best of 5 passes`,
         unit: "bytes/s", command: `cuda/build/bench membw ${threads}`, ...bws },
       fp32_fma: { what: `fp32 FMA, 10 independent ymm chains per thread, ${threads} thread(s), register-resident, FMA = 2 FLOPs; one sample = best of 3 runs of >= 0.3 s`,
         unit: "FLOP/s", command: `cuda/build/bench flops ${threads}`, ...fls },
+      ...(fl512s ? { fp32_fma_avx512: { what: `fp32 FMA, 12 independent zmm chains per thread, ${threads} thread(s), register-resident, FMA = 2 FLOPs (the exact prefill GEMM arm's instructions); one sample = best of 3 runs of >= 0.3 s`,
+        unit: "FLOP/s", command: `cuda/build/bench flops512 ${threads}`, ...fl512s } } : {}),
+      ...(i8s ? { int8_dot: { what: `int8 dot product, 12 independent vpdpbusd zmm chains per thread, ${threads} thread(s), 1 multiply-add = 2 OPs (the actQuant=int8 arm's instruction); one sample = best of 3 runs of >= 0.3 s`,
+        unit: "OP/s", command: `cuda/build/bench int8 ${threads}`, ...i8s } } : {}),
       ...cache.measurements,
     },
     notes: [
-      "AVX2 (256-bit) peak: the engine's CPU GEMM/GEMV kernels are AVX2; only the W8 decode GEMV uses AVX-512 (cuda/src/cpu/matmul_avx512.cpp), whose peak is not measured here.",
+      has512 ? "Compute roofs: fp32 (AVX2: decode GEMVs, kernels of CPUs without AVX-512), fp32_avx512 (the exact prefill GEMM), int8 (the actQuant=int8 prefill arm, where VNNI is present)." : "AVX2 (256-bit) peak: this CPU has no AVX-512, so every CPU kernel runs AVX2.",
       "Read bandwidth only (no writes): decode reads the weights.",
       "DRAM read bandwidth and the FMA peak are timed with the wall clock (on a loaded machine they come out low: see load_average); the L2/L3 rates with each thread's CPU time.",
       "L3 working set: min(L3 / 2 / threads, 4 MiB) per thread, at least 4x the L2 (cuda/tests/bench.cpp cachebw): the reported L3 can be the whole socket's while a core reaches only its slice at L3 speed.",
@@ -269,6 +282,8 @@ function calibrateCpu(): void {
     const m = cache.measurements[`${level}_read_bandwidth`] as ReturnType<typeof stat> | undefined;
     if (m) console.log(`| ${device} | ${threads} | ${level.toUpperCase()} read ${g(m.median)} GB/s (${g(m.min)}-${g(m.max)}) | | |`);
   }
+  if (fl512s) console.log(`| ${device} | ${threads} | | fp32 FMA (AVX-512) ${g(fl512s.median)} GFLOP/s (${g(fl512s.min)}-${g(fl512s.max)}) | |`);
+  if (i8s) console.log(`| ${device} | ${threads} | | int8 dot (VNNI) ${g(i8s.median)} GOP/s (${g(i8s.min)}-${g(i8s.max)}) | |`);
   console.log(`calibrate: wrote ${path}`);
 }
 

@@ -52,6 +52,8 @@ struct QuantAct {
 };
 void quantize_act(QuantAct &qa, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G, Pool &pool);
 void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
+// gemm_int8_avx2.cpp — the same arm without VNNI (vpmaddubsw/vpmaddwd, sign trick): bitwise the same outputs.
+void gemm_int8_avx2(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
 bool cpu_has_vnni();  // AVX-512 (as cpu_has_avx512) and AVX-512 VNNI
 
 // norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].

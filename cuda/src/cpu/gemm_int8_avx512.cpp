@@ -172,9 +172,8 @@ MicroFn micro_for(int mt) {
 
 MicroFn micro_for(int G, bool offset, int mt) {
   if (G == 16) return offset ? micro_for<4, true>(mt) : micro_for<4, false>(mt);
-  if (G == 128) return offset ? micro_for<32, true>(mt) : micro_for<32, false>(mt);  // weights = q8 / q4
-  if (G != 32) throw Error(QW_ERR_INTERNAL, "gemm_int8_avx512: group " + std::to_string(G) + " has no kernel");
-  return offset ? micro_for<8, true>(mt) : micro_for<8, false>(mt);
+  if (G == 32) return offset ? micro_for<8, true>(mt) : micro_for<8, false>(mt);
+  return offset ? micro_for<32, true>(mt) : micro_for<32, false>(mt);  // G = 128 (requantized q8 / q4)
 }
 
 }  // namespace

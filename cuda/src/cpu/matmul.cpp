@@ -326,7 +326,8 @@ void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
   const NativeTensor &w = *cx.job->w.t;
   const int64_t cols = w.cols;
   if (cx.qa) {
-    gemm_int8_avx512(*cx.job, *cx.qa, cx.xsum, r0, r1);
+    static const bool vnni = cpu_has_vnni();
+    (vnni ? gemm_int8_avx512 : gemm_int8_avx2)(*cx.job, *cx.qa, cx.xsum, r0, r1);
     return;
   }
   static const bool avx512 = cpu_has_avx512();
@@ -374,10 +375,29 @@ bool cpu_has_avx512() {
 #endif
 }
 
-// The int8-activation arm runs where the CPU has VNNI, for W8/W4 weights and prefill-sized T.
+// The int8-activation arm runs for W8/W4 weights and prefill-sized T: with VNNI (gemm_int8_avx512.cpp) or
+// with AVX2 (gemm_int8_avx2.cpp, the same outputs); builds without AVX2 run the exact kernel.
 bool uses_int8(const NativeTensor &t, int64_t T, bool act_int8) {
+#ifdef QW_CPU_AVX2
+  return act_int8 && T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
+#else
+  (void)t, (void)T, (void)act_int8;
+  return false;
+#endif
+}
+
+// "cpu.gemm.w{8,4}g{16,32,128}.int8act.{vnni,avx2}": the names are static (op records keep the pointer).
+static const char *int8_kernel_name(const NativeTensor &t) {
+  static const char *const names[2][3][2] = {
+      {{"cpu.gemm.w8g16.int8act.vnni", "cpu.gemm.w8g16.int8act.avx2"},
+       {"cpu.gemm.w8g32.int8act.vnni", "cpu.gemm.w8g32.int8act.avx2"},
+       {"cpu.gemm.w8g128.int8act.vnni", "cpu.gemm.w8g128.int8act.avx2"}},
+      {{"cpu.gemm.w4g16.int8act.vnni", "cpu.gemm.w4g16.int8act.avx2"},
+       {"cpu.gemm.w4g32.int8act.vnni", "cpu.gemm.w4g32.int8act.avx2"},
+       {"cpu.gemm.w4g128.int8act.vnni", "cpu.gemm.w4g128.int8act.avx2"}}};
   static const bool vnni = cpu_has_vnni();
-  return act_int8 && vnni && T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
+  const int g = t.group == 16 ? 0 : t.group == 32 ? 1 : 2;
+  return names[t.type == NativeType::W4 ? 1 : 0][g][vnni ? 0 : 1];
 }
 
 // Kernel names of grouped weights carry the group size (16, 32 from GGUF; 128 from the weights toggle).
@@ -389,9 +409,7 @@ const char *matmul_kernel_name(const NativeTensor &t, int64_t T, bool act_int8) 
   const bool gemv = T == 1;
   const int32_t g = t.group;
   if (uses_int8(t, T, act_int8))
-    return t.type == NativeType::W4
-               ? by_group(g, "cpu.gemm.w4g16.int8act.vnni", "cpu.gemm.w4g32.int8act.vnni", "cpu.gemm.w4g128.int8act.vnni")
-               : by_group(g, "cpu.gemm.w8g16.int8act.vnni", "cpu.gemm.w8g32.int8act.vnni", "cpu.gemm.w8g128.int8act.vnni");
+    return int8_kernel_name(t);
   if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
     switch (t.type) {
       case NativeType::F32: return "cpu.gemm.f32.avx512";

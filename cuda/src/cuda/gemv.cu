@@ -13,6 +13,7 @@
 //    >= 2 blocks per SM; the ks partial sums of a row are added in shared memory in a fixed order
 //    (deterministic) and the fused epilogue runs once, in the first warp of the row group.
 #include "gemv.cuh"
+#include "gemv_parts.cuh"
 
 #include <algorithm>
 #include <cstdlib>
@@ -21,185 +22,9 @@ namespace qwc {
 
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kSmemBytes = 46 * 1024;  // + static smem must stay <= 48 KB (no opt-in)
 int g_force_r = 0;
 int g_force_ks = 0;
-
-int sm_count() {
-  static int n = 0;
-  if (n == 0) {
-    int dev = 0;
-    QWC_CHECK(cudaGetDevice(&dev));
-    QWC_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  }
-  return n;
-}
-
-// Whether the PRO_NORM inputs allow float4 loads (x rows and norm_w 16-byte aligned).
-__device__ __forceinline__ bool norm_vec4(const GemvArgs &a) {
-  return (a.w.cols % 4) == 0 && (a.x_ld % 4) == 0 && ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.norm_w)) & 15) == 0;
-}
-
-// Stages a[b, k0 .. k0+klen) for b < NB into act_s[b * kt + k] (rows >= batch are zero).
-// Every thread takes 16-byte (bf16) / 2 x 16-byte (fp32 x and norm_w) pieces, 4 in flight per thread: the
-// prologue costs ~1-2 L2 round trips instead of one per element loop iteration.
-template <int NB>
-__device__ __forceinline__ void stage_tile(const GemvArgs &a, __nv_bfloat16 *act_s, const float *rstd_s, int64_t k0,
-                                           int klen, int kt, bool vec) {
-  const int B = a.batch;
-  if (a.pro == GEMV_PRO_BF16) {
-    if (vec) {
-      const int n8 = klen / 8;
-#pragma unroll 1
-      for (int b = 0; b < NB; ++b) {
-        const bool on = b < B;
-        const __nv_bfloat16 *src = a.act + b * a.act_ld + k0;
-#pragma unroll 4
-        for (int c = threadIdx.x; c < n8; c += blockDim.x) {
-          uint4 v = make_uint4(0, 0, 0, 0);
-          if (on) v = *reinterpret_cast<const uint4 *>(src + 8 * c);
-          *reinterpret_cast<uint4 *>(act_s + b * kt + 8 * c) = v;
-        }
-      }
-    } else {
-      for (int i = threadIdx.x; i < NB * klen; i += blockDim.x) {
-        const int b = i / klen, k = i - b * klen;
-        act_s[b * kt + k] = b < B ? a.act[b * a.act_ld + k0 + k] : __float2bfloat16(0.f);
-      }
-    }
-  } else if (norm_vec4(a) && (klen % 4) == 0 && (k0 % 4) == 0) {
-    const int n4 = klen / 4;
-#pragma unroll 1
-    for (int b = 0; b < NB; ++b) {
-      const bool on = b < B;
-      const float r = on ? rstd_s[b] : 0.f;
-      const float *xs = a.x + b * a.x_ld + k0;
-#pragma unroll 4
-      for (int c = threadIdx.x; c < n4; c += blockDim.x) {
-        uint2 packed = make_uint2(0, 0);
-        if (on) {
-          const float4 xv = *reinterpret_cast<const float4 *>(xs + 4 * c);
-          const float4 wv = *reinterpret_cast<const float4 *>(a.norm_w + k0 + 4 * c);
-          // same value as the scalar path: bf16(bf16r(x * rstd) * norm_w)
-          __nv_bfloat162 lo = __floats2bfloat162_rn(bf16r(xv.x * r) * wv.x, bf16r(xv.y * r) * wv.y);
-          __nv_bfloat162 hi = __floats2bfloat162_rn(bf16r(xv.z * r) * wv.z, bf16r(xv.w * r) * wv.w);
-          packed.x = *reinterpret_cast<uint32_t *>(&lo);
-          packed.y = *reinterpret_cast<uint32_t *>(&hi);
-        }
-        *reinterpret_cast<uint2 *>(act_s + b * kt + 4 * c) = packed;
-      }
-    }
-  } else {
-    for (int i = threadIdx.x; i < NB * klen; i += blockDim.x) {
-      const int b = i / klen, k = i - b * klen;
-      float v = 0.f;
-      if (b < B) v = bf16r(a.x[b * a.x_ld + k0 + k] * rstd_s[b]) * a.norm_w[k0 + k];
-      act_s[b * kt + k] = __float2bfloat16(v);
-    }
-  }
-}
-
-// rstd of every batch row, computed by the whole block (float4 loads when aligned, 4 in flight per thread),
-// partial sums added in a fixed order (warp shuffles, then warps 0..7): deterministic.
-template <int NB>
-__device__ __forceinline__ void norm_rstd(const GemvArgs &a, float *rstd_s) {
-  if (a.pro != GEMV_PRO_NORM) return;
-  __shared__ float part_s[kWarps][16];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t K = a.w.cols;
-  const bool v4 = norm_vec4(a);
-#pragma unroll 1
-  for (int b = 0; b < a.batch; ++b) {
-    const float *xb = a.x + b * a.x_ld;
-    float s = 0.f;
-    if (v4) {
-      const float4 *x4 = reinterpret_cast<const float4 *>(xb);
-      const int n4 = (int)(K / 4);
-#pragma unroll 4
-      for (int i = threadIdx.x; i < n4; i += blockDim.x) {
-        const float4 v = x4[i];
-        s = fmaf(v.x, v.x, s); s = fmaf(v.y, v.y, s); s = fmaf(v.z, v.z, s); s = fmaf(v.w, v.w, s);
-      }
-    } else {
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) s = fmaf(xb[k], xb[k], s);
-    }
-    s = warp_sum(s);
-    if (lane == 0) part_s[warp][b] = s;
-  }
-  __syncthreads();
-  if ((int)threadIdx.x < a.batch) {
-    float s = 0.f;
-    for (int w = 0; w < kWarps; ++w) s += part_s[w][threadIdx.x];
-    rstd_s[threadIdx.x] = rsqrtf(s / (float)K + a.eps);
-  }
-  __syncthreads();
-}
-
-// Writes the reduced value v of (row, b). For SWIGLU, `v` is the gate and `v2` the up projection.
-__device__ __forceinline__ void epilogue_one(const GemvArgs &a, int64_t row, int b, float v) {
-  switch (a.epi) {
-    case GEMV_EPI_BF16:
-      reinterpret_cast<__nv_bfloat16 *>(a.out)[b * a.out_ld + row] = __float2bfloat16(v + (a.bias ? a.bias[row] : 0.f));
-      break;
-    case GEMV_EPI_F32:
-      reinterpret_cast<float *>(a.out)[b * a.out_ld + row] = v + (a.bias ? a.bias[row] : 0.f);
-      break;
-    case GEMV_EPI_ADD_F32:
-      reinterpret_cast<float *>(a.out)[b * a.out_ld + row] += v;
-      break;
-  }
-}
-__device__ __forceinline__ void epilogue_swiglu(const GemvArgs &a, int64_t j, int b, float g, float u) {
-  const float gb = bf16r(g), ub = bf16r(u);
-  const float s = bf16r(gb / (1.f + expf(-gb)));
-  reinterpret_cast<__nv_bfloat16 *>(a.out)[b * a.out_ld + j] = __float2bfloat16(s * ub);
-  if (a.aux) a.aux[b * a.aux_ld + j] = __float2bfloat16(gb);
-}
-
-// Rows (prow, prow + 1) of the pair-interleaved q|k|v matrix, batch b: bias, bf16 rounding, RoPE, stores.
-__device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t prow, int b, float va, float vb) {
-  const QkvRopeArgs &r = a.rope;
-  const int d = r.head_dim, half = d / 2;
-  const int64_t qk = (int64_t)(r.n_heads + r.n_kv) * d;
-  const int pos = r.pos[b];
-  const int64_t slot = r.slot[b];
-  const int kvdim = r.n_kv * d;
-  if (prow < qk) {
-    const int head = (int)(prow / d), i = (int)(prow % d) / 2;
-    const int64_t r1 = (int64_t)head * d + i, r2 = r1 + half;
-    const float x1 = bf16r(va + a.bias[r1]), x2 = bf16r(vb + a.bias[r2]);
-    float sn, cs;
-    sincosf((float)pos * r.inv_freq[i], &sn, &cs);
-    const float c = bf16r(cs), s = bf16r(sn);
-    const __nv_bfloat16 o1 = __float2bfloat16(bf16r(x1 * c) + bf16r(-x2 * s));
-    const __nv_bfloat16 o2 = __float2bfloat16(bf16r(x2 * c) + bf16r(x1 * s));
-    if (head < r.n_heads) {
-      r.q_out[(int64_t)b * r.n_heads * d + r1] = o1;
-      r.q_out[(int64_t)b * r.n_heads * d + r2] = o2;
-    } else {
-      const int kh = head - r.n_heads;
-      __nv_bfloat16 *kc = r.kcache + ((slot * r.n_kv + kh) * r.max_ctx + pos) * d;
-      kc[i] = o1;
-      kc[i + half] = o2;
-      if (r.k_out) {
-        r.k_out[(int64_t)b * kvdim + kh * d + i] = o1;
-        r.k_out[(int64_t)b * kvdim + kh * d + i + half] = o2;
-      }
-    }
-  } else {
-    const float vals[2] = {va, vb};
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int64_t row = prow + e, vi = row - qk;
-      const int kh = (int)(vi / d), j = (int)(vi % d);
-      const __nv_bfloat16 v = __float2bfloat16(vals[e] + a.bias[row]);
-      r.vcache[((slot * r.n_kv + kh) * r.max_ctx + pos) * d + j] = v;
-      if (r.v_out) r.v_out[(int64_t)b * kvdim + vi] = v;
-    }
-  }
-}
+using namespace gemv_detail;
 
 template <int WT, int NB, int R, int U, bool KS>
 __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, const int kt, const int ks_arg) {
@@ -470,7 +295,8 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
   const int64_t cols = a.w.cols;
   const bool vec_ok = (cols % 8) == 0 && (a.pro == GEMV_PRO_NORM || (a.act_ld % 8) == 0) &&
                       ((a.w.type != WT_W8 && a.w.type != WT_W4) || (a.w.group % 8) == 0);
-  const char *name;
+  const char *name = nullptr;
+  if (gemv_mma_enabled() && (name = launch_gemv_mma(a, s))) return name;
   if (vec_ok) {
     const int nb = nb_of(a.batch);
     int kt = (int)std::min<int64_t>(cols, (kSmemBytes / (nb * 2)) / 8 * 8);

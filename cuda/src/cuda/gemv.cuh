@@ -66,4 +66,11 @@ void gemv_force_rows_per_warp(int r);
 // K-split warps per row group (1, 2, 4, 8; 0 = auto, see gemv.cu). Applies to batch <= 4.
 void gemv_force_ksplit(int ks);
 
+// Tensor-core GEMV (gemv_mma.cu): bf16 weights, cols % 32 == 0, matrices with enough rows to fill the GPU.
+// Returns the variant name, or nullptr when the case is not covered (launch_gemv then runs the CUDA-core kernel).
+const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t stream);
+// Whether launch_gemv tries the tensor-core path (QW_GEMV_MMA=1 turns it on; the lab forces it with 0/1, -1 = env).
+bool gemv_mma_enabled();
+void gemv_force_mma(int on);
+
 }  // namespace qwc
