@@ -1,6 +1,6 @@
 // The engine's public TypeScript API: what web/ and notebooks/ use. engine/index.ts implements it.
 // Keep this file free of implementation so both sides can be built against it.
-import type { OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./profile.ts";
+import type { OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./measure/profile.ts";
 
 export type BackendChoice = "auto" | "cpu" | "cuda";
 
@@ -33,13 +33,13 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Confinement root (the server's model root): every file the source opens must resolve inside it. */
   root?: string;
-  /** Weight format of the 7 projections per layer, applied at load (engine/requant.ts); default as-loaded. */
+  /** Weight format of the 7 projections per layer, applied at load (engine/formats/requant.ts); default as-loaded. */
   weights?: "as-loaded" | "bf16" | "q8" | "q4";
   /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}. */
   weightsLayers?: Record<string, "as-loaded" | "bf16" | "q8" | "q4">;
 }
 
-/** Qwen2 config, normalized (engine/config.ts validates with zod). */
+/** Qwen2 config, normalized (engine/formats/config.ts validates with zod). */
 export interface QwenConfig {
   vocab_size: number;
   hidden_size: number;
@@ -128,7 +128,7 @@ export interface EngineModel {
   readonly buildInfo: string;
   readonly weightBytes: number;
   readonly weightTypes: Record<string, number>;
-  /** The weights option it was loaded with ({} = as-loaded; engine/requant.ts). */
+  /** The weights option it was loaded with ({} = as-loaded; engine/formats/requant.ts). */
   readonly weights?: { weights?: string; weightsLayers?: Record<string, string> };
   readonly hash: string;
   readonly tokenizer: {

@@ -1,4 +1,4 @@
-// engine/ffi.ts — the ONLY file that imports bun:ffi. A thin, typed wrapper over cuda/include/qwen.h (ABI v1).
+// engine/ffi.ts — the ONLY file that imports bun:ffi. A thin, typed wrapper over cuda/include/qwen.h (ABI: QW_ABI_VERSION).
 //
 // Rules this file follows (see ../shared/research/workbench-anchors.md §4.2 for the bun:ffi pitfalls):
 //  - Handles (qw_engine*, qw_model*, qw_session*) are declared as u64 in the FFI signatures and kept as bigint.
@@ -11,9 +11,9 @@
 import { dlopen, FFIType } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { OpColumns } from "./profile.ts";
+import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 2;
+export const QW_ABI_VERSION = 3;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -21,8 +21,8 @@ export const STATUS_NAMES = [
 ] as const;
 export type StatusName = (typeof STATUS_NAMES)[number];
 
-/** GGML type ids the engine accepts (qw_ggml_type). */
-export const GGML = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
+// GGML type ids and the repository root live in constants.ts (no bun:ffi there, so synth/ and formats/ can use them).
+export { GGML, REPO_ROOT } from "./constants.ts";
 
 /** A failed libqwen call (or a failure to load libqwen). */
 export class QwenError extends Error {
@@ -56,6 +56,7 @@ const SYMBOLS = {
   qw_last_error: { args: [], returns: FFIType.cstring },
   qw_build_info: { args: [], returns: FFIType.cstring },
   qw_toggle_registry_json: { args: [P, U64, P], returns: I32 },
+  qw_catalog_json: { args: [P, U64, P], returns: I32 },
   qw_op_name: { args: [I32], returns: FFIType.cstring },
   qw_kernel_name: { args: [I32], returns: FFIType.cstring },
   qw_profiling_mode_name: { args: [I32], returns: FFIType.cstring },
@@ -108,9 +109,6 @@ function toHandle(v: number | bigint): bigint {
 }
 
 export type BackendName = "cpu" | "cuda";
-
-/** The repository root (engine/..). */
-export const REPO_ROOT = resolve(import.meta.dir, "..");
 
 /** Directory libqwen_*.so is loaded from: $QW_LIB_DIR or cuda/build/. */
 export function libDir(): string {
@@ -182,6 +180,10 @@ export class NativeLibrary {
   }
   toggleRegistryJson(): string {
     return this.json("qw_toggle_registry_json", (o, c, l) => this.sym.qw_toggle_registry_json(o, c, l));
+  }
+  /** qw_catalog_json: ops (with cost models), hooks, profiling modes and toggles: every name, from the library. */
+  catalogJson(): string {
+    return this.json("qw_catalog_json", (o, c, l) => this.sym.qw_catalog_json(o, c, l));
   }
   opName(op: number): string {
     let s = this.opNames.get(op);
@@ -291,6 +293,14 @@ export class NativeModel extends Handle {
 }
 
 /** Size of qw_op_record in bytes. */
+/** Op records as columns (the shape of measure/profile.ts OpColumns, declared here so that ffi.ts imports nothing
+ *  of engine/ but constants.ts: the catalog, which profile.ts reads, sits on top of this file). */
+export interface OpColumns {
+  step: number[]; phase: number[]; layer: number[]; op: number[]; kernel: number[];
+  t_start_ns: number[]; t_end_ns: number[]; flops: number[]; bytes: number[]; n_tokens: number[];
+  overlap_ns?: number[];
+}
+
 export const OP_RECORD_BYTES = 64;
 
 export class NativeSession extends Handle {

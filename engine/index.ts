@@ -8,19 +8,19 @@ import { join, resolve } from "node:path";
 import { z } from "zod";
 import type { BackendChoice, EngineModel, EngineSession, OpenModel, OpenOptions, Progress, QwenConfig, ToggleDef } from "./api.ts";
 import { getEngine, GGML, REPO_ROOT, type NativeEngine, type NativeModel } from "./ffi.ts";
-import { ggmlTypeName } from "./gguf.ts";
-import { openModelSource, type ModelSource } from "./modelfile.ts";
-import type { DeviceManifest, Manifest } from "./profile.ts";
-import { modelManifest, type ManifestExtra } from "./manifest.ts";
+import { ggmlTypeName } from "./formats/gguf.ts";
+import { openModelSource, type ModelSource } from "./formats/modelfile.ts";
+import type { DeviceManifest, Manifest } from "./measure/profile.ts";
+import { modelManifest, type ManifestExtra } from "./measure/manifest.ts";
 import { Session, type SessionHost } from "./session.ts";
 import {
   floatTensors, isPreset, PRESETS, synthSpec, syntheticTokenizer, SYNTH_TYPES, writeSyntheticGguf,
   type PresetName, type SynthSpec, type SynthType,
-} from "./synthetic.ts";
-import { QwenTokenizer } from "./tokenizer.ts";
-import { syntheticDir } from "./tempfiles.ts";
-import { parseRegistry } from "./toggles.ts";
-import { checkWeightsOption, nativeWeightsConfig, type WeightsOption } from "./requant.ts";
+} from "./synth/synthetic.ts";
+import { QwenTokenizer } from "./text/tokenizer.ts";
+import { syntheticDir } from "./io/tempfiles.ts";
+import { catalogOf } from "./catalog.ts";
+import { checkWeightsOption, nativeWeightsConfig, type WeightsOption } from "./formats/requant.ts";
 
 export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice } from "./api.ts";
 export { QwenError } from "./ffi.ts";
@@ -66,7 +66,7 @@ export function syntheticGgufPath(s: SyntheticSource): string {
 // ------------------------------------------------------------------------------------------------
 // Manifest helpers
 // ------------------------------------------------------------------------------------------------
-export { gitCommit } from "./manifest.ts";
+export { gitCommit } from "./measure/manifest.ts";
 
 /** sha256 of the first 16 MiB of a file plus its size (cheap and stable for multi-GB files). */
 export function fileHash(path: string): string {
@@ -139,7 +139,6 @@ export class Model implements EngineModel {
   readonly weights: WeightsOption;
   private native: NativeModel;
   private sessions = new Set<Session>();
-  private registry?: ToggleDef[];
 
   constructor(init: {
     id: string; format: Model["format"]; config: QwenConfig; engine: NativeEngine; native: NativeModel; tokenizer: QwenTokenizer;
@@ -184,12 +183,11 @@ export class Model implements EngineModel {
   }
 
   profilingModes(): string[] {
-    return this.engine.lib.profilingModes();
+    return catalogOf(this.engine.lib).profilingModes.map((m) => m.name);
   }
 
   toggleRegistry(): ToggleDef[] {
-    this.registry ??= parseRegistry(this.engine.lib.toggleRegistryJson());
-    return this.registry;
+    return catalogOf(this.engine.lib).toggles;
   }
 
   newSession(opts: { maxBatch?: number; maxContext?: number; maxPrefill?: number } = {}): EngineSession & Session {

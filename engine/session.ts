@@ -4,7 +4,8 @@
 import type { Capture, EngineSession, GenerateEvent, GenerateOptions, SamplingOptions } from "./api.ts";
 import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
-import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./profile.ts";
+import { catalogOf } from "./catalog.ts";
+import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./measure/profile.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
 export interface SessionHost {
@@ -101,7 +102,7 @@ export class Session implements EngineSession {
   clockNs(): number { return this.native.lib.clockNs(); }
   get profilingMode(): ProfilingMode { return this.mode; }
   setProfiling(mode: ProfilingMode | boolean): void {
-    const modes = this.native.lib.profilingModes();
+    const modes = catalogOf(this.native.lib).profilingModes.map((m) => m.name);
     if (mode === true) {
       // kernels keeps the engine's fast path (CUDA: the graph, CUPTI records); events where CUPTI is missing
       try {

@@ -1,25 +1,13 @@
-// engine/toggles.ts — the toggle registry (defined once in the native engine, exported as JSON by
-// qw_toggle_registry_json) validated with zod, and a zod schema built from it for toggle settings that come
-// from users (web forms, notebook sweeps, CLI flags).
+// engine/toggles.ts — toggle settings that come from users (web forms, notebook sweeps, CLI flags) checked
+// against the toggle registry (defined once in the native library, read through engine/catalog.ts): a zod schema
+// built from the registry, and the one validator every entry point uses (toggleSettingsProblem).
 import { z } from "zod";
 import type { ToggleDef } from "./api.ts";
-import { TOGGLE_ID_RE, ToggleValues } from "./profile.ts";
+import { TOGGLE_ID_RE, ToggleValues } from "./measure/profile.ts";
+import { ToggleRegistrySchema } from "./catalog.ts";
 
-export const ToggleDefSchema = z.object({
-  id: z.string().min(1),
-  name: z.string().min(1),
-  type: z.literal("enum"),
-  values: z.array(z.string()).min(1),
-  default: z.string(),
-  perLayer: z.boolean(),
-  needsReset: z.boolean(),
-  backends: z.object({ cpu: z.array(z.string()), cuda: z.array(z.string()) }),
-  spec: z.string(),
-  description: z.string(),
-}).refine((t) => t.values.includes(t.default), { message: "default is not one of values" })
-  .refine((t) => [...t.backends.cpu, ...t.backends.cuda].every((v) => t.values.includes(v)), { message: "a backend lists a value not in values" });
-
-export const ToggleRegistrySchema = z.array(ToggleDefSchema).refine((a) => new Set(a.map((t) => t.id)).size === a.length, { message: "duplicate toggle id" });
+// The registry's schema is part of the catalog's (engine/catalog.ts: the one source of names); re-exported here.
+export { ToggleDefSchema, ToggleRegistrySchema } from "./catalog.ts";
 
 /** Parses the engine's registry JSON; a malformed registry is an engine bug and says where. */
 export function parseRegistry(json: string): ToggleDef[] {
@@ -41,7 +29,7 @@ export function parseRegistry(json: string): ToggleDef[] {
  * A zod schema for user toggle settings: `{ [id]: value | value[] (per layer, length nLayers) }`.
  * With `backend`, only values that backend implements are accepted. Unknown ids are rejected.
  */
-export function toggleSettingsSchema(registry: ToggleDef[], opts: { backend?: "cpu" | "cuda"; nLayers?: number } = {}) {
+export function toggleSettingsSchema(registry: ToggleDef[], opts: ToggleCheckOptions = {}) {
   const shape: Record<string, z.ZodTypeAny> = {};
   for (const t of registry) {
     const allowed = opts.backend ? t.backends[opts.backend] : t.values;
@@ -72,29 +60,58 @@ export function toggleValueProblem(def: ToggleDef, value: string, backend: "cpu"
     : `${label} = ${value} is not implemented yet (specified in ${def.spec}; no backend implements it)`;
 }
 
-/** Validates user settings; throws an Error whose message names the toggle and the allowed values. */
-export function validateToggleSettings(registry: ToggleDef[], settings: unknown, opts: { backend?: "cpu" | "cuda"; nLayers?: number } = {}): ToggleSettings {
+export interface ToggleCheckOptions { backend?: "cpu" | "cuda"; nLayers?: number }
+
+/**
+ * The one toggle validator (CLI, notebooks, web): user settings against the registry the library exports.
+ * The zod schema built from the registry decides; when it refuses, the message names the toggle, what was wrong
+ * and what is allowed. Returns that message, or null when the settings are valid.
+ */
+export function toggleSettingsProblem(registry: ToggleDef[], settings: unknown, opts: ToggleCheckOptions = {}): string | null {
   // ToggleValues first: it refuses __proto__ (which z.object would drop silently) and control characters.
   const base = ToggleValues.safeParse(settings);
   if (!base.success) {
     const i = base.error.issues[0];
-    throw new Error(`toggle ${i.path.length ? JSON.stringify(String(i.path[0])) + " " : ""}refused: ${i.message}; known toggles: ${registry.map((t) => t.id).join(", ")}`);
+    return `toggle ${i.path.length ? JSON.stringify(String(i.path[0])) + " " : ""}refused: ${i.message}; known toggles: ${registry.map((t) => t.id).join(", ")}`;
   }
-  const r = toggleSettingsSchema(registry, opts).safeParse(settings);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    const id = String(i.path[0] ?? "");
-    const def = registry.find((t) => t.id === id);
-    const given = def ? (settings as Record<string, unknown>)[id] : undefined;
-    for (const v of Array.isArray(given) ? given : [given]) {
-      const why = def && opts.backend && typeof v === "string" ? toggleValueProblem(def, v, opts.backend) : null;
-      if (why) throw new Error(why);
-    }
-    const allowed = def ? (opts.backend ? def.backends[opts.backend] : def.values).join(", ") : registry.map((t) => t.id).join(", ");
-    const what = def ? `toggle "${id}": ${i.message}; allowed${opts.backend ? ` on ${opts.backend}` : ""}: ${allowed}` : `${i.message}; known toggles: ${allowed}`;
-    throw new Error(what);
+  const r = toggleSettingsSchema(registry, opts).safeParse(base.data);
+  if (r.success) return null;
+  for (const [id, v] of Object.entries(base.data)) {
+    const why = entryProblem(registry, id, v, opts);
+    if (why) return why;
   }
-  return r.data as ToggleSettings;
+  const i = r.error.issues[0];
+  return `toggles: ${i.message} at ${i.path.join(".") || "<root>"}`;
+}
+
+/** What is wrong with one setting (the explanation of a refusal by the zod schema), or null. */
+function entryProblem(registry: ToggleDef[], id: string, v: string | string[], opts: ToggleCheckOptions): string | null {
+  const def = registry.find((t) => t.id === id);
+  if (!def) return `unknown toggle "${id}" (known toggles: ${registry.map((t) => t.id).join(", ")})`;
+  if (Array.isArray(v)) {
+    if (!def.perLayer) return `toggle "${id}" is global, not a per-layer mask`;
+    if (opts.nLayers && v.length !== opts.nLayers) return `toggle "${id}": per-layer mask needs ${opts.nLayers} values, got ${v.length}`;
+    if (!v.length) return `toggle "${id}": an empty per-layer mask`;
+  }
+  for (const x of Array.isArray(v) ? v : [v]) {
+    if (!def.values.includes(x)) return `toggle ${def.id} (${def.name}): "${x}" is not one of ${def.values.join(", ")}`;
+    const why = opts.backend ? toggleValueProblem(def, x, opts.backend) : null;
+    if (why) return why;
+  }
+  return null;
+}
+
+/** toggleSettingsProblem that throws: an Error whose message names the toggle and the allowed values. */
+export function validateToggleSettings(registry: ToggleDef[], settings: unknown, opts: ToggleCheckOptions = {}): ToggleSettings {
+  const why = toggleSettingsProblem(registry, settings, opts);
+  if (why) throw new Error(why);
+  return settings as ToggleSettings;
+}
+
+/** toggleSettingsProblem with the arguments the web's routes have at hand (a loaded model's registry, layer count
+ *  and backend). */
+export function checkToggles(registry: ToggleDef[], toggles: ToggleValues, nLayers: number, backend: "cpu" | "cuda"): string | null {
+  return toggleSettingsProblem(registry, toggles, { backend, nLayers });
 }
 
 /** Parses CLI-style "id=value,id2=value2" (a per-layer value as v0/v1/v2...). Ids are checked at once:

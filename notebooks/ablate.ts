@@ -20,13 +20,13 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel } from "../engine/index.ts";
 import type { EngineModel } from "../engine/api.ts";
-import { writeProfile, type Profile } from "../engine/profile.ts";
-import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/export/record.ts";
-import { buildArms, MIN_REPEATS, runArmsInterleaved, weightArmModels } from "../engine/export/sweep.ts";
-import { compareSummaries, fmtPct, fmtSpread, summaryStats, type SummaryDelta } from "../engine/stats.ts";
+import { writeProfile, type Profile } from "../engine/measure/profile.ts";
+import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/measure/record.ts";
+import { buildArms, MIN_REPEATS, runArmsInterleaved, weightArmModels } from "../engine/measure/sweep.ts";
+import { compareSummaries, fmtPct, fmtSpread, summaryStats, type SummaryDelta } from "../engine/measure/stats.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
-import { loadCeilings } from "../engine/roofline.ts";
+import { loadCeilings } from "../engine/measure/roofline.ts";
 
 const REPO = resolve(import.meta.dir, "..");
 const { values: a } = parseArgs({

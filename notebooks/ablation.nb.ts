@@ -12,12 +12,12 @@
 
 // %% Parameters
 import { openModel } from "../engine/index.ts";
-import { buildArms, runArmsInterleaved } from "../engine/export/sweep.ts";
-import { compareSummaries } from "../engine/stats.ts";
+import { buildArms, runArmsInterleaved } from "../engine/measure/sweep.ts";
+import { compareSummaries } from "../engine/measure/stats.ts";
 import { tableRows } from "../engine/export/table.ts";
 import { barsSvg } from "../engine/export/svg.ts";
 import { display, plotly, progress, svg, table } from "../engine/notebook/display.ts";
-import type { Profile } from "../engine/profile.ts";
+import type { Profile } from "../engine/measure/profile.ts";
 
 const MODEL = process.env.QW_NB_MODEL ?? "default";
 const REPEATS = 3;

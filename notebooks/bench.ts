@@ -1,4 +1,4 @@
-// notebooks/bench.ts — the benchmark of DESIGN.md §6 on synthetic Qwen2.5-shaped models.
+// notebooks/bench.ts — the benchmark of docs/ARCHITECTURE.md §Measurement on synthetic Qwen2.5-shaped models.
 //
 //   bun notebooks/bench.ts [--models 0.5b,1.5b,7b] [--types bf16,q8_0,q4_k_m] [--backend cuda|cpu|auto]
 //                          [--batches 1,8,16] [--pp 512,4096,32768] [--tg 128] [--reps 3] [--quick]
@@ -20,13 +20,14 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel, type Model } from "../engine/index.ts";
-import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/bench-core.ts";
-import { ceilingsForDevice, decodeRooflinePct, deviceSlug, dramBandwidth } from "../engine/roofline.ts";
+import { benchTableCsv, benchTableMd, benchPrompt, percentile, runBenchCase, weightLabel } from "../engine/measure/bench-core.ts";
+import { ceilingsForDevice, decodeRooflinePct, deviceSlug, dramBandwidth } from "../engine/measure/roofline.ts";
 import {
-  BenchRow, OP_NAMES, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type Fidelity, type OpColumns,
+  BenchRow, PROFILE_SCHEMA_VERSION, readProfile, statOf, writeProfile, type Fidelity, type OpColumns,
   type Profile, type ProfilingMode,
-} from "../engine/profile.ts";
-import { fidelityLines, measureFidelity } from "../engine/fidelity.ts";
+} from "../engine/measure/profile.ts";
+import { fidelityLines, measureFidelity } from "../engine/measure/fidelity.ts";
+import { opName } from "../engine/catalog.ts";
 
 const USAGE = `usage: npm run bench -- [options]        (= bun notebooks/bench.ts)
   --models 0.5b,1.5b,7b       synthetic Qwen2.5 shapes (default all three; --quick: 0.5b)
@@ -84,7 +85,7 @@ function sumOps(ops: OpColumns, kernels: string[], step: number) {
   let total = 0;
   for (let i = 0; i < ops.step.length; i++) {
     if (ops.step[i] !== step) continue;
-    const name = OP_NAMES[ops.op[i]] ?? `op${ops.op[i]}`;
+    const name = opName(ops.op[i]);
     const e = by.get(name) ?? { ns: 0, bytes: 0, flops: 0, kernel: new Set<string>(), calls: 0 };
     const ns = ops.t_end_ns[i] - ops.t_start_ns[i];
     e.ns += ns; e.bytes += ops.bytes[i]; e.flops += ops.flops[i]; e.calls++;

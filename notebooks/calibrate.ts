@@ -26,7 +26,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { cpus, loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { z } from "zod";
-import { CeilingsFileSchema, deviceSlug } from "../engine/roofline.ts";
+import { CeilingsFileSchema, deviceSlug } from "../engine/measure/roofline.ts";
 
 const USAGE = `usage: npm run calibrate -- [options]        (= bun notebooks/calibrate.ts)
   (no option)                 the CUDA device: qwlab calib (copy, L2 and bf16 tensor-core roofs)

@@ -8,11 +8,11 @@
 
 // %% A and B
 import { openModel } from "../engine/index.ts";
-import { recordRun } from "../engine/export/record.ts";
-import { compareProfiles } from "../engine/export/aggregate.ts";
-import { fmtSpread } from "../engine/stats.ts";
+import { recordRun } from "../engine/measure/record.ts";
+import { compareProfiles } from "../engine/measure/aggregate.ts";
+import { fmtSpread } from "../engine/measure/stats.ts";
 import { compareSvg } from "../engine/export/svg.ts";
-import { readProfile, type Profile } from "../engine/profile.ts";
+import { readProfile, type Profile } from "../engine/measure/profile.ts";
 import { display, plotly, svg, table } from "../engine/notebook/display.ts";
 
 async function twoRuns(): Promise<[Profile, Profile]> {

@@ -8,9 +8,9 @@
 import { parseArgs } from "node:util";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { readProfile } from "../engine/profile.ts";
-import { compareProfiles, type Spread } from "../engine/export/aggregate.ts";
-import { fmtPct, fmtSpread } from "../engine/stats.ts";
+import { readProfile } from "../engine/measure/profile.ts";
+import { compareProfiles, type Spread } from "../engine/measure/aggregate.ts";
+import { fmtPct, fmtSpread } from "../engine/measure/stats.ts";
 import { compareSvg } from "../engine/export/svg.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 

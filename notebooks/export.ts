@@ -7,12 +7,12 @@
 import { parseArgs } from "node:util";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { readProfile } from "../engine/profile.ts";
+import { readProfile } from "../engine/measure/profile.ts";
 import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, type TableFormat } from "../engine/export/table.ts";
 import { htmlReport } from "../engine/export/report.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
-import { loadCeilings } from "../engine/roofline.ts";
+import { loadCeilings } from "../engine/measure/roofline.ts";
 
 const FORMATS = ["trace", ...TABLE_FORMATS, "html", "svg-latency", "svg-timeline", "svg-roofline", "svg-quant"] as const;
 const { values: a, positionals } = parseArgs({

@@ -12,9 +12,9 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel, type EngineModel } from "../engine/index.ts";
 import { parseToggleArg, validateToggleSettings } from "../engine/toggles.ts";
-import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/perplexity-run.ts";
-import type { ScoreMode } from "../engine/perplexity.ts";
-import { optionFromToggle, WEIGHTS_TOGGLE } from "../engine/requant.ts";
+import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
+import type { ScoreMode } from "../engine/measure/perplexity.ts";
+import { optionFromToggle, WEIGHTS_TOGGLE } from "../engine/formats/requant.ts";
 
 const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
   model                      default | file.gguf | HF dir (default: the embedded model)

@@ -8,9 +8,9 @@
 
 // %% Choose the candidate
 import { openModel } from "../engine/index.ts";
-import { implementedValues } from "../engine/export/sweep.ts";
-import { effectiveDefault } from "../engine/export/record.ts";
-import { recordQuantError } from "../engine/export/quant.ts";
+import { implementedValues } from "../engine/measure/sweep.ts";
+import { effectiveDefault } from "../engine/measure/record.ts";
+import { recordQuantError } from "../engine/measure/quant-error.ts";
 import { quantSvg } from "../engine/export/svg.ts";
 import { display, plotly, svg, table } from "../engine/notebook/display.ts";
 

@@ -7,10 +7,10 @@
 
 // %% Run a prompt with profiling on
 import { openModel } from "../engine/index.ts";
-import { recordRun } from "../engine/export/record.ts";
-import { loadCeilings, rooflinePoints } from "../engine/roofline.ts";
+import { recordRun } from "../engine/measure/record.ts";
+import { loadCeilings, rooflinePoints } from "../engine/measure/roofline.ts";
 import { rooflineSvg } from "../engine/export/svg.ts";
-import { opColor } from "../engine/palette.ts";
+import { opColor } from "../engine/export/palette.ts";
 import { display, plot, Plot, plotly, svg, table } from "../engine/notebook/display.ts";
 
 const model = await openModel(process.env.QW_NB_MODEL ?? "default");

@@ -9,8 +9,8 @@
 import { readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
-import { loadQwenTokenizer } from "../engine/tokenizer.ts";
-import { statOf, type Stat } from "../engine/profile.ts";
+import { loadQwenTokenizer } from "../engine/text/tokenizer.ts";
+import { statOf, type Stat } from "../engine/measure/profile.ts";
 
 /** ~`n` space-separated pseudo-words of 2–9 letters (Latin, accented, CJK), deterministic in `seed`. */
 export function pseudoWords(n: number, seed: number): string {

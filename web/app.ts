@@ -7,19 +7,19 @@ import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ProfilingMode, ToggleValues, type Profile } from "../engine/profile.ts";
-import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/export/record.ts";
-import { defaultQuantHooks } from "../engine/export/quant.ts";
-import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../engine/export/aggregate.ts";
+import { ProfilingMode, ToggleValues, type Profile } from "../engine/measure/profile.ts";
+import { PromptSpec, SamplingSpec, PromptSet, parsePromptSet, checkToggles, newProfileId, type RunSpec } from "../engine/measure/record.ts";
+import { defaultQuantHooks } from "../engine/measure/quant-error.ts";
+import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../engine/measure/aggregate.ts";
 import { chromeTrace } from "../engine/export/trace.ts";
 import { renderTable, tableRows, TABLE_FORMATS, TABLE_MIME } from "../engine/export/table.ts";
 import { htmlReport } from "../engine/export/report.ts";
 import { compareSvg, latencySvg, quantSvg, rooflineSvg, timelineSvg } from "../engine/export/svg.ts";
 import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints,
-} from "../engine/roofline.ts";
-import { paletteDoc } from "../engine/palette.ts";
-import { summaryStats } from "../engine/stats.ts";
+} from "../engine/measure/roofline.ts";
+import { paletteDoc } from "../engine/export/palette.ts";
+import { summaryStats } from "../engine/measure/stats.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import { confine, confineAnyRoot } from "./paths.ts";
@@ -27,7 +27,7 @@ import { listModels, ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.
 import { takeFrames, TaskManager, type Task } from "./tasks.ts";
 import { notebookRoutes, type NotebookDeps } from "./notebook/routes.ts";
 import { qualityRoutes } from "./quality.ts";
-import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, WeightsOptionSchema } from "../engine/requant.ts";
+import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, WeightsOptionSchema } from "../engine/formats/requant.ts";
 
 export interface AppDeps {
   host: EngineHost;

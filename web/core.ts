@@ -2,12 +2,13 @@
 // EngineCore runs inside the Bun Worker (web/engine-worker.ts) in the server, and in-process in tests
 // (LocalHost). It never touches HTTP or the file system: profiles go back to the caller, which writes them.
 import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
-import type { DeviceManifest, Profile, ToggleValues } from "../engine/profile.ts";
-import { checkToggles, recordRun, type RunSpec, type RunEvent } from "../engine/export/record.ts";
-import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/export/quant.ts";
-import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/perplexity-run.ts";
+import type { DeviceManifest, Profile, ToggleValues } from "../engine/measure/profile.ts";
+import { recordRun, type RunSpec, type RunEvent } from "../engine/measure/record.ts";
+import { checkToggles } from "../engine/toggles.ts";
+import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/measure/quant-error.ts";
+import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
 import type { PerplexitySpec } from "./protocol.ts";
-import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/requant.ts";
+import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/formats/requant.ts";
 
 export interface ModelInfo {
   source: string;
@@ -23,7 +24,7 @@ export interface ModelInfo {
   registry: ToggleDef[];
   profilingModes: string[];
   loadMs: number;
-  /** The model's `weights` toggle value: one format, or one per layer (a load-time option, engine/requant.ts). */
+  /** The model's `weights` toggle value: one format, or one per layer (a load-time option, engine/formats/requant.ts). */
   weights: string | string[];
 }
 

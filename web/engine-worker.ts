@@ -4,8 +4,8 @@
 import { EngineCore } from "./core.ts";
 import { ToWorker, type FromWorker } from "./protocol.ts";
 import type { OpenModel } from "../engine/api.ts";
-import type { RunSpec } from "../engine/export/record.ts";
-import type { QuantSpec } from "../engine/export/quant.ts";
+import type { RunSpec } from "../engine/measure/record.ts";
+import type { QuantSpec } from "../engine/measure/quant-error.ts";
 
 declare const self: Worker;
 

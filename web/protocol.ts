@@ -1,9 +1,9 @@
 // The typed message protocol between the server (WorkerHost) and the engine worker (engine-worker.ts).
 // Every message is validated with zod on arrival, in both directions.
 import { z } from "zod";
-import { PromptSpec, SamplingSpec } from "../engine/export/record.ts";
-import { ProfilingMode, ToggleValues } from "../engine/profile.ts";
-import { WeightsOptionSchema } from "../engine/requant.ts";
+import { PromptSpec, SamplingSpec } from "../engine/measure/record.ts";
+import { ProfilingMode, ToggleValues } from "../engine/measure/profile.ts";
+import { WeightsOptionSchema } from "../engine/formats/requant.ts";
 
 export const RunSpecSchema = z.object({
   id: z.string().min(1).max(200),

@@ -4,9 +4,9 @@
 // with the same effective toggles: it can only measure zero.
 import type { Hono } from "hono";
 import { z } from "zod";
-import { ToggleValues } from "../engine/profile.ts";
-import { effectiveDefault, newProfileId } from "../engine/export/record.ts";
-import { defaultQuantHooks } from "../engine/export/quant.ts";
+import { ToggleValues } from "../engine/measure/profile.ts";
+import { effectiveDefault, newProfileId } from "../engine/measure/record.ts";
+import { defaultQuantHooks } from "../engine/measure/quant-error.ts";
 import type { EngineHost, HostEvent, ModelInfo } from "./core.ts";
 import { HttpError } from "./errors.ts";
 import type { ProfileStore } from "./store.ts";

@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { createApp } from "./app.ts";
 import { WorkerHost } from "./worker-host.ts";
-import { removeOwnTempFiles, syntheticDir } from "../engine/tempfiles.ts";
+import { removeOwnTempFiles, syntheticDir } from "../engine/io/tempfiles.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),

@@ -2,11 +2,11 @@
 // model roots. Every user-supplied name goes through confine().
 import { existsSync, mkdirSync, readdirSync, unlinkSync, writeFileSync, renameSync, lstatSync } from "node:fs";
 import { join, relative, resolve, sep } from "node:path";
-import { readProfile, writeProfile, type Profile } from "../engine/profile.ts";
-import { PromptSet } from "../engine/export/record.ts";
-import { summaryStats, SUMMARY_METRICS, type SummaryKey } from "../engine/stats.ts";
+import { readProfile, writeProfile, type Profile } from "../engine/measure/profile.ts";
+import { PromptSet } from "../engine/measure/record.ts";
+import { summaryStats, SUMMARY_METRICS, type SummaryKey } from "../engine/measure/stats.ts";
 import { confine } from "./paths.ts";
-import { readJsonFile, realInside } from "../engine/fsafe.ts";
+import { readJsonFile, realInside } from "../engine/io/fsafe.ts";
 import { HttpError } from "./errors.ts";
 
 export interface ProfileEntry {

@@ -2,9 +2,9 @@
 // its replies back into promises and event callbacks. If the worker dies, every pending request fails with a
 // clear message, the loaded model is forgotten, and the next request starts a fresh worker.
 import { z } from "zod";
-import { Profile } from "../engine/profile.ts";
-import type { RunSpec } from "../engine/export/record.ts";
-import type { QuantSpec } from "../engine/export/quant.ts";
+import { Profile } from "../engine/measure/profile.ts";
+import type { RunSpec } from "../engine/measure/record.ts";
+import type { QuantSpec } from "../engine/measure/quant-error.ts";
 import type { EngineHost, HostEvent, LoadOptions, ModelInfo, PerplexityAnswer } from "./core.ts";
 import { FromWorker, type PerplexitySpec, type ToWorker } from "./protocol.ts";
 

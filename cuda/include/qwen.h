@@ -1,5 +1,5 @@
 /*
- * qwen.h — the whole C ABI of libqwen (qwen-workbench's inference engine), version 1.
+ * qwen.h — the whole C ABI of libqwen (qwen-workbench's inference engine), version QW_ABI_VERSION (below).
  *
  * Two builds implement this header: libqwen_cpu.so (C++17 + OpenMP) and libqwen_cuda.so (nvcc).
  * The TypeScript side (engine/ffi.ts) loads one of them through bun:ffi.
@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 2
+#define QW_ABI_VERSION 3
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -136,7 +136,7 @@ QW_API int32_t qw_abi_version(void);
 /* The last error of the calling thread, "" if none. Valid until the next failing call on this thread. */
 QW_API const char *qw_last_error(void);
 
-/* JSON: {"backend":"cpu"|"cuda","abi":1,"compiler":"...","flags":"...","built":"<date>"}. Static string. */
+/* JSON: {"backend":"cpu"|"cuda","abi":QW_ABI_VERSION,"compiler":"...","flags":"...","built":"<date>"}. Static string. */
 QW_API const char *qw_build_info(void);
 
 /* The toggle registry (DESIGN.md §2 and §5) as JSON: an array of
@@ -144,6 +144,16 @@ QW_API const char *qw_build_info(void);
  *  "backends":{"cpu":[implemented values],"cuda":[implemented values]},"spec","description"}.
  * Static: the same for both libraries. */
 QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_len);
+
+/* Every name the library defines, in one JSON document (the single source the TypeScript side and the page
+ * read names from):
+ * {"abi":N,
+ *  "ops":[{"id":0,"name":"embed","cost":"<the op's FLOP/byte model in words>"},...]  (qw_op order),
+ *  "hooks":{"perLayer":["hook_resid_pre","attn.hook_q",...] (after "blocks.{L}."),"global":["hook_logits"]},
+ *  "profilingModes":[{"id":0,"name":"off"},...],
+ *  "toggles":<the array of qw_toggle_registry_json>}.
+ * Static: the same for both libraries. Added in ABI 3. */
+QW_API int32_t qw_catalog_json(char *out, uint64_t cap, uint64_t *out_len);
 
 /* Name of an op id ("embed", "attn_norm", ...); "" for an unknown id. Static string. */
 QW_API const char *qw_op_name(int32_t op);

@@ -1,5 +1,41 @@
 // test_api.cpp — API misuse returns statuses (never crashes) and leaves state unchanged; JSON protocols.
+#include "json.hpp"
 #include "refmodel.hpp"
+
+// qw_catalog_json: the shape of qwen.h, names equal to the per-id calls, toggles equal to the registry.
+static qw::Json check_catalog(const std::string &registry) {
+  uint64_t len = 0;
+  CHECK_OK(qw_catalog_json(nullptr, 0, &len));
+  std::vector<char> buf(size_t(len) + 1);
+  CHECK_OK(qw_catalog_json(buf.data(), buf.size(), &len));
+  CHECK(std::strlen(buf.data()) == len, "catalog copied whole");
+  CHECK_ST(qw_catalog_json(nullptr, 3, &len), QW_ERR_INVALID_ARGUMENT);
+  const std::string text(buf.data());
+  CHECK(text.find(",\"toggles\":" + registry + "}") != std::string::npos, "catalog toggles = registry");
+  const qw::Json c = qw::parse_json_object(text.c_str(), "catalog");
+  CHECK(c.obj.size() == 5 && c.obj[0].first == "abi" && c.obj[1].first == "ops" && c.obj[2].first == "hooks" &&
+            c.obj[3].first == "profilingModes" && c.obj[4].first == "toggles",
+        "catalog keys in order");
+  CHECK(c.get("abi")->num == QW_ABI_VERSION, "catalog abi");
+  const qw::Json &ops = *c.get("ops");
+  CHECK(ops.arr.size() == QW_OP_COUNT, "catalog ops %zu", ops.arr.size());
+  for (size_t i = 0; i < ops.arr.size(); ++i) {
+    const qw::Json &o = ops.arr[i];
+    CHECK(o.get("id")->num == double(i) && o.get("name")->str == qw_op_name(int32_t(i)), "op %zu", i);
+    CHECK(o.get("cost")->kind == qw::Json::String && o.get("cost")->str.size() > 10, "op %zu cost text", i);
+  }
+  const qw::Json &pl = *c.get("hooks")->get("perLayer"), &gl = *c.get("hooks")->get("global");
+  CHECK(pl.arr.size() == 10 && pl.arr[0].str == "hook_resid_pre" && pl.arr[1].str == "attn.hook_q" &&
+            pl.arr[9].str == "hook_resid_post",
+        "per-layer hooks");
+  CHECK(gl.arr.size() == 1 && gl.arr[0].str == "hook_logits", "global hooks");
+  const qw::Json &pm = *c.get("profilingModes");
+  CHECK(pm.arr.size() == QW_PROFILING_COUNT, "profiling modes");
+  for (size_t i = 0; i < pm.arr.size(); ++i)
+    CHECK(pm.arr[i].get("id")->num == double(i) && pm.arr[i].get("name")->str == qw_profiling_mode_name(int32_t(i)),
+          "profiling mode %zu", i);
+  return c;
+}
 
 int main() {
   char buf[8192];
@@ -16,6 +52,7 @@ int main() {
   CHECK(std::strstr(reg.data(), "\"id\":\"kivi4\"") == nullptr && std::strstr(reg.data(), "\"kivi4\"") != nullptr,
         "registry lists unimplemented values");
   CHECK_ST(qw_toggle_registry_json(nullptr, 5, &len), QW_ERR_INVALID_ARGUMENT);
+  const qw::Json catalog = check_catalog(reg.data());
   CHECK(std::string(qw_op_name(QW_OP_GATE_UP)) == "gate_up" && std::string(qw_op_name(99)) == "", "op names");
   CHECK(std::string(qw_kernel_name(-1)) == "" && std::string(qw_kernel_name(1 << 30)) == "", "kernel names");
 
@@ -183,6 +220,9 @@ int main() {
   CHECK_ST(qw_session_set_capture(s, "blocks.0.hook_nope"), QW_ERR_NOT_FOUND);
   CHECK(std::strstr(qw_last_error(), "hook_nope") != nullptr, "hook message");
   CHECK_ST(qw_session_set_capture(s, "blocks.x.hook_resid_pre"), QW_ERR_NOT_FOUND);
+  for (const auto &h : catalog.get("hooks")->get("perLayer")->arr)  // every catalog hook name is accepted
+    CHECK_OK(qw_session_set_capture(s, ("blocks.1." + h.str).c_str()));
+  for (const auto &h : catalog.get("hooks")->get("global")->arr) CHECK_OK(qw_session_set_capture(s, h.str.c_str()));
   CHECK_OK(qw_session_set_capture(s, " blocks.*.mlp.hook_post , hook_logits,"));
   CHECK_OK(qw_session_prefill(s, 0, toks, 2, &tok));
   CHECK_OK(qw_session_capture_count(s, &n));

@@ -1,12 +1,12 @@
 // A self-contained HTML report of a profile: summary, manifest, server-rendered SVG plots, the llama-bench
 // table, the per layer × op table, and the profile JSON embedded (so the data travels with the report).
 // No external script, style sheet or font: it opens offline and can be mailed around.
-import type { Profile } from "../profile.ts";
-import { latencyMatrix, profilingModeOf, type PhaseName } from "./aggregate.ts";
-import type { Ceilings } from "../roofline.ts";
+import type { Profile } from "../measure/profile.ts";
+import { latencyMatrix, profilingModeOf, type PhaseName } from "../measure/aggregate.ts";
+import type { Ceilings } from "../measure/roofline.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "./svg.ts";
 import { tableRows } from "./table.ts";
-import { fmtSpread, summaryStats } from "../stats.ts";
+import { fmtSpread, summaryStats } from "../measure/stats.ts";
 
 function esc(s: unknown): string {
   return String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -22,7 +22,7 @@ function profilingLabel(p: Profile): string {
 
 export function htmlReport(p: Profile, opts: { ceilings?: Ceilings[] } = {}): string {
   const m = p.manifest, s = p.summary, st = summaryStats(p);
-  // medians over the measured repetitions with their min–max (engine/stats.ts), as every other view shows them
+  // medians over the measured repetitions with their min–max (engine/measure/stats.ts), as every other view shows them
   const reps = Math.max(0, ...Object.values(st).map((x) => x?.n ?? 0));
   const summary: [string, string][] = [
     ["repetitions", `${reps} measured${s.warmup ? ` after ${s.warmup} warm-up` : ""} · median (min–max)`],

@@ -3,14 +3,14 @@
 // as a file, inline in the HTML report, or as an <img>.
 import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
-import type { Profile } from "../profile.ts";
-import { latencyMatrix, profilingModeOf, tokenTimeline, type Comparison, type PhaseName } from "./aggregate.ts";
+import type { Profile } from "../measure/profile.ts";
+import { latencyMatrix, profilingModeOf, tokenTimeline, type Comparison, type PhaseName } from "../measure/aggregate.ts";
 import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
   type Ceilings, type RooflineGroup,
-} from "../roofline.ts";
-import { OP_NAMES } from "../profile.ts";
-import { opColor, PALETTE, runColor } from "../palette.ts";
+} from "../measure/roofline.ts";
+import { opNames } from "../catalog.ts";
+import { opColor, PALETTE, runColor } from "./palette.ts";
 
 function doc() {
   return parseHTML("<!doctype html><html><body></body></html>").document;
@@ -92,7 +92,7 @@ export function latencySvg(p: Profile, width = 760): string {
   return compose("Latency per layer × op", subtitleOf(p), panels, legend);
 }
 
-function opDomain(): string[] { return [...OP_NAMES]; }
+function opDomain(): string[] { return opNames(); }
 
 /** Per-token latency (ms since the previous token; the first point is the TTFT). */
 export function timelineSvg(p: Profile, width = 760): string {
@@ -247,7 +247,7 @@ export function compareSvg(c: Comparison, width = 760): string {
       marginLeft: 60, marginBottom: 40,
       x: { label: `layer (${phase})`, domain: rows.map((r) => r.name) },
       y: { label: "Δ median time per step, B − A (ms)", grid: true },
-      // colour = the one significance rule (engine/stats.ts) on the per-step p10–p90 bands, as on the web page
+      // colour = the one significance rule (engine/measure/stats.ts) on the per-step p10–p90 bands, as on the web page
       marks: [Plot.barY(rows, { x: "name", y: "deltaMs", fill: (d: { status: string }) => (d.status === "faster" ? PALETTE[4] : d.status === "slower" ? PALETTE[2] : NOISE_GREY) }), Plot.ruleY([0])],
     }, width, 230));
   }

@@ -1,9 +1,9 @@
 // llama-bench-style result tables (md, csv, json, jsonl) from one or more profiles. A bench profile contributes
 // its `bench` rows; a run profile contributes a prompt-processing row (pp<N>) and a generation row (tg<N>).
 // All four formats share one schema (llama-bench's lesson: one schema, or the compare scripts break).
-import type { Profile, BenchRow } from "../profile.ts";
-import { fmtBytes } from "./aggregate.ts";
-import { summaryStats, type SummaryStat } from "../stats.ts";
+import type { Profile, BenchRow } from "../measure/profile.ts";
+import { fmtBytes } from "../measure/aggregate.ts";
+import { summaryStats, type SummaryStat } from "../measure/stats.ts";
 
 export const TABLE_FORMATS = ["md", "csv", "json", "jsonl"] as const;
 export type TableFormat = (typeof TABLE_FORMATS)[number];
@@ -58,7 +58,7 @@ export function tableRows(profiles: Profile[]): TableRow[] {
       });
       continue;
     }
-    // A run: the median over its measured repetitions with their min–max (engine/stats.ts), one sample per
+    // A run: the median over its measured repetitions with their min–max (engine/measure/stats.ts), one sample per
     // repetition, the same numbers the Profiles list, Latency cards and Compare show.
     const s = p.summary, st = summaryStats(p);
     const np = s.prefill_tokens ?? 0, ng = s.decode_tokens ?? 0;

@@ -5,8 +5,9 @@
 // on their own tracks; on the CPU backend the engine thread) and a host process (FFI calls, tokenization,
 // token emission). An engine call and its step's records share the step as correlation id: a flow arrow
 // joins each FFI call to the first record of its step.
-import { NON_MODEL_OPS, type Profile } from "../profile.ts";
-import { opRecords, stepTimeline, layerLabel } from "./aggregate.ts";
+import type { Profile } from "../measure/profile.ts";
+import { nonModelOps } from "../catalog.ts";
+import { opRecords, stepTimeline, layerLabel } from "../measure/aggregate.ts";
 
 export interface TraceEvent {
   name: string; ph: string; pid: number; tid: number; ts?: number; dur?: number; cat?: string; s?: string;
@@ -81,9 +82,10 @@ function timelineTracks(p: Profile, recs: ReturnType<typeof opRecords>, spans: N
   meta(DEVICE_PID, `${gpu ? "GPU" : "CPU engine thread"} · ${p.manifest.device.name} · profiling ${mode}`,
     [gpu ? "kernels" : "ops", "gaps", gpu ? "copies" : "pool wake-up"]);
   const firstOfStep = new Map<number, number>();
+  const nonModel = nonModelOps();
   for (const r of recs) {
     const ts = (r.tStartNs - t0) / 1e3;
-    const tid = r.op === "gap" ? 2 : NON_MODEL_OPS.has(r.op) ? 3 : 1;
+    const tid = r.op === "gap" ? 2 : nonModel.has(r.op) ? 3 : 1;
     ev.push({
       name: r.op === "gap" ? "gap" : `${r.op}${r.layer >= 0 ? ` L${r.layer}` : ""}`, cat: r.phase, ph: "X", pid: DEVICE_PID, tid, ts,
       dur: r.ns / 1e3, args: { correlation: r.step, step: r.step, layer: r.layer, op: r.op, kernel: r.kernel },

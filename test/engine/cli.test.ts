@@ -3,14 +3,14 @@ import { test, expect, describe } from "bun:test";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readProfile } from "../../engine/profile.ts";
+import { readProfile } from "../../engine/measure/profile.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 function cli(...args: string[]): { code: number; out: string; err: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, "engine/cli.ts"), ...args], { cwd: ROOT, stdin: "ignore", env: { ...process.env, QW_DEBUG: "" } });
+  const r = Bun.spawnSync([process.execPath, join(ROOT, "engine/cli/main.ts"), ...args], { cwd: ROOT, stdin: "ignore", env: { ...process.env, QW_DEBUG: "" } });
   return { code: r.exitCode ?? -1, out: r.stdout.toString(), err: r.stderr.toString() };
 }
 

@@ -3,9 +3,12 @@
 // No wall-clock bound is asserted: only that records lie inside the engine call that produced them.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openSyntheticInMemory, SessionError, type Model } from "../../engine/index.ts";
-import { OP_NAMES, type OpColumns } from "../../engine/profile.ts";
-import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/fidelity.ts";
-import { recordRun } from "../../engine/export/record.ts";
+import type { OpColumns } from "../../engine/measure/profile.ts";
+import { opNames } from "../../engine/catalog.ts";
+
+const OP_NAMES = opNames();
+import { fidelityLines, measureFidelity, stepTimes, sumCheck } from "../../engine/measure/fidelity.ts";
+import { recordRun } from "../../engine/measure/record.ts";
 import { chromeTrace } from "../../engine/export/trace.ts";
 import { htmlReport } from "../../engine/export/report.ts";
 import { latencySvg } from "../../engine/export/svg.ts";
@@ -18,7 +21,7 @@ generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 function cols(rows: [step: number, phase: number, op: string, t0: number, t1: number][]): OpColumns {
   const c: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
   for (const [step, phase, op, t0, t1] of rows) {
-    c.step.push(step); c.phase.push(phase); c.layer.push(0); c.op.push(OP_NAMES.indexOf(op as never)); c.kernel.push(0);
+    c.step.push(step); c.phase.push(phase); c.layer.push(0); c.op.push(OP_NAMES.indexOf(op)); c.kernel.push(0);
     c.t_start_ns.push(t0); c.t_end_ns.push(t1); c.flops.push(0); c.bytes.push(0); c.n_tokens.push(1);
   }
   return c;

@@ -1,7 +1,7 @@
 import { test, expect } from "bun:test";
-import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/metrics.ts";
-import { parseRegistry, validateToggleSettings, parseToggleArg } from "../../engine/toggles.ts";
-import { percentile, benchPrompt, othersShare, modelLabel } from "../../engine/bench-core.ts";
+import { tensorError, logitsError, perplexity, logSoftmax } from "../../engine/measure/metrics.ts";
+import { checkToggles, parseRegistry, validateToggleSettings, parseToggleArg, toggleSettingsProblem } from "../../engine/toggles.ts";
+import { percentile, benchPrompt, othersShare, modelLabel } from "../../engine/measure/bench-core.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
@@ -63,6 +63,32 @@ test("toggle registry and settings schema", () => {
   expect(parseToggleArg("gqa=broadcast,kvCache=f32")).toEqual({ gqa: "broadcast", kvCache: "f32" });
   expect(parseToggleArg("gqa=native/broadcast")).toEqual({ gqa: ["native", "broadcast"] });
   expect(() => parseToggleArg("gqa")).toThrow(/id=value/);
+});
+
+test("one toggle validator: the web's checkToggles and the CLI's validateToggleSettings give the same verdicts", () => {
+  const reg = parseRegistry(REG);
+  const cases: [unknown, RegExp | null][] = [
+    [{ gqa: "broadcast" }, null],
+    [{ gqa: ["native", "broadcast"] }, null],
+    [{ nope: "x" }, /^unknown toggle "nope" \(known toggles: gqa, kvCache\)$/],
+    [{ kvCache: ["f32", "f32"] }, /toggle "kvCache" is global, not a per-layer mask/],
+    [{ gqa: ["native"] }, /toggle "gqa": per-layer mask needs 2 values, got 1/],
+    [{ gqa: [] }, /per-layer mask needs 2 values, got 0/],
+    [{ kvCache: "q8" }, /kvCache \(KV-cache type\) = q8 is not on the cpu backend \(the cuda backend has it/],
+    [{ kvCache: "f64" }, /"f64" is not one of bf16, f32, q8, kivi4/],
+    [{ ["__proto__"]: "x" }, /refused/],
+    [JSON.parse('{"__proto__": "x"}'), /refused/],
+    [{ gqa: "nat\u0000ive" }, /refused/],
+  ];
+  for (const [settings, want] of cases) {
+    const web = checkToggles(reg, settings as never, 2, "cpu");
+    const lib = toggleSettingsProblem(reg, settings, { backend: "cpu", nLayers: 2 });
+    expect(web).toBe(lib);
+    if (want) {
+      expect(lib).toMatch(want);
+      expect(() => validateToggleSettings(reg, settings, { backend: "cpu", nLayers: 2 })).toThrow(want);
+    } else expect(lib).toBeNull();
+  }
 });
 
 test("bench helpers", () => {

@@ -1,9 +1,11 @@
-// One categorical palette (engine/palette.ts) for every plot and export: distinct colours, one per op, stable.
+// One categorical palette (engine/export/palette.ts) for every plot and export: distinct colours, one per op, stable.
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { deltaE, opColor, PALETTE, paletteDoc, runColor } from "../../engine/palette.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import { deltaE, opColor, PALETTE, paletteDoc, runColor } from "../../engine/export/palette.ts";
+import { opNames } from "../../engine/catalog.ts";
+
+const OP_NAMES = opNames();
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
@@ -24,7 +26,7 @@ test("palette: >= 12 colours, every pair clearly distinct (ΔE*76 >= 20) and vis
   expect(deltaE(opColor("gate_up"), opColor("final_norm"))).toBeGreaterThanOrEqual(20);
 });
 
-test("op colours: one distinct colour per op, a fixed mapping (index in OP_NAMES)", () => {
+test("op colours: one distinct colour per op, a fixed mapping (index in the catalog's op list)", () => {
   const colours = OP_NAMES.map(opColor);
   expect(new Set(colours).size).toBe(OP_NAMES.length);
   OP_NAMES.forEach((op, i) => expect(opColor(op)).toBe(PALETTE[i]));

@@ -5,12 +5,12 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { EngineSession } from "../../engine/api.ts";
-import { logitsError, perplexity as refPerplexity } from "../../engine/metrics.ts";
+import { logitsError, perplexity as refPerplexity } from "../../engine/measure/metrics.ts";
 import {
   coarseKl, measurePerplexity, perplexityWindows, ReferenceReader, rowLogSumExp, rowTopK,
-} from "../../engine/perplexity.ts";
-import { runPerplexity, textTokens } from "../../engine/perplexity-run.ts";
-import { brownDocuments, brownText, detokenize } from "../../engine/brown.ts";
+} from "../../engine/measure/perplexity.ts";
+import { runPerplexity, textTokens } from "../../engine/measure/perplexity-run.ts";
+import { brownDocuments, brownText, detokenize } from "../../engine/text/brown.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -177,7 +177,7 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU engine (embedded model)", () => 
     const text = join(dir, "t.txt"), ref = join(dir, "cli.qwkl");
     writeFileSync(text, brownDocuments("validation")[0].text);
     const cli = (...args: string[]) => {
-      const r = Bun.spawnSync([process.execPath, join(ROOT, "engine/cli.ts"), ...args], { cwd: ROOT, stdin: "ignore", env: { ...process.env, QW_DEBUG: "" } });
+      const r = Bun.spawnSync([process.execPath, join(ROOT, "engine/cli/main.ts"), ...args], { cwd: ROOT, stdin: "ignore", env: { ...process.env, QW_DEBUG: "" } });
       return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
     };
     const args = ["perplexity", "--text", text, "--ctx", "128", "--max-tokens", "600", "--backend", "cpu", "--threads", "2",

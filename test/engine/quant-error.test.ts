@@ -6,11 +6,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
-import { compareCaptures, recordQuantError, sameShapes } from "../../engine/export/quant.ts";
-import { convertModel, tokenizerGgufMetadata } from "../../engine/convert.ts";
-import { convertToGguf, openModelSource } from "../../engine/modelfile.ts";
-import { GGML_TYPE } from "../../engine/gguf.ts";
-import { Profile } from "../../engine/profile.ts";
+import { compareCaptures, recordQuantError, sameShapes } from "../../engine/measure/quant-error.ts";
+import { convertModel, tokenizerGgufMetadata } from "../../engine/formats/convert.ts";
+import { convertToGguf, openModelSource } from "../../engine/formats/modelfile.ts";
+import { GGML_TYPE } from "../../engine/formats/gguf.ts";
+import { Profile } from "../../engine/measure/profile.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)

@@ -10,9 +10,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openModel } from "../../engine/index.ts";
-import { openModelSource, ggufToHfName } from "../../engine/modelfile.ts";
-import { dequantize } from "../../engine/quant.ts";
-import { writeSyntheticGguf } from "../../engine/synthetic.ts";
+import { openModelSource, ggufToHfName } from "../../engine/formats/modelfile.ts";
+import { dequantize } from "../../engine/formats/quant.ts";
+import { writeSyntheticGguf } from "../../engine/synth/synthetic.ts";
 import { argmax, Qwen2Reference, type RefWeights } from "../reference/qwen2-ref.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt, referenceFor, tinyTestSpec } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
@@ -148,7 +148,7 @@ describe.skipIf(!cpuLibraryBuilt())("engine vs fp64 reference (tiny synthetic, f
 });
 
 // Quantized weights end to end: a tiny synthetic GGUF written as q8_0 and as the q4_k_m mix (Q4_K, Q6_K) is loaded
-// by the engine; the fp64 reference runs on the same weights dequantized in TypeScript (engine/quant.ts). Because
+// by the engine; the fp64 reference runs on the same weights dequantized in TypeScript (engine/formats/quant.ts). Because
 // the engine's GGUF -> native conversion is exact, the logits must agree to fp32 accuracy (1e-4), not merely to
 // quantization accuracy.
 

@@ -1,15 +1,15 @@
-// The `weights` model option (engine/requant.ts, cuda/src/opt/weights/requant.cpp) on the CPU engine:
+// The `weights` model option (engine/formats/requant.ts, cuda/src/opt/weights/requant.cpp) on the CPU engine:
 // logits of q8 / q4 / bf16 / per-layer-mixed models against the fp64 reference forward (test/reference) run
 // on the same weights requantized by the TypeScript port (tolerance 1e-4 as in reference-forward.test.ts:
 // both sides see identical weight values, only fp32 accumulation differs); the TS port's error bounds;
 // the option's errors on every surface (openModel, the session toggle, the CLI form).
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openSyntheticInMemory, type Model } from "../../engine/index.ts";
-import { generateTensor, tensorList } from "../../engine/synthetic.ts";
+import { generateTensor, tensorList } from "../../engine/synth/synthetic.ts";
 import {
   checkWeightsOption, layerFormats, optionFromToggle, parseWeightsArg, projectionOf, requantize, sqnr, weightsLabel,
   type WeightsOption,
-} from "../../engine/requant.ts";
+} from "../../engine/formats/requant.ts";
 import { Qwen2Reference, type RefWeights } from "../reference/qwen2-ref.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt, tinyTestSpec } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";

@@ -1,12 +1,12 @@
-// engine/roofline.ts: device grouping, the mixed-device warning, label placement, the cache explanation of points
+// engine/measure/roofline.ts: device grouping, the mixed-device warning, label placement, the cache explanation of points
 // above the DRAM roof, and the server SVG over the committed CPU and H200 profiles.
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { readProfile } from "../../engine/profile.ts";
+import { readProfile } from "../../engine/measure/profile.ts";
 import {
   aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, mixedDeviceWarning, parseCeilings, placeLabels, rooflinePoints,
-} from "../../engine/roofline.ts";
+} from "../../engine/measure/roofline.ts";
 import { rooflineSvg } from "../../engine/export/svg.ts";
 import { generousTimeout } from "../setup.ts";
 

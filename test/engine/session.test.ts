@@ -3,7 +3,7 @@
 // EOS / stop tokens, maxTokens, AbortSignal, UTF-8-safe text), op records and activation captures.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, openSyntheticInMemory, QwenError, SessionError, type Model } from "../../engine/index.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import { opNames } from "../../engine/catalog.ts";
 import type { GenerateEvent } from "../../engine/api.ts";
 import { cpuLibraryBuilt, prompt, tinyTestSpec } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
@@ -222,9 +222,9 @@ describe.skipIf(!cpuLibraryBuilt())("session API (CPU)", () => {
     const n = r.ops.op.length;
     expect(n).toBeGreaterThan(20);
     for (const k of Object.keys(r.ops) as (keyof typeof r.ops)[]) expect(r.ops[k]!.length).toBe(n);
-    const names = new Set(r.ops.op.map((o) => OP_NAMES[o]));
+    const names = new Set(r.ops.op.map((o) => opNames()[o]));
     for (const op of ["embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "ffn_norm", "gate_up", "down", "lm_head", "sample"]) {
-      expect(names.has(op as (typeof OP_NAMES)[number])).toBe(true);
+      expect(names.has(op)).toBe(true);
     }
     expect(new Set(r.ops.phase)).toEqual(new Set([0, 1]));
     const L = syn.config.num_hidden_layers;
@@ -234,7 +234,7 @@ describe.skipIf(!cpuLibraryBuilt())("session API (CPU)", () => {
       expect(r.ops.t_end_ns[i]).toBeGreaterThanOrEqual(r.ops.t_start_ns[i]);
       expect(r.kernels[r.ops.kernel[i]]).toBeTruthy();
     }
-    const qkv = r.ops.op.findIndex((o, i) => OP_NAMES[o] === "qkv" && r.ops.phase[i] === 1);
+    const qkv = r.ops.op.findIndex((o, i) => opNames()[o] === "qkv" && r.ops.phase[i] === 1);
     const c = syn.config;
     // decode qkv: 2 * H * (q + 2 kv) flops (+ bias), for 1 token
     const expected = 2 * c.hidden_size * (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim;

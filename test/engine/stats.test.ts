@@ -1,16 +1,16 @@
-// One statistic everywhere (engine/stats.ts): summaries are the median over measured repetitions (not the last
+// One statistic everywhere (engine/measure/stats.ts): summaries are the median over measured repetitions (not the last
 // one), with their spread; one significance rule drives ablate, compare.ts and the web Compare page.
 import { describe, expect, test, afterAll } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compareSummaries, spreadOf, summaryStats, verdict, type Spread } from "../../engine/stats.ts";
-import { recordRun, type RecordResult } from "../../engine/export/record.ts";
-import { mergeResults } from "../../engine/export/passes.ts";
-import { compareProfiles } from "../../engine/export/aggregate.ts";
+import { compareSummaries, spreadOf, summaryStats, verdict, type Spread } from "../../engine/measure/stats.ts";
+import { recordRun, type RecordResult } from "../../engine/measure/record.ts";
+import { mergeResults } from "../../engine/measure/passes.ts";
+import { compareProfiles } from "../../engine/measure/aggregate.ts";
 import { tableRows } from "../../engine/export/table.ts";
 import { htmlReport } from "../../engine/export/report.ts";
-import { readProfile, statOf, type Profile } from "../../engine/profile.ts";
+import { readProfile, statOf, type Profile } from "../../engine/measure/profile.ts";
 import { ProfileStore } from "../../web/store.ts";
 import { makeFakeOpenModel } from "../web/fake-engine.ts";
 import { generousTimeout } from "../setup.ts";

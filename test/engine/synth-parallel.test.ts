@@ -1,4 +1,4 @@
-// The parallel synthetic writer (engine/synth-pool.ts + engine/synth-worker.ts): byte-identical files to the
+// The parallel synthetic writer (engine/synth/pool.ts + engine/synth/worker.ts): byte-identical files to the
 // sequential in-process path, RNG jump-ahead equal to stepping, row chunks (odd lengths included) equal to the
 // sequential stream, worker errors that reject (no hang, no file left), and a timing print.
 import { test, expect, describe } from "bun:test";
@@ -9,8 +9,8 @@ import { join } from "node:path";
 import {
   encodeTensor, encodeTensorRows, synthSpec, tensorChunks, tensorProducers, writeSyntheticGguf, writeSyntheticHf, Xoshiro128,
   type SynthTensor, type SynthType,
-} from "../../engine/synthetic.ts";
-import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "../../engine/synth-pool.ts";
+} from "../../engine/synth/synthetic.ts";
+import { OrderedEncoder, SynthPool, synthWorkerCount, type ScheduledTensor } from "../../engine/synth/pool.ts";
 import { GGML } from "../../engine/ffi.ts";
 import { generousTimeout } from "../setup.ts";
 

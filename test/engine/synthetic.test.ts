@@ -8,11 +8,11 @@ import { join } from "node:path";
 import {
   encodeFloat, encodeTensor, f32ToBf16Bits, f32ToF16Bits, generateTensor, paramCount, planType, PRESETS, synthSpec, tensorList,
   writeSyntheticGguf, writeSyntheticHf,
-} from "../../engine/synthetic.ts";
+} from "../../engine/synth/synthetic.ts";
 import { GGML } from "../../engine/ffi.ts";
 import { openModel, openSyntheticInMemory } from "../../engine/index.ts";
-import { openModelSource } from "../../engine/modelfile.ts";
-import { openGguf } from "../../engine/gguf.ts";
+import { openModelSource } from "../../engine/formats/modelfile.ts";
+import { openGguf } from "../../engine/formats/gguf.ts";
 import { cpuLibraryBuilt, maxAbsDiff, prompt } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 

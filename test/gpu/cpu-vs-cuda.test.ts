@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
-import { NON_MODEL_OPS, OP_NAMES } from "../../engine/profile.ts";
+import { nonModelOps, opNames } from "../../engine/catalog.ts";
 import { REPO, noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -170,10 +170,10 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
       for (let i = 0; i < 3; i++) t = s.decode([0], [t])[0]; // kernels: the first step captures the traced graph
       const r = s.takeRecords();
       s.close();
-      const ops = new Set(r.ops.op.map((o) => OP_NAMES[o]));
+      const ops = new Set(r.ops.op.map((o) => opNames()[o]));
       for (const o of ["embed", "qkv", "attention", "o_proj", "gate_up", "down", "lm_head", "sample"]) expect(ops.has(o as never)).toBe(true);
       // RoPE: its own record, or fused into the qkv projection (a qkv record whose kernel name says "rope")
-      const qkvKernels = r.ops.op.flatMap((o, i) => (OP_NAMES[o] === "qkv" ? [r.kernels[r.ops.kernel[i]] ?? ""] : []));
+      const qkvKernels = r.ops.op.flatMap((o, i) => (opNames()[o] === "qkv" ? [r.kernels[r.ops.kernel[i]] ?? ""] : []));
       const ropeFused = qkvKernels.some((k) => /rope/i.test(k));
       if (!ops.has("rope" as never)) console.log(`[cuda] no rope record; qkv kernels: ${[...new Set(qkvKernels)].join(", ")}`);
       expect(ops.has("rope" as never) || ropeFused).toBe(true);
@@ -184,7 +184,7 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
       expect(steps.length).toBe(3);
       for (const step of steps) {
         const idx = r.ops.step.flatMap((v, i) => (v === step ? [i] : []));
-        const modelOps = idx.filter((i) => !NON_MODEL_OPS.has(OP_NAMES[r.ops.op[i]]));
+        const modelOps = idx.filter((i) => !nonModelOps().has(opNames()[r.ops.op[i]]));
         // every model op once per step (kernels: its first kernel carries the op's analytic cost)
         expect(modelOps.filter((i) => r.ops.bytes[i] > 0).length).toBe(1 + 6 * gpu.config.num_hidden_layers - (ops.has("rope" as never) ? 0 : gpu.config.num_hidden_layers) + 2);
         for (const i of idx) expect(r.ops.t_end_ns[i]).toBeGreaterThanOrEqual(r.ops.t_start_ns[i]);
@@ -214,7 +214,7 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
     // kernel names are the graph's (variant · kernel), not eager launches
     const decodeSteps = new Set(k.r.ops.step.filter((_, i) => k.r.ops.phase[i] === 1));
     expect(decodeSteps.size).toBe(16);
-    const copies = k.r.ops.op.filter((o, i) => OP_NAMES[o] === "memcpy" && k.r.ops.phase[i] === 1).length;
+    const copies = k.r.ops.op.filter((o, i) => opNames()[o] === "memcpy" && k.r.ops.phase[i] === 1).length;
     expect(copies).toBe(2 * 16);
   });
 

@@ -5,7 +5,7 @@
 // Decode (the dequantizing GEMV, group 128) sees the exact weights. Skips without a GPU.
 import { afterAll, describe, expect, test } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
-import type { WeightsOption } from "../../engine/requant.ts";
+import type { WeightsOption } from "../../engine/formats/requant.ts";
 import { noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 

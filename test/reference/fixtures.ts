@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Qwen2Reference, type RefWeights } from "./qwen2-ref.ts";
-import { synthSpec, tensorList, generateTensor, type SynthSpec } from "../../engine/synthetic.ts";
+import { synthSpec, tensorList, generateTensor, type SynthSpec } from "../../engine/synth/synthetic.ts";
 import type { QwenConfig } from "../../engine/api.ts";
 
 export const ROOT = join(import.meta.dir, "..", "..");

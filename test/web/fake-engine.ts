@@ -3,8 +3,8 @@
 import type {
   EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
 } from "../../engine/api.ts";
-import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/profile.ts";
-import { OP_NAMES } from "../../engine/profile.ts";
+import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/measure/profile.ts";
+import { opIndex } from "../../engine/catalog.ts";
 
 export interface FakeOptions {
   failOpen?: boolean;
@@ -84,7 +84,7 @@ class FakeSession implements EngineSession {
     const s = this.step++;
     const push = (layer: number, op: string, us: number, flops: number, bytes: number) => {
       const c = this.cols;
-      c.step.push(s); c.phase.push(phase); c.layer.push(layer); c.op.push(OP_NAMES.indexOf(op as never)); c.kernel.push(layer < 0 ? 0 : 1);
+      c.step.push(s); c.phase.push(phase); c.layer.push(layer); c.op.push(opIndex(op)); c.kernel.push(layer < 0 ? 0 : 1);
       const dur = Math.round(us * 1000 * (phase === 0 ? Math.max(1, n / 4) : 1));
       c.t_start_ns.push(this.clock); this.clock += dur; c.t_end_ns.push(this.clock); this.clock += 200;
       c.flops.push(flops * n); c.bytes.push(bytes); c.n_tokens.push(n);

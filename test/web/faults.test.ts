@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fakeApp, readSse, json } from "./helpers.ts";
 import { EngineCore, LocalHost, type LoadOptions } from "../../web/core.ts";
 import { makeFakeOpenModel } from "./fake-engine.ts";
-import { parsePromptSet } from "../../engine/export/record.ts";
+import { parsePromptSet } from "../../engine/measure/record.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)

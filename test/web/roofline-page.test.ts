@@ -3,7 +3,7 @@
 import { expect, test } from "bun:test";
 // @ts-expect-error plain browser ES module without types
 import { rooflineFigure, ROOF_TOP_LABELS } from "../../web/public/roofline.js";
-import { PALETTE } from "../../engine/palette.ts";
+import { PALETTE } from "../../engine/export/palette.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)

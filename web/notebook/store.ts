@@ -2,7 +2,7 @@
 // every path is confined to the notebooks folder. Writes are atomic (temp file + rename).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { writeAll, writeFileAtomic } from "../../engine/gguf.ts";
+import { writeAll, writeFileAtomic } from "../../engine/formats/gguf.ts";
 import {
   matchOutputs, NOTEBOOK_EXT, OUTPUTS_EXT, outputsFile, parseNotebook, parseOutputs, serializeNotebook,
   type Cell, type CellOutputs, type Output,

@@ -81,7 +81,7 @@ const effDefault = (d) => {
   return impl.includes(d.default) ? d.default : (impl[0] ?? d.default);
 };
 
-// weights is a load-time option (engine/requant.ts): shown as the loaded model has it (one value or one per
+// weights is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
 // layer); a run that picks another value makes the server reload the model with it.
 const curOf = (d) => (d.id === "weights" && state.model?.weights !== undefined ? state.model.weights : effDefault(d));
 const sameVal = (a, b) => {

@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "catalog.hpp"
 #include "convert.hpp"
+#include "cost.hpp"
 #include "hooks.hpp"
 #include "json.hpp"
 #include "registry.hpp"
@@ -98,12 +100,6 @@ KernelNames &kernel_names() {
   static KernelNames *k = new KernelNames();  // never destroyed: names stay valid during static teardown
   return *k;
 }
-
-const char *const kOpNames[QW_OP_COUNT] = {"embed",   "attn_norm", "qkv",    "rope",       "attention",
-                                           "o_proj",  "residual",  "ffn_norm", "gate_up",  "swiglu",
-                                           "down",    "final_norm", "lm_head", "sample",   "fused",
-                                           "gap",     "memcpy",    "pool_wake"};
-const char *const kProfilingModeNames[QW_PROFILING_COUNT] = {"off", "events", "kernels"};
 
 constexpr size_t kRecordCap = size_t(4) << 20;  // 4M records (256 MiB) before the oldest are dropped
 
@@ -307,16 +303,18 @@ QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_le
   return guard([&] { copy_out(qw::toggle_registry_json(), out, cap, out_len); });
 }
 
-QW_API const char *qw_op_name(int32_t op) { return (op >= 0 && op < QW_OP_COUNT) ? kOpNames[op] : ""; }
+QW_API int32_t qw_catalog_json(char *out, uint64_t cap, uint64_t *out_len) {
+  return guard([&] { copy_out(qw::catalog_json(), out, cap, out_len); });
+}
+
+QW_API const char *qw_op_name(int32_t op) { return qw::op_name(op); }
 
 QW_API int64_t qw_clock_ns(void) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-QW_API const char *qw_profiling_mode_name(int32_t mode) {
-  return (mode >= 0 && mode < QW_PROFILING_COUNT) ? kProfilingModeNames[mode] : "";
-}
+QW_API const char *qw_profiling_mode_name(int32_t mode) { return qw::profiling_mode_name(mode); }
 
 QW_API const char *qw_kernel_name(int32_t kernel) { return kernel_names().name(kernel); }
 

@@ -59,4 +59,38 @@ OpCost cost_attention(const std::vector<int32_t> &pos0, const std::vector<int32_
 
 OpCost cost_sample(int64_t rows, int64_t vocab) { return {5.0 * double(rows * vocab), 4.0 * double(rows * vocab)}; }
 
+namespace {
+#define QW_MATMUL_COST                                                                                   \
+  "matmul per weight: flops 2*T*rows*cols (+T*rows with bias); bytes rows*cols*weight bytes/elem (+4*rows " \
+  "bias) + act*T*(cols+rows)"
+#define QW_NORM_COST "rmsnorm: flops 4*T*H; bytes 2*act*T*H + 4*H (weight)"
+const OpInfo kOps[QW_OP_COUNT] = {
+    {"embed", "gather: bytes T*H*(weight bytes/elem + act) + 4*T (ids); flops 2*T*H when W8/W4 (dequantize), else 0"},
+    {"attn_norm", QW_NORM_COST},
+    {"qkv", QW_MATMUL_COST " (q, k and v summed)"},
+    {"rope", "neox rotation: flops 3*T*(nH+nKV)*d; bytes 2*act*T*(nH+nKV)*d + 8*T*d/2 (cos/sin)"},
+    {"attention",
+     "causal, per sequence: flops nH*keys*(4d+5) with keys = n*p0 + n(n+1)/2; bytes K,V read once per kv head "
+     "2*(p0+n)*nKV*d*kv + new K,V written 2*n*nKV*d*kv + q in, z out 2*n*nH*d*act"},
+    {"o_proj", QW_MATMUL_COST},
+    {"residual", "add: flops T*H; bytes 3*act*T*H"},
+    {"ffn_norm", QW_NORM_COST},
+    {"gate_up", QW_MATMUL_COST " (gate and up summed)"},
+    {"swiglu", "silu(g)*u: flops 5*T*F; bytes 3*act*T*F"},
+    {"down", QW_MATMUL_COST},
+    {"final_norm", QW_NORM_COST},
+    {"lm_head", QW_MATMUL_COST " (rows = vocab, T = rows whose logits are needed)"},
+    {"sample", "flops 5*rows*vocab; bytes 4*rows*vocab"},
+    {"fused", "the sum of the models of the ops it fuses (the kernel name says which)"},
+    {"gap", "none: time when no op ran (flops 0, bytes 0)"},
+    {"memcpy", "none: a host<->device copy of step parameters or results (flops 0, bytes 0)"},
+    {"pool_wake", "none: waking the CPU worker pool (flops 0, bytes 0)"},
+};
+#undef QW_MATMUL_COST
+#undef QW_NORM_COST
+}  // namespace
+
+const OpInfo &op_info(int32_t op) { return kOps[op]; }
+const char *op_name(int32_t op) { return (op >= 0 && op < QW_OP_COUNT) ? kOps[op].name : ""; }
+
 }  // namespace qw

@@ -29,4 +29,13 @@ OpCost cost_attention(const std::vector<int32_t> &pos0, const std::vector<int32_
                       int64_t n_kv_heads, int64_t head_dim, double kv_bytes, double act_bytes);
 OpCost cost_sample(int64_t rows, int64_t vocab);
 
+// One line per qw_op: its name (qw_op_name) and, in words, the model above that its records use
+// (qw_catalog_json "ops"). Kept beside the formulas so the text and the arithmetic change together.
+struct OpInfo {
+  const char *name;
+  const char *cost;
+};
+const OpInfo &op_info(int32_t op);  // op in [0, QW_OP_COUNT); see op_name for unchecked ids
+const char *op_name(int32_t op);    // "" for an unknown id
+
 }  // namespace qw

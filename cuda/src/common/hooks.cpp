@@ -17,6 +17,8 @@ std::string trim(const std::string &s) {
 }
 }  // namespace
 
+const char *hook_suffix(Hook h) { return kSuffix[h]; }
+
 std::string hook_name(Hook h, int32_t layer) {
   if (h == HOOK_LOGITS) return "hook_logits";
   return "blocks." + std::to_string(layer) + "." + kSuffix[h];

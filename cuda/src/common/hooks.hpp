@@ -14,6 +14,8 @@ struct HookRef {
 };
 
 std::string hook_name(Hook h, int32_t layer);
+// The name of hook `h` after "blocks.{L}." (per-layer hooks), or "hook_logits" for HOOK_LOGITS.
+const char *hook_suffix(Hook h);
 // Parses a comma-separated list (spaces around names ignored, "" = none), expands "*" to every layer,
 // drops duplicates (keeping the first), and returns the hooks in the order given. Throws QW_ERR_NOT_FOUND
 // naming the first unknown hook or out-of-range layer.

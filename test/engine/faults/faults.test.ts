@@ -3,8 +3,8 @@
 import { describe, expect, test, afterAll } from "bun:test";
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
-import { openModelSource } from "../../../engine/modelfile.ts";
-import { openGguf } from "../../../engine/gguf.ts";
+import { openModelSource } from "../../../engine/formats/modelfile.ts";
+import { openGguf } from "../../../engine/formats/gguf.ts";
 import { tinyConfig, tinyGguf, tinyHfDir, tmpDir } from "../formats/helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

@@ -3,7 +3,7 @@
 //   bun truncate-child.ts source <path> <fileToTruncate>   — openModelSource, truncate, read every tensor
 //   bun truncate-child.ts load <path> <fileToTruncate>     — openModel (CPU engine), truncate on the first progress
 import { truncateSync } from "node:fs";
-import { openModelSource } from "../../../engine/modelfile.ts";
+import { openModelSource } from "../../../engine/formats/modelfile.ts";
 
 const [mode, path, victim] = process.argv.slice(2);
 const report = (o: object) => console.log(JSON.stringify(o));

@@ -3,8 +3,8 @@
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
-import { encodeGguf, GGML_TYPE, openGguf, parseGguf } from "../../../engine/gguf.ts";
-import { openSafetensors } from "../../../engine/safetensors.ts";
+import { encodeGguf, GGML_TYPE, openGguf, parseGguf } from "../../../engine/formats/gguf.ts";
+import { openSafetensors } from "../../../engine/formats/safetensors.ts";
 import { tmpDir } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

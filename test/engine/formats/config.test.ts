@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as nodePath from "node:path";
-import { configFromGguf, configFromHf, ggufMetadataForConfig, shortestF32, validateQwenConfig } from "../../../engine/config.ts";
-import { encodeGguf, gv, parseGguf } from "../../../engine/gguf.ts";
+import { configFromGguf, configFromHf, ggufMetadataForConfig, shortestF32, validateQwenConfig } from "../../../engine/formats/config.ts";
+import { encodeGguf, gv, parseGguf } from "../../../engine/formats/gguf.ts";
 import { tinyConfig, tinyGguf } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

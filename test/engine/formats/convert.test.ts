@@ -1,10 +1,10 @@
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
-import { GGML_TYPE, gv } from "../../../engine/gguf.ts";
-import { convertToGguf, convertToSafetensors, openModelSource, retypeModel, tensorF32, tensorTable } from "../../../engine/modelfile.ts";
-import { errorStats, f32ArrayToBf16 } from "../../../engine/quant.ts";
-import { encodeSafetensors } from "../../../engine/safetensors.ts";
+import { GGML_TYPE, gv } from "../../../engine/formats/gguf.ts";
+import { convertToGguf, convertToSafetensors, openModelSource, retypeModel, tensorF32, tensorTable } from "../../../engine/formats/modelfile.ts";
+import { errorStats, f32ArrayToBf16 } from "../../../engine/formats/quant.ts";
+import { encodeSafetensors } from "../../../engine/formats/safetensors.ts";
 import { gaussian, rng, tinyConfig, tmpDir } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

@@ -3,11 +3,11 @@
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
-import { configFromGguf } from "../../../engine/config.ts";
-import { encodeGguf, GGML_TYPE, ggmlTensorBytes, GGUF_VALUE, gv, isSupportedGgmlType, openGguf, parseGguf, type GgufFile } from "../../../engine/gguf.ts";
-import { tensorTable, validateTensors } from "../../../engine/modelfile.ts";
-import { dequantize } from "../../../engine/quant.ts";
-import { encodeSafetensors, openSafetensors, parseSafetensors } from "../../../engine/safetensors.ts";
+import { configFromGguf } from "../../../engine/formats/config.ts";
+import { encodeGguf, GGML_TYPE, ggmlTensorBytes, GGUF_VALUE, gv, isSupportedGgmlType, openGguf, parseGguf, type GgufFile } from "../../../engine/formats/gguf.ts";
+import { tensorTable, validateTensors } from "../../../engine/formats/modelfile.ts";
+import { dequantize } from "../../../engine/formats/quant.ts";
+import { encodeSafetensors, openSafetensors, parseSafetensors } from "../../../engine/formats/safetensors.ts";
 import { randomBytes, rng, tinyConfig, tinyGguf, tmpDir } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 
@@ -176,7 +176,7 @@ test(`fuzz: ${N_FILE} mutated files through the mmap path`, () => {
 });
 
 test("fuzz: 1000 mutated config.json objects give a config or an Error", async () => {
-  const { configFromHf } = await import("../../../engine/config.ts");
+  const { configFromHf } = await import("../../../engine/formats/config.ts");
   const base = await Bun.file(nodePath.join(import.meta.dir, "../../fixtures/tiny-qwen2-brown-config.json")).json() as Record<string, unknown>;
   const r = rng(555);
   const values: unknown[] = [0, -1, 1, 3, 2.5, 1e308, NaN, null, "", "qwen2", "llama", true, [], {}, [1, 2], { rope_theta: 5 }, 2 ** 53, 151936];

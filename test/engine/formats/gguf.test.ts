@@ -4,7 +4,7 @@ import * as nodePath from "node:path";
 import {
   encodeGguf, GGML_TYPE, ggmlTensorBytes, ggmlTypeName, ggmlTypeSize, GGUF_VALUE, gv, inferKV, layoutGguf, openGguf,
   parseGguf, SUPPORTED_GGML_TYPES, writeGguf, type GgufKV,
-} from "../../../engine/gguf.ts";
+} from "../../../engine/formats/gguf.ts";
 import { randomBytes, rng, tmpDir } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

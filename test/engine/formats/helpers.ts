@@ -3,10 +3,10 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as nodePath from "node:path";
 import type { QwenConfig } from "../../../engine/api.ts";
-import { ggufMetadataForConfig } from "../../../engine/config.ts";
-import { encodeGguf, GGML_TYPE, ggmlTensorBytes, gv, GGUF_VALUE, type GgufKV } from "../../../engine/gguf.ts";
-import { tensorTable } from "../../../engine/modelfile.ts";
-import { encodeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "../../../engine/safetensors.ts";
+import { ggufMetadataForConfig } from "../../../engine/formats/config.ts";
+import { encodeGguf, GGML_TYPE, ggmlTensorBytes, gv, GGUF_VALUE, type GgufKV } from "../../../engine/formats/gguf.ts";
+import { tensorTable } from "../../../engine/formats/modelfile.ts";
+import { encodeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "../../../engine/formats/safetensors.ts";
 
 /** mulberry32: a small deterministic PRNG, uniform in [0, 1). */
 export function rng(seed: number): () => number {

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
-import { GGML_TYPE } from "../../../engine/gguf.ts";
-import { ggufToHfName, hfToGgufName, openModelSource, tensorTable, validateTensors } from "../../../engine/modelfile.ts";
+import { GGML_TYPE } from "../../../engine/formats/gguf.ts";
+import { ggufToHfName, hfToGgufName, openModelSource, tensorTable, validateTensors } from "../../../engine/formats/modelfile.ts";
 import { tinyConfig, tinyGguf, tinyHfDir, tmpDir } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

@@ -2,8 +2,8 @@
 // values, and our dequantization equals gguf.quants.dequantize bit for bit. Fixtures: fixtures/make_pygguf.py.
 import { expect, test } from "bun:test";
 import * as nodePath from "node:path";
-import { GGML_TYPE, GGUF_VALUE, openGguf } from "../../../engine/gguf.ts";
-import { dequantize } from "../../../engine/quant.ts";
+import { GGML_TYPE, GGUF_VALUE, openGguf } from "../../../engine/formats/gguf.ts";
+import { dequantize } from "../../../engine/formats/quant.ts";
 import { generousTimeout } from "../../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)

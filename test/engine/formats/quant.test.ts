@@ -2,11 +2,11 @@
 // ggml reference formulas (kernel-brief §2.3) written here with DataView and Math.pow; quantizers are checked
 // for valid blocks and bounded reconstruction error.
 import { describe, expect, test } from "bun:test";
-import { GGML_TYPE, ggmlTypeName, ggmlTypeSize } from "../../../engine/gguf.ts";
+import { GGML_TYPE, ggmlTypeName, ggmlTypeSize } from "../../../engine/formats/gguf.ts";
 import {
   bf16ToF32, chooseQuantType, dequantize, errorStats, f16ToF32, f32ArrayToBf16, f32ArrayToF16, f32ToBf16, f32ToF16,
   quantize,
-} from "../../../engine/quant.ts";
+} from "../../../engine/formats/quant.ts";
 import { gaussian, randomBytes, rng } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

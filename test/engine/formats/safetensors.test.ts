@@ -4,7 +4,7 @@ import * as nodePath from "node:path";
 import {
   encodeSafetensors, openSafetensors, openSafetensorsDir, parseSafetensors, writeSafetensors, writeSafetensorsSharded,
   type SafetensorsWriteTensor,
-} from "../../../engine/safetensors.ts";
+} from "../../../engine/formats/safetensors.ts";
 import { randomBytes, rng, tmpDir } from "./helpers.ts";
 import { generousTimeout } from "../../setup.ts";
 

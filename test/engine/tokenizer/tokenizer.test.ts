@@ -1,11 +1,11 @@
-// Tokenizer parity: engine/tokenizer.ts against Hugging Face ids (golden.json, golden-ids.json when present),
+// Tokenizer parity: engine/text/tokenizer.ts against Hugging Face ids (golden.json, golden-ids.json when present),
 // against @huggingface/tokenizers (HF's JS port) on the corpus, round trips, streaming decode, GGUF metadata.
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { QwenTokenizer, loadQwenTokenizer, loadTokenizerDir, MODELS_DIR, TOKEN_TYPE, QWEN2_PATTERN } from "../../../engine/tokenizer.ts";
-import { CHATML_TEMPLATE } from "../../../engine/chat.ts";
+import { QwenTokenizer, loadQwenTokenizer, loadTokenizerDir, MODELS_DIR, TOKEN_TYPE, QWEN2_PATTERN } from "../../../engine/text/tokenizer.ts";
+import { CHATML_TEMPLATE } from "../../../engine/text/chat.ts";
 import type { EngineModel } from "../../../engine/api.ts";
 import { pseudoWords } from "../../../notebooks/tokenizer-bench.ts";
 import { generousTimeout } from "../../setup.ts";
@@ -250,7 +250,7 @@ describe("GGUF metadata", () => {
     expect(meta["tokenizer.ggml.eos_token_id"]).toBe(8192);
     const back = QwenTokenizer.fromGgufMetadata(new Map(Object.entries(meta)));
     for (const p of golden.prompts) expect(back.encode(p.text)).toEqual(p.ids);
-    // engine/gguf.ts's typed form: { type, value }, arrays { elemType, items } (STRING 8, ARRAY 9, I32 5, U32 4).
+    // engine/formats/gguf.ts's typed form: { type, value }, arrays { elemType, items } (STRING 8, ARRAY 9, I32 5, U32 4).
     const kv = new Map<string, unknown>([["general.architecture", { type: 8, value: "qwen2" }]]);
     for (const [k, v] of Object.entries(meta)) {
       if (k === "tokenizer.ggml.token_type") kv.set(k, { type: 9, value: { elemType: 5, items: Int32Array.from(v as number[]) } });

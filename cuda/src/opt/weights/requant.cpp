@@ -1,6 +1,6 @@
 // requant.cpp — requantization of projection weights at load (see requant.hpp for the formats and why the
 // products are exact). Compiled with the front's flags (-ffp-contract=off): every operation here is one
-// IEEE operation, so engine/requant.ts reproduces the codes and scales bit for bit.
+// IEEE operation, so engine/formats/requant.ts reproduces the codes and scales bit for bit.
 #include "requant.hpp"
 
 #include <algorithm>

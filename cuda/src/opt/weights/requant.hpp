@@ -19,7 +19,7 @@
 // up16(x) rounds x (a double) UP to 16 significant bits, so that s * q (|q| < 2^8) and s * z are exact in
 // fp32: w = s * q + offset then equals s * (q - z) exactly, whether a backend multiplies then adds (CPU) or
 // uses an fma (CUDA), and |w - w_hat| <= s / 2 for every element (rounding up keeps every code in range).
-// rnd(x) = sign(x) * floor(|x| + 0.5), evaluated in double (engine/requant.ts repeats it bit for bit).
+// rnd(x) = sign(x) * floor(|x| + 0.5), evaluated in double (engine/formats/requant.ts repeats it bit for bit).
 // A tensor whose cols are not a multiple of 128 cannot take q8/q4: the load fails with QW_ERR_SHAPE naming
 // the tensor and what to do (keep that layer as-loaded or bf16 through weights_layers).
 #pragma once

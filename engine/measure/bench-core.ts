@@ -1,0 +1,220 @@
+// engine/measure/bench-core.ts — the one bench loop (docs/ARCHITECTURE.md §Measurement), shared by the CLI `bench` and notebooks/bench.ts.
+// Warm-up excluded, ≥ 3 repetitions, every sample kept, median and min–max; tokenization excluded (prompts
+// are token ids); TTFT = time of the prefill call that returns the first token; TPOT per decode step.
+import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import type { EngineModel, EngineSession } from "../api.ts";
+import { statOf, type BenchRow, type Stat } from "./profile.ts";
+import { weightsLabel, type WeightsOption } from "../formats/requant.ts";
+
+export interface BenchCase {
+  /** Prompt length (prefill test, "pp<N>") — 0 to skip the prefill measurement. */
+  nPrompt: number;
+  /** Tokens to generate (decode test, "tg<N>") — 0 to skip the decode measurement. */
+  nGen: number;
+  /** Decode batch (sequences decoded together per step). */
+  batch?: number;
+}
+
+export interface BenchOptions {
+  reps?: number;       // measured repetitions (default 3, at least 3 are enforced unless allowFewer)
+  warmup?: number;     // untimed repetitions first (default 1)
+  seed?: number;       // prompt token seed
+  allowFewer?: boolean;
+  onProgress?: (msg: string) => void;
+  /** A measured sample during which other processes used more than this share of the machine's CPU counts as
+   * contended (default 0.1). */
+  maxContention?: number;
+  /** Re-runs of a contended sample before it is kept anyway (default 0; the CLI uses 3). */
+  retries?: number;
+}
+
+export interface BenchCaseResult {
+  prefill?: Stat;          // tok/s
+  decode?: Stat;           // tok/s (all sequences of the batch together)
+  ttft?: Stat;             // ms
+  tpot?: { median: number; p90: number; min: number; max: number }; // ms, over all measured steps
+  rows: BenchRow[];
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/** Deterministic "random" prompt ids in [10, min(vocab, 8192)) so the trained tiny model sees real tokens. */
+export function benchPrompt(n: number, vocab: number, seed = 1): number[] {
+  const hi = Math.min(vocab, 8192);
+  const out: number[] = [];
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out.push(10 + (x % (hi - 10)));
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Contention: on a shared machine other processes steal cores from the engine's threads (with OpenMP barriers
+// one preempted thread stalls the whole step). Each sample records the share of the machine's CPU time that
+// other processes used while it ran (Linux /proc/stat minus this process's own CPU time); samples above
+// `maxContention` are re-run (up to `retries` times) and flagged when they stay contended.
+// ------------------------------------------------------------------------------------------------
+/** A sample during which other processes used more than this share of the machine's CPU counts as contended. */
+export const DEFAULT_MAX_CONTENTION = 0.1;
+export interface MachineMark { t: number; busyJ: number; totalJ: number; ownUs: number }
+const USER_HZ = 100;
+export function machineMark(): MachineMark | undefined {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0];
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    const u = process.cpuUsage();
+    return { t: performance.now(), busyJ: total - idle, totalJ: total, ownUs: u.user + u.system };
+  } catch {
+    return undefined;
+  }
+}
+/** Fraction (0..1) of all CPUs' time used by other processes between two marks; undefined off Linux. */
+export function othersShare(a: MachineMark | undefined, b: MachineMark | undefined): number | undefined {
+  // /proc/stat counts in 10 ms jiffies: below ~0.2 CPU-seconds of machine time the share is too coarse to judge.
+  if (!a || !b || b.totalJ - a.totalJ < 20) return undefined;
+  const ownJ = ((b.ownUs - a.ownUs) / 1e6) * USER_HZ;
+  return Math.min(1, Math.max(0, (b.busyJ - a.busyJ - ownJ) / (b.totalJ - a.totalJ)));
+}
+
+/**
+ * Runs one bench case on a session (greedy sampling; the session's toggles as set by the caller).
+ * Prefill: tokens/s of one prefill of nPrompt tokens. Decode: batch sequences each prefilled with a short
+ * prompt, then nGen decode steps of all of them; tok/s = batch·nGen / time of the decode steps.
+ */
+export function runBenchCase(model: EngineModel, session: EngineSession, c: BenchCase, opts: BenchOptions = {}): BenchCaseResult {
+  const reps = Math.max(opts.allowFewer ? 1 : 3, opts.reps ?? 3);
+  const warmup = opts.warmup ?? 1;
+  const batch = c.batch ?? 1;
+  const maxContention = opts.maxContention ?? DEFAULT_MAX_CONTENTION;
+  const retries = opts.retries ?? 0;
+  if (batch > session.maxBatch) throw new Error(`bench: batch ${batch} exceeds the session's max batch ${session.maxBatch}`);
+  if (c.nPrompt > session.maxContext) throw new Error(`bench: prompt ${c.nPrompt} exceeds max context ${session.maxContext}`);
+  if (c.nGen > 0 && 8 + c.nGen > session.maxContext) throw new Error(`bench: 8 + ${c.nGen} tokens exceed max context ${session.maxContext}`);
+  const vocab = model.config.vocab_size;
+  for (let s = 0; s < batch; s++) session.setSampling(s, { temperature: 0 });
+  const load0 = loadavg()[0];
+
+  const onePrefill = (r: number) => {
+    session.reset(0);
+    const p = benchPrompt(c.nPrompt, vocab, (opts.seed ?? 1) + r);
+    const m0 = machineMark();
+    const t0 = performance.now();
+    session.prefill(0, p);
+    const ms = performance.now() - t0;
+    return { tps: (c.nPrompt / ms) * 1000, ms, others: othersShare(m0, machineMark()) };
+  };
+  const oneDecode = () => {
+    session.reset();
+    const next: number[] = [];
+    for (let s = 0; s < batch; s++) next.push(session.prefill(s, benchPrompt(8, vocab, 100 + s)));
+    const seqs = Array.from({ length: batch }, (_, i) => i);
+    let tok = next;
+    const steps: number[] = [];
+    const m0 = machineMark();
+    const t0 = performance.now();
+    let tp = t0;
+    for (let i = 0; i < c.nGen; i++) {
+      tok = session.decode(seqs, tok);
+      const now = performance.now();
+      steps.push(now - tp);
+      tp = now;
+    }
+    const ms = performance.now() - t0;
+    return { tps: ((batch * c.nGen) / ms) * 1000, steps, others: othersShare(m0, machineMark()) };
+  };
+  /** Runs f until its sample is not contended (or retries run out). */
+  const measure = <T extends { others?: number }>(f: () => T): { v: T; retried: number } => {
+    let v = f(), k = 0;
+    while (k < retries && v.others !== undefined && v.others > maxContention) {
+      v = f();
+      k++;
+    }
+    return { v, retried: k };
+  };
+  const fmtO = (o?: number) => (o === undefined ? "" : `, others ${(100 * o).toFixed(0)}% CPU`);
+
+  const prefillSamples: number[] = [], ttftSamples: number[] = [], decodeSamples: number[] = [], tpot: number[] = [];
+  const prefillOthers: (number | null)[] = [], decodeOthers: (number | null)[] = [];
+  let retriedP = 0, retriedD = 0;
+  for (let r = 0; r < warmup + reps; r++) {
+    const measured = r >= warmup;
+    const tag = measured ? `rep ${r - warmup + 1}/${reps}` : `warm-up ${r + 1}/${warmup}`;
+    if (c.nPrompt > 0) {
+      const { v, retried } = measured ? measure(() => onePrefill(r)) : { v: onePrefill(r), retried: 0 };
+      if (measured) {
+        prefillSamples.push(v.tps);
+        ttftSamples.push(v.ms);
+        prefillOthers.push(v.others === undefined ? null : Number(v.others.toFixed(3)));
+        retriedP += retried;
+      }
+      opts.onProgress?.(`pp${c.nPrompt} ${tag}: ${v.tps.toFixed(1)} tok/s${fmtO(v.others)}${retried ? ` (after ${retried} contended re-runs)` : ""}`);
+    }
+    if (c.nGen > 0) {
+      const { v, retried } = measured ? measure(oneDecode) : { v: oneDecode(), retried: 0 };
+      if (measured) {
+        decodeSamples.push(v.tps);
+        tpot.push(...v.steps);
+        decodeOthers.push(v.others === undefined ? null : Number(v.others.toFixed(3)));
+        retriedD += retried;
+      }
+      opts.onProgress?.(`tg${c.nGen} b${batch} ${tag}: ${v.tps.toFixed(1)} tok/s${fmtO(v.others)}${retried ? ` (after ${retried} contended re-runs)` : ""}`);
+    }
+  }
+
+  const rows: BenchRow[] = [];
+  const load = { loadavg_1m_start: Number(load0.toFixed(2)), loadavg_1m_end: Number(loadavg()[0].toFixed(2)) };
+  const contended = (o: (number | null)[]) => o.filter((x) => x !== null && x > maxContention).length;
+  const weights = weightLabel(model);
+  const base = { model: modelLabel(model.id), weights, backend: model.backend, system: "qwen-workbench" };
+  const res: BenchCaseResult = { rows };
+  if (prefillSamples.length) {
+    res.prefill = statOf(prefillSamples, "tok/s");
+    res.ttft = statOf(ttftSamples, "ms");
+    rows.push({ ...base, test: `pp${c.nPrompt}`, batch: 1, n_prompt: c.nPrompt, n_gen: 0, tokens_per_s: res.prefill,
+      extra: { ttft_ms: res.ttft, ...load, others_cpu_share: prefillOthers, contended_samples: contended(prefillOthers), contended_reruns: retriedP } });
+  }
+  if (decodeSamples.length) {
+    res.decode = statOf(decodeSamples, "tok/s");
+    const s = [...tpot].sort((a, b) => a - b);
+    res.tpot = { median: percentile(s, 50), p90: percentile(s, 90), min: s[0], max: s[s.length - 1] };
+    rows.push({ ...base, test: `tg${c.nGen} b${batch}`, batch, n_prompt: 0, n_gen: c.nGen, tokens_per_s: res.decode,
+      extra: { tpot_ms: res.tpot, ...load, others_cpu_share: decodeOthers, contended_samples: contended(decodeOthers), contended_reruns: retriedD } });
+  }
+  return res;
+}
+
+/** A short model label for tables: the file or directory name of a path, else the id itself. */
+export function modelLabel(id: string): string {
+  return id.includes("/") ? (id.replace(/\/+$/, "").split("/").pop() ?? id).replace(/\.gguf$/, "") : id;
+}
+
+/** A short label of a model's weight types, e.g. "f16", "q8_0", or "q4_k+q6_k+q5_0". */
+export function weightLabel(model: EngineModel): string {
+  const all = Object.entries(model.weightTypes);
+  const names = all.filter(([k]) => k.toLowerCase() !== "f32" || all.length === 1)
+    .sort((a, b) => b[1] - a[1]).map(([k]) => k.toLowerCase());
+  const rq = model.weights?.weights || Object.keys(model.weights?.weightsLayers ?? {}).length ? `→${weightsLabel(model.weights as WeightsOption)}` : "";
+  return (names.length ? names.join("+") : "unknown") + rq;
+}
+
+/** llama-bench-style markdown table. */
+export function benchTableMd(rows: BenchRow[]): string {
+  const head = "| model | weights | backend | test | t/s (median) | min–max | reps |\n|---|---|---|---|---:|---:|---:|";
+  const lines = rows.map((r) => `| ${r.model} | ${r.weights} | ${r.backend} | ${r.test} | ${r.tokens_per_s.median.toFixed(2)} | ${r.tokens_per_s.min.toFixed(2)}–${r.tokens_per_s.max.toFixed(2)} | ${r.tokens_per_s.samples.length} |`);
+  return [head, ...lines].join("\n");
+}
+
+export function benchTableCsv(rows: BenchRow[]): string {
+  const head = "model,weights,backend,test,batch,n_prompt,n_gen,tps_median,tps_min,tps_max,reps";
+  return [head, ...rows.map((r) => [r.model, r.weights, r.backend, r.test, r.batch, r.n_prompt, r.n_gen,
+    r.tokens_per_s.median, r.tokens_per_s.min, r.tokens_per_s.max, r.tokens_per_s.samples.length].join(","))].join("\n");
+}

@@ -1,0 +1,226 @@
+// Quantization error between a reference configuration and a candidate one (docs/ARCHITECTURE.md §Measurement): the same replayed
+// prompt runs under both arms with hooks captured; per hook cosine, relative L1, RMSE, SQNR and max abs;
+// on the logits KL divergence and top-1 agreement; plus each layer's time under both, so the page can plot
+// error against the latency each layer saved. Prefill only (1 generated token): both arms see identical inputs.
+// An arm is a toggle set on a model: the two arms may run different model files of the same shapes (e.g. the
+// bf16 checkpoint against a Q8_0 GGUF of the same weights). Optionally both arms also score a text
+// (engine/measure/perplexity-run.ts): perplexity of each, KL divergence and top-1 agreement over every position.
+// NaN/Inf in a capture is a finding, not a failure: metrics cover the positions where both arms are finite,
+// each hook counts its non-finite values, and the first hook (in forward order) that held any is reported.
+import type { Capture, EngineModel, EngineSession } from "../api.ts";
+import { PROFILE_SCHEMA_VERSION, Profile, type ToggleValues, type QuantError } from "./profile.ts";
+import { latencyMatrix } from "./aggregate.ts";
+import { hookName, hookOrder } from "../catalog.ts";
+import { tensorError as metricsTensorError, logitsError as metricsLogitsError, type TensorError } from "./metrics.ts";
+import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
+import { runPerplexity, textTokens, type TextSource } from "./perplexity-run.ts";
+import { weightError, type LayerWeightError } from "./weight-error.ts";
+import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE } from "../formats/requant.ts";
+
+/** Per-hook error metrics as stored in a quant-error profile (engine/measure/metrics.ts TensorError). */
+export type LayerMetrics = TensorError;
+
+/** engine/measure/metrics.ts tensorError in its JSON-safe form: SQNR capped at 300 dB (identical tensors), never Infinity. */
+export function tensorError(ref: Float32Array, cand: Float32Array): LayerMetrics {
+  return metricsTensorError(ref, cand, { jsonSafe: true });
+}
+
+/** Mean KL(ref ‖ cand) over rows of logits (nats), top-1 agreement, cosine and max abs (engine/measure/metrics.ts, JSON-safe). */
+export function logitsError(ref: Float32Array, cand: Float32Array, vocab: number) {
+  return metricsLogitsError(ref, cand, vocab, { jsonSafe: true });
+}
+
+export interface QuantArm { label: string; toggles: ToggleValues; model?: string }
+
+export interface QuantSpec {
+  id: string;
+  prompt: PromptSpec;
+  reference: QuantArm;
+  candidate: QuantArm;
+  hooks?: string[];          // default: blocks.{L}.hook_resid_post for every layer + hook_logits
+  repeats?: number;          // timing repetitions per arm (median per layer), default 3
+  /** Also score a text under both arms: perplexity, KL divergence, top-1 agreement. */
+  perplexity?: { text: "brown" | { text: string }; ctx: number; maxTokens?: number };
+  command?: string;
+}
+
+/** Where an arm runs when it is not the caller's model and session. */
+export interface ArmEnv { model: EngineModel; session: EngineSession }
+
+export function defaultQuantHooks(nLayers: number): string[] {
+  return [...Array.from({ length: nLayers }, (_, l) => hookName("hook_resid_post", l)), hookName("hook_logits")];
+}
+
+function layerOf(hook: string): number {
+  const m = /^blocks\.(\d+)\./.exec(hook);
+  return m ? Number(m[1]) : -1;
+}
+
+
+/** Whether two models can be compared hook by hook. */
+export function sameShapes(a: EngineModel, b: EngineModel): string | null {
+  const keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"] as const;
+  const diff = keys.filter((k) => a.config[k] !== b.config[k]);
+  return diff.length ? `the two models differ in shape (${diff.map((k) => `${k} ${a.config[k]} vs ${b.config[k]}`).join(", ")}); compare models of the same shapes` : null;
+}
+
+function countNonFinite(x: Float32Array): number {
+  let n = 0;
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) n++;
+  return n;
+}
+
+/** The positions where both are finite (copies only when some are not). */
+function finitePairs(a: Float32Array, b: Float32Array): [Float32Array, Float32Array] {
+  const keep: number[] = [];
+  for (let i = 0; i < a.length; i++) if (Number.isFinite(a[i]) && Number.isFinite(b[i])) keep.push(i);
+  return [Float32Array.from(keep, (i) => a[i]), Float32Array.from(keep, (i) => b[i])];
+}
+
+/** Logits rows where both arms are finite everywhere. */
+function finiteRows(a: Float32Array, b: Float32Array, vocab: number): [Float32Array, Float32Array, number] {
+  const rows = Math.floor(a.length / vocab), ok: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    let fine = true;
+    for (let i = r * vocab; i < (r + 1) * vocab && fine; i++) fine = Number.isFinite(a[i]) && Number.isFinite(b[i]);
+    if (fine) ok.push(r);
+  }
+  const pick = (x: Float32Array) => { const o = new Float32Array(ok.length * vocab); ok.forEach((r, j) => o.set(x.subarray(r * vocab, (r + 1) * vocab), j * vocab)); return o; };
+  return [pick(a), pick(b), ok.length];
+}
+
+/** Per-hook metrics, logits metrics and non-finite findings from the two arms' captures. */
+export function compareCaptures(refCaps: Capture[], candCaps: Capture[]): Pick<QuantError, "layers" | "logits" | "first_nonfinite" | "findings"> {
+  const cand = new Map(candCaps.map((c) => [c.name, c]));
+  const pairs = refCaps.filter((r) => cand.get(r.name)?.data.length === r.data.length).sort((x, y) => hookOrder(x.name) - hookOrder(y.name)); // forward order (catalog), for "which hook first went non-finite"
+  const layers: QuantError["layers"] = [];
+  let logits: QuantError["logits"];
+  let first: QuantError["first_nonfinite"];
+  const findings: string[] = [];
+  for (const rc of pairs) {
+    const cc = cand.get(rc.name)!;
+    const nr = countNonFinite(rc.data), nc = countNonFinite(cc.data);
+    if ((nr || nc) && !first) {
+      const arm = nr && nc ? "both" : nr ? "reference" : "candidate";
+      first = { arm, hook: rc.name, layer: layerOf(rc.name), count: Math.max(nr, nc), total: rc.data.length };
+      findings.push(`non-finite values (NaN/Inf) first appear at ${rc.name} in the ${arm === "both" ? "reference and candidate" : arm} (${Math.max(nr, nc)} of ${rc.data.length} values); metrics below cover only positions where both arms are finite`);
+    }
+    if (rc.name === "hook_logits") {
+      const [a, b, rows] = nr || nc ? finiteRows(rc.data, cc.data, rc.cols) : [rc.data, cc.data, rc.rows];
+      if (rows > 0) logits = logitsError(a, b, rc.cols);
+      else findings.push("no logits row is finite in both arms: no KL divergence or top-1 agreement");
+      continue;
+    }
+    const [a, b] = nr || nc ? finitePairs(rc.data, cc.data) : [rc.data, cc.data];
+    const m = tensorError(a, b);
+    layers.push({ hook: rc.name, layer: layerOf(rc.name), ...m, ...(nr || nc ? { nonfinite: { reference: nr, candidate: nc, values: rc.data.length } } : {}) });
+  }
+  return { layers, ...(logits ? { logits } : {}), ...(first ? { first_nonfinite: first } : {}), ...(findings.length ? { findings } : {}) };
+}
+
+/** Per-layer weight error when the arms run the same model file with different `weights` (else undefined). */
+function weightsOfArms(env: ArmEnv[], cmp: { findings?: string[] }): LayerWeightError[] | undefined {
+  const path = (m: EngineModel) => (m as { path?: string }).path;
+  const w = env.map((e) => e.session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded");
+  if (sameWeights(w[0], w[1]) || !path(env[0].model) || path(env[0].model) !== path(env[1].model)) return undefined;
+  try {
+    return weightError(path(env[0].model)!, optionFromToggle(w[0]), optionFromToggle(w[1]));
+  } catch (e) {
+    (cmp.findings ??= []).push(`no per-layer weight error: ${(e as Error).message}`);
+    return undefined;
+  }
+}
+
+function promptTokens(model: EngineModel, p: PromptSpec): number[] {
+  if (p.tokens) return p.tokens;
+  if (p.messages) return model.tokenizer.applyChatTemplate(p.messages);
+  return model.tokenizer.encode(p.prompt ?? "");
+}
+
+export async function recordQuantError(model: EngineModel, session: EngineSession, spec: QuantSpec,
+  o: {
+    onEvent?: (ev: RunEvent | { type: "arm"; arm: string; repeat: number } | { type: "perplexity"; arm: string; window: number; windows: number; ppl: number | null }) => void;
+    signal?: AbortSignal;
+    /** Models other than `model` for either arm (same shapes). */
+    reference?: ArmEnv; candidate?: ArmEnv;
+  } = {}): Promise<Profile> {
+  const env: ArmEnv[] = [o.reference ?? { model, session }, o.candidate ?? { model, session }];
+  const shapeErr = sameShapes(env[0].model, env[1].model);
+  if (shapeErr) throw new Error(shapeErr);
+  const hooks = spec.hooks?.length ? spec.hooks : defaultQuantHooks(model.config.num_hidden_layers);
+  const repeats = Math.max(1, Math.min(20, spec.repeats ?? 3));
+  const sampling: SamplingSpec = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+  const arms = [spec.reference, spec.candidate];
+  // One tokenization (the candidate's tokenizer) so both arms see the same ids even across model files.
+  const tokens = promptTokens(env[1].model, spec.prompt);
+  if (!tokens.length) throw new Error("the prompt tokenized to no tokens");
+  const caps: Capture[][] = [];
+  const layerMs: number[][][] = [[], []]; // arm → repeat → per-layer ms (prefill)
+  let lastProfile: Profile | null = null;
+  for (let a = 0; a < 2; a++) {
+    for (let r = 0; r < repeats; r++) {
+      if (o.signal?.aborted) throw new Error("cancelled");
+      o.onEvent?.({ type: "arm", arm: arms[a].label, repeat: r });
+      const res = await recordRun(env[a].model, env[a].session, {
+        id: `${spec.id}-${a}`, prompts: [{ tokens, maxTokens: 1 }], maxTokens: 1, sampling,
+        toggles: arms[a].toggles, profiling: true, capture: r === 0 ? hooks : [], label: arms[a].label,
+      }, { onEvent: o.onEvent, signal: o.signal, keepCaptures: r === 0 });
+      if (r === 0) caps[a] = res.captures[0] ?? [];
+      const lm = latencyMatrix(res.profile, "prefill");
+      const perLayer: number[] = [];
+      lm.layers.forEach((l, i) => { if (l >= 0) perLayer[l] = lm.ms[i].reduce((x, y) => x + y, 0); });
+      layerMs[a].push(perLayer);
+      if (a === 1) lastProfile = res.profile;
+    }
+  }
+  const cmp = compareCaptures(caps[0] ?? [], caps[1] ?? []);
+  const weights = weightsOfArms(env, cmp);
+  let perplexity: QuantError["perplexity"];
+  if (spec.perplexity) {
+    const src: TextSource = spec.perplexity.text === "brown" ? { kind: "brown" } : { kind: "text", text: spec.perplexity.text.text };
+    const { tokens: ptoks, name } = textTokens(env[1].model, src, spec.perplexity.maxTokens);
+    const r = await runPerplexity({
+      candidate: { ...env[1], toggles: spec.candidate.toggles, label: spec.candidate.label },
+      reference: { run: { ...env[0], toggles: spec.reference.toggles, label: spec.reference.label } },
+      tokens: ptoks, ctx: spec.perplexity.ctx, signal: o.signal,
+      onProgress: (p) => o.onEvent?.({ type: "perplexity", arm: p.arm, window: p.window, windows: p.windows, ppl: p.ppl }),
+    });
+    const rp = r.reference!, cp = r.candidate, k = cp.kl;
+    perplexity = {
+      reference: rp.ppl, candidate: cp.ppl, delta: rp.ppl !== null && cp.ppl !== null ? cp.ppl - rp.ppl : null,
+      text: name, tokens: ptoks.length, ctx: cp.ctx, score: cp.score, reference_se: rp.ppl_se, candidate_se: cp.ppl_se,
+      kl_mean: k?.mean ?? null, kl_se: k?.se ?? null, kl_p99: k?.p99 ?? null, kl_max: k?.max ?? null,
+      top1_agreement: k?.top1_agreement ?? null, top_k: k?.top_k, nonfinite_reference: rp.nonfinite_rows, nonfinite_candidate: cp.nonfinite_rows,
+    };
+    for (const [arm, x] of [["reference", rp], ["candidate", cp]] as const) {
+      if (x.nonfinite_rows) (cmp.findings ??= []).push(`perplexity text: ${x.nonfinite_rows} scored positions of the ${arm} had non-finite logits (first at token ${x.first_nonfinite_token})`);
+    }
+  }
+  const median = (xs: number[]) => { const s = xs.filter((x) => x !== undefined).sort((a, b) => a - b); return s.length ? s[(s.length - 1) >> 1] : 0; };
+  const nL = model.config.num_hidden_layers;
+  const refMs = Array.from({ length: nL }, (_, l) => median(layerMs[0].map((r) => r[l])));
+  const candMs = Array.from({ length: nL }, (_, l) => median(layerMs[1].map((r) => r[l])));
+  const notes: string[] = [...(cmp.findings ?? [])];
+  if (!caps[0]?.length) notes.push("the engine returned no captures: no per-layer error (does this backend implement activation hooks?)");
+  const base = lastProfile!;
+  const models = env[0].model !== env[1].model ? { reference_model: spec.reference.model ?? env[0].model.id, candidate_model: spec.candidate.model ?? env[1].model.id } : {};
+  const profile = {
+    schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: spec.id, kind: "quant-error",
+    manifest: { ...base.manifest, toggles: base.manifest.toggles, label: `${spec.candidate.label} vs ${spec.reference.label}`, command: spec.command },
+    summary: {
+      ...base.summary,
+      reference_toggles: spec.reference.toggles, candidate_toggles: spec.candidate.toggles,
+      layer_ms: { reference: refMs, candidate: candMs, unit: "ms per prefill (median)", repeats },
+    },
+    kernels: base.kernels, ops: base.ops, tokens: base.tokens,
+    quant_error: [{ reference_label: spec.reference.label, candidate_label: spec.candidate.label, ...models, ...cmp, ...(perplexity ? { perplexity } : {}), ...(weights ? { weights } : {}) }],
+    ...(notes.length ? { notes } : {}),
+  } satisfies Profile;
+  // A schema failure names the field instead of dumping every issue (the measurement's numbers are in the task log).
+  const r = Profile.safeParse(profile);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new Error(`quant-error profile: invalid value at ${i.path.join(".")}: ${i.message} (${r.error.issues.length} issue(s))`);
+  }
+  return r.data;
+}
