@@ -8,19 +8,24 @@
 // server reloads the model instead.
 import { z } from "zod";
 import { bf16ToF32, f32ToBf16 } from "./quant.ts";
+import { toggleRegistry } from "../catalog.ts";
 
 /** The registry toggle that reports the option (the one toggle a session cannot change: reload instead). */
 export const WEIGHTS_TOGGLE = "weights";
-export const WEIGHT_FORMATS = ["as-loaded", "bf16", "q8", "q4"] as const;
-export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
+export type WeightFormat = "as-loaded" | "bf16" | "q8" | "q4";
+
+/** The formats, from the library's toggle registry (the one source of toggle names and values). */
+export function weightFormats(): string[] {
+  return toggleRegistry().find((t) => t.id === WEIGHTS_TOGGLE)?.values ?? [];
+}
 /** Elements per q8 / q4 group along the input dimension (ne0). */
 export const REQUANT_GROUP = 128;
 /** The 7 projections a layer requantizes (GGUF names: blk.N.<name>.weight); embeddings and lm_head stay. */
 export const PROJECTIONS = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] as const;
 
-export const WeightFormatSchema = z.enum(WEIGHT_FORMATS, {
-  error: (iss) => `${JSON.stringify(iss.input)} is not a weight format (accepted: ${WEIGHT_FORMATS.join(", ")})`,
-});
+export const WeightFormatSchema = z.string().superRefine((v, ctx) => {
+  if (!weightFormats().includes(v)) ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a weight format (accepted: ${weightFormats().join(", ")})` });
+}).transform((v) => v as WeightFormat);
 /** Per-layer overrides: {"0": "bf16", "27": "bf16"} (layer indices as decimal strings). */
 export const WeightsLayersSchema = z.record(z.string().regex(/^(0|[1-9]\d{0,5})$/, "a layer index (0, 1, 2, ...)"), WeightFormatSchema);
 export const WeightsOptionSchema = z.object({ weights: WeightFormatSchema.optional(), weightsLayers: WeightsLayersSchema.optional() }).strict();
