@@ -7,7 +7,8 @@
 //   bun notebooks/ablate.ts --max-contention 10 --retries 3  # re-run a pass while others use > 10 % CPU (as `bench`)
 //   bun notebooks/ablate.ts --profiling on,off               # profiling mode as an axis (its overhead)
 //   bun notebooks/ablate.ts --backend cpu,cuda --toggle gqa=*  # the backend as an axis (a missing one is skipped)
-//   bun notebooks/ablate.ts --toggle weights=*                # as-loaded vs bf16 vs q8 vs q4 on the same model file
+//   bun notebooks/ablate.ts --toggle weights=*                # as-loaded vs bf16 vs q8 vs q4 on the same model file (the
+//                                                             # default sweep leaves weights out: name it to sweep it)
 //                                                             # (each weights arm loads its own copy: a load-time option)
 //
 // Every arm gets one warm-up pass, then >= 3 (--repeats) measured passes, interleaved across arms (round r runs

@@ -43,7 +43,9 @@ export function buildArms(reg: ToggleDef[], backend: "cpu" | "cuda", axes: Recor
       return [id, v];
     });
   } else {
-    axisList = reg.map((d) => [d.id, implementedValues(d, backend)] as [string, string[]]).filter(([, v]) => v.length > 1);
+    // weights is a load-time option: each of its arms needs its own copy of the model (weightArmModels), so the
+    // default sweep leaves it out; name it (--toggle weights=*) to sweep it.
+    axisList = reg.map((d) => [d.id, implementedValues(d, backend)] as [string, string[]]).filter(([id, v]) => v.length > 1 && id !== WEIGHTS_TOGGLE);
   }
   const base = (id: string) => effectiveDefault(defs.get(id)!, backend);
   const assignments: ToggleValues[] = [];
