@@ -107,6 +107,8 @@ export interface EngineSession {
   setSampling(seq: number, s: SamplingOptions): void;
   reset(seq?: number): void;                         // undefined = all
   seqLen(seq: number): number;
+  /** Shortens `seq` to its first newLen tokens (0 <= newLen <= seqLen): speculative decoding's rollback. */
+  truncate(seq: number, newLen: number): void;
   /** Appends tokens to `seq`, returns the sampled next token. */
   prefill(seq: number, tokens: number[]): number;
   /** One batched decode step, returns the next token of each sequence. */

@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 3;
+export const QW_ABI_VERSION = 4;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -75,6 +75,7 @@ const SYMBOLS = {
   qw_session_toggles_json: { args: [H, P, U64, P], returns: I32 },
   qw_session_reset: { args: [H, I32], returns: I32 },
   qw_session_seq_len: { args: [H, I32, P], returns: I32 },
+  qw_session_truncate: { args: [H, I32, I32], returns: I32 },
   qw_session_set_sampling: { args: [H, I32, F32, I32, F32, U64], returns: I32 },
   qw_session_prefill: { args: [H, I32, P, I32, P], returns: I32 },
   qw_session_decode: { args: [H, I32, P, P, P], returns: I32 },
@@ -324,6 +325,10 @@ export class NativeSession extends Handle {
   seqLen(seq: number): number {
     this.lib.check("qw_session_seq_len", this.lib.sym.qw_session_seq_len(this.live("qw_session_seq_len"), seq, this.i32a));
     return this.i32a[0];
+  }
+  /** Shortens seq to its first newLen tokens (speculative rollback). */
+  truncate(seq: number, newLen: number): void {
+    this.lib.check("qw_session_truncate", this.lib.sym.qw_session_truncate(this.live("qw_session_truncate"), seq, newLen));
   }
   setSampling(seq: number, temperature: number, topK: number, topP: number, seed: bigint): void {
     this.lib.check("qw_session_set_sampling",

@@ -145,6 +145,14 @@ export class Session implements EngineSession {
     this.checkSeq(seq, "seqLen");
     return this.native.seqLen(seq);
   }
+  truncate(seq: number, newLen: number): void {
+    this.checkSeq(seq, "truncate");
+    const len = this.native.seqLen(seq);
+    if (!isInt(newLen) || newLen < 0 || newLen > len) {
+      throw new SessionError(`truncate: length ${String(newLen)} is not in 0..${len} (sequence ${seq} holds ${len} tokens; truncate only shortens)`);
+    }
+    this.native.truncate(seq, newLen);
+  }
   prefill(seq: number, tokens: number[]): number {
     this.checkSeq(seq, "prefill");
     const t = this.checkTokens(tokens, "prefill");

@@ -4,9 +4,11 @@
 import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
 import type { DeviceManifest, Profile, ToggleValues } from "../engine/measure/profile.ts";
 import { recordRun, type RunSpec, type RunEvent } from "../engine/measure/record.ts";
-import { checkToggles } from "../engine/toggles.ts";
+import { toggleSettingsProblem } from "../engine/toggles.ts";
 import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../engine/measure/quant-error.ts";
 import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
+import { DraftCache } from "../engine/spec/draft-cache.ts";
+import { catalog as libraryCatalog, type Catalog } from "../engine/catalog.ts";
 import type { PerplexitySpec } from "./protocol.ts";
 import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/formats/requant.ts";
 
@@ -46,9 +48,30 @@ export interface EngineHost {
   quant(taskId: string, spec: QuantSpec, onEvent: (e: HostEvent) => void): Promise<Profile>;
   perplexity(taskId: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void): Promise<PerplexityAnswer>;
   cancel(taskId: string): void;
+  /** Every op, hook, profiling-mode and toggle name of the engine (engine/catalog.ts); the same before any load. */
+  catalog(): Promise<Catalog>;
   /** The model currently loaded (null before the first load and after an engine crash). */
   loaded(): ModelInfo | null;
   close(): Promise<void>;
+}
+
+/**
+ * The web's one call of the engine's toggle validator (engine/toggles.ts): every toggle set of a request against
+ * the model's registry, on its backend and layer count. The first problem as a message (it names the toggle
+ * and the allowed values), or null. The runs route calls it for an early 400; EngineCore before it runs
+ * (docs/ARCHITECTURE.md §How a toggle flows).
+ */
+export function toggleProblem(info: ModelInfo, ...sets: ToggleValues[]): string | null {
+  for (const t of sets) {
+    const bad = toggleSettingsProblem(info.registry, t, { backend: info.backend, nLayers: info.config.num_hidden_layers });
+    if (bad) return bad;
+  }
+  return null;
+}
+
+function refuseToggles(info: ModelInfo, ...sets: ToggleValues[]): void {
+  const bad = toggleProblem(info, ...sets);
+  if (bad) throw new Error(bad);
 }
 
 export class EngineCore {
@@ -57,7 +80,9 @@ export class EngineCore {
   private info: ModelInfo | null = null;
   private loadOpts: LoadOptions | null = null;
   private aborts = new Map<string, AbortController>();
-  constructor(private openModel: OpenModel) {}
+  private drafts: DraftCache;
+  /** catalog: the engine's names (a fake engine gives its own toggles; the library's by default). */
+  constructor(private openModel: OpenModel, readonly catalog: () => Catalog = libraryCatalog) { this.drafts = new DraftCache(openModel); }
 
   loaded(): ModelInfo | null { return this.info; }
 
@@ -92,6 +117,7 @@ export class EngineCore {
   }
 
   private unload() {
+    this.drafts.close();
     try { this.session?.close(); } catch { /* already gone */ }
     try { this.model?.close(); } catch { /* already gone */ }
     this.session = null; this.model = null; this.info = null;
@@ -104,12 +130,13 @@ export class EngineCore {
 
   async run(taskId: string, spec: RunSpec, onEvent: (e: HostEvent) => void): Promise<{ profile: Profile; cancelled: boolean }> {
     const { model, session, info } = this.need();
-    const bad = checkToggles(info.registry, spec.toggles, info.config.num_hidden_layers, info.backend);
-    if (bad) throw new Error(bad);
+    refuseToggles(info, spec.toggles);
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     try {
-      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal });
+      // speculative = draft: the draft model named by the run (engine/spec/)
+      const sp = spec.draft ? { ...(await this.drafts.get(spec.draft.model, spec.draft.root, model, session)), k: spec.draft.k, label: spec.draft.model } : undefined;
+      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal, ...(sp ? { speculative: sp } : {}) });
       return { profile: r.profile, cancelled: r.cancelled };
     } finally {
       this.aborts.delete(taskId);
@@ -137,10 +164,7 @@ export class EngineCore {
 
   async quant(taskId: string, spec: QuantSpec, onEvent: (e: HostEvent) => void): Promise<Profile> {
     const { model, session, info } = this.need();
-    for (const t of [spec.reference.toggles, spec.candidate.toggles]) {
-      const bad = checkToggles(info.registry, t, info.config.num_hidden_layers, info.backend);
-      if (bad) throw new Error(bad);
-    }
+    refuseToggles(info, spec.reference.toggles, spec.candidate.toggles);
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     const opened: ArmEnv[] = [];
@@ -158,10 +182,7 @@ export class EngineCore {
 
   async perplexity(taskId: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void): Promise<PerplexityAnswer> {
     const { model, session, info } = this.need();
-    for (const t of [spec.toggles, spec.reference?.toggles ?? {}]) {
-      const bad = checkToggles(info.registry, t, info.config.num_hidden_layers, info.backend);
-      if (bad) throw new Error(bad);
-    }
+    refuseToggles(info, spec.toggles, spec.reference?.toggles ?? {});
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     let other: ArmEnv | undefined;
@@ -195,6 +216,7 @@ export class LocalHost implements EngineHost {
   quant(id: string, s: QuantSpec, e: (e: HostEvent) => void) { return this.core.quant(id, s, e); }
   perplexity(id: string, s: PerplexitySpec, e: (e: HostEvent) => void) { return this.core.perplexity(id, s, e); }
   cancel(id: string) { this.core.cancel(id); }
+  async catalog() { return this.core.catalog(); }
   loaded() { return this.core.loaded(); }
   async close() { this.core.close(); }
 }

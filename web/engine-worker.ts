@@ -4,6 +4,7 @@
 import { EngineCore } from "./core.ts";
 import { ToWorker, type FromWorker } from "./protocol.ts";
 import type { OpenModel } from "../engine/api.ts";
+import type { Catalog } from "../engine/catalog.ts";
 import type { RunSpec } from "../engine/measure/record.ts";
 import type { QuantSpec } from "../engine/measure/quant-error.ts";
 
@@ -24,9 +25,10 @@ self.onmessage = async (ev: MessageEvent) => {
   if (m.t === "init") {
     try {
       for (const [k, v] of Object.entries(m.env ?? {})) process.env[k] = v;
-      const mod = (await import(m.engineModule)) as { openModel?: OpenModel };
+      // An engine module exports openModel, and may export catalog() (a fake engine's own names).
+      const mod = (await import(m.engineModule)) as { openModel?: OpenModel; catalog?: () => Catalog };
       if (typeof mod.openModel !== "function") throw new Error(`${m.engineModule} exports no openModel()`);
-      core = new EngineCore(mod.openModel);
+      core = new EngineCore(mod.openModel, typeof mod.catalog === "function" ? mod.catalog : undefined);
       post({ t: "ready" });
     } catch (e) {
       post({ t: "init-error", message: `cannot load the engine (${m.engineModule}): ${errMsg(e)}` });
@@ -41,6 +43,7 @@ self.onmessage = async (ev: MessageEvent) => {
     if (m.t === "load") value = await core.load(m.id, m.source, m.opts, onEvent);
     else if (m.t === "run") value = await core.run(m.id, m.spec as RunSpec, onEvent);
     else if (m.t === "perplexity") value = await core.perplexity(m.id, m.spec, onEvent);
+    else if (m.t === "catalog") value = core.catalog();
     else value = await core.quant(m.id, m.spec as QuantSpec, onEvent);
     post({ t: "result", id: m.id, value });
   } catch (e) {

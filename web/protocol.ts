@@ -18,6 +18,7 @@ export const RunSpecSchema = z.object({
   promptSetName: z.string().max(200).optional(),
   warmup: z.number().int().min(0).max(3).optional(),
   repeats: z.number().int().min(1).max(20).optional(),
+  draft: z.object({ model: z.string().min(1).max(4096), k: z.number().int().min(1).max(64), root: z.string().max(4096).optional() }).optional(),
 });
 
 const ModelRef = z.string().min(1).max(4096);
@@ -59,6 +60,7 @@ export const ToWorker = z.discriminatedUnion("t", [
   z.object({ t: z.literal("quant"), id: z.string(), spec: QuantSpecSchema }),
   z.object({ t: z.literal("perplexity"), id: z.string(), spec: PerplexitySpecSchema }),
   z.object({ t: z.literal("cancel"), id: z.string() }),
+  z.object({ t: z.literal("catalog"), id: z.string() }),
 ]);
 export type ToWorker = z.infer<typeof ToWorker>;
 

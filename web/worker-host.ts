@@ -3,6 +3,7 @@
 // clear message, the loaded model is forgotten, and the next request starts a fresh worker.
 import { z } from "zod";
 import { Profile } from "../engine/measure/profile.ts";
+import { CatalogSchema, type Catalog } from "../engine/catalog.ts";
 import type { RunSpec } from "../engine/measure/record.ts";
 import type { QuantSpec } from "../engine/measure/quant-error.ts";
 import type { EngineHost, HostEvent, LoadOptions, ModelInfo, PerplexityAnswer } from "./core.ts";
@@ -22,6 +23,8 @@ export class WorkerHost implements EngineHost {
   private ready: Promise<void> | null = null;
   private pending = new Map<string, Pending>();
   private info: ModelInfo | null = null;
+  private names: Catalog | null = null;
+  private calls = 0;
   constructor(private engineModule = new URL("../engine/index.ts", import.meta.url).pathname, private env?: Record<string, string>) {}
 
   private start(): Promise<void> {
@@ -84,6 +87,11 @@ export class WorkerHost implements EngineHost {
     const v = await this.call({ t: "perplexity", id, spec }, onEvent);
     if (!v || typeof v !== "object" || !("candidate" in v)) throw new Error("engine worker: malformed perplexity result");
     return v as PerplexityAnswer;
+  }
+  /** Checked here (the worker is another thread's word) and kept: the names are static for the library's life. */
+  async catalog() {
+    this.names ??= CatalogSchema.parse(await this.call({ t: "catalog", id: `catalog-${++this.calls}` }, () => {}));
+    return this.names;
   }
   cancel(id: string) { this.worker?.postMessage({ t: "cancel", id } satisfies ToWorker); }
   loaded() { return this.info; }

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 3
+#define QW_ABI_VERSION 4
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -65,7 +65,7 @@ enum qw_ggml_type {
   QW_GGML_BF16 = 30
 };
 
-/* Op ids of the op records (DESIGN.md §4). qw_op_name() gives the string. */
+/* Op ids of the op records (docs/ARCHITECTURE.md §Measurement). qw_op_name() gives the string. */
 enum qw_op {
   QW_OP_EMBED = 0,
   QW_OP_ATTN_NORM = 1,
@@ -139,7 +139,7 @@ QW_API const char *qw_last_error(void);
 /* JSON: {"backend":"cpu"|"cuda","abi":QW_ABI_VERSION,"compiler":"...","flags":"...","built":"<date>"}. Static string. */
 QW_API const char *qw_build_info(void);
 
-/* The toggle registry (DESIGN.md §2 and §5) as JSON: an array of
+/* The toggle registry (docs/ARCHITECTURE.md §How a toggle flows) as JSON: an array of
  * {"id","type":"enum","values":[...],"default","perLayer":bool,"needsReset":bool,
  *  "backends":{"cpu":[implemented values],"cuda":[implemented values]},"spec","description"}.
  * Static: the same for both libraries. */
@@ -236,6 +236,11 @@ QW_API int32_t qw_session_reset(qw_session *session, int32_t seq);
 /* Number of tokens in the KV cache of `seq`. */
 QW_API int32_t qw_session_seq_len(qw_session *session, int32_t seq, int32_t *out_len);
 
+/* Shortens sequence `seq` to its first new_len tokens (0 <= new_len <= its length; otherwise
+ * QW_ERR_INVALID_ARGUMENT and nothing changes). The next prefill or decode continues at position new_len.
+ * Speculative decoding rolls back rejected draft tokens with it. new_len = 0 is qw_session_reset(seq). */
+QW_API int32_t qw_session_truncate(qw_session *session, int32_t seq, int32_t new_len);
+
 /* Sampling for `seq`: temperature <= 0 is greedy (argmax, lowest id wins ties); top_k <= 0 means no top-k;
  * top_p in (0, 1] (1 = off); seed makes the draw deterministic: the uniform number of a draw is a hash of
  * (seed, position of the sampled token), so a replay gives the same tokens on the same backend.
@@ -274,7 +279,7 @@ QW_API int32_t qw_session_set_profiling(qw_session *session, int32_t mode);
 QW_API int32_t qw_session_records_pending(qw_session *session, int64_t *out_n, int64_t *out_dropped);
 QW_API int32_t qw_session_read_records(qw_session *session, qw_op_record *out, int64_t max, int64_t *out_n);
 
-/* Activation capture at the hook points of DESIGN.md §4. `hooks` is a comma-separated list of names:
+/* Activation capture at the hook points (docs/ARCHITECTURE.md §Hooks). `hooks` is a comma-separated list of names:
  * "blocks.{L}.hook_resid_pre", "blocks.{L}.attn.hook_q|hook_k|hook_v|hook_z", "blocks.{L}.hook_attn_out",
  * "blocks.{L}.hook_resid_mid", "blocks.{L}.mlp.hook_pre|hook_post", "blocks.{L}.hook_resid_post",
  * "hook_logits", where {L} is a layer number or "*" (every layer). "" turns capture off. Unknown names fail

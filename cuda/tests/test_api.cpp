@@ -167,6 +167,50 @@ int main() {
   CHECK(n == 0, "reset");
   CHECK_ST(qw_session_reset(s, 7), QW_ERR_NOT_FOUND);
 
+  // truncate (speculative rollback): misuse changes nothing; a truncated sequence continues exactly as one that
+  // never held the dropped tokens (same sampled token, bitwise the same logits)
+  CHECK_ST(qw_session_truncate(nullptr, 0, 0), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_truncate(s, 2, 0), QW_ERR_NOT_FOUND);
+  CHECK_ST(qw_session_truncate(s, -1, 0), QW_ERR_NOT_FOUND);
+  CHECK_OK(qw_session_prefill(s, 0, toks, 4, &tok));
+  CHECK_ST(qw_session_truncate(s, 0, 5), QW_ERR_INVALID_ARGUMENT);
+  CHECK(std::strstr(qw_last_error(), "holds 4 tokens") != nullptr, "truncate message: %s", qw_last_error());
+  CHECK_ST(qw_session_truncate(s, 0, -1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_OK(qw_session_seq_len(s, 0, &n));
+  CHECK(n == 4, "a refused truncate leaves the length (%d)", n);
+  CHECK_OK(qw_session_truncate(s, 0, 4));  // no-op
+  {
+    const int32_t other[3] = {9, 10, 11};
+    CHECK_OK(qw_session_set_logits_mode(s, 2));
+    int32_t t_trunc = -1, t_fresh = -1;
+    CHECK_OK(qw_session_truncate(s, 0, 2));
+    CHECK_OK(qw_session_seq_len(s, 0, &n));
+    CHECK(n == 2, "truncated to 2 (%d)", n);
+    CHECK_OK(qw_session_prefill(s, 0, other, 3, &t_trunc));  // positions 2..4 overwrite the old rows 2..3
+    int32_t rows = 0, vocab = 0;
+    CHECK_OK(qw_session_logits_shape(s, &rows, &vocab));
+    std::vector<float> a(size_t(rows) * size_t(vocab)), b(a.size());
+    CHECK_OK(qw_session_read_logits(s, a.data(), int64_t(a.size())));
+    CHECK_OK(qw_session_reset(s, 0));
+    const int32_t full[5] = {toks[0], toks[1], other[0], other[1], other[2]};
+    CHECK_OK(qw_session_prefill(s, 0, full, 2, &t_fresh));
+    CHECK_OK(qw_session_prefill(s, 0, full + 2, 3, &t_fresh));
+    CHECK_OK(qw_session_read_logits(s, b.data(), int64_t(b.size())));
+    CHECK(t_trunc == t_fresh && std::memcmp(a.data(), b.data(), a.size() * 4) == 0,
+          "truncate + prefill == fresh prefill (tokens %d vs %d)", t_trunc, t_fresh);
+    // decode after a truncate continues at new_len
+    CHECK_OK(qw_session_truncate(s, 0, 3));
+    const int32_t one_seq[1] = {0}, one_tok[1] = {other[1]};
+    int32_t one_out[1] = {-1};
+    CHECK_OK(qw_session_decode(s, 1, one_seq, one_tok, one_out));
+    CHECK_OK(qw_session_seq_len(s, 0, &n));
+    CHECK(n == 4, "decode after truncate appends at 3 (%d)", n);
+    CHECK_OK(qw_session_truncate(s, 0, 0));  // = reset
+    CHECK_OK(qw_session_seq_len(s, 0, &n));
+    CHECK(n == 0, "truncate to 0");
+    CHECK_OK(qw_session_set_logits_mode(s, 0));
+  }
+
   // sampling parameters
   CHECK_ST(qw_session_set_sampling(s, 0, NAN, 0, 1.0f, 1), QW_ERR_INVALID_ARGUMENT);
   CHECK_ST(qw_session_set_sampling(s, 0, INFINITY, 0, 1.0f, 1), QW_ERR_INVALID_ARGUMENT);

@@ -20,6 +20,7 @@
 
 #include "convert.hpp"
 #include "../src/cpu/cpu.hpp"
+#include "act_quant_cpu.hpp"
 #include "requant.hpp"
 #include "testlib.hpp"
 
@@ -51,7 +52,7 @@ std::vector<float> run(const NativeTensor &t, const std::vector<float> &x, int64
                        const float *bias) {
   Pool pool(threads);
   std::vector<float> y(size_t(T * t.rows), NAN);
-  MatJob job{as_weight(t), bias, y.data(), t.rows, i8};
+  MatJob job{as_weight(t), bias, y.data(), t.rows, i8 ? ActQuant::Int8 : ActQuant::Off};
   matmul(&job, 1, x.data(), T, t.cols, pool);
   return y;
 }
@@ -155,7 +156,7 @@ void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_
   for (auto &v : bias) v = r.normal() * 0.1f;
   Pool pool(1);
   QuantAct qa;
-  quantize_act(qa, x.data(), T, cols, cols, G, pool);
+  quantize_act(qa, ActQuant::Int8, x.data(), T, cols, cols, G, pool);
   std::vector<float> xsum(size_t(T * (cols / G)));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t g = 0; g < cols / G; ++g) {
@@ -164,7 +165,8 @@ void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_
       xsum[size_t(t * (cols / G) + g)] = s;
     }
   std::vector<float> ya(size_t(T * rows), NAN), yb(size_t(T * rows), NAN);
-  MatJob ja{as_weight(w), bias.data(), ya.data(), rows, true}, jb{as_weight(w), bias.data(), yb.data(), rows, true};
+  MatJob ja{as_weight(w), bias.data(), ya.data(), rows, ActQuant::Int8},
+      jb{as_weight(w), bias.data(), yb.data(), rows, ActQuant::Int8};
   const float *xs = offsets ? xsum.data() : nullptr;
   gemm_int8_avx2(ja, qa, xs, 0, rows);
   gemm_int8_avx512(jb, qa, xs, 0, rows);

@@ -30,6 +30,10 @@ import { cmdPerplexity, PERPLEXITY_HELP } from "./perplexity.ts";
 import { convertModel, CONVERT_SCHEMES } from "../formats/convert.ts";
 import type { QuantScheme } from "../formats/quant.ts";
 import { parseWeightsArg, type WeightsOption } from "../formats/requant.ts";
+import { openDraft, parseSpecArgs, SPEC_HELP_BENCH, SPEC_HELP_GENERATE, SPEC_OPTIONS } from "../spec/cli.ts";
+import { specHost, speculativeGenerate, type SpecDoneEvent } from "../spec/draft.ts";
+import { brownPromptSet, runSpecBench, specBenchRows } from "../spec/bench.ts";
+import { summarizeSpec } from "../spec/stats.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -51,7 +55,7 @@ commands
       --weights F[,L=F...]        requantize the 7 projections per layer at load: as-loaded | bf16 | q8 | q4,
                                   then per-layer overrides (e.g. q4,0=bf16,27=bf16); embeddings/lm_head stay
       --profile out.json          record op timings and write a profile (docs/ARCHITECTURE.md §Measurement)
-  synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
+${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
       --format gguf|hf            (default gguf)
       --type ${SYNTH_TYPES.join("|")}   (default bf16; tiny: f32)
       --seed N                    (default 0)
@@ -68,7 +72,7 @@ commands
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
       --backend --threads --toggle --weights   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
-${PERPLEXITY_HELP}  help                           this text
+${SPEC_HELP_BENCH}${PERPLEXITY_HELP}  help                           this text
 
 examples
   npm run cli -- generate --prompt "The jury said"
@@ -168,7 +172,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     model: { type: "string" }, prompt: { type: "string", short: "p" }, chat: { type: "boolean" }, backend: { type: "string" },
     threads: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" },
     seed: { type: "string" }, "max-tokens": { type: "string", short: "n" }, "max-context": { type: "string" },
-    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" },
+    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" }, ...SPEC_OPTIONS,
   });
   let model = o.model as string | undefined;
   const pos = [...positionals];
@@ -182,10 +186,16 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const maxTokens = num(o["max-tokens"] as string, "max-tokens", { int: true, min: 1 }) ?? 64;
   const maxContext = num(o["max-context"] as string, "max-context", { int: true, min: 1 });
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
+  const spec = (() => { try { return parseSpecArgs(o, [4]); } catch (e) { fail((e as Error).message); } })();
+  if (spec.ks.length > 1) fail("generate: --draft-k takes one value");
   const m = await open(model ?? "default", backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
+  const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
   try {
     const s = m.newSession({ maxContext });
     applyToggles(m, s, o.toggle as string | undefined);
+    if (dm) s.setToggle("speculative", "draft");
+    else if (s.toggles().speculative === "draft") fail("generate: speculative=draft needs --draft PATH");
+    const ds = dm?.newSession({ maxContext: s.maxContext });
     const profile = o.profile as string | undefined;
     if (profile) s.setProfiling(true);
     const t0 = performance.now();
@@ -193,7 +203,8 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     let done: Extract<GenerateEvent, { type: "done" }> | undefined;
     let promptTokens = 0;
     if (!o.chat) process.stdout.write(prompt);
-    const gen = s.generate({ ...(o.chat ? { messages: [{ role: "user", content: prompt }] } : { prompt }), maxTokens, temperature, topK, topP, seed });
+    const gopts = { ...(o.chat ? { messages: [{ role: "user", content: prompt }] } : { prompt }), maxTokens, temperature, topK, topP, seed };
+    const gen = ds && dm ? speculativeGenerate(s, ds, specHost(m), { ...gopts, k: spec.ks[0] }) : s.generate(gopts);
     for await (const ev of gen) {
       if (ev.type === "prefill") promptTokens = ev.promptTokens;
       else if (ev.type === "token") {
@@ -203,6 +214,12 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     }
     process.stdout.write("\n");
     if (!done) return;
+    const specSummary = dm && "speculative" in done ? summarizeSpec((done as SpecDoneEvent).speculative, spec.draft ?? dm.id, true) : undefined;
+    if (specSummary) {
+      process.stderr.write(`[speculative draft k=${specSummary.k}: ${specSummary.steps} verify steps, ${specSummary.tokens_per_step.toFixed(2)} tokens/step, ` +
+        `acceptance ${(100 * specSummary.acceptance_rate).toFixed(1)} % (by position ${specSummary.acceptance_by_position.map((x) => (100 * x).toFixed(0)).join("/")} %), ` +
+        `draft ${specSummary.draft_ms_per_step.median.toFixed(2)} ms vs verify ${specSummary.verify_ms_per_step.median.toFixed(2)} ms per step (median)]\n`);
+    }
     const tp = [...done.tpotMs].sort((a, b) => a - b);
     process.stderr.write(`[${promptTokens} prompt tokens, ${done.tokens.length} generated, stop: ${done.reason}] ` +
       `TTFT ${done.ttftMs.toFixed(1)} ms, prefill ${done.prefillTokS.toFixed(1)} tok/s, decode ${done.decodeTokS.toFixed(1)} tok/s` +
@@ -219,6 +236,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
           prefill_tokens: promptTokens, decode_tokens: done.tpotMs.length, ttft_ms: done.ttftMs,
           ...(tp.length ? { tpot_ms: { median: percentile(tp, 50), p90: percentile(tp, 90), min: tp[0], max: tp[tp.length - 1] } } : {}),
           prefill_tok_s: done.prefillTokS, decode_tok_s: done.decodeTokS, records_dropped: rec.dropped,
+          ...(specSummary ? { speculative: specSummary } : {}),
         },
         kernels: rec.kernels, ops: rec.ops, tokens, output_text: done.text,
         notes: ["timings recorded with profiling on (op records per op)"],
@@ -236,6 +254,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     }
     s.close();
   } finally {
+    dm?.close();
     m.close();
   }
 }
@@ -370,7 +389,8 @@ async function cmdBench(argv: string[]): Promise<void> {
   const { values: o, positionals } = parse(argv, {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
     backend: { type: "string" }, threads: { type: "string" }, toggle: { type: "string" }, out: { type: "string" }, format: { type: "string" },
-    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" },
+    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" }, ...SPEC_OPTIONS,
+    prompts: { type: "string" },
   });
   const model = (o.model as string | undefined) ?? positionals[0] ?? "default";
   const pps = o.pp === "0" ? [] : numList(o.pp as string, "pp", [128]);
@@ -383,14 +403,18 @@ async function cmdBench(argv: string[]): Promise<void> {
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
   const format = (o.format as string | undefined) ?? "md";
   if (!["md", "csv", "json", "jsonl"].includes(format)) fail(`bench: --format must be md, csv, json or jsonl, got '${format}'`);
+  const spec = (() => { try { return parseSpecArgs(o, [1, 2, 4, 8]); } catch (e) { fail((e as Error).message); } })();
+  const nPrompts = num(o.prompts as string, "prompts", { int: true, min: 1 }) ?? 8;
   const rss0 = rssSplit();
   const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
+  const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
   const rows: BenchRow[] = [];
   const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
   try {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
-    const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: Math.max(maxPp, 8 + maxTg, 16) });
+    const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: Math.max(maxPp, 8 + maxTg, 16, dm ? 128 + maxTg : 0) });
     applyToggles(m, s, o.toggle as string | undefined);
+    if (!dm && s.toggles().speculative === "draft") fail("bench: speculative=draft needs --draft PATH");
     const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
     for (const pp of pps) {
       const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0 }, { reps, warmup, retries, maxContention, onProgress: log });
@@ -398,6 +422,17 @@ async function cmdBench(argv: string[]): Promise<void> {
       if (r.ttft) summary[`ttft_ms_pp${pp}`] = r.ttft;
       if (pp === pps[0] && r.prefill) summary.prefill_tok_s = r.prefill.median;
       if (pp === pps[0] && r.ttft) summary.ttft_ms = r.ttft.median;
+    }
+    if (dm) {
+      // off vs draft at each k on Brown validation prompts (engine/spec/bench.ts)
+      const ds = dm.newSession({ maxContext: s.maxContext });
+      for (const tg of tgs) {
+        const res = await runSpecBench(s, ds, specHost(m), { prompts: brownPromptSet(nPrompts), nGen: tg, ks: spec.ks, reps, warmup, draftLabel: spec.draft ?? dm.id, onProgress: log });
+        rows.push(...specBenchRows(m, res, { nGen: tg, prompts: nPrompts }));
+        if (tg === tgs[0]) summary.speculative = res.map((r) => ({ arm: r.arm, tok_s: r.tokS, ...(r.spec ? { spec: r.spec } : {}) }));
+      }
+      ds.close();
+      s.setToggle("speculative", "draft");
     }
     for (const b of batches) for (const tg of tgs) {
       const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b }, { reps, warmup, retries, maxContention, onProgress: log });
@@ -444,6 +479,7 @@ async function cmdBench(argv: string[]): Promise<void> {
       process.stderr.write(`profile: ${path}\n`);
     }
   } finally {
+    dm?.close();
     m.close();
   }
 }

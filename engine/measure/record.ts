@@ -14,6 +14,8 @@ import { mergeResults, type PassMeasure, type RecordResult } from "./passes.ts";
 import { quantile } from "./stats.ts";
 import { opName } from "../catalog.ts";
 import { WEIGHTS_TOGGLE } from "../formats/requant.ts";
+import { speculativeGenerate, TOGGLE_VALUES_NEEDING_INPUT, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
+import { mergeTraces, summarizeSpec, type SpecTrace } from "../spec/stats.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -76,6 +78,8 @@ export interface RunSpec {
   warmup?: number;
   /** Measured passes over the prompt set (default 1); the summary is the median over them. */
   repeats?: number;
+  /** Speculative decoding with this draft model (toggle speculative = draft) and k draft tokens per step. */
+  draft?: { model: string; k: number; root?: string };
 }
 
 export type RunEvent =
@@ -92,6 +96,8 @@ export interface RecordOptions {
   /** Yield to the event loop between steps so cancel messages and streams get through (default true). */
   yieldToLoop?: boolean;
   keepCaptures?: boolean;
+  /** Speculative decoding with a draft model (engine/spec/): generations go through speculativeGenerate. */
+  speculative?: { draft: EngineSession; host: SpecHost; k: number; label: string };
 }
 
 // PassMeasure and RecordResult live with the code that merges passes (passes.ts), so passes.ts needs nothing
@@ -188,6 +194,10 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   const emit = o.onEvent ?? (() => {});
   const doYield = o.yieldToLoop ?? true;
   applyToggles(model, session, spec.toggles);
+  for (const [id, n] of Object.entries(TOGGLE_VALUES_NEEDING_INPUT)) {
+    const v = spec.toggles[id];
+    if (typeof v === "string" && n.values.includes(v) && !(id === "speculative" && o.speculative)) throw new Error(`toggle ${id} = ${v} needs ${n.needs}`);
+  }
   session.setProfiling(spec.profiling);
   session.setCapture(spec.capture);
   const toggles = session.toggles();
@@ -206,6 +216,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   let promptSteps: number[] = [];             // profile step ids of the current prompt, in order
   const stepWalls = new Map<number, number>(); // profile step id -> wall ms of its engine call
   const hostSpans: HostSpan[] = [];
+  const specTraces: SpecTrace[] = [];
   if (spec.profiling) session.takeRecords(); // drop anything left from before
 
   const drain = (prompt: number) => {
@@ -250,10 +261,12 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     const toks: number[] = [];
     let text = "";
     let done: Extract<GenerateEvent, { type: "done" }> | null = null;
-    const gen = session.generate({
+    const gopts = {
       prompt: p.prompt, messages: p.messages, tokens: p.tokens, maxTokens, seq: 0, signal: o.signal,
       temperature: samp.temperature, topK: samp.topK, topP: samp.topP, seed,
-    });
+    };
+    const sp = o.speculative;
+    const gen = sp ? speculativeGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, k: sp.k }) : session.generate(gopts);
     for await (const ev of gen) {
       if (ev.type === "prefill") {
         promptTokens = ev.promptTokens;
@@ -275,7 +288,10 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     if (!done) throw new Error("engine generate() ended without a done event");
     if (done.reason === "cancelled") cancelled = true;
     // steps were numbered in the order they ran: the prefill, then one per decode call
-    [done.ttftMs, ...done.tpotMs].forEach((ms, i) => { if (i < promptSteps.length) stepWalls.set(promptSteps[i], ms); });
+    // speculative: one target step per verify pass, whatever the tokens it emitted
+    const spt = "speculative" in done ? (done as SpecDoneEvent).speculative : undefined;
+    if (spt) specTraces.push(spt);
+    [done.ttftMs, ...(spt ? spt.verifyMs : done.tpotMs)].forEach((ms, i) => { if (i < promptSteps.length) stepWalls.set(promptSteps[i], ms); });
     if (done.tokenizeNs) hostSpans.push({ kind: "tokenize", prompt: pi, t_start_ns: done.tokenizeNs[0], t_end_ns: done.tokenizeNs[1] });
     (done.callsNs ?? []).forEach(([a, b], i) =>
       hostSpans.push({ kind: "ffi", prompt: pi, ...(i < promptSteps.length ? { step: promptSteps[i] } : {}), t_start_ns: a, t_end_ns: b }));
@@ -328,6 +344,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       profiling_mode: session.profilingMode,
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
+      ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true) } : {}),
     },
     kernels,
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),

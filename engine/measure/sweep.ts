@@ -10,6 +10,7 @@ import { mergeResults } from "./passes.ts";
 import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import { toggleValueProblem } from "../toggles.ts";
 import { optionFromToggle, sameWeights, weightsLabel, WEIGHTS_TOGGLE, type WeightsOption } from "../formats/requant.ts";
+import { TOGGLE_VALUES_NEEDING_INPUT } from "../spec/draft.ts";
 
 export interface Arm { label: string; toggles: ToggleValues; profiling: boolean }
 
@@ -43,9 +44,11 @@ export function buildArms(reg: ToggleDef[], backend: "cpu" | "cuda", axes: Recor
       return [id, v];
     });
   } else {
-    // weights is a load-time option: each of its arms needs its own copy of the model (weightArmModels), so the
-    // default sweep leaves it out; name it (--toggle weights=*) to sweep it.
-    axisList = reg.map((d) => [d.id, implementedValues(d, backend)] as [string, string[]]).filter(([id, v]) => v.length > 1 && id !== WEIGHTS_TOGGLE);
+    // values that need more than a toggle (a draft model) are swept only when asked for by name; weights is a
+    // load-time option: each of its arms needs its own copy of the model (weightArmModels), so the default sweep
+    // leaves it out too (--toggle weights=* sweeps it).
+    axisList = reg.map((d) => [d.id, implementedValues(d, backend).filter((v) => !TOGGLE_VALUES_NEEDING_INPUT[d.id]?.values.includes(v))] as [string, string[]])
+      .filter(([id, v]) => v.length > 1 && id !== WEIGHTS_TOGGLE);
   }
   const base = (id: string) => effectiveDefault(defs.get(id)!, backend);
   const assignments: ToggleValues[] = [];

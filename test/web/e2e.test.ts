@@ -78,6 +78,18 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     expect(graphs).toContain("on (not on cpu)");
   }, 60_000);
 
+  test("the page's names and defaults are the catalog's (GET /api/catalog, from the native library)", async () => {
+    const cat = await (await fetch(`${base}/api/catalog`)).json() as {
+      profilingModes: { name: string }[]; hookPatterns: string[]; defaults: { cpu: Record<string, string> }; toggles: { id: string }[];
+    };
+    const modes = await page.locator("#profiling option").evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+    expect(modes).toEqual(["", ...cat.profilingModes.map((m) => m.name)]);
+    const hooks = await page.locator("#hook-patterns option").evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+    expect(hooks).toEqual(cat.hookPatterns);
+    expect(await page.getAttribute("#capture", "placeholder")).toBe(`e.g. ${cat.hookPatterns.slice(-2).join(", ")}`);
+    for (const t of cat.toggles) expect(await page.locator(`#toggles select[name='run-${t.id}']`).inputValue()).toBe(cat.defaults.cpu[t.id]);
+  }, 60_000);
+
   test("latency plots are drawn", async () => {
     await page.goto(base + "/#latency");
     await page.waitForSelector("#lat-prefill .bars path", { timeout: 90_000, state: "attached" });

@@ -17,6 +17,7 @@ import { tensorError, logitsError } from "../../engine/measure/quant-error.ts";
 import { htmlReport } from "../../engine/export/report.ts";
 import { Profile, readProfile } from "../../engine/measure/profile.ts";
 import { FAKE_REGISTRY, makeFakeOpenModel } from "./fake-engine.ts";
+import { catalog } from "../../engine/catalog.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
@@ -187,6 +188,20 @@ describe("engine worker protocol", () => {
     expect(await errOf(broken.load("x", "default", { backend: "cpu" }, () => {}))).toMatch(/cannot load the engine/);
     await broken.close();
   }, 180_000);
+
+  test("the catalog crosses the worker checked: the fake's toggles, or the library's with the real engine", async () => {
+    const lib = catalog();
+    const fake = new WorkerHost(join(REPO, "test/web/fake-engine.ts"));
+    const c = await fake.catalog();
+    expect(c.ops).toEqual(lib.ops);
+    expect(c.hooks).toEqual(lib.hooks);
+    expect(c.toggles.map((d) => d.id)).toEqual(FAKE_REGISTRY.map((d) => d.id));
+    expect(await fake.catalog()).toBe(c); // asked once
+    await fake.close();
+    const real = new WorkerHost(join(REPO, "engine/index.ts"));
+    expect(await real.catalog()).toEqual(lib);
+    await real.close();
+  }, 120_000);
 
   test("a worker that dies mid-run fails that run; the app reloads the model in a fresh worker", async () => {
     const { fakeApp, readSse, json } = await import("./helpers.ts");

@@ -1,10 +1,11 @@
 // A fake engine implementing engine/api.ts, for web tests: deterministic tokens, synthetic op records with
 // FLOPs/bytes, captures, a small toggle registry with a per-layer mask, and switchable failures and delays.
+// Its catalog (catalog()) is the native library's (op, hook and profiling-mode names) with its own toggles.
 import type {
   EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
 } from "../../engine/api.ts";
 import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/measure/profile.ts";
-import { opIndex } from "../../engine/catalog.ts";
+import { catalog as libraryCatalog, opIndex, type Catalog } from "../../engine/catalog.ts";
 
 export interface FakeOptions {
   failOpen?: boolean;
@@ -29,6 +30,13 @@ export const FAKE_REGISTRY: ToggleDef[] = [
   { id: "weights", name: "Weight format", type: "enum", values: ["bf16", "q8"], default: "bf16", perLayer: true, needsReset: true,
     backends: { cpu: ["bf16", "q8"], cuda: ["bf16", "q8"] }, spec: "QWEN-005", description: "weight format" },
 ];
+
+/** The library's id of an op this fake records (names as the catalog spells them); any other name is a bug here. */
+function opId(name: string): number {
+  const i = opIndex(name);
+  if (i >= libraryCatalog().ops.length) throw new Error(`fake engine: "${name}" is not an op of the library's catalog`);
+  return i;
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -80,11 +88,12 @@ class FakeSession implements EngineSession {
   setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }
   reset() { this.ctx = 0; this.decodeSteps = 0; }
   seqLen() { return this.ctx; }
+  truncate(_seq: number, n: number) { this.ctx = Math.min(this.ctx, n); }
   private record(phase: 0 | 1, n: number) {
     const s = this.step++;
     const push = (layer: number, op: string, us: number, flops: number, bytes: number) => {
       const c = this.cols;
-      c.step.push(s); c.phase.push(phase); c.layer.push(layer); c.op.push(opIndex(op)); c.kernel.push(layer < 0 ? 0 : 1);
+      c.step.push(s); c.phase.push(phase); c.layer.push(layer); c.op.push(opId(op)); c.kernel.push(layer < 0 ? 0 : 1);
       const dur = Math.round(us * 1000 * (phase === 0 ? Math.max(1, n / 4) : 1));
       c.t_start_ns.push(this.clock); this.clock += dur; c.t_end_ns.push(this.clock); this.clock += 200;
       c.flops.push(flops * n); c.bytes.push(bytes); c.n_tokens.push(n);
@@ -236,6 +245,12 @@ export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
       close() {},
     };
   };
+}
+
+/** The engine's names as this fake has them: the library's ops, hooks and profiling modes, the fake's toggles.
+ *  The web server reads it through the engine host (LocalHost, or the worker when this is QW_ENGINE_MODULE). */
+export function catalog(): Catalog {
+  return { ...libraryCatalog(), toggles: FAKE_REGISTRY.map((d) => ({ ...d })) };
 }
 
 /** For the worker (QW_ENGINE_MODULE): options from QW_FAKE_OPTIONS (JSON). */

@@ -1,10 +1,12 @@
-// Shared helpers for web tests: a temp workbench app over the fake engine, and an SSE reader.
+// Shared helpers for web tests (test/web and the sub-app tests beside web/*/routes.ts): a temp workbench app
+// over the fake engine, run helpers, and an SSE reader.
+import { afterAll, expect } from "bun:test";
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp, type AppDeps } from "../../web/app.ts";
 import { EngineCore, LocalHost, type EngineHost } from "../../web/core.ts";
-import { makeFakeOpenModel, type FakeOptions } from "./fake-engine.ts";
+import { catalog, makeFakeOpenModel, type FakeOptions } from "./fake-engine.ts";
 
 export interface Sse { id: number; event: string; data: any }
 
@@ -21,9 +23,34 @@ export function tempDirs() {
 
 export function fakeApp(fake: FakeOptions = {}, extra: Partial<AppDeps> = {}, host?: EngineHost) {
   const dirs = tempDirs();
-  const h = host ?? new LocalHost(new EngineCore(makeFakeOpenModel(fake)));
+  const h = host ?? new LocalHost(new EngineCore(makeFakeOpenModel(fake), catalog));
   const app = createApp({ host: h, profilesRoot: dirs.profiles, modelRoots: [dirs.models], heartbeatMs: 200, ...extra });
   return { app, dirs, host: h };
+}
+
+type App = ReturnType<typeof fakeApp>["app"];
+
+/** fakeApp for one test file: the temp folders of every app it made are removed after the file's tests. */
+export function appsForFile(): (...a: Parameters<typeof fakeApp>) => ReturnType<typeof fakeApp> {
+  const envs: { cleanup: () => void }[] = [];
+  afterAll(() => envs.forEach((e) => e.cleanup()));
+  return (...a) => {
+    const r = fakeApp(...a);
+    envs.push(r.dirs);
+    return r;
+  };
+}
+
+export async function startRun(app: App, body: unknown) {
+  const res = await app.request("/api/runs", json(body));
+  expect(res.status).toBe(202);
+  return (await res.json()) as { id: string };
+}
+
+export async function runToEnd(app: App, body: unknown): Promise<{ id: string; events: Sse[] }> {
+  const { id } = await startRun(app, body);
+  const events = await readSse(await app.request(`/api/tasks/${id}/events`));
+  return { id, events };
 }
 
 export async function readSse(res: Response, until = (e: Sse) => ["done", "error", "cancelled"].includes(e.event), timeoutMs = 120_000): Promise<Sse[]> {

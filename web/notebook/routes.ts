@@ -15,6 +15,7 @@ import { z } from "zod";
 import { Cell, Output } from "../../engine/notebook/format.ts";
 import { fromIpynb, toIpynb } from "../../engine/notebook/ipynb.ts";
 import { HttpError } from "../errors.ts";
+import { check, jsonBody } from "../http.ts";
 import type { Task, TaskManager } from "../tasks.ts";
 import { DEFAULT_LIMITS, NotebookKernel, type KernelLimits } from "./kernel.ts";
 import { NAME_RE, NotebookStore } from "./store.ts";
@@ -36,20 +37,6 @@ const RunRequest = z.object({
   cells: z.array(z.object({ key: z.string().max(100), source: z.string().max(1_000_000) }).strict()).min(1).max(2000),
 }).strict();
 const CreateRequest = z.object({ name: z.string(), cells: z.array(Cell).max(2000).optional() }).strict();
-
-function check<T extends z.ZodType>(schema: T, data: unknown, what: string): z.infer<T> {
-  const r = schema.safeParse(data);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new HttpError(400, `${what}: ${i.path.length ? `${i.path.join(".")}: ` : ""}${i.message}`);
-  }
-  return r.data;
-}
-
-async function jsonBody(c: Context): Promise<unknown> {
-  if (!(c.req.header("content-type") ?? "").includes("json")) throw new HttpError(415, "expected Content-Type: application/json");
-  try { return await c.req.json(); } catch { throw new HttpError(400, "request body is not valid JSON"); }
-}
 
 const NEW_NOTEBOOK: Cell[] = [
   { type: "markdown", source: "# New notebook\n\nCells are TypeScript; `display()`, `table()`, `plotly()`, `plot()` and `progress()` show results under the cell." },

@@ -23,7 +23,9 @@ const opColor = (op) => OP_COLORS[op] ?? "#7f7f7f";
 const PLOT_CFG = { responsive: true, displaylogo: false, toImageButtonOptions: { format: "png", scale: 2 } };
 const BASE_LAYOUT = { margin: { l: 64, r: 20, t: 40, b: 52 }, font: { family: "system-ui, sans-serif", size: 12 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff", legend: { orientation: "h", y: -0.22 } };
 
-const state = { model: null, registry: [], layers: 0, profiles: [], task: null, es: null, lastRunKey: null };
+// state.catalog: every op, hook, profiling-mode and toggle name, and the toggle defaults per backend, as the
+// engine's native library defines them (GET /api/catalog, loaded first in boot()); the page writes none by hand.
+const state = { model: null, registry: [], layers: 0, profiles: [], task: null, es: null, lastRunKey: null, catalog: null };
 
 async function api(path, opts = {}) {
   const init = { ...opts };
@@ -62,24 +64,30 @@ function setModel(m) {
   chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers${w}` : "no model loaded";
   chip.classList.toggle("ok", !!m);
   renderToggles($("#toggles"), "run");
-  renderProfilingModes(m?.profilingModes);
   renderToggles($("#q-ref"), "qref");
   renderToggles($("#q-cand"), "qcand");
   quant.onToggles();
 }
 
-// Profiling modes come from the library through /api/model; kernels (the low-overhead mode) is the default.
-function renderProfilingModes(modes) {
-  const sel = $("#profiling"), cur = sel.value || "kernels";
-  const list = modes?.length ? modes : ["kernels"];
-  sel.innerHTML = list.map((m) => `<option value="${esc(m)}">${esc(m)}</option>`).join("");
-  sel.value = list.includes(cur) ? cur : (list.includes("kernels") ? "kernels" : list[0]);
+// Profiling modes from the catalog; the first choice leaves the mode to the engine (its low-overhead one: a run
+// sends profiling: true), the others name one.
+function renderProfilingModes() {
+  const sel = $("#profiling"), cur = sel.value;
+  const names = (state.catalog?.profilingModes ?? []).map((m) => m.name);
+  sel.innerHTML = `<option value="">engine default</option>` + names.map((m) => `<option value="${esc(m)}">${esc(m)}</option>`).join("");
+  sel.value = names.includes(cur) ? cur : "";
 }
 
-const effDefault = (d) => {
-  const impl = d.backends?.[state.model?.backend ?? "cpu"] ?? d.values;
-  return impl.includes(d.default) ? d.default : (impl[0] ?? d.default);
-};
+/** Capture-point hints from the catalog: the hook patterns a run or a quantization measurement may name. */
+function renderHookHints() {
+  const pats = state.catalog?.hookPatterns ?? [];
+  $("#capture").placeholder = pats.length ? `e.g. ${pats.slice(-2).join(", ")}` : "";
+  $("#hook-patterns").innerHTML = pats.map((p) => `<option value="${esc(p)}"></option>`).join("");
+}
+
+/** The value a toggle takes when a run does not name it, on the loaded model's backend: from the catalog
+ *  (the server computes it with the engine's rule), else the registry's own default. */
+const effDefault = (d) => state.catalog?.defaults?.[state.model?.backend ?? "cpu"]?.[d.id] ?? d.default;
 
 // weights is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
 // layer); a run that picks another value makes the server reload the model with it.
@@ -110,7 +118,8 @@ function renderToggles(root, ns) {
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
         Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(Array.isArray(cur) ? cur[l] : def)}</select></label>`).join("")}</div>` : ""}
-      <div class="desc">${esc(d.description ?? "")}</div>`;
+      <div class="desc">${esc(d.description ?? "")}</div>${d.id === "speculative" ? specFields(ns) : ""}`;
+    if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => { $(".spec-draft", div).hidden = e.target.value !== "draft"; });
     const cb = $(".perlayer", div);
     if (cb) cb.addEventListener("change", () => {
       $(".layers", div).hidden = !cb.checked;
@@ -124,6 +133,17 @@ function renderToggles(root, ns) {
     single.insertAdjacentHTML("afterbegin", `<summary>${nSingle} more with a single arm on ${esc(backend)}</summary>`);
     root.appendChild(single);
   }
+}
+
+// speculative = draft needs a draft model (a path under the model roots, same tokenizer) and k per verify step
+function specFields(ns) {
+  return `<div class="spec-draft line" hidden><label>draft model (under a model root) <input class="spec-model" name="${ns}-spec-model" value="tiny-qwen2-brown-draft" title="a model directory or .gguf under a model root, with the same tokenizer"></label>
+    <label>k <input class="spec-k" name="${ns}-spec-k" type="number" min="1" max="64" value="4"></label></div>`;
+}
+function readDraft(root) {
+  const div = $('.toggle[data-id="speculative"]', root);
+  if (!div || $(".global", div).value !== "draft") return undefined;
+  return { model: $(".spec-model", div).value.trim(), k: Number($(".spec-k", div).value) };
 }
 
 function readToggles(root) {
@@ -211,11 +231,13 @@ function runBody() {
     maxTokens: Number($("#max-tokens").value),
     repeats: Number($("#repeats").value),
     sampling: { temperature: Number($("#temperature").value), topK: Number($("#top-k").value), topP: Number($("#top-p").value), seed: Number($("#seed").value) },
-    toggles: readToggles($("#toggles")), profiling: $("#profiling").value,
+    toggles: readToggles($("#toggles")), profiling: $("#profiling").value || true,
     capture: $("#capture").value.split(",").map((s) => s.trim()).filter(Boolean),
   };
   const label = $("#label").value.trim();
   if (label) body.label = label;
+  const draft = readDraft($("#toggles"));
+  if (draft) body.draft = draft;
   const model = $("#model-select").value;
   if (model && model !== state.model?.source) { body.model = model; body.backend = $("#backend-select").value; }
   if (src === "set") body.promptSet = $("#set-select").value;
@@ -580,6 +602,9 @@ const TAB_INIT = {
 
 async function boot() {
   try { const pal = await api("/api/palette"); PALETTE.push(...pal.palette); Object.assign(OP_COLORS, pal.opColors); } catch (e) { toast(`palette: ${e.message}`, "error"); }
+  try { state.catalog = await api("/api/catalog"); } catch (e) { toast(`catalog: ${e.message}`, "error"); }
+  renderProfilingModes();
+  renderHookHints();
   $("#load-btn").addEventListener("click", loadModel);
   $("#run-btn").addEventListener("click", startRun);
   $("#cancel-btn").addEventListener("click", cancelRun);

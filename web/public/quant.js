@@ -20,8 +20,9 @@ export function createQuantPage(ctx) {
     return same;
   }
 
-  /** A default candidate that differs: a toggle with another value this backend implements (weights / KV first),
-   *  else another model file; nothing when neither exists (the note then says what to pick). */
+  /** A default candidate that differs: a toggle with another value this backend implements (first one that
+   *  changes stored data: needsReset in the registry, like the weight or KV-cache format), else another model
+   *  file; nothing when neither exists (the note then says what to pick). */
   function pickDefaultCandidate() {
     if ($("#q-cand").dataset.touched) return;
     const backend = state.model?.backend ?? "cpu";
@@ -29,7 +30,7 @@ export function createQuantPage(ctx) {
     const altOf = (d) => (d.id === "weights" ? ["q4", "q8"].find((v) => v !== state.model?.weights && (d.backends?.[backend] ?? []).includes(v))
       : d.values.find((v) => v !== effDefault(d) && (d.backends?.[backend] ?? d.values).includes(v)));
     const alts = state.registry.map((d) => ({ d, alt: altOf(d) })).filter((x) => x.alt);
-    const pick = alts.find((x) => /weight|kv/i.test(x.d.id)) ?? alts[0];
+    const pick = alts.find((x) => x.d.needsReset) ?? alts[0];
     const sel = pick && $(`.toggle[data-id="${pick.d.id}"] .global`, $("#q-cand"));
     if (sel) sel.value = pick.alt;
     else {
@@ -70,11 +71,13 @@ export function createQuantPage(ctx) {
     const ref = armOf("ref"), cand = armOf("cand");
     const body = {
       prompt: $("#q-prompt").value, repeats: Number($("#q-repeats").value),
-      hooks: $("#q-hooks").value.split(",").map((x) => x.trim()).filter(Boolean),
       reference: { label: armLabel(ref), toggles: ref.toggles, ...(ref.model ? { model: ref.model } : {}) },
       candidate: { label: armLabel(cand), toggles: cand.toggles, ...(cand.model ? { model: cand.model } : {}) },
       ...($("#q-ppl").checked ? { perplexity: pplSettings() } : {}),
     };
+    // empty: the engine's default hooks (every block's output and the logits)
+    const hooks = $("#q-hooks").value.split(",").map((x) => x.trim()).filter(Boolean);
+    if (hooks.length) body.hooks = hooks;
     $("#q-run").disabled = true; $("#q-status").textContent = "queued…";
     try {
       const { id } = await api("/api/quant", { json: body });

@@ -6,9 +6,9 @@
 // This is HF's eager attention in fp32 (softmax before the PV product). The bf16 cache stores K and V
 // rounded to nearest even; they are widened exactly to fp32 for the math.
 //
-// gqa = native reads kv head kh straight from the cache. gqa = broadcast first materializes a repeated
-// copy of K and V per query head ([nH, len, d], what repeat_kv does in HF) and attends to that copy; the
-// same loaders and loop order give bit-identical results, at the cost of the copy.
+// Which KV heads are read is the layer's gqa arm (opt/gqa/gqa_cpu.hpp): native reads kv head kh straight from
+// the cache; broadcast attends to per-query-head copies gqa_prepare() made; the same loaders and loop order
+// give bit-identical results, at the cost of the copy.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -20,40 +20,12 @@
 #endif
 
 #include "cpu.hpp"
+#include "gqa_cpu.hpp"
 #include "half.hpp"
 #include "vexp.hpp"
 
 namespace qw {
 namespace cpu {
-
-void KvCache::configure(const std::string &dtype, int32_t L, int32_t B, int32_t nkv, int32_t T, int32_t d) {
-  if (dtype != "bf16" && dtype != "f32")
-    throw Error(QW_ERR_UNSUPPORTED, "kvCache = " + dtype + " is not implemented by the CPU backend (bf16, f32)");
-  // Checked in double first: a product of five config/session sizes can overflow int64.
-  const double nd = double(L) * B * nkv * T * d;
-  if (nd > double(int64_t(1) << 38))
-    throw Error(QW_ERR_OUT_OF_MEMORY, "KV cache of " + std::to_string(nd * (dtype == "bf16" ? 4 : 8) / 1e9) +
-                                          " GB requested: reduce max_batch or max_context");
-  const int64_t n = int64_t(L) * B * nkv * T * d;
-  kf.reset();
-  vf.reset();
-  kb.reset();
-  vb.reset();
-  bf16 = dtype == "bf16";
-  layers = L;
-  batch = B;
-  kv_heads = nkv;
-  ctx = T;
-  head_dim = d;
-  // Uninitialised on purpose: pages are only touched as sequences grow (a 4096 x 16 cache is mostly unused).
-  if (bf16) {
-    kb.reset(new uint16_t[size_t(n)]);
-    vb.reset(new uint16_t[size_t(n)]);
-  } else {
-    kf.reset(new float[size_t(n)]);
-    vf.reset(new float[size_t(n)]);
-  }
-}
 
 // s[k] = softmax(scale * s)[k] over k < n (max-subtracted, e / sum): the one softmax of both attention
 // paths (attention_avx512.cpp calls it too), so their probabilities are bit-identical.
@@ -193,7 +165,7 @@ void attend(float *z, const float *q, int32_t d, int32_t n_keys, float scale, st
 
 }  // namespace
 
-void attention(KvCache &kv, const AttnArgs &a) {
+void attention(KvStore &kv, const AttnArgs &a) {
   const Step &st = *a.step;
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const int64_t qd = int64_t(nH) * d, kvd = int64_t(nKV) * d;
@@ -216,28 +188,14 @@ void attention(KvCache &kv, const AttnArgs &a) {
         }
       }
     }
-  // 2. gqa = broadcast: materialize [nH, len, d] copies of K and V per sequence (fp32, exact widening).
-  std::vector<std::vector<float>> bk(a.broadcast ? nS : 0), bv(a.broadcast ? nS : 0);
-  if (a.broadcast)
-    for (size_t s = 0; s < nS; ++s) {
-      const int64_t len = st.pos0[s] + st.n_new[s];
-      bk[s].resize(size_t(nH * len * d));
-      bv[s].resize(size_t(nH * len * d));
-      for (int32_t h = 0; h < nH; ++h)
-        for (int64_t p = 0; p < len; ++p) {
-          const int64_t src = kv.offset(a.layer, st.seq[s], h / group, int32_t(p));
-          float *dk = &bk[s][size_t((h * len + p) * d)], *dv = &bv[s][size_t((h * len + p) * d)];
-          for (int32_t i = 0; i < d; ++i) {
-            dk[i] = kv.bf16 ? bf16_to_float(kv.kb[size_t(src + i)]) : kv.kf[size_t(src + i)];
-            dv[i] = kv.bf16 ? bf16_to_float(kv.vb[size_t(src + i)]) : kv.vf[size_t(src + i)];
-          }
-        }
-    }
+  // 2. The KV heads of the layer's gqa arm (broadcast: per-query-head copies).
+  GqaKv g;
+  gqa_prepare(kv, a, g);
   int64_t rows = 0;
   for (size_t s = 0; s < nS; ++s) rows += st.n_new[s];
   // 3a. Prefill chunks: the blocked AVX-512 kernels (same math, several queries per K/V load).
   if (rows >= kBlockedMinRows && attention_blocked_ok(d)) {
-    attention_blocked_avx512(kv, a, bk, bv);
+    attention_blocked_avx512(kv, a, g);
     return;
   }
   // 3b. One task per (query row, head).
@@ -261,9 +219,9 @@ void attention(KvCache &kv, const AttnArgs &a) {
       const int32_t n_keys = st.pos0[s] + int32_t(row - st.row_offset[s]) + 1;
       const float *q = a.q + row * qd + int64_t(h) * d;
       float *z = a.z + row * qd + int64_t(h) * d;
-      if (a.broadcast) {
+      if (g.per_query_head) {
         const int64_t len = st.pos0[s] + st.n_new[s];
-        const float *K = &bk[s][size_t(h * len * d)], *V = &bv[s][size_t(h * len * d)];
+        const float *K = &g.k[s][size_t(h * len * d)], *V = &g.v[s][size_t(h * len * d)];
         attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowF32{K + int64_t(k) * d}; },
                [&](int32_t k) { return RowF32{V + int64_t(k) * d}; });
       } else {

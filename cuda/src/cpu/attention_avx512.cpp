@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu.hpp"
+#include "gqa_cpu.hpp"
 #include "half.hpp"
 
 // GCC 12 warns about the intentionally undefined pass-through operand inside some AVX-512 intrinsics.
@@ -98,14 +99,13 @@ struct KvSrc {
 
 bool attention_blocked_ok(int32_t head_dim) { return head_dim % 64 == 0 && cpu_has_avx512(); }
 
-void attention_blocked_avx512(KvCache &kv, const AttnArgs &a, const std::vector<std::vector<float>> &bk,
-                              const std::vector<std::vector<float>> &bv) {
+void attention_blocked_avx512(KvStore &kv, const AttnArgs &a, const GqaKv &g) {
   const Step &st = *a.step;
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const int64_t qd = int64_t(nH) * d;
   const size_t nS = st.seq.size();
   // KV sources: per sequence, one per kv head (native) or one per query head (broadcast copies).
-  const int32_t nsrc = a.broadcast ? nH : nKV, per_src = a.broadcast ? 1 : group;
+  const int32_t nsrc = g.per_query_head ? nH : nKV, per_src = g.per_query_head ? 1 : group;
   std::vector<KvSrc> src(nS * size_t(nsrc));
   parallel_range(*a.pool, int64_t(src.size()), 2, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -115,14 +115,14 @@ void attention_blocked_avx512(KvCache &kv, const AttnArgs &a, const std::vector<
       o.len = st.pos0[s] + st.n_new[s];
       o.kt.resize(size_t(d * o.len));
       auto keyf = [&](int64_t p, int32_t e) -> float {
-        if (a.broadcast) return bk[s][size_t((h * o.len + p) * d + e)];
+        if (g.per_query_head) return g.k[s][size_t((h * o.len + p) * d + e)];
         const int64_t off = kv.offset(a.layer, st.seq[s], h, int32_t(p)) + e;
         return kv.bf16 ? bf16_to_float(kv.kb[size_t(off)]) : kv.kf[size_t(off)];
       };
       for (int64_t p = 0; p < o.len; ++p)
         for (int32_t e = 0; e < d; ++e) o.kt[size_t(e * o.len + p)] = keyf(p, e);
-      if (a.broadcast) {
-        o.v = &bv[s][size_t(h * o.len * d)];
+      if (g.per_query_head) {
+        o.v = &g.v[s][size_t(h * o.len * d)];
       } else if (!kv.bf16) {
         o.v = &kv.vf[size_t(kv.offset(a.layer, st.seq[s], h, 0))];
       } else {

@@ -1,5 +1,5 @@
 // forward.cpp — one Qwen2 forward step on the CPU (prefill chunk or batched decode), exactly the HF
-// modeling_qwen2 order (DESIGN.md §3) in fp32, with op records, hook captures, logits and sampling.
+// modeling_qwen2 order (docs/ARCHITECTURE.md §Layers) in fp32, with op records, hook captures, logits and sampling.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -7,6 +7,7 @@
 #include "convert.hpp"
 #include "cost.hpp"
 #include "cpu.hpp"
+#include "gqa_cpu.hpp"
 #include "sampling.hpp"
 
 namespace qw {
@@ -80,9 +81,9 @@ Session::Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t
   rope_ = rope_table(max_context, m.cfg.head_dim, m.cfg.rope_theta);
 }
 
-void Session::configure_kv(const std::string &kv_dtype) {
+void Session::configure(const StepToggles &t) {
   const Config &c = m_.cfg;
-  kv_.configure(kv_dtype, c.num_layers, max_batch_, c.num_kv_heads, max_context_, c.head_dim);
+  kv_.configure(t.kv_cache, c.num_layers, max_batch_, c.num_kv_heads, max_context_, c.head_dim);
 }
 
 void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
@@ -124,18 +125,19 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &ly = m_.layers[size_t(l)];
-    const bool i8 = st.toggles.layer.size() > size_t(l) && st.toggles.layer[size_t(l)].act_int8;
+    const LayerToggles &lt = st.toggles.at(l);
+    const ActQuant aq = lt.act_quant;  // the activation arm of the layer's GEMMs
     cap(HOOK_RESID_PRE, l, x, H);
     rec.op(l, QW_OP_ATTN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
            [&] { rmsnorm(h, x, ly.attn_norm, R, H, c.rms_eps, th); });
     {
-      const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd, i8}, {ly.k, ly.bk, k, KVd, i8}, {ly.v, ly.bv, v, KVd, i8}};
+      const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd, aq}, {ly.k, ly.bk, k, KVd, aq}, {ly.v, ly.bv, v, KVd, aq}};
       OpCost cq = cost_matmul(R, Qd, H, ly.q.t->type, ly.q.t->group, true, act);
       const OpCost ck = cost_matmul(R, KVd, H, ly.k.t->type, ly.k.t->group, true, act);
       const OpCost cv = cost_matmul(R, KVd, H, ly.v.t->type, ly.v.t->group, true, act);
       cq.flops += ck.flops + cv.flops;
       cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);  // x is read once for all three
-      rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R, i8), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
+      rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R, aq), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
     }
     rec.op(l, QW_OP_ROPE, "cpu.rope.neox", cost_rope(R, nH + nKV, d, act), nt, [&] {
       rope_apply(q, R, Qd, nH, d, pos, rope_);
@@ -145,17 +147,15 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_K, l, k, KVd);
     cap(HOOK_V, l, v, KVd);
     {
-      const bool bc = st.toggles.layer.size() > size_t(l) && st.toggles.layer[size_t(l)].gqa_broadcast;
-      const char *kn = bc ? (kv_.bf16 ? "cpu.attention.broadcast.kv_bf16" : "cpu.attention.broadcast.kv_f32")
-                          : (kv_.bf16 ? "cpu.attention.native.kv_bf16" : "cpu.attention.native.kv_f32");
-      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, bc, &th};
+      const char *kn = gqa_attention_kernel_name(lt.gqa, kv_.bf16);
+      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th};
       rec.op(l, QW_OP_ATTENTION, kn, cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt,
              [&] { attention(kv_, args); });
     }
     cap(HOOK_Z, l, z, Qd);
     {
-      const MatJob job{ly.o, nullptr, o, H, i8};
-      rec.op(l, QW_OP_O_PROJ, matmul_kernel_name(*ly.o.t, R, i8), cost_matmul(R, H, Qd, ly.o.t->type, ly.o.t->group, false, act),
+      const MatJob job{ly.o, nullptr, o, H, aq};
+      rec.op(l, QW_OP_O_PROJ, matmul_kernel_name(*ly.o.t, R, aq), cost_matmul(R, H, Qd, ly.o.t->type, ly.o.t->group, false, act),
              nt, [&] { matmul(&job, 1, z, R, Qd, th); });
     }
     cap(HOOK_ATTN_OUT, l, o, H);
@@ -164,19 +164,19 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     rec.op(l, QW_OP_FFN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
            [&] { rmsnorm(h, x, ly.ffn_norm, R, H, c.rms_eps, th); });
     {
-      const MatJob jobs[2] = {{ly.gate, nullptr, g, F, i8}, {ly.up, nullptr, u, F, i8}};
+      const MatJob jobs[2] = {{ly.gate, nullptr, g, F, aq}, {ly.up, nullptr, u, F, aq}};
       OpCost cg = cost_matmul(R, F, H, ly.gate.t->type, ly.gate.t->group, false, act);
       const OpCost cu = cost_matmul(R, F, H, ly.up.t->type, ly.up.t->group, false, act);
       cg.flops += cu.flops;
       cg.bytes += cu.bytes - act * double(R * H);
-      rec.op(l, QW_OP_GATE_UP, matmul_kernel_name(*ly.gate.t, R, i8), cg, nt, [&] { matmul(jobs, 2, h, R, H, th); });
+      rec.op(l, QW_OP_GATE_UP, matmul_kernel_name(*ly.gate.t, R, aq), cg, nt, [&] { matmul(jobs, 2, h, R, H, th); });
     }
     cap(HOOK_MLP_PRE, l, g, F);
     rec.op(l, QW_OP_SWIGLU, "cpu.swiglu", cost_swiglu(R, F, act), nt, [&] { swiglu(a, g, u, R * F, th); });
     cap(HOOK_MLP_POST, l, a, F);
     {
-      const MatJob job{ly.down, nullptr, o, H, i8};
-      rec.op(l, QW_OP_DOWN, matmul_kernel_name(*ly.down.t, R, i8),
+      const MatJob job{ly.down, nullptr, o, H, aq};
+      rec.op(l, QW_OP_DOWN, matmul_kernel_name(*ly.down.t, R, aq),
              cost_matmul(R, H, F, ly.down.t->type, ly.down.t->group, false, act), nt, [&] { matmul(&job, 1, a, R, F, th); });
     }
     rec.op(l, QW_OP_RESIDUAL, "cpu.residual_add", cost_residual(R, H, act), nt, [&] { residual_add(x, o, R * H, th); });

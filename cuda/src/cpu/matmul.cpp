@@ -13,7 +13,7 @@
 // With AVX-512 (run-time check; QW_CPU_NO_AVX512=1 turns it off), T >= kDequantMinT goes to the packed
 // prefill kernels instead: gemm_avx512.cpp (exact fp32 arm: weight rows dequantized exactly in L2-sized
 // blocks, 4 rows x 6 tokens of zmm accumulators) or, for W8/W4 with toggle actQuant = int8 on a VNNI CPU,
-// gemm_int8_avx512.cpp (activations quantized per group, vpdpbusd). Row chunks are then multiples of 32.
+// the actQuant arm (opt/act_quant/: activations quantized per group, vpdpbusd). Row chunks are then multiples of 32.
 //
 // Grouped weights (W8/W4, w = scale * q + offset per group of G columns): the dot is folded as
 //   sum_g (scale_g * sum_{c in g} q_c x_c) + sum_g offset_g * (sum_{c in g} x_c)
@@ -40,6 +40,7 @@
 #define QW_CPU_AVX2 1
 #endif
 
+#include "act_quant_cpu.hpp"
 #include "convert.hpp"
 #include "cpu.hpp"
 #include "half.hpp"
@@ -50,7 +51,6 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kTokenTile = 32;  // tokens per pass over a chunk's weight rows
-constexpr int64_t kDequantMinT = 8;  // from this many tokens on, dequantize-then-f32-GEMM wins (and the GEMM kernels run)
 
 struct Ctx {
   const MatJob *job;
@@ -326,8 +326,7 @@ void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
   const NativeTensor &w = *cx.job->w.t;
   const int64_t cols = w.cols;
   if (cx.qa) {
-    static const bool vnni = cpu_has_vnni();
-    (vnni ? gemm_int8_avx512 : gemm_int8_avx2)(*cx.job, *cx.qa, cx.xsum, r0, r1);
+    gemm_act_quant(*cx.job, *cx.qa, cx.xsum, r0, r1);
     return;
   }
   static const bool avx512 = cpu_has_avx512();
@@ -375,41 +374,15 @@ bool cpu_has_avx512() {
 #endif
 }
 
-// The int8-activation arm runs for W8/W4 weights and prefill-sized T: with VNNI (gemm_int8_avx512.cpp) or
-// with AVX2 (gemm_int8_avx2.cpp, the same outputs); builds without AVX2 run the exact kernel.
-bool uses_int8(const NativeTensor &t, int64_t T, bool act_int8) {
-#ifdef QW_CPU_AVX2
-  return act_int8 && T >= kDequantMinT && (t.type == NativeType::W8 || t.type == NativeType::W4);
-#else
-  (void)t, (void)T, (void)act_int8;
-  return false;
-#endif
-}
-
-// "cpu.gemm.w{8,4}g{16,32,128}.int8act.{vnni,avx2}": the names are static (op records keep the pointer).
-static const char *int8_kernel_name(const NativeTensor &t) {
-  static const char *const names[2][3][2] = {
-      {{"cpu.gemm.w8g16.int8act.vnni", "cpu.gemm.w8g16.int8act.avx2"},
-       {"cpu.gemm.w8g32.int8act.vnni", "cpu.gemm.w8g32.int8act.avx2"},
-       {"cpu.gemm.w8g128.int8act.vnni", "cpu.gemm.w8g128.int8act.avx2"}},
-      {{"cpu.gemm.w4g16.int8act.vnni", "cpu.gemm.w4g16.int8act.avx2"},
-       {"cpu.gemm.w4g32.int8act.vnni", "cpu.gemm.w4g32.int8act.avx2"},
-       {"cpu.gemm.w4g128.int8act.vnni", "cpu.gemm.w4g128.int8act.avx2"}}};
-  static const bool vnni = cpu_has_vnni();
-  const int g = t.group == 16 ? 0 : t.group == 32 ? 1 : 2;
-  return names[t.type == NativeType::W4 ? 1 : 0][g][vnni ? 0 : 1];
-}
-
 // Kernel names of grouped weights carry the group size (16, 32 from GGUF; 128 from the weights toggle).
 static const char *by_group(int32_t g, const char *g16, const char *g32, const char *g128) {
   return g == 16 ? g16 : g == 128 ? g128 : g32;
 }
 
-const char *matmul_kernel_name(const NativeTensor &t, int64_t T, bool act_int8) {
+const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_quant) {
   const bool gemv = T == 1;
   const int32_t g = t.group;
-  if (uses_int8(t, T, act_int8))
-    return int8_kernel_name(t);
+  if (act_quant_runs(act_quant, t, T)) return act_quant_kernel_name(act_quant, t);
   if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
     switch (t.type) {
       case NativeType::F32: return "cpu.gemm.f32.avx512";
@@ -453,14 +426,14 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
     c.gpr = grouped ? w.cols / w.group : 1;
     c.xsum = nullptr;
     c.qa = nullptr;
-    if (uses_int8(w, T, jobs[j].act_int8)) {  // one quantization per group size, shared by the jobs
+    if (act_quant_runs(jobs[j].act_quant, w, T)) {  // one quantization per arm and group size, shared by the jobs
       QuantAct *qa = nullptr;
       for (auto &q : qas)
-        if (q.G == w.group) qa = &q;
+        if (q.mode == jobs[j].act_quant && q.G == w.group) qa = &q;
       if (!qa) {
         qas.emplace_back();
         qa = &qas.back();
-        quantize_act(*qa, x, T, x_stride, w.cols, w.group, pool);
+        quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool);
       }
       c.qa = qa;
     }

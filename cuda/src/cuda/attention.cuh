@@ -4,8 +4,8 @@
 //            (one launch; counters reset by the combining block, so it replays inside a CUDA graph).
 //   prefill: flash attention with mma.sync m16n8k16 bf16 (fp32 accumulators, online softmax), query rows at
 //            positions pos0 .. pos0+n-1 of one sequence attending to cache positions [0, pos0+n).
-//   broadcast: the naive GQA arm materializes repeated KV heads into a scratch cache, then runs the same
-//            kernels with G = 1.
+//   broadcast (gqa=broadcast, src/opt/gqa/kv_broadcast.cuh): the naive GQA arm materializes repeated KV
+//            heads into a scratch cache, then runs the same kernels with G = 1.
 // Cache layout (per layer): [slots][nKV][max_ctx][d] bf16, K and V separate.
 #pragma once
 #include "common.cuh"
@@ -38,12 +38,5 @@ struct PrefillAttnArgs {
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);
 // The simple SIMT kernel (reference arm, any head_dim <= 256): exposed for the lab.
 const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t stream);
-
-// gqa=broadcast: copies cache positions [0, len) of (src_slot, every kv head) into dst (a cache with
-// nH heads, slot dst_slot), repeating kv head h for query heads h*G .. h*G+G-1.
-void launch_kv_broadcast(__nv_bfloat16 *dst_k, __nv_bfloat16 *dst_v, const __nv_bfloat16 *src_k,
-                         const __nv_bfloat16 *src_v, const int32_t *src_slot, const int32_t *len, int32_t batch,
-                         int32_t n_heads, int32_t n_kv, int32_t head_dim, int32_t max_ctx, int32_t max_len,
-                         cudaStream_t stream);
 
 }  // namespace qwc

@@ -1,0 +1,129 @@
+// lab.cuh — what the kernel lab's files share (cuda/dev/lab.cu is qwlab's main, cuda/dev/lab/*.cu one file per
+// kernel family, as llm.c's dev/cuda): random inputs, bf16 helpers, device buffers, timing, the result table, host
+// weights in every native type, and the cases and sections each family file defines.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+
+using namespace qwc;
+
+#define CHK(x) cuda_check((x), #x, __FILE__, __LINE__)
+extern double g_copy_bw;    // bytes/s, replaced by the measured value in `calib`/`all`
+extern double g_bf16_rate;  // FLOP/s
+extern bool g_quick;
+extern int g_fail;
+
+struct Row {
+  std::string name, shape, check;
+  double err, us, rate;
+  std::string unit;
+  double pct;
+};
+extern std::vector<Row> g_rows;
+
+extern uint64_t g_rng;
+inline uint64_t rnd64() {
+  g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+  return g_rng;
+}
+inline float rndu() { return (float)((rnd64() >> 40) * (1.0 / 16777216.0)); }
+inline float rndn() {
+  float u1 = std::max(rndu(), 1e-7f), u2 = rndu();
+  return sqrtf(-2.f * logf(u1)) * cosf(6.2831853f * u2);
+}
+inline uint16_t f2bf(float f) {
+  __nv_bfloat16 b = __float2bfloat16(f);
+  uint16_t u;
+  memcpy(&u, &b, 2);
+  return u;
+}
+inline float bf2f(uint16_t u) {
+  uint32_t x = (uint32_t)u << 16;
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
+}
+inline float bfr(float f) { return bf2f(f2bf(f)); }
+
+template <typename T>
+T *dalloc(size_t n) {
+  void *p;
+  CHK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+  return (T *)p;
+}
+template <typename T>
+void h2d(T *d, const std::vector<T> &h) { CHK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+template <typename T>
+std::vector<T> d2h(const T *d, size_t n) {
+  std::vector<T> h(n);
+  CHK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+inline void poison(void *d, size_t bytes) { CHK(cudaMemset(d, 0xff, bytes)); }  // NaN for f32/bf16
+
+// median time in microseconds of `iters` launches of f(i) after `warm` warm-ups
+double time_us(const std::function<void(int)> &f, int iters = 50, int warm = 5);
+double rel_err(const std::vector<double> &out, const std::vector<double> &ref, bool *nan_seen);
+// One result row (printed now, and in the table at the end); a failed check counts in g_fail.
+void report(const std::string &name, const std::string &shape, bool checked, double err, double tol, bool nan_seen,
+            double us, double rate, const std::string &unit, double ceiling);
+
+// ------------------------------------------------------------------------------------------------ weights
+struct HostW {
+  int type;
+  int64_t rows, cols;
+  int group;
+  std::vector<uint8_t> data;
+  std::vector<float> scale, offset;
+  float at(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    switch (type) {
+      case WT_F32: { float f; memcpy(&f, &data[i * 4], 4); return f; }
+      case WT_F16: { __half h; memcpy(&h, &data[i * 2], 2); return __half2float(h); }
+      case WT_BF16: { uint16_t u; memcpy(&u, &data[i * 2], 2); return bf2f(u); }
+      case WT_W8: { int64_t g = r * (cols / group) + c / group; return scale[g] * (float)(int8_t)data[i] + offset[g]; }
+      default: {
+        int64_t g = r * (cols / group) + c / group;
+        uint8_t b = data[i >> 1];
+        return scale[g] * (float)((i & 1) ? (b >> 4) : (b & 15)) + offset[g];
+      }
+    }
+  }
+  size_t bytes() const { return data.size() + 4 * (scale.size() + offset.size()); }
+};
+HostW make_w(int type, int64_t rows, int64_t cols, int group = 32);
+struct DevW {
+  WMat m;
+  void *d = nullptr; float *s = nullptr, *o = nullptr;
+};
+DevW upload_w(const HostW &h);
+void free_w(DevW &w);
+const char *tname(int t);
+
+// ------------------------------------------------------------------------------------------------ families
+// gemv.cu
+void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batch, int pro, int epi, bool timed);
+void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool timed);
+void run_gemv();
+// attention.cu
+void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast, bool timed);
+void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed, int max_check_rows = 96);
+void run_attn();
+void run_prefill();
+// gemm.cu
+void gemm_case(int backend, int64_t M, int64_t N, int64_t K, int kind, bool timed);
+void run_gemm();
+// misc.cu: rope + KV write, rmsnorm, embed, argmax, SwiGLU; the device sampler
+void run_misc();
+void run_sampling();
+// chain.cu: a whole decode step from the production kernels
+void run_chain();

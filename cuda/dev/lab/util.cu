@@ -1,0 +1,91 @@
+// util.cu — the lab's shared state and helpers (lab.cuh).
+#include "lab.cuh"
+
+double g_copy_bw = 4.16e12;
+double g_bf16_rate = 768e12;
+bool g_quick = false;
+int g_fail = 0;
+std::vector<Row> g_rows;
+uint64_t g_rng = 0;
+
+double time_us(const std::function<void(int)> &f, int iters, int warm) {
+  cudaEvent_t a, b;
+  CHK(cudaEventCreate(&a));
+  CHK(cudaEventCreate(&b));
+  for (int i = 0; i < warm; ++i) f(i);
+  CHK(cudaDeviceSynchronize());
+  std::vector<float> ts;
+  for (int i = 0; i < iters; ++i) {
+    CHK(cudaEventRecord(a));
+    f(i);
+    CHK(cudaEventRecord(b));
+    CHK(cudaEventSynchronize(b));
+    float ms;
+    CHK(cudaEventElapsedTime(&ms, a, b));
+    ts.push_back(ms * 1000.f);
+  }
+  CHK(cudaGetLastError());
+  std::sort(ts.begin(), ts.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ts[ts.size() / 2];
+}
+
+double rel_err(const std::vector<double> &out, const std::vector<double> &ref, bool *nan_seen) {
+  double num = 0, den = 0;
+  *nan_seen = false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i])) { *nan_seen = true; continue; }
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+void report(const std::string &name, const std::string &shape, bool checked, double err, double tol, bool nan_seen,
+                   double us, double rate, const std::string &unit, double ceiling) {
+  std::string check = !checked ? "-" : (nan_seen ? "FAIL(nan/unwritten)" : (err <= tol ? "PASS" : "FAIL"));
+  if (check.rfind("FAIL", 0) == 0) ++g_fail;
+  const double pct = ceiling > 0 && rate > 0 ? 100.0 * rate / ceiling : 0;
+  g_rows.push_back({name, shape, check, err, us, rate, unit, pct});
+  printf("%-34s %-28s %-8s err %.2e (tol %.0e)  %9.2f us  %9.1f %s  %5.1f%%\n", name.c_str(), shape.c_str(), check.c_str(),
+         err, tol, us, rate, unit.c_str(), pct);
+  fflush(stdout);
+}
+
+HostW make_w(int type, int64_t rows, int64_t cols, int group) {
+  HostW w{type, rows, cols, group, {}, {}, {}};
+  const int64_t n = rows * cols;
+  const float sd = 1.0f / sqrtf((float)cols);
+  switch (type) {
+    case WT_F32: w.data.resize(n * 4); for (int64_t i = 0; i < n; ++i) { float f = rndn() * sd; memcpy(&w.data[i * 4], &f, 4); } break;
+    case WT_F16: w.data.resize(n * 2); for (int64_t i = 0; i < n; ++i) { __half h = __float2half(rndn() * sd); memcpy(&w.data[i * 2], &h, 2); } break;
+    case WT_BF16: w.data.resize(n * 2); for (int64_t i = 0; i < n; ++i) { uint16_t u = f2bf(rndn() * sd); memcpy(&w.data[i * 2], &u, 2); } break;
+    case WT_W8: case WT_W4: {
+      w.data.resize(type == WT_W8 ? n : n / 2);
+      for (auto &b : w.data) b = (uint8_t)(rnd64() & 0xff);
+      const int64_t ng = rows * (cols / group);
+      w.scale.resize(ng); w.offset.resize(ng);
+      for (int64_t i = 0; i < ng; ++i) { w.scale[i] = sd * 0.05f * (0.5f + rndu()); w.offset[i] = type == WT_W4 ? -8 * w.scale[i] : -0.f; }
+      break;
+    }
+  }
+  return w;
+}
+DevW upload_w(const HostW &h) {
+  DevW w;
+  w.d = dalloc<uint8_t>(h.data.size());
+  CHK(cudaMemcpy(w.d, h.data.data(), h.data.size(), cudaMemcpyHostToDevice));
+  if (!h.scale.empty()) {
+    w.s = dalloc<float>(h.scale.size()); h2d(w.s, h.scale);
+    w.o = dalloc<float>(h.offset.size()); h2d(w.o, h.offset);
+  }
+  w.m.data = w.d; w.m.scale = w.s; w.m.offset = w.o; w.m.rows = h.rows; w.m.cols = h.cols; w.m.group = h.group; w.m.type = h.type;
+  return w;
+}
+void free_w(DevW &w) { cudaFree(w.d); if (w.s) cudaFree(w.s); if (w.o) cudaFree(w.o); }
+const char *tname(int t) {
+  static const char *n[] = {"f32", "f16", "bf16", "w8", "w4"};
+  return n[t];
+}
+

@@ -1,0 +1,226 @@
+// decode.cu — a decode step (B <= 16 sequences, one new token each): the parameter block, the CUDA graph captured
+// once per (batch, gqa mask) and replayed, and decode's halves of the layer blocks (layers.cu): every norm is
+// fused into the next GEMV's prologue, attention is split-KV (docs/ARCHITECTURE.md §Layers).
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "attention.cuh"
+#include "session.cuh"
+#include "swiglu.cuh"
+
+namespace qw {
+namespace cuda_backend {
+
+void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager) {
+  const Config &c = m_.cfg;
+  Pass p;
+  p.decode = true;
+  p.rows = B;
+  p.st = st;
+  p.sink = eager ? sink : nullptr;
+  p.tokens = d_tokens_;
+  p.pos = d_pos_;
+  p.slot = d_slot_;
+  embed(p);
+  for (int32_t l = 0; l < c.num_layers; ++l) layer(p, l);
+  std::vector<int32_t> rows((size_t)B);
+  for (int32_t i = 0; i < B; ++i) rows[(size_t)i] = i;
+  lm_head(rows);
+  OpScope op(*this, -1, QW_OP_SAMPLE, B);
+  qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, c.vocab_size, c.vocab_size, stream_);
+  op.set("sample_device", cost_sample(B, c.vocab_size));
+}
+
+// rmsnorm + q|k|v (+bias) in one GEMV; with pair-interleaved rows (qkv_pairs) its epilogue also applies RoPE and
+// writes K/V, else rope_kv follows.
+void CudaSession::decode_qkv(const Pass &p, int32_t l) {
+  const Config &c = m_.cfg;
+  const int32_t B = p.rows, H = c.hidden_size, QKV = c.q_dim() + 2 * c.kv_dim();
+  const Layer &L = m_.layers[l];
+  qwc::GemvArgs a = norm_gemv(x_.as<float>(), H, B, L.attn_norm.as<float>(), c.rms_eps);
+  if (L.qkv_pairs) {
+    OpScope op(*this, l, QW_OP_QKV, B);
+    a.epi = qwc::GEMV_EPI_QKV_ROPE;
+    a.w = L.qkv.m;
+    a.bias = L.qkv_bias.as<float>();
+    a.rope.q_out = q_.as<bf16>();
+    a.rope.k_out = p.wants(HOOK_K, l) ? kout_.as<bf16>() : nullptr;
+    a.rope.v_out = p.wants(HOOK_V, l) ? vout_.as<bf16>() : nullptr;
+    a.rope.kcache = kcache(l);
+    a.rope.vcache = vcache(l);
+    a.rope.pos = p.pos;
+    a.rope.slot = p.slot;
+    a.rope.inv_freq = m_.inv_freq.as<float>();
+    a.rope.n_heads = c.num_heads; a.rope.n_kv = c.num_kv_heads; a.rope.head_dim = c.head_dim; a.rope.max_ctx = max_ctx_;
+    qwc::launch_gemv(a, stream_);
+    op.set("attn_norm+qkv+bias+rope+kv_write:gemv",
+           add(add(cost_rmsnorm(B, H, 4.0), cost_of(L.qkv, B, true)),
+               cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0)));
+    return;
+  }
+  {
+    OpScope op(*this, l, QW_OP_QKV, B);
+    a.epi = qwc::GEMV_EPI_F32;
+    a.out_ld = QKV;
+    if (L.fused_qkv()) {
+      a.w = L.qkv.m; a.out = qkvf_.p; a.bias = L.qkv_bias.as<float>();
+      qwc::launch_gemv(a, stream_);
+    } else {
+      const DevMat *parts[3] = {&L.q, &L.k, &L.v};
+      int64_t off = 0;
+      for (const DevMat *d : parts) {
+        a.w = d->m; a.out = qkvf_.as<float>() + off; a.bias = L.qkv_bias.as<float>() + off;
+        qwc::launch_gemv(a, stream_);
+        off += d->m.rows;
+      }
+    }
+    const OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_qkv() ? cost_of(L.qkv, B, true)
+                                                                 : add(add(cost_of(L.q, B, true), cost_of(L.k, B, true)),
+                                                                       cost_of(L.v, B, true)));
+    op.set(L.fused_qkv() ? "attn_norm+qkv+bias:gemv" : "attn_norm+q,k,v+bias:gemv x3", cc);
+  }
+  rope_kv(p, l, nullptr);  // the GEMV epilogue added the bias
+}
+
+// Split-KV attention of every sequence over its cache slot; gqa=broadcast first repeats the kv heads into the
+// scratch cache, whose slots are the identity 0..B-1 held in d_out_ (see run_decode).
+const char *CudaSession::decode_attention(const Pass &p, int32_t l, bool bcast) {
+  const Config &c = m_.cfg;
+  qwc::DecodeAttnArgs a;
+  a.out = z_.as<bf16>();
+  a.q = q_.as<bf16>();
+  a.kcache = kcache(l);
+  a.vcache = vcache(l);
+  a.slot = d_slot_;
+  a.kv_len = d_len_;
+  a.batch = p.rows; a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+  a.n_split = n_split_;
+  a.ws = attn_ws_.as<float>();
+  a.counters = attn_cnt_.as<int32_t>();
+  if (bcast) {  // the scratch is allocated by run_decode before any capture
+    broadcast_kv(l, d_slot_, d_len_, p.rows, max_ctx_);
+    a.kcache = bcast_k_.as<bf16>();
+    a.vcache = bcast_v_.as<bf16>();
+    a.slot = d_out_;
+    a.n_kv = c.num_heads;  // counters are sized for nH heads (constructor)
+  }
+  qwc::launch_decode_attention(a, stream_);
+  return bcast ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv";
+}
+
+// rmsnorm + gate|up + SwiGLU: one GEMV over the interleaved gate_up rows, or two GEMVs and the SwiGLU kernel.
+void CudaSession::decode_gate_up(const Pass &p, int32_t l) {
+  const Config &c = m_.cfg;
+  const int32_t B = p.rows, H = c.hidden_size, I = c.intermediate_size;
+  const Layer &L = m_.layers[l];
+  OpScope op(*this, l, QW_OP_GATE_UP, B);
+  qwc::GemvArgs a = norm_gemv(x_.as<float>(), H, B, L.ffn_norm.as<float>(), c.rms_eps);
+  const bool want_pre = p.wants(HOOK_MLP_PRE, l);
+  if (L.fused_gu()) {
+    a.epi = qwc::GEMV_EPI_SWIGLU;
+    a.w = L.gate_up.m;
+    a.out = h_.p;
+    a.out_ld = I;
+    a.aux = want_pre ? gate_.as<bf16>() : nullptr;
+    a.aux_ld = I;
+    qwc::launch_gemv(a, stream_);
+  } else {
+    a.epi = qwc::GEMV_EPI_BF16;
+    a.out_ld = 2 * I;
+    a.w = L.gate.m; a.out = gu_.p;
+    qwc::launch_gemv(a, stream_);
+    a.w = L.up.m; a.out = gu_.as<bf16>() + I;
+    qwc::launch_gemv(a, stream_);
+    qwc::launch_swiglu(h_.as<bf16>(), want_pre ? gate_.as<bf16>() : nullptr, gu_.as<bf16>(), B, I, false, stream_);
+  }
+  const OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_gu() ? cost_of(L.gate_up, B, false)
+                                                              : add(cost_of(L.gate, B, false), cost_of(L.up, B, false)));
+  op.set(L.fused_gu() ? "ffn_norm+gate_up+swiglu:gemv" : "ffn_norm+gate,up:gemv x2+swiglu",
+         add(cc, cost_swiglu(B, I, 2.0)));
+}
+
+void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
+  const int32_t B = (int32_t)st.seq.size();
+  ensure_logits(max_batch_);
+  // params: tokens, pos, slot, len; d_out_ holds the identity 0..B-1 before the step (broadcast slots)
+  for (int32_t i = 0; i < B; ++i) {
+    hdparams_[i] = st.tokens[st.row_offset[i]];
+    hdparams_[16 + i] = st.pos0[i];
+    hdparams_[32 + i] = st.seq[i];
+    hdparams_[48 + i] = st.pos0[i] + 1;
+    hdparams_[64 + i] = i;
+    const qwc::SampleRow sr = sample_row(st, i, st.pos0[i] + 1);
+    std::memcpy(reinterpret_cast<uint8_t *>(hdparams_) + 5 * 16 * 4 + i * sizeof(sr), &sr, sizeof(sr));
+  }
+  CK(cudaMemcpyAsync(dparams_.p, hdparams_, kDParamBytes, cudaMemcpyHostToDevice, stream_));
+  const bool hooks = wants_any(st, sink);
+  bool any_bcast = false;
+  std::string key = std::to_string(B) + ":";
+  for (int32_t l = 0; l < m_.cfg.num_layers; ++l) {
+    const bool b = gqa_broadcast(st, l);
+    any_bcast |= b;
+    key += b ? 'b' : 'n';
+  }
+  if (any_bcast) ensure_bcast();
+  // The identity slots for the broadcast arm live in d_out_ and are overwritten by argmax at the end of the
+  // step, which is after the last attention: safe.
+  const bool use_graph = graphs_on(st) && !prof_ && !hooks;
+  const bool traced = marking_ == Marking::TRACE;
+  if (traced) key += ":kernels";  // captured with node tags (the untraced graph stays as it was)
+  if (use_graph) {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      // Capture once per (batch, gqa mask). If the graph with programmatic-dependent-launch edges cannot be
+      // captured or instantiated on this driver, fall back to plain launches for the rest of the process.
+      cudaGraphExec_t ge = nullptr;
+      std::shared_ptr<GraphOps> ops;
+      for (int attempt = 0; attempt < 2 && !ge; ++attempt) {
+        cudaGraph_t g = nullptr;
+        marks_.clear();
+        if (traced) ops = trace_.begin_capture();
+        CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+        bool ok = true;
+        std::string why;
+        try {
+          decode_body(B, &st, nullptr, false);
+        } catch (const std::exception &e) {
+          ok = false;
+          why = e.what();
+        }
+        const cudaError_t ec = cudaStreamEndCapture(stream_, &g);
+        if (ok && ec == cudaSuccess && g) {
+          const cudaError_t ei = cudaGraphInstantiate(&ge, g, 0);
+          if (ei != cudaSuccess) { ok = false; why = cudaGetErrorString(ei); ge = nullptr; }
+        } else if (ok) {
+          ok = false;
+          why = cudaGetErrorString(ec);
+        }
+        if (traced) {
+          trace_.end_capture();  // after instantiation: its node clones carry the tags
+          ops->marks = std::move(marks_);
+          marks_.clear();
+        }
+        if (g) cudaGraphDestroy(g);
+        if (!ok) {
+          cudaGetLastError();
+          if (attempt == 0 && qwc::pdl_enabled()) {
+            fprintf(stderr, "[libqwen_cuda] decode graph with PDL failed (%s); retrying without PDL\n", why.c_str());
+            qwc::set_pdl(false);
+          } else {
+            throw Error(QW_ERR_DEVICE, "decode graph capture failed: " + why);
+          }
+        }
+      }
+      it = graphs_.emplace(key, Graph{ge, ops}).first;
+    }
+    CK(cudaGraphLaunch(it->second.exec, stream_));
+    replayed_ = it->second.ops;
+  } else {
+    decode_body(B, &st, &sink, true);
+  }
+  read_out(st, sink, B, d_out_, B, false, out_tokens);
+}
+
+}  // namespace cuda_backend
+}  // namespace qw

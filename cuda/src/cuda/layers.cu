@@ -1,0 +1,197 @@
+// layers.cu — the blocks a forward pass is built from, shared by decode (decode.cu) and prefill (prefill.cu) in
+// the spirit of llama.cpp's build_attn / build_ffn (docs/ARCHITECTURE.md §Layers). A block owns the order of its
+// ops, their records and its hook points; where the phases differ (decode fuses each norm into a GEMV prologue,
+// prefill runs rmsnorm + GEMM; split-KV vs flash attention) it calls the phase's half.
+//
+// Per layer: hook_resid_pre -> attention block [qkv (+rope) -> q/k/v hooks -> attention -> z hook -> o_proj +
+// residual -> attn_out/resid_mid hooks] -> MLP block [gate_up + SwiGLU -> mlp hooks -> down + residual ->
+// resid_post hook]. Op ids, kernel names and costs are those of the records (docs/ARCHITECTURE.md §Measurement).
+#include <algorithm>
+
+#include "embed.cuh"
+#include "gemm.cuh"
+#include "kv_broadcast.cuh"
+#include "rope.cuh"
+#include "sample.cuh"
+#include "session.cuh"
+
+namespace qw {
+namespace cuda_backend {
+
+void CudaSession::hook_f32(const Pass &p, Hook h, int32_t l, const float *x, int32_t cols) {
+  if (p.sink) capture_f32(*p.sink, h, l, x, p.rows, cols);
+}
+void CudaSession::hook_bf16(const Pass &p, Hook h, int32_t l, const void *x, int32_t cols) {
+  if (p.sink) capture_bf16(*p.sink, h, l, (const bf16 *)x, p.rows, cols);
+}
+
+void CudaSession::embed(const Pass &p) {
+  OpScope op(*this, -1, QW_OP_EMBED, p.rows);
+  qwc::launch_embed(x_.as<float>(), m_.embed.m, p.tokens, p.rows, stream_);
+  op.set("embed_gather", cost_embed(p.rows, m_.cfg.hidden_size, m_.embed.type, m_.embed.group, 4.0));
+}
+
+void CudaSession::layer(const Pass &p, int32_t l) {
+  hook_f32(p, HOOK_RESID_PRE, l, x_.as<float>(), m_.cfg.hidden_size);
+  attn_block(p, l);
+  mlp_block(p, l);
+}
+
+void CudaSession::attn_block(const Pass &p, int32_t l) {
+  const Config &c = m_.cfg;
+  const int32_t H = c.hidden_size;
+  const Layer &L = m_.layers[l];
+  const bool bcast = p.st && gqa_broadcast(*p.st, l);
+  float *x = x_.as<float>();
+  // q (roped) into q_, k/v into the cache (and kout_/vout_ when hooked)
+  if (p.decode) decode_qkv(p, l);
+  else prefill_qkv(p, l);
+  hook_bf16(p, HOOK_Q, l, q_.p, c.q_dim());
+  hook_bf16(p, HOOK_K, l, kout_.p, c.kv_dim());
+  hook_bf16(p, HOOK_V, l, vout_.p, c.kv_dim());
+  {
+    OpScope op(*this, l, QW_OP_ATTENTION, p.rows);
+    const char *kn = p.decode ? decode_attention(p, l, bcast) : prefill_attention(p, l, bcast);
+    if (op.marking())  // the cost walks every sequence: only when it is recorded
+      op.set(kn, cost_attention(p.st->pos0, p.st->n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads,
+                                c.head_dim, 2.0, 2.0));
+  }
+  hook_bf16(p, HOOK_Z, l, z_.p, c.q_dim());
+  // o_proj + residual: accumulated into x, or through tmp_ when hook_attn_out wants the projection alone
+  const bool want_attn_out = p.wants(HOOK_ATTN_OUT, l);
+  {
+    OpScope op(*this, l, QW_OP_O_PROJ, p.rows);
+    const char *kn = linear(p, L.o, z_.as<bf16>(), c.q_dim(), want_attn_out ? tmp_.p : (void *)x, H,
+                            want_attn_out ? qwc::GEMM_OUT_F32 : qwc::GEMM_OUT_ADD_F32);
+    if (want_attn_out) qwc::launch_add_f32(x, tmp_.as<float>(), (int64_t)p.rows * H, stream_);
+    op.set(p.decode ? "o_proj+residual:gemv" : kn, add(cost_of(L.o, p.rows, false), cost_residual(p.rows, H, 4.0)));
+  }
+  if (want_attn_out) hook_f32(p, HOOK_ATTN_OUT, l, tmp_.as<float>(), H);
+  hook_f32(p, HOOK_RESID_MID, l, x, H);
+}
+
+void CudaSession::mlp_block(const Pass &p, int32_t l) {
+  const Config &c = m_.cfg;
+  const int32_t H = c.hidden_size, I = c.intermediate_size;
+  const Layer &L = m_.layers[l];
+  float *x = x_.as<float>();
+  // h_ = SwiGLU(gate, up) of the normed x (gate_ holds the gate when hook_mlp_pre wants it)
+  if (p.decode) decode_gate_up(p, l);
+  else prefill_gate_up(p, l);
+  hook_bf16(p, HOOK_MLP_PRE, l, gate_.p, I);
+  hook_bf16(p, HOOK_MLP_POST, l, h_.p, I);
+  {
+    OpScope op(*this, l, QW_OP_DOWN, p.rows);
+    const char *kn = linear(p, L.down, h_.as<bf16>(), I, x, H, qwc::GEMM_OUT_ADD_F32);
+    op.set(p.decode ? "down+residual:gemv" : kn, add(cost_of(L.down, p.rows, false), cost_residual(p.rows, H, 4.0)));
+  }
+  hook_f32(p, HOOK_RESID_POST, l, x, H);
+}
+
+// RoPE of q and k from the fp32 q|k|v projection (bias added here when given), k and v written to the cache.
+void CudaSession::rope_kv(const Pass &p, int32_t l, const float *bias) {
+  const Config &c = m_.cfg;
+  OpScope op(*this, l, QW_OP_ROPE, p.rows);
+  qwc::RopeKvArgs r;
+  r.q_out = q_.as<bf16>();
+  r.k_out = p.wants(HOOK_K, l) ? kout_.as<bf16>() : nullptr;
+  r.v_out = p.wants(HOOK_V, l) ? vout_.as<bf16>() : nullptr;
+  r.kcache = kcache(l);
+  r.vcache = vcache(l);
+  r.qkv = qkvf_.as<float>();
+  r.qkv_ld = c.q_dim() + 2 * c.kv_dim();
+  r.bias = bias;
+  r.row_pos = p.pos;
+  r.row_slot = p.slot;
+  r.inv_freq = m_.inv_freq.as<float>();
+  r.rows = p.rows; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
+  r.pair_interleaved = m_.layers[l].qkv_pairs;
+  qwc::launch_rope_kv(r, stream_);
+  op.set(bias ? "bias+rope_kv_write" : "rope_kv_write", cost_rope(p.rows, c.num_heads + c.num_kv_heads, c.head_dim, 2.0));
+}
+
+// out = act @ w^T for the pass's rows (gemm_out: a qwc::GemmOut): decode's GEMV (bf16 prologue), prefill's GEMM.
+// Returns the kernel variant.
+const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act, int64_t act_ld, void *out,
+                                int64_t out_ld, int32_t gemm_out) {
+  if (!p.decode) return gemm(p.rows, w, act, act_ld, out, out_ld, gemm_out);
+  qwc::GemvArgs a;
+  a.epi = gemm_out == qwc::GEMM_OUT_F32       ? qwc::GEMV_EPI_F32
+          : gemm_out == qwc::GEMM_OUT_ADD_F32 ? qwc::GEMV_EPI_ADD_F32
+                                              : qwc::GEMV_EPI_BF16;
+  a.out = out;
+  a.out_ld = out_ld;
+  a.w = w.m;
+  a.batch = p.rows;
+  a.act = act;
+  a.act_ld = act_ld;
+  return qwc::launch_gemv(a, stream_);
+}
+
+// gqa=broadcast (docs/ARCHITECTURE.md §Adding an optimization): the kv heads of layer l of `rows` sequences
+// (cache slots `slot`, lengths `len` on the device) repeated into the scratch cache [rows][nH][max_ctx][d]; the
+// attention that follows reads bcast_k_/bcast_v_ with nH kv heads and the scratch's own slots.
+void CudaSession::broadcast_kv(int32_t l, const int32_t *slot, const int32_t *len, int32_t rows, int32_t max_len) {
+  const Config &c = m_.cfg;
+  qwc::launch_kv_broadcast(bcast_k_.as<bf16>(), bcast_v_.as<bf16>(), kcache(l), vcache(l), slot, len, rows, c.num_heads,
+                           c.num_kv_heads, c.head_dim, max_ctx_, max_len, stream_);
+}
+
+// Final norm + lm_head over `rows` of x into logits_ rows 0.., through the fused GEMV in chunks of <= 16 rows
+// (rows not contiguous are gathered into tmp_ first, so that the GEMV reads them contiguously).
+void CudaSession::lm_head(const std::vector<int32_t> &rows) {
+  const Config &c = m_.cfg;
+  const int32_t H = c.hidden_size, n = (int32_t)rows.size();
+  const float *x = x_.as<float>();
+  OpScope op(*this, -1, QW_OP_LM_HEAD, n);
+  float *g = tmp_.as<float>();
+  bool contiguous = true;
+  for (size_t i = 1; i < rows.size(); ++i) contiguous &= rows[i] == rows[i - 1] + 1;
+  const float *src = x + (size_t)rows[0] * H;
+  if (!contiguous) {
+    for (size_t i = 0; i < rows.size(); ++i)
+      CK(cudaMemcpyAsync(g + i * H, x + (size_t)rows[i] * H, H * 4, cudaMemcpyDeviceToDevice, stream_));
+    src = g;
+  }
+  for (int32_t r0 = 0; r0 < n; r0 += 16) {
+    qwc::GemvArgs a = norm_gemv(src + (size_t)r0 * H, H, std::min(16, n - r0), m_.out_norm.as<float>(), c.rms_eps);
+    a.epi = qwc::GEMV_EPI_F32;
+    a.out = logits_.as<float>() + (size_t)r0 * c.vocab_size;
+    a.out_ld = c.vocab_size;
+    a.w = *m_.lm_head;
+    qwc::launch_gemv(a, stream_);
+  }
+  op.set("final_norm+lm_head:gemv",
+         add(cost_rmsnorm(n, H, 4.0), cost_matmul(n, c.vocab_size, H, (NativeType)m_.lm_head->type, m_.lm_head->group,
+                                                  false, 2.0)));
+}
+
+// The tokens sampled on the device (n_seq) and, when asked, the logits rows (n_logit_rows: every row of the step
+// when all_rows, else the last row of each sequence) to the host; hook_logits gets every row computed.
+void CudaSession::read_out(const Step &st, Sink &sink, int32_t n_seq, const int32_t *dev_tokens, int32_t n_logit_rows,
+                           bool all_rows, int32_t *out_tokens) {
+  const int32_t V = m_.cfg.vocab_size;
+  const bool need_logits = st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
+  CK(cudaMemcpyAsync(out_tokens, dev_tokens, n_seq * 4, cudaMemcpyDeviceToHost, stream_));
+  if (need_logits) {
+    hbuf_.resize((size_t)n_logit_rows * V);
+    CK(cudaMemcpyAsync(hbuf_.data(), logits_.p, hbuf_.size() * 4, cudaMemcpyDeviceToHost, stream_));
+  }
+  CK(cudaStreamSynchronize(stream_));
+  if (!need_logits) return;
+  if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, hbuf_.data(), n_logit_rows, V);
+  if (st.logits_mode == 0) return;
+  if (st.logits_mode == 2 || !all_rows) {
+    sink.logits(hbuf_.data(), n_logit_rows, V);
+    return;
+  }
+  // rows were computed for the hook: hand over the last row of each sequence
+  std::vector<float> last((size_t)n_seq * V);
+  for (int32_t i = 0; i < n_seq; ++i)
+    std::copy(hbuf_.begin() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * V,
+              hbuf_.begin() + (size_t)(st.row_offset[i] + st.n_new[i]) * V, last.begin() + (size_t)i * V);
+  sink.logits(last.data(), n_seq, V);
+}
+
+}  // namespace cuda_backend
+}  // namespace qw

@@ -1,0 +1,185 @@
+// prefill.cu — a prefill step (T token rows of S sequences): prefill's halves of the layer blocks (layers.cu) —
+// rmsnorm then a GEMM over bf16 weights (dequantized into scratch for the other types), flash attention per
+// sequence — and the logits of the rows asked for (docs/ARCHITECTURE.md §Layers).
+#include <algorithm>
+#include <initializer_list>
+
+#include "attention.cuh"
+#include "gemm.cuh"
+#include "norm.cuh"
+#include "session.cuh"
+#include "swiglu.cuh"
+
+namespace qw {
+namespace cuda_backend {
+
+void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
+  const Config &c = m_.cfg;
+  const int32_t T = (int32_t)st.tokens.size();
+  const int32_t S = (int32_t)st.seq.size();
+  ensure_rows(T);
+  // logits rows: every row when all-position logits (mode 2) or the hook_logits capture are asked for (the
+  // ABI: hook rows = tokens of the step, as the CPU backend does), else the last row of each sequence
+  const bool all_rows = st.logits_mode == 2 || sink.wants(HOOK_LOGITS, -1);
+  const int32_t LR = all_rows ? T : S;
+  ensure_logits(std::max(LR, max_batch_));
+  const int32_t R = prow_cap_;
+  for (int32_t i = 0; i < S; ++i)
+    for (int32_t j = 0; j < st.n_new[i]; ++j) {
+      const int32_t r = st.row_offset[i] + j;
+      hparams_[r] = st.tokens[r];
+      hparams_[R + r] = st.pos0[i] + j;
+      hparams_[2 * R + r] = st.seq[i];
+    }
+  for (int k = 0; k < 3; ++k)
+    CK(cudaMemcpyAsync(params_.as<int32_t>() + k * R, hparams_ + k * R, T * 4, cudaMemcpyHostToDevice, stream_));
+  Pass p;
+  p.rows = T;
+  p.st = &st;
+  p.sink = &sink;
+  p.tokens = p_tokens_;
+  p.pos = p_pos_;
+  p.slot = p_slot_;
+  embed(p);
+  for (int32_t l = 0; l < c.num_layers; ++l) layer(p, l);
+  std::vector<int32_t> rows_needed;
+  if (all_rows) {
+    for (int32_t r = 0; r < T; ++r) rows_needed.push_back(r);
+  } else {
+    for (int32_t i = 0; i < S; ++i) rows_needed.push_back(st.row_offset[i] + st.n_new[i] - 1);
+  }
+  lm_head(rows_needed);
+  {  // sampling: the last row of each sequence
+    OpScope op(*this, -1, QW_OP_SAMPLE, S);
+    for (int32_t i = 0; i < S; ++i) hpsamp_[i] = sample_row(st, i, st.pos0[i] + st.n_new[i]);
+    CK(cudaMemcpyAsync(psamp_.p, hpsamp_, S * sizeof(qwc::SampleRow), cudaMemcpyHostToDevice, stream_));
+    if (all_rows) {
+      for (int32_t i = 0; i < S; ++i)
+        qwc::launch_sample(p_out_ + i, logits_.as<float>() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * c.vocab_size,
+                           psamp_.as<qwc::SampleRow>() + i, wbuf_.as<double>(), 1, c.vocab_size, c.vocab_size, stream_);
+    } else {
+      qwc::launch_sample(p_out_, logits_.as<float>(), psamp_.as<qwc::SampleRow>(), wbuf_.as<double>(), S, c.vocab_size,
+                         c.vocab_size, stream_);
+    }
+    op.set("sample_device", cost_sample(S, c.vocab_size));
+  }
+  read_out(st, sink, S, p_out_, (int32_t)rows_needed.size(), all_rows, out_tokens);
+}
+
+// out[rows, n] = a[rows, k] @ w^T through the GEMM; w as bf16: direct, or dequantized into scratch first.
+const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc,
+                              int kind) {
+  const bf16 *w = (const bf16 *)d.m.data;
+  if (d.type != NativeType::BF16) {
+    const size_t n = (size_t)d.m.rows * d.m.cols;
+    if (n > dq_elems_) { dq_ = DBuf(n * 2); dq_elems_ = n; }
+    qwc::launch_dequant_bf16(dq_.as<bf16>(), d.m, stream_);
+    w = dq_.as<bf16>();
+  }
+  qwc::GemmArgs g;
+  g.out_kind = kind;
+  g.c = out;
+  g.ldc = ldc;
+  g.a = a;
+  g.lda = lda;
+  g.w = w;
+  g.m = rows;
+  g.n = d.m.rows;
+  g.k = d.m.cols;
+  return qwc::launch_gemm(g, stream_);
+}
+
+// A projection of xn_ (rmsnorm output, hidden_size columns) kept fused or in parts: the parts' GEMMs write consecutive column
+// blocks of out (leading dimension ldc); the op's kernel is the first GEMM's, its cost the parts' sum.
+const char *CudaSession::gemm_parts(int32_t rows, std::initializer_list<const DevMat *> parts, const DBuf &out,
+                                    int64_t ldc, int kind, OpCost &cost) {
+  const size_t elem = kind == qwc::GEMM_OUT_BF16 ? 2 : 4;
+  const char *kn = nullptr;
+  int64_t col = 0;
+  for (const DevMat *d : parts) {
+    const char *k = gemm(rows, *d, xn_.as<bf16>(), m_.cfg.hidden_size, out.as<char>() + col * elem, ldc, kind);
+    if (!kn) kn = k;
+    cost = add(cost, cost_of(*d, rows, false));
+    col += d->m.rows;
+  }
+  return kn;
+}
+
+// xn_ = rmsnorm(x) * w as its own op (decode fuses it into the next GEMV's prologue).
+void CudaSession::prefill_norm(const Pass &p, int32_t l, int32_t op_id, const DBuf &w) {
+  const Config &c = m_.cfg;
+  OpScope op(*this, l, op_id, p.rows);
+  qwc::launch_rmsnorm(xn_.as<bf16>(), nullptr, x_.as<float>(), w.as<float>(), p.rows, c.hidden_size, c.rms_eps, stream_);
+  op.set("rmsnorm", cost_rmsnorm(p.rows, c.hidden_size, 4.0));
+}
+
+// rmsnorm, then the q|k|v GEMM (fp32 out), then rope_kv adding the bias.
+void CudaSession::prefill_qkv(const Pass &p, int32_t l) {
+  const Config &c = m_.cfg;
+  const int32_t T = p.rows, QKV = c.q_dim() + 2 * c.kv_dim();
+  const Layer &L = m_.layers[l];
+  prefill_norm(p, l, QW_OP_ATTN_NORM, L.attn_norm);
+  {
+    OpScope op(*this, l, QW_OP_QKV, T);
+    OpCost cost;
+    const char *kn = L.fused_qkv() ? gemm_parts(T, {&L.qkv}, qkvf_, QKV, qwc::GEMM_OUT_F32, cost)
+                                   : gemm_parts(T, {&L.q, &L.k, &L.v}, qkvf_, QKV, qwc::GEMM_OUT_F32, cost);
+    op.set(kn, cost);
+  }
+  rope_kv(p, l, L.qkv_bias.as<float>());
+}
+
+// Flash attention, one launch per sequence over its cache slot; gqa=broadcast first repeats the sequence's kv
+// heads into slot 0 of the scratch cache.
+const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast) {
+  const Config &c = m_.cfg;
+  const Step &st = *p.st;
+  const int32_t R = prow_cap_;
+  const char *an = "attn_prefill_mma";
+  for (size_t i = 0; i < st.seq.size(); ++i) {
+    const size_t row0 = (size_t)st.row_offset[i];
+    qwc::PrefillAttnArgs a;
+    a.out = z_.as<bf16>() + row0 * c.q_dim();
+    a.q = q_.as<bf16>() + row0 * c.q_dim();
+    a.kcache = kcache(l);
+    a.vcache = vcache(l);
+    a.slot = st.seq[i];
+    a.pos0 = st.pos0[i];
+    a.n = st.n_new[i];
+    a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+    if (bcast) {
+      ensure_bcast();
+      hparams_[3 * R + i] = st.pos0[i] + st.n_new[i];
+      CK(cudaMemcpyAsync(p_len_ + i, hparams_ + 3 * R + i, 4, cudaMemcpyHostToDevice, stream_));
+      broadcast_kv(l, p.slot + row0, p_len_ + i, 1, st.pos0[i] + st.n_new[i]);
+      a.kcache = bcast_k_.as<bf16>();
+      a.vcache = bcast_v_.as<bf16>();
+      a.slot = 0;
+      a.n_kv = c.num_heads;
+    }
+    an = qwc::launch_prefill_attention(a, stream_);
+  }
+  return bcast ? "attn_prefill_mma+broadcast" : an;
+}
+
+// rmsnorm, the gate|up GEMM (bf16 out), then SwiGLU as its own op.
+void CudaSession::prefill_gate_up(const Pass &p, int32_t l) {
+  const Config &c = m_.cfg;
+  const int32_t T = p.rows, I = c.intermediate_size;
+  const Layer &L = m_.layers[l];
+  prefill_norm(p, l, QW_OP_FFN_NORM, L.ffn_norm);
+  {
+    OpScope op(*this, l, QW_OP_GATE_UP, T);
+    OpCost cost;
+    const char *kn = L.fused_gu() ? gemm_parts(T, {&L.gate_up}, gu_, 2 * I, qwc::GEMM_OUT_BF16, cost)
+                                  : gemm_parts(T, {&L.gate, &L.up}, gu_, 2 * I, qwc::GEMM_OUT_BF16, cost);
+    op.set(kn, cost);
+  }
+  OpScope op(*this, l, QW_OP_SWIGLU, T);
+  qwc::launch_swiglu(h_.as<bf16>(), p.wants(HOOK_MLP_PRE, l) ? gate_.as<bf16>() : nullptr, gu_.as<bf16>(), T, I,
+                     L.fused_gu(), stream_);
+  op.set("swiglu", cost_swiglu(T, I, 2.0));
+}
+
+}  // namespace cuda_backend
+}  // namespace qw

@@ -1,0 +1,299 @@
+// session.cuh — what the files of the CUDA backend share: device buffers, the model on the device, the session
+// and its layer-building blocks (docs/ARCHITECTURE.md §Layers). Host code only; the kernels are behind the
+// launchers of the other headers of src/cuda/ and src/opt/.
+//
+//   backend_cuda.cu   the Backend, the session's buffers, forward() and op marking (profiling modes)
+//   model_upload.cu   weights to the device: fused q|k|v and gate|up layouts
+//   layers.cu         the blocks decode and prefill share: layer, attention block, MLP block, embed, lm_head
+//   decode.cu         decode: graph capture/replay, the GEMV halves of the blocks, split-KV attention
+//   prefill.cu        prefill: rmsnorm + GEMM halves of the blocks, flash attention, logits rows
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <exception>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "common.cuh"
+#include "cost.hpp"
+#include "gemv.cuh"
+#include "gqa.hpp"
+#include "graphs.hpp"
+#include "kernel_trace.cuh"
+#include "sample.cuh"
+
+namespace qw {
+namespace cuda_backend {
+
+#define CK(stmt)                                                                          \
+  do {                                                                                    \
+    try {                                                                                 \
+      QWC_CHECK(stmt);                                                                    \
+    } catch (const qwc::CudaError &e__) {                                                 \
+      throw Error(QW_ERR_DEVICE, e__.what());                                             \
+    }                                                                                     \
+  } while (0)
+
+template <typename F>
+auto dev_guard(F &&f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const qwc::CudaError &e) {
+    throw Error(QW_ERR_DEVICE, e.what());
+  }
+}
+
+void *dmalloc(size_t bytes);
+int64_t now_ns();
+inline OpCost add(OpCost a, OpCost b) { return {a.flops + b.flops, a.bytes + b.bytes}; }
+
+// A GEMV whose prologue is the RMSNorm of x (fp32 [batch, x_ld]) times norm_w (decode fuses every norm this way).
+inline qwc::GemvArgs norm_gemv(const float *x, int64_t x_ld, int32_t batch, const float *norm_w, float eps) {
+  qwc::GemvArgs a;
+  a.batch = batch;
+  a.pro = qwc::GEMV_PRO_NORM;
+  a.x = x;
+  a.x_ld = x_ld;
+  a.norm_w = norm_w;
+  a.eps = eps;
+  return a;
+}
+
+// A device allocation with ownership.
+struct DBuf {
+  void *p = nullptr;
+  size_t bytes = 0;
+  DBuf() = default;
+  explicit DBuf(size_t n) : p(dmalloc(n)), bytes(n) {}
+  DBuf(const DBuf &) = delete;
+  DBuf &operator=(const DBuf &) = delete;
+  DBuf(DBuf &&o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; o.bytes = 0; }
+  DBuf &operator=(DBuf &&o) noexcept {
+    if (this != &o) { release(); p = o.p; bytes = o.bytes; o.p = nullptr; o.bytes = 0; }
+    return *this;
+  }
+  ~DBuf() { release(); }
+  void release() { if (p) cudaFree(p); p = nullptr; bytes = 0; }
+  template <typename T> T *as() const { return reinterpret_cast<T *>(p); }
+};
+
+// A weight on the device.
+struct DevMat {
+  qwc::WMat m;
+  NativeType type = NativeType::BF16;
+  int32_t group = 0;
+  DBuf data, scale, offset;
+  bool present() const { return m.data != nullptr; }
+};
+// The analytic cost of `rows` token rows through a weight (bf16 activations).
+inline OpCost cost_of(const DevMat &d, int32_t rows, bool bias) {
+  return cost_matmul(rows, d.m.rows, d.m.cols, d.type, d.group, bias, 2.0);
+}
+
+struct Layer {
+  DBuf attn_norm, ffn_norm, qkv_bias;  // fp32
+  DevMat qkv;                          // fused q|k|v (when the types agree)
+  DevMat q, k, v;                      // else separate
+  DevMat gate_up;                      // interleaved (when the types agree)
+  DevMat gate, up;                     // else separate
+  DevMat o, down;
+  bool qkv_pairs = false;              // fused q|k|v rows pair-interleaved for GEMV_EPI_QKV_ROPE (gemv.cuh)
+  bool fused_qkv() const { return qkv.present(); }
+  bool fused_gu() const { return gate_up.present(); }
+};
+
+class CudaModel final : public BackendModel {
+ public:
+  explicit CudaModel(const Config &c) : cfg(c), layers(c.num_layers) {}
+  void add_tensor(NativeTensor &&t) override { host_[t.name] = std::move(t); }
+  void finalize() override;  // model_upload.cu
+  std::unique_ptr<BackendSession> new_session(int32_t max_batch, int32_t max_context, int32_t max_prefill) override;
+
+  Config cfg;
+  std::vector<Layer> layers;
+  DevMat embed, lm_head_own;
+  const qwc::WMat *lm_head = nullptr;
+  DBuf out_norm, inv_freq;
+  bool all_bf16 = true;
+  size_t max_matrix_elems = 0;
+
+ private:
+  std::map<std::string, NativeTensor> host_;
+  NativeTensor &need(const std::string &n) {
+    auto it = host_.find(n);
+    if (it == host_.end()) throw Error(QW_ERR_STATE, "cuda backend: tensor " + n + " was not loaded");
+    return it->second;
+  }
+};
+
+// ---- toggles: the only reads of Step::toggles in this backend, typed (docs/ARCHITECTURE.md §How a toggle flows)
+inline bool gqa_broadcast(const Step &st, int32_t layer) {
+  return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].gqa == Gqa::Broadcast;
+}
+inline bool graphs_on(const Step &st) { return st.toggles.graphs == Graphs::On; }
+
+constexpr size_t kDParamBytes = 5 * 16 * 4 + 16 * sizeof(qwc::SampleRow);
+
+qwc::SampleRow sample_row(const Step &st, size_t i, int64_t position);
+
+// One forward pass over `rows` token rows, as the layer blocks see it: decode rows are sequences (one new token
+// each, B <= 16, GEMV halves); prefill rows are the step's tokens (rmsnorm + GEMM halves).
+struct Pass {
+  bool decode = false;
+  int32_t rows = 0;
+  const Step *st = nullptr;
+  Sink *sink = nullptr;  // hook captures; null while the decode graph is captured
+  const int32_t *tokens = nullptr, *pos = nullptr, *slot = nullptr;  // device, [rows]
+  bool wants(Hook h, int32_t layer) const { return sink && sink->wants(h, layer); }
+};
+
+class OpScope;
+
+class CudaSession final : public BackendSession {
+ public:
+  CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill);
+  ~CudaSession() override;
+  void configure(const StepToggles &t) override;
+  void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
+  void reset(int32_t) override {}
+  void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
+  void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
+
+ private:
+  friend class OpScope;
+  // What an OpScope does: nothing, a cudaEvent pair (events mode), or CUPTI attribution (kernels mode: an
+  // external id around eager launches, a node tag while capturing the decode graph). docs/ARCHITECTURE.md
+  // §Measurement.
+  enum class Marking { NONE, EVENTS, TRACE };
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    std::shared_ptr<const GraphOps> ops;  // kernels mode: the ops of its kernel nodes
+  };
+  using bf16 = __nv_bfloat16;
+  // --- backend_cuda.cu: buffers, marking, hooks
+  bool marking() const { return marking_ != Marking::NONE; }
+  void begin_op();
+  void end_op(int32_t layer, int32_t op, const char *kernel, OpCost c, int32_t n);
+  void abandon_op();
+  void drop_graphs();
+  std::vector<OpCost> attention_costs(const Step &st) const;
+  void capture_bf16(Sink &sink, Hook h, int32_t layer, const bf16 *p, int32_t rows, int32_t cols);
+  void capture_f32(Sink &sink, Hook h, int32_t layer, const float *p, int32_t rows, int32_t cols);
+  void ensure_rows(int32_t rows);
+  void ensure_logits(int32_t rows);
+  void ensure_bcast();
+  bool wants_any(const Step &st, Sink &sink) const;
+  // --- layers.cu: the blocks both phases build from (docs/ARCHITECTURE.md §Layers)
+  void hook_f32(const Pass &p, Hook h, int32_t l, const float *x, int32_t cols);
+  void hook_bf16(const Pass &p, Hook h, int32_t l, const void *x, int32_t cols);
+  void embed(const Pass &p);
+  void layer(const Pass &p, int32_t l);
+  void attn_block(const Pass &p, int32_t l);
+  void mlp_block(const Pass &p, int32_t l);
+  void rope_kv(const Pass &p, int32_t l, const float *bias);
+  const char *linear(const Pass &p, const DevMat &w, const bf16 *act, int64_t act_ld, void *out, int64_t out_ld,
+                     int32_t gemm_out);
+  void broadcast_kv(int32_t l, const int32_t *slot, const int32_t *len, int32_t rows, int32_t max_len);
+  bf16 *kcache(int32_t l) const { return kcache_.as<bf16>() + layer_kv_elems_ * l; }
+  bf16 *vcache(int32_t l) const { return vcache_.as<bf16>() + layer_kv_elems_ * l; }
+  void lm_head(const std::vector<int32_t> &rows);
+  void read_out(const Step &st, Sink &sink, int32_t n_seq, const int32_t *dev_tokens, int32_t n_logit_rows,
+                bool all_rows, int32_t *out_tokens);
+  // --- decode.cu
+  void run_decode(const Step &st, Sink &sink, int32_t *out_tokens);
+  void decode_body(int32_t B, const Step *st, Sink *sink, bool eager_hooks);
+  void decode_qkv(const Pass &p, int32_t l);
+  const char *decode_attention(const Pass &p, int32_t l, bool bcast);
+  void decode_gate_up(const Pass &p, int32_t l);
+  // --- prefill.cu
+  void run_prefill(const Step &st, Sink &sink, int32_t *out_tokens);
+  const char *gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
+  const char *gemm_parts(int32_t rows, std::initializer_list<const DevMat *> parts, const DBuf &out, int64_t ldc,
+                         int kind, OpCost &cost);
+  void prefill_norm(const Pass &p, int32_t l, int32_t op_id, const DBuf &w);
+  void prefill_qkv(const Pass &p, int32_t l);
+  const char *prefill_attention(const Pass &p, int32_t l, bool bcast);
+  void prefill_gate_up(const Pass &p, int32_t l);
+
+  CudaModel &m_;
+  int32_t max_batch_, max_ctx_, max_prefill_;
+  cudaStream_t stream_ = nullptr;
+  // KV cache [L][slots][nKV][max_ctx][d]
+  DBuf kcache_, vcache_;
+  size_t layer_kv_elems_ = 0;
+  // activations (sized for rows_cap_ rows)
+  int32_t rows_cap_ = 0;
+  DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
+  DBuf logits_;
+  int32_t logits_rows_ = 0;
+  // step parameters (device) and pinned host mirror: tokens | pos | slot | kv_len | out
+  DBuf params_;
+  int32_t *hparams_ = nullptr;
+  int32_t *p_tokens_ = nullptr, *p_pos_ = nullptr, *p_slot_ = nullptr, *p_len_ = nullptr, *p_out_ = nullptr;
+  int32_t prow_cap_ = 0;
+  // decode parameters (one 320-byte H2D copy per token): tokens | pos | slot | len | out, 16 each
+  DBuf dparams_;
+  int32_t *hdparams_ = nullptr;
+  int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_slot_ = nullptr, *d_len_ = nullptr, *d_out_ = nullptr;
+  qwc::SampleRow *d_samp_ = nullptr;   // [16] decode sampling parameters (in dparams_)
+  DBuf psamp_;                          // [16] prefill sampling parameters
+  qwc::SampleRow *hpsamp_ = nullptr;    // pinned mirror
+  DBuf wbuf_;                           // double [16, vocab] sampler scratch
+  DBuf attn_ws_, attn_cnt_;
+  int32_t n_split_ = 1;
+  DBuf bcast_k_, bcast_v_;  // gqa=broadcast scratch [max_batch][nH][max_ctx][d]
+  DBuf dq_;                 // dequantized weight scratch for prefill on non-bf16 weights
+  size_t dq_elems_ = 0;
+  std::vector<float> hbuf_;
+  // graphs per batch size
+  std::map<std::string, Graph> graphs_;
+  // profiling
+  bool prof_ = false;
+  Marking marking_ = Marking::NONE;
+  KernelTrace trace_;
+  OpMarks marks_;
+  std::shared_ptr<const GraphOps> replayed_;  // kernels mode: the graph this step replayed
+  std::vector<cudaEvent_t> ev_pool_;
+  size_t ev_next_ = 0;
+  cudaEvent_t ev_open_ = nullptr;
+  int64_t host0_ns_ = 0;
+  int64_t step_index_ = 0;
+  int32_t phase_ = 0;
+};
+
+// One op record around the launches of a scope (the CUDA side of the CPU backend's Recorder): the op opens when
+// the scope is entered and closes, with what set() gave it, when the scope is left. Costs are analytic
+// (cost.hpp); set() is skipped where computing them is not free and marking() is off.
+class OpScope {
+ public:
+  OpScope(CudaSession &s, int32_t layer, int32_t op, int32_t n_tokens)
+      : s_(s), layer_(layer), op_(op), n_(n_tokens), unwinding_(std::uncaught_exceptions()) {
+    s_.begin_op();
+  }
+  OpScope(const OpScope &) = delete;
+  OpScope &operator=(const OpScope &) = delete;
+  void set(const char *kernel, OpCost cost) { kernel_ = kernel; cost_ = cost; }
+  bool marking() const { return s_.marking(); }
+  // A launch that threw leaves no record (the step fails); end_op itself may throw, as it did when hand-paired.
+  ~OpScope() noexcept(false) {
+    if (std::uncaught_exceptions() > unwinding_) s_.abandon_op();
+    else s_.end_op(layer_, op_, kernel_, cost_, n_);
+  }
+
+ private:
+  CudaSession &s_;
+  int32_t layer_, op_, n_;
+  int unwinding_;
+  const char *kernel_ = "";
+  OpCost cost_{};
+};
+
+}  // namespace cuda_backend
+}  // namespace qw

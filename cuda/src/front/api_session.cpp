@@ -1,0 +1,281 @@
+// api_session.cpp — session entry points of qwen.h: options, sequences, sampling parameters, prefill and decode
+// steps (argument checks, then one backend forward), and the logits readout.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "api.hpp"
+#include "json.hpp"
+#include "registry.hpp"
+#include "weights.hpp"
+
+namespace qw {
+
+namespace {
+void check_seq(qw_session *s, int32_t seq, bool allow_all) {
+  if (allow_all && seq == -1) return;
+  if (seq < 0 || seq >= s->max_batch)
+    fail(QW_ERR_NOT_FOUND, "sequence id " + std::to_string(seq) + " is out of range [0, " +
+                               std::to_string(s->max_batch) + ")" + (allow_all ? " (or -1 for all)" : ""));
+}
+
+}  // namespace
+
+void reset_seq(qw_session *s, int32_t seq) {
+  s->bs->reset(seq);
+  s->len[size_t(seq)] = 0;
+}
+
+namespace {
+
+void check_tokens(qw_session *s, const int32_t *tokens, int32_t n) {
+  const int32_t V = s->model->cfg.vocab_size;
+  for (int32_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      fail(QW_ERR_INVALID_ARGUMENT, "token " + std::to_string(i) + " = " + std::to_string(tokens[i]) +
+                                        " is outside [0, vocab_size = " + std::to_string(V) + ")");
+}
+
+// Runs a step and updates the session state only when the backend succeeded.
+void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
+  st.step_index = s->step_counter;
+  st.logits_mode = s->logits_mode;
+  st.profiling_mode = s->profiling;
+  st.profiling = s->profiling != QW_PROFILING_OFF;
+  st.toggles = s->toggles;  // typed when set: no parsing per step
+  st.row_offset.resize(st.seq.size());
+  st.temperature.resize(st.seq.size());
+  st.top_p.resize(st.seq.size());
+  st.top_k.resize(st.seq.size());
+  st.seed.resize(st.seq.size());
+  int32_t row = 0;
+  for (size_t i = 0; i < st.seq.size(); ++i) {
+    st.row_offset[i] = row;
+    row += st.n_new[i];
+    const SamplingParams &p = s->sampling[size_t(st.seq[i])];
+    st.temperature[i] = p.temperature;
+    st.top_p[i] = p.top_p;
+    st.top_k[i] = p.top_k;
+    st.seed[i] = p.seed;
+  }
+  for (auto &c : s->captures) c.filled = false;
+  s->logits_rows = 0;
+  s->logits_buf.clear();
+  s->filled.clear();
+  std::vector<int32_t> out(st.seq.size(), 0);
+  s->bs->forward(st, *s, out.data());
+  ++s->step_counter;
+  for (size_t i = 0; i < st.seq.size(); ++i) {
+    s->len[size_t(st.seq[i])] += st.n_new[i];
+    out_tokens[i] = out[i];
+  }
+  for (size_t i = 0; i < s->captures.size(); ++i)
+    if (s->captures[i].filled) s->filled.push_back(int32_t(i));
+}
+
+}  // namespace
+
+}  // namespace qw
+
+using qw::copy_out;
+using qw::fail;
+using qw::guard;
+using qw::need;
+using qw::check_seq;
+using qw::reset_seq;
+using qw::check_tokens;
+using qw::run_step;
+
+extern "C" {
+
+QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_session **out_session) {
+  return guard([&] {
+    need(model, "model");
+    need(out_session, "out_session");
+    *out_session = nullptr;
+    if (!model->finalized) fail(QW_ERR_STATE, "the model is not finalized: call qw_model_finalize first");
+    const char *what = "session options";
+    qw::Json o = qw::parse_json_object(options_json, what);
+    qw::json_only_keys(o, {"max_batch", "max_context", "max_prefill"}, what);
+    auto s = std::make_unique<qw_session>();
+    s->model = model;
+    int64_t v;
+    s->max_batch = qw::json_int(o, "max_batch", 1, 4096, what, &v) ? int32_t(v) : 1;
+    const int32_t def_ctx = model->cfg.max_position < 4096 ? model->cfg.max_position : 4096;
+    // 1M tokens: the longest context Qwen2.5 supports (Qwen2.5-1M); per-session tables scale with it.
+    s->max_context = qw::json_int(o, "max_context", 1, int64_t(1) << 20, what, &v) ? int32_t(v) : def_ctx;
+    s->max_prefill = qw::json_int(o, "max_prefill", 1, s->max_context, what, &v) ? int32_t(v) : s->max_context;
+    s->len.assign(size_t(s->max_batch), 0);
+    s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});
+    s->toggles.layer.resize(size_t(model->cfg.num_layers));
+    for (const auto &d : qw::toggle_defs()) s->toggles.set_index(d.opt, -1, d.initial(qw::kBackendName));
+    // `weights` is a model option: the session reports the format each layer was loaded in (WeightFormat
+    // enumerator i is value i of the registry entry, as Weights is).
+    static_assert(int(qw::Weights::Q4) == int(qw::WeightFormat::Q4) && int(qw::Weights::Q8) == int(qw::WeightFormat::Q8) &&
+                  int(qw::Weights::Bf16) == int(qw::WeightFormat::BF16), "WeightFormat follows the registry's order");
+    for (int32_t l = 0; l < model->cfg.num_layers; ++l)
+      s->toggles.set_index(qw::OptId::weights, l, uint8_t(model->wplan.layer[size_t(l)]));
+    s->hook_slot.assign(size_t(qw::HOOK_COUNT) * size_t(model->cfg.num_layers + 1), -1);
+    s->bs = model->bm->new_session(s->max_batch, s->max_context, s->max_prefill);
+    if (!s->bs) fail(QW_ERR_INTERNAL, "backend returned no session");
+    s->bs->configure(s->toggles);
+    model->live_sessions++;
+    *out_session = s.release();
+  });
+}
+
+QW_API int32_t qw_session_destroy(qw_session *session) {
+  return guard([&] {
+    need(session, "session");
+    session->model->live_sessions--;
+    delete session;
+  });
+}
+
+QW_API int32_t qw_session_reset(qw_session *s, int32_t seq) {
+  return guard([&] {
+    need(s, "session");
+    check_seq(s, seq, true);
+    if (seq == -1) {
+      for (int32_t q = 0; q < s->max_batch; ++q) reset_seq(s, q);
+    } else {
+      reset_seq(s, seq);
+    }
+  });
+}
+
+QW_API int32_t qw_session_seq_len(qw_session *s, int32_t seq, int32_t *out_len) {
+  return guard([&] {
+    need(s, "session");
+    need(out_len, "out_len");
+    check_seq(s, seq, false);
+    *out_len = s->len[size_t(seq)];
+  });
+}
+
+// Rollback (speculative decoding): both backends keep the KV cache by position and nothing else per sequence
+// (their reset() is empty; sampling draws hash (seed, position)), so shortening a sequence is setting its
+// length: rows at positions >= new_len are overwritten by the next step before anything reads them.
+QW_API int32_t qw_session_truncate(qw_session *s, int32_t seq, int32_t new_len) {
+  return guard([&] {
+    need(s, "session");
+    check_seq(s, seq, false);
+    const int32_t len = s->len[size_t(seq)];
+    if (new_len < 0 || new_len > len)
+      fail(QW_ERR_INVALID_ARGUMENT, "new_len = " + std::to_string(new_len) + " is outside [0, " + std::to_string(len) +
+                                        "]: sequence " + std::to_string(seq) + " holds " + std::to_string(len) +
+                                        " tokens and can only be shortened");
+    if (new_len == 0) reset_seq(s, seq);
+    else s->len[size_t(seq)] = new_len;
+  });
+}
+
+QW_API int32_t qw_session_set_sampling(qw_session *s, int32_t seq, float temperature, int32_t top_k, float top_p,
+                                       uint64_t seed) {
+  return guard([&] {
+    need(s, "session");
+    check_seq(s, seq, true);
+    if (!std::isfinite(temperature) || temperature > 100.0f)
+      fail(QW_ERR_INVALID_ARGUMENT, "temperature must be finite and <= 100 (<= 0 means greedy)");
+    if (!std::isfinite(top_p) || !(top_p > 0.0f) || top_p > 1.0f)
+      fail(QW_ERR_INVALID_ARGUMENT, "top_p must be in (0, 1] (1 = off)");
+    const qw::SamplingParams p{temperature, top_k, top_p, seed};
+    if (seq == -1) {
+      for (auto &x : s->sampling) x = p;
+    } else {
+      s->sampling[size_t(seq)] = p;
+    }
+  });
+}
+
+QW_API int32_t qw_session_prefill(qw_session *s, int32_t seq, const int32_t *tokens, int32_t n_tokens,
+                                  int32_t *out_token) {
+  return guard([&] {
+    need(s, "session");
+    check_seq(s, seq, false);
+    need(out_token, "out_token");
+    if (n_tokens < 1) fail(QW_ERR_INVALID_ARGUMENT, "n_tokens must be >= 1");
+    need(tokens, "tokens");
+    if (n_tokens > s->max_prefill)
+      fail(QW_ERR_INVALID_ARGUMENT, "n_tokens = " + std::to_string(n_tokens) + " exceeds max_prefill = " +
+                                        std::to_string(s->max_prefill) + " (prefill in chunks)");
+    check_tokens(s, tokens, n_tokens);
+    const int64_t after = int64_t(s->len[size_t(seq)]) + n_tokens;
+    if (after > s->max_context)
+      fail(QW_ERR_CONTEXT_OVERFLOW, "sequence " + std::to_string(seq) + " holds " + std::to_string(s->len[size_t(seq)]) +
+                                        " tokens; " + std::to_string(n_tokens) + " more exceed max_context = " +
+                                        std::to_string(s->max_context));
+    qw::Step st;
+    st.phase = QW_PHASE_PREFILL;
+    st.seq = {seq};
+    st.n_new = {n_tokens};
+    st.pos0 = {s->len[size_t(seq)]};
+    st.tokens.assign(tokens, tokens + n_tokens);
+    run_step(s, st, out_token);
+  });
+}
+
+QW_API int32_t qw_session_decode(qw_session *s, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
+                                 int32_t *out_tokens) {
+  return guard([&] {
+    need(s, "session");
+    if (n < 1 || n > s->max_batch)
+      fail(QW_ERR_INVALID_ARGUMENT, "n = " + std::to_string(n) + " must be in [1, max_batch = " +
+                                        std::to_string(s->max_batch) + "]");
+    need(seq_ids, "seq_ids");
+    need(tokens, "tokens");
+    need(out_tokens, "out_tokens");
+    std::vector<bool> seen(size_t(s->max_batch), false);
+    for (int32_t i = 0; i < n; ++i) {
+      check_seq(s, seq_ids[i], false);
+      if (seen[size_t(seq_ids[i])]) fail(QW_ERR_INVALID_ARGUMENT, "sequence id " + std::to_string(seq_ids[i]) + " appears twice");
+      seen[size_t(seq_ids[i])] = true;
+    }
+    check_tokens(s, tokens, n);
+    for (int32_t i = 0; i < n; ++i)
+      if (s->len[size_t(seq_ids[i])] + 1 > s->max_context)
+        fail(QW_ERR_CONTEXT_OVERFLOW, "sequence " + std::to_string(seq_ids[i]) + " is full (max_context = " +
+                                          std::to_string(s->max_context) + ")");
+    qw::Step st;
+    st.phase = QW_PHASE_DECODE;
+    st.seq.assign(seq_ids, seq_ids + n);
+    st.n_new.assign(size_t(n), 1);
+    for (int32_t i = 0; i < n; ++i) st.pos0.push_back(s->len[size_t(seq_ids[i])]);
+    st.tokens.assign(tokens, tokens + n);
+    run_step(s, st, out_tokens);
+  });
+}
+
+QW_API int32_t qw_session_set_logits_mode(qw_session *s, int32_t mode) {
+  return guard([&] {
+    need(s, "session");
+    if (mode < 0 || mode > 2) fail(QW_ERR_INVALID_ARGUMENT, "logits mode must be 0, 1 or 2");
+    s->logits_mode = mode;
+  });
+}
+
+QW_API int32_t qw_session_logits_shape(qw_session *s, int32_t *out_rows, int32_t *out_vocab) {
+  return guard([&] {
+    need(s, "session");
+    need(out_rows, "out_rows");
+    need(out_vocab, "out_vocab");
+    *out_rows = s->logits_rows;
+    *out_vocab = s->model->cfg.vocab_size;
+  });
+}
+
+QW_API int32_t qw_session_read_logits(qw_session *s, float *out, int64_t n_floats) {
+  return guard([&] {
+    need(s, "session");
+    const int64_t want = int64_t(s->logits_rows) * s->model->cfg.vocab_size;
+    if (want == 0) return;
+    need(out, "out");
+    if (n_floats < want)
+      fail(QW_ERR_INVALID_ARGUMENT, "logits buffer holds " + std::to_string(n_floats) + " floats; " +
+                                        std::to_string(want) + " needed (rows x vocab)");
+    std::memcpy(out, s->logits_buf.data(), size_t(want) * sizeof(float));
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,150 @@
+// backend.hpp — the seam between the C ABI front (front/api_*.cpp, shared by both libraries) and a backend
+// (docs/ARCHITECTURE.md §Layers).
+//
+// The front owns everything that must behave identically on CPU and CUDA: status codes and qw_last_error,
+// JSON options and config validation, tensor-name/shape validation, the exact GGUF -> native conversion,
+// the toggle registry and per-layer toggle state, op-record and capture buffers, logits buffers, and
+// argument checks (token ids, context overflow, sampling parameters). A backend only stores native tensors
+// and runs forward steps. Backends signal failure by throwing qw::Error; the guard of api.hpp catches at the boundary.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "qwen.h"
+#include "toggles.hpp"
+
+namespace qw {
+
+// A failure with a status code; message says what was wrong and, where it helps, what to do.
+struct Error : std::runtime_error {
+  int32_t status;
+  Error(int32_t s, const std::string &msg) : std::runtime_error(msg), status(s) {}
+};
+
+struct Config {
+  int32_t vocab_size = 0, hidden_size = 0, intermediate_size = 0, num_layers = 0;
+  int32_t num_heads = 0, num_kv_heads = 0, head_dim = 0, max_position = 0;
+  float rope_theta = 1e6f, rms_eps = 1e-6f;
+  bool tie_embeddings = false;
+  int32_t q_dim() const { return num_heads * head_dim; }
+  int32_t kv_dim() const { return num_kv_heads * head_dim; }
+};
+
+// Engine-native weight layouts. All conversions from GGUF types are exact (see convert.hpp).
+enum class NativeType : int32_t {
+  F32 = 0,   // float
+  F16 = 1,   // IEEE half (kept as half: converting to bf16 would round)
+  BF16 = 2,  // bfloat16
+  W8 = 3,    // int8 codes, per-group fp32 scale and offset: w = scale * q + offset
+  W4 = 4,    // uint4 codes packed two per byte (low nibble = even column), per-group scale and offset
+};
+const char *native_type_name(NativeType t);
+
+// A weight matrix [rows = output features (ggml ne1), cols = input features (ggml ne0)] row-major,
+// or a vector (rows = 1) for norms and biases. Vectors are always F32.
+struct NativeTensor {
+  std::string name;
+  int32_t ggml_type = 0;  // the type it was handed over as
+  NativeType type = NativeType::F32;
+  int64_t rows = 0, cols = 0;
+  int32_t group = 0;              // W8/W4: elements per group along cols (16 or 32); else 0
+  std::vector<uint8_t> data;      // F32/F16/BF16: rows*cols elements; W8: rows*cols int8; W4: rows*cols/2 bytes
+  std::vector<float> scale;       // W8/W4: rows * (cols / group)
+  std::vector<float> offset;      // W8/W4: rows * (cols / group)
+  uint64_t native_bytes() const { return data.size() + 4 * (scale.size() + offset.size()); }
+};
+
+// Hook points (docs/ARCHITECTURE.md §Hooks). Names are produced by hook_name().
+enum Hook : int32_t {
+  HOOK_RESID_PRE = 0, HOOK_Q, HOOK_K, HOOK_V, HOOK_Z, HOOK_ATTN_OUT, HOOK_RESID_MID,
+  HOOK_MLP_PRE, HOOK_MLP_POST, HOOK_RESID_POST, HOOK_LOGITS, HOOK_COUNT
+};
+
+// What the front asks of one forward step. Rows are laid out sequence by sequence: sequence i contributes
+// n_new[i] rows starting at row_offset[i]; its tokens occupy KV positions [pos0[i], pos0[i] + n_new[i]).
+struct Step {
+  int32_t phase = QW_PHASE_PREFILL;
+  int64_t step_index = 0;
+  std::vector<int32_t> seq;         // session sequence slot of each sequence in the step
+  std::vector<int32_t> n_new;       // new tokens per sequence (decode: 1)
+  std::vector<int32_t> pos0;        // KV length before the step, per sequence
+  std::vector<int32_t> row_offset;  // first row of each sequence in `tokens`
+  std::vector<int32_t> tokens;      // all new tokens, total rows
+  // sampling per sequence (temperature <= 0: greedy); draws use sample_uniform(seed, position)
+  std::vector<float> temperature, top_p;
+  std::vector<int32_t> top_k;
+  std::vector<uint64_t> seed;
+  int32_t logits_mode = 0;          // 0 none, 1 last row per sequence, 2 all rows (prefill)
+  bool profiling = false;           // any mode but QW_PROFILING_OFF
+  int32_t profiling_mode = QW_PROFILING_OFF;
+  StepToggles toggles;             // typed, parsed when set (toggles.hpp)
+};
+
+// Where a backend reports what it measured and copies what was asked of it. Implemented by the front.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // Interns a kernel variant name, returns its id for op records (thread-safe, stable for the library's life).
+  virtual int32_t kernel_id(const char *name) = 0;
+  virtual void record(const qw_op_record &r) = 0;
+  // Whether hook `h` at `layer` (-1 for HOOK_LOGITS) is being captured this step.
+  virtual bool wants(Hook h, int32_t layer) const = 0;
+  // Copies a host fp32 [rows, cols] tensor as the capture of (h, layer).
+  virtual void capture(Hook h, int32_t layer, const float *host, int32_t rows, int32_t cols) = 0;
+  // Logits rows (fp32, [rows, vocab]) as selected by Step::logits_mode.
+  virtual void logits(const float *host, int32_t rows, int32_t vocab) = 0;
+};
+
+class BackendSession {
+ public:
+  virtual ~BackendSession() = default;
+  // (Re)allocates what depends on the needsReset toggles (the KV cache for kvCache): called once the session
+  // exists and whenever one of them changes; the front then clears every sequence. Throws to refuse (the front
+  // keeps the old values). Only values the backend implements reach it.
+  virtual void configure(const StepToggles &toggles) = 0;
+  // Runs one forward step, writes each sequence's sampled token into out_tokens[i] (size = seq.size()).
+  // The front has already validated tokens, lengths and capacities.
+  virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;
+  // Forget sequence `seq` (the front tracks lengths; a backend may keep nothing per sequence).
+  // Invariant qw_session_truncate relies on: KV rows are addressed by position and rows at positions >= the
+  // front's length are written before they are read; a backend that keeps per-sequence state must reset it here
+  // and give the front a way to truncate it.
+  virtual void reset(int32_t seq) = 0;
+  // Called before the front switches to profiling `mode` (a qw_profiling_mode); throws Error(QW_ERR_UNSUPPORTED)
+  // for a mode this backend cannot run here, leaving the session as it was.
+  virtual void set_profiling(int32_t mode) { (void)mode; }
+  // Emits records the backend assembles after the fact (CUDA kernels mode: CUPTI activity buffers). The front
+  // calls it before it counts or reads records, never during a step.
+  virtual void drain_records(Sink &sink) { (void)sink; }
+};
+
+class BackendModel {
+ public:
+  virtual ~BackendModel() = default;
+  virtual void add_tensor(NativeTensor &&t) = 0;  // called once per tensor, after conversion and checks
+  virtual void finalize() = 0;                    // every required tensor is present
+  virtual std::unique_ptr<BackendSession> new_session(int32_t max_batch, int32_t max_context,
+                                                      int32_t max_prefill) = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char *name() const = 0;  // "cpu" | "cuda"
+  virtual std::string info_json() const = 0;
+  virtual std::unique_ptr<BackendModel> new_model(const Config &cfg) = 0;
+};
+
+// Each library defines exactly one of these (cpu/backend_cpu.cpp, cuda/backend_cuda.cu).
+std::unique_ptr<Backend> create_backend(const std::string &options_json);
+extern const char *const kBackendName;  // "cpu" | "cuda"
+
+// Shared helpers used by both backends.
+// The uniform number in [0, 1) for sampling the token at `position` of a sequence seeded with `seed`.
+float sample_uniform(uint64_t seed, int64_t position);
+
+}  // namespace qw

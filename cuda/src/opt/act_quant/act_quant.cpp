@@ -1,0 +1,24 @@
+// act_quant.cpp — the registry entry of toggle "actQuant": its values (in ActQuant enumerator order), default, which
+// values each backend implements, spec and description. Its scope is on its line in opt/list.hpp.
+#include "act_quant.hpp"
+#include "registry.hpp"
+
+namespace qw {
+
+QW_OPTIMIZATION(act_quant) {
+  return OptDef<ActQuant>("actQuant", "Int8 activations (prefill GEMM)")
+      .value(ActQuant::Off, "off")
+      .value(ActQuant::Int8, "int8")
+      .by_default(ActQuant::Off)
+      .cpu({ActQuant::Off, ActQuant::Int8})
+      .cuda({ActQuant::Off})
+      .spec("issue 15")
+      .describe(
+          "Activations of prefill GEMMs with 8/4-bit weights. off: exact (fp32 on the CPU); int8: quantize the "
+          "activations per token and weight group to int8 (d = max|x| / 127, as llama.cpp's q8_0) and use integer "
+          "dot products (CPU: AVX-512 VNNI, else AVX2 with bitwise the same outputs; its op records name the "
+          "kernel). "
+          "Decode (one token) always stays exact.");
+}
+
+}  // namespace qw

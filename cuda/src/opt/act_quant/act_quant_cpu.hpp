@@ -1,0 +1,44 @@
+// act_quant_cpu.hpp — the CPU side of toggle actQuant: which activation arm a prefill GEMM runs, and its kernels.
+// matmul.cpp asks act_quant_runs() per job; when it says yes it quantizes x once per (mode, group size) with
+// quantize_act() and runs gemm_act_quant() over its rows instead of the exact kernel.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "act_quant.hpp"
+#include "cpu.hpp"
+
+namespace qw {
+namespace cpu {
+
+// Activations quantized per token and group of G columns (int8: d = max|x| / 127, q stored as xq + 128).
+struct QuantAct {
+  ActQuant mode{};
+  int32_t G = 0;
+  int64_t T = 0, K = 0, gpr = 0;
+  std::vector<uint8_t> q;  // [T, K]
+  std::vector<float> d;    // [T, gpr]
+};
+
+// Whether the `mode` arm runs for weight t at T tokens (else the exact kernel does): int8 needs W8/W4 weights
+// and a GEMM-sized T (>= kDequantMinT), and runs with VNNI or with AVX2 (builds without AVX2 run the exact
+// kernel). Off never runs.
+bool act_quant_runs(ActQuant mode, const NativeTensor &t, int64_t T);
+// The kernel name of a job for which act_quant_runs() is true: "cpu.gemm.w{8,4}g{16,32,128}.int8act.{vnni,avx2}"
+// (static strings: op records keep the pointer).
+const char *act_quant_kernel_name(ActQuant mode, const NativeTensor &t);
+void quantize_act(QuantAct &qa, ActQuant mode, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G,
+                  Pool &pool);
+// Rows [r0, r1) of job for all qa.T tokens. xsum: per-token fp32 group sums of x when the weight has offsets.
+void gemm_act_quant(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
+
+// gemm_int8_avx512.cpp — the int8 arm: W8/W4 rows [r0, r1) of job for all qa.T tokens with VNNI.
+void quantize_act_int8(QuantAct &qa, const float *x, int64_t x_stride, Pool &pool);
+void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
+// gemm_int8_avx2.cpp — the same arm without VNNI (vpmaddubsw/vpmaddwd, sign trick): bitwise the same outputs.
+void gemm_int8_avx2(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
+bool cpu_has_vnni();  // AVX-512 (as cpu_has_avx512) and AVX-512 VNNI
+
+}  // namespace cpu
+}  // namespace qw

@@ -1,0 +1,22 @@
+// attention.cpp — the registry entry of toggle "attention": its values (in Attention enumerator order), default, which
+// values each backend implements, spec and description. Its scope is on its line in opt/list.hpp.
+#include "attention.hpp"
+#include "registry.hpp"
+
+namespace qw {
+
+QW_OPTIMIZATION(attention) {
+  return OptDef<Attention>("attention", "Attention kernel")
+      .value(Attention::FlashBf16, "flash-bf16")
+      .value(Attention::SageInt8, "sage-int8")
+      .value(Attention::SageFp8, "sage-fp8")
+      .by_default(Attention::FlashBf16)
+      .cpu({Attention::FlashBf16})
+      .cuda({Attention::FlashBf16})
+      .spec("QWEN-001")
+      .describe(
+          "Attention kernel. flash-bf16 is exact softmax attention (the CPU computes it in fp32); sage-int8 "
+          "quantizes Q and K to INT8 with smooth-K; sage-fp8 adds FP8 P*V with two-level fp32 accumulation.");
+}
+
+}  // namespace qw

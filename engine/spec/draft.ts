@@ -1,0 +1,258 @@
+// engine/spec/draft.ts — draft-model speculative decoding over the C ABI (backend-agnostic: CPU and CUDA).
+//
+// Each verify step: the draft model proposes up to k tokens one by one from its own session; the target runs
+// ONE prefill of [last token, d1..dk] on its KV cache with every row's logits (logits mode 2), which gives its
+// distribution after each prefix; the longest acceptable prefix d1..da is kept, the target adds one token of
+// its own (the correction after a rejection, or the bonus after k acceptances), and both KV caches are cut back
+// with qw_session_truncate to what was accepted.
+//
+// Greedy (temperature 0): d_i is accepted while it equals the target's argmax (lowest id on ties, as the
+// engine), so the output is the target's own greedy continuation, token for token — provided the verify
+// pass computes the same argmax as one-token decode steps would. On the CPU it computes bitwise the same logits
+// (chunks of <= 7 rows, CPU_VERIFY_CHUNK; tested in test/engine/speculative.test.ts); on CUDA prefill and decode
+// kernels differ, so a near-tie could in principle flip (test/gpu/speculative.test.ts checks on real prompts).
+//
+// Sampling (temperature > 0): standard speculative rejection sampling (Leviathan et al. 2023, Chen et al. 2023).
+// p = the target's sampling distribution and q = the draft's, both the engine's distribution for the SAME
+// settings (temperature, top_k, top_p; engine/spec/sampling.ts). d_i ~ q_i is accepted with probability
+// min(1, p_i(d_i) / q_i(d_i)); on the first rejection the token is drawn from norm(max(0, p_i - q_i)); after
+// k acceptances the bonus token is drawn from p_{k+1}. Every emitted token is then distributed exactly as the
+// engine's non-speculative sampler would draw it given the same prefix: the preserved distribution is the
+// target's temperature/top-k/top-p distribution at every position. The draws come from one seeded stream
+// (engine/spec/sampling.ts Uniforms) rather than the engine's hash(seed, position), so a seed gives a
+// reproducible sequence, but not the same tokens as a non-speculative run with that seed.
+import type { EngineSession, GenerateEvent, GenerateOptions } from "../api.ts";
+import { checkSampling, SessionError } from "../session.ts";
+import { argmaxRow, dist, drawFrom, residual, Uniforms, type SamplingSettings } from "./sampling.ts";
+import type { SpecTrace } from "./stats.ts";
+
+/** A session as the loop needs it: the engine API plus the prompt tokenizer of engine/session.ts Session. */
+export type SpecSession = EngineSession & { promptTokens(opts: GenerateOptions): number[] };
+
+export interface SpecOptions extends GenerateOptions {
+  /** Draft tokens per verify step (1..64). */
+  k: number;
+  /** Sequence slot in the draft session (default 0). */
+  draftSeq?: number;
+}
+
+export type SpecDoneEvent = Extract<GenerateEvent, { type: "done" }> & { speculative: SpecTrace };
+export type SpecEvent = Exclude<GenerateEvent, { type: "done" }> | SpecDoneEvent;
+
+/** What the loop needs of the target model: its stop ids and a streaming detokenizer (engine/index.ts Model). */
+export interface SpecHost {
+  readonly eosIds: readonly number[];
+  decoder(): { push(id: number): string; end(): string };
+  /** The target's backend: on "cpu" the verify pass runs in chunks of at most CPU_VERIFY_CHUNK rows. */
+  readonly backend?: "cpu" | "cuda";
+}
+
+/**
+ * The CPU backend computes prefill steps of fewer than 8 rows with the decode kernels (matmul.cpp
+ * kDequantMinT, attention kBlockedMinRows), so such a verify pass gives bitwise the logits of decode steps and
+ * greedy speculation is exact by construction; from 8 rows on it switches to the blocked GEMM and attention
+ * (~1e-4 apart, and slower for these few rows). The verify pass is therefore fed in chunks of <= 7 rows there.
+ */
+export const CPU_VERIFY_CHUNK = 7;
+
+/** The SpecHost of a model opened with openModel. */
+export function specHost(m: { backend?: "cpu" | "cuda"; tokenizer: { eosIds: number[]; inner: { decoder(): { push(id: number): string; end(): string } } } }): SpecHost {
+  return { eosIds: m.tokenizer.eosIds, decoder: () => m.tokenizer.inner.decoder(), ...(m.backend ? { backend: m.backend } : {}) };
+}
+
+export const MAX_DRAFT_K = 64;
+
+/**
+ * Toggle values that take more than the value itself: speculative = draft needs a draft model, which a toggle
+ * set alone cannot name. Automatic sweeps (engine/export/sweep.ts) leave them out; a run asked for them without
+ * the extra input fails (engine/export/record.ts) instead of silently running without speculation.
+ */
+export const TOGGLE_VALUES_NEEDING_INPUT: Record<string, { values: string[]; needs: string }> = {
+  speculative: { values: ["draft"], needs: "a draft model (CLI --draft PATH, web: the draft model field, RunSpec.draft)" },
+};
+
+/** Checks k; returns it. */
+export function checkDraftK(k: unknown): number {
+  if (typeof k !== "number" || !Number.isInteger(k) || k < 1 || k > MAX_DRAFT_K) {
+    throw new SessionError(`speculative: the draft length k must be an integer in 1..${MAX_DRAFT_K}, got ${String(k)}`);
+  }
+  return k;
+}
+
+const rowOf = (logits: Float32Array, vocab: number, r: number) => r * vocab;
+
+/** The verify pass: prefill of `tokens` in chunks of at most `chunk` rows; every row's logits (mode 2 is set). */
+function verify(target: EngineSession, seq: number, tokens: number[], chunk: number): { vocab: number; data: Float32Array } {
+  const parts: Float32Array[] = [];
+  let vocab = 0;
+  for (let o = 0; o < tokens.length; o += chunk) {
+    const part = tokens.slice(o, Math.min(tokens.length, o + chunk));
+    target.prefill(seq, part);
+    const l = target.logits();
+    if (l.rows !== part.length) throw new Error(`speculative: the verify pass returned ${l.rows} logits rows, expected ${part.length}`);
+    parts.push(l.data);
+    vocab = l.vocab;
+  }
+  if (parts.length === 1) return { vocab, data: parts[0] };
+  const data = new Float32Array(tokens.length * vocab);
+  let off = 0;
+  for (const p of parts) { data.set(p, off); off += p.length; }
+  return { vocab, data };
+}
+
+/**
+ * Greedy verification: accepts d_i while it equals the target's argmax after d_1..d_{i-1} (argmaxAt(i - 1)),
+ * then the target's own token. Returns the accepted count a and that token.
+ */
+export function acceptGreedy(argmaxAt: (row: number) => number, props: readonly number[]): { a: number; next: number } {
+  let a = 0;
+  while (a < props.length && argmaxAt(a) === props[a]) a++;
+  return { a, next: argmaxAt(a) };
+}
+
+/**
+ * Speculative rejection sampling of one verify step: pAt(i) is the target's distribution after d_1..d_i
+ * (pAt(0): after the last accepted token), qs[i] the draft's distribution d_{i+1} was drawn from, u() a fresh
+ * uniform in (0, 1] per call. Accepts d_{i+1} with probability min(1, p(d)/q(d)); at the first rejection draws
+ * from norm(max(0, p - q)); after all acceptances draws the bonus token from pAt(k).
+ */
+export function acceptSampled(pAt: (row: number) => Float64Array, props: readonly number[], qs: readonly Float64Array[],
+  u: () => number): { a: number; next: number } {
+  for (let a = 0; a < props.length; a++) {
+    const p = pAt(a), d = props[a], q = qs[a];
+    if (u() <= p[d] / q[d]) continue;
+    return { a, next: drawFrom(residual(p, q), u()) };
+  }
+  return { a: props.length, next: drawFrom(pAt(props.length), u()) };
+}
+
+/**
+ * Generates from `target` with `draft` proposing (both sessions are reset on their slots and left holding the
+ * generated sequence; their logits mode is left at 0). Events as Session.generate; the done event carries the
+ * per-step trace. tpotMs holds, per emitted token after the first, its step's time divided by the tokens the
+ * step emitted.
+ */
+export async function* speculativeGenerate(target: SpecSession, draft: EngineSession, host: SpecHost, opts: SpecOptions): AsyncGenerator<SpecEvent> {
+  const k = checkDraftK(opts.k);
+  const seq = opts.seq ?? 0, dseq = opts.draftSeq ?? 0;
+  const maxTokens = opts.maxTokens ?? 64;
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new SessionError(`generate: maxTokens must be an integer >= 1, got ${String(maxTokens)}`);
+  const samp = checkSampling(opts);
+  const settings: SamplingSettings = { temperature: samp.temperature, topK: samp.topK, topP: samp.topP };
+  const greedy = !(samp.temperature > 0);
+  for (const s of opts.stop ?? []) if (!Number.isInteger(s)) throw new SessionError(`generate: stop token ${String(s)} is not an integer`);
+  const stop = new Set<number>([...host.eosIds, ...(opts.stop ?? [])]);
+  const prompt = target.promptTokens(opts);
+  if (prompt.length === 0) throw new SessionError("generate: the prompt is empty (it tokenized to no tokens)");
+  const maxContext = Math.min(target.maxContext, draft.maxContext);
+  if (prompt.length > maxContext) throw new SessionError(`generate: the prompt has ${prompt.length} tokens, more than the max context ${maxContext} (of the target and draft sessions)`);
+  const chunk = host.backend === "cpu" ? CPU_VERIFY_CHUNK : Infinity;
+  const maxVerify = Math.min(target.maxPrefill ?? target.maxContext, draft.maxPrefill ?? draft.maxContext);
+  const rng = new Uniforms(samp.seed);
+  const trace: SpecTrace = { k, proposed: [], accepted: [], draftMs: [], verifyMs: [] };
+  const signal = opts.signal;
+
+  target.reset(seq);
+  draft.reset(dseq);
+  // Both samplers greedy: with temperature > 0 every draw is made here from the logits (p and q must be known).
+  target.setSampling(seq, { temperature: 0 });
+  draft.setSampling(dseq, { temperature: 0 });
+  if (signal?.aborted) {
+    yield { type: "done", reason: "cancelled", tokens: [], text: "", ttftMs: 0, tpotMs: [], prefillTokS: 0, decodeTokS: 0, speculative: trace };
+    return;
+  }
+  try {
+    const t0 = performance.now();
+    target.setLogitsMode(greedy ? 0 : 1);
+    let tok = target.prefill(seq, prompt);
+    if (!greedy) {
+      const l = target.logits();
+      tok = drawFrom(dist(l.data, rowOf(l.data, l.vocab, l.rows - 1), l.vocab, settings), rng.next());
+    }
+    const prefillMs = performance.now() - t0;
+    yield { type: "prefill", promptTokens: prompt.length, ms: prefillMs };
+    const out: number[] = [], tpot: number[] = [];
+    const dec = host.decoder();
+    let text = "", reason: "stop" | "length" | "cancelled" = "length";
+    // the draft has absorbed the prompt minus `pending`; the target holds everything but `tok`
+    let pending = [...prompt];
+    let tLen = prompt.length;
+    const emitted: number[] = [tok];
+    let stepMs = prefillMs, phase: "prefill" | "decode" = "prefill";
+    target.setLogitsMode(2);
+    draft.setLogitsMode(greedy ? 0 : 1);
+    outer: for (;;) {
+      for (const t of emitted) {
+        if (stop.has(t)) { reason = "stop"; break outer; }
+        out.push(t);
+        const piece = dec.push(t);
+        text += piece;
+        if (phase === "decode") tpot.push(stepMs / emitted.length);
+        yield { type: "token", index: out.length - 1, token: t, text: piece, ms: phase === "decode" ? stepMs / emitted.length : stepMs, phase };
+        if (out.length >= maxTokens) { reason = "length"; break outer; }
+      }
+      if (tLen + 1 > maxContext) { reason = "length"; break; } // the next verify would overflow
+      if (signal) {
+        await new Promise<void>((r) => setImmediate(r));
+        if (signal.aborted) { reason = "cancelled"; break; }
+      }
+      const s0 = performance.now();
+      // tokens a step may add: proposals + 1 own token, within max tokens, the context and one prefill call
+      const kEff = Math.max(0, Math.min(k, maxTokens - out.length - 1, maxContext - tLen - 1, maxVerify - 1));
+      // ---- draft: k proposals (and q for sampling)
+      const props: number[] = [], qs: Float64Array[] = [];
+      pending.push(tok);
+      if (kEff > 0) {
+        let d = pending.length === 1 ? draft.decode([dseq], [pending[0]])[0] : draft.prefill(dseq, pending);
+        pending = [];
+        for (let i = 0; i < kEff; i++) {
+          if (i > 0) d = draft.decode([dseq], [props[i - 1]])[0];
+          if (!greedy) {
+            const l = draft.logits();
+            const q = dist(l.data, rowOf(l.data, l.vocab, l.rows - 1), l.vocab, settings);
+            d = drawFrom(q, rng.next());
+            qs.push(q);
+          }
+          props.push(d);
+        }
+      }
+      const s1 = performance.now();
+      // ---- verify: one target pass over [tok, d1..dk]
+      const l = verify(target, seq, [tok, ...props], chunk);
+      const row = (i: number) => rowOf(l.data, l.vocab, i);
+      const { a, next } = greedy
+        ? acceptGreedy((i) => argmaxRow(l.data, row(i), l.vocab), props)
+        : acceptSampled((i) => dist(l.data, row(i), l.vocab, settings), props, qs, () => rng.next());
+      // ---- rollback: the target keeps tok + d1..da; the draft keeps what it absorbed of that
+      target.truncate(seq, tLen + 1 + a);
+      if (kEff > 0) {
+        const dKeep = tLen + 1 + Math.min(a, kEff - 1);
+        draft.truncate(dseq, dKeep);
+        if (a === kEff) pending = [props[kEff - 1]];
+      }
+      tLen += 1 + a;
+      const s2 = performance.now();
+      trace.proposed.push(kEff);
+      trace.accepted.push(a);
+      trace.draftMs.push(s1 - s0);
+      trace.verifyMs.push(s2 - s1);
+      emitted.length = 0;
+      emitted.push(...props.slice(0, a), next);
+      tok = next;
+      stepMs = s2 - s0;
+      phase = "decode";
+    }
+    text += dec.end();
+    const decodeMs = trace.draftMs.reduce((x, y) => x + y, 0) + trace.verifyMs.reduce((x, y) => x + y, 0);
+    const genAfterFirst = Math.max(0, out.length - 1);
+    yield {
+      type: "done", reason, tokens: out, text, ttftMs: prefillMs, tpotMs: tpot,
+      prefillTokS: prefillMs > 0 ? (prompt.length / prefillMs) * 1000 : 0,
+      decodeTokS: decodeMs > 0 ? (genAfterFirst / decodeMs) * 1000 : 0,
+      speculative: trace,
+    };
+  } finally {
+    target.setLogitsMode(0);
+    draft.setLogitsMode(0);
+  }
+}

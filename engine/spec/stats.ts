@@ -1,0 +1,90 @@
+// engine/spec/stats.ts — what a speculative generation records per verify step, and its summary (the
+// `speculative` block of a profile's summary and of bench rows' extra). Validated with zod where it is read back.
+import { z } from "zod";
+
+/** Per-step trace of one speculative generation (kept by the loop, summarized by summarizeSpec). */
+export interface SpecTrace {
+  k: number;
+  /** Draft tokens proposed in each verify step (k, or fewer near max tokens / max context). */
+  proposed: number[];
+  /** Draft tokens accepted in each verify step (the target adds one more token of its own every step). */
+  accepted: number[];
+  /** Wall ms per step spent in the draft model (its prefill / decode calls and reading its logits). */
+  draftMs: number[];
+  /** Wall ms per step of the target's verify pass (prefill of 1 + proposed tokens, all logits read, accept/reject). */
+  verifyMs: number[];
+}
+
+export const SpecSummary = z.object({
+  method: z.literal("draft"),
+  draft_model: z.string(),
+  k: z.number().int(),
+  steps: z.number().int(),                       // verify passes of the target
+  proposed: z.number().int(),                    // draft tokens proposed in all
+  accepted: z.number().int(),                    // of them accepted
+  acceptance_rate: z.number(),                   // accepted / proposed
+  mean_accepted: z.number(),                     // draft tokens accepted per verify step
+  tokens_per_step: z.number(),                   // tokens emitted per verify step = mean_accepted + 1 (the fixture's "tokens per target pass")
+  // index i = draft position i+1: of the steps that proposed position i+1, the share where it was accepted
+  // (unconditional), and of those that reached it (every earlier position accepted), the share accepted (conditional)
+  acceptance_by_position: z.array(z.number()),
+  conditional_acceptance_by_position: z.array(z.number()),
+  accepted_length_histogram: z.array(z.number().int()), // [a] = steps that accepted exactly a draft tokens, a = 0..k
+  draft_ms_per_step: z.object({ median: z.number(), mean: z.number(), min: z.number(), max: z.number() }),
+  verify_ms_per_step: z.object({ median: z.number(), mean: z.number(), min: z.number(), max: z.number() }),
+  draft_share: z.number(),                       // draft time / (draft + verify)
+  accepted_per_step: z.array(z.number().int()).optional(), // the raw trace (profiles of single runs)
+  draft_ms: z.array(z.number()).optional(),
+  verify_ms: z.array(z.number()).optional(),
+});
+export type SpecSummary = z.infer<typeof SpecSummary>;
+
+function msStat(xs: number[]): { median: number; mean: number; min: number; max: number } {
+  if (xs.length === 0) return { median: 0, mean: 0, min: 0, max: 0 };
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return { median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2, mean: s.reduce((a, b) => a + b, 0) / s.length, min: s[0], max: s[s.length - 1] };
+}
+
+/** Merges traces of several generations (e.g. the prompts of a bench) into one. */
+export function mergeTraces(ts: SpecTrace[]): SpecTrace {
+  if (ts.length === 0) throw new Error("mergeTraces: no traces");
+  return {
+    k: ts[0].k,
+    proposed: ts.flatMap((t) => t.proposed), accepted: ts.flatMap((t) => t.accepted),
+    draftMs: ts.flatMap((t) => t.draftMs), verifyMs: ts.flatMap((t) => t.verifyMs),
+  };
+}
+
+/** The summary of a trace; `raw` keeps the per-step arrays too. */
+export function summarizeSpec(t: SpecTrace, draftModel: string, raw = false): SpecSummary {
+  const k = t.k;
+  const byPos = new Array<number>(k).fill(0), reached = new Array<number>(k).fill(0), offered = new Array<number>(k).fill(0);
+  const hist = new Array<number>(k + 1).fill(0);
+  let proposed = 0, accepted = 0;
+  for (let s = 0; s < t.proposed.length; s++) {
+    const n = t.proposed[s], a = t.accepted[s];
+    proposed += n;
+    accepted += a;
+    hist[a]++;
+    for (let i = 0; i < n; i++) {
+      offered[i]++;
+      if (i <= a) reached[i]++;
+      if (i < a) byPos[i]++;
+    }
+  }
+  const draft = t.draftMs.reduce((a, b) => a + b, 0), verify = t.verifyMs.reduce((a, b) => a + b, 0);
+  const steps = t.proposed.length;
+  return {
+    method: "draft", draft_model: draftModel, k, steps, proposed, accepted,
+    acceptance_rate: proposed ? accepted / proposed : 0,
+    mean_accepted: steps ? accepted / steps : 0,
+    tokens_per_step: steps ? (accepted + steps) / steps : 0,
+    acceptance_by_position: byPos.map((x, i) => (offered[i] ? x / offered[i] : 0)),
+    conditional_acceptance_by_position: byPos.map((x, i) => (reached[i] ? x / reached[i] : 0)),
+    accepted_length_histogram: hist,
+    draft_ms_per_step: msStat(t.draftMs), verify_ms_per_step: msStat(t.verifyMs),
+    draft_share: draft + verify > 0 ? draft / (draft + verify) : 0,
+    ...(raw ? { accepted_per_step: [...t.accepted], draft_ms: [...t.draftMs], verify_ms: [...t.verifyMs] } : {}),
+  };
+}

@@ -1,0 +1,54 @@
+// The Run API with speculative decoding (issue 13) on the real CPU engine: the toggle speculative = draft needs a
+// draft model under the model roots; a run with one records the acceptance statistics in the profile and, greedy,
+// gives the same text as the run without it.
+import { afterAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { createApp } from "../../web/app.ts";
+import { EngineCore, LocalHost } from "../../web/core.ts";
+import { openModel } from "../../engine/index.ts";
+import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
+import { json, readSse } from "./helpers.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout();
+
+describe.skipIf(!cpuLibraryBuilt())("POST /api/runs with speculative = draft (CPU engine)", () => {
+  const profiles = mkdtempSync(join(tmpdir(), "qwb-spec-"));
+  afterAll(() => rmSync(profiles, { recursive: true, force: true }));
+  const app = createApp({ host: new LocalHost(new EngineCore(openModel)), profilesRoot: profiles, modelRoots: [join(ROOT, "models")], heartbeatMs: 200 });
+  const run = async (body: Record<string, unknown>) => {
+    const r = await app.request("/api/runs", json({ prompt: "The jury said", maxTokens: 24, repeats: 1, warmup: 0, profiling: false, backend: "cpu", ...body }));
+    return r;
+  };
+  const finish = async (r: Response) => {
+    expect(r.status).toBe(202);
+    const j = (await r.json()) as { id?: string; task: { id: string } };
+    const ev = await readSse(await app.request(`/api/tasks/${j.id ?? j.task.id}/events`));
+    const end = ev.at(-1)!;
+    expect(end.event).toBe("done");
+    return (await (await app.request(`/api/profiles/${encodeURIComponent(end.data.profileKey)}`)).json()) as any;
+  };
+
+  test("the toggle without a draft model, and a draft outside the roots, are refused", async () => {
+    const r = await run({ toggles: { speculative: "draft" } });
+    expect(r.status).toBe(400);
+    expect(((await r.json()) as any).error).toMatch(/speculative = draft needs a draft model/);
+    const o = await run({ draft: { model: "/etc", k: 2 } });
+    expect([403, 404]).toContain(o.status);
+  });
+
+  test("a draft run records acceptance and gives the greedy text of the plain run", async () => {
+    const plain = await finish(await run({}));
+    const spec = await finish(await run({ draft: { model: "tiny-qwen2-brown-draft", k: 3 } }));
+    expect(spec.manifest.toggles.speculative).toBe("draft");
+    expect(spec.output_text).toBe(plain.output_text);
+    const s = spec.summary.speculative;
+    expect(s.k).toBe(3);
+    expect(s.acceptance_by_position).toHaveLength(3);
+    expect(s.steps).toBeGreaterThan(0);
+    expect(s.accepted_per_step).toHaveLength(s.steps);
+    expect(s.draft_ms.length).toBe(s.steps);
+  });
+});
