@@ -33,6 +33,10 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Confinement root (the server's model root): every file the source opens must resolve inside it. */
   root?: string;
+  /** Weight format of the 7 projections per layer, applied at load (engine/formats/requant.ts); default as-loaded. */
+  weights?: "as-loaded" | "bf16" | "q8" | "q4";
+  /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}. */
+  weightsLayers?: Record<string, "as-loaded" | "bf16" | "q8" | "q4">;
 }
 
 /** Qwen2 config, normalized (engine/formats/config.ts validates with zod). */
@@ -148,6 +152,8 @@ export interface EngineModel {
   readonly buildInfo: string;
   readonly weightBytes: number;
   readonly weightTypes: Record<string, number>;
+  /** The weights option it was loaded with ({} = as-loaded; engine/formats/requant.ts). */
+  readonly weights?: { weights?: string; weightsLayers?: Record<string, string> };
   readonly hash: string;
   readonly tokenizer: {
     encode(text: string, opts?: { addSpecial?: boolean }): number[];

@@ -20,6 +20,7 @@ import {
 import { QwenTokenizer } from "./text/tokenizer.ts";
 import { syntheticDir } from "./io/tempfiles.ts";
 import { catalogOf } from "./catalog.ts";
+import { checkWeightsOption, nativeWeightsConfig, type WeightsOption } from "./formats/requant.ts";
 
 export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice, DcaOptions } from "./api.ts";
 export { QwenError } from "./ffi.ts";
@@ -134,13 +135,17 @@ export class Model implements EngineModel {
   readonly path: string;
   readonly warnings: string[];
   readonly engine: NativeEngine;
+  /** The weights option the model was loaded with (its session toggle `weights` reports it per layer). */
+  readonly weights: WeightsOption;
   private native: NativeModel;
   private sessions = new Set<Session>();
 
   constructor(init: {
     id: string; format: Model["format"]; config: QwenConfig; engine: NativeEngine; native: NativeModel; tokenizer: QwenTokenizer;
     weightBytes: number; weightTypes: Record<string, number>; hash: string; path: string; warnings: string[];
+    weights?: WeightsOption;
   }) {
+    this.weights = init.weights ?? {};
     this.id = init.id;
     this.format = init.format;
     this.config = init.config;
@@ -246,9 +251,9 @@ function nativeConfig(c: QwenConfig): Record<string, unknown> {
  */
 export async function loadNative(
   engine: NativeEngine, config: QwenConfig, tensors: Iterable<LoadedTensor>, total: number, onProgress?: (p: Progress) => void,
-  signal?: AbortSignal,
+  signal?: AbortSignal, weights?: WeightsOption,
 ): Promise<{ native: NativeModel; weightBytes: number; weightTypes: Record<string, number> }> {
-  const native = engine.createModel(nativeConfig(config));
+  const native = engine.createModel({ ...nativeConfig(config), ...nativeWeightsConfig(weights) });
   let ok = false;
   try {
     let done = 0, weightBytes = 0, last = performance.now(), lastYield = last;
@@ -298,26 +303,29 @@ function tokenizerFor(src: ModelSource): QwenTokenizer {
 /** Opens a synthetic model straight from the generator (float types only; no file). */
 export async function openSyntheticInMemory(spec: SynthSpec, type: "f32" | "f16" | "bf16", opts: OpenOptions & { id?: string } = {}): Promise<Model> {
   const engine = getEngine(opts.backend ?? "auto", { threads: opts.threads });
+  const weights = checkWeightsOption({ weights: opts.weights, weightsLayers: opts.weightsLayers }, spec.config.num_hidden_layers);
   const tensors = (function* () {
     for (const x of floatTensors(spec, type)) yield { name: x.t.name, ggmlType: x.ggmlType, ne: x.t.ne, data: x.bytes };
   })();
   const total = 2 + spec.config.num_hidden_layers * 12 + (spec.config.tie_word_embeddings ? 0 : 1);
-  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress, opts.signal);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress, opts.signal, weights);
   const h = createHash("sha256").update(JSON.stringify({ spec, type })).digest("hex");
   return new Model({
     id: opts.id ?? `synthetic:${spec.preset}:${type}:s${spec.seed}`, format: "synthetic", config: spec.config, engine, native,
     tokenizer: syntheticTokenizer(spec), weightBytes, weightTypes, hash: "sha256:" + h, path: `synthetic:${spec.preset}`, warnings: [],
+    weights,
   });
 }
 
 async function openSource(src: ModelSource, id: string, format: Model["format"], opts: OpenOptions): Promise<Model> {
   const tokenizer = tokenizerFor(src);
   const engine = getEngine(opts.backend ?? "auto", { threads: opts.threads });
+  const weights = checkWeightsOption({ weights: opts.weights, weightsLayers: opts.weightsLayers }, src.config.num_hidden_layers);
   const tensors = src.tensors.map((t) => ({ name: t.name, ggmlType: t.ggmlType, ne: t.ne, get data() { return t.data; } }));
-  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress, opts.signal);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress, opts.signal, weights);
   return new Model({
     id, format, config: src.config, engine, native, tokenizer, weightBytes, weightTypes, hash: sourceHash(src),
-    path: src.path, warnings: src.warnings,
+    path: src.path, warnings: src.warnings, weights,
   });
 }
 

@@ -7,6 +7,9 @@
 //   bun notebooks/ablate.ts --max-contention 10 --retries 3  # re-run a pass while others use > 10 % CPU (as `bench`)
 //   bun notebooks/ablate.ts --profiling on,off               # profiling mode as an axis (its overhead)
 //   bun notebooks/ablate.ts --backend cpu,cuda --toggle gqa=*  # the backend as an axis (a missing one is skipped)
+//   bun notebooks/ablate.ts --toggle weights=*                # as-loaded vs bf16 vs q8 vs q4 on the same model file (the
+//                                                             # default sweep leaves weights out: name it to sweep it)
+//                                                             # (each weights arm loads its own copy: a load-time option)
 //
 // Every arm gets one warm-up pass, then >= 3 (--repeats) measured passes, interleaved across arms (round r runs
 // A, B, C, ... once each), each pass checked for contention like the CLI bench. Summaries are medians with
@@ -20,7 +23,7 @@ import { openModel } from "../engine/index.ts";
 import type { EngineModel } from "../engine/api.ts";
 import { writeProfile, type Profile } from "../engine/measure/profile.ts";
 import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/measure/record.ts";
-import { buildArms, MIN_REPEATS, runArmsInterleaved } from "../engine/measure/sweep.ts";
+import { buildArms, MIN_REPEATS, runArmsInterleaved, weightArmModels } from "../engine/measure/sweep.ts";
 import { compareSummaries, fmtPct, fmtSpread, summaryStats, type SummaryDelta } from "../engine/measure/stats.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
 import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
@@ -104,8 +107,9 @@ for (const backend of backends) {
   const arms = buildArms(m.toggleRegistry(), m.backend, axes, { cartesian: a.cartesian, profiling: profilingAxis })
     .map((arm) => (backends.length > 1 ? { ...arm, label: `${m.backend}:${arm.label}` } : arm));
   console.log(`${arms.length} arms × ${set.prompts.length} prompts × ${repeats} repetitions, interleaved: ${arms.map((x) => x.label).join(" | ")}`);
+  const wm = await weightArmModels(m, session, arms, (opt) => openModel(a.model!, { backend: m.backend, threads: a.threads ? Number(a.threads) : undefined, ...opt }));
   const ps = await runArmsInterleaved(m, session, arms, {
-    idOf: (arm) => `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats,
+    envOf: wm.envOf, idOf: (arm) => `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats,
     warmup: !a["no-warmup"], command: `bun notebooks/ablate.ts ${Bun.argv.slice(2).join(" ")}`,
     maxContention: Number(a["max-contention"]) / 100, retries: Number(a.retries),
     onProgress: (msg) => process.stdout.write(`\r  ${msg}                    `),
@@ -113,6 +117,7 @@ for (const backend of backends) {
   for (const p of ps) writeProfile(join(out, `${slug(p.manifest.label ?? p.id)}.json`), p);
   profiles.push(...ps);
   process.stdout.write("\n");
+  wm.close();
   session.close();
   if (m !== model) m.close();
 }

@@ -14,6 +14,7 @@ import { openModel, type EngineModel } from "../engine/index.ts";
 import { parseToggleArg, validateToggleSettings } from "../engine/toggles.ts";
 import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
 import type { ScoreMode } from "../engine/measure/perplexity.ts";
+import { optionFromToggle, WEIGHTS_TOGGLE } from "../engine/formats/requant.ts";
 
 const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
   model                      default | file.gguf | HF dir (default: the embedded model)
@@ -21,7 +22,7 @@ const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
   --ctx N                    window (default 512);  --score all|half (default all)
   --max-tokens N             only the first N tokens
   --reference-toggle T       the reference arm's toggles (id=value,...; default: the model's defaults)
-  --arm T                    an arm on the same model (repeatable)
+  --arm T                    an arm on the same model (repeatable); weights=q8|q4|bf16[/…] loads its own copy
   --arm-model PATH           an arm on another model file of the same vocab, default toggles (repeatable)
   --backend auto|cpu|cuda --threads N
   --out DIR                  default profiles/raw/perplexity/<stamp>`;
@@ -63,7 +64,13 @@ try {
   const refArm: Arm = { model: base, session, toggles: toggles(base, o["reference-toggle"]), label: o["reference-toggle"] ?? "defaults" };
   const refFile = join(out, "reference.qwkl");
   const arms: { label: string; open: () => Promise<Arm> }[] = [
-    ...(o.arm ?? []).map((t) => ({ label: t, open: async () => ({ model: base, session, toggles: toggles(base, t), label: t }) })),
+    ...(o.arm ?? []).map((t) => ({ label: t, open: async (): Promise<Arm> => {
+      const tg = toggles(base, t), w = tg[WEIGHTS_TOGGLE];
+      if (w === undefined) return { model: base, session, toggles: tg, label: t };
+      // weights is a load-time option: the arm runs on its own copy of the model, loaded with it
+      const m = await openModel(positionals[0] ?? "default", { backend, threads, ...optionFromToggle(w) });
+      return { model: m, session: m.newSession({ maxContext: ctx }), toggles: tg, label: t };
+    } })),
     ...(o["arm-model"] ?? []).map((p) => ({ label: p, open: async () => { const m = await openModel(p, { backend, threads }); return { model: m, session: m.newSession({ maxContext: ctx }), toggles: {}, label: p }; } })),
   ];
   for (const a of arms) {

@@ -8,6 +8,7 @@ import { HttpError } from "./errors.ts";
 import { confineAnyRoot } from "./paths.ts";
 import { ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
 import { TaskManager, type Task } from "./tasks.ts";
+import { optionFromToggle, sameWeights } from "../engine/formats/requant.ts";
 import type { NotebookDeps } from "./notebook/routes.ts";
 
 export interface AppDeps {
@@ -40,8 +41,9 @@ export interface WebContext {
   defaultBackend: BackendChoice;
   /** "default", a synthetic preset, or a path confined to the model roots → the string the engine opens. */
   resolveSource(src: string): string;
-  /** The model a task runs on: the loaded one when it matches, else loaded now (events go to the task). */
-  ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined): Promise<ModelInfo>;
+  /** The model a task runs on: the loaded one when it matches, else loaded now (events go to the task).
+   *  weights: a run's `weights` toggle value; another one than the loaded model's reloads it (a load-time option). */
+  ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined, weights?: string | string[]): Promise<ModelInfo>;
   /** 503 when the server is shutting down or the queue is full. */
   guardQueue(): void;
   /** Engine events of a task go to its followers under their own type. */
@@ -57,7 +59,7 @@ export function modelView(m: ModelInfo | null) {
   if (!m) return null;
   return {
     source: m.source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
-    weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, loadMs: m.loadMs,
+    weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, loadMs: m.loadMs, weights: m.weights,
     layers: m.config.num_hidden_layers, registry: m.registry,
   };
 }
@@ -85,12 +87,14 @@ export function createContext(deps: AppDeps): WebContext {
     return path;
   }
 
-  async function ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined): Promise<ModelInfo> {
+  async function ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined, weights?: string | string[]): Promise<ModelInfo> {
     const cur = host.loaded();
     const want = source ?? cur?.source ?? "default";
-    if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend)) return cur;
-    t.emit("loading", { source: want });
-    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? defaultBackend, root: roots.get(want) }, relay(t));
+    const sameW = weights === undefined || (cur !== null && sameWeights(weights, cur.weights));
+    if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend) && sameW) return cur;
+    t.emit("loading", { source: want, ...(weights !== undefined ? { weights } : {}) });
+    const wopt = weights !== undefined ? { weights: undefined, weightsLayers: undefined, ...optionFromToggle(weights) } : {};
+    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? (cur?.source === want ? cur.backend : defaultBackend), root: roots.get(want), ...wopt }, relay(t));
     t.emit("loaded", modelView(info));
     return info;
   }

@@ -10,6 +10,7 @@ import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/m
 import { DraftCache } from "../engine/spec/draft-cache.ts";
 import { catalog as libraryCatalog, type Catalog } from "../engine/catalog.ts";
 import type { PerplexitySpec } from "./protocol.ts";
+import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/formats/requant.ts";
 
 export interface ModelInfo {
   source: string;
@@ -25,6 +26,8 @@ export interface ModelInfo {
   registry: ToggleDef[];
   profilingModes: string[];
   loadMs: number;
+  /** The model's `weights` toggle value: one format, or one per layer (a load-time option, engine/formats/requant.ts). */
+  weights: string | string[];
 }
 
 export type HostEvent =
@@ -36,7 +39,7 @@ export type HostEvent =
 export type PerplexityAnswer = PerplexityRunResult & { text: string };
 
 /** root: the model root the source was confined to; the engine keeps every file it opens inside it. */
-export interface LoadOptions { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string }
+export interface LoadOptions extends WeightsOption { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string }
 
 /** What the web app needs from the engine, wherever it runs (worker or in-process). */
 export interface EngineHost {
@@ -75,6 +78,7 @@ export class EngineCore {
   private model: EngineModel | null = null;
   private session: EngineSession | null = null;
   private info: ModelInfo | null = null;
+  private loadOpts: LoadOptions | null = null;
   private aborts = new Map<string, AbortController>();
   private drafts: DraftCache;
   /** catalog: the engine's names (a fake engine gives its own toggles; the library's by default). */
@@ -92,17 +96,19 @@ export class EngineCore {
     this.aborts.set(taskId, ac);
     try {
       const m = await this.openModel(source, {
-        backend: opts.backend, threads: opts.threads, root: opts.root, signal: ac.signal,
+        backend: opts.backend, threads: opts.threads, root: opts.root, signal: ac.signal, weights: opts.weights, weightsLayers: opts.weightsLayers,
         onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: p.message }),
       });
       if (ac.signal.aborted) { m.close(); throw new Error("load cancelled"); }
       this.unload();
       this.model = m;
       this.session = m.newSession({ maxBatch: 1 });
+      this.loadOpts = opts;
       this.info = {
         source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
         weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, buildInfo: m.buildInfo,
         registry: m.toggleRegistry(), profilingModes: m.profilingModes(), loadMs: performance.now() - t0,
+        weights: this.session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded",
       };
       return this.info;
     } finally {
@@ -137,12 +143,19 @@ export class EngineCore {
     }
   }
 
-  /** An arm on another model file than the loaded one: opened on the same backend, closed by the caller. */
-  private async otherModel(source: string | undefined, onEvent: (e: HostEvent) => void): Promise<ArmEnv | undefined> {
+  /** An arm on another model file than the loaded one, or on the loaded one with other `weights` (a load-time
+   *  option): opened on the same backend, closed by the caller. */
+  private async otherModel(source: string | undefined, onEvent: (e: HostEvent) => void, toggles: ToggleValues = {}): Promise<ArmEnv | undefined> {
     const { model, info } = this.need();
-    if (!source || source === info.source) return undefined;
-    const m = await this.openModel(source, {
-      backend: info.backend, onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: `${source}: ${p.message ?? ""}` }),
+    const w = toggles[WEIGHTS_TOGGLE];
+    const otherWeights = w !== undefined && !sameWeights(w, info.weights);
+    if ((!source || source === info.source) && !otherWeights) return undefined;
+    const same = !source || source === info.source;
+    if (same) source = info.source;
+    const m = await this.openModel(source!, {
+      backend: info.backend, threads: this.loadOpts?.threads, ...(same ? { root: this.loadOpts?.root } : {}),
+      ...(w !== undefined ? optionFromToggle(w) : same ? { weights: this.loadOpts?.weights, weightsLayers: this.loadOpts?.weightsLayers } : {}),
+      onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: `${source}: ${p.message ?? ""}` }),
     });
     const bad = sameShapes(model, m);
     if (bad) { m.close(); throw new Error(bad); }
@@ -156,9 +169,9 @@ export class EngineCore {
     this.aborts.set(taskId, ac);
     const opened: ArmEnv[] = [];
     try {
-      const reference = await this.otherModel(spec.reference.model, onEvent);
+      const reference = await this.otherModel(spec.reference.model, onEvent, spec.reference.toggles);
       if (reference) opened.push(reference);
-      const candidate = await this.otherModel(spec.candidate.model, onEvent);
+      const candidate = await this.otherModel(spec.candidate.model, onEvent, spec.candidate.toggles);
       if (candidate) opened.push(candidate);
       return await recordQuantError(model, session, spec, { onEvent, signal: ac.signal, reference, candidate });
     } finally {
@@ -176,7 +189,7 @@ export class EngineCore {
     try {
       const { tokens, name } = textTokens(model, spec.text === "brown" ? { kind: "brown" } : { kind: "text", text: spec.text.text }, spec.maxTokens);
       const ref = spec.reference;
-      if (ref) other = await this.otherModel(ref.model, onEvent);
+      if (ref) other = await this.otherModel(ref.model, onEvent, ref.toggles);
       const r = await runPerplexity({
         candidate: { model, session, toggles: spec.toggles, label: spec.label ?? "candidate" },
         reference: ref ? { run: { ...(other ?? { model, session }), toggles: ref.toggles ?? {}, label: ref.label ?? "reference" } } : undefined,

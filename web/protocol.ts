@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { PromptSpec, SamplingSpec } from "../engine/measure/record.ts";
 import { ProfilingMode, ToggleValues } from "../engine/measure/profile.ts";
+import { WeightsOptionSchema } from "../engine/formats/requant.ts";
 
 export const RunSpecSchema = z.object({
   id: z.string().min(1).max(200),
@@ -50,7 +51,7 @@ export const LoadOptionsSchema = z.object({
   backend: z.enum(["auto", "cpu", "cuda"]),
   threads: z.number().int().min(0).max(1024).optional(),
   root: z.string().max(4096).optional(),
-});
+}).extend(WeightsOptionSchema.shape);
 
 export const ToWorker = z.discriminatedUnion("t", [
   z.object({ t: z.literal("init"), engineModule: z.string(), env: z.record(z.string(), z.string()).optional() }),

@@ -390,7 +390,10 @@ int main(int argc, char **argv) {
   char opts[64];
   std::snprintf(opts, sizeof opts, "{\"threads\":%d}", threads);
   CHECK_OK(qw_engine_create(opts, &e));
-  CHECK_OK(qw_model_create(e, c.json().c_str(), &m));
+  std::string cfg = c.json();
+  if (const char *w = std::getenv("QW_BENCH_WEIGHTS"))  // the weights model option: as-loaded | bf16 | q8 | q4
+    cfg = cfg.substr(0, cfg.size() - 1) + ",\"weights\":\"" + w + "\"}";
+  CHECK_OK(qw_model_create(e, cfg.c_str(), &m));
   Rng r(1);
   const double t_load = now_s();
   auto load = [&](const std::string &n, int64_t ne0, int64_t ne1, bool vec) {

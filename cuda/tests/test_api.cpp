@@ -229,7 +229,8 @@ int main() {
   // the quantized caches need head_dim % 32 == 0 (this model's is 16): refused, the old cache stays
   CHECK_ST(qw_session_set_toggle(s, "kvCache", "kivi4", -1), QW_ERR_UNSUPPORTED);
   CHECK(std::strstr(qw_last_error(), "head_dim") != nullptr, "%s", qw_last_error());
-  CHECK_ST(qw_session_set_toggle(s, "attention", "sage-int8", -1), QW_ERR_UNSUPPORTED);
+  CHECK_OK(qw_session_set_toggle(s, "attention", "sage-int8", -1));  // the CPU's Sage reference arms
+  CHECK_OK(qw_session_set_toggle(s, "attention", "flash-bf16", -1));
   CHECK_ST(qw_session_set_toggle(s, "graphs", "on", -1), QW_ERR_UNSUPPORTED);
   CHECK(std::strstr(qw_last_error(), "is not on the cpu backend") != nullptr, "%s", qw_last_error());  // CUDA has it
   CHECK_ST(qw_session_set_toggle(s, "kvCache", "f32", 0), QW_ERR_INVALID_ARGUMENT);  // not per-layer

@@ -2,7 +2,7 @@
 // objects) against an fp64 reference, at every tile edge: T = 1 (GEMV), 2..7 (batched tiles), 8+ (the GEMM
 // kernels: 6-token tiles, so 13 and 67 leave tails), rows that are not multiples of the 4-row quads or the
 // 32-row int8 panels, K with 16-lane tails and several K blocks (2100 > 2 x 1024), every native weight type
-// (F32, F16, BF16, W8 g32 / g16, W4 with and without offsets).
+// (F32, F16, BF16, W8 g32 / g16, W4 with and without offsets, W8 / W4 g128 from the weights option).
 //
 // Checks per case:
 //  - exact arm: |y - y64| <= 1e-5 * sum_k |w_k x_k| (+1e-30) for every output, y64 the fp64 dot of the exactly
@@ -21,6 +21,7 @@
 #include "convert.hpp"
 #include "../src/cpu/cpu.hpp"
 #include "act_quant_cpu.hpp"
+#include "requant.hpp"
 #include "testlib.hpp"
 
 using namespace qw;
@@ -31,11 +32,13 @@ namespace {
 struct Case {
   int32_t ggml;
   int64_t rows, cols;
+  int requant = 0;  // 8 / 4: requantized to q8 / q4 group 128 (the weights model option)
 };
 
 NativeTensor make_weight(Rng &r, const Case &c) {
   const std::vector<uint8_t> raw = random_ggml(r, c.ggml, c.rows * c.cols);
-  return convert_tensor("w", c.ggml, c.rows, c.cols, raw.data(), false);
+  const NativeTensor t = convert_tensor("w", c.ggml, c.rows, c.cols, raw.data(), false);
+  return c.requant == 8 ? requant_q8(t) : c.requant == 4 ? requant_q4(t) : t;
 }
 
 Weight as_weight(const NativeTensor &t) {
@@ -185,6 +188,7 @@ int main() {
       {F32, 5, 17},   {F32, 33, 100},  {F32, 67, 2100}, {F16, 31, 48},   {F16, 9, 1030},  {BF16, 13, 96},
       {Q8, 1, 32},    {Q8, 33, 96},    {Q8, 70, 2112},  {Q4_0, 37, 64},  {Q4K, 35, 256},  {Q5K, 66, 512},
       {Q6K, 41, 256}, {Q6K, 3, 2304},
+      {F32, 37, 384, 8}, {BF16, 66, 1024, 8}, {F32, 35, 256, 4}, {BF16, 33, 1152, 4},  // group 128
   };
   for (const Case &c : cases)
     for (int64_t T : {1, 2, 7, 8, 13, 67})

@@ -7,6 +7,7 @@ import { openModel } from "../index.ts";
 import { parseToggleArg, validateToggleSettings } from "../toggles.ts";
 import { formatPerplexity, runPerplexity, textTokens, type Arm, type TextSource } from "../measure/perplexity-run.ts";
 import type { ScoreMode } from "../measure/perplexity.ts";
+import { parseWeightsArg, weightsLabel, type WeightsOption } from "../formats/requant.ts";
 
 export const PERPLEXITY_HELP = `  perplexity [model]             perplexity over a text, KL divergence / top-1 agreement against a reference
       --brown | --text FILE       the embedded model's Brown validation split (default) or a UTF-8 text file
@@ -15,6 +16,8 @@ export const PERPLEXITY_HELP = `  perplexity [model]             perplexity over
                                   half: only the second half of each ctx chunk (llama-perplexity)
       --max-tokens N              only the first N tokens of the text
       --toggle id=value,...       the measured run's toggles
+      --weights F[,L=F...]        the measured run's weights, requantized at load (as for generate)
+      --reference-weights F[,...] reference: the same model (or --reference-model) loaded with these weights
       --reference-model PATH      reference: another model of the same vocab (e.g. the bf16 checkpoint)
       --reference-toggle id=v,... reference: this toggle set (on --reference-model, or on the same model)
       --reference-logits FILE     where the reference's logits are saved, reused while model, toggles,
@@ -49,6 +52,7 @@ export async function cmdPerplexity(argv: string[], out: (s: string) => void = (
         "reference-model": { type: "string" }, "reference-toggle": { type: "string" }, "reference-toggles": { type: "string" },
         "reference-logits": { type: "string" }, "save-logits": { type: "string" }, "top-k": { type: "string" },
         backend: { type: "string" }, threads: { type: "string" }, json: { type: "boolean" },
+        weights: { type: "string" }, "reference-weights": { type: "string" },
       },
     });
   } catch (e) {
@@ -78,21 +82,28 @@ export async function cmdPerplexity(argv: string[], out: (s: string) => void = (
   const refTogArg = (o["reference-toggle"] ?? o["reference-toggles"]) as string | undefined;
   const refModelArg = o["reference-model"] as string | undefined;
   const candTogArg = (o.toggle ?? o.toggles) as string | undefined;
+  const weightsArg = (flag: "weights" | "reference-weights"): WeightsOption | undefined => {
+    const v = o[flag] as string | undefined;
+    if (v === undefined) return undefined;
+    try { return parseWeightsArg(v); } catch (e) { return fail(`perplexity: ${(e as Error).message.replace("--weights", `--${flag}`)}`); }
+  };
+  const weights = weightsArg("weights"), refWeights = weightsArg("reference-weights");
 
   const models: EngineModel[] = [];
   try {
-    const m = await openModel(source, { backend, threads });
+    const m = await openModel(source, { backend, threads, ...weights });
     models.push(m);
     log(`${m.id}: ${m.backend} (${m.device.name}), vocab ${m.config.vocab_size}\n`);
     const { tokens, name } = textTokens(m, text, maxTokens);
     const session = m.newSession({ maxContext: ctx });
-    const cand: Arm = { model: m, session, toggles: toggles(m, candTogArg), label: candTogArg || "defaults" };
+    const wl = (w: WeightsOption | undefined) => (w ? `weights=${weightsLabel(w)}` : undefined);
+    const cand: Arm = { model: m, session, toggles: toggles(m, candTogArg), label: [wl(weights), candTogArg].filter(Boolean).join(" ") || "defaults" };
     let run: Arm | undefined;
-    if (refModelArg || refTogArg) {
-      const rm = refModelArg ? await openModel(refModelArg, { backend, threads }) : m;
+    if (refModelArg || refTogArg || refWeights) {
+      const rm = refModelArg || refWeights ? await openModel(refModelArg ?? source, { backend, threads, ...refWeights }) : m;
       if (rm !== m) models.push(rm);
       const rs = rm === m ? session : rm.newSession({ maxContext: ctx });
-      run = { model: rm, session: rs, toggles: toggles(rm, refTogArg), label: [refModelArg, refTogArg].filter(Boolean).join(" ") || "defaults" };
+      run = { model: rm, session: rs, toggles: toggles(rm, refTogArg), label: [refModelArg, wl(refWeights), refTogArg].filter(Boolean).join(" ") || "defaults" };
     }
     const r = await runPerplexity({
       candidate: cand, tokens, ctx, score, topK,

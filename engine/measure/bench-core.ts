@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import type { EngineModel, EngineSession } from "../api.ts";
 import { statOf, type BenchRow, type Stat } from "./profile.ts";
+import { weightsLabel, type WeightsOption } from "../formats/requant.ts";
 
 export interface BenchCase {
   /** Prompt length (prefill test, "pp<N>") — 0 to skip the prefill measurement. */
@@ -229,7 +230,8 @@ export function weightLabel(model: EngineModel): string {
   const all = Object.entries(model.weightTypes);
   const names = all.filter(([k]) => k.toLowerCase() !== "f32" || all.length === 1)
     .sort((a, b) => b[1] - a[1]).map(([k]) => k.toLowerCase());
-  return names.length ? names.join("+") : "unknown";
+  const rq = model.weights?.weights || Object.keys(model.weights?.weightsLayers ?? {}).length ? `→${weightsLabel(model.weights as WeightsOption)}` : "";
+  return (names.length ? names.join("+") : "unknown") + rq;
 }
 
 /** llama-bench-style markdown table. */

@@ -149,6 +149,11 @@ export const QuantError = z.object({
     arm: z.enum(["reference", "candidate", "both"]), hook: z.string(), layer: z.number().int(), count: z.number().int(), total: z.number().int(),
   }).optional(),
   findings: z.array(z.string()).optional(),
+  // The weights toggle (a load-time option) differing between the arms: per layer, the 7 projections of the
+  // reference against the candidate's (engine/measure/weight-error.ts).
+  weights: z.array(z.object({
+    layer: z.number().int(), reference: z.string(), candidate: z.string(), sqnr_db: z.number(), cosine: z.number(), params: z.number().int(),
+  })).optional(),
 });
 export type QuantError = z.infer<typeof QuantError>;
 

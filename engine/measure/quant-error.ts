@@ -14,6 +14,8 @@ import { hookName, hookOrder } from "../catalog.ts";
 import { tensorError as metricsTensorError, logitsError as metricsLogitsError, type TensorError } from "./metrics.ts";
 import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
 import { runPerplexity, textTokens, type TextSource } from "./perplexity-run.ts";
+import { weightError, type LayerWeightError } from "./weight-error.ts";
+import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE } from "../formats/requant.ts";
 
 /** Per-hook error metrics as stored in a quant-error profile (engine/measure/metrics.ts TensorError). */
 export type LayerMetrics = TensorError;
@@ -116,6 +118,19 @@ export function compareCaptures(refCaps: Capture[], candCaps: Capture[]): Pick<Q
   return { layers, ...(logits ? { logits } : {}), ...(first ? { first_nonfinite: first } : {}), ...(findings.length ? { findings } : {}) };
 }
 
+/** Per-layer weight error when the arms run the same model file with different `weights` (else undefined). */
+function weightsOfArms(env: ArmEnv[], cmp: { findings?: string[] }): LayerWeightError[] | undefined {
+  const path = (m: EngineModel) => (m as { path?: string }).path;
+  const w = env.map((e) => e.session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded");
+  if (sameWeights(w[0], w[1]) || !path(env[0].model) || path(env[0].model) !== path(env[1].model)) return undefined;
+  try {
+    return weightError(path(env[0].model)!, optionFromToggle(w[0]), optionFromToggle(w[1]));
+  } catch (e) {
+    (cmp.findings ??= []).push(`no per-layer weight error: ${(e as Error).message}`);
+    return undefined;
+  }
+}
+
 function promptTokens(model: EngineModel, p: PromptSpec): number[] {
   if (p.tokens) return p.tokens;
   if (p.messages) return model.tokenizer.applyChatTemplate(p.messages);
@@ -159,6 +174,7 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
     }
   }
   const cmp = compareCaptures(caps[0] ?? [], caps[1] ?? []);
+  const weights = weightsOfArms(env, cmp);
   let perplexity: QuantError["perplexity"];
   if (spec.perplexity) {
     const src: TextSource = spec.perplexity.text === "brown" ? { kind: "brown" } : { kind: "text", text: spec.perplexity.text.text };
@@ -197,7 +213,7 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
       layer_ms: { reference: refMs, candidate: candMs, unit: "ms per prefill (median)", repeats },
     },
     kernels: base.kernels, ops: base.ops, tokens: base.tokens,
-    quant_error: [{ reference_label: spec.reference.label, candidate_label: spec.candidate.label, ...models, ...cmp, ...(perplexity ? { perplexity } : {}) }],
+    quant_error: [{ reference_label: spec.reference.label, candidate_label: spec.candidate.label, ...models, ...cmp, ...(perplexity ? { perplexity } : {}), ...(weights ? { weights } : {}) }],
     ...(notes.length ? { notes } : {}),
   } satisfies Profile;
   // A schema failure names the field instead of dumping every issue (the measurement's numbers are in the task log).

@@ -9,6 +9,7 @@ import { effectiveDefault, recordRun, type PromptSpec, type RecordResult, type R
 import { mergeResults } from "./passes.ts";
 import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import { toggleValueProblem } from "../toggles.ts";
+import { optionFromToggle, sameWeights, weightsLabel, WEIGHTS_TOGGLE, type WeightsOption } from "../formats/requant.ts";
 import { TOGGLE_VALUES_NEEDING_INPUT } from "../spec/draft.ts";
 
 export interface Arm { label: string; toggles: ToggleValues; profiling: boolean }
@@ -43,9 +44,11 @@ export function buildArms(reg: ToggleDef[], backend: "cpu" | "cuda", axes: Recor
       return [id, v];
     });
   } else {
-    // values that need more than a toggle (a draft model) are swept only when asked for by name
+    // values that need more than a toggle (a draft model) are swept only when asked for by name; weights is a
+    // load-time option: each of its arms needs its own copy of the model (weightArmModels), so the default sweep
+    // leaves it out too (--toggle weights=* sweeps it).
     axisList = reg.map((d) => [d.id, implementedValues(d, backend).filter((v) => !TOGGLE_VALUES_NEEDING_INPUT[d.id]?.values.includes(v))] as [string, string[]])
-      .filter(([, v]) => v.length > 1);
+      .filter(([id, v]) => v.length > 1 && id !== WEIGHTS_TOGGLE);
   }
   const base = (id: string) => effectiveDefault(defs.get(id)!, backend);
   const assignments: ToggleValues[] = [];
@@ -82,6 +85,29 @@ export interface ArmOptions {
   /** Re-runs of a contended pass before it is kept anyway and flagged (default 3, as the CLI bench). */
   retries?: number;
   allowFewer?: boolean;
+}
+
+/**
+ * Models for the arms whose `weights` toggle differs from the loaded model's (a load-time option): the same
+ * source opened once per distinct value, each with a session. `close()` frees them. All stay in memory at once,
+ * so the arms can be interleaved (4 copies of the weights for as-loaded | bf16 | q8 | q4).
+ */
+export async function weightArmModels(model: EngineModel, session: EngineSession, arms: Arm[],
+  open: (opt: WeightsOption) => Promise<EngineModel>): Promise<{ envOf: (arm: Arm) => { model: EngineModel; session: EngineSession } | undefined; close: () => void }> {
+  const cur = session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded";
+  const envs = new Map<string, { model: EngineModel; session: EngineSession }>();
+  for (const arm of arms) {
+    const w = arm.toggles[WEIGHTS_TOGGLE];
+    if (w === undefined || sameWeights(w, cur)) continue;
+    const key = JSON.stringify(optionFromToggle(w));
+    if (envs.has(key)) continue;
+    const m = await open(optionFromToggle(w));
+    envs.set(key, { model: m, session: m.newSession({ maxBatch: 1, maxContext: session.maxContext }) });
+  }
+  return {
+    envOf: (arm) => { const w = arm.toggles[WEIGHTS_TOGGLE]; return w === undefined ? undefined : envs.get(JSON.stringify(optionFromToggle(w))); },
+    close: () => { for (const e of envs.values()) { e.session.close(); e.model.close(); } },
+  };
 }
 
 /** Fewest measured repetitions per arm: a median with a spread needs at least three. */
@@ -122,7 +148,8 @@ export function finishArm(model: EngineModel, arm: Arm, passes: RecordResult[], 
   const st = p.summary.stats ?? {};
   const nPrompt = Math.round((p.summary.prefill_tokens ?? 0) / Math.max(1, o.prompts.length));
   const nGen = Math.round((p.summary.decode_tokens ?? 0) / Math.max(1, o.prompts.length));
-  const weights = Object.entries(model.weightTypes).sort((a, b) => b[1] - a[1])[0]?.[0] ?? "?";
+  const rq = model.weights?.weights || Object.keys(model.weights?.weightsLayers ?? {}).length ? `→${weightsLabel(model.weights as WeightsOption)}` : "";
+  const weights = (Object.entries(model.weightTypes).sort((a, b) => b[1] - a[1])[0]?.[0] ?? "?") + rq;
   const others = merged.passes.map((x) => x.others);
   const reruns = merged.passes.reduce((a, x) => a + (x.reruns ?? 0), 0);
   const row = (test: string, rates: number[], np: number, ng: number) => ({
@@ -152,16 +179,18 @@ function checkRepeats(o: ArmOptions): void {
  * Returns one ablation profile per arm, in the order of `arms`.
  */
 export async function runArmsInterleaved(model: EngineModel, session: EngineSession, arms: Arm[],
-  o: Omit<ArmOptions, "id"> & { idOf: (arm: Arm) => string }): Promise<Profile[]> {
+  o: Omit<ArmOptions, "id"> & { idOf: (arm: Arm) => string; envOf?: (arm: Arm) => { model: EngineModel; session: EngineSession } | undefined }): Promise<Profile[]> {
   const opts = (arm: Arm): ArmOptions => ({ ...o, id: o.idOf(arm) });
+  // An arm may run on its own model (e.g. the weights toggle: the same file loaded with another format).
+  const env = arms.map((arm) => o.envOf?.(arm) ?? { model, session });
   checkRepeats(opts(arms[0]));
-  if (o.warmup) for (const arm of arms) await warmArm(model, session, arm, opts(arm));
+  if (o.warmup) for (const [i, arm] of arms.entries()) await warmArm(env[i].model, env[i].session, arm, opts(arm));
   const passes: RecordResult[][] = arms.map(() => []);
   for (let r = 0; r < Math.max(1, o.repeats); r++) {
     for (let i = 0; i < arms.length; i++) {
       o.onProgress?.(`round ${r + 1}/${o.repeats}: ${arms[i].label}`);
-      passes[i].push(await runArmPass(model, session, arms[i], opts(arms[i])));
+      passes[i].push(await runArmPass(env[i].model, env[i].session, arms[i], opts(arms[i])));
     }
   }
-  return arms.map((arm, i) => finishArm(model, arm, passes[i], opts(arm)));
+  return arms.map((arm, i) => finishArm(env[i].model, arm, passes[i], opts(arm)));
 }

@@ -190,6 +190,10 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     // the default candidate already differs from the reference: no "identical" note, Measure enabled
     expect(await page.isHidden("#q-same")).toBe(true);
     expect(await page.isEnabled("#q-run")).toBe(true);
+    // the default candidate is weights = q4 (the loaded model is as-loaded): set it back to compare kvCache
+    const w = page.locator("#q-cand select[name='qcand-weights']");
+    expect(await w.inputValue()).toBe("q4");
+    await w.selectOption("as-loaded");
     const cand = page.locator("#q-cand select[name='qcand-kvCache']");
     if (await cand.count()) {
       await cand.selectOption("bf16"); // = the reference
@@ -197,7 +201,9 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
       expect(await page.isEnabled("#q-run")).toBe(false);
       await cand.selectOption("f32");
       await page.waitForSelector("#q-same", { state: "hidden" });
+      await cand.selectOption("bf16");
     }
+    await w.selectOption("q4"); // measure q4 against the bf16 file as loaded (the arm loads its own copy)
     await page.fill("#q-repeats", "1");
     await page.fill("#q-ppl-max", "1024");
     await page.fill("#q-ppl-ctx", "256");
@@ -209,6 +215,8 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     expect(cards).toContain("top-1 agreement");
     expect(cards).toContain("perplexity ref → cand");
     expect(cards).toContain("KL on text");
+    expect(cards).toContain("Requantized weights"); // per-layer weight SQNR next to the time saved
+    expect(cards).toMatch(/L3\s*as-loaded → q4/);
     await shot("06-quant");
     await page.click("#q-ppl-run");
     await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 150_000 });

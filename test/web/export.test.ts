@@ -141,7 +141,9 @@ describe("aggregation and exporters", () => {
 describe("sweep arms from the registry", () => {
   test("one factor at a time over implemented values", () => {
     const arms = buildArms(FAKE_REGISTRY, "cpu");
-    expect(arms.map((a) => a.label)).toEqual(["baseline", "gqa=broadcast", "weights=q8"]);
+    // weights (a load-time option: an arm needs its own model copy) is swept only when named
+    expect(arms.map((a) => a.label)).toEqual(["baseline", "gqa=broadcast"]);
+    expect(buildArms(FAKE_REGISTRY, "cpu", { weights: ["*"] }).map((a) => a.label)).toContain("weights=q8");
     const cuda = buildArms(FAKE_REGISTRY, "cuda");
     expect(cuda.map((a) => a.label)).toContain("attention=sage-int8");
   });

@@ -9,12 +9,13 @@ import { catalogDoc, hookNames, hookPatterns } from "../catalog.ts";
 import { BackendField, check, jsonBody, ModelSource } from "../http.ts";
 import { listModels } from "../store.ts";
 import type { Task } from "../tasks.ts";
+import { WeightsOptionSchema } from "../../engine/formats/requant.ts";
 
 const LoadRequest = z.object({
   source: ModelSource,
   backend: BackendField.optional(),
   threads: z.number().int().min(0).max(1024).optional(),
-}).strict();
+}).extend(WeightsOptionSchema.shape).strict();
 
 export function modelRoutes(ctx: WebContext) {
   const { host, tasks } = ctx;
@@ -38,7 +39,7 @@ export function modelRoutes(ctx: WebContext) {
     const source = ctx.resolveSource(req.source);
     ctx.guardQueue();
     const t = tasks.submit("load", source, async (t) => {
-      const info = await host.load(t.id, source, { backend: req.backend ?? ctx.defaultBackend, threads: req.threads, root: ctx.rootOf(source) }, ctx.relay(t));
+      const info = await host.load(t.id, source, { backend: req.backend ?? ctx.defaultBackend, threads: req.threads, root: ctx.rootOf(source), weights: req.weights, weightsLayers: req.weightsLayers }, ctx.relay(t));
       return { model: modelView(info) };
     });
     loading = t;

@@ -60,7 +60,8 @@ function setModel(m) {
   state.registry = m?.registry ?? [];
   state.layers = m?.layers ?? m?.config?.num_hidden_layers ?? 0;
   const chip = $("#model-chip");
-  chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers` : "no model loaded";
+  const w = m?.weights && m.weights !== "as-loaded" ? ` · weights ${Array.isArray(m.weights) ? m.weights.join("/") : m.weights}` : "";
+  chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers${w}` : "no model loaded";
   chip.classList.toggle("ok", !!m);
   renderToggles($("#toggles"), "run");
   renderToggles($("#q-ref"), "qref");
@@ -88,6 +89,14 @@ function renderHookHints() {
  *  (the server computes it with the engine's rule), else the registry's own default. */
 const effDefault = (d) => state.catalog?.defaults?.[state.model?.backend ?? "cpu"]?.[d.id] ?? d.default;
 
+// weights is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
+// layer); a run that picks another value makes the server reload the model with it.
+const curOf = (d) => (d.id === "weights" && state.model?.weights !== undefined ? state.model.weights : effDefault(d));
+const sameVal = (a, b) => {
+  const fold = (v) => (Array.isArray(v) && v.every((x) => x === v[0]) ? v[0] : v);
+  return JSON.stringify(fold(a)) === JSON.stringify(fold(b));
+};
+
 function renderToggles(root, ns) {
   if (!state.registry.length) { root.innerHTML = '<p class="muted">Load a model to see its toggles.</p>'; return; }
   const backend = state.model?.backend ?? "cpu";
@@ -97,7 +106,7 @@ function renderToggles(root, ns) {
   let nSingle = 0;
   for (const d of state.registry) {
     const impl = d.backends?.[backend] ?? d.values;
-    const def = effDefault(d);
+    const cur = curOf(d), def = Array.isArray(cur) ? cur[0] : cur;
     // a value no backend has is "not implemented yet"; one only the other backend has is "not on <backend>"
     const why = (v) => (impl.includes(v) ? "" : Object.values(d.backends ?? {}).some((b) => b.includes(v)) ? ` (not on ${backend})` : " (not implemented yet)");
     const opts = (sel) => d.values.map((v) => `<option value="${esc(v)}" ${v === sel ? "selected" : ""} ${impl.includes(v) ? "" : "disabled"}>${esc(v)}${why(v)}</option>`).join("");
@@ -108,7 +117,7 @@ function renderToggles(root, ns) {
       <select class="global" aria-label="${esc(d.id)}" name="${ns}-${esc(d.id)}">${opts(def)}</select>
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
-        Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(def)}</select></label>`).join("")}</div>` : ""}
+        Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(Array.isArray(cur) ? cur[l] : def)}</select></label>`).join("")}</div>` : ""}
       <div class="desc">${esc(d.description ?? "")}</div>${d.id === "speculative" ? specFields(ns) : ""}`;
     if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => { $(".spec-draft", div).hidden = e.target.value !== "draft"; });
     const cb = $(".perlayer", div);
@@ -117,6 +126,7 @@ function renderToggles(root, ns) {
       $(".global", div).disabled = cb.checked;
       if (cb.checked) $$(".layers select", div).forEach((s) => (s.value = $(".global", div).value));
     });
+    if (cb && Array.isArray(cur)) { cb.checked = true; $(".layers", div).hidden = false; $(".global", div).disabled = true; }
     if (impl.length > 1) root.appendChild(div); else { single.appendChild(div); nSingle++; }
   }
   if (nSingle) {
@@ -143,10 +153,10 @@ function readToggles(root) {
     const cb = $(".perlayer", div);
     if (cb?.checked) {
       const vals = $$(".layers select", div).map((s) => s.value);
-      if (vals.some((v) => v !== effDefault(d))) out[d.id] = vals;
+      if (!sameVal(vals, curOf(d))) out[d.id] = vals;
     } else {
       const v = $(".global", div).value;
-      if (v !== effDefault(d)) out[d.id] = v;
+      if (!sameVal(v, curOf(d))) out[d.id] = v;
     }
   }
   return out;

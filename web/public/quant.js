@@ -26,7 +26,10 @@ export function createQuantPage(ctx) {
   function pickDefaultCandidate() {
     if ($("#q-cand").dataset.touched) return;
     const backend = state.model?.backend ?? "cpu";
-    const alts = state.registry.map((d) => ({ d, alt: d.values.find((v) => v !== effDefault(d) && (d.backends?.[backend] ?? d.values).includes(v)) })).filter((x) => x.alt);
+    // weights: q4 (or q8) against the loaded format, the comparison the toggle exists for (bf16 of a bf16 file is the identity)
+    const altOf = (d) => (d.id === "weights" ? ["q4", "q8"].find((v) => v !== state.model?.weights && (d.backends?.[backend] ?? []).includes(v))
+      : d.values.find((v) => v !== effDefault(d) && (d.backends?.[backend] ?? d.values).includes(v)));
+    const alts = state.registry.map((d) => ({ d, alt: altOf(d) })).filter((x) => x.alt);
     const pick = alts.find((x) => x.d.needsReset) ?? alts[0];
     const sel = pick && $(`.toggle[data-id="${pick.d.id}"] .global`, $("#q-cand"));
     if (sel) sel.value = pick.alt;
@@ -139,6 +142,11 @@ export function createQuantPage(ctx) {
       ...(q.first_nonfinite ? [["first non-finite", `${q.first_nonfinite.hook} (${q.first_nonfinite.arm})`]] : []),
     ].map(([k, x]) => `<div class="card"><span>${esc(k)}</span><b style="font-size:15px">${esc(x)}</b></div>`).join("");
     if (p) $("#q-cards").insertAdjacentHTML("beforeend", `<p class="small muted" style="grid-column:1/-1;margin:0">perplexity on ${esc(p.text ?? "text")}: ${p.tokens} tokens, ctx ${p.ctx}, score ${esc(p.score ?? "all")}; KL over the reference's top-${p.top_k} ids + the rest</p>`);
+    const lmw = v.summary.layer_ms;
+    if (q.weights?.length) $("#q-cards").insertAdjacentHTML("beforeend", `<div style="grid-column:1/-1"><p class="small" style="margin:4px 0">Requantized weights (the 7 projections of each layer, reference → candidate) next to the time each layer saved:</p>
+      <table><thead><tr><th>layer</th><th>weights</th><th class="n">weight SQNR (dB)</th><th class="n">1 − cos</th><th class="n">params</th><th class="n">time saved (ms / prefill)</th></tr></thead><tbody>${
+      q.weights.map((w) => `<tr><td>L${w.layer}</td><td>${esc(w.reference)} → ${esc(w.candidate)}</td><td class="n">${fmt(w.sqnr_db, 2)}</td><td class="n">${(1 - w.cosine).toExponential(2)}</td><td class="n">${w.params}</td>
+        <td class="n">${lmw && lmw.reference[w.layer] !== undefined ? fmt(lmw.reference[w.layer] - lmw.candidate[w.layer], 4) : "–"}</td></tr>`).join("")}</tbody></table></div>`);
     const colors = (c) => L.map((l) => (l.nonfinite ? "#c8453b" : c));
     const bar = (div, y, title, ytitle, color, log = false) => Plotly.react(div, [{ type: "bar", x: names, y, marker: { color: colors(color) }, hovertemplate: "%{x}: %{y:.4g}<extra></extra>" }], {
       ...BASE_LAYOUT, margin: { l: 64, r: 10, t: 36, b: 70 }, title: { text: title, font: { size: 13 } },

@@ -94,7 +94,7 @@ export function quantRoutes(d: WebContext) {
     const rm = req.reference ? arms(source, req.reference, { toggles: req.toggles }).rm : undefined;
     d.guardQueue();
     const t = d.tasks.submit("perplexity", req.label ?? `perplexity ctx ${req.ctx}`, async (t) => {
-      await d.ensureModel(t, source, req.backend);
+      await d.ensureModel(t, source, req.backend, req.toggles.weights);
       const r = await d.host.perplexity(t.id, {
         text: req.text, ctx: req.ctx, score: req.score, maxTokens: req.maxTokens, toggles: req.toggles, label: req.label ?? "candidate",
         ...(req.reference ? { reference: { toggles: req.reference.toggles, label: req.reference.label ?? "reference", ...(rm ? { model: rm } : {}) } } : {}),

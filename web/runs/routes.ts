@@ -10,6 +10,7 @@ import { HttpError } from "../errors.ts";
 import { checkHooks, expandHooks } from "../catalog.ts";
 import { BackendField, check, jsonBody, ModelSource, slug } from "../http.ts";
 import { promptSetRoutes } from "./prompt-sets.ts";
+import { WEIGHTS_TOGGLE } from "../../engine/formats/requant.ts";
 import { taskRoutes, type SseOptions } from "./task-routes.ts";
 
 const RunRequest = z.object({
@@ -67,7 +68,7 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
     ctx.guardQueue();
     const sampling = SamplingSpec.parse({ ...setSampling, ...req.sampling });
     const t = tasks.submit("run", req.label, async (t) => {
-      const info = await ctx.ensureModel(t, source, req.backend);
+      const info = await ctx.ensureModel(t, source, req.backend, req.toggles[WEIGHTS_TOGGLE]);
       const id = newProfileId(req.label ? slug(req.label) : "run");
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,

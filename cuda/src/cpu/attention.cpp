@@ -22,6 +22,7 @@
 #include "cpu.hpp"
 #include "gqa_cpu.hpp"
 #include "half.hpp"
+#include "sage_cpu.hpp"
 #include "vexp.hpp"
 
 namespace qw {
@@ -196,6 +197,10 @@ void attention(KvStore &kv, const AttnArgs &a) {
   if (kv.quant) return kvq_attention(*kv.quant, a);  // q8 / kivi (opt/kvcache; gqa broadcast: same math, not materialized)
   // 1. Append the new K/V rows to the cache.
   kv_append(kv, a);
+  if (a.attention != Attention::FlashBf16) {
+    attention_sage(kv, a, a.attention == Attention::SageFp8);
+    return;
+  }
   // 2. The KV heads of the layer's gqa arm (broadcast: per-query-head copies).
   GqaKv g;
   gqa_prepare(kv, a, g);

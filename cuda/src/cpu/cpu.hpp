@@ -73,6 +73,7 @@ struct AttnArgs {
   float *z;        // [R, n_heads * head_dim] out
   Gqa gqa;         // toggle gqa of the layer: which KV heads attention reads (opt/gqa/gqa_cpu.hpp)
   Pool *pool;
+  Attention attention{};  // toggle attention of the layer (default flash-bf16), or a Sage arm (opt/attention/sage_cpu.hpp)
 };
 struct GqaKv;
 void attention(KvStore &kv, const AttnArgs &a);

@@ -10,6 +10,7 @@
 #include "dca_cpu.hpp"
 #include "gqa_cpu.hpp"
 #include "sampling.hpp"
+#include "sage_cpu.hpp"
 
 namespace qw {
 namespace cpu {
@@ -166,9 +167,14 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_K, l, k, KVd);
     cap(HOOK_V, l, v, KVd);
     {
-      const char *kn = kv_.quant ? kvq_kernel_name(kv_.quant->lay.type) : gqa_attention_kernel_name(lt.gqa, kv_.bf16);
-      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th};
-      const bool dl = dca_on(l);
+      // The arm that runs: a quantized KV cache (q8 / kivi) has its own attention over the codes, which the Sage
+      // arms do not read (they run over bf16 / f32 caches only); otherwise the layer's attention toggle, then gqa.
+      const char *kn = kv_.quant ? kvq_kernel_name(kv_.quant->lay.type)
+                       : lt.attention != Attention::FlashBf16
+                           ? sage_kernel_name(lt.attention == Attention::SageFp8, kv_.bf16)
+                           : gqa_attention_kernel_name(lt.gqa, kv_.bf16);
+      const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th, lt.attention};
+      const bool dl = dca_on(l);  // DCA runs its own kernel (f32/bf16 caches only: configure refuses the others)
       rec.op(l, QW_OP_ATTENTION, dl ? (kv_.bf16 ? "cpu.attention.dca.kv_bf16" : "cpu.attention.dca.kv_f32") : kn,
              cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt, [&] {
                if (dl) dca_attention(kv_, args, q_succ_.data(), q_inter_.data(), st.dca_chunk, st.dca_local);

@@ -374,27 +374,34 @@ bool cpu_has_avx512() {
 #endif
 }
 
+// Kernel names of grouped weights carry the group size (16, 32 from GGUF; 128 from the weights toggle).
+static const char *by_group(int32_t g, const char *g16, const char *g32, const char *g128) {
+  return g == 16 ? g16 : g == 128 ? g128 : g32;
+}
+
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_quant) {
   const bool gemv = T == 1;
+  const int32_t g = t.group;
   if (act_quant_runs(act_quant, t, T)) return act_quant_kernel_name(act_quant, t);
   if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
     switch (t.type) {
       case NativeType::F32: return "cpu.gemm.f32.avx512";
       case NativeType::F16: return "cpu.gemm.f16.avx512";
       case NativeType::BF16: return "cpu.gemm.bf16.avx512";
-      case NativeType::W8: return t.group == 16 ? "cpu.gemm.w8g16.avx512" : "cpu.gemm.w8g32.avx512";
-      case NativeType::W4: return "cpu.gemm.w4g32.avx512";
+      case NativeType::W8: return by_group(g, "cpu.gemm.w8g16.avx512", "cpu.gemm.w8g32.avx512", "cpu.gemm.w8g128.avx512");
+      case NativeType::W4: return by_group(g, "cpu.gemm.w4g16.avx512", "cpu.gemm.w4g32.avx512", "cpu.gemm.w4g128.avx512");
     }
   }
   if (gemv && t.type == NativeType::W8 && cpu_has_avx512())
-    return t.group == 16 ? "cpu.gemv.w8g16.avx512" : "cpu.gemv.w8g32.avx512";
+    return by_group(g, "cpu.gemv.w8g16.avx512", "cpu.gemv.w8g32.avx512", "cpu.gemv.w8g128.avx512");
   switch (t.type) {
     case NativeType::F32: return gemv ? "cpu.gemv.f32" : "cpu.gemm.f32";
     case NativeType::F16: return gemv ? "cpu.gemv.f16" : "cpu.gemm.f16";
     case NativeType::BF16: return gemv ? "cpu.gemv.bf16" : "cpu.gemm.bf16";
-    case NativeType::W8: return t.group == 16 ? (gemv ? "cpu.gemv.w8g16" : "cpu.gemm.w8g16")
-                                              : (gemv ? "cpu.gemv.w8g32" : "cpu.gemm.w8g32");
-    case NativeType::W4: return gemv ? "cpu.gemv.w4g32" : "cpu.gemm.w4g32";
+    case NativeType::W8: return gemv ? by_group(g, "cpu.gemv.w8g16", "cpu.gemv.w8g32", "cpu.gemv.w8g128")
+                                     : by_group(g, "cpu.gemm.w8g16", "cpu.gemm.w8g32", "cpu.gemm.w8g128");
+    case NativeType::W4: return gemv ? by_group(g, "cpu.gemv.w4g16", "cpu.gemv.w4g32", "cpu.gemv.w4g128")
+                                     : by_group(g, "cpu.gemm.w4g16", "cpu.gemm.w4g32", "cpu.gemm.w4g128");
   }
   return "cpu.gemm";
 }

@@ -20,7 +20,7 @@ namespace {
 
 inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
 
-// RB rows (r, r + rs, ...) of one token. G is 16 or 32.
+// RB rows (r, r + rs, ...) of one token. G is 16, 32 or 128.
 template <int RB, int G>
 inline void rows_w8(const int8_t *codes, const float *scale, int64_t cols, int64_t gpr, const float *x, int64_t r,
                     int64_t rs, float *y) {
@@ -73,10 +73,12 @@ void gemv(const MatJob &job, const float *x, const float *xsum, int64_t r0, int6
 }  // namespace
 
 void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1) {
-  if (job.w.t->group == 16)
-    gemv<16>(job, x, xsum, r0, r1);
-  else
-    gemv<32>(job, x, xsum, r0, r1);
+  switch (job.w.t->group) {
+    case 16: gemv<16>(job, x, xsum, r0, r1); break;
+    case 32: gemv<32>(job, x, xsum, r0, r1); break;
+    case 128: gemv<128>(job, x, xsum, r0, r1); break;  // weights = q8 (opt/weights/requant.hpp)
+    default: throw Error(QW_ERR_INTERNAL, "gemv_w8_avx512: group " + std::to_string(job.w.t->group) + " has no kernel");
+  }
 }
 
 }  // namespace cpu

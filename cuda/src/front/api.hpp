@@ -15,6 +15,7 @@
 
 #include "backend.hpp"
 #include "hooks.hpp"
+#include "requant.hpp"
 #include "sampling.hpp"
 #include "tensors.hpp"
 
@@ -77,6 +78,7 @@ struct qw_model {
   std::vector<Info> infos;
   uint64_t weight_bytes = 0;
   std::unique_ptr<qw::BackendModel> bm;
+  qw::WeightPlan wplan;  // the `weights` model option (opt/weights/requant.hpp)
   bool finalized = false;
   std::mutex mu;  // load_tensor may be called from several loader threads
   std::atomic<int32_t> live_sessions{0};

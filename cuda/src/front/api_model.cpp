@@ -62,6 +62,7 @@ QW_API int32_t qw_model_create(qw_engine *engine, const char *config_json, qw_mo
     m->engine = engine;
     m->cfg = qw::parse_config(config_json);
     m->specs = qw::tensor_specs(m->cfg);
+    m->wplan = qw::parse_weight_plan(config_json, m->cfg.num_layers);
     m->loaded.assign(m->specs.size(), false);
     m->bm = engine->backend->new_model(m->cfg);
     if (!m->bm) fail(QW_ERR_INTERNAL, "backend returned no model");
@@ -93,6 +94,7 @@ QW_API int32_t qw_model_load_tensor(qw_model *model, const char *name, int32_t g
                              std::to_string(want));
     need(data, "data");
     qw::NativeTensor t = qw::convert_tensor(spec.name, ggml_type, spec.ne1, spec.ne0, data, spec.vector);
+    qw::apply_weight_plan(model->wplan, spec.name, t);
     qw_model::Info info{spec.name, ggml_type, qw::native_type_name(t.type), spec.ne0, spec.ne1,
                         spec.vector ? 1 : 2, t.native_bytes()};
     model->bm->add_tensor(std::move(t));
@@ -130,6 +132,9 @@ QW_API int32_t qw_model_info_json(qw_model *model, char *out, uint64_t cap, uint
     w.begin_object();
     w.key("weight_bytes").value(model->weight_bytes);
     w.key("finalized").value(model->finalized);
+    w.key("weights").begin_array();
+    for (const auto &v : model->wplan.toggle_values()) w.value(v);
+    w.end_array();
     w.key("tensors").begin_array();
     for (const auto &t : model->infos) {
       w.begin_object();

@@ -8,6 +8,7 @@
 #include "api.hpp"
 #include "json.hpp"
 #include "registry.hpp"
+#include "weights.hpp"
 
 namespace qw {
 
@@ -118,6 +119,12 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});
     s->toggles.layer.resize(size_t(model->cfg.num_layers));
     for (const auto &d : qw::toggle_defs()) s->toggles.set_index(d.opt, -1, d.initial(qw::kBackendName));
+    // `weights` is a model option: the session reports the format each layer was loaded in (WeightFormat
+    // enumerator i is value i of the registry entry, as Weights is).
+    static_assert(int(qw::Weights::Q4) == int(qw::WeightFormat::Q4) && int(qw::Weights::Q8) == int(qw::WeightFormat::Q8) &&
+                  int(qw::Weights::Bf16) == int(qw::WeightFormat::BF16), "WeightFormat follows the registry's order");
+    for (int32_t l = 0; l < model->cfg.num_layers; ++l)
+      s->toggles.set_index(qw::OptId::weights, l, uint8_t(model->wplan.layer[size_t(l)]));
     s->hook_slot.assign(size_t(qw::HOOK_COUNT) * size_t(model->cfg.num_layers + 1), -1);
     s->bs = model->bm->new_session(s->max_batch, s->max_context, s->max_prefill);
     if (!s->bs) fail(QW_ERR_INTERNAL, "backend returned no session");

@@ -56,6 +56,15 @@ QW_API int32_t qw_session_set_toggle(qw_session *s, const char *id, const char *
     next.set_index(d->opt, layer, v);
     bool changed = false;
     for (int32_t l = 0; l < s->layers(); ++l) changed = changed || next.index(d->opt, l) != s->toggles.index(d->opt, l);
+    if (changed && d->opt == qw::OptId::weights) {  // a model option: sessions share the loaded weights
+      bool mixed = false;
+      for (int32_t l = 1; l < s->layers(); ++l) mixed = mixed || s->toggles.index(d->opt, l) != s->toggles.index(d->opt, 0);
+      fail(QW_ERR_STATE, std::string("toggle weights is chosen when the model loads (this model: ") +
+                             d->values[s->toggles.index(d->opt, 0)] + (mixed ? ", per layer" : "") +
+                             "): reopen the model with the option weights = " + value +
+                             " (model config key \"weights\", per layer \"weights_layers\"; engine: openModel(source, "
+                             "{weights}); CLI: --weights)");
+    }
     if (changed && d->needs_reset) {
       s->bs->configure(next);  // may throw: the old values stay
       for (int32_t q = 0; q < s->max_batch; ++q) qw::reset_seq(s, q);

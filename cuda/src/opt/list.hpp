@@ -13,7 +13,7 @@
   X(gqa, Gqa, PerLayer)                      \
   X(ffn, Ffn, PerLayer)                      \
   X(norm, Norm, PerLayer)                    \
-  X(weights, Weights, Global)                \
+  X(weights, Weights, PerLayer)              \
   X(gemv, Gemv, Global)                      \
   X(kv_cache, KvCache, Global)               \
   X(graphs, Graphs, Global)                  \

@@ -11,12 +11,13 @@ QW_OPTIMIZATION(attention) {
       .value(Attention::SageInt8, "sage-int8")
       .value(Attention::SageFp8, "sage-fp8")
       .by_default(Attention::FlashBf16)
-      .cpu({Attention::FlashBf16})
+      .cpu({Attention::FlashBf16, Attention::SageInt8, Attention::SageFp8})
       .cuda({Attention::FlashBf16})
       .spec("QWEN-001")
       .describe(
           "Attention kernel. flash-bf16 is exact softmax attention (the CPU computes it in fp32); sage-int8 "
-          "quantizes Q and K to INT8 with smooth-K; sage-fp8 adds FP8 P*V with two-level fp32 accumulation.");
+          "quantizes Q and K to INT8 with smooth-K (P*V in bf16); sage-fp8 adds FP8 e4m3 P*V with per-channel V scales "
+          "and two-level fp32 accumulation. The CPU's Sage arms are the exact references (sage_cpu.hpp).");
 }
 
 }  // namespace qw

@@ -13,12 +13,14 @@ QW_OPTIMIZATION(weights) {
       .value(Weights::Q4, "q4")
       .by_default(Weights::AsLoaded)
       .needs_reset()
-      .cpu({Weights::AsLoaded})
-      .cuda({Weights::AsLoaded})
+      .cpu({Weights::AsLoaded, Weights::Bf16, Weights::Q8, Weights::Q4})
+      .cuda({Weights::AsLoaded, Weights::Bf16, Weights::Q8, Weights::Q4})
       .spec("QWEN-005")
       .describe(
-          "Weight format: as-loaded keeps each tensor's own GGUF type (exact native layout); bf16/q8/q4 "
-          "re-quantize at load.");
+          "Weight format of the 7 projections per layer, chosen when the model loads (model option weights / "
+          "weights_layers; changing it reloads the model): as-loaded keeps each tensor's own type (exact native "
+          "layout); bf16 rounds; q8 = int8 symmetric, group 128; q4 = uint4 with scale and zero point, group 128 "
+          "(min/max, no calibration). Embeddings and lm_head stay as loaded.");
 }
 
 }  // namespace qw

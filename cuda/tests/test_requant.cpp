@@ -1,0 +1,305 @@
+// test_requant.cpp — the `weights` model option (src/opt/weights/requant.hpp): q8 / q4 / bf16 requantization
+// (round trip, error bounds, exact products, group edges), the option's errors, per-layer overrides reaching
+// exactly their layer, the session toggle that reports it, and the CPU forward of a requantized model
+// against the fp64 reference forward run on the same requantized weights.
+#include <cfloat>
+
+#include "convert.hpp"
+#include "refmodel.hpp"
+#include "requant.hpp"
+
+namespace {
+
+qw::NativeTensor f32_tensor(const std::string &name, int64_t rows, int64_t cols, const std::vector<float> &w) {
+  qw::NativeTensor t;
+  t.name = name;
+  t.ggml_type = QW_GGML_F32;
+  t.type = qw::NativeType::F32;
+  t.rows = rows;
+  t.cols = cols;
+  t.data.resize(w.size() * 4);
+  std::memcpy(t.data.data(), w.data(), t.data.size());
+  return t;
+}
+
+std::vector<float> dequant(const qw::NativeTensor &t) {
+  std::vector<float> y(size_t(t.rows * t.cols));
+  qw::dequant_rows(y.data(), t, 0, t.rows);
+  return y;
+}
+
+int sig_bits(float s) {  // significant bits of a positive normal float
+  uint32_t u;
+  std::memcpy(&u, &s, 4);
+  uint32_t m = (u & 0x7FFFFF) | 0x800000;
+  int n = 24;
+  while (n > 1 && !(m & 1)) {
+    m >>= 1;
+    --n;
+  }
+  return n;
+}
+
+// Random rows with features that stress the formats: outliers, an all-zero group, an all-positive group,
+// a constant group, tiny values.
+std::vector<float> tricky(Rng &r, int64_t rows, int64_t cols) {
+  std::vector<float> w(size_t(rows * cols));
+  for (auto &x : w) x = 0.05f * r.normal();
+  for (int64_t i = 0; i < rows * cols; i += 97) w[size_t(i)] *= 40.0f;  // outliers
+  if (cols >= 256) {
+    for (int64_t c = 0; c < 128; ++c) w[size_t(c)] = 0.0f;                        // row 0, group 0: zeros
+    for (int64_t c = 128; c < 256; ++c) w[size_t(c)] = std::fabs(w[size_t(c)]);  // row 0, group 1: >= 0
+  }
+  if (rows > 1 && cols >= 128) {
+    for (int64_t c = 0; c < 128; ++c) w[size_t(cols + c)] = 0.3f;         // row 1, group 0: constant
+    for (int64_t c = 128; c < cols; ++c) w[size_t(cols + c)] *= 1e-30f;  // row 1: tiny values
+  }
+  return w;
+}
+
+void check_q(const char *label, const qw::NativeTensor &src, const qw::NativeTensor &q, bool asym) {
+  const std::vector<float> w = dequant(src), y = dequant(q);
+  CHECK(q.group == 128 && q.type == (asym ? qw::NativeType::W4 : qw::NativeType::W8), "%s: type/group", label);
+  const int64_t gpr = q.cols / 128;
+  CHECK(int64_t(q.scale.size()) == q.rows * gpr && q.offset.size() == q.scale.size(), "%s: scale/offset sizes", label);
+  double worst = 0;
+  for (int64_t r = 0; r < q.rows; ++r)
+    for (int64_t g = 0; g < gpr; ++g) {
+      const float s = q.scale[size_t(r * gpr + g)], o = q.offset[size_t(r * gpr + g)];
+      CHECK(s == 0.0f || (s >= FLT_MIN && sig_bits(s) <= 16), "%s: scale %g not 16-bit normal", label, double(s));
+      if (!asym) CHECK(o == 0.0f && std::signbit(o), "%s: q8 offset must be -0", label);
+      const double z = s > 0 ? -double(o) / double(s) : 0.0;
+      CHECK(z == std::floor(z) && z >= 0 && z <= 15, "%s: zero point %g not an integer in [0, 15]", label, z);
+      for (int64_t c = g * 128; c < (g + 1) * 128; ++c) {
+        const size_t i = size_t(r * q.cols + c);
+        int code;
+        if (asym) {
+          const uint8_t b = q.data[i / 2];
+          code = (i & 1) ? b >> 4 : b & 0xF;
+        } else {
+          code = int8_t(q.data[i]);
+          CHECK(code >= -127 && code <= 127, "%s: q8 code %d", label, code);
+        }
+        // w_hat = s * (q - z) exactly (the products are exact: 16-bit scales)
+        CHECK(double(y[i]) == double(s) * (double(code) - z), "%s: w_hat not exact at %zu", label, i);
+        const double err = std::fabs(double(w[i]) - double(y[i]));
+        CHECK(err <= double(s) * 0.5 * (1 + 1e-9), "%s: |w - w_hat| = %g > s/2 = %g at (%lld, %lld)", label, err,
+              double(s) / 2, (long long)r, (long long)c);
+        if (s > 0) worst = std::max(worst, err / double(s));
+      }
+    }
+  std::printf("  %-34s ok (max |w - w_hat| / s = %.4f)\n", label, worst);
+}
+
+void test_formats() {
+  Rng r(7);
+  CHECK(qw::round_up_sig16(1.0) == 1.0 && qw::round_up_sig16(1.0 + 1e-9) == 1.0 + 1.0 / 32768,
+        "round_up_sig16 rounds up to 16 bits");
+  CHECK(qw::round_half_away(2.5) == 3 && qw::round_half_away(-2.5) == -3 && qw::round_half_away(-0.4) == 0,
+        "round_half_away");
+  const std::vector<float> w = tricky(r, 6, 384);
+  const qw::NativeTensor src = f32_tensor("blk.0.attn_q.weight", 6, 384, w);
+  check_q("q8 from f32 (tricky groups)", src, qw::requant_q8(src), false);
+  check_q("q4 from f32 (tricky groups)", src, qw::requant_q4(src), true);
+  // zero group -> zero scale and zero weights; constant group is represented exactly by q4
+  const qw::NativeTensor q4 = qw::requant_q4(src), q8 = qw::requant_q8(src);
+  CHECK(q4.scale[0] == 0.0f && q8.scale[0] == 0.0f, "an all-zero group has scale 0");
+  const std::vector<float> y4 = dequant(q4);
+  CHECK(std::fabs(y4[384] - 0.3f) <= q4.scale[3] / 2, "constant group within s/2");
+  // bf16: round to nearest even of the exact values
+  const qw::NativeTensor b = qw::requant_bf16(src);
+  const std::vector<float> yb = dequant(b);
+  bool same = b.type == qw::NativeType::BF16;
+  for (size_t i = 0; i < w.size(); ++i) same = same && yb[i] == qw::bf16_to_float(qw::float_to_bf16(w[i]));
+  CHECK(same, "bf16 requant = float_to_bf16 of every element");
+  // any source type: GGUF Q4_K and Q6_K converted exactly first, then requantized
+  for (int32_t t : {QW_GGML_Q4_K, QW_GGML_Q6_K, QW_GGML_BF16, QW_GGML_F16}) {
+    const std::vector<uint8_t> raw = random_ggml(r, t, 4 * 512, 0.05f);
+    const qw::NativeTensor nt = qw::convert_tensor("blk.1.ffn_down.weight", t, 4, 512, raw.data(), false);
+    check_q((std::string("q8 from ggml type ") + std::to_string(t)).c_str(), nt, qw::requant_q8(nt), false);
+    check_q((std::string("q4 from ggml type ") + std::to_string(t)).c_str(), nt, qw::requant_q4(nt), true);
+  }
+  // q8 of a q8 (idempotent: the codes already sit on the grid)
+  const qw::NativeTensor qq = qw::requant_q8(q8);
+  CHECK(dequant(qq) == dequant(q8), "q8 of a q8 tensor gives the same weights");
+  // group edges: cols not a multiple of 128 fail with the tensor's name and the remedy
+  for (int64_t cols : {64, 96, 192, 320}) {
+    const qw::NativeTensor e = f32_tensor("blk.2.attn_k.weight", 2, cols, std::vector<float>(size_t(2 * cols), 0.1f));
+    for (int k = 0; k < 2; ++k) {
+      try {
+        if (k == 0) (void)qw::requant_q8(e);
+        else (void)qw::requant_q4(e);
+        CHECK(false, "cols %lld: no error", (long long)cols);
+      } catch (const qw::Error &x) {
+        const std::string m = x.what();
+        CHECK(x.status == QW_ERR_SHAPE && m.find("blk.2.attn_k.weight") != std::string::npos &&
+                  m.find("multiple of the group size 128") != std::string::npos && m.find("weights_layers") != std::string::npos,
+              "cols %lld: message: %s", (long long)cols, m.c_str());
+      }
+    }
+  }
+}
+
+// A config whose matrices all have ne0 in multiples of 128 (q8/q4 groups).
+RefConfig cfg128(int L, int nH, int nKV, int d, bool tied = true) {
+  RefConfig c;
+  c.H = 128;
+  c.F = 256;
+  c.L = L;
+  c.nH = nH;
+  c.nKV = nKV;
+  c.d = d;
+  c.tied = tied;
+  return c;
+}
+
+std::string with_weights(const RefConfig &c, const std::string &extra) {
+  std::string j = c.json();
+  return j.substr(0, j.size() - 1) + "," + extra + "}";
+}
+
+void test_option_errors() {
+  const RefConfig cfg = cfg128(4, 2, 1, 64);
+  qw_engine *e = nullptr;
+  CHECK_OK(qw_engine_create("{\"threads\":1}", &e));
+  struct Bad {
+    const char *extra, *want;
+  } bad[] = {
+      {"\"weights\":\"q5\"", "weights = \"q5\" is not a weight format (accepted: as-loaded, bf16, q8, q4)"},
+      {"\"weights\":8", "weights = a non-string value is not a weight format"},
+      {"\"weights_layers\":{\"4\":\"bf16\"}", "weights_layers key \"4\" is not a layer of this model (0..3)"},
+      {"\"weights_layers\":{\"-1\":\"bf16\"}", "key \"-1\" is not a layer"},
+      {"\"weights_layers\":{\"01\":\"bf16\"}", "key \"01\" is not a layer"},
+      {"\"weights_layers\":{\"x\":\"bf16\"}", "key \"x\" is not a layer"},
+      {"\"weights_layers\":{\"1\":\"int3\"}", "weights_layers[\"1\"] = \"int3\" is not a weight format"},
+      {"\"weights_layers\":[\"bf16\"]", "weights_layers must be an object"},
+  };
+  for (const auto &b : bad) {
+    qw_model *m = nullptr;
+    CHECK_ST(qw_model_create(e, with_weights(cfg, b.extra).c_str(), &m), QW_ERR_INVALID_ARGUMENT);
+    CHECK(m == nullptr && std::string(qw_last_error()).find(b.want) != std::string::npos, "%s -> %s", b.extra, qw_last_error());
+  }
+  // q8 on a model whose ne0 is not a multiple of 128: the load of the first such projection fails clearly
+  RefConfig odd = cfg;
+  odd.H = 96;
+  odd.nH = 2;
+  odd.d = 48;
+  const RefModel ref(odd, 5, [](const std::string &, int64_t) { return QW_GGML_F32; });
+  qw_model *m = nullptr;
+  CHECK_OK(qw_model_create(e, with_weights(odd, "\"weights\":\"q8\"").c_str(), &m));
+  CHECK_ST(ref.load(m), QW_ERR_SHAPE);
+  CHECK(std::string(qw_last_error()).find("blk.0.attn_q.weight: weights = q8 needs ne0") != std::string::npos, "%s", qw_last_error());
+  CHECK_OK(qw_model_destroy(m));
+  CHECK_OK(qw_engine_destroy(e));
+  std::printf("  %-34s ok\n", "option errors");
+}
+
+struct Loaded {
+  qw_engine *e = nullptr;
+  qw_model *m = nullptr;
+  qw_session *s = nullptr;
+  Loaded(const RefModel &ref, const std::string &cfg_json) {
+    CHECK_OK(qw_engine_create("{\"threads\":2}", &e));
+    CHECK_OK(qw_model_create(e, cfg_json.c_str(), &m));
+    CHECK_OK(ref.load(m));
+    CHECK_OK(qw_session_create(m, "{\"max_batch\":1,\"max_context\":64}", &s));
+  }
+  ~Loaded() {
+    CHECK_OK(qw_session_destroy(s));
+    CHECK_OK(qw_model_destroy(m));
+    CHECK_OK(qw_engine_destroy(e));
+  }
+  std::string info() {
+    uint64_t n = 0;
+    CHECK_OK(qw_model_info_json(m, nullptr, 0, &n));
+    std::string out(size_t(n) + 1, '\0');
+    CHECK_OK(qw_model_info_json(m, &out[0], n + 1, nullptr));
+    out.resize(size_t(n));
+    return out;
+  }
+  std::string toggles() {
+    char buf[4096];
+    CHECK_OK(qw_session_toggles_json(s, buf, sizeof buf, nullptr));
+    return buf;
+  }
+};
+
+// The fp64 reference with every projection replaced by what the plan makes of it.
+RefModel requantized(RefModel ref, const qw::WeightPlan &plan) {
+  for (auto &kv : ref.t) {
+    RefTensor &x = kv.second;
+    if (x.vector) continue;
+    qw::NativeTensor nt = qw::convert_tensor(kv.first, x.type, x.ne1, x.ne0, x.raw.data(), false);
+    qw::apply_weight_plan(plan, kv.first, nt);
+    const std::vector<float> y = dequant(nt);
+    x.w.assign(y.begin(), y.end());
+  }
+  return ref;
+}
+
+void test_model() {
+  const RefConfig cfg = cfg128(3, 4, 2, 32, false);
+  const RefModel ref(cfg, 11, [](const std::string &, int64_t) { return QW_GGML_BF16; });
+  const std::string opt = "\"weights\":\"q4\",\"weights_layers\":{\"1\":\"bf16\",\"2\":\"q8\"}";
+  Loaded run(ref, with_weights(cfg, opt));
+  // per-layer override reaches exactly its layer; embeddings, output, norms stay as loaded
+  const std::string info = run.info();
+  auto native_of = [&](const std::string &name) {
+    const size_t at = info.find("\"name\":\"" + name + "\"");
+    if (at == std::string::npos) return std::string("?");
+    const size_t n = info.find("\"native\":\"", at) + 10;
+    return info.substr(n, info.find('"', n) - n);
+  };
+  for (const char *p : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
+    CHECK(native_of(std::string("blk.0.") + p + ".weight") == "w4", "layer 0 %s: %s", p, native_of(std::string("blk.0.") + p + ".weight").c_str());
+    CHECK(native_of(std::string("blk.1.") + p + ".weight") == "bf16", "layer 1 %s", p);
+    CHECK(native_of(std::string("blk.2.") + p + ".weight") == "w8", "layer 2 %s", p);
+  }
+  CHECK(native_of("token_embd.weight") == "bf16" && native_of("output.weight") == "bf16" &&
+            native_of("blk.0.attn_norm.weight") == "f32",
+        "embeddings / output / norms stay as loaded");
+  CHECK(info.find("\"weights\":[\"q4\",\"bf16\",\"q8\"]") != std::string::npos, "model info weights: %s", info.c_str());
+  // the session toggle reports the plan and refuses changes (a model option)
+  CHECK(run.toggles().find("\"weights\":[\"q4\",\"bf16\",\"q8\"]") != std::string::npos, "toggles: %s", run.toggles().c_str());
+  CHECK_OK(qw_session_set_toggle(run.s, "weights", "bf16", 1));  // unchanged: accepted
+  CHECK_ST(qw_session_set_toggle(run.s, "weights", "q8", 0), QW_ERR_STATE);
+  CHECK(std::string(qw_last_error()).find("chosen when the model loads") != std::string::npos, "%s", qw_last_error());
+  CHECK_ST(qw_session_set_toggle(run.s, "weights", "q4", -1), QW_ERR_STATE);
+  CHECK_ST(qw_session_set_toggle(run.s, "weights", "q3", -1), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_toggle(run.s, "weights", "q4", 3), QW_ERR_INVALID_ARGUMENT);
+  CHECK(run.toggles().find("\"weights\":[\"q4\",\"bf16\",\"q8\"]") != std::string::npos, "unchanged after refusals");
+  // logits of the requantized model = the fp64 forward of the same requantized weights (fp32 rounding only)
+  const RefModel want_model = requantized(ref, qw::parse_weight_plan(with_weights(cfg, opt).c_str(), cfg.L));
+  CHECK_OK(qw_session_set_toggle(run.s, "kvCache", "f32", -1));
+  Rng r(3);
+  std::vector<int32_t> toks(12);
+  for (auto &t : toks) t = int32_t(r.next() % uint64_t(cfg.V));
+  const std::vector<double> want = want_model.forward(toks), plain = ref.forward(toks);
+  CHECK_OK(qw_session_set_logits_mode(run.s, 2));
+  int32_t next = -1;
+  CHECK_OK(qw_session_prefill(run.s, 0, toks.data(), 9, &next));  // 9 rows: the GEMM kernels
+  int32_t rows = 0, V = 0;
+  CHECK_OK(qw_session_logits_shape(run.s, &rows, &V));
+  std::vector<float> got(size_t(rows) * size_t(V));
+  CHECK_OK(qw_session_read_logits(run.s, got.data(), int64_t(got.size())));
+  const double e = rel_err(got, want, got.size()), moved = rel_err(plain, want, got.size());
+  CHECK(e < 2e-5, "prefill logits vs requantized fp64 reference: rel err %.3g", e);
+  CHECK(moved > 1e-3, "requantization changed the logits (rel %.3g): the test would not see a missing requant", moved);
+  for (int i = 9; i < 12; ++i) {  // decode: the GEMV kernels (AVX-512 W8 g128 on layer 2)
+    const int32_t seq = 0;
+    CHECK_OK(qw_session_decode(run.s, 1, &seq, &toks[size_t(i)], &next));
+    CHECK_OK(qw_session_read_logits(run.s, got.data(), int64_t(V)));
+    const double d = rel_err(got, &want[size_t(i) * size_t(V)], size_t(V));
+    CHECK(d < 2e-5, "decode pos %d rel err %.3g", i, d);
+  }
+  std::printf("  %-34s ok (prefill rel err %.2e; requant moved logits by %.2e)\n", "q4/bf16/q8 per-layer model", e, moved);
+}
+
+}  // namespace
+
+int main() {
+  test_formats();
+  test_option_errors();
+  test_model();
+  return finish("test_requant");
+}

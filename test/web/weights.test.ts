@@ -1,0 +1,85 @@
+// The `weights` toggle in the workbench on the real CPU engine (embedded default model): a load-time option,
+// so a run naming another value reloads the model with it (and the model view reports it); a quant-error
+// measurement compares as-loaded against q4 on the same model file (the arm opens its own copy); bad values
+// are refused with a 400 that names them.
+import { describe, expect, test, afterAll } from "bun:test";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { EngineCore, LocalHost } from "../../web/core.ts";
+import { fakeApp, readSse, json, type Sse } from "./helpers.ts";
+import { generousTimeout } from "../setup.ts";
+
+generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
+
+const REPO = resolve(import.meta.dir, "../..");
+const have = existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
+const envs: { cleanup: () => void }[] = [];
+afterAll(() => envs.forEach((e) => e.cleanup()));
+
+describe.skipIf(!have)("weights toggle on the CPU engine", () => {
+  async function setup() {
+    const { openModel } = await import("../../engine/index.ts");
+    const r = fakeApp({}, {}, new LocalHost(new EngineCore(openModel)));
+    envs.push(r.dirs);
+    return r.app;
+  }
+  type App = Awaited<ReturnType<typeof setup>>;
+  async function task(app: App, path: string, body: unknown): Promise<Sse[]> {
+    const r = await app.request(path, json(body));
+    expect(r.status).toBe(202);
+    const j = (await r.json()) as { id?: string; task: { id: string } };
+    return readSse(await app.request(`/api/tasks/${j.id ?? j.task.id}/events`));
+  }
+  const model = async (app: App) => ((await (await app.request("/api/model")).json()) as { loaded: { weights: unknown } }).loaded;
+
+  test("a run with weights = q8 reloads the model with it; a later run without weights keeps it; as-loaded goes back", async () => {
+    const app = await setup();
+    expect((await task(app, "/api/models/load", { source: "default", backend: "cpu" })).at(-1)!.event).toBe("done");
+    expect((await model(app)).weights).toBe("as-loaded");
+    const run = (toggles: Record<string, unknown>) => task(app, "/api/runs", { prompt: "The jury said", maxTokens: 4, repeats: 1, warmup: 0, toggles });
+    let ev = await run({ weights: "q8" });
+    expect(ev.at(-1)!.event).toBe("done");
+    expect(ev.some((e) => e.event === "loaded" && e.data.weights === "q8")).toBe(true);
+    expect((await model(app)).weights).toBe("q8");
+    const key = ev.at(-1)!.data.profileKey as string;
+    const prof = (await (await app.request(`/api/profiles/${encodeURIComponent(key)}`)).json()) as { manifest: { toggles: Record<string, unknown> } };
+    expect(prof.manifest.toggles.weights).toBe("q8");
+    ev = await run({});
+    expect(ev.some((e) => e.event === "loaded")).toBe(false);
+    expect((await model(app)).weights).toBe("q8");
+    ev = await run({ weights: ["q4", "bf16", "q4", "q4"] });
+    expect(ev.at(-1)!.event).toBe("done");
+    expect((await model(app)).weights).toEqual(["q4", "bf16", "q4", "q4"]);
+    ev = await run({ weights: "as-loaded" });
+    expect((await model(app)).weights).toBe("as-loaded");
+    for (const bad of [{ weights: "q5" }, { weights: ["q4", "q4"] }]) {
+      const r = await app.request("/api/runs", json({ prompt: "x", toggles: bad }));
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { error: string }).error).toMatch(/weights/);
+    }
+  }, 300_000);
+
+  test("quant error: as-loaded vs q4 on the same model file, per-layer SQNR next to each layer's time", async () => {
+    const app = await setup();
+    expect((await task(app, "/api/models/load", { source: "default", backend: "cpu" })).at(-1)!.event).toBe("done");
+    const ev = await task(app, "/api/quant", {
+      prompt: "The old man walked into the room", repeats: 1,
+      reference: { label: "bf16", toggles: { weights: "as-loaded" } }, candidate: { label: "q4", toggles: { weights: "q4" } },
+    });
+    const end = ev.at(-1)!;
+    expect(end.event).toBe("done");
+    const q = end.data.quant_error[0];
+    expect(q.layers.length).toBe(4);
+    for (const l of q.layers) expect(l.sqnr_db).toBeGreaterThan(0);
+    expect(q.layers.some((l: { sqnr_db: number }) => l.sqnr_db < 200)).toBe(true); // q4 did change the activations
+    expect(q.logits.top1_agreement).toBeGreaterThan(0);
+    expect(q.weights.map((w: { layer: number }) => w.layer)).toEqual([0, 1, 2, 3]);
+    for (const w of q.weights) {
+      expect([w.reference, w.candidate]).toEqual(["as-loaded", "q4"]);
+      expect(w.sqnr_db).toBeGreaterThan(10); // 4-bit, group 128: ~20 dB on these weights
+      expect(w.sqnr_db).toBeLessThan(40);
+      expect(w.cosine).toBeGreaterThan(0.9);
+    }
+    expect((await model(app)).weights).toBe("as-loaded"); // the loaded model is untouched
+  }, 300_000);
+});
