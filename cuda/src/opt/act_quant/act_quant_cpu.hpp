@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "act_quant.hpp"
@@ -39,6 +40,19 @@ void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, 
 // gemm_int8_avx2.cpp — the same arm without VNNI (vpmaddubsw/vpmaddwd, sign trick): bitwise the same outputs.
 void gemm_int8_avx2(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
 bool cpu_has_vnni();  // AVX-512 (as cpu_has_avx512) and AVX-512 VNNI
+
+// The one map from a weight's group size to the int8 kernels' compile-time column quads per group (16 -> 4,
+// 32 -> 8, 128 -> 32: the groups act_quant_runs() admits), shared by both ISAs so that a group size added there
+// reaches both: returns pick(std::integral_constant<int, QG>, std::bool_constant<offset>).
+template <class Pick>
+auto with_int8_group(int32_t G, bool offset, Pick pick) {
+  auto with = [&](auto qg) {
+    return offset ? pick(qg, std::true_type{}) : pick(qg, std::false_type{});
+  };
+  if (G == 16) return with(std::integral_constant<int, 4>{});
+  if (G == 32) return with(std::integral_constant<int, 8>{});
+  return with(std::integral_constant<int, 32>{});
+}
 
 }  // namespace cpu
 }  // namespace qw

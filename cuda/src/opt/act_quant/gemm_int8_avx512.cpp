@@ -171,9 +171,7 @@ MicroFn micro_for(int mt) {
 }
 
 MicroFn micro_for(int G, bool offset, int mt) {
-  if (G == 16) return offset ? micro_for<4, true>(mt) : micro_for<4, false>(mt);
-  if (G == 32) return offset ? micro_for<8, true>(mt) : micro_for<8, false>(mt);
-  return offset ? micro_for<32, true>(mt) : micro_for<32, false>(mt);  // G = 128 (requantized q8 / q4)
+  return with_int8_group(G, offset, [mt](auto qg, auto off) { return micro_for<qg(), off()>(mt); });
 }
 
 }  // namespace
