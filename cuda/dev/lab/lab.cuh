@@ -127,3 +127,7 @@ void run_misc();
 void run_sampling();
 // chain.cu: a whole decode step from the production kernels
 void run_chain();
+// marlin.cu: gemv = marlin (opt/gemv): pack, GEMV vs CPU, 7B shapes M = 1..16, prefill dequantization
+void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
+                 bool rand_offset, bool timed);
+void run_marlin();
