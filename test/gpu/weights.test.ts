@@ -8,7 +8,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import type { WeightsOption } from "../../engine/formats/requant.ts";
-import { noGpu } from "./gpu.ts";
+import { batchedVsAlone, noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
@@ -90,41 +90,8 @@ describe.skipIf(noGpu())("weights option: CUDA vs CPU on the same requantized we
     const gpu = (await openModel("default", { backend: "cuda", weights: "q4" })) as Model;
     open.push(gpu);
     const prompts = ["The jury said it did find", "It is a long way", "The"].map((t) => gpu.tokenizer.encode(t));
-    const run = (seqs: number[][], maxBatch: number) => {
-      const s = gpu.newSession({ maxBatch, maxContext: 256, maxPrefill: 128 });
-      try {
-        s.setToggle("gemv", "marlin");
-        s.setLogitsMode(1);
-        const toks: number[][] = [], logits: Float32Array[][] = [];
-        seqs.forEach((ids, i) => {
-          s.setSampling(i, { temperature: 0 });
-          toks.push([s.prefill(i, ids)]);
-          logits.push([]);
-        });
-        for (let k = 1; k < 12; k++) {
-          const t = s.decode(seqs.map((_, i) => i), seqs.map((_, i) => toks[i][k - 1]));
-          const l = s.logits();
-          seqs.forEach((_, i) => {
-            toks[i].push(t[i]);
-            logits[i].push(l.data.slice(i * l.vocab, (i + 1) * l.vocab));
-          });
-        }
-        return { toks, logits };
-      } finally {
-        s.close();
-      }
-    };
-    const together = run(prompts, 16);
-    let differing = 0;
-    prompts.forEach((ids, i) => {
-      const alone = run([ids], 1);
-      expect(together.toks[i]).toEqual(alone.toks[0]);
-      alone.logits[0].forEach((l, k) => {
-        const u = new Uint32Array(l.buffer, l.byteOffset, l.length), v = together.logits[i][k];
-        const w = new Uint32Array(v.buffer, v.byteOffset, v.length);
-        for (let j = 0; j < u.length; j++) if (u[j] !== w[j]) differing++;
-      });
-    });
+    const { together, alone, differing } = batchedVsAlone(gpu, prompts, 12, (s) => s.setToggle("gemv", "marlin"));
+    prompts.forEach((_, i) => expect(together.toks[i]).toEqual(alone[i].toks[0]));
     expect(differing).toBe(0);
   }, 600_000);
 });

@@ -123,42 +123,12 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
     for (int64_t r = 0; r < out_cols; ++r) invariant &= one[r] == got[r];
   }
   // reference: fp64 over the exact weights
-  std::vector<float> ain(batch * cols);
-  for (int b = 0; b < batch; ++b) {
-    if (pro == GEMV_PRO_BF16) for (int64_t k = 0; k < cols; ++k) ain[b * cols + k] = bf2f(act[b * cols + k]);
-    else {
-      double ss = 0;
-      for (int64_t k = 0; k < cols; ++k) ss += (double)x[b * cols + k] * x[b * cols + k];
-      const float rstd = 1.0f / sqrtf((float)(ss / cols) + 1e-6f);
-      for (int64_t k = 0; k < cols; ++k) ain[b * cols + k] = bfr(bfr(x[b * cols + k] * rstd) * nw[k]);
-    }
-  }
+  const std::vector<float> ain = gemv_ref_input(pro, act, x, nw, batch, cols);
   std::vector<int64_t> rows_chk;
   for (int64_t r = 0; r < rows; ++r)
     if (rows <= 8192 || r < 128 || r >= rows - 128 || r % 5 == 0) rows_chk.push_back(r);
-  std::vector<double> acc(rows, 0.0), outv, refv;
-  for (int b = 0; b < batch; ++b) {
-#pragma omp parallel for schedule(dynamic, 64)
-    for (size_t i = 0; i < rows_chk.size(); ++i) {
-      double s = 0;
-      for (int64_t k = 0; k < cols; ++k) s += (double)hw.at(rows_chk[i], k) * ain[b * cols + k];
-      acc[rows_chk[i]] = s;
-    }
-    for (int64_t r : rows_chk) {
-      if (epi == GEMV_EPI_SWIGLU) {
-        if (r % 2 || std::find(rows_chk.begin(), rows_chk.end(), r + 1) == rows_chk.end()) continue;
-        const float g = bfr((float)acc[r]), u = bfr((float)acc[r + 1]);
-        refv.push_back(bfr(g / (1.f + expf(-g))) * u);
-        outv.push_back(got[b * out_cols + r / 2]);
-      } else {
-        double ref = acc[r];
-        if (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ref += bias[r];
-        if (epi == GEMV_EPI_ADD_F32) ref += base[b * out_cols + r];
-        refv.push_back(ref);
-        outv.push_back(got[b * out_cols + r]);
-      }
-    }
-  }
+  std::vector<double> outv, refv;
+  gemv_ref_compare(hw, ain, batch, epi, bias, base, rows_chk, got, out_cols, outv, refv);
   bool nan_seen;
   double err = rel_err(outv, refv, &nan_seen);
   for (double v : got) nan_seen |= !std::isfinite(v);
