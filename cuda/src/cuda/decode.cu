@@ -182,8 +182,8 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   // step, which is after the last attention: safe.
   const bool use_graph = graphs_on(st) && !prof_ && !hooks;
   const bool traced = marking_ == Marking::TRACE;
-  if (traced) key += ":kernels";
-  if (marlin_) key += ":marlin";  // other kernels, other scratch  // captured with node tags (the untraced graph stays as it was)
+  if (traced) key += ":kernels";  // captured with node tags (the untraced graph stays as it was)
+  if (marlin_) key += ":marlin";   // gemv = marlin: other kernels, other scratch
   if (use_graph) {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
