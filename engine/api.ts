@@ -16,7 +16,7 @@ export interface ToggleDef {
   backends: { cpu: string[]; cuda: string[] };
   spec: string;          // e.g. "QWEN-002" or "baseline"
   description: string;
-  cost?: { ops: string[]; how: string }[]; // ops whose analytic cost the values change, and how
+  cost: { ops: string[]; how: string }[]; // ops whose analytic cost the values change, and how (may be empty)
 }
 
 export interface Progress {
