@@ -5,11 +5,24 @@
 import { describe, expect, test } from "bun:test";
 import { measurePerplexity } from "../../engine/measure/perplexity.ts";
 import { textTokens } from "../../engine/measure/perplexity-run.ts";
+import type { EngineSession } from "../../engine/api.ts";
 import { opIndex } from "../../engine/catalog.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
+
+/** Runs fn with a session of the embedded model (last-position logits, context 512) and 400 Brown validation tokens. */
+async function withBrown(fn: (s: EngineSession, tokens: number[]) => void): Promise<void> {
+  const { openModel } = await import("../../engine/index.ts");
+  const m = await openModel("default", { backend: "cpu", threads: 2 });
+  try {
+    const { tokens } = textTokens(m, { kind: "brown" }, 400);
+    const s = m.newSession({ maxContext: 512, maxPrefill: 512 });
+    s.setLogitsMode(1);
+    try { fn(s, tokens); } finally { s.close(); }
+  } finally { m.close(); }
+}
 
 describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () => {
   test("registry, session info, reset on switch, bad values", async () => {
@@ -61,13 +74,7 @@ describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () =
     } finally { m.close(); }
   });
 
-  test("prefill equals token-by-token decode; last-position logits stay close to f32 KV", async () => {
-    const { openModel } = await import("../../engine/index.ts");
-    const m = await openModel("default", { backend: "cpu", threads: 2 });
-    try {
-      const { tokens } = textTokens(m, { kind: "brown" }, 400);
-      const s = m.newSession({ maxContext: 512, maxPrefill: 512 });
-      s.setLogitsMode(1);
+  test("prefill equals token-by-token decode; last-position logits stay close to f32 KV", () => withBrown((s, tokens) => {
       const lastByPrefill = (kv: string, n: number) => {
         s.setToggle("kvCache", kv);
         s.reset(0);
@@ -98,17 +105,9 @@ describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () =
       console.log(`[kvcache] last-position logits vs f32 KV (max abs / max|logit|): ${JSON.stringify(errs)}`);
       expect(errs.q8).toBeLessThan(2e-2);
       expect(errs.kivi2).toBeGreaterThan(errs.q8); // 2-bit codes are coarser than 8-bit ones
-      s.close();
-    } finally { m.close(); }
-  });
+  }));
 
-  test("truncate on kivi: exact down to the ring's limit (bitwise as a fresh run), refused below it with the limit", async () => {
-    const { openModel } = await import("../../engine/index.ts");
-    const m = await openModel("default", { backend: "cpu", threads: 2 });
-    try {
-      const { tokens } = textTokens(m, { kind: "brown" }, 400);
-      const s = m.newSession({ maxContext: 512, maxPrefill: 512 });
-      s.setLogitsMode(1);
+  test("truncate on kivi: exact down to the ring's limit (bitwise as a fresh run), refused below it with the limit", () => withBrown((s, tokens) => {
       for (const kv of ["kivi4", "kivi2"]) {
         s.setToggle("kvCache", kv);
         const lim = s.kvInfo!().kvMaxRollback;
@@ -139,9 +138,7 @@ describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () =
         s.truncate(0, 0);
         expect(s.seqLen(0)).toBe(0);
       }
-      s.close();
-    } finally { m.close(); }
-  });
+  }));
 
   test("perplexity on Brown validation tokens: q8 within 0.5 % of f32 KV, kivi4/kivi2 reported", async () => {
     const { openModel } = await import("../../engine/index.ts");
