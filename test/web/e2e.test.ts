@@ -105,7 +105,7 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await page.waitForSelector("#roof-plot .scatterlayer .point", { timeout: 90_000 });
     expect(await page.locator("#roof-plot .scatterlayer .point").count()).toBeGreaterThan(3);
     expect(await page.textContent("#roof-plot")).toContain("arithmetic intensity (FLOP/byte)");
-    // the palette comes from the server (engine/palette.ts): the page's first run colour is its first colour
+    // the palette comes from the server (engine/export/palette.ts): the page's first run colour is its first colour
     const pal = await (await fetch(`${base}/api/palette`)).json() as { palette: string[] };
     const fill = await page.locator("#roof-plot .scatterlayer .point").first().evaluate((e) => getComputedStyle(e).fill);
     const hex = (rgb: string) => "#" + rgb.match(/\d+/g)!.slice(0, 3).map((x) => Number(x).toString(16).padStart(2, "0")).join("");
