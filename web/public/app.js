@@ -118,7 +118,7 @@ function renderToggles(root, ns) {
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
         Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(Array.isArray(cur) ? cur[l] : def)}</select></label>`).join("")}</div>` : ""}
-      <div class="desc">${esc(d.description ?? "")}</div>${d.id === "speculative" ? specFields(ns) : ""}`;
+      <div class="desc">${esc(d.description ?? "")}${(d.cost ?? []).map((c) => `<br><span class="cost">cost of ${esc(c.ops.join(", "))}: ${esc(c.how)}</span>`).join("")}</div>${d.id === "speculative" ? specFields(ns) : ""}`;
     if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => { $(".spec-draft", div).hidden = e.target.value !== "draft"; });
     const cb = $(".perlayer", div);
     if (cb) cb.addEventListener("change", () => {
