@@ -93,6 +93,7 @@ describe("models and toggles", () => {
     expect(c.defaults.cpu.gqa).toBe("native");
     expect(c.defaults.cpu.graphs).toBe("off");
     expect(c.defaults.cuda.graphs).toBe("on");
+    expect(c.toggles.some((t: any) => t.id === c.weightsToggle && t.perLayer)).toBe(true); // the load-time toggle is one of them
   });
 
   test("hooks come from the catalog: every hook of every layer, and unknown ones are refused with the list", async () => {

@@ -89,9 +89,9 @@ function renderHookHints() {
  *  (the server computes it with the engine's rule), else the registry's own default. */
 const effDefault = (d) => state.catalog?.defaults?.[state.model?.backend ?? "cpu"]?.[d.id] ?? d.default;
 
-// weights is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
+// weights (the catalog's weightsToggle) is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
 // layer); a run that picks another value makes the server reload the model with it.
-const curOf = (d) => (d.id === "weights" && state.model?.weights !== undefined ? state.model.weights : effDefault(d));
+const curOf = (d) => (d.id === state.catalog?.weightsToggle && state.model?.weights !== undefined ? state.model.weights : effDefault(d));
 const sameVal = (a, b) => {
   const fold = (v) => (Array.isArray(v) && v.every((x) => x === v[0]) ? v[0] : v);
   return JSON.stringify(fold(a)) === JSON.stringify(fold(b));
