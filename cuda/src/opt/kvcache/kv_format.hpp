@@ -150,6 +150,17 @@ QW_HD uint16_t f32_to_bf16_bits(float f) {
 struct KvLayout {
   KvType type = KvType::BF16;
   int32_t layers = 0, batch = 0, kv_heads = 0, ctx = 0, d = 0;
+  // The layout of a cache of `layers` x `batch` sequence slots x `kv_heads` streams of ctx positions, head size d.
+  static QW_HD KvLayout of(KvType type, int32_t layers, int32_t batch, int32_t kv_heads, int32_t ctx, int32_t d) {
+    KvLayout l;
+    l.type = type;
+    l.layers = layers;
+    l.batch = batch;
+    l.kv_heads = kv_heads;
+    l.ctx = ctx;
+    l.d = d;
+    return l;
+  }
   QW_HD int32_t bits() const { return kv_bits(type); }
   QW_HD int64_t streams() const { return int64_t(layers) * batch * kv_heads; }
   QW_HD int64_t stream(int32_t l, int32_t s, int32_t h) const { return (int64_t(l) * batch + s) * kv_heads + h; }

@@ -36,13 +36,7 @@ void kvq_configure(KvQuant &kv, KvType t, int32_t L, int32_t B, int32_t nkv, int
   if (!kvq::kv_quant_shape_ok(d) || d > kMaxD)
     throw Error(QW_ERR_UNSUPPORTED, std::string("kvCache = ") + kvq::kv_type_name(t) + " needs head_dim a multiple of 32 and <= 256 (got " +
                                         std::to_string(d) + ")");
-  KvLayout lay;
-  lay.type = t;
-  lay.layers = L;
-  lay.batch = B;
-  lay.kv_heads = nkv;
-  lay.ctx = T;
-  lay.d = d;
+  const KvLayout lay = KvLayout::of(t, L, B, nkv, T, d);
   const double est = double(lay.streams()) * T * lay.bytes_per_token_stream();
   if (est > double(int64_t(1) << 39))
     throw Error(QW_ERR_OUT_OF_MEMORY, "KV cache of " + std::to_string(est / 1e9) + " GB requested: reduce max_batch or max_context");

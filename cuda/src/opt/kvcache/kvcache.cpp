@@ -24,9 +24,7 @@ int32_t kv_cache_min_truncate(KvCache type, int32_t peak) {
 int32_t kv_cache_max_rollback(KvCache type) { return kvq::is_kivi(kv_type_of(type)) ? kvq::kKiviMaxRollback : -1; }
 
 double kv_cache_elem_bytes(KvCache type, int32_t head_dim) {
-  kvq::KvLayout lay;
-  lay.type = kv_type_of(type);
-  lay.d = head_dim;
+  const kvq::KvLayout lay = kvq::KvLayout::of(kv_type_of(type), 0, 0, 0, 0, head_dim);
   return lay.bytes_per_token_stream() / (2.0 * head_dim);  // K and V of one token of one stream
 }
 
