@@ -21,7 +21,11 @@ QW_OPTIMIZATION(ffn) {
           "fused-norm-gemv-swiglu (default): one kernel, the norm in the projection's prologue and SiLU*up in its "
           "epilogue. CPU: every arm in prefill and decode (separate passes vs one matmul pool job), same bits. CUDA "
           "decode: GEMVs as described, same bits (a model whose gate and up differ in weight type runs SiLU*up as its "
-          "own kernel in every arm). CUDA prefill runs RMSNorm, GEMM and SiLU*up as three kernels in every arm.");
+          "own kernel in every arm). CUDA prefill runs RMSNorm, GEMM and SiLU*up as three kernels in every arm.")
+      .cost({"ffn_norm", "gate_up", "swiglu"},
+            "a fused arm records one gate_up op carrying the sum of the base costs it fuses (rmsnorm, the gate/up "
+            "matmul, swiglu): an upper bound on its bytes, since the fused kernel does not round-trip the normed "
+            "input or gate/up through memory");
 }
 
 }  // namespace qw

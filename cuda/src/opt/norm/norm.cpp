@@ -20,7 +20,10 @@ QW_OPTIMIZATION(norm) {
           "the o_proj / down projection's epilogue, the attention norm in the q|k|v projection's prologue. CPU: both "
           "phases, same bits. CUDA decode: GEMVs as described, same bits; CUDA prefill: the residual add in the GEMM "
           "epilogue or its own kernel, the RMSNorm its own kernel in both arms. The ffn norm belongs to toggle ffn; "
-          "the final norm is fused into lm_head on CUDA and its own pass on the CPU in every arm.");
+          "the final norm is fused into lm_head on CUDA and its own pass on the CPU in every arm.")
+      .cost({"attn_norm", "qkv", "o_proj", "down", "residual"},
+            "fused-residual-norm records no attn_norm / residual ops: qkv carries rmsnorm's base cost, o_proj and "
+            "down carry the residual add's (sums, an upper bound on the bytes of the fused kernels)");
 }
 
 }  // namespace qw
