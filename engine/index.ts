@@ -251,9 +251,9 @@ function nativeConfig(c: QwenConfig): Record<string, unknown> {
  */
 export async function loadNative(
   engine: NativeEngine, config: QwenConfig, tensors: Iterable<LoadedTensor>, total: number, onProgress?: (p: Progress) => void,
-  signal?: AbortSignal, weights?: WeightsOption,
+  signal?: AbortSignal, weights?: WeightsOption, extraConfig: Record<string, unknown> = {},
 ): Promise<{ native: NativeModel; weightBytes: number; weightTypes: Record<string, number> }> {
-  const native = engine.createModel({ ...nativeConfig(config), ...nativeWeightsConfig(weights) });
+  const native = engine.createModel({ ...nativeConfig(config), ...nativeWeightsConfig(weights), ...extraConfig });
   let ok = false;
   try {
     let done = 0, weightBytes = 0, last = performance.now(), lastYield = last;

@@ -176,6 +176,21 @@ export class Session implements EngineSession {
     for (let o = 0; o < t.length; o += this.maxPrefill) next = this.native.prefill(seq, t.subarray(o, Math.min(t.length, o + this.maxPrefill)));
     return next;
   }
+  prefillTree(seq: number, tokens: number[], parents: number[] | null, first: number, features: Float32Array | null): number {
+    this.checkSeq(seq, "prefillTree");
+    const t = this.checkTokens(tokens, "prefillTree");
+    if (t.length === 0) throw new SessionError("prefillTree: no tokens");
+    if (!isInt(first) || first < 0) throw new SessionError(`prefillTree: first must be an integer >= 0, got ${String(first)}`);
+    if (parents !== null && (parents.length !== first + t.length || !parents.every(isInt))) {
+      throw new SessionError(`prefillTree: parents must hold first + tokens = ${first + t.length} integers, got ${parents.length}`);
+    }
+    return this.native.prefillTree(seq, t, parents && Int32Array.from(parents), first, features);
+  }
+  kvCompact(seq: number, base: number, keep: number[]): void {
+    this.checkSeq(seq, "kvCompact");
+    if (!isInt(base) || !Array.isArray(keep) || !keep.every(isInt)) throw new SessionError("kvCompact: base and keep must be integers");
+    this.native.kvCompact(seq, base, Int32Array.from(keep));
+  }
   decode(seqIds: number[], tokens: number[]): number[] {
     if (!Array.isArray(seqIds) || seqIds.length === 0) throw new SessionError("decode: seqIds must be a non-empty array");
     if (seqIds.length !== tokens.length) throw new SessionError(`decode: ${seqIds.length} seqIds but ${tokens.length} tokens`);

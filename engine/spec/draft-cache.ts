@@ -1,9 +1,10 @@
-// engine/spec/draft-cache.ts — the draft model of a long-lived host (the web engine worker): opened on first
-// use on the target's backend, checked against the target's tokenizer, kept while the same draft is asked for,
-// closed when another one is (or the target changes).
+// engine/spec/draft-cache.ts — the draft model (or EAGLE head) of a long-lived host (the web engine worker):
+// opened on first use on the target's backend, checked against the target, kept while the same one is asked
+// for, closed when another one is (or the target changes).
 import type { EngineModel, EngineSession, OpenModel } from "../api.ts";
 import { checkDraftCompatible, type TokenizedModel } from "./compat.ts";
 import type { SpecHost } from "./draft.ts";
+import { openEagleHead, type EagleTarget } from "./eagle-head.ts";
 
 type Decoder = { push(id: number): string; end(): string };
 
@@ -24,6 +25,29 @@ export class DraftCache {
       const m = await this.openModel(source, { backend: target.backend, root });
       try {
         checkDraftCompatible(target as TokenizedModel, m as TokenizedModel);
+        this.session = m.newSession({ maxBatch: 1, maxContext: targetSession.maxContext });
+      } catch (e) {
+        m.close();
+        throw e;
+      }
+      this.model = m;
+      this.key = key;
+    }
+    return { draft: this.session, host: { eosIds: target.tokenizer.eosIds, decoder: () => inner.decoder(), backend: target.backend } };
+  }
+
+  /**
+   * The session of the EAGLE head in `dir` (SafeAILab layout) for `target`, which must be a model opened by
+   * engine/index.ts openModel (the head shares its engine and reads its lm_head).
+   */
+  async getEagle(dir: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
+    const inner = (target.tokenizer as { inner?: { decoder(): Decoder } }).inner;
+    if (!inner || !("engine" in target) || !("path" in target)) throw new Error("speculative eagle needs a model opened by the engine (this engine module has none)");
+    const key = `eagle|${target.id}|${target.backend}|${dir}|${targetSession.maxContext}`;
+    if (key !== this.key || !this.session) {
+      this.close();
+      const m = await openEagleHead(dir, target as unknown as EagleTarget, { root });
+      try {
         this.session = m.newSession({ maxBatch: 1, maxContext: targetSession.maxContext });
       } catch (e) {
         m.close();

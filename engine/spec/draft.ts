@@ -63,12 +63,15 @@ export function specHost(m: { backend?: "cpu" | "cuda"; tokenizer: { eosIds: num
 export const MAX_DRAFT_K = 64;
 
 /**
- * Toggle values that take more than the value itself: speculative = draft needs a draft model, which a toggle
- * set alone cannot name. Automatic sweeps (engine/export/sweep.ts) leave them out; a run asked for them without
+ * Toggle values that take more than the value itself: speculative = draft needs a draft model and eagle an EAGLE
+ * head, which a toggle set alone cannot name. Automatic sweeps (engine/export/sweep.ts) leave them out; a run asked for them without
  * the extra input fails (engine/export/record.ts) instead of silently running without speculation.
  */
 export const TOGGLE_VALUES_NEEDING_INPUT: Record<string, { values: string[]; needs: string }> = {
-  speculative: { values: ["draft"], needs: "a draft model (CLI --draft PATH, web: the draft model field, RunSpec.draft)" },
+  speculative: {
+    values: ["draft", "eagle"],
+    needs: "a draft model (CLI --draft PATH, web: the draft model field, RunSpec.draft) or, for eagle, an EAGLE head (CLI --eagle DIR, RunSpec.eagle)",
+  },
 };
 
 /** Checks k; returns it. */
