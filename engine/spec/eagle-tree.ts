@@ -12,6 +12,7 @@
 // The verification tree: node 0 = the token the target sampled last (not yet in its KV cache), then the kept
 // candidates in generation order (parents before children), each with its parent's index (0 for level 1).
 import { z } from "zod";
+import { drawFrom } from "./sampling.ts";
 
 export interface TreeParams {
   /** Draft levels: the longest path of draft tokens (1..16). */
@@ -134,4 +135,33 @@ export function topKLogProbs(logits: Float32Array, off: number, vocab: number, k
     if (v > logits[off + ids[k - 1]]) { ids[k - 1] = i; ids.sort((a, b) => (logits[off + b] - logits[off + a]) || (a - b)); }
   }
   return { tokens: ids, logps: ids.map((i) => logits[off + i] - lse) };
+}
+
+/**
+ * Sampling acceptance of a verified tree (temperature > 0). The tree's candidates are deterministic (the head's
+ * top-k), i.e. point-mass proposals, so at a node with target distribution p the children are tried in order:
+ * child x is accepted with probability p(x) (= min(1, p(x)/q(x)) with q = the point mass on x); on a rejection
+ * p <- norm(p without x) (= norm(max(0, p - q))) and the next child is tried; when no child is accepted the
+ * token is drawn from what is left of p. By induction every emitted token is distributed exactly as p given
+ * its prefix: the target's sampling distribution is kept (the test checks it with chi-square). pAt(node) gives
+ * the target's distribution after the node's path; u() a fresh uniform in (0, 1] per call.
+ */
+export function acceptTreeSampled(t: VerifyTree, pAt: (node: number) => Float64Array, u: () => number): { path: number[]; next: number } {
+  const path = [0];
+  for (;;) {
+    const cur = path[path.length - 1];
+    const p = Float64Array.from(pAt(cur));
+    let chosen = -1;
+    for (let i = cur + 1; i < t.tokens.length && chosen < 0; i++) {
+      if (t.parents[i] !== cur) continue;
+      let mass = 0;
+      for (const x of p) mass += x;
+      const x = t.tokens[i];
+      if (!(mass > 0) || p[x] <= 0) continue;            // nothing of p left on x: it cannot be accepted
+      if (u() * mass <= p[x]) chosen = i;                 // accept with probability p(x) / |p|
+      else p[x] = 0;                                      // reject: the residual keeps the rest of p
+    }
+    if (chosen >= 0) { path.push(chosen); continue; }
+    return { path, next: drawFrom(p, u()) };
+  }
 }

@@ -14,12 +14,16 @@
 //     every token is the target's argmax after its parent, plus the target's own next token;
 //   compact: the accepted path's K/V move to T, T+1, … (qw_session_kv_compact); the head is cut back to T
 //     (its draft nodes are dropped; the accepted tokens are fed again with the target's features next step).
-// Greedy only (temperature 0): tree rejection sampling is not implemented; temperature > 0 is refused.
+// Greedy (temperature 0): exact by construction (above). Sampling (temperature > 0): the tree's candidates are
+// the head's top-k, deterministic point-mass proposals, so eagle-tree.ts acceptTreeSampled tries a node's
+// children in order, accepting x with probability p(x) and removing x from p on a rejection, then draws from
+// what is left: every emitted token is distributed as the target's temperature/top-k/top-p sampler would draw
+// it (p = engine/spec/sampling.ts dist), from one seeded stream (not the engine's hash(seed, position) draws).
 import type { EngineSession } from "../api.ts";
 import { checkSampling, SessionError } from "../session.ts";
 import { CPU_VERIFY_CHUNK, type SpecEvent, type SpecHost, type SpecSession } from "./draft.ts";
-import { acceptTreeGreedy, checkTreeParams, draftTree, topKLogProbs, verifyTree, type Candidate, type Proposals, type TreeParams } from "./eagle-tree.ts";
-import { argmaxRow } from "./sampling.ts";
+import { acceptTreeGreedy, acceptTreeSampled, checkTreeParams, draftTree, topKLogProbs, verifyTree, type Candidate, type Proposals, type TreeParams } from "./eagle-tree.ts";
+import { argmaxRow, dist, drawFrom, Uniforms, type SamplingSettings } from "./sampling.ts";
 import type { SpecTrace } from "./stats.ts";
 
 export const TARGET_FEATURE_HOOK = "ln_final.hook_normalized";
@@ -59,7 +63,9 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
   const maxTokens = opts.maxTokens ?? 64;
   if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new SessionError(`generate: maxTokens must be an integer >= 1, got ${String(maxTokens)}`);
   const samp = checkSampling(opts);
-  if (samp.temperature > 0) throw new SessionError("speculative eagle: sampling (temperature > 0) is not implemented yet; use temperature 0 (greedy) or speculative draft");
+  const greedy = !(samp.temperature > 0);
+  const settings: SamplingSettings = { temperature: samp.temperature, topK: samp.topK, topP: samp.topP };
+  const rng = new Uniforms(samp.seed);
   for (const s of opts.stop ?? []) if (!Number.isInteger(s)) throw new SessionError(`generate: stop token ${String(s)} is not an integer`);
   const stop = new Set<number>([...host.eosIds, ...(opts.stop ?? [])]);
   const prompt = target.promptTokens(opts);
@@ -81,7 +87,7 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
   }
   try {
     const t0 = performance.now();
-    tgt.setLogitsMode(0);
+    tgt.setLogitsMode(greedy ? 0 : 1);
     tgt.setCapture([TARGET_FEATURE_HOOK]);
     head.setCapture([HEAD_HIDDEN_HOOK]);
     // The prompt in the chunks Session.prefill uses, so the first token is exactly the non-speculative one.
@@ -92,6 +98,10 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
       const c = captured(tgt, TARGET_FEATURE_HOOK);
       H = c.cols;
       promptFeats.push(c.data);
+    }
+    if (!greedy) {
+      const l = tgt.logits();
+      tok = drawFrom(dist(l.data, (l.rows - 1) * l.vocab, l.vocab, settings), rng.next());
     }
     const prefillMs = performance.now() - t0;
     yield { type: "prefill", promptTokens: prompt.length, ms: prefillMs };
@@ -179,7 +189,9 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
         featRows.push(captured(tgt, TARGET_FEATURE_HOOK).data);
       }
       const at = (node: number) => { const c = Math.floor(node / step); return { c, r: node - c * step }; };
-      const { path, next } = acceptTreeGreedy(vt, (node) => { const { c, r } = at(node); return argmaxRow(logitRows[c], r * vocab, vocab); });
+      const { path, next } = greedy
+        ? acceptTreeGreedy(vt, (node) => { const { c, r } = at(node); return argmaxRow(logitRows[c], r * vocab, vocab); })
+        : acceptTreeSampled(vt, (node) => { const { c, r } = at(node); return dist(logitRows[c], r * vocab, vocab, settings); }, () => rng.next());
       tgt.kvCompact(seq, T, path);
       head.truncate(hseq, T);
       catchTokens = [...path.slice(1).map((p) => vt.tokens[p]), next];

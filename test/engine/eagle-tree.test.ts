@@ -1,9 +1,12 @@
 // EAGLE-2 draft tree construction (engine/spec/eagle-tree.ts): edge cases (budget 1, depth 1, top-k 1 = a chain),
-// reranking by cumulative score, the verification tree's parents and depths, greedy path acceptance, top-k.
+// reranking by cumulative score, the verification tree's parents and depths, greedy path acceptance, top-k, and
+// sampling acceptance (point-mass rejection) against the exact distributions with chi-square.
 import { test, expect, describe } from "bun:test";
 import {
-  acceptTreeGreedy, checkTreeParams, draftTree, topKLogProbs, verifyTree, type Candidate, type Proposals,
+  acceptTreeGreedy, acceptTreeSampled, checkTreeParams, draftTree, topKLogProbs, verifyTree, type Candidate, type Proposals,
 } from "../../engine/spec/eagle-tree.ts";
+import { drawFrom, Uniforms } from "../../engine/spec/sampling.ts";
+import { chiSquare, critical } from "./spec-helpers.ts";
 
 // A deterministic head: after candidate c (or the root), it proposes tokens 10*(c+1)+i with log p = -(i+1)*w(c).
 const headOf = (w: (c: number) => number) => (nodes: number[]): Proposals[] =>
@@ -93,5 +96,47 @@ describe("EAGLE-2 draft tree", () => {
     expect(() => checkTreeParams({ depth: 0, topK: 2, budget: 8 })).toThrow(/depth.*depth 1\.\.16/);
     expect(() => checkTreeParams({ depth: 2, topK: 2.5, budget: 8 })).toThrow(/topK/);
     expect(() => checkTreeParams({ depth: 2, topK: 2, budget: 500 })).toThrow(/budget/);
+  });
+});
+
+describe("EAGLE tree sampling (point-mass proposals)", () => {
+  test("the first two emitted tokens follow the target's distributions exactly (chi-square, 20k runs), and a wrong sampler fails", () => {
+    const V = 6;
+    const norm = (w: number[]) => { const s = w.reduce((a, b) => a + b, 0); return Float64Array.from(w.map((x) => x / s)); };
+    const pRoot = norm([0.05, 0.4, 0.25, 0.1, 0.15, 0.05]);
+    const pAfter: Record<number, Float64Array> = { 1: norm([0.3, 0.1, 0.1, 0.3, 0.1, 0.1]), 2: norm([0.05, 0.05, 0.6, 0.1, 0.1, 0.1]) };
+    // tree: root -> {1: token 1, 2: token 2, 3: token 4}; 1 -> {4: token 3}
+    const vt = { tokens: [0, 1, 2, 4, 3], parents: [-1, 0, 0, 0, 1], depths: [0, 1, 1, 1, 2] };
+    const pAt = (n: number) => (n === 0 ? pRoot : n === 1 ? pAfter[1] : n === 2 ? pAfter[2] : n === 4 ? norm([1, 1, 1, 1, 1, 1]) : norm([1, 2, 3, 4, 5, 6]));
+    const rng = new Uniforms(7);
+    const N = 20000;
+    const run = (accept: typeof acceptTreeSampled) => {
+      const first = new Map<string, number>(), second1 = new Map<string, number>();
+      let n1 = 0;
+      for (let i = 0; i < N; i++) {
+        const { path, next } = accept(vt, pAt, () => rng.next());
+        const emitted = [...path.slice(1).map((p) => vt.tokens[p]), next];
+        first.set(String(emitted[0]), (first.get(String(emitted[0])) ?? 0) + 1);
+        if (emitted[0] === 1) { n1++; second1.set(String(emitted[1]), (second1.get(String(emitted[1])) ?? 0) + 1); }
+      }
+      const exp = (p: Float64Array) => new Map([...p].map((x, i) => [String(i), x] as [string, number]));
+      return { a: chiSquare(first, exp(pRoot), N), b: chiSquare(second1, exp(pAfter[1]), n1) };
+    };
+    const ok = run(acceptTreeSampled);
+    expect(ok.a.chi2).toBeLessThan(critical(ok.a.df));
+    expect(ok.b.chi2).toBeLessThan(critical(ok.b.df));
+    expect(ok.a.df).toBe(V - 1);
+    // negative control: a sampler that accepts the first child whenever p gives it any mass
+    const greedyish: typeof acceptTreeSampled = (t, p, u) => {
+      const path = [0];
+      for (;;) {
+        const cur = path[path.length - 1];
+        const c = t.parents.findIndex((q, i) => i > cur && q === cur && p(cur)[t.tokens[i]] > 0);
+        if (c < 0) return { path, next: drawFrom(p(cur), u()) };
+        path.push(c);
+      }
+    };
+    const bad = run(greedyish);
+    expect(bad.a.chi2).toBeGreaterThan(10 * critical(bad.a.df));
   });
 });

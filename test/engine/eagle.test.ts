@@ -6,7 +6,8 @@
 //  (c) greedy exactness, token for token against the target's own greedy output, with the random head (drafts
 //      almost never accepted) and with an oracle head (a fake head session proposing the target's own
 //      continuation, at some positions only as its second choice: long accepted paths, branches, compaction);
-//      many prompts, lengths and tree shapes, and at the max-context boundary.
+//      many prompts, lengths and tree shapes, and at the max-context boundary;
+//  (d) sampling through the loop (seeded, reproducible); its distribution is tested in eagle-tree.test.ts.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -77,7 +78,7 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with an EAGLE head (CP
     for await (const ev of ts.generate(opts)) if (ev.type === "done") return ev;
     throw new Error("no done event");
   };
-  const eagle = async (ts: ReturnType<Model["newSession"]>, hs: EngineSession, opts: { prompt: string; maxTokens: number; tree: TreeParams }) => {
+  const eagle = async (ts: ReturnType<Model["newSession"]>, hs: EngineSession, opts: { prompt: string; maxTokens: number; tree: TreeParams; temperature?: number; seed?: number }) => {
     for await (const ev of eagleGenerate(ts, hs, specHost(target), opts)) if (ev.type === "done") return ev;
     throw new Error("no done event");
   };
@@ -214,10 +215,18 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with an EAGLE head (CP
     }
   });
 
-  test("sampling (temperature > 0) is refused with a clear message", async () => {
-    const ts = target.newSession({ maxContext: 64 }), hs = head.newSession({ maxContext: 64 });
-    const it = eagleGenerate(ts, hs, specHost(target), { prompt: "The jury", maxTokens: 4, temperature: 1, tree: TREES[2] });
-    await expect(it.next()).rejects.toThrow(/temperature > 0.*not implemented/);
-    ts.close(); hs.close();
+  test("sampling through the loop: a seed reproduces its run, and the oracle head's drafts are accepted", async () => {
+    const ts = target.newSession({ maxContext: 256 });
+    const prompt = brownPrompts(2)[1];
+    const ref = await plain(ts, { prompt, maxTokens: 40 });
+    const full = [...target.tokenizer.encode(prompt), ...ref.tokens];
+    const oracle = () => new OracleHead(full, target.config.vocab_size, target.config.hidden_size, 256) as unknown as EngineSession;
+    const a = await eagle(ts, oracle(), { prompt, maxTokens: 40, tree: TREES[2], temperature: 0.7, seed: 11 });
+    const b = await eagle(ts, oracle(), { prompt, maxTokens: 40, tree: TREES[2], temperature: 0.7, seed: 11 });
+    expect(a.tokens).toEqual(b.tokens);
+    expect(a.tokens.length).toBe(40);
+    expect(a.speculative.accepted.some((x) => x > 0)).toBe(true);
+    ts.close();
   });
+
 });
