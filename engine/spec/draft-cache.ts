@@ -16,37 +16,36 @@ export class DraftCache {
   constructor(private readonly openModel: OpenModel) {}
 
   /** The draft session for `source` drafting for `target` (max context as the target session's). */
-  async get(source: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
-    const inner = (target.tokenizer as { inner?: { decoder(): Decoder } }).inner;
-    if (!inner) throw new Error("speculative decoding needs the engine's own tokenizer (this engine module has none)");
-    const key = `${target.id}|${target.backend}|${source}|${targetSession.maxContext}`;
-    if (key !== this.key || !this.session) {
-      this.close();
+  get(source: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
+    return this.cached(`${target.id}|${target.backend}|${source}|${targetSession.maxContext}`, target, targetSession, async () => {
       const m = await this.openModel(source, { backend: target.backend, root });
       try {
         checkDraftCompatible(target as TokenizedModel, m as TokenizedModel);
-        this.session = m.newSession({ maxBatch: 1, maxContext: targetSession.maxContext });
       } catch (e) {
         m.close();
         throw e;
       }
-      this.model = m;
-      this.key = key;
-    }
-    return { draft: this.session, host: { eosIds: target.tokenizer.eosIds, decoder: () => inner.decoder(), backend: target.backend } };
+      return m;
+    });
   }
 
   /**
    * The session of the EAGLE head in `dir` (SafeAILab layout) for `target`, which must be a model opened by
    * engine/index.ts openModel (the head shares its engine and reads its lm_head).
    */
-  async getEagle(dir: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
+  getEagle(dir: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
+    if (!("engine" in target) || !("path" in target)) throw new Error("speculative eagle needs a model opened by the engine (this engine module has none)");
+    return this.cached(`eagle|${target.id}|${target.backend}|${dir}|${targetSession.maxContext}`, target, targetSession,
+      () => openEagleHead(dir, target as unknown as EagleTarget, { root }));
+  }
+
+  /** The cached session under `key`, or a fresh one of the model `open` gives (closing the previous one). */
+  private async cached(key: string, target: EngineModel, targetSession: EngineSession, open: () => Promise<EngineModel>): Promise<{ draft: EngineSession; host: SpecHost }> {
     const inner = (target.tokenizer as { inner?: { decoder(): Decoder } }).inner;
-    if (!inner || !("engine" in target) || !("path" in target)) throw new Error("speculative eagle needs a model opened by the engine (this engine module has none)");
-    const key = `eagle|${target.id}|${target.backend}|${dir}|${targetSession.maxContext}`;
+    if (!inner) throw new Error("speculative decoding needs the engine's own tokenizer (this engine module has none)");
     if (key !== this.key || !this.session) {
       this.close();
-      const m = await openEagleHead(dir, target as unknown as EagleTarget, { root });
+      const m = await open();
       try {
         this.session = m.newSession({ maxBatch: 1, maxContext: targetSession.maxContext });
       } catch (e) {

@@ -21,7 +21,8 @@
 // it (p = engine/spec/sampling.ts dist), from one seeded stream (not the engine's hash(seed, position) draws).
 import type { EngineSession } from "../api.ts";
 import { checkSampling, SessionError } from "../session.ts";
-import { CPU_VERIFY_CHUNK, type SpecEvent, type SpecHost, type SpecSession } from "./draft.ts";
+import { CPU_VERIFY_CHUNK, type SpecHost, type SpecSession } from "./draft.ts";
+import { cancelledBeforeStart, SpecOutput, type SpecEvent } from "./output.ts";
 import { acceptTreeGreedy, acceptTreeSampled, checkTreeParams, draftTree, topKLogProbs, verifyTree, type Candidate, type Proposals, type TreeParams } from "./eagle-tree.ts";
 import { argmaxRow, dist, drawFrom, Uniforms, type SamplingSettings } from "./sampling.ts";
 import type { SpecTrace } from "./stats.ts";
@@ -82,7 +83,7 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
   tgt.setSampling(seq, { temperature: 0 });
   head.setSampling(hseq, { temperature: 0 });
   if (signal?.aborted) {
-    yield { type: "done", reason: "cancelled", tokens: [], text: "", ttftMs: 0, tpotMs: [], prefillTokS: 0, decodeTokS: 0, speculative: trace };
+    yield cancelledBeforeStart(trace);
     return;
   }
   try {
@@ -110,25 +111,15 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
     let catchFeats = new Float32Array(prompt.length * H);
     { let off = 0; for (const f of promptFeats) { catchFeats.set(f, off); off += f.length; } }
     let T = prompt.length; // tokens in the target's KV cache
-    const out: number[] = [], tpot: number[] = [];
-    const dec = host.decoder();
-    let text = "", reason: "stop" | "length" | "cancelled" = "length";
+    const em = new SpecOutput(host.decoder, stop, maxTokens);
     const emitted: number[] = [tok];
     let stepMs = prefillMs, phase: "prefill" | "decode" = "prefill";
-    outer: for (;;) {
-      for (const t of emitted) {
-        if (stop.has(t)) { reason = "stop"; break outer; }
-        out.push(t);
-        const piece = dec.push(t);
-        text += piece;
-        if (phase === "decode") tpot.push(stepMs / emitted.length);
-        yield { type: "token", index: out.length - 1, token: t, text: piece, ms: phase === "decode" ? stepMs / emitted.length : stepMs, phase };
-        if (out.length >= maxTokens) { reason = "length"; break outer; }
-      }
-      if (T + 1 > maxContext) { reason = "length"; break; }
+    for (;;) {
+      if (!(yield* em.emit(emitted, stepMs, phase))) break;
+      if (T + 1 > maxContext) { em.reason = "length"; break; }
       if (signal) {
         await new Promise<void>((r) => setImmediate(r));
-        if (signal.aborted) { reason = "cancelled"; break; }
+        if (signal.aborted) { em.reason = "cancelled"; break; }
       }
       const s0 = performance.now();
       // ---- head catch-up: its last row proposes level 1
@@ -145,7 +136,7 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
         rootProps = topKLogProbs(l.data, (l.rows - 1) * l.vocab, l.vocab, tp.topK);
       }
       // what fits: the path emits depth + 1 tokens at most; the tree and the head's draft rows fit the context
-      const depth = Math.max(0, Math.min(tp.depth, maxTokens - out.length - 1, maxContext - T - 1));
+      const depth = Math.max(0, Math.min(tp.depth, maxTokens - em.out.length - 1, maxContext - T - 1));
       const budget = Math.min(tp.budget, maxContext - T - 1);
       // ---- draft: EAGLE-2's tree, one head step per level
       const headIdx = new Map<number, number>();  // candidate -> row in the head's draft tree
@@ -210,15 +201,7 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
       stepMs = s2 - s0;
       phase = "decode";
     }
-    text += dec.end();
-    const decodeMs = trace.draftMs.reduce((x, y) => x + y, 0) + trace.verifyMs.reduce((x, y) => x + y, 0);
-    const genAfterFirst = Math.max(0, out.length - 1);
-    yield {
-      type: "done", reason, tokens: out, text, ttftMs: prefillMs, tpotMs: tpot,
-      prefillTokS: prefillMs > 0 ? (prompt.length / prefillMs) * 1000 : 0,
-      decodeTokS: decodeMs > 0 ? (genAfterFirst / decodeMs) * 1000 : 0,
-      speculative: trace,
-    };
+    yield em.done(trace, prefillMs, prompt.length);
   } finally {
     tgt.setLogitsMode(0);
     head.setLogitsMode(0);
