@@ -311,9 +311,28 @@ async function startRun() {
       <a class="button secondary small" href="#roofline?keys=${enc(key)}">Roofline</a>
       <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>
       <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s${s.kv ? ` · KV ${esc(s.kv.kvCache)} ${esc((s.kv.kvBytesPerToken / 1024).toFixed(1))} KiB/token, ${esc((s.kv.kvBytes / 1048576).toFixed(1))} MiB allocated` : ""}</span>`;
+    drawSpec(s.speculative);
     await loadProfiles();
   }
   refreshRecent();
+}
+
+// A speculative run (draft or eagle): acceptance by draft position / tree depth (given the earlier ones were
+// accepted) and the time split of a step (median draft vs verify ms), from the profile's summary.speculative.
+function drawSpec(sp) {
+  const el = $("#run-spec");
+  el.hidden = !sp;
+  if (!sp) return;
+  const x = sp.conditional_acceptance_by_position.map((_, i) => `${sp.tree ? "depth" : "position"} ${i + 1}`);
+  const title = sp.tree ? `eagle depth ${sp.tree.depth}, top-k ${sp.tree.top_k}, budget ${sp.tree.budget}` : `draft k = ${sp.k}`;
+  Plotly.react(el, [
+    { type: "bar", x, y: sp.conditional_acceptance_by_position.map((v) => 100 * v), name: "acceptance %" },
+    { type: "bar", x: ["draft", "verify"], y: [sp.draft_ms_per_step.median, sp.verify_ms_per_step.median], xaxis: "x2", yaxis: "y2", name: "ms per step (median)" },
+  ], {
+    title: { text: `${title}: ${fmt(sp.tokens_per_step, 2)} tokens per verify step`, font: { size: 13 } },
+    grid: { rows: 1, columns: 2, pattern: "independent" }, height: 260, margin: { l: 50, r: 20, t: 40, b: 40 },
+    yaxis: { title: "acceptance % (given the earlier)", range: [0, 100] }, yaxis2: { title: "ms per step" }, showlegend: false,
+  }, { displaylogo: false, responsive: true });
 }
 
 async function cancelRun() {
