@@ -209,6 +209,7 @@ export class Model implements EngineModel {
     const host: SessionHost = {
       vocabSize: this.config.vocab_size,
       numLayers: this.config.num_hidden_layers,
+      hiddenSize: this.config.hidden_size,
       eosIds: this.tokenizer.eosIds,
       encode: (t) => tok.encode(t, { addSpecial: false }),
       chat: (m) => tok.applyChatTemplate(m),

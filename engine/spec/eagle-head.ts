@@ -109,6 +109,7 @@ export async function openEagleHead(dir: string, target: EagleTarget, opts: { ro
       `${unknown.length > 8 ? ", …" : ""} (expected SafeAILab names: fc.weight, layers.0.self_attn.q_proj.weight, …)`);
   }
   // The target's output projection (its lm_head, or the tied embedding) and, when the head has none, its embedding.
+  if (!existsSync(target.path)) throw new Error(`${what}: the target ${target.id} has no model file to read its lm_head from (open the target from a .gguf or HF directory)`);
   const tsrc = openModelSource(target.path);
   const tensor = (name: string) => {
     const t = tsrc.tensors.find((x) => x.name === name);

@@ -102,6 +102,7 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with an EAGLE head (CP
     const hs = head.newSession({ maxContext: 32 }), ts = target.newSession({ maxContext: 32 });
     expect(() => hs.prefill(0, [1, 2])).toThrow(/EAGLE head .*qw_session_prefill_tree/);
     expect(() => hs.prefillTree(0, [1, 2], null, 0, null)).toThrow(/features/);
+    expect(() => hs.prefillTree(0, [1, 2], null, 0, new Float32Array(300))).toThrow(/tokens × hidden = 2 × 256/);
     expect(() => ts.prefillTree(0, [1, 2], null, 0, new Float32Array(512))).toThrow(/only an EAGLE head/);
     expect(() => ts.prefillTree(0, [1, 2], [0, -1], 0, null)).toThrow(/parents\[0\] = 0/);
     ts.prefill(0, [1, 2, 3]);
