@@ -29,7 +29,8 @@ export const SPEC_HELP_BENCH = `      --speculative draft --draft PATH --draft-k
 `;
 
 // The values themselves are the registry's (toggle "speculative"); this CLI drives off, draft and eagle.
-const Kind = z.enum(["off", "draft", "eagle"]);
+const Kind = z.string();
+const isKind = (k: string): k is SpecArgs["kind"] => k === "off" || k === "draft" || k === "eagle";
 const K = z.coerce.number().int().min(1).max(MAX_DRAFT_K);
 const Int = z.coerce.number().int();
 
@@ -56,7 +57,7 @@ function treeArgs(o: Record<string, unknown>): TreeParams {
 export function parseSpecArgs(o: Record<string, unknown>, defaultKs: number[]): SpecArgs {
   const implied = o.eagle !== undefined ? "eagle" : o.draft !== undefined ? "draft" : "off";
   const kindR = Kind.safeParse(o.speculative ?? implied);
-  if (!kindR.success) throw new Error(`--speculative must be off, draft or eagle, got '${String(o.speculative)}'`);
+  if (!kindR.success || !isKind(kindR.data)) throw new Error(`--speculative must be off, draft or eagle, got '${String(o.speculative)}'`);
   const kind = kindR.data;
   const raw = o["draft-k"];
   const ks = raw === undefined ? defaultKs : String(raw).split(",").map((s) => {
