@@ -134,6 +134,14 @@ export interface EngineSession {
   truncate(seq: number, newLen: number): void;
   /** Appends tokens to `seq`, returns the sampled next token. */
   prefill(seq: number, tokens: number[]): number;
+  /**
+   * Tree prefill (speculative = eagle; qwen.h qw_session_prefill_tree): appends nodes first.. of a tree given by
+   * parents (first + tokens.length entries, -1 = a root; null = causal), with feature rows ([tokens.length ×
+   * hidden]) for an EAGLE head model. Returns the sampled next token. Optional: test doubles may leave it out.
+   */
+  prefillTree?(seq: number, tokens: number[], parents: number[] | null, first: number, features: Float32Array | null): number;
+  /** Keeps positions base + keep[i] at base + i (the accepted path of a verified tree); length = base + keep.length. */
+  kvCompact?(seq: number, base: number, keep: number[]): void;
   /** One batched decode step, returns the next token of each sequence. */
   decode(seqIds: number[], tokens: number[]): number[];
   logits(): { rows: number; vocab: number; data: Float32Array };

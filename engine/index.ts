@@ -209,6 +209,7 @@ export class Model implements EngineModel {
     const host: SessionHost = {
       vocabSize: this.config.vocab_size,
       numLayers: this.config.num_hidden_layers,
+      hiddenSize: this.config.hidden_size,
       eosIds: this.tokenizer.eosIds,
       encode: (t) => tok.encode(t, { addSpecial: false }),
       chat: (m) => tok.applyChatTemplate(m),
@@ -251,9 +252,9 @@ function nativeConfig(c: QwenConfig): Record<string, unknown> {
  */
 export async function loadNative(
   engine: NativeEngine, config: QwenConfig, tensors: Iterable<LoadedTensor>, total: number, onProgress?: (p: Progress) => void,
-  signal?: AbortSignal, weights?: WeightsOption,
+  signal?: AbortSignal, weights?: WeightsOption, extraConfig: Record<string, unknown> = {},
 ): Promise<{ native: NativeModel; weightBytes: number; weightTypes: Record<string, number> }> {
-  const native = engine.createModel({ ...nativeConfig(config), ...nativeWeightsConfig(weights) });
+  const native = engine.createModel({ ...nativeConfig(config), ...nativeWeightsConfig(weights), ...extraConfig });
   let ok = false;
   try {
     let done = 0, weightBytes = 0, last = performance.now(), lastYield = last;

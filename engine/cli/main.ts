@@ -35,6 +35,8 @@ import { openDraft, parseSpecArgs, SPEC_HELP_BENCH, SPEC_HELP_GENERATE, SPEC_OPT
 import { specHost, speculativeGenerate, type SpecDoneEvent } from "../spec/draft.ts";
 import { brownPromptSet, runSpecBench, specBenchRows } from "../spec/bench.ts";
 import { summarizeSpec } from "../spec/stats.ts";
+import { openEagleHead } from "../spec/eagle-head.ts";
+import { eagleGenerate } from "../spec/eagle.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -194,13 +196,16 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const spec = (() => { try { return parseSpecArgs(o, [4]); } catch (e) { fail((e as Error).message); } })();
   if (spec.ks.length > 1) fail("generate: --draft-k takes one value");
   const m = await open(model ?? "default", backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
-  const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
+  const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
+  const dm = !hm && spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
   try {
     const s = m.newSession({ maxContext });
     applyToggles(m, s, o.toggle as string | undefined);
-    if (dm) s.setToggle("speculative", "draft");
-    else if (s.toggles().speculative === "draft") fail("generate: speculative=draft needs --draft PATH");
+    if (hm) s.setToggle("speculative", "eagle");
+    else if (dm) s.setToggle("speculative", "draft");
+    else if (s.toggles().speculative !== "off") fail(`generate: speculative=${s.toggles().speculative} needs ${s.toggles().speculative === "eagle" ? "--eagle DIR" : "--draft PATH"}`);
     const ds = dm?.newSession({ maxContext: s.maxContext });
+    const hs = hm?.newSession({ maxContext: s.maxContext });
     const profile = o.profile as string | undefined;
     if (profile) s.setProfiling(true);
     const t0 = performance.now();
@@ -209,7 +214,8 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     let promptTokens = 0;
     if (!o.chat) process.stdout.write(prompt);
     const gopts = { ...(o.chat ? { messages: [{ role: "user", content: prompt }] } : { prompt }), maxTokens, temperature, topK, topP, seed };
-    const gen = ds && dm ? speculativeGenerate(s, ds, specHost(m), { ...gopts, k: spec.ks[0] }) : s.generate(gopts);
+    const gen = hs && spec.tree ? eagleGenerate(s, hs, specHost(m), { ...gopts, tree: spec.tree })
+      : ds && dm ? speculativeGenerate(s, ds, specHost(m), { ...gopts, k: spec.ks[0] }) : s.generate(gopts);
     for await (const ev of gen) {
       if (ev.type === "prefill") promptTokens = ev.promptTokens;
       else if (ev.type === "token") {
@@ -219,9 +225,11 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     }
     process.stdout.write("\n");
     if (!done) return;
-    const specSummary = dm && "speculative" in done ? summarizeSpec((done as SpecDoneEvent).speculative, spec.draft ?? dm.id, true) : undefined;
+    const specSummary = (dm || hm) && "speculative" in done
+      ? summarizeSpec((done as SpecDoneEvent).speculative, spec.eagle ?? spec.draft ?? "", true, hm ? spec.tree : undefined) : undefined;
     if (specSummary) {
-      process.stderr.write(`[speculative draft k=${specSummary.k}: ${specSummary.steps} verify steps, ${specSummary.tokens_per_step.toFixed(2)} tokens/step, ` +
+      const arm = specSummary.tree ? `eagle depth=${specSummary.tree.depth} topk=${specSummary.tree.top_k} budget=${specSummary.tree.budget}` : `draft k=${specSummary.k}`;
+      process.stderr.write(`[speculative ${arm}: ${specSummary.steps} verify steps, ${specSummary.tokens_per_step.toFixed(2)} tokens/step, ` +
         `acceptance ${(100 * specSummary.acceptance_rate).toFixed(1)} % (by position ${specSummary.acceptance_by_position.map((x) => (100 * x).toFixed(0)).join("/")} %), ` +
         `draft ${specSummary.draft_ms_per_step.median.toFixed(2)} ms vs verify ${specSummary.verify_ms_per_step.median.toFixed(2)} ms per step (median)]\n`);
     }
@@ -259,6 +267,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     }
     s.close();
   } finally {
+    hm?.close();
     dm?.close();
     m.close();
   }
@@ -416,16 +425,18 @@ async function cmdBench(argv: string[]): Promise<void> {
   const rss0 = rssSplit();
   const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
   const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
+  const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
   const rows: BenchRow[] = [];
   const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
   try {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
     const maxD = Math.max(...depths);
-    const need = Math.max(maxD + maxPp, Math.max(maxD, 8) + maxTg, 16, dm ? 128 + maxTg : 0);
+    const need = Math.max(maxD + maxPp, Math.max(maxD, 8) + maxTg, 16, dm || hm ? 128 + maxTg + (spec.tree?.budget ?? 0) : 0);
     if (maxCtxArg !== undefined && maxCtxArg < need) fail(`bench: --max-context ${maxCtxArg} is below what the tests need (${need} = depth + pp, or depth + tg)`);
     const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: maxCtxArg ?? need, maxPrefill: Math.min(maxCtxArg ?? need, Math.max(maxPp, 4096)) });
     applyToggles(m, s, o.toggle as string | undefined);
     if (!dm && s.toggles().speculative === "draft") fail("bench: speculative=draft needs --draft PATH");
+    if (!hm && s.toggles().speculative === "eagle") fail("bench: speculative=eagle needs --eagle DIR");
     const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
     const kv = s.kvInfo?.();
     if (kv) {
@@ -433,16 +444,21 @@ async function cmdBench(argv: string[]): Promise<void> {
         `${(kv.kvBytes / 1048576).toFixed(1)} MiB allocated for ${Math.max(...batches)} x ${s.maxContext} tokens`);
       summary.kv = kv;
     }
-    if (dm) {
-      // off vs draft at each k on Brown validation prompts (engine/spec/bench.ts)
-      const ds = dm.newSession({ maxContext: s.maxContext });
+    if (dm || hm) {
+      // off vs draft at each k vs eagle on Brown validation prompts (engine/spec/bench.ts)
+      const ds = dm?.newSession({ maxContext: s.maxContext });
+      const hs = hm?.newSession({ maxContext: s.maxContext });
       for (const tg of tgs) {
-        const res = await runSpecBench(s, ds, specHost(m), { prompts: brownPromptSet(nPrompts), nGen: tg, ks: spec.ks, reps, warmup, draftLabel: spec.draft ?? dm.id, onProgress: log });
+        const res = await runSpecBench(s, ds, specHost(m), {
+          prompts: brownPromptSet(nPrompts), nGen: tg, ks: dm ? spec.ks : [], reps, warmup, draftLabel: spec.draft ?? "", onProgress: log,
+          ...(hs && spec.tree ? { eagle: { head: hs, tree: spec.tree, label: spec.eagle ?? "" } } : {}),
+        });
         rows.push(...specBenchRows(m, res, { nGen: tg, prompts: nPrompts }));
         if (tg === tgs[0]) summary.speculative = res.map((r) => ({ arm: r.arm, tok_s: r.tokS, ...(r.spec ? { spec: r.spec } : {}) }));
       }
-      ds.close();
-      s.setToggle("speculative", "draft");
+      ds?.close();
+      hs?.close();
+      s.setToggle("speculative", hm ? "eagle" : "draft");
     }
     for (const depth of depths) for (const pp of pps) {
       const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0, depth }, { reps, warmup, retries, maxContention, onProgress: log });
@@ -496,6 +512,7 @@ async function cmdBench(argv: string[]): Promise<void> {
       process.stderr.write(`profile: ${path}\n`);
     }
   } finally {
+    hm?.close();
     dm?.close();
     m.close();
   }

@@ -16,6 +16,8 @@ import { opName } from "../catalog.ts";
 import { WEIGHTS_TOGGLE } from "../formats/requant.ts";
 import { speculativeGenerate, TOGGLE_VALUES_NEEDING_INPUT, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
 import { mergeTraces, summarizeSpec, type SpecTrace } from "../spec/stats.ts";
+import { eagleGenerate } from "../spec/eagle.ts";
+import type { TreeParams } from "../spec/eagle-tree.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -80,6 +82,8 @@ export interface RunSpec {
   repeats?: number;
   /** Speculative decoding with this draft model (toggle speculative = draft) and k draft tokens per step. */
   draft?: { model: string; k: number; root?: string };
+  /** Speculative decoding with this EAGLE head directory (toggle speculative = eagle) and its EAGLE-2 tree. */
+  eagle?: { head: string; depth: number; topK: number; budget: number; root?: string };
 }
 
 export type RunEvent =
@@ -96,8 +100,9 @@ export interface RecordOptions {
   /** Yield to the event loop between steps so cancel messages and streams get through (default true). */
   yieldToLoop?: boolean;
   keepCaptures?: boolean;
-  /** Speculative decoding with a draft model (engine/spec/): generations go through speculativeGenerate. */
-  speculative?: { draft: EngineSession; host: SpecHost; k: number; label: string };
+  /** Speculative decoding (engine/spec/): with a draft model generations go through speculativeGenerate, with an
+   *  EAGLE head (`tree` given, `draft` = the head session) through eagleGenerate. */
+  speculative?: { draft: EngineSession; host: SpecHost; k: number; label: string; tree?: TreeParams };
 }
 
 // PassMeasure and RecordResult live with the code that merges passes (passes.ts), so passes.ts needs nothing
@@ -266,7 +271,8 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       temperature: samp.temperature, topK: samp.topK, topP: samp.topP, seed,
     };
     const sp = o.speculative;
-    const gen = sp ? speculativeGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, k: sp.k }) : session.generate(gopts);
+    const gen = sp?.tree ? eagleGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, tree: sp.tree })
+      : sp ? speculativeGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, k: sp.k }) : session.generate(gopts);
     for await (const ev of gen) {
       if (ev.type === "prefill") {
         promptTokens = ev.promptTokens;
@@ -345,7 +351,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       ...(session.kvInfo ? { kv: session.kvInfo() } : {}),  // KV-cache type and memory, shown next to the speeds
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
-      ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true) } : {}),
+      ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true, o.speculative.tree) } : {}),
     },
     kernels,
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),

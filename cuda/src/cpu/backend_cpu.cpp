@@ -49,12 +49,16 @@ class CpuModel final : public BackendModel {
     const Config &c = m_.cfg;
     m_.embed = weight(m_, "token_embd.weight");
     m_.output = c.tie_embeddings ? m_.embed : weight(m_, "output.weight");
-    m_.out_norm = vec(m_, "output_norm.weight");
+    m_.out_norm = c.eagle_head ? nullptr : vec(m_, "output_norm.weight");
+    if (c.eagle_head) {
+      m_.eagle_fc = weight(m_, "eagle.fc.weight");
+      m_.eagle_fc_bias = vec(m_, "eagle.fc.bias");
+    }
     m_.layers.resize(size_t(c.num_layers));
     for (int32_t l = 0; l < c.num_layers; ++l) {
       const std::string b = "blk." + std::to_string(l) + ".";
       Layer &ly = m_.layers[size_t(l)];
-      ly.attn_norm = vec(m_, b + "attn_norm.weight");
+      ly.attn_norm = c.eagle_head ? nullptr : vec(m_, b + "attn_norm.weight");
       ly.ffn_norm = vec(m_, b + "ffn_norm.weight");
       ly.bq = vec(m_, b + "attn_q.bias");
       ly.bk = vec(m_, b + "attn_k.bias");

@@ -102,13 +102,15 @@ void attention_blocked_avx512(KvStore &kv, const AttnArgs &a, const GqaKv &g);
 // The CPU model: native tensors by name, and the forward step (forward.cpp).
 struct Layer {
   Weight q, k, v, o, gate, up, down;
-  const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  const float *attn_norm = nullptr /* null: no input norm (EAGLE head layer 0) */, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
 };
 struct Model {
   Config cfg;
   std::vector<std::unique_ptr<NativeTensor>> tensors;
   Weight embed, output;  // output = embed when tied
-  const float *out_norm = nullptr;
+  const float *out_norm = nullptr;  // null for an EAGLE head (no final norm)
+  Weight eagle_fc;                  // EAGLE head only (cfg.eagle_head): fc [H, 2H] and its bias
+  const float *eagle_fc_bias = nullptr;
   std::vector<Layer> layers;
   int threads = 1;  // pool size of each session
   const NativeTensor *find(const std::string &name) const;
@@ -121,6 +123,8 @@ class Session final : public BackendSession {
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}  // the front tracks lengths; stale KV rows are overwritten before use
   KvInfo kv_info() const override { return kv_.info(); }
+  bool supports_tree() const override { return true; }
+  void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;
 
  private:
   const Model &m_;
@@ -132,6 +136,8 @@ class Session final : public BackendSession {
   std::vector<float> x_, h_, q_, k_, v_, z_, o_, g_, u_, a_, logits_, fin_;
   std::vector<int32_t> pos_;
   SamplerScratch sampler_;
+  std::vector<float> fnorm_;      // ln_final.hook_normalized capture: every row's final-normed state
+  std::vector<float> eagle_cat_;  // EAGLE head: [embedding ; feature] rows (opt/speculative/eagle_cpu.hpp)
   std::vector<float> q_succ_, q_inter_;  // Dual Chunk Attention (src/opt/dca/): successive-/inter-chunk queries
 };
 

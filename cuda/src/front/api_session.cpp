@@ -14,7 +14,6 @@
 
 namespace qw {
 
-namespace {
 void check_seq(qw_session *s, int32_t seq, bool allow_all) {
   if (allow_all && seq == -1) return;
   if (seq < 0 || seq >= s->max_batch)
@@ -22,15 +21,11 @@ void check_seq(qw_session *s, int32_t seq, bool allow_all) {
                                std::to_string(s->max_batch) + ")" + (allow_all ? " (or -1 for all)" : ""));
 }
 
-}  // namespace
-
 void reset_seq(qw_session *s, int32_t seq) {
   s->bs->reset(seq);
   s->len[size_t(seq)] = 0;
   s->peak[size_t(seq)] = 0;
 }
-
-namespace {
 
 void check_tokens(qw_session *s, const int32_t *tokens, int32_t n) {
   const int32_t V = s->model->cfg.vocab_size;
@@ -80,8 +75,6 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   for (size_t i = 0; i < s->captures.size(); ++i)
     if (s->captures[i].filled) s->filled.push_back(int32_t(i));
 }
-
-}  // namespace
 
 }  // namespace qw
 
@@ -245,6 +238,7 @@ QW_API int32_t qw_session_prefill(qw_session *s, int32_t seq, const int32_t *tok
     need(out_token, "out_token");
     if (n_tokens < 1) fail(QW_ERR_INVALID_ARGUMENT, "n_tokens must be >= 1");
     need(tokens, "tokens");
+    qw::refuse_eagle_head(s, "qw_session_prefill");
     if (n_tokens > s->max_prefill)
       fail(QW_ERR_INVALID_ARGUMENT, "n_tokens = " + std::to_string(n_tokens) + " exceeds max_prefill = " +
                                         std::to_string(s->max_prefill) + " (prefill in chunks)");
@@ -274,6 +268,7 @@ QW_API int32_t qw_session_decode(qw_session *s, int32_t n, const int32_t *seq_id
     need(seq_ids, "seq_ids");
     need(tokens, "tokens");
     need(out_tokens, "out_tokens");
+    qw::refuse_eagle_head(s, "qw_session_decode");
     std::vector<bool> seen(size_t(s->max_batch), false);
     for (int32_t i = 0; i < n; ++i) {
       check_seq(s, seq_ids[i], false);
