@@ -108,8 +108,8 @@ void test_int8(Rng &r) {
         "int8 block of zeros: scale 0, q 0");
 }
 
-// Independent fp64 reference of one query head over a kv head: the same quantization (fp32 smoothing, INT8 Q/K,
-// bf16 / e4m3 V') then exact int dots, online softmax over 64-key blocks in fp64, P' rounded from the fp64 p.
+// Independent fp64 reference of one query head over a kv head: the same quantization (fp32 smoothing of K, and of V
+// in the fp8 arm, INT8 Q/K, bf16 / e4m3 V') then exact int dots, online softmax over 64-key blocks in fp64, P' rounded from the fp64 p.
 // quant = false: plain fp64 softmax attention over (smoothed when smooth) fp32 K.
 enum class Arm { Exact, Int8, Fp8 };
 void ref_attend(Arm arm, bool smooth, const float *Q, int32_t rows, int32_t pos_first, const float *K, const float *V,
@@ -130,13 +130,20 @@ void ref_attend(Arm arm, bool smooth, const float *Q, int32_t rows, int32_t pos_
     for (int64_t i = 0; i < n; ++i) out[size_t(i)] = mx > 0 ? std::rint(x[i] * (127.0f / mx)) : 0.0;
     return double(mx / 127.0f);
   };
-  std::vector<double> Vq(size_t(len) * d), vs(size_t(d), 1.0);
+  std::vector<double> Vq(size_t(len) * d), vs(size_t(d), 1.0), vm(size_t(d), 0.0);
   for (int32_t c = 0; c < d; ++c) {
+    float mu = 0;  // smooth-V (fp8 arm): the per-channel mean, added back to z
+    if (arm == Arm::Fp8) {
+      double s = 0;
+      for (int32_t k = 0; k < len; ++k) s += V[size_t(k) * d + c];
+      mu = float(s / len);
+    }
+    vm[size_t(c)] = mu;
     float mx = 0;
-    for (int32_t k = 0; k < len; ++k) mx = std::max(mx, std::fabs(V[size_t(k) * d + c]));
+    for (int32_t k = 0; k < len; ++k) mx = std::max(mx, std::fabs(V[size_t(k) * d + c] - mu));
     if (arm == Arm::Fp8) vs[size_t(c)] = double(mx / 448.0f);
     for (int32_t k = 0; k < len; ++k) {
-      const float v = V[size_t(k) * d + c];
+      const float v = arm == Arm::Fp8 ? V[size_t(k) * d + c] - mu : V[size_t(k) * d + c];
       Vq[size_t(k) * d + c] = arm == Arm::Exact ? v
                               : arm == Arm::Int8 ? bf16_to_float(float_to_bf16(v))
                                                  : e4m3_decode(uint8_t(e4m3_nearest(double(v * (mx > 0 ? 448.0f / mx : 0.0f)))));
@@ -180,7 +187,7 @@ void ref_attend(Arm arm, bool smooth, const float *Q, int32_t rows, int32_t pos_
         m = mn;
       }
       for (int32_t c = 0; c < d; ++c)
-        z[size_t(r0 + i) * d + c] = acc[size_t(c)] * (arm == Arm::Fp8 ? vs[size_t(c)] / 448.0 : 1.0) / l;
+        z[size_t(r0 + i) * d + c] = acc[size_t(c)] * (arm == Arm::Fp8 ? vs[size_t(c)] / 448.0 : 1.0) / l + vm[size_t(c)];
     }
   }
 }
@@ -219,7 +226,7 @@ void test_against_ref(Rng &r) {
       std::vector<float> Q, K, V;
       fill(r, Q, rows, d, 1.5f, 0.0f);
       fill(r, K, len, d, 1.0f, 3.0f);
-      fill(r, V, len, d, 1.0f, 0.0f);
+      fill(r, V, len, d, 1.0f, 1.0f);  // V offsets: smooth-V (fp8 arm) must add them back
       float vmax = 0;
       for (float v : V) vmax = std::max(vmax, std::fabs(v));
       for (bool fp8 : {false, true}) {
