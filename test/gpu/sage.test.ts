@@ -1,7 +1,7 @@
 // SageAttention prefill on CUDA (cuda/src/opt/attention/sage.cu) end to end on the embedded model, next to the CPU
-// reference arms (sage_ref.hpp): the registry offers both arms on cuda; per layer, the CUDA arm's attention output
-// against CUDA flash-bf16 meets the issue's bars (cosine >= 0.999, relative L1 <= 0.03) and is about as far from it
-// as the CPU arm is from CPU flash-bf16; one layer's toggle reaches that layer only (kernel names by layer, upstream
+// reference arms (sage_ref.hpp): the registry offers both arms on cuda; with every layer in the arm, the CUDA arm's
+// attention output is about as far from CUDA flash-bf16 as the CPU arm is from CPU flash-bf16; each layer alone in
+// the arm meets the issue's bars (cosine >= 0.999, relative L1 <= 0.03); one layer's toggle reaches that layer only (kernel names by layer, upstream
 // captures bitwise unchanged); chunked prefill against the cache and decode after it run and agree with one prefill;
 // a quantized KV cache with a Sage arm is refused per step. The kernels were written without a GPU: this file is
 // their first end-to-end check (see README). Skips without a GPU.
@@ -66,20 +66,33 @@ describe.skipIf(noGpu())("attention = sage-* on CUDA vs the CPU reference arms",
   });
 
   for (const arm of ARMS) {
-    test(`${arm}: per layer, CUDA against CUDA flash-bf16 meets the bars, close to the CPU arm's own error`, () => {
+    test(`${arm}: every layer in the arm, CUDA about as far from CUDA flash-bf16 as the CPU arm from CPU flash-bf16`, () => {
       const gRef = run(gpu, "flash-bf16", tokens), gArm = run(gpu, arm, tokens);
       const cRef = run(cpu, "flash-bf16", tokens), cArm = run(cpu, arm, tokens);
       const L = gpu.config.num_hidden_layers;
       for (let l = 0; l < L; l++) {
         expect(gArm.kernels[l]).toEqual([`attn_prefill_${arm.replace("-", "_")}`]);
         const eg = tensorError(z(gRef, l), z(gArm, l)), ec = tensorError(z(cRef, l), z(cArm, l));
-        console.log(`[sage] ${arm} layer ${l}: cuda cos ${eg.cosine.toFixed(6)} relL1 ${eg.rel_l1.toFixed(4)} · ` +
+        console.log(`[sage] ${arm} layer ${l}, all layers: cuda cos ${eg.cosine.toFixed(6)} relL1 ${eg.rel_l1.toFixed(4)} · ` +
           `cpu cos ${ec.cosine.toFixed(6)} relL1 ${ec.rel_l1.toFixed(4)}`);
         expect(eg.cosine).toBeGreaterThanOrEqual(0.999);
-        expect(eg.rel_l1).toBeLessThanOrEqual(0.03);
         expect(eg.rel_l1).toBeLessThan(1.5 * ec.rel_l1 + 0.005);
         // and the CUDA arm stays near the CPU arm it reproduces (bf16 activations on CUDA, fp32 on the CPU)
         expect(tensorError(z(cArm, l), z(gArm, l)).cosine).toBeGreaterThan(0.998);
+      }
+    });
+
+    // The issue's bars per layer, on that layer's own error: only layer l in the arm (its inputs are flash-bf16's; with
+    // every layer in sage-fp8 the CPU reference itself drifts past 0.03 by layer 2, see README Measured)
+    test(`${arm}: each layer alone meets cosine >= 0.999 and rel L1 <= 0.03`, () => {
+      const L = gpu.config.num_hidden_layers;
+      const ref = run(gpu, "flash-bf16", tokens);
+      for (let l = 0; l < L; l++) {
+        const one = run(gpu, Array.from({ length: L }, (_, i) => (i === l ? arm : "flash-bf16")), tokens);
+        const e = tensorError(z(ref, l), z(one, l));
+        console.log(`[sage] ${arm} layer ${l} alone: cuda cos ${e.cosine.toFixed(6)} relL1 ${e.rel_l1.toFixed(4)} max abs ${e.max_abs.toExponential(2)}`);
+        expect(e.cosine).toBeGreaterThanOrEqual(0.999);
+        expect(e.rel_l1).toBeLessThanOrEqual(0.03);
       }
     });
   }
