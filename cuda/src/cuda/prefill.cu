@@ -139,28 +139,12 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast)
   const int32_t R = prow_cap_;
   const char *an = "attn_prefill_mma";
   const Attention arm = attention_arm(st, l);
-  if (arm != Attention::FlashBf16) {  // Sage reads the kv heads in place (a broadcast copy would hold the same rows)
-    const bool fp8 = arm == Attention::SageFp8;
+  const bool sage = arm != Attention::FlashBf16;  // Sage reads the kv heads in place: a broadcast copy holds the same rows
+  if (sage) {
     int dev = 0;
     CK(cudaGetDevice(&dev));
-    const char *why = qwc::sage_unsupported(fp8, c.head_dim, c.num_heads, c.num_kv_heads, dev);
+    const char *why = qwc::sage_unsupported(arm == Attention::SageFp8, c.head_dim, c.num_heads, c.num_kv_heads, dev);
     if (*why) throw Error(QW_ERR_UNSUPPORTED, "attention = " + value_name(arm) + " on layer " + std::to_string(l) + ": " + why);
-    for (size_t i = 0; i < st.seq.size(); ++i) {
-      const size_t row0 = (size_t)st.row_offset[i];
-      qwc::SagePrefillArgs a;
-      a.out = z_.as<bf16>() + row0 * c.q_dim();
-      a.q = q_.as<bf16>() + row0 * c.q_dim();
-      a.kcache = kcache(l);
-      a.vcache = vcache(l);
-      a.slot = st.seq[i];
-      a.pos0 = st.pos0[i];
-      a.n = st.n_new[i];
-      a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
-      a.fp8 = fp8;
-      a.ws = &sage_;
-      an = dev_guard([&] { return qwc::launch_sage_prefill(a, stream_); });
-    }
-    return an;
   }
   for (size_t i = 0; i < st.seq.size(); ++i) {
     const size_t row0 = (size_t)st.row_offset[i];
@@ -173,6 +157,14 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast)
     a.pos0 = st.pos0[i];
     a.n = st.n_new[i];
     a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+    if (sage) {
+      qwc::SagePrefillArgs sa;
+      sa.p = a;
+      sa.fp8 = arm == Attention::SageFp8;
+      sa.ws = &sage_;
+      an = dev_guard([&] { return qwc::launch_sage_prefill(sa, stream_); });
+      continue;
+    }
     if (bcast) {
       ensure_bcast();
       hparams_[3 * R + i] = st.pos0[i] + st.n_new[i];
@@ -185,7 +177,7 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast)
     }
     an = qwc::launch_prefill_attention(a, stream_);
   }
-  return bcast ? "attn_prefill_mma+broadcast" : an;
+  return bcast && !sage ? "attn_prefill_mma+broadcast" : an;
 }
 
 // rmsnorm, the gate|up GEMM (bf16 out), then SwiGLU as its own op.

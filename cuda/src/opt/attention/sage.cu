@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common.cuh"
+#include "mma_sync.cuh"
 
 namespace qwc {
 namespace {
@@ -18,37 +19,11 @@ constexpr float kE4m3Max = 448.0f;
 constexpr int kThreads = 128;  // 4 warps x 16 mma rows = 64 rows per attend block
 constexpr int kRows = 64;
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(smem_u32(p)));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(smem_u32(p)));
-}
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
-  const int n = pred ? 16 : 0;  // zero-fill when not valid
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(smem)), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;"); }
-
 // D = A.B + D: A 16x32 int8 (row), B 32x8 int8 (col), int32 accumulators.
 __device__ __forceinline__ void mma_s8(int c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
       : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 // D = A.B + D: A 16x32 e4m3 (row), B 32x8 e4m3 (col), fp32 accumulators. sm_89+ (the sm_80 image traps: the
@@ -66,10 +41,6 @@ __device__ __forceinline__ void mma_e4m3(float c[4], const uint32_t a[4], uint32
 // Two floats to e4m3 (round to nearest even, saturating at +-448: sage_ref.hpp e4m3_encode), lo in the low byte.
 __device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
   return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t *>(&v);
 }
 __device__ __forceinline__ float block_max(float v, float *red) {  // blockDim.x == kThreads
   v = warp_max(v);
@@ -90,14 +61,14 @@ __device__ __forceinline__ int8_t q8(float x, float inv) {
 __global__ void sage_stats_kernel(const SagePrefillArgs a, const SageBufs w, int len, int chunks) {
   pdl_wait();
   pdl_trigger();
-  const int ch = blockIdx.x, kvh = blockIdx.y, c = threadIdx.x, D = a.head_dim;
-  const size_t base = ((size_t)a.slot * a.n_kv + kvh) * a.max_ctx * D;
+  const int ch = blockIdx.x, kvh = blockIdx.y, c = threadIdx.x, D = a.p.head_dim;
+  const size_t base = ((size_t)a.p.slot * a.p.n_kv + kvh) * a.p.max_ctx * D;
   const int k0 = ch * kSageChunk, k1 = min(len, k0 + kSageChunk);
   double ks = 0, vsum = 0;
   float vmin = INFINITY, vmax = -INFINITY;
   for (int k = k0; k < k1; ++k) {  // key order inside the chunk, as the reference's fp64 sum
-    ks += (double)__bfloat162float(a.kcache[base + (size_t)k * D + c]);
-    const float v = __bfloat162float(a.vcache[base + (size_t)k * D + c]);
+    ks += (double)__bfloat162float(a.p.kcache[base + (size_t)k * D + c]);
+    const float v = __bfloat162float(a.p.vcache[base + (size_t)k * D + c]);
     vsum += (double)v;
     vmin = fminf(vmin, v);
     vmax = fmaxf(vmax, v);
@@ -118,7 +89,7 @@ __global__ void __launch_bounds__(kThreads) sage_kv_quant_kernel(const SagePrefi
   __shared__ float kf_s[kSageKeys][D];
   __shared__ float red_s[kThreads / 32];
   const int blk = blockIdx.x, kvh = blockIdx.y, k0 = blk * kSageKeys;
-  const size_t base = ((size_t)a.slot * a.n_kv + kvh) * a.max_ctx * D;
+  const size_t base = ((size_t)a.p.slot * a.p.n_kv + kvh) * a.p.max_ctx * D;
   for (int c = threadIdx.x; c < D; c += kThreads) {
     double ks = 0, vsum = 0;
     float vmin = INFINITY, vmax = -INFINITY;
@@ -145,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) sage_kv_quant_kernel(const SagePrefi
   float mx = 0.f;
   for (int i = threadIdx.x; i < kSageKeys * D; i += kThreads) {
     const int r = i / D, c = i - r * D;
-    const float x = k0 + r < len ? __fsub_rn(__bfloat162float(a.kcache[base + (size_t)(k0 + r) * D + c]), mean_s[c]) : 0.f;
+    const float x = k0 + r < len ? __fsub_rn(__bfloat162float(a.p.kcache[base + (size_t)(k0 + r) * D + c]), mean_s[c]) : 0.f;
     kf_s[r][c] = x;
     mx = fmaxf(mx, fabsf(x));
   }
@@ -160,7 +131,7 @@ __global__ void __launch_bounds__(kThreads) sage_kv_quant_kernel(const SagePrefi
   for (int i = threadIdx.x; i < kSageKeys * D; i += kThreads) {
     const int c = i / kSageKeys, r = i - c * kSageKeys;
     float x = 0.f;
-    if (k0 + r < len) x = __fmul_rn(__fsub_rn(__bfloat162float(a.vcache[base + (size_t)(k0 + r) * D + c]), vmu_s[c]), vinv_s[c]);
+    if (k0 + r < len) x = __fmul_rn(__fsub_rn(__bfloat162float(a.p.vcache[base + (size_t)(k0 + r) * D + c]), vmu_s[c]), vinv_s[c]);
     vt[(size_t)c * w.ctx64 + k0 + (r & ~31) + sage_vt_pos(r & 31)] =
         (uint8_t)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
   }
@@ -172,18 +143,18 @@ __global__ void __launch_bounds__(kThreads) sage_q_quant_kernel(const SagePrefil
   pdl_wait();
   pdl_trigger();
   __shared__ float red_s[kThreads / 32];
-  const int blk = blockIdx.x, h = blockIdx.y, r0 = blk * kSageQRows, nr = min(kSageQRows, a.n - r0);
-  const int qdim = a.n_heads * D;
+  const int blk = blockIdx.x, h = blockIdx.y, r0 = blk * kSageQRows, nr = min(kSageQRows, a.p.n - r0);
+  const int qdim = a.p.n_heads * D;
   float mx = 0.f;
   for (int i = threadIdx.x; i < nr * D; i += kThreads) {
     const int r = i / D, c = i - r * D;
-    mx = fmaxf(mx, fabsf(__bfloat162float(a.q[(size_t)(r0 + r) * qdim + h * D + c])));
+    mx = fmaxf(mx, fabsf(__bfloat162float(a.p.q[(size_t)(r0 + r) * qdim + h * D + c])));
   }
   mx = block_max(mx, red_s);
   const float inv = mx > 0.f ? 127.f / mx : 0.f;
   for (int i = threadIdx.x; i < nr * D; i += kThreads) {
     const int r = i / D, c = i - r * D;
-    w.qi[((size_t)(r0 + r) * a.n_heads + h) * D + c] = q8(__bfloat162float(a.q[(size_t)(r0 + r) * qdim + h * D + c]), inv);
+    w.qi[((size_t)(r0 + r) * a.p.n_heads + h) * D + c] = q8(__bfloat162float(a.p.q[(size_t)(r0 + r) * qdim + h * D + c]), inv);
   }
   if (threadIdx.x == 0) w.qs[(size_t)h * ((w.rows + kSageQRows - 1) / kSageQRows) + blk] = mx / 127.f;
 }
@@ -209,10 +180,10 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
   int8_t *k_s = q_s + S::q;
   unsigned char *v_s = smem + S::q + S::k;
 
-  const int G = a.n_heads / a.n_kv, R = kRows / G, kvh = blockIdx.y;
+  const int G = a.p.n_heads / a.p.n_kv, R = kRows / G, kvh = blockIdx.y;
   const int p0 = blockIdx.x * R;                         // first query row (of the call) of this block
-  const int rows_here = min(R, a.n - p0);
-  const int kv_end = a.pos0 + p0 + rows_here;            // keys this block needs
+  const int rows_here = min(R, a.p.n - p0);
+  const int kv_end = a.p.pos0 + p0 + rows_here;            // keys this block needs
   const int n_tiles = (kv_end + kSageKeys - 1) / kSageKeys;
   const int qblocks = (w.rows + kSageQRows - 1) / kSageQRows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -221,11 +192,11 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
   for (int i = threadIdx.x; i < kRows * (D / 16); i += kThreads) {
     const int m = i / (D / 16), c = (i % (D / 16)) * 16;
     const int r = p0 + m / G;
-    const bool ok = m < R * G && r < a.n;
-    cp_async16(q_s + m * S::LDI + c, w.qi + ((size_t)(ok ? r : 0) * a.n_heads + kvh * G + m % G) * D + c, ok);
+    const bool ok = m < R * G && r < a.p.n;
+    cp_async16(q_s + m * S::LDI + c, w.qi + ((size_t)(ok ? r : 0) * a.p.n_heads + kvh * G + m % G) * D + c, ok);
   }
   const int8_t *kbase = w.ki + (size_t)kvh * w.ctx64 * D;
-  const __nv_bfloat16 *vbase = a.vcache + ((size_t)a.slot * a.n_kv + kvh) * a.max_ctx * D;
+  const __nv_bfloat16 *vbase = a.p.vcache + ((size_t)a.p.slot * a.p.n_kv + kvh) * a.p.max_ctx * D;
   const uint8_t *vtbase = w.vt + (size_t)kvh * D * w.ctx64;
   auto load_kv = [&](int tile, int buf) {
     const int k0 = tile * kSageKeys;
@@ -257,8 +228,8 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int m = warp * 16 + g + 8 * r, row = p0 + m / G;
-    const bool ok = m < R * G && row < a.n;
-    qpos[r] = ok ? a.pos0 + row : -1;  // -1: every key masked (padding row, never written)
+    const bool ok = m < R * G && row < a.p.n;
+    qpos[r] = ok ? a.p.pos0 + row : -1;  // -1: every key masked (padding row, never written)
     deq_q[r] = ok ? w.qs[(size_t)(kvh * G + m % G) * qblocks + row / kSageQRows] : 0.f;
   }
   const float sm = rsqrtf((float)D) * kLog2e;
@@ -274,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
     const int buf = tile & 1;
     if (tile + 1 < n_tiles) load_kv(tile + 1, buf ^ 1);
     cp_async_commit();
-    cp_async_wait1();
+    cp_async_wait<1>();
     __syncthreads();
     if (tile == 0) {
 #pragma unroll
@@ -405,7 +376,7 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
-  const int qdim = a.n_heads * D;
+  const int qdim = a.p.n_heads * D;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (qpos[r] < 0) continue;
@@ -420,7 +391,7 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
         z0 = fmaf(o[nt][2 * r] * (vs[c] / kE4m3Max), inv_l, vm[c]);
         z1 = fmaf(o[nt][2 * r + 1] * (vs[c + 1] / kE4m3Max), inv_l, vm[c + 1]);
       }
-      *reinterpret_cast<uint32_t *>(a.out + (size_t)row * qdim + h * D + c) = pack_bf16(z0, z1);
+      *reinterpret_cast<uint32_t *>(a.p.out + (size_t)row * qdim + h * D + c) = pack_bf16(z0, z1);
     }
   }
 }
@@ -429,11 +400,11 @@ template <int D>
 void launch_d(const SagePrefillArgs &a, int len, cudaStream_t s) {
   const int chunks = (len + kSageChunk - 1) / kSageChunk;
   const SageBufs &w = a.ws->b;
-  launch(sage_stats_kernel, dim3(chunks, a.n_kv), D, 0, s, a, w, len, chunks);
-  launch(sage_kv_quant_kernel<D>, dim3((len + kSageKeys - 1) / kSageKeys, a.n_kv), kThreads, 0, s, a, w, len, chunks);
-  launch(sage_q_quant_kernel<D>, dim3((a.n + kSageQRows - 1) / kSageQRows, a.n_heads), kThreads, 0, s, a, w);
-  const int G = a.n_heads / a.n_kv, R = kRows / G;
-  const dim3 grid((a.n + R - 1) / R, a.n_kv);
+  launch(sage_stats_kernel, dim3(chunks, a.p.n_kv), D, 0, s, a, w, len, chunks);
+  launch(sage_kv_quant_kernel<D>, dim3((len + kSageKeys - 1) / kSageKeys, a.p.n_kv), kThreads, 0, s, a, w, len, chunks);
+  launch(sage_q_quant_kernel<D>, dim3((a.p.n + kSageQRows - 1) / kSageQRows, a.p.n_heads), kThreads, 0, s, a, w);
+  const int G = a.p.n_heads / a.p.n_kv, R = kRows / G;
+  const dim3 grid((a.p.n + R - 1) / R, a.p.n_kv);
   if (a.fp8) {
     constexpr size_t smem = SageSmem<D, true>::bytes;
     static bool once = false;
@@ -500,16 +471,16 @@ const char *sage_unsupported(bool fp8, int32_t head_dim, int32_t n_heads, int32_
 
 const char *launch_sage_prefill(const SagePrefillArgs &a0, cudaStream_t s) {
   const char *name = a0.fp8 ? "attn_prefill_sage_fp8" : "attn_prefill_sage_int8";
-  if (a0.n <= 0) return name;
+  if (a0.p.n <= 0) return name;
   if (!a0.ws) throw CudaError("sage prefill: no scratch");
-  const int len = a0.pos0 + a0.n;
-  if (len > a0.max_ctx) throw CudaError("sage prefill: pos0 + n exceeds max_ctx");
-  a0.ws->ensure(a0.n, a0.n_heads, a0.n_kv, a0.head_dim, a0.max_ctx);
+  const int len = a0.p.pos0 + a0.p.n;
+  if (len > a0.p.max_ctx) throw CudaError("sage prefill: pos0 + n exceeds max_ctx");
+  a0.ws->ensure(a0.p.n, a0.p.n_heads, a0.p.n_kv, a0.p.head_dim, a0.p.max_ctx);
   const SagePrefillArgs &a = a0;  // the kernels get the scratch's pointers by value (SageBufs), never a.ws
-  switch (a.head_dim) {
+  switch (a.p.head_dim) {
     case 64: launch_d<64>(a, len, s); break;
     case 128: launch_d<128>(a, len, s); break;
-    default: throw CudaError(std::string("sage prefill: ") + sage_unsupported(a.fp8, a.head_dim, a.n_heads, a.n_kv, 0));
+    default: throw CudaError(std::string("sage prefill: ") + sage_unsupported(a.fp8, a.p.head_dim, a.p.n_heads, a.p.n_kv, 0));
   }
   QWC_LAUNCH_CHECK("launch_sage_prefill");
   return name;

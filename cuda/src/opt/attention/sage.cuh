@@ -24,6 +24,8 @@
 
 #include <cstdint>
 
+#include "attention.cuh"
+
 namespace qwc {
 
 constexpr int kSageQRows = 32;     // query rows per INT8 scale (sage_ref.hpp kSageQBlock)
@@ -57,12 +59,9 @@ struct SageScratch {
   ~SageScratch() { release(); }
 };
 
+// One sequence's call: the flash kernel's arguments (attention.cuh) plus the arm and the scratch.
 struct SagePrefillArgs {
-  __nv_bfloat16 *out = nullptr;  // z: [n, nH*d]
-  const __nv_bfloat16 *q = nullptr;  // [n, nH*d] after RoPE
-  const __nv_bfloat16 *kcache = nullptr, *vcache = nullptr;
-  int32_t slot = 0, pos0 = 0, n = 0;
-  int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
+  PrefillAttnArgs p;          // out, q (after RoPE), the bf16 cache, slot, pos0, n, shapes
   bool fp8 = false;
   SageScratch *ws = nullptr;  // ensure()d by the launcher
 };
