@@ -8,7 +8,7 @@
 //  2. kv quant grid (ceil(len / 64), nKV): smooth-K mean from the partials (fp64, chunk order), K~ = K - mean as
 //              INT8 per 64-key block with its scale; sage-fp8 also V~ = V - vmean per channel as e4m3 with the
 //              per-channel scale 448 / max|V~|, stored transposed [nKV][d][keys] in the key order the FP8 mma's A
-//              operand has when P comes straight from the Q.K accumulators (sage_vt_pos below).
+//              operand has when P comes straight from the Q.K accumulators (sage_layout.hpp).
 //  3. q quant  grid (ceil(n / 32), nH): Q as INT8 per 32 rows of one query head with its scale.
 //  4. attend   grid (ceil(n / R), nKV), 128 threads, R = 64 / G query positions: the block's 64 mma rows are the G
 //              query heads of one kv head times R positions (row m = position m / G, head m % G), so the heads of a
@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "attention.cuh"
+#include "sage_layout.hpp"
 
 namespace qwc {
 
@@ -71,14 +72,5 @@ struct SagePrefillArgs {
 const char *sage_unsupported(bool fp8, int32_t head_dim, int32_t n_heads, int32_t n_kv, int device);
 // Runs the four launches on `stream`; returns the kernel name of the record ("attn_prefill_sage_int8" / "_fp8").
 const char *launch_sage_prefill(const SagePrefillArgs &a, cudaStream_t stream);
-
-// The column of key r (0..31 inside its 32-key group) in the transposed e4m3 V: the FP8 mma's A operand holds
-// k = 4t..4t+3 (and 16 + 4t..) in thread t of a quad, while the Q.K accumulators give that thread keys 2t, 2t+1 of
-// each 8-key n-tile; storing V in this order lets P go to the mma with no shuffle (host-visible for the lab).
-__host__ __device__ inline int sage_vt_pos(int r) {
-  const int half = r >> 4, w = r & 15;
-  const int hi = w >> 3, x = w & 7;  // n-tile 2*half + hi, key x inside it
-  return half * 16 + (x >> 1) * 4 + hi * 2 + (x & 1);
-}
 
 }  // namespace qwc
