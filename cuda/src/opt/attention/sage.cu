@@ -439,8 +439,9 @@ void SageScratch::ensure(int32_t r, int32_t nH, int32_t nKV, int32_t d, int32_t 
   const size_t b_part = up((size_t)nKV * chunks * 2 * d * 8), b_vext = up((size_t)nKV * chunks * 2 * d * 4);
   const size_t total = b_qi + b_qs + b_ki + b_ks + b_vt + 2 * b_vs + b_part + b_vext;
   release();
+  // No memset (it would run on the legacy stream, unordered with the session's non-blocking stream): every byte a
+  // call's attend kernel reads was written by that call's quant kernels (whole 64-key blocks, zero past len).
   QWC_CHECK(cudaMalloc(&base, total));
-  QWC_CHECK(cudaMemset(base, 0, total));  // vt columns past a call's keys are read (masked P = 0): keep them finite
   bytes = total;
   unsigned char *p = static_cast<unsigned char *>(base);
   auto take = [&p](size_t b) { unsigned char *q = p; p += b; return q; };
