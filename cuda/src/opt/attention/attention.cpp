@@ -25,7 +25,10 @@ QW_OPTIMIZATION(attention) {
           "quantizes Q and K to INT8 with smooth-K (P*V in bf16); sage-fp8 adds FP8 e4m3 P*V with per-channel V scales "
           "and two-level fp32 accumulation. The CPU's Sage arms are the exact references (sage_ref.hpp); CUDA runs "
           "them in prefill (INT8 / FP8 tensor cores, FP8 on sm_89+), decode keeps the bf16 split-KV kernel. A Sage "
-          "arm needs kvCache = bf16 / f32 and dca = off on its layer.");
+          "arm needs kvCache = bf16 / f32 and dca = off on its layer.")
+      .cost({"attention"},
+            "sage-int8 / sage-fp8: the same bytes (K and V are read from the cache once; the int8 / fp8 copies are "
+            "scratch) and FLOPs; Q.K runs on the int8 roof, P.V on bf16 (sage-int8) or fp8 (sage-fp8)");
 }
 
 void attention_check_step(const StepToggles &t) {
