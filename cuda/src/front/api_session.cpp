@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "api.hpp"
+#include "attention.hpp"
 #include "json.hpp"
 #include "kvcache.hpp"
 #include "registry.hpp"
@@ -42,6 +43,7 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   st.profiling_mode = s->profiling;
   st.profiling = s->profiling != QW_PROFILING_OFF;
   st.toggles = s->toggles;  // typed when set: no parsing per step
+  qw::attention_check_step(st.toggles);  // a Sage arm that something else would replace is an error, not a swap
   st.dca_chunk = s->dca_chunk;
   st.dca_local = s->dca_local;
   st.row_offset.resize(st.seq.size());
