@@ -34,6 +34,8 @@ struct Config {
   // config has them, else chunk = the trained length (original_max_position_embeddings, else
   // max_position_embeddings) and local = chunk / 8. A session may override both (qw_session_create options).
   int32_t dca_chunk = 0, dca_local = 0;
+  // Tensor-parallel ranks (model option "parallel", opt/parallel/tp_plan.hpp): 1 = one device, the whole model.
+  int32_t tp = 1;
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }
 };
