@@ -37,6 +37,9 @@ export interface OpenOptions {
   weights?: "as-loaded" | "bf16" | "q8" | "q4";
   /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}. */
   weightsLayers?: Record<string, "as-loaded" | "bf16" | "q8" | "q4">;
+  /** Tensor parallelism, applied at load (engine/formats/parallel.ts): tp1 (default) | tp2 | tp4 | tp8. The CPU
+   *  backend runs tp2..tp8 as an emulation of the ranks (the reference); CUDA has tp1 only so far. */
+  parallel?: "tp1" | "tp2" | "tp4" | "tp8";
 }
 
 /** Qwen2 config, normalized (engine/formats/config.ts validates with zod). */

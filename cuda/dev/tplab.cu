@@ -166,11 +166,11 @@ int main(int argc, char **argv) {
     const qw::NativeTensor wo = random_bf16("blk.0.attn_output.weight", H, Q, 0.02f);
     const qw::NativeTensor wd = random_bf16("blk.0.ffn_down.weight", H, F, 0.02f);
     const qw::NativeTensor wl = random_bf16("output.weight", V, H, 0.02f);
-    std::vector<float> z(size_t(Q)), a(size_t(F)), h(size_t(H));
+    std::vector<float> z(static_cast<size_t>(Q)), a(static_cast<size_t>(F)), h(static_cast<size_t>(H));
     for (auto *v : {&z, &a, &h})
       for (auto &x : *v) x = rnd();
     struct Rank { void *wo, *wd, *wl; float *z, *a, *h, *o, *d, *lg, *lg_all; size_t bytes; int64_t zq, af, vp; };
-    std::vector<Rank> rk(size_t(n));
+    std::vector<Rank> rk(static_cast<size_t>(n));
     g.each([&](int r) {
       Rank &k = rk[size_t(r)];
       const qw::NativeTensor so = qw::tp_shard(plan, c, wo, r), sd = qw::tp_shard(plan, c, wd, r),
@@ -225,12 +225,12 @@ int main(int argc, char **argv) {
     auto rank_order = [&](const std::vector<std::vector<float>> &p) {
       std::vector<const float *> ptr;
       for (auto &v : p) ptr.push_back(v.data());
-      std::vector<float> out(size_t(H));
+      std::vector<float> out(static_cast<size_t>(H));
       qw::tp_sum_in_rank_order(out.data(), ptr.data(), n, H);
       return std::vector<double>(out.begin(), out.end());
     };
     auto full = [&](const qw::NativeTensor &w, const std::vector<float> &x) {
-      std::vector<double> y(size_t(w.rows));
+      std::vector<double> y(static_cast<size_t>(w.rows));
       for (int64_t r = 0; r < w.rows; ++r) {
         double s = 0;
         for (int64_t k2 = 0; k2 < w.cols; ++k2) s += w_at(w, r, k2) * x[size_t(k2)];
@@ -282,7 +282,7 @@ int main(int argc, char **argv) {
     // 4. timing: the all-reduce a layer pays twice, and the captured layer
     std::printf("\nall-reduce bf16 [B, %lld] over %d ranks (median of 5 x 20 after warm-up):\n", (long long)H, n);
     std::printf("  %6s %10s %10s %12s\n", "B", "bytes", "us", "busbw GB/s");
-    std::vector<void *> big(size_t(n));
+    std::vector<void *> big(static_cast<size_t>(n));
     const int64_t max_rows = quick ? 512 : 4096;
     g.each([&](int r) { big[size_t(r)] = upload<void>(nullptr, size_t(max_rows * H) * 2); CHK(cudaMemset(big[size_t(r)], 0, size_t(max_rows * H) * 2)); });
     for (int64_t B : {int64_t(1), int64_t(16), int64_t(512), int64_t(4096)}) {

@@ -126,28 +126,12 @@ void test_sum_order() {
   std::printf("  %-34s ok\n", "all-reduce order");
 }
 
-struct Run {
-  qw_engine *e = nullptr;
-  qw_model *m = nullptr;
-  qw_session *s = nullptr;
-  Run(const RefModel &ref, const std::string &cfg_json, int32_t max_batch = 2) {
-    CHECK_OK(qw_engine_create("{\"threads\":2}", &e));
-    CHECK_OK(qw_model_create(e, cfg_json.c_str(), &m));
-    CHECK_OK(ref.load(m));
-    CHECK_OK(qw_session_create(m, ("{\"max_batch\":" + std::to_string(max_batch) + ",\"max_context\":64}").c_str(), &s));
+// Run (refmodel.hpp) with the captures this file compares, and the model options in `model_json`.
+struct TpRun : Run {
+  TpRun(const RefModel &ref, const std::string &model_json, int32_t max_batch = 2)
+      : Run(ref, ("{\"max_batch\":" + std::to_string(max_batch) + ",\"max_context\":64}").c_str(), "{\"threads\":2}",
+            model_json) {
     CHECK_OK(qw_session_set_capture(s, "blocks.1.attn.hook_q,blocks.1.mlp.hook_post,blocks.0.hook_attn_out"));
-  }
-  ~Run() {
-    CHECK_OK(qw_session_destroy(s));
-    CHECK_OK(qw_model_destroy(m));
-    CHECK_OK(qw_engine_destroy(e));
-  }
-  std::vector<float> logits() {
-    int32_t rows = 0, V = 0;
-    CHECK_OK(qw_session_logits_shape(s, &rows, &V));
-    std::vector<float> out(size_t(rows) * size_t(V));
-    CHECK_OK(qw_session_read_logits(s, out.data(), int64_t(out.size())));
-    return out;
   }
   std::vector<std::vector<float>> captures() {
     int32_t n = 0;
@@ -176,7 +160,7 @@ struct Trace {
   std::vector<std::vector<float>> caps;
   std::vector<int32_t> tokens;
 };
-Trace trace(Run &run, const std::vector<int32_t> &toks) {
+Trace trace(TpRun &run, const std::vector<int32_t> &toks) {
   Trace t;
   int32_t next = -1;
   CHECK_OK(qw_session_set_logits_mode(run.s, 2));
@@ -217,12 +201,12 @@ void test_emulation() {
     const std::vector<double> want = ref.forward(std::vector<int32_t>(toks.begin(), toks.begin() + 9), true);
     Trace base;
     {
-      Run tp1(ref, cfg.json());
+      TpRun tp1(ref, cfg.json());
       base = trace(tp1, toks);
     }
     CHECK(rel_err(base.prefill, want, want.size()) < 2e-5, "tp1 vs fp64");
     for (const char *tp : {"tp2", "tp4"}) {
-      Run run(ref, with(cfg, std::string("\"parallel\":\"") + tp + "\""));
+      TpRun run(ref, with(cfg, std::string("\"parallel\":\"") + tp + "\""));
       const Trace t = trace(run, toks);
       const double ep = rel_err(t.prefill, base.prefill, base.prefill.size());
       const double ed = rel_err(t.decode, base.decode, base.decode.size());
@@ -261,7 +245,7 @@ void test_model_option() {
   CHECK_OK(qw_model_destroy(m));
   CHECK_OK(qw_engine_destroy(e));
   {
-    Run run(ref, with(cfg, "\"parallel\":\"tp2\",\"weights\":\"bf16\""), 1);
+    TpRun run(ref, with(cfg, "\"parallel\":\"tp2\",\"weights\":\"bf16\""), 1);
     char buf[8192];
     CHECK_OK(qw_session_toggles_json(run.s, buf, sizeof buf, nullptr));
     CHECK(has(buf, "\"parallel\":\"tp2\""), "toggles: %s", buf);
