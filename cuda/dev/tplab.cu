@@ -13,7 +13,7 @@
 //    of the unsharded weights (1e-5 relative); the gathered logits equal the ranks' slices bit for bit.
 // 3. graph: the layer's [o matvec, all-reduce, down matvec, all-reduce] captured once per rank and replayed; the
 //    replay equals the eager run within 1e-6.
-// 4. timing (median of 5 x 20 after warm-up, host clock around a synchronized batch): NCCL all-reduce of bf16 [B, H]
+// 4. timing (median of 5 x 20 after warm-up, host clock around a synchronized batch): NCCL all-reduce of bf16 and fp32 [B, H]
 //    for B = 1, 16, 512, 4096 (latency and bus bandwidth 2(N-1)/N * bytes / t: the floor one layer pays twice), and
 //    the captured layer's replay time.
 // Prints "tplab: FAIL ..." and exits 1 on a failed check.
@@ -280,16 +280,21 @@ int main(int argc, char **argv) {
     }
 
     // 4. timing: the all-reduce a layer pays twice, and the captured layer
-    std::printf("\nall-reduce bf16 [B, %lld] over %d ranks (median of 5 x 20 after warm-up):\n", (long long)H, n);
-    std::printf("  %6s %10s %10s %12s\n", "B", "bytes", "us", "busbw GB/s");
+    // bf16: the activations' type; fp32: the partial sums of the design in docs/ARCHITECTURE.md §Tensor parallelism
     std::vector<void *> big(static_cast<size_t>(n));
     const int64_t max_rows = quick ? 512 : 4096;
-    g.each([&](int r) { big[size_t(r)] = upload<void>(nullptr, size_t(max_rows * H) * 2); CHK(cudaMemset(big[size_t(r)], 0, size_t(max_rows * H) * 2)); });
-    for (int64_t B : {int64_t(1), int64_t(16), int64_t(512), int64_t(4096)}) {
-      if (B > max_rows) continue;
-      const double t = time_per_call(g, 20, [&] { g.all_reduce_sum(big.data(), size_t(B * H), NCCL_BFLOAT16); });
-      const double bytes = double(B * H) * 2;
-      std::printf("  %6lld %10.0f %10.1f %12.1f\n", (long long)B, bytes, t * 1e6, 2.0 * (n - 1) / n * bytes / t / 1e9);
+    g.each([&](int r) { big[size_t(r)] = upload<void>(nullptr, size_t(max_rows * H) * 4); CHK(cudaMemset(big[size_t(r)], 0, size_t(max_rows * H) * 4)); });
+    for (const NcclType type : {NCCL_BFLOAT16, NCCL_FLOAT32}) {
+      const int esz = type == NCCL_FLOAT32 ? 4 : 2;
+      std::printf("\nall-reduce %s [B, %lld] over %d ranks (median of 5 x 20 after warm-up):\n", esz == 4 ? "fp32" : "bf16",
+                  (long long)H, n);
+      std::printf("  %6s %10s %10s %12s\n", "B", "bytes", "us", "busbw GB/s");
+      for (int64_t B : {int64_t(1), int64_t(16), int64_t(512), int64_t(4096)}) {
+        if (B > max_rows) continue;
+        const double t = time_per_call(g, 20, [&] { g.all_reduce_sum(big.data(), size_t(B * H), type); });
+        const double bytes = double(B * H) * esz;
+        std::printf("  %6lld %10.0f %10.1f %12.1f\n", (long long)B, bytes, t * 1e6, 2.0 * (n - 1) / n * bytes / t / 1e9);
+      }
     }
     const double tl = time_per_call(g, 20, [&] { g.replay(); });
     std::printf("captured layer (o matvec + all-reduce + down matvec + all-reduce, fp32 B = 1): %.1f us per replay\n", tl * 1e6);

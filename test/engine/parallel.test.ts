@@ -1,5 +1,5 @@
 // The `parallel` model option (tensor parallelism, engine/formats/parallel.ts) on the CPU backend, whose tp2 / tp4 are
-// an emulation of the ranks (cuda/src/opt/parallel/tp_cpu.hpp): logits equal tp1 within fp32 reduction-order noise (2e-5)
+// an emulation of the ranks (cuda/src/opt/parallel/tp_cpu.hpp): logits equal tp1 within fp32 reduction-order noise (5e-6, f32 KV cache)
 // and greedy tokens are identical; the option is refused with the reason where a model cannot be split.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { openModel, openSyntheticInMemory, type Model } from "../../engine/index.ts";
@@ -12,6 +12,7 @@ function run(m: Model, ids: number[], n: number): { prefill: Float32Array; token
   const s = m.newSession({ maxBatch: 1, maxContext: 256 });
   try {
     s.setSampling(0, { temperature: 0 });
+    s.setToggle("kvCache", "f32"); // with bf16 K/V, reduction-order noise flips bf16 roundings (~1e-5 each on the logits)
     s.setLogitsMode(2);
     const tokens = [s.prefill(0, ids)];
     const prefill = s.logits().data.slice();
@@ -40,14 +41,14 @@ describe.skipIf(!cpuLibraryBuilt())("parallel option (CPU emulation of the ranks
   ];
   const ids = prompt(24, 3);
   for (const c of cases) {
-    test(`${c.name}: ${c.tp} equals tp1 (logits within 2e-5, greedy tokens identical)`, async () => {
+    test(`${c.name}: ${c.tp} equals tp1 (logits within 5e-6, greedy tokens identical)`, async () => {
       const one = await openSyntheticInMemory(c.spec, "f32", { backend: "cpu", threads: 2 });
       const many = await openSyntheticInMemory(c.spec, "f32", { backend: "cpu", threads: 2, parallel: c.tp });
       try {
         const a = run(one, ids, 12), b = run(many, ids, 12);
         const e = relErr(b.prefill, a.prefill);
         console.log(`[parallel] ${c.name} ${c.tp} vs tp1: prefill logits rel err ${e.toExponential(2)}`);
-        expect(e).toBeLessThan(2e-5); // fp32 sums in another order; measured 9e-7 (tp2) and 4.5e-6 (tp4) on this machine
+        expect(e).toBeLessThan(5e-6); // fp32 sums in another order; measured 8.7e-7 (tp2) and 6.8e-7 (tp4) on this machine
         expect(e).toBeGreaterThanOrEqual(0);
         expect(b.tokens).toEqual(a.tokens);
       } finally {

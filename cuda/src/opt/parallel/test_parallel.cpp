@@ -132,6 +132,10 @@ struct TpRun : Run {
       : Run(ref, ("{\"max_batch\":" + std::to_string(max_batch) + ",\"max_context\":64}").c_str(), "{\"threads\":2}",
             model_json) {
     CHECK_OK(qw_session_set_capture(s, "blocks.1.attn.hook_q,blocks.1.mlp.hook_post,blocks.0.hook_attn_out"));
+    // An f32 KV cache: with bf16 K/V, fp32 reduction-order noise flips some bf16 roundings, and each flip moves the
+    // logits by ~1e-5 (measured up to 3e-5 with Q8_0 weights), hiding what this file measures. (needsReset: every
+    // rank's cache is reconfigured.)
+    CHECK_OK(qw_session_set_toggle(s, "kvCache", "f32", -1));
   }
   std::vector<std::vector<float>> captures() {
     int32_t n = 0;
@@ -191,34 +195,36 @@ void test_emulation() {
   cfg.nH = 8;
   cfg.nKV = 4;
   cfg.d = 16;
-  for (bool tied : {true, false}) {
+  // f32 tied, f32 untied, and Q8_0 untied (W8 g32: the row-parallel splits at 64 / 32 columns fall on group bounds)
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool tied = variant == 0;
+    const int32_t wt = variant == 2 ? int32_t(QW_GGML_Q8_0) : int32_t(QW_GGML_F32);
     cfg.tied = tied;
-    const RefModel ref(cfg, 21, [](const std::string &, int64_t) { return QW_GGML_F32; });
+    const RefModel ref(cfg, 21, [wt](const std::string &, int64_t) { return wt; });
     Rng r(9);
     std::vector<int32_t> toks(12);
     for (auto &t : toks) t = int32_t(r.next() % uint64_t(cfg.V));
-    // the sessions run the default bf16 KV cache: the reference rounds K and V the same way
-    const std::vector<double> want = ref.forward(std::vector<int32_t>(toks.begin(), toks.begin() + 9), true);
+    const std::vector<double> want = ref.forward(std::vector<int32_t>(toks.begin(), toks.begin() + 9));
     Trace base;
     {
       TpRun tp1(ref, cfg.json());
       base = trace(tp1, toks);
     }
-    CHECK(rel_err(base.prefill, want, want.size()) < 2e-5, "tp1 vs fp64");
+    CHECK(rel_err(base.prefill, want, want.size()) < 5e-6, "tp1 vs fp64");
     for (const char *tp : {"tp2", "tp4"}) {
       TpRun run(ref, with(cfg, std::string("\"parallel\":\"") + tp + "\""));
       const Trace t = trace(run, toks);
       const double ep = rel_err(t.prefill, base.prefill, base.prefill.size());
       const double ed = rel_err(t.decode, base.decode, base.decode.size());
       const double ef = rel_err(t.prefill, want, want.size());
-      CHECK(ep < 1e-5 && ed < 1e-5 && ef < 2e-5, "%s tied=%d: prefill %.3g, decode %.3g vs tp1; %.3g vs fp64", tp, tied, ep, ed, ef);
-      CHECK(t.tokens == base.tokens, "%s tied=%d: greedy tokens differ from tp1", tp, tied);
+      CHECK(ep < 5e-6 && ed < 5e-6 && ef < 5e-6, "%s tied=%d %s: prefill %.3g, decode %.3g vs tp1; %.3g vs fp64", tp, tied, qw::ggml_type_name(wt), ep, ed, ef);
+      CHECK(t.tokens == base.tokens, "%s tied=%d %s: greedy tokens differ from tp1", tp, tied, qw::ggml_type_name(wt));
       bool caps_ok = t.caps.size() == base.caps.size() && t.caps.size() == 3;
       for (size_t i = 0; caps_ok && i < t.caps.size(); ++i)
-        caps_ok = t.caps[i].size() == base.caps[i].size() && rel_err(t.caps[i], base.caps[i], t.caps[i].size()) < 1e-5;
+        caps_ok = t.caps[i].size() == base.caps[i].size() && rel_err(t.caps[i], base.caps[i], t.caps[i].size()) < 5e-6;
       CHECK(caps_ok, "%s: captures (hook_q, hook_post, hook_attn_out) in the tp1 layout", tp);
-      std::printf("  %-34s ok (tied=%d: logits vs tp1 prefill %.1e decode %.1e, vs fp64 %.1e)\n",
-                  (std::string("emulated ") + tp + " == tp1").c_str(), tied, ep, ed, ef);
+      std::printf("  %-34s ok (%s, tied=%d: logits vs tp1 prefill %.1e decode %.1e, vs fp64 %.1e)\n",
+                  (std::string("emulated ") + tp + " == tp1").c_str(), qw::ggml_type_name(wt), tied, ep, ed, ef);
     }
   }
 }
@@ -253,7 +259,7 @@ void test_model_option() {
     CHECK_ST(qw_session_set_toggle(run.s, "parallel", "tp1", -1), QW_ERR_STATE);
     CHECK(has(qw_last_error(), "chosen when the model loads") && has(qw_last_error(), "this model: tp2"), "%s", qw_last_error());
     CHECK_ST(qw_session_set_profiling(run.s, QW_PROFILING_EVENTS), QW_ERR_UNSUPPORTED);
-    CHECK_OK(qw_session_set_toggle(run.s, "kvCache", "f32", -1));  // a needsReset toggle reconfigures every rank
+    CHECK_OK(qw_session_set_toggle(run.s, "kvCache", "bf16", -1));  // a needsReset toggle reconfigures every rank
     CHECK_ST(qw_session_set_toggle(run.s, "dca", "on", -1), QW_OK);
     int32_t next = -1;
     const int32_t toks[3] = {1, 2, 3};
