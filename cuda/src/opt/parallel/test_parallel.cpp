@@ -186,15 +186,21 @@ Trace trace(TpRun &run, const std::vector<int32_t> &toks) {
   return t;
 }
 
+// 8 query heads, 4 KV heads (GQA 2:1), head_dim 16, an uneven vocabulary (97 = 49 + 48 = 25*3 + 22): splits 2 and 4 ways.
+RefConfig tp_config(int H, int F) {
+  RefConfig c;
+  c.V = 97;
+  c.H = H;
+  c.F = F;
+  c.L = 2;
+  c.nH = 8;
+  c.nKV = 4;
+  c.d = 16;
+  return c;
+}
+
 void test_emulation() {
-  RefConfig cfg;  // 8 query heads, 4 KV heads (GQA 2:1), F = 128, an uneven vocabulary (97 = 49 + 48 = 25*3 + 22)
-  cfg.V = 97;
-  cfg.H = 64;
-  cfg.F = 128;
-  cfg.L = 2;
-  cfg.nH = 8;
-  cfg.nKV = 4;
-  cfg.d = 16;
+  RefConfig cfg = tp_config(64, 128);
   // f32 tied, f32 untied, and Q8_0 untied (W8 g32: the row-parallel splits at 64 / 32 columns fall on group bounds)
   for (int variant = 0; variant < 3; ++variant) {
     const bool tied = variant == 0;
@@ -230,13 +236,7 @@ void test_emulation() {
 }
 
 void test_model_option() {
-  RefConfig cfg;
-  cfg.V = 97;
-  cfg.H = 128;
-  cfg.F = 256;
-  cfg.nH = 8;
-  cfg.nKV = 4;
-  cfg.d = 16;
+  const RefConfig cfg = tp_config(128, 256);
   const RefModel ref(cfg, 4, [](const std::string &, int64_t) { return QW_GGML_F32; });
   qw_engine *e = nullptr;
   qw_model *m = nullptr;
