@@ -157,6 +157,8 @@ export interface EngineModel {
   readonly weightTypes: Record<string, number>;
   /** The weights option it was loaded with ({} = as-loaded; engine/formats/requant.ts). */
   readonly weights?: { weights?: string; weightsLayers?: Record<string, string> };
+  /** The parallel option it was loaded with (undefined = tp1; engine/formats/parallel.ts). */
+  readonly parallel?: string;
   readonly hash: string;
   readonly tokenizer: {
     encode(text: string, opts?: { addSpecial?: boolean }): number[];

@@ -138,15 +138,18 @@ export class Model implements EngineModel {
   readonly engine: NativeEngine;
   /** The weights option the model was loaded with (its session toggle `weights` reports it per layer). */
   readonly weights: WeightsOption;
+  /** The parallel option it was loaded with (undefined = tp1; its session toggle `parallel` reports it). */
+  readonly parallel?: string;
   private native: NativeModel;
   private sessions = new Set<Session>();
 
   constructor(init: {
     id: string; format: Model["format"]; config: QwenConfig; engine: NativeEngine; native: NativeModel; tokenizer: QwenTokenizer;
     weightBytes: number; weightTypes: Record<string, number>; hash: string; path: string; warnings: string[];
-    weights?: WeightsOption;
+    weights?: WeightsOption; parallel?: string;
   }) {
     this.weights = init.weights ?? {};
+    this.parallel = init.parallel;
     this.id = init.id;
     this.format = init.format;
     this.config = init.config;
@@ -309,12 +312,13 @@ export async function openSyntheticInMemory(spec: SynthSpec, type: "f32" | "f16"
     for (const x of floatTensors(spec, type)) yield { name: x.t.name, ggmlType: x.ggmlType, ne: x.t.ne, data: x.bytes };
   })();
   const total = 2 + spec.config.num_hidden_layers * 12 + (spec.config.tie_word_embeddings ? 0 : 1);
-  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress, opts.signal, weights, checkParallelOption(opts.parallel));
+  const parallel = checkParallelOption(opts.parallel);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress, opts.signal, weights, parallel);
   const h = createHash("sha256").update(JSON.stringify({ spec, type })).digest("hex");
   return new Model({
     id: opts.id ?? `synthetic:${spec.preset}:${type}:s${spec.seed}`, format: "synthetic", config: spec.config, engine, native,
     tokenizer: syntheticTokenizer(spec), weightBytes, weightTypes, hash: "sha256:" + h, path: `synthetic:${spec.preset}`, warnings: [],
-    weights,
+    weights, parallel,
   });
 }
 
@@ -323,10 +327,11 @@ async function openSource(src: ModelSource, id: string, format: Model["format"],
   const engine = getEngine(opts.backend ?? "auto", { threads: opts.threads });
   const weights = checkWeightsOption({ weights: opts.weights, weightsLayers: opts.weightsLayers }, src.config.num_hidden_layers);
   const tensors = src.tensors.map((t) => ({ name: t.name, ggmlType: t.ggmlType, ne: t.ne, get data() { return t.data; } }));
-  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress, opts.signal, weights, checkParallelOption(opts.parallel));
+  const parallel = checkParallelOption(opts.parallel);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress, opts.signal, weights, parallel);
   return new Model({
     id, format, config: src.config, engine, native, tokenizer, weightBytes, weightTypes, hash: sourceHash(src),
-    path: src.path, warnings: src.warnings, weights,
+    path: src.path, warnings: src.warnings, weights, parallel,
   });
 }
 

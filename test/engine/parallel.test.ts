@@ -62,6 +62,7 @@ describe.skipIf(!cpuLibraryBuilt())("parallel option (CPU emulation of the ranks
   beforeAll(async () => { m = await openSyntheticInMemory(tinyTestSpec(), "f32", { backend: "cpu", threads: 1, parallel: "tp2" }); });
   afterAll(() => m?.close());
   test("sessions report the option and refuse to change it", () => {
+    expect(m.parallel).toBe("tp2"); // bench rows show it in the backend column ("cpu tp2")
     const s = m.newSession({ maxBatch: 1, maxContext: 64 });
     try {
       expect(s.toggles().parallel).toBe("tp2");
