@@ -174,7 +174,7 @@ std::vector<OpCost> CudaSession::attention_costs(const Step &st) const {
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const bool bcast = gqa_broadcast(st, l);
     out[(size_t)l] = cost_attention(st.pos0, st.n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim,
-                                    2.0, 2.0);
+                                    kv_cache_elem_bytes(st.toggles.kv_cache, c.head_dim), 2.0);
   }
   return out;
 }

@@ -12,6 +12,7 @@
 #include "embed.cuh"
 #include "gemm.cuh"
 #include "kv_broadcast.cuh"
+#include "kvcache.hpp"
 #include "rope.cuh"
 #include "sample.cuh"
 #include "session.cuh"
@@ -73,7 +74,7 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
     }
     if (op.marking())  // the cost walks every sequence: only when it is recorded
       op.set(kn, cost_attention(p.st->pos0, p.st->n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads,
-                                c.head_dim, 2.0, 2.0));
+                                c.head_dim, kv_cache_elem_bytes(p.st->toggles.kv_cache, c.head_dim), 2.0));
   }
   hook_bf16(p, HOOK_Z, l, z_.p, c.q_dim());
   // o_proj + residual: accumulated into x, or through tmp_ when hook_attn_out wants the projection alone
