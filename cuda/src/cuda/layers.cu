@@ -147,6 +147,7 @@ const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act,
   a.out = out;
   a.out_ld = out_ld;
   a.w = w.m;
+  marlin_args(a, w);
   a.batch = p.rows;
   a.act = act;
   a.act_ld = act_ld;
@@ -200,6 +201,7 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
     a.out = logits_.as<float>() + (size_t)r0 * c.vocab_size;
     a.out_ld = c.vocab_size;
     a.w = *m_.lm_head;
+    marlin_args(a, m_.lm_head == &m_.embed.m ? m_.embed : m_.lm_head_own);
     qwc::launch_gemv(a, stream_);
   }
   op.set("final_norm+lm_head:gemv",
