@@ -38,6 +38,9 @@ export interface OpenOptions {
   weights?: "as-loaded" | "bf16" | "q8" | "q4";
   /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}. */
   weightsLayers?: Record<string, "as-loaded" | "bf16" | "q8" | "q4">;
+  /** Tensor parallelism, applied at load (engine/formats/parallel.ts): tp1 (default) | tp2 | tp4 | tp8. The CPU
+   *  backend runs tp2..tp8 as an emulation of the ranks (the reference); CUDA has tp1 only so far. */
+  parallel?: "tp1" | "tp2" | "tp4" | "tp8";
 }
 
 /** Qwen2 config, normalized (engine/formats/config.ts validates with zod). */
@@ -163,6 +166,8 @@ export interface EngineModel {
   readonly weightTypes: Record<string, number>;
   /** The weights option it was loaded with ({} = as-loaded; engine/formats/requant.ts). */
   readonly weights?: { weights?: string; weightsLayers?: Record<string, string> };
+  /** The parallel option it was loaded with (undefined = tp1; engine/formats/parallel.ts). */
+  readonly parallel?: string;
   readonly hash: string;
   readonly tokenizer: {
     encode(text: string, opts?: { addSpecial?: boolean }): number[];

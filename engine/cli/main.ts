@@ -8,7 +8,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { REPO_ROOT } from "../constants.ts";
 import { createInterface } from "node:readline";
-import type { BackendChoice, GenerateEvent, Progress } from "../api.ts";
+import type { BackendChoice, GenerateEvent, OpenOptions, Progress } from "../api.ts";
 import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "../measure/bench-core.ts";
 import { fidelityLines, measureFidelity } from "../measure/fidelity.ts";
 import { ggmlTypeName } from "../formats/gguf.ts";
@@ -57,6 +57,8 @@ commands
       --toggle id=value,...       engine toggles (per-layer values as v0/v1/...)
       --weights F[,L=F...]        requantize the 7 projections per layer at load: as-loaded | bf16 | q8 | q4,
                                   then per-layer overrides (e.g. q4,0=bf16,27=bf16); embeddings/lm_head stay
+      --tp N                      tensor parallelism over N ranks at load (1 | 2 | 4 | 8; model option parallel;
+                                  CPU: an emulation of the ranks, CUDA: tp1 only so far)
       --profile out.json          record op timings and write a profile (docs/ARCHITECTURE.md §Measurement)
 ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
       --format gguf|hf            (default gguf)
@@ -77,7 +79,7 @@ ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (p
                                   synthetic shapes accept any length, RoPE has no trained limit there)
       --reps N                    measured repetitions (default 3, minimum 3), one warm-up excluded
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
-      --backend --threads --toggle --weights   as for generate
+      --backend --threads --toggle --weights --tp   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
 ${SPEC_HELP_BENCH}${PERPLEXITY_HELP}${PASSKEY_HELP}  help                           this text
 
@@ -155,9 +157,10 @@ function weightsOf(v: string | undefined): WeightsOption {
   }
 }
 
-async function open(model: string, backend: BackendChoice, threads: number | undefined, weights: WeightsOption = {}): Promise<Model> {
+async function open(model: string, backend: BackendChoice, threads: number | undefined, weights: WeightsOption = {}, tp?: string): Promise<Model> {
   const t0 = performance.now();
-  const m = (await openModel(model, { backend, threads, ...weights, onProgress: progressPrinter("loading") })) as Model;
+  const parallel = tp === undefined ? undefined : (`tp${tp}` as OpenOptions["parallel"]);  // checked against the registry by openModel
+  const m = (await openModel(model, { backend, threads, ...weights, parallel, onProgress: progressPrinter("loading") })) as Model;
   process.stderr.write(`${m.id}: ${m.backend} (${m.device.name}${m.device.threads ? `, ${m.device.threads} threads` : ""}), ` +
     `${(m.weightBytes / 1e6).toFixed(1)} MB weights [${weightLabel(m)}], loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
   for (const w of m.warnings) process.stderr.write(`warning: ${w}\n`);
@@ -179,7 +182,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     model: { type: "string" }, prompt: { type: "string", short: "p" }, chat: { type: "boolean" }, backend: { type: "string" },
     threads: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" },
     seed: { type: "string" }, "max-tokens": { type: "string", short: "n" }, "max-context": { type: "string" },
-    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" }, ...SPEC_OPTIONS,
+    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
   });
   let model = o.model as string | undefined;
   const pos = [...positionals];
@@ -195,7 +198,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
   const spec = (() => { try { return parseSpecArgs(o, [4]); } catch (e) { fail((e as Error).message); } })();
   if (spec.ks.length > 1) fail("generate: --draft-k takes one value");
-  const m = await open(model ?? "default", backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
+  const m = await open(model ?? "default", backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined), o.tp as string | undefined);
   const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
   const dm = !hm && spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
   try {
@@ -404,7 +407,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
     depth: { type: "string", short: "d" }, "max-context": { type: "string" },
     backend: { type: "string" }, threads: { type: "string" }, toggle: { type: "string" }, out: { type: "string" }, format: { type: "string" },
-    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" }, ...SPEC_OPTIONS,
+    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
     prompts: { type: "string" },
   });
   const model = (o.model as string | undefined) ?? positionals[0] ?? "default";
@@ -423,7 +426,7 @@ async function cmdBench(argv: string[]): Promise<void> {
   const spec = (() => { try { return parseSpecArgs(o, [1, 2, 4, 8]); } catch (e) { fail((e as Error).message); } })();
   const nPrompts = num(o.prompts as string, "prompts", { int: true, min: 1 }) ?? 8;
   const rss0 = rssSplit();
-  const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
+  const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined), o.tp as string | undefined);
   const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
   const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
   const rows: BenchRow[] = [];

@@ -14,6 +14,7 @@ import { mergeResults, type PassMeasure, type RecordResult } from "./passes.ts";
 import { quantile } from "./stats.ts";
 import { opName } from "../catalog.ts";
 import { WEIGHTS_TOGGLE } from "../formats/requant.ts";
+import { PARALLEL_TOGGLE } from "../formats/parallel.ts";
 import { speculativeGenerate, TOGGLE_VALUES_NEEDING_INPUT, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
 import { mergeTraces, summarizeSpec, type SpecTrace } from "../spec/stats.ts";
 import { eagleGenerate } from "../spec/eagle.ts";
@@ -137,8 +138,8 @@ export function applyToggles(model: EngineModel, s: EngineSession, toggles: Togg
     return JSON.stringify(a) === JSON.stringify(b);
   };
   for (const def of model.toggleRegistry()) {
-    // weights is a model option (engine/formats/requant.ts): unnamed, it stays as the model was loaded.
-    if (def.id === WEIGHTS_TOGGLE && toggles[def.id] === undefined) continue;
+    // weights and parallel are model options (engine/formats/requant.ts, parallel.ts): unnamed, they stay as loaded.
+    if ((def.id === WEIGHTS_TOGGLE || def.id === PARALLEL_TOGGLE) && toggles[def.id] === undefined) continue;
     const v = toggles[def.id] ?? effectiveDefault(def, model.backend);
     if (v === null || same(v, cur[def.id])) continue;
     if (Array.isArray(v)) v.forEach((x, l) => { if (l < n) s.setToggle(def.id, x, l); });

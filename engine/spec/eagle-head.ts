@@ -139,7 +139,7 @@ export async function openEagleHead(dir: string, target: EagleTarget, opts: { ro
     max_position_embeddings: Math.max(c.max_position_embeddings, target.config.max_position_embeddings),
     rope_theta: c.rope_theta ?? target.config.rope_theta, rms_norm_eps: c.rms_norm_eps, tie_word_embeddings: false,
   };
-  const { native, weightBytes, weightTypes } = await loadNative(target.engine, config, tensors, tensors.length, undefined, undefined, undefined, { eagle_head: true });
+  const { native, weightBytes, weightTypes } = await loadNative(target.engine, config, tensors, tensors.length, undefined, undefined, undefined, undefined, { eagle_head: true });
   return new Model({
     id: `eagle:${dir}`, format: "hf", config, engine: target.engine, native, tokenizer: target.tokenizer.inner,
     weightBytes, weightTypes, hash: "", path: dir, warnings: [],

@@ -116,6 +116,24 @@ struct Model {
   const NativeTensor *find(const std::string &name) const;
 };
 
+// Links a model's layers to its tensors by name (missing ones: QW_ERR_NOT_FOUND); backend_cpu.cpp. The tensor-
+// parallel emulation (opt/parallel/tp_cpu.cpp) links each rank's model of shards with it too.
+void link_model(Model &m);
+
+// The end of a step, shared by the forward and the tensor-parallel emulation (forward.cpp): which rows get logits,
+// handing them (and hook_logits) to the sink, and sampling each sequence's last row.
+struct LogitRows {
+  bool all_rows = false;      // every row of the step (all-position logits or hook_logits), else the last per sequence
+  std::vector<int64_t> sel;   // the step rows, in logits order
+  int64_t last_row(const Step &st, size_t s) const {  // the logits row of sequence s's last position
+    return all_rows ? st.row_offset[s] + st.n_new[s] - 1 : int64_t(s);
+  }
+};
+LogitRows logit_rows(const Step &st, const Sink &sink);
+void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V);  // lg: [sel, V]
+void sample_step(const Step &st, const LogitRows &lr, const float *lg, int32_t V, SamplerScratch &scratch,
+                 int32_t *out_tokens);
+
 class Session final : public BackendSession {
  public:
   Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t max_prefill);

@@ -78,6 +78,44 @@ struct Recorder {
 
 }  // namespace
 
+// Final norm and lm_head run only for the rows someone needs: every row when all-position logits or the
+// hook_logits capture are asked for, else the last row of each sequence (what sampling needs).
+LogitRows logit_rows(const Step &st, const Sink &sink) {
+  LogitRows lr;
+  lr.all_rows = (st.phase == QW_PHASE_PREFILL && st.logits_mode == 2) || sink.wants(HOOK_LOGITS, -1);
+  if (lr.all_rows) {
+    for (int64_t r = 0; r < int64_t(st.tokens.size()); ++r) lr.sel.push_back(r);
+  } else {
+    for (size_t s = 0; s < st.seq.size(); ++s) lr.sel.push_back(st.row_offset[s] + st.n_new[s] - 1);
+  }
+  return lr;
+}
+
+void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V) {
+  const int32_t N = int32_t(lr.sel.size());
+  const size_t nS = st.seq.size();
+  if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, lg, N, V);
+  if (st.logits_mode == 2 && st.phase == QW_PHASE_PREFILL) {
+    sink.logits(lg, N, V);
+  } else if (st.logits_mode != 0) {
+    if (lr.all_rows) {
+      std::vector<float> rows(nS * size_t(V));
+      for (size_t s = 0; s < nS; ++s) std::memcpy(&rows[s * size_t(V)], lg + lr.last_row(st, s) * V, size_t(V) * 4);
+      sink.logits(rows.data(), int32_t(nS), V);
+    } else {
+      sink.logits(lg, int32_t(nS), V);
+    }
+  }
+}
+
+void sample_step(const Step &st, const LogitRows &lr, const float *lg, int32_t V, SamplerScratch &scratch,
+                 int32_t *out_tokens) {
+  for (size_t s = 0; s < st.seq.size(); ++s) {
+    const SamplingParams p{st.temperature[s], st.top_k[s], st.top_p[s], st.seed[s]};
+    out_tokens[s] = sample_token(lg + lr.last_row(st, s) * V, V, p, int64_t(st.pos0[s]) + st.n_new[s], scratch);
+  }
+}
+
 Session::Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t max_prefill)
     : m_(m), max_batch_(max_batch), max_context_(max_context), max_prefill_(max_prefill),
       pool_(std::make_unique<Pool>(m.threads)) {
@@ -227,9 +265,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_RESID_POST, l, x, H);
   }
 
-  // Final norm and lm_head only for the rows someone needs: every row when all-position logits or the
-  // hook_logits capture are asked for, else the last row of each sequence (what sampling needs).
-  const bool all_rows = (st.phase == QW_PHASE_PREFILL && st.logits_mode == 2) || sink.wants(HOOK_LOGITS, -1);
+  // Final norm and lm_head only for the rows someone needs (logit_rows).
   if (sink.wants(HOOK_FINAL_NORM, -1)) {
     // Every row's final-normed state (EAGLE's features), normed on its own so that the rows the lm_head reads,
     // and so the logits, stay exactly those of a step without the capture.
@@ -238,15 +274,10 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     else std::memcpy(hn, x, size_t(R * H) * 4);
     sink.capture(HOOK_FINAL_NORM, -1, hn, int32_t(R), int32_t(H));
   }
-  std::vector<int64_t> sel;
-  if (all_rows) {
-    for (int64_t r = 0; r < R; ++r) sel.push_back(r);
-  } else {
-    for (size_t s = 0; s < nS; ++s) sel.push_back(st.row_offset[s] + st.n_new[s] - 1);
-  }
-  const int64_t N = int64_t(sel.size());
+  const LogitRows lr = logit_rows(st, sink);
+  const int64_t N = int64_t(lr.sel.size());
   float *xs = grow(fin_, size_t(N * H));  // selected rows of the residual stream, then normed in h
-  for (int64_t i = 0; i < N; ++i) std::memcpy(xs + i * H, x + sel[size_t(i)] * H, size_t(H) * 4);
+  for (int64_t i = 0; i < N; ++i) std::memcpy(xs + i * H, x + lr.sel[size_t(i)] * H, size_t(H) * 4);
   if (m_.out_norm) {
     rec.op(-1, QW_OP_FINAL_NORM, "cpu.rmsnorm", cost_rmsnorm(N, H, act), int32_t(N),
            [&] { rmsnorm(h, xs, m_.out_norm, N, H, c.rms_eps, th); });
@@ -260,26 +291,9 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
            cost_matmul(N, V, H, m_.output.t->type, m_.output.t->group, false, act), int32_t(N),
            [&] { matmul(&job, 1, h, N, H, th); });
   }
-  if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, lg, int32_t(N), int32_t(V));
-  // Row of `lg` holding the last position of sequence s.
-  auto last_row = [&](size_t s) -> int64_t { return all_rows ? st.row_offset[s] + st.n_new[s] - 1 : int64_t(s); };
-  if (st.logits_mode == 2 && st.phase == QW_PHASE_PREFILL) {
-    sink.logits(lg, int32_t(N), int32_t(V));
-  } else if (st.logits_mode != 0) {
-    if (all_rows) {
-      std::vector<float> rows(nS * size_t(V));
-      for (size_t s = 0; s < nS; ++s) std::memcpy(&rows[s * size_t(V)], lg + last_row(s) * V, size_t(V) * 4);
-      sink.logits(rows.data(), int32_t(nS), int32_t(V));
-    } else {
-      sink.logits(lg, int32_t(nS), int32_t(V));
-    }
-  }
-  rec.op(-1, QW_OP_SAMPLE, "cpu.sample", cost_sample(int64_t(nS), V), int32_t(nS), [&] {
-    for (size_t s = 0; s < nS; ++s) {
-      const SamplingParams p{st.temperature[s], st.top_k[s], st.top_p[s], st.seed[s]};
-      out_tokens[s] = sample_token(lg + last_row(s) * V, int32_t(V), p, int64_t(st.pos0[s]) + st.n_new[s], sampler_);
-    }
-  });
+  hand_out_logits(st, sink, lr, lg, int32_t(V));
+  rec.op(-1, QW_OP_SAMPLE, "cpu.sample", cost_sample(int64_t(nS), V), int32_t(nS),
+         [&] { sample_step(st, lr, lg, int32_t(V), sampler_, out_tokens); });
   rec.finish();
 }
 

@@ -15,6 +15,7 @@
 
 #include "backend.hpp"
 #include "hooks.hpp"
+#include "parallel.hpp"
 #include "requant.hpp"
 #include "sampling.hpp"
 #include "tensors.hpp"
@@ -79,6 +80,7 @@ struct qw_model {
   uint64_t weight_bytes = 0;
   std::unique_ptr<qw::BackendModel> bm;
   qw::WeightPlan wplan;  // the `weights` model option (opt/weights/requant.hpp)
+  qw::Parallel parallel{};  // the `parallel` model option (opt/parallel/tp_plan.hpp); cfg.tp = its rank count
   bool finalized = false;
   std::mutex mu;  // load_tensor may be called from several loader threads
   std::atomic<int32_t> live_sessions{0};

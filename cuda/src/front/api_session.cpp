@@ -126,6 +126,7 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
                   int(qw::Weights::Bf16) == int(qw::WeightFormat::BF16), "WeightFormat follows the registry's order");
     for (int32_t l = 0; l < model->cfg.num_layers; ++l)
       s->toggles.set_index(qw::OptId::weights, l, uint8_t(model->wplan.layer[size_t(l)]));
+    s->toggles.set_index(qw::OptId::parallel, -1, uint8_t(model->parallel));  // a model option too
     s->hook_slot.assign(size_t(qw::HOOK_COUNT) * size_t(model->cfg.num_layers + 1), -1);
     s->bs = model->bm->new_session(s->max_batch, s->max_context, s->max_prefill);
     if (!s->bs) fail(QW_ERR_INTERNAL, "backend returned no session");

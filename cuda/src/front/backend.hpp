@@ -37,6 +37,8 @@ struct Config {
   // An EAGLE draft head (config key "eagle_head", opt/speculative/eagle.hpp): one decoder layer whose input is
   // fc([embed(token), feature]), layer 0 without its input norm, and no final norm before the lm_head.
   bool eagle_head = false;
+  // Tensor-parallel ranks (model option "parallel", opt/parallel/tp_plan.hpp): 1 = one device, the whole model.
+  int32_t tp = 1;
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }
 };
