@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <string>
 
 #include "attention.cuh"
 #include "gemm.cuh"
 #include "gqa_attention.cuh"
 #include "marlin.cuh"
 #include "norm.cuh"
+#include "registry.hpp"
 #include "session.cuh"
 #include "swiglu.cuh"
 
@@ -179,6 +181,14 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
   const Step &st = *p.st;
   const int32_t R = prow_cap_;
   const char *an = "attn_prefill_mma";
+  const Attention arm = attention_arm(st, l);
+  const bool sage = arm != Attention::FlashBf16;  // Sage reads the kv heads in place: a broadcast copy holds the same rows
+  if (sage) {
+    int dev = 0;
+    CK(cudaGetDevice(&dev));
+    const char *why = qwc::sage_unsupported(arm == Attention::SageFp8, c.head_dim, c.num_heads, c.num_kv_heads, dev);
+    if (*why) throw Error(QW_ERR_UNSUPPORTED, "attention = " + value_name(arm) + " on layer " + std::to_string(l) + ": " + why);
+  }
   for (size_t i = 0; i < st.seq.size(); ++i) {
     const size_t row0 = (size_t)st.row_offset[i];
     qwc::PrefillAttnArgs a;
@@ -190,6 +200,14 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
     a.pos0 = st.pos0[i];
     a.n = st.n_new[i];
     a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+    if (sage) {
+      qwc::SagePrefillArgs sa;
+      sa.p = a;
+      sa.fp8 = arm == Attention::SageFp8;
+      sa.ws = &sage_;
+      an = dev_guard([&] { return qwc::launch_sage_prefill(sa, stream_); });
+      continue;
+    }
     qwc::GqaKvArgs g;
     g.kcache = kcache(l);
     g.vcache = vcache(l);
@@ -211,7 +229,7 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
     if (kv.scratch) a.slot = 0;
     an = qwc::launch_prefill_attention(a, stream_);
   }
-  return gqa == Gqa::Broadcast ? "attn_prefill_mma+broadcast" : an;
+  return gqa == Gqa::Broadcast && !sage ? "attn_prefill_mma+broadcast" : an;
 }
 
 // rmsnorm, the gate|up GEMM (bf16 out), then SwiGLU as its own op.

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.hpp"
 #include "backend.hpp"
 #include "common.cuh"
 #include "cost.hpp"
@@ -33,6 +34,7 @@
 #include "kernel_trace.cuh"
 #include "kv_quant.cuh"
 #include "norm.hpp"
+#include "sage.cuh"
 #include "sample.cuh"
 
 namespace qw {
@@ -174,6 +176,9 @@ inline Ffn ffn_arm(const Step *st, int32_t layer) {
 inline Norm norm_arm(const Step *st, int32_t layer) {
   return st && !st->toggles.layer.empty() ? st->toggles.layer[size_t(layer)].norm : Norm::FusedResidualNorm;
 }
+inline Attention attention_arm(const Step &st, int32_t layer) {
+  return st.toggles.layer.empty() ? Attention::FlashBf16 : st.toggles.layer[size_t(layer)].attention;
+}
 inline bool dca_on(const Step &st, int32_t layer) {
   return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].dca == Dca::On;
 }
@@ -296,6 +301,7 @@ class CudaSession final : public BackendSession {
   DBuf kcache_, vcache_;
   size_t layer_kv_elems_ = 0;
   qwc::KvqCache kvq_;  // kvCache = q8 | kivi4 | kivi2 (opt/kvcache/kv_quant.cuh)
+  qwc::SageScratch sage_;  // attention = sage-int8 | sage-fp8 prefill (opt/attention/sage.cuh), sized on first use
   int32_t sms_ = 132;
   // activations (sized for rows_cap_ rows)
   int32_t rows_cap_ = 0;
