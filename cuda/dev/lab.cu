@@ -4,7 +4,7 @@
 // file per kernel family (gemv, attention, gemm, misc, chain); this file holds the sections, the calibration and the
 // result table. Build: cuda/dev/Makefile (make -C cuda/dev). docs/ARCHITECTURE.md §GPU workflow.
 //
-//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|chain|marlin|sanitize|calib] [--quick] [--json FILE]
+//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|marlin|sanitize|calib] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
@@ -159,6 +159,7 @@ int main(int argc, char **argv) {
     section("calib", what == "all", [] { run_calib(true); });
     section("misc", what == "all" || what == "misc", [] { run_misc(); });
     section("gemv", what == "all" || what == "gemv", run_gemv);
+    section("fusion", what == "all" || what == "fusion", run_fusion);
     section("attn", what == "all" || what == "attn", run_attn);
     section("chain", what == "all" || what == "chain", run_chain);
     section("sampling", what == "all" || what == "misc", run_sampling);

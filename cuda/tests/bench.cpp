@@ -430,10 +430,15 @@ int main(int argc, char **argv) {
   const std::string sess = "{\"max_context\":" + std::to_string(std::max(1024, pp + tg + 8)) + "}";
   CHECK_OK(qw_session_create(m, sess.c_str(), &s));
   if (argc > 7) CHECK_OK(qw_session_set_toggle(s, "kvCache", argv[7], -1));
-  if (const char *tv = std::getenv("QW_BENCH_TOGGLE")) {  // id=value, e.g. actQuant=int8 (all layers)
-    const std::string kv = tv;
-    const size_t eq = kv.find('=');
-    CHECK_OK(qw_session_set_toggle(s, kv.substr(0, eq).c_str(), eq == std::string::npos ? "" : kv.substr(eq + 1).c_str(), -1));
+  if (const char *tv = std::getenv("QW_BENCH_TOGGLE")) {  // id=value[,id=value…], e.g. ffn=separate,norm=separate
+    std::string all = tv;
+    for (size_t at = 0; at <= all.size();) {
+      const size_t end = std::min(all.find(',', at), all.size());
+      const std::string kv = all.substr(at, end - at);
+      const size_t eq = kv.find('=');
+      CHECK_OK(qw_session_set_toggle(s, kv.substr(0, eq).c_str(), eq == std::string::npos ? "" : kv.substr(eq + 1).c_str(), -1));
+      at = end + 1;
+    }
   }
   uint64_t len = 0;
   char info[4096];
@@ -441,7 +446,7 @@ int main(int argc, char **argv) {
   std::printf("shape %s type %s threads %d: load %.1f s\n", shape.c_str(), ts.c_str(), threads, now_s() - t_load);
   std::vector<int32_t> prompt(static_cast<size_t>(pp));
   for (auto &t : prompt) t = int32_t(r.next() % uint64_t(c.V));
-  std::vector<double> pps, tgs, pps_cpu;
+  std::vector<double> pps, tgs, pps_cpu, tgs_cpu;
   // QW_BENCH_RECORDS=1 times the runs with op records on (profiling mode 1), to measure its overhead.
   const bool records = std::getenv("QW_BENCH_RECORDS") != nullptr;
   if (records) CHECK_OK(qw_session_set_profiling(s, 1));
@@ -458,15 +463,17 @@ int main(int argc, char **argv) {
     CHECK_OK(qw_session_reset(s, 0));
     CHECK_OK(qw_session_prefill(s, 0, prompt.data(), 1, &tok));
     t0 = now_s();
+    const double c1 = cpu_time_s();
     for (int i = 0; i < tg; ++i) {
       const int32_t seq = 0, in = tok;
       CHECK_OK(qw_session_decode(s, 1, &seq, &in, &tok));
     }
-    const double t_tg = now_s() - t0;
+    const double t_tg = now_s() - t0, c_tg = cpu_time_s() - c1;
     if (rep > 0) {
       pps.push_back(pp / t_pp);
       pps_cpu.push_back(pp / c_pp * threads);
       tgs.push_back(tg / t_tg);
+      tgs_cpu.push_back(tg / c_tg * threads);
     }
   }
   auto report = [&](const char *what, int n, std::vector<double> v) {
@@ -477,6 +484,7 @@ int main(int argc, char **argv) {
   report("pp", pp, pps);
   report("tg", tg, tgs);
   report("pp/cpu-s x threads: pp", pp, pps_cpu);
+  report("tg/cpu-s x threads: tg", tg, tgs_cpu);
   if (records) CHECK_OK(qw_session_set_profiling(s, 0));
   if (std::getenv("QW_BENCH_PROFILE")) {  // per-op decode time split from the op records
     CHECK_OK(qw_session_set_profiling(s, 1));

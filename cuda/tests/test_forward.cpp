@@ -99,6 +99,10 @@ int main() {
       const int32_t seqs[2] = {1, 2}, toks[2] = {a[6], b[4]};
       int32_t outs[2];
       CHECK_OK(qw_session_set_capture(run.s, "blocks.*.hook_resid_post,blocks.0.attn.hook_q,hook_logits"));
+      // the unfused arms: every norm, residual add and SwiGLU an op of its own (the fused defaults give the same
+      // bits with 6 ops per layer: src/opt/ffn/test_fusion.cpp)
+      CHECK_OK(qw_session_set_toggle(run.s, "ffn", "separate", -1));
+      CHECK_OK(qw_session_set_toggle(run.s, "norm", "separate", -1));
       CHECK_OK(qw_session_set_profiling(run.s, 1));
       CHECK_OK(qw_session_decode(run.s, 2, seqs, toks, outs));
       batched = run.logits();

@@ -215,6 +215,9 @@ describe.skipIf(!cpuLibraryBuilt())("session API (CPU)", () => {
 
   test("op records: every op of a step, analytic flops/bytes, columnar", () => {
     const s = syn.newSession({ maxContext: 64 });
+    // the unfused arms (toggles ffn, norm): every norm, SwiGLU and residual add is an op of its own
+    s.setToggle("ffn", "separate");
+    s.setToggle("norm", "separate");
     s.setProfiling(true);
     const t = s.prefill(0, prompt(8, 1));
     s.decode([0], [t]);
@@ -223,7 +226,7 @@ describe.skipIf(!cpuLibraryBuilt())("session API (CPU)", () => {
     expect(n).toBeGreaterThan(20);
     for (const k of Object.keys(r.ops) as (keyof typeof r.ops)[]) expect(r.ops[k]!.length).toBe(n);
     const names = new Set(r.ops.op.map((o) => opNames()[o]));
-    for (const op of ["embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "ffn_norm", "gate_up", "down", "lm_head", "sample"]) {
+    for (const op of ["embed", "attn_norm", "qkv", "rope", "attention", "o_proj", "residual", "ffn_norm", "gate_up", "swiglu", "down", "lm_head", "sample"]) {
       expect(names.has(op)).toBe(true);
     }
     expect(new Set(r.ops.phase)).toEqual(new Set([0, 1]));

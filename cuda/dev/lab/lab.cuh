@@ -137,6 +137,8 @@ void run_gemm();
 // misc.cu: rope + KV write, rmsnorm, embed, argmax, SwiGLU; the device sampler
 void run_misc();
 void run_sampling();
+// fusion.cu: the ffn / norm arms (unfused == fused bitwise, each arm timed)
+void run_fusion();
 // chain.cu: a whole decode step from the production kernels
 void run_chain();
 // marlin.cu: gemv = marlin (opt/gemv): pack, GEMV vs CPU, 7B shapes M = 1..16, prefill dequantization

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +37,29 @@ constexpr int64_t kDequantMinT = 8;
 // matmul.cpp — y = x W^T (+ bias) for every job, all sharing the input x [T, cols] (row stride x_stride).
 // Row chunks of all jobs are shared out to the pool threads through a counter.
 void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool);
+// What a fused matmul does around its rows (the CPU side of toggles ffn and norm: opt/ffn/ffn_cpu.hpp,
+// opt/norm/norm_cpu.hpp).
+struct MatFusion {
+  // Prologue: x (the call's input, [T, cols], row stride x_stride) = RMSNorm(norm_src [T, cols]) * norm_w, row by
+  // row inside the matmul's own pool job before any weight row. norm_src == nullptr: no prologue.
+  const float *norm_src = nullptr;
+  const float *norm_w = nullptr;
+  float eps = 0;
+  // jobs[0] and jobs[1] have the same rows and one work item runs the same rows of both (gate and up: SwiGLU).
+  bool paired = false;
+  // Runs on rows [r0, r1) of job j right after the thread computed them, while they are in its cache
+  // (paired: after both jobs' rows, j = 0).
+  std::function<void(int j, int64_t r0, int64_t r1)> epilogue;
+};
+// matmul with a fusion. Returns false when the norm prologue could not run inside the job: a job reads a summary of
+// its input (group sums for weights with offsets, int8 codes for actQuant) before its first row, so the norm ran as
+// a pass of its own first (same values; the caller names the kernel accordingly).
+bool matmul_fused(const MatJob *jobs, int n_jobs, float *x, int64_t T, int64_t x_stride, Pool &pool,
+                  const MatFusion &f);
+// Whether matmul_fused runs a norm prologue inside its pool job for these jobs (see above).
+bool matmul_prologue_in_job(const MatJob *jobs, int n_jobs, int64_t T);
+// pre + kernel + post (string literals), e.g. "cpu.rmsnorm+" "cpu.gemv.bf16" "+swiglu"; interned, lives for the process.
+const char *fused_kernel_name(const char *pre, const char *kernel, const char *post);
 // e.g. "cpu.gemv.w8g32"; act_quant: the job's activation arm (its kernel is named only where it runs).
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_quant = ActQuant{});
 // matmul_avx512.cpp — W8 decode rows [r0, r1) with AVX-512 (call only when cpu_has_avx512()).
@@ -47,6 +71,7 @@ void gemm_f32_avx512(const float *w, int64_t ldw, int64_t n_rows, const float *x
                      int64_t K, float *out, int64_t out_stride);
 // norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].
 void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, Pool &pool);
+void rmsnorm_row(float *out, const float *x, const float *w, int64_t H, float eps);  // one row of it
 
 // rope.cpp — NeoX RoPE tables and application.
 struct RopeTable {
@@ -62,6 +87,9 @@ void rope_apply(float *x, int64_t T, int64_t row_stride, int32_t n_heads, int32_
 // elementwise.cpp
 void residual_add(float *x, const float *y, int64_t n, Pool &pool);                   // x += y
 void swiglu(float *out, const float *gate, const float *up, int64_t n, Pool &pool);  // silu(gate) * up
+// silu(gate) * up over one span, serial; an element's value does not depend on where the span starts or ends
+// (SwiGLU fused into the gate/up matmul applies it per row chunk and gives the same bits).
+void swiglu_span(float *out, const float *gate, const float *up, int64_t n);
 
 // attention.cpp — causal GQA attention over the session's KV cache (KvStore: opt/kvcache/kvcache_cpu.hpp).
 struct AttnArgs {

@@ -9,7 +9,9 @@
 #include "cpu.hpp"
 #include "dca_cpu.hpp"
 #include "eagle_cpu.hpp"
+#include "ffn_cpu.hpp"
 #include "gqa_cpu.hpp"
+#include "norm_cpu.hpp"
 #include "sampling.hpp"
 #include "sage_cpu.hpp"
 
@@ -191,12 +193,15 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     const Layer &ly = m_.layers[size_t(l)];
     const LayerToggles &lt = st.toggles.at(l);
     const ActQuant aq = lt.act_quant;  // the activation arm of the layer's GEMMs
+    const bool own_norm_ops = norm_own_ops(lt.norm);  // toggle norm (opt/norm/norm_cpu.hpp)
     cap(HOOK_RESID_PRE, l, x, H);
-    if (ly.attn_norm) {
+    // the attention norm: its own op (norm = separate) or the q|k|v matmul's prologue; EAGLE's head layer 0 has none
+    const bool attn_norm_in_qkv = !own_norm_ops && ly.attn_norm;
+    if (!ly.attn_norm) {
+      std::memcpy(h, x, size_t(R * H) * 4);
+    } else if (own_norm_ops) {
       rec.op(l, QW_OP_ATTN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
              [&] { rmsnorm(h, x, ly.attn_norm, R, H, c.rms_eps, th); });
-    } else {  // EAGLE head layer 0: no input norm
-      std::memcpy(h, x, size_t(R * H) * 4);
     }
     {
       const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd, aq}, {ly.k, ly.bk, k, KVd, aq}, {ly.v, ly.bv, v, KVd, aq}};
@@ -205,7 +210,13 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       const OpCost cv = cost_matmul(R, KVd, H, ly.v.t->type, ly.v.t->group, true, act);
       cq.flops += ck.flops + cv.flops;
       cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);  // x is read once for all three
-      rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R, aq), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
+      if (!attn_norm_in_qkv) {
+        rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R, aq), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
+      } else {
+        const MatFusion pro = norm_prologue(x, ly.attn_norm, c.rms_eps);
+        rec.op(l, QW_OP_QKV, norm_prologue_kernel(jobs, 3, R), add_cost(cq, cost_rmsnorm(R, H, act)), nt,
+               [&] { matmul_fused(jobs, 3, h, R, H, th, pro); });
+      }
     }
     if (dca_on(l)) {  // hook_q captures the intra-chunk queries
       rec.op(l, QW_OP_ROPE, "cpu.rope.neox.dca", cost_rope(R, 3 * nH + nKV, d, act), nt,
@@ -235,33 +246,48 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
              });
     }
     cap(HOOK_Z, l, z, Qd);
-    {
-      const MatJob job{ly.o, nullptr, o, H, aq};
-      rec.op(l, QW_OP_O_PROJ, matmul_kernel_name(*ly.o.t, R, aq), cost_matmul(R, H, Qd, ly.o.t->type, ly.o.t->group, false, act),
-             nt, [&] { matmul(&job, 1, z, R, Qd, th); });
-    }
+    // o_proj, then the residual add: its own op (norm = separate) or o_proj's epilogue
+    auto project_add = [&](int32_t op, const Weight &w, const float *in, int64_t cols) {
+      const MatJob job{w, nullptr, o, H, aq};
+      const char *kn = matmul_kernel_name(*w.t, R, aq);
+      const OpCost cm = cost_matmul(R, H, cols, w.t->type, w.t->group, false, act);
+      if (own_norm_ops) {
+        rec.op(l, op, kn, cm, nt, [&] { matmul(&job, 1, in, R, cols, th); });
+        return;
+      }
+      const MatFusion epi = residual_epilogue(x, o, R, H);
+      rec.op(l, op, residual_kernel(kn), add_cost(cm, cost_residual(R, H, act)), nt,
+             [&] { matmul_fused(&job, 1, const_cast<float *>(in), R, cols, th, epi); });
+    };
+    auto residual = [&] {
+      if (own_norm_ops)
+        rec.op(l, QW_OP_RESIDUAL, "cpu.residual_add", cost_residual(R, H, act), nt, [&] { residual_add(x, o, R * H, th); });
+    };
+    project_add(QW_OP_O_PROJ, ly.o, z, Qd);
     cap(HOOK_ATTN_OUT, l, o, H);
-    rec.op(l, QW_OP_RESIDUAL, "cpu.residual_add", cost_residual(R, H, act), nt, [&] { residual_add(x, o, R * H, th); });
+    residual();
     cap(HOOK_RESID_MID, l, x, H);
-    rec.op(l, QW_OP_FFN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
-           [&] { rmsnorm(h, x, ly.ffn_norm, R, H, c.rms_eps, th); });
+    const Ffn ffn = lt.ffn;  // toggle ffn (opt/ffn/ffn_cpu.hpp)
+    const MatJob gu_jobs[2] = {{ly.gate, nullptr, g, F, aq}, {ly.up, nullptr, u, F, aq}};
+    const FfnIo fio{gu_jobs, x, ly.ffn_norm, c.rms_eps, h, a, R, H, F};
+    if (ffn_norm_own_op(ffn))
+      rec.op(l, QW_OP_FFN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
+             [&] { rmsnorm(h, x, ly.ffn_norm, R, H, c.rms_eps, th); });
     {
-      const MatJob jobs[2] = {{ly.gate, nullptr, g, F, aq}, {ly.up, nullptr, u, F, aq}};
       OpCost cg = cost_matmul(R, F, H, ly.gate.t->type, ly.gate.t->group, false, act);
       const OpCost cu = cost_matmul(R, F, H, ly.up.t->type, ly.up.t->group, false, act);
       cg.flops += cu.flops;
       cg.bytes += cu.bytes - act * double(R * H);
-      rec.op(l, QW_OP_GATE_UP, matmul_kernel_name(*ly.gate.t, R, aq), cg, nt, [&] { matmul(jobs, 2, h, R, H, th); });
+      if (!ffn_swiglu_own_op(ffn)) cg = add_cost(cg, cost_swiglu(R, F, act));
+      if (!ffn_norm_own_op(ffn)) cg = add_cost(cg, cost_rmsnorm(R, H, act));
+      rec.op(l, QW_OP_GATE_UP, ffn_gate_up_kernel(ffn, fio), cg, nt, [&] { ffn_gate_up(ffn, fio, th); });
     }
     cap(HOOK_MLP_PRE, l, g, F);
-    rec.op(l, QW_OP_SWIGLU, "cpu.swiglu", cost_swiglu(R, F, act), nt, [&] { swiglu(a, g, u, R * F, th); });
+    if (ffn_swiglu_own_op(ffn))
+      rec.op(l, QW_OP_SWIGLU, "cpu.swiglu", cost_swiglu(R, F, act), nt, [&] { swiglu(a, g, u, R * F, th); });
     cap(HOOK_MLP_POST, l, a, F);
-    {
-      const MatJob job{ly.down, nullptr, o, H, aq};
-      rec.op(l, QW_OP_DOWN, matmul_kernel_name(*ly.down.t, R, aq),
-             cost_matmul(R, H, F, ly.down.t->type, ly.down.t->group, false, act), nt, [&] { matmul(&job, 1, a, R, F, th); });
-    }
-    rec.op(l, QW_OP_RESIDUAL, "cpu.residual_add", cost_residual(R, H, act), nt, [&] { residual_add(x, o, R * H, th); });
+    project_add(QW_OP_DOWN, ly.down, a, F);
+    residual();
     cap(HOOK_RESID_POST, l, x, H);
   }
 

@@ -33,6 +33,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -406,17 +410,31 @@ const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_qu
   return "cpu.gemm";
 }
 
-void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool) {
-  if (T <= 0 || n_jobs <= 0) return;
-  // Per job: context and (when offsets are nonzero) the per-token group sums of x.
-  std::vector<Ctx> ctx(static_cast<size_t>(n_jobs));
-  std::vector<std::vector<float>> xsums(static_cast<size_t>(n_jobs));
+namespace {
+
+// What the rows of a call need besides x: per job its context and, where a job needs them, the per-token group
+// sums of x (grouped weights with offsets) or x quantized to int8 (toggle actQuant). Both read x.
+struct Plan {
+  std::vector<Ctx> ctx;
+  std::vector<std::vector<float>> xsums;
   std::deque<QuantAct> qas;  // stable addresses
   int64_t max_rows = 0;
+};
+
+bool grouped_type(const NativeTensor &w) { return w.type == NativeType::W8 || w.type == NativeType::W4; }
+
+// Whether a job reads a summary of x (group sums, int8 codes) before its first row.
+bool needs_input_pass(const MatJob &j, int64_t T) {
+  return act_quant_runs(j.act_quant, *j.w.t, T) || (grouped_type(*j.w.t) && j.w.has_offset);
+}
+
+void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool) {
+  p.ctx.resize(static_cast<size_t>(n_jobs));
+  p.xsums.resize(static_cast<size_t>(n_jobs));
   for (int j = 0; j < n_jobs; ++j) {
     const NativeTensor &w = *jobs[j].w.t;
-    const bool grouped = w.type == NativeType::W8 || w.type == NativeType::W4;
-    Ctx &c = ctx[size_t(j)];
+    const bool grouped = grouped_type(w);
+    Ctx &c = p.ctx[size_t(j)];
     c.job = &jobs[j];
     c.x = x;
     c.T = T;
@@ -428,58 +446,119 @@ void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x
     c.qa = nullptr;
     if (act_quant_runs(jobs[j].act_quant, w, T)) {  // one quantization per arm and group size, shared by the jobs
       QuantAct *qa = nullptr;
-      for (auto &q : qas)
+      for (auto &q : p.qas)
         if (q.mode == jobs[j].act_quant && q.G == w.group) qa = &q;
       if (!qa) {
-        qas.emplace_back();
-        qa = &qas.back();
+        p.qas.emplace_back();
+        qa = &p.qas.back();
         quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool);
       }
       c.qa = qa;
     }
     if (grouped && jobs[j].w.has_offset) {
-      auto &xs = xsums[size_t(j)];
+      auto &xs = p.xsums[size_t(j)];
       xs.resize(size_t(T * c.gpr));
       for (int64_t t = 0; t < T; ++t)
         for (int64_t g = 0; g < c.gpr; ++g) {
-          const float *p = x + t * x_stride + g * c.G;
+          const float *q = x + t * x_stride + g * c.G;
           float s = 0;
-          for (int32_t e = 0; e < c.G; ++e) s += p[e];
+          for (int32_t e = 0; e < c.G; ++e) s += q[e];
           xs[size_t(t * c.gpr + g)] = s;
         }
       c.xsum = xs.data();
     }
-    max_rows = std::max(max_rows, w.rows);
+    p.max_rows = std::max(p.max_rows, w.rows);
   }
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+bool matmul_prologue_in_job(const MatJob *jobs, int n_jobs, int64_t T) {
+  for (int j = 0; j < n_jobs; ++j)
+    if (needs_input_pass(jobs[j], T)) return false;
+  return true;
+}
+
+const char *fused_kernel_name(const char *pre, const char *kernel, const char *post) {
+  // Interned per (pre, kernel, post) pointer triple (all string literals): no allocation once a name exists.
+  static std::mutex mu;
+  static std::map<std::tuple<const char *, const char *, const char *>, std::string> names;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = names.find({pre, kernel, post});
+  if (it == names.end()) it = names.emplace(std::make_tuple(pre, kernel, post), std::string(pre) + kernel + post).first;
+  return it->second.c_str();
+}
+
+void matmul(const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool) {
+  matmul_fused(jobs, n_jobs, const_cast<float *>(x), T, x_stride, pool, MatFusion{});
+}
+
+bool matmul_fused(const MatJob *jobs, int n_jobs, float *x, int64_t T, int64_t x_stride, Pool &pool,
+                  const MatFusion &f) {
+  if (T <= 0 || n_jobs <= 0) return true;
+  if (f.paired && (n_jobs != 2 || jobs[0].w.t->rows != jobs[1].w.t->rows))
+    throw Error(QW_ERR_INTERNAL, "matmul_fused: a paired call needs two jobs with the same rows");
+  const int64_t cols = jobs[0].w.t->cols;
+  // The norm prologue runs inside the pool job unless a job must first read a summary of the normed input
+  // (group sums, int8 codes): then it is a pass of its own before them, and the caller names the kernel so.
+  const bool in_job = f.norm_src != nullptr && matmul_prologue_in_job(jobs, n_jobs, T);
+  if (f.norm_src && !in_job) rmsnorm(x, f.norm_src, f.norm_w, T, cols, f.eps, pool);
+  Plan p;
+  prepare(p, jobs, n_jobs, x, T, x_stride, pool);
+  const int n_lists = f.paired ? 1 : n_jobs;  // paired: one work item runs the same rows of both jobs
+  auto run_item = [&](int j, int64_t r0, int64_t r1) {
+    run_rows(p.ctx[size_t(j)], r0, r1);
+    if (f.paired) run_rows(p.ctx[1], r0, r1);
+    if (f.epilogue) f.epilogue(j, r0, r1);
+  };
+  auto norm_row = [&](int64_t t) { rmsnorm_row(x + t * x_stride, f.norm_src + t * cols, f.norm_w, cols, f.eps); };
   // Below ~32k multiply-adds a second thread costs more to wake than it saves.
   double work = 0;
   for (int j = 0; j < n_jobs; ++j) work += double(T) * double(jobs[j].w.t->rows) * double(jobs[j].w.t->cols);
-  const int nt = work < 32768.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(pool.size(), max_rows / 4)));
+  const int nt = work < 32768.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(pool.size(), p.max_rows / 4)));
   if (nt == 1) {
-    for (int j = 0; j < n_jobs; ++j) run_rows(ctx[size_t(j)], 0, jobs[j].w.t->rows);
-    return;
+    if (in_job)
+      for (int64_t t = 0; t < T; ++t) norm_row(t);
+    for (int j = 0; j < n_lists; ++j) run_item(j, 0, jobs[j].w.t->rows);
+    return in_job || !f.norm_src;
   }
   // Rows are handed out in chunks through an atomic counter (4 chunks per thread and job): when another
   // process takes one of our cores for a while (a 2-core box running a web server, builds, tests), the
   // other thread keeps taking chunks instead of waiting at the end of a static share. Chunks are at least
-  // 64 rows, so the 4 row streams of a decode chunk stay long (see rows()).
-  std::vector<int64_t> first(static_cast<size_t>(n_jobs) + 1, 0), chunk(static_cast<size_t>(n_jobs));
-  for (int j = 0; j < n_jobs; ++j) {
+  // 64 rows, so the 4 row streams of a decode chunk stay long (see rows()). A row's result does not depend on
+  // the chunk it falls in (every row has its own accumulators, columns in one order), so fused and unfused calls
+  // give the same bits.
+  std::vector<int64_t> first(static_cast<size_t>(n_lists) + 1, 0), chunk(static_cast<size_t>(n_lists));
+  for (int j = 0; j < n_lists; ++j) {
     const int64_t rows = jobs[j].w.t->rows;
     chunk[size_t(j)] = std::max<int64_t>(64, (rows + 4 * nt - 1) / (4 * nt));
     if (T >= kDequantMinT) chunk[size_t(j)] = (chunk[size_t(j)] + 31) / 32 * 32;  // whole int8 panels / GEMM quads
     first[size_t(j) + 1] = first[size_t(j)] + (rows + chunk[size_t(j)] - 1) / chunk[size_t(j)];
   }
-  const int64_t n_items = first[size_t(n_jobs)];
-  std::atomic<int64_t> next{0};
+  const int64_t n_items = first[size_t(n_lists)];
+  std::atomic<int64_t> next{0}, norm_next{0}, norm_done{0};
   pool.run(nt, [&] {
+    if (in_job) {  // prologue: normed rows from a counter; no weight row starts before every input row is normed
+      for (int64_t t = norm_next++; t < T; t = norm_next++) {
+        norm_row(t);
+        norm_done.fetch_add(1, std::memory_order_release);
+      }
+      while (norm_done.load(std::memory_order_acquire) < T) cpu_relax();
+    }
     int j = 0;
     for (int64_t it = next++; it < n_items; it = next++) {
       while (it >= first[size_t(j) + 1]) ++j;
       const int64_t r0 = (it - first[size_t(j)]) * chunk[size_t(j)];
-      run_rows(ctx[size_t(j)], r0, std::min(jobs[j].w.t->rows, r0 + chunk[size_t(j)]));
+      run_item(j, r0, std::min(jobs[j].w.t->rows, r0 + chunk[size_t(j)]));
     }
   });
+  return in_job || !f.norm_src;
 }
 
 }  // namespace cpu

@@ -8,7 +8,7 @@
 namespace qw {
 namespace cpu {
 
-static void rmsnorm_row(float *out, const float *x, const float *w, int64_t H, float eps) {
+void rmsnorm_row(float *out, const float *x, const float *w, int64_t H, float eps) {
   double ss = 0;
   for (int64_t i = 0; i < H; ++i) ss += double(x[i]) * double(x[i]);
   const float var = float(ss / double(H));

@@ -1,11 +1,14 @@
 // decode.cu — a decode step (B <= 16 sequences, one new token each): the parameter block, the CUDA graph captured
-// once per (batch, gqa and dca masks) and replayed, and decode's halves of the layer blocks (layers.cu): every norm is
-// fused into the next GEMV's prologue, attention is split-KV (docs/ARCHITECTURE.md §Layers).
+// once per (batch, gqa, dca, ffn and norm patterns) and replayed, and decode's halves of the layer blocks (layers.cu):
+// under the default arms every norm is fused into the next GEMV's prologue (toggles norm, ffn: opt/norm, opt/ffn),
+// attention is split-KV over the cache toggle gqa picks (opt/gqa) (docs/ARCHITECTURE.md §Layers).
 #include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "attention.cuh"
+#include "gqa_attention.cuh"
+#include "norm_unfused.cuh"
 #include "session.cuh"
 #include "swiglu.cuh"
 
@@ -32,8 +35,26 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   op.set("sample_device", cost_sample(B, c.vocab_size));
 }
 
-// rmsnorm + q|k|v (+bias) in one GEMV; with pair-interleaved rows (qkv_pairs) its epilogue also applies RoPE and
-// writes K/V, else rope_kv follows.
+qwc::GemvArgs CudaSession::decode_norm(const Pass &p, int32_t l, bool fused, int32_t op_id, const DBuf &norm_w) {
+  const Config &c = m_.cfg;
+  const int32_t B = p.rows, H = c.hidden_size;
+  if (fused) return norm_gemv(x_.as<float>(), H, B, norm_w.as<float>(), c.rms_eps);
+  OpScope op(*this, l, op_id, B);
+  qwc::launch_rmsnorm_rows(xn_.as<bf16>(), H, x_.as<float>(), H, norm_w.as<float>(), B, H, c.rms_eps, stream_);
+  op.set("rmsnorm_rows", cost_rmsnorm(B, H, 4.0));
+  return bf16_gemv(xn_.as<bf16>(), H, B);
+}
+
+// The op names below are written for the fused prologue ("attn_norm+…", "ffn_norm+…"); with the norm as its own op
+// the name is the same literal past that prefix.
+static const char *past_norm(const char *name, bool fused) {
+  if (fused) return name;
+  const char *plus = std::strchr(name, '+');
+  return plus ? plus + 1 : name;
+}
+
+// rmsnorm + q|k|v (+bias) in one GEMV (toggle norm = separate: the norm is an op of its own first); with
+// pair-interleaved rows (qkv_pairs) its epilogue also applies RoPE and writes K/V, else rope_kv follows.
 void CudaSession::decode_qkv(const Pass &p, int32_t l) {
   const Config &c = m_.cfg;
   const int32_t B = p.rows, H = c.hidden_size, QKV = c.q_dim() + 2 * c.kv_dim();
@@ -41,7 +62,9 @@ void CudaSession::decode_qkv(const Pass &p, int32_t l) {
   // DCA takes the unfused path: fp32 q|k|v without bias, then its rope adds the bias (in the rows' own order)
   const bool dca = p.st && dca_on(*p.st, l);
   const float *bias = dca ? nullptr : L.qkv_bias.as<float>();
-  qwc::GemvArgs a = norm_gemv(x_.as<float>(), H, B, L.attn_norm.as<float>(), c.rms_eps);
+  const bool fn = norm_arm(p.st, l) == Norm::FusedResidualNorm;
+  qwc::GemvArgs a = decode_norm(p, l, fn, QW_OP_ATTN_NORM, L.attn_norm);
+  const OpCost norm_cost = fn ? cost_rmsnorm(B, H, 4.0) : OpCost{};
   if (L.qkv_pairs && !dca) {
     OpScope op(*this, l, QW_OP_QKV, B);
     a.epi = qwc::GEMV_EPI_QKV_ROPE;
@@ -58,9 +81,8 @@ void CudaSession::decode_qkv(const Pass &p, int32_t l) {
     a.rope.inv_freq = m_.inv_freq.as<float>();
     a.rope.n_heads = c.num_heads; a.rope.n_kv = c.num_kv_heads; a.rope.head_dim = c.head_dim; a.rope.max_ctx = max_ctx_;
     qwc::launch_gemv(a, stream_);
-    op.set("attn_norm+qkv+bias+rope+kv_write:gemv",
-           add(add(cost_rmsnorm(B, H, 4.0), cost_of(L.qkv, B, true)),
-               cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0)));
+    op.set(past_norm("attn_norm+qkv+bias+rope+kv_write:gemv", fn),
+           add(add(norm_cost, cost_of(L.qkv, B, true)), cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0)));
     return;
   }
   {
@@ -83,19 +105,19 @@ void CudaSession::decode_qkv(const Pass &p, int32_t l) {
       }
     }
     const bool b = bias != nullptr;
-    const OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_qkv() ? cost_of(L.qkv, B, b)
-                                                                 : add(add(cost_of(L.q, B, b), cost_of(L.k, B, b)),
-                                                                       cost_of(L.v, B, b)));
-    op.set(L.fused_qkv() ? (b ? "attn_norm+qkv+bias:gemv" : "attn_norm+qkv:gemv")
-                         : (b ? "attn_norm+q,k,v+bias:gemv x3" : "attn_norm+q,k,v:gemv x3"),
+    const OpCost cc = add(norm_cost, L.fused_qkv() ? cost_of(L.qkv, B, b)
+                                                   : add(add(cost_of(L.q, B, b), cost_of(L.k, B, b)), cost_of(L.v, B, b)));
+    op.set(past_norm(L.fused_qkv() ? (b ? "attn_norm+qkv+bias:gemv" : "attn_norm+qkv:gemv")
+                                   : (b ? "attn_norm+q,k,v+bias:gemv x3" : "attn_norm+q,k,v:gemv x3"),
+                     fn),
            cc);
   }
   rope_kv(p, l, bias ? nullptr : L.qkv_bias.as<float>());  // whichever of the GEMV and the rope adds the bias
 }
 
 // Split-KV attention of every sequence over its cache slot; gqa=broadcast first repeats the kv heads into the
-// scratch cache, whose slots are the identity 0..B-1 held in d_out_ (see run_decode).
-const char *CudaSession::decode_attention(const Pass &p, int32_t l, bool bcast) {
+// scratch cache (opt/gqa/gqa_attention.cuh), whose slots are the identity 0..B-1 held in d_out_ (see run_decode).
+const char *CudaSession::decode_attention(const Pass &p, int32_t l, Gqa gqa) {
   const Config &c = m_.cfg;
   qwc::DecodeAttnArgs a;
   a.out = z_.as<bf16>();
@@ -108,50 +130,80 @@ const char *CudaSession::decode_attention(const Pass &p, int32_t l, bool bcast) 
   a.n_split = n_split_;
   a.ws = attn_ws_.as<float>();
   a.counters = attn_cnt_.as<int32_t>();
-  if (bcast) {  // the scratch is allocated by run_decode before any capture
-    broadcast_kv(l, d_slot_, d_len_, p.rows, max_ctx_);
-    a.kcache = bcast_k_.as<bf16>();
-    a.vcache = bcast_v_.as<bf16>();
-    a.slot = d_out_;
-    a.n_kv = c.num_heads;  // counters are sized for nH heads (constructor)
-  }
+  qwc::GqaKvArgs g;  // broadcast: the scratch is allocated by run_decode before any capture
+  g.kcache = kcache(l);
+  g.vcache = vcache(l);
+  g.scratch_k = bcast_k_.as<bf16>();
+  g.scratch_v = bcast_v_.as<bf16>();
+  g.slot = d_slot_;
+  g.len = d_len_;
+  g.rows = p.rows; g.n_heads = c.num_heads; g.n_kv = c.num_kv_heads; g.head_dim = c.head_dim; g.max_ctx = max_ctx_;
+  g.max_len = max_ctx_;
+  const qwc::GqaKv kv = qwc::gqa_kv(gqa, g, stream_);
+  a.kcache = kv.k;
+  a.vcache = kv.v;
+  a.n_kv = kv.n_kv;  // broadcast: nH (the counters are sized for nH heads: constructor)
+  if (kv.scratch) a.slot = d_out_;
   qwc::launch_decode_attention(a, stream_);
-  return bcast ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv";
+  return kv.scratch ? "attn_decode_splitkv+broadcast" : "attn_decode_splitkv";
 }
 
-// rmsnorm + gate|up + SwiGLU: one GEMV over the interleaved gate_up rows, or two GEMVs and the SwiGLU kernel.
+// The MLP's norm, gate|up and SwiGLU under toggle ffn (opt/ffn/ffn.cpp):
+//   fused-norm-gemv-swiglu  one GEMV over the interleaved gate_up rows: norm prologue, SwiGLU epilogue
+//   fused-swiglu            the norm as its own op (rmsnorm_rows), then that GEMV over its output, SwiGLU epilogue
+//   separate                the norm op, the GEMV writing gate|up (bf16, interleaved), then SwiGLU as its own op
+// All three give the same bits (the lab's fusion section checks it). Without the interleaved matrix (gate and up of
+// different types) two GEMVs write gate and up and the SwiGLU kernel follows, an op of its own only under separate.
 void CudaSession::decode_gate_up(const Pass &p, int32_t l) {
   const Config &c = m_.cfg;
   const int32_t B = p.rows, H = c.hidden_size, I = c.intermediate_size;
   const Layer &L = m_.layers[l];
-  OpScope op(*this, l, QW_OP_GATE_UP, B);
-  qwc::GemvArgs a = norm_gemv(x_.as<float>(), H, B, L.ffn_norm.as<float>(), c.rms_eps);
+  const Ffn arm = ffn_arm(p.st, l);
+  const bool fn = arm == Ffn::FusedNormGemvSwiglu, epi_swiglu = L.fused_gu() && arm != Ffn::Separate;
+  qwc::GemvArgs a = decode_norm(p, l, fn, QW_OP_FFN_NORM, L.ffn_norm);
   const bool want_pre = p.wants(HOOK_MLP_PRE, l);
-  if (L.fused_gu()) {
-    a.epi = qwc::GEMV_EPI_SWIGLU;
-    a.w = L.gate_up.m;
-    marlin_args(a, L.gate_up);
-    a.out = h_.p;
-    a.out_ld = I;
-    a.aux = want_pre ? gate_.as<bf16>() : nullptr;
-    a.aux_ld = I;
-    qwc::launch_gemv(a, stream_);
-  } else {
-    a.epi = qwc::GEMV_EPI_BF16;
-    a.out_ld = 2 * I;
-    a.w = L.gate.m; a.out = gu_.p;
-    marlin_args(a, L.gate);
-    qwc::launch_gemv(a, stream_);
-    a.w = L.up.m; a.out = gu_.as<bf16>() + I;
-    a.mw = nullptr;
-    marlin_args(a, L.up);
-    qwc::launch_gemv(a, stream_);
-    qwc::launch_swiglu(h_.as<bf16>(), want_pre ? gate_.as<bf16>() : nullptr, gu_.as<bf16>(), B, I, false, stream_);
+  {
+    OpScope op(*this, l, QW_OP_GATE_UP, B);
+    if (epi_swiglu) {
+      a.epi = qwc::GEMV_EPI_SWIGLU;
+      a.w = L.gate_up.m;
+      marlin_args(a, L.gate_up);
+      a.out = h_.p;
+      a.out_ld = I;
+      a.aux = want_pre ? gate_.as<bf16>() : nullptr;
+      a.aux_ld = I;
+      qwc::launch_gemv(a, stream_);
+    } else {
+      a.epi = qwc::GEMV_EPI_BF16;
+      a.out_ld = 2 * I;
+      if (L.fused_gu()) {  // rows interleaved: gu_[b, 2j] = gate j, gu_[b, 2j + 1] = up j
+        a.w = L.gate_up.m; a.out = gu_.p;
+        marlin_args(a, L.gate_up);
+        qwc::launch_gemv(a, stream_);
+      } else {
+        a.w = L.gate.m; a.out = gu_.p;
+        marlin_args(a, L.gate);
+        qwc::launch_gemv(a, stream_);
+        a.w = L.up.m; a.out = gu_.as<bf16>() + I;
+        a.mw = nullptr;
+        marlin_args(a, L.up);
+        qwc::launch_gemv(a, stream_);
+      }
+      if (arm != Ffn::Separate)
+        qwc::launch_swiglu(h_.as<bf16>(), want_pre ? gate_.as<bf16>() : nullptr, gu_.as<bf16>(), B, I, L.fused_gu(),
+                           stream_);
+    }
+    const OpCost gemvs = L.fused_gu() ? cost_of(L.gate_up, B, false) : add(cost_of(L.gate, B, false), cost_of(L.up, B, false));
+    const OpCost cc = add(fn ? cost_rmsnorm(B, H, 4.0) : OpCost{}, gemvs);
+    const char *name = L.fused_gu() ? (arm == Ffn::Separate ? "gate_up:gemv" : "ffn_norm+gate_up+swiglu:gemv")
+                                    : (arm == Ffn::Separate ? "gate,up:gemv x2" : "ffn_norm+gate,up:gemv x2+swiglu");
+    op.set(past_norm(name, fn || arm == Ffn::Separate), arm == Ffn::Separate ? cc : add(cc, cost_swiglu(B, I, 2.0)));
   }
-  const OpCost cc = add(cost_rmsnorm(B, H, 4.0), L.fused_gu() ? cost_of(L.gate_up, B, false)
-                                                              : add(cost_of(L.gate, B, false), cost_of(L.up, B, false)));
-  op.set(L.fused_gu() ? "ffn_norm+gate_up+swiglu:gemv" : "ffn_norm+gate,up:gemv x2+swiglu",
-         add(cc, cost_swiglu(B, I, 2.0)));
+  if (arm == Ffn::Separate) {
+    OpScope op(*this, l, QW_OP_SWIGLU, B);
+    qwc::launch_swiglu(h_.as<bf16>(), want_pre ? gate_.as<bf16>() : nullptr, gu_.as<bf16>(), B, I, L.fused_gu(), stream_);
+    op.set("swiglu", cost_swiglu(B, I, 2.0));
+  }
 }
 
 void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
@@ -176,6 +228,9 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
     any_bcast |= b;
     key += b ? 'b' : 'n';
     if (dca_on(st, l)) key += 'd';  // the DCA path has other kernels (chunk/local are fixed per session)
+    // ffn / norm arms other than the defaults have other kernels (opt/ffn, opt/norm)
+    if (ffn_arm(&st, l) != Ffn::FusedNormGemvSwiglu) key += char('0' + int(ffn_arm(&st, l)));
+    if (norm_arm(&st, l) != Norm::FusedResidualNorm) key += 's';
   }
   if (any_bcast) ensure_bcast();
   // The identity slots for the broadcast arm live in d_out_ and are overwritten by argmax at the end of the

@@ -11,8 +11,8 @@
 #include "dca.cuh"
 #include "embed.cuh"
 #include "gemm.cuh"
-#include "kv_broadcast.cuh"
 #include "kvcache.hpp"
+#include "norm.hpp"
 #include "rope.cuh"
 #include "sample.cuh"
 #include "session.cuh"
@@ -44,7 +44,8 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
   const int32_t H = c.hidden_size;
   const Layer &L = m_.layers[l];
   const bool dca = p.st && dca_on(*p.st, l);  // DCA reads the kv heads in place: no broadcast copy
-  const bool bcast = !dca && p.st && gqa_broadcast(*p.st, l);
+  const Gqa gqa = !dca && p.st ? gqa_arm(*p.st, l) : Gqa::Native;  // toggle gqa (opt/gqa/gqa_attention.cuh)
+  const bool bcast = gqa == Gqa::Broadcast;
   float *x = x_.as<float>();
   // q (roped) into q_, k/v into the cache (and kout_/vout_ when hooked)
   if (p.decode) decode_qkv(p, l);
@@ -70,22 +71,26 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
       kn = kvq_.attend(ks, q_.as<bf16>(), z_.as<bf16>(), stream_);
       kvq_.ring(ks, stream_);
     } else {
-      kn = p.decode ? decode_attention(p, l, bcast) : prefill_attention(p, l, bcast);
+      kn = p.decode ? decode_attention(p, l, gqa) : prefill_attention(p, l, gqa);
     }
     if (op.marking())  // the cost walks every sequence: only when it is recorded
       op.set(kn, cost_attention(p.st->pos0, p.st->n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads,
                                 c.head_dim, kv_cache_elem_bytes(p.st->toggles.kv_cache, c.head_dim), 2.0));
   }
   hook_bf16(p, HOOK_Z, l, z_.p, c.q_dim());
-  // o_proj + residual: accumulated into x, or through tmp_ when hook_attn_out wants the projection alone
-  const bool want_attn_out = p.wants(HOOK_ATTN_OUT, l);
+  // o_proj + residual: accumulated into x by the projection's epilogue; or through tmp_ when hook_attn_out wants the
+  // projection alone (the add inside the op), or toggle norm = separate (the add an op of its own: residual_op)
+  const bool want_attn_out = p.wants(HOOK_ATTN_OUT, l), sep = norm_arm(p.st, l) == Norm::Separate;
   {
     OpScope op(*this, l, QW_OP_O_PROJ, p.rows);
-    const char *kn = linear(p, L.o, z_.as<bf16>(), c.q_dim(), want_attn_out ? tmp_.p : (void *)x, H,
-                            want_attn_out ? qwc::GEMM_OUT_F32 : qwc::GEMM_OUT_ADD_F32);
-    if (want_attn_out) qwc::launch_add_f32(x, tmp_.as<float>(), (int64_t)p.rows * H, stream_);
-    op.set(p.decode ? "o_proj+residual:gemv" : kn, add(cost_of(L.o, p.rows, false), cost_residual(p.rows, H, 4.0)));
+    const bool via_tmp = want_attn_out || sep;
+    const char *kn = linear(p, L.o, z_.as<bf16>(), c.q_dim(), via_tmp ? tmp_.p : (void *)x, H,
+                            via_tmp ? qwc::GEMM_OUT_F32 : qwc::GEMM_OUT_ADD_F32);
+    if (want_attn_out && !sep) qwc::launch_add_f32(x, tmp_.as<float>(), (int64_t)p.rows * H, stream_);
+    op.set(p.decode ? (sep ? "o_proj:gemv" : "o_proj+residual:gemv") : kn,
+           sep ? cost_of(L.o, p.rows, false) : add(cost_of(L.o, p.rows, false), cost_residual(p.rows, H, 4.0)));
   }
+  if (sep) residual_op(p, l, tmp_.as<float>());
   if (want_attn_out) hook_f32(p, HOOK_ATTN_OUT, l, tmp_.as<float>(), H);
   hook_f32(p, HOOK_RESID_MID, l, x, H);
 }
@@ -100,12 +105,25 @@ void CudaSession::mlp_block(const Pass &p, int32_t l) {
   else prefill_gate_up(p, l);
   hook_bf16(p, HOOK_MLP_PRE, l, gate_.p, I);
   hook_bf16(p, HOOK_MLP_POST, l, h_.p, I);
+  const bool sep = norm_arm(p.st, l) == Norm::Separate;  // toggle norm: the residual add its own op
   {
     OpScope op(*this, l, QW_OP_DOWN, p.rows);
-    const char *kn = linear(p, L.down, h_.as<bf16>(), I, x, H, qwc::GEMM_OUT_ADD_F32);
-    op.set(p.decode ? "down+residual:gemv" : kn, add(cost_of(L.down, p.rows, false), cost_residual(p.rows, H, 4.0)));
+    const char *kn = linear(p, L.down, h_.as<bf16>(), I, sep ? tmp_.p : (void *)x, H,
+                            sep ? qwc::GEMM_OUT_F32 : qwc::GEMM_OUT_ADD_F32);
+    op.set(p.decode ? (sep ? "down:gemv" : "down+residual:gemv") : kn,
+           sep ? cost_of(L.down, p.rows, false) : add(cost_of(L.down, p.rows, false), cost_residual(p.rows, H, 4.0)));
   }
+  if (sep) residual_op(p, l, tmp_.as<float>());
   hook_f32(p, HOOK_RESID_POST, l, x, H);
+}
+
+// x_ += y (fp32 [rows, hidden]): the residual add of toggle norm = separate. The fused epilogue (GEMV_EPI_ADD_F32)
+// adds the same fp32 value into x, so decode gives the same bits either way.
+void CudaSession::residual_op(const Pass &p, int32_t l, const float *y) {
+  const int32_t H = m_.cfg.hidden_size;
+  OpScope op(*this, l, QW_OP_RESIDUAL, p.rows);
+  qwc::launch_add_f32(x_.as<float>(), y, (int64_t)p.rows * H, stream_);
+  op.set("residual_add", cost_residual(p.rows, H, 4.0));
 }
 
 // RoPE of q and k from the fp32 q|k|v projection (bias added here when given), k and v written to the cache.
@@ -152,15 +170,6 @@ const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act,
   a.act = act;
   a.act_ld = act_ld;
   return qwc::launch_gemv(a, stream_);
-}
-
-// gqa=broadcast (docs/ARCHITECTURE.md §Adding an optimization): the kv heads of layer l of `rows` sequences
-// (cache slots `slot`, lengths `len` on the device) repeated into the scratch cache [rows][nH][max_ctx][d]; the
-// attention that follows reads bcast_k_/bcast_v_ with nH kv heads and the scratch's own slots.
-void CudaSession::broadcast_kv(int32_t l, const int32_t *slot, const int32_t *len, int32_t rows, int32_t max_len) {
-  const Config &c = m_.cfg;
-  qwc::launch_kv_broadcast(bcast_k_.as<bf16>(), bcast_v_.as<bf16>(), kcache(l), vcache(l), slot, len, rows, c.num_heads,
-                           c.num_kv_heads, c.head_dim, max_ctx_, max_len, stream_);
 }
 
 const char *CudaSession::dca_attention(const Pass &p, int32_t l) {

@@ -8,6 +8,7 @@
 
 #include "attention.cuh"
 #include "gemm.cuh"
+#include "gqa_attention.cuh"
 #include "marlin.cuh"
 #include "norm.cuh"
 #include "registry.hpp"
@@ -174,8 +175,8 @@ void CudaSession::prefill_qkv(const Pass &p, int32_t l) {
 }
 
 // Flash attention, one launch per sequence over its cache slot; gqa=broadcast first repeats the sequence's kv
-// heads into slot 0 of the scratch cache.
-const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast) {
+// heads into slot 0 of the scratch cache (opt/gqa/gqa_attention.cuh).
+const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
   const Config &c = m_.cfg;
   const Step &st = *p.st;
   const int32_t R = prow_cap_;
@@ -207,19 +208,28 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast)
       an = dev_guard([&] { return qwc::launch_sage_prefill(sa, stream_); });
       continue;
     }
-    if (bcast) {
+    qwc::GqaKvArgs g;
+    g.kcache = kcache(l);
+    g.vcache = vcache(l);
+    if (gqa == Gqa::Broadcast) {  // the sequence's length on the device, for the copy
       ensure_bcast();
       hparams_[3 * R + i] = st.pos0[i] + st.n_new[i];
       CK(cudaMemcpyAsync(p_len_ + i, hparams_ + 3 * R + i, 4, cudaMemcpyHostToDevice, stream_));
-      broadcast_kv(l, p.slot + row0, p_len_ + i, 1, st.pos0[i] + st.n_new[i]);
-      a.kcache = bcast_k_.as<bf16>();
-      a.vcache = bcast_v_.as<bf16>();
-      a.slot = 0;
-      a.n_kv = c.num_heads;
+      g.scratch_k = bcast_k_.as<bf16>();
+      g.scratch_v = bcast_v_.as<bf16>();
     }
+    g.slot = p.slot + row0;
+    g.len = p_len_ + i;
+    g.rows = 1; g.n_heads = c.num_heads; g.n_kv = c.num_kv_heads; g.head_dim = c.head_dim; g.max_ctx = max_ctx_;
+    g.max_len = st.pos0[i] + st.n_new[i];
+    const qwc::GqaKv kv = qwc::gqa_kv(gqa, g, stream_);
+    a.kcache = kv.k;
+    a.vcache = kv.v;
+    a.n_kv = kv.n_kv;
+    if (kv.scratch) a.slot = 0;
     an = qwc::launch_prefill_attention(a, stream_);
   }
-  return bcast && !sage ? "attn_prefill_mma+broadcast" : an;
+  return gqa == Gqa::Broadcast && !sage ? "attn_prefill_mma+broadcast" : an;
 }
 
 // rmsnorm, the gate|up GEMM (bf16 out), then SwiGLU as its own op.

@@ -26,12 +26,14 @@
 #include "common.cuh"
 #include "cost.hpp"
 #include "dca.hpp"
+#include "ffn.hpp"
 #include "gemv.cuh"
 #include "gemv.hpp"
 #include "gqa.hpp"
 #include "graphs.hpp"
 #include "kernel_trace.cuh"
 #include "kv_quant.cuh"
+#include "norm.hpp"
 #include "sage.cuh"
 #include "sample.cuh"
 
@@ -58,7 +60,7 @@ auto dev_guard(F &&f) -> decltype(f()) {
 
 void *dmalloc(size_t bytes);
 int64_t now_ns();
-inline OpCost add(OpCost a, OpCost b) { return {a.flops + b.flops, a.bytes + b.bytes}; }
+inline OpCost add(OpCost a, OpCost b) { return add_cost(a, b); }
 
 // A GEMV whose prologue is the RMSNorm of x (fp32 [batch, x_ld]) times norm_w (decode fuses every norm this way).
 inline qwc::GemvArgs norm_gemv(const float *x, int64_t x_ld, int32_t batch, const float *norm_w, float eps) {
@@ -69,6 +71,16 @@ inline qwc::GemvArgs norm_gemv(const float *x, int64_t x_ld, int32_t batch, cons
   a.x_ld = x_ld;
   a.norm_w = norm_w;
   a.eps = eps;
+  return a;
+}
+
+// A GEMV over bf16 activations act [batch, act_ld] (the unfused arms: a norm kernel wrote them).
+inline qwc::GemvArgs bf16_gemv(const __nv_bfloat16 *act, int64_t act_ld, int32_t batch) {
+  qwc::GemvArgs a;
+  a.batch = batch;
+  a.pro = qwc::GEMV_PRO_BF16;
+  a.act = act;
+  a.act_ld = act_ld;
   return a;
 }
 
@@ -154,8 +166,16 @@ class CudaModel final : public BackendModel {
 inline bool gqa_broadcast(const Step &st, int32_t layer) {
   return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].gqa == Gqa::Broadcast;
 }
+inline Gqa gqa_arm(const Step &st, int32_t layer) { return gqa_broadcast(st, layer) ? Gqa::Broadcast : Gqa::Native; }
 inline bool graphs_on(const Step &st) { return st.toggles.graphs == Graphs::On; }
 inline bool gemv_marlin(const Step &st) { return st.toggles.gemv == Gemv::Marlin; }
+// ffn / norm arms (opt/ffn, opt/norm); no step (never the case in a forward) reads as the defaults, the fused arms.
+inline Ffn ffn_arm(const Step *st, int32_t layer) {
+  return st && !st->toggles.layer.empty() ? st->toggles.layer[size_t(layer)].ffn : Ffn::FusedNormGemvSwiglu;
+}
+inline Norm norm_arm(const Step *st, int32_t layer) {
+  return st && !st->toggles.layer.empty() ? st->toggles.layer[size_t(layer)].norm : Norm::FusedResidualNorm;
+}
 inline Attention attention_arm(const Step &st, int32_t layer) {
   return st.toggles.layer.empty() ? Attention::FlashBf16 : st.toggles.layer[size_t(layer)].attention;
 }
@@ -241,7 +261,6 @@ class CudaSession final : public BackendSession {
   void rope_kv(const Pass &p, int32_t l, const float *bias);
   const char *linear(const Pass &p, const DevMat &w, const bf16 *act, int64_t act_ld, void *out, int64_t out_ld,
                      int32_t gemm_out);
-  void broadcast_kv(int32_t l, const int32_t *slot, const int32_t *len, int32_t rows, int32_t max_len);
   // gemv = marlin (this step): the repacked weight of d and the scratch into a, when d has one; else nothing.
   void marlin_args(qwc::GemvArgs &a, const DevMat &d) const;
   void ensure_marlin();  // the model's packs and this session's scratch (before any graph capture)
@@ -257,8 +276,13 @@ class CudaSession final : public BackendSession {
   void run_decode(const Step &st, Sink &sink, int32_t *out_tokens);
   void decode_body(int32_t B, const Step *st, Sink *sink, bool eager_hooks);
   void decode_qkv(const Pass &p, int32_t l);
-  const char *decode_attention(const Pass &p, int32_t l, bool bcast);
+  const char *decode_attention(const Pass &p, int32_t l, Gqa gqa);
   void decode_gate_up(const Pass &p, int32_t l);
+  // The prologue of a decode GEMV over x_ normed by norm_w: fused (GEMV_PRO_NORM), or (separate) an op `op_id` of its
+  // own that writes xn_ with the same bits, which the GEMV then reads (opt/norm/norm_unfused.cuh).
+  qwc::GemvArgs decode_norm(const Pass &p, int32_t l, bool fused, int32_t op_id, const DBuf &norm_w);
+  // x_ += out of a projection whose epilogue did not add it (toggle norm = separate): an op of its own.
+  void residual_op(const Pass &p, int32_t l, const float *y);
   // --- prefill.cu
   void run_prefill(const Step &st, Sink &sink, int32_t *out_tokens);
   const char *gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
@@ -267,7 +291,7 @@ class CudaSession final : public BackendSession {
                          int kind, OpCost &cost);
   void prefill_norm(const Pass &p, int32_t l, int32_t op_id, const DBuf &w);
   void prefill_qkv(const Pass &p, int32_t l);
-  const char *prefill_attention(const Pass &p, int32_t l, bool bcast);
+  const char *prefill_attention(const Pass &p, int32_t l, Gqa gqa);
   void prefill_gate_up(const Pass &p, int32_t l);
 
   CudaModel &m_;

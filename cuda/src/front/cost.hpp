@@ -14,6 +14,8 @@ namespace qw {
 struct OpCost {
   double flops = 0, bytes = 0;
 };
+// The cost of two ops run as one (a fused kernel): the sum, an upper bound on the bytes.
+inline OpCost add_cost(OpCost a, OpCost b) { return {a.flops + b.flops, a.bytes + b.bytes}; }
 
 // y[T, rows] = x[T, cols] @ W^T (+ bias[rows] when has_bias). act_bytes: activation element size (4 on the
 // CPU, 2 for bf16 activations).

@@ -14,7 +14,10 @@ QW_OPTIMIZATION(graphs) {
       .cuda({Graphs::On, Graphs::Off})
       .spec("launch overhead")
       .describe(
-          "CUDA graph replay for decode steps (the CPU backend has no graphs: always off there).");
+          "CUDA decode steps. on (default): a step is one launch of a CUDA graph, captured once per batch size and "
+          "per gqa/dca layer pattern; off: every kernel of the step is launched from the host. Prefill is always "
+          "launched eagerly, and so is decode while profiling mode events or a hook capture is on. The CPU backend "
+          "has no graphs: always off there.");
 }
 
 }  // namespace qw
