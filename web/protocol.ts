@@ -47,6 +47,22 @@ export const PerplexitySpecSchema = z.object({
 });
 export type PerplexitySpec = z.infer<typeof PerplexitySpecSchema>;
 
+/** A passkey run on the loaded model (engine/measure/passkey.ts runPasskey), DCA and sparse prefill options. */
+export const PasskeySpecSchema = z.object({
+  lengths: z.array(z.number().int().min(16).max(1 << 20)).min(1).max(32),
+  trials: z.number().int().min(1).max(1000),
+  seed: z.number().int().min(0).max(2 ** 31),
+  buckets: z.number().int().min(1).max(20),
+  dca: z.boolean(),
+  dcaOptions: z.object({ chunk: z.number().int().min(2).optional(), local: z.number().int().min(0).optional() }).strict().optional(),
+  sparse: z.boolean(),
+  sparseOptions: z.object({
+    vertical: z.number().int().min(0).optional(), slash: z.number().int().min(0).optional(),
+    local: z.number().int().min(1).optional(), sink: z.number().int().min(0).optional(), stats: z.boolean().optional(),
+  }).strict().optional(),
+});
+export type PasskeySpec = z.infer<typeof PasskeySpecSchema>;
+
 export const LoadOptionsSchema = z.object({
   backend: z.enum(["auto", "cpu", "cuda"]),
   threads: z.number().int().min(0).max(1024).optional(),
@@ -59,6 +75,7 @@ export const ToWorker = z.discriminatedUnion("t", [
   z.object({ t: z.literal("run"), id: z.string(), spec: RunSpecSchema }),
   z.object({ t: z.literal("quant"), id: z.string(), spec: QuantSpecSchema }),
   z.object({ t: z.literal("perplexity"), id: z.string(), spec: PerplexitySpecSchema }),
+  z.object({ t: z.literal("passkey"), id: z.string(), spec: PasskeySpecSchema }),
   z.object({ t: z.literal("cancel"), id: z.string() }),
   z.object({ t: z.literal("catalog"), id: z.string() }),
 ]);

@@ -14,6 +14,7 @@ import { mergeResults, type PassMeasure, type RecordResult } from "./passes.ts";
 import { quantile } from "./stats.ts";
 import { opName } from "../catalog.ts";
 import { WEIGHTS_TOGGLE } from "../formats/requant.ts";
+import { sparseSummary } from "../sparse.ts";
 import { speculativeGenerate, TOGGLE_VALUES_NEEDING_INPUT, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
 import { mergeTraces, summarizeSpec, type SpecTrace } from "../spec/stats.ts";
 
@@ -343,6 +344,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       profiling: spec.profiling,
       profiling_mode: session.profilingMode,
       ...(session.kvInfo ? { kv: session.kvInfo() } : {}),  // KV-cache type and memory, shown next to the speeds
+      ...sparseSummary(session),
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
       ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true) } : {}),

@@ -3,6 +3,7 @@
 /* global Plotly */
 import { rooflineFigure } from "./roofline.js";
 import { createQuantPage } from "./quant.js";
+import { createPasskeyPage } from "./passkey.js";
 
 const $ = (s, el = document) => el.querySelector(s);
 const $$ = (s, el = document) => [...el.querySelectorAll(s)];
@@ -595,9 +596,10 @@ async function drawCompare() {
 
 // ---------- wiring ----------
 const quant = createQuantPage({ $, api, toast, esc, fmt, enc, state, readToggles, follow, loadProfiles, paramOf, downloadPlot, PALETTE, BASE_LAYOUT, PLOT_CFG, toggleStr, effDefault });
+const passkey = createPasskeyPage({ $, api, toast, esc, enc, follow, BASE_LAYOUT, PLOT_CFG });
 const TAB_INIT = {
   run: async () => { await refreshRecent(); },
-  latency: initLatency, roofline: initRoofline, quant: () => quant.init(), compare: initCompare,
+  latency: initLatency, roofline: initRoofline, quant: () => quant.init(), compare: initCompare, passkey: () => passkey.init(),
   profiles: async () => { await loadProfiles(); },
 };
 
@@ -619,6 +621,7 @@ async function boot() {
   $("#roof-png").addEventListener("click", () => downloadPlot("roof-plot", "png"));
   $("#roof-svg").addEventListener("click", () => downloadPlot("roof-plot", "svg"));
   quant.wire();
+  passkey.wire();
   for (const id of ["#cmp-a", "#cmp-b"]) $(id).addEventListener("change", () => drawCompare().catch((x) => toast(x.message, "error")));
   $("#cmp-swap").addEventListener("click", () => { const a = $("#cmp-a").value; $("#cmp-a").value = $("#cmp-b").value; $("#cmp-b").value = a; drawCompare(); });
   $("#prof-refresh").addEventListener("click", loadProfiles);

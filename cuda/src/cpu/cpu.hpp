@@ -107,6 +107,7 @@ class Session final : public BackendSession {
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}  // the front tracks lengths; stale KV rows are overwritten before use
   KvInfo kv_info() const override { return kv_.info(); }
+  const SparseStats *sparse_stats() const override { return &sparse_stats_; }
 
  private:
   const Model &m_;
@@ -119,6 +120,7 @@ class Session final : public BackendSession {
   std::vector<int32_t> pos_;
   SamplerScratch sampler_;
   std::vector<float> q_succ_, q_inter_;  // Dual Chunk Attention (src/opt/dca/): successive-/inter-chunk queries
+  SparseStats sparse_stats_;              // sparse prefill (src/opt/sparse_prefill/): the latest prompt's measurements
 };
 
 }  // namespace cpu

@@ -118,18 +118,25 @@ inline float exp_shift_sum(float *e, int32_t n, float m) {
   return sum;
 }
 
-// Per-thread scratch of one task.
-struct Scratch {
-  std::vector<float> sc, kr, op, acc, m, l;
-};
-
-// One (query row, kv head) task: `group` query heads, keys 0..i of sequence slot `seq`.
+// One (query row, kv head) task: `group` query heads, keys 0..i of sequence slot `seq` (keys == nullptr), or
+// the sorted key list keys[0..n_keys) (sparse prefill; then group is 1). lse (optional): per head, the log of the
+// softmax normalizer over the visited keys, M + log(sum), scores scaled.
 void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t s, int32_t group,
-              int32_t d, float scale, const float *const qv[3], float *z, Scratch &w) {
+              int32_t d, float scale, const float *const qv[3], float *z, DcaScratch &w, const int32_t *keys = nullptr,
+              int32_t n_keys = 0, float *lse = nullptr) {
   const int32_t ci = i / s;
-  // [begin, end) of the key groups: 0 intra, 1 successive, 2 inter (dca::part of each key).
-  const int32_t lo[3] = {ci * s, std::max(0, (ci - 1) * s), 0};
-  const int32_t hi[3] = {i + 1, ci * s, std::max(0, (ci - 1) * s)};
+  // [begin, end) of the key groups: 0 intra, 1 successive, 2 inter (dca::part of each key): positions, or for a
+  // key list the index range of the list that falls in each group (the groups are contiguous position ranges).
+  int32_t lo[3] = {ci * s, std::max(0, (ci - 1) * s), 0};
+  int32_t hi[3] = {i + 1, ci * s, std::max(0, (ci - 1) * s)};
+  if (keys) {
+    for (int g3 = 0; g3 < 3; ++g3) {
+      const int32_t a = lo[g3], b = hi[g3];
+      lo[g3] = int32_t(std::lower_bound(keys, keys + n_keys, a) - keys);
+      hi[g3] = int32_t(std::lower_bound(keys, keys + n_keys, b) - keys);
+    }
+  }
+  auto key_at = [&](int32_t idx) { return keys ? keys[idx] : idx; };
   const int64_t base = kv.offset(layer, seq, kvh, 0);
   w.kr.resize(size_t(d));
   w.op.resize(size_t(group) * size_t(d));
@@ -141,7 +148,7 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
     if (n <= 0) continue;
     w.sc.resize(size_t(group) * size_t(n));
     for (int32_t k = 0; k < n; ++k) {
-      widen(w.kr.data(), kv, base + int64_t(lo[g3] + k) * d, true, d);
+      widen(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, true, d);
       for (int32_t g = 0; g < group; ++g) w.sc[size_t(g) * size_t(n) + size_t(k)] = dot_f32(qv[g3] + int64_t(g) * d, w.kr.data(), d) * scale;
     }
     float mg[64], lg[64];  // group <= 64 (checked by the caller)
@@ -154,7 +161,7 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
     }
     std::fill(w.op.begin(), w.op.end(), 0.0f);
     for (int32_t k = 0; k < n; ++k) {
-      widen(w.kr.data(), kv, base + int64_t(lo[g3] + k) * d, false, d);
+      widen(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, false, d);
       for (int32_t g = 0; g < group; ++g) {
         const float p = w.sc[size_t(g) * size_t(n) + size_t(k)];
         float *o = &w.op[size_t(g) * size_t(d)];
@@ -176,10 +183,18 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
   for (int32_t g = 0; g < group; ++g) {
     const float inv = 1.0f / w.l[size_t(g)];
     for (int32_t c = 0; c < d; ++c) z[int64_t(g) * d + c] = w.acc[size_t(g) * size_t(d) + size_t(c)] * inv;
+    if (lse) lse[g] = w.m[size_t(g)] + std::log(w.l[size_t(g)]);
   }
 }
 
 }  // namespace
+
+void dca_attend_keys(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t chunk,
+                     int32_t local, int32_t d, const float *const qv[3], const int32_t *keys, int32_t n_keys, float *z,
+                     float *lse, DcaScratch &w) {
+  dca_task(kv, layer, seq, kvh, i, dca::span(chunk, local), 1, d, 1.0f / std::sqrt(float(d)), qv, z, w, keys, n_keys,
+           lse);
+}
 
 void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
                    int32_t local) {
@@ -202,7 +217,7 @@ void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const fl
   const int nt = work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
   std::atomic<int64_t> next{0};
   a.pool->run(nt, [&] {
-    Scratch w;
+    DcaScratch w;
     for (int64_t task = next++; task < tasks; task = next++) {
       const int64_t row = task / nKV;
       const int32_t kvh = int32_t(task % nKV);

@@ -34,5 +34,18 @@ void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int3
 void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
                    int32_t local);
 
+// Per-thread scratch of the DCA kernels.
+struct DcaScratch {
+  std::vector<float> sc, kr, op, acc, m, l;
+};
+
+// One query head (row at position i, kv head kvh, query variants qv[0..2] of that head) over the sorted key list
+// keys[0..n_keys) (positions <= i): sparse prefill over DCA (opt/sparse_prefill/). The same arithmetic per head as
+// dca_attention, so the full list 0..i gives z bit-identical to it. lse (optional, 1 float): log of the softmax
+// normalizer over the listed keys (max scaled score + log of the sum), for the recall of attention mass.
+void dca_attend_keys(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t chunk,
+                     int32_t local, int32_t d, const float *const qv[3], const int32_t *keys, int32_t n_keys, float *z,
+                     float *lse, DcaScratch &w);
+
 }  // namespace cpu
 }  // namespace qw
