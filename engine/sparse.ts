@@ -91,3 +91,12 @@ export function sparseSummary(session: { sparseInfo?(): SparseInfo }): { sparse?
   const info = session.sparseInfo?.();
   return info && info.steps > 0 ? { sparse: info } : {};
 }
+
+/** zod schema of SparseOptions where they enter over HTTP or between threads (the native front checks again). */
+export const SparseOptionsSchema = z.object({
+  vertical: z.number().int().min(0).max(MAX_BUDGET).optional(),
+  slash: z.number().int().min(0).max(MAX_BUDGET).optional(),
+  local: z.number().int().min(1, "sparse.local must be >= 1 (each query's own key is always visited)").max(MAX_BUDGET).optional(),
+  sink: z.number().int().min(0).max(MAX_BUDGET).optional(),
+  stats: z.boolean().optional(),
+}).strict();

@@ -81,7 +81,7 @@ try {
       }
       console.log(`length ${L}: round ${r + 1}/${reps}: ${arms.map((a) => `${a} ${samples.get(`${a}@${L}`)!.at(-1)!.toFixed(0)} tok/s`).join(", ")}`);
     }
-    const heads = sessions[1].sparseInfo().layers.flatMap((l) => l.heads);
+    const heads = sessions[1].sparseInfo!().layers.flatMap((l) => l.heads);
     density.set(L, heads.reduce((a, h) => a + h.density, 0) / Math.max(1, heads.length));
   }
 } finally {

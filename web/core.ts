@@ -140,8 +140,14 @@ export class EngineCore {
     try {
       // speculative = draft: the draft model named by the run (engine/spec/)
       const sp = spec.draft ? { ...(await this.drafts.get(spec.draft.model, spec.draft.root, model, session)), k: spec.draft.k, label: spec.draft.model } : undefined;
-      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal, ...(sp ? { speculative: sp } : {}) });
-      return { profile: r.profile, cancelled: r.cancelled };
+      // Sparse prefill budgets are session options: such a run gets its own session (same context), closed after.
+      const s = spec.sparse ? model.newSession({ maxBatch: 1, maxContext: session.maxContext, sparse: spec.sparse }) : session;
+      try {
+        const r = await recordRun(model, s, spec, { onEvent, signal: ac.signal, ...(sp ? { speculative: sp } : {}) });
+        return { profile: r.profile, cancelled: r.cancelled };
+      } finally {
+        if (s !== session) s.close();
+      }
     } finally {
       this.aborts.delete(taskId);
     }

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { PromptSpec, SamplingSpec } from "../engine/measure/record.ts";
 import { ProfilingMode, ToggleValues } from "../engine/measure/profile.ts";
 import { WeightsOptionSchema } from "../engine/formats/requant.ts";
+import { SparseOptionsSchema } from "../engine/sparse.ts";
 
 export const RunSpecSchema = z.object({
   id: z.string().min(1).max(200),
@@ -19,6 +20,7 @@ export const RunSpecSchema = z.object({
   warmup: z.number().int().min(0).max(3).optional(),
   repeats: z.number().int().min(1).max(20).optional(),
   draft: z.object({ model: z.string().min(1).max(4096), k: z.number().int().min(1).max(64), root: z.string().max(4096).optional() }).optional(),
+  sparse: SparseOptionsSchema.optional(),
 });
 
 const ModelRef = z.string().min(1).max(4096);
@@ -56,10 +58,7 @@ export const PasskeySpecSchema = z.object({
   dca: z.boolean(),
   dcaOptions: z.object({ chunk: z.number().int().min(2).optional(), local: z.number().int().min(0).optional() }).strict().optional(),
   sparse: z.boolean(),
-  sparseOptions: z.object({
-    vertical: z.number().int().min(0).optional(), slash: z.number().int().min(0).optional(),
-    local: z.number().int().min(1).optional(), sink: z.number().int().min(0).optional(), stats: z.boolean().optional(),
-  }).strict().optional(),
+  sparseOptions: SparseOptionsSchema.optional(),
 });
 export type PasskeySpec = z.infer<typeof PasskeySpecSchema>;
 

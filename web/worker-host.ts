@@ -8,7 +8,7 @@ import type { RunSpec } from "../engine/measure/record.ts";
 import type { QuantSpec } from "../engine/measure/quant-error.ts";
 import type { EngineHost, HostEvent, LoadOptions, ModelInfo, PerplexityAnswer } from "./core.ts";
 import { FromWorker, type PasskeySpec, type PerplexitySpec, type ToWorker } from "./protocol.ts";
-import { PasskeyResultSchema, type PasskeyResult } from "../engine/measure/passkey-schema.ts";
+import { parsePasskeyResult, type PasskeyResult } from "../engine/measure/passkey-schema.ts";
 
 interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void; onEvent: (e: HostEvent) => void }
 
@@ -90,7 +90,7 @@ export class WorkerHost implements EngineHost {
     return v as PerplexityAnswer;
   }
   async passkey(id: string, spec: PasskeySpec, onEvent: (e: HostEvent) => void): Promise<PasskeyResult> {
-    return PasskeyResultSchema.parse(await this.call({ t: "passkey", id, spec }, onEvent)) as PasskeyResult;
+    return parsePasskeyResult(await this.call({ t: "passkey", id, spec }, onEvent));
   }
   /** Checked here (the worker is another thread's word) and kept: the names are static for the library's life. */
   async catalog() {

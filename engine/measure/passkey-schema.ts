@@ -18,7 +18,15 @@ export const PasskeyResultSchema = z.object({
   trials: z.number().int().positive(), seed: z.number().int(), buckets: z.number().int().min(1).max(20),
   byLength: z.array(z.object({ length: z.number().int(), n: z.number().int(), correct: z.number().int(), accuracy: Frac })),
   cells: z.array(z.object({ length: z.number().int(), bucket: z.number().int(), n: z.number().int(), correct: z.number().int(), accuracy: Frac.nullable() })),
-  trialsDetail: z.array(z.object({ length: z.number().int(), trial: z.number().int(), correct: z.boolean() }).passthrough()),
+  trialsDetail: z.array(z.object({
+    length: z.number().int(), trial: z.number().int(), key: z.string(), depth: Frac, bucket: z.number().int(), generated: z.string(),
+    correct: z.boolean(), density: Frac.optional(), recall: Frac.optional(),
+  })),
   warnings: z.array(z.string()),
   seconds: z.number().nonnegative(),
 }).passthrough();
+
+/** A checked passkey result (throws a ZodError naming the first bad field). */
+export function parsePasskeyResult(x: unknown): PasskeyResult {
+  return PasskeyResultSchema.parse(x) as unknown as PasskeyResult;
+}

@@ -2,7 +2,7 @@
 // (or a prompt set) under given toggles and sampling, stream its tokens and per-layer metrics, and get back a
 // validated Profile. Replays are deterministic: every toggle of the registry is set explicitly (unspecified
 // ones to their default), each prompt runs in a freshly reset sequence with its own seed.
-import type { EngineModel, EngineSession, Capture, GenerateEvent, ToggleDef } from "../api.ts";
+import type { EngineModel, EngineSession, Capture, GenerateEvent, SparseOptions, ToggleDef } from "../api.ts";
 import {
   PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
 } from "./profile.ts";
@@ -81,6 +81,8 @@ export interface RunSpec {
   repeats?: number;
   /** Speculative decoding with this draft model (toggle speculative = draft) and k draft tokens per step. */
   draft?: { model: string; k: number; root?: string };
+  /** Sparse prefill budgets (toggle sparsePrefill): the run gets its own session with them (engine/sparse.ts). */
+  sparse?: SparseOptions;
 }
 
 export type RunEvent =

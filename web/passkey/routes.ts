@@ -43,7 +43,7 @@ function entriesOf(key: string, v: unknown, mtime: number) {
   return list.flatMap((x, index) => {
     const r = PasskeyResultSchema.safeParse(x);
     if (!r.success) return [];
-    const p = r.data as PasskeyResult;
+    const p = r.data as unknown as PasskeyResult;
     return [{
       key, index, title: passkeyTitle(p), model: p.model, backend: p.backend, dca: p.dca.on, sparse: !!p.sparse,
       label: (x as { label?: string }).label ?? null, date: new Date(mtime).toISOString(),
@@ -64,7 +64,7 @@ export function passkeyRoutes(d: WebContext) {
     if (x === undefined) throw new HttpError(404, `${key} has no result ${index}`);
     const r = PasskeyResultSchema.safeParse(x);
     if (!r.success) throw new HttpError(422, `${key}: not a passkey result (${r.error.issues[0]?.message})`);
-    return r.data as PasskeyResult;
+    return r.data as unknown as PasskeyResult;
   }
 
   app.get("/passkey", (c) => {
