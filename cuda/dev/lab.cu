@@ -160,6 +160,7 @@ int main(int argc, char **argv) {
     section("chain", what == "all" || what == "chain", run_chain);
     section("sampling", what == "all" || what == "misc", run_sampling);
     section("prefill", what == "all" || what == "prefill", run_prefill);
+    section("sparse", what == "all" || what == "sparse", run_sparse);
     section("gemm", what == "all" || what == "gemm", run_gemm);
   } catch (const std::exception &e) {
     printf("qwlab: FATAL %s\n", e.what());

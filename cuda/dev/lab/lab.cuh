@@ -127,3 +127,5 @@ void run_misc();
 void run_sampling();
 // chain.cu: a whole decode step from the production kernels
 void run_chain();
+// sparse.cu: vertical-slash sparse prefill (src/opt/sparse_prefill) against fp64 masked attention
+void run_sparse();

@@ -35,6 +35,7 @@
 #include "dca_positions.hpp"
 #include "half.hpp"
 #include "registry.hpp"
+#include "sparse_select.hpp"
 
 namespace qw {
 namespace cpu {
@@ -95,22 +96,6 @@ inline float dot8(const float *a, const float *b, int32_t d) {
   return s;
 }
 
-// Indices [0, min(forced, n)) and the `extra` best others of [forced, n) by score (ties: lower index), ascending.
-std::vector<int32_t> top_lines(const std::vector<double> &score, int32_t n, int32_t forced, int32_t extra) {
-  const int32_t f = std::min(forced, n), rest = n - f, k = std::min(extra, rest);
-  std::vector<int32_t> out(static_cast<size_t>(f));
-  std::iota(out.begin(), out.end(), 0);
-  std::vector<int32_t> idx(static_cast<size_t>(rest));
-  std::iota(idx.begin(), idx.end(), f);
-  if (k < rest && k > 0)
-    std::nth_element(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-      return score[size_t(a)] > score[size_t(b)] || (score[size_t(a)] == score[size_t(b)] && a < b);
-    });
-  out.insert(out.end(), idx.begin(), idx.begin() + k);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 // Where the step's queries are: sequence si, query variants (DCA) and the chunk span.
 struct SeqCtx {
   const AttnArgs *a;
@@ -157,8 +142,8 @@ void estimate(const SeqCtx &c, const SparseBudget &b, int32_t h, SparsePattern &
       slash[size_t(i - j)] += p;
     }
   }
-  out.cols = top_lines(vert, N, b.sink, b.vertical);
-  out.diags = top_lines(slash, N, b.local, b.slash);
+  out.cols = sparse::top_lines(vert.data(), N, b.sink, b.vertical);
+  out.diags = sparse::top_lines(slash.data(), N, b.local, b.slash);
 }
 
 // One (sequence, kv head): keys transposed Kt [d][len] and values as fp32 rows (the blocked dense kernel's layout).
