@@ -29,3 +29,14 @@ export function refDir(shape: string): string | undefined {
   for (const b of bases) if (b && existsSync(join(b, shape, "reference.json"))) return join(b, shape);
   return undefined;
 }
+
+/** max |a - b| / max |b|: the logits comparisons of the GPU tests. */
+export function rel(a: Float32Array, b: Float32Array): number {
+  let d = 0, r = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    r = Math.max(r, Math.abs(b[i]));
+  }
+  return d / r;
+}
+export const argmax = (a: Float32Array) => a.reduce((best, x, i) => (x > a[best] ? i : best), 0);

@@ -64,37 +64,6 @@ void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int3
 
 namespace {
 
-// Row `off` of the K (is_k) or V cache, widened exactly to fp32.
-inline void widen(float *dst, const KvStore &kv, int64_t off, bool is_k, int32_t d) {
-  if (kv.bf16) {
-    const uint16_t *src = (is_k ? kv.kb.get() : kv.vb.get()) + off;
-    for (int32_t i = 0; i < d; ++i) dst[i] = bf16_to_float(src[i]);
-  } else {
-    std::memcpy(dst, (is_k ? kv.kf.get() : kv.vf.get()) + off, size_t(d) * sizeof(float));
-  }
-}
-
-inline float dot_f32(const float *a, const float *b, int32_t d) {
-  int32_t i = 0;
-  float s = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (; i + 16 <= d; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  if (i + 8 <= d) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    i += 8;
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
-  for (float x : lanes) s += x;
-#endif
-  for (; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // e[k] = exp(e[k] - m) for k < n; returns the sum.
 inline float exp_shift_sum(float *e, int32_t n, float m) {
   int32_t k = 0;
@@ -148,8 +117,8 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
     if (n <= 0) continue;
     w.sc.resize(size_t(group) * size_t(n));
     for (int32_t k = 0; k < n; ++k) {
-      widen(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, true, d);
-      for (int32_t g = 0; g < group; ++g) w.sc[size_t(g) * size_t(n) + size_t(k)] = dot_f32(qv[g3] + int64_t(g) * d, w.kr.data(), d) * scale;
+      kv_row_f32(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, true, d);
+      for (int32_t g = 0; g < group; ++g) w.sc[size_t(g) * size_t(n) + size_t(k)] = row_dot_f32(qv[g3] + int64_t(g) * d, w.kr.data(), d) * scale;
     }
     float mg[64], lg[64];  // group <= 64 (checked by the caller)
     for (int32_t g = 0; g < group; ++g) {
@@ -161,7 +130,7 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
     }
     std::fill(w.op.begin(), w.op.end(), 0.0f);
     for (int32_t k = 0; k < n; ++k) {
-      widen(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, false, d);
+      kv_row_f32(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, false, d);
       for (int32_t g = 0; g < group; ++g) {
         const float p = w.sc[size_t(g) * size_t(n) + size_t(k)];
         float *o = &w.op[size_t(g) * size_t(d)];

@@ -2,6 +2,7 @@
 // measures of it. No toggle machinery here: the CUDA kernels and the kernel lab include it alone.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -33,7 +34,7 @@ struct SparseStats {
   std::vector<SparseHeadStats> head;  // [layer * heads + head]
   void reset(int32_t L, int32_t H) {
     layers = L, heads = H, steps = 0;
-    head.assign(size_t(L) * size_t(H), SparseHeadStats{});
+    head.assign(std::size_t(L) * std::size_t(H), SparseHeadStats{});
   }
 };
 

@@ -71,31 +71,6 @@ void sparse_step_begin(SparseStats &stats, const Step &st, int32_t layers, int32
 
 namespace {
 
-// Row `off` of the K (is_k) or V cache, widened exactly to fp32.
-inline void widen_row(float *dst, const KvStore &kv, int64_t off, bool is_k, int32_t d) {
-  if (kv.bf16) {
-    const uint16_t *src = (is_k ? kv.kb.get() : kv.vb.get()) + off;
-    for (int32_t i = 0; i < d; ++i) dst[i] = bf16_to_float(src[i]);
-  } else {
-    std::memcpy(dst, (is_k ? kv.kf.get() : kv.vf.get()) + off, size_t(d) * sizeof(float));
-  }
-}
-
-// An estimate's q . k (8 lanes, then a horizontal sum: only ranks keys, never reaches z).
-inline float dot8(const float *a, const float *b, int32_t d) {
-  int32_t i = 0;
-  float s = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc = _mm256_setzero_ps();
-  for (; i + 8 <= d; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  for (float x : lanes) s += x;
-#endif
-  for (; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // Where the step's queries are: sequence si, query variants (DCA) and the chunk span.
 struct SeqCtx {
   const AttnArgs *a;
@@ -121,10 +96,10 @@ void estimate(const SeqCtx &c, const SparseBudget &b, int32_t h, SparsePattern &
   kr.resize(size_t(d));
   const int64_t base = c.kv->offset(c.a->layer, c.kv_seq, h / group, 0);
   for (int32_t j = 0; j < N; ++j) {
-    widen_row(kr.data(), *c.kv, base + int64_t(j) * d, true, d);
+    kv_row_f32(kr.data(), *c.kv, base + int64_t(j) * d, true, d);
     for (int32_t t = std::max(0, j - i0); t < lq; ++t) {
       const int32_t i = i0 + t, var = c.span ? dca::part(i, j, c.span) : 0;
-      sc[size_t(t) * size_t(N) + size_t(j)] = dot8(c.q(var, rq + t, h), kr.data(), d) * scale;
+      sc[size_t(t) * size_t(N) + size_t(j)] = row_dot_f32(c.q(var, rq + t, h), kr.data(), d) * scale;
     }
   }
   vert.assign(size_t(N), 0.0);
@@ -132,12 +107,14 @@ void estimate(const SeqCtx &c, const SparseBudget &b, int32_t h, SparsePattern &
   for (int32_t t = 0; t < lq; ++t) {
     const int32_t i = i0 + t;
     const float *row = &sc[size_t(t) * size_t(N)];
+    float *e = &sc[size_t(t) * size_t(N)];
     float mx = -INFINITY;
     for (int32_t j = 0; j <= i; ++j) mx = std::max(mx, row[j]);
     double sum = 0;
-    for (int32_t j = 0; j <= i; ++j) sum += std::exp(double(row[j] - mx));
+    for (int32_t j = 0; j <= i; ++j) sum += (e[j] = std::exp(row[j] - mx));
+    const double inv = 1.0 / sum;
     for (int32_t j = 0; j <= i; ++j) {
-      const double p = std::exp(double(row[j] - mx)) / sum;
+      const double p = e[j] * inv;
       vert[size_t(j)] += p;
       slash[size_t(i - j)] += p;
     }
@@ -161,7 +138,7 @@ void build_src(const SeqCtx &c, int32_t kvh, KvF32 &o) {
   o.kt.resize(size_t(d) * size_t(o.len));
   std::vector<float> kr(static_cast<size_t>(d));
   for (int64_t p = 0; p < o.len; ++p) {
-    widen_row(kr.data(), kv, base + p * d, true, d);
+    kv_row_f32(kr.data(), kv, base + p * d, true, d);
     for (int32_t e = 0; e < d; ++e) o.kt[size_t(e * o.len + p)] = kr[size_t(e)];
   }
   if (!kv.bf16) {
@@ -173,28 +150,10 @@ void build_src(const SeqCtx &c, int32_t kvh, KvF32 &o) {
   }
 }
 
-// Step 3 without DCA (header comment): z over keys[0..n), lse (optional) = log of the softmax normalizer.
-void chain_attend(const float *q, const KvF32 &src, int32_t d, const int32_t *keys, int32_t n, float scale, float *z,
-                  std::vector<float> &sbuf, double *lse) {
-  sbuf.resize(size_t(n) + 8);
-  float *s = sbuf.data();
-  const float *kt = src.kt.data();
-  const int64_t len = src.len;
+// Softmax of the raw scores s[0..n) of keys[0..n) (ascending) and z = P . V, V fp32 rows: the blocked dense kernel's
+// arithmetic (softmax_scaled, then one FMA chain per output lane over the keys in order). lse (optional).
+void finish_row(const int32_t *keys, float *s, int32_t n, float scale, const float *V, int32_t d, float *z, double *lse) {
   int32_t k = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  for (; k + 8 <= n; k += 8) {
-    const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(keys + k));
-    __m256 acc = _mm256_setzero_ps();
-    for (int32_t e = 0; e < d; ++e)
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(q[e]), _mm256_i32gather_ps(kt + int64_t(e) * len, idx, 4), acc);
-    _mm256_storeu_ps(s + k, acc);
-  }
-#endif
-  for (; k < n; ++k) {
-    float acc = 0;
-    for (int32_t e = 0; e < d; ++e) acc = std::fma(q[e], kt[int64_t(e) * len + keys[k]], acc);
-    s[k] = acc;
-  }
   if (lse) {
     double m = -INFINITY, sum = 0;
     for (k = 0; k < n; ++k) m = std::max(m, double(s[k] * scale));
@@ -202,7 +161,6 @@ void chain_attend(const float *q, const KvF32 &src, int32_t d, const int32_t *ke
     *lse = m + std::log(sum);
   }
   softmax_scaled(s, n, scale);
-  const float *V = src.v;
   int32_t c0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
   for (; c0 + 64 <= d; c0 += 64) {
@@ -226,6 +184,127 @@ void chain_attend(const float *q, const KvF32 &src, int32_t d, const int32_t *ke
     float acc = 0;
     for (k = 0; k < n; ++k) acc = std::fma(s[k], V[int64_t(keys[k]) * d + c0], acc);
     z[c0] = acc;
+  }
+}
+
+
+// Step 3 without DCA (header comment): z over keys[0..n), lse (optional) = log of the softmax normalizer.
+void chain_attend(const float *q, const KvF32 &src, int32_t d, const int32_t *keys, int32_t n, float scale, float *z,
+                  std::vector<float> &sbuf, double *lse) {
+  sbuf.resize(size_t(n) + 8);
+  float *s = sbuf.data();
+  const float *kt = src.kt.data();
+  const int64_t len = src.len;
+  int32_t k = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; k + 8 <= n; k += 8) {
+    const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(keys + k));
+    __m256 acc = _mm256_setzero_ps();
+    for (int32_t e = 0; e < d; ++e)
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(q[e]), _mm256_i32gather_ps(kt + int64_t(e) * len, idx, 4), acc);
+    _mm256_storeu_ps(s + k, acc);
+  }
+#endif
+  for (; k < n; ++k) {
+    float acc = 0;
+    for (int32_t e = 0; e < d; ++e) acc = std::fma(q[e], kt[int64_t(e) * len + keys[k]], acc);
+    s[k] = acc;
+  }
+  finish_row(keys, s, n, scale, src.v, d, z, lse);
+}
+
+// A head's columns transposed, Kc [d][ncp] (zero-padded to a multiple of 8): the column scores of a row are then
+// contiguous 8-key loads, as the blocked dense kernel's Kt tiles.
+struct ColsT {
+  std::vector<float> kc;
+  int32_t ncp = 0;
+};
+
+void build_cols(const SparsePattern &p, const KvF32 &src, int32_t d, ColsT &o) {
+  const int32_t nc = int32_t(p.cols.size());
+  o.ncp = (nc + 7) / 8 * 8;
+  o.kc.assign(size_t(d) * size_t(o.ncp), 0.0f);
+  for (int32_t e = 0; e < d; ++e)
+    for (int32_t c = 0; c < nc; ++c) o.kc[size_t(e) * size_t(o.ncp) + size_t(c)] = src.kt[size_t(e * src.len + p.cols[size_t(c)])];
+}
+
+constexpr int32_t kRowBlock = 8;
+
+struct BlockWork {
+  std::vector<float> qt, dsc, csc, s;
+  std::vector<int32_t> keys;
+};
+
+// Step 3 without DCA for the rows t0 .. t0 + nb - 1 (nb <= 8) of head h: every score is the FMA chain of
+// chain_attend, computed in blocks: a diagonal o for the block's rows at once (lanes = rows, keys i - o contiguous in
+// Kt), the columns <= i of a row 8 at a time from Kc; then per row the keys in ascending order into finish_row.
+// z rows written; lse[lane] (optional) and nk[lane] = keys visited.
+void block_attend(const SeqCtx &c, int32_t h, int32_t t0, int32_t nb, const SparsePattern &p, const KvF32 &src,
+                  const ColsT &kc, float scale, BlockWork &w, double *lse, int32_t *nk) {
+  const int32_t d = c.a->head_dim, i0 = c.p0 + t0, ilast = i0 + nb - 1;
+  const float *kt = src.kt.data();
+  const int64_t len = src.len;
+  const int32_t ndm = int32_t(std::upper_bound(p.diags.begin(), p.diags.end(), ilast) - p.diags.begin());
+  w.qt.assign(size_t(d) * kRowBlock, 0.0f);
+  for (int32_t l = 0; l < nb; ++l) {
+    const float *q = c.q(0, c.r0 + t0 + l, h);
+    for (int32_t e = 0; e < d; ++e) w.qt[size_t(e * kRowBlock + l)] = q[e];
+  }
+  w.dsc.resize(size_t(ndm) * kRowBlock);
+  for (int32_t od = 0; od < ndm; ++od) {
+    const int32_t o = p.diags[size_t(od)], base = i0 - o;
+    float *out = &w.dsc[size_t(od) * kRowBlock];
+#if defined(__AVX2__) && defined(__FMA__)
+    if (nb == kRowBlock && base >= 0) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int32_t e = 0; e < d; ++e)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(&w.qt[size_t(e * kRowBlock)]), _mm256_loadu_ps(kt + e * len + base), acc);
+      _mm256_storeu_ps(out, acc);
+      continue;
+    }
+#endif
+    for (int32_t l = 0; l < nb; ++l) {
+      if (base + l < 0) continue;
+      float acc = 0;
+      for (int32_t e = 0; e < d; ++e) acc = std::fma(w.qt[size_t(e * kRowBlock + l)], kt[e * len + base + l], acc);
+      out[l] = acc;
+    }
+  }
+  w.csc.resize(size_t(kc.ncp));
+  for (int32_t l = 0; l < nb; ++l) {
+    const int32_t i = i0 + l;
+    const float *q = c.q(0, c.r0 + t0 + l, h);
+    const int32_t nci = int32_t(std::upper_bound(p.cols.begin(), p.cols.end(), i) - p.cols.begin());
+    int32_t cc = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; cc < nci; cc += 8) {  // Kc is padded: the last group of 8 stays inside it
+      __m256 acc = _mm256_setzero_ps();
+      for (int32_t e = 0; e < d; ++e)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(q[e]), _mm256_loadu_ps(&kc.kc[size_t(e) * size_t(kc.ncp) + size_t(cc)]), acc);
+      _mm256_storeu_ps(&w.csc[size_t(cc)], acc);
+    }
+#endif
+    for (; cc < nci; ++cc) {
+      float acc = 0;
+      for (int32_t e = 0; e < d; ++e) acc = std::fma(q[e], kc.kc[size_t(e) * size_t(kc.ncp) + size_t(cc)], acc);
+      w.csc[size_t(cc)] = acc;
+    }
+    // merge: columns ascending, diagonals from the largest o <= i down (keys ascending); a key on both once
+    int32_t di = int32_t(std::upper_bound(p.diags.begin(), p.diags.begin() + ndm, i) - p.diags.begin());
+    w.keys.clear();
+    w.s.clear();
+    for (int32_t ci = 0; ci < nci || di > 0;) {
+      const int32_t kcol = ci < nci ? p.cols[size_t(ci)] : INT32_MAX, kdg = di > 0 ? i - p.diags[size_t(di - 1)] : INT32_MAX;
+      const int32_t key = std::min(kcol, kdg);
+      w.keys.push_back(key);
+      w.s.push_back(kcol == key ? w.csc[size_t(ci)] : w.dsc[size_t(di - 1) * kRowBlock + size_t(l)]);
+      if (kcol == key) ++ci;
+      if (kdg == key) --di;
+    }
+    nk[l] = int32_t(w.keys.size());
+    w.s.resize(w.keys.size() + 8);
+    float *z = c.a->z + (c.r0 + t0 + l) * int64_t(c.a->n_heads) * d + int64_t(h) * d;
+    finish_row(w.keys.data(), w.s.data(), nk[l], scale, src.v, d, z, lse ? &lse[l] : nullptr);
   }
 }
 
@@ -277,40 +356,41 @@ void sparse_attention(KvStore &kv, const AttnArgs &a, const SparseDca &dca, cons
     parallel_range(*a.pool, int64_t(src.size()), 2, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) build_src(c, int32_t(k), src[size_t(k)]);
     });
+    // plain attention: each head's columns transposed (block_attend)
+    std::vector<ColsT> colt(c.span ? 0 : size_t(nH));
+    parallel_range(*a.pool, int64_t(colt.size()), 2, [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) build_cols(pat[size_t(h)], src[size_t(h / group)], d, colt[size_t(h)]);
+    });
     std::vector<int32_t> all(static_cast<size_t>(c.N));  // every key: the dense reference of the stats
     std::iota(all.begin(), all.end(), 0);
-    // 3: one task per (query row, head), dynamic (late rows visit more keys).
-    const int64_t tasks = int64_t(c.n) * nH;
+    // 3: one task per (query row, head) with DCA, per (block of 8 rows, head) without; the last rows (most keys) first.
+    const int64_t nblk = (c.n + kRowBlock - 1) / kRowBlock;
+    const int64_t tasks = (c.span ? int64_t(c.n) : nblk) * nH;
     std::atomic<int64_t> next{0};
     a.pool->run(int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks))), [&] {
       Work w;
+      BlockWork bw;
       w.st.assign(size_t(nH), SparseHeadStats{});
       w.zd.resize(size_t(d));
-      auto attend = [&](int64_t row, int32_t h, int32_t i, const int32_t *keys, int32_t nk, float *z, double *lse) {
-        if (c.span) {
-          const float *qv[3] = {c.q(0, row, h), c.q(1, row, h), c.q(2, row, h)};
-          float l = 0;
-          dca_attend_keys(kv, a.layer, c.kv_seq, h / group, i, dca.chunk, dca.local, d, qv, keys, nk, z, lse ? &l : nullptr,
-                          w.dw);
-          if (lse) *lse = l;
-        } else {
-          chain_attend(c.q(0, row, h), src[size_t(h / group)], d, keys, nk, scale, z, w.s, lse);
-        }
-      };
-      for (int64_t task = next++; task < tasks; task = next++) {
-        const int32_t t = int32_t(task / nH), h = int32_t(task % nH), i = c.p0 + t;
+      // What a row measured: keys visited, and with stats the dense run of the same row (recall, output error).
+      auto record = [&](int32_t t, int32_t h, int32_t nk, double lse_s) {
+        const int32_t i = c.p0 + t;
         const int64_t row = c.r0 + t;
-        visit_list(pat[size_t(h)], i, w.keys);
-        const int32_t nk = int32_t(w.keys.size());
-        float *z = a.z + row * int64_t(nH) * d + int64_t(h) * d;
-        double lse_s = 0, lse_d = 0;
-        attend(row, h, i, w.keys.data(), nk, z, b.stats ? &lse_s : nullptr);
         SparseHeadStats &hs = w.st[size_t(h)];
         hs.rows += 1;
         hs.keys += nk;
         hs.dense_keys += i + 1;
-        if (!b.stats) continue;
-        attend(row, h, i, all.data(), i + 1, w.zd.data(), &lse_d);
+        if (!b.stats) return;
+        const float *z = a.z + row * int64_t(nH) * d + int64_t(h) * d;
+        double lse_d = 0;
+        if (c.span) {
+          const float *qv[3] = {c.q(0, row, h), c.q(1, row, h), c.q(2, row, h)};
+          float l = 0;
+          dca_attend_keys(kv, a.layer, c.kv_seq, h / group, i, dca.chunk, dca.local, d, qv, all.data(), i + 1, w.zd.data(), &l, w.dw);
+          lse_d = l;
+        } else {
+          chain_attend(c.q(0, row, h), src[size_t(h / group)], d, all.data(), i + 1, scale, w.zd.data(), w.s, &lse_d);
+        }
         hs.stat_rows += 1;
         hs.recall += std::min(1.0, std::exp(lse_s - lse_d));
         for (int32_t e = 0; e < d; ++e) {
@@ -319,6 +399,25 @@ void sparse_attention(KvStore &kv, const AttnArgs &a, const SparseDca &dca, cons
           hs.ref2 += zr * zr;
           hs.out2 += zs * zs;
           hs.dot += zs * zr;
+        }
+      };
+      for (int64_t task = next++; task < tasks; task = next++) {
+        const int32_t h = int32_t(task % nH);
+        if (c.span) {
+          const int32_t t = c.n - 1 - int32_t(task / nH), i = c.p0 + t;
+          const int64_t row = c.r0 + t;
+          visit_list(pat[size_t(h)], i, w.keys);
+          const float *qv[3] = {c.q(0, row, h), c.q(1, row, h), c.q(2, row, h)};
+          float l = 0;
+          dca_attend_keys(kv, a.layer, c.kv_seq, h / group, i, dca.chunk, dca.local, d, qv, w.keys.data(),
+                          int32_t(w.keys.size()), a.z + row * int64_t(nH) * d + int64_t(h) * d, b.stats ? &l : nullptr, w.dw);
+          record(t, h, int32_t(w.keys.size()), l);
+        } else {
+          const int32_t t0 = int32_t(nblk - 1 - task / nH) * kRowBlock, nb = std::min(kRowBlock, c.n - t0);
+          double lse[kRowBlock] = {};
+          int32_t nk[kRowBlock] = {};
+          block_attend(c, h, t0, nb, pat[size_t(h)], src[size_t(h / group)], colt[size_t(h)], scale, bw, b.stats ? lse : nullptr, nk);
+          for (int32_t l = 0; l < nb; ++l) record(t0 + l, h, nk[l], lse[l]);
         }
       }
       std::lock_guard<std::mutex> lock(mu);
