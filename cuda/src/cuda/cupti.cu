@@ -33,6 +33,7 @@ struct Api {
   decltype(&cuptiGetGraphNodeId) node_id;
   decltype(&cuptiSubscribe) subscribe;
   decltype(&cuptiEnableCallback) enable_callback;
+  decltype(&cuptiActivitySetAttribute) set_attribute;  // optional (diagnostic QW_CUPTI_ATTR only)
 };
 
 // Every kind we need, and why: kernels and copies are the rows; API records carry the external ids (CUPTI
@@ -57,8 +58,24 @@ bool kind_wanted(const char *name) {
 }
 constexpr size_t kBufferBytes = size_t(8) << 20;
 
+// QW_CUPTI_ATTR=pinned=1,devbuf_mib=64,prealloc=4,pool=8 (a diagnostic, like QW_CUPTI_KINDS): CUPTI's activity
+// buffer attributes, set once when libcupti is loaded, to measure whether where and how CUPTI buffers kernel
+// records explains kernels mode's per-replay gap on launch-bound models (README, "Profiling modes"). Unknown
+// keys or bad values are an error naming the accepted keys; nothing is set by default.
+struct AttrKey {
+  const char *key;
+  CUpti_ActivityAttribute attr;
+  bool is_byte;    // uint8_t value (else size_t)
+  size_t scale;    // value multiplier (MiB -> bytes)
+};
+constexpr AttrKey kAttrKeys[] = {{"pinned", CUPTI_ACTIVITY_ATTR_MEM_ALLOCATION_TYPE_HOST_PINNED, true, 1},
+                                 {"devbuf_mib", CUPTI_ACTIVITY_ATTR_DEVICE_BUFFER_SIZE, false, size_t(1) << 20},
+                                 {"prealloc", CUPTI_ACTIVITY_ATTR_DEVICE_BUFFER_PRE_ALLOCATE_VALUE, false, 1},
+                                 {"pool", CUPTI_ACTIVITY_ATTR_DEVICE_BUFFER_POOL_LIMIT, false, 1}};
+
 struct State {
   Api api{};
+  void *lib = nullptr;  // libcupti's dlopen handle
   bool loaded = false;
   std::string why = "not loaded";
   bool node_ids = false;  // resource callbacks subscribed
@@ -217,6 +234,39 @@ void *open_library() {
   return nullptr;
 }
 
+// Applies QW_CUPTI_ATTR (see kAttrKeys); false with s.why set when the variable is malformed or CUPTI refuses.
+bool apply_attributes(State &s) {
+  const char *env = std::getenv("QW_CUPTI_ATTR");
+  if (!env || !*env) return true;
+  sym(s.lib, "cuptiActivitySetAttribute", s.api.set_attribute);
+  const std::string list = env;
+  for (size_t at = 0; at <= list.size();) {
+    const size_t end = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, end - at);
+    at = end + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    const AttrKey *k = nullptr;
+    for (const AttrKey &c : kAttrKeys)
+      if (eq != std::string::npos && item.compare(0, eq, c.key) == 0 && eq == std::strlen(c.key)) k = &c;
+    char *stop = nullptr;
+    const unsigned long long v = k ? std::strtoull(item.c_str() + eq + 1, &stop, 10) : 0;
+    if (!k || !s.api.set_attribute || stop == item.c_str() + eq + 1 || *stop) {
+      s.why = "QW_CUPTI_ATTR: cannot apply '" + item + "' (keys: pinned=0|1, devbuf_mib=N, prealloc=N, pool=N)";
+      return false;
+    }
+    uint8_t b = uint8_t(v != 0);
+    size_t z = size_t(v) * k->scale;
+    size_t n = k->is_byte ? sizeof b : sizeof z;
+    const CUptiResult r = s.api.set_attribute(k->attr, &n, k->is_byte ? static_cast<void *>(&b) : &z);
+    if (r != CUPTI_SUCCESS) {
+      s.why = "QW_CUPTI_ATTR '" + item + "': " + result_text(r);
+      return false;
+    }
+  }
+  return true;
+}
+
 void load(State &s) {
   void *lib = open_library();
   if (!lib) {
@@ -224,6 +274,7 @@ void load(State &s) {
             "lib64/ and extras/CUPTI/lib64/): install CUPTI or set QW_CUPTI_PATH, or use profiling mode 'events'";
     return;
   }
+  s.lib = lib;
   Api &a = s.api;
   const bool ok = sym(lib, "cuptiGetVersion", a.get_version) && sym(lib, "cuptiGetResultString", a.result_string) &&
                   sym(lib, "cuptiActivityRegisterCallbacks", a.register_callbacks) &&
@@ -246,6 +297,7 @@ void load(State &s) {
             std::to_string(CUPTI_API_VERSION) + " this library was built against: use profiling mode 'events'";
     return;
   }
+  if (!apply_attributes(s)) return;
   const CUptiResult r = a.register_callbacks(on_buffer_requested, on_buffer_completed);
   if (r != CUPTI_SUCCESS) {
     s.why = "CUPTI activity callbacks: " + result_text(r) + " (is another profiler attached?)";
