@@ -1,7 +1,7 @@
 // engine/export/passkey.ts — a passkey result (engine/measure/passkey.ts) as files: the heat map of accuracy by
 // prompt length × needle depth as a standalone SVG (one cell per (length, depth bucket), the count in each cell,
 // the per-length accuracy at the right), and every cell as CSV. The markdown table is passkeyTable().
-import { passkeyTitle, type PasskeyResult } from "../measure/passkey.ts";
+import { passkeyTitle, type PasskeyResult } from "../measure/passkey-schema.ts";
 
 function esc(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");

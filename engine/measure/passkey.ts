@@ -14,6 +14,11 @@ import type { DcaOptions, EngineModel, QwenConfig, SparseInfo, SparseOptions } f
 import { REPO_ROOT } from "../constants.ts";
 import { brownDocuments } from "../text/brown.ts";
 import { PromptSet } from "./record.ts";
+import { passkeyTable, passkeyTitle, type PasskeyCell, type PasskeyResult, type PasskeyTrial } from "./passkey-schema.ts";
+
+// The result's types and its text views live in passkey-schema.ts (pure: export/ may read them).
+export { passkeyTable, passkeyTitle };
+export type { PasskeyCell, PasskeyResult, PasskeyTrial };
 
 /** The embedded passkey model (shared/fixtures tiny-qwen2-passkey; its config declares chunk 512 / local 64). */
 export const PASSKEY_MODEL_DIR = join(REPO_ROOT, "models", "tiny-qwen2-passkey");
@@ -127,41 +132,6 @@ export interface PasskeyOptions {
   signal?: AbortSignal;
 }
 
-export interface PasskeyTrial {
-  length: number;
-  trial: number;
-  key: string;
-  depth: number;
-  bucket: number;
-  generated: string;
-  correct: boolean;
-  /** Sparse prefill: keys visited / dense keys (mean over layers and heads); with stats, mean recall of mass. */
-  density?: number;
-  recall?: number;
-}
-
-export interface PasskeyCell { length: number; bucket: number; n: number; correct: number; accuracy: number | null }
-
-export interface PasskeyResult {
-  schema: "qwen-workbench/passkey";
-  model: string;
-  backend: string;
-  device: string;
-  dca: { on: boolean; chunk: number; local: number; source: string };
-  /** Sparse prefill: its budgets, and per length the mean density / recall over the trials. */
-  sparse?: { on: true; vertical: number; slash: number; local: number; sink: number; stats: boolean;
-    byLength: { length: number; density: number; recall: number | null }[] };
-  lengths: number[];
-  trials: number;
-  seed: number;
-  buckets: number;
-  byLength: { length: number; n: number; correct: number; accuracy: number }[];
-  cells: PasskeyCell[];
-  trialsDetail: PasskeyTrial[];
-  warnings: string[];
-  seconds: number;
-}
-
 /** Runs the test: one session (max context = the longest prompt + the generated tokens), greedy, seq 0. */
 export async function runPasskey(model: EngineModel, opts: PasskeyOptions): Promise<PasskeyResult> {
   const { lengths, trials } = opts;
@@ -253,22 +223,6 @@ function summarize(model: EngineModel, dca: PasskeyResult["dca"], lengths: numbe
   };
 }
 
-/** The heat map as a markdown table: one row per length, one column per depth bucket ("acc % (n)"), then all. */
-export function passkeyTable(r: PasskeyResult): string {
-  const pct = (x: number | null) => (x === null ? "–" : `${(100 * x).toFixed(0)} %`);
-  const head = Array.from({ length: r.buckets }, (_, b) => `depth ${Math.round((100 * b) / r.buckets)}–${Math.round((100 * (b + 1)) / r.buckets)} %`);
-  // With sparse prefill: the mean share of keys visited and (with stats) the mean recall of attention mass.
-  const sp = r.sparse ? [" keys visited | recall |", "---:|---:|"] : ["", ""];
-  const lines = [`| length | ${head.join(" | ")} | all |${sp[0]}`, `|---:|${head.map(() => "---:").join("|")}|---:|${sp[1]}`];
-  for (const L of r.byLength) {
-    const cells = r.cells.filter((c) => c.length === L.length).map((c) => `${pct(c.accuracy)} (${c.n})`);
-    const s = r.sparse?.byLength.find((x) => x.length === L.length);
-    const extra = s ? ` ${(100 * s.density).toFixed(1)} % | ${s.recall === null ? "–" : s.recall.toFixed(4)} |` : "";
-    lines.push(`| ${L.length} | ${cells.join(" | ")} | **${pct(L.accuracy)}** (${L.correct}/${L.n}) |${extra}`);
-  }
-  return lines.join("\n");
-}
-
 /**
  * The prompts of a passkey run as a prompt set (engine/measure/record.ts) the web Run page can replay: token
  * prompts, greedy, 7 tokens. The keys go into the description in prompt order (a replay is not scored there).
@@ -281,11 +235,4 @@ export function passkeyPromptSet(tok: PasskeyTokenizer, filler: FillerStream, na
     name, description: description.length > 2000 ? description.slice(0, 1997) + "..." : description,
     prompts: ps.map((p) => ({ tokens: p.tokens })), sampling: { temperature: 0 }, maxTokens: PASSKEY_NEW_TOKENS,
   });
-}
-
-/** One line naming the run: model, backend, dca setting. */
-export function passkeyTitle(r: PasskeyResult): string {
-  const sp = r.sparse ? `, sparse prefill vertical-slash (vertical ${r.sparse.vertical}, slash ${r.sparse.slash}, local ${r.sparse.local}, sink ${r.sparse.sink})` : "";
-  return `passkey: ${r.model} on ${r.backend} (${r.device}), dca ${r.dca.on ? `on (chunk ${r.dca.chunk}, local ${r.dca.local}, from ${r.dca.source})` : "off"}${sp}, ` +
-    `${r.trials} trial(s) per length, seed ${r.seed}, ${r.seconds.toFixed(1)} s`;
 }
