@@ -16,6 +16,7 @@ export interface ToggleDef {
   backends: { cpu: string[]; cuda: string[] };
   spec: string;          // e.g. "QWEN-002" or "baseline"
   description: string;
+  cost: { ops: string[]; how: string }[]; // ops whose analytic cost the values change, and how (may be empty)
 }
 
 export interface Progress {
@@ -128,7 +129,7 @@ export interface KvInfo {
   kvBytesPerToken: number;    // K+V of one token of one sequence, all layers (quantized steady state)
   kvBytes: number;            // allocated for the whole session
   kvResidualTokens: number;   // kivi: newest tokens kept in bf16 (at least); else 0
-  kvMaxRollback: number;      // tokens a sequence can be cut back by exactly; -1 = any
+  kvMaxRollback: number;      // tokens below its longest length (since reset) a sequence can always be cut back to exactly (truncate refuses deeper cuts); -1 = any
 }
 
 export interface EngineSession {

@@ -1,5 +1,5 @@
 // engine/catalog.ts — every name the native library defines (op names with their cost models, hook names,
-// profiling modes, the toggle registry), read once from qw_catalog_json and validated with zod. The one place the
+// profiling modes, the toggle registry with what each optimization changes in those cost models), read once from qw_catalog_json and validated with zod. The one place the
 // TypeScript side gets names from: the CLI, the notebooks, the measurement and export code, the web server (and
 // through its API the page). No list of op, hook, profiling-mode or toggle names is written anywhere else in
 // engine/ or notebooks/ (docs/ARCHITECTURE.md §Hooks, §How a toggle flows).
@@ -20,6 +20,8 @@ export const ToggleDefSchema = z.object({
   backends: z.object({ cpu: z.array(z.string()), cuda: z.array(z.string()) }),
   spec: z.string(),
   description: z.string(),
+  /** The ops whose analytic cost the values change, and how (OptDef::cost in the optimization's folder). */
+  cost: z.array(z.object({ ops: z.array(z.string().min(1)).min(1), how: z.string().min(1) })).default([]),
 }).refine((t) => t.values.includes(t.default), { message: "default is not one of values" })
   .refine((t) => [...t.backends.cpu, ...t.backends.cuda].every((v) => t.values.includes(v)), { message: "a backend lists a value not in values" });
 
@@ -39,10 +41,11 @@ export const CatalogSchema = z.object({
     perLayer: z.array(Name).min(1).refine(unique, { message: "duplicate hook name" }),
     global: z.array(Name).refine(unique, { message: "duplicate hook name" }),
   }),
-  profilingModes: z.array(z.object({ id: z.number().int(), name: Name })).min(1)
+  profilingModes: z.array(z.object({ id: z.number().int(), name: Name, description: z.string() })).min(1)
     .refine(inIdOrder, { message: "profiling mode ids are not 0, 1, 2, … in order" }),
   toggles: ToggleRegistrySchema,
-});
+}).refine((c) => c.toggles.every((t) => t.cost.every((n) => n.ops.every((op) => c.ops.some((o) => o.name === op)))),
+  { message: "a toggle's cost names an op that is not in ops", path: ["toggles"] });
 export type Catalog = z.infer<typeof CatalogSchema>;
 
 /** Parses the library's catalog JSON; a malformed document is a library bug and the message says where. */

@@ -13,7 +13,7 @@
 //
 // Every arm gets one warm-up pass, then >= 3 (--repeats) measured passes, interleaved across arms (round r runs
 // A, B, C, ... once each), each pass checked for contention like the CLI bench. Summaries are medians with
-// min–max; a Δ is significant only outside both arms' spreads (engine/stats.ts, the rule Compare uses too).
+// min–max; a Δ is significant only outside both arms' spreads (engine/measure/stats.ts, the rule Compare uses too).
 // Output (default profiles/ablate/<stamp>/): <arm>.json per arm, comparison.md (llama-bench table + deltas
 // vs the baseline arm), table.{csv,json,jsonl}, roofline.svg, latency-<arm>.svg, decode.svg.
 import { parseArgs } from "node:util";
@@ -129,7 +129,7 @@ const rows = tableRows(profiles);
 for (const f of ["csv", "json", "jsonl"] as const) writeFileSync(join(out, `table.${f}`), renderTable(rows, f));
 const base = profiles[0];
 const tok0 = JSON.stringify(base.summary.first_tokens);
-// The same numbers and the same rule as notebooks/compare.ts and the web Compare page (engine/stats.ts):
+// The same numbers and the same rule as notebooks/compare.ts and the web Compare page (engine/measure/stats.ts):
 // medians over the repetitions, min–max spreads, "faster"/"slower" only outside both arms' spreads.
 const cell = (d: SummaryDelta | undefined) => (!d || d.pct === null ? "" : `${fmtPct(d.pct)} ${d.status === "faster" || d.status === "slower" ? `**${d.status}**` : `(${d.status})`}`);
 const deltas = profiles.map((p) => {

@@ -4,11 +4,11 @@
 // Every toggle with more than one value implemented on this backend becomes an arm against the baseline (the
 // registry decides, nothing is hard-coded). Each arm runs a warm-up, then `REPEATS` (>= 3) measured passes over
 // the prompts, interleaved across arms (A B A B ...); rates are medians with the min–max spread of the passes,
-// and a Δ is faster/slower only outside both arms' spreads (engine/stats.ts, the rule of the Compare page).
+// and a Δ is faster/slower only outside both arms' spreads (engine/measure/stats.ts, the rule of the Compare page).
 //
 // Runs in the workbench's Notebook page, or unchanged from a terminal: `bun notebooks/ablation.nb.ts`
 // (`QW_NB_MODEL=synthetic:0.5b` for another model). `notebooks/ablate.ts` is the command-line sweep with every
-// option (prompt-set files, cartesian products, output folders); both call `engine/export/sweep.ts`.
+// option (prompt-set files, cartesian products, output folders); both call `engine/measure/sweep.ts`.
 
 // %% Parameters
 import { openModel } from "../engine/index.ts";

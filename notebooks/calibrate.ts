@@ -1,6 +1,6 @@
 // notebooks/calibrate.ts — measures the device's ceilings and writes <device>.json (default directory
 // profiles/raw/ceilings/, git-ignored; --out profiles/ceilings for the committed ones), which the roofline
-// (engine/roofline.ts) uses instead of datasheet numbers. A local file in profiles/raw/ceilings/ wins over a
+// (engine/measure/roofline.ts) uses instead of datasheet numbers. A local file in profiles/raw/ceilings/ wins over a
 // committed one of the same device.
 //
 //   bun notebooks/calibrate.ts [--out DIR] [--no-build]
@@ -117,7 +117,7 @@ return { line, source: "measured now by cuda/build/dev/qwlab calib" };
 }
 
 function writeDoc(device: string, doc: unknown): string {
-  const ok = CeilingsFileSchema.safeParse(doc); // write only what engine/roofline.ts reads back
+  const ok = CeilingsFileSchema.safeParse(doc); // write only what engine/measure/roofline.ts reads back
   if (!ok.success) {
     console.error(`calibrate: the ceilings document is invalid at ${ok.error.issues[0].path.join(".")}: ${ok.error.issues[0].message}`);
     process.exit(1);
@@ -249,7 +249,7 @@ function calibrateCpu(): void {
     device_info: { logical_cpus: cpus().length, avx512f: flags.has("avx512f"), avx512_vnni: flags.has("avx512_vnni"),
       simd_measured: has512 ? "avx2+fma (256-bit), avx-512 (512-bit)" + (hasVnni ? ", avx-512 vnni" : "") : "avx2+fma (256-bit)" },
     load_average: { before: loadBefore, after: loadAfter },
-    // the fields engine/roofline.ts reads (CeilingsFileSchema)
+    // the fields engine/measure/roofline.ts reads (CeilingsFileSchema)
     bandwidth_bytes_s: bws.median,
     cache_bandwidth_bytes_s: cache.cache_bandwidth_bytes_s,
     cache_bytes: cache.cache_bytes,
@@ -328,7 +328,7 @@ const doc = {
   source: m.source,
   device_info: { sms: c.sms, cc: c.cc, clock_mhz: c.clock_mhz, mem_clock_mhz: c.mem_clock_mhz, memory_bytes: c.memory_bytes,
     driver: c.driver, runtime: c.runtime },
-  // the fields engine/roofline.ts reads
+  // the fields engine/measure/roofline.ts reads
   bandwidth_bytes_s: c.copy_bw_bytes_per_s.median,
   ...(l2 ? { cache_bandwidth_bytes_s: { l2: l2.median }, cache_bytes: { l2: l2.l2_bytes } } : {}),
   flops: { bf16: c.bf16_flops_per_s.median },

@@ -33,7 +33,7 @@ display(`${A.manifest.model.id} · B = ${c.b.label} vs A = ${c.a.label} · toggl
 
 // %% Summary
 const r3 = (v: number | null) => (v === null || !Number.isFinite(v) ? null : +v.toPrecision(4));
-// medians over the repetitions, min–max, and the verdict of the one rule (engine/stats.ts)
+// medians over the repetitions, min–max, and the verdict of the one rule (engine/measure/stats.ts)
 table(c.summary.map((s) => ({ metric: `${s.metric} (${s.unit})`, A: fmtSpread(s.aSpread, 3), B: fmtSpread(s.bSpread, 3), "Δ": r3(s.delta), "Δ %": s.pct === null ? null : +s.pct.toFixed(1), status: s.status })));
 
 // %% Per op: Δ median time per step

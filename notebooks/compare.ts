@@ -1,6 +1,6 @@
 // Compare two profiles (A/B): summary deltas (medians over the measured repetitions with min–max), per layer and
 // per op medians with p10–p90 spread over steps, and the HTA-style status of every (phase, layer, op): faster /
-// slower / within noise / added / removed. One rule everywhere (engine/stats.ts): a difference counts only when
+// slower / within noise / added / removed. One rule everywhere (engine/measure/stats.ts): a difference counts only when
 // each side's median lies outside the other side's spread; notebooks/ablate.ts and the web Compare page use it too.
 //
 //   bun notebooks/compare.ts profiles/ablate/<stamp>/baseline.json profiles/ablate/<stamp>/gqa-broadcast.json

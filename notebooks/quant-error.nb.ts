@@ -3,7 +3,7 @@
 //
 // The same prompt is replayed under a reference and a candidate toggle set with the residual stream captured
 // after every layer and the logits at the end: per layer 1 − cosine, SQNR, relative L1 and max abs, logits KL
-// and top-1 agreement, and what each layer's time changed (`engine/export/quant.ts`, the same code as the
+// and top-1 agreement, and what each layer's time changed (`engine/measure/quant-error.ts`, the same code as the
 // Quantization error page). Runs in the Notebook page or with `bun notebooks/quant-error.nb.ts`.
 
 // %% Choose the candidate

@@ -12,7 +12,7 @@ import { HttpError } from "./errors.ts";
 export interface ProfileEntry {
   key: string; id: string; kind: string; label: string | null; date: string; model: string; device: string;
   backend: string; toggles: Record<string, unknown>; bytes: number;
-  // medians over the measured repetitions, their min–max in `spread`, `repeats` = how many (engine/stats.ts)
+  // medians over the measured repetitions, their min–max in `spread`, `repeats` = how many (engine/measure/stats.ts)
   ttft_ms: number | null; tpot_ms: number | null; decode_tok_s: number | null; prefill_tok_s: number | null;
   spread: Record<SummaryKey, [number, number] | null>; repeats: number;
   has_ops: boolean; has_quant: boolean;

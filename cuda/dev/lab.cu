@@ -4,7 +4,7 @@
 // file per kernel family (gemv, attention, gemm, misc, chain); this file holds the sections, the calibration and the
 // result table. Build: cuda/dev/Makefile (make -C cuda/dev). docs/ARCHITECTURE.md §GPU workflow.
 //
-//   qwlab [all|gemv|attn|prefill|gemm|misc|chain|sanitize|calib] [--quick] [--json FILE]
+//   qwlab [all|gemv|attn|prefill|gemm|misc|chain|marlin|sanitize|calib] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
@@ -34,6 +34,8 @@ static void run_sanitize() {
   prefill_case(2, 1, 64, 3, 20, true, false);
   gemm_case(1, 37, 72, 40, GEMM_OUT_F32, false);
   gemm_case(1, 130, 136, 72, GEMM_OUT_ADD_F32, false);
+  marlin_case("small w4 b3", WT_W4, 128, 512, 128, 3, GEMV_PRO_NORM, GEMV_EPI_F32, true, false);
+  marlin_case("small w8 b16", WT_W8, 64, 1152, 16, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true, false);
 }
 
 // ------------------------------------------------------------------------------------------------ calibration
@@ -162,6 +164,10 @@ int main(int argc, char **argv) {
     section("prefill", what == "all" || what == "prefill", run_prefill);
     section("sparse", what == "all" || what == "sparse", run_sparse);
     section("gemm", what == "all" || what == "gemm", run_gemm);
+    section("marlin", what == "all" || what == "marlin", [&] {
+      if (what == "marlin") run_calib(false);  // the copy bandwidth the % column is against
+      run_marlin();
+    });
   } catch (const std::exception &e) {
     printf("qwlab: FATAL %s\n", e.what());
     ++g_fail;

@@ -246,8 +246,12 @@ QW_API int32_t qw_session_reset(qw_session *session, int32_t seq);
 QW_API int32_t qw_session_seq_len(qw_session *session, int32_t seq, int32_t *out_len);
 
 /* Shortens sequence `seq` to its first new_len tokens (0 <= new_len <= its length; otherwise
- * QW_ERR_INVALID_ARGUMENT and nothing changes). The next prefill or decode continues at position new_len.
- * Speculative decoding rolls back rejected draft tokens with it. new_len = 0 is qw_session_reset(seq). */
+ * QW_ERR_INVALID_ARGUMENT and nothing changes). The next prefill or decode continues at position new_len,
+ * exactly as if the dropped tokens had never been there. Speculative decoding rolls back rejected draft tokens
+ * with it. new_len = 0 is qw_session_reset(seq). A KV cache with a full-precision window (kvCache = kivi4 /
+ * kivi2) can be cut exactly only by kvMaxRollback (qw_session_info_json) tokens below the longest length the
+ * sequence reached since its reset (a little more, depending on that length); a deeper cut fails with
+ * QW_ERR_UNSUPPORTED, saying the limit, and nothing changes. */
 QW_API int32_t qw_session_truncate(qw_session *session, int32_t seq, int32_t new_len);
 
 /* Sampling for `seq`: temperature <= 0 is greedy (argmax, lowest id wins ties); top_k <= 0 means no top-k;

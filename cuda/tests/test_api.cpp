@@ -32,7 +32,8 @@ static qw::Json check_catalog(const std::string &registry) {
   const qw::Json &pm = *c.get("profilingModes");
   CHECK(pm.arr.size() == QW_PROFILING_COUNT, "profiling modes");
   for (size_t i = 0; i < pm.arr.size(); ++i)
-    CHECK(pm.arr[i].get("id")->num == double(i) && pm.arr[i].get("name")->str == qw_profiling_mode_name(int32_t(i)),
+    CHECK(pm.arr[i].get("id")->num == double(i) && pm.arr[i].get("name")->str == qw_profiling_mode_name(int32_t(i)) &&
+              pm.arr[i].get("description")->str.size() > 10,
           "profiling mode %zu", i);
   return c;
 }

@@ -1,6 +1,6 @@
 // engine/measure/passkey.ts — the passkey retrieval test (issue 14) as the fixture README describes it
 // (shared/fixtures/README.md, tiny-qwen2-passkey): filler from held-out Brown text (the validation split,
-// engine/brown.ts), the needle " The pass key is NNNNN. Remember it. NNNNN is the pass key." at a uniformly
+// engine/text/brown.ts), the needle " The pass key is NNNNN. Remember it. NNNNN is the pass key." at a uniformly
 // random depth, the question " What is the pass key? The pass key is" at the end; greedy decoding of 7 tokens,
 // scored on the first 5 digits generated. Accuracy by length × needle-depth bucket (the heat map).
 //

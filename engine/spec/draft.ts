@@ -64,8 +64,8 @@ export const MAX_DRAFT_K = 64;
 
 /**
  * Toggle values that take more than the value itself: speculative = draft needs a draft model, which a toggle
- * set alone cannot name. Automatic sweeps (engine/export/sweep.ts) leave them out; a run asked for them without
- * the extra input fails (engine/export/record.ts) instead of silently running without speculation.
+ * set alone cannot name. Automatic sweeps (engine/measure/sweep.ts) leave them out; a run asked for them without
+ * the extra input fails (engine/measure/record.ts) instead of silently running without speculation.
  */
 export const TOGGLE_VALUES_NEEDING_INPUT: Record<string, { values: string[]; needs: string }> = {
   speculative: { values: ["draft"], needs: "a draft model (CLI --draft PATH, web: the draft model field, RunSpec.draft)" },
@@ -80,6 +80,12 @@ export function checkDraftK(k: unknown): number {
 }
 
 const rowOf = (logits: Float32Array, vocab: number, r: number) => r * vocab;
+
+/** Tokens a session's KV cache can be cut back by exactly (engine/api.ts KvInfo.kvMaxRollback); Infinity when any. */
+export function rollbackLimit(s: EngineSession): number {
+  const r = s.kvInfo?.().kvMaxRollback ?? -1;
+  return r < 0 ? Infinity : r;
+}
 
 /** The verify pass: prefill of `tokens` in chunks of at most `chunk` rows; every row's logits (mode 2 is set). */
 function verify(target: EngineSession, seq: number, tokens: number[], chunk: number): { vocab: number; data: Float32Array } {
@@ -148,6 +154,10 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
   if (prompt.length > maxContext) throw new SessionError(`generate: the prompt has ${prompt.length} tokens, more than the max context ${maxContext} (of the target and draft sessions)`);
   const chunk = host.backend === "cpu" ? CPU_VERIFY_CHUNK : Infinity;
   const maxVerify = Math.min(target.maxPrefill ?? target.maxContext, draft.maxPrefill ?? draft.maxContext);
+  // A KV cache with a full-precision window (kvCache = kivi*) can be cut back exactly only kvMaxRollback tokens
+  // below the longest length it reached (qw_session_truncate refuses more): a step proposes at most that many
+  // tokens, so its rollback (and the draft's, one shorter) always stays within it.
+  const maxRollback = Math.min(rollbackLimit(target), rollbackLimit(draft));
   const rng = new Uniforms(samp.seed);
   const trace: SpecTrace = { k, proposed: [], accepted: [], draftMs: [], verifyMs: [] };
   const signal = opts.signal;
@@ -198,7 +208,7 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       }
       const s0 = performance.now();
       // tokens a step may add: proposals + 1 own token, within max tokens, the context and one prefill call
-      const kEff = Math.max(0, Math.min(k, maxTokens - out.length - 1, maxContext - tLen - 1, maxVerify - 1));
+      const kEff = Math.max(0, Math.min(k, maxTokens - out.length - 1, maxContext - tLen - 1, maxVerify - 1, maxRollback));
       // ---- draft: k proposals (and q for sampling)
       const props: number[] = [], qs: Float64Array[] = [];
       pending.push(tok);

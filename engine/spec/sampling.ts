@@ -1,4 +1,4 @@
-// engine/spec/sampling.ts — the engine's sampling distribution (cuda/src/common/sampling.hpp) as explicit
+// engine/spec/sampling.ts — the engine's sampling distribution (cuda/src/front/sampling.hpp) as explicit
 // probabilities, for speculative rejection sampling, which needs p(x) and q(x) and not only a draw.
 //
 // For settings (temperature T > 0, top_k, top_p) and a logits row, the engine draws by inverse CDF from

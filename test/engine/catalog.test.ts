@@ -21,10 +21,10 @@ const FIXTURE: Catalog = {
   abi: 3,
   ops: [{ id: 0, name: "embed", cost: "gather" }, { id: 1, name: "mix", cost: "matmul" }, { id: 2, name: "gap", cost: "none: idle" }],
   hooks: { perLayer: ["hook_in", "hook_out"], global: ["hook_logits"] },
-  profilingModes: [{ id: 0, name: "off" }, { id: 1, name: "fine" }],
+  profilingModes: [{ id: 0, name: "off", description: "no records" }, { id: 1, name: "fine", description: "every op" }],
   toggles: [{
     id: "mix", name: "Mixer", type: "enum", values: ["a", "b"], default: "a", perLayer: true, needsReset: false,
-    backends: { cpu: ["a", "b"], cuda: ["a"] }, spec: "baseline", description: "d",
+    backends: { cpu: ["a", "b"], cuda: ["a"] }, spec: "baseline", description: "d", cost: [{ ops: ["mix"], how: "b: half the bytes" }],
   }],
 };
 
@@ -45,6 +45,16 @@ describe("the library's catalog", () => {
     expect(nonModelOps().has("qkv")).toBe(false);
     expect(perLayerHooks().length).toBeGreaterThan(3);
     expect(globalHooks()).toContain("hook_logits");
+  });
+
+  test("each profiling mode says what it records; optimizations that change an op's cost say which and how", () => {
+    const c = catalog();
+    for (const m of c.profilingModes) expect(m.description.length).toBeGreaterThan(10);
+    const opsOf = (id: string) => c.toggles.find((t) => t.id === id)!.cost.flatMap((n) => n.ops);
+    expect(opsOf("kvCache")).toEqual(["attention"]);
+    expect(opsOf("attention")).toEqual(["attention"]);
+    for (const id of ["weights", "actQuant"]) expect(opsOf(id)).toEqual(["qkv", "o_proj", "gate_up", "down"]);
+    expect(c.toggles.find((t) => t.id === "kvCache")!.cost[0].how).toContain("q8 34/32"); // records: test/engine/kvcache.test.ts
   });
 
   test("the profile schema takes profiling modes from it", () => {
@@ -70,6 +80,8 @@ describe("parseCatalog", () => {
     expect(bad((c) => { (c.profilingModes as { id: number }[])[0].id = 1; })).toThrow(/profiling mode ids/);
     expect(bad((c) => { (c.toggles as { default: string }[])[0].default = "z"; })).toThrow(/invalid at toggles.0: default is not one of values/);
     expect(bad((c) => { delete c.hooks; })).toThrow(/invalid at hooks/);
+    expect(bad((c) => { (c.toggles as { cost: unknown }[])[0].cost = [{ ops: ["nope"], how: "x" }]; }))
+      .toThrow(/invalid at toggles: a toggle's cost names an op that is not in ops/);
   });
 });
 
@@ -109,13 +121,13 @@ describe("names from a catalog (fixture)", () => {
   });
 });
 
-/** Every .ts file under dir (recursive). */
-function tsFiles(dir: string): string[] {
+/** Every .ts file under dir (recursive); with js, .js files too. */
+function tsFiles(dir: string, js = false): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? tsFiles(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []);
+    e.isDirectory() ? tsFiles(join(dir, e.name), js) : e.name.endsWith(".ts") || (js && e.name.endsWith(".js")) ? [join(dir, e.name)] : []);
 }
 
-test("no hand-written list of names in engine/ or notebooks/: no array literal holds 3 or more catalog names", () => {
+test("no hand-written list of names in engine/, notebooks/, web/ (server and page) or the web tests' fake engine: no array literal holds 3 or more catalog names", () => {
   const c = catalog();
   const names = new Set([
     ...c.ops.map((o) => o.name), ...c.hooks.perLayer, ...c.hooks.global, ...c.profilingModes.map((m) => m.name), ...c.toggles.map((t) => t.id),
@@ -126,8 +138,8 @@ test("no hand-written list of names in engine/ or notebooks/: no array literal h
   const offending = (src: string) => arrays(src).filter((a) => a.filter((s) => names.has(s)).length >= 3);
   expect(offending(`const HOOK_ORDER = ["hook_resid_pre", "attn.hook_q", "attn.hook_k"];`)).toHaveLength(1);
   expect(offending(`const modes = ["kernels", "events"];`)).toHaveLength(0);
-  const found = ["engine", "notebooks"].flatMap((d) => tsFiles(join(REPO, d)))
-    .filter((f) => !f.endsWith("engine/catalog.ts"))
+  const found = [...["engine", "notebooks", "web"].flatMap((d) => tsFiles(join(REPO, d), true)), join(REPO, "test/web/fake-engine.ts")]
+    .filter((f) => !f.endsWith("engine/catalog.ts") && !f.endsWith(".test.ts"))
     .flatMap((f) => offending(readFileSync(f, "utf8")).map((a) => `${relative(REPO, f)}: [${a.join(", ")}]`));
   expect(found).toEqual([]);
 });

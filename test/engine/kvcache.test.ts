@@ -1,14 +1,28 @@
 // kvCache = q8 | kivi4 | kivi2 through the engine API on the CPU backend (the formats and kernels are tested in
-// cuda/tests/test_kvcache.cpp): the session reports the cache's bytes, switching clears the sequences, greedy
+// cuda/src/opt/kvcache/test_kvcache.cpp): the session reports the cache's bytes, switching clears the sequences, greedy
 // decoding stays close to f32, prefill equals token-by-token decode (kv_format.hpp semantics), and the
 // perplexity of the embedded model on Brown validation tokens stays near the f32-KV baseline.
 import { describe, expect, test } from "bun:test";
 import { measurePerplexity } from "../../engine/measure/perplexity.ts";
 import { textTokens } from "../../engine/measure/perplexity-run.ts";
+import type { EngineSession } from "../../engine/api.ts";
+import { opIndex } from "../../engine/catalog.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
+
+/** Runs fn with a session of the embedded model (last-position logits, context 512) and 400 Brown validation tokens. */
+async function withBrown(fn: (s: EngineSession, tokens: number[]) => void): Promise<void> {
+  const { openModel } = await import("../../engine/index.ts");
+  const m = await openModel("default", { backend: "cpu", threads: 2 });
+  try {
+    const { tokens } = textTokens(m, { kind: "brown" }, 400);
+    const s = m.newSession({ maxContext: 512, maxPrefill: 512 });
+    s.setLogitsMode(1);
+    try { fn(s, tokens); } finally { s.close(); }
+  } finally { m.close(); }
+}
 
 describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () => {
   test("registry, session info, reset on switch, bad values", async () => {
@@ -35,19 +49,32 @@ describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () =
       expect(k2.kvResidualTokens).toBe(128);
       expect(k2.kvMaxRollback).toBeGreaterThan(0);
       expect(s.toggles().kvCache).toBe("kivi2");
+      // op records count the attention's K/V bytes in the cache's format (kv_cache_elem_bytes; the registry's cost
+      // note of kvCache states the same numbers): one prefill of 16 tokens, layer 0
+      const attnBytes = (kv: string) => {
+        s.setToggle("kvCache", kv);
+        s.setProfiling("kernels");
+        s.takeRecords();
+        s.prefill(0, Array.from({ length: 16 }, (_, i) => 10 + i));
+        const { ops } = s.takeRecords();
+        s.setProfiling(false);
+        s.reset(0);
+        const i = ops.op.findIndex((o, j) => o === opIndex("attention") && ops.layer[j] === 0);
+        return ops.bytes[i];
+      };
+      const nH = c.num_attention_heads, nKV = c.num_key_value_heads;
+      const expected = (kvElem: number) => 2 * 16 * nKV * d * kvElem * 2 + 16 * nH * d * 2 * 4; // K,V read + written; q in, z out (fp32)
+      for (const [kv, elem] of [["bf16", 2], ["f32", 4], ["q8", 34 / 32], ["kivi4", 4 / 8 + 1 / 8], ["kivi2", 2 / 8 + 1 / 8]] as const) {
+        expect(attnBytes(kv)).toBeCloseTo(expected(elem), 3);
+      }
+      s.setToggle("kvCache", "kivi2");
       expect(() => s.setToggle("kvCache", "q3")).toThrow(/not a value/);
       expect(s.toggles().kvCache).toBe("kivi2"); // a refused value keeps the old one
       s.close();
     } finally { m.close(); }
   });
 
-  test("prefill equals token-by-token decode; last-position logits stay close to f32 KV", async () => {
-    const { openModel } = await import("../../engine/index.ts");
-    const m = await openModel("default", { backend: "cpu", threads: 2 });
-    try {
-      const { tokens } = textTokens(m, { kind: "brown" }, 400);
-      const s = m.newSession({ maxContext: 512, maxPrefill: 512 });
-      s.setLogitsMode(1);
+  test("prefill equals token-by-token decode; last-position logits stay close to f32 KV", () => withBrown((s, tokens) => {
       const lastByPrefill = (kv: string, n: number) => {
         s.setToggle("kvCache", kv);
         s.reset(0);
@@ -78,9 +105,40 @@ describe.skipIf(!cpuLibraryBuilt())("quantized KV cache on the CPU engine", () =
       console.log(`[kvcache] last-position logits vs f32 KV (max abs / max|logit|): ${JSON.stringify(errs)}`);
       expect(errs.q8).toBeLessThan(2e-2);
       expect(errs.kivi2).toBeGreaterThan(errs.q8); // 2-bit codes are coarser than 8-bit ones
-      s.close();
-    } finally { m.close(); }
-  });
+  }));
+
+  test("truncate on kivi: exact down to the ring's limit (bitwise as a fresh run), refused below it with the limit", () => withBrown((s, tokens) => {
+      for (const kv of ["kivi4", "kivi2"]) {
+        s.setToggle("kvCache", kv);
+        const lim = s.kvInfo!().kvMaxRollback;
+        expect(lim).toBe(97);
+        // 300 tokens (past the 256-slot ring): cuts to 192 or more are exact (kv_format.hpp kivi_min_truncate)
+        s.reset(0);
+        s.prefill(0, tokens.slice(0, 300));
+        expect(() => s.truncate(0, 191)).toThrow(/kivi\d keeps full-precision rows of only the last 256 positions.*truncated exactly to 192 tokens or more, not to 191.*reset/);
+        expect(s.seqLen(0)).toBe(300); // a refused cut changes nothing
+        s.truncate(0, 300 - lim); // within kvMaxRollback: always allowed
+        s.truncate(0, 192);
+        s.decode([0], [tokens[192]]);
+        const cut = s.logits().data.slice();
+        s.reset(0);
+        s.prefill(0, tokens.slice(0, 192));
+        s.decode([0], [tokens[192]]);
+        expect(s.logits().data).toEqual(cut); // the cut sequence goes on exactly as one that never held the rest
+        // while a sequence stays inside the ring (194 tokens since the reset) any cut is exact
+        s.decode([0], [tokens[193]]);
+        s.truncate(0, 100);
+        // the limit follows the longest length since the reset, not the current one: after 300 -> 200 -> 250 a
+        // cut to 191 is still refused; truncate to 0 (a reset) always works
+        s.reset(0);
+        s.prefill(0, tokens.slice(0, 300));
+        s.truncate(0, 200);
+        s.prefill(0, tokens.slice(200, 250));
+        expect(() => s.truncate(0, 191)).toThrow(/reached 300 tokens\) can be truncated exactly to 192/);
+        s.truncate(0, 0);
+        expect(s.seqLen(0)).toBe(0);
+      }
+  }));
 
   test("perplexity on Brown validation tokens: q8 within 0.5 % of f32 KV, kivi4/kivi2 reported", async () => {
     const { openModel } = await import("../../engine/index.ts");

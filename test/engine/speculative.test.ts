@@ -9,7 +9,8 @@
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
-import { acceptSampled, checkDraftK, CPU_VERIFY_CHUNK, specHost, speculativeGenerate } from "../../engine/spec/draft.ts";
+import { acceptSampled, checkDraftK, CPU_VERIFY_CHUNK, rollbackLimit, specHost, speculativeGenerate } from "../../engine/spec/draft.ts";
+import { textTokens } from "../../engine/measure/perplexity-run.ts";
 import { checkDraftCompatible, draftIncompatibility } from "../../engine/spec/compat.ts";
 import { dist, drawFrom, Uniforms } from "../../engine/spec/sampling.ts";
 import { QwenTokenizer } from "../../engine/text/tokenizer.ts";
@@ -36,7 +37,7 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with a draft model (CP
     for await (const ev of speculativeGenerate(ts, ds, specHost(target), opts)) if (ev.type === "done") return ev;
     throw new Error("no done event");
   };
-  const plain = async (ts: ReturnType<Model["newSession"]>, opts: { prompt: string; maxTokens: number }) => {
+  const plain = async (ts: ReturnType<Model["newSession"]>, opts: { prompt?: string; tokens?: number[]; maxTokens: number }) => {
     for await (const ev of ts.generate(opts)) if (ev.type === "done") return ev;
     throw new Error("no done event");
   };
@@ -123,6 +124,22 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with a draft model (CP
     }
     expect(compared).toBe(96);
     expect(accepted).toBeGreaterThan(steps * 0.2); // the draft really drafts (fixture: ~45 % argmax agreement)
+    ts.close(); ds.close();
+  });
+
+  test("kvCache = kivi4 past its bf16 ring, k = 64: every rollback stays within kvMaxRollback and the output is the target's own", async () => {
+    const prompt = textTokens(target, { kind: "brown" }, 250).tokens;
+    const ts = target.newSession({ maxContext: 512 }), ds = draft.newSession({ maxContext: 512 });
+    expect(rollbackLimit(ts)).toBe(Infinity); // bf16: any cut is exact
+    ts.setToggle("kvCache", "kivi4");
+    ds.setToggle("kvCache", "kivi4");
+    expect(rollbackLimit(ts)).toBe(97);
+    const ref = await plain(ts, { tokens: prompt, maxTokens: 120 });
+    const got = await run(ts, ds, { tokens: prompt, maxTokens: 120, k: 64 });
+    expect(got.tokens).toEqual(ref.tokens);
+    // rejected drafts were rolled back past position 256 (the ring wrapped), by up to 64 tokens at a time
+    const rolled = got.speculative.proposed.map((p, i) => p - got.speculative.accepted[i]);
+    expect(Math.max(...rolled)).toBeGreaterThan(20);
     ts.close(); ds.close();
   });
 

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import { nonModelOps, opNames } from "../../engine/catalog.ts";
-import { REPO, noGpu } from "./gpu.ts";
+import { REPO, batchedVsAlone, noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // model loads of the 1.5B shape take seconds; no wall-clock is asserted
@@ -121,42 +121,8 @@ describe.skipIf(noGpu())("CUDA vs CPU on tiny-qwen2-brown", () => {
   // max-batch-16 session): the GEMV K-split and the attention key split depend on the shapes, never the batch.
   test("batched decode: three sequences decoded together equal each decoded alone, logits bit for bit", () => {
     const prompts = [golden.prompts[0].ids, golden.prompts[1].ids, golden.prompts[0].ids.slice(0, 7)];
-    const steps = 16;
-    const run = (seqs: number[][], maxBatch: number) => {
-      const s = gpu.newSession({ maxBatch, maxContext: 512, maxPrefill: 256 });
-      try {
-        s.setLogitsMode(1);
-        const toks: number[][] = [], logits: Float32Array[][] = [];
-        seqs.forEach((ids, i) => {
-          s.setSampling(i, { temperature: 0 });
-          toks.push([s.prefill(i, ids)]);
-          logits.push([]);
-        });
-        for (let k = 1; k < steps; k++) {
-          const t = s.decode(seqs.map((_, i) => i), seqs.map((_, i) => toks[i][k - 1]));
-          const l = s.logits();
-          expect(l.rows).toBe(seqs.length);
-          seqs.forEach((_, i) => {
-            toks[i].push(t[i]);
-            logits[i].push(l.data.slice(i * l.vocab, (i + 1) * l.vocab));
-          });
-        }
-        return { toks, logits };
-      } finally {
-        s.close();
-      }
-    };
-    const together = run(prompts, 16);
-    let differing = 0;
-    prompts.forEach((ids, i) => {
-      const alone = run([ids], 1);
-      expect(together.toks[i]).toEqual(alone.toks[0]);
-      alone.logits[0].forEach((l, k) => {
-        const u = new Uint32Array(l.buffer, l.byteOffset, l.length), v = together.logits[i][k];
-        const w = new Uint32Array(v.buffer, v.byteOffset, v.length);
-        for (let j = 0; j < u.length; j++) if (u[j] !== w[j]) differing++;
-      });
-    });
+    const { together, alone, differing } = batchedVsAlone(gpu, prompts, 16);
+    prompts.forEach((_, i) => expect(together.toks[i]).toEqual(alone[i].toks[0]));
     expect(differing).toBe(0);
   });
 

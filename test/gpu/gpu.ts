@@ -2,6 +2,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { getEngine, libPath, libraryAvailable } from "../../engine/ffi.ts";
+import type { Model } from "../../engine/index.ts";
 
 export const REPO = resolve(import.meta.dir, "..", "..");
 
@@ -28,6 +29,48 @@ export function refDir(shape: string): string | undefined {
   const bases = [process.env.QW_GPU_REF, process.env.OUT ? join(process.env.OUT, "qw-ref") : undefined, "/tmp/qw-ref"];
   for (const b of bases) if (b && existsSync(join(b, shape, "reference.json"))) return join(b, shape);
   return undefined;
+}
+
+type Session = ReturnType<Model["newSession"]>;
+/** Greedy tokens and the logits of every decode step of each sequence, `seqs` decoded together in one session. */
+export interface BatchRun { toks: number[][]; logits: Float32Array[][] }
+export function greedyTogether(m: Model, seqs: number[][], maxBatch: number, steps: number, setup?: (s: Session) => void): BatchRun {
+  const s = m.newSession({ maxBatch, maxContext: 512, maxPrefill: 256 });
+  try {
+    setup?.(s);
+    s.setLogitsMode(1);
+    const toks: number[][] = [], logits: Float32Array[][] = [];
+    seqs.forEach((ids, i) => {
+      s.setSampling(i, { temperature: 0 });
+      toks.push([s.prefill(i, ids)]);
+      logits.push([]);
+    });
+    for (let k = 1; k < steps; k++) {
+      const t = s.decode(seqs.map((_, i) => i), seqs.map((_, i) => toks[i][k - 1]));
+      const l = s.logits();
+      if (l.rows !== seqs.length) throw new Error(`logits rows ${l.rows}, want ${seqs.length}`);
+      seqs.forEach((_, i) => {
+        toks[i].push(t[i]);
+        logits[i].push(l.data.slice(i * l.vocab, (i + 1) * l.vocab));
+      });
+    }
+    return { toks, logits };
+  } finally {
+    s.close();
+  }
+}
+/** Batch invariance: `prompts` decoded together (max batch 16) and each alone (max batch 1); the logit words that differ. */
+export function batchedVsAlone(m: Model, prompts: number[][], steps: number, setup?: (s: Session) => void): { together: BatchRun; alone: BatchRun[]; differing: number } {
+  const together = greedyTogether(m, prompts, 16, steps, setup);
+  const alone = prompts.map((ids) => greedyTogether(m, [ids], 1, steps, setup));
+  let differing = 0;
+  alone.forEach((a, i) =>
+    a.logits[0].forEach((l, k) => {
+      const u = new Uint32Array(l.buffer, l.byteOffset, l.length), v = together.logits[i][k];
+      const w = new Uint32Array(v.buffer, v.byteOffset, v.length);
+      for (let j = 0; j < u.length; j++) if (u[j] !== w[j]) differing++;
+    }));
+  return { together, alone, differing };
 }
 
 /** max |a - b| / max |b|: the logits comparisons of the GPU tests. */

@@ -2,19 +2,22 @@
 // (cuda/src/opt/weights/requant.hpp: every weight is exactly s (q - z) on both backends). Teacher-forced logits
 // of prefill and decode agree within the bf16-activation tolerance of cpu-vs-cuda.test.ts (2e-2 relative);
 // CUDA prefill also rounds the dequantized weights to bf16 for the GEMM, as for every quantized GGUF type.
-// Decode (the dequantizing GEMV, group 128) sees the exact weights. Skips without a GPU.
+// Decode (the dequantizing GEMV, group 128) sees the exact weights. Each arm also runs with gemv = marlin (issue 10:
+// tensor-core W4/W8 GEMV over repacked weights, exact scales) against the CPU and against gemv = simple's tokens, and
+// marlin's batched decode must equal each sequence alone bit for bit. Skips without a GPU.
 import { afterAll, describe, expect, test } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import type { WeightsOption } from "../../engine/formats/requant.ts";
-import { noGpu } from "./gpu.ts";
+import { batchedVsAlone, noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
 
 /** Logits of the prompt's last position, then of `steps` decode steps fed the CPU's greedy tokens. */
-function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number): { logits: Float32Array[]; tokens: number[] } {
+function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number, gemv = "simple"): { logits: Float32Array[]; tokens: number[] } {
   const s = m.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
   try {
+    s.setToggle("gemv", gemv);
     s.setSampling(0, { temperature: 0 });
     s.setLogitsMode(1);
     const logits: Float32Array[] = [], tokens: number[] = [];
@@ -64,6 +67,31 @@ describe.skipIf(noGpu())("weights option: CUDA vs CPU on the same requantized we
         });
         console.log(`[weights ${arm.name}] ${source}: worst relative logit difference CUDA vs CPU over prefill + 12 decode steps ${worst.toExponential(2)}`);
         expect(worst).toBeLessThan(2e-2);
+        // gemv = marlin (tensor-core W4/W8 decode GEMV, chunked dequantization in prefill): the same tolerance against
+        // the CPU, and the simple kernels' greedy token wherever their top-2 margin exceeds the bf16 noise
+        const mg = teacherForced(gpu, ids, c.tokens, 12, "marlin");
+        let worstM = 0, disagree = 0;
+        c.logits.forEach((lc, k) => {
+          let maxAbs = 0, maxRef = 0;
+          for (let i = 0; i < lc.length; i++) { maxAbs = Math.max(maxAbs, Math.abs(lc[i] - mg.logits[k][i])); maxRef = Math.max(maxRef, Math.abs(lc[i])); }
+          worstM = Math.max(worstM, maxAbs / maxRef);
+          const top = [...g.logits[k]].map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0]);
+          if (top[0][0] - top[1][0] > 2e-2 * maxRef && g.tokens[k] !== mg.tokens[k]) disagree++;
+        });
+        console.log(`[weights ${arm.name}] gemv=marlin: worst relative logit difference vs CPU ${worstM.toExponential(2)}, clear-margin token disagreements with simple ${disagree}`);
+        expect(worstM).toBeLessThan(2e-2);
+        expect(disagree).toBe(0);
       }, 600_000);
     }
+
+  // gemv = marlin keeps batch invariance: three sequences decoded together give the logits each gets alone, bit for
+  // bit (the split-K plan depends on the matrix shape only; an mma output row depends on its own activations only).
+  test("gemv=marlin, q4: batched decode equals each sequence alone, logits bit for bit", async () => {
+    const gpu = (await openModel("default", { backend: "cuda", weights: "q4" })) as Model;
+    open.push(gpu);
+    const prompts = ["The jury said it did find", "It is a long way", "The"].map((t) => gpu.tokenizer.encode(t));
+    const { together, alone, differing } = batchedVsAlone(gpu, prompts, 12, (s) => s.setToggle("gemv", "marlin"));
+    prompts.forEach((_, i) => expect(together.toks[i]).toEqual(alone[i].toks[0]));
+    expect(differing).toBe(0);
+  }, 600_000);
 });

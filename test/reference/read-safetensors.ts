@@ -1,5 +1,5 @@
 // A minimal, independent safetensors reader for the fp64 reference (F32 / F16 / BF16 -> Float64Array).
-// Deliberately not engine/safetensors.ts: the reference must not share code with what it checks.
+// Deliberately not engine/formats/safetensors.ts: the reference must not share code with what it checks.
 import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import type { RefConfig, RefWeights } from "./qwen2-ref.ts";

@@ -80,10 +80,17 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
 
   test("the page's names and defaults are the catalog's (GET /api/catalog, from the native library)", async () => {
     const cat = await (await fetch(`${base}/api/catalog`)).json() as {
-      profilingModes: { name: string }[]; hookPatterns: string[]; defaults: { cpu: Record<string, string> }; toggles: { id: string }[];
+      profilingModes: { name: string; description: string }[]; hookPatterns: string[]; defaults: { cpu: Record<string, string> };
+      toggles: { id: string; cost: { ops: string[]; how: string }[] }[];
     };
     const modes = await page.locator("#profiling option").evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
     expect(modes).toEqual(["", ...cat.profilingModes.map((m) => m.name)]);
+    // what a mode records and what an optimization changes in the cost model: the library's words
+    const titles = await page.locator("#profiling option").evaluateAll((os) => os.map((o) => o.getAttribute("title")));
+    expect(titles.slice(1)).toEqual(cat.profilingModes.map((m) => m.description));
+    for (const t of cat.toggles.filter((x) => x.cost.length)) {
+      expect(await page.locator(`#toggles .toggle[data-id='${t.id}'] .desc .cost`).first().textContent()).toBe(`cost of ${t.cost[0].ops.join(", ")}: ${t.cost[0].how}`);
+    }
     const hooks = await page.locator("#hook-patterns option").evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
     expect(hooks).toEqual(cat.hookPatterns);
     expect(await page.getAttribute("#capture", "placeholder")).toBe(`e.g. ${cat.hookPatterns.slice(-2).join(", ")}`);
@@ -97,6 +104,11 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await page.waitForSelector("#lat-timeline .scatterlayer .point");
     expect(await page.locator("#lat-decode .bars path").count()).toBeGreaterThan(4);
     expect(await page.textContent("#lat-cards")).toContain("TTFT");
+    const modes = (await (await fetch(`${base}/api/catalog`)).json() as { profilingModes: { name: string; description: string }[] }).profilingModes;
+    const fid = (await page.textContent("#lat-fidelity"))!;
+    const mode = modes.find((m) => fid.includes(`Profiling mode: ${m.name} — `));
+    expect(mode).toBeDefined();
+    expect(fid).toContain(mode!.description); // the catalog's words, not the page's
     await shot("02-latency");
   }, 300_000);
 
@@ -105,7 +117,7 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await page.waitForSelector("#roof-plot .scatterlayer .point", { timeout: 90_000 });
     expect(await page.locator("#roof-plot .scatterlayer .point").count()).toBeGreaterThan(3);
     expect(await page.textContent("#roof-plot")).toContain("arithmetic intensity (FLOP/byte)");
-    // the palette comes from the server (engine/palette.ts): the page's first run colour is its first colour
+    // the palette comes from the server (engine/export/palette.ts): the page's first run colour is its first colour
     const pal = await (await fetch(`${base}/api/palette`)).json() as { palette: string[] };
     const fill = await page.locator("#roof-plot .scatterlayer .point").first().evaluate((e) => getComputedStyle(e).fill);
     const hex = (rgb: string) => "#" + rgb.match(/\d+/g)!.slice(0, 3).map((x) => Number(x).toString(16).padStart(2, "0")).join("");

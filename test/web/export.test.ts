@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { EngineCore } from "../../web/core.ts";
 import { WorkerHost } from "../../web/worker-host.ts";
-import { recordRun } from "../../engine/measure/record.ts";
+import { effectiveDefault, recordRun } from "../../engine/measure/record.ts";
 import { chromeTrace } from "../../engine/export/trace.ts";
 import { renderTable, tableRows } from "../../engine/export/table.ts";
 import { latencyMatrix, compareProfiles, spreadOf } from "../../engine/measure/aggregate.ts";
@@ -16,7 +16,7 @@ import { buildArms } from "../../engine/measure/sweep.ts";
 import { tensorError, logitsError } from "../../engine/measure/quant-error.ts";
 import { htmlReport } from "../../engine/export/report.ts";
 import { Profile, readProfile } from "../../engine/measure/profile.ts";
-import { FAKE_REGISTRY, makeFakeOpenModel } from "./fake-engine.ts";
+import { fakeRegistry, makeFakeOpenModel } from "./fake-engine.ts";
 import { catalog } from "../../engine/catalog.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -140,19 +140,33 @@ describe("aggregation and exporters", () => {
 
 describe("sweep arms from the registry", () => {
   test("one factor at a time over implemented values", () => {
-    const arms = buildArms(FAKE_REGISTRY, "cpu");
-    // weights (a load-time option: an arm needs its own model copy) is swept only when named
-    expect(arms.map((a) => a.label)).toEqual(["baseline", "gqa=broadcast"]);
-    expect(buildArms(FAKE_REGISTRY, "cpu", { weights: ["*"] }).map((a) => a.label)).toContain("weights=q8");
-    const cuda = buildArms(FAKE_REGISTRY, "cuda");
-    expect(cuda.map((a) => a.label)).toContain("attention=sage-int8");
+    const reg = fakeRegistry(); // the library's registry
+    const labels = buildArms(reg, "cpu").map((a) => a.label);
+    expect(labels[0]).toBe("baseline");
+    expect(labels).toContain("gqa=broadcast");
+    // one toggle per arm, each a value the cpu implements other than where a cpu session starts
+    for (const l of labels.slice(1)) {
+      const [id, v] = l.split("=");
+      const d = reg.find((t) => t.id === id)!;
+      expect(d.backends.cpu).toContain(v);
+      expect(v).not.toBe(effectiveDefault(d, "cpu"));
+    }
+    // weights (a load-time option: an arm needs its own model copy) is swept only when named; a value that needs
+    // more than itself (speculative = draft: a draft model) never is
+    expect(labels.some((l) => l.startsWith("weights="))).toBe(false);
+    expect(labels).not.toContain("speculative=draft");
+    expect(buildArms(reg, "cpu", { weights: ["*"] }).map((a) => a.label)).toContain("weights=q8");
+    // graphs: the CPU has no CUDA graphs, so only the cuda sweep has an arm for it
+    expect(labels.some((l) => l.startsWith("graphs="))).toBe(false);
+    expect(buildArms(reg, "cuda").map((a) => a.label)).toContain("graphs=off");
   });
   test("cartesian, profiling axis, and errors", () => {
-    const arms = buildArms(FAKE_REGISTRY, "cpu", { gqa: ["*"], weights: ["bf16", "q8"] }, { cartesian: true, profiling: [true, false] });
+    const reg = fakeRegistry();
+    const arms = buildArms(reg, "cpu", { gqa: ["*"], weights: ["bf16", "q8"] }, { cartesian: true, profiling: [true, false] });
     expect(arms.length).toBe(8);
     expect(arms.map((a) => a.label)).toContain("gqa=broadcast,weights=q8,profiling=off");
-    expect(() => buildArms(FAKE_REGISTRY, "cpu", { nope: ["x"] })).toThrow(/unknown toggle/);
-    expect(() => buildArms(FAKE_REGISTRY, "cpu", { attention: ["sage-int8"] })).toThrow(/sage-int8 is not on the cpu backend/);
+    expect(() => buildArms(reg, "cpu", { nope: ["x"] })).toThrow(/unknown toggle/);
+    expect(() => buildArms(reg, "cpu", { graphs: ["on"] })).toThrow(/on is not on the cpu backend/);
   });
 });
 
@@ -162,7 +176,7 @@ describe("engine worker protocol", () => {
     const host = new WorkerHost(fake, { QW_FAKE_OPTIONS: JSON.stringify({ failDecodeAt: 3 }) });
     const progress: unknown[] = [];
     const info = await host.load("l1", "default", { backend: "cpu" }, (e) => progress.push(e));
-    expect(info.registry.length).toBe(3);
+    expect(info.registry).toEqual(catalog().toggles); // the fake's toggles are the library's
     expect(progress.length).toBe(4);
     const spec = { id: "r1", prompts: [{ prompt: "hi" }], maxTokens: 3, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 }, toggles: {}, profiling: true, capture: [] };
     const events: string[] = [];
@@ -189,13 +203,13 @@ describe("engine worker protocol", () => {
     await broken.close();
   }, 180_000);
 
-  test("the catalog crosses the worker checked: the fake's toggles, or the library's with the real engine", async () => {
+  test("the catalog crosses the worker checked", async () => {
     const lib = catalog();
     const fake = new WorkerHost(join(REPO, "test/web/fake-engine.ts"));
     const c = await fake.catalog();
     expect(c.ops).toEqual(lib.ops);
     expect(c.hooks).toEqual(lib.hooks);
-    expect(c.toggles.map((d) => d.id)).toEqual(FAKE_REGISTRY.map((d) => d.id));
+    expect(c.toggles).toEqual(lib.toggles);
     expect(await fake.catalog()).toBe(c); // asked once
     await fake.close();
     const real = new WorkerHost(join(REPO, "engine/index.ts"));

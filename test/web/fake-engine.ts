@@ -1,11 +1,12 @@
 // A fake engine implementing engine/api.ts, for web tests: deterministic tokens, synthetic op records with
-// FLOPs/bytes, captures, a small toggle registry with a per-layer mask, and switchable failures and delays.
-// Its catalog (catalog()) is the native library's (op, hook and profiling-mode names) with its own toggles.
+// FLOPs/bytes, captures, the library's toggle registry with a per-layer mask, and switchable failures and delays.
+// Its catalog (catalog()) is the native library's: op, hook and profiling-mode names and the toggle registry.
 import type {
-  EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, ToggleDef, Capture, SamplingOptions,
+  EngineModel, EngineSession, GenerateEvent, GenerateOptions, OpenModel, OpenOptions, Capture, SamplingOptions,
 } from "../../engine/api.ts";
 import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/measure/profile.ts";
-import { catalog as libraryCatalog, opIndex, type Catalog } from "../../engine/catalog.ts";
+import { effectiveDefault } from "../../engine/measure/record.ts";
+import { catalog as libraryCatalog, opIndex, profilingModeNames, type Catalog } from "../../engine/catalog.ts";
 
 export interface FakeOptions {
   failOpen?: boolean;
@@ -22,14 +23,22 @@ export interface FakeOptions {
 const WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs", "far", "away", "."];
 const N_LAYERS = 4, HIDDEN = 32, VOCAB = 64;
 
-export const FAKE_REGISTRY: ToggleDef[] = [
-  { id: "attention", name: "Attention kernel", type: "enum", values: ["flash-bf16", "sage-int8", "sage-fp8"], default: "flash-bf16", perLayer: false, needsReset: false,
-    backends: { cpu: ["flash-bf16"], cuda: ["flash-bf16", "sage-int8"] }, spec: "QWEN-001", description: "attention kernel" },
-  { id: "gqa", name: "Grouped-query attention", type: "enum", values: ["native", "broadcast"], default: "native", perLayer: true, needsReset: false,
-    backends: { cpu: ["native", "broadcast"], cuda: ["native", "broadcast"] }, spec: "QWEN-002", description: "GQA: native grouping or materialized KV" },
-  { id: "weights", name: "Weight format", type: "enum", values: ["bf16", "q8"], default: "bf16", perLayer: true, needsReset: true,
-    backends: { cpu: ["bf16", "q8"], cuda: ["bf16", "q8"] }, spec: "QWEN-005", description: "weight format" },
-];
+/**
+ * The fake's toggles are the library's registry itself (engine/catalog.ts), so they cannot drift from the real
+ * engine's (ids, values, scopes, backends, defaults); test/web/fake-engine.test.ts holds it to that. The fake
+ * reacts to two of them: gqa = broadcast (slower attention) and weights = q8 (cheaper, noisier layers); the
+ * values it reacts to are checked against the registry when a session is made.
+ */
+export function fakeRegistry(): Catalog["toggles"] {
+  return libraryCatalog().toggles.map((d) => structuredClone(d));
+}
+
+/** Throws unless toggle `id` has `value` in the library's registry (a value the fake reacts to). */
+function reactsTo(id: string, value: string): string {
+  const d = libraryCatalog().toggles.find((t) => t.id === id);
+  if (!d?.values.includes(value)) throw new Error(`fake engine: toggle ${id} = ${value} is not in the library's registry: update the fake`);
+  return value;
+}
 
 /** The library's id of an op this fake records (names as the catalog spells them); any other name is a bug here. */
 function opId(name: string): number {
@@ -55,20 +64,25 @@ class FakeSession implements EngineSession {
   private decodeSteps = 0;
   private runs = 0;
   private logitsMode = 0;
+  private readonly broadcast: string;
+  private readonly q8: string;
   // A model source naming "nonfinite-L<N>" yields NaN/Inf in captures from layer N on and in some logits rows.
   private readonly nanFrom: number;
   constructor(private o: FakeOptions, source = "") {
     const nf = /nonfinite-L(\d+)/.exec(source);
     this.nanFrom = nf ? Number(nf[1]) : Infinity;
-    for (const d of FAKE_REGISTRY) this.tog[d.id] = Array(N_LAYERS).fill(d.default);
+    for (const d of fakeRegistry()) this.tog[d.id] = Array(N_LAYERS).fill(effectiveDefault(d, "cpu") ?? d.default); // where a cpu session starts
+    this.broadcast = reactsTo("gqa", "broadcast");
+    this.q8 = reactsTo("weights", "q8");
   }
   static empty(): OpColumns {
     return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] };
   }
   setToggle(id: string, value: string, layer?: number) {
-    const d = FAKE_REGISTRY.find((x) => x.id === id);
+    const d = fakeRegistry().find((x) => x.id === id);
     if (!d) throw new Error(`unknown toggle ${id}`);
     if (!d.values.includes(value)) throw new Error(`bad value ${value} for ${id}`);
+    if (!d.backends.cpu.includes(value)) throw new Error(`${id} = ${value} is not implemented by the cpu backend`);
     if (layer === undefined || layer < 0) this.tog[id] = Array(N_LAYERS).fill(value);
     else this.tog[id][layer] = value;
   }
@@ -101,8 +115,8 @@ class FakeSession implements EngineSession {
     if (!this.profiling) return;
     push(-1, "embed", 2, 1, HIDDEN * 2 * n);
     for (let l = 0; l < N_LAYERS; l++) {
-      const slow = this.tog.gqa[l] === "broadcast" ? 2.5 : 1;
-      const q8 = this.tog.weights[l] === "q8" ? 0.6 : 1;
+      const slow = this.tog.gqa[l] === this.broadcast ? 2.5 : 1;
+      const q8 = this.tog.weights[l] === this.q8 ? 0.6 : 1;
       push(l, "attn_norm", 1, 4 * HIDDEN, HIDDEN * 4);
       push(l, "qkv", 6 * q8, 2 * HIDDEN * HIDDEN * 3, HIDDEN * HIDDEN * 6 * q8);
       push(l, "rope", 1, 6 * HIDDEN, HIDDEN * 4);
@@ -138,7 +152,7 @@ class FakeSession implements EngineSession {
     if (this.logitsMode !== 2) return { rows: 1, vocab: VOCAB, data: new Float32Array(VOCAB) };
     // every position of the last prefill: a smooth function of the token, perturbed by q8 layers
     const rows = this.lastInput.length, data = new Float32Array(rows * VOCAB);
-    const q8 = this.tog.weights.filter((w) => w === "q8").length;
+    const q8 = this.tog.weights.filter((w) => w === this.q8).length;
     for (let r = 0; r < rows; r++) {
       const t = this.lastInput[r];
       for (let i = 0; i < VOCAB; i++) data[r * VOCAB + i] = Math.sin(i * 0.37 + t * 0.9) * 3 + 0.05 * q8 * Math.cos(i * 1.7 + r);
@@ -155,7 +169,7 @@ class FakeSession implements EngineSession {
       const layer = m ? Number(m[1]) : N_LAYERS;
       const data = new Float32Array(rows * cols);
       let noise = 0;
-      for (let l = 0; l <= Math.min(layer, N_LAYERS - 1); l++) if (this.tog.weights[l] === "q8") noise += 0.01;
+      for (let l = 0; l <= Math.min(layer, N_LAYERS - 1); l++) if (this.tog.weights[l] === this.q8) noise += 0.01;
       for (let i = 0; i < data.length; i++) {
         const base = Math.sin(i * 0.37 + layer + (this.lastInput[i % rows] ?? 0) * 0.1) * (logits ? 4 : 1);
         data[i] = base + noise * Math.cos(i * 1.7);
@@ -239,18 +253,18 @@ export function makeFakeOpenModel(o: FakeOptions = {}): OpenModel {
       weightTypes: { bf16: 30 },
       hash: "fakehash0123456789",
       tokenizer: fakeTokenizer,
-      toggleRegistry: () => FAKE_REGISTRY.map((d) => ({ ...d })),
-      profilingModes: () => ["off", "events", "kernels"],
+      toggleRegistry: fakeRegistry,
+      profilingModes: profilingModeNames,
       newSession: () => new FakeSession(o, source),
       close() {},
     };
   };
 }
 
-/** The engine's names as this fake has them: the library's ops, hooks and profiling modes, the fake's toggles.
- *  The web server reads it through the engine host (LocalHost, or the worker when this is QW_ENGINE_MODULE). */
+/** The engine's names as this fake has them: the library's catalog (ops, hooks, profiling modes, toggles). The web
+ *  server reads it through the engine host (LocalHost, or the worker when this is QW_ENGINE_MODULE). */
 export function catalog(): Catalog {
-  return { ...libraryCatalog(), toggles: FAKE_REGISTRY.map((d) => ({ ...d })) };
+  return { ...libraryCatalog(), toggles: fakeRegistry() };
 }
 
 /** For the worker (QW_ENGINE_MODULE): options from QW_FAKE_OPTIONS (JSON). */

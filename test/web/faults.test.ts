@@ -212,10 +212,11 @@ describe("D8: one-line JSONL, and toggle ids that must never pass", () => {
 
   test("CLI boundary: --toggle __proto__=… and control characters are refused", async () => {
     const { parseToggleArg, validateToggleSettings } = await import("../../engine/toggles.ts");
-    const { FAKE_REGISTRY } = await import("./fake-engine.ts");
+    const { fakeRegistry } = await import("./fake-engine.ts");
+    const reg = fakeRegistry();
     for (const arg of ["__proto__=native", "constructor=native", "gqa\u0001=native", "gqa=nat\u0000ive"]) {
-      expect(() => validateToggleSettings(FAKE_REGISTRY, parseToggleArg(arg))).toThrow(/toggle/);
+      expect(() => validateToggleSettings(reg, parseToggleArg(arg))).toThrow(/toggle/);
     }
-    expect(validateToggleSettings(FAKE_REGISTRY, parseToggleArg("gqa=broadcast"))).toEqual({ gqa: "broadcast" });
+    expect(validateToggleSettings(reg, parseToggleArg("gqa=broadcast"))).toEqual({ gqa: "broadcast" });
   });
 });

@@ -4,7 +4,6 @@ import { describe, expect, test } from "bun:test";
 import { symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { appsForFile, readSse, json } from "../../test/web/helpers.ts";
-import { FAKE_REGISTRY } from "../../test/web/fake-engine.ts";
 import { catalog } from "../../engine/catalog.ts";
 import { generousTimeout } from "../../test/setup.ts";
 
@@ -42,7 +41,7 @@ describe("models and toggles", () => {
     expect(ev.filter((e) => e.event === "progress").length).toBe(4);
     expect(ev.at(-1)!.event).toBe("done");
     const t: any = await (await app.request("/api/toggles")).json();
-    expect(t.registry.map((d: any) => d.id)).toEqual(["attention", "gqa", "weights"]);
+    expect(t.registry).toEqual(catalog().toggles); // the fake engine's toggles are the library's
     expect(t.layers).toBe(4);
     const h: any = await (await app.request("/api/hooks")).json();
     expect(h.hooks).toContain("blocks.3.hook_resid_post");
@@ -88,9 +87,13 @@ describe("models and toggles", () => {
     expect(c.hooks).toEqual(lib.hooks);
     expect(c.profilingModes).toEqual(lib.profilingModes);
     expect(c.hookPatterns).toEqual([...lib.hooks.perLayer.map((h) => `blocks.*.${h}`), ...lib.hooks.global]);
-    // the fake engine has its own toggles: the page's defaults follow the engine it talks to
-    expect(c.toggles.map((d: any) => d.id)).toEqual(FAKE_REGISTRY.map((d) => d.id));
-    expect(c.defaults.cpu).toEqual({ attention: "flash-bf16", gqa: "native", weights: "bf16" });
+    // the toggles of the engine it talks to (the fake's are the library's), with each backend's starting value:
+    // the default where the backend implements it, else its first value (graphs: on for cuda, off on the cpu)
+    expect(c.toggles).toEqual(lib.toggles);
+    expect(c.defaults.cpu.gqa).toBe("native");
+    expect(c.defaults.cpu.graphs).toBe("off");
+    expect(c.defaults.cuda.graphs).toBe("on");
+    expect(c.toggles.some((t: any) => t.id === c.weightsToggle && t.perLayer)).toBe(true); // the load-time toggle is one of them
   });
 
   test("hooks come from the catalog: every hook of every layer, and unknown ones are refused with the list", async () => {

@@ -74,7 +74,7 @@ export function profileRoutes(ctx: WebContext) {
     });
   });
 
-  // The categorical palette and the op → colour mapping of engine/palette.ts (the pages draw with these).
+  // The categorical palette and the op → colour mapping of engine/export/palette.ts (the pages draw with these).
   app.get("/palette", (c) => {
     c.header("Cache-Control", "no-cache");
     return c.json(paletteDoc());

@@ -11,14 +11,14 @@ const $$ = (s, el = document) => [...el.querySelectorAll(s)];
 const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : Number(v).toFixed(d));
 const enc = encodeURIComponent;
-// One statistic (engine/stats.ts): a median over the measured repetitions with its min–max; "n" = repetitions.
+// One statistic (engine/measure/stats.ts): a median over the measured repetitions with its min–max; "n" = repetitions.
 const fmtSpread = (st, d = 2) => (!st || !st.n ? "–" : st.n > 1 ? `${fmt(st.median, d)} (${fmt(st.min, d)}–${fmt(st.max, d)})` : fmt(st.median, d));
 const fmtRange = (v, r, d = 2) => (v === null || v === undefined ? "–" : r && r[1] > r[0] ? `${fmt(v, d)} <span class="muted small">(${fmt(r[0], d)}–${fmt(r[1], d)})</span>` : fmt(v, d));
 const badge = (status) => `<span class="badge ${esc(String(status).replace(/\s+/g, "-"))}">${esc(status)}</span>`;
 const STATUS_COLOR = { faster: "#59a14f", slower: "#e15759" }; // anything else (within noise, too few samples): grey
 const statusColor = (status) => STATUS_COLOR[status] ?? "#b8c2d6";
 
-// The palette and the op colours come from engine/palette.ts (GET /api/palette, loaded first in boot()). Filled in
+// The palette and the op colours come from engine/export/palette.ts (GET /api/palette, loaded first in boot()). Filled in
 // place, so that page modules handed these objects before boot() see the loaded colours.
 const PALETTE = [], OP_COLORS = {};
 const opColor = (op) => OP_COLORS[op] ?? "#7f7f7f";
@@ -75,8 +75,8 @@ function setModel(m) {
 // sends profiling: true), the others name one.
 function renderProfilingModes() {
   const sel = $("#profiling"), cur = sel.value;
-  const names = (state.catalog?.profilingModes ?? []).map((m) => m.name);
-  sel.innerHTML = `<option value="">engine default</option>` + names.map((m) => `<option value="${esc(m)}">${esc(m)}</option>`).join("");
+  const modes = state.catalog?.profilingModes ?? [], names = modes.map((m) => m.name);
+  sel.innerHTML = `<option value="">engine default</option>` + modes.map((m) => `<option value="${esc(m.name)}" title="${esc(m.description ?? "")}">${esc(m.name)}</option>`).join("");
   sel.value = names.includes(cur) ? cur : "";
 }
 
@@ -91,9 +91,9 @@ function renderHookHints() {
  *  (the server computes it with the engine's rule), else the registry's own default. */
 const effDefault = (d) => state.catalog?.defaults?.[state.model?.backend ?? "cpu"]?.[d.id] ?? d.default;
 
-// weights is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
+// weights (the catalog's weightsToggle) is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
 // layer); a run that picks another value makes the server reload the model with it.
-const curOf = (d) => (d.id === "weights" && state.model?.weights !== undefined ? state.model.weights : effDefault(d));
+const curOf = (d) => (d.id === state.catalog?.weightsToggle && state.model?.weights !== undefined ? state.model.weights : effDefault(d));
 const sameVal = (a, b) => {
   const fold = (v) => (Array.isArray(v) && v.every((x) => x === v[0]) ? v[0] : v);
   return JSON.stringify(fold(a)) === JSON.stringify(fold(b));
@@ -120,7 +120,7 @@ function renderToggles(root, ns) {
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
         Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(Array.isArray(cur) ? cur[l] : def)}</select></label>`).join("")}</div>` : ""}
-      <div class="desc">${esc(d.description ?? "")}</div>${d.id === "speculative" ? specFields(ns) : d.id === "sparsePrefill" ? sparseFields(ns) : ""}`;
+      <div class="desc">${esc(d.description ?? "")}${(d.cost ?? []).map((c) => `<br><span class="cost">cost of ${esc(c.ops.join(", "))}: ${esc(c.how)}</span>`).join("")}</div>${d.id === "speculative" ? specFields(ns) : d.id === "sparsePrefill" ? sparseFields(ns) : ""}`;
     if (d.id === "sparsePrefill") wireSparseFields(div);
     if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => { $(".spec-draft", div).hidden = e.target.value !== "draft"; });
     const cb = $(".perlayer", div);
@@ -434,17 +434,17 @@ function exportButtons(root, key, plots) {
 
 // ---------- latency ----------
 // Which profiling mode produced the numbers, what it cost against profiling off (when measured), and whether
-// the records add up to the steps users timed (engine/fidelity.ts).
+// the records add up to the steps users timed (engine/measure/fidelity.ts). What a mode records: its description
+// in the catalog (the native library's words).
 function fidelityHtml(f, s) {
   if (!f) {
     const mode = s.profiling_mode ?? (s.profiling === false ? "off" : "events (older profile)");
     return `<p class="muted">Profiling mode: <b>${esc(mode)}</b>. No sum check recorded for this profile.</p>`;
   }
-  const what = { kernels: "CUPTI kernel records, CUDA graph kept (CPU: host timestamps per op, gaps as rows)",
-    events: "a CUDA event pair around every op, ops launched one by one: slower than what users get", off: "no op records" };
+  const what = state.catalog?.profilingModes?.find((m) => m.name === f.mode)?.description ?? "";
   const over = Object.entries(f.overhead_pct ?? {}).map(([m, o]) => `${esc(m)} +${fmt(o.median, 1)} % (${fmt(o.min, 1)}–${fmt(o.max, 1)})`).join(" · ");
   const rows = f.sum_check.map((c) => `<tr><td>${esc(c.mode ?? f.mode)}</td><td>${c.phase}</td><td class="n">${c.steps}</td><td class="n">${fmt(c.wall_ms, 4)}</td><td class="n">${fmt(c.ops_ms, 4)}</td><td class="n">${fmt(c.gaps_ms, 4)}</td><td class="n">${fmt(c.other_ms, 4)}</td><td class="n">${fmt(c.unrecorded_ms, 4)}</td><td class="n">${fmt(c.diff_pct.median, 2)} % (max ${fmt(c.diff_pct.max, 2)})</td></tr>`).join("");
-  return `<p>Profiling mode: <b>${esc(f.mode)}</b> — ${esc(what[f.mode] ?? "")}.${over ? ` Overhead vs off (same run): ${over}.` : ""}</p>
+  return `<p>Profiling mode: <b>${esc(f.mode)}</b>${what ? ` — ${esc(what)}` : ""}.${over ? ` Overhead vs off (same run): ${over}.` : ""}</p>
     <table><thead><tr><th>mode</th><th>phase</th><th class="n">steps</th><th class="n">wall ms</th><th class="n">ops ms</th><th class="n">gaps ms</th><th class="n">copies / wake ms</th><th class="n">unrecorded ms</th><th class="n">|wall − records| / wall</th></tr></thead><tbody>${rows}</tbody></table>
     <p class="muted">Medians per step. Wall = the engine call as the caller timed it; records = every op, gap and copy row of the step.</p>`;
 }

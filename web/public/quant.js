@@ -27,7 +27,7 @@ export function createQuantPage(ctx) {
     if ($("#q-cand").dataset.touched) return;
     const backend = state.model?.backend ?? "cpu";
     // weights: q4 (or q8) against the loaded format, the comparison the toggle exists for (bf16 of a bf16 file is the identity)
-    const altOf = (d) => (d.id === "weights" ? ["q4", "q8"].find((v) => v !== state.model?.weights && (d.backends?.[backend] ?? []).includes(v))
+    const altOf = (d) => (d.id === state.catalog?.weightsToggle ? ["q4", "q8"].find((v) => v !== state.model?.weights && (d.backends?.[backend] ?? []).includes(v))
       : d.values.find((v) => v !== effDefault(d) && (d.backends?.[backend] ?? d.values).includes(v)));
     const alts = state.registry.map((d) => ({ d, alt: altOf(d) })).filter((x) => x.alt);
     const pick = alts.find((x) => x.d.needsReset) ?? alts[0];

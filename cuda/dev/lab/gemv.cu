@@ -31,52 +31,18 @@ void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batc
   const char *variant = launch_gemv(a, 0);
   CHK(cudaDeviceSynchronize());
   // reference
-  std::vector<float> ain(batch * cols);
-  for (int b = 0; b < batch; ++b) {
-    if (pro == GEMV_PRO_BF16) for (int64_t k = 0; k < cols; ++k) ain[b * cols + k] = bf2f(act[b * cols + k]);
-    else {
-      double ss = 0;
-      for (int64_t k = 0; k < cols; ++k) ss += (double)x[b * cols + k] * x[b * cols + k];
-      const float rstd = 1.0f / sqrtf((float)(ss / cols) + 1e-6f);
-      for (int64_t k = 0; k < cols; ++k) ain[b * cols + k] = bfr(bfr(x[b * cols + k] * rstd) * nw[k]);
-    }
-  }
+  const std::vector<float> ain = gemv_ref_input(pro, act, x, nw, batch, cols);
   std::vector<int64_t> check_rows;
   for (int64_t r = 0; r < rows; ++r)
     if (rows <= 20000 || r < 64 || r >= rows - 64 || r % 7 == 0) check_rows.push_back(r);
-  std::vector<double> acc_ref(rows, 0.0);
-  std::vector<double> outv, refv;
   const size_t out_elems = (size_t)batch * out_cols;
   std::vector<float> of(out_elems);
   if (out_bf) { auto o16 = d2h((uint16_t *)dout, out_elems); for (size_t i = 0; i < out_elems; ++i) of[i] = bf2f(o16[i]); }
   else of = d2h((float *)dout, out_elems);
   bool unwritten = false;
   for (float v : of) if (!std::isfinite(v)) unwritten = true;
-  for (int b = 0; b < batch; ++b) {
-    #pragma omp parallel for schedule(dynamic, 64)
-    for (size_t ci = 0; ci < check_rows.size(); ++ci) {
-      const int64_t r = check_rows[ci];
-      double s = 0;
-      for (int64_t k = 0; k < cols; ++k) s += (double)hw.at(r, k) * ain[b * cols + k];
-      acc_ref[r] = s;
-    }
-    for (int64_t r : check_rows) {
-      if (epi == GEMV_EPI_SWIGLU) {
-        if (r % 2) continue;
-        if (std::find(check_rows.begin(), check_rows.end(), r + 1) == check_rows.end()) continue;
-        const float g = bfr((float)acc_ref[r]), u = bfr((float)acc_ref[r + 1]);
-        const float sv = bfr(g / (1.f + expf(-g)));
-        refv.push_back(sv * u);
-        outv.push_back(of[b * out_cols + r / 2]);
-      } else {
-        double ref = acc_ref[r];
-        if (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ref += bias[r];
-        if (epi == GEMV_EPI_ADD_F32) ref += base[b * out_cols + r];
-        refv.push_back(ref);
-        outv.push_back(of[b * out_cols + r]);
-      }
-    }
-  }
+  std::vector<double> outv, refv;
+  gemv_ref_compare(hw, ain, batch, epi, bias, base, check_rows, std::vector<double>(of.begin(), of.end()), out_cols, outv, refv);
   bool nan_seen;
   double err = rel_err(outv, refv, &nan_seen);
   nan_seen |= unwritten;

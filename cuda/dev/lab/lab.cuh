@@ -101,6 +101,15 @@ struct HostW {
   size_t bytes() const { return data.size() + 4 * (scale.size() + offset.size()); }
 };
 HostW make_w(int type, int64_t rows, int64_t cols, int group = 32);
+// The GEMV's input rows as the CPU reference sees them ([batch][cols]): the bf16 activations (PRO_BF16), or
+// bf16(bf16(x * rstd) * norm_w) with rstd from an fp64 sum of squares, eps 1e-6 (PRO_NORM).
+std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, const std::vector<float> &x,
+                                  const std::vector<float> &nw, int batch, int64_t cols);
+// fp64 reference of the checked rows (every batch row) through the epilogue epi (bias, residual base, SwiGLU over
+// row pairs in the HF rounding order), next to the GEMV's output got [batch][out_cols]: pairs appended to outv/refv.
+void gemv_ref_compare(const HostW &hw, const std::vector<float> &ain, int batch, int epi, const std::vector<float> &bias,
+                      const std::vector<float> &base, const std::vector<int64_t> &rows_chk, const std::vector<double> &got,
+                      int64_t out_cols, std::vector<double> &outv, std::vector<double> &refv);
 struct DevW {
   WMat m;
   void *d = nullptr; float *s = nullptr, *o = nullptr;
@@ -127,5 +136,9 @@ void run_misc();
 void run_sampling();
 // chain.cu: a whole decode step from the production kernels
 void run_chain();
+// marlin.cu: gemv = marlin (opt/gemv): pack, GEMV vs CPU, 7B shapes M = 1..16, prefill dequantization
+void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
+                 bool rand_offset, bool timed);
+void run_marlin();
 // sparse.cu: vertical-slash sparse prefill (src/opt/sparse_prefill) against fp64 masked attention
 void run_sparse();

@@ -1,4 +1,5 @@
 // util.cu — the lab's shared state and helpers (lab.cuh).
+#include "gemv.cuh"
 #include "lab.cuh"
 
 double g_copy_bw = 4.16e12;
@@ -71,6 +72,48 @@ HostW make_w(int type, int64_t rows, int64_t cols, int group) {
     }
   }
   return w;
+}
+std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, const std::vector<float> &x,
+                                  const std::vector<float> &nw, int batch, int64_t cols) {
+  std::vector<float> ain(batch * cols);
+  for (int b = 0; b < batch; ++b) {
+    if (pro == GEMV_PRO_BF16) for (int64_t k = 0; k < cols; ++k) ain[b * cols + k] = bf2f(act[b * cols + k]);
+    else {
+      double ss = 0;
+      for (int64_t k = 0; k < cols; ++k) ss += (double)x[b * cols + k] * x[b * cols + k];
+      const float rstd = 1.0f / sqrtf((float)(ss / cols) + 1e-6f);
+      for (int64_t k = 0; k < cols; ++k) ain[b * cols + k] = bfr(bfr(x[b * cols + k] * rstd) * nw[k]);
+    }
+  }
+  return ain;
+}
+void gemv_ref_compare(const HostW &hw, const std::vector<float> &ain, int batch, int epi, const std::vector<float> &bias,
+                      const std::vector<float> &base, const std::vector<int64_t> &rows_chk, const std::vector<double> &got,
+                      int64_t out_cols, std::vector<double> &outv, std::vector<double> &refv) {
+  const int64_t cols = hw.cols;
+  std::vector<double> acc(hw.rows, 0.0);
+  for (int b = 0; b < batch; ++b) {
+#pragma omp parallel for schedule(dynamic, 64)
+    for (size_t i = 0; i < rows_chk.size(); ++i) {
+      double s = 0;
+      for (int64_t k = 0; k < cols; ++k) s += (double)hw.at(rows_chk[i], k) * ain[b * cols + k];
+      acc[rows_chk[i]] = s;
+    }
+    for (int64_t r : rows_chk) {
+      if (epi == GEMV_EPI_SWIGLU) {
+        if (r % 2 || std::find(rows_chk.begin(), rows_chk.end(), r + 1) == rows_chk.end()) continue;
+        const float g = bfr((float)acc[r]), u = bfr((float)acc[r + 1]);
+        refv.push_back(bfr(g / (1.f + expf(-g))) * u);
+        outv.push_back(got[b * out_cols + r / 2]);
+      } else {
+        double ref = acc[r];
+        if (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ref += bias[r];
+        if (epi == GEMV_EPI_ADD_F32) ref += base[b * out_cols + r];
+        refv.push_back(ref);
+        outv.push_back(got[b * out_cols + r]);
+      }
+    }
+  }
 }
 DevW upload_w(const HostW &h) {
   DevW w;

@@ -28,6 +28,17 @@
 namespace qw {
 namespace cpu {
 
+StepRows::StepRows(const Step &st) {
+  for (size_t i = 0; i < st.seq.size(); ++i) seq.insert(seq.end(), size_t(st.n_new[i]), int32_t(i));
+}
+
+int attention_threads(const Step &st, int32_t n_heads, int32_t head_dim, int64_t tasks, const Pool &pool) {
+  double work = 0;  // multiply-adds of the causal step
+  for (size_t s = 0; s < st.seq.size(); ++s)
+    work += double(n_heads) * head_dim * 2.0 * (double(st.n_new[s]) * st.pos0[s] + double(st.n_new[s]) * (st.n_new[s] + 1) / 2);
+  return work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tasks)));
+}
+
 // s[k] = softmax(scale * s)[k] over k < n (max-subtracted, e / sum): the one softmax of both attention
 // paths (attention_avx512.cpp calls it too), so their probabilities are bit-identical.
 void softmax_scaled(float *s, int32_t n_keys, float scale) {
@@ -193,7 +204,6 @@ void attention(KvStore &kv, const AttnArgs &a) {
   const Step &st = *a.step;
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const int64_t qd = int64_t(nH) * d;
-  const size_t nS = st.seq.size();
   if (kv.quant) return kvq_attention(*kv.quant, a);  // q8 / kivi (opt/kvcache; gqa broadcast: same math, not materialized)
   // 1. Append the new K/V rows to the cache.
   kv_append(kv, a);
@@ -204,32 +214,24 @@ void attention(KvStore &kv, const AttnArgs &a) {
   // 2. The KV heads of the layer's gqa arm (broadcast: per-query-head copies).
   GqaKv g;
   gqa_prepare(kv, a, g);
-  int64_t rows = 0;
-  for (size_t s = 0; s < nS; ++s) rows += st.n_new[s];
+  const StepRows rows(st);
   // 3a. Prefill chunks: the blocked AVX-512 kernels (same math, several queries per K/V load).
-  if (rows >= kBlockedMinRows && attention_blocked_ok(d)) {
+  if (rows.count() >= kBlockedMinRows && attention_blocked_ok(d)) {
     attention_blocked_avx512(kv, a, g);
     return;
   }
   // 3b. One task per (query row, head).
-  const int64_t tasks = rows * nH;
+  const int64_t tasks = rows.count() * nH;
   const float scale = 1.0f / std::sqrt(float(d));
-  std::vector<int32_t> row_seq(static_cast<size_t>(rows));
-  for (size_t s = 0; s < nS; ++s)
-    for (int32_t j = 0; j < st.n_new[s]; ++j) row_seq[size_t(st.row_offset[s] + j)] = int32_t(s);
-  // A decode step of a small model is a few microseconds of attention: not worth waking a second thread.
-  double work = 0;  // multiply-adds
-  for (size_t s = 0; s < nS; ++s)
-    work += double(nH) * d * 2.0 * (double(st.n_new[s]) * st.pos0[s] + double(st.n_new[s]) * (st.n_new[s] + 1) / 2);
-  const int nt = work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
+  const int nt = attention_threads(st, nH, d, tasks, *a.pool);
   std::atomic<int64_t> next{0};  // dynamic schedule: query rows late in a prefill attend to more keys
   a.pool->run(nt, [&] {
     std::vector<float> sc;
     for (int64_t task = next++; task < tasks; task = next++) {
       const int64_t row = task / nH;
       const int32_t h = int32_t(task % nH);
-      const size_t s = size_t(row_seq[size_t(row)]);
-      const int32_t n_keys = st.pos0[s] + int32_t(row - st.row_offset[s]) + 1;
+      const size_t s = size_t(rows.seq[size_t(row)]);
+      const int32_t n_keys = rows.n_keys(st, row);
       const float *q = a.q + row * qd + int64_t(h) * d;
       float *z = a.z + row * qd + int64_t(h) * d;
       if (g.per_query_head) {

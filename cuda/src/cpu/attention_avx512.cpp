@@ -134,12 +134,8 @@ void attention_blocked_avx512(KvStore &kv, const AttnArgs &a, const GqaKv &g) {
     }
   });
   // Work items: (query row, source); each covers the source's per_src query heads.
-  int64_t rows = 0;
-  for (size_t s = 0; s < nS; ++s) rows += st.n_new[s];
-  std::vector<int32_t> row_seq(static_cast<size_t>(rows));
-  for (size_t s = 0; s < nS; ++s)
-    for (int32_t j = 0; j < st.n_new[s]; ++j) row_seq[size_t(st.row_offset[s] + j)] = int32_t(s);
-  const int64_t items = rows * nsrc;
+  const StepRows rows(st);
+  const int64_t items = rows.count() * nsrc;
   const float scale = 1.0f / std::sqrt(float(d));
   std::atomic<int64_t> next{0};
   a.pool->run(a.pool->size(), [&] {
@@ -147,9 +143,9 @@ void attention_blocked_avx512(KvStore &kv, const AttnArgs &a, const GqaKv &g) {
     for (int64_t it = next++; it < items; it = next++) {
       const int64_t row = it / nsrc;
       const int32_t si = int32_t(it % nsrc);
-      const size_t s = size_t(row_seq[size_t(row)]);
+      const size_t s = size_t(rows.seq[size_t(row)]);
       const KvSrc &o = src[s * size_t(nsrc) + size_t(si)];
-      const int64_t n_keys = st.pos0[s] + (row - st.row_offset[s]) + 1;
+      const int64_t n_keys = rows.n_keys(st, row);
       const int64_t lds = (n_keys + 15) / 16 * 16;
       sbuf.resize(size_t(per_src * lds));
       for (int32_t h0 = 0; h0 < per_src; h0 += kMaxMT) {

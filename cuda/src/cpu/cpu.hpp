@@ -79,6 +79,20 @@ struct GqaKv;
 void attention(KvStore &kv, const AttnArgs &a);
 void kv_append(KvStore &kv, const AttnArgs &a);  // writes the step's K/V rows at their positions (attention's step 1)
 void softmax_scaled(float *s, int32_t n_keys, float scale);  // s = softmax(scale * s) over n_keys
+// The query rows of an attention step, as every attention kernel splits its work into (row, head) tasks: the
+// sequence (index into step.seq) of each row and the keys the row attends (causal: up to its own position).
+struct StepRows {
+  explicit StepRows(const Step &st);
+  int64_t count() const { return int64_t(seq.size()); }
+  int32_t n_keys(const Step &st, int64_t row) const {
+    const size_t s = size_t(seq[size_t(row)]);
+    return st.pos0[s] + int32_t(row - st.row_offset[s]) + 1;
+  }
+  std::vector<int32_t> seq;  // [rows] -> index into step.seq
+};
+// Threads for an attention step of `tasks` independent tasks: one when the step is small (a decode step of a
+// small model is a few microseconds of attention: not worth waking a second thread), else up to the pool size.
+int attention_threads(const Step &st, int32_t n_heads, int32_t head_dim, int64_t tasks, const Pool &pool);
 // attention_avx512.cpp — blocked prefill attention (steps of >= kBlockedMinRows rows, head_dim % 64 == 0,
 // AVX-512); g: the KV heads the gqa arm of the layer prepared (opt/gqa/gqa_cpu.hpp).
 constexpr int64_t kBlockedMinRows = 8;

@@ -174,7 +174,7 @@ std::vector<OpCost> CudaSession::attention_costs(const Step &st) const {
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const bool bcast = gqa_broadcast(st, l);
     out[(size_t)l] = cost_attention(st.pos0, st.n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads, c.head_dim,
-                                    2.0, 2.0);
+                                    kv_cache_elem_bytes(st.toggles.kv_cache, c.head_dim), 2.0);
   }
   return out;
 }
@@ -251,8 +251,32 @@ bool CudaSession::wants_any(const Step &, Sink &sink) const {
   return sink.wants(HOOK_LOGITS, -1);
 }
 
+// gemv = marlin: packs (once per model) and this session's split-K scratch, before any op or graph capture.
+void CudaSession::ensure_marlin() {
+  m_.ensure_marlin();
+  if (m_.marlin_part_bytes > mws_part_.bytes) mws_part_ = DBuf(m_.marlin_part_bytes);
+  const size_t cnt_bytes = (size_t)m_.marlin_cnt_n * 4;
+  if (cnt_bytes > mws_cnt_.bytes) {
+    mws_cnt_ = DBuf(cnt_bytes);
+    CK(cudaMemset(mws_cnt_.p, 0, cnt_bytes));
+  }
+}
+
+void CudaSession::marlin_args(qwc::GemvArgs &a, const DevMat &d) const {
+  if (!marlin_ || !d.mm.data) return;
+  a.mw = &d.mm;
+  a.mws.part = mws_part_.as<float>();
+  a.mws.part_bytes = mws_part_.bytes;
+  a.mws.cnt = mws_cnt_.as<int32_t>();
+  a.mws.cnt_n = (int32_t)(mws_cnt_.bytes / 4);
+  a.mws.xn = xn_.p;  // decode does not use xn_ otherwise (prefill's rmsnorm output): the norm prologue's rows
+  a.mws.xn_elems = (int64_t)(xn_.bytes / 2);
+}
+
 void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   dev_guard([&] {
+    marlin_ = gemv_marlin(st);
+    if (marlin_) ensure_marlin();
     const bool kernels = st.profiling_mode == QW_PROFILING_KERNELS && trace_.enabled();
     prof_ = st.profiling && !kernels;  // events mode: eager launches, an event pair per op
     marking_ = kernels ? Marking::TRACE : prof_ ? Marking::EVENTS : Marking::NONE;

@@ -46,6 +46,7 @@ void CudaSession::decode_qkv(const Pass &p, int32_t l) {
     OpScope op(*this, l, QW_OP_QKV, B);
     a.epi = qwc::GEMV_EPI_QKV_ROPE;
     a.w = L.qkv.m;
+    marlin_args(a, L.qkv);
     a.bias = L.qkv_bias.as<float>();
     a.rope.q_out = q_.as<bf16>();
     a.rope.k_out = (kvq_.active() || p.wants(HOOK_K, l)) ? kout_.as<bf16>() : nullptr;
@@ -68,12 +69,15 @@ void CudaSession::decode_qkv(const Pass &p, int32_t l) {
     a.out_ld = QKV;
     if (L.fused_qkv()) {
       a.w = L.qkv.m; a.out = qkvf_.p; a.bias = bias;
+      marlin_args(a, L.qkv);
       qwc::launch_gemv(a, stream_);
     } else {
       const DevMat *parts[3] = {&L.q, &L.k, &L.v};
       int64_t off = 0;
       for (const DevMat *d : parts) {
         a.w = d->m; a.out = qkvf_.as<float>() + off; a.bias = bias ? bias + off : nullptr;
+        a.mw = nullptr;
+        marlin_args(a, *d);
         qwc::launch_gemv(a, stream_);
         off += d->m.rows;
       }
@@ -126,6 +130,7 @@ void CudaSession::decode_gate_up(const Pass &p, int32_t l) {
   if (L.fused_gu()) {
     a.epi = qwc::GEMV_EPI_SWIGLU;
     a.w = L.gate_up.m;
+    marlin_args(a, L.gate_up);
     a.out = h_.p;
     a.out_ld = I;
     a.aux = want_pre ? gate_.as<bf16>() : nullptr;
@@ -135,8 +140,11 @@ void CudaSession::decode_gate_up(const Pass &p, int32_t l) {
     a.epi = qwc::GEMV_EPI_BF16;
     a.out_ld = 2 * I;
     a.w = L.gate.m; a.out = gu_.p;
+    marlin_args(a, L.gate);
     qwc::launch_gemv(a, stream_);
     a.w = L.up.m; a.out = gu_.as<bf16>() + I;
+    a.mw = nullptr;
+    marlin_args(a, L.up);
     qwc::launch_gemv(a, stream_);
     qwc::launch_swiglu(h_.as<bf16>(), want_pre ? gate_.as<bf16>() : nullptr, gu_.as<bf16>(), B, I, false, stream_);
   }
@@ -175,6 +183,7 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   const bool use_graph = graphs_on(st) && !prof_ && !hooks;
   const bool traced = marking_ == Marking::TRACE;
   if (traced) key += ":kernels";  // captured with node tags (the untraced graph stays as it was)
+  if (marlin_) key += ":marlin";   // gemv = marlin: other kernels, other scratch
   if (use_graph) {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {

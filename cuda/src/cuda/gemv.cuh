@@ -6,6 +6,7 @@
 //           SwiGLU over interleaved rows (row 2j = gate j, row 2j+1 = up j): out[j] = silu(g) * u.
 #pragma once
 #include "common.cuh"
+#include "marlin_layout.hpp"
 
 namespace qwc {
 
@@ -55,6 +56,10 @@ struct GemvArgs {
   int64_t x_ld = 0;
   const float *norm_w = nullptr;  // PRO_NORM: fp32 [cols]
   float eps = 1e-6f;
+  // gemv = marlin (opt/gemv/marlin.cuh): the same matrix as w, repacked, and the kernel's scratch. Null (the
+  // default) or a shape the kernel does not cover: the simple kernels below run.
+  const MarlinMat *mw = nullptr;
+  MarlinWs mws;
 };
 
 // Launches the GEMV; picks the vectorized kernel when cols % 8 == 0 (and the leading dims allow it),
@@ -65,6 +70,10 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t stream);
 void gemv_force_rows_per_warp(int r);
 // K-split warps per row group (1, 2, 4, 8; 0 = auto, see gemv.cu). Applies to batch <= 4.
 void gemv_force_ksplit(int ks);
+
+// gemv = marlin (opt/gemv/marlin.cu): W4/W8 weights repacked (a.mw), tensor cores. Returns the variant name, or
+// nullptr when the case is not covered (launch_gemv then runs the simple kernels).
+const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t stream);
 
 // Tensor-core GEMV (gemv_mma.cu): bf16 weights, cols % 32 == 0, matrices with enough rows to fill the GPU.
 // Returns the variant name, or nullptr when the case is not covered (launch_gemv then runs the CUDA-core kernel).

@@ -12,6 +12,7 @@
 #include "embed.cuh"
 #include "gemm.cuh"
 #include "kv_broadcast.cuh"
+#include "kvcache.hpp"
 #include "rope.cuh"
 #include "sample.cuh"
 #include "session.cuh"
@@ -76,7 +77,7 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
     }
     if (op.marking())  // the cost walks every sequence: only when it is recorded
       op.set(kn, cost_attention(p.st->pos0, p.st->n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads,
-                                c.head_dim, 2.0, 2.0));
+                                c.head_dim, kv_cache_elem_bytes(p.st->toggles.kv_cache, c.head_dim), 2.0));
   }
   hook_bf16(p, HOOK_Z, l, z_.p, c.q_dim());
   // o_proj + residual: accumulated into x, or through tmp_ when hook_attn_out wants the projection alone
@@ -149,6 +150,7 @@ const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act,
   a.out = out;
   a.out_ld = out_ld;
   a.w = w.m;
+  marlin_args(a, w);
   a.batch = p.rows;
   a.act = act;
   a.act_ld = act_ld;
@@ -220,6 +222,7 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
     a.out = logits_.as<float>() + (size_t)r0 * c.vocab_size;
     a.out_ld = c.vocab_size;
     a.w = *m_.lm_head;
+    marlin_args(a, m_.lm_head == &m_.embed.m ? m_.embed : m_.lm_head_own);
     qwc::launch_gemv(a, stream_);
   }
   op.set("final_norm+lm_head:gemv",

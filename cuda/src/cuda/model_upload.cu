@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "marlin.cuh"
 #include "session.cuh"
 
 namespace qw {
@@ -158,6 +159,27 @@ void CudaModel::finalize() {
     host_.clear();
     return 0;
   });
+}
+
+void CudaModel::ensure_marlin() {
+  std::lock_guard<std::mutex> lk(marlin_mu);
+  if (marlin_packed) return;
+  dev_guard([&] {
+    auto pack = [&](DevMat &d) {
+      if (!d.present() || !qwc::marlin_packable(d.m)) return;
+      d.mpack = DBuf(qwc::marlin_packed_bytes(d.m));
+      d.mm = qwc::launch_marlin_pack(d.m, d.mpack.as<uint8_t>(), 0);
+      const qwc::MarlinPlan p = qwc::marlin_plan_for(d.m.rows, d.m.cols);
+      marlin_part_bytes = std::max(marlin_part_bytes, p.part_bytes());
+      marlin_cnt_n = std::max(marlin_cnt_n, p.n_blk);
+    };
+    for (Layer &L : layers)
+      for (DevMat *d : {&L.qkv, &L.q, &L.k, &L.v, &L.gate_up, &L.gate, &L.up, &L.o, &L.down}) pack(*d);
+    pack(lm_head == &embed.m ? embed : lm_head_own);  // tied: the packed copy serves lm_head, the gather keeps embed's
+    CK(cudaDeviceSynchronize());
+    return 0;
+  });
+  marlin_packed = true;
 }
 
 }  // namespace cuda_backend

@@ -2,10 +2,12 @@
 // rmsnorm then a GEMM over bf16 weights (dequantized into scratch for the other types), flash attention per
 // sequence — and the logits of the rows asked for (docs/ARCHITECTURE.md §Layers).
 #include <algorithm>
+#include <cstring>
 #include <initializer_list>
 
 #include "attention.cuh"
 #include "gemm.cuh"
+#include "marlin.cuh"
 #include "norm.cuh"
 #include "session.cuh"
 #include "swiglu.cuh"
@@ -69,6 +71,9 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
 // out[rows, n] = a[rows, k] @ w^T through the GEMM; w as bf16: direct, or dequantized into scratch first.
 const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc,
                               int kind) {
+  if (marlin_ && d.type != NativeType::BF16) {
+    if (const char *k = gemm_chunked(rows, d, a, lda, out, ldc, kind)) return k;
+  }
   const bf16 *w = (const bf16 *)d.m.data;
   if (d.type != NativeType::BF16) {
     const size_t n = (size_t)d.m.rows * d.m.cols;
@@ -87,6 +92,43 @@ const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int6
   g.n = d.m.rows;
   g.k = d.m.cols;
   return qwc::launch_gemm(g, stream_);
+}
+
+// gemv = marlin's prefill: the weight dequantized by the vectorized kernel (opt/gemv/dequant.cu) in chunks of rows of
+// <= 24 MiB of bf16, each GEMM'd right after (the chunk is read back from L2, not DRAM) into its own output columns.
+// Null when the vectorized kernel does not cover the type or shape (gemm then runs the generic path).
+const char *CudaSession::gemm_chunked(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out,
+                                      int64_t ldc, int kind) {
+  constexpr int64_t kChunkBytes = 24ll << 20;
+  const qwc::WMat &m = d.m;
+  if (m.cols % 8 || ((m.type == qwc::WT_W8 || m.type == qwc::WT_W4) && m.group % 8)) return nullptr;
+  const int64_t chunk = std::min<int64_t>(m.rows, std::max<int64_t>(64, kChunkBytes / (m.cols * 2) / 64 * 64));
+  if ((size_t)(chunk * m.cols) > dq_elems_) { dq_ = DBuf((size_t)chunk * m.cols * 2); dq_elems_ = (size_t)chunk * m.cols; }
+  const size_t elem = kind == qwc::GEMM_OUT_BF16 ? 2 : 4;
+  const int64_t gpr = m.group ? m.cols / m.group : 0;
+  const char *kn = nullptr;
+  for (int64_t r0 = 0; r0 < m.rows; r0 += chunk) {
+    qwc::WMat sub = m;
+    sub.rows = std::min(chunk, m.rows - r0);
+    const size_t row_bytes = m.type == qwc::WT_F32 ? m.cols * 4 : m.type == qwc::WT_F16 ? m.cols * 2
+                             : m.type == qwc::WT_W8 ? m.cols : m.cols / 2;
+    sub.data = (const uint8_t *)m.data + r0 * row_bytes;
+    if (gpr) { sub.scale = m.scale + r0 * gpr; sub.offset = m.offset + r0 * gpr; }
+    if (!qwc::launch_dequant_bf16_fast(dq_.as<bf16>(), sub, stream_)) return nullptr;  // (decided on r0 = 0)
+    qwc::GemmArgs g;
+    g.out_kind = kind;
+    g.c = (char *)out + r0 * elem;
+    g.ldc = ldc;
+    g.a = a;
+    g.lda = lda;
+    g.w = dq_.as<bf16>();
+    g.m = rows;
+    g.n = sub.rows;
+    g.k = m.cols;
+    const char *k = qwc::launch_gemm(g, stream_);
+    if (!kn) kn = std::strcmp(k, "gemm_cublaslt") == 0 ? "dequant_l2+gemm_cublaslt" : "dequant_l2+gemm_mma";
+  }
+  return kn;
 }
 
 // A projection of xn_ (rmsnorm output, hidden_size columns) kept fused or in parts: the parts' GEMMs write consecutive column

@@ -17,6 +17,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "cost.hpp"
 #include "dca.hpp"
 #include "gemv.cuh"
+#include "gemv.hpp"
 #include "gqa.hpp"
 #include "graphs.hpp"
 #include "kernel_trace.cuh"
@@ -94,6 +96,10 @@ struct DevMat {
   NativeType type = NativeType::BF16;
   int32_t group = 0;
   DBuf data, scale, offset;
+  // gemv = marlin: the same weights repacked for the tensor-core kernel (opt/gemv/marlin_layout.hpp), made on
+  // first use (CudaModel::ensure_marlin); mm.data stays null for matrices the kernel does not cover.
+  DBuf mpack;
+  qwc::MarlinMat mm;
   bool present() const { return m.data != nullptr; }
 };
 // The analytic cost of `rows` token rows through a weight (bf16 activations).
@@ -119,6 +125,9 @@ class CudaModel final : public BackendModel {
   void add_tensor(NativeTensor &&t) override { host_[t.name] = std::move(t); }
   void finalize() override;  // model_upload.cu
   std::unique_ptr<BackendSession> new_session(int32_t max_batch, int32_t max_context, int32_t max_prefill) override;
+  // gemv = marlin: repacks every W4/W8 projection (and a W4/W8 lm_head) once, on the device (model_upload.cu), and
+  // sizes the kernel's split-K scratch; later calls return at once. Sessions share the model: guarded.
+  void ensure_marlin();
 
   Config cfg;
   std::vector<Layer> layers;
@@ -127,6 +136,10 @@ class CudaModel final : public BackendModel {
   DBuf out_norm, inv_freq;
   bool all_bf16 = true;
   size_t max_matrix_elems = 0;
+  bool marlin_packed = false;
+  size_t marlin_part_bytes = 0;  // the largest split-K partials of a packed matrix (marlin_plan)
+  int32_t marlin_cnt_n = 0;      // the most 64-row blocks of a packed matrix
+  std::mutex marlin_mu;
 
  private:
   std::map<std::string, NativeTensor> host_;
@@ -142,6 +155,7 @@ inline bool gqa_broadcast(const Step &st, int32_t layer) {
   return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].gqa == Gqa::Broadcast;
 }
 inline bool graphs_on(const Step &st) { return st.toggles.graphs == Graphs::On; }
+inline bool gemv_marlin(const Step &st) { return st.toggles.gemv == Gemv::Marlin; }
 inline bool dca_on(const Step &st, int32_t layer) {
   return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].dca == Dca::On;
 }
@@ -230,6 +244,9 @@ class CudaSession final : public BackendSession {
   const char *linear(const Pass &p, const DevMat &w, const bf16 *act, int64_t act_ld, void *out, int64_t out_ld,
                      int32_t gemm_out);
   void broadcast_kv(int32_t l, const int32_t *slot, const int32_t *len, int32_t rows, int32_t max_len);
+  // gemv = marlin (this step): the repacked weight of d and the scratch into a, when d has one; else nothing.
+  void marlin_args(qwc::GemvArgs &a, const DevMat &d) const;
+  void ensure_marlin();  // the model's packs and this session's scratch (before any graph capture)
   // Dual Chunk Attention of layer l over the pass's rows (src/opt/dca), both phases; returns the kernel name.
   const char *dca_attention(const Pass &p, int32_t l);
   const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill (compile-checked only)
@@ -248,6 +265,7 @@ class CudaSession final : public BackendSession {
   // --- prefill.cu
   void run_prefill(const Step &st, Sink &sink, int32_t *out_tokens);
   const char *gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
+  const char *gemm_chunked(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
   const char *gemm_parts(int32_t rows, std::initializer_list<const DevMat *> parts, const DBuf &out, int64_t ldc,
                          int kind, OpCost &cost);
   void prefill_norm(const Pass &p, int32_t l, int32_t op_id, const DBuf &w);
@@ -288,6 +306,8 @@ class CudaSession final : public BackendSession {
   DBuf bcast_k_, bcast_v_;  // gqa=broadcast scratch [max_batch][nH][max_ctx][d]
   DBuf dq_;                 // dequantized weight scratch for prefill on non-bf16 weights
   size_t dq_elems_ = 0;
+  bool marlin_ = false;     // gemv = marlin in the current step
+  DBuf mws_part_, mws_cnt_; // its split-K partials and arrival counters (zeroed once; launches leave them zero)
   std::vector<float> hbuf_;
   // graphs per batch size
   std::map<std::string, Graph> graphs_;

@@ -1,5 +1,6 @@
 // api_session.cpp — session entry points of qwen.h: options, sequences, sampling parameters, prefill and decode
 // steps (argument checks, then one backend forward), and the logits readout.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -7,6 +8,7 @@
 
 #include "api.hpp"
 #include "json.hpp"
+#include "kvcache.hpp"
 #include "registry.hpp"
 #include "weights.hpp"
 
@@ -25,6 +27,7 @@ void check_seq(qw_session *s, int32_t seq, bool allow_all) {
 void reset_seq(qw_session *s, int32_t seq) {
   s->bs->reset(seq);
   s->len[size_t(seq)] = 0;
+  s->peak[size_t(seq)] = 0;
 }
 
 namespace {
@@ -70,7 +73,9 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   s->bs->forward(st, *s, out.data());
   ++s->step_counter;
   for (size_t i = 0; i < st.seq.size(); ++i) {
-    s->len[size_t(st.seq[i])] += st.n_new[i];
+    const size_t q = size_t(st.seq[i]);
+    s->len[q] += st.n_new[i];
+    s->peak[q] = std::max(s->peak[q], s->len[q]);
     out_tokens[i] = out[i];
   }
   for (size_t i = 0; i < s->captures.size(); ++i)
@@ -162,6 +167,7 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     bool b = false;
     if (qw::json_bool(o, "sparse_stats", what, &b)) s->sparse.stats = b;
     s->len.assign(size_t(s->max_batch), 0);
+    s->peak.assign(size_t(s->max_batch), 0);
     s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});
     s->toggles.layer.resize(size_t(model->cfg.num_layers));
     for (const auto &d : qw::toggle_defs()) s->toggles.set_index(d.opt, -1, d.initial(qw::kBackendName));
@@ -231,16 +237,30 @@ QW_API int32_t qw_session_seq_len(qw_session *s, int32_t seq, int32_t *out_len) 
 
 // Rollback (speculative decoding): both backends keep the KV cache by position and nothing else per sequence
 // (their reset() is empty; sampling draws hash (seed, position)), so shortening a sequence is setting its
-// length: rows at positions >= new_len are overwritten by the next step before anything reads them.
+// length: rows at positions >= new_len are overwritten by the next step before anything reads them. The one
+// exception is a format with a window of full-precision rows in a ring (kivi): a cut is exact only down to
+// kv_cache_min_truncate(peak) (opt/kvcache/kvcache.hpp); below it the rows that would become full precision
+// again are gone, so the cut is refused rather than done inexactly.
 QW_API int32_t qw_session_truncate(qw_session *s, int32_t seq, int32_t new_len) {
   return guard([&] {
     need(s, "session");
     check_seq(s, seq, false);
-    const int32_t len = s->len[size_t(seq)];
+    const int32_t len = s->len[size_t(seq)], peak = s->peak[size_t(seq)];
     if (new_len < 0 || new_len > len)
       fail(QW_ERR_INVALID_ARGUMENT, "new_len = " + std::to_string(new_len) + " is outside [0, " + std::to_string(len) +
                                         "]: sequence " + std::to_string(seq) + " holds " + std::to_string(len) +
                                         " tokens and can only be shortened");
+    const qw::KvCache kv = s->toggles.kv_cache;
+    const int32_t floor = qw::kv_cache_min_truncate(kv, peak);
+    if (new_len > 0 && new_len < floor)
+      fail(QW_ERR_UNSUPPORTED,
+           "kvCache = " + qw::value_name(kv) + " keeps full-precision rows of only the last " +
+               std::to_string(qw::kvq::kKiviRing) + " positions written: sequence " + std::to_string(seq) +
+               " (reached " + std::to_string(peak) + " tokens) can be truncated exactly to " + std::to_string(floor) +
+               " tokens or more, not to " + std::to_string(new_len) + " (a cut of up to " +
+               std::to_string(qw::kv_cache_max_rollback(kv)) +
+               " tokens below the longest length is always exact: kvMaxRollback). To go back further, truncate to 0 "
+               "(reset) and prefill the tokens to keep again, or use kvCache = q8, bf16 or f32");
     if (new_len == 0) reset_seq(s, seq);
     else s->len[size_t(seq)] = new_len;
   });

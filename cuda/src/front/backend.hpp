@@ -116,7 +116,7 @@ struct KvInfo {
   double bytes_per_token = 0;    // K and V of one token of one sequence, all layers (quantized steady state)
   uint64_t bytes = 0;            // allocated for the whole session (every slot, max_context, scales, rings)
   int32_t residual_tokens = 0;   // kivi: most recent tokens kept in bf16 (at least)
-  int32_t max_rollback = -1;     // tokens a sequence may be truncated by exactly (-1: any)
+  int32_t max_rollback = -1;     // tokens below its longest length a sequence can always be cut to exactly (-1: any)
 };
 
 class BackendSession {

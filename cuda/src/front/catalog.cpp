@@ -10,11 +10,25 @@
 namespace qw {
 
 namespace {
-const char *const kProfilingModeNames[QW_PROFILING_COUNT] = {"off", "events", "kernels"};
+// One line per qw_profiling_mode: its name and, in words, what it records and what it costs (the page shows the
+// description beside a profile; qwen.h says the same at the enum).
+struct ProfilingModeInfo {
+  const char *name;
+  const char *description;
+};
+const ProfilingModeInfo kProfilingModes[QW_PROFILING_COUNT] = {
+    {"off", "no op records; CUDA decode replays its graph (what users get)"},
+    {"events",
+     "CUDA: a CUDA event pair around every op, ops launched one by one (no graph): slower than what users get; "
+     "CPU: host timestamps around every op (as kernels)"},
+    {"kernels",
+     "CUDA: CUPTI records of every kernel and copy, the decode graph kept, gaps between kernels as rows; CPU: "
+     "host timestamps around every op, gaps and the worker-pool wake-up as rows"},
+};
 }  // namespace
 
 const char *profiling_mode_name(int32_t mode) {
-  return (mode >= 0 && mode < QW_PROFILING_COUNT) ? kProfilingModeNames[mode] : "";
+  return (mode >= 0 && mode < QW_PROFILING_COUNT) ? kProfilingModes[mode].name : "";
 }
 
 std::string catalog_json() {
@@ -43,6 +57,7 @@ std::string catalog_json() {
     w.begin_object();
     w.key("id").value(m);
     w.key("name").value(profiling_mode_name(m));
+    w.key("description").value(kProfilingModes[m].description);
     w.end_object();
   }
   w.end_array();

@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 
+#include "cost.hpp"
 #include "json.hpp"
 
 namespace qw {
@@ -38,6 +39,12 @@ uint8_t ToggleDef::initial(const std::string &backend) const {
 namespace {
 ToggleDef finish(ToggleDef d, OptId opt, Scope scope) {
   if (d.values.empty()) opt_def_error(d.id, "no values");
+  for (const auto &c : d.cost)
+    for (const auto &op : c.ops) {
+      bool known = false;
+      for (int32_t i = 0; i < QW_OP_COUNT; ++i) known = known || op == op_name(i);
+      if (!known) opt_def_error(d.id, ("cost names \"" + op + "\", which is not an op of the library").c_str());
+    }
   d.opt = opt;
   d.per_layer = scope == Scope::PerLayer;
   return d;
@@ -89,6 +96,16 @@ std::string toggle_registry_json() {
     w.end_object();
     w.key("spec").value(t.spec);
     w.key("description").value(t.description);
+    w.key("cost").begin_array();
+    for (const auto &c : t.cost) {
+      w.begin_object();
+      w.key("ops").begin_array();
+      for (const auto &op : c.ops) w.value(op);
+      w.end_array();
+      w.key("how").value(c.how);
+      w.end_object();
+    }
+    w.end_array();
     w.end_object();
   }
   w.end_array();

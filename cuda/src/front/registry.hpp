@@ -6,7 +6,7 @@
 //     return OptDef<Gqa>("gqa", "Grouped-query attention")
 //         .value(Gqa::Native, "native").value(Gqa::Broadcast, "broadcast").by_default(Gqa::Native)
 //         .cpu({Gqa::Native, Gqa::Broadcast}).cuda({Gqa::Native, Gqa::Broadcast})
-//         .spec("QWEN-002").describe("...");
+//         .spec("QWEN-002").describe("...").cost({"attention"}, "...");
 //   }
 #pragma once
 
@@ -29,6 +29,13 @@ struct ToggleDef {
   std::vector<uint8_t> cpu, cuda;     // indices of the values libqwen_cpu / libqwen_cuda implement
   const char *spec = "";
   const char *description = "";
+  // How the optimization's values change the cost model of ops (front/cost.hpp; qw_catalog_json "ops"): which
+  // ops, and in words what changes. Op names are checked against the library's when the registry is assembled.
+  struct CostNote {
+    std::vector<std::string> ops;
+    const char *how = "";
+  };
+  std::vector<CostNote> cost;
 
   int32_t find_value(const std::string &v) const;  // its index, or -1
   // Values implemented by the backend named `backend` ("cpu" | "cuda").
@@ -66,6 +73,12 @@ class OptDef {
   }
   OptDef &describe(const char *s) {
     d_.description = s;
+    return *this;
+  }
+  // The ops whose analytic cost its values change, and how (the arithmetic lives in the optimization's folder
+  // where it can, e.g. kv_cache_elem_bytes in opt/kvcache/kvcache.hpp; docs/ARCHITECTURE.md §Measurement).
+  OptDef &cost(std::initializer_list<const char *> ops, const char *how) {
+    d_.cost.push_back({std::vector<std::string>(ops.begin(), ops.end()), how});
     return *this;
   }
   const ToggleDef &def() const { return d_; }

@@ -18,7 +18,10 @@ QW_OPTIMIZATION(act_quant) {
           "activations per token and weight group to int8 (d = max|x| / 127, as llama.cpp's q8_0) and use integer "
           "dot products (CPU: AVX-512 VNNI, else AVX2 with bitwise the same outputs; its op records name the "
           "kernel). "
-          "Decode (one token) always stays exact.");
+          "Decode (one token) always stays exact.")
+      .cost({"qkv", "o_proj", "gate_up", "down"},
+            "int8: the same bytes (x read once in fp32, quantized on the fly) and FLOPs (an int8 multiply-add "
+            "counts 2); the compute roof that applies is the int8 peak, not fp32");
 }
 
 }  // namespace qw

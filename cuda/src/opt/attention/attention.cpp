@@ -17,7 +17,10 @@ QW_OPTIMIZATION(attention) {
       .describe(
           "Attention kernel. flash-bf16 is exact softmax attention (the CPU computes it in fp32); sage-int8 "
           "quantizes Q and K to INT8 with smooth-K (P*V in bf16); sage-fp8 adds FP8 e4m3 P*V with per-channel V scales "
-          "and two-level fp32 accumulation. The CPU's Sage arms are the exact references (sage_cpu.hpp).");
+          "and two-level fp32 accumulation. The CPU's Sage arms are the exact references (sage_cpu.hpp).")
+      .cost({"attention"},
+            "sage-int8 / sage-fp8: the same bytes (K and V are read from the cache once; the int8 / fp8 copies are "
+            "scratch) and FLOPs; Q.K runs on the int8 roof, P.V on bf16 (sage-int8) or fp8 (sage-fp8)");
 }
 
 }  // namespace qw

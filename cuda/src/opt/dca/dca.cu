@@ -8,15 +8,14 @@ namespace {
 
 constexpr int kThreads = 128;  // attention block: one thread per key of a tile, and per output column (d <= 128)
 
-// One block per row: three rotations of every query head, one of every key head (at pos mod s), V copied.
-// Arithmetic as rope_kv_kernel (rope.cu): bf16 inputs, bf16 cos/sin, each product and the sum rounded to bf16.
+// One block per row: three rotations of every query head, one of every key head (at pos mod s), V copied; the
+// per-row pieces (inputs, rotation, K/V stores) are rope.cuh's, so the arithmetic is rope_kv_kernel's.
 __global__ void dca_rope_kernel(const RopeKvArgs a, __nv_bfloat16 *q_succ, __nv_bfloat16 *q_inter, int32_t chunk,
                                 int32_t local) {
   pdl_wait();
   pdl_trigger();
   const int64_t r = blockIdx.x;
-  const int d = a.head_dim, half = d / 2;
-  const int qdim = a.n_heads * d, kvdim = a.n_kv * d;
+  const int d = a.head_dim, half = d / 2, qdim = a.n_heads * d;
   const int pos = a.row_pos[r];
   const int64_t slot = a.row_slot[r];
   const int s = qw::dca::span(chunk, local), ci = pos / s;
@@ -27,38 +26,17 @@ __global__ void dca_rope_kernel(const RopeKvArgs a, __nv_bfloat16 *q_succ, __nv_
   const int npairs = (a.n_heads + a.n_kv) * half;
   for (int i = threadIdx.x; i < npairs; i += blockDim.x) {
     const int head = i / half, j = i - head * half;
-    const int c1 = a.pair_interleaved ? head * d + 2 * j : head * d + j;
-    const int c2 = a.pair_interleaved ? head * d + 2 * j + 1 : head * d + j + half;
-    const float x1 = bf16r(src[c1] + (a.bias ? a.bias[head * d + j] : 0.f));
-    const float x2 = bf16r(src[c2] + (a.bias ? a.bias[head * d + j + half] : 0.f));
-    auto rot = [&](int p, __nv_bfloat16 *o1, __nv_bfloat16 *o2) {
-      float sn, cs;
-      sincosf((float)p * a.inv_freq[j], &sn, &cs);
-      const float c = bf16r(cs), sv = bf16r(sn);
-      *o1 = __float2bfloat16(bf16r(x1 * c) + bf16r(-x2 * sv));
-      *o2 = __float2bfloat16(bf16r(x2 * c) + bf16r(x1 * sv));
-    };
+    const float2 x = rope_pair_in(a, src, head, j);
     if (head < a.n_heads) {
-      for (int v = 0; v < 3; ++v) rot(pq[v], &qo[v][r * qdim + head * d + j], &qo[v][r * qdim + head * d + j + half]);
+      for (int v = 0; v < 3; ++v)
+        rope_rotate(x, a.inv_freq[j], pq[v], &qo[v][r * qdim + head * d + j], &qo[v][r * qdim + head * d + j + half]);
     } else {
-      const int kh = head - a.n_heads;
       __nv_bfloat16 o1, o2;
-      rot(qw::dca::key_pos(pos, s), &o1, &o2);
-      __nv_bfloat16 *kc = a.kcache + ((slot * a.n_kv + kh) * a.max_ctx + pos) * d;
-      kc[j] = o1;
-      kc[j + half] = o2;
-      if (a.k_out) {
-        a.k_out[r * kvdim + kh * d + j] = o1;
-        a.k_out[r * kvdim + kh * d + j + half] = o2;
-      }
+      rope_rotate(x, a.inv_freq[j], qw::dca::key_pos(pos, s), &o1, &o2);
+      rope_store_k(a, r, slot, pos, head - a.n_heads, j, o1, o2);  // the cache row is the true position
     }
   }
-  for (int i = threadIdx.x; i < kvdim; i += blockDim.x) {
-    const int kh = i / d, j = i - kh * d;
-    const __nv_bfloat16 v = __float2bfloat16(src[qdim + kvdim + i] + (a.bias ? a.bias[qdim + kvdim + i] : 0.f));
-    a.vcache[((slot * a.n_kv + kh) * a.max_ctx + pos) * d + j] = v;
-    if (a.v_out) a.v_out[r * kvdim + i] = v;
-  }
+  rope_copy_v(a, r, slot, pos, src);
 }
 
 __device__ __forceinline__ float block_reduce(float v, bool is_max, float *red) {

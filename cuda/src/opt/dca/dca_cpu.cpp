@@ -173,25 +173,18 @@ void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const fl
   const int32_t s = dca::span(chunk, local);
   const int64_t qd = int64_t(nH) * d;
   kv_append(kv, a);
-  int64_t rows = 0;
-  for (size_t i = 0; i < st.seq.size(); ++i) rows += st.n_new[i];
-  std::vector<int32_t> row_seq(static_cast<size_t>(rows));
-  for (size_t i = 0; i < st.seq.size(); ++i)
-    for (int32_t j = 0; j < st.n_new[i]; ++j) row_seq[size_t(st.row_offset[i] + j)] = int32_t(i);
-  const int64_t tasks = rows * nKV;
+  const StepRows rows(st);
+  const int64_t tasks = rows.count() * nKV;
   const float scale = 1.0f / std::sqrt(float(d));
-  double work = 0;  // multiply-adds, as attention.cpp: a small decode step stays on one thread
-  for (size_t i = 0; i < st.seq.size(); ++i)
-    work += double(nH) * d * 2.0 * (double(st.n_new[i]) * st.pos0[i] + double(st.n_new[i]) * (st.n_new[i] + 1) / 2);
-  const int nt = work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
+  const int nt = attention_threads(st, nH, d, tasks, *a.pool);  // a small decode step stays on one thread
   std::atomic<int64_t> next{0};
   a.pool->run(nt, [&] {
     DcaScratch w;
     for (int64_t task = next++; task < tasks; task = next++) {
       const int64_t row = task / nKV;
       const int32_t kvh = int32_t(task % nKV);
-      const size_t si = size_t(row_seq[size_t(row)]);
-      const int32_t i = st.pos0[si] + int32_t(row - st.row_offset[si]);
+      const size_t si = size_t(rows.seq[size_t(row)]);
+      const int32_t i = rows.n_keys(st, row) - 1;  // the row's position
       const int64_t off = row * qd + int64_t(kvh) * group * d;
       const float *qv[3] = {a.q + off, q_succ + off, q_inter + off};
       dca_task(kv, a.layer, st.seq[si], kvh, i, s, group, d, scale, qv, a.z + off, w);

@@ -23,11 +23,16 @@
 //   for len > R, else 0: at least R (= kKiviResidual = 128) recent tokens are exact, and whole groups of G
 //   move into the quantized part as the window slides. The full-precision rows live in a ring of
 //   W = kKiviRing bf16 slots per stream (slot = pos % W).
-//   State per sequence: none beyond its length. nq is a function of len, the ring is indexed by position,
-//   and a group is quantized from the ring's bf16 rows when it completes. So truncating a sequence (e.g.
-//   speculative-decoding rollback) is exact as long as the ring still holds the rows that must become full
-//   precision again: for a cut of up to kKiviMaxRollback = W - R - G + 1 (= 97) tokens. Deeper cuts need a
-//   re-prefill (the backend says so).
+//   State per sequence: none in the backends beyond its length. nq is a function of len, the ring is indexed
+//   by position, and a group is quantized from the ring's bf16 rows when it completes. So truncating a
+//   sequence (e.g. speculative-decoding rollback) to new_len is exact when the ring still holds the rows that
+//   become full precision again, [nq(new_len), new_len). Of the positions below the longest length `peak` the
+//   sequence reached since its last reset, the ring surely holds [peak - W, peak) (a later write of position
+//   q evicts q - W; cuts that obey this rule never go below peak - W, so no row under it is rewritten). The
+//   shortest exact length is therefore kivi_min_truncate(peak) = R + G * ceil((peak - W) / G) for peak > W
+//   (else 0): a cut of up to kKiviMaxRollback = W - R - G + 1 (= 97) tokens below peak is always exact. The
+//   front tracks peak and refuses a deeper cut (qw_session_truncate, kv_cache_min_truncate in kvcache.hpp):
+//   the caller resets the sequence and prefills the tokens it keeps again.
 //   Attention semantics (prefill and decode alike): the query at position p sees the cache as it was when
 //   p was the newest token, i.e. keys < nq(p + 1) quantized and the rest from bf16. Prefill therefore gives
 //   the same result as token-by-token decode (up to fp summation order) and perplexity measures what decode
@@ -83,6 +88,11 @@ QW_HD int32_t kv_bits(KvType t) {
 
 // Positions of a stream of len tokens that are quantized (kivi); q8 quantizes every position.
 QW_HD int64_t kivi_nq(int64_t len) { return len <= kKiviResidual ? 0 : (len - kKiviResidual) / kKiviGroup * kKiviGroup; }
+// The shortest length a kivi stream that reached `peak` tokens since its reset can be truncated to exactly
+// (see the residual window above); 0 (a reset) is always exact.
+QW_HD int64_t kivi_min_truncate(int64_t peak) {
+  return peak <= kKiviRing ? 0 : kKiviResidual + (peak - kKiviRing + kKiviGroup - 1) / kKiviGroup * kKiviGroup;
+}
 
 // fp32 -> fp16, round to nearest even (overflow to inf, subnormals kept), the same on host and device.
 QW_HD uint16_t f32_to_f16(float f) {
@@ -140,6 +150,17 @@ QW_HD uint16_t f32_to_bf16_bits(float f) {
 struct KvLayout {
   KvType type = KvType::BF16;
   int32_t layers = 0, batch = 0, kv_heads = 0, ctx = 0, d = 0;
+  // The layout of a cache of `layers` x `batch` sequence slots x `kv_heads` streams of ctx positions, head size d.
+  static QW_HD KvLayout of(KvType type, int32_t layers, int32_t batch, int32_t kv_heads, int32_t ctx, int32_t d) {
+    KvLayout l;
+    l.type = type;
+    l.layers = layers;
+    l.batch = batch;
+    l.kv_heads = kv_heads;
+    l.ctx = ctx;
+    l.d = d;
+    return l;
+  }
   QW_HD int32_t bits() const { return kv_bits(type); }
   QW_HD int64_t streams() const { return int64_t(layers) * batch * kv_heads; }
   QW_HD int64_t stream(int32_t l, int32_t s, int32_t h) const { return (int64_t(l) * batch + s) * kv_heads + h; }

@@ -368,12 +368,7 @@ void KvqCache::configure(KvType t, int32_t L, int32_t B, int32_t nkv, int32_t ct
   if (t == KvType::BF16 || t == KvType::F32) return;
   check_d(d);
   KvqDev k;
-  k.lay.type = t;
-  k.lay.layers = L;
-  k.lay.batch = B;
-  k.lay.kv_heads = nkv;
-  k.lay.ctx = ctx;
-  k.lay.d = d;
+  k.lay = kvq::KvLayout::of(t, L, B, nkv, ctx, d);
   auto alloc = [&](size_t bytes) -> void * {
     void *p = nullptr;
     const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 16);

@@ -36,13 +36,7 @@ void kvq_configure(KvQuant &kv, KvType t, int32_t L, int32_t B, int32_t nkv, int
   if (!kvq::kv_quant_shape_ok(d) || d > kMaxD)
     throw Error(QW_ERR_UNSUPPORTED, std::string("kvCache = ") + kvq::kv_type_name(t) + " needs head_dim a multiple of 32 and <= 256 (got " +
                                         std::to_string(d) + ")");
-  KvLayout lay;
-  lay.type = t;
-  lay.layers = L;
-  lay.batch = B;
-  lay.kv_heads = nkv;
-  lay.ctx = T;
-  lay.d = d;
+  const KvLayout lay = KvLayout::of(t, L, B, nkv, T, d);
   const double est = double(lay.streams()) * T * lay.bytes_per_token_stream();
   if (est > double(int64_t(1) << 39))
     throw Error(QW_ERR_OUT_OF_MEMORY, "KV cache of " + std::to_string(est / 1e9) + " GB requested: reduce max_batch or max_context");
@@ -266,16 +260,10 @@ void kvq_attention(KvQuant &kv, const AttnArgs &a) {
     }
   });
   // 2. Attention: one task per (query row, kv head).
-  int64_t rows = 0;
-  for (size_t s = 0; s < nS; ++s) rows += st.n_new[s];
-  std::vector<int32_t> row_seq(static_cast<size_t>(rows));
-  for (size_t s = 0; s < nS; ++s)
-    for (int32_t j = 0; j < st.n_new[s]; ++j) row_seq[size_t(st.row_offset[s] + j)] = int32_t(s);
-  const int64_t tasks = rows * nKV;
+  const StepRows rows(st);
+  const int64_t tasks = rows.count() * nKV;
   const float scale = 1.0f / std::sqrt(float(d));
-  double work = 0;
-  for (size_t s = 0; s < nS; ++s) work += double(nH) * d * 2.0 * (double(st.n_new[s]) * (st.pos0[s] + st.n_new[s]));
-  const int nt = work < 65536.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks)));
+  const int nt = attention_threads(st, nH, d, tasks, *a.pool);
   std::atomic<int64_t> next{0};
   a.pool->run(nt, [&] {
     std::vector<float> sc;
@@ -284,9 +272,9 @@ void kvq_attention(KvQuant &kv, const AttnArgs &a) {
     for (int64_t task = next++; task < tasks; task = next++) {
       const int64_t row = task / nKV;
       const int32_t h = int32_t(task % nKV);
-      const size_t s = size_t(row_seq[size_t(row)]);
+      const size_t s = size_t(rows.seq[size_t(row)]);
       const StreamView &v = views[s * size_t(nKV) + size_t(h)];
-      const int64_t n_keys = st.pos0[s] + (row - st.row_offset[s]) + 1;
+      const int64_t n_keys = rows.n_keys(st, row);
       const int64_t nq = kivi ? kvq::kivi_nq(n_keys) : n_keys;
       sc.resize(size_t(group * n_keys) + 8);
       KeyReader kr(v);

@@ -10,17 +10,15 @@ namespace qw {
 namespace cpu {
 
 void KvStore::configure(KvCache type, int32_t L, int32_t B, int32_t nkv, int32_t T, int32_t d) {
-  kvq::KvType qt;
-  if (!kvq::parse_kv_type(value_name(type), &qt))
-    throw Error(QW_ERR_UNSUPPORTED, "kvCache = " + value_name(type) + " is not implemented by the CPU backend");
   if (type != KvCache::Bf16 && type != KvCache::F32) {
     auto q = std::make_unique<KvQuant>();
-    kvq_configure(*q, qt, L, B, nkv, T, d);  // may throw: the old cache stays
+    kvq_configure(*q, kv_type_of(type), L, B, nkv, T, d);  // may throw: the old cache stays
     kf.reset();
     vf.reset();
     kb.reset();
     vb.reset();
     quant = std::move(q);
+    this->type = type;
     bf16 = false;
     layers = L;
     batch = B;
@@ -40,6 +38,7 @@ void KvStore::configure(KvCache type, int32_t L, int32_t B, int32_t nkv, int32_t
   vf.reset();
   kb.reset();
   vb.reset();
+  this->type = type;
   bf16 = type == KvCache::Bf16;
   layers = L;
   batch = B;

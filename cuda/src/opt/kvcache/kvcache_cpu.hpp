@@ -13,6 +13,7 @@ namespace qw {
 namespace cpu {
 
 struct KvStore {
+  KvCache type = KvCache::Bf16;
   bool bf16 = true;
   int32_t layers = 0, batch = 0, kv_heads = 0, ctx = 0, head_dim = 0;
   std::unique_ptr<float[]> kf, vf;     // f32: [layers][batch][kv_heads][ctx][head_dim]
@@ -23,9 +24,7 @@ struct KvStore {
   int64_t offset(int32_t layer, int32_t seq, int32_t kvh, int32_t pos) const {
     return (((int64_t(layer) * batch + seq) * kv_heads + kvh) * ctx + pos) * head_dim;
   }
-  double elem_bytes() const {  // mean bytes per cached element (cost model)
-    return quant ? quant->lay.bytes_per_token_stream() / (2.0 * head_dim) : bf16 ? 2.0 : 4.0;
-  }
+  double elem_bytes() const { return kv_cache_elem_bytes(type, head_dim); }  // the cost model's kv
   KvInfo info() const;
 };
 

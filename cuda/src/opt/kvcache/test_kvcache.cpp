@@ -7,7 +7,8 @@
 //  - attention against an explicit dequantize-then-attend reference in fp64 (every query sees keys < nq(p+1)
 //    quantized, as kv_format.hpp specifies), GQA ratios 1, 4, 7, 8, a batch of two sequences with mixed
 //    lengths in one step, chunked prefill == token-by-token decode, rollback (cut by 50 tokens, regrow with other
-//    tokens) == a fresh run of the same tokens, bitwise.
+//    tokens) == a fresh run of the same tokens, bitwise;
+//  - the kivi truncation limit (kivi_min_truncate): a cut to it is exact, one token deeper is not.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -264,6 +265,54 @@ void test_rollback(KvType t) {
   CHECK(50 <= kvq::kKiviMaxRollback, "rollback bound");
 }
 
+// The truncation limit of kv_format.hpp (kivi_min_truncate, what qw_session_truncate enforces): run to `peak`,
+// cut to `cut` and regrow to peak + 8 with other rows; compare with a fresh run of the final rows. At the limit
+// the two are bitwise equal (also for a second cut after a partial regrowth, which stays above the limit of the
+// first peak); one token below it they differ (a row that must be full precision again has left the ring).
+bool cut_is_exact(KvType t, int32_t peak, int32_t cut, int32_t cut2 = -1, int32_t mid = -1) {
+  const int32_t d = 32, nH = 2, nKV = 1, ctx = 448, end = peak + 8;
+  Harness a(t, nH, nKV, d, ctx, 1, 31), b(t, nH, nKV, d, ctx, 1, 31);
+  a.step({0}, {0}, {peak});
+  Rng r(7);
+  for (int32_t p = cut; p < end; ++p)
+    for (int32_t e = 0; e < nKV * d; ++e) {
+      a.K[0][size_t(p * nKV * d + e)] = b.K[0][size_t(p * nKV * d + e)] = r.normal();
+      a.V[0][size_t(p * nKV * d + e)] = b.V[0][size_t(p * nKV * d + e)] = r.normal();
+    }
+  int32_t from = cut;
+  if (cut2 >= 0) {  // regrow to mid (< peak) with the new rows, then cut again to cut2
+    a.step({0}, {cut}, {mid - cut});
+    from = cut2;
+  }
+  std::vector<float> za, zb;
+  a.step({0}, {from}, {end - 1 - from});
+  za = a.step({0}, {end - 1}, {1});
+  b.step({0}, {0}, {end - 1});
+  zb = b.step({0}, {end - 1}, {1});
+  return za == zb;
+}
+
+void test_truncate_limit(KvType t) {
+  const char *what = kvq::kv_type_name(t);
+  // below the ring's size every cut is exact; above, the limit moves by whole groups
+  CHECK(kvq::kivi_min_truncate(256) == 0 && kvq::kivi_min_truncate(257) == 160 && kvq::kivi_min_truncate(288) == 160 &&
+            kvq::kivi_min_truncate(289) == 192,
+        "kivi_min_truncate edges");
+  for (int32_t peak = 257; peak <= 400; ++peak) {
+    const int32_t back = peak - int32_t(kvq::kivi_min_truncate(peak));
+    CHECK(back >= kvq::kKiviMaxRollback && back <= kvq::kKiviResidual, "peak %d: a cut of %d", peak, back);
+  }
+  CHECK(cut_is_exact(t, 200, 20), "%s: peak 200 (inside the ring), cut to 20", what);
+  for (int32_t peak : {257, 300, 320, 383}) {
+    const int32_t lim = int32_t(kvq::kivi_min_truncate(peak));
+    CHECK(cut_is_exact(t, peak, lim), "%s: peak %d, cut to the limit %d is not exact", what, peak, lim);
+    CHECK(!cut_is_exact(t, peak, lim - 1), "%s: peak %d, cut to %d (below the limit %d) is exact: the limit is not tight",
+          what, peak, lim - 1, lim);
+  }
+  // a second cut after regrowing below the old peak: the old peak still sets the limit
+  CHECK(cut_is_exact(t, 300, 250, 192, 280), "%s: 300 -> 250 -> 280 -> 192", what);
+}
+
 }  // namespace
 
 int main() {
@@ -276,6 +325,7 @@ int main() {
     test_attention(t, 7, 1, 32);    // GQA 7
     test_attention(t, 16, 2, 128);  // GQA 8, two kv heads
     test_rollback(t);
+    if (kvq::is_kivi(t)) test_truncate_limit(t);
   }
   // KvInfo: q8 <= 0.532x of bf16 per token; kivi4 / kivi2 smaller still
   {

@@ -1,0 +1,228 @@
+// marlin.cu — the lab cases of gemv = marlin (opt/gemv/marlin.cu, dequant.cu), issue 10. `qwlab marlin`.
+//   * pack: the device repack equals the host reference (marlin_pack_host.hpp) byte for byte.
+//   * marlin ...: the GEMV against an fp64 CPU dot product over the exact weights (s * q + o): fp32 outputs within
+//     1e-5 RMS-relative (the weights are exact and the sums fp32, so anything larger is a bug), bf16 outputs 1e-2
+//     (one bf16 rounding of the output, as gemv_case). Every output is poisoned first; the split-K counters must be
+//     back to zero after the launch; token 0 must get the same bits at batch 1 and at batch B (batch invariance).
+//   * 7B shapes (qkv, o, gate_up + SwiGLU, down) at M = 1, 2, 4, 8, 16, W4 and W8 group 128 (weights = q4 / q8) and
+//     W4 g32 + W8 g16 (Q4_K / Q6_K): time with rotating weight copies, GB/s on the packed bytes (codes + scales),
+//     % of the copy bandwidth; the simple kernel on the same matrix and batch next to it.
+//   * dequant: the vectorized prefill dequantization equals the generic kernel bit for bit (W4, W8, F16, F32).
+#include "gemv.cuh"
+#include "lab.cuh"
+#include "marlin.cuh"
+#include "marlin_pack_host.hpp"
+#include "swiglu.cuh"
+
+namespace {
+
+struct Ws {
+  MarlinWs w;
+  Ws(int64_t rows, int64_t cols) {
+    const MarlinPlan p = marlin_plan_for(rows, cols);
+    w.part_bytes = std::max<size_t>(p.part_bytes(), 4);
+    w.part = dalloc<float>(w.part_bytes / 4);
+    w.cnt_n = std::max(p.n_blk, 1);
+    w.cnt = dalloc<int32_t>(w.cnt_n);
+    CHK(cudaMemset(w.cnt, 0, w.cnt_n * 4));
+    w.xn_elems = 16 * cols;
+    w.xn = dalloc<uint16_t>(w.xn_elems);
+  }
+  ~Ws() { cudaFree(w.part); cudaFree(w.cnt); cudaFree(w.xn); }
+};
+
+struct Packed {
+  MarlinMat m;
+  uint8_t *d = nullptr;
+  Packed(const DevW &w) {
+    d = dalloc<uint8_t>(marlin_packed_bytes(w.m));
+    m = launch_marlin_pack(w.m, d, 0);
+  }
+  ~Packed() { cudaFree(d); }
+};
+
+HostW make_marlin_w(int type, int64_t rows, int64_t cols, int group, bool rand_offset) {
+  HostW h = make_w(type, rows, cols, group);
+  if (rand_offset)  // Q4_K / Q5_K-like mins (any float), not a multiple of the scale
+    for (size_t i = 0; i < h.offset.size(); ++i) h.offset[i] = -h.scale[i] * (float)(rnd64() % 16) * (0.5f + rndu());
+  return h;
+}
+
+// Output of one launch as doubles ([batch][out_cols]).
+std::vector<double> read_out(void *dout, size_t n, bool bf) {
+  std::vector<double> o(n);
+  if (bf) { auto v = d2h((uint16_t *)dout, n); for (size_t i = 0; i < n; ++i) o[i] = bf2f(v[i]); }
+  else { auto v = d2h((float *)dout, n); for (size_t i = 0; i < n; ++i) o[i] = v[i]; }
+  return o;
+}
+
+}  // namespace
+
+void marlin_pack_case(int type, int64_t rows, int64_t cols, int group) {
+  HostW hw = make_marlin_w(type, rows, cols, group, true);
+  DevW w = upload_w(hw);
+  {
+    Packed pk(w);
+    CHK(cudaDeviceSynchronize());
+    const auto got = d2h(pk.d, marlin_packed_bytes(w.m));
+    const auto want = marlin_pack_host({type == WT_W4, rows, cols, group, hw.data.data(), hw.scale.data(), hw.offset.data()});
+    size_t bad = 0;
+    for (size_t i = 0; i < want.size(); ++i) bad += got[i] != want[i];
+    char shape[96];
+    snprintf(shape, sizeof shape, "%s %lldx%lld g%d", tname(type), (long long)rows, (long long)cols, group);
+    report("marlin pack == host", shape, true, (double)bad, 0, false, 0, 0, "", 0);
+  }
+  free_w(w);
+}
+
+// One GEMV through the marlin path against the CPU; timed: also the simple kernel on the same matrix and batch.
+void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
+                 bool rand_offset, bool timed) {
+  HostW hw = make_marlin_w(type, rows, cols, group, rand_offset);
+  DevW w = upload_w(hw);
+  Packed pk(w);
+  Ws ws(rows, cols);
+  const int64_t out_cols = epi == GEMV_EPI_SWIGLU ? rows / 2 : rows;
+  const bool out_bf = epi == GEMV_EPI_BF16 || epi == GEMV_EPI_SWIGLU;
+  std::vector<uint16_t> act(16 * cols);
+  std::vector<float> x(16 * cols), nw(cols), bias(rows), base(16 * out_cols);
+  for (auto &v : act) v = f2bf(rndn());
+  for (auto &v : x) v = rndn() * 3.f;
+  for (auto &v : nw) v = 0.5f + rndu();
+  for (auto &v : bias) v = rndn() * 0.1f;
+  for (auto &v : base) v = rndn();
+  __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
+  h2d((uint16_t *)dact, act);
+  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(cols), *db = dalloc<float>(rows);
+  h2d(dx, x); h2d(dnw, nw); h2d(db, bias);
+  void *dout = dalloc<float>(16 * out_cols);
+  GemvArgs a;
+  a.epi = epi; a.out = dout; a.out_ld = out_cols; a.bias = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ? db : nullptr;
+  a.w = w.m; a.batch = batch; a.pro = pro; a.act = dact; a.act_ld = cols; a.x = dx; a.x_ld = cols; a.norm_w = dnw;
+  a.eps = 1e-6f; a.mw = &pk.m; a.mws = ws.w;
+  auto run = [&](int b) {
+    GemvArgs t = a;
+    t.batch = b;
+    if (epi == GEMV_EPI_ADD_F32) h2d((float *)dout, base);
+    else poison(dout, 16 * out_cols * 4);
+    const char *v = launch_gemv(t, 0);
+    CHK(cudaDeviceSynchronize());
+    return v;
+  };
+  const char *variant = run(batch);
+  const size_t n_out = (size_t)batch * out_cols;
+  const std::vector<double> got = read_out(dout, n_out, out_bf);
+  const auto cnt = d2h(ws.w.cnt, ws.w.cnt_n);
+  bool cnt_zero = true;
+  for (int32_t c : cnt) cnt_zero &= c == 0;
+  // batch invariance: token 0 alone (fp32 epilogues only: exact bits)
+  bool invariant = true;
+  if (batch > 1 && (epi == GEMV_EPI_F32 || epi == GEMV_EPI_BF16)) {
+    run(1);
+    const std::vector<double> one = read_out(dout, out_cols, out_bf);
+    for (int64_t r = 0; r < out_cols; ++r) invariant &= one[r] == got[r];
+  }
+  // reference: fp64 over the exact weights
+  const std::vector<float> ain = gemv_ref_input(pro, act, x, nw, batch, cols);
+  std::vector<int64_t> rows_chk;
+  for (int64_t r = 0; r < rows; ++r)
+    if (timed ? (r < 64 || r >= rows - 64 || r % 31 == 0) : (rows <= 8192 || r < 128 || r >= rows - 128 || r % 5 == 0))
+      rows_chk.push_back(r);  // timed (large) cases: a sparser sample keeps the fp64 reference to seconds
+  std::vector<double> outv, refv;
+  gemv_ref_compare(hw, ain, batch, epi, bias, base, rows_chk, got, out_cols, outv, refv);
+  bool nan_seen;
+  double err = rel_err(outv, refv, &nan_seen);
+  for (double v : got) nan_seen |= !std::isfinite(v);
+  if (!cnt_zero || !invariant) err = 1.0;  // reported as a failure with the reason in the name
+  const double tol = out_bf ? 1e-2 : 1e-5;
+  double us = 0, rate = 0, us_simple = 0, rate_simple = 0;
+  const size_t pbytes = marlin_packed_bytes(w.m);
+  if (timed) {
+    const int ncopies = (int)std::min<size_t>(256, std::max<size_t>(1, ((512u << 20) + pbytes - 1) / pbytes));
+    std::vector<DevW> copies{w};
+    std::vector<Packed *> pcs;
+    for (int i = 1; i < ncopies; ++i) copies.push_back(upload_w(hw));
+    for (int i = 0; i < ncopies; ++i) pcs.push_back(new Packed(copies[i]));
+    CHK(cudaDeviceSynchronize());
+    auto launch_i = [&](int i, bool marlin) {
+      GemvArgs t = a;
+      t.w = copies[i % ncopies].m;
+      t.mw = marlin ? &pcs[i % ncopies]->m : nullptr;
+      if (epi == GEMV_EPI_ADD_F32) t.epi = GEMV_EPI_F32;
+      launch_gemv(t, 0);
+    };
+    us = time_us([&](int i) { launch_i(i, true); }, g_quick ? 20 : 100, 5);
+    us_simple = time_us([&](int i) { launch_i(i, false); }, g_quick ? 20 : 100, 5);
+    for (Packed *p : pcs) delete p;
+    for (int i = 1; i < ncopies; ++i) free_w(copies[i]);
+    rate = (double)pbytes / (us * 1e-6) / 1e9;
+    rate_simple = (double)hw.bytes() / (us_simple * 1e-6) / 1e9;
+  }
+  char shape[112];
+  const MarlinPlan p = marlin_plan_for(rows, cols);
+  snprintf(shape, sizeof shape, "%s g%d %lldx%lld M%d S%d", tname(type), group, (long long)rows, (long long)cols, batch, p.S);
+  std::string name = std::string("marlin ") + label + " [" + variant + "]";
+  if (!cnt_zero) name += " COUNTERS-NOT-RESET";
+  if (!invariant) name += " NOT-BATCH-INVARIANT";
+  report(name, shape, true, err, tol, nan_seen, us, rate, "GB/s packed", g_copy_bw / 1e9);
+  if (timed) report(std::string("  simple ") + label, shape, false, 0, 0, false, us_simple, rate_simple, "GB/s", g_copy_bw / 1e9);
+  free_w(w);
+  cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout);
+}
+
+// The vectorized prefill dequantization equals the generic one bit for bit; timed: GB/s on bytes read + written.
+void dequant_case(int type, int64_t rows, int64_t cols, int group, bool timed) {
+  HostW hw = make_marlin_w(type, rows, cols, group, type == WT_W4);
+  DevW w = upload_w(hw);
+  const size_t n = (size_t)rows * cols;
+  __nv_bfloat16 *o1 = (__nv_bfloat16 *)dalloc<uint16_t>(n), *o2 = (__nv_bfloat16 *)dalloc<uint16_t>(n);
+  poison(o1, n * 2); poison(o2, n * 2);
+  launch_dequant_bf16(o1, w.m, 0);
+  const bool ok = launch_dequant_bf16_fast(o2, w.m, 0);
+  CHK(cudaDeviceSynchronize());
+  const auto a = d2h((uint16_t *)o1, n), b = d2h((uint16_t *)o2, n);
+  size_t bad = ok ? 0 : n;
+  for (size_t i = 0; i < n && ok; ++i) bad += a[i] != b[i];
+  double us = 0, us_old = 0, rate = 0;
+  if (timed && ok) {
+    us = time_us([&](int) { launch_dequant_bf16_fast(o2, w.m, 0); }, g_quick ? 10 : 50, 3);
+    us_old = time_us([&](int) { launch_dequant_bf16(o1, w.m, 0); }, g_quick ? 5 : 20, 2);
+    rate = (double)(hw.bytes() + n * 2) / (us * 1e-6) / 1e9;
+  }
+  char shape[96], name[96];
+  snprintf(shape, sizeof shape, "%s %lldx%lld", tname(type), (long long)rows, (long long)cols);
+  snprintf(name, sizeof name, "dequant fast == generic (generic %.0f us)", us_old);
+  report(name, shape, true, (double)bad, 0, false, us, rate, "GB/s", g_copy_bw / 1e9);
+  cudaFree(o1); cudaFree(o2);
+  free_w(w);
+}
+
+void run_marlin() {
+  for (int type : {WT_W4, WT_W8})
+    for (int g : {16, 32, 64, 128}) marlin_pack_case(type, 128, 640, g);
+  // correctness: every type/group, awkward batches, every epilogue, norm prologue, offsets or not, S = 1 and S > 1
+  for (int type : {WT_W4, WT_W8})
+    for (int g : {16, 32, 64, 128})
+      for (int b : {1, 3, 8, 9, 16}) marlin_case("check", type, 256, 1024, g, b, GEMV_PRO_BF16, GEMV_EPI_F32, b % 2, false);
+  marlin_case("norm+bias bf16", WT_W4, 512, 896, 128, 2, GEMV_PRO_NORM, GEMV_EPI_BF16, false, false);
+  marlin_case("norm+swiglu", WT_W4, 1024, 1536, 128, 5, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, false, false);
+  marlin_case("+residual", WT_W8, 896, 4864, 32, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true, false);
+  marlin_case("one row block", WT_W4, 64, 18944, 128, 4, GEMV_PRO_BF16, GEMV_EPI_F32, false, false);
+  // 7B shapes, timed
+  struct Shape { const char *name; int64_t rows, cols; int pro, epi; };
+  const Shape shapes[] = {{"7B qkv", 4608, 3584, GEMV_PRO_NORM, GEMV_EPI_F32},
+                          {"7B o", 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_ADD_F32},
+                          {"7B gate_up", 37888, 3584, GEMV_PRO_NORM, GEMV_EPI_SWIGLU},
+                          {"7B down", 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}};
+  struct Fmt { int type, group; };
+  const Fmt fmts[] = {{WT_W4, 128}, {WT_W8, 128}, {WT_W4, 32}, {WT_W8, 16}};
+  for (const Fmt &f : fmts)
+    for (const Shape &s : shapes)
+      for (int b : {1, 2, 4, 8, 16}) {
+        if (g_quick && b != 1 && b != 16) continue;
+        marlin_case(s.name, f.type, s.rows, s.cols, f.group, b, s.pro, s.epi, f.type == WT_W4 && f.group == 32, true);
+      }
+  for (int type : {WT_W4, WT_W8, WT_F16, WT_F32}) dequant_case(type, 4096, 3584, type == WT_W8 ? 16 : 32, false);
+  dequant_case(WT_W4, 37888, 3584, 128, true);
+  dequant_case(WT_F16, 37888, 3584, 0, true);
+}

@@ -1,0 +1,418 @@
+// marlin.cu — gemv = marlin: decode GEMV over W4/W8 weights on mma.sync tensor cores, batch 1..16 (issue 10 item 2).
+// COMPILE-ONLY: written without a GPU; cuda/dev/lab/marlin.cu checks it against a CPU reference (qwlab marlin).
+//
+// Ideas taken from Marlin (IST-DASLab), our own code:
+//  * weights repacked at load (marlin_layout.hpp) so that one 16/32-byte piece per lane is exactly its mma B
+//    fragments for 8 k-steps; dequantization in registers with a lop3 (mask | 0x4300 exponent: the bf16 128 + q)
+//    and one bf16x2 fma removing the 128 (exact: small integers). Activations are the mma A side (m = 16 rows,
+//    the batch padded), read from shared memory with ldmatrix; one mma per 8 rows x 16 columns whatever the batch,
+//    so batch 16 streams the weights once, as batch 1 does.
+//  * every warp streams its units global -> shared through its own cp.async ring (STAGES deep) and only reads what
+//    it copied, so the weight stream needs no block barrier; the first stages are issued before pdl_wait, while the
+//    previous kernel drains.
+//  * split-K across blocks so that every SM streams: a 64-row block x K-slice grid of n_blk x S blocks
+//    (marlin_plan: >= 2 blocks per SM, slices of <= 8 units of 128 columns). Instead of Marlin's serial lock chain,
+//    the S blocks of a row block write fp32 partials and the last to arrive adds them in slice order: deterministic,
+//    and no block ever waits for another (no co-residency assumption).
+// Exactness: q is exact in bf16, the group's products are summed by the tensor core in fp32, then
+//   acc = fma(scale, P_g, acc); acc = fma(offset, A_g, acc)   (A_g = fp32 sum of the group's bf16 activations)
+// so the weights are used exactly (no bf16 rounding of scale * q), unlike Marlin's fp16 scaling.
+// Batch invariance: the split, the unit order of every warp, the order of the warp and slice sums depend on the
+// shape only, and an mma output element depends only on its own A row: a sequence gets the same bits alone or in
+// a batch of 16. (Not the same bits as gemv = simple, which sums in another order.)
+#include <cstdlib>
+#include <vector>
+
+#include "gemv.cuh"
+#include "gemv_parts.cuh"
+#include "marlin.cuh"
+
+namespace qwc {
+namespace {
+
+using namespace gemv_detail;
+constexpr int kWN = 2, kWK = 4, kNTW = 4;  // warps along rows x along K; 8-row tiles per warp
+static_assert(kWN * kWK == kWarps && kWN * kNTW * kMarlinTileRows == kMarlinBlockRows, "block shape");
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t &r0, uint32_t &r1, const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// x * m + c on a bf16 pair (exact here: the results are small integers, or 16 times one).
+__device__ __forceinline__ uint32_t bf2_fma(uint32_t x, float m, float c) {
+  const __nv_bfloat162 r = __hfma2(*reinterpret_cast<const __nv_bfloat162 *>(&x), __floats2bfloat162_rn(m, m),
+                                   __floats2bfloat162_rn(c, c));
+  return *reinterpret_cast<const uint32_t *>(&r);
+}
+
+// Shared memory: act_s [NB][SA] bf16 | asum_s [NB][ngmax] fp32 | ring [8 warps][STAGES][kNTW][unit_bytes].
+// After the main loop the front of it holds the warp sums red [kWK][64 rows][16 tokens] fp32.
+template <bool W4, int G, int NB, int STAGES>
+__global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a, const MarlinMat m, const int ksu,
+                                                               const int S) {
+  constexpr int WBYTES = W4 ? 512 : 1024, NG = kMarlinUnitCols / G, SPG = G / 16;
+  constexpr int UB = WBYTES + NG * 64, RB = kMarlinBlockRows;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int last_s;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int wn = warp / kWK, wk = warp % kWK;
+  const int blk = blockIdx.x / S, sl = blockIdx.x % S;
+  const int ku = (int)(m.cols / kMarlinUnitCols);
+  const int u0 = sl * ksu, nu = min(ku, u0 + ksu) - u0;
+  const int SA = ksu * kMarlinUnitCols + 8, ngmax = ksu * NG;
+  __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem);
+  float *asum_s = reinterpret_cast<float *>(smem + (size_t)NB * SA * 2);
+  unsigned char *ring = smem + (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4 + (size_t)warp * STAGES * kNTW * UB;
+  const int64_t t0 = (int64_t)blk * (RB / kMarlinTileRows) + wn * kNTW;  // this warp's first 8-row tile
+  const int n_items = nu > wk ? (nu - wk + kWK - 1) / kWK : 0;          // units wk, wk + 4, ... of the slice
+
+  auto issue = [&](int i) {
+    const int64_t u = u0 + wk + kWK * i;
+    unsigned char *dst = ring + (size_t)(i % STAGES) * kNTW * UB;
+#pragma unroll
+    for (int nt = 0; nt < kNTW; ++nt) {
+      const unsigned char *src = m.data + ((size_t)(t0 + nt) * ku + u) * UB;
+#pragma unroll
+      for (int p = lane; p < UB / 16; p += 32) cp_async16(dst + nt * UB + 16 * p, src + 16 * p);
+    }
+  };
+  // Weights are immutable: the first stages go out before the previous kernel has finished.
+#pragma unroll
+  for (int i = 0; i < STAGES - 1; ++i) {
+    if (i < n_items) issue(i);
+    cp_async_commit();
+  }
+  pdl_wait();
+  pdl_trigger();
+
+  // Activations of the slice (rows >= batch are zero), then the per-group sums for the offset term.
+  const int kslice = nu * kMarlinUnitCols;
+  {
+    const int n8 = kslice / 8;
+    for (int i = threadIdx.x; i < NB * n8; i += kThreads) {
+      const int b = i / n8, c = i - b * n8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (b < a.batch) v = *reinterpret_cast<const uint4 *>(a.act + b * a.act_ld + (int64_t)u0 * kMarlinUnitCols + 8 * c);
+      *reinterpret_cast<uint4 *>(act_s + b * SA + 8 * c) = v;
+    }
+  }
+  __syncthreads();
+  if (m.has_offset) {
+    const int ng = kslice / G;
+    for (int i = threadIdx.x; i < NB * ng; i += kThreads) {
+      const int b = i / ng, g = i - b * ng;
+      const __nv_bfloat16 *p = act_s + b * SA + g * G;
+      float s = 0.f;
+#pragma unroll 8
+      for (int k = 0; k < G; ++k) s += __bfloat162float(p[k]);
+      asum_s[b * ngmax + g] = s;
+    }
+    __syncthreads();
+  }
+
+  float acc[kNTW][4];
+#pragma unroll
+  for (int nt = 0; nt < kNTW; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+
+  for (int i = 0; i < n_items; ++i) {
+    if (i + STAGES - 1 < n_items) issue(i + STAGES - 1);
+    cp_async_commit();
+    cp_async_wait<STAGES - 1>();  // this lane's copies of item i have landed
+    __syncwarp();                 // ... and every other lane's (the scales were copied by other lanes)
+    const unsigned char *slot = ring + (size_t)(i % STAGES) * kNTW * UB;
+    const int kc = (wk + kWK * i) * kMarlinUnitCols;  // the unit's first column within the slice
+    uint32_t wq[kNTW][W4 ? 4 : 8];
+#pragma unroll
+    for (int nt = 0; nt < kNTW; ++nt) {
+      const uint4 v = *reinterpret_cast<const uint4 *>(slot + nt * UB + (W4 ? 16 : 32) * lane);
+      wq[nt][0] = v.x; wq[nt][1] = v.y; wq[nt][2] = v.z; wq[nt][3] = v.w;
+      if constexpr (!W4) {
+        const uint4 v2 = *reinterpret_cast<const uint4 *>(slot + nt * UB + 32 * lane + 16);
+        wq[nt][4] = v2.x; wq[nt][5] = v2.y; wq[nt][6] = v2.z; wq[nt][7] = v2.w;
+      }
+    }
+#pragma unroll
+    for (int gi = 0; gi < NG; ++gi) {
+      float tmp[kNTW][4];
+#pragma unroll
+      for (int nt = 0; nt < kNTW; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) tmp[nt][e] = 0.f;
+#pragma unroll
+      for (int jj = 0; jj < SPG; ++jj) {
+        const int j = gi * SPG + jj;
+        uint32_t a0, a1 = 0, a2, a3 = 0;
+        const __nv_bfloat16 *ap = act_s + marlin_ldsm_row(lane, NB == 16) * SA + kc + 16 * j + marlin_ldsm_col(lane, NB == 16);
+        if constexpr (NB == 16) ldsm_x4(a0, a1, a2, a3, ap);
+        else ldsm_x2(a0, a2, ap);
+#pragma unroll
+        for (int nt = 0; nt < kNTW; ++nt) {
+          if constexpr (W4) {
+            const uint32_t b0 = bf2_fma(marlin_w4_bits(wq[nt], j, 0), 1.f, -128.f);
+            const uint32_t b1 = bf2_fma(marlin_w4_bits(wq[nt], j, 1), 1.f, -128.f);
+            mma16816(tmp[nt], a0, a1, a2, a3, b0, b1);
+          } else {
+            const uint32_t s0 = marlin_w8_spread(wq[nt][j], 0), s1 = marlin_w8_spread(wq[nt][j], 1);
+            // 16 * hi: (136 + hi) * 16 - 2176; lo: (128 + lo) - 128. q = 16 hi + lo, both planes exact.
+            mma16816(tmp[nt], a0, a1, a2, a3, bf2_fma(marlin_w8_hi_bits(s0), 16.f, -2176.f),
+                     bf2_fma(marlin_w8_hi_bits(s1), 16.f, -2176.f));
+            mma16816(tmp[nt], a0, a1, a2, a3, bf2_fma(marlin_w8_lo_bits(s0), 1.f, -128.f),
+                     bf2_fma(marlin_w8_lo_bits(s1), 1.f, -128.f));
+          }
+        }
+      }
+      // c0, c1 = (token gid, rows 2tig, 2tig + 1), c2, c3 = (token gid + 8, same rows)
+      const int g = kc / G + gi;
+      const float A0 = m.has_offset ? asum_s[gid * ngmax + g] : 0.f;
+      const float A1 = (NB == 16 && m.has_offset) ? asum_s[(gid + 8) * ngmax + g] : 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kNTW; ++nt) {
+        const float4 so = *reinterpret_cast<const float4 *>(slot + nt * UB + WBYTES + 64 * gi + 16 * tig);
+        acc[nt][0] = fmaf(so.x, tmp[nt][0], acc[nt][0]);
+        acc[nt][1] = fmaf(so.z, tmp[nt][1], acc[nt][1]);
+        acc[nt][2] = fmaf(so.x, tmp[nt][2], acc[nt][2]);
+        acc[nt][3] = fmaf(so.z, tmp[nt][3], acc[nt][3]);
+        if (m.has_offset) {
+          acc[nt][0] = fmaf(so.y, A0, acc[nt][0]);
+          acc[nt][1] = fmaf(so.w, A0, acc[nt][1]);
+          acc[nt][2] = fmaf(so.y, A1, acc[nt][2]);
+          acc[nt][3] = fmaf(so.w, A1, acc[nt][3]);
+        }
+      }
+    }
+    __syncwarp();  // every lane is done with this slot before a later issue() overwrites it
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // Warp sums -> red [kWK][RB][16], then added over wk in order into red[0].
+  float *red = reinterpret_cast<float *>(smem);
+#pragma unroll
+  for (int nt = 0; nt < kNTW; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int row = wn * kNTW * kMarlinTileRows + nt * kMarlinTileRows + 2 * tig + e;
+      red[(wk * RB + row) * 16 + gid] = acc[nt][e];
+      red[(wk * RB + row) * 16 + gid + 8] = acc[nt][2 + e];
+    }
+  __syncthreads();
+  const int B = a.batch;
+  for (int i = threadIdx.x; i < RB * 16; i += kThreads) {
+    if ((i & 15) >= B) continue;
+    float v = red[i];
+#pragma unroll
+    for (int w = 1; w < kWK; ++w) v += red[w * RB * 16 + i];
+    red[i] = v;
+  }
+  __syncthreads();
+  if (S > 1) {  // the last of the S blocks of this row block adds the slices' partials in slice order
+    float *part = a.mws.part + (size_t)blk * S * RB * 16;
+    for (int i = threadIdx.x; i < RB * 16; i += kThreads)
+      if ((i & 15) < B) part[(size_t)sl * RB * 16 + i] = red[i];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last_s = atomicAdd(a.mws.cnt + blk, 1) == S - 1;
+    __syncthreads();
+    if (!last_s) return;
+    __threadfence();
+    for (int i = threadIdx.x; i < RB * 16; i += kThreads) {
+      if ((i & 15) >= B) continue;
+      float v = 0.f;
+      for (int s = 0; s < S; ++s) v += __ldcg(part + (size_t)s * RB * 16 + i);
+      red[i] = v;
+    }
+    if (threadIdx.x == 0) a.mws.cnt[blk] = 0;  // ready for the next launch (kernel boundaries order it)
+    __syncthreads();
+  }
+  const int64_t row0 = (int64_t)blk * RB;
+  if (a.epi == GEMV_EPI_SWIGLU || a.epi == GEMV_EPI_QKV_ROPE) {
+    for (int i = threadIdx.x; i < (RB / 2) * B; i += kThreads) {
+      const int p = i % (RB / 2), b = i / (RB / 2);
+      const float v0 = red[(2 * p) * 16 + b], v1 = red[(2 * p + 1) * 16 + b];
+      if (a.epi == GEMV_EPI_SWIGLU) epilogue_swiglu(a, (row0 + 2 * p) / 2, b, v0, v1);
+      else epilogue_qkv_rope(a, row0 + 2 * p, b, v0, v1);
+    }
+  } else {
+    for (int i = threadIdx.x; i < RB * B; i += kThreads) {
+      const int r = i % RB, b = i / RB;
+      epilogue_one(a, row0 + r, b, red[r * 16 + b]);
+    }
+  }
+}
+
+// RMSNorm prologue as its own kernel (one block per token row): every block of the GEMV would otherwise re-read
+// the whole fp32 row for its rstd. Same formula as gemv_parts.cuh: bf16(bf16r(x * rstd) * norm_w); the row's sum of
+// squares in a fixed order (per-thread strided, warp xor tree, warps 0..7).
+__global__ void __launch_bounds__(kThreads) marlin_norm_kernel(const GemvArgs a, __nv_bfloat16 *xn) {
+  pdl_wait();
+  pdl_trigger();
+  __shared__ float part_s[kWarps];
+  const int b = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t K = a.w.cols;
+  const float *x = a.x + b * a.x_ld;
+  float s = 0.f;
+  for (int64_t k = threadIdx.x; k < K; k += kThreads) s = fmaf(x[k], x[k], s);
+  s = warp_sum(s);
+  if (lane == 0) part_s[warp] = s;
+  __syncthreads();
+  float t = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) t += part_s[w];
+  const float rstd = rsqrtf(t / (float)K + a.eps);
+  for (int64_t k = threadIdx.x; k < K; k += kThreads)
+    xn[b * K + k] = __float2bfloat16(bf16r(x[k] * rstd) * a.norm_w[k]);
+}
+
+// One warp per unit; the same bytes as marlin_pack_host (marlin_pack_host.hpp).
+__global__ void __launch_bounds__(kThreads) marlin_pack_kernel(uint8_t *dst, const WMat w, const int ub) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t ku = w.cols / kMarlinUnitCols, units = (w.rows / kMarlinTileRows) * ku;
+  const int64_t unit = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (unit >= units) return;
+  const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t t = unit / ku, u = unit % ku, r = t * kMarlinTileRows + gid;
+  const uint8_t *src = reinterpret_cast<const uint8_t *>(w.data);
+  uint8_t *out = dst + unit * ub;
+  const bool w4 = w.type == WT_W4;
+  if (w4) {
+    for (int wd = 0; wd < 4; ++wd) {
+      uint32_t word = 0;
+      for (int n = 0; n < 8; ++n) {
+        const int64_t i = r * w.cols + u * kMarlinUnitCols + marlin_w4_col(tig, wd, n);
+        const uint8_t byte = src[i >> 1];
+        word |= uint32_t((i & 1) ? (byte >> 4) : (byte & 15)) << (4 * n);
+      }
+      *reinterpret_cast<uint32_t *>(out + 16 * lane + 4 * wd) = word;
+    }
+  } else {
+    for (int j = 0; j < 8; ++j) {
+      uint32_t word = 0;
+      for (int i = 0; i < 4; ++i)
+        word |= uint32_t(src[r * w.cols + u * kMarlinUnitCols + marlin_w8_col(tig, j, i)]) << (8 * i);
+      *reinterpret_cast<uint32_t *>(out + 32 * lane + 4 * j) = word;
+    }
+  }
+  const int ng = kMarlinUnitCols / w.group, wbytes = w4 ? 512 : 1024;
+  const int64_t gpr = w.cols / w.group;
+  for (int i = lane; i < 8 * ng; i += 32) {
+    const int gi = i / 8, rr = i % 8;
+    const int64_t g = (t * kMarlinTileRows + rr) * gpr + (u * kMarlinUnitCols) / w.group + gi;
+    *reinterpret_cast<float2 *>(out + wbytes + 64 * gi + 8 * rr) = make_float2(w.scale[g], w.offset[g]);
+  }
+}
+
+int ksu_max() {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("QW_MARLIN_KSU");
+    v = e ? atoi(e) : 8;
+    if (v < 1 || v > 8) v = 8;
+  }
+  return v;
+}
+
+template <bool W4, int G, int NB>
+const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, cudaStream_t s) {
+  constexpr int STAGES = W4 ? 3 : 2;
+  constexpr int UB = (W4 ? 512 : 1024) + (kMarlinUnitCols / G) * 64;
+  const int SA = p.ksu * kMarlinUnitCols + 8, ngmax = p.ksu * (kMarlinUnitCols / G);
+  const size_t smem = (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4 + (size_t)kWarps * STAGES * kNTW * UB;
+  auto kern = marlin_gemv_kernel<W4, G, NB, STAGES>;
+  static size_t opted = 0;  // per instantiation: the opt-in above 48 KB, once (not a stream operation)
+  if (smem > opted) {
+    QWC_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    opted = smem;
+  }
+  launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S);
+  static const char *names[2][2] = {{"gemv_marlin_w8_b8", "gemv_marlin_w8_b16"}, {"gemv_marlin_w4_b8", "gemv_marlin_w4_b16"}};
+  return names[W4 ? 1 : 0][NB == 16 ? 1 : 0];
+}
+
+template <bool W4, int NB>
+const char *launch_g(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, cudaStream_t s) {
+  switch (m.group) {
+    case 16: return launch_t<W4, 16, NB>(a, m, p, s);
+    case 32: return launch_t<W4, 32, NB>(a, m, p, s);
+    case 64: return launch_t<W4, 64, NB>(a, m, p, s);
+    default: return launch_t<W4, 128, NB>(a, m, p, s);
+  }
+}
+
+}  // namespace
+
+bool marlin_packable(const WMat &w) {
+  return (w.type == WT_W4 || w.type == WT_W8) && w.rows > 0 && w.rows % kMarlinBlockRows == 0 &&
+         w.cols > 0 && w.cols % kMarlinUnitCols == 0 && marlin_group_ok(w.group);
+}
+size_t marlin_packed_bytes(const WMat &w) {
+  if (!marlin_packable(w)) return 0;
+  return (size_t)(w.rows / kMarlinTileRows) * (w.cols / kMarlinUnitCols) * marlin_unit_bytes(w.type == WT_W4, w.group);
+}
+MarlinPlan marlin_plan_for(int64_t rows, int64_t cols) { return marlin_plan(rows, cols, sm_count(), ksu_max()); }
+
+MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t s) {
+  if (!marlin_packable(w)) throw CudaError("launch_marlin_pack: matrix not packable");
+  MarlinMat m;
+  m.data = dst;
+  m.rows = w.rows;
+  m.cols = w.cols;
+  m.type = w.type;
+  m.group = w.group;
+  m.unit_bytes = marlin_unit_bytes(w.type == WT_W4, w.group);
+  const int64_t units = (w.rows / kMarlinTileRows) * (w.cols / kMarlinUnitCols);
+  launch(marlin_pack_kernel, ceil_div(units, kWarps), kThreads, 0, s, dst, w, m.unit_bytes);
+  QWC_LAUNCH_CHECK("launch_marlin_pack");
+  // has_offset: whether any offset is not a zero (then the kernel adds offset * group sum of the activations)
+  const int64_t ng = w.rows * (w.cols / w.group);
+  std::vector<float> off((size_t)ng);
+  QWC_CHECK(cudaMemcpyAsync(off.data(), w.offset, ng * 4, cudaMemcpyDeviceToHost, s));
+  QWC_CHECK(cudaStreamSynchronize(s));
+  for (float o : off)
+    if (o != 0.f) { m.has_offset = 1; break; }
+  return m;
+}
+
+const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t s) {
+  const MarlinMat &m = *a.mw;
+  if (!m.data || m.rows != a.w.rows || m.cols != a.w.cols || a.batch < 1 || a.batch > 16) return nullptr;
+  const MarlinPlan p = marlin_plan_for(m.rows, m.cols);
+  if (p.S > 1 && (!a.mws.part || p.part_bytes() > a.mws.part_bytes || !a.mws.cnt || p.n_blk > a.mws.cnt_n)) return nullptr;
+  GemvArgs b = a;
+  if (a.pro == GEMV_PRO_NORM) {
+    if (!a.mws.xn || a.mws.xn_elems < (int64_t)a.batch * m.cols) return nullptr;
+    auto *xn = reinterpret_cast<__nv_bfloat16 *>(a.mws.xn);
+    launch(marlin_norm_kernel, a.batch, kThreads, 0, s, a, xn);
+    b.pro = GEMV_PRO_BF16;
+    b.act = xn;
+    b.act_ld = m.cols;
+  } else if ((a.act_ld % 8) != 0 || (reinterpret_cast<uintptr_t>(a.act) & 15) != 0) {
+    return nullptr;
+  }
+  const bool w4 = m.type == WT_W4, b16 = a.batch > 8;
+  const char *name = w4 ? (b16 ? launch_g<true, 16>(b, m, p, s) : launch_g<true, 8>(b, m, p, s))
+                        : (b16 ? launch_g<false, 16>(b, m, p, s) : launch_g<false, 8>(b, m, p, s));
+  QWC_LAUNCH_CHECK("launch_gemv_marlin");
+  return name;
+}
+
+}  // namespace qwc

@@ -1,0 +1,256 @@
+// test_marlin.cpp — gemv = marlin on the CPU (no GPU needed): the repack and the kernel's arithmetic.
+//  1. pack -> unpack is the identity (codes, scales and offsets bit for bit), W4 and W8, every group, odd shapes.
+//  2. An emulation of marlin_gemv_kernel (marlin.cu) lane by lane: the 16/32-byte pieces each lane reads from the
+//     packed bytes, the register dequantization bit tricks of marlin_layout.hpp (the very functions the kernel
+//     calls), ldmatrix's and mma.sync m16n8k16's fragment layouts (PTX ISA), the group scale/offset fmas, the warp,
+//     K-part and slice sums in the kernel's order. Its output must equal an fp64 dot product over the exact weights
+//     (s * q + o) within fp32 summation error, and token 0 must get the same bits at batch 1 and 16 (batch
+//     invariance). What this cannot check is the hardware: cuda/dev/lab/marlin.cu does that on a GPU.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "marlin_pack_host.hpp"
+#include "testlib.hpp"
+
+using namespace qwc;
+using qw::bf16_to_float;
+using qw::float_to_bf16;
+
+namespace {
+
+struct Mat {
+  bool w4;
+  int64_t rows, cols;
+  int32_t group;
+  std::vector<uint8_t> data;
+  std::vector<float> scale, offset;
+  MarlinHostSrc src() const { return {w4, rows, cols, group, data.data(), scale.data(), offset.data()}; }
+  float at(int64_t r, int64_t c) const {  // the native formula: multiply, then add
+    const int64_t g = r * (cols / group) + c / group;
+    const float q = w4 ? float(marlin_src_code(src(), r, c)) : float(int8_t(data[size_t(r * cols + c)]));
+    return scale[size_t(g)] * q + offset[size_t(g)];
+  }
+};
+
+Mat make_mat(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets) {
+  Mat m{w4, rows, cols, group, {}, {}, {}};
+  m.data.resize(w4 ? size_t(rows * cols / 2) : size_t(rows * cols));
+  for (auto &b : m.data) b = uint8_t(rng.next() & 0xff);
+  const size_t ng = size_t(rows * (cols / group));
+  m.scale.resize(ng);
+  m.offset.resize(ng);
+  for (size_t i = 0; i < ng; ++i) {
+    m.scale[i] = 0.01f + 0.02f * float(rng.uniform());
+    m.offset[i] = offsets ? -m.scale[i] * float(rng.next() % 16) : -0.0f;
+  }
+  return m;
+}
+
+float bits_lo(uint32_t v) { return bf16_to_float(uint16_t(v & 0xffff)); }
+float bits_hi(uint32_t v) { return bf16_to_float(uint16_t(v >> 16)); }
+// The kernel's bf2_fma on exact values: x * m + c must be exact in bf16 (checked).
+uint32_t bf2_fma(uint32_t x, float m, float c) {
+  const float lo = bits_lo(x) * m + c, hi = bits_hi(x) * m + c;
+  CHECK(bf16_to_float(float_to_bf16(lo)) == lo && bf16_to_float(float_to_bf16(hi)) == hi, "bf16 fma not exact");
+  return uint32_t(float_to_bf16(lo)) | (uint32_t(float_to_bf16(hi)) << 16);
+}
+uint32_t pack2(float lo, float hi) { return uint32_t(float_to_bf16(lo)) | (uint32_t(float_to_bf16(hi)) << 16); }
+
+// mma.sync.m16n8k16.row.col f32.bf16: per-lane registers in, C fragments accumulated (fp32, k in order).
+void mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[32][2]) {
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int gid = l >> 2, tig = l & 3;
+    for (int e = 0; e < 2; ++e) {
+      const auto h = [&](uint32_t v) { return e ? bits_hi(v) : bits_lo(v); };
+      A[gid][2 * tig + e] = h(a[l][0]);
+      A[gid + 8][2 * tig + e] = h(a[l][1]);
+      A[gid][2 * tig + 8 + e] = h(a[l][2]);
+      A[gid + 8][2 * tig + 8 + e] = h(a[l][3]);
+      B[2 * tig + e][gid] = h(b[l][0]);
+      B[2 * tig + 8 + e][gid] = h(b[l][1]);
+    }
+  }
+  for (int l = 0; l < 32; ++l) {
+    const int gid = l >> 2, tig = l & 3;
+    for (int q = 0; q < 4; ++q) {
+      const int row = gid + 8 * (q >> 1), col = 2 * tig + (q & 1);
+      float s = c[l][q];
+      for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+      c[l][q] = s;
+    }
+  }
+}
+
+// ldmatrix .x4 / .x2 from act_s [NB][SA] (bf16 as float) with the kernel's lane addresses.
+void ldsm(uint32_t a[32][4], const std::vector<float> &act_s, int SA, int col0, bool nb16) {
+  float mat[4][8][8] = {};
+  for (int i = 0; i < (nb16 ? 32 : 16); ++i) {
+    const int r = marlin_ldsm_row(i, nb16), c = col0 + marlin_ldsm_col(i, nb16);
+    for (int e = 0; e < 8; ++e) mat[i / 8][i % 8][e] = act_s[size_t(r * SA + c + e)];
+  }
+  for (int t = 0; t < 32; ++t) {
+    uint32_t reg[4];
+    for (int q = 0; q < 4; ++q) reg[q] = pack2(mat[q][t / 4][2 * (t % 4)], mat[q][t / 4][2 * (t % 4) + 1]);
+    if (nb16) for (int q = 0; q < 4; ++q) a[t][q] = reg[q];
+    else { a[t][0] = reg[0]; a[t][2] = reg[1]; a[t][1] = a[t][3] = 0; }
+  }
+}
+
+// marlin_gemv_kernel's arithmetic for x [B][cols] (bf16 values), out [B][rows].
+std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, const std::vector<float> &x, int B, int sms) {
+  constexpr int WK = 4, WN = 2, NTW = 4, RB = 64;
+  const bool nb16 = B > 8;
+  const int NB = nb16 ? 16 : 8, G = m.group, NG = 128 / G, WB = m.w4 ? 512 : 1024;
+  const int UB = marlin_unit_bytes(m.w4, G);
+  const MarlinPlan p = marlin_plan(m.rows, m.cols, sms);
+  const int ku = int(m.cols / 128), SA = p.ksu * 128 + 8, ngmax = p.ksu * NG;
+  std::vector<float> out(size_t(B * m.rows), 0.f);
+  for (int blk = 0; blk < p.n_blk; ++blk) {
+    std::vector<float> slices(size_t(p.S) * RB * 16, 0.f);
+    for (int sl = 0; sl < p.S; ++sl) {
+      const int u0 = sl * p.ksu, nu = std::min(ku, u0 + p.ksu) - u0;
+      std::vector<float> act_s(size_t(NB * SA), 0.f), asum(size_t(NB * ngmax), 0.f);
+      for (int b = 0; b < B; ++b)
+        for (int k = 0; k < nu * 128; ++k) act_s[size_t(b * SA + k)] = x[size_t(b * m.cols + u0 * 128 + k)];
+      for (int b = 0; b < NB; ++b)
+        for (int g = 0; g < nu * 128 / G; ++g) {
+          float s = 0.f;
+          for (int k = 0; k < G; ++k) s += act_s[size_t(b * SA + g * G + k)];
+          asum[size_t(b * ngmax + g)] = s;
+        }
+      std::vector<float> red(size_t(WK) * RB * 16, 0.f);
+      for (int wn = 0; wn < WN; ++wn)
+        for (int wk = 0; wk < WK; ++wk) {
+          float acc[NTW][32][4] = {};
+          for (int i = 0; wk + WK * i < nu; ++i) {
+            const int ul = wk + WK * i, kc = ul * 128;
+            for (int gi = 0; gi < NG; ++gi) {
+              float tmp[NTW][32][4] = {};
+              for (int jj = 0; jj < G / 16; ++jj) {
+                const int j = gi * (G / 16) + jj;
+                uint32_t a[32][4];
+                ldsm(a, act_s, SA, kc + 16 * j, nb16);
+                for (int nt = 0; nt < NTW; ++nt) {
+                  const int64_t t = int64_t(blk) * 8 + wn * NTW + nt;
+                  const uint8_t *unit = packed.data() + size_t((t * ku + u0 + ul) * UB);
+                  uint32_t bh[32][2], bl[32][2];
+                  for (int l = 0; l < 32; ++l) {
+                    uint32_t wq[8];
+                    std::memcpy(wq, unit + (m.w4 ? 16 : 32) * l, m.w4 ? 16 : 32);
+                    for (int h = 0; h < 2; ++h) {
+                      if (m.w4) {
+                        bl[l][h] = bf2_fma(marlin_w4_bits(wq, j, h), 1.f, -128.f);
+                      } else {
+                        const uint32_t s = marlin_w8_spread(wq[j], h);
+                        bh[l][h] = bf2_fma(marlin_w8_hi_bits(s), 16.f, -2176.f);
+                        bl[l][h] = bf2_fma(marlin_w8_lo_bits(s), 1.f, -128.f);
+                      }
+                    }
+                  }
+                  if (!m.w4) mma(tmp[nt], a, bh);
+                  mma(tmp[nt], a, bl);
+                }
+              }
+              const int g = kc / G + gi;
+              for (int nt = 0; nt < NTW; ++nt) {
+                const int64_t t = int64_t(blk) * 8 + wn * NTW + nt;
+                const uint8_t *unit = packed.data() + size_t((t * ku + u0 + ul) * UB);
+                for (int l = 0; l < 32; ++l) {
+                  const int gid = l >> 2, tig = l & 3;
+                  float so[4];
+                  std::memcpy(so, unit + WB + 64 * gi + 16 * tig, 16);
+                  const float A0 = asum[size_t(gid * ngmax + g)], A1 = nb16 ? asum[size_t((gid + 8) * ngmax + g)] : 0.f;
+                  float *c = acc[nt][l], *q = tmp[nt][l];
+                  c[0] = std::fma(so[0], q[0], c[0]); c[1] = std::fma(so[2], q[1], c[1]);
+                  c[2] = std::fma(so[0], q[2], c[2]); c[3] = std::fma(so[2], q[3], c[3]);
+                  c[0] = std::fma(so[1], A0, c[0]); c[1] = std::fma(so[3], A0, c[1]);
+                  c[2] = std::fma(so[1], A1, c[2]); c[3] = std::fma(so[3], A1, c[3]);
+                }
+              }
+            }
+          }
+          for (int nt = 0; nt < NTW; ++nt)
+            for (int l = 0; l < 32; ++l)
+              for (int e = 0; e < 2; ++e) {
+                const int gid = l >> 2, tig = l & 3, row = wn * 32 + nt * 8 + 2 * tig + e;
+                red[size_t((wk * RB + row) * 16 + gid)] = acc[nt][l][e];
+                red[size_t((wk * RB + row) * 16 + gid + 8)] = acc[nt][l][2 + e];
+              }
+        }
+      for (int i = 0; i < RB * 16; ++i) {
+        float v = red[size_t(i)];
+        for (int w = 1; w < WK; ++w) v += red[size_t(w * RB * 16 + i)];
+        slices[size_t(sl * RB * 16 + i)] = v;
+      }
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int b = 0; b < B; ++b) {
+        float v = slices[size_t(r * 16 + b)];
+        if (p.S > 1) {
+          v = 0.f;
+          for (int s = 0; s < p.S; ++s) v += slices[size_t((s * RB + r) * 16 + b)];
+        }
+        out[size_t(b * m.rows + blk * RB + r)] = v;
+      }
+  }
+  return out;
+}
+
+void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets, int sms) {
+  const Mat m = make_mat(rng, w4, rows, cols, group, offsets);
+  const std::vector<uint8_t> packed = marlin_pack_host(m.src());
+  // 1. exact inverse
+  std::vector<uint8_t> d;
+  std::vector<float> s, o;
+  marlin_unpack_host(packed, w4, rows, cols, group, d, s, o);
+  CHECK(d == m.data && std::memcmp(s.data(), m.scale.data(), s.size() * 4) == 0 &&
+            std::memcmp(o.data(), m.offset.data(), o.size() * 4) == 0,
+        "unpack(pack) != identity: %s %lldx%lld g%d", w4 ? "w4" : "w8", (long long)rows, (long long)cols, group);
+  // 2. the kernel's arithmetic at batch 1, 3, 9, 16
+  std::vector<float> x(size_t(16 * cols));
+  for (auto &v : x) v = bf16_to_float(float_to_bf16(float(rng.normal())));
+  std::vector<float> y16;
+  for (int B : {16, 1, 3, 9}) {
+    const std::vector<float> y = emulate(m, packed, x, B, sms);
+    double worst = 0;
+    for (int b = 0; b < B; ++b)
+      for (int64_t r = 0; r < rows; ++r) {
+        double ref = 0, mag = 0;
+        for (int64_t k = 0; k < cols; ++k) {
+          ref += double(m.at(r, k)) * x[size_t(b * cols + k)];
+          mag += std::fabs(double(m.at(r, k)) * x[size_t(b * cols + k)]);
+        }
+        worst = std::max(worst, std::fabs(y[size_t(b * rows + r)] - ref) / (mag + 1e-30));
+      }
+    // fp32 sums over <= 16 groups of <= 128 exact products, then fmas: |err| <= ~1e-6 * sum |w a|
+    CHECK(worst < 2e-6, "%s %lldx%lld g%d b%d: relative error %.3g (of sum |w a|)", w4 ? "w4" : "w8", (long long)rows,
+          (long long)cols, group, B, worst);
+    if (B == 16) y16 = y;
+    else
+      for (int64_t r = 0; r < rows; ++r)
+        CHECK(std::memcmp(&y[size_t(r)], &y16[size_t(r)], 4) == 0, "batch invariance: row %lld b%d", (long long)r, B);
+  }
+}
+
+}  // namespace
+
+int main() {
+  Rng rng(10);
+  // plan: a function of the shape and SM count only; slices cover K once
+  for (int64_t cols : {128, 896, 3584, 18944})
+    for (int sms : {1, 4, 132}) {
+      const MarlinPlan p = marlin_plan(3584, cols, sms);
+      CHECK(p.ksu >= 1 && p.ksu <= 8 && (int64_t)p.S * p.ksu * 128 >= cols && (int64_t)(p.S - 1) * p.ksu * 128 < cols,
+            "plan cols %lld sms %d: ksu %d S %d", (long long)cols, sms, p.ksu, p.S);
+    }
+  CHECK(marlin_plan(37888, 3584, 132).S == 4 && marlin_plan(3584, 18944, 132).S == 19, "7B plans as documented");
+  for (bool w4 : {true, false})
+    for (int32_t g : {16, 32, 64, 128}) {
+      check_case(rng, w4, 64, 256, g, true, 0);    // S = 1
+      check_case(rng, w4, 128, 1280, g, w4, 4);   // S = 4 slices of 3 units (the last 1): K parts of 0 or 1 unit
+    }
+  check_case(rng, true, 64, 1152, 128, true, 64);  // S = 9 slices of one unit: warps 1..3 idle
+  return finish("test_marlin");
+}
