@@ -38,6 +38,9 @@ export interface OpenOptions {
   weights?: "as-loaded" | "bf16" | "q8" | "q4";
   /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}. */
   weightsLayers?: Record<string, "as-loaded" | "bf16" | "q8" | "q4">;
+  /** Tensor parallelism, applied at load (engine/formats/parallel.ts): tp1 (default) | tp2 | tp4 | tp8. The CPU
+   *  backend runs tp2..tp8 as an emulation of the ranks (the reference); CUDA has tp1 only so far. */
+  parallel?: "tp1" | "tp2" | "tp4" | "tp8";
 }
 
 /** Qwen2 config, normalized (engine/formats/config.ts validates with zod). */
@@ -157,6 +160,14 @@ export interface EngineSession {
   truncate(seq: number, newLen: number): void;
   /** Appends tokens to `seq`, returns the sampled next token. */
   prefill(seq: number, tokens: number[]): number;
+  /**
+   * Tree prefill (speculative = eagle; qwen.h qw_session_prefill_tree): appends nodes first.. of a tree given by
+   * parents (first + tokens.length entries, -1 = a root; null = causal), with feature rows ([tokens.length ×
+   * hidden]) for an EAGLE head model. Returns the sampled next token. Optional: test doubles may leave it out.
+   */
+  prefillTree?(seq: number, tokens: number[], parents: number[] | null, first: number, features: Float32Array | null): number;
+  /** Keeps positions base + keep[i] at base + i (the accepted path of a verified tree); length = base + keep.length. */
+  kvCompact?(seq: number, base: number, keep: number[]): void;
   /** One batched decode step, returns the next token of each sequence. */
   decode(seqIds: number[], tokens: number[]): number[];
   logits(): { rows: number; vocab: number; data: Float32Array };
@@ -178,6 +189,8 @@ export interface EngineModel {
   readonly weightTypes: Record<string, number>;
   /** The weights option it was loaded with ({} = as-loaded; engine/formats/requant.ts). */
   readonly weights?: { weights?: string; weightsLayers?: Record<string, string> };
+  /** The parallel option it was loaded with (undefined = tp1; engine/formats/parallel.ts). */
+  readonly parallel?: string;
   readonly hash: string;
   readonly tokenizer: {
     encode(text: string, opts?: { addSpecial?: boolean }): number[];

@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 4;
+export const QW_ABI_VERSION = 5;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -80,6 +80,8 @@ const SYMBOLS = {
   qw_session_set_sampling: { args: [H, I32, F32, I32, F32, U64], returns: I32 },
   qw_session_prefill: { args: [H, I32, P, I32, P], returns: I32 },
   qw_session_decode: { args: [H, I32, P, P, P], returns: I32 },
+  qw_session_prefill_tree: { args: [H, I32, P, I32, P, I32, P, P], returns: I32 },
+  qw_session_kv_compact: { args: [H, I32, I32, P, I32], returns: I32 },
   qw_session_set_logits_mode: { args: [H, I32], returns: I32 },
   qw_session_logits_shape: { args: [H, P, P], returns: I32 },
   qw_session_read_logits: { args: [H, P, I64], returns: I32 },
@@ -347,6 +349,22 @@ export class NativeSession extends Handle {
     const h = this.live("qw_session_prefill");
     this.lib.check("qw_session_prefill", this.lib.sym.qw_session_prefill(h, seq, tokens.length ? tokens : null, tokens.length, this.i32a));
     return this.i32a[0];
+  }
+  /**
+   * Tree prefill (qwen.h qw_session_prefill_tree): appends nodes first .. first + tokens.length - 1 of a tree
+   * whose parents (first + tokens.length entries, -1 = root) are given, or a causal prefill with parents null;
+   * features: [tokens.length, hidden] rows for an EAGLE head model, else null. Returns the sampled next token.
+   */
+  prefillTree(seq: number, tokens: Int32Array, parents: Int32Array | null, first: number, features: Float32Array | null): number {
+    const h = this.live("qw_session_prefill_tree");
+    this.lib.check("qw_session_prefill_tree", this.lib.sym.qw_session_prefill_tree(h, seq, tokens.length ? tokens : null, tokens.length,
+      parents && parents.length ? parents : null, first, features && features.length ? features : null, this.i32a));
+    return this.i32a[0];
+  }
+  /** Moves the K/V of positions base + keep[i] to base + i; the length becomes base + keep.length. */
+  kvCompact(seq: number, base: number, keep: Int32Array): void {
+    const h = this.live("qw_session_kv_compact");
+    this.lib.check("qw_session_kv_compact", this.lib.sym.qw_session_kv_compact(h, seq, base, keep.length ? keep : null, keep.length));
   }
   /** One batched decode step; writes each sequence's next token to `out`. */
   decode(seqIds: Int32Array, tokens: Int32Array, out: Int32Array): void {

@@ -22,6 +22,7 @@ import { QwenTokenizer } from "./text/tokenizer.ts";
 import { syntheticDir } from "./io/tempfiles.ts";
 import { catalogOf } from "./catalog.ts";
 import { checkWeightsOption, nativeWeightsConfig, type WeightsOption } from "./formats/requant.ts";
+import { checkParallelOption, nativeParallelConfig } from "./formats/parallel.ts";
 
 export type { EngineModel, EngineSession, OpenOptions, Progress, QwenConfig, ToggleDef, BackendChoice, DcaOptions } from "./api.ts";
 export { QwenError } from "./ffi.ts";
@@ -138,15 +139,18 @@ export class Model implements EngineModel {
   readonly engine: NativeEngine;
   /** The weights option the model was loaded with (its session toggle `weights` reports it per layer). */
   readonly weights: WeightsOption;
+  /** The parallel option it was loaded with (undefined = tp1; its session toggle `parallel` reports it). */
+  readonly parallel?: string;
   private native: NativeModel;
   private sessions = new Set<Session>();
 
   constructor(init: {
     id: string; format: Model["format"]; config: QwenConfig; engine: NativeEngine; native: NativeModel; tokenizer: QwenTokenizer;
     weightBytes: number; weightTypes: Record<string, number>; hash: string; path: string; warnings: string[];
-    weights?: WeightsOption;
+    weights?: WeightsOption; parallel?: string;
   }) {
     this.weights = init.weights ?? {};
+    this.parallel = init.parallel;
     this.id = init.id;
     this.format = init.format;
     this.config = init.config;
@@ -211,6 +215,7 @@ export class Model implements EngineModel {
     const host: SessionHost = {
       vocabSize: this.config.vocab_size,
       numLayers: this.config.num_hidden_layers,
+      hiddenSize: this.config.hidden_size,
       eosIds: this.tokenizer.eosIds,
       encode: (t) => tok.encode(t, { addSpecial: false }),
       chat: (m) => tok.applyChatTemplate(m),
@@ -253,9 +258,11 @@ function nativeConfig(c: QwenConfig): Record<string, unknown> {
  */
 export async function loadNative(
   engine: NativeEngine, config: QwenConfig, tensors: Iterable<LoadedTensor>, total: number, onProgress?: (p: Progress) => void,
-  signal?: AbortSignal, weights?: WeightsOption,
+  signal?: AbortSignal, weights?: WeightsOption, parallel?: string, extraConfig: Record<string, unknown> = {},
 ): Promise<{ native: NativeModel; weightBytes: number; weightTypes: Record<string, number> }> {
-  const native = engine.createModel({ ...nativeConfig(config), ...nativeWeightsConfig(weights) });
+  const native = engine.createModel({
+    ...nativeConfig(config), ...nativeWeightsConfig(weights), ...nativeParallelConfig(parallel), ...extraConfig,
+  });
   let ok = false;
   try {
     let done = 0, weightBytes = 0, last = performance.now(), lastYield = last;
@@ -310,12 +317,13 @@ export async function openSyntheticInMemory(spec: SynthSpec, type: "f32" | "f16"
     for (const x of floatTensors(spec, type)) yield { name: x.t.name, ggmlType: x.ggmlType, ne: x.t.ne, data: x.bytes };
   })();
   const total = 2 + spec.config.num_hidden_layers * 12 + (spec.config.tie_word_embeddings ? 0 : 1);
-  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress, opts.signal, weights);
+  const parallel = checkParallelOption(opts.parallel);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, spec.config, tensors, total, opts.onProgress, opts.signal, weights, parallel);
   const h = createHash("sha256").update(JSON.stringify({ spec, type })).digest("hex");
   return new Model({
     id: opts.id ?? `synthetic:${spec.preset}:${type}:s${spec.seed}`, format: "synthetic", config: spec.config, engine, native,
     tokenizer: syntheticTokenizer(spec), weightBytes, weightTypes, hash: "sha256:" + h, path: `synthetic:${spec.preset}`, warnings: [],
-    weights,
+    weights, parallel,
   });
 }
 
@@ -324,10 +332,11 @@ async function openSource(src: ModelSource, id: string, format: Model["format"],
   const engine = getEngine(opts.backend ?? "auto", { threads: opts.threads });
   const weights = checkWeightsOption({ weights: opts.weights, weightsLayers: opts.weightsLayers }, src.config.num_hidden_layers);
   const tensors = src.tensors.map((t) => ({ name: t.name, ggmlType: t.ggmlType, ne: t.ne, get data() { return t.data; } }));
-  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress, opts.signal, weights);
+  const parallel = checkParallelOption(opts.parallel);
+  const { native, weightBytes, weightTypes } = await loadNative(engine, src.config, tensors, tensors.length, opts.onProgress, opts.signal, weights, parallel);
   return new Model({
     id, format, config: src.config, engine, native, tokenizer, weightBytes, weightTypes, hash: sourceHash(src),
-    path: src.path, warnings: src.warnings, weights,
+    path: src.path, warnings: src.warnings, weights, parallel,
   });
 }
 

@@ -13,6 +13,8 @@ import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } f
 export interface SessionHost {
   readonly vocabSize: number;
   readonly numLayers: number;
+  /** Width of a feature row of qw_session_prefill_tree (an EAGLE head's input); optional for test doubles. */
+  readonly hiddenSize?: number;
   readonly eosIds: number[];
   encode(text: string): number[];
   chat(messages: { role: string; content: string }[]): number[];
@@ -179,6 +181,28 @@ export class Session implements EngineSession {
     let next = -1;
     for (let o = 0; o < t.length; o += this.maxPrefill) next = this.native.prefill(seq, t.subarray(o, Math.min(t.length, o + this.maxPrefill)));
     return next;
+  }
+  prefillTree(seq: number, tokens: number[], parents: number[] | null, first: number, features: Float32Array | null): number {
+    this.checkSeq(seq, "prefillTree");
+    const t = this.checkTokens(tokens, "prefillTree");
+    if (t.length === 0) throw new SessionError("prefillTree: no tokens");
+    if (!isInt(first) || first < 0) throw new SessionError(`prefillTree: first must be an integer >= 0, got ${String(first)}`);
+    if (parents !== null && (parents.length !== first + t.length || !parents.every(isInt))) {
+      throw new SessionError(`prefillTree: parents must hold first + tokens = ${first + t.length} integers, got ${parents.length}`);
+    }
+    if (features !== null) {
+      // the engine reads tokens × hidden floats: a shorter buffer must never reach it
+      const h = this.host.hiddenSize;
+      if (!(features instanceof Float32Array) || (h !== undefined && features.length !== t.length * h) || features.length % t.length !== 0) {
+        throw new SessionError(`prefillTree: features must be a Float32Array of tokens × hidden = ${t.length} × ${h ?? "hidden"} floats, got ${features instanceof Float32Array ? features.length : typeof features}`);
+      }
+    }
+    return this.native.prefillTree(seq, t, parents && Int32Array.from(parents), first, features);
+  }
+  kvCompact(seq: number, base: number, keep: number[]): void {
+    this.checkSeq(seq, "kvCompact");
+    if (!isInt(base) || !Array.isArray(keep) || !keep.every(isInt)) throw new SessionError("kvCompact: base and keep must be integers");
+    this.native.kvCompact(seq, base, Int32Array.from(keep));
   }
   decode(seqIds: number[], tokens: number[]): number[] {
     if (!Array.isArray(seqIds) || seqIds.length === 0) throw new SessionError("decode: seqIds must be a non-empty array");

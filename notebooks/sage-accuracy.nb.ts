@@ -4,8 +4,8 @@
 // Each Sage arm (`attention` = sage-int8 | sage-fp8, every layer) against flash-bf16 on the same prompt, through the
 // quantization-error machinery (`engine/measure/quant-error.ts`, the Quantization error page's code): per layer
 // cosine, relative L1 and max abs of the attention output before o_proj (`attn.hook_z`) and of the residual stream,
-// logits KL, and both arms' perplexity on the Brown validation text. Then one layer alone in sage-fp8, to show the
-// toggle reaches that layer only. Runs in the Notebook page or with `bun notebooks/sage-accuracy.nb.ts`
+// logits KL, and both arms' perplexity on the Brown validation text. Then each layer alone in each arm: that layer's
+// own error (its inputs are flash-bf16's), and the layers before it unchanged (the toggle reaches that layer only). Runs in the Notebook page or with `bun notebooks/sage-accuracy.nb.ts`
 // (QW_NB_PROMPT: captured prompt tokens, default 512; QW_NB_CTX: perplexity window, default 256;
 // QW_NB_MAX_TOKENS: text tokens, default 4096).
 
@@ -65,13 +65,23 @@ plotly([
 ], { title: { text: "attn.hook_z relative L1 against flash-bf16" }, barmode: "group", height: 320 });
 for (const p of profiles) svg(quantSvg(p));
 
-// %% One layer only: sage-fp8 at the last layer, flash-bf16 elsewhere
-const one = Array.from({ length: L }, (_, l) => (l === L - 1 ? arms.at(-1)! : "flash-bf16"));
-const p1 = await recordQuantError(model, session, {
-  id: "nb-sage-one-layer", prompt, repeats: 1, hooks: hooks.filter((h) => h.includes("hook_z")),
-  reference: { label: "attention=flash-bf16", toggles: { attention: "flash-bf16" } },
-  candidate: { label: `attention=${one.join("/")}`, toggles: { attention: one } },
-});
-table(p1.quant_error![0].layers.map((l) => ({ hook: l.hook, cosine: l.cosine, "max abs": l.max_abs })));
+// %% One layer at a time: each layer alone in each arm (flash-bf16 elsewhere), so its inputs are flash-bf16's and the
+// error is that layer's own; the all-layer rows above also carry the drift of the layers before
+const alone: Record<string, string | number>[] = [];
+for (const arm of arms)
+  for (let l = 0; l < L; l++) {
+    const one = Array.from({ length: L }, (_, i) => (i === l ? arm : "flash-bf16"));
+    const p1 = await recordQuantError(model, session, {
+      id: `nb-sage-${arm}-L${l}`, prompt, repeats: 1, hooks: [hookName("attn.hook_z", l)],
+      reference: { label: "attention=flash-bf16", toggles: { attention: "flash-bf16" } },
+      candidate: { label: `attention=${one.join("/")}`, toggles: { attention: one } },
+    });
+    // every layer's hook_z is compared (recordQuantError adds them when attention differs): upstream layers are exact
+    const z = p1.quant_error![0].layers.filter((x) => x.hook.endsWith("attn.hook_z"));
+    const own = z.find((x) => x.layer === l)!;
+    alone.push({ arm, layer: l, cosine: +own.cosine.toFixed(6), "rel L1": +own.rel_l1.toExponential(3),
+      "max abs": +own.max_abs.toExponential(3), "layers before unchanged": z.filter((x) => x.layer < l).every((x) => x.rel_l1 === 0) ? "yes" : "no" });
+  }
+table(alone);
 session.close();
 model.close();

@@ -1,11 +1,12 @@
-// Speculative decoding study (issue 13): decode tok/s with speculation off and with a draft model at several k,
-// on Brown validation prompts, greedy. Per arm: tok/s (median and min–max over >= 3 repetitions after a
+// Speculative decoding study (issue 13): decode tok/s with speculation off, with a draft model at several k and
+// (--eagle DIR) with an EAGLE head drafting EAGLE-2 trees, on Brown validation prompts, greedy. Per arm: tok/s (median and min–max over >= 3 repetitions after a
 // warm-up, all arms interleaved per repetition), and for the draft arms the mean accepted length per verify
 // step (tokens per target pass = accepted + 1), acceptance per draft position, and draft vs verify time per step.
 // Writes DIR/speculative.md and DIR/speculative.json (every sample and statistic).
 //
 //   npx bun notebooks/speculative.ts                                   # embedded target + draft, k 1,2,4,8
 //   npx bun notebooks/speculative.ts --k 2,4 --prompts 16 --tokens 64 --reps 5 --backend cuda
+//   npx bun notebooks/speculative.ts --eagle models/tiny-qwen2-brown-eagle --tree-depth 5 --tree-topk 4 --tree-budget 16
 import { parseArgs } from "node:util";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -15,11 +16,15 @@ import { REPO_ROOT } from "../engine/constants.ts";
 import { brownPromptSet, runSpecBench, type SpecArmResult } from "../engine/spec/bench.ts";
 import { checkDraftCompatible } from "../engine/spec/compat.ts";
 import { specHost } from "../engine/spec/draft.ts";
+import { openEagleHead } from "../engine/spec/eagle-head.ts";
+import { checkTreeParams, DEFAULT_TREE } from "../engine/spec/eagle-tree.ts";
 
 const USAGE = `usage: npx bun notebooks/speculative.ts [target] [options]
   target                     default | file.gguf | HF dir (default: the embedded model)
   --draft PATH               the draft model (default models/tiny-qwen2-brown-draft)
   --k N[,N...]               draft lengths (default 1,2,4,8)
+  --eagle DIR                an EAGLE head (SafeAILab layout) for the target: adds the eagle arm (CPU, greedy)
+  --tree-depth D --tree-topk K --tree-budget B   its EAGLE-2 tree (defaults 5, 4, 16)
   --prompts N                Brown validation prompts (default 8), --words N per prompt (default 24)
   --tokens N                 tokens generated per prompt (default 64)
   --reps N                   measured repetitions (default 3, >= 3), --warmup N (default 1)
@@ -28,7 +33,8 @@ const USAGE = `usage: npx bun notebooks/speculative.ts [target] [options]
 
 const { values: o, positionals } = parseArgs({
   args: Bun.argv.slice(2), allowPositionals: true, options: {
-    draft: { type: "string" }, k: { type: "string" }, prompts: { type: "string" }, words: { type: "string" }, tokens: { type: "string" },
+    draft: { type: "string" }, k: { type: "string" }, eagle: { type: "string" },
+    "tree-depth": { type: "string" }, "tree-topk": { type: "string" }, "tree-budget": { type: "string" }, prompts: { type: "string" }, words: { type: "string" }, tokens: { type: "string" },
     reps: { type: "string" }, warmup: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -49,21 +55,29 @@ const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
 if (!["auto", "cpu", "cuda"].includes(backend)) die(`--backend must be auto, cpu or cuda`);
 const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
 const draftPath = o.draft ?? join(REPO_ROOT, "models/tiny-qwen2-brown-draft");
+const tree = (() => {
+  try {
+    return checkTreeParams({ depth: int(o["tree-depth"], "tree-depth", DEFAULT_TREE.depth), topK: int(o["tree-topk"], "tree-topk", DEFAULT_TREE.topK), budget: int(o["tree-budget"], "tree-budget", DEFAULT_TREE.budget) });
+  } catch (e) { return die((e as Error).message); }
+})();
 const out = resolve(o.out ?? join("profiles/raw/speculative", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 
 const target = (await openModel(positionals[0] ?? "default", { backend, threads })) as Model;
 const draft = (await openModel(draftPath, { backend: target.backend, threads })) as Model;
+const head = o.eagle ? await openEagleHead(o.eagle, target) : undefined;
 try {
   checkDraftCompatible(target, draft);
   const prompts = brownPromptSet(nPrompts, words);
   const maxContext = Math.max(...prompts.map((p) => target.tokenizer.encode(p).length)) + nGen + 8;
-  const ts = target.newSession({ maxContext }), ds = draft.newSession({ maxContext });
+  const ts = target.newSession({ maxContext: maxContext + tree.budget }), ds = draft.newSession({ maxContext });
+  const hs = head?.newSession({ maxContext: maxContext + tree.budget });
   const load0 = loadavg()[0];
   const res = await runSpecBench(ts, ds, specHost(target), {
     prompts, nGen, ks, reps, warmup, draftLabel: draftPath, onProgress: (m) => console.error(`  ${m}`),
+    ...(hs && o.eagle ? { eagle: { head: hs, tree, label: o.eagle } } : {}),
   });
   const load1 = loadavg()[0];
-  ts.close(); ds.close();
+  ts.close(); ds.close(); hs?.close();
   mkdirSync(out, { recursive: true });
   const f = (x: number, d = 1) => x.toFixed(d);
   const off = res.find((r) => r.k === 0)!;
@@ -75,7 +89,7 @@ try {
       `${s ? `${f(s.draft_ms_per_step.median, 2)} / ${f(s.verify_ms_per_step.median, 2)}` : "–"} |`;
   };
   const md = [
-    `# Speculative decoding: ${target.id} with draft ${draftPath}`,
+    `# Speculative decoding: ${target.id} with draft ${draftPath}${o.eagle ? ` and EAGLE head ${o.eagle}` : ""}`,
     "",
     `Device: ${target.device.name} (${target.backend}${target.device.threads ? `, ${target.device.threads} threads` : ""}); ` +
       `${nPrompts} Brown validation prompts of ${words} words, ${nGen} tokens each, greedy; ${warmup} warm-up + ${reps} measured repetitions, ` +
@@ -86,15 +100,17 @@ try {
     ...res.map(row),
     "",
     "tok/s = decode tokens (after the first) / decode time, all prompts of a repetition together. Tokens per verify step = accepted draft tokens + the target's own token.",
+    ...(o.eagle ? ["Eagle: position i = tree depth i (share of steps whose accepted path reached that depth, given the one before); draft time includes the head's catch-up on the accepted tokens."] : []),
   ].join("\n");
   writeFileSync(join(out, "speculative.md"), md + "\n");
   writeFileSync(join(out, "speculative.json"), JSON.stringify({
-    target: target.id, draft: draftPath, device: target.device, backend: target.backend, prompts, nGen, ks, reps, warmup,
+    target: target.id, draft: draftPath, ...(o.eagle ? { eagle: o.eagle, tree } : {}), device: target.device, backend: target.backend, prompts, nGen, ks, reps, warmup,
     loadavg_1m: [load0, load1], command: `npx bun notebooks/speculative.ts ${Bun.argv.slice(2).join(" ")}`, results: res,
   }, null, 2) + "\n");
   console.log(md);
   console.error(`wrote ${join(out, "speculative.md")} and speculative.json`);
 } finally {
+  head?.close();
   draft.close();
   target.close();
 }

@@ -138,8 +138,12 @@ export class EngineCore {
     const ac = new AbortController();
     this.aborts.set(taskId, ac);
     try {
-      // speculative = draft: the draft model named by the run (engine/spec/)
-      const sp = spec.draft ? { ...(await this.drafts.get(spec.draft.model, spec.draft.root, model, session)), k: spec.draft.k, label: spec.draft.model } : undefined;
+      // speculative = draft / eagle: the draft model or EAGLE head named by the run (engine/spec/)
+      const sp = spec.draft ? { ...(await this.drafts.get(spec.draft.model, spec.draft.root, model, session)), k: spec.draft.k, label: spec.draft.model }
+        : spec.eagle ? {
+          ...(await this.drafts.getEagle(spec.eagle.head, spec.eagle.root, model, session)), k: spec.eagle.depth, label: spec.eagle.head,
+          tree: { depth: spec.eagle.depth, topK: spec.eagle.topK, budget: spec.eagle.budget },
+        } : undefined;
       // Sparse prefill budgets are session options: such a run gets its own session (same context), closed after.
       const s = spec.sparse ? model.newSession({ maxBatch: 1, maxContext: session.maxContext, sparse: spec.sparse }) : session;
       try {

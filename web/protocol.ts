@@ -21,6 +21,10 @@ export const RunSpecSchema = z.object({
   repeats: z.number().int().min(1).max(20).optional(),
   draft: z.object({ model: z.string().min(1).max(4096), k: z.number().int().min(1).max(64), root: z.string().max(4096).optional() }).optional(),
   sparse: SparseOptionsSchema.optional(),
+  eagle: z.object({
+    head: z.string().min(1).max(4096), depth: z.number().int().min(1).max(16), topK: z.number().int().min(1).max(16),
+    budget: z.number().int().min(1).max(128), root: z.string().max(4096).optional(),
+  }).optional(),
 });
 
 const ModelRef = z.string().min(1).max(4096);

@@ -4,7 +4,7 @@
 // file per kernel family (gemv, attention, gemm, misc, chain); this file holds the sections, the calibration and the
 // result table. Build: cuda/dev/Makefile (make -C cuda/dev). docs/ARCHITECTURE.md §GPU workflow.
 //
-//   qwlab [all|gemv|attn|prefill|gemm|misc|chain|marlin|sanitize|calib] [--quick] [--json FILE]
+//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|chain|marlin|sanitize|calib] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
@@ -32,6 +32,7 @@ static void run_sanitize() {
   prefill_case(4, 1, 64, 0, 70, false, false);
   prefill_case(4, 2, 128, 9, 33, false, false);
   prefill_case(2, 1, 64, 3, 20, true, false);
+  sage_case(8, 2, 64, 5, 40, false, false, 8);
   gemm_case(1, 37, 72, 40, GEMM_OUT_F32, false);
   gemm_case(1, 130, 136, 72, GEMM_OUT_ADD_F32, false);
   marlin_case("small w4 b3", WT_W4, 128, 512, 128, 3, GEMV_PRO_NORM, GEMV_EPI_F32, true, false);
@@ -163,6 +164,7 @@ int main(int argc, char **argv) {
     section("sampling", what == "all" || what == "misc", run_sampling);
     section("prefill", what == "all" || what == "prefill", run_prefill);
     section("sparse", what == "all" || what == "sparse", run_sparse);
+    section("sage", what == "all" || what == "sage", run_sage);
     section("gemm", what == "all" || what == "gemm", run_gemm);
     section("marlin", what == "all" || what == "marlin", [&] {
       if (what == "marlin") run_calib(false);  // the copy bandwidth the % column is against

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 4
+#define QW_ABI_VERSION 5
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -149,7 +149,7 @@ QW_API int32_t qw_toggle_registry_json(char *out, uint64_t cap, uint64_t *out_le
  * read names from):
  * {"abi":N,
  *  "ops":[{"id":0,"name":"embed","cost":"<the op's FLOP/byte model in words>"},...]  (qw_op order),
- *  "hooks":{"perLayer":["hook_resid_pre","attn.hook_q",...] (after "blocks.{L}."),"global":["hook_logits"]},
+ *  "hooks":{"perLayer":["hook_resid_pre","attn.hook_q",...] (after "blocks.{L}."),"global":["hook_logits","ln_final.hook_normalized"]},
  *  "profilingModes":[{"id":0,"name":"off"},...],
  *  "toggles":<the array of qw_toggle_registry_json>}.
  * Static: the same for both libraries. Added in ABI 3. */
@@ -274,6 +274,24 @@ QW_API int32_t qw_session_prefill(qw_session *session, int32_t seq, const int32_
 QW_API int32_t qw_session_decode(qw_session *session, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
                                  int32_t *out_tokens);
 
+/* Speculative decoding with an EAGLE head (speculative = eagle; cuda/src/opt/speculative/). A prefill of n_tokens
+ * rows of a TREE: parents holds first + n_tokens entries, parents[i] = the index of node i's parent (< i) or -1
+ * (a root, attached to what the sequence held before node 0); the call appends nodes first .. first + n_tokens - 1
+ * (the nodes before `first` were appended by earlier calls of the same tree, so a tree can be fed in chunks).
+ * Node i is stored at KV position base + i, base = (length before the call) - first, gets RoPE position
+ * base + depth(i), and attends to positions [0, base) and to its ancestors and itself only. parents = NULL is a
+ * plain causal prefill (first must be 0). features: [n_tokens, hidden_size] fp32 rows, required for an EAGLE
+ * head model (config "eagle_head": true; its input is fc([embed(token), feature])) and NULL for any other model.
+ * Logits, captures and *out_token as qw_session_prefill. A backend or toggle arm without tree support fails
+ * with QW_ERR_UNSUPPORTED (CUDA: not implemented yet). */
+QW_API int32_t qw_session_prefill_tree(qw_session *session, int32_t seq, const int32_t *tokens, int32_t n_tokens,
+                                       const int32_t *parents, int32_t first, const float *features,
+                                       int32_t *out_token);
+
+/* Keeps the accepted path of a verified tree: moves the K/V of positions base + keep[i] to base + i for
+ * i < n (keep ascending, unique, base + keep[n-1] < length) and sets the length to base + n. */
+QW_API int32_t qw_session_kv_compact(qw_session *session, int32_t seq, int32_t base, const int32_t *keep, int32_t n);
+
 /* Logits readout. mode: 0 = none (default), 1 = the last position of each sequence of the step,
  * 2 = every position of a prefill (decode steps give one row per sequence, as in mode 1).
  * After a step, qw_session_logits_shape gives rows × vocab and qw_session_read_logits copies them (fp32). */
@@ -295,7 +313,8 @@ QW_API int32_t qw_session_read_records(qw_session *session, qw_op_record *out, i
 /* Activation capture at the hook points (docs/ARCHITECTURE.md §Hooks). `hooks` is a comma-separated list of names:
  * "blocks.{L}.hook_resid_pre", "blocks.{L}.attn.hook_q|hook_k|hook_v|hook_z", "blocks.{L}.hook_attn_out",
  * "blocks.{L}.hook_resid_mid", "blocks.{L}.mlp.hook_pre|hook_post", "blocks.{L}.hook_resid_post",
- * "hook_logits", where {L} is a layer number or "*" (every layer). "" turns capture off. Unknown names fail
+ * "hook_logits", "ln_final.hook_normalized" (the final-normed rows the lm_head reads: EAGLE's features; CPU
+ * only), where {L} is a layer number or "*" (every layer). "" turns capture off. Unknown names fail
  * with QW_ERR_NOT_FOUND naming the hook. Each step replaces the captures of the previous one.
  * hook_q/k are after RoPE; hook_z is the attention output before o_proj; mlp.hook_pre is gate (pre-SiLU),
  * mlp.hook_post is silu(gate)*up. Captures are fp32 copies of what the engine computed: rows = tokens of the

@@ -187,6 +187,33 @@ struct RefModel {
   }
 };
 
+// A loaded model with one session, through the C ABI (destroyed in reverse order).
+struct Run {
+  qw_engine *e = nullptr;
+  qw_model *m = nullptr;
+  qw_session *s = nullptr;
+  // model_json: the config handed to qw_model_create (empty: ref.c.json(); tests add model options to it)
+  Run(const RefModel &ref, const char *sess_opts = "{\"max_batch\":3,\"max_context\":64}",
+      const char *engine_opts = "{\"threads\":2}", const std::string &model_json = "") {
+    CHECK_OK(qw_engine_create(engine_opts, &e));
+    CHECK_OK(qw_model_create(e, (model_json.empty() ? ref.c.json() : model_json).c_str(), &m));
+    CHECK_OK(ref.load(m));
+    CHECK_OK(qw_session_create(m, sess_opts, &s));
+  }
+  ~Run() {
+    CHECK_OK(qw_session_destroy(s));
+    CHECK_OK(qw_model_destroy(m));
+    CHECK_OK(qw_engine_destroy(e));
+  }
+  std::vector<float> logits() {
+    int32_t rows = 0, V = 0;
+    CHECK_OK(qw_session_logits_shape(s, &rows, &V));
+    std::vector<float> out(size_t(rows) * size_t(V));
+    CHECK_OK(qw_session_read_logits(s, out.data(), int64_t(out.size())));
+    return out;
+  }
+};
+
 // max |a - b| / max(1, max |b|)
 template <class A, class B>
 static double rel_err(const A &a, const B &b, size_t n) {

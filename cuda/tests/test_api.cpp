@@ -28,7 +28,7 @@ static qw::Json check_catalog(const std::string &registry) {
   CHECK(pl.arr.size() == 10 && pl.arr[0].str == "hook_resid_pre" && pl.arr[1].str == "attn.hook_q" &&
             pl.arr[9].str == "hook_resid_post",
         "per-layer hooks");
-  CHECK(gl.arr.size() == 1 && gl.arr[0].str == "hook_logits", "global hooks");
+  CHECK(gl.arr.size() == 2 && gl.arr[0].str == "hook_logits" && gl.arr[1].str == "ln_final.hook_normalized", "global hooks");
   const qw::Json &pm = *c.get("profilingModes");
   CHECK(pm.arr.size() == QW_PROFILING_COUNT, "profiling modes");
   for (size_t i = 0; i < pm.arr.size(); ++i)

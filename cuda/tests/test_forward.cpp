@@ -6,31 +6,6 @@
 
 #include "refmodel.hpp"
 
-struct Run {
-  qw_engine *e = nullptr;
-  qw_model *m = nullptr;
-  qw_session *s = nullptr;
-  Run(const RefModel &ref, const char *sess_opts = "{\"max_batch\":3,\"max_context\":64}",
-      const char *engine_opts = "{\"threads\":2}") {
-    CHECK_OK(qw_engine_create(engine_opts, &e));
-    CHECK_OK(qw_model_create(e, ref.c.json().c_str(), &m));
-    CHECK_OK(ref.load(m));
-    CHECK_OK(qw_session_create(m, sess_opts, &s));
-  }
-  ~Run() {
-    CHECK_OK(qw_session_destroy(s));
-    CHECK_OK(qw_model_destroy(m));
-    CHECK_OK(qw_engine_destroy(e));
-  }
-  std::vector<float> logits() {
-    int32_t rows = 0, V = 0;
-    CHECK_OK(qw_session_logits_shape(s, &rows, &V));
-    std::vector<float> out(size_t(rows) * size_t(V));
-    CHECK_OK(qw_session_read_logits(s, out.data(), int64_t(out.size())));
-    return out;
-  }
-};
-
 static std::vector<int32_t> tokens_of(Rng &r, int n, int V) {
   std::vector<int32_t> t(static_cast<size_t>(n));
   for (auto &x : t) x = int32_t(r.next() % uint64_t(V));

@@ -8,7 +8,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { REPO_ROOT } from "../constants.ts";
 import { createInterface } from "node:readline";
-import type { BackendChoice, GenerateEvent, Progress } from "../api.ts";
+import type { BackendChoice, GenerateEvent, OpenOptions, Progress } from "../api.ts";
 import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "../measure/bench-core.ts";
 import { fidelityLines, measureFidelity } from "../measure/fidelity.ts";
 import { ggmlTypeName } from "../formats/gguf.ts";
@@ -35,6 +35,8 @@ import { openDraft, parseSpecArgs, SPEC_HELP_BENCH, SPEC_HELP_GENERATE, SPEC_OPT
 import { specHost, speculativeGenerate, type SpecDoneEvent } from "../spec/draft.ts";
 import { brownPromptSet, runSpecBench, specBenchRows } from "../spec/bench.ts";
 import { summarizeSpec } from "../spec/stats.ts";
+import { openEagleHead } from "../spec/eagle-head.ts";
+import { eagleGenerate } from "../spec/eagle.ts";
 
 /** An error whose message is the whole story (bad input): printed without a stack. */
 class UsageError extends Error {}
@@ -55,6 +57,8 @@ commands
       --toggle id=value,...       engine toggles (per-layer values as v0/v1/...)
       --weights F[,L=F...]        requantize the 7 projections per layer at load: as-loaded | bf16 | q8 | q4,
                                   then per-layer overrides (e.g. q4,0=bf16,27=bf16); embeddings/lm_head stay
+      --tp N                      tensor parallelism over N ranks at load (1 | 2 | 4 | 8; model option parallel;
+                                  CPU: an emulation of the ranks, CUDA: tp1 only so far)
       --profile out.json          record op timings and write a profile (docs/ARCHITECTURE.md §Measurement)
 ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
       --format gguf|hf            (default gguf)
@@ -75,7 +79,7 @@ ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (p
                                   synthetic shapes accept any length, RoPE has no trained limit there)
       --reps N                    measured repetitions (default 3, minimum 3), one warm-up excluded
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
-      --backend --threads --toggle --weights   as for generate
+      --backend --threads --toggle --weights --tp   as for generate
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
 ${SPEC_HELP_BENCH}${PERPLEXITY_HELP}${PASSKEY_HELP}  help                           this text
 
@@ -153,9 +157,10 @@ function weightsOf(v: string | undefined): WeightsOption {
   }
 }
 
-async function open(model: string, backend: BackendChoice, threads: number | undefined, weights: WeightsOption = {}): Promise<Model> {
+async function open(model: string, backend: BackendChoice, threads: number | undefined, weights: WeightsOption = {}, tp?: string): Promise<Model> {
   const t0 = performance.now();
-  const m = (await openModel(model, { backend, threads, ...weights, onProgress: progressPrinter("loading") })) as Model;
+  const parallel = tp === undefined ? undefined : (`tp${tp}` as OpenOptions["parallel"]);  // checked against the registry by openModel
+  const m = (await openModel(model, { backend, threads, ...weights, parallel, onProgress: progressPrinter("loading") })) as Model;
   process.stderr.write(`${m.id}: ${m.backend} (${m.device.name}${m.device.threads ? `, ${m.device.threads} threads` : ""}), ` +
     `${(m.weightBytes / 1e6).toFixed(1)} MB weights [${weightLabel(m)}], loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
   for (const w of m.warnings) process.stderr.write(`warning: ${w}\n`);
@@ -177,7 +182,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     model: { type: "string" }, prompt: { type: "string", short: "p" }, chat: { type: "boolean" }, backend: { type: "string" },
     threads: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" },
     seed: { type: "string" }, "max-tokens": { type: "string", short: "n" }, "max-context": { type: "string" },
-    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" }, ...SPEC_OPTIONS,
+    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
   });
   let model = o.model as string | undefined;
   const pos = [...positionals];
@@ -193,14 +198,17 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
   const spec = (() => { try { return parseSpecArgs(o, [4]); } catch (e) { fail((e as Error).message); } })();
   if (spec.ks.length > 1) fail("generate: --draft-k takes one value");
-  const m = await open(model ?? "default", backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
-  const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
+  const m = await open(model ?? "default", backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined), o.tp as string | undefined);
+  const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
+  const dm = !hm && spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
   try {
     const s = m.newSession({ maxContext });
     applyToggles(m, s, o.toggle as string | undefined);
-    if (dm) s.setToggle("speculative", "draft");
-    else if (s.toggles().speculative === "draft") fail("generate: speculative=draft needs --draft PATH");
+    if (hm) s.setToggle("speculative", "eagle");
+    else if (dm) s.setToggle("speculative", "draft");
+    else if (s.toggles().speculative !== "off") fail(`generate: speculative=${s.toggles().speculative} needs ${s.toggles().speculative === "eagle" ? "--eagle DIR" : "--draft PATH"}`);
     const ds = dm?.newSession({ maxContext: s.maxContext });
+    const hs = hm?.newSession({ maxContext: s.maxContext });
     const profile = o.profile as string | undefined;
     if (profile) s.setProfiling(true);
     const t0 = performance.now();
@@ -209,7 +217,8 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     let promptTokens = 0;
     if (!o.chat) process.stdout.write(prompt);
     const gopts = { ...(o.chat ? { messages: [{ role: "user", content: prompt }] } : { prompt }), maxTokens, temperature, topK, topP, seed };
-    const gen = ds && dm ? speculativeGenerate(s, ds, specHost(m), { ...gopts, k: spec.ks[0] }) : s.generate(gopts);
+    const gen = hs && spec.tree ? eagleGenerate(s, hs, specHost(m), { ...gopts, tree: spec.tree })
+      : ds && dm ? speculativeGenerate(s, ds, specHost(m), { ...gopts, k: spec.ks[0] }) : s.generate(gopts);
     for await (const ev of gen) {
       if (ev.type === "prefill") promptTokens = ev.promptTokens;
       else if (ev.type === "token") {
@@ -219,9 +228,11 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     }
     process.stdout.write("\n");
     if (!done) return;
-    const specSummary = dm && "speculative" in done ? summarizeSpec((done as SpecDoneEvent).speculative, spec.draft ?? dm.id, true) : undefined;
+    const specSummary = (dm || hm) && "speculative" in done
+      ? summarizeSpec((done as SpecDoneEvent).speculative, spec.eagle ?? spec.draft ?? "", true, hm ? spec.tree : undefined) : undefined;
     if (specSummary) {
-      process.stderr.write(`[speculative draft k=${specSummary.k}: ${specSummary.steps} verify steps, ${specSummary.tokens_per_step.toFixed(2)} tokens/step, ` +
+      const arm = specSummary.tree ? `eagle depth=${specSummary.tree.depth} topk=${specSummary.tree.top_k} budget=${specSummary.tree.budget}` : `draft k=${specSummary.k}`;
+      process.stderr.write(`[speculative ${arm}: ${specSummary.steps} verify steps, ${specSummary.tokens_per_step.toFixed(2)} tokens/step, ` +
         `acceptance ${(100 * specSummary.acceptance_rate).toFixed(1)} % (by position ${specSummary.acceptance_by_position.map((x) => (100 * x).toFixed(0)).join("/")} %), ` +
         `draft ${specSummary.draft_ms_per_step.median.toFixed(2)} ms vs verify ${specSummary.verify_ms_per_step.median.toFixed(2)} ms per step (median)]\n`);
     }
@@ -259,6 +270,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     }
     s.close();
   } finally {
+    hm?.close();
     dm?.close();
     m.close();
   }
@@ -395,7 +407,7 @@ async function cmdBench(argv: string[]): Promise<void> {
     model: { type: "string" }, pp: { type: "string" }, tg: { type: "string" }, batch: { type: "string" }, reps: { type: "string" },
     depth: { type: "string", short: "d" }, "max-context": { type: "string" },
     backend: { type: "string" }, threads: { type: "string" }, toggle: { type: "string" }, out: { type: "string" }, format: { type: "string" },
-    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" }, ...SPEC_OPTIONS,
+    warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
     prompts: { type: "string" },
   });
   const model = (o.model as string | undefined) ?? positionals[0] ?? "default";
@@ -414,18 +426,20 @@ async function cmdBench(argv: string[]): Promise<void> {
   const spec = (() => { try { return parseSpecArgs(o, [1, 2, 4, 8]); } catch (e) { fail((e as Error).message); } })();
   const nPrompts = num(o.prompts as string, "prompts", { int: true, min: 1 }) ?? 8;
   const rss0 = rssSplit();
-  const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined));
+  const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined), o.tp as string | undefined);
   const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
+  const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
   const rows: BenchRow[] = [];
   const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
   try {
     const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
     const maxD = Math.max(...depths);
-    const need = Math.max(maxD + maxPp, Math.max(maxD, 8) + maxTg, 16, dm ? 128 + maxTg : 0);
+    const need = Math.max(maxD + maxPp, Math.max(maxD, 8) + maxTg, 16, dm || hm ? 128 + maxTg + (spec.tree?.budget ?? 0) : 0);
     if (maxCtxArg !== undefined && maxCtxArg < need) fail(`bench: --max-context ${maxCtxArg} is below what the tests need (${need} = depth + pp, or depth + tg)`);
     const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: maxCtxArg ?? need, maxPrefill: Math.min(maxCtxArg ?? need, Math.max(maxPp, 4096)) });
     applyToggles(m, s, o.toggle as string | undefined);
     if (!dm && s.toggles().speculative === "draft") fail("bench: speculative=draft needs --draft PATH");
+    if (!hm && s.toggles().speculative === "eagle") fail("bench: speculative=eagle needs --eagle DIR");
     const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
     const kv = s.kvInfo?.();
     if (kv) {
@@ -433,16 +447,21 @@ async function cmdBench(argv: string[]): Promise<void> {
         `${(kv.kvBytes / 1048576).toFixed(1)} MiB allocated for ${Math.max(...batches)} x ${s.maxContext} tokens`);
       summary.kv = kv;
     }
-    if (dm) {
-      // off vs draft at each k on Brown validation prompts (engine/spec/bench.ts)
-      const ds = dm.newSession({ maxContext: s.maxContext });
+    if (dm || hm) {
+      // off vs draft at each k vs eagle on Brown validation prompts (engine/spec/bench.ts)
+      const ds = dm?.newSession({ maxContext: s.maxContext });
+      const hs = hm?.newSession({ maxContext: s.maxContext });
       for (const tg of tgs) {
-        const res = await runSpecBench(s, ds, specHost(m), { prompts: brownPromptSet(nPrompts), nGen: tg, ks: spec.ks, reps, warmup, draftLabel: spec.draft ?? dm.id, onProgress: log });
+        const res = await runSpecBench(s, ds, specHost(m), {
+          prompts: brownPromptSet(nPrompts), nGen: tg, ks: dm ? spec.ks : [], reps, warmup, draftLabel: spec.draft ?? "", onProgress: log,
+          ...(hs && spec.tree ? { eagle: { head: hs, tree: spec.tree, label: spec.eagle ?? "" } } : {}),
+        });
         rows.push(...specBenchRows(m, res, { nGen: tg, prompts: nPrompts }));
         if (tg === tgs[0]) summary.speculative = res.map((r) => ({ arm: r.arm, tok_s: r.tokS, ...(r.spec ? { spec: r.spec } : {}) }));
       }
-      ds.close();
-      s.setToggle("speculative", "draft");
+      ds?.close();
+      hs?.close();
+      s.setToggle("speculative", hm ? "eagle" : "draft");
     }
     for (const depth of depths) for (const pp of pps) {
       const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0, depth }, { reps, warmup, retries, maxContention, onProgress: log });
@@ -496,6 +515,7 @@ async function cmdBench(argv: string[]): Promise<void> {
       process.stderr.write(`profile: ${path}\n`);
     }
   } finally {
+    hm?.close();
     dm?.close();
     m.close();
   }

@@ -89,7 +89,7 @@ export function ggufToHfName(name: string): string | undefined {
   return h && `model.layers.${Number(m[1])}.${h}`;
 }
 
-const HF_DTYPE_TO_GGML: Record<string, number> = { F32: GGML_TYPE.F32, F16: GGML_TYPE.F16, BF16: GGML_TYPE.BF16 };
+export const HF_DTYPE_TO_GGML: Record<string, number> = { F32: GGML_TYPE.F32, F16: GGML_TYPE.F16, BF16: GGML_TYPE.BF16 };
 
 // ------------------------------------------------------------------------------------------------------
 // Validation

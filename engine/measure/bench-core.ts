@@ -181,7 +181,9 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const load = { loadavg_1m_start: Number(load0.toFixed(2)), loadavg_1m_end: Number(loadavg()[0].toFixed(2)) };
   const contended = (o: (number | null)[]) => o.filter((x) => x !== null && x > maxContention).length;
   const weights = weightLabel(model);
-  const base = { model: modelLabel(model.id), weights, backend: model.backend, system: "qwen-workbench" };
+  // a tensor-parallel load shows in the backend column ("cpu tp2": on the CPU, an emulation of the ranks)
+  const backend = model.parallel && model.parallel !== "tp1" ? `${model.backend} ${model.parallel}` : model.backend;
+  const base = { model: modelLabel(model.id), weights, backend, system: "qwen-workbench" };
   const at = depth ? ` @ d${depth}` : "";
   const kv = session.kvInfo?.();
   // KV memory: what the cache type costs per token, what the session allocated, what this test's tokens use.

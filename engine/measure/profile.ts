@@ -127,6 +127,7 @@ export const LayerError = z.object({
 });
 
 const NumOrNull = z.number().nullable();
+const KvErr = z.object({ sqnr_db: z.number(), cosine: z.number(), rel_l1: z.number() });
 export const QuantError = z.object({
   reference_label: z.string(),
   candidate_label: z.string(),
@@ -153,6 +154,12 @@ export const QuantError = z.object({
   // reference against the candidate's (engine/measure/weight-error.ts).
   weights: z.array(z.object({
     layer: z.number().int(), reference: z.string(), candidate: z.string(), sqnr_db: z.number(), cosine: z.number(), params: z.number().int(),
+  })).optional(),
+  // The arms differing in kvCache or attention: per layer, each arm's K and V as its attention reads them against
+  // the fp32 K/V (engine/measure/kv-error.ts); the attention output's error is the layer's attn.hook_z row above.
+  kv: z.array(z.object({
+    layer: z.number().int(), reference: z.string(), candidate: z.string(),
+    k: z.object({ reference: KvErr, candidate: KvErr }), v: z.object({ reference: KvErr, candidate: KvErr }),
   })).optional(),
 });
 export type QuantError = z.infer<typeof QuantError>;

@@ -15,6 +15,7 @@ import { tensorError as metricsTensorError, logitsError as metricsLogitsError, t
 import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
 import { runPerplexity, textTokens, type TextSource } from "./perplexity-run.ts";
 import { weightError, type LayerWeightError } from "./weight-error.ts";
+import { kvError, type KvArm } from "./kv-error.ts";
 import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE } from "../formats/requant.ts";
 
 /** Per-hook error metrics as stored in a quant-error profile (engine/measure/metrics.ts TensorError). */
@@ -131,6 +132,27 @@ function weightsOfArms(env: ArmEnv[], cmp: { findings?: string[] }): LayerWeight
   }
 }
 
+/** The kvCache value and each layer's attention value an arm ran with (its session's toggles after the run). */
+function armKv(session: EngineSession, nL: number): KvArm[] {
+  const t = session.toggles();
+  const att = t.attention;
+  return Array.from({ length: nL }, (_, l) => ({
+    kvCache: String(t.kvCache ?? "bf16"), attention: String((Array.isArray(att) ? att[l] : att) ?? "flash-bf16"),
+  }));
+}
+
+/** Per-layer K/V error of both arms from the reference arm's K/V captures (else a finding saying why not). */
+function kvOfArms(model: EngineModel, kvCaps: Capture[], T: number, arms: KvArm[][], cmp: { findings?: string[] }) {
+  const c = model.config, nL = c.num_hidden_layers, d = c.head_dim;
+  const get = (h: string, l: number) => kvCaps.find((x) => x.name === hookName(h, l))?.data;
+  const k = Array.from({ length: nL }, (_, l) => get("attn.hook_k", l)), v = Array.from({ length: nL }, (_, l) => get("attn.hook_v", l));
+  if (k.some((x) => !x) || v.some((x) => !x) || arms.length < 2) {
+    (cmp.findings ??= []).push("no per-layer K/V error: the engine returned no attn.hook_k / attn.hook_v captures");
+    return undefined;
+  }
+  return kvError(k as Float32Array[], v as Float32Array[], T, c.num_key_value_heads, d, arms[0], arms[1]);
+}
+
 function promptTokens(model: EngineModel, p: PromptSpec): number[] {
   if (p.tokens) return p.tokens;
   if (p.messages) return model.tokenizer.applyChatTemplate(p.messages);
@@ -148,6 +170,13 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
   const shapeErr = sameShapes(env[0].model, env[1].model);
   if (shapeErr) throw new Error(shapeErr);
   const hooks = spec.hooks?.length ? spec.hooks : defaultQuantHooks(model.config.num_hidden_layers);
+  // Arms that differ in kvCache or attention also get the per-layer K/V error (engine/measure/kv-error.ts): the
+  // reference arm's K/V captures (not compared as hooks) and every layer's attention output (compared).
+  const nLayers = model.config.num_hidden_layers;
+  const kvDiff = ["kvCache", "attention"].some((id) => JSON.stringify(spec.reference.toggles[id]) !== JSON.stringify(spec.candidate.toggles[id]));
+  const kvHooks = kvDiff ? Array.from({ length: nLayers }, (_, l) => [hookName("attn.hook_k", l), hookName("attn.hook_v", l)]).flat().filter((h) => !hooks.includes(h)) : [];
+  const zHooks = kvDiff ? Array.from({ length: nLayers }, (_, l) => hookName("attn.hook_z", l)).filter((h) => !hooks.includes(h)) : [];
+  const kvArms: KvArm[][] = [];
   const repeats = Math.max(1, Math.min(20, spec.repeats ?? 3));
   const sampling: SamplingSpec = { temperature: 0, topK: 0, topP: 1, seed: 0 };
   const arms = [spec.reference, spec.candidate];
@@ -163,9 +192,12 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
       o.onEvent?.({ type: "arm", arm: arms[a].label, repeat: r });
       const res = await recordRun(env[a].model, env[a].session, {
         id: `${spec.id}-${a}`, prompts: [{ tokens, maxTokens: 1 }], maxTokens: 1, sampling,
-        toggles: arms[a].toggles, profiling: true, capture: r === 0 ? hooks : [], label: arms[a].label,
+        toggles: arms[a].toggles, profiling: true, capture: r === 0 ? [...hooks, ...zHooks, ...kvHooks] : [], label: arms[a].label,
       }, { onEvent: o.onEvent, signal: o.signal, keepCaptures: r === 0 });
-      if (r === 0) caps[a] = res.captures[0] ?? [];
+      if (r === 0) {
+        caps[a] = res.captures[0] ?? [];
+        kvArms[a] = armKv(env[a].session, nLayers);
+      }
       const lm = latencyMatrix(res.profile, "prefill");
       const perLayer: number[] = [];
       lm.layers.forEach((l, i) => { if (l >= 0) perLayer[l] = lm.ms[i].reduce((x, y) => x + y, 0); });
@@ -173,8 +205,10 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
       if (a === 1) lastProfile = res.profile;
     }
   }
-  const cmp = compareCaptures(caps[0] ?? [], caps[1] ?? []);
+  const isKv = (c: Capture) => kvHooks.includes(c.name);
+  const cmp = compareCaptures((caps[0] ?? []).filter((c) => !isKv(c)), (caps[1] ?? []).filter((c) => !isKv(c)));
   const weights = weightsOfArms(env, cmp);
+  const kv = kvDiff ? kvOfArms(model, (caps[0] ?? []).filter(isKv), tokens.length, kvArms, cmp) : undefined;
   let perplexity: QuantError["perplexity"];
   if (spec.perplexity) {
     const src: TextSource = spec.perplexity.text === "brown" ? { kind: "brown" } : { kind: "text", text: spec.perplexity.text.text };
@@ -213,7 +247,7 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
       layer_ms: { reference: refMs, candidate: candMs, unit: "ms per prefill (median)", repeats },
     },
     kernels: base.kernels, ops: base.ops, tokens: base.tokens,
-    quant_error: [{ reference_label: spec.reference.label, candidate_label: spec.candidate.label, ...models, ...cmp, ...(perplexity ? { perplexity } : {}), ...(weights ? { weights } : {}) }],
+    quant_error: [{ reference_label: spec.reference.label, candidate_label: spec.candidate.label, ...models, ...cmp, ...(perplexity ? { perplexity } : {}), ...(weights ? { weights } : {}), ...(kv?.length ? { kv } : {}) }],
     ...(notes.length ? { notes } : {}),
   } satisfies Profile;
   // A schema failure names the field instead of dumping every issue (the measurement's numbers are in the task log).

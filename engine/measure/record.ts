@@ -15,8 +15,11 @@ import { quantile } from "./stats.ts";
 import { opName } from "../catalog.ts";
 import { WEIGHTS_TOGGLE } from "../formats/requant.ts";
 import { sparseSummary } from "../sparse.ts";
+import { PARALLEL_TOGGLE } from "../formats/parallel.ts";
 import { speculativeGenerate, TOGGLE_VALUES_NEEDING_INPUT, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
 import { mergeTraces, summarizeSpec, type SpecTrace } from "../spec/stats.ts";
+import { eagleGenerate } from "../spec/eagle.ts";
+import type { TreeParams } from "../spec/eagle-tree.ts";
 
 export const SamplingSpec = z.object({
   temperature: z.number().min(0).max(10).default(0),
@@ -83,6 +86,8 @@ export interface RunSpec {
   draft?: { model: string; k: number; root?: string };
   /** Sparse prefill budgets (toggle sparsePrefill): the run gets its own session with them (engine/sparse.ts). */
   sparse?: SparseOptions;
+  /** Speculative decoding with this EAGLE head directory (toggle speculative = eagle) and its EAGLE-2 tree. */
+  eagle?: { head: string; depth: number; topK: number; budget: number; root?: string };
 }
 
 export type RunEvent =
@@ -99,8 +104,9 @@ export interface RecordOptions {
   /** Yield to the event loop between steps so cancel messages and streams get through (default true). */
   yieldToLoop?: boolean;
   keepCaptures?: boolean;
-  /** Speculative decoding with a draft model (engine/spec/): generations go through speculativeGenerate. */
-  speculative?: { draft: EngineSession; host: SpecHost; k: number; label: string };
+  /** Speculative decoding (engine/spec/): with a draft model generations go through speculativeGenerate, with an
+   *  EAGLE head (`tree` given, `draft` = the head session) through eagleGenerate. */
+  speculative?: { draft: EngineSession; host: SpecHost; k: number; label: string; tree?: TreeParams };
 }
 
 // PassMeasure and RecordResult live with the code that merges passes (passes.ts), so passes.ts needs nothing
@@ -135,8 +141,8 @@ export function applyToggles(model: EngineModel, s: EngineSession, toggles: Togg
     return JSON.stringify(a) === JSON.stringify(b);
   };
   for (const def of model.toggleRegistry()) {
-    // weights is a model option (engine/formats/requant.ts): unnamed, it stays as the model was loaded.
-    if (def.id === WEIGHTS_TOGGLE && toggles[def.id] === undefined) continue;
+    // weights and parallel are model options (engine/formats/requant.ts, parallel.ts): unnamed, they stay as loaded.
+    if ((def.id === WEIGHTS_TOGGLE || def.id === PARALLEL_TOGGLE) && toggles[def.id] === undefined) continue;
     const v = toggles[def.id] ?? effectiveDefault(def, model.backend);
     if (v === null || same(v, cur[def.id])) continue;
     if (Array.isArray(v)) v.forEach((x, l) => { if (l < n) s.setToggle(def.id, x, l); });
@@ -269,7 +275,8 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       temperature: samp.temperature, topK: samp.topK, topP: samp.topP, seed,
     };
     const sp = o.speculative;
-    const gen = sp ? speculativeGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, k: sp.k }) : session.generate(gopts);
+    const gen = sp?.tree ? eagleGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, tree: sp.tree })
+      : sp ? speculativeGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, k: sp.k }) : session.generate(gopts);
     for await (const ev of gen) {
       if (ev.type === "prefill") {
         promptTokens = ev.promptTokens;
@@ -349,7 +356,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       ...sparseSummary(session),
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
-      ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true) } : {}),
+      ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true, o.speculative.tree) } : {}),
     },
     kernels,
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),

@@ -10,6 +10,7 @@ import { mergeResults } from "./passes.ts";
 import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import { toggleValueProblem } from "../toggles.ts";
 import { optionFromToggle, sameWeights, weightsLabel, WEIGHTS_TOGGLE, type WeightsOption } from "../formats/requant.ts";
+import { PARALLEL_TOGGLE } from "../formats/parallel.ts";
 import { TOGGLE_VALUES_NEEDING_INPUT } from "../spec/draft.ts";
 
 export interface Arm { label: string; toggles: ToggleValues; profiling: boolean }
@@ -48,7 +49,7 @@ export function buildArms(reg: ToggleDef[], backend: "cpu" | "cuda", axes: Recor
     // load-time option: each of its arms needs its own copy of the model (weightArmModels), so the default sweep
     // leaves it out too (--toggle weights=* sweeps it).
     axisList = reg.map((d) => [d.id, implementedValues(d, backend).filter((v) => !TOGGLE_VALUES_NEEDING_INPUT[d.id]?.values.includes(v))] as [string, string[]])
-      .filter(([id, v]) => v.length > 1 && id !== WEIGHTS_TOGGLE);
+      .filter(([id, v]) => v.length > 1 && id !== WEIGHTS_TOGGLE && id !== PARALLEL_TOGGLE);
   }
   const base = (id: string) => effectiveDefault(defs.get(id)!, backend);
   const assignments: ToggleValues[] = [];

@@ -1,5 +1,5 @@
-// engine/spec/bench.ts — decode tok/s with speculative decoding off and with a draft model at several k, on
-// real text (Brown validation prompts: acceptance on random token ids would say nothing), shared by the CLI
+// engine/spec/bench.ts — decode tok/s with speculative decoding off, with a draft model at several k and with an
+// EAGLE head, on real text (Brown validation prompts: acceptance on random token ids would say nothing), shared by the CLI
 // `bench --speculative draft` and notebooks/speculative.ts. Warm-up excluded, >= 3 repetitions, median and
 // min–max; every arm runs on the same prompts, interleaved per repetition so load drifts hit all arms alike.
 import { loadavg } from "node:os";
@@ -7,7 +7,9 @@ import type { EngineModel, EngineSession, GenerateEvent } from "../api.ts";
 import { brownDocuments } from "../text/brown.ts";
 import { modelLabel, weightLabel } from "../measure/bench-core.ts";
 import { statOf, type BenchRow, type Stat } from "../measure/profile.ts";
-import { speculativeGenerate, type SpecHost, type SpecSession } from "./draft.ts";
+import { speculativeGenerate, type SpecEvent, type SpecHost, type SpecSession } from "./draft.ts";
+import { eagleGenerate } from "./eagle.ts";
+import type { TreeParams } from "./eagle-tree.ts";
 import { mergeTraces, summarizeSpec, type SpecSummary, type SpecTrace } from "./stats.ts";
 
 /** n Brown validation prompts of `words` words each, from different documents. */
@@ -27,12 +29,14 @@ export interface SpecBenchOptions {
   reps?: number;         // measured repetitions (>= 3)
   warmup?: number;       // unmeasured passes first (default 1)
   draftLabel: string;
+  /** The EAGLE arm: a head session, its tree and a label (the head's directory). */
+  eagle?: { head: EngineSession; tree: TreeParams; label: string };
   onProgress?: (msg: string) => void;
 }
 
 export interface SpecArmResult {
-  arm: string;           // "off" or "draft k=K"
-  k: number;             // 0 for off
+  arm: string;           // "off", "draft k=K" or "eagle d=D k=K b=B"
+  k: number;             // 0 for off; the draft length, or the tree depth for eagle
   tokS: Stat;            // decode tok/s per repetition (all prompts' decode tokens / their decode time)
   spec?: SpecSummary;    // over all measured repetitions and prompts
 }
@@ -51,32 +55,39 @@ function decodeOf(d: Done): { tokens: number; ms: number } {
   return { tokens: d.tpotMs.length, ms: d.tpotMs.reduce((a, b) => a + b, 0) };
 }
 
-/** Runs every arm on every prompt, reps times after warm-up; greedy. */
-export async function runSpecBench(target: SpecSession, draft: EngineSession, host: SpecHost, o: SpecBenchOptions): Promise<SpecArmResult[]> {
+/** Runs every arm (off, draft at each k, eagle) on every prompt, reps times after warm-up; greedy. */
+export async function runSpecBench(target: SpecSession, draft: EngineSession | undefined, host: SpecHost, o: SpecBenchOptions): Promise<SpecArmResult[]> {
   const reps = Math.max(3, o.reps ?? 3), warmup = o.warmup ?? 1;
-  const arms = [0, ...o.ks];
-  const samples = new Map<number, number[]>(arms.map((k) => [k, []]));
-  const traces = new Map<number, SpecTrace[]>(o.ks.map((k) => [k, []]));
+  if (o.ks.length > 0 && !draft) throw new Error("runSpecBench: draft arms need a draft session");
+  interface Arm { name: string; k: number; run?: (opts: { prompt: string; maxTokens: number; stop: number[] }) => AsyncGenerator<SpecEvent>; samples: number[]; traces: SpecTrace[] }
+  const arms: Arm[] = [
+    { name: "off", k: 0, samples: [], traces: [] },
+    ...o.ks.map((k) => ({ name: `draft k=${k}`, k, run: (g: { prompt: string; maxTokens: number; stop: number[] }) => speculativeGenerate(target, draft!, host, { ...g, k }), samples: [], traces: [] })),
+    ...(o.eagle ? [{
+      name: `eagle d=${o.eagle.tree.depth} k=${o.eagle.tree.topK} b=${o.eagle.tree.budget}`, k: o.eagle.tree.depth,
+      run: (g: { prompt: string; maxTokens: number; stop: number[] }) => eagleGenerate(target, o.eagle!.head, host, { ...g, tree: o.eagle!.tree }), samples: [], traces: [],
+    }] : []),
+  ];
   for (let r = 0; r < warmup + reps; r++) {
     const measured = r >= warmup;
-    for (const k of arms) {
+    for (const arm of arms) {
       let tokens = 0, ms = 0;
       for (const prompt of o.prompts) {
         const opts = { prompt, maxTokens: o.nGen, stop: [] as number[] };
-        const d = k === 0 ? await lastEvent(target.generate(opts)) : await lastEvent(speculativeGenerate(target, draft, host, { ...opts, k }));
+        const d = arm.run ? await lastEvent(arm.run(opts)) : await lastEvent(target.generate(opts));
         const x = decodeOf(d);
         tokens += x.tokens;
         ms += x.ms;
-        if (measured && k > 0) traces.get(k)!.push((d as Done & { speculative: SpecTrace }).speculative);
+        if (measured && arm.run) arm.traces.push((d as Done & { speculative: SpecTrace }).speculative);
       }
       const tps = ms > 0 ? (tokens / ms) * 1000 : 0;
-      if (measured) samples.get(k)!.push(tps);
-      o.onProgress?.(`${k === 0 ? "off" : `draft k=${k}`} ${measured ? `rep ${r - warmup + 1}/${reps}` : `warm-up ${r + 1}/${warmup}`}: ${tps.toFixed(1)} tok/s`);
+      if (measured) arm.samples.push(tps);
+      o.onProgress?.(`${arm.name} ${measured ? `rep ${r - warmup + 1}/${reps}` : `warm-up ${r + 1}/${warmup}`}: ${tps.toFixed(1)} tok/s`);
     }
   }
-  return arms.map((k) => ({
-    arm: k === 0 ? "off" : `draft k=${k}`, k, tokS: statOf(samples.get(k)!, "tok/s"),
-    ...(k > 0 ? { spec: summarizeSpec(mergeTraces(traces.get(k)!), o.draftLabel) } : {}),
+  return arms.map((a) => ({
+    arm: a.name, k: a.k, tokS: statOf(a.samples, "tok/s"),
+    ...(a.run ? { spec: a.name.startsWith("eagle") ? summarizeSpec(mergeTraces(a.traces), o.eagle!.label, false, o.eagle!.tree) : summarizeSpec(mergeTraces(a.traces), o.draftLabel) } : {}),
   }));
 }
 

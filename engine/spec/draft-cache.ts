@@ -1,9 +1,10 @@
-// engine/spec/draft-cache.ts — the draft model of a long-lived host (the web engine worker): opened on first
-// use on the target's backend, checked against the target's tokenizer, kept while the same draft is asked for,
-// closed when another one is (or the target changes).
+// engine/spec/draft-cache.ts — the draft model (or EAGLE head) of a long-lived host (the web engine worker):
+// opened on first use on the target's backend, checked against the target, kept while the same one is asked
+// for, closed when another one is (or the target changes).
 import type { EngineModel, EngineSession, OpenModel } from "../api.ts";
 import { checkDraftCompatible, type TokenizedModel } from "./compat.ts";
 import type { SpecHost } from "./draft.ts";
+import { openEagleHead, type EagleTarget } from "./eagle-head.ts";
 
 type Decoder = { push(id: number): string; end(): string };
 
@@ -15,15 +16,37 @@ export class DraftCache {
   constructor(private readonly openModel: OpenModel) {}
 
   /** The draft session for `source` drafting for `target` (max context as the target session's). */
-  async get(source: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
-    const inner = (target.tokenizer as { inner?: { decoder(): Decoder } }).inner;
-    if (!inner) throw new Error("speculative decoding needs the engine's own tokenizer (this engine module has none)");
-    const key = `${target.id}|${target.backend}|${source}|${targetSession.maxContext}`;
-    if (key !== this.key || !this.session) {
-      this.close();
+  get(source: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
+    return this.cached(`${target.id}|${target.backend}|${source}|${targetSession.maxContext}`, target, targetSession, async () => {
       const m = await this.openModel(source, { backend: target.backend, root });
       try {
         checkDraftCompatible(target as TokenizedModel, m as TokenizedModel);
+      } catch (e) {
+        m.close();
+        throw e;
+      }
+      return m;
+    });
+  }
+
+  /**
+   * The session of the EAGLE head in `dir` (SafeAILab layout) for `target`, which must be a model opened by
+   * engine/index.ts openModel (the head shares its engine and reads its lm_head).
+   */
+  getEagle(dir: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
+    if (!("engine" in target) || !("path" in target)) throw new Error("speculative eagle needs a model opened by the engine (this engine module has none)");
+    return this.cached(`eagle|${target.id}|${target.backend}|${dir}|${targetSession.maxContext}`, target, targetSession,
+      () => openEagleHead(dir, target as unknown as EagleTarget, { root }));
+  }
+
+  /** The cached session under `key`, or a fresh one of the model `open` gives (closing the previous one). */
+  private async cached(key: string, target: EngineModel, targetSession: EngineSession, open: () => Promise<EngineModel>): Promise<{ draft: EngineSession; host: SpecHost }> {
+    const inner = (target.tokenizer as { inner?: { decoder(): Decoder } }).inner;
+    if (!inner) throw new Error("speculative decoding needs the engine's own tokenizer (this engine module has none)");
+    if (key !== this.key || !this.session) {
+      this.close();
+      const m = await open();
+      try {
         this.session = m.newSession({ maxBatch: 1, maxContext: targetSession.maxContext });
       } catch (e) {
         m.close();

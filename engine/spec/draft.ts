@@ -21,10 +21,11 @@
 // target's temperature/top-k/top-p distribution at every position. The draws come from one seeded stream
 // (engine/spec/sampling.ts Uniforms) rather than the engine's hash(seed, position), so a seed gives a
 // reproducible sequence, but not the same tokens as a non-speculative run with that seed.
-import type { EngineSession, GenerateEvent, GenerateOptions } from "../api.ts";
+import type { EngineSession, GenerateOptions } from "../api.ts";
 import { checkSampling, SessionError } from "../session.ts";
 import { argmaxRow, dist, drawFrom, residual, Uniforms, type SamplingSettings } from "./sampling.ts";
 import type { SpecTrace } from "./stats.ts";
+import { cancelledBeforeStart, SpecOutput, type SpecEvent } from "./output.ts";
 
 /** A session as the loop needs it: the engine API plus the prompt tokenizer of engine/session.ts Session. */
 export type SpecSession = EngineSession & { promptTokens(opts: GenerateOptions): number[] };
@@ -36,8 +37,7 @@ export interface SpecOptions extends GenerateOptions {
   draftSeq?: number;
 }
 
-export type SpecDoneEvent = Extract<GenerateEvent, { type: "done" }> & { speculative: SpecTrace };
-export type SpecEvent = Exclude<GenerateEvent, { type: "done" }> | SpecDoneEvent;
+export type { SpecDoneEvent, SpecEvent } from "./output.ts";
 
 /** What the loop needs of the target model: its stop ids and a streaming detokenizer (engine/index.ts Model). */
 export interface SpecHost {
@@ -63,12 +63,15 @@ export function specHost(m: { backend?: "cpu" | "cuda"; tokenizer: { eosIds: num
 export const MAX_DRAFT_K = 64;
 
 /**
- * Toggle values that take more than the value itself: speculative = draft needs a draft model, which a toggle
- * set alone cannot name. Automatic sweeps (engine/measure/sweep.ts) leave them out; a run asked for them without
- * the extra input fails (engine/measure/record.ts) instead of silently running without speculation.
+ * Toggle values that take more than the value itself: speculative = draft needs a draft model and eagle an EAGLE
+ * head, which a toggle set alone cannot name. Automatic sweeps (engine/measure/sweep.ts) leave them out; a run asked
+ * for them without the extra input fails (engine/measure/record.ts) instead of silently running without speculation.
  */
 export const TOGGLE_VALUES_NEEDING_INPUT: Record<string, { values: string[]; needs: string }> = {
-  speculative: { values: ["draft"], needs: "a draft model (CLI --draft PATH, web: the draft model field, RunSpec.draft)" },
+  speculative: {
+    values: ["draft", "eagle"],
+    needs: "a draft model (CLI --draft PATH, web: the draft model field, RunSpec.draft) or, for eagle, an EAGLE head (CLI --eagle DIR, RunSpec.eagle)",
+  },
 };
 
 /** Checks k; returns it. */
@@ -168,7 +171,7 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
   target.setSampling(seq, { temperature: 0 });
   draft.setSampling(dseq, { temperature: 0 });
   if (signal?.aborted) {
-    yield { type: "done", reason: "cancelled", tokens: [], text: "", ttftMs: 0, tpotMs: [], prefillTokS: 0, decodeTokS: 0, speculative: trace };
+    yield cancelledBeforeStart(trace);
     return;
   }
   try {
@@ -181,9 +184,7 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
     }
     const prefillMs = performance.now() - t0;
     yield { type: "prefill", promptTokens: prompt.length, ms: prefillMs };
-    const out: number[] = [], tpot: number[] = [];
-    const dec = host.decoder();
-    let text = "", reason: "stop" | "length" | "cancelled" = "length";
+    const em = new SpecOutput(host.decoder, stop, maxTokens);
     // the draft has absorbed the prompt minus `pending`; the target holds everything but `tok`
     let pending = [...prompt];
     let tLen = prompt.length;
@@ -191,24 +192,16 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
     let stepMs = prefillMs, phase: "prefill" | "decode" = "prefill";
     target.setLogitsMode(2);
     draft.setLogitsMode(greedy ? 0 : 1);
-    outer: for (;;) {
-      for (const t of emitted) {
-        if (stop.has(t)) { reason = "stop"; break outer; }
-        out.push(t);
-        const piece = dec.push(t);
-        text += piece;
-        if (phase === "decode") tpot.push(stepMs / emitted.length);
-        yield { type: "token", index: out.length - 1, token: t, text: piece, ms: phase === "decode" ? stepMs / emitted.length : stepMs, phase };
-        if (out.length >= maxTokens) { reason = "length"; break outer; }
-      }
-      if (tLen + 1 > maxContext) { reason = "length"; break; } // the next verify would overflow
+    for (;;) {
+      if (!(yield* em.emit(emitted, stepMs, phase))) break;
+      if (tLen + 1 > maxContext) { em.reason = "length"; break; } // the next verify would overflow
       if (signal) {
         await new Promise<void>((r) => setImmediate(r));
-        if (signal.aborted) { reason = "cancelled"; break; }
+        if (signal.aborted) { em.reason = "cancelled"; break; }
       }
       const s0 = performance.now();
       // tokens a step may add: proposals + 1 own token, within max tokens, the context and one prefill call
-      const kEff = Math.max(0, Math.min(k, maxTokens - out.length - 1, maxContext - tLen - 1, maxVerify - 1, maxRollback));
+      const kEff = Math.max(0, Math.min(k, maxTokens - em.out.length - 1, maxContext - tLen - 1, maxVerify - 1, maxRollback));
       // ---- draft: k proposals (and q for sampling)
       const props: number[] = [], qs: Float64Array[] = [];
       pending.push(tok);
@@ -252,15 +245,7 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       stepMs = s2 - s0;
       phase = "decode";
     }
-    text += dec.end();
-    const decodeMs = trace.draftMs.reduce((x, y) => x + y, 0) + trace.verifyMs.reduce((x, y) => x + y, 0);
-    const genAfterFirst = Math.max(0, out.length - 1);
-    yield {
-      type: "done", reason, tokens: out, text, ttftMs: prefillMs, tpotMs: tpot,
-      prefillTokS: prefillMs > 0 ? (prompt.length / prefillMs) * 1000 : 0,
-      decodeTokS: decodeMs > 0 ? (genAfterFirst / decodeMs) * 1000 : 0,
-      speculative: trace,
-    };
+    yield em.done(trace, prefillMs, prompt.length);
   } finally {
     target.setLogitsMode(0);
     draft.setLogitsMode(0);

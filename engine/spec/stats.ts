@@ -13,11 +13,15 @@ export interface SpecTrace {
   draftMs: number[];
   /** Wall ms per step of the target's verify pass (prefill of 1 + proposed tokens, all logits read, accept/reject). */
   verifyMs: number[];
+  /** EAGLE: draft tree nodes verified in each step (proposed is then the depth of each step's tree). */
+  nodes?: number[];
 }
 
 export const SpecSummary = z.object({
-  method: z.literal("draft"),
-  draft_model: z.string(),
+  method: z.enum(["draft", "eagle"]),
+  draft_model: z.string(),                       // the draft model, or the EAGLE head's directory
+  tree: z.object({ depth: z.number().int(), top_k: z.number().int(), budget: z.number().int() }).optional(), // eagle
+  nodes_per_step: z.number().optional(),          // eagle: draft tree nodes verified per step (mean)
   k: z.number().int(),
   steps: z.number().int(),                       // verify passes of the target
   proposed: z.number().int(),                    // draft tokens proposed in all
@@ -53,11 +57,16 @@ export function mergeTraces(ts: SpecTrace[]): SpecTrace {
     k: ts[0].k,
     proposed: ts.flatMap((t) => t.proposed), accepted: ts.flatMap((t) => t.accepted),
     draftMs: ts.flatMap((t) => t.draftMs), verifyMs: ts.flatMap((t) => t.verifyMs),
+    ...(ts.every((t) => t.nodes) ? { nodes: ts.flatMap((t) => t.nodes ?? []) } : {}),
   };
 }
 
-/** The summary of a trace; `raw` keeps the per-step arrays too. */
-export function summarizeSpec(t: SpecTrace, draftModel: string, raw = false): SpecSummary {
+/**
+ * The summary of a trace; `raw` keeps the per-step arrays too. For an EAGLE trace (tree given) "position i" is
+ * tree depth i: acceptance_by_position[i] = share of steps whose tree reached depth i+1 that accepted a path of
+ * length > i.
+ */
+export function summarizeSpec(t: SpecTrace, draftModel: string, raw = false, tree?: { depth: number; topK: number; budget: number }): SpecSummary {
   const k = t.k;
   const byPos = new Array<number>(k).fill(0), reached = new Array<number>(k).fill(0), offered = new Array<number>(k).fill(0);
   const hist = new Array<number>(k + 1).fill(0);
@@ -76,7 +85,9 @@ export function summarizeSpec(t: SpecTrace, draftModel: string, raw = false): Sp
   const draft = t.draftMs.reduce((a, b) => a + b, 0), verify = t.verifyMs.reduce((a, b) => a + b, 0);
   const steps = t.proposed.length;
   return {
-    method: "draft", draft_model: draftModel, k, steps, proposed, accepted,
+    method: tree ? "eagle" : "draft", draft_model: draftModel, k, steps, proposed, accepted,
+    ...(tree ? { tree: { depth: tree.depth, top_k: tree.topK, budget: tree.budget } } : {}),
+    ...(t.nodes && steps ? { nodes_per_step: t.nodes.reduce((a, b) => a + b, 0) / steps } : {}),
     acceptance_rate: proposed ? accepted / proposed : 0,
     mean_accepted: steps ? accepted / steps : 0,
     tokens_per_step: steps ? (accepted + steps) / steps : 0,

@@ -52,6 +52,15 @@ export const PRESETS: Record<PresetName, QwenConfig> = {
     ...BASE, vocab_size: 152064, hidden_size: 3584, intermediate_size: 18944, num_hidden_layers: 28, num_attention_heads: 28,
     num_key_value_heads: 4, head_dim: 128, max_position_embeddings: 32768, tie_word_embeddings: false,
   },
+  // The shapes tensor parallelism is for (issue 18): bf16 weights of 65 GB / 145 GB, more than one GPU holds at 72B.
+  "32b": {
+    ...BASE, vocab_size: 152064, hidden_size: 5120, intermediate_size: 27648, num_hidden_layers: 64, num_attention_heads: 40,
+    num_key_value_heads: 8, head_dim: 128, max_position_embeddings: 32768, tie_word_embeddings: false,
+  },
+  "72b": {
+    ...BASE, vocab_size: 152064, hidden_size: 8192, intermediate_size: 29568, num_hidden_layers: 80, num_attention_heads: 64,
+    num_key_value_heads: 8, head_dim: 128, max_position_embeddings: 32768, tie_word_embeddings: false,
+  },
 };
 
 export function isPreset(s: string): s is PresetName {

@@ -3,7 +3,7 @@
 // the other.
 import type { QwenConfig } from "../api.ts";
 
-export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b"] as const;
+export const PRESET_NAMES = ["tiny", "0.5b", "1.5b", "7b", "32b", "72b"] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
 /** Weight formats a synthetic model can be produced in. q4_k_m is a llama.cpp-like mix (synthetic.ts planType). */

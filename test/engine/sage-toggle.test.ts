@@ -1,7 +1,7 @@
 // Toggle attention = sage-int8 | sage-fp8 on the CPU backend (cuda/src/opt/attention/sage_cpu.cpp): the registry
 // offers both arms on the CPU; set on one layer it reaches exactly that layer (inputs of its attention and every
 // earlier layer's captures bitwise unchanged, its attention output close to flash-bf16 but not equal), the op
-// record names the arm that ran, and prefill plus decode run under it. A quantized KV cache runs its own attention.
+// record names the arm that ran, and prefill plus decode run under it. A Sage arm that a quantized KV cache or DCA would replace is an error.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import { opNames } from "../../engine/catalog.ts";
@@ -72,20 +72,35 @@ describe.skipIf(!cpuLibraryBuilt())("attention = sage-* (CPU)", () => {
     });
   }
 
-  test("with a quantized KV cache (q8) the cache's own attention runs, and the record says so", () => {
-    const names = (arm: string) => {
-      const s = m.newSession({ maxContext: 64 });
-      s.setToggle("kvCache", "q8");
-      s.setToggle("attention", arm);
-      s.setProfiling(true);
-      s.prefill(0, prompt(20, 5));
+  test("a Sage arm with a quantized KV cache or with dca = on is refused per step, naming the layer and both toggles", () => {
+    const attNames = (s: ReturnType<Model["newSession"]>) => {
       const r = s.takeRecords();
-      s.close();
       return r.ops.op.flatMap((o, i) => (opNames()[o] === "attention" ? [r.kernels[r.ops.kernel[i]]] : []));
     };
-    const flash = names("flash-bf16"), sage = names("sage-int8");
-    expect(sage).toEqual(flash);
-    for (const k of sage) expect(k).not.toContain("sage");
+    const s = m.newSession({ maxContext: 64 });
+    try {
+      s.setProfiling(true);
+      // the order of setting does not matter: the combination is checked when a step runs
+      s.setToggle("kvCache", "q8");
+      s.setToggle("attention", "sage-int8", 1);
+      expect(() => s.prefill(0, prompt(20, 5))).toThrow(/attention = sage-int8 on layer 1 reads a bf16 or f32 KV cache, but kvCache = q8/);
+      s.setToggle("attention", "flash-bf16", 1);  // flash-bf16 with q8 runs the cache's own attention, named as such
+      s.prefill(0, prompt(20, 5));
+      for (const k of attNames(s)) expect(k).toMatch(/kvq|q8/);
+      s.setToggle("kvCache", "bf16");
+      s.setToggle("dca", "on", 3);
+      s.setToggle("attention", "sage-fp8", 3);
+      expect(() => s.prefill(0, prompt(20, 5))).toThrow(/attention = sage-fp8 on layer 3 cannot run with dca = on/);
+      s.setToggle("dca", "on", 2);  // dca on another layer than the Sage arm: both run, each where it was set
+      s.setToggle("dca", "off", 3);
+      s.takeRecords();
+      s.prefill(0, prompt(20, 5));
+      const k = attNames(s);
+      expect(k[2]).toContain("dca");
+      expect(k[3]).toContain("sage-fp8");
+    } finally {
+      s.close();
+    }
   });
 
   test("a Sage value for a bad layer is a clear error", () => {

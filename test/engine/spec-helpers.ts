@@ -1,5 +1,8 @@
 // Helpers of the speculative decoding tests (test/engine/speculative.test.ts, test/gpu/speculative.test.ts).
 import { brownDocuments } from "../../engine/text/brown.ts";
+import type { QwenConfig } from "../../engine/api.ts";
+import type { EagleTensors } from "../../engine/spec/eagle-head.ts";
+import { Xoshiro128 } from "../../engine/synth/synthetic.ts";
 
 /** Brown validation prompts: the first `words` words of a document (varied documents and lengths). */
 export function brownPrompts(n: number): string[] {
@@ -50,4 +53,26 @@ export function critical(df: number): number {
   const z = 3.0902; // the 0.999 normal quantile
   const a = 2 / (9 * df);
   return df * (1 - a + z * Math.sqrt(a)) ** 3;
+}
+
+/** A randomly initialized EAGLE head for a Qwen2 target, SafeAILab tensor names, PyTorch shapes. */
+export function randomHead(c: QwenConfig, seed: number): EagleTensors {
+  const rng = new Xoshiro128(seed, 0xea61e);
+  const H = c.hidden_size, F = c.intermediate_size, hd = H / c.num_attention_heads, Q = c.num_attention_heads * hd, KV = c.num_key_value_heads * hd;
+  const t = (shape: number[], std: number) => {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < data.length; i++) data[i] = (rng.nextUnit() * 2 - 1) * std * Math.sqrt(3);
+    return { shape, data };
+  };
+  const ones = (n: number) => ({ shape: [n], data: new Float32Array(n).fill(1) });
+  return {
+    "fc.weight": t([H, 2 * H], 0.05), "fc.bias": t([H], 0.02),
+    "layers.0.self_attn.q_proj.weight": t([Q, H], 0.05), "layers.0.self_attn.q_proj.bias": t([Q], 0.02),
+    "layers.0.self_attn.k_proj.weight": t([KV, H], 0.05), "layers.0.self_attn.k_proj.bias": t([KV], 0.02),
+    "layers.0.self_attn.v_proj.weight": t([KV, H], 0.05), "layers.0.self_attn.v_proj.bias": t([KV], 0.02),
+    "layers.0.self_attn.o_proj.weight": t([H, Q], 0.05),
+    "layers.0.post_attention_layernorm.weight": ones(H),
+    "layers.0.mlp.gate_proj.weight": t([F, H], 0.05), "layers.0.mlp.up_proj.weight": t([F, H], 0.05),
+    "layers.0.mlp.down_proj.weight": t([H, F], 0.05),
+  };
 }

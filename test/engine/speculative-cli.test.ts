@@ -2,10 +2,13 @@
 // model prints the target's greedy text and the acceptance line and writes it into the profile; bench compares
 // off with draft k on Brown prompts; the notebook's --help.
 import { test, expect, describe, afterAll } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readProfile } from "../../engine/measure/profile.ts";
+import type { QwenConfig } from "../../engine/api.ts";
+import { eagleConfigFor, writeEagleHead } from "../../engine/spec/eagle-head.ts";
+import { randomHead } from "./spec-helpers.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -23,8 +26,10 @@ function cli(...args: string[]): { code: number; out: string; err: string } {
 test("bad speculative flags: exit 1 with one clear line", () => {
   for (const [args, re] of [
     [["generate", "--prompt", "x", "--speculative", "draft"], /--speculative draft needs --draft PATH/],
-    [["generate", "--prompt", "x", "--speculative", "medusa"], /--speculative must be off or draft/],
-    [["generate", "--prompt", "x", "--speculative", "eagle"], /eagle is not implemented yet/],
+    [["generate", "--prompt", "x", "--speculative", "medusa"], /--speculative must be off, draft or eagle/],
+    [["generate", "--prompt", "x", "--speculative", "eagle"], /--speculative eagle needs --eagle DIR/],
+    [["generate", "--prompt", "x", "--tree-depth", "3"], /--tree-depth\/--tree-topk\/--tree-budget need --speculative eagle/],
+    [["generate", "--prompt", "x", "--eagle", "/nonexistent", "--tree-topk", "99"], /topK.*topK 1\.\.16/],
     [["generate", "--prompt", "x", "--draft", DRAFT, "--draft-k", "0"], /--draft-k expects integers in 1\.\.64/],
     [["generate", "--prompt", "x", "--draft-k", "2"], /--draft-k needs --speculative draft/],
     [["generate", "--prompt", "x", "--draft", DRAFT, "--draft-k", "2,4"], /--draft-k takes one value/],
@@ -70,6 +75,33 @@ describe.skipIf(!cpuLibraryBuilt())("CLI speculative runs (CPU)", () => {
     expect(spec.map((x) => x.test)).toEqual(["tg8 b1 brown off", "tg8 b1 brown draft k=1", "tg8 b1 brown draft k=2"]);
     expect(spec[1].extra?.speculative?.k).toBe(1);
     expect(spec[2].extra?.speculative?.tokens_per_step).toBeGreaterThanOrEqual(1);
+  });
+
+  test("generate and bench --speculative eagle with a random SafeAILab-layout head: the plain greedy text, tree statistics", async () => {
+    const cfg = JSON.parse(readFileSync(join(ROOT, "models/tiny-qwen2-brown/config.json"), "utf8")) as QwenConfig;
+    const full: QwenConfig = { ...cfg, num_key_value_heads: cfg.num_key_value_heads ?? cfg.num_attention_heads, head_dim: cfg.hidden_size / cfg.num_attention_heads, rope_theta: 1e6 };
+    const headDir = join(tmp, "eagle-head");
+    await writeEagleHead(headDir, eagleConfigFor(full), randomHead(full, 3));
+    const plain = cli("generate", "--backend", "cpu", "--prompt", "The jury said", "-n", "20");
+    const prof = join(tmp, "eagle.json");
+    const spec = cli("generate", "--backend", "cpu", "--prompt", "The jury said", "-n", "20", "--speculative", "eagle", "--eagle", headDir,
+      "--tree-depth", "3", "--tree-topk", "2", "--tree-budget", "5", "--profile", prof);
+    expect(spec.code).toBe(0);
+    expect(spec.out).toBe(plain.out);
+    expect(spec.err).toMatch(/\[speculative eagle depth=3 topk=2 budget=5: \d+ verify steps/);
+    const p = readProfile(prof);
+    expect(p.manifest.toggles?.speculative).toBe("eagle");
+    const s = p.summary.speculative as { method: string; tree: { depth: number }; acceptance_by_position: number[] };
+    expect(s.method).toBe("eagle");
+    expect(s.tree.depth).toBe(3);
+    expect(s.acceptance_by_position).toHaveLength(3);
+    const b = cli("bench", "--backend", "cpu", "--pp", "0", "--tg", "6", "--speculative", "eagle", "--eagle", headDir, "--prompts", "2", "--format", "json");
+    expect(b.code).toBe(0);
+    const rows = JSON.parse(b.out) as { test: string; extra?: { speculative?: { method: string; nodes_per_step: number } } }[];
+    const sp = rows.filter((x) => x.test.includes("brown"));
+    expect(sp.map((x) => x.test)).toEqual(["tg6 b1 brown off", "tg6 b1 brown eagle d=5 k=4 b=16"]);
+    expect(sp[1].extra?.speculative?.method).toBe("eagle");
+    expect(sp[1].extra?.speculative?.nodes_per_step).toBeGreaterThan(0);
   });
 
   test("notebooks/speculative.ts --help prints usage", () => {

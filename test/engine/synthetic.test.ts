@@ -25,6 +25,10 @@ test("presets have the exact Qwen2.5 shapes and parameter counts", () => {
   expect(Math.round(paramCount(PRESETS["0.5b"]) / 1e6)).toBe(494);
   expect(Math.round(paramCount(PRESETS["1.5b"]) / 1e6)).toBe(1544);
   expect(Math.round(paramCount(PRESETS["7b"]) / 1e6)).toBe(7616);
+  // Qwen2.5-32B / 72B (the tensor-parallel shapes): 32.8B and 72.7B parameters as their safetensors hold them
+  expect(PRESETS["72b"]).toMatchObject({ hidden_size: 8192, num_hidden_layers: 80, num_attention_heads: 64, num_key_value_heads: 8, head_dim: 128, intermediate_size: 29568, vocab_size: 152064, tie_word_embeddings: false });
+  expect(Math.round(paramCount(PRESETS["32b"]) / 1e6)).toBe(32764);
+  expect(Math.round(paramCount(PRESETS["72b"]) / 1e6)).toBe(72706);
   const t7 = tensorList(PRESETS["7b"]);
   expect(t7.find((t) => t.name === "blk.0.attn_k.weight")!.ne).toEqual([3584, 512]);
   expect(t7.some((t) => t.name === "output.weight")).toBe(true);

@@ -233,6 +233,19 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await page.click("#q-ppl-run");
     await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 150_000 });
     expect(await page.textContent("#q-ppl-result")).toMatch(/perplexity ± SE[\s\S]*top-1 agreement/);
+    // kvCache = q8 against the bf16 cache: the per-layer K/V table beside the attention output's error
+    if (await cand.count()) {
+      await w.selectOption("as-loaded");
+      await cand.selectOption("q8");
+      await page.uncheck("#q-ppl");
+      await page.click("#q-run");
+      await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 150_000 });
+      expect(await page.textContent("#q-status")).toBe("done");
+      await page.waitForSelector("#q-kv tbody tr", { timeout: 90_000 });
+      expect(await page.textContent("#q-cards")).toContain("K and V as each arm's attention reads them");
+      expect(await page.locator("#q-kv tbody tr").count()).toBe(4);
+      expect(await page.textContent("#q-kv")).toMatch(/L0\s*bf16 → q8/);
+    }
   }, 300_000);
 
   test("passkey page: a run with sparse prefill, the heat map, the table with keys visited and recall, exports", async () => {

@@ -147,6 +147,15 @@ export function createQuantPage(ctx) {
       <table><thead><tr><th>layer</th><th>weights</th><th class="n">weight SQNR (dB)</th><th class="n">1 − cos</th><th class="n">params</th><th class="n">time saved (ms / prefill)</th></tr></thead><tbody>${
       q.weights.map((w) => `<tr><td>L${w.layer}</td><td>${esc(w.reference)} → ${esc(w.candidate)}</td><td class="n">${fmt(w.sqnr_db, 2)}</td><td class="n">${(1 - w.cosine).toExponential(2)}</td><td class="n">${w.params}</td>
         <td class="n">${lmw && lmw.reference[w.layer] !== undefined ? fmt(lmw.reference[w.layer] - lmw.candidate[w.layer], 4) : "–"}</td></tr>`).join("")}</tbody></table></div>`);
+    if (q.kv?.length) {
+      // K/V as each arm's attention reads them (vs the fp32 K/V) beside that layer's attention-output error and time saved
+      const zOf = (layer) => L.find((l) => l.layer === layer && l.hook.endsWith("attn.hook_z"));
+      const e = (x) => `${fmt(x.sqnr_db, 1)} / ${sci(x.rel_l1)}`;
+      $("#q-cards").insertAdjacentHTML("beforeend", `<div style="grid-column:1/-1"><p class="small" style="margin:4px 0">K and V as each arm's attention reads them (KV-cache format or Sage quantization), against the fp32 K/V; SQNR (dB) / relative L1, reference → candidate; the attention output (attn.hook_z) of the candidate against the reference; the time each layer saved:</p>
+      <table id="q-kv"><thead><tr><th>layer</th><th>K/V form</th><th class="n">K</th><th class="n">V</th><th class="n">attn out rel L1</th><th class="n">attn out 1 − cos</th><th class="n">time saved (ms / prefill)</th></tr></thead><tbody>${
+        q.kv.map((x) => { const z = zOf(x.layer); return `<tr><td>L${x.layer}</td><td>${esc(x.reference)} → ${esc(x.candidate)}</td><td class="n">${e(x.k.reference)} → ${e(x.k.candidate)}</td><td class="n">${e(x.v.reference)} → ${e(x.v.candidate)}</td>
+          <td class="n">${z ? sci(z.rel_l1) : "–"}</td><td class="n">${z ? (1 - z.cosine).toExponential(2) : "–"}</td><td class="n">${lmw && lmw.reference[x.layer] !== undefined ? fmt(lmw.reference[x.layer] - lmw.candidate[x.layer], 4) : "–"}</td></tr>`; }).join("")}</tbody></table></div>`);
+    }
     const colors = (c) => L.map((l) => (l.nonfinite ? "#c8453b" : c));
     const bar = (div, y, title, ytitle, color, log = false) => Plotly.react(div, [{ type: "bar", x: names, y, marker: { color: colors(color) }, hovertemplate: "%{x}: %{y:.4g}<extra></extra>" }], {
       ...BASE_LAYOUT, margin: { l: 64, r: 10, t: 36, b: 70 }, title: { text: title, font: { size: 13 } },

@@ -36,6 +36,11 @@ const RunRequest = z.object({
   draft: z.object({ model: ModelSource, k: z.number().int().min(1).max(64).default(4) }).strict().optional(),
   // sparse prefill budgets (toggle sparsePrefill = vertical-slash): the run gets a session with them
   sparse: SparseOptionsSchema.optional(),
+  // speculative decoding with an EAGLE head (toggle speculative = eagle): a head directory under the roots, its tree
+  eagle: z.object({
+    head: ModelSource, depth: z.number().int().min(1).max(16).default(5), topK: z.number().int().min(1).max(16).default(4),
+    budget: z.number().int().min(1).max(128).default(16),
+  }).strict().optional(),
 }).strict().refine((r) => [r.prompt, r.messages, r.tokens, r.promptSet, r.prompts].filter((x) => x !== undefined).length === 1,
   { message: "give exactly one of prompt, messages, tokens, promptSet or prompts" });
 export type RunRequest = z.infer<typeof RunRequest>;
@@ -50,8 +55,13 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
     const source = req.model !== undefined ? ctx.resolveSource(req.model) : undefined;
     const draftPath = req.draft ? ctx.resolveSource(req.draft.model) : undefined;
     const draft = req.draft && draftPath ? { model: draftPath, k: req.draft.k, root: ctx.rootOf(draftPath) } : undefined;
+    const headPath = req.eagle ? ctx.resolveSource(req.eagle.head) : undefined;
+    const eagle = req.eagle && headPath ? { ...req.eagle, head: headPath, root: ctx.rootOf(headPath) } : undefined;
+    if (draft && eagle) throw new HttpError(400, "run: give either draft or eagle, not both");
     if (draft) req.toggles.speculative = "draft";
+    else if (eagle) req.toggles.speculative = "eagle";
     else if (req.toggles.speculative === "draft") throw new HttpError(400, "run: speculative = draft needs a draft model (field draft: {model, k})");
+    else if (req.toggles.speculative === "eagle") throw new HttpError(400, "run: speculative = eagle needs an EAGLE head (field eagle: {head, depth, topK, budget})");
     let prompts: z.infer<typeof PromptSpec>[];
     let setName: string | undefined;
     let setSampling = {};
@@ -76,7 +86,7 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
         capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
-        repeats: req.repeats, warmup: req.warmup, ...(draft ? { draft } : {}), ...(req.sparse ? { sparse: req.sparse } : {}),
+        repeats: req.repeats, warmup: req.warmup, ...(draft ? { draft } : {}), ...(eagle ? { eagle } : {}), ...(req.sparse ? { sparse: req.sparse } : {}),
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, ctx.relay(t));

@@ -128,6 +128,9 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
 void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed, int max_check_rows = 96);
 void run_attn();
 void run_prefill();
+// sage.cu: SageAttention prefill (src/opt/attention/sage.cuh) against the CPU arm and exact attention
+void sage_case(int nH, int nKV, int d, int pos0, int n, bool fp8, bool timed, int max_blocks);
+void run_sage();
 // gemm.cu
 void gemm_case(int backend, int64_t M, int64_t N, int64_t K, int kind, bool timed);
 void run_gemm();

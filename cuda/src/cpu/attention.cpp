@@ -216,7 +216,10 @@ void attention(KvStore &kv, const AttnArgs &a) {
   gqa_prepare(kv, a, g);
   const StepRows rows(st);
   // 3a. Prefill chunks: the blocked AVX-512 kernels (same math, several queries per K/V load).
-  if (rows.count() >= kBlockedMinRows && attention_blocked_ok(d)) {
+  // (A tree step runs 3b: its rows attend to their ancestors only, each row over the same key list a plain
+  // sequence of its path would have, so a path's rows match decode steps bit for bit.)
+  const bool tree = st.tree_base >= 0;
+  if (!tree && rows.count() >= kBlockedMinRows && attention_blocked_ok(d)) {
     attention_blocked_avx512(kv, a, g);
     return;
   }
@@ -231,24 +234,28 @@ void attention(KvStore &kv, const AttnArgs &a) {
       const int64_t row = task / nH;
       const int32_t h = int32_t(task % nH);
       const size_t s = size_t(rows.seq[size_t(row)]);
-      const int32_t n_keys = rows.n_keys(st, row);
+      // Key k of the row's list -> its KV position: the identity, or for a tree row the prefix [0, tree_base)
+      // followed by the positions of its ancestors and itself (backend.hpp Step::tree_keys).
+      const std::vector<int32_t> *tk = tree ? &st.tree_keys[size_t(row - st.row_offset[s])] : nullptr;
+      const int32_t n_keys = tree ? st.tree_base + int32_t(tk->size()) : rows.n_keys(st, row);
+      auto at = [&](int32_t k) -> int64_t { return (!tk || k < st.tree_base) ? k : st.tree_base + (*tk)[size_t(k - st.tree_base)]; };
       const float *q = a.q + row * qd + int64_t(h) * d;
       float *z = a.z + row * qd + int64_t(h) * d;
       if (g.per_query_head) {
         const int64_t len = st.pos0[s] + st.n_new[s];
         const float *K = &g.k[s][size_t(h * len * d)], *V = &g.v[s][size_t(h * len * d)];
-        attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowF32{K + int64_t(k) * d}; },
-               [&](int32_t k) { return RowF32{V + int64_t(k) * d}; });
+        attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowF32{K + at(k) * d}; },
+               [&](int32_t k) { return RowF32{V + at(k) * d}; });
       } else {
         const int64_t base = kv.offset(a.layer, st.seq[s], h / group, 0);
         if (kv.bf16) {
           const uint16_t *K = &kv.kb[size_t(base)], *V = &kv.vb[size_t(base)];
-          attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowBF16{K + int64_t(k) * d}; },
-                 [&](int32_t k) { return RowBF16{V + int64_t(k) * d}; });
+          attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowBF16{K + at(k) * d}; },
+                 [&](int32_t k) { return RowBF16{V + at(k) * d}; });
         } else {
           const float *K = &kv.kf[size_t(base)], *V = &kv.vf[size_t(base)];
-          attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowF32{K + int64_t(k) * d}; },
-                 [&](int32_t k) { return RowF32{V + int64_t(k) * d}; });
+          attend(z, q, d, n_keys, scale, sc, [&](int32_t k) { return RowF32{K + at(k) * d}; },
+                 [&](int32_t k) { return RowF32{V + at(k) * d}; });
         }
       }
     }

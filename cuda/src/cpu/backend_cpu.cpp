@@ -4,6 +4,7 @@
 
 #include "cpu.hpp"
 #include "json.hpp"
+#include "tp_cpu.hpp"
 
 namespace qw {
 
@@ -38,6 +39,38 @@ const float *vec(const Model &m, const std::string &name) {
   return reinterpret_cast<const float *>(t->data.data());
 }
 
+}  // namespace
+
+void link_model(Model &m) {
+  const Config &c = m.cfg;
+  m.embed = weight(m, "token_embd.weight");
+  m.output = c.tie_embeddings ? m.embed : weight(m, "output.weight");
+  m.out_norm = c.eagle_head ? nullptr : vec(m, "output_norm.weight");
+  if (c.eagle_head) {
+    m.eagle_fc = weight(m, "eagle.fc.weight");
+    m.eagle_fc_bias = vec(m, "eagle.fc.bias");
+  }
+  m.layers.resize(size_t(c.num_layers));
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    Layer &ly = m.layers[size_t(l)];
+    ly.attn_norm = c.eagle_head ? nullptr : vec(m, b + "attn_norm.weight");
+    ly.ffn_norm = vec(m, b + "ffn_norm.weight");
+    ly.bq = vec(m, b + "attn_q.bias");
+    ly.bk = vec(m, b + "attn_k.bias");
+    ly.bv = vec(m, b + "attn_v.bias");
+    ly.q = weight(m, b + "attn_q.weight");
+    ly.k = weight(m, b + "attn_k.weight");
+    ly.v = weight(m, b + "attn_v.weight");
+    ly.o = weight(m, b + "attn_output.weight");
+    ly.gate = weight(m, b + "ffn_gate.weight");
+    ly.up = weight(m, b + "ffn_up.weight");
+    ly.down = weight(m, b + "ffn_down.weight");
+  }
+}
+
+namespace {
+
 class CpuModel final : public BackendModel {
  public:
   CpuModel(const Config &c, int threads) {
@@ -45,29 +78,7 @@ class CpuModel final : public BackendModel {
     m_.threads = threads;
   }
   void add_tensor(NativeTensor &&t) override { m_.tensors.push_back(std::make_unique<NativeTensor>(std::move(t))); }
-  void finalize() override {
-    const Config &c = m_.cfg;
-    m_.embed = weight(m_, "token_embd.weight");
-    m_.output = c.tie_embeddings ? m_.embed : weight(m_, "output.weight");
-    m_.out_norm = vec(m_, "output_norm.weight");
-    m_.layers.resize(size_t(c.num_layers));
-    for (int32_t l = 0; l < c.num_layers; ++l) {
-      const std::string b = "blk." + std::to_string(l) + ".";
-      Layer &ly = m_.layers[size_t(l)];
-      ly.attn_norm = vec(m_, b + "attn_norm.weight");
-      ly.ffn_norm = vec(m_, b + "ffn_norm.weight");
-      ly.bq = vec(m_, b + "attn_q.bias");
-      ly.bk = vec(m_, b + "attn_k.bias");
-      ly.bv = vec(m_, b + "attn_v.bias");
-      ly.q = weight(m_, b + "attn_q.weight");
-      ly.k = weight(m_, b + "attn_k.weight");
-      ly.v = weight(m_, b + "attn_v.weight");
-      ly.o = weight(m_, b + "attn_output.weight");
-      ly.gate = weight(m_, b + "ffn_gate.weight");
-      ly.up = weight(m_, b + "ffn_up.weight");
-      ly.down = weight(m_, b + "ffn_down.weight");
-    }
-  }
+  void finalize() override { link_model(m_); }
   std::unique_ptr<BackendSession> new_session(int32_t max_batch, int32_t max_context, int32_t max_prefill) override {
     return std::make_unique<Session>(m_, max_batch, max_context, max_prefill);
   }
@@ -107,6 +118,7 @@ class CpuBackend final : public Backend {
     return w.str();
   }
   std::unique_ptr<BackendModel> new_model(const Config &cfg) override {
+    if (cfg.tp > 1) return tp_emulation_model(cfg, threads_);  // opt/parallel/tp_cpu.hpp
     return std::make_unique<CpuModel>(cfg, threads_);
   }
 

@@ -102,17 +102,37 @@ void attention_blocked_avx512(KvStore &kv, const AttnArgs &a, const GqaKv &g);
 // The CPU model: native tensors by name, and the forward step (forward.cpp).
 struct Layer {
   Weight q, k, v, o, gate, up, down;
-  const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  const float *attn_norm = nullptr /* null: no input norm (EAGLE head layer 0) */, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
 };
 struct Model {
   Config cfg;
   std::vector<std::unique_ptr<NativeTensor>> tensors;
   Weight embed, output;  // output = embed when tied
-  const float *out_norm = nullptr;
+  const float *out_norm = nullptr;  // null for an EAGLE head (no final norm)
+  Weight eagle_fc;                  // EAGLE head only (cfg.eagle_head): fc [H, 2H] and its bias
+  const float *eagle_fc_bias = nullptr;
   std::vector<Layer> layers;
   int threads = 1;  // pool size of each session
   const NativeTensor *find(const std::string &name) const;
 };
+
+// Links a model's layers to its tensors by name (missing ones: QW_ERR_NOT_FOUND); backend_cpu.cpp. The tensor-
+// parallel emulation (opt/parallel/tp_cpu.cpp) links each rank's model of shards with it too.
+void link_model(Model &m);
+
+// The end of a step, shared by the forward and the tensor-parallel emulation (forward.cpp): which rows get logits,
+// handing them (and hook_logits) to the sink, and sampling each sequence's last row.
+struct LogitRows {
+  bool all_rows = false;      // every row of the step (all-position logits or hook_logits), else the last per sequence
+  std::vector<int64_t> sel;   // the step rows, in logits order
+  int64_t last_row(const Step &st, size_t s) const {  // the logits row of sequence s's last position
+    return all_rows ? st.row_offset[s] + st.n_new[s] - 1 : int64_t(s);
+  }
+};
+LogitRows logit_rows(const Step &st, const Sink &sink);
+void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V);  // lg: [sel, V]
+void sample_step(const Step &st, const LogitRows &lr, const float *lg, int32_t V, SamplerScratch &scratch,
+                 int32_t *out_tokens);
 
 class Session final : public BackendSession {
  public:
@@ -122,6 +142,8 @@ class Session final : public BackendSession {
   void reset(int32_t) override {}  // the front tracks lengths; stale KV rows are overwritten before use
   KvInfo kv_info() const override { return kv_.info(); }
   const SparseStats *sparse_stats() const override { return &sparse_stats_; }
+  bool supports_tree() const override { return true; }
+  void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;
 
  private:
   const Model &m_;
@@ -133,6 +155,8 @@ class Session final : public BackendSession {
   std::vector<float> x_, h_, q_, k_, v_, z_, o_, g_, u_, a_, logits_, fin_;
   std::vector<int32_t> pos_;
   SamplerScratch sampler_;
+  std::vector<float> fnorm_;      // ln_final.hook_normalized capture: every row's final-normed state
+  std::vector<float> eagle_cat_;  // EAGLE head: [embedding ; feature] rows (opt/speculative/eagle_cpu.hpp)
   std::vector<float> q_succ_, q_inter_;  // Dual Chunk Attention (src/opt/dca/): successive-/inter-chunk queries
   SparseStats sparse_stats_;              // sparse prefill (src/opt/sparse_prefill/): the latest prompt's measurements
 };

@@ -8,6 +8,7 @@
 #include "cost.hpp"
 #include "cpu.hpp"
 #include "dca_cpu.hpp"
+#include "eagle_cpu.hpp"
 #include "gqa_cpu.hpp"
 #include "sampling.hpp"
 #include "sage_cpu.hpp"
@@ -78,6 +79,44 @@ struct Recorder {
 
 }  // namespace
 
+// Final norm and lm_head run only for the rows someone needs: every row when all-position logits or the
+// hook_logits capture are asked for, else the last row of each sequence (what sampling needs).
+LogitRows logit_rows(const Step &st, const Sink &sink) {
+  LogitRows lr;
+  lr.all_rows = (st.phase == QW_PHASE_PREFILL && st.logits_mode == 2) || sink.wants(HOOK_LOGITS, -1);
+  if (lr.all_rows) {
+    for (int64_t r = 0; r < int64_t(st.tokens.size()); ++r) lr.sel.push_back(r);
+  } else {
+    for (size_t s = 0; s < st.seq.size(); ++s) lr.sel.push_back(st.row_offset[s] + st.n_new[s] - 1);
+  }
+  return lr;
+}
+
+void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V) {
+  const int32_t N = int32_t(lr.sel.size());
+  const size_t nS = st.seq.size();
+  if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, lg, N, V);
+  if (st.logits_mode == 2 && st.phase == QW_PHASE_PREFILL) {
+    sink.logits(lg, N, V);
+  } else if (st.logits_mode != 0) {
+    if (lr.all_rows) {
+      std::vector<float> rows(nS * size_t(V));
+      for (size_t s = 0; s < nS; ++s) std::memcpy(&rows[s * size_t(V)], lg + lr.last_row(st, s) * V, size_t(V) * 4);
+      sink.logits(rows.data(), int32_t(nS), V);
+    } else {
+      sink.logits(lg, int32_t(nS), V);
+    }
+  }
+}
+
+void sample_step(const Step &st, const LogitRows &lr, const float *lg, int32_t V, SamplerScratch &scratch,
+                 int32_t *out_tokens) {
+  for (size_t s = 0; s < st.seq.size(); ++s) {
+    const SamplingParams p{st.temperature[s], st.top_k[s], st.top_p[s], st.seed[s]};
+    out_tokens[s] = sample_token(lg + lr.last_row(st, s) * V, V, p, int64_t(st.pos0[s]) + st.n_new[s], scratch);
+  }
+}
+
 Session::Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t max_prefill)
     : m_(m), max_batch_(max_batch), max_context_(max_context), max_prefill_(max_prefill),
       pool_(std::make_unique<Pool>(m.threads)) {
@@ -90,8 +129,14 @@ void Session::configure(const StepToggles &t) {
   kv_.configure(t.kv_cache, c.num_layers, max_batch_, c.num_kv_heads, max_context_, c.head_dim);
 }
 
+void Session::kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) {
+  eagle_kv_compact(kv_, seq, base, keep, n);
+}
+
 void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   const Config &c = m_.cfg;
+  const bool tree = st.tree_base >= 0;  // tree verification (speculative = eagle): positions and keys per row
+  if (tree) eagle_check_tree_step(st, kv_, c.num_layers);
   Pool &th = *pool_;
   const int64_t R = int64_t(st.tokens.size());
   const int64_t H = c.hidden_size, Qd = c.q_dim(), KVd = c.kv_dim(), F = c.intermediate_size, V = c.vocab_size;
@@ -109,9 +154,9 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   float *g = grow(g_, size_t(R * F));     // gate (pre-SiLU)
   float *u = grow(u_, size_t(R * F));     // up
   float *a = grow(a_, size_t(R * F));     // silu(gate) * up
-  int32_t *pos = grow(pos_, size_t(R));   // KV position of each row
+  int32_t *pos = grow(pos_, size_t(R));   // RoPE position of each row (its KV position unless a tree step)
   for (size_t s = 0; s < nS; ++s)
-    for (int32_t j = 0; j < st.n_new[s]; ++j) pos[st.row_offset[s] + j] = st.pos0[s] + j;
+    for (int32_t j = 0; j < st.n_new[s]; ++j) pos[st.row_offset[s] + j] = tree ? st.tree_pos[size_t(j)] : st.pos0[s] + j;
   // Dual Chunk Attention: remapped positions once per step; the RoPE table must cover the largest of them.
   auto dca_on = [&](int32_t l) { return st.toggles.at(l).dca == Dca::On; };
   bool any_dca = false;
@@ -139,14 +184,22 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       for (int64_t r = a; r < b; ++r) dequant_rows(x + r * H, E, st.tokens[size_t(r)], 1);
     });
   });
+  if (c.eagle_head) {  // the EAGLE head's input rows: fc([embedding ; feature]) (the front checked features)
+    rec.op(-1, QW_OP_EMBED, "cpu.eagle.fc", cost_matmul(R, H, 2 * H, m_.eagle_fc.t->type, m_.eagle_fc.t->group, true, act),
+           nt, [&] { eagle_input(x, st.features, m_.eagle_fc, m_.eagle_fc_bias, R, H, eagle_cat_, th); });
+  }
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &ly = m_.layers[size_t(l)];
     const LayerToggles &lt = st.toggles.at(l);
     const ActQuant aq = lt.act_quant;  // the activation arm of the layer's GEMMs
     cap(HOOK_RESID_PRE, l, x, H);
-    rec.op(l, QW_OP_ATTN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
-           [&] { rmsnorm(h, x, ly.attn_norm, R, H, c.rms_eps, th); });
+    if (ly.attn_norm) {
+      rec.op(l, QW_OP_ATTN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
+             [&] { rmsnorm(h, x, ly.attn_norm, R, H, c.rms_eps, th); });
+    } else {  // EAGLE head layer 0: no input norm
+      std::memcpy(h, x, size_t(R * H) * 4);
+    }
     {
       const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd, aq}, {ly.k, ly.bk, k, KVd, aq}, {ly.v, ly.bv, v, KVd, aq}};
       OpCost cq = cost_matmul(R, Qd, H, ly.q.t->type, ly.q.t->group, true, act);
@@ -220,20 +273,25 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_RESID_POST, l, x, H);
   }
 
-  // Final norm and lm_head only for the rows someone needs: every row when all-position logits or the
-  // hook_logits capture are asked for, else the last row of each sequence (what sampling needs).
-  const bool all_rows = (st.phase == QW_PHASE_PREFILL && st.logits_mode == 2) || sink.wants(HOOK_LOGITS, -1);
-  std::vector<int64_t> sel;
-  if (all_rows) {
-    for (int64_t r = 0; r < R; ++r) sel.push_back(r);
-  } else {
-    for (size_t s = 0; s < nS; ++s) sel.push_back(st.row_offset[s] + st.n_new[s] - 1);
+  // Final norm and lm_head only for the rows someone needs (logit_rows).
+  if (sink.wants(HOOK_FINAL_NORM, -1)) {
+    // Every row's final-normed state (EAGLE's features), normed on its own so that the rows the lm_head reads,
+    // and so the logits, stay exactly those of a step without the capture.
+    float *hn = grow(fnorm_, size_t(R * H));
+    if (m_.out_norm) rmsnorm(hn, x, m_.out_norm, R, H, c.rms_eps, th);
+    else std::memcpy(hn, x, size_t(R * H) * 4);
+    sink.capture(HOOK_FINAL_NORM, -1, hn, int32_t(R), int32_t(H));
   }
-  const int64_t N = int64_t(sel.size());
+  const LogitRows lr = logit_rows(st, sink);
+  const int64_t N = int64_t(lr.sel.size());
   float *xs = grow(fin_, size_t(N * H));  // selected rows of the residual stream, then normed in h
-  for (int64_t i = 0; i < N; ++i) std::memcpy(xs + i * H, x + sel[size_t(i)] * H, size_t(H) * 4);
-  rec.op(-1, QW_OP_FINAL_NORM, "cpu.rmsnorm", cost_rmsnorm(N, H, act), int32_t(N),
-         [&] { rmsnorm(h, xs, m_.out_norm, N, H, c.rms_eps, th); });
+  for (int64_t i = 0; i < N; ++i) std::memcpy(xs + i * H, x + lr.sel[size_t(i)] * H, size_t(H) * 4);
+  if (m_.out_norm) {
+    rec.op(-1, QW_OP_FINAL_NORM, "cpu.rmsnorm", cost_rmsnorm(N, H, act), int32_t(N),
+           [&] { rmsnorm(h, xs, m_.out_norm, N, H, c.rms_eps, th); });
+  } else {  // EAGLE head: its layer output goes to the lm_head as it is
+    std::memcpy(h, xs, size_t(N * H) * 4);
+  }
   float *lg = grow(logits_, size_t(N * V));  // [N, V]
   {
     const MatJob job{m_.output, nullptr, lg, V};
@@ -241,26 +299,9 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
            cost_matmul(N, V, H, m_.output.t->type, m_.output.t->group, false, act), int32_t(N),
            [&] { matmul(&job, 1, h, N, H, th); });
   }
-  if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, lg, int32_t(N), int32_t(V));
-  // Row of `lg` holding the last position of sequence s.
-  auto last_row = [&](size_t s) -> int64_t { return all_rows ? st.row_offset[s] + st.n_new[s] - 1 : int64_t(s); };
-  if (st.logits_mode == 2 && st.phase == QW_PHASE_PREFILL) {
-    sink.logits(lg, int32_t(N), int32_t(V));
-  } else if (st.logits_mode != 0) {
-    if (all_rows) {
-      std::vector<float> rows(nS * size_t(V));
-      for (size_t s = 0; s < nS; ++s) std::memcpy(&rows[s * size_t(V)], lg + last_row(s) * V, size_t(V) * 4);
-      sink.logits(rows.data(), int32_t(nS), int32_t(V));
-    } else {
-      sink.logits(lg, int32_t(nS), int32_t(V));
-    }
-  }
-  rec.op(-1, QW_OP_SAMPLE, "cpu.sample", cost_sample(int64_t(nS), V), int32_t(nS), [&] {
-    for (size_t s = 0; s < nS; ++s) {
-      const SamplingParams p{st.temperature[s], st.top_k[s], st.top_p[s], st.seed[s]};
-      out_tokens[s] = sample_token(lg + last_row(s) * V, int32_t(V), p, int64_t(st.pos0[s]) + st.n_new[s], sampler_);
-    }
-  });
+  hand_out_logits(st, sink, lr, lg, int32_t(V));
+  rec.op(-1, QW_OP_SAMPLE, "cpu.sample", cost_sample(int64_t(nS), V), int32_t(nS),
+         [&] { sample_step(st, lr, lg, int32_t(V), sampler_, out_tokens); });
   rec.finish();
 }
 

@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <string>
 
 #include "attention.cuh"
 #include "gemm.cuh"
 #include "marlin.cuh"
 #include "norm.cuh"
+#include "registry.hpp"
 #include "session.cuh"
 #include "swiglu.cuh"
 
@@ -178,6 +180,14 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast)
   const Step &st = *p.st;
   const int32_t R = prow_cap_;
   const char *an = "attn_prefill_mma";
+  const Attention arm = attention_arm(st, l);
+  const bool sage = arm != Attention::FlashBf16;  // Sage reads the kv heads in place: a broadcast copy holds the same rows
+  if (sage) {
+    int dev = 0;
+    CK(cudaGetDevice(&dev));
+    const char *why = qwc::sage_unsupported(arm == Attention::SageFp8, c.head_dim, c.num_heads, c.num_kv_heads, dev);
+    if (*why) throw Error(QW_ERR_UNSUPPORTED, "attention = " + value_name(arm) + " on layer " + std::to_string(l) + ": " + why);
+  }
   for (size_t i = 0; i < st.seq.size(); ++i) {
     const size_t row0 = (size_t)st.row_offset[i];
     qwc::PrefillAttnArgs a;
@@ -189,6 +199,14 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast)
     a.pos0 = st.pos0[i];
     a.n = st.n_new[i];
     a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+    if (sage) {
+      qwc::SagePrefillArgs sa;
+      sa.p = a;
+      sa.fp8 = arm == Attention::SageFp8;
+      sa.ws = &sage_;
+      an = dev_guard([&] { return qwc::launch_sage_prefill(sa, stream_); });
+      continue;
+    }
     if (bcast) {
       ensure_bcast();
       hparams_[3 * R + i] = st.pos0[i] + st.n_new[i];
@@ -201,7 +219,7 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, bool bcast)
     }
     an = qwc::launch_prefill_attention(a, stream_);
   }
-  return bcast ? "attn_prefill_mma+broadcast" : an;
+  return bcast && !sage ? "attn_prefill_mma+broadcast" : an;
 }
 
 // rmsnorm, the gate|up GEMM (bf16 out), then SwiGLU as its own op.

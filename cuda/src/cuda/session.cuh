@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.hpp"
 #include "backend.hpp"
 #include "common.cuh"
 #include "cost.hpp"
@@ -31,6 +32,7 @@
 #include "graphs.hpp"
 #include "kernel_trace.cuh"
 #include "kv_quant.cuh"
+#include "sage.cuh"
 #include "sample.cuh"
 #include "sparse_prefill.cuh"
 #include "sparse_prefill.hpp"
@@ -156,12 +158,15 @@ inline bool gqa_broadcast(const Step &st, int32_t layer) {
 }
 inline bool graphs_on(const Step &st) { return st.toggles.graphs == Graphs::On; }
 inline bool gemv_marlin(const Step &st) { return st.toggles.gemv == Gemv::Marlin; }
+inline Attention attention_arm(const Step &st, int32_t layer) {
+  return st.toggles.layer.empty() ? Attention::FlashBf16 : st.toggles.layer[size_t(layer)].attention;
+}
 inline bool dca_on(const Step &st, int32_t layer) {
   return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].dca == Dca::On;
 }
 // sparse prefill runs on prefill steps of >= 8 rows (as on the CPU: sparse_prefill_cpu.hpp sparse_runs)
 inline bool sparse_on(const Step &st, int32_t layer, int32_t rows) {
-  return st.phase == QW_PHASE_PREFILL && rows >= 8 && !st.toggles.layer.empty() &&
+  return st.phase == QW_PHASE_PREFILL && st.tree_base < 0 && rows >= 8 && !st.toggles.layer.empty() &&
          st.toggles.layer[size_t(layer)].sparse_prefill == SparsePrefill::VerticalSlash;
 }
 
@@ -280,6 +285,7 @@ class CudaSession final : public BackendSession {
   DBuf kcache_, vcache_;
   size_t layer_kv_elems_ = 0;
   qwc::KvqCache kvq_;  // kvCache = q8 | kivi4 | kivi2 (opt/kvcache/kv_quant.cuh)
+  qwc::SageScratch sage_;  // attention = sage-int8 | sage-fp8 prefill (opt/attention/sage.cuh), sized on first use
   int32_t sms_ = 132;
   // activations (sized for rows_cap_ rows)
   int32_t rows_cap_ = 0;

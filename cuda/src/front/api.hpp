@@ -15,6 +15,7 @@
 
 #include "backend.hpp"
 #include "hooks.hpp"
+#include "parallel.hpp"
 #include "requant.hpp"
 #include "sampling.hpp"
 #include "tensors.hpp"
@@ -79,6 +80,7 @@ struct qw_model {
   uint64_t weight_bytes = 0;
   std::unique_ptr<qw::BackendModel> bm;
   qw::WeightPlan wplan;  // the `weights` model option (opt/weights/requant.hpp)
+  qw::Parallel parallel{};  // the `parallel` model option (opt/parallel/tp_plan.hpp); cfg.tp = its rank count
   bool finalized = false;
   std::mutex mu;  // load_tensor may be called from several loader threads
   std::atomic<int32_t> live_sessions{0};
@@ -154,5 +156,12 @@ namespace qw {
 
 // Clears one sequence (backend and length).
 void reset_seq(qw_session *s, int32_t seq);
+// Argument checks and the one step runner of the session entry points (api_session.cpp, api_speculative.cpp).
+void check_seq(qw_session *s, int32_t seq, bool allow_all);
+void check_tokens(qw_session *s, const int32_t *tokens, int32_t n);
+// Runs a step and updates the session state only when the backend succeeded.
+void run_step(qw_session *s, Step &st, int32_t *out_tokens);
+// An EAGLE head's rows need features: its steps go through qw_session_prefill_tree (api_speculative.cpp).
+void refuse_eagle_head(qw_session *s, const char *call);
 
 }  // namespace qw

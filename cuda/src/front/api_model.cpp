@@ -5,6 +5,8 @@
 #include "api.hpp"
 #include "convert.hpp"
 #include "json.hpp"
+#include "registry.hpp"
+#include "tp_plan.hpp"
 
 using qw::copy_out;
 using qw::fail;
@@ -61,8 +63,18 @@ QW_API int32_t qw_model_create(qw_engine *engine, const char *config_json, qw_mo
     auto m = std::make_unique<qw_model>();
     m->engine = engine;
     m->cfg = qw::parse_config(config_json);
+    if (m->cfg.eagle_head && std::string(qw::kBackendName) != "cpu")
+      fail(QW_ERR_UNSUPPORTED, std::string("an EAGLE head (speculative = eagle) runs on the CPU backend only; the ") +
+                                   qw::kBackendName + " backend does not implement it yet");
     m->specs = qw::tensor_specs(m->cfg);
     m->wplan = qw::parse_weight_plan(config_json, m->cfg.num_layers);
+    m->parallel = qw::parse_parallel(config_json);
+    if (!qw::toggle_def(qw::OptId::parallel).implements(qw::kBackendName, uint8_t(m->parallel)))
+      fail(QW_ERR_UNSUPPORTED, "model option parallel = " + qw::value_name(m->parallel) + " is not on the " +
+                                   qw::kBackendName + " backend yet (README, \"Tensor parallelism\"): load it with tp1" +
+                                   " or on the CPU backend, whose emulation of the ranks is the reference");
+    m->cfg.tp = qw::tp_ranks(m->parallel);
+    qw::tp_plan(m->cfg, m->cfg.tp);  // refuses a model the ranks cannot split, saying which count and why
     m->loaded.assign(m->specs.size(), false);
     m->bm = engine->backend->new_model(m->cfg);
     if (!m->bm) fail(QW_ERR_INTERNAL, "backend returned no model");
@@ -132,6 +144,7 @@ QW_API int32_t qw_model_info_json(qw_model *model, char *out, uint64_t cap, uint
     w.begin_object();
     w.key("weight_bytes").value(model->weight_bytes);
     w.key("finalized").value(model->finalized);
+    w.key("parallel").value(qw::value_name(model->parallel));
     w.key("weights").begin_array();
     for (const auto &v : model->wplan.toggle_values()) w.value(v);
     w.end_array();

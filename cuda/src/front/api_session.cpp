@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "api.hpp"
+#include "attention.hpp"
 #include "json.hpp"
 #include "kvcache.hpp"
 #include "registry.hpp"
@@ -14,7 +15,6 @@
 
 namespace qw {
 
-namespace {
 void check_seq(qw_session *s, int32_t seq, bool allow_all) {
   if (allow_all && seq == -1) return;
   if (seq < 0 || seq >= s->max_batch)
@@ -22,15 +22,11 @@ void check_seq(qw_session *s, int32_t seq, bool allow_all) {
                                std::to_string(s->max_batch) + ")" + (allow_all ? " (or -1 for all)" : ""));
 }
 
-}  // namespace
-
 void reset_seq(qw_session *s, int32_t seq) {
   s->bs->reset(seq);
   s->len[size_t(seq)] = 0;
   s->peak[size_t(seq)] = 0;
 }
-
-namespace {
 
 void check_tokens(qw_session *s, const int32_t *tokens, int32_t n) {
   const int32_t V = s->model->cfg.vocab_size;
@@ -47,6 +43,7 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   st.profiling_mode = s->profiling;
   st.profiling = s->profiling != QW_PROFILING_OFF;
   st.toggles = s->toggles;  // typed when set: no parsing per step
+  qw::attention_check_step(st.toggles);  // a Sage arm that something else would replace is an error, not a swap
   st.dca_chunk = s->dca_chunk;
   st.dca_local = s->dca_local;
   st.sparse = s->sparse;
@@ -82,7 +79,6 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
     if (s->captures[i].filled) s->filled.push_back(int32_t(i));
 }
 
-}  // namespace
 
 // "sparsePrefill": the budgets and, per layer and head, what the latest prompt's prefill measured (sparse_prefill.hpp).
 void write_sparse_info(JsonWriter &w, const SparseBudget &b, const SparseStats *st) {
@@ -177,6 +173,7 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
                   int(qw::Weights::Bf16) == int(qw::WeightFormat::BF16), "WeightFormat follows the registry's order");
     for (int32_t l = 0; l < model->cfg.num_layers; ++l)
       s->toggles.set_index(qw::OptId::weights, l, uint8_t(model->wplan.layer[size_t(l)]));
+    s->toggles.set_index(qw::OptId::parallel, -1, uint8_t(model->parallel));  // a model option too
     s->hook_slot.assign(size_t(qw::HOOK_COUNT) * size_t(model->cfg.num_layers + 1), -1);
     s->bs = model->bm->new_session(s->max_batch, s->max_context, s->max_prefill);
     if (!s->bs) fail(QW_ERR_INTERNAL, "backend returned no session");
@@ -292,6 +289,7 @@ QW_API int32_t qw_session_prefill(qw_session *s, int32_t seq, const int32_t *tok
     need(out_token, "out_token");
     if (n_tokens < 1) fail(QW_ERR_INVALID_ARGUMENT, "n_tokens must be >= 1");
     need(tokens, "tokens");
+    qw::refuse_eagle_head(s, "qw_session_prefill");
     if (n_tokens > s->max_prefill)
       fail(QW_ERR_INVALID_ARGUMENT, "n_tokens = " + std::to_string(n_tokens) + " exceeds max_prefill = " +
                                         std::to_string(s->max_prefill) + " (prefill in chunks)");
@@ -321,6 +319,7 @@ QW_API int32_t qw_session_decode(qw_session *s, int32_t n, const int32_t *seq_id
     need(seq_ids, "seq_ids");
     need(tokens, "tokens");
     need(out_tokens, "out_tokens");
+    qw::refuse_eagle_head(s, "qw_session_decode");
     std::vector<bool> seen(size_t(s->max_batch), false);
     for (int32_t i = 0; i < n; ++i) {
       check_seq(s, seq_ids[i], false);

@@ -65,6 +65,10 @@ QW_API int32_t qw_session_set_toggle(qw_session *s, const char *id, const char *
                              " (model config key \"weights\", per layer \"weights_layers\"; engine: openModel(source, "
                              "{weights}); CLI: --weights)");
     }
+    if (changed && d->opt == qw::OptId::parallel)  // a model option: the weights are sharded over the ranks at load
+      fail(QW_ERR_STATE, std::string("toggle parallel is chosen when the model loads (this model: ") +
+                             d->values[s->toggles.index(d->opt, 0)] + "): reopen the model with the option parallel = " +
+                             value + " (model config key \"parallel\"; engine: openModel(source, {parallel}))");
     if (changed && d->needs_reset) {
       s->bs->configure(next);  // may throw: the old values stay
       for (int32_t q = 0; q < s->max_batch; ++q) qw::reset_seq(s, q);

@@ -35,6 +35,11 @@ struct Config {
   // config has them, else chunk = the trained length (original_max_position_embeddings, else
   // max_position_embeddings) and local = chunk / 8. A session may override both (qw_session_create options).
   int32_t dca_chunk = 0, dca_local = 0;
+  // An EAGLE draft head (config key "eagle_head", opt/speculative/eagle.hpp): one decoder layer whose input is
+  // fc([embed(token), feature]), layer 0 without its input norm, and no final norm before the lm_head.
+  bool eagle_head = false;
+  // Tensor-parallel ranks (model option "parallel", opt/parallel/tp_plan.hpp): 1 = one device, the whole model.
+  int32_t tp = 1;
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }
 };
@@ -66,7 +71,9 @@ struct NativeTensor {
 // Hook points (docs/ARCHITECTURE.md §Hooks). Names are produced by hook_name().
 enum Hook : int32_t {
   HOOK_RESID_PRE = 0, HOOK_Q, HOOK_K, HOOK_V, HOOK_Z, HOOK_ATTN_OUT, HOOK_RESID_MID,
-  HOOK_MLP_PRE, HOOK_MLP_POST, HOOK_RESID_POST, HOOK_LOGITS, HOOK_COUNT
+  HOOK_MLP_PRE, HOOK_MLP_POST, HOOK_RESID_POST, HOOK_LOGITS,
+  HOOK_FINAL_NORM,  // global "ln_final.hook_normalized": the rows the lm_head reads (EAGLE's features)
+  HOOK_COUNT
 };
 
 // What the front asks of one forward step. Rows are laid out sequence by sequence: sequence i contributes
@@ -93,6 +100,15 @@ struct Step {
   // Budgets of sparse prefill (toggle "sparsePrefill", opt/sparse_prefill/sparse_prefill.hpp), checked by
   // qw_session_create: all >= 0, local >= 1.
   SparseBudget sparse;
+  // EAGLE head input (Config::eagle_head): [rows, hidden_size] features, row-aligned with `tokens`; else null.
+  const float *features = nullptr;
+  // A tree step (qw_session_prefill_tree, opt/speculative/tree.hpp): one sequence whose rows are tree nodes.
+  // Row j has RoPE position tree_pos[j] and attends to KV positions [0, tree_base) and tree_base + a for every
+  // a in tree_keys[j] (its ancestors and itself, ascending); its K/V are written at pos0 + j as usual.
+  // tree_base < 0: an ordinary causal step.
+  int32_t tree_base = -1;
+  std::vector<int32_t> tree_pos;
+  std::vector<std::vector<int32_t>> tree_keys;
 };
 
 // Where a backend reports what it measured and copies what was asked of it. Implemented by the front.
@@ -143,6 +159,14 @@ class BackendSession {
   // Emits records the backend assembles after the fact (CUDA kernels mode: CUPTI activity buffers). The front
   // calls it before it counts or reads records, never during a step.
   virtual void drain_records(Sink &sink) { (void)sink; }
+  // Whether forward() honours Step::tree_base / tree_pos / tree_keys (tree verification, speculative = eagle).
+  virtual bool supports_tree() const { return false; }
+  // Moves the K/V rows of sequence `seq` at positions base + keep[i] to base + i (keep ascending, keep[i] >= i):
+  // the accepted path of a verified tree becomes contiguous. Throws Error(QW_ERR_UNSUPPORTED) where not implemented.
+  virtual void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) {
+    (void)seq, (void)base, (void)keep, (void)n;
+    throw Error(QW_ERR_UNSUPPORTED, "KV compaction (speculative = eagle) is not implemented on this backend");
+  }
 };
 
 class BackendModel {

@@ -9,7 +9,8 @@ namespace {
 // Suffix after "blocks.{L}." of each per-layer hook, indexed by Hook.
 const char *const kSuffix[HOOK_COUNT] = {"hook_resid_pre",  "attn.hook_q",    "attn.hook_k",    "attn.hook_v",
                                          "attn.hook_z",     "hook_attn_out",  "hook_resid_mid", "mlp.hook_pre",
-                                         "mlp.hook_post",   "hook_resid_post", "hook_logits"};
+                                         "mlp.hook_post",   "hook_resid_post", "hook_logits",
+                                         "ln_final.hook_normalized"};
 
 std::string trim(const std::string &s) {
   size_t a = s.find_first_not_of(" \t\n\r"), b = s.find_last_not_of(" \t\n\r");
@@ -20,7 +21,7 @@ std::string trim(const std::string &s) {
 const char *hook_suffix(Hook h) { return kSuffix[h]; }
 
 std::string hook_name(Hook h, int32_t layer) {
-  if (h == HOOK_LOGITS) return "hook_logits";
+  if (h >= HOOK_LOGITS) return kSuffix[h];  // global hooks: the name is the whole name
   return "blocks." + std::to_string(layer) + "." + kSuffix[h];
 }
 
@@ -41,14 +42,14 @@ std::vector<HookRef> parse_hooks(const std::string &list, int32_t num_layers) {
       if (comma == list.size()) break;
       continue;
     }
-    if (name == "hook_logits") {
-      add(HOOK_LOGITS, -1);
-      continue;
-    }
+    bool global = false;
+    for (int g = HOOK_LOGITS; g < HOOK_COUNT; ++g)
+      if (name == kSuffix[g]) add(Hook(g), -1), global = true;
+    if (global) continue;
     const std::string bad = "unknown hook \"" + name +
                             "\" (expected blocks.{L|*}.hook_resid_pre|attn.hook_q|attn.hook_k|attn.hook_v|"
                             "attn.hook_z|hook_attn_out|hook_resid_mid|mlp.hook_pre|mlp.hook_post|"
-                            "hook_resid_post, or hook_logits)";
+                            "hook_resid_post, or hook_logits, ln_final.hook_normalized)";
     if (name.compare(0, 7, "blocks.") != 0) throw Error(QW_ERR_NOT_FOUND, bad);
     const size_t dot = name.find('.', 7);
     if (dot == std::string::npos) throw Error(QW_ERR_NOT_FOUND, bad);

@@ -11,11 +11,11 @@ namespace qw {
 
 struct HookRef {
   Hook hook;
-  int32_t layer;  // -1 for hook_logits
+  int32_t layer;  // -1 for the global hooks (hook_logits, ln_final.hook_normalized)
 };
 
 std::string hook_name(Hook h, int32_t layer);
-// The name of hook `h` after "blocks.{L}." (per-layer hooks), or "hook_logits" for HOOK_LOGITS.
+// The name of hook `h` after "blocks.{L}." (per-layer hooks), or the whole name of a global hook (h >= HOOK_LOGITS).
 const char *hook_suffix(Hook h);
 // Parses a comma-separated list (spaces around names ignored, "" = none), expands "*" to every layer,
 // drops duplicates (keeping the first), and returns the hooks in the order given. Throws QW_ERR_NOT_FOUND

@@ -44,6 +44,10 @@ Config parse_config(const char *text) {
   c.rms_eps = float(d);
   if (!json_bool(o, "tie_word_embeddings", what, &c.tie_embeddings))
     throw Error(QW_ERR_INVALID_ARGUMENT, std::string(what) + ": \"tie_word_embeddings\" is required");
+  json_bool(o, "eagle_head", what, &c.eagle_head);
+  if (c.eagle_head && c.num_layers != 1)
+    throw Error(QW_ERR_INVALID_ARGUMENT, std::string(what) + ": an EAGLE head (eagle_head = true) has exactly one decoder layer, "
+                                             "the config says num_hidden_layers = " + std::to_string(c.num_layers));
 
   // Dual Chunk Attention defaults (backend.hpp Config): Qwen2.5-1M's dual_chunk_attention_config, else the
   // trained length. A malformed block is an error, not a silent fallback.
@@ -88,6 +92,7 @@ std::string config_json(const Config &c) {
   w.key("rope_theta").value(double(c.rope_theta));
   w.key("rms_norm_eps").value(double(c.rms_eps));
   w.key("tie_word_embeddings").value(c.tie_embeddings);
+  if (c.eagle_head) w.key("eagle_head").value(true);
   w.end_object();
   return w.str();
 }
@@ -100,7 +105,7 @@ std::vector<TensorSpec> tensor_specs(const Config &c) {
   mat("token_embd.weight", H, V);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    vec(b + "attn_norm.weight", H);
+    if (!c.eagle_head) vec(b + "attn_norm.weight", H);  // EAGLE's layer 0 has no input norm
     mat(b + "attn_q.weight", H, Q);
     vec(b + "attn_q.bias", Q);
     mat(b + "attn_k.weight", H, KV);
@@ -113,7 +118,12 @@ std::vector<TensorSpec> tensor_specs(const Config &c) {
     mat(b + "ffn_up.weight", H, F);
     mat(b + "ffn_down.weight", F, H);
   }
-  vec("output_norm.weight", H);
+  if (c.eagle_head) {  // fc: [embed(token), feature] (2H) -> H; no final norm (the head feeds the lm_head directly)
+    mat("eagle.fc.weight", 2 * H, H);
+    vec("eagle.fc.bias", H);
+  } else {
+    vec("output_norm.weight", H);
+  }
   if (!c.tie_embeddings) mat("output.weight", H, V);
   return s;
 }

@@ -21,4 +21,5 @@
   X(dca, Dca, PerLayer)                      \
   X(sparse_prefill, SparsePrefill, PerLayer) \
   X(act_quant, ActQuant, PerLayer)           \
-  X(tile, Tile, Global)
+  X(tile, Tile, Global)                      \
+  X(parallel, Parallel, Global)

@@ -14,6 +14,7 @@
 #include "gqa.hpp"
 #include "kvcache.hpp"
 #include "sage_cpu.hpp"
+#include "sage_layout.hpp"
 #include "testlib.hpp"
 
 using namespace qw;
@@ -108,8 +109,8 @@ void test_int8(Rng &r) {
         "int8 block of zeros: scale 0, q 0");
 }
 
-// Independent fp64 reference of one query head over a kv head: the same quantization (fp32 smoothing, INT8 Q/K,
-// bf16 / e4m3 V') then exact int dots, online softmax over 64-key blocks in fp64, P' rounded from the fp64 p.
+// Independent fp64 reference of one query head over a kv head: the same quantization (fp32 smoothing of K, and of V
+// in the fp8 arm, INT8 Q/K, bf16 / e4m3 V') then exact int dots, online softmax over 64-key blocks in fp64, P' rounded from the fp64 p.
 // quant = false: plain fp64 softmax attention over (smoothed when smooth) fp32 K.
 enum class Arm { Exact, Int8, Fp8 };
 void ref_attend(Arm arm, bool smooth, const float *Q, int32_t rows, int32_t pos_first, const float *K, const float *V,
@@ -130,13 +131,20 @@ void ref_attend(Arm arm, bool smooth, const float *Q, int32_t rows, int32_t pos_
     for (int64_t i = 0; i < n; ++i) out[size_t(i)] = mx > 0 ? std::rint(x[i] * (127.0f / mx)) : 0.0;
     return double(mx / 127.0f);
   };
-  std::vector<double> Vq(size_t(len) * d), vs(size_t(d), 1.0);
+  std::vector<double> Vq(size_t(len) * d), vs(size_t(d), 1.0), vm(size_t(d), 0.0);
   for (int32_t c = 0; c < d; ++c) {
+    float mu = 0;  // smooth-V (fp8 arm): the per-channel mean, added back to z
+    if (arm == Arm::Fp8) {
+      double s = 0;
+      for (int32_t k = 0; k < len; ++k) s += V[size_t(k) * d + c];
+      mu = float(s / len);
+    }
+    vm[size_t(c)] = mu;
     float mx = 0;
-    for (int32_t k = 0; k < len; ++k) mx = std::max(mx, std::fabs(V[size_t(k) * d + c]));
+    for (int32_t k = 0; k < len; ++k) mx = std::max(mx, std::fabs(V[size_t(k) * d + c] - mu));
     if (arm == Arm::Fp8) vs[size_t(c)] = double(mx / 448.0f);
     for (int32_t k = 0; k < len; ++k) {
-      const float v = V[size_t(k) * d + c];
+      const float v = arm == Arm::Fp8 ? V[size_t(k) * d + c] - mu : V[size_t(k) * d + c];
       Vq[size_t(k) * d + c] = arm == Arm::Exact ? v
                               : arm == Arm::Int8 ? bf16_to_float(float_to_bf16(v))
                                                  : e4m3_decode(uint8_t(e4m3_nearest(double(v * (mx > 0 ? 448.0f / mx : 0.0f)))));
@@ -180,7 +188,7 @@ void ref_attend(Arm arm, bool smooth, const float *Q, int32_t rows, int32_t pos_
         m = mn;
       }
       for (int32_t c = 0; c < d; ++c)
-        z[size_t(r0 + i) * d + c] = acc[size_t(c)] * (arm == Arm::Fp8 ? vs[size_t(c)] / 448.0 : 1.0) / l;
+        z[size_t(r0 + i) * d + c] = acc[size_t(c)] * (arm == Arm::Fp8 ? vs[size_t(c)] / 448.0 : 1.0) / l + vm[size_t(c)];
     }
   }
 }
@@ -219,7 +227,7 @@ void test_against_ref(Rng &r) {
       std::vector<float> Q, K, V;
       fill(r, Q, rows, d, 1.5f, 0.0f);
       fill(r, K, len, d, 1.0f, 3.0f);
-      fill(r, V, len, d, 1.0f, 0.0f);
+      fill(r, V, len, d, 1.0f, 1.0f);  // V offsets: smooth-V (fp8 arm) must add them back
       float vmax = 0;
       for (float v : V) vmax = std::max(vmax, std::fabs(v));
       for (bool fp8 : {false, true}) {
@@ -340,6 +348,53 @@ void test_layer(Rng &r) {
   }
 }
 
+// The sage-fp8 kernel's P.V fragments (sage_layout.hpp), simulated per thread: P packed from the Q.K accumulator
+// layout, V stored at sage_vt_pos and read as the B operand, multiplied with m16n8k32's A/B semantics, must give
+// P.V of the plain key order for every row and channel.
+void test_fp8_layout(Rng &r) {
+  int perm_bad = 0;
+  std::vector<int> seen(32, 0);
+  for (int k = 0; k < 32; ++k) seen[size_t(qwc::sage_vt_pos(k))]++;
+  for (int c : seen) perm_bad += c != 1;
+  CHECK(perm_bad == 0, "sage_vt_pos is not a permutation of 0..31");
+  double P[16][32], V[32][8], A[16][32], B[32][8];
+  for (auto &row : P) for (double &x : row) x = std::floor(r.uniform() * 8);
+  for (auto &row : V) for (double &x : row) x = std::floor(r.uniform() * 8) - 4;
+  double Vt[8][32];  // [channel][column]
+  for (int k = 0; k < 32; ++k)
+    for (int c = 0; c < 8; ++c) Vt[c][qwc::sage_vt_pos(k)] = V[k][c];
+  for (int t = 0; t < 32; ++t) {
+    const int g = t / 4, q = t % 4;
+    // C fragment of n-tile nt: (row g, keys nt*8 + 2q + {0,1}), (row g + 8, same keys)
+    auto C = [&](int nt, int c) { return P[g + (c >> 1) * 8][nt * 8 + 2 * q + (c & 1)]; };
+    double a[4][4];  // a[reg][byte], packed as the kernel does: pa[hf*2 + 0] row g, pa[hf*2 + 1] row g + 8
+    for (int hf = 0; hf < 2; ++hf) {
+      const int n0 = hf * 2;
+      const double row_g[4] = {C(n0, 0), C(n0, 1), C(n0 + 1, 0), C(n0 + 1, 1)};
+      const double row_g8[4] = {C(n0, 2), C(n0, 3), C(n0 + 1, 2), C(n0 + 1, 3)};
+      for (int i = 0; i < 4; ++i) a[hf * 2 + 0][i] = row_g[i], a[hf * 2 + 1][i] = row_g8[i];
+    }
+    // m16n8k32 A semantics: a0 = A[g][4q + i], a1 = A[g + 8][4q + i], a2 = A[g][16 + 4q + i], a3 = A[g + 8][16 + 4q + i]
+    for (int i = 0; i < 4; ++i) {
+      A[g][4 * q + i] = a[0][i];
+      A[g + 8][4 * q + i] = a[1][i];
+      A[g][16 + 4 * q + i] = a[2][i];
+      A[g + 8][16 + 4 * q + i] = a[3][i];
+      // B from ldmatrix over Vt rows (channel g), bytes 4q + i and 16 + 4q + i: b0 = B[4q + i][g], b1 = B[16 + 4q + i][g]
+      B[4 * q + i][g] = Vt[g][4 * q + i];
+      B[16 + 4 * q + i][g] = Vt[g][16 + 4 * q + i];
+    }
+  }
+  int bad = 0;
+  for (int m = 0; m < 16; ++m)
+    for (int c = 0; c < 8; ++c) {
+      double got = 0, want = 0;
+      for (int k = 0; k < 32; ++k) got += A[m][k] * B[k][c], want += P[m][k] * V[k][c];
+      bad += got != want;
+    }
+  CHECK(bad == 0, "fp8 P.V fragments: %d of 128 outputs differ from P.V in key order", bad);
+}
+
 // Random 7B-like heads (head_dim 128, 7 query heads per kv head, one kv group): both arms against exact attention
 // with bf16 K/V (what flash-bf16 computes), in fp64.
 int bench(int argc, char **argv) {
@@ -394,5 +449,6 @@ int main(int argc, char **argv) {
   test_smooth(r);
   test_against_ref(r);
   test_layer(r);
+  test_fp8_layout(r);
   return finish("test_sage");
 }

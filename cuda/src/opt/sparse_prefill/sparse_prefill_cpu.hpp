@@ -13,9 +13,10 @@ namespace qw {
 namespace cpu {
 
 // Layer l of step st runs sparse prefill: a prefill step of >= kBlockedMinRows rows with the toggle on (a shorter
-// step, e.g. a speculative verify pass, and every decode step stay dense).
+// step, e.g. a speculative verify pass, a tree step (EAGLE) and every decode step stay dense).
 inline bool sparse_runs(const Step &st, const LayerToggles &lt, int64_t rows) {
-  return st.phase == QW_PHASE_PREFILL && lt.sparse_prefill == SparsePrefill::VerticalSlash && rows >= kBlockedMinRows;
+  return st.phase == QW_PHASE_PREFILL && st.tree_base < 0 && lt.sparse_prefill == SparsePrefill::VerticalSlash &&
+         rows >= kBlockedMinRows;
 }
 
 // Refuses (Error QW_ERR_UNSUPPORTED, naming both toggles) what the sparse kernels cannot read: a quantized KV cache

@@ -1,0 +1,78 @@
+// api_speculative.cpp — the entry points of qwen.h for speculative decoding with an EAGLE head: tree prefill
+// (with head features) and KV compaction of the accepted path (cuda/src/opt/speculative/).
+#include <string>
+#include <vector>
+
+#include "api.hpp"
+#include "tree.hpp"
+
+namespace qw {
+
+void refuse_eagle_head(qw_session *s, const char *call) {
+  if (s->model->cfg.eagle_head)
+    fail(QW_ERR_INVALID_ARGUMENT, std::string(call) + ": this model is an EAGLE head (its input rows need the "
+                                                      "target's features): use qw_session_prefill_tree with features");
+}
+
+}  // namespace qw
+
+using qw::fail;
+using qw::guard;
+using qw::need;
+
+extern "C" {
+
+QW_API int32_t qw_session_prefill_tree(qw_session *s, int32_t seq, const int32_t *tokens, int32_t n_tokens,
+                                       const int32_t *parents, int32_t first, const float *features,
+                                       int32_t *out_token) {
+  return guard([&] {
+    need(s, "session");
+    qw::check_seq(s, seq, false);
+    need(out_token, "out_token");
+    if (n_tokens < 1) fail(QW_ERR_INVALID_ARGUMENT, "n_tokens must be >= 1");
+    need(tokens, "tokens");
+    if (n_tokens > s->max_prefill)
+      fail(QW_ERR_INVALID_ARGUMENT, "n_tokens = " + std::to_string(n_tokens) + " exceeds max_prefill = " +
+                                        std::to_string(s->max_prefill) + " (feed the tree in chunks)");
+    qw::check_tokens(s, tokens, n_tokens);
+    const bool head = s->model->cfg.eagle_head;
+    if (head && !features)
+      fail(QW_ERR_INVALID_ARGUMENT, "features: an EAGLE head needs [n_tokens, hidden_size] feature rows");
+    if (!head && features)
+      fail(QW_ERR_INVALID_ARGUMENT, "features: only an EAGLE head model (config eagle_head) takes features; pass NULL");
+    const int32_t len = s->len[size_t(seq)];
+    if (first < 0 || first > len || (!parents && first != 0))
+      fail(QW_ERR_INVALID_ARGUMENT, "first = " + std::to_string(first) + " must be in [0, " + std::to_string(len) +
+                                        "] (the tree nodes already appended), and 0 without parents");
+    if (int64_t(len) + n_tokens > s->max_context)
+      fail(QW_ERR_CONTEXT_OVERFLOW, "sequence " + std::to_string(seq) + " holds " + std::to_string(len) + " tokens; " +
+                                        std::to_string(n_tokens) + " more exceed max_context = " +
+                                        std::to_string(s->max_context));
+    if (parents && !s->bs->supports_tree())
+      fail(QW_ERR_UNSUPPORTED, std::string("tree verification (speculative = eagle) is not implemented on the ") +
+                                   qw::kBackendName + " backend");
+    qw::Step st;
+    st.phase = QW_PHASE_PREFILL;
+    st.seq = {seq};
+    st.n_new = {n_tokens};
+    st.pos0 = {len};
+    st.tokens.assign(tokens, tokens + n_tokens);
+    st.features = features;
+    if (parents) qw::tree_step(st, parents, first, n_tokens, len - first);
+    qw::run_step(s, st, out_token);
+  });
+}
+
+QW_API int32_t qw_session_kv_compact(qw_session *s, int32_t seq, int32_t base, const int32_t *keep, int32_t n) {
+  return guard([&] {
+    need(s, "session");
+    qw::check_seq(s, seq, false);
+    need(keep, "keep");
+    const int32_t len = s->len[size_t(seq)];
+    qw::check_compact(base, keep, n, len);
+    s->bs->kv_compact(seq, base, keep, n);
+    s->len[size_t(seq)] = base + n;
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,27 @@
+// sage_layout.hpp — the key order of the transposed e4m3 V of the sage-fp8 kernel (sage.cu), in plain C++ so that the
+// CPU test (test_sage.cpp) checks it against the mma fragment layouts without a GPU.
+//
+// m16n8k32 (PTX ISA, 8-bit A/B): thread t of a warp, g = t / 4, q = t % 4, holds A[g][4q + i] (a0), A[g + 8][4q + i]
+// (a1), A[g][16 + 4q + i] (a2), A[g + 8][16 + 4q + i] (a3), i = 0..3 (byte i), and B[4q + i][g] (b0),
+// B[16 + 4q + i][g] (b1). The Q.K accumulators (m16n8 C) give thread t the keys 2q, 2q + 1 of each 8-key n-tile for
+// rows g and g + 8. The kernel packs P for a 32-key group as a0 = keys {2q, 2q + 1, 8 + 2q, 8 + 2q + 1} (n-tiles 0, 1)
+// and a2 = the same in n-tiles 2, 3, so A's column 4q + i is key vt_pos^-1(4q + i); storing V's key r at column
+// vt_pos(r) makes B[k] the V row of that same key, and P.V comes out right with no shuffle of P.
+#pragma once
+
+#ifdef __CUDACC__
+#define QW_SAGE_HD __host__ __device__ __forceinline__
+#else
+#define QW_SAGE_HD inline
+#endif
+
+namespace qwc {
+
+// Column of key r (0..31 inside its 32-key group) in the transposed e4m3 V.
+QW_SAGE_HD int sage_vt_pos(int r) {
+  const int half = r >> 4, w = r & 15;
+  const int hi = w >> 3, x = w & 7;  // n-tile 2 * half + hi, key x inside it
+  return half * 16 + (x >> 1) * 4 + hi * 2 + (x & 1);
+}
+
+}  // namespace qwc
