@@ -71,6 +71,27 @@ export interface DcaOptions {
   local?: number;
 }
 
+/** Budgets of sparse prefill (toggle "sparsePrefill" = vertical-slash; cuda/src/opt/sparse_prefill/sparse_prefill.hpp
+ *  SparseBudget), fixed per session: lines beyond the `sink` first columns and the `local` nearest diagonals.
+ *  stats: also run dense attention and measure recall / output error per layer and head (slower). */
+export interface SparseOptions {
+  vertical?: number;
+  slash?: number;
+  local?: number;
+  sink?: number;
+  stats?: boolean;
+}
+
+/** One query head of one layer over the latest prompt's prefill (qw_session_info_json "sparsePrefill"): keys
+ *  visited / dense keys, and with stats the mean recall of dense attention mass, rel L2 and cosine of z. */
+export interface SparseHeadInfo { rows: number; density: number; recall?: number; relL2?: number; cosine?: number }
+export interface SparseInfo {
+  vertical: number; slash: number; local: number; sink: number; lastQ: number; stats: boolean;
+  /** Prefill steps of the latest prompt that ran sparse (0: nothing measured; layers is then empty). */
+  steps: number;
+  layers: { layer: number; heads: SparseHeadInfo[] }[];
+}
+
 export interface SamplingOptions {
   temperature?: number;  // 0 = greedy (default)
   topK?: number;         // 0 = off
@@ -122,6 +143,8 @@ export interface EngineSession {
   toggles(): ToggleValues;
   /** KV-cache type and memory (optional: test doubles may leave it out). */
   kvInfo?(): KvInfo;
+  /** Sparse prefill budgets and what the latest prompt's prefill measured (toggle "sparsePrefill"). */
+  sparseInfo?(): SparseInfo;
   /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */
   setProfiling(mode: ProfilingMode | boolean): void;
   /** The engine clock in ns: the time line of op records (host work timed with it lines up with kernels). */
@@ -178,7 +201,7 @@ export interface EngineModel {
   toggleRegistry(): ToggleDef[];
   /** Profiling mode names, from the library (qw_profiling_mode_name): "off", "events", "kernels". */
   profilingModes(): string[];
-  newSession(opts?: { maxBatch?: number; maxContext?: number; maxPrefill?: number; dca?: DcaOptions }): EngineSession;
+  newSession(opts?: { maxBatch?: number; maxContext?: number; maxPrefill?: number; dca?: DcaOptions; sparse?: SparseOptions }): EngineSession;
   close(): void;
 }
 

@@ -284,7 +284,10 @@ export class NativeModel extends Handle {
     const h = this.live("qw_model_info_json");
     return this.lib.json("qw_model_info_json", (o, c, l) => this.lib.sym.qw_model_info_json(h, o, c, l));
   }
-  createSession(options: { max_batch?: number; max_context?: number; max_prefill?: number; dca_chunk_size?: number; dca_local_size?: number }): NativeSession {
+  createSession(options: {
+    max_batch?: number; max_context?: number; max_prefill?: number; dca_chunk_size?: number; dca_local_size?: number;
+    sparse_vertical?: number; sparse_slash?: number; sparse_local?: number; sparse_sink?: number; sparse_stats?: boolean;
+  }): NativeSession {
     const out = new BigUint64Array(1);
     this.lib.check("qw_session_create", this.lib.sym.qw_session_create(this.live("qw_session_create"), cstr(JSON.stringify(options)), out));
     return new NativeSession(this.lib, toHandle(out[0]));

@@ -6,13 +6,14 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
-import type { BackendChoice, DcaOptions, EngineModel, EngineSession, OpenModel, OpenOptions, Progress, QwenConfig, ToggleDef } from "./api.ts";
+import type { BackendChoice, DcaOptions, SparseOptions, EngineModel, EngineSession, OpenModel, OpenOptions, Progress, QwenConfig, ToggleDef } from "./api.ts";
 import { getEngine, GGML, REPO_ROOT, type NativeEngine, type NativeModel } from "./ffi.ts";
 import { ggmlTypeName } from "./formats/gguf.ts";
 import { openModelSource, type ModelSource } from "./formats/modelfile.ts";
 import type { DeviceManifest, Manifest } from "./measure/profile.ts";
 import { modelManifest, type ManifestExtra } from "./measure/manifest.ts";
 import { Session, type SessionHost } from "./session.ts";
+import { sparseSessionOptions } from "./sparse.ts";
 import {
   floatTensors, isPreset, PRESETS, synthSpec, syntheticTokenizer, SYNTH_TYPES, writeSyntheticGguf,
   type PresetName, type SynthSpec, type SynthType,
@@ -194,7 +195,7 @@ export class Model implements EngineModel {
     return catalogOf(this.engine.lib).toggles;
   }
 
-  newSession(opts: { maxBatch?: number; maxContext?: number; maxPrefill?: number; dca?: DcaOptions } = {}): EngineSession & Session {
+  newSession(opts: { maxBatch?: number; maxContext?: number; maxPrefill?: number; dca?: DcaOptions; sparse?: SparseOptions } = {}): EngineSession & Session {
     const maxBatch = opts.maxBatch ?? 1;
     const maxContext = opts.maxContext ?? Math.min(4096, this.config.max_position_embeddings);
     const maxPrefill = opts.maxPrefill ?? maxContext;
@@ -208,6 +209,7 @@ export class Model implements EngineModel {
       max_batch: maxBatch, max_context: maxContext, max_prefill: maxPrefill,
       ...(opts.dca?.chunk !== undefined ? { dca_chunk_size: opts.dca.chunk } : {}),
       ...(opts.dca?.local !== undefined ? { dca_local_size: opts.dca.local } : {}),
+      ...sparseSessionOptions(opts.sparse),
     });
     const tok = this.tokenizer.inner;
     const host: SessionHost = {

@@ -2,10 +2,11 @@
 // messages, token streaming with timings, stop tokens / EOS, max tokens, seeds, AbortSignal cancellation and
 // UTF-8-safe incremental detokenization.
 import { z } from "zod";
-import type { Capture, EngineSession, GenerateEvent, GenerateOptions, KvInfo, SamplingOptions } from "./api.ts";
+import type { Capture, EngineSession, GenerateEvent, GenerateOptions, KvInfo, SamplingOptions, SparseInfo } from "./api.ts";
 import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
 import { catalogOf } from "./catalog.ts";
+import { SparseInfoSchema } from "./sparse.ts";
 import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./measure/profile.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
@@ -108,6 +109,9 @@ export class Session implements EngineSession {
   }
   kvInfo(): KvInfo {
     return KvInfoSchema.parse(JSON.parse(this.native.infoJson()));
+  }
+  sparseInfo(): SparseInfo {
+    return SparseInfoSchema.parse((JSON.parse(this.native.infoJson()) as { sparsePrefill?: unknown }).sparsePrefill);
   }
   private mode: ProfilingMode = "off";
   clockNs(): number { return this.native.lib.clockNs(); }

@@ -12,6 +12,7 @@ import { exportRoutes } from "./exports/routes.ts";
 import { modelRoutes } from "./models/routes.ts";
 import { notebookRoutes } from "./notebook/routes.ts";
 import { pageRoutes } from "./pages/routes.ts";
+import { passkeyRoutes } from "./passkey/routes.ts";
 import { profileRoutes } from "./profiles/routes.ts";
 import { quantRoutes } from "./quant/routes.ts";
 import { runRoutes } from "./runs/routes.ts";
@@ -51,6 +52,7 @@ export function createApp(deps: AppDeps) {
     flushMs: deps.sseFlushMs ?? (Number(process.env.QW_SSE_FLUSH_MS) || 50),
   }));
   app.route("/api", quantRoutes(ctx));
+  app.route("/api", passkeyRoutes(ctx));
   app.route("/api", profileRoutes(ctx));
   app.route("/api", exportRoutes(ctx));
   app.route("/", pageRoutes(deps.publicDir));

@@ -9,7 +9,8 @@ import { recordQuantError, sameShapes, type ArmEnv, type QuantSpec } from "../en
 import { runPerplexity, textTokens, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
 import { DraftCache } from "../engine/spec/draft-cache.ts";
 import { catalog as libraryCatalog, type Catalog } from "../engine/catalog.ts";
-import type { PerplexitySpec } from "./protocol.ts";
+import type { PasskeySpec, PerplexitySpec } from "./protocol.ts";
+import { runPasskey, type PasskeyResult } from "../engine/measure/passkey.ts";
 import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/formats/requant.ts";
 
 export interface ModelInfo {
@@ -34,7 +35,8 @@ export type HostEvent =
   | RunEvent
   | { type: "progress"; stage: string; done: number; total: number; message?: string }
   | { type: "arm"; arm: string; repeat: number }
-  | { type: "perplexity"; arm: string; window: number; windows: number; ppl: number | null };
+  | { type: "perplexity"; arm: string; window: number; windows: number; ppl: number | null }
+  | { type: "passkey"; length: number; trial: number; done: number; total: number; correct: boolean };
 
 export type PerplexityAnswer = PerplexityRunResult & { text: string };
 
@@ -47,6 +49,8 @@ export interface EngineHost {
   run(taskId: string, spec: RunSpec, onEvent: (e: HostEvent) => void): Promise<{ profile: Profile; cancelled: boolean }>;
   quant(taskId: string, spec: QuantSpec, onEvent: (e: HostEvent) => void): Promise<Profile>;
   perplexity(taskId: string, spec: PerplexitySpec, onEvent: (e: HostEvent) => void): Promise<PerplexityAnswer>;
+  /** A passkey run on the loaded model in its own session (its own max context, DCA and sparse options). */
+  passkey(taskId: string, spec: PasskeySpec, onEvent: (e: HostEvent) => void): Promise<PasskeyResult>;
   cancel(taskId: string): void;
   /** Every op, hook, profiling-mode and toggle name of the engine (engine/catalog.ts); the same before any load. */
   catalog(): Promise<Catalog>;
@@ -140,8 +144,14 @@ export class EngineCore {
           ...(await this.drafts.getEagle(spec.eagle.head, spec.eagle.root, model, session)), k: spec.eagle.depth, label: spec.eagle.head,
           tree: { depth: spec.eagle.depth, topK: spec.eagle.topK, budget: spec.eagle.budget },
         } : undefined;
-      const r = await recordRun(model, session, spec, { onEvent, signal: ac.signal, ...(sp ? { speculative: sp } : {}) });
-      return { profile: r.profile, cancelled: r.cancelled };
+      // Sparse prefill budgets are session options: such a run gets its own session (same context), closed after.
+      const s = spec.sparse ? model.newSession({ maxBatch: 1, maxContext: session.maxContext, sparse: spec.sparse }) : session;
+      try {
+        const r = await recordRun(model, s, spec, { onEvent, signal: ac.signal, ...(sp ? { speculative: sp } : {}) });
+        return { profile: r.profile, cancelled: r.cancelled };
+      } finally {
+        if (s !== session) s.close();
+      }
     } finally {
       this.aborts.delete(taskId);
     }
@@ -207,6 +217,20 @@ export class EngineCore {
     }
   }
 
+  async passkey(taskId: string, spec: PasskeySpec, onEvent: (e: HostEvent) => void): Promise<PasskeyResult> {
+    const { model } = this.need();
+    const ac = new AbortController();
+    this.aborts.set(taskId, ac);
+    try {
+      return await runPasskey(model, {
+        ...spec, signal: ac.signal,
+        onTrial: (t, done, total) => onEvent({ type: "passkey", length: t.length, trial: t.trial, done, total, correct: t.correct }),
+      });
+    } finally {
+      this.aborts.delete(taskId);
+    }
+  }
+
   cancel(taskId: string) { this.aborts.get(taskId)?.abort(); }
 
   close() { for (const a of this.aborts.values()) a.abort(); this.unload(); }
@@ -219,6 +243,7 @@ export class LocalHost implements EngineHost {
   run(id: string, s: RunSpec, e: (e: HostEvent) => void) { return this.core.run(id, s, e); }
   quant(id: string, s: QuantSpec, e: (e: HostEvent) => void) { return this.core.quant(id, s, e); }
   perplexity(id: string, s: PerplexitySpec, e: (e: HostEvent) => void) { return this.core.perplexity(id, s, e); }
+  passkey(id: string, s: PasskeySpec, e: (e: HostEvent) => void) { return this.core.passkey(id, s, e); }
   cancel(id: string) { this.core.cancel(id); }
   async catalog() { return this.core.catalog(); }
   loaded() { return this.core.loaded(); }

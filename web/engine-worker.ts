@@ -43,6 +43,7 @@ self.onmessage = async (ev: MessageEvent) => {
     if (m.t === "load") value = await core.load(m.id, m.source, m.opts, onEvent);
     else if (m.t === "run") value = await core.run(m.id, m.spec as RunSpec, onEvent);
     else if (m.t === "perplexity") value = await core.perplexity(m.id, m.spec, onEvent);
+    else if (m.t === "passkey") value = await core.passkey(m.id, m.spec, onEvent);
     else if (m.t === "catalog") value = core.catalog();
     else value = await core.quant(m.id, m.spec as QuantSpec, onEvent);
     post({ t: "result", id: m.id, value });

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { PromptSpec, SamplingSpec } from "../engine/measure/record.ts";
 import { ProfilingMode, ToggleValues } from "../engine/measure/profile.ts";
 import { WeightsOptionSchema } from "../engine/formats/requant.ts";
+import { SparseOptionsSchema } from "../engine/sparse.ts";
 
 export const RunSpecSchema = z.object({
   id: z.string().min(1).max(200),
@@ -19,6 +20,7 @@ export const RunSpecSchema = z.object({
   warmup: z.number().int().min(0).max(3).optional(),
   repeats: z.number().int().min(1).max(20).optional(),
   draft: z.object({ model: z.string().min(1).max(4096), k: z.number().int().min(1).max(64), root: z.string().max(4096).optional() }).optional(),
+  sparse: SparseOptionsSchema.optional(),
   eagle: z.object({
     head: z.string().min(1).max(4096), depth: z.number().int().min(1).max(16), topK: z.number().int().min(1).max(16),
     budget: z.number().int().min(1).max(128), root: z.string().max(4096).optional(),
@@ -51,6 +53,19 @@ export const PerplexitySpecSchema = z.object({
 });
 export type PerplexitySpec = z.infer<typeof PerplexitySpecSchema>;
 
+/** A passkey run on the loaded model (engine/measure/passkey.ts runPasskey), DCA and sparse prefill options. */
+export const PasskeySpecSchema = z.object({
+  lengths: z.array(z.number().int().min(16).max(1 << 20)).min(1).max(32),
+  trials: z.number().int().min(1).max(1000),
+  seed: z.number().int().min(0).max(2 ** 31),
+  buckets: z.number().int().min(1).max(20),
+  dca: z.boolean(),
+  dcaOptions: z.object({ chunk: z.number().int().min(2).optional(), local: z.number().int().min(0).optional() }).strict().optional(),
+  sparse: z.boolean(),
+  sparseOptions: SparseOptionsSchema.optional(),
+});
+export type PasskeySpec = z.infer<typeof PasskeySpecSchema>;
+
 export const LoadOptionsSchema = z.object({
   backend: z.enum(["auto", "cpu", "cuda"]),
   threads: z.number().int().min(0).max(1024).optional(),
@@ -63,6 +78,7 @@ export const ToWorker = z.discriminatedUnion("t", [
   z.object({ t: z.literal("run"), id: z.string(), spec: RunSpecSchema }),
   z.object({ t: z.literal("quant"), id: z.string(), spec: QuantSpecSchema }),
   z.object({ t: z.literal("perplexity"), id: z.string(), spec: PerplexitySpecSchema }),
+  z.object({ t: z.literal("passkey"), id: z.string(), spec: PasskeySpecSchema }),
   z.object({ t: z.literal("cancel"), id: z.string() }),
   z.object({ t: z.literal("catalog"), id: z.string() }),
 ]);

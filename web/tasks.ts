@@ -2,7 +2,7 @@
 // in submission order; each keeps an event log that SSE clients replay from any point (Last-Event-ID) and
 // follow live. Finished tasks are kept (bounded) so a late client still gets the whole story.
 
-export type TaskKind = "load" | "run" | "quant" | "perplexity" | "notebook";
+export type TaskKind = "load" | "run" | "quant" | "perplexity" | "notebook" | "passkey";
 export type TaskStatus = "queued" | "running" | "done" | "failed" | "cancelled";
 
 export interface TaskEvent { id: number; event: string; data: unknown; frame?: Uint8Array }

@@ -7,7 +7,8 @@ import { CatalogSchema, type Catalog } from "../engine/catalog.ts";
 import type { RunSpec } from "../engine/measure/record.ts";
 import type { QuantSpec } from "../engine/measure/quant-error.ts";
 import type { EngineHost, HostEvent, LoadOptions, ModelInfo, PerplexityAnswer } from "./core.ts";
-import { FromWorker, type PerplexitySpec, type ToWorker } from "./protocol.ts";
+import { FromWorker, type PasskeySpec, type PerplexitySpec, type ToWorker } from "./protocol.ts";
+import { parsePasskeyResult, type PasskeyResult } from "../engine/measure/passkey-schema.ts";
 
 interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void; onEvent: (e: HostEvent) => void }
 
@@ -87,6 +88,9 @@ export class WorkerHost implements EngineHost {
     const v = await this.call({ t: "perplexity", id, spec }, onEvent);
     if (!v || typeof v !== "object" || !("candidate" in v)) throw new Error("engine worker: malformed perplexity result");
     return v as PerplexityAnswer;
+  }
+  async passkey(id: string, spec: PasskeySpec, onEvent: (e: HostEvent) => void): Promise<PasskeyResult> {
+    return parsePasskeyResult(await this.call({ t: "passkey", id, spec }, onEvent));
   }
   /** Checked here (the worker is another thread's word) and kept: the names are static for the library's life. */
   async catalog() {

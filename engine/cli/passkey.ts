@@ -5,6 +5,7 @@ import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { BackendChoice } from "../api.ts";
 import { openModel } from "../index.ts";
+import { SPARSE_FLAGS_HELP, SPARSE_FLAG_SPECS, sparseFromFlags } from "../sparse.ts";
 import { FillerStream, PASSKEY_MODEL_DIR, passkeyPromptSet, passkeyTable, passkeyTitle, runPasskey } from "../measure/passkey.ts";
 
 export const PASSKEY_HELP = `  passkey [model]                passkey retrieval accuracy by length x needle depth (heat map table)
@@ -16,6 +17,7 @@ export const PASSKEY_HELP = `  passkey [model]                passkey retrieval 
       --dca on|off                Dual Chunk Attention (default off)
       --dca-chunk N --dca-local N DCA chunk size and local window (default: the model config's
                                   dual_chunk_attention_config, else chunk = trained length, local = chunk / 8)
+${SPARSE_FLAGS_HELP.trimEnd()}
       --backend --threads         as for generate;  --json FILE  write every number and trial as JSON
       --prompt-set FILE           only write the prompts as a prompt set (JSON) for the web Run page's replay
                                   (upload it there, or put it in profiles/prompt-sets/); nothing is run
@@ -39,6 +41,7 @@ export async function cmdPasskey(argv: string[], out: (s: string) => void = (s) 
         model: { type: "string" }, lengths: { type: "string" }, trials: { type: "string" }, seed: { type: "string" },
         buckets: { type: "string" }, dca: { type: "string" }, "dca-chunk": { type: "string" }, "dca-local": { type: "string" },
         backend: { type: "string" }, threads: { type: "string" }, json: { type: "string" }, "prompt-set": { type: "string" },
+        ...SPARSE_FLAG_SPECS,
       },
     });
   } catch (e) {
@@ -55,6 +58,7 @@ export async function cmdPasskey(argv: string[], out: (s: string) => void = (s) 
   const dca = (o.dca as string | undefined) ?? "off";
   if (dca !== "on" && dca !== "off") fail(`passkey: --dca must be on or off, got '${dca}'`);
   const chunk = int(o["dca-chunk"], "dca-chunk", 2), local = int(o["dca-local"], "dca-local", 0);
+  const sparse = sparseFromFlags(o, (m) => fail(`passkey: ${m}`));
   const threads = int(o.threads, "threads", 0);
   const backend = ((o.backend as string | undefined) ?? "auto") as BackendChoice;
   if (!["auto", "cpu", "cuda"].includes(backend)) fail(`passkey: --backend must be auto, cpu or cuda, got '${backend}'`);
@@ -72,6 +76,7 @@ export async function cmdPasskey(argv: string[], out: (s: string) => void = (s) 
     const r = await runPasskey(m, {
       lengths, trials, seed, buckets, dca: dca === "on",
       dcaOptions: chunk !== undefined || local !== undefined ? { chunk, local } : undefined,
+      sparse: sparse.mode === "vertical-slash", sparseOptions: sparse.options,
       onTrial: (t, done, total) => { if (done === total || t.trial === trials - 1) log(`  length ${t.length}: ${done}/${total} trials done\n`); },
     });
     for (const w of r.warnings) log(`warning: ${w}\n`);

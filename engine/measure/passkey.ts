@@ -10,10 +10,15 @@
 // uniformly drawn position. Every (length, trial) pair draws from its own seeded generator, so a trial's prompt
 // does not depend on which other lengths or how many trials run.
 import { join } from "node:path";
-import type { DcaOptions, EngineModel, QwenConfig } from "../api.ts";
+import type { DcaOptions, EngineModel, QwenConfig, SparseInfo, SparseOptions } from "../api.ts";
 import { REPO_ROOT } from "../constants.ts";
 import { brownDocuments } from "../text/brown.ts";
 import { PromptSet } from "./record.ts";
+import { passkeyTable, passkeyTitle, type PasskeyCell, type PasskeyResult, type PasskeyTrial } from "./passkey-schema.ts";
+
+// The result's types and its text views live in passkey-schema.ts (pure: export/ may read them).
+export { passkeyTable, passkeyTitle };
+export type { PasskeyCell, PasskeyResult, PasskeyTrial };
 
 /** The embedded passkey model (shared/fixtures tiny-qwen2-passkey; its config declares chunk 512 / local 64). */
 export const PASSKEY_MODEL_DIR = join(REPO_ROOT, "models", "tiny-qwen2-passkey");
@@ -119,38 +124,12 @@ export interface PasskeyOptions {
   buckets?: number;
   dca?: boolean;
   dcaOptions?: DcaOptions;
+  /** Sparse prefill (toggle sparsePrefill = vertical-slash) with these budgets (default: the engine's). */
+  sparse?: boolean;
+  sparseOptions?: SparseOptions;
   /** Called after every trial (progress). */
   onTrial?: (t: PasskeyTrial, done: number, total: number) => void;
   signal?: AbortSignal;
-}
-
-export interface PasskeyTrial {
-  length: number;
-  trial: number;
-  key: string;
-  depth: number;
-  bucket: number;
-  generated: string;
-  correct: boolean;
-}
-
-export interface PasskeyCell { length: number; bucket: number; n: number; correct: number; accuracy: number | null }
-
-export interface PasskeyResult {
-  schema: "qwen-workbench/passkey";
-  model: string;
-  backend: string;
-  device: string;
-  dca: { on: boolean; chunk: number; local: number; source: string };
-  lengths: number[];
-  trials: number;
-  seed: number;
-  buckets: number;
-  byLength: { length: number; n: number; correct: number; accuracy: number }[];
-  cells: PasskeyCell[];
-  trialsDetail: PasskeyTrial[];
-  warnings: string[];
-  seconds: number;
 }
 
 /** Runs the test: one session (max context = the longest prompt + the generated tokens), greedy, seq 0. */
@@ -166,11 +145,16 @@ export async function runPasskey(model: EngineModel, opts: PasskeyOptions): Prom
   const mpe = model.config.max_position_embeddings, trained = model.config.original_max_position_embeddings ?? mpe;
   if (maxContext > mpe) warnings.push(`max context ${maxContext} exceeds max_position_embeddings ${mpe}${dcaOn ? " (dca is on: positions stay below the chunk)" : ""}`);
   if (!dcaOn && maxContext > trained) warnings.push(`prompts up to ${maxContext} tokens exceed the trained length ${trained} with dca off: plain RoPE is expected to fail there`);
-  const session = model.newSession({ maxContext, ...(dcaOn || opts.dcaOptions ? { dca: { chunk: p.chunk, local: p.local } } : {}) });
+  const session = model.newSession({
+    maxContext, ...(dcaOn || opts.dcaOptions ? { dca: { chunk: p.chunk, local: p.local } } : {}),
+    ...(opts.sparse && opts.sparseOptions ? { sparse: opts.sparseOptions } : {}),
+  });
+  let budgets: SparseInfo | undefined;
   const t0 = performance.now();
   const detail: PasskeyTrial[] = [];
   try {
     if (dcaOn) session.setToggle("dca", "on");
+    if (opts.sparse) session.setToggle("sparsePrefill", "vertical-slash");
     session.setSampling(0, { temperature: 0 });
     const tok = { encode: (t: string) => model.tokenizer.encode(t), decode: (ids: number[]) => model.tokenizer.decode(ids) };
     const filler = new FillerStream(tok);
@@ -181,11 +165,12 @@ export async function runPasskey(model: EngineModel, opts: PasskeyOptions): Prom
         const pr = buildPasskeyPrompt(tok, filler, length, rngFor(seed, length, trial));
         session.reset(0);
         const out = [session.prefill(0, pr.tokens)];
+        const sp = opts.sparse ? (budgets = session.sparseInfo?.()) : undefined;  // the prefill's, before decode
         while (out.length < PASSKEY_NEW_TOKENS) out.push(session.decode([0], [out[out.length - 1]])[0]);
         const generated = model.tokenizer.decode(out);
         const t: PasskeyTrial = {
           length, trial, key: pr.key, depth: pr.depth, bucket: Math.min(buckets - 1, Math.floor(pr.depth * buckets)),
-          generated, correct: scorePasskey(generated, pr.key),
+          generated, correct: scorePasskey(generated, pr.key), ...(sp ? sparseTrial(sp) : {}),
         };
         detail.push(t);
         opts.onTrial?.(t, detail.length, total);
@@ -195,7 +180,28 @@ export async function runPasskey(model: EngineModel, opts: PasskeyOptions): Prom
   } finally {
     session.close();
   }
-  return summarize(model, { on: dcaOn, ...p }, lengths, trials, seed, buckets, detail, warnings, (performance.now() - t0) / 1000);
+  const r = summarize(model, { on: dcaOn, ...p }, lengths, trials, seed, buckets, detail, warnings, (performance.now() - t0) / 1000);
+  if (budgets) {
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    r.sparse = {
+      on: true, vertical: budgets.vertical, slash: budgets.slash, local: budgets.local, sink: budgets.sink, stats: budgets.stats,
+      byLength: lengths.map((length) => {
+        const ts = detail.filter((t) => t.length === length);
+        const rc = ts.filter((t) => t.recall !== undefined).map((t) => t.recall!);
+        return { length, density: mean(ts.map((t) => t.density ?? 1)), recall: rc.length ? mean(rc) : null };
+      }),
+    };
+  }
+  return r;
+}
+
+/** A trial's density (keys visited / dense, mean over layers and heads) and recall (with stats). */
+function sparseTrial(info: SparseInfo): { density: number; recall?: number } {
+  const heads = info.layers.flatMap((l) => l.heads);
+  if (!heads.length) return { density: 1 };
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const rc = heads.filter((h) => h.recall !== undefined).map((h) => h.recall!);
+  return { density: mean(heads.map((h) => h.density)), ...(rc.length ? { recall: mean(rc) } : {}) };
 }
 
 function summarize(model: EngineModel, dca: PasskeyResult["dca"], lengths: number[], trials: number, seed: number, buckets: number,
@@ -217,18 +223,6 @@ function summarize(model: EngineModel, dca: PasskeyResult["dca"], lengths: numbe
   };
 }
 
-/** The heat map as a markdown table: one row per length, one column per depth bucket ("acc % (n)"), then all. */
-export function passkeyTable(r: PasskeyResult): string {
-  const pct = (x: number | null) => (x === null ? "–" : `${(100 * x).toFixed(0)} %`);
-  const head = Array.from({ length: r.buckets }, (_, b) => `depth ${Math.round((100 * b) / r.buckets)}–${Math.round((100 * (b + 1)) / r.buckets)} %`);
-  const lines = [`| length | ${head.join(" | ")} | all |`, `|---:|${head.map(() => "---:").join("|")}|---:|`];
-  for (const L of r.byLength) {
-    const cells = r.cells.filter((c) => c.length === L.length).map((c) => `${pct(c.accuracy)} (${c.n})`);
-    lines.push(`| ${L.length} | ${cells.join(" | ")} | **${pct(L.accuracy)}** (${L.correct}/${L.n}) |`);
-  }
-  return lines.join("\n");
-}
-
 /**
  * The prompts of a passkey run as a prompt set (engine/measure/record.ts) the web Run page can replay: token
  * prompts, greedy, 7 tokens. The keys go into the description in prompt order (a replay is not scored there).
@@ -241,10 +235,4 @@ export function passkeyPromptSet(tok: PasskeyTokenizer, filler: FillerStream, na
     name, description: description.length > 2000 ? description.slice(0, 1997) + "..." : description,
     prompts: ps.map((p) => ({ tokens: p.tokens })), sampling: { temperature: 0 }, maxTokens: PASSKEY_NEW_TOKENS,
   });
-}
-
-/** One line naming the run: model, backend, dca setting. */
-export function passkeyTitle(r: PasskeyResult): string {
-  return `passkey: ${r.model} on ${r.backend} (${r.device}), dca ${r.dca.on ? `on (chunk ${r.dca.chunk}, local ${r.dca.local}, from ${r.dca.source})` : "off"}, ` +
-    `${r.trials} trial(s) per length, seed ${r.seed}, ${r.seconds.toFixed(1)} s`;
 }

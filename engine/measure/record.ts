@@ -2,7 +2,7 @@
 // (or a prompt set) under given toggles and sampling, stream its tokens and per-layer metrics, and get back a
 // validated Profile. Replays are deterministic: every toggle of the registry is set explicitly (unspecified
 // ones to their default), each prompt runs in a freshly reset sequence with its own seed.
-import type { EngineModel, EngineSession, Capture, GenerateEvent, ToggleDef } from "../api.ts";
+import type { EngineModel, EngineSession, Capture, GenerateEvent, SparseOptions, ToggleDef } from "../api.ts";
 import {
   PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
 } from "./profile.ts";
@@ -14,6 +14,7 @@ import { mergeResults, type PassMeasure, type RecordResult } from "./passes.ts";
 import { quantile } from "./stats.ts";
 import { opName } from "../catalog.ts";
 import { WEIGHTS_TOGGLE } from "../formats/requant.ts";
+import { sparseSummary } from "../sparse.ts";
 import { PARALLEL_TOGGLE } from "../formats/parallel.ts";
 import { speculativeGenerate, TOGGLE_VALUES_NEEDING_INPUT, type SpecDoneEvent, type SpecHost, type SpecSession } from "../spec/draft.ts";
 import { mergeTraces, summarizeSpec, type SpecTrace } from "../spec/stats.ts";
@@ -83,6 +84,8 @@ export interface RunSpec {
   repeats?: number;
   /** Speculative decoding with this draft model (toggle speculative = draft) and k draft tokens per step. */
   draft?: { model: string; k: number; root?: string };
+  /** Sparse prefill budgets (toggle sparsePrefill): the run gets its own session with them (engine/sparse.ts). */
+  sparse?: SparseOptions;
   /** Speculative decoding with this EAGLE head directory (toggle speculative = eagle) and its EAGLE-2 tree. */
   eagle?: { head: string; depth: number; topK: number; budget: number; root?: string };
 }
@@ -350,6 +353,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       profiling: spec.profiling,
       profiling_mode: session.profilingMode,
       ...(session.kvInfo ? { kv: session.kvInfo() } : {}),  // KV-cache type and memory, shown next to the speeds
+      ...sparseSummary(session),
       outputs: texts,
       ...(captureSummary.length ? { captures: captureSummary } : {}),
       ...(specTraces.length && o.speculative ? { speculative: summarizeSpec(mergeTraces(specTraces), o.speculative.label, true, o.speculative.tree) } : {}),

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor, runPasskey } from "../../engine/measure/passkey.ts";
-import { noGpu } from "./gpu.ts";
+import { argmax, noGpu, rel } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
@@ -26,15 +26,6 @@ function lastLogits(m: Model, tokens: number[], o: { dca: boolean; pre?: number;
     s.close();
   }
 }
-function rel(a: Float32Array, b: Float32Array): number {
-  let d = 0, r = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    r = Math.max(r, Math.abs(b[i]));
-  }
-  return d / r;
-}
-const argmax = (a: Float32Array) => a.reduce((best, x, i) => (x > a[best] ? i : best), 0);
 
 describe.skipIf(noGpu())("DCA: CUDA vs CPU on tiny-qwen2-passkey", () => {
   let cpu: Model, gpu: Model;

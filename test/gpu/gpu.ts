@@ -72,3 +72,14 @@ export function batchedVsAlone(m: Model, prompts: number[][], steps: number, set
     }));
   return { together, alone, differing };
 }
+
+/** max |a - b| / max |b|: the logits comparisons of the GPU tests. */
+export function rel(a: Float32Array, b: Float32Array): number {
+  let d = 0, r = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    r = Math.max(r, Math.abs(b[i]));
+  }
+  return d / r;
+}
+export const argmax = (a: Float32Array) => a.reduce((best, x, i) => (x > a[best] ? i : best), 0);

@@ -248,11 +248,35 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     }
   }, 300_000);
 
+  test("passkey page: a run with sparse prefill, the heat map, the table with keys visited and recall, exports", async () => {
+    await page.goto(base + "/#passkey");
+    await page.waitForSelector("#pk-run");
+    if (engine.includes("fake")) await page.fill("#pk-model", "default");  // the fake has no passkey model
+    await page.fill("#pk-lengths", "256");
+    await page.fill("#pk-trials", "2");
+    if (!engine.includes("fake")) {
+      await page.selectOption("#pk-sparse", "vertical-slash");
+      await page.fill("#pk-sv", "8");
+      await page.fill("#pk-ss", "8");
+      await page.check("#pk-stats");
+    }
+    await page.click("#pk-run");
+    await page.waitForFunction(() => document.querySelector("#pk-status")!.textContent!.startsWith("passkey:"), null, { timeout: 150_000 });
+    await page.waitForSelector("#pk-heat .heatmaplayer", { timeout: 60_000, state: "attached" });
+    const table = await page.textContent("#pk-table");
+    expect(table).toContain("256");
+    if (!engine.includes("fake")) expect(table).toMatch(/keys visited[\s\S]*recall/);
+    expect(await page.locator("#pk-exports a").count()).toBe(4);
+    const svg = await (await fetch(base + (await page.getAttribute("#pk-exports a", "href"))!)).text();
+    expect(svg).toContain("needle depth");
+    await shot("07-passkey");
+  }, 300_000);
+
   test("profiles page lists the runs; no page errors, no external requests", async () => {
     await page.goto(base + "/#profiles");
     await page.waitForSelector("#prof-list tbody tr[data-key]");
     expect(await page.locator("#prof-list tbody tr[data-key]").count()).toBeGreaterThanOrEqual(2);
-    await shot("07-profiles");
+    await shot("08-profiles");
     expect(errors).toEqual([]);
   }, 300_000);
 });

@@ -3,6 +3,8 @@
 /* global Plotly */
 import { rooflineFigure } from "./roofline.js";
 import { createQuantPage } from "./quant.js";
+import { createPasskeyPage } from "./passkey.js";
+import { readSparse, sparseFields, sparseSummaryHtml, wireSparseFields } from "./sparse.js";
 
 const $ = (s, el = document) => el.querySelector(s);
 const $$ = (s, el = document) => [...el.querySelectorAll(s)];
@@ -118,7 +120,8 @@ function renderToggles(root, ns) {
       ${d.perLayer && state.layers ? `<label class="pl" title="per-layer mask"><input type="checkbox" class="perlayer"> per layer</label>` : "<span></span>"}</div>
       ${d.perLayer && state.layers ? `<div class="layers" hidden>${
         Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(Array.isArray(cur) ? cur[l] : def)}</select></label>`).join("")}</div>` : ""}
-      <div class="desc">${esc(d.description ?? "")}${(d.cost ?? []).map((c) => `<br><span class="cost">cost of ${esc(c.ops.join(", "))}: ${esc(c.how)}</span>`).join("")}</div>${d.id === "speculative" ? specFields(ns) : ""}`;
+      <div class="desc">${esc(d.description ?? "")}${(d.cost ?? []).map((c) => `<br><span class="cost">cost of ${esc(c.ops.join(", "))}: ${esc(c.how)}</span>`).join("")}</div>${d.id === "speculative" ? specFields(ns) : d.id === "sparsePrefill" ? sparseFields(ns) : ""}`;
+    if (d.id === "sparsePrefill") wireSparseFields(div);
     if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => {
       $(".spec-draft", div).hidden = e.target.value !== "draft";
       $(".spec-eagle", div).hidden = e.target.value !== "eagle";
@@ -252,6 +255,8 @@ function runBody() {
   if (label) body.label = label;
   const draft = readDraft($("#toggles"));
   if (draft) body.draft = draft;
+  const sparse = readSparse($("#toggles"));
+  if (sparse) body.sparse = sparse;
   const eagle = readEagle($("#toggles"));
   if (eagle) body.eagle = eagle;
   const model = $("#model-select").value;
@@ -310,7 +315,7 @@ async function startRun() {
     $("#run-links").innerHTML = `<a class="button secondary small" href="#latency?key=${enc(key)}">Latency</a>
       <a class="button secondary small" href="#roofline?keys=${enc(key)}">Roofline</a>
       <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>
-      <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s${s.kv ? ` · KV ${esc(s.kv.kvCache)} ${esc((s.kv.kvBytesPerToken / 1024).toFixed(1))} KiB/token, ${esc((s.kv.kvBytes / 1048576).toFixed(1))} MiB allocated` : ""}</span>`;
+      <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s${s.kv ? ` · KV ${esc(s.kv.kvCache)} ${esc((s.kv.kvBytesPerToken / 1024).toFixed(1))} KiB/token, ${esc((s.kv.kvBytes / 1048576).toFixed(1))} MiB allocated` : ""}</span>${sparseSummaryHtml(s.sparse)}`;
     drawSpec(s.speculative);
     await loadProfiles();
   }
@@ -517,7 +522,7 @@ async function drawLatency(key) {
     ["repetitions", `${n} measured${s.warmup ? ` after ${s.warmup} warm-up` : ", no warm-up"}`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");
-  $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s);
+  $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s) + sparseSummaryHtml(s.sparse);
   stackedBars("lat-prefill", v.latency.prefill, "Prefill");
   stackedBars("lat-decode", v.latency.decode, "Decode");
   const tk = v.tokens;
@@ -630,9 +635,10 @@ async function drawCompare() {
 
 // ---------- wiring ----------
 const quant = createQuantPage({ $, api, toast, esc, fmt, enc, state, readToggles, follow, loadProfiles, paramOf, downloadPlot, PALETTE, BASE_LAYOUT, PLOT_CFG, toggleStr, effDefault });
+const passkey = createPasskeyPage({ $, api, toast, esc, enc, follow, BASE_LAYOUT, PLOT_CFG });
 const TAB_INIT = {
   run: async () => { await refreshRecent(); },
-  latency: initLatency, roofline: initRoofline, quant: () => quant.init(), compare: initCompare,
+  latency: initLatency, roofline: initRoofline, quant: () => quant.init(), compare: initCompare, passkey: () => passkey.init(),
   profiles: async () => { await loadProfiles(); },
 };
 
@@ -654,6 +660,7 @@ async function boot() {
   $("#roof-png").addEventListener("click", () => downloadPlot("roof-plot", "png"));
   $("#roof-svg").addEventListener("click", () => downloadPlot("roof-plot", "svg"));
   quant.wire();
+  passkey.wire();
   for (const id of ["#cmp-a", "#cmp-b"]) $(id).addEventListener("change", () => drawCompare().catch((x) => toast(x.message, "error")));
   $("#cmp-swap").addEventListener("click", () => { const a = $("#cmp-a").value; $("#cmp-a").value = $("#cmp-b").value; $("#cmp-b").value = a; drawCompare(); });
   $("#prof-refresh").addEventListener("click", loadProfiles);

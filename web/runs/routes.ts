@@ -12,6 +12,7 @@ import { BackendField, check, jsonBody, ModelSource, slug } from "../http.ts";
 import { promptSetRoutes } from "./prompt-sets.ts";
 import { WEIGHTS_TOGGLE } from "../../engine/formats/requant.ts";
 import { taskRoutes, type SseOptions } from "./task-routes.ts";
+import { SparseOptionsSchema } from "../../engine/sparse.ts";
 
 const RunRequest = z.object({
   model: ModelSource.optional(),
@@ -33,6 +34,8 @@ const RunRequest = z.object({
   label: z.string().max(120).optional(),
   // speculative decoding with a draft model (toggle speculative = draft): a model under the roots, k per step
   draft: z.object({ model: ModelSource, k: z.number().int().min(1).max(64).default(4) }).strict().optional(),
+  // sparse prefill budgets (toggle sparsePrefill = vertical-slash): the run gets a session with them
+  sparse: SparseOptionsSchema.optional(),
   // speculative decoding with an EAGLE head (toggle speculative = eagle): a head directory under the roots, its tree
   eagle: z.object({
     head: ModelSource, depth: z.number().int().min(1).max(16).default(5), topK: z.number().int().min(1).max(16).default(4),
@@ -83,7 +86,7 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
         capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
-        repeats: req.repeats, warmup: req.warmup, ...(draft ? { draft } : {}), ...(eagle ? { eagle } : {}),
+        repeats: req.repeats, warmup: req.warmup, ...(draft ? { draft } : {}), ...(eagle ? { eagle } : {}), ...(req.sparse ? { sparse: req.sparse } : {}),
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, ctx.relay(t));

@@ -145,3 +145,5 @@ void run_chain();
 void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
                  bool rand_offset, bool timed);
 void run_marlin();
+// sparse.cu: vertical-slash sparse prefill (src/opt/sparse_prefill) against fp64 masked attention
+void run_sparse();

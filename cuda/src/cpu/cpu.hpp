@@ -169,6 +169,7 @@ class Session final : public BackendSession {
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}  // the front tracks lengths; stale KV rows are overwritten before use
   KvInfo kv_info() const override { return kv_.info(); }
+  const SparseStats *sparse_stats() const override { return &sparse_stats_; }
   bool supports_tree() const override { return true; }
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;
 
@@ -185,6 +186,7 @@ class Session final : public BackendSession {
   std::vector<float> fnorm_;      // ln_final.hook_normalized capture: every row's final-normed state
   std::vector<float> eagle_cat_;  // EAGLE head: [embedding ; feature] rows (opt/speculative/eagle_cpu.hpp)
   std::vector<float> q_succ_, q_inter_;  // Dual Chunk Attention (src/opt/dca/): successive-/inter-chunk queries
+  SparseStats sparse_stats_;              // sparse prefill (src/opt/sparse_prefill/): the latest prompt's measurements
 };
 
 }  // namespace cpu

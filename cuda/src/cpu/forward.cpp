@@ -14,6 +14,7 @@
 #include "norm_cpu.hpp"
 #include "sampling.hpp"
 #include "sage_cpu.hpp"
+#include "sparse_prefill_cpu.hpp"
 
 namespace qw {
 namespace cpu {
@@ -170,6 +171,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     grow(q_succ_, size_t(R * Qd));
     grow(q_inter_, size_t(R * Qd));
   }
+  sparse_step_begin(sparse_stats_, st, c.num_layers, nH);
   Recorder rec{st, sink, int32_t(R)};
   rec.wake(th);
   const int32_t nt = int32_t(R);
@@ -239,9 +241,15 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
                            : gqa_attention_kernel_name(lt.gqa, kv_.bf16);
       const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th, lt.attention};
       const bool dl = dca_on(l);  // DCA runs its own kernel (f32/bf16 caches only: configure refuses the others)
-      rec.op(l, QW_OP_ATTENTION, dl ? (kv_.bf16 ? "cpu.attention.dca.kv_bf16" : "cpu.attention.dca.kv_f32") : kn,
+      // Sparse prefill (opt/sparse_prefill/) over plain or DCA attention; its record keeps the dense cost model.
+      const bool sp = sparse_runs(st, lt, R);
+      if (sp) sparse_check(st.toggles, lt);
+      const SparseDca sd = dl ? SparseDca{q_succ_.data(), q_inter_.data(), st.dca_chunk, st.dca_local} : SparseDca{};
+      rec.op(l, QW_OP_ATTENTION,
+             sp ? sparse_kernel_name(dl, kv_.bf16) : dl ? (kv_.bf16 ? "cpu.attention.dca.kv_bf16" : "cpu.attention.dca.kv_f32") : kn,
              cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt, [&] {
-               if (dl) dca_attention(kv_, args, q_succ_.data(), q_inter_.data(), st.dca_chunk, st.dca_local);
+               if (sp) sparse_attention(kv_, args, sd, st.sparse, sparse_stats_);
+               else if (dl) dca_attention(kv_, args, q_succ_.data(), q_inter_.data(), st.dca_chunk, st.dca_local);
                else attention(kv_, args);
              });
     }

@@ -44,7 +44,8 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
   const int32_t H = c.hidden_size;
   const Layer &L = m_.layers[l];
   const bool dca = p.st && dca_on(*p.st, l);  // DCA reads the kv heads in place: no broadcast copy
-  const Gqa gqa = !dca && p.st ? gqa_arm(*p.st, l) : Gqa::Native;  // toggle gqa (opt/gqa/gqa_attention.cuh)
+  const bool sparse = !p.decode && p.st && sparse_on(*p.st, l, p.rows);  // reads the kv heads in place too
+  const Gqa gqa = !dca && !sparse && p.st ? gqa_arm(*p.st, l) : Gqa::Native;  // toggle gqa (opt/gqa/gqa_attention.cuh)
   const bool bcast = gqa == Gqa::Broadcast;
   float *x = x_.as<float>();
   // q (roped) into q_, k/v into the cache (and kout_/vout_ when hooked)
@@ -56,7 +57,9 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
   {
     OpScope op(*this, l, QW_OP_ATTENTION, p.rows);
     const char *kn;
-    if (dca) {  // configure refuses dca with a quantized cache
+    if (sparse) {
+      kn = sparse_attention(p, l, dca);
+    } else if (dca) {  // configure refuses dca with a quantized cache
       kn = dca_attention(p, l);
     } else if (kvq_.active()) {  // q8 / kivi (opt/kvcache): write what completes, attend reading the codes, then the ring
       if (bcast) throw Error(QW_ERR_UNSUPPORTED, "gqa = broadcast needs kvCache = bf16 on cuda");
@@ -186,6 +189,24 @@ const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
   a.rows = p.rows; a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
   a.chunk = p.st->dca_chunk; a.local = p.st->dca_local;
   return qwc::launch_dca_attention(a, stream_);
+}
+
+// Vertical-slash sparse prefill (src/opt/sparse_prefill/sparse_prefill.cuh), over plain or DCA queries. One sequence per
+// prefill step (the front's prefill); its record keeps the dense cost model, as the CPU's.
+const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
+  const Config &c = m_.cfg;
+  if (kvq_.active())
+    throw Error(QW_ERR_UNSUPPORTED, "sparsePrefill = vertical-slash reads a bf16 KV cache; set kvCache to bf16, or sparsePrefill to off");
+  if (p.st->seq.size() != 1) throw Error(QW_ERR_UNSUPPORTED, "sparsePrefill: one sequence per prefill step");
+  qwc::SparseAttnArgs a;
+  a.out = z_.as<bf16>();
+  a.q[0] = q_.as<bf16>();
+  if (dca) { a.q[1] = dca_q2_.as<bf16>(); a.q[2] = dca_q3_.as<bf16>(); a.dca_span = p.st->dca_chunk - p.st->dca_local; }
+  a.kcache = kcache(l);
+  a.vcache = vcache(l);
+  a.rows = p.rows; a.pos0 = p.st->pos0[0]; a.slot = p.st->seq[0];
+  a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+  return qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
 }
 
 // Final norm + lm_head over `rows` of x into logits_ rows 0.., through the fused GEMV in chunks of <= 16 rows

@@ -36,6 +36,8 @@
 #include "norm.hpp"
 #include "sage.cuh"
 #include "sample.cuh"
+#include "sparse_prefill.cuh"
+#include "sparse_prefill.hpp"
 
 namespace qw {
 namespace cuda_backend {
@@ -182,6 +184,11 @@ inline Attention attention_arm(const Step &st, int32_t layer) {
 inline bool dca_on(const Step &st, int32_t layer) {
   return !st.toggles.layer.empty() && st.toggles.layer[size_t(layer)].dca == Dca::On;
 }
+// sparse prefill runs on prefill steps of >= 8 rows (as on the CPU: sparse_prefill_cpu.hpp sparse_runs)
+inline bool sparse_on(const Step &st, int32_t layer, int32_t rows) {
+  return st.phase == QW_PHASE_PREFILL && st.tree_base < 0 && rows >= 8 && !st.toggles.layer.empty() &&
+         st.toggles.layer[size_t(layer)].sparse_prefill == SparsePrefill::VerticalSlash;
+}
 
 constexpr size_t kDParamBytes = 5 * 16 * 4 + 16 * sizeof(qwc::SampleRow);
 
@@ -266,6 +273,7 @@ class CudaSession final : public BackendSession {
   void ensure_marlin();  // the model's packs and this session's scratch (before any graph capture)
   // Dual Chunk Attention of layer l over the pass's rows (src/opt/dca), both phases; returns the kernel name.
   const char *dca_attention(const Pass &p, int32_t l);
+  const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill (compile-checked only)
   // null while a quantized cache (kvq_) replaces the bf16 one: rope/GEMV epilogues then only write k_out/v_out
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
@@ -306,6 +314,7 @@ class CudaSession final : public BackendSession {
   // activations (sized for rows_cap_ rows)
   int32_t rows_cap_ = 0;
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
+  qwc::SparseScratch sparse_;  // vertical-slash sparse prefill scratch (src/opt/sparse_prefill)
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_
   DBuf logits_;
   int32_t logits_rows_ = 0;

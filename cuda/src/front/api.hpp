@@ -93,6 +93,7 @@ struct qw_session final : qw::Sink {
   std::unique_ptr<qw::BackendSession> bs;
   int32_t max_batch = 1, max_context = 0, max_prefill = 0;
   int32_t dca_chunk = 0, dca_local = 0;      // Dual Chunk Attention parameters (toggle "dca"), fixed per session
+  qw::SparseBudget sparse;                   // sparse prefill budgets (toggle "sparsePrefill"), fixed per session
   std::vector<int32_t> len;                  // tokens in the KV cache, per sequence
   std::vector<int32_t> peak;                 // the longest len since its last reset (truncate's limit, kvcache.hpp)
   std::vector<qw::SamplingParams> sampling;  // per sequence

@@ -46,6 +46,7 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   qw::attention_check_step(st.toggles);  // a Sage arm that something else would replace is an error, not a swap
   st.dca_chunk = s->dca_chunk;
   st.dca_local = s->dca_local;
+  st.sparse = s->sparse;
   st.row_offset.resize(st.seq.size());
   st.temperature.resize(st.seq.size());
   st.top_p.resize(st.seq.size());
@@ -78,6 +79,42 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
     if (s->captures[i].filled) s->filled.push_back(int32_t(i));
 }
 
+
+// "sparsePrefill": the budgets and, per layer and head, what the latest prompt's prefill measured (sparse_prefill.hpp).
+void write_sparse_info(JsonWriter &w, const SparseBudget &b, const SparseStats *st) {
+  w.key("sparsePrefill").begin_object();
+  w.key("vertical").value(b.vertical);
+  w.key("slash").value(b.slash);
+  w.key("local").value(b.local);
+  w.key("sink").value(b.sink);
+  w.key("lastQ").value(kSparseLastQ);
+  w.key("stats").value(b.stats);
+  w.key("steps").value(st ? st->steps : 0);
+  w.key("layers").begin_array();
+  if (st && st->steps > 0)
+    for (int32_t l = 0; l < st->layers; ++l) {
+      w.begin_object();
+      w.key("layer").value(l);
+      w.key("heads").begin_array();
+      for (int32_t h = 0; h < st->heads; ++h) {
+        const SparseHeadStats &x = st->head[size_t(l) * size_t(st->heads) + size_t(h)];
+        w.begin_object();
+        w.key("rows").value(x.rows);
+        w.key("density").value(x.dense_keys > 0 ? x.keys / x.dense_keys : 1.0);
+        if (x.stat_rows > 0) {
+          w.key("recall").value(x.recall / x.stat_rows);
+          w.key("relL2").value(x.ref2 > 0 ? std::sqrt(x.err2 / x.ref2) : 0.0);
+          w.key("cosine").value(x.ref2 > 0 && x.out2 > 0 ? x.dot / std::sqrt(x.ref2 * x.out2) : 1.0);
+        }
+        w.end_object();
+      }
+      w.end_array();
+      w.end_object();
+    }
+  w.end_array();
+  w.end_object();
+}
+
 }  // namespace qw
 
 using qw::copy_out;
@@ -99,7 +136,8 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     if (!model->finalized) fail(QW_ERR_STATE, "the model is not finalized: call qw_model_finalize first");
     const char *what = "session options";
     qw::Json o = qw::parse_json_object(options_json, what);
-    qw::json_only_keys(o, {"max_batch", "max_context", "max_prefill", "dca_chunk_size", "dca_local_size"}, what);
+    qw::json_only_keys(o, {"max_batch", "max_context", "max_prefill", "dca_chunk_size", "dca_local_size", "sparse_vertical",
+                           "sparse_slash", "sparse_local", "sparse_sink", "sparse_stats"}, what);
     auto s = std::make_unique<qw_session>();
     s->model = model;
     int64_t v;
@@ -115,6 +153,15 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     if (s->dca_local >= s->dca_chunk)
       fail(QW_ERR_INVALID_ARGUMENT, std::string(what) + ": dca_local_size (" + std::to_string(s->dca_local) +
                                         ") must be smaller than dca_chunk_size (" + std::to_string(s->dca_chunk) + ")");
+    // Sparse prefill budgets (opt/sparse_prefill/sparse_prefill.hpp SparseBudget): json_int names a bad value.
+    const int64_t big = int64_t(1) << 30;
+    if (qw::json_int(o, "sparse_vertical", 0, big, what, &v)) s->sparse.vertical = int32_t(v);
+    if (qw::json_int(o, "sparse_slash", 0, big, what, &v)) s->sparse.slash = int32_t(v);
+    if (qw::json_int(o, "sparse_sink", 0, big, what, &v)) s->sparse.sink = int32_t(v);
+    // local >= 1: diagonal 0 (each query's own key) is always visited, so no query row is left without keys.
+    if (qw::json_int(o, "sparse_local", 1, big, what, &v)) s->sparse.local = int32_t(v);
+    bool b = false;
+    if (qw::json_bool(o, "sparse_stats", what, &b)) s->sparse.stats = b;
     s->len.assign(size_t(s->max_batch), 0);
     s->peak.assign(size_t(s->max_batch), 0);
     s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});
@@ -158,6 +205,7 @@ QW_API int32_t qw_session_info_json(qw_session *s, char *out, uint64_t cap, uint
     w.key("kvBytes").value(uint64_t(kv.bytes));
     w.key("kvResidualTokens").value(kv.residual_tokens);
     w.key("kvMaxRollback").value(kv.max_rollback);
+    write_sparse_info(w, s->sparse, s->bs->sparse_stats());
     w.end_object();
     copy_out(w.str(), out, cap, out_len);
   });

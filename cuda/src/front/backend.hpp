@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "qwen.h"
+#include "sparse_prefill.hpp"
 #include "toggles.hpp"
 
 namespace qw {
@@ -96,6 +97,9 @@ struct Step {
   // Dual Chunk Attention parameters of the session (toggle "dca", opt/dca/dca_positions.hpp), used at the layers
   // where st.toggles.at(l).dca == Dca::On: 0 <= dca_local < dca_chunk (qw_session_create checks).
   int32_t dca_chunk = 0, dca_local = 0;
+  // Budgets of sparse prefill (toggle "sparsePrefill", opt/sparse_prefill/sparse_prefill.hpp), checked by
+  // qw_session_create: all >= 0, local >= 1.
+  SparseBudget sparse;
   // EAGLE head input (Config::eagle_head): [rows, hidden_size] features, row-aligned with `tokens`; else null.
   const float *features = nullptr;
   // A tree step (qw_session_prefill_tree, opt/speculative/tree.hpp): one sequence whose rows are tree nodes.
@@ -139,6 +143,8 @@ class BackendSession {
   // keeps the old values). Only values the backend implements reach it.
   virtual void configure(const StepToggles &toggles) = 0;
   virtual KvInfo kv_info() const = 0;
+  // What sparse prefill measured (qw_session_info_json); nullptr where the backend does not implement it.
+  virtual const SparseStats *sparse_stats() const { return nullptr; }
   // Runs one forward step, writes each sequence's sampled token into out_tokens[i] (size = seq.size()).
   // The front has already validated tokens, lengths and capacities.
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;

@@ -64,37 +64,6 @@ void dca_rope(float *q, float *q_succ, float *q_inter, float *k, int64_t R, int3
 
 namespace {
 
-// Row `off` of the K (is_k) or V cache, widened exactly to fp32.
-inline void widen(float *dst, const KvStore &kv, int64_t off, bool is_k, int32_t d) {
-  if (kv.bf16) {
-    const uint16_t *src = (is_k ? kv.kb.get() : kv.vb.get()) + off;
-    for (int32_t i = 0; i < d; ++i) dst[i] = bf16_to_float(src[i]);
-  } else {
-    std::memcpy(dst, (is_k ? kv.kf.get() : kv.vf.get()) + off, size_t(d) * sizeof(float));
-  }
-}
-
-inline float dot_f32(const float *a, const float *b, int32_t d) {
-  int32_t i = 0;
-  float s = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (; i + 16 <= d; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  if (i + 8 <= d) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    i += 8;
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
-  for (float x : lanes) s += x;
-#endif
-  for (; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // e[k] = exp(e[k] - m) for k < n; returns the sum.
 inline float exp_shift_sum(float *e, int32_t n, float m) {
   int32_t k = 0;
@@ -118,18 +87,25 @@ inline float exp_shift_sum(float *e, int32_t n, float m) {
   return sum;
 }
 
-// Per-thread scratch of one task.
-struct Scratch {
-  std::vector<float> sc, kr, op, acc, m, l;
-};
-
-// One (query row, kv head) task: `group` query heads, keys 0..i of sequence slot `seq`.
+// One (query row, kv head) task: `group` query heads, keys 0..i of sequence slot `seq` (keys == nullptr), or
+// the sorted key list keys[0..n_keys) (sparse prefill; then group is 1). lse (optional): per head, the log of the
+// softmax normalizer over the visited keys, M + log(sum), scores scaled.
 void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t s, int32_t group,
-              int32_t d, float scale, const float *const qv[3], float *z, Scratch &w) {
+              int32_t d, float scale, const float *const qv[3], float *z, DcaScratch &w, const int32_t *keys = nullptr,
+              int32_t n_keys = 0, float *lse = nullptr) {
   const int32_t ci = i / s;
-  // [begin, end) of the key groups: 0 intra, 1 successive, 2 inter (dca::part of each key).
-  const int32_t lo[3] = {ci * s, std::max(0, (ci - 1) * s), 0};
-  const int32_t hi[3] = {i + 1, ci * s, std::max(0, (ci - 1) * s)};
+  // [begin, end) of the key groups: 0 intra, 1 successive, 2 inter (dca::part of each key): positions, or for a
+  // key list the index range of the list that falls in each group (the groups are contiguous position ranges).
+  int32_t lo[3] = {ci * s, std::max(0, (ci - 1) * s), 0};
+  int32_t hi[3] = {i + 1, ci * s, std::max(0, (ci - 1) * s)};
+  if (keys) {
+    for (int g3 = 0; g3 < 3; ++g3) {
+      const int32_t a = lo[g3], b = hi[g3];
+      lo[g3] = int32_t(std::lower_bound(keys, keys + n_keys, a) - keys);
+      hi[g3] = int32_t(std::lower_bound(keys, keys + n_keys, b) - keys);
+    }
+  }
+  auto key_at = [&](int32_t idx) { return keys ? keys[idx] : idx; };
   const int64_t base = kv.offset(layer, seq, kvh, 0);
   w.kr.resize(size_t(d));
   w.op.resize(size_t(group) * size_t(d));
@@ -141,8 +117,8 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
     if (n <= 0) continue;
     w.sc.resize(size_t(group) * size_t(n));
     for (int32_t k = 0; k < n; ++k) {
-      widen(w.kr.data(), kv, base + int64_t(lo[g3] + k) * d, true, d);
-      for (int32_t g = 0; g < group; ++g) w.sc[size_t(g) * size_t(n) + size_t(k)] = dot_f32(qv[g3] + int64_t(g) * d, w.kr.data(), d) * scale;
+      kv_row_f32(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, true, d);
+      for (int32_t g = 0; g < group; ++g) w.sc[size_t(g) * size_t(n) + size_t(k)] = row_dot_f32(qv[g3] + int64_t(g) * d, w.kr.data(), d) * scale;
     }
     float mg[64], lg[64];  // group <= 64 (checked by the caller)
     for (int32_t g = 0; g < group; ++g) {
@@ -154,7 +130,7 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
     }
     std::fill(w.op.begin(), w.op.end(), 0.0f);
     for (int32_t k = 0; k < n; ++k) {
-      widen(w.kr.data(), kv, base + int64_t(lo[g3] + k) * d, false, d);
+      kv_row_f32(w.kr.data(), kv, base + int64_t(key_at(lo[g3] + k)) * d, false, d);
       for (int32_t g = 0; g < group; ++g) {
         const float p = w.sc[size_t(g) * size_t(n) + size_t(k)];
         float *o = &w.op[size_t(g) * size_t(d)];
@@ -176,10 +152,18 @@ void dca_task(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_
   for (int32_t g = 0; g < group; ++g) {
     const float inv = 1.0f / w.l[size_t(g)];
     for (int32_t c = 0; c < d; ++c) z[int64_t(g) * d + c] = w.acc[size_t(g) * size_t(d) + size_t(c)] * inv;
+    if (lse) lse[g] = w.m[size_t(g)] + std::log(w.l[size_t(g)]);
   }
 }
 
 }  // namespace
+
+void dca_attend_keys(const KvStore &kv, int32_t layer, int32_t seq, int32_t kvh, int32_t i, int32_t chunk,
+                     int32_t local, int32_t d, const float *const qv[3], const int32_t *keys, int32_t n_keys, float *z,
+                     float *lse, DcaScratch &w) {
+  dca_task(kv, layer, seq, kvh, i, dca::span(chunk, local), 1, d, 1.0f / std::sqrt(float(d)), qv, z, w, keys, n_keys,
+           lse);
+}
 
 void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const float *q_inter, int32_t chunk,
                    int32_t local) {
@@ -195,7 +179,7 @@ void dca_attention(KvStore &kv, const AttnArgs &a, const float *q_succ, const fl
   const int nt = attention_threads(st, nH, d, tasks, *a.pool);  // a small decode step stays on one thread
   std::atomic<int64_t> next{0};
   a.pool->run(nt, [&] {
-    Scratch w;
+    DcaScratch w;
     for (int64_t task = next++; task < tasks; task = next++) {
       const int64_t row = task / nKV;
       const int32_t kvh = int32_t(task % nKV);

@@ -1,7 +1,11 @@
-// sparse_prefill.hpp — the values of toggle "sparsePrefill" as a type; its registry entry: sparse_prefill.cpp.
+// sparse_prefill.hpp — the values of toggle "sparsePrefill" as a type (budgets and stats: sparse_budget.hpp); its
+// registry entry: sparse_prefill.cpp, the CPU kernels: sparse_prefill_cpu.cpp, the CUDA ones: sparse_prefill.cu.
 // Enumerator i is value i of the entry (docs/ARCHITECTURE.md §Adding an optimization).
 #pragma once
 
+#include <cstdint>
+
+#include "sparse_budget.hpp"
 #include "toggles.hpp"
 
 namespace qw {

@@ -1,0 +1,194 @@
+// sparse_prefill.cu — vertical-slash sparse prefill kernels and their driver (see sparse_prefill.cuh). COMPILE-CHECKED
+// ONLY: not yet run on a GPU.
+#include "sparse_prefill.cuh"
+
+#include "dca_positions.hpp"
+#include "sparse_select.hpp"
+
+namespace qwc {
+namespace {
+
+constexpr int kMaxD = 128;
+
+// q . K[k] of one head (d even) with the query in shared memory as fp32.
+__device__ __forceinline__ float qk(const float *qs, const __nv_bfloat16 *K, int64_t k, int d) {
+  const __nv_bfloat162 *kr = reinterpret_cast<const __nv_bfloat162 *>(K + k * d);
+  float acc = 0.f;
+  for (int t = 0; t < d / 2; ++t) {
+    const float2 kf = __bfloat1622float2(kr[t]);
+    acc = fmaf(qs[2 * t], kf.x, fmaf(qs[2 * t + 1], kf.y, acc));
+  }
+  return acc;
+}
+
+// The three query variants of (row r, head h) into shared memory (plain: only variant 0 is read).
+__device__ __forceinline__ void load_q(float (*qs)[kMaxD], const SparseAttnArgs &a, int64_t r, int h) {
+  const int d = a.head_dim;
+  const int64_t off = r * a.n_heads * d + (int64_t)h * d;
+  for (int t = threadIdx.x; t < d; t += 32)
+    for (int g = 0; g < (a.dca_span ? 3 : 1); ++g) qs[g][t] = __bfloat162float(a.q[g][off + t]);
+  __syncwarp();
+}
+
+__device__ __forceinline__ int variant(const SparseAttnArgs &a, int i, int k) {
+  return a.dca_span ? qw::dca::part(i, k, a.dca_span) : 0;
+}
+
+// Step 1: grid (lq, nH), one warp. scores = [vert: nH x N | slash: nH x N], zeroed before.
+__global__ void __launch_bounds__(32) sparse_estimate_kernel(const SparseAttnArgs a, int lq, float *scores) {
+  pdl_wait();
+  pdl_trigger();
+  const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
+  const int N = a.pos0 + a.rows, d = a.head_dim, kh = h / (a.n_heads / a.n_kv);
+  const int64_t r = a.rows - lq + t;
+  const int i = a.pos0 + (int)r;
+  __shared__ float qs[3][kMaxD];
+  load_q(qs, a, r, h);
+  const __nv_bfloat16 *K = a.kcache + ((int64_t)a.slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
+  const float scale = rsqrtf((float)d);
+  float m = -INFINITY, l = 0.f;
+  for (int k = lane; k <= i; k += 32) {
+    const float sc = qk(qs[variant(a, i, k)], K, k, d) * scale;
+    const float mn = fmaxf(m, sc);
+    l = l * __expf(m - mn) + __expf(sc - mn);
+    m = mn;
+  }
+  const float M = warp_max(m);
+  const float Lsum = warp_sum(m == -INFINITY ? 0.f : l * __expf(m - M));
+  float *vert = scores + (int64_t)h * N, *slash = scores + ((int64_t)a.n_heads + h) * N;
+  for (int k = lane; k <= i; k += 32) {
+    const float p = __expf(qk(qs[variant(a, i, k)], K, k, d) * scale - M) / Lsum;
+    atomicAdd(vert + k, p);
+    atomicAdd(slash + (i - k), p);
+  }
+}
+
+// Number of entries of the ascending list v[0..n) that are <= x.
+__device__ __forceinline__ int count_le(const int32_t *v, int n, int x) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (v[mid] <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// Step 3: grid (rows, nH), one warp; lane c holds output columns c, c + 32, c + 64, c + 96.
+__global__ void __launch_bounds__(32) sparse_attend_kernel(const SparseAttnArgs a, const int32_t *lists, const int32_t *offs) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t r = blockIdx.x;
+  const int h = blockIdx.y, lane = threadIdx.x;
+  const int d = a.head_dim, kh = h / (a.n_heads / a.n_kv), i = a.pos0 + (int)r;
+  __shared__ float qs[3][kMaxD];
+  __shared__ float p[32];
+  __shared__ int keys[32];
+  load_q(qs, a, r, h);
+  const int32_t *cols = lists + offs[2 * h], *diags = lists + offs[2 * h + 1];
+  const int ncol = offs[2 * h + 1] - offs[2 * h], ndiag = offs[2 * h + 2] - offs[2 * h + 1];
+  const int nc = count_le(cols, ncol, i), nd = count_le(diags, ndiag, i);
+  const int64_t base = ((int64_t)a.slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
+  const __nv_bfloat16 *K = a.kcache + base, *V = a.vcache + base;
+  const float scale = rsqrtf((float)d);
+  float m = -INFINITY, l = 0.f, o[kMaxD / 32] = {0.f, 0.f, 0.f, 0.f};
+  for (int c0 = 0; c0 < nc + nd; c0 += 32) {
+    const int c = c0 + lane;
+    int key = -1;
+    if (c < nc) key = cols[c];
+    else if (c < nc + nd) {
+      key = i - diags[c - nc];
+      const int at = count_le(cols, nc, key);
+      if (at > 0 && cols[at - 1] == key) key = -1;  // already visited as a column
+    }
+    const float sc = key >= 0 ? qk(qs[variant(a, i, key)], K, key, d) * scale : -INFINITY;
+    const float mn = fmaxf(m, warp_max(sc));
+    const float alpha = m == -INFINITY ? 0.f : __expf(m - mn);
+    const float e = key >= 0 ? __expf(sc - mn) : 0.f;
+    p[lane] = e;
+    keys[lane] = key;
+    l = l * alpha + warp_sum(e);
+    __syncwarp();
+    for (int j = 0; j < kMaxD / 32; ++j) o[j] *= alpha;
+    for (int kk = 0; kk < 32; ++kk) {
+      if (keys[kk] < 0) continue;
+      const __nv_bfloat16 *vr = V + (int64_t)keys[kk] * d;
+      for (int j = 0; j < kMaxD / 32; ++j) {
+        const int col = lane + 32 * j;
+        if (col < d) o[j] = fmaf(p[kk], __bfloat162float(vr[col]), o[j]);
+      }
+    }
+    m = mn;
+    __syncwarp();
+  }
+  __nv_bfloat16 *z = a.out + r * a.n_heads * d + (int64_t)h * d;
+  for (int j = 0; j < kMaxD / 32; ++j) {
+    const int col = lane + 32 * j;
+    if (col < d) z[col] = __float2bfloat16(o[j] / l);
+  }
+}
+
+template <class T>
+T *grow(T *&p, size_t &cap, size_t n) {
+  if (n <= cap) return p;
+  if (p) cudaFree(p);
+  p = nullptr;
+  cuda_check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc (sparse prefill scratch)", __FILE__, __LINE__);
+  cap = n;
+  return p;
+}
+
+}  // namespace
+
+SparseScratch::~SparseScratch() {
+  if (scores_) cudaFree(scores_);
+  if (lists_) cudaFree(lists_);
+  if (offsets_) cudaFree(offsets_);
+}
+float *SparseScratch::scores(size_t n) { return grow(scores_, scores_cap_, n); }
+int32_t *SparseScratch::lists(size_t n) { return grow(lists_, lists_cap_, n); }
+int32_t *SparseScratch::offsets(size_t n) { return grow(offsets_, offsets_cap_, n); }
+
+const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, SparseScratch &s, cudaStream_t stream,
+                               std::vector<std::vector<int32_t>> *cols, std::vector<std::vector<int32_t>> *diags) {
+  const char *name = a.dca_span ? "attn_sparse_vs_dca_simt" : "attn_sparse_vs_simt";
+  if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("sparse prefill: head_dim must be even and <= 128");
+  if (a.rows <= 0) return name;
+  const int32_t N = a.pos0 + a.rows, H = a.n_heads, lq = std::min(qw::kSparseLastQ, a.rows);
+  // 1. estimate
+  float *sc = s.scores(size_t(2) * H * N);
+  cuda_check(cudaMemsetAsync(sc, 0, size_t(2) * H * N * sizeof(float), stream), "cudaMemsetAsync", __FILE__, __LINE__);
+  launch(sparse_estimate_kernel, dim3(lq, H), dim3(32), 0, stream, a, (int)lq, sc);
+  QWC_LAUNCH_CHECK("sparse_estimate_kernel");
+  // 2. select on the host
+  s.host_scores.resize(size_t(2) * H * N);
+  cuda_check(cudaMemcpyAsync(s.host_scores.data(), sc, s.host_scores.size() * sizeof(float), cudaMemcpyDeviceToHost, stream),
+             "cudaMemcpyAsync", __FILE__, __LINE__);
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+  s.host_lists.clear();
+  s.host_offsets.assign(size_t(2) * H + 1, 0);
+  if (cols) cols->assign(size_t(H), {});
+  if (diags) diags->assign(size_t(H), {});
+  for (int32_t h = 0; h < H; ++h) {
+    const auto c = qw::sparse::top_lines(s.host_scores.data() + size_t(h) * N, N, b.sink, b.vertical);
+    const auto g = qw::sparse::top_lines(s.host_scores.data() + (size_t(H) + h) * N, N, b.local, b.slash);
+    s.host_offsets[size_t(2 * h)] = int32_t(s.host_lists.size());
+    s.host_lists.insert(s.host_lists.end(), c.begin(), c.end());
+    s.host_offsets[size_t(2 * h + 1)] = int32_t(s.host_lists.size());
+    s.host_lists.insert(s.host_lists.end(), g.begin(), g.end());
+    if (cols) (*cols)[size_t(h)] = c;
+    if (diags) (*diags)[size_t(h)] = g;
+  }
+  s.host_offsets[size_t(2 * H)] = int32_t(s.host_lists.size());
+  int32_t *dl = s.lists(std::max<size_t>(1, s.host_lists.size())), *doff = s.offsets(s.host_offsets.size());
+  cuda_check(cudaMemcpyAsync(dl, s.host_lists.data(), s.host_lists.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
+             "cudaMemcpyAsync", __FILE__, __LINE__);
+  cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
+             "cudaMemcpyAsync", __FILE__, __LINE__);
+  // 3. attend (the host vectors stay alive in the scratch until the next call: the copies above read them)
+  launch(sparse_attend_kernel, dim3(a.rows, H), dim3(32), 0, stream, a, (const int32_t *)dl, (const int32_t *)doff);
+  QWC_LAUNCH_CHECK("sparse_attend_kernel");
+  return name;
+}
+
+}  // namespace qwc

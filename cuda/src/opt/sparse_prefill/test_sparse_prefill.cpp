@@ -1,0 +1,277 @@
+// test_sparse_prefill.cpp — vertical-slash sparse prefill on the CPU (sparse_prefill_cpu.cpp, linked in from the CPU
+// objects) against the dense kernels and a plain fp64 masked-attention reference.
+//
+// Cases: budgets covering every key (vertical, slash, both: duplicates merged) give dense attention bit for bit,
+// over one prefill and over prefill pieces (chunk boundaries, pos0 > 0), f32 and bf16 caches, plain and DCA; a
+// sequence shorter than the 64 estimating queries; 0 extra lines (only sink columns and local diagonals: the
+// fp64 reference with that mask), and only the query's own key (z = its V row); planted vertical columns are
+// found and the output equals the reference restricted to them; stats (recall 1 and no error at full budget, lower
+// recall with fewer lines); the configurations the kernels refuse.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "attention.hpp"
+#include "dca_cpu.hpp"
+#include "gqa.hpp"
+#include "kvcache.hpp"
+#include "sparse_prefill_cpu.hpp"
+#include "testlib.hpp"
+
+using namespace qw;
+using namespace qw::cpu;
+
+namespace {
+
+struct Shape {
+  int32_t nH, nKV, d;
+};
+
+struct Data {
+  int32_t N;
+  std::vector<float> q, k, v;  // [N, nH d], [N, nKV d] (no RoPE: the kernels take q and k as given)
+};
+
+Data random_data(const Shape &sh, int32_t N, uint64_t seed) {
+  Rng r(seed);
+  Data x{N, {}, {}, {}};
+  for (int64_t i = 0; i < int64_t(N) * sh.nH * sh.d; ++i) x.q.push_back(2.0f * r.normal());
+  for (int64_t i = 0; i < int64_t(N) * sh.nKV * sh.d; ++i) x.k.push_back(r.normal());
+  for (int64_t i = 0; i < int64_t(N) * sh.nKV * sh.d; ++i) x.v.push_back(r.normal());
+  return x;
+}
+
+enum class Arm { Dense, Sparse };
+
+struct Run {
+  std::vector<float> z;
+  std::vector<SparsePattern> pat;  // of the last piece
+};
+
+// Prefill pieces of one sequence through the dense kernel (attention() or dca_attention()) or sparse_attention().
+Run run(const Data &x, const Shape &sh, const std::vector<int32_t> &pieces, bool bf16, Arm arm, const SparseBudget &b,
+        Pool &pool, bool dca = false, int32_t chunk = 0, int32_t local = 0, SparseStats *stats = nullptr) {
+  const int32_t d = sh.d, qd = sh.nH * d, kvd = sh.nKV * d;
+  KvStore kv;
+  kv.configure(bf16 ? KvCache::Bf16 : KvCache::F32, 1, 1, sh.nKV, x.N, d);
+  Run out;
+  out.z.assign(size_t(x.N) * size_t(qd), NAN);
+  SparseStats local_stats;
+  SparseStats &ss = stats ? *stats : local_stats;
+  if (ss.heads != sh.nH) ss.reset(1, sh.nH);
+  int32_t done = 0;
+  for (int32_t n : pieces) {
+    Step st;
+    st.phase = QW_PHASE_PREFILL;
+    st.seq = {0};
+    st.n_new = {n};
+    st.pos0 = {done};
+    st.row_offset = {0};
+    std::vector<float> q(x.q.begin() + int64_t(done) * qd, x.q.begin() + int64_t(done + n) * qd);
+    std::vector<float> k(x.k.begin() + int64_t(done) * kvd, x.k.begin() + int64_t(done + n) * kvd);
+    std::vector<float> v(x.v.begin() + int64_t(done) * kvd, x.v.begin() + int64_t(done + n) * kvd);
+    std::vector<float> z(q.size(), NAN), qs(q), qi(q);
+    // DCA: the three query variants are the raw query scaled differently, so that they differ (no RoPE here).
+    for (auto &e : qs) e *= 0.5f;
+    for (auto &e : qi) e *= -0.25f;
+    const AttnArgs a{&st, 0, sh.nH, sh.nKV, d, q.data(), k.data(), v.data(), z.data(), Gqa::Native, &pool};
+    if (arm == Arm::Sparse) {
+      const SparseDca sd = dca ? SparseDca{qs.data(), qi.data(), chunk, local} : SparseDca{};
+      sparse_attention(kv, a, sd, b, ss, &out.pat);
+    } else if (dca) {
+      dca_attention(kv, a, qs.data(), qi.data(), chunk, local);
+    } else {
+      attention(kv, a);
+    }
+    std::copy(z.begin(), z.end(), out.z.begin() + int64_t(done) * qd);
+    done += n;
+  }
+  return out;
+}
+
+// fp64 attention of query i, head h over the keys `visit(i, j)` allows (plain: no DCA).
+template <class M>
+std::vector<double> masked_ref(const Data &x, const Shape &sh, bool bf16, M visit) {
+  const int32_t d = sh.d, qd = sh.nH * d, kvd = sh.nKV * d, group = sh.nH / sh.nKV;
+  auto rnd = [&](float f) { return bf16 ? double(bf16_to_float(float_to_bf16(f))) : double(f); };
+  std::vector<double> z(size_t(x.N) * size_t(qd), 0.0);
+  for (int32_t h = 0; h < sh.nH; ++h)
+    for (int32_t i = 0; i < x.N; ++i) {
+      std::vector<double> sc(size_t(i + 1), -INFINITY);
+      double mx = -INFINITY;
+      for (int32_t j = 0; j <= i; ++j) {
+        if (!visit(h, i, j)) continue;
+        double dot = 0;
+        for (int32_t c = 0; c < d; ++c)
+          dot += double(x.q[size_t(i) * qd + size_t(h * d + c)]) * rnd(x.k[size_t(j) * kvd + size_t((h / group) * d + c)]);
+        sc[size_t(j)] = dot / std::sqrt(double(d));
+        mx = std::max(mx, sc[size_t(j)]);
+      }
+      double sum = 0;
+      for (auto &s : sc) sum += (s = std::isinf(s) ? 0.0 : std::exp(s - mx));
+      for (int32_t c = 0; c < d; ++c) {
+        double acc = 0;
+        for (int32_t j = 0; j <= i; ++j) acc += sc[size_t(j)] / sum * rnd(x.v[size_t(j) * kvd + size_t((h / group) * d + c)]);
+        z[size_t(i) * qd + size_t(h * d + c)] = acc;
+      }
+    }
+  return z;
+}
+
+double worst(const std::vector<float> &z, const std::vector<double> &ref) {
+  double w = 0;
+  for (size_t i = 0; i < z.size(); ++i) w = std::max(w, std::isfinite(z[i]) ? std::abs(double(z[i]) - ref[i]) : 1e300);
+  return w;
+}
+
+bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+double worst_f(const std::vector<float> &a, const std::vector<float> &b) {
+  double w = 0;
+  for (size_t i = 0; i < a.size(); ++i) w = std::max(w, std::isfinite(a[i]) ? std::abs(double(a[i]) - b[i]) : 1e300);
+  return w;
+}
+
+SparseBudget budget(int32_t vertical, int32_t slash, int32_t local, int32_t sink, bool stats = false) {
+  SparseBudget b;
+  b.vertical = vertical, b.slash = slash, b.local = local, b.sink = sink, b.stats = stats;
+  return b;
+}
+
+// Full budgets: bit for bit the dense kernel where the dense prefill kernel is the blocked one (whose arithmetic
+// the sparse kernel follows), else equal up to fp32 summation order.
+void full_budget(Pool &pool) {
+  const bool exact = attention_blocked_ok(64);
+  const Shape sh{4, 2, 64};
+  for (bool bf16 : {false, true})
+    for (const std::vector<int32_t> &pieces : std::vector<std::vector<int32_t>>{{300}, {100, 37, 163}, {20}, {64, 8, 9}}) {
+      int32_t N = 0;
+      for (int32_t n : pieces) N += n;
+      const Data x = random_data(sh, N, uint64_t(N * 7 + bf16));
+      const Run dense = run(x, sh, pieces, bf16, Arm::Dense, SparseBudget{}, pool);
+      // vertical covers every column; slash every diagonal; both (each key twice in the union); budget = N exactly.
+      for (const SparseBudget &b : {budget(1 << 20, 0, 1, 0), budget(0, 1 << 20, 1, 0), budget(1 << 20, 1 << 20, 100, 30),
+                                    budget(N, 0, 1, 0), budget(0, N, 1, 0)}) {
+        const Run sp = run(x, sh, pieces, bf16, Arm::Sparse, b, pool);
+        if (exact)
+          CHECK(same_bits(sp.z, dense.z), "full budget (v %d, s %d) N %d pieces %zu bf16 %d: not bit-identical to dense "
+                "(worst |dz| %.3g)", b.vertical, b.slash, N, pieces.size(), int(bf16), worst_f(sp.z, dense.z));
+        else
+          CHECK(worst_f(sp.z, dense.z) < 1e-5, "full budget N %d: |dz| %.3g", N, worst_f(sp.z, dense.z));
+      }
+      // DCA (chunk 48, local 8: s = 40, several chunks): bit for bit dca_attention.
+      const Run dd = run(x, sh, pieces, bf16, Arm::Dense, SparseBudget{}, pool, true, 48, 8);
+      const Run ds = run(x, sh, pieces, bf16, Arm::Sparse, budget(1 << 20, 1 << 20, 1, 0), pool, true, 48, 8);
+      CHECK(same_bits(ds.z, dd.z), "DCA full budget N %d pieces %zu bf16 %d: not bit-identical to dca_attention (%.3g)", N,
+            pieces.size(), int(bf16), worst_f(ds.z, dd.z));
+    }
+}
+
+// No extra lines: only the sink columns and the local diagonals (the fp64 reference with that mask).
+void no_extra_lines(Pool &pool) {
+  const Shape sh{4, 1, 64};
+  const Data x = random_data(sh, 150, 11);
+  for (bool bf16 : {false, true}) {
+    const Run sp = run(x, sh, {90, 60}, bf16, Arm::Sparse, budget(0, 0, 5, 3), pool);
+    const auto ref = masked_ref(x, sh, bf16, [](int32_t, int32_t i, int32_t j) { return j < 3 || i - j < 5; });
+    CHECK(worst(sp.z, ref) < 2e-4, "0 extra lines (sink 3, local 5) bf16 %d: |dz| %.3g", int(bf16), worst(sp.z, ref));
+    for (const SparsePattern &p : sp.pat)
+      CHECK(p.cols == std::vector<int32_t>({0, 1, 2}) && p.diags == std::vector<int32_t>({0, 1, 2, 3, 4}),
+            "0 extra lines: pattern has %zu columns, %zu diagonals", p.cols.size(), p.diags.size());
+  }
+  // Only the query's own key: z = its V row (softmax of one score is 1), exactly. Shorter than 64 queries.
+  const Data y = random_data(sh, 20, 12);
+  const Run one = run(y, sh, {20}, false, Arm::Sparse, budget(0, 0, 1, 0), pool);
+  bool ok = true;
+  for (int32_t i = 0; i < 20; ++i)
+    for (int32_t h = 0; h < sh.nH; ++h)
+      for (int32_t c = 0; c < sh.d; ++c) ok = ok && one.z[size_t(i * sh.nH * sh.d + h * sh.d + c)] == y.v[size_t(i * sh.d + c)];
+  CHECK(ok, "local 1, no sink, no lines: z is not the query's own V row");
+}
+
+// Planted columns: every query aligns with a direction u; 5 keys carry u strongly. With vertical = 5 and no sink
+// the pattern is exactly those columns, and z is the reference restricted to them plus the local diagonals.
+void planted(Pool &pool) {
+  const Shape sh{2, 1, 64};
+  Data x = random_data(sh, 400, 13);
+  const std::vector<int32_t> cols = {17, 90, 91, 250, 333};
+  for (auto &e : x.k) e *= 0.1f;
+  for (int32_t i = 0; i < x.N; ++i)
+    for (int32_t c = 0; c < sh.d; ++c) {
+      const float u = (c % 2 ? 1.0f : -1.0f) / 8.0f;
+      for (int32_t h = 0; h < sh.nH; ++h) x.q[size_t(i * sh.nH * sh.d + h * sh.d + c)] = 0.3f * x.q[size_t(i * sh.nH * sh.d + h * sh.d + c)] + 4.0f * u;
+    }
+  for (int32_t j : cols)
+    for (int32_t c = 0; c < sh.d; ++c) x.k[size_t(j * sh.d + c)] = 2.0f * ((c % 2) ? 1.0f : -1.0f);
+  SparseStats st5, st0;
+  const Run sp = run(x, sh, {400}, false, Arm::Sparse, budget(5, 0, 4, 0, true), pool, false, 0, 0, &st5);
+  for (const SparsePattern &p : sp.pat) CHECK(p.cols == cols, "planted columns not found (%zu columns)", p.cols.size());
+  const auto ref = masked_ref(x, sh, false, [&](int32_t, int32_t i, int32_t j) {
+    return i - j < 4 || std::find(cols.begin(), cols.end(), j) != cols.end();
+  });
+  CHECK(worst(sp.z, ref) < 2e-4, "planted columns: |dz| %.3g against the masked reference", worst(sp.z, ref));
+  // Stats: dropping the planted columns loses most of the mass.
+  run(x, sh, {400}, false, Arm::Sparse, budget(0, 0, 4, 0, true), pool, false, 0, 0, &st0);
+  for (int32_t h = 0; h < sh.nH; ++h) {
+    const SparseHeadStats &a = st5.head[size_t(h)], &b = st0.head[size_t(h)];
+    CHECK(a.stat_rows == 400 && a.rows == 400, "stats rows %g / %g", a.stat_rows, a.rows);
+    CHECK(a.recall / a.stat_rows > 0.9 && b.recall / b.stat_rows < a.recall / a.stat_rows - 0.2,
+          "recall with the planted columns %.3f, without %.3f", a.recall / a.stat_rows, b.recall / b.stat_rows);
+    CHECK(std::sqrt(b.err2 / b.ref2) > std::sqrt(a.err2 / a.ref2), "output error does not grow without the columns");
+    CHECK(a.keys < a.dense_keys / 10, "planted: %g keys visited of %g", a.keys, a.dense_keys);
+  }
+}
+
+// Full budget with stats: recall 1, no output error.
+void stats_full(Pool &pool) {
+  const Shape sh{4, 2, 64};
+  const Data x = random_data(sh, 120, 14);
+  SparseStats st;
+  run(x, sh, {70, 50}, true, Arm::Sparse, budget(1 << 20, 0, 1, 0, true), pool, false, 0, 0, &st);
+  for (const SparseHeadStats &h : st.head) {
+    CHECK(h.stat_rows == 120 && std::abs(h.recall / h.stat_rows - 1.0) < 1e-6, "full budget recall %.9f",
+          h.recall / h.stat_rows);
+    CHECK(h.err2 == 0 && h.keys == h.dense_keys, "full budget: error %g, keys %g of %g", h.err2, h.keys, h.dense_keys);
+  }
+}
+
+void refusals() {
+  StepToggles t;
+  LayerToggles lt;
+  for (KvCache kv : {KvCache::Bf16, KvCache::F32, KvCache::Q8, KvCache::Kivi4}) {
+    t.kv_cache = kv;
+    int32_t status = QW_OK;
+    try {
+      sparse_check(t, lt);
+    } catch (const Error &e) {
+      status = e.status;
+    }
+    const bool plain = kv == KvCache::Bf16 || kv == KvCache::F32;
+    CHECK(status == (plain ? QW_OK : QW_ERR_UNSUPPORTED), "sparse_check: kvCache %d gave %d", int(kv), status);
+  }
+  t.kv_cache = KvCache::Bf16;
+  lt.attention = Attention::SageInt8;
+  int32_t status = QW_OK;
+  try {
+    sparse_check(t, lt);
+  } catch (const Error &e) {
+    status = e.status;
+  }
+  CHECK(status == QW_ERR_UNSUPPORTED, "sparse_check: attention = sage-int8 accepted");
+}
+
+}  // namespace
+
+int main() {
+  for (int threads : {1, 2}) {
+    Pool pool(threads);
+    full_budget(pool);
+    no_extra_lines(pool);
+    planted(pool);
+    stats_full(pool);
+  }
+  refusals();
+  return finish("test_sparse_prefill");
+}

@@ -1,0 +1,107 @@
+// Sparse prefill speed study (issue 14, MInference vertical-slash): prefill tok/s with sparsePrefill off vs
+// vertical-slash at several prompt lengths, one warm-up pass per (arm, length), then --reps measured passes
+// interleaved across the arms (round r runs every arm once, so drift of a shared machine hits both alike); median
+// and min–max per cell, the density of the sparse arm (keys visited / dense keys, from the session). Prompts are
+// passkey prompts (Brown text, engine/measure/passkey.ts) so that the attention patterns are those of real text.
+//
+//   npx bun notebooks/sparse-bench.ts                                   # the passkey model, 1024,2048,4096
+//   npx bun notebooks/sparse-bench.ts synthetic:0.5b:bf16 --lengths 1024,2048 --vertical 64 --slash 64
+//   npx bun notebooks/sparse-bench.ts --dca on --lengths 2048,4096       # both arms with DCA on
+import { parseArgs } from "node:util";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join, resolve } from "node:path";
+import { openModel } from "../engine/index.ts";
+import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor } from "../engine/measure/passkey.ts";
+import { statOf } from "../engine/measure/profile.ts";
+
+const USAGE = `usage: npx bun notebooks/sparse-bench.ts [model] [options]
+  model                   HF dir / GGUF / synthetic:<preset>[:type] (default: models/tiny-qwen2-passkey)
+  --lengths N,N,...       prompt lengths (default 1024,2048,4096)
+  --reps N                measured passes per (arm, length), after one warm-up (default 3, >= 3)
+  --vertical N --slash N --local N --sink N   sparse budgets (default 64, 64, 64, 4)
+  --dca on|off            Dual Chunk Attention in both arms (default off)
+  --backend auto|cpu|cuda --threads N
+  --out DIR               default profiles/raw/sparse-bench/<stamp>`;
+
+const { values: o, positionals } = parseArgs({
+  args: Bun.argv.slice(2), allowPositionals: true, options: {
+    lengths: { type: "string" }, reps: { type: "string" }, vertical: { type: "string" }, slash: { type: "string" },
+    local: { type: "string" }, sink: { type: "string" }, dca: { type: "string" }, backend: { type: "string" },
+    threads: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" },
+  },
+});
+if (o.help) { console.log(USAGE); process.exit(0); }
+const die = (m: string): never => { console.error(`error: ${m}\n${USAGE}`); process.exit(2); };
+const int = (v: string | undefined, name: string, min: number, dflt: number): number => {
+  if (v === undefined) return dflt;
+  const x = Number(v);
+  if (v.trim() === "" || !Number.isInteger(x) || x < min) die(`--${name} expects an integer >= ${min}, got '${v}'`);
+  return x;
+};
+const lengths = (o.lengths ?? "1024,2048,4096").split(",").map((s) => int(s, "lengths", 64, 0));
+const reps = int(o.reps, "reps", 3, 3);
+const budgets = { vertical: int(o.vertical, "vertical", 0, 64), slash: int(o.slash, "slash", 0, 64), local: int(o.local, "local", 1, 64), sink: int(o.sink, "sink", 0, 4) };
+const dca = o.dca ?? "off";
+if (dca !== "on" && dca !== "off") die(`--dca must be on or off`);
+const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
+const threads = o.threads !== undefined ? int(o.threads, "threads", 0, 0) : undefined;
+const out = resolve(o.out ?? join("profiles/raw/sparse-bench", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
+
+const model = await openModel(positionals[0] ?? PASSKEY_MODEL_DIR, { backend, threads });
+const maxLen = Math.max(...lengths);
+const arms = ["off", "vertical-slash"] as const;
+const sessions = arms.map((a) => {
+  const s = model.newSession({ maxContext: maxLen + 8, ...(a === "vertical-slash" ? { sparse: budgets } : {}) });
+  if (dca === "on") s.setToggle("dca", "on");
+  s.setToggle("sparsePrefill", a);
+  s.setSampling(0, { temperature: 0 });
+  return s;
+});
+const tok = { encode: (t: string) => model.tokenizer.encode(t), decode: (ids: number[]) => model.tokenizer.decode(ids) };
+const filler = new FillerStream(tok);
+const load0 = loadavg()[0];
+const samples = new Map<string, number[]>();  // `${arm}@${L}` → tok/s
+const density = new Map<number, number>();
+try {
+  for (const L of lengths) {
+    const tokens = buildPasskeyPrompt(tok, filler, L, rngFor(0, L, 0)).tokens;
+    const pass = (i: number) => {
+      const s = sessions[i];
+      s.reset(0);
+      const t0 = performance.now();
+      s.prefill(0, tokens);
+      return L / ((performance.now() - t0) / 1000);
+    };
+    for (let i = 0; i < arms.length; i++) pass(i);  // warm-up
+    for (let r = 0; r < reps; r++) {
+      for (let i = 0; i < arms.length; i++) {
+        const k = `${arms[i]}@${L}`;
+        samples.set(k, [...(samples.get(k) ?? []), pass(i)]);
+      }
+      console.log(`length ${L}: round ${r + 1}/${reps}: ${arms.map((a) => `${a} ${samples.get(`${a}@${L}`)!.at(-1)!.toFixed(0)} tok/s`).join(", ")}`);
+    }
+    const heads = sessions[1].sparseInfo!().layers.flatMap((l) => l.heads);
+    density.set(L, heads.reduce((a, h) => a + h.density, 0) / Math.max(1, heads.length));
+  }
+} finally {
+  for (const s of sessions) s.close();
+}
+const fmt = (xs: number[]) => { const st = statOf(xs, "tok/s"); return `${st.median.toFixed(0)} (${st.min.toFixed(0)}–${st.max.toFixed(0)})`; };
+const rows = lengths.map((L) => {
+  const d = samples.get(`off@${L}`)!, s = samples.get(`vertical-slash@${L}`)!;
+  return { length: L, dense: statOf(d, "tok/s"), sparse: statOf(s, "tok/s"), speedup: statOf(s, "").median / statOf(d, "").median, density: density.get(L)! };
+});
+const md = [
+  `# Sparse prefill speed — ${model.id} (${model.backend}, ${model.device.name})`, "",
+  `Command: \`npx bun notebooks/sparse-bench.ts ${Bun.argv.slice(2).join(" ")}\`. Budgets: vertical ${budgets.vertical}, slash ${budgets.slash}, local ${budgets.local}, sink ${budgets.sink}; dca ${dca}. ` +
+  `${reps} measured passes per cell after one warm-up, interleaved across arms; median (min–max). Load average ${load0.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end.`, "",
+  "| length | dense prefill tok/s | sparse prefill tok/s | speedup (medians) | keys visited |", "|---:|---:|---:|---:|---:|",
+  ...rows.map((r) => `| ${r.length} | ${fmt(r.dense.samples)} | ${fmt(r.sparse.samples)} | ${r.speedup.toFixed(2)}× | ${(100 * r.density).toFixed(1)} % |`),
+].join("\n");
+mkdirSync(out, { recursive: true });
+writeFileSync(join(out, "sparse-bench.md"), md + "\n");
+writeFileSync(join(out, "sparse-bench.json"), JSON.stringify({ model: model.id, backend: model.backend, device: model.device.name, budgets, dca, reps, rows }, null, 2) + "\n");
+model.close();
+console.log(md);
+console.log(`\nwritten: ${join(out, "sparse-bench.md")}`);
