@@ -48,4 +48,7 @@ if (bp + bf === 0) {
 passed += bp; failed += bf; skipped += bs;
 if (failed > 0) exitCode = 1;
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
-process.exit(exitCode);
+// Not process.exit(): Bun drops writes still queued on a full pipe when it exits at once, and CI's `| tee` pipe
+// lost this closing line (and the end of bun test's output) that way once the output outgrew the pipe buffer.
+// Setting the code and returning lets every queued write drain first.
+process.exitCode = exitCode;
