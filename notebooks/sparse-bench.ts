@@ -58,7 +58,7 @@ const sessions = arms.map((a) => {
   s.setSampling(0, { temperature: 0 });
   return s;
 });
-const tok = { encode: (t: string) => model.tokenizer.encode(t), decode: (ids: number[]) => model.tokenizer.decode(ids) };
+const tok = model.tokenizer;
 const filler = new FillerStream(tok);
 const load0 = loadavg()[0];
 const samples = new Map<string, number[]>();  // `${arm}@${L}` → tok/s

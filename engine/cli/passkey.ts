@@ -66,7 +66,7 @@ export async function cmdPasskey(argv: string[], out: (s: string) => void = (s) 
   try {
     if (o["prompt-set"]) {
       const file = resolve(o["prompt-set"] as string);
-      const tok = { encode: (t: string) => m.tokenizer.encode(t), decode: (ids: number[]) => m.tokenizer.decode(ids) };
+      const tok = m.tokenizer;
       const name = basename(file).replace(/\.json$/, "").replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64) || "passkey";
       writeFileSync(file, JSON.stringify(passkeyPromptSet(tok, new FillerStream(tok), name, lengths, trials, seed)) + "\n");
       log(`prompt set: ${file} (${lengths.length * trials} prompts)\n`);

@@ -49,7 +49,12 @@ export function dcaParams(config: QwenConfig, override: DcaOptions = {}): { chun
 export function rngFor(...parts: number[]): () => number {
   let h = 0x9e3779b9;
   for (const p of parts) h = Math.imul(h ^ (p >>> 0), 0x85ebca6b) ^ (h >>> 13);
-  let a = h >>> 0;
+  return mulberry32(h);
+}
+
+/** mulberry32: a small deterministic PRNG, uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
@@ -156,7 +161,7 @@ export async function runPasskey(model: EngineModel, opts: PasskeyOptions): Prom
     if (dcaOn) session.setToggle("dca", "on");
     if (opts.sparse) session.setToggle("sparsePrefill", "vertical-slash");
     session.setSampling(0, { temperature: 0 });
-    const tok = { encode: (t: string) => model.tokenizer.encode(t), decode: (ids: number[]) => model.tokenizer.decode(ids) };
+    const tok = model.tokenizer;
     const filler = new FillerStream(tok);
     const total = lengths.length * trials;
     for (const length of lengths) {

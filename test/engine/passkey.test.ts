@@ -46,10 +46,9 @@ test("scorePasskey: the first 5 digits generated", () => {
 describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
   let m: Model;
   let filler: FillerStream;
-  const tok = () => ({ encode: (t: string) => m.tokenizer.encode(t), decode: (ids: number[]) => m.tokenizer.decode(ids) });
   beforeAll(async () => {
     m = (await openModel(PASSKEY_MODEL_DIR, { backend: "cpu", threads: 2 })) as Model;
-    filler = new FillerStream(tok());
+    filler = new FillerStream(m.tokenizer);
   });
   afterAll(() => m?.close());
 
@@ -61,7 +60,7 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
   });
 
   test("prompts: exact length, filler from held-out Brown text, the needle once, the question at the end, seeded", () => {
-    const t = tok();
+    const t = m.tokenizer;
     const q = t.encode(QUESTION);
     const depths: number[] = [];
     for (const length of [64, 300, 1024, 4096]) {
@@ -112,11 +111,11 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
 
   test("DCA equals plain attention up to the chunk (s = 448 and exactly 512 tokens), differs past it", () => {
     for (const length of [300, 448, 512]) {
-      const p = buildPasskeyPrompt(tok(), filler, length, rngFor(5, length));
+      const p = buildPasskeyPrompt(m.tokenizer, filler, length, rngFor(5, length));
       const d = maxDiff(lastLogits(p.tokens, { dca: "on" }), lastLogits(p.tokens, { dca: "off" }));
       expect(d).toBeLessThan(1e-3);  // RoPE at other absolute angles: rounding only (logits up to ~35; measured 5e-5)
     }
-    const p = buildPasskeyPrompt(tok(), filler, 900, rngFor(5, 900));
+    const p = buildPasskeyPrompt(m.tokenizer, filler, 900, rngFor(5, 900));
     const on = lastLogits(p.tokens, { dca: "on" }), off = lastLogits(p.tokens, { dca: "off" });
     expect(maxDiff(on, off)).toBeGreaterThan(0.5);
     // Per layer: DCA on layer 0 only is neither of the two.
@@ -126,7 +125,7 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
   });
 
   test("DCA: chunked prefill and token-by-token decode across chunk boundaries give the one-shot prefill's logits", () => {
-    const p = buildPasskeyPrompt(tok(), filler, 1000, rngFor(9, 1000));
+    const p = buildPasskeyPrompt(m.tokenizer, filler, 1000, rngFor(9, 1000));
     const once = lastLogits(p.tokens, { dca: "on" });
     // pieces end at 448 (s), 896 (2s) and inside chunks; decode crosses 896.
     expect(maxDiff(lastLogits(p.tokens, { dca: "on", prefill: 880, piece: 224 }), once)).toBeLessThan(1e-3);
@@ -134,7 +133,7 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
   });
 
   test("DCA parameters reach the native session: overrides change the result, bad values are refused", () => {
-    const p = buildPasskeyPrompt(tok(), filler, 900, rngFor(11, 900));
+    const p = buildPasskeyPrompt(m.tokenizer, filler, 900, rngFor(11, 900));
     const run = (dca?: { chunk?: number; local?: number }) => {
       const s = m.newSession({ maxContext: 904, ...(dca ? { dca } : {}) });
       try {
@@ -191,7 +190,7 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
       expect(set.name).toBe("pk-set");
       expect(set.prompts.map((p) => p.tokens!.length)).toEqual([128, 128, 700, 700]);
       expect(set.maxTokens).toBe(7);
-      const t = tok();
+      const t = m.tokenizer;
       const keys = [128, 700].flatMap((L) => [0, 1].map((i) => buildPasskeyPrompt(t, filler, L, rngFor(3, L, i)).key));
       expect(set.description).toContain(`keys in order: ${keys.join(" ")}`);
     } finally {

@@ -28,10 +28,9 @@ test("sparseSessionOptions: names a bad budget", () => {
 describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)", () => {
   let m: Model;
   let filler: FillerStream;
-  const tok = () => ({ encode: (t: string) => m.tokenizer.encode(t), decode: (ids: number[]) => m.tokenizer.decode(ids) });
   beforeAll(async () => {
     m = (await openModel(PASSKEY_MODEL_DIR, { backend: "cpu", threads: 2 })) as Model;
-    filler = new FillerStream(tok());
+    filler = new FillerStream(m.tokenizer);
   });
   afterAll(() => m?.close());
 
@@ -57,7 +56,7 @@ describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)",
       s.close();
     }
   }
-  const prompt = (L: number, trial = 0) => buildPasskeyPrompt(tok(), filler, L, rngFor(9, L, trial)).tokens;
+  const prompt = (L: number, trial = 0) => buildPasskeyPrompt(m.tokenizer, filler, L, rngFor(9, L, trial)).tokens;
   const same = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
 
   test("the registry offers vertical-slash on the cpu and on cuda (compile-checked only there)", () => {

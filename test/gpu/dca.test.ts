@@ -33,14 +33,14 @@ describe.skipIf(noGpu())("DCA: CUDA vs CPU on tiny-qwen2-passkey", () => {
   beforeAll(async () => {
     cpu = (await openModel(PASSKEY_MODEL_DIR, { backend: "cpu" })) as Model;
     gpu = (await openModel(PASSKEY_MODEL_DIR, { backend: "cuda" })) as Model;
-    filler = new FillerStream({ encode: (t) => cpu.tokenizer.encode(t), decode: (ids) => cpu.tokenizer.decode(ids) });
+    filler = new FillerStream(cpu.tokenizer);
   });
   afterAll(() => {
     cpu?.close();
     gpu?.close();
   });
   const prompt = (length: number, seed = 1) =>
-    buildPasskeyPrompt({ encode: (t) => cpu.tokenizer.encode(t), decode: (ids) => cpu.tokenizer.decode(ids) }, filler, length, rngFor(seed, length)).tokens;
+    buildPasskeyPrompt(cpu.tokenizer, filler, length, rngFor(seed, length)).tokens;
 
   test("the registry lists dca = on for cuda", () => {
     expect(gpu.toggleRegistry().find((t) => t.id === "dca")!.backends.cuda).toContain("on");

@@ -31,14 +31,14 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
   beforeAll(async () => {
     cpu = (await openModel(PASSKEY_MODEL_DIR, { backend: "cpu" })) as Model;
     gpu = (await openModel(PASSKEY_MODEL_DIR, { backend: "cuda" })) as Model;
-    filler = new FillerStream({ encode: (t) => cpu.tokenizer.encode(t), decode: (ids) => cpu.tokenizer.decode(ids) });
+    filler = new FillerStream(cpu.tokenizer);
   });
   afterAll(() => {
     cpu?.close();
     gpu?.close();
   });
   const prompt = (length: number) =>
-    buildPasskeyPrompt({ encode: (t) => cpu.tokenizer.encode(t), decode: (ids) => cpu.tokenizer.decode(ids) }, filler, length, rngFor(2, length)).tokens;
+    buildPasskeyPrompt(cpu.tokenizer, filler, length, rngFor(2, length)).tokens;
 
   test("full budgets: the dense CUDA logits; small budgets: close to the CPU's sparse logits, same argmax", () => {
     const full = { vertical: 1 << 20, slash: 1 << 20 };

@@ -6,19 +6,11 @@ import type { QwenConfig } from "../../../engine/api.ts";
 import { ggufMetadataForConfig } from "../../../engine/formats/config.ts";
 import { encodeGguf, GGML_TYPE, ggmlTensorBytes, gv, GGUF_VALUE, type GgufKV } from "../../../engine/formats/gguf.ts";
 import { tensorTable } from "../../../engine/formats/modelfile.ts";
+import { mulberry32 } from "../../../engine/measure/passkey.ts";
 import { encodeSafetensors, writeSafetensorsSharded, type SafetensorsWriteTensor } from "../../../engine/formats/safetensors.ts";
 
-/** mulberry32: a small deterministic PRNG, uniform in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (the passkey harness's generator): a small deterministic PRNG, uniform in [0, 1). */
+export const rng = mulberry32;
 
 export function randomBytes(r: () => number, n: number): Uint8Array {
   const b = new Uint8Array(n);
