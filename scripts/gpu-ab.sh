@@ -27,13 +27,26 @@ case $cmd in
     REF=${QW_GPU_REF:-/tmp/qw-ref}
     old=/tmp/ab-old
     { echo "new: $(pwd)  old: $(cat .gpu/ab-old.rev 2>/dev/null)"
-      rm -rf "$old" && tar xJf .gpu/ab-old.tar.xz -C /tmp
+      # an old tree already unpacked from the same revision is reused (make is incremental): the prologue can run early
+      [[ "$(cat "$old/.rev" 2>/dev/null)" == "$(cat .gpu/ab-old.rev)" ]] || { rm -rf "$old" && tar xJf .gpu/ab-old.tar.xz -C /tmp && cp .gpu/ab-old.rev "$old/.rev"; }
       ln -sfn "$(pwd)/node_modules" "$old/node_modules"; ln -sfn "$(pwd)/models" "$old/models"
       make -C "$old/cuda" -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a > /tmp/ab-old-build.log 2>&1 \
         || { tail -20 /tmp/ab-old-build.log; exit 1; }
       python3 notebooks/peers/make_ref.py --no-ref --models "$models" --out "$REF" | tail -2
     } >> "$log" 2>&1 || { echo "gpu-ab: old build failed (see ab.log)"; exit 1; }
+    [[ ${AB_PREPARE_ONLY:-0} == 1 ]] && { echo "gpu-ab: old tree built, references ready"; exit 0; }
     mkdir -p /tmp/ab-runs
+    # Greedy tokens first (seconds; a call cut short by its limit still has them), same prompt, both trees (each tree's own CLI): identical text is the bit-exactness check.
+    for m in ${models//,/ }; do
+      for t in new old; do
+        dir=$(pwd); [[ $t == old ]] && dir=$old
+        cli=engine/cli/main.ts; [[ -f $dir/$cli ]] || cli=engine/cli.ts  # the CLI moved in the restructure
+        (cd "$dir" && bun $cli generate "$REF/$m" --backend cuda --prompt "The history of the" --max-tokens 64 \
+          2>/dev/null) > /tmp/ab-runs/gen-$m-$t.txt
+      done
+      if cmp -s /tmp/ab-runs/gen-$m-new.txt /tmp/ab-runs/gen-$m-old.txt; then echo "tokens $m: identical" | tee -a "$log"
+      else echo "tokens $m: DIFFER" | tee -a "$log"; diff /tmp/ab-runs/gen-$m-new.txt /tmp/ab-runs/gen-$m-old.txt | head -5 | tee -a "$log"; fi
+    done
     # ABBA order per pair of rounds, so drift over the call does not favour one tree.
     for r in $(seq 1 "$rounds"); do
       if (( r % 2 )); then order="new old"; else order="old new"; fi
@@ -44,17 +57,6 @@ case $cmd in
           --tg 128 --reps 3 --out /tmp/ab-runs/r$r-$t) >> "$log" 2>&1
         grep -E '^\| (qwen|ours|engine)' "$log" | tail -3
       done
-    done
-    # Greedy tokens, same prompt, both trees (each tree's own CLI): identical text is the bit-exactness check.
-    for m in ${models//,/ }; do
-      for t in new old; do
-        dir=$(pwd); [[ $t == old ]] && dir=$old
-        cli=engine/cli/main.ts; [[ -f $dir/$cli ]] || cli=engine/cli.ts  # the CLI moved in the restructure
-        (cd "$dir" && bun $cli generate "$REF/$m" --backend cuda --prompt "The history of the" --max-tokens 64 \
-          2>/dev/null) > /tmp/ab-runs/gen-$m-$t.txt
-      done
-      if cmp -s /tmp/ab-runs/gen-$m-new.txt /tmp/ab-runs/gen-$m-old.txt; then echo "tokens $m: identical" | tee -a "$log"
-      else echo "tokens $m: DIFFER" | tee -a "$log"; diff /tmp/ab-runs/gen-$m-new.txt /tmp/ab-runs/gen-$m-old.txt | head -5 | tee -a "$log"; fi
     done
     (cd /tmp/ab-runs && tar czf "$OUT/ab.tgz" .) ;;
   *) echo "gpu-ab: unknown command $cmd" >&2; exit 2 ;;

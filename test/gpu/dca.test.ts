@@ -1,4 +1,4 @@
-// Dual Chunk Attention on CUDA (src/opt/dca/dca.cu) against the CPU reference (src/opt/dca/dca_cpu.cpp, itself
+// Dual Chunk Attention on CUDA (src/opt/dca/dca_kernels.cu) against the CPU reference (src/opt/dca/dca_cpu.cpp, itself
 // checked against explicit position tables in cuda/src/opt/dca/test_dca.cpp), on the passkey model
 // (models/tiny-qwen2-passkey: trained at 512 tokens, chunk 512 / local 64): last-position logits after a
 // prefill past several chunks, the same after chunked prefill + decode (graphs on and off), DCA = plain attention

@@ -1,4 +1,4 @@
-// Vertical-slash sparse prefill on CUDA (src/opt/sparse_prefill/sparse_prefill.cu, compile-checked only until this
+// Vertical-slash sparse prefill on CUDA (src/opt/sparse_prefill/sparse_kernels.cu, compile-checked only until this
 // runs) against the CPU reference (sparse_prefill_cpu.cpp, itself checked in test_sparse_prefill.cpp and
 // test/engine/sparse.test.ts), on the passkey model: full budgets = the dense CUDA logits (up to the sparse kernel's
 // fp32 order), small budgets close to the CPU's sparse logits with the same argmax, with and without DCA, and passkey

@@ -1,4 +1,4 @@
-// rope.cu — RoPE + KV write (see rope.cuh; the per-row pieces are there, shared with opt/dca/dca.cu). One block
+// rope.cu — RoPE + KV write (see rope.cuh; the per-row pieces are there, shared with opt/dca/dca_kernels.cu). One block
 // per row; elementwise, a few KB per row.
 // HF: inv_freq fp32; freqs = pos * inv_freq (fp32); cos/sin in fp32 then cast to bf16;
 // q' = q*cos + rotate_half(q)*sin in bf16 (each product and the sum rounded to bf16).

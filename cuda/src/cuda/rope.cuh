@@ -24,7 +24,7 @@ struct RopeKvArgs {
 void launch_rope_kv(const RopeKvArgs &a, cudaStream_t stream);
 
 // The per-row pieces of a RoPE + KV-write kernel, shared by rope.cu and the Dual Chunk Attention variant
-// (opt/dca/dca.cu), so that both round the same way and write K/V to the same places.
+// (opt/dca/dca_kernels.cu), so that both round the same way and write K/V to the same places.
 //
 // The two bf16-rounded inputs of rotation pair j of q|k head `head` in the projection row src: qkv + bias at the
 // pair's columns (rotate_half pairing, or GEMV_EPI_QKV_ROPE's interleaved order).

@@ -1,5 +1,5 @@
 // sparse_select.hpp — step 2 of vertical-slash sparse prefill (the selection of a head's lines from its estimated
-// scores), host code shared by the CPU kernels (sparse_prefill_cpu.cpp) and the CUDA driver (sparse_prefill.cu), so
+// scores), host code shared by the CPU kernels (sparse_prefill_cpu.cpp) and the CUDA driver (sparse_kernels.cu), so
 // that both backends pick lines by literally the same rule.
 #pragma once
 

@@ -1,4 +1,4 @@
-// sparse_prefill.cu — vertical-slash sparse prefill kernels and their driver (see sparse_prefill.cuh). COMPILE-CHECKED
+// sparse_kernels.cu — vertical-slash sparse prefill kernels and their driver (see sparse_prefill.cuh). COMPILE-CHECKED
 // ONLY: not yet run on a GPU.
 #include "sparse_prefill.cuh"
 

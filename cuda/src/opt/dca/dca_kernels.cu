@@ -1,4 +1,4 @@
-// dca.cu — Dual Chunk Attention kernels (see dca.cuh; the remapping is dca_positions.hpp's, shared with the CPU).
+// dca_kernels.cu — Dual Chunk Attention kernels (see dca.cuh; the remapping is dca_positions.hpp's, shared with the CPU).
 #include "dca.cuh"
 
 #include "dca_positions.hpp"
