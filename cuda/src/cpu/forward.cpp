@@ -58,6 +58,7 @@ struct Recorder {
     if (t > last_end) emit(layer, QW_OP_GAP, "cpu.gap", OpCost{}, 0, last_end, t);
     last_end = std::max(last_end, t);
   }
+  // `cost` is read after fn has run: an op whose cost depends on what it did (sparse prefill) sets it inside fn.
   template <class F>
   void op(int32_t layer, int32_t op, const char *kernel, const OpCost &cost, int32_t n_tokens, F &&fn) {
     if (!st.profiling) {
@@ -241,14 +242,19 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
                            : gqa_attention_kernel_name(lt.gqa, kv_.bf16);
       const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th, lt.attention};
       const bool dl = dca_on(l);  // DCA runs its own kernel (f32/bf16 caches only: configure refuses the others)
-      // Sparse prefill (opt/sparse_prefill/) over plain or DCA attention; its record keeps the dense cost model.
+      // Sparse prefill (opt/sparse_prefill/) over plain or DCA attention; its record counts the keys it visited
+      // (sparse_cost.hpp), known once the op has run: the recorder reads `cost` after fn.
       const bool sp = sparse_runs(st, lt, R);
       if (sp) sparse_check(st.toggles, lt);
       const SparseDca sd = dl ? SparseDca{q_succ_.data(), q_inter_.data(), st.dca_chunk, st.dca_local} : SparseDca{};
+      OpCost cost = sp ? OpCost{} : cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act);
       rec.op(l, QW_OP_ATTENTION,
-             sp ? sparse_kernel_name(dl, kv_.bf16) : dl ? (kv_.bf16 ? "cpu.attention.dca.kv_bf16" : "cpu.attention.dca.kv_f32") : kn,
-             cost_attention(st.pos0, st.n_new, nH, nKV, d, kv_.elem_bytes(), act), nt, [&] {
-               if (sp) sparse_attention(kv_, args, sd, st.sparse, sparse_stats_);
+             sp ? sparse_kernel_name(lt.sparse_prefill, dl, kv_.bf16)
+                : dl ? (kv_.bf16 ? "cpu.attention.dca.kv_bf16" : "cpu.attention.dca.kv_f32") : kn,
+             cost, nt, [&] {
+               if (sp)
+                 cost = cost_sparse_attention(sparse_attention(kv_, args, lt.sparse_prefill, sd, st.sparse, sparse_stats_),
+                                              R, nH, nKV, d, kv_.elem_bytes(), act);
                else if (dl) dca_attention(kv_, args, q_succ_.data(), q_inter_.data(), st.dca_chunk, st.dca_local);
                else attention(kv_, args);
              });

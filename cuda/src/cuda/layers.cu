@@ -14,6 +14,7 @@
 #include "kvcache.hpp"
 #include "norm.hpp"
 #include "rope.cuh"
+#include "sparse_cost.hpp"
 #include "sample.cuh"
 #include "session.cuh"
 
@@ -76,9 +77,10 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
     } else {
       kn = p.decode ? decode_attention(p, l, gqa) : prefill_attention(p, l, gqa);
     }
-    if (op.marking())  // the cost walks every sequence: only when it is recorded
-      op.set(kn, cost_attention(p.st->pos0, p.st->n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads,
-                                c.head_dim, kv_cache_elem_bytes(p.st->toggles.kv_cache, c.head_dim), 2.0));
+    if (op.marking())  // the cost walks every sequence (sparse: every head's pattern): only when it is recorded
+      op.set(kn, sparse ? sparse_cost(p, l)
+                        : cost_attention(p.st->pos0, p.st->n_new, c.num_heads, bcast ? c.num_heads : c.num_kv_heads,
+                                         c.head_dim, kv_cache_elem_bytes(p.st->toggles.kv_cache, c.head_dim), 2.0));
   }
   hook_bf16(p, HOOK_Z, l, z_.p, c.q_dim());
   // o_proj + residual: accumulated into x by the projection's epilogue; or through tmp_ when hook_attn_out wants the
@@ -192,7 +194,7 @@ const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
 }
 
 // Vertical-slash sparse prefill (src/opt/sparse_prefill/sparse_prefill.cuh), over plain or DCA queries. One sequence per
-// prefill step (the front's prefill); its record keeps the dense cost model, as the CPU's.
+// prefill step (the front's prefill); its record counts the keys visited (sparse_cost), as the CPU's.
 const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   const Config &c = m_.cfg;
   if (kvq_.active())
@@ -207,6 +209,24 @@ const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   a.rows = p.rows; a.pos0 = p.st->pos0[0]; a.slot = p.st->seq[0];
   a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
   return qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
+}
+
+// The attention record of a sparse step (opt/sparse_prefill/sparse_cost.hpp, the CPU's model): every head's columns
+// and diagonals are on the host after run_sparse_prefill (its selection step).
+OpCost CudaSession::sparse_cost(const Pass &p, int32_t l) const {
+  const Config &c = m_.cfg;
+  const int32_t H = c.num_heads, p0 = p.st->pos0[0];
+  const std::vector<int32_t> &lists = sparse_.host_lists, &offs = sparse_.host_offsets;
+  std::vector<SparsePattern> pat(static_cast<size_t>(H));
+  for (int32_t h = 0; h < H && offs.size() == size_t(2 * H + 1); ++h) {
+    pat[size_t(h)].cols.assign(lists.begin() + offs[size_t(2 * h)], lists.begin() + offs[size_t(2 * h + 1)]);
+    pat[size_t(h)].diags.assign(lists.begin() + offs[size_t(2 * h + 1)], lists.begin() + offs[size_t(2 * h + 2)]);
+  }
+  SparseWork w;
+  add_sparse_work(w, SparsePrefill::VerticalSlash, pat, c.num_kv_heads, p0, p0 + p.rows, std::min(kSparseLastQ, p.rows),
+                  c.head_dim);
+  return cost_sparse_attention(w, p.rows, H, c.num_kv_heads, c.head_dim,
+                               kv_cache_elem_bytes(p.st->toggles.kv_cache, c.head_dim), 2.0);
 }
 
 // Final norm + lm_head over `rows` of x into logits_ rows 0.., through the fused GEMV in chunks of <= 16 rows

@@ -274,6 +274,7 @@ class CudaSession final : public BackendSession {
   // Dual Chunk Attention of layer l over the pass's rows (src/opt/dca), both phases; returns the kernel name.
   const char *dca_attention(const Pass &p, int32_t l);
   const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill (compile-checked only)
+  OpCost sparse_cost(const Pass &p, int32_t l) const;                  // its record's cost, after it ran
   // null while a quantized cache (kvq_) replaces the bf16 one: rope/GEMV epilogues then only write k_out/v_out
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }

@@ -87,7 +87,9 @@ void write_sparse_info(JsonWriter &w, const SparseBudget &b, const SparseStats *
   w.key("slash").value(b.slash);
   w.key("local").value(b.local);
   w.key("sink").value(b.sink);
+  w.key("blocks").value(b.blocks);
   w.key("lastQ").value(kSparseLastQ);
+  w.key("blockSize").value(kSparseBlock);
   w.key("stats").value(b.stats);
   w.key("steps").value(st ? st->steps : 0);
   w.key("layers").begin_array();
@@ -137,7 +139,7 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     const char *what = "session options";
     qw::Json o = qw::parse_json_object(options_json, what);
     qw::json_only_keys(o, {"max_batch", "max_context", "max_prefill", "dca_chunk_size", "dca_local_size", "sparse_vertical",
-                           "sparse_slash", "sparse_local", "sparse_sink", "sparse_stats"}, what);
+                           "sparse_slash", "sparse_blocks", "sparse_local", "sparse_sink", "sparse_stats"}, what);
     auto s = std::make_unique<qw_session>();
     s->model = model;
     int64_t v;
@@ -158,6 +160,7 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     if (qw::json_int(o, "sparse_vertical", 0, big, what, &v)) s->sparse.vertical = int32_t(v);
     if (qw::json_int(o, "sparse_slash", 0, big, what, &v)) s->sparse.slash = int32_t(v);
     if (qw::json_int(o, "sparse_sink", 0, big, what, &v)) s->sparse.sink = int32_t(v);
+    if (qw::json_int(o, "sparse_blocks", 0, big, what, &v)) s->sparse.blocks = int32_t(v);
     // local >= 1: diagonal 0 (each query's own key) is always visited, so no query row is left without keys.
     if (qw::json_int(o, "sparse_local", 1, big, what, &v)) s->sparse.local = int32_t(v);
     bool b = false;

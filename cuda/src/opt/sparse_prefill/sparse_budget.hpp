@@ -10,13 +10,20 @@ namespace qw {
 
 // The last this-many queries of a prefill step estimate each head's pattern (MInference's last_q).
 constexpr int32_t kSparseLastQ = 64;
+// Block-sparse: queries and keys in blocks of this many positions, aligned to position 0 (MInference's
+// block_size_M = block_size_N = 64).
+constexpr int32_t kSparseBlock = 64;
 
-// Budgets of vertical-slash, fixed per session (qw_session_create options sparse_*). Per head, a query at i
-// visits key j <= i iff j < sink, or j is one of the `vertical` best-scored other columns, or i - j < local, or
-// i - j is one of the `slash` best-scored other diagonals. Defaults: MInference's (30 sink columns and the last
-// 100 diagonals always kept, 1000 vertical lines, 6096 slash lines); here the budgets count lines beyond those.
+// Budgets of sparse prefill, fixed per session (qw_session_create options sparse_*).
+// vertical-slash: per head, a query at i visits key j <= i iff j < sink, or j is one of the `vertical` best-scored
+// other columns, or i - j < local, or i - j is one of the `slash` best-scored other diagonals. Defaults:
+// MInference's (30 sink columns and the last 100 diagonals always kept, 1000 vertical lines, 6096 slash lines);
+// here the budgets count lines beyond those.
+// block-sparse: per head and query block qb (kSparseBlock positions), the key blocks kb <= qb visited are the first
+// ceil(sink / 64) blocks, the ceil(local / 64) nearest ones (qb - kb < that; local >= 1 keeps the own block), and
+// the `blocks` best-scored others (MInference's topk, default 100); a query at i visits the keys <= i of them.
 struct SparseBudget {
-  int32_t vertical = 1000, slash = 6096, local = 100, sink = 30;
+  int32_t vertical = 1000, slash = 6096, local = 100, sink = 30, blocks = 100;
   bool stats = false;  // also run dense attention and measure recall / output error (a measurement mode: slower)
 };
 

@@ -10,6 +10,6 @@
 
 namespace qw {
 
-enum class SparsePrefill : uint8_t { Off, VerticalSlash };
+enum class SparsePrefill : uint8_t { Off, VerticalSlash, BlockSparse };
 
 }  // namespace qw

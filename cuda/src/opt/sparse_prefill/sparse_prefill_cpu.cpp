@@ -25,6 +25,7 @@
 #include <cstring>
 #include <mutex>
 #include <numeric>
+#include <string>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -35,26 +36,32 @@
 #include "dca_positions.hpp"
 #include "half.hpp"
 #include "registry.hpp"
+#include "sparse_parts_cpu.hpp"
 #include "sparse_select.hpp"
 
 namespace qw {
 namespace cpu {
 
 void sparse_check(const StepToggles &t, const LayerToggles &lt) {
+  const std::string arm = "sparsePrefill = " + value_name(lt.sparse_prefill);
   if (t.kv_cache != KvCache::Bf16 && t.kv_cache != KvCache::F32)
-    throw Error(QW_ERR_UNSUPPORTED, "sparsePrefill = vertical-slash reads an f32 or bf16 KV cache; kvCache = " +
+    throw Error(QW_ERR_UNSUPPORTED, arm + " reads an f32 or bf16 KV cache; kvCache = " +
                                         value_name(t.kv_cache) +
                                         " is not supported with it: set kvCache to bf16 or f32, or sparsePrefill to off");
   if (lt.attention != Attention::FlashBf16)
-    throw Error(QW_ERR_UNSUPPORTED, "sparsePrefill = vertical-slash runs its own fp32 attention; attention = " +
+    throw Error(QW_ERR_UNSUPPORTED, arm + " runs its own fp32 attention; attention = " +
                                         value_name(lt.attention) +
                                         " at the same layer is not supported with it: set attention to flash-bf16 "
                                         "there, or sparsePrefill to off");
 }
 
-const char *sparse_kernel_name(bool dca, bool kv_bf16) {
-  if (dca) return kv_bf16 ? "cpu.attention.sparse_vs.dca.kv_bf16" : "cpu.attention.sparse_vs.dca.kv_f32";
-  return kv_bf16 ? "cpu.attention.sparse_vs.kv_bf16" : "cpu.attention.sparse_vs.kv_f32";
+const char *sparse_kernel_name(SparsePrefill mode, bool dca, bool kv_bf16) {
+  static const char *const names[2][2][2] = {
+      {{"cpu.attention.sparse_vs.kv_f32", "cpu.attention.sparse_vs.kv_bf16"},
+       {"cpu.attention.sparse_vs.dca.kv_f32", "cpu.attention.sparse_vs.dca.kv_bf16"}},
+      {{"cpu.attention.sparse_bs.kv_f32", "cpu.attention.sparse_bs.kv_bf16"},
+       {"cpu.attention.sparse_bs.dca.kv_f32", "cpu.attention.sparse_bs.dca.kv_bf16"}}};
+  return names[mode == SparsePrefill::BlockSparse][dca][kv_bf16];
 }
 
 void sparse_step_begin(SparseStats &stats, const Step &st, int32_t layers, int32_t heads) {
@@ -69,21 +76,8 @@ void sparse_step_begin(SparseStats &stats, const Step &st, int32_t layers, int32
   ++stats.steps;
 }
 
+namespace sparse_parts {
 namespace {
-
-// Where the step's queries are: sequence si, query variants (DCA) and the chunk span.
-struct SeqCtx {
-  const AttnArgs *a;
-  const KvStore *kv;
-  size_t si;
-  int32_t n, p0, N, kv_seq;
-  int64_t r0;                // row of position p0
-  const float *qv[3];        // intra (or plain), successive, inter queries [R, nH * d]
-  int32_t span = 0;          // DCA s = chunk - local; 0 without DCA
-  const float *q(int32_t var, int64_t row, int32_t h) const {
-    return qv[var] + row * int64_t(a->n_heads) * a->head_dim + int64_t(h) * a->head_dim;
-  }
-};
 
 // Step 1 and 2 for head h (header comment).
 void estimate(const SeqCtx &c, const SparseBudget &b, int32_t h, SparsePattern &out, std::vector<float> &sc,
@@ -123,13 +117,6 @@ void estimate(const SeqCtx &c, const SparseBudget &b, int32_t h, SparsePattern &
   out.diags = sparse::top_lines(slash.data(), N, b.local, b.slash);
 }
 
-// One (sequence, kv head): keys transposed Kt [d][len] and values as fp32 rows (the blocked dense kernel's layout).
-struct KvF32 {
-  std::vector<float> kt, vbuf;
-  const float *v = nullptr;
-  int64_t len = 0;
-};
-
 void build_src(const SeqCtx &c, int32_t kvh, KvF32 &o) {
   const int32_t d = c.a->head_dim;
   const KvStore &kv = *c.kv;
@@ -150,8 +137,8 @@ void build_src(const SeqCtx &c, int32_t kvh, KvF32 &o) {
   }
 }
 
-// Softmax of the raw scores s[0..n) of keys[0..n) (ascending) and z = P . V, V fp32 rows: the blocked dense kernel's
-// arithmetic (softmax_scaled, then one FMA chain per output lane over the keys in order). lse (optional).
+}  // namespace
+
 void finish_row(const int32_t *keys, float *s, int32_t n, float scale, const float *V, int32_t d, float *z, double *lse) {
   int32_t k = 0;
   if (lse) {
@@ -186,6 +173,8 @@ void finish_row(const int32_t *keys, float *s, int32_t n, float scale, const flo
     z[c0] = acc;
   }
 }
+
+namespace {
 
 
 // Step 3 without DCA (header comment): z over keys[0..n), lse (optional) = log of the softmax normalizer.
@@ -227,13 +216,6 @@ void build_cols(const SparsePattern &p, const KvF32 &src, int32_t d, ColsT &o) {
   for (int32_t e = 0; e < d; ++e)
     for (int32_t c = 0; c < nc; ++c) o.kc[size_t(e) * size_t(o.ncp) + size_t(c)] = src.kt[size_t(e * src.len + p.cols[size_t(c)])];
 }
-
-constexpr int32_t kRowBlock = 8;
-
-struct BlockWork {
-  std::vector<float> qt, dsc, csc, s;
-  std::vector<int32_t> keys;
-};
 
 // Step 3 without DCA for the rows t0 .. t0 + nb - 1 (nb <= 8) of head h: every score is the FMA chain of
 // chain_attend, computed in blocks: a diagonal o for the block's rows at once (lanes = rows, keys i - o contiguous in
@@ -332,9 +314,14 @@ struct Work {
 };
 
 }  // namespace
+}  // namespace sparse_parts
 
-void sparse_attention(KvStore &kv, const AttnArgs &a, const SparseDca &dca, const SparseBudget &b, SparseStats &stats,
-                      std::vector<SparsePattern> *patterns) {
+using namespace sparse_parts;
+
+SparseWork sparse_attention(KvStore &kv, const AttnArgs &a, SparsePrefill mode, const SparseDca &dca, const SparseBudget &b,
+                            SparseStats &stats, std::vector<SparsePattern> *patterns) {
+  const bool bs = mode == SparsePrefill::BlockSparse;
+  SparseWork work;
   const Step &st = *a.step;
   const int32_t d = a.head_dim, nH = a.n_heads, nKV = a.n_kv_heads, group = nH / nKV;
   const float scale = 1.0f / std::sqrt(float(d));
@@ -349,22 +336,29 @@ void sparse_attention(KvStore &kv, const AttnArgs &a, const SparseDca &dca, cons
     a.pool->run(int(std::min<int64_t>(a.pool->size(), nH)), [&] {
       std::vector<float> sc, kr;
       std::vector<double> vert, slash;
-      for (int32_t h = next_h++; h < nH; h = next_h++) estimate(c, b, h, pat[size_t(h)], sc, kr, vert, slash);
+      BsScratch bsw;
+      for (int32_t h = next_h++; h < nH; h = next_h++) {
+        if (bs) bs_estimate(c, b, h, pat[size_t(h)], bsw);
+        else estimate(c, b, h, pat[size_t(h)], sc, kr, vert, slash);
+      }
     });
+    add_sparse_work(work, mode, pat, nKV, c.p0, c.N, std::min(kSparseLastQ, c.n), d);
     // fp32 keys / values per kv head (plain attention; DCA reads the cache through dca_attend_keys).
     std::vector<KvF32> src(c.span ? 0 : size_t(nKV));
     parallel_range(*a.pool, int64_t(src.size()), 2, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) build_src(c, int32_t(k), src[size_t(k)]);
     });
-    // plain attention: each head's columns transposed (block_attend)
-    std::vector<ColsT> colt(c.span ? 0 : size_t(nH));
+    // plain vertical-slash: each head's columns transposed (block_attend)
+    std::vector<ColsT> colt(c.span || bs ? 0 : size_t(nH));
     parallel_range(*a.pool, int64_t(colt.size()), 2, [&](int64_t h0, int64_t h1) {
       for (int64_t h = h0; h < h1; ++h) build_cols(pat[size_t(h)], src[size_t(h / group)], d, colt[size_t(h)]);
     });
     std::vector<int32_t> all(static_cast<size_t>(c.N));  // every key: the dense reference of the stats
     std::iota(all.begin(), all.end(), 0);
     // 3: one task per (query row, head) with DCA, per (block of 8 rows, head) without; the last rows (most keys) first.
-    const int64_t nblk = (c.n + kRowBlock - 1) / kRowBlock;
+    // Block-sparse's row blocks are aligned to multiples of 8 positions, so none straddles a 64-position query block.
+    const int32_t g0 = bs ? c.p0 / kRowBlock : 0;
+    const int64_t nblk = bs ? (c.N - 1) / kRowBlock - g0 + 1 : (c.n + kRowBlock - 1) / kRowBlock;
     const int64_t tasks = (c.span ? int64_t(c.n) : nblk) * nH;
     std::atomic<int64_t> next{0};
     a.pool->run(int(std::max<int64_t>(1, std::min<int64_t>(a.pool->size(), tasks))), [&] {
@@ -406,17 +400,21 @@ void sparse_attention(KvStore &kv, const AttnArgs &a, const SparseDca &dca, cons
         if (c.span) {
           const int32_t t = c.n - 1 - int32_t(task / nH), i = c.p0 + t;
           const int64_t row = c.r0 + t;
-          visit_list(pat[size_t(h)], i, w.keys);
+          if (bs) bs_visit_list(pat[size_t(h)], i, w.keys);
+          else visit_list(pat[size_t(h)], i, w.keys);
           const float *qv[3] = {c.q(0, row, h), c.q(1, row, h), c.q(2, row, h)};
           float l = 0;
           dca_attend_keys(kv, a.layer, c.kv_seq, h / group, i, dca.chunk, dca.local, d, qv, w.keys.data(),
                           int32_t(w.keys.size()), a.z + row * int64_t(nH) * d + int64_t(h) * d, b.stats ? &l : nullptr, w.dw);
           record(t, h, int32_t(w.keys.size()), l);
         } else {
-          const int32_t t0 = int32_t(nblk - 1 - task / nH) * kRowBlock, nb = std::min(kRowBlock, c.n - t0);
+          const int32_t g = int32_t(nblk - 1 - task / nH);
+          const int32_t t0 = bs ? std::max(0, (g0 + g) * kRowBlock - c.p0) : g * kRowBlock;
+          const int32_t nb = bs ? std::min((g0 + g + 1) * kRowBlock - c.p0, c.n) - t0 : std::min(kRowBlock, c.n - t0);
           double lse[kRowBlock] = {};
           int32_t nk[kRowBlock] = {};
-          block_attend(c, h, t0, nb, pat[size_t(h)], src[size_t(h / group)], colt[size_t(h)], scale, bw, b.stats ? lse : nullptr, nk);
+          if (bs) bs_block_attend(c, h, t0, nb, pat[size_t(h)], src[size_t(h / group)], scale, bw, b.stats ? lse : nullptr, nk);
+          else block_attend(c, h, t0, nb, pat[size_t(h)], src[size_t(h / group)], colt[size_t(h)], scale, bw, b.stats ? lse : nullptr, nk);
           for (int32_t l = 0; l < nb; ++l) record(t0 + l, h, nk[l], lse[l]);
         }
       }
@@ -431,6 +429,7 @@ void sparse_attention(KvStore &kv, const AttnArgs &a, const SparseDca &dca, cons
     });
     if (patterns) *patterns = std::move(pat);
   }
+  return work;
 }
 
 }  // namespace cpu

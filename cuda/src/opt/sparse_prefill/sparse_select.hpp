@@ -1,6 +1,6 @@
-// sparse_select.hpp — step 2 of vertical-slash sparse prefill (the selection of a head's lines from its estimated
-// scores), host code shared by the CPU kernels (sparse_prefill_cpu.cpp) and the CUDA driver (sparse_kernels.cu), so
-// that both backends pick lines by literally the same rule.
+// sparse_select.hpp — step 2 of sparse prefill (the selection of a head's lines or blocks from its estimated
+// scores), host code shared by the CPU kernels (sparse_prefill_cpu.cpp, block_sparse_cpu.cpp) and the CUDA driver
+// (sparse_kernels.cu), so that both backends pick by literally the same rule.
 #pragma once
 
 #include <algorithm>
@@ -11,12 +11,14 @@
 namespace qw {
 namespace sparse {
 
-// Indices [0, min(forced, n)) and the `extra` best others of [forced, n) by score (ties: lower index), ascending.
+// Indices [0, min(lo, n)) and [max(hi, lo), n) (forced), and the `extra` best others by score (ties: lower
+// index), ascending.
 template <class T>
-std::vector<int32_t> top_lines(const T *score, int32_t n, int32_t forced, int32_t extra) {
-  const int32_t f = std::min(forced, n), rest = n - f, k = std::min(extra, rest);
+std::vector<int32_t> top_forced(const T *score, int32_t n, int32_t lo, int32_t hi, int32_t extra) {
+  const int32_t f = std::min(lo, n), h = std::max(std::min(hi, n), f), rest = h - f, k = std::min(extra, rest);
   std::vector<int32_t> out(static_cast<size_t>(f));
   std::iota(out.begin(), out.end(), 0);
+  for (int32_t j = h; j < n; ++j) out.push_back(j);
   std::vector<int32_t> idx(static_cast<size_t>(rest));
   std::iota(idx.begin(), idx.end(), f);
   if (k < rest && k > 0)
@@ -27,6 +29,22 @@ std::vector<int32_t> top_lines(const T *score, int32_t n, int32_t forced, int32_
   std::sort(out.begin(), out.end());
   return out;
 }
+
+// Vertical-slash: indices [0, min(forced, n)) and the `extra` best others of [forced, n), ascending.
+template <class T>
+std::vector<int32_t> top_lines(const T *score, int32_t n, int32_t forced, int32_t extra) {
+  return top_forced(score, n, forced, n, extra);
+}
+
+// Block-sparse, query block qb over key blocks 0..qb: the first `sink` blocks, the `local` nearest (kb > qb -
+// local) and the `extra` best others, ascending.
+template <class T>
+std::vector<int32_t> top_blocks(const T *score, int32_t qb, int32_t sink, int32_t local, int32_t extra) {
+  return top_forced(score, qb + 1, sink, qb + 1 - local, extra);
+}
+
+// Blocks covering the first `keys` positions: ceil(keys / block).
+inline int32_t blocks_of(int32_t keys, int32_t block) { return (keys + block - 1) / block; }
 
 }  // namespace sparse
 }  // namespace qw

@@ -1,12 +1,15 @@
-// test_sparse_prefill.cpp — vertical-slash sparse prefill on the CPU (sparse_prefill_cpu.cpp, linked in from the CPU
-// objects) against the dense kernels and a plain fp64 masked-attention reference.
+// test_sparse_prefill.cpp — sparse prefill on the CPU (sparse_prefill_cpu.cpp, block_sparse_cpu.cpp, linked in from the
+// CPU objects) against the dense kernels and a plain fp64 masked-attention reference, and its op cost (sparse_cost.hpp).
 //
 // Cases: budgets covering every key (vertical, slash, both: duplicates merged) give dense attention bit for bit,
 // over one prefill and over prefill pieces (chunk boundaries, pos0 > 0), f32 and bf16 caches, plain and DCA; a
 // sequence shorter than the 64 estimating queries; 0 extra lines (only sink columns and local diagonals: the
 // fp64 reference with that mask), and only the query's own key (z = its V row); planted vertical columns are
 // found and the output equals the reference restricted to them; stats (recall 1 and no error at full budget, lower
-// recall with fewer lines); the configurations the kernels refuse.
+// recall with fewer lines); the configurations the kernels refuse. Block-sparse: every block visited = dense bit for
+// bit (plain, DCA, pieces inside a block); sink + own block against the masked reference; a planted key block is
+// picked; stats. Work: keys visited = the kernels' per-row counts = brute force; V rows = distinct keys visited;
+// full budget = the dense cost plus the estimate.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +18,7 @@
 #include "dca_cpu.hpp"
 #include "gqa.hpp"
 #include "kvcache.hpp"
+#include "cost.hpp"
 #include "sparse_prefill_cpu.hpp"
 #include "testlib.hpp"
 
@@ -41,11 +45,13 @@ Data random_data(const Shape &sh, int32_t N, uint64_t seed) {
   return x;
 }
 
-enum class Arm { Dense, Sparse };
+enum class Arm { Dense, Sparse, Block };  // dense kernel, vertical-slash, block-sparse
 
 struct Run {
   std::vector<float> z;
   std::vector<SparsePattern> pat;  // of the last piece
+  SparseWork work;                 // summed over the pieces
+  int32_t last_p0 = 0;             // position of the last piece
 };
 
 // Prefill pieces of one sequence through the dense kernel (attention() or dca_attention()) or sparse_attention().
@@ -75,9 +81,13 @@ Run run(const Data &x, const Shape &sh, const std::vector<int32_t> &pieces, bool
     for (auto &e : qs) e *= 0.5f;
     for (auto &e : qi) e *= -0.25f;
     const AttnArgs a{&st, 0, sh.nH, sh.nKV, d, q.data(), k.data(), v.data(), z.data(), Gqa::Native, &pool};
-    if (arm == Arm::Sparse) {
+    if (arm != Arm::Dense) {
       const SparseDca sd = dca ? SparseDca{qs.data(), qi.data(), chunk, local} : SparseDca{};
-      sparse_attention(kv, a, sd, b, ss, &out.pat);
+      const SparseWork w = sparse_attention(kv, a, arm == Arm::Block ? SparsePrefill::BlockSparse : SparsePrefill::VerticalSlash,
+                                            sd, b, ss, &out.pat);
+      out.work.visited += w.visited, out.work.est_dots += w.est_dots, out.work.est_adds += w.est_adds;
+      out.work.k_rows += w.k_rows, out.work.v_rows += w.v_rows;
+      out.last_p0 = done;
     } else if (dca) {
       dca_attention(kv, a, qs.data(), qi.data(), chunk, local);
     } else {
@@ -137,6 +147,11 @@ double worst_f(const std::vector<float> &a, const std::vector<float> &b) {
 SparseBudget budget(int32_t vertical, int32_t slash, int32_t local, int32_t sink, bool stats = false) {
   SparseBudget b;
   b.vertical = vertical, b.slash = slash, b.local = local, b.sink = sink, b.stats = stats;
+  return b;
+}
+SparseBudget blocks(int32_t n, int32_t local, int32_t sink, bool stats = false) {
+  SparseBudget b = budget(0, 0, local, sink, stats);
+  b.blocks = n;
   return b;
 }
 
@@ -262,6 +277,152 @@ void refusals() {
   CHECK(status == QW_ERR_UNSUPPORTED, "sparse_check: attention = sage-int8 accepted");
 }
 
+// Block-sparse, every key block visited (by `blocks`, by `local`, by `sink`): bit for bit the dense kernel (as
+// full_budget), pieces that start inside a 64-position block and pieces shorter than one; DCA: dca_attention.
+void block_full_budget(Pool &pool) {
+  const bool exact = attention_blocked_ok(64);
+  const Shape sh{4, 2, 64};
+  for (bool bf16 : {false, true})
+    for (const std::vector<int32_t> &pieces : std::vector<std::vector<int32_t>>{{300}, {100, 37, 163}, {20}, {64, 8, 9}, {128, 64}}) {
+      int32_t N = 0;
+      for (int32_t n : pieces) N += n;
+      const Data x = random_data(sh, N, uint64_t(N * 5 + bf16));
+      const Run dense = run(x, sh, pieces, bf16, Arm::Dense, SparseBudget{}, pool);
+      for (const SparseBudget &b : {blocks(1 << 20, 1, 0), blocks(0, 1 << 20, 0), blocks(0, 1, 1 << 20), blocks(N / 64, 64, 1)}) {
+        const Run sp = run(x, sh, pieces, bf16, Arm::Block, b, pool);
+        if (exact)
+          CHECK(same_bits(sp.z, dense.z), "block-sparse full budget (blocks %d, local %d, sink %d) N %d pieces %zu bf16 %d: "
+                "not bit-identical to dense (worst |dz| %.3g)", b.blocks, b.local, b.sink, N, pieces.size(), int(bf16),
+                worst_f(sp.z, dense.z));
+        else
+          CHECK(worst_f(sp.z, dense.z) < 1e-5, "block-sparse full budget N %d: |dz| %.3g", N, worst_f(sp.z, dense.z));
+      }
+      const Run dd = run(x, sh, pieces, bf16, Arm::Dense, SparseBudget{}, pool, true, 48, 8);
+      const Run ds = run(x, sh, pieces, bf16, Arm::Block, blocks(1 << 20, 1, 0), pool, true, 48, 8);
+      CHECK(same_bits(ds.z, dd.z), "block-sparse DCA full budget N %d pieces %zu bf16 %d: not bit-identical to "
+            "dca_attention (%.3g)", N, pieces.size(), int(bf16), worst_f(ds.z, dd.z));
+    }
+}
+
+// Block-sparse with no extra blocks: the first block (sink 1..64) and the own block (local 1..64), against the fp64
+// reference with that mask; a query's own block only (z over keys qb*64 .. i).
+void block_no_extra(Pool &pool) {
+  const Shape sh{4, 1, 64};
+  const Data x = random_data(sh, 300, 21);
+  for (bool bf16 : {false, true}) {
+    const Run sp = run(x, sh, {150, 150}, bf16, Arm::Block, blocks(0, 64, 10), pool);
+    const auto ref = masked_ref(x, sh, bf16, [](int32_t, int32_t i, int32_t j) { return j < 64 || j / 64 == i / 64; });
+    CHECK(worst(sp.z, ref) < 2e-4, "block-sparse sink + own block bf16 %d: |dz| %.3g", int(bf16), worst(sp.z, ref));
+    for (const SparsePattern &p : sp.pat)
+      for (size_t b = 0; b < p.blocks.size(); ++b) {
+        const int32_t qb = p.qb0 + int32_t(b);
+        const std::vector<int32_t> want = qb == 0 ? std::vector<int32_t>{0} : std::vector<int32_t>{0, qb};
+        CHECK(p.blocks[b] == want, "block-sparse no extra: query block %d visits %zu blocks", qb, p.blocks[b].size());
+      }
+    const Run own = run(x, sh, {300}, bf16, Arm::Block, blocks(0, 1, 0), pool);
+    const auto ref_own = masked_ref(x, sh, bf16, [](int32_t, int32_t i, int32_t j) { return j / 64 == i / 64; });
+    CHECK(worst(own.z, ref_own) < 2e-4, "block-sparse own block only bf16 %d: |dz| %.3g", int(bf16), worst(own.z, ref_own));
+  }
+}
+
+// Planted block: keys 192..255 carry the direction every query aligns with; with blocks = 1 each later query block
+// picks block 3, and z is the reference restricted to block 3 and the own block. Stats: recall drops without it.
+void block_planted(Pool &pool) {
+  const Shape sh{2, 1, 64};
+  Data x = random_data(sh, 520, 23);
+  for (auto &e : x.k) e *= 0.1f;
+  for (int32_t i = 0; i < x.N; ++i)
+    for (int32_t h = 0; h < sh.nH; ++h)
+      for (int32_t c = 0; c < sh.d; ++c) {
+        float &q = x.q[size_t(i * sh.nH * sh.d + h * sh.d + c)];
+        q = 0.3f * q + 0.5f * ((c % 2) ? 1.0f : -1.0f);
+      }
+  for (int32_t j = 192; j < 256; ++j)
+    for (int32_t c = 0; c < sh.d; ++c) x.k[size_t(j * sh.d + c)] = 2.0f * ((c % 2) ? 1.0f : -1.0f);
+  SparseStats st1, st0;
+  const Run sp = run(x, sh, {520}, false, Arm::Block, blocks(1, 1, 0, true), pool, false, 0, 0, &st1);
+  for (const SparsePattern &p : sp.pat)
+    for (int32_t qb = 4; qb <= (x.N - 1) / 64; ++qb)
+      CHECK(p.blocks[size_t(qb - p.qb0)] == std::vector<int32_t>({3, qb}), "planted block 3 not picked by query block %d", qb);
+  const auto ref = masked_ref(x, sh, false, [](int32_t, int32_t i, int32_t j) {
+    return j / 64 == i / 64 || (i >= 256 && j / 64 == 3);
+  });
+  // rows < 256 pick some other block: compare the rows from 256 on
+  double w = 0;
+  for (size_t e = size_t(256) * sh.nH * sh.d; e < sp.z.size(); ++e) w = std::max(w, std::abs(double(sp.z[e]) - ref[e]));
+  CHECK(w < 2e-4, "planted block: |dz| %.3g against the masked reference", w);
+  run(x, sh, {520}, false, Arm::Block, blocks(0, 1, 0, true), pool, false, 0, 0, &st0);
+  for (int32_t h = 0; h < sh.nH; ++h) {
+    const SparseHeadStats &a = st1.head[size_t(h)], &b = st0.head[size_t(h)];
+    CHECK(a.recall / a.stat_rows > b.recall / b.stat_rows + 0.2, "block recall with block 3 %.3f, without %.3f",
+          a.recall / a.stat_rows, b.recall / b.stat_rows);
+    CHECK(a.keys < a.dense_keys / 2, "planted blocks: %g keys of %g", a.keys, a.dense_keys);
+  }
+  SparseStats full;
+  run(x, sh, {300, 220}, true, Arm::Block, blocks(1 << 20, 1, 0, true), pool, false, 0, 0, &full);
+  for (const SparseHeadStats &h : full.head)
+    CHECK(std::abs(h.recall / h.stat_rows - 1.0) < 1e-6 && h.err2 == 0 && h.keys == h.dense_keys,
+          "block-sparse full budget stats: recall %.9f, error %g", h.recall / h.stat_rows, h.err2);
+}
+
+// Whether query i visits key j under pattern p (the definition, for the work counts below).
+bool visits(bool block, const SparsePattern &p, int32_t i, int32_t j) {
+  if (block) {
+    const auto &bl = p.blocks[size_t(i / kSparseBlock - p.qb0)];
+    return std::find(bl.begin(), bl.end(), j / kSparseBlock) != bl.end();
+  }
+  return std::binary_search(p.cols.begin(), p.cols.end(), j) || std::binary_search(p.diags.begin(), p.diags.end(), i - j);
+}
+
+// The op cost (sparse_cost.hpp): keys visited equal the per-row counts of the kernels (stats) and a brute-force
+// count; V rows = distinct keys the group visits (brute force); full budget = the dense cost plus the estimate.
+void work_counts(Pool &pool) {
+  const Shape sh{4, 2, 64};
+  const Data x = random_data(sh, 400, 31);
+  const std::vector<int32_t> pieces = {350, 50};  // the last piece: rows 350..399 over 400 keys
+  for (bool block : {false, true}) {
+    const Arm arm = block ? Arm::Block : Arm::Sparse;
+    const char *name = block ? "block-sparse" : "vertical-slash";
+    SparseStats st;
+    st.reset(1, sh.nH);
+    const Run sp = run(x, sh, {150}, false, arm, block ? blocks(1, 1, 0, true) : budget(6, 5, 3, 2, true), pool, false, 0, 0, &st);
+    double keys = 0;
+    for (const SparseHeadStats &h : st.head) keys += h.keys;
+    CHECK(sp.work.visited == keys, "%s: visited %g, kernels counted %g", name, sp.work.visited, keys);
+    // the last piece of a chunked prefill, brute force
+    // small enough that some earlier keys stay unread (2 heads x (3 diagonals x 50 rows + 3 columns) < 400)
+    const Run two = run(x, sh, pieces, false, arm, block ? blocks(1, 1, 0) : budget(2, 2, 1, 1), pool);
+    double vis = 0, vrows = 0;
+    for (int32_t k = 0; k < sh.nKV; ++k)
+      for (int32_t j = 0; j < x.N; ++j) {
+        bool any = false;
+        for (int32_t h = k * 2; h < k * 2 + 2; ++h)
+          for (int32_t i = std::max(j, two.last_p0); i < x.N; ++i) {
+            const bool v = visits(block, two.pat[size_t(h)], i, j);
+            vis += v;
+            any = any || v;
+          }
+        vrows += any;
+      }
+    SparseWork last;
+    add_sparse_work(last, block ? SparsePrefill::BlockSparse : SparsePrefill::VerticalSlash, two.pat, sh.nKV, two.last_p0,
+                    x.N, 64, sh.d);
+    CHECK(last.visited == vis && last.v_rows == vrows && last.k_rows == double(sh.nKV) * x.N,
+          "%s work of the last piece: visited %g (brute force %g), V rows %g (%g)", name, last.visited, vis, last.v_rows, vrows);
+    CHECK(vrows < double(sh.nKV) * x.N, "%s: the small budget left no earlier key unread", name);
+    // full budget, one piece: dense FLOPs plus the estimate, dense bytes
+    const Run full = run(x, sh, {400}, false, arm, block ? blocks(1 << 20, 1, 0) : budget(1 << 20, 0, 1, 0), pool);
+    const OpCost dc = cost_attention({0}, {400}, sh.nH, sh.nKV, sh.d, 4.0, 4.0);
+    const OpCost sc = cost_sparse_attention(full.work, 400, sh.nH, sh.nKV, sh.d, 4.0, 4.0);
+    const double est = full.work.est_dots * (2.0 * sh.d + 5) + full.work.est_adds;
+    CHECK(std::abs(sc.flops - est - dc.flops) < 1e-6 * dc.flops && sc.bytes == dc.bytes && est > 0,
+          "%s full budget cost: flops %g (dense %g + estimate %g), bytes %g (dense %g)", name, sc.flops, dc.flops, est,
+          sc.bytes, dc.bytes);
+    const OpCost small = cost_sparse_attention(sp.work, 150, sh.nH, sh.nKV, sh.d, 4.0, 4.0);
+    CHECK(small.flops < cost_attention({0}, {150}, sh.nH, sh.nKV, sh.d, 4.0, 4.0).flops, "%s: small budget not cheaper", name);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -271,6 +432,10 @@ int main() {
     no_extra_lines(pool);
     planted(pool);
     stats_full(pool);
+    block_full_budget(pool);
+    block_no_extra(pool);
+    block_planted(pool);
+    work_counts(pool);
   }
   refusals();
   return finish("test_sparse_prefill");
