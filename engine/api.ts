@@ -71,12 +71,18 @@ export interface DcaOptions {
   local?: number;
 }
 
-/** Budgets of sparse prefill (toggle "sparsePrefill" = vertical-slash; cuda/src/opt/sparse_prefill/sparse_prefill.hpp
- *  SparseBudget), fixed per session: lines beyond the `sink` first columns and the `local` nearest diagonals.
- *  stats: also run dense attention and measure recall / output error per layer and head (slower). */
+/** The pattern values of toggle "sparsePrefill" (off aside). */
+export type SparseMode = "vertical-slash" | "block-sparse";
+
+/** Budgets of sparse prefill (toggle "sparsePrefill"; cuda/src/opt/sparse_prefill/sparse_budget.hpp SparseBudget),
+ *  fixed per session. vertical-slash: lines beyond the `sink` first columns and the `local` nearest diagonals;
+ *  block-sparse: `blocks` key blocks (64 positions) per query block beyond the first ceil(sink / 64) and the
+ *  ceil(local / 64) nearest. stats: also run dense attention and measure recall / output error per layer and head
+ *  (slower). */
 export interface SparseOptions {
   vertical?: number;
   slash?: number;
+  blocks?: number;
   local?: number;
   sink?: number;
   stats?: boolean;
@@ -87,6 +93,8 @@ export interface SparseOptions {
 export interface SparseHeadInfo { rows: number; density: number; recall?: number; relL2?: number; cosine?: number }
 export interface SparseInfo {
   vertical: number; slash: number; local: number; sink: number; lastQ: number; stats: boolean;
+  /** Block-sparse: key blocks per query block beyond the forced ones, and the block size (positions). */
+  blocks: number; blockSize: number;
   /** Prefill steps of the latest prompt that ran sparse (0: nothing measured; layers is then empty). */
   steps: number;
   layers: { layer: number; heads: SparseHeadInfo[] }[];

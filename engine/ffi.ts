@@ -286,7 +286,7 @@ export class NativeModel extends Handle {
   }
   createSession(options: {
     max_batch?: number; max_context?: number; max_prefill?: number; dca_chunk_size?: number; dca_local_size?: number;
-    sparse_vertical?: number; sparse_slash?: number; sparse_local?: number; sparse_sink?: number; sparse_stats?: boolean;
+    sparse_vertical?: number; sparse_slash?: number; sparse_blocks?: number; sparse_local?: number; sparse_sink?: number; sparse_stats?: boolean;
   }): NativeSession {
     const out = new BigUint64Array(1);
     this.lib.check("qw_session_create", this.lib.sym.qw_session_create(this.live("qw_session_create"), cstr(JSON.stringify(options)), out));

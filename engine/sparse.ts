@@ -1,10 +1,12 @@
-// engine/sparse.ts — sparse prefill (toggle "sparsePrefill" = vertical-slash, cuda/src/opt/sparse_prefill/): the one
+// engine/sparse.ts — sparse prefill (toggle "sparsePrefill" = vertical-slash | block-sparse, cuda/src/opt/sparse_prefill/): the one
 // translation of SparseOptions into native session options, the zod schema of what a session reports about it
 // (qw_session_info_json "sparsePrefill"), the CLI / notebook flags, and a per-layer table of recall and error.
 import { z } from "zod";
-import type { SparseInfo, SparseOptions } from "./api.ts";
+import type { SparseInfo, SparseMode, SparseOptions } from "./api.ts";
 
-const BUDGETS = [["vertical", 0], ["slash", 0], ["local", 1], ["sink", 0]] as const;
+const BUDGETS = [["vertical", 0], ["slash", 0], ["blocks", 0], ["local", 1], ["sink", 0]] as const;
+/** The values of toggle sparsePrefill (cuda/src/opt/sparse_prefill/sparse_prefill.cpp). */
+export const SPARSE_MODES = ["off", "vertical-slash", "block-sparse"] as const;
 const MAX_BUDGET = 2 ** 30;
 
 /** SparseOptions → the qw_session_create keys (sparse_vertical, …); throws naming a bad value. */
@@ -33,28 +35,32 @@ const HeadSchema = z.object({
 });
 export const SparseInfoSchema = z.object({
   vertical: z.number().int(), slash: z.number().int(), local: z.number().int(), sink: z.number().int(),
+  blocks: z.number().int(), blockSize: z.number().int(),
   lastQ: z.number().int(), stats: z.boolean(), steps: z.number().int().nonnegative(),
   layers: z.array(z.object({ layer: z.number().int(), heads: z.array(HeadSchema) })),
 });
 
 /** Usage lines of the flags below (CLI passkey / bench, notebooks). */
-export const SPARSE_FLAGS_HELP = `      --sparse off|vertical-slash MInference sparse prefill (toggle sparsePrefill; default off)
-      --sparse-vertical N --sparse-slash N   vertical columns / slash diagonals per head beyond the forced
+export const SPARSE_FLAGS_HELP = `      --sparse off|vertical-slash|block-sparse   MInference sparse prefill (toggle sparsePrefill; default off)
+      --sparse-vertical N --sparse-slash N   vertical-slash: columns / diagonals per head beyond the forced
                                   ones (default 1000 / 6096)
-      --sparse-local N --sparse-sink N       diagonals / first columns always visited (default 100 / 30)
+      --sparse-blocks N           block-sparse: key blocks (64 positions) per query block beyond the forced
+                                  ones (default 100)
+      --sparse-local N --sparse-sink N       diagonals / first columns always visited (default 100 / 30;
+                                  block-sparse: the ceil(N / 64) nearest / first blocks)
       --sparse-stats              also run dense attention: recall of attention mass and output error per layer
 `;
 
 /** parseArgs option specs of those flags. */
 export const SPARSE_FLAG_SPECS = {
-  sparse: { type: "string" }, "sparse-vertical": { type: "string" }, "sparse-slash": { type: "string" },
+  sparse: { type: "string" }, "sparse-vertical": { type: "string" }, "sparse-slash": { type: "string" }, "sparse-blocks": { type: "string" },
   "sparse-local": { type: "string" }, "sparse-sink": { type: "string" }, "sparse-stats": { type: "boolean" },
 } as const;
 
 /** The flags' values → {mode, options}; `fail` reports a bad value (and does not return). */
-export function sparseFromFlags(o: Record<string, unknown>, fail: (m: string) => never): { mode: "off" | "vertical-slash"; options?: SparseOptions } {
+export function sparseFromFlags(o: Record<string, unknown>, fail: (m: string) => never): { mode: "off" | SparseMode; options?: SparseOptions } {
   const mode = (o.sparse as string | undefined) ?? "off";
-  if (mode !== "off" && mode !== "vertical-slash") fail(`--sparse must be off or vertical-slash, got '${mode}'`);
+  if (!(SPARSE_MODES as readonly string[]).includes(mode)) fail(`--sparse must be ${SPARSE_MODES.join(", ")}, got '${mode}'`);
   const options: SparseOptions = {};
   for (const [k, min] of BUDGETS) {
     const v = o[`sparse-${k}`];
@@ -64,7 +70,7 @@ export function sparseFromFlags(o: Record<string, unknown>, fail: (m: string) =>
     options[k] = x;
   }
   if (o["sparse-stats"]) options.stats = true;
-  return { mode: mode as "off" | "vertical-slash", ...(Object.keys(options).length ? { options } : {}) };
+  return { mode: mode as "off" | SparseMode, ...(Object.keys(options).length ? { options } : {}) };
 }
 
 /** Per layer: density, and with stats recall / rel L2 / cosine as min–mean–max over the heads (markdown). */
@@ -76,7 +82,7 @@ export function sparseInfoTable(info: SparseInfo): string {
     return `${Math.min(...v).toFixed(digits)} / ${mean.toFixed(digits)} / ${Math.max(...v).toFixed(digits)}`;
   };
   const lines = [
-    `sparse prefill: vertical ${info.vertical}, slash ${info.slash}, local ${info.local}, sink ${info.sink}, last ${info.lastQ} queries; ${info.steps} step(s)`,
+    `sparse prefill budgets: vertical ${info.vertical}, slash ${info.slash}, blocks ${info.blocks} (of ${info.blockSize}), local ${info.local}, sink ${info.sink}, last ${info.lastQ} queries; ${info.steps} step(s)`,
     "", "| layer | density (min / mean / max over heads) | recall | rel L2 | cosine |", "|---:|---|---|---|---|",
   ];
   for (const l of info.layers) {
@@ -96,6 +102,7 @@ export function sparseSummary(session: { sparseInfo?(): SparseInfo }): { sparse?
 export const SparseOptionsSchema = z.object({
   vertical: z.number().int().min(0).max(MAX_BUDGET).optional(),
   slash: z.number().int().min(0).max(MAX_BUDGET).optional(),
+  blocks: z.number().int().min(0).max(MAX_BUDGET).optional(),
   local: z.number().int().min(1, "sparse.local must be >= 1 (each query's own key is always visited)").max(MAX_BUDGET).optional(),
   sink: z.number().int().min(0).max(MAX_BUDGET).optional(),
   stats: z.boolean().optional(),

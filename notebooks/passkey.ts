@@ -7,20 +7,23 @@
 //   npx bun notebooks/passkey.ts --lengths 1024,2048,4096 --trials 50 --arms on --out profiles/passkey/run1
 //   npx bun notebooks/passkey.ts --dca-chunk 512 --dca-local 32 --arms on --backend cuda
 //   npx bun notebooks/passkey.ts --arms on,on+sparse --sparse-vertical 64 --sparse-slash 64 --sparse-stats
+//   npx bun notebooks/passkey.ts --arms on,on+block --sparse-blocks 4 --sparse-local 64 --sparse-sink 64
 import { parseArgs } from "node:util";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel } from "../engine/index.ts";
 import { SPARSE_FLAG_SPECS, sparseFromFlags } from "../engine/sparse.ts";
 import { PASSKEY_MODEL_DIR, passkeyTable, passkeyTitle, runPasskey, type PasskeyResult } from "../engine/measure/passkey.ts";
+import { sparseBudgetText } from "../engine/measure/passkey-schema.ts";
 
 const USAGE = `usage: npx bun notebooks/passkey.ts [model] [options]
   model                      HF dir / GGUF (default: models/tiny-qwen2-passkey)
   --lengths N,N,...          prompt lengths (default 256,512,1024,2048,4096)
   --trials N                 trials per length (default 10);  --seed S (default 0);  --buckets N (default 5)
   --arms off,on              arms to run (default off,on): dca off / on, "+sparse" adds vertical-slash sparse
-                             prefill with the budgets below (e.g. --arms on,on+sparse)
-  --sparse-vertical N --sparse-slash N --sparse-local N --sparse-sink N --sparse-stats   sparse budgets (engine/sparse.ts)
+                             prefill, "+block" block-sparse, with the budgets below (e.g. --arms on,on+sparse,on+block)
+  --sparse-vertical N --sparse-slash N --sparse-blocks N --sparse-local N --sparse-sink N --sparse-stats
+                             sparse budgets (engine/sparse.ts)
   --dca-chunk N --dca-local N   DCA parameters (default: the model config's, see engine/measure/passkey.ts dcaParams)
   --backend auto|cpu|cuda --threads N
   --out DIR                  default profiles/raw/passkey/<stamp>`;
@@ -45,7 +48,7 @@ const trials = int(o.trials, "trials", 1, 10)!;
 const seed = int(o.seed, "seed", 0, 0)!;
 const buckets = int(o.buckets, "buckets", 1, 5)!;
 const arms = (o.arms ?? "off,on").split(",");
-for (const a of arms) if (!/^(on|off)(\+sparse)?$/.test(a)) die(`--arms: '${a}' is not on, off, on+sparse or off+sparse`);
+for (const a of arms) if (!/^(on|off)(\+sparse|\+block)?$/.test(a)) die(`--arms: '${a}' is not on or off, optionally with +sparse or +block`);
 const sparse = sparseFromFlags({ ...o, sparse: "vertical-slash" }, die);
 const chunk = int(o["dca-chunk"], "dca-chunk", 2), local = int(o["dca-local"], "dca-local", 0);
 const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
@@ -61,7 +64,8 @@ try {
     console.log(`arm dca ${arm}: ${lengths.length} lengths × ${trials} trials`);
     const r = await runPasskey(model, {
       lengths, trials, seed, buckets, dca: arm.startsWith("on"),
-      sparse: arm.endsWith("+sparse"), sparseOptions: sparse.options,
+      ...(arm.includes("+") ? { sparse: arm.endsWith("+block") ? "block-sparse" as const : "vertical-slash" as const } : {}),
+      sparseOptions: sparse.options,
       dcaOptions: chunk !== undefined || local !== undefined ? { chunk, local } : undefined,
       onTrial: (t, done, total) => { if (t.trial === trials - 1) console.log(`  length ${t.length} done (${done}/${total})`); },
     });
@@ -75,7 +79,7 @@ const pct = (x: number) => `${(100 * x).toFixed(0)} %`;
 const md = [
   `# Passkey retrieval — ${results[0]?.model ?? ""}`, "",
   `Command: \`npx bun notebooks/passkey.ts ${Bun.argv.slice(2).join(" ")}\`. Greedy, ${7} tokens, scored on the first 5 digits.`, "",
-  `| length | ${results.map((r) => `dca ${r.dca.on ? `on (${r.dca.chunk}/${r.dca.local})` : "off"}${r.sparse ? ` + sparse (v ${r.sparse.vertical}, s ${r.sparse.slash})` : ""}`).join(" | ")} |`,
+  `| length | ${results.map((r) => `dca ${r.dca.on ? `on (${r.dca.chunk}/${r.dca.local})` : "off"}${r.sparse ? ` + ${sparseBudgetText(r.sparse)}` : ""}`).join(" | ")} |`,
   `|---:|${results.map(() => "---:").join("|")}|`,
   ...lengths.map((L) => `| ${L} | ${results.map((r) => { const b = r.byLength.find((x) => x.length === L)!; return `${pct(b.accuracy)} (${b.correct}/${b.n})`; }).join(" | ")} |`),
   "", ...results.flatMap((r) => [`## ${passkeyTitle(r)}`, "", passkeyTable(r), ""]),

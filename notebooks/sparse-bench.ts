@@ -1,5 +1,5 @@
-// Sparse prefill speed study (issue 14, MInference vertical-slash): prefill tok/s with sparsePrefill off vs
-// vertical-slash at several prompt lengths, one warm-up pass per (arm, length), then --reps measured passes
+// Sparse prefill speed study (issue 14, MInference): prefill tok/s with sparsePrefill off vs vertical-slash and / or
+// block-sparse at several prompt lengths, one warm-up pass per (arm, length), then --reps measured passes
 // interleaved across the arms (round r runs every arm once, so drift of a shared machine hits both alike); median
 // and min–max per cell, the density of the sparse arm (keys visited / dense keys, from the session). Prompts are
 // passkey prompts (Brown text, engine/measure/passkey.ts) so that the attention patterns are those of real text.
@@ -7,6 +7,7 @@
 //   npx bun notebooks/sparse-bench.ts                                   # the passkey model, 1024,2048,4096
 //   npx bun notebooks/sparse-bench.ts synthetic:0.5b:bf16 --lengths 1024,2048 --vertical 64 --slash 64
 //   npx bun notebooks/sparse-bench.ts --dca on --lengths 2048,4096       # both arms with DCA on
+//   npx bun notebooks/sparse-bench.ts --arms off,vertical-slash,block-sparse --blocks 8
 import { parseArgs } from "node:util";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -19,7 +20,8 @@ const USAGE = `usage: npx bun notebooks/sparse-bench.ts [model] [options]
   model                   HF dir / GGUF / synthetic:<preset>[:type] (default: models/tiny-qwen2-passkey)
   --lengths N,N,...       prompt lengths (default 1024,2048,4096)
   --reps N                measured passes per (arm, length), after one warm-up (default 3, >= 3)
-  --vertical N --slash N --local N --sink N   sparse budgets (default 64, 64, 64, 4)
+  --arms off,A,...        sparsePrefill values to run, off first (default off,vertical-slash; also block-sparse)
+  --vertical N --slash N --blocks N --local N --sink N   sparse budgets (default 64, 64, 8, 64, 4)
   --dca on|off            Dual Chunk Attention in both arms (default off)
   --backend auto|cpu|cuda --threads N
   --out DIR               default profiles/raw/sparse-bench/<stamp>`;
@@ -27,6 +29,7 @@ const USAGE = `usage: npx bun notebooks/sparse-bench.ts [model] [options]
 const { values: o, positionals } = parseArgs({
   args: Bun.argv.slice(2), allowPositionals: true, options: {
     lengths: { type: "string" }, reps: { type: "string" }, vertical: { type: "string" }, slash: { type: "string" },
+    blocks: { type: "string" }, arms: { type: "string" },
     local: { type: "string" }, sink: { type: "string" }, dca: { type: "string" }, backend: { type: "string" },
     threads: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" },
   },
@@ -41,7 +44,13 @@ const int = (v: string | undefined, name: string, min: number, dflt: number): nu
 };
 const lengths = (o.lengths ?? "1024,2048,4096").split(",").map((s) => int(s, "lengths", 64, 0));
 const reps = int(o.reps, "reps", 3, 3);
-const budgets = { vertical: int(o.vertical, "vertical", 0, 64), slash: int(o.slash, "slash", 0, 64), local: int(o.local, "local", 1, 64), sink: int(o.sink, "sink", 0, 4) };
+const budgets = {
+  vertical: int(o.vertical, "vertical", 0, 64), slash: int(o.slash, "slash", 0, 64), blocks: int(o.blocks, "blocks", 0, 8),
+  local: int(o.local, "local", 1, 64), sink: int(o.sink, "sink", 0, 4),
+};
+const arms = (o.arms ?? "off,vertical-slash").split(",");
+if (arms[0] !== "off" || arms.length < 2 || arms.slice(1).some((a) => a !== "vertical-slash" && a !== "block-sparse"))
+  die(`--arms: off first, then vertical-slash and / or block-sparse, got '${o.arms}'`);
 const dca = o.dca ?? "off";
 if (dca !== "on" && dca !== "off") die(`--dca must be on or off`);
 const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
@@ -50,9 +59,8 @@ const out = resolve(o.out ?? join("profiles/raw/sparse-bench", new Date().toISOS
 
 const model = await openModel(positionals[0] ?? PASSKEY_MODEL_DIR, { backend, threads });
 const maxLen = Math.max(...lengths);
-const arms = ["off", "vertical-slash"] as const;
 const sessions = arms.map((a) => {
-  const s = model.newSession({ maxContext: maxLen + 8, ...(a === "vertical-slash" ? { sparse: budgets } : {}) });
+  const s = model.newSession({ maxContext: maxLen + 8, ...(a !== "off" ? { sparse: budgets } : {}) });
   if (dca === "on") s.setToggle("dca", "on");
   s.setToggle("sparsePrefill", a);
   s.setSampling(0, { temperature: 0 });
@@ -62,7 +70,7 @@ const tok = model.tokenizer;
 const filler = new FillerStream(tok);
 const load0 = loadavg()[0];
 const samples = new Map<string, number[]>();  // `${arm}@${L}` → tok/s
-const density = new Map<number, number>();
+const density = new Map<string, number>();  // `${arm}@${L}` → keys visited / dense
 try {
   for (const L of lengths) {
     const tokens = buildPasskeyPrompt(tok, filler, L, rngFor(0, L, 0)).tokens;
@@ -81,27 +89,29 @@ try {
       }
       console.log(`length ${L}: round ${r + 1}/${reps}: ${arms.map((a) => `${a} ${samples.get(`${a}@${L}`)!.at(-1)!.toFixed(0)} tok/s`).join(", ")}`);
     }
-    const heads = sessions[1].sparseInfo!().layers.flatMap((l) => l.heads);
-    density.set(L, heads.reduce((a, h) => a + h.density, 0) / Math.max(1, heads.length));
+    for (let i = 1; i < arms.length; i++) {
+      const heads = sessions[i].sparseInfo!().layers.flatMap((l) => l.heads);
+      density.set(`${arms[i]}@${L}`, heads.reduce((a, h) => a + h.density, 0) / Math.max(1, heads.length));
+    }
   }
 } finally {
   for (const s of sessions) s.close();
 }
 const fmt = (xs: number[]) => { const st = statOf(xs, "tok/s"); return `${st.median.toFixed(0)} (${st.min.toFixed(0)}–${st.max.toFixed(0)})`; };
-const rows = lengths.map((L) => {
-  const d = samples.get(`off@${L}`)!, s = samples.get(`vertical-slash@${L}`)!;
-  return { length: L, dense: statOf(d, "tok/s"), sparse: statOf(s, "tok/s"), speedup: statOf(s, "").median / statOf(d, "").median, density: density.get(L)! };
-});
+const rows = lengths.flatMap((L) => arms.slice(1).map((arm) => {
+  const d = samples.get(`off@${L}`)!, s = samples.get(`${arm}@${L}`)!;
+  return { length: L, arm, dense: statOf(d, "tok/s"), sparse: statOf(s, "tok/s"), speedup: statOf(s, "").median / statOf(d, "").median, density: density.get(`${arm}@${L}`)! };
+}));
 const md = [
   `# Sparse prefill speed — ${model.id} (${model.backend}, ${model.device.name})`, "",
-  `Command: \`npx bun notebooks/sparse-bench.ts ${Bun.argv.slice(2).join(" ")}\`. Budgets: vertical ${budgets.vertical}, slash ${budgets.slash}, local ${budgets.local}, sink ${budgets.sink}; dca ${dca}. ` +
+  `Command: \`npx bun notebooks/sparse-bench.ts ${Bun.argv.slice(2).join(" ")}\`. Budgets: vertical ${budgets.vertical}, slash ${budgets.slash}, blocks ${budgets.blocks}, local ${budgets.local}, sink ${budgets.sink}; dca ${dca}. ` +
   `${reps} measured passes per cell after one warm-up, interleaved across arms; median (min–max). Load average ${load0.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end.`, "",
-  "| length | dense prefill tok/s | sparse prefill tok/s | speedup (medians) | keys visited |", "|---:|---:|---:|---:|---:|",
-  ...rows.map((r) => `| ${r.length} | ${fmt(r.dense.samples)} | ${fmt(r.sparse.samples)} | ${r.speedup.toFixed(2)}× | ${(100 * r.density).toFixed(1)} % |`),
+  "| length | arm | dense prefill tok/s | sparse prefill tok/s | speedup (medians) | keys visited |", "|---:|---|---:|---:|---:|---:|",
+  ...rows.map((r) => `| ${r.length} | ${r.arm} | ${fmt(r.dense.samples)} | ${fmt(r.sparse.samples)} | ${r.speedup.toFixed(2)}× | ${(100 * r.density).toFixed(1)} % |`),
 ].join("\n");
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, "sparse-bench.md"), md + "\n");
-writeFileSync(join(out, "sparse-bench.json"), JSON.stringify({ model: model.id, backend: model.backend, device: model.device.name, budgets, dca, reps, rows }, null, 2) + "\n");
+writeFileSync(join(out, "sparse-bench.json"), JSON.stringify({ model: model.id, backend: model.backend, device: model.device.name, budgets, arms, dca, reps, rows }, null, 2) + "\n");
 model.close();
 console.log(md);
 console.log(`\nwritten: ${join(out, "sparse-bench.md")}`);

@@ -61,7 +61,7 @@ export const PasskeySpecSchema = z.object({
   buckets: z.number().int().min(1).max(20),
   dca: z.boolean(),
   dcaOptions: z.object({ chunk: z.number().int().min(2).optional(), local: z.number().int().min(0).optional() }).strict().optional(),
-  sparse: z.boolean(),
+  sparse: z.enum(["vertical-slash", "block-sparse"]).optional(),
   sparseOptions: SparseOptionsSchema.optional(),
 });
 export type PasskeySpec = z.infer<typeof PasskeySpecSchema>;

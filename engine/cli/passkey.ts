@@ -76,7 +76,7 @@ export async function cmdPasskey(argv: string[], out: (s: string) => void = (s) 
     const r = await runPasskey(m, {
       lengths, trials, seed, buckets, dca: dca === "on",
       dcaOptions: chunk !== undefined || local !== undefined ? { chunk, local } : undefined,
-      sparse: sparse.mode === "vertical-slash", sparseOptions: sparse.options,
+      ...(sparse.mode !== "off" ? { sparse: sparse.mode } : {}), sparseOptions: sparse.options,
       onTrial: (t, done, total) => { if (done === total || t.trial === trials - 1) log(`  length ${t.length}: ${done}/${total} trials done\n`); },
     });
     for (const w of r.warnings) log(`warning: ${w}\n`);

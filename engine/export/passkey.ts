@@ -55,7 +55,7 @@ export function passkeyCsv(r: PasskeyResult): string {
   const rows = ["length,depth_lo_pct,depth_hi_pct,n,correct,accuracy,dca,sparse,keys_visited,recall"];
   const tail = (length: number) => {
     const s = sp?.byLength.find((x) => x.length === length);
-    return `${r.dca.on ? "on" : "off"},${sp ? "vertical-slash" : "off"},${s ? s.density.toFixed(6) : ""},${s?.recall ?? ""}`;
+    return `${r.dca.on ? "on" : "off"},${sp ? sp.mode ?? "vertical-slash" : "off"},${s ? s.density.toFixed(6) : ""},${s?.recall ?? ""}`;
   };
   for (const c of r.cells) {
     rows.push(`${c.length},${Math.round((100 * c.bucket) / r.buckets)},${Math.round((100 * (c.bucket + 1)) / r.buckets)},${c.n},${c.correct},${c.accuracy ?? ""},${tail(c.length)}`);

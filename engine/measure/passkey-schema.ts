@@ -11,6 +11,8 @@ export const PasskeyResultSchema = z.object({
   dca: z.object({ on: z.boolean(), chunk: z.number().int(), local: z.number().int(), source: z.string() }),
   sparse: z.object({
     on: z.literal(true), vertical: z.number().int(), slash: z.number().int(), local: z.number().int(), sink: z.number().int(),
+    // absent in results saved before block-sparse existed: those are vertical-slash
+    mode: z.enum(["vertical-slash", "block-sparse"]).optional(), blocks: z.number().int().optional(),
     stats: z.boolean(), byLength: z.array(z.object({ length: z.number().int(), density: Frac, recall: Frac.nullable() })),
   }).optional(),
   lengths: z.array(z.number().int().positive()).min(1),
@@ -52,7 +54,7 @@ export interface PasskeyResult {
   device: string;
   dca: { on: boolean; chunk: number; local: number; source: string };
   /** Sparse prefill: its budgets, and per length the mean density / recall over the trials. */
-  sparse?: { on: true; vertical: number; slash: number; local: number; sink: number; stats: boolean;
+  sparse?: { on: true; mode?: "vertical-slash" | "block-sparse"; vertical: number; slash: number; blocks?: number; local: number; sink: number; stats: boolean;
     byLength: { length: number; density: number; recall: number | null }[] };
   lengths: number[];
   trials: number;
@@ -81,9 +83,16 @@ export function passkeyTable(r: PasskeyResult): string {
   return lines.join("\n");
 }
 
+/** A sparse run's pattern and the budgets it uses, e.g. "block-sparse (blocks 8, local 64, sink 64)". */
+export function sparseBudgetText(s: NonNullable<PasskeyResult["sparse"]>): string {
+  return s.mode === "block-sparse"
+    ? `block-sparse (blocks ${s.blocks}, local ${s.local}, sink ${s.sink})`
+    : `vertical-slash (vertical ${s.vertical}, slash ${s.slash}, local ${s.local}, sink ${s.sink})`;
+}
+
 /** One line naming the run: model, backend, dca setting. */
 export function passkeyTitle(r: PasskeyResult): string {
-  const sp = r.sparse ? `, sparse prefill vertical-slash (vertical ${r.sparse.vertical}, slash ${r.sparse.slash}, local ${r.sparse.local}, sink ${r.sparse.sink})` : "";
+  const sp = r.sparse ? `, sparse prefill ${sparseBudgetText(r.sparse)}` : "";
   return `passkey: ${r.model} on ${r.backend} (${r.device}), dca ${r.dca.on ? `on (chunk ${r.dca.chunk}, local ${r.dca.local}, from ${r.dca.source})` : "off"}${sp}, ` +
     `${r.trials} trial(s) per length, seed ${r.seed}, ${r.seconds.toFixed(1)} s`;
 }

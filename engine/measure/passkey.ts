@@ -10,7 +10,7 @@
 // uniformly drawn position. Every (length, trial) pair draws from its own seeded generator, so a trial's prompt
 // does not depend on which other lengths or how many trials run.
 import { join } from "node:path";
-import type { DcaOptions, EngineModel, QwenConfig, SparseInfo, SparseOptions } from "../api.ts";
+import type { DcaOptions, EngineModel, QwenConfig, SparseInfo, SparseMode, SparseOptions } from "../api.ts";
 import { REPO_ROOT } from "../constants.ts";
 import { brownDocuments } from "../text/brown.ts";
 import { PromptSet } from "./record.ts";
@@ -129,8 +129,8 @@ export interface PasskeyOptions {
   buckets?: number;
   dca?: boolean;
   dcaOptions?: DcaOptions;
-  /** Sparse prefill (toggle sparsePrefill = vertical-slash) with these budgets (default: the engine's). */
-  sparse?: boolean;
+  /** Sparse prefill (toggle sparsePrefill = this pattern) with these budgets (default: the engine's). */
+  sparse?: SparseMode;
   sparseOptions?: SparseOptions;
   /** Called after every trial (progress). */
   onTrial?: (t: PasskeyTrial, done: number, total: number) => void;
@@ -159,7 +159,7 @@ export async function runPasskey(model: EngineModel, opts: PasskeyOptions): Prom
   const detail: PasskeyTrial[] = [];
   try {
     if (dcaOn) session.setToggle("dca", "on");
-    if (opts.sparse) session.setToggle("sparsePrefill", "vertical-slash");
+    if (opts.sparse) session.setToggle("sparsePrefill", opts.sparse);
     session.setSampling(0, { temperature: 0 });
     const tok = model.tokenizer;
     const filler = new FillerStream(tok);
@@ -189,7 +189,8 @@ export async function runPasskey(model: EngineModel, opts: PasskeyOptions): Prom
   if (budgets) {
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     r.sparse = {
-      on: true, vertical: budgets.vertical, slash: budgets.slash, local: budgets.local, sink: budgets.sink, stats: budgets.stats,
+      on: true, mode: opts.sparse!, vertical: budgets.vertical, slash: budgets.slash, blocks: budgets.blocks,
+      local: budgets.local, sink: budgets.sink, stats: budgets.stats,
       byLength: lengths.map((length) => {
         const ts = detail.filter((t) => t.length === length);
         const rc = ts.filter((t) => t.recall !== undefined).map((t) => t.recall!);

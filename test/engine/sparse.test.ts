@@ -1,13 +1,15 @@
-// Sparse prefill (toggle sparsePrefill = vertical-slash, cuda/src/opt/sparse_prefill/) through the engine on the real
+// Sparse prefill (toggle sparsePrefill = vertical-slash | block-sparse, cuda/src/opt/sparse_prefill/) through the engine on the real
 // passkey model (models/tiny-qwen2-passkey: 4 heads, 1 kv head, head_dim 64): budgets covering every key give the
 // dense logits bit for bit (one prefill, chunked prefill, a prompt shorter than the 64 estimating queries, with DCA
 // past the chunk); small budgets differ and the session reports density, recall and output error per layer and head;
-// bad budgets and unsupported combinations are refused with messages naming them. The kernel itself is tested in
+// bad budgets and unsupported combinations are refused with messages naming them; the attention op records count the
+// keys visited (full budget: the dense FLOPs plus the estimate, dense bytes). The kernel itself is tested in
 // cuda/src/opt/sparse_prefill/test_sparse_prefill.cpp.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
-import type { SparseOptions } from "../../engine/api.ts";
-import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, passkeyTable, rngFor, runPasskey } from "../../engine/measure/passkey.ts";
+import type { SparseMode, SparseOptions } from "../../engine/api.ts";
+import { opNames } from "../../engine/catalog.ts";
+import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, passkeyTable, passkeyTitle, rngFor, runPasskey } from "../../engine/measure/passkey.ts";
 import { cmdPasskey } from "../../engine/cli/passkey.ts";
 import { sparseInfoTable, sparseSessionOptions } from "../../engine/sparse.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
@@ -35,11 +37,11 @@ describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)",
   afterAll(() => m?.close());
 
   /** All-position logits of `tokens` prefilled in `pieces` (sizes), under the toggles and budgets given. */
-  function logits(tokens: number[], o: { sparse?: SparseOptions; dca?: boolean; pieces?: number[]; kv?: string } = {}) {
+  function logits(tokens: number[], o: { sparse?: SparseOptions; mode?: SparseMode; dca?: boolean; pieces?: number[]; kv?: string } = {}) {
     const s = m.newSession({ maxContext: tokens.length + 8, ...(o.sparse ? { sparse: o.sparse } : {}) });
     try {
       if (o.kv) s.setToggle("kvCache", o.kv);
-      if (o.sparse) s.setToggle("sparsePrefill", "vertical-slash");
+      if (o.sparse) s.setToggle("sparsePrefill", o.mode ?? "vertical-slash");
       if (o.dca) s.setToggle("dca", "on");
       s.setLogitsMode(2);
       const parts: Float32Array[] = [];
@@ -59,9 +61,9 @@ describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)",
   const prompt = (L: number, trial = 0) => buildPasskeyPrompt(m.tokenizer, filler, L, rngFor(9, L, trial)).tokens;
   const same = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
 
-  test("the registry offers vertical-slash on the cpu and on cuda (compile-checked only there)", () => {
+  test("the registry offers vertical-slash and block-sparse on the cpu, vertical-slash on cuda (compile-checked only there)", () => {
     const d = m.toggleRegistry().find((t) => t.id === "sparsePrefill")!;
-    expect(d.backends.cpu).toEqual(["off", "vertical-slash"]);
+    expect(d.backends.cpu).toEqual(["off", "vertical-slash", "block-sparse"]);
     expect(d.backends.cuda).toEqual(["off", "vertical-slash"]);
   });
 
@@ -113,6 +115,78 @@ describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)",
     expect(logits(p).info.steps).toBe(0);
   });
 
+  const BLOCKS_ALL: SparseOptions = { blocks: 1 << 20 };
+
+  test("block-sparse, every key block: the dense logits bit for bit (one prefill, chunks, < 64 tokens, DCA past the chunk)", () => {
+    const p = prompt(300);
+    expect(same(logits(p, { sparse: BLOCKS_ALL, mode: "block-sparse" }).data, logits(p).data)).toBe(true);
+    // local covering every block instead of the budget
+    expect(same(logits(p, { sparse: { blocks: 0, local: 1 << 20 }, mode: "block-sparse" }).data, logits(p).data)).toBe(true);
+    expect(same(logits(p, { sparse: BLOCKS_ALL, mode: "block-sparse", pieces: [100, 37, 163] }).data, logits(p, { pieces: [100, 37, 163] }).data)).toBe(true);
+    const short = prompt(40);
+    expect(same(logits(short, { sparse: BLOCKS_ALL, mode: "block-sparse" }).data, logits(short).data)).toBe(true);
+    const long = prompt(700);
+    expect(same(logits(long, { sparse: BLOCKS_ALL, mode: "block-sparse", dca: true }).data, logits(long, { dca: true }).data)).toBe(true);
+  });
+
+  test("block-sparse, small budget: different logits, density < 1, recall per head, the budget in the session info", () => {
+    const p = prompt(640);
+    const sp = logits(p, { sparse: { blocks: 1, local: 64, sink: 64, stats: true }, mode: "block-sparse" });
+    expect(same(sp.data, logits(p).data)).toBe(false);
+    expect(sp.info).toMatchObject({ blocks: 1, blockSize: 64, local: 64, sink: 64, stats: true, steps: 1 });
+    for (const l of sp.info.layers)
+      for (const h of l.heads) {
+        expect(h.rows).toBe(640);
+        expect(h.density).toBeLessThan(0.6);  // <= 3 blocks of 64 per query block of up to 10
+        expect(h.recall!).toBeGreaterThan(0);
+        expect(h.recall!).toBeLessThanOrEqual(1);
+      }
+    expect(sparseInfoTable(sp.info)).toContain("blocks 1 (of 64)");
+  });
+
+  /** The attention records (FLOPs, bytes, kernel) of one profiled prefill of `tokens`. */
+  function attentionRecords(tokens: number[], mode: "off" | SparseMode, sparse?: SparseOptions) {
+    const s = m.newSession({ maxContext: tokens.length + 8, ...(sparse ? { sparse } : {}) });
+    try {
+      s.setToggle("sparsePrefill", mode);
+      s.setProfiling(true);
+      s.prefill(0, tokens);
+      const r = s.takeRecords();
+      const idx = r.ops.op.map((o, i) => (opNames()[o] === "attention" ? i : -1)).filter((i) => i >= 0);
+      return idx.map((i) => ({ flops: r.ops.flops[i], bytes: r.ops.bytes[i], kernel: r.kernels[r.ops.kernel[i]] }));
+    } finally {
+      s.close();
+    }
+  }
+
+  test("op records count the keys visited: full budget = dense FLOPs + the estimate and dense bytes; small budgets fewer", () => {
+    const p = prompt(640);
+    const dense = attentionRecords(p, "off");
+    expect(dense.length).toBe(4);
+    const arms: [SparseMode, SparseOptions, SparseOptions, string][] = [
+      ["vertical-slash", FULL, { vertical: 8, slash: 8, local: 16, sink: 4 }, "sparse_vs"],
+      ["block-sparse", BLOCKS_ALL, { blocks: 1, local: 64, sink: 64 }, "sparse_bs"],
+    ];
+    for (const [mode, full, small, kernel] of arms) {
+      const f = attentionRecords(p, mode, full), sm = attentionRecords(p, mode, small);
+      for (let l = 0; l < 4; l++) {
+        expect(f[l].kernel).toContain(kernel);
+        expect(f[l].flops).toBeGreaterThan(dense[l].flops);          // every key, plus the pattern estimate
+        expect(f[l].flops).toBeLessThan(dense[l].flops * 1.5);
+        expect(f[l].bytes).toBe(dense[l].bytes);                     // every K and V row read once
+        expect(sm[l].flops).toBeLessThan(dense[l].flops * 0.6);     // the keys visited, not the dense count
+        expect(sm[l].bytes).toBeLessThanOrEqual(dense[l].bytes);
+      }
+    }
+  });
+
+  test("runPasskey with block-sparse: its mode and budget in the result and the title", async () => {
+    const r = await runPasskey(m, { lengths: [1024], trials: 1, seed: 4, dca: true, sparse: "block-sparse", sparseOptions: { blocks: 4, local: 64, sink: 64 } });
+    expect(r.sparse).toMatchObject({ on: true, mode: "block-sparse", blocks: 4, local: 64, sink: 64 });
+    expect(r.sparse!.byLength[0].density).toBeLessThan(0.6);
+    expect(passkeyTitle(r)).toContain("sparse prefill block-sparse (blocks 4, local 64, sink 64)");
+  });
+
   test("bad budgets and unsupported combinations are refused with clear messages", () => {
     expect(() => m.newSession({ sparse: { local: 0 } })).toThrow(/sparse.local must be an integer in \[1/);
     expect(() => m.newSession({ sparse: { vertical: -3 } })).toThrow(/sparse.vertical must be an integer in \[0/);
@@ -138,7 +212,7 @@ describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)",
 
   test("runPasskey with sparse prefill over DCA: density and recall per length in the table", async () => {
     const r = await runPasskey(m, {
-      lengths: [1024], trials: 2, seed: 4, dca: true, sparse: true, sparseOptions: { vertical: 64, slash: 64, local: 64, sink: 4, stats: true },
+      lengths: [1024], trials: 2, seed: 4, dca: true, sparse: "vertical-slash", sparseOptions: { vertical: 64, slash: 64, local: 64, sink: 4, stats: true },
     });
     expect(r.sparse).toMatchObject({ on: true, vertical: 64, slash: 64, local: 64, sink: 4, stats: true });
     const b = r.sparse!.byLength[0];
@@ -150,7 +224,8 @@ describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)",
 
   test("CLI: sparse flags are named when bad", async () => {
     const quiet = () => {};
-    await expect(cmdPasskey(["--sparse", "dense"], quiet, quiet)).rejects.toThrow(/--sparse must be off or vertical-slash, got 'dense'/);
+    await expect(cmdPasskey(["--sparse", "dense"], quiet, quiet)).rejects.toThrow(/--sparse must be off, vertical-slash, block-sparse, got 'dense'/);
+    await expect(cmdPasskey(["--sparse", "block-sparse", "--sparse-blocks", "1.5"], quiet, quiet)).rejects.toThrow(/--sparse-blocks expects an integer >= 0/);
     await expect(cmdPasskey(["--sparse", "vertical-slash", "--sparse-local", "0"], quiet, quiet)).rejects.toThrow(/--sparse-local expects an integer >= 1/);
     await expect(cmdPasskey(["--sparse-vertical", "x"], quiet, quiet)).rejects.toThrow(/--sparse-vertical expects an integer >= 0/);
   });

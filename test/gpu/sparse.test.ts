@@ -57,7 +57,7 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
 
   test("passkey with sparse prefill over DCA at 1024 / 2048 / 4096 (20 trials each)", async () => {
     const r = await runPasskey(gpu, {
-      lengths: [1024, 2048, 4096], trials: 20, dca: true, sparse: true, sparseOptions: { vertical: 64, slash: 64, local: 64, sink: 4 },
+      lengths: [1024, 2048, 4096], trials: 20, dca: true, sparse: "vertical-slash", sparseOptions: { vertical: 64, slash: 64, local: 64, sink: 4 },
     });
     for (const b of r.byLength) console.log(`cuda sparse+dca passkey ${b.length}: ${b.correct}/${b.n}`);
     for (const b of r.byLength) expect(b.accuracy).toBeGreaterThanOrEqual(0.9);

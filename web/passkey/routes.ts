@@ -9,6 +9,7 @@ import { join, relative, sep } from "node:path";
 import { PasskeyResultSchema, passkeyTable, passkeyTitle, type PasskeyResult } from "../../engine/measure/passkey-schema.ts";
 import { passkeyCsv, passkeySvg } from "../../engine/export/passkey.ts";
 import { readJsonFile } from "../../engine/io/fsafe.ts";
+import { SPARSE_MODES } from "../../engine/sparse.ts";
 import type { WebContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
 import { confine } from "../paths.ts";
@@ -27,9 +28,10 @@ const PasskeyRequest = z.object({
   dca: z.enum(["off", "on"]).default("off"),
   dcaChunk: z.number().int().min(2).optional(),
   dcaLocal: z.number().int().min(0).optional(),
-  sparse: z.enum(["off", "vertical-slash"]).default("off"),
+  sparse: z.enum(SPARSE_MODES).default("off"),
   sparseVertical: z.number().int().min(0).optional(),
   sparseSlash: z.number().int().min(0).optional(),
+  sparseBlocks: z.number().int().min(0).optional(),
   sparseLocal: z.number().int().min(1, "sparseLocal must be >= 1 (each query's own key is always visited)").optional(),
   sparseSink: z.number().int().min(0).optional(),
   sparseStats: z.boolean().optional(),
@@ -107,14 +109,16 @@ export function passkeyRoutes(d: WebContext) {
       throw new HttpError(400, `passkey: dcaLocal (${req.dcaLocal}) must be smaller than dcaChunk (${req.dcaChunk})`);
     const source = req.model !== undefined ? d.resolveSource(req.model) : undefined;
     d.guardQueue();
-    const label = req.label ?? `passkey ${req.lengths.join(",")} × ${req.trials}${req.dca === "on" ? " dca" : ""}${req.sparse !== "off" ? " sparse" : ""}`;
+    const label = req.label ?? `passkey ${req.lengths.join(",")} × ${req.trials}${req.dca === "on" ? " dca" : ""}${req.sparse !== "off" ? ` ${req.sparse}` : ""}`;
     const t = d.tasks.submit("passkey", label, async (t) => {
       await d.ensureModel(t, source, req.backend);
-      const sparseOptions = { vertical: req.sparseVertical, slash: req.sparseSlash, local: req.sparseLocal, sink: req.sparseSink, stats: req.sparseStats };
+      const sparseOptions = {
+        vertical: req.sparseVertical, slash: req.sparseSlash, blocks: req.sparseBlocks, local: req.sparseLocal, sink: req.sparseSink, stats: req.sparseStats,
+      };
       const r = await d.host.passkey(t.id, {
         lengths: req.lengths, trials: req.trials, seed: req.seed, buckets: req.buckets, dca: req.dca === "on",
         ...(req.dcaChunk !== undefined || req.dcaLocal !== undefined ? { dcaOptions: { chunk: req.dcaChunk, local: req.dcaLocal } } : {}),
-        sparse: req.sparse === "vertical-slash",
+        ...(req.sparse !== "off" ? { sparse: req.sparse } : {}),
         ...(Object.values(sparseOptions).some((v) => v !== undefined) ? { sparseOptions } : {}),
       }, d.relay(t));
       const dir = join(root, "raw/passkey");

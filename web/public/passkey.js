@@ -15,7 +15,7 @@ export function createPasskeyPage(ctx) {
     return {
       ...(model ? { model } : {}), lengths, trials: num("#pk-trials") ?? 10, seed: num("#pk-seed") ?? 0, buckets: num("#pk-buckets") ?? 5,
       dca: $("#pk-dca").value, dcaChunk: num("#pk-dca-chunk"), dcaLocal: num("#pk-dca-local"),
-      sparse: $("#pk-sparse").value, sparseVertical: num("#pk-sv"), sparseSlash: num("#pk-ss"), sparseLocal: num("#pk-sl"),
+      sparse: $("#pk-sparse").value, sparseVertical: num("#pk-sv"), sparseSlash: num("#pk-ss"), sparseBlocks: num("#pk-sb"), sparseLocal: num("#pk-sl"),
       sparseSink: num("#pk-sk"), sparseStats: $("#pk-stats").checked || undefined,
     };
   }
@@ -64,7 +64,7 @@ export function createPasskeyPage(ctx) {
     $("#pk-table").innerHTML = `<table><thead><tr><th class="n">length</th><th class="n">accuracy</th><th class="n">correct / trials</th>${sp ? '<th class="n">keys visited</th><th class="n">recall of attention mass</th>' : ""}</tr></thead><tbody>${
       r.byLength.map((b) => { const s = sp?.byLength.find((x) => x.length === b.length);
         return `<tr><td class="n">${b.length}</td><td class="n">${(100 * b.accuracy).toFixed(0)} %</td><td class="n">${b.correct}/${b.n}</td>${s ? `<td class="n">${(100 * s.density).toFixed(1)} %</td><td class="n">${s.recall === null ? "– (run with stats)" : s.recall.toFixed(4)}</td>` : ""}</tr>`; }).join("")}</tbody></table>`
-      + (sp ? `<p class="muted small">sparse prefill vertical-slash: vertical ${sp.vertical}, slash ${sp.slash}, local ${sp.local}, sink ${sp.sink}</p>` : "")
+      + (sp ? `<p class="muted small">sparse prefill ${sp.mode === "block-sparse" ? `block-sparse: blocks ${sp.blocks}` : `vertical-slash: vertical ${sp.vertical}, slash ${sp.slash}`}, local ${sp.local}, sink ${sp.sink}</p>` : "")
       + (r.warnings.length ? `<div class="note">${r.warnings.map(esc).join("<br>")}</div>` : "");
     $("#pk-exports").innerHTML = ["svg", "csv", "md", "json"].map((f) => `<a class="button secondary" href="/api/passkey/result?${q}&format=${f}&download=1">${f.toUpperCase()}</a>`).join(" ");
   }
