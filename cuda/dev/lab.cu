@@ -165,6 +165,7 @@ int main(int argc, char **argv) {
     section("sampling", what == "all" || what == "misc", run_sampling);
     section("prefill", what == "all" || what == "prefill", run_prefill);
     section("sparse", what == "all" || what == "sparse", run_sparse);
+    section("bsparse", what == "all" || what == "bsparse", run_block_sparse);
     section("sage", what == "all" || what == "sage", run_sage);
     section("gemm", what == "all" || what == "gemm", run_gemm);
     section("marlin", what == "all" || what == "marlin", [&] {

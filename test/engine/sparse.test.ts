@@ -61,10 +61,10 @@ describe.skipIf(!cpuLibraryBuilt())("sparse prefill on the passkey model (CPU)",
   const prompt = (L: number, trial = 0) => buildPasskeyPrompt(m.tokenizer, filler, L, rngFor(9, L, trial)).tokens;
   const same = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
 
-  test("the registry offers vertical-slash and block-sparse on the cpu, vertical-slash on cuda (compile-checked only there)", () => {
+  test("the registry offers vertical-slash and block-sparse on the cpu and on cuda (compile-checked only there)", () => {
     const d = m.toggleRegistry().find((t) => t.id === "sparsePrefill")!;
     expect(d.backends.cpu).toEqual(["off", "vertical-slash", "block-sparse"]);
-    expect(d.backends.cuda).toEqual(["off", "vertical-slash"]);
+    expect(d.backends.cuda).toEqual(["off", "vertical-slash", "block-sparse"]);
   });
 
   test("budgets covering every key: the dense logits bit for bit (one prefill, chunks, < 64 tokens, budget = length)", () => {

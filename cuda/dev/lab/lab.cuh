@@ -147,3 +147,5 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
 void run_marlin();
 // sparse.cu: vertical-slash sparse prefill (src/opt/sparse_prefill) against fp64 masked attention
 void run_sparse();
+// sparse.cu too: block-sparse prefill (src/opt/sparse_prefill/block_sparse.cuh) against fp64 masked attention
+void run_block_sparse();

@@ -13,6 +13,7 @@
 #include "gemm.cuh"
 #include "kvcache.hpp"
 #include "norm.hpp"
+#include "registry.hpp"
 #include "rope.cuh"
 #include "sparse_cost.hpp"
 #include "sample.cuh"
@@ -193,12 +194,14 @@ const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
   return qwc::launch_dca_attention(a, stream_);
 }
 
-// Vertical-slash sparse prefill (src/opt/sparse_prefill/sparse_prefill.cuh), over plain or DCA queries. One sequence per
-// prefill step (the front's prefill); its record counts the keys visited (sparse_cost), as the CPU's.
+// Sparse prefill (src/opt/sparse_prefill/: vertical-slash sparse_prefill.cuh, block-sparse block_sparse.cuh), over plain
+// or DCA queries. One sequence per prefill step (the front's prefill); its record counts the keys visited (sparse_cost),
+// as the CPU's.
 const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   const Config &c = m_.cfg;
+  const SparsePrefill mode = p.st->toggles.layer[size_t(l)].sparse_prefill;
   if (kvq_.active())
-    throw Error(QW_ERR_UNSUPPORTED, "sparsePrefill = vertical-slash reads a bf16 KV cache; set kvCache to bf16, or sparsePrefill to off");
+    throw Error(QW_ERR_UNSUPPORTED, "sparsePrefill = " + value_name(mode) + " reads a bf16 KV cache; set kvCache to bf16, or sparsePrefill to off");
   if (p.st->seq.size() != 1) throw Error(QW_ERR_UNSUPPORTED, "sparsePrefill: one sequence per prefill step");
   qwc::SparseAttnArgs a;
   a.out = z_.as<bf16>();
@@ -208,23 +211,34 @@ const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   a.vcache = vcache(l);
   a.rows = p.rows; a.pos0 = p.st->pos0[0]; a.slot = p.st->seq[0];
   a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+  if (mode == SparsePrefill::BlockSparse) return qwc::run_block_sparse_prefill(a, p.st->sparse, bsparse_, stream_);
   return qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
 }
 
-// The attention record of a sparse step (opt/sparse_prefill/sparse_cost.hpp, the CPU's model): every head's columns
-// and diagonals are on the host after run_sparse_prefill (its selection step).
+// The attention record of a sparse step (opt/sparse_prefill/sparse_cost.hpp, the CPU's model): every head's pattern is
+// on the host after the run (its selection step): vertical-slash columns | diagonals, block-sparse key blocks.
 OpCost CudaSession::sparse_cost(const Pass &p, int32_t l) const {
   const Config &c = m_.cfg;
   const int32_t H = c.num_heads, p0 = p.st->pos0[0];
-  const std::vector<int32_t> &lists = sparse_.host_lists, &offs = sparse_.host_offsets;
+  const SparsePrefill mode = p.st->toggles.layer[size_t(l)].sparse_prefill;
   std::vector<SparsePattern> pat(static_cast<size_t>(H));
-  for (int32_t h = 0; h < H && offs.size() == size_t(2 * H + 1); ++h) {
-    pat[size_t(h)].cols.assign(lists.begin() + offs[size_t(2 * h)], lists.begin() + offs[size_t(2 * h + 1)]);
-    pat[size_t(h)].diags.assign(lists.begin() + offs[size_t(2 * h + 1)], lists.begin() + offs[size_t(2 * h + 2)]);
+  if (mode == SparsePrefill::BlockSparse) {
+    const std::vector<int32_t> &lists = bsparse_.host_lists, &offs = bsparse_.host_offsets;
+    const int32_t nqb = bsparse_.nqb;
+    for (int32_t h = 0; h < H && offs.size() == size_t(H) * nqb + 1; ++h) {
+      pat[size_t(h)].qb0 = bsparse_.qb0;
+      for (int32_t b = 0; b < nqb; ++b)
+        pat[size_t(h)].blocks.emplace_back(lists.begin() + offs[size_t(h) * nqb + b], lists.begin() + offs[size_t(h) * nqb + b + 1]);
+    }
+  } else {
+    const std::vector<int32_t> &lists = sparse_.host_lists, &offs = sparse_.host_offsets;
+    for (int32_t h = 0; h < H && offs.size() == size_t(2 * H + 1); ++h) {
+      pat[size_t(h)].cols.assign(lists.begin() + offs[size_t(2 * h)], lists.begin() + offs[size_t(2 * h + 1)]);
+      pat[size_t(h)].diags.assign(lists.begin() + offs[size_t(2 * h + 1)], lists.begin() + offs[size_t(2 * h + 2)]);
+    }
   }
   SparseWork w;
-  add_sparse_work(w, SparsePrefill::VerticalSlash, pat, c.num_kv_heads, p0, p0 + p.rows, std::min(kSparseLastQ, p.rows),
-                  c.head_dim);
+  add_sparse_work(w, mode, pat, c.num_kv_heads, p0, p0 + p.rows, std::min(kSparseLastQ, p.rows), c.head_dim);
   return cost_sparse_attention(w, p.rows, H, c.num_kv_heads, c.head_dim,
                                kv_cache_elem_bytes(p.st->toggles.kv_cache, c.head_dim), 2.0);
 }

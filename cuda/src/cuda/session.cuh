@@ -36,6 +36,7 @@
 #include "norm.hpp"
 #include "sage.cuh"
 #include "sample.cuh"
+#include "block_sparse.cuh"
 #include "sparse_prefill.cuh"
 #include "sparse_prefill.hpp"
 
@@ -187,7 +188,7 @@ inline bool dca_on(const Step &st, int32_t layer) {
 // sparse prefill runs on prefill steps of >= 8 rows (as on the CPU: sparse_prefill_cpu.hpp sparse_runs)
 inline bool sparse_on(const Step &st, int32_t layer, int32_t rows) {
   return st.phase == QW_PHASE_PREFILL && st.tree_base < 0 && rows >= 8 && !st.toggles.layer.empty() &&
-         st.toggles.layer[size_t(layer)].sparse_prefill == SparsePrefill::VerticalSlash;
+         st.toggles.layer[size_t(layer)].sparse_prefill != SparsePrefill::Off;
 }
 
 constexpr size_t kDParamBytes = 5 * 16 * 4 + 16 * sizeof(qwc::SampleRow);
@@ -316,6 +317,7 @@ class CudaSession final : public BackendSession {
   int32_t rows_cap_ = 0;
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
   qwc::SparseScratch sparse_;  // vertical-slash sparse prefill scratch (src/opt/sparse_prefill)
+  qwc::BlockSparseScratch bsparse_;  // block-sparse's (compile-checked only)
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_
   DBuf logits_;
   int32_t logits_rows_ = 0;

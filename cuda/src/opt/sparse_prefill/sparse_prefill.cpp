@@ -12,18 +12,18 @@ QW_OPTIMIZATION(sparse_prefill) {
       .value(SparsePrefill::BlockSparse, "block-sparse")
       .by_default(SparsePrefill::Off)
       .cpu({SparsePrefill::Off, SparsePrefill::VerticalSlash, SparsePrefill::BlockSparse})
-      .cuda({SparsePrefill::Off, SparsePrefill::VerticalSlash})
+      .cuda({SparsePrefill::Off, SparsePrefill::VerticalSlash, SparsePrefill::BlockSparse})
       .spec("QWEN-008")
       .describe(
           "MInference-style dynamic sparse prefill attention. vertical-slash: per prefill step and head, the last 64 "
           "queries score every key; the best vertical columns and slash diagonals (plus the first `sink` columns and "
           "the `local` nearest diagonals) are the only keys the step's queries visit. block-sparse: per head, mean-pooled "
           "queries of each 64-position query block score mean-pooled keys of each key block; each query block visits "
-          "its `blocks` best key blocks plus the first ceil(sink / 64) and the ceil(local / 64) nearest (CPU only). "
+          "its `blocks` best key blocks plus the first ceil(sink / 64) and the ceil(local / 64) nearest. "
           "Budgets are session options (sparse_vertical, sparse_slash, sparse_blocks, sparse_local, sparse_sink; "
           "sparse_stats measures recall and output error against dense). Decode stays dense. With dca = on the pattern "
           "is estimated on DCA's scores and each visited key is scored with its DCA query. Budgets covering every key "
-          "give dense attention bit for bit (CPU). The CUDA vertical-slash kernels (a simple SIMT estimate and attend, "
+          "give dense attention bit for bit (CPU). The CUDA kernels of both patterns (a simple SIMT estimate and attend, "
           "host-side selection) are compile-checked only: not yet run on a GPU.")
       .cost({"attention"},
             "vertical-slash / block-sparse (prefill steps that run sparse): flops keys visited * (4d + 5) summed over "

@@ -1,0 +1,189 @@
+// block_sparse_kernels.cu — block-sparse prefill kernels and their driver (see block_sparse.cuh). COMPILE-CHECKED ONLY:
+// not yet run on a GPU.
+#include "block_sparse.cuh"
+
+#include "dca_positions.hpp"
+#include "sparse_select.hpp"
+
+namespace qwc {
+namespace {
+
+constexpr int kMaxD = 128, kB = qw::kSparseBlock;
+
+// Step 1a: grid (nkb, nKV), d threads: kpool[kh][kb][t] = mean of K rows kb*64 .. min(N, kb*64+64) - 1.
+__global__ void bs_pool_k_kernel(const SparseAttnArgs a, int N, float *kpool) {
+  pdl_wait();
+  pdl_trigger();
+  const int kb = blockIdx.x, kh = blockIdx.y, t = threadIdx.x, d = a.head_dim, nkb = gridDim.x;
+  if (t >= d) return;
+  const __nv_bfloat16 *K = a.kcache + ((int64_t)a.slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
+  const int j1 = min(N, kb * kB + kB);
+  float s = 0.f;
+  for (int j = kb * kB; j < j1; ++j) s += __bfloat162float(K[(int64_t)j * d + t]);
+  kpool[((int64_t)kh * nkb + kb) * d + t] = s / (float)(j1 - kb * kB);
+}
+
+// Step 1b: grid (nqb, nH, nvar), d threads: qpool[v][h][b][t] = mean of the step's queries in query block qb0 + b.
+__global__ void bs_pool_q_kernel(const SparseAttnArgs a, int qb0, float *qpool) {
+  pdl_wait();
+  pdl_trigger();
+  const int b = blockIdx.x, h = blockIdx.y, v = blockIdx.z, t = threadIdx.x, d = a.head_dim, nqb = gridDim.x;
+  if (t >= d) return;
+  const int N = a.pos0 + a.rows, i0 = max(a.pos0, (qb0 + b) * kB), i1 = min(N, (qb0 + b) * kB + kB);
+  float s = 0.f;
+  for (int i = i0; i < i1; ++i) s += __bfloat162float(a.q[v][((int64_t)(i - a.pos0) * a.n_heads + h) * d + t]);
+  qpool[(((int64_t)v * a.n_heads + h) * nqb + b) * d + t] = s / (float)(i1 - i0);
+}
+
+// Step 1c: grid (nqb, nH), one warp: scores[h][b][kb] = qpool[var][h][b] . kpool[kh][kb] for kb <= qb0 + b.
+__global__ void __launch_bounds__(32) bs_score_kernel(const SparseAttnArgs a, int qb0, int nkb, const float *kpool,
+                                                      const float *qpool, float *scores) {
+  pdl_wait();
+  pdl_trigger();
+  const int b = blockIdx.x, h = blockIdx.y, lane = threadIdx.x, nqb = gridDim.x, d = a.head_dim;
+  const int qb = qb0 + b, kh = h / (a.n_heads / a.n_kv), i0 = max(a.pos0, qb * kB);
+  for (int kb = lane; kb <= qb; kb += 32) {
+    const int v = a.dca_span ? qw::dca::part(i0, kb * kB, a.dca_span) : 0;
+    const float *qp = qpool + (((int64_t)v * a.n_heads + h) * nqb + b) * d, *kp = kpool + ((int64_t)kh * nkb + kb) * d;
+    float acc = 0.f;
+    for (int t = 0; t < d; ++t) acc = fmaf(qp[t], kp[t], acc);
+    scores[((int64_t)h * nqb + b) * nkb + kb] = acc;
+  }
+}
+
+// Step 3: grid (rows, nH), one warp; lane c holds output columns c, c + 32, c + 64, c + 96. Keys: the blocks of the
+// row's query block, ascending, each clipped to <= i, 32 at a time; online softmax.
+__global__ void __launch_bounds__(32) bs_attend_kernel(const SparseAttnArgs a, int qb0, const int32_t *lists,
+                                                       const int32_t *offs, int nqb) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t r = blockIdx.x;
+  const int h = blockIdx.y, lane = threadIdx.x, d = a.head_dim, kh = h / (a.n_heads / a.n_kv), i = a.pos0 + (int)r;
+  const int nvar = a.dca_span ? 3 : 1;
+  __shared__ float qs[3][kMaxD];
+  __shared__ float p[32];
+  __shared__ int keys[32];
+  for (int t = lane; t < d; t += 32)
+    for (int g = 0; g < nvar; ++g) qs[g][t] = __bfloat162float(a.q[g][(r * a.n_heads + h) * d + t]);
+  __syncwarp();
+  const int slot = h * nqb + (i / kB - qb0);
+  const int32_t *blk = lists + offs[slot];
+  const int nblk = offs[slot + 1] - offs[slot];
+  const int64_t base = ((int64_t)a.slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
+  const __nv_bfloat16 *K = a.kcache + base, *V = a.vcache + base;
+  const float scale = rsqrtf((float)d);
+  float m = -INFINITY, l = 0.f, o[kMaxD / 32] = {0.f, 0.f, 0.f, 0.f};
+  for (int bi = 0; bi < nblk; ++bi) {
+    const int j0 = blk[bi] * kB, j1 = min(j0 + kB - 1, i);
+    for (int c0 = j0; c0 <= j1; c0 += 32) {
+      const int key = c0 + lane <= j1 ? c0 + lane : -1;
+      float sc = -INFINITY;
+      if (key >= 0) {
+        const float *qv = qs[a.dca_span ? qw::dca::part(i, key, a.dca_span) : 0];
+        const __nv_bfloat162 *kr = reinterpret_cast<const __nv_bfloat162 *>(K + (int64_t)key * d);
+        float acc = 0.f;
+        for (int t = 0; t < d / 2; ++t) {
+          const float2 kf = __bfloat1622float2(kr[t]);
+          acc = fmaf(qv[2 * t + 1], kf.y, fmaf(qv[2 * t], kf.x, acc));
+        }
+        sc = acc * scale;
+      }
+      const float mn = fmaxf(m, warp_max(sc));
+      const float alpha = m == -INFINITY ? 0.f : __expf(m - mn);
+      const float e = key >= 0 ? __expf(sc - mn) : 0.f;
+      p[lane] = e;
+      keys[lane] = key;
+      l = l * alpha + warp_sum(e);
+      __syncwarp();
+      for (int j = 0; j < kMaxD / 32; ++j) o[j] *= alpha;
+      for (int kk = 0; kk < 32 && keys[kk] >= 0; ++kk) {
+        const __nv_bfloat16 *vr = V + (int64_t)keys[kk] * d;
+        for (int j = 0; j < kMaxD / 32; ++j) {
+          const int col = lane + 32 * j;
+          if (col < d) o[j] = fmaf(p[kk], __bfloat162float(vr[col]), o[j]);
+        }
+      }
+      m = mn;
+      __syncwarp();
+    }
+  }
+  __nv_bfloat16 *z = a.out + r * a.n_heads * d + (int64_t)h * d;
+  for (int j = 0; j < kMaxD / 32; ++j) {
+    const int col = lane + 32 * j;
+    if (col < d) z[col] = __float2bfloat16(o[j] / l);
+  }
+}
+
+template <class T>
+T *grow_buf(T *&p, size_t &cap, size_t n) {
+  if (n <= cap) return p;
+  if (p) cudaFree(p);
+  p = nullptr;
+  cuda_check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc (block-sparse prefill scratch)", __FILE__, __LINE__);
+  cap = n;
+  return p;
+}
+
+}  // namespace
+
+BlockSparseScratch::~BlockSparseScratch() {
+  if (buf_) cudaFree(buf_);
+  if (lists_) cudaFree(lists_);
+  if (offsets_) cudaFree(offsets_);
+}
+float *BlockSparseScratch::buf(size_t n) { return grow_buf(buf_, buf_cap_, n); }
+int32_t *BlockSparseScratch::lists(size_t n) { return grow_buf(lists_, lists_cap_, n); }
+int32_t *BlockSparseScratch::offsets(size_t n) { return grow_buf(offsets_, offsets_cap_, n); }
+
+const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
+                                     cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks) {
+  const char *name = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
+  if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("block-sparse prefill: head_dim must be even and <= 128");
+  if (a.rows <= 0) return name;
+  const int32_t N = a.pos0 + a.rows, H = a.n_heads, d = a.head_dim, nvar = a.dca_span ? 3 : 1;
+  const int32_t qb0 = a.pos0 / kB, nqb = (N - 1) / kB - qb0 + 1, nkb = (N - 1) / kB + 1;
+  s.qb0 = qb0;
+  s.nqb = nqb;
+  // 1. estimate: pooled k | pooled q | scores in one buffer
+  const size_t nk = size_t(a.n_kv) * nkb * d, nq = size_t(nvar) * H * nqb * d, ns = size_t(H) * nqb * nkb;
+  float *kpool = s.buf(nk + nq + ns), *qpool = kpool + nk, *sc = qpool + nq;
+  const int threads = (d + 31) / 32 * 32;
+  launch(bs_pool_k_kernel, dim3(nkb, a.n_kv), dim3(threads), 0, stream, a, (int)N, kpool);
+  QWC_LAUNCH_CHECK("bs_pool_k_kernel");
+  launch(bs_pool_q_kernel, dim3(nqb, H, nvar), dim3(threads), 0, stream, a, (int)qb0, qpool);
+  QWC_LAUNCH_CHECK("bs_pool_q_kernel");
+  launch(bs_score_kernel, dim3(nqb, H), dim3(32), 0, stream, a, (int)qb0, (int)nkb, (const float *)kpool,
+         (const float *)qpool, sc);
+  QWC_LAUNCH_CHECK("bs_score_kernel");
+  // 2. select on the host
+  s.host_scores.resize(ns);
+  cuda_check(cudaMemcpyAsync(s.host_scores.data(), sc, ns * sizeof(float), cudaMemcpyDeviceToHost, stream),
+             "cudaMemcpyAsync", __FILE__, __LINE__);
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+  const int32_t sink_b = qw::sparse::blocks_of(b.sink, kB), local_b = qw::sparse::blocks_of(b.local, kB);
+  s.host_lists.clear();
+  s.host_offsets.assign(size_t(H) * nqb + 1, 0);
+  if (blocks) blocks->assign(size_t(H), std::vector<std::vector<int32_t>>(size_t(nqb)));
+  for (int32_t h = 0; h < H; ++h)
+    for (int32_t bq = 0; bq < nqb; ++bq) {
+      const auto sel = qw::sparse::top_blocks(s.host_scores.data() + (size_t(h) * nqb + bq) * nkb, qb0 + bq, sink_b,
+                                              local_b, b.blocks);
+      s.host_offsets[size_t(h) * nqb + bq] = int32_t(s.host_lists.size());
+      s.host_lists.insert(s.host_lists.end(), sel.begin(), sel.end());
+      if (blocks) (*blocks)[size_t(h)][size_t(bq)] = sel;
+    }
+  s.host_offsets[size_t(H) * nqb] = int32_t(s.host_lists.size());
+  int32_t *dl = s.lists(std::max<size_t>(1, s.host_lists.size())), *doff = s.offsets(s.host_offsets.size());
+  cuda_check(cudaMemcpyAsync(dl, s.host_lists.data(), s.host_lists.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
+             "cudaMemcpyAsync", __FILE__, __LINE__);
+  cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             stream),
+             "cudaMemcpyAsync", __FILE__, __LINE__);
+  // 3. attend (the host vectors stay alive in the scratch until the next call: the copies above read them)
+  launch(bs_attend_kernel, dim3(a.rows, H), dim3(32), 0, stream, a, (int)qb0, (const int32_t *)dl, (const int32_t *)doff,
+         (int)nqb);
+  QWC_LAUNCH_CHECK("bs_attend_kernel");
+  return name;
+}
+
+}  // namespace qwc
