@@ -1,6 +1,6 @@
 // block_sparse.cuh — block-sparse sparse prefill on the CUDA backend (toggle "sparsePrefill" = block-sparse; the same
 // three steps as the CPU reference block_sparse_cpu.cpp). COMPILE-CHECKED ONLY: written without a GPU; the lab case
-// (cuda/dev/lab/block_sparse.cu, `qwlab bsparse`) and test/gpu/block-sparse.test.ts validate it on the first GPU call.
+// (cuda/dev/lab/sparse.cu, `qwlab bsparse`) and test/gpu/sparse.test.ts validate it on the first GPU call.
 //   1. estimate: mean-pooled keys per (kv head, 64-key block) and queries per (head, 64-position query block, DCA
 //      variant), in fp32; one warp per (query block, head) scores pooled q . pooled k for key blocks <= it (DCA: the
 //      variant of dca::part at the query block's first row and the key block's first key, as the CPU).
