@@ -32,7 +32,8 @@ namespace sparse_parts {
 void bs_estimate(const SeqCtx &c, const SparseBudget &b, int32_t h, SparsePattern &out, BsScratch &w) {
   const int32_t d = c.a->head_dim, group = c.a->n_heads / c.a->n_kv_heads, B = kSparseBlock, N = c.N;
   const int32_t qb0 = c.p0 / B, qb1 = (N - 1) / B, nkb = qb1 + 1, nvar = c.span ? 3 : 1;
-  // pooled keys of every key block (the last one may be partial)
+  // pooled keys of every key block (the last one may be partial); per query head, so the heads of a kv group pool the
+  // same keys again: N * d adds, small next to the scores and the attend
   w.kpool.assign(size_t(nkb) * size_t(d), 0.0f);
   w.kr.resize(size_t(d));
   const int64_t base = c.kv->offset(c.a->layer, c.kv_seq, h / group, 0);

@@ -1,5 +1,8 @@
-// sparse_prefill_cpu.cpp — MInference vertical-slash sparse prefill attention on the CPU (toggle "sparsePrefill").
+// sparse_prefill_cpu.cpp — MInference sparse prefill attention on the CPU (toggle "sparsePrefill"): the driver of both
+// patterns (estimate per head, attend per row block, stats, the step's work for the op record) and vertical-slash's
+// kernels; block-sparse's estimate and attend are in block_sparse_cpu.cpp.
 //
+// Vertical-slash:
 // Per prefill step, per sequence of the step (rows at positions p0 .. N-1) and query head h:
 //  1. Estimate (MInference's vertical_and_slash_kernel, done online): the last lq = min(64, n) queries score every
 //     key j <= i, softmax per query; vertical[j] = sum of their probabilities on column j, slash[o] = sum on
