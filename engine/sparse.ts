@@ -3,10 +3,17 @@
 // (qw_session_info_json "sparsePrefill"), the CLI / notebook flags, and a per-layer table of recall and error.
 import { z } from "zod";
 import type { SparseInfo, SparseMode, SparseOptions } from "./api.ts";
+import { toggleRegistry } from "./catalog.ts";
 
 const BUDGETS = [["vertical", 0], ["slash", 0], ["blocks", 0], ["local", 1], ["sink", 0]] as const;
-/** The values of toggle sparsePrefill (cuda/src/opt/sparse_prefill/sparse_prefill.cpp). */
-export const SPARSE_MODES = ["off", "vertical-slash", "block-sparse"] as const;
+
+/** `value` as a value of toggle sparsePrefill in `registry` (the native library's; default: this process's), else an
+ *  Error listing the values (cuda/src/opt/sparse_prefill/sparse_prefill.cpp is their one source). */
+export function sparseMode(value: string, what: string, registry: { id: string; values: string[] }[] = toggleRegistry()): "off" | SparseMode {
+  const values = registry.find((t) => t.id === "sparsePrefill")?.values ?? [];
+  if (!values.includes(value)) throw new Error(`${what} must be ${values.join(", ")}, got '${value.slice(0, 40)}'`);
+  return value as "off" | SparseMode;
+}
 const MAX_BUDGET = 2 ** 30;
 
 /** SparseOptions → the qw_session_create keys (sparse_vertical, …); throws naming a bad value. */
@@ -59,8 +66,12 @@ export const SPARSE_FLAG_SPECS = {
 
 /** The flags' values → {mode, options}; `fail` reports a bad value (and does not return). */
 export function sparseFromFlags(o: Record<string, unknown>, fail: (m: string) => never): { mode: "off" | SparseMode; options?: SparseOptions } {
-  const mode = (o.sparse as string | undefined) ?? "off";
-  if (!(SPARSE_MODES as readonly string[]).includes(mode)) fail(`--sparse must be ${SPARSE_MODES.join(", ")}, got '${mode}'`);
+  let mode: "off" | SparseMode = "off";
+  try {
+    mode = sparseMode((o.sparse as string | undefined) ?? "off", "--sparse");
+  } catch (e) {
+    fail((e as Error).message);
+  }
   const options: SparseOptions = {};
   for (const [k, min] of BUDGETS) {
     const v = o[`sparse-${k}`];
@@ -70,7 +81,7 @@ export function sparseFromFlags(o: Record<string, unknown>, fail: (m: string) =>
     options[k] = x;
   }
   if (o["sparse-stats"]) options.stats = true;
-  return { mode: mode as "off" | SparseMode, ...(Object.keys(options).length ? { options } : {}) };
+  return { mode, ...(Object.keys(options).length ? { options } : {}) };
 }
 
 /** Per layer: density, and with stats recall / rel L2 / cosine as min–mean–max over the heads (markdown). */

@@ -9,7 +9,7 @@ import { join, relative, sep } from "node:path";
 import { PasskeyResultSchema, passkeyTable, passkeyTitle, type PasskeyResult } from "../../engine/measure/passkey-schema.ts";
 import { passkeyCsv, passkeySvg } from "../../engine/export/passkey.ts";
 import { readJsonFile } from "../../engine/io/fsafe.ts";
-import { SPARSE_MODES } from "../../engine/sparse.ts";
+import { sparseMode } from "../../engine/sparse.ts";
 import type { WebContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
 import { confine } from "../paths.ts";
@@ -28,7 +28,7 @@ const PasskeyRequest = z.object({
   dca: z.enum(["off", "on"]).default("off"),
   dcaChunk: z.number().int().min(2).optional(),
   dcaLocal: z.number().int().min(0).optional(),
-  sparse: z.enum(SPARSE_MODES).default("off"),
+  sparse: z.string().max(40).default("off"),  // a value of toggle sparsePrefill: checked against the engine's registry
   sparseVertical: z.number().int().min(0).optional(),
   sparseSlash: z.number().int().min(0).optional(),
   sparseBlocks: z.number().int().min(0).optional(),
@@ -107,6 +107,13 @@ export function passkeyRoutes(d: WebContext) {
     const req = check(PasskeyRequest, await jsonBody(c), "passkey");
     if (req.dcaChunk !== undefined && req.dcaLocal !== undefined && req.dcaLocal >= req.dcaChunk)
       throw new HttpError(400, `passkey: dcaLocal (${req.dcaLocal}) must be smaller than dcaChunk (${req.dcaChunk})`);
+    const toggles = (await d.catalog()).toggles;
+    let sparse: ReturnType<typeof sparseMode>;
+    try {
+      sparse = sparseMode(req.sparse, "passkey: sparse", toggles);
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
     const source = req.model !== undefined ? d.resolveSource(req.model) : undefined;
     d.guardQueue();
     const label = req.label ?? `passkey ${req.lengths.join(",")} × ${req.trials}${req.dca === "on" ? " dca" : ""}${req.sparse !== "off" ? ` ${req.sparse}` : ""}`;
@@ -118,7 +125,7 @@ export function passkeyRoutes(d: WebContext) {
       const r = await d.host.passkey(t.id, {
         lengths: req.lengths, trials: req.trials, seed: req.seed, buckets: req.buckets, dca: req.dca === "on",
         ...(req.dcaChunk !== undefined || req.dcaLocal !== undefined ? { dcaOptions: { chunk: req.dcaChunk, local: req.dcaLocal } } : {}),
-        ...(req.sparse !== "off" ? { sparse: req.sparse } : {}),
+        ...(sparse !== "off" ? { sparse } : {}),
         ...(Object.values(sparseOptions).some((v) => v !== undefined) ? { sparseOptions } : {}),
       }, d.relay(t));
       const dir = join(root, "raw/passkey");

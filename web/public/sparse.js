@@ -15,7 +15,7 @@ export function sparseFields(ns) {
 /** Shows the budgets while the toggle (or a layer of it) is a sparse pattern. */
 export function wireSparseFields(div) {
   const box = div.querySelector(".sparse-budgets");
-  const show = () => { box.hidden = ![...div.querySelectorAll("select")].some((s) => s.value === "vertical-slash" || s.value === "block-sparse"); };
+  const show = () => { box.hidden = ![...div.querySelectorAll("select")].some((s) => s.value !== "off"); };
   div.addEventListener("change", show);
   show();
 }
