@@ -73,6 +73,14 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
     for (const b of r.byLength) expect(b.accuracy).toBeGreaterThanOrEqual(0.9);
   });
 
+  test("vertical-slash: the attention records count the keys visited, as the CPU's (sparse_cost.hpp)", () => {
+    const t = prompt(1500), small = { vertical: 32, slash: 32, local: 64, sink: 4 };
+    const dense = run(gpu, t, {}), g = run(gpu, t, { sparse: small }), c = run(cpu, t, { sparse: small });
+    console.log(`vertical-slash attention FLOPs: CUDA ${g.flops.toExponential(3)}, CPU ${c.flops.toExponential(3)}, dense ${dense.flops.toExponential(3)}`);
+    expect(g.flops).toBeLessThan(dense.flops);
+    expect(Math.abs(g.flops - c.flops) / c.flops).toBeLessThan(0.1);  // the selections may differ slightly
+  });
+
   test("block-sparse: every block = the dense CUDA logits; small budgets close to the CPU's, same argmax, same record FLOPs model", () => {
     const full = { blocks: 1 << 20 };
     const small = { blocks: 2, local: 128, sink: 64 };
