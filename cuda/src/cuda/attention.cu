@@ -321,7 +321,7 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
       for (int c = 0; c < 4; ++c) {
         const int kp = k0 + nt * 8 + 2 * t4 + (c & 1);
         const int qp = qp0 + (c >> 1) * 8;
-        const float v = (kp <= qp && kp < kv_end) ? s[nt][c] * scale : kNegBig;
+        const float v = (kp <= qp && kp < kv_end && (qp - a.pos0 >= a.n || tree_visible(a.tree, qp - a.pos0, kp))) ? s[nt][c] * scale : kNegBig;
         s[nt][c] = v;
         mx[c >> 1] = fmaxf(mx[c >> 1], v);
       }
@@ -407,14 +407,15 @@ __global__ void prefill_attn_simt_kernel(const PrefillAttnArgs a) {
   for (int tile = 0; tile < len; tile += 32) {
     const int t = tile + lane;
     float s = kNegBig;
-    if (t < len) {
+    const bool vis = t < len && tree_visible(a.tree, row, t);
+    if (vis) {
       float acc = 0.f;
       for (int e = 0; e < D; ++e) acc = fmaf(qv[e], __bfloat162float(kbase[(int64_t)t * D + e]), acc);
       s = acc;
     }
     const float mn = fmaxf(m, warp_max(s));
     const float alpha = exp2f(m - mn);
-    const float p = t < len ? exp2f(s - mn) : 0.f;
+    const float p = vis ? exp2f(s - mn) : 0.f;
     l = l * alpha + warp_sum(p);
     m = mn;
     for (int e = 0; e < 8; ++e) o[e] *= alpha;
