@@ -10,8 +10,11 @@
 //     is its parent's head output (capture blocks.0.hook_resid_post of the head);
 //   verify: ONE target pass over the whole tree [tok, nodes…] with the tree mask and tree positions (on the CPU
 //     fed in chunks of <= CPU_VERIFY_CHUNK rows: those run the decode kernels, so each node's logits are bitwise
-//     those of a decode step after its path, and greedy is exact by construction); accept the longest path whose
-//     every token is the target's argmax after its parent, plus the target's own next token;
+//     those of a decode step after its path, and greedy is exact by construction; on CUDA one prefill pass, whose
+//     argmax must agree with decode's, as for the draft model); accept the longest path whose every token is the
+//     target's argmax after its parent, plus the target's own next token;
+//   the head's top-k proposals and the verify argmaxes are computed in the engine (EngineSession.topK,
+//     qw_session_read_topk) rather than by copying rows × vocab logits into JS (sampling still reads the logits);
 //   compact: the accepted path's K/V move to T, T+1, … (qw_session_kv_compact); the head is cut back to T
 //     (its draft nodes are dropped; the accepted tokens are fed again with the target's features next step).
 // Greedy (temperature 0): exact by construction (above). Sampling (temperature > 0): the tree's candidates are
