@@ -49,15 +49,17 @@ export function measureVerifyCost(s: EngineSession, tokens: number[], o: { conte
     s.truncate(0, o.context);
     if (keep) decodeMs.push(dt);
     s.setLogitsMode(2);
+    const round: string[] = [];
     for (const n of o.sizes) {
       t0 = performance.now();
       prefillTree(0, tree.slice(0, n), fanoutParents(n), 0, null);
       const vt = performance.now() - t0;
       s.truncate(0, o.context);
       if (keep) passMs.get(n)!.push(vt);
+      round.push(`${n}:${vt.toFixed(2)}`);
     }
     s.setLogitsMode(0);
-    o.onProgress?.(`${keep ? "rep" : "warm-up"} ${keep ? r - o.warmup + 1 : r + 1}: decode ${dt.toFixed(2)} ms, verify ${o.sizes.map((n) => `${n}:${passMs.get(n)!.at(-1)?.toFixed(2) ?? "–"}`).join(" ")}`);
+    o.onProgress?.(`${keep ? `rep ${r - o.warmup + 1}` : `warm-up ${r + 1}`}: decode ${dt.toFixed(2)} ms, verify ms ${round.join(" ")}`);
   }
   const decode = statOf(decodeMs, "ms");
   return { context: o.context, decode, rows: o.sizes.map((n) => { const ms = statOf(passMs.get(n)!, "ms"); return { n, ms, vsDecode: ms.median / decode.median }; }) };
