@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadavg } from "node:os";
 import { openModel, type Model } from "../engine/index.ts";
+import { cliArgs } from "../engine/notebook/args.ts";
 import { benchPrompt } from "../engine/measure/bench-core.ts";
 import { measureVerifyCost, VERIFY_SIZES, type VerifyCostResult } from "../engine/spec/verify-cost.ts";
 
@@ -32,13 +33,7 @@ const { values: o } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const die = (m: string): never => { console.error(`error: ${m}\n${USAGE}`); process.exit(2); };
-const int = (v: string | undefined, name: string, dflt: number, min = 1) => {
-  if (v === undefined) return dflt;
-  const x = Number(v);
-  if (!Number.isInteger(x) || x < min) die(`--${name} expects an integer >= ${min}, got '${v}'`);
-  return x;
-};
+const { die, int } = cliArgs(USAGE);
 const models = (o.models ?? "0.5b,7b").split(",").map((s) => s.trim());
 for (const m of models) if (!["tiny", "0.5b", "1.5b", "7b"].includes(m)) die(`--models: unknown shape '${m}' (tiny, 0.5b, 1.5b, 7b)`);
 const sizes = o.sizes ? o.sizes.split(",").map((s) => int(s.trim(), "sizes", 1)) : [...VERIFY_SIZES];
