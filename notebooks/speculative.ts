@@ -24,7 +24,7 @@ const USAGE = `usage: npx bun notebooks/speculative.ts [target] [options]
   target                     default | file.gguf | HF dir (default: the embedded model)
   --draft PATH               the draft model (default models/tiny-qwen2-brown-draft)
   --k N[,N...]               draft lengths (default 1,2,4,8)
-  --eagle DIR                an EAGLE head (SafeAILab layout) for the target: adds the eagle arm (CPU, greedy)
+  --eagle DIR                an EAGLE head (SafeAILab layout) for the target: adds the eagle arm (greedy)
   --tree-depth D --tree-topk K --tree-budget B   its EAGLE-2 tree (defaults 5, 4, 16)
   --prompts N                Brown validation prompts (default 8), --words N per prompt (default 24)
   --tokens N                 tokens generated per prompt (default 64)

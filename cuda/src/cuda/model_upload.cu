@@ -86,7 +86,7 @@ void CudaModel::finalize() {
     };
     embed = upload(need("token_embd.weight"));
     if (!c.eagle_head) out_norm = upload_vec(need("output_norm.weight"));
-    if (c.eagle_head) {  // SafeAILab's fc over [embedding ; feature] (opt/speculative/eagle_session.cu)
+    if (c.eagle_head) {  // SafeAILab's fc over [embedding ; feature] (cuda/eagle_session.cu)
       eagle_fc = upload(need("eagle.fc.weight"));
       eagle_fc_bias = upload_vec(need("eagle.fc.bias"));
       note(eagle_fc);

@@ -45,7 +45,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   p.tokens = p_tokens_;
   p.pos = p_pos_;
   p.slot = p_slot_;
-  if (st.tree_base >= 0) tree_setup(st, p);  // speculative = eagle (opt/speculative/eagle_session.cu)
+  if (st.tree_base >= 0) tree_setup(st, p);  // speculative = eagle (cuda/eagle_session.cu)
   embed(p);
   if (c.eagle_head) eagle_input(p);
   for (int32_t l = 0; l < c.num_layers; ++l) layer(p, l);

@@ -7,6 +7,7 @@
 //   layers.cu         the blocks decode and prefill share: layer, attention block, MLP block, embed, lm_head
 //   decode.cu         decode: graph capture/replay, the GEMV halves of the blocks, split-KV attention
 //   prefill.cu        prefill: rmsnorm + GEMM halves of the blocks, flash attention, logits rows
+//   eagle_session.cu  speculative = eagle: tree steps, the EAGLE head's input, ln_final capture, KV compaction
 #pragma once
 
 #include <cuda_bf16.h>
@@ -205,7 +206,7 @@ struct Pass {
   const Step *st = nullptr;
   Sink *sink = nullptr;  // hook captures; null while the decode graph is captured
   const int32_t *tokens = nullptr, *pos = nullptr, *slot = nullptr;  // device, [rows]
-  // A tree verification step (speculative = eagle, opt/speculative/eagle_session.cu): pos holds the RoPE positions,
+  // A tree verification step (speculative = eagle, cuda/eagle_session.cu): pos holds the RoPE positions,
   // kvpos the KV rows (pos0 + row), tree the attention mask; else kvpos is null (the KV row is pos).
   const int32_t *kvpos = nullptr;
   qwc::TreeMask tree;
@@ -239,7 +240,7 @@ class CudaSession final : public BackendSession {
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}
   bool supports_tree() const override { return true; }
-  void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // opt/speculative/eagle_session.cu
+  void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
   void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
 
@@ -300,7 +301,7 @@ class CudaSession final : public BackendSession {
   qwc::GemvArgs decode_norm(const Pass &p, int32_t l, bool fused, int32_t op_id, const DBuf &norm_w);
   // x_ += out of a projection whose epilogue did not add it (toggle norm = separate): an op of its own.
   void residual_op(const Pass &p, int32_t l, const float *y);
-  // --- opt/speculative/eagle_session.cu (speculative = eagle)
+  // --- cuda/eagle_session.cu (speculative = eagle)
   void tree_setup(const Step &st, Pass &p);     // refuses the arms a tree step cannot run; kvpos and the mask
   void eagle_input(const Pass &p);              // an EAGLE head's rows: x = fc([embedding ; feature]) + bias
   void attn_input_plain(const Pass &p, int32_t l);  // xn_ = bf16(x) (the head's layer 0 has no input norm)

@@ -1,4 +1,6 @@
-// eagle_session.cu — speculative = eagle in the CUDA session: tree verification steps (qw_session_prefill_tree with
+// eagle_session.cu — speculative = eagle in the CUDA session (the host side; its kernels are
+// cuda/src/opt/speculative/eagle_kernels.cu and tree_mask.cuh; here, not in src/opt/, because the kernel lab links
+// every src/opt .cu without the session): tree verification steps (qw_session_prefill_tree with
 // parents), the EAGLE head's forward (Config::eagle_head), the final-norm capture that feeds it and KV compaction
 // (qw_session_kv_compact). A tree step is an ordinary prefill (prefill.cu, layers.cu) with three differences: rows
 // are roped at their tree positions but written at KV rows pos0 + row (rope.cuh row_kvpos), and the flash
