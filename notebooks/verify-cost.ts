@@ -44,7 +44,7 @@ if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu
 const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
 const out = resolve(o.out ?? join("profiles/raw/verify-cost", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 
-const results: { model: string; source: string; device: string; backend: string; load: [number, number]; res: VerifyCostResult }[] = [];
+const results: { model: string; source: string; device: string; threads?: number; backend: string; load: [number, number]; res: VerifyCostResult }[] = [];
 for (const m of models) {
   const hf = o["hf-root"] ? join(resolve(o["hf-root"]), m) : undefined;
   const source = hf && existsSync(join(hf, "config.json")) ? hf : `synthetic:${m}:bf16`;
@@ -56,7 +56,7 @@ for (const m of models) {
     const load0 = loadavg()[0];
     const res = measureVerifyCost(s, benchPrompt(context + maxN, model.config.vocab_size, 7), { context, sizes, reps, warmup, onProgress: (x) => console.error(`  ${m}: ${x}`) });
     s.close();
-    results.push({ model: m, source, device: model.device.name, backend: model.backend, load: [load0, loadavg()[0]], res });
+    results.push({ model: m, source, device: model.device.name, threads: model.device.threads, backend: model.backend, load: [load0, loadavg()[0]], res });
   } finally {
     model.close();
   }
@@ -69,7 +69,7 @@ const md = [
   `Context ${context} tokens in the KV cache; tree of fan-out 4 (EAGLE-2-like); verify = one qw_session_prefill_tree with every row's logits, decode = one qw_session_decode step (batch 1); ${warmup} warm-up + ${reps} measured repetitions, interleaved; median (min–max).`,
   "",
   ...results.flatMap((r) => [
-    `## ${r.model} bf16 (${r.source}) on ${r.device} (${r.backend}); load average ${f(r.load[0], 1)} → ${f(r.load[1], 1)}`,
+    `## ${r.model} bf16 (${r.source}) on ${r.device} (${r.backend}${r.threads ? `, ${r.threads} threads` : ""}); load average ${f(r.load[0], 1)} → ${f(r.load[1], 1)}`,
     "",
     `decode step: ${f(r.res.decode.median)} ms (${f(r.res.decode.min)}–${f(r.res.decode.max)})`,
     "",
