@@ -179,6 +179,12 @@ export interface EngineSession {
   /** One batched decode step, returns the next token of each sequence. */
   decode(seqIds: number[], tokens: number[]): number[];
   logits(): { rows: number; vocab: number; data: Float32Array };
+  /**
+   * The k most likely tokens of every logits row of the last step with their log-softmax values, descending (ties:
+   * the lower id), computed in the engine (qwen.h qw_session_read_topk): what EAGLE drafting and greedy tree
+   * verification need, without copying rows × vocab floats. Optional: test doubles may leave it out.
+   */
+  topK?(k: number): { rows: number; k: number; ids: Int32Array; logps: Float64Array };
   captures(): Capture[];
   /** Drains the op records accumulated since the last call (profiling mode). */
   takeRecords(): { ops: OpColumns; kernels: string[]; dropped: number };

@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 5;
+export const QW_ABI_VERSION = 6;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -85,6 +85,7 @@ const SYMBOLS = {
   qw_session_set_logits_mode: { args: [H, I32], returns: I32 },
   qw_session_logits_shape: { args: [H, P, P], returns: I32 },
   qw_session_read_logits: { args: [H, P, I64], returns: I32 },
+  qw_session_read_topk: { args: [H, I32, P, P, I64], returns: I32 },
   qw_session_set_profiling: { args: [H, I32], returns: I32 },
   qw_session_records_pending: { args: [H, P, P], returns: I32 },
   qw_session_read_records: { args: [H, P, I64, P], returns: I32 },
@@ -387,6 +388,14 @@ export class NativeSession extends Handle {
       this.lib.check("qw_session_read_logits", this.lib.sym.qw_session_read_logits(this.live("qw_session_read_logits"), data, data.length));
     }
     return { rows, vocab, data };
+  }
+  /** The k best tokens of every logits row and their log-softmax values (qwen.h qw_session_read_topk). */
+  readTopK(k: number): { rows: number; k: number; ids: Int32Array; logps: Float64Array } {
+    const { rows } = this.logitsShape();
+    const ids = new Int32Array(rows * k), logps = new Float64Array(rows * k);
+    const h = this.live("qw_session_read_topk");
+    this.lib.check("qw_session_read_topk", this.lib.sym.qw_session_read_topk(h, k, rows ? ids : null, rows ? logps : null, rows * k));
+    return { rows, k, ids, logps };
   }
   setProfiling(mode: number): void {
     this.lib.check("qw_session_set_profiling", this.lib.sym.qw_session_set_profiling(this.live("qw_session_set_profiling"), mode));

@@ -222,6 +222,10 @@ export class Session implements EngineSession {
   logits(): { rows: number; vocab: number; data: Float32Array } {
     return this.native.readLogits();
   }
+  topK(k: number): { rows: number; k: number; ids: Int32Array; logps: Float64Array } {
+    if (!isInt(k) || k < 1) throw new SessionError(`topK: k must be an integer >= 1, got ${String(k)}`);
+    return this.native.readTopK(k);
+  }
   captures(): Capture[] {
     const n = this.native.captureCount();
     const out: Capture[] = [];

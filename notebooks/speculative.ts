@@ -12,6 +12,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadavg } from "node:os";
 import { openModel, type Model } from "../engine/index.ts";
+import { cliArgs } from "../engine/notebook/args.ts";
 import { REPO_ROOT } from "../engine/constants.ts";
 import { brownPromptSet, runSpecBench, type SpecArmResult } from "../engine/spec/bench.ts";
 import { checkDraftCompatible } from "../engine/spec/compat.ts";
@@ -23,7 +24,7 @@ const USAGE = `usage: npx bun notebooks/speculative.ts [target] [options]
   target                     default | file.gguf | HF dir (default: the embedded model)
   --draft PATH               the draft model (default models/tiny-qwen2-brown-draft)
   --k N[,N...]               draft lengths (default 1,2,4,8)
-  --eagle DIR                an EAGLE head (SafeAILab layout) for the target: adds the eagle arm (CPU, greedy)
+  --eagle DIR                an EAGLE head (SafeAILab layout) for the target: adds the eagle arm (greedy)
   --tree-depth D --tree-topk K --tree-budget B   its EAGLE-2 tree (defaults 5, 4, 16)
   --prompts N                Brown validation prompts (default 8), --words N per prompt (default 24)
   --tokens N                 tokens generated per prompt (default 64)
@@ -40,13 +41,7 @@ const { values: o, positionals } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const die = (m: string): never => { console.error(`error: ${m}\n${USAGE}`); process.exit(2); };
-const int = (v: string | undefined, name: string, dflt: number, min = 1) => {
-  if (v === undefined) return dflt;
-  const x = Number(v);
-  if (!Number.isInteger(x) || x < min) die(`--${name} expects an integer >= ${min}, got '${v}'`);
-  return x;
-};
+const { die, int } = cliArgs(USAGE);
 const ks = (o.k ?? "1,2,4,8").split(",").map((s) => int(s.trim(), "k", 1));
 if (ks.some((k) => k > 64)) die("--k values must be <= 64");
 const nPrompts = int(o.prompts, "prompts", 8), words = int(o.words, "words", 24), nGen = int(o.tokens, "tokens", 64);

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 5
+#define QW_ABI_VERSION 6
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -283,7 +283,7 @@ QW_API int32_t qw_session_decode(qw_session *session, int32_t n, const int32_t *
  * plain causal prefill (first must be 0). features: [n_tokens, hidden_size] fp32 rows, required for an EAGLE
  * head model (config "eagle_head": true; its input is fc([embed(token), feature])) and NULL for any other model.
  * Logits, captures and *out_token as qw_session_prefill. A backend or toggle arm without tree support fails
- * with QW_ERR_UNSUPPORTED (CUDA: not implemented yet). */
+ * with QW_ERR_UNSUPPORTED (a quantized KV cache, DCA, a Sage attention arm). */
 QW_API int32_t qw_session_prefill_tree(qw_session *session, int32_t seq, const int32_t *tokens, int32_t n_tokens,
                                        const int32_t *parents, int32_t first, const float *features,
                                        int32_t *out_token);
@@ -291,6 +291,13 @@ QW_API int32_t qw_session_prefill_tree(qw_session *session, int32_t seq, const i
 /* Keeps the accepted path of a verified tree: moves the K/V of positions base + keep[i] to base + i for
  * i < n (keep ascending, unique, base + keep[n-1] < length) and sets the length to base + n. */
 QW_API int32_t qw_session_kv_compact(qw_session *session, int32_t seq, int32_t base, const int32_t *keep, int32_t n);
+
+/* The k most likely tokens of every logits row of the last step (rows: qw_session_logits_shape) and their
+ * log-softmax values (fp64, the softmax over the row's non-NaN logits), descending; ties: the lower id. out_ids
+ * and out_logprobs hold rows x k entries (n >= rows * k); a row with fewer than k non-NaN logits pads with id -1
+ * and -inf. EAGLE drafting and greedy tree verification read their proposals and argmaxes this way instead of
+ * copying rows x vocab floats (k = 1 gives the greedy argmax of every row). Added in ABI 6. */
+QW_API int32_t qw_session_read_topk(qw_session *session, int32_t k, int32_t *out_ids, double *out_logprobs, int64_t n);
 
 /* Logits readout. mode: 0 = none (default), 1 = the last position of each sequence of the step,
  * 2 = every position of a prefill (decode steps give one row per sequence, as in mode 1).

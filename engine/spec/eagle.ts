@@ -10,8 +10,11 @@
 //     is its parent's head output (capture blocks.0.hook_resid_post of the head);
 //   verify: ONE target pass over the whole tree [tok, nodes…] with the tree mask and tree positions (on the CPU
 //     fed in chunks of <= CPU_VERIFY_CHUNK rows: those run the decode kernels, so each node's logits are bitwise
-//     those of a decode step after its path, and greedy is exact by construction); accept the longest path whose
-//     every token is the target's argmax after its parent, plus the target's own next token;
+//     those of a decode step after its path, and greedy is exact by construction; on CUDA one prefill pass, whose
+//     argmax must agree with decode's, as for the draft model); accept the longest path whose every token is the
+//     target's argmax after its parent, plus the target's own next token;
+//   the head's top-k proposals and the verify argmaxes are computed in the engine (EngineSession.topK,
+//     qw_session_read_topk) rather than by copying rows × vocab logits into JS (sampling still reads the logits);
 //   compact: the accepted path's K/V move to T, T+1, … (qw_session_kv_compact); the head is cut back to T
 //     (its draft nodes are dropped; the accepted tokens are fed again with the target's features next step).
 // Greedy (temperature 0): exact by construction (above). Sampling (temperature > 0): the tree's candidates are
@@ -47,8 +50,33 @@ function treeSession(s: EngineSession, what: string): TreeSession {
 /** The rows of the one capture named `name` of the last step. */
 function captured(s: EngineSession, name: string): { rows: number; cols: number; data: Float32Array } {
   const c = s.captures().find((x) => x.name === name);
-  if (!c) throw new Error(`speculative eagle: the step did not fill capture ${name} (is this the CPU backend?)`);
+  if (!c) throw new Error(`speculative eagle: the step did not fill capture ${name} (a library older than ABI 6 on CUDA?)`);
   return c;
+}
+
+/**
+ * The top-k proposals of every logits row of the last step: computed in the engine (EngineSession.topK, no
+ * rows × vocab copy) where the session offers it, else from the copied logits (the same values: topKLogProbs is
+ * the reference of qw_session_read_topk).
+ */
+function rowProposals(s: EngineSession, k: number): Proposals[] {
+  if (s.topK) {
+    const t = s.topK(k);
+    return Array.from({ length: t.rows }, (_, r) => {
+      const tokens: number[] = [], logps: number[] = [];
+      for (let j = 0; j < k && t.ids[r * k + j] >= 0; j++) { tokens.push(t.ids[r * k + j]); logps.push(t.logps[r * k + j]); }
+      return { tokens, logps };
+    });
+  }
+  const l = s.logits();
+  return Array.from({ length: l.rows }, (_, r) => topKLogProbs(l.data, r * l.vocab, l.vocab, k));
+}
+
+/** The greedy token after every logits row of the last step (argmaxRow's: the lowest id on ties). */
+function rowArgmax(s: EngineSession): Int32Array {
+  if (s.topK) return s.topK(1).ids.map((id) => (id < 0 ? 0 : id));
+  const l = s.logits();
+  return Int32Array.from({ length: l.rows }, (_, r) => argmaxRow(l.data, r * l.vocab, l.vocab));
 }
 
 /**
@@ -131,9 +159,9 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
         head.prefillTree(hseq, catchTokens.slice(o, o + n), null, 0, catchFeats.slice(o * H, (o + n) * H));
       }
       {
-        const hc = captured(head, HEAD_HIDDEN_HOOK), l = head.logits();
+        const hc = captured(head, HEAD_HIDDEN_HOOK), props = rowProposals(head, tp.topK);
         rootHidden = hc.data.slice((hc.rows - 1) * H, hc.rows * H);
-        rootProps = topKLogProbs(l.data, (l.rows - 1) * l.vocab, l.vocab, tp.topK);
+        rootProps = props[props.length - 1];
       }
       // what fits: the path emits depth + 1 tokens at most; the tree and the head's draft rows fit the context
       const depth = Math.max(0, Math.min(tp.depth, maxTokens - em.out.length - 1, maxContext - T - 1));
@@ -154,10 +182,10 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
           headIdx.set(n, first + i);
         });
         head.prefillTree(hseq, nodes.map((n) => cands[n].token), headParents, first, feats);
-        const hc = captured(head, HEAD_HIDDEN_HOOK), l = head.logits();
+        const hc = captured(head, HEAD_HIDDEN_HOOK), props = rowProposals(head, tp.topK);
         return nodes.map((_, i) => {
           hidden.push(hc.data.slice(i * H, (i + 1) * H));
-          return topKLogProbs(l.data, i * l.vocab, l.vocab, tp.topK);
+          return props[i];
         });
       };
       const tree = depth > 0 && budget > 0
@@ -167,21 +195,30 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
       const s1 = performance.now();
       // ---- verify: one target pass over the tree (CPU: chunks of <= CPU_VERIFY_CHUNK rows)
       tgt.setLogitsMode(2);
-      const logitRows: Float32Array[] = [], featRows: Float32Array[] = [];
+      // greedy needs each row's argmax only (computed in the engine); sampling the whole distribution
+      const logitRows: Float32Array[] = [], argmaxRows: Int32Array[] = [], featRows: Float32Array[] = [];
       let vocab = 0;
       const n = vt.tokens.length, step = Math.min(chunk, tPre);
       for (let o = 0; o < n; o += step) {
         const m = Math.min(n, o + step) - o;
         tgt.prefillTree(seq, vt.tokens.slice(o, o + m), vt.parents.slice(0, o + m), o, null);
-        const l = tgt.logits();
-        if (l.rows !== m) throw new Error(`speculative eagle: the verify pass returned ${l.rows} logits rows, expected ${m}`);
-        vocab = l.vocab;
-        logitRows.push(l.data);
+        let rows: number;
+        if (greedy) {
+          const am = rowArgmax(tgt);
+          rows = am.length;
+          argmaxRows.push(am);
+        } else {
+          const l = tgt.logits();
+          rows = l.rows;
+          vocab = l.vocab;
+          logitRows.push(l.data);
+        }
+        if (rows !== m) throw new Error(`speculative eagle: the verify pass returned ${rows} logits rows, expected ${m}`);
         featRows.push(captured(tgt, TARGET_FEATURE_HOOK).data);
       }
       const at = (node: number) => { const c = Math.floor(node / step); return { c, r: node - c * step }; };
       const { path, next } = greedy
-        ? acceptTreeGreedy(vt, (node) => { const { c, r } = at(node); return argmaxRow(logitRows[c], r * vocab, vocab); })
+        ? acceptTreeGreedy(vt, (node) => { const { c, r } = at(node); return argmaxRows[c][r]; })
         : acceptTreeSampled(vt, (node) => { const { c, r } = at(node); return dist(logitRows[c], r * vocab, vocab, settings); }, () => rng.next());
       tgt.kvCompact(seq, T, path);
       head.truncate(hseq, T);

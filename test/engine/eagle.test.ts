@@ -17,7 +17,8 @@ import { openModel, type Model } from "../../engine/index.ts";
 import { specHost } from "../../engine/spec/draft.ts";
 import { eagleConfigFor, openEagleHead, writeEagleHead, type EagleTensors } from "../../engine/spec/eagle-head.ts";
 import { eagleGenerate, HEAD_HIDDEN_HOOK } from "../../engine/spec/eagle.ts";
-import type { TreeParams } from "../../engine/spec/eagle-tree.ts";
+import { topKLogProbs, type TreeParams } from "../../engine/spec/eagle-tree.ts";
+import { argmaxRow } from "../../engine/spec/sampling.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { brownPrompts, randomHead } from "./spec-helpers.ts";
 import { generousTimeout } from "../setup.ts";
@@ -143,6 +144,28 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with an EAGLE head (CP
       s.decode([0], [d]);
       expect(same(s.logits().data, refA[3])).toBe(true);
     }
+    s.close();
+  });
+
+  test("topK in the engine: the same tokens and log-probabilities as topKLogProbs on the copied logits", () => {
+    const s = target.newSession({ maxContext: 64 });
+    const ids = target.tokenizer.encode("The jury said it did not find any evidence");
+    s.setLogitsMode(2);
+    s.prefillTree(0, ids, null, 0, null);
+    const l = s.logits();
+    for (const k of [1, 4, 16]) {
+      const t = s.topK(k);
+      expect(t.rows).toBe(ids.length);
+      for (let r = 0; r < t.rows; r++) {
+        const ref = topKLogProbs(l.data, r * l.vocab, l.vocab, k);
+        expect(Array.from(t.ids.subarray(r * k, (r + 1) * k))).toEqual(ref.tokens);
+        Array.from(t.logps.subarray(r * k, (r + 1) * k)).forEach((v, j) => expect(Math.abs(v - ref.logps[j])).toBeLessThan(1e-9));
+        if (k === 1) expect(t.ids[r]).toBe(argmaxRow(l.data, r * l.vocab, l.vocab));
+      }
+    }
+    expect(() => s.topK(0)).toThrow(/k must be an integer >= 1/);
+    expect(() => s.topK(l.vocab + 1)).toThrow(/must be in \[1, vocab/);
+    s.setLogitsMode(0);
     s.close();
   });
 

@@ -1,14 +1,21 @@
-// Draft-model speculative decoding (issue 13) on the CUDA backend, with the fixture pair (target
+// Speculative decoding (issue 13) on the CUDA backend. Draft model, with the fixture pair (target
 // models/tiny-qwen2-brown, draft models/tiny-qwen2-brown-draft): greedy output token for token the target's own
 // greedy decoding (k = 1, 2, 4, 8 on Brown validation prompts), and the end-to-end sampling chi-square of
 // test/engine/speculative.test.ts. The verify pass is a prefill (GEMM, flash attention) compared against decode
-// steps (GEMV, split-KV attention): exactness needs their argmax to agree. Skips without a GPU.
+// steps (GEMV, split-KV attention): exactness needs their argmax to agree.
+// EAGLE, with the shipped head models/tiny-qwen2-brown-eagle: a tree verify pass (tree mask, tree positions) gives
+// every node the logits of CUDA decode steps along its path and of the CPU backend's tree pass within bf16 noise,
+// KV compaction keeps the path, the head's forward and the target's ln_final capture match the CPU's, and EAGLE
+// greedy decoding is token for token CUDA's non-speculative greedy decoding. Skips without a GPU.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import { specHost, speculativeGenerate } from "../../engine/spec/draft.ts";
+import { openEagleHead } from "../../engine/spec/eagle-head.ts";
+import { eagleGenerate, HEAD_HIDDEN_HOOK, TARGET_FEATURE_HOOK } from "../../engine/spec/eagle.ts";
+import type { TreeParams } from "../../engine/spec/eagle-tree.ts";
 import { brownPrompts, chiSquare, critical, softmax } from "../engine/spec-helpers.ts";
-import { REPO, noGpu } from "./gpu.ts";
+import { REPO, argmax, noGpu, rel } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
@@ -70,3 +77,123 @@ describe.skipIf(noGpu())("speculative decoding with a draft model (CUDA)", () =>
     expect(chi2).toBeLessThan(critical(df));
   });
 });
+
+describe.skipIf(noGpu())("speculative decoding with an EAGLE head (CUDA)", () => {
+  let cuda: Model, cpu: Model, headCuda: Model, headCpu: Model;
+  const headDir = join(REPO, "models/tiny-qwen2-brown-eagle");
+  beforeAll(async () => {
+    cuda = (await openModel("default", { backend: "cuda" })) as Model;
+    cpu = (await openModel("default", { backend: "cpu", threads: 2 })) as Model;
+    headCuda = await openEagleHead(headDir, cuda);
+    headCpu = await openEagleHead(headDir, cpu);
+  });
+  afterAll(() => { headCuda?.close(); headCpu?.close(); cuda?.close(); cpu?.close(); });
+
+  const ids = () => cuda.tokenizer.encode("The jury said it did not find any evidence that the city had");
+  // tree: 0:a -> {1:x, 2:b}; 2:b -> {3:y, 4:c}
+  const [a, x, b, y, c, d] = [262, 1000, 1500, 2000, 2500, 3000];
+  const tokens = [a, x, b, y, c], parents = [-1, 0, 0, 2, 2];
+  const rows = (m: Model, split: number) => {
+    const s = m.newSession({ maxContext: 128 });
+    s.setLogitsMode(0); s.prefill(0, ids()); s.setLogitsMode(2);
+    const got: Float32Array[] = [];
+    for (let o = 0; o < tokens.length; o += split) {
+      const n = Math.min(tokens.length, o + split) - o;
+      s.prefillTree(0, tokens.slice(o, o + n), parents.slice(0, o + n), o, null);
+      const l = s.logits();
+      expect(l.rows).toBe(n);
+      for (let r = 0; r < n; r++) got.push(l.data.slice(r * l.vocab, (r + 1) * l.vocab));
+    }
+    return { s, got };
+  };
+
+  test("tree verify: every node's logits match CUDA decode along its path and the CPU's tree pass; compaction keeps the path", () => {
+    const ref = cuda.newSession({ maxContext: 128 });
+    const decodePath = (path: number[]) => {
+      ref.reset(0); ref.setLogitsMode(0); ref.prefill(0, ids()); ref.setLogitsMode(1);
+      return path.map((t) => { ref.decode([0], [t]); return ref.logits().data.slice(); });
+    };
+    const refA = decodePath([a, b, c, d]), refX = decodePath([a, x]), refY = decodePath([a, b, y]);
+    const want = [refA[0], refX[1], refA[1], refY[2], refA[2]];
+    ref.close();
+    const onCpu = rows(cpu, 5);
+    onCpu.s.close();
+    for (const split of [5, 3, 1]) {
+      const { s, got } = rows(cuda, split);
+      for (let i = 0; i < tokens.length; i++) {
+        const eDec = rel(got[i], want[i]), eCpu = rel(got[i], onCpu.got[i]);
+        console.log(`[eagle cuda] split ${split} node ${i}: rel vs CUDA decode ${eDec.toExponential(2)}, vs CPU tree ${eCpu.toExponential(2)}`);
+        expect({ split, node: i, argmax: argmax(got[i]) }).toEqual({ split, node: i, argmax: argmax(want[i]) });
+        expect(eDec).toBeLessThan(3e-2);
+        expect(eCpu).toBeLessThan(3e-2);
+      }
+      // keep the path a, b, c, then decode d: as decoding a, b, c, d would
+      s.kvCompact(0, ids().length, [0, 2, 4]);
+      expect(s.seqLen(0)).toBe(ids().length + 3);
+      s.setLogitsMode(1);
+      s.decode([0], [d]);
+      const after = s.logits().data;
+      expect(argmax(after)).toBe(argmax(refA[3]));
+      expect(rel(after, refA[3])).toBeLessThan(3e-2);
+      s.close();
+    }
+  });
+
+  test("the head's forward and the target's ln_final capture match the CPU's", () => {
+    const feats = (m: Model) => {
+      const s = m.newSession({ maxContext: 64 });
+      s.setCapture([TARGET_FEATURE_HOOK]);
+      s.prefill(0, ids());
+      const f = s.captures().find((z) => z.name === TARGET_FEATURE_HOOK)!;
+      s.close();
+      return f;
+    };
+    const fg = feats(cuda), fc = feats(cpu);
+    expect([fg.rows, fg.cols]).toEqual([fc.rows, fc.cols]);
+    expect(rel(fg.data, fc.data)).toBeLessThan(3e-2);
+    const head = (m: Model) => {
+      const s = m.newSession({ maxContext: 64 });
+      s.setCapture([HEAD_HIDDEN_HOOK]);
+      s.setLogitsMode(2);
+      const t = ids();
+      s.prefillTree(0, [...t.slice(1), a], null, 0, fc.data);  // the same features on both backends
+      s.prefillTree(0, [x, b], [-1, -1], 0, fc.data.slice(0, 2 * fc.cols));
+      const out = { logits: s.logits().data.slice(), hidden: s.captures().find((z) => z.name === HEAD_HIDDEN_HOOK)!.data.slice(), top: s.topK(4) };
+      s.close();
+      return out;
+    };
+    const hg = head(headCuda), hc = head(headCpu);
+    console.log(`[eagle cuda] head logits rel ${rel(hg.logits, hc.logits).toExponential(2)}, hidden rel ${rel(hg.hidden, hc.hidden).toExponential(2)}`);
+    expect(rel(hg.logits, hc.logits)).toBeLessThan(3e-2);
+    expect(rel(hg.hidden, hc.hidden)).toBeLessThan(3e-2);
+    expect(hg.top.ids[0]).toBe(hc.top.ids[0]);
+  });
+
+  test("EAGLE greedy: identical to CUDA's non-speculative greedy decoding (shipped head, 16 prompts × 3 trees)", async () => {
+    const ts = cuda.newSession({ maxContext: 512 }), hs = headCuda.newSession({ maxContext: 512 });
+    const trees: TreeParams[] = [{ depth: 5, topK: 4, budget: 16 }, { depth: 1, topK: 1, budget: 1 }, { depth: 6, topK: 8, budget: 60 }];
+    const maxes = [1, 9, 40, 64];
+    const prompts = brownPrompts(16);
+    let steps = 0, accepted = 0;
+    for (let i = 0; i < prompts.length; i++) {
+      const maxTokens = maxes[i % maxes.length];
+      const ref = await last(ts.generate({ prompt: prompts[i], maxTokens }));
+      for (const tree of trees) {
+        const got = await last(eagleGenerate(ts, hs, specHost(cuda), { prompt: prompts[i], maxTokens, tree }));
+        expect({ i, tree, tokens: got.tokens, reason: got.reason }).toEqual({ i, tree, tokens: ref.tokens, reason: ref.reason });
+        const tr = got.speculative!;
+        steps += tr.accepted.length;
+        accepted += tr.accepted.reduce((u, v) => u + v, 0);
+      }
+    }
+    console.log(`[eagle cuda] ${steps} verify steps, ${(1 + accepted / steps).toFixed(2)} tokens per step`);
+    expect(accepted).toBeGreaterThan(0);  // the trained head's drafts are accepted on CUDA too
+    ts.close(); hs.close();
+  });
+});
+
+async function last<T extends { type: string }>(g: AsyncGenerator<T>) {
+  let d: T | undefined;
+  for await (const ev of g) if (ev.type === "done") d = ev;
+  return d as Extract<T, { type: "done" }>;
+}

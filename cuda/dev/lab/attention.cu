@@ -7,9 +7,12 @@
 
 static int g_attn_dev_hpb = 0;  // decode_case: 0 = engine kernel, 1 / 8 = dev variant (attn_decode_dev.cu) with that many heads per block
 
-// CPU reference over a cache [slots][nKV][max_ctx][d] (bf16 values), q [rows][nH*d] bf16, causal.
+// CPU reference over a cache [slots][nKV][max_ctx][d] (bf16 values), q [rows][nH*d] bf16, causal: keys 0..n_keys-1,
+// or (a tree row, speculative = eagle) the KV positions at[0..n_keys-1].
 static void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, const std::vector<uint16_t> &kc,
-                     const std::vector<uint16_t> &vc, int slot, int q_row, int n_keys, int nH, int nKV, int d, int max_ctx) {
+                     const std::vector<uint16_t> &vc, int slot, int q_row, int n_keys, int nH, int nKV, int d, int max_ctx,
+                     const std::vector<int> *at = nullptr) {
+  auto kp = [&](int t) { return at ? (*at)[(size_t)t] : t; };
   const int G = nH / nKV;
   for (int h = 0; h < nH; ++h) {
     const int kh = h / G;
@@ -19,7 +22,7 @@ static void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, c
       double acc = 0;
       for (int e = 0; e < d; ++e)
         acc += (double)bf2f(q[(size_t)q_row * nH * d + h * d + e]) *
-               bf2f(kc[(((size_t)slot * nKV + kh) * max_ctx + t) * d + e]);
+               bf2f(kc[(((size_t)slot * nKV + kh) * max_ctx + kp(t)) * d + e]);
       s[t] = acc / sqrt((double)d);
       mx = std::max(mx, s[t]);
     }
@@ -27,7 +30,7 @@ static void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, c
     for (int t = 0; t < n_keys; ++t) { s[t] = exp(s[t] - mx); l += s[t]; }
     for (int e = 0; e < d; ++e) {
       double o = 0;
-      for (int t = 0; t < n_keys; ++t) o += s[t] * bf2f(vc[(((size_t)slot * nKV + kh) * max_ctx + t) * d + e]);
+      for (int t = 0; t < n_keys; ++t) o += s[t] * bf2f(vc[(((size_t)slot * nKV + kh) * max_ctx + kp(t)) * d + e]);
       out.push_back(o / l);
     }
   }
@@ -110,7 +113,7 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
   if (bk) { cudaFree(bk); cudaFree(bv); }
 }
 
-void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed, int max_check_rows) {
+void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed, int max_check_rows, int tree_fan) {
   const int max_ctx = pos0 + n + 5;
   const size_t cache_n = (size_t)2 * nKV * max_ctx * d;
   std::vector<uint16_t> kc(cache_n), vc(cache_n), q((size_t)n * nH * d);
@@ -124,6 +127,22 @@ void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed
   PrefillAttnArgs a;
   a.out = dz; a.q = dq; a.kcache = dk; a.vcache = dv; a.slot = 1; a.pos0 = pos0; a.n = n; a.n_heads = nH; a.n_kv = nKV;
   a.head_dim = d; a.max_ctx = max_ctx;
+  // tree_fan > 0: a tree verification step (opt/speculative/tree_mask.cuh) of n nodes at KV positions pos0.., node i's
+  // parent (i - 1) / tree_fan; each row attends to the prefix [0, pos0) and its ancestors and itself
+  std::vector<std::vector<int32_t>> tree_keys((size_t)(tree_fan > 0 ? n : 0));
+  for (int i = 0; i < (int)tree_keys.size(); ++i) {
+    if (i > 0) tree_keys[(size_t)i] = tree_keys[(size_t)((i - 1) / tree_fan)];
+    tree_keys[(size_t)i].push_back(i);
+  }
+  uint32_t *dbits = nullptr;
+  if (tree_fan > 0) {
+    std::vector<uint32_t> bits;
+    const int words = tree_mask_words(n);
+    tree_mask_fill(bits, tree_keys, words);
+    dbits = dalloc<uint32_t>(bits.size());
+    h2d(dbits, bits);
+    a.tree.bits = dbits; a.tree.base = pos0; a.tree.words = words;
+  }
   poison(dz, q.size() * 2);
   const char *variant = simt ? launch_prefill_attention_simt(a, 0) : launch_prefill_attention(a, 0);
   CHK(cudaDeviceSynchronize());
@@ -136,7 +155,13 @@ void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed
   for (int r = 0; r < n; ++r) if (n <= max_check_rows || r < 8 || r >= n - 8 || r % stride == 0) rows.push_back(r);
   std::vector<std::vector<double>> refs(rows.size());
   #pragma omp parallel for schedule(dynamic, 1)
-  for (size_t i = 0; i < rows.size(); ++i) attn_ref(refs[i], q, kc, vc, 1, rows[i], pos0 + rows[i] + 1, nH, nKV, d, max_ctx);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (tree_fan <= 0) { attn_ref(refs[i], q, kc, vc, 1, rows[i], pos0 + rows[i] + 1, nH, nKV, d, max_ctx); continue; }
+    std::vector<int> at;
+    for (int t = 0; t < pos0; ++t) at.push_back(t);
+    for (int32_t k : tree_keys[(size_t)rows[i]]) at.push_back(pos0 + k);
+    attn_ref(refs[i], q, kc, vc, 1, rows[i], (int)at.size(), nH, nKV, d, max_ctx, &at);
+  }
   for (size_t ri = 0; ri < rows.size(); ++ri) {
     const int r = rows[ri];
     for (size_t i = 0; i < refs[ri].size(); ++i) { refv.push_back(refs[ri][i]); outv.push_back(bf2f(z[(size_t)r * nH * d + i])); }
@@ -152,10 +177,11 @@ void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed
     rate = 4.0 * d * nH * keys / (us * 1e-6) / 1e12;
   }
   char shape[96];
-  snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d", nH, nKV, d, pos0, n);
+  snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d%s", nH, nKV, d, pos0, n, tree_fan > 0 ? " tree" : "");
   report(std::string("attn prefill [") + variant + "]", shape, true, err, 1e-2, nan_seen, us, rate, "TFLOP/s",
          g_bf16_rate / 1e12);
   cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dz);
+  if (dbits) cudaFree(dbits);
 }
 
 void run_attn() {
@@ -192,6 +218,12 @@ void run_prefill() {
   prefill_case(28, 4, 128, 0, 512, false, true, 64);
   prefill_case(28, 4, 128, 0, 4096, false, true, 64);
   prefill_case(14, 2, 64, 0, 4096, false, true, 64);
+  // tree verification steps (speculative = eagle): fan-out 4 trees over a prefix; 64 nodes span two mask words
+  prefill_case(14, 2, 64, 50, 21, false, false, 96, 4);
+  prefill_case(4, 1, 64, 13, 30, true, false, 96, 4);
+  prefill_case(28, 4, 128, 1024, 16, false, true, 96, 4);
+  prefill_case(28, 4, 128, 1024, 64, false, true, 96, 4);
+  prefill_case(28, 4, 128, 0, 40, false, false, 96, 2);  // no prefix: the first key of a row is the root
   if (!g_quick) {
     prefill_case(28, 4, 128, 0, 16384, false, true, 40);
     prefill_case(28, 4, 128, 0, 512, true, true, 64);

@@ -125,7 +125,8 @@ void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool
 void run_gemv();
 // attention.cu
 void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast, bool timed);
-void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed, int max_check_rows = 96);
+void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed, int max_check_rows = 96,
+                  int tree_fan = 0);  // tree_fan > 0: a tree verification step (opt/speculative/tree_mask.cuh)
 void run_attn();
 void run_prefill();
 // sage.cu: SageAttention prefill (src/opt/attention/sage.cuh) against the CPU arm and exact attention

@@ -235,7 +235,9 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
 // ------------------------------------------------------------------------------------------------
 constexpr int kBQ = 64, kBK = 64;
 
-template <int D>
+// TREE: a tree verification step (a.tree.bits set): the ancestor mask on top of the causal one; instantiated
+// apart so that an ordinary prefill runs the same code as before it existed.
+template <int D, bool TREE>
 __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttnArgs a) {
   pdl_wait();
   pdl_trigger();
@@ -321,7 +323,8 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
       for (int c = 0; c < 4; ++c) {
         const int kp = k0 + nt * 8 + 2 * t4 + (c & 1);
         const int qp = qp0 + (c >> 1) * 8;
-        const float v = (kp <= qp && kp < kv_end) ? s[nt][c] * scale : kNegBig;
+        const bool vis = kp <= qp && kp < kv_end && (!TREE || qp - a.pos0 >= a.n || tree_visible(a.tree, qp - a.pos0, kp));
+        const float v = vis ? s[nt][c] * scale : kNegBig;
         s[nt][c] = v;
         mx[c >> 1] = fmaxf(mx[c >> 1], v);
       }
@@ -407,14 +410,15 @@ __global__ void prefill_attn_simt_kernel(const PrefillAttnArgs a) {
   for (int tile = 0; tile < len; tile += 32) {
     const int t = tile + lane;
     float s = kNegBig;
-    if (t < len) {
+    const bool vis = t < len && tree_visible(a.tree, row, t);
+    if (vis) {
       float acc = 0.f;
       for (int e = 0; e < D; ++e) acc = fmaf(qv[e], __bfloat162float(kbase[(int64_t)t * D + e]), acc);
       s = acc;
     }
     const float mn = fmaxf(m, warp_max(s));
     const float alpha = exp2f(m - mn);
-    const float p = t < len ? exp2f(s - mn) : 0.f;
+    const float p = vis ? exp2f(s - mn) : 0.f;
     l = l * alpha + warp_sum(p);
     m = mn;
     for (int e = 0; e < 8; ++e) o[e] *= alpha;
@@ -471,23 +475,26 @@ const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t
   return "attn_prefill_simt";
 }
 
+template <int D, bool TREE>
+static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttnArgs &a) {
+  static bool once = false;
+  if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<D, TREE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
+  launch(prefill_attn_mma_kernel<D, TREE>, grid, 128, smem, s, a);
+}
+
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
   if (a.n <= 0) return "attn_prefill_mma";
   dim3 grid((a.n + kBQ - 1) / kBQ, a.n_heads);
   if (a.head_dim == 64 || a.head_dim == 128) {
     const int D = a.head_dim;
     const size_t smem = (size_t)(kBQ + 4 * kBK) * (D + 8) * sizeof(__nv_bfloat16);
-    if (D == 64) {
-      static bool once = false;
-      if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
-      launch(prefill_attn_mma_kernel<64>, grid, 128, smem, s, a);
-    } else {
-      static bool once = false;
-      if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
-      launch(prefill_attn_mma_kernel<128>, grid, 128, smem, s, a);
-    }
+    const bool tree = a.tree.bits != nullptr;
+    if (D == 64 && !tree) launch_mma<64, false>(grid, smem, s, a);
+    else if (D == 64) launch_mma<64, true>(grid, smem, s, a);
+    else if (!tree) launch_mma<128, false>(grid, smem, s, a);
+    else launch_mma<128, true>(grid, smem, s, a);
     QWC_LAUNCH_CHECK("launch_prefill_attention");
-    return "attn_prefill_mma";
+    return tree ? "attn_prefill_mma:tree" : "attn_prefill_mma";
   }
   return launch_prefill_attention_simt(a, s);
 }

@@ -9,6 +9,7 @@
 // Cache layout (per layer): [slots][nKV][max_ctx][d] bf16, K and V separate.
 #pragma once
 #include "common.cuh"
+#include "tree_mask.cuh"
 
 namespace qwc {
 
@@ -33,6 +34,7 @@ struct PrefillAttnArgs {
   const __nv_bfloat16 *kcache = nullptr, *vcache = nullptr;
   int32_t slot = 0, pos0 = 0, n = 0;   // one sequence
   int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
+  TreeMask tree;                       // a tree verification step (opt/speculative/tree_mask.cuh); else empty
 };
 // head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "dca.cuh"
+#include "eagle_cuda.cuh"
 #include "embed.cuh"
 #include "gemm.cuh"
 #include "kvcache.hpp"
@@ -146,6 +147,7 @@ void CudaSession::rope_kv(const Pass &p, int32_t l, const float *bias) {
   r.qkv_ld = c.q_dim() + 2 * c.kv_dim();
   r.bias = bias;
   r.row_pos = p.pos;
+  r.row_kvpos = p.kvpos;
   r.row_slot = p.slot;
   r.inv_freq = m_.inv_freq.as<float>();
   r.rows = p.rows; r.n_heads = c.num_heads; r.n_kv = c.num_kv_heads; r.head_dim = c.head_dim; r.max_ctx = max_ctx_;
@@ -259,8 +261,11 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
       CK(cudaMemcpyAsync(g + i * H, x + (size_t)rows[i] * H, H * 4, cudaMemcpyDeviceToDevice, stream_));
     src = g;
   }
+  const bool norm = m_.out_norm.p != nullptr;  // an EAGLE head has no final norm: bf16 rows of x (eagle_cuda.cuh)
+  if (!norm) qwc::launch_f32_to_bf16(xn_.as<bf16>(), src, (int64_t)n * H, stream_);
   for (int32_t r0 = 0; r0 < n; r0 += 16) {
-    qwc::GemvArgs a = norm_gemv(src + (size_t)r0 * H, H, std::min(16, n - r0), m_.out_norm.as<float>(), c.rms_eps);
+    qwc::GemvArgs a = norm ? norm_gemv(src + (size_t)r0 * H, H, std::min(16, n - r0), m_.out_norm.as<float>(), c.rms_eps)
+                           : bf16_gemv(xn_.as<bf16>() + (size_t)r0 * H, H, std::min(16, n - r0));
     a.epi = qwc::GEMV_EPI_F32;
     a.out = logits_.as<float>() + (size_t)r0 * c.vocab_size;
     a.out_ld = c.vocab_size;

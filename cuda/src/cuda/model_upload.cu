@@ -85,7 +85,12 @@ void CudaModel::finalize() {
       max_matrix_elems = std::max(max_matrix_elems, (size_t)(d.m.rows * d.m.cols));
     };
     embed = upload(need("token_embd.weight"));
-    out_norm = upload_vec(need("output_norm.weight"));
+    if (!c.eagle_head) out_norm = upload_vec(need("output_norm.weight"));
+    if (c.eagle_head) {  // SafeAILab's fc over [embedding ; feature] (cuda/eagle_session.cu)
+      eagle_fc = upload(need("eagle.fc.weight"));
+      eagle_fc_bias = upload_vec(need("eagle.fc.bias"));
+      note(eagle_fc);
+    }
     if (!c.tie_embeddings || host_.count("output.weight")) {
       lm_head_own = upload(need("output.weight"));
       lm_head = &lm_head_own.m;
@@ -95,7 +100,7 @@ void CudaModel::finalize() {
     for (int32_t l = 0; l < c.num_layers; ++l) {
       const std::string p = "blk." + std::to_string(l) + ".";
       Layer &L = layers[l];
-      L.attn_norm = upload_vec(need(p + "attn_norm.weight"));
+      if (!c.eagle_head) L.attn_norm = upload_vec(need(p + "attn_norm.weight"));  // EAGLE's layer 0 has none
       L.ffn_norm = upload_vec(need(p + "ffn_norm.weight"));
       NativeTensor &q = need(p + "attn_q.weight"), &k = need(p + "attn_k.weight"), &v = need(p + "attn_v.weight");
       // bias q|k|v (fp32)

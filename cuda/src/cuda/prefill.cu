@@ -33,7 +33,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     for (int32_t j = 0; j < st.n_new[i]; ++j) {
       const int32_t r = st.row_offset[i] + j;
       hparams_[r] = st.tokens[r];
-      hparams_[R + r] = st.pos0[i] + j;
+      hparams_[R + r] = st.tree_base >= 0 ? st.tree_pos[size_t(j)] : st.pos0[i] + j;  // RoPE position
       hparams_[2 * R + r] = st.seq[i];
     }
   for (int k = 0; k < 3; ++k)
@@ -45,8 +45,11 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   p.tokens = p_tokens_;
   p.pos = p_pos_;
   p.slot = p_slot_;
+  if (st.tree_base >= 0) tree_setup(st, p);  // speculative = eagle (cuda/eagle_session.cu)
   embed(p);
+  if (c.eagle_head) eagle_input(p);
   for (int32_t l = 0; l < c.num_layers; ++l) layer(p, l);
+  final_norm_hook(p);
   std::vector<int32_t> rows_needed;
   if (all_rows) {
     for (int32_t r = 0; r < T; ++r) rows_needed.push_back(r);
@@ -163,7 +166,8 @@ void CudaSession::prefill_qkv(const Pass &p, int32_t l) {
   const Config &c = m_.cfg;
   const int32_t T = p.rows, QKV = c.q_dim() + 2 * c.kv_dim();
   const Layer &L = m_.layers[l];
-  prefill_norm(p, l, QW_OP_ATTN_NORM, L.attn_norm);
+  if (L.attn_norm.p) prefill_norm(p, l, QW_OP_ATTN_NORM, L.attn_norm);
+  else attn_input_plain(p, l);  // an EAGLE head's layer 0
   {
     OpScope op(*this, l, QW_OP_QKV, T);
     OpCost cost;
@@ -200,6 +204,7 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
     a.pos0 = st.pos0[i];
     a.n = st.n_new[i];
     a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+    a.tree = p.tree;  // a tree step (one sequence): its rows see the prefix and their ancestors
     if (sage) {
       qwc::SagePrefillArgs sa;
       sa.p = a;

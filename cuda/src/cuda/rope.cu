@@ -12,6 +12,7 @@ __global__ void rope_kv_kernel(const RopeKvArgs a) {
   const int64_t r = blockIdx.x;
   const int d = a.head_dim, half = d / 2, qdim = a.n_heads * d;
   const int pos = a.row_pos[r];
+  const int kvpos = a.row_kvpos ? a.row_kvpos[r] : pos;
   const int64_t slot = a.row_slot[r];
   const float *src = a.qkv + r * a.qkv_ld;
   const int npairs = (a.n_heads + a.n_kv) * half;
@@ -23,10 +24,10 @@ __global__ void rope_kv_kernel(const RopeKvArgs a) {
       a.q_out[r * qdim + head * d + j] = o1;
       a.q_out[r * qdim + head * d + j + half] = o2;
     } else {
-      rope_store_k(a, r, slot, pos, head - a.n_heads, j, o1, o2);
+      rope_store_k(a, r, slot, kvpos, head - a.n_heads, j, o1, o2);
     }
   }
-  rope_copy_v(a, r, slot, pos, src);
+  rope_copy_v(a, r, slot, kvpos, src);
 }
 }  // namespace
 

@@ -16,6 +16,8 @@ struct RopeKvArgs {
                                        // the biased value is rounded to bf16 once (HF Linear output dtype)
   int64_t qkv_ld = 0;
   const int32_t *row_pos = nullptr;    // [rows] position of each row
+  const int32_t *row_kvpos = nullptr;  // [rows] KV cache row of each row when it differs from its RoPE position (a
+                                       // tree verification step, opt/speculative/); null: row_pos
   const int32_t *row_slot = nullptr;   // [rows] cache slot of each row
   const float *inv_freq = nullptr;     // [d/2]
   int32_t rows = 0, n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;

@@ -7,6 +7,7 @@
 //   layers.cu         the blocks decode and prefill share: layer, attention block, MLP block, embed, lm_head
 //   decode.cu         decode: graph capture/replay, the GEMV halves of the blocks, split-KV attention
 //   prefill.cu        prefill: rmsnorm + GEMM halves of the blocks, flash attention, logits rows
+//   eagle_session.cu  speculative = eagle: tree steps, the EAGLE head's input, ln_final capture, KV compaction
 #pragma once
 
 #include <cuda_bf16.h>
@@ -39,6 +40,7 @@
 #include "block_sparse.cuh"
 #include "sparse_prefill.cuh"
 #include "sparse_prefill.hpp"
+#include "tree_mask.cuh"
 
 namespace qw {
 namespace cuda_backend {
@@ -148,7 +150,9 @@ class CudaModel final : public BackendModel {
   std::vector<Layer> layers;
   DevMat embed, lm_head_own;
   const qwc::WMat *lm_head = nullptr;
-  DBuf out_norm, inv_freq;
+  DBuf out_norm, inv_freq;      // out_norm: empty for an EAGLE head (its layer output feeds the lm_head as it is)
+  DevMat eagle_fc;              // EAGLE head only (cfg.eagle_head): fc [H, 2H] and its bias (fp32)
+  DBuf eagle_fc_bias;
   bool all_bf16 = true;
   size_t max_matrix_elems = 0;
   bool marlin_packed = false;
@@ -203,6 +207,10 @@ struct Pass {
   const Step *st = nullptr;
   Sink *sink = nullptr;  // hook captures; null while the decode graph is captured
   const int32_t *tokens = nullptr, *pos = nullptr, *slot = nullptr;  // device, [rows]
+  // A tree verification step (speculative = eagle, cuda/eagle_session.cu): pos holds the RoPE positions,
+  // kvpos the KV rows (pos0 + row), tree the attention mask; else kvpos is null (the KV row is pos).
+  const int32_t *kvpos = nullptr;
+  qwc::TreeMask tree;
   bool wants(Hook h, int32_t layer) const { return sink && sink->wants(h, layer); }
 };
 
@@ -232,6 +240,8 @@ class CudaSession final : public BackendSession {
   }
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
   void reset(int32_t) override {}
+  bool supports_tree() const override { return true; }
+  void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
   void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
 
@@ -293,6 +303,11 @@ class CudaSession final : public BackendSession {
   qwc::GemvArgs decode_norm(const Pass &p, int32_t l, bool fused, int32_t op_id, const DBuf &norm_w);
   // x_ += out of a projection whose epilogue did not add it (toggle norm = separate): an op of its own.
   void residual_op(const Pass &p, int32_t l, const float *y);
+  // --- cuda/eagle_session.cu (speculative = eagle)
+  void tree_setup(const Step &st, Pass &p);     // refuses the arms a tree step cannot run; kvpos and the mask
+  void eagle_input(const Pass &p);              // an EAGLE head's rows: x = fc([embedding ; feature]) + bias
+  void attn_input_plain(const Pass &p, int32_t l);  // xn_ = bf16(x) (the head's layer 0 has no input norm)
+  void final_norm_hook(const Pass &p);          // capture ln_final.hook_normalized (EAGLE's features)
   // --- prefill.cu
   void run_prefill(const Step &st, Sink &sink, int32_t *out_tokens);
   const char *gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
@@ -318,6 +333,8 @@ class CudaSession final : public BackendSession {
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
   qwc::SparseScratch sparse_;  // vertical-slash sparse prefill scratch (src/opt/sparse_prefill)
   qwc::BlockSparseScratch bsparse_;  // block-sparse's (compile-checked only)
+  DBuf tree_buf_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
+  std::vector<uint32_t> tree_host_;
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_
   DBuf logits_;
   int32_t logits_rows_ = 0;

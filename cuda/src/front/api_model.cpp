@@ -63,9 +63,6 @@ QW_API int32_t qw_model_create(qw_engine *engine, const char *config_json, qw_mo
     auto m = std::make_unique<qw_model>();
     m->engine = engine;
     m->cfg = qw::parse_config(config_json);
-    if (m->cfg.eagle_head && std::string(qw::kBackendName) != "cpu")
-      fail(QW_ERR_UNSUPPORTED, std::string("an EAGLE head (speculative = eagle) runs on the CPU backend only; the ") +
-                                   qw::kBackendName + " backend does not implement it yet");
     m->specs = qw::tensor_specs(m->cfg);
     m->wplan = qw::parse_weight_plan(config_json, m->cfg.num_layers);
     m->parallel = qw::parse_parallel(config_json);
