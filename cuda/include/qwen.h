@@ -245,7 +245,8 @@ QW_API int32_t qw_session_info_json(qw_session *session, char *out, uint64_t cap
  * qw_session_tile_tune measures every candidate on every GEMV and GEMM shape of the model with random inputs on
  * this session's threads. request_json: {"reps" (3..50, default 5), "warmup" (0..10, 1), "repMs" (0.05..1000,
  * 2: the call is repeated to last this long per repetition), "gemmTokens" (8..4096, 64), "gemv" (true),
- * "gemm" (true), "only" (a shape key: just that shape)}. Answer: {"device", "request", "shapes": [{"key", "op",
+ * "gemm" (true), "only" (a shape key: just that shape), "dryRun" (false: true lists the shapes, without
+ * "tokens", "inner" and "candidates", measuring nothing), "candidates" (names: measure fixed and these only)}. Answer: {"device", "request", "shapes": [{"key", "op",
  * "kind", "tokens", "cols", "rows": [...], "layers": [...], "inner", "candidates": [{"name", "config",
  * "samplesNs": [per repetition: ns per call], "maxAbsDiff", "bitwiseEqual", "withinBound"}]}]} (first candidate
  * = fixed; the others compared with its output). Blocks for as long as the measurement takes.

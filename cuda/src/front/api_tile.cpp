@@ -10,7 +10,7 @@ QW_API int32_t qw_session_tile_tune(qw_session *s, const char *request_json, cha
     need(s, "session");
     const char *what = "tile tune request";
     const qw::Json o = qw::parse_json_object(request_json, what);
-    qw::json_only_keys(o, {"reps", "warmup", "repMs", "gemmTokens", "gemv", "gemm", "only"}, what);
+    qw::json_only_keys(o, {"reps", "warmup", "repMs", "gemmTokens", "gemv", "gemm", "only", "dryRun", "candidates"}, what);
     qw::TileTuneRequest r;
     int64_t i = 0;
     if (qw::json_int(o, "reps", 3, 50, what, &i)) r.reps = int32_t(i);
@@ -23,6 +23,14 @@ QW_API int32_t qw_session_tile_tune(qw_session *s, const char *request_json, cha
     }
     qw::json_bool(o, "gemv", what, &r.gemv);
     qw::json_bool(o, "gemm", what, &r.gemm);
+    qw::json_bool(o, "dryRun", what, &r.dry_run);
+    if (const qw::Json *c = o.get("candidates")) {
+      if (c->kind != qw::Json::Array) fail(QW_ERR_INVALID_ARGUMENT, "tile tune request: candidates must be an array of names");
+      for (const auto &n : c->arr) {
+        if (n.kind != qw::Json::String) fail(QW_ERR_INVALID_ARGUMENT, "tile tune request: candidates must be an array of names");
+        r.names.push_back(n.str);
+      }
+    }
     if (const qw::Json *only = o.get("only")) {
       if (only->kind != qw::Json::String) fail(QW_ERR_INVALID_ARGUMENT, "tile tune request: only must be a shape key string");
       r.only = only->str;

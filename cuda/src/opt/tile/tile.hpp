@@ -12,6 +12,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "toggles.hpp"
 
@@ -30,6 +31,8 @@ struct TileTuneRequest {
   int32_t gemm_tokens = 64;    // T of the GEMM (prefill) shapes
   bool gemv = true, gemm = true;
   std::string only;            // measure only the shape whose key this is ("" = every shape)
+  bool dry_run = false;
+  std::vector<std::string> names;  // measure fixed and only these candidates (empty = every candidate)        // list the shapes (keys, rows, layers) without measuring anything
 };
 
 }  // namespace qw

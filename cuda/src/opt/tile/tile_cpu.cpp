@@ -281,6 +281,16 @@ std::string tile_tune_json(const Model &m, Pool &pool, const TileTuneRequest &r)
   w.end_object();
   w.key("shapes").begin_array();
   for (Shape &s : shapes) {
+    if (r.dry_run) {
+      w.begin_object().key("key").value(s.key).key("op").value(s.op);
+      w.key("kind").value(s.kind == TileKind::Gemv ? "gemv" : "gemm").key("cols").value(s.jobs[0].w.t->cols);
+      w.key("rows").begin_array();
+      for (const auto &j : s.jobs) w.value(j.w.t->rows);
+      w.end_array().key("layers").begin_array();
+      for (int32_t l : s.layers) w.value(l);
+      w.end_array().end_object();
+      continue;
+    }
     const int64_t T = s.kind == TileKind::Gemv ? 1 : r.gemm_tokens;
     const int64_t cols = s.jobs[0].w.t->cols;
     std::vector<float> x(size_t(T * cols));
@@ -291,7 +301,17 @@ std::string tile_tune_json(const Model &m, Pool &pool, const TileTuneRequest &r)
       s.jobs[j].out = outs[j].data();
       s.jobs[j].out_stride = s.jobs[j].w.t->rows;
     }
-    const auto cands = tile_candidates(s.kind, pool.size());
+    std::vector<TileCandidate> cands = tile_candidates(s.kind, pool.size());
+    if (!r.names.empty()) {  // fixed (first) and the named ones, in the library's order
+      for (const std::string &n : r.names)
+        if (std::none_of(cands.begin(), cands.end(), [&](const TileCandidate &c) { return c.name == n; }))
+          throw Error(QW_ERR_INVALID_ARGUMENT, "tile tune: \"" + n + "\" is not a " +
+                                                   (s.kind == TileKind::Gemv ? "gemv" : "gemm") + " candidate of this CPU");
+      std::vector<TileCandidate> keep{cands[0]};
+      for (size_t i = 1; i < cands.size(); ++i)
+        if (std::find(r.names.begin(), r.names.end(), cands[i].name) != r.names.end()) keep.push_back(cands[i]);
+      cands = std::move(keep);
+    }
     auto run = [&](size_t c) {
       table.set({{s.key, cands[c].name}}, pool.size());
       TileScope scope(&table);
