@@ -147,3 +147,5 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
 void run_marlin();
 // sparse.cu: vertical-slash sparse prefill (src/opt/sparse_prefill) against fp64 masked attention
 void run_sparse();
+// tile.cu: toggle tile's CUDA candidates (src/opt/tile/tile_cuda.cuh), each against fp64 and timed against fixed
+void run_tile();

@@ -11,7 +11,7 @@ QW_OPTIMIZATION(tile) {
       .value(Tile::Fixed, "fixed")
       .by_default(Tile::Fixed)
       .cpu({Tile::Auto, Tile::Fixed})
-      .cuda({Tile::Fixed})
+      .cuda({Tile::Auto, Tile::Fixed})
       .spec("QWEN-010")
       .describe(
           "Blocking of every GEMV / GEMM call, per shape (kind, weight type, rows of each job, columns). fixed: the "
@@ -22,9 +22,11 @@ QW_OPTIMIZATION(tile) {
           "fixed 64), threads (all, 1, half; fixed all); GEMM (>= 8 tokens, AVX-512) = kc (K block 512/1024/2048; "
           "fixed 1024), l2k (KiB of weight rows per dequantized block 256/512/1024; fixed 512), threads; AVX2 GEMM = "
           "chunk, threads. GEMV candidates give the same bits as fixed; a GEMM kc other than fixed changes only the "
-          "summation order. Calls of 2..7 tokens and the int8-activation arm stay fixed. CUDA: only fixed runs; the "
-          "GEMV (rows per block, K split) and GEMM candidates are written and compile-checked "
-          "(src/opt/tile/tile_cuda.cuh), not yet selectable.");
+          "summation order. Calls of 2..7 tokens and the int8-activation arm stay fixed. CUDA (compile-checked only, "
+          "not yet run): GEMV = r (rows per warp 2/4) x ks (K split 1/2/4/8; fixed = the pick_ks heuristic), GEMM = "
+          "fixed (cuBLASLt when loaded) | mma64 | mma128 (our kernel's tile); auto reads a table set through "
+          "qw_session_tile_set, but the CUDA tuner is not written yet (qwlab tile measures the candidates), so auto "
+          "on CUDA finds no file and runs fixed.");
 }
 
 }  // namespace qw
