@@ -68,6 +68,19 @@ describe.skipIf(!cpuLibraryBuilt())("tile on the CPU engine", () => {
     rmSync(dir, { recursive: true, force: true });
   });
   const session = (): EngineSession => model.newSession({ maxContext: 128, maxPrefill: 128 });
+  /** A session with tile = `tile` and every shape of the model forced onto a non-fixed candidate: each GEMV on the
+   *  last one (rb 8, ...: the farthest from fixed), each GEMM on a kc 512 one where the CPU has it (K = 768 > 512: two
+   *  K blocks, a reordered sum), else the last. Set after the toggle: auto first loads the file's table. */
+  const forcedSession = (tile: "auto" | "fixed"): EngineSession => {
+    const s = session(), t = s.tiles!(), info = tileInfo(t)!;
+    const shapes = JSON.parse(t.tileTune(JSON.stringify({ dryRun: true }))).shapes as { key: string; kind: "gemv" | "gemm" }[];
+    const pick = (k: "gemv" | "gemm") =>
+      (k === "gemm" ? info.candidates.gemm.find((c) => c.config.kc === 512) : undefined)?.name ?? info.candidates[k][info.candidates[k].length - 1].name;
+    s.setToggle("tile", tile);
+    t.tileSet(JSON.stringify(Object.fromEntries(shapes.map((x) => [x.key, pick(x.kind)]))));
+    s.setLogitsMode(1);
+    return s;
+  };
   const filePath = (s: EngineSession) => join(dir, `${deviceKey(tileInfo(s.tiles!())!.device)}.json`);
 
   test("registry: auto | fixed, default fixed, both backends list both (CUDA: compile-checked only)", () => {
@@ -161,18 +174,8 @@ describe.skipIf(!cpuLibraryBuilt())("tile on the CPU engine", () => {
   test("auto with non-fixed candidates everywhere: decode logits bitwise, prefill within summation-order noise, same tokens", () => {
     const prompt = model.tokenizer.encode("The jury said the election was");
     const run = (tile: "auto" | "fixed") => {
-      const s = session();
+      const s = forcedSession(tile);
       try {
-        const t = s.tiles!();
-        const info = tileInfo(t)!;
-        // every GEMV shape on the last candidate (rb 8, ...: the farthest from fixed); every GEMM shape on a kc 512
-        // candidate where the CPU has one (K = 768 > 512: two K blocks, a reordered sum), else the last
-        const shapes = JSON.parse(t.tileTune(JSON.stringify({ dryRun: true }))).shapes as { key: string; kind: "gemv" | "gemm" }[];
-        const lastOf = (k: "gemv" | "gemm") =>
-          (k === "gemm" ? info.candidates.gemm.find((c) => c.config.kc === 512) : undefined)?.name ?? info.candidates[k][info.candidates[k].length - 1].name;
-        s.setToggle("tile", tile); // auto loads the file's table first (engine/session.ts): overridden next
-        t.tileSet(JSON.stringify(Object.fromEntries(shapes.map((x) => [x.key, lastOf(x.kind)]))));
-        s.setLogitsMode(1);
         const tokens: number[] = [];
         let next = s.prefill(0, prompt);
         const prefillLogits = Float32Array.from(s.logits().data);
@@ -187,7 +190,7 @@ describe.skipIf(!cpuLibraryBuilt())("tile on the CPU engine", () => {
     };
     const f = run("fixed"), a = run("auto");
     expect(a.tokens).toEqual(f.tokens);
-    // prefill (GEMM, kc 2048 vs 1024 on AVX-512): same values up to the rounding of reordered sums
+    // prefill (GEMM, kc 512 vs 1024 on AVX-512): same values up to the rounding of reordered sums
     let maxAbs = 0, maxRef = 0;
     for (let i = 0; i < f.prefillLogits.length; i++) {
       maxAbs = Math.max(maxAbs, Math.abs(a.prefillLogits[i] - f.prefillLogits[i]));
@@ -203,15 +206,8 @@ describe.skipIf(!cpuLibraryBuilt())("tile on the CPU engine", () => {
   test("decode only (every step a GEMV): auto and fixed logits bitwise equal", () => {
     const seq = model.tokenizer.encode("Fulton County");
     const run = (tile: "auto" | "fixed") => {
-      const s = session();
+      const s = forcedSession(tile);
       try {
-        const t = s.tiles!();
-        const info = tileInfo(t)!;
-        const shapes = JSON.parse(t.tileTune(JSON.stringify({ dryRun: true, gemm: false }))).shapes as { key: string }[];
-        const last = info.candidates.gemv[info.candidates.gemv.length - 1].name;
-        s.setToggle("tile", tile);
-        t.tileSet(JSON.stringify(Object.fromEntries(shapes.map((x) => [x.key, last]))));
-        s.setLogitsMode(1);
         const out: Float32Array[] = [];
         let next = s.prefill(0, [seq[0]]); // one token: a GEMV step too
         out.push(Float32Array.from(s.logits().data));
