@@ -1,5 +1,6 @@
 // The engine's public TypeScript API: what web/ and notebooks/ use. engine/index.ts implements it.
 // Keep this file free of implementation so both sides can be built against it.
+import type { TileNative, TileStatus } from "./tuning.ts";
 import type { OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./measure/profile.ts";
 
 export type BackendChoice = "auto" | "cpu" | "cuda";
@@ -153,6 +154,9 @@ export interface EngineSession {
   kvInfo?(): KvInfo;
   /** Sparse prefill budgets and what the latest prompt's prefill measured (toggle "sparsePrefill"). */
   sparseInfo?(): SparseInfo;
+  /** Toggle tile: the native tuning calls (engine/tuning.ts) and where tile = auto's table came from. */
+  tiles?(): TileNative;
+  tileStatus?(): TileStatus | null;
   /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */
   setProfiling(mode: ProfilingMode | boolean): void;
   /** The engine clock in ns: the time line of op records (host work timed with it lines up with kernels). */

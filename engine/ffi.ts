@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 6;
+export const QW_ABI_VERSION = 7;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -75,6 +75,8 @@ const SYMBOLS = {
   qw_session_toggles_json: { args: [H, P, U64, P], returns: I32 },
   qw_session_reset: { args: [H, I32], returns: I32 },
   qw_session_info_json: { args: [H, P, U64, P], returns: I32 },
+  qw_session_tile_tune: { args: [H, P, P, U64, P], returns: I32 },
+  qw_session_tile_set: { args: [H, P], returns: I32 },
   qw_session_seq_len: { args: [H, I32, P], returns: I32 },
   qw_session_truncate: { args: [H, I32, I32], returns: I32 },
   qw_session_set_sampling: { args: [H, I32, F32, I32, F32, U64], returns: I32 },
@@ -329,6 +331,20 @@ export class NativeSession extends Handle {
   infoJson(): string {
     const h = this.live("qw_session_info_json");
     return this.lib.json("qw_session_info_json", (o, c, l) => this.lib.sym.qw_session_info_json(h, o, c, l));
+  }
+  /** Toggle tile: measures the candidates of every GEMV / GEMM shape (qwen.h qw_session_tile_tune; blocks). */
+  tileTune(requestJson: string): string {
+    const h = this.live("qw_session_tile_tune");
+    const req = cstr(requestJson);
+    // One call into a large buffer: the size-query protocol of lib.json would run the measurement twice.
+    const cap = 16 << 20, buf = new Uint8Array(cap), len = new BigUint64Array(1);
+    this.lib.check("qw_session_tile_tune", this.lib.sym.qw_session_tile_tune(h, req, buf, cap, len));
+    if (Number(len[0]) >= cap) throw new QwenError("qw_session_tile_tune", 9, `the tuning answer (${String(len[0])} bytes) exceeds ${cap} bytes: tune fewer shapes at once ("only")`);
+    return dec.decode(buf.subarray(0, Number(len[0])));
+  }
+  /** Toggle tile: the table tile = auto reads, {shape key: candidate name} ("{}" clears). */
+  tileSet(tableJson: string): void {
+    this.lib.check("qw_session_tile_set", this.lib.sym.qw_session_tile_set(this.live("qw_session_tile_set"), cstr(tableJson)));
   }
   reset(seq = -1): void {
     this.lib.check("qw_session_reset", this.lib.sym.qw_session_reset(this.live("qw_session_reset"), seq));

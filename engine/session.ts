@@ -7,6 +7,7 @@ import type { NativeSession } from "./ffi.ts";
 import { QwenError } from "./ffi.ts";
 import { catalogOf } from "./catalog.ts";
 import { SparseInfoSchema } from "./sparse.ts";
+import { ensureTileTable, type TileNative, type TileStatus } from "./tuning.ts";
 import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./measure/profile.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
@@ -103,6 +104,25 @@ export class Session implements EngineSession {
       throw new SessionError(`setToggle: layer ${String(layer)} is not -1 (all) or 0..${this.host.numLayers - 1}`);
     }
     this.native.setToggle(id, value, layer);
+    // tile = auto: the device's tuned table, measured here on first use (engine/tuning.ts); a bad or stale file or a
+    // failed measurement leaves no table, so auto runs fixed, with the reason in tileStatus().
+    if (id === "tile" && value === "auto" && !this.tile) {
+      try {
+        this.tile = ensureTileTable(this.native, { tune: true, log: (m) => console.warn(m) });
+      } catch (e) {
+        this.tile = { source: "none", entries: 0, message: `tile: the tuning failed (${(e as Error).message}): tile = auto runs fixed` };
+        console.warn(this.tile.message);
+      }
+    }
+  }
+  private tile: TileStatus | null = null;
+  /** The native calls of toggle tile, for engine/tuning.ts (the calibrate notebook measures through them). */
+  tiles(): TileNative {
+    return this.native;
+  }
+  /** Where tile = auto's table came from (null until tile was first set to auto in this session). */
+  tileStatus(): TileStatus | null {
+    return this.tile;
   }
   toggles(): ToggleValues {
     return JSON.parse(this.native.togglesJson()) as ToggleValues;

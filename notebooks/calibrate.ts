@@ -4,6 +4,9 @@
 // committed one of the same device.
 //
 //   bun notebooks/calibrate.ts [--out DIR] [--no-build]
+//   bun notebooks/calibrate.ts --tile [MODEL] [--backend cpu|cuda] [--threads N] [--reps R] [--gemm-tokens T] [--out DIR]
+//       toggle tile (QWEN-010): every tile candidate of every GEMV / GEMM shape of MODEL (default: the embedded
+//       model) measured on this device; profiles/tuning/<device>.json (notebooks/tile-calibrate.ts, engine/tuning.ts)
 //   bun notebooks/calibrate.ts --from-lab-log FILE [--out DIR]   (no GPU needed: takes the CALIB line that
 //       `qwlab all` / `qwlab calib` printed into FILE on the GPU machine; the file records it as the source)
 //   bun notebooks/calibrate.ts --backend cpu [--threads N] [--reps R] [--out DIR] [--no-build]
@@ -30,6 +33,9 @@ import { CeilingsFileSchema, deviceSlug } from "../engine/measure/roofline.ts";
 
 const USAGE = `usage: npm run calibrate -- [options]        (= bun notebooks/calibrate.ts)
   (no option)                 the CUDA device: qwlab calib (copy, L2 and bf16 tensor-core roofs)
+  --tile [MODEL]              tile candidates of every GEMV / GEMM shape of MODEL (default: the embedded model) on
+                              this device (--backend, default cpu here) -> profiles/tuning/<device>.json (--out DIR);
+                              --reps R (default 5) screening repetitions, --gemm-tokens T (default 64) GEMM tokens
   --from-lab-log FILE         take the CALIB line of a kernel-lab log from the GPU machine (no GPU needed)
   --backend cpu               this CPU: read bandwidth, L2 / L3 read bandwidth, fp32 FMA peak (AVX2, and AVX-512
                               when present), int8 dot-product peak with VNNI (cuda/build/bench)
@@ -46,12 +52,13 @@ if (args.includes("--help") || args.includes("-h")) {
   console.log(USAGE);
   process.exit(0);
 }
-const KNOWN = new Set(["--out", "--from-lab-log", "--backend", "--threads", "--reps", "--no-build"]);
+const KNOWN = new Set(["--out", "--from-lab-log", "--backend", "--threads", "--reps", "--no-build", "--tile", "--gemm-tokens"]);
 for (let i = 0; i < args.length; i++) {
   if (!KNOWN.has(args[i])) {
     console.error(`calibrate: unknown argument ${args[i]}\n${USAGE}`);
     process.exit(2);
   }
+  if (args[i] === "--tile" && (i + 1 >= args.length || args[i + 1].startsWith("--"))) continue;  // MODEL is optional
   if (args[i] !== "--no-build") i++;
 }
 const flag = (n: string) => args.includes(n);
@@ -285,6 +292,29 @@ function calibrateCpu(): void {
   if (fl512s) console.log(`| ${device} | ${threads} | | fp32 FMA (AVX-512) ${g(fl512s.median)} GFLOP/s (${g(fl512s.min)}-${g(fl512s.max)}) | |`);
   if (i8s) console.log(`| ${device} | ${threads} | | int8 dot (VNNI) ${g(i8s.median)} GOP/s (${g(i8s.min)}-${g(i8s.max)}) | |`);
   console.log(`calibrate: wrote ${path}`);
+}
+
+if (flag("--tile")) {
+  const { calibrateTiles } = await import("./tile-calibrate.ts");
+  const m = opt("--tile");
+  const num = (n: string, d: number, lo: number) => {
+    const v = Number(opt(n) ?? d);
+    if (!Number.isInteger(v) || v < lo) {
+      console.error(`calibrate: ${n} takes an integer >= ${lo}, not ${opt(n)}`);
+      process.exit(2);
+    }
+    return v;
+  };
+  const be = opt("--backend") ?? "cpu";
+  if (be !== "cpu" && be !== "cuda") {
+    console.error(`calibrate: --backend takes cuda or cpu, not ${be}`);
+    process.exit(2);
+  }
+  process.exit(await calibrateTiles({
+    model: m === undefined || m.startsWith("--") ? "default" : m, backend: be,
+    threads: opt("--threads") ? num("--threads", 0, 1) : undefined, reps: num("--reps", 5, 3),
+    gemmTokens: num("--gemm-tokens", 64, 8), dir: opt("--out") ? resolve(opt("--out")!) : undefined,
+  }));
 }
 
 const backend = opt("--backend") ?? "cuda";

@@ -4,7 +4,7 @@
 // file per kernel family (gemv, attention, gemm, misc, chain); this file holds the sections, the calibration and the
 // result table. Build: cuda/dev/Makefile (make -C cuda/dev). docs/ARCHITECTURE.md §GPU workflow.
 //
-//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|marlin|sanitize|calib] [--quick] [--json FILE]
+//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|marlin|tile|sanitize|calib] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
@@ -168,6 +168,10 @@ int main(int argc, char **argv) {
     section("bsparse", what == "all" || what == "bsparse", run_block_sparse);
     section("sage", what == "all" || what == "sage", run_sage);
     section("gemm", what == "all" || what == "gemm", run_gemm);
+    section("tile", what == "tile", [&] {  // not in "all": 15 shapes x every candidate
+      if (what == "tile") run_calib(false);  // the copy bandwidth and tensor rate the % column is against
+      run_tile();
+    });
     section("marlin", what == "all" || what == "marlin", [&] {
       if (what == "marlin") run_calib(false);  // the copy bandwidth the % column is against
       run_marlin();

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 6
+#define QW_ABI_VERSION 7
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -238,6 +238,23 @@ QW_API int32_t qw_session_toggles_json(qw_session *session, char *out, uint64_t 
  * whole session), "kvResidualTokens" (kivi: newest tokens kept in bf16, else 0), "kvMaxRollback" (tokens a
  * sequence can be cut back by exactly; -1 = any)}. */
 QW_API int32_t qw_session_info_json(qw_session *session, char *out, uint64_t cap, uint64_t *out_len);
+
+/* Toggle "tile" (ABI 7; src/opt/tile/tile.hpp). qw_session_info_json's "tile" member tells the backend's
+ * candidates: {"device": {...}, "entries": N, "candidates": {"gemv": [{"name", "config"}], "gemm": [...]},
+ * "fixed": {"gemv": name, "gemm": name}} (null where the backend cannot tune).
+ * qw_session_tile_tune measures every candidate on every GEMV and GEMM shape of the model with random inputs on
+ * this session's threads. request_json: {"reps" (3..50, default 5), "warmup" (0..10, 1), "repMs" (0.05..1000,
+ * 2: the call is repeated to last this long per repetition), "gemmTokens" (8..4096, 64), "gemv" (true),
+ * "gemm" (true), "only" (a shape key: just that shape), "dryRun" (false: true lists the shapes, without
+ * "tokens", "inner" and "candidates", measuring nothing), "candidates" (names: measure fixed and these only)}. Answer: {"device", "request", "shapes": [{"key", "op",
+ * "kind", "tokens", "cols", "rows": [...], "layers": [...], "inner", "candidates": [{"name", "config",
+ * "samplesNs": [per repetition: ns per call], "maxAbsDiff", "bitwiseEqual", "withinBound"}]}]} (first candidate
+ * = fixed; the others compared with its output). Blocks for as long as the measurement takes.
+ * qw_session_tile_set sets the table tile = auto uses: {"<shape key>": "<candidate name>", ...} ("{}" clears);
+ * an unknown kind or name is QW_ERR_INVALID_ARGUMENT and keeps the old table. */
+QW_API int32_t qw_session_tile_tune(qw_session *session, const char *request_json, char *out, uint64_t cap,
+                                    uint64_t *out_len);
+QW_API int32_t qw_session_tile_set(qw_session *session, const char *table_json);
 
 /* Clears sequence `seq` (0..max_batch-1), or all of them with seq = -1: length 0, sampler step 0. */
 QW_API int32_t qw_session_reset(qw_session *session, int32_t seq);

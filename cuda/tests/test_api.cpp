@@ -225,8 +225,11 @@ int main() {
   // toggles
   CHECK_ST(qw_session_set_toggle(s, "nope", "on", -1), QW_ERR_NOT_FOUND);
   CHECK_ST(qw_session_set_toggle(s, "gqa", "sideways", -1), QW_ERR_INVALID_ARGUMENT);
-  CHECK_ST(qw_session_set_toggle(s, "tile", "fixed", -1), QW_ERR_UNSUPPORTED);
-  CHECK(std::strstr(qw_last_error(), "not implemented yet") != nullptr, "%s", qw_last_error());  // no backend has it
+  // tile (opt/tile): both values on the CPU; with no table, auto runs the fixed configuration
+  CHECK_OK(qw_session_set_toggle(s, "tile", "auto", -1));
+  CHECK_OK(qw_session_set_toggle(s, "tile", "fixed", -1));
+  CHECK_ST(qw_session_tile_set(s, "{\"gemv.bf16:1x1\": \"rb3.c64.tall\"}"), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_tile_tune(s, "{\"reps\": 2}", nullptr, 0, nullptr), QW_ERR_INVALID_ARGUMENT);
   // the quantized caches need head_dim % 32 == 0 (this model's is 16): refused, the old cache stays
   CHECK_ST(qw_session_set_toggle(s, "kvCache", "kivi4", -1), QW_ERR_UNSUPPORTED);
   CHECK(std::strstr(qw_last_error(), "head_dim") != nullptr, "%s", qw_last_error());

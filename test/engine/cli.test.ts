@@ -32,7 +32,7 @@ test("user errors: exit 1, one clear message, no stack trace", () => {
   ];
   if (cpuLibraryBuilt()) {  // the toggle check needs the registry of the loaded model
     cases.push(
-      [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "tile=fixed"], /toggle tile \(Kernel tile sizes\) = fixed is not implemented yet/],
+      [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "tile=huge"], /toggle tile \(Kernel tile sizes\): "huge" is not one of auto, fixed/],
       [["bench", "--backend", "cpu", "--depth=-5"], /--depth must be >= 0/],
       [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "graphs=on"], /toggle graphs \(CUDA graphs\) = on is not on the cpu backend \(the cuda backend has it/],
     );

@@ -150,3 +150,5 @@ void run_marlin();
 void run_sparse();
 // sparse.cu too: block-sparse prefill (src/opt/sparse_prefill/block_sparse.cuh) against fp64 masked attention
 void run_block_sparse();
+// tile.cu: toggle tile's CUDA candidates (src/opt/tile/tile_cuda.cuh), each against fp64 and timed against fixed
+void run_tile();

@@ -69,6 +69,17 @@ void link_model(Model &m) {
   }
 }
 
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.compare(0, 10, "model name") == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  return "unknown CPU";
+}
+
 namespace {
 
 class CpuModel final : public BackendModel {
@@ -86,17 +97,6 @@ class CpuModel final : public BackendModel {
  private:
   Model m_;
 };
-
-std::string cpu_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.compare(0, 10, "model name") == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  return "unknown CPU";
-}
 
 class CpuBackend final : public Backend {
  public:

@@ -12,6 +12,7 @@
 #include "kvcache_cpu.hpp"
 #include "pool.hpp"
 #include "sampling.hpp"
+#include "tile_cpu.hpp"
 
 namespace qw {
 namespace cpu {
@@ -63,12 +64,15 @@ const char *fused_kernel_name(const char *pre, const char *kernel, const char *p
 // e.g. "cpu.gemv.w8g32"; act_quant: the job's activation arm (its kernel is named only where it runs).
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_quant = ActQuant{});
 // matmul_avx512.cpp — W8 decode rows [r0, r1) with AVX-512 (call only when cpu_has_avx512()).
-void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1);
+// rb: row streams (1, 2, 4 or 8; toggle tile, opt/tile/tile_cpu.hpp), 4 when fixed.
+void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1, int rb = 4);
 bool cpu_has_avx512();
+std::string cpu_name();  // /proc/cpuinfo "model name" (backend_cpu.cpp)
 // gemm_avx512.cpp — exact prefill GEMM over fp32 weight rows: out[t * out_stride + i] = w[i] . x[t] for
 // rows i < n_rows (row stride ldw) and tokens t < T, K columns. Overwrites out; deterministic for any row split.
+// kc: the largest K block (toggle tile; 1024 fixed); another kc changes the summation order only.
 void gemm_f32_avx512(const float *w, int64_t ldw, int64_t n_rows, const float *x, int64_t x_stride, int64_t T,
-                     int64_t K, float *out, int64_t out_stride);
+                     int64_t K, float *out, int64_t out_stride, int64_t kc_max = 1024);
 // norm.cpp — out[t] = w * (x[t] * rsqrt(mean(x[t]^2) + eps)), [T, H].
 void rmsnorm(float *out, const float *x, const float *w, int64_t T, int64_t H, float eps, Pool &pool);
 void rmsnorm_row(float *out, const float *x, const float *w, int64_t H, float eps);  // one row of it
@@ -172,6 +176,9 @@ class Session final : public BackendSession {
   const SparseStats *sparse_stats() const override { return &sparse_stats_; }
   bool supports_tree() const override { return true; }
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;
+  std::string tile_info_json() const override { return cpu::tile_info_json(m_.threads, tiles_.size()); }
+  std::string tile_tune_json(const TileTuneRequest &r) override { return cpu::tile_tune_json(m_, *pool_, r); }
+  void set_tile_table(const TileTable &t) override { tiles_.set(t, m_.threads); }
 
  private:
   const Model &m_;
@@ -187,6 +194,7 @@ class Session final : public BackendSession {
   std::vector<float> eagle_cat_;  // EAGLE head: [embedding ; feature] rows (opt/speculative/eagle_cpu.hpp)
   std::vector<float> q_succ_, q_inter_;  // Dual Chunk Attention (src/opt/dca/): successive-/inter-chunk queries
   SparseStats sparse_stats_;              // sparse prefill (src/opt/sparse_prefill/): the latest prompt's measurements
+  CpuTileTable tiles_;                    // toggle tile = auto: shape key -> blocking (src/opt/tile/tile_cpu.hpp)
 };
 
 }  // namespace cpu

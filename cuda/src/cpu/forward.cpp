@@ -141,6 +141,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   const bool tree = st.tree_base >= 0;  // tree verification (speculative = eagle): positions and keys per row
   if (tree) eagle_check_tree_step(st, kv_, c.num_layers);
   Pool &th = *pool_;
+  TileScope tile_scope(st.toggles.tile == Tile::Auto ? &tiles_ : nullptr);  // the step's matmul blocking (opt/tile/)
   const int64_t R = int64_t(st.tokens.size());
   const int64_t H = c.hidden_size, Qd = c.q_dim(), KVd = c.kv_dim(), F = c.intermediate_size, V = c.vocab_size;
   const int32_t nH = c.num_heads, nKV = c.num_kv_heads, d = c.head_dim;

@@ -32,7 +32,7 @@ namespace cpu {
 
 namespace {
 
-constexpr int64_t kKc = 1024;  // max columns per K block (6 tokens x 1024 x 4 B = 24 KiB: L1)
+constexpr int64_t kKc = 1024;  // max columns per K block (6 tokens x 1024 x 4 B = 24 KiB: L1); tile may pick another
 
 // Sums of four accumulators as [s0, s1, s2, s3]. The tree is the same for every lane position, so a
 // row's sum does not depend on the other three vectors.
@@ -107,9 +107,10 @@ MicroFn micro_for(int rb, int nt) {
 }  // namespace
 
 void gemm_f32_avx512(const float *w, int64_t ldw, int64_t n_rows, const float *x, int64_t x_stride, int64_t T,
-                     int64_t K, float *out, int64_t out_stride) {
+                     int64_t K, float *out, int64_t out_stride, int64_t kc_max) {
   constexpr int RB = 4, NT = 6;
-  const int64_t nkb = (K + kKc - 1) / kKc;
+  const int64_t kcm = kc_max > 0 ? kc_max : kKc;
+  const int64_t nkb = (K + kcm - 1) / kcm;
   const int64_t kc = ((K + nkb - 1) / nkb + 15) / 16 * 16;
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t n = std::min(kc, K - k0);

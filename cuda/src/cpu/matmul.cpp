@@ -48,6 +48,7 @@
 #include "convert.hpp"
 #include "cpu.hpp"
 #include "half.hpp"
+#include "tile_cpu.hpp"
 
 namespace qw {
 namespace cpu {
@@ -64,6 +65,7 @@ struct Ctx {
   int64_t gpr;               // groups per row
   const float *xsum;         // [T, gpr] group sums of x, or nullptr when offsets are all zero
   const QuantAct *qa;        // int8-activation arm: x quantized per group of G, else nullptr
+  const CpuTile *tile;       // blocking of the call (toggle tile, opt/tile/tile_cpu.hpp): rb, kc, l2k here
 };
 
 #ifdef QW_CPU_AVX2
@@ -273,7 +275,7 @@ void gemm_rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
   const NativeTensor &w = *jb.w.t;
   const int64_t cols = cx.cols;
   float *out = jb.out + r0;
-  const int64_t nb = std::max<int64_t>(4, (int64_t(512) * 1024 / (4 * cols)) / 4 * 4);
+  const int64_t nb = std::max<int64_t>(4, (cx.tile->l2k * 1024 / (4 * cols)) / 4 * 4);
   thread_local std::vector<float> scratch;
   if (w.type != NativeType::F32 && scratch.size() < size_t(nb * cols)) scratch.resize(size_t(nb * cols));
   for (int64_t b0 = r0; b0 < r1; b0 += nb) {
@@ -286,11 +288,20 @@ void gemm_rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
         dequant_rows(scratch.data(), w, b0, n);
       wb = scratch.data();
     }
-    gemm_f32_avx512(wb, cols, n, cx.x, cx.x_stride, cx.T, cols, jb.out + b0, jb.out_stride);
+    gemm_f32_avx512(wb, cols, n, cx.x, cx.x_stride, cx.T, cols, jb.out + b0, jb.out_stride, cx.tile->kc);
   }
   if (jb.bias)
     for (int64_t t = 0; t < cx.T; ++t)
       for (int64_t r = 0; r < r1 - r0; ++r) out[t * jb.out_stride + r] += jb.bias[r0 + r];
+}
+
+// Decode: RB equal sub-ranges of [r0, r1), one row of each at a time (RB = 4 fixed: see the row order above; toggle
+// tile may pick another RB per shape). Each row keeps its own accumulator chain, so RB never changes a result.
+template <int RB, bool GROUPED, class L>
+void gemv_streams(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
+  const int64_t q = (r1 - r0) / RB;
+  for (int64_t i = 0; i < q; ++i) tile<RB, 1, GROUPED>(ld, cx, r0 + i, q, 0);
+  for (int64_t r = r0 + RB * q; r < r1; ++r) tile<1, 1, GROUPED>(ld, cx, r, 0, 0);
 }
 
 template <bool GROUPED, class L>
@@ -301,9 +312,12 @@ void rows(const L &ld, const Ctx &cx, int64_t r0, int64_t r1) {
     return;
   }
   if (cx.T == 1) {
-    const int64_t q = (r1 - r0) / 4;
-    for (int64_t i = 0; i < q; ++i) tile<4, 1, GROUPED>(ld, cx, r0 + i, q, 0);
-    for (int64_t r = r0 + 4 * q; r < r1; ++r) tile<1, 1, GROUPED>(ld, cx, r, 0, 0);
+    switch (cx.tile->rb) {
+      case 1: gemv_streams<1, GROUPED>(ld, cx, r0, r1); break;
+      case 2: gemv_streams<2, GROUPED>(ld, cx, r0, r1); break;
+      case 8: gemv_streams<8, GROUPED>(ld, cx, r0, r1); break;
+      default: gemv_streams<4, GROUPED>(ld, cx, r0, r1); break;
+    }
     return;
   }
   // Prefill of converted types: dequantize a block of rows once (exact values), then run the fp32 kernel
@@ -335,7 +349,7 @@ void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
   }
   static const bool avx512 = cpu_has_avx512();
   if (avx512 && cx.T == 1 && w.type == NativeType::W8) {
-    gemv_w8_avx512(*cx.job, cx.x, cx.xsum, r0, r1);
+    gemv_w8_avx512(*cx.job, cx.x, cx.xsum, r0, r1, cx.tile->rb);
     return;
   }
   switch (w.type) {
@@ -428,7 +442,8 @@ bool needs_input_pass(const MatJob &j, int64_t T) {
   return act_quant_runs(j.act_quant, *j.w.t, T) || (grouped_type(*j.w.t) && j.w.has_offset);
 }
 
-void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool) {
+void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool,
+             const CpuTile *tile) {
   p.ctx.resize(static_cast<size_t>(n_jobs));
   p.xsums.resize(static_cast<size_t>(n_jobs));
   for (int j = 0; j < n_jobs; ++j) {
@@ -444,6 +459,7 @@ void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T,
     c.gpr = grouped ? w.cols / w.group : 1;
     c.xsum = nullptr;
     c.qa = nullptr;
+    c.tile = tile;
     if (act_quant_runs(jobs[j].act_quant, w, T)) {  // one quantization per arm and group size, shared by the jobs
       QuantAct *qa = nullptr;
       for (auto &q : p.qas)
@@ -509,8 +525,9 @@ bool matmul_fused(const MatJob *jobs, int n_jobs, float *x, int64_t T, int64_t x
   // (group sums, int8 codes): then it is a pass of its own before them, and the caller names the kernel so.
   const bool in_job = f.norm_src != nullptr && matmul_prologue_in_job(jobs, n_jobs, T);
   if (f.norm_src && !in_job) rmsnorm(x, f.norm_src, f.norm_w, T, cols, f.eps, pool);
+  const CpuTile &tl = tile_for(jobs, n_jobs, T);  // fixed unless tile = auto and the table has this shape
   Plan p;
-  prepare(p, jobs, n_jobs, x, T, x_stride, pool);
+  prepare(p, jobs, n_jobs, x, T, x_stride, pool, &tl);
   const int n_lists = f.paired ? 1 : n_jobs;  // paired: one work item runs the same rows of both jobs
   auto run_item = [&](int j, int64_t r0, int64_t r1) {
     run_rows(p.ctx[size_t(j)], r0, r1);
@@ -521,7 +538,8 @@ bool matmul_fused(const MatJob *jobs, int n_jobs, float *x, int64_t T, int64_t x
   // Below ~32k multiply-adds a second thread costs more to wake than it saves.
   double work = 0;
   for (int j = 0; j < n_jobs; ++j) work += double(T) * double(jobs[j].w.t->rows) * double(jobs[j].w.t->cols);
-  const int nt = work < 32768.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(pool.size(), p.max_rows / 4)));
+  const int64_t cap = tl.threads > 0 ? std::min<int64_t>(tl.threads, pool.size()) : pool.size();
+  const int nt = work < 32768.0 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(cap, p.max_rows / 4)));
   if (nt == 1) {
     if (in_job)
       for (int64_t t = 0; t < T; ++t) norm_row(t);
@@ -537,7 +555,7 @@ bool matmul_fused(const MatJob *jobs, int n_jobs, float *x, int64_t T, int64_t x
   std::vector<int64_t> first(static_cast<size_t>(n_lists) + 1, 0), chunk(static_cast<size_t>(n_lists));
   for (int j = 0; j < n_lists; ++j) {
     const int64_t rows = jobs[j].w.t->rows;
-    chunk[size_t(j)] = std::max<int64_t>(64, (rows + 4 * nt - 1) / (4 * nt));
+    chunk[size_t(j)] = std::max<int64_t>(tl.chunk, (rows + 4 * nt - 1) / (4 * nt));
     if (T >= kDequantMinT) chunk[size_t(j)] = (chunk[size_t(j)] + 31) / 32 * 32;  // whole int8 panels / GEMM quads
     first[size_t(j) + 1] = first[size_t(j)] + (rows + chunk[size_t(j)] - 1) / chunk[size_t(j)];
   }

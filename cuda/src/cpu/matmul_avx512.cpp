@@ -12,6 +12,7 @@
 
 // GCC 12 warns about the intentionally undefined pass-through operand inside _mm512_cvtepi8_epi32.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace qw {
 namespace cpu {
@@ -44,7 +45,7 @@ inline void rows_w8(const int8_t *codes, const float *scale, int64_t cols, int64
   for (int i = 0; i < RB; ++i) y[i] = hsum512(acc[i]);
 }
 
-template <int G>
+template <int G, int RB>
 void gemv(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1) {
   const NativeTensor &w = *job.w.t;
   const int8_t *codes = reinterpret_cast<const int8_t *>(w.data.data());
@@ -58,26 +59,36 @@ void gemv(const MatJob &job, const float *x, const float *xsum, int64_t r0, int6
     }
     job.out[r] = y + (job.bias ? job.bias[r] : 0.0f);
   };
-  const int64_t q = (r1 - r0) / 4;
-  float y[4];
+  const int64_t q = (r1 - r0) / RB;
+  float y[RB];
   for (int64_t i = 0; i < q; ++i) {
-    rows_w8<4, G>(codes, w.scale.data(), cols, gpr, x, r0 + i, q, y);
-    for (int k = 0; k < 4; ++k) finish(r0 + i + k * q, y[k]);
+    rows_w8<RB, G>(codes, w.scale.data(), cols, gpr, x, r0 + i, q, y);
+    for (int k = 0; k < RB; ++k) finish(r0 + i + k * q, y[k]);
   }
-  for (int64_t r = r0 + 4 * q; r < r1; ++r) {
+  for (int64_t r = r0 + RB * q; r < r1; ++r) {
     rows_w8<1, G>(codes, w.scale.data(), cols, gpr, x, r, 0, y);
     finish(r, y[0]);
   }
 }
 
+template <int RB>
+void gemv_rb(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1) {
+  switch (job.w.t->group) {
+    case 16: gemv<16, RB>(job, x, xsum, r0, r1); break;
+    case 32: gemv<32, RB>(job, x, xsum, r0, r1); break;
+    case 128: gemv<128, RB>(job, x, xsum, r0, r1); break;  // weights = q8 (opt/weights/requant.hpp)
+    default: throw Error(QW_ERR_INTERNAL, "gemv_w8_avx512: group " + std::to_string(job.w.t->group) + " has no kernel");
+  }
+}
+
 }  // namespace
 
-void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1) {
-  switch (job.w.t->group) {
-    case 16: gemv<16>(job, x, xsum, r0, r1); break;
-    case 32: gemv<32>(job, x, xsum, r0, r1); break;
-    case 128: gemv<128>(job, x, xsum, r0, r1); break;  // weights = q8 (opt/weights/requant.hpp)
-    default: throw Error(QW_ERR_INTERNAL, "gemv_w8_avx512: group " + std::to_string(job.w.t->group) + " has no kernel");
+void gemv_w8_avx512(const MatJob &job, const float *x, const float *xsum, int64_t r0, int64_t r1, int rb) {
+  switch (rb) {  // row streams (toggle tile); a row's sum does not depend on them
+    case 1: gemv_rb<1>(job, x, xsum, r0, r1); break;
+    case 2: gemv_rb<2>(job, x, xsum, r0, r1); break;
+    case 8: gemv_rb<8>(job, x, xsum, r0, r1); break;
+    default: gemv_rb<4>(job, x, xsum, r0, r1); break;
   }
 }
 

@@ -239,6 +239,7 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   const bool traced = marking_ == Marking::TRACE;
   if (traced) key += ":kernels";  // captured with node tags (the untraced graph stays as it was)
   if (marlin_) key += ":marlin";   // gemv = marlin: other kernels, other scratch
+  if (st.toggles.tile == Tile::Auto) key += ":tile";  // the table's candidates (set_tile_table drops the graphs)
   if (use_graph) {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {

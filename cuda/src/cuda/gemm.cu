@@ -4,6 +4,7 @@
 // the fast path when the library is present.
 #include "cublaslt.cuh"
 #include "gemm.cuh"
+#include "tile_cuda.cuh"
 
 namespace qwc {
 namespace {
@@ -161,9 +162,10 @@ __global__ void __launch_bounds__(256) gemm_mma128_kernel(const GemmArgs g) {
 }
 }  // namespace
 
-const char *launch_gemm_mma(const GemmArgs &g, cudaStream_t s) {
+const char *launch_gemm_mma(const GemmArgs &g, cudaStream_t s, int tile) {
   if (g.k % 8 || g.lda % 8) throw CudaError("launch_gemm_mma: K and lda must be multiples of 8");
-  if (g.m >= 128 && g.n >= 128) {
+  // tile: 0 = by shape (128x128 from 128 x 128 on), 64 / 128 = that tile (the 128 kernel handles M, N, K tails)
+  if (tile == 128 || (tile == 0 && g.m >= 128 && g.n >= 128)) {
     dim3 grid((unsigned)((g.n + BN2 - 1) / BN2), (unsigned)((g.m + BM2 - 1) / BM2));
     launch(gemm_mma128_kernel, grid, 256, 0, s, g);
     QWC_LAUNCH_CHECK("launch_gemm_mma");
@@ -177,6 +179,11 @@ const char *launch_gemm_mma(const GemmArgs &g, cudaStream_t s) {
 
 const char *launch_gemm(const GemmArgs &g, cudaStream_t s, int backend) {
   if (g.m <= 0 || g.n <= 0) return "gemm";
+  if (backend == 0) {  // toggle tile = auto: this weight's candidate (fixed: cuBLASLt when loaded, else by shape)
+    const GemmTile t = gemm_tile_active(g.n, g.k);
+    if (t.kind == GEMM_TILE_MMA64) return launch_gemm_mma(g, s, 64);
+    if (t.kind == GEMM_TILE_MMA128) return launch_gemm_mma(g, s, 128);
+  }
   if (backend != 1 && cublaslt_gemm(g, s)) return "gemm_cublaslt";
   if (backend == 2) throw CudaError(std::string("cuBLASLt requested but unavailable: ") + cublaslt_status());
   return launch_gemm_mma(g, s);

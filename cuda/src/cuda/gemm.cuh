@@ -19,5 +19,6 @@ struct GemmArgs {
 // backend: 0 = auto (cuBLASLt if loaded, else mma), 1 = force mma, 2 = force cuBLASLt (throws if missing).
 const char *launch_gemm(const GemmArgs &g, cudaStream_t stream, int backend = 0);
 // Our own kernel, exposed for the lab.
-const char *launch_gemm_mma(const GemmArgs &g, cudaStream_t stream);
+// tile: 0 = by shape, 64 or 128 = that block tile (toggle tile's candidates mma64 / mma128).
+const char *launch_gemm_mma(const GemmArgs &g, cudaStream_t stream, int tile = 0);
 }  // namespace qwc

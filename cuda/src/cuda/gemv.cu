@@ -14,6 +14,7 @@
 //    (deterministic) and the fused epilogue runs once, in the first warp of the row group.
 #include "gemv.cuh"
 #include "gemv_parts.cuh"
+#include "tile_cuda.cuh"
 
 #include <algorithm>
 #include <cstdlib>
@@ -237,18 +238,19 @@ int pick_ks(int64_t rows) {
   return kWarps;
 }
 
+// tile_ks: the K split of toggle tile = auto's candidate for this matrix (0: pick_ks). The lab's force and the
+// QW_GEMV_KSPLIT variable still win (pick_ks reads them first).
 template <int WT, int NB, int R>
-int launch_vec(const GemvArgs &a, int kt, cudaStream_t s) {
+int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
   constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
-  const int ks = pick_ks(a.w.rows);
+  const int ks = (tile_ks && !g_force_ks) ? tile_ks : pick_ks(a.w.rows);
   const int64_t rows_per_block = (int64_t)(kWarps / ks) * R;
   const int grid = ceil_div(a.w.rows, rows_per_block);
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
-  if constexpr (R == 2) {
-    if (ks > 1) {
-      launch(gemv_vec_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
-      return ks;
-    }
+  // R = 4 with ks > 1 runs only under a tile candidate (the heuristic pairs R = 4 with ks = 1); compile-checked only
+  if (ks > 1) {
+    launch(gemv_vec_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
+    return ks;
   }
   launch(gemv_vec_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
   return 1;
@@ -262,23 +264,25 @@ const char *variant_name(int R, int ks) {
 }
 
 template <int WT, int NB>
-const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s) {
+const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   const int64_t blocks_r4 = (a.w.rows + kWarps * 4 - 1) / (kWarps * 4);
-  // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum)
-  const bool big = (g_force_r ? g_force_r == 4 : blocks_r4 >= 2 * sm_count()) && pick_ks(a.w.rows) == 1;
+  // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum); a tile
+  // candidate (toggle tile = auto) sets R and ks itself
+  const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
   if constexpr (NB <= 4) {
-    if (big) return variant_name(4, launch_vec<WT, NB, 4>(a, kt, s));
+    if (big) return variant_name(4, launch_vec<WT, NB, 4>(a, kt, s, t.ks));
   }
-  return variant_name(2, launch_vec<WT, NB, 2>(a, kt, s));
+  return variant_name(2, launch_vec<WT, NB, 2>(a, kt, s, t.ks));
 }
 
 template <int WT>
 const char *dispatch_nb(const GemvArgs &a, int kt, cudaStream_t s) {
-  if (a.batch <= 1) return dispatch_r<WT, 1>(a, kt, s);
-  if (a.batch <= 2) return dispatch_r<WT, 2>(a, kt, s);
-  if (a.batch <= 4) return dispatch_r<WT, 4>(a, kt, s);
-  if (a.batch <= 8) return dispatch_r<WT, 8>(a, kt, s);
-  return dispatch_r<WT, 16>(a, kt, s);
+  const GemvTile t = gemv_tile_active(a.w);  // toggle tile = auto: this matrix's candidate (fixed: {0, 0})
+  if (a.batch <= 1) return dispatch_r<WT, 1>(a, kt, s, t);
+  if (a.batch <= 2) return dispatch_r<WT, 2>(a, kt, s, t);
+  if (a.batch <= 4) return dispatch_r<WT, 4>(a, kt, s, t);
+  if (a.batch <= 8) return dispatch_r<WT, 8>(a, kt, s, t);
+  return dispatch_r<WT, 16>(a, kt, s, t);
 }
 
 int nb_of(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16; }

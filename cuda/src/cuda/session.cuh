@@ -31,6 +31,7 @@
 #include "gemv.cuh"
 #include "gemv.hpp"
 #include "gqa.hpp"
+#include "tile_cuda.cuh"
 #include "graphs.hpp"
 #include "kernel_trace.cuh"
 #include "kv_quant.cuh"
@@ -244,6 +245,13 @@ class CudaSession final : public BackendSession {
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
   void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
+  // Toggle tile (opt/tile/tile_cuda.cuh; compile-checked only): the table tile = auto's launches read. The CUDA
+  // tuner is not written yet (qwlab tile measures the candidates), so tile_tune_json stays unsupported.
+  std::string tile_info_json() const override;
+  void set_tile_table(const TileTable &t) override {
+    tiles_.set(t);
+    drop_graphs();  // captured graphs hold the old table's kernels
+  }
 
  private:
   friend class OpScope;
@@ -251,6 +259,7 @@ class CudaSession final : public BackendSession {
   // external id around eager launches, a node tag while capturing the decode graph). docs/ARCHITECTURE.md
   // §Measurement.
   enum class Marking { NONE, EVENTS, TRACE };
+  qwc::CudaTileTable tiles_;  // toggle tile = auto: shape key -> GEMV / GEMM candidate
   struct Graph {
     cudaGraphExec_t exec = nullptr;
     std::shared_ptr<const GraphOps> ops;  // kernels mode: the ops of its kernel nodes

@@ -209,6 +209,7 @@ QW_API int32_t qw_session_info_json(qw_session *s, char *out, uint64_t cap, uint
     w.key("kvResidualTokens").value(kv.residual_tokens);
     w.key("kvMaxRollback").value(kv.max_rollback);
     write_sparse_info(w, s->sparse, s->bs->sparse_stats());
+    w.key("tile").raw(s->bs->tile_info_json());
     w.end_object();
     copy_out(w.str(), out, cap, out_len);
   });

@@ -16,6 +16,7 @@
 
 #include "qwen.h"
 #include "sparse_prefill.hpp"
+#include "tile.hpp"
 #include "toggles.hpp"
 
 namespace qw {
@@ -159,6 +160,18 @@ class BackendSession {
   // Emits records the backend assembles after the fact (CUDA kernels mode: CUPTI activity buffers). The front
   // calls it before it counts or reads records, never during a step.
   virtual void drain_records(Sink &sink) { (void)sink; }
+  // Toggle "tile" (opt/tile/tile.hpp): the backend's candidates, fixed names, device and table size as JSON ("null"
+  // where tile tuning is not implemented); the measurement of every GEMV / GEMM shape of the model; the table that
+  // tile = auto uses (checked: an unknown key kind or candidate name throws, leaving the old table).
+  virtual std::string tile_info_json() const { return "null"; }
+  virtual std::string tile_tune_json(const TileTuneRequest &r) {
+    (void)r;
+    throw Error(QW_ERR_UNSUPPORTED, "tile tuning is not implemented on this backend or model (tile = fixed only)");
+  }
+  virtual void set_tile_table(const TileTable &t) {
+    (void)t;
+    throw Error(QW_ERR_UNSUPPORTED, "tile tables are not implemented on this backend or model (tile = fixed only)");
+  }
   // Whether forward() honours Step::tree_base / tree_pos / tree_keys (tree verification, speculative = eagle).
   virtual bool supports_tree() const { return false; }
   // Moves the K/V rows of sequence `seq` at positions base + keep[i] to base + i (keep ascending, keep[i] >= i):

@@ -9,12 +9,24 @@ QW_OPTIMIZATION(tile) {
   return OptDef<Tile>("tile", "Kernel tile sizes")
       .value(Tile::Auto, "auto")
       .value(Tile::Fixed, "fixed")
-      .by_default(Tile::Auto)
-      .cpu({Tile::Auto})
-      .cuda({Tile::Auto})
+      .by_default(Tile::Fixed)
+      .cpu({Tile::Auto, Tile::Fixed})
+      .cuda({Tile::Auto, Tile::Fixed})
       .spec("QWEN-010")
       .describe(
-          "Kernel tile sizes: measured per device (auto) or fixed.");
+          "Blocking of every GEMV / GEMM call, per shape (kind, weight type, rows of each job, columns). fixed: the "
+          "hand-picked configuration of each kernel. auto: the candidate the tuner measured fastest for that shape on "
+          "this device (profiles/tuning/<device>.json, written by `npm run calibrate -- --tile` or on first use; the "
+          "tuner keeps fixed unless a candidate is faster outside both spreads), fixed for shapes the table lacks. "
+          "CPU: GEMV = rb (row streams per work item: 1/2/4/8; fixed 4), chunk (min rows per work item: 32..256; "
+          "fixed 64), threads (all, 1, half; fixed all); GEMM (>= 8 tokens, AVX-512) = kc (K block 512/1024/2048; "
+          "fixed 1024), l2k (KiB of weight rows per dequantized block 256/512/1024; fixed 512), threads; AVX2 GEMM = "
+          "chunk, threads. GEMV candidates give the same bits as fixed; a GEMM kc other than fixed changes only the "
+          "summation order. Calls of 2..7 tokens and the int8-activation arm stay fixed. CUDA (compile-checked only, "
+          "not yet run): GEMV = r (rows per warp 2/4) x ks (K split 1/2/4/8; fixed = the pick_ks heuristic), GEMM = "
+          "fixed (cuBLASLt when loaded) | mma64 | mma128 (our kernel's tile); auto reads a table set through "
+          "qw_session_tile_set, but the CUDA tuner is not written yet (qwlab tile measures the candidates), so auto "
+          "on CUDA finds no file and runs fixed.");
 }
 
 }  // namespace qw

@@ -1,0 +1,43 @@
+// notebooks/tile-calibrate.ts — `npm run calibrate -- --tile [MODEL]` (toggle tile, QWEN-010): measures every tile
+// candidate of every GEMV / GEMM shape of MODEL on this device through the native tuner, keeps fixed for every
+// shape where no candidate is faster outside both spreads (screening and confirmation: engine/tuning.ts), writes
+// profiles/tuning/<device>.json and prints the per-shape table (fixed vs chosen: median (min–max) µs per call).
+import { openModel } from "../engine/index.ts";
+import { tileInfo, tuneAndSave, tuningDir } from "../engine/tuning.ts";
+
+export interface TileCalibrateOptions {
+  model: string;
+  backend: "cpu" | "cuda";
+  threads?: number;
+  reps: number;
+  gemmTokens: number;
+  dir?: string;
+}
+
+const us = (ns: number) => (ns / 1e3).toFixed(ns < 1e5 ? 2 : 1);
+
+export async function calibrateTiles(o: TileCalibrateOptions): Promise<number> {
+  const m = await openModel(o.model, { backend: o.backend, threads: o.threads });
+  try {
+    const s = m.newSession({ maxContext: 64 });
+    const native = s.tiles?.();
+    const info = native ? tileInfo(native) : null;
+    if (!native || !info) {
+      console.error(`calibrate --tile: the ${o.backend} backend has no tile tuning yet (tile = fixed only)`);
+      return 1;
+    }
+    const dir = o.dir ?? tuningDir();
+    console.log(`calibrate --tile: ${o.model} on ${JSON.stringify(info.device)}; ${info.candidates.gemv.length} GEMV and ${info.candidates.gemm.length} GEMM candidates, ${o.reps} repetitions (screening), then >= 5 for the confirmation; GEMM at ${o.gemmTokens} tokens`);
+    const r = tuneAndSave(native, info, dir, { reps: o.reps, gemmTokens: o.gemmTokens, log: (l) => console.log(l) });
+    if (r.replaced) console.log(`calibrate --tile: replaced ${r.path}: ${r.replaced}`);
+    console.log(`\n| shape | op | fixed µs | chosen | chosen µs | fixed / chosen | verdict |\n|---|---|---|---|---|---|---|`);
+    for (const [k, e] of Object.entries(r.file.shapes)) {
+      const f = e.fixedNs, c = e.choiceNs;
+      console.log(`| ${k} | ${e.op} | ${us(f.median)} (${us(f.min)}–${us(f.max)}) | ${e.choice} | ${us(c.median)} (${us(c.min)}–${us(c.max)}) | ${(f.median / c.median).toFixed(3)} | ${e.verdict} |`);
+    }
+    console.log(`calibrate --tile: wrote ${r.path}`);
+    return 0;
+  } finally {
+    m.close();
+  }
+}
