@@ -2,6 +2,9 @@
 // incl. the Q4_K/Q5_K j >= 4 scale path (random scale bytes set the high bits) and negative Q6_K scales.
 #include <immintrin.h>
 
+#include <cmath>
+#include <vector>
+
 #include "backend.hpp"
 #include "convert.hpp"
 #include "sampling.hpp"
@@ -87,6 +90,33 @@ int main() {
   // sampler: greedy lowest id on ties; seeded draws deterministic and in range; top_k = 1 is greedy
   const float lg[6] = {1.0f, 3.0f, 3.0f, -1.0f, NAN, 2.0f};
   CHECK(qw::argmax_lowest(lg, 6) == 1, "argmax tie -> lowest id");
+  {  // the vectorized argmax (vocab >= 32) against the sequential rule: first strict maximum, NaN skipped, all NaN -> 0
+    auto seq = [](const std::vector<float> &v) {
+      int32_t best = -1;
+      for (int32_t i = 0; i < int32_t(v.size()); ++i)
+        if (!std::isnan(v[size_t(i)]) && (best < 0 || v[size_t(i)] > v[size_t(best)])) best = i;
+      return best < 0 ? 0 : best;
+    };
+    Rng ar(11);
+    int checked = 0;
+    for (int32_t n : {32, 33, 39, 40, 63, 64, 95, 257, 8256}) {
+      for (int kase = 0; kase < 12; ++kase) {
+        std::vector<float> v(static_cast<size_t>(n));
+        for (auto &e : v) e = float(int32_t(ar.next() % 7)) - 3.0f;  // few distinct values: many ties
+        if (kase == 1) for (auto &e : v) e = NAN;
+        if (kase == 2) for (auto &e : v) e = -INFINITY;
+        if (kase == 3) { for (auto &e : v) e = NAN; v[size_t(n - 1)] = -INFINITY; }
+        if (kase == 4) { for (auto &e : v) e = (ar.next() & 1) ? 0.0f : -0.0f; }
+        if (kase == 5) v[size_t(n - 1)] = 100.0f;  // the maximum in the scalar tail
+        if (kase == 6) { v[0] = NAN; v[size_t(n / 2)] = NAN; }
+        if (kase >= 7) v[size_t(ar.next() % uint64_t(n))] = NAN;
+        CHECK(qw::argmax_lowest(v.data(), n) == seq(v), "argmax n=%d case %d: %d vs %d", n, kase,
+              qw::argmax_lowest(v.data(), n), seq(v));
+        ++checked;
+      }
+    }
+    std::printf("argmax: %d vocabularies equal to the sequential rule\n", checked);
+  }
   qw::SamplerScratch sc;
   qw::SamplingParams p{0.8f, 0, 0.9f, 42};
   const int32_t a = qw::sample_token(lg, 6, p, 10, sc), b = qw::sample_token(lg, 6, p, 10, sc);

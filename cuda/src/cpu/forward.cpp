@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <type_traits>
 
 #include "convert.hpp"
 #include "cost.hpp"
@@ -59,8 +60,10 @@ struct Recorder {
     last_end = std::max(last_end, t);
   }
   // `cost` is read after fn has run: an op whose cost depends on what it did (sparse prefill) sets it inside fn.
-  template <class F>
-  void op(int32_t layer, int32_t op, const char *kernel, const OpCost &cost, int32_t n_tokens, F &&fn) {
+  // `kernel`: a name, or a callable that returns one, called only when profiling (a fused kernel's name is composed
+  // under a lock and a map lookup: ~17 of them per decode step are a measurable share of a small model's step).
+  template <class K, class F>
+  void op(int32_t layer, int32_t op, const K &kernel, const OpCost &cost, int32_t n_tokens, F &&fn) {
     if (!st.profiling) {
       fn();
       return;
@@ -69,7 +72,10 @@ struct Recorder {
     gap_until(t0, layer);
     fn();
     const int64_t t1 = now_ns();
-    emit(layer, op, kernel, cost, n_tokens, t0, t1);
+    const char *name;
+    if constexpr (std::is_invocable_v<const K &>) name = kernel();
+    else name = kernel;
+    emit(layer, op, name, cost, n_tokens, t0, t1);
     last_end = t1;
   }
   // The pool's workers may be asleep after an idle pause: waking them is its own record, not a cost hidden
@@ -215,10 +221,10 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       cq.flops += ck.flops + cv.flops;
       cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);  // x is read once for all three
       if (!attn_norm_in_qkv) {
-        rec.op(l, QW_OP_QKV, matmul_kernel_name(*ly.q.t, R, aq), cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
+        rec.op(l, QW_OP_QKV, [&] { return matmul_kernel_name(*ly.q.t, R, aq); }, cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
       } else {
         const MatFusion pro = norm_prologue(x, ly.attn_norm, c.rms_eps);
-        rec.op(l, QW_OP_QKV, norm_prologue_kernel(jobs, 3, R), add_cost(cq, cost_rmsnorm(R, H, act)), nt,
+        rec.op(l, QW_OP_QKV, [&] { return norm_prologue_kernel(jobs, 3, R); }, add_cost(cq, cost_rmsnorm(R, H, act)), nt,
                [&] { matmul_fused(jobs, 3, h, R, H, th, pro); });
       }
     }
@@ -264,14 +270,14 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     // o_proj, then the residual add: its own op (norm = separate) or o_proj's epilogue
     auto project_add = [&](int32_t op, const Weight &w, const float *in, int64_t cols) {
       const MatJob job{w, nullptr, o, H, aq};
-      const char *kn = matmul_kernel_name(*w.t, R, aq);
+      auto kn = [&] { return matmul_kernel_name(*w.t, R, aq); };
       const OpCost cm = cost_matmul(R, H, cols, w.t->type, w.t->group, false, act);
       if (own_norm_ops) {
         rec.op(l, op, kn, cm, nt, [&] { matmul(&job, 1, in, R, cols, th); });
         return;
       }
       const MatFusion epi = residual_epilogue(x, o, R, H);
-      rec.op(l, op, residual_kernel(kn), add_cost(cm, cost_residual(R, H, act)), nt,
+      rec.op(l, op, [&] { return residual_kernel(kn()); }, add_cost(cm, cost_residual(R, H, act)), nt,
              [&] { matmul_fused(&job, 1, const_cast<float *>(in), R, cols, th, epi); });
     };
     auto residual = [&] {
@@ -295,7 +301,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       cg.bytes += cu.bytes - act * double(R * H);
       if (!ffn_swiglu_own_op(ffn)) cg = add_cost(cg, cost_swiglu(R, F, act));
       if (!ffn_norm_own_op(ffn)) cg = add_cost(cg, cost_rmsnorm(R, H, act));
-      rec.op(l, QW_OP_GATE_UP, ffn_gate_up_kernel(ffn, fio), cg, nt, [&] { ffn_gate_up(ffn, fio, th); });
+      rec.op(l, QW_OP_GATE_UP, [&] { return ffn_gate_up_kernel(ffn, fio); }, cg, nt, [&] { ffn_gate_up(ffn, fio, th); });
     }
     cap(HOOK_MLP_PRE, l, g, F);
     if (ffn_swiglu_own_op(ffn))
@@ -328,7 +334,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   float *lg = grow(logits_, size_t(N * V));  // [N, V]
   {
     const MatJob job{m_.output, nullptr, lg, V};
-    rec.op(-1, QW_OP_LM_HEAD, matmul_kernel_name(*m_.output.t, N),
+    rec.op(-1, QW_OP_LM_HEAD, [&] { return matmul_kernel_name(*m_.output.t, N); },
            cost_matmul(N, V, H, m_.output.t->type, m_.output.t->group, false, act), int32_t(N),
            [&] { matmul(&job, 1, h, N, H, th); });
   }

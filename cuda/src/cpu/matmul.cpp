@@ -32,7 +32,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -383,10 +382,15 @@ void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
 
 bool cpu_has_avx512() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  // QW_CPU_NO_AVX512=1 forces the AVX2 kernels (for A/B measurements and for tests of both paths).
-  const char *off = std::getenv("QW_CPU_NO_AVX512");
-  if (off && off[0] == '1') return false;
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  // QW_CPU_NO_AVX512=1 forces the AVX2 kernels (for A/B measurements and for tests of both paths). Read once per
+  // process, like the kernels' own static copies: kernel names are asked for on every op, and getenv scans the
+  // environment.
+  static const bool on = [] {
+    const char *off = std::getenv("QW_CPU_NO_AVX512");
+    if (off && off[0] == '1') return false;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  }();
+  return on;
 #else
   return false;
 #endif
@@ -428,10 +432,12 @@ namespace {
 
 // What the rows of a call need besides x: per job its context and, where a job needs them, the per-token group
 // sums of x (grouped weights with offsets) or x quantized to int8 (toggle actQuant). Both read x.
+// The summaries are rare in decode (offsets: Q4_0/Q4_K/Q5_K; int8 codes: prefill only), so their containers allocate
+// only when a job needs one: a decode step of a small model makes ~17 calls, each of a few microseconds.
 struct Plan {
   std::vector<Ctx> ctx;
-  std::vector<std::vector<float>> xsums;
-  std::deque<QuantAct> qas;  // stable addresses
+  std::vector<std::vector<float>> xsums;  // [n_jobs] once some job needs group sums, else empty
+  std::vector<QuantAct> qas;  // capacity n_jobs reserved before the first one: stable addresses
   int64_t max_rows = 0;
 };
 
@@ -445,7 +451,6 @@ bool needs_input_pass(const MatJob &j, int64_t T) {
 void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T, int64_t x_stride, Pool &pool,
              const CpuTile *tile) {
   p.ctx.resize(static_cast<size_t>(n_jobs));
-  p.xsums.resize(static_cast<size_t>(n_jobs));
   for (int j = 0; j < n_jobs; ++j) {
     const NativeTensor &w = *jobs[j].w.t;
     const bool grouped = grouped_type(w);
@@ -465,6 +470,7 @@ void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T,
       for (auto &q : p.qas)
         if (q.mode == jobs[j].act_quant && q.G == w.group) qa = &q;
       if (!qa) {
+        if (p.qas.empty()) p.qas.reserve(static_cast<size_t>(n_jobs));  // never exceeded: at most one per job
         p.qas.emplace_back();
         qa = &p.qas.back();
         quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool);
@@ -472,6 +478,7 @@ void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T,
       c.qa = qa;
     }
     if (grouped && jobs[j].w.has_offset) {
+      if (p.xsums.empty()) p.xsums.resize(static_cast<size_t>(n_jobs));
       auto &xs = p.xsums[size_t(j)];
       xs.resize(size_t(T * c.gpr));
       for (int64_t t = 0; t < T; ++t)
