@@ -82,6 +82,24 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
+// Four hsum at once, bit for bit: the same adds (128-bit halves, lanes {2,3} onto {0,1}, lane 1 onto lane 0) on four
+// rows packed into two vectors, 8 shuffles/adds instead of 4 x 6 (a + b == b + a exactly: only the pairing matters).
+// Decode rows of a small model are short (256 columns: 32 FMAs), so the reduction was a visible share of a row.
+// test_tile checks rb 4/8 == rb 1 bitwise.
+inline void hsum4(const __m256 *a, float *y) {
+  const __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a[0], a[1], 0x20), _mm256_permute2f128_ps(a[0], a[1], 0x31));
+  const __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(a[2], a[3], 0x20), _mm256_permute2f128_ps(a[2], a[3], 0x31));
+  // per 128-bit lane: [a0 a1 c0 c1] + [a2 a3 c2 c3] (low lane), the same for b and d (high lane)
+  const __m256 w = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, 0x44), _mm256_shuffle_ps(ab, cd, 0xEE));
+  const __m256 z = _mm256_add_ps(w, _mm256_movehdup_ps(w));  // lane 0 + lane 1 in lanes 0, 2, 4, 6
+  alignas(32) float l[8];
+  _mm256_store_ps(l, z);
+  y[0] = l[0];
+  y[1] = l[4];
+  y[2] = l[2];
+  y[3] = l[6];
+}
+
 // Loaders: 8 consecutive weights of row r starting at column c, as fp32 (exact for every type).
 struct LF32 {
   void prefetch(int64_t, int64_t) const {}  // the hardware prefetcher keeps up with float rows
@@ -186,8 +204,17 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
   // Reduce first, so no accumulator is live across the (rare) tail call below: keeping them live made
   // g++ spill all accumulators to the stack inside the hot loop.
   float y[RB][NT];
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < NT; ++j) y[i][j] = hsum(acc[i][j]);
+  if constexpr (NT == 1 && RB % 4 == 0) {
+    for (int i = 0; i < RB; i += 4) {
+      const __m256 a4[4] = {acc[i][0], acc[i + 1][0], acc[i + 2][0], acc[i + 3][0]};
+      float s4[4];
+      hsum4(a4, s4);
+      for (int k = 0; k < 4; ++k) y[i + k][0] = s4[k];
+    }
+  } else {
+    for (int i = 0; i < RB; ++i)
+      for (int j = 0; j < NT; ++j) y[i][j] = hsum(acc[i][j]);
+  }
   if (!GROUPED && (cols & 7)) tail_dots<RB, NT>(cx, r, rs, xr, y);
   const MatJob &jb = *cx.job;
   for (int i = 0; i < RB; ++i) {
