@@ -94,10 +94,8 @@ inline void hsum4(const __m256 *a, float *y) {
   const __m256 z = _mm256_add_ps(w, _mm256_movehdup_ps(w));  // lane 0 + lane 1 in lanes 0, 2, 4, 6
   alignas(32) float l[8];
   _mm256_store_ps(l, z);
-  y[0] = l[0];
-  y[1] = l[4];
-  y[2] = l[2];
-  y[3] = l[6];
+  constexpr int lane[4] = {0, 4, 2, 6};  // rows a, b, c, d
+  for (int k = 0; k < 4; ++k) y[k] = l[lane[k]];
 }
 
 // Loaders: 8 consecutive weights of row r starting at column c, as fp32 (exact for every type).

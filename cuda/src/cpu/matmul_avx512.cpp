@@ -33,10 +33,7 @@ inline void hsum512x4(const __m512 *a, float *y) {
   const __m512 t9 = _mm512_add_ps(t8, _mm512_permute_ps(t8, 0xB1));  // lane 0 + lane 1
   alignas(64) float l[16];
   _mm512_store_ps(l, t9);
-  y[0] = l[0];
-  y[1] = l[4];
-  y[2] = l[8];
-  y[3] = l[12];
+  for (int k = 0; k < 4; ++k) y[k] = l[4 * k];  // row k's sum sits in lane 0 of 128-bit block k
 }
 
 // RB rows (r, r + rs, ...) of one token. G is 16, 32 or 128.
