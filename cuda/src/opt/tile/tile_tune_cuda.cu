@@ -85,7 +85,7 @@ TunedShapeResult tune_cuda_shape(bool gemv, const TuneWeight &tw, const std::vec
   if (gemv) {
     const size_t bytes = tw.data_bytes + tw.scale_bytes + tw.offset_bytes;
     const size_t want = bytes ? (2 * p.l2_bytes + bytes - 1) / bytes : 1;
-    const size_t copies = std::min<size_t>(64, std::max<size_t>(1, want));
+    const size_t copies = std::min<size_t>(256, std::max<size_t>(1, want));  // as qwlab tile
     for (size_t i = 1; i < copies; ++i) {
       WMat c = tw.m;
       auto dup = [&](const void *src, size_t n) -> const void * {

@@ -16,7 +16,8 @@
 //    pick_ks are reordered sums, so they are within the bound, not bitwise (tile_cuda.cuh);
 //  - timing: cudaEvents around `inner` back-to-back launches (inner makes one repetition last rep_ms; the first
 //    fixed runs set it), divided by inner; repetitions interleaved over the candidates. A GEMV rotates over copies
-//    of the weight that together exceed twice the L2, so its weights stream from DRAM as in a decode step.
+//    of the weight that together exceed twice the L2 (at most 256 copies: a matrix under ~400 KiB stays partly
+//    L2-resident, as it would in a model that small), so its weights stream from DRAM as in a decode step.
 #pragma once
 
 #include <cstddef>
