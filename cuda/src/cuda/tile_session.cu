@@ -14,6 +14,7 @@
 
 #include "json.hpp"
 #include "session.cuh"
+#include "tile_json.hpp"
 #include "tile_tune_cuda.cuh"
 
 namespace qw {
@@ -32,7 +33,7 @@ void write_device(JsonWriter &w, const cudaDeviceProp &p) {
 }
 
 void write_config(JsonWriter &w, const qwc::CudaTileCandidate &c, bool gemv) {
-  w.key("config").begin_object();
+  w.begin_object();
   if (gemv) w.key("r").value(c.gemv.r).key("ks").value(c.gemv.ks);
   else w.key("kind").value(c.gemm.kind);
   w.end_object();
@@ -59,7 +60,7 @@ std::string CudaSession::tile_info_json() const {
   for (bool gv : {true, false}) {
     w.key(gv ? "gemv" : "gemm").begin_array();
     for (const auto &c : qwc::cuda_tile_candidates(gv)) {
-      w.begin_object().key("name").value(c.name);
+      w.begin_object().key("name").value(c.name).key("config");
       write_config(w, c, gv);
       w.end_object();
     }
@@ -151,16 +152,9 @@ std::string CudaSession::tile_tune_json(const TileTuneRequest &r) {
     w.end_array();
     w.key("inner").value(res.inner);
     w.key("candidates").begin_array();
-    for (const auto &c : res.cands) {
-      w.begin_object().key("name").value(c.cand->name);
-      write_config(w, *c.cand, s.gemv);
-      w.key("samplesNs").begin_array();
-      for (double v : c.samples_ns) w.value(v);
-      w.end_array();
-      // withinBound: every output within the bound of a reordered fp32 sum of fixed's (tile_tune_cuda.cuh)
-      w.key("maxAbsDiff").value(c.max_abs).key("bitwiseEqual").value(c.bitwise).key("withinBound").value(c.within);
-      w.end_object();
-    }
+    for (const auto &c : res.cands)  // withinBound: the bound of a reordered fp32 sum (tile_tune_cuda.cuh)
+      write_tuned_candidate(w, c.cand->name, [&](JsonWriter &j) { write_config(j, *c.cand, s.gemv); }, c.samples_ns,
+                            c.max_abs, c.bitwise, c.within);
     w.end_array();
     w.end_object();
   }

@@ -1,6 +1,8 @@
 // tile.cpp — the registry entry of toggle "tile": its values (in Tile enumerator order), default, which
 // values each backend implements, spec and description. Its scope is on its line in opt/list.hpp.
 #include "tile.hpp"
+#include "json.hpp"
+#include "tile_json.hpp"
 #include "registry.hpp"
 
 namespace qw {
@@ -27,6 +29,17 @@ QW_OPTIMIZATION(tile) {
           "fixed (cuBLASLt when loaded) | mma64 | mma128 (our kernel's tile); the CUDA tuner times them with cudaEvents "
           "on the session's weights (GEMV candidates with another K split than fixed's are reordered sums, within the "
           "bound). Not tuned on CUDA: marlin-repacked weights, GEMVs under QW_GEMV_MMA=1.");
+}
+
+void write_tuned_candidate(JsonWriter &w, const std::string &name, const std::function<void(JsonWriter &)> &config,
+                           const std::vector<double> &samples_ns, double max_abs, bool bitwise, bool within) {
+  w.begin_object().key("name").value(name).key("config");
+  config(w);
+  w.key("samplesNs").begin_array();
+  for (double v : samples_ns) w.value(v);
+  w.end_array();
+  w.key("maxAbsDiff").value(max_abs).key("bitwiseEqual").value(bitwise).key("withinBound").value(within);
+  w.end_object();
 }
 
 }  // namespace qw
