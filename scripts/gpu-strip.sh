@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# gpu-strip.sh strip | restore — the travelling tree (tracked files + .gpu/) must stay under the device's 64 MiB and
+# Bun alone is 37 MB compressed, so on its own the whole tree no longer fits (2026-12-05: 75 MiB).
+#   strip    (here, before a device call) removes from the working tree what the GPU machine does not use (web/, the
+#            CPU-side tests, profiles but their ceilings, docs, README) and moves each models/*/model.safetensors into
+#            .gpu/models/<name>.safetensors.xz (about 30 % smaller); scripts/gpu-validate.sh unpacks them on the device.
+#   restore  (here, after the call) puts the working tree back: git checkout -- . (so strip refuses a dirty tree).
+set -euo pipefail
+root=$(git rev-parse --show-toplevel); cd "$root"
+case ${1:-} in
+  strip)
+    [[ -z "$(git status --porcelain --untracked-files=no)" ]] || { echo "gpu-strip: commit or stash first (restore is git checkout -- .)" >&2; exit 1; }
+    mkdir -p .gpu/models
+    for f in models/*/model.safetensors; do
+      n=$(basename "$(dirname "$f")"); x=.gpu/models/$n.safetensors.xz; s=$(git hash-object "$f")
+      [[ -f $x && "$(cat "$x.id" 2>/dev/null)" == "$s" ]] || { xz -T2 -6 -c "$f" > "$x"; echo "$s" > "$x.id"; }
+      rm "$f"
+    done
+    rm -rf web test/web test/engine test/notebooks README.md docs
+    find profiles -mindepth 1 -maxdepth 1 ! -name ceilings -exec rm -rf {} +
+    t=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)
+    echo "gpu-strip: ~$(( (t + g) / 1048576 )) MiB travels (limit 64); afterwards: bash scripts/gpu-strip.sh restore" ;;
+  restore) git checkout -- . && echo "gpu-strip: working tree restored" ;;
+  *) echo "usage: bash scripts/gpu-strip.sh strip | restore" >&2; exit 2 ;;
+esac
