@@ -18,7 +18,7 @@ case ${1:-} in
     done
     rm -rf web test/web test/engine test/notebooks README.md docs
     find profiles -mindepth 1 -maxdepth 1 ! -name ceilings -exec rm -rf {} +
-    t=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)
+    t=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)  # du fails on the removed files
     echo "gpu-strip: ~$(( (t + g) / 1048576 )) MiB travels (limit 64); afterwards: bash scripts/gpu-strip.sh restore" ;;
   restore) git checkout -- . && echo "gpu-strip: working tree restored" ;;
   *) echo "usage: bash scripts/gpu-strip.sh strip | restore" >&2; exit 2 ;;
