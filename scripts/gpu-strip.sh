@@ -4,21 +4,29 @@
 #   strip    (here, before a device call) removes from the working tree what the GPU machine does not use (web/, the
 #            CPU-side tests, profiles but their ceilings, docs, README) and moves each models/*/model.safetensors into
 #            .gpu/models/<name>.safetensors.xz (about 30 % smaller); scripts/gpu-validate.sh unpacks them on the device.
+#            All four models do not fit beside Bun (69.6 MB, 2026-12-05): GPU_MODELS (default
+#            tiny-qwen2-brown,tiny-qwen2-passkey) names the ones that travel; the others are left behind, so the GPU
+#            tests that need them (speculative: the draft and the EAGLE head) fail for want of the file. Duplicate
+#            tokenizer.json files become links to the target's.
 #   restore  (here, after the call) puts the working tree back: git checkout -- . (so strip refuses a dirty tree).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel); cd "$root"
 case ${1:-} in
   strip)
     [[ -z "$(git status --porcelain --untracked-files=no)" ]] || { echo "gpu-strip: commit or stash first (restore is git checkout -- .)" >&2; exit 1; }
-    mkdir -p .gpu/models
+    mkdir -p .gpu/models; keep=",${GPU_MODELS:-tiny-qwen2-brown,tiny-qwen2-passkey},"
     for f in models/*/model.safetensors; do
       n=$(basename "$(dirname "$f")"); x=.gpu/models/$n.safetensors.xz; s=$(git hash-object "$f")
+      [[ $keep == *",$n,"* ]] || { rm -f "$f" "$x" "$x.id"; continue; }
       [[ -f $x && "$(cat "$x.id" 2>/dev/null)" == "$s" ]] || { xz -T2 -6 -c "$f" > "$x"; echo "$s" > "$x.id"; }
       rm "$f"
     done
+    for t in models/*/tokenizer.json; do
+      [[ $t != models/tiny-qwen2-brown/tokenizer.json ]] && cmp -s "$t" models/tiny-qwen2-brown/tokenizer.json && ln -sf ../tiny-qwen2-brown/tokenizer.json "$t"
+    done
     rm -rf web test/web test/engine test/notebooks README.md docs
     find profiles -mindepth 1 -maxdepth 1 ! -name ceilings -exec rm -rf {} +
-    t=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)
+    t=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)  # du fails on the removed files
     echo "gpu-strip: ~$(( (t + g) / 1048576 )) MiB travels (limit 64); afterwards: bash scripts/gpu-strip.sh restore" ;;
   restore) git checkout -- . && echo "gpu-strip: working tree restored" ;;
   *) echo "usage: bash scripts/gpu-strip.sh strip | restore" >&2; exit 2 ;;

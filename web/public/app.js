@@ -150,7 +150,7 @@ function specFields(ns) {
     <label>top-k per node <input class="spec-topk" name="${ns}-spec-topk" type="number" min="1" max="16" value="4"></label>
     <label>node budget <input class="spec-budget" name="${ns}-spec-budget" type="number" min="1" max="128" value="16"></label></div>`;
 }
-// speculative = eagle (CPU, greedy): an EAGLE head and its EAGLE-2 tree (depth, top-k per node, node budget)
+// speculative = eagle (greedy; CPU, and CUDA compile-checked only): an EAGLE head and its EAGLE-2 tree (depth, top-k per node, node budget)
 function readEagle(root) {
   const div = $('.toggle[data-id="speculative"]', root);
   if (!div || $(".global", div).value !== "eagle") return undefined;

@@ -273,38 +273,6 @@ void CudaSession::marlin_args(qwc::GemvArgs &a, const DevMat &d) const {
   a.mws.xn_elems = (int64_t)(xn_.bytes / 2);
 }
 
-// qw_session_info_json "tile" of a CUDA session (opt/tile/tile_cuda.cuh; here because it needs the front's JSON writer,
-// which the kernel lab, linking the opt kernels, does not have).
-static std::string cuda_tile_info_json(const std::string &device, const std::string &cc, size_t entries) {
-  qw::JsonWriter w;
-  w.begin_object();
-  w.key("device").begin_object().key("backend").value("cuda").key("name").value(device).key("cc").value(cc).end_object();
-  w.key("entries").value(uint64_t(entries));
-  w.key("candidates").begin_object();
-  for (bool gv : {true, false}) {
-    w.key(gv ? "gemv" : "gemm").begin_array();
-    for (const auto &c : qwc::cuda_tile_candidates(gv)) {
-      w.begin_object().key("name").value(c.name).key("config").begin_object();
-      if (gv) w.key("r").value(c.gemv.r).key("ks").value(c.gemv.ks);
-      else w.key("kind").value(c.gemm.kind);
-      w.end_object().end_object();
-    }
-    w.end_array();
-  }
-  w.end_object();
-  w.key("fixed").begin_object().key("gemv").value("fixed").key("gemm").value("fixed").end_object();
-  w.end_object();
-  return w.str();
-}
-
-
-std::string CudaSession::tile_info_json() const {
-  int dev = 0;
-  cudaDeviceProp p{};
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return "null";
-  return cuda_tile_info_json(p.name, "sm_" + std::to_string(p.major) + std::to_string(p.minor), tiles_.size());
-}
-
 void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   // toggle tile = auto: every GEMV / GEMM launch of the step (and a graph captured in it) reads tiles_
   qwc::CudaTileScope tile_scope(st.toggles.tile == Tile::Auto ? &tiles_ : nullptr);

@@ -245,9 +245,10 @@ class CudaSession final : public BackendSession {
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
   void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
   void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
-  // Toggle tile (opt/tile/tile_cuda.cuh; compile-checked only): the table tile = auto's launches read. The CUDA
-  // tuner is not written yet (qwlab tile measures the candidates), so tile_tune_json stays unsupported.
+  // Toggle tile (opt/tile/tile_cuda.cuh; compile-checked only): the table tile = auto's launches read, and the tuner
+  // that measures the model's shapes for it (cuda/tile_session.cu, opt/tile/tile_tune_cuda.cuh).
   std::string tile_info_json() const override;
+  std::string tile_tune_json(const TileTuneRequest &r) override;
   void set_tile_table(const TileTable &t) override {
     tiles_.set(t);
     drop_graphs();  // captured graphs hold the old table's kernels

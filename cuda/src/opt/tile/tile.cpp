@@ -1,6 +1,8 @@
 // tile.cpp — the registry entry of toggle "tile": its values (in Tile enumerator order), default, which
 // values each backend implements, spec and description. Its scope is on its line in opt/list.hpp.
 #include "tile.hpp"
+#include "json.hpp"
+#include "tile_json.hpp"
 #include "registry.hpp"
 
 namespace qw {
@@ -24,9 +26,20 @@ QW_OPTIMIZATION(tile) {
           "chunk, threads. GEMV candidates give the same bits as fixed; a GEMM kc other than fixed changes only the "
           "summation order. Calls of 2..7 tokens and the int8-activation arm stay fixed. CUDA (compile-checked only, "
           "not yet run): GEMV = r (rows per warp 2/4) x ks (K split 1/2/4/8; fixed = the pick_ks heuristic), GEMM = "
-          "fixed (cuBLASLt when loaded) | mma64 | mma128 (our kernel's tile); auto reads a table set through "
-          "qw_session_tile_set, but the CUDA tuner is not written yet (qwlab tile measures the candidates), so auto "
-          "on CUDA finds no file and runs fixed.");
+          "fixed (cuBLASLt when loaded) | mma64 | mma128 (our kernel's tile); the CUDA tuner times them with cudaEvents "
+          "on the session's weights (GEMV candidates with another K split than fixed's are reordered sums, within the "
+          "bound). Not tuned on CUDA: marlin-repacked weights, GEMVs under QW_GEMV_MMA=1.");
+}
+
+void write_tuned_candidate(JsonWriter &w, const std::string &name, const std::function<void(JsonWriter &)> &config,
+                           const std::vector<double> &samples_ns, double max_abs, bool bitwise, bool within) {
+  w.begin_object().key("name").value(name).key("config");
+  config(w);
+  w.key("samplesNs").begin_array();
+  for (double v : samples_ns) w.value(v);
+  w.end_array();
+  w.key("maxAbsDiff").value(max_abs).key("bitwiseEqual").value(bitwise).key("withinBound").value(within);
+  w.end_object();
 }
 
 }  // namespace qw

@@ -12,6 +12,7 @@
 #include "convert.hpp"
 #include "cpu.hpp"
 #include "json.hpp"
+#include "tile_json.hpp"
 
 namespace qw {
 namespace cpu {
@@ -366,17 +367,9 @@ std::string tile_tune_json(const Model &m, Pool &pool, const TileTuneRequest &r)
     w.end_array();
     w.key("inner").value(inner);
     w.key("candidates").begin_array();
-    for (size_t c = 0; c < cands.size(); ++c) {
-      w.begin_object().key("name").value(cands[c].name).key("config");
-      write_config(w, cands[c].cfg);
-      w.key("samplesNs").begin_array();
-      for (double v : samples[c]) w.value(v);
-      w.end_array();
-      // withinBound: every output differs from fixed by at most the bound of a reordered fp32 sum (tile_cpu.hpp)
-      w.key("maxAbsDiff").value(max_abs[c]).key("bitwiseEqual").value(bool(equal[c]));
-      w.key("withinBound").value(bool(max_ratio[c] <= 1.0));
-      w.end_object();
-    }
+    for (size_t c = 0; c < cands.size(); ++c)  // withinBound: the bound of a reordered fp32 sum (tile_cpu.hpp)
+      write_tuned_candidate(w, cands[c].name, [&](JsonWriter &j) { write_config(j, cands[c].cfg); }, samples[c],
+                            max_abs[c], bool(equal[c]), max_ratio[c] <= 1.0);
     w.end_array();
     w.end_object();
   }
