@@ -1,6 +1,7 @@
 // block_sparse_kernels.cu — block-sparse prefill kernels and their driver (see block_sparse.cuh). COMPILE-CHECKED ONLY:
 // not yet run on a GPU.
 #include "block_sparse.cuh"
+#include "sparse_attend.cuh"
 
 #include "dca_positions.hpp"
 #include "sparse_select.hpp"
@@ -8,7 +9,7 @@
 namespace qwc {
 namespace {
 
-constexpr int kMaxD = 128, kB = qw::kSparseBlock;
+constexpr int kMaxD = kSparseMaxD, kB = qw::kSparseBlock;
 
 // Step 1a: grid (nkb, nKV), d threads: kpool[kh][kb][t] = mean of K rows kb*64 .. min(N, kb*64+64) - 1.
 __global__ void bs_pool_k_kernel(const SparseAttnArgs a, int N, float *kpool) {
@@ -59,13 +60,10 @@ __global__ void __launch_bounds__(32) bs_attend_kernel(const SparseAttnArgs a, i
   pdl_trigger();
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y, lane = threadIdx.x, d = a.head_dim, kh = h / (a.n_heads / a.n_kv), i = a.pos0 + (int)r;
-  const int nvar = a.dca_span ? 3 : 1;
   __shared__ float qs[3][kMaxD];
   __shared__ float p[32];
   __shared__ int keys[32];
-  for (int t = lane; t < d; t += 32)
-    for (int g = 0; g < nvar; ++g) qs[g][t] = __bfloat162float(a.q[g][(r * a.n_heads + h) * d + t]);
-  __syncwarp();
+  sparse_load_q(qs, a, r, h);
   const int slot = h * nqb + (i / kB - qb0);
   const int32_t *blk = lists + offs[slot];
   const int nblk = offs[slot + 1] - offs[slot];
@@ -77,51 +75,12 @@ __global__ void __launch_bounds__(32) bs_attend_kernel(const SparseAttnArgs a, i
     const int j0 = blk[bi] * kB, j1 = min(j0 + kB - 1, i);
     for (int c0 = j0; c0 <= j1; c0 += 32) {
       const int key = c0 + lane <= j1 ? c0 + lane : -1;
-      float sc = -INFINITY;
-      if (key >= 0) {
-        const float *qv = qs[a.dca_span ? qw::dca::part(i, key, a.dca_span) : 0];
-        const __nv_bfloat162 *kr = reinterpret_cast<const __nv_bfloat162 *>(K + (int64_t)key * d);
-        float acc = 0.f;
-        for (int t = 0; t < d / 2; ++t) {
-          const float2 kf = __bfloat1622float2(kr[t]);
-          acc = fmaf(qv[2 * t + 1], kf.y, fmaf(qv[2 * t], kf.x, acc));
-        }
-        sc = acc * scale;
-      }
-      const float mn = fmaxf(m, warp_max(sc));
-      const float alpha = m == -INFINITY ? 0.f : __expf(m - mn);
-      const float e = key >= 0 ? __expf(sc - mn) : 0.f;
-      p[lane] = e;
-      keys[lane] = key;
-      l = l * alpha + warp_sum(e);
-      __syncwarp();
-      for (int j = 0; j < kMaxD / 32; ++j) o[j] *= alpha;
-      for (int kk = 0; kk < 32 && keys[kk] >= 0; ++kk) {
-        const __nv_bfloat16 *vr = V + (int64_t)keys[kk] * d;
-        for (int j = 0; j < kMaxD / 32; ++j) {
-          const int col = lane + 32 * j;
-          if (col < d) o[j] = fmaf(p[kk], __bfloat162float(vr[col]), o[j]);
-        }
-      }
-      m = mn;
-      __syncwarp();
+      const float sc = key >= 0 ? sparse_qk(qs[a.dca_span ? qw::dca::part(i, key, a.dca_span) : 0], K, key, d) * scale
+                                : -INFINITY;
+      sparse_softmax_step(sc, key, m, l, o, p, keys, V, d, lane);
     }
   }
-  __nv_bfloat16 *z = a.out + r * a.n_heads * d + (int64_t)h * d;
-  for (int j = 0; j < kMaxD / 32; ++j) {
-    const int col = lane + 32 * j;
-    if (col < d) z[col] = __float2bfloat16(o[j] / l);
-  }
-}
-
-template <class T>
-T *grow_buf(T *&p, size_t &cap, size_t n) {
-  if (n <= cap) return p;
-  if (p) cudaFree(p);
-  p = nullptr;
-  cuda_check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc (block-sparse prefill scratch)", __FILE__, __LINE__);
-  cap = n;
-  return p;
+  sparse_store_z(a, r, h, o, l, lane);
 }
 
 }  // namespace
@@ -131,9 +90,9 @@ BlockSparseScratch::~BlockSparseScratch() {
   if (lists_) cudaFree(lists_);
   if (offsets_) cudaFree(offsets_);
 }
-float *BlockSparseScratch::buf(size_t n) { return grow_buf(buf_, buf_cap_, n); }
-int32_t *BlockSparseScratch::lists(size_t n) { return grow_buf(lists_, lists_cap_, n); }
-int32_t *BlockSparseScratch::offsets(size_t n) { return grow_buf(offsets_, offsets_cap_, n); }
+float *BlockSparseScratch::buf(size_t n) { return sparse_grow(buf_, buf_cap_, n, "cudaMalloc (block-sparse prefill scratch)"); }
+int32_t *BlockSparseScratch::lists(size_t n) { return sparse_grow(lists_, lists_cap_, n, "cudaMalloc (block-sparse prefill scratch)"); }
+int32_t *BlockSparseScratch::offsets(size_t n) { return sparse_grow(offsets_, offsets_cap_, n, "cudaMalloc (block-sparse prefill scratch)"); }
 
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks) {

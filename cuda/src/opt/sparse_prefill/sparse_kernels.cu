@@ -1,6 +1,6 @@
 // sparse_kernels.cu — vertical-slash sparse prefill kernels and their driver (see sparse_prefill.cuh). COMPILE-CHECKED
 // ONLY: not yet run on a GPU.
-#include "sparse_prefill.cuh"
+#include "sparse_attend.cuh"
 
 #include "dca_positions.hpp"
 #include "sparse_select.hpp"
@@ -8,27 +8,7 @@
 namespace qwc {
 namespace {
 
-constexpr int kMaxD = 128;
-
-// q . K[k] of one head (d even) with the query in shared memory as fp32.
-__device__ __forceinline__ float qk(const float *qs, const __nv_bfloat16 *K, int64_t k, int d) {
-  const __nv_bfloat162 *kr = reinterpret_cast<const __nv_bfloat162 *>(K + k * d);
-  float acc = 0.f;
-  for (int t = 0; t < d / 2; ++t) {
-    const float2 kf = __bfloat1622float2(kr[t]);
-    acc = fmaf(qs[2 * t], kf.x, fmaf(qs[2 * t + 1], kf.y, acc));
-  }
-  return acc;
-}
-
-// The three query variants of (row r, head h) into shared memory (plain: only variant 0 is read).
-__device__ __forceinline__ void load_q(float (*qs)[kMaxD], const SparseAttnArgs &a, int64_t r, int h) {
-  const int d = a.head_dim;
-  const int64_t off = r * a.n_heads * d + (int64_t)h * d;
-  for (int t = threadIdx.x; t < d; t += 32)
-    for (int g = 0; g < (a.dca_span ? 3 : 1); ++g) qs[g][t] = __bfloat162float(a.q[g][off + t]);
-  __syncwarp();
-}
+constexpr int kMaxD = kSparseMaxD;
 
 __device__ __forceinline__ int variant(const SparseAttnArgs &a, int i, int k) {
   return a.dca_span ? qw::dca::part(i, k, a.dca_span) : 0;
@@ -43,12 +23,12 @@ __global__ void __launch_bounds__(32) sparse_estimate_kernel(const SparseAttnArg
   const int64_t r = a.rows - lq + t;
   const int i = a.pos0 + (int)r;
   __shared__ float qs[3][kMaxD];
-  load_q(qs, a, r, h);
+  sparse_load_q(qs, a, r, h);
   const __nv_bfloat16 *K = a.kcache + ((int64_t)a.slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
   const float scale = rsqrtf((float)d);
   float m = -INFINITY, l = 0.f;
   for (int k = lane; k <= i; k += 32) {
-    const float sc = qk(qs[variant(a, i, k)], K, k, d) * scale;
+    const float sc = sparse_qk(qs[variant(a, i, k)], K, k, d) * scale;
     const float mn = fmaxf(m, sc);
     l = l * __expf(m - mn) + __expf(sc - mn);
     m = mn;
@@ -57,7 +37,7 @@ __global__ void __launch_bounds__(32) sparse_estimate_kernel(const SparseAttnArg
   const float Lsum = warp_sum(m == -INFINITY ? 0.f : l * __expf(m - M));
   float *vert = scores + (int64_t)h * N, *slash = scores + ((int64_t)a.n_heads + h) * N;
   for (int k = lane; k <= i; k += 32) {
-    const float p = __expf(qk(qs[variant(a, i, k)], K, k, d) * scale - M) / Lsum;
+    const float p = __expf(sparse_qk(qs[variant(a, i, k)], K, k, d) * scale - M) / Lsum;
     atomicAdd(vert + k, p);
     atomicAdd(slash + (i - k), p);
   }
@@ -84,7 +64,7 @@ __global__ void __launch_bounds__(32) sparse_attend_kernel(const SparseAttnArgs 
   __shared__ float qs[3][kMaxD];
   __shared__ float p[32];
   __shared__ int keys[32];
-  load_q(qs, a, r, h);
+  sparse_load_q(qs, a, r, h);
   const int32_t *cols = lists + offs[2 * h], *diags = lists + offs[2 * h + 1];
   const int ncol = offs[2 * h + 1] - offs[2 * h], ndiag = offs[2 * h + 2] - offs[2 * h + 1];
   const int nc = count_le(cols, ncol, i), nd = count_le(diags, ndiag, i);
@@ -101,41 +81,10 @@ __global__ void __launch_bounds__(32) sparse_attend_kernel(const SparseAttnArgs 
       const int at = count_le(cols, nc, key);
       if (at > 0 && cols[at - 1] == key) key = -1;  // already visited as a column
     }
-    const float sc = key >= 0 ? qk(qs[variant(a, i, key)], K, key, d) * scale : -INFINITY;
-    const float mn = fmaxf(m, warp_max(sc));
-    const float alpha = m == -INFINITY ? 0.f : __expf(m - mn);
-    const float e = key >= 0 ? __expf(sc - mn) : 0.f;
-    p[lane] = e;
-    keys[lane] = key;
-    l = l * alpha + warp_sum(e);
-    __syncwarp();
-    for (int j = 0; j < kMaxD / 32; ++j) o[j] *= alpha;
-    for (int kk = 0; kk < 32; ++kk) {
-      if (keys[kk] < 0) continue;
-      const __nv_bfloat16 *vr = V + (int64_t)keys[kk] * d;
-      for (int j = 0; j < kMaxD / 32; ++j) {
-        const int col = lane + 32 * j;
-        if (col < d) o[j] = fmaf(p[kk], __bfloat162float(vr[col]), o[j]);
-      }
-    }
-    m = mn;
-    __syncwarp();
+    const float sc = key >= 0 ? sparse_qk(qs[variant(a, i, key)], K, key, d) * scale : -INFINITY;
+    sparse_softmax_step(sc, key, m, l, o, p, keys, V, d, lane);
   }
-  __nv_bfloat16 *z = a.out + r * a.n_heads * d + (int64_t)h * d;
-  for (int j = 0; j < kMaxD / 32; ++j) {
-    const int col = lane + 32 * j;
-    if (col < d) z[col] = __float2bfloat16(o[j] / l);
-  }
-}
-
-template <class T>
-T *grow(T *&p, size_t &cap, size_t n) {
-  if (n <= cap) return p;
-  if (p) cudaFree(p);
-  p = nullptr;
-  cuda_check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc (sparse prefill scratch)", __FILE__, __LINE__);
-  cap = n;
-  return p;
+  sparse_store_z(a, r, h, o, l, lane);
 }
 
 }  // namespace
@@ -145,9 +94,9 @@ SparseScratch::~SparseScratch() {
   if (lists_) cudaFree(lists_);
   if (offsets_) cudaFree(offsets_);
 }
-float *SparseScratch::scores(size_t n) { return grow(scores_, scores_cap_, n); }
-int32_t *SparseScratch::lists(size_t n) { return grow(lists_, lists_cap_, n); }
-int32_t *SparseScratch::offsets(size_t n) { return grow(offsets_, offsets_cap_, n); }
+float *SparseScratch::scores(size_t n) { return sparse_grow(scores_, scores_cap_, n, "cudaMalloc (sparse prefill scratch)"); }
+int32_t *SparseScratch::lists(size_t n) { return sparse_grow(lists_, lists_cap_, n, "cudaMalloc (sparse prefill scratch)"); }
+int32_t *SparseScratch::offsets(size_t n) { return sparse_grow(offsets_, offsets_cap_, n, "cudaMalloc (sparse prefill scratch)"); }
 
 const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, SparseScratch &s, cudaStream_t stream,
                                std::vector<std::vector<int32_t>> *cols, std::vector<std::vector<int32_t>> *diags) {
