@@ -10,8 +10,10 @@ let exitCode = 0;
 
 function run(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 28 });
+  // Both captured streams go to stdout, in order: written to two pipes that CI merges (2>&1 | tee), the writes of
+  // one interleaved mid-line with the other's, and the closing line below once landed inside a test name.
   process.stdout.write(r.stdout ?? "");
-  process.stderr.write(r.stderr ?? "");
+  process.stdout.write(r.stderr ?? "");
   if (r.status !== 0) exitCode = 1;
   if (r.error) {
     console.error(`test: could not run ${cmd}: ${r.error.message}`);
@@ -47,7 +49,7 @@ if (bp + bf === 0) {
 }
 passed += bp; failed += bf; skipped += bs;
 if (failed > 0) exitCode = 1;
-console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
+process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}\n`);
 // Not process.exit(): Bun drops writes still queued on a full pipe when it exits at once, and CI's `| tee` pipe
 // lost this closing line (and the end of bun test's output) that way once the output outgrew the pipe buffer.
 // Setting the code and returning lets every queued write drain first.
