@@ -335,7 +335,8 @@ std::string tile_tune_json(const Model &m, Pool &pool, const TileTuneRequest &r)
     std::vector<bool> equal(cands.size(), true);
     std::vector<double> bound;  // per output: the rounding bound of a reordered sum (filled when first needed)
     for (size_t c = 0; c < cands.size(); ++c) {
-      for (int32_t i = 0; i < r.warmup; ++i) run(c);
+      // at least one run, warm-up or not: the check below must read this candidate's output, not the previous one's
+      for (int32_t i = 0; i < std::max<int32_t>(1, r.warmup); ++i) run(c);
       const std::vector<float> got = snapshot();
       if (std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)) == 0) continue;
       equal[c] = false;
