@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 7;
+export const QW_ABI_VERSION = 8;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -309,9 +309,10 @@ export interface OpColumns {
   step: number[]; phase: number[]; layer: number[]; op: number[]; kernel: number[];
   t_start_ns: number[]; t_end_ns: number[]; flops: number[]; bytes: number[]; n_tokens: number[];
   overlap_ns?: number[];
+  rank?: number[];
 }
 
-export const OP_RECORD_BYTES = 64;
+export const OP_RECORD_BYTES = 72;
 
 export class NativeSession extends Handle {
   readonly lib: NativeLibrary;
@@ -428,7 +429,7 @@ export class NativeSession extends Handle {
    */
   takeRecords(kernels: string[] = []): { ops: OpColumns; kernels: string[]; dropped: number } {
     const { pending, dropped } = this.recordsPending();
-    const ops: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [], overlap_ns: [] };
+    const ops: OpColumns = { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [], overlap_ns: [], rank: [] };
     const kIndex = new Map<string, number>(kernels.map((k, i) => [k, i]));
     const chunk = Math.max(1, Math.min(pending, 65536));
     const buf = new Uint8Array(chunk * OP_RECORD_BYTES);
@@ -459,6 +460,7 @@ export class NativeSession extends Handle {
         ops.bytes.push(dv.getFloat64(o + 48, true));
         ops.n_tokens.push(dv.getInt32(o + 56, true));
         ops.overlap_ns!.push(dv.getInt32(o + 60, true));
+        ops.rank!.push(dv.getInt32(o + 64, true)); // tensor-parallel rank (ABI 8); 0 at tp1
       }
       left -= n;
     }

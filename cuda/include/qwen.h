@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 7
+#define QW_ABI_VERSION 8
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -86,7 +86,10 @@ enum qw_op {
                            launch latency, dependency bubbles, host work between ops */
   QW_OP_MEMCPY = 16,    /* profiling (kernels mode, CUDA): a host<->device copy of step parameters / results */
   QW_OP_POOL_WAKE = 17, /* profiling (CPU): waking the worker pool at the start of a step */
-  QW_OP_COUNT = 18
+  QW_OP_ALL_REDUCE = 18, /* tensor parallelism (model option parallel = tp2..tp8, ABI 8): the sum of the ranks'
+                            partials (embedding, after o_proj, after down) through NCCL; one record per rank */
+  QW_OP_ALL_GATHER = 19, /* tensor parallelism: the lm_head's vocab slices of the logits gathered on every rank */
+  QW_OP_COUNT = 20
 };
 
 /* Profiling modes of qw_session_set_profiling; qw_profiling_mode_name() gives the string. */
@@ -103,7 +106,7 @@ enum qw_profiling_mode {
 
 enum qw_phase { QW_PHASE_PREFILL = 0, QW_PHASE_DECODE = 1 };
 
-/* One op record: 64 bytes, no padding surprises (checked by a static assert in the engine). */
+/* One op record: 72 bytes, no padding surprises (checked by a static assert in the engine). */
 typedef struct qw_op_record {
   int64_t step;       /* session step counter: every prefill or decode call is one step */
   int32_t phase;      /* qw_phase */
@@ -119,6 +122,8 @@ typedef struct qw_op_record {
   int32_t overlap_ns; /* kernels mode: ns this kernel ran concurrently with the ones before it (programmatic
                          dependent launch lets a kernel start before its predecessor ends). t_start_ns is the
                          end of that overlap, so the records of a step tile its time without double counting. */
+  int32_t rank;       /* tensor-parallel rank that ran the op (ABI 8): 0 at tp1; 0..N-1 at parallel = tpN */
+  int32_t reserved;   /* 0 */
 } qw_op_record;
 
 /* Opaque handles. */

@@ -37,6 +37,8 @@ function mergeOps(profiles: Profile[]): { ops?: OpColumns; kernels: string[] } {
   const out = Object.fromEntries(COLS.map((c) => [c, [] as number[]])) as unknown as OpColumns;
   const overlap = withOps.some((p) => p.ops!.overlap_ns); // optional column (kernels mode): kept when any pass has it
   if (overlap) out.overlap_ns = [];
+  const rank = withOps.some((p) => p.ops!.rank); // optional column (tensor parallelism): kept when any pass has it
+  if (rank) out.rank = [];
   let stepBase = 0;
   for (const p of withOps) {
     const o = p.ops!;
@@ -45,6 +47,7 @@ function mergeOps(profiles: Profile[]): { ops?: OpColumns; kernels: string[] } {
     for (let i = 0; i < o.step.length; i++) {
       for (const c of COLS) (out[c] as number[]).push(o[c][i]);
       if (overlap) out.overlap_ns!.push(o.overlap_ns?.[i] ?? 0);
+      if (rank) out.rank!.push(o.rank?.[i] ?? 0);
       out.step[out.step.length - 1] = o.step[i] + stepBase;
       out.kernel[out.kernel.length - 1] = kmap[o.kernel[i]] ?? 0;
       if (o.step[i] > maxStep) maxStep = o.step[i];

@@ -87,6 +87,8 @@ export const OpColumns = z.object({
   n_tokens: z.array(z.number().int()),
   // kernels mode: ns a kernel overlapped the ones before it; its t_start_ns is after that overlap
   overlap_ns: z.array(z.number().int()).optional(),
+  // tensor parallelism (model option parallel = tpN): the rank that ran the op; absent in older profiles = rank 0
+  rank: z.array(z.number().int()).optional(),
 });
 export type OpColumns = z.infer<typeof OpColumns>;
 

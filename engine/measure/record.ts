@@ -153,7 +153,7 @@ export function applyToggles(model: EngineModel, s: EngineSession, toggles: Togg
 const yieldLoop = () => new Promise<void>((r) => setImmediate(r));
 
 function emptyCols(): OpColumns {
-  return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [], overlap_ns: [] };
+  return { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [], overlap_ns: [], rank: [] };
 }
 
 function captureStats(c: Capture) {
@@ -244,6 +244,10 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       cols.kernel.push(kmap[r.ops.kernel[i]] ?? 0); cols.t_start_ns.push(r.ops.t_start_ns[i]); cols.t_end_ns.push(r.ops.t_end_ns[i]);
       cols.flops.push(r.ops.flops[i]); cols.bytes.push(r.ops.bytes[i]); cols.n_tokens.push(r.ops.n_tokens[i]);
       cols.overlap_ns!.push(r.ops.overlap_ns?.[i] ?? 0);
+      cols.rank!.push(r.ops.rank?.[i] ?? 0);
+      // tensor parallelism: every rank runs the same ops in step (the collectives wait for the slowest), so the step
+      // summaries count rank 0's records only; the columns keep every rank's
+      if ((r.ops.rank?.[i] ?? 0) !== 0) continue;
       const ms = (r.ops.t_end_ns[i] - r.ops.t_start_ns[i]) / 1e6;
       let st = perStep.get(gs);
       if (!st) perStep.set(gs, (st = { phase: r.ops.phase[i] === 0 ? "prefill" : "decode", ms: 0, layers: new Map(), ops: {} }));

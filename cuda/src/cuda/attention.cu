@@ -477,8 +477,8 @@ const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t
 
 template <int D, bool TREE>
 static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttnArgs &a) {
-  static bool once = false;
-  if (!once) { QWC_CHECK(cudaFuncSetAttribute(prefill_attn_mma_kernel<D, TREE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
+  static SmemOptIn opt_in;  // per device (common.cuh)
+  opt_in(prefill_attn_mma_kernel<D, TREE>, smem);
   launch(prefill_attn_mma_kernel<D, TREE>, grid, 128, smem, s, a);
 }
 

@@ -25,6 +25,7 @@
 #include "sampling.hpp"
 #include "session.cuh"
 #include "swiglu.cuh"
+#include "tp_cuda.cuh"
 
 namespace qw {
 
@@ -62,8 +63,8 @@ std::unique_ptr<BackendSession> CudaModel::new_session(int32_t max_batch, int32_
 }
 
 // ---------------------------------------------------------------------------------------------- session
-CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill)
-    : m_(m), max_batch_(max_batch), max_ctx_(max_context), max_prefill_(max_prefill) {
+CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill, const TpLink *tp)
+    : m_(m), tp_(tp), max_batch_(max_batch), max_ctx_(max_context), max_prefill_(max_prefill) {
   if (max_batch > 16) throw Error(QW_ERR_UNSUPPORTED, "cuda backend: max_batch is limited to 16 (decode GEMV)");
   const Config &c = m.cfg;
   if (c.num_heads / c.num_kv_heads > 8) throw Error(QW_ERR_UNSUPPORTED, "cuda backend: more than 8 query heads per kv head");
@@ -83,7 +84,7 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   dparams_ = DBuf(kDParamBytes);
   CK(cudaMallocHost(&hpsamp_, 16 * sizeof(qwc::SampleRow)));
   psamp_ = DBuf(16 * sizeof(qwc::SampleRow));
-  wbuf_ = DBuf((size_t)16 * c.vocab_size * sizeof(double));
+  wbuf_ = DBuf((size_t)16 * vocab() * sizeof(double));
   d_tokens_ = dparams_.as<int32_t>();
   d_pos_ = d_tokens_ + 16;
   d_slot_ = d_pos_ + 16;
@@ -162,7 +163,8 @@ void CudaSession::ensure_rows(int32_t rows) {
 
 void CudaSession::ensure_logits(int32_t rows) {
   if (rows <= logits_rows_) return;
-  logits_ = DBuf((size_t)rows * m_.cfg.vocab_size * 4);
+  if (tp_) tp_ensure_logits(rows);
+  logits_ = DBuf((size_t)rows * vocab() * 4);
   logits_rows_ = rows;
   drop_graphs();
 }
@@ -371,6 +373,7 @@ class CudaBackend final : public Backend {
   }
   std::unique_ptr<BackendModel> new_model(const Config &cfg) override {
     CK(cudaSetDevice(device_));
+    if (cfg.tp > 1) return cuda_backend::tp_cuda_model(cfg, device_);  // parallel = tpN (opt/parallel/tp_cuda.cuh)
     return std::make_unique<cuda_backend::CudaModel>(cfg);
   }
 

@@ -181,6 +181,23 @@ __device__ __forceinline__ void pdl_trigger() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+// Opts a kernel in to `smem` bytes of dynamic shared memory (cudaFuncSetAttribute) on the current device, once per
+// device and size: the attribute is per device, so each rank of a tensor-parallel group (parallel = tpN, one device
+// per rank) needs its own call. One instance per call site (a function-local static); ranks on different devices
+// touch different slots.
+struct SmemOptIn {
+  size_t opted[64] = {};
+  template <typename K>
+  void operator()(K kernel, size_t smem) {
+    int dev = 0;
+    QWC_CHECK(cudaGetDevice(&dev));
+    size_t &o = opted[dev & 63];
+    if (smem <= o) return;
+    QWC_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    o = smem;
+  }
+};
+
 bool pdl_enabled();
 void set_pdl(bool on);
 

@@ -50,6 +50,12 @@ struct Lt {
 
 std::once_flag g_once;
 Lt g_lt;
+// The handle and workspace above belong to the device that was current at load (g_lt_dev). Tensor parallelism
+// (parallel = tpN) runs GEMMs on further devices from their own threads: each gets a handle and workspace of its
+// own, made on first use there (a handle or workspace of another device fails or reads across the bus).
+int g_lt_dev = -1;
+std::mutex g_dev_mu;
+std::map<int, std::pair<lt_handle, void *>> g_dev_lt;
 std::mutex g_plan_mu;
 struct Plan { lt_desc desc; lt_layout la, lb, lc; lt_algo algo; bool ok; };
 std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int>, Plan> g_plans;
@@ -84,6 +90,7 @@ void load() {
   if (!ok) { g_lt.status = std::string("libcublasLt loaded from ") + from + " but symbols are missing"; return; }
   if (g_lt.create(&g_lt.handle) != 0) { g_lt.status = "cublasLtCreate failed"; return; }
   if (cudaMalloc(&g_lt.workspace, g_lt.ws_bytes) != cudaSuccess) { cudaGetLastError(); g_lt.status = "workspace alloc failed"; return; }
+  if (cudaGetDevice(&g_lt_dev) != cudaSuccess) { cudaGetLastError(); g_lt.status = "cudaGetDevice failed"; return; }
   g_lt.ok = true;
   g_lt.status = std::string("cuBLASLt from ") + from;
 }
@@ -121,8 +128,26 @@ const char *cublaslt_status() {
   return g_lt.status.c_str();
 }
 
+// The handle and workspace of the current device: load's at tp1 (one device), else that device's own.
+static std::pair<lt_handle, void *> dev_lt() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); throw CudaError("cublaslt: cudaGetDevice failed"); }
+  if (dev == g_lt_dev) return {g_lt.handle, g_lt.workspace};
+  std::lock_guard<std::mutex> lk(g_dev_mu);
+  auto it = g_dev_lt.find(dev);
+  if (it != g_dev_lt.end()) return it->second;
+  std::pair<lt_handle, void *> d{nullptr, nullptr};
+  if (g_lt.create(&d.first) != 0) throw CudaError("cublasLtCreate failed on device " + std::to_string(dev));
+  if (cudaMalloc(&d.second, g_lt.ws_bytes) != cudaSuccess) {
+    cudaGetLastError();
+    throw CudaError("cuBLASLt workspace alloc failed on device " + std::to_string(dev));
+  }
+  return g_dev_lt.emplace(dev, d).first->second;
+}
+
 bool cublaslt_gemm(const GemmArgs &g, cudaStream_t s) {
   if (!cublaslt_available()) return false;
+  const std::pair<lt_handle, void *> lt = dev_lt();
   Plan p;
   {
     std::lock_guard<std::mutex> lk(g_plan_mu);
@@ -133,8 +158,8 @@ bool cublaslt_gemm(const GemmArgs &g, cudaStream_t s) {
   }
   if (!p.ok) return false;
   const float alpha = 1.f, beta = g.out_kind == GEMM_OUT_ADD_F32 ? 1.f : 0.f;
-  const lt_status st = g_lt.matmul(g_lt.handle, p.desc, &alpha, g.w, p.la, g.a, p.lb, &beta, g.c, p.lc, g.c, p.lc,
-                                   &p.algo, g_lt.workspace, g_lt.ws_bytes, s);
+  const lt_status st = g_lt.matmul(lt.first, p.desc, &alpha, g.w, p.la, g.a, p.lb, &beta, g.c, p.lc, g.c, p.lc,
+                                   &p.algo, lt.second, g_lt.ws_bytes, s);
   if (st != 0) throw CudaError("cublasLtMatmul failed with status " + std::to_string(st));
   return true;
 }

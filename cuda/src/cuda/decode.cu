@@ -30,9 +30,10 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   std::vector<int32_t> rows((size_t)B);
   for (int32_t i = 0; i < B; ++i) rows[(size_t)i] = i;
   lm_head(rows);
+  if (tp_) tp_gather_logits(B);  // parallel = tpN: every rank samples the same token from the gathered logits
   OpScope op(*this, -1, QW_OP_SAMPLE, B);
-  qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, c.vocab_size, c.vocab_size, stream_);
-  op.set("sample_device", cost_sample(B, c.vocab_size));
+  qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, vocab(), vocab(), stream_);
+  op.set("sample_device", cost_sample(B, vocab()));
 }
 
 qwc::GemvArgs CudaSession::decode_norm(const Pass &p, int32_t l, bool fused, int32_t op_id, const DBuf &norm_w) {

@@ -31,6 +31,7 @@ void CudaSession::hook_bf16(const Pass &p, Hook h, int32_t l, const void *x, int
 }
 
 void CudaSession::embed(const Pass &p) {
+  if (tp_) return tp_embed(p);  // parallel = tpN: this rank's vocab rows, then the all-reduce (tp_session.cu)
   OpScope op(*this, -1, QW_OP_EMBED, p.rows);
   qwc::launch_embed(x_.as<float>(), m_.embed.m, p.tokens, p.rows, stream_);
   op.set("embed_gather", cost_embed(p.rows, m_.cfg.hidden_size, m_.embed.type, m_.embed.group, 4.0));
@@ -86,8 +87,9 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
   }
   hook_bf16(p, HOOK_Z, l, z_.p, c.q_dim());
   // o_proj + residual: accumulated into x by the projection's epilogue; or through tmp_ when hook_attn_out wants the
-  // projection alone (the add inside the op), or toggle norm = separate (the add an op of its own: residual_op)
-  const bool want_attn_out = p.wants(HOOK_ATTN_OUT, l), sep = norm_arm(p.st, l) == Norm::Separate;
+  // projection alone (the add inside the op), or toggle norm = separate (the add an op of its own: residual_op), or
+  // at parallel = tpN (tp_: the partial sums are all-reduced between the projection and the add)
+  const bool want_attn_out = p.wants(HOOK_ATTN_OUT, l), sep = norm_arm(p.st, l) == Norm::Separate || tp_;
   {
     OpScope op(*this, l, QW_OP_O_PROJ, p.rows);
     const bool via_tmp = want_attn_out || sep;
@@ -97,6 +99,7 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
     op.set(p.decode ? (sep ? "o_proj:gemv" : "o_proj+residual:gemv") : kn,
            sep ? cost_of(L.o, p.rows, false) : add(cost_of(L.o, p.rows, false), cost_residual(p.rows, H, 4.0)));
   }
+  if (tp_) tp_all_reduce(p, l, tmp_.as<float>());
   if (sep) residual_op(p, l, tmp_.as<float>());
   if (want_attn_out) hook_f32(p, HOOK_ATTN_OUT, l, tmp_.as<float>(), H);
   hook_f32(p, HOOK_RESID_MID, l, x, H);
@@ -112,7 +115,7 @@ void CudaSession::mlp_block(const Pass &p, int32_t l) {
   else prefill_gate_up(p, l);
   hook_bf16(p, HOOK_MLP_PRE, l, gate_.p, I);
   hook_bf16(p, HOOK_MLP_POST, l, h_.p, I);
-  const bool sep = norm_arm(p.st, l) == Norm::Separate;  // toggle norm: the residual add its own op
+  const bool sep = norm_arm(p.st, l) == Norm::Separate || tp_;  // toggle norm, or tp_ (all-reduce first): add apart
   {
     OpScope op(*this, l, QW_OP_DOWN, p.rows);
     const char *kn = linear(p, L.down, h_.as<bf16>(), I, sep ? tmp_.p : (void *)x, H,
@@ -120,6 +123,7 @@ void CudaSession::mlp_block(const Pass &p, int32_t l) {
     op.set(p.decode ? (sep ? "down:gemv" : "down+residual:gemv") : kn,
            sep ? cost_of(L.down, p.rows, false) : add(cost_of(L.down, p.rows, false), cost_residual(p.rows, H, 4.0)));
   }
+  if (tp_) tp_all_reduce(p, l, tmp_.as<float>());
   if (sep) residual_op(p, l, tmp_.as<float>());
   hook_f32(p, HOOK_RESID_POST, l, x, H);
 }
@@ -246,7 +250,8 @@ OpCost CudaSession::sparse_cost(const Pass &p, int32_t l) const {
 }
 
 // Final norm + lm_head over `rows` of x into logits_ rows 0.., through the fused GEMV in chunks of <= 16 rows
-// (rows not contiguous are gathered into tmp_ first, so that the GEMV reads them contiguously).
+// (rows not contiguous are gathered into tmp_ first, so that the GEMV reads them contiguously). At parallel = tpN
+// (tp_) the GEMV writes this rank's vocab slice [n, P] and tp_gather_logits assembles logits_ from every rank's.
 void CudaSession::lm_head(const std::vector<int32_t> &rows) {
   const Config &c = m_.cfg;
   const int32_t H = c.hidden_size, n = (int32_t)rows.size();
@@ -267,8 +272,9 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
     qwc::GemvArgs a = norm ? norm_gemv(src + (size_t)r0 * H, H, std::min(16, n - r0), m_.out_norm.as<float>(), c.rms_eps)
                            : bf16_gemv(xn_.as<bf16>() + (size_t)r0 * H, H, std::min(16, n - r0));
     a.epi = qwc::GEMV_EPI_F32;
-    a.out = logits_.as<float>() + (size_t)r0 * c.vocab_size;
-    a.out_ld = c.vocab_size;
+    const int64_t ld = tp_ ? tp_->vocab_part : c.vocab_size;  // tp_: the rank's slice (its cfg.vocab_size columns)
+    a.out = (tp_ ? tp_part_.as<float>() : logits_.as<float>()) + (size_t)r0 * ld;
+    a.out_ld = ld;
     a.w = *m_.lm_head;
     marlin_args(a, m_.lm_head == &m_.embed.m ? m_.embed : m_.lm_head_own);
     qwc::launch_gemv(a, stream_);
@@ -282,7 +288,7 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
 // when all_rows, else the last row of each sequence) to the host; hook_logits gets every row computed.
 void CudaSession::read_out(const Step &st, Sink &sink, int32_t n_seq, const int32_t *dev_tokens, int32_t n_logit_rows,
                            bool all_rows, int32_t *out_tokens) {
-  const int32_t V = m_.cfg.vocab_size;
+  const int32_t V = vocab();
   const bool need_logits = st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
   CK(cudaMemcpyAsync(out_tokens, dev_tokens, n_seq * 4, cudaMemcpyDeviceToHost, stream_));
   if (need_logits) {

@@ -57,19 +57,20 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
     for (int32_t i = 0; i < S; ++i) rows_needed.push_back(st.row_offset[i] + st.n_new[i] - 1);
   }
   lm_head(rows_needed);
+  if (tp_) tp_gather_logits((int32_t)rows_needed.size());  // parallel = tpN (tp_session.cu)
   {  // sampling: the last row of each sequence
     OpScope op(*this, -1, QW_OP_SAMPLE, S);
     for (int32_t i = 0; i < S; ++i) hpsamp_[i] = sample_row(st, i, st.pos0[i] + st.n_new[i]);
     CK(cudaMemcpyAsync(psamp_.p, hpsamp_, S * sizeof(qwc::SampleRow), cudaMemcpyHostToDevice, stream_));
     if (all_rows) {
       for (int32_t i = 0; i < S; ++i)
-        qwc::launch_sample(p_out_ + i, logits_.as<float>() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * c.vocab_size,
-                           psamp_.as<qwc::SampleRow>() + i, wbuf_.as<double>(), 1, c.vocab_size, c.vocab_size, stream_);
+        qwc::launch_sample(p_out_ + i, logits_.as<float>() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * vocab(),
+                           psamp_.as<qwc::SampleRow>() + i, wbuf_.as<double>(), 1, vocab(), vocab(), stream_);
     } else {
-      qwc::launch_sample(p_out_, logits_.as<float>(), psamp_.as<qwc::SampleRow>(), wbuf_.as<double>(), S, c.vocab_size,
-                         c.vocab_size, stream_);
+      qwc::launch_sample(p_out_, logits_.as<float>(), psamp_.as<qwc::SampleRow>(), wbuf_.as<double>(), S, vocab(),
+                         vocab(), stream_);
     }
-    op.set("sample_device", cost_sample(S, c.vocab_size));
+    op.set("sample_device", cost_sample(S, vocab()));
   }
   read_out(st, sink, S, p_out_, (int32_t)rows_needed.size(), all_rows, out_tokens);
 }

@@ -8,6 +8,7 @@
 //   decode.cu         decode: graph capture/replay, the GEMV halves of the blocks, split-KV attention
 //   prefill.cu        prefill: rmsnorm + GEMM halves of the blocks, flash attention, logits rows
 //   eagle_session.cu  speculative = eagle: tree steps, the EAGLE head's input, ln_final capture, KV compaction
+//   tp_session.cu     parallel = tp2..tp8: a rank's collectives (embedding / o_proj / down all-reduce, logits gather)
 #pragma once
 
 #include <cuda_bf16.h>
@@ -35,6 +36,7 @@
 #include "graphs.hpp"
 #include "kernel_trace.cuh"
 #include "kv_quant.cuh"
+#include "nccl.cuh"
 #include "norm.hpp"
 #include "sage.cuh"
 #include "sample.cuh"
@@ -217,9 +219,20 @@ struct Pass {
 
 class OpScope;
 
+// Tensor parallelism (model option parallel = tp2..tp8, opt/parallel/tp_cuda.cuh): what makes a session one rank of
+// a group. Null at tp1, where nothing below changes; set, the session's model holds the rank's shards (its Config
+// has the rank's head / KV-head / intermediate / vocab counts) and the blocks call the collectives of tp_session.cu.
+struct TpLink {
+  int32_t rank = 0, ranks = 1;
+  int32_t vocab0 = 0;      // the rank's embedding / lm_head rows are [vocab0, vocab0 + model cfg.vocab_size)
+  int32_t vocab_part = 0;  // P = ceil(V / ranks): the stride of its logits slice and of the gathered buffer
+  int32_t full_vocab = 0;  // V: the logits, the sampler and read_out see the whole vocabulary
+  qwc::ncclComm_t comm = nullptr;
+};
+
 class CudaSession final : public BackendSession {
  public:
-  CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill);
+  CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, int32_t max_prefill, const TpLink *tp = nullptr);
   ~CudaSession() override;
   void configure(const StepToggles &t) override;
   KvInfo kv_info() const override {
@@ -300,6 +313,13 @@ class CudaSession final : public BackendSession {
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
   void lm_head(const std::vector<int32_t> &rows);
+  // --- tp_session.cu (tp_ set only): the vocabulary the logits have (V; the model's own at tp1), a rank's embedding
+  // term, the all-reduce of `rows` x hidden fp32 partials in place (an op of its own), the logits gather
+  int32_t vocab() const { return tp_ ? tp_->full_vocab : m_.cfg.vocab_size; }
+  void tp_embed(const Pass &p);
+  void tp_all_reduce(const Pass &p, int32_t l, float *buf);
+  void tp_ensure_logits(int32_t rows);
+  void tp_gather_logits(int32_t n);
   void read_out(const Step &st, Sink &sink, int32_t n_seq, const int32_t *dev_tokens, int32_t n_logit_rows,
                 bool all_rows, int32_t *out_tokens);
   // --- decode.cu
@@ -330,6 +350,9 @@ class CudaSession final : public BackendSession {
   void prefill_gate_up(const Pass &p, int32_t l);
 
   CudaModel &m_;
+  const TpLink *tp_ = nullptr;  // parallel = tp2..tp8: this session is rank tp_->rank (null at tp1)
+  DBuf tp_part_, tp_gathered_;  // its logits slice [rows, P] and the gathered [ranks, rows, P]
+  int32_t tp_rows_ = 0;
   int32_t max_batch_, max_ctx_, max_prefill_;
   cudaStream_t stream_ = nullptr;
   // KV cache [L][slots][nKV][max_ctx][d]

@@ -59,6 +59,14 @@ OpCost cost_attention(const std::vector<int32_t> &pos0, const std::vector<int32_
 
 OpCost cost_sample(int64_t rows, int64_t vocab) { return {5.0 * double(rows * vocab), 4.0 * double(rows * vocab)}; }
 
+OpCost cost_all_reduce(int64_t elems, double elem_bytes, int32_t ranks) {
+  const double share = double(ranks - 1) / double(ranks);
+  return {share * double(elems), 2.0 * share * double(elems) * elem_bytes};
+}
+OpCost cost_all_gather(double gathered_bytes, int32_t ranks) {
+  return {0.0, double(ranks - 1) / double(ranks) * gathered_bytes};
+}
+
 namespace {
 #define QW_MATMUL_COST                                                                                   \
   "matmul per weight: flops 2*T*rows*cols (+T*rows with bias); bytes rows*cols*weight bytes/elem (+4*rows " \
@@ -85,6 +93,10 @@ const OpInfo kOps[QW_OP_COUNT] = {
     {"gap", "none: time when no op ran (flops 0, bytes 0)"},
     {"memcpy", "none: a host<->device copy of step parameters or results (flops 0, bytes 0)"},
     {"pool_wake", "none: waking the CPU worker pool (flops 0, bytes 0)"},
+    {"all_reduce",
+     "tensor parallelism, per rank (nccl-tests bus bandwidth): bytes 2*(N-1)/N*message, flops (N-1)/N*elements; "
+     "message = T*H*4 (fp32 partial sums)"},
+    {"all_gather", "tensor parallelism, per rank: bytes (N-1)/N*gathered (the [N, T, ceil(V/N)] fp32 logits), flops 0"},
 };
 #undef QW_MATMUL_COST
 #undef QW_NORM_COST

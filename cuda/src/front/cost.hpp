@@ -31,6 +31,11 @@ OpCost cost_swiglu(int64_t T, int64_t F, double act_bytes);
 OpCost cost_attention(const std::vector<int32_t> &pos0, const std::vector<int32_t> &n_new, int64_t n_heads,
                       int64_t n_kv_heads, int64_t head_dim, double kv_bytes, double act_bytes);
 OpCost cost_sample(int64_t rows, int64_t vocab);
+// Tensor parallelism over `ranks` ranks (opt/parallel/tp_plan.hpp), per rank, with nccl-tests' bus-bandwidth
+// convention: an all-reduce of `message` bytes moves 2 (ranks - 1) / ranks * message and adds (ranks - 1) / ranks
+// * elems (reduce-scatter share); an all-gather into `gathered` bytes moves (ranks - 1) / ranks * gathered, no flops.
+OpCost cost_all_reduce(int64_t elems, double elem_bytes, int32_t ranks);
+OpCost cost_all_gather(double gathered_bytes, int32_t ranks);
 
 // One line per qw_op: its name (qw_op_name) and, in words, the model above that its records use
 // (qw_catalog_json "ops"). Kept beside the formulas so the text and the arithmetic change together.

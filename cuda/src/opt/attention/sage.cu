@@ -407,13 +407,13 @@ void launch_d(const SagePrefillArgs &a, int len, cudaStream_t s) {
   const dim3 grid((a.p.n + R - 1) / R, a.p.n_kv);
   if (a.fp8) {
     constexpr size_t smem = SageSmem<D, true>::bytes;
-    static bool once = false;
-    if (!once) { QWC_CHECK(cudaFuncSetAttribute(sage_attend_kernel<D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
+    static SmemOptIn opt_in;  // per device (common.cuh)
+    opt_in(sage_attend_kernel<D, true>, smem);
     launch(sage_attend_kernel<D, true>, grid, kThreads, smem, s, a, w);
   } else {
     constexpr size_t smem = SageSmem<D, false>::bytes;
-    static bool once = false;
-    if (!once) { QWC_CHECK(cudaFuncSetAttribute(sage_attend_kernel<D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); once = true; }
+    static SmemOptIn opt_in;  // per device (common.cuh)
+    opt_in(sage_attend_kernel<D, false>, smem);
     launch(sage_attend_kernel<D, false>, grid, kThreads, smem, s, a, w);
   }
 }

@@ -338,11 +338,8 @@ const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p,
   const int SA = p.ksu * kMarlinUnitCols + 8, ngmax = p.ksu * (kMarlinUnitCols / G);
   const size_t smem = (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4 + (size_t)kWarps * STAGES * kNTW * UB;
   auto kern = marlin_gemv_kernel<W4, G, NB, STAGES>;
-  static size_t opted = 0;  // per instantiation: the opt-in above 48 KB, once (not a stream operation)
-  if (smem > opted) {
-    QWC_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    opted = smem;
-  }
+  static SmemOptIn opt_in;  // per instantiation and device: the opt-in above 48 KB, once (not a stream operation)
+  opt_in(kern, smem);
   launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S);
   static const char *names[2][2] = {{"gemv_marlin_w8_b8", "gemv_marlin_w8_b16"}, {"gemv_marlin_w4_b8", "gemv_marlin_w4_b16"}};
   return names[W4 ? 1 : 0][NB == 16 ? 1 : 0];

@@ -19,17 +19,19 @@ QW_OPTIMIZATION(parallel) {
       // The CPU runs tp2..tp8 as an emulation of the sharding plan (one process, every rank in turn, all-reduce
       // as an fp32 sum in rank order: tp_cpu.hpp): the reference the CUDA ranks are to be checked against.
       .cpu({Parallel::Tp1, Parallel::Tp2, Parallel::Tp4, Parallel::Tp8})
-      // CUDA: NCCL loader, plan upload and the all-reduce lab exist (compile-checked); the per-rank forward does
-      // not yet, so libqwen_cuda refuses tp2..tp8 at model load (README, "Tensor parallelism").
-      .cuda({Parallel::Tp1})
+      // CUDA: one thread and device per rank, each running the tp1 forward over its shards with NCCL collectives
+      // (tp_cuda.cuh). COMPILE-CHECKED ONLY: never run on a multi-GPU machine (README, "Tensor parallelism").
+      .cuda({Parallel::Tp1, Parallel::Tp2, Parallel::Tp4, Parallel::Tp8})
       .spec("QWEN-018")
       .describe(
           "Tensor parallelism, chosen when the model loads (model option parallel; changing it reloads the "
           "model): tpN splits every layer over N ranks, Megatron style: column-parallel qkv and gate_up, "
           "row-parallel o_proj and down (an all-reduce after each), query and KV heads split per rank, "
           "vocab-parallel embedding and lm_head (logits gathered). N must divide the query heads, the KV heads "
-          "and the intermediate size. CPU: an emulation of the ranks in one process (the reference); CUDA: "
-          "not yet (tp1 only).");
+          "and the intermediate size. CPU: an emulation of the ranks in one process (the reference); CUDA: one "
+          "device per rank (devices device .. device + N - 1), NCCL all-reduce in fp32 and logits all-gather, the "
+          "decode step one CUDA graph per rank, op records carrying their rank; compile-checked only, never run "
+          "on a multi-GPU machine.");
 }
 
 Parallel parse_parallel(const char *config_json) {
