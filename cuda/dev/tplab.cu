@@ -13,6 +13,9 @@
 //    of the unsharded weights (1e-5 relative); the gathered logits equal the ranks' slices bit for bit.
 // 3. graph: the layer's [o matvec, all-reduce, down matvec, all-reduce] captured once per rank and replayed; the
 //    replay equals the eager run within 1e-6.
+// 5. the per-rank forward's own kernels (src/opt/parallel/tp_kernels.cuh, used by libqwen_cuda at parallel = tpN):
+//    the vocab-parallel embedding of 7 tokens (rank boundaries included) + fp32 all-reduce equals the unsharded
+//    gather bit for bit; 3 rows of per-rank logits slices + all-gather + unpack equal the tp1 layout bit for bit.
 // 4. timing (median of 5 x 20 after warm-up, host clock around a synchronized batch): NCCL all-reduce of bf16 and fp32 [B, H]
 //    for B = 1, 16, 512, 4096 (latency and bus bandwidth 2(N-1)/N * bytes / t: the floor one layer pays twice), and
 //    the captured layer's replay time.
@@ -31,6 +34,7 @@
 #include "half.hpp"
 #include "nccl.cuh"
 #include "tp_group.cuh"
+#include "tp_kernels.cuh"
 #include "tp_plan.hpp"
 
 using namespace qwc;
@@ -120,6 +124,65 @@ double time_per_call(TpGroup &g, int iters, const std::function<void()> &f) {
   }
   std::sort(t.begin(), t.end());
   return t[2];
+}
+
+// 5. (see the header) vocab-parallel embedding + all-reduce, and the logits all-gather + unpack, vs the host.
+void ranks_kernels(TpGroup &g, const qw::NativeTensor &emb, const qw::TpPlan &vplan, const qw::Config &cv) {
+  const int n = g.ranks();
+  const int64_t H = emb.cols, V = emb.rows, P = vplan.vocab_part;
+  std::vector<int32_t> toks = {0, int32_t(V - 1), int32_t(P - 1), int32_t(P), 1, int32_t(V / 2), int32_t((n - 1) * P)};
+  const int32_t T = int32_t(toks.size()), rows = 3;
+  std::vector<double> want_x(size_t(T * H));
+  for (int32_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < H; ++k) want_x[size_t(t * H + k)] = w_at(emb, toks[size_t(t)], k);
+  // per-rank logits slices [rows, P]: value = row * V + global vocab id (exact in fp32 for these sizes)
+  std::vector<double> want_l(size_t(rows * V));
+  for (int32_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < V; ++v) want_l[size_t(r * V + v)] = double(r * V + v);
+  const size_t nr = static_cast<size_t>(n);
+  std::vector<float *> xs(nr), parts(nr), gathered(nr), logits(nr);
+  std::vector<void *> shards(nr);
+  std::vector<int32_t *> dtok(nr);
+  g.each([&](int r) {
+    const qw::NativeTensor s = qw::tp_shard(vplan, cv, emb, r);
+    const qw::TpRank &k = vplan.rank[size_t(r)];
+    shards[size_t(r)] = upload<void>(s.data.data(), s.data.size());
+    dtok[size_t(r)] = upload<int32_t>(toks.data(), toks.size() * 4);
+    xs[size_t(r)] = upload<float>(nullptr, size_t(T * H) * 4);
+    std::vector<float> part(size_t(rows * P), -1.0f);  // padding columns: -1, never read
+    for (int32_t row = 0; row < rows; ++row)
+      for (int32_t j = 0; j < k.vocab; ++j) part[size_t(row * P + j)] = float(row * V + k.vocab0 + j);
+    parts[size_t(r)] = upload<float>(part.data(), part.size() * 4);
+    gathered[size_t(r)] = upload<float>(nullptr, size_t(n * rows * P) * 4);
+    logits[size_t(r)] = upload<float>(nullptr, size_t(rows * V) * 4);
+    qwc::WMat m;
+    m.data = shards[size_t(r)];
+    m.rows = s.rows;
+    m.cols = s.cols;
+    m.type = qwc::WT_BF16;
+    qwc::launch_embed_vocab_part(xs[size_t(r)], m, dtok[size_t(r)], T, k.vocab0, g.stream(r));
+  });
+  std::vector<void *> xb(xs.begin(), xs.end()), gb(gathered.begin(), gathered.end());
+  std::vector<const void *> pb(parts.begin(), parts.end());
+  g.all_reduce_sum(xb.data(), size_t(T * H), NCCL_FLOAT32);
+  g.all_gather(pb.data(), gb.data(), size_t(rows * P), NCCL_FLOAT32);
+  g.each([&](int r) {
+    qwc::launch_tp_logits_unpack(logits[size_t(r)], V, gathered[size_t(r)], rows, int32_t(P), int32_t(V), g.stream(r));
+  });
+  g.sync();
+  for (int r = 0; r < n; ++r) {
+    CHK(cudaSetDevice(g.device(r)));
+    const std::string tag = " (rank " + std::to_string(r) + ")";
+    check(("vocab-parallel embedding + all-reduce vs gather" + tag).c_str(),
+          rel(download(xs[size_t(r)], size_t(T * H)), want_x), 0.0);
+    check(("logits all-gather + unpack vs tp1 layout" + tag).c_str(),
+          rel(download(logits[size_t(r)], size_t(rows * V)), want_l), 0.0);
+  }
+  g.each([&](int r) {
+    for (void *p : {shards[size_t(r)], (void *)dtok[size_t(r)], (void *)xs[size_t(r)], (void *)parts[size_t(r)],
+                    (void *)gathered[size_t(r)], (void *)logits[size_t(r)]})
+      cudaFree(p);
+  });
 }
 
 qw::Config preset(const std::string &p) {
@@ -278,6 +341,8 @@ int main(int argc, char **argv) {
       check(("graph replay: o_proj vs rank-order sum (rank " + std::to_string(r) + ")").c_str(), rel(o, o_emul), 1e-6);
       check(("graph replay: down vs rank-order sum (rank " + std::to_string(r) + ")").c_str(), rel(d, d_emul), 1e-6);
     }
+
+    ranks_kernels(g, wl, vplan, cv);  // wl ([V, H] bf16) serves as the embedding table
 
     // 4. timing: the all-reduce a layer pays twice, and the captured layer
     // bf16: the activations' type; fp32: the partial sums of the design in docs/ARCHITECTURE.md §Tensor parallelism

@@ -373,7 +373,7 @@ class CudaBackend final : public Backend {
   }
   std::unique_ptr<BackendModel> new_model(const Config &cfg) override {
     CK(cudaSetDevice(device_));
-    if (cfg.tp > 1) return cuda_backend::tp_cuda_model(cfg, device_);  // parallel = tpN (opt/parallel/tp_cuda.cuh)
+    if (cfg.tp > 1) return cuda_backend::tp_cuda_model(cfg, device_);  // parallel = tpN (cuda/tp_cuda.cuh)
     return std::make_unique<cuda_backend::CudaModel>(cfg);
   }
 

@@ -9,6 +9,7 @@
 //   prefill.cu        prefill: rmsnorm + GEMM halves of the blocks, flash attention, logits rows
 //   eagle_session.cu  speculative = eagle: tree steps, the EAGLE head's input, ln_final capture, KV compaction
 //   tp_session.cu     parallel = tp2..tp8: a rank's collectives (embedding / o_proj / down all-reduce, logits gather)
+//   tp_cuda.cu        parallel = tp2..tp8: the model of shards and the session driving one CudaSession per rank
 #pragma once
 
 #include <cuda_bf16.h>
@@ -219,7 +220,7 @@ struct Pass {
 
 class OpScope;
 
-// Tensor parallelism (model option parallel = tp2..tp8, opt/parallel/tp_cuda.cuh): what makes a session one rank of
+// Tensor parallelism (model option parallel = tp2..tp8, cuda/tp_cuda.cuh): what makes a session one rank of
 // a group. Null at tp1, where nothing below changes; set, the session's model holds the rank's shards (its Config
 // has the rank's head / KV-head / intermediate / vocab counts) and the blocks call the collectives of tp_session.cu.
 struct TpLink {

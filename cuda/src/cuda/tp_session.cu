@@ -1,5 +1,5 @@
 // tp_session.cu — a CudaSession as one rank of tensor parallelism (model option parallel = tp2..tp8; the group:
-// opt/parallel/tp_cuda.cuh, the plan: opt/parallel/tp_plan.hpp). Only reached when tp_ is set; at tp1 none of this
+// cuda/tp_cuda.cuh, the plan: opt/parallel/tp_plan.hpp). Only reached when tp_ is set; at tp1 none of this
 // runs. The collectives are issued on the session's own stream with the rank's communicator, one NCCL call per
 // rank thread (NCCL's one-thread-per-device model: no group calls), so they are captured into the rank's decode
 // graph like any kernel. Each is an op of its own (QW_OP_ALL_REDUCE / QW_OP_ALL_GATHER). Compile-checked only.

@@ -20,7 +20,8 @@ QW_OPTIMIZATION(parallel) {
       // as an fp32 sum in rank order: tp_cpu.hpp): the reference the CUDA ranks are to be checked against.
       .cpu({Parallel::Tp1, Parallel::Tp2, Parallel::Tp4, Parallel::Tp8})
       // CUDA: one thread and device per rank, each running the tp1 forward over its shards with NCCL collectives
-      // (tp_cuda.cuh). COMPILE-CHECKED ONLY: never run on a multi-GPU machine (README, "Tensor parallelism").
+      // (src/cuda/tp_cuda.cuh). COMPILE-CHECKED ONLY: never run on a multi-GPU machine (README, "Tensor
+      // parallelism").
       .cuda({Parallel::Tp1, Parallel::Tp2, Parallel::Tp4, Parallel::Tp8})
       .spec("QWEN-018")
       .describe(

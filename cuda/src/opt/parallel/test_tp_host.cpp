@@ -142,7 +142,9 @@ void test_rank_sink() {
         "records stamped with their rank: %zu", real.recs.size());
   CHECK(real.captures == 1 && real.logit_calls == 1, "hooks and logits from rank 0 only: %d, %d", real.captures,
         real.logit_calls);
-  CHECK(sinks[0].wants(qw::HOOK_RESID_POST, 1) && !sinks[1].wants(qw::HOOK_RESID_POST, 1), "wants");
+  CHECK(sinks[0].wants(qw::HOOK_RESID_POST, 1) && sinks[3].wants(qw::HOOK_RESID_POST, 1) &&
+            !sinks[1].wants(qw::HOOK_RESID_POST, 0),
+        "every rank is told what rank 0 is (the same path on every rank)");
   CHECK(sinks[3].kernel_id("x") == 7, "kernel ids pass through");
   // the ops of the catalog and their cost model
   CHECK(std::string(qw::op_name(QW_OP_ALL_REDUCE)) == "all_reduce" && std::string(qw::op_name(QW_OP_ALL_GATHER)) == "all_gather",

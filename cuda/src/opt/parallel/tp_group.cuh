@@ -6,9 +6,9 @@
 //
 // Graph capture: capture() begins stream capture on every rank's stream, runs `body` (kernels and collectives for
 // all ranks), ends capture and instantiates one graph per rank; replay() launches them all. NCCL >= 2.9 supports
-// capturing its collectives. The per-rank forward (tp_cuda.cuh) uses the communicators only (comm(r)): each rank's
-// thread captures its own decode graph around its own collectives. Compile-checked here; run by cuda/dev/tplab.cu
-// on a multi-GPU machine.
+// capturing its collectives. The per-rank forward (src/cuda/tp_cuda.cuh) uses the communicators only (comm(r)):
+// each rank's thread captures its own decode graph around its own collectives. Compile-checked here; run by
+// cuda/dev/tplab.cu on a multi-GPU machine.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,8 +32,8 @@ class TpGroup {
   int ranks() const { return int(devices_.size()); }
   int device(int r) const { return devices_[size_t(r)]; }
   cudaStream_t stream(int r) const { return streams_[size_t(r)]; }
-  // Rank r's communicator, for NCCL calls from rank r's own thread (the per-rank CUDA forward, tp_cuda.cuh: one
-  // thread per device, each with its comm, needs no group calls) on a stream of rank r's device.
+  // Rank r's communicator, for NCCL calls from rank r's own thread on a stream of rank r's device (the per-rank CUDA
+  // forward, src/cuda/tp_cuda.cuh: one thread per device, each with its comm, needs no group calls).
   ncclComm_t comm(int r) const { return comms_[size_t(r)]; }
 
   // In place on every rank: buf[r][0..count) = sum over ranks (NCCL's order: ring or tree, not the rank order).

@@ -1,9 +1,11 @@
 // tp_host.hpp — the host side of the CUDA ranks of tensor parallelism (toggle "parallel" = tp2..tp8; the group and
-// its sessions: tp_cuda.cuh), kept free of CUDA so that the CPU tests exercise it (test_parallel.cpp):
+// its sessions: src/cuda/tp_cuda.cuh), kept free of CUDA so that the CPU tests exercise it (test_tp_host.cpp):
 //   TpWorkers    one thread per rank (NCCL's one-thread-per-device model: each rank's session runs the tp1 forward
 //                with its collectives inline, no NCCL group calls), all ranks run a job together, failures collected
-//   RankSink     a rank's view of the step's Sink: records stamped with the rank (qw_op_record.rank), hooks and logits
-//                only from rank 0 (every rank holds the same replicated tensors and the same gathered logits)
+//   RankSink     a rank's view of the step's Sink: records stamped with the rank (qw_op_record.rank); every rank is
+//                told the same hooks are wanted (so that every rank takes the same path — eager or its decode graph —
+//                and the collectives of the ranks stay alike), but only rank 0's captures and logits are kept (every
+//                rank holds the same replicated tensors and the same gathered logits)
 //   tp_step_refusal  what a tensor-parallel CUDA step refuses, said before any rank launches anything (a rank that
 //                throws half-way would leave the others waiting in a collective)
 #pragma once
@@ -53,7 +55,7 @@ class RankSink final : public Sink {
   RankSink(Sink &sink, int32_t rank, std::mutex &mu) : s_(sink), rank_(rank), mu_(mu) {}
   int32_t kernel_id(const char *name) override { return s_.kernel_id(name); }  // thread-safe (Sink's contract)
   void record(const qw_op_record &r) override;
-  bool wants(Hook h, int32_t layer) const override { return rank_ == 0 && s_.wants(h, layer); }
+  bool wants(Hook h, int32_t layer) const override { return s_.wants(h, layer); }
   void capture(Hook h, int32_t layer, const float *host, int32_t rows, int32_t cols) override;
   void logits(const float *host, int32_t rows, int32_t vocab) override;
 

@@ -1,4 +1,4 @@
-// tp_cuda.cuh — tensor parallelism on CUDA (model option parallel = tp2 | tp4 | tp8; plan: tp_plan.hpp; the CPU
+// tp_cuda.cuh — tensor parallelism on CUDA (model option parallel = tp2 | tp4 | tp8; plan: opt/parallel/tp_plan.hpp; CPU
 // reference: tp_cpu.hpp). COMPILE-CHECKED ONLY: no multi-GPU machine has run it (README, "Tensor parallelism").
 //
 // One process, one model handle, N ranks on devices d0 .. d0 + N - 1 (d0 = the backend's "device" option):

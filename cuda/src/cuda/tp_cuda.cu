@@ -49,6 +49,7 @@ class TpCudaSession final : public BackendSession {
 
  private:
   int32_t ranks() const { return int32_t(sessions_.size()); }
+  void warm_up(int64_t elems);
   TpCudaModel &m_;
   std::unique_ptr<qwc::TpGroup> group_;  // the communicators (a clique per session: a comm is not thread-safe)
   TpWorkers workers_;   // thread r: rank r, its device current
@@ -116,6 +117,32 @@ TpCudaSession::TpCudaSession(TpCudaModel &m, int32_t max_batch, int32_t max_cont
   workers_.run([&](int32_t r) {
     sessions_[size_t(r)] = std::make_unique<CudaSession>(m.rank(r), max_batch, max_context, max_prefill, &links_[size_t(r)]);
   });
+  warm_up(max_batch * m.full().hidden_size);
+}
+
+// One eager all-reduce and all-gather of a decode step's size on every rank before any step: NCCL connects its
+// channels on a communicator's first collectives, which is best not done under a decode graph's capture; and a
+// group that cannot talk fails here, at session creation, not in the middle of a step.
+void TpCudaSession::warm_up(int64_t elems) {
+  workers_.run([&](int32_t r) {
+    cudaStream_t s = nullptr;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    DBuf b((size_t)elems * 4 * (size_t)ranks());
+    CK(cudaMemsetAsync(b.p, 0, b.bytes, s));
+    const qwc::Nccl &nc = dev_guard([&]() -> const qwc::Nccl & { return qwc::nccl(); });
+    const int a = nc.AllReduce(b.p, b.p, (size_t)elems, qwc::NCCL_FLOAT32, qwc::NCCL_SUM, links_[size_t(r)].comm, s);
+    // in place: NCCL's in-place all-gather sends from the rank's own part of the receive buffer
+    const int g = nc.AllGather(b.as<float>() + (size_t)r * elems, b.p, (size_t)elems, qwc::NCCL_FLOAT32,
+                               links_[size_t(r)].comm, s);
+    const cudaError_t e = cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+    dev_guard([&] {
+      qwc::nccl_check(a, "ncclAllReduce (warm-up)");
+      qwc::nccl_check(g, "ncclAllGather (warm-up)");
+      return 0;
+    });
+    CK(e);
+  });
 }
 
 TpCudaSession::~TpCudaSession() {
@@ -145,9 +172,12 @@ void TpCudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     broken_ = int32_t(workers_.failed_ranks().size()) != N;
     throw;
   }
+  // Greedy rows must agree bit for bit (argmax of identical logits). A sampled row may not: the device sampler's
+  // shared-memory double sums are order-nondeterministic (as at tp1, run to run); rank 0's token is the step's, and
+  // the next step's tokens come from the host to every rank, so the ranks' states never diverge.
   for (int32_t r = 1; r < N; ++r)
     for (size_t i = 0; i < S; ++i)
-      if (tokens[size_t(r) * S + i] != tokens[i])
+      if (st.temperature[i] <= 0.f && tokens[size_t(r) * S + i] != tokens[i])
         throw Error(QW_ERR_INTERNAL, tp_name(N) + ": rank " + std::to_string(r) + " sampled token " +
                                          std::to_string(tokens[size_t(r) * S + i]) + " for sequence " +
                                          std::to_string(i) + " where rank 0 sampled " + std::to_string(tokens[i]) +
