@@ -64,7 +64,7 @@ class TpSession final : public BackendSession {
     if (mode != QW_PROFILING_OFF)
       throw Error(QW_ERR_UNSUPPORTED, "profiling: the tensor-parallel emulation (model option parallel = tp" +
                                           std::to_string(plan_.ranks) +
-                                          " on the CPU) records no ops (op records have no rank yet); profile at tp1");
+                                          " on the CPU) records no ops (its emulated ranks keep no op records); profile at tp1");
   }
   void forward(const Step &st, Sink &sink, int32_t *out_tokens) override;
 

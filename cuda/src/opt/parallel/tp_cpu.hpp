@@ -12,8 +12,8 @@
 // The residual stream, the norms and sampling are replicated work; the emulation does them once (every rank would
 // compute the same bits from the same all-reduced input). With N = 1 the arithmetic is the tp1 forward's.
 // Hook captures of sharded activations (q, k, v, z, mlp pre/post) are the ranks' slices concatenated in rank
-// order, i.e. the tp1 layout. Not emulated: op records (profiling modes other than off are refused: records have
-// no rank field yet, docs/ARCHITECTURE.md §Tensor parallelism) and Dual Chunk Attention (refused per step).
+// order, i.e. the tp1 layout. Not emulated: op records (profiling modes other than off are refused; records carry a
+// rank since ABI 8, which the CUDA ranks fill) and Dual Chunk Attention (refused per step).
 #pragma once
 
 #include <memory>
