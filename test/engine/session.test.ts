@@ -230,6 +230,8 @@ describe.skipIf(!cpuLibraryBuilt())("session API (CPU)", () => {
       expect(names.has(op)).toBe(true);
     }
     expect(new Set(r.ops.phase)).toEqual(new Set([0, 1]));
+    expect(new Set(r.ops.rank)).toEqual(new Set([0])); // ABI 8: the tensor-parallel rank of each record (tp1: 0)
+    expect(names.has("all_reduce") || names.has("all_gather")).toBe(false); // collectives only at parallel = tpN
     const L = syn.config.num_hidden_layers;
     expect(Math.max(...r.ops.layer)).toBe(L - 1);
     expect(Math.min(...r.ops.layer)).toBe(-1);
