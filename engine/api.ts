@@ -40,7 +40,8 @@ export interface OpenOptions {
   /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}. */
   weightsLayers?: Record<string, "as-loaded" | "bf16" | "q8" | "q4">;
   /** Tensor parallelism, applied at load (engine/formats/parallel.ts): tp1 (default) | tp2 | tp4 | tp8. The CPU
-   *  backend runs tp2..tp8 as an emulation of the ranks (the reference); CUDA has tp1 only so far. */
+   *  backend runs tp2..tp8 as an emulation of the ranks (the reference); CUDA puts rank r on device `device` + r
+   *  (compile-checked only, never run: README, "Tensor parallelism"). */
   parallel?: "tp1" | "tp2" | "tp4" | "tp8";
 }
 

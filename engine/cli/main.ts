@@ -58,7 +58,7 @@ commands
       --weights F[,L=F...]        requantize the 7 projections per layer at load: as-loaded | bf16 | q8 | q4,
                                   then per-layer overrides (e.g. q4,0=bf16,27=bf16); embeddings/lm_head stay
       --tp N                      tensor parallelism over N ranks at load (1 | 2 | 4 | 8; model option parallel;
-                                  CPU: an emulation of the ranks, CUDA: tp1 only so far)
+                                  CPU: an emulation of the ranks, CUDA: N devices, compile-checked only)
       --profile out.json          record op timings and write a profile (docs/ARCHITECTURE.md §Measurement)
 ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
       --format gguf|hf            (default gguf)
