@@ -155,10 +155,19 @@ describe.skipIf(noGpu() || gpuCount() < 2)("tensor parallelism on CUDA: the rank
         const seqs = [prompt(12, 1), prompt(30, 2), prompt(7, 3)];
         const ba = greedyTogether(one, seqs, 4, 8), bb = greedyTogether(many, seqs, 4, 8);
         seqs.forEach((_, i) => sameTokensWhereMarginsAllow(bb.toks[i], ba.toks[i], ba.logits[i], `${c.name} ${c.tp} batched #${i}`));
-        // the decode graph of every rank (default) against eager launches (graphs = off): the same kernels
+        // the decode graph of every rank (default) against eager launches (graphs = off): the same kernels. With 2
+        // ranks NCCL's fp32 sum a + b is the same whatever its algorithm: bit for bit; with 4, NCCL may pick another
+        // algorithm (sum order) for captured collectives: as close as tp1.
         const eager = greedyAlone(many, ids, 16, (s) => s.setToggle("graphs", "off"));
-        expect(eager.toks).toEqual(b.toks);
-        b.logits.forEach((l, i) => expect(relMax(eager.logits[i], l)).toBe(0));
+        if (c.tp === "tp2") {
+          expect(eager.toks).toEqual(b.toks);
+          b.logits.forEach((l, i) => expect(relMax(eager.logits[i], l)).toBe(0));
+        } else {
+          sameTokensWhereMarginsAllow(eager.toks, b.toks, b.logits, `${c.name} ${c.tp} graph vs eager`);
+          const same = b.toks.findIndex((t, i) => t !== eager.toks[i]);
+          const upto = same < 0 ? b.logits.length : same - 1; // logits of the steps fed identical tokens
+          for (let i = 0; i < upto; i++) expect(relMax(eager.logits[i], b.logits[i])).toBeLessThan(2e-2);
+        }
       } finally {
         one.close();
         many.close();
