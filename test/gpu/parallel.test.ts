@@ -120,14 +120,19 @@ function relMax(a: Float32Array, b: Float32Array): number {
   return e / m;
 }
 // Identical greedy tokens, or a first divergence where the reference's top-2 margin is within reduction-order noise.
-function sameTokensWhereMarginsAllow(got: number[], want: number[], wantLogits: Float32Array[], tag: string) {
+// stepLogits[k]: the logits that chose want[k] (undefined: not kept, so a divergence there fails).
+function sameTokensWhereMarginsAllow(got: number[], want: number[], stepLogits: (Float32Array | undefined)[], tag: string) {
   const d = want.findIndex((t, i) => t !== got[i]);
   if (d < 0) return;
-  const l = wantLogits[d - 1]; // logits[k] are those of decode step k + 1 (token d came from logits[d - 1])
-  const top = l ? [...l].sort((x, y) => y - x) : [0, 0];
+  const l = stepLogits[d];
+  expect(l === undefined ? `${tag}: token ${d} differs, its logits were not kept` : "").toBe("");
+  const top = [...l!].sort((x, y) => y - x);
   console.log(`[tp-cuda] ${tag}: first token divergence at ${d}, tp1's top-2 margin ${(top[0] - top[1]).toFixed(4)}`);
   expect(top[0] - top[1]).toBeLessThan(0.05);
 }
+// The logits that chose each token of a greedyAlone run: the last prefill row, then each decode step's.
+const chose = (r: { prefill: Float32Array; logits: Float32Array[] }, vocab: number) =>
+  [r.prefill.slice(r.prefill.length - vocab), ...r.logits];
 
 describe.skipIf(noGpu() || gpuCount() < 2)("tensor parallelism on CUDA: the ranks vs tp1", () => {
   const wide = tinyTestSpec({ num_attention_heads: 8, num_key_value_heads: 4, head_dim: 32 });
@@ -150,11 +155,12 @@ describe.skipIf(noGpu() || gpuCount() < 2)("tensor parallelism on CUDA: the rank
         // bf16 activations; the ranks' o_proj / down sum over a slice each, then NCCL sums the fp32 partials in
         // its own order: a few bf16 roundings of q/k/v/z flip. 2e-2 as the CPU-emulation-vs-CUDA test above.
         expect(e).toBeLessThan(2e-2);
-        sameTokensWhereMarginsAllow(b.toks, a.toks, a.logits, `${c.name} ${c.tp} alone`);
+        const V = a.logits[0].length;
+        sameTokensWhereMarginsAllow(b.toks, a.toks, chose(a, V), `${c.name} ${c.tp} alone`);
         // batched decode (3 sequences of different lengths) against tp1's
         const seqs = [prompt(12, 1), prompt(30, 2), prompt(7, 3)];
         const ba = greedyTogether(one, seqs, 4, 8), bb = greedyTogether(many, seqs, 4, 8);
-        seqs.forEach((_, i) => sameTokensWhereMarginsAllow(bb.toks[i], ba.toks[i], ba.logits[i], `${c.name} ${c.tp} batched #${i}`));
+        seqs.forEach((_, i) => sameTokensWhereMarginsAllow(bb.toks[i], ba.toks[i], [undefined, ...ba.logits[i]], `${c.name} ${c.tp} batched #${i}`));
         // the decode graph of every rank (default) against eager launches (graphs = off): the same kernels. With 2
         // ranks NCCL's fp32 sum a + b is the same whatever its algorithm: bit for bit; with 4, NCCL may pick another
         // algorithm (sum order) for captured collectives: as close as tp1.
@@ -163,9 +169,9 @@ describe.skipIf(noGpu() || gpuCount() < 2)("tensor parallelism on CUDA: the rank
           expect(eager.toks).toEqual(b.toks);
           b.logits.forEach((l, i) => expect(relMax(eager.logits[i], l)).toBe(0));
         } else {
-          sameTokensWhereMarginsAllow(eager.toks, b.toks, b.logits, `${c.name} ${c.tp} graph vs eager`);
+          sameTokensWhereMarginsAllow(eager.toks, b.toks, chose(b, V), `${c.name} ${c.tp} graph vs eager`);
           const same = b.toks.findIndex((t, i) => t !== eager.toks[i]);
-          const upto = same < 0 ? b.logits.length : same - 1; // logits of the steps fed identical tokens
+          const upto = same < 0 ? b.logits.length : same; // logits[k] was fed toks[k]: equal inputs up to the divergence
           for (let i = 0; i < upto; i++) expect(relMax(eager.logits[i], b.logits[i])).toBeLessThan(2e-2);
         }
       } finally {
