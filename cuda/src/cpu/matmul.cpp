@@ -429,7 +429,7 @@ static const char *by_group(int32_t g, const char *g16, const char *g32, const c
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_quant) {
   const bool gemv = T == 1;
   const int32_t g = t.group;
-  if (act_quant_runs(act_quant, t, T)) return act_quant_kernel_name(act_quant, t);
+  if (act_quant_runs(act_quant, t, T)) return act_quant_kernel_name(act_quant, t, T);
   if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
     switch (t.type) {
       case NativeType::F32: return "cpu.gemm.f32.avx512";
@@ -457,7 +457,7 @@ namespace {
 
 // What the rows of a call need besides x: per job its context and, where a job needs them, the per-token group
 // sums of x (grouped weights with offsets) or x quantized to int8 (toggle actQuant). Both read x.
-// The summaries are rare in decode (offsets: Q4_0/Q4_K/Q5_K; int8 codes: prefill only), so their containers allocate
+// The summaries are rare in decode (offsets: Q4_0/Q4_K/Q5_K; int8 codes: toggle actQuant), so their containers allocate
 // only when a job needs one: a decode step of a small model makes ~17 calls, each of a few microseconds.
 struct Plan {
   std::vector<Ctx> ctx;
@@ -493,12 +493,12 @@ void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T,
     if (act_quant_runs(jobs[j].act_quant, w, T)) {  // one quantization per arm and group size, shared by the jobs
       QuantAct *qa = nullptr;
       for (auto &q : p.qas)
-        if (q.mode == jobs[j].act_quant && q.G == w.group) qa = &q;
+        if (act_quant_shares(q, jobs[j].act_quant, w, T)) qa = &q;
       if (!qa) {
         if (p.qas.empty()) p.qas.reserve(static_cast<size_t>(n_jobs));  // never exceeded: at most one per job
         p.qas.emplace_back();
         qa = &p.qas.back();
-        quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool);
+        quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool, w.type);
       }
       c.qa = qa;
     }
