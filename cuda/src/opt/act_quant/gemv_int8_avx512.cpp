@@ -69,7 +69,13 @@ void rows_tokens(const MatJob &job, const QuantAct &qa, const float *xsum, int64
   for (int64_t p0 = 0, g0 = 0; p0 < spans; p0 += spb, g0 += 16) {
     __m512 sblk[RB];  // the block's scales of each row (masked past the row's last group)
     const __mmask16 m = __mmask16(gpr - g0 >= 16 ? 0xFFFF : (1u << (gpr - g0)) - 1);
-    for (int i = 0; i < RB; ++i) sblk[i] = _mm512_maskz_loadu_ps(m, scale + i * rs * gpr + g0);
+    for (int i = 0; i < RB; ++i) {
+      // Every span's scaling waits on these loads, so a miss here stalls the whole block while the codes could
+      // stream on: fetch the scale stream ~1 KiB ahead as well. Without it, a DRAM-resident G = 32 matrix
+      // (0.5B's lm_head, 151936 x 896) streamed ~30 % slower than the exact GEMV; with G = 128 it was already faster.
+      _mm_prefetch(reinterpret_cast<const char *>(scale + i * rs * gpr + g0) + kPrefetchBytes / 4, _MM_HINT_T0);
+      sblk[i] = _mm512_maskz_loadu_ps(m, scale + i * rs * gpr + g0);
+    }
     const int64_t pe = std::min(spans, p0 + spb);
     for (int64_t p = p0; p < pe; ++p) {
       const __m512i idx = _mm512_loadu_si512(gv.idx.data() + p * 16);
