@@ -8,7 +8,7 @@
 //    compile-checked in a session without GPUs, NEVER RUN before this test) against CUDA tp1 on the same weights:
 //    prefill logits within bf16 reduction-order noise, greedy tokens identical (alone and batched) where margins
 //    allow, graph replay = eager bit for bit, op records carrying their rank with the all-reduce / all-gather ops,
-//    the refusals (the embedded model's 1 KV head, kernels mode, sharded hooks).
+//    sharded hooks gathered into the tp1 layout, the refusals (the embedded model's 1 KV head, kernels mode).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -213,18 +213,32 @@ describe.skipIf(noGpu() || gpuCount() < 2)("tensor parallelism on CUDA: the rank
     }
   });
 
-  test("refusals: the embedded model (1 KV head), sharded hooks", async () => {
+  test("hooks: sharded ones (q, z, mlp post) gathered into the tp1 layout, replicated ones from rank 0; the embedded model is refused", async () => {
     await expect(openModel("default", { backend: "cuda", parallel: "tp2" })).rejects.toThrow(/1 KV heads.*splits as tp1/);
-    const s = m.newSession({ maxBatch: 1, maxContext: 64 });
+    const one = await openSyntheticInMemory(tinyTestSpec(), "bf16", { backend: "cuda" });
+    const hooks = ["blocks.0.attn.hook_q", "blocks.1.attn.hook_z", "blocks.1.mlp.hook_post", "blocks.1.hook_resid_post"];
+    const grab = (mm: Model) => {
+      const s = mm.newSession({ maxBatch: 1, maxContext: 64 });
+      try {
+        s.setCapture(hooks);
+        s.setSampling(0, { temperature: 0 });
+        s.prefill(0, prompt(6, 1));
+        return new Map(s.captures().map((c) => [c.name, c]));
+      } finally {
+        s.close();
+      }
+    };
     try {
-      s.setCapture(["blocks.0.attn.hook_q"]);
-      expect(() => s.prefill(0, prompt(5, 1))).toThrow(/hook_q.*slices, one per rank/);
-      s.setCapture(["blocks.0.hook_resid_post"]); // replicated: rank 0 captures it
-      s.reset(0);
-      s.prefill(0, prompt(5, 1));
-      expect(s.captures().length).toBe(1);
+      const a = grab(one), b = grab(m);
+      for (const h of hooks) {
+        const x = a.get(h)!, y = b.get(h)!;
+        expect([y.rows, y.cols]).toEqual([x.rows, x.cols]);
+        const e = relMax(y.data, x.data);
+        console.log(`[tp-cuda] ${h}: tp2 vs tp1 rel err ${e.toExponential(2)}`);
+        expect(e).toBeLessThan(2e-2);
+      }
     } finally {
-      s.close();
+      one.close();
     }
   });
 });

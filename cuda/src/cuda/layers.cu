@@ -27,6 +27,8 @@ void CudaSession::hook_f32(const Pass &p, Hook h, int32_t l, const float *x, int
   if (p.sink) capture_f32(*p.sink, h, l, x, p.rows, cols);
 }
 void CudaSession::hook_bf16(const Pass &p, Hook h, int32_t l, const void *x, int32_t cols) {
+  // parallel = tpN: every bf16 hook (q, k, v, z, mlp pre/post) is sharded by columns: gathered first (tp_session.cu)
+  if (tp_ && p.sink && p.sink->wants(h, l)) return tp_capture_sharded(p, h, l, (const bf16 *)x, cols);
   if (p.sink) capture_bf16(*p.sink, h, l, (const bf16 *)x, p.rows, cols);
 }
 

@@ -321,6 +321,7 @@ class CudaSession final : public BackendSession {
   void tp_all_reduce(const Pass &p, int32_t l, float *buf);
   void tp_ensure_logits(int32_t rows);
   void tp_gather_logits(int32_t n);
+  void tp_capture_sharded(const Pass &p, Hook h, int32_t l, const bf16 *x, int32_t cols);
   void read_out(const Step &st, Sink &sink, int32_t n_seq, const int32_t *dev_tokens, int32_t n_logit_rows,
                 bool all_rows, int32_t *out_tokens);
   // --- decode.cu
@@ -353,6 +354,7 @@ class CudaSession final : public BackendSession {
   CudaModel &m_;
   const TpLink *tp_ = nullptr;  // parallel = tp2..tp8: this session is rank tp_->rank (null at tp1)
   DBuf tp_part_, tp_gathered_;  // its logits slice [rows, P] and the gathered [ranks, rows, P]
+  DBuf tp_hook_;                // a sharded hook's slice, gathered slices and tp1-layout copy (fp32; first use)
   int32_t tp_rows_ = 0;
   int32_t max_batch_, max_ctx_, max_prefill_;
   cudaStream_t stream_ = nullptr;

@@ -158,7 +158,7 @@ void TpCudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     throw Error(QW_ERR_DEVICE, "an earlier step failed on some ranks of " + tp_name(N) +
                                    " only, so their collectives are out of step: destroy this session and create a "
                                    "new one");
-  const std::string why = tp_step_refusal(m_.full(), st, sink, N);
+  const std::string why = tp_step_refusal(m_.full(), st, N);
   if (!why.empty()) throw Error(QW_ERR_UNSUPPORTED, why);
   std::mutex record_mu;
   std::vector<RankSink> sinks;

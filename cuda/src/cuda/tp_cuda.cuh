@@ -16,6 +16,8 @@
 //            each rank's CUDA graph (run_decode captures and replays it as at tp1).
 //   records  each rank's records reach the front stamped with the rank (RankSink); all-reduce / all-gather are ops
 //            of their own. Profiling mode kernels (CUPTI) is refused: its records are not mapped to ranks yet.
+//   hooks    every rank is told the step's hooks (the same eager / graph path everywhere); replicated tensors are
+//            captured from rank 0, sharded ones (q, k, v, z, mlp pre/post) all-gathered into the tp1 layout first.
 #pragma once
 
 #include <memory>

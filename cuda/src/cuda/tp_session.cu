@@ -4,6 +4,7 @@
 // rank thread (NCCL's one-thread-per-device model: no group calls), so they are captured into the rank's decode
 // graph like any kernel. Each is an op of its own (QW_OP_ALL_REDUCE / QW_OP_ALL_GATHER). Compile-checked only.
 #include "session.cuh"
+#include "swiglu.cuh"
 #include "tp_kernels.cuh"
 
 namespace qw {
@@ -64,6 +65,27 @@ void CudaSession::tp_gather_logits(int32_t n) {
     return 0;
   });
   op.set("nccl_all_gather_f32+unpack", cost_all_gather(double(n) * P * tp_->ranks * 4.0, tp_->ranks));
+}
+
+// The capture of a sharded activation (q, k, v, z: the rank's heads; mlp pre/post: its intermediate features), x
+// bf16 [rows, cols] with cols the rank's width: every rank converts its slice to fp32, the all-gather and the unpack
+// (the logits' layout math with equal parts and no padding) give the tp1 layout [rows, ranks * cols], which rank 0's
+// sink keeps (the CPU emulation's captures have the same layout). Hooks run eagerly on every rank (RankSink).
+void CudaSession::tp_capture_sharded(const Pass &p, Hook h, int32_t l, const bf16 *x, int32_t cols) {
+  const int32_t R = p.rows, N = tp_->ranks;
+  const size_t part = (size_t)R * cols, need = part * (1 + 2 * (size_t)N) * 4;
+  if (tp_hook_.bytes < need) tp_hook_ = DBuf(need);
+  float *slice = tp_hook_.as<float>(), *gathered = slice + part, *full = gathered + part * N;
+  dev_guard([&] {
+    qwc::launch_bf16_to_f32(slice, x, (int64_t)part, stream_);
+    return 0;
+  });
+  nccl_ok(qwc::nccl().AllGather(slice, gathered, part, qwc::NCCL_FLOAT32, tp_->comm, stream_), "ncclAllGather (hook)");
+  dev_guard([&] {
+    qwc::launch_tp_logits_unpack(full, (int64_t)cols * N, gathered, R, cols, cols * N, stream_);
+    return 0;
+  });
+  capture_f32(*p.sink, h, l, full, R, cols * N);
 }
 
 }  // namespace cuda_backend

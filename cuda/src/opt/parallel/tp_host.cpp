@@ -2,7 +2,6 @@
 #include "tp_host.hpp"
 
 #include "dca.hpp"
-#include "hooks.hpp"
 #include "registry.hpp"
 
 namespace qw {
@@ -78,13 +77,8 @@ void RankSink::logits(const float *host, int32_t rows, int32_t vocab) {
   if (rank_ == 0) s_.logits(host, rows, vocab);
 }
 
-std::string tp_step_refusal(const Config &full, const Step &st, const Sink &sink, int32_t ranks) {
+std::string tp_step_refusal(const Config &full, const Step &st, int32_t ranks) {
   const std::string tp = "parallel = tp" + std::to_string(ranks) + " on cuda";
-  for (const Hook h : {HOOK_Q, HOOK_K, HOOK_V, HOOK_Z, HOOK_MLP_PRE, HOOK_MLP_POST})
-    for (int32_t l = 0; l < full.num_layers; ++l)
-      if (sink.wants(h, l))
-        return "capture " + hook_name(h, l) + ": " + tp + " holds it in slices, one per rank, and does not gather " +
-               "them yet; capture it at parallel = tp1, or with the CPU emulation (backend cpu), which gathers them";
   if (st.tree_base >= 0) return "tree steps (speculative = eagle): not with " + tp + "; use parallel = tp1";
   for (int32_t l = 0; l < full.num_layers; ++l) {
     const LayerToggles &lt = st.toggles.at(l);

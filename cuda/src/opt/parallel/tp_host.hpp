@@ -65,10 +65,10 @@ class RankSink final : public Sink {
   std::mutex &mu_;
 };
 
-// "" when a step of `ranks` ranks can run on CUDA, else the QW_ERR_UNSUPPORTED message: hooks on sharded tensors
-// (q, k, v, z, mlp pre/post: each rank holds a slice, which the CPU emulation gathers and the CUDA ranks do not yet),
-// dca = on, sparsePrefill other than off, tree steps (speculative = eagle) — none of which the CPU reference
-// (tp_cpu.hpp) runs either. Replicated hooks (resid_*, attn_out, logits, ln_final) come from rank 0.
-std::string tp_step_refusal(const Config &full, const Step &st, const Sink &sink, int32_t ranks);
+// "" when a step of `ranks` ranks can run on CUDA, else the QW_ERR_UNSUPPORTED message: dca = on, sparsePrefill
+// other than off, tree steps (speculative = eagle) — none of which the CPU reference (tp_cpu.hpp) runs either.
+// Every hook runs: replicated ones (resid_*, attn_out, logits, ln_final) from rank 0, sharded ones (q, k, v, z, mlp
+// pre/post) gathered into the tp1 layout, as the CPU emulation does.
+std::string tp_step_refusal(const Config &full, const Step &st, int32_t ranks);
 
 }  // namespace qw
