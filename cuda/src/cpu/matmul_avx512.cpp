@@ -1,9 +1,10 @@
 // matmul_avx512.cpp — decode-sized matmuls (T < kDequantMinT tokens: decode steps, batched decode, verify steps)
-// for W8 and BF16 weights with 512-bit vectors, used at run time when the CPU has AVX-512 F/BW (this file alone is
+// for W8, W4 and BF16 weights with 512-bit vectors, used at run time when the CPU has AVX-512 F/BW (this file alone is
 // compiled with -mavx512f -mavx512bw; matmul.cpp checks the CPU before calling it, so the library still runs on
 // AVX2-only machines).
 //
-// Why these types: int8 codes must be widened and converted (vpmovsxbd + vcvtdq2ps) and bf16 widened and shifted
+// Why these types: int8 / 4-bit codes must be widened and converted (vpmovsxbd / nibble unpack + vcvtdq2ps) and bf16
+// widened and shifted
 // before the FMA, which makes their GEMVs compute-bound when the weights sit in L2/L3 (a small model, such as the
 // embedded bf16 one). 16 lanes per instruction halve that work. f16 (one vcvtph2ps) and f32 decode are bound by
 // memory bandwidth and gain nothing.
@@ -66,6 +67,39 @@ inline void rows_w8(const int8_t *codes, const float *scale, int64_t cols, int64
       for (int i = 0; i < RB; ++i) {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + (r + i * rs) * cols + c));
         const __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+        for (int j = 0; j < NT; ++j) ag[i][j] = _mm512_fmadd_ps(w, xv[j], ag[i][j]);
+      }
+    }
+    for (int i = 0; i < RB; ++i) {
+      const __m512 sc = _mm512_set1_ps(scale[(r + i * rs) * gpr + g]);
+      for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(sc, ag[i][j], acc[i][j]);
+    }
+  }
+  reduce_rows<RB, NT>(acc, y);
+}
+
+// RB W4 rows x NT tokens: 16 codes from 8 bytes (low nibble = even column), widened to fp32 exactly.
+template <int RB, int NT, int G>
+inline void rows_w4(const uint8_t *codes, const float *scale, int64_t cols, int64_t gpr, const float *const *x,
+                    int64_t r, int64_t rs, float (&y)[RB][NT]) {
+  const __m128i lo4 = _mm_set1_epi8(0x0F);
+  __m512 acc[RB][NT];
+  for (int i = 0; i < RB; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < gpr; ++g) {
+    const int64_t c0 = g * G;
+    __m512 ag[RB][NT];
+    for (int i = 0; i < RB; ++i)
+      for (int j = 0; j < NT; ++j) ag[i][j] = _mm512_setzero_ps();
+    for (int i = 0; i < RB; ++i)
+      _mm_prefetch(reinterpret_cast<const char *>(codes + ((r + i * rs) * cols + c0) / 2) + 1024, _MM_HINT_T0);
+    for (int64_t c = c0; c < c0 + G; c += 16) {
+      __m512 xv[NT];
+      for (int j = 0; j < NT; ++j) xv[j] = _mm512_loadu_ps(x[j] + c);
+      for (int i = 0; i < RB; ++i) {
+        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + ((r + i * rs) * cols + c) / 2));
+        const __m128i q = _mm_unpacklo_epi8(_mm_and_si128(b, lo4), _mm_and_si128(_mm_srli_epi16(b, 4), lo4));
+        const __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
         for (int j = 0; j < NT; ++j) ag[i][j] = _mm512_fmadd_ps(w, xv[j], ag[i][j]);
       }
     }
@@ -154,6 +188,16 @@ struct W8Rows {
     rows_w8<R, N, G>(codes, scale, cols, gpr, xr, r, rs, y);
   }
 };
+template <int G>
+struct W4Rows {
+  const uint8_t *codes;
+  const float *scale;
+  int64_t cols, gpr;
+  template <int R, int N>
+  void operator()(const float *const *xr, int64_t r, int64_t rs, float (&y)[R][N]) const {
+    rows_w4<R, N, G>(codes, scale, cols, gpr, xr, r, rs, y);
+  }
+};
 struct BF16Rows {
   const uint16_t *w;
   int64_t cols;
@@ -164,19 +208,26 @@ struct BF16Rows {
 };
 
 template <int RB, int G>
-void w8_g(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0, int64_t r1) {
+void grouped_g(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0,
+               int64_t r1) {
   const NativeTensor &w = *job.w.t;
-  const W8Rows<G> rows{reinterpret_cast<const int8_t *>(w.data.data()), w.scale.data(), w.cols, w.cols / G};
-  token_tiles<RB, true>(job, x, x_stride, T, xsum, rows.gpr, r0, r1, rows);
+  if (w.type == NativeType::W4) {
+    const W4Rows<G> rows{w.data.data(), w.scale.data(), w.cols, w.cols / G};
+    token_tiles<RB, true>(job, x, x_stride, T, xsum, rows.gpr, r0, r1, rows);
+  } else {
+    const W8Rows<G> rows{reinterpret_cast<const int8_t *>(w.data.data()), w.scale.data(), w.cols, w.cols / G};
+    token_tiles<RB, true>(job, x, x_stride, T, xsum, rows.gpr, r0, r1, rows);
+  }
 }
 
 template <int RB>
-void w8_rb(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0, int64_t r1) {
+void grouped_rb(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0,
+                int64_t r1) {
   switch (job.w.t->group) {
-    case 16: w8_g<RB, 16>(job, x, x_stride, T, xsum, r0, r1); break;
-    case 32: w8_g<RB, 32>(job, x, x_stride, T, xsum, r0, r1); break;
-    case 128: w8_g<RB, 128>(job, x, x_stride, T, xsum, r0, r1); break;  // weights = q8 (opt/weights/requant.hpp)
-    default: throw Error(QW_ERR_INTERNAL, "gemv_w8_avx512: group " + std::to_string(job.w.t->group) + " has no kernel");
+    case 16: grouped_g<RB, 16>(job, x, x_stride, T, xsum, r0, r1); break;
+    case 32: grouped_g<RB, 32>(job, x, x_stride, T, xsum, r0, r1); break;
+    case 128: grouped_g<RB, 128>(job, x, x_stride, T, xsum, r0, r1); break;  // weights = q8 / q4 (opt/weights/requant.hpp)
+    default: throw Error(QW_ERR_INTERNAL, "gemv_grouped_avx512: group " + std::to_string(job.w.t->group) + " has no kernel");
   }
 }
 
@@ -189,13 +240,13 @@ void bf16_rb(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int
 
 }  // namespace
 
-void gemv_w8_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0,
-                    int64_t r1, int rb) {
+void gemv_grouped_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0,
+                         int64_t r1, int rb) {
   switch (rb) {  // row streams (toggle tile); a row's sum does not depend on them
-    case 1: w8_rb<1>(job, x, x_stride, T, xsum, r0, r1); break;
-    case 2: w8_rb<2>(job, x, x_stride, T, xsum, r0, r1); break;
-    case 8: w8_rb<8>(job, x, x_stride, T, xsum, r0, r1); break;
-    default: w8_rb<4>(job, x, x_stride, T, xsum, r0, r1); break;
+    case 1: grouped_rb<1>(job, x, x_stride, T, xsum, r0, r1); break;
+    case 2: grouped_rb<2>(job, x, x_stride, T, xsum, r0, r1); break;
+    case 8: grouped_rb<8>(job, x, x_stride, T, xsum, r0, r1); break;
+    default: grouped_rb<4>(job, x, x_stride, T, xsum, r0, r1); break;
   }
 }
 
