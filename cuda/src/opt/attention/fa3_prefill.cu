@@ -7,11 +7,13 @@
 //     K-major from swizzled shared memory), causal mask on the tiles that reach past the CTA's first query position,
 //     online softmax in the accumulator layout (a row lives in 4 lanes of a quad), P packed to bf16 straight from S's
 //     registers (the f32 accumulator layout is the bf16 A-operand layout), O += P.V by wgmma with A from registers and
-//     V MN-major (trans-b), then one arrival per warp on empty[stage].
+//     V MN-major (trans-b), then one arrival per warp on empty[stage]. As FA3: tile j's Q.K^T is issued together with
+//     tile j-1's P.V and tile j's softmax overlaps that P.V (intra-warpgroup overlap); with PP the two warpgroups also
+//     take turns issuing (pingpong), so one's softmax overlaps the other's GEMMs.
 // Invariants: every smem tile base is 1024-aligned (128B swizzle atom, see fa3_layout.hpp); each barrier phase gets
 // exactly one expect_tx arrival and all the bytes of its boxes (TMA counts zero-filled out-of-bounds elements too).
-// Not yet done (FA3 has them): pingpong scheduling of the two consumer warpgroups, the intra-warpgroup overlap of the
-// next tile's Q.K with this tile's softmax, a persistent tile scheduler, one launch for a whole varlen batch.
+// Not yet done (FA3 has them): a persistent tile scheduler, one launch for a whole varlen batch, 3 consumer warpgroups
+// (192-row tiles) for hd 64, an smem-staged TMA store of O.
 #include "fa3_prefill.cuh"
 
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
@@ -37,13 +39,13 @@ struct Fa3Params {
   float scale_log2;        // log2(e) / sqrt(D): scores live in the exp2 domain
 };
 
-template <int D>
+template <int D, bool PP>
 __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int S = fa3_stages(D);
   constexpr int KB = D / kFa3Atom;  // 64-column blocks per row
   constexpr int NO = D / 2;         // O registers per thread (m64nD f32: D/8 chunks x 4)
-  constexpr float kNegBig = -1e30f;  // finite: exp2f(kNegBig - m) is 0 for any finite m, no NaN from -inf - -inf
+  constexpr float kNegBig = -1e30f;  // masked score: finite, so 2^(kNegBig * scale - m) is 0 without inf - inf
   extern __shared__ unsigned char smem_raw[];
   // the dynamic base is only 16-aligned by contract: round up to the swizzle atom (fa3_smem_bytes adds the slack)
   const uint32_t base = (smem_u32(smem_raw) + (kFa3SwizzleAtom - 1)) & ~(uint32_t)(kFa3SwizzleAtom - 1);
@@ -100,83 +102,126 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
 
   // ---------------------------------------------------------------------------------------------- consumers
   fa3_setmaxnreg_inc<kFa3ConsumerRegs>();
-  const int row0 = 64 * (wg - 1);  // this warpgroup's packed rows row0..row0+63
-  int qpos[2];                     // cache position of this thread's two rows (accumulator rows r, r + 8)
+  const int cw = wg - 1, row0 = 64 * cw;  // this warpgroup's packed rows row0..row0+63
+  int qpos[2];                            // cache position of this thread's two rows (accumulator rows r, r + 8)
 #pragma unroll
   for (int h = 0; h < 2; ++h) qpos[h] = prm.pos0 + t0 + fa3_row_pos(row0 + fa3_acc_row(warp, lane, 2 * h), prm.g);
   float o[NO];
 #pragma unroll
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
-  float m[2] = {kNegBig, kNegBig}, l[2] = {0.f, 0.f};
+  float m[2] = {kNegBig, kNegBig}, l[2] = {0.f, 0.f};  // running max (exp2 domain) and sum of this thread's rows
+  float sc[kFa3Keys / 2];                              // S of the current tile, then its probabilities, in place
+  uint32_t pa[kFa3Keys / 16][4];                       // P of the previous tile as the A operand of P.V
+  float alpha[2];
 
-  fa3_mbar_wait(q_full, 0);
-  for (int j = 0; j < n_tiles; ++j) {
-    const int s = j % S;
-    const uint32_t ph = (uint32_t)(j / S) & 1u;
-    float sc[kFa3Keys / 2];  // S tile, accumulator layout (m64n128)
-    fa3_mbar_wait(k_full(s), ph);
-    fa3_wgmma_fence();
+  // S = Q.K^T of tile j into sc (issued and committed; the caller waits)
+  auto issue_qk = [&](int j) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
       fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), kFa3Rows, row0, kk),
-                        fa3_desc_kmajor(base + fa3_k_off(D, s), kFa3Keys, 0, kk), kk > 0);
+                        fa3_desc_kmajor(base + fa3_k_off(D, j % S), kFa3Keys, 0, kk), kk > 0);
     fa3_wgmma_commit();
-    fa3_wgmma_wait<0>();
-    fa3_pin(sc);
-
-    // scale into the exp2 domain, causal mask, row max (a row's 128 keys sit in the 4 lanes of a quad)
-    const int k0 = j * kFa3Keys;
-    const bool mask = fa3_tile_needs_mask(k0, prm.pos0, t0);
-    float mx[2] = {kNegBig, kNegBig};
-#pragma unroll
-    for (int r = 0; r < kFa3Keys / 2; ++r) {
-      const int h = (r >> 1) & 1;
-      float v = sc[r] * prm.scale_log2;
-      if (mask && k0 + fa3_acc_col(lane, r) > qpos[h]) v = kNegBig;
-      sc[r] = v;
-      mx[h] = fmaxf(mx[h], v);
-    }
-    float alpha[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      const float mn = fmaxf(m[h], mx[h]);
-      alpha[h] = exp2f(m[h] - mn);
-      m[h] = mn;
-      l[h] *= alpha[h];
-    }
-#pragma unroll
-    for (int i = 0; i < NO; ++i) o[i] *= alpha[(i >> 1) & 1];
-    // P in the A-operand layout: k-step kk takes S's chunks 2kk, 2kk+1 (fa3_p_from_s); l sums the bf16-rounded
-    // probabilities that P.V uses, so the normalization matches what was accumulated.
-    uint32_t pa[kFa3Keys / 16][4];
+  };
+  // O += P.V of tile j (issued and committed)
+  auto issue_pv = [&](int j) {
 #pragma unroll
     for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
-#pragma unroll
-      for (int reg = 0; reg < 4; ++reg) {
-        const int h = reg & 1;
-        const uint32_t pk = pack_bf16(exp2f(sc[fa3_p_from_s(kk, reg, 0)] - m[h]), exp2f(sc[fa3_p_from_s(kk, reg, 1)] - m[h]));
-        l[h] += bf16_lo(pk) + bf16_hi(pk);
-        pa[kk][reg] = pk;
-      }
-    }
-
-    fa3_mbar_wait(v_full(s), ph);
-    fa3_wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
-      const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, s), kFa3Keys, kk);
+      const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, j % S), kFa3Keys, kk);
       if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
       else fa3_wgmma_rs_n64(o, pa[kk], dv);
     }
     fa3_wgmma_commit();
+  };
+  // Online softmax of tile j, in place: causal mask (only tiles reaching past the CTA's first query), row max over the
+  // quad's 4 lanes, the new running max and alpha, sc = exp2(sc * scale - m). O and l are rescaled by the caller once
+  // the previous P.V has finished with O.
+  auto softmax = [&](int j) {
+    const int k0 = j * kFa3Keys;
+    float mx[2] = {kNegBig, kNegBig};
+    if (fa3_tile_needs_mask(k0, prm.pos0, t0)) {
+#pragma unroll
+      for (int r = 0; r < kFa3Keys / 2; ++r)
+        if (k0 + fa3_acc_col(lane, r) > qpos[(r >> 1) & 1]) sc[r] = kNegBig;
+    }
+#pragma unroll
+    for (int r = 0; r < kFa3Keys / 2; ++r) mx[(r >> 1) & 1] = fmaxf(mx[(r >> 1) & 1], sc[r]);
+    float mneg[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      const float mn = fmaxf(m[h], mx[h] * prm.scale_log2);
+      alpha[h] = fa3_exp2(m[h] - mn);
+      m[h] = mn;
+      mneg[h] = -mn;
+    }
+#pragma unroll
+    for (int r = 0; r < kFa3Keys / 2; ++r) sc[r] = fa3_exp2(fmaf(sc[r], prm.scale_log2, mneg[(r >> 1) & 1]));
+  };
+  // After the previous P.V completed: rescale O and l by alpha, then P = bf16(sc) in the A-operand layout (k-step kk
+  // takes S's chunks 2kk, 2kk+1: fa3_p_from_s). l sums the bf16-rounded probabilities that P.V multiplies.
+  auto rescale_and_pack = [&]() {
+#pragma unroll
+    for (int i = 0; i < NO; ++i) o[i] *= alpha[(i >> 1) & 1];
+    l[0] *= alpha[0];
+    l[1] *= alpha[1];
+#pragma unroll
+    for (int kk = 0; kk < kFa3Keys / 16; ++kk)
+#pragma unroll
+      for (int reg = 0; reg < 4; ++reg) {
+        const uint32_t pk = pack_bf16(sc[fa3_p_from_s(kk, reg, 0)], sc[fa3_p_from_s(kk, reg, 1)]);
+        l[reg & 1] += bf16_lo(pk) + bf16_hi(pk);
+        pa[kk][reg] = pk;
+      }
+  };
+  // Pingpong (PP): the two consumer warpgroups take turns issuing their GEMMs (named barriers 1 + cw), so one's
+  // softmax runs while the other's wgmmas use the tensor cores. Warpgroup 1 goes first: warpgroup 2 opens its turn.
+  auto turn_begin = [&]() { if constexpr (PP) fa3_named_sync(1 + cw, 256); };
+  auto turn_end = [&]() { if constexpr (PP) fa3_named_arrive(2 - cw, 256); };
+  if (PP && cw == 1) fa3_named_arrive(1, 256);
+
+  fa3_mbar_wait(q_full, 0);
+  // tile 0: S, softmax, P
+  fa3_mbar_wait(k_full(0), 0);
+  turn_begin();
+  fa3_wgmma_fence();
+  issue_qk(0);
+  turn_end();
+  fa3_wgmma_wait<0>();
+  fa3_pin(sc);
+  softmax(0);
+  rescale_and_pack();
+  // Intra-warpgroup overlap: tile j's Q.K^T and tile j-1's P.V are in flight together; tile j's softmax runs while
+  // P.V j-1 still computes, then O is rescaled and P_j packed. Stage j-1 is released once P.V j-1 is done.
+  for (int j = 1; j < n_tiles; ++j) {
+    fa3_mbar_wait(k_full(j % S), (uint32_t)(j / S) & 1u);
+    fa3_mbar_wait(v_full((j - 1) % S), (uint32_t)((j - 1) / S) & 1u);
+    turn_begin();
+    fa3_wgmma_fence();  // sc (softmax) and o / pa (rescale, pack) were written by ordinary instructions
+    issue_qk(j);
+    issue_pv(j - 1);
+    turn_end();
+    fa3_wgmma_wait<1>();  // groups retire in order: Q.K^T of tile j is done, P.V of j-1 may still run
+    fa3_pin(sc);
+    softmax(j);
     fa3_wgmma_wait<0>();
     fa3_pin(o);
     fa3_pin(pa);
     __syncwarp();
-    if (lane == 0) fa3_mbar_arrive(empty(s));  // this warp's reads of stage s are complete
+    if (lane == 0) fa3_mbar_arrive(empty((j - 1) % S));  // this warp's reads of stage j-1 are complete
+    rescale_and_pack();
   }
+  // the last tile's P.V
+  fa3_mbar_wait(v_full((n_tiles - 1) % S), (uint32_t)((n_tiles - 1) / S) & 1u);
+  turn_begin();
+  fa3_wgmma_fence();
+  issue_pv(n_tiles - 1);
+  if (cw == 0) turn_end();  // warpgroup 2 has no later turn to open: skipping it leaves no arrival pending at exit
+  fa3_wgmma_wait<0>();
+  fa3_pin(o);
+  fa3_pin(pa);
+  __syncwarp();
+  if (lane == 0) fa3_mbar_arrive(empty((n_tiles - 1) % S));
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -228,15 +273,15 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
                     std::to_string((int)r) + ")");
 }
 
-template <int D>
+template <int D, bool PP>
 void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
   constexpr uint32_t smem = fa3_smem_bytes(D);
   static std::once_flag once;
   std::call_once(once, [] {
-    QWC_CHECK(cudaFuncSetAttribute(fa3_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    QWC_CHECK(cudaFuncSetAttribute(fa3_prefill_kernel<D, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   });
   dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
-  launch(fa3_prefill_kernel<D>, grid, kFa3Threads, smem, s, prm);
+  launch(fa3_prefill_kernel<D, PP>, grid, kFa3Threads, smem, s, prm);
 }
 
 }  // namespace
@@ -257,7 +302,7 @@ bool fa3_prefill_requested() {
   return e && std::strcmp(e, "1") == 0;
 }
 
-const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s) {
+const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s, bool pingpong) {
   if (a.n <= 0) return "attn_prefill_wgmma";
   int dev = 0, major = 0, minor = 0;
   QWC_CHECK(cudaGetDevice(&dev));
@@ -274,10 +319,12 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   prm.out = a.out;
   prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g);
   prm.scale_log2 = kLog2e / std::sqrt((float)d);
-  if (d == 128) launch_d<128>(prm, a.n_kv, s);
-  else launch_d<64>(prm, a.n_kv, s);
+  if (d == 128 && pingpong) launch_d<128, true>(prm, a.n_kv, s);
+  else if (d == 128) launch_d<128, false>(prm, a.n_kv, s);
+  else if (pingpong) launch_d<64, true>(prm, a.n_kv, s);
+  else launch_d<64, false>(prm, a.n_kv, s);
   QWC_LAUNCH_CHECK("launch_prefill_attention_fa3");
-  return "attn_prefill_wgmma";
+  return pingpong ? "attn_prefill_wgmma" : "attn_prefill_wgmma:nopp";
 }
 
 }  // namespace qwc

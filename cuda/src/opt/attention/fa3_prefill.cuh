@@ -18,7 +18,8 @@ const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int 
 // QW_FLASH_WGMMA=1 in the environment (read at every call, so a process may flip it between runs).
 bool fa3_prefill_requested();
 // One sequence, like launch_prefill_attention; throws CudaError when unsupported or when the driver has no
-// cuTensorMapEncodeTiled. Returns the kernel's name for the op record.
-const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t stream);
+// cuTensorMapEncodeTiled. Returns the kernel's name for the op record. pingpong = false: the consumer warpgroups issue
+// their GEMMs unordered (the lab times both).
+const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t stream, bool pingpong = true);
 
 }  // namespace qwc

@@ -59,6 +59,20 @@ __device__ __forceinline__ void fa3_tma_4d(uint32_t dst, const CUtensorMap *m, u
       : "memory");
 }
 
+// ---- named barriers (id 0 is __syncthreads): `count` threads in all, whole warps; arrive does not wait
+__device__ __forceinline__ void fa3_named_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fa3_named_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
+// 2^x by the SFU (ex2.approx.ftz: 2 ulp, what flash attention's softmax uses; -huge gives +0)
+__device__ __forceinline__ float fa3_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // ---- register reallocation between warpgroups (all warps of a warpgroup execute it)
 template <int N> __device__ __forceinline__ void fa3_setmaxnreg_dec() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N));

@@ -253,10 +253,8 @@ void emulate(const Case &cs, Rng &rng) {
             for (int r = 0; r < kFa3Keys / 2; ++r) {
               const int h = (r >> 1) & 1;
               const int qpos = cs.pos0 + t0 + fa3_row_pos(row0 + fa3_acc_row(th / 32, th % 32, 2 * h), g);
-              float v = sc[th][r] * scale;
-              if (mask && k0 + fa3_acc_col(th % 32, r) > qpos) v = -1e30f;
-              sc[th][r] = v;
-              mx[th * 2 + h] = std::max(mx[th * 2 + h], v);
+              if (mask && k0 + fa3_acc_col(th % 32, r) > qpos) sc[th][r] = -1e30f;  // raw scores, as the kernel
+              mx[th * 2 + h] = std::max(mx[th * 2 + h], sc[th][r]);
             }
           std::vector<std::vector<uint16_t>> pa(128, std::vector<uint16_t>(kFa3Keys / 16 * 8));
           for (int th = 0; th < 128; ++th)
@@ -264,7 +262,7 @@ void emulate(const Case &cs, Rng &rng) {
               const int q0 = th & ~3;
               float qm = -1e30f;
               for (int x = 0; x < 4; ++x) qm = std::max(qm, mx[(q0 + x) * 2 + h]);
-              const float mn = std::max(m[th * 2 + h], qm), alpha = std::exp2(m[th * 2 + h] - mn);
+              const float mn = std::max(m[th * 2 + h], qm * scale), alpha = std::exp2(m[th * 2 + h] - mn);
               m[th * 2 + h] = mn;
               l[th * 2 + h] *= alpha;
               for (int i = 0; i < d / 2; ++i)
@@ -274,7 +272,8 @@ void emulate(const Case &cs, Rng &rng) {
             for (int kk = 0; kk < kFa3Keys / 16; ++kk)
               for (int reg = 0; reg < 4; ++reg)
                 for (int hh = 0; hh < 2; ++hh) {
-                  const uint16_t p = qw::float_to_bf16(std::exp2(sc[th][fa3_p_from_s(kk, reg, hh)] - m[th * 2 + (reg & 1)]));
+                  const uint16_t p = qw::float_to_bf16(
+                      std::exp2(std::fma(sc[th][fa3_p_from_s(kk, reg, hh)], scale, -m[th * 2 + (reg & 1)])));
                   l[th * 2 + (reg & 1)] += qw::bf16_to_float(p);
                   pa[th][kk * 8 + reg * 2 + hh] = p;
                 }
