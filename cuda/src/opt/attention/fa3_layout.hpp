@@ -50,8 +50,10 @@ QW_FA3_HD constexpr uint32_t fa3_v_off(int d, int stage) {
   return fa3_k_off(d, fa3_stages(d)) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
 }
 QW_FA3_HD constexpr uint32_t fa3_bar_off(int d) { return fa3_v_off(d, fa3_stages(d)); }
-// q_full, k_full[S], v_full[S], empty[S]: 8 bytes each; +1024 for aligning the dynamic base by hand.
-QW_FA3_HD constexpr uint32_t fa3_smem_bytes(int d) { return fa3_bar_off(d) + 8u * (1u + 3u * fa3_stages(d)) + 1024u; }
+// q_full, k_full[S], v_full[S], empty[S]: 8 bytes each; then the watchdog's abort word (fa3_sm90.cuh); +1024 for
+// aligning the dynamic base by hand.
+QW_FA3_HD constexpr uint32_t fa3_abort_off(int d) { return fa3_bar_off(d) + 8u * (1u + 3u * fa3_stages(d)); }
+QW_FA3_HD constexpr uint32_t fa3_smem_bytes(int d) { return fa3_abort_off(d) + 8u + 1024u; }
 
 // The 128-byte swizzle on a byte address (absolute, or relative to a 1024-aligned base).
 QW_FA3_HD uint32_t fa3_swizzle128(uint32_t addr) { return addr ^ ((addr >> 3) & 0x70u); }

@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
   extern __shared__ unsigned char smem_raw[];
   // the dynamic base is only 16-aligned by contract: round up to the swizzle atom (fa3_smem_bytes adds the slack)
   const uint32_t base = (smem_u32(smem_raw) + (kFa3SwizzleAtom - 1)) & ~(uint32_t)(kFa3SwizzleAtom - 1);
-  const uint32_t bar = base + fa3_bar_off(D);
+  const uint32_t bar = base + fa3_bar_off(D), abort_word = base + fa3_abort_off(D);
   const uint32_t q_full = bar;
   auto k_full = [&](int s) { return bar + 8u * (uint32_t)(1 + s); };
   auto v_full = [&](int s) { return bar + 8u * (uint32_t)(1 + S + s); };
@@ -68,6 +68,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
       fa3_mbar_init(v_full(s), 1);
       fa3_mbar_init(empty(s), 8);  // one arrival per consumer warp
     }
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(abort_word), "r"(0u) : "memory");
     fa3_fence_barrier_init();
   }
   __syncthreads();
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
                    t0);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % S;
-        fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1);
+        fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);
         fa3_mbar_expect_tx(k_full(s), fa3_tile_bytes(kFa3Keys, D));
         for (int c = 0; c < KB; ++c)
           fa3_tma_3d(base + fa3_k_off(D, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
@@ -96,6 +97,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
           fa3_tma_3d(base + fa3_v_off(D, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
       }
+      fa3_check_abort(abort_word);
     }
     return;  // no block-wide barrier follows the role split
   }
@@ -180,9 +182,9 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
   auto turn_end = [&]() { if constexpr (PP) fa3_named_arrive(2 - cw, 256); };
   if (PP && cw == 1) fa3_named_arrive(1, 256);
 
-  fa3_mbar_wait(q_full, 0);
+  fa3_mbar_wait(q_full, 0, abort_word);
   // tile 0: S, softmax, P
-  fa3_mbar_wait(k_full(0), 0);
+  fa3_mbar_wait(k_full(0), 0, abort_word);
   turn_begin();
   fa3_wgmma_fence();
   issue_qk(0);
@@ -194,8 +196,8 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
   // Intra-warpgroup overlap: tile j's Q.K^T and tile j-1's P.V are in flight together; tile j's softmax runs while
   // P.V j-1 still computes, then O is rescaled and P_j packed. Stage j-1 is released once P.V j-1 is done.
   for (int j = 1; j < n_tiles; ++j) {
-    fa3_mbar_wait(k_full(j % S), (uint32_t)(j / S) & 1u);
-    fa3_mbar_wait(v_full((j - 1) % S), (uint32_t)((j - 1) / S) & 1u);
+    fa3_mbar_wait(k_full(j % S), (uint32_t)(j / S) & 1u, abort_word);
+    fa3_mbar_wait(v_full((j - 1) % S), (uint32_t)((j - 1) / S) & 1u, abort_word);
     turn_begin();
     fa3_wgmma_fence();  // sc (softmax) and o / pa (rescale, pack) were written by ordinary instructions
     issue_qk(j);
@@ -212,7 +214,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
     rescale_and_pack();
   }
   // the last tile's P.V
-  fa3_mbar_wait(v_full((n_tiles - 1) % S), (uint32_t)((n_tiles - 1) / S) & 1u);
+  fa3_mbar_wait(v_full((n_tiles - 1) % S), (uint32_t)((n_tiles - 1) / S) & 1u, abort_word);
   turn_begin();
   fa3_wgmma_fence();
   issue_pv(n_tiles - 1);
@@ -222,6 +224,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
   fa3_pin(pa);
   __syncwarp();
   if (lane == 0) fa3_mbar_arrive(empty((n_tiles - 1) % S));
+  fa3_check_abort(abort_word);
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {

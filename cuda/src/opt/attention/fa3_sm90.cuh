@@ -29,15 +29,37 @@ __device__ __forceinline__ void fa3_mbar_arrive(uint32_t bar) {
 }
 // Waits until the phase of parity `parity` has completed. On a fresh barrier parity 1 counts as completed (the
 // producer's first pass over the empty barriers must not block).
-__device__ __forceinline__ void fa3_mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
+__device__ __forceinline__ uint32_t fa3_mbar_try(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done;
+}
+// The pipeline has never run on a GPU, so its waits carry a watchdog: after 2^28 failed tries (try_wait may suspend
+// the thread a while: seconds at least) a wait sets the CTA's abort word and returns, every later wait of the CTA
+// returns at once, and the kernel traps at its end (fa3_check_abort) — a protocol bug then fails the launch with an
+// error instead of hanging the lab or the engine. (A trap inside the wait loop made ptxas spill 200 bytes at hd 128.)
+__device__ __forceinline__ void fa3_mbar_wait(uint32_t bar, uint32_t parity, uint32_t abort_word) {
+  for (uint32_t tries = 0; !fa3_mbar_try(bar, parity);) {
+    ++tries;
+    if ((tries & 4095u) == 0) {
+      uint32_t aborted;
+      asm volatile("ld.shared.u32 %0, [%1];" : "=r"(aborted) : "r"(abort_word) : "memory");
+      if (aborted) return;
+      if (tries >= (1u << 28)) {
+        asm volatile("st.shared.u32 [%0], %1;" ::"r"(abort_word), "r"(1u) : "memory");
+        return;
+      }
+    }
+  }
+}
+__device__ __forceinline__ void fa3_check_abort(uint32_t abort_word) {
+  uint32_t aborted;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(aborted) : "r"(abort_word) : "memory");
+  if (aborted) __trap();
 }
 
 // ---- TMA: box loads into shared memory, completion counted on an mbarrier. The map lives in the kernel's
