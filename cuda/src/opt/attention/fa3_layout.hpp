@@ -29,31 +29,40 @@
 
 namespace qwc {
 
-// Tile geometry. A CTA owns kFa3Rows packed query rows (two consumer warpgroups x 64) and walks keys kFa3Keys at a time.
-constexpr int kFa3Rows = 128, kFa3Keys = 128;
+// Tile geometry. A CTA has one producer warpgroup and nc consumer warpgroups (nc = 2 at hd 128, 3 at hd 64, as FA3's
+// 128 x 128 and 192 x 128 tiles); it owns 64 * nc packed query rows and walks keys kFa3Keys at a time.
+constexpr int kFa3Keys = 128;
 constexpr int kFa3Atom = 64;            // bf16 columns per 128-byte swizzled row (one TMA box width)
 constexpr int kFa3RowBytes = 128;       // bytes of one swizzled row
 constexpr int kFa3SwizzleAtom = 1024;   // 8 rows x 128 B: the alignment every tile base keeps
-constexpr int kFa3Threads = 384;        // warpgroup 0 = producer (TMA), 1..2 = consumers (wgmma + softmax)
-constexpr int kFa3ProducerRegs = 24, kFa3ConsumerRegs = 240;  // setmaxnreg: 128*24 + 256*240 <= 65536
+constexpr int kFa3ProducerRegs = 24;    // setmaxnreg.dec of the producer warpgroup
 
+QW_FA3_HD constexpr int fa3_consumers(int d) { return d == 64 ? 3 : 2; }
+QW_FA3_HD constexpr int fa3_rows(int nc) { return 64 * nc; }
+QW_FA3_HD constexpr int fa3_threads(int nc) { return 128 * (nc + 1); }
+// setmaxnreg.inc of the consumers: what the producer's release leaves, per consumer thread, rounded down to 8. The
+// launch holds 65536 / threads registers per thread (168 for 384 threads, 128 for 512): 128*24 + 256*240 = 384*168,
+// 128*24 + 384*160 <= 512*128.
+QW_FA3_HD constexpr int fa3_consumer_regs(int nc) {
+  return ((65536 / fa3_threads(nc) / 8 * 8 * fa3_threads(nc) - 128 * kFa3ProducerRegs) / (128 * nc)) / 8 * 8;
+}
 QW_FA3_HD constexpr int fa3_stages(int d) { return d == 128 ? 2 : 3; }
 // Bytes of one tile of `rows` rows x d columns, stored as d/64 column blocks of rows x 128 B.
 QW_FA3_HD constexpr uint32_t fa3_tile_bytes(int rows, int d) { return (uint32_t)rows * (uint32_t)d * 2u; }
 QW_FA3_HD constexpr uint32_t fa3_block_bytes(int rows) { return (uint32_t)rows * kFa3RowBytes; }
 // Shared memory map (offsets from a 1024-aligned base): Q, then K stages, then V stages, then the mbarriers.
 QW_FA3_HD constexpr uint32_t fa3_q_off() { return 0; }
-QW_FA3_HD constexpr uint32_t fa3_k_off(int d, int stage) {
-  return fa3_tile_bytes(kFa3Rows, d) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
+QW_FA3_HD constexpr uint32_t fa3_k_off(int d, int nc, int stage) {
+  return fa3_tile_bytes(fa3_rows(nc), d) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
 }
-QW_FA3_HD constexpr uint32_t fa3_v_off(int d, int stage) {
-  return fa3_k_off(d, fa3_stages(d)) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
+QW_FA3_HD constexpr uint32_t fa3_v_off(int d, int nc, int stage) {
+  return fa3_k_off(d, nc, fa3_stages(d)) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
 }
-QW_FA3_HD constexpr uint32_t fa3_bar_off(int d) { return fa3_v_off(d, fa3_stages(d)); }
+QW_FA3_HD constexpr uint32_t fa3_bar_off(int d, int nc) { return fa3_v_off(d, nc, fa3_stages(d)); }
 // q_full, k_full[S], v_full[S], empty[S]: 8 bytes each; then the watchdog's abort word (fa3_sm90.cuh); +1024 for
 // aligning the dynamic base by hand.
-QW_FA3_HD constexpr uint32_t fa3_abort_off(int d) { return fa3_bar_off(d) + 8u * (1u + 3u * fa3_stages(d)); }
-QW_FA3_HD constexpr uint32_t fa3_smem_bytes(int d) { return fa3_abort_off(d) + 8u + 1024u; }
+QW_FA3_HD constexpr uint32_t fa3_abort_off(int d, int nc) { return fa3_bar_off(d, nc) + 8u * (1u + 3u * fa3_stages(d)); }
+QW_FA3_HD constexpr uint32_t fa3_smem_bytes(int d, int nc) { return fa3_abort_off(d, nc) + 8u + 1024u; }
 
 // The 128-byte swizzle on a byte address (absolute, or relative to a 1024-aligned base).
 QW_FA3_HD uint32_t fa3_swizzle128(uint32_t addr) { return addr ^ ((addr >> 3) & 0x70u); }
@@ -93,9 +102,9 @@ QW_FA3_HD int fa3_afrag_k(int lane, int reg, int h) { return 8 * (reg >> 1) + 2 
 QW_FA3_HD int fa3_p_from_s(int kk, int reg, int h) { return 4 * (2 * kk + (reg >> 1)) + 2 * (reg & 1) + h; }
 
 // GQA packing: a CTA of kv head kvh serves the G query heads of its group together. Packed row i of the tile is query
-// position t0 + i / G of head kvh * G + i % G; a tile holds fa3_pos_per_tile(G) positions (the last 128 % G rows idle).
+// position t0 + i / G of head kvh * G + i % G; a tile holds fa3_pos_per_tile(G, nc) positions (the last rows % G idle).
 // Q is read by a 4-D TMA map (d, G, nKV, n) whose box (64, G, 1, P) lands exactly in this order.
-QW_FA3_HD int fa3_pos_per_tile(int g) { return kFa3Rows / g; }
+QW_FA3_HD int fa3_pos_per_tile(int g, int nc) { return fa3_rows(nc) / g; }
 QW_FA3_HD int fa3_row_pos(int i, int g) { return i / g; }
 QW_FA3_HD int fa3_row_head(int i, int g) { return i % g; }
 
@@ -114,13 +123,13 @@ struct Fa3MapShape {
 };
 // Q of one sequence, [n][nH][d] bf16, as (d, G, nKV, n): the box (64, G, 1, P) of kv head kvh at position t0 is the
 // packed tile (row t*G + g). Rows past n are zero-filled by TMA.
-inline Fa3MapShape fa3_q_map(int n, int n_heads, int n_kv, int d) {
+inline Fa3MapShape fa3_q_map(int n, int n_heads, int n_kv, int d, int nc) {
   const int g = n_heads / n_kv;
   Fa3MapShape m;
   m.rank = 4;
   m.dims[0] = (uint64_t)d; m.dims[1] = (uint64_t)g; m.dims[2] = (uint64_t)n_kv; m.dims[3] = (uint64_t)n;
   m.strides[0] = (uint64_t)d * 2; m.strides[1] = (uint64_t)g * d * 2; m.strides[2] = (uint64_t)n_heads * d * 2;
-  m.box[0] = kFa3Atom; m.box[1] = (uint32_t)g; m.box[2] = 1; m.box[3] = (uint32_t)fa3_pos_per_tile(g);
+  m.box[0] = kFa3Atom; m.box[1] = (uint32_t)g; m.box[2] = 1; m.box[3] = (uint32_t)fa3_pos_per_tile(g, nc);
   return m;
 }
 // K or V of one cache slot ([nKV][max_ctx][d] bf16 from the slot's base) as (d, kv_len, nKV): keys at or past kv_len

@@ -1,19 +1,20 @@
 // fa3_prefill.cu — flash prefill attention for sm_90a (see fa3_prefill.cuh). WRITTEN WITHOUT A GPU, compile-checked only.
 //
-// CTA = 3 warpgroups (384 threads), grid (ceil(n / P), nKV), P = 128 / G query positions per tile:
+// CTA = 1 + NC warpgroups (NC = 2 consumers at hd 128: 384 threads, 128-row tiles; NC = 3 at hd 64: 512 threads,
+// 192-row tiles), grid (ceil(n / P), nKV), P = 64 * NC / G query positions per tile:
 //   warpgroup 0, producer: after setmaxnreg.dec one thread issues TMA — Q once (D/64 boxes of (64, G, 1, P)), then for
 //     every key tile j the K and V boxes into stage j % S, after waiting on empty[stage] (parity of the previous round).
-//   warpgroups 1, 2, consumers (packed rows 0..63, 64..127): per key tile, S = Q.K^T by wgmma m64n128k16 (Q and K
+//   warpgroups 1..NC, consumers (packed rows 64(wg-1) .. 64(wg-1)+63): per key tile, S = Q.K^T by wgmma m64n128k16 (Q and K
 //     K-major from swizzled shared memory), causal mask on the tiles that reach past the CTA's first query position,
 //     online softmax in the accumulator layout (a row lives in 4 lanes of a quad), P packed to bf16 straight from S's
 //     registers (the f32 accumulator layout is the bf16 A-operand layout), O += P.V by wgmma with A from registers and
 //     V MN-major (trans-b), then one arrival per warp on empty[stage]. As FA3: tile j's Q.K^T is issued together with
-//     tile j-1's P.V and tile j's softmax overlaps that P.V (intra-warpgroup overlap); with PP the two warpgroups also
-//     take turns issuing (pingpong), so one's softmax overlaps the other's GEMMs.
+//     tile j-1's P.V and tile j's softmax overlaps that P.V (intra-warpgroup overlap); with PP the consumer warpgroups
+//     also take turns issuing, round robin (pingpong), so one's softmax overlaps another's GEMMs.
 // Invariants: every smem tile base is 1024-aligned (128B swizzle atom, see fa3_layout.hpp); each barrier phase gets
 // exactly one expect_tx arrival and all the bytes of its boxes (TMA counts zero-filled out-of-bounds elements too).
-// Not yet done (FA3 has them): a persistent tile scheduler, one launch for a whole varlen batch, 3 consumer warpgroups
-// (192-row tiles) for hd 64, an smem-staged TMA store of O.
+// Not yet done (FA3 has them): a persistent tile scheduler, one launch for a whole varlen batch (the engine's prefill
+// steps hold one sequence), an smem-staged TMA store of O.
 #include "fa3_prefill.cuh"
 
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
@@ -39,17 +40,18 @@ struct Fa3Params {
   float scale_log2;        // log2(e) / sqrt(D): scores live in the exp2 domain
 };
 
-template <int D, bool PP>
-__global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
+template <int D, int NC, bool PP>
+__global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int S = fa3_stages(D);
+  constexpr int ROWS = fa3_rows(NC);  // packed query rows of the tile
   constexpr int KB = D / kFa3Atom;  // 64-column blocks per row
   constexpr int NO = D / 2;         // O registers per thread (m64nD f32: D/8 chunks x 4)
   constexpr float kNegBig = -1e30f;  // masked score: finite, so 2^(kNegBig * scale - m) is 0 without inf - inf
   extern __shared__ unsigned char smem_raw[];
   // the dynamic base is only 16-aligned by contract: round up to the swizzle atom (fa3_smem_bytes adds the slack)
   const uint32_t base = (smem_u32(smem_raw) + (kFa3SwizzleAtom - 1)) & ~(uint32_t)(kFa3SwizzleAtom - 1);
-  const uint32_t bar = base + fa3_bar_off(D), abort_word = base + fa3_abort_off(D);
+  const uint32_t bar = base + fa3_bar_off(D, NC), abort_word = base + fa3_abort_off(D, NC);
   const uint32_t q_full = bar;
   auto k_full = [&](int s) { return bar + 8u * (uint32_t)(1 + s); };
   auto v_full = [&](int s) { return bar + 8u * (uint32_t)(1 + S + s); };
@@ -66,7 +68,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
     for (int s = 0; s < S; ++s) {
       fa3_mbar_init(k_full(s), 1);
       fa3_mbar_init(v_full(s), 1);
-      fa3_mbar_init(empty(s), 8);  // one arrival per consumer warp
+      fa3_mbar_init(empty(s), 4 * NC);  // one arrival per consumer warp
     }
     asm volatile("st.shared.u32 [%0], %1;" ::"r"(abort_word), "r"(0u) : "memory");
     fa3_fence_barrier_init();
@@ -83,18 +85,18 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
       fa3_prefetch_map(&prm.tv);
       fa3_mbar_expect_tx(q_full, (uint32_t)KB * fa3_block_bytes(prm.g * prm.p));
       for (int c = 0; c < KB; ++c)
-        fa3_tma_4d(base + fa3_q_off() + (uint32_t)c * fa3_block_bytes(kFa3Rows), &prm.tq, q_full, c * kFa3Atom, 0, kvh,
+        fa3_tma_4d(base + fa3_q_off() + (uint32_t)c * fa3_block_bytes(ROWS), &prm.tq, q_full, c * kFa3Atom, 0, kvh,
                    t0);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % S;
         fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);
         fa3_mbar_expect_tx(k_full(s), fa3_tile_bytes(kFa3Keys, D));
         for (int c = 0; c < KB; ++c)
-          fa3_tma_3d(base + fa3_k_off(D, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
+          fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
         fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
         for (int c = 0; c < KB; ++c)
-          fa3_tma_3d(base + fa3_v_off(D, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
+          fa3_tma_3d(base + fa3_v_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
       }
       fa3_check_abort(abort_word);
@@ -103,7 +105,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
   }
 
   // ---------------------------------------------------------------------------------------------- consumers
-  fa3_setmaxnreg_inc<kFa3ConsumerRegs>();
+  fa3_setmaxnreg_inc<fa3_consumer_regs(NC)>();
   const int cw = wg - 1, row0 = 64 * cw;  // this warpgroup's packed rows row0..row0+63
   int qpos[2];                            // cache position of this thread's two rows (accumulator rows r, r + 8)
 #pragma unroll
@@ -120,15 +122,15 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
   auto issue_qk = [&](int j) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
-      fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), kFa3Rows, row0, kk),
-                        fa3_desc_kmajor(base + fa3_k_off(D, j % S), kFa3Keys, 0, kk), kk > 0);
+      fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
+                        fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
     fa3_wgmma_commit();
   };
   // O += P.V of tile j (issued and committed)
   auto issue_pv = [&](int j) {
 #pragma unroll
     for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
-      const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, j % S), kFa3Keys, kk);
+      const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S), kFa3Keys, kk);
       if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
       else fa3_wgmma_rs_n64(o, pa[kk], dv);
     }
@@ -176,11 +178,12 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
         pa[kk][reg] = pk;
       }
   };
-  // Pingpong (PP): the two consumer warpgroups take turns issuing their GEMMs (named barriers 1 + cw), so one's
-  // softmax runs while the other's wgmmas use the tensor cores. Warpgroup 1 goes first: warpgroup 2 opens its turn.
+  // Pingpong (PP): the consumer warpgroups take turns issuing their GEMMs, round robin (named barrier 1 + cw: this
+  // warpgroup's 128 threads wait there for the previous one's 128 arrivals), so one's softmax runs while another's
+  // wgmmas use the tensor cores. Consumer 0 goes first: the last consumer opens its first turn.
   auto turn_begin = [&]() { if constexpr (PP) fa3_named_sync(1 + cw, 256); };
-  auto turn_end = [&]() { if constexpr (PP) fa3_named_arrive(2 - cw, 256); };
-  if (PP && cw == 1) fa3_named_arrive(1, 256);
+  auto turn_end = [&]() { if constexpr (PP) fa3_named_arrive(1 + (cw + 1) % NC, 256); };
+  if (PP && cw == NC - 1) fa3_named_arrive(1, 256);
 
   fa3_mbar_wait(q_full, 0, abort_word);
   // tile 0: S, softmax, P
@@ -218,7 +221,7 @@ __global__ void __launch_bounds__(kFa3Threads, 1) fa3_prefill_kernel(const __gri
   turn_begin();
   fa3_wgmma_fence();
   issue_pv(n_tiles - 1);
-  if (cw == 0) turn_end();  // warpgroup 2 has no later turn to open: skipping it leaves no arrival pending at exit
+  if (cw != NC - 1) turn_end();  // consumer 0 has no later turn to open: no arrival is left pending at exit
   fa3_wgmma_wait<0>();
   fa3_pin(o);
   fa3_pin(pa);
@@ -278,13 +281,14 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
 
 template <int D, bool PP>
 void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
-  constexpr uint32_t smem = fa3_smem_bytes(D);
+  constexpr int NC = fa3_consumers(D);
+  constexpr uint32_t smem = fa3_smem_bytes(D, NC);
   static std::once_flag once;
   std::call_once(once, [] {
-    QWC_CHECK(cudaFuncSetAttribute(fa3_prefill_kernel<D, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    QWC_CHECK(cudaFuncSetAttribute(fa3_prefill_kernel<D, NC, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   });
   dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
-  launch(fa3_prefill_kernel<D, PP>, grid, kFa3Threads, smem, s, prm);
+  launch(fa3_prefill_kernel<D, NC, PP>, grid, fa3_threads(NC), smem, s, prm);
 }
 
 }  // namespace
@@ -293,7 +297,7 @@ const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int 
   if (cc_major != 9 || cc_minor != 0) return "needs an sm_90 device (its code is built for sm_90a only)";
   if (a.head_dim != 64 && a.head_dim != 128) return "head_dim must be 64 or 128";
   if (a.n_kv <= 0 || a.n_heads % a.n_kv) return "n_heads must be a multiple of n_kv";
-  if (a.n_heads / a.n_kv > kFa3Rows) return "more than 128 query heads per kv head";
+  if (a.n_heads / a.n_kv > fa3_rows(fa3_consumers(a.head_dim))) return "more query heads per kv head than tile rows";
   if (a.tree.bits) return "tree verification steps (speculative) use the mma.sync kernel";
   if ((reinterpret_cast<uintptr_t>(a.q) | reinterpret_cast<uintptr_t>(a.kcache) | reinterpret_cast<uintptr_t>(a.vcache)) & 15)
     return "q and the KV cache must be 16-byte aligned (TMA)";
@@ -316,11 +320,11 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   const int d = a.head_dim, g = a.n_heads / a.n_kv;
   const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
   Fa3Params prm;
-  encode(&prm.tq, a.q, fa3_q_map(a.n, a.n_heads, a.n_kv, d), "q");
+  encode(&prm.tq, a.q, fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d)), "q");
   encode(&prm.tk, a.kcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "k cache");
   encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
   prm.out = a.out;
-  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g);
+  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
   prm.scale_log2 = kLog2e / std::sqrt((float)d);
   if (d == 128 && pingpong) launch_d<128, true>(prm, a.n_kv, s);
   else if (d == 128) launch_d<128, false>(prm, a.n_kv, s);

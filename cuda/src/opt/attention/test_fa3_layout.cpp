@@ -1,5 +1,5 @@
 // test_fa3_layout.cpp — the layout arithmetic of the sm_90a flash prefill kernel (fa3_layout.hpp) without a GPU:
-//  1. the shared-memory map (1024-aligned tiles, fits the 227 KB of an H100 / H200 CTA);
+//  1. the shared-memory map (1024-aligned tiles, fits the 227 KB of an H100 / H200 CTA) and the setmaxnreg budget;
 //  2. descriptor bit fields, decoded back;
 //  3. for every wgmma the kernel issues, the byte a model of the hardware reads through the descriptor (PTX ISA
 //     canonical layouts: K-major / MN-major with 128B swizzle) is the byte TMA wrote that element to (dense box, then
@@ -10,7 +10,8 @@
 //     box element -> packed row t*G + g, and the CTA's key range / mask rule against the causal definition;
 //  6. the whole consumer data path emulated on the CPU with those maps (TMA into a byte image of shared memory,
 //     wgmma through the descriptor model, the kernel's online softmax in the fragment layout, P.V with A from
-//     "registers", the kernel's output store) against fp64 attention: hd 64 / 128, G = 1, 4, 7, 8, lengths 1, 17,
+//     "registers", the kernel's output store) against fp64 attention: hd 64 (3 consumer warpgroups) / 128 (2), G = 1,
+//     4, 7, 8, lengths 1, 17,
 //     127, 128, 129, 300, chunked prefill (pos0 > 0).
 // It checks the arithmetic and its composition, not the hardware: the kernel itself has not run (README).
 #include <algorithm>
@@ -50,14 +51,21 @@ uint32_t tma_write(uint32_t dst, int64_t lin) { return swz(dst + (uint32_t)lin *
 
 void test_geometry() {
   for (int d : {64, 128}) {
-    CHECK(fa3_smem_bytes(d) <= 232448u, "d %d: %u bytes of shared memory", d, fa3_smem_bytes(d));
+    const int nc = fa3_consumers(d);
+    CHECK(fa3_smem_bytes(d, nc) <= 232448u, "d %d: %u bytes of shared memory", d, fa3_smem_bytes(d, nc));
     for (int s = 0; s < fa3_stages(d); ++s)
-      CHECK(fa3_k_off(d, s) % kFa3SwizzleAtom == 0 && fa3_v_off(d, s) % kFa3SwizzleAtom == 0, "d %d stage %d", d, s);
-    CHECK(fa3_bar_off(d) % 8 == 0 && fa3_q_off() % kFa3SwizzleAtom == 0, "d %d", d);
-    CHECK(fa3_k_off(d, 0) >= fa3_tile_bytes(kFa3Rows, d), "Q and K overlap");
+      CHECK(fa3_k_off(d, nc, s) % kFa3SwizzleAtom == 0 && fa3_v_off(d, nc, s) % kFa3SwizzleAtom == 0, "d %d stage %d", d, s);
+    CHECK(fa3_bar_off(d, nc) % 8 == 0 && fa3_q_off() % kFa3SwizzleAtom == 0, "d %d", d);
+    CHECK(fa3_k_off(d, nc, 0) >= fa3_tile_bytes(fa3_rows(nc), d), "Q and K overlap");
   }
-  CHECK(128 * kFa3ProducerRegs + 256 * kFa3ConsumerRegs <= 65536 && kFa3ConsumerRegs % 8 == 0, "register budget");
-  CHECK(128 * kFa3ProducerRegs + 256 * kFa3ConsumerRegs == kFa3Threads * 168, "setmaxnreg moves exactly the 168-reg launch");
+  // setmaxnreg: the consumers' increase must fit what the producer's decrease frees from the launch allocation
+  // (65536 / threads per thread, in steps of 8), or setmaxnreg.inc waits forever
+  for (int nc : {2, 3}) {
+    const int launch = 65536 / fa3_threads(nc) / 8 * 8, regs = fa3_consumer_regs(nc);
+    CHECK(regs % 8 == 0 && regs >= launch && regs <= 256, "nc %d: %d registers", nc, regs);
+    CHECK(128 * kFa3ProducerRegs + 128 * nc * regs <= launch * fa3_threads(nc), "nc %d: register budget", nc);
+  }
+  CHECK(fa3_consumer_regs(2) == 240 && fa3_consumer_regs(3) == 160, "FA3's 24 / 240 at 384 threads; 24 / 160 at 512");
 }
 
 void test_desc_bits() {
@@ -73,19 +81,20 @@ void test_desc_bits() {
 void test_operands() {
   for (int d : {64, 128}) {
     int bad = 0;
+    const int nc = fa3_consumers(d), rows = fa3_rows(nc);
     const uint32_t qb = 0x400 * 3 + fa3_q_off();  // any 1024-aligned base
-    for (int wg = 0; wg < 2; ++wg)
+    for (int wg = 0; wg < nc; ++wg)
       for (int kk = 0; kk < d / 16; ++kk)
         for (int m = 0; m < 64; ++m)
           for (int k = 0; k < 16; ++k) {
             const int r = 64 * wg + m, c = 16 * kk + k;
-            const uint32_t tma = tma_write(qb + (uint32_t)(c / 64) * fa3_block_bytes(kFa3Rows), (int64_t)r * 64 + c % 64);
-            bad += read_kmajor(fa3_desc_kmajor(qb, kFa3Rows, 64 * wg, kk), m, k) != tma;
-            bad += fa3_tma_addr(qb, kFa3Rows, r, c) != tma;
+            const uint32_t tma = tma_write(qb + (uint32_t)(c / 64) * fa3_block_bytes(rows), (int64_t)r * 64 + c % 64);
+            bad += read_kmajor(fa3_desc_kmajor(qb, rows, 64 * wg, kk), m, k) != tma;
+            bad += fa3_tma_addr(qb, rows, r, c) != tma;
           }
     CHECK(bad == 0, "d %d: %d Q (A operand) reads differ from TMA writes", d, bad);
     bad = 0;
-    const uint32_t kb = fa3_k_off(d, 1), vb = fa3_v_off(d, 1);
+    const uint32_t kb = fa3_k_off(d, nc, 1), vb = fa3_v_off(d, nc, 1);
     for (int kk = 0; kk < d / 16; ++kk)
       for (int key = 0; key < kFa3Keys; ++key)
         for (int k = 0; k < 16; ++k) {
@@ -143,9 +152,9 @@ void test_maps() {
   for (int g : {1, 4, 7, 8})
     for (int nkv : {1, 2, 4})
       for (int d : {64, 128}) {
-        const int nh = g * nkv, n = 45, P = fa3_pos_per_tile(g);
-        CHECK(P * g <= kFa3Rows && (P + 1) * g > kFa3Rows, "G %d: %d positions per tile", g, P);
-        const Fa3MapShape m = fa3_q_map(n, nh, nkv, d);
+        const int nc = fa3_consumers(d), nh = g * nkv, n = 45, P = fa3_pos_per_tile(g, nc);
+        CHECK(P * g <= fa3_rows(nc) && (P + 1) * g > fa3_rows(nc), "G %d: %d positions per tile", g, P);
+        const Fa3MapShape m = fa3_q_map(n, nh, nkv, d, nc);
         for (int c = 0; c < 4; ++c) CHECK(m.box[c] >= 1 && m.box[c] <= 256, "box dim");
         for (int c = 0; c + 1 < m.rank; ++c) CHECK(m.strides[c] % 16 == 0, "stride %d", c);
         for (int kvh = 0; kvh < nkv; ++kvh)
@@ -176,7 +185,7 @@ void test_maps() {
   bad = 0;
   for (int pos0 : {0, 5, 130})
     for (int n : {1, 17, 129, 300})
-      for (int p : {128, 32, 18, 16})
+      for (int p : {128, 32, 18, 16, 192, 48, 27, 24})
         for (int t0 = 0; t0 < n; t0 += p) {
           const int kv_end = fa3_kv_end(pos0, n, t0, p);
           for (int t = t0; t < std::min(n, t0 + p); ++t) bad += pos0 + t >= kv_end;
@@ -191,15 +200,16 @@ void test_maps() {
 struct Case { int d, nh, nkv, pos0, n; };
 
 void emulate(const Case &cs, Rng &rng) {
-  const int d = cs.d, g = cs.nh / cs.nkv, P = fa3_pos_per_tile(g), kv_len = cs.pos0 + cs.n, max_ctx = kv_len + 7;
+  const int d = cs.d, nc = fa3_consumers(d), rows = fa3_rows(nc), g = cs.nh / cs.nkv, P = fa3_pos_per_tile(g, nc);
+  const int kv_len = cs.pos0 + cs.n, max_ctx = kv_len + 7;
   const float scale = 1.4426950408889634f / std::sqrt((float)d);
   std::vector<uint16_t> q((size_t)cs.n * cs.nh * d), kc((size_t)cs.nkv * max_ctx * d), vc(kc.size());
   for (auto &x : q) x = qw::float_to_bf16(rng.normal() * 2.f);
   for (auto &x : kc) x = qw::float_to_bf16(rng.normal());
   for (auto &x : vc) x = qw::float_to_bf16(rng.normal());
   std::vector<float> out((size_t)cs.n * cs.nh * d, NAN);
-  const Fa3MapShape mq = fa3_q_map(cs.n, cs.nh, cs.nkv, d), mk = fa3_kv_map(kv_len, cs.nkv, d, max_ctx);
-  std::vector<uint16_t> smem(fa3_bar_off(d) / 2, 0xFFFF);  // NaN: stale rows must stay in their own rows
+  const Fa3MapShape mq = fa3_q_map(cs.n, cs.nh, cs.nkv, d, nc), mk = fa3_kv_map(kv_len, cs.nkv, d, max_ctx);
+  std::vector<uint16_t> smem(fa3_bar_off(d, nc) / 2, 0xFFFF);  // NaN: stale rows must stay in their own rows
   auto put = [&](uint32_t addr, uint16_t v) { smem[addr / 2] = v; };
   auto get = [&](uint32_t addr) { return qw::bf16_to_float(smem[addr / 2]); };
   // TMA: box (64, b1, 1, b3) of map m at coordinates c into dst
@@ -219,10 +229,10 @@ void emulate(const Case &cs, Rng &rng) {
       const int t0 = qt * P;
       for (int cb = 0; cb < d / 64; ++cb) {
         const int c[4] = {cb * 64, 0, kvh, t0};
-        tma(fa3_q_off() + (uint32_t)cb * fa3_block_bytes(kFa3Rows), mq, q, c);
+        tma(fa3_q_off() + (uint32_t)cb * fa3_block_bytes(rows), mq, q, c);
       }
       const int n_tiles = (fa3_kv_end(cs.pos0, cs.n, t0, P) + kFa3Keys - 1) / kFa3Keys;
-      for (int wg = 0; wg < 2; ++wg) {
+      for (int wg = 0; wg < nc; ++wg) {
         const int row0 = 64 * wg;
         // thread state, indexed [warp][lane]
         std::vector<std::vector<float>> o(128, std::vector<float>(d / 2, 0.f));
@@ -231,8 +241,8 @@ void emulate(const Case &cs, Rng &rng) {
           const int s = j % fa3_stages(d), k0 = j * kFa3Keys;
           for (int cb = 0; cb < d / 64; ++cb) {
             const int c[4] = {cb * 64, k0, kvh, 0};
-            tma(fa3_k_off(d, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, kc, c);
-            tma(fa3_v_off(d, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, vc, c);
+            tma(fa3_k_off(d, nc, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, kc, c);
+            tma(fa3_v_off(d, nc, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, vc, c);
           }
           // S = Q.K^T through the descriptors, into each thread's registers
           std::vector<std::vector<float>> sc(128, std::vector<float>(kFa3Keys / 2));
@@ -242,8 +252,8 @@ void emulate(const Case &cs, Rng &rng) {
               double acc = 0;
               for (int kk = 0; kk < d / 16; ++kk)
                 for (int k = 0; k < 16; ++k)
-                  acc += (double)get(read_kmajor(fa3_desc_kmajor(fa3_q_off(), kFa3Rows, row0, kk), row, k)) *
-                         get(read_kmajor(fa3_desc_kmajor(fa3_k_off(d, s), kFa3Keys, 0, kk), key, k));
+                  acc += (double)get(read_kmajor(fa3_desc_kmajor(fa3_q_off(), rows, row0, kk), row, k)) *
+                         get(read_kmajor(fa3_desc_kmajor(fa3_k_off(d, nc, s), kFa3Keys, 0, kk), key, k));
               sc[th][r] = (float)acc;
             }
           // the kernel's softmax step (quad = 4 consecutive lanes)
@@ -290,7 +300,7 @@ void emulate(const Case &cs, Rng &rng) {
                 const int row = fa3_acc_row(th / 32, th % 32, r), col = fa3_acc_col(th % 32, r);
                 double acc = 0;
                 for (int k = 0; k < 16; ++k)
-                  acc += (double)A[(size_t)row * 16 + k] * get(read_mnmajor(fa3_desc_mnmajor(fa3_v_off(d, s), kFa3Keys, kk), col, k));
+                  acc += (double)A[(size_t)row * 16 + k] * get(read_mnmajor(fa3_desc_mnmajor(fa3_v_off(d, nc, s), kFa3Keys, kk), col, k));
                 o[th][r] += (float)acc;
               }
           }
