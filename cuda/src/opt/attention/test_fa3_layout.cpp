@@ -10,9 +10,8 @@
 //     box element -> packed row t*G + g, and the CTA's key range / mask rule against the causal definition;
 //  6. the whole consumer data path emulated on the CPU with those maps (TMA into a byte image of shared memory,
 //     wgmma through the descriptor model, the kernel's online softmax in the fragment layout, P.V with A from
-//     "registers", the kernel's output store) against fp64 attention: hd 64 (3 consumer warpgroups) / 128 (2), G = 1,
-//     4, 7, 8, lengths 1, 17,
-//     127, 128, 129, 300, chunked prefill (pos0 > 0).
+//     "registers", the kernel's output store) against fp64 attention: hd 64 (3 consumer warpgroups) / 128 (2),
+//     G = 1, 4, 7, 8, lengths 1, 17, 127, 128, 129, 300, chunked prefill (pos0 > 0).
 // It checks the arithmetic and its composition, not the hardware: the kernel itself has not run (README).
 #include <algorithm>
 #include <cmath>
