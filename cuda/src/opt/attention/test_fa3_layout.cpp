@@ -145,9 +145,28 @@ void test_fragments() {
   CHECK(bad == 0, "%d P registers not made from the S register of their (row, key)", bad);
 }
 
+// cuTensorMapEncodeTiled's documented requirements on a tiled bf16 map with SWIZZLE_128B (cuda.h)
+bool encodable(const Fa3MapShape &m) {
+  bool ok = m.rank >= 1 && m.rank <= 5 && m.box[0] * 2 % 16 == 0 && m.box[0] * 2 <= 128;
+  for (int k = 0; k < m.rank; ++k) ok = ok && m.dims[k] >= 1 && m.dims[k] <= (1ull << 32) && m.box[k] >= 1 && m.box[k] <= 256;
+  for (int k = 0; k + 1 < m.rank; ++k) {
+    ok = ok && m.strides[k] % 16 == 0 && m.strides[k] < (1ull << 40);
+    ok = ok && m.strides[k] >= (k == 0 ? m.dims[0] * 2 : m.strides[k - 1] * m.dims[k]);  // each includes the previous
+  }
+  return ok;
+}
+
 // TMA maps and the causal key range of a CTA.
 void test_maps() {
   int bad = 0;
+  for (int d : {64, 128})
+    for (int g : {1, 4, 7, 8, 64})
+      for (int nkv : {1, 2, 4, 8}) {
+        bad += !encodable(fa3_q_map(1, g * nkv, nkv, d, fa3_consumers(d)));
+        bad += !encodable(fa3_q_map(32768, g * nkv, nkv, d, fa3_consumers(d)));
+        bad += !encodable(fa3_kv_map(1, nkv, d, 1)) + !encodable(fa3_kv_map(32768, nkv, d, 32768 + 9));
+      }
+  CHECK(bad == 0, "%d maps break cuTensorMapEncodeTiled's requirements", bad);
   for (int g : {1, 4, 7, 8})
     for (int nkv : {1, 2, 4})
       for (int d : {64, 128}) {
