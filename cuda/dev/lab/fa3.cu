@@ -38,7 +38,7 @@ void fa3_case(const char *label, int nH, int nKV, int d, const std::vector<Seq> 
   std::vector<int> row0(B), slot(B);
   for (int b = 0, r = 0; b < B; r += seqs[(size_t)b].n, ++b) {
     row0[(size_t)b] = r;
-    slot[(size_t)b] = (b * 2 + 1) % slots;  // not in batch order, never the same slot twice (slots = B + 1, 2 odd)
+    slot[(size_t)b] = B - b;  // distinct, in reverse batch order, never slot 0
     const size_t base = (size_t)slot[(size_t)b] * nKV * max_ctx * d;
     for (int h = 0; h < nKV; ++h)
       for (int t = 0; t < seqs[(size_t)b].pos0 + seqs[(size_t)b].n; ++t)
