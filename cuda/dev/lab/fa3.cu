@@ -141,6 +141,14 @@ void fa3_case(const char *label, int nH, int nKV, int d, const std::vector<Seq> 
 
 }  // namespace
 
+// Small shapes only (seconds under compute-sanitizer): `qwlab fa3-small`.
+void run_fa3_small() {
+  for (int d : {64, 128}) {
+    fa3_case("small", 4, 4, d, {{0, 1}, {0, 129}}, false, 200);
+    fa3_case("small", 14, 2, d, {{0, 17}, {130, 40}}, false, 200);
+  }
+}
+
 void run_fa3() {
   // the issue's lengths on both model shapes (7B: hd 128, 28/4; 0.5B: hd 64, 14/2), one sequence from position 0
   for (int n : {1, 17, 127, 128, 129, 4095, 4096}) {

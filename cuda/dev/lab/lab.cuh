@@ -140,6 +140,7 @@ void sage_case(int nH, int nKV, int d, int pos0, int n, bool fp8, bool timed, in
 void run_sage();
 // fa3.cu: the sm_90a flash prefill (src/opt/attention/fa3_prefill.cuh) against fp64 and the mma.sync kernel, timed
 void run_fa3();
+void run_fa3_small();  // small shapes for compute-sanitizer
 // gemm.cu
 void gemm_case(int backend, int64_t M, int64_t N, int64_t K, int kind, bool timed);
 void run_gemm();
