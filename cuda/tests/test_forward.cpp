@@ -2,6 +2,7 @@
 // (refmodel.hpp), for F32 weights and for every quantized type; prefill, chunked prefill, decode, batched
 // decode, gqa broadcast, bf16/f32 KV cache, captures, records and logits modes.
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include "refmodel.hpp"
@@ -230,6 +231,33 @@ int main() {
     // the arm did not run where the CPU has VNNI.
     CHECK(ei < 5e-2, "int8 arm vs exact rel err %.3g", ei);
     std::printf("  blocked prefill                    ok (err %.2e; int8 arm vs exact %.2e)\n", e, ei);
+    // Decode-sized steps (under 8 tokens: the int8 arm's GEMV where the CPU has VNNI, else the exact GEMV, so
+    // without VNNI the arms agree bitwise): a 7-token prefill then 6 decode steps, logits of each step, 1 thread ==
+    // 2 threads bitwise, within the same bound of the exact arm.
+    auto decode = [&](const char *engine_opts, const char *value) {
+      Run run(ref, "{\"max_batch\":1,\"max_context\":64}", engine_opts);
+      CHECK_OK(qw_session_set_toggle(run.s, "actQuant", value, -1));
+      CHECK_OK(qw_session_set_logits_mode(run.s, 1));
+      int32_t nx;
+      CHECK_OK(qw_session_prefill(run.s, 0, toks.data(), 7, &nx));
+      std::vector<float> out = run.logits();
+      for (int i = 0; i < 6; ++i) {
+        const int32_t seq = 0, tok = toks[size_t(7 + i)];
+        CHECK_OK(qw_session_decode(run.s, 1, &seq, &tok, &nx));
+        const std::vector<float> l = run.logits();
+        CHECK(l.size() == size_t(ref.c.V), "int8 decode: one logits row per step");
+        out.insert(out.end(), l.begin(), l.end());
+      }
+      return out;
+    };
+    const std::vector<float> dx = decode("{\"threads\":2}", "off"), d8 = decode("{\"threads\":2}", "int8");
+    CHECK(decode("{\"threads\":1}", "int8") == d8, "int8 decode: 1 thread == 2 threads");
+    const double ed = rel_err(d8, dx, d8.size());
+    const char *no512 = std::getenv("QW_CPU_NO_AVX512");  // as the backend decides (matmul.cpp cpu_has_avx512)
+    const bool vnni = !(no512 && no512[0] == '1') && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+    CHECK(ed < 5e-2 && (ed > 0) == vnni, "int8 decode vs exact rel err %.3g (vnni %d)", ed, int(vnni));
+    std::printf("  int8 decode                        ok (int8 arm vs exact %.2e)\n", ed);
   }
   // 4. Sessions of one model used from different threads at once (the CPU backend allows it): each
   //    thread's logits equal a sequential run's, bit for bit.

@@ -14,7 +14,11 @@
 //    (what a different chunking between threads would do);
 //  - token independence (GEMM sizes): token t of a T = 67 call equals token t of a T = 13 call bitwise;
 //  - the AVX2 int8 kernel (vpmaddubsw, sign trick) equals the VNNI one bitwise (where the CPU has VNNI), for
-//    groups of 16, 32 and 128, codes including -128 (the sign trick's edge), with and without offsets.
+//    groups of 16, 32 and 128, codes including -128 (the sign trick's edge), with and without offsets;
+//  - the int8 arm at decode sizes (T < 8, VNNI only: opt/act_quant/gemv_int8_avx512.cpp) is checked by the same
+//    fp64 bounds (K = 32 and 96 leave partial 64-column spans, rows leave 4-row tails), and against the GEMM kernel
+//    on the same quantized activations within fp32 reordering (1e-5 of the sum of |terms|), for W8 codes that
+//    include -128 and W4, groups of 16, 32 and 128, with and without offsets.
 #include <algorithm>
 #include <cmath>
 
@@ -79,7 +83,7 @@ int check_case(Rng &r, const Case &c, int64_t T, bool i8) {
   for (auto &v : x) v = r.normal();
   for (auto &v : bias) v = r.normal() * 0.1f;
   const bool grouped = w.type == NativeType::W8 || w.type == NativeType::W4;
-  const bool int8_runs = i8 && grouped && T >= 8;  // VNNI or the AVX2 kernel (same outputs)
+  const bool int8_runs = i8 && grouped && (T >= 8 || cpu_has_vnni());  // GEMM: VNNI or AVX2; GEMV: VNNI
   const std::vector<float> y1 = run(w, x, T, 1, i8, bias.data()), y2 = run(w, x, T, 2, i8, bias.data());
   int bad = 0;
   double worst = 0;
@@ -177,6 +181,50 @@ void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_
   CHECK(finite, "int8 avx2: non-finite output (type %d G %d)", int(type), G);
 }
 
+// The decode GEMV of the int8 arm against the GEMM kernel on the same quantized activations: the same integer
+// sums and scales, summed in another fp32 order, so within 1e-5 of the sum of the terms' magnitudes.
+void check_int8_gemv(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_t G, int64_t T, bool offsets) {
+  const NativeTensor w = make_grouped(r, type, rows, cols, G, offsets);
+  std::vector<float> x(size_t(T * cols)), bias(static_cast<size_t>(rows));
+  for (auto &v : x) v = r.normal();
+  for (auto &v : bias) v = r.normal() * 0.1f;
+  Pool pool(1);
+  QuantAct qg, qv;
+  quantize_act(qg, ActQuant::Int8, x.data(), T, cols, cols, G, pool, type);
+  quantize_act(qv, ActQuant::Int8, x.data(), T, cols, cols, G, pool, type);
+  const int64_t gpr = cols / G;
+  std::vector<float> xsum(size_t(T * gpr));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t g = 0; g < gpr; ++g) {
+      float s = 0;
+      for (int64_t e = 0; e < G; ++e) s += x[size_t(t * cols + g * G + e)];
+      xsum[size_t(t * gpr + g)] = s;
+    }
+  std::vector<float> ya(size_t(T * rows), NAN), yb(size_t(T * rows), NAN);
+  MatJob ja{as_weight(w), bias.data(), ya.data(), rows, ActQuant::Int8},
+      jb{as_weight(w), bias.data(), yb.data(), rows, ActQuant::Int8};
+  const float *xs = offsets ? xsum.data() : nullptr;
+  gemm_int8_avx512(ja, qg, xs, 0, rows);
+  gemv_int8_avx512(jb, qv, xs, 0, rows);
+  int bad = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < rows; ++i) {
+      double mag = std::fabs(bias[size_t(i)]);
+      for (int64_t k = 0; k < cols; ++k) {
+        const int32_t q = type == NativeType::W8 ? int32_t(int8_t(w.data[size_t(i * cols + k)]))
+                                                 : int32_t((w.data[size_t((i * cols + k) / 2)] >> (4 * (k % 2))) & 0xF);
+        const int64_t g = k / G;
+        mag += std::fabs(double(w.scale[size_t(i * gpr + g)]) * q * qv.d[size_t(t * gpr + g)] *
+                         (int32_t(qv.q[size_t(t * cols + k)]) - 128));
+        if (offsets) mag += std::fabs(double(w.offset[size_t(i * gpr + g)]) * x[size_t(t * cols + k)]);
+      }
+      const double err = std::fabs(double(ya[size_t(t * rows + i)]) - yb[size_t(t * rows + i)]);
+      if (!(err <= 1e-5 * mag + 1e-30)) ++bad;
+    }
+  CHECK(bad == 0, "int8 gemv vs gemm: type %d rows %ld cols %ld G %d T %ld offsets %d: %d outputs differ", int(type),
+        long(rows), long(cols), G, long(T), int(offsets), bad);
+}
+
 }  // namespace
 
 int main() {
@@ -193,13 +241,16 @@ int main() {
   for (const Case &c : cases)
     for (int64_t T : {1, 2, 7, 8, 13, 67})
       for (bool i8 : {false, true}) {
-        if (i8 && T < 8) continue;
+        if (i8 && T < 8 && !cpu_has_vnni()) continue;
         check_case(r, c, T, i8);
       }
   if (cpu_has_vnni()) {
     for (int32_t G : {16, 32, 128})
       for (NativeType type : {NativeType::W8, NativeType::W4})
-        for (bool off : {false, true}) check_int8_isas(r, type, 37, 512, G, 13, off);
+        for (bool off : {false, true}) {
+          check_int8_isas(r, type, 37, 512, G, 13, off);
+          for (int64_t T : {1, 3, 6}) check_int8_gemv(r, type, 37, G == 128 ? 1152 : 480, G, T, off);
+        }
   } else {
     std::printf("int8 avx2 vs vnni: skipped (VNNI absent or turned off by QW_CPU_NO_AVX512; the fp64 bounds above cover the AVX2 kernel)\n");
   }

@@ -333,8 +333,10 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   }
   float *lg = grow(logits_, size_t(N * V));  // [N, V]
   {
-    const MatJob job{m_.output, nullptr, lg, V};
-    rec.op(-1, QW_OP_LM_HEAD, [&] { return matmul_kernel_name(*m_.output.t, N); },
+    // The lm_head reads the last layer's output: it runs that layer's activation arm (toggle actQuant).
+    const ActQuant head_aq = c.num_layers > 0 ? st.toggles.at(c.num_layers - 1).act_quant : ActQuant{};
+    const MatJob job{m_.output, nullptr, lg, V, head_aq};
+    rec.op(-1, QW_OP_LM_HEAD, [&] { return matmul_kernel_name(*m_.output.t, N, head_aq); },
            cost_matmul(N, V, H, m_.output.t->type, m_.output.t->group, false, act), int32_t(N),
            [&] { matmul(&job, 1, h, N, H, th); });
   }

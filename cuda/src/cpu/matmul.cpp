@@ -429,7 +429,7 @@ static const char *by_group(int32_t g, const char *g16, const char *g32, const c
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_quant) {
   const bool gemv = T == 1;
   const int32_t g = t.group;
-  if (act_quant_runs(act_quant, t, T)) return act_quant_kernel_name(act_quant, t);
+  if (act_quant_runs(act_quant, t, T)) return act_quant_kernel_name(act_quant, t, T);
   if (!gemv && T >= kDequantMinT && cpu_has_avx512()) {
     switch (t.type) {
       case NativeType::F32: return "cpu.gemm.f32.avx512";
@@ -457,14 +457,33 @@ namespace {
 
 // What the rows of a call need besides x: per job its context and, where a job needs them, the per-token group
 // sums of x (grouped weights with offsets) or x quantized to int8 (toggle actQuant). Both read x.
-// The summaries are rare in decode (offsets: Q4_0/Q4_K/Q5_K; int8 codes: prefill only), so their containers allocate
+// The summaries are rare in decode (offsets: Q4_0/Q4_K/Q5_K; int8 codes: toggle actQuant), so their containers allocate
 // only when a job needs one: a decode step of a small model makes ~17 calls, each of a few microseconds.
 struct Plan {
   std::vector<Ctx> ctx;
   std::vector<std::vector<float>> xsums;  // [n_jobs] once some job needs group sums, else empty
-  std::vector<QuantAct> qas;  // capacity n_jobs reserved before the first one: stable addresses
+  std::vector<QuantAct *> qas;  // the call's quantized inputs (int8 arm), in qa_buffer()'s storage
   int64_t max_rows = 0;
 };
+
+// Storage for one quantized input of the int8 arm, kept on the calling thread per (arm, K, G, GEMV layout): a decode
+// step quantizes ~5 inputs per layer, and fresh buffers (6 allocations, and the GEMV's lane map rebuilt) cost about
+// as much as a small GEMV's dot products. Within one call, jobs that share a key share the input (the same x).
+QuantAct &qa_buffer(ActQuant mode, const NativeTensor &w, int64_t T) {
+  struct Slot {
+    ActQuant mode;
+    int64_t K;
+    int32_t G;
+    int layout;  // 0: GEMM (T >= kDequantMinT); 1: GEMV, W8 order; 2: GEMV, W4 nibble order
+    std::unique_ptr<QuantAct> qa;
+  };
+  thread_local std::vector<Slot> slots;
+  const int layout = T >= kDequantMinT ? 0 : w.type == NativeType::W4 ? 2 : 1;
+  for (Slot &s : slots)
+    if (s.mode == mode && s.K == w.cols && s.G == w.group && s.layout == layout) return *s.qa;
+  slots.push_back(Slot{mode, w.cols, w.group, layout, std::make_unique<QuantAct>()});
+  return *slots.back().qa;
+}
 
 bool grouped_type(const NativeTensor &w) { return w.type == NativeType::W8 || w.type == NativeType::W4; }
 
@@ -492,13 +511,12 @@ void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T,
     c.tile = tile;
     if (act_quant_runs(jobs[j].act_quant, w, T)) {  // one quantization per arm and group size, shared by the jobs
       QuantAct *qa = nullptr;
-      for (auto &q : p.qas)
-        if (q.mode == jobs[j].act_quant && q.G == w.group) qa = &q;
+      for (QuantAct *q : p.qas)
+        if (act_quant_shares(*q, jobs[j].act_quant, w, T)) qa = q;
       if (!qa) {
-        if (p.qas.empty()) p.qas.reserve(static_cast<size_t>(n_jobs));  // never exceeded: at most one per job
-        p.qas.emplace_back();
-        qa = &p.qas.back();
-        quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool);
+        qa = &qa_buffer(jobs[j].act_quant, w, T);
+        p.qas.push_back(qa);
+        quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool, w.type);
       }
       c.qa = qa;
     }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "aligned_vector.hpp"
 #include "qwen.h"
 #include "sparse_prefill.hpp"
 #include "tile.hpp"
@@ -63,7 +64,7 @@ struct NativeTensor {
   NativeType type = NativeType::F32;
   int64_t rows = 0, cols = 0;
   int32_t group = 0;              // W8/W4: elements per group along cols (16 or 32); else 0
-  std::vector<uint8_t> data;      // F32/F16/BF16: rows*cols elements; W8: rows*cols int8; W4: rows*cols/2 bytes
+  aligned_vector<uint8_t> data;   // F32/F16/BF16: rows*cols elements; W8: rows*cols int8; W4: rows*cols/2 bytes
   std::vector<float> scale;       // W8/W4: rows * (cols / group)
   std::vector<float> offset;      // W8/W4: rows * (cols / group)
   uint64_t native_bytes() const { return data.size() + 4 * (scale.size() + offset.size()); }

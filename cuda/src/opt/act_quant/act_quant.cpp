@@ -6,7 +6,7 @@
 namespace qw {
 
 QW_OPTIMIZATION(act_quant) {
-  return OptDef<ActQuant>("actQuant", "Int8 activations (prefill GEMM)")
+  return OptDef<ActQuant>("actQuant", "Int8 activations (GEMM and GEMV)")
       .value(ActQuant::Off, "off")
       .value(ActQuant::Int8, "int8")
       .by_default(ActQuant::Off)
@@ -14,12 +14,12 @@ QW_OPTIMIZATION(act_quant) {
       .cuda({ActQuant::Off})
       .spec("issue 15")
       .describe(
-          "Activations of prefill GEMMs with 8/4-bit weights. off: exact (fp32 on the CPU); int8: quantize the "
+          "Activations of the matmuls with 8/4-bit weights. off: exact (fp32 on the CPU); int8: quantize the "
           "activations per token and weight group to int8 (d = max|x| / 127, as llama.cpp's q8_0) and use integer "
-          "dot products (CPU: AVX-512 VNNI, else AVX2 with bitwise the same outputs; its op records name the "
-          "kernel). "
-          "Decode (one token) always stays exact.")
-      .cost({"qkv", "o_proj", "gate_up", "down"},
+          "dot products: prefill GEMMs with AVX-512 VNNI, else AVX2 with bitwise the same outputs; decode GEMVs "
+          "(under 8 tokens) with AVX-512 VNNI only, else exact. Its op records name the kernel that ran. The "
+          "lm_head runs the last layer's value.")
+      .cost({"qkv", "o_proj", "gate_up", "down", "lm_head"},
             "int8: the same bytes (x read once in fp32, quantized on the fly) and FLOPs (an int8 multiply-add "
             "counts 2); the compute roof that applies is the int8 peak, not fp32");
 }

@@ -13,6 +13,17 @@
 namespace qw {
 namespace cpu {
 
+// What the decode GEMV (gemv_int8_avx512.cpp, T < kDequantMinT) reads besides the weights, built from q and d once per
+// call by quantize_gemv(): lanes of 4 columns, 16 per span of 64 columns (layout: that file's header).
+struct GemvOperands {
+  bool w4 = false;             // W4 nibble order (even columns, then odd, per span) vs natural column order
+  int64_t spans = 0;           // ceil(K / 64)
+  std::vector<int8_t> xs;      // [T, spans * 64] signed codes xq, in the layout's order; 0 past K
+  std::vector<int32_t> corr;   // [T, spans * 16] W8: -128 * (sum of the lane's four xq); W4: unused
+  std::vector<float> dl;       // [T, spans * 16] d of the lane's group
+  std::vector<int32_t> idx;    // [spans * 16] the lane's group minus the first group of its 16-group block
+};
+
 // Activations quantized per token and group of G columns (int8: d = max|x| / 127, q stored as xq + 128).
 struct QuantAct {
   ActQuant mode{};
@@ -20,17 +31,23 @@ struct QuantAct {
   int64_t T = 0, K = 0, gpr = 0;
   std::vector<uint8_t> q;  // [T, K]
   std::vector<float> d;    // [T, gpr]
+  GemvOperands gv;         // built when T < kDequantMinT (decode GEMV)
 };
 
-// Whether the `mode` arm runs for weight t at T tokens (else the exact kernel does): int8 needs W8/W4 weights
-// and a GEMM-sized T (>= kDequantMinT), and runs with VNNI or with AVX2 (builds without AVX2 run the exact
-// kernel). Off never runs.
+// Whether the `mode` arm runs for weight t at T tokens (else the exact kernel does): int8 needs W8/W4 weights;
+// GEMM-sized calls (T >= kDequantMinT) run it with VNNI or with AVX2, decode-sized ones (T < kDequantMinT) with
+// VNNI only (without it the exact GEMV runs); builds without AVX2 run the exact kernel. Off never runs.
 bool act_quant_runs(ActQuant mode, const NativeTensor &t, int64_t T);
-// The kernel name of a job for which act_quant_runs() is true: "cpu.gemm.w{8,4}g{16,32,128}.int8act.{vnni,avx2}"
-// (static strings: op records keep the pointer).
-const char *act_quant_kernel_name(ActQuant mode, const NativeTensor &t);
+// The kernel name of a job for which act_quant_runs() is true: "cpu.gemm.w{8,4}g{16,32,128}.int8act.{vnni,avx2}",
+// or "cpu.gemv.w{8,4}g{16,32,128}.int8act.vnni" below kDequantMinT tokens (static strings: op records keep them).
+const char *act_quant_kernel_name(ActQuant mode, const NativeTensor &t, int64_t T);
+// Quantizes x [T, K] per token and group of G; below kDequantMinT tokens also builds the decode GEMV's operands
+// for weights of type wtype (W4 reads its activations in nibble order).
 void quantize_act(QuantAct &qa, ActQuant mode, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G,
-                  Pool &pool);
+                  Pool &pool, NativeType wtype = NativeType::W8);
+// Whether qa (quantized for some job) serves weight w at T tokens as well: same arm and group size, and below
+// kDequantMinT tokens the same GEMV layout.
+bool act_quant_shares(const QuantAct &qa, ActQuant mode, const NativeTensor &w, int64_t T);
 // Rows [r0, r1) of job for all qa.T tokens. xsum: per-token fp32 group sums of x when the weight has offsets.
 void gemm_act_quant(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
 
@@ -40,6 +57,11 @@ void gemm_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, 
 // gemm_int8_avx2.cpp — the same arm without VNNI (vpmaddubsw/vpmaddwd, sign trick): bitwise the same outputs.
 void gemm_int8_avx2(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
 bool cpu_has_vnni();  // AVX-512 (as cpu_has_avx512) and AVX-512 VNNI
+// gemv_int8_avx512.cpp — the int8 arm of decode-sized calls: W8/W4 rows [r0, r1) for qa.T < kDequantMinT tokens,
+// read from the weights' native rows (VNNI only). quantize_gemv() quantizes x as quantize_act_int8 does (the same q
+// and d, vectorized: a decode step quantizes ~100 short rows) and lays out qa.gv for the kernel.
+void quantize_gemv(QuantAct &qa, const float *x, int64_t x_stride, bool w4);
+void gemv_int8_avx512(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1);
 
 // The one map from a weight's group size to the int8 kernels' compile-time column quads per group (16 -> 4,
 // 32 -> 8, 128 -> 32: the groups act_quant_runs() admits), shared by both ISAs so that a group size added there
