@@ -138,7 +138,7 @@ void rows_tokens(const MatJob &job, const QuantAct &qa, const float *xsum, int64
 template <int MT, bool W4>
 void rows_range(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1, int64_t t0) {
   // RB equal sub-ranges of [r0, r1), one row of each at a time: RB long sequential streams, as the exact GEMV reads
-  // (gemv_w8_avx512). Measured on a DRAM-resident 151936 x 896 W8 matrix (1 thread): 4 adjacent rows per step
+  // (gemv_grouped_avx512). Measured on a DRAM-resident 151936 x 896 W8 matrix (1 thread): 4 adjacent rows per step
   // streamed at half the exact kernel's rate. RB x MT fp32 accumulators + RB scale blocks stay in the 32 zmm.
   constexpr int RB = MT <= 2 ? 4 : 2;
   const int64_t q = (r1 - r0) / RB;
