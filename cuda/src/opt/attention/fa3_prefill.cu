@@ -283,10 +283,8 @@ template <int D, bool PP>
 void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
   constexpr int NC = fa3_consumers(D);
   constexpr uint32_t smem = fa3_smem_bytes(D, NC);
-  static std::once_flag once;
-  std::call_once(once, [] {
-    QWC_CHECK(cudaFuncSetAttribute(fa3_prefill_kernel<D, NC, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  });
+  static SmemOptIn opt_in;  // per device (common.cuh): each rank of parallel = tpN opts in on its own device
+  opt_in(fa3_prefill_kernel<D, NC, PP>, smem);
   dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
   launch(fa3_prefill_kernel<D, NC, PP>, grid, fa3_threads(NC), smem, s, prm);
 }
