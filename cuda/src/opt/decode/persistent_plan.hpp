@@ -44,9 +44,9 @@ struct Dims {
   int32_t batch = 1, hidden = 0, inter = 0, n_heads = 0, n_kv = 0, head_dim = 0, vocab = 0, layers = 0;
   int32_t n_split = 1;  // attention splits per (sequence, kv head): a function of the model and grid only, never
                         // of the batch, so a sequence sums its keys in the same order alone or in a batch
-  int32_t group() const { return n_heads / n_kv; }
-  int32_t q_dim() const { return n_heads * head_dim; }
-  int32_t kv_dim() const { return n_kv * head_dim; }
+  QW_HD int32_t group() const { return n_heads / n_kv; }
+  QW_HD int32_t q_dim() const { return n_heads * head_dim; }
+  QW_HD int32_t kv_dim() const { return n_kv * head_dim; }
 };
 
 // 32 bytes, read by the kernel from the device copy of Plan::tasks.
