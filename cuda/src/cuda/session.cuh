@@ -216,7 +216,7 @@ struct Pass {
 };
 
 class OpScope;
-struct PersistState;  // decode = persistent (opt/decode/persistent_step.cu)
+struct PersistState;  // decode = persistent (cuda/persistent_session.cu)
 
 class CudaSession final : public BackendSession {
  public:
@@ -308,7 +308,7 @@ class CudaSession final : public BackendSession {
   void decode_body(int32_t B, const Step *st, Sink *sink, bool eager_hooks);
   void decode_qkv(const Pass &p, int32_t l);
   const char *decode_attention(const Pass &p, int32_t l, Gqa gqa);
-  void run_decode_persistent(const Step &st, Sink &sink, int32_t *out_tokens);  // opt/decode/persistent_step.cu
+  void run_decode_persistent(const Step &st, Sink &sink, int32_t *out_tokens);  // cuda/persistent_session.cu
   void decode_gate_up(const Pass &p, int32_t l);
   // The prologue of a decode GEMV over x_ normed by norm_w: fused (GEMV_PRO_NORM), or (separate) an op `op_id` of its
   // own that writes xn_ with the same bits, which the GEMV then reads (opt/norm/norm_unfused.cuh).

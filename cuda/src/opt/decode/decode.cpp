@@ -1,7 +1,7 @@
 // decode.cpp — the registry entry of toggle "decode": its values (in Decode enumerator order), default, which values
 // each backend implements, spec and description. Its scope is on its line in opt/list.hpp. The persistent arm:
 // persistent_plan.hpp (the schedule, host code shared with the CPU test), persistent_kernels.cu (the kernel),
-// persistent_step.cu (the session's step); what it refuses: persistent_refusal in persistent_plan.cpp.
+// cuda/persistent_session.cu (the session's step); what it refuses: persistent_refusal in persistent_plan.cpp.
 #include "decode.hpp"
 #include "registry.hpp"
 

@@ -1,4 +1,4 @@
-// persistent_step.cu — a CUDA decode step under decode = persistent (decode.cpp): checks what the arm supports
+// persistent_session.cu — a CUDA decode step under decode = persistent (decode.cpp): checks what the arm supports
 // (persistent_refusal: the error names the toggle and the reason), builds and uploads the plan once per batch size
 // (persistent_plan.hpp), launches the persistent kernel (persistent.cuh) and the device sampler, and reads the
 // tokens / logits out as the graph path does. Compile-checked only (docs/ARCHITECTURE.md §Persistent decode).
