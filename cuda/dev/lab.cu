@@ -162,7 +162,8 @@ int main(int argc, char **argv) {
     section("fusion", what == "all" || what == "fusion", run_fusion);
     section("attn", what == "all" || what == "attn", run_attn);
     section("chain", what == "all" || what == "chain", run_chain);
-    section("persistent", what == "all" || what == "persistent", run_persistent);
+    // not in "all" until it has run once: written without a GPU (a schedule bug traps via its watchdog, see the kernel)
+    section("persistent", what == "persistent", run_persistent);
     section("sampling", what == "all" || what == "misc", run_sampling);
     section("prefill", what == "all" || what == "prefill", run_prefill);
     section("sparse", what == "all" || what == "sparse", run_sparse);

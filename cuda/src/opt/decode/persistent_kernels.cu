@@ -359,8 +359,15 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
         const int64_t bytes = prefetch_bytes(a.d, u);
         if (bytes > 0) prefetch_l2(task_weights(a, u), bytes, lane);
       }
-      if (lane == 0 && t.wait >= 0)
-        while (ld_acquire(a.counters + t.wait) < t.target) __nanosleep(64);
+      if (lane == 0 && t.wait >= 0) {
+        // Watchdog: a legitimate wait is microseconds; ~2^27 polls (seconds) means a schedule bug or a block that
+        // never became resident: trap (the launch fails with an error) instead of hanging the process.
+        uint32_t polls = 0;
+        while (ld_acquire(a.counters + t.wait) < t.target) {
+          __nanosleep(64);
+          if (++polls == (1u << 27)) __trap();
+        }
+      }
     }
     __syncthreads();
     run_task<D>(a, t, act_s, rstd_s, red_s);
@@ -381,13 +388,28 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
   }
 }
 
+// > 48 KiB of dynamic shared memory needs the opt-in; set to what this model needs (an sm_80 part allows less than
+// sm_90, so never a fixed maximum).
+template <int D>
+void ensure_smem(size_t smem) {
+  static size_t set = 48 << 10;
+  if (smem > set) {
+    QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    set = smem;
+  }
+}
+
+template <int D>
+int blocks_per_sm(size_t smem) {
+  ensure_smem<D>(smem);
+  int per_sm = 0;
+  QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_decode_kernel<D>, kThreads, smem));
+  return per_sm;
+}
+
 template <int D>
 void launch_d(const PersistArgs &a, int32_t blocks, size_t smem, cudaStream_t s) {
-  static bool attr = false;  // > 48 KiB of dynamic shared memory needs the opt-in
-  if (!attr) {
-    QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 << 10));
-    attr = true;
-  }
+  ensure_smem<D>(smem);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kThreads);
@@ -412,17 +434,11 @@ size_t persistent_smem_bytes(const Dims &d) {
 }
 
 int32_t persistent_blocks(const Dims &d) {
-  int dev = 0, sms = 0, per_sm = 0;
+  int dev = 0, sms = 0;
   QWC_CHECK(cudaGetDevice(&dev));
   QWC_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   const size_t smem = persistent_smem_bytes(d);
-  if (d.head_dim == 128) {
-    QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 << 10));
-    QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_decode_kernel<128>, kThreads, smem));
-  } else {
-    QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 << 10));
-    QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_decode_kernel<64>, kThreads, smem));
-  }
+  const int per_sm = d.head_dim == 128 ? blocks_per_sm<128>(smem) : blocks_per_sm<64>(smem);
   if (per_sm < 1) throw CudaError("decode = persistent: the kernel does not fit on an SM (shared memory)");
   return sms;  // one block per SM: the plan's tiles are sized for it
 }
