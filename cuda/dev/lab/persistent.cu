@@ -404,6 +404,12 @@ static Dims qwen_dims(int H, int I, int L, int nH, int nKV, int V) {
 }
 
 void run_persistent() {
+  // the plan's q|k|v row map must be the one the model upload applies (gemv.cuh qkv_rope_orig_row)
+  int64_t map_diff = 0;
+  for (int dd : {64, 128})
+    for (int64_t p = 0; p < (int64_t)(28 + 2 * 4) * dd; ++p)
+      map_diff += qkv_orig_row(p, 28, 4, dd) != qkv_rope_orig_row(p, 28, 4, dd);
+  report("persistent: q|k|v row map", "nH 28 nKV 4 d 64/128", true, (double)map_diff, 0.5, false, 0, 0, "", 0);
   // exactness on two layers (fp64 reference on the host), with a 32k vocabulary to keep the reference short
   persistent_case("persistent 0.5B-2L", qwen_dims(896, 4864, 2, 14, 2, 32768), 300, 1, true, false);
   persistent_case("persistent 0.5B-2L", qwen_dims(896, 4864, 2, 14, 2, 32768), 300, 4, true, false);
