@@ -39,7 +39,8 @@ struct PersistArgs {
 };
 
 size_t persistent_ws_floats(const qw::persist::Dims &d);
-// Dynamic shared memory of one block: the staged activations [kMaxBatch][max(H, nH d)] bf16.
+// Dynamic shared memory of one block: the staged activations, [kMaxBatch][max(H, nH d)] bf16 or down's h [B][I]
+// (stage_down_act), whichever is larger.
 size_t persistent_smem_bytes(const qw::persist::Dims &d);
 // The grid: blocks that can be resident at once (SMs x occupancy, at most one per SM is what the plan assumes);
 // throws when the kernel cannot be resident at all (shared memory).

@@ -311,13 +311,20 @@ __device__ void run_task(const PersistArgs &a, const Task &t, bf16 *act_s, float
       const bool o = t.op == T_OPROJ;
       const int64_t K = o ? H : I;
       if (o) stage(a, act_s, rstd_s, nullptr, nullptr, a.z, H);  // z [B][nH d], nH d == H
+      const bool staged = o || stage_down_act(d);
+      if (!o && staged) {  // h [B][I] (ld I) into act_s once, instead of once per row pair from L2
+        const uint4 *src = reinterpret_cast<const uint4 *>(a.h);
+        uint4 *dst = reinterpret_cast<uint4 *>(act_s);
+        for (int64_t i = threadIdx.x; i < (int64_t)B * I / 8; i += blockDim.x) dst[i] = __ldcg(src + i);
+        __syncthreads();
+      }
       GemvArgs e;
       e.epi = GEMV_EPI_ADD_F32; e.out = a.x; e.out_ld = H;
       auto epi = [&](int row, int b, float v0, float v1, bool two) {
         gemv_detail::epilogue_one(e, row, b, v0);
         if (two) gemv_detail::epilogue_one(e, row + 1, b, v1);
       };
-      if (o) gemv_tile<false>(task_weights(a, t), K, act_s, B, t.a, t.b, red_s, epi);
+      if (staged) gemv_tile<false>(task_weights(a, t), K, act_s, B, t.a, t.b, red_s, epi);
       else gemv_tile<true>(task_weights(a, t), K, a.h, B, t.a, t.b, red_s, epi);  // h: [B][I] from L2
       break;
     }
@@ -430,7 +437,10 @@ size_t persistent_ws_floats(const Dims &d) {
 }
 
 size_t persistent_smem_bytes(const Dims &d) {
-  return (size_t)kMaxBatch * (size_t)(d.hidden > d.q_dim() ? d.hidden : d.q_dim()) * sizeof(bf16);
+  // stage_tile writes kMaxBatch rows (zeros past the batch); down's staged h needs B rows of I
+  const size_t norm = (size_t)kMaxBatch * (size_t)(d.hidden > d.q_dim() ? d.hidden : d.q_dim()) * sizeof(bf16);
+  const size_t down = stage_down_act(d) ? (size_t)d.batch * d.inter * sizeof(bf16) : 0;
+  return norm > down ? norm : down;
 }
 
 int32_t persistent_blocks(const Dims &d) {

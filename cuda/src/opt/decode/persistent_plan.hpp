@@ -108,6 +108,11 @@ QW_HD int64_t qkv_group_row(const Dims &d, int32_t g, int64_t j) {
   return (int64_t)(d.n_heads + d.n_kv) * D + g * D + (j - (G + 1) * D);
 }
 
+// Whether a down task stages h [B][I] in shared memory (else it reads h through L2 for every row pair of its tile).
+// Capped so that it plus the kernel's static shared memory (<= 38 KiB) fits an sm_80 block (164 KiB) as well as sm_90.
+constexpr int64_t kStageCap = 120 << 10;
+QW_HD bool stage_down_act(const Dims &d) { return (int64_t)d.batch * d.inter * 2 <= kStageCap; }
+
 // The matrix a GEMV task reads (for the prefetch and the kernel's operand) and its columns.
 QW_HD int64_t task_cols(const Dims &d, int32_t op) {
   return op == T_DOWN ? d.inter : d.hidden;  // o_proj: q_dim == hidden for Qwen2 (checked by persistent_refusal)
