@@ -169,6 +169,8 @@ int main(int argc, char **argv) {
     section("sparse", what == "all" || what == "sparse", run_sparse);
     section("bsparse", what == "all" || what == "bsparse", run_block_sparse);
     section("sage", what == "all" || what == "sage", run_sage);
+    section("fa3", what == "fa3", run_fa3);  // not in "all" until the sm_90a kernel has run once (never on a GPU yet)
+    section("fa3-small", what == "fa3-small", run_fa3_small);
     section("gemm", what == "all" || what == "gemm", run_gemm);
     section("tile", what == "tile", [&] {  // not in "all": 15 shapes x every candidate
       if (what == "tile") run_calib(false);  // the copy bandwidth and tensor rate the % column is against

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run-lab.sh — ONE command for the GPU machine: builds the kernel lab, checks every kernel against its CPU
 # reference (fresh random inputs, poisoned outputs) and times it. Writes $OUT/lab/{build.log,lab.log,lab.json}
-# and prints the table last.   Usage (from the repo root):  bash cuda/dev/run-lab.sh [all|gemv|attn|prefill|gemm|misc|calib] [--quick]
+# and prints the table last.   Usage (from the repo root):  bash cuda/dev/run-lab.sh [all|gemv|attn|prefill|fa3|fa3-small|gemm|misc|calib] [--quick]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"

@@ -12,7 +12,8 @@
 //  - 1 thread vs 2 threads: bitwise equal (both arms);
 //  - row-split independence: a job over rows [a, b) of the same weight gives bitwise the rows of the full job
 //    (what a different chunking between threads would do);
-//  - token independence (GEMM sizes): token t of a T = 67 call equals token t of a T = 13 call bitwise;
+//  - token independence (GEMM sizes): token t of a T = 67 call equals token t of a T = 13 call bitwise; at decode
+//    sizes (T = 2..7) every token equals a T = 1 call on it bitwise (both arms);
 //  - the AVX2 int8 kernel (vpmaddubsw, sign trick) equals the VNNI one bitwise (where the CPU has VNNI), for
 //    groups of 16, 32 and 128, codes including -128 (the sign trick's edge), with and without offsets;
 //  - the int8 arm at decode sizes (T < 8, VNNI only: opt/act_quant/gemv_int8_avx512.cpp) is checked by the same
@@ -123,6 +124,18 @@ int check_case(Rng &r, const Case &c, int64_t T, bool i8) {
       same = same && std::memcmp(&ys[size_t(t * (b - a))], &y1[size_t(t * c.rows + a)], size_t(b - a) * 4) == 0;
     CHECK(same, "type %d rows %ld cols %ld T %ld int8 %d: rows [%ld, %ld) alone differ", c.ggml, long(c.rows),
           long(c.cols), long(T), int(i8), long(a), long(b));
+  }
+  // decode sizes: a token's outputs do not depend on the other tokens of the call (batched decode and verify steps give
+  // the single-token step's bits)
+  if (T >= 2 && T < 8) {
+    bool same = true;
+    for (int64_t t = 0; t < T; ++t) {
+      const std::vector<float> x1(x.begin() + t * c.cols, x.begin() + (t + 1) * c.cols);
+      const std::vector<float> y1t = run(w, x1, 1, 1, i8, bias.data());
+      same = same && std::memcmp(y1t.data(), &y1[size_t(t * c.rows)], size_t(c.rows) * 4) == 0;
+    }
+    CHECK(same, "type %d rows %ld cols %ld T %ld int8 %d: a token alone differs from the same token in the call", c.ggml,
+          long(c.rows), long(c.cols), long(T), int(i8));
   }
   // token independence within the GEMM sizes: the first 13 tokens alone
   if (T > 13) {

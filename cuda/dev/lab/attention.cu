@@ -7,11 +7,10 @@
 
 static int g_attn_dev_hpb = 0;  // decode_case: 0 = engine kernel, 1 / 8 = dev variant (attn_decode_dev.cu) with that many heads per block
 
-// CPU reference over a cache [slots][nKV][max_ctx][d] (bf16 values), q [rows][nH*d] bf16, causal: keys 0..n_keys-1,
-// or (a tree row, speculative = eagle) the KV positions at[0..n_keys-1].
-static void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, const std::vector<uint16_t> &kc,
+// CPU reference (declared in lab.cuh; fa3.cu uses it too).
+void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, const std::vector<uint16_t> &kc,
                      const std::vector<uint16_t> &vc, int slot, int q_row, int n_keys, int nH, int nKV, int d, int max_ctx,
-                     const std::vector<int> *at = nullptr) {
+                     const std::vector<int> *at) {
   auto kp = [&](int t) { return at ? (*at)[(size_t)t] : t; };
   const int G = nH / nKV;
   for (int h = 0; h < nH; ++h) {

@@ -70,8 +70,9 @@ std::vector<T> d2h(const T *d, size_t n) {
 }
 inline void poison(void *d, size_t bytes) { CHK(cudaMemset(d, 0xff, bytes)); }  // NaN for f32/bf16
 
-// median time in microseconds of `iters` launches of f(i) after `warm` warm-ups
-double time_us(const std::function<void(int)> &f, int iters = 50, int warm = 5);
+// median time in microseconds of `iters` launches of f(i) after `warm` warm-ups; lo / hi (when given) get the fastest
+// and slowest of them (the spread a reported figure carries)
+double time_us(const std::function<void(int)> &f, int iters = 50, int warm = 5, double *lo = nullptr, double *hi = nullptr);
 double rel_err(const std::vector<double> &out, const std::vector<double> &ref, bool *nan_seen);
 // One result row (printed now, and in the table at the end); a failed check counts in g_fail.
 void report(const std::string &name, const std::string &shape, bool checked, double err, double tol, bool nan_seen,
@@ -124,6 +125,11 @@ void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batc
 void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool timed);
 void run_gemv();
 // attention.cu
+// CPU reference over a cache [slots][nKV][max_ctx][d] (bf16 values), q [rows][nH*d] bf16, causal: keys 0..n_keys-1,
+// or (a tree row, speculative = eagle) the KV positions at[0..n_keys-1]; appends row q_row's nH*d outputs to out.
+void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, const std::vector<uint16_t> &kc,
+              const std::vector<uint16_t> &vc, int slot, int q_row, int n_keys, int nH, int nKV, int d, int max_ctx,
+              const std::vector<int> *at = nullptr);
 void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast, bool timed);
 void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed, int max_check_rows = 96,
                   int tree_fan = 0);  // tree_fan > 0: a tree verification step (opt/speculative/tree_mask.cuh)
@@ -132,6 +138,9 @@ void run_prefill();
 // sage.cu: SageAttention prefill (src/opt/attention/sage.cuh) against the CPU arm and exact attention
 void sage_case(int nH, int nKV, int d, int pos0, int n, bool fp8, bool timed, int max_blocks);
 void run_sage();
+// fa3.cu: the sm_90a flash prefill (src/opt/attention/fa3_prefill.cuh) against fp64 and the mma.sync kernel, timed
+void run_fa3();
+void run_fa3_small();  // small shapes for compute-sanitizer
 // gemm.cu
 void gemm_case(int backend, int64_t M, int64_t N, int64_t K, int kind, bool timed);
 void run_gemm();

@@ -9,7 +9,7 @@ int g_fail = 0;
 std::vector<Row> g_rows;
 uint64_t g_rng = 0;
 
-double time_us(const std::function<void(int)> &f, int iters, int warm) {
+double time_us(const std::function<void(int)> &f, int iters, int warm, double *lo, double *hi) {
   cudaEvent_t a, b;
   CHK(cudaEventCreate(&a));
   CHK(cudaEventCreate(&b));
@@ -27,6 +27,8 @@ double time_us(const std::function<void(int)> &f, int iters, int warm) {
   }
   CHK(cudaGetLastError());
   std::sort(ts.begin(), ts.end());
+  if (lo) *lo = ts.front();
+  if (hi) *hi = ts.back();
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return ts[ts.size() / 2];

@@ -372,8 +372,12 @@ void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
     return;
   }
   static const bool avx512 = cpu_has_avx512();
-  if (avx512 && cx.T == 1 && w.type == NativeType::W8) {
-    gemv_w8_avx512(*cx.job, cx.x, cx.xsum, r0, r1, cx.tile->rb);
+  if (avx512 && cx.T < kDequantMinT && (w.type == NativeType::W8 || w.type == NativeType::W4)) {
+    gemv_grouped_avx512(*cx.job, cx.x, cx.x_stride, cx.T, cx.xsum, r0, r1, cx.tile->rb);
+    return;
+  }
+  if (avx512 && cx.T < kDequantMinT && w.type == NativeType::BF16) {
+    gemv_bf16_avx512(*cx.job, cx.x, cx.x_stride, cx.T, r0, r1, cx.tile->rb);
     return;
   }
   switch (w.type) {
@@ -439,8 +443,12 @@ const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_qu
       case NativeType::W4: return by_group(g, "cpu.gemm.w4g16.avx512", "cpu.gemm.w4g32.avx512", "cpu.gemm.w4g128.avx512");
     }
   }
-  if (gemv && t.type == NativeType::W8 && cpu_has_avx512())
+  // Decode-sized calls (T < kDequantMinT) of W8 / W4 / BF16 weights: matmul_avx512.cpp (any T there gives a token the same bits).
+  if (T < kDequantMinT && t.type == NativeType::W8 && cpu_has_avx512())
     return by_group(g, "cpu.gemv.w8g16.avx512", "cpu.gemv.w8g32.avx512", "cpu.gemv.w8g128.avx512");
+  if (T < kDequantMinT && t.type == NativeType::W4 && cpu_has_avx512())
+    return by_group(g, "cpu.gemv.w4g16.avx512", "cpu.gemv.w4g32.avx512", "cpu.gemv.w4g128.avx512");
+  if (T < kDequantMinT && t.type == NativeType::BF16 && cpu_has_avx512()) return "cpu.gemv.bf16.avx512";
   switch (t.type) {
     case NativeType::F32: return gemv ? "cpu.gemv.f32" : "cpu.gemm.f32";
     case NativeType::F16: return gemv ? "cpu.gemv.f16" : "cpu.gemm.f16";
@@ -462,9 +470,28 @@ namespace {
 struct Plan {
   std::vector<Ctx> ctx;
   std::vector<std::vector<float>> xsums;  // [n_jobs] once some job needs group sums, else empty
-  std::vector<QuantAct> qas;  // capacity n_jobs reserved before the first one: stable addresses
+  std::vector<QuantAct *> qas;  // the call's quantized inputs (int8 arm), in qa_buffer()'s storage
   int64_t max_rows = 0;
 };
+
+// Storage for one quantized input of the int8 arm, kept on the calling thread per (arm, K, G, GEMV layout): a decode
+// step quantizes ~5 inputs per layer, and fresh buffers (6 allocations, and the GEMV's lane map rebuilt) cost about
+// as much as a small GEMV's dot products. Within one call, jobs that share a key share the input (the same x).
+QuantAct &qa_buffer(ActQuant mode, const NativeTensor &w, int64_t T) {
+  struct Slot {
+    ActQuant mode;
+    int64_t K;
+    int32_t G;
+    int layout;  // 0: GEMM (T >= kDequantMinT); 1: GEMV, W8 order; 2: GEMV, W4 nibble order
+    std::unique_ptr<QuantAct> qa;
+  };
+  thread_local std::vector<Slot> slots;
+  const int layout = T >= kDequantMinT ? 0 : w.type == NativeType::W4 ? 2 : 1;
+  for (Slot &s : slots)
+    if (s.mode == mode && s.K == w.cols && s.G == w.group && s.layout == layout) return *s.qa;
+  slots.push_back(Slot{mode, w.cols, w.group, layout, std::make_unique<QuantAct>()});
+  return *slots.back().qa;
+}
 
 bool grouped_type(const NativeTensor &w) { return w.type == NativeType::W8 || w.type == NativeType::W4; }
 
@@ -492,12 +519,11 @@ void prepare(Plan &p, const MatJob *jobs, int n_jobs, const float *x, int64_t T,
     c.tile = tile;
     if (act_quant_runs(jobs[j].act_quant, w, T)) {  // one quantization per arm and group size, shared by the jobs
       QuantAct *qa = nullptr;
-      for (auto &q : p.qas)
-        if (act_quant_shares(q, jobs[j].act_quant, w, T)) qa = &q;
+      for (QuantAct *q : p.qas)
+        if (act_quant_shares(*q, jobs[j].act_quant, w, T)) qa = q;
       if (!qa) {
-        if (p.qas.empty()) p.qas.reserve(static_cast<size_t>(n_jobs));  // never exceeded: at most one per job
-        p.qas.emplace_back();
-        qa = &p.qas.back();
+        qa = &qa_buffer(jobs[j].act_quant, w, T);
+        p.qas.push_back(qa);
         quantize_act(*qa, jobs[j].act_quant, x, T, x_stride, w.cols, w.group, pool, w.type);
       }
       c.qa = qa;

@@ -1,5 +1,6 @@
 // attention.cu — decode (split-KV) and prefill (mma.sync flash) attention; see attention.cuh.
 #include "attention.cuh"
+#include "fa3_prefill.cuh"
 #include "mma_sync.cuh"
 
 #include <algorithm>
@@ -482,7 +483,21 @@ static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttn
   launch(prefill_attn_mma_kernel<D, TREE>, grid, 128, smem, s, a);
 }
 
+// QW_FLASH_WGMMA=1 on an sm_90 device picks the sm_90a kernel (opt/attention/fa3_prefill.cuh; written without a GPU,
+// not yet validated, hence not the default); where it cannot run the shape (head dim, tree step) the mma.sync kernel
+// runs and its name shows in the op record.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
+  if (a.n > 0 && fa3_prefill_requested()) {
+    int dev = 0, major = 0, minor = 0;
+    QWC_CHECK(cudaGetDevice(&dev));
+    QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    if (!*fa3_prefill_unsupported(a, major, minor)) return launch_prefill_attention_fa3(a, s);
+  }
+  return launch_prefill_attention_mma(a, s);
+}
+
+const char *launch_prefill_attention_mma(const PrefillAttnArgs &a, cudaStream_t s) {
   if (a.n <= 0) return "attn_prefill_mma";
   dim3 grid((a.n + kBQ - 1) / kBQ, a.n_heads);
   if (a.head_dim == 64 || a.head_dim == 128) {

@@ -5,7 +5,10 @@
 // Why: the exact W8 GEMV widens and converts every code (vpmovsxbd + vcvtdq2ps + FMA: 3 ops per 16 weights), which
 // makes it compute-bound on weights in cache (a small model) and near it on DRAM (0.5B Q8_0). vpdpbusd does 64
 // multiply-adds per op; with the per-group scaling this is ~6 ops per 64 weights. llama.cpp's CPU decode does
-// the same (q8_0 activations against q8_0/q4 weights).
+// the same (q8_0 activations against q8_0/q4 weights). Measured on the 2-vCPU build box (build/bench_gemv, 1 thread,
+// the model shapes of tiny and 0.5B): 1.3-2.1x the exact GEMV at 4 tokens per call (batched decode, verify steps);
+// at 1 token within +-15 % of it either way (inside the box's run-to-run swing): both stream the weights at the
+// memory's rate there, so the dot products are not what bounds a single token.
 //
 // Math (as gemm_int8_avx512.cpp): x is quantized per token and weight group, d = max|x| / 127, xq in [-127, 127];
 //   y[t, r] = sum_g s[r, g] d[t, g] sum_{k in g} q[r, k] xq[t, k]  +  sum_g o[r, g] xsum[t, g]  (+ bias[r]).
@@ -42,7 +45,8 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kSpan = 64;  // columns per zmm of codes
-constexpr int kPrefetchBytes = 4096;  // measured: 1024 left L3-resident rows (a small model) latency-bound
+constexpr int kPrefetchBytes = 1024;  // ahead in each row stream, as the exact GEMV (matmul.cpp kPrefetch)
+constexpr int kScalePrefetchBytes = 1024;  // ahead in each row's scale stream (~9 rows of a 896-column G = 32 matrix)
 
 // The first column of lane j in span p: W8 holds columns 4j..4j+3; W4 holds {c, c+2, c+4, c+6} with
 // c = 8 (j % 8) + (j >= 8) (low nibbles = even columns in lanes 0..7, high nibbles = odd columns in lanes 8..15).
@@ -71,9 +75,9 @@ void rows_tokens(const MatJob &job, const QuantAct &qa, const float *xsum, int64
     const __mmask16 m = __mmask16(gpr - g0 >= 16 ? 0xFFFF : (1u << (gpr - g0)) - 1);
     for (int i = 0; i < RB; ++i) {
       // Every span's scaling waits on these loads, so a miss here stalls the whole block while the codes could
-      // stream on: fetch the scale stream ~1 KiB ahead as well. Without it, a DRAM-resident G = 32 matrix
-      // (0.5B's lm_head, 151936 x 896) streamed ~30 % slower than the exact GEMV; with G = 128 it was already faster.
-      _mm_prefetch(reinterpret_cast<const char *>(scale + i * rs * gpr + g0) + kPrefetchBytes / 4, _MM_HINT_T0);
+      // stream on: fetch the scale stream ahead as well (in one A/B on a DRAM-resident G = 32 matrix, 0.5B's
+      // lm_head, it streamed ~30 % slower than the exact GEMV without this; with G = 128 it was not slower).
+      _mm_prefetch(reinterpret_cast<const char *>(scale + i * rs * gpr + g0) + kScalePrefetchBytes, _MM_HINT_T0);
       sblk[i] = _mm512_maskz_loadu_ps(m, scale + i * rs * gpr + g0);
     }
     const int64_t pe = std::min(spans, p0 + spb);
@@ -134,7 +138,7 @@ void rows_tokens(const MatJob &job, const QuantAct &qa, const float *xsum, int64
 template <int MT, bool W4>
 void rows_range(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1, int64_t t0) {
   // RB equal sub-ranges of [r0, r1), one row of each at a time: RB long sequential streams, as the exact GEMV reads
-  // (gemv_w8_avx512). Measured on a DRAM-resident 151936 x 896 W8 matrix (1 thread): 4 adjacent rows per step
+  // (gemv_grouped_avx512). Measured on a DRAM-resident 151936 x 896 W8 matrix (1 thread): 4 adjacent rows per step
   // streamed at half the exact kernel's rate. RB x MT fp32 accumulators + RB scale blocks stay in the 32 zmm.
   constexpr int RB = MT <= 2 ? 4 : 2;
   const int64_t q = (r1 - r0) / RB;

@@ -1,0 +1,337 @@
+// fa3_prefill.cu — flash prefill attention for sm_90a (see fa3_prefill.cuh). WRITTEN WITHOUT A GPU, compile-checked only.
+//
+// CTA = 1 + NC warpgroups (NC = 2 consumers at hd 128: 384 threads, 128-row tiles; NC = 3 at hd 64: 512 threads,
+// 192-row tiles), grid (ceil(n / P), nKV), P = 64 * NC / G query positions per tile:
+//   warpgroup 0, producer: after setmaxnreg.dec one thread issues TMA — Q once (D/64 boxes of (64, G, 1, P)), then for
+//     every key tile j the K and V boxes into stage j % S, after waiting on empty[stage] (parity of the previous round).
+//   warpgroups 1..NC, consumers (packed rows 64(wg-1) .. 64(wg-1)+63): per key tile, S = Q.K^T by wgmma m64n128k16 (Q and K
+//     K-major from swizzled shared memory), causal mask on the tiles that reach past the CTA's first query position,
+//     online softmax in the accumulator layout (a row lives in 4 lanes of a quad), P packed to bf16 straight from S's
+//     registers (the f32 accumulator layout is the bf16 A-operand layout), O += P.V by wgmma with A from registers and
+//     V MN-major (trans-b), then one arrival per warp on empty[stage]. As FA3: tile j's Q.K^T is issued together with
+//     tile j-1's P.V and tile j's softmax overlaps that P.V (intra-warpgroup overlap); with PP the consumer warpgroups
+//     also take turns issuing, round robin (pingpong), so one's softmax overlaps another's GEMMs.
+// Invariants: every smem tile base is 1024-aligned (128B swizzle atom, see fa3_layout.hpp); each barrier phase gets
+// exactly one expect_tx arrival and all the bytes of its boxes (TMA counts zero-filled out-of-bounds elements too).
+// Not yet done (FA3 has them): a persistent tile scheduler, one launch for a whole varlen batch (the engine's prefill
+// steps hold one sequence), an smem-staged TMA store of O.
+#include "fa3_prefill.cuh"
+
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "fa3_layout.hpp"
+#include "fa3_sm90.cuh"
+#include "mma_sync.cuh"
+
+namespace qwc {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Fa3Params {
+  CUtensorMap tq, tk, tv;  // 64-byte aligned by their type; the kernel takes them by __grid_constant__ reference
+  __nv_bfloat16 *out;      // z [n][nH * D]
+  int32_t pos0, n, n_heads, g, p;
+  float scale_log2;        // log2(e) / sqrt(D): scores live in the exp2 domain
+};
+
+template <int D, int NC, bool PP>
+__global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int S = fa3_stages(D);
+  constexpr int ROWS = fa3_rows(NC);  // packed query rows of the tile
+  constexpr int KB = D / kFa3Atom;  // 64-column blocks per row
+  constexpr int NO = D / 2;         // O registers per thread (m64nD f32: D/8 chunks x 4)
+  constexpr float kNegBig = -1e30f;  // masked score: finite, so 2^(kNegBig * scale - m) is 0 without inf - inf
+  extern __shared__ unsigned char smem_raw[];
+  // the dynamic base is only 16-aligned by contract: round up to the swizzle atom (fa3_smem_bytes adds the slack)
+  const uint32_t base = (smem_u32(smem_raw) + (kFa3SwizzleAtom - 1)) & ~(uint32_t)(kFa3SwizzleAtom - 1);
+  const uint32_t bar = base + fa3_bar_off(D, NC), abort_word = base + fa3_abort_off(D, NC);
+  const uint32_t q_full = bar;
+  auto k_full = [&](int s) { return bar + 8u * (uint32_t)(1 + s); };
+  auto v_full = [&](int s) { return bar + 8u * (uint32_t)(1 + S + s); };
+  auto empty = [&](int s) { return bar + 8u * (uint32_t)(1 + 2 * S + s); };
+
+  const int qt = (int)gridDim.x - 1 - (int)blockIdx.x;  // the longest (last) query tiles start first
+  const int kvh = blockIdx.y;
+  const int t0 = qt * prm.p;
+  const int n_tiles = (fa3_kv_end(prm.pos0, prm.n, t0, prm.p) + kFa3Keys - 1) / kFa3Keys;
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+
+  if (threadIdx.x == 0) {
+    fa3_mbar_init(q_full, 1);
+    for (int s = 0; s < S; ++s) {
+      fa3_mbar_init(k_full(s), 1);
+      fa3_mbar_init(v_full(s), 1);
+      fa3_mbar_init(empty(s), 4 * NC);  // one arrival per consumer warp
+    }
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(abort_word), "r"(0u) : "memory");
+    fa3_fence_barrier_init();
+  }
+  __syncthreads();
+  pdl_wait();  // q and the cache rows come from the kernels before this one
+  pdl_trigger();
+
+  if (wg == 0) {  // ------------------------------------------------------------------------------- producer
+    fa3_setmaxnreg_dec<kFa3ProducerRegs>();
+    if (warp == 0 && lane == 0) {
+      fa3_prefetch_map(&prm.tq);
+      fa3_prefetch_map(&prm.tk);
+      fa3_prefetch_map(&prm.tv);
+      fa3_mbar_expect_tx(q_full, (uint32_t)KB * fa3_block_bytes(prm.g * prm.p));
+      for (int c = 0; c < KB; ++c)
+        fa3_tma_4d(base + fa3_q_off() + (uint32_t)c * fa3_block_bytes(ROWS), &prm.tq, q_full, c * kFa3Atom, 0, kvh,
+                   t0);
+      for (int j = 0; j < n_tiles; ++j) {
+        const int s = j % S;
+        fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);
+        fa3_mbar_expect_tx(k_full(s), fa3_tile_bytes(kFa3Keys, D));
+        for (int c = 0; c < KB; ++c)
+          fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
+                     c * kFa3Atom, j * kFa3Keys, kvh);
+        fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
+        for (int c = 0; c < KB; ++c)
+          fa3_tma_3d(base + fa3_v_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
+                     c * kFa3Atom, j * kFa3Keys, kvh);
+      }
+      fa3_check_abort(abort_word);
+    }
+    return;  // no block-wide barrier follows the role split
+  }
+
+  // ---------------------------------------------------------------------------------------------- consumers
+  fa3_setmaxnreg_inc<fa3_consumer_regs(NC)>();
+  const int cw = wg - 1, row0 = 64 * cw;  // this warpgroup's packed rows row0..row0+63
+  int qpos[2];                            // cache position of this thread's two rows (accumulator rows r, r + 8)
+#pragma unroll
+  for (int h = 0; h < 2; ++h) qpos[h] = prm.pos0 + t0 + fa3_row_pos(row0 + fa3_acc_row(warp, lane, 2 * h), prm.g);
+  float o[NO];
+#pragma unroll
+  for (int i = 0; i < NO; ++i) o[i] = 0.f;
+  float m[2] = {kNegBig, kNegBig}, l[2] = {0.f, 0.f};  // running max (exp2 domain) and sum of this thread's rows
+  float sc[kFa3Keys / 2];                              // S of the current tile, then its probabilities, in place
+  uint32_t pa[kFa3Keys / 16][4];                       // P of the previous tile as the A operand of P.V
+  float alpha[2];
+
+  // S = Q.K^T of tile j into sc (issued and committed; the caller waits)
+  auto issue_qk = [&](int j) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
+                        fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+    fa3_wgmma_commit();
+  };
+  // O += P.V of tile j (issued and committed)
+  auto issue_pv = [&](int j) {
+#pragma unroll
+    for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
+      const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S), kFa3Keys, kk);
+      if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
+      else fa3_wgmma_rs_n64(o, pa[kk], dv);
+    }
+    fa3_wgmma_commit();
+  };
+  // Online softmax of tile j, in place: causal mask (only tiles reaching past the CTA's first query), row max over the
+  // quad's 4 lanes, the new running max and alpha, sc = exp2(sc * scale - m). O and l are rescaled by the caller once
+  // the previous P.V has finished with O.
+  auto softmax = [&](int j) {
+    const int k0 = j * kFa3Keys;
+    float mx[2] = {kNegBig, kNegBig};
+    if (fa3_tile_needs_mask(k0, prm.pos0, t0)) {
+#pragma unroll
+      for (int r = 0; r < kFa3Keys / 2; ++r)
+        if (k0 + fa3_acc_col(lane, r) > qpos[(r >> 1) & 1]) sc[r] = kNegBig;
+    }
+#pragma unroll
+    for (int r = 0; r < kFa3Keys / 2; ++r) mx[(r >> 1) & 1] = fmaxf(mx[(r >> 1) & 1], sc[r]);
+    float mneg[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      const float mn = fmaxf(m[h], mx[h] * prm.scale_log2);
+      alpha[h] = fa3_exp2(m[h] - mn);
+      m[h] = mn;
+      mneg[h] = -mn;
+    }
+#pragma unroll
+    for (int r = 0; r < kFa3Keys / 2; ++r) sc[r] = fa3_exp2(fmaf(sc[r], prm.scale_log2, mneg[(r >> 1) & 1]));
+  };
+  // After the previous P.V completed: rescale O and l by alpha, then P = bf16(sc) in the A-operand layout (k-step kk
+  // takes S's chunks 2kk, 2kk+1: fa3_p_from_s). l sums the bf16-rounded probabilities that P.V multiplies.
+  auto rescale_and_pack = [&]() {
+#pragma unroll
+    for (int i = 0; i < NO; ++i) o[i] *= alpha[(i >> 1) & 1];
+    l[0] *= alpha[0];
+    l[1] *= alpha[1];
+#pragma unroll
+    for (int kk = 0; kk < kFa3Keys / 16; ++kk)
+#pragma unroll
+      for (int reg = 0; reg < 4; ++reg) {
+        const uint32_t pk = pack_bf16(sc[fa3_p_from_s(kk, reg, 0)], sc[fa3_p_from_s(kk, reg, 1)]);
+        l[reg & 1] += bf16_lo(pk) + bf16_hi(pk);
+        pa[kk][reg] = pk;
+      }
+  };
+  // Pingpong (PP): the consumer warpgroups take turns issuing their GEMMs, round robin (named barrier 1 + cw: this
+  // warpgroup's 128 threads wait there for the previous one's 128 arrivals), so one's softmax runs while another's
+  // wgmmas use the tensor cores. Consumer 0 goes first: the last consumer opens its first turn.
+  auto turn_begin = [&]() { if constexpr (PP) fa3_named_sync(1 + cw, 256); };
+  auto turn_end = [&]() { if constexpr (PP) fa3_named_arrive(1 + (cw + 1) % NC, 256); };
+  if (PP && cw == NC - 1) fa3_named_arrive(1, 256);
+
+  fa3_mbar_wait(q_full, 0, abort_word);
+  // tile 0: S, softmax, P
+  fa3_mbar_wait(k_full(0), 0, abort_word);
+  turn_begin();
+  fa3_wgmma_fence();
+  issue_qk(0);
+  turn_end();
+  fa3_wgmma_wait<0>();
+  fa3_pin(sc);
+  softmax(0);
+  rescale_and_pack();
+  // Intra-warpgroup overlap: tile j's Q.K^T and tile j-1's P.V are in flight together; tile j's softmax runs while
+  // P.V j-1 still computes, then O is rescaled and P_j packed. Stage j-1 is released once P.V j-1 is done.
+  for (int j = 1; j < n_tiles; ++j) {
+    fa3_mbar_wait(k_full(j % S), (uint32_t)(j / S) & 1u, abort_word);
+    fa3_mbar_wait(v_full((j - 1) % S), (uint32_t)((j - 1) / S) & 1u, abort_word);
+    turn_begin();
+    fa3_wgmma_fence();  // sc (softmax) and o / pa (rescale, pack) were written by ordinary instructions
+    issue_qk(j);
+    issue_pv(j - 1);
+    turn_end();
+    fa3_wgmma_wait<1>();  // groups retire in order: Q.K^T of tile j is done, P.V of j-1 may still run
+    fa3_pin(sc);
+    softmax(j);
+    fa3_wgmma_wait<0>();
+    fa3_pin(o);
+    fa3_pin(pa);
+    __syncwarp();
+    if (lane == 0) fa3_mbar_arrive(empty((j - 1) % S));  // this warp's reads of stage j-1 are complete
+    rescale_and_pack();
+  }
+  // the last tile's P.V
+  fa3_mbar_wait(v_full((n_tiles - 1) % S), (uint32_t)((n_tiles - 1) / S) & 1u, abort_word);
+  turn_begin();
+  fa3_wgmma_fence();
+  issue_pv(n_tiles - 1);
+  if (cw != NC - 1) turn_end();  // consumer 0 has no later turn to open: no arrival is left pending at exit
+  fa3_wgmma_wait<0>();
+  fa3_pin(o);
+  fa3_pin(pa);
+  __syncwarp();
+  if (lane == 0) fa3_mbar_arrive(empty((n_tiles - 1) % S));
+  fa3_check_abort(abort_word);
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  const int qdim = prm.n_heads * D;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = row0 + fa3_acc_row(warp, lane, 2 * h);
+    const int t = t0 + fa3_row_pos(i, prm.g);
+    if (i >= prm.g * prm.p || t >= prm.n) continue;  // idle packed rows, positions past the sequence
+    __nv_bfloat16 *dst = prm.out + (int64_t)t * qdim + (kvh * prm.g + fa3_row_head(i, prm.g)) * D;
+    const float inv = 1.f / l[h];
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c)
+      *reinterpret_cast<uint32_t *>(dst + fa3_acc_col(lane, 4 * c)) = pack_bf16(o[4 * c + 2 * h] * inv, o[4 * c + 2 * h + 1] * inv);
+  }
+#else
+  __trap();  // sm_90a only: the host never launches it elsewhere (fa3_prefill_unsupported)
+#endif
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void *p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  });
+  return fn;
+}
+
+void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *what) {
+  PFN_cuTensorMapEncodeTiled_v12000 fn = encode_fn();
+  if (!fn) throw CudaError("flash prefill (wgmma): the driver offers no cuTensorMapEncodeTiled (needs CUDA 12+)");
+  cuuint64_t dims[4], strides[3];
+  cuuint32_t box[4], estr[4] = {1, 1, 1, 1};
+  for (int k = 0; k < s.rank; ++k) { dims[k] = s.dims[k]; box[k] = s.box[k]; }
+  for (int k = 0; k + 1 < s.rank; ++k) strides[k] = s.strides[k];
+  const CUresult r = fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, (cuuint32_t)s.rank, const_cast<void *>(ptr), dims, strides,
+                        box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw CudaError(std::string("flash prefill (wgmma): cuTensorMapEncodeTiled failed for ") + what + " (CUresult " +
+                    std::to_string((int)r) + ")");
+}
+
+template <int D, bool PP>
+void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
+  constexpr int NC = fa3_consumers(D);
+  constexpr uint32_t smem = fa3_smem_bytes(D, NC);
+  static std::once_flag once;
+  std::call_once(once, [] {
+    QWC_CHECK(cudaFuncSetAttribute(fa3_prefill_kernel<D, NC, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  });
+  dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
+  launch(fa3_prefill_kernel<D, NC, PP>, grid, fa3_threads(NC), smem, s, prm);
+}
+
+}  // namespace
+
+const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int cc_minor) {
+  if (cc_major != 9 || cc_minor != 0) return "needs an sm_90 device (its code is built for sm_90a only)";
+  if (a.head_dim != 64 && a.head_dim != 128) return "head_dim must be 64 or 128";
+  if (a.n_kv <= 0 || a.n_heads % a.n_kv) return "n_heads must be a multiple of n_kv";
+  if (a.n_heads / a.n_kv > fa3_rows(fa3_consumers(a.head_dim))) return "more query heads per kv head than tile rows";
+  if (a.tree.bits) return "tree verification steps (speculative) use the mma.sync kernel";
+  if ((reinterpret_cast<uintptr_t>(a.q) | reinterpret_cast<uintptr_t>(a.kcache) | reinterpret_cast<uintptr_t>(a.vcache)) & 15)
+    return "q and the KV cache must be 16-byte aligned (TMA)";
+  return "";
+}
+
+bool fa3_prefill_requested() {
+  const char *e = std::getenv("QW_FLASH_WGMMA");
+  return e && std::strcmp(e, "1") == 0;
+}
+
+const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s, bool pingpong) {
+  if (a.n <= 0) return "attn_prefill_wgmma";
+  int dev = 0, major = 0, minor = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const char *why = fa3_prefill_unsupported(a, major, minor);
+  if (*why) throw CudaError(std::string("flash prefill (wgmma): ") + why);
+  const int d = a.head_dim, g = a.n_heads / a.n_kv;
+  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
+  Fa3Params prm;
+  encode(&prm.tq, a.q, fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d)), "q");
+  encode(&prm.tk, a.kcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "k cache");
+  encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
+  prm.out = a.out;
+  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
+  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  if (d == 128 && pingpong) launch_d<128, true>(prm, a.n_kv, s);
+  else if (d == 128) launch_d<128, false>(prm, a.n_kv, s);
+  else if (pingpong) launch_d<64, true>(prm, a.n_kv, s);
+  else launch_d<64, false>(prm, a.n_kv, s);
+  QWC_LAUNCH_CHECK("launch_prefill_attention_fa3");
+  return pingpong ? "attn_prefill_wgmma" : "attn_prefill_wgmma:nopp";
+}
+
+}  // namespace qwc

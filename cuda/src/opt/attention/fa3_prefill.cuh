@@ -1,0 +1,27 @@
+// fa3_prefill.cuh — flash prefill attention for sm_90a in the manner of FlashAttention-3 (fa3_prefill.cu): TMA loads
+// of Q and of a multi-stage K/V ring, wgmma from swizzled shared memory, one producer warpgroup and two (hd 128) or
+// three (hd 64) consumer warpgroups, causal GQA over the bf16 KV cache with chunked prefill (queries at
+// pos0..pos0+n-1 see all earlier keys).
+// The query heads of a kv group are packed into one 128- (hd 128) or 192-row (hd 64) tile, so each K/V tile is loaded
+// once for the group.
+//
+// WRITTEN WITHOUT A GPU: compile-checked only, never run (README, GPU-NEXT.md). It is selected only when
+// QW_FLASH_WGMMA=1 and the device is sm_90 (launch_prefill_attention in attention.cu); the mma.sync kernel stays the
+// default, the sm_80 path and the lab's reference arm.
+#pragma once
+
+#include "attention.cuh"
+
+namespace qwc {
+
+// Why this kernel cannot run `a` on a device of compute capability major.minor ("" when it can): sm_90 only, head
+// dim 64 or 128, G = nH / nKV <= the tile's rows, no tree mask, 16-byte aligned q and cache.
+const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int cc_minor);
+// QW_FLASH_WGMMA=1 in the environment (read at every call, so a process may flip it between runs).
+bool fa3_prefill_requested();
+// One sequence, like launch_prefill_attention; throws CudaError when unsupported or when the driver has no
+// cuTensorMapEncodeTiled. Returns the kernel's name for the op record. pingpong = false: the consumer warpgroups issue
+// their GEMMs unordered (the lab times both).
+const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t stream, bool pingpong = true);
+
+}  // namespace qwc
