@@ -60,8 +60,8 @@ export function greedyTogether(m: Model, seqs: number[][], maxBatch: number, ste
   }
 }
 /** Batch invariance: `prompts` decoded together (max batch 16) and each alone (max batch 1); the logit words that differ. */
-export function batchedVsAlone(m: Model, prompts: number[][], steps: number, setup?: (s: Session) => void): { together: BatchRun; alone: BatchRun[]; differing: number } {
-  const together = greedyTogether(m, prompts, 16, steps, setup);
+export function batchedVsAlone(m: Model, prompts: number[][], steps: number, setup?: (s: Session) => void, maxBatch = 16): { together: BatchRun; alone: BatchRun[]; differing: number } {
+  const together = greedyTogether(m, prompts, maxBatch, steps, setup);
   const alone = prompts.map((ids) => greedyTogether(m, [ids], 1, steps, setup));
   let differing = 0;
   alone.forEach((a, i) =>

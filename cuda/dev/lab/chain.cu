@@ -23,7 +23,7 @@ __global__ void fill_random_bf16(__nv_bfloat16 *p, int64_t n, uint64_t seed, flo
     p[i] = __float2bfloat16((u - 0.5f) * 3.4641f * scale);  // uniform with std = scale
   }
 }
-static void fill_dev(__nv_bfloat16 *p, int64_t n, float scale) {
+void fill_dev(__nv_bfloat16 *p, int64_t n, float scale) {
   fill_random_bf16<<<1024, 256>>>(p, n, rnd64(), scale);
   CHK(cudaGetLastError());
 }

@@ -151,6 +151,9 @@ void run_sampling();
 void run_fusion();
 // chain.cu: a whole decode step from the production kernels
 void run_chain();
+void fill_dev(__nv_bfloat16 *p, int64_t n, float scale);  // device-side random bf16, std = scale (seeded by rnd64)
+// persistent.cu: decode = persistent (src/opt/decode) vs the graph path's kernels and fp64, timed next to it
+void run_persistent();
 // marlin.cu: gemv = marlin (opt/gemv): pack, GEMV vs CPU, 7B shapes M = 1..16, prefill dequantization
 void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
                  bool rand_offset, bool timed);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "attention.cuh"
+#include "decode.hpp"
 #include "gqa_attention.cuh"
 #include "norm_unfused.cuh"
 #include "session.cuh"
@@ -221,6 +222,7 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
     std::memcpy(reinterpret_cast<uint8_t *>(hdparams_) + 5 * 16 * 4 + i * sizeof(sr), &sr, sizeof(sr));
   }
   CK(cudaMemcpyAsync(dparams_.p, hdparams_, kDParamBytes, cudaMemcpyHostToDevice, stream_));
+  if (st.toggles.decode == Decode::Persistent) return run_decode_persistent(st, sink, out_tokens);  // opt/decode
   const bool hooks = wants_any(st, sink);
   bool any_bcast = false;
   std::string key = std::to_string(B) + ":";

@@ -219,6 +219,7 @@ struct Pass {
 };
 
 class OpScope;
+struct PersistState;  // decode = persistent (cuda/persistent_session.cu)
 
 // Tensor parallelism (model option parallel = tp2..tp8, cuda/tp_cuda.cuh): what makes a session one rank of
 // a group. Null at tp1, where nothing below changes; set, the session's model holds the rank's shards (its Config
@@ -329,6 +330,7 @@ class CudaSession final : public BackendSession {
   void decode_body(int32_t B, const Step *st, Sink *sink, bool eager_hooks);
   void decode_qkv(const Pass &p, int32_t l);
   const char *decode_attention(const Pass &p, int32_t l, Gqa gqa);
+  void run_decode_persistent(const Step &st, Sink &sink, int32_t *out_tokens);  // cuda/persistent_session.cu
   void decode_gate_up(const Pass &p, int32_t l);
   // The prologue of a decode GEMV over x_ normed by norm_w: fused (GEMV_PRO_NORM), or (separate) an op `op_id` of its
   // own that writes xn_ with the same bits, which the GEMV then reads (opt/norm/norm_unfused.cuh).
@@ -397,6 +399,7 @@ class CudaSession final : public BackendSession {
   std::vector<float> hbuf_;
   // graphs per batch size
   std::map<std::string, Graph> graphs_;
+  std::shared_ptr<PersistState> persist_;  // decode = persistent: plans, counters, scratch (made on first use)
   // profiling
   bool prof_ = false;
   Marking marking_ = Marking::NONE;

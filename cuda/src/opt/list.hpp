@@ -22,4 +22,5 @@
   X(sparse_prefill, SparsePrefill, PerLayer) \
   X(act_quant, ActQuant, PerLayer)           \
   X(tile, Tile, Global)                      \
-  X(parallel, Parallel, Global)
+  X(parallel, Parallel, Global)              \
+  X(decode, Decode, Global)

@@ -1,0 +1,120 @@
+// persistent_session.cu — a CUDA decode step under decode = persistent (decode.cpp): checks what the arm supports
+// (persistent_refusal: the error names the toggle and the reason), builds and uploads the plan once per batch size
+// (persistent_plan.hpp), launches the persistent kernel (persistent.cuh) and the device sampler, and reads the
+// tokens / logits out as the graph path does. Compile-checked only (docs/ARCHITECTURE.md §Persistent decode).
+#include <map>
+
+#include "decode.hpp"
+#include "kvcache.hpp"
+#include "persistent.cuh"
+#include "session.cuh"
+
+namespace qw {
+namespace cuda_backend {
+
+// What the arm keeps per session: the plan's device copy per batch size, the counters, the partials, the layers'
+// operand table, and the grid.
+struct PersistState {
+  struct PerBatch {
+    persist::Plan plan;
+    DBuf tasks, counters, ws;
+  };
+  std::map<int32_t, PerBatch> by_batch;
+  DBuf layers;
+  const void *kcache0 = nullptr;  // the cache the layers table points into (kvCache changes reallocate it)
+  int32_t blocks = 0, n_split = 1;
+};
+
+static persist::Dims persist_dims(const Config &c, int32_t B) {
+  persist::Dims d;
+  d.batch = B; d.hidden = c.hidden_size; d.inter = c.intermediate_size; d.n_heads = c.num_heads;
+  d.n_kv = c.num_kv_heads; d.head_dim = c.head_dim; d.vocab = c.vocab_size; d.layers = c.num_layers;
+  return d;
+}
+
+void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out_tokens) {
+  const Config &c = m_.cfg;
+  const int32_t B = (int32_t)st.seq.size();
+  persist::PersistRequest r;
+  r.d = persist_dims(c, B);
+  r.all_bf16 = m_.all_bf16;
+  r.bf16_embed = m_.embed.m.type == qwc::WT_BF16 && m_.lm_head->type == qwc::WT_BF16;
+  r.has_out_norm = m_.out_norm.p != nullptr;
+  r.kv_bf16 = !kvq_.active() && st.toggles.kv_cache == KvCache::Bf16;
+  r.marlin = gemv_marlin(st);
+  r.tree = st.tree_base >= 0;
+  r.profiling = st.profiling;
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const Layer &L = m_.layers[size_t(l)];
+    r.fused_qkv_pairs &= L.fused_qkv() && L.qkv_pairs;
+    r.fused_gate_up &= L.fused_gu();
+    r.gqa_native &= !gqa_broadcast(st, l);
+    r.dca_off &= !dca_on(st, l);
+    r.default_fusions &= ffn_arm(&st, l) == Ffn::FusedNormGemvSwiglu && norm_arm(&st, l) == Norm::FusedResidualNorm;
+    for (int32_t h = 0; h < HOOK_LOGITS; ++h) r.hooks |= sink.wants((Hook)h, l);
+  }
+  const std::string why = persist::persistent_refusal(r);
+  if (!why.empty()) throw Error(QW_ERR_UNSUPPORTED, "decode = persistent: " + why + "; or set decode = graph");
+
+  if (!persist_) {
+    persist_ = std::make_shared<PersistState>();
+    persist_->blocks = qwc::persistent_blocks(r.d);
+    persist_->n_split = persist::pick_splits(c.num_kv_heads, persist_->blocks, max_ctx_);
+  }
+  if (persist_->kcache0 != kcache(0)) {
+    PersistState &ps = *persist_;
+    ps.kcache0 = kcache(0);
+    std::vector<qwc::PersistLayer> h((size_t)c.num_layers);
+    for (int32_t l = 0; l < c.num_layers; ++l) {
+      const Layer &L = m_.layers[size_t(l)];
+      qwc::PersistLayer &p = h[size_t(l)];
+      p.qkv = (const bf16 *)L.qkv.m.data; p.o = (const bf16 *)L.o.m.data;
+      p.gate_up = (const bf16 *)L.gate_up.m.data; p.down = (const bf16 *)L.down.m.data;
+      p.attn_norm = L.attn_norm.as<float>(); p.ffn_norm = L.ffn_norm.as<float>(); p.qkv_bias = L.qkv_bias.as<float>();
+      p.kcache = kcache(l); p.vcache = vcache(l);
+    }
+    ps.layers = DBuf(h.size() * sizeof(qwc::PersistLayer));
+    CK(cudaMemcpy(ps.layers.p, h.data(), ps.layers.bytes, cudaMemcpyHostToDevice));
+  }
+  PersistState &ps = *persist_;
+  r.d.n_split = ps.n_split;
+  auto it = ps.by_batch.find(B);
+  if (it == ps.by_batch.end()) {
+    PersistState::PerBatch pb;
+    pb.plan = persist::build_plan(r.d, ps.blocks);
+    pb.tasks = DBuf(pb.plan.tasks.size() * sizeof(persist::Task));
+    CK(cudaMemcpy(pb.tasks.p, pb.plan.tasks.data(), pb.tasks.bytes, cudaMemcpyHostToDevice));
+    pb.counters = DBuf((size_t)pb.plan.c.count() * 4);
+    CK(cudaMemset(pb.counters.p, 0, pb.counters.bytes));  // the kernel leaves them zero (its last block resets)
+    pb.ws = DBuf(qwc::persistent_ws_floats(r.d) * 4);
+    it = ps.by_batch.emplace(B, std::move(pb)).first;
+  }
+  const PersistState::PerBatch &pb = it->second;
+  ensure_logits(max_batch_);
+  qwc::PersistArgs a;
+  a.logits = logits_.as<float>();
+  a.x = x_.as<float>();
+  a.q = q_.as<bf16>();
+  a.z = z_.as<bf16>();
+  a.h = h_.as<bf16>();
+  a.ws = pb.ws.as<float>();
+  a.counters = pb.counters.as<int32_t>();
+  a.tasks = pb.tasks.as<const persist::Task>();
+  a.n_tasks = (int32_t)pb.plan.tasks.size();
+  a.c = pb.plan.c;
+  a.layers = ps.layers.as<const qwc::PersistLayer>();
+  a.embed = (const bf16 *)m_.embed.m.data;
+  a.lm_head = (const bf16 *)m_.lm_head->data;
+  a.out_norm = m_.out_norm.as<float>();
+  a.inv_freq = m_.inv_freq.as<float>();
+  a.tokens = d_tokens_; a.pos = d_pos_; a.slot = d_slot_; a.kv_len = d_len_;
+  a.d = r.d;
+  a.max_ctx = max_ctx_;
+  a.eps = c.rms_eps;
+  qwc::launch_persistent_decode(a, ps.blocks, stream_);
+  qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, c.vocab_size, c.vocab_size, stream_);
+  read_out(st, sink, B, d_out_, B, false, out_tokens);
+}
+
+}  // namespace cuda_backend
+}  // namespace qw

@@ -1,0 +1,52 @@
+// persistent.cuh — the persistent decode kernel of toggle decode = persistent (decode.cpp; schedule:
+// persistent_plan.hpp). One launch runs a whole decode step up to the logits: blocks walk the task list, wait on
+// counters for their inputs, prefetch their next task's weights into L2. Compile-checked only so far (no GPU in the
+// session that wrote it): the lab case `qwlab persistent` and test/gpu/persistent.test.ts validate it.
+#pragma once
+#include "common.cuh"
+#include "persistent_plan.hpp"
+
+namespace qwc {
+
+// One layer's operands, bf16 weights in the backend's fused layouts (model_upload.cu): q|k|v pair-interleaved
+// (gemv.cuh GEMV_EPI_QKV_ROPE), gate|up interleaved (row 2j gate j, 2j + 1 up j).
+struct PersistLayer {
+  const __nv_bfloat16 *qkv = nullptr, *o = nullptr, *gate_up = nullptr, *down = nullptr;
+  const float *attn_norm = nullptr, *ffn_norm = nullptr, *qkv_bias = nullptr;  // fp32; bias in the original row order
+  __nv_bfloat16 *kcache = nullptr, *vcache = nullptr;                          // [slots][nKV][max_ctx][d]
+};
+
+struct PersistArgs {
+  // outputs and scratch (device)
+  float *logits = nullptr;              // [B, V] fp32
+  float *x = nullptr;                   // [B, H] fp32 residual stream
+  __nv_bfloat16 *q = nullptr, *z = nullptr, *h = nullptr;  // [B, nH d] roped q, [B, nH d] attention out, [B, I]
+  float *ws = nullptr;                  // split partials: persistent_ws_floats()
+  int32_t *counters = nullptr;          // [Counters::count()], zero before the first launch; the kernel leaves zeros
+  // schedule
+  const qw::persist::Task *tasks = nullptr;
+  int32_t n_tasks = 0;
+  qw::persist::Counters c;
+  // model
+  const PersistLayer *layers = nullptr;  // device array [layers]
+  const __nv_bfloat16 *embed = nullptr, *lm_head = nullptr;  // [V, H]
+  const float *out_norm = nullptr, *inv_freq = nullptr;      // [H], [d/2]
+  // step (device, [B])
+  const int32_t *tokens = nullptr, *pos = nullptr, *slot = nullptr, *kv_len = nullptr;
+  qw::persist::Dims d;
+  int32_t max_ctx = 0;
+  float eps = 1e-6f;
+};
+
+size_t persistent_ws_floats(const qw::persist::Dims &d);
+// Dynamic shared memory of one block: the staged activations, [kMaxBatch][max(H, nH d)] bf16 or down's h [B][I]
+// (stage_down_act), whichever is larger.
+size_t persistent_smem_bytes(const qw::persist::Dims &d);
+// The grid: blocks that can be resident at once (SMs x occupancy, at most one per SM is what the plan assumes);
+// throws when the kernel cannot be resident at all (shared memory).
+int32_t persistent_blocks(const qw::persist::Dims &d);
+// Launches one step (a cooperative launch: every block resident, or the launch fails instead of deadlocking).
+// Returns the kernel variant name.
+const char *launch_persistent_decode(const PersistArgs &a, int32_t blocks, cudaStream_t stream);
+
+}  // namespace qwc

@@ -1,0 +1,465 @@
+// persistent_kernels.cu — the persistent decode kernel (persistent.cuh): one block per SM walks the task list of
+// persistent_plan.hpp. Compile-checked only (no GPU when it was written); `qwlab persistent` and
+// test/gpu/persistent.test.ts are its first runs.
+//
+// Per task: (1) thread 0 issues the L2 prefetch of the task's and the next task's weights (prefetch_targets), then
+// spins on the task's input counter with ld.acquire.gpu; (2) __syncthreads hands the acquire to the block; (3) the
+// task runs; (4) __syncthreads, then thread 0 fences (__threadfence: every thread's stores of the task are ordered
+// before the signal, as cooperative groups' grid.sync does) and adds 1 to the task's counter.
+// Inputs written by other blocks are read with ld.global.cg (L2) or after the acquire (plain loads in the shared
+// norm/stage helpers: the acquire + bar.sync order them, PTX memory model); weights with ld.global.nc (read-only
+// for the whole kernel).
+// The math is the graph path's: the RMSNorm prologue and staging (gemv_parts.cuh norm_rstd / stage_tile), the
+// epilogues (epilogue_qkv_rope, epilogue_swiglu, epilogue_one), split-KV attention in the log2 domain with fp32
+// partials. Row sums are in another order than gemv.cu's (a warp per row pair, lanes over K in 8-element chunks, a
+// K split across warps where a tile has fewer row pairs than warps): logits within bf16 noise of the graph path,
+// not bitwise. Every order is fixed by the plan, which depends on the model and grid, never on the batch.
+#include "gemv_parts.cuh"
+#include "persistent.cuh"
+
+namespace qwc {
+namespace {
+
+using namespace qw::persist;
+using bf16 = __nv_bfloat16;
+constexpr int kWarps = 8, kThreads = kWarps * 32;
+constexpr int kGMax = 8;  // query heads per kv head (persistent_refusal)
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kNegBig = -1e30f;
+
+__device__ __forceinline__ int32_t ld_acquire(const int32_t *p) {
+  int32_t v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// L2 prefetch of a weight range. sm_90: one bulk prefetch (TMA unit, no registers, no completion to wait for);
+// sm_80: prefetch.global.L2::evict_last per 128-byte line from the calling warp.
+__device__ __forceinline__ void prefetch_l2(const void *p, int64_t bytes, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (lane == 0 && bytes >= 16)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((uint32_t)(bytes & ~int64_t(15))) : "memory");
+#else
+  for (int64_t o = (int64_t)lane * 128; o < bytes; o += 32 * 128)
+    asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(reinterpret_cast<const char *>(p) + o));
+#endif
+}
+
+__device__ __forceinline__ const bf16 *task_weights(const PersistArgs &a, const Task &t) {
+  const int64_t K = task_cols(a.d, t.op);
+  switch (t.op) {
+    case T_QKV: return a.layers[t.layer].qkv + (int64_t)t.a * K;
+    case T_OPROJ: return a.layers[t.layer].o + (int64_t)t.a * K;
+    case T_GATEUP: return a.layers[t.layer].gate_up + (int64_t)t.a * K;
+    case T_DOWN: return a.layers[t.layer].down + (int64_t)t.a * K;
+    case T_LMHEAD: return a.lm_head + (int64_t)t.a * K;
+    default: return nullptr;
+  }
+}
+
+// The GEMV of a task: rows [t.a, t.b) of W [*, K] against act (bf16 [B][K]: shared memory, or global for down),
+// every batch row; the epilogue gets (row pair, b, v0, v1). Row pairs go to warp groups of S warps each (S splits K
+// in contiguous parts, summed in part order): S = 8 / pairs when a tile has fewer pairs than warps.
+template <bool kGlobalAct, typename Epi>
+__device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K, const bf16 *act, int B, int r0,
+                                          int r1, float (*red_s)[2][kMaxBatch], Epi epi) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int pairs = (r1 - r0 + 1) / 2;
+  int S = 1;
+  while (S < kWarps && pairs * S * 2 <= kWarps) S *= 2;
+  const int groups = kWarps / S, grp = warp / S, part = warp % S;
+  const int64_t kc = ((K + S - 1) / S + 7) / 8 * 8;  // K per part, whole 16-byte chunks
+  const int64_t k0 = part * kc, k1 = min(K, k0 + kc);
+  for (int pr0 = 0; pr0 < pairs; pr0 += groups) {
+    const int pr = pr0 + grp;
+    const int row = r0 + 2 * pr;
+    const bool on = pr < pairs, two = row + 1 < r1;
+    float acc[2][kMaxBatch];
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+#pragma unroll
+      for (int b = 0; b < kMaxBatch; ++b) acc[e][b] = 0.f;
+    if (on) {
+      const bf16 *w0 = W + (int64_t)(row - r0) * K, *w1 = two ? w0 + K : w0;
+#pragma unroll 2
+      for (int64_t k = k0 + lane * 8; k < k1; k += 32 * 8) {
+        const uint4 u0 = ld_stream16(w0 + k), u1 = ld_stream16(w1 + k);
+#pragma unroll
+        for (int b = 0; b < kMaxBatch; ++b) {
+          if (b < B) {
+            const uint4 v = kGlobalAct ? __ldcg(reinterpret_cast<const uint4 *>(act + (int64_t)b * K + k))
+                                       : *reinterpret_cast<const uint4 *>(act + (int64_t)b * K + k);
+            const uint32_t wv0[4] = {u0.x, u0.y, u0.z, u0.w}, wv1[4] = {u1.x, u1.y, u1.z, u1.w};
+            const uint32_t av[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const float alo = bf16_lo(av[i]), ahi = bf16_hi(av[i]);
+              acc[0][b] = fmaf(bf16_lo(wv0[i]), alo, acc[0][b]);
+              acc[0][b] = fmaf(bf16_hi(wv0[i]), ahi, acc[0][b]);
+              acc[1][b] = fmaf(bf16_lo(wv1[i]), alo, acc[1][b]);
+              acc[1][b] = fmaf(bf16_hi(wv1[i]), ahi, acc[1][b]);
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kMaxBatch; ++b)
+      if (b < B) {  // warp-uniform: no shuffles for absent rows
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float s = warp_sum(acc[e][b]);
+          if (lane == 0) red_s[warp][e][b] = s;
+        }
+      }
+    __syncthreads();
+    // one thread per (group, b) finishes: the parts summed in part order, then the epilogue of the pair
+    const int g2 = threadIdx.x / kMaxBatch, b = threadIdx.x % kMaxBatch;
+    if (g2 < groups && b < B) {
+      const int p2 = pr0 + g2;
+      if (p2 < pairs) {
+        float v0 = 0.f, v1 = 0.f;
+        for (int s = 0; s < S; ++s) {
+          v0 += red_s[g2 * S + s][0][b];
+          v1 += red_s[g2 * S + s][1][b];
+        }
+        const int rr = r0 + 2 * p2;
+        epi(rr, b, v0, v1, rr + 1 < r1);
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// rstd of every batch row and the staged act_s = bf16(bf16(x * rstd) * norm_w) (the graph path's prologue), or
+// (norm_w null) act_s = the bf16 rows of src.
+__device__ __forceinline__ void stage(const PersistArgs &a, bf16 *act_s, float *rstd_s, const float *x,
+                                      const float *norm_w, const bf16 *src, int64_t K) {
+  GemvArgs g;
+  g.batch = a.d.batch;
+  g.w.cols = K;
+  if (norm_w) {
+    g.pro = GEMV_PRO_NORM; g.x = x; g.x_ld = K; g.norm_w = norm_w; g.eps = a.eps;
+    gemv_detail::norm_rstd<kMaxBatch>(g, rstd_s);
+  } else {
+    g.pro = GEMV_PRO_BF16; g.act = src; g.act_ld = K;
+  }
+  gemv_detail::stage_tile<kMaxBatch>(g, act_s, rstd_s, 0, (int)K, (int)K, true);
+  __syncthreads();
+}
+
+// Split s of (sequence b, kv head g): G query heads over keys [t0, t1) of the cache; writes (m, l, o) partials.
+template <int D>
+__device__ void attn_split(const PersistArgs &a, const Task &t) {
+  constexpr int E = D / 32;
+  __shared__ __align__(16) float q_s[kGMax][D];
+  __shared__ float wm_s[kWarps][kGMax], wl_s[kWarps][kGMax];
+  __shared__ __align__(16) float wo_s[kWarps][kGMax][D];
+  const Dims &d = a.d;
+  const int G = d.group(), b = t.a / d.n_kv, g = t.a % d.n_kv, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int len = a.kv_len[b], t0 = split_begin(len, d.n_split, t.b), t1 = split_end(len, d.n_split, t.b);
+  const float scale = rsqrtf((float)D) * kLog2e;
+  for (int i = threadIdx.x; i < kGMax * D; i += blockDim.x) {
+    const int j = i / D, e = i - j * D;
+    q_s[j][e] = j < G ? __bfloat162float(__ldcg(a.q + (int64_t)b * d.q_dim() + (g * G + j) * D + e)) * scale : 0.f;
+  }
+  __syncthreads();
+  float m[kGMax], l[kGMax], o[kGMax][E];
+#pragma unroll
+  for (int j = 0; j < kGMax; ++j) {
+    m[j] = kNegBig; l[j] = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) o[j][e] = 0.f;
+  }
+  const int64_t slot = a.slot[b];
+  const PersistLayer &L = a.layers[t.layer];
+  const bf16 *kb = L.kcache + (slot * d.n_kv + g) * (int64_t)a.max_ctx * D;
+  const bf16 *vb = L.vcache + (slot * d.n_kv + g) * (int64_t)a.max_ctx * D;
+  for (int tile = t0 + warp * 32; tile < t1; tile += kWarps * 32) {
+    const int tk = tile + lane;
+    const bool valid = tk < t1;
+    float s[kGMax];
+    uint4 kr[D / 8];
+    const uint4 *kp = reinterpret_cast<const uint4 *>(kb + (int64_t)(valid ? tk : t0) * D);
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) kr[i] = __ldcg(kp + i);  // this step's key was written by another block
+#pragma unroll
+    for (int j = 0; j < kGMax; ++j) {
+      float acc = 0.f;
+      if (j < G) {
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          const uint32_t kv[4] = {kr[i].x, kr[i].y, kr[i].z, kr[i].w};
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            acc = fmaf(q_s[j][8 * i + 2 * c], bf16_lo(kv[c]), acc);
+            acc = fmaf(q_s[j][8 * i + 2 * c + 1], bf16_hi(kv[c]), acc);
+          }
+        }
+      }
+      s[j] = valid ? acc : kNegBig;
+    }
+    float p[kGMax];
+#pragma unroll
+    for (int j = 0; j < kGMax; ++j) {
+      p[j] = 0.f;
+      if (j < G) {
+        const float mn = fmaxf(m[j], warp_max(s[j]));
+        const float alpha = exp2f(m[j] - mn);
+        p[j] = valid ? exp2f(s[j] - mn) : 0.f;
+        l[j] = l[j] * alpha + warp_sum(p[j]);
+        m[j] = mn;
+#pragma unroll
+        for (int e = 0; e < E; ++e) o[j][e] *= alpha;
+      }
+    }
+    const int nk = min(32, t1 - tile);
+    for (int jj = 0; jj < nk; ++jj) {  // PV: lane owns dims lane*E .. lane*E + E - 1
+      float vf[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) vf[e] = __bfloat162float(__ldcg(vb + (int64_t)(tile + jj) * D + lane * E + e));
+#pragma unroll
+      for (int j = 0; j < kGMax; ++j)
+        if (j < G) {
+          const float pj = __shfl_sync(0xffffffffu, p[j], jj);
+#pragma unroll
+          for (int e = 0; e < E; ++e) o[j][e] = fmaf(pj, vf[e], o[j][e]);
+        }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kGMax; ++j) {
+    if (lane == 0) { wm_s[warp][j] = m[j]; wl_s[warp][j] = l[j]; }
+#pragma unroll
+    for (int e = 0; e < E; ++e) wo_s[warp][j][lane * E + e] = o[j][e];
+  }
+  __syncthreads();
+  const int NS = d.n_split;
+  const int64_t part = (int64_t)t.a * NS + t.b;  // [(b, g)][split]
+  float *ws_o = a.ws + part * kGMax * D, *ws_ml = a.ws + (int64_t)d.batch * d.n_kv * NS * kGMax * D + part * kGMax * 2;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int j = i / D, e = i - j * D;
+    float M = kNegBig;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wm_s[w][j]);
+    float O = 0.f, Ls = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = exp2f(wm_s[w][j] - M);
+      O += wo_s[w][j][e] * f;
+      Ls += wl_s[w][j] * f;
+    }
+    ws_o[j * D + e] = O;
+    if (e == 0) { ws_ml[2 * j] = M; ws_ml[2 * j + 1] = Ls; }  // an empty split: l = 0
+  }
+}
+
+// z of (sequence b, kv head g) from its splits' partials, in split order.
+template <int D>
+__device__ void attn_combine(const PersistArgs &a, const Task &t) {
+  const Dims &d = a.d;
+  const int G = d.group(), b = t.a / d.n_kv, g = t.a % d.n_kv, NS = d.n_split;
+  const float *ws_o = a.ws + (int64_t)t.a * NS * kGMax * D;
+  const float *ws_ml = a.ws + (int64_t)d.batch * d.n_kv * NS * kGMax * D + (int64_t)t.a * NS * kGMax * 2;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int j = i / D, e = i - j * D;
+    float M = kNegBig;
+    for (int s = 0; s < NS; ++s)
+      if (__ldcg(ws_ml + (s * kGMax + j) * 2 + 1) > 0.f) M = fmaxf(M, __ldcg(ws_ml + (s * kGMax + j) * 2));
+    float O = 0.f, Ls = 0.f;
+    for (int s = 0; s < NS; ++s) {
+      const float ls = __ldcg(ws_ml + (s * kGMax + j) * 2 + 1);
+      if (ls == 0.f) continue;
+      const float f = exp2f(__ldcg(ws_ml + (s * kGMax + j) * 2) - M);
+      O += __ldcg(ws_o + ((int64_t)s * kGMax + j) * D + e) * f;
+      Ls += ls * f;
+    }
+    a.z[(int64_t)b * d.q_dim() + (g * G + j) * D + e] = __float2bfloat16(O / Ls);
+  }
+}
+
+template <int D>
+__device__ void run_task(const PersistArgs &a, const Task &t, bf16 *act_s, float *rstd_s,
+                         float (*red_s)[2][kMaxBatch]) {
+  const Dims &d = a.d;
+  const int B = d.batch;
+  const int64_t H = d.hidden, I = d.inter;
+  switch (t.op) {
+    case T_EMBED: {
+      const int64_t tok = a.tokens[t.a];
+      for (int64_t k = threadIdx.x; k < H; k += blockDim.x) a.x[t.a * H + k] = __bfloat162float(a.embed[tok * H + k]);
+      break;
+    }
+    case T_QKV: {
+      const PersistLayer &L = a.layers[t.layer];
+      stage(a, act_s, rstd_s, a.x, L.attn_norm, nullptr, H);
+      GemvArgs e;
+      e.bias = L.qkv_bias;
+      e.rope.q_out = a.q;
+      e.rope.kcache = L.kcache;
+      e.rope.vcache = L.vcache;
+      e.rope.pos = a.pos;
+      e.rope.slot = a.slot;
+      e.rope.inv_freq = a.inv_freq;
+      e.rope.n_heads = d.n_heads; e.rope.n_kv = d.n_kv; e.rope.head_dim = D; e.rope.max_ctx = a.max_ctx;
+      gemv_tile<false>(task_weights(a, t), H, act_s, B, t.a, t.b, red_s,
+                       [&](int row, int b, float v0, float v1, bool) { gemv_detail::epilogue_qkv_rope(e, row, b, v0, v1); });
+      break;
+    }
+    case T_ATTN: attn_split<D>(a, t); break;
+    case T_COMBINE: attn_combine<D>(a, t); break;
+    case T_OPROJ:
+    case T_DOWN: {
+      const bool o = t.op == T_OPROJ;
+      const int64_t K = o ? H : I;
+      if (o) stage(a, act_s, rstd_s, nullptr, nullptr, a.z, H);  // z [B][nH d], nH d == H
+      const bool staged = o || stage_down_act(d);
+      if (!o && staged) {  // h [B][I] (ld I) into act_s once, instead of once per row pair from L2
+        const uint4 *src = reinterpret_cast<const uint4 *>(a.h);
+        uint4 *dst = reinterpret_cast<uint4 *>(act_s);
+        for (int64_t i = threadIdx.x; i < (int64_t)B * I / 8; i += blockDim.x) dst[i] = __ldcg(src + i);
+        __syncthreads();
+      }
+      GemvArgs e;
+      e.epi = GEMV_EPI_ADD_F32; e.out = a.x; e.out_ld = H;
+      auto epi = [&](int row, int b, float v0, float v1, bool two) {
+        gemv_detail::epilogue_one(e, row, b, v0);
+        if (two) gemv_detail::epilogue_one(e, row + 1, b, v1);
+      };
+      if (staged) gemv_tile<false>(task_weights(a, t), K, act_s, B, t.a, t.b, red_s, epi);
+      else gemv_tile<true>(task_weights(a, t), K, a.h, B, t.a, t.b, red_s, epi);  // h: [B][I] from L2
+      break;
+    }
+    case T_GATEUP: {
+      stage(a, act_s, rstd_s, a.x, a.layers[t.layer].ffn_norm, nullptr, H);
+      GemvArgs e;
+      e.out = a.h; e.out_ld = I;
+      gemv_tile<false>(task_weights(a, t), H, act_s, B, t.a, t.b, red_s,
+                       [&](int row, int b, float g, float u, bool) { gemv_detail::epilogue_swiglu(e, row / 2, b, g, u); });
+      break;
+    }
+    case T_LMHEAD: {
+      stage(a, act_s, rstd_s, a.x, a.out_norm, nullptr, H);
+      GemvArgs e;
+      e.epi = GEMV_EPI_F32; e.out = a.logits; e.out_ld = d.vocab;
+      gemv_tile<false>(task_weights(a, t), H, act_s, B, t.a, t.b, red_s, [&](int row, int b, float v0, float v1, bool two) {
+        gemv_detail::epilogue_one(e, row, b, v0);
+        if (two) gemv_detail::epilogue_one(e, row + 1, b, v1);
+      });
+      break;
+    }
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const PersistArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16 *act_s = reinterpret_cast<bf16 *>(smem);
+  __shared__ float rstd_s[kMaxBatch];
+  __shared__ float red_s[kWarps][2][kMaxBatch];
+  const int nb = gridDim.x, n = a.n_tasks, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int i = blockIdx.x; i < n; i += nb) {
+    const Task t = a.tasks[i];
+    if (warp == 0) {
+      int32_t pf[2];
+      const int32_t np = prefetch_targets(i, nb, n, blockIdx.x, pf);
+      for (int k = 0; k < np; ++k) {
+        const Task u = a.tasks[pf[k]];
+        const int64_t bytes = prefetch_bytes(a.d, u);
+        if (bytes > 0) prefetch_l2(task_weights(a, u), bytes, lane);
+      }
+      if (lane == 0 && t.wait >= 0) {
+        // Watchdog: a legitimate wait is microseconds; ~2^27 polls (seconds) means a schedule bug or a block that
+        // never became resident: trap (the launch fails with an error) instead of hanging the process.
+        uint32_t polls = 0;
+        while (ld_acquire(a.counters + t.wait) < t.target) {
+          __nanosleep(64);
+          if (++polls == (1u << 27)) __trap();
+        }
+      }
+    }
+    __syncthreads();
+    run_task<D>(a, t, act_s, rstd_s, red_s);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(a.counters + t.signal, 1);
+    }
+  }
+  // The last block out zeroes every counter: every other block has left its last wait, so none reads them again in
+  // this launch, and the next launch (stream order) starts from zero.
+  if (threadIdx.x == 0) {
+    __threadfence();
+    if (atomicAdd(a.counters + a.c.exit(), 1) == nb - 1) {
+      for (int k = 0; k < a.c.count(); ++k) a.counters[k] = 0;
+      __threadfence();
+    }
+  }
+}
+
+// > 48 KiB of dynamic shared memory needs the opt-in; set to what this model needs (an sm_80 part allows less than
+// sm_90, so never a fixed maximum).
+template <int D>
+void ensure_smem(size_t smem) {
+  static size_t set = 48 << 10;
+  if (smem > set) {
+    QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    set = smem;
+  }
+}
+
+template <int D>
+int blocks_per_sm(size_t smem) {
+  ensure_smem<D>(smem);
+  int per_sm = 0;
+  QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_decode_kernel<D>, kThreads, smem));
+  return per_sm;
+}
+
+template <int D>
+void launch_d(const PersistArgs &a, int32_t blocks, size_t smem, cudaStream_t s) {
+  ensure_smem<D>(smem);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeCooperative;  // co-residency guarantee only; the kernel never calls grid.sync
+  at[0].val.cooperative = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  QWC_CHECK(cudaLaunchKernelEx(&cfg, persistent_decode_kernel<D>, a));
+}
+
+}  // namespace
+
+size_t persistent_ws_floats(const Dims &d) {
+  return (size_t)d.batch * d.n_kv * d.n_split * kGMax * ((size_t)d.head_dim + 2);
+}
+
+size_t persistent_smem_bytes(const Dims &d) {
+  // stage_tile writes kMaxBatch rows (zeros past the batch); down's staged h needs B rows of I
+  const size_t norm = (size_t)kMaxBatch * (size_t)(d.hidden > d.q_dim() ? d.hidden : d.q_dim()) * sizeof(bf16);
+  const size_t down = stage_down_act(d) ? (size_t)d.batch * d.inter * sizeof(bf16) : 0;
+  return norm > down ? norm : down;
+}
+
+int32_t persistent_blocks(const Dims &d) {
+  int dev = 0, sms = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const size_t smem = persistent_smem_bytes(d);
+  const int per_sm = d.head_dim == 128 ? blocks_per_sm<128>(smem) : blocks_per_sm<64>(smem);
+  if (per_sm < 1) throw CudaError("decode = persistent: the kernel does not fit on an SM (shared memory)");
+  return sms;  // one block per SM: the plan's tiles are sized for it
+}
+
+const char *launch_persistent_decode(const PersistArgs &a, int32_t blocks, cudaStream_t s) {
+  const size_t smem = persistent_smem_bytes(a.d);
+  if (a.d.head_dim == 128) launch_d<128>(a, blocks, smem, s);
+  else if (a.d.head_dim == 64) launch_d<64>(a, blocks, smem, s);
+  else throw CudaError("decode = persistent: head_dim must be 64 or 128");
+  QWC_LAUNCH_CHECK("launch_persistent_decode");
+  return "persistent_decode";
+}
+
+}  // namespace qwc

@@ -1,0 +1,168 @@
+// persistent_plan.hpp — the schedule of toggle decode = persistent (decode.cpp): the task list of one decode step,
+// each task's input counter and the value it must reach, the counter it signals, the tile -> rows mapping, the
+// split-KV chunking and the prefetch schedule. Plain C++ (host and device), so the CPU test (test_persistent.cpp,
+// persistent_emu.hpp) runs the very schedule the kernel (persistent_kernels.cu) runs.
+//
+// Design (docs/ARCHITECTURE.md §Persistent decode):
+//  - One block per SM (grid = blocks, all co-resident: a cooperative launch guarantees it). Block k runs tasks
+//    k, k + blocks, k + 2 blocks, ... of the list, in list order. Static, so a block knows its next task and can
+//    prefetch that task's weights before it waits (the point of the design: weights stream across op boundaries).
+//  - Every task waits on ONE counter reaching ONE value, and signals one counter (+1) when its outputs are written.
+//    Dependencies are transitive through that chain: o_proj waits for every combine, a combine for every split of
+//    its (sequence, kv head), a split for its kv group's q|k|v tiles, those for the previous layer's down tiles.
+//    That chain also orders every write-after-read on the shared scratch (q, z, x, h, partials): the CPU test checks
+//    each conflicting pair of tasks against the chain, for random interleavings and every grid of 1..132 blocks.
+//  - No deadlock: every counter a task waits on is signalled only by tasks earlier in the list. The earliest
+//    unfinished task has all inputs done, and its block has done all its earlier tasks, so it runs: progress.
+//    Needs all blocks resident (a block that never starts would stall the grid): hence cooperative launch.
+//  - Finer than grid.sync: the only waits are on real inputs (per kv group for attention, per (sequence, kv head)
+//    for a combine); grid.sync per op would also stall attention of group 0 behind the q|k|v tiles of group 1.
+//  - Counters are zeroed by the last block to leave (the exit counter), so the next launch starts from zero with
+//    no memset and the kernel replays inside a CUDA graph.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#if defined(__CUDACC__)
+#define QW_HD __host__ __device__ __forceinline__
+#else
+#define QW_HD inline
+#endif
+
+namespace qw {
+namespace persist {
+
+constexpr int32_t kMaxBatch = 8;          // staged activations [B][H] bf16 live in shared memory (kernel)
+constexpr int32_t kMinChunk = 32;         // keys per split at least (one warp's row of keys)
+constexpr int64_t kPrefetchCap = 128 << 10;  // bytes of a task's weights prefetched into L2 ahead (see below)
+
+enum TaskOp : int32_t { T_EMBED = 0, T_QKV, T_ATTN, T_COMBINE, T_OPROJ, T_GATEUP, T_DOWN, T_LMHEAD, T_N };
+
+struct Dims {
+  int32_t batch = 1, hidden = 0, inter = 0, n_heads = 0, n_kv = 0, head_dim = 0, vocab = 0, layers = 0;
+  int32_t n_split = 1;  // attention splits per (sequence, kv head): a function of the model and grid only, never
+                        // of the batch, so a sequence sums its keys in the same order alone or in a batch
+  QW_HD int32_t group() const { return n_heads / n_kv; }
+  QW_HD int32_t q_dim() const { return n_heads * head_dim; }
+  QW_HD int32_t kv_dim() const { return n_kv * head_dim; }
+};
+
+// 32 bytes, read by the kernel from the device copy of Plan::tasks.
+//   GEMV tasks (QKV, OPROJ, GATEUP, DOWN, LMHEAD): physical rows [a, b) of the op's matrix, every sequence.
+//   QKV rows are pair-interleaved q|k|v rows (gemv.cuh GEMV_EPI_QKV_ROPE), all of one kv group's q, k or v block.
+//   ATTN: a = seq * n_kv + kv head, b = split. COMBINE: a = seq * n_kv + kv head. EMBED: a = seq.
+struct Task {
+  int32_t op = 0, layer = 0, a = 0, b = 0;
+  int32_t wait = -1, target = 0;  // counter to wait on (-1: none) and the value it must reach
+  int32_t signal = 0;             // counter incremented once the task's outputs are written
+  int32_t group = 0;              // QKV: the kv group its rows belong to; else 0
+};
+
+// Counter layout: [embed] then per layer [qkv per group | split count per (seq, kv head) | combine | o | gate_up |
+// down], then [lm_head] [exit].
+struct Counters {
+  int32_t n_kv = 0, batch = 0, layers = 0;
+  QW_HD int32_t per_layer() const { return n_kv + batch * n_kv + 4; }
+  QW_HD int32_t embed() const { return 0; }
+  QW_HD int32_t qkv(int32_t l, int32_t g) const { return 1 + l * per_layer() + g; }
+  QW_HD int32_t split(int32_t l, int32_t bg) const { return 1 + l * per_layer() + n_kv + bg; }
+  QW_HD int32_t combine(int32_t l) const { return 1 + l * per_layer() + n_kv + batch * n_kv; }
+  QW_HD int32_t oproj(int32_t l) const { return combine(l) + 1; }
+  QW_HD int32_t gate_up(int32_t l) const { return combine(l) + 2; }
+  QW_HD int32_t down(int32_t l) const { return combine(l) + 3; }
+  QW_HD int32_t lm_head() const { return 1 + layers * per_layer(); }
+  QW_HD int32_t exit() const { return lm_head() + 1; }
+  QW_HD int32_t count() const { return exit() + 1; }
+};
+
+// Keys of split s for a sequence of len keys: [t0, t1), empty when t0 >= len. chunk = ceil(len / n_split) rounded up
+// to kMinChunk keys: a function of len and n_split only (batch invariance).
+QW_HD int32_t split_chunk(int32_t len, int32_t n_split) {
+  int32_t c = (len + n_split - 1) / n_split;
+  c = (c + kMinChunk - 1) / kMinChunk * kMinChunk;
+  return c < kMinChunk ? kMinChunk : c;
+}
+QW_HD int32_t split_begin(int32_t len, int32_t n_split, int32_t s) { return s * split_chunk(len, n_split); }
+QW_HD int32_t split_end(int32_t len, int32_t n_split, int32_t s) {
+  const int32_t e = (s + 1) * split_chunk(len, n_split);
+  return e < len ? e : len;
+}
+
+// The original row of physical row p of the pair-interleaved q|k|v matrix (the same map as qwc::qkv_rope_orig_row,
+// which the model upload applies; the lab checks the two agree).
+QW_HD int64_t qkv_orig_row(int64_t p, int32_t n_heads, int32_t n_kv, int32_t d) {
+  const int64_t qk = (int64_t)(n_heads + n_kv) * d;
+  if (p >= qk) return p;
+  const int64_t head = p / d, w = p % d;
+  return head * d + w / 2 + (w % 2) * (d / 2);
+}
+
+// Rows of kv group g's q|k|v in the physical q|k|v matrix: three runs (q heads g*G .. g*G+G-1, k head g, v head g).
+// Local row j of the group, 0 <= j < (G + 2) d, maps to a physical row; a tile never crosses a run (tile rows divide d).
+QW_HD int64_t qkv_group_row(const Dims &d, int32_t g, int64_t j) {
+  const int64_t D = d.head_dim, G = d.group();
+  if (j < G * D) return g * G * D + j;
+  if (j < (G + 1) * D) return (int64_t)d.n_heads * D + g * D + (j - G * D);
+  return (int64_t)(d.n_heads + d.n_kv) * D + g * D + (j - (G + 1) * D);
+}
+
+// Whether a down task stages h [B][I] in shared memory (else it reads h through L2 for every row pair of its tile).
+// Capped so that it plus the kernel's static shared memory (<= 38 KiB) fits an sm_80 block (164 KiB) as well as sm_90.
+constexpr int64_t kStageCap = 120 << 10;
+QW_HD bool stage_down_act(const Dims &d) { return (int64_t)d.batch * d.inter * 2 <= kStageCap; }
+
+// The matrix a GEMV task reads (for the prefetch and the kernel's operand) and its columns.
+QW_HD int64_t task_cols(const Dims &d, int32_t op) {
+  return op == T_DOWN ? d.inter : d.hidden;  // o_proj: q_dim == hidden for Qwen2 (checked by persistent_refusal)
+}
+QW_HD bool is_gemv(int32_t op) { return op == T_QKV || op == T_OPROJ || op == T_GATEUP || op == T_DOWN || op == T_LMHEAD; }
+
+// The prefetch schedule: before block k waits on its task i it has issued the L2 prefetch of task i (done at its
+// previous task, or now if i is its first) and issues that of its next task i + blocks, so the weights of the task
+// after the current one are in flight while the current one waits and computes. At most kPrefetchCap bytes per task
+// (132 blocks x 2 tasks x 128 KiB = 33 MiB stays inside an H100/H200 L2 of 50 MiB; the rest of a large tile streams
+// while the tile computes). Returns how many tasks to prefetch (0..2) into out[].
+QW_HD int32_t prefetch_targets(int32_t i, int32_t blocks, int32_t n_tasks, int32_t block, int32_t out[2]) {
+  int32_t n = 0;
+  if (i == block) out[n++] = i;  // the block's first task
+  if (i + blocks < n_tasks) out[n++] = i + blocks;
+  return n;
+}
+QW_HD int64_t prefetch_bytes(const Dims &d, const Task &t) {
+  if (!is_gemv(t.op)) return 0;
+  const int64_t b = (int64_t)(t.b - t.a) * task_cols(d, t.op) * 2;
+  return b < kPrefetchCap ? b : kPrefetchCap;
+}
+
+struct Plan {
+  Dims d;
+  int32_t blocks = 1;
+  Counters c;
+  std::vector<Task> tasks;
+  std::vector<int32_t> final_value;  // every counter's value once every task signalled (before the exit reset)
+  int32_t rows_qkv = 0, rows_o = 0, rows_gu = 0, rows_down = 0, rows_lm = 0;  // rows per tile, per op
+  int32_t tiles_per_group = 0;  // QKV tiles of one kv group (the attention's wait target)
+};
+
+// Rows per tile of an op with `rows` rows over `blocks` blocks: about one tile per block (each task costs a wait and
+// a signal, so fewer, larger tiles), a multiple of `align` (2: RoPE pairs / gate,up pairs stay in one tile).
+int32_t tile_rows(int64_t rows, int32_t blocks, int32_t align);
+// QKV rows per tile: a power-of-two divisor of head_dim (tiles never cross a q/k/v run), about one tile per block.
+int32_t qkv_tile_rows(const Dims &d, int32_t blocks);
+// The attention splits of a model on `blocks` blocks (independent of the batch, see Dims::n_split).
+int32_t pick_splits(int32_t n_kv, int32_t blocks, int32_t max_ctx);
+Plan build_plan(const Dims &d, int32_t blocks);
+
+// Why the persistent arm cannot run this configuration ("" when it can); the caller names the toggle in the error.
+struct PersistRequest {
+  Dims d;
+  bool all_bf16 = true, fused_qkv_pairs = true, fused_gate_up = true, bf16_embed = true, has_out_norm = true;
+  bool kv_bf16 = true, gqa_native = true, dca_off = true, tree = false, hooks = false,
+       profiling = false, marlin = false, default_fusions = true;
+};
+std::string persistent_refusal(const PersistRequest &r);
+
+}  // namespace persist
+}  // namespace qw
