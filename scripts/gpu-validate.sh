@@ -28,13 +28,13 @@ echo "cublasLt: ${lt:-none}" >> "$S"
 [[ -f .gpu/ab-old.tar.xz ]] && ( run 300 /tmp/ab-prep.log ab-prepare "AB_PREPARE_ONLY=1 OUT=/tmp/abp bash scripts/gpu-ab.sh run 7b 1 && tail -3 /tmp/abp/ab.log" ) &
 run 260 "$S" build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/b1.log 2>&1 & make -C cuda/dev -j16 all kvqlab GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/b2.log 2>&1 & wait; tail -n 3 /tmp/b1.log /tmp/b2.log; grep -h -B2 -A6 ' error' /tmp/b1.log /tmp/b2.log | head -60"
 L=$OUT/lab.log; T=$OUT/test.log
-( for w in misc gemv fusion attn chain persistent prefill sparse bsparse sage gemm marlin tile; do
+( for w in misc gemv fusion attn chain persistent fa3 prefill sparse bsparse sage gemm marlin tile; do
     run 100 "$L" "lab $w" "./cuda/build/dev/qwlab $w --quick --json /tmp/lab-$w.json"; done
   run 60 "$L" "lab gemv QW_GEMV_MMA=1" "QW_GEMV_MMA=1 ./cuda/build/dev/qwlab gemv --quick"
   run 60 "$L" kvqlab "./cuda/build/dev/kvqlab"
   run 90 "$L" "memcheck sanitize" "compute-sanitizer --tool memcheck ./cuda/build/dev/qwlab sanitize 2>&1 | tail -25"
   run 60 "$L" "racecheck sanitize" "compute-sanitizer --tool racecheck ./cuda/build/dev/qwlab sanitize 2>&1 | tail -15" ) &
-for f in cpu-vs-cuda weights fusion persistent sage kvcache dca sparse speculative tile parallel hf-parity; do
+for f in cpu-vs-cuda weights fusion persistent fa3 sage kvcache dca sparse speculative tile parallel hf-parity; do
   run 150 "$T" "test $f" "bun test --timeout 300000 test/gpu/$f.test.ts"; done
 wait
 (cd /tmp && tar czf "$OUT/lab.tgz" lab-*.json ref.log b1.log b2.log ab-prep.log 2>/dev/null)
