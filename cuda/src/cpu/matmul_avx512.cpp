@@ -48,12 +48,34 @@ inline void reduce_rows(const __m512 (&acc)[RB][NT], float (&y)[RB][NT]) {
 }
 
 // RB W8 rows (r, r + rs, ...) x NT tokens (x[j], each a row of cols). G is 16, 32 or 128.
-// The W8 / W4 row kernels stay out of line: inlined into rows_streams() (with its output loop and the finish step) they
-// ran out of general registers and reloaded the row pointers from the stack in the inner loop (~10 % slower at T = 1).
-// The bf16 one is faster inlined (measured: 1.25x at 4 tokens).
-template <int RB, int NT, int G>
-inline void rows_w8(const int8_t *codes, const float *scale, int64_t cols, int64_t gpr, const float *const *x,
-                    int64_t r, int64_t rs, float (&y)[RB][NT]) {
+// Codes of grouped weights, 16 columns at a time widened to fp32 exactly. W8: int8 codes; W4: 8 bytes, low nibble = even
+// column. at(r, c) is the byte holding row r's column c (what the prefetch follows).
+struct CodesW8 {
+  const int8_t *p;
+  int64_t cols;
+  const void *at(int64_t r, int64_t c) const { return p + r * cols + c; }
+  __m512 load16(int64_t r, int64_t c) const {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p + r * cols + c))));
+  }
+};
+struct CodesW4 {
+  const uint8_t *p;
+  int64_t cols;
+  const void *at(int64_t r, int64_t c) const { return p + (r * cols + c) / 2; }
+  __m512 load16(int64_t r, int64_t c) const {
+    const __m128i lo4 = _mm_set1_epi8(0x0F);
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p + (r * cols + c) / 2));
+    const __m128i q = _mm_unpacklo_epi8(_mm_and_si128(b, lo4), _mm_and_si128(_mm_srli_epi16(b, 4), lo4));
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+  }
+};
+
+// RB grouped rows (r, r + rs, ...) x NT tokens (x[j], each a row of cols): per group one FMA chain per (row, token),
+// then scaled into the row's accumulator. G is 16, 32 or 128.
+template <int RB, int NT, int G, class Codes>
+inline void rows_grouped(const Codes &codes_in, const float *scale, int64_t gpr, const float *const *x, int64_t r,
+                         int64_t rs, float (&y)[RB][NT]) {
+  const Codes codes = codes_in;  // a local copy: its pointer and row length stay in registers across the loops
   __m512 acc[RB][NT];
   for (int i = 0; i < RB; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -63,13 +85,12 @@ inline void rows_w8(const int8_t *codes, const float *scale, int64_t cols, int64
     for (int i = 0; i < RB; ++i)
       for (int j = 0; j < NT; ++j) ag[i][j] = _mm512_setzero_ps();
     for (int i = 0; i < RB; ++i)
-      _mm_prefetch(reinterpret_cast<const char *>(codes + (r + i * rs) * cols + c0) + 1024, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char *>(codes.at(r + i * rs, c0)) + 1024, _MM_HINT_T0);
     for (int64_t c = c0; c < c0 + G; c += 16) {
       __m512 xv[NT];
       for (int j = 0; j < NT; ++j) xv[j] = _mm512_loadu_ps(x[j] + c);
       for (int i = 0; i < RB; ++i) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + (r + i * rs) * cols + c));
-        const __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+        const __m512 w = codes.load16(r + i * rs, c);
         for (int j = 0; j < NT; ++j) ag[i][j] = _mm512_fmadd_ps(w, xv[j], ag[i][j]);
       }
     }
@@ -81,37 +102,13 @@ inline void rows_w8(const int8_t *codes, const float *scale, int64_t cols, int64
   reduce_rows<RB, NT>(acc, y);
 }
 
-// RB W4 rows x NT tokens: 16 codes from 8 bytes (low nibble = even column), widened to fp32 exactly.
-template <int RB, int NT, int G>
-__attribute__((noinline)) void rows_w4(const uint8_t *codes, const float *scale, int64_t cols, int64_t gpr, const float *const *x,
-                    int64_t r, int64_t rs, float (&y)[RB][NT]) {
-  const __m128i lo4 = _mm_set1_epi8(0x0F);
-  __m512 acc[RB][NT];
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < gpr; ++g) {
-    const int64_t c0 = g * G;
-    __m512 ag[RB][NT];
-    for (int i = 0; i < RB; ++i)
-      for (int j = 0; j < NT; ++j) ag[i][j] = _mm512_setzero_ps();
-    for (int i = 0; i < RB; ++i)
-      _mm_prefetch(reinterpret_cast<const char *>(codes + ((r + i * rs) * cols + c0) / 2) + 1024, _MM_HINT_T0);
-    for (int64_t c = c0; c < c0 + G; c += 16) {
-      __m512 xv[NT];
-      for (int j = 0; j < NT; ++j) xv[j] = _mm512_loadu_ps(x[j] + c);
-      for (int i = 0; i < RB; ++i) {
-        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + ((r + i * rs) * cols + c) / 2));
-        const __m128i q = _mm_unpacklo_epi8(_mm_and_si128(b, lo4), _mm_and_si128(_mm_srli_epi16(b, 4), lo4));
-        const __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-        for (int j = 0; j < NT; ++j) ag[i][j] = _mm512_fmadd_ps(w, xv[j], ag[i][j]);
-      }
-    }
-    for (int i = 0; i < RB; ++i) {
-      const __m512 sc = _mm512_set1_ps(scale[(r + i * rs) * gpr + g]);
-      for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(sc, ag[i][j], acc[i][j]);
-    }
-  }
-  reduce_rows<RB, NT>(acc, y);
+// Tiles of 2-4 tokens call the grouped kernel out of line: inlined into rows_streams() (with its output loop and the
+// finish step) it ran out of general registers and reloaded the row pointers from the stack in the inner loop (~10 %
+// slower). Single tokens inline it (measured faster), as does the bf16 kernel (1.25x at 4 tokens inlined).
+template <int R, int N, int G, class Codes>
+__attribute__((noinline)) void rows_grouped_outline(const Codes &codes, const float *scale, int64_t gpr,
+                                                    const float *const *x, int64_t r, int64_t rs, float (&y)[R][N]) {
+  rows_grouped<R, N, G>(codes, scale, gpr, x, r, rs, y);
 }
 
 // RB BF16 rows x NT tokens; columns past the last multiple of 16 are read masked (zeros add nothing). The rows are
@@ -195,32 +192,17 @@ void token_tiles(const MatJob &job, const float *x, int64_t x_stride, int64_t T,
 }
 
 // The row kernels as objects that rows_streams() calls with its own RB x NT.
-template <int R, int N, int G>
-__attribute__((noinline)) void rows_w8_outline(const int8_t *codes, const float *scale, int64_t cols, int64_t gpr,
-                                               const float *const *x, int64_t r, int64_t rs, float (&y)[R][N]) {
-  rows_w8<R, N, G>(codes, scale, cols, gpr, x, r, rs, y);
-}
-template <int G>
-struct W8Rows {
-  const int8_t *codes;
+template <int G, class Codes>
+struct GroupedRows {
+  Codes codes;
   const float *scale;
-  int64_t cols, gpr;
+  int64_t gpr;
   template <int R, int N>
   void operator()(const float *const *xr, int64_t r, int64_t rs, float (&y)[R][N]) const {
     if constexpr (N == 1)
-      rows_w8<R, N, G>(codes, scale, cols, gpr, xr, r, rs, y);
+      rows_grouped<R, N, G>(codes, scale, gpr, xr, r, rs, y);
     else
-      rows_w8_outline<R, N, G>(codes, scale, cols, gpr, xr, r, rs, y);
-  }
-};
-template <int G>
-struct W4Rows {
-  const uint8_t *codes;
-  const float *scale;
-  int64_t cols, gpr;
-  template <int R, int N>
-  void operator()(const float *const *xr, int64_t r, int64_t rs, float (&y)[R][N]) const {
-    rows_w4<R, N, G>(codes, scale, cols, gpr, xr, r, rs, y);
+      rows_grouped_outline<R, N, G>(codes, scale, gpr, xr, r, rs, y);
   }
 };
 struct BF16Rows {
@@ -236,12 +218,13 @@ template <int RB, int G>
 void grouped_g(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0,
                int64_t r1) {
   const NativeTensor &w = *job.w.t;
+  const int64_t gpr = w.cols / G;
   if (w.type == NativeType::W4) {
-    const W4Rows<G> rows{w.data.data(), w.scale.data(), w.cols, w.cols / G};
-    token_tiles<RB, true>(job, x, x_stride, T, xsum, rows.gpr, r0, r1, rows);
+    const GroupedRows<G, CodesW4> rows{{w.data.data(), w.cols}, w.scale.data(), gpr};
+    token_tiles<RB, true>(job, x, x_stride, T, xsum, gpr, r0, r1, rows);
   } else {
-    const W8Rows<G> rows{reinterpret_cast<const int8_t *>(w.data.data()), w.scale.data(), w.cols, w.cols / G};
-    token_tiles<RB, true>(job, x, x_stride, T, xsum, rows.gpr, r0, r1, rows);
+    const GroupedRows<G, CodesW8> rows{{reinterpret_cast<const int8_t *>(w.data.data()), w.cols}, w.scale.data(), gpr};
+    token_tiles<RB, true>(job, x, x_stride, T, xsum, gpr, r0, r1, rows);
   }
 }
 
