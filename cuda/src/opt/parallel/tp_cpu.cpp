@@ -193,10 +193,12 @@ void TpSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   for (int64_t i = 0; i < NR; ++i) std::memcpy(xs + i * H, x + lr.sel[size_t(i)] * H, size_t(H) * 4);
   rmsnorm(h, xs, ranks_[0]->out_norm, NR, H, c_.rms_eps, th);
   float *lg = grow(logits_, size_t(NR * V));
+  // The lm_head runs the last layer's activation arm (toggle actQuant), as tp1's forward does.
+  const ActQuant head_aq = c_.num_layers > 0 ? st.toggles.at(c_.num_layers - 1).act_quant : ActQuant{};
   for (int32_t r = 0; r < N; ++r) {
     const TpRank &kr = plan_.rank[size_t(r)];
     float *lgr = grow(lgr_, size_t(NR * kr.vocab));
-    const MatJob job{ranks_[size_t(r)]->output, nullptr, lgr, kr.vocab};
+    const MatJob job{ranks_[size_t(r)]->output, nullptr, lgr, kr.vocab, head_aq};
     matmul(&job, 1, h, NR, H, th);
     for (int64_t i = 0; i < NR; ++i)
       std::memcpy(lg + i * V + kr.vocab0, lgr + i * kr.vocab, size_t(kr.vocab) * 4);
