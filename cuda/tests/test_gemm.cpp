@@ -166,21 +166,32 @@ NativeTensor make_grouped(Rng &r, NativeType type, int64_t rows, int64_t cols, i
   return t;
 }
 
-void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_t G, int64_t T, bool offsets) {
-  const NativeTensor w = make_grouped(r, type, rows, cols, G, offsets);
-  std::vector<float> x(size_t(T * cols)), bias(static_cast<size_t>(rows));
-  for (auto &v : x) v = r.normal();
-  for (auto &v : bias) v = r.normal() * 0.1f;
-  Pool pool(1);
-  QuantAct qa;
-  quantize_act(qa, ActQuant::Int8, x.data(), T, cols, cols, G, pool);
-  std::vector<float> xsum(size_t(T * (cols / G)));
+// A grouped weight with T random inputs, a bias and the inputs' fp32 group sums (the offset term's other factor).
+struct GroupedCase {
+  NativeTensor w;
+  std::vector<float> x, bias, xsum;
+};
+GroupedCase make_grouped_case(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_t G, int64_t T, bool offsets) {
+  GroupedCase k{make_grouped(r, type, rows, cols, G, offsets), std::vector<float>(size_t(T * cols)),
+                std::vector<float>(static_cast<size_t>(rows)), std::vector<float>(size_t(T * (cols / G)))};
+  for (auto &v : k.x) v = r.normal();
+  for (auto &v : k.bias) v = r.normal() * 0.1f;
   for (int64_t t = 0; t < T; ++t)
     for (int64_t g = 0; g < cols / G; ++g) {
       float s = 0;
-      for (int64_t e = 0; e < G; ++e) s += x[size_t(t * cols + g * G + e)];
-      xsum[size_t(t * (cols / G) + g)] = s;
+      for (int64_t e = 0; e < G; ++e) s += k.x[size_t(t * cols + g * G + e)];
+      k.xsum[size_t(t * (cols / G) + g)] = s;
     }
+  return k;
+}
+
+void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_t G, int64_t T, bool offsets) {
+  const GroupedCase k = make_grouped_case(r, type, rows, cols, G, T, offsets);
+  const NativeTensor &w = k.w;
+  const std::vector<float> &x = k.x, &bias = k.bias, &xsum = k.xsum;
+  Pool pool(1);
+  QuantAct qa;
+  quantize_act(qa, ActQuant::Int8, x.data(), T, cols, cols, G, pool);
   std::vector<float> ya(size_t(T * rows), NAN), yb(size_t(T * rows), NAN);
   MatJob ja{as_weight(w), bias.data(), ya.data(), rows, ActQuant::Int8},
       jb{as_weight(w), bias.data(), yb.data(), rows, ActQuant::Int8};
@@ -197,22 +208,14 @@ void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_
 // The decode GEMV of the int8 arm against the GEMM kernel on the same quantized activations: the same integer
 // sums and scales, summed in another fp32 order, so within 1e-5 of the sum of the terms' magnitudes.
 void check_int8_gemv(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_t G, int64_t T, bool offsets) {
-  const NativeTensor w = make_grouped(r, type, rows, cols, G, offsets);
-  std::vector<float> x(size_t(T * cols)), bias(static_cast<size_t>(rows));
-  for (auto &v : x) v = r.normal();
-  for (auto &v : bias) v = r.normal() * 0.1f;
+  const GroupedCase k = make_grouped_case(r, type, rows, cols, G, T, offsets);
+  const NativeTensor &w = k.w;
+  const std::vector<float> &x = k.x, &bias = k.bias, &xsum = k.xsum;
   Pool pool(1);
   QuantAct qg, qv;
   quantize_act(qg, ActQuant::Int8, x.data(), T, cols, cols, G, pool, type);
   quantize_act(qv, ActQuant::Int8, x.data(), T, cols, cols, G, pool, type);
   const int64_t gpr = cols / G;
-  std::vector<float> xsum(size_t(T * gpr));
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t g = 0; g < gpr; ++g) {
-      float s = 0;
-      for (int64_t e = 0; e < G; ++e) s += x[size_t(t * cols + g * G + e)];
-      xsum[size_t(t * gpr + g)] = s;
-    }
   std::vector<float> ya(size_t(T * rows), NAN), yb(size_t(T * rows), NAN);
   MatJob ja{as_weight(w), bias.data(), ya.data(), rows, ActQuant::Int8},
       jb{as_weight(w), bias.data(), yb.data(), rows, ActQuant::Int8};
