@@ -1,8 +1,9 @@
 // engine/export/palette.ts — the one categorical palette of every plot and export (server SVGs, the HTML report, the web
 // pages through GET /api/palette), and the fixed op → colour mapping.
 //
-// Tableau 10 (minus its light grey) extended with Kelly's colours of maximum contrast, then four colours of an sRGB
-// grid, each picked greedily for the largest smallest CIELAB distance (ΔE*76): every pair differs by >= 26 (the old palette had blue/blue and
+// Tableau 10 (minus its light grey) extended with Kelly's colours of maximum contrast, then ten colours of an sRGB
+// grid (step 16), each picked greedily for the largest smallest CIELAB distance (ΔE*76) to all before it and > 30 from
+// white; the last six (2026-12-05) leave room for ops beyond the catalog's 20: every pair differs by >= 26 (the old palette had blue/blue and
 // brown/brown pairs at ΔE < 12, so embed and down, gate_up and final_norm looked alike). Tested in
 // test/engine/palette.test.ts.
 import { opIndex, opNames } from "../catalog.ts";
@@ -11,6 +12,7 @@ export const PALETTE: readonly string[] = [
   "#4e79a7", "#f28e2c", "#e15759", "#76b7b2", "#59a14f", "#edc949", "#af7aa1", "#ff9da7",
   "#9c755f", "#222222", "#8db600", "#604e97", "#882d17", "#b3446c", "#a1caf1", "#c2b280",
   "#0000e0", "#e040e0", "#00e000", "#000080",
+  "#f00000", "#00f0c0", "#204000", "#0060f0", "#807000", "#400030",
 ];
 
 /** Colour of an op: its index in the library's op list (one colour per op while that list is not longer than
