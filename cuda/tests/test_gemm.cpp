@@ -22,6 +22,7 @@
 //    include -128 and W4, groups of 16, 32 and 128, with and without offsets.
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "convert.hpp"
 #include "../src/cpu/cpu.hpp"
@@ -185,19 +186,27 @@ GroupedCase make_grouped_case(Rng &r, NativeType type, int64_t rows, int64_t col
   return k;
 }
 
+// The outputs of two int8-arm kernels over all rows of a case, on the same quantized input (with the offset term
+// where the case has offsets).
+using Int8Kernel = void (*)(const MatJob &, const QuantAct &, const float *, int64_t, int64_t);
+std::pair<std::vector<float>, std::vector<float>> run_int8_pair(const GroupedCase &k, const QuantAct &qa, bool offsets,
+                                                                Int8Kernel a, Int8Kernel b) {
+  const int64_t rows = k.w.rows;
+  std::vector<float> ya(size_t(qa.T * rows), NAN), yb(size_t(qa.T * rows), NAN);
+  const MatJob ja{as_weight(k.w), k.bias.data(), ya.data(), rows, ActQuant::Int8},
+      jb{as_weight(k.w), k.bias.data(), yb.data(), rows, ActQuant::Int8};
+  const float *xs = offsets ? k.xsum.data() : nullptr;
+  a(ja, qa, xs, 0, rows);
+  b(jb, qa, xs, 0, rows);
+  return {std::move(ya), std::move(yb)};
+}
+
 void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_t G, int64_t T, bool offsets) {
   const GroupedCase k = make_grouped_case(r, type, rows, cols, G, T, offsets);
-  const NativeTensor &w = k.w;
-  const std::vector<float> &x = k.x, &bias = k.bias, &xsum = k.xsum;
   Pool pool(1);
   QuantAct qa;
-  quantize_act(qa, ActQuant::Int8, x.data(), T, cols, cols, G, pool);
-  std::vector<float> ya(size_t(T * rows), NAN), yb(size_t(T * rows), NAN);
-  MatJob ja{as_weight(w), bias.data(), ya.data(), rows, ActQuant::Int8},
-      jb{as_weight(w), bias.data(), yb.data(), rows, ActQuant::Int8};
-  const float *xs = offsets ? xsum.data() : nullptr;
-  gemm_int8_avx2(ja, qa, xs, 0, rows);
-  gemm_int8_avx512(jb, qa, xs, 0, rows);
+  quantize_act(qa, ActQuant::Int8, k.x.data(), T, cols, cols, G, pool);
+  const auto [ya, yb] = run_int8_pair(k, qa, offsets, gemm_int8_avx2, gemm_int8_avx512);
   CHECK(std::memcmp(ya.data(), yb.data(), ya.size() * 4) == 0, "int8 avx2 vs vnni: type %d rows %ld cols %ld G %d T %ld offsets %d",
         int(type), long(rows), long(cols), G, long(T), int(offsets));
   bool finite = true;
@@ -210,18 +219,12 @@ void check_int8_isas(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_
 void check_int8_gemv(Rng &r, NativeType type, int64_t rows, int64_t cols, int32_t G, int64_t T, bool offsets) {
   const GroupedCase k = make_grouped_case(r, type, rows, cols, G, T, offsets);
   const NativeTensor &w = k.w;
-  const std::vector<float> &x = k.x, &bias = k.bias, &xsum = k.xsum;
+  const std::vector<float> &x = k.x, &bias = k.bias;
   Pool pool(1);
-  QuantAct qg, qv;
-  quantize_act(qg, ActQuant::Int8, x.data(), T, cols, cols, G, pool, type);
+  QuantAct qv;  // codes and scales (what the GEMM reads) and the GEMV's operands, from one quantization
   quantize_act(qv, ActQuant::Int8, x.data(), T, cols, cols, G, pool, type);
   const int64_t gpr = cols / G;
-  std::vector<float> ya(size_t(T * rows), NAN), yb(size_t(T * rows), NAN);
-  MatJob ja{as_weight(w), bias.data(), ya.data(), rows, ActQuant::Int8},
-      jb{as_weight(w), bias.data(), yb.data(), rows, ActQuant::Int8};
-  const float *xs = offsets ? xsum.data() : nullptr;
-  gemm_int8_avx512(ja, qg, xs, 0, rows);
-  gemv_int8_avx512(jb, qv, xs, 0, rows);
+  const auto [ya, yb] = run_int8_pair(k, qv, offsets, gemm_int8_avx512, gemv_int8_avx512);
   int bad = 0;
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < rows; ++i) {

@@ -32,6 +32,14 @@ struct MatJob {
   ActQuant act_quant{};   // toggle actQuant of the layer: which activation arm (opt/act_quant/act_quant_cpu.hpp)
 };
 
+// The offset term of a grouped weight's row (Q4_0 / Q4_K / Q5_K: w = s * q + o): sum_g o[g] * xsum[g], the groups in
+// order. Every kernel adds it the same way, so the exact and int8 arms' kernels agree on it bit for bit.
+inline float offset_dot(const float *of, const float *xsum, int64_t gpr) {
+  float s = 0;
+  for (int64_t g = 0; g < gpr; ++g) s += of[g] * xsum[g];
+  return s;
+}
+
 // From this many tokens on a matmul is a GEMM: dequantize-then-f32-GEMM wins, and the GEMM kernels run.
 constexpr int64_t kDequantMinT = 8;
 

@@ -220,11 +220,7 @@ inline void tile(const L &ld, const Ctx &cx, int64_t r, int64_t rs, int64_t t) {
     for (int j = 0; j < NT; ++j) {
       float v = y[i][j];
       if (GROUPED && cx.xsum) {
-        const float *of = jb.w.t->offset.data() + (r + i * rs) * cx.gpr;
-        const float *xs = cx.xsum + (t + j) * cx.gpr;
-        float s = 0;
-        for (int64_t g = 0; g < cx.gpr; ++g) s += of[g] * xs[g];
-        v += s;
+        v += offset_dot(jb.w.t->offset.data() + (r + i * rs) * cx.gpr, cx.xsum + (t + j) * cx.gpr, cx.gpr);
       }
       jb.out[(t + j) * jb.out_stride + r + i * rs] = v + b;
     }
@@ -482,11 +478,11 @@ QuantAct &qa_buffer(ActQuant mode, const NativeTensor &w, int64_t T) {
     ActQuant mode;
     int64_t K;
     int32_t G;
-    int layout;  // 0: GEMM (T >= kDequantMinT); 1: GEMV, W8 order; 2: GEMV, W4 nibble order
+    ActLayout layout;
     std::unique_ptr<QuantAct> qa;
   };
   thread_local std::vector<Slot> slots;
-  const int layout = T >= kDequantMinT ? 0 : w.type == NativeType::W4 ? 2 : 1;
+  const ActLayout layout = act_quant_layout(w.type, T);
   for (Slot &s : slots)
     if (s.mode == mode && s.K == w.cols && s.G == w.group && s.layout == layout) return *s.qa;
   slots.push_back(Slot{mode, w.cols, w.group, layout, std::make_unique<QuantAct>()});

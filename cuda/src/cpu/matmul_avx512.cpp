@@ -4,17 +4,17 @@
 // AVX2-only machines).
 //
 // Why these types: int8 / 4-bit codes must be widened and converted (vpmovsxbd / nibble unpack + vcvtdq2ps) and bf16
-// widened and shifted
-// before the FMA, which makes their GEMVs compute-bound when the weights sit in L2/L3 (a small model, such as the
-// embedded bf16 one). 16 lanes per instruction halve that work. f16 (one vcvtph2ps) and f32 decode are bound by
-// memory bandwidth and gain nothing.
-// Every (row, token) output is one fixed sequence: 16-lane FMA chains over the columns in order (W8: one per group,
+// widened and shifted before the FMA, which makes their GEMVs compute-bound when the weights sit in L2/L3 (a small
+// model, such as the embedded bf16 one). 16 lanes per instruction halve that work. f16 (one vcvtph2ps) and f32 decode
+// are bound by memory bandwidth and gain nothing.
+// Every (row, token) output is one fixed sequence: 16-lane FMA chains over the columns in order (W8/W4: one per group,
 // then scaled into the row's accumulator), then the reduction of hsum_avx512.hpp. So T = 1 and T = 2..7 calls give
 // the same bits for a token (a batched or verify step equals the single-token step), and the row split (RB
 // streams, thread chunks) never changes a result.
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "cpu.hpp"
 #include "hsum_avx512.hpp"
@@ -47,7 +47,6 @@ inline void reduce_rows(const __m512 (&acc)[RB][NT], float (&y)[RB][NT]) {
   }
 }
 
-// RB W8 rows (r, r + rs, ...) x NT tokens (x[j], each a row of cols). G is 16, 32 or 128.
 // Codes of grouped weights, 16 columns at a time widened to fp32 exactly. W8: int8 codes; W4: 8 bytes, low nibble = even
 // column. at(r, c) is the byte holding row r's column c (what the prefetch follows).
 struct CodesW8 {
@@ -154,12 +153,7 @@ void rows_streams(const MatJob &job, const float *x, int64_t x_stride, const flo
   const float *xr[NT];
   for (int j = 0; j < NT; ++j) xr[j] = x + (t0 + j) * x_stride;
   auto finish = [&](int64_t r, int j, float y) {
-    if (xsum) {  // offset term (Q5_K): sum_g offset_g * sum(x in g)
-      const float *of = w.offset.data() + r * gpr, *xs = xsum + (t0 + j) * gpr;
-      float s = 0;
-      for (int64_t g = 0; g < gpr; ++g) s += of[g] * xs[g];
-      y += s;
-    }
+    if (xsum) y += offset_dot(w.offset.data() + r * gpr, xsum + (t0 + j) * gpr, gpr);
     job.out[(t0 + j) * job.out_stride + r] = y + (job.bias ? job.bias[r] : 0.0f);
   };
   const int64_t q = (r1 - r0) / RB;
@@ -246,25 +240,27 @@ void bf16_rb(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int
   token_tiles<RB, false>(job, x, x_stride, T, nullptr, 0, r0, r1, rows);
 }
 
+// Calls f(std::integral_constant<int, RB>) for the row-stream count rb (toggle tile: 1, 2, 4 or 8; 4 when fixed).
+// A row's sum does not depend on it.
+template <class F>
+void with_rb(int rb, F f) {
+  switch (rb) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
 }  // namespace
 
 void gemv_grouped_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0,
                          int64_t r1, int rb) {
-  switch (rb) {  // row streams (toggle tile); a row's sum does not depend on them
-    case 1: grouped_rb<1>(job, x, x_stride, T, xsum, r0, r1); break;
-    case 2: grouped_rb<2>(job, x, x_stride, T, xsum, r0, r1); break;
-    case 8: grouped_rb<8>(job, x, x_stride, T, xsum, r0, r1); break;
-    default: grouped_rb<4>(job, x, x_stride, T, xsum, r0, r1); break;
-  }
+  with_rb(rb, [&](auto k) { grouped_rb<decltype(k)::value>(job, x, x_stride, T, xsum, r0, r1); });
 }
 
 void gemv_bf16_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int64_t r0, int64_t r1, int rb) {
-  switch (rb) {
-    case 1: bf16_rb<1>(job, x, x_stride, T, r0, r1); break;
-    case 2: bf16_rb<2>(job, x, x_stride, T, r0, r1); break;
-    case 8: bf16_rb<8>(job, x, x_stride, T, r0, r1); break;
-    default: bf16_rb<4>(job, x, x_stride, T, r0, r1); break;
-  }
+  with_rb(rb, [&](auto k) { bf16_rb<decltype(k)::value>(job, x, x_stride, T, r0, r1); });
 }
 
 }  // namespace cpu

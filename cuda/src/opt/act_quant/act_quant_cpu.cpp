@@ -49,6 +49,7 @@ const char *act_quant_kernel_name(ActQuant mode, const NativeTensor &t, int64_t 
 void quantize_act(QuantAct &qa, ActQuant mode, const float *x, int64_t T, int64_t x_stride, int64_t K, int32_t G,
                   Pool &pool, NativeType wtype) {
   qa.mode = mode;
+  qa.layout = act_quant_layout(wtype, T);
   qa.G = G;
   qa.T = T;
   qa.K = K;
@@ -57,7 +58,7 @@ void quantize_act(QuantAct &qa, ActQuant mode, const float *x, int64_t T, int64_
     case ActQuant::Off: break;
     case ActQuant::Int8:
       if (T < kDequantMinT && cpu_has_vnni())
-        quantize_gemv(qa, x, x_stride, wtype == NativeType::W4);  // decode sizes (the GEMV runs with VNNI only)
+        quantize_gemv(qa, x, x_stride, qa.layout == ActLayout::GemvW4);  // decode sizes (the GEMV runs with VNNI only)
       else
         quantize_act_int8(qa, x, x_stride, pool);
       break;
@@ -65,7 +66,7 @@ void quantize_act(QuantAct &qa, ActQuant mode, const float *x, int64_t T, int64_
 }
 
 bool act_quant_shares(const QuantAct &qa, ActQuant mode, const NativeTensor &w, int64_t T) {
-  return qa.mode == mode && qa.G == w.group && (T >= kDequantMinT || qa.gv.w4 == (w.type == NativeType::W4));
+  return qa.mode == mode && qa.G == w.group && qa.layout == act_quant_layout(w.type, T);
 }
 
 void gemm_act_quant(const MatJob &job, const QuantAct &qa, const float *xsum, int64_t r0, int64_t r1) {

@@ -13,10 +13,19 @@
 namespace qw {
 namespace cpu {
 
+// Which input layout the int8 arm reads for weights of type wtype at T tokens: the GEMM's (T >= kDequantMinT), or the
+// decode GEMV's in column order (W8) or nibble order (W4). A quantized input serves only jobs of its own layout.
+enum class ActLayout : uint8_t { Gemm, GemvW8, GemvW4 };
+inline ActLayout act_quant_layout(NativeType wtype, int64_t T) {
+  return T >= kDequantMinT ? ActLayout::Gemm : wtype == NativeType::W4 ? ActLayout::GemvW4 : ActLayout::GemvW8;
+}
+
 // What the decode GEMV (gemv_int8_avx512.cpp, T < kDequantMinT) reads besides the weights, built from q and d once per
 // call by quantize_gemv(): lanes of 4 columns, 16 per span of 64 columns (layout: that file's header).
 struct GemvOperands {
   bool w4 = false;             // W4 nibble order (even columns, then odd, per span) vs natural column order
+  int64_t K = 0;               // the columns and group size the lane map (idx) was built for
+  int32_t G = 0;
   int64_t spans = 0;           // ceil(K / 64)
   std::vector<int8_t> xs;      // [T, spans * 64] signed codes xq, in the layout's order; 0 past K
   std::vector<int32_t> corr;   // [T, spans * 16] W8: -128 * (sum of the lane's four xq); W4: unused
@@ -27,6 +36,7 @@ struct GemvOperands {
 // Activations quantized per token and group of G columns (int8: d = max|x| / 127, q stored as xq + 128).
 struct QuantAct {
   ActQuant mode{};
+  ActLayout layout{};
   int32_t G = 0;
   int64_t T = 0, K = 0, gpr = 0;
   std::vector<uint8_t> q;  // [T, K]

@@ -124,12 +124,7 @@ void rows_tokens(const MatJob &job, const QuantAct &qa, const float *xsum, int64
       for (int i = 0; i < RB; ++i) y[i] = _mm512_reduce_add_ps(acc[i][t]);
     }
     for (int i = 0; i < RB; ++i) {
-      if (xsum) {  // offset term (Q4_0 / Q4_K / Q5_K): sum_g o[r, g] * xsum[t, g], groups in order
-        const float *of = w.offset.data() + (r + i * rs) * gpr, *xs = xsum + (t0 + t) * gpr;
-        float s = 0;
-        for (int64_t g = 0; g < gpr; ++g) s += of[g] * xs[g];
-        y[i] += s;
-      }
+      if (xsum) y[i] += offset_dot(w.offset.data() + (r + i * rs) * gpr, xsum + (t0 + t) * gpr, gpr);
       job.out[(t0 + t) * job.out_stride + r + i * rs] = y[i] + (job.bias ? job.bias[r + i * rs] : 0.0f);
     }
   }
@@ -164,7 +159,7 @@ void quantize_gemv(QuantAct &qa, const float *x, int64_t x_stride, bool w4) {
   GemvOperands &gv = qa.gv;
   const int64_t T = qa.T, K = qa.K, G = qa.G, gpr = qa.gpr;
   const int64_t spans = (K + kSpan - 1) / kSpan, L = spans * 16, spb = 16 * G / kSpan;
-  if (gv.w4 != w4 || gv.spans != spans || int64_t(gv.idx.size()) != L) {  // the lane map depends on K, G, layout only
+  if (gv.w4 != w4 || gv.K != K || gv.G != G) {  // the lane map depends on K, G and the layout only
     gv.idx.assign(size_t(L), 0);
     for (int64_t p = 0; p < spans; ++p)
       for (int j = 0; j < 16; ++j) {
@@ -173,14 +168,17 @@ void quantize_gemv(QuantAct &qa, const float *x, int64_t x_stride, bool w4) {
       }
   }
   gv.w4 = w4;
+  gv.K = K;
+  gv.G = int32_t(G);
   gv.spans = spans;
   qa.q.resize(size_t(T * K));
   qa.d.resize(size_t(T * gpr));
   gv.xs.resize(size_t(T * L * 4));
   gv.corr.resize(size_t(T * L));
   gv.dl.resize(size_t(T * L));
-  thread_local std::vector<int8_t> nat;  // one token's xq in column order, zero past K
-  nat.assign(size_t(spans * kSpan), 0);
+  thread_local std::vector<int8_t> nat;  // one token's xq in column order, zero past K (columns < K: written per token)
+  nat.resize(size_t(spans * kSpan));
+  std::fill(nat.begin() + K, nat.end(), int8_t(0));
   const __m512i flip = _mm512_set1_epi8(char(0x80)), ones = _mm512_set1_epi8(1);
   for (int64_t t = 0; t < T; ++t) {
     const float *xt = x + t * x_stride;
