@@ -1,6 +1,6 @@
 // gemm_int8_avx512.cpp — the int8-activation prefill GEMM (toggle actQuant = int8) for W8/W4 weights with
 // AVX-512 VNNI (vpdpbusd). Compiled with -mavx512f/bw/vl; the VNNI instructions are enabled for this file
-// only (the pragma below), and act_quant_cpu.cpp calls it only after cpu_has_vnni().
+// only (vnni_target.hpp), and act_quant_cpu.cpp calls it only after cpu_has_vnni().
 //
 // Math. Activations are quantized per token and per weight group of G columns, as llama.cpp's q8_0 does:
 // d = max|x| / 127, xq = round(x / d) in [-127, 127]. Weights are their exact codes (w = s * q + o). Then
@@ -28,10 +28,7 @@
 
 #include "act_quant_cpu.hpp"
 
-#pragma GCC target("avx512vnni")
-// GCC 12 warns about the intentionally undefined pass-through operand inside some AVX-512 intrinsics.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+#include "vnni_target.hpp"
 
 namespace qw {
 namespace cpu {

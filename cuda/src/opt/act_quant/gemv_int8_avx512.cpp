@@ -35,9 +35,7 @@
 #include "act_quant_cpu.hpp"
 #include "hsum_avx512.hpp"
 
-#pragma GCC target("avx512vnni")
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+#include "vnni_target.hpp"
 
 namespace qw {
 namespace cpu {
