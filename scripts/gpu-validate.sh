@@ -24,26 +24,33 @@ run() { # run LIMIT LOG NAME CMD...
   echo "$(printf '%-28s rc=%-3s %4ss' "$name" $rc $(( $(date +%s) - s )))" >> "$S"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader >> "$S" 2>&1
 echo "cublasLt: ${lt:-none}" >> "$S"
-( run 240 /tmp/ref.log ref "python3 notebooks/peers/make_ref.py --models 0.5b,1.5b --out /tmp/qw-ref" ) &
-[[ -f .gpu/ab-old.tar.xz ]] && ( run 300 /tmp/ab-prep.log ab-prepare "AB_PREPARE_ONLY=1 OUT=/tmp/abp bash scripts/gpu-ab.sh run 7b 1 && tail -3 /tmp/abp/ab.log" ) &
+(( EXTRA )) && ( run 240 /tmp/ref.log ref "python3 notebooks/peers/make_ref.py --models 0.5b,1.5b --out /tmp/qw-ref" ) &
+(( EXTRA )) && [[ -f .gpu/ab-old.tar.xz ]] && ( run 300 /tmp/ab-prep.log ab-prepare "AB_PREPARE_ONLY=1 OUT=/tmp/abp bash scripts/gpu-ab.sh run 7b 1 && tail -3 /tmp/abp/ab.log" ) &
 run 260 "$S" build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/b1.log 2>&1 & make -C cuda/dev -j16 all kvqlab GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/b2.log 2>&1 & wait; tail -n 3 /tmp/b1.log /tmp/b2.log; grep -h -B2 -A6 ' error' /tmp/b1.log /tmp/b2.log | head -60"
 L=$OUT/lab.log; T=$OUT/test.log
-( for w in misc gemv fusion attn chain persistent fa3 prefill sparse bsparse sage gemm marlin tile; do
+# LABS / TESTS choose the sections and test files (a second call on a warm machine re-runs only what is left); EXTRA=0
+# skips the extras (the A/B, CUPTI variants and 7B benches) and the reference models.
+LABS=${LABS:-misc gemv fusion attn chain persistent fa3 prefill sparse bsparse sage gemm marlin tile mma sanitize}
+TESTS=${TESTS:-cpu-vs-cuda weights fusion persistent fa3 sage kvcache dca sparse speculative tile parallel hf-parity}
+EXTRA=${EXTRA:-1}
+has() { [[ " $1 " == *" $2 "* ]]; }
+( for w in $LABS; do [[ $w == mma || $w == sanitize ]] && continue
     run 100 "$L" "lab $w" "./cuda/build/dev/qwlab $w --quick --json /tmp/lab-$w.json"; done
-  run 60 "$L" "lab gemv QW_GEMV_MMA=1" "QW_GEMV_MMA=1 ./cuda/build/dev/qwlab gemv --quick"
-  run 60 "$L" kvqlab "./cuda/build/dev/kvqlab"
+  has "$LABS" mma && run 60 "$L" "lab gemv QW_GEMV_MMA=1" "QW_GEMV_MMA=1 ./cuda/build/dev/qwlab gemv --quick"
+  has "$LABS" mma && run 60 "$L" kvqlab "./cuda/build/dev/kvqlab"
+  has "$LABS" sanitize || exit 0
   run 90 "$L" "memcheck sanitize" "compute-sanitizer --tool memcheck ./cuda/build/dev/qwlab sanitize 2>&1 | tail -25"
   run 60 "$L" "racecheck sanitize" "compute-sanitizer --tool racecheck ./cuda/build/dev/qwlab sanitize 2>&1 | tail -15" ) &
-for f in cpu-vs-cuda weights fusion persistent fa3 sage kvcache dca sparse speculative tile parallel hf-parity; do
+for f in $TESTS; do
   run 150 "$T" "test $f" "bun test --timeout 300000 test/gpu/$f.test.ts"; done
 wait
 (cd /tmp && tar czf "$OUT/lab.tgz" lab-*.json ref.log b1.log b2.log ab-prep.log 2>/dev/null)
-[[ -f .gpu/ab-old.tar.xz ]] && run 400 "$S" "ab rounds" "bash scripts/gpu-ab.sh run 0.5b,7b 3"
+(( EXTRA )) && [[ -f .gpu/ab-old.tar.xz ]] && run 400 "$S" "ab rounds" "bash scripts/gpu-ab.sh run 0.5b,7b 3"
 cat "$S" | tail -3
 B=$OUT/bench.log; R=/tmp/qw-ref
-i=0; for a in "QW_CUPTI_ATTR=" "QW_CUPTI_ATTR=pinned=1" "QW_CUPTI_ATTR=devbuf_mib=64,prealloc=4" "QW_CUPTI_KINDS=kernel,ext,runtime"; do i=$((i+1))
+(( EXTRA )) && i=0 && for a in "QW_CUPTI_ATTR=" "QW_CUPTI_ATTR=pinned=1" "QW_CUPTI_ATTR=devbuf_mib=64,prealloc=4" "QW_CUPTI_KINDS=kernel,ext,runtime"; do i=$((i+1))
   run 80 "$B" "cupti '$a'" "env $a bun notebooks/bench.ts --models 0.5b --hf-root $R --types bf16 --batches 1 --pp 512 --tg 128 --reps 3 --out /tmp/b16-$i"; done
-for w in q4 q8; do for g in simple marlin; do
+(( EXTRA )) && for w in q4 q8; do for g in simple marlin; do
   run 75 "$B" "7b $w gemv=$g" "bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --toggle gemv=$g --pp 512 --tg 128 --batch 1,16 --reps 3 --out /tmp/m-$w-$g.json"; done; done
 (cd /tmp && tar czf "$OUT/bench.tgz" b16-* m-*.json 2>/dev/null)
 echo "===== summary ($(( $(date +%s) - t0 ))s)" >> "$S"; cat "$S"
