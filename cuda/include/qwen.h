@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 8
+#define QW_ABI_VERSION 9
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -101,7 +101,13 @@ enum qw_profiling_mode {
                                per-kernel start/end, gaps as QW_OP_GAP records. Needs libcupti at run time.
                                CPU: host timestamps around every op, gaps between ops and the pool wake-up as
                                their own records. */
-  QW_PROFILING_COUNT = 3
+  QW_PROFILING_COUNTERS = 3, /* CUDA (ABI 9): measured hardware counters per op through CUPTI's range profiler
+                               (DRAM bytes read/written, L2 sector hits/misses, SM and tensor-pipe throughput):
+                               ops launched eagerly as in events, every kernel replayed by CUPTI once per counter
+                               pass, so op times include the replays (read times from another mode). Read them
+                               with qw_session_read_counters. Needs libcupti; never with kernels mode in the same
+                               process at once. CPU: refused (QW_ERR_UNSUPPORTED). */
+  QW_PROFILING_COUNT = 4
 };
 
 enum qw_phase { QW_PHASE_PREFILL = 0, QW_PHASE_DECODE = 1 };
@@ -338,6 +344,15 @@ QW_API int32_t qw_session_read_logits(qw_session *session, float *out, int64_t n
 QW_API int32_t qw_session_set_profiling(qw_session *session, int32_t mode);
 QW_API int32_t qw_session_records_pending(qw_session *session, int64_t *out_n, int64_t *out_dropped);
 QW_API int32_t qw_session_read_records(qw_session *session, qw_op_record *out, int64_t max, int64_t *out_n);
+/* Counters mode's measurements (ABI 9), JSON in the copy-into-buffer protocol:
+ * {"collected":[metric names],"unavailable":["metric X not available on this GPU: why",...],
+ *  "ops":[{"step","phase","layer","op","nth","kernel","kernels","dramRead","dramWrite","l2Hits","l2Misses",
+ *          "l2HitPct","durationNs","smPct","tensorPct"},...]}
+ * one entry per op of every counters-mode step not read yet, in record order; nth numbers the occurrences of
+ * (layer, op) within the step (the two residual adds), so an entry joins the op record of the same step, layer,
+ * op and occurrence. Values a GPU does not offer are null. The entries are removed only when the whole document
+ * fitted (cap > *out_len); call with cap = 0 to learn the size. Backends without counters give no entries. */
+QW_API int32_t qw_session_read_counters(qw_session *session, char *out, uint64_t cap, uint64_t *out_len);
 
 /* Activation capture at the hook points (docs/ARCHITECTURE.md §Hooks). `hooks` is a comma-separated list of names:
  * "blocks.{L}.hook_resid_pre", "blocks.{L}.attn.hook_q|hook_k|hook_v|hook_z", "blocks.{L}.hook_attn_out",

@@ -254,11 +254,11 @@ int main() {
   float small[10];
   CHECK_ST(qw_session_read_logits(s, small, 10), QW_ERR_INVALID_ARGUMENT);
   CHECK_ST(qw_session_read_logits(s, nullptr, 1000), QW_ERR_INVALID_ARGUMENT);
-  CHECK_ST(qw_session_set_profiling(s, 3), QW_ERR_INVALID_ARGUMENT);
+  CHECK_ST(qw_session_set_profiling(s, QW_PROFILING_COUNT), QW_ERR_INVALID_ARGUMENT);
   CHECK_ST(qw_session_set_profiling(s, -1), QW_ERR_INVALID_ARGUMENT);
   CHECK(std::string(qw_profiling_mode_name(QW_PROFILING_KERNELS)) == "kernels" &&
             std::string(qw_profiling_mode_name(QW_PROFILING_EVENTS)) == "events" &&
-            std::string(qw_profiling_mode_name(QW_PROFILING_OFF)) == "off" && qw_profiling_mode_name(3)[0] == 0,
+            std::string(qw_profiling_mode_name(QW_PROFILING_OFF)) == "off" && qw_profiling_mode_name(QW_PROFILING_COUNT)[0] == 0,
         "profiling mode names");
   // On the CPU every mode is host timestamps around each op: both on-modes are accepted.
   CHECK_OK(qw_session_set_profiling(s, QW_PROFILING_KERNELS));

@@ -29,7 +29,7 @@ QW_API int32_t qw_session_set_profiling(qw_session *s, int32_t mode) {
     need(s, "session");
     if (mode < 0 || mode >= QW_PROFILING_COUNT)
       fail(QW_ERR_INVALID_ARGUMENT, "profiling mode " + std::to_string(mode) +
-                                        " is unknown: 0 = off, 1 = events, 2 = kernels (qw_profiling_mode)");
+                                        " is unknown: 0 = off, 1 = events, 2 = kernels, 3 = counters (qw_profiling_mode)");
     if (mode == s->profiling) return;
     s->bs->set_profiling(mode);
     s->profiling = mode;
@@ -59,6 +59,16 @@ QW_API int32_t qw_session_read_records(qw_session *s, qw_op_record *out, int64_t
     for (int64_t i = 0; i < n; ++i) out[i] = s->records[size_t(i)];
     s->records.erase(s->records.begin(), s->records.begin() + ptrdiff_t(n));
     *out_n = n;
+  });
+}
+
+QW_API int32_t qw_session_read_counters(qw_session *s, char *out, uint64_t cap, uint64_t *out_len) {
+  return guard([&] {
+    need(s, "session");
+    size_t n = 0;
+    const std::string doc = s->bs->counters_json(&n);
+    copy_out(doc, out, cap, out_len);
+    if (cap > doc.size()) s->bs->counters_take(n);  // read whole: those entries are delivered
   });
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "aligned_vector.hpp"
+#include "counters.hpp"
 #include "qwen.h"
 #include "sparse_prefill.hpp"
 #include "tile.hpp"
@@ -156,8 +157,21 @@ class BackendSession {
   // and give the front a way to truncate it.
   virtual void reset(int32_t seq) = 0;
   // Called before the front switches to profiling `mode` (a qw_profiling_mode); throws Error(QW_ERR_UNSUPPORTED)
-  // for a mode this backend cannot run here, leaving the session as it was.
-  virtual void set_profiling(int32_t mode) { (void)mode; }
+  // for a mode this backend cannot run here, leaving the session as it was. Counters mode needs CUPTI's range
+  // profiler: only the CUDA session implements it.
+  virtual void set_profiling(int32_t mode) {
+    if (mode == QW_PROFILING_COUNTERS)
+      throw Error(QW_ERR_UNSUPPORTED,
+                  "profiling mode 'counters' needs the CUDA backend and CUPTI (hardware counters per op); on this "
+                  "backend use 'events' or 'kernels'");
+  }
+  // Counters mode's readout (qw_session_read_counters): the JSON of the pending ops and their count in *n;
+  // counters_take(n) forgets the first n of them once they were delivered.
+  virtual std::string counters_json(size_t *n) const {
+    *n = 0;
+    return CounterLog().json();
+  }
+  virtual void counters_take(size_t n) { (void)n; }
   // Emits records the backend assembles after the fact (CUDA kernels mode: CUPTI activity buffers). The front
   // calls it before it counts or reads records, never during a step.
   virtual void drain_records(Sink &sink) { (void)sink; }

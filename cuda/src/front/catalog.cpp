@@ -24,6 +24,10 @@ const ProfilingModeInfo kProfilingModes[QW_PROFILING_COUNT] = {
     {"kernels",
      "CUDA: CUPTI records of every kernel and copy, the decode graph kept, gaps between kernels as rows; CPU: "
      "host timestamps around every op, gaps and the worker-pool wake-up as rows"},
+    {"counters",
+     "CUDA only: measured hardware counters per op through CUPTI's range profiler (DRAM bytes, L2 hit rate, SM and "
+     "tensor throughput), ops launched one by one and every kernel replayed per counter pass: times are not "
+     "representative; CPU: refused"},
 };
 }  // namespace
 
