@@ -4,7 +4,7 @@
 // file per kernel family (gemv, attention, gemm, misc, chain); this file holds the sections, the calibration and the
 // result table. Build: cuda/dev/Makefile (make -C cuda/dev). docs/ARCHITECTURE.md §GPU workflow.
 //
-//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|persistent|marlin|tile|sanitize|calib] [--quick] [--json FILE]
+//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|persistent|marlin|tile|counters|sanitize|calib] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
@@ -176,6 +176,8 @@ int main(int argc, char **argv) {
       if (what == "tile") run_calib(false);  // the copy bandwidth and tensor rate the % column is against
       run_tile();
     });
+    // not in "all": CUPTI replays every kernel, and the range profiler has never run on a GPU yet
+    section("counters", what == "counters", run_counters);
     section("marlin", what == "all" || what == "marlin", [&] {
       if (what == "marlin") run_calib(false);  // the copy bandwidth the % column is against
       run_marlin();

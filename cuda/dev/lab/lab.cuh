@@ -164,3 +164,5 @@ void run_sparse();
 void run_block_sparse();
 // tile.cu: toggle tile's CUDA candidates (src/opt/tile/tile_cuda.cuh), each against fp64 and timed against fixed
 void run_tile();
+// counters.cu: profiling mode "counters" (src/cuda/range_profiler.cuh) against exactly known bytes
+void run_counters();

@@ -207,6 +207,7 @@ void CudaSession::begin_op() {
   }
   ev_open_ = ev_pool_[ev_next_++];
   CK(cudaEventRecord(ev_open_, stream_));
+  if (counting_) counters_->begin();  // after the event: the op's kernels are this op's ranges
 }
 
 void CudaSession::end_op(int32_t layer, int32_t op, const char *kernel, OpCost c, int32_t n) {
@@ -216,18 +217,58 @@ void CudaSession::end_op(int32_t layer, int32_t op, const char *kernel, OpCost c
     return;
   }
   if (marking_ != Marking::EVENTS) return;
+  if (counting_) {
+    const std::vector<KernelCounters> ranges = counters_->end();  // every range since begin_op: this op's kernels
+    counter_log_.add(step_index_, phase_, layer, op, kernel, aggregate_kernels(ranges));
+  }
   cudaEvent_t e = ev_pool_[ev_next_++];
   CK(cudaEventRecord(e, stream_));
   marks_.push_back({layer, op, kernel, c, n, ev_open_, e});
 }
 
 // An op whose launch threw: no record; in kernels mode its external id is popped so that CUPTI's id stack stays
-// balanced for forward()'s end_step. Never throws (it runs while the launch's exception unwinds).
+// balanced for forward()'s end_step, in counters mode the range profiler is stopped (its ranges dropped). Never
+// throws (it runs while the launch's exception unwinds).
 void CudaSession::abandon_op() {
-  if (marking_ != Marking::TRACE) return;
   try {
-    trace_.end_op();
+    if (marking_ == Marking::TRACE) trace_.end_op();
+    else if (counting_) counters_->end();
   } catch (...) {
+  }
+}
+
+// Kernels (activity tracer) and counters (range profiler) never run at once, in this session or the process
+// (cupti_claim_counters): the old mode's CUPTI user is released before the new one is acquired, and restored
+// when the new one is refused, so a refusal leaves the session as it was.
+void CudaSession::set_profiling(int32_t mode) {
+  const bool was_counters = counters_ != nullptr, was_kernels = trace_.enabled();
+  if (mode == QW_PROFILING_COUNTERS) {
+    if (was_counters) return;
+    trace_.enable(false);
+    try {
+      int dev = 0;
+      CK(cudaGetDevice(&dev));
+      counters_ = std::make_unique<qwc::RangeProfiler>(dev);
+    } catch (const std::exception &e) {
+      if (was_kernels) trace_.enable(true);
+      throw Error(QW_ERR_UNSUPPORTED, e.what());
+    }
+    counter_log_.set_collected(counters_->collected(), counters_->unavailable());
+    return;
+  }
+  counters_.reset();
+  try {
+    trace_.enable(mode == QW_PROFILING_KERNELS);
+  } catch (...) {
+    if (was_counters) {
+      try {
+        int dev = 0;
+        CK(cudaGetDevice(&dev));
+        counters_ = std::make_unique<qwc::RangeProfiler>(dev);
+      } catch (...) {  // the old mode cannot be restored: the session is left with profiling off (front: old mode)
+      }
+    }
+    throw;
   }
 }
 
@@ -282,8 +323,9 @@ void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     marlin_ = gemv_marlin(st);
     if (marlin_) ensure_marlin();
     const bool kernels = st.profiling_mode == QW_PROFILING_KERNELS && trace_.enabled();
-    prof_ = st.profiling && !kernels;  // events mode: eager launches, an event pair per op
+    prof_ = st.profiling && !kernels;  // events and counters modes: eager launches, an event pair per op
     marking_ = kernels ? Marking::TRACE : prof_ ? Marking::EVENTS : Marking::NONE;
+    counting_ = false;  // set after the step's opening event (that begin_op is not an op)
     marks_.clear();
     replayed_.reset();
     ev_next_ = 0;
@@ -295,14 +337,17 @@ void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       begin_op();
       ev0 = ev_open_;
     }
+    counting_ = st.profiling_mode == QW_PROFILING_COUNTERS && counters_ != nullptr;
     if (kernels) trace_.begin_step(st.step_index, st.phase, host0_ns_);
     try {
       if (st.phase == QW_PHASE_DECODE) run_decode(st, sink, out_tokens);
       else run_prefill(st, sink, out_tokens);
     } catch (...) {
       if (kernels) trace_.end_step(nullptr, nullptr, {});  // keeps CUPTI's id stack balanced
+      counting_ = false;
       throw;
     }
+    counting_ = false;
     if (kernels && replayed_) trace_.end_step(nullptr, replayed_, attention_costs(st));
     else if (kernels) trace_.end_step(std::make_shared<const OpMarks>(std::move(marks_)), nullptr, {});
     if (prof_) {

@@ -80,6 +80,7 @@ struct State {
   std::string why = "not loaded";
   bool node_ids = false;  // resource callbacks subscribed
   int users = 0;          // acquire / release count
+  int counters = 0;       // range profiler claims (counters mode): never together with users > 0
   std::mutex mu;          // guards everything below (the buffer callback runs on CUPTI's thread)
   std::deque<TraceActivity> acts;
   std::unordered_map<uint32_t, uint64_t> ext;  // correlation id -> external id
@@ -234,6 +235,16 @@ void *open_library() {
   return nullptr;
 }
 
+// The process's one libcupti handle: the activity tracer (kernels mode) and the range profiler (counters mode,
+// range_profiler.cu) both resolve their symbols from it.
+void *library() {
+  static void *lib = open_library();
+  return lib;
+}
+const char *kNotFound =
+    "libcupti was not found (tried QW_CUPTI_PATH, libcupti.so.13, libcupti.so and the CUDA toolkit's lib64/ and "
+    "extras/CUPTI/lib64/): install CUPTI or set QW_CUPTI_PATH";
+
 // Applies QW_CUPTI_ATTR (see kAttrKeys); false with s.why set when the variable is malformed or CUPTI refuses.
 bool apply_attributes(State &s) {
   const char *env = std::getenv("QW_CUPTI_ATTR");
@@ -268,10 +279,9 @@ bool apply_attributes(State &s) {
 }
 
 void load(State &s) {
-  void *lib = open_library();
+  void *lib = library();
   if (!lib) {
-    s.why = "libcupti was not found (tried QW_CUPTI_PATH, libcupti.so.13, libcupti.so and the CUDA toolkit's "
-            "lib64/ and extras/CUPTI/lib64/): install CUPTI or set QW_CUPTI_PATH, or use profiling mode 'events'";
+    s.why = std::string(kNotFound) + ", or use profiling mode 'events'";
     return;
   }
   s.lib = lib;
@@ -328,6 +338,9 @@ void trace_acquire() {
   State &s = st();
   if (!trace_available(nullptr)) throw CudaError("CUPTI: " + s.why);
   std::lock_guard<std::mutex> lk(s.mu);
+  if (s.counters > 0)
+    throw CudaError("CUPTI: a session is in profiling mode 'counters' (range profiler): the activity tracer and the "
+                    "range profiler cannot run at once; switch that session's profiling off first");
   if (s.users++ > 0) return;
   for (const KindName &k : kKinds) {
     if (!kind_wanted(k.name)) continue;
@@ -411,5 +424,35 @@ void trace_forget(bool (*mine)(uint64_t, void *), void *ctx) {
   trace_collect(mine, ctx);
 }
 
+
+void *cupti_symbol(const char *name, std::string *why) {
+  void *lib = library();
+  if (!lib) {
+    if (why) *why = kNotFound;
+    return nullptr;
+  }
+  void *f = dlsym(lib, name);
+  if (!f && why) *why = std::string("libcupti lacks ") + name + " (older than CUDA 12.6's range profiler?)";
+  return f;
+}
+
+bool cupti_claim_counters(std::string *why) {
+  State &s = st();
+  std::lock_guard<std::mutex> lk(s.mu);
+  if (s.users > 0) {
+    if (why)
+      *why = "a session is in profiling mode 'kernels' (CUPTI activity tracing): the tracer and the range profiler "
+             "cannot run at once; switch that session's profiling off first";
+    return false;
+  }
+  ++s.counters;
+  return true;
+}
+
+void cupti_release_counters() {
+  State &s = st();
+  std::lock_guard<std::mutex> lk(s.mu);
+  if (s.counters > 0) --s.counters;
+}
 
 }  // namespace qwc

@@ -1,5 +1,6 @@
 // cupti.cuh — kernel-level tracing through CUPTI's activity API, loaded at run time (dlopen, like cuBLASLt):
-// the library links no CUPTI and runs where libcupti is absent; only the kernels profiling mode needs it.
+// the library links no CUPTI and runs where libcupti is absent; only the kernels and counters profiling modes need it
+// (counters: range_profiler.cuh, through cupti_symbol, the same handle).
 // One tracer per process (CUPTI allows one subscriber): sessions acquire it while they are in kernels mode.
 //
 // How a kernel finds its op (README.md, "Profiling modes and what they cost"):
@@ -62,5 +63,14 @@ struct TracedActivity {
 std::vector<TracedActivity> trace_collect(bool (*mine)(uint64_t external_id, void *ctx), void *ctx);
 // Forgets every pending activity accepted by `mine` (a session going away).
 void trace_forget(bool (*mine)(uint64_t external_id, void *ctx), void *ctx);
+
+// The process's one libcupti handle, shared with the range profiler of counters mode (range_profiler.cuh):
+// `name` resolved from it, or nullptr with the reason (library absent, or too old to have the symbol).
+void *cupti_symbol(const char *name, std::string *why);
+// The activity tracer (trace_acquire) and the range profiler must not run at once: a counters-mode session
+// claims CUPTI here; false with the reason while a kernels-mode session holds the tracer (and trace_acquire
+// throws while a counters claim is held).
+bool cupti_claim_counters(std::string *why);
+void cupti_release_counters();
 
 }  // namespace qwc

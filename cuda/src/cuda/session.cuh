@@ -33,6 +33,7 @@
 #include "gemv.cuh"
 #include "gemv.hpp"
 #include "gqa.hpp"
+#include "range_profiler.cuh"
 #include "tile_cuda.cuh"
 #include "graphs.hpp"
 #include "kernel_trace.cuh"
@@ -258,7 +259,13 @@ class CudaSession final : public BackendSession {
   void reset(int32_t) override {}
   bool supports_tree() const override { return true; }
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
-  void set_profiling(int32_t mode) override { trace_.enable(mode == QW_PROFILING_KERNELS); }
+  void set_profiling(int32_t mode) override;  // backend_cuda.cu
+  // counters mode (range_profiler.cuh): the ops measured so far, until qw_session_read_counters takes them
+  std::string counters_json(size_t *n) const override {
+    *n = counter_log_.size();
+    return counter_log_.json();
+  }
+  void counters_take(size_t n) override { counter_log_.take(n); }
   void drain_records(Sink &sink) override { dev_guard([&] { trace_.drain(sink); return 0; }); }
   // Toggle tile (opt/tile/tile_cuda.cuh; compile-checked only): the table tile = auto's launches read, and the tuner
   // that measures the model's shapes for it (cuda/tile_session.cu, opt/tile/tile_tune_cuda.cuh).
@@ -404,6 +411,9 @@ class CudaSession final : public BackendSession {
   bool prof_ = false;
   Marking marking_ = Marking::NONE;
   KernelTrace trace_;
+  std::unique_ptr<qwc::RangeProfiler> counters_;  // counters mode: CUPTI's range profiler, per op (eager steps)
+  bool counting_ = false;                          // the current step measures counters around its ops
+  qw::CounterLog counter_log_;
   OpMarks marks_;
   std::shared_ptr<const GraphOps> replayed_;  // kernels mode: the graph this step replayed
   std::vector<cudaEvent_t> ev_pool_;

@@ -43,6 +43,10 @@ class TpCudaSession final : public BackendSession {
       throw Error(QW_ERR_UNSUPPORTED, "profiling mode kernels: not with " + tp_name(ranks()) +
                                           " on cuda (CUPTI's records are not mapped to ranks yet); use events, "
                                           "whose records carry their rank");
+    if (mode == QW_PROFILING_COUNTERS)
+      throw Error(QW_ERR_UNSUPPORTED, "profiling mode counters: not with " + tp_name(ranks()) +
+                                          " on cuda (the range profiler's counters are not mapped to ranks yet); "
+                                          "profile one GPU (parallel = none)");
     workers_.run([&](int32_t r) { sessions_[size_t(r)]->set_profiling(mode); });
   }
   void forward(const Step &st, Sink &sink, int32_t *out_tokens) override;

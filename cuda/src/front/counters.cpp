@@ -1,11 +1,11 @@
-// counters.cpp — see counters.hpp. Host code only, no CUDA.
+// counters.cpp — see counters.hpp. Host code only, no CUDA, no other front file (the kernel lab links it alone);
+// the readout JSON is counters_json.cpp.
 #include "counters.hpp"
 
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 
-#include "json.hpp"
 
 namespace qw {
 
@@ -45,11 +45,6 @@ double time_weighted(const std::vector<KernelCounters> &ks, CounterId id) {
   return den > 0 ? num / den : kNaN;
 }
 
-void num_or_null(JsonWriter &w, const char *key, double v) {
-  w.key(key);
-  if (std::isfinite(v)) w.value(v);
-  else w.null();
-}
 }  // namespace
 
 double OpCounters::l2_hit_pct() const {
@@ -100,41 +95,6 @@ void CounterLog::add(int64_t step, int32_t phase, int32_t layer, int32_t op, con
   c.nth = nth;
   c.kernel = kernel ? kernel : "";
   ops_.push_back(std::move(c));
-}
-
-std::string CounterLog::json() const {
-  JsonWriter w;
-  w.begin_object();
-  w.key("collected").begin_array();
-  for (const CounterMetric &m : kCounterMetrics)
-    if (collected_[size_t(m.id)]) w.value(m.metric);
-  w.end_array();
-  w.key("unavailable").begin_array();
-  for (const std::string &s : unavailable_) w.value(s);
-  w.end_array();
-  w.key("ops").begin_array();
-  for (const OpCounters &c : ops_) {
-    w.begin_object();
-    w.key("step").value(c.step);
-    w.key("phase").value(c.phase);
-    w.key("layer").value(c.layer);
-    w.key("op").value(c.op);
-    w.key("nth").value(c.nth);
-    w.key("kernel").value(c.kernel);
-    w.key("kernels").value(c.kernels);
-    num_or_null(w, "dramRead", c.dram_read);
-    num_or_null(w, "dramWrite", c.dram_write);
-    num_or_null(w, "l2Hits", c.l2_hits);
-    num_or_null(w, "l2Misses", c.l2_misses);
-    num_or_null(w, "l2HitPct", c.l2_hit_pct());
-    num_or_null(w, "durationNs", c.duration_ns);
-    num_or_null(w, "smPct", c.sm_pct);
-    num_or_null(w, "tensorPct", c.tensor_pct);
-    w.end_object();
-  }
-  w.end_array();
-  w.end_object();
-  return w.str();
 }
 
 void CounterLog::take(size_t n) {
