@@ -1,7 +1,7 @@
 // The engine's public TypeScript API: what web/ and notebooks/ use. engine/index.ts implements it.
 // Keep this file free of implementation so both sides can be built against it.
 import type { TileNative, TileStatus } from "./tuning.ts";
-import type { OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./measure/profile.ts";
+import type { CountersMeta, OpColumns, DeviceManifest, ProfilingMode, ToggleValues } from "./measure/profile.ts";
 
 export type BackendChoice = "auto" | "cpu" | "cuda";
 
@@ -158,7 +158,8 @@ export interface EngineSession {
   /** Toggle tile: the native tuning calls (engine/tuning.ts) and where tile = auto's table came from. */
   tiles?(): TileNative;
   tileStatus?(): TileStatus | null;
-  /** "kernels" | "events" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot run). */
+  /** "kernels" | "events" | "counters" | "off"; true = the low-overhead mode ("kernels", or "events" where it cannot
+   *  run). "counters" (CUDA + CUPTI only) measures hardware counters per op; other backends refuse it. */
   setProfiling(mode: ProfilingMode | boolean): void;
   /** The engine clock in ns: the time line of op records (host work timed with it lines up with kernels). */
   clockNs(): number;
@@ -192,7 +193,9 @@ export interface EngineSession {
   topK?(k: number): { rows: number; k: number; ids: Int32Array; logps: Float64Array };
   captures(): Capture[];
   /** Drains the op records accumulated since the last call (profiling mode). */
-  takeRecords(): { ops: OpColumns; kernels: string[]; dropped: number };
+  /** In profiling mode "counters" the records carry measured counters (ops.counters) and countersMeta says which
+   *  metrics the GPU offered. */
+  takeRecords(): { ops: OpColumns; kernels: string[]; dropped: number; countersMeta?: CountersMeta };
   generate(opts: GenerateOptions): AsyncGenerator<GenerateEvent>;
   close(): void;
 }

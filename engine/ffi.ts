@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 8;
+export const QW_ABI_VERSION = 9;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -91,6 +91,7 @@ const SYMBOLS = {
   qw_session_set_profiling: { args: [H, I32], returns: I32 },
   qw_session_records_pending: { args: [H, P, P], returns: I32 },
   qw_session_read_records: { args: [H, P, I64, P], returns: I32 },
+  qw_session_read_counters: { args: [H, P, U64, P], returns: I32 },
   qw_session_set_capture: { args: [H, P], returns: I32 },
   qw_session_capture_count: { args: [H, P], returns: I32 },
   qw_session_capture_info: { args: [H, I32, P, U64, P, P], returns: I32 },
@@ -465,6 +466,12 @@ export class NativeSession extends Handle {
       left -= n;
     }
     return { ops, kernels, dropped };
+  }
+  /** Counters mode's pending per-op measurements as JSON (qwen.h qw_session_read_counters, ABI 9): the engine
+   *  forgets them once the whole document was copied, so each call returns the ops since the previous one. */
+  readCountersJson(): string {
+    const h = this.live("qw_session_read_counters");
+    return this.lib.json("qw_session_read_counters", (o, c, l) => this.lib.sym.qw_session_read_counters(h, o, c, l));
   }
   setCapture(hooks: string): void {
     this.lib.check("qw_session_set_capture", this.lib.sym.qw_session_set_capture(this.live("qw_session_set_capture"), cstr(hooks)));

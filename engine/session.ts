@@ -8,7 +8,8 @@ import { QwenError } from "./ffi.ts";
 import { catalogOf } from "./catalog.ts";
 import { SparseInfoSchema } from "./sparse.ts";
 import { ensureTileTable, type TileNative, type TileStatus } from "./tuning.ts";
-import { TOGGLE_ID_RE, type OpColumns, type ProfilingMode, type ToggleValues } from "./measure/profile.ts";
+import { TOGGLE_ID_RE, type CountersMeta, type OpColumns, type ProfilingMode, type ToggleValues } from "./measure/profile.ts";
+import { countersMetaOf, joinCounters, parseCountersReadout } from "./measure/counters.ts";
 
 /** What a session needs from its model (kept narrow so tests can build sessions over any model). */
 export interface SessionHost {
@@ -252,9 +253,13 @@ export class Session implements EngineSession {
     for (let i = 0; i < n; i++) out.push(this.native.readCapture(i));
     return out;
   }
-  takeRecords(): { ops: OpColumns; kernels: string[]; dropped: number } {
+  takeRecords(): { ops: OpColumns; kernels: string[]; dropped: number; countersMeta?: CountersMeta } {
     const r = this.native.takeRecords(this.kernels);
-    return { ops: r.ops, kernels: [...this.kernels], dropped: r.dropped };
+    if (this.mode !== "counters") return { ops: r.ops, kernels: [...this.kernels], dropped: r.dropped };
+    // counters mode: the engine's per-op measurements of the same steps, joined to their records
+    const readout = parseCountersReadout(this.native.readCountersJson());
+    const { columns } = joinCounters(r.ops, readout);
+    return { ops: { ...r.ops, counters: columns }, kernels: [...this.kernels], dropped: r.dropped, countersMeta: countersMetaOf(readout) };
   }
 
   /** Tokens of a generation request (prompt text, chat messages or ids). */

@@ -8,7 +8,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { REPO_ROOT } from "../constants.ts";
 import { createInterface } from "node:readline";
-import type { BackendChoice, GenerateEvent, OpenOptions, Progress } from "../api.ts";
+import type { BackendChoice, EngineModel, EngineSession, GenerateEvent, OpenOptions, Progress } from "../api.ts";
 import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "../measure/bench-core.ts";
 import { fidelityLines, measureFidelity } from "../measure/fidelity.ts";
 import { ggmlTypeName } from "../formats/gguf.ts";
@@ -60,6 +60,9 @@ commands
       --tp N                      tensor parallelism over N ranks at load (1 | 2 | 4 | 8; model option parallel;
                                   CPU: an emulation of the ranks, CUDA: N devices, compile-checked only)
       --profile out.json          record op timings and write a profile (docs/ARCHITECTURE.md §Measurement)
+      --profiling MODE            with --profile: the profiling mode (the library's names: off | events | kernels |
+                                  counters; default: kernels, events where CUPTI is missing). counters: measured
+                                  DRAM bytes, L2 hit rate, SM / tensor throughput per op (CUDA + CUPTI only)
 ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (presets: ${PRESET_NAMES.join(", ")})
       --format gguf|hf            (default gguf)
       --type ${SYNTH_TYPES.join("|")}   (default bf16; tiny: f32)
@@ -182,8 +185,9 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     model: { type: "string" }, prompt: { type: "string", short: "p" }, chat: { type: "boolean" }, backend: { type: "string" },
     threads: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" },
     seed: { type: "string" }, "max-tokens": { type: "string", short: "n" }, "max-context": { type: "string" },
-    toggle: { type: "string" }, profile: { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
+    toggle: { type: "string" }, profile: { type: "string" }, profiling: { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
   });
+  if (o.profiling !== undefined && !o.profile) fail("generate: --profiling needs --profile out.json (where the records go)");
   let model = o.model as string | undefined;
   const pos = [...positionals];
   if (!model && pos.length && looksLikeModel(pos[0])) model = pos.shift();
@@ -210,7 +214,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     const ds = dm?.newSession({ maxContext: s.maxContext });
     const hs = hm?.newSession({ maxContext: s.maxContext });
     const profile = o.profile as string | undefined;
-    if (profile) s.setProfiling(true);
+    if (profile) setProfilingMode(m, s, o.profiling as string | undefined);
     const t0 = performance.now();
     const tokens: Profile["tokens"] = [];
     let done: Extract<GenerateEvent, { type: "done" }> | undefined;
@@ -251,11 +255,12 @@ async function cmdGenerate(argv: string[]): Promise<void> {
         summary: {
           prefill_tokens: promptTokens, decode_tokens: done.tpotMs.length, ttft_ms: done.ttftMs,
           ...(tp.length ? { tpot_ms: { median: percentile(tp, 50), p90: percentile(tp, 90), min: tp[0], max: tp[tp.length - 1] } } : {}),
-          prefill_tok_s: done.prefillTokS, decode_tok_s: done.decodeTokS, records_dropped: rec.dropped,
+          prefill_tok_s: done.prefillTokS, decode_tok_s: done.decodeTokS, records_dropped: rec.dropped, profiling_mode: s.profilingMode,
           ...(specSummary ? { speculative: specSummary } : {}),
         },
-        kernels: rec.kernels, ops: rec.ops, tokens, output_text: done.text,
-        notes: ["timings recorded with profiling on (op records per op)"],
+        kernels: rec.kernels, ops: rec.ops, ...(rec.countersMeta ? { counters_meta: rec.countersMeta } : {}), tokens, output_text: done.text,
+        notes: ["timings recorded with profiling on (op records per op)", `profiling mode: ${s.profilingMode}`,
+          ...(rec.countersMeta?.unavailable ?? [])],
       };
       writeProfile(resolve(profile), prof);
       process.stderr.write(`profile: ${resolve(profile)} (${rec.ops.op.length} op records)\n`);
@@ -264,7 +269,9 @@ async function cmdGenerate(argv: string[]): Promise<void> {
       if (tot > 0) {
         process.stderr.write("decode time by op (all layers, mean per step):\n");
         for (const p of pts.slice(0, 8)) {
-          process.stderr.write(`  ${(p.op ?? "").padEnd(11)} ${(100 * p.seconds / tot).toFixed(1).padStart(5)}%  ${(p.seconds * 1e3).toFixed(3).padStart(8)} ms  ${(p.bytesPerS / 1e9).toFixed(1).padStart(7)} GB/s  ${(p.flopPerS / 1e9).toFixed(1).padStart(7)} GFLOP/s  ${p.kernels.join(",")}\n`);
+          const measured = p.measuredBytes === undefined ? "" : `  measured ${(p.measuredBytes / 1e6).toFixed(3)} MB vs modelled ${(p.bytes / 1e6).toFixed(3)} MB` +
+            (p.measuredBytesPerS !== undefined ? ` (${(p.measuredBytesPerS / 1e9).toFixed(1)} GB/s)` : "") + (p.l2HitPct !== undefined ? `, L2 hit ${p.l2HitPct.toFixed(1)} %` : "");
+          process.stderr.write(`  ${(p.op ?? "").padEnd(11)} ${(100 * p.seconds / tot).toFixed(1).padStart(5)}%  ${(p.seconds * 1e3).toFixed(3).padStart(8)} ms  ${(p.bytesPerS / 1e9).toFixed(1).padStart(7)} GB/s  ${(p.flopPerS / 1e9).toFixed(1).padStart(7)} GFLOP/s  ${p.kernels.join(",")}${measured}\n`);
         }
       }
     }
@@ -273,6 +280,19 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     hm?.close();
     dm?.close();
     m.close();
+  }
+}
+
+// --profiling MODE (names from the library's catalog); absent: the low-overhead mode. A mode the backend refuses
+// (counters without CUDA + CUPTI, kernels at tp > 1) is an error carrying the engine's reason.
+function setProfilingMode(m: EngineModel, s: EngineSession, mode: string | undefined): void {
+  if (mode === undefined) return s.setProfiling(true);
+  const modes = m.profilingModes();
+  if (!modes.includes(mode)) fail(`--profiling ${JSON.stringify(mode)}: not one of ${modes.join(", ")}`);
+  try {
+    s.setProfiling(mode as ProfilingMode);
+  } catch (e) {
+    fail(`--profiling ${mode}: ${(e as Error).message}`);
   }
 }
 

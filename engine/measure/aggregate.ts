@@ -3,6 +3,7 @@
 // the exporters and the notebooks, so every plot in the workbench is computed one way.
 import type { Profile } from "./profile.ts";
 import { opIndex, opName, opNames } from "../catalog.ts";
+import { l2HitPct, recordCounters, type RecordCounters } from "./counters.ts";
 import { compareSummaries, spreadOf, verdict, type Spread, type SummaryDelta, type Verdict } from "./stats.ts";
 
 export type PhaseName = "prefill" | "decode";
@@ -19,6 +20,7 @@ export interface OpRecord {
   bytes: number;
   nTokens: number;
   tStartNs: number;
+  ctr?: RecordCounters;      // profiling mode counters: what the GPU measured for this op
 }
 
 /** The profile's columnar op records as objects (cheap enough for the sizes profiles hold). */
@@ -38,10 +40,13 @@ export function opRecords(p: Profile): OpRecord[] {
       bytes: o.bytes[i],
       nTokens: o.n_tokens[i],
       tStartNs: o.t_start_ns[i],
+      ...(o.counters ? withCtr(recordCounters(o.counters, i)) : {}),
     });
   }
   return out;
 }
+
+const withCtr = (c: RecordCounters | undefined) => (c ? { ctr: c } : {});
 
 /** Which profiling mode produced a profile's op times (older profiles: events, the only mode there was). */
 export function profilingModeOf(p: Profile): string {
@@ -66,6 +71,26 @@ export interface LatencyMatrix {
   ms: number[][];            // ms[layerIdx][opIdx], per step (mean, or median over steps)
   totalMs: number;           // sum of the cells
   stat: "mean" | "median";
+  // profiling mode counters, per layer row (null where none of its ops was measured): measured DRAM bytes (read +
+  // write) over the measured kernel time, and the L2 hit rate from the row's summed sector lookups
+  gbpsMeasured?: (number | null)[];
+  l2HitPct?: (number | null)[];
+}
+
+/** Per layer row: measured GB/s and L2 hit % (latency table columns); undefined when no record has counters. */
+function measuredColumns(rs: OpRecord[], layers: number[]): Pick<LatencyMatrix, "gbpsMeasured" | "l2HitPct"> {
+  if (!rs.some((r) => r.ctr)) return {};
+  const acc = layers.map(() => ({ bytes: 0, ns: 0, hits: 0, lookups: 0 }));
+  for (const r of rs) {
+    if (!r.ctr) continue;
+    const a = acc[layers.indexOf(r.layer)];
+    if (r.ctr.kernelNs !== null) { a.bytes += r.ctr.dramRead + r.ctr.dramWrite; a.ns += r.ctr.kernelNs; }
+    if (r.ctr.l2Hits !== null && r.ctr.l2Misses !== null) { a.hits += r.ctr.l2Hits; a.lookups += r.ctr.l2Hits + r.ctr.l2Misses; }
+  }
+  return {
+    gbpsMeasured: acc.map((a) => (a.ns > 0 ? a.bytes / a.ns : null)), // bytes per ns = GB/s
+    l2HitPct: acc.map((a) => l2HitPct(a.hits, a.lookups - a.hits)),
+  };
 }
 
 export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p), stat: "mean" | "median" = "mean"): LatencyMatrix {
@@ -91,7 +116,7 @@ export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p),
     for (const row of ms) for (let j = 0; j < row.length; j++) row[j] /= div;
   }
   const totalMs = ms.reduce((a, row) => a + row.reduce((x, y) => x + y, 0), 0);
-  return { phase, steps, layers, layerLabels: layers.map((l) => layerLabel(l)), ops, ms, totalMs, stat };
+  return { phase, steps, layers, layerLabels: layers.map((l) => layerLabel(l)), ops, ms, totalMs, stat, ...measuredColumns(rs, layers) };
 }
 
 export interface StepPoint { step: number; phase: PhaseName; ms: number; tokens: number }

@@ -5,6 +5,7 @@
 // interleaved ablation sweep (one pass per arm per round, merged per arm at the end). The fidelity sum check
 // stays the first pass's.
 import { Profile, type OpColumns } from "./profile.ts";
+import { appendCounters, emptyCounterColumns } from "./counters.ts";
 import { quantile, summaryStat, SUMMARY_METRICS } from "./stats.ts";
 import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import type { Capture } from "../api.ts";
@@ -39,11 +40,14 @@ function mergeOps(profiles: Profile[]): { ops?: OpColumns; kernels: string[] } {
   if (overlap) out.overlap_ns = [];
   const rank = withOps.some((p) => p.ops!.rank); // optional column (tensor parallelism): kept when any pass has it
   if (rank) out.rank = [];
+  const counters = withOps.some((p) => p.ops!.counters); // profiling mode counters: kept when any pass has them
+  if (counters) out.counters = emptyCounterColumns();
   let stepBase = 0;
   for (const p of withOps) {
     const o = p.ops!;
     const kmap = p.kernels.map((k) => { let i = kernels.indexOf(k); if (i < 0) i = kernels.push(k) - 1; return i; });
     let maxStep = -1;
+    if (counters) appendCounters(out.counters!, o.counters, 0, o.step.length);
     for (let i = 0; i < o.step.length; i++) {
       for (const c of COLS) (out[c] as number[]).push(o[c][i]);
       if (overlap) out.overlap_ns!.push(o.overlap_ns?.[i] ?? 0);

@@ -73,6 +73,23 @@ export const Manifest = z.object({
 });
 export type Manifest = z.infer<typeof Manifest>;
 
+const Measured = z.array(z.number().finite().nonnegative().nullable());
+/** Measured counters per op record (all arrays as long as the records; null: not measured). */
+export const CounterColumns = z.object({
+  dram_read: Measured,      // bytes
+  dram_write: Measured,     // bytes
+  l2_hits: Measured,        // L2 sector lookups that hit (a hit rate over many records: sum hits / sum lookups)
+  l2_misses: Measured,      // L2 sector lookups that missed
+  sm_pct: Measured,         // SM throughput, % of peak, weighted by kernel time
+  tensor_pct: Measured,     // tensor pipe, % of peak, weighted by kernel time
+  kernel_ns: Measured,      // the op's kernels' duration in one (profiled) pass
+  kernels: Measured,        // kernel ranges attributed to the op
+});
+export type CounterColumns = z.infer<typeof CounterColumns>;
+/** What a counters-mode run could measure on its GPU (the native readout's "collected" / "unavailable"). */
+export const CountersMeta = z.object({ collected: z.array(z.string()), unavailable: z.array(z.string()) });
+export type CountersMeta = z.infer<typeof CountersMeta>;
+
 // Columnar op records: every array has the same length.
 export const OpColumns = z.object({
   step: z.array(z.number().int()),
@@ -89,6 +106,11 @@ export const OpColumns = z.object({
   overlap_ns: z.array(z.number().int()).optional(),
   // tensor parallelism (model option parallel = tpN): the rank that ran the op; absent in older profiles = rank 0
   rank: z.array(z.number().int()).optional(),
+  // profiling mode "counters" (CUDA, CUPTI range profiler): measured hardware counters per record, null where an
+  // op has none (engine/measure/counters.ts joins them to the records)
+  counters: CounterColumns.optional(),
+}).refine((o) => !o.counters || Object.values(o.counters).every((c) => c.length === o.step.length), {
+  error: "ops.counters: every counter column must have one entry per op record",
 });
 export type OpColumns = z.infer<typeof OpColumns>;
 
@@ -239,6 +261,7 @@ export const Profile = z.object({
   host_spans: z.array(HostSpan).optional(),
   kernels: z.array(z.string()),     // kernel variant names, indexed by OpColumns.kernel
   ops: OpColumns.optional(),
+  counters_meta: CountersMeta.optional(), // profiling mode "counters": the metrics collected and those not available
   tokens: z.array(TokenEvent).optional(),
   output_text: z.string().optional(),
   bench: z.array(BenchRow).optional(),

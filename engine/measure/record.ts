@@ -4,9 +4,10 @@
 // ones to their default), each prompt runs in a freshly reset sequence with its own seed.
 import type { EngineModel, EngineSession, Capture, GenerateEvent, SparseOptions, ToggleDef } from "../api.ts";
 import {
-  PROFILE_SCHEMA_VERSION, Profile, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
+  PROFILE_SCHEMA_VERSION, Profile, type CountersMeta, type HostSpan, type OpColumns, type ProfilingMode, type ToggleValues,
 } from "./profile.ts";
 import { stepTimes, sumCheck } from "./fidelity.ts";
+import { appendCounters, emptyCounterColumns } from "./counters.ts";
 import { z } from "zod";
 import { modelManifest } from "./manifest.ts";
 import { machineMark, othersShare } from "./bench-core.ts";
@@ -217,6 +218,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   const t0 = performance.now();
   const mark0 = machineMark();
   let stepBase = 0, dropped = 0;
+  let countersMeta: CountersMeta | undefined;  // profiling mode counters: what the GPU could measure
   const ttfts: number[] = [], tpots: number[] = [];
   let prefillTokens = 0, decodeTokens = 0, prefillMs = 0, decodeMs = 0;
   const texts: string[] = [], allTokens: number[][] = [], captures: Capture[][] = [], captureSummary: unknown[] = [];
@@ -233,6 +235,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     const r = session.takeRecords();
     const before = stepBase;
     dropped += r.dropped;
+    if (r.countersMeta) countersMeta = r.countersMeta;
     const kmap = r.kernels.map((k) => { let i = kernels.indexOf(k); if (i < 0) { kernels.push(k); i = kernels.length - 1; } return i; });
     const stepMap = new Map<string, number>();
     const perStep = new Map<number, { phase: "prefill" | "decode"; ms: number; layers: Map<number, number>; ops: Record<string, number> }>();
@@ -245,6 +248,8 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       cols.flops.push(r.ops.flops[i]); cols.bytes.push(r.ops.bytes[i]); cols.n_tokens.push(r.ops.n_tokens[i]);
       cols.overlap_ns!.push(r.ops.overlap_ns?.[i] ?? 0);
       cols.rank!.push(r.ops.rank?.[i] ?? 0);
+      if (r.ops.counters) appendCounters(cols.counters ??= emptyCounterColumns(cols.step.length - 1), r.ops.counters, i, i + 1);
+      else if (cols.counters) appendCounters(cols.counters, undefined, i, i + 1);
       // tensor parallelism: every rank runs the same ops in step (the collectives wait for the slowest), so the step
       // summaries count rank 0's records only; the columns keep every rank's
       if ((r.ops.rank?.[i] ?? 0) !== 0) continue;
@@ -364,6 +369,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     },
     kernels,
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),
+    ...(countersMeta ? { counters_meta: countersMeta } : {}),
     ...(spec.profiling && cols.step.length
       ? { fidelity: { mode: session.profilingMode, sum_check: sumCheck(stepTimes(cols, stepWalls)) }, host_spans: hostSpans }
       : {}),

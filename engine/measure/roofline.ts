@@ -9,7 +9,8 @@ import type { Profile } from "./profile.ts";
 import { nonModelOps } from "../catalog.ts";
 import { REPO_ROOT } from "../constants.ts";
 import { readJsonFile, realInside } from "../io/fsafe.ts";
-import { layerLabel, opRecords, PHASES, type PhaseName } from "./aggregate.ts";
+import { layerLabel, opRecords, PHASES, type OpRecord, type PhaseName } from "./aggregate.ts";
+import { l2HitPct } from "./counters.ts";
 
 // ------------------------------------------------------------------------------------------------ ceilings
 const Pos = z.number().finite().positive();
@@ -168,6 +169,33 @@ export interface RooflinePoint {
   intensity: number;         // FLOP / byte
   flopPerS: number;          // achieved FLOP/s
   bytesPerS: number;         // achieved bytes/s
+  // profiling mode counters (only when every record of the point was measured): DRAM bytes read + written per
+  // step as the GPU counted them, the intensity they give, their rate over the measured kernel time, the L2 hit
+  // rate from summed sector lookups. The page plots the measured intensity, the modelled one as a second marker.
+  measuredBytes?: number;
+  measuredIntensity?: number;
+  measuredBytesPerS?: number;
+  l2HitPct?: number;
+}
+
+interface Measured { bytes: number; ns: number; hits: number; lookups: number }
+// A point is measured only when all of its records are (a partial sum would sit between the two markers).
+function addMeasured(m: Measured | null, r: OpRecord): Measured | null {
+  if (!m || !r.ctr) return null;
+  const c = r.ctr;
+  return {
+    bytes: m.bytes + c.dramRead + c.dramWrite, ns: m.ns + (c.kernelNs ?? 0),
+    hits: m.hits + (c.l2Hits ?? 0), lookups: m.lookups + (c.l2Hits ?? 0) + (c.l2Misses ?? 0),
+  };
+}
+function measuredFields(m: Measured | null, flops: number, steps: number): Partial<RooflinePoint> {
+  if (!m || m.bytes <= 0) return {};
+  const l2 = l2HitPct(m.hits, m.lookups - m.hits);
+  return {
+    measuredBytes: m.bytes / steps, measuredIntensity: flops / m.bytes,
+    ...(m.ns > 0 ? { measuredBytesPerS: m.bytes / (m.ns / 1e9) } : {}),
+    ...(l2 !== null ? { l2HitPct: l2 } : {}),
+  };
 }
 
 /** One point per op, layer or (layer, op) and phase: FLOPs, bytes and time per step (mean over the phase's steps). */
@@ -176,7 +204,7 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
   for (const phase of PHASES) {
     const rs = recs.filter((r) => r.phase === phase);
     const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
-    const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number }>();
+    const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number; m: Measured | null }>();
     // gaps, copies and pool wake-ups are time without model work: not roofline points (nor part of a layer's)
     const nonModel = nonModelOps();
     for (const r of rs) {
@@ -185,8 +213,9 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
       const op = group === "layer" ? null : r.op;
       const key = `${layer}|${op}`;
       let e = g.get(key);
-      if (!e) g.set(key, (e = { layer, op, k: new Set(), f: 0, b: 0, ns: 0 }));
+      if (!e) g.set(key, (e = { layer, op, k: new Set(), f: 0, b: 0, ns: 0, m: { bytes: 0, ns: 0, hits: 0, lookups: 0 } }));
       e.k.add(r.kernel); e.f += r.flops; e.b += r.bytes; e.ns += r.ns;
+      e.m = addMeasured(e.m, r);
     }
     for (const e of g.values()) {
       if (e.ns <= 0 || e.b <= 0 || e.f <= 0) continue; // no point on a log-log plot
@@ -196,6 +225,7 @@ export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = o
         label, phase, layer: e.layer, op: e.op, kernels: [...e.k],
         flops: e.f / steps, bytes: e.b / steps, seconds: s,
         intensity: e.f / e.b, flopPerS: e.f / steps / s, bytesPerS: e.b / steps / s,
+        ...measuredFields(e.m, e.f, steps),
       });
     }
   }

@@ -511,6 +511,14 @@ function stackedBars(div, m, title) {
   }, PLOT_CFG);
 }
 
+// The latency table's measured columns (profiling mode counters, engine/measure/aggregate.ts): DRAM GB/s over the
+// kernels' own time and the L2 hit rate per layer row; empty cells where a profile has no counters.
+const measuredHead = () => '<th class="n" title="measured DRAM bytes (read + write) / kernel time: profiling mode counters">GB/s measured</th><th class="n" title="L2 sector hit rate: profiling mode counters">L2 hit</th>';
+function measuredCells(m, i) {
+  const g = m.gbpsMeasured?.[i], h = m.l2HitPct?.[i];
+  return `<td class="n">${g == null ? "" : fmt(g, 1)}</td><td class="n">${h == null ? "" : `${fmt(h, 1)} %`}</td>`;
+}
+
 async function drawLatency(key) {
   const v = await api(`/api/profiles/${enc(key)}/views?stat=${$("#lat-stat").value}`);
   const s = v.summary, st = v.stats ?? {};
@@ -541,8 +549,8 @@ async function drawLatency(key) {
   const tables = ["prefill", "decode"].map((ph) => {
     const m = v.latency[ph];
     if (!m.steps) return "";
-    return `<h3>${ph} (${m.stat} of ${m.steps} step${m.steps > 1 ? "s" : ""})</h3><table><thead><tr><th>layer</th>${m.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th></tr></thead><tbody>${
-      m.layerLabels.map((l, i) => `<tr><td>${esc(l)}</td>${m.ms[i].map((x) => `<td class="n">${fmt(x, 4)}</td>`).join("")}<td class="n"><b>${fmt(m.ms[i].reduce((a, b) => a + b, 0), 4)}</b></td></tr>`).join("")}</tbody></table>`;
+    return `<h3>${ph} (${m.stat} of ${m.steps} step${m.steps > 1 ? "s" : ""})</h3><table><thead><tr><th>layer</th>${m.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th>${measuredHead()}</tr></thead><tbody>${
+      m.layerLabels.map((l, i) => `<tr><td>${esc(l)}</td>${m.ms[i].map((x) => `<td class="n">${fmt(x, 4)}</td>`).join("")}<td class="n"><b>${fmt(m.ms[i].reduce((a, b) => a + b, 0), 4)}</b></td>${measuredCells(m, i)}</tr>`).join("")}</tbody></table>`;
   }).join("");
   $("#lat-table").innerHTML = tables || '<p class="muted">No op records: the run was not in profiling mode.</p>';
   exportButtons($(".exports[data-for=lat]"), key, ["lat-prefill", "lat-decode", "lat-timeline"]);

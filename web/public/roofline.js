@@ -21,6 +21,36 @@ function labelled(pts, px, py) {
   return out;
 }
 
+// x of a point: the measured intensity (DRAM bytes the GPU counted, profiling mode counters) when there is one,
+// else the modelled one. Measured points get a second, hollow marker at their modelled intensity (same FLOP/s).
+const xOf = (p) => p.measuredIntensity ?? p.intensity;
+const measuredHover = (p) => (p.measuredBytes === undefined ? "" :
+  `<br>measured DRAM: ${fix(p.measuredBytes / 1e6, 3)} MB (modelled ${fix(p.bytes / 1e6, 3)} MB)` +
+  (p.measuredBytesPerS !== undefined ? ` · ${fix(p.measuredBytesPerS / 1e9, 1)} GB/s over kernel time` : "") +
+  (p.l2HitPct !== undefined ? ` · L2 hit ${fix(p.l2HitPct, 1)} %` : ""));
+
+// The traces of one run and phase: its points, and where bytes were measured the modelled-bytes markers.
+function pointTraces(ps, ph, ax, color, top) {
+  const symbol = ph === "prefill" ? "circle" : "triangle-up";
+  const out = [{
+    type: "scatter", mode: "markers+text", name: `${ps[0].run} · ${ph}`, xaxis: `x${ax}`, yaxis: `y${ax}`,
+    x: ps.map(xOf), y: ps.map((p) => p.flopPerS), text: ps.map((p) => (top.has(p) ? p.label : "")),
+    textposition: "middle right", textfont: { size: 10, color: "#333" }, cliponaxis: false,
+    marker: { color, symbol, size: 9, line: { color: "#fff", width: 1 } },
+    customdata: ps.map((p) => [p.kernels.join(", "), p.flops / 1e6, p.bytes / 1e6, p.seconds * 1e3, p.bytesPerS / 1e9, p.label, (p.why ? `<br><i>${esc(p.why)}</i>` : "") + measuredHover(p), p.measuredBytes === undefined ? "modelled" : "measured"]),
+    hovertemplate: "<b>%{customdata[5]}</b> (" + ph + ")<br>kernel: %{customdata[0]}<br>FLOPs: %{customdata[1]:.3f} M<br>bytes: %{customdata[2]:.3f} MB<br>time: %{customdata[3]:.4f} ms<br>%{x:.3g} FLOP/B (%{customdata[7]} bytes) · %{y:.3s}FLOP/s · %{customdata[4]:.2f} GB/s%{customdata[6]}<extra></extra>",
+  }];
+  const measured = ps.filter((p) => p.measuredIntensity !== undefined);
+  if (measured.length) out.push({
+    type: "scatter", mode: "markers", name: `${ps[0].run} · ${ph} · modelled bytes`, xaxis: `x${ax}`, yaxis: `y${ax}`,
+    x: measured.map((p) => p.intensity), y: measured.map((p) => p.flopPerS), cliponaxis: false,
+    marker: { color, symbol: `${symbol}-open`, size: 9, line: { color, width: 1.5 } },
+    customdata: measured.map((p) => [p.label, p.bytes / 1e6, p.measuredBytes / 1e6]),
+    hovertemplate: "<b>%{customdata[0]}</b> (" + ph + ", modelled)<br>modelled bytes: %{customdata[1]:.3f} MB (measured %{customdata[2]:.3f} MB)<br>%{x:.3g} FLOP/B<extra></extra>",
+  });
+  return out;
+}
+
 /**
  * views: GET /api/profiles/:key/views for each key; dev: GET /api/roofline/devices?keys=…;
  * opts: { group: "op"|"layer"|"layer-op", phase: "both"|"prefill"|"decode", palette, base (layout defaults) }.
@@ -43,7 +73,7 @@ export function rooflineFigure(views, keys, dev, opts) {
       return v.roofline[group].filter((p) => phase === "both" || p.phase === phase).map((p) => ({ ...p, run: v.manifest.label ?? v.id, i }));
     });
     total += pts.length;
-    const xs = pts.map((p) => p.intensity), ys = pts.map((p) => p.flopPerS);
+    const xs = pts.flatMap((p) => (p.measuredIntensity !== undefined ? [p.intensity, p.measuredIntensity] : [p.intensity])), ys = pts.map((p) => p.flopPerS);
     const xmin = (xs.length ? Math.min(...xs) : 0.1) / 3, xmax = (xs.length ? Math.max(...xs) : 10) * 3;
     let ymin = (ys.length ? Math.min(...ys) : 1e9) / 3, ymax = (ys.length ? Math.max(...ys) : 1e10) * 3;
     const c = d.ceilings;
@@ -52,21 +82,14 @@ export function rooflineFigure(views, keys, dev, opts) {
       if (peak) ymax = Math.max(ymax, peak * 2);
       for (const m of c.memory) ymin = Math.min(ymin, m.value * xmin);
     }
-    const top = labelled(pts, (p) => Math.log(p.intensity / xmin) / Math.log(xmax / xmin) * (opts.plotWidth ?? 900),
+    const top = labelled(pts, (p) => Math.log(xOf(p) / xmin) / Math.log(xmax / xmin) * (opts.plotWidth ?? 900),
       (p) => Math.log(ymax / p.flopPerS) / Math.log(ymax / ymin) * 400);
     for (const k of d.runs) {
       const i = runOf.get(k);
       for (const ph of ["prefill", "decode"]) {
         const ps = pts.filter((p) => p.i === i && p.phase === ph);
         if (!ps.length) continue;
-        traces.push({
-          type: "scatter", mode: "markers+text", name: `${ps[0].run} · ${ph}`, xaxis: `x${ax}`, yaxis: `y${ax}`,
-          x: ps.map((p) => p.intensity), y: ps.map((p) => p.flopPerS), text: ps.map((p) => (top.has(p) ? p.label : "")),
-          textposition: "middle right", textfont: { size: 10, color: "#333" }, cliponaxis: false,
-          marker: { color: palette[i % palette.length], symbol: ph === "prefill" ? "circle" : "triangle-up", size: 9, line: { color: "#fff", width: 1 } },
-          customdata: ps.map((p) => [p.kernels.join(", "), p.flops / 1e6, p.bytes / 1e6, p.seconds * 1e3, p.bytesPerS / 1e9, p.label, p.why ? `<br><i>${esc(p.why)}</i>` : ""]),
-          hovertemplate: "<b>%{customdata[5]}</b> (" + ph + ")<br>kernel: %{customdata[0]}<br>FLOPs: %{customdata[1]:.3f} M<br>bytes: %{customdata[2]:.3f} MB<br>time: %{customdata[3]:.4f} ms<br>%{x:.3g} FLOP/B · %{y:.3s}FLOP/s · %{customdata[4]:.2f} GB/s%{customdata[6]}<extra></extra>",
-        });
+        traces.push(...pointTraces(ps, ph, ax, palette[i % palette.length], top));
       }
     }
     const where = n > 1 ? `${d.device}: ` : "";
