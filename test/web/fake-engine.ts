@@ -6,6 +6,7 @@ import type {
 } from "../../engine/api.ts";
 import type { OpColumns, ProfilingMode, ToggleValues } from "../../engine/measure/profile.ts";
 import { effectiveDefault } from "../../engine/measure/record.ts";
+import { countersMetaOf, joinCounters, parseCountersReadout } from "../../engine/measure/counters.ts";
 import { catalog as libraryCatalog, opIndex, profilingModeNames, type Catalog } from "../../engine/catalog.ts";
 
 export interface FakeOptions {
@@ -181,7 +182,11 @@ class FakeSession implements EngineSession {
   takeRecords() {
     const ops = this.cols;
     this.cols = FakeSession.empty();
-    return { ops, kernels: ["cpu_misc", "cpu_gemv_bf16"], dropped: 0 };
+    if (this.profilingMode !== "counters") return { ops, kernels: ["cpu_misc", "cpu_gemv_bf16"], dropped: 0 };
+    // A GPU backend in profiling mode counters: the engine's readout (qwen.h qw_session_read_counters) for these
+    // records, joined the way the real session does (engine/session.ts). DRAM reads 1.05 x the modelled bytes.
+    const readout = parseCountersReadout(JSON.stringify(fakeCountersReadout(ops)));
+    return { ops: { ...ops, counters: joinCounters(ops, readout).columns }, kernels: ["cpu_misc", "cpu_gemv_bf16"], dropped: 0, countersMeta: countersMetaOf(readout) };
   }
   async *generate(opts: GenerateOptions): AsyncGenerator<GenerateEvent> {
     const tok = fakeTokenizer;
@@ -270,3 +275,24 @@ export function catalog(): Catalog {
 /** For the worker (QW_ENGINE_MODULE): options from QW_FAKE_OPTIONS (JSON). */
 export const openModel: OpenModel = (source, opts) =>
   makeFakeOpenModel(JSON.parse(process.env.QW_FAKE_OPTIONS ?? "{}"))(source, opts);
+
+/** What the engine's qw_session_read_counters would give for these records: one entry per op (the occurrence of
+ *  (layer, op) within its step as nth), DRAM reads 1.05 x the modelled bytes, writes 1 KiB, 80 % L2 hits, the kernels
+ *  taking the record's time. The tensor metric is "not available on this GPU" (null), as on a GPU that lacks it. */
+export function fakeCountersReadout(ops: OpColumns) {
+  const seen = new Map<string, number>();
+  return {
+    collected: ["dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_sectors_lookup_hit.sum", "lts__t_sectors_lookup_miss.sum", "gpu__time_duration.sum", "sm__throughput.avg.pct_of_peak_sustained_elapsed"],
+    unavailable: ["metric sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active not available on this GPU (fake): test"],
+    ops: ops.step.map((step, i) => {
+      const k = `${ops.phase[i]}:${step}:${ops.layer[i]}:${ops.op[i]}`;
+      const nth = seen.get(k) ?? 0;
+      seen.set(k, nth + 1);
+      return {
+        step, phase: ops.phase[i], layer: ops.layer[i], op: ops.op[i], nth, kernel: "fake", kernels: 1,
+        dramRead: 1.05 * ops.bytes[i], dramWrite: 1024, l2Hits: 800, l2Misses: 200, l2HitPct: 80,
+        durationNs: Math.max(1, ops.t_end_ns[i] - ops.t_start_ns[i]), smPct: 30, tensorPct: null,
+      };
+    }),
+  };
+}

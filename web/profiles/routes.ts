@@ -40,7 +40,7 @@ export function profileRoutes(ctx: WebContext) {
       steps: stepTimeline(p), tokens: tokenTimeline(p),
       roofline: { op: points("op"), layer: points("layer"), "layer-op": points("layer-op") },
       ceilings: ceil, quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
-      fidelity: p.fidelity ?? null,
+      fidelity: p.fidelity ?? null, counters_meta: p.counters_meta ?? null,
     });
   });
 

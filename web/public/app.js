@@ -530,7 +530,8 @@ async function drawLatency(key) {
     ["repetitions", `${n} measured${s.warmup ? ` after ${s.warmup} warm-up` : ", no warm-up"}`],
     ["device", `${v.manifest.device.name} (${v.manifest.device.backend})`],
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");
-  $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s) + sparseSummaryHtml(s.sparse);
+  $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s) + sparseSummaryHtml(s.sparse) +
+    (v.counters_meta?.unavailable?.length ? `<p class="muted">Counters: ${v.counters_meta.unavailable.map(esc).join("; ")}</p>` : "");
   stackedBars("lat-prefill", v.latency.prefill, "Prefill");
   stackedBars("lat-decode", v.latency.decode, "Decode");
   const tk = v.tokens;
