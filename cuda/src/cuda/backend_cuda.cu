@@ -14,6 +14,7 @@
 // (docs/ARCHITECTURE.md §Hooks) run eagerly and copy tensors to host.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -205,6 +206,9 @@ void CudaSession::begin_op() {
       ev_pool_.push_back(e);
     }
   }
+  // counters mode: L2 flushed outside the op (a memset is no kernel range), so the op's DRAM bytes are those of a
+  // decode step of a model larger than L2, where each weight arrives cold
+  if (counting_ && l2_flush_.p) CK(cudaMemsetAsync(l2_flush_.p, int(ev_next_ & 0xff), l2_flush_.bytes, stream_));
   ev_open_ = ev_pool_[ev_next_++];
   CK(cudaEventRecord(ev_open_, stream_));
   if (counting_) counters_->begin();  // after the event: the op's kernels are this op's ranges
@@ -237,6 +241,17 @@ void CudaSession::abandon_op() {
   }
 }
 
+// Twice the device's L2 (evicts what the previous op left); 0 when QW_COUNTERS_L2_FLUSH=0 (measure with the L2
+// as the op found it: activations the previous op wrote are then hits, as in an unprofiled step).
+size_t CudaSession::l2_flush_bytes() {
+  const char *env = std::getenv("QW_COUNTERS_L2_FLUSH");
+  if (env && std::string(env) == "0") return 0;
+  int dev = 0, l2 = 0;
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  return size_t(2) * size_t(l2 > 0 ? l2 : 64 << 20);
+}
+
 // Kernels (activity tracer) and counters (range profiler) never run at once, in this session or the process
 // (cupti_claim_counters): the old mode's CUPTI user is released before the new one is acquired, and restored
 // when the new one is refused, so a refusal leaves the session as it was.
@@ -254,9 +269,11 @@ void CudaSession::set_profiling(int32_t mode) {
       throw Error(QW_ERR_UNSUPPORTED, e.what());
     }
     counter_log_.set_collected(counters_->collected(), counters_->unavailable());
+    l2_flush_ = DBuf(l2_flush_bytes());
     return;
   }
   counters_.reset();
+  l2_flush_ = DBuf();
   try {
     trace_.enable(mode == QW_PROFILING_KERNELS);
   } catch (...) {

@@ -260,6 +260,7 @@ class CudaSession final : public BackendSession {
   bool supports_tree() const override { return true; }
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
   void set_profiling(int32_t mode) override;  // backend_cuda.cu
+  static size_t l2_flush_bytes();
   // counters mode (range_profiler.cuh): the ops measured so far, until qw_session_read_counters takes them
   std::string counters_json(size_t *n) const override {
     *n = counter_log_.size();
@@ -413,6 +414,7 @@ class CudaSession final : public BackendSession {
   KernelTrace trace_;
   std::unique_ptr<qwc::RangeProfiler> counters_;  // counters mode: CUPTI's range profiler, per op (eager steps)
   bool counting_ = false;                          // the current step measures counters around its ops
+  DBuf l2_flush_;  // counters mode: written before each op so that its kernels start from a cold L2 (empty: off)
   qw::CounterLog counter_log_;
   OpMarks marks_;
   std::shared_ptr<const GraphOps> replayed_;  // kernels mode: the graph this step replayed
