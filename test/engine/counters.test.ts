@@ -126,7 +126,21 @@ describe("profiles with counters", () => {
   });
 });
 
+function cli(...args: string[]): { code: number; err: string } {
+  const r = Bun.spawnSync([process.execPath, join(REPO, "engine/cli/main.ts"), ...args], { cwd: REPO, stdin: "ignore", env: { ...process.env, QW_DEBUG: "" } });
+  return { code: r.exitCode ?? -1, err: r.stderr.toString() };
+}
+
 describe.skipIf(!cpuLibraryBuilt())("CPU backend", () => {
+  test("CLI generate --profiling: counters refused on the CPU with the engine's reason; unknown modes and a missing --profile named", () => {
+    const out = join(import.meta.dir, `.counters-cli-${process.pid}.json`);
+    const r = cli("generate", "--backend", "cpu", "-n", "2", "--profile", out, "--profiling", "counters", "the cat");
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/--profiling counters: .*needs the CUDA backend and CUPTI/);
+    expect(cli("generate", "--backend", "cpu", "-n", "2", "--profile", out, "--profiling", "bogus", "x").err).toMatch(/not one of off, events, kernels, counters/);
+    expect(cli("generate", "--backend", "cpu", "-n", "2", "--profiling", "events", "x").err).toMatch(/--profiling needs --profile/);
+  });
+
   test("refuses counters with a clear error naming CUDA and CUPTI; the session keeps its mode and runs", async () => {
     const m = (await openModel("default", { backend: "cpu", threads: 2 })) as Model;
     try {
