@@ -135,11 +135,13 @@ export const ROOFLINE_TOP_LABELS = 8;
 function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings | null, group: RooflineGroup, width: number): Panel[] {
   const pts = runs.flatMap(({ p, index }) => rooflinePoints(p, group).map((r) => ({
     ...r, run: p.manifest.label ?? p.id, runIndex: index, why: aboveDramReason(r, ceilings),
+    x: r.measuredIntensity ?? r.intensity, // profiling mode counters: measured bytes; the modelled ones as a hollow dot
   })));
+  const modelled = pts.filter((p) => p.measuredIntensity !== undefined);
   const dev = runs[0].p.manifest.device;
   const head = `${dev.name} (${dev.backend}) · ${ceilings ? `ceilings ${ceilings.file}` : "no measured ceilings for this device: run notebooks/calibrate.ts"}`;
   if (!pts.length) return [textPanel([{ text: head, bold: true }], width), emptyPanel("no op records with FLOPs and bytes (run with profiling on)", width)];
-  const xs = pts.map((p) => p.intensity), ys = pts.map((p) => p.flopPerS);
+  const xs = [...pts.map((p) => p.x), ...modelled.map((p) => p.intensity)], ys = pts.map((p) => p.flopPerS);
   const xmin = Math.min(...xs) / 3, xmax = Math.max(...xs) * 3;
   let ymin = Math.min(...ys) / 3, ymax = Math.max(...ys) * 3;
   const marks: Plot.Markish[] = [];
@@ -170,17 +172,21 @@ function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings
   for (const anchor of ["start", "end"] as const) {
     marks.push(Plot.text(labels.filter((l) => l.anchor === anchor), { x: "x", y: "y", text: "text", textAnchor: anchor, fontSize: 9, fill: "#444", lineAnchor: "bottom" }));
   }
+  if (modelled.length) marks.push(Plot.dot(modelled, {
+    x: "intensity", y: "flopPerS", stroke: (d: { runIndex: number }) => runColor(d.runIndex), fill: "none", symbol: "phase", r: 4,
+    title: (d: typeof pts[number]) => `${d.run} ${d.phase} ${d.label} (modelled bytes)\n${(d.bytes / 1e6).toFixed(3)} MB modelled, ${(d.measuredBytes! / 1e6).toFixed(3)} MB measured`,
+  }));
   marks.push(Plot.dot(pts, {
-    x: "intensity", y: "flopPerS", fill: (d: { runIndex: number }) => runColor(d.runIndex),
+    x: "x", y: "flopPerS", fill: (d: { runIndex: number }) => runColor(d.runIndex),
     symbol: "phase", r: 4, stroke: "white", strokeWidth: 0.5,
-    title: (d: typeof pts[number]) => `${d.run} ${d.phase} ${d.label}\n${d.kernels.join(", ")}\n${(d.flops / 1e6).toFixed(3)} MFLOP, ${(d.bytes / 1e6).toFixed(3)} MB, ${(d.seconds * 1e3).toFixed(4)} ms per step, ${(d.bytesPerS / 1e9).toFixed(1)} GB/s${d.why ? `\n${d.why}` : ""}`,
+    title: (d: typeof pts[number]) => `${d.run} ${d.phase} ${d.label}\n${d.kernels.join(", ")}\n${(d.flops / 1e6).toFixed(3)} MFLOP, ${(d.bytes / 1e6).toFixed(3)} MB, ${(d.seconds * 1e3).toFixed(4)} ms per step, ${(d.bytesPerS / 1e9).toFixed(1)} GB/s${d.measuredBytes !== undefined ? `\nmeasured DRAM ${(d.measuredBytes / 1e6).toFixed(3)} MB${d.l2HitPct !== undefined ? `, L2 hit ${d.l2HitPct.toFixed(1)} %` : ""}` : ""}${d.why ? `\n${d.why}` : ""}`,
   }));
   // Labels only for the points that take the most time, and only where they do not overlap a label already placed:
   // the layer × op view has hundreds of points (every point keeps its tooltip).
   const fx = (x: number) => (Math.log(x / xmin) / Math.log(xmax / xmin)) * (width - 130);
   const fy = (y: number) => (Math.log(ymax / y) / Math.log(ymax / ymin)) * 360;
-  const placed = placeLabels(pts, ROOFLINE_TOP_LABELS, (d) => fx(d.intensity), (d) => fy(d.flopPerS), (d) => d.label);
-  marks.push(Plot.text(placed, { x: "intensity", y: "flopPerS", text: "label", dx: 6, textAnchor: "start", fontSize: 9, fill: "#333" }));
+  const placed = placeLabels(pts, ROOFLINE_TOP_LABELS, (d) => fx(d.x), (d) => fy(d.flopPerS), (d) => d.label);
+  marks.push(Plot.text(placed, { x: "x", y: "flopPerS", text: "label", dx: 6, textAnchor: "start", fontSize: 9, fill: "#333" }));
   const plot = render({
     marginLeft: 70, marginBottom: 40, marginRight: 60,
     x: { type: "log", domain: [xmin, xmax], label: "arithmetic intensity (FLOP/byte)", grid: true, tickFormat: "~g" },

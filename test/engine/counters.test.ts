@@ -10,6 +10,7 @@ import { appendCounters, emptyCounterColumns, joinCounters, parseCountersReadout
 import { Profile, readProfile, type OpColumns } from "../../engine/measure/profile.ts";
 import { latencyMatrix, opRecords } from "../../engine/measure/aggregate.ts";
 import { rooflinePoints } from "../../engine/measure/roofline.ts";
+import { rooflineSvg } from "../../engine/export/svg.ts";
 import { mergeResults, type RecordResult } from "../../engine/measure/passes.ts";
 import { nonModelOps, opIndex, opName } from "../../engine/catalog.ts";
 import { openModel, QwenError, type Model } from "../../engine/index.ts";
@@ -99,6 +100,15 @@ describe("profiles with counters", () => {
     const partial = rooflinePoints({ ...p, ops: { ...p.ops!, counters: c } }, "op");
     const downPhase = p.ops!.phase[firstDown] === 0 ? "prefill" : "decode";
     expect(partial.find((q) => q.op === "down" && q.phase === downPhase)!.measuredBytes).toBeUndefined();
+  });
+
+  test("roofline SVG: measured points carry their measured bytes, the modelled ones a hollow dot of their own", () => {
+    const svg = rooflineSvg([p], [], "op");
+    expect(svg).toMatch(/measured DRAM [0-9.]+ MB, L2 hit 75\.0 %/);
+    expect(svg).toContain("(modelled bytes)");
+    const plain = rooflineSvg([base], [], "op");
+    expect(plain).not.toContain("measured DRAM");
+    expect(plain).not.toContain("(modelled bytes)");
   });
 
   test("latency table: GB/s measured and L2 hit per layer row; absent without counters", () => {
