@@ -17,7 +17,8 @@ const fmt = (v: number | undefined, d = 2) => (v === undefined || !Number.isFini
 function profilingLabel(p: Profile): string {
   const mode = profilingModeOf(p);
   return mode === "kernels" ? "kernels (CUPTI kernel records, graph kept; CPU: host timestamps per op)"
-    : mode === "events" ? "events (an event pair around every op, ops launched one by one)" : mode;
+    : mode === "events" ? "events (an event pair around every op, ops launched one by one)"
+    : mode === "counters" ? "counters (CUPTI hardware counters per op, kernels replayed: op times include the replays)" : mode;
 }
 
 export function htmlReport(p: Profile, opts: { ceilings?: Ceilings[] } = {}): string {
