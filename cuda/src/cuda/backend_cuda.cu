@@ -257,13 +257,16 @@ size_t CudaSession::l2_flush_bytes() {
 // when the new one is refused, so a refusal leaves the session as it was.
 void CudaSession::set_profiling(int32_t mode) {
   const bool was_counters = counters_ != nullptr, was_kernels = trace_.enabled();
+  const auto make_profiler = [] {
+    int dev = 0;
+    CK(cudaGetDevice(&dev));
+    return std::make_unique<qwc::RangeProfiler>(dev);
+  };
   if (mode == QW_PROFILING_COUNTERS) {
     if (was_counters) return;
     trace_.enable(false);
     try {
-      int dev = 0;
-      CK(cudaGetDevice(&dev));
-      counters_ = std::make_unique<qwc::RangeProfiler>(dev);
+      counters_ = make_profiler();
     } catch (const std::exception &e) {
       if (was_kernels) trace_.enable(true);
       throw Error(QW_ERR_UNSUPPORTED, e.what());
@@ -279,9 +282,8 @@ void CudaSession::set_profiling(int32_t mode) {
   } catch (...) {
     if (was_counters) {
       try {
-        int dev = 0;
-        CK(cudaGetDevice(&dev));
-        counters_ = std::make_unique<qwc::RangeProfiler>(dev);
+        counters_ = make_profiler();
+        l2_flush_ = DBuf(l2_flush_bytes());
       } catch (...) {  // the old mode cannot be restored: the session is left with profiling off (front: old mode)
       }
     }

@@ -71,7 +71,7 @@ std::vector<std::vector<KernelCounters>> split_ranges(const std::vector<KernelCo
 class CounterLog {
  public:
   // Which metrics of kCounterMetrics are collected, and for each one that is not, the reason ("metric X not
-  // available on this GPU: ..."); set once the profiler is configured. Default: all collected.
+  // available on this GPU: ..."); set once the profiler is configured. Default: none (a backend without counters).
   void set_collected(const std::array<bool, CTR_COUNT> &collected, std::vector<std::string> why) {
     collected_ = collected;
     unavailable_ = std::move(why);
@@ -88,13 +88,8 @@ class CounterLog {
 
  private:
   std::vector<OpCounters> ops_;
-  std::array<bool, CTR_COUNT> collected_ = all_collected();
+  std::array<bool, CTR_COUNT> collected_{};
   std::vector<std::string> unavailable_;
-  static std::array<bool, CTR_COUNT> all_collected() {
-    std::array<bool, CTR_COUNT> a{};
-    a.fill(true);
-    return a;
-  }
   int64_t last_step_ = -1;
   int32_t last_phase_ = -1;
   std::vector<std::array<int32_t, 2>> seen_;  // (layer, op) of the current step's ops
