@@ -1,11 +1,10 @@
-// test_counters.cpp — profiling mode "counters" on the host (src/front/counters.hpp): the metric table, the
-// attribution of kernel ranges to ops and the per-op sums (bytes add, the L2 hit rate from summed sector counts,
-// throughput weighted by kernel time), the readout JSON (absent metrics as null, "nth" for repeated ops,
-// take-on-read), and the CPU backend refusing the mode with a clear message and staying usable.
+// test_counters.cpp — profiling mode "counters" on the host (src/front/counters.hpp): the metric table, the per-op
+// sums (bytes add, the L2 hit rate from summed sector counts, throughput weighted by kernel time), the readout JSON
+// (absent metrics as null, "nth" for repeated ops, take-on-read), and the CPU backend refusing the mode with a clear
+// message and staying usable.
 // The CUPTI calls themselves (src/cuda/range_profiler.cu) are compile-checked only: test/gpu/counters.test.ts.
 #include <cmath>
 #include <limits>
-#include <stdexcept>
 #include <string>
 
 #include "counters.hpp"
@@ -59,30 +58,6 @@ void aggregation() {
   // No kernel (an op that launched nothing): zero bytes, no rate.
   const OpCounters z = aggregate_kernels({});
   CHECK(z.kernels == 0 && z.dram_read == 0 && std::isnan(z.l2_hit_pct()) && std::isnan(z.sm_pct), "empty op");
-}
-
-void attribution() {
-  std::vector<KernelCounters> ranges;
-  for (int i = 0; i < 6; ++i) ranges.push_back(kernel(double(i + 1), 0, 0, 0, 1, 0, 0));
-  // op 0: 2 kernels, op 1: none, op 2: 3 kernels, op 3: 1 kernel
-  const auto per = split_ranges(ranges, {2, 2, 5, 6});
-  CHECK(per.size() == 4 && per[0].size() == 2 && per[1].empty() && per[2].size() == 3 && per[3].size() == 1,
-        "split sizes");
-  CHECK(near(aggregate_kernels(per[2]).dram_read, 3 + 4 + 5), "op 2 owns ranges 2..4");
-  bool threw = false;
-  try {
-    split_ranges(ranges, {3, 2});
-  } catch (const std::invalid_argument &e) {
-    threw = std::string(e.what()).find("op 1") != std::string::npos;
-  }
-  CHECK(threw, "descending ends refused, naming the op");
-  threw = false;
-  try {
-    split_ranges(ranges, {7});
-  } catch (const std::invalid_argument &) {
-    threw = true;
-  }
-  CHECK(threw, "more ranges than decoded refused");
 }
 
 void log_json() {
@@ -150,7 +125,6 @@ void cpu_refuses() {
 int main() {
   table();
   aggregation();
-  attribution();
   log_json();
   cpu_refuses();
   return finish("test_counters");

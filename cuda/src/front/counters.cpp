@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <limits>
-#include <stdexcept>
 
 
 namespace qw {
@@ -63,20 +62,6 @@ OpCounters aggregate_kernels(const std::vector<KernelCounters> &ks) {
   c.sm_pct = time_weighted(ks, CTR_SM_PCT);
   c.tensor_pct = time_weighted(ks, CTR_TENSOR_PCT);
   return c;
-}
-
-std::vector<std::vector<KernelCounters>> split_ranges(const std::vector<KernelCounters> &ranges,
-                                                     const std::vector<size_t> &ends) {
-  std::vector<std::vector<KernelCounters>> out(ends.size());
-  size_t at = 0;
-  for (size_t i = 0; i < ends.size(); ++i) {
-    if (ends[i] < at || ends[i] > ranges.size())
-      throw std::invalid_argument("counters: op " + std::to_string(i) + " ends at range " + std::to_string(ends[i]) +
-                                  ", outside [" + std::to_string(at) + ", " + std::to_string(ranges.size()) + "]");
-    out[i].assign(ranges.begin() + ptrdiff_t(at), ranges.begin() + ptrdiff_t(ends[i]));
-    at = ends[i];
-  }
-  return out;
 }
 
 void CounterLog::add(int64_t step, int32_t phase, int32_t layer, int32_t op, const char *kernel, OpCounters c) {

@@ -1,6 +1,8 @@
 // counters.hpp — profiling mode "counters" (qwen.h QW_PROFILING_COUNTERS), the host side both libraries build:
-// the one table of hardware metrics we ask CUPTI's range profiler for, and the attribution of its kernel ranges
-// to the ops that launched them, summed per op, kept until qw_session_read_counters takes them as JSON.
+// the one table of hardware metrics we ask CUPTI's range profiler for, the per-op sums of its kernel ranges, and the
+// log that numbers each op within its step (the key its op record is joined by), kept until qw_session_read_counters
+// takes it as JSON. Attribution itself is structural: the session starts the profiler when an op opens and decodes
+// it when the op closes, so the ranges decoded then are exactly that op's kernels (src/cuda/backend_cuda.cu).
 // No CUDA here: the CUPTI calls are in src/cuda/range_profiler.cu; this file is unit-tested on the CPU
 // (tests/test_counters.cpp). docs/ARCHITECTURE.md §Measurement.
 //
@@ -60,12 +62,6 @@ struct OpCounters {
 // Sums the kernel ranges of one op (see the header comment for how each metric combines). Zero kernels: every
 // count 0 and the rates NaN.
 OpCounters aggregate_kernels(const std::vector<KernelCounters> &kernels);
-
-// The ranges of a step, decoded in launch order, cut by the op boundaries: op i owns ranges
-// [ends[i-1], ends[i]) (ends ascending, the kernel counts the session saw per op). Throws std::invalid_argument
-// when ends is not ascending or names more ranges than there are.
-std::vector<std::vector<KernelCounters>> split_ranges(const std::vector<KernelCounters> &ranges,
-                                                     const std::vector<size_t> &ends);
 
 // Per-session log of counters mode: the ops of finished steps, in order, until read.
 class CounterLog {
