@@ -71,12 +71,13 @@ bool matmul_prologue_in_job(const MatJob *jobs, int n_jobs, int64_t T);
 const char *fused_kernel_name(const char *pre, const char *kernel, const char *post);
 // e.g. "cpu.gemv.w8g32"; act_quant: the job's activation arm (its kernel is named only where it runs).
 const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_quant = ActQuant{});
-// matmul_avx512.cpp — W8 / W4 / BF16 rows [r0, r1) for T < kDequantMinT tokens (x: [T, cols], row stride x_stride) with
+// matmul_avx512.cpp — W8 / W4 / BF16 / F16 rows [r0, r1) for T < kDequantMinT tokens (x: [T, cols], row stride x_stride) with
 // AVX-512 (call only when cpu_has_avx512()); a token's outputs do not depend on T. rb: row streams for single tokens
 // (1, 2, 4 or 8; toggle tile, opt/tile/tile_cpu.hpp), 4 when fixed.
 void gemv_grouped_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, const float *xsum, int64_t r0,
                          int64_t r1, int rb = 4);  // W8 or W4
-void gemv_bf16_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int64_t r0, int64_t r1, int rb = 4);
+void gemv_half_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int64_t r0, int64_t r1,
+                      int rb = 4);  // BF16 or F16
 bool cpu_has_avx512();
 std::string cpu_name();  // /proc/cpuinfo "model name" (backend_cpu.cpp)
 // gemm_avx512.cpp — exact prefill GEMM over fp32 weight rows: out[t * out_stride + i] = w[i] . x[t] for

@@ -372,8 +372,8 @@ void run_rows(const Ctx &cx, int64_t r0, int64_t r1) {
     gemv_grouped_avx512(*cx.job, cx.x, cx.x_stride, cx.T, cx.xsum, r0, r1, cx.tile->rb);
     return;
   }
-  if (avx512 && cx.T < kDequantMinT && w.type == NativeType::BF16) {
-    gemv_bf16_avx512(*cx.job, cx.x, cx.x_stride, cx.T, r0, r1, cx.tile->rb);
+  if (avx512 && cx.T < kDequantMinT && (w.type == NativeType::BF16 || w.type == NativeType::F16)) {
+    gemv_half_avx512(*cx.job, cx.x, cx.x_stride, cx.T, r0, r1, cx.tile->rb);
     return;
   }
   switch (w.type) {
@@ -439,12 +439,13 @@ const char *matmul_kernel_name(const NativeTensor &t, int64_t T, ActQuant act_qu
       case NativeType::W4: return by_group(g, "cpu.gemm.w4g16.avx512", "cpu.gemm.w4g32.avx512", "cpu.gemm.w4g128.avx512");
     }
   }
-  // Decode-sized calls (T < kDequantMinT) of W8 / W4 / BF16 weights: matmul_avx512.cpp (any T there gives a token the same bits).
+  // Decode-sized calls (T < kDequantMinT) of W8 / W4 / BF16 / F16 weights: matmul_avx512.cpp (any T there gives a token the same bits).
   if (T < kDequantMinT && t.type == NativeType::W8 && cpu_has_avx512())
     return by_group(g, "cpu.gemv.w8g16.avx512", "cpu.gemv.w8g32.avx512", "cpu.gemv.w8g128.avx512");
   if (T < kDequantMinT && t.type == NativeType::W4 && cpu_has_avx512())
     return by_group(g, "cpu.gemv.w4g16.avx512", "cpu.gemv.w4g32.avx512", "cpu.gemv.w4g128.avx512");
   if (T < kDequantMinT && t.type == NativeType::BF16 && cpu_has_avx512()) return "cpu.gemv.bf16.avx512";
+  if (T < kDequantMinT && t.type == NativeType::F16 && cpu_has_avx512()) return "cpu.gemv.f16.avx512";
   switch (t.type) {
     case NativeType::F32: return gemv ? "cpu.gemv.f32" : "cpu.gemm.f32";
     case NativeType::F16: return gemv ? "cpu.gemv.f16" : "cpu.gemm.f16";

@@ -1,12 +1,12 @@
 // matmul_avx512.cpp — decode-sized matmuls (T < kDequantMinT tokens: decode steps, batched decode, verify steps)
-// for W8, W4 and BF16 weights with 512-bit vectors, used at run time when the CPU has AVX-512 F/BW (this file alone is
+// for W8, W4, BF16 and F16 weights with 512-bit vectors, used at run time when the CPU has AVX-512 F/BW (this file alone is
 // compiled with -mavx512f -mavx512bw; matmul.cpp checks the CPU before calling it, so the library still runs on
 // AVX2-only machines).
 //
 // Why these types: int8 / 4-bit codes must be widened and converted (vpmovsxbd / nibble unpack + vcvtdq2ps) and bf16
 // widened and shifted before the FMA, which makes their GEMVs compute-bound when the weights sit in L2/L3 (a small
-// model, such as the embedded bf16 one). 16 lanes per instruction halve that work. f16 (one vcvtph2ps) and f32 decode
-// are bound by memory bandwidth and gain nothing.
+// model, such as the embedded bf16 one). 16 lanes per instruction halve that work. f16 (one vcvtph2ps per 8 or 16
+// weights) gains less, but measurably (rows_half); f32 decode is bound by memory bandwidth and gains nothing.
 // Every (row, token) output is one fixed sequence: 16-lane FMA chains over the columns in order (W8/W4: one per group,
 // then scaled into the row's accumulator), then the reduction of hsum_avx512.hpp. So T = 1 and T = 2..7 calls give
 // the same bits for a token (a batched or verify step equals the single-token step), and the row split (RB
@@ -110,12 +110,23 @@ __attribute__((noinline)) void rows_grouped_outline(const Codes &codes, const fl
   rows_grouped<R, N, G>(codes, scale, gpr, x, r, rs, y);
 }
 
-// RB BF16 rows x NT tokens; columns past the last multiple of 16 are read masked (zeros add nothing). The rows are
-// prefetched 1 KiB ahead like the W8 codes: without it a DRAM-resident bf16 matrix (0.5B's lm_head) streamed at half
-// the rate of the AVX2 kernel this replaced, whose smaller loads the hardware prefetcher alone kept up with.
-template <int RB, int NT>
-inline void rows_bf16(const uint16_t *w, int64_t cols, const float *const *x, int64_t r, int64_t rs,
-                                         float (&y)[RB][NT]) {
+// 16 half-precision weights widened to fp32: bf16 is the high half of an fp32 (shift), f16 one vcvtph2ps. Both exact.
+template <bool F16>
+inline __m512 widen16(__m256i h) {
+  if constexpr (F16)
+    return _mm512_cvtph_ps(h);
+  else
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// RB 16-bit (BF16 or F16) rows x NT tokens; columns past the last multiple of 16 are read masked (zeros add nothing).
+// The rows are prefetched 1 KiB ahead like the W8 codes: without it a DRAM-resident bf16 matrix (0.5B's lm_head)
+// streamed at half the rate of the AVX2 kernel this replaced, whose smaller loads the hardware prefetcher alone kept
+// up with. F16 joined later: its AVX2 kernel (8 lanes per vcvtph2ps) streamed a cold 0.5B matrix 10-15 % slower than
+// this one does bf16 (build/bench_gemv, 1 thread), i.e. it was not purely memory-bound.
+template <int RB, int NT, bool F16>
+inline void rows_half(const uint16_t *w, int64_t cols, const float *const *x, int64_t r, int64_t rs,
+                      float (&y)[RB][NT]) {
   __m512 acc[RB][NT];
   for (int i = 0; i < RB; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -126,8 +137,7 @@ inline void rows_bf16(const uint16_t *w, int64_t cols, const float *const *x, in
     for (int i = 0; i < RB; ++i) {
       const uint16_t *p = w + (r + i * rs) * cols + c;
       _mm_prefetch(reinterpret_cast<const char *>(p) + 1024, _MM_HINT_T0);
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
-      const __m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      const __m512 wv = widen16<F16>(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
     }
   }
@@ -136,8 +146,7 @@ inline void rows_bf16(const uint16_t *w, int64_t cols, const float *const *x, in
     __m512 xv[NT];
     for (int j = 0; j < NT; ++j) xv[j] = _mm512_maskz_loadu_ps(m, x[j] + c16);
     for (int i = 0; i < RB; ++i) {
-      const __m256i h = _mm256_maskz_loadu_epi16(m, w + (r + i * rs) * cols + c16);
-      const __m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      const __m512 wv = widen16<F16>(_mm256_maskz_loadu_epi16(m, w + (r + i * rs) * cols + c16));
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
     }
   }
@@ -199,12 +208,13 @@ struct GroupedRows {
       rows_grouped_outline<R, N, G>(codes, scale, gpr, xr, r, rs, y);
   }
 };
-struct BF16Rows {
+template <bool F16>
+struct HalfRows {
   const uint16_t *w;
   int64_t cols;
   template <int R, int N>
   void operator()(const float *const *xr, int64_t r, int64_t rs, float (&y)[R][N]) const {
-    rows_bf16<R, N>(w, cols, xr, r, rs, y);
+    rows_half<R, N, F16>(w, cols, xr, r, rs, y);
   }
 };
 
@@ -234,10 +244,13 @@ void grouped_rb(const MatJob &job, const float *x, int64_t x_stride, int64_t T, 
 }
 
 template <int RB>
-void bf16_rb(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int64_t r0, int64_t r1) {
+void half_rb(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int64_t r0, int64_t r1) {
   const NativeTensor &w = *job.w.t;
-  const BF16Rows rows{reinterpret_cast<const uint16_t *>(w.data.data()), w.cols};
-  token_tiles<RB, false>(job, x, x_stride, T, nullptr, 0, r0, r1, rows);
+  const uint16_t *data = reinterpret_cast<const uint16_t *>(w.data.data());
+  if (w.type == NativeType::F16)
+    token_tiles<RB, false>(job, x, x_stride, T, nullptr, 0, r0, r1, HalfRows<true>{data, w.cols});
+  else
+    token_tiles<RB, false>(job, x, x_stride, T, nullptr, 0, r0, r1, HalfRows<false>{data, w.cols});
 }
 
 // Calls f(std::integral_constant<int, RB>) for the row-stream count rb (toggle tile: 1, 2, 4 or 8; 4 when fixed).
@@ -259,8 +272,8 @@ void gemv_grouped_avx512(const MatJob &job, const float *x, int64_t x_stride, in
   with_rb(rb, [&](auto k) { grouped_rb<decltype(k)::value>(job, x, x_stride, T, xsum, r0, r1); });
 }
 
-void gemv_bf16_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int64_t r0, int64_t r1, int rb) {
-  with_rb(rb, [&](auto k) { bf16_rb<decltype(k)::value>(job, x, x_stride, T, r0, r1); });
+void gemv_half_avx512(const MatJob &job, const float *x, int64_t x_stride, int64_t T, int64_t r0, int64_t r1, int rb) {
+  with_rb(rb, [&](auto k) { half_rb<decltype(k)::value>(job, x, x_stride, T, r0, r1); });
 }
 
 }  // namespace cpu
