@@ -30,8 +30,8 @@ run 260 "$S" build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a
 L=$OUT/lab.log; T=$OUT/test.log
 # LABS / TESTS choose the sections and test files (a second call on a warm machine re-runs only what is left); EXTRA=0
 # skips the extras (the A/B, CUPTI variants and 7B benches) and the reference models.
-LABS=${LABS:-misc gemv fusion attn chain persistent fa3 prefill sparse bsparse sage gemm marlin tile mma sanitize}
-TESTS=${TESTS:-cpu-vs-cuda weights fusion persistent fa3 sage kvcache dca sparse speculative tile parallel hf-parity}
+LABS=${LABS:-misc gemv fusion attn chain persistent fa3 prefill sparse bsparse sage gemm marlin tile counters mma sanitize}
+TESTS=${TESTS:-cpu-vs-cuda weights fusion persistent fa3 sage kvcache dca sparse speculative tile parallel counters hf-parity}
 EXTRA=${EXTRA:-1}
 has() { [[ " $1 " == *" $2 "* ]]; }
 ( for w in $LABS; do [[ $w == mma || $w == sanitize ]] && continue
