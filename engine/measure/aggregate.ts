@@ -40,7 +40,7 @@ export function opRecords(p: Profile): OpRecord[] {
       bytes: o.bytes[i],
       nTokens: o.n_tokens[i],
       tStartNs: o.t_start_ns[i],
-      ...(o.counters ? withCtr(recordCounters(o.counters, i)) : {}),
+      ...withCtr(recordCounters(o.counters, i)),
     });
   }
   return out;

@@ -31,7 +31,8 @@ export function parseCountersReadout(json: string): CountersReadout {
   return r.data;
 }
 
-const key = (step: number, phase: number, layer: number, op: number, nth: number) => `${phase}:${step}:${layer}:${op}:${nth}`;
+// One op occurrence of a step: phase, step, layer, op, then nth (the occurrence of (layer, op) within the step).
+const opKey = (phase: number, step: number, layer: number, op: number) => `${phase}:${step}:${layer}:${op}`;
 const nonNeg = (v: number | null) => (v === null || v < 0 ? null : v);
 
 /**
@@ -41,15 +42,15 @@ const nonNeg = (v: number | null) => (v === null || v < 0 ? null : v);
  * record (0 when every measured op has its record).
  */
 export function joinCounters(ops: Pick<OpColumns, "step" | "phase" | "layer" | "op">, r: CountersReadout): { columns: CounterColumns; unmatched: number } {
-  const byKey = new Map(r.ops.map((e) => [key(e.step, e.phase, e.layer, e.op, e.nth), e]));
+  const byKey = new Map(r.ops.map((e) => [`${opKey(e.phase, e.step, e.layer, e.op)}:${e.nth}`, e]));
   const seen = new Map<string, number>();
-  const c: CounterColumns = { dram_read: [], dram_write: [], l2_hits: [], l2_misses: [], sm_pct: [], tensor_pct: [], kernel_ns: [], kernels: [] };
+  const c = emptyCounterColumns();
   let matched = 0;
   for (let i = 0; i < ops.step.length; i++) {
-    const base = `${ops.phase[i]}:${ops.step[i]}:${ops.layer[i]}:${ops.op[i]}`;
+    const base = opKey(ops.phase[i], ops.step[i], ops.layer[i], ops.op[i]);
     const nth = seen.get(base) ?? 0;
     seen.set(base, nth + 1);
-    const e = byKey.get(key(ops.step[i], ops.phase[i], ops.layer[i], ops.op[i], nth));
+    const e = byKey.get(`${base}:${nth}`);
     if (e) matched++;
     c.dram_read.push(nonNeg(e?.dramRead ?? null));
     c.dram_write.push(nonNeg(e?.dramWrite ?? null));

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <limits>
 
-
 namespace qw {
 
 // Names as Nsight Compute / CUPTI's host API spell them (sm_80 and sm_90). The L2 hit rate comes from the raw
