@@ -156,10 +156,10 @@ void TpSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   auto cap_gather = [&](Hook hk, int32_t layer, const Gather &gt) {
     if (gt.on) sink.capture(hk, layer, gt.buf.data(), int32_t(R), int32_t(gt.cols));
   };
-  // One collective: the ranks' partials [R, H] summed (cost_all_reduce: a ring all-reduce's bytes per rank, the
-  // model the CUDA ranks' NCCL records use too), then `use` of the sum.
+  // One collective: the ranks' partials [R, H] summed (tp_all_reduce_cost: a ring all-reduce's bytes per rank,
+  // 2 (N - 1) / N * R * H * 4, the model the CUDA ranks' NCCL records use too), then `use` of the sum.
   auto reduce = [&](int32_t l, auto &&use) {
-    rec.all_op(l, QW_OP_ALL_REDUCE, "cpu.all_reduce.rank_order", cost_all_reduce(RH, 4.0, N), nt,
+    rec.all_op(l, QW_OP_ALL_REDUCE, "cpu.all_reduce.rank_order", tp_all_reduce_cost(R, H, N), nt,
                [&] { use(all_reduce(RH)); });
   };
   auto residual = [&](int32_t l, const float *y) {
@@ -271,8 +271,8 @@ void TpSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
                 cost_matmul(NR, kr.vocab, H, w.t->type, w.t->group, false, act), nl,
                 [&] { matmul(&job, 1, h, NR, H, th); });
   }
-  // The gather's bytes as the CUDA ranks' (cost_all_gather of the [N, NR, P] slices, padding included).
-  rec.all_op(-1, QW_OP_ALL_GATHER, "cpu.all_gather.copy", cost_all_gather(double(NR) * double(P) * N * 4.0, N), nl, [&] {
+  // The gather's bytes as the CUDA ranks' NCCL all-gather of the [N, NR, P] slices (padding included).
+  rec.all_op(-1, QW_OP_ALL_GATHER, "cpu.all_gather.copy", tp_logits_gather_cost(NR, P, N), nl, [&] {
     for (int32_t r = 0; r < N; ++r) {
       const TpRank &kr = plan_.rank[size_t(r)];
       for (int64_t i = 0; i < NR; ++i)
