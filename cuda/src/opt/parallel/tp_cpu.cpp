@@ -37,7 +37,7 @@ struct Gather {
   }
 };
 
-// The op records of the emulated ranks over one step (tp_cpu.hpp, "records"): one Recorder per rank, all started
+// The op records of the emulated ranks over one step (tp_cpu.hpp, "Records"): one Recorder per rank, all started
 // at the same instant and finished at the same instant, so each rank's records tile the same step.
 class RankRecords {
  public:
