@@ -82,7 +82,7 @@ export function latencySvg(p: Profile, width = 760): string {
     m.ops.forEach((o) => allOps.add(o));
     panels.push(render({
       marginLeft: 60, marginBottom: 40,
-      x: { label: `layer (${phase}, mean of ${m.steps} step${m.steps > 1 ? "s" : ""}; total ${m.totalMs.toFixed(3)} ms/step)`, domain: m.layerLabels },
+      x: { label: `layer (${phase}${m.ranks ? `, rank ${m.rank} of ${m.ranks}` : ""}, mean of ${m.steps} step${m.steps > 1 ? "s" : ""}; total ${m.totalMs.toFixed(3)} ms/step)`, domain: m.layerLabels },
       y: { label: "time per step (ms)", grid: true },
       color: { domain: opDomain(), range: opDomain().map(opColor) },
       marks: [Plot.barY(data, { x: "layer", y: "ms", fill: "op", title: (d: { op: string; ms: number }) => `${d.op}: ${d.ms.toFixed(4)} ms` }), Plot.ruleY([0])],

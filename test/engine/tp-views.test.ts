@@ -123,3 +123,19 @@ describe.skipIf(!cpuLibraryBuilt())("tensor-parallel views", () => {
     expect(one).not.toContain("×");
   });
 });
+
+describe.skipIf(!cpuLibraryBuilt())("tensor-parallel HTML report", () => {
+  test("the report has the ranks table with the communication share; rank 0 of 2 on the layer tables; none for one rank", async () => {
+    const { htmlReport } = await import("../../engine/export/report.ts");
+    const html = htmlReport(tpProfile(2), {});
+    expect(html).toContain("Ranks side by side (tensor parallelism)");
+    expect(html).toContain("<th class=\"n\">rank 0</th><th class=\"n\">rank 1</th>");
+    const share = (k: number) => ((100 * expectedStepUs(k).comm) / expectedStepUs(k).step).toFixed(1);
+    expect(html).toContain(`communication share of the step</b></td><td class="n">${share(0)} %</td><td class="n">${share(1)} %</td>`);
+    expect(html).toContain("decode · rank 0 of 2: ms per step");
+    expect(html).toContain("rank 0 of 2, mean of 2 steps");
+    const one = htmlReport(tpProfile(1), {});
+    expect(one).not.toContain("Ranks side by side");
+    expect(one).not.toContain("rank 0 of");
+  });
+});
