@@ -2,31 +2,17 @@
 // load-time option like `weights`, so a run naming another value reloads the model with it (the CPU backend then
 // emulates the ranks), the model view and the catalog say so, a later run without it keeps it, and a reload for
 // `weights` keeps the loaded `parallel`. A value the registry lacks is refused with a 400 naming it.
-import { describe, expect, test, afterAll } from "bun:test";
-import { EngineCore, LocalHost } from "../../web/core.ts";
-import { fakeApp, readSse, json, type Sse } from "./helpers.ts";
+import { describe, expect, test } from "bun:test";
+import { cpuEngineApps, json, taskEvents as task } from "./helpers.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
-const envs: { cleanup: () => void }[] = [];
-afterAll(() => envs.forEach((e) => e.cleanup()));
+const setup = cpuEngineApps();
 
 describe.skipIf(!cpuLibraryBuilt())("parallel toggle on the CPU engine", () => {
-  async function setup() {
-    const { openModel } = await import("../../engine/index.ts");
-    const r = fakeApp({}, {}, new LocalHost(new EngineCore(openModel)));
-    envs.push(r.dirs);
-    return r.app;
-  }
   type App = Awaited<ReturnType<typeof setup>>;
-  async function task(app: App, path: string, body: unknown): Promise<Sse[]> {
-    const r = await app.request(path, json(body));
-    expect(r.status).toBe(202);
-    const j = (await r.json()) as { id?: string; task: { id: string } };
-    return readSse(await app.request(`/api/tasks/${j.id ?? j.task.id}/events`));
-  }
   const model = async (app: App) => ((await (await app.request("/api/model")).json()) as { loaded: { parallel?: string; weights: unknown } }).loaded;
   // profiling off: the CPU emulation's ranks keep no op records yet (README, "Tensor parallelism")
   const run = (app: App, toggles: Record<string, unknown>) =>

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
-import { CHROMIUM, launchChromium, REPO, spawnServer } from "./browser.ts";
+import { CHROMIUM, collectErrors, launchChromium, REPO, spawnServer } from "./browser.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { tpProfile } from "../engine/tp-fixture.ts";
 import { generousTimeout } from "../setup.ts";
@@ -35,8 +35,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !cpuLibraryBuilt())("tensor-parallel pr
     ({ proc: server, base } = await spawnServer(["--profiles", profiles, "--backend", "cpu", "--engine", join(REPO, "test/web/fake-engine.ts")]));
     ctx = await launchChromium(join(tmp, "chrome"));
     page = await ctx.newPage();
-    page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
-    page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+    collectErrors(page, errors);
   }, 300_000);
 
   afterAll(async () => {
