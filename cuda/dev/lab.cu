@@ -4,7 +4,7 @@
 // file per kernel family (gemv, attention, gemm, misc, chain); this file holds the sections, the calibration and the
 // result table. Build: cuda/dev/Makefile (make -C cuda/dev). docs/ARCHITECTURE.md §GPU workflow.
 //
-//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|persistent|marlin|tile|counters|sanitize|calib] [--quick] [--json FILE]
+//   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|persistent|marlin|tile|counters|sanitize|calib|host] [--quick] [--json FILE]
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
@@ -132,6 +132,16 @@ int main(int argc, char **argv) {
   g_rng = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count() | 1;
   if (const char *s = getenv("QW_LAB_SEED")) g_rng = strtoull(s, nullptr, 10) | 1;
   const uint64_t seed = g_rng;
+  if (what == "host") {  // host-side checks only (lab/host.cu): before the device query, so without a GPU too
+    try {
+      run_host();
+    } catch (const std::exception &e) {
+      printf("qwlab: FATAL %s\n", e.what());
+      ++g_fail;
+    }
+    printf("\nqwlab: %d failure(s)\n", g_fail);
+    return g_fail ? 1 : 0;
+  }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     printf("qwlab: no CUDA device; nothing to run (SKIP)\n");

@@ -114,6 +114,7 @@ std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, con
                                   const std::vector<float> &nw, int batch, int64_t cols);
 // fp64 reference of the checked rows (every batch row) through the epilogue epi (bias, residual base, SwiGLU over
 // row pairs in the HF rounding order), next to the GEMV's output got [batch][out_cols]: pairs appended to outv/refv.
+// An empty bias is no bias (a null a.bias); a short bias / base / got throws std::runtime_error.
 void gemv_ref_compare(const HostW &hw, const std::vector<float> &ain, int batch, int epi, const std::vector<float> &bias,
                       const std::vector<float> &base, const std::vector<int64_t> &rows_chk, const std::vector<double> &got,
                       int64_t out_cols, std::vector<double> &outv, std::vector<double> &refv);
@@ -170,5 +171,7 @@ void run_sparse();
 void run_block_sparse();
 // tile.cu: toggle tile's CUDA candidates (src/opt/tile/tile_cuda.cuh), each against fp64 and timed against fixed
 void run_tile();
+// host.cu: `qwlab host`, the lab's host-side logic (fp64 GEMV reference, toggle tile's CUDA table); no GPU needed
+void run_host();
 // counters.cu: profiling mode "counters" (src/cuda/range_profiler.cuh) against exactly known bytes
 void run_counters();

@@ -1,4 +1,6 @@
 // util.cu — the lab's shared state and helpers (lab.cuh).
+#include <stdexcept>
+
 #include "gemv.cuh"
 #include "lab.cuh"
 
@@ -92,7 +94,18 @@ std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, con
 void gemv_ref_compare(const HostW &hw, const std::vector<float> &ain, int batch, int epi, const std::vector<float> &bias,
                       const std::vector<float> &base, const std::vector<int64_t> &rows_chk, const std::vector<double> &got,
                       int64_t out_cols, std::vector<double> &outv, std::vector<double> &refv) {
+  // bias / base empty = none, as a null a.bias on the device (qwlab tile passes {}: indexing the empty vector
+  // was a null read, the host SIGSEGV of its first case on the H100, 2026-12-05); a short one is the caller's bug.
   const int64_t cols = hw.cols;
+  const bool has_bias = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) && !bias.empty();
+  auto need = [](bool ok, const char *what) {
+    if (!ok) throw std::runtime_error(std::string("gemv_ref_compare: ") + what);
+  };
+  need(!has_bias || (int64_t)bias.size() >= hw.rows, "bias has fewer entries than the weight has rows");
+  need(epi != GEMV_EPI_ADD_F32 || (int64_t)base.size() >= batch * out_cols, "EPI_ADD_F32 needs base [batch][out_cols]");
+  need((int64_t)ain.size() >= batch * cols, "ain has fewer than batch x cols entries");
+  need((int64_t)got.size() >= batch * out_cols, "got has fewer than batch x out_cols entries");
+  for (int64_t r : rows_chk) need(r >= 0 && r < hw.rows, "a checked row is outside the weight");
   std::vector<double> acc(hw.rows, 0.0);
   for (int b = 0; b < batch; ++b) {
 #pragma omp parallel for schedule(dynamic, 64)
@@ -109,7 +122,7 @@ void gemv_ref_compare(const HostW &hw, const std::vector<float> &ain, int batch,
         outv.push_back(got[b * out_cols + r / 2]);
       } else {
         double ref = acc[r];
-        if (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ref += bias[r];
+        if (has_bias) ref += bias[r];
         if (epi == GEMV_EPI_ADD_F32) ref += base[b * out_cols + r];
         refv.push_back(ref);
         outv.push_back(got[b * out_cols + r]);

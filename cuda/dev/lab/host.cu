@@ -1,0 +1,135 @@
+// host.cu — `qwlab host`: checks of the lab's host-side logic that need no GPU (they run before the device query,
+// so on a CPU-only machine too): the fp64 GEMV reference as the case files call it, and toggle tile's CUDA table
+// (src/opt/tile/tile_cuda.cuh) as qwlab tile and the engine's tuner select a candidate with it. Added after
+// `qwlab tile` died with SIGSEGV on its first case on the H100 (2026-12-05): gemv_ref_compare indexed the empty
+// bias vector tile.cu passes. Every row here fails if that (or the table's lookup) breaks again.
+#include <stdexcept>
+
+#include "gemv.cuh"
+#include "lab.cuh"
+#include "tile_cuda.cuh"
+
+namespace {
+
+// fp64 sums of the checked rows, in the reference's own order (k ascending), so equality is exact.
+std::vector<double> direct_sums(const HostW &hw, const std::vector<float> &ain, int batch, const std::vector<int64_t> &rows) {
+  std::vector<double> v;
+  for (int b = 0; b < batch; ++b)
+    for (int64_t r : rows) {
+      double s = 0;
+      for (int64_t k = 0; k < hw.cols; ++k) s += (double)hw.at(r, k) * ain[b * hw.cols + k];
+      v.push_back(s);
+    }
+  return v;
+}
+
+double max_abs_diff(const std::vector<double> &a, const std::vector<double> &b) {
+  if (a.size() != b.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+void ref_compare_checks() {
+  const int64_t rows = 96, cols = 136;
+  const HostW hw = make_w(WT_BF16, rows, cols);
+  for (int batch : {1, 3}) {
+    std::vector<uint16_t> act(batch * cols);
+    for (auto &v : act) v = f2bf(rndn());
+    const std::vector<float> ain = gemv_ref_input(GEMV_PRO_BF16, act, {}, {}, batch, cols);
+    std::vector<int64_t> chk;
+    for (int64_t r = 0; r < rows; r += 5) chk.push_back(r);
+    const std::vector<double> got(batch * rows, 0.0), sums = direct_sums(hw, ain, batch, chk);
+    char shape[64];
+    snprintf(shape, sizeof shape, "bf16 %lldx%lld b%d", (long long)rows, (long long)cols, batch);
+    {  // qwlab tile's call: EPI_F32 without bias ({}) = the plain sums
+      std::vector<double> outv, refv;
+      gemv_ref_compare(hw, ain, batch, GEMV_EPI_F32, {}, {}, chk, got, rows, outv, refv);
+      report("host: ref f32 out, no bias", shape, true, max_abs_diff(refv, sums), 0, false, 0, 0, "", 0);
+    }
+    {  // with a bias: the sums plus bias[r]
+      std::vector<float> bias(rows);
+      for (auto &v : bias) v = rndn();
+      std::vector<double> want = sums;
+      for (int b = 0; b < batch; ++b)
+        for (size_t i = 0; i < chk.size(); ++i) want[b * chk.size() + i] += bias[chk[i]];
+      std::vector<double> outv, refv;
+      gemv_ref_compare(hw, ain, batch, GEMV_EPI_F32, bias, {}, chk, got, rows, outv, refv);
+      report("host: ref f32 out + bias", shape, true, max_abs_diff(refv, want), 0, false, 0, 0, "", 0);
+      // a bias shorter than the rows is refused with an error, never read past its end
+      bool refused = false;
+      try {
+        std::vector<double> o2, r2;
+        gemv_ref_compare(hw, ain, batch, GEMV_EPI_F32, std::vector<float>(rows / 2), {}, chk, got, rows, o2, r2);
+      } catch (const std::runtime_error &) {
+        refused = true;
+      }
+      report("host: ref short bias refused", shape, true, refused ? 0 : 1, 0, false, 0, 0, "", 0);
+    }
+  }
+}
+
+// The table as qwlab tile (tile.cu) and tune_cuda_shape (tile_tune_cuda.cu) build it: one entry, key of the
+// weight, candidate by name, active through a scope; gemv_tile_active is what launch_gemv's dispatch reads.
+void tile_table_checks() {
+  WMat w;  // the key reads type, group, rows and cols only (no device memory)
+  w.rows = 1152; w.cols = 896; w.type = WT_BF16;
+  WMat other = w;
+  other.rows = 896;
+  const std::string key = cuda_gemv_key(w);
+  const auto &gv = cuda_tile_candidates(true);
+  int bad = 0;
+  if (key != "gemv.bf16:1152x896") ++bad;
+  if (gv.size() != 9 || gv[0].name != "fixed" || gv[0].gemv.r || gv[0].gemv.ks) ++bad;
+  for (const auto &c : gv) {
+    if (c.name == "fixed") continue;
+    if ((c.gemv.r != 2 && c.gemv.r != 4) || (c.gemv.ks != 1 && c.gemv.ks != 2 && c.gemv.ks != 4 && c.gemv.ks != 8)) ++bad;
+    CudaTileTable t;
+    t.set({{key, c.name}});  // the brace-init both callers use: a map with one (key, name) entry
+    if (t.size() != 1) ++bad;
+    CudaTileScope scope(&t);
+    const GemvTile a = gemv_tile_active(w), o = gemv_tile_active(other);
+    if (a.r != c.gemv.r || a.ks != c.gemv.ks) ++bad;  // this matrix gets the candidate
+    if (o.r || o.ks) ++bad;                           // another shape stays fixed
+    {
+      CudaTileScope none(nullptr);  // nesting restores the outer table
+      if (gemv_tile_active(w).r) ++bad;
+    }
+    if (gemv_tile_active(w).r != c.gemv.r) ++bad;
+  }
+  if (gemv_tile_active(w).r || gemv_tile_active(w).ks) ++bad;  // no scope: fixed
+  report("host: tile gemv table + scope", "9 candidates", true, bad, 0, false, 0, 0, "", 0);
+
+  bad = 0;
+  const auto &gm = cuda_tile_candidates(false);
+  if (gm.size() != 3 || gm[0].name != "fixed") ++bad;
+  for (const auto &c : gm) {
+    CudaTileTable t;
+    t.set({{cuda_gemm_key(4608, 3584), c.name}});
+    CudaTileScope scope(&t);
+    if (gemm_tile_active(4608, 3584).kind != c.gemm.kind || gemm_tile_active(3584, 3584).kind != GEMM_TILE_FIXED) ++bad;
+  }
+  report("host: tile gemm table + scope", "3 candidates", true, bad, 0, false, 0, 0, "", 0);
+
+  // unknown names and keys are refused, and the old table stays
+  CudaTileTable t;
+  t.set({{key, "r4.ks2"}});
+  int refused = 0;
+  for (const qw::TileTable &x : {qw::TileTable{{key, "r3.ks1"}}, qw::TileTable{{"gemx.bf16:1x1", "fixed"}}}) {
+    try {
+      t.set(x);
+    } catch (const std::runtime_error &) {
+      ++refused;
+    }
+  }
+  CudaTileScope scope(&t);
+  report("host: tile table refuses unknown", "2 bad tables", true,
+         (refused == 2 && gemv_tile_active(w).r == 4 && gemv_tile_active(w).ks == 2) ? 0 : 1, 0, false, 0, 0, "", 0);
+}
+
+}  // namespace
+
+void run_host() {
+  ref_compare_checks();
+  tile_table_checks();
+}
