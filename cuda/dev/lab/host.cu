@@ -2,7 +2,8 @@
 // so on a CPU-only machine too): the fp64 GEMV reference as the case files call it, and toggle tile's CUDA table
 // (src/opt/tile/tile_cuda.cuh) as qwlab tile and the engine's tuner select a candidate with it. Added after
 // `qwlab tile` died with SIGSEGV on its first case on the H100 (2026-12-05): gemv_ref_compare indexed the empty
-// bias vector tile.cu passes. Every row here fails if that (or the table's lookup) breaks again.
+// bias vector tile.cu passes. Every row here fails if that (or the table's lookup) breaks again. Also the bound
+// qwlab marlin checks its norm prologue with (marlin_norm_bad), on an emulation of the kernel's rstd.
 #include <stdexcept>
 
 #include "gemv.cuh"
@@ -127,9 +128,61 @@ void tile_table_checks() {
          (refused == 2 && gemv_tile_active(w).r == 4 && gemv_tile_active(w).ks == 2) ? 0 : 1, 0, false, 0, 0, "", 0);
 }
 
+// marlin_norm_bad (lab/marlin.cu) on an emulation of marlin_norm_kernel (opt/gemv/marlin.cu): its fp32 sum order, an
+// rsqrtf modelled as the rounded 1/sqrt moved by 0..2 ulp either way. Every element must be accepted; a rstd off by
+// 1/(2K) (the mean over K - 1) and a single rounding of x * rstd * w must be refused. The shape column tells how many
+// elements differ from the host rstd's rounding: what the old reference (gemv_ref_input) failed on at M16.
+void norm_bound_checks() {
+  const int batch = 16;
+  const int64_t K = 3584;
+  std::vector<float> x(batch * K), nw(K);
+  for (auto &v : x) v = rndn() * 3.f;
+  for (auto &v : nw) v = 0.5f + rndu();
+  std::vector<uint16_t> dev(batch * K), off(batch * K), single(batch * K);
+  for (int b = 0; b < batch; ++b) {
+    const float *xb = x.data() + b * K;
+    float part[8];
+    for (int w = 0; w < 8; ++w) {  // 8 warps x 32 lanes, strided fmaf chains, then the xor tree (lane 0's value)
+      float l[32];
+      for (int ln = 0; ln < 32; ++ln) {
+        float s = 0.f;
+        for (int64_t k = w * 32 + ln; k < K; k += 256) s = fmaf(xb[k], xb[k], s);
+        l[ln] = s;
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        float n2[32];
+        for (int ln = 0; ln < 32; ++ln) n2[ln] = l[ln] + l[ln ^ o];
+        memcpy(l, n2, sizeof l);
+      }
+      part[w] = l[0];
+    }
+    float t = 0.f;
+    for (int w = 0; w < 8; ++w) t += part[w];
+    float r = (float)(1.0 / std::sqrt((double)(t / (float)K + 1e-6f)));
+    for (int d = (int)(rnd64() % 5) - 2; d != 0; d += d > 0 ? -1 : 1) r = std::nextafter(r, d > 0 ? INFINITY : 0.f);
+    float t1 = 0.f;
+    for (int64_t k = 0; k < K; ++k) t1 += xb[k] * xb[k];
+    const float r_off = 1.0f / sqrtf(t1 / (float)(K - 1) + 1e-6f);
+    for (int64_t k = 0; k < K; ++k) {
+      dev[b * K + k] = f2bf(bfr(xb[k] * r) * nw[k]);
+      off[b * K + k] = f2bf(bfr(xb[k] * r_off) * nw[k]);
+      single[b * K + k] = f2bf(xb[k] * r * nw[k]);
+    }
+  }
+  size_t flips = 0, f2 = 0;
+  const size_t bad = marlin_norm_bad(x, nw, dev, batch, K, &flips);
+  char shape[96];
+  snprintf(shape, sizeof shape, "b16 K3584 (%zu of %lld differ from host rstd)", flips, (long long)batch * K);
+  report("host: marlin norm bound accepts", shape, true, (double)bad, 0, false, 0, 0, "", 0);
+  const size_t bad_off = marlin_norm_bad(x, nw, off, batch, K, &f2), bad_single = marlin_norm_bad(x, nw, single, batch, K, &f2);
+  snprintf(shape, sizeof shape, "K-1: %zu, 1 rounding: %zu bad", bad_off, bad_single);
+  report("host: marlin norm bound refuses", shape, true, (bad_off && bad_single) ? 0 : 1, 0, false, 0, 0, "", 0);
+}
+
 }  // namespace
 
 void run_host() {
   ref_compare_checks();
   tile_table_checks();
+  norm_bound_checks();
 }

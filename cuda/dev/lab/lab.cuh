@@ -165,6 +165,10 @@ void run_persistent();
 void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
                  bool rand_offset, bool timed);
 void run_marlin();
+// The elements of the norm prologue's output xn [batch][cols] (bf16 bits) outside the rounding bound of its rstd
+// (marlin_norm_kernel); *flips: those that differ from gemv_ref_input's rounding (host rstd).
+size_t marlin_norm_bad(const std::vector<float> &x, const std::vector<float> &nw, const std::vector<uint16_t> &xn,
+                       int batch, int64_t cols, size_t *flips);
 // sparse.cu: vertical-slash sparse prefill (src/opt/sparse_prefill) against fp64 masked attention
 void run_sparse();
 // sparse.cu too: block-sparse prefill (src/opt/sparse_prefill/block_sparse.cuh) against fp64 masked attention
