@@ -5,7 +5,7 @@
 //     (one bf16 rounding of the output, as gemv_case). Every output is poisoned first; the split-K counters must be
 //     back to zero after the launch; token 0 must get the same bits at batch 1 and at batch B (batch invariance).
 //     With the norm prologue the reference's input is the norm kernel's own bf16 output (read back from the
-//     workspace), checked on its own row "marlin norm prologue": within the rounding bound of its rstd (norm_bad).
+//     workspace), checked on its own row "marlin norm prologue": within the rounding bound of its rstd (marlin_norm_bad).
 //     (Against the host's fp64 rstd, a device rstd a few ulp off flips the bf16 rounding of ~1 in 3e4 inputs; one
 //     flip moves a whole token's outputs by ~1e-4 relative: the 7B qkv M16 "FAIL err 1e-5..6e-5" of 2026-12-05.)
 //   * 7B shapes (qkv, o, gate_up + SwiGLU, down) at M = 1, 2, 4, 8, 16, W4 and W8 group 128 (weights = q4 / q8) and
@@ -140,6 +140,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
     t.batch = b;
     if (epi == GEMV_EPI_ADD_F32) h2d((float *)dout, base);
     else poison(dout, 16 * out_cols * 4);
+    if (pro == GEMV_PRO_NORM) poison(ws.w.xn, ws.w.xn_elems * 2);  // an unwritten xn element is NaN: outside the bound
     const char *v = launch_gemv(t, 0);
     CHK(cudaDeviceSynchronize());
     return v;
