@@ -1,0 +1,166 @@
+// engine/measure/tp-scaling.ts — the arithmetic and tables of tensor-parallel scaling (issue 18 item 4), shared by
+// `bench --tp 1,2,4` (engine/cli/bench-tp.ts) and notebooks/tp-scaling.ts. Pure: no engine calls here (the runs are
+// in tp-run.ts), so the efficiency arithmetic, the all-reduce share and the --tp list are unit-tested on their own.
+//
+// Scaling efficiency against the aggregate-bandwidth roofline: decode is bandwidth-bound, a step reads every weight
+// once (+ the KV cache), and N ranks read their 1/N shards at the same time, so the least step time at tp N is
+// bytes per step / (N × one device's bandwidth). Efficiency = measured tok/s / that roofline's tok/s. The same
+// measured tok/s against tp1's own roofline fraction (speedup / N) says how much of the N-fold bandwidth the split
+// turned into speed.
+import type { OpColumns, Stat } from "./profile.ts";
+
+/** The degrees `--tp` accepts, from the library's registry values ("tp1", "tp2", … → 1, 2, …). */
+export function tpDegreesOf(parallelValues: string[]): number[] {
+  return parallelValues.map((v) => /^tp(\d+)$/.exec(v)).filter((m): m is RegExpExecArray => !!m).map((m) => Number(m[1]));
+}
+
+/**
+ * Parses "1", "2,4" … into rank counts, each one of `accepted` (the registry's degrees), no repeats. Throws an Error
+ * whose message names the bad value and the accepted ones (the CLI prints it as one line).
+ */
+export function parseTpList(v: string, accepted: number[], flag = "--tp"): number[] {
+  const ok = `accepted: ${accepted.join(", ")}, or a list such as ${accepted.slice(0, 3).join(",")}`;
+  if (!accepted.length) throw new Error(`${flag}: this library has no tensor parallelism (its registry lists no parallel values)`);
+  const parts = v.split(",").map((s) => s.trim());
+  const out: number[] = [];
+  for (const p of parts) {
+    if (!/^\d+$/.test(p)) throw new Error(`${flag} ${JSON.stringify(v)}: '${p}' is not a number of ranks (${ok})`);
+    const n = Number(p);
+    if (!accepted.includes(n)) throw new Error(`${flag} ${v}: tensor parallelism runs over ${accepted.join(", ")} ranks, not ${n} (${ok})`);
+    if (out.includes(n)) throw new Error(`${flag} ${v}: ${n} is listed twice`);
+    out.push(n);
+  }
+  return out;
+}
+
+/** Bytes a decode step reads: every weight once, plus each sequence's KV cache at the mean context of the test. */
+export function decodeBytesPerStep(weightBytes: number, kvBytesPerToken: number, meanContext: number, batch: number): number {
+  return weightBytes + kvBytesPerToken * meanContext * batch;
+}
+
+/** tok/s of the aggregate-bandwidth roofline: batch tokens per step, a step no faster than bytes / (N × bandwidth). */
+export function aggregateRooflineTokS(o: { bytesPerStep: number; batch: number; ranks: number; bandwidthBytesS: number }): number {
+  if (!(o.bytesPerStep > 0) || !(o.bandwidthBytesS > 0) || !(o.ranks >= 1) || !(o.batch >= 1)) {
+    throw new Error(`roofline: bytes per step, bandwidth, ranks and batch must be positive (got ${o.bytesPerStep}, ${o.bandwidthBytesS}, ${o.ranks}, ${o.batch})`);
+  }
+  return (o.batch * o.ranks * o.bandwidthBytesS) / o.bytesPerStep;
+}
+
+/**
+ * One row's scaling numbers. efficiency = measured / aggregate roofline (0..1 on a real device); speedup = measured /
+ * tp1 measured in the same run; scaling = speedup / N (1 = all of the N-fold bandwidth turned into speed).
+ */
+export function scalingOf(o: { tokS: number; tp1TokS?: number; ranks: number; rooflineTokS?: number }): { speedup?: number; scaling?: number; efficiency?: number } {
+  const speedup = o.tp1TokS && o.tp1TokS > 0 ? o.tokS / o.tp1TokS : undefined;
+  return {
+    ...(speedup !== undefined ? { speedup, scaling: speedup / o.ranks } : {}),
+    ...(o.rooflineTokS && o.rooflineTokS > 0 ? { efficiency: o.tokS / o.rooflineTokS } : {}),
+  };
+}
+
+/** The collectives of a tensor-parallel step (the library's op names: cuda/src/front/cost.cpp). */
+export const COLLECTIVE_OPS = ["all_reduce", "all_gather"] as const;
+
+export interface RankShare {
+  rank: number;
+  steps: number;       // decode steps with records of this rank
+  step_ms: number;     // mean per step: the sum of the rank's records in the step (ops, collectives, gap records)
+  comm_ms: number;     // mean per step: all_reduce + all_gather records of the rank
+  share: number;       // Σ comm / Σ step over the steps
+}
+
+/**
+ * The all-reduce share of a decode step per rank, from op records (profile `ops` columns; `opName` maps op ids to
+ * the library's names). A rank's step time is the sum of its records in that step: on the GPU the ranks run at once
+ * and a rank's records (with its gap records) add up to its step; in the CPU emulation the ranks run one after
+ * another, so a wall-clock span would count the other ranks' work. Records without a rank column are rank 0.
+ */
+export function commShare(ops: OpColumns, opName: (id: number) => string, phase = 1): RankShare[] {
+  const per = new Map<number, { steps: Set<number>; total: number; comm: number }>();
+  const collective = new Set<string>(COLLECTIVE_OPS);
+  for (let i = 0; i < ops.step.length; i++) {
+    if (ops.phase[i] !== phase) continue;
+    const r = ops.rank?.[i] ?? 0;
+    let a = per.get(r);
+    if (!a) per.set(r, (a = { steps: new Set(), total: 0, comm: 0 }));
+    const ns = ops.t_end_ns[i] - ops.t_start_ns[i];
+    a.steps.add(ops.step[i]);
+    a.total += ns;
+    if (collective.has(opName(ops.op[i]))) a.comm += ns;
+  }
+  return [...per.entries()].sort((x, y) => x[0] - y[0]).map(([rank, a]) => ({
+    rank, steps: a.steps.size, step_ms: a.total / 1e6 / a.steps.size, comm_ms: a.comm / 1e6 / a.steps.size,
+    share: a.total > 0 ? a.comm / a.total : 0,
+  }));
+}
+
+/** "12.3 % (r0) / 12.9 % (r1)" — the per-rank shares in one cell; "" when none. */
+export function shareLabel(ranks: RankShare[] | undefined): string {
+  if (!ranks?.length) return "";
+  return ranks.map((r) => `${(100 * r.share).toFixed(1)} %${ranks.length > 1 ? ` (r${r.rank})` : ""}`).join(" / ");
+}
+
+// ------------------------------------------------------------------------------------------------ the table
+export type TpTest = "decode" | "prefill";
+export interface TpCell {
+  model: string;            // preset or label
+  weights: string;
+  backend: string;          // "cuda tp2", "cpu tp2" (emulation) …
+  ranks: number;
+  test: TpTest;
+  label: string;            // "tg32 b1", "pp512"
+  batch: number;
+  tokS: Stat;
+  rooflineTokS?: number;    // decode only, when the device has a bandwidth ceiling
+  speedup?: number;
+  scaling?: number;
+  efficiency?: number;
+  commShare?: RankShare[];  // decode only, from a profiled pass apart from the timed ones
+  commNote?: string;        // why there is no share (tp1, records refused …)
+}
+export interface TpSkip { model: string; ranks: number; reason: string }
+
+/** Fills speedup / scaling / efficiency of each cell from the tp1 cell of the same model and test in `cells`. */
+export function withScaling(cells: TpCell[]): TpCell[] {
+  return cells.map((c) => {
+    const base = cells.find((b) => b.model === c.model && b.weights === c.weights && b.label === c.label && b.ranks === 1);
+    return { ...c, ...scalingOf({ tokS: c.tokS.median, tp1TokS: base?.tokS.median, ranks: c.ranks, rooflineTokS: c.rooflineTokS }) };
+  });
+}
+
+const f2 = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+/** The scaling table (README layout: median (min–max) of the reps; "–" where a number does not apply). */
+export function tpTableMd(cells: TpCell[], skips: TpSkip[] = []): string {
+  const head = "| model | weights | backend | test | tok/s median (min–max) | reps | × tp1 | ÷ N | roofline tok/s (N × bw) | % of roofline | all-reduce share of a step |\n" +
+    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|";
+  const dash = "–";
+  // long notes (an engine refusal) go under the table, numbered, so the cells stay short
+  const notes: string[] = [];
+  const note = (n: string | undefined) => {
+    if (!n) return dash;
+    if (n.length <= 40) return n;
+    const i = notes.indexOf(n) < 0 ? notes.push(n) - 1 : notes.indexOf(n);
+    return `see note ${i + 1}`;
+  };
+  const lines = cells.map((c) => `| ${c.model} | ${c.weights} | ${c.backend} | ${c.label} | ${f2(c.tokS.median)} (${f2(c.tokS.min)}–${f2(c.tokS.max)}) | ` +
+    `${c.tokS.samples.length} | ${c.speedup !== undefined ? `${c.speedup.toFixed(2)}×` : dash} | ${c.scaling !== undefined ? `${(100 * c.scaling).toFixed(0)} %` : dash} | ` +
+    `${c.rooflineTokS !== undefined ? f2(c.rooflineTokS) : dash} | ${c.efficiency !== undefined ? `${(100 * c.efficiency).toFixed(1)} %` : dash} | ` +
+    `${shareLabel(c.commShare) || note(c.commNote)} |`);
+  const skipped = skips.map((s) => `- ${s.model} tp${s.ranks}: skipped — ${s.reason}`);
+  const numbered = notes.map((n, i) => `${i + 1}. ${n}`);
+  return [head, ...lines, ...(numbered.length ? ["", ...numbered] : []), ...(skipped.length ? ["", ...skipped] : [])].join("\n");
+}
+
+// ------------------------------------------------------------------------------------------------ NCCL floor
+/** One all-reduce measurement of cuda/dev/tplab (its --json output). */
+export interface AllReduceRow { type: string; rows: number; bytes: number; us: number; busbw_gb_s: number }
+export interface NcclFloor { preset: string; ranks: number; hidden: number; all_reduce: AllReduceRow[]; layer_replay_us?: number }
+
+/** The floor as a table: what one all-reduce of a layer costs at each message size (a layer pays two). */
+export function ncclFloorMd(floors: NcclFloor[]): string {
+  const head = "| model shape | ranks | type | rows (tokens) | bytes | latency µs | bus bandwidth GB/s |\n|---|---:|---|---:|---:|---:|---:|";
+  const lines = floors.flatMap((f) => f.all_reduce.map((r) => `| ${f.preset} (hidden ${f.hidden}) | ${f.ranks} | ${r.type} | ${r.rows} | ${r.bytes} | ${r.us.toFixed(1)} | ${r.busbw_gb_s.toFixed(1)} |`));
+  const layer = floors.filter((f) => f.layer_replay_us !== undefined).map((f) => `- ${f.preset} tp${f.ranks}: captured layer (o matvec + all-reduce + down matvec + all-reduce, 1 row) ${f.layer_replay_us!.toFixed(1)} µs per replay`);
+  return [head, ...lines, ...(layer.length ? ["", ...layer] : [])].join("\n");
+}
