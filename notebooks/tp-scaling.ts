@@ -34,20 +34,20 @@ const USAGE = `usage: npx bun notebooks/tp-scaling.ts [options]
   --backend auto|cpu|cuda --threads N
   --out DIR          default profiles/raw/tp-scaling/<stamp>`;
 
-const { values: o } = parseArgs({
+const { die, int } = cliArgs(USAGE);
+const { values: o } = (() => { try { return parseArgs({
   args: Bun.argv.slice(2), options: {
     models: { type: "string" }, type: { type: "string" }, tp: { type: "string" }, batches: { type: "string" }, tg: { type: "string" },
     pp: { type: "string" }, reps: { type: "string" }, warmup: { type: "string" }, "no-share": { type: "boolean" }, tplab: { type: "string" },
     "no-nccl": { type: "boolean" }, "drop-synthetic": { type: "boolean" }, backend: { type: "string" }, threads: { type: "string" },
     out: { type: "string" }, help: { type: "boolean", short: "h" },
   },
-});
+}); } catch (e) { return die((e as Error).message); } })();
 if (o.help) { console.log(USAGE); process.exit(0); }
-const { die, int } = cliArgs(USAGE);
 const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
 if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu or cuda");
 const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
-const dev = deviceMemoryBytes(backend, threads);
+const dev = (() => { try { return deviceMemoryBytes(backend, threads); } catch (e) { return die(`--backend ${backend}: ${(e as Error).message}`); } })();
 const type = o.type ?? "bf16";
 if (!(SYNTH_TYPES as readonly string[]).includes(type)) die(`--type must be one of ${SYNTH_TYPES.join(", ")}, got '${type}'`);
 const models = (o.models ?? (dev.backend === "cuda" ? "7b,32b,72b" : "tiny,0.5b")).split(",").map((s) => s.trim());
