@@ -4,7 +4,8 @@
 // bandwidth, profiles/ceilings)), the all-reduce share of a decode step per rank (a profiled pass apart from the
 // timed ones), and, on CUDA with >= 2 devices, the NCCL floor: cuda/dev/tplab's all-reduce latency and bus
 // bandwidth for the message sizes one layer sends. Splits the engine refuses, or that would not fit memory, are
-// skipped with the reason. Writes DIR/tp-scaling.md and DIR/tp-scaling.json.
+// skipped with the reason. Writes DIR/tp-scaling.md, DIR/tp-scaling.json and, per model, a bench profile of all its
+// loads' rows (DIR/tp-<model>-<type>.json, the web Bench page and `bench --report` read it).
 //
 //   npx bun notebooks/tp-scaling.ts --backend cpu --models tiny --tp 1,2 --pp 64 --tg 8 --reps 3   # the CPU emulation
 //   npx bun notebooks/tp-scaling.ts --backend cuda --models 7b,32b,72b --tp 1,2,4,8                # a multi-GPU machine
@@ -18,6 +19,7 @@ import { parseSyntheticSource, syntheticGgufPath } from "../engine/index.ts";
 import { REPO_ROOT } from "../engine/constants.ts";
 import { parallelValues } from "../engine/formats/parallel.ts";
 import { SYNTH_TYPES } from "../engine/synth/types.ts";
+import { PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Manifest } from "../engine/measure/profile.ts";
 import { deviceMemoryBytes, runTpLoad, tpContextTokens, tpSkipReason, type TpLoadResult } from "../engine/measure/tp-run.ts";
 import { ncclFloorMd, parseTpList, tpDegreesOf, tpTableMd, withScaling, type NcclFloor, type TpCell, type TpSkip } from "../engine/measure/tp-scaling.ts";
 
@@ -59,13 +61,17 @@ const batches = list(o.batches, "batches", [1, 16], 1), pps = list(o.pp, "pp", [
 const tg = int(o.tg, "tg", 32, 0), reps = int(o.reps, "reps", 3, 3), warmup = int(o.warmup, "warmup", 1, 0);
 const out = resolve(o.out ?? join(REPO_ROOT, "profiles/raw/tp-scaling", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 const emulation = dev.backend === "cpu";
+mkdirSync(out, { recursive: true });
 const log = (m: string) => console.error(m);
 
 // ------------------------------------------------------------------------------------------------ the runs
 const cells: TpCell[] = [], skips: TpSkip[] = [];
 const loads: { model: string; ranks: number; device: TpLoadResult["device"]; weight_bytes: number; bandwidth?: TpLoadResult["bandwidth"]; load: [number, number] }[] = [];
+const profiles: string[] = [];
 for (const m of models) {
   const source = `synthetic:${m}:${type}`;
+  const mRows: BenchRow[] = [];
+  let manifest: Manifest | undefined;
   const file = syntheticGgufPath(parseSyntheticSource(source)!);
   const existed = existsSync(file);
   for (const ranks of tps) {
@@ -80,12 +86,23 @@ for (const m of models) {
     try {
       const r = await runTpLoad(source, ranks, { backend, threads, pps, tg, batches, reps, warmup, share: !o["no-share"], onProgress: (x) => log(`  ${m} ${x}`) });
       cells.push(...r.cells);
+      mRows.push(...r.rows);
+      manifest ??= { ...r.manifest, command: `npx bun notebooks/tp-scaling.ts ${Bun.argv.slice(2).join(" ")}` };
       loads.push({ model: m, ranks, device: r.device, weight_bytes: r.weightBytes, ...(r.bandwidth ? { bandwidth: r.bandwidth } : {}), load: [l0, loadavg()[0]] });
     } catch (e) {  // a refusal at load (e.g. a q8 split off a group boundary) or on the device: said, not fatal
       const why2 = (e as Error).message;
       log(`${m} tp${ranks}: failed — ${why2}`);
       skips.push({ model: m, ranks, reason: `load or run failed: ${why2}` });
     }
+  }
+  if (manifest && mRows.length) {  // the model's rows over every tp as one bench profile (the first load's manifest)
+    const path = join(out, `tp-${m}-${type}.json`);
+    writeProfile(path, {
+      schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: `tp-${m}-${type}`, kind: "bench", manifest, summary: {}, kernels: [], bench: mRows,
+      notes: [`notebooks/tp-scaling.ts: one load per tp value; ${warmup} warm-up + ${reps} measured repetitions; the manifest is the first load's`,
+        ...(emulation ? ["CPU emulation of the ranks (one after another): the tok/s are no speed claim"] : [])],
+    });
+    profiles.push(path);
   }
   if (o["drop-synthetic"] && !existed && existsSync(file)) { rmSync(file, { force: true }); log(`removed ${file} (written by this run)`); }
 }
@@ -145,11 +162,10 @@ const md = [
   ...floorNotes.map((n) => `- ${n}`),
   "",
 ].join("\n");
-mkdirSync(out, { recursive: true });
 writeFileSync(join(out, "tp-scaling.md"), md);
 writeFileSync(join(out, "tp-scaling.json"), JSON.stringify({
   command, date: new Date().toISOString(), backend: dev.backend, emulation, type, models, tp: tps, batches, pp: pps, tg, reps, warmup,
   loads, cells: table, skips, nccl: { floors, notes: floorNotes },
 }, null, 2) + "\n");
 console.log(md);
-console.error(`wrote ${join(out, "tp-scaling.md")} and tp-scaling.json`);
+console.error(`wrote ${join(out, "tp-scaling.md")}, tp-scaling.json${profiles.length ? ` and ${profiles.map((p) => p.split("/").pop()).join(", ")}` : ""}`);

@@ -13,7 +13,7 @@ import {
 } from "../../engine/measure/tp-scaling.ts";
 import { memoryRefusal } from "../../engine/measure/tp-run.ts";
 import { benchTableMd } from "../../engine/measure/bench-core.ts";
-import type { BenchRow, OpColumns, Stat } from "../../engine/measure/profile.ts";
+import { readProfile, type BenchRow, type OpColumns, type Stat } from "../../engine/measure/profile.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -206,6 +206,9 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU emulation (synthetic:tiny, tp1 /
     expect(md).toContain("CPU emulation: the ranks run one after another");
     expect(md).toContain("- tiny tp4: skipped — parallel = tp4");
     expect(md).toMatch(/\| cpu tp2 \| tg4 b1 \| [\d.]+ \([\d.]+–[\d.]+\) \| 3 \| [\d.]+× \|/);
+    const prof = readProfile(join(out, "tp-tiny-bf16.json"));  // the model's rows over both loads as one bench profile
+    expect(prof.kind).toBe("bench");
+    expect(prof.bench!.map((r) => `${r.backend} ${r.test}`)).toEqual(["cpu tp1 pp16", "cpu tp1 tg4 b1", "cpu tp2 pp16", "cpu tp2 tg4 b1"]);
   });
 
   test("the notebook refuses bad input with the usage", () => {
