@@ -144,7 +144,8 @@ export async function runTpLoad(source: string, ranks: number, o: TpLoadOptions)
   const log = o.onProgress ?? (() => {});
   const m = (await openModel(source, { backend: o.backend, threads: o.threads, parallel: `tp${ranks}` as "tp1" })) as Model;
   try {
-    const model = modelLabel(m.id), weights = weightLabel(m), backend = `${m.backend} tp${ranks}`;
+    // the preset names a synthetic model in the table ("72b"); weights say the type
+    const model = (m.format === "synthetic" ? parseSyntheticSource(m.id)?.preset : undefined) ?? modelLabel(m.id), weights = weightLabel(m), backend = `${m.backend} tp${ranks}`;
     const ceil = ceilingsForDevice(m.device.name, undefined, m.backend);
     const bw = dramBandwidth(ceil);
     const cells: TpCell[] = [], rows: BenchRow[] = [];
