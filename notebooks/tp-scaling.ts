@@ -10,17 +10,16 @@
 //   npx bun notebooks/tp-scaling.ts --backend cpu --models tiny --tp 1,2 --pp 64 --tg 8 --reps 3   # the CPU emulation
 //   npx bun notebooks/tp-scaling.ts --backend cuda --models 7b,32b,72b --tp 1,2,4,8                # a multi-GPU machine
 import { parseArgs } from "node:util";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { loadavg, tmpdir } from "node:os";
-import { z } from "zod";
+import { loadavg } from "node:os";
 import { cliArgs } from "../engine/notebook/args.ts";
 import { parseSyntheticSource, syntheticGgufPath } from "../engine/index.ts";
 import { REPO_ROOT } from "../engine/constants.ts";
 import { parallelValues } from "../engine/formats/parallel.ts";
 import { SYNTH_TYPES } from "../engine/synth/types.ts";
 import { PROFILE_SCHEMA_VERSION, writeProfile, type BenchRow, type Manifest } from "../engine/measure/profile.ts";
-import { deviceMemoryBytes, runTpLoad, tpContextTokens, tpSkipReason, type TpLoadResult } from "../engine/measure/tp-run.ts";
+import { deviceMemoryBytes, runTplab, runTpLoad, tpContextTokens, tpSkipReason, type TpLoadResult } from "../engine/measure/tp-run.ts";
 import { ncclFloorMd, parseTpList, tpDegreesOf, tpTableMd, withScaling, type NcclFloor, type TpCell, type TpSkip } from "../engine/measure/tp-scaling.ts";
 
 const USAGE = `usage: npx bun notebooks/tp-scaling.ts [options]
@@ -109,10 +108,6 @@ for (const m of models) {
 const table = withScaling(cells);
 
 // ------------------------------------------------------------------------------------------------ NCCL floor
-const TplabJson = z.object({
-  preset: z.string(), ranks: z.number().int(), hidden: z.number().int(), checks_passed: z.boolean(), layer_replay_us: z.number(),
-  all_reduce: z.array(z.object({ type: z.string(), rows: z.number().int(), bytes: z.number(), us: z.number(), busbw_gb_s: z.number() })),
-});
 const floors: NcclFloor[] = [], floorNotes: string[] = [];
 if (emulation) floorNotes.push("not measured: the CPU emulation has no NCCL (its all-reduce is an fp32 sum in rank order in one process)");
 else if (o["no-nccl"]) floorNotes.push("not measured (--no-nccl)");
@@ -122,19 +117,9 @@ else {
   if (!existsSync(bin)) floorNotes.push(`not measured: ${bin} is not built (make -C cuda/dev tplab)`);
   else if (!shapes.length) floorNotes.push("not measured: tplab has the 7b / 32b / 72b layer shapes only");
   for (const preset of existsSync(bin) ? shapes : []) for (const ranks of tps.filter((n) => n > 1)) {
-    const jf = join(tmpdir(), `tplab-${process.pid}-${preset}-${ranks}.json`);
-    const r = Bun.spawnSync([bin, String(ranks), "--preset", preset, "--json", jf], { stdout: "pipe", stderr: "pipe", timeout: 300_000 });
-    const text = r.stdout.toString() + r.stderr.toString();
-    if (r.exitCode !== 0 || !existsSync(jf)) {
-      const line = text.split("\n").find((x) => /tplab: (needs|FAIL|cannot)|NCCL|error/i.test(x)) ?? `exit ${r.exitCode}`;
-      floorNotes.push(`${preset} tp${ranks}: not measured — ${line.trim()}`);
-      log(`tplab ${preset} ${ranks}: ${line.trim()}`);
-      continue;
-    }
-    const parsed = TplabJson.safeParse(JSON.parse(readFileSync(jf, "utf8")));
-    rmSync(jf, { force: true });
-    if (!parsed.success) { floorNotes.push(`${preset} tp${ranks}: tplab's JSON did not parse (${parsed.error.issues[0]?.message})`); continue; }
-    floors.push({ preset, ranks, hidden: parsed.data.hidden, all_reduce: parsed.data.all_reduce, layer_replay_us: parsed.data.layer_replay_us });
+    const r = runTplab(bin, preset, ranks);
+    if (r.floor) floors.push(r.floor);
+    else { floorNotes.push(`${preset} tp${ranks}: ${r.note}`); log(`tplab ${preset} ${ranks}: ${r.note}`); }
   }
 }
 

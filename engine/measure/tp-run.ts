@@ -3,9 +3,10 @@
 // refusal, asked before any weight is written or read), whether it fits memory (an estimate, said so), the timed
 // passes of one load (engine/measure/bench-core.ts runBenchCase: warm-up, >= 3 reps, median and min–max) and a
 // profiled decode pass apart from them for the all-reduce share (profiling would distort the timed tok/s).
-import { existsSync, statfsSync } from "node:fs";
-import { dirname } from "node:path";
-import { totalmem } from "node:os";
+import { existsSync, readFileSync, rmSync, statfsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { tmpdir, totalmem } from "node:os";
+import { z } from "zod";
 import type { BackendChoice, EngineSession, QwenConfig } from "../api.ts";
 import { opName } from "../catalog.ts";
 import { getEngine } from "../ffi.ts";
@@ -15,7 +16,7 @@ import { planType, synthSpec, tensorList } from "../synth/synthetic.ts";
 import { benchPrompt, modelLabel, prefillChunked, runBenchCase, weightLabel } from "./bench-core.ts";
 import type { BenchRow, DeviceManifest, Manifest } from "./profile.ts";
 import { ceilingsForDevice, dramBandwidth } from "./roofline.ts";
-import { aggregateRooflineTokS, commShare, decodeBytesPerStep, type RankShare, type TpCell } from "./tp-scaling.ts";
+import { aggregateRooflineTokS, commShare, decodeBytesPerStep, type NcclFloor, type RankShare, type TpCell } from "./tp-scaling.ts";
 
 const GB = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
 
@@ -189,3 +190,41 @@ export async function runTpLoad(source: string, ranks: number, o: TpLoadOptions)
   }
 }
 
+
+// ------------------------------------------------------------------------------------------------ NCCL floor
+/** What `tplab --json FILE` writes (cuda/dev/tplab.cu). */
+export const TplabJson = z.object({
+  preset: z.string(), ranks: z.number().int().min(2), hidden: z.number().int().positive(), checks_passed: z.boolean(), layer_replay_us: z.number(),
+  all_reduce: z.array(z.object({ type: z.string(), rows: z.number().int(), bytes: z.number(), us: z.number().positive(), busbw_gb_s: z.number() })).min(1),
+});
+
+/**
+ * Runs the multi-GPU lab at `ranks` ranks on a layer of `preset` and reads its all-reduce timings (latency and bus
+ * bandwidth per message size: the floor one layer pays twice), or says why there are none: tplab's own line (too few
+ * devices, no NCCL, a failed check) or an unreadable result. A lab whose correctness checks failed gives no floor.
+ */
+export function runTplab(bin: string, preset: string, ranks: number, timeoutMs = 300_000): { floor?: NcclFloor; note?: string } {
+  const jf = join(tmpdir(), `tplab-${process.pid}-${preset}-${ranks}.json`);
+  try {
+    let r: ReturnType<typeof Bun.spawnSync>;
+    try {
+      r = Bun.spawnSync([bin, String(ranks), "--preset", preset, "--json", jf], { stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
+    } catch (e) {  // not there, not executable
+      return { note: `not measured — ${bin} does not start (${(e as Error).message}; make -C cuda/dev tplab)` };
+    }
+    const text = String(r.stdout ?? "") + String(r.stderr ?? "");
+    if (r.exitCode !== 0 || !existsSync(jf)) {
+      const lines = text.split("\n");
+      const line = (lines.find((x) => /tplab: (needs|FAIL|cannot)/.test(x)) ?? lines.find((x) => /nccl|error/i.test(x)))?.trim() ?? `exit ${r.exitCode ?? "(killed)"}`;
+      return { note: `not measured — ${line}` };
+    }
+    let raw: unknown;
+    try { raw = JSON.parse(readFileSync(jf, "utf8")); } catch (e) { return { note: `not measured — tplab's JSON does not parse: ${(e as Error).message}` }; }
+    const p = TplabJson.safeParse(raw);
+    if (!p.success) return { note: `not measured — tplab's JSON at ${p.error.issues[0]?.path.join(".") || "<root>"}: ${p.error.issues[0]?.message}` };
+    if (!p.data.checks_passed) return { note: "not measured — tplab's correctness checks failed (its log says which)" };
+    return { floor: { preset, ranks: p.data.ranks, hidden: p.data.hidden, all_reduce: p.data.all_reduce, layer_replay_us: p.data.layer_replay_us } };
+  } finally {
+    rmSync(jf, { force: true });
+  }
+}

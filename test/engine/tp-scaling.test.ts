@@ -4,14 +4,14 @@
 // 2 KV heads): runTpLoad, the notebook and `bench --tp`. Nothing here asserts a time: the emulation runs its ranks one
 // after another, so its tok/s mean nothing.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   aggregateRooflineTokS, commShare, decodeBytesPerStep, ncclFloorMd, parseTpList, scalingOf, shareLabel, tpDegreesOf, tpTableMd, withScaling,
   type TpCell,
 } from "../../engine/measure/tp-scaling.ts";
-import { memoryRefusal } from "../../engine/measure/tp-run.ts";
+import { memoryRefusal, runTplab } from "../../engine/measure/tp-run.ts";
 import { benchTableMd } from "../../engine/measure/bench-core.ts";
 import { readProfile, type BenchRow, type OpColumns, type Stat } from "../../engine/measure/profile.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
@@ -138,6 +138,30 @@ describe("tables", () => {
     expect(md.split("\n")[0]).toContain("all-reduce share of a decode step");
     expect(md).toContain("| 25.0 % (r0) / 50.0 % (r1) |");
     expect(md.split("\n")[3]).toMatch(/\| – \|$/);
+  });
+});
+
+describe("the NCCL floor from tplab --json (a stand-in lab: the real one needs >= 2 GPUs)", () => {
+  // args as the notebook passes them: RANKS --preset P --json FILE
+  const lab = (name: string, body: string) => { const f = join(tmp, name); writeFileSync(f, `#!/usr/bin/env bash\n${body}\n`); chmodSync(f, 0o755); return f; };
+  const good = { preset: "72b", ranks: 4, hidden: 8192, checks_passed: true, layer_replay_us: 40.5,
+    all_reduce: [{ type: "bf16", rows: 1, bytes: 16384, us: 11.2, busbw_gb_s: 2.2 }, { type: "bf16", rows: 4096, bytes: 67108864, us: 310.4, busbw_gb_s: 324.3 }] };
+  test("its JSON becomes the floor; the temp file is removed", () => {
+    const r = runTplab(lab("ok.sh", `echo "tplab: NCCL 2.21 loaded; $1 of 8 devices"; echo '${JSON.stringify(good)}' > "$5"`), "72b", 4);
+    expect(r.note).toBeUndefined();
+    expect(r.floor).toEqual({ preset: "72b", ranks: 4, hidden: 8192, all_reduce: good.all_reduce, layer_replay_us: 40.5 });
+    expect(ncclFloorMd([r.floor!])).toContain("| 72b (hidden 8192) | 4 | bf16 | 4096 | 67108864 | 310.4 | 324.3 |");
+  });
+  test("too few devices, failed checks, a malformed result: a note saying so, no floor", () => {
+    const few = runTplab(lab("few.sh", `echo "tplab: NCCL 2.21 loaded; 0 of 1 devices"; echo "tplab: needs >= 2 CUDA devices (found 1)"; exit 2`), "7b", 2);
+    expect(few).toEqual({ note: "not measured — tplab: needs >= 2 CUDA devices (found 1)" });
+    const failed = runTplab(lab("fail.sh", `echo '${JSON.stringify({ ...good, checks_passed: false })}' > "$5"`), "72b", 4);
+    expect(failed.note).toMatch(/correctness checks failed/);
+    const bad = runTplab(lab("bad.sh", `echo '{"preset": "72b", "ranks": 4}' > "$5"`), "72b", 4);
+    expect(bad.note).toMatch(/tplab's JSON at hidden: /);
+    const junk = runTplab(lab("junk.sh", `echo 'not json' > "$5"`), "72b", 4);
+    expect(junk.note).toMatch(/does not parse/);
+    expect(runTplab(join(tmp, "missing-lab"), "72b", 4).note).toMatch(/not measured/);
   });
 });
 
