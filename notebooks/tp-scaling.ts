@@ -131,7 +131,7 @@ const md = [
   "# Tensor-parallel scaling",
   "",
   `Device: ${devices.join(", ") || "none loaded"}. Command: \`${command}\`. Synthetic Qwen2.5 shapes, ${type} weights (random). ` +
-    `${warmup} warm-up + ${reps} measured repetitions per test; tok/s median (min–max). Decode = tg${tg} after an 8-token prompt per sequence; prefill = one pass of N tokens.`,
+    `${warmup} warm-up + ${reps} measured repetitions per test; tok/s median (min–max). Decode = tg${tg} after an 8-token prompt per sequence, tok/s of all sequences of the batch together; prefill = one pass of N tokens.`,
   "",
   ...(emulation ? ["**CPU emulation: the ranks run one after another on the same cores, so tok/s does not rise with N. " +
     "These numbers exercise the machinery (loads, refusals, table, share pass); they are no speed claim.**", ""] : []),

@@ -256,6 +256,10 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU emulation (synthetic:tiny, tp1 /
     const rows = JSON.parse(ok.out) as BenchRow[];
     expect(rows.map((r) => `${r.backend} ${r.test}`)).toEqual(["cpu tp1 pp16", "cpu tp1 tg4 b1", "cpu tp2 pp16", "cpu tp2 tg4 b1"]);
     expect(ok.err).toMatch(/tp4 skipped: .*2 KV heads/);
+    const [d1, d2] = [rows[1], rows[3]];
+    if (d1.roofline_pct !== undefined) {  // a ceiling for this CPU: tp2's roof is 2 x the bandwidth (same bytes per step)
+      expect(d2.roofline_pct! / d2.tokens_per_s.median).toBeCloseTo(d1.roofline_pct / d1.tokens_per_s.median / 2, 9);
+    }
     const p = JSON.parse(readFileSync(prof, "utf8"));
     expect(Object.keys(p.summary.by_tp)).toEqual(["tp1", "tp2"]);
     expect(p.notes.join("\n")).toMatch(/one load per --tp value \(tp1, tp2, tp4\)/);
