@@ -263,9 +263,12 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU emulation (synthetic:tiny, tp1 /
     const p = JSON.parse(readFileSync(prof, "utf8"));
     expect(Object.keys(p.summary.by_tp)).toEqual(["tp1", "tp2"]);
     expect(p.notes.join("\n")).toMatch(/one load per --tp value \(tp1, tp2, tp4\)/);
-    const single = cli("bench", "synthetic:tiny", "--backend", "cpu", "--tp", "2", "--pp", "16", "--tg", "4", "--format", "json");
+    // a single value as before (with --out: the fidelity pass no longer stops a tp2 bench whose engine refuses profiling)
+    const prof2 = join(tmp, "bench-tp2.json");
+    const single = cli("bench", "synthetic:tiny", "--backend", "cpu", "--tp", "2", "--pp", "16", "--tg", "4", "--format", "json", "--out", prof2);
     expect(single.code).toBe(0);
     expect((JSON.parse(single.out) as BenchRow[]).map((r) => r.backend)).toEqual(["cpu tp2", "cpu tp2"]);
+    expect(readProfile(prof2).bench!.length).toBe(2);
     for (const [v, re] of [["3", /--tp 3: tensor parallelism runs over 1, 2, 4, 8 ranks, not 3/], ["x", /--tp "x": 'x' is not a number of ranks/],
       ["4,8", /the engine refused every --tp value: tp4 skipped: .*2 KV heads/]] as [string, RegExp][]) {
       const r = cli("bench", "synthetic:tiny", "--backend", "cpu", "--tp", v, "--pp", "16", "--tg", "4");
