@@ -257,22 +257,15 @@ size_t CudaSession::l2_flush_bytes() {
 // when the new one is refused, so a refusal leaves the session as it was.
 void CudaSession::set_profiling(int32_t mode) {
   const bool was_counters = counters_ != nullptr, was_kernels = trace_.enabled();
-  const auto make_profiler = [] {
-    int dev = 0;
-    CK(cudaGetDevice(&dev));
-    return std::make_unique<qwc::RangeProfiler>(dev);
-  };
   if (mode == QW_PROFILING_COUNTERS) {
     if (was_counters) return;
     trace_.enable(false);
     try {
-      counters_ = make_profiler();
+      start_counters();
     } catch (const std::exception &e) {
       if (was_kernels) trace_.enable(true);
       throw Error(QW_ERR_UNSUPPORTED, e.what());
     }
-    counter_log_.set_collected(counters_->collected(), counters_->unavailable());
-    l2_flush_ = DBuf(l2_flush_bytes());
     return;
   }
   counters_.reset();
@@ -282,13 +275,22 @@ void CudaSession::set_profiling(int32_t mode) {
   } catch (...) {
     if (was_counters) {
       try {
-        counters_ = make_profiler();
-        l2_flush_ = DBuf(l2_flush_bytes());
+        start_counters();
       } catch (...) {  // the old mode cannot be restored: the session is left with profiling off (front: old mode)
       }
     }
     throw;
   }
+}
+
+// The range profiler on the current device, what it collects told to the counter log, and the L2 flush buffer:
+// everything counters mode holds, made in one place so a restore after a refused switch is the same as a start.
+void CudaSession::start_counters() {
+  int dev = 0;
+  CK(cudaGetDevice(&dev));
+  counters_ = std::make_unique<qwc::RangeProfiler>(dev);
+  counter_log_.set_collected(counters_->collected(), counters_->unavailable());
+  l2_flush_ = DBuf(l2_flush_bytes());
 }
 
 void CudaSession::capture_f32(Sink &sink, Hook h, int32_t layer, const float *p, int32_t rows, int32_t cols) {

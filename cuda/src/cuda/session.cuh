@@ -261,6 +261,7 @@ class CudaSession final : public BackendSession {
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
   void set_profiling(int32_t mode) override;  // backend_cuda.cu
   static size_t l2_flush_bytes();
+  void start_counters();  // counters mode: profiler, counter log, L2 flush buffer (backend_cuda.cu)
   // counters mode (range_profiler.cuh): the ops measured so far, until qw_session_read_counters takes them
   std::string counters_json(size_t *n) const override {
     *n = counter_log_.size();
