@@ -117,6 +117,12 @@ export function nonModelOps(): ReadonlySet<string> {
   return new Set(catalog().ops.filter((o) => /^none\b/.test(o.cost)).map((o) => o.name));
 }
 
+/** The collectives of tensor parallelism (all_reduce, all_gather): their cost model in the library starts "tensor
+ *  parallelism". Their time is the communication share of a step; their bytes cross the interconnect, not memory. */
+export function collectiveOps(): ReadonlySet<string> {
+  return new Set(catalog().ops.filter((o) => /^tensor parallelism\b/.test(o.cost)).map((o) => o.name));
+}
+
 // ------------------------------------------------------------------------------------------------ hooks
 
 /** Hook names inside a block, in forward order, without the "blocks.{L}." prefix (e.g. "attn.hook_q"). */

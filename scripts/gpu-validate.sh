@@ -45,6 +45,13 @@ for f in $TESTS; do
   run 150 "$T" "test $f" "bun test --timeout 300000 test/gpu/$f.test.ts"; done
 wait
 (cd /tmp && tar czf "$OUT/lab.tgz" lab-*.json ref.log b1.log b2.log ab-prep.log 2>/dev/null)
+# Timed runs on a quiet GPU (after the lab/test burst, one at a time): FULL = qwlab sections without --quick (fa3 and
+# sage reach 16k / 32k there), PEERS=1 = cuDNN / FA2 through PyTorch on the same shapes (notebooks/peers/attn_peers.py),
+# SPEC=1 = the speculative notebook on CUDA (needs GPU_MODELS with the draft and the EAGLE head in the pack).
+for w in ${FULL:-}; do run 120 "$L" "lab $w (full)" "./cuda/build/dev/qwlab $w --json /tmp/lab-full-$w.json"; done
+(( ${PEERS:-0} )) && run 120 "$L" "attn peers" "python3 notebooks/peers/attn_peers.py --json $OUT/attn-peers.json"
+(( ${SPEC:-0} )) && run 200 "$L" "speculative notebook" "bun notebooks/speculative.ts --backend cuda --eagle models/tiny-qwen2-brown-eagle --k 1,2,4,8 --prompts ${SPEC_PROMPTS:-16} --tokens 64 --reps 3 --out $OUT/spec-cuda"
+(cd /tmp && tar czf "$OUT/lab-full.tgz" lab-full-*.json 2>/dev/null)
 (( EXTRA )) && [[ -f .gpu/ab-old.tar.xz ]] && run 400 "$S" "ab rounds" "bash scripts/gpu-ab.sh run 0.5b,7b 3"
 cat "$S" | tail -3
 B=$OUT/bench.log; R=/tmp/qw-ref

@@ -4,15 +4,16 @@
 // (docs/ARCHITECTURE.md §Layers: the native library owns the names; §Hooks).
 import type { Catalog } from "../engine/catalog.ts";
 import { WEIGHTS_TOGGLE } from "../engine/formats/requant.ts";
+import { PARALLEL_TOGGLE } from "../engine/formats/parallel.ts";
 import { effectiveDefault } from "../engine/measure/record.ts";
 import { HttpError } from "./errors.ts";
 
 /** What the page reads names and defaults from: the catalog, the hook patterns a request may give, each
  *  toggle's effective default per backend (its default, or the first value the backend implements), and the id of
- *  the load-time toggle (weights: a model option, shown as the loaded model has it; another value reloads). */
+ *  the load-time toggles (weights, parallel: model options, shown as the loaded model has them; another value reloads). */
 export function catalogDoc(cat: Catalog) {
   const defaults = (b: "cpu" | "cuda") => Object.fromEntries(cat.toggles.map((d) => [d.id, effectiveDefault(d, b)]));
-  return { ...cat, hookPatterns: hookPatterns(cat), defaults: { cpu: defaults("cpu"), cuda: defaults("cuda") }, weightsToggle: WEIGHTS_TOGGLE };
+  return { ...cat, hookPatterns: hookPatterns(cat), defaults: { cpu: defaults("cpu"), cuda: defaults("cuda") }, weightsToggle: WEIGHTS_TOGGLE, parallelToggle: PARALLEL_TOGGLE };
 }
 export type CatalogDoc = ReturnType<typeof catalogDoc>;
 

@@ -42,8 +42,9 @@ export interface WebContext {
   /** "default", a synthetic preset, or a path confined to the model roots → the string the engine opens. */
   resolveSource(src: string): string;
   /** The model a task runs on: the loaded one when it matches, else loaded now (events go to the task).
-   *  weights: a run's `weights` toggle value; another one than the loaded model's reloads it (a load-time option). */
-  ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined, weights?: string | string[]): Promise<ModelInfo>;
+   *  weights, parallel: a run's `weights` / `parallel` toggle values; another one than the loaded model's reloads it
+   *  (load-time options); a reload of the same source keeps the loaded model's value of the one not named. */
+  ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined, weights?: string | string[], parallel?: string): Promise<ModelInfo>;
   /** 503 when the server is shutting down or the queue is full. */
   guardQueue(): void;
   /** Engine events of a task go to its followers under their own type. */
@@ -60,6 +61,7 @@ export function modelView(m: ModelInfo | null) {
   return {
     source: m.source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
     weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, loadMs: m.loadMs, weights: m.weights,
+    ...(m.parallel !== undefined ? { parallel: m.parallel } : {}),
     layers: m.config.num_hidden_layers, registry: m.registry,
   };
 }
@@ -87,14 +89,21 @@ export function createContext(deps: AppDeps): WebContext {
     return path;
   }
 
-  async function ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined, weights?: string | string[]): Promise<ModelInfo> {
+  async function ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined, weights?: string | string[], parallel?: string): Promise<ModelInfo> {
     const cur = host.loaded();
     const want = source ?? cur?.source ?? "default";
     const sameW = weights === undefined || (cur !== null && sameWeights(weights, cur.weights));
-    if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend) && sameW) return cur;
-    t.emit("loading", { source: want, ...(weights !== undefined ? { weights } : {}) });
-    const wopt = weights !== undefined ? { weights: undefined, weightsLayers: undefined, ...optionFromToggle(weights) } : {};
-    const info = await host.load(`${t.id}:load`, want, { backend: backend ?? (cur?.source === want ? cur.backend : defaultBackend), root: roots.get(want), ...wopt }, relay(t));
+    const sameP = parallel === undefined || (cur !== null && parallel === (cur.parallel ?? parallel));
+    if (cur && cur.source === want && (!backend || backend === "auto" || backend === cur.backend) && sameW && sameP) return cur;
+    t.emit("loading", { source: want, ...(weights !== undefined ? { weights } : {}), ...(parallel !== undefined ? { parallel } : {}) });
+    // the same model again (another weights, parallel or backend): what the run does not name stays as loaded
+    const again = cur?.source === want ? cur : null;
+    const w = weights ?? again?.weights;
+    const wopt = w !== undefined ? { weights: undefined, weightsLayers: undefined, ...optionFromToggle(w) } : {};
+    const p = parallel ?? again?.parallel;
+    const info = await host.load(`${t.id}:load`, want, {
+      backend: backend ?? (again ? again.backend : defaultBackend), root: roots.get(want), ...wopt, ...(p !== undefined ? { parallel: p } : {}),
+    }, relay(t));
     t.emit("loaded", modelView(info));
     return info;
   }

@@ -1,7 +1,7 @@
 // The engine side of the web workbench: one loaded model and one session, runs executed one at a time.
 // EngineCore runs inside the Bun Worker (web/engine-worker.ts) in the server, and in-process in tests
 // (LocalHost). It never touches HTTP or the file system: profiles go back to the caller, which writes them.
-import type { EngineModel, EngineSession, OpenModel, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
+import type { EngineModel, EngineSession, OpenModel, OpenOptions, ToggleDef, QwenConfig, Progress } from "../engine/api.ts";
 import type { DeviceManifest, Profile, ToggleValues } from "../engine/measure/profile.ts";
 import { recordRun, type RunSpec, type RunEvent } from "../engine/measure/record.ts";
 import { toggleSettingsProblem } from "../engine/toggles.ts";
@@ -12,6 +12,7 @@ import { catalog as libraryCatalog, type Catalog } from "../engine/catalog.ts";
 import type { PasskeySpec, PerplexitySpec } from "./protocol.ts";
 import { runPasskey, type PasskeyResult } from "../engine/measure/passkey.ts";
 import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/formats/requant.ts";
+import { PARALLEL_TOGGLE } from "../engine/formats/parallel.ts";
 
 export interface ModelInfo {
   source: string;
@@ -29,6 +30,8 @@ export interface ModelInfo {
   loadMs: number;
   /** The model's `weights` toggle value: one format, or one per layer (a load-time option, engine/formats/requant.ts). */
   weights: string | string[];
+  /** The model's `parallel` toggle value (tensor parallelism, a load-time option: engine/formats/parallel.ts). */
+  parallel?: string;
 }
 
 export type HostEvent =
@@ -40,8 +43,9 @@ export type HostEvent =
 
 export type PerplexityAnswer = PerplexityRunResult & { text: string };
 
-/** root: the model root the source was confined to; the engine keeps every file it opens inside it. */
-export interface LoadOptions extends WeightsOption { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string }
+/** root: the model root the source was confined to; the engine keeps every file it opens inside it.
+ *  parallel: tensor parallelism (tp1 | tp2 | …), checked by the engine when it opens the model. */
+export interface LoadOptions extends WeightsOption { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string; parallel?: string }
 
 /** What the web app needs from the engine, wherever it runs (worker or in-process). */
 export interface EngineHost {
@@ -73,6 +77,8 @@ export function toggleProblem(info: ModelInfo, ...sets: ToggleValues[]): string 
   return null;
 }
 
+const parallelOf = (v: string | string[] | undefined) => (typeof v === "string" ? { parallel: v } : {});
+
 function refuseToggles(info: ModelInfo, ...sets: ToggleValues[]): void {
   const bad = toggleProblem(info, ...sets);
   if (bad) throw new Error(bad);
@@ -101,6 +107,7 @@ export class EngineCore {
     try {
       const m = await this.openModel(source, {
         backend: opts.backend, threads: opts.threads, root: opts.root, signal: ac.signal, weights: opts.weights, weightsLayers: opts.weightsLayers,
+        ...(opts.parallel !== undefined ? { parallel: opts.parallel as OpenOptions["parallel"] } : {}),
         onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: p.message }),
       });
       if (ac.signal.aborted) { m.close(); throw new Error("load cancelled"); }
@@ -113,6 +120,7 @@ export class EngineCore {
         weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, buildInfo: m.buildInfo,
         registry: m.toggleRegistry(), profilingModes: m.profilingModes(), loadMs: performance.now() - t0,
         weights: this.session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded",
+        ...parallelOf(this.session.toggles()[PARALLEL_TOGGLE] ?? m.parallel),
       };
       return this.info;
     } finally {

@@ -70,6 +70,7 @@ export const LoadOptionsSchema = z.object({
   backend: z.enum(["auto", "cpu", "cuda"]),
   threads: z.number().int().min(0).max(1024).optional(),
   root: z.string().max(4096).optional(),
+  parallel: z.string().max(16).optional(),  // the engine checks it against the registry when it opens the model
 }).extend(WeightsOptionSchema.shape);
 
 export const ToWorker = z.discriminatedUnion("t", [

@@ -3,6 +3,7 @@
 // No external script, style sheet or font: it opens offline and can be mailed around.
 import type { Profile } from "../measure/profile.ts";
 import { latencyMatrix, profilingModeOf, type PhaseName } from "../measure/aggregate.ts";
+import { rankViews, type RankView } from "../measure/ranks.ts";
 import type { Ceilings } from "../measure/roofline.ts";
 import { latencySvg, quantSvg, rooflineSvg, timelineSvg } from "./svg.ts";
 import { tableRows } from "./table.ts";
@@ -53,9 +54,11 @@ export function htmlReport(p: Profile, opts: { ceilings?: Ceilings[] } = {}): st
   const layerTables = (["prefill", "decode"] as PhaseName[]).map((phase) => {
     const lm = latencyMatrix(p, phase);
     if (!lm.steps) return "";
-    return `<h3>${phase}: ms per step (mean of ${lm.steps})</h3><div class="scroll"><table><thead><tr><th>layer</th>${lm.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th></tr></thead><tbody>${
+    return `<h3>${phase}${lm.ranks ? ` · rank ${lm.rank} of ${lm.ranks}` : ""}: ms per step (mean of ${lm.steps})</h3><div class="scroll"><table><thead><tr><th>layer</th>${lm.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th></tr></thead><tbody>${
       lm.layers.map((_, i) => `<tr><td>${esc(lm.layerLabels[i])}</td>${lm.ms[i].map((v) => `<td class="n">${v.toFixed(4)}</td>`).join("")}<td class="n"><b>${lm.ms[i].reduce((a, b) => a + b, 0).toFixed(4)}</b></td></tr>`).join("")}</tbody></table></div>`;
   }).join("");
+  const rv = rankViews(p);
+  const rankTables = rv ? (["prefill", "decode"] as PhaseName[]).map((ph) => rankTable(rv[ph])).join("") : "";
   const plots = [latencySvg(p), timelineSvg(p), rooflineSvg([p], opts.ceilings ?? [])];
   if (p.quant_error?.length) plots.push(quantSvg(p));
   const quant = p.quant_error?.map((q) => `<h3>${esc(q.candidate_label)} vs ${esc(q.reference_label)}</h3><table><thead><tr><th>hook</th><th class="n">cosine</th><th class="n">rel L1</th><th class="n">RMSE</th><th class="n">SQNR (dB)</th><th class="n">max abs</th></tr></thead><tbody>${
@@ -84,6 +87,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.kv th{width:160px;
 <section><h2>Summary</h2><div class="grid">${summary.map(([k, v]) => `<div class="card"><span>${esc(k)}</span><b>${esc(v)}</b></div>`).join("")}</div></section>
 <section><h2>Plots</h2>${plots.map((svg) => `<div class="plot">${svg}</div>`).join("")}</section>
 <section><h2>Rates (llama-bench style)</h2>${benchHtml}</section>
+${rankTables ? `<section><h2>Ranks side by side (tensor parallelism)</h2><p>ms per step on each rank; communication = ${esc(rv!.decode.commOps.join(" + ") || "the collectives")} over the rank's step time. The layer × op tables below are rank 0's.</p>${rankTables}</section>` : ""}
 <section><h2>Per layer × op</h2>${layerTables || "<p>no op records (profiling was off)</p>"}</section>
 ${quant ? `<section><h2>Quantization error</h2>${quant}</section>` : ""}
 ${p.output_text !== undefined ? `<section><h2>Output</h2><pre>${esc(p.output_text)}</pre></section>` : ""}
@@ -94,4 +98,13 @@ ${p.notes?.length ? `<section><h2>Notes</h2><ul>${p.notes.map((n) => `<li>${esc(
 <script type="application/json" id="profile-data">${json}</script>
 </body></html>
 `;
+}
+
+/** One phase of a tensor-parallel profile: op × rank, then the step, the collectives and their share per rank. */
+function rankTable(m: RankView): string {
+  if (!m.steps) return "";
+  const row = (label: string, cells: string[]) => `<tr><td>${label}</td>${cells.map((c) => `<td class="n">${c}</td>`).join("")}</tr>`;
+  return `<h3>${m.phase}: ms per step (mean of ${m.steps})</h3><table><thead><tr><th>op</th>${m.ranks.map((k) => `<th class="n">rank ${k}</th>`).join("")}</tr></thead><tbody>${
+    m.ops.map((op, j) => row(esc(op), m.ms[j].map((v) => v.toFixed(4)))).join("")}${row("<b>step</b>", m.stepMs.map((v) => v.toFixed(4)))}${
+    row("communication", m.commMs.map((v) => v.toFixed(4)))}${row("<b>communication share of the step</b>", m.commPct.map((v) => `${v.toFixed(1)} %`))}</tbody></table>`;
 }

@@ -6,8 +6,8 @@ import { parseHTML } from "linkedom";
 import type { Profile } from "../measure/profile.ts";
 import { latencyMatrix, profilingModeOf, tokenTimeline, type Comparison, type PhaseName } from "../measure/aggregate.ts";
 import {
-  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
-  type Ceilings, type RooflineGroup,
+  aboveDramReason, aggregateCeilings, cacheNote, ceilingsFor, groupByDevice, mixedDeviceWarning, placeLabels, rooflinePoints,
+  stepRooflinePoints, TP_ROOFLINE_NOTE, type Ceilings, type RooflineGroup,
 } from "../measure/roofline.ts";
 import { opNames } from "../catalog.ts";
 import { opColor, PALETTE, runColor } from "./palette.ts";
@@ -82,7 +82,7 @@ export function latencySvg(p: Profile, width = 760): string {
     m.ops.forEach((o) => allOps.add(o));
     panels.push(render({
       marginLeft: 60, marginBottom: 40,
-      x: { label: `layer (${phase}, mean of ${m.steps} step${m.steps > 1 ? "s" : ""}; total ${m.totalMs.toFixed(3)} ms/step)`, domain: m.layerLabels },
+      x: { label: `layer (${phase}${m.ranks ? `, rank ${m.rank} of ${m.ranks}` : ""}, mean of ${m.steps} step${m.steps > 1 ? "s" : ""}; total ${m.totalMs.toFixed(3)} ms/step)`, domain: m.layerLabels },
       y: { label: "time per step (ms)", grid: true },
       color: { domain: opDomain(), range: opDomain().map(opColor) },
       marks: [Plot.barY(data, { x: "layer", y: "ms", fill: "op", title: (d: { op: string; ms: number }) => `${d.op}: ${d.ms.toFixed(4)} ms` }), Plot.ruleY([0])],
@@ -129,6 +129,7 @@ function textPanel(items: { text: string; color?: string; bold?: boolean }[], wi
 
 const fmtRate = (v: number, unit: "B" | "FLOP") => (v >= 1e12 ? `${(v / 1e12).toFixed(2)} T${unit}/s` : `${(v / 1e9).toFixed(v >= 1e11 ? 0 : 1)} G${unit}/s`);
 const ROOF_DASH: Record<string, string> = { dram: "7,3", l3: "4,3", l2: "2,3" };
+const AGGREGATE_ROOF = "#2b6cb0";
 export const ROOFLINE_TOP_LABELS = 8;
 
 /** One device's panel: its roofs (DRAM and cache bandwidths, compute peaks) and the points of its runs. */
@@ -138,19 +139,22 @@ function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings
     x: r.measuredIntensity ?? r.intensity, // profiling mode counters: measured bytes; the modelled ones as a hollow dot
   })));
   const modelled = pts.filter((p) => p.measuredIntensity !== undefined);
+  // tensor parallelism: a step point per run and phase against N × the roofs (engine/measure/roofline.ts)
+  const steps = runs.flatMap(({ p, index }) => stepRooflinePoints(p).map((r) => ({ ...r, run: p.manifest.label ?? p.id, runIndex: index, x: r.intensity })));
+  const aggregates = ceilings ? [...new Set(steps.map((s) => s.ranks!))].map((n) => aggregateCeilings(ceilings, n)) : [];
   const dev = runs[0].p.manifest.device;
   const head = `${dev.name} (${dev.backend}) · ${ceilings ? `ceilings ${ceilings.file}` : "no measured ceilings for this device: run notebooks/calibrate.ts"}`;
   if (!pts.length) return [textPanel([{ text: head, bold: true }], width), emptyPanel("no op records with FLOPs and bytes (run with profiling on)", width)];
-  const xs = [...pts.map((p) => p.x), ...modelled.map((p) => p.intensity)], ys = pts.map((p) => p.flopPerS);
+  const xs = [...pts.map((p) => p.x), ...modelled.map((p) => p.intensity), ...steps.map((p) => p.x)], ys = [...pts, ...steps].map((p) => p.flopPerS);
   const xmin = Math.min(...xs) / 3, xmax = Math.max(...xs) * 3;
   let ymin = Math.min(...ys) / 3, ymax = Math.max(...ys) * 3;
   const marks: Plot.Markish[] = [];
   const labels: { x: number; y: number; text: string; anchor: "start" | "end" }[] = [];
-  if (ceilings) {
-    const peak = Math.max(...ceilings.compute.map((c) => c.value), 0);
-    ymax = Math.max(ymax, peak * 1.5 || 0, ...ceilings.memory.map((m) => Math.min(m.value * xmax, peak || Infinity) * 1.5));
+  for (const [i, c] of (ceilings ? [ceilings, ...aggregates] : []).entries()) {
+    const peak = Math.max(...c.compute.map((r) => r.value), 0);
+    ymax = Math.max(ymax, peak * 1.5 || 0, ...c.memory.map((m) => Math.min(m.value * xmax, peak || Infinity) * 1.5));
     const lines: { x: number; y: number; roof: string; level: string }[] = [];
-    for (const m of ceilings.memory) {
+    for (const m of c.memory) {
       const roof = `${m.name} ${fmtRate(m.value, "B")}`;
       for (let k = 0; k <= 40; k++) {
         const x = xmin * Math.pow(xmax / xmin, k / 40);
@@ -159,14 +163,15 @@ function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings
       labels.push({ x: xmin * 1.05, y: m.value * xmin * 1.05, text: roof, anchor: "start" });
       ymin = Math.min(ymin, m.value * xmin / 1.5);
     }
-    for (const c of ceilings.compute) {
-      const roof = `${c.name} ${fmtRate(c.value, "FLOP")}`;
-      lines.push({ x: xmin, y: c.value, roof, level: "compute" }, { x: xmax, y: c.value, roof, level: "compute" });
-      labels.push({ x: xmax / 1.05, y: c.value * 1.12, text: roof, anchor: "end" });
+    for (const r of c.compute) {
+      const roof = `${r.name} ${fmtRate(r.value, "FLOP")}`;
+      lines.push({ x: xmin, y: r.value, roof, level: "compute" }, { x: xmax, y: r.value, roof, level: "compute" });
+      labels.push({ x: xmax / 1.05, y: r.value * 1.12, text: roof, anchor: "end" });
     }
     for (const level of ["dram", "l3", "l2", "compute"]) {
       const ls = lines.filter((l) => l.level === level);
-      if (ls.length) marks.push(Plot.line(ls, { x: "x", y: "y", z: "roof", stroke: level === "compute" ? "#666" : "#333", strokeDasharray: ROOF_DASH[level] ?? "1,0", strokeWidth: 1.2 }));
+      // the aggregate roofs of tp runs (i > 0) in blue, the device's own in grey
+      if (ls.length) marks.push(Plot.line(ls, { x: "x", y: "y", z: "roof", stroke: i > 0 ? AGGREGATE_ROOF : level === "compute" ? "#666" : "#333", strokeDasharray: ROOF_DASH[level] ?? "1,0", strokeWidth: 1.2 }));
     }
   }
   for (const anchor of ["start", "end"] as const) {
@@ -181,6 +186,13 @@ function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings
     symbol: "phase", r: 4, stroke: "white", strokeWidth: 0.5,
     title: (d: typeof pts[number]) => `${d.run} ${d.phase} ${d.label}\n${d.kernels.join(", ")}\n${(d.flops / 1e6).toFixed(3)} MFLOP, ${(d.bytes / 1e6).toFixed(3)} MB, ${(d.seconds * 1e3).toFixed(4)} ms per step, ${(d.bytesPerS / 1e9).toFixed(1)} GB/s${d.measuredBytes !== undefined ? `\nmeasured DRAM ${(d.measuredBytes / 1e6).toFixed(3)} MB${d.l2HitPct !== undefined ? `, L2 hit ${d.l2HitPct.toFixed(1)} %` : ""}` : ""}${d.why ? `\n${d.why}` : ""}`,
   }));
+  if (steps.length) {
+    marks.push(Plot.dot(steps, {
+      x: "x", y: "flopPerS", fill: (d: { runIndex: number }) => runColor(d.runIndex), symbol: "diamond", r: 7, stroke: "#111", strokeWidth: 1,
+      title: (d: typeof steps[number]) => `${d.run} ${d.phase} ${d.label}: all ranks' work over the busiest rank's time\n${(d.flops / 1e6).toFixed(3)} MFLOP, ${(d.bytes / 1e6).toFixed(3)} MB, ${(d.seconds * 1e3).toFixed(4)} ms per step, ${(d.bytesPerS / 1e9).toFixed(1)} GB/s`,
+    }));
+    marks.push(Plot.text(steps, { x: "x", y: "flopPerS", text: (d: typeof steps[number]) => `${d.label} · ${d.phase}`, dx: 10, dy: 10, textAnchor: "start", fontSize: 9, fill: "#111" }));
+  }
   // Labels only for the points that take the most time, and only where they do not overlap a label already placed:
   // the layer × op view has hundreds of points (every point keeps its tooltip).
   const fx = (x: number) => (Math.log(x / xmin) / Math.log(xmax / xmin)) * (width - 130);
@@ -195,6 +207,7 @@ function rooflinePanel(runs: { p: Profile; index: number }[], ceilings: Ceilings
     marks,
   }, width, 400);
   const notes = runs.map(({ p }) => cacheNote(p, pts.filter((x) => x.run === (p.manifest.label ?? p.id)), ceilings)).filter((n): n is string => !!n);
+  if (steps.length) notes.push(TP_ROOFLINE_NOTE);
   const labelNote = pts.length > ROOFLINE_TOP_LABELS ? [{ text: `labels on up to ${ROOFLINE_TOP_LABELS} points with the most time (none that would overlap); every point has a tooltip`, color: "#777" }] : [];
   return [textPanel([{ text: head, bold: true }, ...notes.map((text) => ({ text, color: "#8a5a00" })), ...labelNote], width), plot];
 }

@@ -5,9 +5,11 @@
 // on their own tracks; on the CPU backend the engine thread) and a host process (FFI calls, tokenization,
 // token emission). An engine call and its step's records share the step as correlation id: a flow arrow
 // joins each FFI call to the first record of its step.
+// Tensor parallelism (records with a rank): each rank gets its own tracks, one above another — in the device
+// process "rank N" (its kernels), "rank N · gaps", "rank N · copies"; in the phase processes "rank N · layer L".
 import type { Profile } from "../measure/profile.ts";
 import { nonModelOps } from "../catalog.ts";
-import { opRecords, stepTimeline, layerLabel } from "../measure/aggregate.ts";
+import { opRecords, ranksOf, stepTimeline, layerLabel } from "../measure/aggregate.ts";
 
 export interface TraceEvent {
   name: string; ph: string; pid: number; tid: number; ts?: number; dur?: number; cat?: string; s?: string;
@@ -27,10 +29,13 @@ export function chromeTrace(p: Profile): { traceEvents: TraceEvent[]; displayTim
     ev.push({ name: "process_sort_index", ph: "M", pid, tid: 0, args: { sort_index: pid } });
     ev.push({ name: "thread_name", ph: "M", pid, tid: 0, args: { name: "steps" } });
   }
-  const layers = [...new Set(recs.map((r) => r.layer))];
-  for (const l of layers) for (const pid of Object.values(pidOf)) {
-    const tid = l >= 0 ? l + 1 : 10000;
-    ev.push({ name: "thread_name", ph: "M", pid, tid, args: { name: l >= 0 ? `layer ${l}` : layerLabel(l) } });
+  const multi = ranksOf(recs).length > 1;
+  // one track per layer (and rank): tids of rank k are k * RANK_TIDS + the layer's
+  const layerTid = (r: { layer: number; rank?: number }) => (r.rank ?? 0) * RANK_TIDS + (r.layer >= 0 ? r.layer + 1 : 10000);
+  const tracks = new Map(recs.map((r) => [layerTid(r), r]));
+  for (const [tid, r] of [...tracks].sort((a, b) => a[0] - b[0])) for (const pid of Object.values(pidOf)) {
+    const name = r.layer >= 0 ? `layer ${r.layer}` : layerLabel(r.layer);
+    ev.push({ name: "thread_name", ph: "M", pid, tid, args: { name: multi ? `rank ${r.rank ?? 0} · ${name}` : name } });
     ev.push({ name: "thread_sort_index", ph: "M", pid, tid, args: { sort_index: tid } });
   }
   const stepStart = new Map<number, number>(), stepEnd = new Map<number, number>();
@@ -41,9 +46,9 @@ export function chromeTrace(p: Profile): { traceEvents: TraceEvent[]; displayTim
     stepEnd.set(r.step, Math.max(stepEnd.get(r.step) ?? -Infinity, ts + dur));
     const sec = r.ns / 1e9;
     ev.push({
-      name: r.op, cat: r.phase, ph: "X", pid: pidOf[r.phase], tid: r.layer >= 0 ? r.layer + 1 : 10000, ts, dur,
+      name: r.op, cat: r.phase, ph: "X", pid: pidOf[r.phase], tid: layerTid(r), ts, dur,
       args: {
-        step: r.step, layer: r.layer, op: r.op, kernel: r.kernel, flops: r.flops, bytes: r.bytes, n_tokens: r.nTokens,
+        step: r.step, ...(multi ? { rank: r.rank ?? 0 } : {}), layer: r.layer, op: r.op, kernel: r.kernel, flops: r.flops, bytes: r.bytes, n_tokens: r.nTokens,
         "GFLOP/s": sec > 0 ? r.flops / sec / 1e9 : null, "GB/s": sec > 0 ? r.bytes / sec / 1e9 : null,
         "FLOP/byte": r.bytes > 0 ? r.flops / r.bytes : null,
       },
@@ -67,7 +72,7 @@ export function chromeTrace(p: Profile): { traceEvents: TraceEvent[]; displayTim
   };
 }
 
-const DEVICE_PID = 3, HOST_PID = 4;
+const DEVICE_PID = 3, HOST_PID = 4, RANK_TIDS = 20000;
 
 /** The device and host processes: records in execution order, host spans, flows from each call to its step. */
 function timelineTracks(p: Profile, recs: ReturnType<typeof opRecords>, spans: NonNullable<Profile["host_spans"]>, t0: number): TraceEvent[] {
@@ -79,16 +84,21 @@ function timelineTracks(p: Profile, recs: ReturnType<typeof opRecords>, spans: N
     ev.push({ name: "process_sort_index", ph: "M", pid, tid: 0, args: { sort_index: pid } });
     tracks.forEach((t, i) => ev.push({ name: "thread_name", ph: "M", pid, tid: i + 1, args: { name: t } }));
   };
-  meta(DEVICE_PID, `${gpu ? "GPU" : "CPU engine thread"} · ${p.manifest.device.name} · profiling ${mode}`,
-    [gpu ? "kernels" : "ops", "gaps", gpu ? "copies" : "pool wake-up"]);
+  const kinds = [gpu ? "kernels" : "ops", "gaps", gpu ? "copies" : "pool wake-up"];
+  const ranks = ranksOf(recs), multi = ranks.length > 1;
+  // one rank: the tracks of kinds (tids 1, 2, 3); N ranks: "rank k" (its kernels), "rank k · gaps", … (tids 3k + 1 …)
+  meta(DEVICE_PID, `${gpu ? "GPU" : "CPU engine thread"} · ${p.manifest.device.name} · profiling ${mode}${multi ? ` · ${ranks.length} ranks` : ""}`,
+    multi ? ranks.flatMap((k) => [`rank ${k}`, `rank ${k} · ${kinds[1]}`, `rank ${k} · ${kinds[2]}`]) : kinds);
+  if (multi) ranks.forEach((_, i) => [1, 2, 3].forEach((j) => ev.push({ name: "thread_sort_index", ph: "M", pid: DEVICE_PID, tid: 3 * i + j, args: { sort_index: 3 * i + j } })));
   const firstOfStep = new Map<number, number>();
   const nonModel = nonModelOps();
   for (const r of recs) {
     const ts = (r.tStartNs - t0) / 1e3;
-    const tid = r.op === "gap" ? 2 : nonModel.has(r.op) ? 3 : 1;
+    const kind = r.op === "gap" ? 2 : nonModel.has(r.op) ? 3 : 1;
+    const tid = kind + 3 * ranks.indexOf(r.rank ?? 0);
     ev.push({
       name: r.op === "gap" ? "gap" : `${r.op}${r.layer >= 0 ? ` L${r.layer}` : ""}`, cat: r.phase, ph: "X", pid: DEVICE_PID, tid, ts,
-      dur: r.ns / 1e3, args: { correlation: r.step, step: r.step, layer: r.layer, op: r.op, kernel: r.kernel },
+      dur: r.ns / 1e3, args: { correlation: r.step, step: r.step, ...(multi ? { rank: r.rank ?? 0 } : {}), layer: r.layer, op: r.op, kernel: r.kernel },
     });
     if (tid === 1 && !(firstOfStep.get(r.step)! <= ts)) firstOfStep.set(r.step, ts);
   }

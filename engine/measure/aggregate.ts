@@ -20,6 +20,7 @@ export interface OpRecord {
   bytes: number;
   nTokens: number;
   tStartNs: number;
+  rank?: number;             // tensor parallelism: the rank that ran it (only in profiles with a rank column)
   ctr?: RecordCounters;      // profiling mode counters: what the GPU measured for this op
 }
 
@@ -40,6 +41,7 @@ export function opRecords(p: Profile): OpRecord[] {
       bytes: o.bytes[i],
       nTokens: o.n_tokens[i],
       tStartNs: o.t_start_ns[i],
+      ...(o.rank ? { rank: o.rank[i] } : {}),
       ...withCtr(recordCounters(o.counters, i)),
     });
   }
@@ -47,6 +49,19 @@ export function opRecords(p: Profile): OpRecord[] {
 }
 
 const withCtr = (c: RecordCounters | undefined) => (c ? { ctr: c } : {});
+
+/** The ranks of a profile's records, ascending ([0] for a profile without a rank column). */
+export function ranksOf(recs: OpRecord[]): number[] {
+  const s = new Set(recs.map((r) => r.rank ?? 0));
+  return s.size ? [...s].sort((a, b) => a - b) : [0];
+}
+
+/** The records of one rank. The step views (latency matrix, step timeline, comparison) read rank 0's, as the step
+ *  summaries do (engine/measure/record.ts): the ranks run the same ops in step, and summing them would count a
+ *  step N times. engine/measure/ranks.ts puts the ranks side by side. */
+export function rankRecords(recs: OpRecord[], rank = 0): OpRecord[] {
+  return recs.some((r) => (r.rank ?? 0) !== 0) ? recs.filter((r) => (r.rank ?? 0) === rank) : recs;
+}
 
 /** Which profiling mode produced a profile's op times (older profiles: events, the only mode there was). */
 export function profilingModeOf(p: Profile): string {
@@ -75,6 +90,9 @@ export interface LatencyMatrix {
   // write) over the measured kernel time, and the L2 hit rate from the row's summed sector lookups
   gbpsMeasured?: (number | null)[];
   l2HitPct?: (number | null)[];
+  // tensor parallelism (profiles with more than one rank): the rank shown and how many there are
+  rank?: number;
+  ranks?: number;
 }
 
 /** Per layer row: measured GB/s and L2 hit % (latency table columns); undefined when no record has counters. */
@@ -93,8 +111,9 @@ function measuredColumns(rs: OpRecord[], layers: number[]): Pick<LatencyMatrix, 
   };
 }
 
-export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p), stat: "mean" | "median" = "mean"): LatencyMatrix {
-  const rs = recs.filter((r) => r.phase === phase);
+export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p), stat: "mean" | "median" = "mean", rank = 0): LatencyMatrix {
+  const nRanks = ranksOf(recs).length;
+  const rs = rankRecords(recs, rank).filter((r) => r.phase === phase);
   const stepIds = [...new Set(rs.map((r) => r.step))];
   const steps = stepIds.length;
   const layers = [...new Set(rs.map((r) => r.layer))].sort((a, b) => (a < 0 ? 1e9 : a) - (b < 0 ? 1e9 : b));
@@ -116,15 +135,18 @@ export function latencyMatrix(p: Profile, phase: PhaseName, recs = opRecords(p),
     for (const row of ms) for (let j = 0; j < row.length; j++) row[j] /= div;
   }
   const totalMs = ms.reduce((a, row) => a + row.reduce((x, y) => x + y, 0), 0);
-  return { phase, steps, layers, layerLabels: layers.map((l) => layerLabel(l)), ops, ms, totalMs, stat, ...measuredColumns(rs, layers) };
+  return {
+    phase, steps, layers, layerLabels: layers.map((l) => layerLabel(l)), ops, ms, totalMs, stat, ...measuredColumns(rs, layers),
+    ...(nRanks > 1 ? { rank, ranks: nRanks } : {}),
+  };
 }
 
 export interface StepPoint { step: number; phase: PhaseName; ms: number; tokens: number }
 
-/** Engine time per step (sum of its op records). */
+/** Engine time per step (sum of its op records; rank 0's with tensor parallelism). */
 export function stepTimeline(p: Profile, recs = opRecords(p)): StepPoint[] {
   const m = new Map<number, StepPoint>();
-  for (const r of recs) {
+  for (const r of rankRecords(recs)) {
     let s = m.get(r.step);
     if (!s) m.set(r.step, (s = { step: r.step, phase: r.phase, ms: 0, tokens: 0 }));
     s.ms += r.ns / 1e6;
@@ -186,7 +208,7 @@ export interface Comparison {
 /** A/B comparison (HTA TraceDiff style): per phase, layer and op, the per-step spread in each run and the delta;
  *  every status, colour and summary verdict comes from the one rule in engine/measure/stats.ts. */
 export function compareProfiles(A: Profile, B: Profile): Comparison {
-  const ra = opRecords(A), rb = opRecords(B);
+  const ra = rankRecords(opRecords(A)), rb = rankRecords(opRecords(B)); // a step's time: rank 0's (rankRecords)
   const ga = perStepGroups(ra), gb = perStepGroups(rb);
   const keys = [...new Set([...ga.keys(), ...gb.keys()])];
   const rows: CompareRow[] = [];

@@ -19,11 +19,13 @@ export interface StepTimes {
   other_ms: number;
 }
 
-/** Per-step sums of the records; `walls` maps a step (OpColumns.step) to its wall time in ms. */
+/** Per-step sums of the records; `walls` maps a step (OpColumns.step) to its wall time in ms. Rank 0's records only
+ *  (tensor parallelism: each rank's records tile the same step, as the step summaries of record.ts count them). */
 export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>): StepTimes[] {
   const by = new Map<number, StepTimes>();
   const names = opNames(), nonModel = nonModelOps();
   for (let i = 0; i < ops.step.length; i++) {
+    if ((ops.rank?.[i] ?? 0) !== 0) continue;
     const step = ops.step[i];
     const wall = walls.get(step);
     if (wall === undefined) continue;

@@ -6,10 +6,10 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import type { Profile } from "./profile.ts";
-import { nonModelOps } from "../catalog.ts";
+import { collectiveOps, nonModelOps } from "../catalog.ts";
 import { REPO_ROOT } from "../constants.ts";
 import { readJsonFile, realInside } from "../io/fsafe.ts";
-import { layerLabel, opRecords, PHASES, type OpRecord, type PhaseName } from "./aggregate.ts";
+import { layerLabel, opRecords, PHASES, ranksOf, type OpRecord, type PhaseName } from "./aggregate.ts";
 import { l2HitPct } from "./counters.ts";
 
 // ------------------------------------------------------------------------------------------------ ceilings
@@ -176,6 +176,10 @@ export interface RooflinePoint {
   measuredIntensity?: number;
   measuredBytesPerS?: number;
   l2HitPct?: number;
+  // tensor parallelism: the rank of a per-rank point (profiles with more than one rank), or, on a step point
+  // (stepRooflinePoints), how many ranks its FLOPs and bytes add up over (plotted against `ranks` × the roofs)
+  rank?: number;
+  ranks?: number;
 }
 
 interface Measured { bytes: number; ns: number; hits: number; lookups: number }
@@ -198,38 +202,95 @@ function measuredFields(m: Measured | null, flops: number, steps: number): Parti
   };
 }
 
-/** One point per op, layer or (layer, op) and phase: FLOPs, bytes and time per step (mean over the phase's steps). */
+/**
+ * One point per op, layer or (layer, op) and phase: FLOPs, bytes and time per step (mean over the phase's steps).
+ * With tensor parallelism, one such point per rank (label "r1 …"): a rank is one device, so its points belong
+ * against one device's roofs; the collectives are not points (their bytes cross the interconnect, not memory).
+ */
 export function rooflinePoints(p: Profile, group: RooflineGroup = "op", recs = opRecords(p)): RooflinePoint[] {
   const out: RooflinePoint[] = [];
+  const multi = ranksOf(recs).length > 1;
+  const skip = new Set([...nonModelOps(), ...(multi ? collectiveOps() : [])]);
   for (const phase of PHASES) {
     const rs = recs.filter((r) => r.phase === phase);
     const steps = Math.max(1, new Set(rs.map((r) => r.step)).size);
-    const g = new Map<string, { layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number; m: Measured | null }>();
+    const g = new Map<string, { rank: number; layer: number | null; op: string | null; k: Set<string>; f: number; b: number; ns: number; m: Measured | null }>();
     // gaps, copies and pool wake-ups are time without model work: not roofline points (nor part of a layer's)
-    const nonModel = nonModelOps();
     for (const r of rs) {
-      if (nonModel.has(r.op)) continue;
+      if (skip.has(r.op)) continue;
       const layer = group === "op" ? null : r.layer;
       const op = group === "layer" ? null : r.op;
-      const key = `${layer}|${op}`;
+      const rank = r.rank ?? 0;
+      const key = `${rank}|${layer}|${op}`;
       let e = g.get(key);
-      if (!e) g.set(key, (e = { layer, op, k: new Set(), f: 0, b: 0, ns: 0, m: { bytes: 0, ns: 0, hits: 0, lookups: 0 } }));
+      if (!e) g.set(key, (e = { rank, layer, op, k: new Set(), f: 0, b: 0, ns: 0, m: { bytes: 0, ns: 0, hits: 0, lookups: 0 } }));
       e.k.add(r.kernel); e.f += r.flops; e.b += r.bytes; e.ns += r.ns;
       e.m = addMeasured(e.m, r);
     }
     for (const e of g.values()) {
       if (e.ns <= 0 || e.b <= 0 || e.f <= 0) continue; // no point on a log-log plot
       const s = e.ns / 1e9 / steps;
-      const label = [e.layer === null ? null : layerLabel(e.layer), e.op].filter((x) => x !== null).join(" ");
+      const label = [multi ? `r${e.rank}` : null, e.layer === null ? null : layerLabel(e.layer), e.op].filter((x) => x !== null).join(" ");
       out.push({
         label, phase, layer: e.layer, op: e.op, kernels: [...e.k],
         flops: e.f / steps, bytes: e.b / steps, seconds: s,
         intensity: e.f / e.b, flopPerS: e.f / steps / s, bytesPerS: e.b / steps / s,
         ...measuredFields(e.m, e.f, steps),
+        ...(multi ? { rank: e.rank } : {}),
       });
     }
   }
   return out;
+}
+
+/**
+ * Tensor parallelism: one point per phase for the whole step, against the aggregate roofs of the ranks
+ * (aggregateCeilings). FLOPs and bytes: every rank's model ops per step (what the N devices did together); time:
+ * per step the busiest rank's records of ops and collectives (the ranks wait for each other at every collective,
+ * so the step lasts as long as its slowest rank; gaps and copies are left out as in the per-op points), mean over
+ * the steps. The collectives' time is in it, their bytes are not (they cross the interconnect). Empty for a
+ * profile of one rank.
+ */
+export function stepRooflinePoints(p: Profile, recs = opRecords(p)): RooflinePoint[] {
+  const ranks = ranksOf(recs);
+  if (ranks.length < 2) return [];
+  const nonModel = nonModelOps(), comm = collectiveOps();
+  const out: RooflinePoint[] = [];
+  for (const phase of PHASES) {
+    const busy = new Map<number, Map<number, number>>(); // step → rank → ns
+    let f = 0, b = 0;
+    const k = new Set<string>();
+    for (const r of recs) {
+      if (r.phase !== phase || nonModel.has(r.op)) continue;
+      let s = busy.get(r.step);
+      if (!s) busy.set(r.step, (s = new Map()));
+      s.set(r.rank ?? 0, (s.get(r.rank ?? 0) ?? 0) + r.ns);
+      if (comm.has(r.op)) continue;
+      f += r.flops; b += r.bytes; k.add(r.kernel);
+    }
+    const steps = busy.size;
+    const ns = [...busy.values()].reduce((a, s) => a + Math.max(...s.values()), 0);
+    if (!steps || ns <= 0 || f <= 0 || b <= 0) continue;
+    const sec = ns / 1e9 / steps;
+    out.push({
+      label: `step (${ranks.length} ranks)`, phase, layer: null, op: null, kernels: [...k],
+      flops: f / steps, bytes: b / steps, seconds: sec, intensity: f / b, flopPerS: f / steps / sec, bytesPerS: b / steps / sec,
+      ranks: ranks.length,
+    });
+  }
+  return out;
+}
+
+/** What every roofline view says about a tensor-parallel run (web page, SVG). */
+export const TP_ROOFLINE_NOTE = "Tensor parallelism: per-rank points (r0, r1, …) against one device's roofs (a rank is one device); "
+  + "◆ step (N ranks) = every rank's FLOPs and bytes per step over the busiest rank's time (collectives included), against N × the roofs "
+  + "(the aggregate bandwidth and compute of the ranks). Collectives are not points: their bytes cross the interconnect, not memory.";
+
+/** The roofs of `n` devices working together: every bandwidth and compute peak times n, named so. */
+export function aggregateCeilings(c: Ceilings, n: number): Ceilings {
+  const times = (r: Roof): Roof => ({ ...r, name: `${n} × ${r.name}`, value: r.value * n });
+  const cache = Object.fromEntries(Object.entries(c.cacheBytes).map(([k, v]) => [k, v * n])); // each device has its own
+  return { ...c, memory: c.memory.map(times), compute: c.compute.map(times), cacheBytes: cache };
 }
 
 /**

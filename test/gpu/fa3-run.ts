@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import { opNames } from "../../engine/catalog.ts";
 import { textTokens } from "../../engine/measure/perplexity-run.ts";
+import { launcher } from "./gpu.ts";
 
 export interface Fa3RunSummary {
   runs: Record<string, { rows: number; cols: number; layers: number; kernels: string[][]; argmax: number }>;
@@ -48,7 +49,7 @@ function run(name: string, before: [number, number[]][], seq: number, pieces: nu
     const r = s.takeRecords();
     const kernels: string[][] = Array.from({ length: L }, () => []);
     r.ops.op.forEach((o, i) => {
-      if (opNames()[o] === "attention") kernels[r.ops.layer[i]].push(r.kernels[r.ops.kernel[i]]);
+      if (opNames()[o] === "attention") kernels[r.ops.layer[i]].push(launcher(r.kernels[r.ops.kernel[i]]));
     });
     const lg = s.logits().data;
     const argmax = lg.reduce((b, x, i) => (x > lg[b] ? i : b), 0);

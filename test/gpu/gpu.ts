@@ -24,6 +24,10 @@ export function cudaStatus(): { ok: boolean; why: string } {
 }
 export const noGpu = () => !cudaStatus().ok;
 
+/** The launcher name of an op record's kernel: in `kernels` profiling mode a record is named "launcher · CUDA kernel"
+ * (cuda/src/cuda/kernel_trace.cu), in `events` mode just "launcher". */
+export const launcher = (kernel: string): string => kernel.split(" · ")[0];
+
 /** Directory made by notebooks/peers/make_ref.py ($QW_GPU_REF, else $OUT/qw-ref, else /tmp/qw-ref). */
 export function refDir(shape: string): string | undefined {
   const bases = [process.env.QW_GPU_REF, process.env.OUT ? join(process.env.OUT, "qw-ref") : undefined, "/tmp/qw-ref"];

@@ -220,6 +220,37 @@ describe.skipIf(noGpu() || gpuCount() < 2)("tensor parallelism on CUDA: the rank
     }
   });
 
+  test("records per rank match the CPU emulation's (the reference): collectives at the same places with the same costs, o_proj / down FLOPs per rank", async () => {
+    // What both backends must agree on whatever their kernels fuse: where the collectives sit (op, layer), their
+    // per-rank bytes / FLOPs (one source: tp_plan.hpp tp_all_reduce_cost / tp_logits_gather_cost) and the
+    // row-parallel GEMVs' FLOPs from the shard shapes. (qkv / gate_up / lm_head carry fused norm costs on CUDA.)
+    const cpuTp = await openSyntheticInMemory(tinyTestSpec(), "bf16", { backend: "cpu", threads: 2, parallel: "tp2" });
+    const names = opNames(), keep = new Set(["all_reduce", "all_gather", "o_proj", "down"]);
+    const trace = (mm: Model) => {
+      const s = mm.newSession({ maxBatch: 1, maxContext: 128 });
+      try {
+        s.setProfiling("events");
+        s.setSampling(0, { temperature: 0 });
+        let t = s.prefill(0, prompt(9, 4));
+        for (let i = 0; i < 3; i++) t = s.decode([0], [t])[0];
+        const o = s.takeRecords().ops, rank = o.rank ?? [];
+        const steps = [...new Set(o.step)];
+        return [0, 1].map((k) => steps.map((st) => o.op.flatMap((op, i) => rank[i] === k && o.step[i] === st && keep.has(names[op])
+          ? [`${names[op]} L${o.layer[i]} n${o.n_tokens[i]} flops ${o.flops[i]}` + (names[op].startsWith("all_") ? ` bytes ${o.bytes[i]}` : "")]
+          : [])));
+      } finally {
+        s.close();
+      }
+    };
+    try {
+      const want = trace(cpuTp), got = trace(m);
+      expect(want[0].length).toBe(4); // prefill + 3 decode steps
+      expect(got).toEqual(want);
+    } finally {
+      cpuTp.close();
+    }
+  });
+
   test("hooks: sharded ones (q, z, mlp post) gathered into the tp1 layout, replicated ones from rank 0; the embedded model is refused", async () => {
     await expect(openModel("default", { backend: "cuda", parallel: "tp2" })).rejects.toThrow(/1 KV heads.*splits as tp1/);
     const one = await openSyntheticInMemory(tinyTestSpec(), "bf16", { backend: "cuda" });

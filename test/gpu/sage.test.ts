@@ -11,7 +11,7 @@ import { opNames } from "../../engine/catalog.ts";
 import { tensorError } from "../../engine/measure/metrics.ts";
 import { textTokens } from "../../engine/measure/perplexity-run.ts";
 import type { Capture } from "../../engine/api.ts";
-import { noGpu } from "./gpu.ts";
+import { launcher, noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
@@ -51,9 +51,9 @@ describe.skipIf(noGpu())("attention = sage-* on CUDA vs the CPU reference arms",
       const r = s.takeRecords();
       const kernels: string[][] = Array.from({ length: L }, () => []);
       r.ops.op.forEach((o, i) => {
-        if (opNames()[o] === "attention") kernels[r.ops.layer[i]].push(r.kernels[r.ops.kernel[i]]);
+        if (opNames()[o] === "attention") kernels[r.ops.layer[i]].push(launcher(r.kernels[r.ops.kernel[i]]));
       });
-      return { caps, kernels, logits };
+      return { caps, kernels: kernels.map((k) => [...new Set(k)]), logits };
     } finally {
       s.close();
     }

@@ -1,6 +1,6 @@
 // Shared by the browser tests: the real server as a child process, and headless Chromium through playwright-core.
 import { join, resolve } from "node:path";
-import type { BrowserContext } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 
 export const REPO = resolve(import.meta.dir, "../..");
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -28,4 +28,10 @@ export async function launchChromium(userDataDir: string, viewport = { width: 14
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
       "--disable-component-update", "--disable-sync"],
   });
+}
+
+/** Collects a page's uncaught errors and console errors into `errors` (a test expects it empty). */
+export function collectErrors(page: Page, errors: string[]): void {
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
 }

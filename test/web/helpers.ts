@@ -87,3 +87,20 @@ export async function readSse(res: Response, until = (e: Sse) => ["done", "error
 }
 
 export const json = (body: unknown) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+
+/** fakeApp over the real engine (engine/index.ts: the native library, in-process), for one test file. */
+export function cpuEngineApps(): () => Promise<App> {
+  const make = appsForFile();
+  return async () => {
+    const { openModel } = await import("../../engine/index.ts");
+    return make({}, {}, new LocalHost(new EngineCore(openModel))).app;
+  };
+}
+
+/** POSTs a task (a run, a load, …) and reads its events to the end. */
+export async function taskEvents(app: App, path: string, body: unknown): Promise<Sse[]> {
+  const r = await app.request(path, json(body));
+  expect(r.status).toBe(202);
+  const j = (await r.json()) as { id?: string; task: { id: string } };
+  return readSse(await app.request(`/api/tasks/${j.id ?? j.task.id}/events`));
+}

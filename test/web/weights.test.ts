@@ -2,34 +2,20 @@
 // so a run naming another value reloads the model with it (and the model view reports it); a quant-error
 // measurement compares as-loaded against q4 on the same model file (the arm opens its own copy); bad values
 // are refused with a 400 that names them.
-import { describe, expect, test, afterAll } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { EngineCore, LocalHost } from "../../web/core.ts";
-import { fakeApp, readSse, json, type Sse } from "./helpers.ts";
+import { cpuEngineApps, json, taskEvents as task } from "./helpers.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
 
 const REPO = resolve(import.meta.dir, "../..");
 const have = existsSync(join(REPO, "cuda/build/libqwen_cpu.so"));
-const envs: { cleanup: () => void }[] = [];
-afterAll(() => envs.forEach((e) => e.cleanup()));
+const setup = cpuEngineApps();
 
 describe.skipIf(!have)("weights toggle on the CPU engine", () => {
-  async function setup() {
-    const { openModel } = await import("../../engine/index.ts");
-    const r = fakeApp({}, {}, new LocalHost(new EngineCore(openModel)));
-    envs.push(r.dirs);
-    return r.app;
-  }
   type App = Awaited<ReturnType<typeof setup>>;
-  async function task(app: App, path: string, body: unknown): Promise<Sse[]> {
-    const r = await app.request(path, json(body));
-    expect(r.status).toBe(202);
-    const j = (await r.json()) as { id?: string; task: { id: string } };
-    return readSse(await app.request(`/api/tasks/${j.id ?? j.task.id}/events`));
-  }
   const model = async (app: App) => ((await (await app.request("/api/model")).json()) as { loaded: { weights: unknown } }).loaded;
 
   test("a run with weights = q8 reloads the model with it; a later run without weights keeps it; as-loaded goes back", async () => {

@@ -15,6 +15,7 @@ const LoadRequest = z.object({
   source: ModelSource,
   backend: BackendField.optional(),
   threads: z.number().int().min(0).max(1024).optional(),
+  parallel: z.string().max(16).optional(),  // tensor parallelism (tp1 | tp2 | …): the engine checks it when it opens the model
 }).extend(WeightsOptionSchema.shape).strict();
 
 export function modelRoutes(ctx: WebContext) {
@@ -39,7 +40,7 @@ export function modelRoutes(ctx: WebContext) {
     const source = ctx.resolveSource(req.source);
     ctx.guardQueue();
     const t = tasks.submit("load", source, async (t) => {
-      const info = await host.load(t.id, source, { backend: req.backend ?? ctx.defaultBackend, threads: req.threads, root: ctx.rootOf(source), weights: req.weights, weightsLayers: req.weightsLayers }, ctx.relay(t));
+      const info = await host.load(t.id, source, { backend: req.backend ?? ctx.defaultBackend, threads: req.threads, root: ctx.rootOf(source), weights: req.weights, weightsLayers: req.weightsLayers, ...(req.parallel !== undefined ? { parallel: req.parallel } : {}) }, ctx.relay(t));
       return { model: modelView(info) };
     });
     loading = t;

@@ -6,8 +6,10 @@ import { z } from "zod";
 import { compareProfiles, latencyMatrix, stepTimeline, tokenTimeline } from "../../engine/measure/aggregate.ts";
 import { compareSvg } from "../../engine/export/svg.ts";
 import {
-  aboveDramReason, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning, rooflinePoints,
+  aboveDramReason, aggregateCeilings, cacheNote, ceilingsFor, groupByDevice, loadCeilings, loadCeilingsReport, mixedDeviceWarning,
+  rooflinePoints, stepRooflinePoints, TP_ROOFLINE_NOTE,
 } from "../../engine/measure/roofline.ts";
+import { rankViews } from "../../engine/measure/ranks.ts";
 import { paletteDoc } from "../../engine/export/palette.ts";
 import { summaryStats } from "../../engine/measure/stats.ts";
 import type { WebContext } from "../context.ts";
@@ -34,11 +36,14 @@ export function profileRoutes(ctx: WebContext) {
     const p = profiles.get(key);
     const ceil = ceilingsFor(loadCeilings(ceilingsDir), p.manifest.device.name, p.manifest.device.backend);
     const points = (g: "op" | "layer" | "layer-op") => rooflinePoints(p, g).map((x) => ({ ...x, why: aboveDramReason(x, ceil) }));
+    // tensor parallelism: the step points, each against its N ranks' aggregate roofs (empty for one rank)
+    const step = stepRooflinePoints(p).map((x) => ({ ...x, why: aboveDramReason(x, ceil && aggregateCeilings(ceil, x.ranks!)) }));
     return c.json({
       key, id: p.id, kind: p.kind, manifest: p.manifest, summary: p.summary, stats: summaryStats(p), notes: p.notes ?? [],
       latency: { prefill: latencyMatrix(p, "prefill", undefined, stat), decode: latencyMatrix(p, "decode", undefined, stat) },
       steps: stepTimeline(p), tokens: tokenTimeline(p),
-      roofline: { op: points("op"), layer: points("layer"), "layer-op": points("layer-op") },
+      roofline: { op: points("op"), layer: points("layer"), "layer-op": points("layer-op"), step },
+      ranks: rankViews(p, stat),
       ceilings: ceil, quant_error: p.quant_error ?? null, output_text: p.output_text ?? null,
       fidelity: p.fidelity ?? null, counters_meta: p.counters_meta ?? null,
     });
@@ -54,7 +59,11 @@ export function profileRoutes(ctx: WebContext) {
       devices: groups.map((g) => {
         const ceilings = ceilingsFor(all, g.device, g.backend);
         const notes = g.items.map(({ item }) => cacheNote(item, rooflinePoints(item, "op"), ceilings)).filter((n) => n !== null);
-        return { key: g.key, device: g.device, backend: g.backend, runs: g.items.map((i) => keys[i.index]), ceilings, notes };
+        // tensor-parallel runs: N × the roofs for each N among them (the step points' ceilings)
+        const ns = [...new Set(g.items.flatMap(({ item }) => stepRooflinePoints(item).map((x) => x.ranks!)))].sort((a, b) => a - b);
+        if (ns.length) notes.push(TP_ROOFLINE_NOTE);
+        const aggregates = ceilings ? ns.map((n) => ({ ranks: n, ceilings: aggregateCeilings(ceilings, n) })) : [];
+        return { key: g.key, device: g.device, backend: g.backend, runs: g.items.map((i) => keys[i.index]), ceilings, notes, aggregates };
       }),
     });
   });

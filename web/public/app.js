@@ -4,6 +4,7 @@
 import { rooflineFigure } from "./roofline.js";
 import { createQuantPage } from "./quant.js";
 import { createPasskeyPage } from "./passkey.js";
+import { drawRanks, ofRank } from "./ranks.js";
 import { readSparse, sparseFields, sparseSummaryHtml, wireSparseFields } from "./sparse.js";
 
 const $ = (s, el = document) => el.querySelector(s);
@@ -63,7 +64,8 @@ function setModel(m) {
   state.layers = m?.layers ?? m?.config?.num_hidden_layers ?? 0;
   const chip = $("#model-chip");
   const w = m?.weights && m.weights !== "as-loaded" ? ` · weights ${Array.isArray(m.weights) ? m.weights.join("/") : m.weights}` : "";
-  chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers${w}` : "no model loaded";
+  const tp = m?.parallel && m.parallel !== state.catalog?.defaults?.[m.backend]?.[state.catalog?.parallelToggle] ? ` · ${m.parallel}` : "";
+  chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers${w}${tp}` : "no model loaded";
   chip.classList.toggle("ok", !!m);
   renderToggles($("#toggles"), "run");
   renderToggles($("#q-ref"), "qref");
@@ -91,9 +93,10 @@ function renderHookHints() {
  *  (the server computes it with the engine's rule), else the registry's own default. */
 const effDefault = (d) => state.catalog?.defaults?.[state.model?.backend ?? "cpu"]?.[d.id] ?? d.default;
 
-// weights (the catalog's weightsToggle) is a load-time option (engine/formats/requant.ts): shown as the loaded model has it (one value or one per
-// layer); a run that picks another value makes the server reload the model with it.
-const curOf = (d) => (d.id === state.catalog?.weightsToggle && state.model?.weights !== undefined ? state.model.weights : effDefault(d));
+// weights and parallel (the catalog's weightsToggle, parallelToggle) are load-time options (engine/formats/requant.ts, parallel.ts): shown as
+// the loaded model has them (weights: one value or one per layer); a run that picks another value makes the server reload the model with it.
+const curOf = (d) => (d.id === state.catalog?.weightsToggle && state.model?.weights !== undefined ? state.model.weights
+  : d.id === state.catalog?.parallelToggle && state.model?.parallel !== undefined ? state.model.parallel : effDefault(d));
 const sameVal = (a, b) => {
   const fold = (v) => (Array.isArray(v) && v.every((x) => x === v[0]) ? v[0] : v);
   return JSON.stringify(fold(a)) === JSON.stringify(fold(b));
@@ -532,8 +535,9 @@ async function drawLatency(key) {
   ].map(([k, x]) => `<div class="card"><span>${k}</span><b${x.length > 18 ? ' class="long"' : ""}>${esc(x)}</b></div>`).join("");
   $("#lat-fidelity").innerHTML = fidelityHtml(v.fidelity, s) + sparseSummaryHtml(s.sparse) +
     (v.counters_meta?.unavailable?.length ? `<p class="muted">Counters: ${v.counters_meta.unavailable.map(esc).join("; ")}</p>` : "");
-  stackedBars("lat-prefill", v.latency.prefill, "Prefill");
-  stackedBars("lat-decode", v.latency.decode, "Decode");
+  drawRanks(v, { Plotly, palette: PALETTE, base: BASE_LAYOUT, cfg: PLOT_CFG });
+  stackedBars("lat-prefill", v.latency.prefill, `Prefill${ofRank(v.latency.prefill)}`);
+  stackedBars("lat-decode", v.latency.decode, `Decode${ofRank(v.latency.decode)}`);
   const tk = v.tokens;
   const steps = v.steps;
   Plotly.react("lat-timeline", [
@@ -550,7 +554,7 @@ async function drawLatency(key) {
   const tables = ["prefill", "decode"].map((ph) => {
     const m = v.latency[ph];
     if (!m.steps) return "";
-    return `<h3>${ph} (${m.stat} of ${m.steps} step${m.steps > 1 ? "s" : ""})</h3><table><thead><tr><th>layer</th>${m.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th>${measuredHead()}</tr></thead><tbody>${
+    return `<h3>${ph}${ofRank(m)} (${m.stat} of ${m.steps} step${m.steps > 1 ? "s" : ""})</h3><table><thead><tr><th>layer</th>${m.ops.map((o) => `<th class="n">${esc(o)}</th>`).join("")}<th class="n">total</th>${measuredHead()}</tr></thead><tbody>${
       m.layerLabels.map((l, i) => `<tr><td>${esc(l)}</td>${m.ms[i].map((x) => `<td class="n">${fmt(x, 4)}</td>`).join("")}<td class="n"><b>${fmt(m.ms[i].reduce((a, b) => a + b, 0), 4)}</b></td>${measuredCells(m, i)}</tr>`).join("")}</tbody></table>`;
   }).join("");
   $("#lat-table").innerHTML = tables || '<p class="muted">No op records: the run was not in profiling mode.</p>';

@@ -1,8 +1,11 @@
 // The Roofline page's figure (plotly traces and layout), a pure function of the server's answers so that it
 // can be tested without a browser (test/web/roofline-page.test.ts): one panel per device, each run against its
 // own device's roofs (DRAM, L3, L2 bandwidth; compute peaks), labels only on the points with the most time.
+// Tensor-parallel runs add a step point per phase (◆, all ranks' work over the busiest rank's time) drawn against
+// N × the roofs (blue; the server's dev.devices[].aggregates), while their per-rank points keep one device's roofs.
 export const ROOF_TOP_LABELS = 8;
 const ROOF_DASH = { dram: "dash", l3: "dashdot", l2: "dot" };
+const AGGREGATE_ROOF = "#2b6cb0";
 const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const fix = (v, d) => Number(v).toFixed(d);
 const rate = (v, unit) => (v >= 1e12 ? `${fix(v / 1e12, 2)} T${unit}/s` : `${fix(v / 1e9, v >= 1e11 ? 0 : 1)} G${unit}/s`);
@@ -51,6 +54,18 @@ function pointTraces(ps, ph, ax, color, top) {
   return out;
 }
 
+// The step points of a tensor-parallel run and phase: large diamonds, always labelled.
+function stepTrace(ps, ph, ax, color) {
+  return {
+    type: "scatter", mode: "markers+text", name: `${ps[0].run} · ${ph} · step (all ranks)`, xaxis: `x${ax}`, yaxis: `y${ax}`,
+    x: ps.map((p) => p.intensity), y: ps.map((p) => p.flopPerS), text: ps.map((p) => `${p.label} · ${ph}`),
+    textposition: "bottom right", textfont: { size: 10, color: "#111" }, cliponaxis: false,
+    marker: { color, symbol: "diamond", size: 14, line: { color: "#111", width: 1.5 } },
+    customdata: ps.map((p) => [p.flops / 1e6, p.bytes / 1e6, p.seconds * 1e3, p.bytesPerS / 1e9, p.ranks, p.why ? `<br><i>${esc(p.why)}</i>` : ""]),
+    hovertemplate: "<b>step, all %{customdata[4]} ranks</b> (" + ph + ")<br>FLOPs: %{customdata[0]:.3f} M · bytes: %{customdata[1]:.3f} MB (every rank's model ops)<br>time: %{customdata[2]:.4f} ms (the busiest rank, collectives included)<br>%{x:.3g} FLOP/B · %{y:.3s}FLOP/s · %{customdata[3]:.2f} GB/s — against %{customdata[4]} × the roofs%{customdata[5]}<extra></extra>",
+  };
+}
+
 /**
  * views: GET /api/profiles/:key/views for each key; dev: GET /api/roofline/devices?keys=…;
  * opts: { group: "op"|"layer"|"layer-op", phase: "both"|"prefill"|"decode", palette, base (layout defaults) }.
@@ -73,14 +88,19 @@ export function rooflineFigure(views, keys, dev, opts) {
       return v.roofline[group].filter((p) => phase === "both" || p.phase === phase).map((p) => ({ ...p, run: v.manifest.label ?? v.id, i }));
     });
     total += pts.length;
-    const xs = pts.flatMap((p) => (p.measuredIntensity !== undefined ? [p.intensity, p.measuredIntensity] : [p.intensity])), ys = pts.map((p) => p.flopPerS);
+    const steps = d.runs.flatMap((k) => {
+      const i = runOf.get(k), v = views[i];
+      return (v.roofline.step ?? []).filter((p) => phase === "both" || p.phase === phase).map((p) => ({ ...p, run: v.manifest.label ?? v.id, i }));
+    });
+    const xs = [...pts, ...steps].flatMap((p) => (p.measuredIntensity !== undefined ? [p.intensity, p.measuredIntensity] : [p.intensity])), ys = [...pts, ...steps].map((p) => p.flopPerS);
     const xmin = (xs.length ? Math.min(...xs) : 0.1) / 3, xmax = (xs.length ? Math.max(...xs) : 10) * 3;
     let ymin = (ys.length ? Math.min(...ys) : 1e9) / 3, ymax = (ys.length ? Math.max(...ys) : 1e10) * 3;
     const c = d.ceilings;
-    if (c) {
-      const peak = Math.max(0, ...c.compute.map((r) => r.value));
+    const aggs = c ? (d.aggregates ?? []).map((a) => a.ceilings) : [];
+    for (const cc of c ? [c, ...aggs] : []) {
+      const peak = Math.max(0, ...cc.compute.map((r) => r.value));
       if (peak) ymax = Math.max(ymax, peak * 2);
-      for (const m of c.memory) ymin = Math.min(ymin, m.value * xmin);
+      for (const m of cc.memory) ymin = Math.min(ymin, m.value * xmin);
     }
     const top = labelled(pts, (p) => Math.log(xOf(p) / xmin) / Math.log(xmax / xmin) * (opts.plotWidth ?? 900),
       (p) => Math.log(ymax / p.flopPerS) / Math.log(ymax / ymin) * 400);
@@ -90,16 +110,20 @@ export function rooflineFigure(views, keys, dev, opts) {
         const ps = pts.filter((p) => p.i === i && p.phase === ph);
         if (!ps.length) continue;
         traces.push(...pointTraces(ps, ph, ax, palette[i % palette.length], top));
+        const st = steps.filter((p) => p.i === i && p.phase === ph);
+        if (st.length) traces.push(stepTrace(st, ph, ax, palette[i % palette.length]));
       }
     }
     const where = n > 1 ? `${d.device}: ` : "";
     if (c) {
-      const peak = Math.max(0, ...c.compute.map((r) => r.value));
-      for (const m of c.memory) {
-        const x2 = [xmin, Math.min(xmax, peak ? peak / m.value : xmax)];
-        traces.push({ type: "scatter", mode: "lines", name: `${where}${m.name} (${rate(m.value, "B")})`, xaxis: `x${ax}`, yaxis: `y${ax}`, x: x2, y: x2.map((x) => m.value * x), line: { color: "#333", dash: ROOF_DASH[m.level] ?? "dash", width: 1.5 }, hoverinfo: "name" });
-      }
-      for (const r of c.compute) traces.push({ type: "scatter", mode: "lines", name: `${where}${r.name} (${rate(r.value, "FLOP")})`, xaxis: `x${ax}`, yaxis: `y${ax}`, x: [xmin, xmax], y: [r.value, r.value], line: { color: "#777", dash: "longdash", width: 1.5 }, hoverinfo: "name" });
+      [c, ...aggs].forEach((cc, j) => {
+        const peak = Math.max(0, ...cc.compute.map((r) => r.value));
+        for (const m of cc.memory) {
+          const x2 = [xmin, Math.min(xmax, peak ? peak / m.value : xmax)];
+          traces.push({ type: "scatter", mode: "lines", name: `${where}${m.name} (${rate(m.value, "B")})`, xaxis: `x${ax}`, yaxis: `y${ax}`, x: x2, y: x2.map((x) => m.value * x), line: { color: j ? AGGREGATE_ROOF : "#333", dash: ROOF_DASH[m.level] ?? "dash", width: 1.5 }, hoverinfo: "name" });
+        }
+        for (const r of cc.compute) traces.push({ type: "scatter", mode: "lines", name: `${where}${r.name} (${rate(r.value, "FLOP")})`, xaxis: `x${ax}`, yaxis: `y${ax}`, x: [xmin, xmax], y: [r.value, r.value], line: { color: j ? AGGREGATE_ROOF : "#777", dash: "longdash", width: 1.5 }, hoverinfo: "name" });
+      });
     } else {
       notes.push(`No measured ceilings for ${d.key}: run notebooks/calibrate.ts on that device to draw its memory and compute roofs.`);
     }

@@ -11,6 +11,7 @@ import { checkHooks, expandHooks } from "../catalog.ts";
 import { BackendField, check, jsonBody, ModelSource, slug } from "../http.ts";
 import { promptSetRoutes } from "./prompt-sets.ts";
 import { WEIGHTS_TOGGLE } from "../../engine/formats/requant.ts";
+import { PARALLEL_TOGGLE } from "../../engine/formats/parallel.ts";
 import { taskRoutes, type SseOptions } from "./task-routes.ts";
 import { SparseOptionsSchema } from "../../engine/sparse.ts";
 
@@ -81,7 +82,8 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
     ctx.guardQueue();
     const sampling = SamplingSpec.parse({ ...setSampling, ...req.sampling });
     const t = tasks.submit("run", req.label, async (t) => {
-      const info = await ctx.ensureModel(t, source, req.backend, req.toggles[WEIGHTS_TOGGLE]);
+      const par = req.toggles[PARALLEL_TOGGLE]; // a list (per layer) is the engine's to refuse when the run starts
+      const info = await ctx.ensureModel(t, source, req.backend, req.toggles[WEIGHTS_TOGGLE], typeof par === "string" ? par : undefined);
       const id = newProfileId(req.label ? slug(req.label) : "run");
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,

@@ -68,7 +68,13 @@ std::vector<T> d2h(const T *d, size_t n) {
   CHK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
   return h;
 }
-inline void poison(void *d, size_t bytes) { CHK(cudaMemset(d, 0xff, bytes)); }  // NaN for f32/bf16
+// NaN for f32/bf16. cudaMemset of device memory may return before it has run, and the lab's kernels launch with
+// programmatic dependent launch: wait for it, so no case's output can be overwritten by its own poison (the rmsnorm
+// case failed "nan/unwritten" once on an H100, 2026-12-05, after passing on the H200 in every earlier run).
+inline void poison(void *d, size_t bytes) {
+  CHK(cudaMemset(d, 0xff, bytes));
+  CHK(cudaDeviceSynchronize());
+}
 
 // median time in microseconds of `iters` launches of f(i) after `warm` warm-ups; lo / hi (when given) get the fastest
 // and slowest of them (the spread a reported figure carries)

@@ -1,9 +1,7 @@
 // forward.cpp — one Qwen2 forward step on the CPU (prefill chunk or batched decode), exactly the HF
 // modeling_qwen2 order (docs/ARCHITECTURE.md §Layers) in fp32, with op records, hook captures, logits and sampling.
 #include <algorithm>
-#include <chrono>
 #include <cstring>
-#include <type_traits>
 
 #include "convert.hpp"
 #include "cost.hpp"
@@ -13,6 +11,7 @@
 #include "ffn_cpu.hpp"
 #include "gqa_cpu.hpp"
 #include "norm_cpu.hpp"
+#include "recorder.hpp"
 #include "sampling.hpp"
 #include "sage_cpu.hpp"
 #include "sparse_prefill_cpu.hpp"
@@ -22,69 +21,11 @@ namespace cpu {
 
 namespace {
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 template <class T>
 T *grow(std::vector<T> &v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
 }
-
-// Times an op and emits its record when profiling; otherwise just runs it. The time between two ops (and
-// before the first / after the last) becomes a QW_OP_GAP record, so the records of a step tile it from
-// forward()'s entry to its exit: per-op time + gaps = the step (README.md, "Profiling modes and what they cost").
-struct Recorder {
-  const Step &st;
-  Sink &sink;
-  int32_t rows;
-  int64_t last_end = now_ns();  // the step's start, then the end of the latest record
-  void emit(int32_t layer, int32_t op, const char *kernel, const OpCost &cost, int32_t n_tokens, int64_t t0, int64_t t1) {
-    qw_op_record r{};
-    r.step = st.step_index;
-    r.phase = st.phase;
-    r.layer = layer;
-    r.op = op;
-    r.kernel = sink.kernel_id(kernel);
-    r.t_start_ns = t0;
-    r.t_end_ns = t1;
-    r.flops = cost.flops;
-    r.bytes = cost.bytes;
-    r.n_tokens = n_tokens;
-    sink.record(r);
-  }
-  void gap_until(int64_t t, int32_t layer) {
-    if (t > last_end) emit(layer, QW_OP_GAP, "cpu.gap", OpCost{}, 0, last_end, t);
-    last_end = std::max(last_end, t);
-  }
-  // `cost` is read after fn has run: an op whose cost depends on what it did (sparse prefill) sets it inside fn.
-  // `kernel`: a name, or a callable that returns one, called only when profiling (a fused kernel's name is composed
-  // under a lock and a map lookup: ~17 of them per decode step are a measurable share of a small model's step).
-  template <class K, class F>
-  void op(int32_t layer, int32_t op, const K &kernel, const OpCost &cost, int32_t n_tokens, F &&fn) {
-    if (!st.profiling) {
-      fn();
-      return;
-    }
-    const int64_t t0 = now_ns();
-    gap_until(t0, layer);
-    fn();
-    const int64_t t1 = now_ns();
-    const char *name;
-    if constexpr (std::is_invocable_v<const K &>) name = kernel();
-    else name = kernel;
-    emit(layer, op, name, cost, n_tokens, t0, t1);
-    last_end = t1;
-  }
-  // The pool's workers may be asleep after an idle pause: waking them is its own record, not a cost hidden
-  // in the step's first op (layer 0's qkv used to carry it).
-  void wake(Pool &pool) { op(-1, QW_OP_POOL_WAKE, "cpu.pool_wake", OpCost{}, 0, [&] { pool.wake(); }); }
-  void finish() {
-    if (st.profiling) gap_until(now_ns(), -1);
-  }
-};
 
 }  // namespace
 
@@ -124,6 +65,31 @@ void sample_step(const Step &st, const LogitRows &lr, const float *lg, int32_t V
     const SamplingParams p{st.temperature[s], st.top_k[s], st.top_p[s], st.seed[s]};
     out_tokens[s] = sample_token(lg + lr.last_row(st, s) * V, V, p, int64_t(st.pos0[s]) + st.n_new[s], scratch);
   }
+}
+
+OpCost cost_qkv(const Layer &ly, int64_t R, int64_t H, int64_t Qd, int64_t KVd, double act) {
+  OpCost cq = cost_matmul(R, Qd, H, ly.q.t->type, ly.q.t->group, true, act);
+  const OpCost ck = cost_matmul(R, KVd, H, ly.k.t->type, ly.k.t->group, true, act);
+  const OpCost cv = cost_matmul(R, KVd, H, ly.v.t->type, ly.v.t->group, true, act);
+  cq.flops += ck.flops + cv.flops;
+  cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);
+  return cq;
+}
+
+OpCost cost_gate_up(const Layer &ly, int64_t R, int64_t H, int64_t F, double act) {
+  OpCost cg = cost_matmul(R, F, H, ly.gate.t->type, ly.gate.t->group, false, act);
+  const OpCost cu = cost_matmul(R, F, H, ly.up.t->type, ly.up.t->group, false, act);
+  cg.flops += cu.flops;
+  cg.bytes += cu.bytes - act * double(R * H);
+  return cg;
+}
+
+// A quantized KV cache (q8 / kivi) has its own attention over the codes, which the Sage arms do not read (they run
+// over bf16 / f32 caches only); otherwise the layer's attention toggle, then gqa.
+const char *attention_kernel(const KvStore &kv, const LayerToggles &lt) {
+  return kv.quant ? kvq_kernel_name(kv.quant->lay.type)
+         : lt.attention != Attention::FlashBf16 ? sage_kernel_name(lt.attention == Attention::SageFp8, kv.bf16)
+                                                : gqa_attention_kernel_name(lt.gqa, kv.bf16);
 }
 
 Session::Session(const Model &m, int32_t max_batch, int32_t max_context, int32_t max_prefill)
@@ -215,11 +181,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     }
     {
       const MatJob jobs[3] = {{ly.q, ly.bq, q, Qd, aq}, {ly.k, ly.bk, k, KVd, aq}, {ly.v, ly.bv, v, KVd, aq}};
-      OpCost cq = cost_matmul(R, Qd, H, ly.q.t->type, ly.q.t->group, true, act);
-      const OpCost ck = cost_matmul(R, KVd, H, ly.k.t->type, ly.k.t->group, true, act);
-      const OpCost cv = cost_matmul(R, KVd, H, ly.v.t->type, ly.v.t->group, true, act);
-      cq.flops += ck.flops + cv.flops;
-      cq.bytes += ck.bytes + cv.bytes - 2 * act * double(R * H);  // x is read once for all three
+      const OpCost cq = cost_qkv(ly, R, H, Qd, KVd, act);
       if (!attn_norm_in_qkv) {
         rec.op(l, QW_OP_QKV, [&] { return matmul_kernel_name(*ly.q.t, R, aq); }, cq, nt, [&] { matmul(jobs, 3, h, R, H, th); });
       } else {
@@ -241,12 +203,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     cap(HOOK_K, l, k, KVd);
     cap(HOOK_V, l, v, KVd);
     {
-      // The arm that runs: a quantized KV cache (q8 / kivi) has its own attention over the codes, which the Sage
-      // arms do not read (they run over bf16 / f32 caches only); otherwise the layer's attention toggle, then gqa.
-      const char *kn = kv_.quant ? kvq_kernel_name(kv_.quant->lay.type)
-                       : lt.attention != Attention::FlashBf16
-                           ? sage_kernel_name(lt.attention == Attention::SageFp8, kv_.bf16)
-                           : gqa_attention_kernel_name(lt.gqa, kv_.bf16);
+      const char *kn = attention_kernel(kv_, lt);  // the arm that runs (unless DCA or sparse prefill, below)
       const AttnArgs args{&st, l, nH, nKV, d, q, k, v, z, lt.gqa, &th, lt.attention};
       const bool dl = dca_on(l);  // DCA runs its own kernel (f32/bf16 caches only: configure refuses the others)
       // Sparse prefill (opt/sparse_prefill/) over plain or DCA attention; its record counts the keys it visited
@@ -295,10 +252,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       rec.op(l, QW_OP_FFN_NORM, "cpu.rmsnorm", cost_rmsnorm(R, H, act), nt,
              [&] { rmsnorm(h, x, ly.ffn_norm, R, H, c.rms_eps, th); });
     {
-      OpCost cg = cost_matmul(R, F, H, ly.gate.t->type, ly.gate.t->group, false, act);
-      const OpCost cu = cost_matmul(R, F, H, ly.up.t->type, ly.up.t->group, false, act);
-      cg.flops += cu.flops;
-      cg.bytes += cu.bytes - act * double(R * H);
+      OpCost cg = cost_gate_up(ly, R, H, F, act);
       if (!ffn_swiglu_own_op(ffn)) cg = add_cost(cg, cost_swiglu(R, F, act));
       if (!ffn_norm_own_op(ffn)) cg = add_cost(cg, cost_rmsnorm(R, H, act));
       rec.op(l, QW_OP_GATE_UP, [&] { return ffn_gate_up_kernel(ffn, fio); }, cg, nt, [&] { ffn_gate_up(ffn, fio, th); });

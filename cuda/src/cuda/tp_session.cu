@@ -6,6 +6,7 @@
 #include "session.cuh"
 #include "swiglu.cuh"
 #include "tp_kernels.cuh"
+#include "tp_plan.hpp"
 
 namespace qw {
 namespace cuda_backend {
@@ -40,7 +41,7 @@ void CudaSession::tp_all_reduce(const Pass &p, int32_t l, float *buf) {
   OpScope op(*this, l, QW_OP_ALL_REDUCE, p.rows);
   nccl_ok(qwc::nccl().AllReduce(buf, buf, (size_t)n, qwc::NCCL_FLOAT32, qwc::NCCL_SUM, tp_->comm, stream_),
           "ncclAllReduce");
-  op.set("nccl_all_reduce_f32", cost_all_reduce(n, 4.0, tp_->ranks));
+  op.set("nccl_all_reduce_f32", tp_all_reduce_cost(p.rows, m_.cfg.hidden_size, tp_->ranks));
 }
 
 // The rank's logits slice [rows, P] and the gathered [ranks, rows, P] (ensure_logits: before any graph capture).
@@ -64,7 +65,7 @@ void CudaSession::tp_gather_logits(int32_t n) {
     qwc::launch_tp_logits_unpack(logits_.as<float>(), vocab(), tp_gathered_.as<float>(), n, P, vocab(), stream_);
     return 0;
   });
-  op.set("nccl_all_gather_f32+unpack", cost_all_gather(double(n) * P * tp_->ranks * 4.0, tp_->ranks));
+  op.set("nccl_all_gather_f32+unpack", tp_logits_gather_cost(n, P, tp_->ranks));
 }
 
 // The capture of a sharded activation (q, k, v, z: the rank's heads; mlp pre/post: its intermediate features), x

@@ -1,9 +1,13 @@
 // test_parallel.cpp — toggle "parallel" (opt/parallel/): the sharding plan's checks and ranges, the exact slicers,
 // the emulated all-reduce order, and the CPU emulation of tp2 / tp4 through the C ABI against tp1 and an fp64
 // forward (tp_cpu.hpp). This is the CPU reference of the CUDA ranks (README, "Tensor parallelism").
+#include <chrono>
+#include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "convert.hpp"
+#include "cost.hpp"
 #include "refmodel.hpp"
 #include "requant.hpp"
 #include "tp_plan.hpp"
@@ -235,6 +239,151 @@ void test_emulation() {
   }
 }
 
+// Profiled steps of one model (prefill of 9 rows, prefill of 3, a batched decode of both): every step's records and
+// all logits. At tp1 the unfused arms (norm, ffn = separate), whose op sequence the emulated ranks follow.
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+struct Profiled {
+  std::vector<std::vector<qw_op_record>> steps;  // per step, in the order recorded
+  std::vector<float> logits;
+};
+Profiled profiled(const RefModel &ref, const std::string &model_json, bool profiling) {
+  TpRun run(ref, model_json);
+  if (!has(model_json, "\"parallel\"")) {
+    CHECK_OK(qw_session_set_toggle(run.s, "norm", "separate", -1));
+    CHECK_OK(qw_session_set_toggle(run.s, "ffn", "separate", -1));
+  }
+  CHECK_OK(qw_session_set_profiling(run.s, profiling ? QW_PROFILING_EVENTS : QW_PROFILING_OFF));
+  CHECK_OK(qw_session_set_logits_mode(run.s, 1));
+  Profiled p;
+  auto step = [&](std::function<void()> f) {
+    const int64_t t0 = steady_ns();
+    f();
+    const int64_t t1 = steady_ns();
+    const std::vector<float> lg = run.logits();
+    p.logits.insert(p.logits.end(), lg.begin(), lg.end());
+    int64_t n = 0, dropped = 0, got = 0;
+    CHECK_OK(qw_session_records_pending(run.s, &n, &dropped));
+    p.steps.emplace_back(size_t(n));
+    if (n > 0) CHECK_OK(qw_session_read_records(run.s, p.steps.back().data(), n, &got));
+    CHECK(dropped == 0 && got == n, "records read");
+    for (const qw_op_record &r : p.steps.back())  // the CPU's records are steady_clock times of this process
+      CHECK(r.t_start_ns >= t0 && r.t_end_ns <= t1 && r.t_start_ns <= r.t_end_ns, "a record outside its step's call");
+  };
+  const int32_t toks[12] = {5, 17, 33, 2, 90, 61, 8, 44, 71, 12, 3, 96};
+  int32_t a = -1, b = -1;
+  step([&] { CHECK_OK(qw_session_prefill(run.s, 0, toks, 9, &a)); });
+  step([&] { CHECK_OK(qw_session_prefill(run.s, 1, toks + 9, 3, &b)); });
+  const int32_t seqs[2] = {0, 1};
+  step([&] {
+    int32_t in[2] = {a, b}, out[2];
+    CHECK_OK(qw_session_decode(run.s, 2, seqs, in, out));
+  });
+  return p;
+}
+
+bool sharded(int32_t op) {  // the ops a rank runs on its shards (the others: replicated or collective)
+  return op == QW_OP_EMBED || op == QW_OP_QKV || op == QW_OP_ROPE || op == QW_OP_ATTENTION || op == QW_OP_O_PROJ ||
+         op == QW_OP_GATE_UP || op == QW_OP_SWIGLU || op == QW_OP_DOWN || op == QW_OP_LM_HEAD;
+}
+
+// tp2 / tp4 records against tp1's: per rank tp1's op sequence plus the collectives, kernel names of tp1, sharded
+// FLOPs summing to tp1's, replicated ones whole on every rank, records tiling the step; logits unchanged by profiling.
+void test_records() {
+  const RefConfig cfg = tp_config(64, 128);
+  const RefModel ref(cfg, 31, [](const std::string &, int64_t) { return QW_GGML_F32; });
+  const Profiled one = profiled(ref, cfg.json(), true);
+  const int64_t H = cfg.H;
+  for (int32_t N : {2, 4}) {
+    const std::string mj = with(cfg, "\"parallel\":\"tp" + std::to_string(N) + "\"");
+    const Profiled off = profiled(ref, mj, false), on = profiled(ref, mj, true);
+    CHECK(off.logits.size() == on.logits.size() &&
+              std::memcmp(off.logits.data(), on.logits.data(), off.logits.size() * 4) == 0,
+          "tp%d: logits with profiling on differ from off (bitwise)", N);
+    for (const auto &st : off.steps) CHECK(st.empty(), "tp%d: records with profiling off", N);
+    int other_gaps = 0;
+    for (size_t s = 0; s < one.steps.size(); ++s) {
+      const std::vector<qw_op_record> &base = one.steps[s], &all = on.steps[s];
+      std::vector<const qw_op_record *> want;  // tp1's ops (no gaps) with the collectives put in
+      for (const qw_op_record &r : base) {
+        CHECK(r.rank == 0, "tp1 records have rank 0");
+        if (r.op == QW_OP_GAP) continue;
+        want.push_back(&r);
+      }
+      std::vector<std::vector<const qw_op_record *>> ops(static_cast<size_t>(N));  // per rank, no gaps
+      std::vector<int64_t> first(size_t(N), -1), last(size_t(N), -1);
+      for (const qw_op_record &r : all) {
+        CHECK(r.rank >= 0 && r.rank < N, "tp%d: rank %d", N, r.rank);
+        const size_t k = size_t(r.rank);
+        // tiling: each rank's records follow each other without a hole
+        CHECK(last[k] < 0 || r.t_start_ns == last[k], "tp%d step %zu rank %d: a hole or overlap before op %d", N, s,
+              r.rank, r.op);
+        if (first[k] < 0) first[k] = r.t_start_ns;
+        last[k] = r.t_end_ns;
+        if (r.op == QW_OP_GAP) other_gaps += std::string(qw_kernel_name(r.kernel)) == "cpu.gap.other_ranks";
+        else ops[k].push_back(&r);
+      }
+      for (int32_t k = 0; k < N; ++k) {
+        CHECK(first[size_t(k)] == first[0] && last[size_t(k)] == last[0] && last[0] > first[0],
+              "tp%d step %zu: rank %d's records span another interval than rank 0's", N, s, k);
+        // tp1's sequence with all_reduce after embed / o_proj / down and all_gather after lm_head
+        size_t i = 0;
+        bool seq_ok = true;
+        for (const qw_op_record *w : want) {
+          const qw_op_record *g = i < ops[size_t(k)].size() ? ops[size_t(k)][i++] : nullptr;
+          seq_ok = seq_ok && g && g->op == w->op && g->layer == w->layer && g->n_tokens == w->n_tokens;
+          if (!seq_ok) break;
+          const std::string gk = qw_kernel_name(g->kernel), wk = qw_kernel_name(w->kernel);
+          CHECK(gk == (w->op == QW_OP_EMBED ? std::string("cpu.embed.vocab_part") : wk), "tp%d: kernel %s for %s",
+                N, gk.c_str(), wk.c_str());
+          const int32_t coll = w->op == QW_OP_EMBED || w->op == QW_OP_O_PROJ || w->op == QW_OP_DOWN ? QW_OP_ALL_REDUCE
+                               : w->op == QW_OP_LM_HEAD                                          ? QW_OP_ALL_GATHER
+                                                                                                 : -1;
+          if (coll < 0) continue;
+          const qw_op_record *c = i < ops[size_t(k)].size() ? ops[size_t(k)][i++] : nullptr;
+          seq_ok = c && c->op == coll && c->layer == w->layer;
+          if (!seq_ok) break;
+          // one rank's share of a ring: all-reduce of the [R, H] fp32 partials; all-gather of [N, rows, P] fp32
+          const double share = double(N - 1) / N;
+          const double bytes = coll == QW_OP_ALL_REDUCE ? 2 * share * double(c->n_tokens * H) * 4
+                                                        : share * double(c->n_tokens) * ((cfg.V + N - 1) / N) * N * 4;
+          CHECK(std::fabs(c->bytes - bytes) < 1e-6 * bytes && (coll == QW_OP_ALL_GATHER || c->flops > 0),
+                "tp%d: %s bytes %g, want %g", N, coll == QW_OP_ALL_REDUCE ? "all_reduce" : "all_gather", c->bytes, bytes);
+        }
+        CHECK(seq_ok && i == ops[size_t(k)].size(), "tp%d step %zu rank %d: op sequence != tp1's + collectives", N, s, k);
+      }
+      // FLOPs: a sharded op's ranks sum to tp1's; a replicated op is whole on every rank (and so are the embedding
+      // rows: every rank writes [R, H], zeros for tokens it does not own). Attention bytes are per head: they sum too.
+      for (size_t j = 0; j < want.size(); ++j) {
+        const qw_op_record &w = *want[j];
+        double sum = 0, attn_bytes = 0;
+        bool whole = true;
+        for (int32_t k = 0; k < N; ++k) {
+          size_t nth = 0;  // the record of the same op and layer on rank k (the same occurrence as w's)
+          for (size_t jj = 0; jj < j; ++jj) nth += want[jj]->op == w.op && want[jj]->layer == w.layer;
+          for (const qw_op_record *g : ops[size_t(k)])
+            if (g->op == w.op && g->layer == w.layer && nth-- == 0) {
+              sum += g->flops;
+              attn_bytes += g->bytes;
+              whole = whole && g->flops == w.flops && g->bytes == w.bytes;
+              break;
+            }
+        }
+        if (w.op == QW_OP_EMBED || !sharded(w.op))
+          CHECK(whole, "tp%d step %zu: %s (layer %d) is not whole on every rank", N, s, qw::op_name(w.op), w.layer);
+        else
+          CHECK(std::fabs(sum - w.flops) <= 1e-12 * w.flops && (w.op != QW_OP_ATTENTION || attn_bytes == w.bytes),
+                "tp%d step %zu: %s (layer %d) flops over the ranks %g, tp1 %g", N, s, qw::op_name(w.op), w.layer, sum,
+                w.flops);
+      }
+    }
+    CHECK(other_gaps > 0, "tp%d: no gap names the other ranks' time", N);
+    std::printf("  %-34s ok (%zu steps, %zu records in the prefill step)\n",
+                ("records per rank, tp" + std::to_string(N)).c_str(), on.steps.size(), on.steps[0].size());
+  }
+}
+
 void test_model_option() {
   const RefConfig cfg = tp_config(128, 256);
   const RefModel ref(cfg, 4, [](const std::string &, int64_t) { return QW_GGML_F32; });
@@ -258,7 +407,11 @@ void test_model_option() {
     CHECK_OK(qw_session_set_toggle(run.s, "parallel", "tp2", -1));  // unchanged: accepted
     CHECK_ST(qw_session_set_toggle(run.s, "parallel", "tp1", -1), QW_ERR_STATE);
     CHECK(has(qw_last_error(), "chosen when the model loads") && has(qw_last_error(), "this model: tp2"), "%s", qw_last_error());
-    CHECK_ST(qw_session_set_profiling(run.s, QW_PROFILING_EVENTS), QW_ERR_UNSUPPORTED);
+    CHECK_OK(qw_session_set_profiling(run.s, QW_PROFILING_KERNELS));  // the CPU records both modes alike
+    CHECK_OK(qw_session_set_profiling(run.s, QW_PROFILING_EVENTS));
+    CHECK_ST(qw_session_set_profiling(run.s, QW_PROFILING_COUNTERS), QW_ERR_UNSUPPORTED);  // as at tp1
+    CHECK(has(qw_last_error(), "counters"), "%s", qw_last_error());
+    CHECK_OK(qw_session_set_profiling(run.s, QW_PROFILING_OFF));
     CHECK_OK(qw_session_set_toggle(run.s, "kvCache", "bf16", -1));  // a needsReset toggle reconfigures every rank
     CHECK_ST(qw_session_set_toggle(run.s, "dca", "on", -1), QW_OK);
     int32_t next = -1;
@@ -281,6 +434,7 @@ int main() {
   test_slicers();
   test_sum_order();
   test_emulation();
+  test_records();
   test_model_option();
   return finish("test_parallel");
 }

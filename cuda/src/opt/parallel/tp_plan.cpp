@@ -182,4 +182,9 @@ void tp_sum_in_rank_order(float *out, const float *const *parts, int32_t n_parts
     for (int64_t i = 0; i < n; ++i) out[i] += parts[r][i];
 }
 
+OpCost tp_all_reduce_cost(int64_t rows, int64_t hidden, int32_t ranks) { return cost_all_reduce(rows * hidden, 4.0, ranks); }
+OpCost tp_logits_gather_cost(int64_t rows, int64_t vocab_part, int32_t ranks) {
+  return cost_all_gather(double(rows) * double(vocab_part) * double(ranks) * 4.0, ranks);
+}
+
 }  // namespace qw

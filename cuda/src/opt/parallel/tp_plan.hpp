@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "cost.hpp"
 #include "parallel.hpp"
 
 namespace qw {
@@ -83,6 +84,13 @@ NativeTensor tp_shard(const TpPlan &p, const Config &c, const NativeTensor &t, i
 // (bytes, scales and offsets copied). Columns of a W8/W4 tensor must start and end on group boundaries.
 NativeTensor slice_rows(const NativeTensor &t, int64_t r0, int64_t r1);
 NativeTensor slice_cols(const NativeTensor &t, int64_t c0, int64_t c1);
+
+// The costs of a step's collectives, one rank's share in front/cost.hpp's ring model (cost_all_reduce /
+// cost_all_gather), for the records of both backends (CPU emulation: tp_cpu.cpp; CUDA ranks: cuda/tp_session.cu):
+// the all-reduce of [rows, hidden] fp32 partial sums, and the all-gather of the [ranks, rows, vocab_part] fp32
+// logits slices (padding included: NCCL's equal parts).
+OpCost tp_all_reduce_cost(int64_t rows, int64_t hidden, int32_t ranks);
+OpCost tp_logits_gather_cost(int64_t rows, int64_t vocab_part, int32_t ranks);
 
 // The emulated all-reduce: out[i] = ((parts[0][i] + parts[1][i]) + parts[2][i]) + ... in fp32, the rank order.
 void tp_sum_in_rank_order(float *out, const float *const *parts, int32_t n_parts, int64_t n);
