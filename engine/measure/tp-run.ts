@@ -8,7 +8,6 @@ import { dirname, join } from "node:path";
 import { tmpdir, totalmem } from "node:os";
 import { z } from "zod";
 import type { BackendChoice, EngineSession, QwenConfig } from "../api.ts";
-import { opName } from "../catalog.ts";
 import { getEngine } from "../ffi.ts";
 import { ggmlTensorBytes } from "../formats/gguf-types.ts";
 import { openModel, parallelRefusal, parseSyntheticSource, syntheticGgufPath, type Model } from "../index.ts";
@@ -106,7 +105,7 @@ export function profiledCommShare(s: EngineSession, vocab: number, batch: number
     const seqs = Array.from({ length: batch }, (_, i) => i);
     for (let i = 0; i < steps; i++) tok = s.decode(seqs, tok);
     const rec = s.takeRecords();
-    const shares = commShare(rec.ops, opName);
+    const shares = commShare(rec.ops, rec.kernels);
     return shares.length ? { shares, mode: s.profilingMode } : { mode: s.profilingMode, note: "the profiled pass returned no decode records" };
   } finally {
     s.setProfiling(false);

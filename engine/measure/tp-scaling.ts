@@ -1,13 +1,15 @@
 // engine/measure/tp-scaling.ts — the arithmetic and tables of tensor-parallel scaling (issue 18 item 4), shared by
-// `bench --tp 1,2,4` (engine/cli/bench-tp.ts) and notebooks/tp-scaling.ts. Pure: no engine calls here (the runs are
-// in tp-run.ts), so the efficiency arithmetic, the all-reduce share and the --tp list are unit-tested on their own.
+// `bench --tp 1,2,4` (engine/cli/main.ts) and notebooks/tp-scaling.ts. No engine calls here (the runs are in
+// tp-run.ts), so the efficiency arithmetic, the all-reduce share and the --tp list are unit-tested on their own (the
+// share reads op names from the library's catalog).
 //
 // Scaling efficiency against the aggregate-bandwidth roofline: decode is bandwidth-bound, a step reads every weight
 // once (+ the KV cache), and N ranks read their 1/N shards at the same time, so the least step time at tp N is
 // bytes per step / (N × one device's bandwidth). Efficiency = measured tok/s / that roofline's tok/s. The same
 // measured tok/s against tp1's own roofline fraction (speedup / N) says how much of the N-fold bandwidth the split
 // turned into speed.
-import type { OpColumns, Stat } from "./profile.ts";
+import type { OpColumns, Profile, Stat } from "./profile.ts";
+import { rankViews } from "./ranks.ts";
 
 /** The degrees `--tp` accepts, from the library's registry values ("tp1", "tp2", … → 1, 2, …). */
 export function tpDegreesOf(parallelValues: string[]): number[] {
@@ -58,40 +60,23 @@ export function scalingOf(o: { tokS: number; tp1TokS?: number; ranks: number; ro
   };
 }
 
-/** The collectives of a tensor-parallel step (the library's op names: cuda/src/front/cost.cpp). */
-export const COLLECTIVE_OPS = ["all_reduce", "all_gather"] as const;
-
 export interface RankShare {
   rank: number;
-  steps: number;       // decode steps with records of this rank
-  step_ms: number;     // mean per step: the sum of the rank's records in the step (ops, collectives, gap records)
-  comm_ms: number;     // mean per step: all_reduce + all_gather records of the rank
-  share: number;       // Σ comm / Σ step over the steps
+  steps: number;       // decode steps of the records
+  step_ms: number;     // mean per step: every record of the rank (ops, collectives, gaps, copies)
+  comm_ms: number;     // mean per step: the rank's collectives (all_reduce, all_gather: engine/catalog.ts collectiveOps)
+  share: number;       // comm_ms / step_ms
 }
 
 /**
- * The all-reduce share of a decode step per rank, from op records (profile `ops` columns; `opName` maps op ids to
- * the library's names). A rank's step time is the sum of its records in that step: on the GPU the ranks run at once
- * and a rank's records (with its gap records) add up to its step; in the CPU emulation the ranks run one after
- * another, so a wall-clock span would count the other ranks' work. Records without a rank column are rank 0.
+ * The all-reduce share of a decode step per rank, from a session's op records: the Latency page's per-rank numbers
+ * (engine/measure/ranks.ts rankViews, mean over steps), so `bench --tp`, the notebook and the page agree. Empty for
+ * records of one rank (tp1, or a backend that records rank 0 only) or without decode steps.
  */
-export function commShare(ops: OpColumns, opName: (id: number) => string, phase = 1): RankShare[] {
-  const per = new Map<number, { steps: Set<number>; total: number; comm: number }>();
-  const collective = new Set<string>(COLLECTIVE_OPS);
-  for (let i = 0; i < ops.step.length; i++) {
-    if (ops.phase[i] !== phase) continue;
-    const r = ops.rank?.[i] ?? 0;
-    let a = per.get(r);
-    if (!a) per.set(r, (a = { steps: new Set(), total: 0, comm: 0 }));
-    const ns = ops.t_end_ns[i] - ops.t_start_ns[i];
-    a.steps.add(ops.step[i]);
-    a.total += ns;
-    if (collective.has(opName(ops.op[i]))) a.comm += ns;
-  }
-  return [...per.entries()].sort((x, y) => x[0] - y[0]).map(([rank, a]) => ({
-    rank, steps: a.steps.size, step_ms: a.total / 1e6 / a.steps.size, comm_ms: a.comm / 1e6 / a.steps.size,
-    share: a.total > 0 ? a.comm / a.total : 0,
-  }));
+export function commShare(ops: OpColumns, kernels: string[] = []): RankShare[] {
+  const v = rankViews({ ops, kernels } as Pick<Profile, "ops" | "kernels"> as Profile, "mean")?.decode;  // reads only ops and kernels
+  if (!v || !v.steps) return [];
+  return v.ranks.map((rank, k) => ({ rank, steps: v.steps, step_ms: v.stepMs[k], comm_ms: v.commMs[k], share: v.commPct[k] / 100 }));
 }
 
 /** "12.3 % (r0) / 12.9 % (r1)" — the per-rank shares in one cell; "" when none. */

@@ -14,6 +14,7 @@ import {
 import { memoryRefusal, runTplab } from "../../engine/measure/tp-run.ts";
 import { benchTableMd } from "../../engine/measure/bench-core.ts";
 import { readProfile, type BenchRow, type OpColumns, type Stat } from "../../engine/measure/profile.ts";
+import { opIndex } from "../../engine/catalog.ts";
 import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -78,24 +79,22 @@ describe("roofline and scaling arithmetic", () => {
   });
 });
 
-describe("all-reduce share from per-rank records", () => {
-  // op ids: 0 = qkv, 1 = all_reduce, 2 = all_gather, 3 = gap
-  const names = ["qkv", "all_reduce", "all_gather", "gap"];
-  const rec = (rows: [number, number, number, number, number, number][]): OpColumns => ({
-    step: rows.map((r) => r[0]), phase: rows.map((r) => r[1]), rank: rows.map((r) => r[2]), op: rows.map((r) => r[3]),
+describe.skipIf(!cpuLibraryBuilt())("all-reduce share from per-rank records (op names from the library's catalog)", () => {
+  const rec = (rows: [number, number, number, string, number, number][]): OpColumns => ({
+    step: rows.map((r) => r[0]), phase: rows.map((r) => r[1]), rank: rows.map((r) => r[2]), op: rows.map((r) => opIndex(r[3])),
     t_start_ns: rows.map((r) => r[4]), t_end_ns: rows.map((r) => r[4] + r[5]),
     layer: rows.map(() => 0), kernel: rows.map(() => 0), flops: rows.map(() => 0), bytes: rows.map(() => 0), n_tokens: rows.map(() => 1),
   });
-  test("Σ collectives / Σ the rank's records per decode step; prefill ignored; ranks apart", () => {
+  test("Σ collectives / Σ the rank's records per decode step (mean over steps); prefill ignored; ranks apart", () => {
     const ops = rec([
       // step, phase, rank, op, start, ns
-      [0, 0, 0, 1, 0, 5_000_000],          // prefill all_reduce: not counted
-      [1, 1, 0, 0, 0, 3_000_000], [1, 1, 0, 1, 3_000_000, 1_000_000],
-      [1, 1, 1, 0, 0, 2_000_000], [1, 1, 1, 1, 2_000_000, 2_000_000],
-      [2, 1, 0, 0, 0, 3_000_000], [2, 1, 0, 2, 3_000_000, 500_000], [2, 1, 0, 3, 3_500_000, 500_000],
-      [2, 1, 1, 0, 0, 2_000_000], [2, 1, 1, 2, 2_000_000, 2_000_000],
+      [0, 0, 0, "all_reduce", 0, 5_000_000],          // prefill all_reduce: not counted
+      [1, 1, 0, "qkv", 0, 3_000_000], [1, 1, 0, "all_reduce", 3_000_000, 1_000_000],
+      [1, 1, 1, "qkv", 0, 2_000_000], [1, 1, 1, "all_reduce", 2_000_000, 2_000_000],
+      [2, 1, 0, "qkv", 0, 3_000_000], [2, 1, 0, "all_gather", 3_000_000, 500_000], [2, 1, 0, "o_proj", 3_500_000, 500_000],
+      [2, 1, 1, "qkv", 0, 2_000_000], [2, 1, 1, "all_gather", 2_000_000, 2_000_000],
     ]);
-    const s = commShare(ops, (id) => names[id]);
+    const s = commShare(ops, ["k"]);
     expect(s.map((x) => x.rank)).toEqual([0, 1]);
     expect(s[0].steps).toBe(2);
     expect(s[0].share).toBeCloseTo(1.5 / 8, 12);          // (1 + 0.5) / (4 + 4)
@@ -104,11 +103,12 @@ describe("all-reduce share from per-rank records", () => {
     expect(s[1].share).toBeCloseTo(4 / 8, 12);
     expect(shareLabel(s)).toBe("18.8 % (r0) / 50.0 % (r1)");
   });
-  test("no rank column = rank 0; no decode records = no ranks", () => {
-    const ops = rec([[1, 1, 0, 0, 0, 1_000_000], [1, 1, 0, 1, 1_000_000, 1_000_000]]);
+  test("records of one rank (tp1) or without decode steps: no shares", () => {
+    const ops = rec([[1, 1, 0, "qkv", 0, 1_000_000], [1, 1, 0, "all_reduce", 1_000_000, 1_000_000]]);
+    expect(commShare(ops)).toEqual([]);
     delete ops.rank;
-    expect(commShare(ops, (id) => names[id])).toMatchObject([{ rank: 0, share: 0.5 }]);
-    expect(commShare(rec([[0, 0, 0, 1, 0, 10]]), (id) => names[id])).toEqual([]);
+    expect(commShare(ops)).toEqual([]);
+    expect(commShare(rec([[0, 0, 0, "all_reduce", 0, 10], [0, 0, 1, "all_reduce", 0, 10]]))).toEqual([]);
     expect(shareLabel([])).toBe("");
   });
 });
