@@ -15,7 +15,7 @@ import { planType, synthSpec, tensorList } from "../synth/synthetic.ts";
 import { benchPrompt, modelLabel, prefillChunked, runBenchCase, weightLabel } from "./bench-core.ts";
 import type { BenchRow, DeviceManifest, Manifest } from "./profile.ts";
 import { ceilingsForDevice, dramBandwidth } from "./roofline.ts";
-import { aggregateRooflineTokS, commShare, decodeBytesPerStep, type NcclFloor, type RankShare, type TpCell } from "./tp-scaling.ts";
+import { aggregateRooflineTokS, commShare, decodeBytesPerStep, mergeShares, type NcclFloor, type RankShare, type TpCell } from "./tp-scaling.ts";
 
 const GB = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
 
@@ -87,26 +87,33 @@ export function tpSkipReason(source: string, ranks: number, o: { backend: Backen
 }
 
 /**
- * The all-reduce share of decode steps from a profiled pass apart from the timed ones: `steps` decode steps of
- * `batch` sequences after an 8-token prompt each, records taken, profiling off again. The engine refusing profiling
- * (the CPU emulation before it kept per-rank records) comes back as a note, not an error.
+ * The all-reduce share of decode steps from profiled passes apart from the timed ones: a warm-up pass, then `passes`
+ * (>= 3) measured ones, each `steps` decode steps of `batch` sequences after an 8-token prompt each; per rank the
+ * median share with its min–max over the passes (mergeShares). Profiling is off again afterwards. The engine
+ * refusing profiling comes back as a note, not an error.
  */
-export function profiledCommShare(s: EngineSession, vocab: number, batch: number, steps: number): { shares?: RankShare[]; mode?: string; note?: string } {
+export function profiledCommShare(s: EngineSession, vocab: number, batch: number, steps: number, passes = 3): { shares?: RankShare[]; mode?: string; note?: string } {
   try {
     s.setProfiling(true);
   } catch (e) {
     return { note: `no op records: ${(e as Error).message}` };
   }
   try {
-    s.reset();
-    let tok: number[] = [];
-    for (let q = 0; q < batch; q++) tok.push(prefillChunked(s, q, benchPrompt(8, vocab, 300 + q)));
-    s.takeRecords();  // the prefills' records: not part of a decode step
     const seqs = Array.from({ length: batch }, (_, i) => i);
-    for (let i = 0; i < steps; i++) tok = s.decode(seqs, tok);
-    const rec = s.takeRecords();
-    const shares = commShare(rec.ops, rec.kernels);
-    return shares.length ? { shares, mode: s.profilingMode } : { mode: s.profilingMode, note: "the profiled pass returned no decode records" };
+    const measured: RankShare[][] = [];
+    for (let p = 0; p <= passes; p++) {
+      s.reset();
+      let tok: number[] = [];
+      for (let q = 0; q < batch; q++) tok.push(prefillChunked(s, q, benchPrompt(8, vocab, 300 + q)));
+      s.takeRecords();  // the prefills' records: not part of a decode step
+      for (let i = 0; i < steps; i++) tok = s.decode(seqs, tok);
+      const rec = s.takeRecords();
+      if (p === 0) continue;  // warm-up
+      const shares = commShare(rec.ops, rec.kernels);
+      if (!shares.length) return { mode: s.profilingMode, note: "the profiled passes returned no per-rank decode records" };
+      measured.push(shares);
+    }
+    return { shares: mergeShares(measured), mode: s.profilingMode };
   } finally {
     s.setProfiling(false);
   }

@@ -8,7 +8,7 @@
 // bytes per step / (N × one device's bandwidth). Efficiency = measured tok/s / that roofline's tok/s. The same
 // measured tok/s against tp1's own roofline fraction (speedup / N) says how much of the N-fold bandwidth the split
 // turned into speed.
-import type { OpColumns, Profile, Stat } from "./profile.ts";
+import { statOf, type OpColumns, type Profile, type Stat } from "./profile.ts";
 import { rankViews } from "./ranks.ts";
 
 /** The degrees `--tp` accepts, from the library's registry values ("tp1", "tp2", … → 1, 2, …). */
@@ -65,7 +65,10 @@ export interface RankShare {
   steps: number;       // decode steps of the records
   step_ms: number;     // mean per step: every record of the rank (ops, collectives, gaps, copies)
   comm_ms: number;     // mean per step: the rank's collectives (all_reduce, all_gather: engine/catalog.ts collectiveOps)
-  share: number;       // comm_ms / step_ms
+  share: number;       // comm_ms / step_ms (over several passes: the median pass's, with share_min / share_max)
+  share_min?: number;
+  share_max?: number;
+  passes?: number;
 }
 
 /**
@@ -79,10 +82,27 @@ export function commShare(ops: OpColumns, kernels: string[] = []): RankShare[] {
   return v.ranks.map((rank, k) => ({ rank, steps: v.steps, step_ms: v.stepMs[k], comm_ms: v.commMs[k], share: v.commPct[k] / 100 }));
 }
 
-/** "12.3 % (r0) / 12.9 % (r1)" — the per-rank shares in one cell; "" when none. */
+/**
+ * Per rank over several profiled passes (each commShare of one pass): the median share with min–max, and the
+ * medians of step and collective time; steps summed.
+ */
+export function mergeShares(passes: RankShare[][]): RankShare[] {
+  const ranks = [...new Set(passes.flat().map((r) => r.rank))].sort((a, b) => a - b);
+  return ranks.map((rank) => {
+    const rs = passes.map((p) => p.find((r) => r.rank === rank)).filter((r): r is RankShare => !!r);
+    const med = (f: (r: RankShare) => number) => statOf(rs.map(f), "").median;
+    const sh = statOf(rs.map((r) => r.share), "");
+    return { rank, steps: rs.reduce((a, r) => a + r.steps, 0), step_ms: med((r) => r.step_ms), comm_ms: med((r) => r.comm_ms),
+      share: sh.median, share_min: sh.min, share_max: sh.max, passes: rs.length };
+  });
+}
+
+/** "12.3 % (12.1–12.6) r0 / 12.9 % (…) r1" — the per-rank shares in one cell, min–max when over passes; "" when none. */
 export function shareLabel(ranks: RankShare[] | undefined): string {
   if (!ranks?.length) return "";
-  return ranks.map((r) => `${(100 * r.share).toFixed(1)} %${ranks.length > 1 ? ` (r${r.rank})` : ""}`).join(" / ");
+  const pct = (x: number) => (100 * x).toFixed(1);
+  return ranks.map((r) => `${pct(r.share)} %${r.share_min !== undefined && r.share_max !== undefined ? ` (${pct(r.share_min)}–${pct(r.share_max)})` : ""}` +
+    `${ranks.length > 1 ? ` r${r.rank}` : ""}`).join(" / ");
 }
 
 // ------------------------------------------------------------------------------------------------ the table

@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  aggregateRooflineTokS, commShare, decodeBytesPerStep, ncclFloorMd, parseTpList, scalingOf, shareLabel, tpDegreesOf, tpTableMd, withScaling,
+  aggregateRooflineTokS, commShare, decodeBytesPerStep, mergeShares, ncclFloorMd, parseTpList, scalingOf, shareLabel, tpDegreesOf, tpTableMd, withScaling,
   type TpCell,
 } from "../../engine/measure/tp-scaling.ts";
 import { memoryRefusal, runTplab } from "../../engine/measure/tp-run.ts";
@@ -101,7 +101,14 @@ describe.skipIf(!cpuLibraryBuilt())("all-reduce share from per-rank records (op 
     expect(s[0].step_ms).toBeCloseTo(4, 12);
     expect(s[0].comm_ms).toBeCloseTo(0.75, 12);
     expect(s[1].share).toBeCloseTo(4 / 8, 12);
-    expect(shareLabel(s)).toBe("18.8 % (r0) / 50.0 % (r1)");
+    expect(shareLabel(s)).toBe("18.8 % r0 / 50.0 % r1");
+  });
+  test("over passes: the median share per rank with min–max, medians of the times", () => {
+    const pass = (r0: number, r1: number) => [{ rank: 0, steps: 16, step_ms: 10, comm_ms: 10 * r0, share: r0 }, { rank: 1, steps: 16, step_ms: 12, comm_ms: 12 * r1, share: r1 }];
+    const m = mergeShares([pass(0.1, 0.3), pass(0.12, 0.2), pass(0.11, 0.25)]);
+    expect(m[0]).toEqual({ rank: 0, steps: 48, step_ms: 10, comm_ms: 1.1, share: 0.11, share_min: 0.1, share_max: 0.12, passes: 3 });
+    expect(m[1]).toMatchObject({ share: 0.25, share_min: 0.2, share_max: 0.3, comm_ms: 3 });
+    expect(shareLabel(m)).toBe("11.0 % (10.0–12.0) r0 / 25.0 % (20.0–30.0) r1");
   });
   test("records of one rank (tp1) or without decode steps: no shares", () => {
     const ops = rec([[1, 1, 0, "qkv", 0, 1_000_000], [1, 1, 0, "all_reduce", 1_000_000, 1_000_000]]);
@@ -136,7 +143,7 @@ describe("tables", () => {
     expect(benchTableMd([row()])).not.toContain("all-reduce");
     const md = benchTableMd([row({ comm_share: [{ rank: 0, steps: 2, step_ms: 4, comm_ms: 1, share: 0.25 }, { rank: 1, steps: 2, step_ms: 4, comm_ms: 2, share: 0.5 }] }), row()]);
     expect(md.split("\n")[0]).toContain("all-reduce share of a decode step");
-    expect(md).toContain("| 25.0 % (r0) / 50.0 % (r1) |");
+    expect(md).toContain("| 25.0 % r0 / 50.0 % r1 |");
     expect(md.split("\n")[3]).toMatch(/\| – \|$/);
   });
 });
@@ -204,7 +211,13 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU emulation (synthetic:tiny, tp1 /
     for (const c of r2.cells.filter((x) => x.test === "decode")) {
       if (c.commShare) {  // the emulation keeps per-rank records: both ranks, collectives a part of the step
         expect(c.commShare.map((x) => x.rank)).toEqual([0, 1]);
-        for (const x of c.commShare) { expect(x.share).toBeGreaterThan(0); expect(x.share).toBeLessThan(1); }
+        for (const x of c.commShare) {
+          expect(x.passes).toBe(3);  // a warm-up pass, then 3 measured, apart from the timed ones
+          expect(x.share).toBeGreaterThan(0);
+          expect(x.share).toBeLessThan(1);
+          expect(x.share_min!).toBeLessThanOrEqual(x.share);
+          expect(x.share_max!).toBeGreaterThanOrEqual(x.share);
+        }
       } else expect(c.commNote).toMatch(/no op records: .*parallel = tp2/);
     }
     if (r1.bandwidth) {  // a measured ceiling for this CPU: the roofline doubles with the ranks (same bytes per step)
