@@ -182,7 +182,7 @@ export async function runTpLoad(source: string, ranks: number, o: TpLoadOptions)
           else if (o.share === false) cell.commNote = "not measured (share pass off)";
           else {
             const sh = profiledCommShare(s, m.config.vocab_size, b, Math.min(o.tg, 16));
-            if (sh.shares) cell.commShare = sh.shares;
+            if (sh.shares) { cell.commShare = sh.shares; cell.commMode = sh.mode; }
             else cell.commNote = sh.note;
             log(`tp${ranks} tg${o.tg} b${b} all-reduce share: ${sh.shares ? sh.shares.map((x) => `r${x.rank} ${(100 * x.share).toFixed(1)} %`).join(", ") : sh.note}`);
           }

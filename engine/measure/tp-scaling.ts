@@ -120,7 +120,8 @@ export interface TpCell {
   speedup?: number;
   scaling?: number;
   efficiency?: number;
-  commShare?: RankShare[];  // decode only, from a profiled pass apart from the timed ones
+  commShare?: RankShare[];  // decode only, from profiled passes apart from the timed ones
+  commMode?: string;        // the profiling mode of those passes
   commNote?: string;        // why there is no share (tp1, records refused …)
 }
 export interface TpSkip { model: string; ranks: number; reason: string }
