@@ -294,6 +294,22 @@ export async function loadNative(
   }
 }
 
+/**
+ * Whether the engine would load `config` split `parallel` ways, asked without any weights: qw_model_create checks the
+ * sharding plan (and, on CUDA, the ranks' devices) before a tensor arrives. Returns the engine's refusal message, or
+ * null when it accepts (the empty model is destroyed at once). For the scaling notebook and `bench --tp`: a refused
+ * split is skipped before a synthetic checkpoint is written or a byte is loaded.
+ */
+export function parallelRefusal(config: QwenConfig, parallel: string, opts: { backend?: BackendChoice; threads?: number } = {}): string | null {
+  const engine = getEngine(opts.backend ?? "auto", { threads: opts.threads });
+  try {
+    engine.createModel({ ...nativeConfig(config), ...nativeParallelConfig(checkParallelOption(parallel)) }).destroy();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
 function tokenizerFor(src: ModelSource): QwenTokenizer {
   const t = src.tokenizer;
   if (t.kind === "gguf") {

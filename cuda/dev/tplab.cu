@@ -3,7 +3,10 @@
 // against the CPU: the same plan's rank-order sum (the CPU emulation's all-reduce) and an fp64 full-matrix product.
 // Its own binary: make -C cuda/dev tplab -> cuda/build/dev/tplab. Needs >= 2 GPUs and libnccl.so.2 (QW_NCCL=path).
 //
-//   tplab [ranks] [--preset 72b|32b|7b] [--quick]
+//   tplab [ranks] [--preset 72b|32b|7b] [--quick] [--json FILE]
+//
+// --json FILE also writes the timings of step 4 as JSON (notebooks/tp-scaling.ts reads it): {preset, ranks, hidden,
+// all_reduce: [{type, rows, bytes, us, busbw_gb_s}], layer_replay_us, checks_passed}.
 //
 // 1. plan + upload: one layer of the preset's shapes, bf16 random weights, sharded per rank by tp_shard and uploaded
 //    to that rank's device only; bytes per rank printed (1/N of the sharded tensors).
@@ -202,10 +205,15 @@ int main(int argc, char **argv) {
   int n = 0;
   std::string pre = "72b";
   bool quick = false;
+  std::string json_path;
+  std::string json_rows;  // the all-reduce timings as JSON objects, comma-separated (written with --json)
+  double json_layer_us = -1;
+  int64_t json_hidden = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
     else if (a == "--preset" && i + 1 < argc) pre = argv[++i];
+    else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else n = std::atoi(a.c_str());
   }
   int count = 0;
@@ -359,10 +367,17 @@ int main(int argc, char **argv) {
         const double t = time_per_call(g, 20, [&] { g.all_reduce_sum(big.data(), size_t(B * H), type); });
         const double bytes = double(B * H) * esz;
         std::printf("  %6lld %10.0f %10.1f %12.1f\n", (long long)B, bytes, t * 1e6, 2.0 * (n - 1) / n * bytes / t / 1e9);
+        char row[200];
+        std::snprintf(row, sizeof row, "%s{\"type\": \"%s\", \"rows\": %lld, \"bytes\": %.0f, \"us\": %.3f, \"busbw_gb_s\": %.3f}",
+                      json_rows.empty() ? "" : ", ", esz == 4 ? "fp32" : "bf16", (long long)B, bytes, t * 1e6,
+                      2.0 * (n - 1) / n * bytes / t / 1e9);
+        json_rows += row;
       }
     }
     const double tl = time_per_call(g, 20, [&] { g.replay(); });
     std::printf("captured layer (o matvec + all-reduce + down matvec + all-reduce, fp32 B = 1): %.1f us per replay\n", tl * 1e6);
+    json_layer_us = tl * 1e6;
+    json_hidden = H;
     g.each([&](int r) {
       Rank &k = rk[size_t(r)];
       for (void *p : {k.wo, k.wd, k.wl, (void *)k.z, (void *)k.a, (void *)k.h, (void *)k.o, (void *)k.d, (void *)k.lg,
@@ -374,5 +389,16 @@ int main(int argc, char **argv) {
     return 1;
   }
   std::printf("tplab: %s\n", g_fail ? "FAIL" : "all checks passed");
+  if (!json_path.empty()) {
+    FILE *f = std::fopen(json_path.c_str(), "w");
+    if (!f) {
+      std::printf("tplab: cannot write %s\n", json_path.c_str());
+      return 1;
+    }
+    std::fprintf(f, "{\"preset\": \"%s\", \"ranks\": %d, \"hidden\": %lld, \"all_reduce\": [%s], \"layer_replay_us\": %.3f, \"checks_passed\": %s}\n",
+                 pre.c_str(), n, (long long)json_hidden, json_rows.c_str(), json_layer_us, g_fail ? "false" : "true");
+    std::fclose(f);
+    std::printf("tplab: wrote %s\n", json_path.c_str());
+  }
   return g_fail ? 1 : 0;
 }

@@ -10,6 +10,9 @@ import { REPO_ROOT } from "../constants.ts";
 import { createInterface } from "node:readline";
 import type { BackendChoice, EngineModel, EngineSession, GenerateEvent, OpenOptions, Progress } from "../api.ts";
 import { benchPrompt, benchTableCsv, benchTableMd, percentile, runBenchCase, weightLabel } from "../measure/bench-core.ts";
+import { parseTpList, shareLabel, tpDegreesOf } from "../measure/tp-scaling.ts";
+import { profiledCommShare } from "../measure/tp-run.ts";
+import { parallelValues } from "../formats/parallel.ts";
 import { fidelityLines, measureFidelity } from "../measure/fidelity.ts";
 import { ggmlTypeName } from "../formats/gguf.ts";
 import { openModel, parseSyntheticSource, SYNTHETIC_DIR, type Model } from "../index.ts";
@@ -82,7 +85,11 @@ ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (p
                                   synthetic shapes accept any length, RoPE has no trained limit there)
       --reps N                    measured repetitions (default 3, minimum 3), one warm-up excluded
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
-      --backend --threads --toggle --weights --tp   as for generate
+      --backend --threads --toggle --weights   as for generate
+      --tp N[,N...]               tensor parallelism (1 | 2 | 4 | 8), one load per value and the same tests on each:
+                                  rows say "cpu tp2" / "cuda tp4"; at tp > 1 a profiled pass after the timed ones gives
+                                  the all-reduce share of a decode step per rank when the backend keeps per-rank
+                                  records (the CPU emulation runs its ranks one after another: its speed means nothing)
       --out profile.json          write a bench profile;  --format md|csv|json|jsonl (default md)
 ${SPEC_HELP_BENCH}${PERPLEXITY_HELP}${PASSKEY_HELP}  help                           this text
 
@@ -445,99 +452,143 @@ async function cmdBench(argv: string[]): Promise<void> {
   if (!["md", "csv", "json", "jsonl"].includes(format)) fail(`bench: --format must be md, csv, json or jsonl, got '${format}'`);
   const spec = (() => { try { return parseSpecArgs(o, [1, 2, 4, 8]); } catch (e) { fail((e as Error).message); } })();
   const nPrompts = num(o.prompts as string, "prompts", { int: true, min: 1 }) ?? 8;
-  const rss0 = rssSplit();
-  const m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined), o.tp as string | undefined);
-  const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
-  const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
+  // --tp N[,N...]: one load per value (the split is chosen at load), the same tests on each; with several values
+  // every row says its tp and the profile keeps them all
+  const tps = o.tp === undefined ? [undefined] : (() => {
+    try { return parseTpList(o.tp as string, tpDegreesOf(parallelValues())).map(String); } catch (e) { fail((e as Error).message); }
+  })();
   const rows: BenchRow[] = [];
-  const summary: Record<string, unknown> = { memory: benchMemory(m, rss0) };
-  try {
-    const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
-    const maxD = Math.max(...depths);
-    const need = Math.max(maxD + maxPp, Math.max(maxD, 8) + maxTg, 16, dm || hm ? 128 + maxTg + (spec.tree?.budget ?? 0) : 0);
-    if (maxCtxArg !== undefined && maxCtxArg < need) fail(`bench: --max-context ${maxCtxArg} is below what the tests need (${need} = depth + pp, or depth + tg)`);
-    const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: maxCtxArg ?? need, maxPrefill: Math.min(maxCtxArg ?? need, Math.max(maxPp, 4096)) });
-    applyToggles(m, s, o.toggle as string | undefined);
-    if (!dm && s.toggles().speculative === "draft") fail("bench: speculative=draft needs --draft PATH");
-    if (!hm && s.toggles().speculative === "eagle") fail("bench: speculative=eagle needs --eagle DIR");
-    const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
-    const kv = s.kvInfo?.();
-    if (kv) {
-      log(`kv cache: ${kv.kvCache}, ${(kv.kvBytesPerToken / 1024).toFixed(2)} KiB per token (all layers, K+V), ` +
-        `${(kv.kvBytes / 1048576).toFixed(1)} MiB allocated for ${Math.max(...batches)} x ${s.maxContext} tokens`);
-      summary.kv = kv;
+  const summary: Record<string, unknown> = {};
+  const byTp: Record<string, Record<string, unknown>> = {};
+  const notes: string[] = [];
+  const log = (msg: string) => process.stderr.write(`  ${msg}\n`);
+  let fidelity: Fidelity | undefined;
+  let first: { manifest: Profile["manifest"]; ceil: ReturnType<typeof ceilingsForDevice> } | undefined;
+  for (const tp of tps) {
+    const rss0 = rssSplit();
+    let m: Model;
+    try {
+      m = await open(model, backendOf(o.backend as string), threads, weightsOf(o.weights as string | undefined), tp);
+    } catch (e) {
+      // one value of a list that the engine refuses to load (the split, the devices): skipped, saying why
+      if (tps.length === 1 || !(e instanceof QwenError)) throw e;
+      notes.push(`tp${tp} skipped: ${e.message}`);
+      process.stderr.write(`tp${tp} skipped: ${e.message}\n`);
+      continue;
     }
-    if (dm || hm) {
-      // off vs draft at each k vs eagle on Brown validation prompts (engine/spec/bench.ts)
-      const ds = dm?.newSession({ maxContext: s.maxContext });
-      const hs = hm?.newSession({ maxContext: s.maxContext });
-      for (const tg of tgs) {
-        const res = await runSpecBench(s, ds, specHost(m), {
-          prompts: brownPromptSet(nPrompts), nGen: tg, ks: dm ? spec.ks : [], reps, warmup, draftLabel: spec.draft ?? "", onProgress: log,
-          ...(hs && spec.tree ? { eagle: { head: hs, tree: spec.tree, label: spec.eagle ?? "" } } : {}),
-        });
-        rows.push(...specBenchRows(m, res, { nGen: tg, prompts: nPrompts }));
-        if (tg === tgs[0]) summary.speculative = res.map((r) => ({ arm: r.arm, tok_s: r.tokS, ...(r.spec ? { spec: r.spec } : {}) }));
+    const dm = spec.draft ? await openDraft(m, spec.draft, threads) : undefined;
+    const hm = spec.eagle ? await openEagleHead(spec.eagle, m) : undefined;
+    const ranks = Number(tp ?? 1);
+    const loadRows: BenchRow[] = [];
+    const sum: Record<string, unknown> = { memory: benchMemory(m, rss0) };
+    try {
+      const maxPp = Math.max(0, ...pps), maxTg = Math.max(0, ...tgs);
+      const maxD = Math.max(...depths);
+      const need = Math.max(maxD + maxPp, Math.max(maxD, 8) + maxTg, 16, dm || hm ? 128 + maxTg + (spec.tree?.budget ?? 0) : 0);
+      if (maxCtxArg !== undefined && maxCtxArg < need) fail(`bench: --max-context ${maxCtxArg} is below what the tests need (${need} = depth + pp, or depth + tg)`);
+      const s = m.newSession({ maxBatch: Math.max(...batches), maxContext: maxCtxArg ?? need, maxPrefill: Math.min(maxCtxArg ?? need, Math.max(maxPp, 4096)) });
+      applyToggles(m, s, o.toggle as string | undefined);
+      if (!dm && s.toggles().speculative === "draft") fail("bench: speculative=draft needs --draft PATH");
+      if (!hm && s.toggles().speculative === "eagle") fail("bench: speculative=eagle needs --eagle DIR");
+      const kv = s.kvInfo?.();
+      if (kv) {
+        log(`kv cache: ${kv.kvCache}, ${(kv.kvBytesPerToken / 1024).toFixed(2)} KiB per token (all layers, K+V), ` +
+          `${(kv.kvBytes / 1048576).toFixed(1)} MiB allocated for ${Math.max(...batches)} x ${s.maxContext} tokens`);
+        sum.kv = kv;
       }
-      ds?.close();
-      hs?.close();
-      s.setToggle("speculative", hm ? "eagle" : "draft");
-    }
-    for (const depth of depths) for (const pp of pps) {
-      const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0, depth }, { reps, warmup, retries, maxContention, onProgress: log });
-      rows.push(...r.rows);
-      if (r.ttft) summary[`ttft_ms_pp${pp}${depth ? `_d${depth}` : ""}`] = r.ttft;
-      if (pp === pps[0] && depth === depths[0] && r.prefill) summary.prefill_tok_s = r.prefill.median;
-      if (pp === pps[0] && depth === depths[0] && r.ttft) summary.ttft_ms = r.ttft.median;
-    }
-    for (const depth of depths) for (const b of batches) for (const tg of tgs) {
-      const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b, depth }, { reps, warmup, retries, maxContention, onProgress: log });
-      rows.push(...r.rows);
-      if (b === batches[0] && tg === tgs[0] && depth === depths[0] && r.decode) {
-        summary.decode_tok_s = r.decode.median;
-        summary.tpot_ms = r.tpot;
+      if (dm || hm) {
+        // off vs draft at each k vs eagle on Brown validation prompts (engine/spec/bench.ts)
+        const ds = dm?.newSession({ maxContext: s.maxContext });
+        const hs = hm?.newSession({ maxContext: s.maxContext });
+        for (const tg of tgs) {
+          const res = await runSpecBench(s, ds, specHost(m), {
+            prompts: brownPromptSet(nPrompts), nGen: tg, ks: dm ? spec.ks : [], reps, warmup, draftLabel: spec.draft ?? "", onProgress: log,
+            ...(hs && spec.tree ? { eagle: { head: hs, tree: spec.tree, label: spec.eagle ?? "" } } : {}),
+          });
+          loadRows.push(...specBenchRows(m, res, { nGen: tg, prompts: nPrompts }));
+          if (tg === tgs[0]) sum.speculative = res.map((r) => ({ arm: r.arm, tok_s: r.tokS, ...(r.spec ? { spec: r.spec } : {}) }));
+        }
+        ds?.close();
+        hs?.close();
+        s.setToggle("speculative", hm ? "eagle" : "draft");
       }
+      for (const depth of depths) for (const pp of pps) {
+        const r = runBenchCase(m, s, { nPrompt: pp, nGen: 0, depth }, { reps, warmup, retries, maxContention, onProgress: log });
+        loadRows.push(...r.rows);
+        if (r.ttft) sum[`ttft_ms_pp${pp}${depth ? `_d${depth}` : ""}`] = r.ttft;
+        if (pp === pps[0] && depth === depths[0] && r.prefill) sum.prefill_tok_s = r.prefill.median;
+        if (pp === pps[0] && depth === depths[0] && r.ttft) sum.ttft_ms = r.ttft.median;
+      }
+      for (const depth of depths) for (const b of batches) for (const tg of tgs) {
+        const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b, depth }, { reps, warmup, retries, maxContention, onProgress: log });
+        loadRows.push(...r.rows);
+        if (b === batches[0] && tg === tgs[0] && depth === depths[0] && r.decode) {
+          sum.decode_tok_s = r.decode.median;
+          sum.tpot_ms = r.tpot;
+        }
+      }
+      // tp > 1: the all-reduce share of a decode step per rank, from a profiled pass after the timed ones (so
+      // profiling does not touch their tok/s); a backend that keeps no per-rank records says so instead
+      if (ranks > 1 && tgs.length) for (const b of batches) {
+        const sh = profiledCommShare(s, m.config.vocab_size, b, Math.min(16, Math.max(...tgs)));
+        for (const r of loadRows) if (r.n_gen > 0 && r.batch === b) r.extra = { ...r.extra, ...(sh.shares ? { comm_share: sh.shares, comm_profiling: sh.mode } : { comm_note: sh.note }) };
+        log(`tp${ranks} b${b} all-reduce share of a decode step: ${sh.shares ? shareLabel(sh.shares) : sh.note}`);
+        if (!sh.shares && sh.note && !notes.includes(`all-reduce share not measured: ${sh.note}`)) notes.push(`all-reduce share not measured: ${sh.note}`);
+      }
+      // Profiling fidelity (engine/measure/fidelity.ts): each mode against off in interleaved rounds on batch-1 decode, and
+      // whether each mode's records add up to the steps. Measured on the first load that accepts profiling.
+      if (o.out && tgs.length && !fidelity) {
+        const prompt = benchPrompt(8, m.config.vocab_size, 7);
+        const steps = Math.max(1, Math.min(32, s.maxContext - 8 - 4));
+        const modes: ProfilingMode[] = m.backend === "cuda" ? ["kernels", "events"] : ["kernels"];
+        try {
+          const fr = measureFidelity(s, { modes, rounds: reps, steps, prime: () => { s.reset(); return s.prefill(0, prompt); } });
+          fidelity = fr.fidelity;
+          sum.profiling_overhead_pct = fr.fidelity.overhead_pct?.kernels?.median;
+          log(`[profiling fidelity]\n${fidelityLines(fr.fidelity, fr.stepMs)}`);
+        } catch (e) {
+          if (!(e instanceof QwenError) || ranks === 1) throw e;
+          notes.push(`profiling fidelity not measured at tp${ranks}: ${(e as Error).message}`);
+          s.setProfiling(false);
+        }
+      }
+      // % of the bandwidth roofline for decode rows when the device has measured ceilings; at tpN the aggregate of
+      // the N ranks' bandwidth (on the CPU emulation the ranks share one machine: a bound it cannot reach)
+      const ceil = ceilingsForDevice(m.device.name, undefined, m.backend);
+      const bw = dramBandwidth(ceil);
+      if (bw) for (const r of loadRows) if (r.n_gen > 0) r.roofline_pct = decodeRooflinePct(m.weightBytes, r.tokens_per_s.median, r.batch, ranks * bw);
+      if (tps.length > 1) for (const r of loadRows) r.backend = `${m.backend} tp${ranks}`;
+      first ??= { manifest: m.manifest({ toggles: s.toggles(), command: `npm run cli -- bench ${argv.join(" ")}` }), ceil };
+      s.close();
+    } finally {
+      hm?.close();
+      dm?.close();
+      m.close();
     }
-    // Profiling fidelity (engine/measure/fidelity.ts): each mode against off in interleaved rounds on batch-1 decode, and
-    // whether each mode's records add up to the steps.
-    let fidelity: Fidelity | undefined;
-    if (o.out && tgs.length) {
-      const prompt = benchPrompt(8, m.config.vocab_size, 7);
-      const steps = Math.max(1, Math.min(32, s.maxContext - 8 - 4));
-      const modes: ProfilingMode[] = m.backend === "cuda" ? ["kernels", "events"] : ["kernels"];
-      const fr = measureFidelity(s, { modes, rounds: reps, steps, prime: () => { s.reset(); return s.prefill(0, prompt); } });
-      fidelity = fr.fidelity;
-      summary.profiling_overhead_pct = fr.fidelity.overhead_pct?.kernels?.median;
-      log(`[profiling fidelity]\n${fidelityLines(fr.fidelity, fr.stepMs)}`);
-    }
-    // % of the bandwidth roofline for decode rows when the device has measured ceilings.
-    const ceil = ceilingsForDevice(m.device.name, undefined, m.backend);
-    const bw = dramBandwidth(ceil);
-    if (bw) for (const r of rows) if (r.n_gen > 0) r.roofline_pct = decodeRooflinePct(m.weightBytes, r.tokens_per_s.median, r.batch, bw);
-    const toggles = s.toggles();
-    s.close();
-    const contended = rows.reduce((a, r) => a + Number((r.extra as { contended_samples?: number } | undefined)?.contended_samples ?? 0), 0);
-    if (contended) process.stderr.write(`note: ${contended} measured sample(s) ran while other processes used > ${(maxContention * 100).toFixed(0)}% of the CPU (after ${retries} re-runs each); see extra.others_cpu_share\n`);
-    if (format === "md") process.stdout.write(benchTableMd(rows) + "\n");
-    else if (format === "csv") process.stdout.write(benchTableCsv(rows) + "\n");
-    else if (format === "json") process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
-    else for (const r of rows) process.stdout.write(JSON.stringify(r) + "\n");
-    if (o.out) {
-      const path = resolve(o.out as string);
-      const prof: Profile = {
-        schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: profileId(path), kind: "bench",
-        manifest: m.manifest({ toggles, command: `npm run cli -- bench ${argv.join(" ")}` }),
-        summary: summary as Profile["summary"], kernels: [], bench: rows, ...(ceil ? { ceilings: { ...ceil } } : {}),
-        ...(fidelity ? { fidelity } : {}),
-        notes: [`warm-up ${warmup} excluded, ${reps} measured repetitions; prompts are token ids (tokenization excluded); greedy sampling`],
-      };
-      writeProfile(path, prof);
-      process.stderr.write(`profile: ${path}\n`);
-    }
-  } finally {
-    hm?.close();
-    dm?.close();
-    m.close();
+    rows.push(...loadRows);
+    if (tp === tps[0]) Object.assign(summary, sum);
+    if (tps.length > 1) byTp[`tp${ranks}`] = sum;
+  }
+  if (!first) fail(`bench: the engine refused every --tp value: ${notes.join("; ")}`);
+  if (tps.length > 1) summary.by_tp = byTp;
+  const contended = rows.reduce((a, r) => a + Number((r.extra as { contended_samples?: number } | undefined)?.contended_samples ?? 0), 0);
+  if (contended) process.stderr.write(`note: ${contended} measured sample(s) ran while other processes used > ${(maxContention * 100).toFixed(0)}% of the CPU (after ${retries} re-runs each); see extra.others_cpu_share\n`);
+  for (const n of notes) process.stderr.write(`note: ${n}\n`);
+  if (format === "md") process.stdout.write(benchTableMd(rows) + "\n");
+  else if (format === "csv") process.stdout.write(benchTableCsv(rows) + "\n");
+  else if (format === "json") process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
+  else for (const r of rows) process.stdout.write(JSON.stringify(r) + "\n");
+  if (o.out && first) {
+    const path = resolve(o.out as string);
+    const prof: Profile = {
+      schema: "qwen-workbench/profile", version: PROFILE_SCHEMA_VERSION, id: profileId(path), kind: "bench",
+      manifest: first.manifest, summary: summary as Profile["summary"], kernels: [], bench: rows, ...(first.ceil ? { ceilings: { ...first.ceil } } : {}),
+      ...(fidelity ? { fidelity } : {}),
+      notes: [`warm-up ${warmup} excluded, ${reps} measured repetitions; prompts are token ids (tokenization excluded); greedy sampling`,
+        ...(tps.length > 1 ? [`one load per --tp value (${tps.map((t) => `tp${t}`).join(", ")}); the manifest is the first load's`] : []), ...notes],
+    };
+    writeProfile(path, prof);
+    process.stderr.write(`profile: ${path}\n`);
   }
 }
 

@@ -6,6 +6,7 @@ import { loadavg } from "node:os";
 import type { EngineModel, EngineSession } from "../api.ts";
 import { statOf, type BenchRow, type Stat } from "./profile.ts";
 import { weightsLabel, type WeightsOption } from "../formats/requant.ts";
+import { shareLabel, type RankShare } from "./tp-scaling.ts";
 
 export interface BenchCase {
   /** Prompt length (prefill test, "pp<N>") — 0 to skip the prefill measurement. */
@@ -236,10 +237,15 @@ export function weightLabel(model: EngineModel): string {
   return (names.length ? names.join("+") : "unknown") + rq;
 }
 
-/** llama-bench-style markdown table. */
+/** llama-bench-style markdown table; an "all-reduce share" column when a row has one (`bench --tp` at tp > 1 with
+ *  per-rank op records: extra.comm_share, engine/measure/tp-scaling.ts). */
 export function benchTableMd(rows: BenchRow[]): string {
-  const head = "| model | weights | backend | test | t/s (median) | min–max | reps | KV (type, used) |\n|---|---|---|---|---:|---:|---:|---|";
-  const lines = rows.map((r) => `| ${r.model} | ${r.weights} | ${r.backend} | ${r.test} | ${r.tokens_per_s.median.toFixed(2)} | ${r.tokens_per_s.min.toFixed(2)}–${r.tokens_per_s.max.toFixed(2)} | ${r.tokens_per_s.samples.length} | ${kvLabel(r)} |`);
+  const share = (r: BenchRow) => shareLabel((r.extra as { comm_share?: RankShare[] } | undefined)?.comm_share);
+  const withShare = rows.some((r) => share(r) !== "");
+  const head = `| model | weights | backend | test | t/s (median) | min–max | reps | KV (type, used) |${withShare ? " all-reduce share of a decode step |" : ""}\n` +
+    `|---|---|---|---|---:|---:|---:|---|${withShare ? "---|" : ""}`;
+  const lines = rows.map((r) => `| ${r.model} | ${r.weights} | ${r.backend} | ${r.test} | ${r.tokens_per_s.median.toFixed(2)} | ${r.tokens_per_s.min.toFixed(2)}–${r.tokens_per_s.max.toFixed(2)} | ${r.tokens_per_s.samples.length} | ${kvLabel(r)} |` +
+    (withShare ? ` ${share(r) || "–"} |` : ""));
   return [head, ...lines].join("\n");
 }
 
