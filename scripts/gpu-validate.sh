@@ -55,7 +55,7 @@ for w in ${FULL:-}; do run 120 "$L" "lab $w (full)" "./cuda/build/dev/qwlab $w -
 (( EXTRA )) && [[ -f .gpu/ab-old.tar.xz ]] && run 400 "$S" "ab rounds" "bash scripts/gpu-ab.sh run 0.5b,7b 3"
 cat "$S" | tail -3
 B=$OUT/bench.log; R=/tmp/qw-ref
-(( EXTRA )) && i=0 && for a in "QW_CUPTI_ATTR=" "QW_CUPTI_ATTR=pinned=1" "QW_CUPTI_ATTR=devbuf_mib=64,prealloc=4" "QW_CUPTI_KINDS=kernel,ext,runtime"; do i=$((i+1))
+(( EXTRA )) && i=0 && for a in "QW_CUPTI_ATTR=" "QW_PDL=0" "QW_CUPTI_ATTR=pinned=1" "QW_CUPTI_ATTR=devbuf_mib=64,prealloc=4" "QW_CUPTI_KINDS=kernel,ext,runtime"; do i=$((i+1))
   run 80 "$B" "cupti '$a'" "env $a bun notebooks/bench.ts --models 0.5b --hf-root $R --types bf16 --batches 1 --pp 512 --tg 128 --reps 3 --out /tmp/b16-$i"; done
 (( EXTRA )) && for w in q4 q8; do for g in simple marlin; do
   run 75 "$B" "7b $w gemv=$g" "bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --toggle gemv=$g --pp 512 --tg 128 --batch 1,16 --reps 3 --out /tmp/m-$w-$g.json"; done; done
