@@ -3,8 +3,12 @@
 // o_proj, norm+gate|up+SwiGLU, down, final norm+lm_head: the backend's decode ops) on the same weights, caches and
 // tokens, and against an fp64 reference with the graph path's bf16 rounding points. Checks: logits vs the graph path
 // (and the same greedy tokens), error vs fp64 no worse than twice the graph path's, bitwise repeatable launches (the
-// counters are reset by the kernel), batch invariance (row 0 of a batch of 4 == the row decoded alone). Timed: µs
-// per step and tok/s, median and min-max of 3 repetitions, next to the graph path (both with the device sampler).
+// counters are reset by the kernel), batch invariance (row 0 of a batch == the row decoded alone). Rows of a batch
+// have different lengths (positions, KV lengths) as in the engine; the logits are poisoned (NaN) before every run, so
+// a launch that writes nothing fails instead of passing on the previous run's values; the static shared memory of the
+// compiled kernel is checked against the plan's bound (the refusal is computed from it). A case that throws is a FAIL
+// row and the next case runs. Timed: µs per step and tok/s, median and min-max of 3 repetitions, next to the graph
+// path (both with the device sampler).
 #include "attention.cuh"
 #include "embed.cuh"
 #include "gemv.cuh"
@@ -87,7 +91,9 @@ struct Run {
   int n_split_graph = 1;
 };
 
-Run make_run(const LabModel &m, const std::vector<int32_t> &tokens, const std::vector<int32_t> &slots) {
+// Row b attends to lens[b] keys (lens[b] <= m.ctx), its new token at position lens[b] - 1.
+Run make_run(const LabModel &m, const std::vector<int32_t> &tokens, const std::vector<int32_t> &slots,
+             const std::vector<int32_t> &lens) {
   const Dims &d = m.d;
   Run r;
   r.B = (int)tokens.size();
@@ -95,7 +101,9 @@ Run make_run(const LabModel &m, const std::vector<int32_t> &tokens, const std::v
   r.tok = dalloc<int32_t>(B); r.pos = dalloc<int32_t>(B); r.slot = dalloc<int32_t>(B); r.len = dalloc<int32_t>(B);
   r.out = dalloc<int32_t>(B);
   h2d(r.tok, tokens); h2d(r.slot, slots);
-  h2d(r.pos, std::vector<int32_t>(B, m.ctx - 1)); h2d(r.len, std::vector<int32_t>(B, m.ctx));
+  std::vector<int32_t> pos(lens);
+  for (auto &p : pos) p -= 1;
+  h2d(r.pos, pos); h2d(r.len, lens);
   r.x = dalloc<float>((size_t)B * d.hidden);
   r.logits = dalloc<float>((size_t)B * d.vocab);
   r.wb = dalloc<double>((size_t)B * d.vocab);
@@ -212,6 +220,7 @@ void restore_cache(const LabModel &m) {
 
 std::vector<float> run_logits(const LabModel &m, const Run &r, const std::function<void()> &f) {
   restore_cache(m);
+  CHK(cudaMemset(r.logits, 0xff, (size_t)r.B * m.d.vocab * 4));  // NaN: a launch that writes nothing fails
   f();
   CHK(cudaDeviceSynchronize());
   return d2h(r.logits, (size_t)r.B * m.d.vocab);
@@ -253,12 +262,13 @@ std::vector<float> normed(const std::vector<double> &x, const std::vector<float>
   return a;
 }
 
-// One step of rows (tokens, slots) at position ctx - 1 in fp64 sums, rounding where the graph path stores bf16 (q, k, v
-// after RoPE, z, SwiGLU's inputs and output, the normed GEMV inputs); attention in fp64 over the cache snapshot.
-std::vector<double> fp64_ref(const LabModel &m, const std::vector<int32_t> &tokens, const std::vector<int32_t> &slots) {
+// One step of rows (tokens, slots) at positions lens - 1 in fp64 sums, rounding where the graph path stores bf16 (q, k,
+// v after RoPE, z, SwiGLU's inputs and output, the normed GEMV inputs); attention in fp64 over the cache snapshot.
+std::vector<double> fp64_ref(const LabModel &m, const std::vector<int32_t> &tokens, const std::vector<int32_t> &slots,
+                             const std::vector<int32_t> &lens) {
   const Dims &d = m.d;
   const int64_t H = d.hidden, I = d.inter, D = d.head_dim, QD = d.q_dim(), KD = d.kv_dim(), QKV = QD + 2 * KD;
-  const int G = d.group(), half = d.head_dim / 2, pos = m.ctx - 1, B = (int)tokens.size();
+  const int G = d.group(), half = d.head_dim / 2, B = (int)tokens.size();
   const auto lm = bf_host(m.lm, (size_t)d.vocab * H), fn = d2h(m.fn, H), inv = d2h(m.inv, half);
   const auto kc = bf_host(m.kc0, m.kv_layer * d.layers), vc = bf_host(m.vc0, m.kv_layer * d.layers);
   std::vector<std::vector<double>> x(B);
@@ -272,6 +282,7 @@ std::vector<double> fp64_ref(const LabModel &m, const std::vector<int32_t> &toke
                dn = bf_host(w.down, H * I);
     const auto bias = d2h(w.bias, QKV), n1 = d2h(w.n1, H), n2 = d2h(w.n2, H);
     for (int b = 0; b < B; ++b) {
+      const int pos = lens[b] - 1;
       const auto a = normed(x[b], n1);
       std::vector<float> q(QD), k(KD), v(KD), z(QD), h(I);
       for (int64_t p = 0; p < QKV; p += 2) {
@@ -325,14 +336,19 @@ std::vector<double> fp64_ref(const LabModel &m, const std::vector<int32_t> &toke
 
 }  // namespace
 
-static void persistent_case(const char *name, Dims d, int ctx, int B, bool fp64, bool timed) {
+// lens: the keys each row attends to (its length after this step's token), one row per entry.
+static void persistent_case_body(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed) {
+  const int B = (int)lens.size(), ctx = *std::max_element(lens.begin(), lens.end());
   LabModel m = make_model(d, ctx);
   std::vector<int32_t> tokens(B), slots(B);
   for (int b = 0; b < B; ++b) { tokens[b] = (int32_t)(rnd64() % d.vocab); slots[b] = (b * 3 + 1) % kMaxBatch; }
-  Run r = make_run(m, tokens, slots);
+  Run r = make_run(m, tokens, slots, lens);
   Persist p = make_persist(m, r);
-  char shape[96];
-  snprintf(shape, sizeof shape, "H%d L%d ctx%d B%d %d blk", d.hidden, d.layers, ctx, B, p.plan.blocks);
+  char shape[128];
+  std::string ls;
+  for (int b = 0; b < B && b < 4; ++b) ls += (b ? "/" : "") + std::to_string(lens[b]);
+  snprintf(shape, sizeof shape, "H%d L%d len %s%s B%d %d blk", d.hidden, d.layers, ls.c_str(), B > 4 ? "/.." : "", B,
+           p.plan.blocks);
   const auto g = run_logits(m, r, [&] { graph_step(m, r, 0); });
   const auto pl = run_logits(m, r, [&] { launch_persistent_decode(p.a, p.plan.blocks, 0); });
   const auto pl2 = run_logits(m, r, [&] { launch_persistent_decode(p.a, p.plan.blocks, 0); });
@@ -340,14 +356,27 @@ static void persistent_case(const char *name, Dims d, int ctx, int B, bool fp64,
   bool nan = false;
   for (float v : pl) nan |= !std::isfinite(v);
   report(std::string(name) + ": vs graph path", shape, true, max_rel(pl, gd), 3e-2, nan, 0, 0, "", 0);
+  // a row's token may differ only where the graph path's top-2 gap is within twice the row's largest logit difference
+  // (a near-tie that bf16 noise decides either way; counted apart, not a failure)
   const auto tg = argmax_rows(g, B, d.vocab), tp = argmax_rows(pl, B, d.vocab);
-  int differ = 0;
-  for (int b = 0; b < B; ++b) differ += tg[b] != tp[b];
-  report(std::string(name) + ": greedy tokens differ", shape, true, differ, 0.5, false, 0, 0, "", 0);
+  int differ = 0, ties = 0;
+  for (int b = 0; b < B; ++b) {
+    if (tg[b] == tp[b]) continue;
+    float top = -INFINITY, second = -INFINITY, diff = 0;
+    for (int v = 0; v < d.vocab; ++v) {
+      const float x = g[(size_t)b * d.vocab + v];
+      diff = std::max(diff, std::fabs(x - pl[(size_t)b * d.vocab + v]));
+      if (x > top) { second = top; top = x; } else if (x > second) second = x;
+    }
+    if (top - second <= 2 * diff) ++ties;
+    else ++differ;
+  }
+  report(std::string(name) + ": greedy tokens differ (" + std::to_string(ties) + " near-ties apart)", shape, true,
+         differ, 0.5, false, 0, 0, "", 0);
   report(std::string(name) + ": relaunch bitwise", shape, true, memcmp(pl.data(), pl2.data(), pl.size() * 4) != 0, 0.5,
          false, 0, 0, "", 0);
   if (B > 1) {  // batch invariance: row 0 decoded alone
-    Run r1 = make_run(m, {tokens[0]}, {slots[0]});
+    Run r1 = make_run(m, {tokens[0]}, {slots[0]}, {lens[0]});
     Persist p1 = make_persist(m, r1);
     const auto one = run_logits(m, r1, [&] { launch_persistent_decode(p1.a, p1.plan.blocks, 0); });
     report(std::string(name) + ": batch invariance", shape, true, memcmp(one.data(), pl.data(), one.size() * 4) != 0,
@@ -356,7 +385,7 @@ static void persistent_case(const char *name, Dims d, int ctx, int B, bool fp64,
     free_run(r1);
   }
   if (fp64) {
-    const auto ref = fp64_ref(m, tokens, slots);
+    const auto ref = fp64_ref(m, tokens, slots, lens);
     const double eg = max_rel(g, ref), ep = max_rel(pl, ref);
     report(std::string(name) + ": graph path vs fp64", shape, false, eg, 0, false, 0, 0, "", 0);
     report(std::string(name) + ": persistent vs fp64", shape, true, ep, std::max(2 * eg, 1e-2), nan, 0, 0, "", 0);
@@ -397,6 +426,19 @@ static void persistent_case(const char *name, Dims d, int ctx, int B, bool fp64,
   free_model(m);
 }
 
+// A case that throws (a launch refused or failed) is a FAIL row; the next case still runs (a trapped kernel leaves the
+// context unusable, so the cases after it then fail too: read the first FAIL).
+static void persistent_case(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed) {
+  try {
+    persistent_case_body(name, d, lens, fp64, timed);
+  } catch (const std::exception &e) {
+    printf("persistent: %s threw: %s\n", name, e.what());
+    report(std::string(name) + ": threw (see the log line above)", "B" + std::to_string(lens.size()), true, 1, 0.5,
+           false, 0, 0, "", 0);
+    cudaGetLastError();
+  }
+}
+
 static Dims qwen_dims(int H, int I, int L, int nH, int nKV, int V) {
   Dims d;
   d.hidden = H; d.inter = I; d.layers = L; d.n_heads = nH; d.n_kv = nKV; d.head_dim = H / nH; d.vocab = V;
@@ -410,13 +452,28 @@ void run_persistent() {
     for (int64_t p = 0; p < (int64_t)(28 + 2 * 4) * dd; ++p)
       map_diff += qkv_orig_row(p, 28, 4, dd) != qkv_rope_orig_row(p, 28, 4, dd);
   report("persistent: q|k|v row map", "nH 28 nKV 4 d 64/128", true, (double)map_diff, 0.5, false, 0, 0, "", 0);
+  // the plan's static shared-memory bound (its refusal and the CPU test's sizing table use it) covers the kernel's
+  for (int dd : {64, 128}) {
+    const double st = (double)persistent_static_smem(dd), bound = (double)smem_static_bound(dd);
+    char sh[96];
+    snprintf(sh, sizeof sh, "d %d: %.0f B static, bound %.0f, opt-in %lld", dd, st, bound, (long long)persistent_smem_optin());
+    report("persistent: static smem <= plan bound", sh, true, st > bound ? 1 : 0, 0.5, false, 0, 0, "", 0);
+  }
   // exactness on two layers (fp64 reference on the host), with a 32k vocabulary to keep the reference short
-  persistent_case("persistent 0.5B-2L", qwen_dims(896, 4864, 2, 14, 2, 32768), 300, 1, true, false);
-  persistent_case("persistent 0.5B-2L", qwen_dims(896, 4864, 2, 14, 2, 32768), 300, 4, true, false);
-  persistent_case("persistent 7B-2L", qwen_dims(3584, 18944, 2, 28, 4, 32768), 300, 1, !g_quick, false);
-  // whole models, timed next to the graph path (logits, tokens, relaunch and batch invariance checked)
-  persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), 128, 1, false, true);
-  persistent_case("persistent 1.5B", qwen_dims(1536, 8960, 28, 12, 2, 151936), 128, 1, false, true);
-  if (!g_quick) persistent_case("persistent 7B", qwen_dims(3584, 18944, 28, 28, 4, 152064), 128, 1, false, true);
-  persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), 128, 4, false, true);
+  persistent_case("persistent 0.5B-2L", qwen_dims(896, 4864, 2, 14, 2, 32768), {300}, true, false);
+  // batch 4 needs the opt-in (38 KiB staged + 20 KiB static: the first run stopped here); rows of different lengths
+  persistent_case("persistent 0.5B-2L", qwen_dims(896, 4864, 2, 14, 2, 32768), {300, 257, 33, 128}, true, false);
+  // the engine test's embedded model (models/tiny-qwen2-brown shapes, random weights): 3 rows of different lengths
+  persistent_case("persistent tiny-4L", qwen_dims(256, 768, 4, 4, 1, 8256), {16, 6, 19}, true, false);
+  persistent_case("persistent 7B-2L", qwen_dims(3584, 18944, 2, 28, 4, 32768), {300}, !g_quick, false);
+  persistent_case("persistent 1.5B-2L", qwen_dims(1536, 8960, 2, 12, 2, 32768), {300, 97}, true, false);
+  // whole models, timed next to the graph path (logits, tokens, relaunch and batch invariance checked); 0.5B batch 1
+  // also against fp64 over all 24 layers: whether the engine test's 5.6e-3 (persistent vs graph) is the bf16 noise of
+  // a deep model (then graph vs fp64 is of the same size) or an error of the kernel (persistent vs fp64 > 2x graph's);
+  // also under --quick (a few seconds of host fp64), since the validation runs use it
+  persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, true, true);
+  persistent_case("persistent 1.5B", qwen_dims(1536, 8960, 28, 12, 2, 151936), {128}, false, true);
+  if (!g_quick) persistent_case("persistent 7B", qwen_dims(3584, 18944, 28, 28, 4, 152064), {128}, false, true);
+  persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128, 128, 128, 128}, false, true);
+  persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128, 77, 128, 5, 64, 128, 100, 33}, false, true);
 }

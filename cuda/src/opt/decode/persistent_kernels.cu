@@ -26,6 +26,14 @@ constexpr int kWarps = 8, kThreads = kWarps * 32;
 constexpr int kGMax = 8;  // query heads per kv head (persistent_refusal)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegBig = -1e30f;
+// The static shared memory this file declares (persistent_decode_kernel: rstd_s, red_s; norm_rstd's part_s [8][16];
+// attn_split: q_s, wm_s, wl_s, wo_s), which the plan's smem_static_bound must cover (the refusal is computed there).
+constexpr int64_t declared_static_smem(int D) {
+  return 4 * ((int64_t)kMaxBatch + kWarps * 2 * kMaxBatch + 8 * 16 + kGMax * D + 2 * kWarps * kGMax + kWarps * kGMax * D);
+}
+static_assert(declared_static_smem(64) + kSmemSlack <= smem_static_bound(64) &&
+                  declared_static_smem(128) + kSmemSlack <= smem_static_bound(128),
+              "persistent_plan.hpp smem_static_bound is below what this file declares");
 
 __device__ __forceinline__ int32_t ld_acquire(const int32_t *p) {
   int32_t v;
@@ -395,20 +403,34 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
   }
 }
 
-// > 48 KiB of dynamic shared memory needs the opt-in; set to what this model needs (an sm_80 part allows less than
-// sm_90, so never a fixed maximum).
+// Dynamic shared memory needs the opt-in attribute as soon as static + dynamic exceeds 48 KiB: the default limit of
+// the dynamic part is 48 KiB minus the kernel's static shared memory (cudaFuncAttributes::maxDynamicSharedSizeBytes),
+// not 48 KiB. (The first GPU run compared the dynamic part alone with 48 KiB: 0.5B at batch 4, 38 KiB dynamic + 20 KiB
+// static, never got the attribute and the occupancy query said 0 blocks per SM.) Raised to what this step needs, after
+// checking static + dynamic against the device's opt-in limit, so a shape that cannot fit is refused by name.
 template <int D>
-void ensure_smem(size_t smem) {
-  static size_t set = 48 << 10;
-  if (smem > set) {
-    QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    set = smem;
+void configure_smem(size_t dyn) {
+  static int set = -1, stat = 0;  // the attribute's current value and the kernel's static bytes
+  if (set < 0) {
+    cudaFuncAttributes fa;
+    QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<D>));
+    set = fa.maxDynamicSharedSizeBytes;
+    stat = (int)fa.sharedSizeBytes;
   }
+  if ((int64_t)dyn <= set) return;
+  const int64_t optin = persistent_smem_optin();
+  if (stat + (int64_t)dyn > optin)
+    throw CudaError("decode = persistent: a block needs " + std::to_string((stat + dyn + 1023) / 1024) +
+                    " KiB of shared memory (" + std::to_string(stat) + " B static + " + std::to_string(dyn) +
+                    " B staged activations) and this GPU allows " + std::to_string(optin / 1024) +
+                    " KiB per block: decode fewer sequences per step, or set decode = graph");
+  QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn));
+  set = (int)dyn;
 }
 
 template <int D>
 int blocks_per_sm(size_t smem) {
-  ensure_smem<D>(smem);
+  configure_smem<D>(smem);
   int per_sm = 0;
   QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_decode_kernel<D>, kThreads, smem));
   return per_sm;
@@ -416,7 +438,7 @@ int blocks_per_sm(size_t smem) {
 
 template <int D>
 void launch_d(const PersistArgs &a, int32_t blocks, size_t smem, cudaStream_t s) {
-  ensure_smem<D>(smem);
+  configure_smem<D>(smem);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kThreads);
@@ -436,11 +458,21 @@ size_t persistent_ws_floats(const Dims &d) {
   return (size_t)d.batch * d.n_kv * d.n_split * kGMax * ((size_t)d.head_dim + 2);
 }
 
-size_t persistent_smem_bytes(const Dims &d) {
-  // stage_tile writes kMaxBatch rows (zeros past the batch); down's staged h needs B rows of I
-  const size_t norm = (size_t)kMaxBatch * (size_t)(d.hidden > d.q_dim() ? d.hidden : d.q_dim()) * sizeof(bf16);
-  const size_t down = stage_down_act(d) ? (size_t)d.batch * d.inter * sizeof(bf16) : 0;
-  return norm > down ? norm : down;
+size_t persistent_smem_bytes(const Dims &d) { return (size_t)smem_dynamic_bytes(d); }
+
+int64_t persistent_smem_optin() {
+  int dev = 0, optin = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return optin;
+}
+
+size_t persistent_static_smem(int32_t head_dim) {
+  cudaFuncAttributes fa;
+  if (head_dim == 128) QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<128>));
+  else if (head_dim == 64) QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<64>));
+  else throw CudaError("decode = persistent: head_dim must be 64 or 128");
+  return fa.sharedSizeBytes;
 }
 
 int32_t persistent_blocks(const Dims &d) {
@@ -449,7 +481,9 @@ int32_t persistent_blocks(const Dims &d) {
   QWC_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   const size_t smem = persistent_smem_bytes(d);
   const int per_sm = d.head_dim == 128 ? blocks_per_sm<128>(smem) : blocks_per_sm<64>(smem);
-  if (per_sm < 1) throw CudaError("decode = persistent: the kernel does not fit on an SM (shared memory)");
+  if (per_sm < 1)
+    throw CudaError("decode = persistent: the kernel does not fit on an SM (" + std::to_string(smem) +
+                    " B dynamic shared memory, 256 threads, 1 block per SM): set decode = graph");
   return sms;  // one block per SM: the plan's tiles are sized for it
 }
 

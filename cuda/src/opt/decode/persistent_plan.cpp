@@ -100,6 +100,15 @@ Plan build_plan(const Dims &d, int32_t blocks) {
   return p;
 }
 
+std::string smem_refusal(const Dims &d, int64_t optin) {
+  const int64_t need = smem_total_bound(d);
+  if (optin <= 0 || need <= optin) return "";
+  auto kib = [](int64_t b) { return std::to_string((b + 1023) / 1024); };
+  return "at batch " + std::to_string(d.batch) + " a block needs " + kib(need) + " KiB of shared memory (" +
+         kib(smem_static_bound(d.head_dim)) + " static + " + kib(smem_dynamic_bytes(d)) +
+         " staged activations) and this GPU allows " + kib(optin) + " KiB per block: decode fewer sequences per step";
+}
+
 std::string persistent_refusal(const PersistRequest &r) {
   const Dims &d = r.d;
   if (d.batch < 1 || d.batch > kMaxBatch)
@@ -122,7 +131,7 @@ std::string persistent_refusal(const PersistRequest &r) {
   if (d.head_dim != 64 && d.head_dim != 128) return "it supports head_dim 64 or 128";
   if (d.group() > 8 || d.n_heads % d.n_kv != 0) return "it supports 1..8 query heads per kv head";
   if (d.hidden % 8 != 0 || d.inter % 8 != 0) return "hidden and intermediate sizes must be multiples of 8";
-  return "";
+  return smem_refusal(d, r.smem_optin);
 }
 
 }  // namespace persist

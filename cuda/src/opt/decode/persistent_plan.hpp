@@ -113,6 +113,26 @@ QW_HD int64_t qkv_group_row(const Dims &d, int32_t g, int64_t j) {
 constexpr int64_t kStageCap = 120 << 10;
 QW_HD bool stage_down_act(const Dims &d) { return (int64_t)d.batch * d.inter * 2 <= kStageCap; }
 
+// Shared memory of one block of the kernel (persistent_kernels.cu). Dynamic: the staged activations, kMaxBatch rows of
+// max(H, nH d) bf16 (stage_tile writes every row, zeros past the batch), or down's h [B][I] when staged, whichever is
+// larger. Static (an upper bound of what the kernel declares; `qwlab persistent` checks it against the compiled
+// kernel): rstd_s [8] + red_s [8 warps][2][8] + norm_rstd's part_s [8][16] + attention's q_s [8][d], wm_s / wl_s
+// [8][8] and wo_s [8 warps][8][d] fp32 = 1568 + 288 d bytes, plus kSmemSlack for alignment.
+// Static + dynamic must fit the device's opt-in limit per block (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB on
+// H100 / H200, 163 KiB on A100, 99 KiB on sm_86 / sm_89); above 48 KiB in all the kernel needs the opt-in attribute,
+// which it sets (the first GPU run died there: 0.5B at batch 4 needs 38 KiB dynamic + 20 KiB static).
+constexpr int64_t kSmemSlack = 1024;
+inline int64_t smem_dynamic_bytes(const Dims &d) {
+  const int64_t wide = d.hidden > d.q_dim() ? d.hidden : d.q_dim();
+  const int64_t norm = (int64_t)kMaxBatch * wide * 2;
+  const int64_t down = stage_down_act(d) ? (int64_t)d.batch * d.inter * 2 : 0;
+  return norm > down ? norm : down;
+}
+constexpr int64_t smem_static_bound(int32_t head_dim) { return 1568 + 288 * (int64_t)head_dim + kSmemSlack; }
+inline int64_t smem_total_bound(const Dims &d) { return smem_static_bound(d.head_dim) + smem_dynamic_bytes(d); }
+// "" when the kernel fits a block of `optin` bytes at d.batch, else why (KiB needed, KiB allowed, what to change).
+std::string smem_refusal(const Dims &d, int64_t optin);
+
 // The matrix a GEMV task reads (for the prefetch and the kernel's operand) and its columns.
 QW_HD int64_t task_cols(const Dims &d, int32_t op) {
   return op == T_DOWN ? d.inter : d.hidden;  // o_proj: q_dim == hidden for Qwen2 (checked by persistent_refusal)
@@ -161,6 +181,7 @@ struct PersistRequest {
   bool all_bf16 = true, fused_qkv_pairs = true, fused_gate_up = true, bf16_embed = true, has_out_norm = true;
   bool kv_bf16 = true, gqa_native = true, dca_off = true, tree = false, hooks = false,
        profiling = false, marlin = false, default_fusions = true;
+  int64_t smem_optin = 0;  // the device's shared memory per block with the opt-in (bytes); 0: not checked
 };
 std::string persistent_refusal(const PersistRequest &r);
 

@@ -33,7 +33,7 @@ struct Run {
 
 // Three decode steps of `seqs` (cache rows before pos0 prefilled with the same random values in both caches).
 Run run_steps(const EmuModel &m, const Dims &d, int32_t blocks, uint64_t seed, const std::vector<int32_t> &seqs,
-              std::vector<std::vector<float>> *ref_out) {
+              std::vector<std::vector<float>> *ref_out, const std::vector<int32_t> &pos0 = {5, 37, 0, 20}) {
   const Plan plan = build_plan(d, blocks);
   Run r;
   const size_t kv_elems = size_t(d.layers) * d.batch * d.kv_dim() * m.max_ctx;
@@ -47,13 +47,12 @@ Run run_steps(const EmuModel &m, const Dims &d, int32_t blocks, uint64_t seed, c
       for (size_t i = 0; i < per_slot; ++i) { k[at + i] = rng.normal(); v[at + i] = rng.normal(); }
     }
   std::vector<float> rk = k, rv = v;
-  const int32_t pos0[4] = {5, 37, 0, 20};
   for (int32_t step = 0; step < 3; ++step) {
     EmuStep s;
     for (int32_t b = 0; b < d.batch; ++b) {
       const int32_t q = seqs[size_t(b)];
       s.tokens.push_back((q * 31 + step * 7) % d.vocab);
-      s.pos.push_back(pos0[q] + step);
+      s.pos.push_back(pos0[size_t(q)] + step);
       s.slot.push_back(d.batch - 1 - b);  // slots reversed: the slot map is exercised
     }
     Grid g(plan, m, s, k, v);
@@ -146,6 +145,111 @@ void test_batch_invariance() {
           "step %zu: sequence 1 alone differs from sequence 1 in a batch of three", st);
 }
 
+double max_rel_of(const std::vector<std::vector<float>> &got, const std::vector<std::vector<float>> &ref) {
+  double max_rel = 0;
+  for (size_t st = 0; st < ref.size() && st < got.size(); ++st) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref[st].size(); ++i) {
+      num = std::max(num, double(std::fabs(got[st][i] - ref[st][i])));
+      den = std::max(den, double(std::fabs(ref[st][i])));
+    }
+    max_rel = std::max(max_rel, num / den);
+  }
+  return max_rel;
+}
+
+// The engine's failing configuration on the first GPU run (test/gpu/persistent.test.ts, embedded model): the shapes of
+// models/tiny-qwen2-brown (H 256, 4 / 1 heads, d 64, I 768, V 8256, 4 layers), three sequences of different lengths
+// (the golden prompts: 15, 5, 18 tokens) in one step on the H100's 132 blocks, the session's split count for a 512-key
+// cache; and the lab's next case (0.5B shapes on 2 layers, batch 4, vocabulary cut to 512 to keep the emulation
+// short) with four different lengths. The schedule must hold there too: no race, no deadlock, logits = the op-by-op
+// reference, and each sequence's bits in the batch = its bits alone.
+void test_engine_shapes() {
+  struct Case { const char *name; Dims d; int32_t max_ctx; std::vector<int32_t> pos0; };
+  Dims tiny;
+  tiny.hidden = 256; tiny.inter = 768; tiny.n_heads = 4; tiny.n_kv = 1; tiny.head_dim = 64; tiny.vocab = 8256;
+  tiny.layers = 4;
+  Dims half;
+  half.hidden = 896; half.inter = 4864; half.n_heads = 14; half.n_kv = 2; half.head_dim = 64; half.vocab = 512;
+  half.layers = 2;
+  const Case cases[] = {{"tiny-qwen2-brown B3", tiny, 512, {15, 5, 18}}, {"0.5B-2L B4", half, 308, {299, 120, 33, 256}}};
+  for (const Case &c : cases) {
+    const int32_t B = int32_t(c.pos0.size()), blocks = 132;
+    Dims d = c.d;
+    d.batch = B;
+    d.n_split = pick_splits(d.n_kv, blocks, c.max_ctx);
+    const EmuModel m = make_emu_model(d, c.max_ctx, 21);
+    std::vector<int32_t> seqs(static_cast<size_t>(B));
+    for (int32_t b = 0; b < B; ++b) seqs[size_t(b)] = b;
+    std::vector<std::vector<float>> ref;
+    const Run all = run_steps(m, d, blocks, 7, seqs, &ref, c.pos0);
+    CHECK(all.deadlocks == 0 && all.races == 0 && all.bad_counters == 0 && all.misses == 0,
+          "%s: %d deadlocks, %d races (%s), %d counters off, %d prefetch misses", c.name, all.deadlocks, all.races,
+          all.first_error.c_str(), all.bad_counters, all.misses);
+    const double rel = max_rel_of(all.logits, ref);
+    CHECK(all.logits.size() == 3 && rel < 2e-5, "%s: %zu steps, max rel vs the op-by-op reference %.3g", c.name,
+          all.logits.size(), rel);
+    std::printf("  %s (%d blocks, %d splits, qkv tiles of %d rows): max rel vs reference %.3g\n", c.name, blocks,
+                d.n_split, build_plan(d, blocks).rows_qkv, rel);
+    // the last sequence alone: same bits as in the batch (its cache rows come from its id, whatever its slot)
+    Dims d1 = d;
+    d1.batch = 1;
+    const Run lone = run_steps(m, d1, blocks, 8, {B - 1}, nullptr, c.pos0);
+    for (size_t st = 0; st < std::min(all.logits.size(), lone.logits.size()); ++st)
+      CHECK(std::memcmp(&all.logits[st][size_t(B - 1) * size_t(d.vocab)], lone.logits[st].data(),
+                        size_t(d.vocab) * 4) == 0,
+            "%s step %zu: the last sequence alone differs from the same sequence in the batch", c.name, st);
+  }
+}
+
+// Shared memory per block (persistent_plan.hpp smem_*), the cause of the first GPU run's stop: the sizes of the real
+// models at batch 1..8 against the H100 / H200 opt-in limit (227 KiB) and a 99 KiB part (sm_86 / sm_89).
+void test_smem_sizing() {
+  struct Shape { const char *name; int32_t H, I, nH, nKV; };
+  const Shape shapes[] = {{"tiny", 256, 768, 4, 1}, {"0.5B", 896, 4864, 14, 2}, {"1.5B", 1536, 8960, 12, 2},
+                          {"7B", 3584, 18944, 28, 4}};
+  const int64_t h100 = 227 * 1024, small = 99 * 1024;
+  for (const Shape &sh : shapes)
+    for (int32_t B = 1; B <= kMaxBatch; ++B) {
+      Dims d;
+      d.batch = B; d.hidden = sh.H; d.inter = sh.I; d.n_heads = sh.nH; d.n_kv = sh.nKV; d.head_dim = sh.H / sh.nH;
+      d.vocab = 151936; d.layers = 2;
+      CHECK(smem_refusal(d, h100).empty(), "%s batch %d refused on a 227 KiB part: %s", sh.name, B,
+            smem_refusal(d, h100).c_str());
+      CHECK(smem_total_bound(d) <= 160 * 1024, "%s batch %d: %lld B per block", sh.name, B,
+            (long long)smem_total_bound(d));
+      if (B == 1 || B == 4 || B == kMaxBatch)
+        std::printf("  smem %s batch %d: %lld B dynamic + %lld B static (bound)\n", sh.name, B,
+                    (long long)smem_dynamic_bytes(d), (long long)smem_static_bound(d.head_dim));
+    }
+  // the first GPU run's stop: 0.5B batch 4 stages 38 KiB (under 48 KiB) but needs 58 KiB with the static part, so the
+  // opt-in attribute is required although the dynamic part alone is below 48 KiB
+  Dims d;
+  d.batch = 4; d.hidden = 896; d.inter = 4864; d.n_heads = 14; d.n_kv = 2; d.head_dim = 64; d.vocab = 32768; d.layers = 2;
+  CHECK(smem_dynamic_bytes(d) == 38912, "0.5B batch 4 dynamic %lld", (long long)smem_dynamic_bytes(d));
+  CHECK(smem_dynamic_bytes(d) < 48 * 1024 && smem_total_bound(d) > 48 * 1024, "0.5B batch 4: %lld B in all",
+        (long long)smem_total_bound(d));
+  // 1.5B batch 1 (the lab's later case) too: 24 KiB dynamic + 38 KiB static
+  d.hidden = 1536; d.inter = 8960; d.n_heads = 12; d.head_dim = 128; d.batch = 1;
+  CHECK(smem_dynamic_bytes(d) == 24576 && smem_total_bound(d) > 48 * 1024, "1.5B batch 1: %lld + %lld",
+        (long long)smem_dynamic_bytes(d), (long long)smem_static_bound(128));
+  // a part with less shared memory: 7B stages h for batches up to 3 (111 KiB) and cannot fit batch 3 in 99 KiB
+  d.hidden = 3584; d.inter = 18944; d.n_heads = 28; d.n_kv = 4; d.batch = 3;
+  const std::string why = smem_refusal(d, small);
+  CHECK(why.find("batch 3") != std::string::npos && why.find("KiB") != std::string::npos &&
+            why.find("99 KiB") != std::string::npos,
+        "7B batch 3 on 99 KiB: '%s'", why.c_str());
+  d.batch = 1;
+  CHECK(smem_refusal(d, small).empty(), "7B batch 1 on 99 KiB refused: %s", smem_refusal(d, small).c_str());
+  d.batch = 4;  // past kStageCap h is read through L2: 56 KiB dynamic again
+  CHECK(!stage_down_act(d) && smem_refusal(d, small).empty(), "7B batch 4 on 99 KiB: %s", smem_refusal(d, small).c_str());
+  PersistRequest r;
+  r.d = d;
+  r.d.batch = 3;
+  r.smem_optin = small;
+  CHECK(persistent_refusal(r).find("shared memory") != std::string::npos, "refusal: '%s'", persistent_refusal(r).c_str());
+}
+
 void test_refusals() {
   PersistRequest ok;
   ok.d.batch = 1; ok.d.hidden = 896; ok.d.inter = 4864; ok.d.n_heads = 14; ok.d.n_kv = 2; ok.d.head_dim = 64;
@@ -174,6 +278,8 @@ int main() {
   test_plan_structure();
   test_every_grid();
   test_batch_invariance();
+  test_engine_shapes();
+  test_smem_sizing();
   test_refusals();
   return finish("test_persistent");
 }
