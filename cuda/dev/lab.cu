@@ -5,6 +5,7 @@
 // result table. Build: cuda/dev/Makefile (make -C cuda/dev). docs/ARCHITECTURE.md §GPU workflow.
 //
 //   qwlab [all|gemv|attn|prefill|sage|gemm|misc|fusion|chain|persistent|marlin|tile|counters|sanitize|calib|host] [--quick] [--json FILE]
+//   qwlab marlin --sweep: gemv = marlin's run-time knobs (MarlinKnobs) over the 7B shapes instead of the marlin section
 //
 // Prints one line per case and a table last:  case | shape | check | rel err | time | rate | % of ceiling.
 // `calib` prints one JSON line starting with CALIB (device copy bandwidth, L2 read bandwidth, bf16 tensor-core rate), read by
@@ -126,6 +127,7 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") g_quick = true;
+    else if (a == "--sweep") g_sweep = true;
     else if (a == "--json" && i + 1 < argc) json = argv[++i];
     else what = a;
   }
@@ -193,7 +195,8 @@ int main(int argc, char **argv) {
     section("counters", what == "counters", run_counters);
     section("marlin", what == "all" || what == "marlin", [&] {
       if (what == "marlin") run_calib(false);  // the copy bandwidth the % column is against
-      run_marlin();
+      if (g_sweep) run_marlin_sweep();  // the knob grid only (qwlab marlin --sweep; not in --quick, not in all)
+      else run_marlin();
     });
   } catch (const std::exception &e) {
     printf("qwlab: FATAL %s\n", e.what());

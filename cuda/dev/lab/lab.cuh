@@ -20,6 +20,7 @@ using namespace qwc;
 extern double g_copy_bw;    // bytes/s, replaced by the measured value in `calib`/`all`
 extern double g_bf16_rate;  // FLOP/s
 extern bool g_quick;
+extern bool g_sweep;  // --sweep: the knob grid of a section that has one (marlin)
 extern int g_fail;
 
 struct Row {
@@ -165,6 +166,7 @@ void run_persistent();
 void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
                  bool rand_offset, bool timed);
 void run_marlin();
+void run_marlin_sweep();
 // The elements of the norm prologue's output xn [batch][cols] (bf16 bits) outside the rounding bound of its rstd
 // (marlin_norm_kernel); *flips: those that differ from gemv_ref_input's rounding (host rstd).
 size_t marlin_norm_bad(const std::vector<float> &x, const std::vector<float> &nw, const std::vector<uint16_t> &xn,

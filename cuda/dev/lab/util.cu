@@ -7,6 +7,7 @@
 double g_copy_bw = 4.16e12;
 double g_bf16_rate = 768e12;
 bool g_quick = false;
+bool g_sweep = false;  // qwlab marlin --sweep
 int g_fail = 0;
 std::vector<Row> g_rows;
 uint64_t g_rng = 0;

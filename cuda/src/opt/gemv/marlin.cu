@@ -7,7 +7,7 @@
 //    and one bf16x2 fma removing the 128 (exact: small integers). Activations are the mma A side (m = 16 rows,
 //    the batch padded), read from shared memory with ldmatrix; one mma per 8 rows x 16 columns whatever the batch,
 //    so batch 16 streams the weights once, as batch 1 does.
-//  * every warp streams its units global -> shared through its own cp.async ring (STAGES deep) and only reads what
+//  * every warp streams its units global -> shared through its own cp.async ring (`stages` deep, a knob) and only reads what
 //    it copied, so the weight stream needs no block barrier; the first stages are issued before pdl_wait, while the
 //    previous kernel drains.
 //  * split-K across blocks so that every SM streams: a 64-row block x K-slice grid of n_blk x S blocks
@@ -41,6 +41,19 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+// wait_group takes an immediate: the ring depth is a run-time knob (MarlinKnobs::stages, 2..kMarlinMaxStages).
+__device__ __forceinline__ void cp_async_wait_dyn(int n) {
+  switch (n) {
+    case 0: cp_async_wait<0>(); break;
+    case 1: cp_async_wait<1>(); break;
+    case 2: cp_async_wait<2>(); break;
+    case 3: cp_async_wait<3>(); break;
+    case 4: cp_async_wait<4>(); break;
+    case 5: cp_async_wait<5>(); break;
+    case 6: cp_async_wait<6>(); break;
+    default: cp_async_wait<7>(); break;
+  }
+}
 __device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
@@ -62,11 +75,12 @@ __device__ __forceinline__ uint32_t bf2_fma(uint32_t x, float m, float c) {
   return *reinterpret_cast<const uint32_t *>(&r);
 }
 
-// Shared memory: act_s [NB][SA] bf16 | asum_s [NB][ngmax] fp32 | ring [8 warps][STAGES][kNTW][unit_bytes].
+// Shared memory: act_s [NB][SA] bf16 | asum_s [NB][ngmax] fp32 | ring [8 warps][stages][kNTW][unit_bytes].
 // After the main loop the front of it holds the warp sums red [kWK][64 rows][16 tokens] fp32.
-template <bool W4, int G, int NB, int STAGES>
+// stages (the ring depth, 2..kMarlinMaxStages) is a run-time argument: one instantiation per (type, group, NB).
+template <bool W4, int G, int NB>
 __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a, const MarlinMat m, const int ksu,
-                                                               const int S) {
+                                                               const int S, const int stages) {
   constexpr int WBYTES = W4 ? 512 : 1024, NG = kMarlinUnitCols / G, SPG = G / 16;
   constexpr int UB = WBYTES + NG * 64, RB = kMarlinBlockRows;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -79,13 +93,13 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   const int SA = ksu * kMarlinUnitCols + 8, ngmax = ksu * NG;
   __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem);
   float *asum_s = reinterpret_cast<float *>(smem + (size_t)NB * SA * 2);
-  unsigned char *ring = smem + (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4 + (size_t)warp * STAGES * kNTW * UB;
+  unsigned char *ring = smem + (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4 + (size_t)warp * stages * kNTW * UB;
   const int64_t t0 = (int64_t)blk * (RB / kMarlinTileRows) + wn * kNTW;  // this warp's first 8-row tile
   const int n_items = nu > wk ? (nu - wk + kWK - 1) / kWK : 0;          // units wk, wk + 4, ... of the slice
 
   auto issue = [&](int i) {
     const int64_t u = u0 + wk + kWK * i;
-    unsigned char *dst = ring + (size_t)(i % STAGES) * kNTW * UB;
+    unsigned char *dst = ring + (size_t)(i % stages) * kNTW * UB;
 #pragma unroll
     for (int nt = 0; nt < kNTW; ++nt) {
       const unsigned char *src = m.data + ((size_t)(t0 + nt) * ku + u) * UB;
@@ -94,8 +108,8 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
     }
   };
   // Weights are immutable: the first stages go out before the previous kernel has finished.
-#pragma unroll
-  for (int i = 0; i < STAGES - 1; ++i) {
+#pragma unroll 1
+  for (int i = 0; i < stages - 1; ++i) {
     if (i < n_items) issue(i);
     cp_async_commit();
   }
@@ -134,11 +148,11 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
     for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
 
   for (int i = 0; i < n_items; ++i) {
-    if (i + STAGES - 1 < n_items) issue(i + STAGES - 1);
+    if (i + stages - 1 < n_items) issue(i + stages - 1);
     cp_async_commit();
-    cp_async_wait<STAGES - 1>();  // this lane's copies of item i have landed
+    cp_async_wait_dyn(stages - 1);  // this lane's copies of item i have landed
     __syncwarp();                 // ... and every other lane's (the scales were copied by other lanes)
-    const unsigned char *slot = ring + (size_t)(i % STAGES) * kNTW * UB;
+    const unsigned char *slot = ring + (size_t)(i % stages) * kNTW * UB;
     const int kc = (wk + kWK * i) * kMarlinUnitCols;  // the unit's first column within the slice
     uint32_t wq[kNTW][W4 ? 4 : 8];
 #pragma unroll
@@ -321,26 +335,51 @@ __global__ void __launch_bounds__(kThreads) marlin_pack_kernel(uint8_t *dst, con
   }
 }
 
-int ksu_max() {
-  static int v = -1;
-  if (v < 0) {
-    const char *e = getenv("QW_MARLIN_KSU");
-    v = e ? atoi(e) : 8;
-    if (v < 1 || v > 8) v = 8;
+// The knobs (marlin.cuh): environment once, then whatever marlin_set_knobs set (the lab's sweep).
+MarlinKnobs clamp_knobs(MarlinKnobs k) {
+  if (k.ksu_max < 1 || k.ksu_max > kMarlinMaxKsu) k.ksu_max = 8;
+  if (k.bps < 1 || k.bps > 8) k.bps = 2;
+  if (k.stages != 0 && (k.stages < 2 || k.stages > kMarlinMaxStages)) k.stages = 0;
+  return k;
+}
+MarlinKnobs &knobs() {
+  static MarlinKnobs k = [] {
+    auto env = [](const char *n, int d) { const char *e = getenv(n); return e ? atoi(e) : d; };
+    MarlinKnobs v;
+    v.ksu_max = env("QW_MARLIN_KSU", 8);
+    v.bps = env("QW_MARLIN_BPS", 2);
+    v.stages = env("QW_MARLIN_STAGES", 0);
+    return clamp_knobs(v);
+  }();
+  return k;
+}
+MarlinLaunch g_last;
+
+size_t smem_optin_max() {
+  static int v = 0;
+  if (v == 0) {
+    int dev = 0;
+    QWC_CHECK(cudaGetDevice(&dev));
+    QWC_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   }
-  return v;
+  return (size_t)v;
 }
 
 template <bool W4, int G, int NB>
 const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, cudaStream_t s) {
-  constexpr int STAGES = W4 ? 3 : 2;
   constexpr int UB = (W4 ? 512 : 1024) + (kMarlinUnitCols / G) * 64;
   const int SA = p.ksu * kMarlinUnitCols + 8, ngmax = p.ksu * (kMarlinUnitCols / G);
-  const size_t smem = (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4 + (size_t)kWarps * STAGES * kNTW * UB;
-  auto kern = marlin_gemv_kernel<W4, G, NB, STAGES>;
+  const size_t fixed = (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4, per_stage = (size_t)kWarps * kNTW * UB;
+  // default depth W4 3, W8 2 (the first GPU run); a knob depth that does not fit shared memory is lowered to fit
+  int stages = knobs().stages ? knobs().stages : (W4 ? 3 : 2);
+  while (stages > 2 && fixed + stages * per_stage > smem_optin_max()) --stages;
+  const size_t smem = fixed + stages * per_stage;
+  if (smem > smem_optin_max()) return nullptr;  // a knob slice too wide for shared memory: the simple kernels run
+  auto kern = marlin_gemv_kernel<W4, G, NB>;
   static SmemOptIn opt_in;  // per instantiation and device: the opt-in above 48 KB, once (not a stream operation)
   opt_in(kern, smem);
-  launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S);
+  launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S, stages);
+  g_last = {p.S, p.ksu, stages, p.n_blk * p.S, smem};
   static const char *names[2][2] = {{"gemv_marlin_w8_b8", "gemv_marlin_w8_b16"}, {"gemv_marlin_w4_b8", "gemv_marlin_w4_b16"}};
   return names[W4 ? 1 : 0][NB == 16 ? 1 : 0];
 }
@@ -365,7 +404,12 @@ size_t marlin_packed_bytes(const WMat &w) {
   if (!marlin_packable(w)) return 0;
   return (size_t)(w.rows / kMarlinTileRows) * (w.cols / kMarlinUnitCols) * marlin_unit_bytes(w.type == WT_W4, w.group);
 }
-MarlinPlan marlin_plan_for(int64_t rows, int64_t cols) { return marlin_plan(rows, cols, sm_count(), ksu_max()); }
+MarlinPlan marlin_plan_for(int64_t rows, int64_t cols) {
+  return marlin_plan(rows, cols, sm_count(), knobs().ksu_max, knobs().bps);
+}
+MarlinKnobs marlin_knobs() { return knobs(); }
+MarlinKnobs marlin_set_knobs(const MarlinKnobs &k) { return knobs() = clamp_knobs(k); }
+MarlinLaunch marlin_last_launch() { return g_last; }
 
 MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t s) {
   if (!marlin_packable(w)) throw CudaError("launch_marlin_pack: matrix not packable");
@@ -408,6 +452,7 @@ const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t s) {
   const bool w4 = m.type == WT_W4, b16 = a.batch > 8;
   const char *name = w4 ? (b16 ? launch_g<true, 16>(b, m, p, s) : launch_g<true, 8>(b, m, p, s))
                         : (b16 ? launch_g<false, 16>(b, m, p, s) : launch_g<false, 8>(b, m, p, s));
+  if (!name) return nullptr;
   QWC_LAUNCH_CHECK("launch_gemv_marlin");
   return name;
 }

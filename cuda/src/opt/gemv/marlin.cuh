@@ -17,8 +17,28 @@ bool marlin_packable(const WMat &w);
 size_t marlin_packed_bytes(const WMat &w);
 // Repacks w into dst (marlin_packed_bytes(w) bytes) and returns its descriptor.
 MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t stream);
-// The split of a matrix as the launcher will use it (QW_MARLIN_KSU = 1..8 overrides the slice width).
+// The split of a matrix as the launcher will use it (the knobs below: slice width and blocks per SM).
 MarlinPlan marlin_plan_for(int64_t rows, int64_t cols);
+
+// Run-time knobs of the decode kernel (issue 10; `qwlab marlin --sweep` times them). Read once from the environment
+// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES); out-of-range values fall back to the defaults, which are those
+// of the first GPU run. They change the split, so the engine's split-K workspace (sized at upload from
+// marlin_plan_for) must be sized under the same knobs: set them before the model loads (a launch whose partials
+// do not fit the workspace runs the simple kernels instead).
+struct MarlinKnobs {
+  int ksu_max = 8;  // widest K slice, in 128-column units (1..kMarlinMaxKsu); the slice's activations sit in smem
+  int bps = 2;      // the plan splits K until n_blk * S >= bps * SMs (blocks per SM it aims for, 1..8)
+  int stages = 0;   // cp.async ring depth per warp, 2..kMarlinMaxStages; 0 = W4 3, W8 2. Lowered to fit smem.
+};
+MarlinKnobs marlin_knobs();
+// Sets the knobs for later plans and launches (the lab; clamped as the environment is); returns what was set.
+MarlinKnobs marlin_set_knobs(const MarlinKnobs &k);
+// What the last launch_gemv_marlin actually ran (host-side record for the lab; not synchronized, one caller).
+struct MarlinLaunch {
+  int S = 0, ksu = 0, stages = 0, blocks = 0;
+  size_t smem = 0;
+};
+MarlinLaunch marlin_last_launch();
 
 // out [w.rows, w.cols] bf16 = the weights of w (any non-bf16 native type, cols % 8 == 0, group % 8 == 0).
 // Returns false when the shape does not allow the vectorized kernel (the caller runs launch_dequant_bf16).

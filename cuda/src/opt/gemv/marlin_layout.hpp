@@ -36,6 +36,8 @@ namespace qwc {
 constexpr int kMarlinUnitCols = 128;
 constexpr int kMarlinTileRows = 8;
 constexpr int kMarlinBlockRows = 64;  // rows per thread block (2 warps x 4 tiles of 8 rows)
+constexpr int kMarlinMaxKsu = 32;     // widest K slice (units): NB 16 activations = 16 x 4104 x 2 B = 131 KB of smem
+constexpr int kMarlinMaxStages = 6;   // deepest cp.async ring (the kernel's wait_group switch goes to 7)
 
 // A matrix in the repacked layout (device pointer). data == nullptr: not packed (the simple kernels run).
 struct MarlinMat {
@@ -62,18 +64,18 @@ struct MarlinWs {
 // How a matrix is split (a function of its shape and the SM count only, never of the batch: batch invariance).
 struct MarlinPlan {
   int32_t n_blk = 0;  // 64-row blocks
-  int32_t ksu = 0;    // 128-column units per K slice (<= 8: the slice's activations fit shared memory)
+  int32_t ksu = 0;    // 128-column units per K slice (<= ksu_max: the slice's activations sit in shared memory)
   int32_t S = 0;      // K slices (blocks per row block); S > 1 adds the partials in slice order
   size_t part_bytes() const { return (size_t)n_blk * S * kMarlinBlockRows * 16 * sizeof(float); }
 };
-// ksu_max = 0: the default (8, or QW_MARLIN_KSU in the launcher).
-QW_MARLIN_HD MarlinPlan marlin_plan(int64_t rows, int64_t cols, int sms, int ksu_max = 8) {
+// ksu_max / bps: the launcher's knobs (MarlinKnobs in marlin.cuh); the defaults are those of the first GPU run.
+QW_MARLIN_HD MarlinPlan marlin_plan(int64_t rows, int64_t cols, int sms, int ksu_max = 8, int bps = 2) {
   MarlinPlan p;
   const int ku = (int)(cols / kMarlinUnitCols);
   p.n_blk = (int)(rows / kMarlinBlockRows);
   int S = (ku + ksu_max - 1) / ksu_max;
-  // two resident blocks per SM (the shared-memory budget) and no K slice of less than one unit
-  while ((int64_t)p.n_blk * S < 2LL * sms && S < ku) ++S;
+  // bps blocks per SM (default 2: the shared-memory budget) and no K slice of less than one unit
+  while ((int64_t)p.n_blk * S < (int64_t)bps * sms && S < ku) ++S;
   p.ksu = (ku + S - 1) / S;
   p.S = (ku + p.ksu - 1) / p.ksu;
   return p;

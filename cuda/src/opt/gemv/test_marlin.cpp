@@ -99,12 +99,13 @@ void ldsm(uint32_t a[32][4], const std::vector<float> &act_s, int SA, int col0, 
 }
 
 // marlin_gemv_kernel's arithmetic for x [B][cols] (bf16 values), out [B][rows].
-std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, const std::vector<float> &x, int B, int sms) {
+std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, const std::vector<float> &x, int B, int sms,
+                           int ksu_max, int bps) {
   constexpr int WK = 4, WN = 2, NTW = 4, RB = 64;
   const bool nb16 = B > 8;
   const int NB = nb16 ? 16 : 8, G = m.group, NG = 128 / G, WB = m.w4 ? 512 : 1024;
   const int UB = marlin_unit_bytes(m.w4, G);
-  const MarlinPlan p = marlin_plan(m.rows, m.cols, sms);
+  const MarlinPlan p = marlin_plan(m.rows, m.cols, sms, ksu_max, bps);
   const int ku = int(m.cols / 128), SA = p.ksu * 128 + 8, ngmax = p.ksu * NG;
   std::vector<float> out(size_t(B * m.rows), 0.f);
   for (int blk = 0; blk < p.n_blk; ++blk) {
@@ -198,7 +199,9 @@ std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, con
   return out;
 }
 
-void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets, int sms) {
+// ksu_max / bps: the knobs of the plan (MarlinKnobs; defaults 8 and 2)
+void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets, int sms, int ksu_max = 8,
+                int bps = 2) {
   const Mat m = make_mat(rng, w4, rows, cols, group, offsets);
   const std::vector<uint8_t> packed = marlin_pack_host(m.src());
   // 1. exact inverse
@@ -213,7 +216,7 @@ void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bo
   for (auto &v : x) v = bf16_to_float(float_to_bf16(float(rng.normal())));
   std::vector<float> y16;
   for (int B : {16, 1, 3, 9}) {
-    const std::vector<float> y = emulate(m, packed, x, B, sms);
+    const std::vector<float> y = emulate(m, packed, x, B, sms, ksu_max, bps);
     double worst = 0;
     for (int b = 0; b < B; ++b)
       for (int64_t r = 0; r < rows; ++r) {
@@ -259,5 +262,18 @@ int main() {
   CHECK(marlin_plan(4608, 3584, 132).S == 4 && marlin_plan(4608, 3584, 132).ksu == 7 &&
         marlin_plan(128, 3584, 4).S == 4 && marlin_plan(128, 3584, 4).ksu == 7, "7B qkv split");
   for (bool w4 : {true, false}) check_case(rng, w4, 128, 3584, 128, w4, 4);
+  // the sweep's knobs (qwlab marlin --sweep): wide slices and fewer blocks per SM still cover K once, within ksu_max
+  for (int ksu_max : {8, 16, 32})
+    for (int bps : {1, 2, 4})
+      for (int64_t cols : {3584, 18944}) {
+        const MarlinPlan p = marlin_plan(3584, cols, 132, ksu_max, bps);
+        CHECK(p.ksu >= 1 && p.ksu <= ksu_max && (int64_t)p.S * p.ksu * 128 >= cols && (int64_t)(p.S - 1) * p.ksu * 128 < cols,
+              "knob plan ksu_max %d bps %d cols %lld: ksu %d S %d", ksu_max, bps, (long long)cols, p.ksu, p.S);
+      }
+  CHECK(marlin_plan(4608, 3584, 132, 32, 1).S == 2 && marlin_plan(4608, 3584, 132, 32, 1).ksu == 14 &&
+        marlin_plan(37888, 3584, 132, 32, 2).S == 1 && marlin_plan(3584, 18944, 132, 32, 2).S == 5 &&
+        marlin_plan(3584, 18944, 132, 32, 2).ksu == 30, "7B knob plans (README marlin analysis)");
+  check_case(rng, true, 128, 3584, 128, true, 4, 32, 1);   // S = 1, one slice of 28 units: K parts of 7 units per warp
+  check_case(rng, false, 128, 4864, 32, true, 4, 16, 1);   // S = 3 slices of 13 units (the last 12)
   return finish("test_marlin");
 }
