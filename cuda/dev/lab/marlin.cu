@@ -277,7 +277,7 @@ void run_marlin() {
 }
 
 // qwlab marlin --sweep: the run-time knobs of gemv = marlin (MarlinKnobs: K-slice width ksu, blocks per SM aimed at
-// bps, cp.async ring depth) over the 7B decode shapes, W4 g128 and W8 g128, M = 1 and 16, so that one GPU call picks a
+// bps, cp.async ring depth, compact activation rows) over the 7B decode shapes, W4 g128 and W8 g128, M = 1 and 16, so that one GPU call picks a
 // configuration per shape. Per shape the weights, their rotating copies and repacks are built once; per knob row the
 // split-K workspace is sized for that row's plan, one launch is checked against the fp64 reference exactly as the
 // `marlin` rows are (fp32 epilogue, 1e-5; split-K counters back to zero; token 0 equal at M = 1 and M = 16), then
@@ -290,15 +290,17 @@ void run_marlin_sweep() {
   const MarlinKnobs def = marlin_knobs();
   std::vector<MarlinKnobs> grid{def};  // the current knobs first (the defaults unless QW_MARLIN_* are set)
   for (int ksu : {8, 16, 32})
-    for (int bps : {1, 2, 4})
+    for (int bps : {1, 2})
       for (int st : {0, 4, 6})
-        if (!(ksu == def.ksu_max && bps == def.bps && st == def.stages)) grid.push_back({ksu, bps, st});
+        for (int cp : {0, 1})
+          if (!(ksu == def.ksu_max && bps == def.bps && st == def.stages && cp == def.compact))
+            grid.push_back({ksu, bps, st, cp});
   constexpr int R = 20;  // launches per timed iteration
   struct Best { std::string what; double us_def, us, us_simple, gbs; MarlinKnobs k; };
   std::vector<Best> best;
   printf("marlin sweep: %zu knob rows per shape x format x M; us = median of %d iterations of %d launches / %d\n",
          grid.size(), g_quick ? 5 : 15, R, R);
-  printf("%-8s %-3s %-3s | %-16s | %-28s | %8s %8s %7s %5s\n", "shape", "fmt", "M", "knobs ksu/bps/st",
+  printf("%-8s %-3s %-3s | %-16s | %-28s | %8s %8s %7s %5s\n", "shape", "fmt", "M", "ksu/bps/st/compact",
          "ran: S ksu st blocks smemKB", "us", "GB/s", "xsimple", "check");
   for (int type : {WT_W4, WT_W8})
     for (const Shape &sh : shapes) {
@@ -369,8 +371,8 @@ void run_marlin_sweep() {
           if (!cnt_zero || !invariant || !ran) err = 1.0;
           const double us = ran ? timed(&ws.w) : 0, gbs = ran ? (double)pbytes / (us * 1e-6) / 1e9 : 0;
           char knobs[40], plan[64], name[96];
-          snprintf(knobs, sizeof knobs, "%2d/%d/%s%s", k.ksu_max, k.bps, k.stages ? std::to_string(k.stages).c_str() : "def",
-                   gi == 0 ? " (cur)" : "");
+          snprintf(knobs, sizeof knobs, "%2d/%d/%s/%d%s", k.ksu_max, k.bps,
+                   k.stages ? std::to_string(k.stages).c_str() : "def", k.compact, gi == 0 ? " (cur)" : "");
           if (ran) snprintf(plan, sizeof plan, "S%-3d ksu%-2d st%d blk%-5d %3zuKB", ml.S, ml.ksu, ml.stages, ml.blocks, ml.smem >> 10);
           else snprintf(plan, sizeof plan, "did not run: %s", variant.c_str());
           const bool pass = !nan_seen && err <= 1e-5;
@@ -391,11 +393,12 @@ void run_marlin_sweep() {
     }
   marlin_set_knobs(def);
   printf("\nmarlin sweep, best per shape (copy bandwidth %.0f GB/s):\n", g_copy_bw / 1e9);
-  printf("%-18s | %9s | %9s | %-12s | %9s %7s %7s %7s\n", "shape fmt M", "simple us", "cur us", "best k/b/st", "best us",
+  printf("%-18s | %9s | %9s | %-12s | %9s %7s %7s %7s\n", "shape fmt M", "simple us", "cur us", "best k/b/st/c", "best us",
          "GB/s", "%copy", "xsimple");
   for (const Best &b : best) {
     char k[24];
-    snprintf(k, sizeof k, "%d/%d/%s", b.k.ksu_max, b.k.bps, b.k.stages ? std::to_string(b.k.stages).c_str() : "def");
+    snprintf(k, sizeof k, "%d/%d/%s/%d", b.k.ksu_max, b.k.bps, b.k.stages ? std::to_string(b.k.stages).c_str() : "def",
+             b.k.compact);
     printf("%-18s | %9.2f | %9.2f | %-12s | %9.2f %7.1f %7.1f %7.2f\n", b.what.c_str(), b.us_simple, b.us_def, k, b.us,
            b.gbs, 100.0 * b.gbs * 1e9 / g_copy_bw, b.us_simple / b.us);
     report("marlin sweep best " + b.what, k, false, 0, 0, false, b.us, b.gbs, "GB/s packed", g_copy_bw / 1e9);

@@ -75,12 +75,15 @@ __device__ __forceinline__ uint32_t bf2_fma(uint32_t x, float m, float c) {
   return *reinterpret_cast<const uint32_t *>(&r);
 }
 
-// Shared memory: act_s [NB][SA] bf16 | asum_s [NB][ngmax] fp32 | ring [8 warps][stages][kNTW][unit_bytes].
+// Shared memory: act_s [NR][SA] bf16 | 16 zero bytes | asum_s [NR][ngmax] fp32 | ring [8 warps][stages][kNTW][unit_bytes].
+// NR = NB, or with `compact` (a knob) the batch: ldmatrix then points the padding rows (tokens >= batch) at the 16
+// zero bytes instead of zero rows of act_s, the same zeros, so the same bits; at M1 the activations take 1/8 of the
+// shared memory (more resident blocks, or wider slices, for the same budget).
 // After the main loop the front of it holds the warp sums red [kWK][64 rows][16 tokens] fp32.
 // stages (the ring depth, 2..kMarlinMaxStages) is a run-time argument: one instantiation per (type, group, NB).
 template <bool W4, int G, int NB>
 __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a, const MarlinMat m, const int ksu,
-                                                               const int S, const int stages) {
+                                                               const int S, const int stages, const int compact) {
   constexpr int WBYTES = W4 ? 512 : 1024, NG = kMarlinUnitCols / G, SPG = G / 16;
   constexpr int UB = WBYTES + NG * 64, RB = kMarlinBlockRows;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -91,9 +94,11 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   const int ku = (int)(m.cols / kMarlinUnitCols);
   const int u0 = sl * ksu, nu = min(ku, u0 + ksu) - u0;
   const int SA = ksu * kMarlinUnitCols + 8, ngmax = ksu * NG;
+  const int NR = compact ? a.batch : NB;  // activation rows held in shared memory
   __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem);
-  float *asum_s = reinterpret_cast<float *>(smem + (size_t)NB * SA * 2);
-  unsigned char *ring = smem + (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4 + (size_t)warp * stages * kNTW * UB;
+  __nv_bfloat16 *zero_s = act_s + (size_t)NR * SA;  // 16 bytes (SA * 2 is a multiple of 16)
+  float *asum_s = reinterpret_cast<float *>(smem + (size_t)NR * SA * 2 + 16);
+  unsigned char *ring = smem + (size_t)NR * SA * 2 + 16 + (size_t)NR * ngmax * 4 + (size_t)warp * stages * kNTW * UB;
   const int64_t t0 = (int64_t)blk * (RB / kMarlinTileRows) + wn * kNTW;  // this warp's first 8-row tile
   const int n_items = nu > wk ? (nu - wk + kWK - 1) / kWK : 0;          // units wk, wk + 4, ... of the slice
 
@@ -120,7 +125,8 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   const int kslice = nu * kMarlinUnitCols;
   {
     const int n8 = kslice / 8;
-    for (int i = threadIdx.x; i < NB * n8; i += kThreads) {
+    if (threadIdx.x == 0) *reinterpret_cast<uint4 *>(zero_s) = make_uint4(0, 0, 0, 0);
+    for (int i = threadIdx.x; i < NR * n8; i += kThreads) {
       const int b = i / n8, c = i - b * n8;
       uint4 v = make_uint4(0, 0, 0, 0);
       if (b < a.batch) v = *reinterpret_cast<const uint4 *>(a.act + b * a.act_ld + (int64_t)u0 * kMarlinUnitCols + 8 * c);
@@ -130,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   __syncthreads();
   if (m.has_offset) {
     const int ng = kslice / G;
-    for (int i = threadIdx.x; i < NB * ng; i += kThreads) {
+    for (int i = threadIdx.x; i < NR * ng; i += kThreads) {
       const int b = i / ng, g = i - b * ng;
       const __nv_bfloat16 *p = act_s + b * SA + g * G;
       float s = 0.f;
@@ -175,7 +181,8 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
       for (int jj = 0; jj < SPG; ++jj) {
         const int j = gi * SPG + jj;
         uint32_t a0, a1 = 0, a2, a3 = 0;
-        const __nv_bfloat16 *ap = act_s + marlin_ldsm_row(lane, NB == 16) * SA + kc + 16 * j + marlin_ldsm_col(lane, NB == 16);
+        const int arow = marlin_ldsm_row(lane, NB == 16);
+        const __nv_bfloat16 *ap = arow < NR ? act_s + arow * SA + kc + 16 * j + marlin_ldsm_col(lane, NB == 16) : zero_s;
         if constexpr (NB == 16) ldsm_x4(a0, a1, a2, a3, ap);
         else ldsm_x2(a0, a2, ap);
 #pragma unroll
@@ -196,8 +203,8 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
       }
       // c0, c1 = (token gid, rows 2tig, 2tig + 1), c2, c3 = (token gid + 8, same rows)
       const int g = kc / G + gi;
-      const float A0 = m.has_offset ? asum_s[gid * ngmax + g] : 0.f;
-      const float A1 = (NB == 16 && m.has_offset) ? asum_s[(gid + 8) * ngmax + g] : 0.f;
+      const float A0 = (m.has_offset && gid < NR) ? asum_s[gid * ngmax + g] : 0.f;
+      const float A1 = (NB == 16 && m.has_offset && gid + 8 < NR) ? asum_s[(gid + 8) * ngmax + g] : 0.f;
 #pragma unroll
       for (int nt = 0; nt < kNTW; ++nt) {
         const float4 so = *reinterpret_cast<const float4 *>(slot + nt * UB + WBYTES + 64 * gi + 16 * tig);
@@ -340,6 +347,7 @@ MarlinKnobs clamp_knobs(MarlinKnobs k) {
   if (k.ksu_max < 1 || k.ksu_max > kMarlinMaxKsu) k.ksu_max = 8;
   if (k.bps < 1 || k.bps > 8) k.bps = 2;
   if (k.stages != 0 && (k.stages < 2 || k.stages > kMarlinMaxStages)) k.stages = 0;
+  k.compact = k.compact ? 1 : 0;
   return k;
 }
 MarlinKnobs &knobs() {
@@ -349,6 +357,7 @@ MarlinKnobs &knobs() {
     v.ksu_max = env("QW_MARLIN_KSU", 8);
     v.bps = env("QW_MARLIN_BPS", 2);
     v.stages = env("QW_MARLIN_STAGES", 0);
+    v.compact = env("QW_MARLIN_COMPACT", 0);
     return clamp_knobs(v);
   }();
   return k;
@@ -369,7 +378,8 @@ template <bool W4, int G, int NB>
 const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, cudaStream_t s) {
   constexpr int UB = (W4 ? 512 : 1024) + (kMarlinUnitCols / G) * 64;
   const int SA = p.ksu * kMarlinUnitCols + 8, ngmax = p.ksu * (kMarlinUnitCols / G);
-  const size_t fixed = (size_t)NB * SA * 2 + (size_t)NB * ngmax * 4, per_stage = (size_t)kWarps * kNTW * UB;
+  const int NR = knobs().compact ? a.batch : NB;
+  const size_t fixed = (size_t)NR * SA * 2 + 16 + (size_t)NR * ngmax * 4, per_stage = (size_t)kWarps * kNTW * UB;
   // default depth W4 3, W8 2 (the first GPU run); a knob depth that does not fit shared memory is lowered to fit
   int stages = knobs().stages ? knobs().stages : (W4 ? 3 : 2);
   while (stages > 2 && fixed + stages * per_stage > smem_optin_max()) --stages;
@@ -378,7 +388,7 @@ const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p,
   auto kern = marlin_gemv_kernel<W4, G, NB>;
   static SmemOptIn opt_in;  // per instantiation and device: the opt-in above 48 KB, once (not a stream operation)
   opt_in(kern, smem);
-  launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S, stages);
+  launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S, stages, knobs().compact ? 1 : 0);
   g_last = {p.S, p.ksu, stages, p.n_blk * p.S, smem};
   static const char *names[2][2] = {{"gemv_marlin_w8_b8", "gemv_marlin_w8_b16"}, {"gemv_marlin_w4_b8", "gemv_marlin_w4_b16"}};
   return names[W4 ? 1 : 0][NB == 16 ? 1 : 0];

@@ -21,7 +21,7 @@ MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t stream);
 MarlinPlan marlin_plan_for(int64_t rows, int64_t cols);
 
 // Run-time knobs of the decode kernel (issue 10; `qwlab marlin --sweep` times them). Read once from the environment
-// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES); out-of-range values fall back to the defaults, which are those
+// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES, QW_MARLIN_COMPACT); out-of-range values fall back to the defaults, which are those
 // of the first GPU run. They change the split, so the engine's split-K workspace (sized at upload from
 // marlin_plan_for) must be sized under the same knobs: set them before the model loads (a launch whose partials
 // do not fit the workspace runs the simple kernels instead).
@@ -29,6 +29,7 @@ struct MarlinKnobs {
   int ksu_max = 8;  // widest K slice, in 128-column units (1..kMarlinMaxKsu); the slice's activations sit in smem
   int bps = 2;      // the plan splits K until n_blk * S >= bps * SMs (blocks per SM it aims for, 1..8)
   int stages = 0;   // cp.async ring depth per warp, 2..kMarlinMaxStages; 0 = W4 3, W8 2. Lowered to fit smem.
+  int compact = 0;  // 1: shared memory holds the batch's activation rows only, not 8 / 16 (padding reads zeros)
 };
 MarlinKnobs marlin_knobs();
 // Sets the knobs for later plans and launches (the lab; clamped as the environment is); returns what was set.
