@@ -98,7 +98,9 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem);
   __nv_bfloat16 *zero_s = act_s + (size_t)NR * SA;  // 16 bytes (SA * 2 is a multiple of 16)
   float *asum_s = reinterpret_cast<float *>(smem + (size_t)NR * SA * 2 + 16);
-  unsigned char *ring = smem + (size_t)NR * SA * 2 + 16 + (size_t)NR * ngmax * 4 + (size_t)warp * stages * kNTW * UB;
+  // asum_s rounded up to 16 bytes: the ring takes cp.async / uint4 accesses (with compact, NR * ngmax * 4 may be 28)
+  unsigned char *ring = smem + (size_t)NR * SA * 2 + 16 + (((size_t)NR * ngmax * 4 + 15) & ~(size_t)15) +
+                        (size_t)warp * stages * kNTW * UB;
   const int64_t t0 = (int64_t)blk * (RB / kMarlinTileRows) + wn * kNTW;  // this warp's first 8-row tile
   const int n_items = nu > wk ? (nu - wk + kWK - 1) / kWK : 0;          // units wk, wk + 4, ... of the slice
 
@@ -379,7 +381,8 @@ const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p,
   constexpr int UB = (W4 ? 512 : 1024) + (kMarlinUnitCols / G) * 64;
   const int SA = p.ksu * kMarlinUnitCols + 8, ngmax = p.ksu * (kMarlinUnitCols / G);
   const int NR = knobs().compact ? a.batch : NB;
-  const size_t fixed = (size_t)NR * SA * 2 + 16 + (size_t)NR * ngmax * 4, per_stage = (size_t)kWarps * kNTW * UB;
+  const size_t fixed = (size_t)NR * SA * 2 + 16 + (((size_t)NR * ngmax * 4 + 15) & ~(size_t)15);  // as the kernel
+  const size_t per_stage = (size_t)kWarps * kNTW * UB;
   // default depth W4 3, W8 2 (the first GPU run); a knob depth that does not fit shared memory is lowered to fit
   int stages = knobs().stages ? knobs().stages : (W4 ? 3 : 2);
   while (stages > 2 && fixed + stages * per_stage > smem_optin_max()) --stages;
