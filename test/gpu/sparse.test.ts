@@ -3,13 +3,20 @@
 // block_sparse_cpu.cpp, checked in test_sparse_prefill.cpp and test/engine/sparse.test.ts), on the passkey model: full
 // budgets = the dense CUDA logits (up to the sparse kernels' fp32 order), small budgets close to the CPU's sparse
 // logits with the same argmax, with and without DCA; the attention records' FLOPs (keys visited) against the CPU's;
-// passkey retrieval with sparse prefill over DCA at 1024 / 2048 / 4096 tokens. Skips without a GPU.
+// passkey retrieval with sparse prefill over DCA at 1024 / 2048 / 4096 tokens. Block-sparse's mma attend
+// (QW_SPARSE_MMA=1, compile-checked only until this runs): a child process per arm (bsparse-run.ts), the mma arm's
+// logits bit for bit the dense ones with every block selected, close to the SIMT arm's with small budgets, and each
+// layer's attention launcher the one the switch names. Skips without a GPU.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import type { SparseMode, SparseOptions } from "../../engine/api.ts";
 import { opNames } from "../../engine/catalog.ts";
 import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor, runPasskey } from "../../engine/measure/passkey.ts";
-import { argmax, noGpu, rel } from "./gpu.ts";
+import { argmax, noGpu, REPO, rel } from "./gpu.ts";
+import type { BsRunSummary } from "./bsparse-run.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
@@ -105,5 +112,60 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
     });
     for (const b of r.byLength) console.log(`cuda block-sparse+dca passkey ${b.length}: ${b.correct}/${b.n}`);
     for (const b of r.byLength) expect(b.accuracy).toBeGreaterThanOrEqual(0.9);
+  });
+});
+
+describe.skipIf(noGpu())("block-sparse attend: mma (QW_SPARSE_MMA=1) vs SIMT through the engine", () => {
+  let dir = "";
+  const arms = {} as Record<"simt" | "mma", BsRunSummary>;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "qw-bsparse-"));
+    for (const arm of ["simt", "mma"] as const) {
+      const env: Record<string, string | undefined> = { ...process.env };
+      delete env.QW_SPARSE_MMA;  // the SIMT arm runs without the switch, whatever the parent's environment says
+      delete env.QW_FLASH_WGMMA;  // dense = the mma.sync kernel (the bit-for-bit reference)
+      if (arm === "mma") env.QW_SPARSE_MMA = "1";
+      const out = join(dir, `${arm}.json`);
+      const r = Bun.spawnSync([process.execPath, join(REPO, "test", "gpu", "bsparse-run.ts"), out], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" });
+      if (r.exitCode !== 0) throw new Error(`bsparse-run.ts (${arm}) failed: ${r.stderr.toString()}`);
+      arms[arm] = JSON.parse(readFileSync(out, "utf8")) as BsRunSummary;
+    }
+  });
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  const f32 = (x: number[]) => Float32Array.from(x);
+
+  test("the switch reaches every layer: attn_sparse_bs_mma with it, attn_sparse_bs_simt without, DCA SIMT in both", () => {
+    for (const run of ["full", "small", "chunked-full"] as const) {
+      for (const k of arms.mma[run].kernels) expect(k).toEqual(["attn_sparse_bs_mma"]);
+      for (const k of arms.simt[run].kernels) expect(k).toEqual(["attn_sparse_bs_simt"]);
+    }
+    for (const arm of ["simt", "mma"] as const) {
+      for (const k of arms[arm]["dca-small"].kernels) expect(k).toEqual(["attn_sparse_bs_dca_simt"]);
+      for (const k of arms[arm].dense.kernels) expect(k).toEqual(["attn_prefill_mma"]);
+    }
+  });
+
+  test("every block selected: the mma arm's logits are the dense mma.sync logits bit for bit (one call and chunked)", () => {
+    for (const [sp, dn] of [["full", "dense"], ["chunked-full", "chunked-dense"]] as const) {
+      const a = f32(arms.mma[sp].logits), b = f32(arms.mma[dn].logits);
+      const u = new Uint32Array(a.buffer), v = new Uint32Array(b.buffer);
+      let differ = 0;
+      for (let i = 0; i < u.length; i++) differ += u[i] !== v[i] ? 1 : 0;
+      console.log(`block-sparse mma ${sp} vs ${dn}: ${differ} of ${u.length} logits differ`);
+      expect(u.length).toBeGreaterThan(0);
+      expect(differ).toBe(0);
+    }
+  });
+
+  test("small budgets: the mma arm close to the SIMT arm, same argmax; the records count the same model of keys", () => {
+    const a = f32(arms.mma.small.logits), b = f32(arms.simt.small.logits), e = rel(a, b);
+    console.log(`block-sparse mma vs SIMT (blocks 2, local 128, sink 64): rel max |d logits| ${e.toExponential(2)}; attention FLOPs mma ${arms.mma.small.flops.toExponential(3)}, SIMT ${arms.simt.small.flops.toExponential(3)}, dense ${arms.mma.dense.flops.toExponential(3)}`);
+    expect(e).toBeLessThan(5e-2);
+    expect(argmax(a)).toBe(argmax(b));
+    expect(arms.mma.small.flops).toBeLessThan(arms.mma.dense.flops);
+    // layer 0's selection is the same in both arms; later layers' may differ slightly (their inputs do)
+    expect(Math.abs(arms.mma.small.flops - arms.simt.small.flops) / arms.simt.small.flops).toBeLessThan(0.1);
   });
 });

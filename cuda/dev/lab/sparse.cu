@@ -2,7 +2,9 @@
 // block_sparse.cuh; compile-checked only until the first GPU run): the GPU's selection is read back, and z is checked
 // against an fp64 masked attention over exactly the keys that selection visits (plain and DCA query variants); budgets
 // covering every key are checked against dense attention. Timed cases give the time against the dense flash prefill
-// kernel on the same shape.
+// kernel on the same shape. Block-sparse runs both attend arms on one selection: the SIMT kernel and the mma.sync flash
+// kernel over the selected key blocks (QW_SPARSE_MMA=1's; compile-checked only until its first GPU run), the latter also
+// bit for bit against the dense mma.sync kernel where every block is selected, and timed against it.
 #include <functional>
 
 #include "lab.cuh"
@@ -152,6 +154,80 @@ struct BsCase {
   bool timed;
 };
 
+PrefillAttnArgs dense_args(const LabData &x, __nv_bfloat16 *out) {
+  PrefillAttnArgs pa;
+  pa.out = out; pa.q = x.dq[0]; pa.kcache = x.dk; pa.vcache = x.dv; pa.slot = 1; pa.pos0 = x.pos0; pa.n = x.n;
+  pa.n_heads = x.nH; pa.n_kv = x.nKV; pa.head_dim = x.d; pa.max_ctx = x.max_ctx;
+  return pa;
+}
+
+// Keys visited (j <= i of the row's blocks), summed over every row and head, and the dense causal count.
+std::pair<double, double> bs_visited(const LabData &x, const std::vector<std::vector<std::vector<int32_t>>> &blocks) {
+  const int B = qw::kSparseBlock;
+  double v = 0, dense = 0;
+  for (int h = 0; h < x.nH; ++h)
+    for (int i = x.pos0; i < x.pos0 + x.n; ++i) {
+      dense += i + 1;
+      for (int32_t kb : blocks[h][i / B - x.pos0 / B]) v += std::min(B, i - kb * B + 1);
+    }
+  return {v, dense};
+}
+
+// Attend alone (SIMT up to 4k; mma), the whole step with the mma arm (estimate + host selection + attend) and the dense
+// mma.sync flash prefill, on one selection: median of 10 (3 under --quick) after one warm-up, with min-max.
+void bs_timings(const LabData &x, const qw::SparseBudget &b, BlockSparseScratch &s, const std::string &shape,
+                const std::vector<std::vector<std::vector<int32_t>>> &blocks) {
+  const int it = g_quick ? 3 : 10;
+  const auto [vis, dense_keys] = bs_visited(x, blocks);
+  const PrefillAttnArgs pa = dense_args(x, x.dz);
+  double dlo, dhi, mlo, mhi, wlo, whi, slo = 0, shi = 0, simt = 0;
+  const double dense = time_us([&](int) { launch_prefill_attention_mma(pa, 0); }, it, 1, &dlo, &dhi);
+  const double mma = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, BsAttend::Mma); }, it, 1, &mlo, &mhi);
+  const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma); }, it, 1, &wlo, &whi);
+  if (x.n <= 4096) simt = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, BsAttend::Simt); }, it, 1, &slo, &shi);
+  printf("  block-sparse n %d, keys visited %.1f %%: attend mma %.1f us [%.1f-%.1f], SIMT %.1f us [%.1f-%.1f]; "
+         "whole step (mma) %.1f us [%.1f-%.1f]; dense mma.sync flash %.1f us [%.1f-%.1f]; attend %.2fx, whole step %.2fx "
+         "faster than dense\n", x.n, 100.0 * vis / dense_keys, mma, mlo, mhi, simt, slo, shi, whole, wlo, whi, dense, dlo,
+         dhi, dense / mma, dense / whole);
+  const double fl = 4.0 * x.d * vis;
+  report("block-sparse attend [attn_sparse_bs_mma]", shape + ", vs dense " + std::to_string(dense / mma).substr(0, 5) + "x",
+         false, 0, 0, false, mma, fl / (mma * 1e-6) / 1e12, "TFLOP/s (visited)", g_bf16_rate / 1e12);
+  report("block-sparse step (mma arm)", shape + ", vs dense " + std::to_string(dense / whole).substr(0, 5) + "x", false, 0,
+         0, false, whole, fl / (whole * 1e-6) / 1e12, "TFLOP/s (visited)", g_bf16_rate / 1e12);
+  report("dense flash prefill [attn_prefill_mma]", shape, false, 0, 0, false, dense,
+         4.0 * x.d * dense_keys / (dense * 1e-6) / 1e12, "TFLOP/s", g_bf16_rate / 1e12);
+}
+
+// The mma arm on the SIMT arm's selection (plain attention, head_dim 64 / 128): against the same fp64 reference, against
+// the SIMT z, and where every block kb <= qb is selected, against the dense mma.sync kernel bit for bit.
+void bs_mma_arm(const LabData &x, const std::string &shape, BlockSparseScratch &s,
+                const std::vector<std::vector<std::vector<int32_t>>> &blocks, const std::function<bool(int, int, int)> &visit) {
+  const auto zs = d2h((uint16_t *)x.dz, x.qn);
+  poison(x.dz, x.qn * 2);
+  const char *kn = run_block_sparse_attend(x.a, s, 0, BsAttend::Mma);
+  CHK(cudaDeviceSynchronize());
+  check_case(x, "block-sparse", kn, shape, false, visit, [] {});
+  const auto zm = d2h((uint16_t *)x.dz, x.qn);
+  std::vector<double> a, r;
+  for (size_t e = 0; e < x.qn; ++e) a.push_back(bf2f(zm[e])), r.push_back(bf2f(zs[e]));
+  bool nan_seen = false;
+  const double e = rel_err(a, r, &nan_seen);
+  report(std::string("block-sparse mma vs SIMT [") + kn + "]", shape, true, e, 1e-2, nan_seen, 0, 0, "", 0);
+  bool full = true;
+  for (int h = 0; h < x.nH; ++h)
+    for (size_t b = 0; b < blocks[h].size(); ++b) full &= blocks[h][b].size() == size_t(x.pos0 / qw::kSparseBlock + b + 1);
+  if (!full) return;
+  __nv_bfloat16 *dd = (__nv_bfloat16 *)dalloc<uint16_t>(x.qn);
+  poison(dd, x.qn * 2);
+  launch_prefill_attention_mma(dense_args(x, dd), 0);
+  const auto zd = d2h((uint16_t *)dd, x.qn);
+  cudaFree(dd);
+  size_t diff = 0;
+  for (size_t e2 = 0; e2 < x.qn; ++e2) diff += zd[e2] != zm[e2];
+  report(std::string("block-sparse every block = dense mma.sync, bits [") + kn + "]",
+         shape + ", " + std::to_string(diff) + " bf16 differ", true, double(diff), 0, false, 0, 0, "", 0);
+}
+
 void block_sparse_case(const BsCase &c) {
   const int B = qw::kSparseBlock;
   const LabData x(c.nH, c.nKV, c.d, c.pos0, c.n, c.dca_span, [&](int j) { return j >= B && (j / B - 1) % 5 == 0; });  // strong blocks
@@ -159,15 +235,19 @@ void block_sparse_case(const BsCase &c) {
   b.blocks = c.blocks; b.local = c.local; b.sink = c.sink;
   BlockSparseScratch scratch;
   std::vector<std::vector<std::vector<int32_t>>> blocks;
-  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks);
+  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks, BsAttend::Simt);
   CHK(cudaDeviceSynchronize());
   char shape[160];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d blocks %d l%d k%d%s", c.nH, c.nKV, c.d, c.pos0, c.n, c.blocks,
            c.local, c.sink, c.dca_span ? " dca" : "");
-  check_case(x, "block-sparse", kn, shape, c.timed, [&](int r, int h, int j) {
+  const auto visit = [&](int r, int h, int j) {
     const std::vector<int32_t> &bl = blocks[h][(c.pos0 + r) / B - c.pos0 / B];
     return std::binary_search(bl.begin(), bl.end(), j / B);
-  }, [&] { run_block_sparse_prefill(x.a, b, scratch, 0); });
+  };
+  check_case(x, "block-sparse", kn, shape, false, visit, [] {});
+  if (c.dca_span || (c.d != 64 && c.d != 128)) return;  // the mma arm: plain attention, head_dim 64 / 128
+  bs_mma_arm(x, shape, scratch, blocks, visit);
+  if (c.timed) bs_timings(x, b, scratch, shape, blocks);
 }
 
 }  // namespace
@@ -187,9 +267,12 @@ void run_block_sparse() {
   const int all = 1 << 30;
   block_sparse_case({4, 1, 64, 0, 40, all, 1, 0, 0, false});          // shorter than one block, every block = dense
   block_sparse_case({14, 2, 64, 50, 300, 0, 64, 1, 0, false});        // no extra blocks: sink + own block, pos0 inside a block
+  block_sparse_case({14, 2, 64, 50, 300, all, 64, 1, 0, false});      // every block, pos0 inside a block (mma: bits = dense)
+  block_sparse_case({4, 1, 128, 1000, 77, 3, 64, 64, 0, false});      // a chunk over a cache, inside one query block
   block_sparse_case({14, 2, 64, 0, 700, 2, 64, 64, 0, false});
   block_sparse_case({4, 1, 64, 100, 600, 2, 128, 64, 448, false});    // DCA query variants (span 448 = 7 blocks)
   block_sparse_case({28, 4, 128, 0, 4096, all, 100, 30, 0, false});   // every block at 4k = dense
   block_sparse_case({28, 4, 128, 0, 4096, 8, 128, 64, 0, true});
   if (!g_quick) block_sparse_case({28, 4, 128, 0, 16384, 16, 128, 64, 0, true});
+  if (!g_quick) block_sparse_case({28, 4, 128, 0, 32768, 16, 128, 64, 0, true});
 }

@@ -2,6 +2,7 @@
 #include "attention.cuh"
 #include "fa3_prefill.cuh"
 #include "mma_sync.cuh"
+#include "sparse_budget.hpp"
 
 #include <algorithm>
 
@@ -235,10 +236,18 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
 // Prefill, tensor cores: grid (ceil(n/64), nH), 128 threads; warp w owns query rows 16w..16w+15.
 // ------------------------------------------------------------------------------------------------
 constexpr int kBQ = 64, kBK = 64;
+static_assert(kBQ == qw::kSparseBlock && kBK == qw::kSparseBlock, "block-sparse: a query / key block is one tile");
 
 // TREE: a tree verification step (a.tree.bits set): the ancestor mask on top of the causal one; instantiated
 // apart so that an ordinary prefill runs the same code as before it existed.
-template <int D, bool TREE>
+// BLOCKS: block-sparse prefill (a.blocks set; opt/sparse_prefill/key_blocks.cuh), instantiated apart as TREE. CTA
+// (x, h) = query block a.blocks.qb0 + x (64 positions aligned to position 0: the step's first CTA has fewer rows when
+// pos0 % 64 != 0) of query head h; its key tiles are that block's selected key blocks, ascending, instead of every
+// causal tile. One CTA per query head as in the dense kernel, so each head keeps its own selection: no union over the
+// G heads of a KV head, no key visited beyond the selection (sparse_cost.hpp counts exactly those).
+// Exactness: with every block kb <= qb selected a row sees tiles 0..qb in order, as in the dense kernel, where any
+// further tile of its CTA is fully masked for it (alpha = 1, p = 0: m, l, o unchanged); so z equals dense bit for bit.
+template <int D, bool TREE, bool BLOCKS = false>
 __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttnArgs a) {
   pdl_wait();
   pdl_trigger();
@@ -251,7 +260,7 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
   const int qt = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int G = a.n_heads / a.n_kv, kvh = h / G;
-  const int q_row0 = qt * kBQ;
+  const int q_row0 = BLOCKS ? (a.blocks.qb0 + qt) * kBQ - a.pos0 : qt * kBQ;  // BLOCKS: may be < 0
   const int qdim = a.n_heads * D;
   const int kv_end = a.pos0 + min(a.n, q_row0 + kBQ);  // keys needed by this block
   const __nv_bfloat16 *kbase = a.kcache + ((int64_t)a.slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
@@ -260,11 +269,25 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
   // Q tile
   for (int i = threadIdx.x; i < kBQ * D / 8; i += 128) {
     const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-    const bool ok = q_row0 + r < a.n;
+    const bool ok = q_row0 + r < a.n && (!BLOCKS || q_row0 + r >= 0);
     cp_async16(q_s + r * LD + c, a.q + (int64_t)(ok ? q_row0 + r : 0) * qdim + h * D + c, ok);
   }
+  // the key tile of loop step `tile`: every causal one, or (BLOCKS) the query block's selected ones
+  const int32_t *kblk = nullptr;
+  int n_tiles;
+  if constexpr (BLOCKS) {
+    const int sel = h * a.blocks.nqb + qt;
+    kblk = a.blocks.lists + a.blocks.offs[sel];
+    n_tiles = a.blocks.offs[sel + 1] - a.blocks.offs[sel];
+  } else {
+    n_tiles = (kv_end + kBK - 1) / kBK;
+  }
+  auto key_tile = [&](int tile) -> int {
+    if constexpr (BLOCKS) return kblk[tile];
+    else return tile;
+  };
   auto load_kv = [&](int tile, int buf) {
-    const int k0 = tile * kBK;
+    const int k0 = key_tile(tile) * kBK;
     for (int i = threadIdx.x; i < kBK * D / 8; i += 128) {
       const int r = i / (D / 8), c = (i % (D / 8)) * 8;
       const bool ok = k0 + r < kv_end;
@@ -273,8 +296,7 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
       cp_async16(v_s + (buf * kBK + r) * LD + c, vbase + off, ok);
     }
   };
-  const int n_tiles = (kv_end + kBK - 1) / kBK;
-  load_kv(0, 0);
+  if (!BLOCKS || n_tiles > 0) load_kv(0, 0);
   cp_async_commit();
 
   const float scale = rsqrtf((float)D) * kLog2e;
@@ -301,7 +323,7 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
     }
     const __nv_bfloat16 *kt = k_s + buf * kBK * LD;
     const __nv_bfloat16 *vt = v_s + buf * kBK * LD;
-    const int k0 = tile * kBK;
+    const int k0 = key_tile(tile) * kBK;
     // rows of this warp whose every key in the tile is masked can skip? (keep simple: compute all)
     float s[kBK / 8][4];
 #pragma unroll
@@ -381,9 +403,9 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
 #pragma unroll
   for (int nt = 0; nt < D / 8; ++nt) {
     const int col = h * D + nt * 8 + 2 * t4;
-    if (row_a < a.n)
+    if (row_a < a.n && (!BLOCKS || row_a >= 0))
       *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_a * qdim + col) = pack_bf16(o[nt][0] / l[0], o[nt][1] / l[0]);
-    if (row_b < a.n)
+    if (row_b < a.n && (!BLOCKS || row_b >= 0))
       *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_b * qdim + col) = pack_bf16(o[nt][2] / l[1], o[nt][3] / l[1]);
   }
 }
@@ -476,18 +498,18 @@ const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t
   return "attn_prefill_simt";
 }
 
-template <int D, bool TREE>
+template <int D, bool TREE, bool BLOCKS = false>
 static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttnArgs &a) {
   static SmemOptIn opt_in;  // per device (common.cuh)
-  opt_in(prefill_attn_mma_kernel<D, TREE>, smem);
-  launch(prefill_attn_mma_kernel<D, TREE>, grid, 128, smem, s, a);
+  opt_in(prefill_attn_mma_kernel<D, TREE, BLOCKS>, smem);
+  launch(prefill_attn_mma_kernel<D, TREE, BLOCKS>, grid, 128, smem, s, a);
 }
 
 // QW_FLASH_WGMMA=1 on an sm_90 device picks the sm_90a kernel (opt/attention/fa3_prefill.cuh; written without a GPU,
 // not yet validated, hence not the default); where it cannot run the shape (head dim, tree step) the mma.sync kernel
 // runs and its name shows in the op record.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
-  if (a.n > 0 && fa3_prefill_requested()) {
+  if (a.n > 0 && !a.blocks.offs && fa3_prefill_requested()) {
     int dev = 0, major = 0, minor = 0;
     QWC_CHECK(cudaGetDevice(&dev));
     QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
@@ -498,6 +520,17 @@ const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
 }
 
 const char *launch_prefill_attention_mma(const PrefillAttnArgs &a, cudaStream_t s) {
+  if (a.blocks.offs) {  // block-sparse (opt/sparse_prefill/key_blocks.cuh): the mma kernel only, never the SIMT one
+    if (a.head_dim != 64 && a.head_dim != 128) throw CudaError("block-sparse prefill (mma): head_dim must be 64 or 128");
+    if (a.tree.bits) throw CudaError("block-sparse prefill (mma): not with a tree verification step");
+    if (a.n <= 0 || a.blocks.nqb <= 0) return "attn_sparse_bs_mma";
+    const dim3 grid(a.blocks.nqb, a.n_heads);
+    const size_t smem = (size_t)(kBQ + 4 * kBK) * (a.head_dim + 8) * sizeof(__nv_bfloat16);
+    if (a.head_dim == 64) launch_mma<64, false, true>(grid, smem, s, a);
+    else launch_mma<128, false, true>(grid, smem, s, a);
+    QWC_LAUNCH_CHECK("launch_prefill_attention (block-sparse)");
+    return "attn_sparse_bs_mma";
+  }
   if (a.n <= 0) return "attn_prefill_mma";
   dim3 grid((a.n + kBQ - 1) / kBQ, a.n_heads);
   if (a.head_dim == 64 || a.head_dim == 128) {

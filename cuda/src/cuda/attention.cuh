@@ -9,6 +9,7 @@
 // Cache layout (per layer): [slots][nKV][max_ctx][d] bf16, K and V separate.
 #pragma once
 #include "common.cuh"
+#include "key_blocks.cuh"
 #include "tree_mask.cuh"
 
 namespace qwc {
@@ -35,11 +36,13 @@ struct PrefillAttnArgs {
   int32_t slot = 0, pos0 = 0, n = 0;   // one sequence
   int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
   TreeMask tree;                       // a tree verification step (opt/speculative/tree_mask.cuh); else empty
+  KeyBlocks blocks;                    // block-sparse prefill's selection (opt/sparse_prefill/key_blocks.cuh); else empty
 };
 // head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel. With QW_FLASH_WGMMA=1
 // on sm_90, the sm_90a wgmma kernel (opt/attention/fa3_prefill.cuh) where it supports the shape.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);
-// The mma.sync kernel (sm_80+) whatever the environment: the lab's reference arm for the wgmma kernel.
+// The mma.sync kernel (sm_80+) whatever the environment: the lab's reference arm for the wgmma kernel. With
+// a.blocks set (head_dim 64 / 128, no tree): its block-sparse variant, "attn_sparse_bs_mma" (opt/sparse_prefill).
 const char *launch_prefill_attention_mma(const PrefillAttnArgs &a, cudaStream_t stream);
 // The simple SIMT kernel (reference arm, any head_dim <= 256): exposed for the lab.
 const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t stream);

@@ -7,6 +7,10 @@
 //   2. select on the host (sparse::top_blocks, the CPU's rule): one stream synchronization per layer and step.
 //   3. attend: one warp per (query row, head) over its query block's key blocks (keys <= i), 32 keys at a time, one
 //      online softmax in fp32 over bf16 K/V, z in bf16. A simple SIMT kernel (no tensor cores), not tuned.
+//      With QW_SPARSE_MMA=1 (read at each call; not the default until a GPU run validates it): the mma.sync flash
+//      prefill kernel (src/cuda/attention.cu) walking each (query block, head)'s selected key blocks
+//      (key_blocks.cuh), where it applies: plain attention (DCA keeps the SIMT kernel) and head_dim 64 or 128.
+//      COMPILE-CHECKED ONLY. Every block selected: z equal to the dense mma.sync kernel's bit for bit.
 // Same arguments as vertical-slash (sparse_prefill.cuh SparseAttnArgs).
 #pragma once
 
@@ -39,9 +43,20 @@ class BlockSparseScratch {
   size_t buf_cap_ = 0, lists_cap_ = 0, offsets_cap_ = 0;
 };
 
-// Runs steps 1-3 on `stream` (synchronizing it once, between 1 and 2). Returns the kernel name for op records.
+// Step 3's kernel: Auto = mma where QW_SPARSE_MMA=1 and it applies, else SIMT; Mma = mma where it applies (the lab's
+// arm), else SIMT; Simt = SIMT.
+enum class BsAttend { Auto, Simt, Mma };
+bool sparse_mma_requested();  // QW_SPARSE_MMA=1 in the environment
+
+// Runs steps 1-3 on `stream` (synchronizing it once, between 1 and 2). Returns the kernel name of step 3 for op
+// records: attn_sparse_bs_simt, attn_sparse_bs_dca_simt or attn_sparse_bs_mma.
 // head_dim even and <= 128. blocks (optional): [h][qb - qb0] the selection, for the lab.
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
-                                     cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks = nullptr);
+                                     cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks = nullptr,
+                                     BsAttend arm = BsAttend::Auto);
+// Step 3 alone over the latest selection in `s` (a run_block_sparse_prefill of the same `a` before it): the lab's
+// attend-only timings. Returns the kernel name.
+const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream,
+                                    BsAttend arm = BsAttend::Auto);
 
 }  // namespace qwc

@@ -1,7 +1,12 @@
-// block_sparse_kernels.cu — block-sparse prefill kernels and their driver (see block_sparse.cuh). COMPILE-CHECKED ONLY:
-// not yet run on a GPU.
+// block_sparse_kernels.cu — block-sparse prefill kernels and their driver (see block_sparse.cuh). The SIMT path ran
+// on an H100 (2026-12-05); the mma arm of step 3 (QW_SPARSE_MMA=1) is COMPILE-CHECKED ONLY.
 #include "block_sparse.cuh"
 #include "sparse_attend.cuh"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "attention.cuh"
 
 #include "dca_positions.hpp"
 #include "sparse_select.hpp"
@@ -94,11 +99,35 @@ float *BlockSparseScratch::buf(size_t n) { return sparse_grow(buf_, buf_cap_, n,
 int32_t *BlockSparseScratch::lists(size_t n) { return sparse_grow(lists_, lists_cap_, n, "cudaMalloc (block-sparse prefill scratch)"); }
 int32_t *BlockSparseScratch::offsets(size_t n) { return sparse_grow(offsets_, offsets_cap_, n, "cudaMalloc (block-sparse prefill scratch)"); }
 
+bool sparse_mma_requested() {
+  const char *e = std::getenv("QW_SPARSE_MMA");
+  return e && std::strcmp(e, "1") == 0;
+}
+
+const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream, BsAttend arm) {
+  const bool mma = (arm == BsAttend::Mma || (arm == BsAttend::Auto && sparse_mma_requested())) && !a.dca_span &&
+                   (a.head_dim == 64 || a.head_dim == 128);
+  const char *simt = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
+  if (a.rows <= 0) return mma ? "attn_sparse_bs_mma" : simt;
+  const int32_t *dl = s.lists(std::max<size_t>(1, s.host_lists.size())), *doff = s.offsets(s.host_offsets.size());
+  if (mma) {  // the flash prefill kernel over the selected key blocks (attention.cu, key_blocks.cuh)
+    PrefillAttnArgs p;
+    p.out = a.out; p.q = a.q[0]; p.kcache = a.kcache; p.vcache = a.vcache;
+    p.slot = a.slot; p.pos0 = a.pos0; p.n = a.rows;
+    p.n_heads = a.n_heads; p.n_kv = a.n_kv; p.head_dim = a.head_dim; p.max_ctx = a.max_ctx;
+    p.blocks.lists = dl; p.blocks.offs = doff; p.blocks.qb0 = s.qb0; p.blocks.nqb = s.nqb;
+    return launch_prefill_attention_mma(p, stream);
+  }
+  launch(bs_attend_kernel, dim3(a.rows, a.n_heads), dim3(32), 0, stream, a, (int)s.qb0, dl, doff, (int)s.nqb);
+  QWC_LAUNCH_CHECK("bs_attend_kernel");
+  return simt;
+}
+
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
-                                     cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks) {
-  const char *name = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
+                                     cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks,
+                                     BsAttend arm) {
   if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("block-sparse prefill: head_dim must be even and <= 128");
-  if (a.rows <= 0) return name;
+  if (a.rows <= 0) return run_block_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
   const int32_t N = a.pos0 + a.rows, H = a.n_heads, d = a.head_dim, nvar = a.dca_span ? 3 : 1;
   const int32_t qb0 = a.pos0 / kB, nqb = (N - 1) / kB - qb0 + 1, nkb = (N - 1) / kB + 1;
   s.qb0 = qb0;
@@ -139,10 +168,7 @@ const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBu
                              stream),
              "cudaMemcpyAsync", __FILE__, __LINE__);
   // 3. attend (the host vectors stay alive in the scratch until the next call: the copies above read them)
-  launch(bs_attend_kernel, dim3(a.rows, H), dim3(32), 0, stream, a, (int)qb0, (const int32_t *)dl, (const int32_t *)doff,
-         (int)nqb);
-  QWC_LAUNCH_CHECK("bs_attend_kernel");
-  return name;
+  return run_block_sparse_attend(a, s, stream, arm);
 }
 
 }  // namespace qwc

@@ -1,0 +1,61 @@
+// test/gpu/bsparse-run.ts — the child process of sparse.test.ts's block-sparse arms: the native library reads
+// QW_SPARSE_MMA from the process environment at each block-sparse step, so each arm (SIMT attend, mma attend) runs in
+// a process started with that environment. Usage: bun test/gpu/bsparse-run.ts OUT.json. On tiny-qwen2-passkey (CUDA,
+// head_dim 64), one profiled prefill per run: the last position's logits, each layer's attention launcher names and
+// the attention records' summed FLOPs.
+//   dense / full / small    600 prompt tokens in one call: sparsePrefill off / block-sparse with every block /
+//                           blocks 2, local 128, sink 64
+//   chunked-dense / -full   the same tokens as 150 + 250 + 200 (pieces start inside a 64-position block)
+//   dca-small               2000 tokens, dca on, the small budgets (DCA keeps the SIMT attend in both arms)
+import { writeFileSync } from "node:fs";
+import { openModel, type Model } from "../../engine/index.ts";
+import type { SparseOptions } from "../../engine/api.ts";
+import { opNames } from "../../engine/catalog.ts";
+import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor } from "../../engine/measure/passkey.ts";
+import { launcher } from "./gpu.ts";
+
+export interface BsRun { logits: number[]; kernels: string[][]; flops: number }
+export type BsRunSummary = Record<"dense" | "full" | "small" | "chunked-dense" | "chunked-full" | "dca-small", BsRun>;
+
+const out = process.argv[2];
+if (!out) throw new Error("usage: bun test/gpu/bsparse-run.ts OUT.json");
+const m = (await openModel(PASSKEY_MODEL_DIR, { backend: "cuda" })) as Model;
+const filler = new FillerStream(m.tokenizer);
+const prompt = (n: number) => buildPasskeyPrompt(m.tokenizer, filler, n, rngFor(3, n)).tokens;
+
+function run(pieces: number[][], o: { sparse?: SparseOptions; dca?: boolean }): BsRun {
+  const total = pieces.reduce((a, p) => a + p.length, 0);
+  const s = m.newSession({ maxContext: total + 8, ...(o.sparse ? { sparse: o.sparse } : {}) });
+  try {
+    if (o.dca) s.setToggle("dca", "on");
+    if (o.sparse) s.setToggle("sparsePrefill", "block-sparse");
+    s.setLogitsMode(1);
+    s.setProfiling(true);
+    for (const p of pieces) s.prefill(0, p);
+    const r = s.takeRecords();
+    const L = m.config.num_hidden_layers;
+    const kernels: string[][] = Array.from({ length: L }, () => []);
+    let flops = 0;
+    r.ops.op.forEach((op, i) => {
+      if (opNames()[op] !== "attention") return;
+      kernels[r.ops.layer[i]].push(launcher(r.kernels[r.ops.kernel[i]]));
+      flops += r.ops.flops[i];
+    });
+    return { logits: Array.from(s.logits().data), kernels: kernels.map((k) => [...new Set(k)]), flops };
+  } finally {
+    s.close();
+  }
+}
+
+const t = prompt(600), chunks = [t.slice(0, 150), t.slice(150, 400), t.slice(400)];
+const full = { blocks: 1 << 20 }, small = { blocks: 2, local: 128, sink: 64 };
+const summary: BsRunSummary = {
+  dense: run([t], {}),
+  full: run([t], { sparse: full }),
+  small: run([t], { sparse: small }),
+  "chunked-dense": run(chunks, {}),
+  "chunked-full": run(chunks, { sparse: full }),
+  "dca-small": run([prompt(2000)], { sparse: small, dca: true }),
+};
+writeFileSync(out, JSON.stringify(summary));
+m.close();
