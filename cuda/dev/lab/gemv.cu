@@ -42,7 +42,29 @@ void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batc
   bool unwritten = false;
   for (float v : of) if (!std::isfinite(v)) unwritten = true;
   std::vector<double> outv, refv;
-  gemv_ref_compare(hw, ain, batch, epi, bias, base, check_rows, std::vector<double>(of.begin(), of.end()), out_cols, outv, refv);
+  const std::vector<double> got(of.begin(), of.end());
+  if (pro == GEMV_PRO_NORM && !out_bf) {
+    // fp32 outputs (tolerance 1e-4) against, per batch row, the closest of the references the device's rstd can give
+    // (norm_input_candidates); bf16 outputs (1e-2) do not see a flipped input rounding
+    for (int b = 0; b < batch; ++b) {
+      const std::vector<double> gb(got.begin() + b * out_cols, got.begin() + (b + 1) * out_cols);
+      const std::vector<float> bb = epi == GEMV_EPI_ADD_F32 ? std::vector<float>(base.begin() + b * out_cols, base.begin() + (b + 1) * out_cols)
+                                                             : std::vector<float>{};
+      double best = INFINITY;
+      std::vector<double> bo, br;
+      for (const auto &cand : norm_input_candidates(x.data() + b * cols, nw, cols)) {
+        std::vector<double> o, r;
+        gemv_ref_compare(hw, cand, 1, epi, bias, bb, check_rows, gb, out_cols, o, r);
+        double sse = 0;
+        for (size_t i = 0; i < o.size(); ++i) sse += (o[i] - r[i]) * (o[i] - r[i]);
+        if (!(sse >= best)) { best = sse; bo = std::move(o); br = std::move(r); }  // NaN (unwritten) is kept: it fails
+      }
+      outv.insert(outv.end(), bo.begin(), bo.end());
+      refv.insert(refv.end(), br.begin(), br.end());
+    }
+  } else {
+    gemv_ref_compare(hw, ain, batch, epi, bias, base, check_rows, got, out_cols, outv, refv);
+  }
   bool nan_seen;
   double err = rel_err(outv, refv, &nan_seen);
   nan_seen |= unwritten;

@@ -4,6 +4,7 @@
 // `qwlab tile` died with SIGSEGV on its first case on the H100 (2026-12-05): gemv_ref_compare indexed the empty
 // bias vector tile.cu passes. Every row here fails if that (or the table's lookup) breaks again. Also the bound
 // qwlab marlin checks its norm prologue with (marlin_norm_bad), on an emulation of the kernel's rstd.
+#include <algorithm>
 #include <stdexcept>
 
 #include "gemv.cuh"
@@ -128,6 +129,31 @@ void tile_table_checks() {
          (refused == 2 && gemv_tile_active(w).r == 4 && gemv_tile_active(w).ks == 2) ? 0 : 1, 0, false, 0, 0, "", 0);
 }
 
+// An fp32 rstd as the device kernels compute it (8 warps x 32 lanes, strided fmaf chains, the xor tree: lane 0's value,
+// the warps' sums in order; rsqrtf modelled as the rounded 1/sqrt moved by 0..2 ulp either way).
+float emulated_rstd(const float *xb, int64_t K) {
+  float part[8];
+  for (int w = 0; w < 8; ++w) {
+    float l[32];
+    for (int ln = 0; ln < 32; ++ln) {
+      float s = 0.f;
+      for (int64_t k = w * 32 + ln; k < K; k += 256) s = fmaf(xb[k], xb[k], s);
+      l[ln] = s;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      float n2[32];
+      for (int ln = 0; ln < 32; ++ln) n2[ln] = l[ln] + l[ln ^ o];
+      memcpy(l, n2, sizeof l);
+    }
+    part[w] = l[0];
+  }
+  float t = 0.f;
+  for (int w = 0; w < 8; ++w) t += part[w];
+  float r = (float)(1.0 / std::sqrt((double)(t / (float)K + 1e-6f)));
+  for (int d = (int)(rnd64() % 5) - 2; d != 0; d += d > 0 ? -1 : 1) r = std::nextafter(r, d > 0 ? INFINITY : 0.f);
+  return r;
+}
+
 // marlin_norm_bad (lab/marlin.cu) on an emulation of marlin_norm_kernel (opt/gemv/marlin.cu): its fp32 sum order, an
 // rsqrtf modelled as the rounded 1/sqrt moved by 0..2 ulp either way. Every element must be accepted; a rstd off by
 // 1/(2K) (the mean over K - 1) and a single rounding of x * rstd * w must be refused. The shape column tells how many
@@ -141,25 +167,7 @@ void norm_bound_checks() {
   std::vector<uint16_t> dev(batch * K), off(batch * K), single(batch * K);
   for (int b = 0; b < batch; ++b) {
     const float *xb = x.data() + b * K;
-    float part[8];
-    for (int w = 0; w < 8; ++w) {  // 8 warps x 32 lanes, strided fmaf chains, then the xor tree (lane 0's value)
-      float l[32];
-      for (int ln = 0; ln < 32; ++ln) {
-        float s = 0.f;
-        for (int64_t k = w * 32 + ln; k < K; k += 256) s = fmaf(xb[k], xb[k], s);
-        l[ln] = s;
-      }
-      for (int o = 16; o > 0; o >>= 1) {
-        float n2[32];
-        for (int ln = 0; ln < 32; ++ln) n2[ln] = l[ln] + l[ln ^ o];
-        memcpy(l, n2, sizeof l);
-      }
-      part[w] = l[0];
-    }
-    float t = 0.f;
-    for (int w = 0; w < 8; ++w) t += part[w];
-    float r = (float)(1.0 / std::sqrt((double)(t / (float)K + 1e-6f)));
-    for (int d = (int)(rnd64() % 5) - 2; d != 0; d += d > 0 ? -1 : 1) r = std::nextafter(r, d > 0 ? INFINITY : 0.f);
+    const float r = emulated_rstd(xb, K);
     float t1 = 0.f;
     for (int64_t k = 0; k < K; ++k) t1 += xb[k] * xb[k];
     const float r_off = 1.0f / sqrtf(t1 / (float)(K - 1) + 1e-6f);
@@ -179,10 +187,44 @@ void norm_bound_checks() {
   report("host: marlin norm bound refuses", shape, true, (bad_off && bad_single) ? 0 : 1, 0, false, 0, 0, "", 0);
 }
 
+
+// norm_input_candidates (lab/util.cu, the simple GEMV lab's fp32 norm cases) on the same emulation: the device's input
+// vector must be one of the candidates, for every row; one normalized with the mean over K - 1 must not be.
+void norm_candidate_checks() {
+  for (int64_t K : {896, 3584}) {
+    const int batch = 16;
+    std::vector<float> x(batch * K), nw(K);
+    for (auto &v : x) v = rndn() * 3.f;
+    for (auto &v : nw) v = 0.5f + rndu();
+    int missing = 0, off_found = 0;
+    size_t most = 1;
+    for (int b = 0; b < batch; ++b) {
+      const float *xb = x.data() + b * K;
+      const float r = emulated_rstd(xb, K);
+      float t1 = 0.f;
+      for (int64_t k = 0; k < K; ++k) t1 += xb[k] * xb[k];
+      const float r_off = 1.0f / sqrtf(t1 / (float)(K - 1) + 1e-6f);
+      std::vector<float> dev(K), off(K);
+      for (int64_t k = 0; k < K; ++k) {
+        dev[k] = bfr(bfr(xb[k] * r) * nw[k]);
+        off[k] = bfr(bfr(xb[k] * r_off) * nw[k]);
+      }
+      const auto cands = norm_input_candidates(xb, nw, K);
+      most = std::max(most, cands.size());
+      missing += std::find(cands.begin(), cands.end(), dev) == cands.end();
+      off_found += std::find(cands.begin(), cands.end(), off) != cands.end();
+    }
+    char shape[96];
+    snprintf(shape, sizeof shape, "b16 K%lld (up to %zu candidates a row)", (long long)K, most);
+    report("host: norm candidates hold the device input", shape, true, (double)missing, 0, false, 0, 0, "", 0);
+    report("host: norm candidates refuse K-1 mean", shape, true, (double)off_found, 0, false, 0, 0, "", 0);
+  }
+}
 }  // namespace
 
 void run_host() {
   ref_compare_checks();
   tile_table_checks();
   norm_bound_checks();
+  norm_candidate_checks();
 }

@@ -116,6 +116,9 @@ std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, con
 // fp64 reference of the checked rows (every batch row) through the epilogue epi (bias, residual base, SwiGLU over
 // row pairs in the HF rounding order), next to the GEMV's output got [batch][out_cols]: pairs appended to outv/refv.
 // An empty bias is no bias (a null a.bias); a short bias / base / got throws std::runtime_error.
+// The inputs the norm prologue can produce for one batch row, within its rstd's rounding bound (util.cu).
+std::vector<std::vector<float>> norm_input_candidates(const float *xb, const std::vector<float> &nw, int64_t cols,
+                                                      size_t cap = 64);
 void gemv_ref_compare(const HostW &hw, const std::vector<float> &ain, int batch, int epi, const std::vector<float> &bias,
                       const std::vector<float> &base, const std::vector<int64_t> &rows_chk, const std::vector<double> &got,
                       int64_t out_cols, std::vector<double> &outv, std::vector<double> &refv);

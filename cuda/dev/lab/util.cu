@@ -1,3 +1,4 @@
+#include <algorithm>
 // util.cu — the lab's shared state and helpers (lab.cuh).
 #include <stdexcept>
 
@@ -91,6 +92,50 @@ std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, con
     }
   }
   return ain;
+}
+// The norm prologue's inputs the device can produce for one batch row xb [cols]. Its fp32 rstd (gemv_parts.cuh
+// norm_rstd: per-thread fmaf chains of <= ceil(K / 256) + 3 squares, a 5-level warp tree, the warps' sums in order, "/ K",
+// "+ eps", rsqrtf <= 2 ulp) is within ((n + 2) / 2 + 4) u of the exact 1 / sqrt(mean + eps), n = ceil(K / 256) + 16
+// (generous), u = 2^-24. One rstd serves the whole row, and each element bf16(bf16(x s) w) is a monotone step function of
+// s with at most one step inside so narrow an interval; so the inputs the device can have used are the interval's low
+// end with the first j stepping elements (in order of where they step) switched, j = 0..|A|. A host rstd a few ulp
+// from the device's flips ~1 in 3e4 roundings, and one flip moves an fp32 output by ~1e-4 relative: the check against
+// a single host rounding failed spuriously (the marlin qkv M16 case of the first H100 run; estimated ~2 % of the simple
+// GEMV's batch-1 norm cases). More than `cap` stepping elements: only the two ends.
+std::vector<std::vector<float>> norm_input_candidates(const float *xb, const std::vector<float> &nw, int64_t cols,
+                                                      size_t cap) {
+  const double u = std::ldexp(1.0, -24), n = (double)((cols + 255) / 256) + 16, rel = ((n + 2) / 2 + 4) * u;
+  double ss = 0;
+  for (int64_t k = 0; k < cols; ++k) ss += (double)xb[k] * xb[k];
+  const double r = 1.0 / std::sqrt(ss / (double)cols + (double)1e-6f);
+  const float lo = std::nextafter((float)(r * (1 - rel)), 0.f), hi = std::nextafter((float)(r * (1 + rel)), INFINITY);
+  auto val = [&](int64_t k, float sc) { return bfr(bfr(xb[k] * sc) * nw[k]); };
+  std::vector<float> low(cols);
+  for (int64_t k = 0; k < cols; ++k) low[k] = val(k, lo);
+  std::vector<std::pair<float, int64_t>> steps;  // (first s at which element k takes its high-end value, k)
+  for (int64_t k = 0; k < cols; ++k) {
+    if (val(k, hi) == low[k]) continue;
+    float a = lo, b = hi;  // val(k, a) == low[k] != val(k, b)
+    for (int it = 0; it < 64; ++it) {
+      const float m = a + (b - a) / 2;
+      if (m <= a || m >= b) break;
+      (val(k, m) == low[k] ? a : b) = m;
+    }
+    steps.push_back({b, k});
+  }
+  std::sort(steps.begin(), steps.end());
+  std::vector<std::vector<float>> out{low};
+  if (steps.size() > cap) {
+    std::vector<float> high(cols);
+    for (int64_t k = 0; k < cols; ++k) high[k] = val(k, hi);
+    out.push_back(std::move(high));
+    return out;
+  }
+  for (const auto &st : steps) {
+    out.push_back(out.back());
+    out.back()[st.second] = val(st.second, hi);
+  }
+  return out;
 }
 void gemv_ref_compare(const HostW &hw, const std::vector<float> &ain, int batch, int epi, const std::vector<float> &bias,
                       const std::vector<float> &base, const std::vector<int64_t> &rows_chk, const std::vector<double> &got,
