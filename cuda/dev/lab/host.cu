@@ -154,6 +154,13 @@ float emulated_rstd(const float *xb, int64_t K) {
   return r;
 }
 
+// A wrong rstd both norm checks must refuse: the mean of the squares over K - 1 instead of K (off by ~1/(2K)).
+float rstd_mean_k_minus_1(const float *xb, int64_t K) {
+  float t = 0.f;
+  for (int64_t k = 0; k < K; ++k) t += xb[k] * xb[k];
+  return 1.0f / sqrtf(t / (float)(K - 1) + 1e-6f);
+}
+
 // marlin_norm_bad (lab/marlin.cu) on an emulation of marlin_norm_kernel (opt/gemv/marlin.cu): its fp32 sum order, an
 // rsqrtf modelled as the rounded 1/sqrt moved by 0..2 ulp either way. Every element must be accepted; a rstd off by
 // 1/(2K) (the mean over K - 1) and a single rounding of x * rstd * w must be refused. The shape column tells how many
@@ -168,9 +175,7 @@ void norm_bound_checks() {
   for (int b = 0; b < batch; ++b) {
     const float *xb = x.data() + b * K;
     const float r = emulated_rstd(xb, K);
-    float t1 = 0.f;
-    for (int64_t k = 0; k < K; ++k) t1 += xb[k] * xb[k];
-    const float r_off = 1.0f / sqrtf(t1 / (float)(K - 1) + 1e-6f);
+    const float r_off = rstd_mean_k_minus_1(xb, K);
     for (int64_t k = 0; k < K; ++k) {
       dev[b * K + k] = f2bf(bfr(xb[k] * r) * nw[k]);
       off[b * K + k] = f2bf(bfr(xb[k] * r_off) * nw[k]);
@@ -201,9 +206,7 @@ void norm_candidate_checks() {
     for (int b = 0; b < batch; ++b) {
       const float *xb = x.data() + b * K;
       const float r = emulated_rstd(xb, K);
-      float t1 = 0.f;
-      for (int64_t k = 0; k < K; ++k) t1 += xb[k] * xb[k];
-      const float r_off = 1.0f / sqrtf(t1 / (float)(K - 1) + 1e-6f);
+      const float r_off = rstd_mean_k_minus_1(xb, K);
       std::vector<float> dev(K), off(K);
       for (int64_t k = 0; k < K; ++k) {
         dev[k] = bfr(bfr(xb[k] * r) * nw[k]);
