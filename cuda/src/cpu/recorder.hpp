@@ -62,10 +62,9 @@ struct Recorder {
       return;
     }
     const int64_t t0 = now_ns();
-    gap_until(t0, layer);
     fn();
     const int64_t t1 = now_ns();
-    timed(layer, op, kernel, cost, n_tokens, t0, t1);
+    timed(layer, op, kernel, cost, n_tokens, t0, t1);  // the gap before t0, then the op
   }
   // The record of an op timed by the caller over [t0, t1] (t0 >= the latest record's end), after the gap before it.
   // The emulation records an op that all ranks share this way: once per rank, over the same interval.
