@@ -456,7 +456,7 @@ void run_persistent() {
   for (int dd : {64, 128}) {
     const double st = (double)persistent_static_smem(dd), bound = (double)smem_static_bound(dd);
     char sh[96];
-    snprintf(sh, sizeof sh, "d %d: %.0f B static, bound %.0f, opt-in %lld", dd, st, bound, (long long)persistent_smem_optin());
+    snprintf(sh, sizeof sh, "d %d: %.0f B static, bound %.0f, opt-in %lld", dd, st, bound, (long long)smem_optin_bytes());
     report("persistent: static smem <= plan bound", sh, true, st > bound ? 1 : 0, 0.5, false, 0, 0, "", 0);
   }
   // exactness on two layers (fp64 reference on the host), with a 32k vocabulary to keep the reference short

@@ -198,6 +198,17 @@ struct SmemOptIn {
   }
 };
 
+// The current device's shared memory per block with the opt-in (cudaDevAttrMaxSharedMemoryPerBlockOptin), bytes:
+// what a kernel may ask for with SmemOptIn. Queried once per device (launchers call it on every launch).
+inline int64_t smem_optin_bytes() {
+  static int bytes[64] = {};
+  int dev = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  int &b = bytes[dev & 63];
+  if (b == 0) QWC_CHECK(cudaDeviceGetAttribute(&b, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return b;
+}
+
 bool pdl_enabled();
 void set_pdl(bool on);
 

@@ -44,7 +44,7 @@ void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out
   r.marlin = gemv_marlin(st);
   r.tree = st.tree_base >= 0;
   r.profiling = st.profiling;
-  r.smem_optin = qwc::persistent_smem_optin();  // a batch whose staging cannot fit is refused by name
+  r.smem_optin = qwc::smem_optin_bytes();  // a batch whose staging cannot fit is refused by name
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[size_t(l)];
     r.fused_qkv_pairs &= L.fused_qkv() && L.qkv_pairs;

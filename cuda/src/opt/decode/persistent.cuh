@@ -42,8 +42,6 @@ size_t persistent_ws_floats(const qw::persist::Dims &d);
 // Dynamic shared memory of one block: qw::persist::smem_dynamic_bytes (persistent_plan.hpp, where the sizing lives so
 // that the CPU test checks it).
 size_t persistent_smem_bytes(const qw::persist::Dims &d);
-// The device's shared memory per block with the opt-in (cudaDevAttrMaxSharedMemoryPerBlockOptin), bytes.
-int64_t persistent_smem_optin();
 // The compiled kernel's static shared memory (cudaFuncAttributes::sharedSizeBytes) for head_dim 64 / 128: the lab
 // checks qw::persist::smem_static_bound against it.
 size_t persistent_static_smem(int32_t head_dim);

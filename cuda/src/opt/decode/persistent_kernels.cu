@@ -418,7 +418,7 @@ void configure_smem(size_t dyn) {
     stat = (int)fa.sharedSizeBytes;
   }
   if ((int64_t)dyn <= set) return;
-  const int64_t optin = persistent_smem_optin();
+  const int64_t optin = smem_optin_bytes();
   if (stat + (int64_t)dyn > optin)
     throw CudaError("decode = persistent: a block needs " + std::to_string((stat + dyn + 1023) / 1024) +
                     " KiB of shared memory (" + std::to_string(stat) + " B static + " + std::to_string(dyn) +
@@ -459,13 +459,6 @@ size_t persistent_ws_floats(const Dims &d) {
 }
 
 size_t persistent_smem_bytes(const Dims &d) { return (size_t)smem_dynamic_bytes(d); }
-
-int64_t persistent_smem_optin() {
-  int dev = 0, optin = 0;
-  QWC_CHECK(cudaGetDevice(&dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return optin;
-}
 
 size_t persistent_static_smem(int32_t head_dim) {
   cudaFuncAttributes fa;

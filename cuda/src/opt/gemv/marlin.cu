@@ -366,16 +366,6 @@ MarlinKnobs &knobs() {
 }
 MarlinLaunch g_last;
 
-size_t smem_optin_max() {
-  static int v = 0;
-  if (v == 0) {
-    int dev = 0;
-    QWC_CHECK(cudaGetDevice(&dev));
-    QWC_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  }
-  return (size_t)v;
-}
-
 template <bool W4, int G, int NB>
 const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, cudaStream_t s) {
   constexpr int UB = (W4 ? 512 : 1024) + (kMarlinUnitCols / G) * 64;
@@ -385,9 +375,9 @@ const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p,
   const size_t per_stage = (size_t)kWarps * kNTW * UB;
   // default depth W4 3, W8 2 (the first GPU run); a knob depth that does not fit shared memory is lowered to fit
   int stages = knobs().stages ? knobs().stages : (W4 ? 3 : 2);
-  while (stages > 2 && fixed + stages * per_stage > smem_optin_max()) --stages;
+  while (stages > 2 && fixed + stages * per_stage > (size_t)smem_optin_bytes()) --stages;
   const size_t smem = fixed + stages * per_stage;
-  if (smem > smem_optin_max()) return nullptr;  // a knob slice too wide for shared memory: the simple kernels run
+  if (smem > (size_t)smem_optin_bytes()) return nullptr;  // a knob slice too wide for shared memory: the simple kernels run
   auto kern = marlin_gemv_kernel<W4, G, NB>;
   static SmemOptIn opt_in;  // per instantiation and device: the opt-in above 48 KB, once (not a stream operation)
   opt_in(kern, smem);
