@@ -116,6 +116,9 @@ std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, con
 // fp64 reference of the checked rows (every batch row) through the epilogue epi (bias, residual base, SwiGLU over
 // row pairs in the HF rounding order), next to the GEMV's output got [batch][out_cols]: pairs appended to outv/refv.
 // An empty bias is no bias (a null a.bias); a short bias / base / got throws std::runtime_error.
+// The interval a device-computed fp32 rstd of a row lies in, for a sum of squares with at most n roundings (util.cu).
+struct RstdRange { float lo, hi; };
+RstdRange device_rstd_range(const float *xb, int64_t cols, double n);
 // The inputs the norm prologue can produce for one batch row, within its rstd's rounding bound (util.cu).
 std::vector<std::vector<float>> norm_input_candidates(const float *xb, const std::vector<float> &nw, int64_t cols,
                                                       size_t cap = 64);

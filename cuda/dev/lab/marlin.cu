@@ -63,27 +63,21 @@ std::vector<double> read_out(void *dout, size_t n, bool bf) {
 
 }  // namespace
 
-// marlin_norm_kernel's output xn [batch][cols] against every fp32 rstd its computation can give: the sum of the K
-// squares in fp32 (per-thread fmaf chains of ceil(K / 256) terms, a 5-level warp tree, 8 warp sums in order: squares
-// are >= 0, so the relative error is <= gamma_n ~ n u, n = ceil(K / 256) + 12), "/ K" and "+ eps" (2 roundings),
-// then rsqrtf (<= 2 ulp <= 4 u, CUDA Programming Guide): |rstd - r| <= ((n + 2) / 2 + 4) u r, u = 2^-24, r the exact
-// 1 / sqrt(mean + eps) (fp64 here). bf16(bf16r(x * s) * w) is monotone in s (w > 0), so every element must lie
-// between its values at the two ends of that interval. Returns the elements outside; *flips: those that differ from
+// marlin_norm_kernel's output xn [batch][cols] against every fp32 rstd its computation can give: device_rstd_range
+// (lab/util.cu) with n = ceil(K / 256) + 12 (per-thread fmaf chains of ceil(K / 256) terms, a 5-level warp tree, 8 warp
+// sums in order). bf16(bf16r(x * s) * w) is monotone in s (w > 0), so every element must lie between its values at
+// the two ends of that interval. Returns the elements outside; *flips: those that differ from
 // the host rounding (gemv_ref_input's rstd), which is what the old check compared with.
 size_t marlin_norm_bad(const std::vector<float> &x, const std::vector<float> &nw, const std::vector<uint16_t> &xn,
                        int batch, int64_t cols, size_t *flips) {
-  const double u = std::ldexp(1.0, -24), n = (double)((cols + gemv_detail::kThreads - 1) / gemv_detail::kThreads) + 12;
-  const double rel = ((n + 2) / 2 + 4) * u;
+  const double n = (double)((cols + gemv_detail::kThreads - 1) / gemv_detail::kThreads) + 12;
   const std::vector<uint16_t> none;
   const std::vector<float> host = gemv_ref_input(GEMV_PRO_NORM, none, x, nw, batch, cols);
   size_t bad = 0;
   *flips = 0;
   for (int b = 0; b < batch; ++b) {
     const float *xb = x.data() + b * cols;
-    double ss = 0;
-    for (int64_t k = 0; k < cols; ++k) ss += (double)xb[k] * xb[k];
-    const double r = 1.0 / std::sqrt(ss / (double)cols + (double)1e-6f);
-    const float lo = std::nextafter((float)(r * (1 - rel)), 0.f), hi = std::nextafter((float)(r * (1 + rel)), INFINITY);
+    const auto [lo, hi] = device_rstd_range(xb, cols, n);
     for (int64_t k = 0; k < cols; ++k) {
       const float a = bfr(bfr(xb[k] * lo) * nw[k]), c = bfr(bfr(xb[k] * hi) * nw[k]), v = bf2f(xn[b * cols + k]);
       bad += !(v >= std::min(a, c) && v <= std::max(a, c));

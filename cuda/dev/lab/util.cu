@@ -93,10 +93,22 @@ std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, con
   }
   return ain;
 }
+// The interval a device-computed fp32 rstd of the row xb [cols] lies in: a sum of squares in fp32 with at most n
+// roundings on any path (per-thread fmaf chains, a 5-level warp tree, the warps' sums in order; squares are >= 0, so
+// the relative error is <= gamma_n ~ n u), "/ K" and "+ eps" (2 roundings), then rsqrtf (<= 2 ulp <= 4 u, CUDA
+// Programming Guide): |rstd - r| <= ((n + 2) / 2 + 4) u r, u = 2^-24, r the exact 1 / sqrt(mean + eps) (fp64 here).
+RstdRange device_rstd_range(const float *xb, int64_t cols, double n) {
+  const double rel = ((n + 2) / 2 + 4) * std::ldexp(1.0, -24);
+  double ss = 0;
+  for (int64_t k = 0; k < cols; ++k) ss += (double)xb[k] * xb[k];
+  const double r = 1.0 / std::sqrt(ss / (double)cols + (double)1e-6f);
+  return {std::nextafter((float)(r * (1 - rel)), 0.f), std::nextafter((float)(r * (1 + rel)), INFINITY)};
+}
+
 // The norm prologue's inputs the device can produce for one batch row xb [cols]. Its fp32 rstd (gemv_parts.cuh
-// norm_rstd: per-thread fmaf chains of <= ceil(K / 256) + 3 squares, a 5-level warp tree, the warps' sums in order, "/ K",
-// "+ eps", rsqrtf <= 2 ulp) is within ((n + 2) / 2 + 4) u of the exact 1 / sqrt(mean + eps), n = ceil(K / 256) + 16
-// (generous), u = 2^-24. One rstd serves the whole row, and each element bf16(bf16(x s) w) is a monotone step function of
+// norm_rstd: per-thread fmaf chains of <= ceil(K / 256) + 3 squares with the float4 loads, the warp tree, the warps'
+// sums) is within device_rstd_range with n = ceil(K / 256) + 16 (generous). One rstd serves the whole row, and each
+// element bf16(bf16(x s) w) is a monotone step function of
 // s with at most one step inside so narrow an interval; so the inputs the device can have used are the interval's low
 // end with the first j stepping elements (in order of where they step) switched, j = 0..|A|. A host rstd a few ulp
 // from the device's flips ~1 in 3e4 roundings, and one flip moves an fp32 output by ~1e-4 relative: the check against
@@ -104,11 +116,7 @@ std::vector<float> gemv_ref_input(int pro, const std::vector<uint16_t> &act, con
 // GEMV's batch-1 norm cases). More than `cap` stepping elements: only the two ends.
 std::vector<std::vector<float>> norm_input_candidates(const float *xb, const std::vector<float> &nw, int64_t cols,
                                                       size_t cap) {
-  const double u = std::ldexp(1.0, -24), n = (double)((cols + 255) / 256) + 16, rel = ((n + 2) / 2 + 4) * u;
-  double ss = 0;
-  for (int64_t k = 0; k < cols; ++k) ss += (double)xb[k] * xb[k];
-  const double r = 1.0 / std::sqrt(ss / (double)cols + (double)1e-6f);
-  const float lo = std::nextafter((float)(r * (1 - rel)), 0.f), hi = std::nextafter((float)(r * (1 + rel)), INFINITY);
+  const auto [lo, hi] = device_rstd_range(xb, cols, (double)((cols + 255) / 256) + 16);
   auto val = [&](int64_t k, float sc) { return bfr(bfr(xb[k] * sc) * nw[k]); };
   std::vector<float> low(cols);
   for (int64_t k = 0; k < cols; ++k) low[k] = val(k, lo);
