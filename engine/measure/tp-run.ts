@@ -1,5 +1,5 @@
 // engine/measure/tp-run.ts — the runs behind the tensor-parallel scaling table (issue 18 item 4), shared by
-// notebooks/tp-scaling.ts and `bench --tp` (engine/cli/bench-tp.ts): whether a split loads at all (the engine's own
+// notebooks/tp-scaling.ts and `bench --tp` (engine/cli/main.ts): whether a split loads at all (the engine's own
 // refusal, asked before any weight is written or read), whether it fits memory (an estimate, said so), the timed
 // passes of one load (engine/measure/bench-core.ts runBenchCase: warm-up, >= 3 reps, median and min–max) and a
 // profiled decode pass apart from them for the all-reduce share (profiling would distort the timed tok/s).
