@@ -38,15 +38,23 @@ describe.skipIf(noGpu())("speculative decoding with a draft model (CUDA)", () =>
     const ts = target.newSession({ maxContext: 512 }), ds = draft.newSession({ maxContext: 512 });
     const maxes = [1, 2, 9, 40, 64];
     const prompts = brownPrompts(24);
+    let ties = 0;
     for (let i = 0; i < prompts.length; i++) {
       const maxTokens = maxes[i % maxes.length];
       const ref = await last(ts.generate({ prompt: prompts[i], maxTokens }));
       for (const k of [1, 2, 4, 8]) {
         const got = await last(speculativeGenerate(ts, ds, specHost(target), { prompt: prompts[i], maxTokens, k }));
+        const p = got.tokens.findIndex((t, j) => t !== ref.tokens[j]);
+        if (p > 0 && nearTie(target, ts.promptTokens({ prompt: prompts[i] }), ref.tokens, got.tokens[p], p, `prompt ${i} k ${k}`)) {
+          expect(got.tokens.slice(0, p)).toEqual(ref.tokens.slice(0, p));
+          ties++;
+          continue;
+        }
         expect({ i, k, tokens: got.tokens, reason: got.reason }).toEqual({ i, k, tokens: ref.tokens, reason: ref.reason });
       }
     }
     ts.close(); ds.close();
+    expect(ties).toBeLessThanOrEqual(2);  // a near-tie is rare; many would hide a verify-pass bug behind the excuse
   });
 
   test("sampling end to end: (first token, first speculative token) follow the target (chi-square, 4k runs)", async () => {
@@ -191,6 +199,37 @@ describe.skipIf(noGpu())("speculative decoding with an EAGLE head (CUDA)", () =>
     ts.close(); hs.close();
   });
 });
+
+/**
+ * The verify pass scores position p with a prefill (GEMM, flash attention), greedy decoding with a decode step
+ * (GEMV, split-KV attention): both are bf16-noise apart, so where the target's top two are closer than that noise
+ * the argmax may legitimately differ (the first H100 run: prompt 8, k 1, step 13). Replays the reference's path
+ * (prompt prefill, then one decode step per token: the decode path's logits at p) and one prefill of prompt +
+ * ref[0..p) (the prefill path's), and calls it a near-tie only when the two paths' logits are within bf16 noise
+ * (max |diff| / max |logit| < 2e-2) and the reference's margin over the speculative token is within twice their largest
+ * difference (the tile test's rule). Logged; the test then compares tokens up to p.
+ */
+function nearTie(m: Model, prompt: number[], ref: number[], other: number, p: number, what: string): boolean {
+  const s = m.newSession({ maxContext: 512 });
+  try {
+    s.setLogitsMode(1);
+    s.prefill(0, prompt);
+    for (let j = 0; j < p; j++) s.decode([0], [ref[j]]);
+    const dec = s.logits().data.slice();
+    s.reset(0);
+    s.prefill(0, [...prompt, ...ref.slice(0, p)]);
+    const pre = s.logits().data.slice();
+    let maxAbs = 0;
+    for (let j = 0; j < dec.length; j++) maxAbs = Math.max(maxAbs, Math.abs(dec[j] - pre[j]));
+    const gap = dec[ref[p]] - dec[other];
+    const tie = rel(pre, dec) < 2e-2 && gap >= 0 && gap <= 2 * maxAbs;
+    console.log(`[speculative cuda] ${what}: tokens differ at step ${p} (${ref[p]} vs ${other}): decode-path gap ${gap.toExponential(2)}, ` +
+      `prefill vs decode max |diff| ${maxAbs.toExponential(2)}, rel ${rel(pre, dec).toExponential(2)}: ${tie ? "a near-tie, compared up to it" : "not a near-tie"}`);
+    return tie;
+  } finally {
+    s.close();
+  }
+}
 
 async function last<T extends { type: string }>(g: AsyncGenerator<T>) {
   let d: T | undefined;
