@@ -80,7 +80,15 @@ void run_misc() {
       for (int k = 0; k < cols; ++k) { r.push_back(bfr(bfr(x[i * cols + k] * rstd) * w[k])); o.push_back(bf2f(y[i * cols + k])); }
     }
     bool ns;
-    report("rmsnorm", "13x896", true, rel_err(o, r, &ns), 4e-3, ns, 0, 0, "", 0);
+    const double e = rel_err(o, r, &ns);
+    if (ns) {  // the H100 runs (2026-12-05) failed here with every finite element exact: say which are not finite
+      int bad = 0, still = 0, first = -1;
+      for (size_t i = 0; i < y.size(); ++i)
+        if (!std::isfinite(o[i])) { ++bad; still += y[i] == 0xffff; if (first < 0) first = (int)i; }
+      printf("rmsnorm: %d of %zu outputs not finite (%d still the poison 0xffff), first at row %d col %d (ref %g)\n", bad,
+             y.size(), still, first / cols, first % cols, r[first]);
+    }
+    report("rmsnorm", "13x896", true, e, 4e-3, ns, 0, 0, "", 0);
     cudaFree(dx); cudaFree(dw); cudaFree(dy);
   }
   // embed (w8) + argmax (ties -> lowest id, NaN ignored) + swiglu (interleaved and split)
