@@ -6,6 +6,8 @@
 //     K-part and slice sums in the kernel's order. Its output must equal an fp64 dot product over the exact weights
 //     (s * q + o) within fp32 summation error, and token 0 must get the same bits at batch 1 and 16 (batch
 //     invariance). What this cannot check is the hardware: cuda/dev/lab/marlin.cu does that on a GPU.
+//  3. marlin_rule, the default knobs: its picks for the 7B / 0.5B shapes (those the H100 sweep measured best among
+//     batch-independent splits) and that every pick is a plan the launcher can run (check_rule).
 #include <cmath>
 #include <cstring>
 #include <vector>
