@@ -38,14 +38,23 @@ struct Fa3Params {
   __nv_bfloat16 *out;      // z [n][nH * D]
   int32_t pos0, n, n_heads, g, p;
   float scale_log2;        // log2(e) / sqrt(D): scores live in the exp2 domain
+  // I8 (sage-int8): tq / tk map Sage's INT8 Q [n][nH][D] and K~ [nKV][ctx64][D] (sage.cuh SageBufs), whose scales are
+  // qs [nH][qs_stride] (one per 32 query rows of the call) and ks [nKV][ks_n] (one per 64 keys)
+  const float *qs = nullptr, *ks = nullptr;
+  int32_t qs_stride = 0, ks_n = 0;
 };
 
-template <int D, int NC, bool PP>
+// I8: sage-int8 on wgmma (hd 128 only): Q.K~^T by m64n128k32 s8 wgmma from 128-byte int8 rows (one column block),
+// dequantized into S by the row's Q scale and the key block's K scale; the softmax, P.V (bf16 V of the cache) and the
+// pipeline are the bf16 kernel's.
+template <int D, int NC, bool PP, bool I8>
 __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(!I8 || D == 128, "sage-int8 on wgmma: head dim 128 (one 128-byte int8 row per query / key)");
   constexpr int S = fa3_stages(D);
   constexpr int ROWS = fa3_rows(NC);  // packed query rows of the tile
   constexpr int KB = D / kFa3Atom;  // 64-column blocks per row
+  constexpr int QKB = I8 ? 1 : KB;  // 128-byte column blocks of a Q / K row
   constexpr int NO = D / 2;         // O registers per thread (m64nD f32: D/8 chunks x 4)
   constexpr float kNegBig = -1e30f;  // masked score: finite, so 2^(kNegBig * scale - m) is 0 without inf - inf
   extern __shared__ unsigned char smem_raw[];
@@ -83,15 +92,15 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       fa3_prefetch_map(&prm.tq);
       fa3_prefetch_map(&prm.tk);
       fa3_prefetch_map(&prm.tv);
-      fa3_mbar_expect_tx(q_full, (uint32_t)KB * fa3_block_bytes(prm.g * prm.p));
-      for (int c = 0; c < KB; ++c)
+      fa3_mbar_expect_tx(q_full, (uint32_t)QKB * fa3_block_bytes(prm.g * prm.p));
+      for (int c = 0; c < QKB; ++c)
         fa3_tma_4d(base + fa3_q_off() + (uint32_t)c * fa3_block_bytes(ROWS), &prm.tq, q_full, c * kFa3Atom, 0, kvh,
                    t0);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % S;
         fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);
-        fa3_mbar_expect_tx(k_full(s), fa3_tile_bytes(kFa3Keys, D));
-        for (int c = 0; c < KB; ++c)
+        fa3_mbar_expect_tx(k_full(s), (uint32_t)QKB * fa3_block_bytes(kFa3Keys));
+        for (int c = 0; c < QKB; ++c)
           fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
         fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
@@ -117,14 +126,51 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   float sc[kFa3Keys / 2];                              // S of the current tile, then its probabilities, in place
   uint32_t pa[kFa3Keys / 16][4];                       // P of the previous tile as the A operand of P.V
   float alpha[2];
-
-  // S = Q.K^T of tile j into sc (issued and committed; the caller waits)
-  auto issue_qk = [&](int j) {
+  uint32_t si[I8 ? kFa3Keys / 2 : 1];  // I8: the s32 Q.K~ of the current tile (dequantized into sc)
+  float sq[2] = {0.f, 0.f}, sk[2] = {0.f, 0.f};  // I8: this thread's two rows' Q scales; the tile's two K scales
+  if constexpr (I8) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
-                        fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+    for (int h = 0; h < 2; ++h) {
+      const int i = row0 + fa3_acc_row(warp, lane, 2 * h), t = t0 + fa3_row_pos(i, prm.g);
+      if (i < prm.g * prm.p && t < prm.n)
+        sq[h] = prm.qs[(int64_t)(kvh * prm.g + fa3_row_head(i, prm.g)) * prm.qs_stride + t / 32];
+    }
+  }
+  // the K scales of tile j (keys 128j.. in blocks of 64), loaded before its Q.K~ is waited for
+  auto load_sk = [&](int j) {
+    if constexpr (I8) {
+      const float *k = prm.ks + (int64_t)kvh * prm.ks_n;
+      sk[0] = __ldg(k + min(2 * j, prm.ks_n - 1));
+      sk[1] = __ldg(k + min(2 * j + 1, prm.ks_n - 1));  // a block past the keys: its columns are masked
+    }
+  };
+
+  // S = Q.K^T of tile j into sc (I8: into si; issued and committed; the caller waits)
+  auto issue_qk = [&](int j) {
+    if constexpr (I8) {
+#pragma unroll
+      for (int kk = 0; kk < D / 32; ++kk)
+        fa3_wgmma_ss_s8_n128(si, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
+                             fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
+                          fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+    }
     fa3_wgmma_commit();
+  };
+  // after the wait of issue_qk: pin S's registers; I8 dequantizes them into sc (columns 0..63 of the tile are registers
+  // 0..31: fa3_acc_col(lane, r) = 8 (r / 4) + ..., so the second key block starts at r = 32)
+  auto take_s = [&]() {
+    if constexpr (I8) {
+      fa3_pin(si);
+#pragma unroll
+      for (int r = 0; r < kFa3Keys / 2; ++r)
+        sc[r] = (float)(int32_t)si[r] * (sq[(r >> 1) & 1] * sk[r >= kFa3Keys / 4]);
+    } else {
+      fa3_pin(sc);
+    }
   };
   // O += P.V of tile j (issued and committed)
   auto issue_pv = [&](int j) {
@@ -188,12 +234,13 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   fa3_mbar_wait(q_full, 0, abort_word);
   // tile 0: S, softmax, P
   fa3_mbar_wait(k_full(0), 0, abort_word);
+  load_sk(0);
   turn_begin();
   fa3_wgmma_fence();
   issue_qk(0);
   turn_end();
   fa3_wgmma_wait<0>();
-  fa3_pin(sc);
+  take_s();
   softmax(0);
   rescale_and_pack();
   // Intra-warpgroup overlap: tile j's Q.K^T and tile j-1's P.V are in flight together; tile j's softmax runs while
@@ -201,13 +248,14 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   for (int j = 1; j < n_tiles; ++j) {
     fa3_mbar_wait(k_full(j % S), (uint32_t)(j / S) & 1u, abort_word);
     fa3_mbar_wait(v_full((j - 1) % S), (uint32_t)((j - 1) / S) & 1u, abort_word);
+    load_sk(j);
     turn_begin();
     fa3_wgmma_fence();  // sc (softmax) and o / pa (rescale, pack) were written by ordinary instructions
     issue_qk(j);
     issue_pv(j - 1);
     turn_end();
     fa3_wgmma_wait<1>();  // groups retire in order: Q.K^T of tile j is done, P.V of j-1 may still run
-    fa3_pin(sc);
+    take_s();
     softmax(j);
     fa3_wgmma_wait<0>();
     fa3_pin(o);
@@ -271,7 +319,8 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
   cuuint32_t box[4], estr[4] = {1, 1, 1, 1};
   for (int k = 0; k < s.rank; ++k) { dims[k] = s.dims[k]; box[k] = s.box[k]; }
   for (int k = 0; k + 1 < s.rank; ++k) strides[k] = s.strides[k];
-  const CUresult r = fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, (cuuint32_t)s.rank, const_cast<void *>(ptr), dims, strides,
+  const CUtensorMapDataType type = s.eb == 1 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult r = fn(m, type, (cuuint32_t)s.rank, const_cast<void *>(ptr), dims, strides,
                         box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
@@ -279,14 +328,15 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
                     std::to_string((int)r) + ")");
 }
 
-template <int D, bool PP>
+// (I8 uses the bf16 kernel's shared-memory map: its int8 Q and K tiles fill the first half of their regions.)
+template <int D, bool PP, bool I8 = false>
 void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
   constexpr int NC = fa3_consumers(D);
   constexpr uint32_t smem = fa3_smem_bytes(D, NC);
   static SmemOptIn opt_in;  // per device (common.cuh): each rank of parallel = tpN opts in on its own device
-  opt_in(fa3_prefill_kernel<D, NC, PP>, smem);
+  opt_in(fa3_prefill_kernel<D, NC, PP, I8>, smem);
   dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
-  launch(fa3_prefill_kernel<D, NC, PP>, grid, fa3_threads(NC), smem, s, prm);
+  launch(fa3_prefill_kernel<D, NC, PP, I8>, grid, fa3_threads(NC), smem, s, prm);
 }
 
 }  // namespace
@@ -330,6 +380,32 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   else launch_d<64, false>(prm, a.n_kv, s);
   QWC_LAUNCH_CHECK("launch_prefill_attention_fa3");
   return pingpong ? "attn_prefill_wgmma" : "attn_prefill_wgmma:nopp";
+}
+
+const char *launch_sage_int8_fa3(const PrefillAttnArgs &a, const Fa3SageInt8 &q8, cudaStream_t s) {
+  if (a.n <= 0) return "attn_prefill_sage_int8_wgmma";
+  int dev = 0, major = 0, minor = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const char *why = fa3_prefill_unsupported(a, major, minor);
+  if (*why) throw CudaError(std::string("sage-int8 (wgmma): ") + why);
+  if (a.head_dim != 128) throw CudaError("sage-int8 (wgmma): head_dim must be 128");
+  if ((reinterpret_cast<uintptr_t>(q8.qi) | reinterpret_cast<uintptr_t>(q8.ki)) & 15)
+    throw CudaError("sage-int8 (wgmma): the INT8 Q and K must be 16-byte aligned (TMA)");
+  const int d = 128, g = a.n_heads / a.n_kv;
+  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
+  Fa3Params prm;
+  encode(&prm.tq, q8.qi, fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d), 1), "int8 q");
+  encode(&prm.tk, q8.ki, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, q8.ctx64, 1), "int8 k");
+  encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
+  prm.out = a.out;
+  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
+  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  prm.qs = q8.qs; prm.ks = q8.ks; prm.qs_stride = q8.qs_stride; prm.ks_n = q8.ctx64 / 64;
+  launch_d<128, true, true>(prm, a.n_kv, s);
+  QWC_LAUNCH_CHECK("launch_sage_int8_fa3");
+  return "attn_prefill_sage_int8_wgmma";
 }
 
 }  // namespace qwc

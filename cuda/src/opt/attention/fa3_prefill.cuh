@@ -24,4 +24,15 @@ bool fa3_prefill_requested();
 // their GEMMs unordered (the lab times both).
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t stream, bool pingpong = true);
 
+// sage-int8 on wgmma (sage.cu, QW_SAGE_WGMMA=1 on an sm_90 device at head dim 128): the INT8 Q and smoothed K~ that
+// Sage's quant kernels wrote (sage.cuh SageBufs) and their scales; P.V reads the bf16 V of the cache as flash does.
+struct Fa3SageInt8 {
+  const int8_t *qi = nullptr;  // [n][nH][128]
+  const float *qs = nullptr;   // [nH][qs_stride]: one scale per 32 query rows of the call
+  const int8_t *ki = nullptr;  // [nKV][ctx64][128]
+  const float *ks = nullptr;   // [nKV][ctx64 / 64]: one scale per 64 keys
+  int32_t qs_stride = 0, ctx64 = 0;
+};
+const char *launch_sage_int8_fa3(const PrefillAttnArgs &a, const Fa3SageInt8 &q8, cudaStream_t stream);
+
 }  // namespace qwc
