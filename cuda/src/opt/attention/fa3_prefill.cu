@@ -352,6 +352,16 @@ const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int 
   return "";
 }
 
+// Throws `what` + the reason when this device cannot run the kernel on `a` (fa3_prefill_unsupported).
+static void require_device(const PrefillAttnArgs &a, const char *what) {
+  int dev = 0, major = 0, minor = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const char *why = fa3_prefill_unsupported(a, major, minor);
+  if (*why) throw CudaError(std::string(what) + why);
+}
+
 bool fa3_prefill_requested() {
   const char *e = std::getenv("QW_FLASH_WGMMA");
   return e && std::strcmp(e, "1") == 0;
@@ -359,12 +369,7 @@ bool fa3_prefill_requested() {
 
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s, bool pingpong) {
   if (a.n <= 0) return "attn_prefill_wgmma";
-  int dev = 0, major = 0, minor = 0;
-  QWC_CHECK(cudaGetDevice(&dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  const char *why = fa3_prefill_unsupported(a, major, minor);
-  if (*why) throw CudaError(std::string("flash prefill (wgmma): ") + why);
+  require_device(a, "flash prefill (wgmma): ");
   const int d = a.head_dim, g = a.n_heads / a.n_kv;
   const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
   Fa3Params prm;
@@ -384,12 +389,7 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
 
 const char *launch_sage_int8_fa3(const PrefillAttnArgs &a, const Fa3SageInt8 &q8, cudaStream_t s) {
   if (a.n <= 0) return "attn_prefill_sage_int8_wgmma";
-  int dev = 0, major = 0, minor = 0;
-  QWC_CHECK(cudaGetDevice(&dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  const char *why = fa3_prefill_unsupported(a, major, minor);
-  if (*why) throw CudaError(std::string("sage-int8 (wgmma): ") + why);
+  require_device(a, "sage-int8 (wgmma): ");
   if (a.head_dim != 128) throw CudaError("sage-int8 (wgmma): head_dim must be 128");
   if ((reinterpret_cast<uintptr_t>(q8.qi) | reinterpret_cast<uintptr_t>(q8.ki)) & 15)
     throw CudaError("sage-int8 (wgmma): the INT8 Q and K must be 16-byte aligned (TMA)");
