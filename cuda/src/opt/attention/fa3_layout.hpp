@@ -147,6 +147,17 @@ inline Fa3MapShape fa3_kv_map(int kv_len, int n_kv, int d, int max_ctx, int eb =
   m.box[0] = (uint32_t)(kFa3RowBytes / eb); m.box[1] = kFa3Keys; m.box[2] = 1;
   return m;
 }
+// sage-fp8's e4m3 V~ transposed, [nKV][d][ctx64] bytes, as (ctx64, d, nKV): the box (128 keys, d, 1) of key tile j is
+// d channel rows of 128 key bytes, the K-major B operand of O += P'.V~' (keys past ctx64 zero-filled).
+inline Fa3MapShape fa3_vt_map(int ctx64, int n_kv, int d) {
+  Fa3MapShape m;
+  m.rank = 3;
+  m.eb = 1;
+  m.dims[0] = (uint64_t)ctx64; m.dims[1] = (uint64_t)d; m.dims[2] = (uint64_t)n_kv;
+  m.strides[0] = (uint64_t)ctx64; m.strides[1] = (uint64_t)d * ctx64;
+  m.box[0] = kFa3Keys; m.box[1] = (uint32_t)d; m.box[2] = 1;
+  return m;
+}
 // Element offset (in elements of m.eb bytes) of box element e = (e0, e1, e2, e3) loaded at coordinates c; -1 when out of bounds (TMA
 // writes zero there). Used by the CPU test to play TMA against the packed-row formulas.
 inline int64_t fa3_map_elem(const Fa3MapShape &m, const int c[4], const int e[4]) {

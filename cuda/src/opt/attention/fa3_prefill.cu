@@ -18,6 +18,7 @@
 #include "fa3_prefill.cuh"
 
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
+#include <cuda_fp8.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -32,25 +33,37 @@ namespace qwc {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kE4m3Max = 448.0f;  // sage-fp8's static P scale and V~ range (sage_ref.hpp)
+
+// Two floats to e4m3 (round to nearest even, saturating: sage_ref.hpp e4m3_encode), lo in the low byte.
+__device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
+  return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
 
 struct Fa3Params {
   CUtensorMap tq, tk, tv;  // 64-byte aligned by their type; the kernel takes them by __grid_constant__ reference
   __nv_bfloat16 *out;      // z [n][nH * D]
   int32_t pos0, n, n_heads, g, p;
   float scale_log2;        // log2(e) / sqrt(D): scores live in the exp2 domain
-  // I8 (sage-int8): tq / tk map Sage's INT8 Q [n][nH][D] and K~ [nKV][ctx64][D] (sage.cuh SageBufs), whose scales are
-  // qs [nH][qs_stride] (one per 32 query rows of the call) and ks [nKV][ks_n] (one per 64 keys)
-  const float *qs = nullptr, *ks = nullptr;
+  // ARM 1, 2 (sage-int8, sage-fp8): tq / tk map Sage's INT8 Q [n][nH][D] and K~ [nKV][ctx64][D] (sage.cuh SageBufs),
+  // whose scales are qs [nH][qs_stride] (one per 32 query rows of the call) and ks [nKV][ks_n] (one per 64 keys).
+  // ARM 2: tv maps the e4m3 V~ transposed, [nKV][D][ctx64] (keys in sage_vt_pos order per 32), with the per-channel
+  // scale vs and mean vmean [nKV][D].
+  const float *qs = nullptr, *ks = nullptr, *vs = nullptr, *vmean = nullptr;
   int32_t qs_stride = 0, ks_n = 0;
 };
 
-// I8: sage-int8 on wgmma (hd 128 only): Q.K~^T by m64n128k32 s8 wgmma from 128-byte int8 rows (one column block),
-// dequantized into S by the row's Q scale and the key block's K scale; the softmax, P.V (bf16 V of the cache) and the
-// pipeline are the bf16 kernel's.
-template <int D, int NC, bool PP, bool I8>
+// ARM 0: flash (bf16). ARM 1, sage-int8 (hd 128 only): Q.K~^T by m64n128k32 s8 wgmma from 128-byte int8 rows (one
+// column block), dequantized into S by the row's Q scale and the key block's K scale; the softmax, P.V (bf16 V of the
+// cache) and the pipeline are the bf16 kernel's. ARM 2, sage-fp8: ARM 1's Q.K~, then P' = e4m3(448 p) from S's registers
+// times the transposed e4m3 V~ by m64n128k32 e4m3 wgmma (V~'s key order makes S's register order P's A fragment, as in
+// the mma.sync kernel: sage_layout.hpp), each tile's P.V into a partial from zero that is added to O (two levels,
+// sage_ref.hpp step 4); z = O vs / 448 / l + vmean.
+template <int D, int NC, bool PP, int ARM>
 __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  static_assert(!I8 || D == 128, "sage-int8 on wgmma: head dim 128 (one 128-byte int8 row per query / key)");
+  constexpr bool I8 = ARM >= 1, F8 = ARM == 2;
+  static_assert(!I8 || D == 128, "sage on wgmma: head dim 128 (one 128-byte int8 row per query / key)");
   constexpr int S = fa3_stages(D);
   constexpr int ROWS = fa3_rows(NC);  // packed query rows of the tile
   constexpr int KB = D / kFa3Atom;  // 64-column blocks per row
@@ -103,10 +116,15 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
         for (int c = 0; c < QKB; ++c)
           fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
-        fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
-        for (int c = 0; c < KB; ++c)
-          fa3_tma_3d(base + fa3_v_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
-                     c * kFa3Atom, j * kFa3Keys, kvh);
+        if constexpr (F8) {  // V~^T: D channel rows of the tile's 128 key bytes
+          fa3_mbar_expect_tx(v_full(s), fa3_block_bytes(D));
+          fa3_tma_3d(base + fa3_v_off(D, NC, s), &prm.tv, v_full(s), j * kFa3Keys, 0, kvh);
+        } else {
+          fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
+          for (int c = 0; c < KB; ++c)
+            fa3_tma_3d(base + fa3_v_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
+                       c * kFa3Atom, j * kFa3Keys, kvh);
+        }
       }
       fa3_check_abort(abort_word);
     }
@@ -124,7 +142,10 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
   float m[2] = {kNegBig, kNegBig}, l[2] = {0.f, 0.f};  // running max (exp2 domain) and sum of this thread's rows
   float sc[kFa3Keys / 2];                              // S of the current tile, then its probabilities, in place
-  uint32_t pa[kFa3Keys / 16][4];                       // P of the previous tile as the A operand of P.V
+  uint32_t pa[F8 ? kFa3Keys / 32 : kFa3Keys / 16][4];  // P of the previous tile as the A operand of P.V
+  float op[F8 ? NO : 1];                                // F8: the previous tile's P.V partial (from zero)
+#pragma unroll
+  for (int i = 0; i < (F8 ? NO : 1); ++i) op[i] = 0.f;
   float alpha[2];
   uint32_t si[I8 ? kFa3Keys / 2 : 1];  // I8: the s32 Q.K~ of the current tile (dequantized into sc)
   float sq[2] = {0.f, 0.f}, sk[2] = {0.f, 0.f};  // I8: this thread's two rows' Q scales; the tile's two K scales
@@ -172,13 +193,19 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       fa3_pin(sc);
     }
   };
-  // O += P.V of tile j (issued and committed)
+  // O += P.V of tile j (F8: op = P'.V~' from zero; issued and committed)
   auto issue_pv = [&](int j) {
+    if constexpr (F8) {
 #pragma unroll
-    for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
-      const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S), kFa3Keys, kk);
-      if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
-      else fa3_wgmma_rs_n64(o, pa[kk], dv);
+      for (int kk = 0; kk < kFa3Keys / 32; ++kk)
+        fa3_wgmma_rs_e4m3_n128(op, pa[kk], fa3_desc_kmajor(base + fa3_v_off(D, NC, j % S), D, 0, kk), kk > 0);
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
+        const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S), kFa3Keys, kk);
+        if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
+        else fa3_wgmma_rs_n64(o, pa[kk], dv);
+      }
     }
     fa3_wgmma_commit();
   };
@@ -210,7 +237,26 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   };
   // After the previous P.V completed: rescale O and l by alpha, then P = bf16(sc) in the A-operand layout (k-step kk
   // takes S's chunks 2kk, 2kk+1: fa3_p_from_s). l sums the bf16-rounded probabilities that P.V multiplies.
+  // F8: O = (O + the previous tile's partial) * alpha (both in the previous tile's max), then P' = e4m3(448 p) with
+  // k-step kk's A registers from S's n8 chunks 4kk..4kk+3 (a0: chunks 4kk, 4kk+1 of row r; a1: the same of row r + 8;
+  // a2, a3: chunks 4kk+2, 4kk+3), bytes in sage_vt_pos's key order; l sums the unrounded p (sage_ref.hpp).
   auto rescale_and_pack = [&]() {
+    if constexpr (F8) {
+#pragma unroll
+      for (int i = 0; i < NO; ++i) o[i] = (o[i] + op[i]) * alpha[(i >> 1) & 1];
+      l[0] *= alpha[0];
+      l[1] *= alpha[1];
+#pragma unroll
+      for (int kk = 0; kk < kFa3Keys / 32; ++kk)
+#pragma unroll
+        for (int reg = 0; reg < 4; ++reg) {
+          const int b = 16 * kk + 8 * (reg >> 1) + 2 * (reg & 1);
+          l[reg & 1] += (sc[b] + sc[b + 1]) + (sc[b + 4] + sc[b + 5]);
+          pa[kk][reg] = e4m3x2(sc[b] * kE4m3Max, sc[b + 1] * kE4m3Max) |
+                        (e4m3x2(sc[b + 4] * kE4m3Max, sc[b + 5] * kE4m3Max) << 16);
+        }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < NO; ++i) o[i] *= alpha[(i >> 1) & 1];
     l[0] *= alpha[0];
@@ -259,6 +305,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     softmax(j);
     fa3_wgmma_wait<0>();
     fa3_pin(o);
+    if constexpr (F8) fa3_pin(op);
     fa3_pin(pa);
     __syncwarp();
     if (lane == 0) fa3_mbar_arrive(empty((j - 1) % S));  // this warp's reads of stage j-1 are complete
@@ -272,10 +319,15 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   if (cw != NC - 1) turn_end();  // consumer 0 has no later turn to open: no arrival is left pending at exit
   fa3_wgmma_wait<0>();
   fa3_pin(o);
+  if constexpr (F8) fa3_pin(op);
   fa3_pin(pa);
   __syncwarp();
   if (lane == 0) fa3_mbar_arrive(empty((n_tiles - 1) % S));
   fa3_check_abort(abort_word);
+  if constexpr (F8) {
+#pragma unroll
+    for (int i = 0; i < NO; ++i) o[i] += op[i];
+  }
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -291,8 +343,16 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     __nv_bfloat16 *dst = prm.out + (int64_t)t * qdim + (kvh * prm.g + fa3_row_head(i, prm.g)) * D;
     const float inv = 1.f / l[h];
 #pragma unroll
-    for (int c = 0; c < D / 8; ++c)
-      *reinterpret_cast<uint32_t *>(dst + fa3_acc_col(lane, 4 * c)) = pack_bf16(o[4 * c + 2 * h] * inv, o[4 * c + 2 * h + 1] * inv);
+    for (int c = 0; c < D / 8; ++c) {
+      const int col = fa3_acc_col(lane, 4 * c);
+      float z0 = o[4 * c + 2 * h] * inv, z1 = o[4 * c + 2 * h + 1] * inv;
+      if constexpr (F8) {  // z = O (vs / 448) / l + vmean
+        const float *vs = prm.vs + (int64_t)kvh * D, *vm = prm.vmean + (int64_t)kvh * D;
+        z0 = fmaf(o[4 * c + 2 * h] * (__ldg(vs + col) / kE4m3Max), inv, __ldg(vm + col));
+        z1 = fmaf(o[4 * c + 2 * h + 1] * (__ldg(vs + col + 1) / kE4m3Max), inv, __ldg(vm + col + 1));
+      }
+      *reinterpret_cast<uint32_t *>(dst + col) = pack_bf16(z0, z1);
+    }
   }
 #else
   __trap();  // sm_90a only: the host never launches it elsewhere (fa3_prefill_unsupported)
@@ -328,15 +388,16 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
                     std::to_string((int)r) + ")");
 }
 
-// (I8 uses the bf16 kernel's shared-memory map: its int8 Q and K tiles fill the first half of their regions.)
-template <int D, bool PP, bool I8 = false>
+// (The Sage arms use the bf16 kernel's shared-memory map: their int8 Q and K and e4m3 V tiles fill the first half of
+// their regions.)
+template <int D, bool PP, int ARM = 0>
 void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
   constexpr int NC = fa3_consumers(D);
   constexpr uint32_t smem = fa3_smem_bytes(D, NC);
   static SmemOptIn opt_in;  // per device (common.cuh): each rank of parallel = tpN opts in on its own device
-  opt_in(fa3_prefill_kernel<D, NC, PP, I8>, smem);
+  opt_in(fa3_prefill_kernel<D, NC, PP, ARM>, smem);
   dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
-  launch(fa3_prefill_kernel<D, NC, PP, I8>, grid, fa3_threads(NC), smem, s, prm);
+  launch(fa3_prefill_kernel<D, NC, PP, ARM>, grid, fa3_threads(NC), smem, s, prm);
 }
 
 }  // namespace
@@ -387,25 +448,29 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   return pingpong ? "attn_prefill_wgmma" : "attn_prefill_wgmma:nopp";
 }
 
-const char *launch_sage_int8_fa3(const PrefillAttnArgs &a, const Fa3SageInt8 &q8, cudaStream_t s) {
-  if (a.n <= 0) return "attn_prefill_sage_int8_wgmma";
-  require_device(a, "sage-int8 (wgmma): ");
-  if (a.head_dim != 128) throw CudaError("sage-int8 (wgmma): head_dim must be 128");
-  if ((reinterpret_cast<uintptr_t>(q8.qi) | reinterpret_cast<uintptr_t>(q8.ki)) & 15)
-    throw CudaError("sage-int8 (wgmma): the INT8 Q and K must be 16-byte aligned (TMA)");
+const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp8, cudaStream_t s) {
+  const char *name = fp8 ? "attn_prefill_sage_fp8_wgmma" : "attn_prefill_sage_int8_wgmma";
+  if (a.n <= 0) return name;
+  require_device(a, "sage (wgmma): ");
+  if (a.head_dim != 128) throw CudaError("sage (wgmma): head_dim must be 128");
+  if ((reinterpret_cast<uintptr_t>(q8.qi) | reinterpret_cast<uintptr_t>(q8.ki) | reinterpret_cast<uintptr_t>(q8.vt)) & 15)
+    throw CudaError("sage (wgmma): the INT8 Q and K and the e4m3 V must be 16-byte aligned (TMA)");
   const int d = 128, g = a.n_heads / a.n_kv;
   const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
   Fa3Params prm;
   encode(&prm.tq, q8.qi, fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d), 1), "int8 q");
   encode(&prm.tk, q8.ki, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, q8.ctx64, 1), "int8 k");
-  encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
+  if (fp8) encode(&prm.tv, q8.vt, fa3_vt_map(q8.ctx64, a.n_kv, d), "e4m3 v");
+  else encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
   prm.out = a.out;
   prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
   prm.scale_log2 = kLog2e / std::sqrt((float)d);
   prm.qs = q8.qs; prm.ks = q8.ks; prm.qs_stride = q8.qs_stride; prm.ks_n = q8.ctx64 / 64;
-  launch_d<128, true, true>(prm, a.n_kv, s);
-  QWC_LAUNCH_CHECK("launch_sage_int8_fa3");
-  return "attn_prefill_sage_int8_wgmma";
+  prm.vs = q8.vs; prm.vmean = q8.vmean;
+  if (fp8) launch_d<128, true, 2>(prm, a.n_kv, s);
+  else launch_d<128, true, 1>(prm, a.n_kv, s);
+  QWC_LAUNCH_CHECK("launch_sage_fa3");
+  return name;
 }
 
 }  // namespace qwc

@@ -399,11 +399,12 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
   }
 }
 
-// sage-int8 on wgmma (fa3_prefill.cu, the flash kernel with an INT8 Q.K~): QW_SAGE_WGMMA=1, head dim 128, an sm_90
-// device whose flash kernel can run the call; otherwise the mma.sync attend kernel. Read at every call.
+// Sage on wgmma (fa3_prefill.cu, the flash kernel with an INT8 Q.K~, and for sage-fp8 an e4m3 P.V): QW_SAGE_WGMMA=1,
+// head dim 128, an sm_90 device whose flash kernel can run the call; otherwise the mma.sync attend kernel. Read at
+// every call.
 bool sage_wgmma(const SagePrefillArgs &a) {
   const char *e = std::getenv("QW_SAGE_WGMMA");
-  if (a.fp8 || a.p.head_dim != 128 || !e || std::strcmp(e, "1") != 0) return false;
+  if (a.p.head_dim != 128 || !e || std::strcmp(e, "1") != 0) return false;
   int dev = 0, major = 0, minor = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
@@ -419,11 +420,12 @@ const char *launch_d(const SagePrefillArgs &a, int len, cudaStream_t s) {
   launch(sage_kv_quant_kernel<D>, dim3((len + kSageKeys - 1) / kSageKeys, a.p.n_kv), kThreads, 0, s, a, w, len, chunks);
   launch(sage_q_quant_kernel<D>, dim3((a.p.n + kSageQRows - 1) / kSageQRows, a.p.n_heads), kThreads, 0, s, a, w);
   if (sage_wgmma(a)) {
-    Fa3SageInt8 q8;
+    Fa3Sage q8;
     q8.qi = w.qi; q8.qs = w.qs; q8.ki = w.ki; q8.ks = w.ks;
+    q8.vt = w.vt; q8.vs = w.vs; q8.vmean = w.vmean;
     q8.qs_stride = (w.rows + kSageQRows - 1) / kSageQRows;
     q8.ctx64 = w.ctx64;
-    return launch_sage_int8_fa3(a.p, q8, s);
+    return launch_sage_fa3(a.p, q8, a.fp8, s);
   }
   const int G = a.p.n_heads / a.p.n_kv, R = kRows / G;
   const dim3 grid((a.p.n + R - 1) / R, a.p.n_kv);

@@ -223,7 +223,19 @@ void test_maps() {
           bad += fa3_map_elem(k, coord, e) != (key < kv_len ? ((int64_t)kvh * ctx64 + key) * 128 + 9 : -1);
         }
     }
-  CHECK(bad == 0, "%d int8 (sage-int8 wgmma) map checks fail", bad);
+  for (int nkv : {1, 4}) {  // sage-fp8's V~^T: channel rows of 128 key bytes
+    const int ctx64 = 320;
+    const Fa3MapShape v = fa3_vt_map(ctx64, nkv, 128);
+    bad += !encodable(v) + (v.box[0] * v.box[1] != fa3_block_bytes(128));  // the producer's expect_tx for a V tile
+    for (int kvh = 0; kvh < nkv; ++kvh)
+      for (int c = 0; c < 128; c += 7)
+        for (int r = 0; r < kFa3Keys; r += 9) {
+          const int coord[4] = {kFa3Keys * 2, 0, kvh, 0}, e[4] = {r, c, 0, 0};
+          const int key = kFa3Keys * 2 + r;
+          bad += fa3_map_elem(v, coord, e) != (key < ctx64 ? ((int64_t)kvh * 128 + c) * ctx64 + key : -1);
+        }
+  }
+  CHECK(bad == 0, "%d int8 / e4m3 (sage wgmma) map checks fail", bad);
   // a CTA visits every key any of its rows sees, and the mask is skipped only where no row is masked
   bad = 0;
   for (int pos0 : {0, 5, 130})
