@@ -9,12 +9,21 @@
 #include "fa3_prefill.cuh"
 #include "lab.cuh"
 
+#include <cstdlib>
+#include <string>
+
 namespace {
 
 struct Seq { int pos0, n; };
 
 // keys attended summed over the queries of a sequence (causal, chunked)
 double causal_keys(const Seq &s) { return (double)s.n * s.pos0 + (double)s.n * (s.n + 1) / 2; }
+
+// The pingpong arm's label: "wgmma", or "wgmma:<variant>" under QW_FA3_VARIANT (fa3_prefill.cu: s3, split, s3split).
+static std::string wg_label() {
+  const char *v = std::getenv("QW_FA3_VARIANT");
+  return v && *v ? std::string("wgmma:") + v : std::string("wgmma");
+}
 
 void fa3_case(const char *label, int nH, int nKV, int d, const std::vector<Seq> &seqs, bool timed, int max_check_rows) {
   int dev = 0, major = 0, minor = 0;
@@ -88,7 +97,7 @@ void fa3_case(const char *label, int nH, int nKV, int d, const std::vector<Seq> 
     outv.clear(); refv.clear();
     for (size_t i = 0; i < z.size(); ++i) { outv.push_back(bf2f(z[i])); refv.push_back(bf2f(zr[i])); }
     const double err_mma = rel_err(outv, refv, &nan_seen);
-    report(arm == kWgmma ? "attn prefill [wgmma] vs mma.sync" : "attn prefill [wgmma:nopp] vs mma.sync", shape, true,
+    report(arm == kWgmma ? "attn prefill [" + wg_label() + "] vs mma.sync" : "attn prefill [wgmma:nopp] vs mma.sync", shape, true,
            err_mma, 1e-2, nan_seen || nan_mma, 0, 0, "TFLOP/s", 0);
   }
   // against fp64: sampled rows of every sequence (first / last 8 and a stride)
@@ -115,7 +124,7 @@ void fa3_case(const char *label, int nH, int nKV, int d, const std::vector<Seq> 
   for (const Seq &s : seqs) keys += causal_keys(s);
   const double flop = 4.0 * d * nH * keys;
   if (!timed) {
-    report("attn prefill [wgmma] vs cpu", shape, true, err_cpu, 1e-2, nan_seen, 0, 0, "TFLOP/s", g_bf16_rate / 1e12);
+    report("attn prefill [" + wg_label() + "] vs cpu", shape, true, err_cpu, 1e-2, nan_seen, 0, 0, "TFLOP/s", g_bf16_rate / 1e12);
   } else {
     const int iters = g_quick ? 3 : 10, warm = 2;
     double us[3], lo[3], hi[3];
@@ -127,7 +136,7 @@ void fa3_case(const char *label, int nH, int nKV, int d, const std::vector<Seq> 
       return std::string(b);
     };
     auto tflops = [&](Arm arm) { return flop / (us[arm] * 1e-6) / 1e12; };
-    report("attn prefill [wgmma] vs cpu", note(kWgmma), true, err_cpu, 1e-2, nan_seen, us[kWgmma], tflops(kWgmma),
+    report("attn prefill [" + wg_label() + "] vs cpu", note(kWgmma), true, err_cpu, 1e-2, nan_seen, us[kWgmma], tflops(kWgmma),
            "TFLOP/s", g_bf16_rate / 1e12);
     report("attn prefill [wgmma:nopp] (timed)", note(kWgmmaNoPingpong), false, 0, 0, false, us[kWgmmaNoPingpong],
            tflops(kWgmmaNoPingpong), "TFLOP/s", g_bf16_rate / 1e12);

@@ -51,18 +51,25 @@ QW_FA3_HD constexpr int fa3_stages(int d) { return d == 128 ? 2 : 3; }
 QW_FA3_HD constexpr uint32_t fa3_tile_bytes(int rows, int d) { return (uint32_t)rows * (uint32_t)d * 2u; }
 QW_FA3_HD constexpr uint32_t fa3_block_bytes(int rows) { return (uint32_t)rows * kFa3RowBytes; }
 // Shared memory map (offsets from a 1024-aligned base): Q, then K stages, then V stages, then the mbarriers.
+// st = the ring's stages (fa3_stages(d) by default; the lab's variants try 3 at hd 128, which still fits 227 KB).
 QW_FA3_HD constexpr uint32_t fa3_q_off() { return 0; }
-QW_FA3_HD constexpr uint32_t fa3_k_off(int d, int nc, int stage) {
+QW_FA3_HD constexpr uint32_t fa3_k_off(int d, int nc, int stage, int st = 0) {
   return fa3_tile_bytes(fa3_rows(nc), d) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
 }
-QW_FA3_HD constexpr uint32_t fa3_v_off(int d, int nc, int stage) {
-  return fa3_k_off(d, nc, fa3_stages(d)) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
+QW_FA3_HD constexpr uint32_t fa3_v_off(int d, int nc, int stage, int st = 0) {
+  return fa3_k_off(d, nc, st > 0 ? st : fa3_stages(d)) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
 }
-QW_FA3_HD constexpr uint32_t fa3_bar_off(int d, int nc) { return fa3_v_off(d, nc, fa3_stages(d)); }
-// q_full, k_full[S], v_full[S], empty[S]: 8 bytes each; then the watchdog's abort word (fa3_sm90.cuh); +1024 for
-// aligning the dynamic base by hand.
-QW_FA3_HD constexpr uint32_t fa3_abort_off(int d, int nc) { return fa3_bar_off(d, nc) + 8u * (1u + 3u * fa3_stages(d)); }
-QW_FA3_HD constexpr uint32_t fa3_smem_bytes(int d, int nc) { return fa3_abort_off(d, nc) + 8u + 1024u; }
+QW_FA3_HD constexpr uint32_t fa3_bar_off(int d, int nc, int st = 0) {
+  return fa3_v_off(d, nc, st > 0 ? st : fa3_stages(d), st);
+}
+// q_full, k_full[S], v_full[S], empty[S] (split release: k_empty[S] there, then v_empty[S]): 8 bytes each; then the
+// watchdog's abort word (fa3_sm90.cuh); +1024 for aligning the dynamic base by hand.
+QW_FA3_HD constexpr uint32_t fa3_abort_off(int d, int nc, int st = 0, bool split = false) {
+  return fa3_bar_off(d, nc, st) + 8u * (1u + (split ? 4u : 3u) * (uint32_t)(st > 0 ? st : fa3_stages(d)));
+}
+QW_FA3_HD constexpr uint32_t fa3_smem_bytes(int d, int nc, int st = 0, bool split = false) {
+  return fa3_abort_off(d, nc, st, split) + 8u + 1024u;
+}
 
 // The 128-byte swizzle on a byte address (absolute, or relative to a 1024-aligned base).
 QW_FA3_HD uint32_t fa3_swizzle128(uint32_t addr) { return addr ^ ((addr >> 3) & 0x70u); }

@@ -59,12 +59,15 @@ struct Fa3Params {
 // times the transposed e4m3 V~ by m64n128k32 e4m3 wgmma (V~'s key order makes S's register order P's A fragment, as in
 // the mma.sync kernel: sage_layout.hpp), each tile's P.V into a partial from zero that is added to O (two levels,
 // sage_ref.hpp step 4); z = O vs / 448 / l + vmean.
-template <int D, int NC, bool PP, int ARM>
+// ST: stages of the K/V ring (0: fa3_stages(D)). KSPLIT: a stage's K is released as soon as its Q.K^T has finished
+// (k_empty) and its V after its P.V (v_empty), as FA3's two pipelines, instead of both after P.V: the producer may load
+// the next K while a P.V still reads the old V. Both are lab variants (QW_FA3_VARIANT) until timed.
+template <int D, int NC, bool PP, int ARM, int ST = 0, bool KSPLIT = false>
 __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool I8 = ARM >= 1, F8 = ARM == 2;
   static_assert(!I8 || D == 128, "sage on wgmma: head dim 128 (one 128-byte int8 row per query / key)");
-  constexpr int S = fa3_stages(D);
+  constexpr int S = ST > 0 ? ST : fa3_stages(D);
   constexpr int ROWS = fa3_rows(NC);  // packed query rows of the tile
   constexpr int KB = D / kFa3Atom;  // 64-column blocks per row
   constexpr int QKB = I8 ? 1 : KB;  // 128-byte column blocks of a Q / K row
@@ -73,11 +76,12 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   extern __shared__ unsigned char smem_raw[];
   // the dynamic base is only 16-aligned by contract: round up to the swizzle atom (fa3_smem_bytes adds the slack)
   const uint32_t base = (smem_u32(smem_raw) + (kFa3SwizzleAtom - 1)) & ~(uint32_t)(kFa3SwizzleAtom - 1);
-  const uint32_t bar = base + fa3_bar_off(D, NC), abort_word = base + fa3_abort_off(D, NC);
+  const uint32_t bar = base + fa3_bar_off(D, NC, S), abort_word = base + fa3_abort_off(D, NC, S, KSPLIT);
   const uint32_t q_full = bar;
   auto k_full = [&](int s) { return bar + 8u * (uint32_t)(1 + s); };
   auto v_full = [&](int s) { return bar + 8u * (uint32_t)(1 + S + s); };
-  auto empty = [&](int s) { return bar + 8u * (uint32_t)(1 + 2 * S + s); };
+  auto empty = [&](int s) { return bar + 8u * (uint32_t)(1 + 2 * S + s); };  // KSPLIT: K's release only
+  auto v_empty = [&](int s) { return KSPLIT ? bar + 8u * (uint32_t)(1 + 3 * S + s) : bar + 8u * (uint32_t)(1 + 2 * S + s); };
 
   const int qt = (int)gridDim.x - 1 - (int)blockIdx.x;  // the longest (last) query tiles start first
   const int kvh = blockIdx.y;
@@ -91,6 +95,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       fa3_mbar_init(k_full(s), 1);
       fa3_mbar_init(v_full(s), 1);
       fa3_mbar_init(empty(s), 4 * NC);  // one arrival per consumer warp
+      if (KSPLIT) fa3_mbar_init(v_empty(s), 4 * NC);
     }
     asm volatile("st.shared.u32 [%0], %1;" ::"r"(abort_word), "r"(0u) : "memory");
     fa3_fence_barrier_init();
@@ -111,18 +116,19 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
                    t0);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % S;
-        fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);
+        fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);  // KSPLIT: K's slot only; V's below
         fa3_mbar_expect_tx(k_full(s), (uint32_t)QKB * fa3_block_bytes(kFa3Keys));
         for (int c = 0; c < QKB; ++c)
-          fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
+          fa3_tma_3d(base + fa3_k_off(D, NC, s, S) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
+        if (KSPLIT) fa3_mbar_wait(v_empty(s), ((j / S) & 1) ^ 1, abort_word);
         if constexpr (F8) {  // V~^T: D channel rows of the tile's 128 key bytes
           fa3_mbar_expect_tx(v_full(s), fa3_block_bytes(D));
-          fa3_tma_3d(base + fa3_v_off(D, NC, s), &prm.tv, v_full(s), j * kFa3Keys, 0, kvh);
+          fa3_tma_3d(base + fa3_v_off(D, NC, s, S), &prm.tv, v_full(s), j * kFa3Keys, 0, kvh);
         } else {
           fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
           for (int c = 0; c < KB; ++c)
-            fa3_tma_3d(base + fa3_v_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
+            fa3_tma_3d(base + fa3_v_off(D, NC, s, S) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
                        c * kFa3Atom, j * kFa3Keys, kvh);
         }
       }
@@ -172,12 +178,12 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
 #pragma unroll
       for (int kk = 0; kk < D / 32; ++kk)
         fa3_wgmma_ss_s8_n128(si, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
-                             fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+                             fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S, S), kFa3Keys, 0, kk), kk > 0);
     } else {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
         fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
-                          fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+                          fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S, S), kFa3Keys, 0, kk), kk > 0);
     }
     fa3_wgmma_commit();
   };
@@ -198,11 +204,11 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     if constexpr (F8) {
 #pragma unroll
       for (int kk = 0; kk < kFa3Keys / 32; ++kk)
-        fa3_wgmma_rs_e4m3_n128(op, pa[kk], fa3_desc_kmajor(base + fa3_v_off(D, NC, j % S), D, 0, kk), kk > 0);
+        fa3_wgmma_rs_e4m3_n128(op, pa[kk], fa3_desc_kmajor(base + fa3_v_off(D, NC, j % S, S), D, 0, kk), kk > 0);
     } else {
 #pragma unroll
       for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
-        const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S), kFa3Keys, kk);
+        const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S, S), kFa3Keys, kk);
         if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
         else fa3_wgmma_rs_n64(o, pa[kk], dv);
       }
@@ -287,6 +293,10 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   turn_end();
   fa3_wgmma_wait<0>();
   take_s();
+  if (KSPLIT) {  // Q.K^T of tile 0 has read its K
+    __syncwarp();
+    if (lane == 0) fa3_mbar_arrive(empty(0));
+  }
   softmax(0);
   rescale_and_pack();
   // Intra-warpgroup overlap: tile j's Q.K^T and tile j-1's P.V are in flight together; tile j's softmax runs while
@@ -302,13 +312,17 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     turn_end();
     fa3_wgmma_wait<1>();  // groups retire in order: Q.K^T of tile j is done, P.V of j-1 may still run
     take_s();
+    if (KSPLIT) {  // tile j's K is free for the producer while P.V j-1 still reads V j-1
+      __syncwarp();
+      if (lane == 0) fa3_mbar_arrive(empty(j % S));
+    }
     softmax(j);
     fa3_wgmma_wait<0>();
     fa3_pin(o);
     if constexpr (F8) fa3_pin(op);
     fa3_pin(pa);
     __syncwarp();
-    if (lane == 0) fa3_mbar_arrive(empty((j - 1) % S));  // this warp's reads of stage j-1 are complete
+    if (lane == 0) fa3_mbar_arrive(v_empty((j - 1) % S));  // this warp's reads of stage j-1 (KSPLIT: of V) are complete
     rescale_and_pack();
   }
   // the last tile's P.V
@@ -322,7 +336,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   if constexpr (F8) fa3_pin(op);
   fa3_pin(pa);
   __syncwarp();
-  if (lane == 0) fa3_mbar_arrive(empty((n_tiles - 1) % S));
+  if (lane == 0) fa3_mbar_arrive(v_empty((n_tiles - 1) % S));
   fa3_check_abort(abort_word);
   if constexpr (F8) {
 #pragma unroll
@@ -390,14 +404,25 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
 
 // (The Sage arms use the bf16 kernel's shared-memory map: their int8 Q and K and e4m3 V tiles fill the first half of
 // their regions.)
-template <int D, bool PP, int ARM = 0>
+template <int D, bool PP, int ARM = 0, int ST = 0, bool KSPLIT = false>
 void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
   constexpr int NC = fa3_consumers(D);
-  constexpr uint32_t smem = fa3_smem_bytes(D, NC);
+  constexpr uint32_t smem = fa3_smem_bytes(D, NC, ST, KSPLIT);
+  static_assert(smem <= 232448u, "over the 227 KB of shared memory an sm_90 block may opt in to");
   static SmemOptIn opt_in;  // per device (common.cuh): each rank of parallel = tpN opts in on its own device
-  opt_in(fa3_prefill_kernel<D, NC, PP, ARM>, smem);
+  opt_in(fa3_prefill_kernel<D, NC, PP, ARM, ST, KSPLIT>, smem);
   dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
-  launch(fa3_prefill_kernel<D, NC, PP, ARM>, grid, fa3_threads(NC), smem, s, prm);
+  launch(fa3_prefill_kernel<D, NC, PP, ARM, ST, KSPLIT>, grid, fa3_threads(NC), smem, s, prm);
+}
+
+// QW_FA3_VARIANT (the lab's A/B of the bf16 kernel, read at every call): "s3" a 3-stage K/V ring at hd 128 (2 by
+// default; hd 64 has 3 already), "split" K released after its Q.K^T and V after its P.V, "s3split" both. Returns the
+// suffix of the op record's kernel name ("" for the default).
+const char *fa3_variant() {
+  const char *e = std::getenv("QW_FA3_VARIANT");
+  if (!e || !*e) return "";
+  if (!std::strcmp(e, "s3") || !std::strcmp(e, "split") || !std::strcmp(e, "s3split")) return e;
+  throw CudaError(std::string("QW_FA3_VARIANT=") + e + ": use s3, split or s3split (or leave it unset)");
 }
 
 }  // namespace
@@ -440,12 +465,25 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   prm.out = a.out;
   prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
   prm.scale_log2 = kLog2e / std::sqrt((float)d);
-  if (d == 128 && pingpong) launch_d<128, true>(prm, a.n_kv, s);
-  else if (d == 128) launch_d<128, false>(prm, a.n_kv, s);
-  else if (pingpong) launch_d<64, true>(prm, a.n_kv, s);
-  else launch_d<64, false>(prm, a.n_kv, s);
+  const std::string v = fa3_variant();
+  const bool s3 = v == "s3" || v == "s3split", split = v == "split" || v == "s3split";
+  if (d == 128 && pingpong) {
+    if (s3 && split) launch_d<128, true, 0, 3, true>(prm, a.n_kv, s);
+    else if (s3) launch_d<128, true, 0, 3, false>(prm, a.n_kv, s);
+    else if (split) launch_d<128, true, 0, 0, true>(prm, a.n_kv, s);
+    else launch_d<128, true>(prm, a.n_kv, s);
+  } else if (d == 128) {
+    launch_d<128, false>(prm, a.n_kv, s);
+  } else if (pingpong) {
+    if (split) launch_d<64, true, 0, 0, true>(prm, a.n_kv, s);
+    else launch_d<64, true>(prm, a.n_kv, s);
+  } else {
+    launch_d<64, false>(prm, a.n_kv, s);
+  }
   QWC_LAUNCH_CHECK("launch_prefill_attention_fa3");
-  return pingpong ? "attn_prefill_wgmma" : "attn_prefill_wgmma:nopp";
+  if (!pingpong) return "attn_prefill_wgmma:nopp";
+  if (v.empty()) return "attn_prefill_wgmma";
+  return s3 ? (split ? "attn_prefill_wgmma:s3split" : "attn_prefill_wgmma:s3") : "attn_prefill_wgmma:split";
 }
 
 const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp8, cudaStream_t s) {

@@ -57,6 +57,19 @@ void test_geometry() {
     CHECK(fa3_bar_off(d, nc) % 8 == 0 && fa3_q_off() % kFa3SwizzleAtom == 0, "d %d", d);
     CHECK(fa3_k_off(d, nc, 0) >= fa3_tile_bytes(fa3_rows(nc), d), "Q and K overlap");
   }
+  // the lab variants (QW_FA3_VARIANT): a 3-stage ring at hd 128 and split K / V release, each within 227 KB, the V ring
+  // after the K ring, the barriers after the V ring
+  for (int st : {0, 3})
+    for (bool split : {false, true}) {
+      const int d = 128, nc = fa3_consumers(d), S = st > 0 ? st : fa3_stages(d);
+      CHECK(fa3_smem_bytes(d, nc, st, split) <= 232448u, "st %d split %d: %u bytes", st, (int)split, fa3_smem_bytes(d, nc, st, split));
+      for (int s = 0; s < S; ++s)
+        CHECK(fa3_v_off(d, nc, s, st) % kFa3SwizzleAtom == 0 && fa3_v_off(d, nc, s, st) >= fa3_k_off(d, nc, S),
+              "st %d stage %d", st, s);
+      CHECK(fa3_bar_off(d, nc, st) == fa3_v_off(d, nc, S, st) &&
+                fa3_abort_off(d, nc, st, split) == fa3_bar_off(d, nc, st) + 8u * (1u + (split ? 4u : 3u) * (uint32_t)S),
+            "st %d split %d: barriers", st, (int)split);
+    }
   // setmaxnreg: the consumers' increase must fit what the producer's decrease frees from the launch allocation
   // (65536 / threads per thread, in steps of 8), or setmaxnreg.inc waits forever
   for (int nc : {2, 3}) {
