@@ -24,7 +24,9 @@ run() { # run LIMIT LOG NAME CMD...
   echo "$(printf '%-28s rc=%-3s %4ss' "$name" $rc $(( $(date +%s) - s )))" >> "$S"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader >> "$S" 2>&1
 echo "cublasLt: ${lt:-none}" >> "$S"
-(( EXTRA )) && ( run 240 /tmp/ref.log ref "python3 notebooks/peers/make_ref.py --models 0.5b,1.5b --out /tmp/qw-ref" ) &
+# the 7B checkpoint (random bf16, no reference logits) is what the 7B benches below read: `bench synthetic:7b` would first
+# write 15 GB of GGUF in TypeScript (> 75 s, the 2026-12-05 run lost 300 s to it)
+(( EXTRA )) && ( run 240 /tmp/ref.log ref "python3 notebooks/peers/make_ref.py --models 0.5b,1.5b --out /tmp/qw-ref && python3 notebooks/peers/make_ref.py --no-ref --models 7b --out /tmp/qw-ref" ) &
 (( EXTRA )) && [[ -f .gpu/ab-old.tar.xz ]] && ( run 300 /tmp/ab-prep.log ab-prepare "AB_PREPARE_ONLY=1 OUT=/tmp/abp bash scripts/gpu-ab.sh run 7b 1 && tail -3 /tmp/abp/ab.log" ) &
 run 260 "$S" build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/b1.log 2>&1 & make -C cuda/dev -j16 all kvqlab GENCODE=-gencode=arch=compute_90a,code=sm_90a >/tmp/b2.log 2>&1 & wait; tail -n 3 /tmp/b1.log /tmp/b2.log; grep -h -B2 -A6 ' error' /tmp/b1.log /tmp/b2.log | head -60"
 L=$OUT/lab.log; T=$OUT/test.log
@@ -49,6 +51,9 @@ wait
 # sage reach 16k / 32k there), PEERS=1 = cuDNN / FA2 through PyTorch on the same shapes (notebooks/peers/attn_peers.py),
 # SPEC=1 = the speculative notebook on CUDA (needs GPU_MODELS with the draft and the EAGLE head in the pack).
 for w in ${FULL:-}; do run 120 "$L" "lab $w (full)" "./cuda/build/dev/qwlab $w --json /tmp/lab-full-$w.json"; done
+# FA3_VARIANTS=1: the wgmma flash kernel's lab variants (QW_FA3_VARIANT, docs/GPU-NEXT.md fa3-variants), full lengths
+(( ${FA3_VARIANTS:-0} )) && for v in s3 split s3split; do
+  run 120 "$L" "lab fa3 (full, $v)" "QW_FA3_VARIANT=$v ./cuda/build/dev/qwlab fa3 --json /tmp/lab-full-fa3-$v.json"; done
 (( ${PEERS:-0} )) && run 120 "$L" "attn peers" "python3 notebooks/peers/attn_peers.py --json $OUT/attn-peers.json"
 (( ${SPEC:-0} )) && run 200 "$L" "speculative notebook" "bun notebooks/speculative.ts --backend cuda --eagle models/tiny-qwen2-brown-eagle --k 1,2,4,8 --prompts ${SPEC_PROMPTS:-16} --tokens 64 --reps 3 --out $OUT/spec-cuda"
 (cd /tmp && tar czf "$OUT/lab-full.tgz" lab-full-*.json 2>/dev/null)
