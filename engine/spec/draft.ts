@@ -4,7 +4,9 @@
 // ONE prefill of [last token, d1..dk] on its KV cache with every row's logits (logits mode 2), which gives its
 // distribution after each prefix; the longest acceptable prefix d1..da is kept, the target adds one token of
 // its own (the correction after a rejection, or the bonus after k acceptances), and both KV caches are cut back
-// with qw_session_truncate to what was accepted.
+// with qw_session_truncate to what was accepted. Greedy reads only each row's argmax, computed in the engine
+// (EngineSession.argmax, no rows × vocab copy); every engine call of a step is timed under a phase
+// (engine/spec/phases.ts DRAFT_PHASES): trace.phases.
 //
 // Greedy (temperature 0): d_i is accepted while it equals the target's argmax (lowest id on ties, as the
 // engine), so the output is the target's own greedy continuation, token for token — provided the verify
@@ -92,25 +94,27 @@ export function rollbackLimit(s: EngineSession): number {
 }
 
 /**
- * The verify pass: prefill of `tokens` in chunks of at most `chunk` rows; every row's logits (mode 2 is set), timed
- * as verify / verify_readback on `clock`.
+ * The verify pass: prefill of `tokens` in chunks of at most `chunk` rows (logits mode 2 is set), timed as verify /
+ * verify_readback on `clock`. Greedy reads each row's argmax from the engine where it offers one (no rows × vocab
+ * copy into JS); otherwise every row's logits.
  */
-function verify(target: EngineSession, seq: number, tokens: number[], chunk: number, clock: PhaseClock): { vocab: number; data: Float32Array } {
-  const parts: Float32Array[] = [];
+function verify(target: EngineSession, seq: number, tokens: number[], chunk: number, clock: PhaseClock, greedy: boolean): (row: number) => { data: Float32Array; off: number; vocab: number } | number {
+  const argmax = greedy && target.argmax ? target.argmax.bind(target) : undefined;
+  const parts: (Float32Array | Int32Array)[] = [];
   let vocab = 0;
   for (let o = 0; o < tokens.length; o += chunk) {
     const part = tokens.slice(o, Math.min(tokens.length, o + chunk));
     clock.time("verify", () => target.prefill(seq, part));
-    const l = clock.time("verify_readback", () => target.logits());
-    if (l.rows !== part.length) throw new Error(`speculative: the verify pass returned ${l.rows} logits rows, expected ${part.length}`);
-    parts.push(l.data);
-    vocab = l.vocab;
+    const rows = argmax ? clock.time("verify_readback", () => argmax()) : clock.time("verify_readback", () => target.logits());
+    const n = rows instanceof Int32Array ? rows.length : rows.rows;
+    if (n !== part.length) throw new Error(`speculative: the verify pass returned ${n} logits rows, expected ${part.length}`);
+    if (rows instanceof Int32Array) parts.push(rows);
+    else { parts.push(rows.data); vocab = rows.vocab; }
   }
-  if (parts.length === 1) return { vocab, data: parts[0] };
-  const data = new Float32Array(tokens.length * vocab);
-  let off = 0;
-  for (const p of parts) { data.set(p, off); off += p.length; }
-  return { vocab, data };
+  return (r) => {
+    const p = parts[Math.floor(r / chunk)], i = r % chunk;
+    return p instanceof Int32Array ? Math.max(0, p[i]) : { data: p, off: i * vocab, vocab };
+  };
 }
 
 /**
@@ -228,11 +232,15 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       }
       const s1 = performance.now();
       // ---- verify: one target pass over [tok, d1..dk]
-      const l = verify(target, seq, [tok, ...props], chunk, clock);
-      const row = (i: number) => rowOf(l.data, l.vocab, i);
+      const row = verify(target, seq, [tok, ...props], chunk, clock, greedy);
+      const logitsOf = (i: number) => {
+        const r = row(i);
+        if (typeof r === "number") throw new Error("speculative: sampling needs the verify logits");
+        return r;
+      };
       const { a, next } = greedy
-        ? acceptGreedy((i) => argmaxRow(l.data, row(i), l.vocab), props)
-        : acceptSampled((i) => dist(l.data, row(i), l.vocab, settings), props, qs, () => rng.next());
+        ? acceptGreedy((i) => { const r = row(i); return typeof r === "number" ? r : argmaxRow(r.data, r.off, r.vocab); }, props)
+        : acceptSampled((i) => { const r = logitsOf(i); return dist(r.data, r.off, r.vocab, settings); }, props, qs, () => rng.next());
       // ---- rollback: the target keeps tok + d1..da; the draft keeps what it absorbed of that
       time("rollback", () => target.truncate(seq, tLen + 1 + a));
       if (kEff > 0) {

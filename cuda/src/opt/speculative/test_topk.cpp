@@ -1,6 +1,7 @@
 // test_topk.cpp — the host top-k of qw_session_read_topk (topk.cpp): the vectorized softmax denominator against
 // its std::exp reference on rows with NaN, -inf, ties and wide ranges; the ids and log-probabilities of row_topk
-// against a sort; and lp = NULL gives the same ids (the argmax path).
+// against a sort (ties: the lower id, across the blocks the scan skips); and lp = NULL gives the same ids (the
+// argmax path).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -47,6 +48,16 @@ int main() {
         CHECK(std::fabs(lp[size_t(j)] - (double(row[size_t(order[size_t(j)])]) - lse)) < 1e-12, "trial %d k %d: lp %d", trial, k, j);
       }
     }
+  }
+  {  // ties across blocks of 8: the lower id wins, whatever block the scan skips
+    std::vector<float> row(100, 0.0f);
+    row[9] = row[20] = row[95] = 5.0f;
+    row[50] = row[51] = 4.0f;
+    int32_t ids[4];
+    row_topk(row.data(), 100, 4, ids, nullptr);
+    CHECK(ids[0] == 9 && ids[1] == 20 && ids[2] == 95 && ids[3] == 50, "ties: %d %d %d %d", ids[0], ids[1], ids[2], ids[3]);
+    row_topk(row.data(), 100, 1, ids, nullptr);
+    CHECK(ids[0] == 9, "argmax tie: %d", ids[0]);
   }
   {  // every logit NaN: all pads
     std::vector<float> row(64, NAN);

@@ -81,25 +81,47 @@ double sum_exp_below(const float *row, int32_t n, double m) {
 double sum_exp_below(const float *row, int32_t n, double m) { return sum_exp_below_ref(row, n, m); }
 #endif
 
-// One pass for the max and the k best (a sorted array of k; ties keep the lower id, which came first), then, when lp
-// is asked for, the softmax denominator.
-void row_topk(const float *row, int32_t vocab, int32_t k, int32_t *ids, double *lp) {
-  int32_t cnt = 0;
-  double m = -HUGE_VAL;
-  for (int32_t i = 0; i < vocab; ++i) {
-    const float v = row[i];
-    if (std::isnan(v)) continue;
-    if (v > m) m = v;
-    if (cnt == k && !(v > row[ids[k - 1]])) continue;
-    int32_t j = cnt < k ? cnt++ : k - 1;
-    while (j > 0 && v > row[ids[j - 1]]) {
-      ids[j] = ids[j - 1];
-      --j;
-    }
-    ids[j] = i;
+namespace {
+
+// Inserts row[i] into the sorted ids[0..cnt) (at most k; ties keep the lower id, which came first).
+inline void insert(const float *row, int32_t i, int32_t k, int32_t *ids, int32_t &cnt) {
+  const float v = row[i];
+  if (std::isnan(v)) return;
+  if (cnt == k && !(v > row[ids[k - 1]])) return;
+  int32_t j = cnt < k ? cnt++ : k - 1;
+  while (j > 0 && v > row[ids[j - 1]]) {
+    ids[j] = ids[j - 1];
+    --j;
   }
+  ids[j] = i;
+}
+
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+
+}  // namespace
+
+// The k best in one pass: a block of 8 logits none of which beats the current k-th best (most blocks, once k are
+// held) is skipped with one vector compare; the others go through insert one by one, in index order, so the result
+// is that of the plain scan. The max is ids[0]'s logit. Then, when lp is asked for, the softmax denominator.
+void row_topk(const float *row, int32_t vocab, int32_t k, int32_t *ids, double *lp) {
+  int32_t cnt = 0, i = 0;
+  for (; i + 8 <= vocab; i += 8) {
+    if (cnt == k) {
+      const float t = row[ids[k - 1]];
+      const f4 tv = {t, t, t, t};
+      f4 a, b;
+      std::memcpy(&a, row + i, sizeof a);
+      std::memcpy(&b, row + i + 4, sizeof b);
+      const i4 gt = (a > tv) | (b > tv);  // NaN compares false: skipped, as insert skips it
+      if (!(gt[0] | gt[1] | gt[2] | gt[3])) continue;
+    }
+    for (int32_t j = i; j < i + 8; ++j) insert(row, j, k, ids, cnt);
+  }
+  for (; i < vocab; ++i) insert(row, i, k, ids, cnt);
   for (int32_t j = cnt; j < k; ++j) ids[j] = -1;
   if (!lp) return;
+  const double m = cnt > 0 ? double(row[ids[0]]) : -HUGE_VAL;
   const double lse = m + std::log(sum_exp_below(row, vocab, m));
   for (int32_t j = 0; j < k; ++j) lp[j] = j < cnt ? double(row[ids[j]]) - lse : -HUGE_VAL;
 }
