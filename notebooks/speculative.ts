@@ -1,8 +1,10 @@
 // Speculative decoding study (issue 13): decode tok/s with speculation off, with a draft model at several k and
 // (--eagle DIR) with an EAGLE head drafting EAGLE-2 trees, on Brown validation prompts, greedy. Per arm: tok/s (median and min–max over >= 3 repetitions after a
 // warm-up, all arms interleaved per repetition), and for the draft arms the mean accepted length per verify
-// step (tokens per target pass = accepted + 1), acceptance per draft position, and draft vs verify time per step.
-// Writes DIR/speculative.md and DIR/speculative.json (every sample and statistic).
+// step (tokens per target pass = accepted + 1), acceptance per draft position, and draft vs verify time per step;
+// per speculative arm, where a step's time goes by phase (engine/spec/phases.ts: the head's catch-up, its tree
+// levels, readbacks, the verify pass(es), compaction, the host's own work), with engine calls per step.
+// Writes DIR/speculative.md and DIR/speculative.json (every sample and statistic; results[].spec.phases).
 //
 //   npx bun notebooks/speculative.ts                                   # embedded target + draft, k 1,2,4,8
 //   npx bun notebooks/speculative.ts --k 2,4 --prompts 16 --tokens 64 --reps 5 --backend cuda
