@@ -126,4 +126,17 @@ describe.skipIf(!cpuLibraryBuilt())("the call structure of a speculative step (C
     }
     ts.close(); ds.close();
   });
+
+  test("notebooks/topk-readout.ts: one line per readout with its µs per row; bad options exit 2 with the usage", () => {
+    const run = (...args: string[]) => Bun.spawnSync([process.execPath, join(REPO_ROOT, "notebooks/topk-readout.ts"), ...args], { cwd: REPO_ROOT });
+    const r = run("--backend", "cpu", "--threads", "1", "--rows", "3", "--reps", "3", "--reads", "2");
+    expect(r.exitCode).toBe(0);
+    const out = r.stdout.toString();
+    expect(out).toMatch(/3 rows × 8256 logits, 3 repetitions of 2 reads/);
+    expect(out).toMatch(/top-4 with log-probabilities: [\d.]+ µs per row \([\d.]+–[\d.]+\)/);
+    expect(out).toMatch(/argmax \(no softmax pass\): [\d.]+ µs per row/);
+    const bad = run("--rows", "99");
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.toString()).toMatch(/--rows must be <= 32[\s\S]*usage: npx bun notebooks\/topk-readout\.ts/);
+  });
 });
