@@ -2,13 +2,13 @@
 // (the head's rows) and the greedy argmax (the verify's rows; engines without EngineSession.argmax read topK(1)),
 // over `rows` rows of the embedded target's logits after one prefill. Warm-up + reps repetitions of `reads` reads
 // each; prints the median (min–max) µs per row. Compare libraries by running it from each tree (its engine loads
-// that tree's library).
+// that tree's library; it imports only what trees since ABI 6 have, so it can be copied into an older one).
 //
 //   npx bun notebooks/topk-readout.ts [--rows 17 --reps 5 --reads 100 --backend cpu|cuda --threads N]
 import { parseArgs } from "node:util";
 import { openModel, type Model } from "../engine/index.ts";
 import { cliArgs } from "../engine/notebook/args.ts";
-import { msStat } from "../engine/spec/phases.ts";
+import { statOf } from "../engine/measure/profile.ts";
 
 const USAGE = "usage: npx bun notebooks/topk-readout.ts [--rows N (1..32, default 17)] [--reps N (>= 3, default 5)] [--reads N (default 100)] [--backend auto|cpu|cuda] [--threads N]";
 const { values: o } = parseArgs({
@@ -44,7 +44,7 @@ try {
   }
   console.log(`${target.device.name} (${target.backend}), ${rows} rows × ${target.config.vocab_size} logits, ${reps} repetitions of ${reads} reads after a warm-up`);
   arms.forEach(([name], a) => {
-    const st = msStat(us[a]);
+    const st = statOf(us[a], "µs");
     console.log(`  ${name}: ${st.median.toFixed(2)} µs per row (${st.min.toFixed(2)}–${st.max.toFixed(2)})`);
   });
 } finally {
