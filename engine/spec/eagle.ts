@@ -16,9 +16,9 @@
 //   the head's top-k proposals and the verify argmaxes are computed in the engine (EngineSession.topK / argmax,
 //     qw_session_read_topk; the argmax without the softmax pass) rather than by copying rows × vocab logits into JS
 //     (sampling still reads the logits);
-// Every engine call of a step is timed under a phase (engine/spec/phases.ts EAGLE_PHASES): trace.phases.
 //   compact: the accepted path's K/V move to T, T+1, … (qw_session_kv_compact); the head is cut back to T
 //     (its draft nodes are dropped; the accepted tokens are fed again with the target's features next step).
+// Every engine call of a step is timed under a phase (engine/spec/phases.ts EAGLE_PHASES): trace.phases.
 // Greedy (temperature 0): exact by construction (above). Sampling (temperature > 0): the tree's candidates are
 // the head's top-k, deterministic point-mass proposals, so eagle-tree.ts acceptTreeSampled tries a node's
 // children in order, accepting x with probability p(x) and removing x from p on a rejection, then draws from
