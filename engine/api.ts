@@ -191,6 +191,11 @@ export interface EngineSession {
    * verification need, without copying rows × vocab floats. Optional: test doubles may leave it out.
    */
   topK?(k: number): { rows: number; k: number; ids: Int32Array; logps: Float64Array };
+  /**
+   * The greedy token of every logits row of the last step (topK(1)'s ids, -1 for a row of NaN only), without the
+   * softmax pass over the row that the log-probabilities cost. Optional: test doubles may leave it out.
+   */
+  argmax?(): Int32Array;
   captures(): Capture[];
   /** Drains the op records accumulated since the last call (profiling mode). */
   /** In profiling mode "counters" the records carry measured counters (ops.counters) and countersMeta says which

@@ -415,6 +415,14 @@ export class NativeSession extends Handle {
     this.lib.check("qw_session_read_topk", this.lib.sym.qw_session_read_topk(h, k, rows ? ids : null, rows ? logps : null, rows * k));
     return { rows, k, ids, logps };
   }
+  /** topK(1)'s ids only: out_logprobs NULL, so the engine skips the softmax pass (qwen.h qw_session_read_topk). */
+  readArgmax(): Int32Array {
+    const { rows } = this.logitsShape();
+    const ids = new Int32Array(rows);
+    const h = this.live("qw_session_read_topk");
+    this.lib.check("qw_session_read_topk", this.lib.sym.qw_session_read_topk(h, 1, rows ? ids : null, null, rows));
+    return ids;
+  }
   setProfiling(mode: number): void {
     this.lib.check("qw_session_set_profiling", this.lib.sym.qw_session_set_profiling(this.live("qw_session_set_profiling"), mode));
   }

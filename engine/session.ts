@@ -247,6 +247,9 @@ export class Session implements EngineSession {
     if (!isInt(k) || k < 1) throw new SessionError(`topK: k must be an integer >= 1, got ${String(k)}`);
     return this.native.readTopK(k);
   }
+  argmax(): Int32Array {
+    return this.native.readArgmax();
+  }
   captures(): Capture[] {
     const n = this.native.captureCount();
     const out: Capture[] = [];

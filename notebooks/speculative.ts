@@ -1,8 +1,10 @@
 // Speculative decoding study (issue 13): decode tok/s with speculation off, with a draft model at several k and
 // (--eagle DIR) with an EAGLE head drafting EAGLE-2 trees, on Brown validation prompts, greedy. Per arm: tok/s (median and min–max over >= 3 repetitions after a
 // warm-up, all arms interleaved per repetition), and for the draft arms the mean accepted length per verify
-// step (tokens per target pass = accepted + 1), acceptance per draft position, and draft vs verify time per step.
-// Writes DIR/speculative.md and DIR/speculative.json (every sample and statistic).
+// step (tokens per target pass = accepted + 1), acceptance per draft position, and draft vs verify time per step;
+// per speculative arm, where a step's time goes by phase (engine/spec/phases.ts: the head's catch-up, its tree
+// levels, readbacks, the verify pass(es), compaction, the host's own work), with engine calls per step.
+// Writes DIR/speculative.md and DIR/speculative.json (every sample and statistic; results[].spec.phases).
 //
 //   npx bun notebooks/speculative.ts                                   # embedded target + draft, k 1,2,4,8
 //   npx bun notebooks/speculative.ts --k 2,4 --prompts 16 --tokens 64 --reps 5 --backend cuda
@@ -83,6 +85,18 @@ try {
       `${s ? f(s.tokens_per_step, 2) : "1"} | ${s ? f(100 * s.acceptance_rate) : "–"} | ${pos} | ` +
       `${s ? `${f(s.draft_ms_per_step.median, 2)} / ${f(s.verify_ms_per_step.median, 2)}` : "–"} |`;
   };
+  // where a step's time goes, per speculative arm (engine/spec/phases.ts)
+  const breakdown = (r: SpecArmResult): string[] => {
+    const ph = r.spec?.phases;
+    if (!ph) return [];
+    const lv = r.spec?.expand_ms_by_level;
+    return [
+      "", `### ${r.arm}: where a verify step's time goes`, "",
+      "| phase | ms / step (median) | mean | min–max | engine calls / step | share of step time |", "|---|---:|---:|---:|---:|---:|",
+      ...ph.map((p) => `| ${p.phase} | ${f(p.ms_per_step.median, 3)} | ${f(p.ms_per_step.mean, 3)} | ${f(p.ms_per_step.min, 3)}–${f(p.ms_per_step.max, 3)} | ${f(p.calls_per_step, 2)} | ${f(100 * p.share)} % |`),
+      ...(lv?.length ? ["", `head_expand by tree level (level 2 first), ms median: ${lv.map((x) => f(x.median, 3)).join(" / ")}`] : []),
+    ];
+  };
   const md = [
     `# Speculative decoding: ${target.id} with draft ${draftPath}${o.eagle ? ` and EAGLE head ${o.eagle}` : ""}`,
     "",
@@ -96,6 +110,12 @@ try {
     "",
     "tok/s = decode tokens (after the first) / decode time, all prompts of a repetition together. Tokens per verify step = accepted draft tokens + the target's own token.",
     ...(o.eagle ? ["Eagle: position i = tree depth i (share of steps whose accepted path reached that depth, given the one before); draft time includes the head's catch-up on the accepted tokens."] : []),
+    "",
+    "## Where the time of a verify step goes",
+    "",
+    "Each engine call of a step, wall-timed on the host under its phase (engine/spec/phases.ts); host = the rest of the step (tree building, acceptance, JS copies). " +
+      "On CUDA a pass's device time shows in the call that waits for its results (the pass itself: its readout synchronizes).",
+    ...res.flatMap(breakdown),
   ].join("\n");
   writeFileSync(join(out, "speculative.md"), md + "\n");
   writeFileSync(join(out, "speculative.json"), JSON.stringify({

@@ -324,7 +324,9 @@ QW_API int32_t qw_session_kv_compact(qw_session *session, int32_t seq, int32_t b
  * log-softmax values (fp64, the softmax over the row's non-NaN logits), descending; ties: the lower id. out_ids
  * and out_logprobs hold rows x k entries (n >= rows * k); a row with fewer than k non-NaN logits pads with id -1
  * and -inf. EAGLE drafting and greedy tree verification read their proposals and argmaxes this way instead of
- * copying rows x vocab floats (k = 1 gives the greedy argmax of every row). Added in ABI 6. */
+ * copying rows x vocab floats (k = 1 gives the greedy argmax of every row). Added in ABI 6. out_logprobs may be
+ * NULL (libraries of ABI 9 built since 2026-12-05; older ones refuse it): the ids only, without the softmax pass
+ * over the row (the greedy argmax costs one pass). */
 QW_API int32_t qw_session_read_topk(qw_session *session, int32_t k, int32_t *out_ids, double *out_logprobs, int64_t n);
 
 /* Logits readout. mode: 0 = none (default), 1 = the last position of each sequence of the step,

@@ -4,7 +4,9 @@
 // ONE prefill of [last token, d1..dk] on its KV cache with every row's logits (logits mode 2), which gives its
 // distribution after each prefix; the longest acceptable prefix d1..da is kept, the target adds one token of
 // its own (the correction after a rejection, or the bonus after k acceptances), and both KV caches are cut back
-// with qw_session_truncate to what was accepted.
+// with qw_session_truncate to what was accepted. Greedy reads only each row's argmax, computed in the engine
+// (EngineSession.argmax, no rows × vocab copy); every engine call of a step is timed under a phase
+// (engine/spec/phases.ts DRAFT_PHASES): trace.phases.
 //
 // Greedy (temperature 0): d_i is accepted while it equals the target's argmax (lowest id on ties, as the
 // engine), so the output is the target's own greedy continuation, token for token — provided the verify
@@ -26,6 +28,7 @@ import { checkSampling, SessionError } from "../session.ts";
 import { argmaxRow, dist, drawFrom, residual, Uniforms, type SamplingSettings } from "./sampling.ts";
 import type { SpecTrace } from "./stats.ts";
 import { cancelledBeforeStart, SpecOutput, type SpecEvent } from "./output.ts";
+import { DRAFT_PHASES, PhaseClock } from "./phases.ts";
 
 /** A session as the loop needs it: the engine API plus the prompt tokenizer of engine/session.ts Session. */
 export type SpecSession = EngineSession & { promptTokens(opts: GenerateOptions): number[] };
@@ -90,23 +93,28 @@ export function rollbackLimit(s: EngineSession): number {
   return r < 0 ? Infinity : r;
 }
 
-/** The verify pass: prefill of `tokens` in chunks of at most `chunk` rows; every row's logits (mode 2 is set). */
-function verify(target: EngineSession, seq: number, tokens: number[], chunk: number): { vocab: number; data: Float32Array } {
-  const parts: Float32Array[] = [];
+/**
+ * The verify pass: prefill of `tokens` in chunks of at most `chunk` rows (logits mode 2 is set), timed as verify /
+ * verify_readback on `clock`. Greedy reads each row's argmax from the engine where it offers one (no rows × vocab
+ * copy into JS); otherwise every row's logits.
+ */
+function verify(target: EngineSession, seq: number, tokens: number[], chunk: number, clock: PhaseClock, greedy: boolean): (row: number) => { data: Float32Array; off: number; vocab: number } | number {
+  const argmax = greedy && target.argmax ? target.argmax.bind(target) : undefined;
+  const parts: (Float32Array | Int32Array)[] = [];
   let vocab = 0;
   for (let o = 0; o < tokens.length; o += chunk) {
     const part = tokens.slice(o, Math.min(tokens.length, o + chunk));
-    target.prefill(seq, part);
-    const l = target.logits();
-    if (l.rows !== part.length) throw new Error(`speculative: the verify pass returned ${l.rows} logits rows, expected ${part.length}`);
-    parts.push(l.data);
-    vocab = l.vocab;
+    clock.time("verify", () => target.prefill(seq, part));
+    const rows = argmax ? clock.time("verify_readback", () => argmax()) : clock.time("verify_readback", () => target.logits());
+    const n = rows instanceof Int32Array ? rows.length : rows.rows;
+    if (n !== part.length) throw new Error(`speculative: the verify pass returned ${n} logits rows, expected ${part.length}`);
+    if (rows instanceof Int32Array) parts.push(rows);
+    else { parts.push(rows.data); vocab = rows.vocab; }
   }
-  if (parts.length === 1) return { vocab, data: parts[0] };
-  const data = new Float32Array(tokens.length * vocab);
-  let off = 0;
-  for (const p of parts) { data.set(p, off); off += p.length; }
-  return { vocab, data };
+  return (r) => {
+    const p = parts[Math.floor(r / chunk)], i = r % chunk;
+    return p instanceof Int32Array ? Math.max(0, p[i]) : { data: p, off: i * vocab, vocab };
+  };
 }
 
 /**
@@ -162,7 +170,9 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
   // tokens, so its rollback (and the draft's, one shorter) always stays within it.
   const maxRollback = Math.min(rollbackLimit(target), rollbackLimit(draft));
   const rng = new Uniforms(samp.seed);
-  const trace: SpecTrace = { k, proposed: [], accepted: [], draftMs: [], verifyMs: [] };
+  const clock = new PhaseClock(DRAFT_PHASES);
+  const time = <T>(phase: (typeof DRAFT_PHASES)[number], f: () => T): T => clock.time(phase, f);
+  const trace: SpecTrace = { k, proposed: [], accepted: [], draftMs: [], verifyMs: [], phases: clock.trace };
   const signal = opts.signal;
 
   target.reset(seq);
@@ -206,12 +216,13 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       const props: number[] = [], qs: Float64Array[] = [];
       pending.push(tok);
       if (kEff > 0) {
-        let d = pending.length === 1 ? draft.decode([dseq], [pending[0]])[0] : draft.prefill(dseq, pending);
+        const first = pending;
+        let d = time("draft_prefill", () => (first.length === 1 ? draft.decode([dseq], [first[0]])[0] : draft.prefill(dseq, first)));
         pending = [];
         for (let i = 0; i < kEff; i++) {
-          if (i > 0) d = draft.decode([dseq], [props[i - 1]])[0];
+          if (i > 0) d = time("draft_decode", () => draft.decode([dseq], [props[i - 1]])[0]);
           if (!greedy) {
-            const l = draft.logits();
+            const l = time("draft_readback", () => draft.logits());
             const q = dist(l.data, rowOf(l.data, l.vocab, l.rows - 1), l.vocab, settings);
             d = drawFrom(q, rng.next());
             qs.push(q);
@@ -221,20 +232,25 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       }
       const s1 = performance.now();
       // ---- verify: one target pass over [tok, d1..dk]
-      const l = verify(target, seq, [tok, ...props], chunk);
-      const row = (i: number) => rowOf(l.data, l.vocab, i);
+      const row = verify(target, seq, [tok, ...props], chunk, clock, greedy);
+      const logitsOf = (i: number) => {
+        const r = row(i);
+        if (typeof r === "number") throw new Error("speculative: sampling needs the verify logits");
+        return r;
+      };
       const { a, next } = greedy
-        ? acceptGreedy((i) => argmaxRow(l.data, row(i), l.vocab), props)
-        : acceptSampled((i) => dist(l.data, row(i), l.vocab, settings), props, qs, () => rng.next());
+        ? acceptGreedy((i) => { const r = row(i); return typeof r === "number" ? r : argmaxRow(r.data, r.off, r.vocab); }, props)
+        : acceptSampled((i) => { const r = logitsOf(i); return dist(r.data, r.off, r.vocab, settings); }, props, qs, () => rng.next());
       // ---- rollback: the target keeps tok + d1..da; the draft keeps what it absorbed of that
-      target.truncate(seq, tLen + 1 + a);
+      time("rollback", () => target.truncate(seq, tLen + 1 + a));
       if (kEff > 0) {
         const dKeep = tLen + 1 + Math.min(a, kEff - 1);
-        draft.truncate(dseq, dKeep);
+        time("rollback", () => draft.truncate(dseq, dKeep));
         if (a === kEff) pending = [props[kEff - 1]];
       }
       tLen += 1 + a;
       const s2 = performance.now();
+      clock.endStep(s2 - s0);
       trace.proposed.push(kEff);
       trace.accepted.push(a);
       trace.draftMs.push(s1 - s0);

@@ -13,10 +13,12 @@
 //     those of a decode step after its path, and greedy is exact by construction; on CUDA one prefill pass, whose
 //     argmax must agree with decode's, as for the draft model); accept the longest path whose every token is the
 //     target's argmax after its parent, plus the target's own next token;
-//   the head's top-k proposals and the verify argmaxes are computed in the engine (EngineSession.topK,
-//     qw_session_read_topk) rather than by copying rows × vocab logits into JS (sampling still reads the logits);
+//   the head's top-k proposals and the verify argmaxes are computed in the engine (EngineSession.topK / argmax,
+//     qw_session_read_topk; the argmax without the softmax pass) rather than by copying rows × vocab logits into JS
+//     (sampling still reads the logits);
 //   compact: the accepted path's K/V move to T, T+1, … (qw_session_kv_compact); the head is cut back to T
 //     (its draft nodes are dropped; the accepted tokens are fed again with the target's features next step).
+// Every engine call of a step is timed under a phase (engine/spec/phases.ts EAGLE_PHASES): trace.phases.
 // Greedy (temperature 0): exact by construction (above). Sampling (temperature > 0): the tree's candidates are
 // the head's top-k, deterministic point-mass proposals, so eagle-tree.ts acceptTreeSampled tries a node's
 // children in order, accepting x with probability p(x) and removing x from p on a rejection, then draws from
@@ -29,6 +31,7 @@ import { cancelledBeforeStart, SpecOutput, type SpecEvent } from "./output.ts";
 import { acceptTreeGreedy, acceptTreeSampled, checkTreeParams, draftTree, topKLogProbs, verifyTree, type Candidate, type Proposals, type TreeParams } from "./eagle-tree.ts";
 import { argmaxRow, dist, drawFrom, Uniforms, type SamplingSettings } from "./sampling.ts";
 import type { SpecTrace } from "./stats.ts";
+import { EAGLE_PHASES, PhaseClock } from "./phases.ts";
 
 export const TARGET_FEATURE_HOOK = "ln_final.hook_normalized";
 export const HEAD_HIDDEN_HOOK = "blocks.0.hook_resid_post";
@@ -72,8 +75,12 @@ function rowProposals(s: EngineSession, k: number): Proposals[] {
   return Array.from({ length: l.rows }, (_, r) => topKLogProbs(l.data, r * l.vocab, l.vocab, k));
 }
 
-/** The greedy token after every logits row of the last step (argmaxRow's: the lowest id on ties). */
+/**
+ * The greedy token after every logits row of the last step (argmaxRow's: the lowest id on ties): the engine's
+ * argmax (no softmax pass), else its top-1, else from the copied logits.
+ */
 function rowArgmax(s: EngineSession): Int32Array {
+  if (s.argmax) return s.argmax().map((id) => (id < 0 ? 0 : id));
   if (s.topK) return s.topK(1).ids.map((id) => (id < 0 ? 0 : id));
   const l = s.logits();
   return Int32Array.from({ length: l.rows }, (_, r) => argmaxRow(l.data, r * l.vocab, l.vocab));
@@ -103,7 +110,9 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
   if (prompt.length > maxContext) throw new SessionError(`generate: the prompt has ${prompt.length} tokens, more than the max context ${maxContext} (of the target and head sessions)`);
   const chunk = host.backend === "cpu" ? CPU_VERIFY_CHUNK : Infinity;
   const tPre = target.maxPrefill ?? target.maxContext, hPre = head.maxPrefill ?? head.maxContext;
-  const trace: SpecTrace = { k: tp.depth, proposed: [], accepted: [], draftMs: [], verifyMs: [], nodes: [] };
+  const clock = new PhaseClock(EAGLE_PHASES, true);
+  const trace: SpecTrace = { k: tp.depth, proposed: [], accepted: [], draftMs: [], verifyMs: [], nodes: [], phases: clock.trace };
+  const time = <T>(phase: (typeof EAGLE_PHASES)[number], f: () => T): T => clock.time(phase, f);
   const signal = opts.signal;
 
   tgt.reset(seq);
@@ -139,6 +148,7 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
     let catchFeats = new Float32Array(prompt.length * H);
     { let off = 0; for (const f of promptFeats) { catchFeats.set(f, off); off += f.length; } }
     let T = prompt.length; // tokens in the target's KV cache
+    tgt.setLogitsMode(2);  // every verify pass reads every row (its argmax, or its logits when sampling)
     const em = new SpecOutput(host.decoder, stop, maxTokens);
     const emitted: number[] = [tok];
     let stepMs = prefillMs, phase: "prefill" | "decode" = "prefill";
@@ -152,14 +162,14 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
       const s0 = performance.now();
       // ---- head catch-up: its last row proposes level 1
       head.setLogitsMode(1);
-      let rootHidden = new Float32Array(0);
-      let rootProps: Proposals = { tokens: [], logps: [] };
       for (let o = 0; o < catchTokens.length; o += hPre) {
         const n = Math.min(catchTokens.length, o + hPre) - o;
-        head.prefillTree(hseq, catchTokens.slice(o, o + n), null, 0, catchFeats.slice(o * H, (o + n) * H));
+        const feats = catchFeats.slice(o * H, (o + n) * H);
+        time("head_catchup", () => head.prefillTree(hseq, catchTokens.slice(o, o + n), null, 0, feats));
       }
+      let rootHidden: Float32Array, rootProps: Proposals;
       {
-        const hc = captured(head, HEAD_HIDDEN_HOOK), props = rowProposals(head, tp.topK);
+        const hc = time("head_readback", () => captured(head, HEAD_HIDDEN_HOOK)), props = time("head_readback", () => rowProposals(head, tp.topK));
         rootHidden = hc.data.slice((hc.rows - 1) * H, hc.rows * H);
         rootProps = props[props.length - 1];
       }
@@ -181,10 +191,12 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
           headParents.push(p < 0 ? -1 : headIdx.get(p)!);
           headIdx.set(n, first + i);
         });
-        head.prefillTree(hseq, nodes.map((n) => cands[n].token), headParents, first, feats);
-        const hc = captured(head, HEAD_HIDDEN_HOOK), props = rowProposals(head, tp.topK);
+        const e0 = clock.sofar("head_expand");
+        time("head_expand", () => head.prefillTree(hseq, nodes.map((n) => cands[n].token), headParents, first, feats));
+        clock.level(clock.sofar("head_expand") - e0);
+        const hc = time("head_readback", () => captured(head, HEAD_HIDDEN_HOOK)), props = time("head_readback", () => rowProposals(head, tp.topK));
         return nodes.map((_, i) => {
-          hidden.push(hc.data.slice(i * H, (i + 1) * H));
+          hidden.push(hc.data.subarray(i * H, (i + 1) * H));
           return props[i];
         });
       };
@@ -193,40 +205,40 @@ export async function* eagleGenerate(target: SpecSession, headSession: EngineSes
         : { candidates: [], kept: [] };
       const vt = verifyTree(tok, tree.candidates, tree.kept);
       const s1 = performance.now();
-      // ---- verify: one target pass over the tree (CPU: chunks of <= CPU_VERIFY_CHUNK rows)
-      tgt.setLogitsMode(2);
+      // ---- verify: one target pass over the tree (CPU: chunks of <= CPU_VERIFY_CHUNK rows); logits mode 2 is set
       // greedy needs each row's argmax only (computed in the engine); sampling the whole distribution
       const logitRows: Float32Array[] = [], argmaxRows: Int32Array[] = [], featRows: Float32Array[] = [];
       let vocab = 0;
       const n = vt.tokens.length, step = Math.min(chunk, tPre);
       for (let o = 0; o < n; o += step) {
         const m = Math.min(n, o + step) - o;
-        tgt.prefillTree(seq, vt.tokens.slice(o, o + m), vt.parents.slice(0, o + m), o, null);
+        time("verify", () => tgt.prefillTree(seq, vt.tokens.slice(o, o + m), vt.parents.slice(0, o + m), o, null));
         let rows: number;
         if (greedy) {
-          const am = rowArgmax(tgt);
+          const am = time("verify_readback", () => rowArgmax(tgt));
           rows = am.length;
           argmaxRows.push(am);
         } else {
-          const l = tgt.logits();
+          const l = time("verify_readback", () => tgt.logits());
           rows = l.rows;
           vocab = l.vocab;
           logitRows.push(l.data);
         }
         if (rows !== m) throw new Error(`speculative eagle: the verify pass returned ${rows} logits rows, expected ${m}`);
-        featRows.push(captured(tgt, TARGET_FEATURE_HOOK).data);
+        featRows.push(time("verify_readback", () => captured(tgt, TARGET_FEATURE_HOOK)).data);
       }
       const at = (node: number) => { const c = Math.floor(node / step); return { c, r: node - c * step }; };
       const { path, next } = greedy
         ? acceptTreeGreedy(vt, (node) => { const { c, r } = at(node); return argmaxRows[c][r]; })
         : acceptTreeSampled(vt, (node) => { const { c, r } = at(node); return dist(logitRows[c], r * vocab, vocab, settings); }, () => rng.next());
-      tgt.kvCompact(seq, T, path);
-      head.truncate(hseq, T);
+      time("compact", () => tgt.kvCompact(seq, T, path));
+      time("compact", () => head.truncate(hseq, T));
       catchTokens = [...path.slice(1).map((p) => vt.tokens[p]), next];
       catchFeats = new Float32Array(path.length * H);
       path.forEach((p, i) => { const { c, r } = at(p); catchFeats.set(featRows[c].subarray(r * H, (r + 1) * H), i * H); });
       T += path.length;
       const s2 = performance.now();
+      clock.endStep(s2 - s0);
       trace.proposed.push(Math.max(0, ...vt.depths));
       trace.nodes!.push(n - 1);
       trace.accepted.push(path.length - 1);

@@ -1,6 +1,7 @@
 // engine/spec/stats.ts — what a speculative generation records per verify step, and its summary (the
 // `speculative` block of a profile's summary and of bench rows' extra). Validated with zod where it is read back.
 import { z } from "zod";
+import { mergePhases, MsStatSchema, msStat, PhaseSummarySchema, summarizePhases, type PhaseTrace } from "./phases.ts";
 
 /** Per-step trace of one speculative generation (kept by the loop, summarized by summarizeSpec). */
 export interface SpecTrace {
@@ -15,6 +16,8 @@ export interface SpecTrace {
   verifyMs: number[];
   /** EAGLE: draft tree nodes verified in each step (proposed is then the depth of each step's tree). */
   nodes?: number[];
+  /** Where each step's time went, by phase (engine/spec/phases.ts). */
+  phases?: PhaseTrace;
 }
 
 export const SpecSummary = z.object({
@@ -34,21 +37,17 @@ export const SpecSummary = z.object({
   acceptance_by_position: z.array(z.number()),
   conditional_acceptance_by_position: z.array(z.number()),
   accepted_length_histogram: z.array(z.number().int()), // [a] = steps that accepted exactly a draft tokens, a = 0..k
-  draft_ms_per_step: z.object({ median: z.number(), mean: z.number(), min: z.number(), max: z.number() }),
-  verify_ms_per_step: z.object({ median: z.number(), mean: z.number(), min: z.number(), max: z.number() }),
+  draft_ms_per_step: MsStatSchema,
+  verify_ms_per_step: MsStatSchema,
   draft_share: z.number(),                       // draft time / (draft + verify)
+  // where a step's time goes (engine/spec/phases.ts DRAFT_PHASES / EAGLE_PHASES), and eagle's head_expand per tree level
+  phases: z.array(PhaseSummarySchema).optional(),
+  expand_ms_by_level: z.array(MsStatSchema).optional(),
   accepted_per_step: z.array(z.number().int()).optional(), // the raw trace (profiles of single runs)
   draft_ms: z.array(z.number()).optional(),
   verify_ms: z.array(z.number()).optional(),
 });
 export type SpecSummary = z.infer<typeof SpecSummary>;
-
-function msStat(xs: number[]): { median: number; mean: number; min: number; max: number } {
-  if (xs.length === 0) return { median: 0, mean: 0, min: 0, max: 0 };
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return { median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2, mean: s.reduce((a, b) => a + b, 0) / s.length, min: s[0], max: s[s.length - 1] };
-}
 
 /** Merges traces of several generations (e.g. the prompts of a bench) into one. */
 export function mergeTraces(ts: SpecTrace[]): SpecTrace {
@@ -58,6 +57,7 @@ export function mergeTraces(ts: SpecTrace[]): SpecTrace {
     proposed: ts.flatMap((t) => t.proposed), accepted: ts.flatMap((t) => t.accepted),
     draftMs: ts.flatMap((t) => t.draftMs), verifyMs: ts.flatMap((t) => t.verifyMs),
     ...(ts.every((t) => t.nodes) ? { nodes: ts.flatMap((t) => t.nodes ?? []) } : {}),
+    ...(ts.every((t) => t.phases) ? { phases: mergePhases(ts.map((t) => t.phases!)) } : {}),
   };
 }
 
@@ -84,6 +84,7 @@ export function summarizeSpec(t: SpecTrace, draftModel: string, raw = false, tre
   }
   const draft = t.draftMs.reduce((a, b) => a + b, 0), verify = t.verifyMs.reduce((a, b) => a + b, 0);
   const steps = t.proposed.length;
+  const ph = t.phases && steps ? summarizePhases(t.phases) : undefined;
   return {
     method: tree ? "eagle" : "draft", draft_model: draftModel, k, steps, proposed, accepted,
     ...(tree ? { tree: { depth: tree.depth, top_k: tree.topK, budget: tree.budget } } : {}),
@@ -96,6 +97,7 @@ export function summarizeSpec(t: SpecTrace, draftModel: string, raw = false, tre
     accepted_length_histogram: hist,
     draft_ms_per_step: msStat(t.draftMs), verify_ms_per_step: msStat(t.verifyMs),
     draft_share: draft + verify > 0 ? draft / (draft + verify) : 0,
+    ...(ph ? { phases: ph.phases, ...(ph.levels ? { expand_ms_by_level: ph.levels } : {}) } : {}),
     ...(raw ? { accepted_per_step: [...t.accepted], draft_ms: [...t.draftMs], verify_ms: [...t.verifyMs] } : {}),
   };
 }

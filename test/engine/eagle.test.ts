@@ -147,7 +147,7 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with an EAGLE head (CP
     s.close();
   });
 
-  test("topK in the engine: the same tokens and log-probabilities as topKLogProbs on the copied logits", () => {
+  test("topK and argmax in the engine: the same tokens and log-probabilities as topKLogProbs on the copied logits", () => {
     const s = target.newSession({ maxContext: 64 });
     const ids = target.tokenizer.encode("The jury said it did not find any evidence");
     s.setLogitsMode(2);
@@ -163,6 +163,10 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with an EAGLE head (CP
         if (k === 1) expect(t.ids[r]).toBe(argmaxRow(l.data, r * l.vocab, l.vocab));
       }
     }
+    // argmax: topK(1)'s ids without the softmax pass (out_logprobs NULL)
+    const am = s.argmax();
+    expect(Array.from(am)).toEqual(Array.from(s.topK(1).ids));
+    expect(Array.from(am)).toEqual(Array.from({ length: l.rows }, (_, r) => argmaxRow(l.data, r * l.vocab, l.vocab)));
     expect(() => s.topK(0)).toThrow(/k must be an integer >= 1/);
     expect(() => s.topK(l.vocab + 1)).toThrow(/must be in \[1, vocab/);
     s.setLogitsMode(0);

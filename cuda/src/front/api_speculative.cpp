@@ -1,10 +1,10 @@
 // api_speculative.cpp — the entry points of qwen.h for speculative decoding with an EAGLE head: tree prefill
 // (with head features) and KV compaction of the accepted path (cuda/src/opt/speculative/).
-#include <cmath>
 #include <string>
 #include <vector>
 
 #include "api.hpp"
+#include "topk.hpp"
 #include "tree.hpp"
 
 namespace qw {
@@ -76,52 +76,19 @@ QW_API int32_t qw_session_kv_compact(qw_session *s, int32_t seq, int32_t base, c
   });
 }
 
-}  // extern "C"
-
-namespace qw {
-
-// Top k of one row: one pass for the max and the k best (a sorted array of k; ties keep the lower id, which came
-// first), one for the sum of exp — engine/spec/eagle-tree.ts topKLogProbs computes the same (its JS reference).
-static void row_topk(const float *row, int32_t vocab, int32_t k, int32_t *ids, double *lp) {
-  int32_t cnt = 0;
-  double m = -HUGE_VAL;
-  for (int32_t i = 0; i < vocab; ++i) {
-    const float v = row[i];
-    if (std::isnan(v)) continue;
-    if (v > m) m = v;
-    if (cnt == k && !(v > row[ids[k - 1]])) continue;
-    int32_t j = cnt < k ? cnt++ : k - 1;
-    while (j > 0 && v > row[ids[j - 1]]) { ids[j] = ids[j - 1]; --j; }
-    ids[j] = i;
-  }
-  double s = 0;
-  for (int32_t i = 0; i < vocab; ++i)
-    if (!std::isnan(row[i])) s += std::exp(double(row[i]) - m);
-  const double lse = m + std::log(s);
-  for (int32_t j = 0; j < k; ++j) {
-    if (j >= cnt) { ids[j] = -1; lp[j] = -HUGE_VAL; continue; }
-    lp[j] = double(row[ids[j]]) - lse;
-  }
-}
-
-}  // namespace qw
-
-extern "C" {
-
 QW_API int32_t qw_session_read_topk(qw_session *s, int32_t k, int32_t *out_ids, double *out_logprobs, int64_t n) {
   return guard([&] {
     need(s, "session");
     const int32_t V = s->model->cfg.vocab_size, rows = s->logits_rows;
     if (k < 1 || k > V) fail(QW_ERR_INVALID_ARGUMENT, "k = " + std::to_string(k) + " must be in [1, vocab = " + std::to_string(V) + "]");
     if (rows == 0) return;
-    need(out_ids, "out_ids");
-    need(out_logprobs, "out_logprobs");
+    need(out_ids, "out_ids");  // out_logprobs may be NULL: the ids only, no softmax pass (the greedy argmax)
     if (n < int64_t(rows) * k)
       fail(QW_ERR_INVALID_ARGUMENT, "top-k buffers hold " + std::to_string(n) + " entries; " +
                                         std::to_string(int64_t(rows) * k) + " needed (rows x k)");
     for (int32_t r = 0; r < rows; ++r)
       qw::row_topk(s->logits_buf.data() + size_t(r) * size_t(V), V, k, out_ids + size_t(r) * k,
-                   out_logprobs + size_t(r) * k);
+                   out_logprobs ? out_logprobs + size_t(r) * k : nullptr);
   });
 }
 
