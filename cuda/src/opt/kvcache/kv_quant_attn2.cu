@@ -15,8 +15,8 @@
 //  - Chunk c goes to split c % n_split, then round-robin over that split's warps, so the kivi bf16 tail (<= 5
 //    chunks, read from global memory) lands on different warps.
 //  - Q.K: lane = key. Its code row comes from shared memory in 16-byte units (XOR-swizzled per 128-byte line:
-//    conflict-free), codes become fp32 by the exponent trick (float bits 0x4B0000xx = 2^23 + xx: one PRMT and
-//    one FADD, exact), q (pre-scaled by log2(e)/sqrt(d)) is a broadcast float4 from shared memory. q8: a sum
+//    conflict-free), codes become fp32 by the exponent trick (kv_unpack.hpp, checked on the CPU by
+//    test_kv_unpack: float bits 0x4B0000xx = 2^23 + xx, one PRMT and one FADD, exact), q (pre-scaled by log2(e)/sqrt(d)) is a broadcast float4 from shared memory. q8: a sum
 //    per 32-channel block, times the block scale. kivi: once per chunk the warp folds the group's per-channel
 //    scale into q (q*s in shared memory) and takes bias = q.z, so a key costs one FMA per channel and head.
 //  - Softmax: the max is warp-wide (shuffles), the sums stay per lane until the end (the rescale factor is
@@ -37,6 +37,7 @@
 #include "common.cuh"
 #include "kv_quant.cuh"
 #include "kv_quant_dev.cuh"
+#include "kv_unpack.hpp"
 #include "mma_sync.cuh"
 
 namespace qwc {
@@ -48,8 +49,6 @@ namespace {
 
 constexpr int kNW = 4;  // warps per block
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kMagic = 8388608.0f;         // 2^23: float bits 0x4B000000
-constexpr float kMagicS8 = 8388608.0f + 128;  // 2^23 + 128: a biased int8 code
 
 template <int D, int TYPE, int GQ>
 struct Cfg {
@@ -68,42 +67,12 @@ struct Cfg {
                                       (P_IN_K ? 0 : size_t(kNW) * 32 * GQ * 4);
   static constexpr size_t STAGES = size_t(kNW) * 2 * STAGE, RED = size_t(kNW) * GQ * (D + 2) * 4;
   static constexpr size_t SMEM = SMEM_HEAD + (STAGES > RED ? STAGES : RED);
-  // 16-byte unit `col` of K row `row` in a staged chunk: XOR-swizzled within each 128-byte line, so 8 lanes
-  // reading the same logical unit of 8 consecutive rows hit 8 different bank quads
-  __device__ static int kunit(int row, int col) {
-    if constexpr (CR >= 32) return row * CR + ((col ^ ((row / (128 / CR)) & (UPR - 1))) * CU);
-    return row * CR + col * CU;
-  }
+  // unit `col` of K row `row` in a staged chunk (kv_unpack.hpp: swizzled, conflict-free for lane = row reads)
+  __device__ static int kunit(int row, int col) { return kvq::kunit_offset(CR, row, col); }
 };
 
-__device__ __forceinline__ float bits_to_f(uint32_t b) { return __uint_as_float(b); }
 __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
-// byte `i` of x as the float 2^23 + byte
-__device__ __forceinline__ float magic_byte(uint32_t x, uint32_t i) { return bits_to_f(__byte_perm(x, 0x4B000000u, 0x7540u | i)); }
-
-// The EPW codes of a 32-bit word in channel order, as fp32 (q8: signed; kivi: unsigned). Exact.
-template <int BITS>
-__device__ __forceinline__ void unpack_word(uint32_t w, float *x) {
-  if constexpr (BITS == 8) {
-    const uint32_t u = w ^ 0x80808080u;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) x[i] = magic_byte(u, i) - kMagicS8;
-  } else if constexpr (BITS == 4) {  // low nibble = even channel
-    const uint32_t lo = w & 0x0F0F0F0Fu, hi = (w >> 4) & 0x0F0F0F0Fu;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      x[2 * i] = magic_byte(lo, i) - kMagic;
-      x[2 * i + 1] = magic_byte(hi, i) - kMagic;
-    }
-  } else {  // bits 2i..2i+1 of byte j = channel 4j + i
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t t = (w >> (2 * i)) & 0x03030303u;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) x[4 * j + i] = magic_byte(t, j) - kMagic;
-    }
-  }
-}
+using kvq::unpack_word;
 
 template <int N>
 __device__ __forceinline__ void cp_async_n(void *smem, const void *gmem) {
@@ -263,25 +232,22 @@ __device__ __forceinline__ void pv_fma(float (*acc)[E], const float *pk, const f
 template <class C, int GQ>
 __device__ __forceinline__ void pv_quant(float (*acc)[C::E], const uint8_t *cur, const float *pw, int nk, int lane) {
   constexpr int D = C::E * 32, E = C::E;
-  const int bit0 = E * lane * C::BITS, wi = bit0 >> 5, sh = bit0 & 31, grp = (E * lane) / 32;
+  const kvq::LaneCodes<C::BITS> lc(E, lane);
+  const int grp = (E * lane) / 32;  // the lane's 32-channel group: q8 block, kivi value group
   const uint8_t *vc = cur + C::OFF_VC;
   const uint16_t *va = reinterpret_cast<const uint16_t *>(cur + C::OFF_VA);
 #pragma unroll 4
   for (int kk = 0; kk < nk; ++kk) {
-    const uint32_t word = reinterpret_cast<const uint32_t *>(vc + kk * C::CR)[wi];
+    const uint32_t word = reinterpret_cast<const uint32_t *>(vc + kk * C::CR)[lc.wi];
     float v[E];
     if constexpr (C::kQ8) {
-      const uint32_t u = word ^ 0x80808080u;
       const float sv = h2f(va[kk * (D / 32) + grp]);
 #pragma unroll
-      for (int e = 0; e < E; ++e) v[e] = (magic_byte(u, uint32_t((sh >> 3) + e)) - kMagicS8) * sv;
+      for (int e = 0; e < E; ++e) v[e] = lc.code(word, e) * sv;
     } else {
       const float sv = h2f(va[kk * (D / 32) + grp]), zv = h2f(va[32 * (D / 32) + kk * (D / 32) + grp]);
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
-        const uint32_t code = (word >> (sh + e * C::BITS)) & ((1u << C::BITS) - 1u);
-        v[e] = fmaf(bits_to_f(0x4B000000u | code) - kMagic, sv, zv);
-      }
+      for (int e = 0; e < E; ++e) v[e] = fmaf(lc.code(word, e), sv, zv);
     }
     pv_fma<GQ, E>(acc, pw + kk * GQ, v);
   }
