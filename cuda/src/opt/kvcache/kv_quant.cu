@@ -258,17 +258,7 @@ __global__ void __launch_bounds__(kNW * 32) kvq_attn_kernel(KvqDev kv, KvqStep s
         L += red_l[w][j] * f;
         A += red_acc[w][j][ch] * f;
       }
-    const int hq = h * gq + j;
-    if (a.n_split == 1) {
-      a.out[r * qd + int64_t(hq) * D + ch] = __float2bfloat16(A / L);
-    } else {
-      float *ws = a.ws + ((int64_t(r) * a.n_heads + hq) * a.n_split + split) * (D + 2);
-      if (ch == 0) {
-        ws[0] = M;
-        ws[1] = L;
-      }
-      ws[2 + ch] = A;
-    }
+    kvq_store_merged(a, r, h * gq + j, split, D, ch, M, L, A);
   }
 }
 

@@ -395,17 +395,7 @@ __global__ void __launch_bounds__(kNW * 32, 3) kvq_attn2_kernel(const KvqDev kv,
         L += red_l[w * GQ + j] * f;
         A += red_acc[(w * GQ + j) * D + ch] * f;
       }
-    const int hq = h * gq + j;
-    if (a.n_split == 1) {
-      a.out[r * qd + int64_t(hq) * D + ch] = __float2bfloat16(A / L);
-    } else {  // m in log2 units: kvq_combine2_kernel merges with exp2
-      float *ws = a.ws + ((int64_t(r) * a.n_heads + hq) * a.n_split + split) * (D + 2);
-      if (ch == 0) {
-        ws[0] = M;
-        ws[1] = L;
-      }
-      ws[2 + ch] = A;
-    }
+    kvq_store_merged(a, r, h * gq + j, split, D, ch, M, L, A);  // M in log2 units: kvq_combine2_kernel uses exp2
   }
 }
 

@@ -21,4 +21,20 @@ __device__ __forceinline__ const uint16_t *kvq_res_row(const KvqDev &kv, const K
   return ring + kv.lay.ring_off(st, pos);
 }
 
+// A block's merged state of (row r, query head hq) at channel ch, head_dim d: the output when the keys were not
+// split, else split `split`'s workspace entry [M, L, A[d]] for the combine kernel.
+__device__ __forceinline__ void kvq_store_merged(const KvqAttnArgs &a, int r, int hq, int split, int d, int ch, float M, float L,
+                                                 float A) {
+  if (a.n_split == 1) {
+    a.out[(int64_t(r) * a.n_heads + hq) * d + ch] = __float2bfloat16(A / L);
+    return;
+  }
+  float *ws = a.ws + ((int64_t(r) * a.n_heads + hq) * a.n_split + split) * (d + 2);
+  if (ch == 0) {
+    ws[0] = M;
+    ws[1] = L;
+  }
+  ws[2 + ch] = A;
+}
+
 }  // namespace qwc
