@@ -1,7 +1,8 @@
 // kv_quant.cu — quantized KV-cache kernels (kv_quant.cuh; formats: kv_format.hpp; CPU reference:
 // kv_quant_cpu.cpp). head_dim 32, 64 or 128 (what the CUDA backend supports).
 //
-// Attention: one block per (query row, kv head, key split), 4 warps. A warp takes 32-key chunks; chunk
+// Attention v1 (QW_KVQ_ATTN=v1; the default is v2 in kv_quant_attn2.cu, which says why v1 is slow): one block per
+// (query row, kv head, key split), 4 warps. A warp takes 32-key chunks; chunk
 // boundaries are multiples of 32, so a kivi chunk is either entirely quantized (one key group: the warp
 // stages its per-channel scale/zero in shared memory once) or entirely bf16. Scores: lane = key, looping over
 // the channels of its own key row (codes dequantized in registers) against the group's queries in shared
