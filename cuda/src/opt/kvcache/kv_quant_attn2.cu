@@ -25,7 +25,8 @@
 //    shared memory (written over the chunk's consumed K codes when they are large enough).
 //  - Splits fill the resident blocks of one wave (occupancy query; KvqCache::configure); the combine reads the
 //    split maxima once, in parallel, instead of a dependent loop per channel.
-// The query heads of a kv group run in a bucket of 4 or 8 (zero q rows for the padding; never written out).
+// The query heads of a kv group run in a bucket of 4, 7 (Qwen2.5 0.5B / 7B) or 8 (zero q rows for the padding; never
+// written out).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -62,9 +63,10 @@ struct Cfg {
   static constexpr int AUX = kQ8 ? 2 * D : 4 * D;  // K (or V) scales, bytes: q8 [32][D/32]; kivi s and z planes
   static constexpr int OFF_KA = 32 * CR, OFF_VC = OFF_KA + AUX, OFF_VA = OFF_VC + 32 * CR;
   static constexpr int STAGE = OFF_VA + AUX;      // bytes of one staged chunk (a multiple of 16)
-  static constexpr bool P_IN_K = 32 * CR >= 32 * GQ * 4;  // p of the chunk fits over its consumed K codes
+  static constexpr int PG = (GQ + 3) / 4 * 4;              // a key's p in shared memory: GQ heads, padded to float4s
+  static constexpr bool P_IN_K = 32 * CR >= 32 * PG * 4;  // p of the chunk fits over its consumed K codes
   static constexpr size_t SMEM_HEAD = size_t(GQ) * D * 4 + (kQ8 ? 0 : size_t(kNW) * GQ * D * 4) +
-                                      (P_IN_K ? 0 : size_t(kNW) * 32 * GQ * 4);
+                                      (P_IN_K ? 0 : size_t(kNW) * 32 * PG * 4);
   static constexpr size_t STAGES = size_t(kNW) * 2 * STAGE, RED = size_t(kNW) * GQ * (D + 2) * 4;
   static constexpr size_t SMEM = SMEM_HEAD + (STAGES > RED ? STAGES : RED);
   // unit `col` of K row `row` in a staged chunk (kv_unpack.hpp: swizzled, conflict-free for lane = row reads)
@@ -214,17 +216,18 @@ __device__ __forceinline__ void scores_bf16(float *sc, const uint16_t *row, cons
   }
 }
 
-// acc[j][e] += p[j] * v[e] (p: the key's GQ probabilities in shared memory)
-template <int GQ, int E>
+// acc[j][e] += p[j] * v[e] (p: the key's GQ probabilities in shared memory, PG-float stride)
+template <int GQ, int PG, int E>
 __device__ __forceinline__ void pv_fma(float (*acc)[E], const float *pk, const float *v) {
 #pragma unroll
-  for (int j = 0; j < GQ; j += 4) {
+  for (int j = 0; j < PG; j += 4) {
     const float4 p4 = *reinterpret_cast<const float4 *>(pk + j);
     const float pj[4] = {p4.x, p4.y, p4.z, p4.w};
 #pragma unroll
     for (int t = 0; t < 4; ++t)
+      if (j + t < GQ)
 #pragma unroll
-      for (int e = 0; e < E; ++e) acc[j + t][e] = fmaf(pj[t], v[e], acc[j + t][e]);
+        for (int e = 0; e < E; ++e) acc[j + t][e] = fmaf(pj[t], v[e], acc[j + t][e]);
   }
 }
 
@@ -249,7 +252,7 @@ __device__ __forceinline__ void pv_quant(float (*acc)[C::E], const uint8_t *cur,
 #pragma unroll
       for (int e = 0; e < E; ++e) v[e] = fmaf(lc.code(word, e), sv, zv);
     }
-    pv_fma<GQ, E>(acc, pw + kk * GQ, v);
+    pv_fma<GQ, C::PG, E>(acc, pw + kk * C::PG, v);
   }
 }
 
@@ -259,7 +262,7 @@ template <> struct RawE<2> { using T = uint32_t; };
 template <> struct RawE<1> { using T = uint16_t; };
 
 // P.V of a bf16 chunk (kivi residual): 8 keys' values in flight per lane.
-template <int D, int GQ>
+template <int D, int GQ, int PG>
 __device__ __forceinline__ void pv_bf16(float (*acc)[D / 32], const KvqDev &kv, const KvqStep &s, int64_t st, int r, int pos,
                                         int slot, int h, int64_t k0, const float *pw, int nk, int lane) {
   constexpr int E = D / 32;
@@ -283,7 +286,7 @@ __device__ __forceinline__ void pv_bf16(float (*acc)[D / 32], const KvqDev &kv, 
       } else {
         v[0] = __uint_as_float(uint32_t(raw[u]) << 16);
       }
-      pv_fma<GQ, E>(acc, pw + (k8 + u) * GQ, v);
+      pv_fma<GQ, PG, E>(acc, pw + (k8 + u) * PG, v);
     }
   }
 }
@@ -295,8 +298,8 @@ __global__ void __launch_bounds__(kNW * 32, 3) kvq_attn2_kernel(const KvqDev kv,
   extern __shared__ __align__(16) uint8_t smem[];
   float *q_s = reinterpret_cast<float *>(smem);                  // [GQ][D], scaled by log2(e)/sqrt(D)
   float *qk_s = q_s + GQ * D;                                    // kivi: [kNW][GQ][D], q * the chunk's key scale
-  float *p_s = qk_s + (C::kQ8 ? 0 : kNW * GQ * D);               // unless P_IN_K: [kNW][32][GQ]
-  uint8_t *stg = reinterpret_cast<uint8_t *>(p_s + (C::P_IN_K ? 0 : kNW * 32 * GQ));  // [kNW][2][STAGE]
+  float *p_s = qk_s + (C::kQ8 ? 0 : kNW * GQ * D);               // unless P_IN_K: [kNW][32][PG]
+  uint8_t *stg = reinterpret_cast<uint8_t *>(p_s + (C::P_IN_K ? 0 : kNW * 32 * C::PG));  // [kNW][2][STAGE]
 
   const int r = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
   const int gq = a.n_heads / kv.lay.kv_heads;
@@ -336,14 +339,16 @@ __global__ void __launch_bounds__(kNW * 32, 3) kvq_attn2_kernel(const KvqDev kv,
     const bool quant = k0 < nq;
     const int nk = n_keys - k0 < 32 ? int(n_keys - k0) : 32;
     const bool valid = lane < nk;
-    float sc[GQ];
+    float sc[GQ], pp[C::PG];
+#pragma unroll
+    for (int j = GQ; j < C::PG; ++j) pp[j] = 0.f;
     if (quant) {
       scores_quant<C, GQ>(sc, cur, q_s, qk, lane);
     } else {
       const uint16_t *row = kvq_res_row(kv, s, s.k, kv.kr, st, r, pos, slot, h, k0 + (valid ? lane : 0));
       scores_bf16<D, GQ>(sc, row, q_s);
     }
-    float *pw = C::P_IN_K ? reinterpret_cast<float *>(cur) : p_s + warp * 32 * GQ;
+    float *pw = C::P_IN_K ? reinterpret_cast<float *>(cur) : p_s + warp * 32 * C::PG;
     __syncwarp();  // every lane is done with the K codes that pw may overwrite
 #pragma unroll
     for (int j = 0; j < GQ; ++j) {
@@ -355,13 +360,13 @@ __global__ void __launch_bounds__(kNW * 32, 3) kvq_attn2_kernel(const KvqDev kv,
 #pragma unroll
       for (int e = 0; e < E; ++e) acc[j][e] *= corr;
       m[j] = mn;
-      sc[j] = pj;
+      pp[j] = pj;
     }
 #pragma unroll
-    for (int j = 0; j < GQ; j += 4) *reinterpret_cast<float4 *>(pw + lane * GQ + j) = make_float4(sc[j], sc[j + 1], sc[j + 2], sc[j + 3]);
+    for (int j = 0; j < C::PG; j += 4) *reinterpret_cast<float4 *>(pw + lane * C::PG + j) = make_float4(pp[j], pp[j + 1], pp[j + 2], pp[j + 3]);
     __syncwarp();
     if (quant) pv_quant<C, GQ>(acc, cur, pw, nk, lane);
-    else pv_bf16<D, GQ>(acc, kv, s, st, r, pos, slot, h, k0, pw, nk, lane);
+    else pv_bf16<D, GQ, C::PG>(acc, kv, s, st, r, pos, slot, h, k0, pw, nk, lane);
     __syncwarp();  // the stage (and pw) are refilled by the next iteration's prefetch
   }
   cp_async_wait<0>();
@@ -449,7 +454,7 @@ using IC = std::integral_constant<int, V>;
 // Calls f(IC<D>, IC<TYPE>, IC<GQ bucket>) for the cache's type, head_dim and group size.
 template <class F>
 auto visit2(KvType t, int d, int gq, F &&f) {
-  auto by_gq = [&](auto dd, auto tt) { return gq <= 4 ? f(dd, tt, IC<4>{}) : f(dd, tt, IC<8>{}); };
+  auto by_gq = [&](auto dd, auto tt) { return gq <= 4 ? f(dd, tt, IC<4>{}) : gq == 7 ? f(dd, tt, IC<7>{}) : f(dd, tt, IC<8>{}); };
   auto by_type = [&](auto dd) {
     switch (t) {
       case KvType::Q8: return by_gq(dd, IC<int(KvType::Q8)>{});
