@@ -1,11 +1,11 @@
 // attention.cu — the lab cases of attention (attention.cuh): split-KV decode (also gqa=broadcast through
-// src/opt/gqa/kv_broadcast.cuh, and the dev variants of attn_decode_dev.cu) and flash prefill, against a CPU reference.
+// src/opt/gqa/kv_broadcast.cuh; one query head per block and one kv head per block, timed apart) and flash prefill,
+// against a CPU reference.
 #include "attention.cuh"
-#include "attn_decode_dev.cuh"
 #include "kv_broadcast.cuh"
 #include "lab.cuh"
 
-static int g_attn_dev_hpb = 0;  // decode_case: 0 = engine kernel, 1 / 8 = dev variant (attn_decode_dev.cu) with that many heads per block
+static int g_attn_gm = 0;  // decode_case: 0 = the launcher's choice (decode_attn_heads_per_block), 1 / 8 heads per block forced
 
 // CPU reference (declared in lab.cuh; fa3.cu uses it too).
 void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, const std::vector<uint16_t> &kc,
@@ -56,8 +56,7 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
   h2d(dident, ident);
   int sms = 132;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const int ns = g_attn_dev_hpb ? decode_attn_dev_pick_split(nH, nKV, g_attn_dev_hpb, max_ctx, sms)
-                                : decode_attn_pick_split(bcast ? nH : nKV, max_ctx, sms);
+  const int ns = decode_attn_pick_split(nH, max_ctx, sms);
   float *ws = dalloc<float>(decode_attn_ws_floats(B, nH, d, ns));
   int32_t *cnt = dalloc<int32_t>(B * nH);
   CHK(cudaMemset(cnt, 0, B * nH * 4));
@@ -71,8 +70,8 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
       launch_kv_broadcast(bk, bv, dk, dv, dslot, dlen, B, nH, nKV, d, max_ctx, max_ctx, 0);
       DecodeAttnArgs b2 = a; b2.kcache = bk; b2.vcache = bv; b2.slot = dident; b2.n_kv = nH;
       launch_decode_attention(b2, 0);
-    } else if (g_attn_dev_hpb) {
-      launch_decode_attention_dev(a, g_attn_dev_hpb, 0);
+    } else if (g_attn_gm) {
+      launch_decode_attention_gm(a, g_attn_gm, 0);
     } else {
       launch_decode_attention(a, 0);
     }
@@ -95,6 +94,22 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
     err = std::max(err, rel_err(outv, refv, &ns2));
     nan_seen |= ns2;
   }
+  // GM 1 and GM 8 on the same inputs and n_split give the same bits (each head's sums in the same order): the
+  // batch-invariance argument of decode_attn_heads_per_block rests on it
+  if (!bcast && !g_attn_gm && nH / nKV <= 8) {
+    std::vector<uint16_t> zg[2];
+    for (int i = 0; i < 2; ++i) {
+      poison(dz, q.size() * 2);
+      launch_decode_attention_gm(a, i == 0 ? 1 : 8, 0);
+      CHK(cudaDeviceSynchronize());
+      zg[i] = d2h((uint16_t *)dz, q.size());
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < q.size(); ++i) diff += zg[0][i] != zg[1][i];
+    char sh[96];
+    snprintf(sh, sizeof sh, "B%d h%d/%d d%d len%d", B, nH, nKV, d, len);
+    report("attn decode gm1 vs gm8 bitwise", sh, true, (double)diff, 0.5, false, 0, 0, "", 0);
+  }
   double us = 0, rate = 0;
   if (timed) {
     us = time_us([&](int) { run(); }, g_quick ? 20 : 100);
@@ -104,7 +119,7 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
   }
   char shape[96];
   snprintf(shape, sizeof shape, "B%d h%d/%d d%d len%d", B, nH, nKV, d, len);
-  const char *label = bcast ? "attn decode (gqa broadcast)" : g_attn_dev_hpb == 1 ? "attn decode dev h1" : g_attn_dev_hpb ? "attn decode dev h8" : "attn decode splitkv";
+  const char *label = bcast ? "attn decode (gqa broadcast)" : g_attn_gm == 1 ? "attn decode splitkv gm1" : g_attn_gm ? "attn decode splitkv gm8" : "attn decode splitkv";
   report(label, shape, true, err, 1e-2, nan_seen, us, rate, "GB/s",
          g_copy_bw / 1e9);
   cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dz); cudaFree(dslot); cudaFree(dlen); cudaFree(dident); cudaFree(ws);
@@ -199,13 +214,15 @@ void run_attn() {
       {2, 14, 2, 64, 77, 512, true, false},
   };
   for (const C &c : cases) decode_case(c.B, c.nH, c.nKV, c.d, c.len, c.max_ctx, c.bcast, c.timed);
-  // dev variant (attn_decode_dev.cu, NOTES.md §9) on the same native-GQA cases: one query head per block, then 8
-  for (int hpb : {1, 8}) {
-    g_attn_dev_hpb = hpb;
+  // both block layouts forced on the same native-GQA cases (the launcher picks one by batch x n_kv; the default pass
+  // above compares their outputs bit for bit)
+  for (int gm : {1, 8}) {
+    g_attn_gm = gm;
     for (const C &c : cases)
       if (!c.bcast) decode_case(c.B, c.nH, c.nKV, c.d, c.len, c.max_ctx, false, c.timed);
   }
-  g_attn_dev_hpb = 0;
+  g_attn_gm = 0;
+
 }
 void run_prefill() {
   prefill_case(7, 1, 128, 0, 1, false, false);

@@ -23,8 +23,8 @@ namespace {
 
 struct Ws {
   MarlinWs w;
-  Ws(int64_t rows, int64_t cols) {
-    const MarlinPlan p = marlin_plan_for(rows, cols);
+  Ws(int64_t rows, int64_t cols, int type, int group) {
+    const MarlinPlan p = marlin_plan_for(rows, cols, type, group);
     w.part_bytes = std::max<size_t>(p.part_bytes(), 4);
     w.part = dalloc<float>(w.part_bytes / 4);
     w.cnt_n = std::max(p.n_blk, 1);
@@ -110,7 +110,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   HostW hw = make_marlin_w(type, rows, cols, group, rand_offset);
   DevW w = upload_w(hw);
   Packed pk(w);
-  Ws ws(rows, cols);
+  Ws ws(rows, cols, type, group);
   const int64_t out_cols = epi == GEMV_EPI_SWIGLU ? rows / 2 : rows;
   const bool out_bf = epi == GEMV_EPI_BF16 || epi == GEMV_EPI_SWIGLU;
   std::vector<uint16_t> act(16 * cols);
@@ -197,7 +197,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
     rate_simple = (double)hw.bytes() / (us_simple * 1e-6) / 1e9;
   }
   char shape[112];
-  const MarlinPlan p = marlin_plan_for(rows, cols);
+  const MarlinPlan p = marlin_plan_for(rows, cols, type, group);
   snprintf(shape, sizeof shape, "%s g%d %lldx%lld M%d S%d", tname(type), group, (long long)rows, (long long)cols, batch, p.S);
   std::string name = std::string("marlin ") + label + " [" + variant + "]";
   if (!cnt_zero) name += " COUNTERS-NOT-RESET";
@@ -278,11 +278,24 @@ void run_marlin() {
 // timed. Timing here is R launches between two events (median of the iterations, / R): the per-launch event timing of
 // the `marlin` rows includes the host's launch latency, which a CUDA graph (decode) does not pay. The GEMV alone
 // (bf16 input, fp32 output): the norm prologue and the SwiGLU / residual epilogues do not depend on the knobs.
+// A knob row as the sweep prints it: ksu/bps/stages/compact, "r" where the knob is unset (marlin_rule decides; what
+// it decided is in the row's "ran:" column), "rule" when all four are.
+static std::string knob_str(const MarlinKnobs &k) {
+  if (!k.ksu_max && !k.bps && !k.stages && k.compact < 0) return "rule";
+  auto f = [](int v, bool set) { return set ? std::to_string(v) : std::string("r"); };
+  char b[40];
+  snprintf(b, sizeof b, "%2s/%s/%s/%s", f(k.ksu_max, k.ksu_max).c_str(), f(k.bps, k.bps).c_str(),
+           f(k.stages, k.stages).c_str(), f(k.compact, k.compact >= 0).c_str());
+  return b;
+}
+
 void run_marlin_sweep() {
   struct Shape { const char *name; int64_t rows, cols; };
   const Shape shapes[] = {{"qkv", 4608, 3584}, {"o", 3584, 3584}, {"gate_up", 37888, 3584}, {"down", 3584, 18944}};
   const MarlinKnobs def = marlin_knobs();
-  std::vector<MarlinKnobs> grid{def};  // the current knobs first (the defaults unless QW_MARLIN_* are set)
+  // the current knobs first, "(cur)": marlin_rule's pick per shape unless QW_MARLIN_* are set; then every explicit
+  // combination (stages r: the rule's depth, W4 3 / W8 2), so that each run re-tests the rule against its alternatives
+  std::vector<MarlinKnobs> grid{def};
   for (int ksu : {8, 16, 32})
     for (int bps : {1, 2})
       for (int st : {0, 4, 6})
@@ -294,8 +307,8 @@ void run_marlin_sweep() {
   std::vector<Best> best;
   printf("marlin sweep: %zu knob rows per shape x format x M; us = median of %d iterations of %d launches / %d\n",
          grid.size(), g_quick ? 5 : 15, R, R);
-  printf("%-8s %-3s %-3s | %-16s | %-28s | %8s %8s %7s %5s\n", "shape", "fmt", "M", "ksu/bps/st/compact",
-         "ran: S ksu st blocks smemKB", "us", "GB/s", "xsimple", "check");
+  printf("%-8s %-3s %-3s | %-16s | %-31s | %8s %8s %7s %5s\n", "shape", "fmt", "M", "ksu/bps/st/compact",
+         "ran: S ksu st compact blocks smemKB", "us", "GB/s", "xsimple", "check");
   for (int type : {WT_W4, WT_W8})
     for (const Shape &sh : shapes) {
       const int group = 128;
@@ -336,7 +349,7 @@ void run_marlin_sweep() {
         Best b{what, 0, 1e30, us_simple, 0, def};
         for (size_t gi = 0; gi < grid.size(); ++gi) {
           const MarlinKnobs k = marlin_set_knobs(grid[gi]);
-          Ws ws(sh.rows, sh.cols);
+          Ws ws(sh.rows, sh.cols, type, group);
           auto run = [&](int batch) {
             poison(dout, 16 * sh.rows * 4);
             GemvArgs t = a;
@@ -364,16 +377,15 @@ void run_marlin_sweep() {
           for (double v : got) nan_seen |= !std::isfinite(v);
           if (!cnt_zero || !invariant || !ran) err = 1.0;
           const double us = ran ? timed(&ws.w) : 0, gbs = ran ? (double)pbytes / (us * 1e-6) / 1e9 : 0;
-          char knobs[40], plan[64], name[96];
-          snprintf(knobs, sizeof knobs, "%2d/%d/%s/%d%s", k.ksu_max, k.bps,
-                   k.stages ? std::to_string(k.stages).c_str() : "def", k.compact, gi == 0 ? " (cur)" : "");
-          if (ran) snprintf(plan, sizeof plan, "S%-3d ksu%-2d st%d blk%-5d %3zuKB", ml.S, ml.ksu, ml.stages, ml.blocks, ml.smem >> 10);
+          char plan[64], name[96];
+          const std::string knobs = knob_str(k) + (gi == 0 ? " (cur)" : "");
+          if (ran) snprintf(plan, sizeof plan, "S%-3d ksu%-2d st%d c%d blk%-5d %3zuKB", ml.S, ml.ksu, ml.stages, ml.compact, ml.blocks, ml.smem >> 10);
           else snprintf(plan, sizeof plan, "did not run: %s", variant.c_str());
           const bool pass = !nan_seen && err <= 1e-5;
-          printf("%s | %-16s | %-28s | %8.2f %8.1f %7.2f %5s%s%s\n", what, knobs, plan, us, gbs, us > 0 ? us_simple / us : 0,
+          printf("%s | %-16s | %-31s | %8.2f %8.1f %7.2f %5s%s%s\n", what, knobs, plan, us, gbs, us > 0 ? us_simple / us : 0,
                  pass ? "PASS" : "FAIL", cnt_zero ? "" : " COUNTERS-NOT-RESET", invariant ? "" : " NOT-BATCH-INVARIANT");
           fflush(stdout);
-          snprintf(name, sizeof name, "marlin sweep %s %s", what, knobs);
+          snprintf(name, sizeof name, "marlin sweep %s %s", what, knobs.c_str());
           // into the result table (and --json) as a checked row; failures count as every lab failure does
           if (!pass) report(name, plan, true, err, 1e-5, nan_seen, us, gbs, "GB/s packed", g_copy_bw / 1e9);
           if (gi == 0) b.us_def = us;
@@ -387,15 +399,14 @@ void run_marlin_sweep() {
     }
   marlin_set_knobs(def);
   printf("\nmarlin sweep, best per shape (copy bandwidth %.0f GB/s):\n", g_copy_bw / 1e9);
-  printf("%-18s | %9s | %9s | %-12s | %9s %7s %7s %7s\n", "shape fmt M", "simple us", "cur us", "best k/b/st/c", "best us",
-         "GB/s", "%copy", "xsimple");
+  // best/cur: how much the best row beats the current knobs (1.00..1.03 is within the noise of the 2026-12-05 run)
+  printf("%-18s | %9s | %9s | %-12s | %9s %7s %7s %7s %8s\n", "shape fmt M", "simple us", "cur us", "best k/b/st/c", "best us",
+         "GB/s", "%copy", "xsimple", "best/cur");
   for (const Best &b : best) {
     if (b.us >= 1e29) { printf("%-18s | no passing row\n", b.what.c_str()); continue; }
-    char k[24];
-    snprintf(k, sizeof k, "%d/%d/%s/%d", b.k.ksu_max, b.k.bps, b.k.stages ? std::to_string(b.k.stages).c_str() : "def",
-             b.k.compact);
-    printf("%-18s | %9.2f | %9.2f | %-12s | %9.2f %7.1f %7.1f %7.2f\n", b.what.c_str(), b.us_simple, b.us_def, k, b.us,
-           b.gbs, 100.0 * b.gbs * 1e9 / g_copy_bw, b.us_simple / b.us);
+    const std::string k = knob_str(b.k);
+    printf("%-18s | %9.2f | %9.2f | %-12s | %9.2f %7.1f %7.1f %7.2f %8.2f\n", b.what.c_str(), b.us_simple, b.us_def,
+           k.c_str(), b.us, b.gbs, 100.0 * b.gbs * 1e9 / g_copy_bw, b.us_simple / b.us, b.us > 0 ? b.us_def / b.us : 0);
     report("marlin sweep best " + b.what, k, false, 0, 0, false, b.us, b.gbs, "GB/s packed", g_copy_bw / 1e9);
   }
 }

@@ -8,6 +8,9 @@
 #include "sage.cuh"
 #include "sage_ref.hpp"
 
+#include <cstdlib>
+#include <string>
+
 namespace {
 
 // Rows whose 32-row Q blocks are checked: all blocks up to max_blocks, else the first two, the last and a stride.
@@ -152,5 +155,24 @@ void run_sage() {
       sage_case(28, 4, 128, 0, 32768, fp8, true, 5);
       sage_case(28, 4, 128, 16384, 16384, fp8, true, 5);  // the second half of 32k as a chunk against the cache
     }
+  }
+  // Sage on wgmma (QW_SAGE_WGMMA=1, sm_90, hd 128), both arms, "x flash" against the wgmma flash (QW_FLASH_WGMMA=1):
+  // the issue's bar is against our fastest bf16 flash. Both variables are restored afterwards.
+  if (major == 9 && minor == 0) {
+    const char *old_s = std::getenv("QW_SAGE_WGMMA"), *old_f = std::getenv("QW_FLASH_WGMMA");
+    const std::string keep_s = old_s ? old_s : "", keep_f = old_f ? old_f : "";
+    setenv("QW_SAGE_WGMMA", "1", 1);
+    setenv("QW_FLASH_WGMMA", "1", 1);
+    for (bool fp8 : {false, true}) {
+      for (const C &c : cases)
+        if (c.d == 128) sage_case(c.nH, c.nKV, c.d, c.pos0, c.n, fp8, c.timed, c.max_blocks);
+      if (!g_quick) {
+        sage_case(28, 4, 128, 0, 16384, fp8, true, 6);
+        sage_case(28, 4, 128, 0, 32768, fp8, true, 5);
+        sage_case(28, 4, 128, 16384, 16384, fp8, true, 5);
+      }
+    }
+    if (old_s) setenv("QW_SAGE_WGMMA", keep_s.c_str(), 1); else unsetenv("QW_SAGE_WGMMA");
+    if (old_f) setenv("QW_FLASH_WGMMA", keep_f.c_str(), 1); else unsetenv("QW_FLASH_WGMMA");
   }
 }

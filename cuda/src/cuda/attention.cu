@@ -5,6 +5,7 @@
 #include "sparse_budget.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace qwc {
 namespace {
@@ -13,12 +14,18 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegBig = -1e30f;
 
 // ------------------------------------------------------------------------------------------------
-// Decode: grid (n_split, n_kv, B), 128 threads (4 warps). G <= GMAX query heads per kv head.
+// Decode: grid (n_split, n_kv * G / GM, B), 128 threads (4 warps); GM query heads per block (1 or 8, below).
 // QK: lane-per-key (the key row in registers, q from shared memory). PV: lane-per-dimension, V rows loaded
-// kVB at a time before their FMAs (one memory round trip per kVB keys, not one per key).
+// kVB at a time before their FMAs (one memory round trip per kVB keys, not one per key); the first kVB V rows
+// of a tile are loaded with its K row. The length, the slot and the block's q rows (16-byte loads) are issued
+// together: one round trip.
 // Splits come from the device-side length: chunk = max(kMinChunk, ceil(len / n_split)) keys, so only
 // ceil(len / chunk) <= n_split splits are active; the others exit at once and are not counted by the
 // combine (every block derives the same active count from kv_len[b], so the counter stays replay safe).
+// Promoted from cuda/dev (2026-12-05): on an H100 (qwlab attn, first run) one query head per block ran the
+// B1 cases 1.6-1.7x faster than the one-block-per-kv-head kernel it replaces (0.5B h14/2 d64 len 300:
+// 13.8 against 24.0 us; 7B h28/4 len 300: 15.3 against 28.4; 1.5B h12/2 len 4097: 20.9 against 34.6), and
+// 17 % slower at 7B B16 len 1000 (61.3 against 52.5), where one block per kv head (GM 8) matched the old kernel.
 // ------------------------------------------------------------------------------------------------
 constexpr int kDecWarps = 4;
 constexpr int kGMax = 8;
@@ -31,42 +38,57 @@ template <> struct VRaw<4> { using T = uint2; };
 template <> struct VRaw<2> { using T = uint32_t; };
 template <> struct VRaw<1> { using T = uint16_t; };
 
-template <int D>
+// GM: query heads per block (1: one block per (split, query head) -- the shortest per-warp chain, K/V of a kv
+// head re-read from L2 by its G blocks; 8: one block serves all G heads of a kv head). Per head the arithmetic
+// is the same either way (bit-identical outputs).
+template <int D, int GM>
 __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const DecodeAttnArgs a) {
   pdl_wait();
   pdl_trigger();
   constexpr int E = D / 32;  // dims per lane in PV
   using VT = typename VRaw<E>::T;
-  __shared__ __align__(16) float q_s[kGMax][D];
-  __shared__ float wm_s[kDecWarps][kGMax], wl_s[kDecWarps][kGMax];
-  __shared__ __align__(16) float wo_s[kDecWarps][kGMax][D];
-  __shared__ float fw_s[kGMax][kMaxSplit];
-  __shared__ float L_s[kGMax];
+  __shared__ __align__(16) float q_s[GM][D];
+  __shared__ float wm_s[kDecWarps][GM], wl_s[kDecWarps][GM];
+  __shared__ __align__(16) float wo_s[kDecWarps][GM][D];
+  __shared__ float fw_s[GM][kMaxSplit];
+  __shared__ float L_s[GM];
   __shared__ int last_s;
 
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int Gkv = a.n_heads / a.n_kv;             // query heads per kv head
+  const int ngroups = (Gkv + GM - 1) / GM;         // head groups per kv head (grid.y = n_kv * ngroups)
+  const int split = blockIdx.x, kvh = blockIdx.y / ngroups, b = blockIdx.z;
+  const int h0 = kvh * Gkv + (blockIdx.y % ngroups) * GM;  // first query head of this block
+  const int G = min(GM, Gkv - (h0 - kvh * Gkv));             // query heads of this block
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float scale = rsqrtf((float)D) * kLog2e;
+  // Latency: the length, the slot and the G query rows are independent loads, issued together (one memory
+  // round trip instead of one per loop iteration); q rows are read 8 bf16 (16 bytes) per thread.
   const int len = a.kv_len[b];
+  const int64_t slot = a.slot[b];
+  const __nv_bfloat16 *qrow = a.q + (int64_t)b * a.n_heads * D + (int64_t)h0 * D;  // G rows of D
+  if ((reinterpret_cast<uintptr_t>(qrow) & 15) == 0) {
+    for (int i = threadIdx.x; i < G * D / 8; i += blockDim.x) {
+      const uint4 v = reinterpret_cast<const uint4 *>(qrow)[i];
+      const int g = (8 * i) / D, e = 8 * i - g * D;
+      const float f[8] = {bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y),
+                          bf16_lo(v.z), bf16_hi(v.z), bf16_lo(v.w), bf16_hi(v.w)};
+#pragma unroll
+      for (int j = 0; j < 8; ++j) q_s[g][e + j] = f[j] * scale;
+    }
+  } else {
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) q_s[i / D][i % D] = __bfloat162float(qrow[i]) * scale;
+  }
   int chunk = (len + a.n_split - 1) / a.n_split;
   chunk = max(kMinChunk, (chunk + 31) / 32 * 32);
   const int nact = max(1, (len + chunk - 1) / chunk);  // active splits (<= n_split)
-  if (split >= nact) return;                           // empty split: nothing to read, not counted
-
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int G = a.n_heads / a.n_kv;
-  const int64_t slot = a.slot[b];
-  const float scale = rsqrtf((float)D) * kLog2e;
-
-  for (int i = threadIdx.x; i < kGMax * D; i += blockDim.x) {
-    const int g = i / D, e = i - g * D;
-    q_s[g][e] = g < G ? __bfloat162float(a.q[(int64_t)b * a.n_heads * D + (kvh * G + g) * D + e]) * scale : 0.f;
-  }
+  if (split >= nact) return;                           // empty split (block-uniform): nothing to read, not counted
   __syncthreads();
 
   const int t0 = split * chunk, t1 = min(len, t0 + chunk);
 
-  float m[kGMax], l[kGMax], o[kGMax][E];
+  float m[GM], l[GM], o[GM][E];
 #pragma unroll
-  for (int g = 0; g < kGMax; ++g) {
+  for (int g = 0; g < GM; ++g) {
     m[g] = kNegBig; l[g] = 0.f;
 #pragma unroll
     for (int e = 0; e < E; ++e) o[g][e] = 0.f;
@@ -77,14 +99,19 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
   for (int tile = t0 + warp * 32; tile < t1; tile += kDecWarps * 32) {
     const int t = tile + lane;
     const bool valid = t < t1;
-    // QK: this lane's key row
+    const int nk = min(32, t1 - tile);
+    // QK: this lane's key row; the first kVB V rows of the tile are loaded with it (they do not depend on the
+    // scores), so their latency hides behind QK and the softmax instead of following them
     uint4 kr[D / 8];
     const uint4 *kp = reinterpret_cast<const uint4 *>(kbase + (int64_t)(valid ? t : t0) * D);
 #pragma unroll
     for (int i = 0; i < D / 8; ++i) kr[i] = kp[i];
-    float s[kGMax];
+    VT vr0[kVB];
 #pragma unroll
-    for (int g = 0; g < kGMax; ++g) {
+    for (int jj = 0; jj < kVB; ++jj) vr0[jj] = *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + min(jj, nk - 1)) * D + lane * E);
+    float s[GM];
+#pragma unroll
+    for (int g = 0; g < GM; ++g) {
       float acc = 0.f;
       if (g < G) {
 #pragma unroll
@@ -100,9 +127,9 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
       s[g] = valid ? acc : kNegBig;
     }
     // online softmax per head
-    float p[kGMax];
+    float p[GM];
 #pragma unroll
-    for (int g = 0; g < kGMax; ++g) {
+    for (int g = 0; g < GM; ++g) {
       if (g < G) {
         const float mt = warp_max(s[g]);
         const float mn = fmaxf(m[g], mt);
@@ -117,7 +144,6 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
       }
     }
     // PV: lane owns dims lane*E .. lane*E+E-1; kVB rows loaded before their FMAs (same key order as before)
-    const int nk = min(32, t1 - tile);
 #pragma unroll
     for (int j0 = 0; j0 < 32; j0 += kVB) {
       if (j0 < nk) {  // warp-uniform
@@ -125,7 +151,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
 #pragma unroll
         for (int jj = 0; jj < kVB; ++jj) {
           const int j = min(j0 + jj, nk - 1);  // clamped to a key of this tile; unused when j0 + jj >= nk
-          vr[jj] = *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + j) * D + lane * E);
+          vr[jj] = j0 == 0 ? vr0[jj] : *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + j) * D + lane * E);
         }
 #pragma unroll
         for (int jj = 0; jj < kVB; ++jj) {
@@ -139,7 +165,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
               vf[0] = __uint_as_float((uint32_t)vr[jj] << 16);
             }
 #pragma unroll
-            for (int g = 0; g < kGMax; ++g) {
+            for (int g = 0; g < GM; ++g) {
               if (g < G) {
                 const float pj = __shfl_sync(0xffffffffu, p[g], j0 + jj);
 #pragma unroll
@@ -153,7 +179,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
   }
   // combine the warps of this block
 #pragma unroll
-  for (int g = 0; g < kGMax; ++g) {
+  for (int g = 0; g < GM; ++g) {
     if (lane == 0) { wm_s[warp][g] = m[g]; wl_s[warp][g] = l[g]; }
 #pragma unroll
     for (int e = 0; e < E; ++e) wo_s[warp][g][lane * E + e] = o[g][e];
@@ -162,21 +188,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
   const int NS = a.n_split;                                             // workspace stride
   float *ws_o = a.ws;                                                   // [B][nH][NS][D]
   float *ws_ml = a.ws + (size_t)a.batch * a.n_heads * NS * D;          // [B][nH][NS][2]
-  if (nact == 1) {  // one split: this block is the combine; no workspace round trip, no counter
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-      const int g = i / D, e = i - g * D;
-      float M = kNegBig;
-      for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, wm_s[w][g]);
-      float O = 0.f, L = 0.f;
-      for (int w = 0; w < kDecWarps; ++w) {
-        const float f = exp2f(wm_s[w][g] - M);
-        O += wo_s[w][g][e] * f;
-        L += wl_s[w][g] * f;
-      }
-      a.out[(size_t)b * a.n_heads * D + (kvh * G + g) * D + e] = __float2bfloat16(O / L);
-    }
-    return;
-  }
+  // combine the warps of this block; one active split: this block is the combine (no workspace, no counter)
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, e = i - g * D;
     float M = kNegBig;
@@ -187,18 +199,23 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
       O += wo_s[w][g][e] * f;
       L += wl_s[w][g] * f;
     }
-    const int h = kvh * G + g;
+    const int h = h0 + g;
+    if (nact == 1) {  // block-uniform
+      a.out[(size_t)b * a.n_heads * D + h * D + e] = __float2bfloat16(O / L);
+      continue;
+    }
     ws_o[(((size_t)b * a.n_heads + h) * NS + split) * D + e] = O;
     if (e == 0) {
       ws_ml[(((size_t)b * a.n_heads + h) * NS + split) * 2 + 0] = M;
       ws_ml[(((size_t)b * a.n_heads + h) * NS + split) * 2 + 1] = L;
     }
   }
-  // the last active block of (b, kvh) combines the splits
+  if (nact == 1) return;
+  // the last active block of (b, head group) combines the splits
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    const int prev = atomicAdd(&a.counters[b * a.n_kv + kvh], 1);
+    const int prev = atomicAdd(&a.counters[b * a.n_heads + h0], 1);  // counters: [B][nH]
     last_s = prev == nact - 1;
   }
   __syncthreads();
@@ -206,7 +223,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
   __threadfence();
   // split weights: one warp per query head, lanes over splits (L2 loads, bypassing L1)
   for (int g = warp; g < G; g += kDecWarps) {
-    const float *ml = ws_ml + ((size_t)b * a.n_heads + kvh * G + g) * NS * 2;
+    const float *ml = ws_ml + ((size_t)b * a.n_heads + h0 + g) * NS * 2;
     float M = kNegBig;
     for (int sp = lane; sp < nact; sp += 32) M = fmaxf(M, __ldcg(ml + 2 * sp));
     M = warp_max(M);
@@ -222,14 +239,14 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
   __syncthreads();
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, e = i - g * D;
-    const int h = kvh * G + g;
+    const int h = h0 + g;
     const float *os = ws_o + ((size_t)b * a.n_heads + h) * NS * D + e;
     float O = 0.f;
 #pragma unroll 8
     for (int sp = 0; sp < nact; ++sp) O = fmaf(__ldcg(os + (size_t)sp * D), fw_s[g][sp], O);
     a.out[(size_t)b * a.n_heads * D + h * D + e] = __float2bfloat16(O / L_s[g]);
   }
-  if (threadIdx.x == 0) a.counters[b * a.n_kv + kvh] = 0;
+  if (threadIdx.x == 0) a.counters[b * a.n_heads + h0] = 0;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -466,28 +483,51 @@ size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, i
   return (size_t)batch * n_heads * n_split * (head_dim + 2);
 }
 
-// The allocation bound (the kernel activates only ceil(len / chunk) of them, chunk >= kMinChunk keys).
-// It does not depend on the batch: the split of a sequence's keys (and so the order of its softmax sums) must be
-// the same whether it decodes alone or in a batch of 16 (batch invariance); a batch just adds blocks.
-int32_t decode_attn_pick_split(int32_t n_kv, int32_t max_ctx, int32_t sms) {
+// The allocation bound (the kernel activates only ceil(len / chunk) of them, chunk >= kMinChunk keys): about two
+// blocks per SM over one sequence's n_heads query heads. It depends on neither the batch nor the heads per block:
+// the split of a sequence's keys (and so the order of its softmax sums) must be the same whether it decodes alone
+// or in a batch of 16 (batch invariance), and GM 1 and GM 8 give the same bits at the same n_split.
+int32_t decode_attn_pick_split(int32_t n_heads, int32_t max_ctx, int32_t sms) {
   const int by_work = std::max(1, (max_ctx + kMinChunk - 1) / kMinChunk);
-  const int by_sms = std::max(1, (2 * sms + n_kv - 1) / n_kv);
+  const int by_sms = std::max(1, (2 * sms + n_heads - 1) / n_heads);
   return std::max(1, std::min(kMaxSplit, std::min(by_work, by_sms)));
 }
 
-const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
+// Heads per block: one (the shortest per-warp chain) until the batch alone fills the GPU with one block per
+// (sequence, kv head), then all G of a kv head (K/V read once instead of G times from L2). The switch point,
+// batch x n_kv >= 32, lies between the measured B1 (GM 1 wins) and B16 x 4 kv heads (GM 8 wins); QW_ATTN_GM=1|8
+// forces one (lab A/B). G > 8 always takes GM 1.
+int32_t decode_attn_heads_per_block(int32_t batch, int32_t n_heads, int32_t n_kv) {
+  static const int forced = [] {
+    const char *e = std::getenv("QW_ATTN_GM");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (n_heads / n_kv > kGMax) return 1;
+  if (forced == 1 || forced == kGMax) return forced;
+  return batch * n_kv >= 32 ? kGMax : 1;
+}
+
+const char *launch_decode_attention_gm(const DecodeAttnArgs &a, int32_t gm, cudaStream_t s) {
   const int G = a.n_heads / a.n_kv;
-  if (G > kGMax) throw CudaError("decode attention: more than 8 query heads per kv head are not supported");
+  if (gm != 1 && gm != kGMax) throw CudaError("decode attention: heads per block must be 1 or 8");
+  if (gm == kGMax && G > kGMax) throw CudaError("decode attention: more than 8 query heads per kv head need one head per block");
   if (a.n_split < 1 || a.n_split > kMaxSplit) throw CudaError("decode attention: n_split must be 1..128");
-  dim3 grid(a.n_split, a.n_kv, a.batch);
-  switch (a.head_dim) {
-    case 64: launch(decode_attn_kernel<64>, grid, kDecWarps * 32, 0, s, a); break;
-    case 128: launch(decode_attn_kernel<128>, grid, kDecWarps * 32, 0, s, a); break;
-    case 32: launch(decode_attn_kernel<32>, grid, kDecWarps * 32, 0, s, a); break;
+  const dim3 grid(a.n_split, a.n_kv * (gm == 1 ? G : 1), a.batch);
+  switch (a.head_dim * 16 + gm) {
+    case 64 * 16 + 1: launch(decode_attn_kernel<64, 1>, grid, kDecWarps * 32, 0, s, a); break;
+    case 128 * 16 + 1: launch(decode_attn_kernel<128, 1>, grid, kDecWarps * 32, 0, s, a); break;
+    case 32 * 16 + 1: launch(decode_attn_kernel<32, 1>, grid, kDecWarps * 32, 0, s, a); break;
+    case 64 * 16 + kGMax: launch(decode_attn_kernel<64, kGMax>, grid, kDecWarps * 32, 0, s, a); break;
+    case 128 * 16 + kGMax: launch(decode_attn_kernel<128, kGMax>, grid, kDecWarps * 32, 0, s, a); break;
+    case 32 * 16 + kGMax: launch(decode_attn_kernel<32, kGMax>, grid, kDecWarps * 32, 0, s, a); break;
     default: throw CudaError("decode attention: head_dim must be 32, 64 or 128");
   }
   QWC_LAUNCH_CHECK("launch_decode_attention");
   return "attn_decode_splitkv";
+}
+
+const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
+  return launch_decode_attention_gm(a, decode_attn_heads_per_block(a.batch, a.n_heads, a.n_kv), s);
 }
 
 const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t s) {

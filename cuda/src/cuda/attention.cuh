@@ -1,7 +1,8 @@
 // attention.cuh — causal GQA attention over the bf16 KV cache.
-//   decode:  split-KV ("flash-decoding"), one block per (split, kv head, sequence) serving all G = nH/nKV
-//            query heads of the group; the last block of a (sequence, kv head) combines the splits
-//            (one launch; counters reset by the combining block, so it replays inside a CUDA graph).
+//   decode:  split-KV ("flash-decoding"), one block per (split, query head, sequence), or per (split, kv head,
+//            sequence) serving all G = nH/nKV heads of the group once the batch fills the GPU (same bits); the
+//            last block of a (sequence, head group) combines the splits (one launch; counters reset by the
+//            combining block, so it replays inside a CUDA graph).
 //   prefill: flash attention with mma.sync m16n8k16 bf16 (fp32 accumulators, online softmax), query rows at
 //            positions pos0 .. pos0+n-1 of one sequence attending to cache positions [0, pos0+n).
 //   broadcast (gqa=broadcast, src/opt/gqa/kv_broadcast.cuh): the naive GQA arm materializes repeated KV
@@ -23,11 +24,14 @@ struct DecodeAttnArgs {
   int32_t batch = 1, n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
   int32_t n_split = 1;                 // fixed per captured graph; empty splits exit early
   float *ws = nullptr;                 // workspace floats: decode_attn_ws_floats()
-  int32_t *counters = nullptr;         // [B * nKV] zero-initialized once
+  int32_t *counters = nullptr;         // [B * nH] zero-initialized once
 };
 size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, int32_t n_split);
-int32_t decode_attn_pick_split(int32_t n_kv, int32_t max_ctx, int32_t sms);  // batch-independent (see .cu)
+int32_t decode_attn_pick_split(int32_t n_heads, int32_t max_ctx, int32_t sms);  // batch-independent (see .cu)
+int32_t decode_attn_heads_per_block(int32_t batch, int32_t n_heads, int32_t n_kv);  // 1 or 8 (QW_ATTN_GM forces)
 const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t stream);
+// gm = heads per block, 1 or 8: the same bits at the same n_split (the lab times both on one shape)
+const char *launch_decode_attention_gm(const DecodeAttnArgs &a, int32_t gm, cudaStream_t stream);
 
 struct PrefillAttnArgs {
   __nv_bfloat16 *out = nullptr;        // z: [n, nH*d]

@@ -174,7 +174,7 @@ void CudaModel::ensure_marlin() {
       if (!d.present() || !qwc::marlin_packable(d.m)) return;
       d.mpack = DBuf(qwc::marlin_packed_bytes(d.m));
       d.mm = qwc::launch_marlin_pack(d.m, d.mpack.as<uint8_t>(), 0);
-      const qwc::MarlinPlan p = qwc::marlin_plan_for(d.m.rows, d.m.cols);
+      const qwc::MarlinPlan p = qwc::marlin_plan_for(d.m.rows, d.m.cols, d.m.type, d.m.group);
       marlin_part_bytes = std::max(marlin_part_bytes, p.part_bytes());
       marlin_cnt_n = std::max(marlin_cnt_n, p.n_blk);
     };

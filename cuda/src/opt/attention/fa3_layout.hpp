@@ -117,40 +117,55 @@ QW_FA3_HD bool fa3_tile_needs_mask(int k0, int pos0, int t0) { return k0 + kFa3K
 // TMA map shapes (cuTensorMapEncodeTiled: dims and box innermost first, strides in bytes of dims 1..rank-1).
 struct Fa3MapShape {
   int rank = 0;
+  int eb = 2;  // bytes per element: 2 (bf16), 1 (the INT8 Q and K~ of sage-int8)
   uint64_t dims[4] = {0, 0, 0, 0};
   uint64_t strides[3] = {0, 0, 0};
   uint32_t box[4] = {0, 0, 0, 0};
 };
-// Q of one sequence, [n][nH][d] bf16, as (d, G, nKV, n): the box (64, G, 1, P) of kv head kvh at position t0 is the
-// packed tile (row t*G + g). Rows past n are zero-filled by TMA.
-inline Fa3MapShape fa3_q_map(int n, int n_heads, int n_kv, int d, int nc) {
+// Q of one sequence, [n][nH][d] (eb bytes per element), as (d, G, nKV, n): the box (128 / eb, G, 1, P) of kv head kvh
+// at position t0 is the packed tile (row t*G + g), one 128-byte row per packed row and box. Rows past n are zero-filled.
+inline Fa3MapShape fa3_q_map(int n, int n_heads, int n_kv, int d, int nc, int eb = 2) {
   const int g = n_heads / n_kv;
   Fa3MapShape m;
   m.rank = 4;
+  m.eb = eb;
   m.dims[0] = (uint64_t)d; m.dims[1] = (uint64_t)g; m.dims[2] = (uint64_t)n_kv; m.dims[3] = (uint64_t)n;
-  m.strides[0] = (uint64_t)d * 2; m.strides[1] = (uint64_t)g * d * 2; m.strides[2] = (uint64_t)n_heads * d * 2;
-  m.box[0] = kFa3Atom; m.box[1] = (uint32_t)g; m.box[2] = 1; m.box[3] = (uint32_t)fa3_pos_per_tile(g, nc);
+  m.strides[0] = (uint64_t)d * eb; m.strides[1] = (uint64_t)g * d * eb; m.strides[2] = (uint64_t)n_heads * d * eb;
+  m.box[0] = (uint32_t)(kFa3RowBytes / eb); m.box[1] = (uint32_t)g; m.box[2] = 1; m.box[3] = (uint32_t)fa3_pos_per_tile(g, nc);
   return m;
 }
 // K or V of one cache slot ([nKV][max_ctx][d] bf16 from the slot's base) as (d, kv_len, nKV): keys at or past kv_len
 // (= pos0 + n) are zero-filled, so a partial last tile never reads another sequence's or an unwritten row (a NaN there
 // would survive P = 0 in P.V).
-inline Fa3MapShape fa3_kv_map(int kv_len, int n_kv, int d, int max_ctx) {
+// (eb = 1: sage-int8's K~ [nKV][ctx64][d] int8, max_ctx = ctx64.)
+inline Fa3MapShape fa3_kv_map(int kv_len, int n_kv, int d, int max_ctx, int eb = 2) {
   Fa3MapShape m;
   m.rank = 3;
+  m.eb = eb;
   m.dims[0] = (uint64_t)d; m.dims[1] = (uint64_t)kv_len; m.dims[2] = (uint64_t)n_kv;
-  m.strides[0] = (uint64_t)d * 2; m.strides[1] = (uint64_t)max_ctx * d * 2;
-  m.box[0] = kFa3Atom; m.box[1] = kFa3Keys; m.box[2] = 1;
+  m.strides[0] = (uint64_t)d * eb; m.strides[1] = (uint64_t)max_ctx * d * eb;
+  m.box[0] = (uint32_t)(kFa3RowBytes / eb); m.box[1] = kFa3Keys; m.box[2] = 1;
   return m;
 }
-// Element offset (in bf16) of box element e = (e0, e1, e2, e3) loaded at coordinates c; -1 when out of bounds (TMA
+// sage-fp8's e4m3 V~ transposed, [nKV][d][ctx64] bytes, as (ctx64, d, nKV): the box (128 keys, d, 1) of key tile j is
+// d channel rows of 128 key bytes, the K-major B operand of O += P'.V~' (keys past ctx64 zero-filled).
+inline Fa3MapShape fa3_vt_map(int ctx64, int n_kv, int d) {
+  Fa3MapShape m;
+  m.rank = 3;
+  m.eb = 1;
+  m.dims[0] = (uint64_t)ctx64; m.dims[1] = (uint64_t)d; m.dims[2] = (uint64_t)n_kv;
+  m.strides[0] = (uint64_t)ctx64; m.strides[1] = (uint64_t)d * ctx64;
+  m.box[0] = kFa3Keys; m.box[1] = (uint32_t)d; m.box[2] = 1;
+  return m;
+}
+// Element offset (in elements of m.eb bytes) of box element e = (e0, e1, e2, e3) loaded at coordinates c; -1 when out of bounds (TMA
 // writes zero there). Used by the CPU test to play TMA against the packed-row formulas.
 inline int64_t fa3_map_elem(const Fa3MapShape &m, const int c[4], const int e[4]) {
   int64_t off = 0;
   for (int k = 0; k < m.rank; ++k) {
     const int64_t x = (int64_t)c[k] + e[k];
     if (x < 0 || x >= (int64_t)m.dims[k]) return -1;
-    off += k == 0 ? x : x * (int64_t)(m.strides[k - 1] / 2);
+    off += k == 0 ? x : x * (int64_t)(m.strides[k - 1] / (uint64_t)m.eb);
   }
   return off;
 }

@@ -18,6 +18,7 @@
 #include "fa3_prefill.cuh"
 
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
+#include <cuda_fp8.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -32,20 +33,41 @@ namespace qwc {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kE4m3Max = 448.0f;  // sage-fp8's static P scale and V~ range (sage_ref.hpp)
+
+// Two floats to e4m3 (round to nearest even, saturating: sage_ref.hpp e4m3_encode), lo in the low byte.
+__device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
+  return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
 
 struct Fa3Params {
   CUtensorMap tq, tk, tv;  // 64-byte aligned by their type; the kernel takes them by __grid_constant__ reference
   __nv_bfloat16 *out;      // z [n][nH * D]
   int32_t pos0, n, n_heads, g, p;
   float scale_log2;        // log2(e) / sqrt(D): scores live in the exp2 domain
+  // ARM 1, 2 (sage-int8, sage-fp8): tq / tk map Sage's INT8 Q [n][nH][D] and K~ [nKV][ctx64][D] (sage.cuh SageBufs),
+  // whose scales are qs [nH][qs_stride] (one per 32 query rows of the call) and ks [nKV][ks_n] (one per 64 keys).
+  // ARM 2: tv maps the e4m3 V~ transposed, [nKV][D][ctx64] (keys in sage_vt_pos order per 32), with the per-channel
+  // scale vs and mean vmean [nKV][D].
+  const float *qs = nullptr, *ks = nullptr, *vs = nullptr, *vmean = nullptr;
+  int32_t qs_stride = 0, ks_n = 0;
 };
 
-template <int D, int NC, bool PP>
+// ARM 0: flash (bf16). ARM 1, sage-int8 (hd 128 only): Q.K~^T by m64n128k32 s8 wgmma from 128-byte int8 rows (one
+// column block), dequantized into S by the row's Q scale and the key block's K scale; the softmax, P.V (bf16 V of the
+// cache) and the pipeline are the bf16 kernel's. ARM 2, sage-fp8: ARM 1's Q.K~, then P' = e4m3(448 p) from S's registers
+// times the transposed e4m3 V~ by m64n128k32 e4m3 wgmma (V~'s key order makes S's register order P's A fragment, as in
+// the mma.sync kernel: sage_layout.hpp), each tile's P.V into a partial from zero that is added to O (two levels,
+// sage_ref.hpp step 4); z = O vs / 448 / l + vmean.
+template <int D, int NC, bool PP, int ARM>
 __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool I8 = ARM >= 1, F8 = ARM == 2;
+  static_assert(!I8 || D == 128, "sage on wgmma: head dim 128 (one 128-byte int8 row per query / key)");
   constexpr int S = fa3_stages(D);
   constexpr int ROWS = fa3_rows(NC);  // packed query rows of the tile
   constexpr int KB = D / kFa3Atom;  // 64-column blocks per row
+  constexpr int QKB = I8 ? 1 : KB;  // 128-byte column blocks of a Q / K row
   constexpr int NO = D / 2;         // O registers per thread (m64nD f32: D/8 chunks x 4)
   constexpr float kNegBig = -1e30f;  // masked score: finite, so 2^(kNegBig * scale - m) is 0 without inf - inf
   extern __shared__ unsigned char smem_raw[];
@@ -83,21 +105,26 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       fa3_prefetch_map(&prm.tq);
       fa3_prefetch_map(&prm.tk);
       fa3_prefetch_map(&prm.tv);
-      fa3_mbar_expect_tx(q_full, (uint32_t)KB * fa3_block_bytes(prm.g * prm.p));
-      for (int c = 0; c < KB; ++c)
+      fa3_mbar_expect_tx(q_full, (uint32_t)QKB * fa3_block_bytes(prm.g * prm.p));
+      for (int c = 0; c < QKB; ++c)
         fa3_tma_4d(base + fa3_q_off() + (uint32_t)c * fa3_block_bytes(ROWS), &prm.tq, q_full, c * kFa3Atom, 0, kvh,
                    t0);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % S;
         fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);
-        fa3_mbar_expect_tx(k_full(s), fa3_tile_bytes(kFa3Keys, D));
-        for (int c = 0; c < KB; ++c)
+        fa3_mbar_expect_tx(k_full(s), (uint32_t)QKB * fa3_block_bytes(kFa3Keys));
+        for (int c = 0; c < QKB; ++c)
           fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
-        fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
-        for (int c = 0; c < KB; ++c)
-          fa3_tma_3d(base + fa3_v_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
-                     c * kFa3Atom, j * kFa3Keys, kvh);
+        if constexpr (F8) {  // V~^T: D channel rows of the tile's 128 key bytes
+          fa3_mbar_expect_tx(v_full(s), fa3_block_bytes(D));
+          fa3_tma_3d(base + fa3_v_off(D, NC, s), &prm.tv, v_full(s), j * kFa3Keys, 0, kvh);
+        } else {
+          fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
+          for (int c = 0; c < KB; ++c)
+            fa3_tma_3d(base + fa3_v_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
+                       c * kFa3Atom, j * kFa3Keys, kvh);
+        }
       }
       fa3_check_abort(abort_word);
     }
@@ -115,24 +142,70 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
   float m[2] = {kNegBig, kNegBig}, l[2] = {0.f, 0.f};  // running max (exp2 domain) and sum of this thread's rows
   float sc[kFa3Keys / 2];                              // S of the current tile, then its probabilities, in place
-  uint32_t pa[kFa3Keys / 16][4];                       // P of the previous tile as the A operand of P.V
-  float alpha[2];
-
-  // S = Q.K^T of tile j into sc (issued and committed; the caller waits)
-  auto issue_qk = [&](int j) {
+  uint32_t pa[F8 ? kFa3Keys / 32 : kFa3Keys / 16][4];  // P of the previous tile as the A operand of P.V
+  float op[F8 ? NO : 1];                                // F8: the previous tile's P.V partial (from zero)
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
-                        fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+  for (int i = 0; i < (F8 ? NO : 1); ++i) op[i] = 0.f;
+  float alpha[2];
+  uint32_t si[I8 ? kFa3Keys / 2 : 1];  // I8: the s32 Q.K~ of the current tile (dequantized into sc)
+  float sq[2] = {0.f, 0.f}, sk[2] = {0.f, 0.f};  // I8: this thread's two rows' Q scales; the tile's two K scales
+  if constexpr (I8) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int i = row0 + fa3_acc_row(warp, lane, 2 * h), t = t0 + fa3_row_pos(i, prm.g);
+      if (i < prm.g * prm.p && t < prm.n)
+        sq[h] = prm.qs[(int64_t)(kvh * prm.g + fa3_row_head(i, prm.g)) * prm.qs_stride + t / 32];
+    }
+  }
+  // the K scales of tile j (keys 128j.. in blocks of 64), loaded before its Q.K~ is waited for
+  auto load_sk = [&](int j) {
+    if constexpr (I8) {
+      const float *k = prm.ks + (int64_t)kvh * prm.ks_n;
+      sk[0] = __ldg(k + min(2 * j, prm.ks_n - 1));
+      sk[1] = __ldg(k + min(2 * j + 1, prm.ks_n - 1));  // a block past the keys: its columns are masked
+    }
+  };
+
+  // S = Q.K^T of tile j into sc (I8: into si; issued and committed; the caller waits)
+  auto issue_qk = [&](int j) {
+    if constexpr (I8) {
+#pragma unroll
+      for (int kk = 0; kk < D / 32; ++kk)
+        fa3_wgmma_ss_s8_n128(si, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
+                             fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
+                          fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
+    }
     fa3_wgmma_commit();
   };
-  // O += P.V of tile j (issued and committed)
-  auto issue_pv = [&](int j) {
+  // after the wait of issue_qk: pin S's registers; I8 dequantizes them into sc (columns 0..63 of the tile are registers
+  // 0..31: fa3_acc_col(lane, r) = 8 (r / 4) + ..., so the second key block starts at r = 32)
+  auto take_s = [&]() {
+    if constexpr (I8) {
+      fa3_pin(si);
 #pragma unroll
-    for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
-      const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S), kFa3Keys, kk);
-      if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
-      else fa3_wgmma_rs_n64(o, pa[kk], dv);
+      for (int r = 0; r < kFa3Keys / 2; ++r)
+        sc[r] = (float)(int32_t)si[r] * (sq[(r >> 1) & 1] * sk[r >= kFa3Keys / 4]);
+    } else {
+      fa3_pin(sc);
+    }
+  };
+  // O += P.V of tile j (F8: op = P'.V~' from zero; issued and committed)
+  auto issue_pv = [&](int j) {
+    if constexpr (F8) {
+#pragma unroll
+      for (int kk = 0; kk < kFa3Keys / 32; ++kk)
+        fa3_wgmma_rs_e4m3_n128(op, pa[kk], fa3_desc_kmajor(base + fa3_v_off(D, NC, j % S), D, 0, kk), kk > 0);
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
+        const uint64_t dv = fa3_desc_mnmajor(base + fa3_v_off(D, NC, j % S), kFa3Keys, kk);
+        if constexpr (D == 128) fa3_wgmma_rs_n128(o, pa[kk], dv);
+        else fa3_wgmma_rs_n64(o, pa[kk], dv);
+      }
     }
     fa3_wgmma_commit();
   };
@@ -164,7 +237,26 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   };
   // After the previous P.V completed: rescale O and l by alpha, then P = bf16(sc) in the A-operand layout (k-step kk
   // takes S's chunks 2kk, 2kk+1: fa3_p_from_s). l sums the bf16-rounded probabilities that P.V multiplies.
+  // F8: O = (O + the previous tile's partial) * alpha (both in the previous tile's max), then P' = e4m3(448 p) with
+  // k-step kk's A registers from S's n8 chunks 4kk..4kk+3 (a0: chunks 4kk, 4kk+1 of row r; a1: the same of row r + 8;
+  // a2, a3: chunks 4kk+2, 4kk+3), bytes in sage_vt_pos's key order; l sums the unrounded p (sage_ref.hpp).
   auto rescale_and_pack = [&]() {
+    if constexpr (F8) {
+#pragma unroll
+      for (int i = 0; i < NO; ++i) o[i] = (o[i] + op[i]) * alpha[(i >> 1) & 1];
+      l[0] *= alpha[0];
+      l[1] *= alpha[1];
+#pragma unroll
+      for (int kk = 0; kk < kFa3Keys / 32; ++kk)
+#pragma unroll
+        for (int reg = 0; reg < 4; ++reg) {
+          const int b = 16 * kk + 8 * (reg >> 1) + 2 * (reg & 1);
+          l[reg & 1] += (sc[b] + sc[b + 1]) + (sc[b + 4] + sc[b + 5]);
+          pa[kk][reg] = e4m3x2(sc[b] * kE4m3Max, sc[b + 1] * kE4m3Max) |
+                        (e4m3x2(sc[b + 4] * kE4m3Max, sc[b + 5] * kE4m3Max) << 16);
+        }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < NO; ++i) o[i] *= alpha[(i >> 1) & 1];
     l[0] *= alpha[0];
@@ -188,12 +280,13 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   fa3_mbar_wait(q_full, 0, abort_word);
   // tile 0: S, softmax, P
   fa3_mbar_wait(k_full(0), 0, abort_word);
+  load_sk(0);
   turn_begin();
   fa3_wgmma_fence();
   issue_qk(0);
   turn_end();
   fa3_wgmma_wait<0>();
-  fa3_pin(sc);
+  take_s();
   softmax(0);
   rescale_and_pack();
   // Intra-warpgroup overlap: tile j's Q.K^T and tile j-1's P.V are in flight together; tile j's softmax runs while
@@ -201,16 +294,18 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   for (int j = 1; j < n_tiles; ++j) {
     fa3_mbar_wait(k_full(j % S), (uint32_t)(j / S) & 1u, abort_word);
     fa3_mbar_wait(v_full((j - 1) % S), (uint32_t)((j - 1) / S) & 1u, abort_word);
+    load_sk(j);
     turn_begin();
     fa3_wgmma_fence();  // sc (softmax) and o / pa (rescale, pack) were written by ordinary instructions
     issue_qk(j);
     issue_pv(j - 1);
     turn_end();
     fa3_wgmma_wait<1>();  // groups retire in order: Q.K^T of tile j is done, P.V of j-1 may still run
-    fa3_pin(sc);
+    take_s();
     softmax(j);
     fa3_wgmma_wait<0>();
     fa3_pin(o);
+    if constexpr (F8) fa3_pin(op);
     fa3_pin(pa);
     __syncwarp();
     if (lane == 0) fa3_mbar_arrive(empty((j - 1) % S));  // this warp's reads of stage j-1 are complete
@@ -224,10 +319,15 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   if (cw != NC - 1) turn_end();  // consumer 0 has no later turn to open: no arrival is left pending at exit
   fa3_wgmma_wait<0>();
   fa3_pin(o);
+  if constexpr (F8) fa3_pin(op);
   fa3_pin(pa);
   __syncwarp();
   if (lane == 0) fa3_mbar_arrive(empty((n_tiles - 1) % S));
   fa3_check_abort(abort_word);
+  if constexpr (F8) {
+#pragma unroll
+    for (int i = 0; i < NO; ++i) o[i] += op[i];
+  }
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -243,8 +343,16 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     __nv_bfloat16 *dst = prm.out + (int64_t)t * qdim + (kvh * prm.g + fa3_row_head(i, prm.g)) * D;
     const float inv = 1.f / l[h];
 #pragma unroll
-    for (int c = 0; c < D / 8; ++c)
-      *reinterpret_cast<uint32_t *>(dst + fa3_acc_col(lane, 4 * c)) = pack_bf16(o[4 * c + 2 * h] * inv, o[4 * c + 2 * h + 1] * inv);
+    for (int c = 0; c < D / 8; ++c) {
+      const int col = fa3_acc_col(lane, 4 * c);
+      float z0 = o[4 * c + 2 * h] * inv, z1 = o[4 * c + 2 * h + 1] * inv;
+      if constexpr (F8) {  // z = O (vs / 448) / l + vmean
+        const float *vs = prm.vs + (int64_t)kvh * D, *vm = prm.vmean + (int64_t)kvh * D;
+        z0 = fmaf(o[4 * c + 2 * h] * (__ldg(vs + col) / kE4m3Max), inv, __ldg(vm + col));
+        z1 = fmaf(o[4 * c + 2 * h + 1] * (__ldg(vs + col + 1) / kE4m3Max), inv, __ldg(vm + col + 1));
+      }
+      *reinterpret_cast<uint32_t *>(dst + col) = pack_bf16(z0, z1);
+    }
   }
 #else
   __trap();  // sm_90a only: the host never launches it elsewhere (fa3_prefill_unsupported)
@@ -271,7 +379,8 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
   cuuint32_t box[4], estr[4] = {1, 1, 1, 1};
   for (int k = 0; k < s.rank; ++k) { dims[k] = s.dims[k]; box[k] = s.box[k]; }
   for (int k = 0; k + 1 < s.rank; ++k) strides[k] = s.strides[k];
-  const CUresult r = fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, (cuuint32_t)s.rank, const_cast<void *>(ptr), dims, strides,
+  const CUtensorMapDataType type = s.eb == 1 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult r = fn(m, type, (cuuint32_t)s.rank, const_cast<void *>(ptr), dims, strides,
                         box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
@@ -279,14 +388,16 @@ void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *w
                     std::to_string((int)r) + ")");
 }
 
-template <int D, bool PP>
+// (The Sage arms use the bf16 kernel's shared-memory map: their int8 Q and K and e4m3 V tiles fill the first half of
+// their regions.)
+template <int D, bool PP, int ARM = 0>
 void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
   constexpr int NC = fa3_consumers(D);
   constexpr uint32_t smem = fa3_smem_bytes(D, NC);
   static SmemOptIn opt_in;  // per device (common.cuh): each rank of parallel = tpN opts in on its own device
-  opt_in(fa3_prefill_kernel<D, NC, PP>, smem);
+  opt_in(fa3_prefill_kernel<D, NC, PP, ARM>, smem);
   dim3 grid((prm.n + prm.p - 1) / prm.p, n_kv);
-  launch(fa3_prefill_kernel<D, NC, PP>, grid, fa3_threads(NC), smem, s, prm);
+  launch(fa3_prefill_kernel<D, NC, PP, ARM>, grid, fa3_threads(NC), smem, s, prm);
 }
 
 }  // namespace
@@ -302,6 +413,16 @@ const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int 
   return "";
 }
 
+// Throws `what` + the reason when this device cannot run the kernel on `a` (fa3_prefill_unsupported).
+static void require_device(const PrefillAttnArgs &a, const char *what) {
+  int dev = 0, major = 0, minor = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const char *why = fa3_prefill_unsupported(a, major, minor);
+  if (*why) throw CudaError(std::string(what) + why);
+}
+
 bool fa3_prefill_requested() {
   const char *e = std::getenv("QW_FLASH_WGMMA");
   return e && std::strcmp(e, "1") == 0;
@@ -309,12 +430,7 @@ bool fa3_prefill_requested() {
 
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s, bool pingpong) {
   if (a.n <= 0) return "attn_prefill_wgmma";
-  int dev = 0, major = 0, minor = 0;
-  QWC_CHECK(cudaGetDevice(&dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  const char *why = fa3_prefill_unsupported(a, major, minor);
-  if (*why) throw CudaError(std::string("flash prefill (wgmma): ") + why);
+  require_device(a, "flash prefill (wgmma): ");
   const int d = a.head_dim, g = a.n_heads / a.n_kv;
   const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
   Fa3Params prm;
@@ -330,6 +446,31 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   else launch_d<64, false>(prm, a.n_kv, s);
   QWC_LAUNCH_CHECK("launch_prefill_attention_fa3");
   return pingpong ? "attn_prefill_wgmma" : "attn_prefill_wgmma:nopp";
+}
+
+const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp8, cudaStream_t s) {
+  const char *name = fp8 ? "attn_prefill_sage_fp8_wgmma" : "attn_prefill_sage_int8_wgmma";
+  if (a.n <= 0) return name;
+  require_device(a, "sage (wgmma): ");
+  if (a.head_dim != 128) throw CudaError("sage (wgmma): head_dim must be 128");
+  if ((reinterpret_cast<uintptr_t>(q8.qi) | reinterpret_cast<uintptr_t>(q8.ki) | reinterpret_cast<uintptr_t>(q8.vt)) & 15)
+    throw CudaError("sage (wgmma): the INT8 Q and K and the e4m3 V must be 16-byte aligned (TMA)");
+  const int d = 128, g = a.n_heads / a.n_kv;
+  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
+  Fa3Params prm;
+  encode(&prm.tq, q8.qi, fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d), 1), "int8 q");
+  encode(&prm.tk, q8.ki, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, q8.ctx64, 1), "int8 k");
+  if (fp8) encode(&prm.tv, q8.vt, fa3_vt_map(q8.ctx64, a.n_kv, d), "e4m3 v");
+  else encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
+  prm.out = a.out;
+  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
+  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  prm.qs = q8.qs; prm.ks = q8.ks; prm.qs_stride = q8.qs_stride; prm.ks_n = q8.ctx64 / 64;
+  prm.vs = q8.vs; prm.vmean = q8.vmean;
+  if (fp8) launch_d<128, true, 2>(prm, a.n_kv, s);
+  else launch_d<128, true, 1>(prm, a.n_kv, s);
+  QWC_LAUNCH_CHECK("launch_sage_fa3");
+  return name;
 }
 
 }  // namespace qwc

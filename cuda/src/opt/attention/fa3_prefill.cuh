@@ -24,4 +24,18 @@ bool fa3_prefill_requested();
 // their GEMMs unordered (the lab times both).
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t stream, bool pingpong = true);
 
+// SageAttention on wgmma (sage.cu, QW_SAGE_WGMMA=1 on an sm_90 device at head dim 128): the INT8 Q and smoothed K~ that
+// Sage's quant kernels wrote (sage.cuh SageBufs) and their scales; sage-int8's P.V reads the bf16 V of the cache as
+// flash does, sage-fp8's the transposed e4m3 V~ with its per-channel scale and mean.
+struct Fa3Sage {
+  const int8_t *qi = nullptr;   // [n][nH][128]
+  const float *qs = nullptr;    // [nH][qs_stride]: one scale per 32 query rows of the call
+  const int8_t *ki = nullptr;   // [nKV][ctx64][128]
+  const float *ks = nullptr;    // [nKV][ctx64 / 64]: one scale per 64 keys
+  const uint8_t *vt = nullptr;  // fp8: [nKV][128][ctx64] e4m3, sage_vt_pos key order inside each 32
+  const float *vs = nullptr, *vmean = nullptr;  // fp8: [nKV][128]
+  int32_t qs_stride = 0, ctx64 = 0;
+};
+const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q, bool fp8, cudaStream_t stream);
+
 }  // namespace qwc

@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "common.cuh"
+#include "fa3_prefill.cuh"
 #include "mma_sync.cuh"
 
 namespace qwc {
@@ -396,13 +399,34 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
   }
 }
 
+// Sage on wgmma (fa3_prefill.cu, the flash kernel with an INT8 Q.K~, and for sage-fp8 an e4m3 P.V): QW_SAGE_WGMMA=1,
+// head dim 128, an sm_90 device whose flash kernel can run the call; otherwise the mma.sync attend kernel. Read at
+// every call.
+bool sage_wgmma(const SagePrefillArgs &a) {
+  const char *e = std::getenv("QW_SAGE_WGMMA");
+  if (a.p.head_dim != 128 || !e || std::strcmp(e, "1") != 0) return false;
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return false;
+  return *fa3_prefill_unsupported(a.p, major, minor) == '\0';
+}
+
 template <int D>
-void launch_d(const SagePrefillArgs &a, int len, cudaStream_t s) {
+const char *launch_d(const SagePrefillArgs &a, int len, cudaStream_t s) {
   const int chunks = (len + kSageChunk - 1) / kSageChunk;
   const SageBufs &w = a.ws->b;
   launch(sage_stats_kernel, dim3(chunks, a.p.n_kv), D, 0, s, a, w, len, chunks);
   launch(sage_kv_quant_kernel<D>, dim3((len + kSageKeys - 1) / kSageKeys, a.p.n_kv), kThreads, 0, s, a, w, len, chunks);
   launch(sage_q_quant_kernel<D>, dim3((a.p.n + kSageQRows - 1) / kSageQRows, a.p.n_heads), kThreads, 0, s, a, w);
+  if (sage_wgmma(a)) {
+    Fa3Sage q8;
+    q8.qi = w.qi; q8.qs = w.qs; q8.ki = w.ki; q8.ks = w.ks;
+    q8.vt = w.vt; q8.vs = w.vs; q8.vmean = w.vmean;
+    q8.qs_stride = (w.rows + kSageQRows - 1) / kSageQRows;
+    q8.ctx64 = w.ctx64;
+    return launch_sage_fa3(a.p, q8, a.fp8, s);
+  }
   const int G = a.p.n_heads / a.p.n_kv, R = kRows / G;
   const dim3 grid((a.p.n + R - 1) / R, a.p.n_kv);
   if (a.fp8) {
@@ -410,11 +434,13 @@ void launch_d(const SagePrefillArgs &a, int len, cudaStream_t s) {
     static SmemOptIn opt_in;  // per device (common.cuh)
     opt_in(sage_attend_kernel<D, true>, smem);
     launch(sage_attend_kernel<D, true>, grid, kThreads, smem, s, a, w);
+    return "attn_prefill_sage_fp8";
   } else {
     constexpr size_t smem = SageSmem<D, false>::bytes;
     static SmemOptIn opt_in;  // per device (common.cuh)
     opt_in(sage_attend_kernel<D, false>, smem);
     launch(sage_attend_kernel<D, false>, grid, kThreads, smem, s, a, w);
+    return "attn_prefill_sage_int8";
   }
 }
 
@@ -479,8 +505,8 @@ const char *launch_sage_prefill(const SagePrefillArgs &a0, cudaStream_t s) {
   a0.ws->ensure(a0.p.n, a0.p.n_heads, a0.p.n_kv, a0.p.head_dim, a0.p.max_ctx);
   const SagePrefillArgs &a = a0;  // the kernels get the scratch's pointers by value (SageBufs), never a.ws
   switch (a.p.head_dim) {
-    case 64: launch_d<64>(a, len, s); break;
-    case 128: launch_d<128>(a, len, s); break;
+    case 64: name = launch_d<64>(a, len, s); break;
+    case 128: name = launch_d<128>(a, len, s); break;
     default: throw CudaError(std::string("sage prefill: ") + sage_unsupported(a.fp8, a.p.head_dim, a.p.n_heads, a.p.n_kv, 0));
   }
   QWC_LAUNCH_CHECK("launch_sage_prefill");

@@ -16,6 +16,8 @@
 //              (sq) and per tile (sk) into the fp32 online softmax; P.V in bf16 m16n8k16 (sage-int8, V read from
 //              the bf16 cache) or FP8 e4m3 m16n8k32 (sage-fp8, sm_89+) into a per-tile fp32 partial that is added
 //              to the running output after the tile's rescale (two-level accumulation).
+//              With QW_SAGE_WGMMA=1 at hd 128 on sm_90 the attend step is the wgmma flash kernel with these INT8 / e4m3
+//              operands instead (fa3_prefill.cuh launch_sage_fa3; compile-checked only until its first GPU run).
 // Written without a GPU at hand (compile-checked only until the lab case has run; see README).
 #pragma once
 

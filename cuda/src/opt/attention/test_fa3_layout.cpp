@@ -147,11 +147,12 @@ void test_fragments() {
 
 // cuTensorMapEncodeTiled's documented requirements on a tiled bf16 map with SWIZZLE_128B (cuda.h)
 bool encodable(const Fa3MapShape &m) {
-  bool ok = m.rank >= 1 && m.rank <= 5 && m.box[0] * 2 % 16 == 0 && m.box[0] * 2 <= 128;
+  const uint64_t eb = (uint64_t)m.eb;
+  bool ok = m.rank >= 1 && m.rank <= 5 && m.box[0] * eb % 16 == 0 && m.box[0] * eb <= 128;
   for (int k = 0; k < m.rank; ++k) ok = ok && m.dims[k] >= 1 && m.dims[k] <= (1ull << 32) && m.box[k] >= 1 && m.box[k] <= 256;
   for (int k = 0; k + 1 < m.rank; ++k) {
     ok = ok && m.strides[k] % 16 == 0 && m.strides[k] < (1ull << 40);
-    ok = ok && m.strides[k] >= (k == 0 ? m.dims[0] * 2 : m.strides[k - 1] * m.dims[k]);  // each includes the previous
+    ok = ok && m.strides[k] >= (k == 0 ? m.dims[0] * eb : m.strides[k - 1] * m.dims[k]);  // each includes the previous
   }
   return ok;
 }
@@ -199,6 +200,42 @@ void test_maps() {
             }
       }
   CHECK(bad == 0, "%d TMA box elements land on the wrong q / cache element", bad);
+  // sage-int8 on wgmma (hd 128): int8 Q [n][nH][128] and K~ [nKV][ctx64][128], one 128-element box per row
+  bad = 0;
+  for (int g : {1, 4, 7, 8})
+    for (int nkv : {1, 2, 4}) {
+      const int nc = fa3_consumers(128), nh = g * nkv, n = 45, P = fa3_pos_per_tile(g, nc), ctx64 = 320, kv_len = 300;
+      const Fa3MapShape m = fa3_q_map(n, nh, nkv, 128, nc, 1), k = fa3_kv_map(kv_len, nkv, 128, ctx64, 1);
+      bad += !encodable(m) + !encodable(k) + (m.box[0] != 128) + (k.box[0] != 128);
+      bad += (uint32_t)m.box[0] * m.box[1] * m.box[3] != fa3_block_bytes(g * P);  // the producer's expect_tx for Q
+      bad += (uint32_t)k.box[0] * k.box[1] != fa3_block_bytes(kFa3Keys);           // and for a K tile
+      for (int kvh = 0; kvh < nkv; ++kvh)
+        for (int tt = 0; tt < P; ++tt)
+          for (int gg = 0; gg < g; ++gg) {
+            const int coord[4] = {0, 0, kvh, 0}, e[4] = {77, gg, 0, tt};
+            const int row = tt * g + gg, t = fa3_row_pos(row, g), head = kvh * g + fa3_row_head(row, g);
+            bad += fa3_map_elem(m, coord, e) != (t < n ? (int64_t)t * nh * 128 + head * 128 + 77 : -1);
+          }
+      for (int kvh = 0; kvh < nkv; ++kvh)
+        for (int r = 0; r < kFa3Keys; r += 5) {
+          const int coord[4] = {0, kFa3Keys * 2, kvh, 0}, e[4] = {9, r, 0, 0};
+          const int key = kFa3Keys * 2 + r;
+          bad += fa3_map_elem(k, coord, e) != (key < kv_len ? ((int64_t)kvh * ctx64 + key) * 128 + 9 : -1);
+        }
+    }
+  for (int nkv : {1, 4}) {  // sage-fp8's V~^T: channel rows of 128 key bytes
+    const int ctx64 = 320;
+    const Fa3MapShape v = fa3_vt_map(ctx64, nkv, 128);
+    bad += !encodable(v) + (v.box[0] * v.box[1] != fa3_block_bytes(128));  // the producer's expect_tx for a V tile
+    for (int kvh = 0; kvh < nkv; ++kvh)
+      for (int c = 0; c < 128; c += 7)
+        for (int r = 0; r < kFa3Keys; r += 9) {
+          const int coord[4] = {kFa3Keys * 2, 0, kvh, 0}, e[4] = {r, c, 0, 0};
+          const int key = kFa3Keys * 2 + r;
+          bad += fa3_map_elem(v, coord, e) != (key < ctx64 ? ((int64_t)kvh * 128 + c) * ctx64 + key : -1);
+        }
+  }
+  CHECK(bad == 0, "%d int8 / e4m3 (sage wgmma) map checks fail", bad);
   // a CTA visits every key any of its rows sees, and the mask is skipped only where no row is masked
   bad = 0;
   for (int pos0 : {0, 5, 130})

@@ -11,7 +11,8 @@
 //    it copied, so the weight stream needs no block barrier; the first stages are issued before pdl_wait, while the
 //    previous kernel drains.
 //  * split-K across blocks so that every SM streams: a 64-row block x K-slice grid of n_blk x S blocks
-//    (marlin_plan: >= 2 blocks per SM, slices of <= 8 units of 128 columns). Instead of Marlin's serial lock chain,
+//    (marlin_plan, knobs from marlin_rule: >= 1 block per SM, slices of <= 8 units of 128 columns, W8 with many row
+//    blocks one slice). Instead of Marlin's serial lock chain,
 //    the S blocks of a row block write fp32 partials and the last to arrive adds them in slice order: deterministic,
 //    and no block ever waits for another (no co-residency assumption).
 // Exactness: q is exact in bf16, the group's products are summed by the tensor core in fp32, then
@@ -344,56 +345,56 @@ __global__ void __launch_bounds__(kThreads) marlin_pack_kernel(uint8_t *dst, con
   }
 }
 
-// The knobs (marlin.cuh): environment once, then whatever marlin_set_knobs set (the lab's sweep).
+// The knobs (marlin.cuh): environment once, then whatever marlin_set_knobs set (the lab's sweep). Unset or out of
+// range: 0 (-1 for compact), i.e. marlin_rule decides.
 MarlinKnobs clamp_knobs(MarlinKnobs k) {
-  if (k.ksu_max < 1 || k.ksu_max > kMarlinMaxKsu) k.ksu_max = 8;
-  if (k.bps < 1 || k.bps > 8) k.bps = 2;
-  if (k.stages != 0 && (k.stages < 2 || k.stages > kMarlinMaxStages)) k.stages = 0;
-  k.compact = k.compact ? 1 : 0;
+  if (k.ksu_max < 1 || k.ksu_max > kMarlinMaxKsu) k.ksu_max = 0;
+  if (k.bps < 1 || k.bps > 8) k.bps = 0;
+  if (k.stages < 2 || k.stages > kMarlinMaxStages) k.stages = 0;
+  k.compact = k.compact < 0 ? -1 : k.compact ? 1 : 0;
   return k;
 }
 MarlinKnobs &knobs() {
   static MarlinKnobs k = [] {
-    auto env = [](const char *n, int d) { const char *e = getenv(n); return e ? atoi(e) : d; };
+    auto env = [](const char *n, int d) { const char *e = getenv(n); return e && *e ? atoi(e) : d; };
     MarlinKnobs v;
-    v.ksu_max = env("QW_MARLIN_KSU", 8);
-    v.bps = env("QW_MARLIN_BPS", 2);
+    v.ksu_max = env("QW_MARLIN_KSU", 0);
+    v.bps = env("QW_MARLIN_BPS", 0);
     v.stages = env("QW_MARLIN_STAGES", 0);
-    v.compact = env("QW_MARLIN_COMPACT", 0);
+    v.compact = env("QW_MARLIN_COMPACT", -1);
     return clamp_knobs(v);
   }();
   return k;
 }
 MarlinLaunch g_last;
+// marlin_smem_bytes (marlin_layout.hpp) is the kernel's layout with these constants
+static_assert(kWarps == 8 && kNTW == 4, "marlin_smem_bytes assumes 8 warps of 4 tiles");
 
 template <bool W4, int G, int NB>
-const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, cudaStream_t s) {
-  constexpr int UB = (W4 ? 512 : 1024) + (kMarlinUnitCols / G) * 64;
-  const int SA = p.ksu * kMarlinUnitCols + 8, ngmax = p.ksu * (kMarlinUnitCols / G);
-  const int NR = knobs().compact ? a.batch : NB;
-  const size_t fixed = (size_t)NR * SA * 2 + 16 + (((size_t)NR * ngmax * 4 + 15) & ~(size_t)15);  // as the kernel
-  const size_t per_stage = (size_t)kWarps * kNTW * UB;
-  // default depth W4 3, W8 2 (the first GPU run); a knob depth that does not fit shared memory is lowered to fit
-  int stages = knobs().stages ? knobs().stages : (W4 ? 3 : 2);
-  while (stages > 2 && fixed + stages * per_stage > (size_t)smem_optin_bytes()) --stages;
-  const size_t smem = fixed + stages * per_stage;
-  if (smem > (size_t)smem_optin_bytes()) return nullptr;  // a knob slice too wide for shared memory: the simple kernels run
+const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, const MarlinRule &r, cudaStream_t s) {
+  const int NR = r.compact ? a.batch : NB;
+  const size_t limit = (size_t)smem_optin_bytes();
+  // a ring depth that does not fit shared memory is lowered to fit
+  int stages = r.stages;
+  while (stages > 2 && marlin_smem_bytes(p.ksu, W4, G, NR, stages) > limit) --stages;
+  const size_t smem = marlin_smem_bytes(p.ksu, W4, G, NR, stages);
+  if (smem > limit) return nullptr;  // a knob slice too wide for shared memory: the simple kernels run
   auto kern = marlin_gemv_kernel<W4, G, NB>;
   static SmemOptIn opt_in;  // per instantiation and device: the opt-in above 48 KB, once (not a stream operation)
   opt_in(kern, smem);
-  launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S, stages, knobs().compact ? 1 : 0);
-  g_last = {p.S, p.ksu, stages, p.n_blk * p.S, smem};
+  launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S, stages, r.compact ? 1 : 0);
+  g_last = {p.S, p.ksu, stages, p.n_blk * p.S, r.compact ? 1 : 0, smem};
   static const char *names[2][2] = {{"gemv_marlin_w8_b8", "gemv_marlin_w8_b16"}, {"gemv_marlin_w4_b8", "gemv_marlin_w4_b16"}};
   return names[W4 ? 1 : 0][NB == 16 ? 1 : 0];
 }
 
 template <bool W4, int NB>
-const char *launch_g(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, cudaStream_t s) {
+const char *launch_g(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, const MarlinRule &r, cudaStream_t s) {
   switch (m.group) {
-    case 16: return launch_t<W4, 16, NB>(a, m, p, s);
-    case 32: return launch_t<W4, 32, NB>(a, m, p, s);
-    case 64: return launch_t<W4, 64, NB>(a, m, p, s);
-    default: return launch_t<W4, 128, NB>(a, m, p, s);
+    case 16: return launch_t<W4, 16, NB>(a, m, p, r, s);
+    case 32: return launch_t<W4, 32, NB>(a, m, p, r, s);
+    case 64: return launch_t<W4, 64, NB>(a, m, p, r, s);
+    default: return launch_t<W4, 128, NB>(a, m, p, r, s);
   }
 }
 
@@ -407,8 +408,18 @@ size_t marlin_packed_bytes(const WMat &w) {
   if (!marlin_packable(w)) return 0;
   return (size_t)(w.rows / kMarlinTileRows) * (w.cols / kMarlinUnitCols) * marlin_unit_bytes(w.type == WT_W4, w.group);
 }
-MarlinPlan marlin_plan_for(int64_t rows, int64_t cols) {
-  return marlin_plan(rows, cols, sm_count(), knobs().ksu_max, knobs().bps);
+MarlinRule marlin_knobs_for(int64_t rows, int64_t cols, int32_t type, int32_t group) {
+  const MarlinKnobs &k = knobs();
+  MarlinRule r = marlin_rule(rows, cols, sm_count(), type == WT_W4, group, (size_t)smem_optin_bytes());
+  if (k.ksu_max) r.ksu_max = k.ksu_max;
+  if (k.bps) r.bps = k.bps;
+  if (k.stages) r.stages = k.stages;
+  if (k.compact >= 0) r.compact = k.compact;
+  return r;
+}
+MarlinPlan marlin_plan_for(int64_t rows, int64_t cols, int32_t type, int32_t group) {
+  const MarlinRule r = marlin_knobs_for(rows, cols, type, group);
+  return marlin_plan(rows, cols, sm_count(), r.ksu_max, r.bps);
 }
 MarlinKnobs marlin_knobs() { return knobs(); }
 MarlinKnobs marlin_set_knobs(const MarlinKnobs &k) { return knobs() = clamp_knobs(k); }
@@ -439,7 +450,8 @@ MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t s) {
 const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t s) {
   const MarlinMat &m = *a.mw;
   if (!m.data || m.rows != a.w.rows || m.cols != a.w.cols || a.batch < 1 || a.batch > 16) return nullptr;
-  const MarlinPlan p = marlin_plan_for(m.rows, m.cols);
+  const MarlinRule r = marlin_knobs_for(m.rows, m.cols, m.type, m.group);
+  const MarlinPlan p = marlin_plan(m.rows, m.cols, sm_count(), r.ksu_max, r.bps);
   if (p.S > 1 && (!a.mws.part || p.part_bytes() > a.mws.part_bytes || !a.mws.cnt || p.n_blk > a.mws.cnt_n)) return nullptr;
   GemvArgs b = a;
   if (a.pro == GEMV_PRO_NORM) {
@@ -453,8 +465,8 @@ const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t s) {
     return nullptr;
   }
   const bool w4 = m.type == WT_W4, b16 = a.batch > 8;
-  const char *name = w4 ? (b16 ? launch_g<true, 16>(b, m, p, s) : launch_g<true, 8>(b, m, p, s))
-                        : (b16 ? launch_g<false, 16>(b, m, p, s) : launch_g<false, 8>(b, m, p, s));
+  const char *name = w4 ? (b16 ? launch_g<true, 16>(b, m, p, r, s) : launch_g<true, 8>(b, m, p, r, s))
+                        : (b16 ? launch_g<false, 16>(b, m, p, r, s) : launch_g<false, 8>(b, m, p, r, s));
   if (!name) return nullptr;
   QWC_LAUNCH_CHECK("launch_gemv_marlin");
   return name;

@@ -17,26 +17,30 @@ bool marlin_packable(const WMat &w);
 size_t marlin_packed_bytes(const WMat &w);
 // Repacks w into dst (marlin_packed_bytes(w) bytes) and returns its descriptor.
 MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t stream);
-// The split of a matrix as the launcher will use it (the knobs below: slice width and blocks per SM).
-MarlinPlan marlin_plan_for(int64_t rows, int64_t cols);
+// The split of a matrix as the launcher will use it (the knobs below, else the rule; type WT_W4 / WT_W8).
+MarlinPlan marlin_plan_for(int64_t rows, int64_t cols, int32_t type, int32_t group);
 
 // Run-time knobs of the decode kernel (issue 10; `qwlab marlin --sweep` times them). Read once from the environment
-// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES, QW_MARLIN_COMPACT); out-of-range values fall back to the defaults, which are those
-// of the first GPU run. They change the split, so the engine's split-K workspace (sized at upload from
-// marlin_plan_for) must be sized under the same knobs: set them before the model loads (a launch whose partials
-// do not fit the workspace runs the simple kernels instead).
+// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES, QW_MARLIN_COMPACT). A knob left unset (or out of range) follows
+// marlin_rule (marlin_layout.hpp: the defaults, a rule from N, K, bits and the SM count, derived from the H100 sweep
+// of 2026-12-05); a set one overrides the rule for every matrix. They change the split, so the engine's split-K
+// workspace (sized at upload from marlin_plan_for) must be sized under the same knobs: set them before the model
+// loads (a launch whose partials do not fit the workspace runs the simple kernels instead).
 struct MarlinKnobs {
-  int ksu_max = 8;  // widest K slice, in 128-column units (1..kMarlinMaxKsu); the slice's activations sit in smem
-  int bps = 2;      // the plan splits K until n_blk * S >= bps * SMs (blocks per SM it aims for, 1..8)
-  int stages = 0;   // cp.async ring depth per warp, 2..kMarlinMaxStages; 0 = W4 3, W8 2. Lowered to fit smem.
-  int compact = 0;  // 1: shared memory holds the batch's activation rows only, not 8 / 16 (padding reads zeros)
+  int ksu_max = 0;   // widest K slice, in 128-column units (1..kMarlinMaxKsu; 0: rule)
+  int bps = 0;       // the plan splits K until n_blk * S >= bps * SMs (1..8; 0: rule)
+  int stages = 0;    // cp.async ring depth per warp, 2..kMarlinMaxStages (0: rule). Lowered to fit smem.
+  int compact = -1;  // 1: shared memory holds the batch's activation rows only, not 8 / 16 (padding reads zeros);
+                     // 0: all 8 / 16; -1: rule
 };
 MarlinKnobs marlin_knobs();
 // Sets the knobs for later plans and launches (the lab; clamped as the environment is); returns what was set.
 MarlinKnobs marlin_set_knobs(const MarlinKnobs &k);
+// The knobs in force for one matrix on the current device: the rule, overridden by every knob that is set.
+MarlinRule marlin_knobs_for(int64_t rows, int64_t cols, int32_t type, int32_t group);
 // What the last launch_gemv_marlin actually ran (host-side record for the lab; not synchronized, one caller).
 struct MarlinLaunch {
-  int S = 0, ksu = 0, stages = 0, blocks = 0;
+  int S = 0, ksu = 0, stages = 0, blocks = 0, compact = 0;
   size_t smem = 0;
 };
 MarlinLaunch marlin_last_launch();

@@ -23,6 +23,7 @@
 // {16, 32, 64, 128}.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -68,13 +69,13 @@ struct MarlinPlan {
   int32_t S = 0;      // K slices (blocks per row block); S > 1 adds the partials in slice order
   size_t part_bytes() const { return (size_t)n_blk * S * kMarlinBlockRows * 16 * sizeof(float); }
 };
-// ksu_max / bps: the launcher's knobs (MarlinKnobs in marlin.cuh); the defaults are those of the first GPU run.
-QW_MARLIN_HD MarlinPlan marlin_plan(int64_t rows, int64_t cols, int sms, int ksu_max = 8, int bps = 2) {
+// ksu_max / bps: the split's knobs (MarlinKnobs in marlin.cuh; by default marlin_rule below picks them).
+QW_MARLIN_HD MarlinPlan marlin_plan(int64_t rows, int64_t cols, int sms, int ksu_max, int bps) {
   MarlinPlan p;
   const int ku = (int)(cols / kMarlinUnitCols);
   p.n_blk = (int)(rows / kMarlinBlockRows);
   int S = (ku + ksu_max - 1) / ksu_max;
-  // bps blocks per SM (default 2: the shared-memory budget) and no K slice of less than one unit
+  // at least bps blocks per SM, and no K slice of less than one unit
   while ((int64_t)p.n_blk * S < (int64_t)bps * sms && S < ku) ++S;
   p.ksu = (ku + S - 1) / S;
   p.S = (ku + p.ksu - 1) / p.ksu;
@@ -84,6 +85,59 @@ QW_MARLIN_HD MarlinPlan marlin_plan(int64_t rows, int64_t cols, int sms, int ksu
 QW_MARLIN_HD bool marlin_group_ok(int32_t group) { return group == 16 || group == 32 || group == 64 || group == 128; }
 QW_MARLIN_HD int32_t marlin_unit_bytes(int32_t type_w4, int32_t group) {
   return (type_w4 ? 512 : 1024) + (kMarlinUnitCols / group) * 64;
+}
+
+// Dynamic shared memory of marlin_gemv_kernel (marlin.cu; the launcher and the CPU tests use this one formula):
+// act_s [nr][ksu * 128 + 8] bf16 | 16 zero bytes | asum [nr][ksu * 128 / group] fp32, rounded up to 16 bytes |
+// ring [8 warps][stages][4 tiles][unit_bytes]. nr: activation rows held (NB = 8 / 16, or the batch with compact).
+QW_MARLIN_HD size_t marlin_smem_bytes(int ksu, bool w4, int32_t group, int nr, int stages) {
+  const size_t sa = (size_t)ksu * kMarlinUnitCols + 8, ngmax = (size_t)ksu * (kMarlinUnitCols / group);
+  return (size_t)nr * sa * 2 + 16 + (((size_t)nr * ngmax * 4 + 15) & ~(size_t)15) +
+         (size_t)stages * 8 * 4 * (size_t)marlin_unit_bytes(w4, group);
+}
+
+// ---- the default knobs: a rule from the problem's dimensions (one place; MarlinKnobs' 0 / -1 values mean "rule") --
+// Derived from `qwlab marlin --sweep` on an H100 80GB HBM3, 132 SMs (profiles/h100/2026-12-05-second-run/
+// marlin-sweep.log: 36 knob rows x 7B qkv 4608x3584, o 3584x3584, gate_up 37888x3584, down 3584x18944 x W4/W8 g128 x
+// M1/M16; rows that ran the same configuration agree within 0.6 % median, 1.8 % p90, so < 3 % is noise). The old
+// defaults were ksu_max 8, bps 2, stages W4 3 / W8 2, compact 0. The rule's pick (sweep row 8/1/def/1; W8 gate_up
+// 32/1/def/1) against the old defaults' row (8/2/def/0 (cur)), us (gain; "=" within 3 %):
+//   qkv     W4 M1 15.18 -> 14.18 (+7 %)   M16 22.94 -> 23.14 (=)     W8 M1 20.42 -> 20.54 (=)     M16 22.01 -> 21.82 (=)
+//   o       W4 M1 14.76 -> 13.61 (+8 %)   M16 18.27 -> 15.56 (+17 %) W8 M1 18.42 -> 15.40 (+20 %) M16 19.55 -> 15.96 (+22 %)
+//   gate_up W4 M1 74.96 -> 72.47 (+3 %)   M16 112.37 -> 113.17 (=)   W8 M1 105.98 -> 74.70 (+42 %) M16 116.68 -> 106.03 (+10 %)
+//   down    W4 M1 42.64 -> 41.46 (=, 3 %) M16 58.44 -> 58.46 (=)     W8 M1 56.28 -> 58.36 (-4 %; the same configuration's
+//                                                                     other row 56.88, -1 %)  M16 57.84 -> 58.22 (=)
+//  * compact on: holding only the batch's activation rows frees shared memory at M < 8 / 16 (nothing at 8 / 16), so
+//    more blocks are resident: W4 M1 +4..+10 % at the split below, up to 2x where the slice is wide (gate_up S1:
+//    95.8 -> 48.5 us); W8 M1 0..-4 % where it only lifts residency from 2 to 3 blocks (at the 3 % noise edge), +19 %
+//    where it lifts it from 1 (gate_up S1). At M16 both settings hold the same 16 rows (= within noise).
+//  * stages W4 3, W8 2 (unchanged): deeper rings cut residency. Of 164 (split, compact, M) pairs, a deeper ring loses
+//    > 3 % in 119 (median -16 %, worst -49 %), ties in 42 and wins in 3: qkv W4 M1 at S 2 (not the rule's split) and
+//    two o W4 M1 single rows at S 4, non-monotone in depth (st 3 / 4 / 6: 14.90 / 12.80 / 17.04 us): not taken.
+//  * split (batch-independent, as batch invariance needs): slices of <= 8 units and at least one block per SM (bps 1,
+//    was 2). Only o changes (S 5 -> 4): 280 blocks were 1.06 waves at 2 resident per SM (a 16-block second wave);
+//    224 are one. qkv keeps S 4 (S 2 loses 12..24 %), gate_up S 4, down S 19.
+//  * W8 with >= 4 waves of 64-row blocks at one block per SM (n_blk >= 4 * SMs; 7B gate_up: 592): the whole K in
+//    one slice (S = 1, <= kMarlinMaxKsu units, no split-K partials): a W8 block streams 2x the bytes of a W4 one per
+//    column, so long slices keep its ring busy; it stays memory-bound at M16 with one resident block.
+//  Not taken, because the split must not depend on M: W4 gate_up M1 is 48.5 us at S 1 (+47 % over the rule) but M16
+//  171.6 (-34 %: its 16 activation rows leave one resident block and W4 M16 is bound by issue, not bytes: W4 and W8
+//  take the same ~112 us at S 4); down M1 is 38.5 / 53.3 us at S 10 (+7 / +6 %) but M16 -37 / -21 %.
+// smem_limit: the device's opt-in shared memory per block; the slice is narrowed until M16 at 2 stages fits it.
+struct MarlinRule {
+  int32_t ksu_max = 8, bps = 1, stages = 3, compact = 1;
+};
+QW_MARLIN_HD MarlinRule marlin_rule(int64_t rows, int64_t cols, int sms, bool w4, int32_t group, size_t smem_limit) {
+  MarlinRule r;
+  r.stages = w4 ? 3 : 2;
+  const int64_t n_blk = rows / kMarlinBlockRows;
+  if (!w4 && n_blk >= 4 * (int64_t)sms) {
+    r.ksu_max = kMarlinMaxKsu;
+    while (r.ksu_max > 8 &&
+           marlin_smem_bytes(marlin_plan(rows, cols, sms, r.ksu_max, r.bps).ksu, w4, group, 16, 2) > smem_limit)
+      --r.ksu_max;
+  }
+  return r;
 }
 
 // Column (0..127 within the unit) of W4 nibble n of word w of lane (gid, tig); the row is gid.

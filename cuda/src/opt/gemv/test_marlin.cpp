@@ -6,6 +6,8 @@
 //     K-part and slice sums in the kernel's order. Its output must equal an fp64 dot product over the exact weights
 //     (s * q + o) within fp32 summation error, and token 0 must get the same bits at batch 1 and 16 (batch
 //     invariance). What this cannot check is the hardware: cuda/dev/lab/marlin.cu does that on a GPU.
+//  3. marlin_rule, the default knobs: its picks for the 7B / 0.5B shapes (those the H100 sweep measured best among
+//     batch-independent splits) and that every pick is a plan the launcher can run (check_rule).
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -199,7 +201,7 @@ std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, con
   return out;
 }
 
-// ksu_max / bps: the knobs of the plan (MarlinKnobs; defaults 8 and 2)
+// ksu_max / bps: the knobs of the plan (MarlinKnobs; the old defaults 8 and 2)
 void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets, int sms, int ksu_max = 8,
                 int bps = 2) {
   const Mat m = make_mat(rng, w4, rows, cols, group, offsets);
@@ -237,6 +239,70 @@ void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bo
   }
 }
 
+
+// marlin_rule (marlin_layout.hpp), the default knobs: its choices for the 7B and 0.5B decode shapes on an H100 /
+// H200 (132 SMs, 227 KB of opt-in shared memory per block) are those the sweep of 2026-12-05 measured best among
+// batch-independent splits (profiles/h100/2026-12-05-second-run/marlin-sweep.log), and every pick, for both bit
+// widths, every group and every batch 1..16, also on an A100 (108 SMs, 163 KB), is a plan the launcher can run: K
+// covered once, slices within kMarlinMaxKsu, shared memory within the limit after the launcher's ring lowering (as
+// launch_t does it), and at least half a block per SM where the matrix has that many (row block, unit) pairs
+// (marlin_plan reaches one per SM in slices, then rounds the slice up to whole units: 0.5B qkv on 108 SMs, 18 row
+// blocks x 7 units, aims at S 6 and runs S 4 x 2 units, 72 blocks).
+void check_rule() {
+  struct Shape { const char *name; int64_t rows, cols; int S_w4, ksu_w4, S_w8, ksu_w8; };
+  const Shape h100[] = {
+      // 7B: the sweep's shapes (qkv and o S 4 x 7, gate_up W4 S 4 x 7 and W8 S 1 x 28, down S 19 x 8) and lm_head
+      {"7B qkv", 4608, 3584, 4, 7, 4, 7},       {"7B o", 3584, 3584, 4, 7, 4, 7},
+      {"7B gate_up", 37888, 3584, 4, 7, 1, 28}, {"7B down", 3584, 18944, 19, 8, 19, 8},
+      {"7B lm_head", 152064, 3584, 4, 7, 1, 28},
+      // 0.5B (hidden 896 = 7 units): too few row blocks for the SMs, so slices go down to 1 unit (qkv 18 x 7 = 126
+      // blocks, o 98); gate_up's 152 row blocks fill 132 SMs with S 1; W8 gate_up stays split-free for the same
+      // reason, not because of the W8 branch (152 < 4 x 132)
+      {"0.5B qkv", 1152, 896, 7, 1, 7, 1},      {"0.5B o", 896, 896, 7, 1, 7, 1},
+      {"0.5B gate_up", 9728, 896, 1, 7, 1, 7},  {"0.5B down", 896, 4864, 10, 4, 10, 4},
+      {"0.5B lm_head", 151936, 896, 1, 7, 1, 7},
+  };
+  for (const Shape &s : h100)
+    for (bool w4 : {true, false}) {
+      const MarlinRule r = marlin_rule(s.rows, s.cols, 132, w4, 128, 232448);
+      const MarlinPlan p = marlin_plan(s.rows, s.cols, 132, r.ksu_max, r.bps);
+      CHECK(r.compact == 1 && r.stages == (w4 ? 3 : 2) && r.bps == 1, "rule %s %s: compact %d stages %d bps %d", s.name,
+            w4 ? "w4" : "w8", r.compact, r.stages, r.bps);
+      CHECK(p.S == (w4 ? s.S_w4 : s.S_w8) && p.ksu == (w4 ? s.ksu_w4 : s.ksu_w8), "rule %s %s: S %d ksu %d, expected %d x %d",
+            s.name, w4 ? "w4" : "w8", p.S, p.ksu, w4 ? s.S_w4 : s.S_w8, w4 ? s.ksu_w4 : s.ksu_w8);
+    }
+  // the measured H100 smem column of the sweep (KB = bytes >> 10) for the rule's rows: qkv W4 M1 55, M16 82; W8
+  // gate_up M1 75, M16 182; down W4 M1 56
+  CHECK(marlin_smem_bytes(7, true, 128, 1, 3) >> 10 == 55 && marlin_smem_bytes(7, true, 128, 16, 3) >> 10 == 82 &&
+            marlin_smem_bytes(28, false, 128, 1, 2) >> 10 == 75 && marlin_smem_bytes(28, false, 128, 16, 2) >> 10 == 182 &&
+            marlin_smem_bytes(8, true, 128, 1, 3) >> 10 == 56,
+        "marlin_smem_bytes against the sweep's smem column");
+  struct Dev { int sms; size_t smem; };
+  for (const Dev d : {Dev{132, 232448}, Dev{108, 166912}})
+    for (const Shape &s : h100)
+      for (bool w4 : {true, false})
+        for (int32_t g : {16, 32, 64, 128}) {
+          const MarlinRule r = marlin_rule(s.rows, s.cols, d.sms, w4, g, d.smem);
+          const MarlinPlan p = marlin_plan(s.rows, s.cols, d.sms, r.ksu_max, r.bps);
+          const int64_t ku = s.cols / 128, nb = s.rows / 64;
+          CHECK(r.ksu_max >= 8 && r.ksu_max <= kMarlinMaxKsu && p.ksu >= 1 && p.ksu <= r.ksu_max &&
+                    (int64_t)p.S * p.ksu >= ku && (int64_t)(p.S - 1) * p.ksu < ku &&
+                    2 * nb * p.S >= std::min<int64_t>(d.sms, nb * ku),
+                "rule plan %s %s g%d sms %d: ksu_max %d S %d ksu %d", s.name, w4 ? "w4" : "w8", g, d.sms, r.ksu_max, p.S, p.ksu);
+          for (int M = 1; M <= 16; ++M) {
+            const int nr = r.compact ? M : (M > 8 ? 16 : 8);
+            int st = r.stages;
+            while (st > 2 && marlin_smem_bytes(p.ksu, w4, g, nr, st) > d.smem) --st;
+            CHECK(st >= 2 && st <= kMarlinMaxStages && marlin_smem_bytes(p.ksu, w4, g, nr, st) <= d.smem,
+                  "rule smem %s %s g%d sms %d M%d: ksu %d stages %d: %zu > %zu", s.name, w4 ? "w4" : "w8", g, d.sms, M,
+                  p.ksu, st, marlin_smem_bytes(p.ksu, w4, g, nr, st), d.smem);
+          }
+        }
+  // the W8 branch narrows the slice to fit: 7B gate_up W8 g16 (1536-byte units) on an A100 cannot hold 28 units of
+  // 16 activation rows next to a 2-stage ring (250 KB), so it takes 14 (S 2)
+  const MarlinRule a100 = marlin_rule(37888, 3584, 108, false, 16, 166912);
+  CHECK(marlin_plan(37888, 3584, 108, a100.ksu_max, a100.bps).S == 2, "W8 g16 A100 narrowing: ksu_max %d", a100.ksu_max);
+}
 }  // namespace
 
 int main() {
@@ -244,11 +310,11 @@ int main() {
   // plan: a function of the shape and SM count only; slices cover K once
   for (int64_t cols : {128, 896, 3584, 18944})
     for (int sms : {1, 4, 132}) {
-      const MarlinPlan p = marlin_plan(3584, cols, sms);
+      const MarlinPlan p = marlin_plan(3584, cols, sms, 8, 2);
       CHECK(p.ksu >= 1 && p.ksu <= 8 && (int64_t)p.S * p.ksu * 128 >= cols && (int64_t)(p.S - 1) * p.ksu * 128 < cols,
             "plan cols %lld sms %d: ksu %d S %d", (long long)cols, sms, p.ksu, p.S);
     }
-  CHECK(marlin_plan(37888, 3584, 132).S == 4 && marlin_plan(3584, 18944, 132).S == 19, "7B plans as documented");
+  CHECK(marlin_plan(37888, 3584, 132, 8, 2).S == 4 && marlin_plan(3584, 18944, 132, 8, 2).S == 19, "7B plans as documented");
   for (bool w4 : {true, false})
     for (int32_t g : {16, 32, 64, 128}) {
       check_case(rng, w4, 64, 256, g, true, 0);    // S = 1
@@ -259,8 +325,8 @@ int main() {
   // where qwlab marlin reported qkv M16 errors of 1e-5..6e-5 on the H100 (2026-12-05; the norm prologue's rstd
   // against the host's, lab/marlin.cu): the emulated arithmetic passes the same checks there, batch 16 included
   // (RMS-relative error as the lab computes it, printed by a one-off driver on 2026-12-05: 7.5e-8..9.4e-8)
-  CHECK(marlin_plan(4608, 3584, 132).S == 4 && marlin_plan(4608, 3584, 132).ksu == 7 &&
-        marlin_plan(128, 3584, 4).S == 4 && marlin_plan(128, 3584, 4).ksu == 7, "7B qkv split");
+  CHECK(marlin_plan(4608, 3584, 132, 8, 2).S == 4 && marlin_plan(4608, 3584, 132, 8, 2).ksu == 7 &&
+        marlin_plan(128, 3584, 4, 8, 2).S == 4 && marlin_plan(128, 3584, 4, 8, 2).ksu == 7, "7B qkv split");
   for (bool w4 : {true, false}) check_case(rng, w4, 128, 3584, 128, w4, 4);
   // the sweep's knobs (qwlab marlin --sweep): wide slices and fewer blocks per SM still cover K once, within ksu_max
   for (int ksu_max : {8, 16, 32})
@@ -273,7 +339,9 @@ int main() {
   CHECK(marlin_plan(4608, 3584, 132, 32, 1).S == 2 && marlin_plan(4608, 3584, 132, 32, 1).ksu == 14 &&
         marlin_plan(37888, 3584, 132, 32, 2).S == 1 && marlin_plan(3584, 18944, 132, 32, 2).S == 5 &&
         marlin_plan(3584, 18944, 132, 32, 2).ksu == 30, "7B knob plans (README marlin analysis)");
-  check_case(rng, true, 128, 3584, 128, true, 4, 32, 1);   // S = 1, one slice of 28 units: K parts of 7 units per warp
+  check_case(rng, true, 128, 3584, 128, true, 4, 32, 1);   // S = 2 slices of 14 units (2 row blocks, 4 SMs)
+  check_case(rng, false, 128, 3584, 128, true, 1, 32, 1);  // S = 1, one slice of 28 units (the rule's W8 gate_up split)
+  check_rule();
   check_case(rng, false, 128, 4864, 32, true, 4, 16, 1);   // S = 3 slices of 13 units (the last 12)
   return finish("test_marlin");
 }
