@@ -1,7 +1,8 @@
 // kv_quant.cu — quantized KV-cache kernels (kv_quant.cuh; formats: kv_format.hpp; CPU reference:
 // kv_quant_cpu.cpp). head_dim 32, 64 or 128 (what the CUDA backend supports).
 //
-// Attention: one block per (query row, kv head, key split), 4 warps. A warp takes 32-key chunks; chunk
+// Attention v1 (QW_KVQ_ATTN=v1; the default is v2 in kv_quant_attn2.cu, which says why v1 is slow): one block per
+// (query row, kv head, key split), 4 warps. A warp takes 32-key chunks; chunk
 // boundaries are multiples of 32, so a kivi chunk is either entirely quantized (one key group: the warp
 // stages its per-channel scale/zero in shared memory once) or entirely bf16. Scores: lane = key, looping over
 // the channels of its own key row (codes dequantized in registers) against the group's queries in shared
@@ -12,10 +13,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "backend.hpp"
 #include "common.cuh"
 #include "kv_quant.cuh"
+#include "kv_quant_dev.cuh"
 
 namespace qwc {
 
@@ -34,18 +39,6 @@ __device__ __forceinline__ float warp_max(float x) {
 __device__ __forceinline__ float warp_sum(float x) {
   for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
-}
-
-// bf16 row of position `pos` of the stream: from this step's rows when the step holds it (rows of a sequence
-// are consecutive), else from the kivi ring.
-__device__ __forceinline__ const uint16_t *res_row(const KvqDev &kv, const KvqStep &s, const __nv_bfloat16 *step_rows,
-                                                   const uint16_t *ring, int64_t st, int r, int p, int slot, int h,
-                                                   int64_t pos) {
-  const int64_t rr = r - (p - pos);
-  const int d = kv.lay.d;
-  if (rr >= 0 && s.row_slot[rr] == slot && s.row_pos[rr] == pos)
-    return reinterpret_cast<const uint16_t *>(step_rows) + rr * int64_t(kv.lay.kv_heads) * d + int64_t(h) * d;
-  return ring + kv.lay.ring_off(st, pos);
 }
 
 template <int D>
@@ -83,7 +76,7 @@ __global__ void kvq_write_kernel(KvqDev kv, KvqStep s) {
       const int ch = t * per + e;
       float x[32];
       for (int tk = 0; tk < 32; ++tk)
-        x[tk] = kvq::bf16_bits_to_f32(res_row(kv, s, s.k, kv.kr, st, r, p, slot, h, g0 + tk)[ch]);
+        x[tk] = kvq::bf16_bits_to_f32(kvq_res_row(kv, s, s.k, kv.kr, st, r, p, slot, h, g0 + tk)[ch]);
       uint16_t sh, zh;
       kvq::kivi_scale_zero(x, 1, 32, bits, &sh, &zh);
       kv.ks[kv.lay.kk_sz_off(st, g0 / 32) + ch] = sh;
@@ -96,7 +89,7 @@ __global__ void kvq_write_kernel(KvqDev kv, KvqStep s) {
   // values: thread t owns (token tk, channel group gg): 32 elements, 32 * bits / 8 bytes
   for (int t = threadIdx.x; t < 32 * (D / 32); t += blockDim.x) {
     const int tk = t / (D / 32), gg = t % (D / 32);
-    const uint16_t *src = res_row(kv, s, s.v, kv.vr, st, r, p, slot, h, g0 + tk) + gg * 32;
+    const uint16_t *src = kvq_res_row(kv, s, s.v, kv.vr, st, r, p, slot, h, g0 + tk) + gg * 32;
     float x[32];
 #pragma unroll
     for (int i = 0; i < 32; ++i) x[i] = kvq::bf16_bits_to_f32(src[i]);
@@ -194,7 +187,7 @@ __global__ void __launch_bounds__(kNW * 32) kvq_attn_kernel(KvqDev kv, KvqStep s
           }
         }
       } else {
-        const uint16_t *row = res_row(kv, s, s.k, kv.kr, st, r, p, slot, h, k);
+        const uint16_t *row = kvq_res_row(kv, s, s.k, kv.kr, st, r, p, slot, h, k);
         for (int ch = 0; ch < D; ++ch) {
           const float x = kvq::bf16_bits_to_f32(row[ch]);
           for (int j = 0; j < gq; ++j) sc[j] += qs[j][ch] * x;
@@ -230,7 +223,7 @@ __global__ void __launch_bounds__(kNW * 32) kvq_attn_kernel(KvqDev kv, KvqStep s
         for (int i = 0; i < CPL; ++i)
           v[i] = kvq::kivi_deq(kvq::kivi_get(row, lane + 32 * i, bits), kvq::f16_to_f32(kv.vs[o + i]), kvq::f16_to_f32(kv.vz[o + i]));
       } else {
-        const uint16_t *row = res_row(kv, s, s.v, kv.vr, st, r, p, slot, h, kp);
+        const uint16_t *row = kvq_res_row(kv, s, s.v, kv.vr, st, r, p, slot, h, kp);
 #pragma unroll
         for (int i = 0; i < CPL; ++i) v[i] = kvq::bf16_bits_to_f32(row[lane + 32 * i]);
       }
@@ -266,17 +259,7 @@ __global__ void __launch_bounds__(kNW * 32) kvq_attn_kernel(KvqDev kv, KvqStep s
         L += red_l[w][j] * f;
         A += red_acc[w][j][ch] * f;
       }
-    const int hq = h * gq + j;
-    if (a.n_split == 1) {
-      a.out[r * qd + int64_t(hq) * D + ch] = __float2bfloat16(A / L);
-    } else {
-      float *ws = a.ws + ((int64_t(r) * a.n_heads + hq) * a.n_split + split) * (D + 2);
-      if (ch == 0) {
-        ws[0] = M;
-        ws[1] = L;
-      }
-      ws[2 + ch] = A;
-    }
+    kvq_store_merged(a, r, h * gq + j, split, D, ch, M, L, A);
   }
 }
 
@@ -367,8 +350,9 @@ void KvqCache::configure(KvType t, int32_t L, int32_t B, int32_t nkv, int32_t ct
   release();
   if (t == KvType::BF16 || t == KvType::F32) return;
   check_d(d);
+  impl_ = kvq_attn_impl_from_env();
   KvqDev k;
-  k.lay = kvq::KvLayout::of(t, L, B, nkv, ctx, d);
+  k.lay = kvq::KvLayout::of(t, L, B, nkv, (ctx + 31) / 32 * 32, d);
   auto alloc = [&](size_t bytes) -> void * {
     void *p = nullptr;
     const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 16);
@@ -396,9 +380,13 @@ void KvqCache::configure(KvType t, int32_t L, int32_t B, int32_t nkv, int32_t ct
     k.vr = static_cast<uint16_t *>(alloc(size_t(k.lay.ring_elems()) * 2));
   }
   const uint64_t cache_bytes = bytes_;
-  // decode splits: sized for the largest split count a batch of 1..B rows picks (allocated here, never
-  // during a graph capture)
-  ws_floats_ = kvq_attn_ws_floats(B, n_heads, d, 64);
+  // decode splits: sized for the largest rows x splits a step of 1..B rows picks, v1 or v2 (allocated here,
+  // never during a graph capture; a larger step, i.e. a prefill, falls back to one split)
+  slots2_ = sms * kvq_attn2_blocks_per_sm(t, d, n_heads / nkv);
+  ws_floats_ = 0;
+  for (int32_t rows = 1; rows <= B; ++rows)
+    ws_floats_ = std::max({ws_floats_, kvq_attn_ws_floats(rows, n_heads, d, kvq_attn_pick_split(rows, nkv, k.lay.ctx, sms)),
+                           kvq_attn_ws_floats(rows, n_heads, d, kvq_attn2_pick_split(rows, nkv, k.lay.ctx, slots2_))});
   ws_ = static_cast<float *>(alloc(ws_floats_ * 4));
   bytes_ = cache_bytes;  // the workspace is scratch, not cache
   dev_ = k;
@@ -412,10 +400,20 @@ const char *KvqCache::attend(const KvqStep &s, const __nv_bfloat16 *q, __nv_bflo
   a.out = out;
   a.q = q;
   a.n_heads = n_heads_;
-  a.n_split = kvq_attn_pick_split(s.rows, dev_.lay.kv_heads, dev_.lay.ctx, sms_);
-  if (kvq_attn_ws_floats(s.rows, n_heads_, dev_.lay.d, a.n_split) > ws_floats_) a.n_split = 1;
   a.ws = ws_;
-  return launch_kvq_attention(dev_, s, a, stream);
+  const bool v2 = impl_ == KvqAttnImpl::V2;
+  a.n_split = v2 ? kvq_attn2_pick_split(s.rows, dev_.lay.kv_heads, dev_.lay.ctx, slots2_)
+                 : kvq_attn_pick_split(s.rows, dev_.lay.kv_heads, dev_.lay.ctx, sms_);
+  if (kvq_attn_ws_floats(s.rows, n_heads_, dev_.lay.d, a.n_split) > ws_floats_) a.n_split = 1;
+  return v2 ? launch_kvq_attn2(dev_, s, a, stream) : launch_kvq_attention(dev_, s, a, stream);
+}
+
+KvqAttnImpl kvq_attn_impl_from_env() {
+  const char *e = std::getenv("QW_KVQ_ATTN");
+  if (!e || !*e || std::strcmp(e, "v2") == 0) return KvqAttnImpl::V2;
+  if (std::strcmp(e, "v1") == 0) return KvqAttnImpl::V1;
+  throw qw::Error(QW_ERR_INVALID_ARGUMENT, std::string("QW_KVQ_ATTN must be v1 (the first quantized-KV attention kernel) or v2 "
+                                                       "(the default), got '") + e + "': unset it or pick one");
 }
 
 const char *launch_kvq_attention(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream) {

@@ -46,9 +46,22 @@ struct KvqAttnArgs {
   float *ws = nullptr;                 // n_split > 1: kvq_attn_ws_floats(rows, nH, d, n_split) floats
 };
 size_t kvq_attn_ws_floats(int32_t rows, int32_t n_heads, int32_t head_dim, int32_t n_split);
-// Splits so that rows x nKV x splits fills the SMs about twice (1 when the rows alone do).
+// v1 (kv_quant.cu): splits so that rows x nKV x splits fills the SMs about twice (1 when the rows alone do).
 int32_t kvq_attn_pick_split(int32_t rows, int32_t n_kv, int32_t max_keys, int32_t sms);
+// v1: the first kernel (lane-per-key global loads, P.V key by key); QW_KVQ_ATTN=v1 selects it.
 const char *launch_kvq_attention(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream);
+
+// v2 (kv_quant_attn2.cu, the default): cp.async-staged chunks, see the file's header. Needs lay.ctx % 32 == 0.
+constexpr int32_t kKvqMaxSplit2 = 128;
+// Resident blocks per SM of the v2 kernel for this type, head_dim and group size (occupancy query).
+int32_t kvq_attn2_blocks_per_sm(qw::kvq::KvType t, int32_t d, int32_t gq);
+// Splits so that rows x nKV x splits fits one wave of `slots` resident blocks, >= 2 chunks per warp, <= 128.
+int32_t kvq_attn2_pick_split(int32_t rows, int32_t n_kv, int32_t max_keys, int32_t slots);
+const char *launch_kvq_attn2(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream);
+
+enum class KvqAttnImpl : int32_t { V1 = 1, V2 = 2 };
+// QW_KVQ_ATTN = v1 | v2 (unset: v2); anything else throws QW_ERR_INVALID_ARGUMENT naming the values.
+KvqAttnImpl kvq_attn_impl_from_env();
 
 // A session's quantized cache: the device planes, the split workspace, and one layer's three launches.
 // Inactive (type bf16) until configure() gets q8 / kivi4 / kivi2.
@@ -58,7 +71,8 @@ class KvqCache {
   KvqCache(const KvqCache &) = delete;
   KvqCache &operator=(const KvqCache &) = delete;
   ~KvqCache() { release(); }
-  // Allocates for `t` (bf16 / f32: releases everything). max_rows: decode batch (the split workspace).
+  // Allocates for `t` (bf16 / f32: releases everything). batch: decode batch (the split workspace). The layout's
+  // ctx is `ctx` rounded up to a multiple of 32, so that every stream's planes start 16-byte aligned (v2's cp.async).
   void configure(qw::kvq::KvType t, int32_t layers, int32_t batch, int32_t kv_heads, int32_t ctx, int32_t d,
                  int32_t n_heads, int32_t sms);
   void release();
@@ -71,6 +85,9 @@ class KvqCache {
   const char *attend(const KvqStep &s, const __nv_bfloat16 *q, __nv_bfloat16 *out, cudaStream_t stream) const;
   // After attention: kivi rows join the ring.
   void ring(const KvqStep &s, cudaStream_t stream) const { launch_kvq_ring(dev_, s, stream); }
+  // The attention kernel attend() launches (configure reads QW_KVQ_ATTN; the lab switches to time both).
+  KvqAttnImpl impl() const { return impl_; }
+  void set_impl(KvqAttnImpl i) { impl_ = i; }
 
  private:
   KvqDev dev_;
@@ -78,6 +95,8 @@ class KvqCache {
   float *ws_ = nullptr;
   size_t ws_floats_ = 0;
   int32_t n_heads_ = 0, sms_ = 1, batch_ = 1;
+  int32_t slots2_ = 1;  // v2: resident blocks on the device (SMs x blocks per SM)
+  KvqAttnImpl impl_ = KvqAttnImpl::V2;
   uint64_t bytes_ = 0;
 };
 
