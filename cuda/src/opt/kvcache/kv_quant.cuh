@@ -48,7 +48,7 @@ struct KvqAttnArgs {
 size_t kvq_attn_ws_floats(int32_t rows, int32_t n_heads, int32_t head_dim, int32_t n_split);
 // v1 (kv_quant.cu): splits so that rows x nKV x splits fills the SMs about twice (1 when the rows alone do).
 int32_t kvq_attn_pick_split(int32_t rows, int32_t n_kv, int32_t max_keys, int32_t sms);
-// v1: the first kernel (lane-per-key global loads, P.V key by key); QW_KVQ_ATTN=v1 selects it.
+// v1: the first kernel (lane-per-key global loads, P.V key by key), the default until v2 has run on a GPU.
 const char *launch_kvq_attention(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream);
 
 // v2 (kv_quant_attn2.cu, the default): cp.async-staged chunks, see the file's header. Needs lay.ctx % 32 == 0.
@@ -60,7 +60,7 @@ int32_t kvq_attn2_pick_split(int32_t rows, int32_t n_kv, int32_t max_keys, int32
 const char *launch_kvq_attn2(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream);
 
 enum class KvqAttnImpl : int32_t { V1 = 1, V2 = 2 };
-// QW_KVQ_ATTN = v1 | v2 (unset: v2); anything else throws QW_ERR_INVALID_ARGUMENT naming the values.
+// QW_KVQ_ATTN = v1 | v2 (unset: v1); anything else throws QW_ERR_INVALID_ARGUMENT naming the values.
 KvqAttnImpl kvq_attn_impl_from_env();
 
 // A session's quantized cache: the device planes, the split workspace, and one layer's three launches.
