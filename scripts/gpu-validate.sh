@@ -39,7 +39,7 @@ has() { [[ " $1 " == *" $2 "* ]]; }
 ( for w in $LABS; do [[ $w == mma || $w == sanitize ]] && continue
     run 100 "$L" "lab $w" "./cuda/build/dev/qwlab $w --quick --json /tmp/lab-$w.json"; done
   has "$LABS" mma && run 60 "$L" "lab gemv QW_GEMV_MMA=1" "QW_GEMV_MMA=1 ./cuda/build/dev/qwlab gemv --quick"
-  has "$LABS" mma && run 60 "$L" kvqlab "./cuda/build/dev/kvqlab"
+  has "$LABS" mma && run 90 "$L" kvqlab "./cuda/build/dev/kvqlab --quick"
   has "$LABS" sanitize || exit 0
   run 90 "$L" "memcheck sanitize" "compute-sanitizer --tool memcheck ./cuda/build/dev/qwlab sanitize 2>&1 | tail -25"
   run 60 "$L" "racecheck sanitize" "compute-sanitizer --tool racecheck ./cuda/build/dev/qwlab sanitize 2>&1 | tail -15" ) &
