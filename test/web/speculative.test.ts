@@ -53,6 +53,9 @@ describe.skipIf(!cpuLibraryBuilt())("POST /api/runs with speculative = draft (CP
     expect(s.steps).toBeGreaterThan(0);
     expect(s.accepted_per_step).toHaveLength(s.steps);
     expect(s.draft_ms.length).toBe(s.steps);
+    // the Run page plots these (web/public/app.js drawSpec): every draft phase, each with a median
+    expect(s.phases.map((p: { phase: string }) => p.phase)).toEqual(expect.arrayContaining(["draft_decode", "verify"]));
+    for (const p of s.phases) expect(p.ms_per_step.median).toBeGreaterThanOrEqual(0);
   });
 
   test("speculative = eagle: refused without a head; with a (random, SafeAILab-layout) head the greedy text of the plain run", async () => {

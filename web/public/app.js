@@ -326,7 +326,8 @@ async function startRun() {
 }
 
 // A speculative run (draft or eagle): acceptance by draft position / tree depth (given the earlier ones were
-// accepted) and the time split of a step (median draft vs verify ms), from the profile's summary.speculative.
+// accepted) and the time split of a step: median ms per phase (engine/spec/phases.ts) where the profile has them,
+// else draft vs verify; from the profile's summary.speculative.
 function drawSpec(sp) {
   const el = $("#run-spec");
   el.hidden = !sp;
@@ -335,7 +336,8 @@ function drawSpec(sp) {
   const title = sp.tree ? `eagle depth ${sp.tree.depth}, top-k ${sp.tree.top_k}, budget ${sp.tree.budget}` : `draft k = ${sp.k}`;
   Plotly.react(el, [
     { type: "bar", x, y: sp.conditional_acceptance_by_position.map((v) => 100 * v), name: "acceptance %" },
-    { type: "bar", x: ["draft", "verify"], y: [sp.draft_ms_per_step.median, sp.verify_ms_per_step.median], xaxis: "x2", yaxis: "y2", name: "ms per step (median)" },
+    sp.phases?.length ? { type: "bar", x: sp.phases.map((p) => p.phase), y: sp.phases.map((p) => p.ms_per_step.median), xaxis: "x2", yaxis: "y2", name: "ms per step (median)" }
+      : { type: "bar", x: ["draft", "verify"], y: [sp.draft_ms_per_step.median, sp.verify_ms_per_step.median], xaxis: "x2", yaxis: "y2", name: "ms per step (median)" },
   ], {
     title: { text: `${title}: ${fmt(sp.tokens_per_step, 2)} tokens per verify step`, font: { size: 13 } },
     grid: { rows: 1, columns: 2, pattern: "independent" }, height: 260, margin: { l: 50, r: 20, t: 40, b: 40 },
