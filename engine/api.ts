@@ -184,6 +184,12 @@ export interface EngineSession {
   kvCompact?(seq: number, base: number, keep: number[]): void;
   /** One batched decode step, returns the next token of each sequence. */
   decode(seqIds: number[], tokens: number[]): number[];
+  /**
+   * A draft's chain verified as one decode step (qwen.h qw_session_decode_chain): tokens become decode rows of `seq`
+   * at its next positions; returns the token after each. Throws QwenError code QW_ERR_UNSUPPORTED where the toggles
+   * do not allow it (the caller verifies with prefill). Optional: test doubles may leave it out.
+   */
+  decodeChain?(seq: number, tokens: number[]): number[];
   logits(): { rows: number; vocab: number; data: Float32Array };
   /**
    * The k most likely tokens of every logits row of the last step with their log-softmax values, descending (ties:

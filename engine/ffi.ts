@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 9;
+export const QW_ABI_VERSION = 10;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -82,6 +82,7 @@ const SYMBOLS = {
   qw_session_set_sampling: { args: [H, I32, F32, I32, F32, U64], returns: I32 },
   qw_session_prefill: { args: [H, I32, P, I32, P], returns: I32 },
   qw_session_decode: { args: [H, I32, P, P, P], returns: I32 },
+  qw_session_decode_chain: { args: [H, I32, I32, P, P], returns: I32 },
   qw_session_prefill_tree: { args: [H, I32, P, I32, P, I32, P, P], returns: I32 },
   qw_session_kv_compact: { args: [H, I32, I32, P, I32], returns: I32 },
   qw_session_set_logits_mode: { args: [H, I32], returns: I32 },
@@ -391,6 +392,13 @@ export class NativeSession extends Handle {
     const n = seqIds.length;
     if (tokens.length !== n || out.length < n) throw new QwenError("qw_session_decode", 1, `seqIds (${n}) and tokens (${tokens.length}) differ in length`);
     this.lib.check("qw_session_decode", this.lib.sym.qw_session_decode(h, n, n ? seqIds : null, n ? tokens : null, n ? out : null));
+  }
+  /** A draft's chain of n tokens as n decode rows of one sequence (ABI 10); writes the token after each row to `out`. */
+  decodeChain(seq: number, tokens: Int32Array, out: Int32Array): void {
+    const h = this.live("qw_session_decode_chain");
+    const n = tokens.length;
+    if (out.length < n) throw new QwenError("qw_session_decode_chain", 1, `out holds ${out.length} tokens; ${n} needed`);
+    this.lib.check("qw_session_decode_chain", this.lib.sym.qw_session_decode_chain(h, seq, n, n ? tokens : null, n ? out : null));
   }
   setLogitsMode(mode: number): void {
     this.lib.check("qw_session_set_logits_mode", this.lib.sym.qw_session_set_logits_mode(this.live("qw_session_set_logits_mode"), mode));

@@ -240,6 +240,15 @@ export class Session implements EngineSession {
     this.native.decode(Int32Array.from(seqIds), t, out);
     return Array.from(out);
   }
+  decodeChain(seq: number, tokens: number[]): number[] {
+    this.checkSeq(seq, "decodeChain");
+    const t = this.checkTokens(tokens, "decodeChain");
+    if (t.length === 0) throw new SessionError("decodeChain: no tokens");
+    if (t.length > this.maxBatch) throw new SessionError(`decodeChain: ${t.length} tokens exceed max batch ${this.maxBatch} (one decode row each)`);
+    const out = new Int32Array(t.length);
+    this.native.decodeChain(seq, t, out);
+    return Array.from(out);
+  }
   logits(): { rows: number; vocab: number; data: Float32Array } {
     return this.native.readLogits();
   }

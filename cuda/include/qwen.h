@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 9
+#define QW_ABI_VERSION 10
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -301,6 +301,16 @@ QW_API int32_t qw_session_prefill(qw_session *session, int32_t seq, const int32_
  * This is the hot path: on CUDA it replays a captured graph unless profiling or graphs=off. */
 QW_API int32_t qw_session_decode(qw_session *session, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
                                  int32_t *out_tokens);
+
+/* A draft's chain verified as one decode step (ABI 10): appends tokens[0..n) to `seq` as n decode rows of that one
+ * sequence at positions len..len+n-1 (row i attends to keys 0..len+i; n <= max_batch) and writes the token sampled
+ * after each row to out_tokens[i] (logits modes 1 / 2: one row each). It runs the decode path (on CUDA the batched
+ * decode graph), so row i's logits are those a plain decode step at that position gives, batch-invariantly; greedy
+ * verification then matches non-speculative decoding token for token. QW_ERR_UNSUPPORTED names what the session's
+ * toggles do not allow (a quantized kvCache, dca, decode = persistent, parallel != tp1): verify with
+ * qw_session_prefill instead. */
+QW_API int32_t qw_session_decode_chain(qw_session *session, int32_t seq, int32_t n, const int32_t *tokens,
+                                       int32_t *out_tokens);
 
 /* Speculative decoding with an EAGLE head (speculative = eagle; cuda/src/opt/speculative/). A prefill of n_tokens
  * rows of a TREE: parents holds first + n_tokens entries, parents[i] = the index of node i's parent (< i) or -1

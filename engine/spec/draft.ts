@@ -1,7 +1,7 @@
 // engine/spec/draft.ts — draft-model speculative decoding over the C ABI (backend-agnostic: CPU and CUDA).
 //
 // Each verify step: the draft model proposes up to k tokens one by one from its own session; the target runs
-// ONE prefill of [last token, d1..dk] on its KV cache with every row's logits (logits mode 2), which gives its
+// ONE pass over [last token, d1..dk] on its KV cache with every row's logits (logits mode 2), which gives its
 // distribution after each prefix; the longest acceptable prefix d1..da is kept, the target adds one token of
 // its own (the correction after a rejection, or the bonus after k acceptances), and both KV caches are cut back
 // with qw_session_truncate to what was accepted. Greedy reads only each row's argmax, computed in the engine
@@ -12,7 +12,9 @@
 // engine), so the output is the target's own greedy continuation, token for token — provided the verify
 // pass computes the same argmax as one-token decode steps would. On the CPU it computes bitwise the same logits
 // (chunks of <= 7 rows, CPU_VERIFY_CHUNK; tested in test/engine/speculative.test.ts); on CUDA prefill and decode
-// kernels differ, so a near-tie could in principle flip (test/gpu/speculative.test.ts checks on real prompts).
+// kernels differ, so a near-tie could flip (the first H100 run had one): there the verify runs as a decode step of
+// k + 1 rows of the sequence instead (verifyAs = "chain", qw_session_decode_chain): the decode path itself, batch-
+// invariant, so greedy equals plain decoding bit for bit, in the batched decode graph at about one decode step's cost.
 //
 // Sampling (temperature > 0): standard speculative rejection sampling (Leviathan et al. 2023, Chen et al. 2023).
 // p = the target's sampling distribution and q = the draft's, both the engine's distribution for the SAME
@@ -38,6 +40,13 @@ export interface SpecOptions extends GenerateOptions {
   k: number;
   /** Sequence slot in the draft session (default 0). */
   draftSeq?: number;
+  /**
+   * How the target verifies a chain: "chain" = one decode step of k + 1 rows of the sequence (qw_session_decode_chain:
+   * the decode path, batch-invariant, so greedy equals plain decoding bit for bit; the CUDA default), "prefill" = a
+   * prefill pass (the CPU default: its small prefills already run the decode kernels). "chain" falls back to prefill
+   * where the engine refuses it (a quantized kvCache, dca, ...) or the chain has more rows than the max batch.
+   */
+  verifyAs?: "chain" | "prefill";
 }
 
 export type { SpecDoneEvent, SpecEvent } from "./output.ts";
@@ -98,7 +107,24 @@ export function rollbackLimit(s: EngineSession): number {
  * verify_readback on `clock`. Greedy reads each row's argmax from the engine where it offers one (no rows × vocab
  * copy into JS); otherwise every row's logits.
  */
-function verify(target: EngineSession, seq: number, tokens: number[], chunk: number, clock: PhaseClock, greedy: boolean): (row: number) => { data: Float32Array; off: number; vocab: number } | number {
+function verify(target: EngineSession, seq: number, tokens: number[], chunk: number, clock: PhaseClock, greedy: boolean,
+  chain: { on: boolean }): (row: number) => { data: Float32Array; off: number; vocab: number } | number {
+  if (chain.on && target.decodeChain && tokens.length <= target.maxBatch) {
+    let next: number[] | undefined;
+    try {
+      next = clock.time("verify", () => target.decodeChain!(seq, tokens));
+    } catch (e) {
+      if ((e as { code?: string }).code !== "QW_ERR_UNSUPPORTED") throw e;
+      chain.on = false;  // the session's toggles refuse it (nothing was appended): prefill from now on
+    }
+    if (next) {
+      const out = next;
+      if (greedy) return (r) => out[r];  // the engine's greedy sample of each row: its argmax (lowest id on ties)
+      const l = clock.time("verify_readback", () => target.logits());
+      if (l.rows !== tokens.length) throw new Error(`speculative: the chain verify returned ${l.rows} logits rows, expected ${tokens.length}`);
+      return (r) => ({ data: l.data, off: r * l.vocab, vocab: l.vocab });
+    }
+  }
   const argmax = greedy && target.argmax ? target.argmax.bind(target) : undefined;
   const parts: (Float32Array | Int32Array)[] = [];
   let vocab = 0;
@@ -164,6 +190,9 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
   const maxContext = Math.min(target.maxContext, draft.maxContext);
   if (prompt.length > maxContext) throw new SessionError(`generate: the prompt has ${prompt.length} tokens, more than the max context ${maxContext} (of the target and draft sessions)`);
   const chunk = host.backend === "cpu" ? CPU_VERIFY_CHUNK : Infinity;
+  const verifyAs = opts.verifyAs ?? (host.backend === "cuda" ? "chain" : "prefill");
+  if (verifyAs !== "chain" && verifyAs !== "prefill") throw new SessionError(`verifyAs must be "chain" or "prefill", got ${String(verifyAs)}`);
+  const chain = { on: verifyAs === "chain" };
   const maxVerify = Math.min(target.maxPrefill ?? target.maxContext, draft.maxPrefill ?? draft.maxContext);
   // A KV cache with a full-precision window (kvCache = kivi*) can be cut back exactly only kvMaxRollback tokens
   // below the longest length it reached (qw_session_truncate refuses more): a step proposes at most that many
@@ -232,7 +261,7 @@ export async function* speculativeGenerate(target: SpecSession, draft: EngineSes
       }
       const s1 = performance.now();
       // ---- verify: one target pass over [tok, d1..dk]
-      const row = verify(target, seq, [tok, ...props], chunk, clock, greedy);
+      const row = verify(target, seq, [tok, ...props], chunk, clock, greedy, chain);
       const logitsOf = (i: number) => {
         const r = row(i);
         if (typeof r === "number") throw new Error("speculative: sampling needs the verify logits");

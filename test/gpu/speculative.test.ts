@@ -1,8 +1,9 @@
 // Speculative decoding (issue 13) on the CUDA backend. Draft model, with the fixture pair (target
 // models/tiny-qwen2-brown, draft models/tiny-qwen2-brown-draft): greedy output token for token the target's own
 // greedy decoding (k = 1, 2, 4, 8 on Brown validation prompts), and the end-to-end sampling chi-square of
-// test/engine/speculative.test.ts. The verify pass is a prefill (GEMM, flash attention) compared against decode
-// steps (GEMV, split-KV attention): exactness needs their argmax to agree.
+// test/engine/speculative.test.ts. The verify runs as a decode step of k + 1 rows of the sequence (decodeChain, the
+// CUDA default since 2026-12-05; its rows must be plain decode steps bit for bit), so greedy is exact by batch
+// invariance; where the engine refuses the chain the verify is a prefill, whose argmax may flip at a near-tie.
 // EAGLE, with the shipped head models/tiny-qwen2-brown-eagle: a tree verify pass (tree mask, tree positions) gives
 // every node the logits of CUDA decode steps along its path and of the CPU backend's tree pass within bf16 noise,
 // KV compaction keeps the path, the head's forward and the target's ln_final capture match the CPU's, and EAGLE
@@ -55,6 +56,33 @@ describe.skipIf(noGpu())("speculative decoding with a draft model (CUDA)", () =>
     }
     ts.close(); ds.close();
     expect(ties).toBeLessThanOrEqual(2);  // a near-tie is rare; many would hide a verify-pass bug behind the excuse
+  });
+
+  test("decodeChain (the CUDA verify): each row's logits are a plain decode step's, bit for bit (batch invariance)", () => {
+    const s = target.newSession({ maxBatch: 8, maxContext: 256 });
+    try {
+      const prompt = s.promptTokens({ prompt: brownPrompts(1)[0] });
+      s.setLogitsMode(1);
+      const chain: number[] = [];
+      let tok = s.prefill(0, prompt);
+      const plain: Float32Array[] = [];
+      for (let i = 0; i < 6; ++i) { chain.push(tok); tok = s.decode([0], [tok])[0]; plain.push(s.logits().data.slice()); }
+      chain.push(tok);
+      s.decode([0], [tok]);
+      plain.push(s.logits().data.slice());
+      s.reset(0);
+      s.prefill(0, prompt);
+      const got = s.decodeChain(0, chain);
+      const l = s.logits();
+      expect(l.rows).toBe(chain.length);
+      for (let i = 0; i < chain.length; ++i) {
+        const row = l.data.subarray(i * l.vocab, (i + 1) * l.vocab);
+        expect(Buffer.from(row.buffer, row.byteOffset, row.byteLength).equals(Buffer.from(plain[i].buffer))).toBe(true);
+        expect(got[i]).toBe(argmax(plain[i]));
+      }
+    } finally {
+      s.close();
+    }
   });
 
   test("sampling end to end: (first token, first speculative token) follow the target (chi-square, 4k runs)", async () => {

@@ -1,5 +1,5 @@
-// api_speculative.cpp — the entry points of qwen.h for speculative decoding with an EAGLE head: tree prefill
-// (with head features) and KV compaction of the accepted path (cuda/src/opt/speculative/).
+// api_speculative.cpp — the entry points of qwen.h for speculative decoding: tree prefill (with head features) and KV
+// compaction of the accepted path (EAGLE), and a draft's chain verified as one decode step (cuda/src/opt/speculative/).
 #include <string>
 #include <vector>
 
@@ -61,6 +61,30 @@ QW_API int32_t qw_session_prefill_tree(qw_session *s, int32_t seq, const int32_t
     st.features = features;
     if (parents) qw::tree_step(st, parents, first, n_tokens, len - first);
     qw::run_step(s, st, out_token);
+  });
+}
+
+QW_API int32_t qw_session_decode_chain(qw_session *s, int32_t seq, int32_t n, const int32_t *tokens, int32_t *out_tokens) {
+  return guard([&] {
+    need(s, "session");
+    qw::check_seq(s, seq, false);
+    if (n < 1 || n > s->max_batch)
+      fail(QW_ERR_INVALID_ARGUMENT, "n = " + std::to_string(n) + " must be in [1, max_batch = " + std::to_string(s->max_batch) +
+                                        "]: a chain step is one decode row per token (verify longer chains with qw_session_prefill)");
+    need(tokens, "tokens");
+    need(out_tokens, "out_tokens");
+    qw::refuse_eagle_head(s, "qw_session_decode_chain");
+    qw::check_tokens(s, tokens, n);
+    const int32_t len = s->len[size_t(seq)];
+    if (int64_t(len) + n > s->max_context)
+      fail(QW_ERR_CONTEXT_OVERFLOW, "sequence " + std::to_string(seq) + " holds " + std::to_string(len) + " tokens; " +
+                                        std::to_string(n) + " more exceed max_context = " + std::to_string(s->max_context));
+    const std::string why = qw::chain_step_refusal(s->toggles, s->model->cfg.num_layers);
+    if (!why.empty())
+      fail(QW_ERR_UNSUPPORTED, "qw_session_decode_chain: not with " + why + " (verify the chain with qw_session_prefill)");
+    qw::Step st;
+    qw::chain_step(st, seq, len, tokens, n);
+    qw::run_step(s, st, out_tokens);
   });
 }
 

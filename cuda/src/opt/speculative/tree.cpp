@@ -3,6 +3,11 @@
 
 #include <string>
 
+#include "dca.hpp"
+#include "decode.hpp"
+#include "kvcache.hpp"
+#include "parallel.hpp"
+
 namespace qw {
 
 void tree_step(Step &st, const int32_t *parents, int32_t first, int32_t n, int32_t tree_base) {
@@ -42,6 +47,24 @@ void check_compact(int32_t base, const int32_t *keep, int32_t n, int32_t len) {
                                                std::to_string(int64_t(base) + keep[i]) + " is not below the length " +
                                                std::to_string(len));
   }
+}
+
+void chain_step(Step &st, int32_t seq, int32_t len, const int32_t *tokens, int32_t n) {
+  st.phase = QW_PHASE_DECODE;
+  st.seq.assign(size_t(n), seq);
+  st.n_new.assign(size_t(n), 1);
+  st.pos0.resize(size_t(n));
+  for (int32_t i = 0; i < n; ++i) st.pos0[size_t(i)] = len + i;
+  st.tokens.assign(tokens, tokens + n);
+}
+
+std::string chain_step_refusal(const StepToggles &t, int32_t n_layers) {
+  if (t.kv_cache != KvCache::Bf16 && t.kv_cache != KvCache::F32) return "a quantized kvCache (its rows are grouped per stream)";
+  if (t.decode != Decode::Graph) return "decode = persistent";
+  if (t.parallel != Parallel::Tp1) return "parallel != tp1";
+  for (int32_t l = 0; l < n_layers; ++l)
+    if (t.at(l).dca == Dca::On) return "dca = on (layer " + std::to_string(l) + ")";
+  return "";
 }
 
 }  // namespace qw

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "backend.hpp"
 
@@ -15,6 +16,15 @@ namespace qw {
 // has depth 0), so the nodes of a root-to-node path get the positions the same tokens would have in a plain
 // sequence. Throws Error(QW_ERR_INVALID_ARGUMENT) naming the first bad parent.
 void tree_step(Step &st, const int32_t *parents, int32_t first, int32_t n, int32_t tree_base);
+
+// A chain verification step as a decode step (qw_session_decode_chain): rows i < n of sequence `seq` at positions
+// len + i, one row per Step entry (n_new 1), so each row is a decode row whose keys are 0..len + i (causal: the rows
+// before it in the chain wrote theirs in the same step). Fills st.seq / n_new / pos0 / tokens; phase decode.
+void chain_step(Step &st, int32_t seq, int32_t len, const int32_t *tokens, int32_t n);
+// Why the session's toggles cannot run a chain step ("" when they can): the decode rows of one slot must write and
+// read the plain cache, so a quantized cache (its per-stream rings and groups), dca, decode = persistent and
+// parallel != tp1 are refused; the caller falls back to a prefill of the chain.
+std::string chain_step_refusal(const StepToggles &t, int32_t n_layers);
 
 // Checks the keep list of qw_session_kv_compact: n >= 1, keep ascending and unique, keep[i] >= 0,
 // base + keep[n - 1] < len. Throws Error(QW_ERR_INVALID_ARGUMENT) saying what is wrong.
