@@ -26,6 +26,8 @@ const USAGE = `usage: npx bun notebooks/speculative.ts [target] [options]
   target                     default | file.gguf | HF dir (default: the embedded model)
   --draft PATH               the draft model (default models/tiny-qwen2-brown-draft)
   --k N[,N...]               draft lengths (default 1,2,4,8)
+  --verify M[,M...]          the draft arms' verify: chain (one decode step of k + 1 rows; the CUDA default) and / or
+                             prefill (the CPU default); both: one arm per k and mode (default: the backend's)
   --eagle DIR                an EAGLE head (SafeAILab layout) for the target: adds the eagle arm (greedy)
   --tree-depth D --tree-topk K --tree-budget B   its EAGLE-2 tree (defaults 5, 4, 16)
   --prompts N                Brown validation prompts (default 8), --words N per prompt (default 24)
@@ -36,7 +38,7 @@ const USAGE = `usage: npx bun notebooks/speculative.ts [target] [options]
 
 const { values: o, positionals } = parseArgs({
   args: Bun.argv.slice(2), allowPositionals: true, options: {
-    draft: { type: "string" }, k: { type: "string" }, eagle: { type: "string" },
+    draft: { type: "string" }, k: { type: "string" }, eagle: { type: "string" }, verify: { type: "string" },
     "tree-depth": { type: "string" }, "tree-topk": { type: "string" }, "tree-budget": { type: "string" }, prompts: { type: "string" }, words: { type: "string" }, tokens: { type: "string" },
     reps: { type: "string" }, warmup: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -46,6 +48,9 @@ if (o.help) { console.log(USAGE); process.exit(0); }
 const { die, int } = cliArgs(USAGE);
 const ks = (o.k ?? "1,2,4,8").split(",").map((s) => int(s.trim(), "k", 1));
 if (ks.some((k) => k > 64)) die("--k values must be <= 64");
+const verify = o.verify === undefined ? undefined : o.verify.split(",").map((s) => s.trim());
+if (verify && (verify.length === 0 || verify.some((v) => v !== "chain" && v !== "prefill")))
+  die(`--verify takes chain and / or prefill (comma-separated), got "${o.verify}"`);
 const nPrompts = int(o.prompts, "prompts", 8), words = int(o.words, "words", 24), nGen = int(o.tokens, "tokens", 64);
 const reps = int(o.reps, "reps", 3, 3), warmup = int(o.warmup, "warmup", 1, 0);
 const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
@@ -66,11 +71,13 @@ try {
   checkDraftCompatible(target, draft);
   const prompts = brownPromptSet(nPrompts, words);
   const maxContext = Math.max(...prompts.map((p) => target.tokenizer.encode(p).length)) + nGen + 8;
-  const ts = target.newSession({ maxContext: maxContext + tree.budget }), ds = draft.newSession({ maxContext });
+  // max batch k + 1: the chain verify (one decode row per token of [tok, d1..dk]) needs that many rows
+  const ts = target.newSession({ maxBatch: Math.min(16, Math.max(...ks) + 1), maxContext: maxContext + tree.budget }), ds = draft.newSession({ maxContext });
   const hs = head?.newSession({ maxContext: maxContext + tree.budget });
   const load0 = loadavg()[0];
   const res = await runSpecBench(ts, ds, specHost(target), {
     prompts, nGen, ks, reps, warmup, draftLabel: draftPath, onProgress: (m) => console.error(`  ${m}`),
+    ...(verify ? { verify: verify as ("chain" | "prefill")[] } : {}),
     ...(hs && o.eagle ? { eagle: { head: hs, tree, label: o.eagle } } : {}),
   });
   const load1 = loadavg()[0];

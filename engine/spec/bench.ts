@@ -31,6 +31,9 @@ export interface SpecBenchOptions {
   draftLabel: string;
   /** The EAGLE arm: a head session, its tree and a label (the head's directory). */
   eagle?: { head: EngineSession; tree: TreeParams; label: string };
+  /** The draft arms' verify modes (draft.ts verifyAs): one arm per k and mode, named "(chain)" / "(prefill)" when given;
+   *  unset: the backend's default, arm names unchanged. */
+  verify?: ("chain" | "prefill")[];
   onProgress?: (msg: string) => void;
 }
 
@@ -62,7 +65,10 @@ export async function runSpecBench(target: SpecSession, draft: EngineSession | u
   interface Arm { name: string; k: number; run?: (opts: { prompt: string; maxTokens: number; stop: number[] }) => AsyncGenerator<SpecEvent>; samples: number[]; traces: SpecTrace[] }
   const arms: Arm[] = [
     { name: "off", k: 0, samples: [], traces: [] },
-    ...o.ks.map((k) => ({ name: `draft k=${k}`, k, run: (g: { prompt: string; maxTokens: number; stop: number[] }) => speculativeGenerate(target, draft!, host, { ...g, k }), samples: [], traces: [] })),
+    ...o.ks.flatMap((k) => (o.verify ?? [undefined]).map((verifyAs) => ({
+      name: verifyAs ? `draft k=${k} (${verifyAs})` : `draft k=${k}`, k, samples: [], traces: [],
+      run: (g: { prompt: string; maxTokens: number; stop: number[] }) => speculativeGenerate(target, draft!, host, { ...g, k, ...(verifyAs ? { verifyAs } : {}) }),
+    }))),
     ...(o.eagle ? [{
       name: `eagle d=${o.eagle.tree.depth} k=${o.eagle.tree.topK} b=${o.eagle.tree.budget}`, k: o.eagle.tree.depth,
       run: (g: { prompt: string; maxTokens: number; stop: number[] }) => eagleGenerate(target, o.eagle!.head, host, { ...g, tree: o.eagle!.tree }), samples: [], traces: [],

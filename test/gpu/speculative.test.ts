@@ -36,7 +36,8 @@ describe.skipIf(noGpu())("speculative decoding with a draft model (CUDA)", () =>
   };
 
   test("greedy: identical to the target's greedy decoding (k = 1, 2, 4, 8; 24 prompts)", async () => {
-    const ts = target.newSession({ maxContext: 512 }), ds = draft.newSession({ maxContext: 512 });
+    // max batch 9: the chain verify of k + 1 <= 9 rows (the CUDA default) runs the decode path
+    const ts = target.newSession({ maxBatch: 9, maxContext: 512 }), ds = draft.newSession({ maxContext: 512 });
     const maxes = [1, 2, 9, 40, 64];
     const prompts = brownPrompts(24);
     let ties = 0;
