@@ -549,13 +549,8 @@ static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttn
 // not yet validated, hence not the default); where it cannot run the shape (head dim, tree step) the mma.sync kernel
 // runs and its name shows in the op record.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
-  if (a.n > 0 && !a.blocks.offs && fa3_prefill_requested()) {
-    int dev = 0, major = 0, minor = 0;
-    QWC_CHECK(cudaGetDevice(&dev));
-    QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    if (!*fa3_prefill_unsupported(a, major, minor)) return launch_prefill_attention_fa3(a, s);
-  }
+  if (a.n > 0 && !a.blocks.offs && fa3_prefill_requested() && !*fa3_prefill_unsupported_here(a))
+    return launch_prefill_attention_fa3(a, s);
   return launch_prefill_attention_mma(a, s);
 }
 

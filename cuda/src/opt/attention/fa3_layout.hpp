@@ -53,7 +53,7 @@ QW_FA3_HD constexpr uint32_t fa3_block_bytes(int rows) { return (uint32_t)rows *
 // Shared memory map (offsets from a 1024-aligned base): Q, then K stages, then V stages, then the mbarriers.
 // st = the ring's stages (fa3_stages(d) by default; the lab's variants try 3 at hd 128, which still fits 227 KB).
 QW_FA3_HD constexpr uint32_t fa3_q_off() { return 0; }
-QW_FA3_HD constexpr uint32_t fa3_k_off(int d, int nc, int stage, int st = 0) {
+QW_FA3_HD constexpr uint32_t fa3_k_off(int d, int nc, int stage) {  // the K ring starts after Q whatever st is
   return fa3_tile_bytes(fa3_rows(nc), d) + (uint32_t)stage * fa3_tile_bytes(kFa3Keys, d);
 }
 QW_FA3_HD constexpr uint32_t fa3_v_off(int d, int nc, int stage, int st = 0) {

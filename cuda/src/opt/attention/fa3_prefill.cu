@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   auto k_full = [&](int s) { return bar + 8u * (uint32_t)(1 + s); };
   auto v_full = [&](int s) { return bar + 8u * (uint32_t)(1 + S + s); };
   auto empty = [&](int s) { return bar + 8u * (uint32_t)(1 + 2 * S + s); };  // KSPLIT: K's release only
-  auto v_empty = [&](int s) { return KSPLIT ? bar + 8u * (uint32_t)(1 + 3 * S + s) : bar + 8u * (uint32_t)(1 + 2 * S + s); };
+  auto v_empty = [&](int s) { return KSPLIT ? bar + 8u * (uint32_t)(1 + 3 * S + s) : empty(s); };
 
   const int qt = (int)gridDim.x - 1 - (int)blockIdx.x;  // the longest (last) query tiles start first
   const int kvh = blockIdx.y;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
         fa3_mbar_wait(empty(s), ((j / S) & 1) ^ 1, abort_word);  // KSPLIT: K's slot only; V's below
         fa3_mbar_expect_tx(k_full(s), (uint32_t)QKB * fa3_block_bytes(kFa3Keys));
         for (int c = 0; c < QKB; ++c)
-          fa3_tma_3d(base + fa3_k_off(D, NC, s, S) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
+          fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
                      c * kFa3Atom, j * kFa3Keys, kvh);
         if (KSPLIT) fa3_mbar_wait(v_empty(s), ((j / S) & 1) ^ 1, abort_word);
         if constexpr (F8) {  // V~^T: D channel rows of the tile's 128 key bytes
@@ -178,12 +178,12 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
 #pragma unroll
       for (int kk = 0; kk < D / 32; ++kk)
         fa3_wgmma_ss_s8_n128(si, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
-                             fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S, S), kFa3Keys, 0, kk), kk > 0);
+                             fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
     } else {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
         fa3_wgmma_ss_n128(sc, fa3_desc_kmajor(base + fa3_q_off(), ROWS, row0, kk),
-                          fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S, S), kFa3Keys, 0, kk), kk > 0);
+                          fa3_desc_kmajor(base + fa3_k_off(D, NC, j % S), kFa3Keys, 0, kk), kk > 0);
     }
     fa3_wgmma_commit();
   };
@@ -247,11 +247,14 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   // k-step kk's A registers from S's n8 chunks 4kk..4kk+3 (a0: chunks 4kk, 4kk+1 of row r; a1: the same of row r + 8;
   // a2, a3: chunks 4kk+2, 4kk+3), bytes in sage_vt_pos's key order; l sums the unrounded p (sage_ref.hpp).
   auto rescale_and_pack = [&]() {
-    if constexpr (F8) {
 #pragma unroll
-      for (int i = 0; i < NO; ++i) o[i] = (o[i] + op[i]) * alpha[(i >> 1) & 1];
-      l[0] *= alpha[0];
-      l[1] *= alpha[1];
+    for (int i = 0; i < NO; ++i) {
+      if constexpr (F8) o[i] += op[i];
+      o[i] *= alpha[(i >> 1) & 1];
+    }
+    l[0] *= alpha[0];
+    l[1] *= alpha[1];
+    if constexpr (F8) {
 #pragma unroll
       for (int kk = 0; kk < kFa3Keys / 32; ++kk)
 #pragma unroll
@@ -261,20 +264,16 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
           pa[kk][reg] = e4m3x2(sc[b] * kE4m3Max, sc[b + 1] * kE4m3Max) |
                         (e4m3x2(sc[b + 4] * kE4m3Max, sc[b + 5] * kE4m3Max) << 16);
         }
-      return;
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < kFa3Keys / 16; ++kk)
+#pragma unroll
+        for (int reg = 0; reg < 4; ++reg) {
+          const uint32_t pk = pack_bf16(sc[fa3_p_from_s(kk, reg, 0)], sc[fa3_p_from_s(kk, reg, 1)]);
+          l[reg & 1] += bf16_lo(pk) + bf16_hi(pk);
+          pa[kk][reg] = pk;
+        }
     }
-#pragma unroll
-    for (int i = 0; i < NO; ++i) o[i] *= alpha[(i >> 1) & 1];
-    l[0] *= alpha[0];
-    l[1] *= alpha[1];
-#pragma unroll
-    for (int kk = 0; kk < kFa3Keys / 16; ++kk)
-#pragma unroll
-      for (int reg = 0; reg < 4; ++reg) {
-        const uint32_t pk = pack_bf16(sc[fa3_p_from_s(kk, reg, 0)], sc[fa3_p_from_s(kk, reg, 1)]);
-        l[reg & 1] += bf16_lo(pk) + bf16_hi(pk);
-        pa[kk][reg] = pk;
-      }
   };
   // Pingpong (PP): the consumer warpgroups take turns issuing their GEMMs, round robin (named barrier 1 + cw: this
   // warpgroup's 128 threads wait there for the previous one's 128 arrivals), so one's softmax runs while another's
@@ -417,7 +416,7 @@ void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
 
 // QW_FA3_VARIANT (the lab's A/B of the bf16 kernel, read at every call): "s3" a 3-stage K/V ring at hd 128 (2 by
 // default; hd 64 has 3 already), "split" K released after its Q.K^T and V after its P.V, "s3split" both. Returns the
-// suffix of the op record's kernel name ("" for the default).
+// variant ("" for the default).
 const char *fa3_variant() {
   const char *e = std::getenv("QW_FA3_VARIANT");
   if (!e || !*e) return "";
@@ -438,13 +437,17 @@ const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int 
   return "";
 }
 
-// Throws `what` + the reason when this device cannot run the kernel on `a` (fa3_prefill_unsupported).
-static void require_device(const PrefillAttnArgs &a, const char *what) {
+const char *fa3_prefill_unsupported_here(const PrefillAttnArgs &a) {
   int dev = 0, major = 0, minor = 0;
   QWC_CHECK(cudaGetDevice(&dev));
   QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   QWC_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  const char *why = fa3_prefill_unsupported(a, major, minor);
+  return fa3_prefill_unsupported(a, major, minor);
+}
+
+// Throws `what` + the reason when this device cannot run the kernel on `a`.
+static void require_device(const PrefillAttnArgs &a, const char *what) {
+  const char *why = fa3_prefill_unsupported_here(a);
   if (*why) throw CudaError(std::string(what) + why);
 }
 

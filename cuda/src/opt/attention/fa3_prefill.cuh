@@ -17,6 +17,8 @@ namespace qwc {
 // Why this kernel cannot run `a` on a device of compute capability major.minor ("" when it can): sm_90 only, head
 // dim 64 or 128, G = nH / nKV <= the tile's rows, no tree mask, 16-byte aligned q and cache.
 const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int cc_minor);
+// The same on the current device (its compute capability queried; a CUDA error throws CudaError).
+const char *fa3_prefill_unsupported_here(const PrefillAttnArgs &a);
 // QW_FLASH_WGMMA=1 in the environment (read at every call, so a process may flip it between runs).
 bool fa3_prefill_requested();
 // One sequence, like launch_prefill_attention; throws CudaError when unsupported or when the driver has no

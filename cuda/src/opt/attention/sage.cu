@@ -405,11 +405,7 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
 bool sage_wgmma(const SagePrefillArgs &a) {
   const char *e = std::getenv("QW_SAGE_WGMMA");
   if (a.p.head_dim != 128 || !e || std::strcmp(e, "1") != 0) return false;
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-    return false;
-  return *fa3_prefill_unsupported(a.p, major, minor) == '\0';
+  return *fa3_prefill_unsupported_here(a.p) == '\0';
 }
 
 template <int D>
