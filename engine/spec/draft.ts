@@ -103,9 +103,10 @@ export function rollbackLimit(s: EngineSession): number {
 }
 
 /**
- * The verify pass: prefill of `tokens` in chunks of at most `chunk` rows (logits mode 2 is set), timed as verify /
- * verify_readback on `clock`. Greedy reads each row's argmax from the engine where it offers one (no rows × vocab
- * copy into JS); otherwise every row's logits.
+ * The verify pass, timed as verify / verify_readback on `clock`: while `chain.on`, one decode step of the chain's rows
+ * (decodeChain; greedy takes the tokens it returns; a refusal turns chain off and falls through), else a prefill of
+ * `tokens` in chunks of at most `chunk` rows (logits mode 2 is set). Greedy reads each row's argmax from the engine
+ * where it offers one (no rows × vocab copy into JS); otherwise every row's logits.
  */
 function verify(target: EngineSession, seq: number, tokens: number[], chunk: number, clock: PhaseClock, greedy: boolean,
   chain: { on: boolean }): (row: number) => { data: Float32Array; off: number; vocab: number } | number {

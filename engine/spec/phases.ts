@@ -14,11 +14,14 @@
 //   draft_prefill    the draft's catch-up (a prefill of the pending tokens, or its first decode)
 //   draft_decode     its further decode steps (one per proposal after the first)
 //   draft_readback   its logits (sampling only)
-//   verify, verify_readback, host as above; rollback = both sessions' truncate.
+//   verify           the target's verify: a decode step of the chain's rows (verifyAs = chain) or prefill pass(es)
+//   verify_readback  its argmax (prefill) or logits (sampling); none for a greedy chain (the step returns the tokens)
+//   host as above; rollback = both sessions' truncate.
 // Each engine call is timed by wall clock on the host: on CUDA a call returns once its results are on the host, so
 // the device time of a pass lands in the phase of the call that waited for it (the pass itself, whose readout
 // synchronizes).
 import { z } from "zod";
+import { statOf } from "../measure/profile.ts";
 
 export const EAGLE_PHASES = ["head_catchup", "head_expand", "head_readback", "verify", "verify_readback", "compact", "host"] as const;
 export const DRAFT_PHASES = ["draft_prefill", "draft_decode", "draft_readback", "verify", "verify_readback", "rollback", "host"] as const;
@@ -45,11 +48,11 @@ export const PhaseSummarySchema = z.object({
 });
 export type PhaseSummary = z.infer<typeof PhaseSummarySchema>;
 
+/** The profile's median / min / max (engine/measure/profile.ts statOf) and the mean; zeros for no samples. */
 export function msStat(xs: readonly number[]): MsStat {
   if (xs.length === 0) return { median: 0, mean: 0, min: 0, max: 0 };
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return { median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2, mean: s.reduce((a, b) => a + b, 0) / s.length, min: s[0], max: s[s.length - 1] };
+  const { median, min, max } = statOf([...xs], "ms");
+  return { median, mean: xs.reduce((a, b) => a + b, 0) / xs.length, min, max };
 }
 
 /**
