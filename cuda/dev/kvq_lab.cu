@@ -4,7 +4,7 @@
 //   1. the sequence is written as the engine writes it (a prefill step of len-1 rows, then a decode row);
 //   2. codes and scales read back and compared BITWISE with the host quantization (kv_format.hpp: the same
 //      functions the CPU backend runs) of the same bf16 rows;
-//   3. the decode attention output of BOTH kernels (v1, the default, and v2 = QW_KVQ_ATTN=v2) against an fp64
+//   3. the decode attention output of BOTH kernels (v2, the default, and v1 = QW_KVQ_ATTN=v1) against an fp64
 //      dequantize-then-attend reference (keys < nq(len) quantized, the rest bf16; kv_format.hpp), relative L2
 //      error, tolerance 1e-2 (bf16 output);
 //   4. prefill rows (one step over all positions) of both kernels: each row p against the reference with nq(p+1);

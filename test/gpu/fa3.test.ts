@@ -1,9 +1,9 @@
-// The sm_90a flash prefill (cuda/src/opt/attention/fa3_prefill.cu, QW_FLASH_WGMMA=1) end to end through the engine:
-// the embedded model (hd 64, G = 4) prefilled by a child process per arm (fa3-run.ts; the switch is read from the
-// process environment), the wgmma arm against the default mma.sync arm layer by layer (attn.hook_z), for one prefill
-// of 700 tokens, the same tokens as three chunks against the cache, and a second sequence in its own slot; and each
-// layer's attention kernel is the one the switch names. The kernel was written without a GPU: this file and the lab's
-// fa3 section (cuda/dev/lab/fa3.cu) are its first checks. Needs an sm_90 device (H100 / H200); skips without a GPU.
+// The sm_90a flash prefill (cuda/src/opt/attention/fa3_prefill.cu; the default on sm_90, QW_FLASH_WGMMA=0 turns it
+// off) end to end through the engine: the embedded model (hd 64, G = 4) prefilled by a child process per arm
+// (fa3-run.ts; the switch is read from the process environment), the wgmma arm against the mma.sync arm layer by
+// layer (attn.hook_z), for one prefill of 700 tokens, the same tokens as three chunks against the cache, and a second
+// sequence in its own slot; and each layer's attention kernel is the one the switch names. With the lab's fa3
+// section (cuda/dev/lab/fa3.cu) it is what made the kernel the default. Needs an sm_90 device (H100 / H200).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,15 +15,14 @@ import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
 
-describe.skipIf(noGpu())("flash prefill wgmma (QW_FLASH_WGMMA=1) vs mma.sync through the engine", () => {
+describe.skipIf(noGpu())("flash prefill wgmma (QW_FLASH_WGMMA=1, the sm_90 default) vs mma.sync (=0) through the engine", () => {
   let dir = "";
   const arms: Record<"mma" | "wgmma", { sum: Fa3RunSummary; dir: string }> = {} as never;
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "qw-fa3-"));
     for (const arm of ["mma", "wgmma"] as const) {
       const env: Record<string, string | undefined> = { ...process.env };
-      delete env.QW_FLASH_WGMMA;  // the mma arm runs without the switch, whatever the parent's environment says
-      if (arm === "wgmma") env.QW_FLASH_WGMMA = "1";
+      env.QW_FLASH_WGMMA = arm === "wgmma" ? "1" : "0";  // whatever the parent's environment says (unset = wgmma on sm_90)
       const out = join(dir, arm);
       const r = Bun.spawnSync([process.execPath, join(REPO, "test", "gpu", "fa3-run.ts"), out], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" });
       if (r.exitCode !== 0) throw new Error(`fa3-run.ts (${arm}) failed: ${r.stderr.toString()}`);

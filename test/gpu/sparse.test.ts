@@ -123,7 +123,7 @@ describe.skipIf(noGpu())("block-sparse attend: mma (QW_SPARSE_MMA=1) vs SIMT thr
     for (const arm of ["simt", "mma"] as const) {
       const env: Record<string, string | undefined> = { ...process.env };
       delete env.QW_SPARSE_MMA;  // the SIMT arm runs without the switch, whatever the parent's environment says
-      delete env.QW_FLASH_WGMMA;  // dense = the mma.sync kernel (the bit-for-bit reference)
+      env.QW_FLASH_WGMMA = "0";  // dense = the mma.sync kernel (the bit-for-bit reference)
       if (arm === "mma") env.QW_SPARSE_MMA = "1";
       const out = join(dir, `${arm}.json`);
       const r = Bun.spawnSync([process.execPath, join(REPO, "test", "gpu", "bsparse-run.ts"), out], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" });

@@ -545,9 +545,8 @@ static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttn
   launch(prefill_attn_mma_kernel<D, TREE, BLOCKS>, grid, 128, smem, s, a);
 }
 
-// QW_FLASH_WGMMA=1 on an sm_90 device picks the sm_90a kernel (opt/attention/fa3_prefill.cuh; written without a GPU,
-// not yet validated, hence not the default); where it cannot run the shape (head dim, tree step) the mma.sync kernel
-// runs and its name shows in the op record.
+// On an sm_90 device the sm_90a kernel (opt/attention/fa3_prefill.cuh) runs unless QW_FLASH_WGMMA=0; where it cannot
+// run the shape (head dim, tree step, block-sparse) the mma.sync kernel runs and its name shows in the op record.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
   if (a.n > 0 && !a.blocks.offs && fa3_prefill_requested() && !*fa3_prefill_unsupported_here(a))
     return launch_prefill_attention_fa3(a, s);

@@ -42,8 +42,8 @@ struct PrefillAttnArgs {
   TreeMask tree;                       // a tree verification step (opt/speculative/tree_mask.cuh); else empty
   KeyBlocks blocks;                    // block-sparse prefill's selection (opt/sparse_prefill/key_blocks.cuh); else empty
 };
-// head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel. With QW_FLASH_WGMMA=1
-// on sm_90, the sm_90a wgmma kernel (opt/attention/fa3_prefill.cuh) where it supports the shape.
+// head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel. On sm_90 (unless
+// QW_FLASH_WGMMA=0), the sm_90a wgmma kernel (opt/attention/fa3_prefill.cuh) where it supports the shape.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);
 // The mma.sync kernel (sm_80+) whatever the environment: the lab's reference arm for the wgmma kernel. With
 // a.blocks set (head_dim 64 / 128, no tree): its block-sparse variant, "attn_sparse_bs_mma" (opt/sparse_prefill).

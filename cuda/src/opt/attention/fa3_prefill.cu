@@ -61,7 +61,7 @@ struct Fa3Params {
 // sage_ref.hpp step 4); z = O vs / 448 / l + vmean.
 // ST: stages of the K/V ring (0: fa3_stages(D)). KSPLIT: a stage's K is released as soon as its Q.K^T has finished
 // (k_empty) and its V after its P.V (v_empty), as FA3's two pipelines, instead of both after P.V: the producer may load
-// the next K while a P.V still reads the old V. Both are lab variants (QW_FA3_VARIANT) until timed.
+// the next K while a P.V still reads the old V. KSPLIT is the default at hd 128 (fa3_variant says why); ST 3 a lab variant.
 template <int D, int NC, bool PP, int ARM, int ST = 0, bool KSPLIT = false>
 __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -415,13 +415,15 @@ void launch_d(const Fa3Params &prm, int n_kv, cudaStream_t s) {
 }
 
 // QW_FA3_VARIANT (the lab's A/B of the bf16 kernel, read at every call): "s3" a 3-stage K/V ring at hd 128 (2 by
-// default; hd 64 has 3 already), "split" K released after its Q.K^T and V after its P.V, "s3split" both. Returns the
-// variant ("" for the default).
+// default; hd 64 has 3 already), "split" K released after its Q.K^T and V after its P.V, "s3split" both, "base"
+// neither. Returns the variant ("" for the default). The default is split at hd 128 (H100 2026-12-05, 10 runs each:
+// 4k 221 / 16k 3031 / 32k 13381 us against base's 277 / 3650 / 15181 and cuDNN's 260 / 2952 / 12536; s3 and s3split
+// within their spreads of split, at more shared memory) and base at hd 64 (split within noise there).
 const char *fa3_variant() {
   const char *e = std::getenv("QW_FA3_VARIANT");
   if (!e || !*e) return "";
-  if (!std::strcmp(e, "s3") || !std::strcmp(e, "split") || !std::strcmp(e, "s3split")) return e;
-  throw CudaError(std::string("QW_FA3_VARIANT=") + e + ": use s3, split or s3split (or leave it unset)");
+  if (!std::strcmp(e, "s3") || !std::strcmp(e, "split") || !std::strcmp(e, "s3split") || !std::strcmp(e, "base")) return e;
+  throw CudaError(std::string("QW_FA3_VARIANT=") + e + ": use base, s3, split or s3split (or leave it unset)");
 }
 
 }  // namespace
@@ -453,7 +455,9 @@ static void require_device(const PrefillAttnArgs &a, const char *what) {
 
 bool fa3_prefill_requested() {
   const char *e = std::getenv("QW_FLASH_WGMMA");
-  return e && std::strcmp(e, "1") == 0;
+  if (!e || !*e || std::strcmp(e, "1") == 0) return true;
+  if (std::strcmp(e, "0") == 0) return false;
+  throw CudaError(std::string("QW_FLASH_WGMMA=") + e + ": use 0 (the mma.sync kernel) or 1 (the wgmma kernel on sm_90, the default)");
 }
 
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s, bool pingpong) {
@@ -469,7 +473,7 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
   prm.scale_log2 = kLog2e / std::sqrt((float)d);
   const std::string v = fa3_variant();
-  const bool s3 = v == "s3" || v == "s3split", split = v == "split" || v == "s3split";
+  const bool s3 = v == "s3" || v == "s3split", split = v == "split" || v == "s3split" || (v.empty() && d == 128);
   if (d == 128 && pingpong) {
     if (s3 && split) launch_d<128, true, 0, 3, true>(prm, a.n_kv, s);
     else if (s3) launch_d<128, true, 0, 3, false>(prm, a.n_kv, s);
@@ -485,7 +489,7 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   }
   QWC_LAUNCH_CHECK("launch_prefill_attention_fa3");
   if (!pingpong) return "attn_prefill_wgmma:nopp";
-  if (v.empty()) return "attn_prefill_wgmma";
+  if (v.empty() || v == "base") return "attn_prefill_wgmma";
   return s3 ? (split ? "attn_prefill_wgmma:s3split" : "attn_prefill_wgmma:s3") : "attn_prefill_wgmma:split";
 }
 
@@ -508,7 +512,11 @@ const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp
   prm.scale_log2 = kLog2e / std::sqrt((float)d);
   prm.qs = q8.qs; prm.ks = q8.ks; prm.qs_stride = q8.qs_stride; prm.ks_n = q8.ctx64 / 64;
   prm.vs = q8.vs; prm.vmean = q8.vmean;
-  if (fp8) launch_d<128, true, 2>(prm, a.n_kv, s);
+  // the split K / V release as the bf16 kernel's default (QW_FA3_VARIANT=base: without it, for the A/B)
+  const bool split = std::strcmp(fa3_variant(), "base") != 0;
+  if (fp8 && split) launch_d<128, true, 2, 0, true>(prm, a.n_kv, s);
+  else if (fp8) launch_d<128, true, 2>(prm, a.n_kv, s);
+  else if (split) launch_d<128, true, 1, 0, true>(prm, a.n_kv, s);
   else launch_d<128, true, 1>(prm, a.n_kv, s);
   QWC_LAUNCH_CHECK("launch_sage_fa3");
   return name;

@@ -5,9 +5,9 @@
 // The query heads of a kv group are packed into one 128- (hd 128) or 192-row (hd 64) tile, so each K/V tile is loaded
 // once for the group.
 //
-// WRITTEN WITHOUT A GPU: compile-checked only, never run (README, GPU-NEXT.md). It is selected only when
-// QW_FLASH_WGMMA=1 and the device is sm_90 (launch_prefill_attention in attention.cu); the mma.sync kernel stays the
-// default, the sm_80 path and the lab's reference arm.
+// The default prefill attention on an sm_90 device since its H100 runs (2026-12-05: every lab case and engine test
+// correct; 0.94-1.17x cuDNN at hd 128 with the split K/V release, README "Third run"). QW_FLASH_WGMMA=0 selects the
+// mma.sync kernel, which stays the sm_80 path, the fallback for shapes this kernel refuses and the lab's reference arm.
 #pragma once
 
 #include "attention.cuh"
@@ -19,14 +19,15 @@ namespace qwc {
 const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int cc_minor);
 // The same on the current device (its compute capability queried; a CUDA error throws CudaError).
 const char *fa3_prefill_unsupported_here(const PrefillAttnArgs &a);
-// QW_FLASH_WGMMA=1 in the environment (read at every call, so a process may flip it between runs).
+// False when QW_FLASH_WGMMA=0 (read at every call, so a process may flip it between runs); unset or 1: true. Any other
+// value throws CudaError naming the two.
 bool fa3_prefill_requested();
 // One sequence, like launch_prefill_attention; throws CudaError when unsupported or when the driver has no
 // cuTensorMapEncodeTiled. Returns the kernel's name for the op record. pingpong = false: the consumer warpgroups issue
 // their GEMMs unordered (the lab times both).
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t stream, bool pingpong = true);
 
-// SageAttention on wgmma (sage.cu, QW_SAGE_WGMMA=1 on an sm_90 device at head dim 128): the INT8 Q and smoothed K~ that
+// SageAttention on wgmma (sage.cu: on an sm_90 device at head dim 128 unless QW_SAGE_WGMMA=0): the INT8 Q and smoothed K~ that
 // Sage's quant kernels wrote (sage.cuh SageBufs) and their scales; sage-int8's P.V reads the bf16 V of the cache as
 // flash does, sage-fp8's the transposed e4m3 V~ with its per-channel scale and mean.
 struct Fa3Sage {

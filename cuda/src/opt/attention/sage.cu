@@ -21,6 +21,7 @@ constexpr float kNegBig = -1e30f;
 constexpr float kE4m3Max = 448.0f;
 constexpr int kThreads = 128;  // 4 warps x 16 mma rows = 64 rows per attend block
 constexpr int kRows = 64;
+constexpr int kStatStrands = 8;  // key strands per channel in the stats pass (blockDim.y)
 
 // D = A.B + D: A 16x32 int8 (row), B 32x8 int8 (col), int32 accumulators.
 __device__ __forceinline__ void mma_s8(int c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
@@ -60,21 +61,35 @@ __device__ __forceinline__ int8_t q8(float x, float inv) {
   return (int8_t)fminf(127.f, fmaxf(-127.f, rintf(__fmul_rn(x, inv))));
 }
 
-// ---- 1. stats: grid (chunks, nKV), d threads (one channel each) ------------------------------------------------
-__global__ void sage_stats_kernel(const SagePrefillArgs a, const SageBufs w, int len, int chunks) {
+// ---- 1. stats: grid (chunks, nKV), (d, kStatStrands) threads ----------------------------------------------------
+// Strand j of channel c sums keys k0 + j, k0 + j + kStatStrands, ... of the chunk; the strands' partials are added in
+// strand order. One strand per channel over 1024 keys (the first version) was a serial chain of dependent loads:
+// ~170 us at 4k on an H100, as long as the wgmma attend itself at that length. fp64 sums of bf16 values are exact for
+// any order at these lengths (8 significant bits each), so the result is the reference's sum_k fp64(K[k][c]).
+__global__ void __launch_bounds__(1024) sage_stats_kernel(const SagePrefillArgs a, const SageBufs w, int len, int chunks) {
   pdl_wait();
   pdl_trigger();
-  const int ch = blockIdx.x, kvh = blockIdx.y, c = threadIdx.x, D = a.p.head_dim;
+  __shared__ double ks_s[kStatStrands][128], vsum_s[kStatStrands][128];
+  __shared__ float vmin_s[kStatStrands][128], vmax_s[kStatStrands][128];
+  const int ch = blockIdx.x, kvh = blockIdx.y, c = threadIdx.x, j = threadIdx.y, D = a.p.head_dim;
   const size_t base = ((size_t)a.p.slot * a.p.n_kv + kvh) * a.p.max_ctx * D;
   const int k0 = ch * kSageChunk, k1 = min(len, k0 + kSageChunk);
   double ks = 0, vsum = 0;
   float vmin = INFINITY, vmax = -INFINITY;
-  for (int k = k0; k < k1; ++k) {  // key order inside the chunk, as the reference's fp64 sum
+#pragma unroll 4
+  for (int k = k0 + j; k < k1; k += kStatStrands) {
     ks += (double)__bfloat162float(a.p.kcache[base + (size_t)k * D + c]);
     const float v = __bfloat162float(a.p.vcache[base + (size_t)k * D + c]);
     vsum += (double)v;
     vmin = fminf(vmin, v);
     vmax = fmaxf(vmax, v);
+  }
+  ks_s[j][c] = ks; vsum_s[j][c] = vsum; vmin_s[j][c] = vmin; vmax_s[j][c] = vmax;
+  __syncthreads();
+  if (j) return;
+  for (int t = 1; t < kStatStrands; ++t) {
+    ks += ks_s[t][c]; vsum += vsum_s[t][c];
+    vmin = fminf(vmin, vmin_s[t][c]); vmax = fmaxf(vmax, vmax_s[t][c]);
   }
   const size_t o = (((size_t)kvh * chunks + ch) * 2) * D + c;
   w.part[o] = ks;
@@ -83,9 +98,33 @@ __global__ void sage_stats_kernel(const SagePrefillArgs a, const SageBufs w, int
   w.vext[o + D] = vmax;
 }
 
+// ---- 1b. stats final: grid nKV, d threads: the chunks' partials (chunk order) into the smoothing vectors ----------
+__global__ void sage_stats_final_kernel(const SagePrefillArgs a, const SageBufs w, int len, int chunks) {
+  pdl_wait();
+  pdl_trigger();
+  const int kvh = blockIdx.x, c = threadIdx.x, D = a.p.head_dim;
+  double ks = 0, vsum = 0;
+  float vmin = INFINITY, vmax = -INFINITY;
+  for (int ch = 0; ch < chunks; ++ch) {
+    const size_t o = (((size_t)kvh * chunks + ch) * 2) * D + c;
+    ks += w.part[o];
+    vsum += w.part[o + D];
+    vmin = fminf(vmin, w.vext[o]);
+    vmax = fmaxf(vmax, w.vext[o + D]);
+  }
+  const float mu = (float)(vsum / (double)len);
+  // max|V - mu| over the keys: the extremes of V are where it is reached (V - mu is monotonic in V).
+  const float mx = fmaxf(fabsf(__fsub_rn(vmax, mu)), fabsf(__fsub_rn(vmin, mu)));
+  const size_t i = (size_t)kvh * D + c;
+  w.kmean[i] = (float)(ks / (double)len);
+  w.vmean[i] = mu;
+  w.vinv[i] = mx > 0.f ? kE4m3Max / mx : 0.f;
+  w.vs[i] = mx / kE4m3Max;
+}
+
 // ---- 2. kv quant: grid (ceil(len / 64), nKV), 128 threads --------------------------------------------------------
 template <int D>
-__global__ void __launch_bounds__(kThreads) sage_kv_quant_kernel(const SagePrefillArgs a, const SageBufs w, int len, int chunks) {
+__global__ void __launch_bounds__(kThreads) sage_kv_quant_kernel(const SagePrefillArgs a, const SageBufs w, int len) {
   pdl_wait();
   pdl_trigger();
   __shared__ float mean_s[D], vmu_s[D], vinv_s[D];
@@ -94,25 +133,9 @@ __global__ void __launch_bounds__(kThreads) sage_kv_quant_kernel(const SagePrefi
   const int blk = blockIdx.x, kvh = blockIdx.y, k0 = blk * kSageKeys;
   const size_t base = ((size_t)a.p.slot * a.p.n_kv + kvh) * a.p.max_ctx * D;
   for (int c = threadIdx.x; c < D; c += kThreads) {
-    double ks = 0, vsum = 0;
-    float vmin = INFINITY, vmax = -INFINITY;
-    for (int ch = 0; ch < chunks; ++ch) {
-      const size_t o = (((size_t)kvh * chunks + ch) * 2) * D + c;
-      ks += w.part[o];
-      vsum += w.part[o + D];
-      vmin = fminf(vmin, w.vext[o]);
-      vmax = fmaxf(vmax, w.vext[o + D]);
-    }
-    mean_s[c] = (float)(ks / (double)len);
-    const float mu = (float)(vsum / (double)len);
-    // max|V - mu| over the keys: the extremes of V are where it is reached (V - mu is monotonic in V).
-    const float mx = fmaxf(fabsf(__fsub_rn(vmax, mu)), fabsf(__fsub_rn(vmin, mu)));
-    vmu_s[c] = mu;
-    vinv_s[c] = mx > 0.f ? kE4m3Max / mx : 0.f;
-    if (a.fp8 && blk == 0) {
-      w.vs[(size_t)kvh * D + c] = mx / kE4m3Max;
-      w.vmean[(size_t)kvh * D + c] = mu;
-    }
+    mean_s[c] = w.kmean[(size_t)kvh * D + c];
+    vmu_s[c] = w.vmean[(size_t)kvh * D + c];
+    vinv_s[c] = w.vinv[(size_t)kvh * D + c];
   }
   __syncthreads();
   // K~ of the block (rows past len are zero: they are masked, and a zero keeps the block's max honest)
@@ -399,12 +422,15 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
   }
 }
 
-// Sage on wgmma (fa3_prefill.cu, the flash kernel with an INT8 Q.K~, and for sage-fp8 an e4m3 P.V): QW_SAGE_WGMMA=1,
-// head dim 128, an sm_90 device whose flash kernel can run the call; otherwise the mma.sync attend kernel. Read at
-// every call.
+// Sage on wgmma (fa3_prefill.cu, the flash kernel with an INT8 Q.K~, and for sage-fp8 an e4m3 P.V) at head dim 128 on
+// an sm_90 device whose flash kernel can run the call, unless QW_SAGE_WGMMA=0; otherwise the mma.sync attend kernel.
+// The default since its H100 run (2026-12-05 third run: every lab case within 1e-2 of the CPU arm; int8 at 16k
+// 2.4x the mma.sync attend). Read at every call.
 bool sage_wgmma(const SagePrefillArgs &a) {
   const char *e = std::getenv("QW_SAGE_WGMMA");
-  if (a.p.head_dim != 128 || !e || std::strcmp(e, "1") != 0) return false;
+  if (e && *e && std::strcmp(e, "0") && std::strcmp(e, "1"))
+    throw CudaError(std::string("QW_SAGE_WGMMA=") + e + ": use 0 (the mma.sync attend kernel) or 1 (wgmma on sm_90, the default)");
+  if (a.p.head_dim != 128 || (e && std::strcmp(e, "0") == 0)) return false;
   return *fa3_prefill_unsupported_here(a.p) == '\0';
 }
 
@@ -412,8 +438,9 @@ template <int D>
 const char *launch_d(const SagePrefillArgs &a, int len, cudaStream_t s) {
   const int chunks = (len + kSageChunk - 1) / kSageChunk;
   const SageBufs &w = a.ws->b;
-  launch(sage_stats_kernel, dim3(chunks, a.p.n_kv), D, 0, s, a, w, len, chunks);
-  launch(sage_kv_quant_kernel<D>, dim3((len + kSageKeys - 1) / kSageKeys, a.p.n_kv), kThreads, 0, s, a, w, len, chunks);
+  launch(sage_stats_kernel, dim3(chunks, a.p.n_kv), dim3(D, kStatStrands), 0, s, a, w, len, chunks);
+  launch(sage_stats_final_kernel, dim3(a.p.n_kv), D, 0, s, a, w, len, chunks);
+  launch(sage_kv_quant_kernel<D>, dim3((len + kSageKeys - 1) / kSageKeys, a.p.n_kv), kThreads, 0, s, a, w, len);
   launch(sage_q_quant_kernel<D>, dim3((a.p.n + kSageQRows - 1) / kSageQRows, a.p.n_heads), kThreads, 0, s, a, w);
   if (sage_wgmma(a)) {
     Fa3Sage q8;
@@ -459,7 +486,7 @@ void SageScratch::ensure(int32_t r, int32_t nH, int32_t nKV, int32_t d, int32_t 
   const size_t b_ki = up((size_t)nKV * c64 * d), b_ks = up((size_t)nKV * (c64 / kSageKeys) * 4);
   const size_t b_vt = up((size_t)nKV * d * c64), b_vs = up((size_t)nKV * d * 4);
   const size_t b_part = up((size_t)nKV * chunks * 2 * d * 8), b_vext = up((size_t)nKV * chunks * 2 * d * 4);
-  const size_t total = b_qi + b_qs + b_ki + b_ks + b_vt + 2 * b_vs + b_part + b_vext;
+  const size_t total = b_qi + b_qs + b_ki + b_ks + b_vt + 4 * b_vs + b_part + b_vext;
   release();
   // No memset (it would run on the legacy stream, unordered with the session's non-blocking stream): every byte a
   // call's attend kernel reads was written by that call's quant kernels (whole 64-key blocks, zero past len).
@@ -474,6 +501,8 @@ void SageScratch::ensure(int32_t r, int32_t nH, int32_t nKV, int32_t d, int32_t 
   b.vt = take(b_vt);
   b.vs = reinterpret_cast<float *>(take(b_vs));
   b.vmean = reinterpret_cast<float *>(take(b_vs));
+  b.kmean = reinterpret_cast<float *>(take(b_vs));
+  b.vinv = reinterpret_cast<float *>(take(b_vs));
   b.part = reinterpret_cast<double *>(take(b_part));
   b.vext = reinterpret_cast<float *>(take(b_vext));
   b.rows = r; b.n_heads = nH; b.n_kv = nKV; b.head_dim = d; b.ctx64 = c64;

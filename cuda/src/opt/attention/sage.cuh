@@ -3,9 +3,11 @@
 // is cuda/dev/lab/sage.cu. One call = one sequence's chunk of n query rows at positions pos0..pos0+n-1 against the
 // bf16 cache [slots][nKV][max_ctx][d], keys [0, pos0 + n) (chunked prefill against the existing cache, causal).
 //
-// Four launches per call (sage.cu):
-//  1. stats    grid (ceil(len / 1024), nKV): per chunk of keys, fp64 sums of K and V and min / max of V per channel.
-//  2. kv quant grid (ceil(len / 64), nKV): smooth-K mean from the partials (fp64, chunk order), K~ = K - mean as
+// Five launches per call (sage.cu):
+//  1. stats    grid (ceil(len / 256), nKV), (d, 8) threads: per chunk of keys, fp64 sums of K and V and min / max of V
+//              per channel; 1b. final, grid nKV: the partials (chunk order) into the smooth-K / smooth-V vectors and
+//              V's fp8 scale.
+//  2. kv quant grid (ceil(len / 64), nKV): K~ = K - mean as
 //              INT8 per 64-key block with its scale; sage-fp8 also V~ = V - vmean per channel as e4m3 with the
 //              per-channel scale 448 / max|V~|, stored transposed [nKV][d][keys] in the key order the FP8 mma's A
 //              operand has when P comes straight from the Q.K accumulators (sage_layout.hpp).
@@ -16,9 +18,8 @@
 //              (sq) and per tile (sk) into the fp32 online softmax; P.V in bf16 m16n8k16 (sage-int8, V read from
 //              the bf16 cache) or FP8 e4m3 m16n8k32 (sage-fp8, sm_89+) into a per-tile fp32 partial that is added
 //              to the running output after the tile's rescale (two-level accumulation).
-//              With QW_SAGE_WGMMA=1 at hd 128 on sm_90 the attend step is the wgmma flash kernel with these INT8 / e4m3
-//              operands instead (fa3_prefill.cuh launch_sage_fa3; compile-checked only until its first GPU run).
-// Written without a GPU at hand (compile-checked only until the lab case has run; see README).
+//              At hd 128 on sm_90 (unless QW_SAGE_WGMMA=0) the attend step is the wgmma flash kernel with these INT8 /
+//              e4m3 operands instead (fa3_prefill.cuh launch_sage_fa3).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -33,7 +34,7 @@ namespace qwc {
 
 constexpr int kSageQRows = 32;     // query rows per INT8 scale (sage_ref.hpp kSageQBlock)
 constexpr int kSageKeys = 64;      // keys per INT8 scale and per softmax / P.V tile (kSageKBlock)
-constexpr int kSageChunk = 1024;   // keys per partial of the stats pass
+constexpr int kSageChunk = 256;    // keys per partial of the stats pass (a block of 8 strands x d channels)
 
 // Device scratch of the Sage arms, sized for one call of up to `rows` query rows and `max_ctx` keys. The kernels get
 // it by value (SageBufs); SageScratch owns the one allocation.
@@ -44,7 +45,9 @@ struct SageBufs {
   float *ks = nullptr;    // [nKV][ctx64 / 64]
   uint8_t *vt = nullptr;  // [nKV][d][ctx64] e4m3, sage_vt_pos order inside each 32 keys
   float *vs = nullptr;    // [nKV][d] V scale (max|V~| / 448)
-  float *vmean = nullptr; // [nKV][d]
+  float *vmean = nullptr; // [nKV][d] smooth-V vector (every arm; the fp8 arms add it back)
+  float *kmean = nullptr; // [nKV][d] smooth-K vector
+  float *vinv = nullptr;  // [nKV][d] 448 / max|V~| (0 where V~ is 0): the fp8 quantizer's multiplier
   double *part = nullptr; // [nKV][chunks][2][d] fp64 sums of K and V
   float *vext = nullptr;  // [nKV][chunks][2][d] min and max of V
   int32_t rows = 0, n_heads = 0, n_kv = 0, head_dim = 0, ctx64 = 0;

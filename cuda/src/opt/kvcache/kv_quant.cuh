@@ -48,10 +48,10 @@ struct KvqAttnArgs {
 size_t kvq_attn_ws_floats(int32_t rows, int32_t n_heads, int32_t head_dim, int32_t n_split);
 // v1 (kv_quant.cu): splits so that rows x nKV x splits fills the SMs about twice (1 when the rows alone do).
 int32_t kvq_attn_pick_split(int32_t rows, int32_t n_kv, int32_t max_keys, int32_t sms);
-// v1: the first kernel (lane-per-key global loads, P.V key by key), the default until v2 has run on a GPU.
+// v1 (QW_KVQ_ATTN=v1): the first kernel (lane-per-key global loads, P.V key by key), kept for the A/B.
 const char *launch_kvq_attention(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream);
 
-// v2 (kv_quant_attn2.cu, QW_KVQ_ATTN=v2): cp.async-staged chunks, see the file's header. Needs lay.ctx % 32 == 0.
+// v2 (kv_quant_attn2.cu, the default): cp.async-staged chunks, see the file's header. Needs lay.ctx % 32 == 0.
 constexpr int32_t kKvqMaxSplit2 = 128;
 // Resident blocks per SM of the v2 kernel for this type, head_dim and group size (occupancy query).
 int32_t kvq_attn2_blocks_per_sm(qw::kvq::KvType t, int32_t d, int32_t gq);
@@ -60,7 +60,7 @@ int32_t kvq_attn2_pick_split(int32_t rows, int32_t n_kv, int32_t max_keys, int32
 const char *launch_kvq_attn2(const KvqDev &kv, const KvqStep &s, const KvqAttnArgs &a, cudaStream_t stream);
 
 enum class KvqAttnImpl : int32_t { V1 = 1, V2 = 2 };
-// QW_KVQ_ATTN = v1 | v2 (unset: v1); anything else throws QW_ERR_INVALID_ARGUMENT naming the values.
+// QW_KVQ_ATTN = v1 | v2 (unset: v2); anything else throws QW_ERR_INVALID_ARGUMENT naming the values.
 KvqAttnImpl kvq_attn_impl_from_env();
 
 // A session's quantized cache: the device planes, the split workspace, and one layer's three launches.
@@ -96,7 +96,7 @@ class KvqCache {
   size_t ws_floats_ = 0;
   int32_t n_heads_ = 0, sms_ = 1, batch_ = 1;
   int32_t slots2_ = 1;  // v2: resident blocks on the device (SMs x blocks per SM)
-  KvqAttnImpl impl_ = KvqAttnImpl::V1;  // configure() sets it from QW_KVQ_ATTN
+  KvqAttnImpl impl_ = KvqAttnImpl::V2;  // configure() sets it from QW_KVQ_ATTN
   uint64_t bytes_ = 0;
 };
 

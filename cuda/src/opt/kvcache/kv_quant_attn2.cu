@@ -1,5 +1,5 @@
-// kv_quant_attn2.cu — attention over the quantized KV cache, v2 (QW_KVQ_ATTN=v2; v1, the first
-// kernel in kv_quant.cu). Formats and semantics: kv_format.hpp; exact reference: kv_quant_cpu.cpp.
+// kv_quant_attn2.cu — attention over the quantized KV cache, v2 (the default; v1, the first
+// kernel in kv_quant.cu, is QW_KVQ_ATTN=v1). Formats and semantics: kv_format.hpp; exact reference: kv_quant_cpu.cpp.
 //
 // Why v1 is slow (H100, 2026-12-05: q8 B1 h28/4 d128 at 32k reads its packed K/V at 104 GB/s, 0.26x the bf16
 // kernel): a lane reads its own key row 4 bytes at a time in a loop that is not unrolled, and P.V walks the
