@@ -378,7 +378,7 @@ static void run_case(KvType t, const std::vector<int> &lens, int nH, int nKV, in
     std::vector<int32_t> lv(lens.begin(), lens.end());
     h2d(dlen, lv);
     CHK(cudaMemset(cnt, 0, size_t(B * nH) * 4));
-    const int ns = decode_attn_pick_split(nH, ctx, sms);  // as the engine (backend_cuda.cu) picks it
+    const int ns = decode_attn_pick_split(nH, nKV, ctx, sms);  // as the engine (backend_cuda.cu) picks it
     float *ws = dalloc<float>(decode_attn_ws_floats(B, nH, d, ns));
     DecodeAttnArgs a;
     a.out = dz; a.q = dq; a.kcache = kb; a.vcache = vb; a.slot = dslot; a.kv_len = dlen; a.batch = B; a.n_heads = nH;

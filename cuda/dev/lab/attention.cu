@@ -6,6 +6,8 @@
 #include "lab.cuh"
 
 static int g_attn_gm = 0;  // decode_case: 0 = the launcher's choice (decode_attn_heads_per_block), 1 / 8 heads per block forced
+static int g_attn_group = -1;  // decode_case with g_attn_gm 0: >= 0 runs the adaptive launch with this group_len
+constexpr int kAllPerHead = 1 << 30;  // a group_len no sequence reaches
 
 // CPU reference (declared in lab.cuh; fa3.cu uses it too).
 void attn_ref(std::vector<double> &out, const std::vector<uint16_t> &q, const std::vector<uint16_t> &kc,
@@ -56,7 +58,7 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
   h2d(dident, ident);
   int sms = 132;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const int ns = decode_attn_pick_split(nH, max_ctx, sms);
+  const int ns = decode_attn_pick_split(nH, nKV, max_ctx, sms);
   float *ws = dalloc<float>(decode_attn_ws_floats(B, nH, d, ns));
   int32_t *cnt = dalloc<int32_t>(B * nH);
   CHK(cudaMemset(cnt, 0, B * nH * 4));
@@ -72,6 +74,8 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
       launch_decode_attention(b2, 0);
     } else if (g_attn_gm) {
       launch_decode_attention_gm(a, g_attn_gm, 0);
+    } else if (g_attn_group >= 0) {
+      launch_decode_attention_adaptive(a, g_attn_group, 0);
     } else {
       launch_decode_attention(a, 0);
     }
@@ -94,21 +98,23 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
     err = std::max(err, rel_err(outv, refv, &ns2));
     nan_seen |= ns2;
   }
-  // GM 1 and GM 8 on the same inputs and n_split give the same bits (each head's sums in the same order): the
-  // batch-invariance argument of decode_attn_heads_per_block rests on it
-  if (!bcast && !g_attn_gm && nH / nKV <= 8) {
-    std::vector<uint16_t> zg[2];
-    for (int i = 0; i < 2; ++i) {
+  // GM 1, GM 8 and the adaptive launch (every sequence grouped / none) on the same inputs and n_split give the same
+  // bits (each head's sums in the same order): the batch-invariance argument of decode_attn_heads_per_block and the
+  // adaptive launch's length switch rest on it. err = elements that differ from GM 1's in any of the others.
+  if (!bcast && !g_attn_gm && g_attn_group < 0 && nH / nKV <= 8) {
+    std::vector<uint16_t> zg[4];
+    for (int i = 0; i < 4; ++i) {
       poison(dz, q.size() * 2);
-      launch_decode_attention_gm(a, i == 0 ? 1 : 8, 0);
+      if (i < 2) launch_decode_attention_gm(a, i == 0 ? 1 : 8, 0);
+      else launch_decode_attention_adaptive(a, i == 2 ? 1 : kAllPerHead, 0);
       CHK(cudaDeviceSynchronize());
       zg[i] = d2h((uint16_t *)dz, q.size());
     }
     size_t diff = 0;
-    for (size_t i = 0; i < q.size(); ++i) diff += zg[0][i] != zg[1][i];
+    for (size_t i = 0; i < q.size(); ++i) diff += zg[0][i] != zg[1][i] || zg[0][i] != zg[2][i] || zg[0][i] != zg[3][i];
     char sh[96];
     snprintf(sh, sizeof sh, "B%d h%d/%d d%d len%d", B, nH, nKV, d, len);
-    report("attn decode gm1 vs gm8 bitwise", sh, true, (double)diff, 0.5, false, 0, 0, "", 0);
+    report("attn decode gm1 = gm8 = adaptive bitwise", sh, true, (double)diff, 0.5, false, 0, 0, "", 0);
   }
   double us = 0, rate = 0;
   if (timed) {
@@ -119,7 +125,9 @@ void decode_case(int B, int nH, int nKV, int d, int len, int max_ctx, bool bcast
   }
   char shape[96];
   snprintf(shape, sizeof shape, "B%d h%d/%d d%d len%d", B, nH, nKV, d, len);
-  const char *label = bcast ? "attn decode (gqa broadcast)" : g_attn_gm == 1 ? "attn decode splitkv gm1" : g_attn_gm ? "attn decode splitkv gm8" : "attn decode splitkv";
+  const char *label = bcast ? "attn decode (gqa broadcast)" : g_attn_gm == 1 ? "attn decode splitkv gm1" : g_attn_gm ? "attn decode splitkv gm8"
+                      : g_attn_group == 1 ? "attn decode adaptive: grouped" : g_attn_group >= 0 ? "attn decode adaptive: per head"
+                      : "attn decode splitkv";
   report(label, shape, true, err, 1e-2, nan_seen, us, rate, "GB/s",
          g_copy_bw / 1e9);
   cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dz); cudaFree(dslot); cudaFree(dlen); cudaFree(dident); cudaFree(ws);
@@ -209,7 +217,15 @@ void run_attn() {
       {16, 28, 4, 128, 1000, 2048, false, true},
       {1, 14, 2, 64, 128, 4096, false, false},    // exactly one active split (no workspace)
       {1, 14, 2, 64, 129, 4096, false, false},    // two splits, the second with one key
-      {1, 12, 2, 128, 16385, 16400, false, true}, // 128 allocated, 103 active splits of 160 keys
+      {1, 12, 2, 128, 16385, 16400, false, true}, // 1.5B shape at depth 16k
+      {1, 28, 4, 128, 32768, 32768, false, true}, // 7B at depth 32k (kvqlab's bf16 row: 148 us, L2-bound with GM 1)
+      {1, 14, 2, 64, 32768, 32768, false, true},  // 0.5B at depth 32k
+      {4, 28, 4, 128, 8192, 8192, false, true},   // a small batch at depth (batch x n_kv < 32: adaptive)
+      // where the adaptive launch's two sides cross (a 32k session: n_split as the engine picks it for max_ctx 32768)
+      {1, 28, 4, 128, 1024, 32768, false, true},  {1, 28, 4, 128, 2048, 32768, false, true},
+      {1, 28, 4, 128, 4096, 32768, false, true},  {1, 28, 4, 128, 8192, 32768, false, true},
+      {1, 14, 2, 64, 1024, 32768, false, true},   {1, 14, 2, 64, 4096, 32768, false, true},
+      {1, 14, 2, 64, 8192, 32768, false, true},
       {1, 28, 4, 128, 300, 4096, true, true},
       {2, 14, 2, 64, 77, 512, true, false},
   };
@@ -222,6 +238,14 @@ void run_attn() {
       if (!c.bcast) decode_case(c.B, c.nH, c.nKV, c.d, c.len, c.max_ctx, false, c.timed);
   }
   g_attn_gm = 0;
+  // the adaptive launch with every sequence grouped / none: the two sides of its length switch, timed on the same
+  // cases (where they cross is the default group_len's evidence, kGroupLenDefault in attention.cu)
+  for (int gl : {1, kAllPerHead}) {
+    g_attn_group = gl;
+    for (const C &c : cases)
+      if (!c.bcast && c.nH / c.nKV <= 8) decode_case(c.B, c.nH, c.nKV, c.d, c.len, c.max_ctx, false, c.timed);
+  }
+  g_attn_group = -1;
 
 }
 void run_prefill() {

@@ -76,7 +76,7 @@ static void decode_chain(const char *name, int H, int I, int L, int nH, int nKV,
   float *dinv = dalloc<float>(d / 2); h2d(dinv, inv);
   int sms = 132;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const int ns = decode_attn_pick_split(nH, max_ctx, sms);
+  const int ns = decode_attn_pick_split(nH, nKV, max_ctx, sms);
   float *ws = dalloc<float>(decode_attn_ws_floats(B, nH, d, ns));
   int32_t *cnt = dalloc<int32_t>(B * nH);
   CHK(cudaMemset(cnt, 0, B * nH * 4));

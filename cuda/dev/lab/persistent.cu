@@ -111,7 +111,7 @@ Run make_run(const LabModel &m, const std::vector<int32_t> &tokens, const std::v
   r.h = (bf *)dalloc<uint16_t>((size_t)B * d.inter);
   int sms = 132;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  r.n_split_graph = decode_attn_pick_split(d.n_heads, m.max_ctx, sms);
+  r.n_split_graph = decode_attn_pick_split(d.n_heads, d.n_kv, m.max_ctx, sms);
   r.ws_graph = dalloc<float>(decode_attn_ws_floats(B, d.n_heads, d.head_dim, r.n_split_graph));
   r.cnt_graph = dalloc<int32_t>((size_t)B * d.n_heads);
   CHK(cudaMemset(r.cnt_graph, 0, (size_t)B * d.n_heads * 4));

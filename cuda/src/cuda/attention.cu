@@ -32,6 +32,10 @@ constexpr int kGMax = 8;
 constexpr int kMinChunk = kDecWarps * 32;  // one 32-key tile per warp at least
 constexpr int kMaxSplit = 128;             // smem weights of the combine; decode_attn_pick_split never exceeds it
 constexpr int kVB = 16;                    // V rows in flight per lane
+// Adaptive launch: from this kv length a sequence gets one block per kv head (QW_ATTN_GROUP_LEN overrides; the lab
+// times both sides of it). A first guess between the H100's measured B1 points (GM 1 faster at 300 and 4097 keys
+// with n_split per query head), to be set from the lab's sweep.
+constexpr int32_t kGroupLenDefault = 4096;
 
 template <int E> struct VRaw;
 template <> struct VRaw<4> { using T = uint2; };
@@ -41,7 +45,12 @@ template <> struct VRaw<1> { using T = uint16_t; };
 // GM: query heads per block (1: one block per (split, query head) -- the shortest per-warp chain, K/V of a kv
 // head re-read from L2 by its G blocks; 8: one block serves all G heads of a kv head). Per head the arithmetic
 // is the same either way (bit-identical outputs).
-template <int D, int GM>
+// ADAPT (GM = 8, G <= 8; the default launch at small batch, decode_attn_adaptive): grid.y = n_kv * G, one block per
+// query head, except for a sequence whose kv_len >= a.group_len: there the block of a group's first head takes all
+// G heads and the others exit. Long sequences then read their K/V once instead of G times (one query head per block
+// is L2-bound at depth: 7B B1 at 32k moved 454 GB/s of unique K/V, 7x that through L2), short ones keep the short
+// per-warp chain. Either way the bits are those of GM 1 / GM 8 at the same n_split.
+template <int D, int GM, bool ADAPT = false>
 __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const DecodeAttnArgs a) {
   pdl_wait();
   pdl_trigger();
@@ -55,16 +64,30 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
   __shared__ int last_s;
 
   const int Gkv = a.n_heads / a.n_kv;             // query heads per kv head
-  const int ngroups = (Gkv + GM - 1) / GM;         // head groups per kv head (grid.y = n_kv * ngroups)
-  const int split = blockIdx.x, kvh = blockIdx.y / ngroups, b = blockIdx.z;
-  const int h0 = kvh * Gkv + (blockIdx.y % ngroups) * GM;  // first query head of this block
-  const int G = min(GM, Gkv - (h0 - kvh * Gkv));             // query heads of this block
+  const int split = blockIdx.x, b = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float scale = rsqrtf((float)D) * kLog2e;
   // Latency: the length, the slot and the G query rows are independent loads, issued together (one memory
-  // round trip instead of one per loop iteration); q rows are read 8 bf16 (16 bytes) per thread.
+  // round trip instead of one per loop iteration); q rows are read 8 bf16 (16 bytes) per thread. ADAPT needs the
+  // length first (it picks the block's heads).
   const int len = a.kv_len[b];
   const int64_t slot = a.slot[b];
+  int kvh, h0, G;  // kv head, first query head of this block, query heads of this block
+  if constexpr (ADAPT) {
+    kvh = blockIdx.y / Gkv;
+    const int hi = blockIdx.y - kvh * Gkv;
+    if (len >= a.group_len) {
+      if (hi) return;  // block-uniform; the group's first block serves all G heads
+      h0 = kvh * Gkv; G = Gkv;
+    } else {
+      h0 = kvh * Gkv + hi; G = 1;
+    }
+  } else {
+    const int ngroups = (Gkv + GM - 1) / GM;  // head groups per kv head (grid.y = n_kv * ngroups)
+    kvh = blockIdx.y / ngroups;
+    h0 = kvh * Gkv + (blockIdx.y % ngroups) * GM;
+    G = min(GM, Gkv - (h0 - kvh * Gkv));
+  }
   const __nv_bfloat16 *qrow = a.q + (int64_t)b * a.n_heads * D + (int64_t)h0 * D;  // G rows of D
   if ((reinterpret_cast<uintptr_t>(qrow) & 15) == 0) {
     for (int i = threadIdx.x; i < G * D / 8; i += blockDim.x) {
@@ -487,9 +510,12 @@ size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, i
 // blocks per SM over one sequence's n_heads query heads. It depends on neither the batch nor the heads per block:
 // the split of a sequence's keys (and so the order of its softmax sums) must be the same whether it decodes alone
 // or in a batch of 16 (batch invariance), and GM 1 and GM 8 give the same bits at the same n_split.
-int32_t decode_attn_pick_split(int32_t n_heads, int32_t max_ctx, int32_t sms) {
+// With the adaptive launch (decode_attn_group_len() > 0) the bound is per kv head, not per query head: a long
+// sequence runs one block per (kv head, split), and n_kv blocks per split must still fill the SMs.
+int32_t decode_attn_pick_split(int32_t n_heads, int32_t n_kv, int32_t max_ctx, int32_t sms) {
   const int by_work = std::max(1, (max_ctx + kMinChunk - 1) / kMinChunk);
-  const int by_sms = std::max(1, (2 * sms + n_heads - 1) / n_heads);
+  const int per = decode_attn_group_len() > 0 && n_kv > 0 ? n_kv : n_heads;
+  const int by_sms = std::max(1, (2 * sms + per - 1) / per);
   return std::max(1, std::min(kMaxSplit, std::min(by_work, by_sms)));
 }
 
@@ -497,11 +523,17 @@ int32_t decode_attn_pick_split(int32_t n_heads, int32_t max_ctx, int32_t sms) {
 // (sequence, kv head), then all G of a kv head (K/V read once instead of G times from L2). The switch point,
 // batch x n_kv >= 32, lies between the measured B1 (GM 1 wins) and B16 x 4 kv heads (GM 8 wins); QW_ATTN_GM=1|8
 // forces one (lab A/B). G > 8 always takes GM 1.
-int32_t decode_attn_heads_per_block(int32_t batch, int32_t n_heads, int32_t n_kv) {
+static int gm_forced_value() {
   static const int forced = [] {
     const char *e = std::getenv("QW_ATTN_GM");
     return e ? std::atoi(e) : 0;
   }();
+  return forced;
+}
+bool decode_attn_gm_forced() { return gm_forced_value() == 1 || gm_forced_value() == kGMax; }
+
+int32_t decode_attn_heads_per_block(int32_t batch, int32_t n_heads, int32_t n_kv) {
+  const int forced = gm_forced_value();
   if (n_heads / n_kv > kGMax) return 1;
   if (forced == 1 || forced == kGMax) return forced;
   return batch * n_kv >= 32 ? kGMax : 1;
@@ -526,8 +558,45 @@ const char *launch_decode_attention_gm(const DecodeAttnArgs &a, int32_t gm, cuda
   return "attn_decode_splitkv";
 }
 
+// QW_ATTN_GROUP_LEN: the kv length from which the adaptive launch serves a sequence with one block per kv head
+// (0 turns the adaptive launch off: GM 1 as before, and n_split per query head). Read once per process.
+int32_t decode_attn_group_len() {
+  static const int32_t v = [] {
+    const char *e = std::getenv("QW_ATTN_GROUP_LEN");
+    if (!e || !*e) return kGroupLenDefault;
+    char *end = nullptr;
+    const long x = std::strtol(e, &end, 10);
+    if (*end || x < 0 || x > (1L << 30))
+      throw CudaError(std::string("QW_ATTN_GROUP_LEN=") + e + ": a kv length >= 0 (0 turns the adaptive decode launch off)");
+    return (int32_t)x;
+  }();
+  return v;
+}
+
+const char *launch_decode_attention_adaptive(const DecodeAttnArgs &a0, int32_t group_len, cudaStream_t s) {
+  const int G = a0.n_heads / a0.n_kv;
+  if (G > kGMax) throw CudaError("decode attention (adaptive): more than 8 query heads per kv head");
+  if (a0.n_split < 1 || a0.n_split > kMaxSplit) throw CudaError("decode attention: n_split must be 1..128");
+  DecodeAttnArgs a = a0;
+  a.group_len = group_len;
+  const dim3 grid(a.n_split, a.n_kv * G, a.batch);
+  switch (a.head_dim) {
+    case 64: launch(decode_attn_kernel<64, kGMax, true>, grid, kDecWarps * 32, 0, s, a); break;
+    case 128: launch(decode_attn_kernel<128, kGMax, true>, grid, kDecWarps * 32, 0, s, a); break;
+    case 32: launch(decode_attn_kernel<32, kGMax, true>, grid, kDecWarps * 32, 0, s, a); break;
+    default: throw CudaError("decode attention: head_dim must be 32, 64 or 128");
+  }
+  QWC_LAUNCH_CHECK("launch_decode_attention_adaptive");
+  return "attn_decode_splitkv";
+}
+
+// GM 8 where the batch fills the GPU (decode_attn_heads_per_block); below that the adaptive launch (one block per
+// query head, per kv head for sequences at depth) unless QW_ATTN_GROUP_LEN=0 or QW_ATTN_GM forces GM 1.
 const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
-  return launch_decode_attention_gm(a, decode_attn_heads_per_block(a.batch, a.n_heads, a.n_kv), s);
+  const int32_t gm = decode_attn_heads_per_block(a.batch, a.n_heads, a.n_kv), gl = decode_attn_group_len();
+  if (gm == 1 && gl > 0 && a.n_heads / a.n_kv <= kGMax && !decode_attn_gm_forced())
+    return launch_decode_attention_adaptive(a, gl, s);
+  return launch_decode_attention_gm(a, gm, s);
 }
 
 const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t s) {

@@ -25,10 +25,16 @@ struct DecodeAttnArgs {
   int32_t n_split = 1;                 // fixed per captured graph; empty splits exit early
   float *ws = nullptr;                 // workspace floats: decode_attn_ws_floats()
   int32_t *counters = nullptr;         // [B * nH] zero-initialized once
+  int32_t group_len = 0;               // set by the adaptive launcher (attention.cu), not by callers
 };
 size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, int32_t n_split);
-int32_t decode_attn_pick_split(int32_t n_heads, int32_t max_ctx, int32_t sms);  // batch-independent (see .cu)
+int32_t decode_attn_pick_split(int32_t n_heads, int32_t n_kv, int32_t max_ctx, int32_t sms);  // batch-independent (see .cu)
 int32_t decode_attn_heads_per_block(int32_t batch, int32_t n_heads, int32_t n_kv);  // 1 or 8 (QW_ATTN_GM forces)
+bool decode_attn_gm_forced();           // QW_ATTN_GM=1 or 8 is set
+int32_t decode_attn_group_len();        // QW_ATTN_GROUP_LEN or the default; 0 = no adaptive launch
+// One block per query head, one per kv head for sequences with kv_len >= group_len (G <= 8): the same bits as GM 1
+// and GM 8 at the same n_split. launch_decode_attention takes it below the GM 8 batch unless QW_ATTN_GROUP_LEN=0.
+const char *launch_decode_attention_adaptive(const DecodeAttnArgs &a, int32_t group_len, cudaStream_t stream);
 const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t stream);
 // gm = heads per block, 1 or 8: the same bits at the same n_split (the lab times both on one shape)
 const char *launch_decode_attention_gm(const DecodeAttnArgs &a, int32_t gm, cudaStream_t stream);

@@ -75,7 +75,7 @@ CudaSession::CudaSession(CudaModel &m, int32_t max_batch, int32_t max_context, i
   int dev = 0, sms = 132;
   CK(cudaGetDevice(&dev));
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  n_split_ = qwc::decode_attn_pick_split(c.num_heads, max_context, sms);
+  n_split_ = qwc::decode_attn_pick_split(c.num_heads, c.num_kv_heads, max_context, sms);
   sms_ = sms;
   attn_ws_ = DBuf(qwc::decode_attn_ws_floats(max_batch, c.num_heads, c.head_dim, n_split_) * 4);
   attn_cnt_ = DBuf((size_t)max_batch * c.num_heads * 4);  // [B][nH]: one per block group (attention.cuh)
