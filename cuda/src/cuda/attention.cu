@@ -33,9 +33,9 @@ constexpr int kMinChunk = kDecWarps * 32;  // one 32-key tile per warp at least
 constexpr int kMaxSplit = 128;             // smem weights of the combine; decode_attn_pick_split never exceeds it
 constexpr int kVB = 16;                    // V rows in flight per lane
 // Adaptive launch: from this kv length a sequence gets one block per kv head (QW_ATTN_GROUP_LEN overrides; the lab
-// times both sides of it). A first guess between the H100's measured B1 points (GM 1 faster at 300 and 4097 keys
-// with n_split per query head), to be set from the lab's sweep.
-constexpr int32_t kGroupLenDefault = 4096;
+// times both sides of it). 0 = off until the lab's bitwise check and sweep have run on a GPU (compile-checked only);
+// then the crossover of its sweep (first guess 4096: GM 1 was faster at 300 and 4097 keys with n_split per query head).
+constexpr int32_t kGroupLenDefault = 0;
 
 template <int E> struct VRaw;
 template <> struct VRaw<4> { using T = uint2; };
@@ -559,7 +559,7 @@ const char *launch_decode_attention_gm(const DecodeAttnArgs &a, int32_t gm, cuda
 }
 
 // QW_ATTN_GROUP_LEN: the kv length from which the adaptive launch serves a sequence with one block per kv head
-// (0 turns the adaptive launch off: GM 1 as before, and n_split per query head). Read once per process.
+// (0, the default for now, turns it off: GM 1 as before, and n_split per query head). Read once per process.
 int32_t decode_attn_group_len() {
   static const int32_t v = [] {
     const char *e = std::getenv("QW_ATTN_GROUP_LEN");
@@ -591,7 +591,8 @@ const char *launch_decode_attention_adaptive(const DecodeAttnArgs &a0, int32_t g
 }
 
 // GM 8 where the batch fills the GPU (decode_attn_heads_per_block); below that the adaptive launch (one block per
-// query head, per kv head for sequences at depth) unless QW_ATTN_GROUP_LEN=0 or QW_ATTN_GM forces GM 1.
+// query head, per kv head for sequences at depth) when decode_attn_group_len() > 0 (QW_ATTN_GROUP_LEN; off by
+// default until it has run) and QW_ATTN_GM does not force a layout; else GM 1.
 const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t s) {
   const int32_t gm = decode_attn_heads_per_block(a.batch, a.n_heads, a.n_kv), gl = decode_attn_group_len();
   if (gm == 1 && gl > 0 && a.n_heads / a.n_kv <= kGMax && !decode_attn_gm_forced())

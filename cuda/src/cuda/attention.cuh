@@ -33,7 +33,7 @@ int32_t decode_attn_heads_per_block(int32_t batch, int32_t n_heads, int32_t n_kv
 bool decode_attn_gm_forced();           // QW_ATTN_GM=1 or 8 is set
 int32_t decode_attn_group_len();        // QW_ATTN_GROUP_LEN or the default; 0 = no adaptive launch
 // One block per query head, one per kv head for sequences with kv_len >= group_len (G <= 8): the same bits as GM 1
-// and GM 8 at the same n_split. launch_decode_attention takes it below the GM 8 batch unless QW_ATTN_GROUP_LEN=0.
+// and GM 8 at the same n_split. launch_decode_attention takes it below the GM 8 batch when QW_ATTN_GROUP_LEN > 0.
 const char *launch_decode_attention_adaptive(const DecodeAttnArgs &a, int32_t group_len, cudaStream_t stream);
 const char *launch_decode_attention(const DecodeAttnArgs &a, cudaStream_t stream);
 // gm = heads per block, 1 or 8: the same bits at the same n_split (the lab times both on one shape)
