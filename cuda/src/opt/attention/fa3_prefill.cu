@@ -440,6 +440,9 @@ const char *fa3_prefill_unsupported(const PrefillAttnArgs &a, int cc_major, int 
 }
 
 const char *fa3_prefill_unsupported_here(const PrefillAttnArgs &a) {
+  // the default prefill path asks this before every call: a driver without the TMA map encoder falls back to
+  // mma.sync instead of failing the prefill
+  if (!encode_fn()) return "the driver offers no cuTensorMapEncodeTiled (needs CUDA 12+)";
   int dev = 0, major = 0, minor = 0;
   QWC_CHECK(cudaGetDevice(&dev));
   QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
