@@ -28,6 +28,7 @@
 #include "fa3_layout.hpp"
 #include "fa3_sm90.cuh"
 #include "mma_sync.cuh"
+#include "sage_layout.hpp"
 
 namespace qwc {
 namespace {
@@ -194,7 +195,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       fa3_pin(si);
 #pragma unroll
       for (int r = 0; r < kFa3Keys / 2; ++r)
-        sc[r] = (float)(int32_t)si[r] * (sq[(r >> 1) & 1] * sk[r >= kFa3Keys / 4]);
+        sc[r] = sage_s32_to_float((int32_t)si[r]) * (sq[(r >> 1) & 1] * sk[r >= kFa3Keys / 4]);  // exact, no I2F
     } else {
       fa3_pin(sc);
     }

@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int kp = k0 + nt * 8 + 2 * t4 + (c & 1), r = c >> 1;
-        const float v = (kp <= qpos[r] && kp < kv_end) ? (float)si[nt][c] * deq[r] : kNegBig;
+        const float v = (kp <= qpos[r] && kp < kv_end) ? sage_s32_to_float(si[nt][c]) * deq[r] : kNegBig;  // exact, no I2F
         s[nt][c] = v;
         mx[r] = fmaxf(mx[r], v);
       }

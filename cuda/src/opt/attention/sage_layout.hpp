@@ -15,7 +15,26 @@
 #define QW_SAGE_HD inline
 #endif
 
+#include <cstdint>
+#include <cstring>
+
 namespace qwc {
+
+// The s32 Q.K~ of an INT8 dot product over <= 128 channels as a float, exactly: |x| <= 128 * 127 * 127 < 2^22, so
+// 1.5 * 2^23 + x is a float whose ulp is 1 (its bits are 0x4B400000 + x) and subtracting 1.5 * 2^23 leaves x. An
+// integer add and an FADD instead of I2F, a quarter-rate conversion (16 per clock per SM on sm_80 / sm_90) that
+// costs as much issue as the softmax's exp2 for every score. The same value as (float)x (test_sage checks the range).
+constexpr int32_t kSageS32Exact = (1 << 22) - 1;  // |x| up to here converts exactly
+QW_SAGE_HD float sage_s32_to_float(int32_t x) {
+  const uint32_t b = 0x4B400000u + static_cast<uint32_t>(x);
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(b) - 12582912.0f;
+#else
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f - 12582912.0f;
+#endif
+}
 
 // Column of key r (0..31 inside its 32-key group) in the transposed e4m3 V.
 QW_SAGE_HD int sage_vt_pos(int r) {

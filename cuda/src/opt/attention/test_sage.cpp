@@ -441,8 +441,21 @@ int bench(int argc, char **argv) {
 
 }  // namespace
 
+// sage_s32_to_float (the kernels' int32 -> float of Q.K~) equals the rounding conversion over its whole exact range:
+// every value near 0 and near the ends, and a stride through the rest.
+void test_s32_to_float() {
+  int bad = 0;
+  auto one = [&](int32_t x) { bad += qwc::sage_s32_to_float(x) != static_cast<float>(x); };
+  for (int32_t x = -70000; x <= 70000; ++x) one(x);
+  for (int32_t d = 0; d < 70000; ++d) { one(qwc::kSageS32Exact - d); one(-qwc::kSageS32Exact + d); }
+  for (int32_t x = -qwc::kSageS32Exact; x <= qwc::kSageS32Exact; x += 977) one(x);
+  CHECK(bad == 0, "sage_s32_to_float differs from (float)x inside |x| < 2^22");
+  CHECK(128 * 127 * 127 <= qwc::kSageS32Exact, "an INT8 Q.K~ over 128 channels can leave the exact range");
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && std::strcmp(argv[1], "bench") == 0) return bench(argc, argv);
+  test_s32_to_float();
   Rng r(11);
   test_e4m3(r);
   test_int8(r);
