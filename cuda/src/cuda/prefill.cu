@@ -235,7 +235,11 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
     if (kv.scratch) a.slot = 0;
     an = qwc::launch_prefill_attention(a, stream_);
   }
-  return gqa == Gqa::Broadcast && !sage ? "attn_prefill_mma+broadcast" : an;
+  if (gqa != Gqa::Broadcast || sage) return an;
+  // the kernel that ran (wgmma by default on sm_90, mma.sync elsewhere), marked as reading the broadcast copy
+  if (std::strncmp(an, "attn_prefill_wgmma", 18) == 0) return "attn_prefill_wgmma+broadcast";
+  if (std::strcmp(an, "attn_prefill_simt") == 0) return "attn_prefill_simt+broadcast";
+  return "attn_prefill_mma+broadcast";
 }
 
 // rmsnorm, the gate|up GEMM (bf16 out), then SwiGLU as its own op.
