@@ -16,7 +16,7 @@ import { loadavg } from "node:os";
 import { openModel, type Model } from "../engine/index.ts";
 import { cliArgs } from "../engine/notebook/args.ts";
 import { REPO_ROOT } from "../engine/constants.ts";
-import { brownPromptSet, runSpecBench, type SpecArmResult } from "../engine/spec/bench.ts";
+import { brownPromptSet, runSpecBench, speedupAtFullAcceptance, type SpecArmResult } from "../engine/spec/bench.ts";
 import { checkDraftCompatible } from "../engine/spec/compat.ts";
 import { specHost } from "../engine/spec/draft.ts";
 import { openEagleHead } from "../engine/spec/eagle-head.ts";
@@ -88,7 +88,9 @@ try {
   const row = (r: SpecArmResult) => {
     const s = r.spec;
     const pos = s ? s.conditional_acceptance_by_position.map((x) => f(100 * x, 0)).join(" / ") : "–";
+    const full = speedupAtFullAcceptance(r, off);
     return `| ${r.arm} | ${f(r.tokS.median)} | ${f(r.tokS.min)}–${f(r.tokS.max)} | ${f(r.tokS.median / off.tokS.median, 2)}× | ` +
+      `${full === null ? "–" : `${f(full, 2)}×`} | ` +
       `${s ? f(s.tokens_per_step, 2) : "1"} | ${s ? f(100 * s.acceptance_rate) : "–"} | ${pos} | ` +
       `${s ? `${f(s.draft_ms_per_step.median, 2)} / ${f(s.verify_ms_per_step.median, 2)}` : "–"} |`;
   };
@@ -111,11 +113,12 @@ try {
       `${nPrompts} Brown validation prompts of ${words} words, ${nGen} tokens each, greedy; ${warmup} warm-up + ${reps} measured repetitions, ` +
       `arms interleaved per repetition; load average ${f(load0, 1)} → ${f(load1, 1)} (1 min).`,
     "",
-    "| arm | tok/s (median) | min–max | vs off | tokens / verify step | acceptance % | acceptance by position % (given the earlier accepted) | draft / verify ms per step (median) |",
-    "|---|---:|---:|---:|---:|---:|---|---:|",
+    "| arm | tok/s (median) | min–max | vs off | vs off if all accepted | tokens / verify step | acceptance % | acceptance by position % (given the earlier accepted) | draft / verify ms per step (median) |",
+    "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ...res.map(row),
     "",
     "tok/s = decode tokens (after the first) / decode time, all prompts of a repetition together. Tokens per verify step = accepted draft tokens + the target's own token.",
+    "vs off if all accepted = vs off × (k + 1) / tokens per verify step (k = draft length, or tree depth for eagle): the same steps at the same cost with every draft token accepted. Below 1× no drafter can make the arm pay on this target and device: a step costs more than k + 1 plain decode steps.",
     ...(o.eagle ? ["Eagle: position i = tree depth i (share of steps whose accepted path reached that depth, given the one before); draft time includes the head's catch-up on the accepted tokens."] : []),
     "",
     "## Where the time of a verify step goes",

@@ -97,6 +97,18 @@ export async function runSpecBench(target: SpecSession, draft: EngineSession | u
   }));
 }
 
+/**
+ * What an arm would reach against off if every drafted token were accepted at the same cost per verify step: its
+ * measured speedup times (k + 1) / (tokens per verify step). The evidence behind "speculation cannot pay here":
+ * below 1 even a perfect drafter loses, because one step (draft + verify) costs more than k + 1 plain decode
+ * steps. null for off and for arms without statistics.
+ */
+export function speedupAtFullAcceptance(r: SpecArmResult, off: SpecArmResult): number | null {
+  const tps = r.spec?.tokens_per_step;
+  if (!r.k || !tps || !(tps > 0) || !(off.tokS.median > 0)) return null;
+  return (r.tokS.median / off.tokS.median) * (r.k + 1) / tps;
+}
+
 /** The arms as bench rows (extra.speculative holds the acceptance statistics and the draft / verify split). */
 export function specBenchRows(model: EngineModel, res: SpecArmResult[], o: { nGen: number; prompts: number }): BenchRow[] {
   const load = loadavg()[0];
