@@ -45,7 +45,7 @@ template <> struct VRaw<1> { using T = uint16_t; };
 // GM: query heads per block (1: one block per (split, query head) -- the shortest per-warp chain, K/V of a kv
 // head re-read from L2 by its G blocks; 8: one block serves all G heads of a kv head). Per head the arithmetic
 // is the same either way (bit-identical outputs).
-// ADAPT (GM = 8, G <= 8; the default launch at small batch, decode_attn_adaptive): grid.y = n_kv * G, one block per
+// ADAPT (GM = 8, G <= 8; launch_decode_attention_adaptive, below the GM 8 batch when QW_ATTN_GROUP_LEN > 0): grid.y = n_kv * G, one block per
 // query head, except for a sequence whose kv_len >= a.group_len: there the block of a group's first head takes all
 // G heads and the others exit. Long sequences then read their K/V once instead of G times (one query head per block
 // is L2-bound at depth: 7B B1 at 32k moved 454 GB/s of unique K/V, 7x that through L2), short ones keep the short
