@@ -212,18 +212,28 @@ describe.skipIf(noGpu())("speculative decoding with an EAGLE head (CUDA)", () =>
     const maxes = [1, 9, 40, 64];
     const prompts = brownPrompts(16);
     let steps = 0, accepted = 0;
+    const ties = new Set<string>();  // (prompt, step) pairs: every tree of a prompt meets the same near-tie
     for (let i = 0; i < prompts.length; i++) {
       const maxTokens = maxes[i % maxes.length];
       const ref = await last(ts.generate({ prompt: prompts[i], maxTokens }));
       for (const tree of trees) {
         const got = await last(eagleGenerate(ts, hs, specHost(cuda), { prompt: prompts[i], maxTokens, tree }));
-        expect({ i, tree, tokens: got.tokens, reason: got.reason }).toEqual({ i, tree, tokens: ref.tokens, reason: ref.reason });
+        // the tree verify is a prefill-path pass: its argmax may flip at a measured near-tie, as the draft test's
+        // (the fourth H100 run, with the wgmma flash as the prompt's prefill: one such step)
+        const p = got.tokens.findIndex((t, j) => t !== ref.tokens[j]);
+        if (p > 0 && nearTie(cuda, ts.promptTokens({ prompt: prompts[i] }), ref.tokens, got.tokens[p], p, `eagle prompt ${i} tree ${tree.depth}/${tree.topK}/${tree.budget}`)) {
+          expect(got.tokens.slice(0, p)).toEqual(ref.tokens.slice(0, p));
+          ties.add(`${i}:${p}`);
+        } else {
+          expect({ i, tree, tokens: got.tokens, reason: got.reason }).toEqual({ i, tree, tokens: ref.tokens, reason: ref.reason });
+        }
         const tr = got.speculative!;
         steps += tr.accepted.length;
         accepted += tr.accepted.reduce((u, v) => u + v, 0);
       }
     }
-    console.log(`[eagle cuda] ${steps} verify steps, ${(1 + accepted / steps).toFixed(2)} tokens per step`);
+    console.log(`[eagle cuda] ${steps} verify steps, ${(1 + accepted / steps).toFixed(2)} tokens per step, ${ties.size} near-tie step(s)`);
+    expect(ties.size).toBeLessThanOrEqual(2);  // rare; many would hide a tree-verify bug behind the excuse
     expect(accepted).toBeGreaterThan(0);  // the trained head's drafts are accepted on CUDA too
     ts.close(); hs.close();
   });
