@@ -32,9 +32,13 @@ constexpr int kGMax = 8;
 constexpr int kMinChunk = kDecWarps * 32;  // one 32-key tile per warp at least
 constexpr int kMaxSplit = 128;             // smem weights of the combine; decode_attn_pick_split never exceeds it
 constexpr int kVB = 16;                    // V rows in flight per lane
-// Adaptive launch: from this kv length a sequence gets one block per kv head (QW_ATTN_GROUP_LEN overrides; the lab
-// times both sides of it). 0 = off until the lab's bitwise check and sweep have run on a GPU (compile-checked only);
-// then the crossover of its sweep (first guess 4096: GM 1 was faster at 300 and 4097 keys with n_split per query head).
+// Adaptive launch: from this kv length a sequence gets one block per kv head (QW_ATTN_GROUP_LEN overrides). Off: on an
+// H100 (2026-12-05 fourth run, qwlab attn, n_split per kv head, bitwise equal to GM 1 / GM 8 on 19 shapes) its
+// grouped side matched GM 8 (7B B1 32k 86 us) but was slower than GM 1 at 0.5B 32k (54 vs 41 us) and below 16k,
+// and its per-head side (the GM 8 kernel's 190 registers) ran 1.2-2.2x slower than GM 1 at the same n_split. What did
+// pay was the split count: GM 1 at 7B B1 32k took 97 us with splits per kv head (66) against 148 with splits per
+// query head (9; kvqlab, third run), while 1.5B 16k went 38.8 -> 44.4 us (22 -> 128 splits): a per-kv-head count with
+// chunks of >= 512 keys is the next rule to time (docs/GPU-NEXT.md).
 constexpr int32_t kGroupLenDefault = 0;
 
 template <int E> struct VRaw;
