@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -29,6 +30,15 @@ inline void cuda_check(cudaError_t e, const char *stmt, const char *file, int li
   }
 }
 #define QWC_CHECK(stmt) ::qwc::cuda_check((stmt), #stmt, __FILE__, __LINE__)
+
+// A kernel A/B switch that is on unless the environment says 0 (read at every call, so a lab may flip it): unset,
+// empty or "1" is on, "0" off; anything else throws CudaError naming both values and what each selects.
+inline bool env_switch_on(const char *name, const char *off_means, const char *on_means) {
+  const char *e = std::getenv(name);
+  if (!e || !*e || (e[0] == '1' && !e[1])) return true;
+  if (e[0] == '0' && !e[1]) return false;
+  throw CudaError(std::string(name) + "=" + e + ": use 0 (" + off_means + ") or 1 (" + on_means + ", the default)");
+}
 // After a launch: catches bad configurations (not asynchronous faults).
 #define QWC_LAUNCH_CHECK(what) ::qwc::cuda_check(cudaPeekAtLastError(), what, __FILE__, __LINE__)
 

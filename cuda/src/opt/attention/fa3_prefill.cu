@@ -458,10 +458,7 @@ static void require_device(const PrefillAttnArgs &a, const char *what) {
 }
 
 bool fa3_prefill_requested() {
-  const char *e = std::getenv("QW_FLASH_WGMMA");
-  if (!e || !*e || std::strcmp(e, "1") == 0) return true;
-  if (std::strcmp(e, "0") == 0) return false;
-  throw CudaError(std::string("QW_FLASH_WGMMA=") + e + ": use 0 (the mma.sync kernel) or 1 (the wgmma kernel on sm_90, the default)");
+  return env_switch_on("QW_FLASH_WGMMA", "the mma.sync kernel", "the wgmma kernel on sm_90");
 }
 
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s, bool pingpong) {
@@ -518,7 +515,8 @@ const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp
   prm.vs = q8.vs; prm.vmean = q8.vmean;
   // the split K / V release (the bf16 kernel's default at hd 128) only as a lab variant here (QW_FA3_VARIANT=split or
   // s3split) until it has run with the Sage arms; the default is the release the third H100 run validated
-  const bool split = !std::strcmp(fa3_variant(), "split") || !std::strcmp(fa3_variant(), "s3split");
+  const std::string v = fa3_variant();
+  const bool split = v == "split" || v == "s3split";
   if (fp8 && split) launch_d<128, true, 2, 0, true>(prm, a.n_kv, s);
   else if (fp8) launch_d<128, true, 2>(prm, a.n_kv, s);
   else if (split) launch_d<128, true, 1, 0, true>(prm, a.n_kv, s);

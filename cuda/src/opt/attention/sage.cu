@@ -427,10 +427,7 @@ __global__ void __launch_bounds__(kThreads) sage_attend_kernel(const SagePrefill
 // The default since its H100 run (2026-12-05 third run: every lab case within 1e-2 of the CPU arm; int8 at 16k
 // 2.4x the mma.sync attend). Read at every call.
 bool sage_wgmma(const SagePrefillArgs &a) {
-  const char *e = std::getenv("QW_SAGE_WGMMA");
-  if (e && *e && std::strcmp(e, "0") && std::strcmp(e, "1"))
-    throw CudaError(std::string("QW_SAGE_WGMMA=") + e + ": use 0 (the mma.sync attend kernel) or 1 (wgmma on sm_90, the default)");
-  if (a.p.head_dim != 128 || (e && std::strcmp(e, "0") == 0)) return false;
+  if (!env_switch_on("QW_SAGE_WGMMA", "the mma.sync attend kernel", "wgmma on sm_90") || a.p.head_dim != 128) return false;
   return *fa3_prefill_unsupported_here(a.p) == '\0';
 }
 
