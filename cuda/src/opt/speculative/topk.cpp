@@ -103,25 +103,36 @@ __attribute__((target("avx512f"))) double sum_exp_avx512(const float *row, int32
   return sum_exp_lanes<8>(row, n, m);
 }
 
-// 2: AVX-512, 1: AVX2, 0: neither (or QW_CPU_NO_AVX512=1 for the former, as the CPU backend's kernels).
+// What this CPU has: 2 AVX-512, 1 AVX2, 0 neither.
+int cpu_isa() {
+  static const int isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+  return isa;
+}
+
+// The path sum_exp_below takes: the CPU's, without AVX-512 under QW_CPU_NO_AVX512=1 (as the CPU backend's kernels).
 int best_isa() {
   static const int isa = [] {
     const char *no512 = std::getenv("QW_CPU_NO_AVX512");
-    if (__builtin_cpu_supports("avx512f") && !(no512 && no512[0] == '1')) return 2;
-    return __builtin_cpu_supports("avx2") ? 1 : 0;
+    const int c = cpu_isa();
+    return c == 2 && no512 && no512[0] == '1' ? 1 : c;
   }();
   return isa;
+}
+
+// isa <= cpu_isa(): checked once by the callers, not per row.
+double sum_exp_on(const float *row, int32_t n, double m, int isa) {
+  if (isa >= 2) return sum_exp_avx512(row, n, m);
+  if (isa == 1) return sum_exp_avx2(row, n, m);
+  return sum_exp_below_ref(row, n, m);
 }
 
 }  // namespace
 
 double sum_exp_below_isa(const float *row, int32_t n, double m, int isa) {
-  if (isa >= 2 && __builtin_cpu_supports("avx512f")) return sum_exp_avx512(row, n, m);
-  if (isa >= 1 && __builtin_cpu_supports("avx2")) return sum_exp_avx2(row, n, m);
-  return sum_exp_below_ref(row, n, m);
+  return sum_exp_on(row, n, m, isa < cpu_isa() ? isa : cpu_isa());
 }
 
-double sum_exp_below(const float *row, int32_t n, double m) { return sum_exp_below_isa(row, n, m, best_isa()); }
+double sum_exp_below(const float *row, int32_t n, double m) { return sum_exp_on(row, n, m, best_isa()); }
 #else
 double sum_exp_below_isa(const float *row, int32_t n, double m, int) { return sum_exp_below_ref(row, n, m); }
 double sum_exp_below(const float *row, int32_t n, double m) { return sum_exp_below_ref(row, n, m); }
