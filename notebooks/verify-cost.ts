@@ -21,6 +21,7 @@ const USAGE = `usage: npx bun notebooks/verify-cost.ts [options]
   --hf-root DIR            open DIR/<model> (a random-init HF checkpoint) instead of synthetic:<model>:bf16
   --sizes 1,4,8,16,32,64   tree tokens per verify pass
   --context N              tokens in the KV cache before each pass (default 512)
+  --breakdown              after the timed passes, one profiled pass each (profiling = kernels): time per op
   --reps N (>= 3, default 5) --warmup N (default 2)
   --backend auto|cpu|cuda --threads N
   --out DIR                default profiles/raw/verify-cost/<stamp>`;
@@ -29,7 +30,7 @@ const { values: o } = parseArgs({
   args: Bun.argv.slice(2), options: {
     models: { type: "string" }, "hf-root": { type: "string" }, sizes: { type: "string" }, context: { type: "string" },
     reps: { type: "string" }, warmup: { type: "string" }, backend: { type: "string" }, threads: { type: "string" },
-    out: { type: "string" }, help: { type: "boolean", short: "h" },
+    out: { type: "string" }, breakdown: { type: "boolean" }, help: { type: "boolean", short: "h" },
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
@@ -54,7 +55,7 @@ for (const m of models) {
     const maxN = Math.max(...sizes);
     const s = model.newSession({ maxContext: context + maxN + 8, maxPrefill: Math.max(maxN, Math.min(context, 512)) });
     const load0 = loadavg()[0];
-    const res = measureVerifyCost(s, benchPrompt(context + maxN, model.config.vocab_size, 7), { context, sizes, reps, warmup, onProgress: (x) => console.error(`  ${m}: ${x}`) });
+    const res = measureVerifyCost(s, benchPrompt(context + maxN, model.config.vocab_size, 7), { context, sizes, reps, warmup, breakdown: !!o.breakdown, onProgress: (x) => console.error(`  ${m}: ${x}`) });
     s.close();
     results.push({ model: m, source, device: model.device.name, threads: model.device.threads, backend: model.backend, load: [load0, loadavg()[0]], res });
   } finally {
@@ -63,6 +64,24 @@ for (const m of models) {
 }
 
 const f = (x: number, d = 2) => x.toFixed(d);
+/** Kernel µs per op (rows) for the decode step and each verify size (columns), one profiled pass each. */
+function breakdownTable(res: VerifyCostResult): string[] {
+  const b = res.breakdown;
+  if (!b?.length) return [];
+  const ops = [...new Set(b.flatMap((p) => p.ops.map((o) => o.op)))];
+  const us = (p: (typeof b)[number], op: string) => p.ops.find((o) => o.op === op)?.us ?? 0;
+  const total = (p: (typeof b)[number]) => p.ops.reduce((a, o) => a + o.us, 0);
+  return [
+    "Per op, kernel µs of one profiled pass (profiling = kernels; the wall row is the engine calls' time in that pass):",
+    "",
+    `| op | ${b.map((p) => p.label).join(" | ")} |`,
+    `|---|${b.map(() => "---:").join("|")}|`,
+    ...ops.map((op) => `| ${op} | ${b.map((p) => f(us(p, op), 1)).join(" | ")} |`),
+    `| (sum of records) | ${b.map((p) => f(total(p), 1)).join(" | ")} |`,
+    `| (wall) | ${b.map((p) => f(p.wallMs * 1e3, 1)).join(" | ")} |`,
+    "",
+  ];
+}
 const md = [
   `# Verify cost: a tree verify pass of n tokens vs one decode step`,
   "",
@@ -77,6 +96,7 @@ const md = [
     "|---:|---:|---:|---:|",
     ...r.res.rows.map((x) => `| ${x.n} | ${f(x.ms.median)} | ${f(x.ms.min)}–${f(x.ms.max)} | ${f(x.vsDecode)}× |`),
     "",
+    ...breakdownTable(r.res),
   ]),
 ].join("\n");
 mkdirSync(out, { recursive: true });

@@ -24,8 +24,8 @@ case ${1:-} in
     for t in models/*/tokenizer.json; do
       [[ $t != models/tiny-qwen2-brown/tokenizer.json ]] && cmp -s "$t" models/tiny-qwen2-brown/tokenizer.json && ln -sf ../tiny-qwen2-brown/tokenizer.json "$t"
     done
-    # test/engine files that test/gpu imports stay (speculative.test.ts: spec-helpers.ts)
-    find test/engine -type f ! -name spec-helpers.ts -delete
+    # test/engine files that test/gpu imports stay (*-helpers.ts: spec-helpers.ts, logits-helpers.ts)
+    find test/engine -type f ! -name '*-helpers.ts' -delete
     rm -rf web test/web test/notebooks README.md docs
     find profiles -mindepth 1 -maxdepth 1 ! -name ceilings -exec rm -rf {} +
     t=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)  # du fails on the removed files

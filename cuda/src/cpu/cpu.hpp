@@ -2,6 +2,7 @@
 // Activations are fp32 row-major [rows, width]; "rows" are the tokens of a step (backend.hpp Step).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -174,7 +175,16 @@ struct LogitRows {
   }
 };
 LogitRows logit_rows(const Step &st, const Sink &sink);
-void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V);  // lg: [sel, V]
+// Logits rows left in the session's buffer (valid until its next step) for the front to copy when they are read
+// (Sink::logits_deferred); the host offers no faster argmax than the front's own.
+struct HostLogits final : LogitsReader {
+  const float *p = nullptr;
+  size_t n = 0;
+  void fetch(float *host) override { std::copy(p, p + n, host); }
+  bool argmax(int32_t *) override { return false; }
+};
+// lg: [sel, V], in a buffer that lives until the next step (kept hands it to the front without a copy)
+void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V, HostLogits &kept);
 void sample_step(const Step &st, const LogitRows &lr, const float *lg, int32_t V, SamplerScratch &scratch,
                  int32_t *out_tokens);
 
@@ -200,6 +210,7 @@ class Session final : public BackendSession {
   RopeTable rope_;
   // step buffers, grown on demand (fp32 [rows, width])
   std::vector<float> x_, h_, q_, k_, v_, z_, o_, g_, u_, a_, logits_, fin_;
+  HostLogits kept_logits_;  // the front's view of logits_ until the next step
   std::vector<int32_t> pos_;
   SamplerScratch sampler_;
   std::vector<float> fnorm_;      // ln_final.hook_normalized capture: every row's final-normed state

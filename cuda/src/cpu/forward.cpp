@@ -42,19 +42,24 @@ LogitRows logit_rows(const Step &st, const Sink &sink) {
   return lr;
 }
 
-void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V) {
+void hand_out_logits(const Step &st, Sink &sink, const LogitRows &lr, const float *lg, int32_t V, HostLogits &kept) {
   const int32_t N = int32_t(lr.sel.size());
   const size_t nS = st.seq.size();
   if (sink.wants(HOOK_LOGITS, -1)) sink.capture(HOOK_LOGITS, -1, lg, N, V);
+  const auto keep = [&](int32_t rows) {
+    kept.p = lg;
+    kept.n = size_t(rows) * size_t(V);
+    sink.logits_deferred(kept, rows, V);
+  };
   if (st.logits_mode == 2 && st.phase == QW_PHASE_PREFILL) {
-    sink.logits(lg, N, V);
+    keep(N);
   } else if (st.logits_mode != 0) {
     if (lr.all_rows) {
       std::vector<float> rows(nS * size_t(V));
       for (size_t s = 0; s < nS; ++s) std::memcpy(&rows[s * size_t(V)], lg + lr.last_row(st, s) * V, size_t(V) * 4);
       sink.logits(rows.data(), int32_t(nS), V);
     } else {
-      sink.logits(lg, int32_t(nS), V);
+      keep(int32_t(nS));
     }
   }
 }
@@ -294,7 +299,7 @@ void Session::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
            cost_matmul(N, V, H, m_.output.t->type, m_.output.t->group, false, act), int32_t(N),
            [&] { matmul(&job, 1, h, N, H, th); });
   }
-  hand_out_logits(st, sink, lr, lg, int32_t(V));
+  hand_out_logits(st, sink, lr, lg, int32_t(V), kept_logits_);
   rec.op(-1, QW_OP_SAMPLE, "cpu.sample", cost_sample(int64_t(nS), V), int32_t(nS),
          [&] { sample_step(st, lr, lg, int32_t(V), sampler_, out_tokens); });
   rec.finish();

@@ -293,6 +293,14 @@ void CudaSession::read_out(const Step &st, Sink &sink, int32_t n_seq, const int3
   const int32_t V = vocab();
   const bool need_logits = st.logits_mode != 0 || sink.wants(HOOK_LOGITS, -1);
   CK(cudaMemcpyAsync(out_tokens, dev_tokens, n_seq * 4, cudaMemcpyDeviceToHost, stream_));
+  if (need_logits && !sink.wants(HOOK_LOGITS, -1) && (st.logits_mode == 2 || !all_rows)) {
+    // the rows asked for are logits_[0, n_logit_rows): they stay there until the front reads them
+    CK(cudaStreamSynchronize(stream_));
+    dlogits_.s = this;
+    dlogits_.rows = n_logit_rows;
+    sink.logits_deferred(dlogits_, n_logit_rows, V);
+    return;
+  }
   if (need_logits) {
     hbuf_.resize((size_t)n_logit_rows * V);
     CK(cudaMemcpyAsync(hbuf_.data(), logits_.p, hbuf_.size() * 4, cudaMemcpyDeviceToHost, stream_));
@@ -311,6 +319,24 @@ void CudaSession::read_out(const Step &st, Sink &sink, int32_t n_seq, const int3
     std::copy(hbuf_.begin() + (size_t)(st.row_offset[i] + st.n_new[i] - 1) * V,
               hbuf_.begin() + (size_t)(st.row_offset[i] + st.n_new[i]) * V, last.begin() + (size_t)i * V);
   sink.logits(last.data(), n_seq, V);
+}
+
+void CudaSession::DeviceLogits::fetch(float *host) {
+  dev_guard([&] {
+    CK(cudaMemcpyAsync(host, s->logits_.p, (size_t)rows * s->vocab() * 4, cudaMemcpyDeviceToHost, s->stream_));
+    CK(cudaStreamSynchronize(s->stream_));
+    return 0;
+  });
+}
+
+bool CudaSession::DeviceLogits::argmax(int32_t *ids) {
+  return dev_guard([&] {
+    if (s->dargmax_.bytes < (size_t)rows * 4) s->dargmax_ = DBuf((size_t)rows * 4);
+    qwc::launch_argmax(s->dargmax_.as<int32_t>(), s->logits_.as<float>(), rows, s->vocab(), s->vocab(), s->stream_, -1);
+    CK(cudaMemcpyAsync(ids, s->dargmax_.p, (size_t)rows * 4, cudaMemcpyDeviceToHost, s->stream_));
+    CK(cudaStreamSynchronize(s->stream_));
+    return true;
+  });
 }
 
 }  // namespace cuda_backend

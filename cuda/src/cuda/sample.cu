@@ -11,7 +11,8 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
   if (bi < 0 || isnan(bv)) return true;
   return v > bv || (v == bv && i < bi);
 }
-__global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float *logits, int32_t vocab, int64_t ld) {
+__global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float *logits, int32_t vocab, int64_t ld,
+                                                      int32_t none) {
   pdl_wait();
   pdl_trigger();
   __shared__ float sv[32];
@@ -40,7 +41,7 @@ __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float 
       const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
       if (oi >= 0 && better(ov, oi, bv, bi)) { bv = ov; bi = oi; }
     }
-    if (l == 0) out[blockIdx.x] = bi < 0 ? 0 : bi;
+    if (l == 0) out[blockIdx.x] = bi < 0 ? none : bi;
   }
 }
 // ---- sampling ----------------------------------------------------------------------------------------
@@ -229,9 +230,10 @@ __global__ void add_f32_kernel(float *x, const float *y, int64_t n) {
 }
 }  // namespace
 
-void launch_argmax(int32_t *out, const float *logits, int32_t rows, int32_t vocab, int64_t ld, cudaStream_t s) {
+void launch_argmax(int32_t *out, const float *logits, int32_t rows, int32_t vocab, int64_t ld, cudaStream_t s,
+                   int32_t none) {
   if (rows <= 0) return;
-  launch(argmax_kernel, rows, 1024, 0, s, out, logits, vocab, ld);
+  launch(argmax_kernel, rows, 1024, 0, s, out, logits, vocab, ld, none);
   QWC_LAUNCH_CHECK("launch_argmax");
 }
 void launch_sample(int32_t *out, const float *logits, const SampleRow *params, double *wbuf, int32_t rows,

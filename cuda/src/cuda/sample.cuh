@@ -18,8 +18,10 @@ struct SampleRow {
 // out: int32 [rows]; logits fp32 [rows, ld]; params [rows] (device); wbuf: double [rows, vocab] scratch.
 void launch_sample(int32_t *out, const float *logits, const SampleRow *params, double *wbuf, int32_t rows,
                    int32_t vocab, int64_t ld, cudaStream_t stream);
-// out: int32 [rows]; logits fp32 [rows, ld].
-void launch_argmax(int32_t *out, const float *logits, int32_t rows, int32_t vocab, int64_t ld, cudaStream_t stream);
+// out: int32 [rows]; logits fp32 [rows, ld]. Ties: the lower id; NaN never wins; a row of NaN only gives `none`
+// (0 for the sampler's token, -1 for qw_session_read_topk's rule).
+void launch_argmax(int32_t *out, const float *logits, int32_t rows, int32_t vocab, int64_t ld, cudaStream_t stream,
+                   int32_t none = 0);
 // Residual helper: x[i] += y[i] (fp32), used when a hook needs the un-fused projection output.
 void launch_add_f32(float *x, const float *y, int64_t n, cudaStream_t stream);
 }  // namespace qwc

@@ -406,6 +406,15 @@ class CudaSession final : public BackendSession {
   bool marlin_ = false;     // gemv = marlin in the current step
   DBuf mws_part_, mws_cnt_; // its split-K partials and arrival counters (zeroed once; launches leave them zero)
   std::vector<float> hbuf_;
+  // The last step's logits rows, left in logits_ for the front to read (Sink::logits_deferred): a verify pass's rows
+  // x vocab floats cost more to copy than the pass (7B, 16 rows: 9.7 MB), and greedy verification needs the argmax.
+  struct DeviceLogits final : LogitsReader {
+    CudaSession *s = nullptr;
+    int32_t rows = 0;
+    void fetch(float *host) override;
+    bool argmax(int32_t *ids) override;
+  } dlogits_;
+  DBuf dargmax_;  // int32 [rows] of DeviceLogits::argmax
   // graphs per batch size
   std::map<std::string, Graph> graphs_;
   std::shared_ptr<PersistState> persist_;  // decode = persistent: plans, counters, scratch (made on first use)

@@ -117,8 +117,14 @@ struct qw_session final : qw::Sink {
   std::vector<Capture> captures;
   std::vector<int32_t> filled;     // indices of captures filled by the last step, in request order
 
+  // The last step's logits rows: in logits_buf, or still with the backend (deferred, read on first use; api_session.cpp).
   std::vector<float> logits_buf;
   int32_t logits_rows = 0;
+  qw::LogitsReader *deferred = nullptr;
+  // The host rows (fetched from the backend the first time they are asked for after a step).
+  const float *host_logits();
+  // Each row's argmax into ids[logits_rows] without copying the rows where the backend offers it; false otherwise.
+  bool device_argmax(int32_t *ids);
 
   int32_t layers() const { return model->cfg.num_layers; }
   int32_t slot(qw::Hook h, int32_t layer) const {
@@ -149,6 +155,12 @@ struct qw_session final : qw::Sink {
   void logits(const float *host, int32_t rows, int32_t vocab) override {
     logits_buf.assign(host, host + size_t(rows) * size_t(vocab));
     logits_rows = rows;
+    deferred = nullptr;
+  }
+  void logits_deferred(qw::LogitsReader &r, int32_t rows, int32_t) override {
+    logits_buf.clear();
+    logits_rows = rows;
+    deferred = &r;
   }
 };
 

@@ -37,6 +37,21 @@ void check_tokens(qw_session *s, const int32_t *tokens, int32_t n) {
 }
 
 // Runs a step and updates the session state only when the backend succeeded.
+}  // namespace qw
+
+const float *qw_session::host_logits() {
+  if (deferred) {
+    logits_buf.resize(size_t(logits_rows) * size_t(model->cfg.vocab_size));
+    deferred->fetch(logits_buf.data());
+    deferred = nullptr;
+  }
+  return logits_buf.data();
+}
+
+bool qw_session::device_argmax(int32_t *ids) { return deferred && logits_rows > 0 && deferred->argmax(ids); }
+
+namespace qw {
+
 void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   st.step_index = s->step_counter;
   st.logits_mode = s->logits_mode;
@@ -65,6 +80,7 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   for (auto &c : s->captures) c.filled = false;
   s->logits_rows = 0;
   s->logits_buf.clear();
+  s->deferred = nullptr;  // the backend's rows of the previous step are about to be overwritten
   s->filled.clear();
   std::vector<int32_t> out(st.seq.size(), 0);
   s->bs->forward(st, *s, out.data());
@@ -372,7 +388,7 @@ QW_API int32_t qw_session_read_logits(qw_session *s, float *out, int64_t n_float
     if (n_floats < want)
       fail(QW_ERR_INVALID_ARGUMENT, "logits buffer holds " + std::to_string(n_floats) + " floats; " +
                                         std::to_string(want) + " needed (rows x vocab)");
-    std::memcpy(out, s->logits_buf.data(), size_t(want) * sizeof(float));
+    std::memcpy(out, s->host_logits(), size_t(want) * sizeof(float));
   });
 }
 

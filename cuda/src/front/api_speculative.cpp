@@ -110,8 +110,11 @@ QW_API int32_t qw_session_read_topk(qw_session *s, int32_t k, int32_t *out_ids, 
     if (n < int64_t(rows) * k)
       fail(QW_ERR_INVALID_ARGUMENT, "top-k buffers hold " + std::to_string(n) + " entries; " +
                                         std::to_string(int64_t(rows) * k) + " needed (rows x k)");
+    // the greedy argmax of rows the backend still holds: computed there, only the ids cross (same tie and NaN rule)
+    if (k == 1 && !out_logprobs && s->device_argmax(out_ids)) return;
+    const float *logits = s->host_logits();
     for (int32_t r = 0; r < rows; ++r)
-      qw::row_topk(s->logits_buf.data() + size_t(r) * size_t(V), V, k, out_ids + size_t(r) * k,
+      qw::row_topk(logits + size_t(r) * size_t(V), V, k, out_ids + size_t(r) * k,
                    out_logprobs ? out_logprobs + size_t(r) * k : nullptr);
   });
 }

@@ -114,6 +114,18 @@ struct Step {
   std::vector<std::vector<int32_t>> tree_keys;
 };
 
+// Logits a backend keeps where it computed them (the GPU) until they are read: copying rows x vocab floats to the host
+// costs more than a whole verify pass of a few rows (7B: 0.6 MB a row), and greedy verification needs only each row's
+// argmax. Valid until the session's next step; the front calls it from the API thread.
+class LogitsReader {
+ public:
+  virtual ~LogitsReader() = default;
+  // Copies the rows as fp32 [rows, vocab] to host.
+  virtual void fetch(float *host) = 0;
+  // Each row's argmax (ties: the lower id; NaN never wins; -1 for a row of NaN only), or false where not offered.
+  virtual bool argmax(int32_t *ids) = 0;
+};
+
 // Where a backend reports what it measured and copies what was asked of it. Implemented by the front.
 class Sink {
  public:
@@ -127,6 +139,8 @@ class Sink {
   virtual void capture(Hook h, int32_t layer, const float *host, int32_t rows, int32_t cols) = 0;
   // Logits rows (fp32, [rows, vocab]) as selected by Step::logits_mode.
   virtual void logits(const float *host, int32_t rows, int32_t vocab) = 0;
+  // The same rows left with the backend: the front reads them through `r` when asked (see LogitsReader).
+  virtual void logits_deferred(LogitsReader &r, int32_t rows, int32_t vocab) = 0;
 };
 
 // What a session's KV cache holds (qw_session_info_json).

@@ -116,6 +116,7 @@ struct FakeSink final : qw::Sink {
   bool wants(qw::Hook h, int32_t layer) const override { return want.count({int(h), layer}) > 0; }
   void capture(qw::Hook, int32_t, const float *, int32_t, int32_t) override { ++captures; }
   void logits(const float *, int32_t, int32_t) override { ++logit_calls; }
+  void logits_deferred(qw::LogitsReader &, int32_t, int32_t) override { ++logit_calls; }
 };
 
 void test_rank_sink() {

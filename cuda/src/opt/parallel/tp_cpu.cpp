@@ -123,6 +123,7 @@ class TpSession final : public BackendSession {
   std::unique_ptr<Pool> pool_;
   RopeTable rope_;
   std::vector<float> x_, h_, acc_, parts_, q_, k_, v_, z_, g_, u_, a_, fin_, lgr_, logits_;
+  HostLogits kept_logits_;  // the front's view of logits_ until the next step
   std::vector<int32_t> pos_;
   SamplerScratch sampler_;
 };
@@ -279,7 +280,7 @@ void TpSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
         std::memcpy(lg + i * V + kr.vocab0, slices + r * NR * P + i * kr.vocab, size_t(kr.vocab) * 4);
     }
   });
-  hand_out_logits(st, sink, lr, lg, int32_t(V));
+  hand_out_logits(st, sink, lr, lg, int32_t(V), kept_logits_);
   rec.all_op(-1, QW_OP_SAMPLE, "cpu.sample", cost_sample(int64_t(st.seq.size()), V), int32_t(st.seq.size()),
              [&] { sample_step(st, lr, lg, int32_t(V), sampler_, out_tokens); });
   rec.finish();

@@ -77,6 +77,13 @@ void RankSink::logits(const float *host, int32_t rows, int32_t vocab) {
   if (rank_ == 0) s_.logits(host, rows, vocab);
 }
 
+void RankSink::logits_deferred(LogitsReader &r, int32_t rows, int32_t vocab) {
+  if (rank_ != 0) return;
+  std::vector<float> host(size_t(rows) * size_t(vocab));
+  r.fetch(host.data());
+  s_.logits(host.data(), rows, vocab);
+}
+
 std::string tp_step_refusal(const Config &full, const Step &st, int32_t ranks) {
   const std::string tp = "parallel = tp" + std::to_string(ranks) + " on cuda";
   if (st.tree_base >= 0) return "tree steps (speculative = eagle): not with " + tp + "; use parallel = tp1";

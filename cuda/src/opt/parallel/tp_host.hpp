@@ -58,6 +58,8 @@ class RankSink final : public Sink {
   bool wants(Hook h, int32_t layer) const override { return s_.wants(h, layer); }
   void capture(Hook h, int32_t layer, const float *host, int32_t rows, int32_t cols) override;
   void logits(const float *host, int32_t rows, int32_t vocab) override;
+  // Rank 0's rows are read at once, on the rank's thread (the reader's device is current there, not on the API's).
+  void logits_deferred(LogitsReader &r, int32_t rows, int32_t vocab) override;
 
  private:
   Sink &s_;
