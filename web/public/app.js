@@ -19,8 +19,8 @@ const badge = (status) => `<span class="badge ${esc(String(status).replace(/\s+/
 const STATUS_COLOR = { faster: "#59a14f", slower: "#e15759" }; // anything else (within noise, too few samples): grey
 const statusColor = (status) => STATUS_COLOR[status] ?? "#b8c2d6";
 
-// The palette and the op colours come from engine/export/palette.ts (GET /api/palette, loaded first in boot()). Filled in
-// place, so that page modules handed these objects before boot() see the loaded colours.
+// The palette and the op colours come from engine/export/palette.ts (GET /api/palette, loaded first in boot()), filled
+// in place so that page modules handed these objects before boot() see the loaded colours.
 const PALETTE = [], OP_COLORS = {};
 const opColor = (op) => OP_COLORS[op] ?? "#7f7f7f";
 const PLOT_CFG = { responsive: true, displaylogo: false, toImageButtonOptions: { format: "png", scale: 2 } };
@@ -73,8 +73,8 @@ function setModel(m) {
   quant.onToggles();
 }
 
-// Profiling modes from the catalog; the first choice leaves the mode to the engine (its low-overhead one: a run
-// sends profiling: true), the others name one.
+// Profiling modes from the catalog; the first choice leaves the mode to the engine (its low-overhead one: a run sends
+// profiling: true), the others name one.
 function renderProfilingModes() {
   const sel = $("#profiling"), cur = sel.value;
   const modes = state.catalog?.profilingModes ?? [], names = modes.map((m) => m.name);
@@ -153,7 +153,7 @@ function specFields(ns) {
     <label>top-k per node <input class="spec-topk" name="${ns}-spec-topk" type="number" min="1" max="16" value="4"></label>
     <label>node budget <input class="spec-budget" name="${ns}-spec-budget" type="number" min="1" max="128" value="16"></label></div>`;
 }
-// speculative = eagle (greedy; CPU, and CUDA compile-checked only): an EAGLE head and its EAGLE-2 tree (depth, top-k per node, node budget)
+// speculative = eagle (greedy; CPU and CUDA): an EAGLE head and its EAGLE-2 tree (depth, top-k per node, node budget)
 function readEagle(root) {
   const div = $('.toggle[data-id="speculative"]', root);
   if (!div || $(".global", div).value !== "eagle") return undefined;
@@ -552,7 +552,6 @@ async function drawLatency(key) {
     ...BASE_LAYOUT, title: { text: `Per-token timeline · wall clock between tokens (first point: run start → first token, incl. tokenization) · engine TTFT ${fmt(s.ttft_ms, 2)} ms`, font: { size: 12 } },
     xaxis: { title: { text: "token index" } }, yaxis: { title: { text: "latency (ms)" }, rangemode: "tozero" },
   }, PLOT_CFG);
-  // table
   const tables = ["prefill", "decode"].map((ph) => {
     const m = v.latency[ph];
     if (!m.steps) return "";
