@@ -18,6 +18,7 @@
 #include "rope.cuh"
 #include "sparse_cost.hpp"
 #include "sample.cuh"
+#include "norm.cuh"
 #include "session.cuh"
 
 namespace qw {
@@ -269,6 +270,11 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
     src = g;
   }
   const bool norm = m_.out_norm.p != nullptr;  // an EAGLE head has no final norm: bf16 rows of x (eagle_cuda.cuh)
+  if (lm_head_gemm(src, n)) {
+    op.set("final_norm+lm_head:gemm",
+           add(cost_rmsnorm(n, H, 4.0), cost_matmul(n, c.vocab_size, H, (NativeType)m_.lm_head->type, 0, false, 2.0)));
+    return;
+  }
   if (!norm) qwc::launch_f32_to_bf16(xn_.as<bf16>(), src, (int64_t)n * H, stream_);
   for (int32_t r0 = 0; r0 < n; r0 += 16) {
     qwc::GemvArgs a = norm ? norm_gemv(src + (size_t)r0 * H, H, std::min(16, n - r0), m_.out_norm.as<float>(), c.rms_eps)
@@ -284,6 +290,38 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
   op.set("final_norm+lm_head:gemv",
          add(cost_rmsnorm(n, H, 4.0), cost_matmul(n, c.vocab_size, H, (NativeType)m_.lm_head->type, m_.lm_head->group,
                                                   false, 2.0)));
+}
+
+// QW_LMHEAD_GEMM_ROWS = N (> 0; unset or 0: off, the default until it is measured): a step with at least N logits rows
+// (a verify pass, all-position logits) normalizes them once and runs the lm_head as one GEMM (cuBLASLt) instead of a
+// GEMV per 16 rows, each of which reads the whole lm_head (7B: 1.09 GB). Other bits than the GEMV's (summation
+// order). bf16 lm_head with a final norm at tp1 only; false where it does not apply.
+bool CudaSession::lm_head_gemm(const float *src, int32_t n) {
+  static const int32_t min_rows = [] {
+    const char *e = std::getenv("QW_LMHEAD_GEMM_ROWS");
+    if (!e || !*e) return 0;
+    char *end = nullptr;
+    const long x = std::strtol(e, &end, 10);
+    if (*end || x < 0 || x > (1L << 20))
+      throw Error(QW_ERR_INVALID_ARGUMENT, std::string("QW_LMHEAD_GEMM_ROWS=") + e +
+                                               ": a row count >= 0 (0 keeps the lm_head on the GEMV)");
+    return (int32_t)x;
+  }();
+  if (min_rows <= 0 || n < min_rows || tp_ || !m_.out_norm.p || m_.lm_head->type != qwc::WT_BF16) return false;
+  const Config &c = m_.cfg;
+  qwc::launch_rmsnorm(xn_.as<bf16>(), nullptr, src, m_.out_norm.as<float>(), n, c.hidden_size, c.rms_eps, stream_);
+  qwc::GemmArgs g;
+  g.out_kind = qwc::GEMM_OUT_F32;
+  g.c = logits_.as<float>();
+  g.ldc = c.vocab_size;
+  g.a = xn_.as<bf16>();
+  g.lda = c.hidden_size;
+  g.w = (const bf16 *)m_.lm_head->data;
+  g.m = n;
+  g.n = m_.lm_head->rows;
+  g.k = m_.lm_head->cols;
+  qwc::launch_gemm(g, stream_);
+  return true;
 }
 
 // The tokens sampled on the device (n_seq) and, when asked, the logits rows (n_logit_rows: every row of the step

@@ -334,6 +334,7 @@ class CudaSession final : public BackendSession {
   void tp_capture_sharded(const Pass &p, Hook h, int32_t l, const bf16 *x, int32_t cols);
   void read_out(const Step &st, Sink &sink, int32_t n_seq, const int32_t *dev_tokens, int32_t n_logit_rows,
                 bool all_rows, int32_t *out_tokens);
+  bool lm_head_gemm(const float *src, int32_t n);  // QW_LMHEAD_GEMM_ROWS (layers.cu)
   // --- decode.cu
   void run_decode(const Step &st, Sink &sink, int32_t *out_tokens);
   void decode_body(int32_t B, const Step *st, Sink *sink, bool eager_hooks);
