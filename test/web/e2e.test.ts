@@ -272,6 +272,24 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
     await shot("07-passkey");
   }, 300_000);
 
+  // the page's speculative fields (web/public/spec.js): shown per value, read into the run, the acceptance chart drawn
+  test.skipIf(engine.endsWith("fake-engine.ts"))("speculative = draft from the page: its fields follow the value; the run draws the acceptance chart", async () => {
+    await page.goto(base + "/#run");
+    await page.waitForSelector("select[name='run-speculative']");
+    const hidden = (sel: string) => page.$eval(`[data-id=speculative] ${sel}`, (e) => (e as HTMLElement).hidden);
+    expect(await hidden(".spec-draft")).toBe(true);
+    await page.selectOption("select[name='run-speculative']", "eagle");
+    expect([await hidden(".spec-eagle"), await hidden(".spec-draft")]).toEqual([false, true]);
+    await page.selectOption("select[name='run-speculative']", "draft");
+    expect([await hidden(".spec-eagle"), await hidden(".spec-draft")]).toEqual([true, false]);
+    await page.fill("input[name='run-spec-k']", "2");
+    await runOnce("spec-draft");
+    await page.waitForSelector("#run-spec .main-svg", { state: "attached", timeout: 60_000 });
+    expect(await page.$eval("#run-spec", (e) => (e as HTMLElement).hidden)).toBe(false);
+    expect(await page.textContent("#run-spec")).toContain("draft k = 2");
+    await page.selectOption("select[name='run-speculative']", "off");
+  }, 300_000);
+
   test("profiles page lists the runs; no page errors, no external requests", async () => {
     await page.goto(base + "/#profiles");
     await page.waitForSelector("#prof-list tbody tr[data-key]");

@@ -6,6 +6,7 @@ import { createQuantPage } from "./quant.js";
 import { createPasskeyPage } from "./passkey.js";
 import { drawRanks, ofRank } from "./ranks.js";
 import { readSparse, sparseFields, sparseSummaryHtml, wireSparseFields } from "./sparse.js";
+import { drawSpec, readDraft, readEagle, specFields, wireSpecFields } from "./spec.js";
 
 const $ = (s, el = document) => el.querySelector(s);
 const $$ = (s, el = document) => [...el.querySelectorAll(s)];
@@ -125,10 +126,7 @@ function renderToggles(root, ns) {
         Array.from({ length: state.layers }, (_, l) => `<label>L${l}<select data-layer="${l}" name="${ns}-${esc(d.id)}-L${l}">${opts(Array.isArray(cur) ? cur[l] : def)}</select></label>`).join("")}</div>` : ""}
       <div class="desc">${esc(d.description ?? "")}${(d.cost ?? []).map((c) => `<br><span class="cost">cost of ${esc(c.ops.join(", "))}: ${esc(c.how)}</span>`).join("")}</div>${d.id === "speculative" ? specFields(ns) : d.id === "sparsePrefill" ? sparseFields(ns) : ""}`;
     if (d.id === "sparsePrefill") wireSparseFields(div);
-    if (d.id === "speculative") $(".global", div).addEventListener("change", (e) => {
-      $(".spec-draft", div).hidden = e.target.value !== "draft";
-      $(".spec-eagle", div).hidden = e.target.value !== "eagle";
-    });
+    if (d.id === "speculative") wireSpecFields(div);
     const cb = $(".perlayer", div);
     if (cb) cb.addEventListener("change", () => {
       $(".layers", div).hidden = !cb.checked;
@@ -142,28 +140,6 @@ function renderToggles(root, ns) {
     single.insertAdjacentHTML("afterbegin", `<summary>${nSingle} more with a single arm on ${esc(backend)}</summary>`);
     root.appendChild(single);
   }
-}
-
-// speculative = draft needs a draft model (a path under the model roots, same tokenizer) and k per verify step
-function specFields(ns) {
-  return `<div class="spec-draft line" hidden><label>draft model (under a model root) <input class="spec-model" name="${ns}-spec-model" value="tiny-qwen2-brown-draft" title="a model directory or .gguf under a model root, with the same tokenizer"></label>
-    <label>k <input class="spec-k" name="${ns}-spec-k" type="number" min="1" max="64" value="4"></label></div>
-    <div class="spec-eagle line" hidden><label>EAGLE head (under a model root) <input class="spec-head" name="${ns}-spec-head" value="tiny-qwen2-brown-eagle" title="a SafeAILab-layout head directory (config.json + model.safetensors) for this model"></label>
-    <label>tree depth <input class="spec-depth" name="${ns}-spec-depth" type="number" min="1" max="16" value="5"></label>
-    <label>top-k per node <input class="spec-topk" name="${ns}-spec-topk" type="number" min="1" max="16" value="4"></label>
-    <label>node budget <input class="spec-budget" name="${ns}-spec-budget" type="number" min="1" max="128" value="16"></label></div>`;
-}
-// speculative = eagle (greedy; CPU and CUDA): an EAGLE head and its EAGLE-2 tree (depth, top-k per node, node budget)
-function readEagle(root) {
-  const div = $('.toggle[data-id="speculative"]', root);
-  if (!div || $(".global", div).value !== "eagle") return undefined;
-  const n = (c) => Number($(c, div).value);
-  return { head: $(".spec-head", div).value.trim(), depth: n(".spec-depth"), topK: n(".spec-topk"), budget: n(".spec-budget") };
-}
-function readDraft(root) {
-  const div = $('.toggle[data-id="speculative"]', root);
-  if (!div || $(".global", div).value !== "draft") return undefined;
-  return { model: $(".spec-model", div).value.trim(), k: Number($(".spec-k", div).value) };
 }
 
 function readToggles(root) {
@@ -319,30 +295,10 @@ async function startRun() {
       <a class="button secondary small" href="#roofline?keys=${enc(key)}">Roofline</a>
       <a class="button secondary small" href="/api/profiles/${enc(key)}/export/html">HTML report</a>
       <span class="muted small">saved ${esc(key)} · median (min–max) of ${s.repeats ?? 1} repetition(s)${s.warmup ? " after a warm-up" : ""} · prefill ${esc(fmtSpread(st.prefill_tok_s, 1))} tok/s · decode ${esc(fmtSpread(st.decode_tok_s, 1))} tok/s${s.kv ? ` · KV ${esc(s.kv.kvCache)} ${esc((s.kv.kvBytesPerToken / 1024).toFixed(1))} KiB/token, ${esc((s.kv.kvBytes / 1048576).toFixed(1))} MiB allocated` : ""}</span>${sparseSummaryHtml(s.sparse)}`;
-    drawSpec(s.speculative);
+    drawSpec($("#run-spec"), s.speculative);
     await loadProfiles();
   }
   refreshRecent();
-}
-
-// A speculative run (draft or eagle): acceptance by draft position / tree depth (given the earlier ones were
-// accepted) and the time split of a step: median ms per phase (engine/spec/phases.ts) where the profile has them,
-// else draft vs verify; from the profile's summary.speculative.
-function drawSpec(sp) {
-  const el = $("#run-spec");
-  el.hidden = !sp;
-  if (!sp) return;
-  const x = sp.conditional_acceptance_by_position.map((_, i) => `${sp.tree ? "depth" : "position"} ${i + 1}`);
-  const title = sp.tree ? `eagle depth ${sp.tree.depth}, top-k ${sp.tree.top_k}, budget ${sp.tree.budget}` : `draft k = ${sp.k}`;
-  Plotly.react(el, [
-    { type: "bar", x, y: sp.conditional_acceptance_by_position.map((v) => 100 * v), name: "acceptance %" },
-    sp.phases?.length ? { type: "bar", x: sp.phases.map((p) => p.phase), y: sp.phases.map((p) => p.ms_per_step.median), xaxis: "x2", yaxis: "y2", name: "ms per step (median)" }
-      : { type: "bar", x: ["draft", "verify"], y: [sp.draft_ms_per_step.median, sp.verify_ms_per_step.median], xaxis: "x2", yaxis: "y2", name: "ms per step (median)" },
-  ], {
-    title: { text: `${title}: ${fmt(sp.tokens_per_step, 2)} tokens per verify step`, font: { size: 13 } },
-    grid: { rows: 1, columns: 2, pattern: "independent" }, height: 260, margin: { l: 50, r: 20, t: 40, b: 40 },
-    yaxis: { title: "acceptance % (given the earlier)", range: [0, 100] }, yaxis2: { title: "ms per step" }, showlegend: false,
-  }, { displaylogo: false, responsive: true });
 }
 
 async function cancelRun() {
