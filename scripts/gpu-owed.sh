@@ -10,7 +10,9 @@
 # 3. the 7B verify cost with the per-op breakdown, default lm_head and QW_LMHEAD_GEMM_ROWS=8 (issue 13: 16 tree tokens
 #    <= 1.25x a decode step);
 # 4. 7B decode at depth 32k, batch 8, q8 vs bf16 KV (issue 11: q8 >= 1.3x);
-# 5. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load).
+# 5. profiling = kernels overhead at 0.5B with all CUPTI kinds vs without the driver API records (issue 16: <= 5 %;
+#    cudaGraphLaunch is recorded twice today, by the runtime and the driver kinds);
+# 6. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load).
 # $OUT: owed.log (the summary, also printed) and owed.tgz (one log per step, vc-*/ with the verify-cost md + json).
 set -u
 OUT=${OUT:-/tmp/qw-out}; mkdir -p "$OUT"; D=${DEADLINE:-560}
@@ -29,7 +31,7 @@ step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless few
   local s; s=$(date +%s); timeout "$lim" bash -c "$*" > "$OUT/$name.log" 2>&1; local rc=$?
   printf '%-30s rc=%-3s %4ss\n' "$name" "$rc" $(( $(date +%s) - s )) >> "$S"; return $rc; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader >> "$S" 2>&1
-( python3 notebooks/peers/make_ref.py --no-ref --models 7b --out $R > /tmp/ref.log 2>&1 ) &
+( python3 notebooks/peers/make_ref.py --no-ref --models 0.5b,7b --out $R > /tmp/ref.log 2>&1 ) &
 ref=$!
 step 200 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a" \
   || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
@@ -42,6 +44,10 @@ step 120 verify-cost "$(vc vc-default)"
 step 120 verify-cost-lmgemm "QW_LMHEAD_GEMM_ROWS=8 $(vc vc-lmgemm)"
 for kv in q8 bf16; do
   step 110 "depth32k-b8-$kv" "bun engine/cli/main.ts bench $R/7b --backend cuda -d 32768 --pp 0 --tg 64 --batch 8 --reps 3 --toggle kvCache=$kv"; done
+for k in all kernel,memcpy,memset,ext,runtime; do
+  kinds=""; [[ $k != all ]] && kinds="QW_CUPTI_KINDS=$k"
+  step 90 "cupti-$k" "env $kinds bun notebooks/bench.ts --models 0.5b --hf-root $R --types bf16 --batches 1 --pp 0 --tg 128 --reps 3 --out $OUT/bench-cupti-$k"
+  grep -E "^\| (off|kernels|events) " "$OUT/cupti-$k.log" | head -3 | sed "s/^/  cupti $k: /" >> "$S"; done
 for g in simple marlin; do
   step 150 "q8-$g" "bun engine/cli/main.ts bench $R/7b --backend cuda --weights q8 --toggle gemv=$g --pp 512 --tg 128 --batch 1,16 --reps 3"; done
 { echo "===== $(( $(date +%s) - t0 )) s"
@@ -49,4 +55,4 @@ for g in simple marlin; do
   grep -hE "^\| 7b" "$OUT"/depth32k-*.log "$OUT"/q8-*.log 2>/dev/null; } >> "$S"
 cat "$S"
 # few files come back from a call (about 8): everything but the summary travels as one archive
-(cd "$OUT" && tar czf owed.tgz --exclude owed.log --exclude owed.tgz . && find . -mindepth 1 ! -name owed.log ! -name owed.tgz -delete)
+(cd "$OUT" && tar czf /tmp/owed.tgz --exclude ./owed.log . && find . -mindepth 1 ! -name owed.log -delete && mv /tmp/owed.tgz .)
