@@ -12,7 +12,8 @@
 # 4. 7B decode at depth 32k, batch 8, q8 vs bf16 KV (issue 11: q8 >= 1.3x);
 # 5. profiling = kernels overhead at 0.5B with all CUPTI kinds vs without the driver API records (issue 16: <= 5 %;
 #    cudaGraphLaunch is recorded twice today, by the runtime and the driver kinds);
-# 6. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load).
+# 6. the decode split rule QW_ATTN_SPLIT=kv against today's (qwlab attn, so the lab is built here);
+# 7. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load).
 # $OUT: owed.log (the summary, also printed) and owed.tgz (one log per step, vc-*/ with the verify-cost md + json).
 set -u
 OUT=${OUT:-/tmp/qw-out}; mkdir -p "$OUT"; D=${DEADLINE:-560}
@@ -24,8 +25,12 @@ for x in .gpu/models/*.safetensors.xz; do  # scripts/gpu-strip.sh moved the mode
   [[ -f $x ]] || continue; n=$(basename "$x" .safetensors.xz); [[ -f models/$n/model.safetensors ]] || xz -dc "$x" > "models/$n/model.safetensors"; done
 t0=$(date +%s); S=$OUT/owed.log; R=/tmp/qw-ref
 left() { echo $(( D - ($(date +%s) - t0) )); }
+# ONLY="verify depth cupti split q8" (prefixes of step names; build and the tests always run): a second call on a warm
+# machine runs what the first left
 step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless fewer than LIMIT/2 seconds are left
   local lim=$1 name=$2; shift 2; local l; l=$(left)
+  if [[ -n ${ONLY:-} && $name != build && $name != test-* ]]; then
+    local o hit=0; for o in $ONLY; do [[ $name == "$o"* ]] && hit=1; done; (( hit )) || return 1; fi
   (( l < lim / 2 )) && { echo "SKIP $name (deadline)" >> "$S"; return 1; }
   (( lim > l )) && lim=$l
   local s; s=$(date +%s); timeout "$lim" bash -c "$*" > "$OUT/$name.log" 2>&1; local rc=$?
@@ -48,6 +53,10 @@ for k in all kernel,memcpy,memset,ext,runtime; do
   kinds=""; [[ $k != all ]] && kinds="QW_CUPTI_KINDS=$k"
   step 90 "cupti-$k" "env $kinds bun notebooks/bench.ts --models 0.5b --hf-root $R --types bf16 --batches 1 --pp 0 --tg 128 --reps 3 --out $OUT/bench-cupti-$k"
   grep -E "^\| (off|kernels|events) " "$OUT/cupti-$k.log" | head -3 | sed "s/^/  cupti $k: /" >> "$S"; done
+# the decode split rule (QW_ATTN_SPLIT=kv: splits per kv head, >= 512 keys each) against today's, lab rows 1k-32k
+if step 150 split-lab-build "make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"; then
+  for a in head kv; do step 90 "split-lab-$a" "QW_ATTN_SPLIT=$a ./cuda/build/dev/qwlab attn"
+    grep -E "attn decode splitkv +B1 " "$OUT/split-lab-$a.log" | grep -v "^|" | sed "s/^/  split $a: /" >> "$S"; done; fi
 for g in simple marlin; do
   step 150 "q8-$g" "bun engine/cli/main.ts bench $R/7b --backend cuda --weights q8 --toggle gemv=$g --pp 512 --tg 128 --batch 1,16 --reps 3"; done
 { echo "===== $(( $(date +%s) - t0 )) s"

@@ -5,6 +5,7 @@
 #include "sparse_budget.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <cstdlib>
 
 namespace qwc {
@@ -516,7 +517,26 @@ size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, i
 // or in a batch of 16 (batch invariance), and GM 1 and GM 8 give the same bits at the same n_split.
 // With the adaptive launch (decode_attn_group_len() > 0) the bound is per kv head, not per query head: a long
 // sequence runs one block per (kv head, split), and n_kv blocks per split must still fill the SMs.
+// QW_ATTN_SPLIT=kv (a lab / bench A/B, off by default until timed): count the splits per kv head (as the adaptive
+// launch does, which gave 7B B1 32k 97 us instead of 148) but keep every split's share of max_ctx at >= 512 keys (the
+// per-kv-head count alone cost 1.5B 16k 14 %: 128 splits of 128 keys). Read once per process.
+static bool split_per_kv() {
+  static const bool on = [] {
+    const char *e = std::getenv("QW_ATTN_SPLIT");
+    if (!e || !*e || std::strcmp(e, "head") == 0) return false;
+    if (std::strcmp(e, "kv") == 0) return true;
+    throw CudaError(std::string("QW_ATTN_SPLIT=") + e + ": use head (splits per query head, the default) or kv");
+  }();
+  return on;
+}
+constexpr int kKvSplitMinKeys = 512;
+
 int32_t decode_attn_pick_split(int32_t n_heads, int32_t n_kv, int32_t max_ctx, int32_t sms) {
+  if (split_per_kv() && n_kv > 0) {
+    const int by_work = std::max(1, (max_ctx + kKvSplitMinKeys - 1) / kKvSplitMinKeys);
+    const int by_sms = std::max(1, (2 * sms + n_kv - 1) / n_kv);
+    return std::max(1, std::min(kMaxSplit, std::min(by_work, by_sms)));
+  }
   const int by_work = std::max(1, (max_ctx + kMinChunk - 1) / kMinChunk);
   const int per = decode_attn_group_len() > 0 && n_kv > 0 ? n_kv : n_heads;
   const int by_sms = std::max(1, (2 * sms + per - 1) / per);
