@@ -16,13 +16,7 @@
 # 7. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load).
 # $OUT: owed.log (the summary, also printed) and owed.tgz (one log per step, vc-*/ with the verify-cost md + json).
 set -u
-OUT=${OUT:-/tmp/qw-out}; mkdir -p "$OUT"; D=${DEADLINE:-560}
-export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
-lt=$(bash cuda/dev/find-cublaslt.sh || true)
-[[ -n "$lt" ]] && export QW_CUBLASLT="$lt" LD_LIBRARY_PATH="$(dirname "$lt"):${LD_LIBRARY_PATH:-}"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
-for x in .gpu/models/*.safetensors.xz; do  # scripts/gpu-strip.sh moved the models there
-  [[ -f $x ]] || continue; n=$(basename "$x" .safetensors.xz); [[ -f models/$n/model.safetensors ]] || xz -dc "$x" > "models/$n/model.safetensors"; done
+source scripts/gpu-env.sh  # OUT, D, CUDA / cuBLASLt paths, the models unpacked
 t0=$(date +%s); S=$OUT/owed.log; R=/tmp/qw-ref
 left() { echo $(( D - ($(date +%s) - t0) )); }
 # ONLY="verify depth cupti split q8" (prefixes of step names; build and the tests always run): a second call on a warm

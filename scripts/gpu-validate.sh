@@ -7,14 +7,8 @@
 # (needs `bash scripts/gpu-ab.sh pack REV` here), CUPTI buffer variants (issue 16) and 7B Marlin benches (issue 10).
 # Every step is cut at DEADLINE seconds. $OUT: session.log (summary first), lab.log, test.log, ab.log, bench.log, *.tgz.
 set -u
-OUT=${OUT:-/tmp/qw-out}; mkdir -p "$OUT"; D=${DEADLINE:-560}
-export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
-lt=$(bash cuda/dev/find-cublaslt.sh || true)
-[[ -n "$lt" ]] && export QW_CUBLASLT="$lt" LD_LIBRARY_PATH="$(dirname "$lt"):${LD_LIBRARY_PATH:-}"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
+source scripts/gpu-env.sh  # OUT, D, CUDA / cuBLASLt paths, the models unpacked
 export QW_GPU_REF=/tmp/qw-ref
-for x in .gpu/models/*.safetensors.xz; do  # scripts/gpu-strip.sh moved the models there
-  [[ -f $x ]] || continue; n=$(basename "$x" .safetensors.xz); [[ -f models/$n/model.safetensors ]] || xz -dc "$x" > "models/$n/model.safetensors"; done
 t0=$(date +%s); S=$OUT/session.log
 left() { echo $(( D - ($(date +%s) - t0) )); }
 run() { # run LIMIT LOG NAME CMD...
