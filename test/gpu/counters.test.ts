@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { openModel, QwenError, type Model } from "../../engine/index.ts";
 import { nonModelOps, opName } from "../../engine/catalog.ts";
 import type { OpColumns } from "../../engine/measure/profile.ts";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -102,7 +104,10 @@ describe.skipIf(noGpu())("profiling mode counters (CUDA, CUPTI)", () => {
   });
 
   test.skipIf(process.env.QW_COUNTERS_7B !== "1")("7B decode step: measured DRAM bytes within 5 % of weights + KV (issue 12 target)", async () => {
-    const big = (await openModel("synthetic:7b:bf16", { backend: "cuda" })) as Model;
+    // a random-init 7B checkpoint (notebooks/peers/make_ref.py --no-ref --models 7b) when there is one: synthetic:7b
+    // would first write 15 GB of GGUF in TypeScript
+    const ref = join(process.env.QW_GPU_REF ?? "/tmp/qw-ref", "7b");
+    const big = (await openModel(existsSync(join(ref, "config.json")) ? ref : "synthetic:7b:bf16", { backend: "cuda" })) as Model;
     try {
       const { ops, kvBytes } = decodeStep(big);
       const { read } = report("7B", ops, big.weightBytes, kvBytes);
