@@ -14,13 +14,14 @@
 #    cudaGraphLaunch is recorded twice today, by the runtime and the driver kinds);
 # 6. the decode split rule QW_ATTN_SPLIT=kv against today's (qwlab attn, so the lab is built here);
 # 7. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load);
-# 8. issue 12: the 7B counters target and the 0.5B fusion ablation.
+# 8. issue 12: the 7B counters target and the 0.5B fusion ablation;
+# 9. issue 14: DCA on vs off on 7B shapes at 8k / 32k (notebooks/dca-bench.ts).
 # $OUT: owed.log (the summary, also printed) and owed.tgz (one log per step, vc-*/ with the verify-cost md + json).
 set -u
 source scripts/gpu-env.sh  # OUT, D, CUDA / cuBLASLt paths, the models unpacked
 t0=$(date +%s); S=$OUT/owed.log; R=/tmp/qw-ref
 left() { echo $(( D - ($(date +%s) - t0) )); }
-# ONLY="verify depth cupti split q8 counters ablate" (prefixes of step names; build and the tests always run): a second call on a warm
+# ONLY="verify depth cupti split q8 counters ablate dca" (prefixes of step names; build and the tests always run): a second call on a warm
 # machine runs what the first left
 step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless fewer than LIMIT/2 seconds are left
   local lim=$1 name=$2; shift 2; local l; l=$(left)
@@ -59,6 +60,9 @@ for g in simple marlin; do
 step 150 counters-7b "QW_COUNTERS_7B=1 QW_GPU_REF=$R bun test --timeout 900000 test/gpu/counters.test.ts"
 grep -hE "7B|^\(fail\)|^ *[0-9]+ (pass|fail)" "$OUT/counters-7b.log" 2>/dev/null | head -6 | sed "s/^/  counters: /" >> "$S"
 step 240 ablate-0.5b "bun notebooks/ablate.ts --model $R/0.5b --backend cuda --toggle ffn=* --toggle norm=* --toggle graphs=* --cartesian --repeats 3 --max-tokens 64 --out $OUT/ablate-0.5b"
+# issue 14: DCA's cost on 7B shapes at 8k and 32k (chunk 8192, local 1024: all three parts active), dca off vs on
+step 300 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths 8192,32768 --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
+grep -E "^\| [0-9]" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >> "$S"
 { echo "===== $(( $(date +%s) - t0 )) s"
   for v in vc-default vc-lmgemm; do [[ -f $OUT/$v/verify-cost.md ]] && { echo "## $v"; grep -E "^\||^decode step" "$OUT/$v/verify-cost.md"; }; done
   grep -hE "^\| 7b" "$OUT"/depth32k-*.log "$OUT"/q8-*.log 2>/dev/null; } >> "$S"

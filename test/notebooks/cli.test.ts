@@ -61,4 +61,24 @@ describe("notebooks", () => {
     expect(b.err).toMatch(/the CALIB line is not what cuda\/dev\/lab.cu prints/);
     expect(run(["notebooks/calibrate.ts", "--bogus"]).code).toBe(2);
   }, 300_000);
+
+  test("dca-bench: dca off vs on on the passkey model, a row per length with both arms' spreads; a bad window is refused", () => {
+    const out = join(tmp, "dca");
+    const r = run(["notebooks/dca-bench.ts", "--lengths", "256,640", "--tg", "2", "--reps", "3", "--chunk", "256", "--local", "32", "--threads", "2", "--out", out]);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(readFileSync(join(out, "dca-bench.json"), "utf8"));
+    expect(j.dca).toEqual({ chunk: 256, local: 32, source: "option" });
+    expect(j.rows.map((x: { length: number }) => x.length)).toEqual([256, 640]);
+    for (const row of j.rows) {
+      for (const k of ["prefillOff", "prefillOn", "decodeOff", "decodeOn"]) {
+        expect(row[k].samples.length).toBe(3);
+        expect(row[k].min).toBeGreaterThan(0);
+      }
+      expect(row.prefillTimeRatio).toBeCloseTo(row.prefillOff.median / row.prefillOn.median, 9);
+    }
+    expect(readFileSync(join(out, "dca-bench.md"), "utf8")).toContain("| 640 |");
+    const bad = run(["notebooks/dca-bench.ts", "--chunk", "64", "--local", "64"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/local window must be an integer in \[0, chunk = 64\)/);
+  }, 300_000);
 });
