@@ -10,18 +10,16 @@
 # 3. the 7B verify cost with the per-op breakdown, default lm_head and QW_LMHEAD_GEMM_ROWS=8 (issue 13: 16 tree tokens
 #    <= 1.25x a decode step);
 # 4. 7B decode at depth 32k, batch 8, q8 vs bf16 KV (issue 11: q8 >= 1.3x);
-# 5. profiling = kernels overhead at 0.5B with all CUPTI kinds vs without the driver API records (issue 16: <= 5 %;
-#    cudaGraphLaunch is recorded twice today, by the runtime and the driver kinds);
-# 6. the decode split rule QW_ATTN_SPLIT=kv against today's (qwlab attn, so the lab is built here);
-# 7. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load);
-# 8. issue 12: the 7B counters target and the 0.5B fusion ablation;
-# 9. issue 14: DCA on vs off on 7B shapes at 8k / 32k (notebooks/dca-bench.ts).
+# 5. the decode split rule QW_ATTN_SPLIT=kv against today's (qwlab attn, so the lab is built here);
+# 6. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load);
+# 7. issue 12: the 7B counters target and the 0.5B fusion ablation;
+# 8. issue 14: DCA on vs off on 7B shapes at 8k / 32k (notebooks/dca-bench.ts).
 # $OUT: owed.log (the summary, also printed) and owed.tgz (one log per step, vc-*/ with the verify-cost md + json).
 set -u
 source scripts/gpu-env.sh  # OUT, D, CUDA / cuBLASLt paths, the models unpacked
 t0=$(date +%s); S=$OUT/owed.log; R=/tmp/qw-ref
 left() { echo $(( D - ($(date +%s) - t0) )); }
-# ONLY="verify depth cupti split q8 counters ablate dca" (prefixes of step names; build and the tests always run): a second call on a warm
+# ONLY="verify depth split q8 counters ablate dca" (prefixes of step names; build and the tests always run): a second call on a warm
 # machine runs what the first left
 step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless fewer than LIMIT/2 seconds are left
   local lim=$1 name=$2; shift 2; local l; l=$(left)
@@ -45,10 +43,6 @@ step 120 verify-cost "$(vc vc-default)"
 step 120 verify-cost-lmgemm "QW_LMHEAD_GEMM_ROWS=8 $(vc vc-lmgemm)"
 for kv in q8 bf16; do
   step 110 "depth32k-b8-$kv" "bun engine/cli/main.ts bench $R/7b --backend cuda -d 32768 --pp 0 --tg 64 --batch 8 --reps 3 --toggle kvCache=$kv"; done
-for k in all kernel,memcpy,memset,ext,runtime; do
-  kinds=""; [[ $k != all ]] && kinds="QW_CUPTI_KINDS=$k"
-  step 90 "cupti-$k" "env $kinds bun notebooks/bench.ts --models 0.5b --hf-root $R --types bf16 --batches 1 --pp 0 --tg 128 --reps 3 --out $OUT/bench-cupti-$k"
-  grep -E "^\| (off|kernels|events) " "$OUT/cupti-$k.log" | head -3 | sed "s/^/  cupti $k: /" >> "$S"; done
 # the decode split rule (QW_ATTN_SPLIT=kv: splits per kv head, >= 512 keys each) against today's, lab rows 1k-32k
 if step 150 split-lab-build "make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"; then
   for a in head kv; do step 90 "split-lab-$a" "QW_ATTN_SPLIT=$a ./cuda/build/dev/qwlab attn"
