@@ -1,6 +1,7 @@
 // qwen-workbench client: plain ES module, no build step. Talks to the JSON API of web/app.ts and draws with
 // plotly.js (served from our node_modules at /vendor/plotly.min.js).
 /* global Plotly */
+import { esc, fmt } from "./format.js";
 import { rooflineFigure } from "./roofline.js";
 import { createQuantPage } from "./quant.js";
 import { createPasskeyPage } from "./passkey.js";
@@ -10,8 +11,6 @@ import { drawSpec, readDraft, readEagle, specFields, wireSpecFields } from "./sp
 
 const $ = (s, el = document) => el.querySelector(s);
 const $$ = (s, el = document) => [...el.querySelectorAll(s)];
-const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : Number(v).toFixed(d));
 const enc = encodeURIComponent;
 // One statistic (engine/measure/stats.ts): a median over the measured repetitions with its min–max; "n" = repetitions.
 const fmtSpread = (st, d = 2) => (!st || !st.n ? "–" : st.n > 1 ? `${fmt(st.median, d)} (${fmt(st.min, d)}–${fmt(st.max, d)})` : fmt(st.median, d));

@@ -3,9 +3,9 @@
 // Outputs are drawn here: text, markdown, sortable tables, plotly figures, SVG (as <img>, so a shared notebook's
 // SVG cannot run script), sandboxed HTML, progress bars and errors with the cell's line number.
 /* global Plotly */
+import { esc } from "./format.js";
 
 const $ = (s, el = document) => el.querySelector(s);
-const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const enc = encodeURIComponent;
 
 const nb = { list: [], name: null, cells: [], exec: true, dirty: false, task: null, es: null, seq: 0, kernel: null };

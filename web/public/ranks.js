@@ -2,8 +2,7 @@
 // engine/measure/ranks.ts). Per phase, a grouped bar chart (x = op, one bar per rank), a table of op × rank with the
 // step time, the collectives' time and their share of the step per rank. Pure functions of the view (tested in
 // test/web/ranks-page.test.ts); app.js only places them. A profile of one rank has ranks = null: nothing is drawn.
-const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-const fmt = (v, d) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : Number(v).toFixed(d));
+import { esc, fmt } from "./format.js";
 
 /** A latency matrix's title suffix: with tensor parallelism it holds rank 0 of N (this panel has them all). */
 export const ofRank = (m) => (m.ranks ? ` · rank ${m.rank} of ${m.ranks}` : "");

@@ -3,10 +3,11 @@
 // own device's roofs (DRAM, L3, L2 bandwidth; compute peaks), labels only on the points with the most time.
 // Tensor-parallel runs add a step point per phase (◆, all ranks' work over the busiest rank's time) drawn against
 // N × the roofs (blue; the server's dev.devices[].aggregates), while their per-rank points keep one device's roofs.
+import { esc } from "./format.js";
+
 export const ROOF_TOP_LABELS = 8;
 const ROOF_DASH = { dram: "dash", l3: "dashdot", l2: "dot" };
 const AGGREGATE_ROOF = "#2b6cb0";
-const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const fix = (v, d) => Number(v).toFixed(d);
 const rate = (v, unit) => (v >= 1e12 ? `${fix(v / 1e12, 2)} T${unit}/s` : `${fix(v / 1e9, v >= 1e11 ? 0 : 1)} G${unit}/s`);
 

@@ -2,7 +2,7 @@
 // under the toggle, reading them into a run's `draft` / `eagle` field, and the chart of a finished run's acceptance
 // and step time split (profile summary.speculative).
 
-const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : Number(v).toFixed(d));
+import { fmt } from "./format.js";
 
 // speculative = draft needs a draft model (a path under the model roots, same tokenizer) and k per verify step
 export function specFields(ns) {
