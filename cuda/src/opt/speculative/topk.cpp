@@ -23,12 +23,12 @@ double sum_exp_below_ref(const float *row, int32_t n, double m) {
 #if defined(__x86_64__) && defined(__GNUC__)
 namespace {
 
-// The helpers below take and return AVX / AVX-512 vectors without those targets enabled; they are always inlined into
-// the target-attributed entry points, so no call ever uses that ABI (GCC's -Wpsabi note does not apply).
+// The helpers below carry no target attribute and take and return AVX / AVX-512 vectors: they are always inlined
+// into the target-attributed entry points, which compile them for their instruction set, so no call ever uses that
+// vector ABI (GCC's -Wpsabi note does not apply).
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-// W doubles per vector: 4 (AVX2) or 8 (AVX-512). The bodies below carry no target attribute; they are always inlined
-// into the target-attributed entry points, which compile them for their instruction set.
+// W doubles per vector: 4 (AVX2) or 8 (AVX-512).
 template <int W> struct Lanes;
 template <> struct Lanes<4> {
   typedef double d __attribute__((vector_size(32)));
