@@ -585,15 +585,8 @@ const char *launch_decode_attention_gm(const DecodeAttnArgs &a, int32_t gm, cuda
 // QW_ATTN_GROUP_LEN: the kv length from which the adaptive launch serves a sequence with one block per kv head
 // (0, the default for now, turns it off: GM 1 as before, and n_split per query head). Read once per process.
 int32_t decode_attn_group_len() {
-  static const int32_t v = [] {
-    const char *e = std::getenv("QW_ATTN_GROUP_LEN");
-    if (!e || !*e) return kGroupLenDefault;
-    char *end = nullptr;
-    const long x = std::strtol(e, &end, 10);
-    if (*end || x < 0 || x > (1L << 30))
-      throw CudaError(std::string("QW_ATTN_GROUP_LEN=") + e + ": a kv length >= 0 (0 turns the adaptive decode launch off)");
-    return (int32_t)x;
-  }();
+  static const int32_t v =
+      env_count("QW_ATTN_GROUP_LEN", kGroupLenDefault, 1L << 30, "a kv length >= 0 (0 turns the adaptive decode launch off)");
   return v;
 }
 

@@ -39,6 +39,16 @@ inline bool env_switch_on(const char *name, const char *off_means, const char *o
   if (e[0] == '0' && !e[1]) return false;
   throw CudaError(std::string(name) + "=" + e + ": use 0 (" + off_means + ") or 1 (" + on_means + ", the default)");
 }
+// A count from the environment (callers keep it in a static: read once per process): unset or empty gives dflt;
+// anything but an integer in [0, max] throws CudaError "NAME=value: what".
+inline int32_t env_count(const char *name, int32_t dflt, long max, const char *what) {
+  const char *e = std::getenv(name);
+  if (!e || !*e) return dflt;
+  char *end = nullptr;
+  const long x = std::strtol(e, &end, 10);
+  if (*end || x < 0 || x > max) throw CudaError(std::string(name) + "=" + e + ": " + what);
+  return (int32_t)x;
+}
 // After a launch: catches bad configurations (not asynchronous faults).
 #define QWC_LAUNCH_CHECK(what) ::qwc::cuda_check(cudaPeekAtLastError(), what, __FILE__, __LINE__)
 

@@ -298,14 +298,11 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows) {
 // order). bf16 lm_head with a final norm at tp1 only; false where it does not apply.
 bool CudaSession::lm_head_gemm(const float *src, int32_t n) {
   static const int32_t min_rows = [] {
-    const char *e = std::getenv("QW_LMHEAD_GEMM_ROWS");
-    if (!e || !*e) return 0;
-    char *end = nullptr;
-    const long x = std::strtol(e, &end, 10);
-    if (*end || x < 0 || x > (1L << 20))
-      throw Error(QW_ERR_INVALID_ARGUMENT, std::string("QW_LMHEAD_GEMM_ROWS=") + e +
-                                               ": a row count >= 0 (0 keeps the lm_head on the GEMV)");
-    return (int32_t)x;
+    try {
+      return qwc::env_count("QW_LMHEAD_GEMM_ROWS", 0, 1L << 20, "a row count >= 0 (0 keeps the lm_head on the GEMV)");
+    } catch (const qwc::CudaError &e) {
+      throw Error(QW_ERR_INVALID_ARGUMENT, e.what());  // a setting, not a device fault
+    }
   }();
   if (min_rows <= 0 || n < min_rows || tp_ || !m_.out_norm.p || m_.lm_head->type != qwc::WT_BF16) return false;
   const Config &c = m_.cfg;
