@@ -5,20 +5,15 @@
 import { expect } from "bun:test";
 import type { Model } from "../../engine/index.ts";
 import { tensorError } from "../../engine/measure/metrics.ts";
+import { argmaxRow } from "../../engine/spec/sampling.ts";
 
-/** The host rule of qw_session_read_topk's argmax: the largest value, ties to the lower id, NaN never wins. */
+/** The host rule of qw_session_read_topk's argmax: the sampler's (argmaxRow: the largest value, ties to the lower
+ *  id, NaN never wins), except -1 for a row of NaN only. */
 export function hostArgmax(data: Float32Array, rows: number, vocab: number): number[] {
-  const out: number[] = [];
-  for (let r = 0; r < rows; r++) {
-    let best = -1;
-    for (let i = 0; i < vocab; i++) {
-      const v = data[r * vocab + i];
-      if (Number.isNaN(v)) continue;
-      if (best < 0 || v > data[r * vocab + best]) best = i;
-    }
-    out.push(best);
-  }
-  return out;
+  return Array.from({ length: rows }, (_, r) => {
+    const best = argmaxRow(data, r * vocab, vocab);
+    return Number.isNaN(data[r * vocab + best]) ? -1 : best;
+  });
 }
 
 export function checkDeferredLogits(m: Model): void {
