@@ -26,7 +26,6 @@ import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/measure
 import { buildArms, MIN_REPEATS, runArmsInterleaved, weightArmModels } from "../engine/measure/sweep.ts";
 import { compareSummaries, fmtPct, fmtSpread, summaryStats, type SummaryDelta } from "../engine/measure/stats.ts";
 import { renderTable, tableRows } from "../engine/export/table.ts";
-import { latencySvg, rooflineSvg, barsSvg } from "../engine/export/svg.ts";
 import { loadCeilings } from "../engine/measure/roofline.ts";
 
 const REPO = resolve(import.meta.dir, "..");
@@ -152,11 +151,19 @@ const md = [
   "Plots: roofline.svg (all arms overlaid), decode.svg, latency-<arm>.svg. Profiles: one JSON per arm in this folder.", "",
 ].join("\n");
 writeFileSync(join(out, "comparison.md"), md);
-writeFileSync(join(out, "roofline.svg"), rooflineSvg(profiles, loadCeilings(), "op"));
-for (const p of profiles) writeFileSync(join(out, `latency-${slug(p.manifest.label ?? p.id)}.svg`), latencySvg(p));
-const tg = rows.filter((r) => r.test.startsWith("tg"));
-writeFileSync(join(out, "decode.svg"), barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${repeats}, whiskers min–max`,
-  tg.map((r) => ({ label: r.label, value: r.tokens_per_s, lo: r.tokens_per_s_min, hi: r.tokens_per_s_max })), "decode (tokens/s)"));
+// The plots need @observablehq/plot, which the GPU machine's pack does not carry (no registry there): without it the
+// measurements and tables are still written, and the plots come from the profiles here (notebooks/export.ts).
+let svg: typeof import("../engine/export/svg.ts") | null = null;
+try { svg = await import("../engine/export/svg.ts"); } catch (e) {
+  console.warn(`plots not written (${(e as Error).message.split("\n")[0]}): render them here with \`bun notebooks/export.ts ${out}/*.json --format svg-latency,svg-roofline\``);
+}
+if (svg) {
+  writeFileSync(join(out, "roofline.svg"), svg.rooflineSvg(profiles, loadCeilings(), "op"));
+  for (const p of profiles) writeFileSync(join(out, `latency-${slug(p.manifest.label ?? p.id)}.svg`), svg.latencySvg(p));
+  const tg = rows.filter((r) => r.test.startsWith("tg"));
+  writeFileSync(join(out, "decode.svg"), svg.barsSvg("Decode throughput per arm", `${model.id} · ${model.device.name} (${model.backend}) · median of ${repeats}, whiskers min–max`,
+    tg.map((r) => ({ label: r.label, value: r.tokens_per_s, lo: r.tokens_per_s_min, hi: r.tokens_per_s_max })), "decode (tokens/s)"));
+}
 console.log(md);
 console.log(`wrote ${profiles.length} profiles and the comparison to ${out}`);
 model.close();

@@ -7,8 +7,8 @@
 # 1. libraries only (the lab is not needed here), the 7B checkpoint beside the build;
 # 2. deferred logits, a default-path change compile-checked only: test/gpu/logits.test.ts, then the tests that read
 #    logits (speculative, cpu-vs-cuda, kvcache);
-# 3. the 7B verify cost with the per-op breakdown, default lm_head and QW_LMHEAD_GEMM_ROWS=8 (issue 13: 16 tree tokens
-#    <= 1.25x a decode step);
+# 3. the 7B verify cost with the per-op breakdown, default (tree steps split over their keys, attention_split.cu)
+#    and QW_TREE_SPLIT=0 (issue 13: 16 tree tokens <= 1.25x a decode step);
 # 4. 7B decode at depth 32k, batch 8, q8 vs bf16 KV (issue 11: q8 >= 1.3x);
 # 5. the decode split rule QW_ATTN_SPLIT=kv against today's (qwlab attn, so the lab is built here);
 # 6. 7B q8 weights, gemv simple vs marlin (issue 10; ~135 s each, most of it requantizing at load);
@@ -40,7 +40,7 @@ for f in logits speculative cpu-vs-cuda kvcache; do
 wait $ref; tail -1 /tmp/ref.log >> "$S"
 vc() { echo "bun notebooks/verify-cost.ts --backend cuda --hf-root $R --models 7b --context 1024 --reps 5 --breakdown --out $OUT/$1"; }
 step 120 verify-cost "$(vc vc-default)"
-step 120 verify-cost-lmgemm "QW_LMHEAD_GEMM_ROWS=8 $(vc vc-lmgemm)"
+step 120 verify-cost-nosplit "QW_TREE_SPLIT=0 $(vc vc-nosplit)"
 for kv in q8 bf16; do
   step 110 "depth32k-b8-$kv" "bun engine/cli/main.ts bench $R/7b --backend cuda -d 32768 --pp 0 --tg 64 --batch 8 --reps 3 --toggle kvCache=$kv"; done
 # the decode split rule (QW_ATTN_SPLIT=kv: splits per kv head, >= 512 keys each) against today's, lab rows 1k-32k
@@ -58,7 +58,7 @@ step 240 ablate-0.5b "bun notebooks/ablate.ts --model $R/0.5b --backend cuda --t
 step 300 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths 8192,32768 --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
 grep -E "^\| [0-9]" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >> "$S"
 { echo "===== $(( $(date +%s) - t0 )) s"
-  for v in vc-default vc-lmgemm; do [[ -f $OUT/$v/verify-cost.md ]] && { echo "## $v"; grep -E "^\||^decode step" "$OUT/$v/verify-cost.md"; }; done
+  for v in vc-default vc-nosplit; do [[ -f $OUT/$v/verify-cost.md ]] && { echo "## $v"; grep -E "^\||^decode step" "$OUT/$v/verify-cost.md"; }; done
   grep -hE "^\| 7b" "$OUT"/depth32k-*.log "$OUT"/q8-*.log 2>/dev/null; } >> "$S"
 cat "$S"
 # few files come back from a call (about 8): everything but the summary travels as one archive

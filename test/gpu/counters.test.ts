@@ -36,6 +36,13 @@ function decodeStep(m: Model): { ops: OpColumns; kvBytes: number; unavailable: s
   }
 }
 
+/** Embedding bytes a decode step does not read: all rows but one of an untied table (a tied one is the lm_head, read
+ * whole). bf16 rows: the 7B checkpoint (make_ref.py) and synthetic:7b:bf16 are bf16 throughout. */
+function unreadEmbedBytes(m: Model): number {
+  const c = m.config;
+  return c.tie_word_embeddings ? 0 : (c.vocab_size - 1) * c.hidden_size * 2;
+}
+
 function report(label: string, ops: OpColumns, weightBytes: number, kvBytes: number): { read: number; modelled: number } {
   const c = ops.counters!;
   let read = 0, write = 0, modelled = 0;
@@ -103,7 +110,11 @@ describe.skipIf(noGpu())("profiling mode counters (CUDA, CUPTI)", () => {
     }
   });
 
-  test.skipIf(process.env.QW_COUNTERS_7B !== "1")("7B decode step: measured DRAM bytes within 5 % of weights + KV (issue 12 target)", async () => {
+  // The issue's target reads "within 5 % of the weight bytes plus KV bytes; explain any difference". The sixth H100
+  // run measured 14151.0 MB read against 15233.1 MB of weights + KV (0.929): the difference is 7B's untied embedding
+  // table (152064 x 3584 bf16 = 1090.0 MB), of which a decode step reads one row. Against the bytes a step must read
+  // (weights less the unread embedding rows, plus KV) it was 1.0006. The test asserts that, and prints both.
+  test.skipIf(process.env.QW_COUNTERS_7B !== "1")("7B decode step: measured DRAM bytes within 5 % of the weights a step reads + KV (issue 12 target)", async () => {
     // a random-init 7B checkpoint (notebooks/peers/make_ref.py --no-ref --models 7b) when there is one: synthetic:7b
     // would first write 15 GB of GGUF in TypeScript
     const ref = join(process.env.QW_GPU_REF ?? "/tmp/qw-ref", "7b");
@@ -111,7 +122,10 @@ describe.skipIf(noGpu())("profiling mode counters (CUDA, CUPTI)", () => {
     try {
       const { ops, kvBytes } = decodeStep(big);
       const { read } = report("7B", ops, big.weightBytes, kvBytes);
-      expect(Math.abs(read / (big.weightBytes + kvBytes) - 1)).toBeLessThanOrEqual(0.05);
+      const stepBytes = big.weightBytes - unreadEmbedBytes(big) + kvBytes;
+      console.log(`[cuda counters] 7B: read / (weights a step reads + KV) = ${(read / stepBytes).toFixed(4)} ` +
+        `(embedding rows not read: ${(unreadEmbedBytes(big) / 1e6).toFixed(1)} MB)`);
+      expect(Math.abs(read / stepBytes - 1)).toBeLessThanOrEqual(0.05);
     } finally {
       big.close();
     }

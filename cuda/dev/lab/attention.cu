@@ -165,13 +165,6 @@ void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed
     h2d(dbits, bits);
     a.tree.bits = dbits; a.tree.base = pos0; a.tree.words = words;
   }
-  poison(dz, q.size() * 2);
-  const char *variant = simt ? launch_prefill_attention_simt(a, 0) : launch_prefill_attention(a, 0);
-  CHK(cudaDeviceSynchronize());
-  auto z = d2h((uint16_t *)dz, q.size());
-  bool unwritten = false;
-  for (auto u : z) if (!std::isfinite(bf2f(u))) unwritten = true;
-  std::vector<double> outv, refv;
   std::vector<int> rows;
   const int stride = std::max(1, n / 16);
   for (int r = 0; r < n; ++r) if (n <= max_check_rows || r < 8 || r >= n - 8 || r % stride == 0) rows.push_back(r);
@@ -184,24 +177,42 @@ void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed
     for (int32_t k : tree_keys[(size_t)rows[i]]) at.push_back(pos0 + k);
     attn_ref(refs[i], q, kc, vc, 1, rows[i], (int)at.size(), nH, nKV, d, max_ctx, &at);
   }
-  for (size_t ri = 0; ri < rows.size(); ++ri) {
-    const int r = rows[ri];
-    for (size_t i = 0; i < refs[ri].size(); ++i) { refv.push_back(refs[ri][i]); outv.push_back(bf2f(z[(size_t)r * nH * d + i])); }
+  // a tree step runs twice: one CTA per head over every key tile, then split over its keys (attention_split.cu)
+  // with the session's split count and workspace
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  const int n_split = tree_fan > 0 && !simt ? prefill_attn_tree_split(n, nH, pos0 + n, sms) : 1;
+  float *ws = n_split > 1 ? dalloc<float>(prefill_attn_split_ws_floats(n, nH, d, n_split)) : nullptr;
+  for (int arm = 0; arm < (ws ? 2 : 1); ++arm) {
+    a.split_ws = arm ? ws : nullptr;
+    a.n_split = arm ? n_split : 1;
+    poison(dz, q.size() * 2);
+    const char *variant = simt ? launch_prefill_attention_simt(a, 0) : launch_prefill_attention(a, 0);
+    CHK(cudaDeviceSynchronize());
+    auto z = d2h((uint16_t *)dz, q.size());
+    bool unwritten = false;
+    for (auto u : z) if (!std::isfinite(bf2f(u))) unwritten = true;
+    std::vector<double> outv, refv;
+    for (size_t ri = 0; ri < rows.size(); ++ri) {
+      const int r = rows[ri];
+      for (size_t i = 0; i < refs[ri].size(); ++i) { refv.push_back(refs[ri][i]); outv.push_back(bf2f(z[(size_t)r * nH * d + i])); }
+    }
+    bool nan_seen;
+    double err = rel_err(outv, refv, &nan_seen);
+    nan_seen |= unwritten;
+    double us = 0, rate = 0;
+    if (timed) {
+      us = time_us([&](int) { simt ? launch_prefill_attention_simt(a, 0) : launch_prefill_attention(a, 0); }, g_quick ? 5 : 20, 2);
+      // causal FLOPs: 4 * d * nH * (keys summed over queries)
+      const double keys = (double)n * pos0 + (double)n * (n + 1) / 2;
+      rate = 4.0 * d * nH * keys / (us * 1e-6) / 1e12;
+    }
+    char shape[96];
+    snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d%s", nH, nKV, d, pos0, n, tree_fan > 0 ? " tree" : "");
+    report(std::string("attn prefill [") + variant + "]", shape, true, err, 1e-2, nan_seen, us, rate, "TFLOP/s",
+           g_bf16_rate / 1e12);
   }
-  bool nan_seen;
-  double err = rel_err(outv, refv, &nan_seen);
-  nan_seen |= unwritten;
-  double us = 0, rate = 0;
-  if (timed) {
-    us = time_us([&](int) { simt ? launch_prefill_attention_simt(a, 0) : launch_prefill_attention(a, 0); }, g_quick ? 5 : 20, 2);
-    // causal FLOPs: 4 * d * nH * (keys summed over queries)
-    const double keys = (double)n * pos0 + (double)n * (n + 1) / 2;
-    rate = 4.0 * d * nH * keys / (us * 1e-6) / 1e12;
-  }
-  char shape[96];
-  snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d%s", nH, nKV, d, pos0, n, tree_fan > 0 ? " tree" : "");
-  report(std::string("attn prefill [") + variant + "]", shape, true, err, 1e-2, nan_seen, us, rate, "TFLOP/s",
-         g_bf16_rate / 1e12);
+  if (ws) cudaFree(ws);
   cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dz);
   if (dbits) cudaFree(dbits);
 }

@@ -292,7 +292,11 @@ static_assert(kBQ == qw::kSparseBlock && kBK == qw::kSparseBlock, "block-sparse:
 // G heads of a KV head, no key visited beyond the selection (sparse_cost.hpp counts exactly those).
 // Exactness: with every block kb <= qb selected a row sees tiles 0..qb in order, as in the dense kernel, where any
 // further tile of its CTA is fully masked for it (alpha = 1, p = 0: m, l, o unchanged); so z equals dense bit for bit.
-template <int D, bool TREE, bool BLOCKS = false>
+// SPLIT (tree steps of at most one query tile, a.split_ws set; prefill_attn_tree_split): CTA (0, h, z) walks only key
+// tiles [z * a.split_tiles, +a.split_tiles) and leaves its unnormalized o, m, l in a.split_ws; prefill_attn_combine
+// merges the splits (log-sum-exp) into z. One CTA per head walking every key tile serially took 88 us per 7B layer
+// at 1k context (28 CTAs on 132 SMs), most of a 16-token verify pass's attention.
+template <int D, bool TREE, bool BLOCKS = false, bool SPLIT = false>
 __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttnArgs a) {
   pdl_wait();
   pdl_trigger();
@@ -341,7 +345,9 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
       cp_async16(v_s + (buf * kBK + r) * LD + c, vbase + off, ok);
     }
   };
-  if (!BLOCKS || n_tiles > 0) load_kv(0, 0);
+  const int t_lo = SPLIT ? blockIdx.z * a.split_tiles : 0;
+  const int t_hi = SPLIT ? min(n_tiles, t_lo + a.split_tiles) : n_tiles;
+  if (t_lo < t_hi) load_kv(t_lo, 0);
   cp_async_commit();
 
   const float scale = rsqrtf((float)D) * kLog2e;
@@ -354,13 +360,13 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
   float m[2] = {kNegBig, kNegBig}, l[2] = {0.f, 0.f};
 
-  for (int tile = 0; tile < n_tiles; ++tile) {
-    const int buf = tile & 1;
-    if (tile + 1 < n_tiles) load_kv(tile + 1, buf ^ 1);
+  for (int tile = t_lo; tile < t_hi; ++tile) {
+    const int buf = (tile - t_lo) & 1;
+    if (tile + 1 < t_hi) load_kv(tile + 1, buf ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (tile == 0) {
+    if (tile == t_lo) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
         ldsm_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
@@ -445,13 +451,30 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
   const int row_a = q_row0 + warp * 16 + g, row_b = row_a + 8;
+  if constexpr (SPLIT) {
+    cp_async_wait<0>();  // a split without tiles still has its Q copy in flight
+    // split z, row r, head h: [o (D floats, unnormalized), m (log2 units), l] at ((z * n + r) * nH + h) * (D + 2)
+    // (an even offset: float2 stores)
+    const int64_t stride = D + 2;
+    float *wa = a.split_ws + (((int64_t)blockIdx.z * a.n + row_a) * a.n_heads + h) * stride;
+    float *wb = a.split_ws + (((int64_t)blockIdx.z * a.n + row_b) * a.n_heads + h) * stride;
 #pragma unroll
-  for (int nt = 0; nt < D / 8; ++nt) {
-    const int col = h * D + nt * 8 + 2 * t4;
-    if (row_a < a.n && (!BLOCKS || row_a >= 0))
-      *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_a * qdim + col) = pack_bf16(o[nt][0] / l[0], o[nt][1] / l[0]);
-    if (row_b < a.n && (!BLOCKS || row_b >= 0))
-      *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_b * qdim + col) = pack_bf16(o[nt][2] / l[1], o[nt][3] / l[1]);
+    for (int nt = 0; nt < D / 8; ++nt) {
+      const int e = nt * 8 + 2 * t4;
+      if (row_a < a.n) *reinterpret_cast<float2 *>(wa + e) = make_float2(o[nt][0], o[nt][1]);
+      if (row_b < a.n) *reinterpret_cast<float2 *>(wb + e) = make_float2(o[nt][2], o[nt][3]);
+    }
+    if (t4 == 0 && row_a < a.n) *reinterpret_cast<float2 *>(wa + D) = make_float2(m[0], l[0]);
+    if (t4 == 0 && row_b < a.n) *reinterpret_cast<float2 *>(wb + D) = make_float2(m[1], l[1]);
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt) {
+      const int col = h * D + nt * 8 + 2 * t4;
+      if (row_a < a.n && (!BLOCKS || row_a >= 0))
+        *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_a * qdim + col) = pack_bf16(o[nt][0] / l[0], o[nt][1] / l[0]);
+      if (row_b < a.n && (!BLOCKS || row_b >= 0))
+        *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_b * qdim + col) = pack_bf16(o[nt][2] / l[1], o[nt][3] / l[1]);
+    }
   }
 }
 
@@ -625,11 +648,25 @@ const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t
   return "attn_prefill_simt";
 }
 
-template <int D, bool TREE, bool BLOCKS = false>
+template <int D, bool TREE, bool BLOCKS = false, bool SPLIT = false>
 static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttnArgs &a) {
   static SmemOptIn opt_in;  // per device (common.cuh)
-  opt_in(prefill_attn_mma_kernel<D, TREE, BLOCKS>, smem);
-  launch(prefill_attn_mma_kernel<D, TREE, BLOCKS>, grid, 128, smem, s, a);
+  opt_in(prefill_attn_mma_kernel<D, TREE, BLOCKS, SPLIT>, smem);
+  launch(prefill_attn_mma_kernel<D, TREE, BLOCKS, SPLIT>, grid, 128, smem, s, a);
+}
+
+// A tree step of one query tile with a split workspace (attention_split.cu): n_split CTAs per head, then the merge.
+static const char *launch_tree_split(const PrefillAttnArgs &a0, size_t smem, cudaStream_t s) {
+  PrefillAttnArgs a = a0;
+  const int tiles = (a.pos0 + a.n + kBK - 1) / kBK;
+  a.split_tiles = (tiles + a.n_split - 1) / a.n_split;
+  a.n_split = (tiles + a.split_tiles - 1) / a.split_tiles;  // <= a0.n_split: the workspace holds it
+  const dim3 grid(1, a.n_heads, a.n_split);
+  if (a.head_dim == 64) launch_mma<64, true, false, true>(grid, smem, s, a);
+  else launch_mma<128, true, false, true>(grid, smem, s, a);
+  QWC_LAUNCH_CHECK("launch_prefill_attention (tree split)");
+  launch_prefill_attn_combine(a, s);
+  return "attn_prefill_mma:tree-split";
 }
 
 // On an sm_90 device the sm_90a kernel (opt/attention/fa3_prefill.cuh) runs unless QW_FLASH_WGMMA=0; where it cannot
@@ -658,6 +695,7 @@ const char *launch_prefill_attention_mma(const PrefillAttnArgs &a, cudaStream_t 
     const int D = a.head_dim;
     const size_t smem = (size_t)(kBQ + 4 * kBK) * (D + 8) * sizeof(__nv_bfloat16);
     const bool tree = a.tree.bits != nullptr;
+    if (tree && a.split_ws && a.n_split > 1 && a.n <= kBQ) return launch_tree_split(a, smem, s);
     if (D == 64 && !tree) launch_mma<64, false>(grid, smem, s, a);
     else if (D == 64) launch_mma<64, true>(grid, smem, s, a);
     else if (!tree) launch_mma<128, false>(grid, smem, s, a);

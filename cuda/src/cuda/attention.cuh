@@ -47,7 +47,19 @@ struct PrefillAttnArgs {
   int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
   TreeMask tree;                       // a tree verification step (opt/speculative/tree_mask.cuh); else empty
   KeyBlocks blocks;                    // block-sparse prefill's selection (opt/sparse_prefill/key_blocks.cuh); else empty
+  // A tree step of n <= 64 rows split over its keys (attention_split.cu): split_ws holds
+  // prefill_attn_split_ws_floats(n, n_heads, head_dim, n_split) floats; null or n_split 1: one CTA per head walks
+  // every key tile. split_tiles is set by the launcher.
+  float *split_ws = nullptr;
+  int32_t n_split = 1, split_tiles = 0;
 };
+// Key splits for a tree step of n rows over kv_len keys (pos0 + n): about two CTAs per SM over the n_heads CTAs of
+// its one query tile, at least one 64-key tile each, every split non-empty; 1 where the step has more than one
+// query tile (the grid already has n_heads x tiles CTAs) or QW_TREE_SPLIT=0.
+int32_t prefill_attn_tree_split(int32_t n, int32_t n_heads, int32_t kv_len, int32_t sms);
+size_t prefill_attn_split_ws_floats(int32_t n, int32_t n_heads, int32_t head_dim, int32_t n_split);
+// Merges a split launch's partial (o, m, l) into a.out (log-sum-exp): grid (n, n_heads), head_dim threads.
+void launch_prefill_attn_combine(const PrefillAttnArgs &a, cudaStream_t stream);
 // head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel. On sm_90 (unless
 // QW_FLASH_WGMMA=0), the sm_90a wgmma kernel (opt/attention/fa3_prefill.cuh) where it supports the shape.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);

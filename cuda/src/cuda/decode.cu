@@ -30,7 +30,7 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   for (int32_t l = 0; l < c.num_layers; ++l) layer(p, l);
   std::vector<int32_t> rows((size_t)B);
   for (int32_t i = 0; i < B; ++i) rows[(size_t)i] = i;
-  lm_head(rows);
+  lm_head(rows, false);  // the GEMV at any batch: a sequence's logits do not depend on its batch
   if (tp_) tp_gather_logits(B);  // parallel = tpN: every rank samples the same token from the gathered logits
   OpScope op(*this, -1, QW_OP_SAMPLE, B);
   qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, vocab(), vocab(), stream_);

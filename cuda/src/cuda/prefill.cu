@@ -56,7 +56,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   } else {
     for (int32_t i = 0; i < S; ++i) rows_needed.push_back(st.row_offset[i] + st.n_new[i] - 1);
   }
-  lm_head(rows_needed);
+  lm_head(rows_needed, S == 1);
   if (tp_) tp_gather_logits((int32_t)rows_needed.size());  // parallel = tpN (tp_session.cu)
   {  // sampling: the last row of each sequence
     OpScope op(*this, -1, QW_OP_SAMPLE, S);
@@ -206,6 +206,8 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
     a.n = st.n_new[i];
     a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
     a.tree = p.tree;  // a tree step (one sequence): its rows see the prefix and their ancestors
+    a.split_ws = p.tree_ws;
+    a.n_split = p.tree_split;
     if (sage) {
       qwc::SagePrefillArgs sa;
       sa.p = a;

@@ -216,6 +216,8 @@ struct Pass {
   // kvpos the KV rows (pos0 + row), tree the attention mask; else kvpos is null (the KV row is pos).
   const int32_t *kvpos = nullptr;
   qwc::TreeMask tree;
+  float *tree_ws = nullptr;  // the tree step's key-split workspace (attention_split.cu), tree_split > 1
+  int32_t tree_split = 1;
   bool wants(Hook h, int32_t layer) const { return sink && sink->wants(h, layer); }
 };
 
@@ -323,7 +325,8 @@ class CudaSession final : public BackendSession {
   // null while a quantized cache (kvq_) replaces the bf16 one: rope/GEMV epilogues then only write k_out/v_out
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
-  void lm_head(const std::vector<int32_t> &rows);
+  // one_seq: every row is one sequence's (a verify pass, all-position logits): the GEMM of lm_head_gemm may run
+  void lm_head(const std::vector<int32_t> &rows, bool one_seq);
   // --- tp_session.cu (tp_ set only): the vocabulary the logits have (V; the model's own at tp1), a rank's embedding
   // term, the all-reduce of `rows` x hidden fp32 partials in place (an op of its own), the logits gather
   int32_t vocab() const { return tp_ ? tp_->full_vocab : m_.cfg.vocab_size; }
@@ -381,7 +384,7 @@ class CudaSession final : public BackendSession {
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
   qwc::SparseScratch sparse_;  // vertical-slash sparse prefill scratch (src/opt/sparse_prefill)
   qwc::BlockSparseScratch bsparse_;  // block-sparse's (compile-checked only)
-  DBuf tree_buf_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
+  DBuf tree_buf_, tree_ws_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
   std::vector<uint32_t> tree_host_;
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_
   DBuf logits_;
