@@ -279,4 +279,5 @@ void run_prefill() {
     prefill_case(28, 4, 128, 0, 16384, false, true, 40);
     prefill_case(28, 4, 128, 0, 512, true, true, 64);
   }
+  run_dca_prefill();
 }

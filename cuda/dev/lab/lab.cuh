@@ -149,6 +149,8 @@ void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed
                   int tree_fan = 0);  // tree_fan > 0: a tree verification step (opt/speculative/tree_mask.cuh)
 void run_attn();
 void run_prefill();
+// dca.cu: DCA prefill, the tensor-core kernel against the SIMT one (called from run_prefill)
+void run_dca_prefill();
 // sage.cu: SageAttention prefill (src/opt/attention/sage.cuh) against the CPU arm and exact attention
 void sage_case(int nH, int nKV, int d, int pos0, int n, bool fp8, bool timed, int max_blocks);
 void run_sage();

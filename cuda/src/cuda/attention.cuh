@@ -10,6 +10,7 @@
 // Cache layout (per layer): [slots][nKV][max_ctx][d] bf16, K and V separate.
 #pragma once
 #include "common.cuh"
+#include "dca_tiles.cuh"
 #include "key_blocks.cuh"
 #include "tree_mask.cuh"
 
@@ -52,12 +53,18 @@ struct PrefillAttnArgs {
   // every key tile. split_tiles is set by the launcher.
   float *split_ws = nullptr;
   int32_t n_split = 1, split_tiles = 0;
+  DcaQueries dca;                      // dca = on (opt/dca/dca_tiles.cuh): launch_prefill_attention_dca only
 };
 // Key splits for a tree step of n rows over kv_len keys (pos0 + n): about two CTAs per SM over the n_heads CTAs of
 // its one query tile, at least one 64-key tile each, every split non-empty; 1 where the step has more than one
 // query tile (the grid already has n_heads x tiles CTAs) or QW_TREE_SPLIT=0.
 int32_t prefill_attn_tree_split(int32_t n, int32_t n_heads, int32_t kv_len, int32_t sms);
 size_t prefill_attn_split_ws_floats(int32_t n, int32_t n_heads, int32_t head_dim, int32_t n_split);
+// dca = on, prefill of one sequence (a.dca set, the intra queries in a.q): the mma.sync kernel with the three parts'
+// key ranges and query variants (opt/dca/dca_tiles.cuh). Where dca_prefill_mma_supported is false, or QW_DCA_MMA=0,
+// the SIMT kernel of opt/dca runs instead (launch_dca_attention).
+bool dca_prefill_mma_supported(int32_t head_dim, int32_t span);
+const char *launch_prefill_attention_dca(const PrefillAttnArgs &a, cudaStream_t stream);
 // Merges a split launch's partial (o, m, l) into a.out (log-sum-exp): grid (n, n_heads), head_dim threads.
 void launch_prefill_attn_combine(const PrefillAttnArgs &a, cudaStream_t stream);
 // head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel. On sm_90 (unless

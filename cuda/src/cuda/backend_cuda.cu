@@ -20,6 +20,7 @@
 
 #include "attention.cuh"
 #include "cublaslt.cuh"
+#include "dca.cuh"
 #include "json.hpp"
 #include "kvcache.hpp"
 #include "registry.hpp"
@@ -189,6 +190,14 @@ void CudaSession::ensure_bcast() {
   const size_t n = (size_t)max_batch_ * c.num_heads * max_ctx_ * c.head_dim;
   bcast_k_ = DBuf(n * 2);
   bcast_v_ = DBuf(n * 2);
+}
+
+// dca = on decode: the key windows' workspace (opt/dca/dca.cuh), allocated on first use, before any capture.
+void CudaSession::ensure_dca_ws() {
+  if (dca_split_) return;
+  const Config &c = m_.cfg;
+  dca_split_ = qwc::dca_decode_split(c.num_heads, max_ctx_, sms_);
+  if (dca_split_ > 1) dca_ws_ = DBuf(qwc::dca_decode_ws_floats(max_batch_, c.num_heads, c.head_dim, dca_split_) * 4);
 }
 
 void CudaSession::drop_graphs() {

@@ -224,18 +224,19 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   CK(cudaMemcpyAsync(dparams_.p, hdparams_, kDParamBytes, cudaMemcpyHostToDevice, stream_));
   if (st.toggles.decode == Decode::Persistent) return run_decode_persistent(st, sink, out_tokens);  // opt/decode
   const bool hooks = wants_any(st, sink);
-  bool any_bcast = false;
+  bool any_bcast = false, any_dca = false;
   std::string key = std::to_string(B) + ":";
   for (int32_t l = 0; l < m_.cfg.num_layers; ++l) {
     const bool b = gqa_broadcast(st, l);
     any_bcast |= b;
     key += b ? 'b' : 'n';
-    if (dca_on(st, l)) key += 'd';  // the DCA path has other kernels (chunk/local are fixed per session)
+    if (dca_on(st, l)) { key += 'd'; any_dca = true; }  // the DCA path has other kernels (chunk/local are fixed per session)
     // ffn / norm arms other than the defaults have other kernels (opt/ffn, opt/norm)
     if (ffn_arm(&st, l) != Ffn::FusedNormGemvSwiglu) key += char('0' + int(ffn_arm(&st, l)));
     if (norm_arm(&st, l) != Norm::FusedResidualNorm) key += 's';
   }
   if (any_bcast) ensure_bcast();
+  if (any_dca) ensure_dca_ws();
   // The identity slots for the broadcast arm live in d_out_ and are overwritten by argmax at the end of the
   // step, which is after the last attention: safe.
   const bool use_graph = graphs_on(st) && !prof_ && !hooks;

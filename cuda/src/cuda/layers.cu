@@ -187,8 +187,32 @@ const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act,
   return qwc::launch_gemv(a, stream_);
 }
 
+// dca = on: a prefill step runs the tensor-core kernel per sequence (attention_prefill.cu, opt/dca/dca_tiles.cuh) where
+// it supports the shape; decode, and QW_DCA_MMA=0, the SIMT kernel of opt/dca over every row at once (decode: split
+// into key windows, dca_decode_split).
 const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
   const Config &c = m_.cfg;
+  const int32_t span = p.st->dca_chunk - p.st->dca_local;
+  if (!p.decode && qwc::dca_prefill_mma_supported(c.head_dim, span)) {
+    const char *kn = "attn_dca_mma";
+    for (size_t i = 0; i < p.st->seq.size(); ++i) {
+      const size_t row0 = (size_t)p.st->row_offset[i];
+      qwc::PrefillAttnArgs a;
+      a.out = z_.as<bf16>() + row0 * c.q_dim();
+      a.q = q_.as<bf16>() + row0 * c.q_dim();
+      a.dca.succ = dca_q2_.as<bf16>() + row0 * c.q_dim();
+      a.dca.inter = dca_q3_.as<bf16>() + row0 * c.q_dim();
+      a.dca.span = span;
+      a.kcache = kcache(l);
+      a.vcache = vcache(l);
+      a.slot = p.st->seq[i];
+      a.pos0 = p.st->pos0[i];
+      a.n = p.st->n_new[i];
+      a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+      kn = qwc::launch_prefill_attention_dca(a, stream_);
+    }
+    return kn;
+  }
   qwc::DcaAttnArgs a;
   a.out = z_.as<bf16>();
   a.q_intra = q_.as<bf16>();
@@ -200,6 +224,10 @@ const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
   a.row_slot = p.slot;
   a.rows = p.rows; a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
   a.chunk = p.st->dca_chunk; a.local = p.st->dca_local;
+  if (p.decode && dca_split_ > 1) {  // key windows per row (run_decode allocated them before any capture)
+    a.n_split = dca_split_;
+    a.ws = dca_ws_.as<float>();
+  }
   return qwc::launch_dca_attention(a, stream_);
 }
 

@@ -304,6 +304,7 @@ class CudaSession final : public BackendSession {
   void ensure_rows(int32_t rows);
   void ensure_logits(int32_t rows);
   void ensure_bcast();
+  void ensure_dca_ws();
   bool wants_any(const Step &st, Sink &sink) const;
   // --- layers.cu: the blocks both phases build from (docs/ARCHITECTURE.md §Layers)
   void hook_f32(const Pass &p, Hook h, int32_t l, const float *x, int32_t cols);
@@ -387,6 +388,8 @@ class CudaSession final : public BackendSession {
   DBuf tree_buf_, tree_ws_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
   std::vector<uint32_t> tree_host_;
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_
+  DBuf dca_ws_;            // dca = on decode: the key windows' partials (opt/dca/dca.cuh), before any capture
+  int32_t dca_split_ = 0;  // their count (dca_decode_split); 0 until ensure_dca_ws
   DBuf logits_;
   int32_t logits_rows_ = 0;
   // step parameters (device) and pinned host mirror: tokens | pos | slot | kv_len | out

@@ -3,6 +3,8 @@
 
 #include "dca_positions.hpp"
 
+#include <algorithm>
+
 namespace qwc {
 namespace {
 
@@ -65,12 +67,14 @@ __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnAr
   for (int t = tid; t < d; t += kThreads)
     for (int g = 0; g < 3; ++g) qs[g][t] = __bfloat162float(qv[g][(int64_t)r * qdim + h * d + t]);
   __syncthreads();
+  // this block's key window (decode splits; one window of every key otherwise)
+  const int win = (i + a.n_split) / a.n_split, w_lo = blockIdx.z * win, w_hi = min(i + 1, w_lo + win);
   const __nv_bfloat16 *K = a.kcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
   const __nv_bfloat16 *V = a.vcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
   const float scale = rsqrtf((float)d);
   // Key groups as dca_positions.hpp part(): 0 intra [ci s, i], 1 successive [(ci-1) s, ci s), 2 inter [0, (ci-1) s).
-  const int lo[3] = {ci * s, max(0, (ci - 1) * s), 0};
-  const int hi[3] = {i + 1, ci * s, max(0, (ci - 1) * s)};
+  const int lo[3] = {max(w_lo, ci * s), max(w_lo, max(0, (ci - 1) * s)), w_lo};
+  const int hi[3] = {min(w_hi, i + 1), min(w_hi, ci * s), min(w_hi, max(0, (ci - 1) * s))};
   float M[3], L[3], O[3];
   for (int g = 0; g < 3; ++g) {
     float m = -INFINITY, l = 0.f, o = 0.f;
@@ -104,6 +108,14 @@ __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnAr
     L[g] = l;
     O[g] = o;
   }
+  if (a.n_split > 1) {  // the partials of this window; dca_combine_kernel merges them
+    float *w = a.ws + (((int64_t)r * a.n_heads + h) * a.n_split + blockIdx.z) * 3 * (d + 2);
+    for (int g = 0; g < 3; ++g) {
+      if (tid < d) w[g * (d + 2) + tid] = O[g];
+      if (tid == 0) { w[g * (d + 2) + d] = M[g]; w[g * (d + 2) + d + 1] = L[g]; }
+    }
+    return;
+  }
   // Log-sum-exp merge of the non-empty partials (the intra group always holds key i itself).
   float mx = M[0];
   for (int g = 1; g < 3; ++g) mx = fmaxf(mx, M[g]);
@@ -117,7 +129,37 @@ __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnAr
   if (tid < d) a.out[(int64_t)r * qdim + h * d + tid] = __float2bfloat16(num / den);
 }
 
+// grid (rows, nH), d threads: the 3 n_split partials of (row, head) merged by log-sum-exp (empty ones: m = -inf).
+__global__ void dca_combine_kernel(const DcaAttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
+  const int r = blockIdx.x, h = blockIdx.y, e = threadIdx.x, d = a.head_dim, n = 3 * a.n_split;
+  const float *w = a.ws + ((int64_t)r * a.n_heads + h) * n * (d + 2);
+  float mx = -INFINITY;
+  for (int j = 0; j < n; ++j) mx = fmaxf(mx, w[j * (d + 2) + d]);
+  float num = 0.f, den = 0.f;
+  for (int j = 0; j < n; ++j) {
+    const float m = w[j * (d + 2) + d];
+    if (m == -INFINITY) continue;
+    const float f = __expf(m - mx);
+    num = fmaf(f, w[j * (d + 2) + e], num);
+    den = fmaf(f, w[j * (d + 2) + d + 1], den);
+  }
+  a.out[(int64_t)r * a.n_heads * d + h * d + e] = __float2bfloat16(num / den);
+}
+
 }  // namespace
+
+int32_t dca_decode_split(int32_t n_heads, int32_t max_ctx, int32_t sms) {
+  if (!env_switch_on("QW_DCA_SPLIT", "one block per decode row and head", "key windows per decode row")) return 1;
+  const int by_sms = std::max(1, (2 * sms + n_heads - 1) / std::max(1, n_heads));
+  const int by_work = std::max(1, max_ctx / 512);
+  return std::max(1, std::min({by_sms, by_work, 32}));
+}
+
+size_t dca_decode_ws_floats(int32_t rows, int32_t n_heads, int32_t head_dim, int32_t n_split) {
+  return (size_t)rows * n_heads * n_split * 3 * (head_dim + 2);
+}
 
 void launch_dca_rope_kv(const RopeKvArgs &r, __nv_bfloat16 *q_succ, __nv_bfloat16 *q_inter, int32_t chunk, int32_t local,
                         cudaStream_t stream) {
@@ -128,10 +170,14 @@ void launch_dca_rope_kv(const RopeKvArgs &r, __nv_bfloat16 *q_succ, __nv_bfloat1
 
 const char *launch_dca_attention(const DcaAttnArgs &a, cudaStream_t stream) {
   if (a.head_dim > 128 || a.head_dim % 2) throw CudaError("dca attention: head_dim must be even and <= 128");
+  if (a.n_split < 1 || (a.n_split > 1 && !a.ws)) throw CudaError("dca attention: n_split > 1 needs its workspace");
   if (a.rows <= 0) return "attn_dca_simt";
-  launch(dca_attention_kernel, dim3(a.rows, a.n_heads), dim3(kThreads), 0, stream, a);
+  launch(dca_attention_kernel, dim3(a.rows, a.n_heads, a.n_split), dim3(kThreads), 0, stream, a);
   QWC_LAUNCH_CHECK("launch_dca_attention");
-  return "attn_dca_simt";
+  if (a.n_split == 1) return "attn_dca_simt";
+  launch(dca_combine_kernel, dim3(a.rows, a.n_heads), dim3(a.head_dim), 0, stream, a);
+  QWC_LAUNCH_CHECK("launch_dca_attention (combine)");
+  return "attn_dca_simt:split";
 }
 
 }  // namespace qwc

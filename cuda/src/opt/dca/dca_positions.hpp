@@ -38,5 +38,44 @@ QW_DCA_HD int32_t part(int32_t i, int32_t j, int32_t s) {
   return dc == 0 ? 0 : (dc == 1 ? 1 : 2);
 }
 
+// The key ranges of a tensor-core query tile (opt/dca/dca_tiles.cuh, src/cuda/attention_prefill.cu): rows at positions
+// first..last (last - first < 64), tiles of `tile` keys, s >= tile. Visiting order v = 0 inter (part 2), 1 successive
+// (part 1), 2 intra (part 0); a (row, key) pair counts only where part(row, key) is the range's part.
+struct TileRanges {
+  int32_t lo[3], tiles[3];
+};
+QW_DCA_HD int32_t imax(int32_t a, int32_t b) { return a > b ? a : b; }
+QW_DCA_HD int32_t imin(int32_t a, int32_t b) { return a < b ? a : b; }
+QW_DCA_HD TileRanges tile_ranges(int32_t s, int32_t first, int32_t last, int32_t tile) {
+  const int32_t c_lo = first / s, c_hi = last / s;
+  const int32_t lo[3] = {0, imax(0, (c_lo - 1) * s), c_lo * s};
+  const int32_t hi[3] = {imax(0, (c_hi - 1) * s), imin(c_hi * s, last + 1), last + 1};
+  TileRanges r;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int v = 0; v < 3; ++v) {
+    r.lo[v] = lo[v];
+    r.tiles[v] = hi[v] > lo[v] ? (hi[v] - lo[v] + tile - 1) / tile : 0;
+  }
+  return r;
+}
+// The range (v) of loop step t.
+QW_DCA_HD int32_t tile_range(const TileRanges &r, int32_t t) {
+  return t < r.tiles[0] ? 0 : (t < r.tiles[0] + r.tiles[1] ? 1 : 2);
+}
+// Its first key (selects, not r.lo[v]: a run-time index would put the ranges in local memory on the GPU).
+QW_DCA_HD int32_t tile_start(const TileRanges &r, int32_t t, int32_t tile) {
+  const int32_t v = tile_range(r, t);
+  const int32_t before = v == 0 ? 0 : (v == 1 ? r.tiles[0] : r.tiles[0] + r.tiles[1]);
+  const int32_t lo = v == 0 ? r.lo[0] : (v == 1 ? r.lo[1] : r.lo[2]);
+  return lo + (t - before) * tile;
+}
+// part(i, j, s) for key j of a tile starting at k0 (s >= the tile): the key's chunk is k0's or the next, so one
+// division per tile instead of one per key. kc0 = k0 / s, kbound = (kc0 + 1) * s.
+QW_DCA_HD int32_t tile_part(int32_t row_chunk, int32_t j, int32_t kc0, int32_t kbound) {
+  return imin(row_chunk - (j < kbound ? kc0 : kc0 + 1), 2);
+}
+
 }  // namespace dca
 }  // namespace qw

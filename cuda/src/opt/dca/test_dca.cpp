@@ -6,11 +6,13 @@
 // Cases: several chunks with prefill split at and around chunk boundaries (pos0 > 0), batched decode of two
 // sequences of different lengths, f32 and bf16 caches, head_dim 64 (AVX2 path) and 12 (scalar tails), GQA groups
 // 1 and 2, local = 0, 2s - 1 < chunk (the inter position is 2s - 1, not chunk), and sequences no longer than chunk,
-// where DCA must equal plain attention (the engine's own attention() with RoPE at the true positions).
+// where DCA must equal plain attention (the engine's own attention() with RoPE at the true positions). Also the
+// CUDA tensor-core kernel's tile walk over the three parts' key ranges, emulated (check_tile_walk).
 #include <algorithm>
 #include <cmath>
 
 #include "dca_cpu.hpp"
+#include "dca_positions.hpp"
 #include "gqa.hpp"
 #include "testlib.hpp"
 
@@ -212,9 +214,45 @@ void run_case(const Case &c, bool bf16, Pool &pool) {
   }
 }
 
+// The tensor-core kernel's walk (src/cuda/attention_prefill.cu, DCA instantiation), emulated with the same
+// functions: for a query tile of rows first..last, its key tiles (dca::tile_ranges / tile_range / tile_start) and its
+// visibility test (key <= row, key < last + 1, dca::tile_part == the range's part) must count every causal (row, key)
+// pair exactly once, with the part dca::part gives it.
+void check_tile_walk() {
+  constexpr int32_t kTile = 64;
+  int32_t walks = 0;
+  for (int32_t s : {64, 100, 270, 448, 512, 7168})
+    for (int32_t first : {0, 1, 50, 63, 64, 447, 448, 449, 600, 1000, 2 * 7168 - 10, 3 * 7168 + 5})
+      for (int32_t rows : {1, 17, 64}) {
+        const int32_t last = first + rows - 1;
+        std::vector<int32_t> seen(size_t(rows) * size_t(last + 1), 0);
+        const qw::dca::TileRanges r = qw::dca::tile_ranges(s, first, last, kTile);
+        const int32_t n_tiles = r.tiles[0] + r.tiles[1] + r.tiles[2];
+        for (int32_t t = 0; t < n_tiles; ++t) {
+          const int32_t part = 2 - qw::dca::tile_range(r, t), k0 = qw::dca::tile_start(r, t, kTile);
+          const int32_t kc0 = k0 / s, kbound = (kc0 + 1) * s;
+          for (int32_t kp = k0; kp < k0 + kTile && kp <= last; ++kp)
+            for (int32_t qp = first; qp <= last; ++qp)
+              if (kp <= qp && qw::dca::tile_part(qp / s, kp, kc0, kbound) == part) {
+                ++seen[size_t(qp - first) * size_t(last + 1) + size_t(kp)];
+                CHECK(part == qw::dca::part(qp, kp, s), "tile walk s %d rows %d..%d: key %d of row %d counted in part %d, not %d",
+                      s, first, last, kp, qp, part, qw::dca::part(qp, kp, s));
+              }
+        }
+        for (int32_t qp = first; qp <= last; ++qp)
+          for (int32_t kp = 0; kp <= qp; ++kp) {
+            const int32_t n = seen[size_t(qp - first) * size_t(last + 1) + size_t(kp)];
+            CHECK(n == 1, "tile walk s %d rows %d..%d: key %d of row %d counted %d times", s, first, last, kp, qp, n);
+          }
+        ++walks;
+      }
+  CHECK(walks == 6 * 12 * 3, "tile walk: %d walks", walks);
+}
+
 }  // namespace
 
 int main() {
+  check_tile_walk();
   const std::vector<Case> cases = {
       // s = 12: chunks [0,12) [12,24) [24,36) [36,48) [48,53); prefill pieces end at 12 (boundary), 13, 24, 31.
       {{4, 2, 64}, 16, 4, {53, 29}, {12, 1, 11, 7}},
