@@ -1,4 +1,5 @@
-// attention.cuh — causal GQA attention over the bf16 KV cache.
+// attention.cuh — causal GQA attention over the bf16 KV cache (decode: attention.cu; prefill: attention_prefill.cu;
+// a tree step's key splits: attention_split.cu).
 //   decode:  split-KV ("flash-decoding"), one block per (split, query head, sequence), or per (split, kv head,
 //            sequence) serving all G = nH/nKV heads of the group once the batch fills the GPU (same bits); the
 //            last block of a (sequence, head group) combines the splits (one launch; counters reset by the

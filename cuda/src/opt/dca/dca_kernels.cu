@@ -68,7 +68,8 @@ __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnAr
     for (int g = 0; g < 3; ++g) qs[g][t] = __bfloat162float(qv[g][(int64_t)r * qdim + h * d + t]);
   __syncthreads();
   // this block's key window (decode splits; one window of every key otherwise)
-  const int win = (i + a.n_split) / a.n_split, w_lo = blockIdx.z * win, w_hi = min(i + 1, w_lo + win);
+  int w_lo, w_hi;
+  qw::dca::decode_window(i, a.n_split, blockIdx.z, &w_lo, &w_hi);
   const __nv_bfloat16 *K = a.kcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
   const __nv_bfloat16 *V = a.vcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * d;
   const float scale = rsqrtf((float)d);

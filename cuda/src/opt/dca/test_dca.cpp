@@ -249,10 +249,28 @@ void check_tile_walk() {
   CHECK(walks == 6 * 12 * 3, "tile walk: %d walks", walks);
 }
 
+// The decode key windows (dca::decode_window, dca_kernels.cu): for every position and window count, the windows
+// hold every key 0..i exactly once.
+void check_decode_windows() {
+  for (int32_t n_split : {1, 2, 3, 10, 32})
+    for (int32_t i : {0, 1, 2, 9, 31, 32, 33, 447, 1000, 8191}) {
+      std::vector<int32_t> seen(size_t(i) + 1, 0);
+      for (int32_t z = 0; z < n_split; ++z) {
+        int32_t lo, hi;
+        qw::dca::decode_window(i, n_split, z, &lo, &hi);
+        for (int32_t k = lo; k < hi; ++k) ++seen[size_t(k)];
+      }
+      for (int32_t k = 0; k <= i; ++k)
+        CHECK(seen[size_t(k)] == 1, "decode windows: n_split %d, position %d: key %d in %d windows", n_split, i, k,
+              seen[size_t(k)]);
+    }
+}
+
 }  // namespace
 
 int main() {
   check_tile_walk();
+  check_decode_windows();
   const std::vector<Case> cases = {
       // s = 12: chunks [0,12) [12,24) [24,36) [36,48) [48,53); prefill pieces end at 12 (boundary), 13, 24, 31.
       {{4, 2, 64}, 16, 4, {53, 29}, {12, 1, 11, 7}},

@@ -8,7 +8,7 @@
 //   3. attend: one warp per (query row, head) over its query block's key blocks (keys <= i), 32 keys at a time, one
 //      online softmax in fp32 over bf16 K/V, z in bf16. A simple SIMT kernel (no tensor cores), not tuned.
 //      With QW_SPARSE_MMA=1 (read at each call; not the default until a GPU run validates it): the mma.sync flash
-//      prefill kernel (src/cuda/attention.cu) walking each (query block, head)'s selected key blocks
+//      prefill kernel (src/cuda/attention_prefill.cu) walking each (query block, head)'s selected key blocks
 //      (key_blocks.cuh), where it applies: plain attention (DCA keeps the SIMT kernel) and head_dim 64 or 128.
 //      COMPILE-CHECKED ONLY. Every block selected: z equal to the dense mma.sync kernel's bit for bit.
 // Same arguments as vertical-slash (sparse_prefill.cuh SparseAttnArgs).

@@ -110,7 +110,7 @@ const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch 
   const char *simt = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
   if (a.rows <= 0) return mma ? "attn_sparse_bs_mma" : simt;
   const int32_t *dl = s.lists(std::max<size_t>(1, s.host_lists.size())), *doff = s.offsets(s.host_offsets.size());
-  if (mma) {  // the flash prefill kernel over the selected key blocks (attention.cu, key_blocks.cuh)
+  if (mma) {  // the flash prefill kernel over the selected key blocks (attention_prefill.cu, key_blocks.cuh)
     PrefillAttnArgs p;
     p.out = a.out; p.q = a.q[0]; p.kcache = a.kcache; p.vcache = a.vcache;
     p.slot = a.slot; p.pos0 = a.pos0; p.n = a.rows;

@@ -1,11 +1,11 @@
 // key_blocks.cuh — the key-block lists of block-sparse prefill (sparsePrefill = block-sparse, QW_SPARSE_MMA=1) as the
-// mma.sync flash prefill kernel reads them (src/cuda/attention.cu, prefill_attn_mma_kernel<D, false, true>): the same
+// mma.sync flash prefill kernel reads them (src/cuda/attention_prefill.cu, prefill_attn_mma_kernel<D, false, true>): the same
 // kernel, whose key-tile loop walks a query block's selected key blocks instead of every causal key tile.
 // COMPILE-CHECKED ONLY until the first GPU run (cuda/dev/lab/sparse.cu, test/gpu/sparse.test.ts).
 //
 // Layout: the selection of block_sparse_kernels.cu (BlockSparseScratch): query head h, query block qb0 + b (64
 // positions, aligned to position 0) visits key blocks lists[offs[h * nqb + b] .. offs[h * nqb + b + 1]), ascending,
-// each <= qb0 + b. Key block = key tile: kSparseBlock == the kernel's kBK == 64 (static_assert in attention.cu).
+// each <= qb0 + b. Key block = key tile: kSparseBlock == the kernel's kBK == 64 (static_assert in attention_prefill.cu).
 #pragma once
 
 #include <cstdint>

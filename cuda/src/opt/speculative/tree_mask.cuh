@@ -1,5 +1,5 @@
 // tree_mask.cuh — the tree attention mask of a verification step (speculative = eagle) as the CUDA prefill
-// attention kernels read it (src/cuda/attention.cu). The host side (tree_mask_words / tree_mask_fill) builds it
+// attention kernels read it (src/cuda/attention_prefill.cu). The host side (tree_mask_words / tree_mask_fill) builds it
 // from Step::tree_keys; the kernels test one bit per (row, key) on top of their causal mask.
 //
 // Layout: row r of the step has `words` uint32 words; bit a (word a / 32, bit a % 32) is set when the row attends
