@@ -80,6 +80,10 @@ function breakdownTable(res: VerifyCostResult): string[] {
     `| (sum of records) | ${b.map((p) => f(total(p), 1)).join(" | ")} |`,
     `| (wall) | ${b.map((p) => f(p.wallMs * 1e3, 1)).join(" | ")} |`,
     "",
+    "Kernels per op (the variants that ran, all passes):",
+    "",
+    ...ops.map((op) => `- ${op}: ${[...new Set(b.flatMap((p) => p.ops.find((o) => o.op === op)?.names ?? []))].join(", ") || "-"}`),
+    "",
   ];
 }
 const md = [

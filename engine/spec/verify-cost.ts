@@ -24,7 +24,7 @@ export function fanoutParents(n: number, fan = 4): number[] {
 
 export interface VerifyCostRow { n: number; ms: Stat; vsDecode: number }
 /** One profiled pass (profiling = kernels): the wall time of the engine calls and the kernel time per op. */
-export interface PassBreakdown { label: string; wallMs: number; ops: { op: string; us: number; kernels: number }[] }
+export interface PassBreakdown { label: string; wallMs: number; ops: { op: string; us: number; kernels: number; names: string[] }[] }
 export interface VerifyCostResult { context: number; decode: Stat; rows: VerifyCostRow[]; breakdown?: PassBreakdown[] }
 
 /** Runs `fn` once with profiling = kernels and sums the records' time per op (records in engine order). */
@@ -39,13 +39,15 @@ export function profilePass(s: EngineSession, label: string, fn: () => void): Pa
   } finally {
     s.setProfiling("off");
   }
-  const { ops } = s.takeRecords();
-  const by = new Map<string, { us: number; kernels: number }>();
+  const { ops, kernels } = s.takeRecords();
+  const by = new Map<string, { us: number; kernels: number; names: string[] }>();
   for (let i = 0; i < ops.op.length; i++) {
     const name = opName(ops.op[i]);
-    const e = by.get(name) ?? { us: 0, kernels: 0 };
+    const e = by.get(name) ?? { us: 0, kernels: 0, names: [] };
     e.us += (ops.t_end_ns[i] - ops.t_start_ns[i]) / 1e3;
     e.kernels++;
+    const k = kernels[ops.kernel[i]];  // which variant ran (e.g. the tree step's attention: split or not)
+    if (k !== undefined && !e.names.includes(k)) e.names.push(k);
     by.set(name, e);
   }
   return { label, wallMs, ops: [...by].map(([op, e]) => ({ op, ...e })) };

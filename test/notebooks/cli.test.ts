@@ -81,4 +81,24 @@ describe("notebooks", () => {
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/local window must be an integer in \[0, chunk = 64\)/);
   }, 300_000);
+
+  test("verify-cost: a row per tree size against the decode step, the per-op breakdown names the kernels that ran; a bad shape is refused", () => {
+    const out = join(tmp, "vc");
+    const r = run(["notebooks/verify-cost.ts", "--backend", "cpu", "--threads", "2", "--models", "tiny", "--context", "24",
+      "--sizes", "1,4", "--reps", "3", "--warmup", "0", "--breakdown", "--out", out]);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(readFileSync(join(out, "verify-cost.json"), "utf8"));
+    const res = j.results[0].res;
+    expect(res.rows.map((x: { n: number }) => x.n)).toEqual([1, 4]);
+    for (const row of res.rows) expect(row.vsDecode).toBeCloseTo(row.ms.median / res.decode.median, 9);
+    expect(res.breakdown.map((p: { label: string }) => p.label)).toEqual(["decode", "verify 1", "verify 4"]);
+    const attn = res.breakdown[2].ops.find((o: { op: string }) => o.op === "attention");
+    expect(attn.names.length).toBeGreaterThan(0); // the attention kernel of the verify pass, by name
+    const md = readFileSync(join(out, "verify-cost.md"), "utf8");
+    expect(md).toContain("| 4 |");
+    expect(md).toMatch(/^- attention: \S/m);
+    const bad = run(["notebooks/verify-cost.ts", "--models", "3b"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--models: unknown shape '3b'/);
+  }, 300_000);
 });
