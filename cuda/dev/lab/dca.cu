@@ -33,6 +33,34 @@ __nv_bfloat16 *random_bf16(std::vector<uint16_t> &h, size_t n, float scale) {
   return d;
 }
 
+// Poisons both outputs, runs the reference arm then the new one once, and compares them (err, nan_seen); returns the
+// new arm's kernel name.
+const char *check_arms(__nv_bfloat16 *z, __nv_bfloat16 *z_ref, size_t n, const std::function<void()> &run_ref,
+                       const std::function<const char *()> &run, double *err, bool *nan_seen) {
+  poison(z_ref, n * 2);
+  poison(z, n * 2);
+  run_ref();
+  const char *variant = run();
+  CHK(cudaDeviceSynchronize());
+  *err = bf16_err(z, z_ref, n, nan_seen);
+  return variant;
+}
+
+// Times the new arm and the SIMT reference arm (when timed) and reports both rows, the new one checked against the
+// reference (err, nan_seen); `work` per run in the unit's base (FLOP or bytes), divided by unit_div for the rate.
+void report_arms(const std::string &what, const char *variant, const char *shape, double err, bool nan_seen, bool timed,
+                 const std::function<void()> &run, const std::function<void()> &run_ref, int iters, int ref_iters,
+                 double work, double unit_div, const char *unit, double ceiling) {
+  double us = 0, us_ref = 0;
+  if (timed) {
+    us = time_us([&](int) { run(); }, iters, 2);
+    us_ref = time_us([&](int) { run_ref(); }, ref_iters, 1);
+  }
+  auto rate = [&](double t) { return t > 0 ? work / (t * 1e-6) / unit_div : 0; };
+  report(what + " [" + variant + " vs attn_dca_simt]", shape, true, err, 1e-2, nan_seen, us, rate(us), unit, ceiling);
+  if (timed) report(what + " [attn_dca_simt]", shape, false, 0, 1e-2, false, us_ref, rate(us_ref), unit, ceiling);
+}
+
 // One sequence in cache slot 1: rows at positions pos0 .. pos0 + n - 1; chunk / local as the dca toggle's.
 void dca_case(int nH, int nKV, int d, int pos0, int n, int chunk, int local, bool timed) {
   const int max_ctx = pos0 + n + 5;
@@ -55,27 +83,17 @@ void dca_case(int nH, int nKV, int d, int pos0, int n, int chunk, int local, boo
   a.kcache = dk; a.vcache = dv; a.slot = 1; a.pos0 = pos0; a.n = n; a.n_heads = nH; a.n_kv = nKV; a.head_dim = d;
   a.max_ctx = max_ctx;
 
-  poison(z_ref, q_n * 2);
-  poison(z, q_n * 2);
-  launch_dca_attention(s, 0);
-  const char *variant = launch_prefill_attention_dca(a, 0);
-  CHK(cudaDeviceSynchronize());
+  double err;
   bool nan_seen;
-  const double err = bf16_err(z, z_ref, q_n, &nan_seen);
+  const char *variant = check_arms(z, z_ref, q_n, [&] { launch_dca_attention(s, 0); },
+                                   [&] { return launch_prefill_attention_dca(a, 0); }, &err, &nan_seen);
   // FLOPs of causal attention (DCA scores every causal pair once, with its part's query)
   const double keys = (double)n * pos0 + (double)n * (n + 1) / 2, flops = 4.0 * d * nH * keys;
   char shape[112];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d chunk %d local %d", nH, nKV, d, pos0, n, chunk, local);
-  double us = 0, us_ref = 0;
-  if (timed) {
-    us = time_us([&](int) { launch_prefill_attention_dca(a, 0); }, g_quick ? 5 : 20, 2);
-    us_ref = time_us([&](int) { launch_dca_attention(s, 0); }, g_quick ? 2 : 5, 1);
-  }
-  report(std::string("attn dca prefill [") + variant + " vs attn_dca_simt]", shape, true, err, 1e-2, nan_seen, us,
-         us > 0 ? flops / (us * 1e-6) / 1e12 : 0, "TFLOP/s", g_bf16_rate / 1e12);
-  if (timed)
-    report("attn dca prefill [attn_dca_simt]", shape, false, 0, 1e-2, false, us_ref, flops / (us_ref * 1e-6) / 1e12,
-           "TFLOP/s", g_bf16_rate / 1e12);
+  report_arms("attn dca prefill", variant, shape, err, nan_seen, timed, [&] { launch_prefill_attention_dca(a, 0); },
+              [&] { launch_dca_attention(s, 0); }, g_quick ? 5 : 20, g_quick ? 2 : 5, flops, 1e12, "TFLOP/s",
+              g_bf16_rate / 1e12);
   for (auto *p : {dq[0], dq[1], dq[2], dk, dv, z_ref, z}) cudaFree(p);
   cudaFree(dpos); cudaFree(dslot);
 }
@@ -104,27 +122,17 @@ void dca_decode_case(int B, int nH, int nKV, int d, int len, int chunk, int loca
   DcaAttnArgs one = a, split = a;
   one.out = z1;
   split.out = zs; split.n_split = n_split; split.ws = ws;
-  poison(z1, q_n * 2);
-  poison(zs, q_n * 2);
-  launch_dca_attention(one, 0);
-  const char *variant = launch_dca_attention(split, 0);
-  CHK(cudaDeviceSynchronize());
+  double err;
   bool nan_seen;
-  const double err = bf16_err(zs, z1, q_n, &nan_seen);
+  const char *variant = check_arms(zs, z1, q_n, [&] { launch_dca_attention(one, 0); },
+                                   [&] { return launch_dca_attention(split, 0); }, &err, &nan_seen);
   const double bytes = 2.0 * B * nKV * (double)len * d * 2;  // K and V of every row, once per kv head
   char shape[112];
   snprintf(shape, sizeof shape, "B%d h%d/%d d%d len %d chunk %d local %d, %d windows", B, nH, nKV, d, len, chunk, local,
            n_split);
-  double us = 0, us_one = 0;
-  if (timed) {
-    us = time_us([&](int) { launch_dca_attention(split, 0); }, g_quick ? 10 : 50, 3);
-    us_one = time_us([&](int) { launch_dca_attention(one, 0); }, g_quick ? 5 : 20, 2);
-  }
-  report(std::string("attn dca decode [") + variant + " vs attn_dca_simt]", shape, true, err, 1e-2, nan_seen, us,
-         us > 0 ? bytes / (us * 1e-6) / 1e9 : 0, "GB/s", g_copy_bw / 1e9);
-  if (timed)
-    report("attn dca decode [attn_dca_simt]", shape, false, 0, 1e-2, false, us_one, bytes / (us_one * 1e-6) / 1e9,
-           "GB/s", g_copy_bw / 1e9);
+  report_arms("attn dca decode", variant, shape, err, nan_seen, timed, [&] { launch_dca_attention(split, 0); },
+              [&] { launch_dca_attention(one, 0); }, g_quick ? 10 : 50, g_quick ? 5 : 20, bytes, 1e9, "GB/s",
+              g_copy_bw / 1e9);
   for (auto *p : {dq[0], dq[1], dq[2], dk, dv, z1, zs}) cudaFree(p);
   cudaFree(dpos); cudaFree(dslot); cudaFree(ws);
 }
