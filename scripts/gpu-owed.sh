@@ -7,7 +7,9 @@
 #   call B (at once, warm machine: the build stays): bash scripts/gpu-strip.sh restore && bash scripts/gpu-strip.sh
 #           strip (the default models: brown + passkey);
 #           bash .gpu/on-device 'DEADLINE=560 TESTS="dca sparse" ONLY="dca- split-e2e depth" bash scripts/gpu-owed.sh'
-# Steps (ONLY= prefixes of step names; build and the TESTS always run):
+#   a late call with ~250 s left: DEADLINE=200 LAB=0 TESTS="logits speculative" ONLY="verify-cost=" — the new default
+#           paths and the issue 13 bar.
+# Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
 # 2. TESTS (default: logits speculative cpu-vs-cuda kvcache: the tree key split and the lm_head GEMM, both
 #    compile-checked, are on the default path of every tree verify step);
@@ -29,7 +31,9 @@ left() { echo $(( D - ($(date +%s) - t0) )); }
 step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless fewer than LIMIT/2 seconds are left
   local lim=$1 name=$2; shift 2; local l; l=$(left)
   if [[ -n ${ONLY:-} && $name != build && $name != test-* ]]; then
-    local o hit=0; for o in $ONLY; do [[ $name == "$o"* ]] && hit=1; done; (( hit )) || return 1; fi
+    local o hit=0; for o in $ONLY; do
+      if [[ $o == *= ]]; then [[ $name == "${o%=}" ]] && hit=1; else [[ $name == "$o"* ]] && hit=1; fi; done
+    (( hit )) || return 1; fi
   (( l < lim / 2 )) && { echo "SKIP $name (deadline)" >> "$S"; return 1; }
   (( lim > l )) && lim=$l
   local s; s=$(date +%s); timeout "$lim" bash -c "$*" > "$OUT/$name.log" 2>&1; local rc=$?
@@ -37,12 +41,14 @@ step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless few
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader >> "$S" 2>&1
 ( python3 notebooks/peers/make_ref.py --no-ref --models 0.5b,7b --out $R > /tmp/ref.log 2>&1 ) &
 ref=$!
-step 200 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a" \
+# LAB=0: the libraries only (about 65 s less; no lab-prefill step), for a late call with little time left
+lab_build=""; [[ ${LAB:-1} == 0 ]] || lab_build=" && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
+step 200 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build" \
   || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
 for f in ${TESTS:-logits speculative cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
-if step 150 lab-prefill "./cuda/build/dev/qwlab prefill"; then :; fi
+[[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
 grep -E "tree|dca" "$OUT/lab-prefill.log" 2>/dev/null | grep -v "^|" | sed "s/^/  lab: /" >> "$S"
 wait $ref; tail -1 /tmp/ref.log >> "$S"
 vc() { echo "bun notebooks/verify-cost.ts --backend cuda --hf-root $R --models 7b --context 1024 --reps 5 --breakdown --out $OUT/$1"; }
