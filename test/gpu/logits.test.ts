@@ -4,7 +4,7 @@
 // the ids cross. Checked here: the device argmax equals the host rule (ties to the lower id) on every row of a
 // verify-like pass, the rows read after it are the rows a hook capture of the same step gives (the eager path),
 // and a later step replaces them. The test/engine twin runs the same checks on the CPU backend (host rows).
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, test } from "bun:test";
 import { openModel, type Model } from "../../engine/index.ts";
 import { noGpu } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";

@@ -2,7 +2,7 @@
 // Run page, reading them into a run's `sparse` field, and the per-layer table of what the session measured
 // (profile summary.sparse: keys visited, and with stats the recall of dense attention mass, rel L2 and cosine of z).
 
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+import { esc } from "./format.js";
 
 /** Budget inputs under the toggle (hidden unless the toggle is on somewhere). */
 export function sparseFields(ns) {

@@ -177,7 +177,7 @@ void prefill_case(int nH, int nKV, int d, int pos0, int n, bool simt, bool timed
     for (int32_t k : tree_keys[(size_t)rows[i]]) at.push_back(pos0 + k);
     attn_ref(refs[i], q, kc, vc, 1, rows[i], (int)at.size(), nH, nKV, d, max_ctx, &at);
   }
-  // a tree step runs twice: one CTA per head over every key tile, then split over its keys (attention_split.cu)
+  // a tree step runs twice: one CTA per head over every key tile, then split over its keys (attention_prefill.cu)
   // with the session's split count and workspace
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);

@@ -1,5 +1,5 @@
-// attention.cuh — causal GQA attention over the bf16 KV cache (decode: attention.cu; prefill: attention_prefill.cu;
-// a tree step's key splits: attention_split.cu).
+// attention.cuh — causal GQA attention over the bf16 KV cache (decode: attention.cu; prefill, a tree step's key
+// splits included: attention_prefill.cu).
 //   decode:  split-KV ("flash-decoding"), one block per (split, query head, sequence), or per (split, kv head,
 //            sequence) serving all G = nH/nKV heads of the group once the batch fills the GPU (same bits); the
 //            last block of a (sequence, head group) combines the splits (one launch; counters reset by the
@@ -49,7 +49,7 @@ struct PrefillAttnArgs {
   int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
   TreeMask tree;                       // a tree verification step (opt/speculative/tree_mask.cuh); else empty
   KeyBlocks blocks;                    // block-sparse prefill's selection (opt/sparse_prefill/key_blocks.cuh); else empty
-  // A tree step of n <= 64 rows split over its keys (attention_split.cu): split_ws holds
+  // A tree step of n <= 64 rows split over its keys (attention_prefill.cu): split_ws holds
   // prefill_attn_split_ws_floats(n, n_heads, head_dim, n_split) floats; null or n_split 1: one CTA per head walks
   // every key tile. split_tiles is set by the launcher.
   float *split_ws = nullptr;
@@ -66,8 +66,6 @@ size_t prefill_attn_split_ws_floats(int32_t n, int32_t n_heads, int32_t head_dim
 // the SIMT kernel of opt/dca runs instead (launch_dca_attention).
 bool dca_prefill_mma_supported(int32_t head_dim, int32_t span);
 const char *launch_prefill_attention_dca(const PrefillAttnArgs &a, cudaStream_t stream);
-// Merges a split launch's partial (o, m, l) into a.out (log-sum-exp): grid (n, n_heads), head_dim threads.
-void launch_prefill_attn_combine(const PrefillAttnArgs &a, cudaStream_t stream);
 // head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel. On sm_90 (unless
 // QW_FLASH_WGMMA=0), the sm_90a wgmma kernel (opt/attention/fa3_prefill.cuh) where it supports the shape.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);

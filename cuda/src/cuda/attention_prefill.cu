@@ -1,10 +1,19 @@
 // attention_prefill.cu — prefill (flash) attention: the mma.sync kernel and its variants (tree steps, their key
 // splits, block-sparse, DCA), the SIMT reference kernel, and the launchers; see attention.cuh. On sm_90 the wgmma
 // kernel (opt/attention/fa3_prefill.cuh) takes the shapes it supports.
+//
+// Key splits of a tree step: a verify pass has few rows (16–64 tree tokens) but a whole context of keys; one CTA per
+// query head walking every key tile left 104 of 132 SMs idle (7B, 1k context: 88 us a layer against 15 for a decode
+// step's split-KV attention). The tiles of the one query tile are cut into about 2 x SMs / n_heads splits (SPLIT,
+// blockIdx.z = split), each leaving its unnormalized o and its m, l in a workspace, and prefill_attn_combine_kernel
+// merges them: out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s with M = max_s m_s, the online-softmax algebra
+// that runs inside a CTA across its tiles (other rounding than one CTA: fp32 partial sums).
 #include "attention.cuh"
 #include "fa3_prefill.cuh"
 #include "mma_sync.cuh"
 #include "sparse_budget.hpp"
+
+#include <algorithm>
 
 namespace qwc {
 namespace {
@@ -16,6 +25,7 @@ constexpr float kNegBig = -1e30f;
 // Prefill, tensor cores: grid (ceil(n/64), nH), 128 threads; warp w owns query rows 16w..16w+15.
 // ------------------------------------------------------------------------------------------------
 constexpr int kBQ = 64, kBK = 64;
+constexpr int kMaxTreeSplit = 64;  // a tree step's key splits: bounds the workspace (64 x 64 rows x nH x (d + 2) floats)
 static_assert(kBQ == qw::kSparseBlock && kBK == qw::kSparseBlock, "block-sparse: a query / key block is one tile");
 
 // TREE: a tree verification step (a.tree.bits set): the ancestor mask on top of the causal one; instantiated
@@ -297,6 +307,26 @@ __global__ void prefill_attn_simt_kernel(const PrefillAttnArgs a) {
   }
 }
 
+// The merge of a tree step's key splits: grid (n, nH), blockDim = D; thread e merges dimension e of (row, head)
+// over the splits.
+__global__ void prefill_attn_combine_kernel(const PrefillAttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
+  const int row = blockIdx.x, h = blockIdx.y, e = threadIdx.x, D = a.head_dim;
+  const int64_t stride = D + 2, per_split = (int64_t)a.n * a.n_heads * stride;
+  const float *w = a.split_ws + ((int64_t)row * a.n_heads + h) * stride;
+  float mx = kNegBig;
+  for (int s = 0; s < a.n_split; ++s) mx = fmaxf(mx, w[s * per_split + D]);
+  float o = 0.f, l = 0.f;
+  for (int s = 0; s < a.n_split; ++s) {
+    const float *ws = w + s * per_split;
+    const float f = ws[D] <= kNegBig ? 0.f : exp2f(ws[D] - mx);
+    o += f * ws[e];
+    l += f * ws[D + 1];
+  }
+  a.out[(int64_t)row * a.n_heads * D + h * D + e] = __float2bfloat16(o / l);
+}
+
 }  // namespace
 
 const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t s) {
@@ -331,7 +361,21 @@ const char *launch_prefill_attention_dca(const PrefillAttnArgs &a, cudaStream_t 
   return "attn_dca_mma";
 }
 
-// A tree step of one query tile with a split workspace (attention_split.cu): n_split CTAs per head, then the merge.
+int32_t prefill_attn_tree_split(int32_t n, int32_t n_heads, int32_t kv_len, int32_t sms) {
+  if (n <= 0 || n > kBQ || n_heads <= 0 || kv_len <= 0) return 1;
+  if (!env_switch_on("QW_TREE_SPLIT", "one CTA per head walks every key tile", "split the keys of a tree step"))
+    return 1;
+  const int tiles = (kv_len + kBK - 1) / kBK;
+  const int want = std::max(1, std::min({(2 * sms + n_heads - 1) / n_heads, tiles, kMaxTreeSplit}));
+  const int per = (tiles + want - 1) / want;  // tiles per split; then the count that leaves none empty
+  return (tiles + per - 1) / per;
+}
+
+size_t prefill_attn_split_ws_floats(int32_t n, int32_t n_heads, int32_t head_dim, int32_t n_split) {
+  return (size_t)n_split * n * n_heads * (head_dim + 2);
+}
+
+// A tree step of one query tile with a split workspace: n_split CTAs per head, then the merge (file header).
 static const char *launch_tree_split(const PrefillAttnArgs &a0, size_t smem, cudaStream_t s) {
   PrefillAttnArgs a = a0;
   const int tiles = (a.pos0 + a.n + kBK - 1) / kBK;
@@ -341,7 +385,8 @@ static const char *launch_tree_split(const PrefillAttnArgs &a0, size_t smem, cud
   if (a.head_dim == 64) launch_mma<64, true, false, true>(grid, smem, s, a);
   else launch_mma<128, true, false, true>(grid, smem, s, a);
   QWC_LAUNCH_CHECK("launch_prefill_attention (tree split)");
-  launch_prefill_attn_combine(a, s);
+  launch(prefill_attn_combine_kernel, dim3(a.n, a.n_heads), dim3(a.head_dim), 0, s, a);
+  QWC_LAUNCH_CHECK("launch_prefill_attention (tree split combine)");
   return "attn_prefill_mma:tree-split";
 }
 

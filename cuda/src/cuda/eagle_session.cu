@@ -43,7 +43,7 @@ void CudaSession::tree_setup(const Step &st, Pass &p) {
   p.tree.bits = tree_buf_.as<uint32_t>() + n;
   p.tree.base = st.tree_base;
   p.tree.words = words;
-  // the attention's key splits (attention_split.cu): a verify pass has one query tile but a context of keys
+  // the attention's key splits (attention_prefill.cu): a verify pass has one query tile but a context of keys
   p.tree_split = qwc::prefill_attn_tree_split(n, c.num_heads, pos0 + n, sms_);
   if (p.tree_split > 1) {
     const size_t ws = qwc::prefill_attn_split_ws_floats(n, c.num_heads, c.head_dim, p.tree_split) * 4;

@@ -196,19 +196,11 @@ const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
   if (!p.decode && qwc::dca_prefill_mma_supported(c.head_dim, span)) {
     const char *kn = "attn_dca_mma";
     for (size_t i = 0; i < p.st->seq.size(); ++i) {
-      const size_t row0 = (size_t)p.st->row_offset[i];
-      qwc::PrefillAttnArgs a;
-      a.out = z_.as<bf16>() + row0 * c.q_dim();
-      a.q = q_.as<bf16>() + row0 * c.q_dim();
-      a.dca.succ = dca_q2_.as<bf16>() + row0 * c.q_dim();
-      a.dca.inter = dca_q3_.as<bf16>() + row0 * c.q_dim();
+      qwc::PrefillAttnArgs a = seq_attn_args(*p.st, l, i);
+      const size_t off = (size_t)p.st->row_offset[i] * c.q_dim();  // the sequence's rows of the two other variants
+      a.dca.succ = dca_q2_.as<bf16>() + off;
+      a.dca.inter = dca_q3_.as<bf16>() + off;
       a.dca.span = span;
-      a.kcache = kcache(l);
-      a.vcache = vcache(l);
-      a.slot = p.st->seq[i];
-      a.pos0 = p.st->pos0[i];
-      a.n = p.st->n_new[i];
-      a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
       kn = qwc::launch_prefill_attention_dca(a, stream_);
     }
     return kn;

@@ -179,6 +179,22 @@ void CudaSession::prefill_qkv(const Pass &p, int32_t l) {
   rope_kv(p, l, L.qkv_bias.as<float>());
 }
 
+// Sequence i of a prefill step as the flash kernels see it: its rows of q_ and z_, its slot of layer l's cache.
+qwc::PrefillAttnArgs CudaSession::seq_attn_args(const Step &st, int32_t l, size_t i) const {
+  const Config &c = m_.cfg;
+  const size_t row0 = (size_t)st.row_offset[i];
+  qwc::PrefillAttnArgs a;
+  a.out = z_.as<bf16>() + row0 * c.q_dim();
+  a.q = q_.as<bf16>() + row0 * c.q_dim();
+  a.kcache = kcache(l);
+  a.vcache = vcache(l);
+  a.slot = st.seq[i];
+  a.pos0 = st.pos0[i];
+  a.n = st.n_new[i];
+  a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+  return a;
+}
+
 // Flash attention, one launch per sequence over its cache slot; gqa=broadcast first repeats the sequence's kv
 // heads into slot 0 of the scratch cache (opt/gqa/gqa_attention.cuh).
 const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
@@ -196,15 +212,7 @@ const char *CudaSession::prefill_attention(const Pass &p, int32_t l, Gqa gqa) {
   }
   for (size_t i = 0; i < st.seq.size(); ++i) {
     const size_t row0 = (size_t)st.row_offset[i];
-    qwc::PrefillAttnArgs a;
-    a.out = z_.as<bf16>() + row0 * c.q_dim();
-    a.q = q_.as<bf16>() + row0 * c.q_dim();
-    a.kcache = kcache(l);
-    a.vcache = vcache(l);
-    a.slot = st.seq[i];
-    a.pos0 = st.pos0[i];
-    a.n = st.n_new[i];
-    a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
+    qwc::PrefillAttnArgs a = seq_attn_args(st, l, i);
     a.tree = p.tree;  // a tree step (one sequence): its rows see the prefix and their ancestors
     a.split_ws = p.tree_ws;
     a.n_split = p.tree_split;

@@ -216,7 +216,7 @@ struct Pass {
   // kvpos the KV rows (pos0 + row), tree the attention mask; else kvpos is null (the KV row is pos).
   const int32_t *kvpos = nullptr;
   qwc::TreeMask tree;
-  float *tree_ws = nullptr;  // the tree step's key-split workspace (attention_split.cu), tree_split > 1
+  float *tree_ws = nullptr;  // the tree step's key-split workspace (attention_prefill.cu), tree_split > 1
   int32_t tree_split = 1;
   bool wants(Hook h, int32_t layer) const { return sink && sink->wants(h, layer); }
 };
@@ -364,6 +364,7 @@ class CudaSession final : public BackendSession {
                          int kind, OpCost &cost);
   void prefill_norm(const Pass &p, int32_t l, int32_t op_id, const DBuf &w);
   void prefill_qkv(const Pass &p, int32_t l);
+  qwc::PrefillAttnArgs seq_attn_args(const Step &st, int32_t l, size_t i) const;  // prefill.cu
   const char *prefill_attention(const Pass &p, int32_t l, Gqa gqa);
   void prefill_gate_up(const Pass &p, int32_t l);
 

@@ -36,7 +36,6 @@ void check_tokens(qw_session *s, const int32_t *tokens, int32_t n) {
                                         " is outside [0, vocab_size = " + std::to_string(V) + ")");
 }
 
-// Runs a step and updates the session state only when the backend succeeded.
 }  // namespace qw
 
 const float *qw_session::host_logits() {
@@ -52,6 +51,7 @@ bool qw_session::device_argmax(int32_t *ids) { return deferred && logits_rows > 
 
 namespace qw {
 
+// Runs a step and updates the session state only when the backend succeeded.
 void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   st.step_index = s->step_counter;
   st.logits_mode = s->logits_mode;

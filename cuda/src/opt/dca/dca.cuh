@@ -5,9 +5,9 @@
 //         KV cache row is still the true position.
 //   attention: one block per (query row, query head) (and per key window in decode: n_split), any batch of rows
 //         (decode: one row per sequence; prefill: the step's rows), each row attending to cache positions [0, pos]
-//         of its slot. The three key groups get
-//         their own online-softmax partial (max, sum, weighted V), merged by log-sum-exp at the end. A simple
-//         SIMT kernel: exact, not tuned (no tensor cores, K rows read by one thread each).
+//         of its slot. The three key groups get their own online-softmax partial (max, sum, weighted V), merged by
+//         log-sum-exp at the end. A simple SIMT kernel: exact, not tuned (no tensor cores, K rows read by one thread
+//         each); prefill takes the tensor-core kernel instead where it can (attention.cuh launch_prefill_attention_dca).
 #pragma once
 #include "common.cuh"
 #include "rope.cuh"
