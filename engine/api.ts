@@ -117,6 +117,11 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: number[];                  // extra stop token ids (EOS of the model always stops)
   seq?: number;                     // sequence slot (default 0); the slot is reset first
   signal?: AbortSignal;             // cancels between steps
+  /** Decode steps per engine call (default 1): with N > 1 the engine runs N steps back to back and returns their
+   *  tokens at once (decodeSteps; on CUDA the tokens stay on the GPU between them), which hides the host's turnaround
+   *  between steps. Same tokens as N = 1. A stop token inside a call cuts the sequence back (truncate); token events
+   *  come in bursts of N, each with the call's time / N. */
+  stepsPerSync?: number;
 }
 
 /** Events of a streaming generation, in order: one "prefill", then "token"s, then one "done". */
@@ -184,6 +189,12 @@ export interface EngineSession {
   kvCompact?(seq: number, base: number, keep: number[]): void;
   /** One batched decode step, returns the next token of each sequence. */
   decode(seqIds: number[], tokens: number[]): number[];
+  /**
+   * nSteps decode steps in one call (qwen.h qw_session_decode_steps): step 0 takes `tokens`, step j > 0 the tokens
+   * step j - 1 sampled; returns nSteps rows of one token per sequence. The same tokens as nSteps decode calls.
+   * Optional: test doubles may leave it out (callers then loop over decode).
+   */
+  decodeSteps?(seqIds: number[], tokens: number[], nSteps: number): number[][];
   /**
    * A draft's chain verified as one decode step (qwen.h qw_session_decode_chain): tokens become decode rows of `seq`
    * at its next positions; returns the token after each. Throws QwenError code QW_ERR_UNSUPPORTED where the toggles

@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO_ROOT } from "./constants.ts";
 
-export const QW_ABI_VERSION = 10;
+export const QW_ABI_VERSION = 11;
 
 export const STATUS_NAMES = [
   "QW_OK", "QW_ERR_INVALID_ARGUMENT", "QW_ERR_OUT_OF_MEMORY", "QW_ERR_NOT_FOUND", "QW_ERR_SHAPE",
@@ -83,6 +83,7 @@ const SYMBOLS = {
   qw_session_prefill: { args: [H, I32, P, I32, P], returns: I32 },
   qw_session_decode: { args: [H, I32, P, P, P], returns: I32 },
   qw_session_decode_chain: { args: [H, I32, I32, P, P], returns: I32 },
+  qw_session_decode_steps: { args: [H, I32, P, P, I32, P], returns: I32 },
   qw_session_prefill_tree: { args: [H, I32, P, I32, P, I32, P, P], returns: I32 },
   qw_session_kv_compact: { args: [H, I32, I32, P, I32], returns: I32 },
   qw_session_set_logits_mode: { args: [H, I32], returns: I32 },
@@ -392,6 +393,16 @@ export class NativeSession extends Handle {
     const n = seqIds.length;
     if (tokens.length !== n || out.length < n) throw new QwenError("qw_session_decode", 1, `seqIds (${n}) and tokens (${tokens.length}) differ in length`);
     this.lib.check("qw_session_decode", this.lib.sym.qw_session_decode(h, n, n ? seqIds : null, n ? tokens : null, n ? out : null));
+  }
+  /** nSteps decode steps in one call (ABI 11): step 0 takes `tokens`, step j > 0 the tokens step j - 1 sampled;
+   * out[j * n + i] is sequence i's token of step j. On CUDA the steps are queued with the tokens kept on the GPU. */
+  decodeSteps(seqIds: Int32Array, tokens: Int32Array, nSteps: number, out: Int32Array): void {
+    const h = this.live("qw_session_decode_steps");
+    const n = seqIds.length;
+    if (tokens.length !== n) throw new QwenError("qw_session_decode_steps", 1, `seqIds (${n}) and tokens (${tokens.length}) differ in length`);
+    if (!Number.isInteger(nSteps) || nSteps < 1) throw new QwenError("qw_session_decode_steps", 1, `nSteps = ${nSteps} must be a positive integer`);
+    if (out.length < n * nSteps) throw new QwenError("qw_session_decode_steps", 1, `out holds ${out.length} tokens; ${n * nSteps} needed`);
+    this.lib.check("qw_session_decode_steps", this.lib.sym.qw_session_decode_steps(h, n, n ? seqIds : null, n ? tokens : null, nSteps, out));
   }
   /** A draft's chain of n tokens as n decode rows of one sequence (ABI 10); writes the token after each row to `out`. */
   decodeChain(seq: number, tokens: Int32Array, out: Int32Array): void {

@@ -240,6 +240,24 @@ export class Session implements EngineSession {
     this.native.decode(Int32Array.from(seqIds), t, out);
     return Array.from(out);
   }
+  decodeSteps(seqIds: number[], tokens: number[], nSteps: number): number[][] {
+    if (!Array.isArray(seqIds) || seqIds.length === 0) throw new SessionError("decodeSteps: seqIds must be a non-empty array");
+    if (seqIds.length !== tokens.length) throw new SessionError(`decodeSteps: ${seqIds.length} seqIds but ${tokens.length} tokens`);
+    if (seqIds.length > this.maxBatch) throw new SessionError(`decodeSteps: ${seqIds.length} sequences exceed max batch ${this.maxBatch}`);
+    // the upper bound is the engine's (qw_session_decode_steps says it)
+    if (!isInt(nSteps) || nSteps < 1) throw new SessionError(`decodeSteps: nSteps = ${String(nSteps)} must be an integer >= 1`);
+    const seen = new Set<number>();
+    for (const s of seqIds) {
+      this.checkSeq(s, "decodeSteps");
+      if (seen.has(s)) throw new SessionError(`decodeSteps: sequence ${s} appears twice`);
+      seen.add(s);
+    }
+    const t = this.checkTokens(tokens, "decodeSteps");
+    const n = seqIds.length;
+    const out = new Int32Array(n * nSteps);
+    this.native.decodeSteps(Int32Array.from(seqIds), t, nSteps, out);
+    return Array.from({ length: nSteps }, (_, j) => Array.from(out.subarray(j * n, (j + 1) * n)));
+  }
   decodeChain(seq: number, tokens: number[]): number[] {
     this.checkSeq(seq, "decodeChain");
     const t = this.checkTokens(tokens, "decodeChain");
@@ -312,6 +330,11 @@ export class Session implements EngineSession {
       throw new QwenError("qw_session_prefill", 7, `the prompt has ${prompt.length} tokens, more than the session's max context ${this.maxContext}`);
     }
     const signal = opts.signal;
+    const stepsPerSync = opts.stepsPerSync ?? 1;
+    if (!isInt(stepsPerSync) || stepsPerSync < 1) throw new SessionError(`generate: stepsPerSync must be an integer >= 1, got ${String(stepsPerSync)}`);
+    // a stop inside a call is cut back by truncate, which a kivi cache allows exactly only kvMaxRollback deep
+    const rollback = this.kvInfo().kvMaxRollback;
+    const ahead = rollback >= 0 ? Math.min(stepsPerSync, rollback + 1) : stepsPerSync;
     this.busy = true;
     try {
       this.reset(seq);
@@ -336,7 +359,8 @@ export class Session implements EngineSession {
       let stepMs = prefillMs;
       const seqArr = new Int32Array([seq]);
       const tokArr = new Int32Array(1);
-      const outArr = new Int32Array(1);
+      const outArr = new Int32Array(ahead);
+      let queued: number[] = [];  // tokens a multi-step call returned that are not yet emitted
       for (;;) {
         if (stop.has(tok)) {
           reason = "stop";
@@ -361,15 +385,30 @@ export class Session implements EngineSession {
             break;
           }
         }
+        phase = "decode";
+        if (queued.length > 0) {
+          tok = queued.shift()!;
+          continue;
+        }
+        // steps this call may run: tokens still wanted, and room in the cache (it holds the prompt and every token
+        // emitted but the last, which the first step appends)
+        const k = Math.min(ahead, maxTokens - out.length, this.maxContext - (prompt.length + out.length - 1));
         const s0 = performance.now();
         h0 = monoNs();
         tokArr[0] = tok;
-        this.native.decode(seqArr, tokArr, outArr);
+        if (k > 1) this.native.decodeSteps(seqArr, tokArr, k, outArr);
+        else this.native.decode(seqArr, tokArr, outArr);
         callsNs.push([h0, monoNs()]);
-        tok = outArr[0];
-        stepMs = performance.now() - s0;
-        tpot.push(stepMs);
-        phase = "decode";
+        stepMs = (performance.now() - s0) / k;
+        for (let j = 0; j < k; j++) tpot.push(stepMs);
+        queued = Array.from(outArr.subarray(0, k));
+        tok = queued.shift()!;
+      }
+      // the steps a multi-step call ran past a stop or a cancel: the cache keeps what a step-by-step run keeps
+      // (the prompt and every emitted token, the last one included only when generation stopped on a stop token)
+      if (queued.length > 0) {
+        const keep = prompt.length + out.length - (reason === "stop" ? 0 : 1);
+        if (this.native.seqLen(seq) > keep) this.native.truncate(seq, keep);
       }
       text += dec.end();
       const decodeMs = tpot.reduce((a, b) => a + b, 0);

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # gpu-owed.sh — the measurements still owed after the sixth H100 run, most important first, each cut so that the
-# call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). Two packs, because the four
-# tiny models do not fit the 64 MiB tree together:
-#   call A: bash scripts/gpu-pack.sh && GPU_MODELS=tiny-qwen2-brown,tiny-qwen2-brown-draft,tiny-qwen2-brown-eagle \
-#           bash scripts/gpu-strip.sh strip;  bash .gpu/on-device 'DEADLINE=560 bash scripts/gpu-owed.sh'
-#   call B (at once, warm machine: the build stays): bash scripts/gpu-strip.sh restore && bash scripts/gpu-strip.sh
-#           strip (the default models: brown + passkey);
-#           bash .gpu/on-device 'DEADLINE=560 TESTS="dca sparse" ONLY="dca- split-e2e depth" bash scripts/gpu-owed.sh'
-#   a late call with ~250 s left: DEADLINE=200 LAB=0 TESTS="logits speculative" ONLY="verify-cost=" — the new default
-#           paths and the issue 13 bar.
+# call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not fit
+# the 64 MiB tree together: pack brown + draft + EAGLE (the tests below), passkey only for TESTS="dca".
+#   one call (2026-12-06: starts are scarce, each refusal costs ~180 s): bash scripts/gpu-pack.sh &&
+#     GPU_MODELS=tiny-qwen2-brown,tiny-qwen2-brown-draft,tiny-qwen2-brown-eagle bash scripts/gpu-strip.sh strip;
+#     bash .gpu/on-device 'DEADLINE=540 DCA_LENGTHS=8192 ONLY="lab verify steps dca-" bash scripts/gpu-owed.sh'
+#   a second call on the warm machine (the build stays): ONLY="ablate split-e2e depth" (bench 7B at depth 32k), or
+#     with passkey packed: TESTS="dca sparse" ONLY="dca-";
+#   a late call with ~250 s left: DEADLINE=200 LAB=0 TESTS="logits speculative decode-steps" ONLY="verify-cost= steps-tiny".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
-# 2. TESTS (default: logits speculative cpu-vs-cuda kvcache: the tree key split and the lm_head GEMM, both
-#    compile-checked, are on the default path of every tree verify step);
+# 2. TESTS (default: logits speculative decode-steps cpu-vs-cuda kvcache: the tree key split and the lm_head GEMM,
+#    both compile-checked, are on the default path of every tree verify step; decode-steps is new);
 # 3. lab-prefill: qwlab prefill (tree steps split vs not, DCA on tensor cores vs the SIMT kernel: first run of both);
 # 4. verify-cost: the 7B verify cost with the per-op breakdown, default vs QW_TREE_SPLIT=0 (issue 13: 16 tree
 #    tokens <= 1.25x a decode step; predicted ~1.18x);
+# 4b. steps-tiny / steps-0.5b: qw_session_decode_steps, 1 / 8 / 32 steps per call (the host's turnaround hidden);
 # 5. ablate-0.5b: issue 12's fusion ablation (every ffn x norm x graphs arm, 3 repeats);
 # 6. dca-7b: DCA on vs off on 7B shapes at 8k / 32k (issue 14: <= 1.3x dense; prefill now on tensor cores, decode
 #    still SIMT);
@@ -45,7 +45,7 @@ ref=$!
 lab_build=""; [[ ${LAB:-1} == 0 ]] || lab_build=" && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
 step 200 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build" \
   || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
-for f in ${TESTS:-logits speculative cpu-vs-cuda kvcache}; do
+for f in ${TESTS:-logits speculative decode-steps cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
@@ -54,10 +54,13 @@ wait $ref; tail -1 /tmp/ref.log >> "$S"
 vc() { echo "bun notebooks/verify-cost.ts --backend cuda --hf-root $R --models 7b --context 1024 --reps 5 --breakdown --out $OUT/$1"; }
 step 120 verify-cost "$(vc vc-default)"
 step 120 verify-cost-nosplit "QW_TREE_SPLIT=0 $(vc vc-nosplit)"
+# qw_session_decode_steps: the host's turnaround between steps hidden (launch-bound small models), same tokens
+step 90 steps-tiny "bun engine/cli/main.ts bench models/tiny-qwen2-brown --backend cuda --pp 0 --tg 128 --batch 1,8 --steps-per-sync 1,8,32 --reps 3"
+step 120 steps-0.5b "bun engine/cli/main.ts bench $R/0.5b --backend cuda --pp 0 --tg 128 --batch 1 --steps-per-sync 1,8,32 --reps 3"
 # issue 12: the fusion ablation on 0.5B (every ffn x norm x graphs arm, 3 repeats)
 step 240 ablate-0.5b "bun notebooks/ablate.ts --model $R/0.5b --backend cuda --toggle ffn=* --toggle norm=* --toggle graphs=* --cartesian --repeats 3 --max-tokens 64 --out $OUT/ablate-0.5b"
 # issue 14: DCA's cost on 7B shapes at 8k and 32k (chunk 8192, local 1024: all three parts active), dca off vs on
-step 300 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths 8192,32768 --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
+step 300 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths ${DCA_LENGTHS:-8192,32768} --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
 grep -E "^\| [0-9]|^length" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >> "$S"
 # the decode split rule end to end where it matters (lab, sixth run: kv 1.46x faster at 7B B1 32k, slower at 1k-4k)
 for a in head kv; do
@@ -66,7 +69,7 @@ for kv in bf16 q8; do
   step 300 "depth32k-b8-$kv" "bun engine/cli/main.ts bench $R/7b --backend cuda -d 32768 --pp 0 --tg 64 --batch 8 --reps 3 --toggle kvCache=$kv"; done
 { echo "===== $(( $(date +%s) - t0 )) s"
   for v in vc-default vc-nosplit; do [[ -f $OUT/$v/verify-cost.md ]] && { echo "## $v"; grep -E "^\||^decode step" "$OUT/$v/verify-cost.md"; }; done
-  grep -hE "^\| 7b" "$OUT"/split-e2e-*.log "$OUT"/depth32k-*.log 2>/dev/null; } >> "$S"
+  grep -hE "^\| " "$OUT"/split-e2e-*.log "$OUT"/depth32k-*.log "$OUT"/steps-*.log 2>/dev/null | grep -vE "^\| model|^\|---"; } >> "$S"
 cat "$S"
 # few files come back from a call (about 8): everything but the summary travels as one archive
 (cd "$OUT" && tar czf /tmp/owed.tgz --exclude ./owed.log . && find . -mindepth 1 ! -name owed.log -delete && mv /tmp/owed.tgz .)

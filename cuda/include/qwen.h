@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define QW_ABI_VERSION 10
+#define QW_ABI_VERSION 11
 
 #if defined(__GNUC__)
 #define QW_API __attribute__((visibility("default")))
@@ -301,6 +301,18 @@ QW_API int32_t qw_session_prefill(qw_session *session, int32_t seq, const int32_
  * This is the hot path: on CUDA it replays a captured graph unless profiling or graphs=off. */
 QW_API int32_t qw_session_decode(qw_session *session, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
                                  int32_t *out_tokens);
+
+/* n_steps decode steps in one call (ABI 11): step 0 appends tokens[i] to seq_ids[i] as qw_session_decode does,
+ * step j > 0 appends the tokens step j - 1 sampled; out_tokens[j * n + i] is the token sampled for sequence i at
+ * step j (n_steps * n entries). The tokens, sequence lengths and sampling draws are those of n_steps
+ * qw_session_decode calls fed with the previous outputs. On CUDA, with graphs on, no logits mode, no hook capture
+ * and profiling off or kernels, the steps are queued back to back and the sampled tokens never leave the GPU
+ * between them (one synchronization per call): the host's turnaround between steps, which bounds small models,
+ * is hidden; elsewhere the library runs the n_steps steps one by one. A stop token is the caller's: cut the
+ * sequence back with qw_session_truncate. Fails with QW_ERR_CONTEXT_OVERFLOW (nothing changed) where a sequence
+ * would exceed max_context; 1 <= n_steps <= 4096. Logits and captures, when asked, are those of the last step. */
+QW_API int32_t qw_session_decode_steps(qw_session *session, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
+                                       int32_t n_steps, int32_t *out_tokens);
 
 /* A draft's chain verified as one decode step (ABI 10): appends tokens[0..n) to `seq` as n decode rows of that one
  * sequence at positions len..len+n-1 (row i attends to keys 0..len+i; n <= max_batch) and writes the token sampled

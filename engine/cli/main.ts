@@ -56,6 +56,8 @@ commands
       --threads N                 CPU threads (0 = all cores)
       --temperature T --top-k K --top-p P --seed S   sampling (default greedy)
       --max-tokens N              tokens to generate (default 64)
+      --steps-per-sync N          decode steps per engine call (default 1); N > 1: the same tokens, the host's
+                                  turnaround between steps hidden (on CUDA the tokens stay on the GPU)
       --max-context N             session context (default min(4096, model max))
       --toggle id=value,...       engine toggles (per-layer values as v0/v1/...)
       --weights F[,L=F...]        requantize the 7 projections per layer at load: as-loaded | bf16 | q8 | q4,
@@ -85,6 +87,8 @@ ${SPEC_HELP_GENERATE}  synth <preset>                 write a synthetic model (p
                                   synthetic shapes accept any length, RoPE has no trained limit there)
       --reps N                    measured repetitions (default 3, minimum 3), one warm-up excluded
       --retries N                 re-run a sample while other processes use > --max-contention % CPU (default 3, 10 %)
+      --steps-per-sync N[,N...]   decode steps per engine call (default 1: one synchronization per token, as
+                                  llama-bench); N > 1 queues N steps with the tokens kept on the GPU (rows "tg128 b1 s8")
       --backend --threads --toggle --weights   as for generate
       --tp N[,N...]               tensor parallelism (1 | 2 | 4 | 8), one load per value and the same tests on each:
                                   rows say "cpu tp2" / "cuda tp4"; at tp > 1 a profiled pass after the timed ones gives
@@ -193,6 +197,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     threads: { type: "string" }, temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" },
     seed: { type: "string" }, "max-tokens": { type: "string", short: "n" }, "max-context": { type: "string" },
     toggle: { type: "string" }, profile: { type: "string" }, profiling: { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
+    "steps-per-sync": { type: "string" },
   });
   if (o.profiling !== undefined && !o.profile) fail("generate: --profiling needs --profile out.json (where the records go)");
   let model = o.model as string | undefined;
@@ -205,6 +210,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const topP = num(o["top-p"] as string, "top-p", { min: Number.MIN_VALUE, max: 1 }) ?? 1;
   const seed = num(o.seed as string, "seed", { int: true, min: 0 }) ?? 0;
   const maxTokens = num(o["max-tokens"] as string, "max-tokens", { int: true, min: 1 }) ?? 64;
+  const stepsPerSync = num(o["steps-per-sync"] as string, "steps-per-sync", { int: true, min: 1, max: 4096 }) ?? 1;
   const maxContext = num(o["max-context"] as string, "max-context", { int: true, min: 1 });
   const threads = num(o.threads as string, "threads", { int: true, min: 0 });
   const spec = (() => { try { return parseSpecArgs(o, [4]); } catch (e) { fail((e as Error).message); } })();
@@ -228,8 +234,9 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     let promptTokens = 0;
     if (!o.chat) process.stdout.write(prompt);
     const gopts = { ...(o.chat ? { messages: [{ role: "user", content: prompt }] } : { prompt }), maxTokens, temperature, topK, topP, seed };
+    if (stepsPerSync > 1 && (hs || ds)) fail("generate: --steps-per-sync applies to plain decoding, not with --draft or --eagle");
     const gen = hs && spec.tree ? eagleGenerate(s, hs, specHost(m), { ...gopts, tree: spec.tree })
-      : ds && dm ? speculativeGenerate(s, ds, specHost(m), { ...gopts, k: spec.ks[0] }) : s.generate(gopts);
+      : ds && dm ? speculativeGenerate(s, ds, specHost(m), { ...gopts, k: spec.ks[0] }) : s.generate({ ...gopts, stepsPerSync });
     for await (const ev of gen) {
       if (ev.type === "prefill") promptTokens = ev.promptTokens;
       else if (ev.type === "token") {
@@ -435,9 +442,10 @@ async function cmdBench(argv: string[]): Promise<void> {
     depth: { type: "string", short: "d" }, "max-context": { type: "string" },
     backend: { type: "string" }, threads: { type: "string" }, toggle: { type: "string" }, out: { type: "string" }, format: { type: "string" },
     warmup: { type: "string" }, retries: { type: "string" }, "max-contention": { type: "string" }, weights: { type: "string" }, tp: { type: "string" }, ...SPEC_OPTIONS,
-    prompts: { type: "string" },
+    prompts: { type: "string" }, "steps-per-sync": { type: "string" },
   });
   const model = (o.model as string | undefined) ?? positionals[0] ?? "default";
+  const syncs = numList(o["steps-per-sync"] as string, "steps-per-sync", [1]);
   const pps = o.pp === "0" ? [] : numList(o.pp as string, "pp", [128]);
   const tgs = o.tg === "0" ? [] : numList(o.tg as string, "tg", [32]);
   const batches = numList(o.batch as string, "batch", [1]);
@@ -519,10 +527,10 @@ async function cmdBench(argv: string[]): Promise<void> {
         if (pp === pps[0] && depth === depths[0] && r.prefill) sum.prefill_tok_s = r.prefill.median;
         if (pp === pps[0] && depth === depths[0] && r.ttft) sum.ttft_ms = r.ttft.median;
       }
-      for (const depth of depths) for (const b of batches) for (const tg of tgs) {
-        const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b, depth }, { reps, warmup, retries, maxContention, onProgress: log });
+      for (const depth of depths) for (const b of batches) for (const tg of tgs) for (const stepsPerSync of syncs) {
+        const r = runBenchCase(m, s, { nPrompt: 0, nGen: tg, batch: b, depth }, { reps, warmup, retries, maxContention, onProgress: log, stepsPerSync });
         loadRows.push(...r.rows);
-        if (b === batches[0] && tg === tgs[0] && depth === depths[0] && r.decode) {
+        if (b === batches[0] && tg === tgs[0] && depth === depths[0] && stepsPerSync === syncs[0] && r.decode) {
           sum.decode_tok_s = r.decode.median;
           sum.tpot_ms = r.tpot;
         }

@@ -31,6 +31,10 @@ export interface BenchOptions {
   maxContention?: number;
   /** Re-runs of a contended sample before it is kept anyway (default 0; the CLI uses 3). */
   retries?: number;
+  /** Decode steps per engine call (default 1, as llama-bench: one synchronization per token). N > 1 runs N steps
+   * back to back per call (decodeSteps: on CUDA the tokens stay on the GPU), hiding the host's turnaround between
+   * steps; the row's test name says so (tg128 b1 s8) and each step's time is the call's / N. */
+  stepsPerSync?: number;
 }
 
 export interface BenchCaseResult {
@@ -100,6 +104,10 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const batch = c.batch ?? 1;
   const maxContention = opts.maxContention ?? DEFAULT_MAX_CONTENTION;
   const retries = opts.retries ?? 0;
+  const sync = opts.stepsPerSync ?? 1;
+  const sTag = sync > 1 ? ` s${sync}` : "";
+  if (!Number.isInteger(sync) || sync < 1) throw new Error(`bench: stepsPerSync must be an integer >= 1, got ${String(opts.stepsPerSync)}`);
+  if (sync > 1 && !session.decodeSteps) throw new Error("bench: stepsPerSync > 1 needs a session with decodeSteps");
   if (batch > session.maxBatch) throw new Error(`bench: batch ${batch} exceeds the session's max batch ${session.maxBatch}`);
   const depth = c.depth ?? 0;
   if (!Number.isInteger(depth) || depth < 0) throw new Error(`bench: depth must be an integer >= 0, got ${String(c.depth)}`);
@@ -130,11 +138,14 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
     const m0 = machineMark();
     const t0 = performance.now();
     let tp = t0;
-    for (let i = 0; i < c.nGen; i++) {
-      tok = session.decode(seqs, tok);
+    for (let i = 0; i < c.nGen; ) {
+      const k = Math.min(sync, c.nGen - i);
+      if (k > 1) tok = session.decodeSteps!(seqs, tok, k)[k - 1];
+      else tok = session.decode(seqs, tok);
       const now = performance.now();
-      steps.push(now - tp);
+      for (let j = 0; j < k; j++) steps.push((now - tp) / k);
       tp = now;
+      i += k;
     }
     const ms = performance.now() - t0;
     return { tps: ((batch * c.nGen) / ms) * 1000, steps, others: othersShare(m0, machineMark()) };
@@ -174,7 +185,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
         decodeOthers.push(v.others === undefined ? null : Number(v.others.toFixed(3)));
         retriedD += retried;
       }
-      opts.onProgress?.(`tg${c.nGen} b${batch} ${tag}: ${v.tps.toFixed(1)} tok/s${fmtO(v.others)}${retried ? ` (after ${retried} contended re-runs)` : ""}`);
+      opts.onProgress?.(`tg${c.nGen} b${batch}${sTag} ${tag}: ${v.tps.toFixed(1)} tok/s${fmtO(v.others)}${retried ? ` (after ${retried} contended re-runs)` : ""}`);
     }
   }
 
@@ -186,6 +197,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const backend = model.parallel && model.parallel !== "tp1" ? `${model.backend} ${model.parallel}` : model.backend;
   const base = { model: modelLabel(model.id), weights, backend, system: "qwen-workbench" };
   const at = depth ? ` @ d${depth}` : "";
+  // sTag: a row of several steps per call must never pass for the one-sync-per-token row (llama-bench's)
   const kv = session.kvInfo?.();
   // KV memory: what the cache type costs per token, what the session allocated, what this test's tokens use.
   const kvExtra = (tokensPerSeq: number, seqs: number) => kv ? { kv_cache: kv.kvCache, kv_bytes_per_token: kv.kvBytesPerToken,
@@ -201,8 +213,8 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
     res.decode = statOf(decodeSamples, "tok/s");
     const s = [...tpot].sort((a, b) => a - b);
     res.tpot = { median: percentile(s, 50), p90: percentile(s, 90), min: s[0], max: s[s.length - 1] };
-    rows.push({ ...base, test: `tg${c.nGen} b${batch}${at}`, batch, n_prompt: 0, n_gen: c.nGen, tokens_per_s: res.decode,
-      extra: { tpot_ms: res.tpot, depth, ...kvExtra(start + c.nGen, batch), ...load, others_cpu_share: decodeOthers, contended_samples: contended(decodeOthers), contended_reruns: retriedD } });
+    rows.push({ ...base, test: `tg${c.nGen} b${batch}${sTag}${at}`, batch, n_prompt: 0, n_gen: c.nGen, tokens_per_s: res.decode,
+      extra: { tpot_ms: res.tpot, depth, steps_per_sync: sync, ...kvExtra(start + c.nGen, batch), ...load, others_cpu_share: decodeOthers, contended_samples: contended(decodeOthers), contended_reruns: retriedD } });
   }
   return res;
 }

@@ -62,7 +62,7 @@ class FakeSession implements EngineSession {
   private samp: SamplingOptions = {};
   private lastInput: number[] = [];
   private ctx = 0;
-  private decodeSteps = 0;
+  private nDecoded = 0;
   private runs = 0;
   private logitsMode = 0;
   private readonly broadcast: string;
@@ -101,7 +101,7 @@ class FakeSession implements EngineSession {
   setCapture(h: string[]) { this.hooks = [...h]; }
   setLogitsMode(m: number) { this.logitsMode = m; }
   setSampling(_seq: number, s: SamplingOptions) { this.samp = { ...s }; }
-  reset() { this.ctx = 0; this.decodeSteps = 0; }
+  reset() { this.ctx = 0; this.nDecoded = 0; }
   seqLen() { return this.ctx; }
   truncate(_seq: number, n: number) { this.ctx = Math.min(this.ctx, n); }
   private record(phase: 0 | 1, n: number) {
@@ -133,7 +133,7 @@ class FakeSession implements EngineSession {
   }
   private next(prev: number): number {
     const t = this.samp.temperature ?? 0;
-    const salt = t > 0 ? (this.samp.seed ?? 0) * 13 + this.decodeSteps : 0;
+    const salt = t > 0 ? (this.samp.seed ?? 0) * 13 + this.nDecoded : 0;
     return (prev * 31 + 7 + salt) % (VOCAB - 2) + 1;
   }
   prefill(_seq: number, tokens: number[]): number {
@@ -143,8 +143,8 @@ class FakeSession implements EngineSession {
     return this.next(tokens.reduce((a, b) => a + b, 0));
   }
   decode(_seqIds: number[], tokens: number[]): number[] {
-    if (this.o.failDecodeAt !== undefined && this.decodeSteps >= this.o.failDecodeAt) throw new Error("fake engine: decode failed (CUDA error: illegal memory access)");
-    this.decodeSteps++; this.ctx++;
+    if (this.o.failDecodeAt !== undefined && this.nDecoded >= this.o.failDecodeAt) throw new Error("fake engine: decode failed (CUDA error: illegal memory access)");
+    this.nDecoded++; this.ctx++;
     this.lastInput = tokens;
     this.record(1, 1);
     return [this.next(tokens[0])];

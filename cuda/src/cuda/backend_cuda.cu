@@ -102,6 +102,8 @@ CudaSession::~CudaSession() {
   if (hparams_) cudaFreeHost(hparams_);
   if (hdparams_) cudaFreeHost(hdparams_);
   if (hpsamp_) cudaFreeHost(hpsamp_);
+  if (hsteps_params_) cudaFreeHost(hsteps_params_);
+  if (hsteps_out_) cudaFreeHost(hsteps_out_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 

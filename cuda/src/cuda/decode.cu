@@ -208,21 +208,27 @@ void CudaSession::decode_gate_up(const Pass &p, int32_t l) {
   }
 }
 
-void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
+// The parameter block of decode step `st` (layout: session.cuh, kDParamBytes): tokens, pos, slot, len, the identity
+// 0..B-1 where the sampler's outputs go (d_out_: the broadcast arm's slots until the sampler overwrites them, which is
+// after the last attention), then one SampleRow per sequence.
+void CudaSession::decode_params(const Step &st, int32_t *h) const {
   const int32_t B = (int32_t)st.seq.size();
-  ensure_logits(max_batch_);
-  // params: tokens, pos, slot, len; d_out_ holds the identity 0..B-1 before the step (broadcast slots)
   for (int32_t i = 0; i < B; ++i) {
-    hdparams_[i] = st.tokens[st.row_offset[i]];
-    hdparams_[16 + i] = st.pos0[i];
-    hdparams_[32 + i] = st.seq[i];
-    hdparams_[48 + i] = st.pos0[i] + 1;
-    hdparams_[64 + i] = i;
+    h[i] = st.tokens[st.row_offset[i]];
+    h[16 + i] = st.pos0[i];
+    h[32 + i] = st.seq[i];
+    h[48 + i] = st.pos0[i] + 1;
+    h[64 + i] = i;
     const qwc::SampleRow sr = sample_row(st, i, st.pos0[i] + 1);
-    std::memcpy(reinterpret_cast<uint8_t *>(hdparams_) + 5 * 16 * 4 + i * sizeof(sr), &sr, sizeof(sr));
+    std::memcpy(reinterpret_cast<uint8_t *>(h) + 5 * 16 * 4 + i * sizeof(sr), &sr, sizeof(sr));
   }
-  CK(cudaMemcpyAsync(dparams_.p, hdparams_, kDParamBytes, cudaMemcpyHostToDevice, stream_));
-  if (st.toggles.decode == Decode::Persistent) return run_decode_persistent(st, sink, out_tokens);  // opt/decode
+}
+
+// The decode graph of `st`, captured on first use per (batch, gqa and dca masks, ffn / norm arms, kernels mode,
+// gemv, tile), or nullptr where the step runs eagerly: graphs off, events or counters profiling, a hook capture.
+// Allocates what the step's arms need first (the broadcast scratch, the DCA workspace), graph or not.
+const CudaSession::Graph *CudaSession::decode_graph(const Step &st, Sink &sink) {
+  const int32_t B = (int32_t)st.seq.size();
   const bool hooks = wants_any(st, sink);
   bool any_bcast = false, any_dca = false;
   std::string key = std::to_string(B) + ":";
@@ -237,61 +243,66 @@ void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
   }
   if (any_bcast) ensure_bcast();
   if (any_dca) ensure_dca_ws();
-  // The identity slots for the broadcast arm live in d_out_ and are overwritten by argmax at the end of the
-  // step, which is after the last attention: safe.
-  const bool use_graph = graphs_on(st) && !prof_ && !hooks;
+  if (!graphs_on(st) || prof_ || hooks) return nullptr;
   const bool traced = marking_ == Marking::TRACE;
   if (traced) key += ":kernels";  // captured with node tags (the untraced graph stays as it was)
   if (marlin_) key += ":marlin";   // gemv = marlin: other kernels, other scratch
   if (st.toggles.tile == Tile::Auto) key += ":tile";  // the table's candidates (set_tile_table drops the graphs)
-  if (use_graph) {
-    auto it = graphs_.find(key);
-    if (it == graphs_.end()) {
-      // Capture once per (batch, gqa and dca masks). If the graph with programmatic-dependent-launch edges cannot be
-      // captured or instantiated on this driver, fall back to plain launches for the rest of the process.
-      cudaGraphExec_t ge = nullptr;
-      std::shared_ptr<GraphOps> ops;
-      for (int attempt = 0; attempt < 2 && !ge; ++attempt) {
-        cudaGraph_t g = nullptr;
-        marks_.clear();
-        if (traced) ops = trace_.begin_capture();
-        CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
-        bool ok = true;
-        std::string why;
-        try {
-          decode_body(B, &st, nullptr, false);
-        } catch (const std::exception &e) {
-          ok = false;
-          why = e.what();
-        }
-        const cudaError_t ec = cudaStreamEndCapture(stream_, &g);
-        if (ok && ec == cudaSuccess && g) {
-          const cudaError_t ei = cudaGraphInstantiate(&ge, g, 0);
-          if (ei != cudaSuccess) { ok = false; why = cudaGetErrorString(ei); ge = nullptr; }
-        } else if (ok) {
-          ok = false;
-          why = cudaGetErrorString(ec);
-        }
-        if (traced) {
-          trace_.end_capture();  // after instantiation: its node clones carry the tags
-          ops->marks = std::move(marks_);
-          marks_.clear();
-        }
-        if (g) cudaGraphDestroy(g);
-        if (!ok) {
-          cudaGetLastError();
-          if (attempt == 0 && qwc::pdl_enabled()) {
-            fprintf(stderr, "[libqwen_cuda] decode graph with PDL failed (%s); retrying without PDL\n", why.c_str());
-            qwc::set_pdl(false);
-          } else {
-            throw Error(QW_ERR_DEVICE, "decode graph capture failed: " + why);
-          }
-        }
-      }
-      it = graphs_.emplace(key, Graph{ge, ops}).first;
+  auto it = graphs_.find(key);
+  if (it != graphs_.end()) return &it->second;
+  // If the graph with programmatic-dependent-launch edges cannot be captured or instantiated on this driver, fall
+  // back to plain launches for the rest of the process.
+  cudaGraphExec_t ge = nullptr;
+  std::shared_ptr<GraphOps> ops;
+  for (int attempt = 0; attempt < 2 && !ge; ++attempt) {
+    cudaGraph_t g = nullptr;
+    marks_.clear();
+    if (traced) ops = trace_.begin_capture();
+    CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+    bool ok = true;
+    std::string why;
+    try {
+      decode_body(B, &st, nullptr, false);
+    } catch (const std::exception &e) {
+      ok = false;
+      why = e.what();
     }
-    CK(cudaGraphLaunch(it->second.exec, stream_));
-    replayed_ = it->second.ops;
+    const cudaError_t ec = cudaStreamEndCapture(stream_, &g);
+    if (ok && ec == cudaSuccess && g) {
+      const cudaError_t ei = cudaGraphInstantiate(&ge, g, 0);
+      if (ei != cudaSuccess) { ok = false; why = cudaGetErrorString(ei); ge = nullptr; }
+    } else if (ok) {
+      ok = false;
+      why = cudaGetErrorString(ec);
+    }
+    if (traced) {
+      trace_.end_capture();  // after instantiation: its node clones carry the tags
+      ops->marks = std::move(marks_);
+      marks_.clear();
+    }
+    if (g) cudaGraphDestroy(g);
+    if (!ok) {
+      cudaGetLastError();
+      if (attempt == 0 && qwc::pdl_enabled()) {
+        fprintf(stderr, "[libqwen_cuda] decode graph with PDL failed (%s); retrying without PDL\n", why.c_str());
+        qwc::set_pdl(false);
+      } else {
+        throw Error(QW_ERR_DEVICE, "decode graph capture failed: " + why);
+      }
+    }
+  }
+  return &graphs_.emplace(key, Graph{ge, ops}).first->second;
+}
+
+void CudaSession::run_decode(const Step &st, Sink &sink, int32_t *out_tokens) {
+  const int32_t B = (int32_t)st.seq.size();
+  ensure_logits(max_batch_);
+  decode_params(st, hdparams_);
+  CK(cudaMemcpyAsync(dparams_.p, hdparams_, kDParamBytes, cudaMemcpyHostToDevice, stream_));
+  if (st.toggles.decode == Decode::Persistent) return run_decode_persistent(st, sink, out_tokens);  // opt/decode
+  if (const Graph *g = decode_graph(st, sink)) {
+    CK(cudaGraphLaunch(g->exec, stream_));
+    replayed_ = g->ops;
   } else {
     decode_body(B, &st, &sink, true);
   }

@@ -69,7 +69,7 @@ void KernelTrace::begin_step(int64_t step, int32_t phase, int64_t host_ns) {
 }
 
 void KernelTrace::end_step(std::shared_ptr<const OpMarks> eager, std::shared_ptr<const GraphOps> graph,
-                           std::vector<OpCost> attn_cost_by_layer) {
+                           std::vector<OpCost> attn_cost_by_layer, bool queued) {
   if (!step_open_) return;
   step_open_ = false;
   cupti_guard([&] {
@@ -79,6 +79,7 @@ void KernelTrace::end_step(std::shared_ptr<const OpMarks> eager, std::shared_ptr
   open_.eager = std::move(eager);
   open_.graph = std::move(graph);
   open_.attn_cost = std::move(attn_cost_by_layer);
+  open_.queued = queued;
   done_.push_back(std::move(open_));
 }
 
@@ -113,7 +114,8 @@ void KernelTrace::drain(Sink &sink) {
   cupti_guard([&] { acts = qwc::trace_collect(&KernelTrace::mine, this); });
   std::unordered_map<uint64_t, std::vector<const qwc::TracedActivity *>> by_step;
   for (const auto &t : acts) by_step[t.external_id >> kOpBits].push_back(&t);
-  for (const Step &s : done_) emit_step(s, by_step[s.ext >> kOpBits], sink);
+  uint64_t prev_end = 0;
+  for (const Step &s : done_) prev_end = emit_step(s, by_step[s.ext >> kOpBits], prev_end, sink);
   done_.clear();
 }
 
@@ -131,7 +133,8 @@ static int64_t op_index(const qwc::TracedActivity &t, const GraphOps *graph, siz
   return int64_t(tag & 0xFFFF);
 }
 
-void KernelTrace::emit_step(const Step &s, std::vector<const qwc::TracedActivity *> &acts, Sink &sink) const {
+uint64_t KernelTrace::emit_step(const Step &s, std::vector<const qwc::TracedActivity *> &acts, uint64_t prev_end,
+                                Sink &sink) const {
   std::sort(acts.begin(), acts.end(), [](const auto *a, const auto *b) {
     return a->a.start != b->a.start ? a->a.start < b->a.start : a->a.end < b->a.end;
   });
@@ -154,7 +157,7 @@ void KernelTrace::emit_step(const Step &s, std::vector<const qwc::TracedActivity
     r.overlap_ns = int32_t(std::min<uint64_t>(overlap, INT32_MAX));
     sink.record(r);
   };
-  uint64_t cursor = s.t0;
+  uint64_t cursor = s.queued ? std::max(s.t0, prev_end) : s.t0;
   size_t kernel_ordinal = 0;
   for (const qwc::TracedActivity *t : acts) {
     const bool is_kernel = t->a.kind == qwc::TraceActivity::KERNEL;
@@ -181,7 +184,8 @@ void KernelTrace::emit_step(const Step &s, std::vector<const qwc::TracedActivity
     }
     cursor = std::max(cursor, t->a.end);
   }
-  if (s.t1 > cursor) put(-1, QW_OP_GAP, "gap", OpCost{}, 0, cursor, s.t1, 0);
+  if (!s.queued && s.t1 > cursor) put(-1, QW_OP_GAP, "gap", OpCost{}, 0, cursor, s.t1, 0);
+  return std::max(cursor, prev_end);
 }
 
 }  // namespace qw

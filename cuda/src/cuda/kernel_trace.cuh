@@ -51,8 +51,11 @@ class KernelTrace {
   void begin_step(int64_t step, int32_t phase, int64_t host_ns);
   // eager: the step's own marks; graph: the graph's ops. attn_cost_by_layer (graph replays only): the
   // attention cost of this step per layer (it depends on the KV length, which the captured marks do not know).
+  // queued: the step was launched behind others without a synchronization (qw_session_decode_steps): its kernels
+  // start when the previous step's end, not when the host launched it, so its leading gap is counted from the
+  // previous step's last activity and it has no trailing gap (the host left before its kernels ran).
   void end_step(std::shared_ptr<const OpMarks> eager, std::shared_ptr<const GraphOps> graph,
-                std::vector<OpCost> attn_cost_by_layer);
+                std::vector<OpCost> attn_cost_by_layer, bool queued = false);
   // Around the launches of op number `index` of an eager step.
   void begin_op(size_t index);
   void end_op();
@@ -76,8 +79,11 @@ class KernelTrace {
     std::shared_ptr<const OpMarks> eager;
     std::shared_ptr<const GraphOps> graph;
     std::vector<OpCost> attn_cost;
+    bool queued = false;
   };
-  void emit_step(const Step &s, std::vector<const qwc::TracedActivity *> &acts, Sink &sink) const;
+  // Emits step s's records; prev_end: the end of the previous step's last activity (a queued step's gaps start
+  // there). Returns the end of s's last activity.
+  uint64_t emit_step(const Step &s, std::vector<const qwc::TracedActivity *> &acts, uint64_t prev_end, Sink &sink) const;
   static bool mine(uint64_t ext, void *self);
 
   bool on_ = false;

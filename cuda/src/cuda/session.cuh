@@ -258,6 +258,7 @@ class CudaSession final : public BackendSession {
     return r;
   }
   void forward(const Step &step, Sink &sink, int32_t *out_tokens) override;
+  bool forward_steps(const Step &first, int32_t n_steps, Sink &sink, int32_t *out_tokens) override;  // decode_steps.cu
   void reset(int32_t) override {}
   bool supports_tree() const override { return true; }
   void kv_compact(int32_t seq, int32_t base, const int32_t *keep, int32_t n) override;  // cuda/eagle_session.cu
@@ -341,6 +342,8 @@ class CudaSession final : public BackendSession {
   bool lm_head_gemm(const float *src, int32_t n);  // QW_LMHEAD_GEMM_ROWS (layers.cu)
   // --- decode.cu
   void run_decode(const Step &st, Sink &sink, int32_t *out_tokens);
+  void decode_params(const Step &st, int32_t *h) const;
+  const Graph *decode_graph(const Step &st, Sink &sink);
   void decode_body(int32_t B, const Step *st, Sink *sink, bool eager_hooks);
   void decode_qkv(const Pass &p, int32_t l);
   const char *decode_attention(const Pass &p, int32_t l, Gqa gqa);
@@ -403,6 +406,11 @@ class CudaSession final : public BackendSession {
   int32_t *hdparams_ = nullptr;
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_slot_ = nullptr, *d_len_ = nullptr, *d_out_ = nullptr;
   qwc::SampleRow *d_samp_ = nullptr;   // [16] decode sampling parameters (in dparams_)
+  // qw_session_decode_steps (decode_steps.cu): every step's parameter block staged at once (pinned mirror), and the
+  // tokens each step sampled, read back once at the end
+  DBuf steps_params_, steps_out_;
+  int32_t *hsteps_params_ = nullptr, *hsteps_out_ = nullptr;
+  size_t steps_cap_ = 0;  // steps the buffers hold at 16 sequences each
   DBuf psamp_;                          // [16] prefill sampling parameters
   qwc::SampleRow *hpsamp_ = nullptr;    // pinned mirror
   DBuf wbuf_;                           // double [16, vocab] sampler scratch

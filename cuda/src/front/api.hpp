@@ -166,6 +166,9 @@ struct qw_session final : qw::Sink {
 
 namespace qw {
 
+// The most steps one qw_session_decode_steps call runs (the backend queues them all before it synchronizes).
+constexpr int32_t kMaxDecodeSteps = 4096;
+
 // Clears one sequence (backend and length).
 void reset_seq(qw_session *s, int32_t seq);
 // Argument checks and the one step runner of the session entry points (api_session.cpp, api_speculative.cpp).

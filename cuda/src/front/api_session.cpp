@@ -51,8 +51,9 @@ bool qw_session::device_argmax(int32_t *ids) { return deferred && logits_rows > 
 
 namespace qw {
 
-// Runs a step and updates the session state only when the backend succeeded.
-void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
+// The session's part of a step (index, logits mode, profiling, toggles, DCA / sparse parameters, row offsets, sampling)
+// and the last step's outputs cleared.
+static void prepare_step(qw_session *s, Step &st) {
   st.step_index = s->step_counter;
   st.logits_mode = s->logits_mode;
   st.profiling_mode = s->profiling;
@@ -82,15 +83,25 @@ void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
   s->logits_buf.clear();
   s->deferred = nullptr;  // the backend's rows of the previous step are about to be overwritten
   s->filled.clear();
-  std::vector<int32_t> out(st.seq.size(), 0);
-  s->bs->forward(st, *s, out.data());
-  ++s->step_counter;
+}
+
+// Each sequence of `st` grew by n_steps steps of n_new[i] rows.
+static void advance(qw_session *s, const Step &st, int32_t n_steps) {
+  s->step_counter += n_steps;
   for (size_t i = 0; i < st.seq.size(); ++i) {
     const size_t q = size_t(st.seq[i]);
-    s->len[q] += st.n_new[i];
+    s->len[q] += st.n_new[i] * n_steps;
     s->peak[q] = std::max(s->peak[q], s->len[q]);
-    out_tokens[i] = out[i];
   }
+}
+
+// Runs a step and updates the session state only when the backend succeeded.
+void run_step(qw_session *s, Step &st, int32_t *out_tokens) {
+  prepare_step(s, st);
+  std::vector<int32_t> out(st.seq.size(), 0);
+  s->bs->forward(st, *s, out.data());
+  advance(s, st, 1);
+  std::copy(out.begin(), out.end(), out_tokens);
   for (size_t i = 0; i < s->captures.size(); ++i)
     if (s->captures[i].filled) s->filled.push_back(int32_t(i));
 }
@@ -329,35 +340,76 @@ QW_API int32_t qw_session_prefill(qw_session *s, int32_t seq, const int32_t *tok
   });
 }
 
+// The checks of a decode call for n sequences that each grow by n_steps tokens, and its first step.
+static qw::Step decode_step(qw_session *s, const char *call, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
+                            int32_t n_steps) {
+  need(s, "session");
+  if (n < 1 || n > s->max_batch)
+    fail(QW_ERR_INVALID_ARGUMENT, "n = " + std::to_string(n) + " must be in [1, max_batch = " +
+                                      std::to_string(s->max_batch) + "]");
+  need(seq_ids, "seq_ids");
+  need(tokens, "tokens");
+  qw::refuse_eagle_head(s, call);
+  std::vector<bool> seen(size_t(s->max_batch), false);
+  for (int32_t i = 0; i < n; ++i) {
+    check_seq(s, seq_ids[i], false);
+    if (seen[size_t(seq_ids[i])]) fail(QW_ERR_INVALID_ARGUMENT, "sequence id " + std::to_string(seq_ids[i]) + " appears twice");
+    seen[size_t(seq_ids[i])] = true;
+  }
+  check_tokens(s, tokens, n);
+  for (int32_t i = 0; i < n; ++i)
+    if (s->len[size_t(seq_ids[i])] + n_steps > s->max_context)
+      fail(QW_ERR_CONTEXT_OVERFLOW, "sequence " + std::to_string(seq_ids[i]) + " holds " +
+                                        std::to_string(s->len[size_t(seq_ids[i])]) + " tokens: " +
+                                        std::to_string(n_steps) + " more would exceed max_context = " +
+                                        std::to_string(s->max_context));
+  qw::Step st;
+  st.phase = QW_PHASE_DECODE;
+  st.seq.assign(seq_ids, seq_ids + n);
+  st.n_new.assign(size_t(n), 1);
+  for (int32_t i = 0; i < n; ++i) st.pos0.push_back(s->len[size_t(seq_ids[i])]);
+  st.tokens.assign(tokens, tokens + n);
+  return st;
+}
+
 QW_API int32_t qw_session_decode(qw_session *s, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
                                  int32_t *out_tokens) {
   return guard([&] {
-    need(s, "session");
-    if (n < 1 || n > s->max_batch)
-      fail(QW_ERR_INVALID_ARGUMENT, "n = " + std::to_string(n) + " must be in [1, max_batch = " +
-                                        std::to_string(s->max_batch) + "]");
-    need(seq_ids, "seq_ids");
-    need(tokens, "tokens");
+    qw::Step st = decode_step(s, "qw_session_decode", n, seq_ids, tokens, 1);
     need(out_tokens, "out_tokens");
-    qw::refuse_eagle_head(s, "qw_session_decode");
-    std::vector<bool> seen(size_t(s->max_batch), false);
-    for (int32_t i = 0; i < n; ++i) {
-      check_seq(s, seq_ids[i], false);
-      if (seen[size_t(seq_ids[i])]) fail(QW_ERR_INVALID_ARGUMENT, "sequence id " + std::to_string(seq_ids[i]) + " appears twice");
-      seen[size_t(seq_ids[i])] = true;
+    qw::run_step(s, st, out_tokens);
+  });
+}
+
+// The backend runs the steps back to back where it can (forward_steps: the tokens stay on the device); else, or
+// when the caller wants what only a step-by-step run gives (logits rows, captures, per-op event records), one step
+// at a time fed with the previous outputs. Either way a failure leaves the steps before it applied.
+QW_API int32_t qw_session_decode_steps(qw_session *s, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
+                                       int32_t n_steps, int32_t *out_tokens) {
+  return guard([&] {
+    need(s, "session");
+    if (n_steps < 1 || n_steps > qw::kMaxDecodeSteps)
+      fail(QW_ERR_INVALID_ARGUMENT, "n_steps = " + std::to_string(n_steps) + " must be in [1, " +
+                                        std::to_string(qw::kMaxDecodeSteps) + "]");
+    qw::Step st = decode_step(s, "qw_session_decode_steps", n, seq_ids, tokens, n_steps);
+    need(out_tokens, "out_tokens");
+    const bool queued = n_steps > 1 && s->logits_mode == 0 && s->captures.empty() &&
+                        (s->profiling == QW_PROFILING_OFF || s->profiling == QW_PROFILING_KERNELS);
+    if (queued) {
+      qw::Step first = st;
+      qw::prepare_step(s, first);
+      if (s->bs->forward_steps(first, n_steps, *s, out_tokens)) {
+        qw::advance(s, first, n_steps);
+        return;
+      }
     }
-    check_tokens(s, tokens, n);
-    for (int32_t i = 0; i < n; ++i)
-      if (s->len[size_t(seq_ids[i])] + 1 > s->max_context)
-        fail(QW_ERR_CONTEXT_OVERFLOW, "sequence " + std::to_string(seq_ids[i]) + " is full (max_context = " +
-                                          std::to_string(s->max_context) + ")");
-    qw::Step st;
-    st.phase = QW_PHASE_DECODE;
-    st.seq.assign(seq_ids, seq_ids + n);
-    st.n_new.assign(size_t(n), 1);
-    for (int32_t i = 0; i < n; ++i) st.pos0.push_back(s->len[size_t(seq_ids[i])]);
-    st.tokens.assign(tokens, tokens + n);
-    run_step(s, st, out_tokens);
+    for (int32_t j = 0; j < n_steps; ++j) {
+      if (j > 0) {
+        for (int32_t i = 0; i < n; ++i) st.pos0[size_t(i)] = s->len[size_t(seq_ids[i])];
+        st.tokens.assign(out_tokens + size_t(j - 1) * size_t(n), out_tokens + size_t(j) * size_t(n));
+      }
+      qw::run_step(s, st, out_tokens + size_t(j) * size_t(n));
+    }
   });
 }
 

@@ -165,6 +165,14 @@ class BackendSession {
   // Runs one forward step, writes each sequence's sampled token into out_tokens[i] (size = seq.size()).
   // The front has already validated tokens, lengths and capacities.
   virtual void forward(const Step &step, Sink &sink, int32_t *out_tokens) = 0;
+  // qw_session_decode_steps: n_steps decode steps of first's sequences (one row each), step j > 0 fed on the
+  // backend with step j - 1's sampled tokens; out_tokens[j * B + i]. Step j is `first` with pos0 + j and
+  // step_index + j. The front calls it only with logits_mode 0, no capture and profiling off or kernels. Returns
+  // false, having run nothing, where the backend has no faster way than one forward per step: the front loops.
+  virtual bool forward_steps(const Step &first, int32_t n_steps, Sink &sink, int32_t *out_tokens) {
+    (void)first; (void)n_steps; (void)sink; (void)out_tokens;
+    return false;
+  }
   // Forget sequence `seq` (the front tracks lengths; a backend may keep nothing per sequence).
   // Invariant qw_session_truncate relies on: KV rows are addressed by position and rows at positions >= the
   // front's length are written before they are read; a backend that keeps per-sequence state must reset it here
