@@ -69,6 +69,9 @@ export interface FidelityOptions {
   rounds: number;          // >= 3; arms interleaved and rotated each round, so drift hits every arm alike
   steps: number;           // timed decode steps per arm and round
   warmup?: number;         // untimed steps after switching mode (default 3)
+  /** Decode steps per engine call (default 1): > 1 runs them through decodeSteps, every arm alike, and gives each
+   *  step the call's wall time / N (on CUDA the queued steps hide the host's launch work behind the GPU's). */
+  stepsPerSync?: number;
   /** Resets sequence 0 and prefills it; returns the first token to decode from. */
   prime: () => number;
 }
@@ -89,6 +92,9 @@ export interface FidelityRun {
  */
 export function measureFidelity(s: EngineSession, o: FidelityOptions): FidelityRun {
   if (o.rounds < 3) throw new Error("measureFidelity: rounds must be >= 3");
+  const sync = o.stepsPerSync ?? 1;
+  if (!Number.isInteger(sync) || sync < 1) throw new Error(`measureFidelity: stepsPerSync must be an integer >= 1, got ${String(o.stepsPerSync)}`);
+  if (sync > 1 && !s.decodeSteps) throw new Error("measureFidelity: stepsPerSync > 1 needs a session with decodeSteps");
   const arms: ProfilingMode[] = ["off", ...o.modes.filter((m) => m !== "off")];
   const stepMs: Record<string, number[]> = Object.fromEntries(arms.map((a) => [a, []]));
   const timesBy = new Map<ProfilingMode, StepTimes[]>();
@@ -101,10 +107,13 @@ export function measureFidelity(s: EngineSession, o: FidelityOptions): FidelityR
       for (let i = 0; i < (o.warmup ?? 3); i++) tok = s.decode([0], [tok])[0];
       s.takeRecords(); // the prime and warm-up steps
       const walls: number[] = [];
-      for (let i = 0; i < o.steps; i++) {
+      for (let i = 0; i < o.steps; ) {
+        const k = Math.min(sync, o.steps - i);
         const a = performance.now();
-        tok = s.decode([0], [tok])[0];
-        walls.push(performance.now() - a);
+        tok = k > 1 ? s.decodeSteps!([0], [tok], k)[k - 1][0] : s.decode([0], [tok])[0];
+        const w = (performance.now() - a) / k;
+        for (let j = 0; j < k; j++) walls.push(w);
+        i += k;
       }
       stepMs[arm].push(median(walls));
       if (arm === "off") continue;
@@ -123,7 +132,7 @@ export function measureFidelity(s: EngineSession, o: FidelityOptions): FidelityR
   const sum: SumCheck[] = [];
   for (const m of arms.slice(1)) for (const c of sumCheck(timesBy.get(m) ?? [])) sum.push({ ...c, mode: m });
   return {
-    fidelity: { mode: arms[1] ?? "off", sum_check: sum, overhead_pct: overhead },
+    fidelity: { mode: arms[1] ?? "off", sum_check: sum, overhead_pct: overhead, ...(sync > 1 ? { steps_per_sync: sync } : {}) },
     ops: last?.ops ?? { step: [], phase: [], layer: [], op: [], kernel: [], t_start_ns: [], t_end_ns: [], flops: [], bytes: [], n_tokens: [] },
     kernels: last?.kernels ?? [],
     stepMs,

@@ -221,6 +221,7 @@ export const Fidelity = z.object({
   mode: ProfilingMode,
   sum_check: z.array(SumCheck),
   overhead_pct: z.record(z.string(), Stat).optional(), // mode -> slowdown of decode vs off, % (same run)
+  steps_per_sync: z.number().int().min(2).optional(),  // decode steps per engine call (absent: 1)
   notes: z.array(z.string()).optional(),
 });
 export type Fidelity = z.infer<typeof Fidelity>;

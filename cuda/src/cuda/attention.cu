@@ -286,22 +286,33 @@ size_t decode_attn_ws_floats(int32_t batch, int32_t n_heads, int32_t head_dim, i
 // or in a batch of 16 (batch invariance), and GM 1 and GM 8 give the same bits at the same n_split.
 // With the adaptive launch (decode_attn_group_len() > 0) the bound is per kv head, not per query head: a long
 // sequence runs one block per (kv head, split), and n_kv blocks per split must still fill the SMs.
-// QW_ATTN_SPLIT=kv (a lab / bench A/B, off by default until timed): count the splits per kv head (as the adaptive
-// launch does, which gave 7B B1 32k 97 us instead of 148) but keep every split's share of max_ctx at >= 512 keys (the
-// per-kv-head count alone cost 1.5B 16k 14 %: 128 splits of 128 keys). Read once per process.
-static bool split_per_kv() {
-  static const bool on = [] {
+// How a session's split count is made: per query head (head: ~2 blocks per SM over the n_heads heads, >= 128 keys a
+// split) or per kv head (kv: ~2 blocks per SM over the n_kv heads, >= 512 keys a split: more, shorter splits once
+// the cache is long; the per-kv-head count alone cost 1.5B 16k 14 %: 128 splits of 128 keys). auto (the default
+// since the seventh run) takes kv where the session's kv heads hold >= 16384 key rows (max_ctx x n_kv): every
+// lab point of the sixth run and every end-to-end point of the seventh fall on the faster side of that line (lab,
+// H100: 7B 32k 146 -> 100 us, 8k 43 -> 37, 4k 29 -> 23; 0.5B 8k 22 -> 19; 1.5B 16k 37 -> 32; below it kv lost up to
+// 20 %: 7B 1k, 1.5B 4k; 7B decode, max_ctx 16448 at depth 4k / 16k and 32832 at 32k: 155 -> 169, 111 -> 146,
+// 80 -> 123 tok/s). QW_ATTN_SPLIT=head|kv forces one (lab / bench A/B). Read once per process.
+enum class SplitRule { Auto, Head, Kv };
+static SplitRule split_rule() {
+  static const SplitRule r = [] {
     const char *e = std::getenv("QW_ATTN_SPLIT");
-    if (!e || !*e || std::strcmp(e, "head") == 0) return false;
-    if (std::strcmp(e, "kv") == 0) return true;
-    throw CudaError(std::string("QW_ATTN_SPLIT=") + e + ": use head (splits per query head, the default) or kv");
+    if (!e || !*e || std::strcmp(e, "auto") == 0) return SplitRule::Auto;
+    if (std::strcmp(e, "head") == 0) return SplitRule::Head;
+    if (std::strcmp(e, "kv") == 0) return SplitRule::Kv;
+    throw CudaError(std::string("QW_ATTN_SPLIT=") + e + ": use auto (the default), head or kv");
   }();
-  return on;
+  return r;
 }
 constexpr int kKvSplitMinKeys = 512;
+constexpr int64_t kKvSplitMinRows = 16384;  // auto: max_ctx x n_kv from which the per-kv-head count is taken
 
 int32_t decode_attn_pick_split(int32_t n_heads, int32_t n_kv, int32_t max_ctx, int32_t sms) {
-  if (split_per_kv() && n_kv > 0) {
+  const SplitRule rule = split_rule();
+  const bool per_kv = n_kv > 0 && (rule == SplitRule::Kv ||
+                                   (rule == SplitRule::Auto && (int64_t)max_ctx * n_kv >= kKvSplitMinRows));
+  if (per_kv) {
     const int by_work = std::max(1, (max_ctx + kKvSplitMinKeys - 1) / kKvSplitMinKeys);
     const int by_sms = std::max(1, (2 * sms + n_kv - 1) / n_kv);
     return std::max(1, std::min(kMaxSplit, std::min(by_work, by_sms)));
