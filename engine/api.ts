@@ -132,7 +132,9 @@ export type GenerateEvent =
       ttftMs: number; tpotMs: number[]; prefillTokS: number; decodeTokS: number;
       /** Host spans, CLOCK_MONOTONIC ns (the clock of the engine's op records): tokenization, and each engine
        *  call (the prefill, then every decode) in order. */
-      tokenizeNs?: [number, number]; callsNs?: [number, number][] };
+      tokenizeNs?: [number, number]; callsNs?: [number, number][];
+      /** Steps each engine call of callsNs ran (stepsPerSync > 1: a decode call runs several); absent: one each. */
+      callSteps?: number[] };
 
 export interface Capture {
   name: string;          // expanded hook name, e.g. blocks.3.hook_resid_post

@@ -345,6 +345,7 @@ export class Session implements EngineSession {
       }
       const dec = this.host.decoder();
       const callsNs: [number, number][] = [];
+      const callSteps: number[] = [1];  // the prefill, then each decode call
       const t0 = performance.now();
       let h0 = monoNs();
       let tok = this.prefill(seq, prompt);
@@ -399,6 +400,7 @@ export class Session implements EngineSession {
         if (k > 1) this.native.decodeSteps(seqArr, tokArr, k, outArr);
         else this.native.decode(seqArr, tokArr, outArr);
         callsNs.push([h0, monoNs()]);
+        callSteps.push(k);
         stepMs = (performance.now() - s0) / k;
         for (let j = 0; j < k; j++) tpot.push(stepMs);
         queued = Array.from(outArr.subarray(0, k));
@@ -416,7 +418,7 @@ export class Session implements EngineSession {
         type: "done", reason, tokens: out, text, ttftMs: prefillMs, tpotMs: tpot,
         prefillTokS: prefillMs > 0 ? (prompt.length / prefillMs) * 1000 : 0,
         decodeTokS: decodeMs > 0 ? (tpot.length / decodeMs) * 1000 : 0,
-        tokenizeNs, callsNs,
+        tokenizeNs, callsNs, ...(ahead > 1 ? { callSteps } : {}),
       };
     } finally {
       this.busy = false;

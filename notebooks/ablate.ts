@@ -40,6 +40,7 @@ const { values: a } = parseArgs({
     cartesian: { type: "boolean", default: false },
     profiling: { type: "string", default: "on" },
     "max-tokens": { type: "string", default: "32" },
+    "steps-per-sync": { type: "string" },
     repeats: { type: "string", default: "3" },
     "max-contention": { type: "string", default: "10" },
     retries: { type: "string", default: "3" },
@@ -52,7 +53,7 @@ const { values: a } = parseArgs({
 if (a.help) {
   console.log(`usage: npm run ablate -- [--model SRC] [--backend auto|cpu|cuda[,…]] [--threads N] [--prompts SET.json|.jsonl]
                       [--toggle id=v1,v2|id=* …] [--cartesian] [--profiling on,off] [--max-tokens N] [--repeats N]
-                      [--no-warmup] [--max-contention PCT] [--retries N] [--seed N] [--out DIR]
+                      [--steps-per-sync N] [--no-warmup] [--max-contention PCT] [--retries N] [--seed N] [--out DIR]
                       (= bun notebooks/ablate.ts)
   Sweeps optimization toggles (default: every toggle with more than one value on the backend, one at a time) and
   runs >= 3 (--repeats, default 3) measured passes per arm after a warm-up, interleaved across arms (A B A B …), re-running
@@ -61,6 +62,9 @@ if (a.help) {
   table.{csv,json,jsonl} and plots to --out (default profiles/ablate/<stamp>/).`);
   process.exit(0);
 }
+// decode steps per engine call, every arm alike (absent: the recorded runs' default, DEFAULT_STEPS_PER_SYNC)
+const stepsPerSync = a["steps-per-sync"] === undefined ? undefined : Number(a["steps-per-sync"]);
+if (stepsPerSync !== undefined && (!Number.isInteger(stepsPerSync) || stepsPerSync < 1 || stepsPerSync > 64)) { console.error(`ablate: --steps-per-sync must be an integer in 1..64, got ${a["steps-per-sync"]}`); process.exit(2); }
 const repeats = Number(a.repeats);
 if (!Number.isInteger(repeats) || repeats < MIN_REPEATS) { console.error(`ablate: --repeats must be an integer >= ${MIN_REPEATS} (a median with a spread), got ${a.repeats}`); process.exit(2); }
 
@@ -108,7 +112,7 @@ for (const backend of backends) {
   console.log(`${arms.length} arms × ${set.prompts.length} prompts × ${repeats} repetitions, interleaved: ${arms.map((x) => x.label).join(" | ")}`);
   const wm = await weightArmModels(m, session, arms, (opt) => openModel(a.model!, { backend: m.backend, threads: a.threads ? Number(a.threads) : undefined, ...opt }));
   const ps = await runArmsInterleaved(m, session, arms, {
-    envOf: wm.envOf, idOf: (arm) => `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats,
+    envOf: wm.envOf, idOf: (arm) => `ablate-${stamp}-${slug(arm.label)}`, prompts: set.prompts, maxTokens, sampling, repeats, stepsPerSync,
     warmup: !a["no-warmup"], command: `bun notebooks/ablate.ts ${Bun.argv.slice(2).join(" ")}`,
     maxContention: Number(a["max-contention"]) / 100, retries: Number(a.retries),
     onProgress: (msg) => process.stdout.write(`\r  ${msg}                    `),

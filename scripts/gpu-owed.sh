@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# gpu-owed.sh — the measurements still owed after the sixth H100 run, most important first, each cut so that the
+# gpu-owed.sh — the measurements still owed after the seventh H100 run, most important first, each cut so that the
 # call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not fit
 # the 64 MiB tree together: pack brown + draft + EAGLE (the tests below), passkey only for TESTS="dca".
-#   one call (2026-12-06: starts are scarce, each refusal costs ~180 s): bash scripts/gpu-pack.sh &&
-#     GPU_MODELS=tiny-qwen2-brown,tiny-qwen2-brown-draft,tiny-qwen2-brown-eagle bash scripts/gpu-strip.sh strip;
-#     bash .gpu/on-device 'DEADLINE=540 DCA_LENGTHS=8192 ONLY="lab verify steps dca-" bash scripts/gpu-owed.sh'
-#   a second call on the warm machine (the build stays): ONLY="ablate split-e2e depth" (bench 7B at depth 32k), or
-#     with passkey packed: TESTS="dca sparse" ONLY="dca-";
-#   a late call with ~250 s left: DEADLINE=200 LAB=0 TESTS="logits speculative decode-steps" ONLY="verify-cost= steps-tiny".
+#   next session's first call (brown only): GPU_MODELS=tiny-qwen2-brown bash scripts/gpu-strip.sh strip; bash .gpu/on-device
+#     'DEADLINE=400 LAB=0 TESTS="cpu-vs-cuda decode-steps logits kvcache" ONLY="ablate steps-0.5b" bash scripts/gpu-owed.sh'
+#   then, warm (the build stays): ONLY="depth" (the q8 batch-8 depth bench, 300 s each); with the draft + EAGLE packed:
+#     TESTS="speculative" ONLY="verify"; with passkey packed: TESTS="dca sparse" ONLY="dca-".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
 # 2. TESTS (default: logits speculative decode-steps cpu-vs-cuda kvcache: the tree key split and the lm_head GEMM,
@@ -16,7 +14,8 @@
 # 4. verify-cost: the 7B verify cost with the per-op breakdown, default vs QW_TREE_SPLIT=0 (issue 13: 16 tree
 #    tokens <= 1.25x a decode step; predicted ~1.18x);
 # 4b. steps-tiny / steps-0.5b: qw_session_decode_steps, 1 / 8 / 32 steps per call (the host's turnaround hidden);
-# 5. ablate-0.5b: issue 12's fusion ablation (every ffn x norm x graphs arm, 3 repeats);
+# 5. ablate-0.5b: issue 12's fusion ablation (every ffn x norm x graphs arm, 3 repeats, 8 steps per call, profiled and
+#    not; the per-arm profiles, ~7 MB each, are dropped: comparison.md and the tables stay);
 # 6. dca-7b: DCA on vs off on 7B shapes at 8k / 32k (issue 14: <= 1.3x dense; prefill now on tensor cores, decode
 #    still SIMT);
 # 7. split-e2e: 7B bf16 decode at depth 32k, batch 1, QW_ATTN_SPLIT=head vs kv (the lab's 1.46x at 32k, end to end);
@@ -58,7 +57,7 @@ step 120 verify-cost-nosplit "QW_TREE_SPLIT=0 $(vc vc-nosplit)"
 step 90 steps-tiny "bun engine/cli/main.ts bench models/tiny-qwen2-brown --backend cuda --pp 0 --tg 128 --batch 1,8 --steps-per-sync 1,8,32 --reps 3"
 step 120 steps-0.5b "bun engine/cli/main.ts bench $R/0.5b --backend cuda --pp 0 --tg 128 --batch 1 --steps-per-sync 1,8,32 --reps 3"
 # issue 12: the fusion ablation on 0.5B (every ffn x norm x graphs arm, 3 repeats)
-step 240 ablate-0.5b "bun notebooks/ablate.ts --model $R/0.5b --backend cuda --toggle ffn=* --toggle norm=* --toggle graphs=* --cartesian --repeats 3 --max-tokens 64 --out $OUT/ablate-0.5b"
+step 240 ablate-0.5b "bun notebooks/ablate.ts --model $R/0.5b --backend cuda --toggle ffn=* --toggle norm=* --toggle graphs=* --cartesian --repeats 3 --max-tokens 64 --steps-per-sync 8 --profiling on,off --out $OUT/ablate-0.5b; rm -f $OUT/ablate-0.5b/*-*.json $OUT/ablate-0.5b/baseline*.json"
 # issue 14: DCA's cost on 7B shapes at 8k and 32k (chunk 8192, local 1024: all three parts active), dca off vs on
 step 300 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths ${DCA_LENGTHS:-8192,32768} --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
 grep -E "^\| [0-9]|^length" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >> "$S"

@@ -19,6 +19,7 @@ export const RunSpecSchema = z.object({
   promptSetName: z.string().max(200).optional(),
   warmup: z.number().int().min(0).max(3).optional(),
   repeats: z.number().int().min(1).max(20).optional(),
+  stepsPerSync: z.number().int().min(1).max(64).optional(),
   draft: z.object({ model: z.string().min(1).max(4096), k: z.number().int().min(1).max(64), root: z.string().max(4096).optional() }).optional(),
   sparse: SparseOptionsSchema.optional(),
   eagle: z.object({

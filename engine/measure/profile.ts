@@ -252,6 +252,7 @@ export const Profile = z.object({
     prefill_tok_s: z.number().optional(),
     decode_tok_s: z.number().optional(),
     profiling_overhead_pct: z.number().optional(),
+    steps_per_sync: z.number().int().min(1).optional(),  // decode steps per engine call of the run (record.ts)
     // Measured repetitions and warm-up passes behind the headline values above (which are the medians over the
     // repetitions); stats keeps every repetition's value per metric (engine/measure/stats.ts).
     repeats: z.number().int().optional(),

@@ -78,6 +78,7 @@ export interface ArmOptions {
   sampling: SamplingSpec;
   repeats: number;          // measured repetitions (>= 3 unless allowFewer)
   warmup: boolean;          // one unmeasured pass first
+  stepsPerSync?: number;    // decode steps per engine call (RunSpec.stepsPerSync), every arm alike
   id: string;
   command?: string;
   onProgress?: (msg: string) => void;
@@ -116,7 +117,7 @@ export const MIN_REPEATS = 3;
 
 function armSpec(arm: Arm, o: ArmOptions, id: string): RunSpec {
   return {
-    id, prompts: o.prompts, maxTokens: o.maxTokens, sampling: o.sampling, toggles: arm.toggles,
+    id, prompts: o.prompts, maxTokens: o.maxTokens, sampling: o.sampling, toggles: arm.toggles, ...(o.stepsPerSync ? { stepsPerSync: o.stepsPerSync } : {}),
     profiling: arm.profiling, capture: [], label: arm.label, command: o.command, warmup: 0, repeats: 1,
   };
 }

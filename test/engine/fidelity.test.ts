@@ -119,20 +119,55 @@ describe.skipIf(!cpuLibraryBuilt())("profiling modes on the CPU backend", () => 
     expect(md).toContain("| kernels |");
     expect(md).toContain("| off |");
     expect(() => measureFidelity(s, { modes: ["kernels"], rounds: 2, steps: 1, prime: () => 0 })).toThrow(/rounds/);
+    expect(() => measureFidelity(s, { modes: ["kernels"], rounds: 3, steps: 1, stepsPerSync: 0, prime: () => 0 })).toThrow(/stepsPerSync/);
+    // several steps per call: 6 steps as calls of 4 and 2, each step timed at its call's wall / steps; every step recorded
+    const f4 = measureFidelity(s, { modes: ["kernels"], rounds: 3, steps: 6, stepsPerSync: 4, prime: () => { s.reset(); return s.prefill(0, pr); } });
+    expect(f4.fidelity.steps_per_sync).toBe(4);
+    expect(f4.fidelity.sum_check.find((c) => c.phase === "decode" && c.mode === "kernels")?.steps).toBe(18);
     s.close();
   });
 });
 
 describe.skipIf(!cpuLibraryBuilt())("a profiled run: mode label, sum check, host spans and the timeline export", () => {
+  test("several decode steps per call: a call's span goes to its first step and holds the records of all its steps", async () => {
+    const model = await openSyntheticInMemory(tinyTestSpec(), "f32", { backend: "cpu", threads: 2 });
+    const s = model.newSession({ maxContext: 64 });
+    try {
+      const run = (stepsPerSync: number) => recordRun(model, s, {
+        id: "steps-run", prompts: [{ tokens: prompt(6, 2) }], maxTokens: 6,
+        sampling: { temperature: 0, topK: 0, topP: 1, seed: 1 }, toggles: {}, profiling: true, capture: [], stepsPerSync,
+      }, { yieldToLoop: false });
+      const one = (await run(1)).profile, four = (await run(4)).profile;
+      expect(four.summary.steps_per_sync).toBe(4);
+      expect(four.tokens!.map((t) => t.token)).toEqual(one.tokens!.map((t) => t.token));
+      const ffi = (four.host_spans ?? []).filter((h) => h.kind === "ffi");
+      const steps = [...new Set(four.ops!.step)].sort((a, b) => a - b);
+      expect(steps.length).toBe(6);  // the prefill and 5 decode steps: one record set each
+      expect(ffi.map((h) => h.step)).toEqual([steps[0], steps[1], steps[5]]);  // prefill, a call of 4, a call of 1
+      for (let c = 0; c < ffi.length; c++) {
+        const mine = steps.slice(c === 0 ? 0 : c === 1 ? 1 : 5, c === 0 ? 1 : c === 1 ? 5 : 6);
+        for (let i = 0; i < four.ops!.step.length; i++) {
+          if (!mine.includes(four.ops!.step[i])) continue;
+          expect(four.ops!.t_start_ns[i]).toBeGreaterThanOrEqual(ffi[c].t_start_ns);
+          expect(four.ops!.t_end_ns[i]).toBeLessThanOrEqual(ffi[c].t_end_ns);
+        }
+      }
+    } finally {
+      s.close();
+      model.close();
+    }
+  });
+
   test("recordRun in kernels mode: fidelity per phase, ffi spans correlated to steps, device + host tracks", async () => {
     const model = await openSyntheticInMemory(tinyTestSpec(), "f32", { backend: "cpu", threads: 2 });
     const s = model.newSession({ maxContext: 64 });
     try {
       const { profile } = await recordRun(model, s, {
         id: "fidelity-run", prompts: [{ tokens: prompt(6, 2) }], maxTokens: 5,
-        sampling: { temperature: 0, topK: 0, topP: 1, seed: 1 }, toggles: {}, profiling: true, capture: [],
+        sampling: { temperature: 0, topK: 0, topP: 1, seed: 1 }, toggles: {}, profiling: true, capture: [], stepsPerSync: 1,
       }, { yieldToLoop: false });
       expect(profile.summary.profiling_mode).toBe("kernels");
+      expect(profile.summary.steps_per_sync).toBe(1);
       expect(profile.fidelity?.mode).toBe("kernels");
       expect(profile.fidelity?.sum_check.map((c) => c.phase)).toEqual(["prefill", "decode"]);
       const ffi = (profile.host_spans ?? []).filter((h) => h.kind === "ffi");

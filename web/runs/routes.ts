@@ -28,6 +28,8 @@ const RunRequest = z.object({
   // passes: the first run after a load pays for cold caches and lazy set-up, which is not the toggle's cost.
   repeats: z.number().int().min(1).max(20).default(3),
   warmup: z.number().int().min(0).max(3).default(1),
+  // decode steps per engine call (engine/measure/record.ts DEFAULT_STEPS_PER_SYNC when absent; 1 = one per token)
+  stepsPerSync: z.number().int().min(1).max(64).optional(),
   sampling: SamplingSpec.partial().default({}),
   toggles: ToggleValues.default({}),
   profiling: z.union([z.boolean(), ProfilingMode]).default(true), // true: kernels (events where CUPTI is missing)
@@ -88,7 +90,7 @@ export function runRoutes(ctx: WebContext, sse: SseOptions) {
       const spec: RunSpec = {
         id, prompts, maxTokens: setMax ?? req.maxTokens, sampling, toggles: req.toggles, profiling: req.profiling,
         capture: expandHooks(req.capture, info.config.num_hidden_layers), label: req.label ?? id, promptSetName: setName,
-        repeats: req.repeats, warmup: req.warmup, ...(draft ? { draft } : {}), ...(eagle ? { eagle } : {}), ...(req.sparse ? { sparse: req.sparse } : {}),
+        repeats: req.repeats, warmup: req.warmup, ...(req.stepsPerSync ? { stepsPerSync: req.stepsPerSync } : {}), ...(draft ? { draft } : {}), ...(eagle ? { eagle } : {}), ...(req.sparse ? { sparse: req.sparse } : {}),
         command: `POST /api/runs ${JSON.stringify({ ...req, prompt: req.prompt && req.prompt.length > 200 ? req.prompt.slice(0, 200) + "…" : req.prompt }).slice(0, 1500)}`,
       };
       const r = await host.run(t.id, spec, ctx.relay(t));
