@@ -225,34 +225,29 @@ export class Session implements EngineSession {
     if (!isInt(base) || !Array.isArray(keep) || !keep.every(isInt)) throw new SessionError("kvCompact: base and keep must be integers");
     this.native.kvCompact(seq, base, Int32Array.from(keep));
   }
-  decode(seqIds: number[], tokens: number[]): number[] {
-    if (!Array.isArray(seqIds) || seqIds.length === 0) throw new SessionError("decode: seqIds must be a non-empty array");
-    if (seqIds.length !== tokens.length) throw new SessionError(`decode: ${seqIds.length} seqIds but ${tokens.length} tokens`);
-    if (seqIds.length > this.maxBatch) throw new SessionError(`decode: ${seqIds.length} sequences exceed max batch ${this.maxBatch}`);
+  /** The checks of a decode call (`what`): distinct valid sequences, one valid token each; the tokens as Int32Array. */
+  private decodeArgs(seqIds: number[], tokens: number[], what: string): Int32Array {
+    if (!Array.isArray(seqIds) || seqIds.length === 0) throw new SessionError(`${what}: seqIds must be a non-empty array`);
+    if (seqIds.length !== tokens.length) throw new SessionError(`${what}: ${seqIds.length} seqIds but ${tokens.length} tokens`);
+    if (seqIds.length > this.maxBatch) throw new SessionError(`${what}: ${seqIds.length} sequences exceed max batch ${this.maxBatch}`);
     const seen = new Set<number>();
     for (const s of seqIds) {
-      this.checkSeq(s, "decode");
-      if (seen.has(s)) throw new SessionError(`decode: sequence ${s} appears twice`);
+      this.checkSeq(s, what);
+      if (seen.has(s)) throw new SessionError(`${what}: sequence ${s} appears twice`);
       seen.add(s);
     }
-    const t = this.checkTokens(tokens, "decode");
+    return this.checkTokens(tokens, what);
+  }
+  decode(seqIds: number[], tokens: number[]): number[] {
+    const t = this.decodeArgs(seqIds, tokens, "decode");
     const out = new Int32Array(seqIds.length);
     this.native.decode(Int32Array.from(seqIds), t, out);
     return Array.from(out);
   }
   decodeSteps(seqIds: number[], tokens: number[], nSteps: number): number[][] {
-    if (!Array.isArray(seqIds) || seqIds.length === 0) throw new SessionError("decodeSteps: seqIds must be a non-empty array");
-    if (seqIds.length !== tokens.length) throw new SessionError(`decodeSteps: ${seqIds.length} seqIds but ${tokens.length} tokens`);
-    if (seqIds.length > this.maxBatch) throw new SessionError(`decodeSteps: ${seqIds.length} sequences exceed max batch ${this.maxBatch}`);
+    const t = this.decodeArgs(seqIds, tokens, "decodeSteps");
     // the upper bound is the engine's (qw_session_decode_steps says it)
     if (!isInt(nSteps) || nSteps < 1) throw new SessionError(`decodeSteps: nSteps = ${String(nSteps)} must be an integer >= 1`);
-    const seen = new Set<number>();
-    for (const s of seqIds) {
-      this.checkSeq(s, "decodeSteps");
-      if (seen.has(s)) throw new SessionError(`decodeSteps: sequence ${s} appears twice`);
-      seen.add(s);
-    }
-    const t = this.checkTokens(tokens, "decodeSteps");
     const n = seqIds.length;
     const out = new Int32Array(n * nSteps);
     this.native.decodeSteps(Int32Array.from(seqIds), t, nSteps, out);
