@@ -99,6 +99,9 @@ export interface RunSpec {
  * 8), and token events come in bursts of 8 (a few ms on a GPU). */
 export const DEFAULT_STEPS_PER_SYNC = 8;
 
+/** Least time between two reads of the records during a prompt (the live step events come this often at most). */
+const DRAIN_MS = 100;
+
 export type RunEvent =
   | { type: "start"; prompts: number; model: string; toggles: ToggleValues }
   | { type: "prefill"; prompt: number; promptTokens: number; ms: number }
@@ -237,6 +240,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   const hostSpans: HostSpan[] = [];
   const specTraces: SpecTrace[] = [];
   if (spec.profiling) session.takeRecords(); // drop anything left from before
+  let lastDrain = performance.now();
 
   const drain = (prompt: number) => {
     if (!spec.profiling) return;
@@ -308,10 +312,13 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
         text = ev.text;
         done = ev;
       }
-      drain(pi);
+      // the records are read at most every DRAIN_MS (and after the prompt): on CUDA each read flushes CUPTI's
+      // buffers, work that lands on the steps around it
+      if (performance.now() - lastDrain >= DRAIN_MS) { drain(pi); lastDrain = performance.now(); }
       if (doYield) await yieldLoop();
     }
     drain(pi);
+    lastDrain = performance.now();
     if (!done) throw new Error("engine generate() ended without a done event");
     if (done.reason === "cancelled") cancelled = true;
     // steps were numbered in the order they ran: the prefill, then one per decode call
