@@ -2,8 +2,9 @@
 # gpu-owed.sh — the measurements still owed after the seventh H100 run, most important first, each cut so that the
 # call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not fit
 # the 64 MiB tree together: pack brown + draft + EAGLE (the tests below), passkey only for TESTS="dca".
-#   next session's first call (brown only): GPU_MODELS=tiny-qwen2-brown bash scripts/gpu-strip.sh strip; bash .gpu/on-device
-#     'DEADLINE=400 LAB=0 TESTS="cpu-vs-cuda decode-steps logits kvcache" ONLY="ablate steps-0.5b" bash scripts/gpu-owed.sh'
+#   next session's first call (brown + passkey, the strip default): bash scripts/gpu-strip.sh strip; bash .gpu/on-device
+#     'DEADLINE=450 DCA_LENGTHS=32768 TESTS="cpu-vs-cuda decode-steps logits kvcache dca" ONLY="lab ablate steps-0.5b dca-"
+#     bash scripts/gpu-owed.sh' (the warp DCA kernel: lab rows, passkey test, 7B at 32k; the ablation at 8 steps per call)
 #   then, warm (the build stays): ONLY="depth" (the q8 batch-8 depth bench, 300 s each); with the draft + EAGLE packed:
 #     TESTS="speculative" ONLY="verify"; with passkey packed: TESTS="dca sparse" ONLY="dca-".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):

@@ -77,7 +77,7 @@ void dca_case(int nH, int nKV, int d, int pos0, int n, int chunk, int local, boo
   DcaAttnArgs s;  // the SIMT kernel: every row at once
   s.out = z_ref; s.q_intra = dq[0]; s.q_succ = dq[1]; s.q_inter = dq[2]; s.kcache = dk; s.vcache = dv;
   s.row_pos = dpos; s.row_slot = dslot; s.rows = n; s.n_heads = nH; s.n_kv = nKV; s.head_dim = d; s.max_ctx = max_ctx;
-  s.chunk = chunk; s.local = local;
+  s.chunk = chunk; s.local = local; s.force_simt = true;
   PrefillAttnArgs a;  // the tensor-core kernel: one sequence
   a.out = z; a.q = dq[0]; a.dca.succ = dq[1]; a.dca.inter = dq[2]; a.dca.span = chunk - local;
   a.kcache = dk; a.vcache = dv; a.slot = 1; a.pos0 = pos0; a.n = n; a.n_heads = nH; a.n_kv = nKV; a.head_dim = d;
@@ -98,8 +98,9 @@ void dca_case(int nH, int nKV, int d, int pos0, int n, int chunk, int local, boo
   cudaFree(dpos); cudaFree(dslot);
 }
 
-// Decode: B rows (one per slot) at position len - 1, the key-window kernel (n_split from dca_decode_split, as a
-// session) against one block per row and head (n_split 1).
+// Decode: B rows (one per slot) at position len - 1, the session's kernel (the warp layout unless QW_DCA_WARP=0, in
+// key windows: n_split from dca_decode_split) and the warp kernel in one block, each against the SIMT kernel in one
+// block per row and head.
 void dca_decode_case(int B, int nH, int nKV, int d, int len, int chunk, int local, bool timed) {
   const int max_ctx = len, q_n = B * nH * d;
   const size_t cache_n = (size_t)B * nKV * max_ctx * d;
@@ -119,20 +120,25 @@ void dca_decode_case(int B, int nH, int nKV, int d, int len, int chunk, int loca
   a.q_intra = dq[0]; a.q_succ = dq[1]; a.q_inter = dq[2]; a.kcache = dk; a.vcache = dv; a.row_pos = dpos;
   a.row_slot = dslot; a.rows = B; a.n_heads = nH; a.n_kv = nKV; a.head_dim = d; a.max_ctx = max_ctx;
   a.chunk = chunk; a.local = local;
-  DcaAttnArgs one = a, split = a;
-  one.out = z1;
+  // one: the SIMT kernel, one block per row and head (the reference); split: what a session runs (the warp kernel
+  // unless QW_DCA_WARP=0, key windows); whole: the warp kernel in one block per row (its in-block merge of the groups)
+  DcaAttnArgs one = a, split = a, whole = a;
+  one.out = z1; one.force_simt = true;
   split.out = zs; split.n_split = n_split; split.ws = ws;
-  double err;
-  bool nan_seen;
-  const char *variant = check_arms(zs, z1, q_n, [&] { launch_dca_attention(one, 0); },
-                                   [&] { return launch_dca_attention(split, 0); }, &err, &nan_seen);
+  whole.out = zs;
   const double bytes = 2.0 * B * nKV * (double)len * d * 2;  // K and V of every row, once per kv head
   char shape[112];
   snprintf(shape, sizeof shape, "B%d h%d/%d d%d len %d chunk %d local %d, %d windows", B, nH, nKV, d, len, chunk, local,
            n_split);
-  report_arms("attn dca decode", variant, shape, err, nan_seen, timed, [&] { launch_dca_attention(split, 0); },
-              [&] { launch_dca_attention(one, 0); }, g_quick ? 10 : 50, g_quick ? 5 : 20, bytes, 1e9, "GB/s",
-              g_copy_bw / 1e9);
+  for (DcaAttnArgs *arm : {&whole, &split}) {
+    double err;
+    bool nan_seen;
+    const char *variant = check_arms(zs, z1, q_n, [&] { launch_dca_attention(one, 0); },
+                                     [&] { return launch_dca_attention(*arm, 0); }, &err, &nan_seen);
+    report_arms("attn dca decode", variant, shape, err, nan_seen, timed && arm == &split,
+                [&] { launch_dca_attention(*arm, 0); }, [&] { launch_dca_attention(one, 0); }, g_quick ? 10 : 50,
+                g_quick ? 5 : 20, bytes, 1e9, "GB/s", g_copy_bw / 1e9);
+  }
   for (auto *p : {dq[0], dq[1], dq[2], dk, dv, z1, zs}) cudaFree(p);
   cudaFree(dpos); cudaFree(dslot); cudaFree(ws);
 }
@@ -153,6 +159,7 @@ void run_dca_prefill() {
   if (!g_quick) dca_case(28, 4, 128, 0, 32768, 8192, 1024, true);
   // decode (key windows vs one block per row): the passkey settings past a few chunks, 7B shapes at 8k / 32k
   dca_decode_case(2, 14, 2, 64, 3000, 512, 64, false);
+  dca_decode_case(3, 4, 1, 32, 1100, 512, 64, false);  // d 32 (one dim per lane), a window edge inside a group
   dca_decode_case(1, 28, 4, 128, 8192, 8192, 1024, true);
   dca_decode_case(4, 28, 4, 128, 8192, 8192, 1024, true);
   dca_decode_case(1, 28, 4, 128, 32768, 8192, 1024, true);

@@ -6,8 +6,10 @@
 //   attention: one block per (query row, query head) (and per key window in decode: n_split), any batch of rows
 //         (decode: one row per sequence; prefill: the step's rows), each row attending to cache positions [0, pos]
 //         of its slot. The three key groups get their own online-softmax partial (max, sum, weighted V), merged by
-//         log-sum-exp at the end. A simple SIMT kernel: exact, not tuned (no tensor cores, K rows read by one thread
-//         each); prefill takes the tensor-core kernel instead where it can (attention.cuh launch_prefill_attention_dca).
+//         log-sum-exp at the end. Two kernels: a warp per key (d = 32 / 64 / 128, the default: a lane holds d / 32
+//         dims, K and V rows are coalesced warp loads, a score is a warp sum; QW_DCA_WARP=0 turns it off) and the first,
+//         SIMT one (a thread per key reading its whole K row; the lab's reference). Prefill takes the tensor-core kernel
+//         instead where it can (attention.cuh launch_prefill_attention_dca).
 #pragma once
 #include "common.cuh"
 #include "rope.cuh"
@@ -31,6 +33,7 @@ struct DcaAttnArgs {
   // replays at any length; n_split depends on neither the batch nor the length (dca_decode_split).
   float *ws = nullptr;
   int32_t n_split = 1;
+  bool force_simt = false;  // the SIMT kernel whatever QW_DCA_WARP says (the lab's reference arm)
 };
 // head_dim <= 128. Returns the kernel name for op records.
 const char *launch_dca_attention(const DcaAttnArgs &a, cudaStream_t stream);

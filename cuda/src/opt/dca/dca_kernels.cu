@@ -130,6 +130,127 @@ __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnAr
   if (tid < d) a.out[(int64_t)r * qdim + h * d + tid] = __float2bfloat16(num / den);
 }
 
+// E bf16 of a row (lane's share of d = 32 E dims) as floats: one 2-, 4- or 8-byte load.
+template <int E>
+__device__ __forceinline__ void load_lane(const __nv_bfloat16 *p, float (&x)[E]) {
+  if constexpr (E == 4) {
+    const uint2 u = *reinterpret_cast<const uint2 *>(p);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+    x[0] = a.x; x[1] = a.y; x[2] = b.x; x[3] = b.y;
+  } else if constexpr (E == 2) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+    x[0] = a.x; x[1] = a.y;
+  } else {
+    x[0] = __bfloat162float(p[0]);
+  }
+}
+
+// The warp layout (the default where d is 32, 64 or 128; QW_DCA_WARP=0 keeps the SIMT kernel above). Same grid, the
+// same key groups and windows, the same partials: a block's 4 warps take its window's keys in turn, kUnroll keys per
+// warp per step; a lane holds E = d / 32 dims of the group's query and of the output, so a K or V row is one coalesced
+// d × 2-byte load per warp (the SIMT kernel reads a K row per thread, 4 bytes at a time) and a score one warp sum.
+// Each warp runs an online softmax per group; the warps' (m, l, o) are merged in shared memory by log-sum-exp.
+template <int E>
+__global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaAttnArgs a) {
+  pdl_wait();
+  pdl_trigger();
+  constexpr int D = 32 * E, kWarps = kThreads / 32, kUnroll = 4;
+  const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int qdim = a.n_heads * D, kh = h / (a.n_heads / a.n_kv);
+  const int i = a.row_pos[r];
+  const int64_t slot = a.row_slot[r];
+  const int s = qw::dca::span(a.chunk, a.local), ci = i / s;
+  int w_lo, w_hi;
+  qw::dca::decode_window(i, a.n_split, blockIdx.z, &w_lo, &w_hi);
+  const __nv_bfloat16 *K = a.kcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * D + lane * E;
+  const __nv_bfloat16 *V = a.vcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * D + lane * E;
+  const float scale = rsqrtf((float)D);
+  const int lo[3] = {max(w_lo, ci * s), max(w_lo, max(0, (ci - 1) * s)), w_lo};
+  const int hi[3] = {min(w_hi, i + 1), min(w_hi, ci * s), min(w_hi, max(0, (ci - 1) * s))};
+  const __nv_bfloat16 *qv[3] = {a.q_intra, a.q_succ, a.q_inter};
+  __shared__ float sm_m[3][kWarps], sm_l[3][kWarps], sm_o[3][kWarps][D];
+  for (int g = 0; g < 3; ++g) {
+    float q[E], o[E];
+    load_lane<E>(qv[g] + (int64_t)r * qdim + h * D + lane * E, q);
+    float m = -INFINITY, l = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) o[e] = 0.f;
+    for (int k0 = lo[g] + warp * kUnroll; k0 < hi[g]; k0 += kWarps * kUnroll) {
+      float sc[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        float dot = 0.f;
+        if (k0 + u < hi[g]) {
+          float k[E];
+          load_lane<E>(K + (int64_t)(k0 + u) * D, k);
+#pragma unroll
+          for (int e = 0; e < E; ++e) dot = fmaf(q[e], k[e], dot);
+        }
+        sc[u] = k0 + u < hi[g] ? warp_sum(dot) * scale : -INFINITY;
+      }
+      float mt = sc[0];
+#pragma unroll
+      for (int u = 1; u < kUnroll; ++u) mt = fmaxf(mt, sc[u]);
+      const float m_new = fmaxf(m, mt);  // finite: key k0 is in range
+      const float alpha = m == -INFINITY ? 0.f : __expf(m - m_new);
+      l *= alpha;
+#pragma unroll
+      for (int e = 0; e < E; ++e) o[e] *= alpha;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (k0 + u >= hi[g]) break;
+        const float pu = __expf(sc[u] - m_new);
+        float v[E];
+        load_lane<E>(V + (int64_t)(k0 + u) * D, v);
+        l += pu;
+#pragma unroll
+        for (int e = 0; e < E; ++e) o[e] = fmaf(pu, v[e], o[e]);
+      }
+      m = m_new;
+    }
+    if (lane == 0) { sm_m[g][warp] = m; sm_l[g][warp] = l; }
+#pragma unroll
+    for (int e = 0; e < E; ++e) sm_o[g][warp][lane * E + e] = o[e];
+  }
+  __syncthreads();
+  if (tid >= D) return;
+  // the block's partial per group: its warps' merged (a warp without keys of the group has m = -inf, weight 0)
+  float M[3], L[3], O[3];
+  for (int g = 0; g < 3; ++g) {
+    float mx = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_m[g][w]);
+    float l = 0.f, o = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      if (sm_m[g][w] == -INFINITY) continue;
+      const float f = __expf(sm_m[g][w] - mx);
+      l = fmaf(f, sm_l[g][w], l);
+      o = fmaf(f, sm_o[g][w][tid], o);
+    }
+    M[g] = mx;
+    L[g] = l;
+    O[g] = o;
+  }
+  if (a.n_split > 1) {  // as the SIMT kernel: this window's partials, merged by dca_combine_kernel
+    float *w = a.ws + (((int64_t)r * a.n_heads + h) * a.n_split + blockIdx.z) * 3 * (D + 2);
+    for (int g = 0; g < 3; ++g) {
+      w[g * (D + 2) + tid] = O[g];
+      if (tid == 0) { w[g * (D + 2) + D] = M[g]; w[g * (D + 2) + D + 1] = L[g]; }
+    }
+    return;
+  }
+  float mx = M[0];
+  for (int g = 1; g < 3; ++g) mx = fmaxf(mx, M[g]);
+  float num = 0.f, den = 0.f;
+  for (int g = 0; g < 3; ++g) {
+    if (M[g] == -INFINITY) continue;
+    const float f = __expf(M[g] - mx);
+    num = fmaf(f, O[g], num);
+    den = fmaf(f, L[g], den);
+  }
+  a.out[(int64_t)r * qdim + h * D + tid] = __float2bfloat16(num / den);
+}
+
 // grid (rows, nH), d threads: the 3 n_split partials of (row, head) merged by log-sum-exp (empty ones: m = -inf).
 __global__ void dca_combine_kernel(const DcaAttnArgs a) {
   pdl_wait();
@@ -172,13 +293,19 @@ void launch_dca_rope_kv(const RopeKvArgs &r, __nv_bfloat16 *q_succ, __nv_bfloat1
 const char *launch_dca_attention(const DcaAttnArgs &a, cudaStream_t stream) {
   if (a.head_dim > 128 || a.head_dim % 2) throw CudaError("dca attention: head_dim must be even and <= 128");
   if (a.n_split < 1 || (a.n_split > 1 && !a.ws)) throw CudaError("dca attention: n_split > 1 needs its workspace");
-  if (a.rows <= 0) return "attn_dca_simt";
-  launch(dca_attention_kernel, dim3(a.rows, a.n_heads, a.n_split), dim3(kThreads), 0, stream, a);
+  const bool warp = !a.force_simt && a.head_dim % 32 == 0 &&
+                    env_switch_on("QW_DCA_WARP", "the SIMT DCA attention kernel", "the warp-per-key DCA attention kernel");
+  if (a.rows <= 0) return warp ? "attn_dca_warp" : "attn_dca_simt";
+  const dim3 grid(a.rows, a.n_heads, a.n_split);
+  if (!warp) launch(dca_attention_kernel, grid, dim3(kThreads), 0, stream, a);
+  else if (a.head_dim == 32) launch(dca_attention_warp_kernel<1>, grid, dim3(kThreads), 0, stream, a);
+  else if (a.head_dim == 64) launch(dca_attention_warp_kernel<2>, grid, dim3(kThreads), 0, stream, a);
+  else launch(dca_attention_warp_kernel<4>, grid, dim3(kThreads), 0, stream, a);
   QWC_LAUNCH_CHECK("launch_dca_attention");
-  if (a.n_split == 1) return "attn_dca_simt";
+  if (a.n_split == 1) return warp ? "attn_dca_warp" : "attn_dca_simt";
   launch(dca_combine_kernel, dim3(a.rows, a.n_heads), dim3(a.head_dim), 0, stream, a);
   QWC_LAUNCH_CHECK("launch_dca_attention (combine)");
-  return "attn_dca_simt:split";
+  return warp ? "attn_dca_warp:split" : "attn_dca_simt:split";
 }
 
 }  // namespace qwc
