@@ -170,6 +170,7 @@ __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaA
   const int hi[3] = {min(w_hi, i + 1), min(w_hi, ci * s), min(w_hi, max(0, (ci - 1) * s))};
   const __nv_bfloat16 *qv[3] = {a.q_intra, a.q_succ, a.q_inter};
   __shared__ float sm_m[3][kWarps], sm_l[3][kWarps], sm_o[3][kWarps][D];
+#pragma unroll  // static indices into lo / hi / qv: no local-memory arrays
   for (int g = 0; g < 3; ++g) {
     float q[E], o[E];
     load_lane<E>(qv[g] + (int64_t)r * qdim + h * D + lane * E, q);
