@@ -52,6 +52,31 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float *red) 
   return t;
 }
 
+// A block's three group partials (max, sum, weighted V) of (row r, head h) at output column col < d: to ws when the
+// row's keys are split into windows (n_split > 1; dca_combine_kernel merges them), else merged by log-sum-exp into
+// out (the intra group always holds key i itself, so at least one partial is non-empty).
+__device__ __forceinline__ void dca_finish(const DcaAttnArgs &a, int r, int h, int d, int col, const float (&M)[3],
+                                           const float (&L)[3], const float (&O)[3]) {
+  if (a.n_split > 1) {
+    float *w = a.ws + (((int64_t)r * a.n_heads + h) * a.n_split + blockIdx.z) * 3 * (d + 2);
+    for (int g = 0; g < 3; ++g) {
+      w[g * (d + 2) + col] = O[g];
+      if (col == 0) { w[g * (d + 2) + d] = M[g]; w[g * (d + 2) + d + 1] = L[g]; }
+    }
+    return;
+  }
+  float mx = M[0];
+  for (int g = 1; g < 3; ++g) mx = fmaxf(mx, M[g]);
+  float num = 0.f, den = 0.f;
+  for (int g = 0; g < 3; ++g) {
+    if (M[g] == -INFINITY) continue;
+    const float f = __expf(M[g] - mx);
+    num = fmaf(f, O[g], num);
+    den = fmaf(f, L[g], den);
+  }
+  a.out[(int64_t)r * a.n_heads * d + h * d + col] = __float2bfloat16(num / den);
+}
+
 __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnArgs a) {
   pdl_wait();
   pdl_trigger();
@@ -109,25 +134,7 @@ __global__ void __launch_bounds__(kThreads) dca_attention_kernel(const DcaAttnAr
     L[g] = l;
     O[g] = o;
   }
-  if (a.n_split > 1) {  // the partials of this window; dca_combine_kernel merges them
-    float *w = a.ws + (((int64_t)r * a.n_heads + h) * a.n_split + blockIdx.z) * 3 * (d + 2);
-    for (int g = 0; g < 3; ++g) {
-      if (tid < d) w[g * (d + 2) + tid] = O[g];
-      if (tid == 0) { w[g * (d + 2) + d] = M[g]; w[g * (d + 2) + d + 1] = L[g]; }
-    }
-    return;
-  }
-  // Log-sum-exp merge of the non-empty partials (the intra group always holds key i itself).
-  float mx = M[0];
-  for (int g = 1; g < 3; ++g) mx = fmaxf(mx, M[g]);
-  float num = 0.f, den = 0.f;
-  for (int g = 0; g < 3; ++g) {
-    if (M[g] == -INFINITY) continue;
-    const float w = __expf(M[g] - mx);
-    num = fmaf(w, O[g], num);
-    den = fmaf(w, L[g], den);
-  }
-  if (tid < d) a.out[(int64_t)r * qdim + h * d + tid] = __float2bfloat16(num / den);
+  if (tid < d) dca_finish(a, r, h, d, tid, M, L, O);
 }
 
 // E bf16 of a row (lane's share of d = 32 E dims) as floats: one 2-, 4- or 8-byte load.
@@ -232,24 +239,7 @@ __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaA
     L[g] = l;
     O[g] = o;
   }
-  if (a.n_split > 1) {  // as the SIMT kernel: this window's partials, merged by dca_combine_kernel
-    float *w = a.ws + (((int64_t)r * a.n_heads + h) * a.n_split + blockIdx.z) * 3 * (D + 2);
-    for (int g = 0; g < 3; ++g) {
-      w[g * (D + 2) + tid] = O[g];
-      if (tid == 0) { w[g * (D + 2) + D] = M[g]; w[g * (D + 2) + D + 1] = L[g]; }
-    }
-    return;
-  }
-  float mx = M[0];
-  for (int g = 1; g < 3; ++g) mx = fmaxf(mx, M[g]);
-  float num = 0.f, den = 0.f;
-  for (int g = 0; g < 3; ++g) {
-    if (M[g] == -INFINITY) continue;
-    const float f = __expf(M[g] - mx);
-    num = fmaf(f, O[g], num);
-    den = fmaf(f, L[g], den);
-  }
-  a.out[(int64_t)r * qdim + h * D + tid] = __float2bfloat16(num / den);
+  dca_finish(a, r, h, D, tid, M, L, O);
 }
 
 // grid (rows, nH), d threads: the 3 n_split partials of (row, head) merged by log-sum-exp (empty ones: m = -inf).
