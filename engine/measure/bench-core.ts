@@ -93,6 +93,20 @@ export function othersShare(a: MachineMark | undefined, b: MachineMark | undefin
   return Math.min(1, Math.max(0, (b.busyJ - a.busyJ - ownJ) / (b.totalJ - a.totalJ)));
 }
 
+/** A steps-per-call option checked against the session (`who` names the caller in the error): an integer >= 1, and
+ * > 1 only where the session has decodeSteps. */
+export function checkStepsPerSync(session: EngineSession, v: number | undefined, who: string): number {
+  const sync = v ?? 1;
+  if (!Number.isInteger(sync) || sync < 1) throw new Error(`${who}: stepsPerSync must be an integer >= 1, got ${String(v)}`);
+  if (sync > 1 && !session.decodeSteps) throw new Error(`${who}: stepsPerSync > 1 needs a session with decodeSteps`);
+  return sync;
+}
+
+/** k decode steps of `seqs` in one engine call (decodeSteps where k > 1), fed with `tok`: the last step's tokens. */
+export function decodeCall(session: EngineSession, seqs: number[], tok: number[], k: number): number[] {
+  return k > 1 ? session.decodeSteps!(seqs, tok, k)[k - 1] : session.decode(seqs, tok);
+}
+
 /**
  * Runs one bench case on a session (greedy sampling; the session's toggles as set by the caller).
  * Prefill: tokens/s of one prefill of nPrompt tokens. Decode: batch sequences each prefilled with a short
@@ -104,10 +118,9 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const batch = c.batch ?? 1;
   const maxContention = opts.maxContention ?? DEFAULT_MAX_CONTENTION;
   const retries = opts.retries ?? 0;
-  const sync = opts.stepsPerSync ?? 1;
+  const sync = checkStepsPerSync(session, opts.stepsPerSync, "bench");
+  // a row of several steps per call must never pass for the one-sync-per-token row (llama-bench's)
   const sTag = sync > 1 ? ` s${sync}` : "";
-  if (!Number.isInteger(sync) || sync < 1) throw new Error(`bench: stepsPerSync must be an integer >= 1, got ${String(opts.stepsPerSync)}`);
-  if (sync > 1 && !session.decodeSteps) throw new Error("bench: stepsPerSync > 1 needs a session with decodeSteps");
   if (batch > session.maxBatch) throw new Error(`bench: batch ${batch} exceeds the session's max batch ${session.maxBatch}`);
   const depth = c.depth ?? 0;
   if (!Number.isInteger(depth) || depth < 0) throw new Error(`bench: depth must be an integer >= 0, got ${String(c.depth)}`);
@@ -140,8 +153,7 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
     let tp = t0;
     for (let i = 0; i < c.nGen; ) {
       const k = Math.min(sync, c.nGen - i);
-      if (k > 1) tok = session.decodeSteps!(seqs, tok, k)[k - 1];
-      else tok = session.decode(seqs, tok);
+      tok = decodeCall(session, seqs, tok, k);
       const now = performance.now();
       for (let j = 0; j < k; j++) steps.push((now - tp) / k);
       tp = now;
@@ -197,7 +209,6 @@ export function runBenchCase(model: EngineModel, session: EngineSession, c: Benc
   const backend = model.parallel && model.parallel !== "tp1" ? `${model.backend} ${model.parallel}` : model.backend;
   const base = { model: modelLabel(model.id), weights, backend, system: "qwen-workbench" };
   const at = depth ? ` @ d${depth}` : "";
-  // sTag: a row of several steps per call must never pass for the one-sync-per-token row (llama-bench's)
   const kv = session.kvInfo?.();
   // KV memory: what the cache type costs per token, what the session allocated, what this test's tokens use.
   const kvExtra = (tokensPerSeq: number, seqs: number) => kv ? { kv_cache: kv.kvCache, kv_bytes_per_token: kv.kvBytesPerToken,

@@ -5,6 +5,7 @@
 // the backend tiles its step with records, so the difference is only what lies outside the backend's step
 // (FFI, argument checks, the front); in events mode nothing records the gaps, and the difference shows it.
 import type { EngineSession } from "../api.ts";
+import { checkStepsPerSync, decodeCall } from "./bench-core.ts";
 import { nonModelOps, opNames } from "../catalog.ts";
 import {
   statOf, type Fidelity, type OpColumns, type ProfilingMode, type Stat, type SumCheck,
@@ -92,9 +93,7 @@ export interface FidelityRun {
  */
 export function measureFidelity(s: EngineSession, o: FidelityOptions): FidelityRun {
   if (o.rounds < 3) throw new Error("measureFidelity: rounds must be >= 3");
-  const sync = o.stepsPerSync ?? 1;
-  if (!Number.isInteger(sync) || sync < 1) throw new Error(`measureFidelity: stepsPerSync must be an integer >= 1, got ${String(o.stepsPerSync)}`);
-  if (sync > 1 && !s.decodeSteps) throw new Error("measureFidelity: stepsPerSync > 1 needs a session with decodeSteps");
+  const sync = checkStepsPerSync(s, o.stepsPerSync, "measureFidelity");
   const arms: ProfilingMode[] = ["off", ...o.modes.filter((m) => m !== "off")];
   const stepMs: Record<string, number[]> = Object.fromEntries(arms.map((a) => [a, []]));
   const timesBy = new Map<ProfilingMode, StepTimes[]>();
@@ -110,7 +109,7 @@ export function measureFidelity(s: EngineSession, o: FidelityOptions): FidelityR
       for (let i = 0; i < o.steps; ) {
         const k = Math.min(sync, o.steps - i);
         const a = performance.now();
-        tok = k > 1 ? s.decodeSteps!([0], [tok], k)[k - 1][0] : s.decode([0], [tok])[0];
+        tok = decodeCall(s, [0], [tok], k)[0];
         const w = (performance.now() - a) / k;
         for (let j = 0; j < k; j++) walls.push(w);
         i += k;

@@ -240,9 +240,12 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   const hostSpans: HostSpan[] = [];
   const specTraces: SpecTrace[] = [];
   if (spec.profiling) session.takeRecords(); // drop anything left from before
+  // speculative arms decode through their own loops, one target step per call
+  const stepsPerSync = o.speculative ? 1 : spec.stepsPerSync ?? DEFAULT_STEPS_PER_SYNC;
   let lastDrain = performance.now();
 
   const drain = (prompt: number) => {
+    lastDrain = performance.now();
     if (!spec.profiling) return;
     const r = session.takeRecords();
     const before = stepBase;
@@ -293,7 +296,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     let done: Extract<GenerateEvent, { type: "done" }> | null = null;
     const gopts = {
       prompt: p.prompt, messages: p.messages, tokens: p.tokens, maxTokens, seq: 0, signal: o.signal,
-      temperature: samp.temperature, topK: samp.topK, topP: samp.topP, seed, stepsPerSync: spec.stepsPerSync ?? DEFAULT_STEPS_PER_SYNC,
+      temperature: samp.temperature, topK: samp.topK, topP: samp.topP, seed, stepsPerSync,
     };
     const sp = o.speculative;
     const gen = sp?.tree ? eagleGenerate(session as SpecSession, sp.draft, sp.host, { ...gopts, tree: sp.tree })
@@ -314,11 +317,10 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       }
       // the records are read at most every DRAIN_MS (and after the prompt): on CUDA each read flushes CUPTI's
       // buffers, work that lands on the steps around it
-      if (performance.now() - lastDrain >= DRAIN_MS) { drain(pi); lastDrain = performance.now(); }
+      if (performance.now() - lastDrain >= DRAIN_MS) drain(pi);
       if (doYield) await yieldLoop();
     }
     drain(pi);
-    lastDrain = performance.now();
     if (!done) throw new Error("engine generate() ended without a done event");
     if (done.reason === "cancelled") cancelled = true;
     // steps were numbered in the order they ran: the prefill, then one per decode call
@@ -380,7 +382,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
       wall_ms: performance.now() - t0,
       profiling: spec.profiling,
       profiling_mode: session.profilingMode,
-      steps_per_sync: spec.stepsPerSync ?? DEFAULT_STEPS_PER_SYNC,
+      steps_per_sync: stepsPerSync,
       ...(session.kvInfo ? { kv: session.kvInfo() } : {}),  // KV-cache type and memory, shown next to the speeds
       ...sparseSummary(session),
       outputs: texts,

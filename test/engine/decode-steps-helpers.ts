@@ -50,7 +50,7 @@ export function checkStepsEqualLoop(m: Model, nSteps = 24): void {
 
 /** generate with stepsPerSync 8 / 5 = stepsPerSync 1: the tokens, the reason, and the cache length after it, for a
  * run cut by maxTokens (not a multiple of the call size) and one stopped by a token inside a call. */
-export function checkGenerateSteps(m: Model): Promise<void> {
+export async function checkGenerateSteps(m: Model): Promise<void> {
   const s = m.newSession({ maxBatch: 1, maxContext: 256 });
   const run = async (stepsPerSync: number, stop: number[], maxTokens: number) => {
     let done: { tokens: number[]; reason: string } | undefined;
@@ -58,20 +58,18 @@ export function checkGenerateSteps(m: Model): Promise<void> {
       if (ev.type === "done") done = ev;
     return { tokens: done!.tokens, reason: done!.reason, len: s.seqLen(0) };
   };
-  return (async () => {
-    try {
-      const plain = await run(1, [], 29);
-      expect(plain.reason).toBe("length");
-      for (const k of [5, 8]) expect(await run(k, [], 29)).toEqual(plain);
-      // stop on the 11th token: inside the second call of 8 and the third of 5
-      const stopTok = plain.tokens[10];
-      const cut = await run(1, [stopTok], 29);
-      expect(cut.reason).toBe("stop");
-      for (const k of [5, 8]) expect(await run(k, [stopTok], 29)).toEqual(cut);
-    } finally {
-      s.close();
-    }
-  })();
+  try {
+    const plain = await run(1, [], 29);
+    expect(plain.reason).toBe("length");
+    for (const k of [5, 8]) expect(await run(k, [], 29)).toEqual(plain);
+    // stop on the 11th token: inside the second call of 8 and the third of 5
+    const stopTok = plain.tokens[10];
+    const cut = await run(1, [stopTok], 29);
+    expect(cut.reason).toBe("stop");
+    for (const k of [5, 8]) expect(await run(k, [stopTok], 29)).toEqual(cut);
+  } finally {
+    s.close();
+  }
 }
 
 /** Bad input: a clear error, the sequences as they were. */

@@ -348,21 +348,28 @@ void CudaSession::marlin_args(qwc::GemvArgs &a, const DevMat &d) const {
   a.mws.xn_elems = (int64_t)(xn_.bytes / 2);
 }
 
+// The per-step state a forward starts from (gemv = marlin's scratch, how ops are marked, no marks yet); true where
+// kernels mode traces the step.
+bool CudaSession::begin_forward(const Step &st) {
+  marlin_ = gemv_marlin(st);
+  if (marlin_) ensure_marlin();
+  const bool kernels = st.profiling_mode == QW_PROFILING_KERNELS && trace_.enabled();
+  prof_ = st.profiling && !kernels;  // events and counters modes: eager launches, an event pair per op
+  marking_ = kernels ? Marking::TRACE : prof_ ? Marking::EVENTS : Marking::NONE;
+  counting_ = false;  // forward sets it after the step's opening event (that begin_op is not an op)
+  marks_.clear();
+  replayed_.reset();
+  ev_next_ = 0;
+  step_index_ = st.step_index;
+  phase_ = st.phase;
+  return kernels;
+}
+
 void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
   // toggle tile = auto: every GEMV / GEMM launch of the step (and a graph captured in it) reads tiles_
   qwc::CudaTileScope tile_scope(st.toggles.tile == Tile::Auto ? &tiles_ : nullptr);
   dev_guard([&] {
-    marlin_ = gemv_marlin(st);
-    if (marlin_) ensure_marlin();
-    const bool kernels = st.profiling_mode == QW_PROFILING_KERNELS && trace_.enabled();
-    prof_ = st.profiling && !kernels;  // events and counters modes: eager launches, an event pair per op
-    marking_ = kernels ? Marking::TRACE : prof_ ? Marking::EVENTS : Marking::NONE;
-    counting_ = false;  // set after the step's opening event (that begin_op is not an op)
-    marks_.clear();
-    replayed_.reset();
-    ev_next_ = 0;
-    step_index_ = st.step_index;
-    phase_ = st.phase;
+    const bool kernels = begin_forward(st);
     host0_ns_ = now_ns();
     cudaEvent_t ev0 = nullptr;
     if (prof_) {

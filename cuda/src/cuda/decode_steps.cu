@@ -41,15 +41,7 @@ bool CudaSession::forward_steps(const Step &first, int32_t n_steps, Sink &sink, 
   const int32_t B = (int32_t)first.seq.size();
   qwc::CudaTileScope tile_scope(first.toggles.tile == Tile::Auto ? &tiles_ : nullptr);
   return dev_guard([&] {
-    marlin_ = gemv_marlin(first);
-    if (marlin_) ensure_marlin();
-    prof_ = false;
-    marking_ = kernels ? Marking::TRACE : Marking::NONE;
-    counting_ = false;
-    marks_.clear();
-    replayed_.reset();
-    ev_next_ = 0;
-    phase_ = QW_PHASE_DECODE;
+    begin_forward(first);  // profiling is off or kernels here: no event marks
     ensure_logits(max_batch_);
     const Graph *g = decode_graph(first, sink);
     if (!g) return false;

@@ -307,6 +307,7 @@ class CudaSession final : public BackendSession {
   void ensure_bcast();
   void ensure_dca_ws();
   bool wants_any(const Step &st, Sink &sink) const;
+  bool begin_forward(const Step &st);
   // --- layers.cu: the blocks both phases build from (docs/ARCHITECTURE.md §Layers)
   void hook_f32(const Pass &p, Hook h, int32_t l, const float *x, int32_t cols);
   void hook_bf16(const Pass &p, Hook h, int32_t l, const void *x, int32_t cols);

@@ -387,7 +387,6 @@ QW_API int32_t qw_session_decode(qw_session *s, int32_t n, const int32_t *seq_id
 QW_API int32_t qw_session_decode_steps(qw_session *s, int32_t n, const int32_t *seq_ids, const int32_t *tokens,
                                        int32_t n_steps, int32_t *out_tokens) {
   return guard([&] {
-    need(s, "session");
     if (n_steps < 1 || n_steps > qw::kMaxDecodeSteps)
       fail(QW_ERR_INVALID_ARGUMENT, "n_steps = " + std::to_string(n_steps) + " must be in [1, " +
                                         std::to_string(qw::kMaxDecodeSteps) + "]");
