@@ -181,4 +181,33 @@ describe.skipIf(!cpuLibraryBuilt())("bench at depth (llama-bench -d)", () => {
       s.close();
     } finally { m.close(); }
   });
+
+  test("the depth is filled once and each rep decodes from it again (truncate), unless the cache cannot roll back nGen", async () => {
+    const { openModel } = await import("../../engine/index.ts");
+    const { runBenchCase } = await import("../../engine/measure/bench-core.ts");
+    const m = await openModel("default", { backend: "cpu", threads: 2 });
+    try {
+      const s = m.newSession({ maxBatch: 2, maxContext: 400, maxPrefill: 64 });
+      let prefills = 0;
+      const prefill = s.prefill.bind(s);
+      s.prefill = (seq: number, toks: number[]) => { prefills++; return prefill(seq, toks); };
+      const toks: number[][] = [];
+      const decode = s.decode.bind(s);
+      s.decode = (seqs: number[], t: number[]) => { const r = decode(seqs, t); if (s.seqLen(0) === 201) toks.push([...t]); return r; };
+      s.setToggle("kvCache", "q8");  // rolls back any depth
+      runBenchCase(m, s, { nPrompt: 0, nGen: 4, batch: 2, depth: 200 }, { reps: 3, warmup: 1 });
+      expect(prefills).toBe(2 * 4);  // one fill: 2 sequences of 200 tokens in chunks of 64
+      expect(s.seqLen(0)).toBe(204);
+      expect(toks.length).toBe(4);   // every rep's first step fed the fill's tokens again
+      for (const t of toks) expect(t).toEqual(toks[0]);
+      // kivi2 cuts back exactly at most kvMaxRollback tokens: a longer decode refills for every rep
+      s.setToggle("kvCache", "kivi2");
+      const rb = s.kvInfo!().kvMaxRollback;
+      expect(rb).toBeGreaterThan(0);
+      prefills = 0;
+      runBenchCase(m, s, { nPrompt: 0, nGen: rb + 1, batch: 1, depth: 200 }, { reps: 3, warmup: 0 });
+      expect(prefills).toBe(3 * 4);
+      s.close();
+    } finally { m.close(); }
+  });
 });

@@ -101,8 +101,9 @@ void dca_case(int nH, int nKV, int d, int pos0, int n, int chunk, int local, boo
 // Decode: B rows (one per slot) at position len - 1, the session's kernel (the warp layout unless QW_DCA_WARP=0, in
 // key windows: n_split from dca_decode_split) and the warp kernel in one block, each against the SIMT kernel in one
 // block per row and head.
-void dca_decode_case(int B, int nH, int nKV, int d, int len, int chunk, int local, bool timed) {
-  const int max_ctx = len, q_n = B * nH * d;
+// ctx > len: a cache longer than the rows' position (more windows than the keys fill: the short windows' floor).
+void dca_decode_case(int B, int nH, int nKV, int d, int len, int chunk, int local, bool timed, int ctx = 0) {
+  const int max_ctx = std::max(len, ctx), q_n = B * nH * d;
   const size_t cache_n = (size_t)B * nKV * max_ctx * d;
   std::vector<uint16_t> h;
   __nv_bfloat16 *dq[3] = {random_bf16(h, q_n, 2.f), random_bf16(h, q_n, 2.f), random_bf16(h, q_n, 2.f)};
@@ -113,7 +114,7 @@ void dca_decode_case(int B, int nH, int nKV, int d, int len, int chunk, int loca
   h2d(dpos, pos); h2d(dslot, slot);
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const int n_split = dca_decode_split(nH, max_ctx, sms);
+  const int n_split = dca_decode_split(nH, nKV, max_ctx, sms);
   float *ws = dalloc<float>(dca_decode_ws_floats(B, nH, d, n_split));
   __nv_bfloat16 *z1 = (__nv_bfloat16 *)dalloc<uint16_t>(q_n), *zs = (__nv_bfloat16 *)dalloc<uint16_t>(q_n);
   DcaAttnArgs a;
@@ -160,6 +161,7 @@ void run_dca_prefill() {
   // decode (key windows vs one block per row): the passkey settings past a few chunks, 7B shapes at 8k / 32k
   dca_decode_case(2, 14, 2, 64, 3000, 512, 64, false);
   dca_decode_case(3, 4, 1, 32, 1100, 512, 64, false);  // d 32 (one dim per lane), a window edge inside a group
+  dca_decode_case(2, 28, 4, 128, 700, 512, 64, false, 32768);  // 64 windows for 700 keys: 6 of >= 128, the rest empty
   dca_decode_case(1, 28, 4, 128, 8192, 8192, 1024, true);
   dca_decode_case(4, 28, 4, 128, 8192, 8192, 1024, true);
   dca_decode_case(1, 28, 4, 128, 32768, 8192, 1024, true);

@@ -198,7 +198,7 @@ void CudaSession::ensure_bcast() {
 void CudaSession::ensure_dca_ws() {
   if (dca_split_) return;
   const Config &c = m_.cfg;
-  dca_split_ = qwc::dca_decode_split(c.num_heads, max_ctx_, sms_);
+  dca_split_ = qwc::dca_decode_split(c.num_heads, c.num_kv_heads, max_ctx_, sms_);
   if (dca_split_ > 1) dca_ws_ = DBuf(qwc::dca_decode_ws_floats(max_batch_, c.num_heads, c.head_dim, dca_split_) * 4);
 }
 

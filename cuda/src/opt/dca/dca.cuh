@@ -6,9 +6,9 @@
 //   attention: one block per (query row, query head) (and per key window in decode: n_split), any batch of rows
 //         (decode: one row per sequence; prefill: the step's rows), each row attending to cache positions [0, pos]
 //         of its slot. The three key groups get their own online-softmax partial (max, sum, weighted V), merged by
-//         log-sum-exp at the end. Two kernels: a warp per key (d = 32 / 64 / 128, the default: a lane holds d / 32
-//         dims, K and V rows are coalesced warp loads, a score is a warp sum; QW_DCA_WARP=0 turns it off) and the first,
-//         SIMT one (a thread per key reading its whole K row; the lab's reference). Prefill takes the tensor-core kernel
+//         log-sum-exp at the end. Two kernels: the tile one (d = 32 / 64 / 128, the default: dense decode's layout,
+//         a lane per key of a 32-key tile scoring it against its group's query, one online softmax for the three
+//         groups; QW_DCA_WARP=0 turns it off) and the first, SIMT one (a thread per key reading its whole K row; the lab's reference). Prefill takes the tensor-core kernel
 //         instead where it can (attention.cuh launch_prefill_attention_dca).
 #pragma once
 #include "common.cuh"
@@ -37,9 +37,9 @@ struct DcaAttnArgs {
 };
 // head_dim <= 128. Returns the kernel name for op records.
 const char *launch_dca_attention(const DcaAttnArgs &a, cudaStream_t stream);
-// Key windows per decode row: about two blocks per SM over the n_heads blocks of one row, >= 512 keys of max_ctx
-// each, at most 32 (QW_DCA_SPLIT=0: 1, the one-block-per-row kernel); and the workspace it needs for `rows` rows.
-int32_t dca_decode_split(int32_t n_heads, int32_t max_ctx, int32_t sms);
+// Key windows per decode row: about two blocks per SM over the n_kv heads of one row, >= 512 keys of max_ctx each,
+// at most 64 (QW_DCA_SPLIT=0: 1, the one-block-per-row kernel); and the workspace it needs for `rows` rows.
+int32_t dca_decode_split(int32_t n_heads, int32_t n_kv, int32_t max_ctx, int32_t sms);
 size_t dca_decode_ws_floats(int32_t rows, int32_t n_heads, int32_t head_dim, int32_t n_split);
 
 }  // namespace qwc

@@ -4,6 +4,7 @@
 #include "dca_positions.hpp"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace qwc {
 namespace {
@@ -153,93 +154,116 @@ __device__ __forceinline__ void load_lane(const __nv_bfloat16 *p, float (&x)[E])
   }
 }
 
-// The warp layout (the default where d is 32, 64 or 128; QW_DCA_WARP=0 keeps the SIMT kernel above). Same grid, the
-// same key groups and windows, the same partials: a block's 4 warps take its window's keys in turn, kUnroll keys per
-// warp per step; a lane holds E = d / 32 dims of the group's query and of the output, so a K or V row is one coalesced
-// d × 2-byte load per warp (the SIMT kernel reads a K row per thread, 4 bytes at a time) and a score one warp sum.
-// Each warp runs an online softmax per group; the warps' (m, l, o) are merged in shared memory by log-sum-exp.
+// The tile layout (the default where d is 32, 64 or 128; QW_DCA_WARP=0 keeps the SIMT kernel above): dense decode's
+// (attention.cu decode_attn_kernel) with a query per key group. Same grid, windows and partial slots as the SIMT
+// kernel. A warp takes 32 keys at a time, a lane per key holding the whole K row (d × 2 bytes in flight per lane,
+// 8 KiB per warp at d 128: the memory-level parallelism the first warp kernel, one key per warp step, lacked; it ran
+// 674 us at 7B B1 32k on an H100 against dense's ~100), and scores it against the query of the key's group (intra /
+// successive / inter: contiguous key ranges, so a tile's lanes mostly read one q row, a shared-memory broadcast).
+// One online softmax covers all three groups: their log-sum-exp merge is the same softmax, so the block's partial
+// goes out as the intra group's with the other two empty (m = -inf). PV: a lane per E = d / 32 output dims, kVB V
+// rows loaded before their FMAs, the first kVB with the tile's K rows.
 template <int E>
 __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaAttnArgs a) {
   pdl_wait();
   pdl_trigger();
-  constexpr int D = 32 * E, kWarps = kThreads / 32, kUnroll = 4;
+  constexpr int D = 32 * E, kWarps = kThreads / 32, kVB = 16;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f, kNegBig = -1e30f;
+  using VT = typename std::conditional<E == 4, uint2, typename std::conditional<E == 2, uint32_t, uint16_t>::type>::type;
+  __shared__ __align__(16) float q_s[3][D];  // the group's query, scaled by log2(e) / sqrt(d)
+  __shared__ float wm_s[kWarps], wl_s[kWarps];
+  __shared__ __align__(16) float wo_s[kWarps][D];
   const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int qdim = a.n_heads * D, kh = h / (a.n_heads / a.n_kv);
   const int i = a.row_pos[r];
   const int64_t slot = a.row_slot[r];
   const int s = qw::dca::span(a.chunk, a.local), ci = i / s;
+  const int b_intra = ci * s, b_succ = max(0, (ci - 1) * s);  // keys >= b_intra: intra; >= b_succ: successive
   int w_lo, w_hi;
   qw::dca::decode_window(i, a.n_split, blockIdx.z, &w_lo, &w_hi);
-  const __nv_bfloat16 *K = a.kcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * D + lane * E;
-  const __nv_bfloat16 *V = a.vcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * D + lane * E;
-  const float scale = rsqrtf((float)D);
-  const int lo[3] = {max(w_lo, ci * s), max(w_lo, max(0, (ci - 1) * s)), w_lo};
-  const int hi[3] = {min(w_hi, i + 1), min(w_hi, ci * s), min(w_hi, max(0, (ci - 1) * s))};
+  const float scale = rsqrtf((float)D) * kLog2e;
   const __nv_bfloat16 *qv[3] = {a.q_intra, a.q_succ, a.q_inter};
-  __shared__ float sm_m[3][kWarps], sm_l[3][kWarps], sm_o[3][kWarps][D];
-#pragma unroll  // static indices into lo / hi / qv: no local-memory arrays
-  for (int g = 0; g < 3; ++g) {
-    float q[E], o[E];
-    load_lane<E>(qv[g] + (int64_t)r * qdim + h * D + lane * E, q);
-    float m = -INFINITY, l = 0.f;
-#pragma unroll
-    for (int e = 0; e < E; ++e) o[e] = 0.f;
-    for (int k0 = lo[g] + warp * kUnroll; k0 < hi[g]; k0 += kWarps * kUnroll) {
-      float sc[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        float dot = 0.f;
-        if (k0 + u < hi[g]) {
-          float k[E];
-          load_lane<E>(K + (int64_t)(k0 + u) * D, k);
-#pragma unroll
-          for (int e = 0; e < E; ++e) dot = fmaf(q[e], k[e], dot);
-        }
-        sc[u] = k0 + u < hi[g] ? warp_sum(dot) * scale : -INFINITY;
-      }
-      float mt = sc[0];
-#pragma unroll
-      for (int u = 1; u < kUnroll; ++u) mt = fmaxf(mt, sc[u]);
-      const float m_new = fmaxf(m, mt);  // finite: key k0 is in range
-      const float alpha = m == -INFINITY ? 0.f : __expf(m - m_new);
-      l *= alpha;
-#pragma unroll
-      for (int e = 0; e < E; ++e) o[e] *= alpha;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (k0 + u >= hi[g]) break;
-        const float pu = __expf(sc[u] - m_new);
-        float v[E];
-        load_lane<E>(V + (int64_t)(k0 + u) * D, v);
-        l += pu;
-#pragma unroll
-        for (int e = 0; e < E; ++e) o[e] = fmaf(pu, v[e], o[e]);
-      }
-      m = m_new;
-    }
-    if (lane == 0) { sm_m[g][warp] = m; sm_l[g][warp] = l; }
-#pragma unroll
-    for (int e = 0; e < E; ++e) sm_o[g][warp][lane * E + e] = o[e];
+  for (int x = tid; x < 3 * D; x += kThreads) {
+    const int g = x / D, e = x - g * D;
+    q_s[g][e] = __bfloat162float(qv[g][(int64_t)r * qdim + h * D + e]) * scale;
   }
   __syncthreads();
-  if (tid >= D) return;
-  // the block's partial per group: its warps' merged (a warp without keys of the group has m = -inf, weight 0)
-  float M[3], L[3], O[3];
-  for (int g = 0; g < 3; ++g) {
-    float mx = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_m[g][w]);
-    float l = 0.f, o = 0.f;
-    for (int w = 0; w < kWarps; ++w) {
-      if (sm_m[g][w] == -INFINITY) continue;
-      const float f = __expf(sm_m[g][w] - mx);
-      l = fmaf(f, sm_l[g][w], l);
-      o = fmaf(f, sm_o[g][w][tid], o);
+  const __nv_bfloat16 *kbase = a.kcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * D;
+  const __nv_bfloat16 *vbase = a.vcache + (slot * a.n_kv + kh) * (int64_t)a.max_ctx * D;
+  float m = kNegBig, l = 0.f, o[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) o[e] = 0.f;
+  for (int tile = w_lo + warp * 32; tile < w_hi; tile += kWarps * 32) {
+    const int t = tile + lane, nk = min(32, w_hi - tile);
+    const bool valid = t < w_hi;
+    const int g = t >= b_intra ? 0 : t >= b_succ ? 1 : 2;
+    uint4 kr[D / 8];
+    const uint4 *kp = reinterpret_cast<const uint4 *>(kbase + (int64_t)(valid ? t : tile) * D);
+#pragma unroll
+    for (int x = 0; x < D / 8; ++x) kr[x] = kp[x];
+    VT vr0[kVB];
+#pragma unroll
+    for (int jj = 0; jj < kVB; ++jj) vr0[jj] = *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + min(jj, nk - 1)) * D + lane * E);
+    float acc = 0.f;
+#pragma unroll
+    for (int x = 0; x < D / 8; ++x) {
+      const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][8 * x]);
+      const float4 qb = *reinterpret_cast<const float4 *>(&q_s[g][8 * x + 4]);
+      acc = fmaf(qa.x, bf16_lo(kr[x].x), acc); acc = fmaf(qa.y, bf16_hi(kr[x].x), acc);
+      acc = fmaf(qa.z, bf16_lo(kr[x].y), acc); acc = fmaf(qa.w, bf16_hi(kr[x].y), acc);
+      acc = fmaf(qb.x, bf16_lo(kr[x].z), acc); acc = fmaf(qb.y, bf16_hi(kr[x].z), acc);
+      acc = fmaf(qb.z, bf16_lo(kr[x].w), acc); acc = fmaf(qb.w, bf16_hi(kr[x].w), acc);
     }
-    M[g] = mx;
-    L[g] = l;
-    O[g] = o;
+    const float sc = valid ? acc : kNegBig;
+    const float mn = fmaxf(m, warp_max(sc));
+    const float alpha = exp2f(m - mn);
+    const float p = valid ? exp2f(sc - mn) : 0.f;
+    l = l * alpha + warp_sum(p);
+    m = mn;
+#pragma unroll
+    for (int e = 0; e < E; ++e) o[e] *= alpha;
+#pragma unroll
+    for (int j0 = 0; j0 < 32; j0 += kVB) {
+      if (j0 >= nk) break;  // warp-uniform
+      VT vr[kVB];
+#pragma unroll
+      for (int jj = 0; jj < kVB; ++jj)
+        vr[jj] = j0 == 0 ? vr0[jj] : *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + min(j0 + jj, nk - 1)) * D + lane * E);
+#pragma unroll
+      for (int jj = 0; jj < kVB; ++jj) {
+        const float pj = __shfl_sync(0xffffffffu, p, j0 + jj);  // 0 past nk: an invalid lane's p
+        float vf[E];
+        if constexpr (E == 4) {
+          vf[0] = bf16_lo(vr[jj].x); vf[1] = bf16_hi(vr[jj].x); vf[2] = bf16_lo(vr[jj].y); vf[3] = bf16_hi(vr[jj].y);
+        } else if constexpr (E == 2) {
+          vf[0] = bf16_lo(vr[jj]); vf[1] = bf16_hi(vr[jj]);
+        } else {
+          vf[0] = __uint_as_float((uint32_t)vr[jj] << 16);
+        }
+#pragma unroll
+        for (int e = 0; e < E; ++e) o[e] = fmaf(pj, vf[e], o[e]);
+      }
+    }
   }
-  dca_finish(a, r, h, D, tid, M, L, O);
+  if (lane == 0) { wm_s[warp] = m; wl_s[warp] = l; }
+#pragma unroll
+  for (int e = 0; e < E; ++e) wo_s[warp][lane * E + e] = o[e];
+  __syncthreads();
+  if (tid >= D) return;
+  // the block's partial: its warps' merged (a warp without keys has m = kNegBig and l = 0: weight 0 or no effect)
+  float mx = kNegBig;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, wm_s[w]);
+  float L = 0.f, O = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    const float f = exp2f(wm_s[w] - mx);
+    L = fmaf(f, wl_s[w], L);
+    O = fmaf(f, wo_s[w][tid], O);
+  }
+  // dca_finish merges natural-log maxima; an empty window (no keys) is m = -inf there
+  const float M3[3] = {L > 0.f ? mx * kLn2 : -INFINITY, -INFINITY, -INFINITY}, L3[3] = {L, 0.f, 0.f}, O3[3] = {O, 0.f, 0.f};
+  dca_finish(a, r, h, D, tid, M3, L3, O3);
 }
 
 // grid (rows, nH), d threads: the 3 n_split partials of (row, head) merged by log-sum-exp (empty ones: m = -inf).
@@ -263,11 +287,14 @@ __global__ void dca_combine_kernel(const DcaAttnArgs a) {
 
 }  // namespace
 
-int32_t dca_decode_split(int32_t n_heads, int32_t max_ctx, int32_t sms) {
+int32_t dca_decode_split(int32_t n_heads, int32_t n_kv, int32_t max_ctx, int32_t sms) {
   if (!env_switch_on("QW_DCA_SPLIT", "one block per decode row and head", "key windows per decode row")) return 1;
-  const int by_sms = std::max(1, (2 * sms + n_heads - 1) / std::max(1, n_heads));
+  (void)n_heads;
+  // per kv head, as dense decode's split rule (attention.cu decode_attn_pick_split, kv): about two blocks per SM over
+  // the n_kv heads, >= 512 keys of max_ctx a window (7B at 32k: 64 windows x 28 heads)
+  const int by_sms = std::max(1, (2 * sms + n_kv - 1) / std::max(1, n_kv));
   const int by_work = std::max(1, max_ctx / 512);
-  return std::max(1, std::min({by_sms, by_work, 32}));
+  return std::max(1, std::min({by_sms, by_work, 64}));
 }
 
 size_t dca_decode_ws_floats(int32_t rows, int32_t n_heads, int32_t head_dim, int32_t n_split) {

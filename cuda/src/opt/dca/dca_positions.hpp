@@ -78,10 +78,12 @@ QW_DCA_HD int32_t tile_part(int32_t row_chunk, int32_t j, int32_t kc0, int32_t k
 }
 
 // Decode key windows (dca_kernels.cu, n_split > 1): window z of a row at position i holds keys
-// [z w, min(i + 1, (z + 1) w)) with w = ceil((i + 1) / n_split); windows past i are empty. From the device-side
-// position, so a captured decode graph replays at any length.
+// [z w, min(i + 1, (z + 1) w)) with w = max(kDecodeMinWindow, ceil((i + 1) / n_split)); windows past i are empty
+// (a short row leaves most of its blocks idle rather than giving each a few keys: a block reads 128 keys a step).
+// From the device-side position, so a captured decode graph replays at any length.
+constexpr int32_t kDecodeMinWindow = 128;
 QW_DCA_HD void decode_window(int32_t i, int32_t n_split, int32_t z, int32_t *lo, int32_t *hi) {
-  const int32_t w = (i + n_split) / n_split;
+  const int32_t w = imax(kDecodeMinWindow, (i + n_split) / n_split);
   *lo = z * w;
   *hi = imin(i + 1, *lo + w);
 }

@@ -252,8 +252,8 @@ void check_tile_walk() {
 // The decode key windows (dca::decode_window, dca_kernels.cu): for every position and window count, the windows
 // hold every key 0..i exactly once.
 void check_decode_windows() {
-  for (int32_t n_split : {1, 2, 3, 10, 32})
-    for (int32_t i : {0, 1, 2, 9, 31, 32, 33, 447, 1000, 8191}) {
+  for (int32_t n_split : {1, 2, 3, 10, 32, 64})
+    for (int32_t i : {0, 1, 2, 9, 31, 32, 33, 127, 128, 129, 447, 1000, 8191, 32767}) {
       std::vector<int32_t> seen(size_t(i) + 1, 0);
       for (int32_t z = 0; z < n_split; ++z) {
         int32_t lo, hi;
