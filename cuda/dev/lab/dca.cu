@@ -1,9 +1,10 @@
-// dca.cu — the lab cases of Dual Chunk Attention: prefill on the tensor-core kernel (attention_prefill.cu with
-// opt/dca/dca_tiles.cuh) and decode split into key windows, each against the SIMT kernel of opt/dca in one block per
+// dca.cu — the lab cases of Dual Chunk Attention: prefill on the tensor-core kernels (attention_prefill.cu with
+// opt/dca/dca_tiles.cuh; on sm_90 the wgmma kernel too, opt/attention/fa3_prefill.cuh) and decode split into key windows, each against the SIMT kernel of opt/dca in one block per
 // row and head (launch_dca_attention, itself checked against the CPU reference by test/gpu/dca.test.ts), on the
 // same random queries and cache; both timed.
 #include "attention.cuh"
 #include "dca.cuh"
+#include "fa3_prefill.cuh"
 #include "lab.cuh"
 
 namespace {
@@ -85,15 +86,26 @@ void dca_case(int nH, int nKV, int d, int pos0, int n, int chunk, int local, boo
 
   double err;
   bool nan_seen;
-  const char *variant = check_arms(z, z_ref, q_n, [&] { launch_dca_attention(s, 0); },
-                                   [&] { return launch_prefill_attention_dca(a, 0); }, &err, &nan_seen);
   // FLOPs of causal attention (DCA scores every causal pair once, with its part's query)
   const double keys = (double)n * pos0 + (double)n * (n + 1) / 2, flops = 4.0 * d * nH * keys;
   char shape[112];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d chunk %d local %d", nH, nKV, d, pos0, n, chunk, local);
-  report_arms("attn dca prefill", variant, shape, err, nan_seen, timed, [&] { launch_prefill_attention_dca(a, 0); },
-              [&] { launch_dca_attention(s, 0); }, g_quick ? 5 : 20, g_quick ? 2 : 5, flops, 1e12, "TFLOP/s",
-              g_bf16_rate / 1e12);
+  if (dca_prefill_mma_supported(d, chunk - local)) {  // the mma.sync kernel (s >= 64), timed with the SIMT reference
+    const char *variant = check_arms(z, z_ref, q_n, [&] { launch_dca_attention(s, 0); },
+                                     [&] { return launch_prefill_attention_dca(a, 0); }, &err, &nan_seen);
+    report_arms("attn dca prefill", variant, shape, err, nan_seen, timed, [&] { launch_prefill_attention_dca(a, 0); },
+                [&] { launch_dca_attention(s, 0); }, g_quick ? 5 : 20, g_quick ? 2 : 5, flops, 1e12, "TFLOP/s",
+                g_bf16_rate / 1e12);
+  }
+  if (!*fa3_prefill_unsupported_here(a)) {  // sm_90: the wgmma kernel, one launch per part (any s)
+    float *lse = dalloc<float>((size_t)n * nH);
+    const char *variant = check_arms(z, z_ref, q_n, [&] { launch_dca_attention(s, 0); },
+                                     [&] { return launch_prefill_attention_dca_fa3(a, lse, 0); }, &err, &nan_seen);
+    const double us = timed ? time_us([&](int) { launch_prefill_attention_dca_fa3(a, lse, 0); }, g_quick ? 5 : 20, 2) : 0;
+    report(std::string("attn dca prefill [") + variant + " vs attn_dca_simt]", shape, true, err, 1e-2, nan_seen, us,
+           us > 0 ? flops / (us * 1e-6) / 1e12 : 0, "TFLOP/s", g_bf16_rate / 1e12);
+    cudaFree(lse);
+  }
   for (auto *p : {dq[0], dq[1], dq[2], dk, dv, z_ref, z}) cudaFree(p);
   cudaFree(dpos); cudaFree(dslot);
 }
@@ -153,6 +165,9 @@ void run_dca_prefill() {
   // s = 270: query and key tiles straddle chunk boundaries; a second step over a prefix (chunked prefill)
   dca_case(14, 2, 64, 0, 900, 300, 30, false);
   dca_case(28, 4, 128, 613, 700, 300, 30, false);
+  // s < 64 (the wgmma kernel only): a query tile straddles several chunk boundaries
+  dca_case(14, 2, 64, 0, 500, 40, 10, false);
+  dca_case(28, 4, 128, 37, 400, 25, 5, false);
   // at most one chunk: DCA's parts reduce to intra (and successive past s)
   dca_case(28, 4, 128, 0, 200, 8192, 1024, false);
   // 7B shapes (chunk 8192, local 1024: s = 7168), timed

@@ -143,6 +143,7 @@ void CudaSession::ensure_rows(int32_t rows) {
   q_ = DBuf(R * c.q_dim() * 2);
   dca_q2_ = DBuf(R * c.q_dim() * 2);
   dca_q3_ = DBuf(R * c.q_dim() * 2);
+  dca_lse_ = DBuf(R * c.num_heads * 4);
   z_ = DBuf(R * c.q_dim() * 2);
   kout_ = DBuf(R * c.kv_dim() * 2);
   vout_ = DBuf(R * c.kv_dim() * 2);

@@ -11,6 +11,7 @@
 #include "dca.cuh"
 #include "eagle_cuda.cuh"
 #include "embed.cuh"
+#include "fa3_prefill.cuh"
 #include "gemm.cuh"
 #include "kvcache.hpp"
 #include "norm.hpp"
@@ -187,23 +188,29 @@ const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act,
   return qwc::launch_gemv(a, stream_);
 }
 
-// dca = on: a prefill step runs the tensor-core kernel per sequence (attention_prefill.cu, opt/dca/dca_tiles.cuh) where
-// it supports the shape; decode, and QW_DCA_MMA=0, the SIMT kernel of opt/dca over every row at once (decode: split
-// into key windows, dca_decode_split).
+// dca = on: a prefill step runs per sequence on the wgmma kernel (opt/attention/fa3_prefill.cuh, one launch per DCA
+// part) on sm_90 unless QW_FLASH_WGMMA=0 or QW_DCA_WGMMA=0, else on the mma.sync kernel (attention_prefill.cu,
+// opt/dca/dca_tiles.cuh) where it supports the shape; decode, and QW_DCA_MMA=0, the SIMT kernel of opt/dca over every
+// row at once (decode: split into key windows, dca_decode_split).
 const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
   const Config &c = m_.cfg;
   const int32_t span = p.st->dca_chunk - p.st->dca_local;
-  if (!p.decode && qwc::dca_prefill_mma_supported(c.head_dim, span)) {
-    const char *kn = "attn_dca_mma";
-    for (size_t i = 0; i < p.st->seq.size(); ++i) {
-      qwc::PrefillAttnArgs a = seq_attn_args(*p.st, l, i);
-      const size_t off = (size_t)p.st->row_offset[i] * c.q_dim();  // the sequence's rows of the two other variants
-      a.dca.succ = dca_q2_.as<bf16>() + off;
-      a.dca.inter = dca_q3_.as<bf16>() + off;
-      a.dca.span = span;
-      kn = qwc::launch_prefill_attention_dca(a, stream_);
+  if (!p.decode && qwc::env_switch_on("QW_DCA_MMA", "the SIMT DCA kernel", "the tensor-core DCA prefill")) {
+    const bool wgmma = span >= 1 && qwc::fa3_prefill_requested() && qwc::dca_prefill_fa3_requested() &&
+                       !*qwc::fa3_prefill_unsupported_here(seq_attn_args(*p.st, l, 0));
+    if (wgmma || qwc::dca_prefill_mma_supported(c.head_dim, span)) {
+      const char *kn = "";
+      for (size_t i = 0; i < p.st->seq.size(); ++i) {
+        qwc::PrefillAttnArgs a = seq_attn_args(*p.st, l, i);
+        const size_t row = (size_t)p.st->row_offset[i];  // the sequence's first row of the step
+        a.dca.succ = dca_q2_.as<bf16>() + row * c.q_dim();
+        a.dca.inter = dca_q3_.as<bf16>() + row * c.q_dim();
+        a.dca.span = span;
+        kn = wgmma ? qwc::launch_prefill_attention_dca_fa3(a, dca_lse_.as<float>() + row * c.num_heads, stream_)
+                   : qwc::launch_prefill_attention_dca(a, stream_);
+      }
+      return kn;
     }
-    return kn;
   }
   qwc::DcaAttnArgs a;
   a.out = z_.as<bf16>();

@@ -393,6 +393,7 @@ class CudaSession final : public BackendSession {
   DBuf tree_buf_, tree_ws_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
   std::vector<uint32_t> tree_host_;
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_
+  DBuf dca_lse_;           // dca = on prefill on wgmma: the rows' log-sum-exp between its parts, [rows][nH] floats
   DBuf dca_ws_;            // dca = on decode: the key windows' partials (opt/dca/dca.cuh), before any capture
   int32_t dca_split_ = 0;  // their count (dca_decode_split); 0 until ensure_dca_ws
   DBuf logits_;

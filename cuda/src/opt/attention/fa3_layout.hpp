@@ -118,8 +118,6 @@ QW_FA3_HD int fa3_row_head(int i, int g) { return i % g; }
 // Keys a CTA must visit: every key up to its last valid row's position (causal), chunked prefill included
 // (query t sits at cache position pos0 + t and sees keys 0..pos0+t).
 QW_FA3_HD int fa3_kv_end(int pos0, int n, int t0, int p) { return pos0 + (n < t0 + p ? n : t0 + p); }
-// A key tile needs the causal mask when its last key lies past the CTA's first query position.
-QW_FA3_HD bool fa3_tile_needs_mask(int k0, int pos0, int t0) { return k0 + kFa3Keys - 1 > pos0 + t0; }
 
 // TMA map shapes (cuTensorMapEncodeTiled: dims and box innermost first, strides in bytes of dims 1..rank-1).
 struct Fa3MapShape {

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <string>
 
+#include "dca_positions.hpp"
 #include "fa3_layout.hpp"
 #include "fa3_sm90.cuh"
 #include "mma_sync.cuh"
@@ -52,6 +53,12 @@ struct Fa3Params {
   // scale vs and mean vmean [nKV][D].
   const float *qs = nullptr, *ks = nullptr, *vs = nullptr, *vmean = nullptr;
   int32_t qs_stride = 0, ks_n = 0;
+  // Dual Chunk Attention (ARM 0; launch_prefill_attention_dca_fa3): dca_part -1 is causal attention; 0, 1, 2 the
+  // intra / successive / inter part (dca::part_keys over span dca_span): a row sees only its part's keys, tq maps that
+  // part's queries. The first part writes z and lse (the rows' log2-sum-exp2 of their scaled scores, [n][nH]); a later
+  // one (dca_merge) merges its (o, l, m) into them by log-sum-exp.
+  int32_t dca_part = -1, dca_span = 0, dca_merge = 0;
+  float *lse = nullptr;
 };
 
 // ARM 0: flash (bf16). ARM 1, sage-int8 (hd 128 only): Q.K~^T by m64n128k32 s8 wgmma from 128-byte int8 rows (one
@@ -87,7 +94,18 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   const int qt = (int)gridDim.x - 1 - (int)blockIdx.x;  // the longest (last) query tiles start first
   const int kvh = blockIdx.y;
   const int t0 = qt * prm.p;
-  const int n_tiles = (fa3_kv_end(prm.pos0, prm.n, t0, prm.p) + kFa3Keys - 1) / kFa3Keys;
+  // The CTA's keys: causal, every key up to its last row's position; a DCA part, from its first row's lo to its last
+  // row's hi (dca::part_keys: both ends never decrease with the position). Tiles inside [lo_max, hi_min) (the last
+  // row's lo, the first row's hi) need no mask.
+  const int p_first = prm.pos0 + t0, p_last = fa3_kv_end(prm.pos0, prm.n, t0, prm.p) - 1;
+  int lo_min = 0, lo_max = 0, hi_min = p_first + 1, hi_max = p_last + 1;
+  if (prm.dca_part >= 0) {
+    qw::dca::part_keys(prm.dca_part, p_first, prm.dca_span, &lo_min, &hi_min);
+    qw::dca::part_keys(prm.dca_part, p_last, prm.dca_span, &lo_max, &hi_max);
+  }
+  const int jb = lo_min / kFa3Keys;  // the first key tile; loop step j reads key tile jb + j
+  const int n_tiles = hi_max > lo_min ? (hi_max + kFa3Keys - 1) / kFa3Keys - jb : 0;
+  if (n_tiles == 0) return;  // block-uniform: no row of the tile has a key of this DCA part (a merging part only)
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
 
   if (threadIdx.x == 0) {
@@ -121,16 +139,16 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
         fa3_mbar_expect_tx(k_full(s), (uint32_t)QKB * fa3_block_bytes(kFa3Keys));
         for (int c = 0; c < QKB; ++c)
           fa3_tma_3d(base + fa3_k_off(D, NC, s) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tk, k_full(s),
-                     c * kFa3Atom, j * kFa3Keys, kvh);
+                     c * kFa3Atom, (jb + j) * kFa3Keys, kvh);
         if (KSPLIT) fa3_mbar_wait(v_empty(s), ((j / S) & 1) ^ 1, abort_word);
         if constexpr (F8) {  // V~^T: D channel rows of the tile's 128 key bytes
           fa3_mbar_expect_tx(v_full(s), fa3_block_bytes(D));
-          fa3_tma_3d(base + fa3_v_off(D, NC, s, S), &prm.tv, v_full(s), j * kFa3Keys, 0, kvh);
+          fa3_tma_3d(base + fa3_v_off(D, NC, s, S), &prm.tv, v_full(s), (jb + j) * kFa3Keys, 0, kvh);
         } else {
           fa3_mbar_expect_tx(v_full(s), fa3_tile_bytes(kFa3Keys, D));
           for (int c = 0; c < KB; ++c)
             fa3_tma_3d(base + fa3_v_off(D, NC, s, S) + (uint32_t)c * fa3_block_bytes(kFa3Keys), &prm.tv, v_full(s),
-                       c * kFa3Atom, j * kFa3Keys, kvh);
+                       c * kFa3Atom, (jb + j) * kFa3Keys, kvh);
         }
       }
       fa3_check_abort(abort_word);
@@ -144,6 +162,13 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   int qpos[2];                            // cache position of this thread's two rows (accumulator rows r, r + 8)
 #pragma unroll
   for (int h = 0; h < 2; ++h) qpos[h] = prm.pos0 + t0 + fa3_row_pos(row0 + fa3_acc_row(warp, lane, 2 * h), prm.g);
+  int qlo[2], qhi[2];  // the keys [qlo, qhi) each of the two rows sees: causal, or its DCA part's
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    qlo[h] = 0;
+    qhi[h] = qpos[h] + 1;
+    if (prm.dca_part >= 0) qw::dca::part_keys(prm.dca_part, qpos[h], prm.dca_span, &qlo[h], &qhi[h]);
+  }
   float o[NO];
 #pragma unroll
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
@@ -168,8 +193,8 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   auto load_sk = [&](int j) {
     if constexpr (I8) {
       const float *k = prm.ks + (int64_t)kvh * prm.ks_n;
-      sk[0] = __ldg(k + min(2 * j, prm.ks_n - 1));
-      sk[1] = __ldg(k + min(2 * j + 1, prm.ks_n - 1));  // a block past the keys: its columns are masked
+      sk[0] = __ldg(k + min(2 * (jb + j), prm.ks_n - 1));
+      sk[1] = __ldg(k + min(2 * (jb + j) + 1, prm.ks_n - 1));  // a block past the keys: its columns are masked
     }
   };
 
@@ -216,16 +241,22 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     }
     fa3_wgmma_commit();
   };
-  // Online softmax of tile j, in place: causal mask (only tiles reaching past the CTA's first query), row max over the
-  // quad's 4 lanes, the new running max and alpha, sc = exp2(sc * scale - m). O and l are rescaled by the caller once
-  // the previous P.V has finished with O.
+  // Online softmax of tile j, in place: the mask (only on tiles not inside every row's keys: causal, the diagonal
+  // ones), row max over the quad's 4 lanes, the new running max and alpha, sc = exp2(sc * scale - m), masked
+  // probabilities then set to 0 (a row with no key in the tile yet, possible in a DCA part, would get 2^0 there). O and
+  // l are rescaled by the caller once the previous P.V has finished with O.
   auto softmax = [&](int j) {
-    const int k0 = j * kFa3Keys;
+    const int k0 = (jb + j) * kFa3Keys;
     float mx[2] = {kNegBig, kNegBig};
-    if (fa3_tile_needs_mask(k0, prm.pos0, t0)) {
+    const bool masked = k0 < lo_max || k0 + kFa3Keys > hi_min;  // block-uniform
+    auto out_of_range = [&](int r) {
+      const int k = k0 + fa3_acc_col(lane, r), h = (r >> 1) & 1;
+      return k < qlo[h] || k >= qhi[h];
+    };
+    if (masked) {
 #pragma unroll
       for (int r = 0; r < kFa3Keys / 2; ++r)
-        if (k0 + fa3_acc_col(lane, r) > qpos[(r >> 1) & 1]) sc[r] = kNegBig;
+        if (out_of_range(r)) sc[r] = kNegBig;
     }
 #pragma unroll
     for (int r = 0; r < kFa3Keys / 2; ++r) mx[(r >> 1) & 1] = fmaxf(mx[(r >> 1) & 1], sc[r]);
@@ -241,6 +272,11 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     }
 #pragma unroll
     for (int r = 0; r < kFa3Keys / 2; ++r) sc[r] = fa3_exp2(fmaf(sc[r], prm.scale_log2, mneg[(r >> 1) & 1]));
+    if (masked) {
+#pragma unroll
+      for (int r = 0; r < kFa3Keys / 2; ++r)
+        if (out_of_range(r)) sc[r] = 0.f;
+    }
   };
   // After the previous P.V completed: rescale O and l by alpha, then P = bf16(sc) in the A-operand layout (k-step kk
   // takes S's chunks 2kk, 2kk+1: fa3_p_from_s). l sums the bf16-rounded probabilities that P.V multiplies.
@@ -349,13 +385,42 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
   }
   const int qdim = prm.n_heads * D;
+  // DCA parts: the row's lse before this part (a merging part reads what the earlier parts wrote; every lane of the
+  // quad reads it before one of them writes the new one)
+  const bool dca = prm.dca_part >= 0;
+  int64_t at[2] = {-1, -1};  // the row's index into lse ([n][nH]); -1: an idle packed row or past the sequence
+  float lse_prev[2] = {-INFINITY, -INFINITY};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int i = row0 + fa3_acc_row(warp, lane, 2 * h);
     const int t = t0 + fa3_row_pos(i, prm.g);
-    if (i >= prm.g * prm.p || t >= prm.n) continue;  // idle packed rows, positions past the sequence
+    if (i >= prm.g * prm.p || t >= prm.n) continue;
+    at[h] = (int64_t)t * prm.n_heads + kvh * prm.g + fa3_row_head(i, prm.g);
+    if (dca && prm.dca_merge) lse_prev[h] = prm.lse[at[h]];
+  }
+  if (dca) __syncwarp();
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (at[h] < 0) continue;  // idle packed rows, positions past the sequence
+    const int i = row0 + fa3_acc_row(warp, lane, 2 * h);
+    const int t = t0 + fa3_row_pos(i, prm.g);
     __nv_bfloat16 *dst = prm.out + (int64_t)t * qdim + (kvh * prm.g + fa3_row_head(i, prm.g)) * D;
-    const float inv = 1.f / l[h];
+    float inv = 1.f / l[h], wz = 0.f;  // z = o * inv + z_before * wz
+    if (dca) {
+      if (l[h] == 0.f) {  // no key of this part for the row: a merging part leaves it, the first writes an empty row
+        if (!prm.dca_merge) {
+          for (int c = 0; c < D / 8; ++c) *reinterpret_cast<uint32_t *>(dst + fa3_acc_col(lane, 4 * c)) = 0u;
+          if ((lane & 3) == 0) prm.lse[at[h]] = -INFINITY;
+        }
+        continue;
+      }
+      const float cur = m[h] + __log2f(l[h]);  // m: the running max in the exp2 domain, l: the sum under it
+      const float mx = fmaxf(cur, lse_prev[h]);
+      const float wc = exp2f(cur - mx), wp = exp2f(lse_prev[h] - mx);  // wp = 0 for the first part (-inf)
+      inv = wc / (l[h] * (wc + wp));
+      wz = wp / (wc + wp);
+      if ((lane & 3) == 0) prm.lse[at[h]] = mx + __log2f(wc + wp);
+    }
 #pragma unroll
     for (int c = 0; c < D / 8; ++c) {
       const int col = fa3_acc_col(lane, 4 * c);
@@ -364,6 +429,11 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
         const float *vs = prm.vs + (int64_t)kvh * D, *vm = prm.vmean + (int64_t)kvh * D;
         z0 = fmaf(o[4 * c + 2 * h] * (__ldg(vs + col) / kE4m3Max), inv, __ldg(vm + col));
         z1 = fmaf(o[4 * c + 2 * h + 1] * (__ldg(vs + col + 1) / kE4m3Max), inv, __ldg(vm + col + 1));
+      }
+      if (wz > 0.f) {  // only then was z written before (a NaN of poisoned memory must not reach 0 * NaN)
+        const uint32_t zb = *reinterpret_cast<const uint32_t *>(dst + col);
+        z0 = fmaf(bf16_lo(zb), wz, z0);
+        z1 = fmaf(bf16_hi(zb), wz, z1);
       }
       *reinterpret_cast<uint32_t *>(dst + col) = pack_bf16(z0, z1);
     }
@@ -492,6 +562,41 @@ const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t 
   if (!pingpong) return "attn_prefill_wgmma:nopp";
   if (v.empty() || v == "base") return "attn_prefill_wgmma";
   return s3 ? (split ? "attn_prefill_wgmma:s3split" : "attn_prefill_wgmma:s3") : "attn_prefill_wgmma:split";
+}
+
+bool dca_prefill_fa3_requested() {
+  return env_switch_on("QW_DCA_WGMMA", "the mma.sync DCA prefill kernel", "DCA prefill on the wgmma kernel");
+}
+
+const char *launch_prefill_attention_dca_fa3(const PrefillAttnArgs &a, float *lse, cudaStream_t s) {
+  if (a.n <= 0) return "attn_dca_wgmma";
+  require_device(a, "dca prefill (wgmma): ");
+  if (!a.dca.succ || !a.dca.inter || a.dca.span < 1 || !lse)
+    throw CudaError("dca prefill (wgmma): needs the three query variants, chunk - local >= 1 and the lse workspace");
+  if ((reinterpret_cast<uintptr_t>(a.dca.succ) | reinterpret_cast<uintptr_t>(a.dca.inter)) & 15)
+    throw CudaError("dca prefill (wgmma): the successive and inter queries must be 16-byte aligned (TMA)");
+  const int d = a.head_dim, g = a.n_heads / a.n_kv;
+  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
+  Fa3Params prm;
+  encode(&prm.tk, a.kcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "k cache");
+  encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
+  prm.out = a.out;
+  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
+  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  prm.dca_span = a.dca.span;
+  prm.lse = lse;
+  // intra first: every row has a key there (its own), so the first part writes every row's z and lse
+  const __nv_bfloat16 *qv[3] = {a.q, a.dca.succ, a.dca.inter};
+  for (int pt = 0; pt < 3; ++pt) {
+    encode(&prm.tq, qv[pt], fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d)), "dca q");
+    prm.dca_part = pt;
+    prm.dca_merge = pt > 0;
+    // the release each head dim's bf16 kernel defaults to (fa3_variant)
+    if (d == 128) launch_d<128, true, 0, 0, true>(prm, a.n_kv, s);
+    else launch_d<64, true>(prm, a.n_kv, s);
+    QWC_LAUNCH_CHECK("launch_prefill_attention_dca_fa3");
+  }
+  return "attn_dca_wgmma";
 }
 
 const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp8, cudaStream_t s) {

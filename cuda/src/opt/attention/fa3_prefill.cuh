@@ -27,6 +27,14 @@ bool fa3_prefill_requested();
 // their GEMMs unordered (the lab times both).
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t stream, bool pingpong = true);
 
+// Dual Chunk Attention prefill on this kernel (a.dca set, the intra queries in a.q; head dim 64 or 128, any span): three
+// launches, one per DCA part (intra, successive, inter: dca::part_keys), each over only its part's key tiles with its
+// part's queries, the later two merged into z by log-sum-exp through lse ([a.n][nH] floats of scratch). Same FLOPs as
+// causal attention; z rounds to bf16 between parts (the mma.sync kernel's one online softmax does not).
+// QW_DCA_WGMMA=0 (dca_prefill_fa3_requested false) keeps the mma.sync DCA kernel.
+bool dca_prefill_fa3_requested();
+const char *launch_prefill_attention_dca_fa3(const PrefillAttnArgs &a, float *lse, cudaStream_t stream);
+
 // SageAttention on wgmma (sage.cu: on an sm_90 device at head dim 128 unless QW_SAGE_WGMMA=0): the INT8 Q and smoothed K~ that
 // Sage's quant kernels wrote (sage.cuh SageBufs) and their scales; sage-int8's P.V reads the bf16 V of the cache as
 // flash does, sage-fp8's the transposed e4m3 V~ with its per-channel scale and mean.

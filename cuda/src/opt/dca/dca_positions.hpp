@@ -38,6 +38,15 @@ QW_DCA_HD int32_t part(int32_t i, int32_t j, int32_t s) {
   return dc == 0 ? 0 : (dc == 1 ? 1 : 2);
 }
 
+// The keys of part `pt` (0 intra, 1 successive, 2 inter) of a query at position i: [lo, hi), empty where hi <= lo;
+// the three partition [0, i] (test_dca.cpp). Non-decreasing in i, both ends: a query tile's widest range runs from
+// its first row's lo to its last row's hi (the wgmma kernel's per-part passes, fa3_prefill.cu).
+QW_DCA_HD void part_keys(int32_t pt, int32_t i, int32_t s, int32_t *lo, int32_t *hi) {
+  const int32_t c = i / s;
+  *lo = pt == 0 ? c * s : (pt == 1 ? (c - 1 > 0 ? (c - 1) * s : 0) : 0);
+  *hi = pt == 0 ? i + 1 : (pt == 1 ? c * s : (c - 1 > 0 ? (c - 1) * s : 0));
+}
+
 // The key ranges of a tensor-core query tile (opt/dca/dca_tiles.cuh, src/cuda/attention_prefill.cu): rows at positions
 // first..last (last - first < 64), tiles of `tile` keys, s >= tile. Visiting order v = 0 inter (part 2), 1 successive
 // (part 1), 2 intra (part 0); a (row, key) pair counts only where part(row, key) is the range's part.

@@ -249,6 +249,29 @@ void check_tile_walk() {
   CHECK(walks == 6 * 12 * 3, "tile walk: %d walks", walks);
 }
 
+// dca::part_keys: the three parts' ranges hold every key 0..i exactly once, each key in the range of its own part
+// (dca::part), and both ends never decrease with i.
+void check_part_keys() {
+  for (int32_t s : {1, 7, 64, 448, 7168})
+    for (int32_t i = 0; i < 4 * s + 300 && i < 40000; i += (s > 64 ? 37 : 1)) {
+      std::vector<int32_t> seen(size_t(i) + 1, 0);
+      for (int32_t pt = 0; pt < 3; ++pt) {
+        int32_t lo, hi, lo1, hi1;
+        qw::dca::part_keys(pt, i, s, &lo, &hi);
+        qw::dca::part_keys(pt, i + 1, s, &lo1, &hi1);
+        CHECK(lo1 >= lo && hi1 >= hi, "part_keys: s %d, part %d: [%d, %d) at %d, [%d, %d) at %d", s, pt, lo, hi, i, lo1,
+              hi1, i + 1);
+        for (int32_t k = lo; k < hi; ++k) {
+          ++seen[size_t(k)];
+          CHECK(qw::dca::part(i, k, s) == pt, "part_keys: s %d, position %d: key %d in part %d's range, its part is %d",
+                s, i, k, pt, qw::dca::part(i, k, s));
+        }
+      }
+      for (int32_t k = 0; k <= i; ++k)
+        CHECK(seen[size_t(k)] == 1, "part_keys: s %d, position %d: key %d in %d ranges", s, i, k, seen[size_t(k)]);
+    }
+}
+
 // The decode key windows (dca::decode_window, dca_kernels.cu): for every position and window count, the windows
 // hold every key 0..i exactly once.
 void check_decode_windows() {
@@ -271,6 +294,7 @@ void check_decode_windows() {
 int main() {
   check_tile_walk();
   check_decode_windows();
+  check_part_keys();
   const std::vector<Case> cases = {
       // s = 12: chunks [0,12) [12,24) [24,36) [36,48) [48,53); prefill pieces end at 12 (boundary), 13, 24, 31.
       {{4, 2, 64}, 16, 4, {53, 29}, {12, 1, 11, 7}},
