@@ -119,53 +119,143 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
     }
     prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
   }
-  if (!KS && row0 >= rows) return;  // (KS: every warp must reach the barrier below)
+  finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
+}
+
+// W4 / W8 weights in 16-byte loads (gemv_q16): a lane reads E = 32 (W4) or 16 (W8) weights of a row per load, four
+// times the 8-weight chunk of gemv_vec_kernel, whose W4 loads were 4 bytes (32 bytes in flight per lane: 7B q4 decode
+// read its weights at 1.22 TB/s, 40 % of an H100's copy rate, fifth run). Everything else is gemv_vec_kernel's: R rows
+// per warp, U chunks in flight per row, the ks K split, the staged activations, the epilogues, and the order of each
+// row's sum (chunks by ascending global index per lane, weights in order: batch invariant). Codes become floats
+// without I2F (a quarter-rate instruction): a byte permute puts the code under the exponent of 2^23 and 2^23 (W8: the
+// code's sign bit flipped, 2^23 + 128) is subtracted, exactly; each weight is then fmaf(s, q, o), the value the 8-weight
+// path and the CPU reference use. QW_GEMV_Q16=0 keeps the 8-weight kernel (the A/B).
+template <int WT> constexpr int q16_per() { return WT == WT_W4 ? 32 : 16; }
+
+// 2^23 + byte j of w, as a float (byte 0 of the result = w's byte j, bytes 1, 2 = 0, byte 3 = 0x4B)
+__device__ __forceinline__ float magic_byte(uint32_t w, int j) {
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | (uint32_t)j));
+}
+
+// The dequantized weights of 32-bit word x of a chunk: W4 8 weights (nibble i = weight i), W8 4 (byte i = weight i).
+template <int WT>
+__device__ __forceinline__ void dequant_word(uint32_t x, float s, float o, float (&f)[WT == WT_W4 ? 8 : 4]) {
+  if constexpr (WT == WT_W4) {
+    const uint32_t lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+    for (int m = 0; m < 4; ++m) {
+      f[2 * m] = fmaf(s, magic_byte(lo, m) - 8388608.f, o);
+      f[2 * m + 1] = fmaf(s, magic_byte(hi, m) - 8388608.f, o);
+    }
+  } else {
+    const uint32_t u = x ^ 0x80808080u;  // two's complement -> offset binary
+#pragma unroll
+    for (int m = 0; m < 4; ++m) f[m] = fmaf(s, magic_byte(u, m) - 8388736.f, o);
+  }
+}
+
+template <int WT, int NB, int R, int U, bool KS>
+__global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, const int kt, const int ks_arg) {
+  constexpr int E = q16_per<WT>();  // weights per 16-byte chunk
+  constexpr int WW = E / 4;         // weights per 32-bit word
+  const int ks = KS ? ks_arg : 1;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);
+  __shared__ float rstd_s[16];
+  __shared__ float red_s[kWarps][KS ? R * NB : 1];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rows = a.w.rows, cols = a.w.cols, gpr = cols / a.w.group;  // groups per row
+  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
+  const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * R;
+  const int cbase = kpart * 32 + lane, cstride = 32 * ks;
+  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
+  const uint8_t *wbytes = reinterpret_cast<const uint8_t *>(a.w.data);
+
+  int64_t rowc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
+  uint4 wv[R][U];
+  float sc[R][U], of[R][U];
+  auto load = [&](int u, int64_t k) {  // chunk at column k (k % E == 0) of the warp's rows into slot u
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int64_t e = rowc[r] * cols + k;  // element index
+      wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
+      const int64_t g = rowc[r] * gpr + k / a.w.group;
+      sc[r][u] = __ldg(a.w.scale + g);
+      of[r][u] = __ldg(a.w.offset + g);
+    }
+  };
+  {  // the first K tile's loads before the prologue, as gemv_vec_kernel
+    const int nchunks0 = (int)(min((int64_t)kt, cols) / E);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (cbase + cstride * u < nchunks0) load(u, (int64_t)E * (cbase + cstride * u));
+  }
+  bool prefetched = true;
+  pdl_wait();
+  pdl_trigger();
+  norm_rstd<NB>(a, rstd_s);
+
+  float acc[R][NB];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int b = 0; b < NB; ++b) acc[r][b] = warp_sum(acc[r][b]);
-  if (KS && ks > 1) {  // block-uniform: add the ks partial sums of each row group in a fixed order
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int b = 0; b < NB; ++b) red_s[warp][(r * NB + b) % kRed] = acc[r][b];
-    }
-    __syncthreads();
-    if (kpart != 0) return;
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int b = 0; b < NB; ++b) {
-        float s = red_s[warp][(r * NB + b) % kRed];
-        for (int j = 1; j < ks; ++j) s += red_s[warp + j][(r * NB + b) % kRed];
-        acc[r][b] = s;
-      }
-  }
-  if (row0 >= rows) return;
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
 
-  if (a.epi == GEMV_EPI_SWIGLU) {
-    // R is even: pairs (2p, 2p+1) of the warp's rows are (gate j, up j), j = (row0 + 2p) / 2.
+  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
+    const int klen = (int)min((int64_t)kt, cols - k0);
+    if (k0 > 0) __syncthreads();
+    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
+    __syncthreads();
+    if (row0 >= rows) continue;
+    const int nchunks = klen / E;
+    const int cfirst = (int)((cbase - (k0 / E) % cstride + cstride) % cstride);  // by global chunk index (see above)
+    for (int c0 = cfirst; c0 < nchunks; c0 += cstride * U) {
+      if (!prefetched) {
 #pragma unroll
-    for (int p = 0; p < R / 2; ++p)
+        for (int u = 0; u < U; ++u)
+          if (c0 + cstride * u < nchunks) load(u, k0 + (int64_t)E * (c0 + cstride * u));
+      }
+      prefetched = false;
 #pragma unroll
-      for (int b = 0; b < NB; ++b)
-        if (lane == ((p * NB + b) & 31) && b < a.batch && row0 + 2 * p + 1 < rows)
-          epilogue_swiglu(a, (row0 + 2 * p) / 2, b, acc[2 * p][b], acc[2 * p + 1][b]);
-  } else if (a.epi == GEMV_EPI_QKV_ROPE) {
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + cstride * u;
+        if (c >= nchunks) continue;
 #pragma unroll
-    for (int p = 0; p < R / 2; ++p)
+        for (int j = 0; j < 4; ++j) {  // the chunk's 32-bit words, in weight order
+          float wf[R][WW];
 #pragma unroll
-      for (int b = 0; b < NB; ++b)
-        if (lane == ((p * NB + b) & 31) && b < a.batch && row0 + 2 * p + 1 < rows)
-          epilogue_qkv_rope(a, row0 + 2 * p, b, acc[2 * p][b], acc[2 * p + 1][b]);
-  } else {
+          for (int r = 0; r < R; ++r) {
+            const uint32_t x = j == 0 ? wv[r][u].x : j == 1 ? wv[r][u].y : j == 2 ? wv[r][u].z : wv[r][u].w;
+            dequant_word<WT>(x, sc[r][u], of[r][u], wf[r]);
+          }
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+          for (int b = 0; b < NB; ++b) {
+            const __nv_bfloat16 *ap = act_s + b * kt + E * c + WW * j;
+            float af[WW];
+            if constexpr (WW == 8) {
+              const uint4 av = *reinterpret_cast<const uint4 *>(ap);
+              af[0] = bf16_lo(av.x); af[1] = bf16_hi(av.x); af[2] = bf16_lo(av.y); af[3] = bf16_hi(av.y);
+              af[4] = bf16_lo(av.z); af[5] = bf16_hi(av.z); af[6] = bf16_lo(av.w); af[7] = bf16_hi(av.w);
+            } else {
+              const uint2 av = *reinterpret_cast<const uint2 *>(ap);
+              af[0] = bf16_lo(av.x); af[1] = bf16_hi(av.x); af[2] = bf16_lo(av.y); af[3] = bf16_hi(av.y);
+            }
 #pragma unroll
-      for (int b = 0; b < NB; ++b)
-        if (lane == ((r * NB + b) & 31) && b < a.batch && row0 + r < rows) epilogue_one(a, row0 + r, b, acc[r][b]);
+            for (int r = 0; r < R; ++r) {
+              float t = acc[r][b];
+#pragma unroll
+              for (int e = 0; e < WW; ++e) t = fmaf(wf[r][e], af[e], t);
+              acc[r][b] = t;
+            }
+          }
+        }
+      }
+    }
+    prefetched = false;
   }
+  finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
 }
 
 // Generic path (any cols, any alignment): one warp per row (pair of rows for SWIGLU), scalar weight loads.
@@ -240,7 +330,7 @@ int pick_ks(int64_t rows) {
 
 // tile_ks: the K split of toggle tile = auto's candidate for this matrix (0: pick_ks). The lab's force and the
 // QW_GEMV_KSPLIT variable still win (pick_ks reads them first).
-template <int WT, int NB, int R>
+template <int WT, int NB, int R, bool Q16 = false>
 int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
   constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
   const int ks = (tile_ks && !g_force_ks) ? tile_ks : pick_ks(a.w.rows);
@@ -248,6 +338,11 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
   const int grid = ceil_div(a.w.rows, rows_per_block);
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
   // R = 4 with ks > 1 runs only under a tile candidate (the heuristic pairs R = 4 with ks = 1); compile-checked only
+  if constexpr (Q16) {
+    if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
+    else launch(gemv_q16_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
+    return ks;
+  }
   if (ks > 1) {
     launch(gemv_vec_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
     return ks;
@@ -256,33 +351,44 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
   return 1;
 }
 
-const char *variant_name(int R, int ks) {
+const char *variant_name(int R, int ks, bool q16 = false) {
   static const char *n2[4] = {"gemv_vec_r2", "gemv_vec_r2k2", "gemv_vec_r2k4", "gemv_vec_r2k8"};
   static const char *n4[4] = {"gemv_vec_r4", "gemv_vec_r4k2", "gemv_vec_r4k4", "gemv_vec_r4k8"};
+  static const char *q2[4] = {"gemv_q16_r2", "gemv_q16_r2k2", "gemv_q16_r2k4", "gemv_q16_r2k8"};
+  static const char *q4[4] = {"gemv_q16_r4", "gemv_q16_r4k2", "gemv_q16_r4k4", "gemv_q16_r4k8"};
   const int i = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
-  return R == 4 ? n4[i] : n2[i];
+  return q16 ? (R == 4 ? q4[i] : q2[i]) : (R == 4 ? n4[i] : n2[i]);
 }
 
-template <int WT, int NB>
+template <int WT, int NB, bool Q16 = false>
 const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   const int64_t blocks_r4 = (a.w.rows + kWarps * 4 - 1) / (kWarps * 4);
   // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum); a tile
   // candidate (toggle tile = auto) sets R and ks itself
   const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
   if constexpr (NB <= 4) {
-    if (big) return variant_name(4, launch_vec<WT, NB, 4>(a, kt, s, t.ks));
+    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks), Q16);
   }
-  return variant_name(2, launch_vec<WT, NB, 2>(a, kt, s, t.ks));
+  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks), Q16);
 }
 
-template <int WT>
+template <int WT, bool Q16 = false>
 const char *dispatch_nb(const GemvArgs &a, int kt, cudaStream_t s) {
   const GemvTile t = gemv_tile_active(a.w);  // toggle tile = auto: this matrix's candidate (fixed: {0, 0})
-  if (a.batch <= 1) return dispatch_r<WT, 1>(a, kt, s, t);
-  if (a.batch <= 2) return dispatch_r<WT, 2>(a, kt, s, t);
-  if (a.batch <= 4) return dispatch_r<WT, 4>(a, kt, s, t);
-  if (a.batch <= 8) return dispatch_r<WT, 8>(a, kt, s, t);
-  return dispatch_r<WT, 16>(a, kt, s, t);
+  if (a.batch <= 1) return dispatch_r<WT, 1, Q16>(a, kt, s, t);
+  if (a.batch <= 2) return dispatch_r<WT, 2, Q16>(a, kt, s, t);
+  if (a.batch <= 4) return dispatch_r<WT, 4, Q16>(a, kt, s, t);
+  if (a.batch <= 8) return dispatch_r<WT, 8, Q16>(a, kt, s, t);
+  return dispatch_r<WT, 16, Q16>(a, kt, s, t);
+}
+
+// W4 / W8 matrices the 16-byte kernel takes: every chunk of E weights inside one scale group (cols and the group
+// multiples of E), unless QW_GEMV_Q16=0.
+bool q16_takes(const GemvArgs &a) {
+  if (a.w.type != WT_W4 && a.w.type != WT_W8) return false;
+  const int e = a.w.type == WT_W4 ? q16_per<WT_W4>() : q16_per<WT_W8>();
+  return a.w.cols % e == 0 && a.w.group % e == 0 &&
+         env_switch_on("QW_GEMV_Q16", "the 8-weight W4 / W8 GEMV", "16-byte W4 / W8 weight loads");
 }
 
 int nb_of(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16; }
@@ -305,6 +411,12 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
   if (vec_ok) {
     const int nb = nb_of(a.batch);
     int kt = (int)std::min<int64_t>(cols, (kSmemBytes / (nb * 2)) / 8 * 8);
+    if (q16_takes(a)) {  // kt a multiple of 32: a K tile holds whole chunks of either type
+      kt = (int)std::min<int64_t>(cols, (kSmemBytes / (nb * 2)) / 32 * 32);
+      name = a.w.type == WT_W4 ? dispatch_nb<WT_W4, true>(a, kt, s) : dispatch_nb<WT_W8, true>(a, kt, s);
+      QWC_LAUNCH_CHECK("launch_gemv");
+      return name;
+    }
     switch (a.w.type) {
       case WT_BF16: name = dispatch_nb<WT_BF16>(a, kt, s); break;
       case WT_F16: name = dispatch_nb<WT_F16>(a, kt, s); break;

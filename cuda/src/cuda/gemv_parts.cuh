@@ -187,5 +187,65 @@ __device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t pro
   }
 }
 
+
+// The end of a GEMV kernel's warp: the lane partial sums of its R rows x NB batch rows reduced over the warp, with
+// KS the ks K-part warps of each row group added in a fixed order (warps rgroup * ks + kpart, red_s[kWarps][R * NB]:
+// deterministic; every warp of the block must call it, the barrier), then the fused epilogue by the group's first
+// warp, lane (r * NB + b) % 32 writing value (r, b).
+template <int R, int NB, bool KS>
+__device__ __forceinline__ void finish_rows(const GemvArgs &a, float (&acc)[R][NB], int64_t row0, int ks, int kpart,
+                                            float (*red_s)[KS ? R * NB : 1]) {
+  constexpr int kRed = KS ? R * NB : 1;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rows = a.w.rows;
+  if (!KS && row0 >= rows) return;  // (KS: every warp must reach the barrier below)
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  if (KS && ks > 1) {  // block-uniform: add the ks partial sums of each row group in a fixed order
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int b = 0; b < NB; ++b) red_s[warp][(r * NB + b) % kRed] = acc[r][b];
+    }
+    __syncthreads();
+    if (kpart != 0) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        float s = red_s[warp][(r * NB + b) % kRed];
+        for (int j = 1; j < ks; ++j) s += red_s[warp + j][(r * NB + b) % kRed];
+        acc[r][b] = s;
+      }
+  }
+  if (row0 >= rows) return;
+
+  if (a.epi == GEMV_EPI_SWIGLU) {
+    // R is even: pairs (2p, 2p+1) of the warp's rows are (gate j, up j), j = (row0 + 2p) / 2.
+#pragma unroll
+    for (int p = 0; p < R / 2; ++p)
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+        if (lane == ((p * NB + b) & 31) && b < a.batch && row0 + 2 * p + 1 < rows)
+          epilogue_swiglu(a, (row0 + 2 * p) / 2, b, acc[2 * p][b], acc[2 * p + 1][b]);
+  } else if (a.epi == GEMV_EPI_QKV_ROPE) {
+#pragma unroll
+    for (int p = 0; p < R / 2; ++p)
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+        if (lane == ((p * NB + b) & 31) && b < a.batch && row0 + 2 * p + 1 < rows)
+          epilogue_qkv_rope(a, row0 + 2 * p, b, acc[2 * p][b], acc[2 * p + 1][b]);
+  } else {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+        if (lane == ((r * NB + b) & 31) && b < a.batch && row0 + r < rows) epilogue_one(a, row0 + r, b, acc[r][b]);
+  }
+}
+
 }  // namespace gemv_detail
 }  // namespace qwc
