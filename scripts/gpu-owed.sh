@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
-# gpu-owed.sh — the measurements still owed after the eighth run (2026-12-06, H100), most important first, each cut so
-# that the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do
-# not fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
-#   first call: bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device 'DEADLINE=540
-#     bash scripts/gpu-owed.sh' (the tile DCA decode kernel: lab rows, passkey test, 7B at 32k; 7B fidelity; depth)
-#   then, warm (the build stays): ONLY="ablate-7b".
+# gpu-owed.sh — the measurements owed after the eighth run (2026-12-06, H100), most important first, each cut so that
+# the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
+# fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
+#   first call (~480 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
+#     'DEADLINE=540 bash scripts/gpu-owed.sh'
+#   then, warm (the build stays): ONLY="q4-7b q8-7b" (the 7B quantized benches, ~150 s each: 125 s of requantizing).
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
-# 2. TESTS (default: dca cpu-vs-cuda decode-steps kvcache: the DCA decode kernel and its windows are new);
-# 3. lab-prefill: qwlab prefill (its DCA decode rows: the tile kernel in windows and whole vs the SIMT kernel);
-# 4. dca-7b: DCA on vs off on 7B shapes (DCA_LENGTHS, default 32768; issue 14: <= 1.3x dense; decode was 2.95x with
-#    the first warp kernel, 674 us a layer at 32k);
-# 5. fidelity-7b: kernels / events mode overhead and the sum check on 7B at 1 and 8 steps per call (issue 16; 0.5B:
-#    +0.35 % at 8);
-# 6. depth32k-b8: 7B batch 8 at depth 32k, q8 vs bf16 KV (issue 11: q8 >= 1.3x; the bench now fills the depth once
-#    per case and truncates back for each rep: the q8 fill is ~100 s);
-# 7. ablate-7b: issue 12's fusion ablation on 7B (ffn x norm x graphs, 3 repeats, 8 steps per call, profiled and not).
+# 2. TESTS (default: weights dca cpu-vs-cuda kvcache: gemv_q16 is on every W4 / W8 decode GEMV, compile-checked only;
+#    the wgmma DCA prefill ran its test once, call 6 of the eighth run);
+# 3. lab-gemv: qwlab gemv (gemv_q16 against the CPU reference and, timed, against QW_GEMV_Q16=0 on 7B shapes; batch
+#    invariance of W4 / W8);
+# 4. lab-prefill: qwlab prefill (the wgmma DCA prefill rows against the SIMT kernel, s < 64 included; TFLOP/s at 7B);
+# 5. dca-7b: DCA on vs off on 7B at 8k (DCA_LENGTHS; 32k ran in call 6: 1.02x prefill, 1.12x decode);
+# 6. q4-7b / q8-7b: 7B requantized at load, tg128 b1 / b16 and pp512, gemv_q16 then QW_GEMV_Q16=0 (issue 10: q4 b1
+#    >= 550, q8 >= 400 on the H200; the fifth run's q4 simple b1 was 208.3 tok/s, 1.22 TB/s).
 # $OUT: owed.log (the summary, also printed) and owed.tgz (one log per step, and the notebooks' md / json).
 set -u
 source scripts/gpu-env.sh  # OUT, D, CUDA / cuBLASLt paths, the models unpacked
 t0=$(date +%s); S=$OUT/owed.log; R=/tmp/qw-ref
 left() { echo $(( D - ($(date +%s) - t0) )); }
-# ONLY="lab dca- fidelity depth ablate" (prefixes of step names; build and the TESTS always run): a second call on
+# ONLY="lab dca- q4 q8" (prefixes of step names; build and the TESTS always run): a second call on
 # a warm machine runs what the first left
 step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless fewer than LIMIT/2 seconds are left
   local lim=$1 name=$2; shift 2; local l; l=$(left)
@@ -40,24 +39,22 @@ ref=$!
 lab_build=""; [[ ${LAB:-1} == 0 ]] || lab_build=" && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
 step 200 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build" \
   || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
-for f in ${TESTS-dca cpu-vs-cuda decode-steps kvcache}; do
+for f in ${TESTS-weights dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
+[[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
+grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
-grep -E "dca decode" "$OUT/lab-prefill.log" 2>/dev/null | grep -v "^|" | sed "s/^/  lab: /" >> "$S"
+grep -E "dca" "$OUT/lab-prefill.log" 2>/dev/null | grep -v "^|" | sed "s/^/  lab: /" >> "$S"
 wait $ref; tail -1 /tmp/ref.log >> "$S"
 # issue 14: DCA's cost on 7B shapes (chunk 8192, local 1024: all three parts active), dca off vs on
-step 240 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths ${DCA_LENGTHS:-32768} --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
+step 150 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths ${DCA_LENGTHS:-8192} --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
 grep -E "^\| [0-9]|^length" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >> "$S"
-# issue 16: profiling's cost on 7B, 1 and 8 steps per call
-step 150 fidelity-7b "bun notebooks/fidelity.ts --model $R/7b --backend cuda --steps-per-sync 1,8 --rounds 5 --out $OUT/fidelity-7b"
-grep -E "^\|" "$OUT/fidelity-7b/fidelity.md" 2>/dev/null | sed "s/^/  fidelity: /" >> "$S"
-for kv in bf16 q8; do
-  step 240 "depth32k-b8-$kv" "bun engine/cli/main.ts bench $R/7b --backend cuda -d 32768 --pp 0 --tg 64 --batch 8 --reps 3 --toggle kvCache=$kv"; done
-# issue 12: the fusion ablation on 7B (the 0.5B one ran in the eighth run's first call)
-step 400 ablate-7b "bun notebooks/ablate.ts --model $R/7b --backend cuda --toggle ffn=* --toggle norm=* --toggle graphs=* --cartesian --repeats 3 --max-tokens 64 --steps-per-sync 8 --profiling on,off --out $OUT/ablate-7b; rm -f $OUT/ablate-7b/*-*.json $OUT/ablate-7b/baseline*.json"
+# issue 10: 7B requantized at load (each run ~125 s of requantizing before it measures), gemv_q16 then the old kernel
+for w in q4 q8; do for q in 1 0; do
+  step 300 "$w-7b-q16$q" "QW_GEMV_Q16=$q bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --pp 512 --tg 128 --batch 1,16 --reps 3"; done; done
 { echo "===== $(( $(date +%s) - t0 )) s"
-  grep -hE "^\| " "$OUT"/depth32k-*.log 2>/dev/null | grep -vE "^\| model|^\|---"; } >> "$S"
+  grep -hE "^\| " "$OUT"/q[48]-7b-*.log 2>/dev/null | grep -vE "^\| model|^\|---"; } >> "$S"
 cat "$S"
 # few files come back from a call (about 8): everything but the summary travels as one archive
 (cd "$OUT" && tar czf /tmp/owed.tgz --exclude ./owed.log . && find . -mindepth 1 ! -name owed.log -delete && mv /tmp/owed.tgz .)
