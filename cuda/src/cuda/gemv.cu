@@ -41,84 +41,40 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
   const int rgroup = warp / ks, kpart = warp - rgroup * ks;
   const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * R;
   const int cbase = kpart * 32 + lane, cstride = 32 * ks;
-  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
 
   int64_t rowc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
-
-  // Issue the first weight loads before the prologue (norm + staging) so that their latency overlaps it.
   Chunk<WT> wc[R][U];
-  {
-    const int nchunks0 = (int)(min((int64_t)kt, cols) / 8);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = cbase + cstride * u;
-      if (c < nchunks0) {
-#pragma unroll
-        for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], 8 * c);
-      }
-    }
-  }
-  bool prefetched = true;
-  pdl_wait();  // the activations below come from the previous kernel
-  pdl_trigger();
-
-  norm_rstd<NB>(a, rstd_s);
-
   float acc[R][NB];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
-
-  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = (int)min((int64_t)kt, cols - k0);
-    if (k0 > 0) __syncthreads();
-    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
-    __syncthreads();
-    if (row0 >= rows) continue;
-    const int nchunks = klen / 8;
-    // Chunk -> (kpart, lane) by the global chunk index (k0 / 8 + c) mod cstride, whatever the tile length kt
-    // (which shrinks with the batch): every row is summed in the same order at every batch size.
-    const int cfirst = (int)((cbase - (k0 / 8) % cstride + cstride) % cstride);
-    for (int c0 = cfirst; c0 < nchunks; c0 += cstride * U) {
-      if (!prefetched) {
+  gemv_walk<NB, 8, U>(
+      a, act_s, rstd_s, kt, row0, cbase, cstride,
+      [&](int u, int64_t k) {
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int c = c0 + cstride * u;
-          if (c < nchunks) {
+        for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], k);
+      },
+      [&](int u, int c) {
+        float wf[R][8];
 #pragma unroll
-            for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], k0 + 8 * c);
+        for (int r = 0; r < R; ++r) unpack_chunk<WT>(wc[r][u], wf[r]);
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+          const uint4 av = *reinterpret_cast<const uint4 *>(act_s + b * kt + 8 * c);
+          const float af[8] = {bf16_lo(av.x), bf16_hi(av.x), bf16_lo(av.y), bf16_hi(av.y),
+                               bf16_lo(av.z), bf16_hi(av.z), bf16_lo(av.w), bf16_hi(av.w)};
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float s = acc[r][b];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s = fmaf(wf[r][e], af[e], s);
+            acc[r][b] = s;
           }
         }
-      }
-      prefetched = false;
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + cstride * u;
-        if (c < nchunks) {
-          float wf[R][8];
-#pragma unroll
-          for (int r = 0; r < R; ++r) unpack_chunk<WT>(wc[r][u], wf[r]);
-#pragma unroll
-          for (int b = 0; b < NB; ++b) {
-            const uint4 av = *reinterpret_cast<const uint4 *>(act_s + b * kt + 8 * c);
-            const float af[8] = {bf16_lo(av.x), bf16_hi(av.x), bf16_lo(av.y), bf16_hi(av.y),
-                                 bf16_lo(av.z), bf16_hi(av.z), bf16_lo(av.w), bf16_hi(av.w)};
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-              float s = acc[r][b];
-#pragma unroll
-              for (int e = 0; e < 8; ++e) s = fmaf(wf[r][e], af[e], s);
-              acc[r][b] = s;
-            }
-          }
-        }
-      }
-    }
-    prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
-  }
+      });
   finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
 }
 
@@ -168,7 +124,6 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
   const int rgroup = warp / ks, kpart = warp - rgroup * ks;
   const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * R;
   const int cbase = kpart * 32 + lane, cstride = 32 * ks;
-  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
   const uint8_t *wbytes = reinterpret_cast<const uint8_t *>(a.w.data);
 
   int64_t rowc[R];
@@ -176,52 +131,24 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
   for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
   uint4 wv[R][U];
   float sc[R][U], of[R][U];
-  auto load = [&](int u, int64_t k) {  // chunk at column k (k % E == 0) of the warp's rows into slot u
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int64_t e = rowc[r] * cols + k;  // element index
-      wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
-      const int64_t g = rowc[r] * gpr + k / a.w.group;
-      sc[r][u] = __ldg(a.w.scale + g);
-      of[r][u] = __ldg(a.w.offset + g);
-    }
-  };
-  {  // the first K tile's loads before the prologue, as gemv_vec_kernel
-    const int nchunks0 = (int)(min((int64_t)kt, cols) / E);
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (cbase + cstride * u < nchunks0) load(u, (int64_t)E * (cbase + cstride * u));
-  }
-  bool prefetched = true;
-  pdl_wait();
-  pdl_trigger();
-  norm_rstd<NB>(a, rstd_s);
-
   float acc[R][NB];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
-
-  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = (int)min((int64_t)kt, cols - k0);
-    if (k0 > 0) __syncthreads();
-    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
-    __syncthreads();
-    if (row0 >= rows) continue;
-    const int nchunks = klen / E;
-    const int cfirst = (int)((cbase - (k0 / E) % cstride + cstride) % cstride);  // by global chunk index (see above)
-    for (int c0 = cfirst; c0 < nchunks; c0 += cstride * U) {
-      if (!prefetched) {
+  gemv_walk<NB, E, U>(
+      a, act_s, rstd_s, kt, row0, cbase, cstride,
+      [&](int u, int64_t k) {  // the chunk at column k (k % E == 0) of the warp's rows into slot u
 #pragma unroll
-        for (int u = 0; u < U; ++u)
-          if (c0 + cstride * u < nchunks) load(u, k0 + (int64_t)E * (c0 + cstride * u));
-      }
-      prefetched = false;
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + cstride * u;
-        if (c >= nchunks) continue;
+        for (int r = 0; r < R; ++r) {
+          const int64_t e = rowc[r] * cols + k;  // element index
+          wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
+          const int64_t g = rowc[r] * gpr + k / a.w.group;
+          sc[r][u] = __ldg(a.w.scale + g);
+          of[r][u] = __ldg(a.w.offset + g);
+        }
+      },
+      [&](int u, int c) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {  // the chunk's 32-bit words, in weight order
           float wf[R][WW];
@@ -251,10 +178,7 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
             }
           }
         }
-      }
-    }
-    prefetched = false;
-  }
+      });
   finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
 }
 

@@ -188,6 +188,50 @@ __device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t pro
 }
 
 
+// The K walk both CUDA-core GEMV kernels share (gemv.cu gemv_vec_kernel, gemv_q16_kernel): chunks of E weights, the
+// lane's chunks those whose global index is cbase mod cstride, U of them in flight per row. The first K tile's loads
+// go out before the prologue (norm + staging), so their latency overlaps it; then per K tile of kt columns: the
+// activations staged (act_s[b * kt + k]), and per group of U chunks load(u, column) for every u then use(u, chunk
+// index in the tile) in order u = 0..U-1: each row is summed by chunk in ascending global index, whatever the tile
+// length kt (which shrinks with the batch): the same order at every batch size (batch invariance).
+template <int NB, int E, int U, class Load, class Use>
+__device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int64_t row0,
+                                          int cbase, int cstride, Load &&load, Use &&use) {
+  const int64_t rows = a.w.rows, cols = a.w.cols;
+  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
+  {
+    const int nchunks0 = (int)(min((int64_t)kt, cols) / E);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (cbase + cstride * u < nchunks0) load(u, (int64_t)E * (cbase + cstride * u));
+  }
+  bool prefetched = true;
+  pdl_wait();  // the activations below come from the previous kernel
+  pdl_trigger();
+  norm_rstd<NB>(a, rstd_s);
+  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
+    const int klen = (int)min((int64_t)kt, cols - k0);
+    if (k0 > 0) __syncthreads();
+    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
+    __syncthreads();
+    if (row0 >= rows) continue;
+    const int nchunks = klen / E;
+    const int cfirst = (int)((cbase - (k0 / E) % cstride + cstride) % cstride);
+    for (int c0 = cfirst; c0 < nchunks; c0 += cstride * U) {
+      if (!prefetched) {
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (c0 + cstride * u < nchunks) load(u, k0 + (int64_t)E * (c0 + cstride * u));
+      }
+      prefetched = false;
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (c0 + cstride * u < nchunks) use(u, c0 + cstride * u);
+    }
+    prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
+  }
+}
+
 // The end of a GEMV kernel's warp: the lane partial sums of its R rows x NB batch rows reduced over the warp, with
 // KS the ks K-part warps of each row group added in a fixed order (warps rgroup * ks + kpart, red_s[kWarps][R * NB]:
 // deterministic; every warp of the block must call it, the barrier), then the fused epilogue by the group's first
