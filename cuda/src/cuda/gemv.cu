@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
   constexpr int kRed = KS ? R * NB : 1;
   __shared__ float red_s[kWarps][kRed];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t rows = a.w.rows, cols = a.w.cols;
+  const int64_t rows = a.w.rows;
   // warp = rgroup * ks + kpart: row group rgroup (R rows), K part kpart (chunks kpart*32 + lane + 32*ks*i)
   const int rgroup = warp / ks, kpart = warp - rgroup * ks;
   const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * R;

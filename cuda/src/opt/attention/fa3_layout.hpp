@@ -118,6 +118,21 @@ QW_FA3_HD int fa3_row_head(int i, int g) { return i % g; }
 // Keys a CTA must visit: every key up to its last valid row's position (causal), chunked prefill included
 // (query t sits at cache position pos0 + t and sees keys 0..pos0+t).
 QW_FA3_HD int fa3_kv_end(int pos0, int n, int t0, int p) { return pos0 + (n < t0 + p ? n : t0 + p); }
+// The key tiles of a CTA whose rows see keys [lo, hi) each, lo and hi non-decreasing in the row's position (causal:
+// [0, p + 1); a DCA part: dca::part_keys), given the first and the last row's ranges: tiles jb .. jb + n_tiles - 1
+// (none when no row has a key); a tile needs the mask unless it lies inside every row's range, [lo_max, hi_min).
+struct Fa3CtaKeys {
+  int jb, n_tiles, lo_max, hi_min;
+};
+QW_FA3_HD Fa3CtaKeys fa3_cta_keys(int lo_first, int hi_first, int lo_last, int hi_last) {
+  Fa3CtaKeys r;
+  r.jb = lo_first / kFa3Keys;
+  r.n_tiles = hi_last > lo_first ? (hi_last + kFa3Keys - 1) / kFa3Keys - r.jb : 0;
+  r.lo_max = lo_last;
+  r.hi_min = hi_first;
+  return r;
+}
+QW_FA3_HD bool fa3_tile_masked(const Fa3CtaKeys &r, int k0) { return k0 < r.lo_max || k0 + kFa3Keys > r.hi_min; }
 
 // TMA map shapes (cuTensorMapEncodeTiled: dims and box innermost first, strides in bytes of dims 1..rank-1).
 struct Fa3MapShape {

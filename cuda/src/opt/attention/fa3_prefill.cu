@@ -94,17 +94,16 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   const int qt = (int)gridDim.x - 1 - (int)blockIdx.x;  // the longest (last) query tiles start first
   const int kvh = blockIdx.y;
   const int t0 = qt * prm.p;
-  // The CTA's keys: causal, every key up to its last row's position; a DCA part, from its first row's lo to its last
-  // row's hi (dca::part_keys: both ends never decrease with the position). Tiles inside [lo_max, hi_min) (the last
-  // row's lo, the first row's hi) need no mask.
+  // The CTA's keys (fa3_cta_keys): causal, every key up to its last row's position; a DCA part, from its first row's
+  // lo to its last row's hi (dca::part_keys).
   const int p_first = prm.pos0 + t0, p_last = fa3_kv_end(prm.pos0, prm.n, t0, prm.p) - 1;
-  int lo_min = 0, lo_max = 0, hi_min = p_first + 1, hi_max = p_last + 1;
+  int lo_first = 0, hi_first = p_first + 1, lo_last = 0, hi_last = p_last + 1;
   if (prm.dca_part >= 0) {
-    qw::dca::part_keys(prm.dca_part, p_first, prm.dca_span, &lo_min, &hi_min);
-    qw::dca::part_keys(prm.dca_part, p_last, prm.dca_span, &lo_max, &hi_max);
+    qw::dca::part_keys(prm.dca_part, p_first, prm.dca_span, &lo_first, &hi_first);
+    qw::dca::part_keys(prm.dca_part, p_last, prm.dca_span, &lo_last, &hi_last);
   }
-  const int jb = lo_min / kFa3Keys;  // the first key tile; loop step j reads key tile jb + j
-  const int n_tiles = hi_max > lo_min ? (hi_max + kFa3Keys - 1) / kFa3Keys - jb : 0;
+  const Fa3CtaKeys keys = fa3_cta_keys(lo_first, hi_first, lo_last, hi_last);
+  const int jb = keys.jb, n_tiles = keys.n_tiles;  // loop step j reads key tile jb + j
   if (n_tiles == 0) return;  // block-uniform: no row of the tile has a key of this DCA part (a merging part only)
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
 
@@ -248,7 +247,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   auto softmax = [&](int j) {
     const int k0 = (jb + j) * kFa3Keys;
     float mx[2] = {kNegBig, kNegBig};
-    const bool masked = k0 < lo_max || k0 + kFa3Keys > hi_min;  // block-uniform
+    const bool masked = fa3_tile_masked(keys, k0);  // block-uniform
     auto out_of_range = [&](int r) {
       const int k = k0 + fa3_acc_col(lane, r), h = (r >> 1) & 1;
       return k < qlo[h] || k >= qhi[h];

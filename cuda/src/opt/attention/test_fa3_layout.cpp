@@ -258,8 +258,12 @@ void test_maps() {
           const int kv_end = fa3_kv_end(pos0, n, t0, p);
           for (int t = t0; t < std::min(n, t0 + p); ++t) bad += pos0 + t >= kv_end;
           bad += kv_end > pos0 + n;
+          const int last = std::min(n, t0 + p) - 1;  // the CTA's last row
+          const Fa3CtaKeys ck = fa3_cta_keys(0, pos0 + t0 + 1, 0, pos0 + last + 1);
+          bad += ck.jb != 0 || ck.n_tiles * kFa3Keys < kv_end || (ck.n_tiles - 1) * kFa3Keys >= kv_end;
           for (int k0 = 0; k0 < kv_end; k0 += kFa3Keys)
-            if (!fa3_tile_needs_mask(k0, pos0, t0)) bad += k0 + kFa3Keys - 1 > pos0 + t0;
+            if (!fa3_tile_masked(ck, k0))  // then no row of the CTA is masked in the tile
+              for (int t = t0; t <= last; ++t) bad += k0 + kFa3Keys - 1 > pos0 + t;
         }
   CHECK(bad == 0, "%d key-range / mask violations", bad);
 }
@@ -299,7 +303,8 @@ void emulate(const Case &cs, Rng &rng) {
         const int c[4] = {cb * 64, 0, kvh, t0};
         tma(fa3_q_off() + (uint32_t)cb * fa3_block_bytes(rows), mq, q, c);
       }
-      const int n_tiles = (fa3_kv_end(cs.pos0, cs.n, t0, P) + kFa3Keys - 1) / kFa3Keys;
+      const Fa3CtaKeys ck = fa3_cta_keys(0, cs.pos0 + t0 + 1, 0, fa3_kv_end(cs.pos0, cs.n, t0, P));
+      const int n_tiles = ck.n_tiles;
       for (int wg = 0; wg < nc; ++wg) {
         const int row0 = 64 * wg;
         // thread state, indexed [warp][lane]
@@ -325,7 +330,7 @@ void emulate(const Case &cs, Rng &rng) {
               sc[th][r] = (float)acc;
             }
           // the kernel's softmax step (quad = 4 consecutive lanes)
-          const bool mask = fa3_tile_needs_mask(k0, cs.pos0, t0);
+          const bool mask = fa3_tile_masked(ck, k0);
           std::vector<float> mx(256, -1e30f);
           for (int th = 0; th < 128; ++th)
             for (int r = 0; r < kFa3Keys / 2; ++r) {
