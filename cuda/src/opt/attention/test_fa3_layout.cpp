@@ -19,6 +19,7 @@
 #include <set>
 #include <vector>
 
+#include "dca_positions.hpp"
 #include "fa3_layout.hpp"
 #include "half.hpp"
 #include "testlib.hpp"
@@ -269,17 +270,23 @@ void test_maps() {
 }
 
 // ---- 6. the consumer data path on the CPU
-struct Case { int d, nh, nkv, pos0, n; };
+// span 0: causal attention (one pass); span > 0: Dual Chunk Attention, one pass per part (intra, successive, inter:
+// dca::part_keys) with its own queries, the later passes merged into z through lse, as launch_prefill_attention_dca_fa3.
+struct Case { int d, nh, nkv, pos0, n, span = 0; };
 
 void emulate(const Case &cs, Rng &rng) {
   const int d = cs.d, nc = fa3_consumers(d), rows = fa3_rows(nc), g = cs.nh / cs.nkv, P = fa3_pos_per_tile(g, nc);
   const int kv_len = cs.pos0 + cs.n, max_ctx = kv_len + 7;
   const float scale = 1.4426950408889634f / std::sqrt((float)d);
-  std::vector<uint16_t> q((size_t)cs.n * cs.nh * d), kc((size_t)cs.nkv * max_ctx * d), vc(kc.size());
-  for (auto &x : q) x = qw::float_to_bf16(rng.normal() * 2.f);
+  const bool dca = cs.span > 0;
+  std::vector<uint16_t> q[3], kc((size_t)cs.nkv * max_ctx * d), vc(kc.size());
+  for (int v = 0; v < (dca ? 3 : 1); ++v) {
+    q[v].resize((size_t)cs.n * cs.nh * d);
+    for (auto &x : q[v]) x = qw::float_to_bf16(rng.normal() * 2.f);
+  }
   for (auto &x : kc) x = qw::float_to_bf16(rng.normal());
   for (auto &x : vc) x = qw::float_to_bf16(rng.normal());
-  std::vector<float> out((size_t)cs.n * cs.nh * d, NAN);
+  std::vector<float> out((size_t)cs.n * cs.nh * d, NAN), lse((size_t)cs.n * cs.nh, NAN);
   const Fa3MapShape mq = fa3_q_map(cs.n, cs.nh, cs.nkv, d, nc), mk = fa3_kv_map(kv_len, cs.nkv, d, max_ctx);
   std::vector<uint16_t> smem(fa3_bar_off(d, nc) / 2, 0xFFFF);  // NaN: stale rows must stay in their own rows
   auto put = [&](uint32_t addr, uint16_t v) { smem[addr / 2] = v; };
@@ -295,117 +302,157 @@ void emulate(const Case &cs, Rng &rng) {
           put(tma_write(dst, ((int64_t)e3 * b1 + e1) * 64 + e0), off < 0 ? 0 : src[(size_t)off]);
         }
   };
+  // the keys [lo, hi) a row at position p sees in pass `part` (-1: causal)
+  auto range = [&](int part, int p, int *lo, int *hi) {
+    *lo = 0;
+    *hi = p + 1;
+    if (part >= 0) qw::dca::part_keys(part, p, cs.span, lo, hi);
+  };
   const int n_qt = (cs.n + P - 1) / P;
-  for (int kvh = 0; kvh < cs.nkv; ++kvh)
-    for (int qt = 0; qt < n_qt; ++qt) {
-      const int t0 = qt * P;
-      for (int cb = 0; cb < d / 64; ++cb) {
-        const int c[4] = {cb * 64, 0, kvh, t0};
-        tma(fa3_q_off() + (uint32_t)cb * fa3_block_bytes(rows), mq, q, c);
-      }
-      const Fa3CtaKeys ck = fa3_cta_keys(0, cs.pos0 + t0 + 1, 0, fa3_kv_end(cs.pos0, cs.n, t0, P));
-      const int n_tiles = ck.n_tiles;
-      for (int wg = 0; wg < nc; ++wg) {
-        const int row0 = 64 * wg;
-        // thread state, indexed [warp][lane]
-        std::vector<std::vector<float>> o(128, std::vector<float>(d / 2, 0.f));
-        std::vector<float> m(256, -1e30f), l(256, 0.f);  // [thread * 2 + h]
-        for (int j = 0; j < n_tiles; ++j) {
-          const int s = j % fa3_stages(d), k0 = j * kFa3Keys;
-          for (int cb = 0; cb < d / 64; ++cb) {
-            const int c[4] = {cb * 64, k0, kvh, 0};
-            tma(fa3_k_off(d, nc, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, kc, c);
-            tma(fa3_v_off(d, nc, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, vc, c);
+  for (int part = dca ? 0 : -1; part < (dca ? 3 : 0); ++part) {
+    const std::vector<uint16_t> &qp = q[part < 0 ? 0 : part];
+    for (int kvh = 0; kvh < cs.nkv; ++kvh)
+      for (int qt = 0; qt < n_qt; ++qt) {
+        const int t0 = qt * P;
+        int lo_f, hi_f, lo_l, hi_l;
+        range(part, cs.pos0 + t0, &lo_f, &hi_f);
+        range(part, fa3_kv_end(cs.pos0, cs.n, t0, P) - 1, &lo_l, &hi_l);
+        const Fa3CtaKeys ck = fa3_cta_keys(lo_f, hi_f, lo_l, hi_l);
+        if (ck.n_tiles == 0) continue;  // the kernel's CTA returns at once
+        for (int cb = 0; cb < d / 64; ++cb) {
+          const int c[4] = {cb * 64, 0, kvh, t0};
+          tma(fa3_q_off() + (uint32_t)cb * fa3_block_bytes(rows), mq, qp, c);
+        }
+        for (int wg = 0; wg < nc; ++wg) {
+          const int row0 = 64 * wg;
+          // thread state, indexed [warp][lane]
+          std::vector<std::vector<float>> o(128, std::vector<float>(d / 2, 0.f));
+          std::vector<float> m(256, -1e30f), l(256, 0.f);  // [thread * 2 + h]
+          auto out_of_range = [&](int th, int r, int k0) {  // register r of thread th, key tile at k0
+            const int h = (r >> 1) & 1;
+            int lo, hi;
+            range(part, cs.pos0 + t0 + fa3_row_pos(row0 + fa3_acc_row(th / 32, th % 32, 2 * h), g), &lo, &hi);
+            const int k = k0 + fa3_acc_col(th % 32, r);
+            return k < lo || k >= hi;
+          };
+          for (int j = 0; j < ck.n_tiles; ++j) {
+            const int s = j % fa3_stages(d), k0 = (ck.jb + j) * kFa3Keys;
+            for (int cb = 0; cb < d / 64; ++cb) {
+              const int c[4] = {cb * 64, k0, kvh, 0};
+              tma(fa3_k_off(d, nc, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, kc, c);
+              tma(fa3_v_off(d, nc, s) + (uint32_t)cb * fa3_block_bytes(kFa3Keys), mk, vc, c);
+            }
+            // S = Q.K^T through the descriptors, into each thread's registers
+            std::vector<std::vector<float>> sc(128, std::vector<float>(kFa3Keys / 2));
+            for (int th = 0; th < 128; ++th)
+              for (int r = 0; r < kFa3Keys / 2; ++r) {
+                const int row = fa3_acc_row(th / 32, th % 32, r), key = fa3_acc_col(th % 32, r);
+                double acc = 0;
+                for (int kk = 0; kk < d / 16; ++kk)
+                  for (int k = 0; k < 16; ++k)
+                    acc += (double)get(read_kmajor(fa3_desc_kmajor(fa3_q_off(), rows, row0, kk), row, k)) *
+                           get(read_kmajor(fa3_desc_kmajor(fa3_k_off(d, nc, s), kFa3Keys, 0, kk), key, k));
+                sc[th][r] = (float)acc;
+              }
+            // the kernel's softmax step (quad = 4 consecutive lanes)
+            const bool mask = fa3_tile_masked(ck, k0);
+            std::vector<float> mx(256, -1e30f);
+            for (int th = 0; th < 128; ++th)
+              for (int r = 0; r < kFa3Keys / 2; ++r) {
+                const int h = (r >> 1) & 1;
+                if (mask && out_of_range(th, r, k0)) sc[th][r] = -1e30f;  // raw scores, as the kernel
+                mx[th * 2 + h] = std::max(mx[th * 2 + h], sc[th][r]);
+              }
+            std::vector<std::vector<uint16_t>> pa(128, std::vector<uint16_t>(kFa3Keys / 16 * 8));
+            for (int th = 0; th < 128; ++th)
+              for (int h = 0; h < 2; ++h) {
+                const int q0 = th & ~3;
+                float qm = -1e30f;
+                for (int x = 0; x < 4; ++x) qm = std::max(qm, mx[(q0 + x) * 2 + h]);
+                const float mn = std::max(m[th * 2 + h], qm * scale), alpha = std::exp2(m[th * 2 + h] - mn);
+                m[th * 2 + h] = mn;
+                l[th * 2 + h] *= alpha;
+                for (int i = 0; i < d / 2; ++i)
+                  if (((i >> 1) & 1) == h) o[th][i] *= alpha;
+              }
+            for (int th = 0; th < 128; ++th)
+              for (int kk = 0; kk < kFa3Keys / 16; ++kk)
+                for (int reg = 0; reg < 4; ++reg)
+                  for (int hh = 0; hh < 2; ++hh) {
+                    const int r = fa3_p_from_s(kk, reg, hh);
+                    float e = std::exp2(std::fma(sc[th][r], scale, -m[th * 2 + (reg & 1)]));
+                    if (mask && out_of_range(th, r, k0)) e = 0.f;  // the kernel zeroes masked probabilities
+                    const uint16_t pv = qw::float_to_bf16(e);
+                    l[th * 2 + (reg & 1)] += qw::bf16_to_float(pv);
+                    pa[th][kk * 8 + reg * 2 + hh] = pv;
+                  }
+            // O += P.V: A(row, k) gathered from the registers that hold it, V through the MN-major descriptor
+            for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
+              std::vector<float> A(64 * 16);
+              for (int th = 0; th < 128; ++th)
+                for (int reg = 0; reg < 4; ++reg)
+                  for (int hh = 0; hh < 2; ++hh)
+                    A[(size_t)fa3_afrag_row(th / 32, th % 32, reg) * 16 + fa3_afrag_k(th % 32, reg, hh)] =
+                        qw::bf16_to_float(pa[th][kk * 8 + reg * 2 + hh]);
+              for (int th = 0; th < 128; ++th)
+                for (int r = 0; r < d / 2; ++r) {
+                  const int row = fa3_acc_row(th / 32, th % 32, r), col = fa3_acc_col(th % 32, r);
+                  double acc = 0;
+                  for (int k = 0; k < 16; ++k)
+                    acc += (double)A[(size_t)row * 16 + k] * get(read_mnmajor(fa3_desc_mnmajor(fa3_v_off(d, nc, s), kFa3Keys, kk), col, k));
+                  o[th][r] += (float)acc;
+                }
+            }
           }
-          // S = Q.K^T through the descriptors, into each thread's registers
-          std::vector<std::vector<float>> sc(128, std::vector<float>(kFa3Keys / 2));
-          for (int th = 0; th < 128; ++th)
-            for (int r = 0; r < kFa3Keys / 2; ++r) {
-              const int row = fa3_acc_row(th / 32, th % 32, r), key = fa3_acc_col(th % 32, r);
-              double acc = 0;
-              for (int kk = 0; kk < d / 16; ++kk)
-                for (int k = 0; k < 16; ++k)
-                  acc += (double)get(read_kmajor(fa3_desc_kmajor(fa3_q_off(), rows, row0, kk), row, k)) *
-                         get(read_kmajor(fa3_desc_kmajor(fa3_k_off(d, nc, s), kFa3Keys, 0, kk), key, k));
-              sc[th][r] = (float)acc;
-            }
-          // the kernel's softmax step (quad = 4 consecutive lanes)
-          const bool mask = fa3_tile_masked(ck, k0);
-          std::vector<float> mx(256, -1e30f);
-          for (int th = 0; th < 128; ++th)
-            for (int r = 0; r < kFa3Keys / 2; ++r) {
-              const int h = (r >> 1) & 1;
-              const int qpos = cs.pos0 + t0 + fa3_row_pos(row0 + fa3_acc_row(th / 32, th % 32, 2 * h), g);
-              if (mask && k0 + fa3_acc_col(th % 32, r) > qpos) sc[th][r] = -1e30f;  // raw scores, as the kernel
-              mx[th * 2 + h] = std::max(mx[th * 2 + h], sc[th][r]);
-            }
-          std::vector<std::vector<uint16_t>> pa(128, std::vector<uint16_t>(kFa3Keys / 16 * 8));
+          // the kernel's epilogue (a DCA part after the first merges into z and lse)
           for (int th = 0; th < 128; ++th)
             for (int h = 0; h < 2; ++h) {
               const int q0 = th & ~3;
-              float qm = -1e30f;
-              for (int x = 0; x < 4; ++x) qm = std::max(qm, mx[(q0 + x) * 2 + h]);
-              const float mn = std::max(m[th * 2 + h], qm * scale), alpha = std::exp2(m[th * 2 + h] - mn);
-              m[th * 2 + h] = mn;
-              l[th * 2 + h] *= alpha;
-              for (int i = 0; i < d / 2; ++i)
-                if (((i >> 1) & 1) == h) o[th][i] *= alpha;
-            }
-          for (int th = 0; th < 128; ++th)
-            for (int kk = 0; kk < kFa3Keys / 16; ++kk)
-              for (int reg = 0; reg < 4; ++reg)
-                for (int hh = 0; hh < 2; ++hh) {
-                  const uint16_t p = qw::float_to_bf16(
-                      std::exp2(std::fma(sc[th][fa3_p_from_s(kk, reg, hh)], scale, -m[th * 2 + (reg & 1)])));
-                  l[th * 2 + (reg & 1)] += qw::bf16_to_float(p);
-                  pa[th][kk * 8 + reg * 2 + hh] = p;
+              float L = 0;
+              for (int x = 0; x < 4; ++x) L += l[(q0 + x) * 2 + h];
+              const int i = row0 + fa3_acc_row(th / 32, th % 32, 2 * h), t = t0 + fa3_row_pos(i, g);
+              if (i >= g * P || t >= cs.n) continue;
+              const int head = kvh * g + fa3_row_head(i, g);
+              float *lp = &lse[(size_t)t * cs.nh + head];
+              float inv = 1.f / L, wz = 0.f;
+              if (dca) {
+                if (L == 0.f) {
+                  if (part == 0)
+                    for (int c = 0; c < d / 8; ++c)
+                      for (int x = 0; x < 2; ++x) out[(size_t)t * cs.nh * d + head * d + fa3_acc_col(th % 32, 4 * c) + x] = 0.f;
+                  if (part == 0) *lp = -INFINITY;
+                  continue;
                 }
-          // O += P.V: A(row, k) gathered from the registers that hold it, V through the MN-major descriptor
-          for (int kk = 0; kk < kFa3Keys / 16; ++kk) {
-            std::vector<float> A(64 * 16);
-            for (int th = 0; th < 128; ++th)
-              for (int reg = 0; reg < 4; ++reg)
-                for (int hh = 0; hh < 2; ++hh)
-                  A[(size_t)fa3_afrag_row(th / 32, th % 32, reg) * 16 + fa3_afrag_k(th % 32, reg, hh)] =
-                      qw::bf16_to_float(pa[th][kk * 8 + reg * 2 + hh]);
-            for (int th = 0; th < 128; ++th)
-              for (int r = 0; r < d / 2; ++r) {
-                const int row = fa3_acc_row(th / 32, th % 32, r), col = fa3_acc_col(th % 32, r);
-                double acc = 0;
-                for (int k = 0; k < 16; ++k)
-                  acc += (double)A[(size_t)row * 16 + k] * get(read_mnmajor(fa3_desc_mnmajor(fa3_v_off(d, nc, s), kFa3Keys, kk), col, k));
-                o[th][r] += (float)acc;
+                const float prev = part == 0 ? -INFINITY : *lp, cur = m[th * 2 + h] + std::log2(L);
+                const float mx = std::max(cur, prev), wc = std::exp2(cur - mx), wp = std::exp2(prev - mx);
+                inv = wc / (L * (wc + wp));
+                wz = wp / (wc + wp);
+                if ((th & 3) == 3) *lp = mx + std::log2(wc + wp);  // after the quad's other lanes read prev
               }
-          }
+              for (int c = 0; c < d / 8; ++c)
+                for (int x = 0; x < 2; ++x) {
+                  float &z = out[(size_t)t * cs.nh * d + head * d + fa3_acc_col(th % 32, 4 * c) + x];
+                  float v = o[th][4 * c + 2 * h + x] * inv;
+                  if (wz > 0.f) v = std::fma(z, wz, v);
+                  z = qw::bf16_to_float(qw::float_to_bf16(v));
+                }
+            }
         }
-        // the kernel's epilogue
-        for (int th = 0; th < 128; ++th)
-          for (int h = 0; h < 2; ++h) {
-            const int q0 = th & ~3;
-            float L = 0;
-            for (int x = 0; x < 4; ++x) L += l[(q0 + x) * 2 + h];
-            const int i = row0 + fa3_acc_row(th / 32, th % 32, 2 * h), t = t0 + fa3_row_pos(i, g);
-            if (i >= g * P || t >= cs.n) continue;
-            const int head = kvh * g + fa3_row_head(i, g);
-            for (int c = 0; c < d / 8; ++c)
-              for (int x = 0; x < 2; ++x)
-                out[(size_t)t * cs.nh * d + head * d + fa3_acc_col(th % 32, 4 * c) + x] =
-                    qw::bf16_to_float(qw::float_to_bf16(o[th][4 * c + 2 * h + x] / L));
-          }
       }
-    }
-  // fp64 causal attention
+  }
+  // fp64 reference: causal attention, or DCA (each key scored with the query of its part, dca::part)
   double err = 0, ref_max = 0;
   int unwritten = 0;
   for (int t = 0; t < cs.n; ++t)
     for (int h = 0; h < cs.nh; ++h) {
-      const int kh = h / g, len = cs.pos0 + t + 1;
+      const int kh = h / g, pos = cs.pos0 + t, len = pos + 1;
       std::vector<double> s(len);
       double mxs = -1e300, L = 0;
       for (int k = 0; k < len; ++k) {
+        const std::vector<uint16_t> &qv = q[dca ? qw::dca::part(pos, k, cs.span) : 0];
         double a = 0;
         for (int e = 0; e < d; ++e)
-          a += (double)qw::bf16_to_float(q[((size_t)t * cs.nh + h) * d + e]) *
+          a += (double)qw::bf16_to_float(qv[((size_t)t * cs.nh + h) * d + e]) *
                qw::bf16_to_float(kc[((size_t)kh * max_ctx + k) * d + e]);
         s[k] = a / std::sqrt((double)d);
         mxs = std::max(mxs, s[k]);
@@ -422,14 +469,17 @@ void emulate(const Case &cs, Rng &rng) {
       }
     }
   CHECK(unwritten == 0 && err <= 1e-2 * std::max(1.0, ref_max),
-        "d %d h %d/%d pos0 %d n %d: %d outputs unwritten or NaN, max |err| %.3g (max |ref| %.3g)", d, cs.nh, cs.nkv,
-        cs.pos0, cs.n, unwritten, err, ref_max);
+        "d %d h %d/%d pos0 %d n %d span %d: %d outputs unwritten or NaN, max |err| %.3g (max |ref| %.3g)", d, cs.nh,
+        cs.nkv, cs.pos0, cs.n, cs.span, unwritten, err, ref_max);
 }
 
 void test_emulation(Rng &rng) {
   const Case cases[] = {
       {64, 1, 1, 0, 1},     {128, 4, 4, 0, 17},  {64, 7, 1, 0, 127},   {128, 8, 1, 0, 128}, {64, 14, 2, 0, 129},
       {128, 28, 4, 0, 40},  {64, 4, 1, 50, 77},  {128, 7, 1, 130, 21}, {64, 8, 2, 0, 300},  {128, 1, 1, 200, 129},
+      // DCA (span s): tiles straddling chunk boundaries, s below and above a key tile, chunked prefill (pos0 > 0),
+      // rows with no successive / inter keys next to rows with them in one CTA
+      {64, 4, 1, 0, 300, 40},  {128, 7, 1, 37, 200, 25}, {64, 14, 2, 100, 250, 150}, {128, 4, 4, 0, 400, 128},
   };
   for (const Case &c : cases) emulate(c, rng);
 }
