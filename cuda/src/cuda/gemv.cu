@@ -14,6 +14,7 @@
 //    (deterministic) and the fused epilogue runs once, in the first warp of the row group.
 #include "gemv.cuh"
 #include "gemv_parts.cuh"
+#include "q16_dequant.hpp"
 #include "tile_cuda.cuh"
 
 #include <algorithm>
@@ -85,30 +86,9 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
 // row's sum (chunks by ascending global index per lane, weights in order: batch invariant). Codes become floats
 // without I2F (a quarter-rate instruction): a byte permute puts the code under the exponent of 2^23 and 2^23 (W8: the
 // code's sign bit flipped, 2^23 + 128) is subtracted, exactly; each weight is then fmaf(s, q, o), the value the 8-weight
-// path and the CPU reference use. QW_GEMV_Q16=0 keeps the 8-weight kernel (the A/B).
+// path and the CPU reference use (opt/gemv/q16_dequant.hpp, checked bit for bit on the CPU by test_q16). QW_GEMV_Q16=0
+// keeps the 8-weight kernel (the A/B).
 template <int WT> constexpr int q16_per() { return WT == WT_W4 ? 32 : 16; }
-
-// 2^23 + byte j of w, as a float (byte 0 of the result = w's byte j, bytes 1, 2 = 0, byte 3 = 0x4B)
-__device__ __forceinline__ float magic_byte(uint32_t w, int j) {
-  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | (uint32_t)j));
-}
-
-// The dequantized weights of 32-bit word x of a chunk: W4 8 weights (nibble i = weight i), W8 4 (byte i = weight i).
-template <int WT>
-__device__ __forceinline__ void dequant_word(uint32_t x, float s, float o, float (&f)[WT == WT_W4 ? 8 : 4]) {
-  if constexpr (WT == WT_W4) {
-    const uint32_t lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
-#pragma unroll
-    for (int m = 0; m < 4; ++m) {
-      f[2 * m] = fmaf(s, magic_byte(lo, m) - 8388608.f, o);
-      f[2 * m + 1] = fmaf(s, magic_byte(hi, m) - 8388608.f, o);
-    }
-  } else {
-    const uint32_t u = x ^ 0x80808080u;  // two's complement -> offset binary
-#pragma unroll
-    for (int m = 0; m < 4; ++m) f[m] = fmaf(s, magic_byte(u, m) - 8388736.f, o);
-  }
-}
 
 template <int WT, int NB, int R, int U, bool KS>
 __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, const int kt, const int ks_arg) {
@@ -155,7 +135,7 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             const uint32_t x = j == 0 ? wv[r][u].x : j == 1 ? wv[r][u].y : j == 2 ? wv[r][u].z : wv[r][u].w;
-            dequant_word<WT>(x, sc[r][u], of[r][u], wf[r]);
+            qw::q16::dequant_word<WT == WT_W4 ? qw::q16::kW4 : qw::q16::kW8>(x, sc[r][u], of[r][u], wf[r]);
           }
 #pragma unroll
           for (int b = 0; b < NB; ++b) {
