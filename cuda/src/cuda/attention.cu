@@ -1,5 +1,6 @@
 // attention.cu — decode (split-KV) attention; see attention.cuh. Prefill: attention_prefill.cu.
 #include "attention.cuh"
+#include "attn_rows.cuh"
 
 #include <algorithm>
 #include <cstring>
@@ -39,10 +40,6 @@ constexpr int kVB = 16;                    // V rows in flight per lane
 // chunks of >= 512 keys is the next rule to time (docs/GPU-NEXT.md).
 constexpr int32_t kGroupLenDefault = 0;
 
-template <int E> struct VRaw;
-template <> struct VRaw<4> { using T = uint2; };
-template <> struct VRaw<2> { using T = uint32_t; };
-template <> struct VRaw<1> { using T = uint16_t; };
 
 // GM: query heads per block (1: one block per (split, query head) -- the shortest per-warp chain, K/V of a kv
 // head re-read from L2 by its G blocks; 8: one block serves all G heads of a kv head). Per head the arithmetic
@@ -137,18 +134,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
     float s[GM];
 #pragma unroll
     for (int g = 0; g < GM; ++g) {
-      float acc = 0.f;
-      if (g < G) {
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-          const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][8 * i]);
-          const float4 qb = *reinterpret_cast<const float4 *>(&q_s[g][8 * i + 4]);
-          acc = fmaf(qa.x, bf16_lo(kr[i].x), acc); acc = fmaf(qa.y, bf16_hi(kr[i].x), acc);
-          acc = fmaf(qa.z, bf16_lo(kr[i].y), acc); acc = fmaf(qa.w, bf16_hi(kr[i].y), acc);
-          acc = fmaf(qb.x, bf16_lo(kr[i].z), acc); acc = fmaf(qb.y, bf16_hi(kr[i].z), acc);
-          acc = fmaf(qb.z, bf16_lo(kr[i].w), acc); acc = fmaf(qb.w, bf16_hi(kr[i].w), acc);
-        }
-      }
+      const float acc = g < G ? qk_row<D>(q_s[g], kr) : 0.f;
       s[g] = valid ? acc : kNegBig;
     }
     // online softmax per head
@@ -182,13 +168,7 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
         for (int jj = 0; jj < kVB; ++jj) {
           if (j0 + jj < nk) {  // warp-uniform
             float vf[E];
-            if constexpr (E == 4) {
-              vf[0] = bf16_lo(vr[jj].x); vf[1] = bf16_hi(vr[jj].x); vf[2] = bf16_lo(vr[jj].y); vf[3] = bf16_hi(vr[jj].y);
-            } else if constexpr (E == 2) {
-              vf[0] = bf16_lo(vr[jj]); vf[1] = bf16_hi(vr[jj]);
-            } else {
-              vf[0] = __uint_as_float((uint32_t)vr[jj] << 16);
-            }
+            v_dims<E>(vr[jj], vf);
 #pragma unroll
             for (int g = 0; g < GM; ++g) {
               if (g < G) {

@@ -1,10 +1,10 @@
 // dca_kernels.cu — Dual Chunk Attention kernels (see dca.cuh; the remapping is dca_positions.hpp's, shared with the CPU).
 #include "dca.cuh"
 
+#include "attn_rows.cuh"
 #include "dca_positions.hpp"
 
 #include <algorithm>
-#include <type_traits>
 
 namespace qwc {
 namespace {
@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaA
   pdl_trigger();
   constexpr int D = 32 * E, kWarps = kThreads / 32, kVB = 16;
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f, kNegBig = -1e30f;
-  using VT = typename std::conditional<E == 4, uint2, typename std::conditional<E == 2, uint32_t, uint16_t>::type>::type;
+  using VT = typename VRaw<E>::T;
   __shared__ __align__(16) float q_s[3][D];  // the group's query, scaled by log2(e) / sqrt(d)
   __shared__ float wm_s[kWarps], wl_s[kWarps];
   __shared__ __align__(16) float wo_s[kWarps][D];
@@ -204,16 +204,7 @@ __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaA
     VT vr0[kVB];
 #pragma unroll
     for (int jj = 0; jj < kVB; ++jj) vr0[jj] = *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + min(jj, nk - 1)) * D + lane * E);
-    float acc = 0.f;
-#pragma unroll
-    for (int x = 0; x < D / 8; ++x) {
-      const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][8 * x]);
-      const float4 qb = *reinterpret_cast<const float4 *>(&q_s[g][8 * x + 4]);
-      acc = fmaf(qa.x, bf16_lo(kr[x].x), acc); acc = fmaf(qa.y, bf16_hi(kr[x].x), acc);
-      acc = fmaf(qa.z, bf16_lo(kr[x].y), acc); acc = fmaf(qa.w, bf16_hi(kr[x].y), acc);
-      acc = fmaf(qb.x, bf16_lo(kr[x].z), acc); acc = fmaf(qb.y, bf16_hi(kr[x].z), acc);
-      acc = fmaf(qb.z, bf16_lo(kr[x].w), acc); acc = fmaf(qb.w, bf16_hi(kr[x].w), acc);
-    }
+    const float acc = qk_row<D>(q_s[g], kr);
     const float sc = valid ? acc : kNegBig;
     const float mn = fmaxf(m, warp_max(sc));
     const float alpha = exp2f(m - mn);
@@ -233,13 +224,7 @@ __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaA
       for (int jj = 0; jj < kVB; ++jj) {
         const float pj = __shfl_sync(0xffffffffu, p, j0 + jj);  // 0 past nk: an invalid lane's p
         float vf[E];
-        if constexpr (E == 4) {
-          vf[0] = bf16_lo(vr[jj].x); vf[1] = bf16_hi(vr[jj].x); vf[2] = bf16_lo(vr[jj].y); vf[3] = bf16_hi(vr[jj].y);
-        } else if constexpr (E == 2) {
-          vf[0] = bf16_lo(vr[jj]); vf[1] = bf16_hi(vr[jj]);
-        } else {
-          vf[0] = __uint_as_float((uint32_t)vr[jj] << 16);
-        }
+        v_dims<E>(vr[jj], vf);
 #pragma unroll
         for (int e = 0; e < E; ++e) o[e] = fmaf(pj, vf[e], o[e]);
       }
