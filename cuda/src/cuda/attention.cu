@@ -30,7 +30,7 @@ constexpr int kDecWarps = 4;
 constexpr int kGMax = 8;
 constexpr int kMinChunk = kDecWarps * 32;  // one 32-key tile per warp at least
 constexpr int kMaxSplit = 128;             // smem weights of the combine; decode_attn_pick_split never exceeds it
-constexpr int kVB = 16;                    // V rows in flight per lane
+constexpr int kVB = kAttnVRows;            // V rows in flight per lane
 // Adaptive launch: from this kv length a sequence gets one block per kv head (QW_ATTN_GROUP_LEN overrides). Off: on an
 // H100 (2026-12-05 fourth run, qwlab attn, n_split per kv head, bitwise equal to GM 1 / GM 8 on 19 shapes) its
 // grouped side matched GM 8 (7B B1 32k 86 us) but was slower than GM 1 at 0.5B 32k (54 vs 41 us) and below 16k,
@@ -125,12 +125,8 @@ __global__ void __launch_bounds__(kDecWarps * 32) decode_attn_kernel(const Decod
     // QK: this lane's key row; the first kVB V rows of the tile are loaded with it (they do not depend on the
     // scores), so their latency hides behind QK and the softmax instead of following them
     uint4 kr[D / 8];
-    const uint4 *kp = reinterpret_cast<const uint4 *>(kbase + (int64_t)(valid ? t : t0) * D);
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) kr[i] = kp[i];
     VT vr0[kVB];
-#pragma unroll
-    for (int jj = 0; jj < kVB; ++jj) vr0[jj] = *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + min(jj, nk - 1)) * D + lane * E);
+    load_tile_rows<D, E>(kbase, vbase, valid ? t : t0, tile, nk, lane, kr, vr0);
     float s[GM];
 #pragma unroll
     for (int g = 0; g < GM; ++g) {

@@ -65,6 +65,8 @@ size_t prefill_attn_split_ws_floats(int32_t n, int32_t n_heads, int32_t head_dim
 // key ranges and query variants (opt/dca/dca_tiles.cuh). Where dca_prefill_mma_supported is false, or QW_DCA_MMA=0,
 // the SIMT kernel of opt/dca runs instead (launch_dca_attention).
 bool dca_prefill_mma_supported(int32_t head_dim, int32_t span);
+// False when QW_DCA_MMA=0: DCA prefill on neither tensor-core kernel (mma.sync nor wgmma), the SIMT one instead.
+bool dca_prefill_tensor_cores_requested();
 const char *launch_prefill_attention_dca(const PrefillAttnArgs &a, cudaStream_t stream);
 // head_dim 64 or 128 use the tensor-core kernel; other even head dims use a simple SIMT kernel. On sm_90 (unless
 // QW_FLASH_WGMMA=0), the sm_90a wgmma kernel (opt/attention/fa3_prefill.cuh) where it supports the shape.

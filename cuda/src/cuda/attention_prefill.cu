@@ -344,9 +344,12 @@ static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttn
   launch(prefill_attn_mma_kernel<D, TREE, BLOCKS, SPLIT, DCA>, grid, 128, smem, s, a);
 }
 
+bool dca_prefill_tensor_cores_requested() {
+  return env_switch_on("QW_DCA_MMA", "the SIMT DCA kernel", "the tensor-core DCA prefill");
+}
+
 bool dca_prefill_mma_supported(int32_t head_dim, int32_t span) {
-  return (head_dim == 64 || head_dim == 128) && span >= kDcaMinSpan &&
-         env_switch_on("QW_DCA_MMA", "the SIMT DCA kernel", "the tensor-core DCA prefill");
+  return (head_dim == 64 || head_dim == 128) && span >= kDcaMinSpan && dca_prefill_tensor_cores_requested();
 }
 
 const char *launch_prefill_attention_dca(const PrefillAttnArgs &a, cudaStream_t s) {

@@ -28,6 +28,23 @@ __device__ __forceinline__ float qk_row(const float *q, const uint4 (&kr)[D / 8]
   return acc;
 }
 
+// V rows a lane loads before their P.V FMAs (one memory round trip per kAttnVRows keys, not one per key).
+constexpr int kAttnVRows = 16;
+
+// A lane's K row `row` (D / 8 16-byte loads) and its E dims of the first kAttnVRows V rows of the 32-key tile at `tile`
+// (nk valid keys, later rows clamped to the last): issued together, so the V latency hides behind Q.K and the softmax.
+template <int D, int E>
+__device__ __forceinline__ void load_tile_rows(const __nv_bfloat16 *kbase, const __nv_bfloat16 *vbase, int64_t row,
+                                               int tile, int nk, int lane, uint4 (&kr)[D / 8],
+                                               typename VRaw<E>::T (&vr0)[kAttnVRows]) {
+  const uint4 *kp = reinterpret_cast<const uint4 *>(kbase + row * D);
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) kr[i] = kp[i];
+#pragma unroll
+  for (int jj = 0; jj < kAttnVRows; ++jj)
+    vr0[jj] = *reinterpret_cast<const typename VRaw<E>::T *>(vbase + (int64_t)(tile + min(jj, nk - 1)) * D + lane * E);
+}
+
 // The E floats of raw V bits v.
 template <int E>
 __device__ __forceinline__ void v_dims(typename VRaw<E>::T v, float (&vf)[E]) {

@@ -314,19 +314,15 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
   if (gemv_mma_enabled() && (name = launch_gemv_mma(a, s))) return name;
   if (vec_ok) {
     const int nb = nb_of(a.batch);
-    int kt = (int)std::min<int64_t>(cols, (kSmemBytes / (nb * 2)) / 8 * 8);
-    if (q16_takes(a)) {  // kt a multiple of 32: a K tile holds whole chunks of either type
-      kt = (int)std::min<int64_t>(cols, (kSmemBytes / (nb * 2)) / 32 * 32);
-      name = a.w.type == WT_W4 ? dispatch_nb<WT_W4, true>(a, kt, s) : dispatch_nb<WT_W8, true>(a, kt, s);
-      QWC_LAUNCH_CHECK("launch_gemv");
-      return name;
-    }
+    const bool q16 = q16_takes(a);
+    const int kalign = q16 ? 32 : 8;  // q16: a K tile holds whole chunks of either type
+    const int kt = (int)std::min<int64_t>(cols, (kSmemBytes / (nb * 2)) / kalign * kalign);
     switch (a.w.type) {
       case WT_BF16: name = dispatch_nb<WT_BF16>(a, kt, s); break;
       case WT_F16: name = dispatch_nb<WT_F16>(a, kt, s); break;
       case WT_F32: name = dispatch_nb<WT_F32>(a, kt, s); break;
-      case WT_W8: name = dispatch_nb<WT_W8>(a, kt, s); break;
-      case WT_W4: name = dispatch_nb<WT_W4>(a, kt, s); break;
+      case WT_W8: name = q16 ? dispatch_nb<WT_W8, true>(a, kt, s) : dispatch_nb<WT_W8>(a, kt, s); break;
+      case WT_W4: name = q16 ? dispatch_nb<WT_W4, true>(a, kt, s) : dispatch_nb<WT_W4>(a, kt, s); break;
       default: throw CudaError("launch_gemv: unknown weight type");
     }
   } else {

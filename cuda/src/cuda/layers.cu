@@ -195,7 +195,7 @@ const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act,
 const char *CudaSession::dca_attention(const Pass &p, int32_t l) {
   const Config &c = m_.cfg;
   const int32_t span = p.st->dca_chunk - p.st->dca_local;
-  if (!p.decode && qwc::env_switch_on("QW_DCA_MMA", "the SIMT DCA kernel", "the tensor-core DCA prefill")) {
+  if (!p.decode && qwc::dca_prefill_tensor_cores_requested()) {
     const bool wgmma = span >= 1 && qwc::fa3_prefill_requested() && qwc::dca_prefill_fa3_requested() &&
                        !*qwc::fa3_prefill_unsupported_here(seq_attn_args(*p.st, l, 0));
     if (wgmma || qwc::dca_prefill_mma_supported(c.head_dim, span)) {

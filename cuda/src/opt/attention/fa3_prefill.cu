@@ -526,6 +526,22 @@ static void require_device(const PrefillAttnArgs &a, const char *what) {
   if (*why) throw CudaError(std::string(what) + why);
 }
 
+// The fields every launch takes from a (its rows, heads, query positions per tile, score scale); the maps are the caller's.
+Fa3Params fa3_params(const PrefillAttnArgs &a) {
+  const int d = a.head_dim, g = a.n_heads / a.n_kv;
+  Fa3Params prm;
+  prm.out = a.out;
+  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
+  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  return prm;
+}
+
+// A TMA map of a's slot in one bf16 cache plane (K or V), keys 0 .. pos0 + n - 1.
+void encode_cache(CUtensorMap *m, const __nv_bfloat16 *cache, const PrefillAttnArgs &a, const char *what) {
+  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * a.head_dim;
+  encode(m, cache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, a.head_dim, a.max_ctx), what);
+}
+
 bool fa3_prefill_requested() {
   return env_switch_on("QW_FLASH_WGMMA", "the mma.sync kernel", "the wgmma kernel on sm_90");
 }
@@ -533,15 +549,11 @@ bool fa3_prefill_requested() {
 const char *launch_prefill_attention_fa3(const PrefillAttnArgs &a, cudaStream_t s, bool pingpong) {
   if (a.n <= 0) return "attn_prefill_wgmma";
   require_device(a, "flash prefill (wgmma): ");
-  const int d = a.head_dim, g = a.n_heads / a.n_kv;
-  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
-  Fa3Params prm;
+  const int d = a.head_dim;
+  Fa3Params prm = fa3_params(a);
   encode(&prm.tq, a.q, fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d)), "q");
-  encode(&prm.tk, a.kcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "k cache");
-  encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
-  prm.out = a.out;
-  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
-  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  encode_cache(&prm.tk, a.kcache, a, "k cache");
+  encode_cache(&prm.tv, a.vcache, a, "v cache");
   const std::string v = fa3_variant();
   const bool s3 = v == "s3" || v == "s3split", split = v == "split" || v == "s3split" || (v.empty() && d == 128);
   if (d == 128 && pingpong) {
@@ -574,14 +586,10 @@ const char *launch_prefill_attention_dca_fa3(const PrefillAttnArgs &a, float *ls
     throw CudaError("dca prefill (wgmma): needs the three query variants, chunk - local >= 1 and the lse workspace");
   if ((reinterpret_cast<uintptr_t>(a.dca.succ) | reinterpret_cast<uintptr_t>(a.dca.inter)) & 15)
     throw CudaError("dca prefill (wgmma): the successive and inter queries must be 16-byte aligned (TMA)");
-  const int d = a.head_dim, g = a.n_heads / a.n_kv;
-  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
-  Fa3Params prm;
-  encode(&prm.tk, a.kcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "k cache");
-  encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
-  prm.out = a.out;
-  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
-  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  const int d = a.head_dim;
+  Fa3Params prm = fa3_params(a);
+  encode_cache(&prm.tk, a.kcache, a, "k cache");
+  encode_cache(&prm.tv, a.vcache, a, "v cache");
   prm.dca_span = a.dca.span;
   prm.lse = lse;
   // intra first: every row has a key there (its own), so the first part writes every row's z and lse
@@ -605,16 +613,12 @@ const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp
   if (a.head_dim != 128) throw CudaError("sage (wgmma): head_dim must be 128");
   if ((reinterpret_cast<uintptr_t>(q8.qi) | reinterpret_cast<uintptr_t>(q8.ki) | reinterpret_cast<uintptr_t>(q8.vt)) & 15)
     throw CudaError("sage (wgmma): the INT8 Q and K and the e4m3 V must be 16-byte aligned (TMA)");
-  const int d = 128, g = a.n_heads / a.n_kv;
-  const size_t slot_off = (size_t)a.slot * a.n_kv * a.max_ctx * d;
-  Fa3Params prm;
+  const int d = 128;
+  Fa3Params prm = fa3_params(a);
   encode(&prm.tq, q8.qi, fa3_q_map(a.n, a.n_heads, a.n_kv, d, fa3_consumers(d), 1), "int8 q");
   encode(&prm.tk, q8.ki, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, q8.ctx64, 1), "int8 k");
   if (fp8) encode(&prm.tv, q8.vt, fa3_vt_map(q8.ctx64, a.n_kv, d), "e4m3 v");
-  else encode(&prm.tv, a.vcache + slot_off, fa3_kv_map(a.pos0 + a.n, a.n_kv, d, a.max_ctx), "v cache");
-  prm.out = a.out;
-  prm.pos0 = a.pos0; prm.n = a.n; prm.n_heads = a.n_heads; prm.g = g; prm.p = fa3_pos_per_tile(g, fa3_consumers(d));
-  prm.scale_log2 = kLog2e / std::sqrt((float)d);
+  else encode_cache(&prm.tv, a.vcache, a, "v cache");
   prm.qs = q8.qs; prm.ks = q8.ks; prm.qs_stride = q8.qs_stride; prm.ks_n = q8.ctx64 / 64;
   prm.vs = q8.vs; prm.vmean = q8.vmean;
   // the split K / V release (the bf16 kernel's default at hd 128) only as a lab variant here (QW_FA3_VARIANT=split or

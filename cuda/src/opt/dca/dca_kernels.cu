@@ -167,7 +167,7 @@ template <int E>
 __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaAttnArgs a) {
   pdl_wait();
   pdl_trigger();
-  constexpr int D = 32 * E, kWarps = kThreads / 32, kVB = 16;
+  constexpr int D = 32 * E, kWarps = kThreads / 32, kVB = kAttnVRows;
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f, kNegBig = -1e30f;
   using VT = typename VRaw<E>::T;
   __shared__ __align__(16) float q_s[3][D];  // the group's query, scaled by log2(e) / sqrt(d)
@@ -198,12 +198,8 @@ __global__ void __launch_bounds__(kThreads) dca_attention_warp_kernel(const DcaA
     const bool valid = t < w_hi;
     const int g = t >= b_intra ? 0 : t >= b_succ ? 1 : 2;
     uint4 kr[D / 8];
-    const uint4 *kp = reinterpret_cast<const uint4 *>(kbase + (int64_t)(valid ? t : tile) * D);
-#pragma unroll
-    for (int x = 0; x < D / 8; ++x) kr[x] = kp[x];
     VT vr0[kVB];
-#pragma unroll
-    for (int jj = 0; jj < kVB; ++jj) vr0[jj] = *reinterpret_cast<const VT *>(vbase + (int64_t)(tile + min(jj, nk - 1)) * D + lane * E);
+    load_tile_rows<D, E>(kbase, vbase, valid ? t : tile, tile, nk, lane, kr, vr0);
     const float acc = qk_row<D>(q_s[g], kr);
     const float sc = valid ? acc : kNegBig;
     const float mn = fmaxf(m, warp_max(sc));
