@@ -12,6 +12,7 @@
 # 3. lab-gemv: qwlab gemv (gemv_q16 against the CPU reference and, timed, against QW_GEMV_Q16=0 on 7B shapes; batch
 #    invariance of W4 / W8);
 # 4. lab-prefill: qwlab prefill (the wgmma DCA prefill rows against the SIMT kernel, s < 64 included; TFLOP/s at 7B);
+# 4b. lab-bsparse: qwlab bsparse (the block-sparse mma attend, QW_SPARSE_MMA, never run before; TESTS gained sparse);
 # 5. dca-7b: DCA on vs off on 7B at 8k (DCA_LENGTHS; 32k ran in call 6: 1.02x prefill, 1.12x decode);
 # 6. q4-7b / q8-7b: 7B requantized at load, tg128 b1 / b16 and pp512, gemv_q16 then QW_GEMV_Q16=0 (issue 10: q4 b1
 #    >= 550, q8 >= 400 on the H200; the fifth run's q4 simple b1 was 208.3 tok/s, 1.22 TB/s).
@@ -39,13 +40,16 @@ ref=$!
 lab_build=""; [[ ${LAB:-1} == 0 ]] || lab_build=" && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
 step 200 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build" \
   || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
-for f in ${TESTS-weights dca cpu-vs-cuda kvcache}; do
+for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
 grep -E "dca" "$OUT/lab-prefill.log" 2>/dev/null | grep -v "^|" | sed "s/^/  lab: /" >> "$S"
+# issue 14: the block-sparse tensor-core attend (QW_SPARSE_MMA's kernel, first run) in the lab, timed at 4k / 16k / 32k
+[[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
+grep -E "FAIL|failure|keys visited" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
 wait $ref; tail -1 /tmp/ref.log >> "$S"
 # issue 14: DCA's cost on 7B shapes (chunk 8192, local 1024: all three parts active), dca off vs on
 step 150 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths ${DCA_LENGTHS:-8192} --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
