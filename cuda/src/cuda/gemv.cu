@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
 // code's sign bit flipped, 2^23 + 128) is subtracted, exactly; each weight is then fmaf(s, q, o), the value the 8-weight
 // path and the CPU reference use (opt/gemv/q16_dequant.hpp, checked bit for bit on the CPU by test_q16). QW_GEMV_Q16=0
 // keeps the 8-weight kernel (the A/B).
-template <int WT> constexpr int q16_per() { return WT == WT_W4 ? 32 : 16; }
+template <int WT> __host__ __device__ constexpr int q16_per() { return WT == WT_W4 ? 32 : 16; }
 
 template <int WT, int NB, int R, int U, bool KS>
 __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, const int kt, const int ks_arg) {
