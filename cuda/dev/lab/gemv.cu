@@ -277,7 +277,7 @@ void run_gemv() {
     if (g_quick) gemv_case("1.5B down", t, 1536, 8960, 3, GEMV_PRO_BF16, GEMV_EPI_F32, false);  // 1/5 of the host randoms
     else gemv_case("7B down", t, 3584, 18944, 3, GEMV_PRO_BF16, GEMV_EPI_F32, true);
   }
-  // W4 / W8 at batch 1 on the 7B shapes, gemv_q16 against the 8-weight kernel (QW_GEMV_Q16=0), both timed
+  // W4 / W8 at batch 1 and 16 on the 7B shapes, gemv_q16 against the 8-weight kernel (QW_GEMV_Q16=0), both timed
   for (int q16 : {1, 0}) {
     setenv("QW_GEMV_Q16", q16 ? "1" : "0", 1);
     for (int t : {WT_W4, WT_W8}) {
@@ -285,6 +285,10 @@ void run_gemv() {
       gemv_case("7B down +res", t, 3584, 18944, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
       gemv_case("7B qkv norm", t, 4608, 3584, 1, GEMV_PRO_NORM, GEMV_EPI_F32, true);
       if (g_quick) break;
+      for (int b : {16}) {  // batched decode: the staged activations are read b times per weight
+        gemv_case("7B gate_up norm+swiglu", t, 37888, 3584, b, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, true);
+        gemv_case("7B down +res", t, 3584, 18944, b, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+      }
     }
   }
   unsetenv("QW_GEMV_Q16");

@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
 // times the 8-weight chunk of gemv_vec_kernel, whose W4 loads were 4 bytes (32 bytes in flight per lane: 7B q4 decode
 // read its weights at 1.22 TB/s, 40 % of an H100's copy rate, fifth run). Everything else is gemv_vec_kernel's: R rows
 // per warp, U chunks in flight per row, the ks K split, the staged activations, the epilogues, and the order of each
-// row's sum (chunks by ascending global index per lane, weights in order: batch invariant). Codes become floats
+// row's sum (chunks by ascending global index per lane, words in a per-lane rotated order: batch invariant). Codes become floats
 // without I2F (a quarter-rate instruction): a byte permute puts the code under the exponent of 2^23 and 2^23 (W8: the
 // code's sign bit flipped, 2^23 + 128) is subtracted, exactly; each weight is then fmaf(s, q, o), the value the 8-weight
 // path and the CPU reference use (opt/gemv/q16_dequant.hpp, checked bit for bit on the CPU by test_q16). QW_GEMV_Q16=0
@@ -130,16 +130,22 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
       },
       [&](int u, int c) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {  // the chunk's 32-bit words, in weight order
+        for (int j = 0; j < 4; ++j) {
+          // The chunk's 32-bit words in an order rotated per lane: a lane's chunk spans 64 (W4) / 32 (W8) bytes of
+          // staged activations, so word j of every lane would hit the same 4 banks of a 16-byte (8-byte) shared
+          // load phase (4-way conflict; at batch 16 the activation reads bound the kernel: 7B q4 b16 was 0.67x the
+          // 8-weight kernel, ninth run). Lanes l>>1 (W4) / l>>2 (W8) start at word (l>>1)&3 / (l>>2)&3: conflict
+          // free. The order depends on the lane only, never on the batch: batch invariant.
+          const int w = (j + (lane >> (WT == WT_W4 ? 1 : 2))) & 3;
           float wf[R][WW];
 #pragma unroll
           for (int r = 0; r < R; ++r) {
-            const uint32_t x = j == 0 ? wv[r][u].x : j == 1 ? wv[r][u].y : j == 2 ? wv[r][u].z : wv[r][u].w;
+            const uint32_t x = w == 0 ? wv[r][u].x : w == 1 ? wv[r][u].y : w == 2 ? wv[r][u].z : wv[r][u].w;
             qw::q16::dequant_word<WT == WT_W4 ? qw::q16::kW4 : qw::q16::kW8>(x, sc[r][u], of[r][u], wf[r]);
           }
 #pragma unroll
           for (int b = 0; b < NB; ++b) {
-            const __nv_bfloat16 *ap = act_s + b * kt + E * c + WW * j;
+            const __nv_bfloat16 *ap = act_s + b * kt + E * c + WW * w;
             float af[WW];
             if constexpr (WW == 8) {
               const uint4 av = *reinterpret_cast<const uint4 *>(ap);
