@@ -248,6 +248,8 @@ export interface EngineModel {
   /** Profiling mode names, from the library (qw_profiling_mode_name): "off", "events", "kernels". */
   profilingModes(): string[];
   newSession(opts?: { maxBatch?: number; maxContext?: number; maxPrefill?: number; dca?: DcaOptions; sparse?: SparseOptions }): EngineSession;
+  /** CUDA: device memory in use now, device-wide (cudaMemGetInfo), for a notebook to diff around a step; CPU: undefined. */
+  deviceMemoryUsed?(): number | undefined;
   close(): void;
 }
 

@@ -187,6 +187,15 @@ export class Model implements EngineModel {
     return info.weight_bytes;
   }
 
+  deviceMemoryUsed(): number | undefined {
+    try {
+      const v = (JSON.parse(this.engine.infoJson()) as Record<string, unknown>).memory_used_bytes;
+      return typeof v === "number" ? v : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   profilingModes(): string[] {
     return catalogOf(this.engine.lib).profilingModes.map((m) => m.name);
   }

@@ -23,6 +23,7 @@ const USAGE = `usage: npx bun notebooks/sparse-bench.ts [model] [options]
   --arms off,A,...        sparsePrefill values to run, off first (default off,vertical-slash; also block-sparse)
   --vertical N --slash N --blocks N --local N --sink N   sparse budgets (default 64, 64, 8, 64, 4)
   --dca on|off            Dual Chunk Attention in both arms (default off)
+  --chunk N               prefill in pieces of at most N tokens (the session's maxPrefill; default: the whole prompt)
   --backend auto|cpu|cuda --threads N
   --out DIR               default profiles/raw/sparse-bench/<stamp>`;
 
@@ -30,7 +31,7 @@ const { values: o, positionals } = parseArgs({
   args: Bun.argv.slice(2), allowPositionals: true, options: {
     lengths: { type: "string" }, reps: { type: "string" }, vertical: { type: "string" }, slash: { type: "string" },
     blocks: { type: "string" }, arms: { type: "string" },
-    local: { type: "string" }, sink: { type: "string" }, dca: { type: "string" }, backend: { type: "string" },
+    local: { type: "string" }, sink: { type: "string" }, dca: { type: "string" }, backend: { type: "string" }, chunk: { type: "string" },
     threads: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" },
   },
 });
@@ -59,13 +60,25 @@ const out = resolve(o.out ?? join("profiles/raw/sparse-bench", new Date().toISOS
 
 const model = await openModel(positionals[0] ?? PASSKEY_MODEL_DIR, { backend, threads });
 const maxLen = Math.max(...lengths);
+const chunk = o.chunk !== undefined ? int(o.chunk, "chunk", 64, 0) : undefined;
+// Device memory (CUDA, device-wide, cudaMemGetInfo): after the load, after each session's creation (its KV cache and
+// its buffers for maxPrefill rows) and after its arm's first pass (scratch grown on first use): an arm's activation
+// memory is its session's growth less its KV cache.
+const memUsed = () => model.deviceMemoryUsed?.();
+const mem0 = memUsed();
+const memSession: (number | undefined)[] = [];
+const memGrowth = new Map<string, number>();  // `${arm}@${L}` → bytes the warm-up pass added
 const sessions = arms.map((a) => {
-  const s = model.newSession({ maxContext: maxLen + 8, ...(a !== "off" ? { sparse: budgets } : {}) });
+  const before = memUsed();
+  const s = model.newSession({ maxContext: maxLen + 8, ...(chunk ? { maxPrefill: chunk } : {}), ...(a !== "off" ? { sparse: budgets } : {}) });
+  const after = memUsed();
+  memSession.push(before !== undefined && after !== undefined ? after - before : undefined);
   if (dca === "on") s.setToggle("dca", "on");
   s.setToggle("sparsePrefill", a);
   s.setSampling(0, { temperature: 0 });
   return s;
 });
+const kvBytes = sessions.map((s) => s.kvInfo?.().kvBytes ?? NaN);
 const tok = model.tokenizer;
 const filler = new FillerStream(tok);
 const load0 = loadavg()[0];
@@ -81,7 +94,12 @@ try {
       s.prefill(0, tokens);
       return L / ((performance.now() - t0) / 1000);
     };
-    for (let i = 0; i < arms.length; i++) pass(i);  // warm-up
+    for (let i = 0; i < arms.length; i++) {  // warm-up
+      const before = memUsed();
+      pass(i);
+      const after = memUsed();
+      if (before !== undefined && after !== undefined) memGrowth.set(`${arms[i]}@${L}`, after - before);
+    }
     for (let r = 0; r < reps; r++) {
       for (let i = 0; i < arms.length; i++) {
         const k = `${arms[i]}@${L}`;
@@ -91,12 +109,14 @@ try {
     }
     for (let i = 1; i < arms.length; i++) {
       const heads = sessions[i].sparseInfo!().layers.flatMap((l) => l.heads);
-      density.set(`${arms[i]}@${L}`, heads.reduce((a, h) => a + h.density, 0) / Math.max(1, heads.length));
+      // the CUDA backend keeps no per-head counts (the lab, `qwlab bsparse`, reports its keys visited): NaN = not measured
+      density.set(`${arms[i]}@${L}`, heads.length ? heads.reduce((a, h) => a + h.density, 0) / heads.length : NaN);
     }
   }
 } finally {
   for (const s of sessions) s.close();
 }
+const gib = (b: number) => (Number.isFinite(b) ? (b / 2 ** 30).toFixed(2) : "n/a");
 const fmt = (xs: number[]) => { const st = statOf(xs, "tok/s"); return `${st.median.toFixed(0)} (${st.min.toFixed(0)}–${st.max.toFixed(0)})`; };
 const rows = lengths.flatMap((L) => arms.slice(1).map((arm) => {
   const d = samples.get(`off@${L}`)!, s = samples.get(`${arm}@${L}`)!;
@@ -107,11 +127,18 @@ const md = [
   `Command: \`npx bun notebooks/sparse-bench.ts ${Bun.argv.slice(2).join(" ")}\`. Budgets: vertical ${budgets.vertical}, slash ${budgets.slash}, blocks ${budgets.blocks}, local ${budgets.local}, sink ${budgets.sink}; dca ${dca}. ` +
   `${reps} measured passes per cell after one warm-up, interleaved across arms; median (min–max). Load average ${load0.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end.`, "",
   "| length | arm | dense prefill tok/s | sparse prefill tok/s | speedup (medians) | keys visited |", "|---:|---|---:|---:|---:|---:|",
-  ...rows.map((r) => `| ${r.length} | ${r.arm} | ${fmt(r.dense.samples)} | ${fmt(r.sparse.samples)} | ${r.speedup.toFixed(2)}× | ${(100 * r.density).toFixed(1)} % |`),
+  ...rows.map((r) => `| ${r.length} | ${r.arm} | ${fmt(r.dense.samples)} | ${fmt(r.sparse.samples)} | ${r.speedup.toFixed(2)}× | ${Number.isNaN(r.density) ? "not measured" : `${(100 * r.density).toFixed(1)} %`} |`),
+  ...(mem0 === undefined ? [] : ["", `Device memory (device-wide, cudaMemGetInfo), maxPrefill ${chunk ?? "whole prompt"}: ${gib(mem0)} GiB in use after the load.`, "",
+    "| arm | session at creation GiB | of it KV cache GiB | activations + scratch GiB | growth on the first pass at each length GiB |", "|---|---:|---:|---:|---|",
+    ...arms.map((a, i) => {
+      const kv = kvBytes[i], sess = memSession[i] ?? NaN;
+      return `| ${a} | ${gib(sess)} | ${gib(kv)} | ${gib(sess - kv)} | ${lengths.map((L) => `${L}: ${gib(memGrowth.get(`${a}@${L}`) ?? NaN)}`).join(", ")} |`;
+    })]),
 ].join("\n");
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, "sparse-bench.md"), md + "\n");
-writeFileSync(join(out, "sparse-bench.json"), JSON.stringify({ model: model.id, backend: model.backend, device: model.device.name, budgets, arms, dca, reps, rows }, null, 2) + "\n");
+writeFileSync(join(out, "sparse-bench.json"), JSON.stringify({ model: model.id, backend: model.backend, device: model.device.name, budgets, arms, dca, reps, chunk: chunk ?? null, rows,
+  memory: mem0 === undefined ? null : { afterLoad: mem0, sessions: arms.map((a, i) => ({ arm: a, atCreation: memSession[i] ?? null, kvBytes: kvBytes[i], firstPass: Object.fromEntries(lengths.map((L) => [L, memGrowth.get(`${a}@${L}`) ?? null])) })) } }, null, 2) + "\n");
 model.close();
 console.log(md);
 console.log(`\nwritten: ${join(out, "sparse-bench.md")}`);

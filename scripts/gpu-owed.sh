@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# gpu-owed.sh — the measurements owed after the eighth run (2026-12-06, H100), most important first, each cut so that
-# the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
-# fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
-#   first call (~480 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
-#     'DEADLINE=540 bash scripts/gpu-owed.sh'
-#   then, warm (the build stays): ONLY="q4-7b q8-7b" (the 7B quantized benches, ~150 s each: 125 s of requantizing).
+# gpu-owed.sh — the measurements owed after the ninth run's first calls (2026-12-06, H100), most important first, each
+# cut so that the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny
+# models do not fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
+#   one call (~540 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
+#     'DEADLINE=540 TESTS="sparse cpu-vs-cuda weights" ONLY="lab-bsparse sparse-7b lab-gemv q4-7b-q161=" bash scripts/gpu-owed.sh'
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
-# 2. TESTS (default: weights dca cpu-vs-cuda kvcache: gemv_q16 is on every W4 / W8 decode GEMV, compile-checked only;
-#    the wgmma DCA prefill ran its test once, call 6 of the eighth run);
-# 3. lab-gemv: qwlab gemv (gemv_q16 against the CPU reference and, timed, against QW_GEMV_Q16=0 on 7B shapes; batch
-#    invariance of W4 / W8);
-# 4. lab-prefill: qwlab prefill (the wgmma DCA prefill rows against the SIMT kernel, s < 64 included; TFLOP/s at 7B);
-# 4b. lab-bsparse: qwlab bsparse (the block-sparse mma attend, QW_SPARSE_MMA, never run before; TESTS gained sparse);
-# 5. dca-7b: DCA on vs off on 7B at 8k (DCA_LENGTHS; 32k ran in call 6: 1.02x prefill, 1.12x decode);
-# 6. q4-7b / q8-7b: 7B requantized at load, tg128 b1 / b16 and pp512, gemv_q16 then QW_GEMV_Q16=0 (issue 10: q4 b1
-#    >= 550, q8 >= 400 on the H200; the fifth run's q4 simple b1 was 208.3 tok/s, 1.22 TB/s).
+# 2. TESTS (default: weights sparse dca cpu-vs-cuda kvcache; sparse checks the device selection of block-sparse
+#    against the host's, bit for bit through the engine; cpu-vs-cuda the batch invariance with gemv_q16's word order);
+# 3. lab-bsparse: qwlab bsparse (device selection = host selection per case; mma attend and the whole step against
+#    the dense mma.sync and wgmma kernels at 4k / 16k / 32k / 128k);
+# 4. sparse-7b: block-sparse vs dense prefill on random 7B shapes at 32k / 64k / 128k (SPARSE_LENGTHS, SPARSE_BLOCKS),
+#    with device memory after load, per session and per first pass (issue 14: >= 3x attention, >= 2x prefill at 128k);
+# 5. lab-gemv: qwlab gemv (gemv_q16 against the CPU reference and, timed, against QW_GEMV_Q16=0 on 7B shapes at batch 1
+#    and 16: the rotated word order and U=1 at batch >= 8 should remove the b16 loss of the ninth run's first call);
+# 6. lab-prefill: qwlab prefill (wgmma DCA prefill rows; all PASS in the ninth run);
+# 7. dca-7b: DCA on vs off on 7B at 8k (ninth run: 1.02x prefill, 1.00x decode);
+# 8. q4-7b / q8-7b: 7B requantized at load, tg128 b1 / b16 and pp512, gemv_q16 then QW_GEMV_Q16=0 (ninth run, before
+#    the word-order change: q4 b1 271.6 vs 208.8, b16 366.8 vs 546.3; q8 b1 226.2).
 # $OUT: owed.log (the summary, also printed) and owed.tgz (one log per step, and the notebooks' md / json).
 set -u
 source scripts/gpu-env.sh  # OUT, D, CUDA / cuBLASLt paths, the models unpacked
@@ -43,14 +45,16 @@ step 200 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,cod
 for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
+# issue 14: block-sparse (mma attend, device selection) in the lab at 4k / 16k / 32k / 128k, then end to end on 7B
+[[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
+grep -E "FAIL|failure|keys visited|selection = host" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
+wait $ref; tail -1 /tmp/ref.log >> "$S"
+step 260 sparse-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,block-sparse --lengths ${SPARSE_LENGTHS:-32768,65536,131072} --blocks ${SPARSE_BLOCKS:-16} --local 128 --sink 64 --reps 3 --out $OUT/sparse-7b"
+grep -E "^\| |^length|in use" "$OUT/sparse-7b.log" 2>/dev/null | sed "s/^/  sparse: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
 grep -E "dca" "$OUT/lab-prefill.log" 2>/dev/null | grep -v "^|" | sed "s/^/  lab: /" >> "$S"
-# issue 14: the block-sparse tensor-core attend (QW_SPARSE_MMA's kernel, first run) in the lab, timed at 4k / 16k / 32k
-[[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
-grep -E "FAIL|failure|keys visited" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
-wait $ref; tail -1 /tmp/ref.log >> "$S"
 # issue 14: DCA's cost on 7B shapes (chunk 8192, local 1024: all three parts active), dca off vs on
 step 150 dca-7b "bun notebooks/dca-bench.ts $R/7b --backend cuda --lengths ${DCA_LENGTHS:-8192} --tg 16 --reps 3 --chunk 8192 --local 1024 --out $OUT/dca-7b"
 grep -E "^\| [0-9]|^length" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >> "$S"

@@ -1,6 +1,6 @@
 // test/gpu/bsparse-run.ts — the child process of sparse.test.ts's block-sparse arms: the native library reads
-// QW_SPARSE_MMA from the process environment at each block-sparse step, so each arm (SIMT attend, mma attend) runs in
-// a process started with that environment. Usage: bun test/gpu/bsparse-run.ts OUT.json. On tiny-qwen2-passkey (CUDA,
+// QW_SPARSE_MMA and QW_SPARSE_HOST_SELECT from the process environment at each block-sparse step, so each arm (SIMT
+// or mma attend, device or host selection) runs in a process started with that environment. Usage: bun test/gpu/bsparse-run.ts OUT.json. On tiny-qwen2-passkey (CUDA,
 // head_dim 64), one profiled prefill per run: the last position's logits, each layer's attention launcher names and
 // the attention records' summed FLOPs.
 //   dense / full / small    600 prompt tokens in one call: sparsePrefill off / block-sparse with every block /

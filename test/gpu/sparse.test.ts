@@ -3,10 +3,11 @@
 // block_sparse_cpu.cpp, checked in test_sparse_prefill.cpp and test/engine/sparse.test.ts), on the passkey model: full
 // budgets = the dense CUDA logits (up to the sparse kernels' fp32 order), small budgets close to the CPU's sparse
 // logits with the same argmax, with and without DCA; the attention records' FLOPs (keys visited) against the CPU's;
-// passkey retrieval with sparse prefill over DCA at 1024 / 2048 / 4096 tokens. Block-sparse's mma attend
-// (QW_SPARSE_MMA=1, compile-checked only until this runs): a child process per arm (bsparse-run.ts), the mma arm's
-// logits bit for bit the dense ones with every block selected, close to the SIMT arm's with small budgets, and each
-// layer's attention launcher the one the switch names. Skips without a GPU.
+// passkey retrieval with sparse prefill over DCA at 1024 / 2048 / 4096 tokens. Block-sparse's attend and selection
+// arms, a child process each (bsparse-run.ts): mma attend with the device selection (the defaults), SIMT attend
+// (QW_SPARSE_MMA=0), the host selection (QW_SPARSE_HOST_SELECT=1); the mma arm's logits bit for bit the dense ones
+// with every block selected, close to the SIMT arm's with small budgets, the device selection's logits and records
+// bit for bit the host's, and each layer's attention launcher the one the switch names. Skips without a GPU.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -115,16 +116,18 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
   });
 });
 
-describe.skipIf(noGpu())("block-sparse attend: mma (QW_SPARSE_MMA=1) vs SIMT through the engine", () => {
+describe.skipIf(noGpu())("block-sparse: mma attend (default) vs SIMT (QW_SPARSE_MMA=0), device vs host selection", () => {
   let dir = "";
-  const arms = {} as Record<"simt" | "mma", BsRunSummary>;
+  const arms = {} as Record<"simt" | "mma" | "host", BsRunSummary>;
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "qw-bsparse-"));
-    for (const arm of ["simt", "mma"] as const) {
+    for (const arm of ["simt", "mma", "host"] as const) {
       const env: Record<string, string | undefined> = { ...process.env };
-      delete env.QW_SPARSE_MMA;  // the SIMT arm runs without the switch, whatever the parent's environment says
+      delete env.QW_SPARSE_MMA;  // whatever the parent's environment says: mma (default) unless the arm says 0
+      delete env.QW_SPARSE_HOST_SELECT;  // the selection on the device unless the arm says host
       env.QW_FLASH_WGMMA = "0";  // dense = the mma.sync kernel (the bit-for-bit reference)
-      if (arm === "mma") env.QW_SPARSE_MMA = "1";
+      if (arm === "simt") env.QW_SPARSE_MMA = "0";
+      if (arm === "host") env.QW_SPARSE_HOST_SELECT = "1";
       const out = join(dir, `${arm}.json`);
       const r = Bun.spawnSync([process.execPath, join(REPO, "test", "gpu", "bsparse-run.ts"), out], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" });
       if (r.exitCode !== 0) throw new Error(`bsparse-run.ts (${arm}) failed: ${r.stderr.toString()}`);
@@ -136,12 +139,13 @@ describe.skipIf(noGpu())("block-sparse attend: mma (QW_SPARSE_MMA=1) vs SIMT thr
   });
   const f32 = (x: number[]) => Float32Array.from(x);
 
-  test("the switch reaches every layer: attn_sparse_bs_mma with it, attn_sparse_bs_simt without, DCA SIMT in both", () => {
+  test("the switch reaches every layer: attn_sparse_bs_mma by default, attn_sparse_bs_simt with 0, DCA SIMT in all", () => {
     for (const run of ["full", "small", "chunked-full"] as const) {
       for (const k of arms.mma[run].kernels) expect(k).toEqual(["attn_sparse_bs_mma"]);
+      for (const k of arms.host[run].kernels) expect(k).toEqual(["attn_sparse_bs_mma"]);
       for (const k of arms.simt[run].kernels) expect(k).toEqual(["attn_sparse_bs_simt"]);
     }
-    for (const arm of ["simt", "mma"] as const) {
+    for (const arm of ["simt", "mma", "host"] as const) {
       for (const k of arms[arm]["dca-small"].kernels) expect(k).toEqual(["attn_sparse_bs_dca_simt"]);
       for (const k of arms[arm].dense.kernels) expect(k).toEqual(["attn_prefill_mma"]);
     }
@@ -156,6 +160,19 @@ describe.skipIf(noGpu())("block-sparse attend: mma (QW_SPARSE_MMA=1) vs SIMT thr
       console.log(`block-sparse mma ${sp} vs ${dn}: ${differ} of ${u.length} logits differ`);
       expect(u.length).toBeGreaterThan(0);
       expect(differ).toBe(0);
+    }
+  });
+
+  test("the device selection picks the host's blocks: every run's logits and FLOPs equal, bit for bit", () => {
+    for (const run of ["dense", "full", "small", "chunked-dense", "chunked-full", "dca-small"] as const) {
+      const a = f32(arms.mma[run].logits), b = f32(arms.host[run].logits);
+      const u = new Uint32Array(a.buffer), v = new Uint32Array(b.buffer);
+      let differ = 0;
+      for (let i = 0; i < u.length; i++) differ += u[i] !== v[i] ? 1 : 0;
+      console.log(`block-sparse ${run}: device vs host selection, ${differ} of ${u.length} logits differ`);
+      expect(u.length).toBeGreaterThan(0);
+      expect(differ).toBe(0);
+      expect(arms.mma[run].flops).toBe(arms.host[run].flops);
     }
   });
 

@@ -1,13 +1,15 @@
 // sparse.cu — the lab cases of sparse prefill (src/opt/sparse_prefill/: vertical-slash sparse_prefill.cuh, block-sparse
-// block_sparse.cuh; compile-checked only until the first GPU run): the GPU's selection is read back, and z is checked
+// block_sparse.cuh): the GPU's selection is read back, and z is checked
 // against an fp64 masked attention over exactly the keys that selection visits (plain and DCA query variants); budgets
 // covering every key are checked against dense attention. Timed cases give the time against the dense flash prefill
 // kernel on the same shape. Block-sparse runs both attend arms on one selection: the SIMT kernel and the mma.sync flash
-// kernel over the selected key blocks (QW_SPARSE_MMA=1's; compile-checked only until its first GPU run), the latter also
-// bit for bit against the dense mma.sync kernel where every block is selected, and timed against it.
+// kernel over the selected key blocks (the default), the latter also bit for bit against the dense mma.sync kernel where
+// every block is selected, and timed against it and the wgmma flash kernel. The device selection (step 2's default)
+// against the host's: the same lists.
 #include <functional>
 
 #include "lab.cuh"
+#include "fa3_prefill.cuh"
 #include "attention.cuh"
 #include "block_sparse.cuh"
 #include "dca_positions.hpp"
@@ -180,15 +182,25 @@ void bs_timings(const LabData &x, const qw::SparseBudget &b, BlockSparseScratch 
   const int it = g_quick ? 3 : 10;
   const auto [vis, dense_keys] = bs_visited(x, blocks);
   const PrefillAttnArgs pa = dense_args(x, x.dz);
-  double dlo, dhi, mlo, mhi, wlo, whi, slo = 0, shi = 0, simt = 0;
+  double dlo, dhi, mlo, mhi, wlo, whi, hlo, hhi, slo = 0, shi = 0, simt = 0, glo = 0, ghi = 0, wg = 0;
   const double dense = time_us([&](int) { launch_prefill_attention_mma(pa, 0); }, it, 1, &dlo, &dhi);
+  try {  // the engine's dense default on sm_90: the wgmma flash kernel (throws where it does not apply)
+    wg = time_us([&](int) { launch_prefill_attention_fa3(pa, 0); }, it, 1, &glo, &ghi);
+  } catch (const std::exception &e) {
+    printf("  (no wgmma flash here: %s)\n", e.what());
+  }
   const double mma = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, BsAttend::Mma); }, it, 1, &mlo, &mhi);
-  const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma); }, it, 1, &wlo, &whi);
+  const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma, BsSelect::Device); },
+                               it, 1, &wlo, &whi);
+  const double host = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma, BsSelect::Host); },
+                              it, 1, &hlo, &hhi);
   if (x.n <= 4096) simt = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, BsAttend::Simt); }, it, 1, &slo, &shi);
+  const double best = wg > 0 ? std::min(wg, dense) : dense;
   printf("  block-sparse n %d, keys visited %.1f %%: attend mma %.1f us [%.1f-%.1f], SIMT %.1f us [%.1f-%.1f]; "
-         "whole step (mma) %.1f us [%.1f-%.1f]; dense mma.sync flash %.1f us [%.1f-%.1f]; attend %.2fx, whole step %.2fx "
-         "faster than dense\n", x.n, 100.0 * vis / dense_keys, mma, mlo, mhi, simt, slo, shi, whole, wlo, whi, dense, dlo,
-         dhi, dense / mma, dense / whole);
+         "whole step (device selection) %.1f us [%.1f-%.1f], (host selection) %.1f us [%.1f-%.1f]; dense mma.sync flash "
+         "%.1f us [%.1f-%.1f], wgmma flash %.1f us [%.1f-%.1f]; against the faster dense: attend %.2fx, whole step %.2fx\n",
+         x.n, 100.0 * vis / dense_keys, mma, mlo, mhi, simt, slo, shi, whole, wlo, whi, host, hlo, hhi, dense, dlo, dhi,
+         wg, glo, ghi, best / mma, best / whole);
   const double fl = 4.0 * x.d * vis;
   report("block-sparse attend [attn_sparse_bs_mma]", shape + ", vs dense " + std::to_string(dense / mma).substr(0, 5) + "x",
          false, 0, 0, false, mma, fl / (mma * 1e-6) / 1e12, "TFLOP/s (visited)", g_bf16_rate / 1e12);
@@ -234,12 +246,19 @@ void block_sparse_case(const BsCase &c) {
   qw::SparseBudget b;
   b.blocks = c.blocks; b.local = c.local; b.sink = c.sink;
   BlockSparseScratch scratch;
-  std::vector<std::vector<std::vector<int32_t>>> blocks;
-  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks, BsAttend::Simt);
+  std::vector<std::vector<std::vector<int32_t>>> blocks, host_blocks;
+  run_block_sparse_prefill(x.a, b, scratch, 0, &host_blocks, BsAttend::Simt, BsSelect::Host);
+  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks, BsAttend::Simt, BsSelect::Device);
   CHK(cudaDeviceSynchronize());
   char shape[160];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d blocks %d l%d k%d%s", c.nH, c.nKV, c.d, c.pos0, c.n, c.blocks,
            c.local, c.sink, c.dca_span ? " dca" : "");
+  size_t lists_differ = 0, nlists = 0;
+  for (int h = 0; h < x.nH; ++h)
+    for (size_t q = 0; q < host_blocks[h].size(); ++q) ++nlists, lists_differ += blocks[h][q] != host_blocks[h][q];
+  report("block-sparse device selection = host [bs_select_kernel]",
+         std::string(shape) + ", " + std::to_string(lists_differ) + " of " + std::to_string(nlists) + " lists differ", true,
+         double(lists_differ), 0, false, 0, 0, "", 0);
   const auto visit = [&](int r, int h, int j) {
     const std::vector<int32_t> &bl = blocks[h][(c.pos0 + r) / B - c.pos0 / B];
     return std::binary_search(bl.begin(), bl.end(), j / B);
@@ -275,4 +294,5 @@ void run_block_sparse() {
   block_sparse_case({28, 4, 128, 0, 4096, 8, 128, 64, 0, true});
   if (!g_quick) block_sparse_case({28, 4, 128, 0, 16384, 16, 128, 64, 0, true});
   if (!g_quick) block_sparse_case({28, 4, 128, 0, 32768, 16, 128, 64, 0, true});
+  if (!g_quick) block_sparse_case({28, 4, 128, 0, 131072, 16, 128, 64, 0, true});  // issue 14's 128k (2048 key blocks)
 }

@@ -449,6 +449,9 @@ class CudaBackend final : public Backend {
     w.key("clock_mhz").value((double)clk / 1000.0);
     w.key("mem_clock_mhz").value((double)mclk / 1000.0);
     w.key("memory_bytes").value((double)prop_.totalGlobalMem);
+    size_t free_b = 0, total_b = 0;  // in use now, device-wide (every process): what a notebook diffs around a step
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) w.key("memory_used_bytes").value((double)(total_b - free_b));
+    else cudaGetLastError();
     w.key("driver").value(std::to_string(drv / 1000) + "." + std::to_string((drv % 1000) / 10));
     w.key("runtime").value(std::to_string(rt / 1000) + "." + std::to_string((rt % 1000) / 10));
     w.key("cc").value(std::to_string(prop_.major) + "." + std::to_string(prop_.minor));

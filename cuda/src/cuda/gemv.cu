@@ -242,7 +242,8 @@ int pick_ks(int64_t rows) {
 // QW_GEMV_KSPLIT variable still win (pick_ks reads them first).
 template <int WT, int NB, int R, bool Q16 = false>
 int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
-  constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
+  // q16 at batch >= 8: one 16-byte chunk in flight per row (two spilled 40 bytes at NB 16; the FMAs bound it there)
+  constexpr int U = (Q16 && NB >= 8) ? 1 : (R >= 4 || NB >= 8) ? 2 : 4;
   const int ks = (tile_ks && !g_force_ks) ? tile_ks : pick_ks(a.w.rows);
   const int64_t rows_per_block = (int64_t)(kWarps / ks) * R;
   const int grid = ceil_div(a.w.rows, rows_per_block);

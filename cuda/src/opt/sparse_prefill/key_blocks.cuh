@@ -1,4 +1,4 @@
-// key_blocks.cuh — the key-block lists of block-sparse prefill (sparsePrefill = block-sparse, QW_SPARSE_MMA=1) as the
+// key_blocks.cuh — the key-block lists of block-sparse prefill (sparsePrefill = block-sparse; its mma attend) as the
 // mma.sync flash prefill kernel reads them (src/cuda/attention_prefill.cu, prefill_attn_mma_kernel<D, false, true>): the same
 // kernel, whose key-tile loop walks a query block's selected key blocks instead of every causal key tile.
 // COMPILE-CHECKED ONLY until the first GPU run (cuda/dev/lab/sparse.cu, test/gpu/sparse.test.ts).

@@ -5,8 +5,15 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <vector>
+
+#if defined(__CUDACC__)
+#define QW_SEL_HD __host__ __device__ __forceinline__
+#else
+#define QW_SEL_HD inline
+#endif
 
 namespace qw {
 namespace sparse {
@@ -41,6 +48,40 @@ std::vector<int32_t> top_lines(const T *score, int32_t n, int32_t forced, int32_
 template <class T>
 std::vector<int32_t> top_blocks(const T *score, int32_t qb, int32_t sink, int32_t local, int32_t extra) {
   return top_forced(score, qb + 1, sink, qb + 1 - local, extra);
+}
+
+// The split top_blocks makes of query block qb's candidates 0..qb: forced [0, f) and [hi, qb + 1), and the k best of
+// [f, hi). Shared with the CUDA selection kernel (block_sparse_kernels.cu) so that both split alike.
+QW_SEL_HD void top_blocks_split(int32_t qb, int32_t sink, int32_t local, int32_t extra, int32_t &f, int32_t &hi,
+                                int32_t &k) {
+  const int32_t n = qb + 1;
+  f = sink < n ? sink : n;
+  hi = qb + 1 - local < n ? qb + 1 - local : n;
+  hi = hi > f ? hi : f;
+  k = extra < hi - f ? extra : hi - f;
+}
+
+// How many blocks top_blocks selects: it depends on qb and the budget alone, never on the scores, so the CUDA
+// selection lays out its lists before the scores exist.
+QW_SEL_HD int32_t top_blocks_count(int32_t qb, int32_t sink, int32_t local, int32_t extra) {
+  int32_t f, hi, k;
+  top_blocks_split(qb, sink, local, extra, f, hi, k);
+  return f + (qb + 1 - hi) + k;
+}
+
+// The CUDA selection's sort key of candidate i with a finite score: ascending keys = descending scores, ties to the
+// lower index (the comparator of top_forced; -0 counts as +0 there, so it does here). A strict total order, so the k
+// smallest keys are exactly the k that top_forced picks.
+QW_SEL_HD uint64_t select_key(float score, int32_t i) {
+  if (score == 0.f) score = 0.f;
+#if defined(__CUDA_ARCH__)
+  uint32_t u = __float_as_uint(score);
+#else
+  uint32_t u;
+  std::memcpy(&u, &score, sizeof u);
+#endif
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // unsigned order = float order
+  return (uint64_t(~u) << 32) | uint32_t(i);
 }
 
 // Blocks covering the first `keys` positions: ceil(keys / block).

@@ -20,6 +20,7 @@
 #include "kvcache.hpp"
 #include "cost.hpp"
 #include "sparse_prefill_cpu.hpp"
+#include "sparse_select.hpp"
 #include "testlib.hpp"
 
 using namespace qw;
@@ -423,6 +424,35 @@ void work_counts(Pool &pool) {
   }
 }
 
+// The CUDA selection's arithmetic (sparse_select.hpp, used by bs_select_kernel): the count and split of every query
+// block equal top_blocks' output, and the k smallest select_key values are the blocks top_blocks picks, with ties
+// (equal scores, -0 and +0) going to the lower index. The device's bitonic sort itself is checked in the lab
+// (`qwlab bsparse`: device selection = host selection).
+void select_rule() {
+  Rng r(77);
+  for (int trial = 0; trial < 400; ++trial) {
+    const int32_t qb = int32_t(r.next() % 300), sink = int32_t(r.next() % 6), local = 1 + int32_t(r.next() % 5),
+                  extra = int32_t(r.next() % 40);
+    std::vector<float> sc(size_t(qb) + 1);
+    for (float &x : sc) x = trial % 3 == 0 ? float(int(r.next() % 5) - 2) * 0.5f : float(r.uniform() - 0.5);  // many ties
+    if (trial % 7 == 0) for (size_t i = 0; i < sc.size(); i += 2) sc[i] = (i / 2) % 2 ? -0.f : 0.f;
+    const std::vector<int32_t> want = sparse::top_blocks(sc.data(), qb, sink, local, extra);
+    int32_t f, hi, k;
+    sparse::top_blocks_split(qb, sink, local, extra, f, hi, k);
+    CHECK(int32_t(want.size()) == sparse::top_blocks_count(qb, sink, local, extra), "select count qb %d: %zu vs %d", qb,
+          want.size(), sparse::top_blocks_count(qb, sink, local, extra));
+    std::vector<uint64_t> keys;
+    for (int32_t i = f; i < hi; ++i) keys.push_back(sparse::select_key(sc[size_t(i)], i));
+    std::sort(keys.begin(), keys.end());
+    std::vector<int32_t> got;
+    for (int32_t i = 0; i < f; ++i) got.push_back(i);
+    for (int32_t j = 0; j < k; ++j) got.push_back(int32_t(uint32_t(keys[size_t(j)])));
+    for (int32_t i = hi; i <= qb; ++i) got.push_back(i);
+    std::sort(got.begin(), got.end());
+    CHECK(got == want, "select_key order differs from top_blocks (qb %d sink %d local %d extra %d)", qb, sink, local, extra);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -438,5 +468,6 @@ int main() {
     work_counts(pool);
   }
   refusals();
+  select_rule();
   return finish("test_sparse_prefill");
 }
