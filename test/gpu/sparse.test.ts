@@ -37,7 +37,8 @@ function run(m: Model, tokens: number[], o: { sparse?: SparseOptions; dca?: bool
     s.prefill(0, tokens);
     const r = s.takeRecords();
     const flops = r.ops.op.map((op, i) => (opNames()[op] === "attention" ? r.ops.flops[i] : 0)).reduce((a, b) => a + b, 0);
-    return { logits: s.logits().data.slice(), flops };
+    const heads = s.sparseInfo().layers.flatMap((l) => l.heads).filter((h) => h.rows > 0);
+    return { logits: s.logits().data.slice(), flops, densities: heads.map((h) => h.density) };
   } finally {
     s.close();
   }
@@ -104,6 +105,9 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
       // the records count the keys visited: below dense, and the CPU's model (the selections may differ slightly)
       expect(g.flops).toBeLessThan(dense.flops);
       expect(Math.abs(g.flops - c.flops) / c.flops).toBeLessThan(0.1);
+      // keys visited per (layer, head) depend on the budget alone: the CUDA session's counts are the CPU kernels'
+      expect(g.densities.length).toBeGreaterThan(0);
+      expect(g.densities).toEqual(c.densities);
     }
   });
 

@@ -6,6 +6,7 @@
 // kernel over the selected key blocks (the default), the latter also bit for bit against the dense mma.sync kernel where
 // every block is selected, and timed against it and the wgmma flash kernel. The device selection (step 2's default)
 // against the host's: the same lists.
+#include <cstring>
 #include <functional>
 
 #include "lab.cuh"
@@ -190,6 +191,11 @@ void bs_timings(const LabData &x, const qw::SparseBudget &b, BlockSparseScratch 
     printf("  (no wgmma flash here: %s)\n", e.what());
   }
   const double mma = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, BsAttend::Mma); }, it, 1, &mlo, &mhi);
+  double elo, ehi, wslo, wshi;  // step 1 alone: the grouped scoring kernel, then the per-head warp one
+  const double est = time_us([&](int) { run_block_sparse_estimate(x.a, s, 0, false); }, it, 1, &elo, &ehi);
+  const double est_w = time_us([&](int) { run_block_sparse_estimate(x.a, s, 0, true); }, it, 1, &wslo, &wshi);
+  printf("  block-sparse n %d, step 1 (pooling + scores): grouped %.1f us [%.1f-%.1f], per-head warp %.1f us [%.1f-%.1f]\n",
+         x.n, est, elo, ehi, est_w, wslo, wshi);
   const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma, BsSelect::Device); },
                                it, 1, &wlo, &whi);
   const double host = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma, BsSelect::Host); },
@@ -259,6 +265,22 @@ void block_sparse_case(const BsCase &c) {
   report("block-sparse device selection = host [bs_select_kernel]",
          std::string(shape) + ", " + std::to_string(lists_differ) + " of " + std::to_string(nlists) + " lists differ", true,
          double(lists_differ), 0, false, 0, 0, "", 0);
+  {  // the grouped scoring kernel against the per-head warp kernel: the same fmaf chain, so the same bits (kb <= qb)
+    const int nkb = (c.pos0 + c.n - 1) / B + 1, qb0 = c.pos0 / B, nqb = scratch.nqb;
+    const size_t ns = size_t(c.nH) * nqb * nkb;
+    const auto sg = d2h(run_block_sparse_estimate(x.a, scratch, 0, false), ns);
+    const auto sw = d2h(run_block_sparse_estimate(x.a, scratch, 0, true), ns);
+    size_t differ = 0, n = 0;
+    for (int h = 0; h < c.nH; ++h)
+      for (int q = 0; q < nqb; ++q)
+        for (int kb = 0; kb <= qb0 + q; ++kb) {
+          const size_t e = (size_t(h) * nqb + q) * nkb + kb;
+          ++n, differ += std::memcmp(&sg[e], &sw[e], sizeof(float)) != 0;
+        }
+    report("block-sparse grouped scores = warp scores, bits [bs_score_gqa_kernel]",
+           std::string(shape) + ", " + std::to_string(differ) + " of " + std::to_string(n) + " differ", true,
+           double(differ), 0, false, 0, 0, "", 0);
+  }
   const auto visit = [&](int r, int h, int j) {
     const std::vector<int32_t> &bl = blocks[h][(c.pos0 + r) / B - c.pos0 / B];
     return std::binary_search(bl.begin(), bl.end(), j / B);

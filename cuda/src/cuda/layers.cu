@@ -18,6 +18,7 @@
 #include "registry.hpp"
 #include "rope.cuh"
 #include "sparse_cost.hpp"
+#include "sparse_select.hpp"
 #include "sample.cuh"
 #include "norm.cuh"
 #include "session.cuh"
@@ -247,8 +248,41 @@ const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   a.vcache = vcache(l);
   a.rows = p.rows; a.pos0 = p.st->pos0[0]; a.slot = p.st->seq[0];
   a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
-  if (mode == SparsePrefill::BlockSparse) return qwc::run_block_sparse_prefill(a, p.st->sparse, bsparse_, stream_);
+  if (mode == SparsePrefill::BlockSparse) {
+    const char *kn = qwc::run_block_sparse_prefill(a, p.st->sparse, bsparse_, stream_);
+    count_block_sparse(p, l);
+    return kn;
+  }
   return qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
+}
+
+// Keys visited by block-sparse at layer l, the same for every head (the list counts depend on the budget alone:
+// sparse_select.hpp block_keys_visited). The step's first sparse layer starts a new prompt's stats at position 0.
+void CudaSession::count_block_sparse(const Pass &p, int32_t l) {
+  const Config &c = m_.cfg;
+  const int32_t H = c.num_heads, L = c.num_layers, p0 = p.st->pos0[0], N = p0 + p.rows, B = qw::kSparseBlock;
+  int32_t first = l;
+  for (int32_t k = 0; k < l; ++k)
+    if (sparse_on(*p.st, k, p.rows) && p.st->toggles.layer[size_t(k)].sparse_prefill == SparsePrefill::BlockSparse) {
+      first = k;
+      break;
+    }
+  if (l == first) {
+    if (sparse_stats_.layers != L || sparse_stats_.heads != H || p0 == 0) sparse_stats_.reset(L, H);
+    ++sparse_stats_.steps;
+  }
+  const qw::SparseBudget &b = p.st->sparse;
+  const int32_t sink_b = qw::sparse::blocks_of(b.sink, B), local_b = qw::sparse::blocks_of(b.local, B);
+  double keys = 0, dense = 0;
+  for (int32_t i = p0; i < N; ++i) {
+    const int32_t qb = i / B;
+    keys += double(qw::sparse::block_keys_visited(i, qb, qw::sparse::top_blocks_count(qb, sink_b, local_b, b.blocks), B));
+    dense += double(i) + 1;
+  }
+  for (int32_t h = 0; h < H; ++h) {
+    SparseHeadStats &s = sparse_stats_.head[size_t(l) * H + h];
+    s.rows += p.rows, s.keys += keys, s.dense_keys += dense;
+  }
 }
 
 // The attention record of a sparse step (opt/sparse_prefill/sparse_cost.hpp, the CPU's model), from every head's

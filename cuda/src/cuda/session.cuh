@@ -275,6 +275,7 @@ class CudaSession final : public BackendSession {
   // Toggle tile (opt/tile/tile_cuda.cuh; compile-checked only): the table tile = auto's launches read, and the tuner
   // that measures the model's shapes for it (cuda/tile_session.cu, opt/tile/tile_tune_cuda.cuh).
   std::string tile_info_json() const override;
+  const SparseStats *sparse_stats() const override { return &sparse_stats_; }
   std::string tile_tune_json(const TileTuneRequest &r) override;
   void set_tile_table(const TileTable &t) override {
     tiles_.set(t);
@@ -323,8 +324,9 @@ class CudaSession final : public BackendSession {
   void ensure_marlin();  // the model's packs and this session's scratch (before any graph capture)
   // Dual Chunk Attention of layer l over the pass's rows (src/opt/dca), both phases; returns the kernel name.
   const char *dca_attention(const Pass &p, int32_t l);
-  const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill (compile-checked only)
+  const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill
   OpCost sparse_cost(const Pass &p, int32_t l) const;                  // its record's cost, after it ran
+  void count_block_sparse(const Pass &p, int32_t l);                   // keys visited into sparse_stats_
   // null while a quantized cache (kvq_) replaces the bf16 one: rope/GEMV epilogues then only write k_out/v_out
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
@@ -389,7 +391,10 @@ class CudaSession final : public BackendSession {
   int32_t rows_cap_ = 0;
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
   qwc::SparseScratch sparse_;  // vertical-slash sparse prefill scratch (src/opt/sparse_prefill)
-  qwc::BlockSparseScratch bsparse_;  // block-sparse's (compile-checked only)
+  qwc::BlockSparseScratch bsparse_;  // block-sparse's
+  // block-sparse's keys visited per (layer, head) over the latest prompt's prefill, from the list counts (no recall
+  // or error: sparse_stats is a CPU measurement; vertical-slash layers keep 0 rows here)
+  SparseStats sparse_stats_;
   DBuf tree_buf_, tree_ws_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
   std::vector<uint32_t> tree_host_;
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_

@@ -2,8 +2,10 @@
 // three steps as the CPU reference block_sparse_cpu.cpp). The lab (cuda/dev/lab/sparse.cu, `qwlab bsparse`) and
 // test/gpu/sparse.test.ts check it; the device selection of step 2 is compile-checked only (ninth run: not yet run).
 //   1. estimate: mean-pooled keys per (kv head, 64-key block) and queries per (head, 64-position query block, DCA
-//      variant), in fp32; one warp per (query block, head) scores pooled q . pooled k for key blocks <= it (DCA: the
-//      variant of dca::part at the query block's first row and the key block's first key, as the CPU).
+//      variant), in fp32; pooled q . pooled k for key blocks <= the query block (DCA: the variant of dca::part at the
+//      query block's first row and the key block's first key, as the CPU), by one block per (query block, kv head)
+//      whose query heads share each shared-memory tile of pooled keys (one warp per (query block, head) before:
+//      QW_SPARSE_SCORE_WARP=1; the same bits).
 //   2. select (sparse::top_blocks, the CPU's rule) on the device: a block per (query block, head) sorts the candidates
 //      in shared memory (bs_select_kernel); the lists' offsets are computed on the host from the budget alone, so the
 //      step never waits for the GPU. On the host (scores copied back, one synchronization per layer and step) past
@@ -63,6 +65,11 @@ bool sparse_host_select_requested();
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks = nullptr,
                                      BsAttend arm = BsAttend::Auto, BsSelect sel = BsSelect::Auto);
+// Step 1 alone (pooling and scores; the lab's timings and its check of the grouped scores): the scores [nH][nqb][nkb]
+// in the scratch. warp_scores (or QW_SPARSE_SCORE_WARP=1): one warp per (query block, head) instead of the grouped
+// kernel (one block per (query block, kv head)); both give the same bits.
+const float *run_block_sparse_estimate(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream,
+                                       bool warp_scores = false);
 // Step 3 alone over the latest selection in `s` (a run_block_sparse_prefill of the same `a` before it): the lab's
 // attend-only timings. Returns the kernel name.
 const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream,

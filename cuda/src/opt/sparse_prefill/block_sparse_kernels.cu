@@ -58,6 +58,46 @@ __global__ void __launch_bounds__(32) bs_score_kernel(const SparseAttnArgs a, in
   }
 }
 
+// Step 1c, grouped (the default where its shared memory fits 48 KB): grid (nqb, nKV), 256 threads. The G query heads
+// of a kv head share each tile of 32 pooled keys, read once from L2 into shared memory with rows padded to d + 1
+// floats (lane l reads row l at one column: conflict free), where bs_score_kernel's warps read every key row from L2
+// once per query head, one lane per row (32 scattered rows per load). Warp w scores heads w, w + 8, ..; lane l key
+// block kb0 + l. Each score is bs_score_kernel's fmaf chain over t = 0 .. d - 1: the same bits, the same selection.
+constexpr int kScoreThreads = 256;
+size_t bs_score_gqa_smem(int nvar, int G, int d) { return (size_t(nvar) * G * d + size_t(32) * (d + 1)) * sizeof(float); }
+__global__ void __launch_bounds__(kScoreThreads) bs_score_gqa_kernel(const SparseAttnArgs a, int qb0, int nkb,
+                                                                     const float *kpool, const float *qpool,
+                                                                     float *scores) {
+  pdl_wait();
+  pdl_trigger();
+  extern __shared__ __align__(16) float score_smem[];
+  const int b = blockIdx.x, kh = blockIdx.y, nqb = gridDim.x, d = a.head_dim, G = a.n_heads / a.n_kv;
+  const int nvar = a.dca_span ? 3 : 1, qb = qb0 + b, i0 = max(a.pos0, qb * kB);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float *qs = score_smem;               // [nvar][G][d]: the pooled queries of the group's heads
+  float *ks = score_smem + nvar * G * d;  // [32][d + 1]: one tile of pooled keys
+  for (int e = threadIdx.x; e < nvar * G * d; e += kScoreThreads) {
+    const int v = e / (G * d), g = (e / d) % G, t = e % d;
+    qs[e] = qpool[(((int64_t)v * a.n_heads + kh * G + g) * nqb + b) * d + t];
+  }
+  for (int kb0 = 0; kb0 <= qb; kb0 += 32) {
+    __syncthreads();  // the previous tile is consumed (the first time: qs is written)
+    const int nk = min(32, qb + 1 - kb0);
+    for (int e = threadIdx.x; e < nk * d; e += kScoreThreads)
+      ks[(e / d) * (d + 1) + e % d] = kpool[((int64_t)kh * nkb + kb0) * d + e];
+    __syncthreads();
+    if (lane >= nk) continue;
+    const int kb = kb0 + lane, v = a.dca_span ? qw::dca::part(i0, kb * kB, a.dca_span) : 0;
+    const float *kp = ks + lane * (d + 1);
+    for (int g = warp; g < G; g += kScoreThreads / 32) {
+      const float *qp = qs + (size_t(v) * G + g) * d;
+      float acc = 0.f;
+      for (int t = 0; t < d; ++t) acc = fmaf(qp[t], kp[t], acc);
+      scores[((int64_t)(kh * G + g) * nqb + b) * nkb + kb] = acc;
+    }
+  }
+}
+
 // Step 2 on the device: grid (nqb, nH), kSelThreads threads, dynamic shared memory cap * 9 bytes (cap: a power of two
 // >= every query block's candidate count). top_blocks' rule (sparse_select.hpp, the host path's and the CPU's): the
 // forced blocks [0, f) and [hi, qb], and the k best-scored of [f, hi). The candidates are sorted by select_key (a
@@ -179,15 +219,12 @@ void BlockSparseScratch::fetch_lists(cudaStream_t stream) const {
   lists_on_host = true;
 }
 
-bool sparse_host_select_requested() {
-  const char *e = std::getenv("QW_SPARSE_HOST_SELECT");
-  return e && std::strcmp(e, "1") == 0;
+static bool env_is(const char *name, const char *value) {  // read at each call: a notebook may flip it between steps
+  const char *e = std::getenv(name);
+  return e && std::strcmp(e, value) == 0;
 }
-
-bool sparse_mma_on() {
-  const char *e = std::getenv("QW_SPARSE_MMA");
-  return !(e && std::strcmp(e, "0") == 0);
-}
+bool sparse_host_select_requested() { return env_is("QW_SPARSE_HOST_SELECT", "1"); }
+bool sparse_mma_on() { return !env_is("QW_SPARSE_MMA", "0"); }
 
 const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream, BsAttend arm) {
   const bool mma = (arm == BsAttend::Mma || (arm == BsAttend::Auto && sparse_mma_on())) && !a.dca_span &&
@@ -209,16 +246,14 @@ const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch 
   return simt;
 }
 
-const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
-                                     cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks,
-                                     BsAttend arm, BsSelect sel) {
+const float *run_block_sparse_estimate(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream,
+                                       bool warp_scores) {
   if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("block-sparse prefill: head_dim must be even and <= 128");
-  if (a.rows <= 0) return run_block_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
   const int32_t N = a.pos0 + a.rows, H = a.n_heads, d = a.head_dim, nvar = a.dca_span ? 3 : 1;
   const int32_t qb0 = a.pos0 / kB, nqb = (N - 1) / kB - qb0 + 1, nkb = (N - 1) / kB + 1;
   s.qb0 = qb0;
   s.nqb = nqb;
-  // 1. estimate: pooled k | pooled q | scores in one buffer
+  // pooled k | pooled q | scores in one buffer
   const size_t nk = size_t(a.n_kv) * nkb * d, nq = size_t(nvar) * H * nqb * d, ns = size_t(H) * nqb * nkb;
   float *kpool = s.buf(nk + nq + ns), *qpool = kpool + nk, *sc = qpool + nq;
   const int threads = (d + 31) / 32 * 32;
@@ -226,9 +261,28 @@ const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBu
   QWC_LAUNCH_CHECK("bs_pool_k_kernel");
   launch(bs_pool_q_kernel, dim3(nqb, H, nvar), dim3(threads), 0, stream, a, (int)qb0, qpool);
   QWC_LAUNCH_CHECK("bs_pool_q_kernel");
-  launch(bs_score_kernel, dim3(nqb, H), dim3(32), 0, stream, a, (int)qb0, (int)nkb, (const float *)kpool,
-         (const float *)qpool, sc);
-  QWC_LAUNCH_CHECK("bs_score_kernel");
+  const size_t gsm = bs_score_gqa_smem(nvar, H / a.n_kv, d);
+  if (gsm <= 48 * 1024 && !warp_scores && !env_is("QW_SPARSE_SCORE_WARP", "1")) {
+    launch(bs_score_gqa_kernel, dim3(nqb, a.n_kv), dim3(kScoreThreads), gsm, stream, a, (int)qb0, (int)nkb,
+           (const float *)kpool, (const float *)qpool, sc);
+    QWC_LAUNCH_CHECK("bs_score_gqa_kernel");
+  } else {
+    launch(bs_score_kernel, dim3(nqb, H), dim3(32), 0, stream, a, (int)qb0, (int)nkb, (const float *)kpool,
+           (const float *)qpool, sc);
+    QWC_LAUNCH_CHECK("bs_score_kernel");
+  }
+  return sc;
+}
+
+const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
+                                     cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks,
+                                     BsAttend arm, BsSelect sel) {
+  if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("block-sparse prefill: head_dim must be even and <= 128");
+  if (a.rows <= 0) return run_block_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
+  const int32_t N = a.pos0 + a.rows, H = a.n_heads;
+  const int32_t qb0 = a.pos0 / kB, nqb = (N - 1) / kB - qb0 + 1, nkb = (N - 1) / kB + 1;
+  const size_t ns = size_t(H) * nqb * nkb;
+  const float *sc = run_block_sparse_estimate(a, s, stream);  // 1. estimate
   // 2. select: the lists' layout from the counts alone (host), the lists on the device, or on the host (past
   // kSelMax candidates, QW_SPARSE_HOST_SELECT=1, or the lab's Host arm)
   const int32_t sink_b = qw::sparse::blocks_of(b.sink, kB), local_b = qw::sparse::blocks_of(b.local, kB);

@@ -23,8 +23,10 @@ QW_OPTIMIZATION(sparse_prefill) {
           "Budgets are session options (sparse_vertical, sparse_slash, sparse_blocks, sparse_local, sparse_sink; "
           "sparse_stats measures recall and output error against dense). Decode stays dense. With dca = on the pattern "
           "is estimated on DCA's scores and each visited key is scored with its DCA query. Budgets covering every key "
-          "give dense attention bit for bit (CPU). The CUDA kernels of both patterns (a simple SIMT estimate and attend, "
-          "host-side selection) are compile-checked only: not yet run on a GPU.")
+          "give dense attention bit for bit (CPU; CUDA block-sparse too). CUDA: block-sparse pools and scores on the GPU, "
+          "selects on the GPU and attends with the mma.sync flash kernel over the selected key blocks (SIMT for DCA); "
+          "vertical-slash keeps a SIMT estimate, a host-side selection and a SIMT attend (slow). On CUDA the session "
+          "counts block-sparse's keys visited; recall and error (sparse_stats) are measured on the CPU only.")
       .cost({"attention"},
             "vertical-slash / block-sparse (prefill steps that run sparse): flops keys visited * (4d + 5) summed over "
             "query rows and heads, plus the estimate (vertical-slash: the last 64 queries' dot products with every key "

@@ -69,6 +69,13 @@ QW_SEL_HD int32_t top_blocks_count(int32_t qb, int32_t sink, int32_t local, int3
   return f + (qb + 1 - hi) + k;
 }
 
+// Keys a query at position i (in query block qb, whose list holds `count` blocks of `block` keys) visits under
+// block-sparse: the own block's keys <= i (local >= 1 always selects it) and every other listed block whole (all lie
+// before it). The CUDA backend's keys-visited counts come from this and the counts alone.
+inline int64_t block_keys_visited(int32_t i, int32_t qb, int32_t count, int32_t block) {
+  return int64_t(block) * (count - 1) + (i - int64_t(qb) * block + 1);
+}
+
 // The CUDA selection's sort key of candidate i with a finite score: ascending keys = descending scores, ties to the
 // lower index (the comparator of top_forced; -0 counts as +0 there, so it does here). A strict total order, so the k
 // smallest keys are exactly the k that top_forced picks.

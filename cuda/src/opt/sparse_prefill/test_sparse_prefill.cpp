@@ -358,6 +358,10 @@ void block_planted(Pool &pool) {
     CHECK(a.recall / a.stat_rows > b.recall / b.stat_rows + 0.2, "block recall with block 3 %.3f, without %.3f",
           a.recall / a.stat_rows, b.recall / b.stat_rows);
     CHECK(a.keys < a.dense_keys / 2, "planted blocks: %g keys of %g", a.keys, a.dense_keys);
+    double keys = 0;  // the counts alone (what the CUDA backend reports) give the kernels' own count
+    for (int32_t i = 0; i < x.N; ++i)
+      keys += double(sparse::block_keys_visited(i, i / 64, sparse::top_blocks_count(i / 64, 0, 1, 1), 64));
+    CHECK(a.keys == keys, "block_keys_visited: %g keys, the kernels counted %g", keys, a.keys);
   }
   SparseStats full;
   run(x, sh, {300, 220}, true, Arm::Block, blocks(1 << 20, 1, 0, true), pool, false, 0, 0, &full);
