@@ -111,6 +111,10 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
     }
   });
 
+  test("sparse_stats is refused on CUDA with a message naming the CPU backend", () => {
+    expect(() => gpu.newSession({ sparse: { stats: true } })).toThrow(/cpu backend only/);
+  });
+
   test("passkey with block-sparse over DCA at 1024 / 2048 / 4096 (20 trials each)", async () => {
     const r = await runPasskey(gpu, {
       lengths: [1024, 2048, 4096], trials: 20, dca: true, sparse: "block-sparse", sparseOptions: { blocks: 4, local: 128, sink: 64 },

@@ -192,6 +192,12 @@ QW_API int32_t qw_session_create(qw_model *model, const char *options_json, qw_s
     if (qw::json_int(o, "sparse_local", 1, big, what, &v)) s->sparse.local = int32_t(v);
     bool b = false;
     if (qw::json_bool(o, "sparse_stats", what, &b)) s->sparse.stats = b;
+    // recall and output error need a dense reference run inside the sparse op: only the CPU kernels have one
+    if (s->sparse.stats && std::string(qw::kBackendName) != "cpu")
+      fail(QW_ERR_UNSUPPORTED, std::string("sparse_stats (recall and output error against dense attention) is measured "
+                                           "by the cpu backend only; open the model on the cpu backend, or leave "
+                                           "sparse_stats off (the ") + qw::kBackendName +
+                                   " session still counts block-sparse's keys visited)");
     s->len.assign(size_t(s->max_batch), 0);
     s->peak.assign(size_t(s->max_batch), 0);
     s->sampling.assign(size_t(s->max_batch), qw::SamplingParams{});
