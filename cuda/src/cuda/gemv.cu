@@ -90,8 +90,10 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
 // keeps the 8-weight kernel (the A/B).
 template <int WT> __host__ __device__ constexpr int q16_per() { return WT == WT_W4 ? 32 : 16; }
 
-template <int WT, int NB, int R, int U, bool KS>
+// PIPE: gemv_walk_pipe (the next round's loads in flight while the current one is used; 2U register slots).
+template <int WT, int NB, int R, int U, bool KS, bool PIPE = false>
 __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, const int kt, const int ks_arg) {
+  constexpr int SLOTS = PIPE ? 2 * U : U;
   constexpr int E = q16_per<WT>();  // weights per 16-byte chunk
   constexpr int WW = E / 4;         // weights per 32-bit word
   const int ks = KS ? ks_arg : 1;
@@ -109,15 +111,18 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
   int64_t rowc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
-  uint4 wv[R][U];
-  float sc[R][U], of[R][U];
+  uint4 wv[R][SLOTS];
+  float sc[R][SLOTS], of[R][SLOTS];
   float acc[R][NB];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
-  gemv_walk<NB, E, U>(
-      a, act_s, rstd_s, kt, row0, cbase, cstride,
+  const auto walk = [&](auto &&load, auto &&use) {
+    if constexpr (PIPE) gemv_walk_pipe<NB, E, U>(a, act_s, rstd_s, kt, row0, cbase, cstride, load, use);
+    else gemv_walk<NB, E, U>(a, act_s, rstd_s, kt, row0, cbase, cstride, load, use);
+  };
+  walk(
       [&](int u, int64_t k) {  // the chunk at column k (k % E == 0) of the warp's rows into slot u
 #pragma unroll
         for (int r = 0; r < R; ++r) {
@@ -238,6 +243,13 @@ int pick_ks(int64_t rows) {
   return kWarps;
 }
 
+// QW_GEMV_Q16_PIPE=1: gemv_q16 at batch <= 4 walks K with the next round of loads in flight (gemv_walk_pipe; the same
+// sums bit for bit). Off by default until a GPU run measures it (read at each launch: the lab flips it).
+bool q16_pipe_on() {
+  const char *e = std::getenv("QW_GEMV_Q16_PIPE");
+  return e && e[0] == '1' && !e[1];
+}
+
 // tile_ks: the K split of toggle tile = auto's candidate for this matrix (0: pick_ks). The lab's force and the
 // QW_GEMV_KSPLIT variable still win (pick_ks reads them first).
 template <int WT, int NB, int R, bool Q16 = false>
@@ -257,6 +269,14 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
   }
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
   // R = 4 with ks > 1 runs only under a tile candidate (the heuristic pairs R = 4 with ks = 1); compile-checked only
+  if constexpr (Q16 && NB <= 4) {
+    if (q16_pipe_on()) {  // half the chunks per round, two rounds in flight: the registers of today's U
+      constexpr int UP = U / 2 > 0 ? U / 2 : 1;
+      if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, UP, true, true>, grid, kThreads, smem, s, a, kt, ks);
+      else launch(gemv_q16_kernel<WT, NB, R, UP, false, true>, grid, kThreads, smem, s, a, kt, 1);
+      return ks;
+    }
+  }
   if constexpr (Q16) {
     if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
     else launch(gemv_q16_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
@@ -270,12 +290,16 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
   return 1;
 }
 
-const char *variant_name(int R, int ks, bool q16 = false) {
+// pipe: gemv_q16 on gemv_walk_pipe (batch <= 4 with QW_GEMV_Q16_PIPE=1)
+const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false) {
   static const char *n2[4] = {"gemv_vec_r2", "gemv_vec_r2k2", "gemv_vec_r2k4", "gemv_vec_r2k8"};
   static const char *n4[4] = {"gemv_vec_r4", "gemv_vec_r4k2", "gemv_vec_r4k4", "gemv_vec_r4k8"};
   static const char *q2[4] = {"gemv_q16_r2", "gemv_q16_r2k2", "gemv_q16_r2k4", "gemv_q16_r2k8"};
   static const char *q4[4] = {"gemv_q16_r4", "gemv_q16_r4k2", "gemv_q16_r4k4", "gemv_q16_r4k8"};
+  static const char *p2[4] = {"gemv_q16p_r2", "gemv_q16p_r2k2", "gemv_q16p_r2k4", "gemv_q16p_r2k8"};
+  static const char *p4[4] = {"gemv_q16p_r4", "gemv_q16p_r4k2", "gemv_q16p_r4k4", "gemv_q16p_r4k8"};
   const int i = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
+  if (q16 && pipe) return R == 4 ? p4[i] : p2[i];
   return q16 ? (R == 4 ? q4[i] : q2[i]) : (R == 4 ? n4[i] : n2[i]);
 }
 
@@ -285,10 +309,11 @@ const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum); a tile
   // candidate (toggle tile = auto) sets R and ks itself
   const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
+  const bool pipe = Q16 && NB <= 4 && q16_pipe_on();  // launch_vec's choice, for the name
   if constexpr (NB <= 4) {
-    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks), Q16);
+    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks), Q16, pipe);
   }
-  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks), Q16);
+  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks), Q16, pipe);
 }
 
 template <int WT, bool Q16 = false>

@@ -2,6 +2,8 @@
 // activation staging (bf16 or the fused RMSNorm prologue), the per-row rstd, and the fused epilogues. Both
 // kernel families must produce the same prologue values and run the same epilogue code, so they live here once.
 #pragma once
+
+#include <type_traits>
 #include "gemv.cuh"
 
 namespace qwc {
@@ -229,6 +231,64 @@ __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_
         if (c0 + cstride * u < nchunks) use(u, c0 + cstride * u);
     }
     prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
+  }
+}
+
+// gemv_walk with the next round of a lane's chunks in flight while it uses the current one: two sets of U slots
+// (0 .. U-1 and U .. 2U-1, alternating; Load / Use get the slot). The next round is the tile's following one or the
+// next tile's first (weights are global: their loads need not wait for the next tile's staging). A lane visits the
+// same chunks in the same order as in gemv_walk, so each row gets the same bits at any U and either walk. gemv_walk
+// issues a round's loads right before using them, so a warp waits a full memory latency per round (7B q4 gate_up at
+// b1: 2 rounds per warp, the first prefetched under the prologue). QW_GEMV_Q16_PIPE=1 (gemv.cu); UNMEASURED.
+template <int NB, int E, int U, class Load, class Use>
+__device__ __forceinline__ void gemv_walk_pipe(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt,
+                                               int64_t row0, int cbase, int cstride, Load &&load, Use &&use) {
+  using S0 = std::integral_constant<int, 0>;
+  using S1 = std::integral_constant<int, 1>;
+  const int64_t rows = a.w.rows, cols = a.w.cols;
+  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
+  const auto first = [&](int64_t k0) { return (int)((cbase - (k0 / E) % cstride + cstride) % cstride); };
+  const auto issue = [&](auto set, int64_t k0, int c) {  // round c of tile k0 into `set`
+    const int n = (int)(min((int64_t)kt, cols - k0) / E);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (c + cstride * u < n) load(decltype(set)::value * U + u, k0 + (int64_t)E * (c + cstride * u));
+  };
+  const auto consume = [&](auto set, int c, int n) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (c + cstride * u < n) use(decltype(set)::value * U + u, c + cstride * u);
+  };
+  issue(S0{}, 0, first(0));  // before the prologue, as gemv_walk
+  pdl_wait();  // the activations below come from the previous kernel
+  pdl_trigger();
+  norm_rstd<NB>(a, rstd_s);
+  int set = 0;  // the set that holds this tile's first round
+  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
+    const int klen = (int)min((int64_t)kt, cols - k0);
+    if (k0 > 0) __syncthreads();
+    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
+    __syncthreads();
+    if (row0 >= rows) continue;
+    const int n = klen / E;
+    const int64_t k1 = k0 + kt;
+    const auto next = [&](auto into, int c) {  // the round after c: in this tile, else the next tile's first
+      if (c + cstride * U < n) issue(into, k0, c + cstride * U);
+      else if (k1 < cols) issue(into, k1, first(k1));
+    };
+    int c = first(k0);
+    if (c >= n) {  // no chunk of this lane in the tile: the next tile's first round goes into the same set
+      if (k1 < cols) {
+        if (set == 0) issue(S0{}, k1, first(k1));
+        else issue(S1{}, k1, first(k1));
+      }
+      continue;
+    }
+    for (; c < n; c += cstride * U) {
+      if (set == 0) next(S1{}, c), consume(S0{}, c, n);
+      else next(S0{}, c), consume(S1{}, c, n);
+      set ^= 1;
+    }
   }
 }
 
