@@ -190,6 +190,27 @@ __device__ __forceinline__ void epilogue_qkv_rope(const GemvArgs &a, int64_t pro
 }
 
 
+// A GEMV block's prologue once its first weight loads are out: wait for the previous kernel (PDL: the activations
+// come from it), let the next one start its own, and the norm's rstd per batch row.
+template <int NB>
+__device__ __forceinline__ void gemv_prologue(const GemvArgs &a, float *rstd_s) {
+  pdl_wait();
+  pdl_trigger();
+  norm_rstd<NB>(a, rstd_s);
+}
+
+// K tile k0's activations into act_s (the barrier before it: the previous tile is consumed; after: staged for all);
+// returns the tile's length.
+template <int NB>
+__device__ __forceinline__ int gemv_stage(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int64_t k0, int kt,
+                                          bool vec) {
+  const int klen = (int)min((int64_t)kt, a.w.cols - k0);
+  if (k0 > 0) __syncthreads();
+  stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
+  __syncthreads();
+  return klen;
+}
+
 // The K walk both CUDA-core GEMV kernels share (gemv.cu gemv_vec_kernel, gemv_q16_kernel): chunks of E weights, the
 // lane's chunks those whose global index is cbase mod cstride, U of them in flight per row. The first K tile's loads
 // go out before the prologue (norm + staging), so their latency overlaps it; then per K tile of kt columns: the
@@ -208,14 +229,9 @@ __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_
       if (cbase + cstride * u < nchunks0) load(u, (int64_t)E * (cbase + cstride * u));
   }
   bool prefetched = true;
-  pdl_wait();  // the activations below come from the previous kernel
-  pdl_trigger();
-  norm_rstd<NB>(a, rstd_s);
+  gemv_prologue<NB>(a, rstd_s);
   for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = (int)min((int64_t)kt, cols - k0);
-    if (k0 > 0) __syncthreads();
-    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
-    __syncthreads();
+    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, vec);
     if (row0 >= rows) continue;
     const int nchunks = klen / E;
     const int cfirst = (int)((cbase - (k0 / E) % cstride + cstride) % cstride);
@@ -260,15 +276,10 @@ __device__ __forceinline__ void gemv_walk_pipe(const GemvArgs &a, __nv_bfloat16 
       if (c + cstride * u < n) use(decltype(set)::value * U + u, c + cstride * u);
   };
   issue(S0{}, 0, first(0));  // before the prologue, as gemv_walk
-  pdl_wait();  // the activations below come from the previous kernel
-  pdl_trigger();
-  norm_rstd<NB>(a, rstd_s);
+  gemv_prologue<NB>(a, rstd_s);
   int set = 0;  // the set that holds this tile's first round
   for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = (int)min((int64_t)kt, cols - k0);
-    if (k0 > 0) __syncthreads();
-    stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
-    __syncthreads();
+    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, vec);
     if (row0 >= rows) continue;
     const int n = klen / E;
     const int64_t k1 = k0 + kt;
