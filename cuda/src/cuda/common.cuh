@@ -39,6 +39,14 @@ inline bool env_switch_on(const char *name, const char *off_means, const char *o
   if (e[0] == '0' && !e[1]) return false;
   throw CudaError(std::string(name) + "=" + e + ": use 0 (" + off_means + ") or 1 (" + on_means + ", the default)");
 }
+// Its twin for a switch that is off unless the environment says 1 (a variant under measurement): unset, empty or "0"
+// is off, "1" on; anything else throws CudaError naming both values.
+inline bool env_opt_in(const char *name, const char *off_means, const char *on_means) {
+  const char *e = std::getenv(name);
+  if (!e || !*e || (e[0] == '0' && !e[1])) return false;
+  if (e[0] == '1' && !e[1]) return true;
+  throw CudaError(std::string(name) + "=" + e + ": use 0 (" + off_means + ", the default) or 1 (" + on_means + ")");
+}
 // A count from the environment (callers keep it in a static: read once per process): unset or empty gives dflt;
 // anything but an integer in [0, max] throws CudaError "NAME=value: what".
 inline int32_t env_count(const char *name, int32_t dflt, long max, const char *what) {

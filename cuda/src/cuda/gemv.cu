@@ -246,14 +246,14 @@ int pick_ks(int64_t rows) {
 // QW_GEMV_Q16_PIPE=1: gemv_q16 at batch <= 4 walks K with the next round of loads in flight (gemv_walk_pipe; the same
 // sums bit for bit). Off by default until a GPU run measures it (read at each launch: the lab flips it).
 bool q16_pipe_on() {
-  const char *e = std::getenv("QW_GEMV_Q16_PIPE");
-  return e && e[0] == '1' && !e[1];
+  return env_opt_in("QW_GEMV_Q16_PIPE", "gemv_q16 walks K a round at a time", "the next round's loads in flight");
 }
 
 // tile_ks: the K split of toggle tile = auto's candidate for this matrix (0: pick_ks). The lab's force and the
 // QW_GEMV_KSPLIT variable still win (pick_ks reads them first).
+// pipe: gemv_q16 on gemv_walk_pipe (Q16 at NB <= 4 only; dispatch_r decides, once per launch)
 template <int WT, int NB, int R, bool Q16 = false>
-int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
+int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe = false) {
   // q16 at batch >= 8: one 16-byte chunk in flight per row (two spilled 40 bytes at NB 16; the FMAs bound it there)
   constexpr int U = (Q16 && NB >= 8) ? 1 : (R >= 4 || NB >= 8) ? 2 : 4;
   const int ks = (tile_ks && !g_force_ks) ? tile_ks : pick_ks(a.w.rows);
@@ -270,7 +270,7 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks) {
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
   // R = 4 with ks > 1 runs only under a tile candidate (the heuristic pairs R = 4 with ks = 1); compile-checked only
   if constexpr (Q16 && NB <= 4) {
-    if (q16_pipe_on()) {  // half the chunks per round, two rounds in flight: the registers of today's U
+    if (pipe) {  // half the chunks per round, two rounds in flight: the registers of today's U
       constexpr int UP = U / 2 > 0 ? U / 2 : 1;
       if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, UP, true, true>, grid, kThreads, smem, s, a, kt, ks);
       else launch(gemv_q16_kernel<WT, NB, R, UP, false, true>, grid, kThreads, smem, s, a, kt, 1);
@@ -309,11 +309,11 @@ const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum); a tile
   // candidate (toggle tile = auto) sets R and ks itself
   const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
-  const bool pipe = Q16 && NB <= 4 && q16_pipe_on();  // launch_vec's choice, for the name
+  const bool pipe = Q16 && NB <= 4 && q16_pipe_on();
   if constexpr (NB <= 4) {
-    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks), Q16, pipe);
+    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks, pipe), Q16, pipe);
   }
-  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks), Q16, pipe);
+  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks, pipe), Q16, pipe);
 }
 
 template <int WT, bool Q16 = false>

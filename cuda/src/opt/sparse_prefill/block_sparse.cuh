@@ -1,6 +1,6 @@
 // block_sparse.cuh — block-sparse sparse prefill on the CUDA backend (toggle "sparsePrefill" = block-sparse; the same
 // three steps as the CPU reference block_sparse_cpu.cpp). The lab (cuda/dev/lab/sparse.cu, `qwlab bsparse`) and
-// test/gpu/sparse.test.ts check it; the device selection of step 2 is compile-checked only (ninth run: not yet run).
+// test/gpu/sparse.test.ts check it (ninth run, H100); the grouped scoring kernel of step 1 is compile-checked only.
 //   1. estimate: mean-pooled keys per (kv head, 64-key block) and queries per (head, 64-position query block, DCA
 //      variant), in fp32; pooled q . pooled k for key blocks <= the query block (DCA: the variant of dca::part at the
 //      query block's first row and the key block's first key, as the CPU), by one block per (query block, kv head)
@@ -44,6 +44,7 @@ class BlockSparseScratch {
   mutable bool lists_on_host = false;
   void fetch_lists(cudaStream_t stream) const;  // copies a device selection into host_lists (synchronizes `stream`)
   int32_t qb0 = 0, nqb = 0;  // the query blocks of the latest step
+  size_t selected() const { return host_offsets.empty() ? 0 : size_t(host_offsets.back()); }  // blocks in the lists
 
  private:
   float *buf_ = nullptr;

@@ -1,11 +1,8 @@
 // block_sparse_kernels.cu — block-sparse prefill kernels and their driver (see block_sparse.cuh). The SIMT estimate and
-// attend ran on an H100 (2026-12-05), the mma attend on 2026-12-06 (ninth run); the device selection (bs_select_kernel)
-// is COMPILE-CHECKED ONLY.
+// attend ran on an H100 (2026-12-05), the mma attend and the device selection (bs_select_kernel) on 2026-12-06 (ninth
+// run); the grouped scoring kernel (bs_score_gqa_kernel) is COMPILE-CHECKED ONLY.
 #include "block_sparse.cuh"
 #include "sparse_attend.cuh"
-
-#include <cstdlib>
-#include <cstring>
 
 #include "attention.cuh"
 
@@ -210,7 +207,7 @@ int32_t *BlockSparseScratch::offsets(size_t n) { return sparse_grow(offsets_, of
 
 void BlockSparseScratch::fetch_lists(cudaStream_t stream) const {
   if (lists_on_host) return;
-  host_lists.resize(host_offsets.empty() ? 0 : size_t(host_offsets.back()));
+  host_lists.resize(selected());
   if (!host_lists.empty())
     cuda_check(cudaMemcpyAsync(host_lists.data(), lists_, host_lists.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                stream),
@@ -219,20 +216,20 @@ void BlockSparseScratch::fetch_lists(cudaStream_t stream) const {
   lists_on_host = true;
 }
 
-static bool env_is(const char *name, const char *value) {  // read at each call: a notebook may flip it between steps
-  const char *e = std::getenv(name);
-  return e && std::strcmp(e, value) == 0;
+// Read at each call: a notebook may flip them between steps.
+bool sparse_host_select_requested() {
+  return env_opt_in("QW_SPARSE_HOST_SELECT", "block-sparse selects on the device", "on the host");
 }
-bool sparse_host_select_requested() { return env_is("QW_SPARSE_HOST_SELECT", "1"); }
-bool sparse_mma_on() { return !env_is("QW_SPARSE_MMA", "0"); }
+bool sparse_mma_on() {
+  return env_switch_on("QW_SPARSE_MMA", "block-sparse attends with the SIMT kernel", "the mma.sync flash kernel");
+}
 
 const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream, BsAttend arm) {
   const bool mma = (arm == BsAttend::Mma || (arm == BsAttend::Auto && sparse_mma_on())) && !a.dca_span &&
                    (a.head_dim == 64 || a.head_dim == 128);
   const char *simt = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
   if (a.rows <= 0) return mma ? "attn_sparse_bs_mma" : simt;
-  const size_t total = s.host_offsets.empty() ? 0 : size_t(s.host_offsets.back());
-  const int32_t *dl = s.lists(std::max<size_t>(1, total)), *doff = s.offsets(std::max<size_t>(1, s.host_offsets.size()));
+  const int32_t *dl = s.lists(std::max<size_t>(1, s.selected())), *doff = s.offsets(std::max<size_t>(1, s.host_offsets.size()));
   if (mma) {  // the flash prefill kernel over the selected key blocks (attention_prefill.cu, key_blocks.cuh)
     PrefillAttnArgs p;
     p.out = a.out; p.q = a.q[0]; p.kcache = a.kcache; p.vcache = a.vcache;
@@ -262,7 +259,8 @@ const float *run_block_sparse_estimate(const SparseAttnArgs &a, BlockSparseScrat
   launch(bs_pool_q_kernel, dim3(nqb, H, nvar), dim3(threads), 0, stream, a, (int)qb0, qpool);
   QWC_LAUNCH_CHECK("bs_pool_q_kernel");
   const size_t gsm = bs_score_gqa_smem(nvar, H / a.n_kv, d);
-  if (gsm <= 48 * 1024 && !warp_scores && !env_is("QW_SPARSE_SCORE_WARP", "1")) {
+  if (gsm <= 48 * 1024 && !warp_scores &&
+      !env_opt_in("QW_SPARSE_SCORE_WARP", "one block per (query block, kv head) scores", "one warp per (query block, head)")) {
     launch(bs_score_gqa_kernel, dim3(nqb, a.n_kv), dim3(kScoreThreads), gsm, stream, a, (int)qb0, (int)nkb,
            (const float *)kpool, (const float *)qpool, sc);
     QWC_LAUNCH_CHECK("bs_score_gqa_kernel");
@@ -299,8 +297,7 @@ const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBu
     for (int32_t h = 0; h < H; ++h)
       for (int32_t bq = 0; bq <= nqb; ++bq) s.host_offsets[size_t(h) * nqb + bq] = h * per[size_t(nqb)] + per[size_t(bq)];
   }
-  const size_t total = size_t(s.host_offsets.back());
-  int32_t *dl = s.lists(std::max<size_t>(1, total)), *doff = s.offsets(s.host_offsets.size());
+  int32_t *dl = s.lists(std::max<size_t>(1, s.selected())), *doff = s.offsets(s.host_offsets.size());
   cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                              stream),
              "cudaMemcpyAsync", __FILE__, __LINE__);

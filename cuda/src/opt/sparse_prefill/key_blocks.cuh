@@ -1,7 +1,7 @@
 // key_blocks.cuh — the key-block lists of block-sparse prefill (sparsePrefill = block-sparse; its mma attend) as the
 // mma.sync flash prefill kernel reads them (src/cuda/attention_prefill.cu, prefill_attn_mma_kernel<D, false, true>): the same
 // kernel, whose key-tile loop walks a query block's selected key blocks instead of every causal key tile.
-// COMPILE-CHECKED ONLY until the first GPU run (cuda/dev/lab/sparse.cu, test/gpu/sparse.test.ts).
+// Checked on an H100 (ninth run: cuda/dev/lab/sparse.cu, test/gpu/sparse.test.ts).
 //
 // Layout: the selection of block_sparse_kernels.cu (BlockSparseScratch): query head h, query block qb0 + b (64
 // positions, aligned to position 0) visits key blocks lists[offs[h * nqb + b] .. offs[h * nqb + b + 1]), ascending,

@@ -18,11 +18,22 @@
 namespace qw {
 namespace sparse {
 
+// top_forced's split of candidates 0 .. n-1: forced [0, f) and [h, n), and k = the number of the best of [f, h) it
+// picks (host and device: the CUDA selection kernel splits with it too).
+QW_SEL_HD void forced_split(int32_t n, int32_t lo, int32_t hi, int32_t extra, int32_t &f, int32_t &h, int32_t &k) {
+  f = lo < n ? lo : n;
+  h = hi < n ? hi : n;
+  h = h > f ? h : f;
+  k = extra < h - f ? extra : h - f;
+}
+
 // Indices [0, min(lo, n)) and [max(hi, lo), n) (forced), and the `extra` best others by score (ties: lower
 // index), ascending.
 template <class T>
 std::vector<int32_t> top_forced(const T *score, int32_t n, int32_t lo, int32_t hi, int32_t extra) {
-  const int32_t f = std::min(lo, n), h = std::max(std::min(hi, n), f), rest = h - f, k = std::min(extra, rest);
+  int32_t f, h, k;
+  forced_split(n, lo, hi, extra, f, h, k);
+  const int32_t rest = h - f;
   std::vector<int32_t> out(static_cast<size_t>(f));
   std::iota(out.begin(), out.end(), 0);
   for (int32_t j = h; j < n; ++j) out.push_back(j);
@@ -54,11 +65,7 @@ std::vector<int32_t> top_blocks(const T *score, int32_t qb, int32_t sink, int32_
 // [f, hi). Shared with the CUDA selection kernel (block_sparse_kernels.cu) so that both split alike.
 QW_SEL_HD void top_blocks_split(int32_t qb, int32_t sink, int32_t local, int32_t extra, int32_t &f, int32_t &hi,
                                 int32_t &k) {
-  const int32_t n = qb + 1;
-  f = sink < n ? sink : n;
-  hi = qb + 1 - local < n ? qb + 1 - local : n;
-  hi = hi > f ? hi : f;
-  k = extra < hi - f ? extra : hi - f;
+  forced_split(qb + 1, sink, qb + 1 - local, extra, f, hi, k);
 }
 
 // How many blocks top_blocks selects: it depends on qb and the budget alone, never on the scores, so the CUDA
