@@ -15,7 +15,6 @@ import { join, resolve } from "node:path";
 import { openModel } from "../engine/index.ts";
 import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor } from "../engine/measure/passkey.ts";
 import { statOf } from "../engine/measure/profile.ts";
-import { brownDocuments } from "../engine/text/brown.ts";
 
 const USAGE = `usage: npx bun notebooks/sparse-bench.ts [model] [options]
   model                   HF dir / GGUF / synthetic:<preset>[:type] (default: models/tiny-qwen2-passkey)
@@ -83,9 +82,7 @@ const kvBytes = sessions.map((s) => s.kvInfo?.().kvBytes ?? NaN);
 const tok = model.tokenizer;
 // The held-out Brown text (every 20th document) is ~64k tokens: longer prompts take the training documents after it
 // (a speed study; the passkey harness itself keeps to the held-out text)
-let filler = new FillerStream(tok);
-const wholeBrown = maxLen + 64 >= filler.tokens.length;
-if (wholeBrown) filler = new FillerStream(tok, [...brownDocuments("validation"), ...brownDocuments("train")].map((d) => d.text));
+const { filler, trainDocuments } = FillerStream.atLeast(tok, maxLen + 64);
 const load0 = loadavg()[0];
 const samples = new Map<string, number[]>();  // `${arm}@${L}` → tok/s
 const density = new Map<string, number>();  // `${arm}@${L}` → keys visited / dense
@@ -130,7 +127,7 @@ const rows = lengths.flatMap((L) => arms.slice(1).map((arm) => {
 const md = [
   `# Sparse prefill speed — ${model.id} (${model.backend}, ${model.device.name})`, "",
   `Command: \`npx bun notebooks/sparse-bench.ts ${Bun.argv.slice(2).join(" ")}\`. Budgets: vertical ${budgets.vertical}, slash ${budgets.slash}, blocks ${budgets.blocks}, local ${budgets.local}, sink ${budgets.sink}; dca ${dca}. ` +
-  `${reps} measured passes per cell after one warm-up, interleaved across arms; median (min–max).${wholeBrown ? " Filler: the held-out Brown documents, then the training ones (the prompts are longer than the held-out text)." : ""} Load average ${load0.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end.`, "",
+  `${reps} measured passes per cell after one warm-up, interleaved across arms; median (min–max).${trainDocuments > 0 ? ` Filler: the held-out Brown documents, then the first ${trainDocuments} training ones (the prompts are longer than the held-out text).` : ""} Load average ${load0.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end.`, "",
   "| length | arm | dense prefill tok/s | sparse prefill tok/s | speedup (medians) | keys visited |", "|---:|---|---:|---:|---:|---:|",
   ...rows.map((r) => `| ${r.length} | ${r.arm} | ${fmt(r.dense.samples)} | ${fmt(r.sparse.samples)} | ${r.speedup.toFixed(2)}× | ${Number.isNaN(r.density) ? "not measured" : `${(100 * r.density).toFixed(1)} %`} |`),
   ...(mem0 === undefined ? [] : ["", `Device memory (device-wide, cudaMemGetInfo), maxPrefill ${chunk ?? "whole prompt"}: ${gib(mem0)} GiB in use after the load.`, "",

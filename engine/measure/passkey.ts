@@ -83,18 +83,35 @@ export interface PasskeyTokenizer {
 
 /** The held-out Brown filler as one token stream, with word-start flags (token text starts with whitespace). */
 export class FillerStream {
-  readonly tokens: number[];
-  readonly wordStart: boolean[];
+  readonly tokens: number[] = [];
+  readonly wordStart: boolean[] = [];
+  private readonly startsWord = new Map<number, boolean>();  // token id → its text starts with whitespace
   constructor(tok: PasskeyTokenizer, texts: string[] = brownDocuments("validation").map((d) => d.text)) {
-    this.tokens = [];
-    // Each document ends with "\n" (the corpus text separates paragraphs with one "\n", as the model saw it).
-    for (const t of texts) for (const id of tok.encode(t + "\n")) this.tokens.push(id);
-    const cache = new Map<number, boolean>();
-    this.wordStart = this.tokens.map((id) => {
-      let v = cache.get(id);
-      if (v === undefined) cache.set(id, (v = /^\s/.test(tok.decode([id]))));
-      return v;
-    });
+    for (const t of texts) this.append(tok, t);
+  }
+
+  /** The held-out documents whole, then training documents in corpus order only until the stream holds `minTokens`
+   * (a speed study's prompts longer than the held-out text; the passkey harness itself keeps to held-out text). */
+  static atLeast(tok: PasskeyTokenizer, minTokens: number): { filler: FillerStream; trainDocuments: number } {
+    const filler = new FillerStream(tok);
+    let trainDocuments = 0;
+    for (const d of filler.tokens.length < minTokens ? brownDocuments("train") : []) {
+      if (filler.tokens.length >= minTokens) break;
+      filler.append(tok, d.text);
+      trainDocuments++;
+    }
+    if (filler.tokens.length < minTokens) throw new Error(`the Brown corpus holds ${filler.tokens.length} tokens of filler; ${minTokens} were asked for`);
+    return { filler, trainDocuments };
+  }
+
+  // Each document ends with "\n" (the corpus text separates paragraphs with one "\n", as the model saw it).
+  private append(tok: PasskeyTokenizer, text: string): void {
+    for (const id of tok.encode(text + "\n")) {
+      let v = this.startsWord.get(id);
+      if (v === undefined) this.startsWord.set(id, (v = /^\s/.test(tok.decode([id]))));
+      this.tokens.push(id);
+      this.wordStart.push(v);
+    }
   }
 }
 

@@ -11,6 +11,7 @@ import {
   buildPasskeyPrompt, dcaParams, FillerStream, NEEDLE, PASSKEY_MODEL_DIR, passkeyTable, QUESTION, rngFor, runPasskey, scorePasskey,
 } from "../../engine/measure/passkey.ts";
 import { cmdPasskey } from "../../engine/cli/passkey.ts";
+import { brownDocuments } from "../../engine/text/brown.ts";
 import { parsePromptSet } from "../../engine/measure/record.ts";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -57,6 +58,26 @@ describe.skipIf(!cpuLibraryBuilt())("passkey model on the CPU", () => {
     expect(m.config.original_max_position_embeddings).toBe(512);
     const d = m.toggleRegistry().find((t) => t.id === "dca")!;
     expect(d.backends.cpu).toEqual(["off", "on"]);
+  });
+
+  test("FillerStream.atLeast: held-out text whole, then training documents only as far as asked; too much refused", () => {
+    const t = m.tokenizer;
+    const short = FillerStream.atLeast(t, 1000);
+    expect(short.trainDocuments).toBe(0);
+    expect(short.filler.tokens).toEqual(filler.tokens);
+    expect(short.filler.wordStart).toEqual(filler.wordStart);
+    const want = filler.tokens.length + 3000;
+    const long = FillerStream.atLeast(t, want);
+    expect(long.trainDocuments).toBeGreaterThan(0);
+    expect(long.filler.tokens.length).toBeGreaterThanOrEqual(want);
+    // the same stream as building it from the texts at once: one fewer training document would not have been enough
+    const texts = [...brownDocuments("validation"), ...brownDocuments("train").slice(0, long.trainDocuments)].map((d) => d.text);
+    const whole = new FillerStream(t, texts);
+    expect(long.filler.tokens).toEqual(whole.tokens);
+    expect(long.filler.wordStart).toEqual(whole.wordStart);
+    const lastDoc = t.encode(texts[texts.length - 1] + "\n").length;
+    expect(long.filler.tokens.length - lastDoc).toBeLessThan(want);
+    expect(() => FillerStream.atLeast(t, 1e9)).toThrow(/the Brown corpus holds \d+ tokens of filler; 1000000000 were asked for/);
   });
 
   test("prompts: exact length, filler from held-out Brown text, the needle once, the question at the end, seeded", () => {
