@@ -19,8 +19,7 @@ int g_pdl = -1;  // -1: not decided yet
 }
 bool pdl_enabled() {
   if (g_pdl < 0) {
-    const char *e = getenv("QW_PDL");
-    int on = !(e && e[0] == '0');
+    int on = env_switch_on("QW_PDL", "no programmatic dependent launch", "programmatic dependent launch on sm_90");
     if (on) {  // Hopper and later only
       int dev = 0, major = 0;
       if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {

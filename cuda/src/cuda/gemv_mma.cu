@@ -200,8 +200,7 @@ void gemv_force_mma(int on) { g_force_mma = on; }
 
 bool gemv_mma_enabled() {
   if (g_force_mma < 0) {
-    const char *e = getenv("QW_GEMV_MMA");
-    g_force_mma = (e && e[0] == '1') ? 1 : 0;
+    g_force_mma = env_opt_in("QW_GEMV_MMA", "the CUDA-core decode GEMVs", "bf16 decode GEMVs on mma.sync tensor cores") ? 1 : 0;
   }
   return g_force_mma == 1;
 }

@@ -116,8 +116,7 @@ void CudaModel::finalize() {
       if (same_layout(q, k) && same_layout(q, v)) {
         // RoPE fused into the decode projection (QW_FUSED_ROPE=0 keeps the separate rope kernel): the q and k
         // rows of each head are pair-interleaved (an exact row permutation, see gemv.cuh)
-        const char *fr = getenv("QW_FUSED_ROPE");
-        L.qkv_pairs = !(fr && fr[0] == '0');
+        L.qkv_pairs = qwc::env_switch_on("QW_FUSED_ROPE", "the separate rope kernel", "RoPE fused into the q/k projection");
         std::vector<std::pair<int, int64_t>> order;
         const int64_t QKVR = q.rows + k.rows + v.rows;
         for (int64_t p = 0; p < QKVR; ++p) {
