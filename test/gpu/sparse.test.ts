@@ -3,11 +3,12 @@
 // block_sparse_cpu.cpp, checked in test_sparse_prefill.cpp and test/engine/sparse.test.ts), on the passkey model: full
 // budgets = the dense CUDA logits (up to the sparse kernels' fp32 order), small budgets close to the CPU's sparse
 // logits with the same argmax, with and without DCA; the attention records' FLOPs (keys visited) against the CPU's;
-// passkey retrieval with sparse prefill over DCA at 1024 / 2048 / 4096 tokens. Block-sparse's attend and selection
-// arms, a child process each (bsparse-run.ts): mma attend with the device selection (the defaults), SIMT attend
-// (QW_SPARSE_MMA=0), the host selection (QW_SPARSE_HOST_SELECT=1); the mma arm's logits bit for bit the dense ones
-// with every block selected, close to the SIMT arm's with small budgets, the device selection's logits and records
-// bit for bit the host's, and each layer's attention launcher the one the switch names. Skips without a GPU.
+// passkey retrieval with sparse prefill over DCA at 1024 / 2048 / 4096 tokens. The attend and selection arms, a child
+// process each (sparse-run.ts): block-sparse's mma attend with the device selection (the defaults), SIMT attend
+// (QW_SPARSE_MMA=0), the host selection (QW_SPARSE_HOST_SELECT=1); vertical-slash's mma attend (the default;
+// compile-checked until this runs) and SIMT attend. The mma arms' logits bit for bit the dense ones with every block
+// / line selected, close to the SIMT arm's with small budgets, the device selection's logits and records bit for bit
+// the host's, and each layer's attention launcher the one the switch names. Skips without a GPU.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,7 +18,7 @@ import type { SparseMode, SparseOptions } from "../../engine/api.ts";
 import { opNames } from "../../engine/catalog.ts";
 import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor, runPasskey } from "../../engine/measure/passkey.ts";
 import { argmax, noGpu, REPO, rel } from "./gpu.ts";
-import type { BsRunSummary } from "./bsparse-run.ts";
+import type { SparseRunSummary } from "./sparse-run.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
@@ -124,28 +125,40 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
   });
 });
 
-describe.skipIf(noGpu())("block-sparse: mma attend (default) vs SIMT (QW_SPARSE_MMA=0), device vs host selection", () => {
-  let dir = "";
-  const arms = {} as Record<"simt" | "mma" | "host", BsRunSummary>;
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "qw-bsparse-"));
-    for (const arm of ["simt", "mma", "host"] as const) {
+// One child process per (mode, arm): the native library reads the switches from its environment (sparse-run.ts).
+function runArms<A extends string>(mode: string, arms: Record<A, Record<string, string>>): Record<A, SparseRunSummary> {
+  const dir = mkdtempSync(join(tmpdir(), "qw-sparse-arms-"));
+  try {
+    const out = {} as Record<A, SparseRunSummary>;
+    for (const arm of Object.keys(arms) as A[]) {
       const env: Record<string, string | undefined> = { ...process.env };
       delete env.QW_SPARSE_MMA;  // whatever the parent's environment says: mma (default) unless the arm says 0
-      delete env.QW_SPARSE_HOST_SELECT;  // the selection on the device unless the arm says host
+      delete env.QW_SPARSE_HOST_SELECT;  // block-sparse selects on the device unless the arm says host
       env.QW_FLASH_WGMMA = "0";  // dense = the mma.sync kernel (the bit-for-bit reference)
-      if (arm === "simt") env.QW_SPARSE_MMA = "0";
-      if (arm === "host") env.QW_SPARSE_HOST_SELECT = "1";
-      const out = join(dir, `${arm}.json`);
-      const r = Bun.spawnSync([process.execPath, join(REPO, "test", "gpu", "bsparse-run.ts"), out], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" });
-      if (r.exitCode !== 0) throw new Error(`bsparse-run.ts (${arm}) failed: ${r.stderr.toString()}`);
-      arms[arm] = JSON.parse(readFileSync(out, "utf8")) as BsRunSummary;
+      Object.assign(env, arms[arm]);
+      const file = join(dir, `${arm}.json`);
+      const r = Bun.spawnSync([process.execPath, join(REPO, "test", "gpu", "sparse-run.ts"), file, mode], { cwd: REPO, env, stdout: "pipe", stderr: "pipe" });
+      if (r.exitCode !== 0) throw new Error(`sparse-run.ts (${mode}, ${arm}) failed: ${r.stderr.toString()}`);
+      out[arm] = JSON.parse(readFileSync(file, "utf8")) as SparseRunSummary;
     }
+    return out;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+const f32 = (x: number[]) => Float32Array.from(x);
+function bitsDiffer(a: number[], b: number[]): { differ: number; n: number } {
+  const u = new Uint32Array(f32(a).buffer), v = new Uint32Array(f32(b).buffer);
+  let differ = 0;
+  for (let i = 0; i < u.length; i++) differ += u[i] !== v[i] ? 1 : 0;
+  return { differ, n: u.length };
+}
+
+describe.skipIf(noGpu())("block-sparse: mma attend (default) vs SIMT (QW_SPARSE_MMA=0), device vs host selection", () => {
+  let arms = {} as Record<"simt" | "mma" | "host", SparseRunSummary>;
+  beforeAll(() => {
+    arms = runArms("block-sparse", { simt: { QW_SPARSE_MMA: "0" }, mma: {}, host: { QW_SPARSE_HOST_SELECT: "1" } });
   });
-  afterAll(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-  const f32 = (x: number[]) => Float32Array.from(x);
 
   test("the switch reaches every layer: attn_sparse_bs_mma by default, attn_sparse_bs_simt with 0, DCA SIMT in all", () => {
     for (const run of ["full", "small", "chunked-full"] as const) {
@@ -161,24 +174,18 @@ describe.skipIf(noGpu())("block-sparse: mma attend (default) vs SIMT (QW_SPARSE_
 
   test("every block selected: the mma arm's logits are the dense mma.sync logits bit for bit (one call and chunked)", () => {
     for (const [sp, dn] of [["full", "dense"], ["chunked-full", "chunked-dense"]] as const) {
-      const a = f32(arms.mma[sp].logits), b = f32(arms.mma[dn].logits);
-      const u = new Uint32Array(a.buffer), v = new Uint32Array(b.buffer);
-      let differ = 0;
-      for (let i = 0; i < u.length; i++) differ += u[i] !== v[i] ? 1 : 0;
-      console.log(`block-sparse mma ${sp} vs ${dn}: ${differ} of ${u.length} logits differ`);
-      expect(u.length).toBeGreaterThan(0);
+      const { differ, n } = bitsDiffer(arms.mma[sp].logits, arms.mma[dn].logits);
+      console.log(`block-sparse mma ${sp} vs ${dn}: ${differ} of ${n} logits differ`);
+      expect(n).toBeGreaterThan(0);
       expect(differ).toBe(0);
     }
   });
 
   test("the device selection picks the host's blocks: every run's logits and FLOPs equal, bit for bit", () => {
     for (const run of ["dense", "full", "small", "chunked-dense", "chunked-full", "dca-small"] as const) {
-      const a = f32(arms.mma[run].logits), b = f32(arms.host[run].logits);
-      const u = new Uint32Array(a.buffer), v = new Uint32Array(b.buffer);
-      let differ = 0;
-      for (let i = 0; i < u.length; i++) differ += u[i] !== v[i] ? 1 : 0;
-      console.log(`block-sparse ${run}: device vs host selection, ${differ} of ${u.length} logits differ`);
-      expect(u.length).toBeGreaterThan(0);
+      const { differ, n } = bitsDiffer(arms.mma[run].logits, arms.host[run].logits);
+      console.log(`block-sparse ${run}: device vs host selection, ${differ} of ${n} logits differ`);
+      expect(n).toBeGreaterThan(0);
       expect(differ).toBe(0);
       expect(arms.mma[run].flops).toBe(arms.host[run].flops);
     }
@@ -191,6 +198,42 @@ describe.skipIf(noGpu())("block-sparse: mma attend (default) vs SIMT (QW_SPARSE_
     expect(argmax(a)).toBe(argmax(b));
     expect(arms.mma.small.flops).toBeLessThan(arms.mma.dense.flops);
     // layer 0's selection is the same in both arms; later layers' may differ slightly (their inputs do)
+    expect(Math.abs(arms.mma.small.flops - arms.simt.small.flops) / arms.simt.small.flops).toBeLessThan(0.1);
+  });
+});
+
+describe.skipIf(noGpu())("vertical-slash: mma attend (default) vs SIMT (QW_SPARSE_MMA=0)", () => {
+  let arms = {} as Record<"simt" | "mma", SparseRunSummary>;
+  beforeAll(() => {
+    arms = runArms("vertical-slash", { simt: { QW_SPARSE_MMA: "0" }, mma: {} });
+  });
+
+  test("the switch reaches every layer: attn_sparse_vs_mma by default, attn_sparse_vs_simt with 0, DCA SIMT in both", () => {
+    for (const run of ["full", "small", "chunked-full"] as const) {
+      for (const k of arms.mma[run].kernels) expect(k).toEqual(["attn_sparse_vs_mma"]);
+      for (const k of arms.simt[run].kernels) expect(k).toEqual(["attn_sparse_vs_simt"]);
+    }
+    for (const arm of ["simt", "mma"] as const) {
+      for (const k of arms[arm]["dca-small"].kernels) expect(k).toEqual(["attn_sparse_vs_dca_simt"]);
+      for (const k of arms[arm].dense.kernels) expect(k).toEqual(["attn_prefill_mma"]);
+    }
+  });
+
+  test("every line selected: the mma arm's logits are the dense mma.sync logits bit for bit (one call and chunked)", () => {
+    for (const [sp, dn] of [["full", "dense"], ["chunked-full", "chunked-dense"]] as const) {
+      const { differ, n } = bitsDiffer(arms.mma[sp].logits, arms.mma[dn].logits);
+      console.log(`vertical-slash mma ${sp} vs ${dn}: ${differ} of ${n} logits differ`);
+      expect(n).toBeGreaterThan(0);
+      expect(differ).toBe(0);
+    }
+  });
+
+  test("small budgets: the mma arm close to the SIMT arm, same argmax; the records count the same model of keys", () => {
+    const a = f32(arms.mma.small.logits), b = f32(arms.simt.small.logits), e = rel(a, b);
+    console.log(`vertical-slash mma vs SIMT (vertical 32, slash 32, local 64, sink 4): rel max |d logits| ${e.toExponential(2)}; attention FLOPs mma ${arms.mma.small.flops.toExponential(3)}, SIMT ${arms.simt.small.flops.toExponential(3)}, dense ${arms.mma.dense.flops.toExponential(3)}`);
+    expect(e).toBeLessThan(5e-2);
+    expect(argmax(a)).toBe(argmax(b));
+    expect(arms.mma.small.flops).toBeLessThan(arms.mma.dense.flops);
     expect(Math.abs(arms.mma.small.flops - arms.simt.small.flops) / arms.simt.small.flops).toBeLessThan(0.1);
   });
 });

@@ -2,7 +2,10 @@
 // block_sparse.cuh): the GPU's selection is read back, and z is checked
 // against an fp64 masked attention over exactly the keys that selection visits (plain and DCA query variants); budgets
 // covering every key are checked against dense attention. Timed cases give the time against the dense flash prefill
-// kernel on the same shape. Block-sparse runs both attend arms on one selection: the SIMT kernel and the mma.sync flash
+// kernel on the same shape. Vertical-slash runs both attend arms on one selection: the SIMT kernel and the mma.sync
+// flash kernel over contiguous and gathered key tiles (the default for plain attention at head_dim 64 / 128), the
+// latter also against the SIMT z, bit for bit against the dense mma.sync kernel where every diagonal is selected,
+// and timed against both dense flash kernels. Block-sparse runs both attend arms on one selection: the SIMT kernel and the mma.sync flash
 // kernel over the selected key blocks (the default), the latter also bit for bit against the dense mma.sync kernel where
 // every block is selected, and timed against it and the wgmma flash kernel. The device selection (step 2's default)
 // against the host's: the same lists.
@@ -15,6 +18,7 @@
 #include "block_sparse.cuh"
 #include "dca_positions.hpp"
 #include "sparse_prefill.cuh"
+#include "vs_tiles.hpp"
 
 namespace {
 
@@ -134,6 +138,38 @@ struct SpCase {
   bool timed;
 };
 
+PrefillAttnArgs dense_args(const LabData &x, __nv_bfloat16 *out);
+
+// Vertical-slash's attend alone (mma; SIMT up to 4k), the whole step with the mma arm (estimate, host selection,
+// bitmaps, attend) and the dense flash prefill kernels, on one selection: median of 10 (3 under --quick) after one
+// warm-up, with min-max.
+void vs_timings(const LabData &x, const qw::SparseBudget &b, SparseScratch &s, const std::string &shape, double share) {
+  const int it = g_quick ? 3 : 10;
+  const PrefillAttnArgs pa = dense_args(x, x.dz);
+  double dlo, dhi, mlo, mhi, wlo, whi, slo = 0, shi = 0, simt = 0, glo = 0, ghi = 0, wg = 0;
+  const double dense = time_us([&](int) { launch_prefill_attention_mma(pa, 0); }, it, 1, &dlo, &dhi);
+  try {  // the engine's dense default on sm_90: the wgmma flash kernel (throws where it does not apply)
+    wg = time_us([&](int) { launch_prefill_attention_fa3(pa, 0); }, it, 1, &glo, &ghi);
+  } catch (const std::exception &e) {
+    printf("  (no wgmma flash here: %s)\n", e.what());
+  }
+  const double mma = time_us([&](int) { run_sparse_attend(x.a, s, 0, SparseAttend::Mma); }, it, 1, &mlo, &mhi);
+  const double whole = time_us([&](int) { run_sparse_prefill(x.a, b, s, 0, nullptr, nullptr, SparseAttend::Mma); }, it, 1,
+                               &wlo, &whi);
+  if (x.n <= 4096) simt = time_us([&](int) { run_sparse_attend(x.a, s, 0, SparseAttend::Simt); }, it, 1, &slo, &shi);
+  const double best = wg > 0 ? std::min(wg, dense) : dense;
+  printf("  vertical-slash n %d, keys visited %.1f %%: attend mma %.1f us [%.1f-%.1f], SIMT %.1f us [%.1f-%.1f]; whole step "
+         "%.1f us [%.1f-%.1f]; dense mma.sync flash %.1f us [%.1f-%.1f], wgmma flash %.1f us [%.1f-%.1f]; against the faster "
+         "dense: attend %.2fx, whole step %.2fx\n",
+         x.n, 100.0 * share, mma, mlo, mhi, simt, slo, shi, whole, wlo, whi, dense, dlo, dhi, wg, glo, ghi, best / mma,
+         best / whole);
+  const double fl = 4.0 * x.d * x.nH * share * ((double)x.n * x.pos0 + (double)x.n * (x.n + 1) / 2);
+  report("vertical-slash attend [attn_sparse_vs_mma]", shape + ", vs dense " + std::to_string(dense / mma).substr(0, 5) + "x",
+         false, 0, 0, false, mma, fl / (mma * 1e-6) / 1e12, "TFLOP/s (visited)", g_bf16_rate / 1e12);
+  report("vertical-slash step (mma arm)", shape + ", vs dense " + std::to_string(dense / whole).substr(0, 5) + "x", false,
+         0, 0, false, whole, fl / (whole * 1e-6) / 1e12, "TFLOP/s (visited)", g_bf16_rate / 1e12);
+}
+
 void sparse_case(const SpCase &c) {
   const int step = std::max(11, (c.pos0 + c.n) / 9);  // a few strong columns
   const LabData x(c.nH, c.nKV, c.d, c.pos0, c.n, c.dca_span, [&](int j) { return j >= 7 && (j - 7) % step == 0; });
@@ -141,15 +177,57 @@ void sparse_case(const SpCase &c) {
   b.vertical = c.vertical; b.slash = c.slash; b.local = c.local; b.sink = c.sink;
   SparseScratch scratch;
   std::vector<std::vector<int32_t>> cols, diags;
-  const char *kn = run_sparse_prefill(x.a, b, scratch, 0, &cols, &diags);
+  const char *kn = run_sparse_prefill(x.a, b, scratch, 0, &cols, &diags, SparseAttend::Simt);
   CHK(cudaDeviceSynchronize());
   char shape[160];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d v%d s%d l%d k%d%s", c.nH, c.nKV, c.d, c.pos0, c.n, c.vertical,
            c.slash, c.local, c.sink, c.dca_span ? " dca" : "");
-  check_case(x, "sparse", kn, shape, c.timed, [&](int r, int h, int j) {
+  const auto visit = [&](int r, int h, int j) {
     return std::binary_search(cols[h].begin(), cols[h].end(), j) ||
            std::binary_search(diags[h].begin(), diags[h].end(), c.pos0 + r - j);
-  }, [&] { run_sparse_prefill(x.a, b, scratch, 0); });
+  };
+  check_case(x, "sparse", kn, shape, false, visit, [] {});
+  if (c.dca_span || !vs_mma_supported(c.d, c.pos0 + c.n)) return;  // the mma arm: plain attention, head_dim 64 / 128
+  // the mma arm on the same selection: against the fp64 reference, the SIMT z, and with every diagonal selected the
+  // dense mma.sync kernel bit for bit
+  const auto zs = d2h((uint16_t *)x.dz, x.qn);
+  poison(x.dz, x.qn * 2);
+  const char *km = run_sparse_attend(x.a, scratch, 0, SparseAttend::Mma);
+  CHK(cudaDeviceSynchronize());
+  check_case(x, "sparse", km, shape, false, visit, [] {});
+  const auto zm = d2h((uint16_t *)x.dz, x.qn);
+  std::vector<double> va, vr;
+  for (size_t e = 0; e < x.qn; ++e) va.push_back(bf2f(zm[e])), vr.push_back(bf2f(zs[e]));
+  bool nan_seen = false;
+  const double e = rel_err(va, vr, &nan_seen);
+  report(std::string("vertical-slash mma vs SIMT [") + km + "]", shape, true, e, 1e-2, nan_seen, 0, 0, "", 0);
+  bool every_diag = true;
+  for (int h = 0; h < x.nH; ++h) every_diag &= diags[h].size() == size_t(c.pos0 + c.n);
+  if (every_diag) {
+    __nv_bfloat16 *dd = (__nv_bfloat16 *)dalloc<uint16_t>(x.qn);
+    poison(dd, x.qn * 2);
+    launch_prefill_attention_mma(dense_args(x, dd), 0);
+    const auto zd = d2h((uint16_t *)dd, x.qn);
+    cudaFree(dd);
+    size_t diff = 0;
+    for (size_t e2 = 0; e2 < x.qn; ++e2) diff += zd[e2] != zm[e2];
+    report(std::string("vertical-slash every diagonal = dense mma.sync, bits [") + km + "]",
+           std::string(shape) + ", " + std::to_string(diff) + " bf16 differ", true, double(diff), 0, false, 0, 0, "", 0);
+  }
+  if (c.timed) {
+    double vis = 0, dense_keys = 0;
+    for (int h = 0; h < x.nH; ++h)
+      for (int r = 0; r < x.n; ++r) {
+        const int i = c.pos0 + r;
+        dense_keys += i + 1;
+        vis += qw::sparse::count_le(cols[h].data(), (int)cols[h].size(), i);
+        for (int32_t o : diags[h]) {
+          if (o > i) break;
+          vis += !std::binary_search(cols[h].begin(), cols[h].end(), i - o);
+        }
+      }
+    vs_timings(x, b, scratch, shape, vis / dense_keys);
+  }
 }
 
 struct BsCase {
@@ -190,17 +268,17 @@ void bs_timings(const LabData &x, const qw::SparseBudget &b, BlockSparseScratch 
   } catch (const std::exception &e) {
     printf("  (no wgmma flash here: %s)\n", e.what());
   }
-  const double mma = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, BsAttend::Mma); }, it, 1, &mlo, &mhi);
+  const double mma = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, SparseAttend::Mma); }, it, 1, &mlo, &mhi);
   double elo, ehi, wslo, wshi;  // step 1 alone: the grouped scoring kernel, then the per-head warp one
   const double est = time_us([&](int) { run_block_sparse_estimate(x.a, s, 0, false); }, it, 1, &elo, &ehi);
   const double est_w = time_us([&](int) { run_block_sparse_estimate(x.a, s, 0, true); }, it, 1, &wslo, &wshi);
   printf("  block-sparse n %d, step 1 (pooling + scores): grouped %.1f us [%.1f-%.1f], per-head warp %.1f us [%.1f-%.1f]\n",
          x.n, est, elo, ehi, est_w, wslo, wshi);
-  const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma, BsSelect::Device); },
+  const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, SparseAttend::Mma, BsSelect::Device); },
                                it, 1, &wlo, &whi);
-  const double host = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, BsAttend::Mma, BsSelect::Host); },
+  const double host = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, SparseAttend::Mma, BsSelect::Host); },
                               it, 1, &hlo, &hhi);
-  if (x.n <= 4096) simt = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, BsAttend::Simt); }, it, 1, &slo, &shi);
+  if (x.n <= 4096) simt = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, SparseAttend::Simt); }, it, 1, &slo, &shi);
   const double best = wg > 0 ? std::min(wg, dense) : dense;
   printf("  block-sparse n %d, keys visited %.1f %%: attend mma %.1f us [%.1f-%.1f], SIMT %.1f us [%.1f-%.1f]; "
          "whole step (device selection) %.1f us [%.1f-%.1f], (host selection) %.1f us [%.1f-%.1f]; dense mma.sync flash "
@@ -222,7 +300,7 @@ void bs_mma_arm(const LabData &x, const std::string &shape, BlockSparseScratch &
                 const std::vector<std::vector<std::vector<int32_t>>> &blocks, const std::function<bool(int, int, int)> &visit) {
   const auto zs = d2h((uint16_t *)x.dz, x.qn);
   poison(x.dz, x.qn * 2);
-  const char *kn = run_block_sparse_attend(x.a, s, 0, BsAttend::Mma);
+  const char *kn = run_block_sparse_attend(x.a, s, 0, SparseAttend::Mma);
   CHK(cudaDeviceSynchronize());
   check_case(x, "block-sparse", kn, shape, false, visit, [] {});
   const auto zm = d2h((uint16_t *)x.dz, x.qn);
@@ -253,8 +331,8 @@ void block_sparse_case(const BsCase &c) {
   b.blocks = c.blocks; b.local = c.local; b.sink = c.sink;
   BlockSparseScratch scratch;
   std::vector<std::vector<std::vector<int32_t>>> blocks, host_blocks;
-  run_block_sparse_prefill(x.a, b, scratch, 0, &host_blocks, BsAttend::Simt, BsSelect::Host);
-  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks, BsAttend::Simt, BsSelect::Device);
+  run_block_sparse_prefill(x.a, b, scratch, 0, &host_blocks, SparseAttend::Simt, BsSelect::Host);
+  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks, SparseAttend::Simt, BsSelect::Device);
   CHK(cudaDeviceSynchronize());
   char shape[160];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d blocks %d l%d k%d%s", c.nH, c.nKV, c.d, c.pos0, c.n, c.blocks,
@@ -300,8 +378,11 @@ void run_sparse() {
   sparse_case({14, 2, 64, 0, 700, 32, 32, 64, 4, 0, false});
   sparse_case({4, 1, 64, 100, 600, 16, 16, 32, 4, 448, false});      // DCA query variants (span 448)
   sparse_case({28, 4, 128, 0, 4096, all, all, 100, 30, 0, false});   // full budget at 4k = dense
+  sparse_case({14, 2, 64, 50, 300, 0, all, 5, 3, 0, false});         // every diagonal, pos0 inside a block (mma: bits = dense)
+  sparse_case({4, 1, 128, 1000, 77, 40, 40, 16, 4, 0, false});       // a chunk over a cache, inside one query block
   sparse_case({28, 4, 128, 0, 4096, 256, 256, 100, 30, 0, true});
   if (!g_quick) sparse_case({28, 4, 128, 0, 16384, 1000, 1000, 100, 30, 0, true});
+  if (!g_quick) sparse_case({28, 4, 128, 0, 32768, 1000, 2048, 100, 30, 0, true});
 }
 
 void run_block_sparse() {

@@ -13,6 +13,7 @@
 #include "common.cuh"
 #include "dca_tiles.cuh"
 #include "key_blocks.cuh"
+#include "key_lines.cuh"
 #include "tree_mask.cuh"
 
 namespace qwc {
@@ -49,6 +50,7 @@ struct PrefillAttnArgs {
   int32_t n_heads = 0, n_kv = 0, head_dim = 0, max_ctx = 0;
   TreeMask tree;                       // a tree verification step (opt/speculative/tree_mask.cuh); else empty
   KeyBlocks blocks;                    // block-sparse prefill's selection (opt/sparse_prefill/key_blocks.cuh); else empty
+  KeyLines lines;                      // vertical-slash prefill's selection (opt/sparse_prefill/key_lines.cuh); else empty
   // A tree step of n <= 64 rows split over its keys (attention_prefill.cu): split_ws holds
   // prefill_attn_split_ws_floats(n, n_heads, head_dim, n_split) floats; null or n_split 1: one CTA per head walks
   // every key tile. split_tiles is set by the launcher.
@@ -72,8 +74,11 @@ const char *launch_prefill_attention_dca(const PrefillAttnArgs &a, cudaStream_t 
 // QW_FLASH_WGMMA=0), the sm_90a wgmma kernel (opt/attention/fa3_prefill.cuh) where it supports the shape.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t stream);
 // The mma.sync kernel (sm_80+) whatever the environment: the lab's reference arm for the wgmma kernel. With
-// a.blocks set (head_dim 64 / 128, no tree): its block-sparse variant, "attn_sparse_bs_mma" (opt/sparse_prefill).
+// a.blocks set (head_dim 64 / 128, no tree): its block-sparse variant, "attn_sparse_bs_mma" (opt/sparse_prefill);
+// with a.lines set (vs_mma_supported): its vertical-slash variant, "attn_sparse_vs_mma".
 const char *launch_prefill_attention_mma(const PrefillAttnArgs &a, cudaStream_t stream);
+// Vertical-slash's mma attend runs the shape: head_dim 64 or 128, keys (pos0 + rows) within kVsMaxKeyBlocks blocks.
+bool vs_mma_supported(int32_t head_dim, int32_t keys);
 // The simple SIMT kernel (reference arm, any head_dim <= 256): exposed for the lab.
 const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t stream);
 

@@ -43,7 +43,11 @@ static_assert(kBQ == qw::kSparseBlock && kBK == qw::kSparseBlock, "block-sparse:
 // at 1k context (28 CTAs on 132 SMs), most of a 16-token verify pass's attention.
 // DCA (dca = on; a.dca set; opt/dca/dca_tiles.cuh): the tiles of the three parts' key ranges, each part with its
 // query variant (reloaded into q_s where the part changes) and a (row, key) counted only in its own part.
-template <int D, bool TREE, bool BLOCKS = false, bool SPLIT = false, bool DCA = false>
+// VS: vertical-slash prefill (a.lines set; opt/sparse_prefill/key_lines.cuh, vs_tiles.hpp). CTAs as BLOCKS; a query
+// block walks the key blocks its selected diagonals reach (masked to the selected diagonals and columns), then its
+// columns gathered 64 at a time (masked to those outside the first tiles): each selected key once, in one softmax.
+// Its state lives in dynamic shared memory after the K/V ring (vs_smem_bytes).
+template <int D, bool TREE, bool BLOCKS = false, bool SPLIT = false, bool DCA = false, bool VS = false>
 __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttnArgs a) {
   pdl_wait();
   pdl_trigger();
@@ -56,7 +60,9 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
   const int qt = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int G = a.n_heads / a.n_kv, kvh = h / G;
-  const int q_row0 = BLOCKS ? (a.blocks.qb0 + qt) * kBQ - a.pos0 : qt * kBQ;  // BLOCKS: may be < 0
+  constexpr bool QB = BLOCKS || VS;  // CTA x = query block qb0 + x, its positions aligned to 0
+  const int qb0 = BLOCKS ? a.blocks.qb0 : (VS ? a.lines.qb0 : 0);
+  const int q_row0 = QB ? (qb0 + qt) * kBQ - a.pos0 : qt * kBQ;  // QB: may be < 0
   const int qdim = a.n_heads * D;
   const int kv_end = a.pos0 + min(a.n, q_row0 + kBQ);  // keys needed by this block
   const __nv_bfloat16 *kbase = a.kcache + ((int64_t)a.slot * a.n_kv + kvh) * (int64_t)a.max_ctx * D;
@@ -65,7 +71,7 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
   // Q tile (DCA: loaded where each part begins, below)
   for (int i = threadIdx.x; i < (DCA ? 0 : kBQ * D / 8); i += 128) {
     const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-    const bool ok = q_row0 + r < a.n && (!BLOCKS || q_row0 + r >= 0);
+    const bool ok = q_row0 + r < a.n && (!QB || q_row0 + r >= 0);
     cp_async16(q_s + r * LD + c, a.q + (int64_t)(ok ? q_row0 + r : 0) * qdim + h * D + c, ok);
   }
   // the key tile of loop step `tile`: every causal one, or (BLOCKS) the query block's selected ones
@@ -77,6 +83,8 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
     n_tiles = a.blocks.offs[sel + 1] - a.blocks.offs[sel];
   } else if constexpr (DCA) {
     n_tiles = 0;  // set below from the ranges
+  } else if constexpr (VS) {
+    n_tiles = 0;  // set below by vs_setup
   } else {
     n_tiles = (kv_end + kBK - 1) / kBK;
   }
@@ -85,20 +93,37 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
     dr = qw::dca::tile_ranges(a.dca.span, a.pos0 + q_row0, kv_end - 1, kBK);
     n_tiles = dr.tiles[0] + dr.tiles[1] + dr.tiles[2];
   }
-  auto key_start = [&](int tile) -> int {  // first key of loop step `tile`
+  [[maybe_unused]] const int q0 = (qb0 + qt) * kBQ;  // QB: the query block's first position
+  [[maybe_unused]] VsWalk vw{};
+  if constexpr (VS) {
+    const int nkb = (a.pos0 + a.n - 1) / kBK + 1;
+    vw = vs_setup(a.lines, h, qb0 + qt, max(a.pos0, q0), kv_end - 1, nkb,
+                  reinterpret_cast<unsigned char *>(v_s + 2 * kBK * LD));
+    n_tiles = vw.n_tiles();
+  }
+  auto key_start = [&](int tile) -> int {  // first key of loop step `tile` (VS: -1 for a gather tile)
     if constexpr (BLOCKS) return kblk[tile] * kBK;
     else if constexpr (DCA) return qw::dca::tile_start(dr, tile, kBK);
+    else if constexpr (VS) return vs_key_start(vw, tile);
     else return tile * kBK;
   };
   auto load_kv = [&](int tile, int buf) {
     const int k0 = key_start(tile);
     for (int i = threadIdx.x; i < kBK * D / 8; i += 128) {
       const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-      const bool ok = k0 + r < kv_end;
-      const int64_t off = (int64_t)(ok ? k0 + r : 0) * D + c;
+      int key = k0 + r;
+      bool ok = key < kv_end;
+      if constexpr (VS) {
+        if (k0 < 0) {  // a gather tile: the rows of its columns
+          key = vs_gather_key(vw, tile, r);
+          ok = key >= 0;
+        }
+      }
+      const int64_t off = (int64_t)(ok ? key : 0) * D + c;
       cp_async16(k_s + (buf * kBK + r) * LD + c, kbase + off, ok);
       cp_async16(v_s + (buf * kBK + r) * LD + c, vbase + off, ok);
     }
+    if constexpr (VS) vs_stage(vw, a.lines, h, q0, tile, buf);
   };
   const int t_lo = SPLIT ? blockIdx.z * a.split_tiles : 0;
   const int t_hi = SPLIT ? min(n_tiles, t_lo + a.split_tiles) : n_tiles;
@@ -175,7 +200,9 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
       for (int c = 0; c < 4; ++c) {
         const int kp = k0 + nt * 8 + 2 * t4 + (c & 1);
         const int qp = qp0 + (c >> 1) * 8;
-        bool vis = kp <= qp && kp < kv_end && (!TREE || qp - a.pos0 >= a.n || tree_visible(a.tree, qp - a.pos0, kp));
+        bool vis;
+        if constexpr (VS) vis = vs_visible(vw, tile, buf, q0, qp, nt * 8 + 2 * t4 + (c & 1));
+        else vis = kp <= qp && kp < kv_end && (!TREE || qp - a.pos0 >= a.n || tree_visible(a.tree, qp - a.pos0, kp));
         if constexpr (DCA) vis = vis && qw::dca::tile_part(qc[c >> 1], kp, kc0, kbound) == part;
         const float v = vis ? s[nt][c] * scale : kNegBig;
         s[nt][c] = v;
@@ -249,9 +276,9 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
 #pragma unroll
     for (int nt = 0; nt < D / 8; ++nt) {
       const int col = h * D + nt * 8 + 2 * t4;
-      if (row_a < a.n && (!BLOCKS || row_a >= 0))
+      if (row_a < a.n && (!QB || row_a >= 0))
         *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_a * qdim + col) = pack_bf16(o[nt][0] / l[0], o[nt][1] / l[0]);
-      if (row_b < a.n && (!BLOCKS || row_b >= 0))
+      if (row_b < a.n && (!QB || row_b >= 0))
         *reinterpret_cast<uint32_t *>(a.out + (int64_t)row_b * qdim + col) = pack_bf16(o[nt][2] / l[1], o[nt][3] / l[1]);
     }
   }
@@ -337,11 +364,15 @@ const char *launch_prefill_attention_simt(const PrefillAttnArgs &a, cudaStream_t
   return "attn_prefill_simt";
 }
 
-template <int D, bool TREE, bool BLOCKS = false, bool SPLIT = false, bool DCA = false>
+template <int D, bool TREE, bool BLOCKS = false, bool SPLIT = false, bool DCA = false, bool VS = false>
 static void launch_mma(dim3 grid, size_t smem, cudaStream_t s, const PrefillAttnArgs &a) {
   static SmemOptIn opt_in;  // per device (common.cuh)
-  opt_in(prefill_attn_mma_kernel<D, TREE, BLOCKS, SPLIT, DCA>, smem);
-  launch(prefill_attn_mma_kernel<D, TREE, BLOCKS, SPLIT, DCA>, grid, 128, smem, s, a);
+  opt_in(prefill_attn_mma_kernel<D, TREE, BLOCKS, SPLIT, DCA, VS>, smem);
+  launch(prefill_attn_mma_kernel<D, TREE, BLOCKS, SPLIT, DCA, VS>, grid, 128, smem, s, a);
+}
+
+bool vs_mma_supported(int32_t head_dim, int32_t keys) {
+  return (head_dim == 64 || head_dim == 128) && keys > 0 && (keys - 1) / kBK + 1 <= kVsMaxKeyBlocks;
 }
 
 bool dca_prefill_tensor_cores_requested() {
@@ -396,7 +427,7 @@ static const char *launch_tree_split(const PrefillAttnArgs &a0, size_t smem, cud
 // On an sm_90 device the sm_90a kernel (opt/attention/fa3_prefill.cuh) runs unless QW_FLASH_WGMMA=0; where it cannot
 // run the shape (head dim, tree step, block-sparse) the mma.sync kernel runs and its name shows in the op record.
 const char *launch_prefill_attention(const PrefillAttnArgs &a, cudaStream_t s) {
-  if (a.n > 0 && !a.blocks.offs && fa3_prefill_requested() && !*fa3_prefill_unsupported_here(a))
+  if (a.n > 0 && !a.blocks.offs && !a.lines.offs && fa3_prefill_requested() && !*fa3_prefill_unsupported_here(a))
     return launch_prefill_attention_fa3(a, s);
   return launch_prefill_attention_mma(a, s);
 }
@@ -412,6 +443,18 @@ const char *launch_prefill_attention_mma(const PrefillAttnArgs &a, cudaStream_t 
     else launch_mma<128, false, true>(grid, smem, s, a);
     QWC_LAUNCH_CHECK("launch_prefill_attention (block-sparse)");
     return "attn_sparse_bs_mma";
+  }
+  if (a.lines.offs) {  // vertical-slash (opt/sparse_prefill/key_lines.cuh): the mma kernel only
+    if (!vs_mma_supported(a.head_dim, a.pos0 + a.n) || a.tree.bits || a.blocks.offs)
+      throw CudaError("vertical-slash prefill (mma): head_dim 64 or 128, at most 2M keys, no tree step or key blocks");
+    if (a.n <= 0 || a.lines.nqb <= 0) return "attn_sparse_vs_mma";
+    const dim3 grid(a.lines.nqb, a.n_heads);
+    const size_t smem = (size_t)(kBQ + 4 * kBK) * (a.head_dim + 8) * sizeof(__nv_bfloat16) +
+                        vs_smem_bytes((a.pos0 + a.n - 1) / kBK + 1);
+    if (a.head_dim == 64) launch_mma<64, false, false, false, false, true>(grid, smem, s, a);
+    else launch_mma<128, false, false, false, false, true>(grid, smem, s, a);
+    QWC_LAUNCH_CHECK("launch_prefill_attention (vertical-slash)");
+    return "attn_sparse_vs_mma";
   }
   if (a.n <= 0) return "attn_prefill_mma";
   dim3 grid((a.n + kBQ - 1) / kBQ, a.n_heads);

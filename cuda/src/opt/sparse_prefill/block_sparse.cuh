@@ -52,10 +52,7 @@ class BlockSparseScratch {
   size_t buf_cap_ = 0, lists_cap_ = 0, offsets_cap_ = 0;
 };
 
-// Step 3's kernel: Auto = mma where it applies unless QW_SPARSE_MMA=0, else SIMT; Mma = mma where it applies (the lab's
-// arm), else SIMT; Simt = SIMT.
-enum class BsAttend { Auto, Simt, Mma };
-bool sparse_mma_on();  // false only with QW_SPARSE_MMA=0 in the environment
+// Step 3's kernel: SparseAttend (sparse_prefill.cuh); the mma kernel applies to plain attention with head_dim 64 / 128.
 // Step 2's place: Auto = the device unless QW_SPARSE_HOST_SELECT=1 (or too many candidates); Host; Device (where it fits).
 enum class BsSelect { Auto, Host, Device };
 bool sparse_host_select_requested();
@@ -65,7 +62,7 @@ bool sparse_host_select_requested();
 // head_dim even and <= 128. blocks (optional): [h][qb - qb0] the selection, for the lab.
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks = nullptr,
-                                     BsAttend arm = BsAttend::Auto, BsSelect sel = BsSelect::Auto);
+                                     SparseAttend arm = SparseAttend::Auto, BsSelect sel = BsSelect::Auto);
 // Step 1 alone (pooling and scores; the lab's timings and its check of the grouped scores): the scores [nH][nqb][nkb]
 // in the scratch. warp_scores (or QW_SPARSE_SCORE_WARP=1): one warp per (query block, head) instead of the grouped
 // kernel (one block per (query block, kv head)); both give the same bits.
@@ -74,6 +71,6 @@ const float *run_block_sparse_estimate(const SparseAttnArgs &a, BlockSparseScrat
 // Step 3 alone over the latest selection in `s` (a run_block_sparse_prefill of the same `a` before it): the lab's
 // attend-only timings. Returns the kernel name.
 const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream,
-                                    BsAttend arm = BsAttend::Auto);
+                                    SparseAttend arm = SparseAttend::Auto);
 
 }  // namespace qwc

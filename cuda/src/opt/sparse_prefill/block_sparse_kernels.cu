@@ -221,11 +221,11 @@ bool sparse_host_select_requested() {
   return env_opt_in("QW_SPARSE_HOST_SELECT", "block-sparse selects on the device", "on the host");
 }
 bool sparse_mma_on() {
-  return env_switch_on("QW_SPARSE_MMA", "block-sparse attends with the SIMT kernel", "the mma.sync flash kernel");
+  return env_switch_on("QW_SPARSE_MMA", "sparse prefill attends with the SIMT kernels", "the mma.sync flash kernel");
 }
 
-const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream, BsAttend arm) {
-  const bool mma = (arm == BsAttend::Mma || (arm == BsAttend::Auto && sparse_mma_on())) && !a.dca_span &&
+const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream, SparseAttend arm) {
+  const bool mma = (arm == SparseAttend::Mma || (arm == SparseAttend::Auto && sparse_mma_on())) && !a.dca_span &&
                    (a.head_dim == 64 || a.head_dim == 128);
   const char *simt = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
   if (a.rows <= 0) return mma ? "attn_sparse_bs_mma" : simt;
@@ -274,7 +274,7 @@ const float *run_block_sparse_estimate(const SparseAttnArgs &a, BlockSparseScrat
 
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks,
-                                     BsAttend arm, BsSelect sel) {
+                                     SparseAttend arm, BsSelect sel) {
   if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("block-sparse prefill: head_dim must be even and <= 128");
   if (a.rows <= 0) return run_block_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
   const int32_t N = a.pos0 + a.rows, H = a.n_heads;

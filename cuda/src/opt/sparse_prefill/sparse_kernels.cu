@@ -1,9 +1,12 @@
-// sparse_kernels.cu — vertical-slash sparse prefill kernels and their driver (see sparse_prefill.cuh). COMPILE-CHECKED
-// ONLY: not yet run on a GPU.
+// sparse_kernels.cu — vertical-slash sparse prefill kernels and their driver (see sparse_prefill.cuh). The SIMT kernels
+// ran on an H100 (2026-12-05: lab and test/gpu/sparse.test.ts); the mma attend's driver (bitmaps, launch) is
+// COMPILE-CHECKED ONLY.
 #include "sparse_attend.cuh"
 
+#include "attention.cuh"
 #include "dca_positions.hpp"
 #include "sparse_select.hpp"
+#include "vs_tiles.hpp"
 
 namespace qwc {
 namespace {
@@ -43,16 +46,7 @@ __global__ void __launch_bounds__(32) sparse_estimate_kernel(const SparseAttnArg
   }
 }
 
-// Number of entries of the ascending list v[0..n) that are <= x.
-__device__ __forceinline__ int count_le(const int32_t *v, int n, int x) {
-  int lo = 0, hi = n;
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    if (v[mid] <= x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
+using qw::sparse::count_le;
 
 // Step 3: grid (rows, nH), one warp; lane c holds output columns c, c + 32, c + 64, c + 96.
 __global__ void __launch_bounds__(32) sparse_attend_kernel(const SparseAttnArgs a, const int32_t *lists, const int32_t *offs) {
@@ -93,16 +87,53 @@ SparseScratch::~SparseScratch() {
   if (scores_) cudaFree(scores_);
   if (lists_) cudaFree(lists_);
   if (offsets_) cudaFree(offsets_);
+  if (bits_) cudaFree(bits_);
 }
 float *SparseScratch::scores(size_t n) { return sparse_grow(scores_, scores_cap_, n, "cudaMalloc (sparse prefill scratch)"); }
 int32_t *SparseScratch::lists(size_t n) { return sparse_grow(lists_, lists_cap_, n, "cudaMalloc (sparse prefill scratch)"); }
 int32_t *SparseScratch::offsets(size_t n) { return sparse_grow(offsets_, offsets_cap_, n, "cudaMalloc (sparse prefill scratch)"); }
+uint32_t *SparseScratch::bits(size_t n) { return sparse_grow(bits_, bits_cap_, n, "cudaMalloc (sparse prefill scratch)"); }
+
+namespace {
+bool vs_mma_applies(const SparseAttnArgs &a, SparseAttend arm) {
+  return (arm == SparseAttend::Mma || (arm == SparseAttend::Auto && sparse_mma_on())) && !a.dca_span &&
+         vs_mma_supported(a.head_dim, a.pos0 + a.rows);
+}
+}  // namespace
+
+const char *run_sparse_attend(const SparseAttnArgs &a, SparseScratch &s, cudaStream_t stream, SparseAttend arm) {
+  const bool mma = vs_mma_applies(a, arm);
+  const char *simt = a.dca_span ? "attn_sparse_vs_dca_simt" : "attn_sparse_vs_simt";
+  if (a.rows <= 0) return mma ? "attn_sparse_vs_mma" : simt;
+  const int32_t H = a.n_heads, N = a.pos0 + a.rows;
+  const int32_t *dl = s.lists(std::max<size_t>(1, s.host_lists.size())), *doff = s.offsets(size_t(2) * H + 1);
+  if (mma) {
+    // the bitmaps the kernel masks with (columns | diagonals, [nH][words] each), from the host lists
+    const int32_t words = (N + 31) / 32;
+    qw::sparse::vs_bitmaps(s.host_bits, s.host_lists.data(), s.host_offsets.data(), H, words);
+    uint32_t *db = s.bits(s.host_bits.size());
+    cuda_check(cudaMemcpyAsync(db, s.host_bits.data(), s.host_bits.size() * sizeof(uint32_t), cudaMemcpyHostToDevice,
+                               stream),
+               "cudaMemcpyAsync", __FILE__, __LINE__);
+    PrefillAttnArgs p;
+    p.out = a.out; p.q = a.q[0]; p.kcache = a.kcache; p.vcache = a.vcache;
+    p.slot = a.slot; p.pos0 = a.pos0; p.n = a.rows;
+    p.n_heads = H; p.n_kv = a.n_kv; p.head_dim = a.head_dim; p.max_ctx = a.max_ctx;
+    p.lines.lists = dl; p.lines.offs = doff; p.lines.cbits = db; p.lines.dbits = db + size_t(H) * words;
+    p.lines.words = words; p.lines.qb0 = a.pos0 / qw::sparse::kVsTile;
+    p.lines.nqb = (N - 1) / qw::sparse::kVsTile - p.lines.qb0 + 1;
+    return launch_prefill_attention_mma(p, stream);
+  }
+  launch(sparse_attend_kernel, dim3(a.rows, H), dim3(32), 0, stream, a, dl, doff);
+  QWC_LAUNCH_CHECK("sparse_attend_kernel");
+  return simt;
+}
 
 const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, SparseScratch &s, cudaStream_t stream,
-                               std::vector<std::vector<int32_t>> *cols, std::vector<std::vector<int32_t>> *diags) {
-  const char *name = a.dca_span ? "attn_sparse_vs_dca_simt" : "attn_sparse_vs_simt";
+                               std::vector<std::vector<int32_t>> *cols, std::vector<std::vector<int32_t>> *diags,
+                               SparseAttend arm) {
   if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("sparse prefill: head_dim must be even and <= 128");
-  if (a.rows <= 0) return name;
+  if (a.rows <= 0) return run_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
   const int32_t N = a.pos0 + a.rows, H = a.n_heads, lq = std::min(qw::kSparseLastQ, a.rows);
   // 1. estimate
   float *sc = s.scores(size_t(2) * H * N);
@@ -135,9 +166,7 @@ const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &
   cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
              "cudaMemcpyAsync", __FILE__, __LINE__);
   // 3. attend (the host vectors stay alive in the scratch until the next call: the copies above read them)
-  launch(sparse_attend_kernel, dim3(a.rows, H), dim3(32), 0, stream, a, (const int32_t *)dl, (const int32_t *)doff);
-  QWC_LAUNCH_CHECK("sparse_attend_kernel");
-  return name;
+  return run_sparse_attend(a, s, stream, arm);
 }
 
 }  // namespace qwc

@@ -5,9 +5,12 @@
 //      keys 0..i (max and sum, then p = e / sum) adding p to vert[h][j] and slash[h][i - j] (atomics, fp32). With DCA
 //      each key is scored with its chunk relation's query variant (dca::part).
 //   2. select on the host (sparse_select.hpp, the CPU's rule): one stream synchronization per layer and step.
-//   3. attend: one warp per (query row, head): the head's columns <= i, then its diagonals o <= i whose key i - o is
-//      not a column (binary search), one online softmax in fp32 over bf16 K/V, z in bf16. A simple SIMT kernel: exact
-//      up to fp32 summation order and the bf16 of z, not tuned (no tensor cores).
+//   3. attend: plain attention with head_dim 64 or 128 (unless QW_SPARSE_MMA=0): the mma.sync flash prefill kernel
+//      over each query block's contiguous key tiles (those its diagonals reach, masked to the selected diagonals and
+//      columns) and its columns gathered 64 at a time (vs_tiles.hpp, key_lines.cuh; COMPILE-CHECKED ONLY). Else
+//      (DCA, other head dims): one warp per (query row, head): the head's columns <= i, then its diagonals o <= i
+//      whose key i - o is not a column (binary search), one online softmax in fp32 over bf16 K/V, z in bf16. A
+//      simple SIMT kernel: exact up to fp32 summation order and the bf16 of z, not tuned.
 // Plain attention or DCA (q[1], q[2] the successive / inter queries, dca_span = chunk - local).
 #pragma once
 
@@ -38,19 +41,33 @@ class SparseScratch {
   float *scores(size_t n);       // vert | slash: 2 * nH * N floats
   int32_t *lists(size_t n);      // every head's columns then diagonals
   int32_t *offsets(size_t n);    // [2 nH + 1]: head h's columns at [offs[2h], offs[2h+1]), diagonals to offs[2h+2]
+  uint32_t *bits(size_t n);      // the mma attend's bitmaps: columns [nH][words] | diagonals [nH][words]
   std::vector<float> host_scores;
   std::vector<int32_t> host_lists, host_offsets;
+  std::vector<uint32_t> host_bits;
 
  private:
   float *scores_ = nullptr;
   int32_t *lists_ = nullptr, *offsets_ = nullptr;
-  size_t scores_cap_ = 0, lists_cap_ = 0, offsets_cap_ = 0;
+  uint32_t *bits_ = nullptr;
+  size_t scores_cap_ = 0, lists_cap_ = 0, offsets_cap_ = 0, bits_cap_ = 0;
 };
 
-// Runs steps 1-3 on `stream` (synchronizing it once, between 1 and 2). Returns the kernel name for op records.
-// head_dim even and <= 128. cols / diags (optional): every head's selection, for the lab.
+// Step 3's kernel: Auto = mma where it applies (plain attention, vs_mma_supported) unless QW_SPARSE_MMA=0, else
+// SIMT; Mma = mma where it applies (the lab's arm), else SIMT; Simt = SIMT. Shared by block-sparse (block_sparse.cuh).
+enum class SparseAttend { Auto, Simt, Mma };
+bool sparse_mma_on();  // false only with QW_SPARSE_MMA=0 in the environment (read at each call)
+
+// Runs steps 1-3 on `stream` (synchronizing it once, between 1 and 2). Returns the kernel name for op records:
+// attn_sparse_vs_mma, attn_sparse_vs_simt or attn_sparse_vs_dca_simt. head_dim even and <= 128. cols / diags
+// (optional): every head's selection, for the lab.
 const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, SparseScratch &s, cudaStream_t stream,
                                std::vector<std::vector<int32_t>> *cols = nullptr,
-                               std::vector<std::vector<int32_t>> *diags = nullptr);
+                               std::vector<std::vector<int32_t>> *diags = nullptr,
+                               SparseAttend arm = SparseAttend::Auto);
+// Step 3 alone over the latest selection in `s` (a run_sparse_prefill of the same `a` before it): the lab's
+// attend-only timings. Returns the kernel name.
+const char *run_sparse_attend(const SparseAttnArgs &a, SparseScratch &s, cudaStream_t stream,
+                              SparseAttend arm = SparseAttend::Auto);
 
 }  // namespace qwc

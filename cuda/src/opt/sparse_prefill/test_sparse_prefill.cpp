@@ -9,7 +9,7 @@
 // recall with fewer lines); the configurations the kernels refuse. Block-sparse: every block visited = dense bit for
 // bit (plain, DCA, pieces inside a block); sink + own block against the masked reference; a planted key block is
 // picked; stats. Work: keys visited = the kernels' per-row counts = brute force; V rows = distinct keys visited;
-// full budget = the dense cost plus the estimate.
+// full budget = the dense cost plus the estimate. Vertical-slash's mma tiles (vs_tiles.hpp) cover the selection exactly.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,6 +22,7 @@
 #include "sparse_prefill_cpu.hpp"
 #include "sparse_select.hpp"
 #include "testlib.hpp"
+#include "vs_tiles.hpp"
 
 using namespace qw;
 using namespace qw::cpu;
@@ -457,6 +458,77 @@ void select_rule() {
   }
 }
 
+// Vertical-slash's mma attend (vs_tiles.hpp, the formulas its CUDA kernel uses): walking every query block's contiguous
+// tiles, then its gather tiles, with the bitmaps the driver builds (vs_bitmaps), every (row, key) the CPU's rule
+// selects (j <= i with j a column or i - j a diagonal) counts exactly once and nothing else counts; with every
+// diagonal selected the contiguous tiles are 0 .. qb (the dense walk). Steps at pos0 = 0 and inside a block, random
+// lines (sink and local forced as the selection forces them) and all lines.
+void vs_tiles_cover() {
+  using namespace qw::sparse;
+  Rng r(91);
+  const int32_t B = kVsTile;
+  for (int trial = 0; trial < 60; ++trial) {
+    const int32_t H = 2, pos0 = trial % 3 == 0 ? 0 : int32_t(r.next() % 300), rows = 1 + int32_t(r.next() % 400);
+    const int32_t N = pos0 + rows, words = (N + 31) / 32;
+    const bool all = trial % 10 == 9;
+    std::vector<int32_t> lists, offs;
+    for (int32_t h = 0; h < H; ++h)
+      for (int32_t part = 0; part < 2; ++part) {  // columns (sink forced), then diagonals (local forced)
+        offs.push_back(int32_t(lists.size()));
+        const int32_t forced = part == 0 ? int32_t(r.next() % 5) : 1 + int32_t(r.next() % 70);
+        const double p = all && part == 1 ? 1.0 : r.uniform() * 0.08;
+        for (int32_t x = 0; x < N; ++x)
+          if (x < forced || r.uniform() < p) lists.push_back(x);
+      }
+    offs.push_back(int32_t(lists.size()));
+    std::vector<uint32_t> bits;
+    vs_bitmaps(bits, lists.data(), offs.data(), H, words);
+    int bad = 0;
+    for (int32_t h = 0; h < H; ++h) {
+      const int32_t *C = lists.data() + offs[size_t(2 * h)], *D = lists.data() + offs[size_t(2 * h + 1)];
+      const int32_t nc = offs[size_t(2 * h + 1)] - offs[size_t(2 * h)], nd = offs[size_t(2 * h + 2)] - offs[size_t(2 * h + 1)];
+      const uint32_t *cb = bits.data() + size_t(h) * size_t(words), *db = bits.data() + (size_t(H) + size_t(h)) * size_t(words);
+      for (int32_t qb = pos0 / B; qb <= (N - 1) / B; ++qb) {
+        const int32_t q0 = qb * B, qlo = std::max(pos0, q0), qhi = std::min(N - 1, q0 + B - 1);
+        std::vector<uint32_t> kbits(size_t(qb) / 32 + 1, 0u);
+        for (int32_t j = 0; j < count_le(D, nd, qhi); ++j) {
+          int32_t lo, hi;
+          if (vs_diag_blocks(D[j], qlo, qhi, lo, hi))
+            for (int32_t kb = lo; kb <= hi; ++kb) kbits[size_t(kb) >> 5] |= 1u << (kb & 31);
+        }
+        std::vector<int32_t> count(size_t(qhi - qlo + 1) * size_t(N), 0);
+        int32_t contig = 0;
+        for (int32_t kb = 0; kb <= qb; ++kb) {
+          if (!vs_bit(kbits.data(), kb)) continue;
+          ++contig;
+          const int32_t k0 = kb * B;
+          uint32_t dw[kVsDiagWords], cw[kVsColWords];
+          for (int i = 0; i < kVsDiagWords; ++i) dw[i] = vs_word(db, words, vs_diag_word0(q0, k0) + i);
+          for (int i = 0; i < kVsColWords; ++i) cw[i] = vs_word(cb, words, k0 / 32 + i);
+          for (int32_t qp = qlo; qp <= qhi; ++qp)
+            for (int32_t c = 0; c < B; ++c)
+              if (k0 + c < N && vs_contig_visible(qp, k0 + c, q0, k0, dw, cw)) ++count[size_t(qp - qlo) * size_t(N) + size_t(k0 + c)];
+        }
+        const int32_t ncol = count_le(C, nc, qhi);
+        for (int32_t g = 0; g * B < ncol; ++g)
+          for (int32_t c = 0; c < B; ++c) {
+            const int32_t kp = g * B + c < ncol ? C[g * B + c] : -1;
+            for (int32_t qp = qlo; qp <= qhi; ++qp)
+              if (vs_gather_visible(qp, kp, kbits.data())) ++count[size_t(qp - qlo) * size_t(N) + size_t(kp)];
+          }
+        for (int32_t qp = qlo; qp <= qhi; ++qp)
+          for (int32_t j = 0; j < N; ++j) {
+            const bool sel = j <= qp && (std::binary_search(C, C + nc, j) || std::binary_search(D, D + nd, qp - j));
+            bad += count[size_t(qp - qlo) * size_t(N) + size_t(j)] != int32_t(sel);
+          }
+        if (all) CHECK(contig == qb + 1, "vs tiles, every diagonal: %d contiguous tiles, want %d (qb %d)", contig, qb + 1, qb);
+      }
+    }
+    CHECK(bad == 0, "vs tiles: %d (row, key) counted other than once-if-selected (trial %d, pos0 %d, rows %d)", bad, trial,
+          pos0, rows);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -473,5 +545,6 @@ int main() {
   }
   refusals();
   select_rule();
+  vs_tiles_cover();
   return finish("test_sparse_prefill");
 }
