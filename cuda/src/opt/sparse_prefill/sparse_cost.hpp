@@ -42,10 +42,11 @@ double sparse_visited(SparsePrefill mode, const SparsePattern &p, int32_t p0, in
 
 // The attention record of a sparse step: flops visited*(4d+5) + the estimate; bytes the K and V rows read, the new
 // K/V written, q in and z out (the dense model's terms, cost_attention, with the rows actually read).
-// Both CUDA attend kernels of block-sparse (mma, and SIMT for DCA or with QW_SPARSE_MMA=0) visit exactly each query head's own
-// selection (the mma kernel runs one CTA per (query block, query head): no union over a KV group), so one model serves
-// both; like the dense record (cost_attention), the flops count the keys <= i visited, not the masked half of the
-// diagonal 64 x 64 tile that the mma kernel also multiplies.
+// Both CUDA attend kernels of each pattern (mma, and SIMT for DCA or with QW_SPARSE_MMA=0) visit exactly each query
+// head's own selection (the mma kernel runs one CTA per (query block, query head): no union over a KV group), so one
+// model serves both; like the dense record (cost_attention), the flops count the keys <= i visited, not the masked
+// entries of the 64 x 64 tiles that the mma kernel also multiplies (block-sparse: half the diagonal tile;
+// vertical-slash: whatever its contiguous tiles hold beside the selected diagonals and columns, vs_tiles.hpp).
 OpCost cost_sparse_attention(const SparseWork &w, int64_t rows, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                              double kv_bytes, double act_bytes);
 
