@@ -110,7 +110,7 @@ try {
       console.log(`length ${L}: round ${r + 1}/${reps}: ${arms.map((a) => `${a} ${samples.get(`${a}@${L}`)!.at(-1)!.toFixed(0)} tok/s`).join(", ")}`);
     }
     for (let i = 1; i < arms.length; i++) {
-      // heads with rows: the CUDA backend counts block-sparse's keys only (vertical-slash: not measured there, NaN)
+      // heads with rows (none: NaN, "not measured")
       const heads = sessions[i].sparseInfo!().layers.flatMap((l) => l.heads).filter((h) => h.rows > 0);
       density.set(`${arms[i]}@${L}`, heads.length ? heads.reduce((a, h) => a + h.density, 0) / heads.length : NaN);
     }

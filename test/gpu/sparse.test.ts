@@ -83,12 +83,16 @@ describe.skipIf(noGpu())("sparse prefill: CUDA vs CPU on tiny-qwen2-passkey", ()
     for (const b of r.byLength) expect(b.accuracy).toBeGreaterThanOrEqual(0.9);
   });
 
-  test("vertical-slash: the attention records count the keys visited, as the CPU's (sparse_cost.hpp)", () => {
+  test("vertical-slash: the attention records and the session's keys visited count the selection, as the CPU's (sparse_cost.hpp)", () => {
     const t = prompt(1500), small = { vertical: 32, slash: 32, local: 64, sink: 4 };
     const dense = run(gpu, t, {}), g = run(gpu, t, { sparse: small }), c = run(cpu, t, { sparse: small });
-    console.log(`vertical-slash attention FLOPs: CUDA ${g.flops.toExponential(3)}, CPU ${c.flops.toExponential(3)}, dense ${dense.flops.toExponential(3)}`);
+    const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
+    console.log(`vertical-slash attention FLOPs: CUDA ${g.flops.toExponential(3)}, CPU ${c.flops.toExponential(3)}, dense ${dense.flops.toExponential(3)}; keys visited (mean over layers, heads) CUDA ${mean(g.densities).toFixed(4)}, CPU ${mean(c.densities).toFixed(4)}`);
     expect(g.flops).toBeLessThan(dense.flops);
     expect(Math.abs(g.flops - c.flops) / c.flops).toBeLessThan(0.1);  // the selections may differ slightly
+    expect(g.densities.length).toBe(c.densities.length);
+    expect(g.densities.length).toBeGreaterThan(0);
+    expect(Math.abs(mean(g.densities) - mean(c.densities)) / mean(c.densities)).toBeLessThan(0.1);
   });
 
   test("block-sparse: every block = the dense CUDA logits; small budgets close to the CPU's, same argmax, same record FLOPs model", () => {

@@ -248,22 +248,22 @@ const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   a.vcache = vcache(l);
   a.rows = p.rows; a.pos0 = p.st->pos0[0]; a.slot = p.st->seq[0];
   a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
-  if (mode == SparsePrefill::BlockSparse) {
-    const char *kn = qwc::run_block_sparse_prefill(a, p.st->sparse, bsparse_, stream_);
-    count_block_sparse(p, l);
-    return kn;
-  }
-  return qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
+  const char *kn = mode == SparsePrefill::BlockSparse ? qwc::run_block_sparse_prefill(a, p.st->sparse, bsparse_, stream_)
+                                                      : qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
+  count_sparse(p, l, mode);
+  return kn;
 }
 
-// Keys visited by block-sparse at layer l, the same for every head (the list counts depend on the budget alone:
-// sparse_select.hpp block_keys_visited). The step's first sparse layer starts a new prompt's stats at position 0.
-void CudaSession::count_block_sparse(const Pass &p, int32_t l) {
+// Keys visited at layer l per head, into sparse_stats_. Block-sparse: the same for every head (the list counts depend
+// on the budget alone: sparse_select.hpp block_keys_visited). Vertical-slash: from each head's host selection
+// (sparse_cost.hpp sparse_visited: columns and diagonals counted apart, less the keys on both). The step's first
+// sparse layer starts a new prompt's stats at position 0.
+void CudaSession::count_sparse(const Pass &p, int32_t l, SparsePrefill mode) {
   const Config &c = m_.cfg;
   const int32_t H = c.num_heads, L = c.num_layers, p0 = p.st->pos0[0], N = p0 + p.rows, B = qw::kSparseBlock;
   int32_t first = l;
   for (int32_t k = 0; k < l; ++k)
-    if (sparse_on(*p.st, k, p.rows) && p.st->toggles.layer[size_t(k)].sparse_prefill == SparsePrefill::BlockSparse) {
+    if (sparse_on(*p.st, k, p.rows)) {
       first = k;
       break;
     }
@@ -271,17 +271,30 @@ void CudaSession::count_block_sparse(const Pass &p, int32_t l) {
     if (sparse_stats_.layers != L || sparse_stats_.heads != H || p0 == 0) sparse_stats_.reset(L, H);
     ++sparse_stats_.steps;
   }
-  const qw::SparseBudget &b = p.st->sparse;
-  const int32_t sink_b = qw::sparse::blocks_of(b.sink, B), local_b = qw::sparse::blocks_of(b.local, B);
-  double keys = 0, dense = 0;
-  for (int32_t i = p0; i < N; ++i) {
-    const int32_t qb = i / B;
-    keys += double(qw::sparse::block_keys_visited(i, qb, qw::sparse::top_blocks_count(qb, sink_b, local_b, b.blocks), B));
-    dense += double(i) + 1;
+  const double dense = (double(N) * (N + 1) - double(p0) * (p0 + 1)) / 2;  // sum of i + 1 over rows p0 .. N - 1
+  std::vector<double> keys(size_t(H), 0.0);
+  if (mode == SparsePrefill::BlockSparse) {
+    const qw::SparseBudget &b = p.st->sparse;
+    const int32_t sink_b = qw::sparse::blocks_of(b.sink, B), local_b = qw::sparse::blocks_of(b.local, B);
+    double k = 0;
+    for (int32_t i = p0; i < N; ++i) {
+      const int32_t qb = i / B;
+      k += double(qw::sparse::block_keys_visited(i, qb, qw::sparse::top_blocks_count(qb, sink_b, local_b, b.blocks), B));
+    }
+    keys.assign(size_t(H), k);
+  } else {
+    const std::vector<int32_t> &lists = sparse_.host_lists, &offs = sparse_.host_offsets;
+    if (offs.size() != size_t(2 * H + 1)) throw Error(QW_ERR_INTERNAL, "vertical-slash: no host selection to count");
+    SparsePattern pat;
+    for (int32_t h = 0; h < H; ++h) {
+      pat.cols.assign(lists.begin() + offs[size_t(2 * h)], lists.begin() + offs[size_t(2 * h + 1)]);
+      pat.diags.assign(lists.begin() + offs[size_t(2 * h + 1)], lists.begin() + offs[size_t(2 * h + 2)]);
+      keys[size_t(h)] = sparse_visited(mode, pat, p0, N);
+    }
   }
   for (int32_t h = 0; h < H; ++h) {
     SparseHeadStats &s = sparse_stats_.head[size_t(l) * H + h];
-    s.rows += p.rows, s.keys += keys, s.dense_keys += dense;
+    s.rows += p.rows, s.keys += keys[size_t(h)], s.dense_keys += dense;
   }
 }
 

@@ -326,7 +326,7 @@ class CudaSession final : public BackendSession {
   const char *dca_attention(const Pass &p, int32_t l);
   const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill
   OpCost sparse_cost(const Pass &p, int32_t l) const;                  // its record's cost, after it ran
-  void count_block_sparse(const Pass &p, int32_t l);                   // keys visited into sparse_stats_
+  void count_sparse(const Pass &p, int32_t l, SparsePrefill mode);     // keys visited into sparse_stats_
   // null while a quantized cache (kvq_) replaces the bf16 one: rope/GEMV epilogues then only write k_out/v_out
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
@@ -392,8 +392,8 @@ class CudaSession final : public BackendSession {
   DBuf x_, xn_, qkvf_, q_, z_, kout_, vout_, gu_, h_, gate_, tmp_, capf_;
   qwc::SparseScratch sparse_;  // vertical-slash sparse prefill scratch (src/opt/sparse_prefill)
   qwc::BlockSparseScratch bsparse_;  // block-sparse's
-  // block-sparse's keys visited per (layer, head) over the latest prompt's prefill, from the list counts (no recall
-  // or error: sparse_stats is a CPU measurement; vertical-slash layers keep 0 rows here)
+  // keys visited per (layer, head) over the latest prompt's prefill, from the selection (block-sparse: the list counts;
+  // vertical-slash: the host lists); no recall or error: sparse_stats is a CPU measurement
   SparseStats sparse_stats_;
   DBuf tree_buf_, tree_ws_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
   std::vector<uint32_t> tree_host_;
