@@ -11,8 +11,8 @@
 #    against the host's, bit for bit through the engine; cpu-vs-cuda the batch invariance with gemv_q16's word order);
 # 3. lab-bsparse: qwlab bsparse (device selection = host selection per case; grouped scores = warp scores, bits;
 #    step 1 with both scoring kernels, mma attend and the whole step against dense mma.sync / wgmma at 4k .. 128k);
-#    lab-vs: qwlab sparse (vertical-slash: SIMT and the new mma attend against fp64, each other, dense bits with every
-#    diagonal; timed at 4k / 16k / 32k);
+#    lab-vs: qwlab sparse (vertical-slash: device selection = host selection; SIMT and the new mma attend against
+#    fp64, each other, dense bits with every diagonal; timed at 4k / 16k / 32k / 128k);
 # 4. sparse-7b: block-sparse vs dense prefill on random 7B shapes at 32k / 64k / 128k (SPARSE_LENGTHS, SPARSE_BLOCKS),
 #    with device memory after load, per session and per first pass (issue 14: >= 3x attention, >= 2x prefill at 128k);
 # 5. lab-gemv: qwlab gemv (gemv_q16 against the CPU reference and, timed, against QW_GEMV_Q16=0 on 7B shapes at batch 1
@@ -53,8 +53,8 @@ for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
 [[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
 grep -E "FAIL|failure|keys visited|selection = host" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
-[[ ${LAB:-1} == 0 ]] || step 150 lab-vs "./cuda/build/dev/qwlab sparse"
-grep -E "FAIL|failure|keys visited|bits|mma vs SIMT" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"
+[[ ${LAB:-1} == 0 ]] || step 200 lab-vs "./cuda/build/dev/qwlab sparse"
+grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"
 wait $ref; tail -1 /tmp/ref.log >> "$S"
 step 300 sparse-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,block-sparse --lengths ${SPARSE_LENGTHS:-32768,65536,131072} --blocks ${SPARSE_BLOCKS:-16} --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/sparse-7b"
 grep -E "^\| |^length|in use" "$OUT/sparse-7b.log" 2>/dev/null | sed "s/^/  sparse: /" >> "$S"

@@ -5,8 +5,8 @@
 // logits with the same argmax, with and without DCA; the attention records' FLOPs (keys visited) against the CPU's;
 // passkey retrieval with sparse prefill over DCA at 1024 / 2048 / 4096 tokens. The attend and selection arms, a child
 // process each (sparse-run.ts): block-sparse's mma attend with the device selection (the defaults), SIMT attend
-// (QW_SPARSE_MMA=0), the host selection (QW_SPARSE_HOST_SELECT=1); vertical-slash's mma attend (the default;
-// compile-checked until this runs) and SIMT attend. The mma arms' logits bit for bit the dense ones with every block
+// (QW_SPARSE_MMA=0), the host selection (QW_SPARSE_HOST_SELECT=1); vertical-slash's the same three (its mma attend
+// and device selection compile-checked until this runs). The mma arms' logits bit for bit the dense ones with every block
 // / line selected, close to the SIMT arm's with small budgets, the device selection's logits and records bit for bit
 // the host's, and each layer's attention launcher the one the switch names. Skips without a GPU.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -206,18 +206,19 @@ describe.skipIf(noGpu())("block-sparse: mma attend (default) vs SIMT (QW_SPARSE_
   });
 });
 
-describe.skipIf(noGpu())("vertical-slash: mma attend (default) vs SIMT (QW_SPARSE_MMA=0)", () => {
-  let arms = {} as Record<"simt" | "mma", SparseRunSummary>;
+describe.skipIf(noGpu())("vertical-slash: mma attend (default) vs SIMT (QW_SPARSE_MMA=0), device vs host selection", () => {
+  let arms = {} as Record<"simt" | "mma" | "host", SparseRunSummary>;
   beforeAll(() => {
-    arms = runArms("vertical-slash", { simt: { QW_SPARSE_MMA: "0" }, mma: {} });
+    arms = runArms("vertical-slash", { simt: { QW_SPARSE_MMA: "0" }, mma: {}, host: { QW_SPARSE_HOST_SELECT: "1" } });
   });
 
-  test("the switch reaches every layer: attn_sparse_vs_mma by default, attn_sparse_vs_simt with 0, DCA SIMT in both", () => {
+  test("the switch reaches every layer: attn_sparse_vs_mma by default, attn_sparse_vs_simt with 0, DCA SIMT in all", () => {
     for (const run of ["full", "small", "chunked-full"] as const) {
       for (const k of arms.mma[run].kernels) expect(k).toEqual(["attn_sparse_vs_mma"]);
+      for (const k of arms.host[run].kernels) expect(k).toEqual(["attn_sparse_vs_mma"]);
       for (const k of arms.simt[run].kernels) expect(k).toEqual(["attn_sparse_vs_simt"]);
     }
-    for (const arm of ["simt", "mma"] as const) {
+    for (const arm of ["simt", "mma", "host"] as const) {
       for (const k of arms[arm]["dca-small"].kernels) expect(k).toEqual(["attn_sparse_vs_dca_simt"]);
       for (const k of arms[arm].dense.kernels) expect(k).toEqual(["attn_prefill_mma"]);
     }
@@ -229,6 +230,16 @@ describe.skipIf(noGpu())("vertical-slash: mma attend (default) vs SIMT (QW_SPARS
       console.log(`vertical-slash mma ${sp} vs ${dn}: ${differ} of ${n} logits differ`);
       expect(n).toBeGreaterThan(0);
       expect(differ).toBe(0);
+    }
+  });
+
+  test("the device selection picks the host's lines: every run's logits and FLOPs equal, bit for bit", () => {
+    for (const run of ["dense", "full", "small", "chunked-dense", "chunked-full", "dca-small"] as const) {
+      const { differ, n } = bitsDiffer(arms.mma[run].logits, arms.host[run].logits);
+      console.log(`vertical-slash ${run}: device vs host selection, ${differ} of ${n} logits differ`);
+      expect(n).toBeGreaterThan(0);
+      expect(differ).toBe(0);
+      expect(arms.mma[run].flops).toBe(arms.host[run].flops);
     }
   });
 

@@ -140,9 +140,9 @@ struct SpCase {
 
 PrefillAttnArgs dense_args(const LabData &x, __nv_bfloat16 *out);
 
-// Vertical-slash's attend alone (mma; SIMT up to 4k), the whole step with the mma arm (estimate, host selection,
-// bitmaps, attend) and the dense flash prefill kernels, on one selection: median of 10 (3 under --quick) after one
-// warm-up, with min-max.
+// Vertical-slash's attend alone (mma; SIMT up to 4k), the whole step with the mma arm (estimate, device or host
+// selection with the bitmaps, attend) and the dense flash prefill kernels, on one selection: median of 10 (3 under
+// --quick) after one warm-up, with min-max.
 void vs_timings(const LabData &x, const qw::SparseBudget &b, SparseScratch &s, const std::string &shape, double share) {
   const int it = g_quick ? 3 : 10;
   const PrefillAttnArgs pa = dense_args(x, x.dz);
@@ -154,15 +154,18 @@ void vs_timings(const LabData &x, const qw::SparseBudget &b, SparseScratch &s, c
     printf("  (no wgmma flash here: %s)\n", e.what());
   }
   const double mma = time_us([&](int) { run_sparse_attend(x.a, s, 0, SparseAttend::Mma); }, it, 1, &mlo, &mhi);
-  const double whole = time_us([&](int) { run_sparse_prefill(x.a, b, s, 0, nullptr, nullptr, SparseAttend::Mma); }, it, 1,
-                               &wlo, &whi);
+  const double whole = time_us([&](int) { run_sparse_prefill(x.a, b, s, 0, nullptr, nullptr, SparseAttend::Mma,
+                                                              SparseSelect::Device); }, it, 1, &wlo, &whi);
+  double hlo, hhi;
+  const double host = time_us([&](int) { run_sparse_prefill(x.a, b, s, 0, nullptr, nullptr, SparseAttend::Mma,
+                                                             SparseSelect::Host); }, it, 1, &hlo, &hhi);
   if (x.n <= 4096) simt = time_us([&](int) { run_sparse_attend(x.a, s, 0, SparseAttend::Simt); }, it, 1, &slo, &shi);
   const double best = wg > 0 ? std::min(wg, dense) : dense;
   printf("  vertical-slash n %d, keys visited %.1f %%: attend mma %.1f us [%.1f-%.1f], SIMT %.1f us [%.1f-%.1f]; whole step "
-         "%.1f us [%.1f-%.1f]; dense mma.sync flash %.1f us [%.1f-%.1f], wgmma flash %.1f us [%.1f-%.1f]; against the faster "
-         "dense: attend %.2fx, whole step %.2fx\n",
-         x.n, 100.0 * share, mma, mlo, mhi, simt, slo, shi, whole, wlo, whi, dense, dlo, dhi, wg, glo, ghi, best / mma,
-         best / whole);
+         "(device selection) %.1f us [%.1f-%.1f], (host selection) %.1f us [%.1f-%.1f]; dense mma.sync flash %.1f us "
+         "[%.1f-%.1f], wgmma flash %.1f us [%.1f-%.1f]; against the faster dense: attend %.2fx, whole step %.2fx\n",
+         x.n, 100.0 * share, mma, mlo, mhi, simt, slo, shi, whole, wlo, whi, host, hlo, hhi, dense, dlo, dhi, wg, glo, ghi,
+         best / mma, best / whole);
   const double fl = 4.0 * x.d * x.nH * share * ((double)x.n * x.pos0 + (double)x.n * (x.n + 1) / 2);
   report("vertical-slash attend [attn_sparse_vs_mma]", shape + ", vs dense " + std::to_string(dense / mma).substr(0, 5) + "x",
          false, 0, 0, false, mma, fl / (mma * 1e-6) / 1e12, "TFLOP/s (visited)", g_bf16_rate / 1e12);
@@ -176,12 +179,18 @@ void sparse_case(const SpCase &c) {
   qw::SparseBudget b;
   b.vertical = c.vertical; b.slash = c.slash; b.local = c.local; b.sink = c.sink;
   SparseScratch scratch;
-  std::vector<std::vector<int32_t>> cols, diags;
-  const char *kn = run_sparse_prefill(x.a, b, scratch, 0, &cols, &diags, SparseAttend::Simt);
+  std::vector<std::vector<int32_t>> cols, diags, host_cols, host_diags;
+  run_sparse_prefill(x.a, b, scratch, 0, &host_cols, &host_diags, SparseAttend::Simt, SparseSelect::Host);
+  const char *kn = run_sparse_prefill(x.a, b, scratch, 0, &cols, &diags, SparseAttend::Simt, SparseSelect::Device);
   CHK(cudaDeviceSynchronize());
   char shape[160];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d v%d s%d l%d k%d%s", c.nH, c.nKV, c.d, c.pos0, c.n, c.vertical,
            c.slash, c.local, c.sink, c.dca_span ? " dca" : "");
+  size_t lists_differ = 0;
+  for (int h = 0; h < x.nH; ++h) lists_differ += (cols[h] != host_cols[h]) + (diags[h] != host_diags[h]);
+  report("vertical-slash device selection = host [vs_select_kernel]",
+         std::string(shape) + ", " + std::to_string(lists_differ) + " of " + std::to_string(2 * x.nH) + " lists differ",
+         true, double(lists_differ), 0, false, 0, 0, "", 0);
   const auto visit = [&](int r, int h, int j) {
     return std::binary_search(cols[h].begin(), cols[h].end(), j) ||
            std::binary_search(diags[h].begin(), diags[h].end(), c.pos0 + r - j);
@@ -274,9 +283,9 @@ void bs_timings(const LabData &x, const qw::SparseBudget &b, BlockSparseScratch 
   const double est_w = time_us([&](int) { run_block_sparse_estimate(x.a, s, 0, true); }, it, 1, &wslo, &wshi);
   printf("  block-sparse n %d, step 1 (pooling + scores): grouped %.1f us [%.1f-%.1f], per-head warp %.1f us [%.1f-%.1f]\n",
          x.n, est, elo, ehi, est_w, wslo, wshi);
-  const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, SparseAttend::Mma, BsSelect::Device); },
+  const double whole = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, SparseAttend::Mma, SparseSelect::Device); },
                                it, 1, &wlo, &whi);
-  const double host = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, SparseAttend::Mma, BsSelect::Host); },
+  const double host = time_us([&](int) { run_block_sparse_prefill(x.a, b, s, 0, nullptr, SparseAttend::Mma, SparseSelect::Host); },
                               it, 1, &hlo, &hhi);
   if (x.n <= 4096) simt = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, SparseAttend::Simt); }, it, 1, &slo, &shi);
   const double best = wg > 0 ? std::min(wg, dense) : dense;
@@ -331,8 +340,8 @@ void block_sparse_case(const BsCase &c) {
   b.blocks = c.blocks; b.local = c.local; b.sink = c.sink;
   BlockSparseScratch scratch;
   std::vector<std::vector<std::vector<int32_t>>> blocks, host_blocks;
-  run_block_sparse_prefill(x.a, b, scratch, 0, &host_blocks, SparseAttend::Simt, BsSelect::Host);
-  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks, SparseAttend::Simt, BsSelect::Device);
+  run_block_sparse_prefill(x.a, b, scratch, 0, &host_blocks, SparseAttend::Simt, SparseSelect::Host);
+  const char *kn = run_block_sparse_prefill(x.a, b, scratch, 0, &blocks, SparseAttend::Simt, SparseSelect::Device);
   CHK(cudaDeviceSynchronize());
   char shape[160];
   snprintf(shape, sizeof shape, "h%d/%d d%d pos0 %d n %d blocks %d l%d k%d%s", c.nH, c.nKV, c.d, c.pos0, c.n, c.blocks,
@@ -383,6 +392,7 @@ void run_sparse() {
   sparse_case({28, 4, 128, 0, 4096, 256, 256, 100, 30, 0, true});
   if (!g_quick) sparse_case({28, 4, 128, 0, 16384, 1000, 1000, 100, 30, 0, true});
   if (!g_quick) sparse_case({28, 4, 128, 0, 32768, 1000, 2048, 100, 30, 0, true});
+  if (!g_quick) sparse_case({28, 4, 128, 0, 131072, 1000, 2048, 100, 30, 0, true});  // issue 14's 128k
 }
 
 void run_block_sparse() {

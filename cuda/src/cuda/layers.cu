@@ -250,15 +250,15 @@ const char *CudaSession::sparse_attention(const Pass &p, int32_t l, bool dca) {
   a.n_heads = c.num_heads; a.n_kv = c.num_kv_heads; a.head_dim = c.head_dim; a.max_ctx = max_ctx_;
   const char *kn = mode == SparsePrefill::BlockSparse ? qwc::run_block_sparse_prefill(a, p.st->sparse, bsparse_, stream_)
                                                       : qwc::run_sparse_prefill(a, p.st->sparse, sparse_, stream_);
-  count_sparse(p, l, mode);
+  count_sparse(p, l, mode, a);
   return kn;
 }
 
 // Keys visited at layer l per head, into sparse_stats_. Block-sparse: the same for every head (the list counts depend
-// on the budget alone: sparse_select.hpp block_keys_visited). Vertical-slash: from each head's host selection
-// (sparse_cost.hpp sparse_visited: columns and diagonals counted apart, less the keys on both). The step's first
-// sparse layer starts a new prompt's stats at position 0.
-void CudaSession::count_sparse(const Pass &p, int32_t l, SparsePrefill mode) {
+// on the budget alone: sparse_select.hpp block_keys_visited). Vertical-slash: each head's selection counted on the
+// device (run_sparse_count: sparse_cost.hpp's count, columns and diagonals apart, less the keys on both), fetched when
+// the stats are read (sparse_stats()). The step's first sparse layer starts a new prompt's stats at position 0.
+void CudaSession::count_sparse(const Pass &p, int32_t l, SparsePrefill mode, const qwc::SparseAttnArgs &a) {
   const Config &c = m_.cfg;
   const int32_t H = c.num_heads, L = c.num_layers, p0 = p.st->pos0[0], N = p0 + p.rows, B = qw::kSparseBlock;
   int32_t first = l;
@@ -268,7 +268,10 @@ void CudaSession::count_sparse(const Pass &p, int32_t l, SparsePrefill mode) {
       break;
     }
   if (l == first) {
-    if (sparse_stats_.layers != L || sparse_stats_.heads != H || p0 == 0) sparse_stats_.reset(L, H);
+    if (sparse_stats_.layers != L || sparse_stats_.heads != H || p0 == 0) {
+      sparse_stats_.reset(L, H);
+      sparse_.reset_counts(size_t(L) * H, stream_);
+    }
     ++sparse_stats_.steps;
   }
   const double dense = (double(N) * (N + 1) - double(p0) * (p0 + 1)) / 2;  // sum of i + 1 over rows p0 .. N - 1
@@ -283,14 +286,8 @@ void CudaSession::count_sparse(const Pass &p, int32_t l, SparsePrefill mode) {
     }
     keys.assign(size_t(H), k);
   } else {
-    const std::vector<int32_t> &lists = sparse_.host_lists, &offs = sparse_.host_offsets;
-    if (offs.size() != size_t(2 * H + 1)) throw Error(QW_ERR_INTERNAL, "vertical-slash: no host selection to count");
-    SparsePattern pat;
-    for (int32_t h = 0; h < H; ++h) {
-      pat.cols.assign(lists.begin() + offs[size_t(2 * h)], lists.begin() + offs[size_t(2 * h + 1)]);
-      pat.diags.assign(lists.begin() + offs[size_t(2 * h + 1)], lists.begin() + offs[size_t(2 * h + 2)]);
-      keys[size_t(h)] = sparse_visited(mode, pat, p0, N);
-    }
+    if (sparse_.counts_n() != size_t(L) * H) sparse_.reset_counts(size_t(L) * H, stream_);
+    qwc::run_sparse_count(a, sparse_, l, stream_);  // keys stay 0 here: sparse_stats() adds the device's
   }
   for (int32_t h = 0; h < H; ++h) {
     SparseHeadStats &s = sparse_stats_.head[size_t(l) * H + h];
@@ -298,8 +295,16 @@ void CudaSession::count_sparse(const Pass &p, int32_t l, SparsePrefill mode) {
   }
 }
 
+// The stats with vertical-slash's keys visited, which the device counted, added (synchronizes the stream).
+const SparseStats *CudaSession::sparse_stats() const {
+  const std::vector<double> &k = sparse_.fetch_counts(stream_);
+  stats_view_ = sparse_stats_;
+  for (size_t i = 0; i < stats_view_.head.size() && i < k.size(); ++i) stats_view_.head[i].keys += k[i];
+  return &stats_view_;
+}
+
 // The attention record of a sparse step (opt/sparse_prefill/sparse_cost.hpp, the CPU's model), from every head's
-// pattern: vertical-slash columns | diagonals (selected on the host), block-sparse key blocks (fetched from the device).
+// pattern: vertical-slash columns | diagonals, block-sparse key blocks (either fetched from the device).
 OpCost CudaSession::sparse_cost(const Pass &p, int32_t l) const {
   const Config &c = m_.cfg;
   const int32_t H = c.num_heads, p0 = p.st->pos0[0];
@@ -315,6 +320,7 @@ OpCost CudaSession::sparse_cost(const Pass &p, int32_t l) const {
         pat[size_t(h)].blocks.emplace_back(lists.begin() + offs[size_t(h) * nqb + b], lists.begin() + offs[size_t(h) * nqb + b + 1]);
     }
   } else {
+    sparse_.fetch_lists(stream_);  // a device selection: copied back only for a recorded op
     const std::vector<int32_t> &lists = sparse_.host_lists, &offs = sparse_.host_offsets;
     for (int32_t h = 0; h < H && offs.size() == size_t(2 * H + 1); ++h) {
       pat[size_t(h)].cols.assign(lists.begin() + offs[size_t(2 * h)], lists.begin() + offs[size_t(2 * h + 1)]);

@@ -275,7 +275,7 @@ class CudaSession final : public BackendSession {
   // Toggle tile (opt/tile/tile_cuda.cuh; compile-checked only): the table tile = auto's launches read, and the tuner
   // that measures the model's shapes for it (cuda/tile_session.cu, opt/tile/tile_tune_cuda.cuh).
   std::string tile_info_json() const override;
-  const SparseStats *sparse_stats() const override { return &sparse_stats_; }
+  const SparseStats *sparse_stats() const override;  // layers.cu
   std::string tile_tune_json(const TileTuneRequest &r) override;
   void set_tile_table(const TileTable &t) override {
     tiles_.set(t);
@@ -326,7 +326,7 @@ class CudaSession final : public BackendSession {
   const char *dca_attention(const Pass &p, int32_t l);
   const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill
   OpCost sparse_cost(const Pass &p, int32_t l) const;                  // its record's cost, after it ran
-  void count_sparse(const Pass &p, int32_t l, SparsePrefill mode);     // keys visited into sparse_stats_
+  void count_sparse(const Pass &p, int32_t l, SparsePrefill mode, const qwc::SparseAttnArgs &a);  // keys visited
   // null while a quantized cache (kvq_) replaces the bf16 one: rope/GEMV epilogues then only write k_out/v_out
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
@@ -393,8 +393,10 @@ class CudaSession final : public BackendSession {
   qwc::SparseScratch sparse_;  // vertical-slash sparse prefill scratch (src/opt/sparse_prefill)
   qwc::BlockSparseScratch bsparse_;  // block-sparse's
   // keys visited per (layer, head) over the latest prompt's prefill, from the selection (block-sparse: the list counts;
-  // vertical-slash: the host lists); no recall or error: sparse_stats is a CPU measurement
+  // vertical-slash: counted on the device, added in sparse_stats()); no recall or error: sparse_stats is a CPU
+  // measurement
   SparseStats sparse_stats_;
+  mutable SparseStats stats_view_;
   DBuf tree_buf_, tree_ws_, eagle_cat_, eagle_feat_, keep_;  // speculative = eagle: kvpos | mask words; fc input; features; keep list
   std::vector<uint32_t> tree_host_;
   DBuf dca_q2_, dca_q3_;  // Dual Chunk Attention (src/opt/dca): successive- and inter-chunk queries, as q_

@@ -53,16 +53,14 @@ class BlockSparseScratch {
 };
 
 // Step 3's kernel: SparseAttend (sparse_prefill.cuh); the mma kernel applies to plain attention with head_dim 64 / 128.
-// Step 2's place: Auto = the device unless QW_SPARSE_HOST_SELECT=1 (or too many candidates); Host; Device (where it fits).
-enum class BsSelect { Auto, Host, Device };
-bool sparse_host_select_requested();
+// Step 2's place: SparseSelect (sparse_prefill.cuh); Auto also takes the host past kSelMax candidate blocks.
 
 // Runs steps 1-3 on `stream` (the host selection synchronizes it once, between 1 and 2; `blocks` always). Returns the kernel name of step 3 for op
 // records: attn_sparse_bs_simt, attn_sparse_bs_dca_simt or attn_sparse_bs_mma.
 // head_dim even and <= 128. blocks (optional): [h][qb - qb0] the selection, for the lab.
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks = nullptr,
-                                     SparseAttend arm = SparseAttend::Auto, BsSelect sel = BsSelect::Auto);
+                                     SparseAttend arm = SparseAttend::Auto, SparseSelect sel = SparseSelect::Auto);
 // Step 1 alone (pooling and scores; the lab's timings and its check of the grouped scores): the scores [nH][nqb][nkb]
 // in the scratch. warp_scores (or QW_SPARSE_SCORE_WARP=1): one warp per (query block, head) instead of the grouped
 // kernel (one block per (query block, kv head)); both give the same bits.

@@ -148,13 +148,7 @@ __global__ void __launch_bounds__(kSelThreads) bs_select_kernel(int32_t *lists, 
   const int seg = (rest + kSelThreads - 1) / kSelThreads, s0 = min(rest, t * seg), s1 = min(rest, s0 + seg);
   int cnt = 0;
   for (int i = s0; i < s1; ++i) cnt += flag[i];
-  const int lane = t & 31, warp = t >> 5;
-  int incl = cnt;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += y;
-  }
+  const int lane = t & 31, warp = t >> 5, incl = warp_scan_incl(cnt);
   if (lane == 31) wsum[warp] = incl;
   __syncthreads();
   int pos = f + incl - cnt;
@@ -218,7 +212,7 @@ void BlockSparseScratch::fetch_lists(cudaStream_t stream) const {
 
 // Read at each call: a notebook may flip them between steps.
 bool sparse_host_select_requested() {
-  return env_opt_in("QW_SPARSE_HOST_SELECT", "block-sparse selects on the device", "on the host");
+  return env_opt_in("QW_SPARSE_HOST_SELECT", "sparse prefill selects on the device", "on the host");
 }
 bool sparse_mma_on() {
   return env_switch_on("QW_SPARSE_MMA", "sparse prefill attends with the SIMT kernels", "the mma.sync flash kernel");
@@ -274,7 +268,7 @@ const float *run_block_sparse_estimate(const SparseAttnArgs &a, BlockSparseScrat
 
 const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, BlockSparseScratch &s,
                                      cudaStream_t stream, std::vector<std::vector<std::vector<int32_t>>> *blocks,
-                                     SparseAttend arm, BsSelect sel) {
+                                     SparseAttend arm, SparseSelect sel) {
   if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("block-sparse prefill: head_dim must be even and <= 128");
   if (a.rows <= 0) return run_block_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
   const int32_t N = a.pos0 + a.rows, H = a.n_heads;
@@ -301,7 +295,7 @@ const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBu
   cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                              stream),
              "cudaMemcpyAsync", __FILE__, __LINE__);
-  const bool on_device = sel == BsSelect::Device || (sel == BsSelect::Auto && !sparse_host_select_requested());
+  const bool on_device = sel == SparseSelect::Device || (sel == SparseSelect::Auto && !sparse_host_select_requested());
   if (on_device && cap <= kSelMax) {
     launch(bs_select_kernel, dim3(nqb, H), dim3(kSelThreads), size_t(cap) * 9, stream, dl, (const int32_t *)doff,
            (const float *)sc, (int)qb0, (int)nkb, (int)sink_b, (int)local_b, (int)b.blocks, (int)cap);

@@ -36,6 +36,8 @@ inline size_t vs_smem_bytes(int nkb) {
 }
 
 #if defined(__CUDACC__)
+#include "common.cuh"
+
 struct VsWalk {
   int32_t *keys;
   uint32_t *bits, *kbits;
@@ -72,13 +74,7 @@ __device__ __forceinline__ VsWalk vs_setup(const KeyLines &L, int h, int qb, int
     int base = 0;
     for (int w0 = 0; w0 < nw; w0 += 32) {
       uint32_t x = w0 + lane < nw ? w.kbits[w0 + lane] : 0u;
-      const int c = __popc(x);
-      int incl = c;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-      }
+      const int c = __popc(x), incl = warp_scan_incl(c);
       int pos = base + incl - c;
       while (x) {
         w.list[pos++] = uint16_t((w0 + lane) * 32 + __ffs(x) - 1);

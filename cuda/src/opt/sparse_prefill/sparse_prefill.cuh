@@ -4,7 +4,11 @@
 //   1. estimate: one warp per (estimating query, head), the last min(64, rows) queries of the step; two passes over
 //      keys 0..i (max and sum, then p = e / sum) adding p to vert[h][j] and slash[h][i - j] (atomics, fp32). With DCA
 //      each key is scored with its chunk relation's query variant (dca::part).
-//   2. select on the host (sparse_select.hpp, the CPU's rule): one stream synchronization per layer and step.
+//   2. select (sparse_select.hpp top_lines, the CPU's rule) on the device: one block per (head, columns | diagonals)
+//      finds the k-th best score by a radix select and writes the list in ascending order and the mma attend's
+//      bitmaps (vs_select_kernel; COMPILE-CHECKED ONLY); the lists' offsets come from the budget alone, so nothing
+//      waits for the GPU. On the host with QW_SPARSE_HOST_SELECT=1 or the lab's Host arm (scores copied back, one
+//      synchronization per layer and step). Both give the same lists.
 //   3. attend: plain attention with head_dim 64 or 128 (unless QW_SPARSE_MMA=0): the mma.sync flash prefill kernel
 //      over each query block's contiguous key tiles (those its diagonals reach, masked to the selected diagonals and
 //      columns) and its columns gathered 64 at a time (vs_tiles.hpp, key_lines.cuh; COMPILE-CHECKED ONLY). Else
@@ -43,20 +47,36 @@ class SparseScratch {
   int32_t *offsets(size_t n);    // [2 nH + 1]: head h's columns at [offs[2h], offs[2h+1]), diagonals to offs[2h+2]
   uint32_t *bits(size_t n);      // the mma attend's bitmaps: columns [nH][words] | diagonals [nH][words]
   std::vector<float> host_scores;
-  std::vector<int32_t> host_lists, host_offsets;
+  // host_lists: the latest selection on the host once fetch_lists ran (or the host selected); host_offsets: always
+  mutable std::vector<int32_t> host_lists;
+  std::vector<int32_t> host_offsets;
   std::vector<uint32_t> host_bits;
+  mutable bool lists_on_host = false;
+  void fetch_lists(cudaStream_t stream) const;  // copies a device selection into host_lists (synchronizes `stream`)
+  size_t selected() const { return host_offsets.empty() ? 0 : size_t(host_offsets.back()); }  // entries in the lists
+  // Keys visited per (layer, head) over a prompt, counted on the device (run_sparse_count); fetched on demand.
+  void reset_counts(size_t n, cudaStream_t stream);  // n = layers x heads, zeroed
+  double *counts() const { return counts_; }
+  size_t counts_n() const { return counts_n_; }
+  const std::vector<double> &fetch_counts(cudaStream_t stream) const;  // synchronizes `stream`
 
  private:
   float *scores_ = nullptr;
   int32_t *lists_ = nullptr, *offsets_ = nullptr;
   uint32_t *bits_ = nullptr;
-  size_t scores_cap_ = 0, lists_cap_ = 0, offsets_cap_ = 0, bits_cap_ = 0;
+  double *counts_ = nullptr;
+  size_t scores_cap_ = 0, lists_cap_ = 0, offsets_cap_ = 0, bits_cap_ = 0, counts_cap_ = 0, counts_n_ = 0;
+  mutable std::vector<double> host_counts_;
 };
 
 // Step 3's kernel: Auto = mma where it applies (plain attention, vs_mma_supported) unless QW_SPARSE_MMA=0, else
 // SIMT; Mma = mma where it applies (the lab's arm), else SIMT; Simt = SIMT. Shared by block-sparse (block_sparse.cuh).
 enum class SparseAttend { Auto, Simt, Mma };
 bool sparse_mma_on();  // false only with QW_SPARSE_MMA=0 in the environment (read at each call)
+// Step 2's place: Auto = the device unless QW_SPARSE_HOST_SELECT=1 (read at each call); Host; Device. Shared by
+// block-sparse.
+enum class SparseSelect { Auto, Host, Device };
+bool sparse_host_select_requested();
 
 // Runs steps 1-3 on `stream` (synchronizing it once, between 1 and 2). Returns the kernel name for op records:
 // attn_sparse_vs_mma, attn_sparse_vs_simt or attn_sparse_vs_dca_simt. head_dim even and <= 128. cols / diags
@@ -64,7 +84,10 @@ bool sparse_mma_on();  // false only with QW_SPARSE_MMA=0 in the environment (re
 const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, SparseScratch &s, cudaStream_t stream,
                                std::vector<std::vector<int32_t>> *cols = nullptr,
                                std::vector<std::vector<int32_t>> *diags = nullptr,
-                               SparseAttend arm = SparseAttend::Auto);
+                               SparseAttend arm = SparseAttend::Auto, SparseSelect sel = SparseSelect::Auto);
+// Adds the keys each head's latest selection (a run_sparse_prefill of the same `a` before it) visits over the step's
+// rows to s.counts()[layer * nH + h] (sparse_cost.hpp's count, on the device: no synchronization).
+void run_sparse_count(const SparseAttnArgs &a, SparseScratch &s, int32_t layer, cudaStream_t stream);
 // Step 3 alone over the latest selection in `s` (a run_sparse_prefill of the same `a` before it): the lab's
 // attend-only timings. Returns the kernel name.
 const char *run_sparse_attend(const SparseAttnArgs &a, SparseScratch &s, cudaStream_t stream,
