@@ -161,6 +161,11 @@ void vs_timings(const LabData &x, const qw::SparseBudget &b, SparseScratch &s, c
                                                              SparseSelect::Host); }, it, 1, &hlo, &hhi);
   if (x.n <= 4096) simt = time_us([&](int) { run_sparse_attend(x.a, s, 0, SparseAttend::Simt); }, it, 1, &slo, &shi);
   const double best = wg > 0 ? std::min(wg, dense) : dense;
+  double elo, ehi, slo1 = 0, shi1 = 0, est_s = 0;  // step 1 alone: tensor cores, then SIMT (up to 32k)
+  const double est_m = time_us([&](int) { run_sparse_estimate(x.a, s, 0, true); }, it, 1, &elo, &ehi);
+  if (x.n <= 32768) est_s = time_us([&](int) { run_sparse_estimate(x.a, s, 0, false); }, it, 1, &slo1, &shi1);
+  printf("  vertical-slash n %d, step 1 (estimate): mma %.1f us [%.1f-%.1f], SIMT %.1f us [%.1f-%.1f]\n", x.n, est_m, elo,
+         ehi, est_s, slo1, shi1);
   printf("  vertical-slash n %d, keys visited %.1f %%: attend mma %.1f us [%.1f-%.1f], SIMT %.1f us [%.1f-%.1f]; whole step "
          "(device selection) %.1f us [%.1f-%.1f], (host selection) %.1f us [%.1f-%.1f]; dense mma.sync flash %.1f us "
          "[%.1f-%.1f], wgmma flash %.1f us [%.1f-%.1f]; against the faster dense: attend %.2fx, whole step %.2fx\n",
@@ -191,6 +196,15 @@ void sparse_case(const SpCase &c) {
   report("vertical-slash device selection = host [vs_select_kernel]",
          std::string(shape) + ", " + std::to_string(lists_differ) + " of " + std::to_string(2 * x.nH) + " lists differ",
          true, double(lists_differ), 0, false, 0, 0, "", 0);
+  if (vs_estimate_mma_applies(x.a)) {  // the tensor-core estimate against the SIMT one (fp32 order apart: close)
+    const size_t ns = size_t(2) * x.nH * (c.pos0 + c.n);
+    const auto ss = d2h(run_sparse_estimate(x.a, scratch, 0, false), ns);
+    const auto sm = d2h(run_sparse_estimate(x.a, scratch, 0, true), ns);
+    std::vector<double> va(sm.begin(), sm.end()), vr(ss.begin(), ss.end());
+    bool nan_seen = false;
+    const double e = rel_err(va, vr, &nan_seen);
+    report("vertical-slash estimate mma vs SIMT [vs_est_lines_kernel]", shape, true, e, 1e-3, nan_seen, 0, 0, "", 0);
+  }
   const auto visit = [&](int r, int h, int j) {
     return std::binary_search(cols[h].begin(), cols[h].end(), j) ||
            std::binary_search(diags[h].begin(), diags[h].end(), c.pos0 + r - j);

@@ -292,17 +292,32 @@ const char *run_sparse_attend(const SparseAttnArgs &a, SparseScratch &s, cudaStr
   return simt;
 }
 
+const float *run_sparse_estimate(const SparseAttnArgs &a, SparseScratch &s, cudaStream_t stream, bool mma) {
+  if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("sparse prefill: head_dim must be even and <= 128");
+  const int32_t N = a.pos0 + a.rows, H = a.n_heads, lq = std::min(qw::kSparseLastQ, a.rows);
+  const size_t n = size_t(2) * H * N;  // vert | slash; then the mma estimate's workspace (an even offset: float2)
+  float *sc = s.scores(n + (mma ? vs_estimate_mma_ws_floats(a) : 0));
+  cuda_check(cudaMemsetAsync(sc, 0, n * sizeof(float), stream), "cudaMemsetAsync", __FILE__, __LINE__);
+  if (a.rows <= 0) return sc;
+  if (mma) {
+    run_vs_estimate_mma(a, lq, sc, sc + n, stream);
+  } else {
+    launch(sparse_estimate_kernel, dim3(lq, H), dim3(32), 0, stream, a, (int)lq, sc);
+    QWC_LAUNCH_CHECK("sparse_estimate_kernel");
+  }
+  return sc;
+}
+
 const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, SparseScratch &s, cudaStream_t stream,
                                std::vector<std::vector<int32_t>> *cols, std::vector<std::vector<int32_t>> *diags,
                                SparseAttend arm, SparseSelect sel) {
   if (a.head_dim > kMaxD || a.head_dim % 2) throw CudaError("sparse prefill: head_dim must be even and <= 128");
   if (a.rows <= 0) return run_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
-  const int32_t N = a.pos0 + a.rows, H = a.n_heads, lq = std::min(qw::kSparseLastQ, a.rows);
-  // 1. estimate
-  float *sc = s.scores(size_t(2) * H * N);
-  cuda_check(cudaMemsetAsync(sc, 0, size_t(2) * H * N * sizeof(float), stream), "cudaMemsetAsync", __FILE__, __LINE__);
-  launch(sparse_estimate_kernel, dim3(lq, H), dim3(32), 0, stream, a, (int)lq, sc);
-  QWC_LAUNCH_CHECK("sparse_estimate_kernel");
+  const int32_t N = a.pos0 + a.rows, H = a.n_heads;
+  // 1. estimate (tensor cores where the attend's arm allows and the shape fits; else SIMT)
+  const float *sc = run_sparse_estimate(a, s, stream, arm != SparseAttend::Simt &&
+                                                          (arm == SparseAttend::Mma || sparse_mma_on()) &&
+                                                          vs_estimate_mma_applies(a));
   // 2. select: the lists' layout from the budget alone (the same counts for every head), then the lists and the
   // bitmaps on the device, or on the host (QW_SPARSE_HOST_SELECT=1 or the lab's Host arm)
   int32_t fc, hc, kc, fd, hd, kd;

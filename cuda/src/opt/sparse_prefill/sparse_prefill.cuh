@@ -1,9 +1,12 @@
 // sparse_prefill.cuh — vertical-slash sparse prefill on the CUDA backend (toggle "sparsePrefill" = vertical-slash; the
 // same three steps as the CPU reference sparse_prefill_cpu.cpp). COMPILE-CHECKED ONLY: written without a GPU; the lab
 // case (cuda/dev/lab/sparse.cu) and test/gpu/sparse.test.ts validate it on the first GPU call.
-//   1. estimate: one warp per (estimating query, head), the last min(64, rows) queries of the step; two passes over
-//      keys 0..i (max and sum, then p = e / sum) adding p to vert[h][j] and slash[h][i - j] (atomics, fp32). With DCA
-//      each key is scored with its chunk relation's query variant (dca::part).
+//   1. estimate: the last min(64, rows) queries of the step score every key, their softmax's column sums are the
+//      vertical scores, its diagonal sums the slash scores. Plain attention with head_dim 64 / 128 (unless
+//      QW_SPARSE_MMA=0): by mma.sync, one CTA per (run of 2048 keys, head) (vs_estimate.cu; COMPILE-CHECKED ONLY).
+//      Else one warp per (estimating query, head); two passes over keys 0..i (max and sum, then p = e / sum) adding p
+//      to vert[h][j] and slash[h][i - j] (atomics, fp32). With DCA each key is scored with its chunk relation's query
+//      variant (dca::part).
 //   2. select (sparse_select.hpp top_lines, the CPU's rule) on the device: one block per (head, columns | diagonals)
 //      finds the k-th best score by a radix select and writes the list in ascending order and the mma attend's
 //      bitmaps (vs_select_kernel; COMPILE-CHECKED ONLY); the lists' offsets come from the budget alone, so nothing
@@ -85,6 +88,14 @@ const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &
                                std::vector<std::vector<int32_t>> *cols = nullptr,
                                std::vector<std::vector<int32_t>> *diags = nullptr,
                                SparseAttend arm = SparseAttend::Auto, SparseSelect sel = SparseSelect::Auto);
+// Step 1 alone (the lab's timings and its check of the mma estimate against the SIMT one): the scores vert [nH][N] |
+// slash [nH][N] in the scratch, by the tensor-core estimate (mma: vs_estimate_mma_applies must hold) or the SIMT one.
+const float *run_sparse_estimate(const SparseAttnArgs &a, SparseScratch &s, cudaStream_t stream, bool mma);
+// The tensor-core estimate (vs_estimate.cu): plain attention, head_dim 64 / 128; its workspace (floats, after the
+// scores) and the launch.
+bool vs_estimate_mma_applies(const SparseAttnArgs &a);
+size_t vs_estimate_mma_ws_floats(const SparseAttnArgs &a);
+void run_vs_estimate_mma(const SparseAttnArgs &a, int lq, float *scores, float *ws, cudaStream_t stream);
 // Adds the keys each head's latest selection (a run_sparse_prefill of the same `a` before it) visits over the step's
 // rows to s.counts()[layer * nH + h] (sparse_cost.hpp's count, on the device: no synchronization).
 void run_sparse_count(const SparseAttnArgs &a, SparseScratch &s, int32_t layer, cudaStream_t stream);
