@@ -15,6 +15,7 @@
 #    fp64, each other, dense bits with every diagonal; timed at 4k / 16k / 32k / 128k);
 # 4. sparse-7b: block-sparse vs dense prefill on random 7B shapes at 32k / 64k / 128k (SPARSE_LENGTHS, SPARSE_BLOCKS),
 #    with device memory after load, per session and per first pass (issue 14: >= 3x attention, >= 2x prefill at 128k);
+#    vs-7b: vertical-slash vs dense prefill on random 7B shapes at 32k (VS_LENGTHS);
 # 5. lab-gemv: qwlab gemv (gemv_q16 against the CPU reference and, timed, against QW_GEMV_Q16=0 on 7B shapes at batch 1
 #    and 16: ninth run, rotated word order + U=1 at b >= 8: W4 gate_up b16 still 0.80x; since, K tiles of whole lane
 #    rounds, unmeasured);
@@ -58,6 +59,9 @@ grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host" "$OUT/lab-
 wait $ref; tail -1 /tmp/ref.log >> "$S"
 step 300 sparse-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,block-sparse --lengths ${SPARSE_LENGTHS:-32768,65536,131072} --blocks ${SPARSE_BLOCKS:-16} --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/sparse-7b"
 grep -E "^\| |^length|in use" "$OUT/sparse-7b.log" 2>/dev/null | sed "s/^/  sparse: /" >> "$S"
+# vertical-slash end to end (mma estimate, device selection, mma attend: compile-checked until the lab ran) at 32k
+step 200 vs-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,vertical-slash --lengths ${VS_LENGTHS:-32768} --vertical 1000 --slash 1024 --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/vs-7b"
+grep -E "^\| |^length|in use" "$OUT/vs-7b.log" 2>/dev/null | sed "s/^/  vs-7b: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
