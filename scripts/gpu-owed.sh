@@ -50,12 +50,12 @@ step 260 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,cod
 for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
-# issue 14: block-sparse (mma attend, device selection) in the lab at 4k / 16k / 32k / 128k, then end to end on 7B
-[[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
-grep -E "FAIL|failure|keys visited|selection = host" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 200 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"
+# issue 14: block-sparse (mma attend, device selection) in the lab at 4k / 16k / 32k / 128k, then end to end on 7B
+[[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
+grep -E "FAIL|failure|keys visited|selection = host" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
 wait $ref; tail -1 /tmp/ref.log >> "$S"
 step 300 sparse-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,block-sparse --lengths ${SPARSE_LENGTHS:-32768,65536,131072} --blocks ${SPARSE_BLOCKS:-16} --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/sparse-7b"
 grep -E "^\| |^length|in use" "$OUT/sparse-7b.log" 2>/dev/null | sed "s/^/  sparse: /" >> "$S"
