@@ -48,15 +48,12 @@ __global__ void __launch_bounds__(32) sparse_estimate_kernel(const SparseAttnArg
 
 using qw::sparse::count_le;
 
-// The high word of select_key: ascending = descending score (ties then go by index, the low word).
-__device__ __forceinline__ uint32_t key_hi(float score) { return uint32_t(qw::sparse::select_key(score, 0) >> 32); }
-
 // Step 2 on the device: grid (2, nH), part 0 the head's columns (vertical scores), part 1 its diagonals (slash
 // scores); kVsSelThreads threads. top_lines' rule (sparse_select.hpp, the host's and the CPU's): the forced [0, f)
 // and the k best of [f, N) by select_key, ascending. The k-th smallest key's high word T is found by a radix select
-// (4 passes of 8 bits, a 256-bin histogram in shared memory); then one ordered pass takes each index whose high word
-// is below T, or equal to it and among the first `need` such indices (the ties that select_key breaks by index), and
-// writes the list in ascending order (block scans over chunks of kVsSelThreads x kVsSelItems indices) and the
+// (4 passes of 8 bits, a 256-bin histogram in shared memory, radix_pick); then one ordered pass takes each index whose
+// high word is below T, or equal to it and among the first `need` such indices (the ties that select_key breaks by
+// index), as top_lines_radix does on the host (test_sparse_prefill: = top_lines), and writes the list in ascending order (block scans over chunks of kVsSelThreads x kVsSelItems indices) and the
 // bitmap words of the mma attend. The list's length (f + k) depends on the budget alone: the host lays out the
 // offsets, and nothing waits for the GPU.
 constexpr int kVsSelThreads = 1024, kVsSelItems = 8;  // a thread's 8 consecutive indices: a byte of bitmap
@@ -95,17 +92,11 @@ __global__ void __launch_bounds__(kVsSelThreads) vs_select_kernel(int32_t *lists
       for (int i = t; i < 256; i += kVsSelThreads) hist[i] = 0u;
       __syncthreads();
       for (int j = f + t; j < N; j += kVsSelThreads) {
-        const uint32_t u = key_hi(sc[j]);
+        const uint32_t u = qw::sparse::select_hi(sc[j]);
         if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255u], 1u);
       }
       __syncthreads();
-      if (t == 0) {
-        uint32_t acc = 0u;
-        for (uint32_t b = 0; b < 256u; ++b) {
-          if (acc + hist[b] >= need) { s_bin = b; s_need = need - acc; break; }
-          acc += hist[b];
-        }
-      }
+      if (t == 0) qw::sparse::radix_pick(hist, need, s_bin, s_need);
       __syncthreads();
       prefix |= s_bin << shift;
       mask |= 255u << shift;
@@ -125,7 +116,7 @@ __global__ void __launch_bounds__(kVsSelThreads) vs_select_kernel(int32_t *lists
       if (j >= N) break;
       if (j < f || all) sel |= 1u << e;
       else if (k > 0) {
-        const uint32_t u = key_hi(sc[j]);
+        const uint32_t u = qw::sparse::select_hi(sc[j]);
         if (u < T) sel |= 1u << e;
         else if (u == T) eq |= 1u << e;
       }

@@ -98,6 +98,59 @@ QW_SEL_HD uint64_t select_key(float score, int32_t i) {
   return (uint64_t(~u) << 32) | uint32_t(i);
 }
 
+// Vertical-slash's selection on the device (vs_select_kernel) by a radix select over the high word of select_key
+// (hi(score), ascending = best first): one pass per byte, from the top, counts the candidates that match the bytes
+// chosen so far into 256 bins; radix_pick finds the bin holding the need-th smallest (1-based) and how many of that
+// bin are still needed. After 4 passes T = the k-th smallest high word: every candidate below T is taken, and of
+// those equal to T the first `need` by index (select_key breaks ties by the lower index).
+QW_SEL_HD uint32_t select_hi(float score) { return uint32_t(select_key(score, 0) >> 32); }
+QW_SEL_HD void radix_pick(const uint32_t *hist, uint32_t need, uint32_t &bin, uint32_t &need_left) {
+  uint32_t acc = 0;
+  for (uint32_t b = 0; b < 256u; ++b) {
+    if (acc + hist[b] >= need) {
+      bin = b;
+      need_left = need - acc;
+      return;
+    }
+    acc += hist[b];
+  }
+  bin = 255u;  // unreachable while need <= the counted candidates
+  need_left = 0;
+}
+
+// The device selection's algorithm run sequentially on the host (the same passes, picks and tie rule), for the CPU
+// test that it selects what top_lines selects.
+template <class T>
+std::vector<int32_t> top_lines_radix(const T *score, int32_t n, int32_t forced, int32_t extra) {
+  int32_t f, hi, k;
+  forced_split(n, forced, n, extra, f, hi, k);
+  const bool all = k == n - f;
+  uint32_t prefix = 0, mask = 0, need = uint32_t(k);
+  if (k > 0 && !all)
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      uint32_t hist[256] = {};
+      for (int32_t j = f; j < n; ++j) {
+        const uint32_t u = select_hi(float(score[j]));
+        if ((u & mask) == prefix) ++hist[(u >> shift) & 255u];
+      }
+      uint32_t bin, left;
+      radix_pick(hist, need, bin, left);
+      prefix |= bin << shift;
+      mask |= 255u << shift;
+      need = left;
+    }
+  std::vector<int32_t> out;
+  uint32_t ties = 0;
+  for (int32_t j = 0; j < n; ++j) {
+    if (j < f || all) { out.push_back(j); continue; }
+    if (k == 0) continue;
+    const uint32_t u = select_hi(float(score[j]));
+    if (u < prefix) out.push_back(j);
+    else if (u == prefix && ties++ < need) out.push_back(j);
+  }
+  return out;
+}
+
 // Blocks covering the first `keys` positions: ceil(keys / block).
 inline int32_t blocks_of(int32_t keys, int32_t block) { return (keys + block - 1) / block; }
 

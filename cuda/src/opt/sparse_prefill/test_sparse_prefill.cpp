@@ -456,6 +456,21 @@ void select_rule() {
     std::sort(got.begin(), got.end());
     CHECK(got == want, "select_key order differs from top_blocks (qb %d sink %d local %d extra %d)", qb, sink, local, extra);
   }
+  // vertical-slash's device algorithm (radix select of the k-th high word, then ties by index): top_lines' lists,
+  // with scores drawn from few values (ties across every byte), -0 / +0, all equal, and continuous ones
+  for (int trial = 0; trial < 300; ++trial) {
+    const int32_t n = 1 + int32_t(r.next() % 3000), forced = int32_t(r.next() % 40), extra = int32_t(r.next() % 400);
+    std::vector<float> sc(static_cast<size_t>(n));
+    for (float &x : sc) {
+      if (trial % 4 == 0) x = float(int(r.next() % 7)) * 0.125f;
+      else if (trial % 4 == 1) x = float(r.uniform()) * 1e-3f;
+      else if (trial % 4 == 2) x = (r.next() % 2) ? -0.f : 0.f;
+      else x = float(r.uniform() - 0.25);
+    }
+    if (trial % 17 == 0) std::fill(sc.begin(), sc.end(), 0.5f);
+    const auto want = sparse::top_lines(sc.data(), n, forced, extra), got = sparse::top_lines_radix(sc.data(), n, forced, extra);
+    CHECK(got == want, "top_lines_radix differs from top_lines (n %d forced %d extra %d, trial %d)", n, forced, extra, trial);
+  }
 }
 
 // Vertical-slash's mma attend (vs_tiles.hpp, the formulas its CUDA kernel uses): walking every query block's contiguous
