@@ -158,97 +158,58 @@ function bitsDiffer(a: number[], b: number[]): { differ: number; n: number } {
   return { differ, n: u.length };
 }
 
-describe.skipIf(noGpu())("block-sparse: mma attend (default) vs SIMT (QW_SPARSE_MMA=0), device vs host selection", () => {
-  let arms = {} as Record<"simt" | "mma" | "host", SparseRunSummary>;
-  beforeAll(() => {
-    arms = runArms("block-sparse", { simt: { QW_SPARSE_MMA: "0" }, mma: {}, host: { QW_SPARSE_HOST_SELECT: "1" } });
-  });
+// Both patterns' arms, a child process each: the mma attend (default), SIMT (QW_SPARSE_MMA=0; vertical-slash: its
+// SIMT estimate too), the host selection (QW_SPARSE_HOST_SELECT=1).
+for (const [mode, tag, unit, small] of [
+  ["block-sparse", "bs", "block", "blocks 2, local 128, sink 64"],
+  ["vertical-slash", "vs", "line", "vertical 32, slash 32, local 64, sink 4"],
+] as const) {
+  describe.skipIf(noGpu())(`${mode}: mma attend (default) vs SIMT (QW_SPARSE_MMA=0), device vs host selection`, () => {
+    let arms = {} as Record<"simt" | "mma" | "host", SparseRunSummary>;
+    beforeAll(() => {
+      arms = runArms(mode, { simt: { QW_SPARSE_MMA: "0" }, mma: {}, host: { QW_SPARSE_HOST_SELECT: "1" } });
+    });
 
-  test("the switch reaches every layer: attn_sparse_bs_mma by default, attn_sparse_bs_simt with 0, DCA SIMT in all", () => {
-    for (const run of ["full", "small", "chunked-full"] as const) {
-      for (const k of arms.mma[run].kernels) expect(k).toEqual(["attn_sparse_bs_mma"]);
-      for (const k of arms.host[run].kernels) expect(k).toEqual(["attn_sparse_bs_mma"]);
-      for (const k of arms.simt[run].kernels) expect(k).toEqual(["attn_sparse_bs_simt"]);
-    }
-    for (const arm of ["simt", "mma", "host"] as const) {
-      for (const k of arms[arm]["dca-small"].kernels) expect(k).toEqual(["attn_sparse_bs_dca_simt"]);
-      for (const k of arms[arm].dense.kernels) expect(k).toEqual(["attn_prefill_mma"]);
-    }
-  });
+    test(`the switch reaches every layer: attn_sparse_${tag}_mma by default, attn_sparse_${tag}_simt with 0, DCA SIMT in all`, () => {
+      for (const run of ["full", "small", "chunked-full"] as const) {
+        for (const k of arms.mma[run].kernels) expect(k).toEqual([`attn_sparse_${tag}_mma`]);
+        for (const k of arms.host[run].kernels) expect(k).toEqual([`attn_sparse_${tag}_mma`]);
+        for (const k of arms.simt[run].kernels) expect(k).toEqual([`attn_sparse_${tag}_simt`]);
+      }
+      for (const arm of ["simt", "mma", "host"] as const) {
+        for (const k of arms[arm]["dca-small"].kernels) expect(k).toEqual([`attn_sparse_${tag}_dca_simt`]);
+        for (const k of arms[arm].dense.kernels) expect(k).toEqual(["attn_prefill_mma"]);
+      }
+    });
 
-  test("every block selected: the mma arm's logits are the dense mma.sync logits bit for bit (one call and chunked)", () => {
-    for (const [sp, dn] of [["full", "dense"], ["chunked-full", "chunked-dense"]] as const) {
-      const { differ, n } = bitsDiffer(arms.mma[sp].logits, arms.mma[dn].logits);
-      console.log(`block-sparse mma ${sp} vs ${dn}: ${differ} of ${n} logits differ`);
-      expect(n).toBeGreaterThan(0);
-      expect(differ).toBe(0);
-    }
-  });
+    test(`every ${unit} selected: the mma arm's logits are the dense mma.sync logits bit for bit (one call and chunked)`, () => {
+      for (const [sp, dn] of [["full", "dense"], ["chunked-full", "chunked-dense"]] as const) {
+        const { differ, n } = bitsDiffer(arms.mma[sp].logits, arms.mma[dn].logits);
+        console.log(`${mode} mma ${sp} vs ${dn}: ${differ} of ${n} logits differ`);
+        expect(n).toBeGreaterThan(0);
+        expect(differ).toBe(0);
+      }
+    });
 
-  test("the device selection picks the host's blocks: every run's logits and FLOPs equal, bit for bit", () => {
-    for (const run of ["dense", "full", "small", "chunked-dense", "chunked-full", "dca-small"] as const) {
-      const { differ, n } = bitsDiffer(arms.mma[run].logits, arms.host[run].logits);
-      console.log(`block-sparse ${run}: device vs host selection, ${differ} of ${n} logits differ`);
-      expect(n).toBeGreaterThan(0);
-      expect(differ).toBe(0);
-      expect(arms.mma[run].flops).toBe(arms.host[run].flops);
-    }
-  });
+    test(`the device selection picks the host's ${unit}s: every run's logits and FLOPs equal, bit for bit`, () => {
+      for (const run of ["dense", "full", "small", "chunked-dense", "chunked-full", "dca-small"] as const) {
+        const { differ, n } = bitsDiffer(arms.mma[run].logits, arms.host[run].logits);
+        console.log(`${mode} ${run}: device vs host selection, ${differ} of ${n} logits differ`);
+        expect(n).toBeGreaterThan(0);
+        expect(differ).toBe(0);
+        expect(arms.mma[run].flops).toBe(arms.host[run].flops);
+      }
+    });
 
-  test("small budgets: the mma arm close to the SIMT arm, same argmax; the records count the same model of keys", () => {
-    const a = f32(arms.mma.small.logits), b = f32(arms.simt.small.logits), e = rel(a, b);
-    console.log(`block-sparse mma vs SIMT (blocks 2, local 128, sink 64): rel max |d logits| ${e.toExponential(2)}; attention FLOPs mma ${arms.mma.small.flops.toExponential(3)}, SIMT ${arms.simt.small.flops.toExponential(3)}, dense ${arms.mma.dense.flops.toExponential(3)}`);
-    expect(e).toBeLessThan(5e-2);
-    expect(argmax(a)).toBe(argmax(b));
-    expect(arms.mma.small.flops).toBeLessThan(arms.mma.dense.flops);
-    // layer 0's selection is the same in both arms; later layers' may differ slightly (their inputs do)
-    expect(Math.abs(arms.mma.small.flops - arms.simt.small.flops) / arms.simt.small.flops).toBeLessThan(0.1);
+    test("small budgets: the mma arm close to the SIMT arm, same argmax; the records count the same model of keys", () => {
+      const a = f32(arms.mma.small.logits), b = f32(arms.simt.small.logits), e = rel(a, b);
+      console.log(`${mode} mma vs SIMT (${small}): rel max |d logits| ${e.toExponential(2)}; attention FLOPs mma ${arms.mma.small.flops.toExponential(3)}, SIMT ${arms.simt.small.flops.toExponential(3)}, dense ${arms.mma.dense.flops.toExponential(3)}`);
+      expect(e).toBeLessThan(5e-2);
+      expect(argmax(a)).toBe(argmax(b));
+      expect(arms.mma.small.flops).toBeLessThan(arms.mma.dense.flops);
+      // layer 0's selection may differ slightly between the arms (vertical-slash: the estimates' fp32 order), later
+      // layers' too (their inputs do)
+      expect(Math.abs(arms.mma.small.flops - arms.simt.small.flops) / arms.simt.small.flops).toBeLessThan(0.1);
+    });
   });
-});
-
-describe.skipIf(noGpu())("vertical-slash: mma attend (default) vs SIMT (QW_SPARSE_MMA=0), device vs host selection", () => {
-  let arms = {} as Record<"simt" | "mma" | "host", SparseRunSummary>;
-  beforeAll(() => {
-    arms = runArms("vertical-slash", { simt: { QW_SPARSE_MMA: "0" }, mma: {}, host: { QW_SPARSE_HOST_SELECT: "1" } });
-  });
-
-  test("the switch reaches every layer: attn_sparse_vs_mma by default, attn_sparse_vs_simt with 0, DCA SIMT in all", () => {
-    for (const run of ["full", "small", "chunked-full"] as const) {
-      for (const k of arms.mma[run].kernels) expect(k).toEqual(["attn_sparse_vs_mma"]);
-      for (const k of arms.host[run].kernels) expect(k).toEqual(["attn_sparse_vs_mma"]);
-      for (const k of arms.simt[run].kernels) expect(k).toEqual(["attn_sparse_vs_simt"]);
-    }
-    for (const arm of ["simt", "mma", "host"] as const) {
-      for (const k of arms[arm]["dca-small"].kernels) expect(k).toEqual(["attn_sparse_vs_dca_simt"]);
-      for (const k of arms[arm].dense.kernels) expect(k).toEqual(["attn_prefill_mma"]);
-    }
-  });
-
-  test("every line selected: the mma arm's logits are the dense mma.sync logits bit for bit (one call and chunked)", () => {
-    for (const [sp, dn] of [["full", "dense"], ["chunked-full", "chunked-dense"]] as const) {
-      const { differ, n } = bitsDiffer(arms.mma[sp].logits, arms.mma[dn].logits);
-      console.log(`vertical-slash mma ${sp} vs ${dn}: ${differ} of ${n} logits differ`);
-      expect(n).toBeGreaterThan(0);
-      expect(differ).toBe(0);
-    }
-  });
-
-  test("the device selection picks the host's lines: every run's logits and FLOPs equal, bit for bit", () => {
-    for (const run of ["dense", "full", "small", "chunked-dense", "chunked-full", "dca-small"] as const) {
-      const { differ, n } = bitsDiffer(arms.mma[run].logits, arms.host[run].logits);
-      console.log(`vertical-slash ${run}: device vs host selection, ${differ} of ${n} logits differ`);
-      expect(n).toBeGreaterThan(0);
-      expect(differ).toBe(0);
-      expect(arms.mma[run].flops).toBe(arms.host[run].flops);
-    }
-  });
-
-  test("small budgets: the mma arm close to the SIMT arm, same argmax; the records count the same model of keys", () => {
-    const a = f32(arms.mma.small.logits), b = f32(arms.simt.small.logits), e = rel(a, b);
-    console.log(`vertical-slash mma vs SIMT (vertical 32, slash 32, local 64, sink 4): rel max |d logits| ${e.toExponential(2)}; attention FLOPs mma ${arms.mma.small.flops.toExponential(3)}, SIMT ${arms.simt.small.flops.toExponential(3)}, dense ${arms.mma.dense.flops.toExponential(3)}`);
-    expect(e).toBeLessThan(5e-2);
-    expect(argmax(a)).toBe(argmax(b));
-    expect(arms.mma.small.flops).toBeLessThan(arms.mma.dense.flops);
-    expect(Math.abs(arms.mma.small.flops - arms.simt.small.flops) / arms.simt.small.flops).toBeLessThan(0.1);
-  });
-});
+}

@@ -140,6 +140,34 @@ struct SpCase {
 
 PrefillAttnArgs dense_args(const LabData &x, __nv_bfloat16 *out);
 
+// The mma arm on the SIMT arm's selection (plain attention, head_dim 64 / 128; the SIMT z in x.dz on entry): against
+// the same fp64 reference, against the SIMT z, and where `full` (every key of the dense walk selected), against the
+// dense mma.sync kernel bit for bit.
+void mma_arm(const LabData &x, const char *label, const std::string &shape, const std::function<const char *()> &attend,
+             const std::function<bool(int, int, int)> &visit, bool full, const char *full_what) {
+  const auto zs = d2h((uint16_t *)x.dz, x.qn);
+  poison(x.dz, x.qn * 2);
+  const char *kn = attend();
+  CHK(cudaDeviceSynchronize());
+  check_case(x, label, kn, shape, false, visit, [] {});
+  const auto zm = d2h((uint16_t *)x.dz, x.qn);
+  std::vector<double> a, r;
+  for (size_t e = 0; e < x.qn; ++e) a.push_back(bf2f(zm[e])), r.push_back(bf2f(zs[e]));
+  bool nan_seen = false;
+  const double e = rel_err(a, r, &nan_seen);
+  report(std::string(label) + " mma vs SIMT [" + kn + "]", shape, true, e, 1e-2, nan_seen, 0, 0, "", 0);
+  if (!full) return;
+  __nv_bfloat16 *dd = (__nv_bfloat16 *)dalloc<uint16_t>(x.qn);
+  poison(dd, x.qn * 2);
+  launch_prefill_attention_mma(dense_args(x, dd), 0);
+  const auto zd = d2h((uint16_t *)dd, x.qn);
+  cudaFree(dd);
+  size_t diff = 0;
+  for (size_t e2 = 0; e2 < x.qn; ++e2) diff += zd[e2] != zm[e2];
+  report(std::string(label) + " " + full_what + " = dense mma.sync, bits [" + kn + "]",
+         shape + ", " + std::to_string(diff) + " bf16 differ", true, double(diff), 0, false, 0, 0, "", 0);
+}
+
 // Vertical-slash's attend alone (mma; SIMT up to 4k), the whole step with the mma arm (estimate, device or host
 // selection with the bitmaps, attend) and the dense flash prefill kernels, on one selection: median of 10 (3 under
 // --quick) after one warm-up, with min-max.
@@ -211,32 +239,10 @@ void sparse_case(const SpCase &c) {
   };
   check_case(x, "sparse", kn, shape, false, visit, [] {});
   if (c.dca_span || !vs_mma_supported(c.d, c.pos0 + c.n)) return;  // the mma arm: plain attention, head_dim 64 / 128
-  // the mma arm on the same selection: against the fp64 reference, the SIMT z, and with every diagonal selected the
-  // dense mma.sync kernel bit for bit
-  const auto zs = d2h((uint16_t *)x.dz, x.qn);
-  poison(x.dz, x.qn * 2);
-  const char *km = run_sparse_attend(x.a, scratch, 0, SparseAttend::Mma);
-  CHK(cudaDeviceSynchronize());
-  check_case(x, "sparse", km, shape, false, visit, [] {});
-  const auto zm = d2h((uint16_t *)x.dz, x.qn);
-  std::vector<double> va, vr;
-  for (size_t e = 0; e < x.qn; ++e) va.push_back(bf2f(zm[e])), vr.push_back(bf2f(zs[e]));
-  bool nan_seen = false;
-  const double e = rel_err(va, vr, &nan_seen);
-  report(std::string("vertical-slash mma vs SIMT [") + km + "]", shape, true, e, 1e-2, nan_seen, 0, 0, "", 0);
   bool every_diag = true;
   for (int h = 0; h < x.nH; ++h) every_diag &= diags[h].size() == size_t(c.pos0 + c.n);
-  if (every_diag) {
-    __nv_bfloat16 *dd = (__nv_bfloat16 *)dalloc<uint16_t>(x.qn);
-    poison(dd, x.qn * 2);
-    launch_prefill_attention_mma(dense_args(x, dd), 0);
-    const auto zd = d2h((uint16_t *)dd, x.qn);
-    cudaFree(dd);
-    size_t diff = 0;
-    for (size_t e2 = 0; e2 < x.qn; ++e2) diff += zd[e2] != zm[e2];
-    report(std::string("vertical-slash every diagonal = dense mma.sync, bits [") + km + "]",
-           std::string(shape) + ", " + std::to_string(diff) + " bf16 differ", true, double(diff), 0, false, 0, 0, "", 0);
-  }
+  mma_arm(x, "vertical-slash", shape, [&] { return run_sparse_attend(x.a, scratch, 0, SparseAttend::Mma); }, visit,
+          every_diag, "every diagonal");
   if (c.timed) {
     double vis = 0, dense_keys = 0;
     for (int h = 0; h < x.nH; ++h)
@@ -317,36 +323,6 @@ void bs_timings(const LabData &x, const qw::SparseBudget &b, BlockSparseScratch 
          4.0 * x.d * dense_keys / (dense * 1e-6) / 1e12, "TFLOP/s", g_bf16_rate / 1e12);
 }
 
-// The mma arm on the SIMT arm's selection (plain attention, head_dim 64 / 128): against the same fp64 reference, against
-// the SIMT z, and where every block kb <= qb is selected, against the dense mma.sync kernel bit for bit.
-void bs_mma_arm(const LabData &x, const std::string &shape, BlockSparseScratch &s,
-                const std::vector<std::vector<std::vector<int32_t>>> &blocks, const std::function<bool(int, int, int)> &visit) {
-  const auto zs = d2h((uint16_t *)x.dz, x.qn);
-  poison(x.dz, x.qn * 2);
-  const char *kn = run_block_sparse_attend(x.a, s, 0, SparseAttend::Mma);
-  CHK(cudaDeviceSynchronize());
-  check_case(x, "block-sparse", kn, shape, false, visit, [] {});
-  const auto zm = d2h((uint16_t *)x.dz, x.qn);
-  std::vector<double> a, r;
-  for (size_t e = 0; e < x.qn; ++e) a.push_back(bf2f(zm[e])), r.push_back(bf2f(zs[e]));
-  bool nan_seen = false;
-  const double e = rel_err(a, r, &nan_seen);
-  report(std::string("block-sparse mma vs SIMT [") + kn + "]", shape, true, e, 1e-2, nan_seen, 0, 0, "", 0);
-  bool full = true;
-  for (int h = 0; h < x.nH; ++h)
-    for (size_t b = 0; b < blocks[h].size(); ++b) full &= blocks[h][b].size() == size_t(x.pos0 / qw::kSparseBlock + b + 1);
-  if (!full) return;
-  __nv_bfloat16 *dd = (__nv_bfloat16 *)dalloc<uint16_t>(x.qn);
-  poison(dd, x.qn * 2);
-  launch_prefill_attention_mma(dense_args(x, dd), 0);
-  const auto zd = d2h((uint16_t *)dd, x.qn);
-  cudaFree(dd);
-  size_t diff = 0;
-  for (size_t e2 = 0; e2 < x.qn; ++e2) diff += zd[e2] != zm[e2];
-  report(std::string("block-sparse every block = dense mma.sync, bits [") + kn + "]",
-         shape + ", " + std::to_string(diff) + " bf16 differ", true, double(diff), 0, false, 0, 0, "", 0);
-}
-
 void block_sparse_case(const BsCase &c) {
   const int B = qw::kSparseBlock;
   const LabData x(c.nH, c.nKV, c.d, c.pos0, c.n, c.dca_span, [&](int j) { return j >= B && (j / B - 1) % 5 == 0; });  // strong blocks
@@ -388,7 +364,11 @@ void block_sparse_case(const BsCase &c) {
   };
   check_case(x, "block-sparse", kn, shape, false, visit, [] {});
   if (c.dca_span || (c.d != 64 && c.d != 128)) return;  // the mma arm: plain attention, head_dim 64 / 128
-  bs_mma_arm(x, shape, scratch, blocks, visit);
+  bool full = true;
+  for (int h = 0; h < x.nH; ++h)
+    for (size_t q = 0; q < blocks[h].size(); ++q) full &= blocks[h][q].size() == size_t(c.pos0 / B + q + 1);
+  mma_arm(x, "block-sparse", shape, [&] { return run_block_sparse_attend(x.a, scratch, 0, SparseAttend::Mma); }, visit,
+          full, "every block");
   if (c.timed) bs_timings(x, b, scratch, shape, blocks);
 }
 

@@ -201,12 +201,7 @@ int32_t *BlockSparseScratch::offsets(size_t n) { return sparse_grow(offsets_, of
 
 void BlockSparseScratch::fetch_lists(cudaStream_t stream) const {
   if (lists_on_host) return;
-  host_lists.resize(selected());
-  if (!host_lists.empty())
-    cuda_check(cudaMemcpyAsync(host_lists.data(), lists_, host_lists.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                               stream),
-               "cudaMemcpyAsync", __FILE__, __LINE__);
-  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+  sparse_fetch(host_lists, lists_, selected(), stream);
   lists_on_host = true;
 }
 

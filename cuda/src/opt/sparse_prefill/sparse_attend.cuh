@@ -63,6 +63,14 @@ __device__ __forceinline__ void sparse_store_z(const SparseAttnArgs &a, int64_t 
   }
 }
 
+// Host: copies n device ints into `host` and waits for `stream` (a device selection read back).
+inline void sparse_fetch(std::vector<int32_t> &host, const int32_t *dev, size_t n, cudaStream_t stream) {
+  host.resize(n);
+  if (n) cuda_check(cudaMemcpyAsync(host.data(), dev, n * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
+                    "cudaMemcpyAsync", __FILE__, __LINE__);
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+}
+
 // Host: grows a device buffer to n elements (contents not kept).
 template <class T>
 T *sparse_grow(T *&p, size_t &cap, size_t n, const char *what) {
