@@ -44,8 +44,11 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 ( python3 notebooks/peers/make_ref.py --no-ref --models 0.5b,7b --out $R > /tmp/ref.log 2>&1 ) &
 ref=$!
 # LAB=0: the libraries only (about 65 s less; no lab-prefill step), for a late call with little time left
+# BUILD=lab: the lab alone (about half the build; no library, so TESTS="" and only lab steps), for a short call
 lab_build=""; [[ ${LAB:-1} == 0 ]] || lab_build=" && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
-step 260 build "make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build" \
+lib_build="make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build"
+[[ ${BUILD:-all} == lab ]] && lib_build="make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
+step 260 build "$lib_build" \
   || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
 for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
