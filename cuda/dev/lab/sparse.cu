@@ -244,6 +244,19 @@ void sparse_case(const SpCase &c) {
   mma_arm(x, "vertical-slash", shape, [&] { return run_sparse_attend(x.a, scratch, 0, SparseAttend::Mma); }, visit,
           every_diag, "every diagonal");
   if (c.timed) {
+    double tiles = 0, gathered = 0, dense_tiles = 0;  // the mma walk's tiles against the dense walk's
+    std::vector<uint32_t> kb;
+    for (int h = 0; h < x.nH; ++h)
+      for (int qb = c.pos0 / 64; qb <= (c.pos0 + c.n - 1) / 64; ++qb) {
+        int32_t ng = 0;
+        tiles += qw::sparse::vs_block_tiles(kb, cols[h].data(), (int)cols[h].size(), diags[h].data(),
+                                            (int)diags[h].size(), qb, std::max(c.pos0, qb * 64),
+                                            std::min(c.pos0 + c.n - 1, qb * 64 + 63), ng);
+        gathered += ng;
+        dense_tiles += qb + 1;
+      }
+    printf("  vertical-slash n %d: mma walk %.1f %% of the dense walk's tiles (contiguous %.1f %%, gathered %.1f %%)\n",
+           c.n, 100.0 * (tiles + gathered) / dense_tiles, 100.0 * tiles / dense_tiles, 100.0 * gathered / dense_tiles);
     double vis = 0, dense_keys = 0;
     for (int h = 0; h < x.nH; ++h)
       for (int r = 0; r < x.n; ++r) {

@@ -505,12 +505,9 @@ void vs_tiles_cover() {
       const uint32_t *cb = bits.data() + size_t(h) * size_t(words), *db = bits.data() + (size_t(H) + size_t(h)) * size_t(words);
       for (int32_t qb = pos0 / B; qb <= (N - 1) / B; ++qb) {
         const int32_t q0 = qb * B, qlo = std::max(pos0, q0), qhi = std::min(N - 1, q0 + B - 1);
-        std::vector<uint32_t> kbits(size_t(qb) / 32 + 1, 0u);
-        for (int32_t j = 0; j < count_le(D, nd, qhi); ++j) {
-          int32_t lo, hi;
-          if (vs_diag_blocks(D[j], qlo, qhi, lo, hi))
-            for (int32_t kb = lo; kb <= hi; ++kb) kbits[size_t(kb) >> 5] |= 1u << (kb & 31);
-        }
+        std::vector<uint32_t> kbits;
+        int32_t n_gather = 0;
+        const int32_t marked = vs_block_tiles(kbits, C, nc, D, nd, qb, qlo, qhi, n_gather);
         std::vector<int32_t> count(size_t(qhi - qlo + 1) * size_t(N), 0);
         int32_t contig = 0;
         for (int32_t kb = 0; kb <= qb; ++kb) {
@@ -525,6 +522,8 @@ void vs_tiles_cover() {
               if (k0 + c < N && vs_contig_visible(qp, k0 + c, q0, k0, dw, cw)) ++count[size_t(qp - qlo) * size_t(N) + size_t(k0 + c)];
         }
         const int32_t ncol = count_le(C, nc, qhi);
+        CHECK(marked == contig && n_gather == (ncol + B - 1) / B, "vs_block_tiles counts %d / %d, walked %d / %d", marked,
+              n_gather, contig, (ncol + B - 1) / B);
         for (int32_t g = 0; g * B < ncol; ++g)
           for (int32_t c = 0; c < B; ++c) {
             const int32_t kp = g * B + c < ncol ? C[g * B + c] : -1;

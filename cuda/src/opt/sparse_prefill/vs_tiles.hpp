@@ -71,6 +71,25 @@ QW_VS_HD bool vs_gather_visible(int32_t qp, int32_t kp, const uint32_t *kbits) {
   return kp >= 0 && kp <= qp && !vs_bit(kbits, kp / kVsTile);
 }
 
+// Host: query block qb's contiguous key blocks (bits of kbits, qb / 32 + 1 words, zeroed here) for rows qlo .. qhi of
+// a head with diagonals D[0 .. nd), as the kernel's vs_setup marks them; returns how many, and in n_gather its gather
+// tiles (C[0 .. nc) entries <= qhi, 64 a tile). The CPU check walks them; the lab reports the tiles walked.
+inline int32_t vs_block_tiles(std::vector<uint32_t> &kbits, const int32_t *C, int32_t nc, const int32_t *D, int32_t nd,
+                              int32_t qb, int32_t qlo, int32_t qhi, int32_t &n_gather) {
+  kbits.assign(size_t(qb) / 32 + 1, 0u);
+  int32_t contig = 0;
+  for (int32_t j = 0; j < count_le(D, nd, qhi); ++j) {
+    int32_t lo, hi;
+    if (!vs_diag_blocks(D[j], qlo, qhi, lo, hi)) continue;
+    for (int32_t kb = lo; kb <= hi; ++kb) {
+      contig += !vs_bit(kbits.data(), kb);
+      kbits[size_t(kb) >> 5] |= 1u << (kb & 31);
+    }
+  }
+  n_gather = (count_le(C, nc, qhi) + kVsTile - 1) / kVsTile;
+  return contig;
+}
+
 // Host: the kernel's bitmaps from a selection (per head its columns, then its diagonals; offs [2 H + 1] as
 // SparseScratch's): out = columns [H][words] | diagonals [H][words], words = ceil(N / 32).
 inline void vs_bitmaps(std::vector<uint32_t> &out, const int32_t *lists, const int32_t *offs, int32_t H, int32_t words) {
