@@ -168,19 +168,30 @@ void mma_arm(const LabData &x, const char *label, const std::string &shape, cons
          shape + ", " + std::to_string(diff) + " bf16 differ", true, double(diff), 0, false, 0, 0, "", 0);
 }
 
+// The dense flash prefill kernels on the case's shape: mma.sync, then the wgmma one (the engine's dense default on
+// sm_90; 0 where it does not apply), each a median of `it` with min-max, in us.
+struct DenseTimes {
+  double mma, mlo, mhi, wg, glo, ghi;
+};
+DenseTimes dense_times(const LabData &x, int it) {
+  const PrefillAttnArgs pa = dense_args(x, x.dz);
+  DenseTimes t{0, 0, 0, 0, 0, 0};
+  t.mma = time_us([&](int) { launch_prefill_attention_mma(pa, 0); }, it, 1, &t.mlo, &t.mhi);
+  try {  // throws where the wgmma kernel does not apply
+    t.wg = time_us([&](int) { launch_prefill_attention_fa3(pa, 0); }, it, 1, &t.glo, &t.ghi);
+  } catch (const std::exception &e) {
+    printf("  (no wgmma flash here: %s)\n", e.what());
+  }
+  return t;
+}
+
 // Vertical-slash's attend alone (mma; SIMT up to 4k), the whole step with the mma arm (estimate, device or host
 // selection with the bitmaps, attend) and the dense flash prefill kernels, on one selection: median of 10 (3 under
 // --quick) after one warm-up, with min-max.
 void vs_timings(const LabData &x, const qw::SparseBudget &b, SparseScratch &s, const std::string &shape, double share) {
   const int it = g_quick ? 3 : 10;
-  const PrefillAttnArgs pa = dense_args(x, x.dz);
-  double dlo, dhi, mlo, mhi, wlo, whi, slo = 0, shi = 0, simt = 0, glo = 0, ghi = 0, wg = 0;
-  const double dense = time_us([&](int) { launch_prefill_attention_mma(pa, 0); }, it, 1, &dlo, &dhi);
-  try {  // the engine's dense default on sm_90: the wgmma flash kernel (throws where it does not apply)
-    wg = time_us([&](int) { launch_prefill_attention_fa3(pa, 0); }, it, 1, &glo, &ghi);
-  } catch (const std::exception &e) {
-    printf("  (no wgmma flash here: %s)\n", e.what());
-  }
+  const auto [dense, dlo, dhi, wg, glo, ghi] = dense_times(x, it);
+  double mlo, mhi, wlo, whi, slo = 0, shi = 0, simt = 0;
   const double mma = time_us([&](int) { run_sparse_attend(x.a, s, 0, SparseAttend::Mma); }, it, 1, &mlo, &mhi);
   const double whole = time_us([&](int) { run_sparse_prefill(x.a, b, s, 0, nullptr, nullptr, SparseAttend::Mma,
                                                               SparseSelect::Device); }, it, 1, &wlo, &whi);
@@ -302,14 +313,8 @@ void bs_timings(const LabData &x, const qw::SparseBudget &b, BlockSparseScratch 
                 const std::vector<std::vector<std::vector<int32_t>>> &blocks) {
   const int it = g_quick ? 3 : 10;
   const auto [vis, dense_keys] = bs_visited(x, blocks);
-  const PrefillAttnArgs pa = dense_args(x, x.dz);
-  double dlo, dhi, mlo, mhi, wlo, whi, hlo, hhi, slo = 0, shi = 0, simt = 0, glo = 0, ghi = 0, wg = 0;
-  const double dense = time_us([&](int) { launch_prefill_attention_mma(pa, 0); }, it, 1, &dlo, &dhi);
-  try {  // the engine's dense default on sm_90: the wgmma flash kernel (throws where it does not apply)
-    wg = time_us([&](int) { launch_prefill_attention_fa3(pa, 0); }, it, 1, &glo, &ghi);
-  } catch (const std::exception &e) {
-    printf("  (no wgmma flash here: %s)\n", e.what());
-  }
+  const auto [dense, dlo, dhi, wg, glo, ghi] = dense_times(x, it);
+  double mlo, mhi, wlo, whi, hlo, hhi, slo = 0, shi = 0, simt = 0;
   const double mma = time_us([&](int) { run_block_sparse_attend(x.a, s, 0, SparseAttend::Mma); }, it, 1, &mlo, &mhi);
   double elo, ehi, wslo, wshi;  // step 1 alone: the grouped scoring kernel, then the per-head warp one
   const double est = time_us([&](int) { run_block_sparse_estimate(x.a, s, 0, false); }, it, 1, &elo, &ehi);
