@@ -305,9 +305,7 @@ int32_t decode_attn_pick_split(int32_t n_heads, int32_t n_kv, int32_t max_ctx, i
 // forces one (lab A/B). G > 8 always takes GM 1.
 static int gm_forced_value() {
   static const int forced = [] {
-    const int32_t g = env_count("QW_ATTN_GM", 0, kGMax, "use 1 (one query head per block) or 8 (one kv head per block)");
-    if (g != 0 && g != 1 && g != kGMax) throw CudaError("QW_ATTN_GM=" + std::to_string(g) + ": use 1 (one query head per block) or 8 (one kv head per block)");
-    return (int)g;
+    return (int)env_one_of("QW_ATTN_GM", 0, {1, kGMax}, "use 1 (one query head per block) or 8 (one kv head per block)");
   }();
   return forced;
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -56,6 +57,17 @@ inline int32_t env_count(const char *name, int32_t dflt, long max, const char *w
   const long x = std::strtol(e, &end, 10);
   if (*end || x < 0 || x > max) throw CudaError(std::string(name) + "=" + e + ": " + what);
   return (int32_t)x;
+}
+// A choice among a few counts (callers keep it in a static): unset or empty gives dflt; anything else must be one of
+// `allowed`, else CudaError "NAME=value: what".
+inline int32_t env_one_of(const char *name, int32_t dflt, std::initializer_list<int32_t> allowed, const char *what) {
+  long max = 0;
+  for (int32_t v : allowed) max = v > max ? v : max;
+  const int32_t x = env_count(name, dflt, max, what);
+  if (x == dflt) return x;
+  for (int32_t v : allowed)
+    if (x == v) return x;
+  throw CudaError(std::string(name) + "=" + std::getenv(name) + ": " + what);
 }
 // After a launch: catches bad configurations (not asynchronous faults).
 #define QWC_LAUNCH_CHECK(what) ::qwc::cuda_check(cudaPeekAtLastError(), what, __FILE__, __LINE__)

@@ -230,9 +230,7 @@ int pick_ks(int64_t rows) {
   if (g_force_ks) return g_force_ks;
   static int env = -1;
   if (env < 0) {
-    env = env_count("QW_GEMV_KSPLIT", 0, 8, "use 1, 2, 4 or 8 (the decode GEMV's K split for every matrix)");
-    if (env != 0 && env != 1 && env != 2 && env != 4 && env != 8)
-      throw CudaError("QW_GEMV_KSPLIT=" + std::to_string(env) + ": use 1, 2, 4 or 8 (the decode GEMV's K split for every matrix)");
+    env = env_one_of("QW_GEMV_KSPLIT", 0, {1, 2, 4, 8}, "use 1, 2, 4 or 8 (the decode GEMV's K split for every matrix)");
   }
   if (env) return env;
   // >= 2 blocks per SM; with 4 resident blocks per SM (64 registers x 256 threads) every matrix of the

@@ -205,16 +205,20 @@ void BlockSparseScratch::fetch_lists(cudaStream_t stream) const {
   lists_on_host = true;
 }
 
-// Read at each call: a notebook may flip them between steps.
-bool sparse_host_select_requested() {
-  return env_opt_in("QW_SPARSE_HOST_SELECT", "sparse prefill selects on the device", "on the host");
+// The switches are read at each call: a notebook may flip them between steps.
+bool sparse_select_on_device(SparseSelect sel) {
+  return sel == SparseSelect::Device ||
+         (sel == SparseSelect::Auto &&
+          !env_opt_in("QW_SPARSE_HOST_SELECT", "sparse prefill selects on the device", "on the host"));
 }
-bool sparse_mma_on() {
-  return env_switch_on("QW_SPARSE_MMA", "sparse prefill attends with the SIMT kernels", "the mma.sync flash kernel");
+bool sparse_mma_wanted(SparseAttend arm) {
+  return arm == SparseAttend::Mma ||
+         (arm == SparseAttend::Auto &&
+          env_switch_on("QW_SPARSE_MMA", "sparse prefill attends with the SIMT kernels", "the mma.sync flash kernel"));
 }
 
 const char *run_block_sparse_attend(const SparseAttnArgs &a, BlockSparseScratch &s, cudaStream_t stream, SparseAttend arm) {
-  const bool mma = (arm == SparseAttend::Mma || (arm == SparseAttend::Auto && sparse_mma_on())) && !a.dca_span &&
+  const bool mma = sparse_mma_wanted(arm) && !a.dca_span &&
                    (a.head_dim == 64 || a.head_dim == 128);
   const char *simt = a.dca_span ? "attn_sparse_bs_dca_simt" : "attn_sparse_bs_simt";
   if (a.rows <= 0) return mma ? "attn_sparse_bs_mma" : simt;
@@ -290,7 +294,7 @@ const char *run_block_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBu
   cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                              stream),
              "cudaMemcpyAsync", __FILE__, __LINE__);
-  const bool on_device = sel == SparseSelect::Device || (sel == SparseSelect::Auto && !sparse_host_select_requested());
+  const bool on_device = sparse_select_on_device(sel);
   if (on_device && cap <= kSelMax) {
     launch(bs_select_kernel, dim3(nqb, H), dim3(kSelThreads), size_t(cap) * 9, stream, dl, (const int32_t *)doff,
            (const float *)sc, (int)qb0, (int)nkb, (int)sink_b, (int)local_b, (int)b.blocks, (int)cap);

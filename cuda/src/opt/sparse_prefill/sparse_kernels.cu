@@ -250,7 +250,7 @@ void run_sparse_count(const SparseAttnArgs &a, SparseScratch &s, int32_t layer, 
 
 namespace {
 bool vs_mma_applies(const SparseAttnArgs &a, SparseAttend arm) {
-  return (arm == SparseAttend::Mma || (arm == SparseAttend::Auto && sparse_mma_on())) && !a.dca_span &&
+  return sparse_mma_wanted(arm) && !a.dca_span &&
          vs_mma_supported(a.head_dim, a.pos0 + a.rows);
 }
 }  // namespace
@@ -301,9 +301,7 @@ const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &
   if (a.rows <= 0) return run_sparse_attend(a, s, stream, arm);  // nothing to run: the name alone
   const int32_t N = a.pos0 + a.rows, H = a.n_heads;
   // 1. estimate (tensor cores where the attend's arm allows and the shape fits; else SIMT)
-  const float *sc = run_sparse_estimate(a, s, stream, arm != SparseAttend::Simt &&
-                                                          (arm == SparseAttend::Mma || sparse_mma_on()) &&
-                                                          vs_estimate_mma_applies(a));
+  const float *sc = run_sparse_estimate(a, s, stream, sparse_mma_wanted(arm) && vs_estimate_mma_applies(a));
   // 2. select: the lists' layout from the budget alone (the same counts for every head), then the lists and the
   // bitmaps on the device, or on the host (QW_SPARSE_HOST_SELECT=1 or the lab's Host arm)
   int32_t fc, hc, kc, fd, hd, kd;
@@ -321,7 +319,7 @@ const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &
   cuda_check(cudaMemcpyAsync(doff, s.host_offsets.data(), s.host_offsets.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                              stream),
              "cudaMemcpyAsync", __FILE__, __LINE__);
-  if (sel == SparseSelect::Device || (sel == SparseSelect::Auto && !sparse_host_select_requested())) {
+  if (sparse_select_on_device(sel)) {
     launch(vs_select_kernel, dim3(2, H), dim3(kVsSelThreads), 0, stream, dl, (const int32_t *)doff, db, (const float *)sc,
            (int)N, (int)words, (int)b.sink, (int)b.vertical, (int)b.local, (int)b.slash);
     QWC_LAUNCH_CHECK("vs_select_kernel");

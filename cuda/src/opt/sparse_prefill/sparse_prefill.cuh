@@ -1,6 +1,7 @@
 // sparse_prefill.cuh — vertical-slash sparse prefill on the CUDA backend (toggle "sparsePrefill" = vertical-slash; the
-// same three steps as the CPU reference sparse_prefill_cpu.cpp). COMPILE-CHECKED ONLY: written without a GPU; the lab
-// case (cuda/dev/lab/sparse.cu) and test/gpu/sparse.test.ts validate it on the first GPU call.
+// same three steps as the CPU reference sparse_prefill_cpu.cpp). The SIMT estimate, host selection and SIMT attend ran
+// on an H100 (2026-12-05); the tensor-core estimate and attend and the device selection are COMPILE-CHECKED ONLY (the
+// lab, cuda/dev/lab/sparse.cu, and test/gpu/sparse.test.ts check them on the first GPU call).
 //   1. estimate: the last min(64, rows) queries of the step score every key, their softmax's column sums are the
 //      vertical scores, its diagonal sums the slash scores. Plain attention with head_dim 64 / 128 (unless
 //      QW_SPARSE_MMA=0): by mma.sync, one CTA per (run of 2048 keys, head) (vs_estimate.cu; COMPILE-CHECKED ONLY).
@@ -75,13 +76,14 @@ class SparseScratch {
 // Step 3's kernel: Auto = mma where it applies (plain attention, vs_mma_supported) unless QW_SPARSE_MMA=0, else
 // SIMT; Mma = mma where it applies (the lab's arm), else SIMT; Simt = SIMT. Shared by block-sparse (block_sparse.cuh).
 enum class SparseAttend { Auto, Simt, Mma };
-bool sparse_mma_on();  // false only with QW_SPARSE_MMA=0 in the environment (read at each call)
+bool sparse_mma_wanted(SparseAttend arm);  // Mma, or Auto without QW_SPARSE_MMA=0 (read at each call); shape aside
 // Step 2's place: Auto = the device unless QW_SPARSE_HOST_SELECT=1 (read at each call); Host; Device. Shared by
 // block-sparse.
 enum class SparseSelect { Auto, Host, Device };
-bool sparse_host_select_requested();
+bool sparse_select_on_device(SparseSelect sel);
 
-// Runs steps 1-3 on `stream` (synchronizing it once, between 1 and 2). Returns the kernel name for op records:
+// Runs steps 1-3 on `stream` (the host selection synchronizes it once, between 1 and 2; the device's never, unless
+// cols / diags are asked for). Returns the kernel name for op records:
 // attn_sparse_vs_mma, attn_sparse_vs_simt or attn_sparse_vs_dca_simt. head_dim even and <= 128. cols / diags
 // (optional): every head's selection, for the lab.
 const char *run_sparse_prefill(const SparseAttnArgs &a, const qw::SparseBudget &b, SparseScratch &s, cudaStream_t stream,
