@@ -68,6 +68,14 @@ struct LabData {
   }
 };
 
+// The dense flash prefill arguments of the case, writing z to `out`.
+PrefillAttnArgs dense_args(const LabData &x, __nv_bfloat16 *out) {
+  PrefillAttnArgs pa;
+  pa.out = out; pa.q = x.dq[0]; pa.kcache = x.dk; pa.vcache = x.dv; pa.slot = 1; pa.pos0 = x.pos0; pa.n = x.n;
+  pa.n_heads = x.nH; pa.n_kv = x.nKV; pa.head_dim = x.d; pa.max_ctx = x.max_ctx;
+  return pa;
+}
+
 // fp64 z of query row r (position pos0 + r), head h, over the keys j <= i that `visit` allows.
 void masked_ref(std::vector<double> &out, const LabData &x, int r, int h, const std::function<bool(int)> &visit) {
   const int d = x.d, i = x.pos0 + r, kh = h / (x.nH / x.nKV);
@@ -120,9 +128,7 @@ void check_case(const LabData &x, const char *what, const char *kn, const std::s
   if (timed) {
     us = time_us([&](int) { rerun(); }, g_quick ? 3 : 10, 1);
     rate = 4.0 * x.d * x.nH * share * ((double)x.n * x.pos0 + (double)x.n * (x.n + 1) / 2) / (us * 1e-6) / 1e12;
-    PrefillAttnArgs pa;
-    pa.out = x.dz; pa.q = x.dq[0]; pa.kcache = x.dk; pa.vcache = x.dv; pa.slot = 1; pa.pos0 = x.pos0; pa.n = x.n;
-    pa.n_heads = x.nH; pa.n_kv = x.nKV; pa.head_dim = x.d; pa.max_ctx = x.max_ctx;
+    const PrefillAttnArgs pa = dense_args(x, x.dz);
     const double dense_us = time_us([&](int) { launch_prefill_attention(pa, 0); }, g_quick ? 3 : 10, 1);
     printf("  %s %.1f us vs dense flash prefill %.1f us (%.2fx), keys visited %.1f %%\n", what, us, dense_us, dense_us / us,
            100.0 * share);
@@ -137,8 +143,6 @@ struct SpCase {
   int nH, nKV, d, pos0, n, vertical, slash, local, sink, dca_span;
   bool timed;
 };
-
-PrefillAttnArgs dense_args(const LabData &x, __nv_bfloat16 *out);
 
 // The mma arm on the SIMT arm's selection (plain attention, head_dim 64 / 128; the SIMT z in x.dz on entry): against
 // the same fp64 reference, against the SIMT z, and where `full` (every key of the dense walk selected), against the
@@ -287,13 +291,6 @@ struct BsCase {
   int nH, nKV, d, pos0, n, blocks, local, sink, dca_span;
   bool timed;
 };
-
-PrefillAttnArgs dense_args(const LabData &x, __nv_bfloat16 *out) {
-  PrefillAttnArgs pa;
-  pa.out = out; pa.q = x.dq[0]; pa.kcache = x.dk; pa.vcache = x.dv; pa.slot = 1; pa.pos0 = x.pos0; pa.n = x.n;
-  pa.n_heads = x.nH; pa.n_kv = x.nKV; pa.head_dim = x.d; pa.max_ctx = x.max_ctx;
-  return pa;
-}
 
 // Keys visited (j <= i of the row's blocks), summed over every row and head, and the dense causal count.
 std::pair<double, double> bs_visited(const LabData &x, const std::vector<std::vector<std::vector<int32_t>>> &blocks) {

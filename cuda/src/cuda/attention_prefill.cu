@@ -166,12 +166,7 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
         cur_v = v;
       }
     }
-    if (load_q) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        ldsm_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
-                q_s + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
-    }
+    if (load_q) mma_q_frags<D, LD>(qa, q_s, warp, lane);
     const __nv_bfloat16 *kt = k_s + buf * kBK * LD;
     const __nv_bfloat16 *vt = v_s + buf * kBK * LD;
     const int k0 = key_start(tile);
@@ -180,18 +175,7 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
     if constexpr (DCA) { kc0 = k0 / a.dca.span; kbound = (kc0 + 1) * a.dca.span; }
     // rows of this warp whose every key in the tile is masked can skip? (keep simple: compute all)
     float s[kBK / 8][4];
-#pragma unroll
-    for (int i = 0; i < kBK / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int np = 0; np < kBK / 16; ++np) {
-        uint32_t b0, b1, b2, b3;
-        ldsm_x4(b0, b1, b2, b3, kt + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
-        mma_bf16(s[2 * np], qa[kk], b0, b1);
-        mma_bf16(s[2 * np + 1], qa[kk], b2, b3);
-      }
-    }
+    mma_qk_tile<D, LD, kBK>(s, qa, kt, lane);
     // scale, mask, online softmax
     float mx[2] = {kNegBig, kNegBig};
 #pragma unroll

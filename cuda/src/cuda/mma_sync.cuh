@@ -39,6 +39,32 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pr
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(smem)), "l"(gmem), "r"(n));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+
+// The flash kernels' bf16 Q.K^T tile (attention_prefill.cu, opt/sparse_prefill/vs_estimate.cu): this warp's 16 query
+// rows (q_s rows 16 warp .., padded rows of LD elements) as A fragments, then S = Q K^T over a tile of NK keys
+// (kt: NK rows of LD), fp32 in the m16n8 accumulator layout (rows g, g + 8; columns nt * 8 + 2 t4 + {0, 1}).
+template <int D, int LD>
+__device__ __forceinline__ void mma_q_frags(uint32_t (&qa)[D / 16][4], const __nv_bfloat16 *q_s, int warp, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    ldsm_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], q_s + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+}
+template <int D, int LD, int NK>
+__device__ __forceinline__ void mma_qk_tile(float (&s)[NK / 8][4], const uint32_t (&qa)[D / 16][4],
+                                            const __nv_bfloat16 *kt, int lane) {
+#pragma unroll
+  for (int i = 0; i < NK / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int np = 0; np < NK / 16; ++np) {
+      uint32_t b0, b1, b2, b3;
+      ldsm_x4(b0, b1, b2, b3, kt + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+      mma_bf16(s[2 * np], qa[kk], b0, b1);
+      mma_bf16(s[2 * np + 1], qa[kk], b2, b3);
+    }
+  }
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 

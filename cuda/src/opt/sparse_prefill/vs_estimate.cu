@@ -64,25 +64,9 @@ __device__ __forceinline__ void est_walk(const SparseAttnArgs &a, int lq, int h,
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (tile == t_lo) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        ldsm_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], q_s + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
-    }
-    const __nv_bfloat16 *kt = k_s + buf * kEK * LD;
+    if (tile == t_lo) mma_q_frags<D, LD>(qa, q_s, warp, lane);
     float s[kEK / 8][4];
-#pragma unroll
-    for (int i = 0; i < kEK / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int np = 0; np < kEK / 16; ++np) {
-        uint32_t b0, b1, b2, b3;
-        ldsm_x4(b0, b1, b2, b3, kt + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
-        mma_bf16(s[2 * np], qa[kk], b0, b1);
-        mma_bf16(s[2 * np + 1], qa[kk], b2, b3);
-      }
-    }
+    mma_qk_tile<D, LD, kEK>(s, qa, k_s + buf * kEK * LD, lane);
     const int k0 = tile * kEK;
 #pragma unroll
     for (int nt = 0; nt < kEK / 8; ++nt)
