@@ -65,6 +65,13 @@ grep -E "^\| |^length|in use" "$OUT/sparse-7b.log" 2>/dev/null | sed "s/^/  spar
 # vertical-slash end to end (mma estimate, device selection, mma attend: compile-checked until the lab ran) at 32k
 step 200 vs-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,vertical-slash --lengths ${VS_LENGTHS:-32768} --vertical 1000 --slash 1024 --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/vs-7b"
 grep -E "^\| |^length|in use" "$OUT/vs-7b.log" 2>/dev/null | sed "s/^/  vs-7b: /" >> "$S"
+# issue 10: gemv = marlin with the wide block shapes (rb 128 / 256) and the zero-point path (q4), compile-checked:
+# every check row (rb 64 / 128 / 256, zero points and random offsets) and, per timed 7B case, the other shapes' times
+[[ ${LAB:-1} == 0 ]] || step 240 lab-marlin "./cuda/build/dev/qwlab marlin --quick"
+grep -E "FAIL|failure|(marlin|simple).*7B.*(w4|w8) g128" "$OUT/lab-marlin.log" 2>/dev/null | grep -v "^|" | sed "s/^/  marlin: /" >> "$S"
+# ... and end to end, q4 with gemv = marlin at the rule's block shape and with QW_MARLIN_RB (MARLIN_RB, default 256)
+for rbv in rule "${MARLIN_RB:-256}"; do
+  step 300 "q4-7b-marlin-$rbv" "$( [[ $rbv != rule ]] && echo "QW_MARLIN_RB=$rbv ")bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"; done
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
@@ -76,7 +83,7 @@ grep -E "^\| [0-9]|^length" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >
 for w in q4 q8; do for q in 1 0; do
   step 300 "$w-7b-q16$q" "QW_GEMV_Q16=$q bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --pp 512 --tg 128 --batch 1,16 --reps 3"; done; done
 { echo "===== $(( $(date +%s) - t0 )) s"
-  grep -hE "^\| " "$OUT"/q[48]-7b-*.log 2>/dev/null | grep -vE "^\| model|^\|---"; } >> "$S"
+  for f in "$OUT"/q[48]-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|$(basename "$f" .log) |"; done; } >> "$S"
 cat "$S"
 # few files come back from a call (about 8): everything but the summary travels as one archive
 (cd "$OUT" && tar czf /tmp/owed.tgz --exclude ./owed.log . && find . -mindepth 1 ! -name owed.log -delete && mv /tmp/owed.tgz .)

@@ -172,7 +172,7 @@ void fill_dev(__nv_bfloat16 *p, int64_t n, float scale);  // device-side random 
 void run_persistent();
 // marlin.cu: gemv = marlin (opt/gemv): pack, GEMV vs CPU, 7B shapes M = 1..16, prefill dequantization
 void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
-                 bool rand_offset, bool timed);
+                 bool rand_offset, bool timed, int rb = 0);
 void run_marlin();
 void run_marlin_sweep();
 // The elements of the norm prologue's output xn [batch][cols] (bf16 bits) outside the rounding bound of its rstd

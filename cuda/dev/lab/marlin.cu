@@ -21,13 +21,25 @@
 
 namespace {
 
+// Sized for the current knobs and for every block shape (the timed cases also run rb 64 / 128 / 256).
 struct Ws {
   MarlinWs w;
   Ws(int64_t rows, int64_t cols, int type, int group) {
-    const MarlinPlan p = marlin_plan_for(rows, cols, type, group);
-    w.part_bytes = std::max<size_t>(p.part_bytes(), 4);
+    const MarlinKnobs k0 = marlin_knobs();
+    size_t part = 4;
+    int n_blk = 1;
+    for (int rb : {0, 64, 128, 256}) {
+      MarlinKnobs k = k0;
+      if (rb) k.rb = rb;
+      marlin_set_knobs(k);
+      const MarlinPlan p = marlin_plan_for(rows, cols, type, group);
+      part = std::max(part, p.part_bytes());
+      n_blk = std::max(n_blk, p.n_blk);
+    }
+    marlin_set_knobs(k0);
+    w.part_bytes = part;
     w.part = dalloc<float>(w.part_bytes / 4);
-    w.cnt_n = std::max(p.n_blk, 1);
+    w.cnt_n = n_blk;
     w.cnt = dalloc<int32_t>(w.cnt_n);
     CHK(cudaMemset(w.cnt, 0, w.cnt_n * 4));
     w.xn_elems = 16 * cols;
@@ -104,9 +116,17 @@ void marlin_pack_case(int type, int64_t rows, int64_t cols, int group) {
   free_w(w);
 }
 
-// One GEMV through the marlin path against the CPU; timed: also the simple kernel on the same matrix and batch.
+// One GEMV through the marlin path against the CPU; timed: also the simple kernel on the same matrix and batch, and
+// the block shapes the knobs did not pick (rb 64 / 128 / 256 where rows allow). rb: a block shape for this case (0:
+// the knobs'). W4 without rand_offset has exact zero points (offset -8 scale): the kernel's q - z path.
 void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
-                 bool rand_offset, bool timed) {
+                 bool rand_offset, bool timed, int rb) {
+  const MarlinKnobs k0 = marlin_knobs();
+  if (rb) {
+    MarlinKnobs k = k0;
+    k.rb = rb;
+    marlin_set_knobs(k);
+  }
   HostW hw = make_marlin_w(type, rows, cols, group, rand_offset);
   DevW w = upload_w(hw);
   Packed pk(w);
@@ -140,6 +160,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
     return v;
   };
   const char *variant = run(batch);
+  const MarlinLaunch ran = marlin_last_launch();
   // the norm prologue's output, before run(1) below (which rewrites row 0 with the same values)
   const bool own_norm = pro == GEMV_PRO_NORM && strncmp(variant, "gemv_marlin", 11) == 0;
   const std::vector<uint16_t> xn = own_norm ? d2h((const uint16_t *)ws.w.xn, (size_t)batch * cols) : std::vector<uint16_t>{};
@@ -191,6 +212,23 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
     };
     us = time_us([&](int i) { launch_i(i, true); }, g_quick ? 20 : 100, 5);
     us_simple = time_us([&](int i) { launch_i(i, false); }, g_quick ? 20 : 100, 5);
+    // the other block shapes on the same copies (their outputs are checked by the "check rb" cases)
+    for (int alt : {64, 128, 256}) {
+      if (alt == ran.rb || rows % alt) continue;
+      MarlinKnobs k = marlin_knobs();
+      const MarlinKnobs keep = k;
+      k.rb = alt;
+      marlin_set_knobs(k);
+      const double us_alt = time_us([&](int i) { launch_i(i, true); }, g_quick ? 20 : 100, 5);
+      const MarlinLaunch la = marlin_last_launch();
+      marlin_set_knobs(keep);
+      char alt_shape[96], alt_name[64];
+      snprintf(alt_shape, sizeof alt_shape, "%s g%d M%d rb%d S%d blocks %d", tname(type), group, batch, la.rb, la.S,
+               la.blocks);
+      snprintf(alt_name, sizeof alt_name, "  marlin rb%d %s", alt, label);
+      report(alt_name, alt_shape, false, 0, 0, false, us_alt, (double)pbytes / (us_alt * 1e-6) / 1e9, "GB/s packed",
+             g_copy_bw / 1e9);
+    }
     for (Packed *p : pcs) delete p;
     for (int i = 1; i < ncopies; ++i) free_w(copies[i]);
     rate = (double)pbytes / (us * 1e-6) / 1e9;
@@ -198,7 +236,8 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   }
   char shape[112];
   const MarlinPlan p = marlin_plan_for(rows, cols, type, group);
-  snprintf(shape, sizeof shape, "%s g%d %lldx%lld M%d S%d", tname(type), group, (long long)rows, (long long)cols, batch, p.S);
+  snprintf(shape, sizeof shape, "%s g%d %lldx%lld M%d S%d rb%d%s", tname(type), group, (long long)rows, (long long)cols,
+           batch, p.S, ran.rb, ran.zero_point ? " zp" : "");
   std::string name = std::string("marlin ") + label + " [" + variant + "]";
   if (!cnt_zero) name += " COUNTERS-NOT-RESET";
   if (!invariant) name += " NOT-BATCH-INVARIANT";
@@ -211,6 +250,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   if (timed) report(std::string("  simple ") + label, shape, false, 0, 0, false, us_simple, rate_simple, "GB/s", g_copy_bw / 1e9);
   free_w(w);
   cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout);
+  marlin_set_knobs(k0);
 }
 
 // The vectorized prefill dequantization equals the generic one bit for bit; timed: GB/s on bytes read + written.
@@ -247,6 +287,18 @@ void run_marlin() {
   for (int type : {WT_W4, WT_W8})
     for (int g : {16, 32, 64, 128})
       for (int b : {1, 3, 8, 9, 16}) marlin_case("check", type, 256, 1024, g, b, GEMV_PRO_BF16, GEMV_EPI_F32, b % 2, false);
+  // the wide block shapes (compile-checked 2026-12-06): every group at batch 1 / 9 / 16, zero points (even batches)
+  // and random offsets (odd), S > 1 (rows 512 x 2560: 20 units) and the SwiGLU epilogue
+  for (int rb : {128, 256})
+    for (int type : {WT_W4, WT_W8}) {
+      for (int g : {16, 32, 64, 128})
+        for (int b : {1, 9, 16}) {
+          const std::string l = "check rb" + std::to_string(rb);
+          marlin_case(l.c_str(), type, 512, 2560, g, b, GEMV_PRO_BF16, GEMV_EPI_F32, b % 2, false, rb);
+        }
+      marlin_case(("norm+swiglu rb" + std::to_string(rb)).c_str(), type, 1024, 1536, 128, 16, GEMV_PRO_NORM,
+                  GEMV_EPI_SWIGLU, false, false, rb);
+    }
   marlin_case("norm+bias bf16", WT_W4, 512, 896, 128, 2, GEMV_PRO_NORM, GEMV_EPI_BF16, false, false);
   marlin_case("norm+swiglu", WT_W4, 1024, 1536, 128, 5, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, false, false);
   marlin_case("+residual", WT_W8, 896, 4864, 32, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true, false);

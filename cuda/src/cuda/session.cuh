@@ -162,7 +162,7 @@ class CudaModel final : public BackendModel {
   size_t max_matrix_elems = 0;
   bool marlin_packed = false;
   size_t marlin_part_bytes = 0;  // the largest split-K partials of a packed matrix (marlin_plan)
-  int32_t marlin_cnt_n = 0;      // the most 64-row blocks of a packed matrix
+  int32_t marlin_cnt_n = 0;      // the most row blocks of a packed matrix (64 / 128 / 256 rows)
   std::mutex marlin_mu;
 
  private:

@@ -32,8 +32,9 @@ namespace qwc {
 namespace {
 
 using namespace gemv_detail;
-constexpr int kWN = 2, kWK = 4, kNTW = 4;  // warps along rows x along K; 8-row tiles per warp
-static_assert(kWN * kWK == kWarps && kWN * kNTW * kMarlinTileRows == kMarlinBlockRows, "block shape");
+constexpr int kNTW = 4;  // 8-row tiles per warp; WN warps along rows x kWarps / WN along K (a template argument)
+static_assert(2 * kNTW * kMarlinTileRows == kMarlinBlockRows && kWarps * kNTW * kMarlinTileRows == kMarlinWideRows,
+              "block shapes: WN 2 / 4 / 8 = 64 / 128 / 256 rows");
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
@@ -77,20 +78,26 @@ __device__ __forceinline__ uint32_t bf2_fma(uint32_t x, float m, float c) {
 }
 
 // Shared memory: act_s [NR][SA] bf16 | 16 zero bytes | asum_s [NR][ngmax] fp32 | ring [8 warps][stages][kNTW][unit_bytes].
+// Block shape: WN warps along rows (RB = 32 WN rows), WK = 8 / WN along K, warp (wn, wk) taking units wk, wk + WK, ...
+// of the slice: WN 2 reads each staged activation for 64 rows, WN 8 for 256 (a quarter of the activation bytes per
+// weight byte, the whole slice through each warp's ring) at the price of 4x fewer blocks.
+// Zero-point matrices (m.zero_point, our q4): the B fragments are q - z (exact), so no activation sums are needed.
 // NR = NB, or with `compact` (a knob) the batch: ldmatrix then points the padding rows (tokens >= batch) at the 16
 // zero bytes instead of zero rows of act_s, the same zeros, so the same bits; at M1 the activations take 1/8 of the
 // shared memory (more resident blocks, or wider slices, for the same budget).
-// After the main loop the front of it holds the warp sums red [kWK][64 rows][16 tokens] fp32.
+// After the main loop the front of it holds the warp sums red [WK][RB rows][16 tokens] fp32 (16 KB for every WN).
 // stages (the ring depth, 2..kMarlinMaxStages) is a run-time argument: one instantiation per (type, group, NB).
-template <bool W4, int G, int NB>
+template <bool W4, int G, int NB, int WN>
 __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a, const MarlinMat m, const int ksu,
                                                                const int S, const int stages, const int compact) {
   constexpr int WBYTES = W4 ? 512 : 1024, NG = kMarlinUnitCols / G, SPG = G / 16;
-  constexpr int UB = WBYTES + NG * 64, RB = kMarlinBlockRows;
+  constexpr int UB = WBYTES + NG * 64, WK = kWarps / WN, RB = WN * kNTW * kMarlinTileRows;
+  static_assert(WN * WK == kWarps && (WN == 2 || WN == 4 || WN == 8), "block shape");
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int last_s;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int wn = warp / kWK, wk = warp % kWK;
+  const int wn = warp / WK, wk = warp % WK;
+  const bool zp = W4 && m.zero_point, sums = m.has_offset && !zp;  // sums: the offset term needs activation sums
   const int blk = blockIdx.x / S, sl = blockIdx.x % S;
   const int ku = (int)(m.cols / kMarlinUnitCols);
   const int u0 = sl * ksu, nu = min(ku, u0 + ksu) - u0;
@@ -103,10 +110,10 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   unsigned char *ring = smem + (size_t)NR * SA * 2 + 16 + (((size_t)NR * ngmax * 4 + 15) & ~(size_t)15) +
                         (size_t)warp * stages * kNTW * UB;
   const int64_t t0 = (int64_t)blk * (RB / kMarlinTileRows) + wn * kNTW;  // this warp's first 8-row tile
-  const int n_items = nu > wk ? (nu - wk + kWK - 1) / kWK : 0;          // units wk, wk + 4, ... of the slice
+  const int n_items = nu > wk ? (nu - wk + WK - 1) / WK : 0;            // units wk, wk + WK, ... of the slice
 
   auto issue = [&](int i) {
-    const int64_t u = u0 + wk + kWK * i;
+    const int64_t u = u0 + wk + WK * i;
     unsigned char *dst = ring + (size_t)(i % stages) * kNTW * UB;
 #pragma unroll
     for (int nt = 0; nt < kNTW; ++nt) {
@@ -124,20 +131,23 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   pdl_wait();
   pdl_trigger();
 
-  // Activations of the slice (rows >= batch are zero), then the per-group sums for the offset term.
+  // Activations of the slice (rows >= batch are zero), then the per-group sums for the offset term. The copies go
+  // out together as one cp.async group (one L2 round trip, not one per 4 KB round of the block); waiting for it
+  // also waits for the ring's first stages, which were issued earlier.
   const int kslice = nu * kMarlinUnitCols;
   {
     const int n8 = kslice / 8;
     if (threadIdx.x == 0) *reinterpret_cast<uint4 *>(zero_s) = make_uint4(0, 0, 0, 0);
     for (int i = threadIdx.x; i < NR * n8; i += kThreads) {
       const int b = i / n8, c = i - b * n8;
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (b < a.batch) v = *reinterpret_cast<const uint4 *>(a.act + b * a.act_ld + (int64_t)u0 * kMarlinUnitCols + 8 * c);
-      *reinterpret_cast<uint4 *>(act_s + b * SA + 8 * c) = v;
+      if (b < a.batch) cp_async16(act_s + b * SA + 8 * c, a.act + b * a.act_ld + (int64_t)u0 * kMarlinUnitCols + 8 * c);
+      else *reinterpret_cast<uint4 *>(act_s + b * SA + 8 * c) = make_uint4(0, 0, 0, 0);
     }
+    cp_async_commit();
+    cp_async_wait<0>();
   }
   __syncthreads();
-  if (m.has_offset) {
+  if (sums) {
     const int ng = kslice / G;
     for (int i = threadIdx.x; i < NR * ng; i += kThreads) {
       const int b = i / ng, g = i - b * ng;
@@ -162,7 +172,7 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
     cp_async_wait_dyn(stages - 1);  // this lane's copies of item i have landed
     __syncwarp();                 // ... and every other lane's (the scales were copied by other lanes)
     const unsigned char *slot = ring + (size_t)(i % stages) * kNTW * UB;
-    const int kc = (wk + kWK * i) * kMarlinUnitCols;  // the unit's first column within the slice
+    const int kc = (wk + WK * i) * kMarlinUnitCols;  // the unit's first column within the slice
     uint32_t wq[kNTW][W4 ? 4 : 8];
 #pragma unroll
     for (int nt = 0; nt < kNTW; ++nt) {
@@ -175,6 +185,16 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
     }
 #pragma unroll
     for (int gi = 0; gi < NG; ++gi) {
+      // W4 bias of this lane's B row (gid) per tile: 128, or 128 + z with a zero point (then q - z comes out, exact)
+      float wbias[kNTW];
+#pragma unroll
+      for (int nt = 0; nt < kNTW; ++nt) {
+        wbias[nt] = -128.f;
+        if (zp) {
+          const float2 so = *reinterpret_cast<const float2 *>(slot + nt * UB + WBYTES + 64 * gi + 8 * gid);
+          wbias[nt] -= so.y == 0.f ? 0.f : rintf(-so.y * __frcp_rn(so.x));
+        }
+      }
       float tmp[kNTW][4];
 #pragma unroll
       for (int nt = 0; nt < kNTW; ++nt)
@@ -191,8 +211,8 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
 #pragma unroll
         for (int nt = 0; nt < kNTW; ++nt) {
           if constexpr (W4) {
-            const uint32_t b0 = bf2_fma(marlin_w4_bits(wq[nt], j, 0), 1.f, -128.f);
-            const uint32_t b1 = bf2_fma(marlin_w4_bits(wq[nt], j, 1), 1.f, -128.f);
+            const uint32_t b0 = bf2_fma(marlin_w4_bits(wq[nt], j, 0), 1.f, wbias[nt]);
+            const uint32_t b1 = bf2_fma(marlin_w4_bits(wq[nt], j, 1), 1.f, wbias[nt]);
             mma16816(tmp[nt], a0, a1, a2, a3, b0, b1);
           } else {
             const uint32_t s0 = marlin_w8_spread(wq[nt][j], 0), s1 = marlin_w8_spread(wq[nt][j], 1);
@@ -206,8 +226,8 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
       }
       // c0, c1 = (token gid, rows 2tig, 2tig + 1), c2, c3 = (token gid + 8, same rows)
       const int g = kc / G + gi;
-      const float A0 = (m.has_offset && gid < NR) ? asum_s[gid * ngmax + g] : 0.f;
-      const float A1 = (NB == 16 && m.has_offset && gid + 8 < NR) ? asum_s[(gid + 8) * ngmax + g] : 0.f;
+      const float A0 = (sums && gid < NR) ? asum_s[gid * ngmax + g] : 0.f;
+      const float A1 = (NB == 16 && sums && gid + 8 < NR) ? asum_s[(gid + 8) * ngmax + g] : 0.f;
 #pragma unroll
       for (int nt = 0; nt < kNTW; ++nt) {
         const float4 so = *reinterpret_cast<const float4 *>(slot + nt * UB + WBYTES + 64 * gi + 16 * tig);
@@ -215,7 +235,7 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
         acc[nt][1] = fmaf(so.z, tmp[nt][1], acc[nt][1]);
         acc[nt][2] = fmaf(so.x, tmp[nt][2], acc[nt][2]);
         acc[nt][3] = fmaf(so.z, tmp[nt][3], acc[nt][3]);
-        if (m.has_offset) {
+        if (sums) {
           acc[nt][0] = fmaf(so.y, A0, acc[nt][0]);
           acc[nt][1] = fmaf(so.w, A0, acc[nt][1]);
           acc[nt][2] = fmaf(so.y, A1, acc[nt][2]);
@@ -228,7 +248,7 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   cp_async_wait<0>();
   __syncthreads();
 
-  // Warp sums -> red [kWK][RB][16], then added over wk in order into red[0].
+  // Warp sums -> red [WK][RB][16], then added over wk in order into red[0].
   float *red = reinterpret_cast<float *>(smem);
 #pragma unroll
   for (int nt = 0; nt < kNTW; ++nt)
@@ -244,7 +264,7 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
     if ((i & 15) >= B) continue;
     float v = red[i];
 #pragma unroll
-    for (int w = 1; w < kWK; ++w) v += red[w * RB * 16 + i];
+    for (int w = 1; w < WK; ++w) v += red[w * RB * 16 + i];
     red[i] = v;
   }
   __syncthreads();
@@ -261,7 +281,14 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
     for (int i = threadIdx.x; i < RB * 16; i += kThreads) {
       if ((i & 15) >= B) continue;
       float v = 0.f;
-      for (int s = 0; s < S; ++s) v += __ldcg(part + (size_t)s * RB * 16 + i);
+      for (int s0 = 0; s0 < S; s0 += 4) {  // four loads in flight, added in slice order
+        float p4[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) p4[k] = s0 + k < S ? __ldcg(part + (size_t)(s0 + k) * RB * 16 + i) : 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          if (s0 + k < S) v += p4[k];
+      }
       red[i] = v;
     }
     if (threadIdx.x == 0) a.mws.cnt[blk] = 0;  // ready for the next launch (kernel boundaries order it)
@@ -352,6 +379,7 @@ MarlinKnobs clamp_knobs(MarlinKnobs k) {
   if (k.bps < 1 || k.bps > 8) k.bps = 0;
   if (k.stages < 2 || k.stages > kMarlinMaxStages) k.stages = 0;
   k.compact = k.compact < 0 ? -1 : k.compact ? 1 : 0;
+  if (k.rb != 64 && k.rb != 128 && k.rb != kMarlinWideRows) k.rb = 0;
   return k;
 }
 MarlinKnobs &knobs() {
@@ -362,6 +390,7 @@ MarlinKnobs &knobs() {
     v.bps = env("QW_MARLIN_BPS", 0);
     v.stages = env("QW_MARLIN_STAGES", 0);
     v.compact = env("QW_MARLIN_COMPACT", -1);
+    v.rb = env("QW_MARLIN_RB", 0);
     return clamp_knobs(v);
   }();
   return k;
@@ -370,7 +399,7 @@ MarlinLaunch g_last;
 // marlin_smem_bytes (marlin_layout.hpp) is the kernel's layout with these constants
 static_assert(kWarps == 8 && kNTW == 4, "marlin_smem_bytes assumes 8 warps of 4 tiles");
 
-template <bool W4, int G, int NB>
+template <bool W4, int G, int NB, int WN>
 const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, const MarlinRule &r, cudaStream_t s) {
   const int NR = r.compact ? a.batch : NB;
   const size_t limit = (size_t)smem_optin_bytes();
@@ -379,22 +408,30 @@ const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p,
   while (stages > 2 && marlin_smem_bytes(p.ksu, W4, G, NR, stages) > limit) --stages;
   const size_t smem = marlin_smem_bytes(p.ksu, W4, G, NR, stages);
   if (smem > limit) return nullptr;  // a knob slice too wide for shared memory: the simple kernels run
-  auto kern = marlin_gemv_kernel<W4, G, NB>;
+  auto kern = marlin_gemv_kernel<W4, G, NB, WN>;
   static SmemOptIn opt_in;  // per instantiation and device: the opt-in above 48 KB, once (not a stream operation)
   opt_in(kern, smem);
   launch(kern, p.n_blk * p.S, kThreads, smem, s, a, m, p.ksu, p.S, stages, r.compact ? 1 : 0);
-  g_last = {p.S, p.ksu, stages, p.n_blk * p.S, r.compact ? 1 : 0, smem};
+  g_last = {p.S, p.ksu, stages, p.n_blk * p.S, r.compact ? 1 : 0, p.rb, W4 && m.zero_point ? 1 : 0, smem};
   static const char *names[2][2] = {{"gemv_marlin_w8_b8", "gemv_marlin_w8_b16"}, {"gemv_marlin_w4_b8", "gemv_marlin_w4_b16"}};
   return names[W4 ? 1 : 0][NB == 16 ? 1 : 0];
 }
 
-template <bool W4, int NB>
+template <bool W4, int NB, int WN>
 const char *launch_g(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, const MarlinRule &r, cudaStream_t s) {
   switch (m.group) {
-    case 16: return launch_t<W4, 16, NB>(a, m, p, r, s);
-    case 32: return launch_t<W4, 32, NB>(a, m, p, r, s);
-    case 64: return launch_t<W4, 64, NB>(a, m, p, r, s);
-    default: return launch_t<W4, 128, NB>(a, m, p, r, s);
+    case 16: return launch_t<W4, 16, NB, WN>(a, m, p, r, s);
+    case 32: return launch_t<W4, 32, NB, WN>(a, m, p, r, s);
+    case 64: return launch_t<W4, 64, NB, WN>(a, m, p, r, s);
+    default: return launch_t<W4, 128, NB, WN>(a, m, p, r, s);
+  }
+}
+template <bool W4, int NB>
+const char *launch_rb(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p, const MarlinRule &r, cudaStream_t s) {
+  switch (p.rb) {
+    case 128: return launch_g<W4, NB, 4>(a, m, p, r, s);
+    case kMarlinWideRows: return launch_g<W4, NB, 8>(a, m, p, r, s);
+    default: return launch_g<W4, NB, 2>(a, m, p, r, s);
   }
 }
 
@@ -415,11 +452,12 @@ MarlinRule marlin_knobs_for(int64_t rows, int64_t cols, int32_t type, int32_t gr
   if (k.bps) r.bps = k.bps;
   if (k.stages) r.stages = k.stages;
   if (k.compact >= 0) r.compact = k.compact;
+  if (k.rb) r.rb = k.rb;
   return r;
 }
 MarlinPlan marlin_plan_for(int64_t rows, int64_t cols, int32_t type, int32_t group) {
   const MarlinRule r = marlin_knobs_for(rows, cols, type, group);
-  return marlin_plan(rows, cols, sm_count(), r.ksu_max, r.bps);
+  return marlin_plan(rows, cols, sm_count(), r.ksu_max, r.bps, r.rb);
 }
 MarlinKnobs marlin_knobs() { return knobs(); }
 MarlinKnobs marlin_set_knobs(const MarlinKnobs &k) { return knobs() = clamp_knobs(k); }
@@ -437,13 +475,19 @@ MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t s) {
   const int64_t units = (w.rows / kMarlinTileRows) * (w.cols / kMarlinUnitCols);
   launch(marlin_pack_kernel, ceil_div(units, kWarps), kThreads, 0, s, dst, w, m.unit_bytes);
   QWC_LAUNCH_CHECK("launch_marlin_pack");
-  // has_offset: whether any offset is not a zero (then the kernel adds offset * group sum of the activations)
+  // has_offset: whether any offset is not a zero (then the kernel adds offset * group sum of the activations);
+  // zero_point: W4 whose every offset is an exact integer zero point (marlin_zero_point): no sums needed
   const int64_t ng = w.rows * (w.cols / w.group);
-  std::vector<float> off((size_t)ng);
+  std::vector<float> off((size_t)ng), sc((size_t)ng);
   QWC_CHECK(cudaMemcpyAsync(off.data(), w.offset, ng * 4, cudaMemcpyDeviceToHost, s));
+  QWC_CHECK(cudaMemcpyAsync(sc.data(), w.scale, ng * 4, cudaMemcpyDeviceToHost, s));
   QWC_CHECK(cudaStreamSynchronize(s));
-  for (float o : off)
-    if (o != 0.f) { m.has_offset = 1; break; }
+  bool zp = w.type == WT_W4;
+  for (int64_t i = 0; i < ng; ++i) {
+    if (off[(size_t)i] != 0.f) m.has_offset = 1;
+    if (zp && !marlin_zero_point(sc[(size_t)i], off[(size_t)i])) zp = false;
+  }
+  m.zero_point = zp && m.has_offset ? 1 : 0;
   return m;
 }
 
@@ -451,7 +495,7 @@ const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t s) {
   const MarlinMat &m = *a.mw;
   if (!m.data || m.rows != a.w.rows || m.cols != a.w.cols || a.batch < 1 || a.batch > 16) return nullptr;
   const MarlinRule r = marlin_knobs_for(m.rows, m.cols, m.type, m.group);
-  const MarlinPlan p = marlin_plan(m.rows, m.cols, sm_count(), r.ksu_max, r.bps);
+  const MarlinPlan p = marlin_plan(m.rows, m.cols, sm_count(), r.ksu_max, r.bps, r.rb);
   if (p.S > 1 && (!a.mws.part || p.part_bytes() > a.mws.part_bytes || !a.mws.cnt || p.n_blk > a.mws.cnt_n)) return nullptr;
   GemvArgs b = a;
   if (a.pro == GEMV_PRO_NORM) {
@@ -465,8 +509,8 @@ const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t s) {
     return nullptr;
   }
   const bool w4 = m.type == WT_W4, b16 = a.batch > 8;
-  const char *name = w4 ? (b16 ? launch_g<true, 16>(b, m, p, r, s) : launch_g<true, 8>(b, m, p, r, s))
-                        : (b16 ? launch_g<false, 16>(b, m, p, r, s) : launch_g<false, 8>(b, m, p, r, s));
+  const char *name = w4 ? (b16 ? launch_rb<true, 16>(b, m, p, r, s) : launch_rb<true, 8>(b, m, p, r, s))
+                        : (b16 ? launch_rb<false, 16>(b, m, p, r, s) : launch_rb<false, 8>(b, m, p, r, s));
   if (!name) return nullptr;
   QWC_LAUNCH_CHECK("launch_gemv_marlin");
   return name;

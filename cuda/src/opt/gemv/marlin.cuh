@@ -21,7 +21,7 @@ MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t stream);
 MarlinPlan marlin_plan_for(int64_t rows, int64_t cols, int32_t type, int32_t group);
 
 // Run-time knobs of the decode kernel (issue 10; `qwlab marlin --sweep` times them). Read once from the environment
-// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES, QW_MARLIN_COMPACT). A knob left unset (or out of range) follows
+// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES, QW_MARLIN_COMPACT, QW_MARLIN_RB). A knob left unset (or out of range) follows
 // marlin_rule (marlin_layout.hpp: the defaults, a rule from N, K, bits and the SM count, derived from the H100 sweep
 // of 2026-12-05); a set one overrides the rule for every matrix. They change the split, so the engine's split-K
 // workspace (sized at upload from marlin_plan_for) must be sized under the same knobs: set them before the model
@@ -32,6 +32,9 @@ struct MarlinKnobs {
   int stages = 0;    // cp.async ring depth per warp, 2..kMarlinMaxStages (0: rule). Lowered to fit smem.
   int compact = -1;  // 1: shared memory holds the batch's activation rows only, not 8 / 16 (padding reads zeros);
                      // 0: all 8 / 16; -1: rule
+  int rb = 0;        // rows per block, 64 / 128 / 256 (QW_MARLIN_RB; 0: rule). Wider blocks read each activation
+                     // slice once for more rows (at M16 a 64-row W4 block reads as many activation bytes as weight
+                     // bytes); 128 / 256 need rows % rb == 0, else 64 runs.
 };
 MarlinKnobs marlin_knobs();
 // Sets the knobs for later plans and launches (the lab; clamped as the environment is); returns what was set.
@@ -40,7 +43,7 @@ MarlinKnobs marlin_set_knobs(const MarlinKnobs &k);
 MarlinRule marlin_knobs_for(int64_t rows, int64_t cols, int32_t type, int32_t group);
 // What the last launch_gemv_marlin actually ran (host-side record for the lab; not synchronized, one caller).
 struct MarlinLaunch {
-  int S = 0, ksu = 0, stages = 0, blocks = 0, compact = 0;
+  int S = 0, ksu = 0, stages = 0, blocks = 0, compact = 0, rb = 0, zero_point = 0;
   size_t smem = 0;
 };
 MarlinLaunch marlin_last_launch();

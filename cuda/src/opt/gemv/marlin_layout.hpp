@@ -36,7 +36,9 @@ namespace qwc {
 
 constexpr int kMarlinUnitCols = 128;
 constexpr int kMarlinTileRows = 8;
-constexpr int kMarlinBlockRows = 64;  // rows per thread block (2 warps x 4 tiles of 8 rows)
+constexpr int kMarlinBlockRows = 64;  // rows per thread block, narrow shape (2 warps x 4 tiles of 8 rows; the packing unit)
+constexpr int kMarlinWideRows = 256;  // rows per thread block, widest shape (8 warps x 4 tiles, each warp the whole
+                                      // slice); 128 = 4 warps along rows x 2 along K
 constexpr int kMarlinMaxKsu = 32;     // widest K slice (units): NB 16 activations = 16 x 4104 x 2 B = 131 KB of smem
 constexpr int kMarlinMaxStages = 6;   // deepest cp.async ring (the kernel's wait_group switch goes to 7)
 
@@ -48,7 +50,24 @@ struct MarlinMat {
   int32_t group = 0;       // 16, 32, 64 or 128
   int32_t unit_bytes = 0;
   int32_t has_offset = 0;  // some offset is not (+-)0: the kernel adds offset * (sum of the group's activations)
+  int32_t zero_point = 0;  // W4, every offset is -(scale * z) with an integer z in 0..15, exactly (weights = q4): the
+                           // kernel dequantizes q - z (exact in bf16) and needs no activation sums (has_offset unused)
 };
+
+// Whether (scale, offset) is an exact integer zero point: offset == -(scale * z), z in 0..15, with scale * z exact in
+// fp32, so that scale * q + offset == scale * (q - z) for every code q; z as the kernel recovers it (rint(-o / s)).
+QW_MARLIN_HD bool marlin_zero_point(float scale, float offset, int32_t *z_out = nullptr) {
+  if (!(scale > 0.f)) {
+    if (z_out) *z_out = 0;
+    return offset == 0.f;
+  }
+  const float zf = -offset / scale;
+  if (!(zf >= 0.f && zf <= 15.f)) return false;
+  const int32_t z = (int32_t)zf;
+  if ((float)z != zf || (double)scale * z != -(double)offset) return false;
+  if (z_out) *z_out = z;
+  return true;
+}
 
 // Scratch of the kernel, owned by the caller (the CUDA session): fp32 split-K partials, one arrival counter per
 // 64-row block (zero before the first launch; every launch leaves them zero), and a bf16 [16][cols] buffer for the
@@ -64,16 +83,19 @@ struct MarlinWs {
 
 // How a matrix is split (a function of its shape and the SM count only, never of the batch: batch invariance).
 struct MarlinPlan {
-  int32_t n_blk = 0;  // 64-row blocks
+  int32_t n_blk = 0;  // row blocks of rb rows
   int32_t ksu = 0;    // 128-column units per K slice (<= ksu_max: the slice's activations sit in shared memory)
   int32_t S = 0;      // K slices (blocks per row block); S > 1 adds the partials in slice order
-  size_t part_bytes() const { return (size_t)n_blk * S * kMarlinBlockRows * 16 * sizeof(float); }
+  int32_t rb = kMarlinBlockRows;  // rows per block: 64 (2 warps along rows x 4 along K), 128 (4 x 2) or 256 (8 x 1)
+  size_t part_bytes() const { return (size_t)n_blk * S * rb * 16 * sizeof(float); }
 };
-// ksu_max / bps: the split's knobs (MarlinKnobs in marlin.cuh; by default marlin_rule below picks them).
-QW_MARLIN_HD MarlinPlan marlin_plan(int64_t rows, int64_t cols, int sms, int ksu_max, int bps) {
+// ksu_max / bps / rb: the split's knobs (MarlinKnobs in marlin.cuh; by default marlin_rule below picks them).
+// rb 128 / 256 need rows % rb == 0 (else 64 is used).
+QW_MARLIN_HD MarlinPlan marlin_plan(int64_t rows, int64_t cols, int sms, int ksu_max, int bps, int rb = kMarlinBlockRows) {
   MarlinPlan p;
   const int ku = (int)(cols / kMarlinUnitCols);
-  p.n_blk = (int)(rows / kMarlinBlockRows);
+  p.rb = (rb == 128 || rb == kMarlinWideRows) && rows % rb == 0 ? rb : kMarlinBlockRows;
+  p.n_blk = (int)(rows / p.rb);
   int S = (ku + ksu_max - 1) / ksu_max;
   // at least bps blocks per SM, and no K slice of less than one unit
   while ((int64_t)p.n_blk * S < (int64_t)bps * sms && S < ku) ++S;
@@ -126,6 +148,7 @@ QW_MARLIN_HD size_t marlin_smem_bytes(int ksu, bool w4, int32_t group, int nr, i
 // smem_limit: the device's opt-in shared memory per block; the slice is narrowed until M16 at 2 stages fits it.
 struct MarlinRule {
   int32_t ksu_max = 8, bps = 1, stages = 3, compact = 1;
+  int32_t rb = kMarlinBlockRows;  // rows per block: 64 until the lab's rb 128 / 256 rows (compile-checked) have run
 };
 QW_MARLIN_HD MarlinRule marlin_rule(int64_t rows, int64_t cols, int sms, bool w4, int32_t group, size_t smem_limit) {
   MarlinRule r;

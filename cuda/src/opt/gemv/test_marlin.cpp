@@ -35,7 +35,9 @@ struct Mat {
   }
 };
 
-Mat make_mat(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets) {
+// zero_point: scales rounded to 16 significant bits, so that -(scale * z) is exact (requant.hpp's q4): the kernel's
+// zero-point path (q - z on the tensor cores, no activation sums); otherwise most scale * z round and the sums path runs.
+Mat make_mat(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets, bool zero_point = false) {
   Mat m{w4, rows, cols, group, {}, {}, {}};
   m.data.resize(w4 ? size_t(rows * cols / 2) : size_t(rows * cols));
   for (auto &b : m.data) b = uint8_t(rng.next() & 0xff);
@@ -44,6 +46,12 @@ Mat make_mat(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool 
   m.offset.resize(ng);
   for (size_t i = 0; i < ng; ++i) {
     m.scale[i] = 0.01f + 0.02f * float(rng.uniform());
+    if (zero_point) {
+      uint32_t u;
+      std::memcpy(&u, &m.scale[i], 4);
+      u &= 0xffffff80u;  // 16 significant bits
+      std::memcpy(&m.scale[i], &u, 4);
+    }
     m.offset[i] = offsets ? -m.scale[i] * float(rng.next() % 16) : -0.0f;
   }
   return m;
@@ -100,14 +108,29 @@ void ldsm(uint32_t a[32][4], const std::vector<float> &act_s, int SA, int col0, 
   }
 }
 
-// marlin_gemv_kernel's arithmetic for x [B][cols] (bf16 values), out [B][rows].
+// launch_marlin_pack's flags: some offset nonzero; W4 with every offset an exact zero point (then no sums)
+bool has_offset(const Mat &m) {
+  for (float o : m.offset)
+    if (o != 0.f) return true;
+  return false;
+}
+bool zero_point(const Mat &m) {
+  if (!m.w4 || !has_offset(m)) return false;
+  for (size_t i = 0; i < m.scale.size(); ++i)
+    if (!marlin_zero_point(m.scale[i], m.offset[i])) return false;
+  return true;
+}
+
+// marlin_gemv_kernel's arithmetic for x [B][cols] (bf16 values), out [B][rows]. rb: the block shape (64 / 128 / 256
+// rows = WN 2 / 4 / 8 warps along rows, 8 / WN along K).
 std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, const std::vector<float> &x, int B, int sms,
-                           int ksu_max, int bps) {
-  constexpr int WK = 4, WN = 2, NTW = 4, RB = 64;
-  const bool nb16 = B > 8;
+                           int ksu_max, int bps, int rb = 64) {
+  constexpr int NTW = 4;
+  const bool nb16 = B > 8, zp = zero_point(m), sums = has_offset(m) && !zp;
   const int NB = nb16 ? 16 : 8, G = m.group, NG = 128 / G, WB = m.w4 ? 512 : 1024;
   const int UB = marlin_unit_bytes(m.w4, G);
-  const MarlinPlan p = marlin_plan(m.rows, m.cols, sms, ksu_max, bps);
+  const MarlinPlan p = marlin_plan(m.rows, m.cols, sms, ksu_max, bps, rb);
+  const int RB = p.rb, WN = RB / 32, WK = 8 / WN;
   const int ku = int(m.cols / 128), SA = p.ksu * 128 + 8, ngmax = p.ksu * NG;
   std::vector<float> out(size_t(B * m.rows), 0.f);
   for (int blk = 0; blk < p.n_blk; ++blk) {
@@ -136,15 +159,20 @@ std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, con
                 uint32_t a[32][4];
                 ldsm(a, act_s, SA, kc + 16 * j, nb16);
                 for (int nt = 0; nt < NTW; ++nt) {
-                  const int64_t t = int64_t(blk) * 8 + wn * NTW + nt;
+                  const int64_t t = int64_t(blk) * (RB / 8) + wn * NTW + nt;
                   const uint8_t *unit = packed.data() + size_t((t * ku + u0 + ul) * UB);
                   uint32_t bh[32][2], bl[32][2];
                   for (int l = 0; l < 32; ++l) {
                     uint32_t wq[8];
                     std::memcpy(wq, unit + (m.w4 ? 16 : 32) * l, m.w4 ? 16 : 32);
+                    // the zero point of the lane's B row (gid) in this group, read from the unit as the kernel does
+                    float so[2];
+                    std::memcpy(so, unit + WB + 64 * gi + 8 * (l >> 2), 8);
+                    int32_t z = 0;
+                    if (zp) CHECK(marlin_zero_point(so[0], so[1], &z), "zero point of a packed pair");
                     for (int h = 0; h < 2; ++h) {
                       if (m.w4) {
-                        bl[l][h] = bf2_fma(marlin_w4_bits(wq, j, h), 1.f, -128.f);
+                        bl[l][h] = bf2_fma(marlin_w4_bits(wq, j, h), 1.f, -128.f - float(z));
                       } else {
                         const uint32_t s = marlin_w8_spread(wq[j], h);
                         bh[l][h] = bf2_fma(marlin_w8_hi_bits(s), 16.f, -2176.f);
@@ -158,7 +186,7 @@ std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, con
               }
               const int g = kc / G + gi;
               for (int nt = 0; nt < NTW; ++nt) {
-                const int64_t t = int64_t(blk) * 8 + wn * NTW + nt;
+                const int64_t t = int64_t(blk) * (RB / 8) + wn * NTW + nt;
                 const uint8_t *unit = packed.data() + size_t((t * ku + u0 + ul) * UB);
                 for (int l = 0; l < 32; ++l) {
                   const int gid = l >> 2, tig = l & 3;
@@ -168,6 +196,7 @@ std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, con
                   float *c = acc[nt][l], *q = tmp[nt][l];
                   c[0] = std::fma(so[0], q[0], c[0]); c[1] = std::fma(so[2], q[1], c[1]);
                   c[2] = std::fma(so[0], q[2], c[2]); c[3] = std::fma(so[2], q[3], c[3]);
+                  if (!sums) continue;
                   c[0] = std::fma(so[1], A0, c[0]); c[1] = std::fma(so[3], A0, c[1]);
                   c[2] = std::fma(so[1], A1, c[2]); c[3] = std::fma(so[3], A1, c[3]);
                 }
@@ -177,7 +206,7 @@ std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, con
           for (int nt = 0; nt < NTW; ++nt)
             for (int l = 0; l < 32; ++l)
               for (int e = 0; e < 2; ++e) {
-                const int gid = l >> 2, tig = l & 3, row = wn * 32 + nt * 8 + 2 * tig + e;
+                const int gid = l >> 2, tig = l & 3, row = wn * 32 + nt * 8 + 2 * tig + e;  // 32 rows per warp
                 red[size_t((wk * RB + row) * 16 + gid)] = acc[nt][l][e];
                 red[size_t((wk * RB + row) * 16 + gid + 8)] = acc[nt][l][2 + e];
               }
@@ -202,9 +231,13 @@ std::vector<float> emulate(const Mat &m, const std::vector<uint8_t> &packed, con
 }
 
 // ksu_max / bps: the knobs of the plan (MarlinKnobs; the old defaults 8 and 2)
+// rb: the block shape (64 / 128 / 256 rows); zp: offsets that are exact zero points (the kernel's q - z path)
 void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bool offsets, int sms, int ksu_max = 8,
-                int bps = 2) {
-  const Mat m = make_mat(rng, w4, rows, cols, group, offsets);
+                int bps = 2, int rb = 64, bool zp = false) {
+  const Mat m = make_mat(rng, w4, rows, cols, group, offsets, zp);
+  CHECK(zero_point(m) == (zp && w4 && offsets), "zero-point detection: %d, made %d", zero_point(m), zp && w4 && offsets);
+  CHECK(marlin_plan(rows, cols, sms, ksu_max, bps, rb).rb == (rows % rb == 0 ? rb : 64), "plan rb %d rows %lld", rb,
+        (long long)rows);
   const std::vector<uint8_t> packed = marlin_pack_host(m.src());
   // 1. exact inverse
   std::vector<uint8_t> d;
@@ -218,7 +251,7 @@ void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bo
   for (auto &v : x) v = bf16_to_float(float_to_bf16(float(rng.normal())));
   std::vector<float> y16;
   for (int B : {16, 1, 3, 9}) {
-    const std::vector<float> y = emulate(m, packed, x, B, sms, ksu_max, bps);
+    const std::vector<float> y = emulate(m, packed, x, B, sms, ksu_max, bps, rb);
     double worst = 0;
     for (int b = 0; b < B; ++b)
       for (int64_t r = 0; r < rows; ++r) {
@@ -230,8 +263,8 @@ void check_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group, bo
         worst = std::max(worst, std::fabs(y[size_t(b * rows + r)] - ref) / (mag + 1e-30));
       }
     // fp32 sums over <= 16 groups of <= 128 exact products, then fmas: |err| <= ~1e-6 * sum |w a|
-    CHECK(worst < 2e-6, "%s %lldx%lld g%d b%d: relative error %.3g (of sum |w a|)", w4 ? "w4" : "w8", (long long)rows,
-          (long long)cols, group, B, worst);
+    CHECK(worst < 2e-6, "%s %lldx%lld g%d b%d rb%d%s: relative error %.3g (of sum |w a|)", w4 ? "w4" : "w8",
+          (long long)rows, (long long)cols, group, B, rb, zp ? " zp" : "", worst);
     if (B == 16) y16 = y;
     else
       for (int64_t r = 0; r < rows; ++r)
@@ -343,5 +376,25 @@ int main() {
   check_case(rng, false, 128, 3584, 128, true, 1, 32, 1);  // S = 1, one slice of 28 units (the rule's W8 gate_up split)
   check_rule();
   check_case(rng, false, 128, 4864, 32, true, 4, 16, 1);   // S = 3 slices of 13 units (the last 12)
+  // the wide block shapes (rb 128: 4 warps along rows x 2 along K; 256: 8 x 1, every warp the whole slice) and the
+  // zero-point path (our q4: q - z on the tensor cores, no activation sums), alone and together; rows not a multiple
+  // of rb fall back to 64
+  for (int rb : {64, 128, 256})
+    for (bool w4 : {true, false}) {
+      check_case(rng, w4, 512, 1280, 128, true, 4, 8, 1, rb, true);  // S 2 slices of 5 units (rb 256: 2 row blocks)
+      check_case(rng, w4, 256, 896, 32, true, 1, 8, 1, rb, false);   // one slice of 7 units: warps along K uneven
+    }
+  check_case(rng, true, 256, 640, 64, true, 4, 2, 1, 256, true);    // S 3 slices of 2, 2, 1 units: rb 256
+  check_case(rng, true, 192, 640, 128, true, 4, 8, 1, 128, true);   // 192 % 128: runs rb 64
+  {  // an offset that is not an exact zero point (scale * z rounds in fp32) keeps the sums path for the whole matrix
+    Mat m = make_mat(rng, true, 64, 256, 128, true, true);
+    CHECK(zero_point(m), "zero-point matrix");
+    m.scale[3] = 0.0123456789f;
+    m.offset[3] = -m.scale[3] * 13.f;
+    CHECK(!marlin_zero_point(m.scale[3], m.offset[3]) && !zero_point(m), "inexact zero point detected as exact");
+    CHECK(marlin_zero_point(0.5f, -0.f) && marlin_zero_point(0.f, 0.f) && !marlin_zero_point(0.5f, 0.25f) &&
+              !marlin_zero_point(0.5f, -8.5f) && !marlin_zero_point(0.5f, 0.5f),
+          "marlin_zero_point edge cases");
+  }
   return finish("test_marlin");
 }
