@@ -13,6 +13,8 @@
 #    step 1 with both scoring kernels, mma attend and the whole step against dense mma.sync / wgmma at 4k .. 128k);
 #    lab-vs: qwlab sparse (vertical-slash: device selection = host selection; SIMT and the new mma attend against
 #    fp64, each other, dense bits with every diagonal; timed at 4k / 16k / 32k / 128k);
+#    lab-marlin: qwlab marlin --quick (gemv = marlin: rb 128 / 256 block shapes and exact zero points, compile-checked;
+#    check rows per shape, each timed 7B case next to the other shapes); later, q4-7b-marlin-rule / -256: end to end;
 # 4. sparse-7b: block-sparse vs dense prefill on random 7B shapes at 32k / 64k / 128k (SPARSE_LENGTHS, SPARSE_BLOCKS),
 #    with device memory after load, per session and per first pass (issue 14: >= 3x attention, >= 2x prefill at 128k);
 #    vs-7b: vertical-slash vs dense prefill on random 7B shapes at 32k (VS_LENGTHS);
@@ -59,17 +61,17 @@ grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk
 # issue 14: block-sparse (mma attend, device selection) in the lab at 4k / 16k / 32k / 128k, then end to end on 7B
 [[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
 grep -E "FAIL|failure|keys visited|selection = host" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
+# issue 10: gemv = marlin with the wide block shapes (rb 128 / 256) and the zero-point path (q4), compile-checked:
+# every check row (rb 64 / 128 / 256, zero points and random offsets) and, per timed 7B case, the other shapes' times
+[[ ${LAB:-1} == 0 ]] || step 240 lab-marlin "./cuda/build/dev/qwlab marlin --quick"
+grep -E "FAIL|failure|(marlin|simple).*7B.*(w4|w8) g128" "$OUT/lab-marlin.log" 2>/dev/null | grep -v "^|" | sed "s/^/  marlin: /" >> "$S"
 [[ -n $ref ]] && { wait $ref; tail -1 /tmp/ref.log >> "$S"; }
 step 300 sparse-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,block-sparse --lengths ${SPARSE_LENGTHS:-32768,65536,131072} --blocks ${SPARSE_BLOCKS:-16} --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/sparse-7b"
 grep -E "^\| |^length|in use" "$OUT/sparse-7b.log" 2>/dev/null | sed "s/^/  sparse: /" >> "$S"
 # vertical-slash end to end (mma estimate, device selection, mma attend: compile-checked until the lab ran) at 32k
 step 200 vs-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,vertical-slash --lengths ${VS_LENGTHS:-32768} --vertical 1000 --slash 1024 --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/vs-7b"
 grep -E "^\| |^length|in use" "$OUT/vs-7b.log" 2>/dev/null | sed "s/^/  vs-7b: /" >> "$S"
-# issue 10: gemv = marlin with the wide block shapes (rb 128 / 256) and the zero-point path (q4), compile-checked:
-# every check row (rb 64 / 128 / 256, zero points and random offsets) and, per timed 7B case, the other shapes' times
-[[ ${LAB:-1} == 0 ]] || step 240 lab-marlin "./cuda/build/dev/qwlab marlin --quick"
-grep -E "FAIL|failure|(marlin|simple).*7B.*(w4|w8) g128" "$OUT/lab-marlin.log" 2>/dev/null | grep -v "^|" | sed "s/^/  marlin: /" >> "$S"
-# ... and end to end, q4 with gemv = marlin at the rule's block shape and with QW_MARLIN_RB (MARLIN_RB, default 256)
+# issue 10, end to end: 7B q4 with gemv = marlin at the rule's block shape and with QW_MARLIN_RB (MARLIN_RB, default 256)
 for rbv in rule "${MARLIN_RB:-256}"; do
   step 300 "q4-7b-marlin-$rbv" "$( [[ $rbv != rule ]] && echo "QW_MARLIN_RB=$rbv ")bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"; done
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
