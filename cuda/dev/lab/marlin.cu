@@ -169,6 +169,20 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   const auto cnt = d2h(ws.w.cnt, ws.w.cnt_n);
   bool cnt_zero = true;
   for (int32_t c : cnt) cnt_zero &= c == 0;
+  // the persistent walk (rb 64): the same bits as one tile per block, on 3 blocks (uneven tile ranges, slice changes
+  // inside a range) and on the resident-block grid; run before the batch-1 run below rewrites the output
+  bool persist_same = true;
+  if (!timed && ran.rb == 64)
+    for (int pv : {3, 1}) {
+      MarlinKnobs k = marlin_knobs();
+      const MarlinKnobs keep = k;
+      k.persist = pv;
+      marlin_set_knobs(k);
+      run(batch);
+      marlin_set_knobs(keep);
+      const std::vector<double> pg = read_out(dout, n_out, out_bf);
+      for (size_t i = 0; i < n_out; ++i) persist_same &= pg[i] == got[i] || (std::isnan(pg[i]) && std::isnan(got[i]));
+    }
   // batch invariance: token 0 alone (fp32 epilogues only: exact bits)
   bool invariant = true;
   if (batch > 1 && (epi == GEMV_EPI_F32 || epi == GEMV_EPI_BF16)) {
@@ -192,7 +206,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   bool nan_seen;
   double err = rel_err(outv, refv, &nan_seen);
   for (double v : got) nan_seen |= !std::isfinite(v);
-  if (!cnt_zero || !invariant) err = 1.0;  // reported as a failure with the reason in the name
+  if (!cnt_zero || !invariant || !persist_same) err = 1.0;  // reported as a failure with the reason in the name
   const double tol = out_bf ? 1e-2 : 1e-5;
   double us = 0, rate = 0, us_simple = 0, rate_simple = 0;
   const size_t pbytes = marlin_packed_bytes(w.m);
@@ -212,12 +226,14 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
     };
     us = time_us([&](int i) { launch_i(i, true); }, g_quick ? 20 : 100, 5);
     us_simple = time_us([&](int i) { launch_i(i, false); }, g_quick ? 20 : 100, 5);
-    // the other block shapes on the same copies (their outputs are checked by the "check rb" cases)
-    for (int alt : {64, 128, 256}) {
-      if (alt == ran.rb || rows % alt) continue;
+    // the other block shapes on the same copies (their outputs are checked by the "check rb" cases), and the
+    // persistent walk at rb 64 (alt 0; checked bit for bit against the classic launch in every check case)
+    for (int alt : {64, 128, 256, 0}) {
+      if ((alt && (alt == ran.rb || rows % alt)) || (!alt && ran.rb != 64)) continue;
       MarlinKnobs k = marlin_knobs();
       const MarlinKnobs keep = k;
-      k.rb = alt;
+      if (alt) k.rb = alt;
+      else k.persist = 1;
       marlin_set_knobs(k);
       const double us_alt = time_us([&](int i) { launch_i(i, true); }, g_quick ? 20 : 100, 5);
       const MarlinLaunch la = marlin_last_launch();
@@ -225,7 +241,8 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
       char alt_shape[96], alt_name[64];
       snprintf(alt_shape, sizeof alt_shape, "%s g%d M%d rb%d S%d blocks %d", tname(type), group, batch, la.rb, la.S,
                la.blocks);
-      snprintf(alt_name, sizeof alt_name, "  marlin rb%d %s", alt, label);
+      if (alt) snprintf(alt_name, sizeof alt_name, "  marlin rb%d %s", alt, label);
+      else snprintf(alt_name, sizeof alt_name, "  marlin persist %s", label);
       report(alt_name, alt_shape, false, 0, 0, false, us_alt, (double)pbytes / (us_alt * 1e-6) / 1e9, "GB/s packed",
              g_copy_bw / 1e9);
     }
@@ -241,6 +258,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   std::string name = std::string("marlin ") + label + " [" + variant + "]";
   if (!cnt_zero) name += " COUNTERS-NOT-RESET";
   if (!invariant) name += " NOT-BATCH-INVARIANT";
+  if (!persist_same) name += " PERSISTENT-DIFFERS";
   if (own_norm) {
     char nshape[160];
     snprintf(nshape, sizeof nshape, "%s (%zu of %lld differ from host rstd)", shape, nflips, (long long)batch * cols);

@@ -21,7 +21,8 @@ MarlinMat launch_marlin_pack(const WMat &w, uint8_t *dst, cudaStream_t stream);
 MarlinPlan marlin_plan_for(int64_t rows, int64_t cols, int32_t type, int32_t group);
 
 // Run-time knobs of the decode kernel (issue 10; `qwlab marlin --sweep` times them). Read once from the environment
-// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES, QW_MARLIN_COMPACT, QW_MARLIN_RB). A knob left unset (or out of range) follows
+// (QW_MARLIN_KSU, QW_MARLIN_BPS, QW_MARLIN_STAGES, QW_MARLIN_COMPACT, QW_MARLIN_RB, QW_MARLIN_PERSIST). A knob left
+// unset (or out of range) follows
 // marlin_rule (marlin_layout.hpp: the defaults, a rule from N, K, bits and the SM count, derived from the H100 sweep
 // of 2026-12-05); a set one overrides the rule for every matrix. They change the split, so the engine's split-K
 // workspace (sized at upload from marlin_plan_for) must be sized under the same knobs: set them before the model
@@ -35,6 +36,9 @@ struct MarlinKnobs {
   int rb = 0;        // rows per block, 64 / 128 / 256 (QW_MARLIN_RB; 0: rule). Wider blocks read each activation
                      // slice once for more rows (at M16 a 64-row W4 block reads as many activation bytes as weight
                      // bytes); 128 / 256 need rows % rb == 0, else 64 runs.
+  int persist = -1;  // 1: as many blocks as are resident at once, each walking a contiguous range of (row block, K
+                     // slice) tiles with one cp.async ring (QW_MARLIN_PERSIST; same bits; rb 64 only); N >= 2: N
+                     // blocks (the lab: uneven ranges on small matrices); 0: one tile per block; -1: rule
 };
 MarlinKnobs marlin_knobs();
 // Sets the knobs for later plans and launches (the lab; clamped as the environment is); returns what was set.

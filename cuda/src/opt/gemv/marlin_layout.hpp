@@ -109,6 +109,17 @@ QW_MARLIN_HD int32_t marlin_unit_bytes(int32_t type_w4, int32_t group) {
   return (type_w4 ? 512 : 1024) + (kMarlinUnitCols / group) * 64;
 }
 
+// Tiles = (row block, K slice) pairs in slice-major order (tile = sl * n_blk + blk), T = n_blk * S of them. Block b of a
+// grid of g blocks takes [lo, hi): contiguous, sizes differing by at most one, every tile once (test_marlin checks).
+QW_MARLIN_HD void marlin_tile_range(int b, int g, int T, int &lo, int &hi) {
+  lo = (int)((int64_t)b * T / g);
+  hi = (int)((int64_t)(b + 1) * T / g);
+}
+
+// The warp sums' own region of a persistent launch (red [WK][RB][16] fp32: 16 KB for every block shape), added to
+// marlin_smem_bytes when a block takes several tiles (with one tile they reuse the front of shared memory).
+constexpr size_t kMarlinRedBytes = 16384;
+
 // Dynamic shared memory of marlin_gemv_kernel (marlin.cu; the launcher and the CPU tests use this one formula):
 // act_s [nr][ksu * 128 + 8] bf16 | 16 zero bytes | asum [nr][ksu * 128 / group] fp32, rounded up to 16 bytes |
 // ring [8 warps][stages][4 tiles][unit_bytes]. nr: activation rows held (NB = 8 / 16, or the batch with compact).
@@ -149,6 +160,7 @@ QW_MARLIN_HD size_t marlin_smem_bytes(int ksu, bool w4, int32_t group, int nr, i
 struct MarlinRule {
   int32_t ksu_max = 8, bps = 1, stages = 3, compact = 1;
   int32_t rb = kMarlinBlockRows;  // rows per block: 64 until the lab's rb 128 / 256 rows (compile-checked) have run
+  int32_t persist = 0;            // one tile per block until the lab's persistent rows (compile-checked) have run
 };
 QW_MARLIN_HD MarlinRule marlin_rule(int64_t rows, int64_t cols, int sms, bool w4, int32_t group, size_t smem_limit) {
   MarlinRule r;

@@ -396,5 +396,23 @@ int main() {
               !marlin_zero_point(0.5f, -8.5f) && !marlin_zero_point(0.5f, 0.5f),
           "marlin_zero_point edge cases");
   }
+  // the persistent launch's tile ranges: every tile exactly once, contiguous, sizes within one; slice-major, so a
+  // range shorter than n_blk spans at most two slices (one restaging of the activations)
+  for (int T : {1, 7, 132, 592, 2368})
+    for (int g : {1, 3, 132, 264, 396}) {
+      if (g > T) continue;
+      int next = 0, mn = 1 << 30, mx = 0;
+      for (int b = 0; b < g; ++b) {
+        int lo, hi;
+        marlin_tile_range(b, g, T, lo, hi);
+        CHECK(lo == next && hi > lo, "tile range T %d g %d block %d: [%d, %d) after %d", T, g, b, lo, hi, next);
+        next = hi;
+        mn = std::min(mn, hi - lo);
+        mx = std::max(mx, hi - lo);
+        const int n_blk = T % 4 == 0 ? T / 4 : T;  // S = 4 slices where T allows
+        if (hi - lo <= n_blk) CHECK((hi - 1) / n_blk - lo / n_blk <= 1, "range [%d, %d) spans > 2 slices", lo, hi);
+      }
+      CHECK(next == T && mx - mn <= 1, "tile ranges T %d g %d: end %d, sizes %d..%d", T, g, next, mn, mx);
+    }
   return finish("test_marlin");
 }
