@@ -156,11 +156,19 @@ QW_MARLIN_HD size_t marlin_smem_bytes(int ksu, bool w4, int32_t group, int nr, i
 //  Not taken, because the split must not depend on M: W4 gate_up M1 is 48.5 us at S 1 (+47 % over the rule) but M16
 //  171.6 (-34 %: its 16 activation rows leave one resident block and W4 M16 is bound by issue, not bytes: W4 and W8
 //  take the same ~112 us at S 4); down M1 is 38.5 / 53.3 us at S 10 (+7 / +6 %) but M16 -37 / -21 %.
+//  * rows per block (W4 only), from the H100 lab of 2026-12-06 (qwlab marlin --quick, each timed 7B case next to the
+//    other block shapes; profiles/h100/2026-12-06-tenth-run/marlin-quick.md), us rb 64 -> the rule's pick:
+//    W4 g128 gate_up (>= 4 x SMs row blocks of 64) rb 256: M1 79.78 -> 71.55, M16 103.17 -> 78.62 (rb 128: 70.72 /
+//    86.18); W4 down (K >= 4 x rows) rb 128: g32 M1 50.62 -> 52.06 (-3 %), M16 87.17 -> 66.24 (g128 M1 46.50; rb 256
+//    M16 58.30 but M1 63.94). Only where the wider block needs no deeper K split (its S <= rb 64's: no more partials).
+//    qkv / o (rb 64 best at M1 and M16: 23.6 / 17.8 us M1 against 25.9 / 19.9 at rb 128) and every W8 shape (W8
+//    gate_up M1 93.2 at rb 64 against 105.5 / 129.3) stay at 64. The persistent walk (QW_MARLIN_PERSIST) lost
+//    at M1 (W4 gate_up 109.2 us, 2 resident blocks of 115-128 registers) and tied at M16: off.
 // smem_limit: the device's opt-in shared memory per block; the slice is narrowed until M16 at 2 stages fits it.
 struct MarlinRule {
   int32_t ksu_max = 8, bps = 1, stages = 3, compact = 1;
-  int32_t rb = kMarlinBlockRows;  // rows per block: 64 until the lab's rb 128 / 256 rows (compile-checked) have run
-  int32_t persist = 0;            // one tile per block until the lab's persistent rows (compile-checked) have run
+  int32_t rb = kMarlinBlockRows;  // rows per block (64 / 128 / 256; the rule's pick for large W4 matrices)
+  int32_t persist = 0;            // one tile per block (the persistent walk lost on the H100: above)
 };
 QW_MARLIN_HD MarlinRule marlin_rule(int64_t rows, int64_t cols, int sms, bool w4, int32_t group, size_t smem_limit) {
   MarlinRule r;
@@ -171,6 +179,12 @@ QW_MARLIN_HD MarlinRule marlin_rule(int64_t rows, int64_t cols, int sms, bool w4
     while (r.ksu_max > 8 &&
            marlin_smem_bytes(marlin_plan(rows, cols, sms, r.ksu_max, r.bps).ksu, w4, group, 16, 2) > smem_limit)
       --r.ksu_max;
+  }
+  if (w4) {  // wider blocks read each activation slice for more rows (M16: a quarter / half the activation bytes)
+    const int want = n_blk >= 4 * (int64_t)sms ? kMarlinWideRows : cols >= 4 * rows ? 128 : kMarlinBlockRows;
+    if (want != kMarlinBlockRows && rows % want == 0 &&
+        marlin_plan(rows, cols, sms, r.ksu_max, r.bps, want).S <= marlin_plan(rows, cols, sms, r.ksu_max, r.bps).S)
+      r.rb = want;
   }
   return r;
 }

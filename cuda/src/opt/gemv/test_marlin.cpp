@@ -298,7 +298,13 @@ void check_rule() {
   for (const Shape &s : h100)
     for (bool w4 : {true, false}) {
       const MarlinRule r = marlin_rule(s.rows, s.cols, 132, w4, 128, 232448);
-      const MarlinPlan p = marlin_plan(s.rows, s.cols, 132, r.ksu_max, r.bps);
+      const MarlinPlan p = marlin_plan(s.rows, s.cols, 132, r.ksu_max, r.bps, r.rb);
+      // rows per block (W4): 256 for 7B gate_up / lm_head (>= 4 x SMs row blocks of 64), 128 for 7B down (K >= 4 x
+      // rows, same S); 0.5B down would need S 19 instead of 10 at 128 and lm_head's 151936 rows are not a multiple
+      // of 256: 64, as every W8 shape
+      const std::string nm = s.name;
+      const int rb = !w4 ? 64 : (nm == "7B gate_up" || nm == "7B lm_head") ? 256 : nm == "7B down" ? 128 : 64;
+      CHECK(r.rb == rb && p.rb == rb, "rule %s %s: rb %d (plan %d), expected %d", s.name, w4 ? "w4" : "w8", r.rb, p.rb, rb);
       CHECK(r.compact == 1 && r.stages == (w4 ? 3 : 2) && r.bps == 1, "rule %s %s: compact %d stages %d bps %d", s.name,
             w4 ? "w4" : "w8", r.compact, r.stages, r.bps);
       CHECK(p.S == (w4 ? s.S_w4 : s.S_w8) && p.ksu == (w4 ? s.ksu_w4 : s.ksu_w8), "rule %s %s: S %d ksu %d, expected %d x %d",
@@ -316,8 +322,8 @@ void check_rule() {
       for (bool w4 : {true, false})
         for (int32_t g : {16, 32, 64, 128}) {
           const MarlinRule r = marlin_rule(s.rows, s.cols, d.sms, w4, g, d.smem);
-          const MarlinPlan p = marlin_plan(s.rows, s.cols, d.sms, r.ksu_max, r.bps);
-          const int64_t ku = s.cols / 128, nb = s.rows / 64;
+          const MarlinPlan p = marlin_plan(s.rows, s.cols, d.sms, r.ksu_max, r.bps, r.rb);
+          const int64_t ku = s.cols / 128, nb = s.rows / p.rb;
           CHECK(r.ksu_max >= 8 && r.ksu_max <= kMarlinMaxKsu && p.ksu >= 1 && p.ksu <= r.ksu_max &&
                     (int64_t)p.S * p.ksu >= ku && (int64_t)(p.S - 1) * p.ksu < ku &&
                     2 * nb * p.S >= std::min<int64_t>(d.sms, nb * ku),
