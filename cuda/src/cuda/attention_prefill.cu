@@ -177,6 +177,18 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
     float s[kBK / 8][4];
     mma_qk_tile<D, LD, kBK>(s, qa, kt, lane);
     // scale, mask, online softmax
+    // VS, a contiguous tile: each of this thread's two rows as one 64-bit mask (vs_row_mask: a shift and a bit reversal
+    // of the staged diagonal words, the column words, the causal cut), not two shared-memory bit lookups per element
+    [[maybe_unused]] uint64_t vrow[2] = {0ull, 0ull};
+    [[maybe_unused]] bool vcontig = false;
+    if constexpr (VS) {
+      vcontig = tile < vw.n_contig;
+      if (vcontig) {
+        const uint32_t *vb = vw.bits + buf * 8;
+        vrow[0] = qw::sparse::vs_row_mask(qp0, q0, k0, vb, vb + qw::sparse::kVsDiagWords);
+        vrow[1] = qw::sparse::vs_row_mask(qp0 + 8, q0, k0, vb, vb + qw::sparse::kVsDiagWords);
+      }
+    }
     float mx[2] = {kNegBig, kNegBig};
 #pragma unroll
     for (int nt = 0; nt < kBK / 8; ++nt) {
@@ -185,7 +197,9 @@ __global__ void __launch_bounds__(128) prefill_attn_mma_kernel(const PrefillAttn
         const int kp = k0 + nt * 8 + 2 * t4 + (c & 1);
         const int qp = qp0 + (c >> 1) * 8;
         bool vis;
-        if constexpr (VS) vis = vs_visible(vw, tile, buf, q0, qp, nt * 8 + 2 * t4 + (c & 1));
+        if constexpr (VS)
+          vis = vcontig ? ((vrow[c >> 1] >> (nt * 8 + 2 * t4 + (c & 1))) & 1ull) != 0ull
+                        : vs_visible(vw, tile, buf, q0, qp, nt * 8 + 2 * t4 + (c & 1));
         else vis = kp <= qp && kp < kv_end && (!TREE || qp - a.pos0 >= a.n || tree_visible(a.tree, qp - a.pos0, kp));
         if constexpr (DCA) vis = vis && qw::dca::tile_part(qc[c >> 1], kp, kc0, kbound) == part;
         const float v = vis ? s[nt][c] * scale : kNegBig;

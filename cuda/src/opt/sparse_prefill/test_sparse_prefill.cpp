@@ -476,8 +476,9 @@ void select_rule() {
 // Vertical-slash's mma attend (vs_tiles.hpp, the formulas its CUDA kernel uses): walking every query block's contiguous
 // tiles, then its gather tiles, with the bitmaps the driver builds (vs_bitmaps), every (row, key) the CPU's rule
 // selects (j <= i with j a column or i - j a diagonal) counts exactly once and nothing else counts; with every
-// diagonal selected the contiguous tiles are 0 .. qb (the dense walk). Steps at pos0 = 0 and inside a block, random
-// lines (sink and local forced as the selection forces them) and all lines.
+// diagonal selected the contiguous tiles are 0 .. qb (the dense walk); the kernel's per-row masks (vs_row_mask) equal
+// the per-element rule for every row of every contiguous tile. Steps at pos0 = 0 and inside a block, random lines
+// (sink and local forced as the selection forces them) and all lines.
 void vs_tiles_cover() {
   using namespace qw::sparse;
   Rng r(91);
@@ -498,7 +499,7 @@ void vs_tiles_cover() {
     offs.push_back(int32_t(lists.size()));
     std::vector<uint32_t> bits;
     vs_bitmaps(bits, lists.data(), offs.data(), H, words);
-    int bad = 0;
+    int bad = 0, mask_bad = 0;
     for (int32_t h = 0; h < H; ++h) {
       const int32_t *C = lists.data() + offs[size_t(2 * h)], *D = lists.data() + offs[size_t(2 * h + 1)];
       const int32_t nc = offs[size_t(2 * h + 1)] - offs[size_t(2 * h)], nd = offs[size_t(2 * h + 2)] - offs[size_t(2 * h + 1)];
@@ -520,6 +521,11 @@ void vs_tiles_cover() {
           for (int32_t qp = qlo; qp <= qhi; ++qp)
             for (int32_t c = 0; c < B; ++c)
               if (k0 + c < N && vs_contig_visible(qp, k0 + c, q0, k0, dw, cw)) ++count[size_t(qp - qlo) * size_t(N) + size_t(k0 + c)];
+          // the kernel's row masks (one word per (row, tile)) say the same as the per-element rule, every row of the block
+          for (int32_t qp = q0; qp < q0 + B; ++qp) {
+            const uint64_t rm = vs_row_mask(qp, q0, k0, dw, cw);
+            for (int32_t c = 0; c < B; ++c) mask_bad += int(((rm >> c) & 1u) != (vs_contig_visible(qp, k0 + c, q0, k0, dw, cw) ? 1u : 0u));
+          }
         }
         const int32_t ncol = count_le(C, nc, qhi);
         CHECK(marked == contig && n_gather == (ncol + B - 1) / B, "vs_block_tiles counts %d / %d, walked %d / %d", marked,
@@ -540,6 +546,7 @@ void vs_tiles_cover() {
     }
     CHECK(bad == 0, "vs tiles: %d (row, key) counted other than once-if-selected (trial %d, pos0 %d, rows %d)", bad, trial,
           pos0, rows);
+    CHECK(mask_bad == 0, "vs_row_mask: %d (row, key) differ from vs_contig_visible (trial %d)", mask_bad, trial);
   }
 }
 

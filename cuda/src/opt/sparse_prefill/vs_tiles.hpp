@@ -66,6 +66,34 @@ QW_VS_HD bool vs_contig_visible(int32_t qp, int32_t kp, int32_t q0, int32_t k0, 
   return kp <= qp && (vs_bit(dw, qp - kp - (q0 - k0 - kVsTile)) || vs_bit(cw, kp - k0));
 }
 
+// Bit-reversal of a 64-bit word (the row mask below reads the diagonal bits backwards).
+QW_VS_HD uint64_t vs_brev64(uint64_t x) {
+#if defined(__CUDA_ARCH__)
+  return __brevll(x);
+#else
+  x = ((x >> 1) & 0x5555555555555555ull) | ((x & 0x5555555555555555ull) << 1);
+  x = ((x >> 2) & 0x3333333333333333ull) | ((x & 0x3333333333333333ull) << 2);
+  x = ((x >> 4) & 0x0F0F0F0F0F0F0F0Full) | ((x & 0x0F0F0F0F0F0F0F0Full) << 4);
+  x = ((x >> 8) & 0x00FF00FF00FF00FFull) | ((x & 0x00FF00FF00FF00FFull) << 8);
+  x = ((x >> 16) & 0x0000FFFF0000FFFFull) | ((x & 0x0000FFFF0000FFFFull) << 16);
+  return (x >> 32) | (x << 32);
+#endif
+}
+
+// Row qp's 64 keys of a contiguous tile as one word (bit c = key k0 + c counts): what vs_contig_visible says per
+// element, computed once per (row, tile) instead of two bit lookups per element. With r = qp - q0, key c's diagonal
+// bit is r + 64 - c of the tile's 128 diagonal bits (dw), i.e. bit 63 - c of the 64 bits from r + 1 up: a shift of
+// the 128-bit word, reversed. Then the column word (cw) and the causal cut kp <= qp.
+QW_VS_HD uint64_t vs_row_mask(int32_t qp, int32_t q0, int32_t k0, const uint32_t *dw, const uint32_t *cw) {
+  const uint64_t lo = uint64_t(dw[0]) | (uint64_t(dw[1]) << 32), hi = uint64_t(dw[2]) | (uint64_t(dw[3]) << 32);
+  const int32_t sh = qp - q0 + 1;  // 1 .. 64
+  const uint64_t win = sh == 64 ? hi : (lo >> sh) | (hi << (64 - sh));
+  uint64_t m = vs_brev64(win) | (uint64_t(cw[0]) | (uint64_t(cw[1]) << 32));
+  const int32_t last = qp - k0;  // keys c <= last are causal
+  if (last < 63) m &= last < 0 ? 0ull : (~0ull >> (63 - last));
+  return m;
+}
+
 // (row qp, gathered key kp, -1 past C's end) counts: kbits = the query block's contiguous key blocks.
 QW_VS_HD bool vs_gather_visible(int32_t qp, int32_t kp, const uint32_t *kbits) {
   return kp >= 0 && kp <= qp && !vs_bit(kbits, kp / kVsTile);
