@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# gpu-owed.sh — the measurements owed after the ninth run's first calls (2026-12-06, H100), most important first, each
-# cut so that the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny
-# models do not fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
-#   first call (~560 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
-#     'DEADLINE=560 TESTS="sparse cpu-vs-cuda weights" ONLY="lab-bsparse sparse-7b lab-gemv" bash scripts/gpu-owed.sh'
-#   then, warm (the build stays): ONLY="q4-7b-q161=" (~150 s) and whatever the first call skipped.
+# gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100), most important first, each cut so that
+# the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
+# fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
+#   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
+#     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="sparse" ONLY="lab-bsparse sparse-7b vs-7b q4-7b-marlin-rule="
+#     bash scripts/gpu-owed.sh'
+#   then, warm (the build stays): TESTS="cpu-vs-cuda weights" ONLY="lab-gemv q4-7b-q161=" and what the first skipped;
+#   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-vs lab-bsparse lab-gemv".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
 # 2. TESTS (default: weights sparse dca cpu-vs-cuda kvcache; sparse checks the device selection of block-sparse
