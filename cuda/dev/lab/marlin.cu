@@ -21,22 +21,29 @@
 
 namespace {
 
+// The knobs changed by `edit` for the scope's lifetime, then the previous ones again.
+struct KnobScope {
+  const MarlinKnobs keep = marlin_knobs();
+  explicit KnobScope(const std::function<void(MarlinKnobs &)> &edit) {
+    MarlinKnobs k = keep;
+    edit(k);
+    marlin_set_knobs(k);
+  }
+  ~KnobScope() { marlin_set_knobs(keep); }
+};
+
 // Sized for the current knobs and for every block shape (the timed cases also run rb 64 / 128 / 256).
 struct Ws {
   MarlinWs w;
   Ws(int64_t rows, int64_t cols, int type, int group) {
-    const MarlinKnobs k0 = marlin_knobs();
     size_t part = 4;
     int n_blk = 1;
     for (int rb : {0, 64, 128, 256}) {
-      MarlinKnobs k = k0;
-      if (rb) k.rb = rb;
-      marlin_set_knobs(k);
+      const KnobScope ks([&](MarlinKnobs &k) { if (rb) k.rb = rb; });
       const MarlinPlan p = marlin_plan_for(rows, cols, type, group);
       part = std::max(part, p.part_bytes());
       n_blk = std::max(n_blk, p.n_blk);
     }
-    marlin_set_knobs(k0);
     w.part_bytes = part;
     w.part = dalloc<float>(w.part_bytes / 4);
     w.cnt_n = n_blk;
@@ -121,12 +128,7 @@ void marlin_pack_case(int type, int64_t rows, int64_t cols, int group) {
 // the knobs'). W4 without rand_offset has exact zero points (offset -8 scale): the kernel's q - z path.
 void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int group, int batch, int pro, int epi,
                  bool rand_offset, bool timed, int rb) {
-  const MarlinKnobs k0 = marlin_knobs();
-  if (rb) {
-    MarlinKnobs k = k0;
-    k.rb = rb;
-    marlin_set_knobs(k);
-  }
+  const KnobScope case_knobs([&](MarlinKnobs &k) { if (rb) k.rb = rb; });
   HostW hw = make_marlin_w(type, rows, cols, group, rand_offset);
   DevW w = upload_w(hw);
   Packed pk(w);
@@ -174,12 +176,10 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   bool persist_same = true;
   if (!timed && ran.rb == 64)
     for (int pv : {3, 1}) {
-      MarlinKnobs k = marlin_knobs();
-      const MarlinKnobs keep = k;
-      k.persist = pv;
-      marlin_set_knobs(k);
-      run(batch);
-      marlin_set_knobs(keep);
+      {
+        const KnobScope ks([&](MarlinKnobs &k) { k.persist = pv; });
+        run(batch);
+      }
       const std::vector<double> pg = read_out(dout, n_out, out_bf);
       for (size_t i = 0; i < n_out; ++i) persist_same &= pg[i] == got[i] || (std::isnan(pg[i]) && std::isnan(got[i]));
     }
@@ -230,14 +230,16 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
     // persistent walk at rb 64 (alt 0; checked bit for bit against the classic launch in every check case)
     for (int alt : {64, 128, 256, 0}) {
       if ((alt && (alt == ran.rb || rows % alt)) || (!alt && ran.rb != 64)) continue;
-      MarlinKnobs k = marlin_knobs();
-      const MarlinKnobs keep = k;
-      if (alt) k.rb = alt;
-      else k.persist = 1;
-      marlin_set_knobs(k);
-      const double us_alt = time_us([&](int i) { launch_i(i, true); }, g_quick ? 20 : 100, 5);
-      const MarlinLaunch la = marlin_last_launch();
-      marlin_set_knobs(keep);
+      double us_alt;
+      MarlinLaunch la;
+      {
+        const KnobScope ks([&](MarlinKnobs &k) {
+          if (alt) k.rb = alt;
+          else k.persist = 1;
+        });
+        us_alt = time_us([&](int i) { launch_i(i, true); }, g_quick ? 20 : 100, 5);
+        la = marlin_last_launch();
+      }
       char alt_shape[96], alt_name[64];
       snprintf(alt_shape, sizeof alt_shape, "%s g%d M%d rb%d S%d blocks %d", tname(type), group, batch, la.rb, la.S,
                la.blocks);
@@ -268,7 +270,6 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   if (timed) report(std::string("  simple ") + label, shape, false, 0, 0, false, us_simple, rate_simple, "GB/s", g_copy_bw / 1e9);
   free_w(w);
   cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout);
-  marlin_set_knobs(k0);
 }
 
 // The vectorized prefill dequantization equals the generic one bit for bit; timed: GB/s on bytes read + written.

@@ -23,7 +23,6 @@
 // a batch of 16. (Not the same bits as gemv = simple, which sums in another order.)
 #include <algorithm>
 #include <cstdlib>
-#include <utility>
 #include <vector>
 
 #include "gemv.cuh"
@@ -116,7 +115,6 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   int t_lo = (int)blockIdx.x, t_hi = t_lo + 1;
   if (PERSIST) marlin_tile_range((int)blockIdx.x, (int)gridDim.x, T, t_lo, t_hi);
   const int n_tiles = t_hi - t_lo;
-  constexpr bool multi = PERSIST;
   const int SA = ksu * kMarlinUnitCols + 8, ngmax = ksu * NG;
   const int NR = compact ? a.batch : NB;  // activation rows held in shared memory
   __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem);
@@ -125,7 +123,7 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
   // asum_s rounded up to 16 bytes: the ring takes cp.async / uint4 accesses (with compact, NR * ngmax * 4 may be 28)
   unsigned char *ring0 = smem + (size_t)NR * SA * 2 + 16 + (((size_t)NR * ngmax * 4 + 15) & ~(size_t)15);
   unsigned char *ring = ring0 + (size_t)warp * stages * kNTW * UB;
-  float *red = multi ? reinterpret_cast<float *>(ring0 + (size_t)kWarps * stages * kNTW * UB) : reinterpret_cast<float *>(smem);
+  float *red = PERSIST ? reinterpret_cast<float *>(ring0 + (size_t)kWarps * stages * kNTW * UB) : reinterpret_cast<float *>(smem);
   // this warp's items of tile k of the range: units wk, wk + WK, ... of the tile's slice
   auto tile_items = [&](int k) {
     const int sl = (t_lo + k) / n_blk, nu = min(ku, (sl + 1) * ksu) - sl * ksu;
@@ -282,7 +280,7 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
       }
       __syncwarp();  // every lane is done with this slot before a later issue overwrites it
     }
-    if (!multi) cp_async_wait<0>();  // red reuses the front of shared memory (nothing is in flight any more)
+    if (!PERSIST) cp_async_wait<0>();  // red reuses the front of shared memory (nothing is in flight any more)
     __syncthreads();
 
     // Warp sums -> red [WK][RB][16], then added over wk in order into red[0].
@@ -350,7 +348,6 @@ __global__ void __launch_bounds__(kThreads) marlin_gemv_kernel(const GemvArgs a,
     }
     __syncthreads();  // red and act_s are free for the next tile
   }
-  cp_async_wait<0>();  // (only empty groups can be left)
 }
 
 // RMSNorm prologue as its own kernel (one block per token row): every block of the GEMV would otherwise re-read
@@ -441,19 +438,6 @@ MarlinKnobs &knobs() {
   return k;
 }
 MarlinLaunch g_last;
-// Blocks of kern resident per SM with smem bytes of dynamic shared memory (registers, threads and shared memory),
-// remembered per (kernel, smem): the persistent launch's grid. Not a stream operation (graph capture is fine).
-template <typename K>
-int resident_blocks(K kern, size_t smem) {
-  static std::vector<std::pair<std::pair<const void *, size_t>, int>> memo;
-  const std::pair<const void *, size_t> key{reinterpret_cast<const void *>(kern), smem};
-  for (const auto &e : memo)
-    if (e.first == key) return e.second;
-  int n = 0;
-  QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, kThreads, smem));
-  memo.push_back({key, n});
-  return n;
-}
 // marlin_smem_bytes (marlin_layout.hpp) is the kernel's layout with these constants
 static_assert(kWarps == 8 && kNTW == 4, "marlin_smem_bytes assumes 8 warps of 4 tiles");
 
@@ -469,18 +453,27 @@ const char *launch_t(const GemvArgs &a, const MarlinMat &m, const MarlinPlan &p,
   auto kern = marlin_gemv_kernel<W4, G, NB, WN, false>;
   static SmemOptIn opt_in, opt_in_p;  // per instantiation and device: the opt-in above 48 KB (not a stream operation)
   int grid = p.n_blk * p.S;
-  if (WN == 2 && r.persist && smem + kMarlinRedBytes <= limit) {  // as many blocks as fit, each walking a tile range
-    auto kern_p = marlin_gemv_kernel<W4, G, NB, 2, true>;
-    opt_in_p(kern_p, smem + kMarlinRedBytes);
-    // persist 1: the resident blocks of every SM; N >= 2: N blocks (the lab's uneven tile ranges on small matrices)
-    const int cap = r.persist == 1 ? resident_blocks(kern_p, smem + kMarlinRedBytes) * (int)sm_count() : r.persist;
-    if (cap > 0 && cap < grid) {
-      grid = cap;
-      smem += kMarlinRedBytes;
-      launch(kern_p, grid, kThreads, smem, s, a, m, p.ksu, p.S, stages, r.compact ? 1 : 0);
+  bool persistent = false;
+  if constexpr (WN == 2) {
+    if (r.persist && smem + kMarlinRedBytes <= limit) {  // as many blocks as fit, each walking a tile range
+      auto kern_p = marlin_gemv_kernel<W4, G, NB, 2, true>;
+      opt_in_p(kern_p, smem + kMarlinRedBytes);
+      // persist 1: the resident blocks of every SM (a host query, not a stream operation); N >= 2: N blocks (the
+      // lab's uneven tile ranges on small matrices)
+      int cap = r.persist;
+      if (cap == 1) {
+        QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&cap, kern_p, kThreads, smem + kMarlinRedBytes));
+        cap *= (int)sm_count();
+      }
+      if (cap > 0 && cap < grid) {
+        grid = cap;
+        smem += kMarlinRedBytes;
+        launch(kern_p, grid, kThreads, smem, s, a, m, p.ksu, p.S, stages, r.compact ? 1 : 0);
+        persistent = true;
+      }
     }
   }
-  if (grid == p.n_blk * p.S) {
+  if (!persistent) {
     opt_in(kern, smem);
     launch(kern, grid, kThreads, smem, s, a, m, p.ksu, p.S, stages, r.compact ? 1 : 0);
   }
