@@ -37,7 +37,7 @@ export function htmlReport(p: Profile, opts: { ceilings?: Ceilings[] } = {}): st
   summary.push(["profiling mode", profilingLabel(p)]);
   for (const c of p.fidelity?.sum_check ?? []) {
     summary.push([`sum check · ${c.mode ?? p.fidelity!.mode} · ${c.phase}`,
-      `records ${fmt(c.ops_ms + c.gaps_ms + c.other_ms, 4)} ms of ${fmt(c.wall_ms, 4)} ms per step (gaps ${fmt(c.gaps_ms, 4)}); |wall − records| ${fmt(c.diff_pct.median)} % median, ${fmt(c.diff_pct.max)} % max over ${c.steps} steps`]);
+      `records ${fmt(c.ops_ms + c.gaps_ms + c.other_ms, 4)} ms of ${fmt(c.wall_ms, 4)} ms per step (gaps ${fmt(c.gaps_ms, 4)}); |wall − records| ${fmt(c.diff_pct.median)} % median, ${fmt(c.diff_pct.max)} % max over ${c.steps} steps${c.calls !== undefined && c.calls !== c.steps ? ` in ${c.calls} engine calls` : ""}`]);
   }
   const manifest: [string, string][] = [
     ["profile", p.id], ["kind", p.kind], ["label", m.label ?? ""], ["date", m.date], ["git commit", m.git_commit],

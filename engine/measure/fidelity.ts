@@ -13,6 +13,7 @@ import {
 
 export interface StepTimes {
   step: number;
+  call: number;  // the step that opened its engine call: a call of N decode steps is timed once, its wall split N ways
   phase: 0 | 1;
   wall_ms: number;
   ops_ms: number;
@@ -20,9 +21,10 @@ export interface StepTimes {
   other_ms: number;
 }
 
-/** Per-step sums of the records; `walls` maps a step (OpColumns.step) to its wall time in ms. Rank 0's records only
- *  (tensor parallelism: each rank's records tile the same step, as the step summaries of record.ts count them). */
-export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>): StepTimes[] {
+/** Per-step sums of the records; `walls` maps a step (OpColumns.step) to its wall time in ms, `calls` a step to the
+ *  step that opened its engine call (absent: a call of its own). Rank 0's records only (tensor parallelism: each
+ *  rank's records tile the same step, as the step summaries of record.ts count them). */
+export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>, calls?: ReadonlyMap<number, number>): StepTimes[] {
   const by = new Map<number, StepTimes>();
   const names = opNames(), nonModel = nonModelOps();
   for (let i = 0; i < ops.step.length; i++) {
@@ -31,7 +33,7 @@ export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>): S
     const wall = walls.get(step);
     if (wall === undefined) continue;
     let t = by.get(step);
-    if (!t) by.set(step, (t = { step, phase: ops.phase[i] === 0 ? 0 : 1, wall_ms: wall, ops_ms: 0, gaps_ms: 0, other_ms: 0 }));
+    if (!t) by.set(step, (t = { step, call: calls?.get(step) ?? step, phase: ops.phase[i] === 0 ? 0 : 1, wall_ms: wall, ops_ms: 0, gaps_ms: 0, other_ms: 0 }));
     const ms = (ops.t_end_ns[i] - ops.t_start_ns[i]) / 1e6;
     const op = names[ops.op[i]] ?? "";
     if (op === "gap") t.gaps_ms += ms;
@@ -43,22 +45,40 @@ export function stepTimes(ops: OpColumns, walls: ReadonlyMap<number, number>): S
 
 const median = (xs: number[]) => statOf(xs, "").median; // the profile's one median (non-empty inputs only)
 
-/** One SumCheck per phase that has steps: medians per step, and the spread of |wall − records| / wall. */
+/** The steps of one engine call, summed: the unit the sum check compares (only the call has a wall time of its own;
+ *  a multi-step call's wall is split evenly over its steps, while its records are not, so one step's difference
+ *  can be negative when another's is positive). */
+function callTimes(steps: StepTimes[]): (StepTimes & { n: number })[] {
+  const by = new Map<number, StepTimes & { n: number }>();
+  for (const s of steps) {
+    const c = by.get(s.call);
+    if (!c) by.set(s.call, { ...s, step: s.call, n: 1 });
+    else {
+      c.wall_ms += s.wall_ms; c.ops_ms += s.ops_ms; c.gaps_ms += s.gaps_ms; c.other_ms += s.other_ms; c.n++;
+    }
+  }
+  return [...by.values()];
+}
+
+/** One SumCheck per phase that has steps. Compared per engine call (a step's figures are its call's divided by the
+ *  call's steps): medians over calls, and the spread of |wall − records| / wall. */
 export function sumCheck(steps: StepTimes[]): SumCheck[] {
   const out: SumCheck[] = [];
   for (const [phase, name] of [[0, "prefill"], [1, "decode"]] as const) {
-    const st = steps.filter((s) => s.phase === phase && s.wall_ms > 0);
+    const st = callTimes(steps.filter((s) => s.phase === phase && s.wall_ms > 0));
     if (!st.length) continue;
-    const recorded = st.map((s) => s.ops_ms + s.gaps_ms + s.other_ms);
-    const diff = st.map((s, i) => (100 * Math.abs(s.wall_ms - recorded[i])) / s.wall_ms);
+    const per = (f: (s: StepTimes) => number) => median(st.map((s) => f(s) / s.n));
+    const recorded = (s: StepTimes) => s.ops_ms + s.gaps_ms + s.other_ms;
+    const diff = st.map((s) => (100 * Math.abs(s.wall_ms - recorded(s))) / s.wall_ms);
     out.push({
       phase: name,
-      steps: st.length,
-      wall_ms: median(st.map((s) => s.wall_ms)),
-      ops_ms: median(st.map((s) => s.ops_ms)),
-      gaps_ms: median(st.map((s) => s.gaps_ms)),
-      other_ms: median(st.map((s) => s.other_ms)),
-      unrecorded_ms: median(st.map((s, i) => s.wall_ms - recorded[i])),
+      steps: st.reduce((a, s) => a + s.n, 0),
+      calls: st.length,
+      wall_ms: per((s) => s.wall_ms),
+      ops_ms: per((s) => s.ops_ms),
+      gaps_ms: per((s) => s.gaps_ms),
+      other_ms: per((s) => s.other_ms),
+      unrecorded_ms: per((s) => s.wall_ms - recorded(s)),
       diff_pct: { median: median(diff), min: Math.min(...diff), max: Math.max(...diff) },
     });
   }
@@ -105,13 +125,13 @@ export function measureFidelity(s: EngineSession, o: FidelityOptions): FidelityR
       let tok = o.prime();
       for (let i = 0; i < (o.warmup ?? 3); i++) tok = s.decode([0], [tok])[0];
       s.takeRecords(); // the prime and warm-up steps
-      const walls: number[] = [];
+      const walls: number[] = [], callOf: number[] = []; // per timed step: its wall, the index of its call's first step
       for (let i = 0; i < o.steps; ) {
         const k = Math.min(sync, o.steps - i);
         const a = performance.now();
         tok = decodeCall(s, [0], [tok], k)[0];
         const w = (performance.now() - a) / k;
-        for (let j = 0; j < k; j++) walls.push(w);
+        for (let j = 0; j < k; j++) { walls.push(w); callOf.push(i); }
         i += k;
       }
       stepMs[arm].push(median(walls));
@@ -119,7 +139,8 @@ export function measureFidelity(s: EngineSession, o: FidelityOptions): FidelityR
       const rec = s.takeRecords(); // outside the timed steps: CUPTI's buffers are read here
       const ids = [...new Set(rec.ops.step)].sort((a, b) => a - b);
       const wallOf = new Map(ids.map((id, i) => [id, walls[i]] as const).filter(([, w]) => w !== undefined));
-      timesBy.set(arm, [...(timesBy.get(arm) ?? []), ...stepTimes(rec.ops, wallOf)]);
+      const callsOf = new Map(ids.flatMap((id, i) => (callOf[i] === undefined ? [] : [[id, ids[callOf[i]]] as const])));
+      timesBy.set(arm, [...(timesBy.get(arm) ?? []), ...stepTimes(rec.ops, wallOf, callsOf)]);
       if (arm === arms[1]) last = rec;
     }
   }

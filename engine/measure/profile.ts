@@ -209,7 +209,8 @@ export const SumCheck = z.object({
   mode: ProfilingMode.optional(),  // when a profile checks several modes (bench)
   phase: z.enum(["prefill", "decode"]),
   steps: z.number().int(),
-  wall_ms: z.number(),        // median per step: the engine call as the caller timed it
+  calls: z.number().int().optional(), // engine calls the steps ran in (compared per call; absent in older profiles: one per step)
+  wall_ms: z.number(),        // median per step (over calls: a call's figures / its steps): the call as the caller timed it
   ops_ms: z.number(),         // median per step: model ops (kernels)
   gaps_ms: z.number(),        // median per step: gap records (nothing of ours ran)
   other_ms: z.number(),       // median per step: copies and the pool wake-up

@@ -236,7 +236,8 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
   const promptsManifest: NonNullable<Profile["manifest"]["prompts"]> = [];
   let cancelled = false;
   let promptSteps: number[] = [];             // profile step ids of the current prompt, in order
-  const stepWalls = new Map<number, number>(); // profile step id -> wall ms of its engine call
+  const stepWalls = new Map<number, number>(); // profile step id -> wall ms of its engine call (÷ its steps)
+  const stepCalls = new Map<number, number>(); // profile step id -> the step that opened its engine call
   const hostSpans: HostSpan[] = [];
   const specTraces: SpecTrace[] = [];
   if (spec.profiling) session.takeRecords(); // drop anything left from before
@@ -333,7 +334,9 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     let firstStep = 0;
     (done.callsNs ?? []).forEach(([a, b], i) => {
       hostSpans.push({ kind: "ffi", prompt: pi, ...(firstStep < promptSteps.length ? { step: promptSteps[firstStep] } : {}), t_start_ns: a, t_end_ns: b });
-      firstStep += done!.callSteps?.[i] ?? 1;
+      const n = done!.callSteps?.[i] ?? 1;
+      for (let j = firstStep; j < Math.min(firstStep + n, promptSteps.length); j++) stepCalls.set(promptSteps[j], promptSteps[firstStep]);
+      firstStep += n;
     });
     texts.push(text);
     allTokens.push(toks);
@@ -393,7 +396,7 @@ async function recordPass(model: EngineModel, session: EngineSession, spec: RunS
     ...(spec.profiling && cols.step.length ? { ops: cols } : {}),
     ...(countersMeta ? { counters_meta: countersMeta } : {}),
     ...(spec.profiling && cols.step.length
-      ? { fidelity: { mode: session.profilingMode, sum_check: sumCheck(stepTimes(cols, stepWalls)) }, host_spans: hostSpans }
+      ? { fidelity: { mode: session.profilingMode, sum_check: sumCheck(stepTimes(cols, stepWalls, stepCalls)) }, host_spans: hostSpans }
       : {}),
     tokens: tokenEvents,
     output_text: texts.join("\n\n"),

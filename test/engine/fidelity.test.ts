@@ -37,7 +37,7 @@ describe("sum check (pure)", () => {
     ]);
     const st = stepTimes(ops, new Map([[0, 5], [1, 1.25], [2, 1]]));
     expect(st.map((s) => s.step)).toEqual([0, 1, 2]);
-    expect(st[1]).toEqual({ step: 1, phase: 1, wall_ms: 1.25, ops_ms: 0.8, gaps_ms: 0.1, other_ms: 0.1 });
+    expect(st[1]).toEqual({ step: 1, call: 1, phase: 1, wall_ms: 1.25, ops_ms: 0.8, gaps_ms: 0.1, other_ms: 0.1 });
     const [pre, dec] = sumCheck(st);
     expect(pre.phase).toBe("prefill");
     expect(pre.unrecorded_ms).toBeCloseTo(1, 9);
@@ -47,6 +47,27 @@ describe("sum check (pure)", () => {
     expect(dec.diff_pct.min).toBeCloseTo(0, 9);
     expect(dec.diff_pct.max).toBeCloseTo(20, 9);
     expect(dec.gaps_ms).toBeCloseTo(0.05, 9);
+  });
+
+  test("a call of several steps is compared whole: its wall is split evenly, its records are not", () => {
+    // one decode call of 3 steps timed at 6 ms (2 ms a step); the records (1, 1, 3.5 ms: the third step was
+    // preempted) lie inside the call. Per step, two differences are +1 and the median is +1 but one is −1.5; per call
+    // the difference is 0.5 ms (÷ 3 per step), never below zero
+    const ops = cols([[4, 1, "down", 0, 1e6], [5, 1, "down", 1e6, 2e6], [6, 1, "down", 2e6, 5.5e6]]);
+    const walls = new Map([[4, 2], [5, 2], [6, 2]]);
+    const split = sumCheck(stepTimes(ops, walls))[0];
+    expect(split.calls).toBe(3);
+    expect(split.diff_pct.max).toBeCloseTo(75, 9); // step 6: |2 − 3.5| / 2
+    const whole = sumCheck(stepTimes(ops, walls, new Map([[4, 4], [5, 4], [6, 4]])))[0];
+    expect(whole.steps).toBe(3);
+    expect(whole.calls).toBe(1);
+    expect(whole.wall_ms).toBeCloseTo(2, 9);
+    expect(whole.unrecorded_ms).toBeCloseTo(0.5 / 3, 9);
+    expect(whole.diff_pct.median).toBeCloseTo((100 * 0.5) / 6, 9);
+    // two calls: medians over the calls of their per-step figures
+    const two = sumCheck(stepTimes(ops, new Map([[4, 1.5], [5, 3], [6, 3]]), new Map([[4, 4], [5, 5], [6, 5]])))[0];
+    expect(two.calls).toBe(2);
+    expect(two.unrecorded_ms).toBeCloseTo((0.5 + 0.75) / 2, 9); // call 4: 1.5 − 1; call 5: (6 − 4.5) / 2
   });
 });
 
