@@ -6,7 +6,7 @@
 #     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="sparse" ONLY="lab-bsparse sparse-7b vs-7b q4-7b-marlin-rule="
 #     bash scripts/gpu-owed.sh'
 #   then, warm (the build stays): TESTS="cpu-vs-cuda weights" ONLY="lab-gemv q4-7b-q161=" and what the first skipped;
-#   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-vs lab-bsparse lab-gemv".
+#   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-vs lab-persistent lab-bsparse lab-gemv".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
 # 2. TESTS (default: weights sparse dca cpu-vs-cuda kvcache; sparse checks the device selection of block-sparse
@@ -15,6 +15,7 @@
 #    step 1 with both scoring kernels, mma attend and the whole step against dense mma.sync / wgmma at 4k .. 128k);
 #    lab-vs: qwlab sparse (vertical-slash: device selection = host selection; SIMT and the new mma attend against
 #    fp64, each other, dense bits with every diagonal; timed at 4k / 16k / 32k / 128k);
+#    lab-persistent: qwlab persistent --quick (decode = persistent: checks, and its step against the graph path);
 #    lab-marlin: qwlab marlin --quick (gemv = marlin: rb 128 / 256 block shapes and exact zero points, compile-checked;
 #    check rows per shape, each timed 7B case next to the other shapes); later, q4-7b-marlin-rule / -256: end to end;
 # 4. sparse-7b: block-sparse vs dense prefill on random 7B shapes at 32k / 64k / 128k (SPARSE_LENGTHS, SPARSE_BLOCKS),
@@ -60,6 +61,11 @@ for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 300 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"
+# issue 12: decode = persistent after the 2026-12-06 evening changes (batched V loads, empty splits only signal, one
+# wave of q|k|v tiles, barrier-free GEMV rows; compile-checked): every check row, and the step against the graph path
+# (second run: 0.5B B1 2203 against 978 us); the new row "0.5B cache 4096" has an engine session's 64 splits
+[[ ${LAB:-1} == 0 ]] || step 150 lab-persistent "./cuda/build/dev/qwlab persistent --quick"
+grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent: /" >> "$S"
 # issue 14: block-sparse (mma attend, device selection) in the lab at 4k / 16k / 32k / 128k, then end to end on 7B
 [[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
 grep -E "FAIL|failure|keys visited|selection = host" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"

@@ -38,11 +38,12 @@ std::vector<float> rnd_vec(size_t n, float base, float sd) {
   return v;
 }
 
-LabModel make_model(const Dims &d, int ctx) {
+// cache: positions of cache per slot (0: ctx + 8). The split counts of both paths follow it, as in a session.
+LabModel make_model(const Dims &d, int ctx, int cache = 0) {
   LabModel m;
   m.d = d;
   m.ctx = ctx;
-  m.max_ctx = ctx + 8;
+  m.max_ctx = std::max(ctx + 8, cache);
   const int64_t H = d.hidden, I = d.inter, QKV = d.q_dim() + 2 * d.kv_dim();
   const float sh = 1.f / sqrtf((float)H);
   for (int l = 0; l < d.layers; ++l) {
@@ -337,9 +338,10 @@ std::vector<double> fp64_ref(const LabModel &m, const std::vector<int32_t> &toke
 }  // namespace
 
 // lens: the keys each row attends to (its length after this step's token), one row per entry.
-static void persistent_case_body(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed) {
+static void persistent_case_body(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed,
+                                 int cache) {
   const int B = (int)lens.size(), ctx = *std::max_element(lens.begin(), lens.end());
-  LabModel m = make_model(d, ctx);
+  LabModel m = make_model(d, ctx, cache);
   std::vector<int32_t> tokens(B), slots(B);
   for (int b = 0; b < B; ++b) { tokens[b] = (int32_t)(rnd64() % d.vocab); slots[b] = (b * 3 + 1) % kMaxBatch; }
   Run r = make_run(m, tokens, slots, lens);
@@ -347,8 +349,8 @@ static void persistent_case_body(const char *name, Dims d, const std::vector<int
   char shape[128];
   std::string ls;
   for (int b = 0; b < B && b < 4; ++b) ls += (b ? "/" : "") + std::to_string(lens[b]);
-  snprintf(shape, sizeof shape, "H%d L%d len %s%s B%d %d blk", d.hidden, d.layers, ls.c_str(), B > 4 ? "/.." : "", B,
-           p.plan.blocks);
+  snprintf(shape, sizeof shape, "H%d L%d len %s%s B%d %d blk %d spl", d.hidden, d.layers, ls.c_str(), B > 4 ? "/.." : "",
+           B, p.plan.blocks, p.plan.d.n_split);
   const auto g = run_logits(m, r, [&] { graph_step(m, r, 0); });
   const auto pl = run_logits(m, r, [&] { launch_persistent_decode(p.a, p.plan.blocks, 0); });
   const auto pl2 = run_logits(m, r, [&] { launch_persistent_decode(p.a, p.plan.blocks, 0); });
@@ -428,9 +430,10 @@ static void persistent_case_body(const char *name, Dims d, const std::vector<int
 
 // A case that throws (a launch refused or failed) is a FAIL row; the next case still runs (a trapped kernel leaves the
 // context unusable, so the cases after it then fail too: read the first FAIL).
-static void persistent_case(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed) {
+static void persistent_case(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed,
+                            int cache = 0) {
   try {
-    persistent_case_body(name, d, lens, fp64, timed);
+    persistent_case_body(name, d, lens, fp64, timed, cache);
   } catch (const std::exception &e) {
     printf("persistent: %s threw: %s\n", name, e.what());
     report(std::string(name) + ": threw (see the log line above)", "B" + std::to_string(lens.size()), true, 1, 0.5,
@@ -472,6 +475,9 @@ void run_persistent() {
   // a deep model (then graph vs fp64 is of the same size) or an error of the kernel (persistent vs fp64 > 2x graph's);
   // also under --quick (a few seconds of host fp64), since the validation runs use it
   persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, true, true);
+  // as in an engine session (a 4096-position cache: 64 splits per kv head, 4 of them active at 128 keys; the case
+  // above has 5 splits): what the empty splits cost, and the graph path with the same cache
+  persistent_case("persistent 0.5B cache 4096", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, false, true, 4096);
   persistent_case("persistent 1.5B", qwen_dims(1536, 8960, 28, 12, 2, 151936), {128}, false, true);
   if (!g_quick) persistent_case("persistent 7B", qwen_dims(3584, 18944, 28, 28, 4, 152064), {128}, false, true);
   persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128, 128, 128, 128}, false, true);

@@ -199,7 +199,10 @@ struct Grid {
   }
   float rd(Buf b, size_t i) {
     Hist &h = hist[size_t(b)][i];
-    if (h.writer > cur) fail("read after a later task's write (WAR order)", b, i, h.writer);
+    // every buffer but the caches (rows of earlier steps) is written in the step before it is read: a read of an
+    // unwritten element is a stale value on the GPU (e.g. a combine reading an empty split's partials)
+    if (h.writer < 0 && b != B_K && b != B_V) fail("read of an element no task of this step wrote", b, i, -1);
+    else if (h.writer > cur) fail("read after a later task's write (WAR order)", b, i, h.writer);
     else if (h.writer >= 0 && !hb(h.writer, cur)) fail("read not ordered after its write (RAW race)", b, i, h.writer);
     h.readers.push_back(cur);
     return mem[size_t(b)][i];
@@ -228,6 +231,10 @@ struct Grid {
       for (int32_t k = 0; k < d.hidden; ++k) a[size_t(b * d.hidden + k)] = x[size_t(k)] * r * w[size_t(k)];
     }
     return a;
+  }
+  // An attention split past the sequence's keys: the kernel skips its wait and its work and only signals.
+  bool empty_split(const Task &t) const {
+    return t.op == T_ATTN && split_empty(s.pos[size_t(t.a / p.d.n_kv)] + 1, p.d.n_split, t.b);
   }
   void run(const Task &t);  // below
 };
@@ -274,6 +281,7 @@ inline void Grid::run(const Task &t) {
       break;
     }
     case T_ATTN: {
+      if (empty_split(t)) break;  // no reads, no partials: the combine reads the active splits only
       const int32_t b = t.a / d.n_kv, g = t.a % d.n_kv, len = s.pos[size_t(b)] + 1;
       const int32_t t0 = split_begin(len, d.n_split, t.b), t1 = split_end(len, d.n_split, t.b);
       for (int32_t j = 0; j < G; ++j) {
@@ -300,15 +308,15 @@ inline void Grid::run(const Task &t) {
     }
     case T_COMBINE: {
       const int32_t b = t.a / d.n_kv, g = t.a % d.n_kv;
+      const int32_t nact = split_count(s.pos[size_t(b)] + 1, d.n_split);  // every active split holds >= 1 key: l > 0
       for (int32_t j = 0; j < G; ++j) {
         float M = -INFINITY;
-        for (int32_t sp = 0; sp < d.n_split; ++sp) M = std::max(M, rd(B_WS_M, (size_t(t.a) * d.n_split + sp) * G + j));
+        for (int32_t sp = 0; sp < nact; ++sp) M = std::max(M, rd(B_WS_M, (size_t(t.a) * d.n_split + sp) * G + j));
         std::vector<float> o(static_cast<size_t>(D), 0.f);
         float l = 0.f;
-        for (int32_t sp = 0; sp < d.n_split; ++sp) {
+        for (int32_t sp = 0; sp < nact; ++sp) {
           const size_t ws = (size_t(t.a) * d.n_split + sp) * G + j;
           const float ls = rd(B_WS_L, ws);
-          if (ls == 0.f) continue;  // an empty split (m = -inf)
           const float f = std::exp(rd(B_WS_M, ws) - M);
           l += ls * f;
           for (int64_t e = 0; e < D; ++e) o[size_t(e)] += rd(B_WS_O, ws * D + e) * f;
@@ -377,7 +385,7 @@ inline EmuResult emulate(Grid &gr, uint64_t seed) {
       if (i >= n) continue;
       all_done = false;
       const Task &t = p.tasks[size_t(i)];
-      if (phase[size_t(b)] == 1 || t.wait < 0 || cnt[size_t(t.wait)] >= t.target) ready.push_back(b);
+      if (phase[size_t(b)] == 1 || t.wait < 0 || gr.empty_split(t) || cnt[size_t(t.wait)] >= t.target) ready.push_back(b);
     }
     if (all_done) break;
     if (ready.empty()) {
@@ -394,7 +402,7 @@ inline EmuResult emulate(Grid &gr, uint64_t seed) {
       for (int32_t k = 0; k < np; ++k) prefetched[size_t(pf[k])] = 1;
       if (is_gemv(t.op) && !prefetched[size_t(i)]) ++res.prefetch_misses;
       std::vector<int32_t> v = blk_vc[size_t(b)];
-      if (t.wait >= 0)
+      if (t.wait >= 0 && !gr.empty_split(t))
         for (int32_t k = 0; k < nb; ++k) v[size_t(k)] = std::max(v[size_t(k)], cnt_vc[size_t(t.wait)][size_t(k)]);
       gr.vc[size_t(i)] = v;
       gr.cur = i;

@@ -14,6 +14,7 @@
 // partials. Row sums are in another order than gemv.cu's (a warp per row pair, lanes over K in 8-element chunks, a
 // K split across warps where a tile has fewer row pairs than warps): logits within bf16 noise of the graph path,
 // not bitwise. Every order is fixed by the plan, which depends on the model and grid, never on the batch.
+#include "attn_rows.cuh"
 #include "gemv_parts.cuh"
 #include "persistent.cuh"
 
@@ -78,10 +79,16 @@ __device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K,
   const int groups = kWarps / S, grp = warp / S, part = warp % S;
   const int64_t kc = ((K + S - 1) / S + 7) / 8 * 8;  // K per part, whole 16-byte chunks
   const int64_t k0 = part * kc, k1 = min(K, k0 + kc);
+  // S == 1 (tiles of more than kWarps / 2 row pairs: gate|up, lm_head, 16-row q|k|v tiles): a warp owns whole row
+  // pairs, so it finishes them itself (a butterfly warp_sum leaves every lane the sum; lane b runs batch row b's
+  // epilogue) with no block barrier: warps stream their next pairs while others finish. Same sums as the S > 1 path
+  // (0 + the warp's sum, as the part loop adds it).
+  const bool solo = S == 1;
   for (int pr0 = 0; pr0 < pairs; pr0 += groups) {
     const int pr = pr0 + grp;
     const int row = r0 + 2 * pr;
     const bool on = pr < pairs, two = row + 1 < r1;
+    if (solo && !on) break;  // warp-uniform: this warp has no pairs left (no barrier below to reach)
     float acc[2][kMaxBatch];
 #pragma unroll
     for (int e = 0; e < 2; ++e)
@@ -89,7 +96,8 @@ __device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K,
       for (int b = 0; b < kMaxBatch; ++b) acc[e][b] = 0.f;
     if (on) {
       const bf16 *w0 = W + (int64_t)(row - r0) * K, *w1 = two ? w0 + K : w0;
-#pragma unroll 2
+      // 4 rounds of 2 x 16 bytes in flight per lane (0.5B / 1.5B K = 896 / 1536: a lane's whole row pair at once)
+#pragma unroll 4
       for (int64_t k = k0 + lane * 8; k < k1; k += 32 * 8) {
         const uint4 u0 = ld_stream16(w0 + k), u1 = ld_stream16(w1 + k);
 #pragma unroll
@@ -110,6 +118,17 @@ __device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K,
           }
         }
       }
+    }
+    if (solo) {
+      float v0 = 0.f, v1 = 0.f;
+#pragma unroll
+      for (int b = 0; b < kMaxBatch; ++b)
+        if (b < B) {  // warp-uniform
+          const float s0 = warp_sum(acc[0][b]), s1 = warp_sum(acc[1][b]);
+          if (lane == b) { v0 = 0.f + s0; v1 = 0.f + s1; }
+        }
+      if (lane < B) epi(row, lane, v0, v1, two);
+      continue;
     }
 #pragma unroll
     for (int b = 0; b < kMaxBatch; ++b)
@@ -183,14 +202,23 @@ __device__ void attn_split(const PersistArgs &a, const Task &t) {
   const PersistLayer &L = a.layers[t.layer];
   const bf16 *kb = L.kcache + (slot * d.n_kv + g) * (int64_t)a.max_ctx * D;
   const bf16 *vb = L.vcache + (slot * d.n_kv + g) * (int64_t)a.max_ctx * D;
+  using VT = typename VRaw<E>::T;
+  constexpr int VB = kAttnVRows;  // V rows a lane has in flight before their FMAs
   for (int tile = t0 + warp * 32; tile < t1; tile += kWarps * 32) {
     const int tk = tile + lane;
     const bool valid = tk < t1;
+    const int nk = min(32, t1 - tile);
     float s[kGMax];
     uint4 kr[D / 8];
+    VT vr0[VB];
+    // this step's key and value were written by another block: L2 loads. The tile's first VB value rows go out with
+    // the key row (they do not depend on the scores): their latency hides behind Q.K and the softmax
     const uint4 *kp = reinterpret_cast<const uint4 *>(kb + (int64_t)(valid ? tk : t0) * D);
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) kr[i] = __ldcg(kp + i);  // this step's key was written by another block
+    for (int i = 0; i < D / 8; ++i) kr[i] = __ldcg(kp + i);
+#pragma unroll
+    for (int jj = 0; jj < VB; ++jj)
+      vr0[jj] = __ldcg(reinterpret_cast<const VT *>(vb + (int64_t)(tile + min(jj, nk - 1)) * D + lane * E));
 #pragma unroll
     for (int j = 0; j < kGMax; ++j) {
       float acc = 0.f;
@@ -221,18 +249,31 @@ __device__ void attn_split(const PersistArgs &a, const Task &t) {
         for (int e = 0; e < E; ++e) o[j][e] *= alpha;
       }
     }
-    const int nk = min(32, t1 - tile);
-    for (int jj = 0; jj < nk; ++jj) {  // PV: lane owns dims lane*E .. lane*E + E - 1
-      float vf[E];
+    // PV: lane owns dims lane*E .. lane*E + E - 1; VB rows loaded before their FMAs (one round trip per VB keys, not
+    // one per key), keys in ascending order as before
 #pragma unroll
-      for (int e = 0; e < E; ++e) vf[e] = __bfloat162float(__ldcg(vb + (int64_t)(tile + jj) * D + lane * E + e));
+    for (int j0 = 0; j0 < 32; j0 += VB) {
+      if (j0 < nk) {  // warp-uniform
+        VT vr[VB];
 #pragma unroll
-      for (int j = 0; j < kGMax; ++j)
-        if (j < G) {
-          const float pj = __shfl_sync(0xffffffffu, p[j], jj);
+        for (int jj = 0; jj < VB; ++jj)
+          vr[jj] = j0 == 0 ? vr0[jj]
+                           : __ldcg(reinterpret_cast<const VT *>(vb + (int64_t)(tile + min(j0 + jj, nk - 1)) * D + lane * E));
 #pragma unroll
-          for (int e = 0; e < E; ++e) o[j][e] = fmaf(pj, vf[e], o[j][e]);
+        for (int jj = 0; jj < VB; ++jj) {
+          if (j0 + jj < nk) {  // warp-uniform
+            float vf[E];
+            v_dims<E>(vr[jj], vf);
+#pragma unroll
+            for (int j = 0; j < kGMax; ++j)
+              if (j < G) {
+                const float pj = __shfl_sync(0xffffffffu, p[j], j0 + jj);
+#pragma unroll
+                for (int e = 0; e < E; ++e) o[j][e] = fmaf(pj, vf[e], o[j][e]);
+              }
+          }
         }
+      }
     }
   }
 #pragma unroll
@@ -267,15 +308,18 @@ __device__ void attn_combine(const PersistArgs &a, const Task &t) {
   const int G = d.group(), b = t.a / d.n_kv, g = t.a % d.n_kv, NS = d.n_split;
   const float *ws_o = a.ws + (int64_t)t.a * NS * kGMax * D;
   const float *ws_ml = a.ws + (int64_t)d.batch * d.n_kv * NS * kGMax * D + (int64_t)t.a * NS * kGMax * 2;
+  // the active splits only (split_count): empty ones wrote nothing. Each holds >= 1 key, so l >= 1 (its max term is
+  // exp2(0)): the same splits and order as skipping l == 0 did. Loads unrolled: independent L2 round trips overlap.
+  const int nact = split_count(a.kv_len[b], NS);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int j = i / D, e = i - j * D;
     float M = kNegBig;
-    for (int s = 0; s < NS; ++s)
-      if (__ldcg(ws_ml + (s * kGMax + j) * 2 + 1) > 0.f) M = fmaxf(M, __ldcg(ws_ml + (s * kGMax + j) * 2));
+#pragma unroll 8
+    for (int s = 0; s < nact; ++s) M = fmaxf(M, __ldcg(ws_ml + (s * kGMax + j) * 2));
     float O = 0.f, Ls = 0.f;
-    for (int s = 0; s < NS; ++s) {
+#pragma unroll 8
+    for (int s = 0; s < nact; ++s) {
       const float ls = __ldcg(ws_ml + (s * kGMax + j) * 2 + 1);
-      if (ls == 0.f) continue;
       const float f = exp2f(__ldcg(ws_ml + (s * kGMax + j) * 2) - M);
       O += __ldcg(ws_o + ((int64_t)s * kGMax + j) * D + e) * f;
       Ls += ls * f;
@@ -366,6 +410,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
   const int nb = gridDim.x, n = a.n_tasks, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int i = blockIdx.x; i < n; i += nb) {
     const Task t = a.tasks[i];
+    // an attention split past its sequence's keys (kv_len: a launch input) neither waits nor runs: it only signals,
+    // so the combine's wait does not depend on blocks that have nothing to do (block-uniform)
+    const bool empty = t.op == T_ATTN && split_empty(a.kv_len[t.a / a.d.n_kv], a.d.n_split, t.b);
     if (warp == 0) {
       int32_t pf[2];
       const int32_t np = prefetch_targets(i, nb, n, blockIdx.x, pf);
@@ -374,7 +421,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
         const int64_t bytes = prefetch_bytes(a.d, u);
         if (bytes > 0) prefetch_l2(task_weights(a, u), bytes, lane);
       }
-      if (lane == 0 && t.wait >= 0) {
+      if (lane == 0 && t.wait >= 0 && !empty) {
         // Watchdog: a legitimate wait is microseconds; ~2^27 polls (seconds) means a schedule bug or a block that
         // never became resident: trap (the launch fails with an error) instead of hanging the process.
         uint32_t polls = 0;
@@ -383,6 +430,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
           if (++polls == (1u << 27)) __trap();
         }
       }
+    }
+    if (empty) {  // nothing written: no fence needed before the signal
+      if (threadIdx.x == 0) atomicAdd(a.counters + t.signal, 1);
+      continue;
     }
     __syncthreads();
     run_task<D>(a, t, act_s, rstd_s, red_s);

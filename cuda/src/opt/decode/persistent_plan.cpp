@@ -15,8 +15,8 @@ int32_t tile_rows(int64_t rows, int32_t blocks, int32_t align) {
 
 int32_t qkv_tile_rows(const Dims &d, int32_t blocks) {
   const int64_t total = (int64_t)(d.n_heads + 2 * d.n_kv) * d.head_dim;
-  int32_t r = d.head_dim;  // largest power-of-two divisor of head_dim giving >= one tile per block, else 2
-  while (r > 2 && total / r < blocks) r /= 2;
+  int32_t r = d.head_dim;  // halve while the halves still divide head_dim, hold a RoPE pair and fit one wave
+  while (r % 4 == 0 && (total + r / 2 - 1) / (r / 2) <= blocks) r /= 2;
   return r;
 }
 
@@ -65,8 +65,11 @@ Plan build_plan(const Dims &d, int32_t blocks) {
   }
   int32_t prev_wait = c.embed(), prev_target = d.batch;
   for (int32_t l = 0; l < d.layers; ++l) {
-    // q|k|v tiles of group g, then the attention splits of group g: attention of g overlaps the tiles of g + 1..
-    for (int32_t g = 0; g < d.n_kv; ++g) {
+    // every group's q|k|v tiles, then the attention splits group by group: the tiles are one wave (qkv_tile_rows), and
+    // group g's attention waits for group g's tiles only, so it starts while other groups' tiles finish. (Tiles of
+    // group g + 1 listed after group g's splits would land, round robin, on blocks whose first task is one of those
+    // splits: a qkv -> attention -> qkv -> attention chain on the critical path.)
+    for (int32_t g = 0; g < d.n_kv; ++g)
       for (int32_t j = 0; j < p.tiles_per_group; ++j) {
         Task t;
         t.op = T_QKV; t.layer = l; t.group = g;
@@ -75,6 +78,7 @@ Plan build_plan(const Dims &d, int32_t blocks) {
         t.wait = prev_wait; t.target = prev_target; t.signal = c.qkv(l, g);
         add(t);
       }
+    for (int32_t g = 0; g < d.n_kv; ++g) {
       for (int32_t b = 0; b < d.batch; ++b)
         for (int32_t s = 0; s < d.n_split; ++s) {
           Task t;

@@ -84,6 +84,14 @@ QW_HD int32_t split_chunk(int32_t len, int32_t n_split) {
   c = (c + kMinChunk - 1) / kMinChunk * kMinChunk;
   return c < kMinChunk ? kMinChunk : c;
 }
+// Splits that hold keys (1..n_split for len >= 1): splits [0, split_count) are the active ones. An empty split's task
+// neither waits nor writes (it signals at once: the kernel and the emulation skip it), and the combine reads the
+// active splits only, so a short sequence's step costs what its keys cost, not n_split tasks of work.
+QW_HD int32_t split_count(int32_t len, int32_t n_split) {
+  const int32_t c = split_chunk(len, n_split), n = (len + c - 1) / c;
+  return n < 1 ? 1 : (n > n_split ? n_split : n);
+}
+QW_HD bool split_empty(int32_t len, int32_t n_split, int32_t s) { return s >= split_count(len, n_split); }
 QW_HD int32_t split_begin(int32_t len, int32_t n_split, int32_t s) { return s * split_chunk(len, n_split); }
 QW_HD int32_t split_end(int32_t len, int32_t n_split, int32_t s) {
   const int32_t e = (s + 1) * split_chunk(len, n_split);
@@ -169,7 +177,10 @@ struct Plan {
 // Rows per tile of an op with `rows` rows over `blocks` blocks: about one tile per block (each task costs a wait and
 // a signal, so fewer, larger tiles), a multiple of `align` (2: RoPE pairs / gate,up pairs stay in one tile).
 int32_t tile_rows(int64_t rows, int32_t blocks, int32_t align);
-// QKV rows per tile: a power-of-two divisor of head_dim (tiles never cross a q/k/v run), about one tile per block.
+// QKV rows per tile: a power-of-two divisor of head_dim (tiles never cross a q/k/v run, >= 2: RoPE pairs), the
+// smallest whose tiles fit one wave (<= blocks tiles), else head_dim. Every tile costs a wait, the norm prologue and
+// a signal, so a second wave for a few blocks (0.5B: 144 tiles of 8 rows on 132 blocks) costs a whole task time on
+// the step's critical path, while larger tiles cost only their extra rows (16 instead of 8: ~14 KiB more per block).
 int32_t qkv_tile_rows(const Dims &d, int32_t blocks);
 // The attention splits of a model on `blocks` blocks (independent of the batch, see Dims::n_split).
 int32_t pick_splits(int32_t n_kv, int32_t blocks, int32_t max_ctx);

@@ -9,6 +9,7 @@
 //    grid and interleaving;
 //  - batch invariance: a sequence decoded alone gives the bits it gets in a batch of three;
 //  - the refusals name what is unsupported.
+#include <climits>
 #include <cstdio>
 
 #include "persistent_emu.hpp"
@@ -94,6 +95,39 @@ void test_plan_structure() {
             forward_dep);
       CHECK(p.rows_qkv >= 2 && p.d.head_dim % p.rows_qkv == 0, "qkv tile rows %d", p.rows_qkv);
       CHECK(p.rows_gu % 2 == 0, "gate_up tile rows %d must keep (gate, up) pairs together", p.rows_gu);
+      // every layer lists all its q|k|v tiles before its first attention split (one wave of tiles, then attention)
+      int32_t late_tiles = 0;
+      for (int32_t l = 0; l < p.d.layers; ++l) {
+        int32_t last_qkv = -1, first_attn = INT32_MAX;
+        for (size_t i = 0; i < p.tasks.size(); ++i) {
+          if (p.tasks[i].layer != l) continue;
+          if (p.tasks[i].op == T_QKV) last_qkv = int32_t(i);
+          if (p.tasks[i].op == T_ATTN) first_attn = std::min(first_attn, int32_t(i));
+        }
+        if (last_qkv > first_attn) ++late_tiles;
+      }
+      CHECK(late_tiles == 0, "blocks %d batch %d: %d layers list q|k|v tiles after an attention split", blocks, batch,
+            late_tiles);
+    }
+}
+
+// q|k|v tiles: the smallest power-of-two divisor of head_dim (>= 2) whose tiles fit one wave, else head_dim.
+void test_qkv_tiles() {
+  struct Shape { const char *name; int32_t nH, nKV, D, rows132; };
+  const Shape shapes[] = {{"tiny", 4, 1, 64, 4}, {"0.5B", 14, 2, 64, 16}, {"1.5B", 12, 2, 128, 16}, {"7B", 28, 4, 128, 64},
+                          {"small", 4, 2, 16, 2}};
+  for (const Shape &sh : shapes)
+    for (int32_t blocks : {1, 7, 66, 100, 132}) {
+      Dims d;
+      d.n_heads = sh.nH; d.n_kv = sh.nKV; d.head_dim = sh.D;
+      const int64_t total = int64_t(sh.nH + 2 * sh.nKV) * sh.D;
+      const int32_t r = qkv_tile_rows(d, blocks);
+      CHECK(r >= 2 && sh.D % r == 0 && (r & (r - 1)) == 0, "%s blocks %d: %d rows", sh.name, blocks, r);
+      CHECK(total / r <= blocks || r == sh.D, "%s blocks %d: %lld tiles of %d rows, a second wave", sh.name, blocks,
+            (long long)(total / r), r);
+      CHECK(r == 2 || total / (r / 2) > blocks, "%s blocks %d: %d rows, but %d would fit one wave", sh.name, blocks, r,
+            r / 2);
+      if (blocks == 132) CHECK(r == sh.rows132, "%s on 132 blocks: %d rows, want %d", sh.name, r, sh.rows132);
     }
 }
 
@@ -276,6 +310,7 @@ void test_refusals() {
 
 int main() {
   test_plan_structure();
+  test_qkv_tiles();
   test_every_grid();
   test_batch_invariance();
   test_engine_shapes();
