@@ -1,5 +1,5 @@
 // persistent_emu.hpp — a CPU emulation of the persistent decode kernel's grid (persistent_plan.hpp), for the C++ test
-// (test_persistent.cpp). Blocks run their tasks k, k + blocks, ... in random interleavings of three events per task
+// (test_persistent.cpp). Blocks run their tasks k, k + blocks, ... in random interleavings of three events per task (an attention split's signal is its arrival; the last active one combines there)
 // (wait satisfied -> compute -> signal); every task's math is fp32 over the same physical layouts the kernel reads
 // (pair-interleaved q|k|v rows, interleaved gate|up rows), and every element it reads or writes goes through a race
 // detector built on the happens-before order the counters give (vector clocks per block): a read must see the
@@ -157,14 +157,17 @@ struct Grid {
   std::vector<float> *kv_k, *kv_v;  // the caches persist across steps
   std::vector<std::vector<float>> mem;
   struct Hist {
-    int32_t writer = -1;
-    std::vector<int32_t> readers;  // since the last write
+    int32_t writer = -1, worder = -1;                 // the writing task and its place in program order
+    std::vector<std::pair<int32_t, int32_t>> readers;  // (task, place) since the last write
   };
   std::vector<std::vector<Hist>> hist;
   std::vector<std::vector<int32_t>> vc;  // per task: tasks of each block known done (happens-before), once started
   std::vector<int32_t> task_block, task_seq;
   std::vector<std::string> errors;
-  int32_t cur = -1;  // the task computing now
+  int32_t cur = -1;        // the task computing now (its vector clock orders its accesses)
+  int32_t cur_order = -1;  // its place in program order: its index; a combine's, the last split of its group (it
+                           // runs inside whichever split arrives last, logically after all of them)
+  std::vector<int32_t> attn_last;  // per (layer, sequence x kv head): the index of its last attention task
 
   Grid(const Plan &plan, const EmuModel &model, const EmuStep &step, std::vector<float> &k, std::vector<float> &v)
       : p(plan), m(model), s(step), kv_k(&k), kv_v(&v) {
@@ -188,6 +191,9 @@ struct Grid {
       task_seq[i] = int32_t(i / size_t(p.blocks));
     }
     vc.assign(n, std::vector<int32_t>());
+    attn_last.assign(size_t(d.layers) * BK, -1);
+    for (size_t i = 0; i < n; ++i)
+      if (p.tasks[i].op == T_ATTN) attn_last[size_t(p.tasks[i].layer) * BK + size_t(p.tasks[i].a)] = int32_t(i);
   }
   bool hb(int32_t a, int32_t b) const {  // task a happens before task b (b started)
     return a == b || vc[size_t(b)][size_t(task_block[size_t(a)])] > task_seq[size_t(a)];
@@ -202,19 +208,20 @@ struct Grid {
     // every buffer but the caches (rows of earlier steps) is written in the step before it is read: a read of an
     // unwritten element is a stale value on the GPU (e.g. a combine reading an empty split's partials)
     if (h.writer < 0 && b != B_K && b != B_V) fail("read of an element no task of this step wrote", b, i, -1);
-    else if (h.writer > cur) fail("read after a later task's write (WAR order)", b, i, h.writer);
+    else if (h.worder > cur_order) fail("read after a later task's write (WAR order)", b, i, h.writer);
     else if (h.writer >= 0 && !hb(h.writer, cur)) fail("read not ordered after its write (RAW race)", b, i, h.writer);
-    h.readers.push_back(cur);
+    h.readers.emplace_back(cur, cur_order);
     return mem[size_t(b)][i];
   }
   void wr(Buf b, size_t i, float v) {
     Hist &h = hist[size_t(b)][i];
-    if (h.writer > cur) fail("write after a later task's write", b, i, h.writer);
+    if (h.worder > cur_order) fail("write after a later task's write", b, i, h.writer);
     else if (h.writer >= 0 && !hb(h.writer, cur)) fail("write not ordered after the previous write (WAW race)", b, i, h.writer);
-    for (int32_t r : h.readers)
-      if (r != cur && (r > cur || !hb(r, cur))) fail("write not ordered after a read (WAR race)", b, i, r);
+    for (const auto &[r, ro] : h.readers)
+      if (r != cur && (ro > cur_order || !hb(r, cur))) fail("write not ordered after a read (WAR race)", b, i, r);
     h.readers.clear();
     h.writer = cur;
+    h.worder = cur_order;
     mem[size_t(b)][i] = v;
   }
   size_t kv_at(int32_t l, int32_t slot, int32_t g, int32_t t, int32_t e) const {
@@ -236,7 +243,8 @@ struct Grid {
   bool empty_split(const Task &t) const {
     return t.op == T_ATTN && split_empty(s.pos[size_t(t.a / p.d.n_kv)] + 1, p.d.n_split, t.b);
   }
-  void run(const Task &t);  // below
+  void run(const Task &t);      // below
+  void combine(const Task &t);  // below
 };
 
 inline void Grid::run(const Task &t) {
@@ -306,25 +314,6 @@ inline void Grid::run(const Task &t) {
       }
       break;
     }
-    case T_COMBINE: {
-      const int32_t b = t.a / d.n_kv, g = t.a % d.n_kv;
-      const int32_t nact = split_count(s.pos[size_t(b)] + 1, d.n_split);  // every active split holds >= 1 key: l > 0
-      for (int32_t j = 0; j < G; ++j) {
-        float M = -INFINITY;
-        for (int32_t sp = 0; sp < nact; ++sp) M = std::max(M, rd(B_WS_M, (size_t(t.a) * d.n_split + sp) * G + j));
-        std::vector<float> o(static_cast<size_t>(D), 0.f);
-        float l = 0.f;
-        for (int32_t sp = 0; sp < nact; ++sp) {
-          const size_t ws = (size_t(t.a) * d.n_split + sp) * G + j;
-          const float ls = rd(B_WS_L, ws);
-          const float f = std::exp(rd(B_WS_M, ws) - M);
-          l += ls * f;
-          for (int64_t e = 0; e < D; ++e) o[size_t(e)] += rd(B_WS_O, ws * D + e) * f;
-        }
-        for (int64_t e = 0; e < D; ++e) wr(B_Z, size_t(b * QD + (g * G + j) * D + e), o[size_t(e)] / l);
-      }
-      break;
-    }
     case T_OPROJ:
     case T_DOWN: {
       const bool o = t.op == T_OPROJ;
@@ -355,6 +344,30 @@ inline void Grid::run(const Task &t) {
           wr(B_LOGITS, size_t(b * d.vocab + r), dot(&m.lm[size_t(r * H)], &a[size_t(b * H)], H));
       break;
     }
+  }
+}
+
+// z of (sequence, kv head) t.a from the active splits' partials, in split order: run by the last active split to
+// arrive (persistent_kernels.cu attn_arrive), as part of its task.
+inline void Grid::combine(const Task &t) {
+  const Dims &d = p.d;
+  const int64_t D = d.head_dim, QD = d.q_dim();
+  const int32_t G = d.group();
+  const int32_t b = t.a / d.n_kv, g = t.a % d.n_kv;
+  const int32_t nact = split_count(s.pos[size_t(b)] + 1, d.n_split);  // every active split holds >= 1 key: l > 0
+  for (int32_t j = 0; j < G; ++j) {
+    float M = -INFINITY;
+    for (int32_t sp = 0; sp < nact; ++sp) M = std::max(M, rd(B_WS_M, (size_t(t.a) * d.n_split + sp) * G + j));
+    std::vector<float> o(static_cast<size_t>(D), 0.f);
+    float l = 0.f;
+    for (int32_t sp = 0; sp < nact; ++sp) {
+      const size_t ws = (size_t(t.a) * d.n_split + sp) * G + j;
+      const float ls = rd(B_WS_L, ws);
+      const float f = std::exp(rd(B_WS_M, ws) - M);
+      l += ls * f;
+      for (int64_t e = 0; e < D; ++e) o[size_t(e)] += rd(B_WS_O, ws * D + e) * f;
+    }
+    for (int64_t e = 0; e < D; ++e) wr(B_Z, size_t(b * QD + (g * G + j) * D + e), o[size_t(e)] / l);
   }
 }
 
@@ -405,15 +418,33 @@ inline EmuResult emulate(Grid &gr, uint64_t seed) {
       if (t.wait >= 0 && !gr.empty_split(t))
         for (int32_t k = 0; k < nb; ++k) v[size_t(k)] = std::max(v[size_t(k)], cnt_vc[size_t(t.wait)][size_t(k)]);
       gr.vc[size_t(i)] = v;
-      gr.cur = i;
+      gr.cur = gr.cur_order = i;
       gr.run(t);
       phase[size_t(b)] = 1;
     } else {
       blk_vc[size_t(b)] = gr.vc[size_t(i)];
       blk_vc[size_t(b)][size_t(b)] = gr.task_seq[size_t(i)] + 1;  // this task is done
-      ++cnt[size_t(t.signal)];
-      auto &cv = cnt_vc[size_t(t.signal)];
-      for (int32_t k = 0; k < nb; ++k) cv[size_t(k)] = std::max(cv[size_t(k)], blk_vc[size_t(b)][size_t(k)]);
+      auto release = [&](int32_t ctr) {  // counter += 1, carrying what this block knows
+        ++cnt[size_t(ctr)];
+        auto &cv = cnt_vc[size_t(ctr)];
+        for (int32_t k = 0; k < nb; ++k) cv[size_t(k)] = std::max(cv[size_t(k)], blk_vc[size_t(b)][size_t(k)]);
+      };
+      if (t.op != T_ATTN) {
+        release(t.signal);
+      } else if (!gr.empty_split(t)) {  // an active split arrives; the last one combines, resets and signals
+        const int32_t ctr = p.c.split(t.layer, t.a);
+        release(ctr);
+        if (cnt[size_t(ctr)] == split_count(gr.s.pos[size_t(t.a / p.d.n_kv)] + 1, p.d.n_split)) {
+          for (int32_t k = 0; k < nb; ++k)  // acquire: every active split's partials
+            blk_vc[size_t(b)][size_t(k)] = std::max(blk_vc[size_t(b)][size_t(k)], cnt_vc[size_t(ctr)][size_t(k)]);
+          gr.vc[size_t(i)] = blk_vc[size_t(b)];
+          gr.cur = i;
+          gr.cur_order = gr.attn_last[size_t(t.layer) * size_t(p.d.batch * p.d.n_kv) + size_t(t.a)];
+          gr.combine(t);
+          cnt[size_t(ctr)] = 0;
+          release(t.signal);
+        }
+      }
       phase[size_t(b)] = 0;
       next[size_t(b)] = i + nb;
     }

@@ -5,7 +5,8 @@
 // Per task: (1) thread 0 issues the L2 prefetch of the task's and the next task's weights (prefetch_targets), then
 // spins on the task's input counter with ld.acquire.gpu; (2) __syncthreads hands the acquire to the block; (3) the
 // task runs; (4) __syncthreads, then thread 0 fences (__threadfence: every thread's stores of the task are ordered
-// before the signal, as cooperative groups' grid.sync does) and adds 1 to the task's counter.
+// before the signal, as cooperative groups' grid.sync does) and adds 1 to the task's counter. Attention splits end
+// otherwise (attn_arrive): the last active split of a (sequence, kv head) to arrive combines them and signals.
 // Inputs written by other blocks are read with ld.global.cg (L2) or after the acquire (plain loads in the shared
 // norm/stage helpers: the acquire + bar.sync order them, PTX memory model); weights with ld.global.nc (read-only
 // for the whole kernel).
@@ -301,7 +302,7 @@ __device__ void attn_split(const PersistArgs &a, const Task &t) {
   }
 }
 
-// z of (sequence b, kv head g) from its splits' partials, in split order.
+// z of (sequence b, kv head g) from its splits' partials, in split order (run by the last split to arrive).
 template <int D>
 __device__ void attn_combine(const PersistArgs &a, const Task &t) {
   const Dims &d = a.d;
@@ -325,6 +326,30 @@ __device__ void attn_combine(const PersistArgs &a, const Task &t) {
       Ls += ls * f;
     }
     a.z[(int64_t)b * d.q_dim() + (g * G + j) * D + e] = __float2bfloat16(O / Ls);
+  }
+}
+
+// The end of an active split's task (its partials written, the block synchronized): it arrives at the split counter of
+// (sequence, kv head); the last active split to arrive combines them all into z, zeroes the counter (no task reads it
+// again in this launch) and signals the layer's combine counter. The fences are the graph path's split-KV combine's
+// (attention.cu): every thread's partials ordered before the arrival, and after the last arrival the other splits'
+// partials visible to every thread of this block (read through L2).
+template <int D>
+__device__ void attn_arrive(const PersistArgs &a, const Task &t) {
+  const int32_t ctr = a.c.split(t.layer, t.a);
+  const int32_t nact = split_count(a.kv_len[t.a / a.d.n_kv], a.d.n_split);
+  __threadfence();
+  __syncthreads();
+  int last = 0;
+  if (threadIdx.x == 0) last = atomicAdd(a.counters + ctr, 1) == nact - 1;
+  if (!__syncthreads_or(last)) return;  // block-uniform
+  __threadfence();
+  attn_combine<D>(a, t);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    a.counters[ctr] = 0;
+    __threadfence();
+    atomicAdd(a.counters + t.signal, 1);
   }
 }
 
@@ -357,7 +382,6 @@ __device__ void run_task(const PersistArgs &a, const Task &t, bf16 *act_s, float
       break;
     }
     case T_ATTN: attn_split<D>(a, t); break;
-    case T_COMBINE: attn_combine<D>(a, t); break;
     case T_OPROJ:
     case T_DOWN: {
       const bool o = t.op == T_OPROJ;
@@ -410,8 +434,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
   const int nb = gridDim.x, n = a.n_tasks, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int i = blockIdx.x; i < n; i += nb) {
     const Task t = a.tasks[i];
-    // an attention split past its sequence's keys (kv_len: a launch input) neither waits nor runs: it only signals,
-    // so the combine's wait does not depend on blocks that have nothing to do (block-uniform)
+    // an attention split past its sequence's keys (kv_len: a launch input) neither waits, runs nor signals: the last
+    // active split combines (attn_arrive), so nothing waits on blocks that have nothing to do (block-uniform)
     const bool empty = t.op == T_ATTN && split_empty(a.kv_len[t.a / a.d.n_kv], a.d.n_split, t.b);
     if (warp == 0) {
       int32_t pf[2];
@@ -431,13 +455,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
         }
       }
     }
-    if (empty) {  // nothing written: no fence needed before the signal
-      if (threadIdx.x == 0) atomicAdd(a.counters + t.signal, 1);
-      continue;
-    }
+    if (empty) continue;  // nothing to read, write or signal
     __syncthreads();
     run_task<D>(a, t, act_s, rstd_s, red_s);
     __syncthreads();
+    if (t.op == T_ATTN) {  // block-uniform
+      attn_arrive<D>(a, t);
+      continue;
+    }
     if (threadIdx.x == 0) {
       __threadfence();
       atomicAdd(a.counters + t.signal, 1);

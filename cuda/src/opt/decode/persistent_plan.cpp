@@ -78,21 +78,17 @@ Plan build_plan(const Dims &d, int32_t blocks) {
         t.wait = prev_wait; t.target = prev_target; t.signal = c.qkv(l, g);
         add(t);
       }
-    for (int32_t g = 0; g < d.n_kv; ++g) {
+    // the splits of (b, g) signal the layer's combine counter once between them (the last active one to arrive
+    // combines), so the counter's final value is BK, not a count of tasks; their arrival counter ends at 0
+    for (int32_t g = 0; g < d.n_kv; ++g)
       for (int32_t b = 0; b < d.batch; ++b)
         for (int32_t s = 0; s < d.n_split; ++s) {
           Task t;
           t.op = T_ATTN; t.layer = l; t.a = b * d.n_kv + g; t.b = s;
-          t.wait = c.qkv(l, g); t.target = p.tiles_per_group; t.signal = c.split(l, b * d.n_kv + g);
-          add(t);
+          t.wait = c.qkv(l, g); t.target = p.tiles_per_group; t.signal = c.combine(l);
+          p.tasks.push_back(t);
         }
-    }
-    for (int32_t bg = 0; bg < BK; ++bg) {
-      Task t;
-      t.op = T_COMBINE; t.layer = l; t.a = bg;
-      t.wait = c.split(l, bg); t.target = d.n_split; t.signal = c.combine(l);
-      add(t);
-    }
+    p.final_value[(size_t)c.combine(l)] = BK;
     const int32_t no = tiles(T_OPROJ, l, d.hidden, p.rows_o, c.combine(l), BK, c.oproj(l));
     const int32_t ngu = tiles(T_GATEUP, l, 2 * (int64_t)d.inter, p.rows_gu, c.oproj(l), no, c.gate_up(l));
     const int32_t nd = tiles(T_DOWN, l, d.hidden, p.rows_down, c.gate_up(l), ngu, c.down(l));

@@ -38,7 +38,7 @@ constexpr int32_t kMaxBatch = 8;          // staged activations [B][H] bf16 live
 constexpr int32_t kMinChunk = 32;         // keys per split at least (one warp's row of keys)
 constexpr int64_t kPrefetchCap = 128 << 10;  // bytes of a task's weights prefetched into L2 ahead (see below)
 
-enum TaskOp : int32_t { T_EMBED = 0, T_QKV, T_ATTN, T_COMBINE, T_OPROJ, T_GATEUP, T_DOWN, T_LMHEAD, T_N };
+enum TaskOp : int32_t { T_EMBED = 0, T_QKV, T_ATTN, T_OPROJ, T_GATEUP, T_DOWN, T_LMHEAD, T_N };
 
 struct Dims {
   int32_t batch = 1, hidden = 0, inter = 0, n_heads = 0, n_kv = 0, head_dim = 0, vocab = 0, layers = 0;
@@ -52,16 +52,20 @@ struct Dims {
 // 32 bytes, read by the kernel from the device copy of Plan::tasks.
 //   GEMV tasks (QKV, OPROJ, GATEUP, DOWN, LMHEAD): physical rows [a, b) of the op's matrix, every sequence.
 //   QKV rows are pair-interleaved q|k|v rows (gemv.cuh GEMV_EPI_QKV_ROPE), all of one kv group's q, k or v block.
-//   ATTN: a = seq * n_kv + kv head, b = split. COMBINE: a = seq * n_kv + kv head. EMBED: a = seq.
+//   ATTN: a = seq * n_kv + kv head, b = split. EMBED: a = seq.
+//   An ATTN task of an active split (split_count) writes its partials and arrives at the split counter of (seq, kv
+//   head); the last of them to arrive combines every active split into z, zeroes the split counter and signals
+//   `signal` (the layer's combine counter): one signal per (seq, kv head), whichever split it comes from. An ATTN task
+//   of an empty split does nothing at all.
 struct Task {
   int32_t op = 0, layer = 0, a = 0, b = 0;
   int32_t wait = -1, target = 0;  // counter to wait on (-1: none) and the value it must reach
-  int32_t signal = 0;             // counter incremented once the task's outputs are written
+  int32_t signal = 0;             // counter incremented once the task's outputs are written (ATTN: see above)
   int32_t group = 0;              // QKV: the kv group its rows belong to; else 0
 };
 
-// Counter layout: [embed] then per layer [qkv per group | split count per (seq, kv head) | combine | o | gate_up |
-// down], then [lm_head] [exit].
+// Counter layout: [embed] then per layer [qkv per group | split arrivals per (seq, kv head) | combine | o | gate_up |
+// down], then [lm_head] [exit]. The split arrivals count active splits done; their last one zeroes it.
 struct Counters {
   int32_t n_kv = 0, batch = 0, layers = 0;
   QW_HD int32_t per_layer() const { return n_kv + batch * n_kv + 4; }
@@ -85,8 +89,8 @@ QW_HD int32_t split_chunk(int32_t len, int32_t n_split) {
   return c < kMinChunk ? kMinChunk : c;
 }
 // Splits that hold keys (1..n_split for len >= 1): splits [0, split_count) are the active ones. An empty split's task
-// neither waits nor writes (it signals at once: the kernel and the emulation skip it), and the combine reads the
-// active splits only, so a short sequence's step costs what its keys cost, not n_split tasks of work.
+// does nothing (no wait, no write, no signal: the kernel and the emulation skip it), and the combine, run by the last
+// active split to arrive, reads the active splits only: a short sequence's step costs what its keys cost.
 QW_HD int32_t split_count(int32_t len, int32_t n_split) {
   const int32_t c = split_chunk(len, n_split), n = (len + c - 1) / c;
   return n < 1 ? 1 : (n > n_split ? n_split : n);
