@@ -165,18 +165,22 @@ export class EngineCore {
     }
   }
 
-  /** An arm on another model file than the loaded one, or on the loaded one with other `weights` (a load-time
-   *  option): opened on the same backend, closed by the caller. */
+  /** An arm on another model file than the loaded one, or on the loaded one with other `weights` or `parallel`
+   *  (load-time options): opened on the same backend, closed by the caller. What the arm does not name stays as
+   *  loaded on the same file, and at the file's defaults on another. */
   private async otherModel(source: string | undefined, onEvent: (e: HostEvent) => void, toggles: ToggleValues = {}): Promise<ArmEnv | undefined> {
     const { model, info } = this.need();
-    const w = toggles[WEIGHTS_TOGGLE];
+    const w = toggles[WEIGHTS_TOGGLE], par = toggles[PARALLEL_TOGGLE];
     const otherWeights = w !== undefined && !sameWeights(w, info.weights);
-    if ((!source || source === info.source) && !otherWeights) return undefined;
+    if (Array.isArray(par)) throw new Error(`toggle ${PARALLEL_TOGGLE} is one value for the whole model (a load option), not one per layer`);
+    const otherParallel = par !== undefined && par !== (info.parallel ?? par);
+    if ((!source || source === info.source) && !otherWeights && !otherParallel) return undefined;
     const same = !source || source === info.source;
     if (same) source = info.source;
     const m = await this.openModel(source!, {
       backend: info.backend, threads: this.loadOpts?.threads, ...(same ? { root: this.loadOpts?.root } : {}),
       ...(w !== undefined ? optionFromToggle(w) : same ? { weights: this.loadOpts?.weights, weightsLayers: this.loadOpts?.weightsLayers } : {}),
+      ...parallelOf(par ?? (same ? this.loadOpts?.parallel : undefined)) as { parallel?: OpenOptions["parallel"] },
       onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: `${source}: ${p.message ?? ""}` }),
     });
     const bad = sameShapes(model, m);

@@ -7,6 +7,8 @@ import { z } from "zod";
 import { ToggleValues } from "../../engine/measure/profile.ts";
 import { effectiveDefault, newProfileId } from "../../engine/measure/record.ts";
 import { defaultQuantHooks } from "../../engine/measure/quant-error.ts";
+import { WEIGHTS_TOGGLE } from "../../engine/formats/requant.ts";
+import { PARALLEL_TOGGLE } from "../../engine/formats/parallel.ts";
 import type { WebContext } from "../context.ts";
 import type { ModelInfo } from "../core.ts";
 import { HttpError } from "../errors.ts";
@@ -16,11 +18,13 @@ import { BackendField, check, jsonBody, ModelSource } from "../http.ts";
 const TextRef = z.union([z.literal("brown"), z.object({ text: z.string().min(1).max(1_000_000) }).strict()]);
 const Arm = z.object({ label: z.string().max(120).optional(), toggles: ToggleValues.default({}), model: ModelSource.optional() }).strict();
 
-/** Effective toggles (registry defaults filled in, uniform per-layer masks folded) for comparing two arms. */
+/** Effective toggles (registry defaults filled in, uniform per-layer masks folded) for comparing two arms. The
+ *  load options (weights, parallel) unnamed stay as loaded, so their effective value is the loaded model's. */
 function effective(info: ModelInfo | null, t: Record<string, string | string[]>): string {
   const out: Record<string, unknown> = {};
   const fold = (v: string | string[]) => (Array.isArray(v) && v.every((x) => x === v[0]) ? v[0] : v);
-  if (info) for (const d of info.registry) out[d.id] = fold(t[d.id] ?? effectiveDefault(d, info.backend) ?? "");
+  const loaded: Record<string, string | string[] | undefined> = info ? { [WEIGHTS_TOGGLE]: info.weights, [PARALLEL_TOGGLE]: info.parallel } : {};
+  if (info) for (const d of info.registry) out[d.id] = fold(t[d.id] ?? loaded[d.id] ?? effectiveDefault(d, info.backend) ?? "");
   else for (const k of Object.keys(t).sort()) out[k] = fold(t[k]);
   return JSON.stringify(out);
 }
@@ -94,7 +98,8 @@ export function quantRoutes(d: WebContext) {
     const rm = req.reference ? arms(source, req.reference, { toggles: req.toggles }).rm : undefined;
     d.guardQueue();
     const t = d.tasks.submit("perplexity", req.label ?? `perplexity ctx ${req.ctx}`, async (t) => {
-      await d.ensureModel(t, source, req.backend, req.toggles.weights);
+      const par = req.toggles.parallel;  // a load option like weights: the measured arm runs on the model loaded with it
+      await d.ensureModel(t, source, req.backend, req.toggles.weights, typeof par === "string" ? par : undefined);
       const r = await d.host.perplexity(t.id, {
         text: req.text, ctx: req.ctx, score: req.score, maxTokens: req.maxTokens, toggles: req.toggles, label: req.label ?? "candidate",
         ...(req.reference ? { reference: { toggles: req.reference.toggles, label: req.reference.label ?? "reference", ...(rm ? { model: rm } : {}) } } : {}),
