@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100), most important first, each cut so that
+# gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100; steps added since: lab-calib, lab-persistent), most important first, each cut so that
 # the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
 # fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
 #   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
-#     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="sparse" ONLY="lab-bsparse sparse-7b vs-7b q4-7b-marlin-rule="
-#     bash scripts/gpu-owed.sh'
+#     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="sparse" ONLY="lab-calib lab-persistent lab-bsparse sparse-7b
+#     vs-7b q4-7b-marlin-rule=" bash scripts/gpu-owed.sh'
 #   then, warm (the build stays): TESTS="cpu-vs-cuda weights" ONLY="lab-gemv q4-7b-q161=" and what the first skipped;
-#   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-vs lab-persistent lab-bsparse lab-gemv".
+#   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-calib lab-persistent lab-bsparse lab-vs lab-gemv".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
 # 2. TESTS (default: weights sparse dca cpu-vs-cuda kvcache; sparse checks the device selection of block-sparse
@@ -61,6 +61,11 @@ for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 300 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"
+# the H100's ceilings (copy and L2 bandwidth, bf16 tensor rate; ~15 s): profiles/ceilings has none for it, so the tp
+# scaling table and the roofline views of H100 profiles lack their roofs. Here: bun notebooks/calibrate.ts
+# --from-lab-log <lab-calib.log> --out profiles/ceilings
+[[ ${LAB:-1} == 0 ]] || step 60 lab-calib "./cuda/build/dev/qwlab calib"
+grep -E "^CALIB" "$OUT/lab-calib.log" 2>/dev/null | cut -c1-300 | sed "s/^/  calib: /" >> "$S"
 # issue 12: decode = persistent after the 2026-12-06 evening changes (batched V loads, empty splits only signal, one
 # wave of q|k|v tiles, barrier-free GEMV rows; compile-checked): every check row, and the step against the graph path
 # (second run: 0.5B B1 2203 against 978 us); the new row "0.5B cache 4096" has an engine session's 64 splits
