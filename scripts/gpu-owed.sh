@@ -3,9 +3,10 @@
 # the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
 # fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
 #   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
-#     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="sparse" ONLY="lab-calib lab-persistent lab-bsparse sparse-7b
-#     vs-7b q4-7b-marlin-rule=" bash scripts/gpu-owed.sh'
-#   then, warm (the build stays): TESTS="cpu-vs-cuda weights" ONLY="lab-gemv q4-7b-q161=" and what the first skipped;
+#     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="" ONLY="lab-bsparse sparse-7b lab-calib lab-persistent"
+#     bash scripts/gpu-owed.sh'   (issue 14's 128k end to end first: build ~180 s, lab-bsparse ~100, sparse-7b ~200)
+#   then, warm (the build stays): TESTS="sparse cpu-vs-cuda weights" ONLY="vs-7b q4-7b-marlin-rule= lab-gemv" and what
+#   the first skipped;
 #   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-calib lab-persistent lab-bsparse lab-vs lab-gemv".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
@@ -61,16 +62,6 @@ for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 300 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"
-# the H100's ceilings (copy and L2 bandwidth, bf16 tensor rate; ~15 s): profiles/ceilings has none for it, so the tp
-# scaling table and the roofline views of H100 profiles lack their roofs. Here: bun notebooks/calibrate.ts
-# --from-lab-log <lab-calib.log> --out profiles/ceilings
-[[ ${LAB:-1} == 0 ]] || step 60 lab-calib "./cuda/build/dev/qwlab calib"
-grep -E "^CALIB" "$OUT/lab-calib.log" 2>/dev/null | cut -c1-300 | sed "s/^/  calib: /" >> "$S"
-# issue 12: decode = persistent after the 2026-12-06 evening changes (batched V loads, empty splits only signal, one
-# wave of q|k|v tiles, barrier-free GEMV rows; compile-checked): every check row, and the step against the graph path
-# (second run: 0.5B B1 2203 against 978 us); the new row "0.5B cache 4096" has an engine session's 64 splits
-[[ ${LAB:-1} == 0 ]] || step 150 lab-persistent "./cuda/build/dev/qwlab persistent --quick"
-grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent: /" >> "$S"
 # issue 14: block-sparse (mma attend, device selection) in the lab at 4k / 16k / 32k / 128k, then end to end on 7B
 [[ ${LAB:-1} == 0 ]] || step 150 lab-bsparse "./cuda/build/dev/qwlab bsparse"
 grep -E "FAIL|failure|keys visited|selection = host" "$OUT/lab-bsparse.log" 2>/dev/null | grep -v "^|" | sed "s/^/  bsparse: /" >> "$S"
@@ -84,6 +75,16 @@ grep -E "^\| |^length|in use" "$OUT/sparse-7b.log" 2>/dev/null | sed "s/^/  spar
 # vertical-slash end to end (mma estimate, device selection, mma attend: compile-checked until the lab ran) at 32k
 step 200 vs-7b "bun notebooks/sparse-bench.ts $R/7b --backend cuda --arms off,vertical-slash --lengths ${VS_LENGTHS:-32768} --vertical 1000 --slash 1024 --local 128 --sink 64 --chunk ${SPARSE_CHUNK:-16384} --reps 3 --out $OUT/vs-7b"
 grep -E "^\| |^length|in use" "$OUT/vs-7b.log" 2>/dev/null | sed "s/^/  vs-7b: /" >> "$S"
+# the H100's ceilings (copy and L2 bandwidth, bf16 tensor rate; ~15 s): profiles/ceilings has none for it, so the tp
+# scaling table and the roofline views of H100 profiles lack their roofs. Here: bun notebooks/calibrate.ts
+# --from-lab-log <lab-calib.log> --out profiles/ceilings
+[[ ${LAB:-1} == 0 ]] || step 60 lab-calib "./cuda/build/dev/qwlab calib"
+grep -E "^CALIB" "$OUT/lab-calib.log" 2>/dev/null | cut -c1-300 | sed "s/^/  calib: /" >> "$S"
+# issue 12: decode = persistent after the 2026-12-06 evening changes (batched V loads, empty splits only signal, one
+# wave of q|k|v tiles, barrier-free GEMV rows; compile-checked): every check row, and the step against the graph path
+# (second run: 0.5B B1 2203 against 978 us); the new row "0.5B cache 4096" has an engine session's 64 splits
+[[ ${LAB:-1} == 0 ]] || step 150 lab-persistent "./cuda/build/dev/qwlab persistent --quick"
+grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent: /" >> "$S"
 # issue 10, end to end: 7B q4 with gemv = marlin at the rule's block shape and with QW_MARLIN_RB (MARLIN_RB, default 256)
 for rbv in rule "${MARLIN_RB:-256}"; do
   step 300 "q4-7b-marlin-$rbv" "$( [[ $rbv != rule ]] && echo "QW_MARLIN_RB=$rbv ")bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"; done
