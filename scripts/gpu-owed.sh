@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100; steps added since: lab-calib, lab-persistent), most important first, each cut so that
+# gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100; steps added since: lab-calib, lab-persistent,
+# lab-sage), most important first, each cut so that
 # the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
 # fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
 #   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
@@ -85,6 +86,11 @@ grep -E "^CALIB" "$OUT/lab-calib.log" 2>/dev/null | cut -c1-300 | sed "s/^/  cal
 # (second run: 0.5B B1 2203 against 978 us); the new row "0.5B cache 4096" has an engine session's 64 splits
 [[ ${LAB:-1} == 0 ]] || step 150 lab-persistent "./cuda/build/dev/qwlab persistent --quick"
 grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent: /" >> "$S"
+# issue 11: the Sage arms on wgmma with the scales folded into exp2's FFMA and P' = 448 p out of exp2 (2026-12-06 evening,
+# compile-checked): every row against the CPU arm and exact attention, and 4k / 16k / 32k against the wgmma flash
+# (fifth run: int8 0.8 / 0.9x, fp8 0.9 / 1.0x)
+[[ ${LAB:-1} == 0 ]] || step 200 lab-sage "QW_LAB_SAGE_ARMS=wgmma ./cuda/build/dev/qwlab sage"
+grep -E "FAIL|failure|16384|32768|4096" "$OUT/lab-sage.log" 2>/dev/null | grep -v "^|" | sed "s/^/  sage: /" >> "$S"
 # issue 10, end to end: 7B q4 with gemv = marlin at the rule's block shape and with QW_MARLIN_RB (MARLIN_RB, default 256)
 for rbv in rule "${MARLIN_RB:-256}"; do
   step 300 "q4-7b-marlin-$rbv" "$( [[ $rbv != rule ]] && echo "QW_MARLIN_RB=$rbv ")bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"; done

@@ -35,7 +35,8 @@ namespace qwc {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kE4m3Max = 448.0f;  // sage-fp8's static P scale and V~ range (sage_ref.hpp)
+// log2(448): sage-fp8's static P scale (P' = e4m3(448 p), sage_ref.hpp) in the exponent, so exp2 gives P' directly
+constexpr float kLog2E4m3Max = 8.807354922057604f;
 
 // Two floats to e4m3 (round to nearest even, saturating: sage_ref.hpp e4m3_encode), lo in the low byte.
 __device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
@@ -212,14 +213,14 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     }
     fa3_wgmma_commit();
   };
-  // after the wait of issue_qk: pin S's registers; I8 dequantizes them into sc (columns 0..63 of the tile are registers
-  // 0..31: fa3_acc_col(lane, r) = 8 (r / 4) + ..., so the second key block starts at r = 32)
+  // after the wait of issue_qk: pin S's registers; I8 converts them to floats in sc, unscaled (exact, no I2F): the Q and
+  // K scales go into softmax's exp2 argument (columns 0..63 of the tile are registers 0..31: fa3_acc_col(lane, r) =
+  // 8 (r / 4) + ..., so the second key block starts at r = 32)
   auto take_s = [&]() {
     if constexpr (I8) {
       fa3_pin(si);
 #pragma unroll
-      for (int r = 0; r < kFa3Keys / 2; ++r)
-        sc[r] = sage_s32_to_float((int32_t)si[r]) * (sq[(r >> 1) & 1] * sk[r >= kFa3Keys / 4]);  // exact, no I2F
+      for (int r = 0; r < kFa3Keys / 2; ++r) sc[r] = sage_s32_to_float((int32_t)si[r]);
     } else {
       fa3_pin(sc);
     }
@@ -244,6 +245,10 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   // ones), row max over the quad's 4 lanes, the new running max and alpha, sc = exp2(sc * scale - m), masked
   // probabilities then set to 0 (a row with no key in the tile yet, possible in a DCA part, would get 2^0 there). O and
   // l are rescaled by the caller once the previous P.V has finished with O.
+  // I8: sc holds the raw int scores; a row's scale for key block kb is sq * sk[kb] * scale_log2 (> 0, or 0 for an
+  // all-zero block), so the max is taken raw per key block and scaled after, and each score costs one FFMA into exp2
+  // (not a dequantizing FMUL, then the FFMA). F8: + log2(448) in the exponent makes sc = P' = 448 p directly (no FMUL
+  // before the e4m3 conversion); l then sums 448 p, and the epilogue's z = O vs / l needs no 1 / 448.
   auto softmax = [&](int j) {
     const int k0 = (jb + j) * kFa3Keys;
     float mx[2] = {kNegBig, kNegBig};
@@ -257,20 +262,47 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       for (int r = 0; r < kFa3Keys / 2; ++r)
         if (out_of_range(r)) sc[r] = kNegBig;
     }
+    // I8: the exp2-domain scale of row h's raw scores in key block kb (recomputed where used: 4 live registers fewer)
+    auto cm = [&](int h, int kb) { return sq[h] * (sk[kb] * prm.scale_log2); };
+    if constexpr (I8) {
+      float mh[2][2] = {{kNegBig, kNegBig}, {kNegBig, kNegBig}};
 #pragma unroll
-    for (int r = 0; r < kFa3Keys / 2; ++r) mx[(r >> 1) & 1] = fmaxf(mx[(r >> 1) & 1], sc[r]);
+      for (int r = 0; r < kFa3Keys / 2; ++r) {
+        float &x = mh[(r >> 1) & 1][r >= kFa3Keys / 4];
+        x = fmaxf(x, sc[r]);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mh[h][0] * cm(h, 0), mh[h][1] * cm(h, 1));  // in the exp2 domain
+    } else {
+#pragma unroll
+      for (int r = 0; r < kFa3Keys / 2; ++r) mx[(r >> 1) & 1] = fmaxf(mx[(r >> 1) & 1], sc[r]);
+    }
     float mneg[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      const float mn = fmaxf(m[h], mx[h] * prm.scale_log2);
+      const float mn = fmaxf(m[h], I8 ? mx[h] : mx[h] * prm.scale_log2);
       alpha[h] = fa3_exp2(m[h] - mn);
       m[h] = mn;
-      mneg[h] = -mn;
+      mneg[h] = F8 ? kLog2E4m3Max - mn : -mn;
     }
+    if constexpr (I8) {
+      {  // one key block at a time (registers 0..31, then 32..63): its two scales live, not four
+        const float c0 = cm(0, 0), c1 = cm(1, 0);
 #pragma unroll
-    for (int r = 0; r < kFa3Keys / 2; ++r) sc[r] = fa3_exp2(fmaf(sc[r], prm.scale_log2, mneg[(r >> 1) & 1]));
+        for (int r = 0; r < kFa3Keys / 4; ++r) sc[r] = fa3_exp2(fmaf(sc[r], (r >> 1) & 1 ? c1 : c0, mneg[(r >> 1) & 1]));
+      }
+      {
+        const float c0 = cm(0, 1), c1 = cm(1, 1);
+#pragma unroll
+        for (int r = kFa3Keys / 4; r < kFa3Keys / 2; ++r)
+          sc[r] = fa3_exp2(fmaf(sc[r], (r >> 1) & 1 ? c1 : c0, mneg[(r >> 1) & 1]));
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < kFa3Keys / 2; ++r) sc[r] = fa3_exp2(fmaf(sc[r], prm.scale_log2, mneg[(r >> 1) & 1]));
+    }
     if (masked) {
 #pragma unroll
       for (int r = 0; r < kFa3Keys / 2; ++r)
@@ -279,9 +311,10 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   };
   // After the previous P.V completed: rescale O and l by alpha, then P = bf16(sc) in the A-operand layout (k-step kk
   // takes S's chunks 2kk, 2kk+1: fa3_p_from_s). l sums the bf16-rounded probabilities that P.V multiplies.
-  // F8: O = (O + the previous tile's partial) * alpha (both in the previous tile's max), then P' = e4m3(448 p) with
-  // k-step kk's A registers from S's n8 chunks 4kk..4kk+3 (a0: chunks 4kk, 4kk+1 of row r; a1: the same of row r + 8;
-  // a2, a3: chunks 4kk+2, 4kk+3), bytes in sage_vt_pos's key order; l sums the unrounded p (sage_ref.hpp).
+  // F8: O = (O + the previous tile's partial) * alpha (both in the previous tile's max), then P' = e4m3(448 p) (sc is
+  // 448 p already) with k-step kk's A registers from S's n8 chunks 4kk..4kk+3 (a0: chunks 4kk, 4kk+1 of row r; a1: the
+  // same of row r + 8; a2, a3: chunks 4kk+2, 4kk+3), bytes in sage_vt_pos's key order; l sums the unrounded 448 p
+  // (sage_ref.hpp sums p: the 448 cancels in the epilogue's z = O vs / l).
   auto rescale_and_pack = [&]() {
 #pragma unroll
     for (int i = 0; i < NO; ++i) {
@@ -297,8 +330,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
         for (int reg = 0; reg < 4; ++reg) {
           const int b = 16 * kk + 8 * (reg >> 1) + 2 * (reg & 1);
           l[reg & 1] += (sc[b] + sc[b + 1]) + (sc[b + 4] + sc[b + 5]);
-          pa[kk][reg] = e4m3x2(sc[b] * kE4m3Max, sc[b + 1] * kE4m3Max) |
-                        (e4m3x2(sc[b + 4] * kE4m3Max, sc[b + 5] * kE4m3Max) << 16);
+          pa[kk][reg] = e4m3x2(sc[b], sc[b + 1]) | (e4m3x2(sc[b + 4], sc[b + 5]) << 16);
         }
     } else {
 #pragma unroll
@@ -413,7 +445,8 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
         }
         continue;
       }
-      const float cur = m[h] + __log2f(l[h]);  // m: the running max in the exp2 domain, l: the sum under it
+      // m: the running max in the exp2 domain, l: the sum under it (F8: of 448 p)
+      const float cur = m[h] + __log2f(l[h]) - (F8 ? kLog2E4m3Max : 0.f);
       const float mx = fmaxf(cur, lse_prev[h]);
       const float wc = exp2f(cur - mx), wp = exp2f(lse_prev[h] - mx);  // wp = 0 for the first part (-inf)
       inv = wc / (l[h] * (wc + wp));
@@ -424,10 +457,10 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     for (int c = 0; c < D / 8; ++c) {
       const int col = fa3_acc_col(lane, 4 * c);
       float z0 = o[4 * c + 2 * h] * inv, z1 = o[4 * c + 2 * h + 1] * inv;
-      if constexpr (F8) {  // z = O (vs / 448) / l + vmean
+      if constexpr (F8) {  // z = O (vs / 448) / l + vmean = O vs / (448 l) + vmean, and the kernel's l is 448 l
         const float *vs = prm.vs + (int64_t)kvh * D, *vm = prm.vmean + (int64_t)kvh * D;
-        z0 = fmaf(o[4 * c + 2 * h] * (__ldg(vs + col) / kE4m3Max), inv, __ldg(vm + col));
-        z1 = fmaf(o[4 * c + 2 * h + 1] * (__ldg(vs + col + 1) / kE4m3Max), inv, __ldg(vm + col + 1));
+        z0 = fmaf(o[4 * c + 2 * h] * __ldg(vs + col), inv, __ldg(vm + col));
+        z1 = fmaf(o[4 * c + 2 * h + 1] * __ldg(vs + col + 1), inv, __ldg(vm + col + 1));
       }
       if (wz > 0.f) {  // only then was z written before (a NaN of poisoned memory must not reach 0 * NaN)
         const uint32_t zb = *reinterpret_cast<const uint32_t *>(dst + col);
