@@ -144,7 +144,10 @@ describe.skipIf(!cpuLibraryBuilt())("profiling modes on the CPU backend", () => 
     // several steps per call: 6 steps as calls of 4 and 2, each step timed at its call's wall / steps; every step recorded
     const f4 = measureFidelity(s, { modes: ["kernels"], rounds: 3, steps: 6, stepsPerSync: 4, prime: () => { s.reset(); return s.prefill(0, pr); } });
     expect(f4.fidelity.steps_per_sync).toBe(4);
-    expect(f4.fidelity.sum_check.find((c) => c.phase === "decode" && c.mode === "kernels")?.steps).toBe(18);
+    const d4 = f4.fidelity.sum_check.find((c) => c.phase === "decode" && c.mode === "kernels");
+    expect(d4?.steps).toBe(18);
+    expect(d4?.calls).toBe(6);  // per round a call of 4 steps and one of 2, compared whole
+    expect(d4!.unrecorded_ms).toBeGreaterThanOrEqual(0);  // a call's records lie inside it (per step they need not)
     s.close();
   });
 });
@@ -165,6 +168,8 @@ describe.skipIf(!cpuLibraryBuilt())("a profiled run: mode label, sum check, host
       const steps = [...new Set(four.ops!.step)].sort((a, b) => a - b);
       expect(steps.length).toBe(6);  // the prefill and 5 decode steps: one record set each
       expect(ffi.map((h) => h.step)).toEqual([steps[0], steps[1], steps[5]]);  // prefill, a call of 4, a call of 1
+      const dsum = four.fidelity!.sum_check.find((c) => c.phase === "decode")!;
+      expect([dsum.steps, dsum.calls]).toEqual([5, 2]);  // the sum check compares the two decode calls whole
       for (let c = 0; c < ffi.length; c++) {
         const mine = steps.slice(c === 0 ? 0 : c === 1 ? 1 : 5, c === 0 ? 1 : c === 1 ? 5 : 6);
         for (let i = 0; i < four.ops!.step.length; i++) {
