@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100; steps added since: lab-calib, lab-persistent,
-# lab-sage), most important first, each cut so that
+# lab-sage, tile-0.5b / tile-7b), most important first, each cut so that
 # the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
 # fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
 #   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
@@ -91,6 +91,11 @@ grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep
 # (fifth run: int8 0.8 / 0.9x, fp8 0.9 / 1.0x)
 [[ ${LAB:-1} == 0 ]] || step 200 lab-sage "QW_LAB_SAGE_ARMS=wgmma ./cuda/build/dev/qwlab sage"
 grep -E "FAIL|failure|16384|32768|4096" "$OUT/lab-sage.log" 2>/dev/null | grep -v "^|" | sed "s/^/  sage: /" >> "$S"
+# issue 12 item 3: tile = auto against fixed end to end (the tuner measures every candidate of the model's shapes on
+# this GPU into $OUT/tuning, then bench runs each value; per shape the second run's lab kept fixed within a few % but
+# 0.5B qkv, 1.14x)
+for m in 0.5b 7b; do
+  step 240 "tile-$m" "export QW_TUNING_DIR=$OUT/tuning; bun notebooks/calibrate.ts --tile $R/$m --backend cuda --out $OUT/tuning && for t in fixed auto; do bun engine/cli/main.ts bench $R/$m --backend cuda --pp 512 --tg 128 --reps 3 --toggle tile=\$t; done"; done
 # issue 10, end to end: 7B q4 with gemv = marlin at the rule's block shape and with QW_MARLIN_RB (MARLIN_RB, default 256)
 for rbv in rule "${MARLIN_RB:-256}"; do
   step 300 "q4-7b-marlin-$rbv" "$( [[ $rbv != rule ]] && echo "QW_MARLIN_RB=$rbv ")bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"; done
