@@ -192,9 +192,12 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   // the K scales of tile j (keys 128j.. in blocks of 64), loaded before its Q.K~ is waited for
   auto load_sk = [&](int j) {
     if constexpr (I8) {
+      // a block past the call's keys (pos0 + n) reads the last written scale: the quantizer writes only the blocks
+      // that hold keys (ks_n spans the whole cache, and the scratch is not cleared), and its columns are masked
       const float *k = prm.ks + (int64_t)kvh * prm.ks_n;
-      sk[0] = __ldg(k + min(2 * (jb + j), prm.ks_n - 1));
-      sk[1] = __ldg(k + min(2 * (jb + j) + 1, prm.ks_n - 1));  // a block past the keys: its columns are masked
+      const int last = min(prm.ks_n, (prm.pos0 + prm.n + 63) / 64) - 1;
+      sk[0] = __ldg(k + min(2 * (jb + j), last));
+      sk[1] = __ldg(k + min(2 * (jb + j) + 1, last));
     }
   };
 
@@ -216,11 +219,20 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   // after the wait of issue_qk: pin S's registers; I8 converts them to floats in sc, unscaled (exact, no I2F): the Q and
   // K scales go into softmax's exp2 argument (columns 0..63 of the tile are registers 0..31: fa3_acc_col(lane, r) =
   // 8 (r / 4) + ..., so the second key block starts at r = 32)
+  // FOLD (the Sage arms' default, non-split variants): the scales fold into exp2's FFMA as described at softmax. The
+  // split variants (KSPLIT, a lab A/B for Sage) keep the dequantizing FMUL: folding costs them registers they do not
+  // have (ptxas: 8 / 88 B of spills at int8 / fp8), where the non-split variants stay at 168 with none.
+  constexpr bool FOLD = I8 && !KSPLIT;
   auto take_s = [&]() {
-    if constexpr (I8) {
+    if constexpr (FOLD) {
       fa3_pin(si);
 #pragma unroll
       for (int r = 0; r < kFa3Keys / 2; ++r) sc[r] = sage_s32_to_float((int32_t)si[r]);
+    } else if constexpr (I8) {
+      fa3_pin(si);
+#pragma unroll
+      for (int r = 0; r < kFa3Keys / 2; ++r)
+        sc[r] = sage_s32_to_float((int32_t)si[r]) * (sq[(r >> 1) & 1] * sk[r >= kFa3Keys / 4]);  // exact, no I2F
     } else {
       fa3_pin(sc);
     }
@@ -245,7 +257,7 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   // ones), row max over the quad's 4 lanes, the new running max and alpha, sc = exp2(sc * scale - m), masked
   // probabilities then set to 0 (a row with no key in the tile yet, possible in a DCA part, would get 2^0 there). O and
   // l are rescaled by the caller once the previous P.V has finished with O.
-  // I8: sc holds the raw int scores; a row's scale for key block kb is sq * sk[kb] * scale_log2 (> 0, or 0 for an
+  // FOLD: sc holds the raw int scores; a row's scale for key block kb is sq * sk[kb] * scale_log2 (> 0, or 0 for an
   // all-zero block), so the max is taken raw per key block and scaled after, and each score costs one FFMA into exp2
   // (not a dequantizing FMUL, then the FFMA). F8: + log2(448) in the exponent makes sc = P' = 448 p directly (no FMUL
   // before the e4m3 conversion); l then sums 448 p, and the epilogue's z = O vs / l needs no 1 / 448.
@@ -262,17 +274,20 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       for (int r = 0; r < kFa3Keys / 2; ++r)
         if (out_of_range(r)) sc[r] = kNegBig;
     }
-    // I8: the exp2-domain scale of row h's raw scores in key block kb (recomputed where used: 4 live registers fewer)
+    // FOLD: the exp2-domain scale of row h's raw scores in key block kb (recomputed where used: 4 live registers fewer)
     auto cm = [&](int h, int kb) { return sq[h] * (sk[kb] * prm.scale_log2); };
-    if constexpr (I8) {
+    if constexpr (FOLD) {
       float mh[2][2] = {{kNegBig, kNegBig}, {kNegBig, kNegBig}};
 #pragma unroll
       for (int r = 0; r < kFa3Keys / 2; ++r) {
         float &x = mh[(r >> 1) & 1][r >= kFa3Keys / 4];
         x = fmaxf(x, sc[r]);
       }
+      // in the exp2 domain; a block with every column masked for the row stays out of the max (its scale may be 0,
+      // and 0 * kNegBig = -0 would force the running max up to 0)
+      auto scaled = [&](int h, int kb) { return mh[h][kb] > kNegBig ? mh[h][kb] * cm(h, kb) : kNegBig; };
 #pragma unroll
-      for (int h = 0; h < 2; ++h) mx[h] = fmaxf(mh[h][0] * cm(h, 0), mh[h][1] * cm(h, 1));  // in the exp2 domain
+      for (int h = 0; h < 2; ++h) mx[h] = fmaxf(scaled(h, 0), scaled(h, 1));
     } else {
 #pragma unroll
       for (int r = 0; r < kFa3Keys / 2; ++r) mx[(r >> 1) & 1] = fmaxf(mx[(r >> 1) & 1], sc[r]);
@@ -282,12 +297,12 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      const float mn = fmaxf(m[h], I8 ? mx[h] : mx[h] * prm.scale_log2);
+      const float mn = fmaxf(m[h], FOLD ? mx[h] : mx[h] * prm.scale_log2);
       alpha[h] = fa3_exp2(m[h] - mn);
       m[h] = mn;
       mneg[h] = F8 ? kLog2E4m3Max - mn : -mn;
     }
-    if constexpr (I8) {
+    if constexpr (FOLD) {
       {  // one key block at a time (registers 0..31, then 32..63): its two scales live, not four
         const float c0 = cm(0, 0), c1 = cm(1, 0);
 #pragma unroll
