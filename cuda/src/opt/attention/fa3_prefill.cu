@@ -331,10 +331,17 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
   // same of row r + 8; a2, a3: chunks 4kk+2, 4kk+3), bytes in sage_vt_pos's key order; l sums the unrounded 448 p
   // (sage_ref.hpp sums p: the 448 cancels in the epilogue's z = O vs / l).
   auto rescale_and_pack = [&]() {
+    if constexpr (F8) {
 #pragma unroll
-    for (int i = 0; i < NO; ++i) {
-      if constexpr (F8) o[i] += op[i];
-      o[i] *= alpha[(i >> 1) & 1];
+      for (int i = 0; i < NO; ++i) o[i] += op[i];
+    }
+    // FOLD (the Sage arms): O's rescale is skipped when no row of the warp raised its max (alpha == 1 exactly, so the
+    // bits are the same): past the first tiles a row's max rarely moves, and the skip saves one FP32 op per score
+    // on a softmax-bound kernel. Warp-uniform (a vote), as the wgmma accumulators are per warp.
+    const bool rescale = !FOLD || !__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f);
+    if (rescale) {
+#pragma unroll
+      for (int i = 0; i < NO; ++i) o[i] *= alpha[(i >> 1) & 1];
     }
     l[0] *= alpha[0];
     l[1] *= alpha[1];
