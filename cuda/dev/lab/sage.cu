@@ -148,14 +148,20 @@ void run_sage() {
       {28, 4, 128, 300, 200, false, 64}, {16, 2, 128, 1000, 1, false, 64},
       {28, 4, 128, 0, 4095, false, 8},  {28, 4, 128, 0, 4096, true, 8},  {14, 2, 64, 0, 4096, true, 8},
   };
+  // QW_LAB_SAGE_T=N: only the cases of N query rows (e.g. 16384 under ncu: one kernel of each arm worth profiling)
+  const char *only_t = std::getenv("QW_LAB_SAGE_T");
+  const int want_t = only_t ? std::atoi(only_t) : 0;
+  auto run_case = [&](int nH, int nKV, int d, int pos0, int n, bool fp8, bool timed, int max_blocks) {
+    if (!want_t || n == want_t) sage_case(nH, nKV, d, pos0, n, fp8, timed, max_blocks);
+  };
   // one arm over the cases (only those of head dim 128 where the wgmma kernels are tried), then 16k / 32k
   auto arm = [&](bool fp8, bool hd128_only) {
     for (const C &c : cases)
-      if (!hd128_only || c.d == 128) sage_case(c.nH, c.nKV, c.d, c.pos0, c.n, fp8, c.timed, c.max_blocks);
+      if (!hd128_only || c.d == 128) run_case(c.nH, c.nKV, c.d, c.pos0, c.n, fp8, c.timed, c.max_blocks);
     if (!g_quick) {
-      sage_case(28, 4, 128, 0, 16384, fp8, true, 6);
-      sage_case(28, 4, 128, 0, 32768, fp8, true, 5);
-      sage_case(28, 4, 128, 16384, 16384, fp8, true, 5);  // the second half of 32k as a chunk against the cache
+      run_case(28, 4, 128, 0, 16384, fp8, true, 6);
+      run_case(28, 4, 128, 0, 32768, fp8, true, 5);
+      run_case(28, 4, 128, 16384, 16384, fp8, true, 5);  // the second half of 32k as a chunk against the cache
     }
   };
   // QW_SAGE_WGMMA and QW_FLASH_WGMMA both set to `v` while fn runs, restored afterwards: the mma.sync pass ("0") is
