@@ -13,6 +13,7 @@
 #include "embed.cuh"
 #include "gemv.cuh"
 #include "persistent.cuh"
+#include "persistent_trace.hpp"
 #include "sample.cuh"
 #include "lab.cuh"
 
@@ -337,6 +338,33 @@ std::vector<double> fp64_ref(const LabModel &m, const std::vector<int32_t> &toke
 
 }  // namespace
 
+// One traced step (PersistArgs::trace, %globaltimer stamps per task; persistent_trace.hpp): where the step's time goes,
+// by dependency level (a layer's q|k|v, attention, o_proj, gate|up, down; the lm_head), with each op's mean wait and
+// run per task. Untimed: the stamps cost a few stores a task. The rows' time column is the op's levels per step.
+static void trace_rows(const char *name, const char *shape, Persist &p) {
+  const size_t n = p.plan.tasks.size();
+  uint64_t *tr = dalloc<uint64_t>(3 * n);
+  CHK(cudaMemset(tr, 0, 3 * n * sizeof(uint64_t)));
+  p.a.trace = tr;
+  launch_persistent_decode(p.a, p.plan.blocks, 0);
+  CHK(cudaDeviceSynchronize());
+  p.a.trace = nullptr;
+  const std::vector<uint64_t> t = d2h(tr, 3 * n);
+  cudaFree(tr);
+  const TraceSummary s = summarize_trace(p.plan, t);
+  report(std::string(name) + ": traced step (levels tile it)", shape, true, s.ok ? 0 : 1, 0.5, false, s.step_ns / 1e3, 0,
+         "", 0);
+  if (!s.ok) return;
+  for (int op = 0; op < T_N; ++op) {
+    if (!s.tasks[op]) continue;
+    char sh[200];
+    snprintf(sh, sizeof sh, "%s | %d levels, %.1f us each; %d tasks: wait %.2f us, run %.2f us (mean)", shape, s.levels[op],
+             s.level_ns[op] / 1e3 / std::max(1, s.levels[op]), s.tasks[op], s.wait_ns[op] / 1e3 / s.tasks[op],
+             s.run_ns[op] / 1e3 / s.tasks[op]);
+    report(std::string(name) + ": trace " + op_name(op), sh, false, 0, 0, false, s.level_ns[op] / 1e3, 0, "", 0);
+  }
+}
+
 // lens: the keys each row attends to (its length after this step's token), one row per entry.
 static void persistent_case_body(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed,
                                  int cache) {
@@ -419,6 +447,7 @@ static void persistent_case_body(const char *name, Dims d, const std::vector<int
     report(std::string(name) + ": graph path step", s1, false, 0, 0, false, ug[1], 1e6 * B / ug[1], "tok/s", floor_tok);
     snprintf(s1, sizeof s1, "%s [%.1f-%.1f us]", shape, up[0], up[2]);
     report(std::string(name) + ": persistent step", s1, false, 0, 0, false, up[1], 1e6 * B / up[1], "tok/s", floor_tok);
+    trace_rows(name, shape, p);
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(gr);
     cudaStreamDestroy(s);

@@ -23,6 +23,10 @@ struct PersistArgs {
   __nv_bfloat16 *q = nullptr, *z = nullptr, *h = nullptr;  // [B, nH d] roped q, [B, nH d] attention out, [B, I]
   float *ws = nullptr;                  // split partials: persistent_ws_floats()
   int32_t *counters = nullptr;          // [Counters::count()], zero before the first launch; the kernel leaves zeros
+  // [n_tasks][3] %globaltimer ns per task, written by its block's thread 0: before its wait, when it starts, when its
+  // outputs are written (an attention split: after its arrival, with the combine if it was the last); nullptr: off.
+  // The caller zeroes it: empty attention splits stay 0 (persistent_trace.hpp reads it)
+  uint64_t *trace = nullptr;
   // schedule
   const qw::persist::Task *tasks = nullptr;
   int32_t n_tasks = 0;

@@ -377,6 +377,9 @@ struct EmuResult {
   bool deadlock = false;
   std::vector<int32_t> counters;  // at the end of the step, before the last block's reset
   int32_t prefetch_misses = 0;    // GEMV tasks whose weights were not prefetched before their wait
+  // the kernel's trace stamps (PersistArgs::trace) on a logical clock: one tick per event. Wait: when the block took
+  // the task up (its previous one signalled), start: its compute event, end: its signal event; empty splits 0
+  std::vector<uint64_t> trace;
 };
 
 inline EmuResult emulate(Grid &gr, uint64_t seed) {
@@ -390,6 +393,9 @@ inline EmuResult emulate(Grid &gr, uint64_t seed) {
   std::vector<std::vector<int32_t>> blk_vc(static_cast<size_t>(nb), std::vector<int32_t>(size_t(nb), 0));
   std::vector<char> prefetched(static_cast<size_t>(n), 0);
   for (int32_t b = 0; b < nb; ++b) next[size_t(b)] = b;
+  res.trace.assign(3 * size_t(n), 0);
+  uint64_t clock = 1;
+  std::vector<uint64_t> took(static_cast<size_t>(nb), clock);  // when each block took up its current task
   for (;;) {
     std::vector<int32_t> ready;
     bool all_done = true;
@@ -421,6 +427,10 @@ inline EmuResult emulate(Grid &gr, uint64_t seed) {
       gr.cur = gr.cur_order = i;
       gr.run(t);
       phase[size_t(b)] = 1;
+      if (!gr.empty_split(t)) {
+        res.trace[3 * size_t(i)] = took[size_t(b)];
+        res.trace[3 * size_t(i) + 1] = ++clock;
+      }
     } else {
       blk_vc[size_t(b)] = gr.vc[size_t(i)];
       blk_vc[size_t(b)][size_t(b)] = gr.task_seq[size_t(i)] + 1;  // this task is done
@@ -447,6 +457,9 @@ inline EmuResult emulate(Grid &gr, uint64_t seed) {
       }
       phase[size_t(b)] = 0;
       next[size_t(b)] = i + nb;
+      ++clock;
+      if (!gr.empty_split(t)) res.trace[3 * size_t(i) + 2] = clock;
+      took[size_t(b)] = clock;
     }
   }
   cnt[size_t(p.c.exit())] = nb;  // every block arrives once at the exit (the kernel's last arrival resets)

@@ -37,6 +37,12 @@ static_assert(declared_static_smem(64) + kSmemSlack <= smem_static_bound(64) &&
                   declared_static_smem(128) + kSmemSlack <= smem_static_bound(128),
               "persistent_plan.hpp smem_static_bound is below what this file declares");
 
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 __device__ __forceinline__ int32_t ld_acquire(const int32_t *p) {
   int32_t v;
   asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -445,6 +451,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
         const int64_t bytes = prefetch_bytes(a.d, u);
         if (bytes > 0) prefetch_l2(task_weights(a, u), bytes, lane);
       }
+      if (lane == 0 && a.trace && !empty) a.trace[3 * (int64_t)i] = global_ns();
       if (lane == 0 && t.wait >= 0 && !empty) {
         // Watchdog: a legitimate wait is microseconds; ~2^27 polls (seconds) means a schedule bug or a block that
         // never became resident: trap (the launch fails with an error) instead of hanging the process.
@@ -457,12 +464,15 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
     }
     if (empty) continue;  // nothing to read, write or signal
     __syncthreads();
+    if (a.trace && threadIdx.x == 0) a.trace[3 * (int64_t)i + 1] = global_ns();
     run_task<D>(a, t, act_s, rstd_s, red_s);
     __syncthreads();
     if (t.op == T_ATTN) {  // block-uniform
       attn_arrive<D>(a, t);
+      if (a.trace && threadIdx.x == 0) a.trace[3 * (int64_t)i + 2] = global_ns();
       continue;
     }
+    if (a.trace && threadIdx.x == 0) a.trace[3 * (int64_t)i + 2] = global_ns();
     if (threadIdx.x == 0) {
       __threadfence();
       atomicAdd(a.counters + t.signal, 1);

@@ -13,6 +13,7 @@
 #include <cstdio>
 
 #include "persistent_emu.hpp"
+#include "persistent_trace.hpp"
 #include "testlib.hpp"
 
 using namespace qw::persist;
@@ -109,6 +110,56 @@ void test_plan_structure() {
       CHECK(late_tiles == 0, "blocks %d batch %d: %d layers list q|k|v tiles after an attention split", blocks, batch,
             late_tiles);
     }
+}
+
+// The trace summary (persistent_trace.hpp): on a constructed trace with known times, and on the emulated steps'
+// stamps (a logical clock over random interleavings): the levels tile the step, every task with stamps is counted,
+// empty splits are not, and a stamp that goes backwards is refused.
+void test_trace_summary() {
+  const Dims d = small_dims(1);
+  const Plan p = build_plan(d, 4);
+  const size_t n = p.tasks.size();
+  // constructed: task i waits 10 ns, runs 20 ns, one after another; level ends follow the plan's order
+  std::vector<uint64_t> t(3 * n);
+  uint64_t now = 1000;
+  int32_t attn = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (p.tasks[i].op == T_ATTN && p.tasks[i].b == d.n_split - 1) { ++attn; continue; }  // as an empty split: 0s
+    t[3 * i] = now; t[3 * i + 1] = now + 10; t[3 * i + 2] = now + 30;
+    now += 30;
+  }
+  TraceSummary s = summarize_trace(p, t);
+  CHECK(s.ok, "constructed trace refused");
+  double levels = 0, runs = 0, waits = 0;
+  int32_t tasks = 0;
+  for (int op = 0; op < T_N; ++op) { levels += s.level_ns[op]; runs += s.run_ns[op]; waits += s.wait_ns[op]; tasks += s.tasks[op]; }
+  CHECK(tasks == int32_t(n) - attn, "%d tasks counted, want %d", tasks, int32_t(n) - attn);
+  CHECK(levels == s.step_ns && s.step_ns == 30.0 * tasks, "levels %.0f, step %.0f, want %d", levels, s.step_ns, 30 * tasks);
+  CHECK(runs == 20.0 * tasks && waits == 10.0 * tasks, "runs %.0f waits %.0f", runs, waits);
+  CHECK(s.levels[T_QKV] == d.layers && s.levels[T_DOWN] == d.layers && s.levels[T_LMHEAD] == 1, "levels %d %d %d",
+        s.levels[T_QKV], s.levels[T_DOWN], s.levels[T_LMHEAD]);
+  std::vector<uint64_t> bad = t;
+  bad[3 * 2 + 2] = bad[3 * 2 + 1] - 1;  // an end before its start
+  CHECK(!summarize_trace(p, bad).ok, "a backwards stamp was accepted");
+  // emulated: the stamps of random interleavings on 1..40 blocks
+  const EmuModel m = make_emu_model(d, 48, 5);
+  int32_t bad_sum = 0;
+  for (int32_t blocks : {1, 3, 17, 40}) {
+    const Plan pb = build_plan(d, blocks);
+    const size_t kv = size_t(d.layers) * d.batch * d.kv_dim() * m.max_ctx;
+    std::vector<float> k(kv, 0.5f), v(kv, 0.25f);
+    EmuStep st;
+    st.tokens = {3}; st.pos = {37}; st.slot = {0};
+    Grid g(pb, m, st, k, v);
+    const EmuResult e = emulate(g, 11 + uint64_t(blocks));
+    const TraceSummary es = summarize_trace(pb, e.trace);
+    double lsum = 0;
+    int32_t counted = 0, active = 0;
+    for (int op = 0; op < T_N; ++op) { lsum += es.level_ns[op]; counted += es.tasks[op]; }
+    for (const Task &tk : pb.tasks) active += !(tk.op == T_ATTN && split_empty(38, d.n_split, tk.b));
+    if (!es.ok || lsum != es.step_ns || counted != active) ++bad_sum;
+  }
+  CHECK(bad_sum == 0, "%d emulated traces did not tile the step or miscounted tasks", bad_sum);
 }
 
 // q|k|v tiles: the smallest power-of-two divisor of head_dim (>= 2) whose tiles fit one wave, else head_dim.
@@ -311,6 +362,7 @@ void test_refusals() {
 int main() {
   test_plan_structure();
   test_qkv_tiles();
+  test_trace_summary();
   test_every_grid();
   test_batch_invariance();
   test_engine_shapes();

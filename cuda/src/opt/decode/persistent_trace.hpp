@@ -1,0 +1,72 @@
+// persistent_trace.hpp — what a traced step of decode = persistent spent its time on (host code: the lab prints it,
+// test_persistent checks it on constructed traces). The kernel writes three %globaltimer stamps per task when
+// PersistArgs::trace is set (persistent.cuh): before its wait, when it starts, when its outputs are written; empty
+// attention splits stay 0. One kernel has no op boundaries, so the step is cut into dependency levels instead: a
+// layer's q|k|v tiles, its attention (splits and combines), o_proj, gate|up and down, then the lm_head, each waiting
+// for the one before. A level's time is from the previous level's last end to its own last end: the levels tile the
+// step from the first stamp to the last, and their sum per op over the layers says which op the step waits on.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "persistent_plan.hpp"
+
+namespace qw {
+namespace persist {
+
+struct TraceSummary {
+  double step_ns = 0;           // first wait stamp to last end stamp
+  double level_ns[T_N] = {};    // per op: the summed time of its levels (they tile the step)
+  double wait_ns[T_N] = {};     // per op: summed over its tasks, wait stamp to start stamp
+  double run_ns[T_N] = {};      // per op: summed over its tasks, start stamp to end stamp
+  int32_t tasks[T_N] = {};      // per op: tasks with stamps (empty attention splits have none)
+  int32_t levels[T_N] = {};     // per op: levels (layers) it appeared in
+  bool ok = false;              // false: no task has stamps, or a stamp goes backwards
+};
+
+// t: [tasks][3] as the kernel wrote it (zeros for tasks without stamps).
+inline TraceSummary summarize_trace(const Plan &p, const std::vector<uint64_t> &t) {
+  TraceSummary s;
+  const size_t n = p.tasks.size();
+  if (t.size() < 3 * n) return s;
+  uint64_t first = UINT64_MAX, last = 0;
+  // the last end of each (layer, op) level, in plan order (a layer's ops are listed in dependency order)
+  struct Level { int32_t layer, op; uint64_t end; };
+  std::vector<Level> lv;
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t w = t[3 * i], b = t[3 * i + 1], e = t[3 * i + 2];
+    if (w == 0 && b == 0 && e == 0) continue;  // an empty split
+    if (!(w <= b && b <= e) || w == 0) return s;
+    const Task &k = p.tasks[i];
+    first = std::min(first, w);
+    last = std::max(last, e);
+    s.wait_ns[k.op] += double(b - w);
+    s.run_ns[k.op] += double(e - b);
+    ++s.tasks[k.op];
+    if (lv.empty() || lv.back().layer != k.layer || lv.back().op != k.op) lv.push_back({k.layer, k.op, e});
+    else lv.back().end = std::max(lv.back().end, e);
+  }
+  if (lv.empty()) return s;
+  // a level ends no earlier than the one before it (its tasks wait for it); a task of it listed out of order would
+  // make a second entry of the same (layer, op): merge by taking the latest end seen so far
+  uint64_t prev = first;
+  for (const Level &l : lv) {
+    const uint64_t end = std::max(l.end, prev);
+    s.level_ns[l.op] += double(end - prev);
+    ++s.levels[l.op];
+    prev = end;
+  }
+  s.step_ns = double(last - first);
+  s.ok = true;
+  return s;
+}
+
+inline const char *op_name(int32_t op) {
+  static const char *names[T_N] = {"embed", "qkv", "attention", "o_proj", "gate_up", "down", "lm_head"};
+  return op >= 0 && op < T_N ? names[op] : "?";
+}
+
+}  // namespace persist
+}  // namespace qw
