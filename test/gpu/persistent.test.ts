@@ -6,11 +6,13 @@
 // Qwen2.5-0.5B shape the teacher-forced logits agree within bf16 noise, the argmax agrees wherever the graph path's
 // margin exceeds twice the difference, and the persistent arm is no farther from the CPU backend's fp32 logits than
 // the graph path is (a kernel error would add to the bf16 noise both share); a sequence decodes to the same bits alone
-// and in a batch of 8; what the arm does not support is refused with the toggle named. Skips without a GPU.
+// and in a batch of 8; events-mode profiling records the kernel's dependency levels from its own stamps (kernels and
+// counters modes are refused); what the arm does not support is refused with the toggle named. Skips without a GPU.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
+import { opNames } from "../../engine/catalog.ts";
 import { REPO, argmax, batchedVsAlone, greedyTogether, noGpu, rel } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -130,6 +132,40 @@ describe.skipIf(noGpu())("CUDA decode = persistent", () => {
     });
     const { differing } = batchedVsAlone(tiny, prompts, 6, persistent, 8);
     expect(differing).toBe(0);
+  });
+
+  test("events mode: one record per dependency level from the kernel's stamps, tiling it; kernels mode refused", () => {
+    const names = opNames();
+    const s = tiny.newSession({ maxBatch: 1, maxContext: 256, maxPrefill: 128 });
+    try {
+      persistent(s);
+      s.setSampling(0, { temperature: 0 });
+      let t = s.prefill(0, golden.prompts[0].ids);
+      s.setProfiling("events");
+      s.takeRecords();
+      for (let k = 0; k < 3; k++) t = s.decode([0], [t])[0];
+      const r = s.takeRecords();
+      const L = tiny.config.num_hidden_layers;
+      const steps = [...new Set(r.ops.step)];
+      expect(steps.length).toBe(3);
+      for (const st of steps) {
+        const idx = r.ops.step.flatMap((v, i) => (v === st ? [i] : [])).sort((a, b) => r.ops.t_start_ns[a] - r.ops.t_start_ns[b]);
+        const op = (i: number) => names[r.ops.op[i]];
+        const levels = idx.filter((i) => r.kernels[r.ops.kernel[i]].startsWith("persistent:"));
+        // embed, then per layer qkv / attention / o_proj / gate_up / down, then lm_head
+        expect(levels.map(op)).toEqual(["embed", ...Array.from({ length: L }, () => ["qkv", "attention", "o_proj", "gate_up", "down"]).flat(), "lm_head"]);
+        for (let j = 1; j < levels.length; j++) expect(r.ops.t_start_ns[levels[j]]).toBe(r.ops.t_end_ns[levels[j - 1]]);
+        for (const i of levels) expect(r.ops.t_end_ns[i]).toBeGreaterThanOrEqual(r.ops.t_start_ns[i]);
+        expect(levels.filter((i) => op(i) === "qkv").every((i) => r.ops.flops[i] > 0 && r.ops.bytes[i] > 0)).toBe(true);
+        expect(idx.map(op)).toContain("sample");
+        const span = (r.ops.t_end_ns[levels.at(-1)!] - r.ops.t_start_ns[levels[0]]) / 1e3;
+        console.log(`[cuda] persistent, events mode: step ${st}: ${levels.length} level records over ${span.toFixed(1)} us`);
+      }
+      s.setProfiling("kernels");
+      expect(() => s.decode([0], [t])).toThrow(/decode = persistent.*profiling modes kernels and counters/);
+    } finally {
+      s.close();
+    }
   });
 
   test("what it does not support is refused, naming the toggle", () => {

@@ -395,7 +395,12 @@ void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
       for (const OpMark &mk : marks_) {
         float a = 0, b = 0;
         CK(cudaEventElapsedTime(&a, ev0, mk.a));
-        CK(cudaEventElapsedTime(&b, ev0, mk.b));
+        if (mk.rel_a_ms >= 0.f) {  // a span inside one kernel, relative to its launch event
+          b = a + mk.rel_b_ms;
+          a += mk.rel_a_ms;
+        } else {
+          CK(cudaEventElapsedTime(&b, ev0, mk.b));
+        }
         qw_op_record r{};
         r.step = step_index_;
         r.phase = phase_;

@@ -26,6 +26,9 @@ struct OpMark {
   OpCost cost;
   int32_t n_tokens;
   cudaEvent_t a = nullptr, b = nullptr;
+  // events mode, decode = persistent's dependency levels (one kernel, stamped inside): the op's span as ms after event
+  // a (the kernel's launch), b unused; < 0: the span is a .. b
+  float rel_a_ms = -1.f, rel_b_ms = -1.f;
 };
 using OpMarks = std::vector<OpMark>;
 

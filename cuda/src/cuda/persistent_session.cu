@@ -7,6 +7,7 @@
 #include "decode.hpp"
 #include "kvcache.hpp"
 #include "persistent.cuh"
+#include "persistent_trace.hpp"
 #include "session.cuh"
 
 namespace qw {
@@ -18,6 +19,7 @@ struct PersistState {
   struct PerBatch {
     persist::Plan plan;
     DBuf tasks, counters, ws;
+    DBuf trace;  // events mode: the kernel's per-task stamps (PersistArgs::trace), made on first use
   };
   std::map<int32_t, PerBatch> by_batch;
   DBuf layers;
@@ -43,7 +45,10 @@ void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out
   r.kv_bf16 = !kvq_.active() && st.toggles.kv_cache == KvCache::Bf16;
   r.marlin = gemv_marlin(st);
   r.tree = st.tree_base >= 0;
-  r.profiling = st.profiling;
+  // events mode records the kernel's dependency levels from its stamps; kernels (CUPTI) and counters modes see one
+  // kernel and are refused
+  const bool levels = marking_ == Marking::EVENTS && st.profiling_mode == QW_PROFILING_EVENTS;
+  r.profiling = st.profiling && !levels;
   r.smem_optin = qwc::smem_optin_bytes();  // a batch whose staging cannot fit is refused by name
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const Layer &L = m_.layers[size_t(l)];
@@ -90,7 +95,7 @@ void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out
     pb.ws = DBuf(qwc::persistent_ws_floats(r.d) * 4);
     it = ps.by_batch.emplace(B, std::move(pb)).first;
   }
-  const PersistState::PerBatch &pb = it->second;
+  PersistState::PerBatch &pb = it->second;
   ensure_logits(max_batch_);
   qwc::PersistArgs a;
   a.logits = logits_.as<float>();
@@ -112,9 +117,95 @@ void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out
   a.d = r.d;
   a.max_ctx = max_ctx_;
   a.eps = c.rms_eps;
+  cudaEvent_t launch_ev = nullptr;
+  if (levels) {
+    if (!pb.trace.p) pb.trace = DBuf(pb.plan.tasks.size() * 3 * sizeof(uint64_t));
+    CK(cudaMemsetAsync(pb.trace.p, 0, pb.trace.bytes, stream_));  // empty attention splits stay 0
+    a.trace = pb.trace.as<uint64_t>();
+    begin_op();  // the launch event (ev_open_); two pool events are free after it
+    launch_ev = ev_open_;
+  }
   qwc::launch_persistent_decode(a, ps.blocks, stream_);
-  qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, c.vocab_size, c.vocab_size, stream_);
+  if (levels) {
+    cudaEvent_t done = ev_pool_[ev_next_++];
+    CK(cudaEventRecord(done, stream_));
+    std::vector<uint64_t> t(pb.plan.tasks.size() * 3);
+    CK(cudaMemcpyAsync(t.data(), pb.trace.p, pb.trace.bytes, cudaMemcpyDeviceToHost, stream_));
+    CK(cudaStreamSynchronize(stream_));  // profiling: the stamps are read now (the marks need them)
+    float kernel_ms = 0;
+    CK(cudaEventElapsedTime(&kernel_ms, launch_ev, done));
+    persistent_level_marks(pb.plan, t, launch_ev, kernel_ms, st, B);
+  }
+  {
+    OpScope op(*this, -1, QW_OP_SAMPLE, B);
+    qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, c.vocab_size, c.vocab_size, stream_);
+    op.set("sample_device", cost_sample(B, c.vocab_size));
+  }
   read_out(st, sink, B, d_out_, B, false, out_tokens);
+}
+
+// One mark per dependency level (persistent_trace.hpp), with the graph path's op ids and cost models for what the level
+// computes. The stamps run on %globaltimer and the events on the stream: each level keeps its stamped length, placed
+// from the launch event; the time from the launch to the first stamp (the launch and the blocks' start) goes to the
+// first level (the embedding rows), and the last level ends at the kernel's end event. An unreadable trace (a stamp
+// going backwards) gives one record of the whole kernel rather than none.
+void CudaSession::persistent_level_marks(const persist::Plan &plan, const std::vector<uint64_t> &trace,
+                                         cudaEvent_t launch, float kernel_ms, const Step &st, int32_t B) {
+  const Config &c = m_.cfg;
+  const int32_t H = c.hidden_size, I = c.intermediate_size;
+  const std::vector<persist::TraceLevel> lv = persist::trace_levels(plan, trace);
+  auto mark = [&](int32_t layer, int32_t op, const char *kernel, OpCost cost, float a_ms, float b_ms) {
+    OpMark m{layer, op, kernel, cost, B, launch, nullptr};
+    m.rel_a_ms = a_ms;
+    m.rel_b_ms = std::max(a_ms, b_ms);
+    marks_.push_back(m);
+  };
+  if (lv.empty()) {
+    mark(-1, QW_OP_FUSED, "persistent_decode_kernel (trace unreadable)", OpCost{}, 0.f, kernel_ms);
+    return;
+  }
+  const std::vector<OpCost> attn = attention_costs(st);
+  const double g0 = double(lv.front().start_ns), span_ms = double(lv.back().end_ns - lv.front().start_ns) / 1e6;
+  const float lead = std::max(0.f, kernel_ms - float(span_ms));  // launch to first stamp, and the exit
+  for (size_t i = 0; i < lv.size(); ++i) {
+    const persist::TraceLevel &l = lv[i];
+    const float a = i == 0 ? 0.f : lead + float((double(l.start_ns) - g0) / 1e6);
+    const float b = i + 1 == lv.size() ? kernel_ms : lead + float((double(l.end_ns) - g0) / 1e6);
+    const Layer *L = l.layer >= 0 && l.op != persist::T_EMBED ? &m_.layers[size_t(l.layer)] : nullptr;
+    switch (l.op) {
+      case persist::T_EMBED:
+        mark(-1, QW_OP_EMBED, "persistent:embed", cost_embed(B, H, m_.embed.type, m_.embed.group, 4.0), a, b);
+        break;
+      case persist::T_QKV:
+        mark(l.layer, QW_OP_QKV, "persistent:attn_norm+qkv+bias+rope+kv_write",
+             add(add(cost_rmsnorm(B, H, 4.0), cost_of(L->qkv, B, true)), cost_rope(B, c.num_heads + c.num_kv_heads, c.head_dim, 2.0)),
+             a, b);
+        break;
+      case persist::T_ATTN:
+        mark(l.layer, QW_OP_ATTENTION, "persistent:attention_splitkv+combine", attn[size_t(l.layer)], a, b);
+        break;
+      case persist::T_OPROJ:
+        mark(l.layer, QW_OP_O_PROJ, "persistent:o_proj+residual", add(cost_of(L->o, B, false), cost_residual(B, H, 4.0)), a,
+             b);
+        break;
+      case persist::T_GATEUP:
+        mark(l.layer, QW_OP_GATE_UP, "persistent:ffn_norm+gate_up+swiglu",
+             add(add(cost_rmsnorm(B, H, 4.0), cost_of(L->gate_up, B, false)), cost_swiglu(B, I, 2.0)), a, b);
+        break;
+      case persist::T_DOWN:
+        mark(l.layer, QW_OP_DOWN, "persistent:down+residual", add(cost_of(L->down, B, false), cost_residual(B, H, 4.0)), a,
+             b);
+        break;
+      case persist::T_LMHEAD:
+        mark(-1, QW_OP_LM_HEAD, "persistent:final_norm+lm_head",
+             add(cost_rmsnorm(B, H, 4.0),
+                 cost_matmul(B, c.vocab_size, H, (NativeType)m_.lm_head->type, m_.lm_head->group, false, 2.0)),
+             a, b);
+        break;
+      default:
+        break;
+    }
+  }
 }
 
 }  // namespace cuda_backend

@@ -48,6 +48,9 @@
 #include "tree_mask.cuh"
 
 namespace qw {
+namespace persist {
+struct Plan;  // decode = persistent's schedule (opt/decode/persistent_plan.hpp)
+}
 namespace cuda_backend {
 
 #define CK(stmt)                                                                          \
@@ -351,6 +354,10 @@ class CudaSession final : public BackendSession {
   void decode_qkv(const Pass &p, int32_t l);
   const char *decode_attention(const Pass &p, int32_t l, Gqa gqa);
   void run_decode_persistent(const Step &st, Sink &sink, int32_t *out_tokens);  // cuda/persistent_session.cu
+  // events mode under decode = persistent: one record per dependency level of the traced kernel (persistent_trace.hpp),
+  // placed from its launch event (launch), the last level ending at its end (kernel_ms after launch)
+  void persistent_level_marks(const persist::Plan &plan, const std::vector<uint64_t> &trace, cudaEvent_t launch,
+                              float kernel_ms, const Step &st, int32_t B);
   void decode_gate_up(const Pass &p, int32_t l);
   // The prologue of a decode GEMV over x_ normed by norm_w: fused (GEMV_PRO_NORM), or (separate) an op `op_id` of its
   // own that writes xn_ with the same bits, which the GEMV then reads (opt/norm/norm_unfused.cuh).

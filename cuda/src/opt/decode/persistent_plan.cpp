@@ -124,7 +124,9 @@ std::string persistent_refusal(const PersistRequest &r) {
   if (!r.dca_off) return "Dual Chunk Attention is not part of it (set dca = off)";
   if (r.tree) return "tree (speculative) steps are prefill steps of the graph path";
   if (r.hooks) return "hook captures need the op boundaries of the graph path (clear the captures)";
-  if (r.profiling) return "it is one kernel: the profiling modes (events / kernels / counters) need decode = graph";
+  if (r.profiling)
+    return "it is one kernel: profiling modes kernels and counters need decode = graph (events mode records its "
+           "dependency levels from the kernel's own stamps)";
   if (!r.default_fusions)
     return "its tasks are the fused ops (set ffn = fused-norm-gemv-swiglu and norm = fused-residual-norm)";
   if (d.q_dim() != d.hidden) return "it needs n_heads * head_dim == hidden (o_proj square)";

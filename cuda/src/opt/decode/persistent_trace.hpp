@@ -26,39 +26,55 @@ struct TraceSummary {
   bool ok = false;              // false: no task has stamps, or a stamp goes backwards
 };
 
-// t: [tasks][3] as the kernel wrote it (zeros for tasks without stamps).
-inline TraceSummary summarize_trace(const Plan &p, const std::vector<uint64_t> &t) {
-  TraceSummary s;
+// A dependency level: a layer's tasks of one op (layer -1: the lm_head; the embedding rows are layer 0's first
+// level), from the previous level's end (the first level: the step's first stamp) to its own last end stamp.
+struct TraceLevel {
+  int32_t layer, op;
+  uint64_t start_ns, end_ns;
+};
+
+// The levels of a traced step in plan order, tiling [first stamp, last level's end]; empty when a stamp goes backwards
+// or no task has stamps. t: [tasks][3] as the kernel wrote it (zeros for tasks without stamps). Per-op task sums go
+// to s when given.
+inline std::vector<TraceLevel> trace_levels(const Plan &p, const std::vector<uint64_t> &t, TraceSummary *s = nullptr) {
+  std::vector<TraceLevel> lv;
   const size_t n = p.tasks.size();
-  if (t.size() < 3 * n) return s;
-  uint64_t first = UINT64_MAX, last = 0;
-  // the last end of each (layer, op) level, in plan order (a layer's ops are listed in dependency order)
-  struct Level { int32_t layer, op; uint64_t end; };
-  std::vector<Level> lv;
+  if (t.size() < 3 * n) return lv;
+  uint64_t first = UINT64_MAX;
   for (size_t i = 0; i < n; ++i) {
     const uint64_t w = t[3 * i], b = t[3 * i + 1], e = t[3 * i + 2];
     if (w == 0 && b == 0 && e == 0) continue;  // an empty split
-    if (!(w <= b && b <= e) || w == 0) return s;
+    if (!(w <= b && b <= e) || w == 0) return {};
     const Task &k = p.tasks[i];
     first = std::min(first, w);
-    last = std::max(last, e);
-    s.wait_ns[k.op] += double(b - w);
-    s.run_ns[k.op] += double(e - b);
-    ++s.tasks[k.op];
-    if (lv.empty() || lv.back().layer != k.layer || lv.back().op != k.op) lv.push_back({k.layer, k.op, e});
-    else lv.back().end = std::max(lv.back().end, e);
+    if (s) {
+      s->wait_ns[k.op] += double(b - w);
+      s->run_ns[k.op] += double(e - b);
+      ++s->tasks[k.op];
+    }
+    // a layer's ops are listed in dependency order, so a level's tasks are consecutive in the plan
+    if (lv.empty() || lv.back().layer != k.layer || lv.back().op != k.op) lv.push_back({k.layer, k.op, 0, e});
+    else lv.back().end_ns = std::max(lv.back().end_ns, e);
   }
-  if (lv.empty()) return s;
-  // a level ends no earlier than the one before it (its tasks wait for it); a task of it listed out of order would
-  // make a second entry of the same (layer, op): merge by taking the latest end seen so far
+  // a level ends no earlier than the one before it (its tasks wait for it)
   uint64_t prev = first;
-  for (const Level &l : lv) {
-    const uint64_t end = std::max(l.end, prev);
-    s.level_ns[l.op] += double(end - prev);
-    ++s.levels[l.op];
-    prev = end;
+  for (TraceLevel &l : lv) {
+    l.start_ns = prev;
+    l.end_ns = std::max(l.end_ns, prev);
+    prev = l.end_ns;
   }
-  s.step_ns = double(last - first);
+  return lv;
+}
+
+inline TraceSummary summarize_trace(const Plan &p, const std::vector<uint64_t> &t) {
+  TraceSummary s;
+  const std::vector<TraceLevel> lv = trace_levels(p, t, &s);
+  if (lv.empty()) return TraceSummary{};
+  for (const TraceLevel &l : lv) {
+    s.level_ns[l.op] += double(l.end_ns - l.start_ns);
+    ++s.levels[l.op];
+  }
+  s.step_ns = double(lv.back().end_ns - lv.front().start_ns);
   s.ok = true;
   return s;
 }
