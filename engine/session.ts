@@ -32,6 +32,10 @@ const KvInfoSchema = z.object({
   kvResidualTokens: z.number().int().nonnegative(), kvMaxRollback: z.number().int().min(-1),
 });
 
+/** The toggle and value (the library's registry names) under which a step is one persistent kernel: profiling mode
+ *  true picks events there (persistent_session.cu records its levels; kernels mode is refused). */
+const DECODE_TOGGLE = "decode", DECODE_PERSISTENT = "persistent";
+
 export class SessionError extends Error {
   constructor(message: string) {
     super(message);
@@ -140,7 +144,13 @@ export class Session implements EngineSession {
   setProfiling(mode: ProfilingMode | boolean): void {
     const modes = catalogOf(this.native.lib).profilingModes.map((m) => m.name);
     if (mode === true) {
-      // kernels keeps the engine's fast path (CUDA: the graph, CUPTI records); events where CUPTI is missing
+      // kernels keeps the engine's fast path (CUDA: the graph, CUPTI records); events where CUPTI is missing, and under
+      // decode = persistent (one kernel: the library records its dependency levels in events mode and refuses kernels)
+      if (this.toggles()[DECODE_TOGGLE] === DECODE_PERSISTENT && modes.includes("events")) {
+        this.native.setProfiling(modes.indexOf("events"));
+        this.mode = "events";
+        return;
+      }
       try {
         this.native.setProfiling(modes.indexOf("kernels"));
         this.mode = "kernels";

@@ -56,6 +56,9 @@ describe("the library's catalog", () => {
     expect(opsOf("weights")).toEqual(["qkv", "o_proj", "gate_up", "down"]);
     expect(opsOf("actQuant")).toEqual(["qkv", "o_proj", "gate_up", "down", "lm_head"]); // lm_head: the last layer's arm
     expect(c.toggles.find((t) => t.id === "kvCache")!.cost[0].how).toContain("q8 34/32"); // records: test/engine/kvcache.test.ts
+    // engine/session.ts names the one-kernel decode arm (profiling true picks events there): the registry has it
+    expect(c.toggles.find((t) => t.id === "decode")?.values).toContain("persistent");
+    expect(profilingModeNames()).toContain("events");
   });
 
   test("the profile schema takes profiling modes from it", () => {

@@ -163,6 +163,9 @@ describe.skipIf(noGpu())("CUDA decode = persistent", () => {
       }
       s.setProfiling("kernels");
       expect(() => s.decode([0], [t])).toThrow(/decode = persistent.*profiling modes kernels and counters/);
+      s.setProfiling(true);  // the default mode: events under decode = persistent (engine/session.ts)
+      expect(s.profilingMode).toBe("events");
+      s.decode([0], [t]);
     } finally {
       s.close();
     }
