@@ -352,8 +352,10 @@ static void trace_rows(const char *name, const char *shape, Persist &p) {
   const std::vector<uint64_t> t = d2h(tr, 3 * n);
   cudaFree(tr);
   const TraceSummary s = summarize_trace(p.plan, t);
-  report(std::string(name) + ": traced step (levels tile it)", shape, true, s.ok ? 0 : 1, 0.5, false, s.step_ns / 1e3, 0,
-         "", 0);
+  char rs[240];
+  snprintf(rs, sizeof rs, "%s | timer step <= %.0f ns", shape, s.resolution_ns);
+  report(std::string(name) + ": traced step (levels tile it)", rs, true, s.ok ? 0 : 1, 0.5, false, s.step_ns / 1e3, 0, "",
+         0);
   if (!s.ok) return;
   for (int op = 0; op < T_N; ++op) {
     if (!s.tasks[op]) continue;

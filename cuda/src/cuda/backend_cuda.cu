@@ -359,6 +359,7 @@ bool CudaSession::begin_forward(const Step &st) {
   marking_ = kernels ? Marking::TRACE : prof_ ? Marking::EVENTS : Marking::NONE;
   counting_ = false;  // forward sets it after the step's opening event (that begin_op is not an op)
   marks_.clear();
+  after_sync_ = nullptr;
   replayed_.reset();
   ev_next_ = 0;
   step_index_ = st.step_index;
@@ -385,6 +386,7 @@ void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     } catch (...) {
       if (kernels) trace_.end_step(nullptr, nullptr, {});  // keeps CUPTI's id stack balanced
       counting_ = false;
+      after_sync_ = nullptr;
       throw;
     }
     counting_ = false;
@@ -392,6 +394,11 @@ void CudaSession::forward(const Step &st, Sink &sink, int32_t *out_tokens) {
     else if (kernels) trace_.end_step(std::make_shared<const OpMarks>(std::move(marks_)), nullptr, {});
     if (prof_) {
       CK(cudaStreamSynchronize(stream_));
+      if (after_sync_) {
+        const std::function<void()> f = std::move(after_sync_);
+        after_sync_ = nullptr;
+        f();
+      }
       for (const OpMark &mk : marks_) {
         float a = 0, b = 0;
         CK(cudaEventElapsedTime(&a, ev0, mk.a));

@@ -20,6 +20,7 @@ struct PersistState {
     persist::Plan plan;
     DBuf tasks, counters, ws;
     DBuf trace;  // events mode: the kernel's per-task stamps (PersistArgs::trace), made on first use
+    std::shared_ptr<uint64_t> trace_host;  // their pinned host copy (copied without a synchronization)
   };
   std::map<int32_t, PerBatch> by_batch;
   DBuf layers;
@@ -129,12 +130,21 @@ void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out
   if (levels) {
     cudaEvent_t done = ev_pool_[ev_next_++];
     CK(cudaEventRecord(done, stream_));
-    std::vector<uint64_t> t(pb.plan.tasks.size() * 3);
-    CK(cudaMemcpyAsync(t.data(), pb.trace.p, pb.trace.bytes, cudaMemcpyDeviceToHost, stream_));
-    CK(cudaStreamSynchronize(stream_));  // profiling: the stamps are read now (the marks need them)
-    float kernel_ms = 0;
-    CK(cudaEventElapsedTime(&kernel_ms, launch_ev, done));
-    persistent_level_marks(pb.plan, t, launch_ev, kernel_ms, st, B);
+    if (!pb.trace_host) {
+      uint64_t *h = nullptr;
+      CK(cudaMallocHost(&h, pb.trace.bytes));
+      pb.trace_host = std::shared_ptr<uint64_t>(h, [](uint64_t *q) { cudaFreeHost(q); });
+    }
+    CK(cudaMemcpyAsync(pb.trace_host.get(), pb.trace.p, pb.trace.bytes, cudaMemcpyDeviceToHost, stream_));
+    // the marks need the stamps: built after forward()'s synchronization, at this kernel's place among the marks
+    const size_t at = marks_.size();
+    const persist::Plan *plan = &pb.plan;
+    std::shared_ptr<uint64_t> host = pb.trace_host;
+    after_sync_ = [this, plan, host, launch_ev, done, &st, B, at] {
+      float kernel_ms = 0;
+      CK(cudaEventElapsedTime(&kernel_ms, launch_ev, done));
+      persistent_level_marks(*plan, host.get(), launch_ev, kernel_ms, st, B, at);
+    };
   }
   {
     OpScope op(*this, -1, QW_OP_SAMPLE, B);
@@ -146,31 +156,38 @@ void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out
 
 // One mark per dependency level (persistent_trace.hpp), with the graph path's op ids and cost models for what the level
 // computes. The stamps run on %globaltimer and the events on the stream: each level keeps its stamped length, placed
-// from the launch event; the time from the launch to the first stamp (the launch and the blocks' start) goes to the
-// first level (the embedding rows), and the last level ends at the kernel's end event. An unreadable trace (a stamp
-// going backwards) gives one record of the whole kernel rather than none.
-void CudaSession::persistent_level_marks(const persist::Plan &plan, const std::vector<uint64_t> &trace,
-                                         cudaEvent_t launch, float kernel_ms, const Step &st, int32_t B) {
+// after the launch record (below) from the launch event, and the last level ends at the kernel's end event. An
+// unreadable trace (a stamp going backwards) gives one record of the whole kernel rather than none.
+void CudaSession::persistent_level_marks(const persist::Plan &plan, const uint64_t *trace, cudaEvent_t launch,
+                                         float kernel_ms, const Step &st, int32_t B, size_t at) {
   const Config &c = m_.cfg;
   const int32_t H = c.hidden_size, I = c.intermediate_size;
-  const std::vector<persist::TraceLevel> lv = persist::trace_levels(plan, trace);
+  const std::vector<uint64_t> t(trace, trace + plan.tasks.size() * 3);
+  const std::vector<persist::TraceLevel> lv = persist::trace_levels(plan, t);
+  OpMarks out;
   auto mark = [&](int32_t layer, int32_t op, const char *kernel, OpCost cost, float a_ms, float b_ms) {
     OpMark m{layer, op, kernel, cost, B, launch, nullptr};
     m.rel_a_ms = a_ms;
     m.rel_b_ms = std::max(a_ms, b_ms);
-    marks_.push_back(m);
+    out.push_back(m);
   };
+  auto flush = [&] { marks_.insert(marks_.begin() + std::ptrdiff_t(std::min(at, marks_.size())), out.begin(), out.end()); };
   if (lv.empty()) {
     mark(-1, QW_OP_FUSED, "persistent_decode_kernel (trace unreadable)", OpCost{}, 0.f, kernel_ms);
-    return;
+    return flush();
   }
   const std::vector<OpCost> attn = attention_costs(st);
+  // The stamps' span sits inside the kernel's event time; what is left (the launch and the blocks' start before the
+  // first stamp, the last block's counter reset and the exit after the last) is one record of its own, first. A span
+  // longer than the event time (the two clocks' resolutions) is scaled down to it.
   const double g0 = double(lv.front().start_ns), span_ms = double(lv.back().end_ns - lv.front().start_ns) / 1e6;
-  const float lead = std::max(0.f, kernel_ms - float(span_ms));  // launch to first stamp, and the exit
+  const double scale = span_ms > kernel_ms && span_ms > 0 ? kernel_ms / span_ms : 1.0;
+  const float lead = float(std::max(0.0, kernel_ms - span_ms * scale));
+  if (lead > 0.f) mark(-1, QW_OP_GAP, "decode = persistent: launch, block start, exit", OpCost{}, 0.f, lead);
   for (size_t i = 0; i < lv.size(); ++i) {
     const persist::TraceLevel &l = lv[i];
-    const float a = i == 0 ? 0.f : lead + float((double(l.start_ns) - g0) / 1e6);
-    const float b = i + 1 == lv.size() ? kernel_ms : lead + float((double(l.end_ns) - g0) / 1e6);
+    const float a = lead + float((double(l.start_ns) - g0) / 1e6 * scale);
+    const float b = i + 1 == lv.size() ? kernel_ms : lead + float((double(l.end_ns) - g0) / 1e6 * scale);
     const Layer *L = l.layer >= 0 && l.op != persist::T_EMBED ? &m_.layers[size_t(l.layer)] : nullptr;
     switch (l.op) {
       case persist::T_EMBED:
@@ -206,6 +223,7 @@ void CudaSession::persistent_level_marks(const persist::Plan &plan, const std::v
         break;
     }
   }
+  flush();
 }
 
 }  // namespace cuda_backend

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -355,9 +356,10 @@ class CudaSession final : public BackendSession {
   const char *decode_attention(const Pass &p, int32_t l, Gqa gqa);
   void run_decode_persistent(const Step &st, Sink &sink, int32_t *out_tokens);  // cuda/persistent_session.cu
   // events mode under decode = persistent: one record per dependency level of the traced kernel (persistent_trace.hpp),
-  // placed from its launch event (launch), the last level ending at its end (kernel_ms after launch)
-  void persistent_level_marks(const persist::Plan &plan, const std::vector<uint64_t> &trace, cudaEvent_t launch,
-                              float kernel_ms, const Step &st, int32_t B);
+  // placed from its launch event (launch), the last level ending at its end (kernel_ms after launch); inserted into
+  // marks_ at `at` (the kernel's place among the step's ops). Runs after forward()'s synchronization (after_sync_).
+  void persistent_level_marks(const persist::Plan &plan, const uint64_t *trace, cudaEvent_t launch, float kernel_ms,
+                              const Step &st, int32_t B, size_t at);
   void decode_gate_up(const Pass &p, int32_t l);
   // The prologue of a decode GEMV over x_ normed by norm_w: fused (GEMV_PRO_NORM), or (separate) an op `op_id` of its
   // own that writes xn_ with the same bits, which the GEMV then reads (opt/norm/norm_unfused.cuh).
@@ -452,6 +454,9 @@ class CudaSession final : public BackendSession {
   std::shared_ptr<PersistState> persist_;  // decode = persistent: plans, counters, scratch (made on first use)
   // profiling
   bool prof_ = false;
+  // events mode: work that needs the step's results on the host (decode = persistent's stamps), run by forward() after
+  // the synchronization it does anyway, before the marks become records, so the profiled step has no extra sync
+  std::function<void()> after_sync_;
   Marking marking_ = Marking::NONE;
   KernelTrace trace_;
   std::unique_ptr<qwc::RangeProfiler> counters_;  // counters mode: CUPTI's range profiler, per op (eager steps)

@@ -23,6 +23,8 @@ struct TraceSummary {
   double run_ns[T_N] = {};      // per op: summed over its tasks, start stamp to end stamp
   int32_t tasks[T_N] = {};      // per op: tasks with stamps (empty attention splits have none)
   int32_t levels[T_N] = {};     // per op: levels (layers) it appeared in
+  double resolution_ns = 0;     // the smallest positive difference between two stamps: the timer's granularity
+                                // (%globaltimer may tick in microseconds on some GPUs), an upper bound of it
   bool ok = false;              // false: no task has stamps, or a stamp goes backwards
 };
 
@@ -75,6 +77,13 @@ inline TraceSummary summarize_trace(const Plan &p, const std::vector<uint64_t> &
     ++s.levels[l.op];
   }
   s.step_ns = double(lv.back().end_ns - lv.front().start_ns);
+  std::vector<uint64_t> all;
+  for (uint64_t x : t)
+    if (x) all.push_back(x);
+  std::sort(all.begin(), all.end());
+  for (size_t i = 1; i < all.size(); ++i)
+    if (all[i] > all[i - 1] && (s.resolution_ns == 0 || double(all[i] - all[i - 1]) < s.resolution_ns))
+      s.resolution_ns = double(all[i] - all[i - 1]);
   s.ok = true;
   return s;
 }

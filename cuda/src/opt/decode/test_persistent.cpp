@@ -136,6 +136,7 @@ void test_trace_summary() {
   CHECK(tasks == int32_t(n) - attn, "%d tasks counted, want %d", tasks, int32_t(n) - attn);
   CHECK(levels == s.step_ns && s.step_ns == 30.0 * tasks, "levels %.0f, step %.0f, want %d", levels, s.step_ns, 30 * tasks);
   CHECK(runs == 20.0 * tasks && waits == 10.0 * tasks, "runs %.0f waits %.0f", runs, waits);
+  CHECK(s.resolution_ns == 10.0, "timer step %.0f, want 10 (the smallest stamp difference)", s.resolution_ns);
   CHECK(s.levels[T_QKV] == d.layers && s.levels[T_DOWN] == d.layers && s.levels[T_LMHEAD] == 1, "levels %d %d %d",
         s.levels[T_QKV], s.levels[T_DOWN], s.levels[T_LMHEAD]);
   std::vector<uint64_t> bad = t;
