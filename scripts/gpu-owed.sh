@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100; steps added since: lab-calib, lab-persistent,
-# lab-sage, ncu-sage, tile-0.5b / tile-7b), most important first, each cut so that
+# lab-sage, lab-sage-poly, ncu-sage, tile-0.5b / tile-7b), most important first, each cut so that
 # the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
 # fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
 #   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
@@ -91,6 +91,10 @@ grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep
 # (fifth run: int8 0.8 / 0.9x, fp8 0.9 / 1.0x)
 [[ ${LAB:-1} == 0 ]] || step 200 lab-sage "QW_LAB_SAGE_ARMS=wgmma ./cuda/build/dev/qwlab sage"
 grep -E "FAIL|failure|16384|32768|4096" "$OUT/lab-sage.log" 2>/dev/null | grep -v "^|" | sed "s/^/  sage: /" >> "$S"
+# issue 11: sage-fp8 with a quarter of its exp2 on the FMA pipe (QW_SAGE_POLY_EXP=1, compile-checked), the 16k cases
+# against lab-sage's (the same session)
+[[ ${LAB:-1} == 0 ]] || step 90 lab-sage-poly "QW_SAGE_POLY_EXP=1 QW_LAB_SAGE_ARMS=wgmma QW_LAB_SAGE_T=16384 ./cuda/build/dev/qwlab sage"
+grep -E "FAIL|failure|poly" "$OUT/lab-sage-poly.log" 2>/dev/null | grep -v "^|" | sed "s/^/  sage-poly: /" >> "$S"
 # issue 11: which unit binds the Sage kernels (the README's estimate: the softmax's issue slots and, at fp8, the SFU),
 # measured: Nsight Compute on one 16k launch of the bf16 flash (ARM 0), sage-int8 (1) and sage-fp8 (2)
 [[ ${LAB:-1} == 0 ]] || step 240 ncu-sage "for k in 0 1 2; do QW_LAB_SAGE_ARMS=wgmma QW_LAB_SAGE_T=16384 ncu --kernel-name-base mangled --kernel-name regex:fa3_prefill_kernelILi128ELi2ELb1ELi\${k}E --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats ./cuda/build/dev/qwlab sage > $OUT/ncu-sage-\$k.txt 2>&1; done"

@@ -67,14 +67,15 @@ struct Fa3Params {
 // cache) and the pipeline are the bf16 kernel's. ARM 2, sage-fp8: ARM 1's Q.K~, then P' = e4m3(448 p) from S's registers
 // times the transposed e4m3 V~ by m64n128k32 e4m3 wgmma (V~'s key order makes S's register order P's A fragment, as in
 // the mma.sync kernel: sage_layout.hpp), each tile's P.V into a partial from zero that is added to O (two levels,
-// sage_ref.hpp step 4); z = O vs / 448 / l + vmean.
+// sage_ref.hpp step 4); z = O vs / 448 / l + vmean. ARM 3: ARM 2 with every fourth score's exp2 on the FMA pipe
+// (sage_exp2_poly; QW_SAGE_POLY_EXP=1, a lab A/B: the SFU's 16 exp2 a clock per SM bound fp8 by count).
 // ST: stages of the K/V ring (0: fa3_stages(D)). KSPLIT: a stage's K is released as soon as its Q.K^T has finished
 // (k_empty) and its V after its P.V (v_empty), as FA3's two pipelines, instead of both after P.V: the producer may load
 // the next K while a P.V still reads the old V. KSPLIT is the default at hd 128 (fa3_variant says why); ST 3 a lab variant.
 template <int D, int NC, bool PP, int ARM, int ST = 0, bool KSPLIT = false>
 __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const __grid_constant__ Fa3Params prm) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool I8 = ARM >= 1, F8 = ARM == 2;
+  constexpr bool I8 = ARM >= 1, F8 = ARM >= 2, POLY = ARM == 3;  // ARM 3: sage-fp8 with a quarter of exp2 on FMAs
   static_assert(!I8 || D == 128, "sage on wgmma: head dim 128 (one 128-byte int8 row per query / key)");
   constexpr int S = ST > 0 ? ST : fa3_stages(D);
   constexpr int ROWS = fa3_rows(NC);  // packed query rows of the tile
@@ -303,16 +304,18 @@ __global__ void __launch_bounds__(fa3_threads(NC), 1) fa3_prefill_kernel(const _
       mneg[h] = F8 ? kLog2E4m3Max - mn : -mn;
     }
     if constexpr (FOLD) {
+      // POLY: every fourth register's exp2 on the FMA pipe (sage_exp2_poly), the rest on the SFU
+      auto ex = [&](int r, float x) { return POLY && (r & 3) == 3 ? sage_exp2_poly(x) : fa3_exp2(x); };
       {  // one key block at a time (registers 0..31, then 32..63): its two scales live, not four
         const float c0 = cm(0, 0), c1 = cm(1, 0);
 #pragma unroll
-        for (int r = 0; r < kFa3Keys / 4; ++r) sc[r] = fa3_exp2(fmaf(sc[r], (r >> 1) & 1 ? c1 : c0, mneg[(r >> 1) & 1]));
+        for (int r = 0; r < kFa3Keys / 4; ++r) sc[r] = ex(r, fmaf(sc[r], (r >> 1) & 1 ? c1 : c0, mneg[(r >> 1) & 1]));
       }
       {
         const float c0 = cm(0, 1), c1 = cm(1, 1);
 #pragma unroll
         for (int r = kFa3Keys / 4; r < kFa3Keys / 2; ++r)
-          sc[r] = fa3_exp2(fmaf(sc[r], (r >> 1) & 1 ? c1 : c0, mneg[(r >> 1) & 1]));
+          sc[r] = ex(r, fmaf(sc[r], (r >> 1) & 1 ? c1 : c0, mneg[(r >> 1) & 1]));
       }
     } else {
 #pragma unroll
@@ -662,7 +665,7 @@ const char *launch_prefill_attention_dca_fa3(const PrefillAttnArgs &a, float *ls
 }
 
 const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp8, cudaStream_t s) {
-  const char *name = fp8 ? "attn_prefill_sage_fp8_wgmma" : "attn_prefill_sage_int8_wgmma";
+  const char *name = fp8 ? "attn_prefill_sage_fp8_wgmma" : "attn_prefill_sage_int8_wgmma";  // (a static string)
   if (a.n <= 0) return name;
   require_device(a, "sage (wgmma): ");
   if (a.head_dim != 128) throw CudaError("sage (wgmma): head_dim must be 128");
@@ -680,7 +683,12 @@ const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp
   // s3split) until it has run with the Sage arms; the default is the release the third H100 run validated
   const std::string v = fa3_variant();
   const bool split = v == "split" || v == "s3split";
+  // QW_SAGE_POLY_EXP=1 (sage-fp8, the default release): a quarter of the exp2 on the FMA pipe; a lab A/B until measured
+  const bool poly = fp8 && !split &&
+                    env_opt_in("QW_SAGE_POLY_EXP", "every exp2 of sage-fp8 on the SFU", "a quarter of them on the FMA pipe");
+  if (poly) name = "attn_prefill_sage_fp8_wgmma_poly";
   if (fp8 && split) launch_d<128, true, 2, 0, true>(prm, a.n_kv, s);
+  else if (poly) launch_d<128, true, 3>(prm, a.n_kv, s);
   else if (fp8) launch_d<128, true, 2>(prm, a.n_kv, s);
   else if (split) launch_d<128, true, 1, 0, true>(prm, a.n_kv, s);
   else launch_d<128, true, 1>(prm, a.n_kv, s);

@@ -36,6 +36,29 @@ QW_SAGE_HD float sage_s32_to_float(int32_t x) {
 #endif
 }
 
+// 2^x on the FMA pipe (sage-fp8 with QW_SAGE_POLY_EXP=1: a quarter of the scores, so the SFU's exp2 is not the only
+// unit they queue on; FlashAttention-4's trick). x rounded to j (1.5 * 2^23 added: the integer lands in the low
+// mantissa bits), 2^(x - j) on [-1/2, 1/2] by a cubic (the Taylor coefficients of e^(f ln 2): relative error <= 1e-3,
+// below e4m3's 2^-4 step), j added to the exponent. x is clamped to [-125, 10] (p's exponent stays a normal one; the
+// callers' arguments are <= log2 448 < 9, and a masked score's tiny result is set to 0 after).
+constexpr float kSagePolyC1 = 0.69314718f, kSagePolyC2 = 0.24022650f, kSagePolyC3 = 0.05550411f;
+QW_SAGE_HD float sage_exp2_poly(float x) {
+  x = x < -125.f ? -125.f : x > 10.f ? 10.f : x;
+  const float t = x + 12582912.f;
+  const float j = t - 12582912.f;
+  const float f = x - j;
+  float p = kSagePolyC3 * f + kSagePolyC2;
+  p = p * f + kSagePolyC1;
+  p = p * f + 1.f;
+  uint32_t tb, pb;
+  std::memcpy(&tb, &t, 4);
+  std::memcpy(&pb, &p, 4);
+  pb += (tb - 0x4B400000u) << 23;
+  float r;
+  std::memcpy(&r, &pb, 4);
+  return r;
+}
+
 // Column of key r (0..31 inside its 32-key group) in the transposed e4m3 V.
 QW_SAGE_HD int sage_vt_pos(int r) {
   const int half = r >> 4, w = r & 15;

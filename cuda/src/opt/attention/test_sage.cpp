@@ -453,9 +453,24 @@ void test_s32_to_float() {
   CHECK(128 * 127 * 127 <= qwc::kSageS32Exact, "an INT8 Q.K~ over 128 channels can leave the exact range");
 }
 
+// sage_exp2_poly (sage-fp8's exp2 on the FMA pipe for a quarter of the scores, QW_SAGE_POLY_EXP=1) against exp2:
+// relative error <= 1e-3 over the arguments the kernel gives it (<= log2 448), and the clamp's ends stay finite.
+void test_exp2_poly() {
+  double worst = 0;
+  for (double x = -120.0; x <= 9.0; x += 1.0 / 4096) {
+    const double e = std::exp2(x), g = qwc::sage_exp2_poly(float(x));
+    worst = std::max(worst, std::fabs(g - e) / e);
+  }
+  CHECK(worst < 1e-3, "sage_exp2_poly: max relative error %.3g over [-120, 9]", worst);
+  const float lo = qwc::sage_exp2_poly(-1e30f), hi = qwc::sage_exp2_poly(1e30f);
+  CHECK(lo > 0.f && lo < 1e-37f && std::isfinite(hi) && hi > 1000.f, "clamped ends %.3g %.3g", lo, hi);
+  std::printf("  sage_exp2_poly: max relative error %.3g\n", worst);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && std::strcmp(argv[1], "bench") == 0) return bench(argc, argv);
   test_s32_to_float();
+  test_exp2_poly();
   Rng r(11);
   test_e4m3(r);
   test_int8(r);
