@@ -6,8 +6,8 @@
 #   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
 #     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="" ONLY="lab-bsparse sparse-7b lab-calib lab-persistent"
 #     bash scripts/gpu-owed.sh'   (issue 14's 128k end to end first: build ~180 s, lab-bsparse ~100, sparse-7b ~200)
-#   then, warm (the build stays): TESTS="sparse persistent cpu-vs-cuda weights" ONLY="vs-7b q4-7b-marlin-rule= lab-gemv" and what
-#   the first skipped;
+#   then, warm (the build stays): DEADLINE=570 TESTS="persistent sparse" ONLY="lab-gemv q4-7b-marlin-rule="; third:
+#   DEADLINE=540 TESTS="" ONLY="lab-sage lab-sage-poly ncu-sage" (docs/GPU-NEXT.md: the plan for ~1750 s of 1800);
 #   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-calib lab-persistent lab-bsparse lab-vs lab-gemv".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
