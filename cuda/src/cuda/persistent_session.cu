@@ -162,8 +162,7 @@ void CudaSession::persistent_level_marks(const persist::Plan &plan, const uint64
                                          float kernel_ms, const Step &st, int32_t B, size_t at) {
   const Config &c = m_.cfg;
   const int32_t H = c.hidden_size, I = c.intermediate_size;
-  const std::vector<uint64_t> t(trace, trace + plan.tasks.size() * 3);
-  const std::vector<persist::TraceLevel> lv = persist::trace_levels(plan, t);
+  const std::vector<persist::TraceLevel> lv = persist::trace_levels(plan, trace, plan.tasks.size() * 3);
   OpMarks out;
   auto mark = [&](int32_t layer, int32_t op, const char *kernel, OpCost cost, float a_ms, float b_ms) {
     OpMark m{layer, op, kernel, cost, B, launch, nullptr};
@@ -177,6 +176,8 @@ void CudaSession::persistent_level_marks(const persist::Plan &plan, const uint64
     return flush();
   }
   const std::vector<OpCost> attn = attention_costs(st);
+  // o_proj and down: the projection with the residual add in its epilogue (layers.cu's records of the fused arm)
+  auto with_residual = [&](const DevMat &w) { return add(cost_of(w, B, false), cost_residual(B, H, 4.0)); };
   // The stamps' span sits inside the kernel's event time; what is left (the launch and the blocks' start before the
   // first stamp, the last block's counter reset and the exit after the last) is one record of its own, first. A span
   // longer than the event time (the two clocks' resolutions) is scaled down to it.
@@ -202,16 +203,14 @@ void CudaSession::persistent_level_marks(const persist::Plan &plan, const uint64
         mark(l.layer, QW_OP_ATTENTION, "persistent:attention_splitkv+combine", attn[size_t(l.layer)], a, b);
         break;
       case persist::T_OPROJ:
-        mark(l.layer, QW_OP_O_PROJ, "persistent:o_proj+residual", add(cost_of(L->o, B, false), cost_residual(B, H, 4.0)), a,
-             b);
+        mark(l.layer, QW_OP_O_PROJ, "persistent:o_proj+residual", with_residual(L->o), a, b);
         break;
       case persist::T_GATEUP:
         mark(l.layer, QW_OP_GATE_UP, "persistent:ffn_norm+gate_up+swiglu",
              add(add(cost_rmsnorm(B, H, 4.0), cost_of(L->gate_up, B, false)), cost_swiglu(B, I, 2.0)), a, b);
         break;
       case persist::T_DOWN:
-        mark(l.layer, QW_OP_DOWN, "persistent:down+residual", add(cost_of(L->down, B, false), cost_residual(B, H, 4.0)), a,
-             b);
+        mark(l.layer, QW_OP_DOWN, "persistent:down+residual", with_residual(L->down), a, b);
         break;
       case persist::T_LMHEAD:
         mark(-1, QW_OP_LM_HEAD, "persistent:final_norm+lm_head",

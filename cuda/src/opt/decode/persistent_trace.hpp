@@ -36,12 +36,12 @@ struct TraceLevel {
 };
 
 // The levels of a traced step in plan order, tiling [first stamp, last level's end]; empty when a stamp goes backwards
-// or no task has stamps. t: [tasks][3] as the kernel wrote it (zeros for tasks without stamps). Per-op task sums go
-// to s when given.
-inline std::vector<TraceLevel> trace_levels(const Plan &p, const std::vector<uint64_t> &t, TraceSummary *s = nullptr) {
+// or no task has stamps. t: [tasks][3] as the kernel wrote it (nt values; zeros for tasks without stamps), read in
+// place (the session's pinned copy). Per-op task sums go to s when given.
+inline std::vector<TraceLevel> trace_levels(const Plan &p, const uint64_t *t, size_t nt, TraceSummary *s = nullptr) {
   std::vector<TraceLevel> lv;
   const size_t n = p.tasks.size();
-  if (t.size() < 3 * n) return lv;
+  if (nt < 3 * n) return lv;
   uint64_t first = UINT64_MAX;
   for (size_t i = 0; i < n; ++i) {
     const uint64_t w = t[3 * i], b = t[3 * i + 1], e = t[3 * i + 2];
@@ -70,7 +70,7 @@ inline std::vector<TraceLevel> trace_levels(const Plan &p, const std::vector<uin
 
 inline TraceSummary summarize_trace(const Plan &p, const std::vector<uint64_t> &t) {
   TraceSummary s;
-  const std::vector<TraceLevel> lv = trace_levels(p, t, &s);
+  const std::vector<TraceLevel> lv = trace_levels(p, t.data(), t.size(), &s);
   if (lv.empty()) return TraceSummary{};
   for (const TraceLevel &l : lv) {
     s.level_ns[l.op] += double(l.end_ns - l.start_ns);
