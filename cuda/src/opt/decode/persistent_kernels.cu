@@ -103,24 +103,37 @@ __device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K,
       for (int b = 0; b < kMaxBatch; ++b) acc[e][b] = 0.f;
     if (on) {
       const bf16 *w0 = W + (int64_t)(row - r0) * K, *w1 = two ? w0 + K : w0;
-      // 4 rounds of 2 x 16 bytes in flight per lane (0.5B / 1.5B K = 896 / 1536: a lane's whole row pair at once)
-#pragma unroll 4
-      for (int64_t k = k0 + lane * 8; k < k1; k += 32 * 8) {
-        const uint4 u0 = ld_stream16(w0 + k), u1 = ld_stream16(w1 + k);
+      // kLoads rounds of 2 x 16 bytes per lane are issued before any of their FMAs (0.5B K = 896: a lane's whole row
+      // pair in one round trip). The FMAs sit behind warp-uniform branches on b < B, which the compiler does not hoist
+      // loads across: written as one loop, each round's loads waited for the previous round's FMAs, one DRAM latency
+      // per 16 bytes a lane (the lab's 0.5B trace: gate_up tasks at ~7 GB/s per SM). Same k order per lane, same sums.
+      constexpr int kLoads = 4;
+      for (int64_t kb = k0 + lane * 8; kb < k1; kb += kLoads * 32 * 8) {
+        uint4 u0[kLoads], u1[kLoads];
 #pragma unroll
-        for (int b = 0; b < kMaxBatch; ++b) {
-          if (b < B) {
-            const uint4 v = kGlobalAct ? __ldcg(reinterpret_cast<const uint4 *>(act + (int64_t)b * K + k))
-                                       : *reinterpret_cast<const uint4 *>(act + (int64_t)b * K + k);
-            const uint32_t wv0[4] = {u0.x, u0.y, u0.z, u0.w}, wv1[4] = {u1.x, u1.y, u1.z, u1.w};
-            const uint32_t av[4] = {v.x, v.y, v.z, v.w};
+        for (int r = 0; r < kLoads; ++r) {
+          const int64_t k = kb + r * 32 * 8;
+          if (k < k1) { u0[r] = ld_stream16(w0 + k); u1[r] = ld_stream16(w1 + k); }
+        }
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              const float alo = bf16_lo(av[i]), ahi = bf16_hi(av[i]);
-              acc[0][b] = fmaf(bf16_lo(wv0[i]), alo, acc[0][b]);
-              acc[0][b] = fmaf(bf16_hi(wv0[i]), ahi, acc[0][b]);
-              acc[1][b] = fmaf(bf16_lo(wv1[i]), alo, acc[1][b]);
-              acc[1][b] = fmaf(bf16_hi(wv1[i]), ahi, acc[1][b]);
+        for (int r = 0; r < kLoads; ++r) {
+          const int64_t k = kb + r * 32 * 8;
+          if (k >= k1) break;
+#pragma unroll
+          for (int b = 0; b < kMaxBatch; ++b) {
+            if (b < B) {
+              const uint4 v = kGlobalAct ? __ldcg(reinterpret_cast<const uint4 *>(act + (int64_t)b * K + k))
+                                         : *reinterpret_cast<const uint4 *>(act + (int64_t)b * K + k);
+              const uint32_t wv0[4] = {u0[r].x, u0[r].y, u0[r].z, u0[r].w}, wv1[4] = {u1[r].x, u1[r].y, u1[r].z, u1[r].w};
+              const uint32_t av[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                const float alo = bf16_lo(av[i]), ahi = bf16_hi(av[i]);
+                acc[0][b] = fmaf(bf16_lo(wv0[i]), alo, acc[0][b]);
+                acc[0][b] = fmaf(bf16_hi(wv0[i]), ahi, acc[0][b]);
+                acc[1][b] = fmaf(bf16_lo(wv1[i]), alo, acc[1][b]);
+                acc[1][b] = fmaf(bf16_hi(wv1[i]), ahi, acc[1][b]);
+              }
             }
           }
         }
