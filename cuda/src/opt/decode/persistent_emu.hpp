@@ -239,7 +239,8 @@ struct Grid {
     }
     return a;
   }
-  // An attention split past the sequence's keys: the kernel skips its wait and its work and only signals.
+  // An attention split past the sequence's keys: the kernel skips its wait and its work and does not signal (the last
+  // active split to arrive combines, attn_arrive).
   bool empty_split(const Task &t) const {
     return t.op == T_ATTN && split_empty(s.pos[size_t(t.a / p.d.n_kv)] + 1, p.d.n_split, t.b);
   }

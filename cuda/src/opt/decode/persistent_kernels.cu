@@ -344,7 +344,7 @@ __device__ void attn_combine(const PersistArgs &a, const Task &t) {
       O += __ldcg(ws_o + ((int64_t)s * kGMax + j) * D + e) * f;
       Ls += ls * f;
     }
-    a.z[(int64_t)b * d.q_dim() + (g * G + j) * D + e] = __float2bfloat16(O / Ls);
+    a.z[(int64_t)b * d.q_dim() + (g * G + j) * D + e] = __float2bfloat16(Ls > 0.f ? O / Ls : 0.f);  // Ls = 0: no keys (kv_len 0), not NaN
   }
 }
 
