@@ -86,6 +86,10 @@ grep -E "^CALIB" "$OUT/lab-calib.log" 2>/dev/null | cut -c1-300 | sed "s/^/  cal
 # (second run: 0.5B B1 2203 against 978 us); the new row "0.5B cache 4096" has an engine session's 64 splits
 [[ ${LAB:-1} == 0 ]] || step 150 lab-persistent "./cuda/build/dev/qwlab persistent --quick"
 grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent: /" >> "$S"
+# issue 12: why decode = persistent is slow (eleventh run: 0.5B B1 1703 against 759 us; GEMVs at 1-2 TB/s, attention
+# splits 17 us of run each): Nsight Compute on one 0.5B B1 step (stall reasons, memory throughput, issue slots)
+[[ ${LAB:-1} == 0 ]] || step 150 ncu-persistent "QW_LAB_PERSIST_ONLY='persistent 0.5B/1' ncu --kernel-name regex:persistent_decode_kernel --launch-skip 3 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy ./cuda/build/dev/qwlab persistent --quick > $OUT/ncu-persistent.txt 2>&1"
+grep -E "Throughput|Duration|Stall|Issue|Warp Cycles|L2 Hit|Eligible" "$OUT/ncu-persistent.txt" 2>/dev/null | head -30 | sed "s/^/  ncu persistent: /" >> "$S"
 # issue 11: the Sage arms on wgmma with the scales folded into exp2's FFMA and P' = 448 p out of exp2 (2026-12-06 evening,
 # compile-checked): every row against the CPU arm and exact attention, and 4k / 16k / 32k against the wgmma flash
 # (fifth run: int8 0.8 / 0.9x, fp8 0.9 / 1.0x)

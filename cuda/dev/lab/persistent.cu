@@ -9,6 +9,7 @@
 // compiled kernel is checked against the plan's bound (the refusal is computed from it). A case that throws is a FAIL
 // row and the next case runs. Timed: µs per step and tok/s, median and min-max of 3 repetitions, next to the graph
 // path (both with the device sampler).
+#include <cstdlib>
 #include "attention.cuh"
 #include "embed.cuh"
 #include "gemv.cuh"
@@ -463,6 +464,10 @@ static void persistent_case_body(const char *name, Dims d, const std::vector<int
 // context unusable, so the cases after it then fail too: read the first FAIL).
 static void persistent_case(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed,
                             int cache = 0) {
+  // QW_LAB_PERSIST_ONLY="name/B": only that case (e.g. "persistent 0.5B/1" under ncu: one kernel worth profiling)
+  if (const char *only = std::getenv("QW_LAB_PERSIST_ONLY")) {
+    if (std::string(only) != std::string(name) + "/" + std::to_string(lens.size())) return;
+  }
   try {
     persistent_case_body(name, d, lens, fp64, timed, cache);
   } catch (const std::exception &e) {
