@@ -9,6 +9,10 @@
 // compiled kernel is checked against the plan's bound (the refusal is computed from it). A case that throws is a FAIL
 // row and the next case runs. Timed: µs per step and tok/s, median and min-max of 3 repetitions, next to the graph
 // path (both with the device sampler).
+// Variants (persistent_options: the environment decides what every row runs): QW_PERSIST_RING=1 the shared-memory
+// weight ring (persistent_ring.cuh, sm_90), QW_PERSIST_PREFETCH=0 no L2 prefetch. Whatever they say, the 0.5B and
+// 1.5B batch-1 cases also run the ring against the register path ("ring = register path, bits": 0 logits differ) and
+// time it ("persistent step (ring)") where this GPU can run it.
 #include <cstdlib>
 #include "attention.cuh"
 #include "embed.cuh"
@@ -208,6 +212,7 @@ Persist make_persist(const LabModel &m, const Run &r) {
   a.embed = m.emb; a.lm_head = m.lm; a.out_norm = m.fn; a.inv_freq = m.inv;
   a.tokens = r.tok; a.pos = r.pos; a.slot = r.slot; a.kv_len = r.len;
   a.d = d; a.max_ctx = m.max_ctx; a.eps = 1e-6f;
+  persistent_options(a);  // QW_PERSIST_RING=1 / QW_PERSIST_PREFETCH=0: every row below runs that variant
   return p;
 }
 
@@ -368,9 +373,11 @@ static void trace_rows(const char *name, const char *shape, Persist &p) {
   }
 }
 
-// lens: the keys each row attends to (its length after this step's token), one row per entry.
+// lens: the keys each row attends to (its length after this step's token), one row per entry. ring_ab: where this GPU
+// can run the weight ring (persistent_ring_stages), its logits against the register path's, bit for bit, and (timed)
+// its step, whatever QW_PERSIST_RING says for the other rows.
 static void persistent_case_body(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed,
-                                 int cache) {
+                                 int cache, bool ring_ab) {
   const int B = (int)lens.size(), ctx = *std::max_element(lens.begin(), lens.end());
   LabModel m = make_model(d, ctx, cache);
   std::vector<int32_t> tokens(B), slots(B);
@@ -408,6 +415,24 @@ static void persistent_case_body(const char *name, Dims d, const std::vector<int
          differ, 0.5, false, 0, 0, "", 0);
   report(std::string(name) + ": relaunch bitwise", shape, true, memcmp(pl.data(), pl2.data(), pl.size() * 4) != 0, 0.5,
          false, 0, 0, "", 0);
+  // the ring changes where the weights come from, never the sums (persistent_ring.cuh): 0 logits differ
+  PersistArgs ring_args = p.a;
+  ring_args.ring_stages = ring_ab ? persistent_ring_stages(p.a.d) : 0;
+  if (ring_args.ring_stages > 0) {
+    PersistArgs reg_args = p.a;
+    reg_args.ring_stages = 0;
+    const auto lr = run_logits(m, r, [&] { launch_persistent_decode(reg_args, p.plan.blocks, 0); });
+    const auto lg = run_logits(m, r, [&] { launch_persistent_decode(ring_args, p.plan.blocks, 0); });
+    int64_t differ = 0;
+    bool rnan = false;
+    for (size_t i = 0; i < lr.size(); ++i) {
+      differ += memcmp(&lr[i], &lg[i], 4) != 0;
+      rnan |= !std::isfinite(lg[i]);
+    }
+    char rs[160];
+    snprintf(rs, sizeof rs, "%s | %d stages of %lld KiB", shape, ring_args.ring_stages, (long long)(kRingStageBytes >> 10));
+    report(std::string(name) + ": ring = register path, bits", rs, true, (double)differ, 0.5, rnan, 0, 0, "", 0);
+  }
   if (B > 1) {  // batch invariance: row 0 decoded alone
     Run r1 = make_run(m, {tokens[0]}, {slots[0]}, {lens[0]});
     Persist p1 = make_persist(m, r1);
@@ -450,6 +475,15 @@ static void persistent_case_body(const char *name, Dims d, const std::vector<int
     report(std::string(name) + ": graph path step", s1, false, 0, 0, false, ug[1], 1e6 * B / ug[1], "tok/s", floor_tok);
     snprintf(s1, sizeof s1, "%s [%.1f-%.1f us]", shape, up[0], up[2]);
     report(std::string(name) + ": persistent step", s1, false, 0, 0, false, up[1], 1e6 * B / up[1], "tok/s", floor_tok);
+    if (ring_args.ring_stages > 0) {
+      const auto ur = reps([&](int) {
+        launch_persistent_decode(ring_args, p.plan.blocks, 0);
+        launch_sample(r.out, r.logits, r.sr, r.wb, B, d.vocab, d.vocab, 0);
+      });
+      snprintf(s1, sizeof s1, "%s [%.1f-%.1f us] %d stages", shape, ur[0], ur[2], ring_args.ring_stages);
+      report(std::string(name) + ": persistent step (ring)", s1, false, 0, 0, false, ur[1], 1e6 * B / ur[1], "tok/s",
+             floor_tok);
+    }
     trace_rows(name, shape, p);
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(gr);
@@ -463,13 +497,13 @@ static void persistent_case_body(const char *name, Dims d, const std::vector<int
 // A case that throws (a launch refused or failed) is a FAIL row; the next case still runs (a trapped kernel leaves the
 // context unusable, so the cases after it then fail too: read the first FAIL).
 static void persistent_case(const char *name, Dims d, const std::vector<int32_t> &lens, bool fp64, bool timed,
-                            int cache = 0) {
+                            int cache = 0, bool ring_ab = false) {
   // QW_LAB_PERSIST_ONLY="name/B": only that case (e.g. "persistent 0.5B/1" under ncu: one kernel worth profiling)
   if (const char *only = std::getenv("QW_LAB_PERSIST_ONLY")) {
     if (std::string(only) != std::string(name) + "/" + std::to_string(lens.size())) return;
   }
   try {
-    persistent_case_body(name, d, lens, fp64, timed, cache);
+    persistent_case_body(name, d, lens, fp64, timed, cache, ring_ab);
   } catch (const std::exception &e) {
     printf("persistent: %s threw: %s\n", name, e.what());
     report(std::string(name) + ": threw (see the log line above)", "B" + std::to_string(lens.size()), true, 1, 0.5,
@@ -510,11 +544,11 @@ void run_persistent() {
   // also against fp64 over all 24 layers: whether the engine test's 5.6e-3 (persistent vs graph) is the bf16 noise of
   // a deep model (then graph vs fp64 is of the same size) or an error of the kernel (persistent vs fp64 > 2x graph's);
   // also under --quick (a few seconds of host fp64), since the validation runs use it
-  persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, true, true);
+  persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, true, true, 0, true);
   // as in an engine session (a 4096-position cache: 64 splits per kv head, 4 of them active at 128 keys; the case
   // above has 5 splits): what the empty splits cost, and the graph path with the same cache
   persistent_case("persistent 0.5B cache 4096", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, false, true, 4096);
-  persistent_case("persistent 1.5B", qwen_dims(1536, 8960, 28, 12, 2, 151936), {128}, false, true);
+  persistent_case("persistent 1.5B", qwen_dims(1536, 8960, 28, 12, 2, 151936), {128}, false, true, 0, true);
   if (!g_quick) persistent_case("persistent 7B", qwen_dims(3584, 18944, 28, 28, 4, 152064), {128}, false, true);
   persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128, 128, 128, 128}, false, true);
   persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128, 77, 128, 5, 64, 128, 100, 33}, false, true);

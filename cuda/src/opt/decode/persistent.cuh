@@ -40,11 +40,16 @@ struct PersistArgs {
   qw::persist::Dims d;
   int32_t max_ctx = 0;
   float eps = 1e-6f;
+  // A/B switches (persistent_options): the stages of the shared-memory weight ring of the GEMV tasks
+  // (persistent_ring.cuh; 0: register loads, the default; else persistent_ring_stages) and the L2 bulk prefetch of the
+  // next task's weights (default on). Same logits bit for bit either way.
+  int32_t ring_stages = 0;
+  bool prefetch = true;
 };
 
 size_t persistent_ws_floats(const qw::persist::Dims &d);
-// Dynamic shared memory of one block: qw::persist::smem_dynamic_bytes (persistent_plan.hpp, where the sizing lives so
-// that the CPU test checks it).
+// Dynamic shared memory of one block with the ring off: qw::persist::smem_dynamic_bytes (persistent_plan.hpp, where the
+// sizing lives so that the CPU test checks it).
 size_t persistent_smem_bytes(const qw::persist::Dims &d);
 // The compiled kernel's static shared memory (cudaFuncAttributes::sharedSizeBytes) for head_dim 64 / 128: the lab
 // checks qw::persist::smem_static_bound against it.
@@ -52,6 +57,12 @@ size_t persistent_static_smem(int32_t head_dim);
 // The grid: blocks that can be resident at once (SMs x occupancy, at most one per SM is what the plan assumes);
 // throws when the kernel cannot be resident at all (shared memory).
 int32_t persistent_blocks(const qw::persist::Dims &d);
+// The weight ring's stages for d on this GPU (qw::persist::ring_stages), or 0 where it cannot run: before sm_90, or
+// where the ring kernel's static + dynamic shared memory exceeds the device's opt-in limit.
+int32_t persistent_ring_stages(const qw::persist::Dims &d);
+// Sets a.ring_stages and a.prefetch from the environment, for a.d: QW_PERSIST_RING=1 (default off) the weight ring
+// where persistent_ring_stages allows it, QW_PERSIST_PREFETCH=0 (default on) no L2 prefetch. Read at every call.
+void persistent_options(PersistArgs &a);
 // Launches one step (a cooperative launch: every block resident, or the launch fails instead of deadlocking).
 // Returns the kernel variant name.
 const char *launch_persistent_decode(const PersistArgs &a, int32_t blocks, cudaStream_t stream);

@@ -15,16 +15,20 @@
 // partials. Row sums are in another order than gemv.cu's (a warp per row pair, lanes over K in 8-element chunks, a
 // K split across warps where a tile has fewer row pairs than warps): logits within bf16 noise of the graph path,
 // not bitwise. Every order is fixed by the plan, which depends on the model and grid, never on the batch.
+// Variants (PersistArgs, persistent_options): QW_PERSIST_RING=1 has (3) read the GEMV weights from a shared-memory
+// ring of bulk copies, its first stages issued in (1) before the wait, instead of register loads (persistent_ring.cuh:
+// the kRing instantiation; the same bits); QW_PERSIST_PREFETCH=0 skips (1)'s L2 prefetch.
 #include "attn_rows.cuh"
 #include "gemv_parts.cuh"
 #include "persistent.cuh"
+#include "persistent_ring.cuh"
 
 namespace qwc {
 namespace {
 
 using namespace qw::persist;
 using bf16 = __nv_bfloat16;
-constexpr int kWarps = 8, kThreads = kWarps * 32;
+constexpr int kWarps = kBlockWarps, kThreads = kWarps * 32;
 constexpr int kGMax = 8;  // query heads per kv head (persistent_refusal)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegBig = -1e30f;
@@ -36,12 +40,6 @@ constexpr int64_t declared_static_smem(int D) {
 static_assert(declared_static_smem(64) + kSmemSlack <= smem_static_bound(64) &&
                   declared_static_smem(128) + kSmemSlack <= smem_static_bound(128),
               "persistent_plan.hpp smem_static_bound is below what this file declares");
-
-__device__ __forceinline__ uint64_t global_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 __device__ __forceinline__ int32_t ld_acquire(const int32_t *p) {
   int32_t v;
@@ -73,16 +71,27 @@ __device__ __forceinline__ const bf16 *task_weights(const PersistArgs &a, const 
   }
 }
 
-// The GEMV of a task: rows [t.a, t.b) of W [*, K] against act (bf16 [B][K]: shared memory, or global for down),
-// every batch row; the epilogue gets (row pair, b, v0, v1). Row pairs go to warp groups of S warps each (S splits K
-// in contiguous parts, summed in part order): S = 8 / pairs when a tile has fewer pairs than warps.
-template <bool kGlobalAct, typename Epi>
-__device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K, const bf16 *act, int B, int r0,
-                                          int r1, float (*red_s)[2][kMaxBatch], Epi epi) {
+// gemv_tile's weight source on the default path: the task's rows in global memory, read once per step (ld_stream16:
+// not allocated in L1). The ring's is WeightsRing (persistent_ring.cuh): the same rows from a shared-memory stage.
+struct WeightsGlobal {
+  const bf16 *__restrict__ W;  // row r0 of the task
+  int64_t K;
+  __device__ __forceinline__ const bf16 *pair(int pr) const { return W + (int64_t)(2 * pr) * K; }  // its first row
+  __device__ __forceinline__ void finish() const {}
+  static __device__ __forceinline__ uint4 ld(const bf16 *p) { return ld_stream16(p); }
+};
+
+// The GEMV of a task: rows [r0, r1) of W [*, K] (from `src`: pair(pr) gives row pair pr's first row, ld loads 16
+// bytes of it, finish closes the warp's reads) against act (bf16 [B][K]: shared memory, or global for down), every
+// batch row; the epilogue gets (row pair, b, v0, v1). Row pairs go to warp groups of S warps each (S splits K in
+// contiguous parts, summed in part order): S = 8 / pairs when a tile has fewer pairs than warps (gemv_k_split).
+// Nothing here depends on the source: both give the same bits.
+template <bool kGlobalAct, typename Src, typename Epi>
+__device__ __forceinline__ void gemv_tile(Src src, int64_t K, const bf16 *act, int B, int r0, int r1,
+                                          float (*red_s)[2][kMaxBatch], Epi epi) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int pairs = (r1 - r0 + 1) / 2;
-  int S = 1;
-  while (S < kWarps && pairs * S * 2 <= kWarps) S *= 2;
+  const int S = gemv_k_split(pairs);
   const int groups = kWarps / S, grp = warp / S, part = warp % S;
   const int64_t kc = ((K + S - 1) / S + 7) / 8 * 8;  // K per part, whole 16-byte chunks
   const int64_t k0 = part * kc, k1 = min(K, k0 + kc);
@@ -102,7 +111,7 @@ __device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K,
 #pragma unroll
       for (int b = 0; b < kMaxBatch; ++b) acc[e][b] = 0.f;
     if (on) {
-      const bf16 *w0 = W + (int64_t)(row - r0) * K, *w1 = two ? w0 + K : w0;
+      const bf16 *w0 = src.pair(pr), *w1 = two ? w0 + K : w0;
       // kLoads rounds of 2 x 16 bytes per lane are issued before any of their FMAs (0.5B K = 896: a lane's whole row
       // pair in one round trip). The FMAs sit behind warp-uniform branches on b < B, which the compiler does not hoist
       // loads across: written as one loop, each round's loads waited for the previous round's FMAs, one DRAM latency
@@ -113,7 +122,7 @@ __device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K,
 #pragma unroll
         for (int r = 0; r < kLoads; ++r) {
           const int64_t k = kb + r * 32 * 8;
-          if (k < k1) { u0[r] = ld_stream16(w0 + k); u1[r] = ld_stream16(w1 + k); }
+          if (k < k1) { u0[r] = Src::ld(w0 + k); u1[r] = Src::ld(w1 + k); }
         }
 #pragma unroll
         for (int r = 0; r < kLoads; ++r) {
@@ -176,6 +185,22 @@ __device__ __forceinline__ void gemv_tile(const bf16 *__restrict__ W, int64_t K,
     }
     __syncthreads();
   }
+  src.finish();
+}
+
+// A GEMV task's tile from the ring where the task is on it (kRingOn and rc.chunks > 0), else from global memory.
+template <bool kRingOn, bool kGlobalAct, typename Epi>
+__device__ __forceinline__ void gemv_task(const PersistArgs &a, const Task &t, const Ring &ring, const RingChunks &rc,
+                                          int64_t K, const bf16 *act, float (*red_s)[2][kMaxBatch], Epi epi) {
+  const bf16 *W = task_weights(a, t);
+  if constexpr (kRingOn) {
+    if (rc.chunks > 0) {  // block-uniform
+      gemv_tile<kGlobalAct>(WeightsRing{ring, RingTask{W, K, t.a, t.b, rc.pairs, rc.chunks}}, K, act, a.d.batch, t.a,
+                            t.b, red_s, epi);
+      return;
+    }
+  }
+  gemv_tile<kGlobalAct>(WeightsGlobal{W, K}, K, act, a.d.batch, t.a, t.b, red_s, epi);
 }
 
 // rstd of every batch row and the staged act_s = bf16(bf16(x * rstd) * norm_w) (the graph path's prologue), or
@@ -372,9 +397,9 @@ __device__ void attn_arrive(const PersistArgs &a, const Task &t) {
   }
 }
 
-template <int D>
+template <int D, bool kRingOn>
 __device__ void run_task(const PersistArgs &a, const Task &t, bf16 *act_s, float *rstd_s,
-                         float (*red_s)[2][kMaxBatch]) {
+                         float (*red_s)[2][kMaxBatch], const Ring &ring, const RingChunks &rc) {
   const Dims &d = a.d;
   const int B = d.batch;
   const int64_t H = d.hidden, I = d.inter;
@@ -396,8 +421,9 @@ __device__ void run_task(const PersistArgs &a, const Task &t, bf16 *act_s, float
       e.rope.slot = a.slot;
       e.rope.inv_freq = a.inv_freq;
       e.rope.n_heads = d.n_heads; e.rope.n_kv = d.n_kv; e.rope.head_dim = D; e.rope.max_ctx = a.max_ctx;
-      gemv_tile<false>(task_weights(a, t), H, act_s, B, t.a, t.b, red_s,
-                       [&](int row, int b, float v0, float v1, bool) { gemv_detail::epilogue_qkv_rope(e, row, b, v0, v1); });
+      gemv_task<kRingOn, false>(a, t, ring, rc, H, act_s, red_s, [&](int row, int b, float v0, float v1, bool) {
+        gemv_detail::epilogue_qkv_rope(e, row, b, v0, v1);
+      });
       break;
     }
     case T_ATTN: attn_split<D>(a, t); break;
@@ -419,23 +445,24 @@ __device__ void run_task(const PersistArgs &a, const Task &t, bf16 *act_s, float
         gemv_detail::epilogue_one(e, row, b, v0);
         if (two) gemv_detail::epilogue_one(e, row + 1, b, v1);
       };
-      if (staged) gemv_tile<false>(task_weights(a, t), K, act_s, B, t.a, t.b, red_s, epi);
-      else gemv_tile<true>(task_weights(a, t), K, a.h, B, t.a, t.b, red_s, epi);  // h: [B][I] from L2
+      if (staged) gemv_task<kRingOn, false>(a, t, ring, rc, K, act_s, red_s, epi);
+      else gemv_task<kRingOn, true>(a, t, ring, rc, K, a.h, red_s, epi);  // h: [B][I] from L2
       break;
     }
     case T_GATEUP: {
       stage(a, act_s, rstd_s, a.x, a.layers[t.layer].ffn_norm, nullptr, H);
       GemvArgs e;
       e.out = a.h; e.out_ld = I;
-      gemv_tile<false>(task_weights(a, t), H, act_s, B, t.a, t.b, red_s,
-                       [&](int row, int b, float g, float u, bool) { gemv_detail::epilogue_swiglu(e, row / 2, b, g, u); });
+      gemv_task<kRingOn, false>(a, t, ring, rc, H, act_s, red_s, [&](int row, int b, float g, float u, bool) {
+        gemv_detail::epilogue_swiglu(e, row / 2, b, g, u);
+      });
       break;
     }
     case T_LMHEAD: {
       stage(a, act_s, rstd_s, a.x, a.out_norm, nullptr, H);
       GemvArgs e;
       e.epi = GEMV_EPI_F32; e.out = a.logits; e.out_ld = d.vocab;
-      gemv_tile<false>(task_weights(a, t), H, act_s, B, t.a, t.b, red_s, [&](int row, int b, float v0, float v1, bool two) {
+      gemv_task<kRingOn, false>(a, t, ring, rc, H, act_s, red_s, [&](int row, int b, float v0, float v1, bool two) {
         gemv_detail::epilogue_one(e, row, b, v0);
         if (two) gemv_detail::epilogue_one(e, row + 1, b, v1);
       });
@@ -444,25 +471,39 @@ __device__ void run_task(const PersistArgs &a, const Task &t, bf16 *act_s, float
   }
 }
 
-template <int D>
+// kRing: the weight ring's variant (QW_PERSIST_RING=1, persistent_ring.cuh), run only where a.ring_stages > 0. Its
+// sm_80 build is the register path (kRingOn false there): the host never picks it before sm_90.
+template <int D, bool kRing>
 __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const PersistArgs a) {
+  constexpr bool kRingOn = kRing && QW_RING_ARCH;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16 *act_s = reinterpret_cast<bf16 *>(smem);
   __shared__ float rstd_s[kMaxBatch];
   __shared__ float red_s[kWarps][2][kMaxBatch];
   const int nb = gridDim.x, n = a.n_tasks, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  Ring ring;
+  if constexpr (kRingOn) ring = ring_init(smem, a);
   for (int i = blockIdx.x; i < n; i += nb) {
     const Task t = a.tasks[i];
     // an attention split past its sequence's keys (kv_len: a launch input) neither waits, runs nor signals: the last
     // active split combines (attn_arrive), so nothing waits on blocks that have nothing to do (block-uniform)
     const bool empty = t.op == T_ATTN && split_empty(a.kv_len[t.a / a.d.n_kv], a.d.n_split, t.b);
+    RingChunks rc;  // chunks 0: off the ring (block-uniform)
+    if constexpr (kRingOn) rc = ring_chunks(a.d, t, ring.n);
     if (warp == 0) {
-      int32_t pf[2];
-      const int32_t np = prefetch_targets(i, nb, n, blockIdx.x, pf);
-      for (int k = 0; k < np; ++k) {
-        const Task u = a.tasks[pf[k]];
-        const int64_t bytes = prefetch_bytes(a.d, u);
-        if (bytes > 0) prefetch_l2(task_weights(a, u), bytes, lane);
+      // the ring's first stages before the wait (persistent_ring.cuh step 1): their DRAM latency overlaps it
+      if constexpr (kRingOn) {
+        if (lane == 0 && rc.chunks > 0)
+          ring_start(ring, RingTask{task_weights(a, t), task_cols(a.d, t.op), t.a, t.b, rc.pairs, rc.chunks});
+      }
+      if (a.prefetch) {  // QW_PERSIST_PREFETCH=0 turns it off (uniform)
+        int32_t pf[2];
+        const int32_t np = prefetch_targets(i, nb, n, blockIdx.x, pf);
+        for (int k = 0; k < np; ++k) {
+          const Task u = a.tasks[pf[k]];
+          const int64_t bytes = prefetch_bytes(a.d, u);
+          if (bytes > 0) prefetch_l2(task_weights(a, u), bytes, lane);
+        }
       }
       if (lane == 0 && a.trace && !empty) a.trace[3 * (int64_t)i] = global_ns();
       if (lane == 0 && t.wait >= 0 && !empty) {
@@ -478,8 +519,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
     if (empty) continue;  // nothing to read, write or signal
     __syncthreads();
     if (a.trace && threadIdx.x == 0) a.trace[3 * (int64_t)i + 1] = global_ns();
-    run_task<D>(a, t, act_s, rstd_s, red_s);
+    run_task<D, kRingOn>(a, t, act_s, rstd_s, red_s, ring, rc);
     __syncthreads();
+    // every thread the same: the phases this task's fills completed (persistent_ring.cuh step 4)
+    if constexpr (kRingOn) ring.phase = ring_phase_after(ring.phase, rc.chunks, ring.n);
     if (t.op == T_ATTN) {  // block-uniform
       attn_arrive<D>(a, t);
       if (a.trace && threadIdx.x == 0) a.trace[3 * (int64_t)i + 2] = global_ns();
@@ -507,37 +550,47 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
 // not 48 KiB. (The first GPU run compared the dynamic part alone with 48 KiB: 0.5B at batch 4, 38 KiB dynamic + 20 KiB
 // static, never got the attribute and the occupancy query said 0 blocks per SM.) Raised to what this step needs, after
 // checking static + dynamic against the device's opt-in limit, so a shape that cannot fit is refused by name.
-template <int D>
-void configure_smem(size_t dyn) {
-  static int set = -1, stat = 0;  // the attribute's current value and the kernel's static bytes
-  if (set < 0) {
+// Per variant: the attribute is the kernel's.
+struct SmemState {
+  int set = -1, stat = 0;  // the attribute's current value and the kernel's static bytes
+};
+template <int D, bool kRing>
+SmemState &smem_state() {
+  static SmemState st;
+  if (st.set < 0) {
     cudaFuncAttributes fa;
-    QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<D>));
-    set = fa.maxDynamicSharedSizeBytes;
-    stat = (int)fa.sharedSizeBytes;
+    QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<D, kRing>));
+    st.set = fa.maxDynamicSharedSizeBytes;
+    st.stat = (int)fa.sharedSizeBytes;
   }
-  if ((int64_t)dyn <= set) return;
+  return st;
+}
+
+template <int D, bool kRing>
+void configure_smem(size_t dyn) {
+  SmemState &st = smem_state<D, kRing>();
+  if ((int64_t)dyn <= st.set) return;
   const int64_t optin = smem_optin_bytes();
-  if (stat + (int64_t)dyn > optin)
-    throw CudaError("decode = persistent: a block needs " + std::to_string((stat + dyn + 1023) / 1024) +
-                    " KiB of shared memory (" + std::to_string(stat) + " B static + " + std::to_string(dyn) +
-                    " B staged activations) and this GPU allows " + std::to_string(optin / 1024) +
-                    " KiB per block: decode fewer sequences per step, or set decode = graph");
-  QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn));
-  set = (int)dyn;
+  if (st.stat + (int64_t)dyn > optin)
+    throw CudaError("decode = persistent: a block needs " + std::to_string((st.stat + dyn + 1023) / 1024) +
+                    " KiB of shared memory (" + std::to_string(st.stat) + " B static + " + std::to_string(dyn) +
+                    " B staged activations" + (kRing ? " and weight ring" : "") + ") and this GPU allows " +
+                    std::to_string(optin / 1024) + " KiB per block: decode fewer sequences per step, or set decode = graph");
+  QWC_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<D, kRing>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn));
+  st.set = (int)dyn;
 }
 
 template <int D>
 int blocks_per_sm(size_t smem) {
-  configure_smem<D>(smem);
+  configure_smem<D, false>(smem);
   int per_sm = 0;
-  QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_decode_kernel<D>, kThreads, smem));
+  QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_decode_kernel<D, false>, kThreads, smem));
   return per_sm;
 }
 
-template <int D>
+template <int D, bool kRing>
 void launch_d(const PersistArgs &a, int32_t blocks, size_t smem, cudaStream_t s) {
-  configure_smem<D>(smem);
+  configure_smem<D, kRing>(smem);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kThreads);
@@ -548,7 +601,7 @@ void launch_d(const PersistArgs &a, int32_t blocks, size_t smem, cudaStream_t s)
   at[0].val.cooperative = 1;
   cfg.attrs = at;
   cfg.numAttrs = 1;
-  QWC_CHECK(cudaLaunchKernelEx(&cfg, persistent_decode_kernel<D>, a));
+  QWC_CHECK(cudaLaunchKernelEx(&cfg, persistent_decode_kernel<D, kRing>, a));
 }
 
 }  // namespace
@@ -561,8 +614,8 @@ size_t persistent_smem_bytes(const Dims &d) { return (size_t)smem_dynamic_bytes(
 
 size_t persistent_static_smem(int32_t head_dim) {
   cudaFuncAttributes fa;
-  if (head_dim == 128) QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<128>));
-  else if (head_dim == 64) QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<64>));
+  if (head_dim == 128) QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<128, false>));
+  else if (head_dim == 64) QWC_CHECK(cudaFuncGetAttributes(&fa, persistent_decode_kernel<64, false>));
   else throw CudaError("decode = persistent: head_dim must be 64 or 128");
   return fa.sharedSizeBytes;
 }
@@ -579,13 +632,34 @@ int32_t persistent_blocks(const Dims &d) {
   return sms;  // one block per SM: the plan's tiles are sized for it
 }
 
+int32_t persistent_ring_stages(const Dims &d) {
+  if (d.head_dim != 64 && d.head_dim != 128) return 0;
+  int dev = 0, major = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  QWC_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  const int32_t n = ring_stages(d);
+  if (major < 9 || n == 0) return 0;  // the bulk copies and mbarrier waits are sm_90's
+  const int stat = d.head_dim == 128 ? smem_state<128, true>().stat : smem_state<64, true>().stat;
+  return stat + smem_dynamic_bytes(d, n) <= smem_optin_bytes() ? n : 0;
+}
+
+void persistent_options(PersistArgs &a) {
+  a.ring_stages = env_opt_in("QW_PERSIST_RING", "GEMV weights through register loads",
+                             "GEMV weights through a shared-memory ring of bulk copies on sm_90")
+                      ? persistent_ring_stages(a.d)
+                      : 0;
+  a.prefetch = env_switch_on("QW_PERSIST_PREFETCH", "no L2 prefetch of the next task's weights",
+                             "the L2 bulk prefetch of the next task's weights");
+}
+
 const char *launch_persistent_decode(const PersistArgs &a, int32_t blocks, cudaStream_t s) {
-  const size_t smem = persistent_smem_bytes(a.d);
-  if (a.d.head_dim == 128) launch_d<128>(a, blocks, smem, s);
-  else if (a.d.head_dim == 64) launch_d<64>(a, blocks, smem, s);
+  const bool ring = a.ring_stages > 0;
+  const size_t smem = (size_t)smem_dynamic_bytes(a.d, a.ring_stages);
+  if (a.d.head_dim == 128) ring ? launch_d<128, true>(a, blocks, smem, s) : launch_d<128, false>(a, blocks, smem, s);
+  else if (a.d.head_dim == 64) ring ? launch_d<64, true>(a, blocks, smem, s) : launch_d<64, false>(a, blocks, smem, s);
   else throw CudaError("decode = persistent: head_dim must be 64 or 128");
   QWC_LAUNCH_CHECK("launch_persistent_decode");
-  return "persistent_decode";
+  return ring ? "persistent_decode_ring" : "persistent_decode";
 }
 
 }  // namespace qwc

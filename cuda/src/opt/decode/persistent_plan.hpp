@@ -133,15 +133,39 @@ QW_HD bool stage_down_act(const Dims &d) { return (int64_t)d.batch * d.inter * 2
 // Static + dynamic must fit the device's opt-in limit per block (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB on
 // H100 / H200, 163 KiB on A100, 99 KiB on sm_86 / sm_89); above 48 KiB in all the kernel needs the opt-in attribute,
 // which it sets (the first GPU run died there: 0.5B at batch 4 needs 38 KiB dynamic + 20 KiB static).
+// With the weight ring on (QW_PERSIST_RING=1, ring_stages below) the ring follows the activations in the dynamic part.
 constexpr int64_t kSmemSlack = 1024;
-inline int64_t smem_dynamic_bytes(const Dims &d) {
+QW_HD int64_t act_smem_bytes(const Dims &d) {
   const int64_t wide = d.hidden > d.q_dim() ? d.hidden : d.q_dim();
   const int64_t norm = (int64_t)kMaxBatch * wide * 2;
   const int64_t down = stage_down_act(d) ? (int64_t)d.batch * d.inter * 2 : 0;
   return norm > down ? norm : down;
 }
 constexpr int64_t smem_static_bound(int32_t head_dim) { return 1568 + 288 * (int64_t)head_dim + kSmemSlack; }
-inline int64_t smem_total_bound(const Dims &d) { return smem_static_bound(d.head_dim) + smem_dynamic_bytes(d); }
+
+// The shared-memory weight ring of the GEMV tasks (QW_PERSIST_RING=1, sm_90 only; persistent_ring.cuh): `stages`
+// stages of kRingStageBytes, 128-byte aligned after the staged activations, then kRingTail bytes of mbarriers and
+// arrival counters. 36 KiB holds whole row pairs of every K but 7B's down (0.5B K 896: 10 pairs, 1.5B 1536: 6, 7B
+// 3584: 2, 0.5B down 4864: 1, 1.5B down 8960: 1 of 35 KiB). The stages are as many as fit the 227 KiB opt-in of an
+// sm_90 block beside the static bound and the activations (at most kRingStagesMax; batch 1..8: 0.5B 4 4 4 4 4 4 3 3,
+// 1.5B 4 4 3 3 2 2 4 4, 7B 3 3 2 3 3 3 3 3: staged down activations take the room); fewer than 2 (no supported
+// shape) turns the ring off: one stage would serialize copy and math.
+constexpr int32_t kBlockWarps = 8;  // warps per block of the kernel (persistent_kernels.cu kWarps)
+constexpr int64_t kRingStageBytes = 36 << 10;
+constexpr int32_t kRingStagesMax = 4;
+constexpr int64_t kRingOptin = 227 << 10;  // cudaDevAttrMaxSharedMemoryPerBlockOptin of H100 / H200
+constexpr int64_t kRingTail = 64;          // kRingStagesMax x (8-byte mbarrier + 4-byte counter), rounded up
+QW_HD int64_t ring_offset(const Dims &d) { return (act_smem_bytes(d) + 127) / 128 * 128; }
+inline int32_t ring_stages(const Dims &d) {
+  const int64_t room = kRingOptin - smem_static_bound(d.head_dim) - ring_offset(d) - kRingTail;
+  const int64_t n = room / kRingStageBytes;
+  return n < 2 ? 0 : (int32_t)(n < kRingStagesMax ? n : kRingStagesMax);
+}
+// Dynamic shared memory of a block: the activations, and with ring > 0 (the stages: ring_stages) the ring after them.
+inline int64_t smem_dynamic_bytes(const Dims &d, int32_t ring = 0) {
+  return ring > 0 ? ring_offset(d) + ring * kRingStageBytes + kRingTail : act_smem_bytes(d);
+}
+inline int64_t smem_total_bound(const Dims &d) { return smem_static_bound(d.head_dim) + smem_dynamic_bytes(d); }  // ring off
 // "" when the kernel fits a block of `optin` bytes at d.batch, else why (KiB needed, KiB allowed, what to change).
 std::string smem_refusal(const Dims &d, int64_t optin);
 
@@ -166,6 +190,49 @@ QW_HD int64_t prefetch_bytes(const Dims &d, const Task &t) {
   if (!is_gemv(t.op)) return 0;
   const int64_t b = (int64_t)(t.b - t.a) * task_cols(d, t.op) * 2;
   return b < kPrefetchCap ? b : kPrefetchCap;
+}
+
+// The K split of a GEMV tile of `pairs` row pairs (persistent_kernels.cu gemv_tile): row pairs go to groups of S warps,
+// S parts of K summed in part order; S > 1 only where the tile has fewer row pairs than kBlockWarps / 2.
+QW_HD int32_t gemv_k_split(int32_t pairs) {
+  int32_t S = 1;
+  while (S < kBlockWarps && pairs * S * 2 <= kBlockWarps) S *= 2;
+  return S;
+}
+
+// A GEMV task on the ring (persistent_ring.cuh): its rows [t.a, t.b) are one contiguous byte range of the matrix, cut
+// into `chunks` chunks of `pairs` whole row pairs (the last one shorter: fewer pairs, or one row); chunk c goes to
+// stage c % stages. chunks == 0: the task reads its weights with register loads (the default path) because a row
+// pair does not fit a stage (7B down), the op is not a GEMV, the ring is off (stages 0), or a K-split tile (S > 1,
+// which reads all its pairs in one round between two block barriers) has more chunks than stages.
+struct RingChunks {
+  int32_t pairs = 0, chunks = 0;
+};
+QW_HD RingChunks ring_chunks(const Dims &d, const Task &t, int32_t stages) {
+  RingChunks r;
+  if (stages < 1 || !is_gemv(t.op)) return r;
+  const int32_t pair_bytes = 4 * (int32_t)task_cols(d, t.op);
+  const int32_t per = (int32_t)kRingStageBytes / pair_bytes, pairs = (t.b - t.a + 1) / 2;
+  if (per < 1 || pairs < 1) return r;
+  const int32_t n = (pairs + per - 1) / per;
+  if (gemv_k_split(pairs) > 1 && n > stages) return r;
+  r.pairs = per;
+  r.chunks = n;
+  return r;
+}
+// The mbarrier phases of the ring. Stage s completes one phase per chunk it receives; bit s of `phase` is the parity
+// of stage s's next phase to complete (0 at launch: mbarrier.init starts in phase 0). Chunk c of a task fills stage
+// c % stages in that task's (c / stages)-th round, so its phase parity is bit s flipped c / stages times; after the
+// task, bit s has flipped once per chunk of the stage. Host and device: the CPU test counts the phases against these.
+QW_HD uint32_t ring_parity(uint32_t phase, int32_t c, int32_t stages) {
+  return ((phase >> (c % stages)) ^ (uint32_t)(c / stages)) & 1u;
+}
+QW_HD uint32_t ring_phase_after(uint32_t phase, int32_t chunks, int32_t stages) {
+  for (int32_t s = 0; s < stages; ++s) {
+    const int32_t uses = chunks > s ? (chunks - 1 - s) / stages + 1 : 0;
+    phase ^= (uint32_t)(uses & 1) << s;
+  }
+  return phase;
 }
 
 struct Plan {

@@ -336,6 +336,162 @@ void test_smem_sizing() {
   CHECK(persistent_refusal(r).find("shared memory") != std::string::npos, "refusal: '%s'", persistent_refusal(r).c_str());
 }
 
+// The weight ring (QW_PERSIST_RING=1, persistent_ring.cuh), its sizing: every real shape at batch 1..8 gets >= 2
+// stages within the 227 KiB of an sm_90 block; its chunks are whole row pairs in a stage, 16-byte multiples, cover the
+// task's rows; a K-split tile has no more chunks than stages; which ops run on it (7B down cannot: 74 KiB a pair).
+void test_ring_sizing() {
+  struct Shape { const char *name; int32_t H, I, nH, nKV; };
+  const Shape shapes[] = {{"tiny", 256, 768, 4, 1}, {"0.5B", 896, 4864, 14, 2}, {"1.5B", 1536, 8960, 12, 2},
+                          {"7B", 3584, 18944, 28, 4}};
+  static const char *names[T_N] = {"embed", "qkv", "attn", "o", "gate_up", "down", "lm_head"};
+  for (const Shape &sh : shapes)
+    for (int32_t B = 1; B <= kMaxBatch; ++B) {
+      Dims d;
+      d.batch = B; d.hidden = sh.H; d.inter = sh.I; d.n_heads = sh.nH; d.n_kv = sh.nKV; d.head_dim = sh.H / sh.nH;
+      d.vocab = 151936; d.layers = 2; d.n_split = 8;
+      const int32_t n = ring_stages(d);
+      const int64_t total = smem_static_bound(d.head_dim) + smem_dynamic_bytes(d, n);
+      CHECK(n >= 2 && total <= kRingOptin, "%s batch %d: %d ring stages, %lld B", sh.name, B, n, (long long)total);
+      CHECK(ring_offset(d) % 128 == 0 && ring_offset(d) >= act_smem_bytes(d) &&
+                smem_dynamic_bytes(d, n) >= ring_offset(d) + n * kRingStageBytes + 8 * n + 4 * n,
+            "%s batch %d: ring layout", sh.name, B);
+      const Plan p = build_plan(d, 132);
+      int32_t on[T_N] = {}, off[T_N] = {};
+      for (const Task &t : p.tasks) {
+        const RingChunks rc = ring_chunks(d, t, n);
+        if (!is_gemv(t.op)) { CHECK(rc.chunks == 0, "%s: a %s task on the ring", sh.name, names[t.op]); continue; }
+        (rc.chunks > 0 ? on : off)[t.op] += 1;
+        if (rc.chunks == 0) continue;
+        const int64_t K = task_cols(d, t.op), pairs = (t.b - t.a + 1) / 2;
+        CHECK(rc.pairs * 4 * K <= kRingStageBytes && (rc.pairs + 1) * 4 * K > kRingStageBytes,
+              "%s %s: %d pairs of K %lld a stage", sh.name, names[t.op], rc.pairs, (long long)K);
+        CHECK((int64_t)(rc.chunks - 1) * rc.pairs < pairs && (int64_t)rc.chunks * rc.pairs >= pairs,
+              "%s %s: %d chunks for %lld pairs", sh.name, names[t.op], rc.chunks, (long long)pairs);
+        CHECK(gemv_k_split((int32_t)pairs) == 1 || rc.chunks <= n, "%s %s: K-split tile of %d chunks", sh.name,
+              names[t.op], rc.chunks);
+        for (int32_t c = 0; c < rc.chunks; ++c) {  // ring_issue's byte count
+          const int32_t row0 = t.a + 2 * c * rc.pairs, row1 = std::min(t.b, row0 + 2 * rc.pairs);
+          CHECK(row1 > row0 && (row1 - row0) * K * 2 % 16 == 0 && (row1 - row0) * K * 2 <= kRingStageBytes,
+                "%s %s chunk %d: rows [%d, %d)", sh.name, names[t.op], c, row0, row1);
+        }
+      }
+      // every GEMV op of the real models on the ring but 7B's down (one row pair is 74 KiB) and, where a K-split down
+      // tile has more chunks than stages, down
+      CHECK(on[T_LMHEAD] > 0 && off[T_LMHEAD] == 0 && on[T_GATEUP] > 0 && off[T_GATEUP] == 0 && off[T_QKV] == 0 &&
+                off[T_OPROJ] == 0,
+            "%s batch %d: GEMV tasks off the ring", sh.name, B);
+      if (std::string(sh.name) == "7B") CHECK(on[T_DOWN] == 0, "7B down on the ring");
+      if (B == 1 || B == kMaxBatch)
+        std::printf("  ring %s batch %d: %d stages, %lld B dynamic; down tasks on the ring %d of %d\n", sh.name, B, n,
+                    (long long)smem_dynamic_bytes(d, n), on[T_DOWN], on[T_DOWN] + off[T_DOWN]);
+    }
+}
+
+// The ring's protocol (persistent_ring.cuh steps 1-4) emulated: 8 warps as micro-op lists (WeightsRing::pair /
+// move_to / finish as the kernel calls them from gemv_tile), fills that complete at random times, random interleavings,
+// over a sequence of tasks with 0, 1, n - 1, n, n + 1, 2n + 1, ... chunks, K-split tiles among them. The mbarrier is
+// modelled by its completed phases k: try_wait.parity(p) passes iff (k & 1) != p. Checked: no deadlock; a read finds
+// its own chunk in the stage (not the previous or the next fill); a fill is issued only into a stage with no fill in
+// flight and no reads of its previous chunk left; no fill in flight when a task ends (the block barrier); the counts
+// come in groups of 8; and the phase bits (ring_parity / ring_phase_after) equal the emulated barriers'.
+void test_ring_protocol() {
+  Rng rng(4242);
+  int32_t errors = 0, tasks_run = 0;
+  auto fail = [&](const char *what, int32_t task, int32_t c) {
+    if (errors++ < 5) std::printf("  ring protocol: %s (task %d, chunk %d)\n", what, task, c);
+  };
+  const int32_t Ks[] = {896, 1536, 3584, 4864, 8960, 256};
+  for (int32_t n = 2; n <= kRingStagesMax; ++n) {
+    for (int32_t rep = 0; rep < 40; ++rep) {
+      std::vector<int32_t> completed(size_t(n), 0), content(size_t(n), -1), inflight(size_t(n), -1), arrived(size_t(n), 0);
+      uint32_t phase = 0;
+      for (int32_t task = 0; task < 24; ++task) {
+        // a GEMV task: K from the real shapes, a pair count that gives chunk counts around n
+        Dims d;
+        d.hidden = Ks[rng.next() % 6];
+        Task t;
+        t.op = T_QKV;
+        const int32_t per = (int32_t)(kRingStageBytes / (4 * d.hidden));
+        const int32_t want = (int32_t)(rng.next() % uint64_t(2 * n + 3));  // chunks 0 .. 2n + 2
+        const int32_t pairs = std::max<int32_t>(1, want * per - (int32_t)(rng.next() % uint64_t(per)));
+        t.a = 0; t.b = 2 * pairs - (int32_t)(rng.next() % 2);  // an odd row count: a last pair of one row
+        if (rng.next() % 6 == 0) t.op = T_ATTN;  // off the ring: the phases stay
+        const RingChunks rc = ring_chunks(d, t, n);
+        const int32_t C = rc.chunks, S = gemv_k_split(pairs);
+        if (C == 0) { CHECK(ring_phase_after(phase, 0, n) == phase, "off-ring task changed the phases"); continue; }
+        ++tasks_run;
+        // micro-ops per warp: {kind, chunk}; kind 0 wait, 1 arrive, 2 read
+        std::vector<std::vector<std::pair<int32_t, int32_t>>> ops(kBlockWarps);
+        std::vector<int32_t> reads_left(size_t(C), 0);
+        for (int32_t w = 0; w < kBlockWarps; ++w) {
+          int32_t past = 0;
+          auto move_to = [&](int32_t c) {
+            for (; past < c; ++past)
+              if (past + n < C) { ops[size_t(w)].push_back({0, past}); ops[size_t(w)].push_back({1, past}); }
+          };
+          const int32_t groups = kBlockWarps / S, grp = w / S;
+          for (int32_t pr = grp; pr < pairs; pr += groups) {
+            const int32_t c = pr / rc.pairs;
+            move_to(c);
+            ops[size_t(w)].push_back({0, c});
+            ops[size_t(w)].push_back({2, c});
+            reads_left[size_t(c)] += 1;
+          }
+          if (C > n) move_to(C);
+        }
+        auto issue = [&](int32_t c) {
+          const int32_t s = c % n;
+          if (inflight[size_t(s)] >= 0) fail("fill into a stage with a fill in flight", task, c);
+          if (c >= n && reads_left[size_t(c - n)] > 0) fail("fill over a chunk with reads left", task, c);
+          inflight[size_t(s)] = c;
+        };
+        for (int32_t c = 0; c < C && c < n; ++c) issue(c);  // step 1
+        std::vector<size_t> pc(kBlockWarps, 0);
+        for (;;) {
+          std::vector<int32_t> ready;  // warps whose next micro-op can run; kBlockWarps + s: stage s's fill lands
+          bool left = false;
+          for (int32_t w = 0; w < kBlockWarps; ++w) {
+            if (pc[size_t(w)] == ops[size_t(w)].size()) continue;
+            left = true;
+            const auto op = ops[size_t(w)][pc[size_t(w)]];
+            const int32_t s = op.second % n;
+            if (op.first != 0 || (completed[size_t(s)] & 1) != (int32_t)ring_parity(phase, op.second, n)) ready.push_back(w);
+          }
+          for (int32_t s = 0; s < n; ++s)
+            if (inflight[size_t(s)] >= 0) ready.push_back(kBlockWarps + s);
+          if (!left) break;
+          if (ready.empty()) { fail("deadlock", task, -1); break; }
+          const int32_t pick = ready[rng.next() % ready.size()];
+          if (pick >= kBlockWarps) {
+            const int32_t s = pick - kBlockWarps;
+            content[size_t(s)] = inflight[size_t(s)];
+            inflight[size_t(s)] = -1;
+            completed[size_t(s)] += 1;
+            continue;
+          }
+          const auto op = ops[size_t(pick)][pc[size_t(pick)]++];
+          const int32_t s = op.second % n;
+          if (op.first == 0 && content[size_t(s)] != op.second) fail("a wait passed before its chunk landed", task, op.second);
+          if (op.first == 2) {
+            if (content[size_t(s)] != op.second) fail("read another chunk's weights", task, op.second);
+            reads_left[size_t(op.second)] -= 1;
+          }
+          if (op.first == 1 && arrived[size_t(s)]++ % kBlockWarps == kBlockWarps - 1) issue(op.second + n);
+        }
+        for (int32_t s = 0; s < n; ++s) {
+          if (inflight[size_t(s)] >= 0) fail("a fill in flight at the task's end", task, inflight[size_t(s)]);
+          if (arrived[size_t(s)] % kBlockWarps != 0) fail("arrivals not in groups of 8", task, s);
+        }
+        phase = ring_phase_after(phase, C, n);
+        for (int32_t s = 0; s < n; ++s)
+          if ((int32_t)((phase >> s) & 1) != (completed[size_t(s)] & 1)) fail("phase bits off the barriers'", task, s);
+      }
+    }
+  }
+  CHECK(errors == 0, "ring protocol: %d errors", errors);
+  CHECK(tasks_run > 1000, "ring protocol: only %d tasks on the ring", tasks_run);
+}
+
 void test_refusals() {
   PersistRequest ok;
   ok.d.batch = 1; ok.d.hidden = 896; ok.d.inter = 4864; ok.d.n_heads = 14; ok.d.n_kv = 2; ok.d.head_dim = 64;
@@ -368,6 +524,8 @@ int main() {
   test_batch_invariance();
   test_engine_shapes();
   test_smem_sizing();
+  test_ring_sizing();
+  test_ring_protocol();
   test_refusals();
   return finish("test_persistent");
 }
