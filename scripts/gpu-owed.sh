@@ -81,9 +81,9 @@ grep -E "^\| |^length|in use" "$OUT/vs-7b.log" 2>/dev/null | sed "s/^/  vs-7b: /
 # --from-lab-log <lab-calib.log> --out profiles/ceilings
 [[ ${LAB:-1} == 0 ]] || step 60 lab-calib "./cuda/build/dev/qwlab calib"
 grep -E "^CALIB" "$OUT/lab-calib.log" 2>/dev/null | cut -c1-300 | sed "s/^/  calib: /" >> "$S"
-# issue 12: decode = persistent after the 2026-12-06 evening changes (batched V loads, empty splits only signal, one
-# wave of q|k|v tiles, barrier-free GEMV rows; compile-checked): every check row, and the step against the graph path
-# (second run: 0.5B B1 2203 against 978 us); the new row "0.5B cache 4096" has an engine session's 64 splits
+# issue 12: decode = persistent (eleventh run: 0.5B B1 1703 against 759 us, attention splits 17 us of run each); since,
+# splits of >= 256 keys (kMinChunk: every warp a tile; a lone split writes z itself, no partials / atomic / combine;
+# compile-checked): every check row, the step against the graph path, the trace's attention level (was 21.6 us)
 [[ ${LAB:-1} == 0 ]] || step 150 lab-persistent "./cuda/build/dev/qwlab persistent --quick"
 grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent: /" >> "$S"
 # issue 12: the GEMV weights through a shared-memory ring of bulk copies (QW_PERSIST_RING=1, compile-checked): every row

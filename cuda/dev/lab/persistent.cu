@@ -545,8 +545,8 @@ void run_persistent() {
   // a deep model (then graph vs fp64 is of the same size) or an error of the kernel (persistent vs fp64 > 2x graph's);
   // also under --quick (a few seconds of host fp64), since the validation runs use it
   persistent_case("persistent 0.5B", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, true, true, 0, true);
-  // as in an engine session (a 4096-position cache: 64 splits per kv head, 4 of them active at 128 keys; the case
-  // above has 5 splits): what the empty splits cost, and the graph path with the same cache
+  // as in an engine session (a 4096-position cache: 16 splits per kv head of >= 256 keys, 1 active at 128 keys; the
+  // case above has 1 split): what the empty splits cost, and the graph path with the same cache
   persistent_case("persistent 0.5B cache 4096", qwen_dims(896, 4864, 24, 14, 2, 151936), {128}, false, true, 4096);
   persistent_case("persistent 1.5B", qwen_dims(1536, 8960, 28, 12, 2, 151936), {128}, false, true, 0, true);
   if (!g_quick) persistent_case("persistent 7B", qwen_dims(3584, 18944, 28, 28, 4, 152064), {128}, false, true);

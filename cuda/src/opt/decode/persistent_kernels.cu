@@ -331,6 +331,10 @@ __device__ void attn_split(const PersistArgs &a, const Task &t) {
   const int NS = d.n_split;
   const int64_t part = (int64_t)t.a * NS + t.b;  // [(b, g)][split]
   float *ws_o = a.ws + part * kGMax * D, *ws_ml = a.ws + (int64_t)d.batch * d.n_kv * NS * kGMax * D + part * kGMax * 2;
+  // The sequence's only active split (len <= kMinChunk keys, every short context) writes z itself: the combine of one
+  // split is z = (O * 1) / (L * 1) with f = exp2(M - M) = 1, so these are the combine's bits without the partials'
+  // round trip through L2, the arrival atomic and the combine's loads (attn_arrive then only signals)
+  const bool alone = split_count(len, NS) == 1;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int j = i / D, e = i - j * D;
     float M = kNegBig;
@@ -340,6 +344,10 @@ __device__ void attn_split(const PersistArgs &a, const Task &t) {
       const float f = exp2f(wm_s[w][j] - M);
       O += wo_s[w][j][e] * f;
       Ls += wl_s[w][j] * f;
+    }
+    if (alone) {
+      a.z[(int64_t)b * d.q_dim() + (g * G + j) * D + e] = __float2bfloat16(Ls > 0.f ? O / Ls : 0.f);
+      continue;
     }
     ws_o[j * D + e] = O;
     if (e == 0) { ws_ml[2 * j] = M; ws_ml[2 * j + 1] = Ls; }  // an empty split: l = 0
@@ -382,6 +390,13 @@ template <int D>
 __device__ void attn_arrive(const PersistArgs &a, const Task &t) {
   const int32_t ctr = a.c.split(t.layer, t.a);
   const int32_t nact = split_count(a.kv_len[t.a / a.d.n_kv], a.d.n_split);
+  if (nact == 1) {  // block-uniform: attn_split wrote z (run_task's end barrier orders every thread's writes)
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(a.counters + t.signal, 1);
+    }
+    return;
+  }
   __threadfence();
   __syncthreads();
   int last = 0;

@@ -35,7 +35,11 @@ namespace qw {
 namespace persist {
 
 constexpr int32_t kMaxBatch = 8;          // staged activations [B][H] bf16 live in shared memory (kernel)
-constexpr int32_t kMinChunk = 32;         // keys per split at least (one warp's row of keys)
+// Keys per split at least: a 32-key tile for each of the kernel's 8 warps, as the graph path's split-KV kernel
+// (attention.cu). With 32 (one warp's tile) a 128-key context made 4 splits of one busy warp each, every one paying
+// the partials, a fence, the arrival atomic and the combine's loads (eleventh run: 17 us of run per split task at 0.5B
+// B1); now it is one split of 4 busy warps that writes z itself.
+constexpr int32_t kMinChunk = 256;
 constexpr int64_t kPrefetchCap = 128 << 10;  // bytes of a task's weights prefetched into L2 ahead (see below)
 
 enum TaskOp : int32_t { T_EMBED = 0, T_QKV, T_ATTN, T_OPROJ, T_GATEUP, T_DOWN, T_LMHEAD, T_N };

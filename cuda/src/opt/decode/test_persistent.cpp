@@ -290,6 +290,28 @@ void test_engine_shapes() {
 
 // Shared memory per block (persistent_plan.hpp smem_*), the cause of the first GPU run's stop: the sizes of the real
 // models at batch 1..8 against the H100 / H200 opt-in limit (227 KiB) and a 99 KiB part (sm_86 / sm_89).
+// Splits hold >= kMinChunk (256) keys, so the small model's 48-position cache has one active split per sequence: here a
+// 600-position cache with sequences of 1, 256, 257 and 530+ keys (one, one, two and three active splits: the
+// arrival counter, the last arriver's combine and the lone split writing z itself) on several grids, against the
+// op-by-op reference, with no race, deadlock or counter left off.
+void test_long_splits() {
+  Dims d = small_dims(4);
+  d.n_split = 3;
+  const EmuModel m = make_emu_model(d, 600, 9);
+  for (int32_t blocks : {1, 5, 40}) {
+    std::vector<std::vector<float>> ref;
+    const Run r = run_steps(m, d, blocks, 31 + uint64_t(blocks), {0, 1, 2, 3}, &ref, {0, 255, 256, 530});
+    CHECK(r.deadlocks == 0 && r.races == 0 && r.bad_counters == 0 && r.misses == 0,
+          "long splits, %d blocks: %d deadlocks, %d races (%s), %d counters off, %d prefetch misses", blocks, r.deadlocks,
+          r.races, r.first_error.c_str(), r.bad_counters, r.misses);
+    const double rel = max_rel_of(r.logits, ref);
+    CHECK(r.logits.size() == 3 && rel < 2e-5, "long splits, %d blocks: %zu steps, max rel vs reference %.3g", blocks,
+          r.logits.size(), rel);
+  }
+  CHECK(split_count(1, 3) == 1 && split_count(256, 3) == 1 && split_count(257, 3) == 2 && split_count(531, 3) == 3,
+        "split counts %d %d %d %d", split_count(1, 3), split_count(256, 3), split_count(257, 3), split_count(531, 3));
+}
+
 void test_smem_sizing() {
   struct Shape { const char *name; int32_t H, I, nH, nKV; };
   const Shape shapes[] = {{"tiny", 256, 768, 4, 1}, {"0.5B", 896, 4864, 14, 2}, {"1.5B", 1536, 8960, 12, 2},
@@ -523,6 +545,7 @@ int main() {
   test_every_grid();
   test_batch_invariance();
   test_engine_shapes();
+  test_long_splits();
   test_smem_sizing();
   test_ring_sizing();
   test_ring_protocol();
