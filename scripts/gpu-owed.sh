@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# gpu-owed.sh — the measurements owed after the tenth run (2026-12-06, H100; steps added since: lab-calib, lab-persistent,
-# lab-sage, lab-sage-poly, ncu-sage, tile-0.5b / tile-7b), most important first, each cut so that
-# the call ends inside DEADLINE (on the GPU machine, from the repo root; carry [".gpu"]). The four tiny models do not
-# fit the 64 MiB tree together: the strip default packs brown + passkey (TESTS="dca" needs passkey).
+# gpu-owed.sh — the measurements owed after the eleventh run (2026-12-06, H100; issue 14's steps done there), most
+# important first, each cut so that the call ends inside DEADLINE (on the GPU machine, from the repo root; carry
+# [".gpu"]). The four tiny models do not fit the 64 MiB tree together: the strip default packs brown + passkey
+# (TESTS="dca" needs passkey).
 #   first call (~570 s): bash scripts/gpu-pack.sh && bash scripts/gpu-strip.sh strip; bash .gpu/on-device
-#     'DEADLINE=570 SPARSE_LENGTHS=65536,131072 TESTS="" ONLY="lab-bsparse sparse-7b lab-calib lab-persistent"
-#     bash scripts/gpu-owed.sh'   (issue 14's 128k end to end first: build ~180 s, lab-bsparse ~100, sparse-7b ~200)
-#   then, warm (the build stays): DEADLINE=570 TESTS="persistent sparse" ONLY="lab-gemv q4-7b-marlin-rule="; third:
-#   DEADLINE=540 TESTS="" ONLY="lab-sage lab-sage-poly ncu-sage" (docs/GPU-NEXT.md: the plan for ~1750 s of 1800);
-#   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-calib lab-persistent lab-bsparse lab-vs lab-gemv".
+#     'DEADLINE=570 TESTS="persistent" ONLY="lab-persistent ncu-persistent lab-sage" bash scripts/gpu-owed.sh'
+#     (a cold build took > 260 s in the eleventh run: a warm retry finishes it in ~130 s)
+#   then, warm (the build stays): DEADLINE=570 TESTS="cpu-vs-cuda weights" ONLY="lab-sage-poly ncu-sage lab-gemv
+#   q4-7b-marlin-rule="; later: lab-bsparse, vs-7b, tile-0.5b / tile-7b (docs/GPU-NEXT.md);
+#   short (~450 s, labs only): DEADLINE=450 BUILD=lab TESTS="" ONLY="lab-persistent ncu-persistent lab-sage".
 # Steps (ONLY= prefixes of step names, or NAME= for that step alone; build and the TESTS always run):
 # 1. build (libraries and the lab); the 7B checkpoint beside it;
 # 2. TESTS (default: weights sparse dca cpu-vs-cuda kvcache; sparse checks the device selection of block-sparse
@@ -55,7 +55,7 @@ if [[ ${BUILD:-all} != lab ]]; then ( python3 notebooks/peers/make_ref.py --no-r
 lab_build=""; [[ ${LAB:-1} == 0 ]] || lab_build=" && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
 lib_build="make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build"
 [[ ${BUILD:-all} == lab ]] && lib_build="make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
-step 260 build "$lib_build" \
+step 360 build "$lib_build" \
   || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
 for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
