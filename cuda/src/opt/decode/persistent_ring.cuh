@@ -86,13 +86,14 @@ __device__ __forceinline__ bool mbar_try(uint64_t *bar, uint32_t parity) {
 #endif
 }
 
-// Watchdog as in the counter wait: a fill takes microseconds; seconds mean a protocol bug (a phase never armed):
-// trap (the launch fails with an error) rather than hang.
+// Watchdog as in the counter wait: a fill takes microseconds; ~2^27 polls (seconds) mean a protocol bug (a phase never
+// armed): trap (the launch fails with an error) rather than hang. Counted in polls, not wall-clock time, which keeps
+// running while the context is preempted or slowed by compute-sanitizer (a desk review's point).
 __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-  if (mbar_try(bar, parity)) return;
-  const uint64_t t0 = global_ns();
-  for (uint32_t polls = 1; !mbar_try(bar, parity); ++polls)
-    if ((polls & 1023u) == 0 && global_ns() - t0 > 4000000000ull) __trap();
+  for (uint32_t polls = 0; !mbar_try(bar, parity);) {
+    __nanosleep(32);
+    if (++polls == (1u << 27)) __trap();
+  }
 }
 
 // Chunk c of task t into its stage: expect_tx of its bytes on the stage's barrier, then the bulk copy that completes
