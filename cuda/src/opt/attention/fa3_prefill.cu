@@ -665,7 +665,7 @@ const char *launch_prefill_attention_dca_fa3(const PrefillAttnArgs &a, float *ls
 }
 
 const char *launch_sage_fa3(const PrefillAttnArgs &a, const Fa3Sage &q8, bool fp8, cudaStream_t s) {
-  const char *name = fp8 ? "attn_prefill_sage_fp8_wgmma" : "attn_prefill_sage_int8_wgmma";  // (a static string)
+  const char *name = fp8 ? "attn_prefill_sage_fp8_wgmma" : "attn_prefill_sage_int8_wgmma";
   if (a.n <= 0) return name;
   require_device(a, "sage (wgmma): ");
   if (a.head_dim != 128) throw CudaError("sage (wgmma): head_dim must be 128");

@@ -41,6 +41,12 @@ static_assert(declared_static_smem(64) + kSmemSlack <= smem_static_bound(64) &&
                   declared_static_smem(128) + kSmemSlack <= smem_static_bound(128),
               "persistent_plan.hpp smem_static_bound is below what this file declares");
 
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 __device__ __forceinline__ int32_t ld_acquire(const int32_t *p) {
   int32_t v;
   asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");

@@ -45,12 +45,6 @@
 namespace qwc {
 namespace {
 
-__device__ __forceinline__ uint64_t global_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // The ring of one block: where it lives, its stage count and the phase bits (ring_parity). Empty when off.
