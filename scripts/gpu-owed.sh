@@ -119,6 +119,11 @@ for m in 0.5b 7b; do
 # issue 10, end to end: 7B q4 with gemv = marlin at the rule's block shape and with QW_MARLIN_RB (MARLIN_RB, default 256)
 for rbv in rule "${MARLIN_RB:-256}"; do
   step 300 "q4-7b-marlin-$rbv" "$( [[ $rbv != rule ]] && echo "QW_MARLIN_RB=$rbv ")bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"; done
+# issue 10: what binds the W4 decode GEMVs (7B gate_up W4 g128: marlin 71.6 us at M1 = 948 GB/s, gemv_q16 63.7; the
+# desk estimate: gemv_q16 issue-bound at ~5 FP32-pipe instructions per weight, marlin latency-bound): Nsight Compute
+# on one launch of each kernel at M1 and M16 (issue slots, stall reasons, DRAM throughput, L2 hit rate)
+[[ ${LAB:-1} == 0 ]] || step 200 ncu-gemv "for b in 1 16; do for k in marlin_gemv_kernel gemv_q16_kernel; do QW_LAB_MARLIN_ONLY=\"7B gate_up/w4/128/\$b\" ncu --kernel-name regex:\$k --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy --section LaunchStats ./cuda/build/dev/qwlab marlin --quick > $OUT/ncu-gemv-\$k-m\$b.txt 2>&1; done; done"
+for f in "$OUT"/ncu-gemv-*.txt; do [[ -f $f ]] && grep -E "Memory Throughput|DRAM Throughput|Duration|Issue Slots Busy|Stall|L2 Hit|Eligible|Registers|Achieved Occupancy" "$f" | head -14 | sed "s/^/  $(basename "$f" .txt): /" >> "$S"; done
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"

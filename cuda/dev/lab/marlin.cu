@@ -299,7 +299,17 @@ void dequant_case(int type, int64_t rows, int64_t cols, int group, bool timed) {
   free_w(w);
 }
 
-void run_marlin() {
+// QW_LAB_MARLIN_ONLY="7B gate_up/w4/128/1" (shape name / type / group / batch): that timed case alone, no check
+// cases (under ncu: the marlin and simple kernels of one shape worth profiling)
+bool marlin_only_skips(const char *name, int type, int group, int batch) {
+  const char *only = std::getenv("QW_LAB_MARLIN_ONLY");
+  if (!only) return false;
+  const std::string key = std::string(name) + "/" + tname(type) + "/" + std::to_string(group) + "/" + std::to_string(batch);
+  return key != only;
+}
+
+// the pack and check cases (no timing)
+void marlin_checks() {
   for (int type : {WT_W4, WT_W8})
     for (int g : {16, 32, 64, 128}) marlin_pack_case(type, 128, 640, g);
   // correctness: every type/group, awkward batches, every epilogue, norm prologue, offsets or not, S = 1 and S > 1
@@ -322,6 +332,10 @@ void run_marlin() {
   marlin_case("norm+swiglu", WT_W4, 1024, 1536, 128, 5, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, false, false);
   marlin_case("+residual", WT_W8, 896, 4864, 32, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true, false);
   marlin_case("one row block", WT_W4, 64, 18944, 128, 4, GEMV_PRO_BF16, GEMV_EPI_F32, false, false);
+}
+
+void run_marlin() {
+  if (!std::getenv("QW_LAB_MARLIN_ONLY")) marlin_checks();
   // 7B shapes, timed
   struct Shape { const char *name; int64_t rows, cols; int pro, epi; };
   const Shape shapes[] = {{"7B qkv", 4608, 3584, GEMV_PRO_NORM, GEMV_EPI_F32},
@@ -334,8 +348,10 @@ void run_marlin() {
     for (const Shape &s : shapes)
       for (int b : {1, 2, 4, 8, 16}) {
         if (g_quick && b != 1 && b != 16) continue;
+        if (marlin_only_skips(s.name, f.type, f.group, b)) continue;
         marlin_case(s.name, f.type, s.rows, s.cols, f.group, b, s.pro, s.epi, f.type == WT_W4 && f.group == 32, true);
       }
+  if (std::getenv("QW_LAB_MARLIN_ONLY")) return;
   for (int type : {WT_W4, WT_W8, WT_F16, WT_F32}) dequant_case(type, 4096, 3584, type == WT_W8 ? 16 : 32, false);
   dequant_case(WT_W4, 37888, 3584, 128, true);
   dequant_case(WT_F16, 37888, 3584, 0, true);
