@@ -8,12 +8,14 @@
 #            tiny-qwen2-brown,tiny-qwen2-passkey) names the ones that travel; the others are left behind, so the GPU
 #            tests that need them (speculative: the draft and the EAGLE head) fail for want of the file. Duplicate
 #            tokenizer.json files become links to the target's.
-#   restore  (here, after the call) puts the working tree back: git checkout -- . (so strip refuses a dirty tree).
+#   restore  (here, after the call) puts the stripped paths back (git checkout -- models test web README.md docs
+#            profiles), so strip refuses to run while those paths are dirty; other edits (a helper's, in cuda/) stay.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel); cd "$root"
+paths="models test web README.md docs profiles"  # what strip removes and restore checks out
 case ${1:-} in
   strip)
-    [[ -z "$(git status --porcelain --untracked-files=no)" ]] || { echo "gpu-strip: commit or stash first (restore is git checkout -- .)" >&2; exit 1; }
+    [[ -z "$(git status --porcelain --untracked-files=no -- $paths)" ]] || { echo "gpu-strip: commit or stash the changes under $paths first (restore checks them out)" >&2; exit 1; }
     mkdir -p .gpu/models; keep=",${GPU_MODELS:-tiny-qwen2-brown,tiny-qwen2-passkey},"
     for f in models/*/model.safetensors; do
       n=$(basename "$(dirname "$f")"); x=.gpu/models/$n.safetensors.xz; s=$(git hash-object "$f")
@@ -30,6 +32,6 @@ case ${1:-} in
     find profiles -mindepth 1 -maxdepth 1 ! -name ceilings -exec rm -rf {} +
     t=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)  # du fails on the removed files
     echo "gpu-strip: ~$(( (t + g) / 1048576 )) MiB travels (limit 64); afterwards: bash scripts/gpu-strip.sh restore" ;;
-  restore) git checkout -- . && echo "gpu-strip: working tree restored" ;;
+  restore) git checkout -- $paths && echo "gpu-strip: working tree restored" ;;
   *) echo "usage: bash scripts/gpu-strip.sh strip | restore" >&2; exit 2 ;;
 esac

@@ -513,6 +513,12 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
+}  // namespace
+
+void *fa3_tensor_map_encoder() { return reinterpret_cast<void *>(encode_fn()); }
+
+namespace {
+
 void encode(CUtensorMap *m, const void *ptr, const Fa3MapShape &s, const char *what) {
   PFN_cuTensorMapEncodeTiled_v12000 fn = encode_fn();
   if (!fn) throw CudaError("flash prefill (wgmma): the driver offers no cuTensorMapEncodeTiled (needs CUDA 12+)");

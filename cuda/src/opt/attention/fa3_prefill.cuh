@@ -22,6 +22,10 @@ const char *fa3_prefill_unsupported_here(const PrefillAttnArgs &a);
 // False when QW_FLASH_WGMMA=0 (read at every call, so a process may flip it between runs); unset or 1: true. Any other
 // value throws CudaError naming the two.
 bool fa3_prefill_requested();
+// The driver's cuTensorMapEncodeTiled (a PFN_cuTensorMapEncodeTiled_v12000, reached through
+// cudaGetDriverEntryPointByVersion: no -lcuda), or null when the driver has none. Shared with gemv = marlin's prefill
+// GEMM (opt/gemv/marlin_gemm.cu).
+void *fa3_tensor_map_encoder();
 // One sequence, like launch_prefill_attention; throws CudaError when unsupported or when the driver has no
 // cuTensorMapEncodeTiled. Returns the kernel's name for the op record. pingpong = false: the consumer warpgroups issue
 // their GEMMs unordered (the lab times both).

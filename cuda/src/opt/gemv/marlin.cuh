@@ -52,6 +52,17 @@ struct MarlinLaunch {
 };
 MarlinLaunch marlin_last_launch();
 
+// ---- the prefill GEMM over the packed layout (marlin_gemm.cu; sm_90a: TMA, wgmma with the weights dequantized
+// into its A registers). Why it cannot run (null when it can): no packed copy, rows % 128, unaligned activations, not
+// an sm_90 device, no TMA map encoder in the driver.
+struct GemmArgs;
+const char *marlin_gemm_unsupported(const MarlinMat &w, int64_t m_tokens, int64_t lda, const void *act);
+// QW_MARLIN_GEMM=0: quantized prefill keeps the chunked dequantization + bf16 GEMM (the A/B); unset or 1: on.
+bool marlin_gemm_requested();
+// g.c [g.m, g.n] (g.out_kind: bf16, fp32 or fp32 added) = g.a [g.m, g.k] . W^T with W = w (g.n x g.k, packed);
+// g.w is not read. Throws CudaError when marlin_gemm_unsupported. Returns the kernel's name for the op record.
+const char *launch_marlin_gemm(const GemmArgs &g, const MarlinMat &w, cudaStream_t stream);
+
 // out [w.rows, w.cols] bf16 = the weights of w (any non-bf16 native type, cols % 8 == 0, group % 8 == 0).
 // Returns false when the shape does not allow the vectorized kernel (the caller runs launch_dequant_bf16).
 bool launch_dequant_bf16_fast(__nv_bfloat16 *out, const WMat &w, cudaStream_t stream);

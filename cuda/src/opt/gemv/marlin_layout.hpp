@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define QW_MARLIN_HD __host__ __device__ __forceinline__
@@ -217,5 +218,60 @@ QW_MARLIN_HD uint32_t marlin_w8_spread(uint32_t word, int h) {
 }
 QW_MARLIN_HD uint32_t marlin_w8_lo_bits(uint32_t spread) { return (spread & 0x000F000Fu) | 0x43004300u; }
 QW_MARLIN_HD uint32_t marlin_w8_hi_bits(uint32_t spread) { return ((spread >> 4) & 0x000F000Fu) ^ 0x43084308u; }
+
+// ---- the prefill GEMM (marlin_gemm.cu): the same packed units as wgmma A fragments --------------------------------
+// out[tokens, rows] = act[tokens, cols] . W^T computed transposed, D^T = W . act^T, with the dequantized weights as
+// wgmma's A operand from registers (m64: weight rows) and the activations as B (n: tokens) from shared memory. A CTA
+// takes 128 weight rows = 16 packed tiles of 8; consumer warpgroup c (0, 1), warp w (0..3) owns rows 64c + 16w ..
+// +15, i.e. tiles 8c + 2w (rows +0..7) and 8c + 2w + 1 (+8..15). wgmma's A register r of a k16 step (fa3_layout.hpp:
+// row l/4 + 8 (r & 1), k 8 (r >> 1) + 2 (l % 4) + {0, 1}) is exactly tile (r & 1)'s mma.sync B register h = r >> 1 of
+// that step (row gid, k 8h + 2 tig + {0, 1}), which the packing already puts in the lane's piece: no new layout.
+constexpr int kMarlinGemmRows = 128;    // weight rows per CTA (2 consumer warpgroups x 64)
+constexpr int kMarlinGemmTokens = 128;  // tokens per CTA (wgmma n)
+constexpr int kMarlinGemmMaxStages = 4;
+QW_MARLIN_HD int marlin_gemm_tile(int c, int w, int r) { return 8 * c + 2 * w + (r & 1); }
+QW_MARLIN_HD float marlin_as_float(uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(b);
+#else
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+#endif
+}
+// The two codes of A register r of k-step j as exact floats (lo = the even column): W4 from the tile's 4 words
+// (nibbles under the bf16 exponent of 128, as marlin_w4_bits), W8 from its 8 words (the byte, sign bit flipped, under
+// the fp32 exponent of 2^23: 2^23 + 128 + q; subtracting is exact). No I2F (a quarter-rate instruction).
+QW_MARLIN_HD void marlin_gemm_w4_codes(const uint32_t wq[4], int j, int r, float &lo, float &hi) {
+  const uint32_t x = marlin_w4_bits(wq, j, r >> 1);
+  lo = marlin_as_float(x << 16) - 128.f;
+  hi = marlin_as_float(x & 0xFFFF0000u) - 128.f;
+}
+QW_MARLIN_HD void marlin_gemm_w8_codes(const uint32_t wq[8], int j, int r, float &lo, float &hi) {
+  const uint32_t x = wq[j] ^ 0x80808080u, b = (uint32_t)(r >> 1) * 16u;
+  lo = marlin_as_float(0x4B000000u | ((x >> b) & 0xFFu)) - 8388736.f;
+  hi = marlin_as_float(0x4B000000u | ((x >> (b + 8)) & 0xFFu)) - 8388736.f;
+}
+// bf16 round to nearest even of a finite float, as __floats2bfloat162_rn (the host side of the CPU test)
+inline uint16_t marlin_bf16_rn_host(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+// Shared memory of one pipeline stage: the activation tile (2 column blocks of 128 tokens x 128 B, 128B-swizzled by
+// TMA) then the 16 tiles' units (16 x unit_bytes), rounded up to the 1024-byte swizzle atom.
+QW_MARLIN_HD constexpr uint32_t marlin_gemm_stage_bytes(int32_t unit_bytes) {
+  return ((uint32_t)kMarlinGemmTokens * 256u + 16u * (uint32_t)unit_bytes + 1023u) & ~1023u;
+}
+// The ring's depth for a shared-memory budget (stages + 2 x stages mbarriers + the abort word + 1024 of alignment):
+// up to kMarlinGemmMaxStages, at least 2 (0: does not fit).
+QW_MARLIN_HD int marlin_gemm_stages(int32_t unit_bytes, size_t smem_limit) {
+  for (int st = kMarlinGemmMaxStages; st >= 2; --st)
+    if ((size_t)st * marlin_gemm_stage_bytes(unit_bytes) + 16u * st + 16u + 1024u <= smem_limit) return st;
+  return 0;
+}
+QW_MARLIN_HD size_t marlin_gemm_smem_bytes(int32_t unit_bytes, int st) {
+  return (size_t)st * marlin_gemm_stage_bytes(unit_bytes) + 16u * st + 16u + 1024u;
+}
 
 }  // namespace qwc
