@@ -60,6 +60,11 @@ step 360 build "$lib_build" \
 for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
+# issue 10: gemv = marlin's prefill GEMM (marlin_gemm.cu: wgmma over the packed W4 / W8 units dequantized into A
+# registers; compile-checked): every check case against the chunked path (dequantize + bf16 GEMM), then 7B shapes at
+# M 512 / 2048 timed against it (TFLOP/s; a trap = the mbarrier ring, read marlin_gemm.cu's producer / consumer waits)
+[[ ${LAB:-1} == 0 ]] || step 150 lab-marlin-gemm "QW_LAB_MARLIN_GEMM_ONLY=1 ./cuda/build/dev/qwlab marlin --quick"
+grep -E "FAIL|failure|SKIP|marlin gemm|chunked" "$OUT/lab-marlin-gemm.log" 2>/dev/null | grep -v "^|" | head -40 | sed "s/^/  marlin gemm: /" >> "$S"
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 300 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"

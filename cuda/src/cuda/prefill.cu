@@ -86,6 +86,7 @@ static bool dequant_l2_on() {
 // out[rows, n] = a[rows, k] @ w^T through the GEMM; w as bf16: direct, or dequantized into scratch first.
 const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc,
                               int kind) {
+  if (const char *k = gemm_marlin(rows, d, a, lda, out, ldc, kind)) return k;
   if (d.type != NativeType::BF16 && dequant_l2_on()) {
     if (const char *k = gemm_chunked(rows, d, a, lda, out, ldc, kind)) return k;
   }
@@ -107,6 +108,25 @@ const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int6
   g.n = d.m.rows;
   g.k = d.m.cols;
   return qwc::launch_gemm(g, stream_);
+}
+
+// gemv = marlin's prefill half on sm_90 (opt/gemv/marlin_gemm.cu): the packed W4 / W8 copy dequantized inside a wgmma
+// GEMM, tile by tile, instead of a bf16 scratch. Null when it does not apply (gemv = simple, no packed copy, another
+// device, QW_MARLIN_GEMM=0): gemm then runs the chunked path.
+const char *CudaSession::gemm_marlin(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out,
+                                     int64_t ldc, int kind) {
+  if (!marlin_ || !d.mm.data || !qwc::marlin_gemm_requested()) return nullptr;
+  if (qwc::marlin_gemm_unsupported(d.mm, rows, lda, a)) return nullptr;
+  qwc::GemmArgs g;
+  g.out_kind = kind;
+  g.c = out;
+  g.ldc = ldc;
+  g.a = a;
+  g.lda = lda;
+  g.m = rows;
+  g.n = d.m.rows;
+  g.k = d.m.cols;
+  return qwc::launch_marlin_gemm(g, d.mm, stream_);
 }
 
 // Quantized prefill: the weight dequantized by the vectorized kernel (opt/gemv/dequant.cu) in chunks of rows of

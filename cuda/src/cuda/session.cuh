@@ -375,6 +375,7 @@ class CudaSession final : public BackendSession {
   void run_prefill(const Step &st, Sink &sink, int32_t *out_tokens);
   const char *gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
   const char *gemm_chunked(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
+  const char *gemm_marlin(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc, int kind);
   const char *gemm_parts(int32_t rows, std::initializer_list<const DevMat *> parts, const DBuf &out, int64_t ldc,
                          int kind, OpCost &cost);
   void prefill_norm(const Pass &p, int32_t l, int32_t op_id, const DBuf &w);
