@@ -12,6 +12,10 @@
 //     W4 g32 + W8 g16 (Q4_K / Q6_K): time with rotating weight copies, GB/s on the packed bytes (codes + scales),
 //     % of the copy bandwidth; the simple kernel on the same matrix and batch next to it.
 //   * dequant: the vectorized prefill dequantization equals the generic kernel bit for bit (W4, W8, F16, F32).
+//   * marlin gemm: the prefill GEMM over the packed layout (marlin_gemm.cu) against the chunked path (dequant + bf16
+//     GEMM), W4 / W8 every group, then timed on the 7B shapes at M 512 / 2048 next to the chunked path
+//     (marlin_gemm_cases; QW_LAB_MARLIN_GEMM_ONLY=1: those alone).
+#include "gemm.cuh"
 #include "gemv.cuh"
 #include "gemv_parts.cuh"
 #include "lab.cuh"
@@ -299,6 +303,158 @@ void dequant_case(int type, int64_t rows, int64_t cols, int group, bool timed) {
   free_w(w);
 }
 
+// ---- the prefill GEMM over the packed layout (opt/gemv/marlin_gemm.cu) against the chunked path ------------------
+// `marlin gemm ...`: out [M][N] = act [M][K] . W^T by launch_marlin_gemm (W4 / W8 dequantized inside the sm_90a wgmma
+// GEMM) against the chunked path: launch_dequant_bf16_fast of the native matrix into bf16 [N][K], then launch_gemm.
+// Both GEMM the same weights bf16(fmaf(s, q, o)) (test_marlin checks the kernel's fragments bit for bit on the CPU), so
+// they differ by fp32 summation order only: fp32 outputs within 1e-4 RMS-relative, bf16 outputs 1e-2; outputs
+// poisoned (NaN) first, or for GEMM_OUT_ADD_F32 both pre-filled with the same random values. Where the kernel cannot
+// run (marlin_gemm_unsupported: not an sm_90 device, ...) a "SKIP" row says why (not a failure).
+// Timed (7B shapes, W4 / W8 g128, M 512 / 2048): TFLOP/s (2 M N K / time) of both arms, the chunked one as prefill.cu's
+// gemm_chunked runs it (rows of <= 24 MiB of bf16 dequantized, each chunk GEMM'd right after, out of L2); its row
+// gives the speed ratio fused/chunked (chunked time / fused time). QW_LAB_MARLIN_GEMM_ONLY=1: `qwlab marlin` runs these
+// cases only.
+namespace {
+
+// The chunked arm: `chunk` rows at a time dequantized into deq and GEMM'd into their own output columns (chunk = all
+// rows: the reference, one dequantization and one GEMM). Returns the GEMM's name.
+const char *mg_chunked(const GemmArgs &g, const WMat &m, __nv_bfloat16 *deq, int64_t chunk) {
+  const size_t elem = g.out_kind == GEMM_OUT_BF16 ? 2 : 4, row_bytes = m.type == WT_W8 ? m.cols : m.cols / 2;
+  const int64_t gpr = m.cols / m.group;
+  const char *kn = "?";
+  for (int64_t r0 = 0; r0 < m.rows; r0 += chunk) {
+    WMat sub = m;
+    sub.rows = std::min(chunk, m.rows - r0);
+    sub.data = (const uint8_t *)m.data + r0 * row_bytes;
+    sub.scale = m.scale + r0 * gpr;
+    sub.offset = m.offset + r0 * gpr;
+    if (!launch_dequant_bf16_fast(deq, sub, 0)) launch_dequant_bf16(deq, sub, 0);
+    GemmArgs c = g;
+    c.c = (char *)g.c + r0 * elem;
+    c.w = deq;
+    c.n = sub.rows;
+    kn = launch_gemm(c, 0);
+  }
+  return kn;
+}
+
+// RMS-relative error of got against ref (device, n elements, bf16 or fp32); a non-finite value in either: *nan_seen
+double mg_err(const void *got, const void *ref, size_t n, bool bf, bool *nan_seen) {
+  std::vector<float> a(n), b(n);
+  if (bf) {
+    const auto x = d2h((const uint16_t *)got, n), y = d2h((const uint16_t *)ref, n);
+    for (size_t i = 0; i < n; ++i) { a[i] = bf2f(x[i]); b[i] = bf2f(y[i]); }
+  } else {
+    a = d2h((const float *)got, n);
+    b = d2h((const float *)ref, n);
+  }
+  double num = 0, den = 0;
+  int bad = 0;
+#pragma omp parallel for reduction(+ : num, den, bad)
+  for (int64_t i = 0; i < (int64_t)n; ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) { ++bad; continue; }
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  *nan_seen = bad > 0;
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+// One matrix (N x K, W4 / W8, group) against every (M, out kind) of `cases`; timed: both arms timed after the check.
+void marlin_gemm_matrix(const char *label, int type, int group, int64_t N, int64_t K, bool rand_offset,
+                        const std::vector<std::pair<int64_t, int>> &cases, bool timed) {
+  const HostW hw = make_marlin_w(type, N, K, group, rand_offset);
+  DevW w = upload_w(hw);
+  const Packed pk(w);
+  __nv_bfloat16 *deq = (__nv_bfloat16 *)dalloc<uint16_t>((size_t)N * K);
+  const int64_t chunk = std::min<int64_t>(N, std::max<int64_t>(64, (24ll << 20) / (K * 2) / 64 * 64));  // prefill.cu's
+  for (const auto &[M, kind] : cases) {
+    char name[96], shape[96];
+    snprintf(name, sizeof name, "marlin gemm %s %s M%lld", label, tname(type), (long long)M);
+    snprintf(shape, sizeof shape, "g%d %lldx%lld %s%s", group, (long long)N, (long long)K,
+             kind == GEMM_OUT_BF16 ? "bf16" : kind == GEMM_OUT_F32 ? "f32" : "+=f32", rand_offset ? " offs" : "");
+    std::vector<uint16_t> act((size_t)M * K);
+    for (auto &v : act) v = f2bf(rndn());
+    __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
+    h2d((uint16_t *)dact, act);
+    if (const char *why = marlin_gemm_unsupported(pk.m, M, K, dact)) {
+      report(std::string(name) + " SKIP: " + why, shape, false, 0, 0, false, 0, 0, "", 0);
+      cudaFree(dact);
+      continue;
+    }
+    const size_t n = (size_t)M * N, elem = kind == GEMM_OUT_BF16 ? 2 : 4;
+    void *c_ref = dalloc<uint8_t>(n * elem), *c_mg = dalloc<uint8_t>(n * elem);
+    if (kind == GEMM_OUT_ADD_F32) {
+      std::vector<float> base(n);
+      for (auto &v : base) v = rndn();
+      h2d((float *)c_ref, base);
+      h2d((float *)c_mg, base);
+    } else {
+      poison(c_ref, n * elem);
+      poison(c_mg, n * elem);
+    }
+    GemmArgs g;
+    g.out_kind = kind; g.c = c_ref; g.ldc = N; g.a = dact; g.lda = K; g.w = deq; g.m = M; g.n = N; g.k = K;
+    GemmArgs f = g;
+    f.c = c_mg;
+    const std::string ref_kn = mg_chunked(g, w.m, deq, N);
+    std::string kn;
+    bool threw = false;
+    try {
+      kn = launch_marlin_gemm(f, pk.m, 0);
+    } catch (const std::exception &e) {
+      kn = std::string("threw: ") + e.what();
+      threw = true;
+    }
+    CHK(cudaDeviceSynchronize());
+    bool nan_seen = false;
+    const double err = threw ? 1.0 : mg_err(c_mg, c_ref, n, kind == GEMM_OUT_BF16, &nan_seen);
+    const double flop = 2.0 * M * N * K;
+    double us = 0, us_c = 0;
+    if (timed && !threw) {
+      const int it = g_quick ? 5 : 20;
+      us = time_us([&](int) { launch_marlin_gemm(f, pk.m, 0); }, it, 2);
+      us_c = time_us([&](int) { mg_chunked(g, w.m, deq, chunk); }, it, 2);
+    }
+    report(std::string(name) + " [" + kn + " vs " + ref_kn + "]", shape, true, err,
+           kind == GEMM_OUT_BF16 ? 1e-2 : 1e-4, nan_seen, us, us > 0 ? flop / (us * 1e-6) / 1e12 : 0, "TFLOP/s",
+           g_bf16_rate / 1e12);
+    if (timed && us_c > 0) {
+      char cname[128];
+      snprintf(cname, sizeof cname, "  chunked %s %s M%lld (fused/chunked x%.2f)", label, tname(type), (long long)M,
+               us > 0 ? us_c / us : 0.0);
+      report(cname, shape, false, 0, 0, false, us_c, flop / (us_c * 1e-6) / 1e12, "TFLOP/s", g_bf16_rate / 1e12);
+    }
+    cudaFree(c_ref); cudaFree(c_mg); cudaFree(dact);
+  }
+  cudaFree(deq);
+  free_w(w);
+}
+
+}  // namespace
+
+void marlin_gemm_cases() {
+  // correctness: every type and group, M 1 (one token), 5, 128 (one full token block), 200 and 300 (partial blocks),
+  // every output kind at every M over the groups, Q4_K-like random offsets on half of them
+  int gi = 0;
+  for (int type : {WT_W4, WT_W8})
+    for (int g : {16, 32, 64, 128}) {
+      std::vector<std::pair<int64_t, int>> cases;
+      int i = gi;
+      for (int64_t M : {1, 5, 128, 200, 300}) cases.push_back({M, i++ % 3});
+      marlin_gemm_matrix("check", type, g, 256, 384, gi++ % 2 == 1, cases, false);
+    }
+  // 7B shapes, timed (output kinds as prefill uses them: qkv fp32, o / down added to the residual, gate_up bf16)
+  struct Shape { const char *name; int64_t rows, cols; int kind; };
+  const Shape shapes[] = {{"7B qkv", 4608, 3584, GEMM_OUT_F32},
+                          {"7B o", 3584, 3584, GEMM_OUT_ADD_F32},
+                          {"7B gate_up", 37888, 3584, GEMM_OUT_BF16},
+                          {"7B down", 3584, 18944, GEMM_OUT_ADD_F32}};
+  for (int type : {WT_W4, WT_W8})
+    for (const Shape &s : shapes)
+      marlin_gemm_matrix(s.name, type, 128, s.rows, s.cols, false, {{512, s.kind}, {2048, s.kind}}, true);
+}
+
 // QW_LAB_MARLIN_ONLY="7B gate_up/w4/128/1" (shape name / type / group / batch): that timed case alone, no check
 // cases (under ncu: the marlin and simple kernels of one shape worth profiling)
 bool marlin_only_skips(const char *name, int type, int group, int batch) {
@@ -335,6 +491,10 @@ void marlin_checks() {
 }
 
 void run_marlin() {
+  if (const char *e = std::getenv("QW_LAB_MARLIN_GEMM_ONLY"); e && *e && std::strcmp(e, "0") != 0) {
+    marlin_gemm_cases();  // the prefill GEMM's cases alone
+    return;
+  }
   if (!std::getenv("QW_LAB_MARLIN_ONLY")) marlin_checks();
   // 7B shapes, timed
   struct Shape { const char *name; int64_t rows, cols; int pro, epi; };
@@ -355,6 +515,7 @@ void run_marlin() {
   for (int type : {WT_W4, WT_W8, WT_F16, WT_F32}) dequant_case(type, 4096, 3584, type == WT_W8 ? 16 : 32, false);
   dequant_case(WT_W4, 37888, 3584, 128, true);
   dequant_case(WT_F16, 37888, 3584, 0, true);
+  marlin_gemm_cases();
 }
 
 // qwlab marlin --sweep: the run-time knobs of gemv = marlin (MarlinKnobs: K-slice width ksu, blocks per SM aimed at

@@ -8,10 +8,18 @@
 //     invariance). What this cannot check is the hardware: cuda/dev/lab/marlin.cu does that on a GPU.
 //  3. marlin_rule, the default knobs: its picks for the 7B / 0.5B shapes (those the H100 sweep measured best among
 //     batch-independent splits) and that every pick is a plan the launcher can run (check_rule).
+//  4. The prefill GEMM (marlin_gemm.cu): every wgmma A register the consumers dequantize from the packed units equals,
+//     bit for bit, the chunked path's bf16(fmaf(scale, q, offset)) at its fragment coordinates (W4 / W8, every group;
+//     negative controls: swapped tile / register half, wrong scale row or group, lo / hi mixed up, must be caught);
+//     the kernel end to end on the host (fragments, epilogue indexing, every output kind, a partial token block)
+//     within fp32 summation error; the code helpers on every code value; the ring's depth and shared memory.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "fa3_layout.hpp"
 #include "marlin_pack_host.hpp"
 #include "testlib.hpp"
 
@@ -342,6 +350,274 @@ void check_rule() {
   const MarlinRule a100 = marlin_rule(37888, 3584, 108, false, 16, 166912);
   CHECK(marlin_plan(37888, 3584, 108, a100.ksu_max, a100.bps).S == 2, "W8 g16 A100 narrowing: ksu_max %d", a100.ksu_max);
 }
+
+// ---- the prefill GEMM (marlin_gemm.cu): the packed units as wgmma A fragments ------------------------------------
+// Emulated as marlin_gemm_kernel runs it: the producer's 16 bulk copies of a row block's units into a stage, each
+// consumer lane's mg_dequant (its two tiles' pieces, the (scale, offset) pair of its row and group, the code helpers of
+// marlin_layout.hpp, bf16(fmaf(scale, q, offset))), and the epilogue's index arithmetic. Reference: the chunked path's
+// dequantization (dequant.cu: bf16(fmaf(scale, q, offset)) of the native matrix) at the wgmma A-fragment coordinates
+// of fa3_layout.hpp. What this cannot check is the hardware (TMA, the swizzled B descriptors, wgmma itself): the lab
+// case `marlin gemm` (cuda/dev/lab/marlin.cu) compares the kernel with the chunked path on a GPU.
+
+// W4 / W8 codes, scales in [0.001, 0.051) and offsets in [-0.1, 0.1) (any float: not zero points); W8 codes cover
+// -128..127 (both ends forced in)
+Mat make_gemm_mat(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group) {
+  Mat m{w4, rows, cols, group, {}, {}, {}};
+  m.data.resize(w4 ? size_t(rows * cols / 2) : size_t(rows * cols));
+  for (auto &b : m.data) b = rng.byte();
+  if (!w4) { m.data[0] = 0x80; m.data[1] = 0x7f; m.data[m.data.size() - 1] = 0x80; }
+  const size_t ng = size_t(rows * (cols / group));
+  m.scale.resize(ng);
+  m.offset.resize(ng);
+  for (size_t i = 0; i < ng; ++i) {
+    m.scale[i] = 0.001f + 0.05f * float(rng.uniform());
+    m.offset[i] = 0.2f * float(rng.uniform()) - 0.1f;
+  }
+  return m;
+}
+int gemm_code(const Mat &m, int64_t r, int64_t c) {
+  return m.w4 ? int(marlin_src_code(m.src(), r, c)) : int(int8_t(m.data[size_t(r * m.cols + c)]));
+}
+// the chunked path's weight: bf16(fmaf(scale, q, offset)), rounded by the front's bf16 helper (not the one under test)
+uint16_t gemm_ref_bf16(const Mat &m, int64_t r, int64_t c) {
+  const int64_t g = r * (m.cols / m.group) + c / m.group;
+  return float_to_bf16(std::fma(m.scale[size_t(g)], float(gemm_code(m, r, c)), m.offset[size_t(g)]));
+}
+
+// The producer's stage for unit u of row block blk: tile t (0..15) of the block at t * UB, from the packed matrix at
+// ((t0 * ku + u) + t * ku) * UB (marlin_gemm_kernel's mg_bulk copies)
+std::vector<uint8_t> mg_stage(const std::vector<uint8_t> &packed, int64_t ku, int UB, int blk, int u) {
+  std::vector<uint8_t> st(size_t(16 * UB));
+  const int64_t t0 = int64_t(blk) * (kMarlinGemmRows / kMarlinTileRows);
+  const uint8_t *src = packed.data() + size_t((t0 * ku + u) * UB);
+  for (int t = 0; t < 16; ++t) std::memcpy(st.data() + size_t(t * UB), src + size_t(t * ku * UB), size_t(UB));
+  return st;
+}
+
+// mg_dequant of consumer c, warp w, lane `lane` from a stage's weight bytes. mutate (the test's negative controls):
+// 1 tile and register half swapped (t = r >> 1, h = r & 1), 2 the (scale, offset) of row gid + 1, 3 of group gi + 1
+// (mod the unit's groups), 4 the hi code taken for lo.
+void mg_dequant_host(uint32_t (&A)[8][4], const uint8_t *stage, bool w4, int G, int c, int w, int lane, int mutate = 0) {
+  const int WB = w4 ? 512 : 1024, NW = w4 ? 4 : 8, UB = marlin_unit_bytes(w4, G), ng = kMarlinUnitCols / G;
+  const uint8_t *wA = stage + size_t(marlin_gemm_tile(c, w, 0) * UB);
+  const int gid = lane >> 2;
+  uint32_t wq[2][8];
+  for (int t = 0; t < 2; ++t) std::memcpy(wq[t], wA + t * UB + (w4 ? 16 : 32) * lane, size_t(4 * NW));
+  for (int j = 0; j < 8; ++j) {
+    int gi = 16 * j / G;
+    if (mutate == 3) gi = (gi + 1) % ng;
+    float so[2][2];
+    for (int t = 0; t < 2; ++t) std::memcpy(so[t], wA + t * UB + WB + 64 * gi + 8 * (mutate == 2 ? (gid + 1) % 8 : gid), 8);
+    for (int r = 0; r < 4; ++r) {
+      const int t = mutate == 1 ? r >> 1 : r & 1, rr = mutate == 1 ? 2 * (r & 1) + (r >> 1) : r;
+      float lo, hi;
+      if (w4) marlin_gemm_w4_codes(wq[t], j, rr, lo, hi);
+      else marlin_gemm_w8_codes(wq[t], j, rr, lo, hi);
+      if (mutate == 4) lo = hi;
+      A[j][r] = uint32_t(marlin_bf16_rn_host(std::fma(so[t][0], lo, so[t][1]))) |
+                (uint32_t(marlin_bf16_rn_host(std::fma(so[t][0], hi, so[t][1]))) << 16);
+    }
+  }
+}
+
+// Every A register of every lane, warp, consumer, row block and unit against the chunked path's weight at
+// (row 128 blk + 64 c + 16 w + lane / 4 + 8 (r & 1), column 128 u + 16 j + 8 (r >> 1) + 2 (lane % 4) + {0, 1}).
+// Returns the mismatching bf16 halves (the first one described in *first).
+size_t check_gemm_frags(const Mat &m, const std::vector<uint8_t> &packed, int mutate, std::string *first) {
+  const int G = m.group, UB = marlin_unit_bytes(m.w4, G);
+  const int64_t ku = m.cols / kMarlinUnitCols;
+  size_t bad = 0;
+  for (int blk = 0; blk < int(m.rows / kMarlinGemmRows); ++blk)
+    for (int u = 0; u < int(ku); ++u) {
+      const std::vector<uint8_t> st = mg_stage(packed, ku, UB, blk, u);
+      for (int c = 0; c < 2; ++c)
+        for (int w = 0; w < 4; ++w)
+          for (int lane = 0; lane < 32; ++lane) {
+            uint32_t A[8][4];
+            mg_dequant_host(A, st.data(), m.w4, G, c, w, lane, mutate);
+            for (int j = 0; j < 8; ++j)
+              for (int r = 0; r < 4; ++r)
+                for (int h = 0; h < 2; ++h) {
+                  const int64_t row = 128 * blk + 64 * c + 16 * w + (lane >> 2) + 8 * (r & 1);
+                  const int64_t col = 128 * u + 16 * j + 8 * (r >> 1) + 2 * (lane & 3) + h;
+                  const uint16_t got = uint16_t(h ? A[j][r] >> 16 : A[j][r] & 0xffff), want = gemm_ref_bf16(m, row, col);
+                  if (got == want) continue;
+                  if (!bad++ && first) {
+                    char b[200];
+                    snprintf(b, sizeof b, "blk %d u %d c %d w %d lane %d j %d r %d h %d (row %lld col %lld): 0x%04x, want 0x%04x",
+                             blk, u, c, w, lane, j, r, h, (long long)row, (long long)col, got, want);
+                    *first = b;
+                  }
+                }
+          }
+    }
+  return bad;
+}
+
+// The kernel end to end on the host for out_kind (GemmOut of gemm.cuh: 0 bf16, 1 fp32, 2 fp32 added to `base`):
+// grid (rows / 128) x ceil(M / 128), per CTA and consumer a 64 x 128 fp32 accumulator D^T = W . act^T built k16 step by
+// k16 step from the lanes' A registers (placed by fa3_afrag_row / fa3_afrag_k) and the activations (tokens >= M read
+// as zeros, TMA's fill), stored by the epilogue's index arithmetic (fa3_acc_row / fa3_acc_col, o = tok * ldc +
+// 8 t0 + row). Unwritten outputs stay NaN; a second write of an element is counted in *twice.
+std::vector<float> emulate_gemm(const Mat &m, const std::vector<uint8_t> &packed, const std::vector<float> &act, int M,
+                                int out_kind, const std::vector<float> &base, size_t *twice) {
+  const int G = m.group, UB = marlin_unit_bytes(m.w4, G);
+  const int64_t ku = m.cols / kMarlinUnitCols, K = m.cols, ldc = m.rows;
+  std::vector<float> out(size_t(M * ldc), std::nanf(""));
+  if (out_kind == 2) out = base;
+  std::vector<uint8_t> written(out.size(), 0);
+  *twice = 0;
+  for (int bx = 0; bx < int(m.rows / kMarlinGemmRows); ++bx)
+    for (int by = 0; by < (M + kMarlinGemmTokens - 1) / kMarlinGemmTokens; ++by) {
+      const int64_t t0 = int64_t(bx) * (kMarlinGemmRows / kMarlinTileRows);
+      const int n0 = by * kMarlinGemmTokens;
+      for (int c = 0; c < 2; ++c) {
+        std::vector<float> D(64 * 128, 0.f);
+        for (int u = 0; u < int(ku); ++u) {
+          const std::vector<uint8_t> st = mg_stage(packed, ku, UB, bx, u);
+          float Aw[8][64][16];
+          std::fill(&Aw[0][0][0], &Aw[0][0][0] + 8 * 64 * 16, std::nanf(""));  // a hole in the fragment map: NaN out
+          for (int w = 0; w < 4; ++w)
+            for (int lane = 0; lane < 32; ++lane) {
+              uint32_t A[8][4];
+              mg_dequant_host(A, st.data(), m.w4, G, c, w, lane);
+              for (int j = 0; j < 8; ++j)
+                for (int r = 0; r < 4; ++r)
+                  for (int h = 0; h < 2; ++h)
+                    Aw[j][fa3_afrag_row(w, lane, r)][fa3_afrag_k(lane, r, h)] = h ? bits_hi(A[j][r]) : bits_lo(A[j][r]);
+            }
+          for (int j = 0; j < 8; ++j)
+            for (int n = 0; n < 128; ++n) {
+              const int tok = n0 + n;
+              if (tok >= M) continue;  // zero B column: adds nothing
+              const float *a = act.data() + size_t(tok * K + 128 * u + 16 * j);
+              for (int row = 0; row < 64; ++row) {
+                float s = D[size_t(row * 128 + n)];
+                for (int k = 0; k < 16; ++k) s += Aw[j][row][k] * a[k];
+                D[size_t(row * 128 + n)] = s;
+              }
+            }
+        }
+        for (int w = 0; w < 4; ++w)
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < 64; ++i) {
+              const float acc = D[size_t(fa3_acc_row(w, lane, i) * 128 + fa3_acc_col(lane, i))];
+              const int row = 64 * c + fa3_acc_row(w, lane, i), tok = n0 + fa3_acc_col(lane, i);
+              if (tok >= M) continue;
+              const int64_t o = int64_t(tok) * ldc + t0 * kMarlinTileRows + row;
+              *twice += written[size_t(o)]++ != 0;
+              if (out_kind == 0) out[size_t(o)] = bf16_to_float(marlin_bf16_rn_host(acc));
+              else if (out_kind == 1) out[size_t(o)] = acc;
+              else out[size_t(o)] += acc;
+            }
+      }
+    }
+  return out;
+}
+
+void check_gemm_case(Rng &rng, bool w4, int64_t rows, int64_t cols, int32_t group) {
+  const Mat m = make_gemm_mat(rng, w4, rows, cols, group);
+  const std::vector<uint8_t> packed = marlin_pack_host(m.src());
+  const char *ty = w4 ? "w4" : "w8";
+  std::string first;
+  const size_t bad = check_gemm_frags(m, packed, 0, &first);
+  CHECK(bad == 0, "marlin gemm A fragments %s %lldx%lld g%d: %zu of %lld bf16 differ from the chunked path; first %s", ty,
+        (long long)rows, (long long)cols, group, bad, (long long)(rows * cols), first.c_str());
+  // negative controls: each plausible slip of the fragment mapping is caught (group 128 has one group per unit)
+  for (int mutate : {1, 2, 3, 4}) {
+    if (mutate == 3 && group == 128) continue;
+    CHECK(check_gemm_frags(m, packed, mutate, nullptr) > 0, "marlin gemm %s g%d: mutation %d not detected", ty, group, mutate);
+  }
+  // end to end: M = 1 (fp32 out), 5 (bf16) and 200 (fp32 added; a partial second token block)
+  for (int M : {1, 5, 200}) {
+    const int kind = M == 1 ? 1 : M == 5 ? 0 : 2;
+    std::vector<float> act(size_t(M * cols)), base(size_t(M * rows));
+    for (auto &v : act) v = bf16_to_float(float_to_bf16(rng.normal()));
+    for (auto &v : base) v = rng.normal();
+    size_t twice = 0;
+    const std::vector<float> out = emulate_gemm(m, packed, act, M, kind, base, &twice);
+    double worst = 0;
+    size_t nan = 0;
+    for (int b = 0; b < M; ++b)
+      for (int64_t r = 0; r < rows; ++r) {
+        double ref = kind == 2 ? base[size_t(b * rows + r)] : 0, mag = std::fabs(ref);
+        for (int64_t k = 0; k < cols; ++k) {
+          const double p = double(bf16_to_float(gemm_ref_bf16(m, r, k))) * act[size_t(b * cols + k)];
+          ref += p;
+          mag += std::fabs(p);
+        }
+        const float got = out[size_t(b * rows + r)];
+        if (std::isnan(got)) { ++nan; continue; }
+        // fp32 sums of K exact products: |err| <= K * 2^-24 * sum |w a| (3e-5 at K 384); bf16 output: + 2^-8 |ref|
+        worst = std::max(worst, (std::fabs(got - ref) - (kind == 0 ? std::fabs(ref) / 256 : 0)) / (mag + 1e-30));
+      }
+    CHECK(nan == 0 && twice == 0 && worst < double(cols) * 6e-8,
+          "marlin gemm emulation %s %lldx%lld g%d M%d out %d: %zu NaN (unwritten), %zu written twice, error %.3g of sum |w a|",
+          ty, (long long)rows, (long long)cols, group, M, kind, nan, twice, worst);
+  }
+}
+
+// The code helpers on every code value (W8 every byte in every position, W4 every nibble pair), the host bf16 rounding
+// against the front's, and the ring's depth and shared memory for every W4 / W8 group on an H100 (232448 bytes)
+void check_gemm_helpers(Rng &rng) {
+  size_t bad = 0;
+  for (int v = 0; v < 256; ++v)
+    for (int pos = 0; pos < 4; ++pos) {
+      uint32_t wq[8] = {};
+      for (int j = 0; j < 8; ++j) wq[j] = (uint32_t(rng.next()) & ~(0xffu << (8 * pos))) | (uint32_t(v) << (8 * pos));
+      for (int j = 0; j < 8; ++j) {
+        float lo, hi;
+        marlin_gemm_w8_codes(wq, j, 2 * (pos >> 1), lo, hi);
+        bad += ((pos & 1) ? hi : lo) != float(int8_t(uint8_t(v)));
+      }
+    }
+  for (int v = 0; v < 256; ++v)
+    for (int w = 0; w < 4; ++w)
+      for (int p = 0; p < 4; ++p) {  // nibbles p (lo) and p + 4 (hi) of word w: step 2w + p / 2, register half h = p & 1
+        uint32_t wq[4];
+        for (auto &x : wq) x = uint32_t(rng.next());
+        wq[w] = (wq[w] & ~((0xfu << (4 * p)) | (0xfu << (4 * p + 16)))) | (uint32_t(v & 15) << (4 * p)) |
+                (uint32_t(v >> 4) << (4 * p + 16));
+        float lo, hi;
+        marlin_gemm_w4_codes(wq, 2 * w + (p >> 1), 2 * (p & 1), lo, hi);
+        bad += lo != float(v & 15) || hi != float(v >> 4);
+      }
+  CHECK(bad == 0, "marlin gemm code helpers: %zu wrong codes", bad);
+  size_t rbad = 0;
+  for (int i = 0; i < 100000; ++i) {
+    float f = rng.normal() * std::ldexp(1.f, int(rng.next() % 40) - 20);
+    if (i < 4) f = i == 0 ? 0.f : i == 1 ? -0.f : i == 2 ? 1.00390625f : 1.01171875f;  // ties to even both ways
+    rbad += marlin_bf16_rn_host(f) != float_to_bf16(f);
+  }
+  CHECK(rbad == 0, "marlin_bf16_rn_host: %zu roundings differ from float_to_bf16", rbad);
+  const size_t h100 = 232448;
+  for (bool w4 : {true, false})
+    for (int32_t g : {16, 32, 64, 128}) {
+      const int32_t ub = marlin_unit_bytes(w4, g);
+      const int st = marlin_gemm_stages(ub, h100);
+      const uint32_t sb = marlin_gemm_stage_bytes(ub);
+      const size_t smem = marlin_gemm_smem_bytes(ub, st);
+      // the kernel's map from the 1024-aligned base: stages x stage, full[st], empty[st], the abort word (4 bytes)
+      const size_t used = size_t(st) * sb + 16u * size_t(st) + 4u;
+      CHECK(st >= 2 && st <= kMarlinGemmMaxStages && smem <= h100 && used + 1023 <= smem && sb % 1024 == 0 &&
+                sb >= uint32_t(kMarlinGemmTokens) * 256u + 16u * uint32_t(ub) &&
+                (st == kMarlinGemmMaxStages || marlin_gemm_smem_bytes(ub, st + 1) > h100) &&
+                2u * kMarlinGemmTokens * 128u + 16u * uint32_t(ub) < (1u << 20) && ub % 16 == 0,
+            "marlin gemm ring %s g%d: unit %d B, %d stages of %u B, smem %zu (limit %zu)", w4 ? "w4" : "w8", g, ub, st, sb,
+            smem, h100);
+    }
+  {  // at the edges: 2 stages exactly fitting, then one byte short of them
+    const int32_t ub = marlin_unit_bytes(false, 16);
+    const size_t two = marlin_gemm_smem_bytes(ub, 2);
+    CHECK(marlin_gemm_stages(ub, two) == 2 && marlin_gemm_stages(ub, two - 1) == 0, "marlin_gemm_stages at %zu bytes", two);
+  }
+  for (int c = 0; c < 2; ++c)
+    for (int w = 0; w < 4; ++w)
+      for (int r = 0; r < 4; ++r)
+        CHECK(marlin_gemm_tile(c, w, r) == marlin_gemm_tile(c, w, 0) + (r & 1) &&
+                  marlin_gemm_tile(c, w, r) * kMarlinTileRows == 64 * c + 16 * w + 8 * (r & 1),
+              "marlin_gemm_tile(%d, %d, %d)", c, w, r);
+}
 }  // namespace
 
 int main() {
@@ -420,5 +696,9 @@ int main() {
       }
       CHECK(next == T && mx - mn <= 1, "tile ranges T %d g %d: end %d, sizes %d..%d", T, g, next, mn, mx);
     }
+  // the prefill GEMM (marlin_gemm.cu): fragments, end-to-end emulation, ring sizes
+  check_gemm_helpers(rng);
+  for (bool w4 : {true, false})
+    for (int32_t g : {16, 32, 64, 128}) check_gemm_case(rng, w4, 256, 384, g);
   return finish("test_marlin");
 }
