@@ -63,8 +63,13 @@ for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
 # issue 10: gemv = marlin's prefill GEMM (marlin_gemm.cu: wgmma over the packed W4 / W8 units dequantized into A
 # registers; compile-checked): every check case against the chunked path (dequantize + bf16 GEMM), then 7B shapes at
 # M 512 / 2048 timed against it (TFLOP/s; a trap = the mbarrier ring, read marlin_gemm.cu's producer / consumer waits)
-[[ ${LAB:-1} == 0 ]] || step 150 lab-marlin-gemm "QW_LAB_MARLIN_GEMM_ONLY=1 ./cuda/build/dev/qwlab marlin --quick"
-grep -E "FAIL|failure|SKIP|marlin gemm|chunked" "$OUT/lab-marlin-gemm.log" 2>/dev/null | grep -v "^|" | head -40 | sed "s/^/  marlin gemm: /" >> "$S"
+# (twelfth run: every check exact, 0.96-1.03x the chunked path at M512, 0.43-0.65x at M2048: one wgmma group in flight
+# per warpgroup, 128 tokens per CTA). Since: two A register sets (dequantize u + 1 while u's wgmmas run), setmaxnreg
+# 24 / 240, 256 tokens per CTA where >= 2 CTAs per SM (marlin_gemm_tokens); -128 / -256 force the token tile
+for tn in "" 128 256; do
+  n=lab-marlin-gemm${tn:+-$tn}
+  [[ ${LAB:-1} == 0 ]] || step 100 "$n" "${tn:+QW_MARLIN_GEMM_TN=$tn }QW_LAB_MARLIN_GEMM_ONLY=1 ./cuda/build/dev/qwlab marlin --quick"
+  grep -E "FAIL|failure|SKIP|^\|.*(marlin gemm 7B|chunked 7B)" "$OUT/$n.log" 2>/dev/null | head -40 | sed "s/^/  $n: /" >> "$S"; done
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 300 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"

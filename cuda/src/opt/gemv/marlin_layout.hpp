@@ -227,7 +227,8 @@ QW_MARLIN_HD uint32_t marlin_w8_hi_bits(uint32_t spread) { return ((spread >> 4)
 // row l/4 + 8 (r & 1), k 8 (r >> 1) + 2 (l % 4) + {0, 1}) is exactly tile (r & 1)'s mma.sync B register h = r >> 1 of
 // that step (row gid, k 8h + 2 tig + {0, 1}), which the packing already puts in the lane's piece: no new layout.
 constexpr int kMarlinGemmRows = 128;    // weight rows per CTA (2 consumer warpgroups x 64)
-constexpr int kMarlinGemmTokens = 128;  // tokens per CTA (wgmma n)
+constexpr int kMarlinGemmTokens = 128;  // tokens per CTA (wgmma n), or kMarlinGemmTokensWide when there are enough
+constexpr int kMarlinGemmTokensWide = 256;  // CTAs: half the dequantization per FLOP (marlin_gemm_tokens)
 constexpr int kMarlinGemmMaxStages = 4;
 QW_MARLIN_HD int marlin_gemm_tile(int c, int w, int r) { return 8 * c + 2 * w + (r & 1); }
 QW_MARLIN_HD float marlin_as_float(uint32_t b) {
@@ -258,20 +259,29 @@ inline uint16_t marlin_bf16_rn_host(float f) {
   std::memcpy(&u, &f, 4);
   return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
-// Shared memory of one pipeline stage: the activation tile (2 column blocks of 128 tokens x 128 B, 128B-swizzled by
+// Shared memory of one pipeline stage: the activation tile (2 column blocks of tn tokens x 128 B, 128B-swizzled by
 // TMA) then the 16 tiles' units (16 x unit_bytes), rounded up to the 1024-byte swizzle atom.
-QW_MARLIN_HD constexpr uint32_t marlin_gemm_stage_bytes(int32_t unit_bytes) {
-  return ((uint32_t)kMarlinGemmTokens * 256u + 16u * (uint32_t)unit_bytes + 1023u) & ~1023u;
+QW_MARLIN_HD constexpr uint32_t marlin_gemm_stage_bytes(int32_t unit_bytes, int tn = kMarlinGemmTokens) {
+  return ((uint32_t)tn * 256u + 16u * (uint32_t)unit_bytes + 1023u) & ~1023u;
 }
 // The ring's depth for a shared-memory budget (stages + 2 x stages mbarriers + the abort word + 1024 of alignment):
 // up to kMarlinGemmMaxStages, at least 2 (0: does not fit).
-QW_MARLIN_HD int marlin_gemm_stages(int32_t unit_bytes, size_t smem_limit) {
+QW_MARLIN_HD int marlin_gemm_stages(int32_t unit_bytes, size_t smem_limit, int tn = kMarlinGemmTokens) {
   for (int st = kMarlinGemmMaxStages; st >= 2; --st)
-    if ((size_t)st * marlin_gemm_stage_bytes(unit_bytes) + 16u * st + 16u + 1024u <= smem_limit) return st;
+    if ((size_t)st * marlin_gemm_stage_bytes(unit_bytes, tn) + 16u * st + 16u + 1024u <= smem_limit) return st;
   return 0;
 }
-QW_MARLIN_HD size_t marlin_gemm_smem_bytes(int32_t unit_bytes, int st) {
-  return (size_t)st * marlin_gemm_stage_bytes(unit_bytes) + 16u * st + 16u + 1024u;
+QW_MARLIN_HD size_t marlin_gemm_smem_bytes(int32_t unit_bytes, int st, int tn = kMarlinGemmTokens) {
+  return (size_t)st * marlin_gemm_stage_bytes(unit_bytes, tn) + 16u * st + 16u + 1024u;
+}
+// Tokens per CTA: 256 (the dequantization of a weight tile serves twice the tokens) when that still gives at least two
+// CTAs per SM and the ring fits 3 stages, else 128 (7B at 512 tokens: gate_up 592 CTAs of 256; qkv / o / down keep
+// 128, whose 112..144 CTAs are already under two waves). Depends on the shape only.
+QW_MARLIN_HD int marlin_gemm_tokens(int64_t rows, int64_t m_tokens, int32_t unit_bytes, int sms, size_t smem_limit) {
+  const int64_t ctas = (rows / kMarlinGemmRows) * ((m_tokens + kMarlinGemmTokensWide - 1) / kMarlinGemmTokensWide);
+  return ctas >= 2 * (int64_t)sms && marlin_gemm_stages(unit_bytes, smem_limit, kMarlinGemmTokensWide) >= 3
+             ? kMarlinGemmTokensWide
+             : kMarlinGemmTokens;
 }
 
 }  // namespace qwc

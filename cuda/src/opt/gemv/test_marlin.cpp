@@ -606,6 +606,24 @@ void check_gemm_helpers(Rng &rng) {
             "marlin gemm ring %s g%d: unit %d B, %d stages of %u B, smem %zu (limit %zu)", w4 ? "w4" : "w8", g, ub, st, sb,
             smem, h100);
     }
+  // the wide token tile (256): its ring fits with >= 2 stages for every type / group (3 for W4 g128), and the pick
+  // takes it only with >= 2 CTAs per SM (7B at 512 tokens on 132 SMs: gate_up yes; qkv, o, down no; at 2048 qkv too)
+  for (bool w4 : {true, false})
+    for (int32_t g : {16, 32, 64, 128}) {
+      const int32_t ub = marlin_unit_bytes(w4, g);
+      const int st = marlin_gemm_stages(ub, h100, kMarlinGemmTokensWide);
+      CHECK(st >= 2 && marlin_gemm_smem_bytes(ub, st, kMarlinGemmTokensWide) <= h100 &&
+                marlin_gemm_stage_bytes(ub, kMarlinGemmTokensWide) >= 256u * 256u + 16u * uint32_t(ub),
+            "marlin gemm wide ring %s g%d: %d stages", w4 ? "w4" : "w8", g, st);
+    }
+  CHECK(marlin_gemm_stages(marlin_unit_bytes(true, 128), h100, kMarlinGemmTokensWide) == 3, "W4 g128 wide: 3 stages");
+  {
+    const int32_t ub = marlin_unit_bytes(true, 128);
+    CHECK(marlin_gemm_tokens(37888, 512, ub, 132, h100) == 256 && marlin_gemm_tokens(4608, 512, ub, 132, h100) == 128 &&
+              marlin_gemm_tokens(3584, 512, ub, 132, h100) == 128 && marlin_gemm_tokens(3584, 2048, ub, 132, h100) == 128 &&
+              marlin_gemm_tokens(4608, 2048, ub, 132, h100) == 256 && marlin_gemm_tokens(37888, 100, ub, 132, h100) == 256,
+          "marlin_gemm_tokens picks");
+  }
   {  // at the edges: 2 stages exactly fitting, then one byte short of them
     const int32_t ub = marlin_unit_bytes(false, 16);
     const size_t two = marlin_gemm_smem_bytes(ub, 2);
