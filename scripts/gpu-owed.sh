@@ -98,12 +98,12 @@ grep -E "^CALIB" "$OUT/lab-calib.log" 2>/dev/null | cut -c1-300 | sed "s/^/  cal
 grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent: /" >> "$S"
 # issue 12: the GEMV weights through a shared-memory ring of bulk copies (QW_PERSIST_RING=1, compile-checked): every row
 # on the ring, plus "ring = register path, bits" (0 differ expected) and "persistent step (ring)" of 0.5B / 1.5B B1;
-# then the L2 bulk prefetch off (QW_PERSIST_PREFETCH=0): its steps against lab-persistent's. ONLY="lab-persistent"
+# then the L2 bulk prefetch on (QW_PERSIST_PREFETCH=1; off by default since the twelfth run): its steps against lab-persistent's. ONLY="lab-persistent"
 # matches both (prefixes); ONLY="lab-persistent=" runs the plain one alone
 [[ ${LAB:-1} == 0 ]] || step 150 lab-persistent-ring "QW_PERSIST_RING=1 ./cuda/build/dev/qwlab persistent --quick"
 grep -E "FAIL|failure|step|vs fp64|ring" "$OUT/lab-persistent-ring.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent ring: /" >> "$S"
-[[ ${LAB:-1} == 0 ]] || step 150 lab-persistent-nopf "QW_PERSIST_PREFETCH=0 ./cuda/build/dev/qwlab persistent --quick"
-grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent-nopf.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent no prefetch: /" >> "$S"
+[[ ${LAB:-1} == 0 ]] || step 150 lab-persistent-pf "QW_PERSIST_PREFETCH=1 ./cuda/build/dev/qwlab persistent --quick"
+grep -E "FAIL|failure|step|vs fp64" "$OUT/lab-persistent-pf.log" 2>/dev/null | grep -v "^|" | sed "s/^/  persistent prefetch: /" >> "$S"
 # issue 12: why decode = persistent is slow (eleventh run: 0.5B B1 1703 against 759 us; GEMVs at 1-2 TB/s, attention
 # splits 17 us of run each): Nsight Compute on one 0.5B B1 step (stall reasons, memory throughput, issue slots)
 [[ ${LAB:-1} == 0 ]] || step 150 ncu-persistent "QW_LAB_PERSIST_ONLY='persistent 0.5B/1' ncu --kernel-name regex:persistent_decode_kernel --launch-skip 3 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy ./cuda/build/dev/qwlab persistent --quick > $OUT/ncu-persistent.txt 2>&1"

@@ -118,7 +118,7 @@ void CudaSession::run_decode_persistent(const Step &st, Sink &sink, int32_t *out
   a.d = r.d;
   a.max_ctx = max_ctx_;
   a.eps = c.rms_eps;
-  qwc::persistent_options(a);  // QW_PERSIST_RING=1 (the weight ring, default off), QW_PERSIST_PREFETCH=0 (no L2 prefetch)
+  qwc::persistent_options(a);  // QW_PERSIST_RING=1 (the weight ring, default off), QW_PERSIST_PREFETCH=1 (the L2 prefetch, off by default)
   cudaEvent_t launch_ev = nullptr;
   if (levels) {
     if (!pb.trace.p) pb.trace = DBuf(pb.plan.tasks.size() * 3 * sizeof(uint64_t));

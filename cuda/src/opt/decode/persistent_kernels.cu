@@ -17,7 +17,7 @@
 // not bitwise. Every order is fixed by the plan, which depends on the model and grid, never on the batch.
 // Variants (PersistArgs, persistent_options): QW_PERSIST_RING=1 has (3) read the GEMV weights from a shared-memory
 // ring of bulk copies, its first stages issued in (1) before the wait, instead of register loads (persistent_ring.cuh:
-// the kRing instantiation; the same bits); QW_PERSIST_PREFETCH=0 skips (1)'s L2 prefetch.
+// the kRing instantiation; the same bits); (1)'s L2 prefetch runs only with QW_PERSIST_PREFETCH=1 (it cost 4 %).
 #include "attn_rows.cuh"
 #include "gemv_parts.cuh"
 #include "persistent.cuh"
@@ -517,7 +517,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pe
         if (lane == 0 && rc.chunks > 0)
           ring_start(ring, RingTask{task_weights(a, t), task_cols(a.d, t.op), t.a, t.b, rc.pairs, rc.chunks});
       }
-      if (a.prefetch) {  // QW_PERSIST_PREFETCH=0 turns it off (uniform)
+      if (a.prefetch) {  // QW_PERSIST_PREFETCH=1 turns it on (uniform)
         int32_t pf[2];
         const int32_t np = prefetch_targets(i, nb, n, blockIdx.x, pf);
         for (int k = 0; k < np; ++k) {
@@ -669,8 +669,11 @@ void persistent_options(PersistArgs &a) {
                              "GEMV weights through a shared-memory ring of bulk copies on sm_90")
                       ? persistent_ring_stages(a.d)
                       : 0;
-  a.prefetch = env_switch_on("QW_PERSIST_PREFETCH", "no L2 prefetch of the next task's weights",
-                             "the L2 bulk prefetch of the next task's weights");
+  // Off by default since the twelfth run (H100, 2026-12-07, qwlab persistent --quick, same session): 0.5B B1 1520 us
+  // without the prefetch against 1583 with it, 1.5B B1 2793 against 3010, 0.5B B4 1807 / 1915, B8 2238 / 2304
+  // (every pair outside both spreads): the bulk prefetches compete with the loads they were meant to hide.
+  a.prefetch = env_opt_in("QW_PERSIST_PREFETCH", "no L2 prefetch of the next task's weights",
+                          "the L2 bulk prefetch of the next task's weights");
 }
 
 const char *launch_persistent_decode(const PersistArgs &a, int32_t blocks, cudaStream_t s) {
