@@ -148,7 +148,7 @@ grep -E "^\| [0-9]|^length" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >
 for w in q4 q8; do for q in 1 0; do
   step 300 "$w-7b-q16$q" "QW_GEMV_Q16=$q bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --pp 512 --tg 128 --batch 1,16 --reps 3"; done; done
 { echo "===== $(( $(date +%s) - t0 )) s"
-  for f in "$OUT"/q[48]-7b-*.log "$OUT"/q4-7b-pp.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|$(basename "$f" .log) |"; done; } >> "$S"
+  for f in "$OUT"/q[48]-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|$(basename "$f" .log) |"; done; } >> "$S"
 cat "$S"
 # few files come back from a call (about 8): everything but the summary travels as one archive
 (cd "$OUT" && tar czf /tmp/owed.tgz --exclude ./owed.log . && find . -mindepth 1 ! -name owed.log -delete && mv /tmp/owed.tgz .)
