@@ -70,6 +70,9 @@ for tn in "" 128 256; do
   n=lab-marlin-gemm${tn:+-$tn}
   [[ ${LAB:-1} == 0 ]] || step 100 "$n" "${tn:+QW_MARLIN_GEMM_TN=$tn }QW_LAB_MARLIN_GEMM_ONLY=1 ./cuda/build/dev/qwlab marlin --quick"
   grep -E "FAIL|failure|SKIP|^\|.*(marlin gemm 7B|chunked 7B)" "$OUT/$n.log" 2>/dev/null | head -40 | sed "s/^/  $n: /" >> "$S"; done
+# what binds the prefill GEMM: Nsight Compute on one 7B gate_up W4 M512 launch (tensor pipe, issue slots, stalls)
+[[ ${LAB:-1} == 0 ]] || step 120 ncu-mgemm "QW_LAB_MARLIN_GEMM_ONLY=1 QW_LAB_MARLIN_GEMM_SHAPE='7B gate_up' ncu --kernel-name regex:marlin_gemm_kernel --launch-skip 2 --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy ./cuda/build/dev/qwlab marlin --quick > $OUT/ncu-mgemm.txt 2>&1"
+grep -E "Throughput|Duration|Pipe|Issue Slots|Eligible|Warp Cycles|Registers" "$OUT/ncu-mgemm.txt" 2>/dev/null | head -20 | sed "s/^/  ncu mgemm: /" >> "$S"
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 300 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"

@@ -434,11 +434,14 @@ void marlin_gemm_matrix(const char *label, int type, int group, int64_t N, int64
 }  // namespace
 
 void marlin_gemm_cases() {
+  // QW_LAB_MARLIN_GEMM_SHAPE="7B gate_up": that timed shape alone, W4, M512 (no check cases: one kernel for ncu)
+  const char *only = std::getenv("QW_LAB_MARLIN_GEMM_SHAPE");
   // correctness: every type and group, M 1 (one token), 5, 128 (one full token block), 200 and 300 (partial blocks),
   // every output kind at every M over the groups, Q4_K-like random offsets on half of them
   int gi = 0;
   for (int type : {WT_W4, WT_W8})
     for (int g : {16, 32, 64, 128}) {
+      if (only) break;
       std::vector<std::pair<int64_t, int>> cases;
       int i = gi;
       for (int64_t M : {1, 5, 128, 200, 300}) cases.push_back({M, i++ % 3});
@@ -451,8 +454,12 @@ void marlin_gemm_cases() {
                           {"7B gate_up", 37888, 3584, GEMM_OUT_BF16},
                           {"7B down", 3584, 18944, GEMM_OUT_ADD_F32}};
   for (int type : {WT_W4, WT_W8})
-    for (const Shape &s : shapes)
-      marlin_gemm_matrix(s.name, type, 128, s.rows, s.cols, false, {{512, s.kind}, {2048, s.kind}}, true);
+    for (const Shape &s : shapes) {
+      if (only && (type != WT_W4 || std::string(only) != s.name)) continue;
+      marlin_gemm_matrix(s.name, type, 128, s.rows, s.cols, false,
+                         only ? std::vector<std::pair<int64_t, int>>{{512, s.kind}}
+                              : std::vector<std::pair<int64_t, int>>{{512, s.kind}, {2048, s.kind}}, true);
+    }
 }
 
 // QW_LAB_MARLIN_ONLY="7B gate_up/w4/128/1" (shape name / type / group / batch): that timed case alone, no check
