@@ -140,6 +140,10 @@ for f in "$OUT"/ncu-gemv-*.txt; do [[ -f $f ]] && grep -E "Memory Throughput|DRA
 # issue 10, short: 7B q4 pp512 with gemv = marlin (the fused prefill GEMM) and a short decode, for a call with little
 # time left after a cold build (~125 s of it is the requantization at load)
 step 160 q4-7b-pp "bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 16 --batch 1 --reps 3"
+# issue 10: gemv_q16 with its zero-point groups scaled once per chunk (QW_GEMV_Q16_FOLD=1, compile-checked; the
+# twelfth run's ncu: gemv_q16 M1 at 61 % issue, 1.05 TB/s), 7B q4 b1 / b16 end to end, fold then default, same session
+for fo in 1 0; do
+  step 200 "q4-7b-fold$fo" "QW_GEMV_Q16_FOLD=$fo bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --pp 0 --tg 128 --batch 1,16 --reps 3"; done
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"

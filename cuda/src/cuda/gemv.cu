@@ -90,8 +90,73 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
 // keeps the 8-weight kernel (the A/B).
 template <int WT> __host__ __device__ constexpr int q16_per() { return WT == WT_W4 ? 32 : 16; }
 
+// WW staged bf16 activations (one 16- or 8-byte shared load) as floats.
+template <int WW>
+__device__ __forceinline__ void q16_act(float (&af)[WW], const __nv_bfloat16 *ap) {
+  if constexpr (WW == 8) {
+    const uint4 av = *reinterpret_cast<const uint4 *>(ap);
+    af[0] = bf16_lo(av.x); af[1] = bf16_hi(av.x); af[2] = bf16_lo(av.y); af[3] = bf16_hi(av.y);
+    af[4] = bf16_lo(av.z); af[5] = bf16_hi(av.z); af[6] = bf16_lo(av.w); af[7] = bf16_hi(av.w);
+  } else {
+    const uint2 av = *reinterpret_cast<const uint2 *>(ap);
+    af[0] = bf16_lo(av.x); af[1] = bf16_hi(av.x); af[2] = bf16_lo(av.y); af[3] = bf16_hi(av.y);
+  }
+}
+
+// One chunk of the FOLD variant: per row the chunk's codes minus the zero point (or, where the group has none, the
+// exact weights fmaf(s, q, o)) summed against the staged activations into a chunk partial, in the default's word
+// order, then added to the row's sum scaled by s (zero point) or 1. a_s: the chunk's first activation of token 0.
+template <int WT, int NB, int R, int SLOTS>
+__device__ __forceinline__ void q16_use_fold(float (&acc)[R][NB], const uint4 (&wv)[R][SLOTS], const float (&sc)[R][SLOTS],
+                                             const float (&of)[R][SLOTS], int u, const __nv_bfloat16 *a_s, int kt,
+                                             int lane) {
+  constexpr int BITS = WT == WT_W4 ? qw::q16::kW4 : qw::q16::kW8, WW = WT == WT_W4 ? 8 : 4;
+  float z[R];
+  bool zp[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) zp[r] = qw::q16::fold_zero_point<BITS>(sc[r][u], of[r][u], &z[r]);
+  float pc[R][NB];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) pc[r][b] = 0.f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int w = (j + (lane >> (WT == WT_W4 ? 1 : 2))) & 3;  // the default's rotated word order (bank conflicts)
+    float wf[R][WW];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const uint32_t x = w == 0 ? wv[r][u].x : w == 1 ? wv[r][u].y : w == 2 ? wv[r][u].z : wv[r][u].w;
+      qw::q16::codes_minus<BITS>(x, z[r], wf[r]);
+      if (!zp[r]) {
+#pragma unroll
+        for (int e = 0; e < WW; ++e) wf[r][e] = fmaf(sc[r][u], wf[r][e], of[r][u]);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      float af[WW];
+      q16_act<WW>(af, a_s + b * kt + WW * w);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float t = pc[r][b];
+#pragma unroll
+        for (int e = 0; e < WW; ++e) t = fmaf(wf[r][e], af[e], t);
+        pc[r][b] = t;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = zp[r] ? fmaf(sc[r][u], pc[r][b], acc[r][b]) : acc[r][b] + pc[r][b];
+}
+
 // PIPE: gemv_walk_pipe (the next round's loads in flight while the current one is used; 2U register slots).
-template <int WT, int NB, int R, int U, bool KS, bool PIPE = false>
+// FOLD: QW_GEMV_Q16_FOLD=1 (opt-in, unmeasured; q16_dequant.hpp codes_minus): per chunk, the zero point's codes
+// q - z summed against the activations and scaled once (every batch size alike: batch invariant; not the bits of
+// the default, which scales every weight).
+template <int WT, int NB, int R, int U, bool KS, bool PIPE = false, bool FOLD = false>
 __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, const int kt, const int ks_arg) {
   constexpr int SLOTS = PIPE ? 2 * U : U;
   constexpr int E = q16_per<WT>();  // weights per 16-byte chunk
@@ -134,6 +199,9 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
         }
       },
       [&](int u, int c) {
+        if constexpr (FOLD) {
+          q16_use_fold<WT, NB, R>(acc, wv, sc, of, u, act_s + E * c, kt, lane);
+        } else {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           // The chunk's 32-bit words in an order rotated per lane: a lane's chunk spans 64 (W4) / 32 (W8) bytes of
@@ -150,16 +218,8 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
           }
 #pragma unroll
           for (int b = 0; b < NB; ++b) {
-            const __nv_bfloat16 *ap = act_s + b * kt + E * c + WW * w;
             float af[WW];
-            if constexpr (WW == 8) {
-              const uint4 av = *reinterpret_cast<const uint4 *>(ap);
-              af[0] = bf16_lo(av.x); af[1] = bf16_hi(av.x); af[2] = bf16_lo(av.y); af[3] = bf16_hi(av.y);
-              af[4] = bf16_lo(av.z); af[5] = bf16_hi(av.z); af[6] = bf16_lo(av.w); af[7] = bf16_hi(av.w);
-            } else {
-              const uint2 av = *reinterpret_cast<const uint2 *>(ap);
-              af[0] = bf16_lo(av.x); af[1] = bf16_hi(av.x); af[2] = bf16_lo(av.y); af[3] = bf16_hi(av.y);
-            }
+            q16_act<WW>(af, act_s + b * kt + E * c + WW * w);
 #pragma unroll
             for (int r = 0; r < R; ++r) {
               float t = acc[r][b];
@@ -169,6 +229,7 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
             }
           }
         }
+        }  // FOLD
       });
   finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
 }
@@ -243,6 +304,10 @@ int pick_ks(int64_t rows) {
 
 // QW_GEMV_Q16_PIPE=1: gemv_q16 at batch <= 4 walks K with the next round of loads in flight (gemv_walk_pipe; the same
 // sums bit for bit). Off by default until a GPU run measures it (read at each launch: the lab flips it).
+// QW_GEMV_Q16_FOLD=1: gemv_q16's zero-point groups scaled once per chunk (q16_use_fold; read at every launch)
+bool q16_fold_on() {
+  return env_opt_in("QW_GEMV_Q16_FOLD", "gemv_q16 scales every weight", "zero-point chunks scaled once per chunk");
+}
 bool q16_pipe_on() {
   return env_opt_in("QW_GEMV_Q16_PIPE", "gemv_q16 walks K a round at a time", "the next round's loads in flight");
 }
@@ -276,6 +341,11 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
     }
   }
   if constexpr (Q16) {
+    if (q16_fold_on()) {  // QW_GEMV_Q16_FOLD=1 (the plain walk only: the lab's A/B against the default)
+      if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true, false, true>, grid, kThreads, smem, s, a, kt, ks);
+      else launch(gemv_q16_kernel<WT, NB, R, U, false, false, true>, grid, kThreads, smem, s, a, kt, 1);
+      return ks;
+    }
     if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
     else launch(gemv_q16_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
     return ks;
@@ -296,8 +366,11 @@ const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false) {
   static const char *q4[4] = {"gemv_q16_r4", "gemv_q16_r4k2", "gemv_q16_r4k4", "gemv_q16_r4k8"};
   static const char *p2[4] = {"gemv_q16p_r2", "gemv_q16p_r2k2", "gemv_q16p_r2k4", "gemv_q16p_r2k8"};
   static const char *p4[4] = {"gemv_q16p_r4", "gemv_q16p_r4k2", "gemv_q16p_r4k4", "gemv_q16p_r4k8"};
+  static const char *f2[4] = {"gemv_q16f_r2", "gemv_q16f_r2k2", "gemv_q16f_r2k4", "gemv_q16f_r2k8"};
+  static const char *f4[4] = {"gemv_q16f_r4", "gemv_q16f_r4k2", "gemv_q16f_r4k4", "gemv_q16f_r4k8"};
   const int i = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
   if (q16 && pipe) return R == 4 ? p4[i] : p2[i];
+  if (q16 && q16_fold_on()) return R == 4 ? f4[i] : f2[i];
   return q16 ? (R == 4 ? q4[i] : q2[i]) : (R == 4 ? n4[i] : n2[i]);
 }
 
@@ -307,7 +380,7 @@ const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum); a tile
   // candidate (toggle tile = auto) sets R and ks itself
   const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
-  const bool pipe = Q16 && NB <= 4 && q16_pipe_on();
+  const bool pipe = Q16 && NB <= 4 && q16_pipe_on() && !q16_fold_on();
   if constexpr (NB <= 4) {
     if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks, pipe), Q16, pipe);
   }

@@ -235,7 +235,7 @@ QW_MARLIN_HD float marlin_as_float(uint32_t b) {
 #if defined(__CUDA_ARCH__)
   return __uint_as_float(b);
 #else
-  float f;
+  float f;  // (kv_unpack.hpp has the same cast; this header stays free of the KV cache's)
   std::memcpy(&f, &b, 4);
   return f;
 #endif
