@@ -84,8 +84,8 @@ static bool dequant_l2_on() {
 }
 
 // The GEMM's arguments for out[rows, d.rows] = a[rows, d.cols] . W^T (w: W as bf16, or null for the packed kernel).
-static qwc::GemmArgs gemm_args(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc,
-                               int kind, const bf16 *w) {
+static qwc::GemmArgs gemm_args(int32_t rows, const DevMat &d, const __nv_bfloat16 *a, int64_t lda, void *out, int64_t ldc,
+                               int kind, const __nv_bfloat16 *w) {
   qwc::GemmArgs g;
   g.out_kind = kind;
   g.c = out;
