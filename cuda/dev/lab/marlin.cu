@@ -319,15 +319,10 @@ namespace {
 // The chunked arm: `chunk` rows at a time dequantized into deq and GEMM'd into their own output columns (chunk = all
 // rows: the reference, one dequantization and one GEMM). Returns the GEMM's name.
 const char *mg_chunked(const GemmArgs &g, const WMat &m, __nv_bfloat16 *deq, int64_t chunk) {
-  const size_t elem = g.out_kind == GEMM_OUT_BF16 ? 2 : 4, row_bytes = m.type == WT_W8 ? m.cols : m.cols / 2;
-  const int64_t gpr = m.cols / m.group;
+  const size_t elem = g.out_kind == GEMM_OUT_BF16 ? 2 : 4;
   const char *kn = "?";
   for (int64_t r0 = 0; r0 < m.rows; r0 += chunk) {
-    WMat sub = m;
-    sub.rows = std::min(chunk, m.rows - r0);
-    sub.data = (const uint8_t *)m.data + r0 * row_bytes;
-    sub.scale = m.scale + r0 * gpr;
-    sub.offset = m.offset + r0 * gpr;
+    const WMat sub = wmat_rows(m, r0, std::min(chunk, m.rows - r0));
     if (!launch_dequant_bf16_fast(deq, sub, 0)) launch_dequant_bf16(deq, sub, 0);
     GemmArgs c = g;
     c.c = (char *)g.c + r0 * elem;

@@ -86,6 +86,18 @@ struct WMat {
   int32_t group = 0;
   int32_t type = WT_BF16;
 };
+// Rows [r0, r0 + n) of w as a matrix of its own (its data and, for W8 / W4, its scale groups). For the row chunks of
+// quantized prefill (prefill.cu gemm_chunked) and the lab's copy of that path.
+inline WMat wmat_rows(const WMat &w, int64_t r0, int64_t n) {
+  const int64_t row_bytes = w.type == WT_F32 ? w.cols * 4 : w.type == WT_F16 || w.type == WT_BF16 ? w.cols * 2
+                            : w.type == WT_W8 ? w.cols : w.cols / 2;
+  const int64_t gpr = w.group ? w.cols / w.group : 0;
+  WMat sub = w;
+  sub.rows = n;
+  sub.data = (const uint8_t *)w.data + r0 * row_bytes;
+  if (gpr) { sub.scale = w.scale + r0 * gpr; sub.offset = w.offset + r0 * gpr; }
+  return sub;
+}
 
 __device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }

@@ -127,7 +127,7 @@ __device__ __forceinline__ void q16_use_fold(float (&acc)[R][NB], const uint4 (&
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const uint32_t x = w == 0 ? wv[r][u].x : w == 1 ? wv[r][u].y : w == 2 ? wv[r][u].z : wv[r][u].w;
-      qw::q16::codes_minus<BITS>(x, z[r], wf[r]);
+      qw::kvq::unpack_word<BITS>(x, wf[r], z[r]);
       if (!zp[r]) {
 #pragma unroll
         for (int e = 0; e < WW; ++e) wf[r][e] = fmaf(sc[r][u], wf[r][e], of[r][u]);
@@ -153,7 +153,7 @@ __device__ __forceinline__ void q16_use_fold(float (&acc)[R][NB], const uint4 (&
 }
 
 // PIPE: gemv_walk_pipe (the next round's loads in flight while the current one is used; 2U register slots).
-// FOLD: QW_GEMV_Q16_FOLD=1 (opt-in, unmeasured; q16_dequant.hpp codes_minus): per chunk, the zero point's codes
+// FOLD: QW_GEMV_Q16_FOLD=1 (opt-in, unmeasured; q16_dequant.hpp fold_zero_point): per chunk, the zero point's codes
 // q - z summed against the activations and scaled once (every batch size alike: batch invariant; not the bits of
 // the default, which scales every weight).
 template <int WT, int NB, int R, int U, bool KS, bool PIPE = false, bool FOLD = false>
@@ -316,7 +316,7 @@ bool q16_pipe_on() {
 // QW_GEMV_KSPLIT variable still win (pick_ks reads them first).
 // pipe: gemv_q16 on gemv_walk_pipe (Q16 at NB <= 4 only; dispatch_r decides, once per launch)
 template <int WT, int NB, int R, bool Q16 = false>
-int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe = false) {
+int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe = false, bool fold = false) {
   // q16 at batch >= 8: one 16-byte chunk in flight per row (two spilled 40 bytes at NB 16; the FMAs bound it there)
   constexpr int U = (Q16 && NB >= 8) ? 1 : (R >= 4 || NB >= 8) ? 2 : 4;
   const int ks = (tile_ks && !g_force_ks) ? tile_ks : pick_ks(a.w.rows);
@@ -341,7 +341,7 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
     }
   }
   if constexpr (Q16) {
-    if (q16_fold_on()) {  // QW_GEMV_Q16_FOLD=1 (the plain walk only: the lab's A/B against the default)
+    if (fold) {  // QW_GEMV_Q16_FOLD=1 (the plain walk only: the lab's A/B against the default)
       if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true, false, true>, grid, kThreads, smem, s, a, kt, ks);
       else launch(gemv_q16_kernel<WT, NB, R, U, false, false, true>, grid, kThreads, smem, s, a, kt, 1);
       return ks;
@@ -358,8 +358,8 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
   return 1;
 }
 
-// pipe: gemv_q16 on gemv_walk_pipe (batch <= 4 with QW_GEMV_Q16_PIPE=1)
-const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false) {
+// pipe: gemv_q16 on gemv_walk_pipe (batch <= 4 with QW_GEMV_Q16_PIPE=1); fold: QW_GEMV_Q16_FOLD=1
+const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false, bool fold = false) {
   static const char *n2[4] = {"gemv_vec_r2", "gemv_vec_r2k2", "gemv_vec_r2k4", "gemv_vec_r2k8"};
   static const char *n4[4] = {"gemv_vec_r4", "gemv_vec_r4k2", "gemv_vec_r4k4", "gemv_vec_r4k8"};
   static const char *q2[4] = {"gemv_q16_r2", "gemv_q16_r2k2", "gemv_q16_r2k4", "gemv_q16_r2k8"};
@@ -370,7 +370,7 @@ const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false) {
   static const char *f4[4] = {"gemv_q16f_r4", "gemv_q16f_r4k2", "gemv_q16f_r4k4", "gemv_q16f_r4k8"};
   const int i = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
   if (q16 && pipe) return R == 4 ? p4[i] : p2[i];
-  if (q16 && q16_fold_on()) return R == 4 ? f4[i] : f2[i];
+  if (q16 && fold) return R == 4 ? f4[i] : f2[i];
   return q16 ? (R == 4 ? q4[i] : q2[i]) : (R == 4 ? n4[i] : n2[i]);
 }
 
@@ -380,11 +380,12 @@ const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum); a tile
   // candidate (toggle tile = auto) sets R and ks itself
   const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
-  const bool pipe = Q16 && NB <= 4 && q16_pipe_on() && !q16_fold_on();
+  const bool fold = Q16 && q16_fold_on();  // read once per launch (the lab flips it between rows)
+  const bool pipe = Q16 && NB <= 4 && q16_pipe_on() && !fold;
   if constexpr (NB <= 4) {
-    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks, pipe), Q16, pipe);
+    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks, pipe, fold), Q16, pipe, fold);
   }
-  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks, pipe), Q16, pipe);
+  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks, pipe, fold), Q16, pipe, fold);
 }
 
 template <int WT, bool Q16 = false>

@@ -137,15 +137,9 @@ const char *CudaSession::gemm_chunked(int32_t rows, const DevMat &d, const bf16 
   const int64_t chunk = std::min<int64_t>(m.rows, std::max<int64_t>(64, kChunkBytes / (m.cols * 2) / 64 * 64));
   if ((size_t)(chunk * m.cols) > dq_elems_) { dq_ = DBuf((size_t)chunk * m.cols * 2); dq_elems_ = (size_t)chunk * m.cols; }
   const size_t elem = kind == qwc::GEMM_OUT_BF16 ? 2 : 4;
-  const int64_t gpr = m.group ? m.cols / m.group : 0;
   const char *kn = nullptr;
   for (int64_t r0 = 0; r0 < m.rows; r0 += chunk) {
-    qwc::WMat sub = m;
-    sub.rows = std::min(chunk, m.rows - r0);
-    const size_t row_bytes = m.type == qwc::WT_F32 ? m.cols * 4 : m.type == qwc::WT_F16 ? m.cols * 2
-                             : m.type == qwc::WT_W8 ? m.cols : m.cols / 2;
-    sub.data = (const uint8_t *)m.data + r0 * row_bytes;
-    if (gpr) { sub.scale = m.scale + r0 * gpr; sub.offset = m.offset + r0 * gpr; }
+    const qwc::WMat sub = qwc::wmat_rows(m, r0, std::min(chunk, m.rows - r0));
     if (!qwc::launch_dequant_bf16_fast(dq_.as<bf16>(), sub, stream_)) return nullptr;  // (decided on r0 = 0)
     qwc::GemmArgs g;
     g.out_kind = kind;

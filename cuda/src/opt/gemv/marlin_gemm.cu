@@ -30,6 +30,7 @@
 #include "fa3_prefill.cuh"
 #include "fa3_sm90.cuh"
 #include "gemm.cuh"
+#include "gemv_parts.cuh"  // sm_count
 #include "marlin.cuh"
 
 namespace qwc {
@@ -116,8 +117,6 @@ __device__ __forceinline__ void mg_dequant(uint32_t (&A)[8][4], const unsigned c
 
 namespace {
 using namespace marlin_gemm_detail;
-
-int g_last_tn = 0;  // the token tile of the last launch (host-side record)
 
 struct MgParams {
   void *out;
@@ -275,13 +274,10 @@ const char *launch_marlin_gemm(const GemmArgs &g, const MarlinMat &w, cudaStream
   if (const char *why = marlin_gemm_unsupported(w, g.m, g.lda, g.a))
     throw CudaError(std::string("marlin prefill GEMM: ") + why);
   if (g.n != w.rows || g.k != w.cols) throw CudaError("marlin prefill GEMM: the GEMM's n x k is not the matrix's");
-  int dev = 0, sms = 132;
-  QWC_CHECK(cudaGetDevice(&dev));
-  QWC_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   const size_t limit = (size_t)smem_optin_bytes();
   // QW_MARLIN_GEMM_TN=128 | 256 forces the token tile (the lab's A/B); unset: marlin_gemm_tokens
   static const int tn_env = env_one_of("QW_MARLIN_GEMM_TN", 0, {128, 256}, "use 128 or 256 (tokens per CTA of the prefill GEMM)");
-  int tn = tn_env ? tn_env : marlin_gemm_tokens(w.rows, g.m, w.unit_bytes, sms, limit);
+  int tn = tn_env ? tn_env : marlin_gemm_tokens(w.rows, g.m, w.unit_bytes, gemv_detail::sm_count(), limit);
   if (!marlin_gemm_stages(w.unit_bytes, limit, tn)) tn = kMarlinGemmTokens;
   CUtensorMap map;
   const auto enc = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fa3_tensor_map_encoder());
@@ -302,7 +298,6 @@ const char *launch_marlin_gemm(const GemmArgs &g, const MarlinMat &w, cudaStream
     case 64: w4 ? launch_g<true, 64>(map, p, tn, st, smem, stream) : launch_g<false, 64>(map, p, tn, st, smem, stream); break;
     default: w4 ? launch_g<true, 128>(map, p, tn, st, smem, stream) : launch_g<false, 128>(map, p, tn, st, smem, stream);
   }
-  g_last_tn = tn;
   QWC_LAUNCH_CHECK("launch_marlin_gemm");
   return w4 ? (tn == kMarlinGemmTokensWide ? "marlin_gemm_w4_n256" : "marlin_gemm_w4")
             : (tn == kMarlinGemmTokensWide ? "marlin_gemm_w8_n256" : "marlin_gemm_w8");

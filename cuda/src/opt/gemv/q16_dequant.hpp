@@ -24,6 +24,7 @@ QW_HD void dequant_word(uint32_t x, float s, float o, float *f) {
 }
 
 // ---- QW_GEMV_Q16_FOLD (opt-in, unmeasured): the group's scale applied once per chunk instead of once per weight.
+// (The codes minus z come from kvq::unpack_word's z argument.)
 // A chunk (32 W4 / 16 W8 weights of a row) lies in one scale group. When the group's offset is an exact integer zero
 // point (o == -s z, z in 0..15 for W4; o == 0 for W8: our q4 / q8), every weight is s (q - z) exactly as fp32 (the
 // value fmaf(s, q, o) gives), so the chunk's sum is s * sum((q - z) a) with q - z exact small integers: one FADD per
@@ -40,23 +41,5 @@ QW_HD bool fold_zero_point(float s, float o, float *z_out) {
   *z_out = z;
   return true;
 }
-// The codes of word x minus (z + the exponent bias): W4 q - z (bias 2^23 + z), W8 q - z (bias 2^23 + 128 + z, the
-// byte's sign bit flipped as unpack_word does). Exact: |q - z| < 2^8.
-template <int BITS>
-QW_HD void codes_minus(uint32_t x, float z, float *f) {
-  if constexpr (BITS == kW8) {
-    const uint32_t u = x ^ 0x80808080u;
-    const float bias = kvq::kUnpackMagicS8 + z;
-    for (int i = 0; i < 4; ++i) f[i] = kvq::magic_byte(u, uint32_t(i)) - bias;
-  } else {
-    const uint32_t lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
-    const float bias = kvq::kUnpackMagic + z;
-    for (int i = 0; i < 4; ++i) {
-      f[2 * i] = kvq::magic_byte(lo, uint32_t(i)) - bias;
-      f[2 * i + 1] = kvq::magic_byte(hi, uint32_t(i)) - bias;
-    }
-  }
-}
-
 }  // namespace q16
 }  // namespace qw

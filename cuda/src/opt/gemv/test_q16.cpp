@@ -45,7 +45,7 @@ int main() {
     bad += check_word(qw::q16::kW4, x, s, o) + check_word(qw::q16::kW8, x, s, t % 2 ? o : 0.f);
   }
   CHECK(bad == 0, "%d weights of random words differ from the plain conversion", bad);
-  // QW_GEMV_Q16_FOLD: codes_minus gives q - z exactly for every code in every position and every z; fold_zero_point
+  // QW_GEMV_Q16_FOLD: unpack_word(x, f, z) gives q - z exactly for every code in every position and every z; fold_zero_point
   // accepts exactly the (s, o) pairs with o == -s z (z in 0..15; W8: o == 0), and for those s (q - z) is the default's
   // weight fmaf(s, q, o) bit for bit (what makes the fold's chunk sum a re-association of the same weights)
   bad = 0;
@@ -53,16 +53,16 @@ int main() {
     for (uint32_t v = 0; v < 16; ++v)
       for (int z = 0; z < 16; ++z) {
         float f[8];
-        qw::q16::codes_minus<qw::q16::kW4>(v << (4 * pos), (float)z, f);
+        qw::kvq::unpack_word<qw::q16::kW4>(v << (4 * pos), f, (float)z);
         for (int i = 0; i < 8; ++i) bad += !same_bits(f[i], (float)((i == pos ? (int)v : 0) - z));
       }
   for (int pos = 0; pos < 4; ++pos)
     for (uint32_t v = 0; v < 256; ++v) {
       float f[4];
-      qw::q16::codes_minus<qw::q16::kW8>(v << (8 * pos), 0.f, f);
+      qw::kvq::unpack_word<qw::q16::kW8>(v << (8 * pos), f, 0.f);
       for (int i = 0; i < 4; ++i) bad += !same_bits(f[i], i == pos ? (float)(int8_t)v : 0.f);
     }
-  CHECK(bad == 0, "%d codes_minus values differ from q - z", bad);
+  CHECK(bad == 0, "%d unpack_word values minus z differ from q - z", bad);
   int zp_bad = 0, zp_seen = 0;
   for (int t = 0; t < 20000; ++t) {
     // scales of 16 significant bits, as the requantizer makes them (requant.hpp up16): s z exact, o = -s z exact
