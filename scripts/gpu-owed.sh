@@ -52,11 +52,19 @@ ref=""  # the random 0.5B / 7B checkpoints, made beside the build (not for BUILD
 if [[ ${BUILD:-all} != lab ]]; then ( python3 notebooks/peers/make_ref.py --no-ref --models 0.5b,7b --out $R > /tmp/ref.log 2>&1 ) & ref=$!; fi
 # LAB=0: the libraries only (about 65 s less; no lab-prefill step), for a late call with little time left
 # BUILD=lab: the lab alone (about half the build; no library, so TESTS="" and only lab steps), for a short call
+# BUILD=carried: no build at all (scripts/gpu-prebuild.sh here first)
 lab_build=""; [[ ${LAB:-1} == 0 ]] || lab_build=" && make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
 lib_build="make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build"
 [[ ${BUILD:-all} == lab ]] && lib_build="make -C cuda/dev -j16 GENCODE=-gencode=arch=compute_90a,code=sm_90a"
+# BUILD=carried: the binaries scripts/gpu-prebuild.sh built here travel in .gpu/prebuilt (no device time spent on a
+# build); refused unless they were built from these very sources (gpu-src-hash.sh)
+if [[ ${BUILD:-all} == carried ]]; then
+  lib_build='h=$(bash scripts/gpu-src-hash.sh); [[ $h == "$(cat .gpu/prebuilt/src.hash)" ]] || { echo "prebuilt binaries are of other sources ($(cat .gpu/prebuilt/src.hash), tree $h): run scripts/gpu-prebuild.sh again" >&2; exit 1; }
+    mkdir -p cuda/build/dev && for f in libqwen_cuda.so libqwen_cpu.so; do xz -dc .gpu/prebuilt/$f.xz > cuda/build/$f; done
+    xz -dc .gpu/prebuilt/qwlab.xz > cuda/build/dev/qwlab && chmod +x cuda/build/dev/qwlab && echo "prebuilt $h"'
+fi
 step 360 build "$lib_build" \
-  || { grep -m10 " error" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
+  || { grep -m10 -E " error|prebuilt" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }
 for f in ${TESTS-weights sparse dca cpu-vs-cuda kvcache}; do
   step 120 "test-$f" "bun test --timeout 300000 test/gpu/$f.test.ts"
   grep -hE "^\(fail\)|near-tie|passkey [0-9]|^ *[0-9]+ (pass|fail)" "$OUT/test-$f.log" | sed "s/^/  $f: /" >> "$S"; done
