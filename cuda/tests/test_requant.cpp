@@ -295,10 +295,36 @@ void test_model() {
   std::printf("  %-34s ok (prefill rel err %.2e; requant moved logits by %.2e)\n", "q4/bf16/q8 per-layer model", e, moved);
 }
 
+// A matrix large enough to be requantized on several threads (parallel_rows: >= 256 K elements a thread) gives the
+// bytes of requantizing each row on its own (one row: one thread), whatever the machine's core count.
+void test_threads_same_bytes() {
+  Rng r(11);
+  const int64_t rows = 1031, cols = 1024;  // 1.06 M elements: up to 4 threads; 1031 rows: uneven ranges
+  const qw::NativeTensor src = f32_tensor("blk.0.ffn_up.weight", rows, cols, tricky(r, rows, cols));
+  const qw::NativeTensor q4 = qw::requant_q4(src), q8 = qw::requant_q8(src), b = qw::requant_bf16(src);
+  const size_t wb = size_t(cols) * 4, gpr = size_t(cols / 128);
+  bool same4 = true, same8 = true, sameb = true;
+  for (int64_t i = 0; i < rows; ++i) {
+    std::vector<float> row(size_t(cols));
+    std::memcpy(row.data(), src.data.data() + size_t(i) * wb, wb);
+    const qw::NativeTensor one = f32_tensor(src.name, 1, cols, row);
+    const qw::NativeTensor o4 = qw::requant_q4(one), o8 = qw::requant_q8(one), ob = qw::requant_bf16(one);
+    same4 = same4 && std::memcmp(o4.data.data(), q4.data.data() + size_t(i * cols / 2), size_t(cols / 2)) == 0 &&
+            std::memcmp(o4.scale.data(), q4.scale.data() + size_t(i) * gpr, gpr * 4) == 0 &&
+            std::memcmp(o4.offset.data(), q4.offset.data() + size_t(i) * gpr, gpr * 4) == 0;
+    same8 = same8 && std::memcmp(o8.data.data(), q8.data.data() + size_t(i * cols), size_t(cols)) == 0 &&
+            std::memcmp(o8.scale.data(), q8.scale.data() + size_t(i) * gpr, gpr * 4) == 0;
+    sameb = sameb && std::memcmp(ob.data.data(), b.data.data() + size_t(i * cols * 2), size_t(cols * 2)) == 0;
+  }
+  CHECK(same4 && same8 && sameb, "threaded requantization = row by row (q4 %d, q8 %d, bf16 %d)", same4, same8, sameb);
+  std::printf("  %-34s ok (%lld x %lld)\n", "threaded = row by row", (long long)rows, (long long)cols);
+}
+
 }  // namespace
 
 int main() {
   test_formats();
+  test_threads_same_bytes();
   test_option_errors();
   test_model();
   return finish("test_requant");
