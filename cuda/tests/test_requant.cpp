@@ -305,7 +305,7 @@ void test_threads_same_bytes() {
   const size_t wb = size_t(cols) * 4, gpr = size_t(cols / 128);
   bool same4 = true, same8 = true, sameb = true;
   for (int64_t i = 0; i < rows; ++i) {
-    std::vector<float> row(size_t(cols));
+    std::vector<float> row(static_cast<size_t>(cols));
     std::memcpy(row.data(), src.data.data() + size_t(i) * wb, wb);
     const qw::NativeTensor one = f32_tensor(src.name, 1, cols, row);
     const qw::NativeTensor o4 = qw::requant_q4(one), o8 = qw::requant_q8(one), ob = qw::requant_bf16(one);
