@@ -147,7 +147,10 @@ for rbv in rule "${MARLIN_RB:-256}"; do
 for f in "$OUT"/ncu-gemv-*.txt; do [[ -f $f ]] && grep -E "Memory Throughput|DRAM Throughput|Duration|Issue Slots Busy|Stall|L2 Hit|Eligible|Registers|Achieved Occupancy" "$f" | head -14 | sed "s/^/  $(basename "$f" .txt): /" >> "$S"; done
 # issue 10, short: 7B q4 pp512 with gemv = marlin (the fused prefill GEMM) and a short decode, for a call with little
 # time left after a cold build (~125 s of it is the requantization at load)
-step 160 q4-7b-pp "bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 16 --batch 1 --reps 3"
+# (tg128 at b1 / b16 as well: a few seconds beside the load)
+step 160 q4-7b-pp "bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"
+# the bf16 baseline of the same session (issue 10's prefill bar is 0.8x it; issue 12's 7B bf16 b1 target)
+step 120 bf16-7b "bun engine/cli/main.ts bench $R/7b --backend cuda --pp 512 --tg 128 --batch 1,16 --reps 3"
 # issue 10: gemv_q16 with its zero-point groups scaled once per chunk (QW_GEMV_Q16_FOLD=1, compile-checked; the
 # twelfth run's ncu: gemv_q16 M1 at 61 % issue, 1.05 TB/s), 7B q4 b1 / b16 end to end, fold then default, same session
 for fo in 1 0; do
@@ -163,7 +166,7 @@ grep -E "^\| [0-9]|^length" "$OUT/dca-7b.log" 2>/dev/null | sed "s/^/  dca: /" >
 for w in q4 q8; do for q in 1 0; do
   step 300 "$w-7b-q16$q" "QW_GEMV_Q16=$q bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --pp 512 --tg 128 --batch 1,16 --reps 3"; done; done
 { echo "===== $(( $(date +%s) - t0 )) s"
-  for f in "$OUT"/q[48]-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|$(basename "$f" .log) |"; done; } >> "$S"
+  for f in "$OUT"/q[48]-7b-*.log "$OUT"/bf16-7b.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|$(basename "$f" .log) |"; done; } >> "$S"
 cat "$S"
 # few files come back from a call (about 8): everything but the summary travels as one archive
 (cd "$OUT" && tar czf /tmp/owed.tgz --exclude ./owed.log . && find . -mindepth 1 ! -name owed.log -delete && mv /tmp/owed.tgz .)
