@@ -335,6 +335,11 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
   if constexpr (Q16 && NB <= 4) {
     if (pipe) {  // half the chunks per round, two rounds in flight: the registers of today's U
       constexpr int UP = U / 2 > 0 ? U / 2 : 1;
+      if (fold) {  // both opt-ins: the fold on the pipelined walk (rows gemv_q16pf_*)
+        if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, UP, true, true, true>, grid, kThreads, smem, s, a, kt, ks);
+        else launch(gemv_q16_kernel<WT, NB, R, UP, false, true, true>, grid, kThreads, smem, s, a, kt, 1);
+        return ks;
+      }
       if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, UP, true, true>, grid, kThreads, smem, s, a, kt, ks);
       else launch(gemv_q16_kernel<WT, NB, R, UP, false, true>, grid, kThreads, smem, s, a, kt, 1);
       return ks;
@@ -358,7 +363,7 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
   return 1;
 }
 
-// pipe: gemv_q16 on gemv_walk_pipe (batch <= 4 with QW_GEMV_Q16_PIPE=1); fold: QW_GEMV_Q16_FOLD=1
+// pipe: gemv_q16 on gemv_walk_pipe (batch <= 4 with QW_GEMV_Q16_PIPE=1); fold: QW_GEMV_Q16_FOLD=1 (both: q16pf)
 const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false, bool fold = false) {
   static const char *n2[4] = {"gemv_vec_r2", "gemv_vec_r2k2", "gemv_vec_r2k4", "gemv_vec_r2k8"};
   static const char *n4[4] = {"gemv_vec_r4", "gemv_vec_r4k2", "gemv_vec_r4k4", "gemv_vec_r4k8"};
@@ -368,7 +373,10 @@ const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false, boo
   static const char *p4[4] = {"gemv_q16p_r4", "gemv_q16p_r4k2", "gemv_q16p_r4k4", "gemv_q16p_r4k8"};
   static const char *f2[4] = {"gemv_q16f_r2", "gemv_q16f_r2k2", "gemv_q16f_r2k4", "gemv_q16f_r2k8"};
   static const char *f4[4] = {"gemv_q16f_r4", "gemv_q16f_r4k2", "gemv_q16f_r4k4", "gemv_q16f_r4k8"};
+  static const char *pf2[4] = {"gemv_q16pf_r2", "gemv_q16pf_r2k2", "gemv_q16pf_r2k4", "gemv_q16pf_r2k8"};
+  static const char *pf4[4] = {"gemv_q16pf_r4", "gemv_q16pf_r4k2", "gemv_q16pf_r4k4", "gemv_q16pf_r4k8"};
   const int i = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
+  if (q16 && pipe && fold) return R == 4 ? pf4[i] : pf2[i];
   if (q16 && pipe) return R == 4 ? p4[i] : p2[i];
   if (q16 && fold) return R == 4 ? f4[i] : f2[i];
   return q16 ? (R == 4 ? q4[i] : q2[i]) : (R == 4 ? n4[i] : n2[i]);
@@ -381,7 +389,7 @@ const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   // candidate (toggle tile = auto) sets R and ks itself
   const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
   const bool fold = Q16 && q16_fold_on();  // read once per launch (the lab flips it between rows)
-  const bool pipe = Q16 && NB <= 4 && q16_pipe_on() && !fold;
+  const bool pipe = Q16 && NB <= 4 && q16_pipe_on();  // with fold: the fold on the pipelined walk
   if constexpr (NB <= 4) {
     if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks, pipe, fold), Q16, pipe, fold);
   }
