@@ -59,12 +59,13 @@ lib_build="make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_
 # BUILD=carried: the binaries scripts/gpu-prebuild.sh built here travel in .gpu/prebuilt (no device time spent on a
 # build); refused unless they were built from these very sources (gpu-src-hash.sh)
 if [[ ${BUILD:-all} == carried ]]; then
+  make_build=$lib_build
   lib_build='h=$(bash scripts/gpu-src-hash.sh); [[ $h == "$(cat .gpu/prebuilt/src.hash)" ]] || { echo "prebuilt binaries are of other sources ($(cat .gpu/prebuilt/src.hash), tree $h): run scripts/gpu-prebuild.sh again" >&2; exit 1; }
     mkdir -p cuda/build/dev && for f in libqwen_cuda.so libqwen_cpu.so; do xz -dc .gpu/prebuilt/$f.xz > cuda/build/$f; done
     xz -dc .gpu/prebuilt/qwlab.xz > cuda/build/dev/qwlab && chmod +x cuda/build/dev/qwlab && echo "prebuilt $h"'
   # binaries of this machine that do not load there (an older glibc / libstdc++): build after all
   lib_build="$lib_build"'; if ldd cuda/build/libqwen_cuda.so cuda/build/libqwen_cpu.so cuda/build/dev/qwlab 2>&1 | grep -E "not found|No such file"; then
-    echo "prebuilt binaries do not load here: building"; '"make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_90a$lab_build; fi"
+    echo "prebuilt binaries do not load here: building"; '"$make_build; fi"
 fi
 step 360 build "$lib_build" \
   || { grep -m10 -E " error|prebuilt" "$OUT/build.log" >> "$S"; cat "$S"; exit 1; }

@@ -16,6 +16,21 @@ struct GemmArgs {
   const __nv_bfloat16 *w = nullptr;  // [N, K], ld = K
   int64_t m = 0, n = 0, k = 0;
 };
+// out[rows, m.rows] = a[rows, m.cols] . W^T for the matrix m (w: W as bf16, or null for a kernel that reads m itself).
+inline GemmArgs gemm_args(int64_t rows, const WMat &m, const __nv_bfloat16 *a, int64_t lda, void *out, int64_t ldc,
+                          int32_t kind, const __nv_bfloat16 *w) {
+  GemmArgs g;
+  g.out_kind = kind;
+  g.c = out;
+  g.ldc = ldc;
+  g.a = a;
+  g.lda = lda;
+  g.w = w;
+  g.m = rows;
+  g.n = m.rows;
+  g.k = m.cols;
+  return g;
+}
 // backend: 0 = auto (cuBLASLt if loaded, else mma), 1 = force mma, 2 = force cuBLASLt (throws if missing).
 const char *launch_gemm(const GemmArgs &g, cudaStream_t stream, int backend = 0);
 // Our own kernel, exposed for the lab.

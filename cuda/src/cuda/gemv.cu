@@ -103,35 +103,40 @@ __device__ __forceinline__ void q16_act(float (&af)[WW], const __nv_bfloat16 *ap
   }
 }
 
-// One chunk of the FOLD variant: per row the chunk's codes minus the zero point (or, where the group has none, the
-// exact weights fmaf(s, q, o)) summed against the staged activations into a chunk partial, in the default's word
-// order, then added to the row's sum scaled by s (zero point) or 1. a_s: the chunk's first activation of token 0.
-template <int WT, int NB, int R, int SLOTS>
-__device__ __forceinline__ void q16_use_fold(float (&acc)[R][NB], const uint4 (&wv)[R][SLOTS], const float (&sc)[R][SLOTS],
-                                             const float (&of)[R][SLOTS], int u, const __nv_bfloat16 *a_s, int kt,
-                                             int lane) {
+// One 16-byte chunk u of the R rows, summed against the staged activations (a_s: the chunk's first activation of
+// token 0). Default: every weight fmaf(s, q, o), added to the row's sum. FOLD (QW_GEMV_Q16_FOLD=1; q16_dequant.hpp
+// fold_zero_point): per row the chunk's codes minus the zero point (or, where the group has none, the exact weights
+// fmaf(s, q, o)) summed into a chunk partial, then added to the row's sum scaled by s (zero point) or 1.
+template <int WT, int NB, int R, bool FOLD, int SLOTS>
+__device__ __forceinline__ void q16_use(float (&acc)[R][NB], const uint4 (&wv)[R][SLOTS], const float (&sc)[R][SLOTS],
+                                        const float (&of)[R][SLOTS], int u, const __nv_bfloat16 *a_s, int kt, int lane) {
   constexpr int BITS = WT == WT_W4 ? qw::q16::kW4 : qw::q16::kW8, WW = WT == WT_W4 ? 8 : 4;
   float z[R];
   bool zp[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) zp[r] = qw::q16::fold_zero_point<BITS>(sc[r][u], of[r][u], &z[r]);
-  float pc[R][NB];
+  for (int r = 0; r < R; ++r) {
+    z[r] = 0.f;
+    zp[r] = FOLD && qw::q16::fold_zero_point<BITS>(sc[r][u], of[r][u], &z[r]);
+  }
+  float pc[R][NB];  // the default sums straight into the row's sum; the fold into a chunk partial
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int b = 0; b < NB; ++b) pc[r][b] = 0.f;
+    for (int b = 0; b < NB; ++b) pc[r][b] = FOLD ? 0.f : acc[r][b];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const int w = (j + (lane >> (WT == WT_W4 ? 1 : 2))) & 3;  // the default's rotated word order (bank conflicts)
+    // The chunk's 32-bit words in an order rotated per lane: a lane's chunk spans 64 (W4) / 32 (W8) bytes of
+    // staged activations, so word j of every lane would hit the same 4 banks of a 16-byte (8-byte) shared
+    // load phase (4-way conflict; at batch 16 the activation reads bound the kernel: 7B q4 b16 was 0.67x the
+    // 8-weight kernel, ninth run). Lanes l>>1 (W4) / l>>2 (W8) start at word (l>>1)&3 / (l>>2)&3: conflict
+    // free. The order depends on the lane only, never on the batch: batch invariant.
+    const int w = (j + (lane >> (WT == WT_W4 ? 1 : 2))) & 3;
     float wf[R][WW];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const uint32_t x = w == 0 ? wv[r][u].x : w == 1 ? wv[r][u].y : w == 2 ? wv[r][u].z : wv[r][u].w;
-      qw::kvq::unpack_word<BITS>(x, wf[r], z[r]);
-      if (!zp[r]) {
-#pragma unroll
-        for (int e = 0; e < WW; ++e) wf[r][e] = fmaf(sc[r][u], wf[r][e], of[r][u]);
-      }
+      if (zp[r]) qw::kvq::unpack_word<BITS>(x, wf[r], z[r]);  // q - z
+      else qw::q16::dequant_word<BITS>(x, sc[r][u], of[r][u], wf[r]);
     }
 #pragma unroll
     for (int b = 0; b < NB; ++b) {
@@ -149,7 +154,8 @@ __device__ __forceinline__ void q16_use_fold(float (&acc)[R][NB], const uint4 (&
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int b = 0; b < NB; ++b) acc[r][b] = zp[r] ? fmaf(sc[r][u], pc[r][b], acc[r][b]) : acc[r][b] + pc[r][b];
+    for (int b = 0; b < NB; ++b)
+      acc[r][b] = !FOLD ? pc[r][b] : zp[r] ? fmaf(sc[r][u], pc[r][b], acc[r][b]) : acc[r][b] + pc[r][b];
 }
 
 // PIPE: gemv_walk_pipe (the next round's loads in flight while the current one is used; 2U register slots).
@@ -160,7 +166,6 @@ template <int WT, int NB, int R, int U, bool KS, bool PIPE = false, bool FOLD = 
 __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, const int kt, const int ks_arg) {
   constexpr int SLOTS = PIPE ? 2 * U : U;
   constexpr int E = q16_per<WT>();  // weights per 16-byte chunk
-  constexpr int WW = E / 4;         // weights per 32-bit word
   const int ks = KS ? ks_arg : 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);
@@ -198,39 +203,7 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
           of[r][u] = __ldg(a.w.offset + g);
         }
       },
-      [&](int u, int c) {
-        if constexpr (FOLD) {
-          q16_use_fold<WT, NB, R>(acc, wv, sc, of, u, act_s + E * c, kt, lane);
-        } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          // The chunk's 32-bit words in an order rotated per lane: a lane's chunk spans 64 (W4) / 32 (W8) bytes of
-          // staged activations, so word j of every lane would hit the same 4 banks of a 16-byte (8-byte) shared
-          // load phase (4-way conflict; at batch 16 the activation reads bound the kernel: 7B q4 b16 was 0.67x the
-          // 8-weight kernel, ninth run). Lanes l>>1 (W4) / l>>2 (W8) start at word (l>>1)&3 / (l>>2)&3: conflict
-          // free. The order depends on the lane only, never on the batch: batch invariant.
-          const int w = (j + (lane >> (WT == WT_W4 ? 1 : 2))) & 3;
-          float wf[R][WW];
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const uint32_t x = w == 0 ? wv[r][u].x : w == 1 ? wv[r][u].y : w == 2 ? wv[r][u].z : wv[r][u].w;
-            qw::q16::dequant_word<WT == WT_W4 ? qw::q16::kW4 : qw::q16::kW8>(x, sc[r][u], of[r][u], wf[r]);
-          }
-#pragma unroll
-          for (int b = 0; b < NB; ++b) {
-            float af[WW];
-            q16_act<WW>(af, act_s + b * kt + E * c + WW * w);
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-              float t = acc[r][b];
-#pragma unroll
-              for (int e = 0; e < WW; ++e) t = fmaf(wf[r][e], af[e], t);
-              acc[r][b] = t;
-            }
-          }
-        }
-        }  // FOLD
-      });
+      [&](int u, int c) { q16_use<WT, NB, R, FOLD>(acc, wv, sc, of, u, act_s + E * c, kt, lane); });
   finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
 }
 
@@ -304,12 +277,20 @@ int pick_ks(int64_t rows) {
 
 // QW_GEMV_Q16_PIPE=1: gemv_q16 at batch <= 4 walks K with the next round of loads in flight (gemv_walk_pipe; the same
 // sums bit for bit). Off by default until a GPU run measures it (read at each launch: the lab flips it).
-// QW_GEMV_Q16_FOLD=1: gemv_q16's zero-point groups scaled once per chunk (q16_use_fold; read at every launch)
+// QW_GEMV_Q16_FOLD=1: gemv_q16's zero-point groups scaled once per chunk (q16_use; read at every launch)
 bool q16_fold_on() {
   return env_opt_in("QW_GEMV_Q16_FOLD", "gemv_q16 scales every weight", "zero-point chunks scaled once per chunk");
 }
 bool q16_pipe_on() {
   return env_opt_in("QW_GEMV_Q16_PIPE", "gemv_q16 walks K a round at a time", "the next round's loads in flight");
+}
+
+// gemv_q16 with the K split's kernel (KS) or without; returns ks.
+template <int WT, int NB, int R, int U, bool PIPE, bool FOLD>
+int launch_q16(const GemvArgs &a, int kt, int ks, int grid, size_t smem, cudaStream_t s) {
+  if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true, PIPE, FOLD>, grid, kThreads, smem, s, a, kt, ks);
+  else launch(gemv_q16_kernel<WT, NB, R, U, false, PIPE, FOLD>, grid, kThreads, smem, s, a, kt, 1);
+  return ks;
 }
 
 // tile_ks: the K split of toggle tile = auto's candidate for this matrix (0: pick_ks). The lab's force and the
@@ -332,28 +313,15 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
   }
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
   // R = 4 with ks > 1 runs only under a tile candidate (the heuristic pairs R = 4 with ks = 1); compile-checked only
-  if constexpr (Q16 && NB <= 4) {
-    if (pipe) {  // half the chunks per round, two rounds in flight: the registers of today's U
-      constexpr int UP = U / 2 > 0 ? U / 2 : 1;
-      if (fold) {  // both opt-ins: the fold on the pipelined walk (rows gemv_q16pf_*)
-        if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, UP, true, true, true>, grid, kThreads, smem, s, a, kt, ks);
-        else launch(gemv_q16_kernel<WT, NB, R, UP, false, true, true>, grid, kThreads, smem, s, a, kt, 1);
-        return ks;
-      }
-      if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, UP, true, true>, grid, kThreads, smem, s, a, kt, ks);
-      else launch(gemv_q16_kernel<WT, NB, R, UP, false, true>, grid, kThreads, smem, s, a, kt, 1);
-      return ks;
-    }
-  }
   if constexpr (Q16) {
-    if (fold) {  // QW_GEMV_Q16_FOLD=1 (the plain walk only: the lab's A/B against the default)
-      if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true, false, true>, grid, kThreads, smem, s, a, kt, ks);
-      else launch(gemv_q16_kernel<WT, NB, R, U, false, false, true>, grid, kThreads, smem, s, a, kt, 1);
-      return ks;
+    // pipe (NB <= 4): half the chunks per round, two rounds in flight (the registers of today's U); fold: q16_use's
+    if constexpr (NB <= 4) {
+      constexpr int UP = U / 2 > 0 ? U / 2 : 1;
+      if (pipe) return fold ? launch_q16<WT, NB, R, UP, true, true>(a, kt, ks, grid, smem, s)
+                            : launch_q16<WT, NB, R, UP, true, false>(a, kt, ks, grid, smem, s);
     }
-    if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
-    else launch(gemv_q16_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
-    return ks;
+    return fold ? launch_q16<WT, NB, R, U, false, true>(a, kt, ks, grid, smem, s)
+                : launch_q16<WT, NB, R, U, false, false>(a, kt, ks, grid, smem, s);
   }
   if (ks > 1) {
     launch(gemv_vec_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);

@@ -392,17 +392,9 @@ bool CudaSession::lm_head_gemm(const float *src, int32_t n) {
   if (min_rows <= 0 || n < min_rows || tp_ || !m_.out_norm.p || m_.lm_head->type != qwc::WT_BF16) return false;
   const Config &c = m_.cfg;
   qwc::launch_rmsnorm(xn_.as<bf16>(), nullptr, src, m_.out_norm.as<float>(), n, c.hidden_size, c.rms_eps, stream_);
-  qwc::GemmArgs g;
-  g.out_kind = qwc::GEMM_OUT_F32;
-  g.c = logits_.as<float>();
-  g.ldc = c.vocab_size;
-  g.a = xn_.as<bf16>();
-  g.lda = c.hidden_size;
-  g.w = (const bf16 *)m_.lm_head->data;
-  g.m = n;
-  g.n = m_.lm_head->rows;
-  g.k = m_.lm_head->cols;
-  qwc::launch_gemm(g, stream_);
+  qwc::launch_gemm(qwc::gemm_args(n, *m_.lm_head, xn_.as<bf16>(), c.hidden_size, logits_.as<float>(), c.vocab_size,
+                                  qwc::GEMM_OUT_F32, (const bf16 *)m_.lm_head->data),
+                   stream_);
   return true;
 }
 

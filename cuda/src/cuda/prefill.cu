@@ -83,22 +83,6 @@ static bool dequant_l2_on() {
                        "in L2-sized row chunks with the vectorized kernel");
 }
 
-// The GEMM's arguments for out[rows, d.rows] = a[rows, d.cols] . W^T (w: W as bf16, or null for the packed kernel).
-static qwc::GemmArgs gemm_args(int32_t rows, const DevMat &d, const __nv_bfloat16 *a, int64_t lda, void *out, int64_t ldc,
-                               int kind, const __nv_bfloat16 *w) {
-  qwc::GemmArgs g;
-  g.out_kind = kind;
-  g.c = out;
-  g.ldc = ldc;
-  g.a = a;
-  g.lda = lda;
-  g.w = w;
-  g.m = rows;
-  g.n = d.m.rows;
-  g.k = d.m.cols;
-  return g;
-}
-
 // out[rows, n] = a[rows, k] @ w^T through the GEMM; w as bf16: direct, or dequantized into scratch first.
 const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out, int64_t ldc,
                               int kind) {
@@ -113,7 +97,7 @@ const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int6
     qwc::launch_dequant_bf16(dq_.as<bf16>(), d.m, stream_);
     w = dq_.as<bf16>();
   }
-  return qwc::launch_gemm(gemm_args(rows, d, a, lda, out, ldc, kind, w), stream_);
+  return qwc::launch_gemm(qwc::gemm_args(rows, d.m, a, lda, out, ldc, kind, w), stream_);
 }
 
 // gemv = marlin's prefill half on sm_90 (opt/gemv/marlin_gemm.cu): the packed W4 / W8 copy dequantized inside a wgmma
@@ -123,7 +107,7 @@ const char *CudaSession::gemm_marlin(int32_t rows, const DevMat &d, const bf16 *
                                      int64_t ldc, int kind) {
   if (!marlin_ || !d.mm.data || !qwc::marlin_gemm_requested()) return nullptr;
   if (qwc::marlin_gemm_unsupported(d.mm, rows, lda, a)) return nullptr;
-  return qwc::launch_marlin_gemm(gemm_args(rows, d, a, lda, out, ldc, kind, nullptr), d.mm, stream_);
+  return qwc::launch_marlin_gemm(qwc::gemm_args(rows, d.m, a, lda, out, ldc, kind, nullptr), d.mm, stream_);
 }
 
 // Quantized prefill: the weight dequantized by the vectorized kernel (opt/gemv/dequant.cu) in chunks of rows of
@@ -141,17 +125,8 @@ const char *CudaSession::gemm_chunked(int32_t rows, const DevMat &d, const bf16 
   for (int64_t r0 = 0; r0 < m.rows; r0 += chunk) {
     const qwc::WMat sub = qwc::wmat_rows(m, r0, std::min(chunk, m.rows - r0));
     if (!qwc::launch_dequant_bf16_fast(dq_.as<bf16>(), sub, stream_)) return nullptr;  // (decided on r0 = 0)
-    qwc::GemmArgs g;
-    g.out_kind = kind;
-    g.c = (char *)out + r0 * elem;
-    g.ldc = ldc;
-    g.a = a;
-    g.lda = lda;
-    g.w = dq_.as<bf16>();
-    g.m = rows;
-    g.n = sub.rows;
-    g.k = m.cols;
-    const char *k = qwc::launch_gemm(g, stream_);
+    const char *k =
+        qwc::launch_gemm(qwc::gemm_args(rows, sub, a, lda, (char *)out + r0 * elem, ldc, kind, dq_.as<bf16>()), stream_);
     if (!kn) kn = std::strcmp(k, "gemm_cublaslt") == 0 ? "dequant_l2+gemm_cublaslt" : "dequant_l2+gemm_mma";
   }
   return kn;
