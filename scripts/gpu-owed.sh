@@ -48,8 +48,8 @@ step() { # step LIMIT NAME CMD...: runs CMD (output in $OUT/NAME.log) unless few
   local s; s=$(date +%s); timeout "$lim" bash -c "$*" > "$OUT/$name.log" 2>&1; local rc=$?
   printf '%-30s rc=%-3s %4ss\n' "$name" "$rc" $(( $(date +%s) - s )) >> "$S"; return $rc; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader >> "$S" 2>&1
-ref=""  # the random 0.5B / 7B checkpoints, made beside the build (not for BUILD=lab: no engine step runs)
-if [[ ${BUILD:-all} != lab ]]; then ( python3 notebooks/peers/make_ref.py --no-ref --models 0.5b,7b --out $R > /tmp/ref.log 2>&1 ) & ref=$!; fi
+ref=""  # the random 0.5B / 7B checkpoints, made beside the build (not for BUILD=lab or NOREF=1: no engine step runs)
+if [[ ${BUILD:-all} != lab && ${NOREF:-0} != 1 ]]; then ( python3 notebooks/peers/make_ref.py --no-ref --models 0.5b,7b --out $R > /tmp/ref.log 2>&1 ) & ref=$!; fi
 # LAB=0: the libraries only (about 65 s less; no lab-prefill step), for a late call with little time left
 # BUILD=lab: the lab alone (about half the build; no library, so TESTS="" and only lab steps), for a short call
 # BUILD=carried: no build at all (scripts/gpu-prebuild.sh here first)
@@ -60,11 +60,18 @@ lib_build="make -C cuda -j16 cuda cpu GENCODE=-gencode=arch=compute_90a,code=sm_
 # build); refused unless they were built from these very sources (gpu-src-hash.sh)
 if [[ ${BUILD:-all} == carried ]]; then
   make_build=$lib_build
+  # each binary that travelled is unpacked; one that did not (scripts/gpu-carry.sh lab | engine: Bun and all three do
+  # not fit 64 MiB together) is taken from an earlier call on this warm machine if there is one, else it stays absent
+  # and only the steps that need it fail
   lib_build='h=$(bash scripts/gpu-src-hash.sh); [[ $h == "$(cat .gpu/prebuilt/src.hash)" ]] || { echo "prebuilt binaries are of other sources ($(cat .gpu/prebuilt/src.hash), tree $h): run scripts/gpu-prebuild.sh again" >&2; exit 1; }
-    mkdir -p cuda/build/dev && for f in libqwen_cuda.so libqwen_cpu.so; do xz -dc .gpu/prebuilt/$f.xz > cuda/build/$f; done
-    xz -dc .gpu/prebuilt/qwlab.xz > cuda/build/dev/qwlab && chmod +x cuda/build/dev/qwlab && echo "prebuilt $h"'
+    mkdir -p cuda/build/dev; have=""
+    for f in cuda/build/libqwen_cuda.so cuda/build/libqwen_cpu.so cuda/build/dev/qwlab; do x=.gpu/prebuilt/$(basename $f).xz
+      if [[ -f $x ]]; then xz -dc $x > $f && chmod +x $f && echo "$h" > $f.src && have="$have $f"
+      elif [[ -f $f && "$(cat $f.src 2>/dev/null)" == "$h" ]]; then have="$have $f"; echo "kept from an earlier call: $f"
+      else rm -f $f; echo "not carried: $f (its steps fail)"; fi; done
+    echo "prebuilt $h:$have"'
   # binaries of this machine that do not load there (an older glibc / libstdc++): build after all
-  lib_build="$lib_build"'; if ldd cuda/build/libqwen_cuda.so cuda/build/libqwen_cpu.so cuda/build/dev/qwlab 2>&1 | grep -E "not found|No such file"; then
+  lib_build="$lib_build"'; if ldd $have 2>&1 | grep -E "not found|No such file"; then
     echo "prebuilt binaries do not load here: building"; '"$make_build; fi"
 fi
 step 360 build "$lib_build" \

@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(git rev-parse --show-toplevel); cd "$root"
 mkdir -p .gpu
 bun_bin=node_modules/bun/bin/bun.exe
-[[ -f $bun_bin && $(stat -c %s "$bun_bin") -gt 10000000 ]] || bun_bin=$(ls node_modules/@oven/bun-linux-x64*/bin/bun 2>/dev/null | head -1)
+[[ -f $bun_bin && $(stat -c %s "$bun_bin") -gt 10000000 ]] || bun_bin=$( (ls node_modules/@oven/bun-linux-x64*/bin/bun 2>/dev/null || true) | head -1)
 [[ -n "$bun_bin" ]] || { echo "gpu-pack: no Bun binary under node_modules; run npm install first" >&2; exit 1; }
 stamp=$(stat -c '%s-%Y' "$bun_bin")
 if [[ ! -f .gpu/bun.xz || "$(cat .gpu/bun.stamp 2>/dev/null)" != "$stamp-9e" ]]; then

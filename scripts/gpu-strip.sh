@@ -4,9 +4,10 @@
 #   strip    (here, before a device call) removes from the working tree what the GPU machine does not use (web/, the
 #            CPU-side tests, profiles but their ceilings, docs, README) and moves each models/*/model.safetensors into
 #            .gpu/models/<name>.safetensors.xz (about 30 % smaller); scripts/gpu-validate.sh unpacks them on the device.
-#            All four models do not fit beside Bun (69.6 MB, 2026-12-05): GPU_MODELS (default
-#            tiny-qwen2-brown,tiny-qwen2-passkey) names the ones that travel; the others are left behind, so the GPU
-#            tests that need them (speculative: the draft and the EAGLE head) fail for want of the file. Duplicate
+#            All four models do not fit beside Bun (69.6 MB, 2026-12-05): GPU_MODELS (default tiny-qwen2-brown, 7 MB;
+#            with the prebuilt binaries there is no room for a second) names the ones that travel; the others are left
+#            behind, so the GPU tests that need them (dca: passkey; speculative: the draft and the EAGLE head) fail for
+#            want of the file (GPU_MODELS=tiny-qwen2-brown,tiny-qwen2-passkey without BUILD=carried). Duplicate
 #            tokenizer.json files become links to the target's.
 #   restore  (here, after the call) puts the stripped paths back (git checkout -- models test web README.md docs
 #            profiles), so strip refuses to run while those paths are dirty; other edits (a helper's, in cuda/) stay.
@@ -16,7 +17,7 @@ paths="models test web README.md docs profiles"  # what strip removes and restor
 case ${1:-} in
   strip)
     [[ -z "$(git status --porcelain --untracked-files=no -- $paths)" ]] || { echo "gpu-strip: commit or stash the changes under $paths first (restore checks them out)" >&2; exit 1; }
-    mkdir -p .gpu/models; keep=",${GPU_MODELS:-tiny-qwen2-brown,tiny-qwen2-passkey},"
+    mkdir -p .gpu/models; keep=",${GPU_MODELS:-tiny-qwen2-brown},"
     for f in models/*/model.safetensors; do
       n=$(basename "$(dirname "$f")"); x=.gpu/models/$n.safetensors.xz; s=$(git hash-object "$f")
       [[ $keep == *",$n,"* ]] || { rm -f "$f" "$x" "$x.id"; continue; }
@@ -31,7 +32,8 @@ case ${1:-} in
     rm -rf web test/web test/notebooks README.md docs
     find profiles -mindepth 1 -maxdepth 1 ! -name ceilings -exec rm -rf {} +
     t=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1); g=$(du -sb .gpu | cut -f1)  # du fails on the removed files
-    echo "gpu-strip: ~$(( (t + g) / 1048576 )) MiB travels (limit 64); afterwards: bash scripts/gpu-strip.sh restore" ;;
+    echo "gpu-strip: ~$(( (t + g) / 1048576 )) MiB travels (limit 64); afterwards: bash scripts/gpu-strip.sh restore"
+    (( t + g <= 64 * 1048576 )) || echo "gpu-strip: over the limit: fewer GPU_MODELS, or rm .gpu/prebuilt if the device builds" >&2 ;;
   restore) git checkout -- $paths && echo "gpu-strip: working tree restored" ;;
   *) echo "usage: bash scripts/gpu-strip.sh strip | restore" >&2; exit 2 ;;
 esac
