@@ -84,6 +84,18 @@ const ShapeEntrySchema = z.object({
 });
 export type ShapeEntry = z.infer<typeof ShapeEntrySchema>;
 
+/** The end-to-end check of one model's choices (checkSteps): its step with the tuned table against fixed. */
+const StepCheckSchema = z.object({
+  model: z.string().min(1), kind: z.enum(["gemv", "gemm"]), step: z.enum(["decode", "prefill"]), when: z.string(),
+  fixedNs: NsSpreadSchema, tunedNs: NsSpreadSchema,
+  /** the step with the table kept after the check (= tunedNs when nothing was reverted) */
+  keptNs: NsSpreadSchema,
+  verdict: z.string(),
+  /** shape keys set back to fixed because the step was slower with their choice */
+  reverted: z.array(z.string()),
+});
+export type StepCheck = z.infer<typeof StepCheckSchema>;
+
 export const TuningFileSchema = z.object({
   schema: z.literal(TUNING_SCHEMA),
   version: z.literal(TUNING_VERSION),
@@ -95,6 +107,8 @@ export const TuningFileSchema = z.object({
   updated: z.string(),
   request: z.object({ reps: z.number(), warmup: z.number(), repMs: z.number(), gemmTokens: z.number() }),
   shapes: z.record(z.string(), ShapeEntrySchema),
+  /** end-to-end checks, one per model and step kind (the latest); absent in files written before 2026-12-07 */
+  stepChecks: z.array(StepCheckSchema).optional(),
 }).strict();
 export type TuningFile = z.infer<typeof TuningFileSchema>;
 
@@ -275,7 +289,7 @@ export function ensureTileTable(native: TileNative, o: { dir?: string; tune?: bo
   const have = r.ok ? r.file.shapes : {};
   const missing = modelShapes(native).map((s) => s.key).filter((k) => !(k in have));
   if (missing.length > 0 && o.tune) {
-    o.log?.(`tile: ${missing.length} shape(s) of this model are not in ${path}: measuring them now (once; \`npm run calibrate -- --tile\` does it ahead)`);
+    o.log?.(`tile: ${missing.length} shape(s) of this model are not in ${path}: measuring them now, per shape (once; \`npm run calibrate -- --tile\` does it ahead and also checks the model's decode step and prefill end to end)`);
     tuneAndSave(native, info, dir, { ...o, keys: missing });
     r = readTuningFile(path, info);
     source = "tuned";
@@ -286,4 +300,91 @@ export function ensureTileTable(native: TileNative, o: { dir?: string; tune?: bo
   native.tileSet(JSON.stringify(table));
   const message = missing.length > 0 && !o.tune ? `${missing.length} shape(s) of this model are not in ${path}: fixed for those` : undefined;
   return { source, path, entries: Object.keys(table).length, message };
+}
+
+// ------------------------------------------------------------------------------------------------
+// End-to-end check. A shape's choice is measured on its GEMV / GEMM alone (plain prologue and epilogue, launches back
+// to back); in a model the same launch runs with its fused prologue / epilogue inside a captured decode graph, and
+// a candidate faster alone can make the step slower (H100, 0.5B: every GEMV shape 1.01-1.10x faster alone, the decode
+// step 2.7 % slower with all of them: thirteenth run). So calibrate times the model's own step with the tuned table
+// against fixed, and sets back to fixed what makes it slower.
+// ------------------------------------------------------------------------------------------------
+
+/** ns of one repetition of the model's step with `table` loaded (tile = auto; engine/tuning-step.ts). */
+export type StepTimer = (table: Record<string, string>) => number;
+
+const nsOf = (x: ReturnType<typeof spreadOf>) => ({ median: x.median, min: x.min, max: x.max, n: x.n });
+const fmtUs = (x: { median: number; min: number; max: number }) =>
+  `${(x.median / 1e3).toFixed(1)} µs (${(x.min / 1e3).toFixed(1)}–${(x.max / 1e3).toFixed(1)})`;
+
+/** Repetitions interleaved over the tables (a clock or load change hits them all alike); a spread per table. */
+function measureTables(time: StepTimer, tables: Record<string, string>[], reps: number) {
+  const samples = tables.map(() => [] as number[]);
+  for (let r = 0; r < reps; ++r) tables.forEach((t, i) => samples[i].push(time(t)));
+  return samples.map(spreadOf);
+}
+
+/** Checks `kind`'s non-fixed choices among `entries` (one model's shapes) on the model's step: kept when the step
+ *  is not slower than fixed's outside both spreads; else each choice alone against fixed, the ones the step is slower
+ *  with set back to fixed, and the rest checked together again (all set back if still slower). Returns the check
+ *  and the entries to store (reverted ones with choice = fixed and a verdict saying why); null when `kind` has no
+ *  non-fixed choice. */
+export function checkSteps(
+  entries: Record<string, ShapeEntry>, kind: "gemv" | "gemm", step: "decode" | "prefill", model: string, time: StepTimer,
+  o: { reps?: number; log?: (m: string) => void } = {},
+): { check: StepCheck; entries: Record<string, ShapeEntry> } | null {
+  const reps = Math.max(3, o.reps ?? 5);
+  const tuned: Record<string, string> = {};
+  for (const [k, e] of Object.entries(entries)) if (e.kind === kind && e.choice !== e.fixed) tuned[k] = e.choice;
+  const keys = Object.keys(tuned);
+  if (keys.length === 0) return null;
+  const [fs, ts] = measureTables(time, [{}, tuned], reps);
+  const v = verdict(fs, ts, "lower", "min-max");
+  const base = { model, kind, step, when: new Date().toISOString(), fixedNs: nsOf(fs), tunedNs: nsOf(ts) };
+  if (v !== "slower") {
+    const check: StepCheck = { ...base, keptNs: nsOf(ts), reverted: [], verdict: `kept: the ${step} step with the ${keys.length} tuned shape(s) ${v === "faster" ? "faster than" : "within noise of"} fixed (${fmtUs(ts)} against ${fmtUs(fs)})` };
+    o.log?.(`tile: end to end: ${check.verdict}`);
+    return { check, entries };
+  }
+  o.log?.(`tile: end to end: the ${step} step is slower with the tuned table (${fmtUs(ts)} against fixed ${fmtUs(fs)}): each shape alone`);
+  const keep: Record<string, string> = {};
+  const reverted: string[] = [];
+  const why: Record<string, string> = {};
+  for (const k of keys) {
+    const [a, b] = measureTables(time, [{}, { [k]: tuned[k] }], reps);
+    if (verdict(a, b, "lower", "min-max") === "slower") {
+      reverted.push(k);
+      why[k] = `the ${step} step was slower with ${tuned[k]} alone (${fmtUs(b)} against fixed ${fmtUs(a)})`;
+    } else keep[k] = tuned[k];
+    o.log?.(`tile:   ${k} ${tuned[k]}: ${k in keep ? "kept" : "set back to fixed"} (${fmtUs(b)} against fixed ${fmtUs(a)})`);
+  }
+  let kept = fs;
+  if (Object.keys(keep).length > 0) {
+    const [a, b] = measureTables(time, [{}, keep], reps);
+    kept = b;
+    if (verdict(a, b, "lower", "min-max") === "slower") {
+      for (const k of Object.keys(keep)) {
+        reverted.push(k);
+        why[k] = `the ${step} step was slower with the shapes kept alone together (${fmtUs(b)} against fixed ${fmtUs(a)})`;
+      }
+      kept = a;
+    }
+  }
+  const out: Record<string, ShapeEntry> = { ...entries };
+  for (const k of reverted) {
+    const e = entries[k];
+    out[k] = { ...e, choice: e.fixed, choiceNs: e.fixedNs, verdict: `kept fixed: ${e.choice} was faster alone, but ${why[k]}` };
+  }
+  const check: StepCheck = {
+    ...base, keptNs: nsOf(kept), reverted,
+    verdict: `${reverted.length} of ${keys.length} tuned shape(s) set back to fixed: the ${step} step was slower with the tuned table (${fmtUs(ts)} against fixed ${fmtUs(fs)}); with what is kept ${fmtUs(kept)}`,
+  };
+  o.log?.(`tile: end to end: ${check.verdict}`);
+  return { check, entries: out };
+}
+
+/** Stores a check's entries and the check itself (replacing the same model's and step's earlier one). */
+export function applyStepCheck(file: TuningFile, r: { check: StepCheck; entries: Record<string, ShapeEntry> }): TuningFile {
+  const checks = (file.stepChecks ?? []).filter((c) => !(c.model === r.check.model && c.step === r.check.step));
+  return { ...file, shapes: { ...file.shapes, ...r.entries }, stepChecks: [...checks, r.check] };
 }

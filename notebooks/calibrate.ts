@@ -35,7 +35,9 @@ const USAGE = `usage: npm run calibrate -- [options]        (= bun notebooks/cal
   (no option)                 the CUDA device: qwlab calib (copy, L2 and bf16 tensor-core roofs)
   --tile [MODEL]              tile candidates of every GEMV / GEMM shape of MODEL (default: the embedded model) on
                               this device (--backend, default cpu here) -> profiles/tuning/<device>.json (--out DIR);
-                              --reps R (default 5) screening repetitions, --gemm-tokens T (default 64) GEMM tokens
+                              --reps R (default 5) screening repetitions, --gemm-tokens T (default 64) GEMM tokens;
+                              then the model's decode step / prefill with the tuned table against fixed, and a choice
+                              the step is slower with set back to fixed (--no-step-check: skip that)
   --from-lab-log FILE         take the CALIB line of a kernel-lab log from the GPU machine (no GPU needed)
   --backend cpu               this CPU: read bandwidth, L2 / L3 read bandwidth, fp32 FMA peak (AVX2, and AVX-512
                               when present), int8 dot-product peak with VNNI (cuda/build/bench)
@@ -52,7 +54,7 @@ if (args.includes("--help") || args.includes("-h")) {
   console.log(USAGE);
   process.exit(0);
 }
-const KNOWN = new Set(["--out", "--from-lab-log", "--backend", "--threads", "--reps", "--no-build", "--tile", "--gemm-tokens"]);
+const KNOWN = new Set(["--out", "--from-lab-log", "--backend", "--threads", "--reps", "--no-build", "--tile", "--gemm-tokens", "--no-step-check"]);
 for (let i = 0; i < args.length; i++) {
   if (!KNOWN.has(args[i])) {
     console.error(`calibrate: unknown argument ${args[i]}\n${USAGE}`);
@@ -314,6 +316,7 @@ if (flag("--tile")) {
     model: m === undefined || m.startsWith("--") ? "default" : m, backend: be,
     threads: opt("--threads") ? num("--threads", 0, 1) : undefined, reps: num("--reps", 5, 3),
     gemmTokens: num("--gemm-tokens", 64, 8), dir: opt("--out") ? resolve(opt("--out")!) : undefined,
+    stepCheck: !flag("--no-step-check"),
   }));
 }
 

@@ -12,7 +12,10 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { EngineModel, EngineSession } from "../../engine/api.ts";
-import { chooseShape, deviceKey, readTuningFile, tileInfo, type TunedShape, type TuningFile } from "../../engine/tuning.ts";
+import {
+  applyStepCheck, checkSteps, chooseShape, deviceKey, readTuningFile, tileInfo, TuningFileSchema, type ShapeEntry, type TunedShape, type TuningFile,
+} from "../../engine/tuning.ts";
+import { stepSessionDims, stepTimers } from "../../engine/tuning-step.ts";
 import { cpuLibraryBuilt } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -48,6 +51,75 @@ describe("tile choice rule", () => {
   test("a candidate outside the reordering bound is never chosen", () => {
     const s = shape([fixed, cand("bad", [10, 11, 12], { bitwiseEqual: false, withinBound: false })]);
     expect(chooseShape(s, s).choice).toBe("fixed");
+  });
+});
+
+describe("tile end-to-end check (checkSteps)", () => {
+  const ns = (m: number) => ({ median: m, min: m - 1, max: m + 1, n: 5 });
+  const entry = (choice: string, kind: "gemv" | "gemm" = "gemv"): ShapeEntry => ({
+    op: "o_proj", kind, rows: [8], cols: 8, tokens: 1, choice, fixed: "fixed", verdict: "faster than fixed outside both spreads",
+    fixedNs: ns(100), choiceNs: ns(choice === "fixed" ? 100 : 90), candidates: [],
+  });
+  /** A step of 1000 ns plus what each tuned shape adds (negative: saves), with a deterministic jitter of ±2 ns over
+   *  the repetitions; `pair` adds its cost only when both of its shapes are tuned (an interaction). */
+  const timer = (cost: Record<string, number>, pair?: { keys: [string, string]; ns: number }) => {
+    const calls: Record<string, string>[] = [];
+    let i = 0;
+    const time = (t: Record<string, string>) => {
+      calls.push(t);
+      let x = 1000 + [-2, 0, 2][i++ % 3];
+      for (const k of Object.keys(t)) x += cost[k] ?? 0;
+      if (pair && pair.keys.every((k) => k in t)) x += pair.ns;
+      return x;
+    };
+    return { time, calls };
+  };
+  const entries = { a: entry("r2.ks1"), b: entry("r4.ks4"), c: entry("fixed"), g: entry("mma64", "gemm") };
+
+  test("the step is faster or within noise with the tuned table: every choice kept", () => {
+    for (const cost of [{ a: -20, b: -10 }, { a: 0, b: 0 }]) {
+      const { time, calls } = timer(cost);
+      const r = checkSteps(entries, "gemv", "decode", "m", time, { reps: 5 })!;
+      expect(r.check.reverted).toEqual([]);
+      expect(r.entries).toEqual(entries);
+      expect(r.check.verdict).toMatch(/^kept/);
+      // fixed ({}) and the tuned GEMV table interleaved; the GEMM shape and the fixed one are not in it
+      expect(calls.length).toBe(10);
+      expect(calls[1]).toEqual({ a: "r2.ks1", b: "r4.ks4" });
+    }
+  });
+  test("a choice the step is slower with goes back to fixed, with a verdict; the others stay", () => {
+    const { time } = timer({ a: -5, b: 40 });
+    const r = checkSteps(entries, "gemv", "decode", "m", time, { reps: 5 })!;
+    expect(r.check.reverted).toEqual(["b"]);
+    expect(r.entries.b.choice).toBe("fixed");
+    expect(r.entries.b.choiceNs).toEqual(r.entries.b.fixedNs);
+    expect(r.entries.b.verdict).toContain("r4.ks4 was faster alone, but the decode step was slower with r4.ks4 alone");
+    expect(r.entries.a.choice).toBe("r2.ks1");
+    expect(r.check.tunedNs.median).toBe(1035);
+    expect(r.check.keptNs.median).toBe(995);
+  });
+  test("each fine alone, slower together: all go back to fixed", () => {
+    const { time } = timer({ a: 0, b: 0 }, { keys: ["a", "b"], ns: 30 });
+    const r = checkSteps(entries, "gemv", "decode", "m", time, { reps: 5 })!;
+    expect(r.check.reverted.sort()).toEqual(["a", "b"]);
+    expect(r.entries.a.choice).toBe("fixed");
+    expect(r.check.keptNs.median).toBe(r.check.fixedNs.median);
+  });
+  test("nothing to check: null; the check is stored once per model and step", () => {
+    expect(checkSteps({ c: entry("fixed") }, "gemv", "decode", "m", () => 1)).toBeNull();
+    const { time } = timer({ a: -5, b: 40 });
+    const r = checkSteps(entries, "gemv", "decode", "m", time, { reps: 5 })!;
+    const base: TuningFile = {
+      schema: "qwen-workbench/tile-tuning", version: 1, deviceKey: "d", device: { backend: "cuda", name: "x", cc: "sm_90" },
+      candidates: { gemv: ["fixed"], gemm: ["fixed"] }, created: "", updated: "", request: { reps: 5, warmup: 1, repMs: 2, gemmTokens: 64 },
+      shapes: entries,
+    };
+    const f = applyStepCheck(applyStepCheck(base, r), r);
+    expect(f.stepChecks!.length).toBe(1);
+    expect(f.shapes.b.choice).toBe("fixed");
+    expect(TuningFileSchema.parse(f).stepChecks![0].reverted).toEqual(["b"]);
+    expect(TuningFileSchema.safeParse({ ...base }).success).toBe(true); // files without stepChecks still read
   });
 });
 
@@ -220,5 +292,31 @@ describe.skipIf(!cpuLibraryBuilt())("tile on the CPU engine", () => {
     };
     const f = run("fixed"), a = run("auto");
     for (let k = 0; k < f.length; k++) expect(Buffer.from(a[k].buffer).equals(Buffer.from(f[k].buffer))).toBe(true);
+  });
+
+  test("step timers: the table is loaded per repetition, the session decodes and prefills after them as before", () => {
+    const s = model.newSession(stepSessionDims({ tokens: 32, maxSteps: 16 }));
+    try {
+      const t = s.tiles!(), info = tileInfo(t)!;
+      s.setToggle("tile", "auto");
+      const key = (JSON.parse(t.tileTune(JSON.stringify({ dryRun: true }))).shapes as { key: string; kind: string }[]).find((x) => x.kind === "gemv")!.key;
+      const other = info.candidates.gemv[info.candidates.gemv.length - 1].name;
+      const timers = stepTimers(s, { tokens: 32, repMs: 1, maxSteps: 16 });
+      for (const table of [{}, { [key]: other }]) {
+        expect(timers.decode(table)).toBeGreaterThan(0);
+        expect(timers.prefill(table)).toBeGreaterThan(0);
+        expect(tileInfo(t)!.entries).toBe(Object.keys(table).length);
+      }
+      // a real check over the timers (whatever it decides, its entries are well-formed and the file reads back)
+      const entries: Record<string, ShapeEntry> = {
+        [key]: { op: "o_proj", kind: "gemv", rows: [8], cols: 8, tokens: 1, choice: other, fixed: info.fixed.gemv, verdict: "",
+          fixedNs: { median: 2, min: 1, max: 3, n: 3 }, choiceNs: { median: 1, min: 1, max: 1, n: 3 }, candidates: [] },
+      };
+      const r = checkSteps(entries, "gemv", "decode", "tiny", timers.decode, { reps: 3 })!;
+      expect(r.check.fixedNs.n).toBe(3);
+      expect([info.fixed.gemv, other]).toContain(r.entries[key].choice);
+      s.reset(0);
+      expect(s.prefill(0, [1, 2, 3])).toBeGreaterThanOrEqual(0);
+    } finally { s.close(); }
   });
 });
