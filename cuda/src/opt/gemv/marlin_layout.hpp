@@ -274,14 +274,20 @@ QW_MARLIN_HD int marlin_gemm_stages(int32_t unit_bytes, size_t smem_limit, int t
 QW_MARLIN_HD size_t marlin_gemm_smem_bytes(int32_t unit_bytes, int st, int tn = kMarlinGemmTokens) {
   return (size_t)st * marlin_gemm_stage_bytes(unit_bytes, tn) + 16u * st + 16u + 1024u;
 }
-// Tokens per CTA: 256 (the dequantization of a weight tile serves twice the tokens) when that still gives at least two
-// CTAs per SM and the ring fits 3 stages, else 128 (7B at 512 tokens: gate_up 592 CTAs of 256; qkv / o / down keep
-// 128, whose 112..144 CTAs are already under two waves). Depends on the shape only.
+// Tokens per CTA, by waves (one CTA per SM: 1 with either tile, its registers): a 256-token CTA costs ~1.48 times a
+// 128-token one (twice the MMAs for one dequantization of the weight tile: 486 against 360 TFLOP/s on 7B gate_up W4,
+// H100, thirteenth run), so 256 when ceil(CTAs256 / SMs) x 1.48 < ceil(CTAs128 / SMs) and the ring keeps 3 stages
+// at 256 (W4; W8's units leave 2, and measured slower at 256 everywhere). 7B W4 on 132 SMs: at 512 tokens gate_up
+// (9 waves against 5 x 1.48) and qkv (2 against 1 x 1.48) take 256, o and down (1 wave either way) 128; at 2048 all
+// take 256; at <= 128 tokens always 128 (the same waves, half of the wide tile idle). The choice that measured ~1.5x
+// slower before (the rule was ">= 2 CTAs per SM at 256"): qkv at 512, o / down at 2048. Depends on the shape only.
+constexpr int kMarlinGemmWideCostPct = 148;  // a 256-token CTA's time in % of a 128-token CTA's (measured, above)
 QW_MARLIN_HD int marlin_gemm_tokens(int64_t rows, int64_t m_tokens, int32_t unit_bytes, int sms, size_t smem_limit) {
-  const int64_t ctas = (rows / kMarlinGemmRows) * ((m_tokens + kMarlinGemmTokensWide - 1) / kMarlinGemmTokensWide);
-  return ctas >= 2 * (int64_t)sms && marlin_gemm_stages(unit_bytes, smem_limit, kMarlinGemmTokensWide) >= 3
-             ? kMarlinGemmTokensWide
-             : kMarlinGemmTokens;
+  const int64_t row_ctas = rows / kMarlinGemmRows, s = sms > 0 ? sms : 1;
+  const auto waves = [&](int64_t tn) { return (row_ctas * ((m_tokens + tn - 1) / tn) + s - 1) / s; };
+  const bool wide = waves(kMarlinGemmTokensWide) * kMarlinGemmWideCostPct < waves(kMarlinGemmTokens) * 100;
+  return wide && marlin_gemm_stages(unit_bytes, smem_limit, kMarlinGemmTokensWide) >= 3 ? kMarlinGemmTokensWide
+                                                                                          : kMarlinGemmTokens;
 }
 
 }  // namespace qwc

@@ -607,7 +607,7 @@ void check_gemm_helpers(Rng &rng) {
             smem, h100);
     }
   // the wide token tile (256): its ring fits with >= 2 stages for every type / group (3 for W4 g128), and the pick
-  // takes it only with >= 2 CTAs per SM (7B at 512 tokens on 132 SMs: gate_up yes; qkv, o, down no; at 2048 qkv too)
+  // takes it where it needs fewer waves x 1.48 (marlin_gemm_tokens)
   for (bool w4 : {true, false})
     for (int32_t g : {16, 32, 64, 128}) {
       const int32_t ub = marlin_unit_bytes(w4, g);
@@ -619,10 +619,15 @@ void check_gemm_helpers(Rng &rng) {
   CHECK(marlin_gemm_stages(marlin_unit_bytes(true, 128), h100, kMarlinGemmTokensWide) == 3, "W4 g128 wide: 3 stages");
   {
     const int32_t ub = marlin_unit_bytes(true, 128);
-    CHECK(marlin_gemm_tokens(37888, 512, ub, 132, h100) == 256 && marlin_gemm_tokens(4608, 512, ub, 132, h100) == 128 &&
-              marlin_gemm_tokens(3584, 512, ub, 132, h100) == 128 && marlin_gemm_tokens(3584, 2048, ub, 132, h100) == 128 &&
-              marlin_gemm_tokens(4608, 2048, ub, 132, h100) == 256 && marlin_gemm_tokens(37888, 100, ub, 132, h100) == 256,
+    // the thirteenth run's faster tile on every 7B W4 shape (lab-marlin-gemm-128 / -256, H100)
+    CHECK(marlin_gemm_tokens(37888, 512, ub, 132, h100) == 256 && marlin_gemm_tokens(4608, 512, ub, 132, h100) == 256 &&
+              marlin_gemm_tokens(3584, 512, ub, 132, h100) == 128 && marlin_gemm_tokens(3584, 2048, ub, 132, h100) == 256 &&
+              marlin_gemm_tokens(4608, 2048, ub, 132, h100) == 256 && marlin_gemm_tokens(37888, 2048, ub, 132, h100) == 256,
           "marlin_gemm_tokens picks");
+    // <= 128 tokens: the same waves with either tile, so 128; W8 (2 stages at 256): 128
+    CHECK(marlin_gemm_tokens(37888, 100, ub, 132, h100) == 128 && marlin_gemm_tokens(4608, 128, ub, 132, h100) == 128 &&
+              marlin_gemm_tokens(37888, 2048, marlin_unit_bytes(false, 128), 132, h100) == 128,
+          "marlin_gemm_tokens: short prompts and W8 keep 128");
   }
   {  // at the edges: 2 stages exactly fitting, then one byte short of them
     const int32_t ub = marlin_unit_bytes(false, 16);
