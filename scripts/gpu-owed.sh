@@ -90,8 +90,8 @@ for tn in "" 128 256; do
   [[ ${LAB:-1} == 0 ]] || step 100 "$n" "${tn:+QW_MARLIN_GEMM_TN=$tn }QW_LAB_MARLIN_GEMM_ONLY=1 ./cuda/build/dev/qwlab marlin --quick"
   grep -E "FAIL|failure|SKIP|^\|.*(marlin gemm 7B|chunked 7B)" "$OUT/$n.log" 2>/dev/null | head -40 | sed "s/^/  $n: /" >> "$S"; done
 # what binds the prefill GEMM: Nsight Compute on one 7B gate_up W4 M512 launch (tensor pipe, issue slots, stalls)
-[[ ${LAB:-1} == 0 ]] || step 120 ncu-mgemm "QW_LAB_MARLIN_GEMM_ONLY=1 QW_LAB_MARLIN_GEMM_SHAPE='7B gate_up' ncu --kernel-name regex:marlin_gemm_kernel --launch-skip 2 --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy ./cuda/build/dev/qwlab marlin --quick > $OUT/ncu-mgemm.txt 2>&1"
-grep -E "Throughput|Duration|Pipe|Issue Slots|Eligible|Warp Cycles|Registers" "$OUT/ncu-mgemm.txt" 2>/dev/null | head -20 | sed "s/^/  ncu mgemm: /" >> "$S"
+[[ ${LAB:-1} == 0 ]] || step 120 ncu-mgemm "QW_LAB_MARLIN_GEMM_ONLY=1 QW_LAB_MARLIN_GEMM_SHAPE='7B gate_up' ncu --print-details all --kernel-name regex:marlin_gemm_kernel --launch-skip 2 --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy ./cuda/build/dev/qwlab marlin --quick > $OUT/ncu-mgemm.txt 2>&1"
+grep -E "Throughput|Duration|Pipe|Issue Slots|Eligible|Warp Cycles|Registers|Stall|stall" "$OUT/ncu-mgemm.txt" 2>/dev/null | head -40 | sed "s/^/  ncu mgemm: /" >> "$S"
 # issue 14: vertical-slash's mma attend (contiguous + gathered key tiles; compile-checked) against SIMT, fp64, dense
 [[ ${LAB:-1} == 0 ]] || step 300 lab-vs "./cuda/build/dev/qwlab sparse"
 grep -E "FAIL|failure|keys visited|bits|mma vs SIMT|selection = host|step 1|walk" "$OUT/lab-vs.log" 2>/dev/null | sed "s/^/  vs: /" >> "$S"
@@ -141,8 +141,8 @@ grep -E "FAIL|failure|16384|32768|4096" "$OUT/lab-sage.log" 2>/dev/null | grep -
 grep -E "FAIL|failure|poly" "$OUT/lab-sage-poly.log" 2>/dev/null | grep -v "^|" | sed "s/^/  sage-poly: /" >> "$S"
 # issue 11: which unit binds the Sage kernels (the README's estimate: the softmax's issue slots and, at fp8, the SFU),
 # measured: Nsight Compute on one 16k launch of the bf16 flash (ARM 0), sage-int8 (1) and sage-fp8 (2)
-[[ ${LAB:-1} == 0 ]] || step 240 ncu-sage "for k in 0 1 2; do QW_LAB_SAGE_ARMS=wgmma QW_LAB_SAGE_T=16384 ncu --kernel-name-base mangled --kernel-name regex:fa3_prefill_kernelILi128ELi2ELb1ELi\${k}E --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats ./cuda/build/dev/qwlab sage > $OUT/ncu-sage-\$k.txt 2>&1; done"
-for k in 0 1 2; do grep -E "Pipe|Issue Slots Busy|Compute \(SM\) Throughput|Duration|Stall" "$OUT/ncu-sage-$k.txt" 2>/dev/null | head -12 | sed "s/^/  ncu arm $k: /" >> "$S"; done
+[[ ${LAB:-1} == 0 ]] || step 240 ncu-sage "for k in 0 1 2; do QW_LAB_SAGE_ARMS=wgmma QW_LAB_SAGE_T=16384 ncu --print-details all --kernel-name-base mangled --kernel-name regex:fa3_prefill_kernelILi128ELi2ELb1ELi\${k}E --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats ./cuda/build/dev/qwlab sage > $OUT/ncu-sage-\$k.txt 2>&1; done"
+for k in 0 1 2; do grep -E "Pipe|Issue Slots Busy|Compute \(SM\) Throughput|Duration|Stall|stall" "$OUT/ncu-sage-$k.txt" 2>/dev/null | head -30 | sed "s/^/  ncu arm $k: /" >> "$S"; done
 # issue 12 item 3: tile = auto against fixed end to end (the tuner measures every candidate of the model's shapes on
 # this GPU into $OUT/tuning, then bench runs each value; per shape the second run's lab kept fixed within a few % but
 # 0.5B qkv, 1.14x)
