@@ -162,6 +162,11 @@ for f in "$OUT"/ncu-gemv-*.txt; do [[ -f $f ]] && grep -E "Memory Throughput|DRA
 step 160 q4-7b-pp "bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512 --tg 128 --batch 1,16 --reps 3"
 # the bf16 baseline of the same session (issue 10's prefill bar is 0.8x it; issue 12's 7B bf16 b1 target)
 step 120 bf16-7b "bun engine/cli/main.ts bench $R/7b --backend cuda --pp 512 --tg 128 --batch 1,16 --reps 3"
+# issue 10 item 3: bf16 decode GEMVs on mma.sync tensor cores (gemv_mma.cu, QW_GEMV_MMA=1; lab-checked in the first runs,
+# never timed end to end): 7B and 0.5B bf16 tg128 at b1 / b8 / b16, on then off, same session (targets: 7B b16 >= 2500
+# total, 0.5B b16 >= 8000; b16 never slower than b8)
+for m in 7b 0.5b; do for q in 1 0; do
+  step 120 "mma-$m-$q" "QW_GEMV_MMA=$q bun engine/cli/main.ts bench $R/$m --backend cuda --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
 # issue 10: gemv_q16 with its zero-point groups scaled once per chunk (QW_GEMV_Q16_FOLD=1, compile-checked; the
 # twelfth run's ncu: gemv_q16 M1 at 61 % issue, 1.05 TB/s), 7B q4 b1 / b16 end to end, fold then default, same session
 for fo in 1 0; do
