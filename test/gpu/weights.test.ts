@@ -94,4 +94,16 @@ describe.skipIf(noGpu())("weights option: CUDA vs CPU on the same requantized we
     prompts.forEach((_, i) => expect(together.toks[i]).toEqual(alone[i].toks[0]));
     expect(differing).toBe(0);
   }, 600_000);
+
+  // gemv = marlin with bf16 weights: gemv_mma.cu's tensor cores at every batch size (the embedded model's lm_head;
+  // synthetic 0.5B: gate_up and the lm_head; the smaller ones keep the CUDA cores) — batch invariance holds there too
+  for (const source of ["default", "synthetic:0.5b:bf16"])
+    test(`gemv=marlin, bf16 (${source}): batched decode equals each sequence alone, logits bit for bit`, async () => {
+      const gpu = (await openModel(source, { backend: "cuda", weights: "bf16" })) as Model;
+      open.push(gpu);
+      const prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [10]];
+      const { together, alone, differing } = batchedVsAlone(gpu, prompts, 8, (s) => s.setToggle("gemv", "marlin"));
+      prompts.forEach((_, i) => expect(together.toks[i]).toEqual(alone[i].toks[0]));
+      expect(differing).toBe(0);
+    }, 600_000);
 });

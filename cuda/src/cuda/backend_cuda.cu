@@ -338,7 +338,9 @@ void CudaSession::ensure_marlin() {
   }
 }
 
+// gemv = marlin: bf16 weights on gemv_mma.cu's tensor cores (a.tc), W4 / W8 weights on their packed units (a.mw).
 void CudaSession::marlin_args(qwc::GemvArgs &a, const DevMat &d) const {
+  a.tc = marlin_;
   if (!marlin_ || !d.mm.data) return;
   a.mw = &d.mm;
   a.mws.part = mws_part_.as<float>();

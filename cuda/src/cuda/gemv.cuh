@@ -60,6 +60,9 @@ struct GemvArgs {
   // default) or a shape the kernel does not cover: the simple kernels below run.
   const MarlinMat *mw = nullptr;
   MarlinWs mws;
+  // gemv = marlin for bf16 weights: the tensor-core GEMV (gemv_mma.cu) at every batch size, so a sequence keeps its
+  // bits alone or in a batch (its (MT, ks) depend on the shape only); matrices it does not cover keep the CUDA cores.
+  bool tc = false;
 };
 
 // Launches the GEMV; picks the vectorized kernel when cols % 8 == 0 (and the leading dims allow it),
@@ -75,7 +78,8 @@ void gemv_force_ksplit(int ks);
 // nullptr when the case is not covered (launch_gemv then runs the simple kernels).
 const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t stream);
 
-// Tensor-core GEMV (gemv_mma.cu): bf16 weights, cols % 32 == 0, matrices with enough rows to fill the GPU.
+// Tensor-core GEMV (gemv_mma.cu): bf16 weights, cols % 32 == 0, matrices with enough rows to fill the GPU. Taken when
+// a.tc (gemv = marlin) or QW_GEMV_MMA=1.
 // Returns the variant name, or nullptr when the case is not covered (launch_gemv then runs the CUDA-core kernel).
 const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t stream);
 // Whether launch_gemv tries the tensor-core path (QW_GEMV_MMA=1 turns it on; the lab forces it with 0/1, -1 = env).
