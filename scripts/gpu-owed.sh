@@ -167,10 +167,6 @@ step 120 bf16-7b "bun engine/cli/main.ts bench $R/7b --backend cuda --pp 512 --t
 # total, 0.5B b16 >= 8000; b16 never slower than b8)
 for m in 7b 0.5b; do for q in 1 0; do
   step 120 "mma-$m-$q" "QW_GEMV_MMA=$q bun engine/cli/main.ts bench $R/$m --backend cuda --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
-# issue 10: gemv_q16 with its zero-point groups scaled once per chunk (QW_GEMV_Q16_FOLD=1, compile-checked; the
-# twelfth run's ncu: gemv_q16 M1 at 61 % issue, 1.05 TB/s), 7B q4 b1 / b16 end to end, fold then default, same session
-for fo in 1 0; do
-  step 200 "q4-7b-fold$fo" "QW_GEMV_Q16_FOLD=$fo bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --pp 0 --tg 128 --batch 1,16 --reps 3"; done
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"

@@ -278,25 +278,17 @@ void run_gemv() {
     else gemv_case("7B down", t, 3584, 18944, 3, GEMV_PRO_BF16, GEMV_EPI_F32, true);
   }
   // W4 / W8 at batch 1 and 16 on the 7B shapes, gemv_q16 against the 8-weight kernel (QW_GEMV_Q16=0), both timed;
-  // arm 2: gemv_q16 on the pipelined walk (QW_GEMV_Q16_PIPE=1, batch <= 4: rows gemv_q16p_*), batch 1 only;
-  // arm 3: the zero-point fold (QW_GEMV_Q16_FOLD=1: rows gemv_q16f_*; the lab's W4 offsets are -8 s and its W8
-  // offsets 0: every group folds, as the engine's q4 / q8 do); arm 4: both (rows gemv_q16pf_*), batch 1 only
-  for (int arm : {1, 3, 2, 4, 0}) {
+  // arm 2: gemv_q16 on the pipelined walk (QW_GEMV_Q16_PIPE=1, batch <= 4: rows gemv_q16p_*), batch 1 only
+  for (int arm : {1, 2, 0}) {
     setenv("QW_GEMV_Q16", arm ? "1" : "0", 1);
-    if (arm == 2 || arm == 4) setenv("QW_GEMV_Q16_PIPE", "1", 1);
+    if (arm == 2) setenv("QW_GEMV_Q16_PIPE", "1", 1);
     else unsetenv("QW_GEMV_Q16_PIPE");
-    if (arm == 3 || arm == 4) setenv("QW_GEMV_Q16_FOLD", "1", 1);
-    else unsetenv("QW_GEMV_Q16_FOLD");
     for (int t : {WT_W4, WT_W8}) {
       gemv_case("7B gate_up norm+swiglu", t, 37888, 3584, 1, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, true);
       gemv_case("7B down +res", t, 3584, 18944, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
       gemv_case("7B qkv norm", t, 4608, 3584, 1, GEMV_PRO_NORM, GEMV_EPI_F32, true);
-      if (arm == 2 || arm == 4) gemv_case("7B o_proj", t, 3584, 3584, 1, GEMV_PRO_BF16, GEMV_EPI_F32, true);
-      if (arm == 3) {  // batched decode under the fold too (its registers grow with the batch)
-        gemv_case("7B gate_up norm+swiglu", t, 37888, 3584, 16, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, true);
-        continue;
-      }
-      if (g_quick || arm == 2 || arm == 4) continue;
+      if (arm == 2) gemv_case("7B o_proj", t, 3584, 3584, 1, GEMV_PRO_BF16, GEMV_EPI_F32, true);
+      if (g_quick || arm == 2) continue;
       for (int b : {16}) {  // batched decode: the staged activations are read b times per weight
         gemv_case("7B gate_up norm+swiglu", t, 37888, 3584, b, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, true);
         gemv_case("7B down +res", t, 3584, 18944, b, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
@@ -312,14 +304,6 @@ void run_gemv() {
   gemv_invariance_case("w8 7B down (q16 pipe at b<=4, K 18944)", WT_W8, 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_F32);
   gemv_invariance_case("w4 awkward (q16 pipe at b<=4, K 2080)", WT_W4, 130, 2080, GEMV_PRO_NORM, GEMV_EPI_F32);
   unsetenv("QW_GEMV_Q16_PIPE");
-  setenv("QW_GEMV_Q16_FOLD", "1", 1);  // the fold at batches 1..16: the same bits alone and in a batch
-  gemv_invariance_case("w4 7B o_proj (q16 fold)", WT_W4, 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_F32);
-  gemv_invariance_case("w8 7B down (q16 fold, K 18944)", WT_W8, 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_F32);
-  setenv("QW_GEMV_Q16_PIPE", "1", 1);  // the fold on the pipelined walk at b <= 4, the plain fold above: same bits
-  gemv_invariance_case("w4 7B o_proj (q16 fold + pipe at b<=4)", WT_W4, 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_F32);
-  gemv_invariance_case("w8 awkward (q16 fold + pipe at b<=4, K 2080)", WT_W8, 46, 2080, GEMV_PRO_NORM, GEMV_EPI_F32);
-  unsetenv("QW_GEMV_Q16_PIPE");
-  unsetenv("QW_GEMV_Q16_FOLD");
   // awkward shapes: odd rows, cols not a multiple of 8 (generic kernel), bf16 out with bias
   gemv_case("awkward bf16out", WT_BF16, 77, 896, 5, GEMV_PRO_BF16, GEMV_EPI_BF16, false);
   gemv_case("awkward cols%8!=0", WT_BF16, 301, 900, 3, GEMV_PRO_NORM, GEMV_EPI_F32, false);

@@ -104,25 +104,13 @@ __device__ __forceinline__ void q16_act(float (&af)[WW], const __nv_bfloat16 *ap
 }
 
 // One 16-byte chunk u of the R rows, summed against the staged activations (a_s: the chunk's first activation of
-// token 0). Default: every weight fmaf(s, q, o), added to the row's sum. FOLD (QW_GEMV_Q16_FOLD=1; q16_dequant.hpp
-// fold_zero_point): per row the chunk's codes minus the zero point (or, where the group has none, the exact weights
-// fmaf(s, q, o)) summed into a chunk partial, then added to the row's sum scaled by s (zero point) or 1.
-template <int WT, int NB, int R, bool FOLD, int SLOTS>
+// token 0): every weight fmaf(s, q, o), added to the row's sum. (Folding a zero point into a chunk partial scaled
+// once, QW_GEMV_Q16_FOLD, measured slower on every shape: 7B q4 b1 230 against 259 tok/s, H100, thirteenth run;
+// removed.)
+template <int WT, int NB, int R, int SLOTS>
 __device__ __forceinline__ void q16_use(float (&acc)[R][NB], const uint4 (&wv)[R][SLOTS], const float (&sc)[R][SLOTS],
                                         const float (&of)[R][SLOTS], int u, const __nv_bfloat16 *a_s, int kt, int lane) {
   constexpr int BITS = WT == WT_W4 ? qw::q16::kW4 : qw::q16::kW8, WW = WT == WT_W4 ? 8 : 4;
-  float z[R];
-  bool zp[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    z[r] = 0.f;
-    zp[r] = FOLD && qw::q16::fold_zero_point<BITS>(sc[r][u], of[r][u], &z[r]);
-  }
-  float pc[R][NB];  // the default sums straight into the row's sum; the fold into a chunk partial
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int b = 0; b < NB; ++b) pc[r][b] = FOLD ? 0.f : acc[r][b];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     // The chunk's 32-bit words in an order rotated per lane: a lane's chunk spans 64 (W4) / 32 (W8) bytes of
@@ -135,8 +123,7 @@ __device__ __forceinline__ void q16_use(float (&acc)[R][NB], const uint4 (&wv)[R
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const uint32_t x = w == 0 ? wv[r][u].x : w == 1 ? wv[r][u].y : w == 2 ? wv[r][u].z : wv[r][u].w;
-      if (zp[r]) qw::kvq::unpack_word<BITS>(x, wf[r], z[r]);  // q - z
-      else qw::q16::dequant_word<BITS>(x, sc[r][u], of[r][u], wf[r]);
+      qw::q16::dequant_word<BITS>(x, sc[r][u], of[r][u], wf[r]);
     }
 #pragma unroll
     for (int b = 0; b < NB; ++b) {
@@ -144,25 +131,17 @@ __device__ __forceinline__ void q16_use(float (&acc)[R][NB], const uint4 (&wv)[R
       q16_act<WW>(af, a_s + b * kt + WW * w);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        float t = pc[r][b];
+        float t = acc[r][b];
 #pragma unroll
         for (int e = 0; e < WW; ++e) t = fmaf(wf[r][e], af[e], t);
-        pc[r][b] = t;
+        acc[r][b] = t;
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int b = 0; b < NB; ++b)
-      acc[r][b] = !FOLD ? pc[r][b] : zp[r] ? fmaf(sc[r][u], pc[r][b], acc[r][b]) : acc[r][b] + pc[r][b];
 }
 
 // PIPE: gemv_walk_pipe (the next round's loads in flight while the current one is used; 2U register slots).
-// FOLD: QW_GEMV_Q16_FOLD=1 (opt-in, unmeasured; q16_dequant.hpp fold_zero_point): per chunk, the zero point's codes
-// q - z summed against the activations and scaled once (every batch size alike: batch invariant; not the bits of
-// the default, which scales every weight).
-template <int WT, int NB, int R, int U, bool KS, bool PIPE = false, bool FOLD = false>
+template <int WT, int NB, int R, int U, bool KS, bool PIPE = false>
 __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, const int kt, const int ks_arg) {
   constexpr int SLOTS = PIPE ? 2 * U : U;
   constexpr int E = q16_per<WT>();  // weights per 16-byte chunk
@@ -203,7 +182,7 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
           of[r][u] = __ldg(a.w.offset + g);
         }
       },
-      [&](int u, int c) { q16_use<WT, NB, R, FOLD>(acc, wv, sc, of, u, act_s + E * c, kt, lane); });
+      [&](int u, int c) { q16_use<WT, NB, R>(acc, wv, sc, of, u, act_s + E * c, kt, lane); });
   finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
 }
 
@@ -276,20 +255,17 @@ int pick_ks(int64_t rows) {
 }
 
 // QW_GEMV_Q16_PIPE=1: gemv_q16 at batch <= 4 walks K with the next round of loads in flight (gemv_walk_pipe; the same
-// sums bit for bit). Off by default until a GPU run measures it (read at each launch: the lab flips it).
-// QW_GEMV_Q16_FOLD=1: gemv_q16's zero-point groups scaled once per chunk (q16_use; read at every launch)
-bool q16_fold_on() {
-  return env_opt_in("QW_GEMV_Q16_FOLD", "gemv_q16 scales every weight", "zero-point chunks scaled once per chunk");
-}
+// sums bit for bit). Off: within ~5 % of the plain walk on the 7B shapes (H100, thirteenth run); read at each launch
+// (the lab flips it).
 bool q16_pipe_on() {
   return env_opt_in("QW_GEMV_Q16_PIPE", "gemv_q16 walks K a round at a time", "the next round's loads in flight");
 }
 
 // gemv_q16 with the K split's kernel (KS) or without; returns ks.
-template <int WT, int NB, int R, int U, bool PIPE, bool FOLD>
+template <int WT, int NB, int R, int U, bool PIPE>
 int launch_q16(const GemvArgs &a, int kt, int ks, int grid, size_t smem, cudaStream_t s) {
-  if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true, PIPE, FOLD>, grid, kThreads, smem, s, a, kt, ks);
-  else launch(gemv_q16_kernel<WT, NB, R, U, false, PIPE, FOLD>, grid, kThreads, smem, s, a, kt, 1);
+  if (ks > 1) launch(gemv_q16_kernel<WT, NB, R, U, true, PIPE>, grid, kThreads, smem, s, a, kt, ks);
+  else launch(gemv_q16_kernel<WT, NB, R, U, false, PIPE>, grid, kThreads, smem, s, a, kt, 1);
   return ks;
 }
 
@@ -297,7 +273,7 @@ int launch_q16(const GemvArgs &a, int kt, int ks, int grid, size_t smem, cudaStr
 // QW_GEMV_KSPLIT variable still win (pick_ks reads them first).
 // pipe: gemv_q16 on gemv_walk_pipe (Q16 at NB <= 4 only; dispatch_r decides, once per launch)
 template <int WT, int NB, int R, bool Q16 = false>
-int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe = false, bool fold = false) {
+int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe = false) {
   // q16 at batch >= 8: one 16-byte chunk in flight per row (two spilled 40 bytes at NB 16; the FMAs bound it there)
   constexpr int U = (Q16 && NB >= 8) ? 1 : (R >= 4 || NB >= 8) ? 2 : 4;
   const int ks = (tile_ks && !g_force_ks) ? tile_ks : pick_ks(a.w.rows);
@@ -314,14 +290,12 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
   const size_t smem = (size_t)NB * kt * sizeof(__nv_bfloat16);
   // R = 4 with ks > 1 runs only under a tile candidate (the heuristic pairs R = 4 with ks = 1); compile-checked only
   if constexpr (Q16) {
-    // pipe (NB <= 4): half the chunks per round, two rounds in flight (the registers of today's U); fold: q16_use's
+    // pipe (NB <= 4): half the chunks per round, two rounds in flight (the registers of today's U)
     if constexpr (NB <= 4) {
       constexpr int UP = U / 2 > 0 ? U / 2 : 1;
-      if (pipe) return fold ? launch_q16<WT, NB, R, UP, true, true>(a, kt, ks, grid, smem, s)
-                            : launch_q16<WT, NB, R, UP, true, false>(a, kt, ks, grid, smem, s);
+      if (pipe) return launch_q16<WT, NB, R, UP, true>(a, kt, ks, grid, smem, s);
     }
-    return fold ? launch_q16<WT, NB, R, U, false, true>(a, kt, ks, grid, smem, s)
-                : launch_q16<WT, NB, R, U, false, false>(a, kt, ks, grid, smem, s);
+    return launch_q16<WT, NB, R, U, false>(a, kt, ks, grid, smem, s);
   }
   if (ks > 1) {
     launch(gemv_vec_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
@@ -331,22 +305,16 @@ int launch_vec(const GemvArgs &a, int kt, cudaStream_t s, int tile_ks, bool pipe
   return 1;
 }
 
-// pipe: gemv_q16 on gemv_walk_pipe (batch <= 4 with QW_GEMV_Q16_PIPE=1); fold: QW_GEMV_Q16_FOLD=1 (both: q16pf)
-const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false, bool fold = false) {
+// pipe: gemv_q16 on gemv_walk_pipe (batch <= 4 with QW_GEMV_Q16_PIPE=1)
+const char *variant_name(int R, int ks, bool q16 = false, bool pipe = false) {
   static const char *n2[4] = {"gemv_vec_r2", "gemv_vec_r2k2", "gemv_vec_r2k4", "gemv_vec_r2k8"};
   static const char *n4[4] = {"gemv_vec_r4", "gemv_vec_r4k2", "gemv_vec_r4k4", "gemv_vec_r4k8"};
   static const char *q2[4] = {"gemv_q16_r2", "gemv_q16_r2k2", "gemv_q16_r2k4", "gemv_q16_r2k8"};
   static const char *q4[4] = {"gemv_q16_r4", "gemv_q16_r4k2", "gemv_q16_r4k4", "gemv_q16_r4k8"};
   static const char *p2[4] = {"gemv_q16p_r2", "gemv_q16p_r2k2", "gemv_q16p_r2k4", "gemv_q16p_r2k8"};
   static const char *p4[4] = {"gemv_q16p_r4", "gemv_q16p_r4k2", "gemv_q16p_r4k4", "gemv_q16p_r4k8"};
-  static const char *f2[4] = {"gemv_q16f_r2", "gemv_q16f_r2k2", "gemv_q16f_r2k4", "gemv_q16f_r2k8"};
-  static const char *f4[4] = {"gemv_q16f_r4", "gemv_q16f_r4k2", "gemv_q16f_r4k4", "gemv_q16f_r4k8"};
-  static const char *pf2[4] = {"gemv_q16pf_r2", "gemv_q16pf_r2k2", "gemv_q16pf_r2k4", "gemv_q16pf_r2k8"};
-  static const char *pf4[4] = {"gemv_q16pf_r4", "gemv_q16pf_r4k2", "gemv_q16pf_r4k4", "gemv_q16pf_r4k8"};
   const int i = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
-  if (q16 && pipe && fold) return R == 4 ? pf4[i] : pf2[i];
   if (q16 && pipe) return R == 4 ? p4[i] : p2[i];
-  if (q16 && fold) return R == 4 ? f4[i] : f2[i];
   return q16 ? (R == 4 ? q4[i] : q2[i]) : (R == 4 ? n4[i] : n2[i]);
 }
 
@@ -356,12 +324,11 @@ const char *dispatch_r(const GemvArgs &a, int kt, cudaStream_t s, GemvTile t) {
   // R = 4 only where no K-split is needed (R changes the rows per block, not the order of a row's sum); a tile
   // candidate (toggle tile = auto) sets R and ks itself
   const bool big = g_force_r ? g_force_r == 4 : t.r ? t.r == 4 : blocks_r4 >= 2 * sm_count() && pick_ks(a.w.rows) == 1;
-  const bool fold = Q16 && q16_fold_on();  // read once per launch (the lab flips it between rows)
-  const bool pipe = Q16 && NB <= 4 && q16_pipe_on();  // with fold: the fold on the pipelined walk
+  const bool pipe = Q16 && NB <= 4 && q16_pipe_on();  // read once per launch (the lab flips it between rows)
   if constexpr (NB <= 4) {
-    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks, pipe, fold), Q16, pipe, fold);
+    if (big) return variant_name(4, launch_vec<WT, NB, 4, Q16>(a, kt, s, t.ks, pipe), Q16, pipe);
   }
-  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks, pipe, fold), Q16, pipe, fold);
+  return variant_name(2, launch_vec<WT, NB, 2, Q16>(a, kt, s, t.ks, pipe), Q16, pipe);
 }
 
 template <int WT, bool Q16 = false>
