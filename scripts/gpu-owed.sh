@@ -167,6 +167,9 @@ step 120 bf16-7b "bun engine/cli/main.ts bench $R/7b --backend cuda --pp 512 --t
 # total, 0.5B b16 >= 8000; b16 never slower than b8)
 for m in 7b 0.5b; do for q in 1 0; do
   step 120 "mma-$m-$q" "QW_GEMV_MMA=$q bun engine/cli/main.ts bench $R/$m --backend cuda --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
+# the same kernel through the toggle: gemv = marlin runs bf16 weights on tensor cores at every batch size (since
+# 2026-12-07); expected = mma-7b-1
+step 120 bf16-7b-marlin "bun engine/cli/main.ts bench $R/7b --backend cuda --toggle gemv=marlin --pp 0 --tg 128 --batch 1,8,16 --reps 3"
 [[ ${LAB:-1} == 0 ]] || step 120 lab-gemv "./cuda/build/dev/qwlab gemv"
 grep -E "w4|w8|W4|W8" "$OUT/lab-gemv.log" 2>/dev/null | grep -E "FAIL|7B|invariance" | grep -v "^|" | sed "s/^/  gemv: /" >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 150 lab-prefill "./cuda/build/dev/qwlab prefill"
