@@ -28,6 +28,7 @@
 #include "gemv.cuh"
 #include "gemv_parts.cuh"
 #include "marlin.cuh"
+#include "mma_sync.cuh"  // smem_u32, ldsm_x4, cp_async_commit, cp_async_wait
 
 namespace qwc {
 namespace {
@@ -37,13 +38,9 @@ constexpr int kNTW = 4;  // 8-row tiles per warp; WN warps along rows x kWarps /
 static_assert(2 * kNTW * kMarlinTileRows == kMarlinBlockRows && kWarps * kNTW * kMarlinTileRows == kMarlinWideRows,
               "block shapes: WN 2 / 4 / 8 = 64 / 128 / 256 rows");
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(smem)), "l"(gmem));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 // wait_group takes an immediate: the ring depth is a run-time knob (MarlinKnobs::stages, 2..kMarlinMaxStages).
 __device__ __forceinline__ void cp_async_wait_dyn(int n) {
   switch (n) {
@@ -56,10 +53,6 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
     case 6: cp_async_wait<6>(); break;
     default: cp_async_wait<7>(); break;
   }
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
 }
 __device__ __forceinline__ void ldsm_x2(uint32_t &r0, uint32_t &r1, const void *p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(smem_u32(p)));

@@ -32,6 +32,7 @@
 #include "gemm.cuh"
 #include "gemv_parts.cuh"  // sm_count
 #include "marlin.cuh"
+#include "mma_sync.cuh"  // smem_u32
 
 namespace qwc {
 // (a named namespace: the device helpers are unreferenced in the passes for other architectures)
@@ -63,7 +64,6 @@ __device__ __forceinline__ void mg_wgmma(float (&d)[TN / 2], const uint32_t (&a)
   if constexpr (TN == 256) mg_wgmma_rs_n256(d, a, db, 1);
   else mg_wgmma_rs_n128(d, a, db, 1);
 }
-__device__ __forceinline__ uint32_t mg_smem(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mg_tma_2d(uint32_t dst, const CUtensorMap *m, uint32_t bar, int c0, int c1) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];"
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kThreadsMg, 1) marlin_gemm_kernel(const __grid
   constexpr uint32_t kStage = marlin_gemm_stage_bytes(UB, TN), kActBlk = TN * 128u;
   extern __shared__ unsigned char smem_raw[];
   unsigned char *smem = reinterpret_cast<unsigned char *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  const uint32_t base = mg_smem(smem);
+  const uint32_t base = smem_u32(smem);
   const uint32_t bar_full = base + (uint32_t)stages * kStage, bar_empty = bar_full + 8u * stages;
   const uint32_t abort_word = bar_empty + 8u * stages;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
