@@ -11,7 +11,6 @@ namespace qwc {
 namespace {
 constexpr int BM = 64, BN = 64, BK = 32, LDS = BK + 8;
 
-
 __global__ void __launch_bounds__(128) gemm_mma_kernel(const GemmArgs g) {
   pdl_wait();
   pdl_trigger();

@@ -5,8 +5,8 @@
 // front's JSON writer, which the kernel lab, linking the opt kernels, does not have. The tuner is compile-checked
 // only (test/gpu/tile.test.ts runs it).
 //
-// Not tuned: the weights gemv = marlin repacks (a marlin launch ignores the table), GEMVs while QW_GEMV_MMA=1 sends
-// them to the tensor-core kernel, the EAGLE head's fc. GEMVs are measured at batch 1 (the key has no batch: the
+// Not tuned: the weights gemv = marlin repacks (a marlin launch ignores the table), bf16 GEMVs that gemv = marlin or
+// QW_GEMV_MMA=1 sends to the tensor-core kernel, the EAGLE head's fc. GEMVs are measured at batch 1 (the key has no batch: the
 // choice applies to every decode batch size).
 #include <algorithm>
 #include <string>

@@ -39,26 +39,23 @@ constexpr float kUnpackMagicS8 = 8388608.0f + 128.0f;  // 2^23 + 128
 QW_HD float magic_byte(uint32_t x, uint32_t i) { return u32_as_f32(byte_perm(x, 0x4B000000u, 0x7540u | i)); }
 
 // The 32 / BITS codes of a 32-bit word of a code row, in channel order, as fp32 (q8: signed; kivi: unsigned).
-// kv_format.hpp's packing: q8 one byte per channel; kivi4 low nibble = even channel; kivi2 bits
-// 2i..2i+1 of byte j = channel 4j + i.
+// kv_format.hpp's packing: q8 one byte per channel; kivi4 low nibble = even channel; kivi2 bits 2i..2i+1 of byte
+// j = channel 4j + i.
 template <int BITS>
 QW_HD void unpack_word(uint32_t w, float *x) {
   if constexpr (BITS == 8) {
     const uint32_t u = w ^ 0x80808080u;
-    const float bias = kUnpackMagicS8;
-    for (int i = 0; i < 4; ++i) x[i] = magic_byte(u, uint32_t(i)) - bias;
+    for (int i = 0; i < 4; ++i) x[i] = magic_byte(u, uint32_t(i)) - kUnpackMagicS8;
   } else if constexpr (BITS == 4) {
     const uint32_t lo = w & 0x0F0F0F0Fu, hi = (w >> 4) & 0x0F0F0F0Fu;
-    const float bias = kUnpackMagic;
     for (int i = 0; i < 4; ++i) {
-      x[2 * i] = magic_byte(lo, uint32_t(i)) - bias;
-      x[2 * i + 1] = magic_byte(hi, uint32_t(i)) - bias;
+      x[2 * i] = magic_byte(lo, uint32_t(i)) - kUnpackMagic;
+      x[2 * i + 1] = magic_byte(hi, uint32_t(i)) - kUnpackMagic;
     }
   } else {
-    const float bias = kUnpackMagic;
     for (int i = 0; i < 4; ++i) {
       const uint32_t t = (w >> (2 * i)) & 0x03030303u;
-      for (int j = 0; j < 4; ++j) x[4 * j + i] = magic_byte(t, uint32_t(j)) - bias;
+      for (int j = 0; j < 4; ++j) x[4 * j + i] = magic_byte(t, uint32_t(j)) - kUnpackMagic;
     }
   }
 }
