@@ -124,6 +124,9 @@ export function tileInfo(native: TileNative): TileInfo | null {
 
 const names = (info: TileInfo) => ({ gemv: info.candidates.gemv.map((c) => c.name), gemm: info.candidates.gemm.map((c) => c.name) });
 
+/** A spread as the file stores it (median / min / max / n, no samples). */
+const nsOf = (x: ReturnType<typeof spreadOf>) => ({ median: x.median, min: x.min, max: x.max, n: x.n });
+
 /** The screening's pick: the fastest candidate "faster" than fixed (fixed when none is). */
 export function screen(s: TunedShape): string {
   const fs = spreadOf(s.candidates[0].samplesNs);
@@ -155,10 +158,9 @@ export function chooseShape(s: TunedShape, confirm?: TunedShape): ShapeEntry {
       why = `faster than fixed outside both spreads, screening and confirmation (${cc.bitwiseEqual ? "same bits" : "reordered sum, within bound"})`;
     }
   }
-  const ns = (x: ReturnType<typeof spreadOf>) => ({ median: x.median, min: x.min, max: x.max, n: x.n });
   return {
     op: s.op, kind: s.kind, rows: s.rows, cols: s.cols, tokens: s.tokens, choice, fixed: fixed.name, verdict: why,
-    fixedNs: ns(fs), choiceNs: ns(choice === fixed.name ? fs : cs),
+    fixedNs: nsOf(fs), choiceNs: nsOf(choice === fixed.name ? fs : cs),
     candidates: s.candidates.map((c) => {
       const x = spreadOf(c.samplesNs);
       return { name: c.name, medianNs: x.median, minNs: x.min, maxNs: x.max, bitwiseEqual: c.bitwiseEqual, withinBound: c.withinBound };
@@ -313,7 +315,6 @@ export function ensureTileTable(native: TileNative, o: { dir?: string; tune?: bo
 /** ns of one repetition of the model's step with `table` loaded (tile = auto; engine/tuning-step.ts). */
 export type StepTimer = (table: Record<string, string>) => number;
 
-const nsOf = (x: ReturnType<typeof spreadOf>) => ({ median: x.median, min: x.min, max: x.max, n: x.n });
 const fmtUs = (x: { median: number; min: number; max: number }) =>
   `${(x.median / 1e3).toFixed(1)} µs (${(x.min / 1e3).toFixed(1)}–${(x.max / 1e3).toFixed(1)})`;
 
