@@ -167,6 +167,21 @@ step 120 bf16-7b "bun engine/cli/main.ts bench $R/7b --backend cuda --pp 512 --t
 # total, 0.5B b16 >= 8000; b16 never slower than b8)
 for m in 7b 0.5b; do for q in 1 0; do
   step 120 "mma-$m-$q" "QW_GEMV_MMA=$q bun engine/cli/main.ts bench $R/$m --backend cuda --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
+# issue 10 item 3, 2026-12-07 10:30: the tensor-core GEMV's K walk piped (gemv_walk_pipe: the next round of weights in
+# flight during the mmas; QW_GEMV_MMA_PIPE=0 is the first version, same bits). Lab rows both ways (bf16 7B / 0.5B /
+# 1.5B shapes, every check and invariance row must PASS), then 7B and 0.5B tg128 at b1 / b8 / b16 through the toggle,
+# piped, unpiped and gemv = simple, same session. Predicted: 7B b1 141.6 -> >= 186 (simple's), b16 1229 -> 1600-2000.
+[[ ${LAB:-1} == 0 ]] || step 150 lab-gemv-mma "for p in 1 0; do echo \"== QW_GEMV_MMA_PIPE=\$p\"; QW_GEMV_MMA=1 QW_GEMV_MMA_PIPE=\$p ./cuda/build/dev/qwlab gemv --quick; done"
+grep -E "^== |FAIL|failure|(7B|0\.5B) (qkv|o_proj|gate_up|down).* bf16 [0-9]+x" "$OUT/lab-gemv-mma.log" 2>/dev/null | sed "s/^/  gemv-mma: /" >> "$S"
+for m in 7b 0.5b; do for v in pipe1 pipe0 simple; do
+  step 120 "mmap-$m-$v" "$( [[ $v == pipe0 ]] && echo "QW_GEMV_MMA_PIPE=0 ")bun engine/cli/main.ts bench $R/$m --backend cuda --toggle gemv=$( [[ $v == simple ]] && echo simple || echo marlin) --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
+{ for f in "$OUT"/mmap-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
+# issue 10 item 4: the fused prefill GEMM only where it measured faster (marlin_gemm_preferred: >= 64 M weights at
+# <= 1024 tokens; QW_MARLIN_GEMM=2 runs it everywhere, the thirteenth run's pick). 7B q4 pp512 / pp2048, same session.
+# Predicted: pp512 +1-2 % (qkv and o chunked: ~9 us a layer), pp2048 +10-20 % (every shape chunked).
+for mode in 1 2; do
+  step 200 "q4-7b-rule$mode" "QW_MARLIN_GEMM=$mode bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --toggle gemv=marlin --pp 512,2048 --tg 0 --reps 3"; done
+{ for f in "$OUT"/q4-7b-rule*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # the same kernel through the toggle: gemv = marlin runs bf16 weights on tensor cores at every batch size (since
 # 2026-12-07); expected = mma-7b-1
 step 120 bf16-7b-marlin "bun engine/cli/main.ts bench $R/7b --backend cuda --toggle gemv=marlin --pp 0 --tg 128 --batch 1,8,16 --reps 3"

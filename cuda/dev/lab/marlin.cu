@@ -13,7 +13,7 @@
 //     % of the copy bandwidth; the simple kernel on the same matrix and batch next to it.
 //   * dequant: the vectorized prefill dequantization equals the generic kernel bit for bit (W4, W8, F16, F32).
 //   * marlin gemm: the prefill GEMM over the packed layout (marlin_gemm.cu) against the chunked path (dequant + bf16
-//     GEMM), W4 / W8 every group, then timed on the 7B shapes at M 512 / 2048 next to the chunked path
+//     GEMM), W4 / W8 every group, then timed on the 7B shapes at M 512 / 1024 / 2048 next to the chunked path
 //     (marlin_gemm_cases; QW_LAB_MARLIN_GEMM_ONLY=1: those alone).
 #include "gemm.cuh"
 #include "gemv.cuh"
@@ -310,7 +310,7 @@ void dequant_case(int type, int64_t rows, int64_t cols, int group, bool timed) {
 // they differ by fp32 summation order only: fp32 outputs within 1e-4 RMS-relative, bf16 outputs 1e-2; outputs
 // poisoned (NaN) first, or for GEMM_OUT_ADD_F32 both pre-filled with the same random values. Where the kernel cannot
 // run (marlin_gemm_unsupported: not an sm_90 device, ...) a "SKIP" row says why (not a failure).
-// Timed (7B shapes, W4 / W8 g128, M 512 / 2048): TFLOP/s (2 M N K / time) of both arms, the chunked one as prefill.cu's
+// Timed (7B shapes, W4 / W8 g128, M 512 / 1024 / 2048): TFLOP/s (2 M N K / time) of both arms, the chunked one as prefill.cu's
 // gemm_chunked runs it (rows of <= 24 MiB of bf16 dequantized, each chunk GEMM'd right after, out of L2); its row
 // gives the speed ratio fused/chunked (chunked time / fused time). QW_LAB_MARLIN_GEMM_ONLY=1: `qwlab marlin` runs these
 // cases only.
@@ -453,7 +453,8 @@ void marlin_gemm_cases() {
       if (only && (type != WT_W4 || std::string(only) != s.name)) continue;
       marlin_gemm_matrix(s.name, type, 128, s.rows, s.cols, false,
                          only ? std::vector<std::pair<int64_t, int>>{{512, s.kind}}
-                              : std::vector<std::pair<int64_t, int>>{{512, s.kind}, {2048, s.kind}}, true);
+                              : std::vector<std::pair<int64_t, int>>{{512, s.kind}, {1024, s.kind}, {2048, s.kind}},
+                         true);
     }
 }
 

@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads) gemv_vec_kernel(const GemvArgs a, co
 #pragma unroll
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
   gemv_walk<NB, 8, U>(
-      a, act_s, rstd_s, kt, row0, cbase, cstride,
+      a, act_s, rstd_s, kt, kt, row0, cbase, cstride,
       [&](int u, int64_t k) {
 #pragma unroll
         for (int r = 0; r < R; ++r) wc[r][u] = load_chunk<WT>(a.w, rowc[r], k);
@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
 #pragma unroll
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
   const auto walk = [&](auto &&load, auto &&use) {
-    if constexpr (PIPE) gemv_walk_pipe<NB, E, U>(a, act_s, rstd_s, kt, row0, cbase, cstride, load, use);
-    else gemv_walk<NB, E, U>(a, act_s, rstd_s, kt, row0, cbase, cstride, load, use);
+    if constexpr (PIPE) gemv_walk_pipe<NB, E, U>(a, act_s, rstd_s, kt, kt, row0, cbase, cstride, load, use);
+    else gemv_walk<NB, E, U>(a, act_s, rstd_s, kt, kt, row0, cbase, cstride, load, use);
   };
   walk(
       [&](int u, int64_t k) {  // the chunk at column k (k % E == 0) of the warp's rows into slot u

@@ -42,9 +42,11 @@ __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int NT, int MT, int U>
-__global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const GemvArgs a, const int kt, const int stride,
-                                                            const int ks) {
+// PIPE: gemv_walk_pipe (2U register slots, the next round in flight), else gemv_walk (the first version: a round
+// loaded right before its mmas). Both visit the same chunks in the same order: the same bits.
+template <int NT, int MT, int U, bool PIPE>
+__global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a, const int kt, const int stride,
+                                                               const int ks) {
   constexpr int NB = 8 * NT;
   constexpr int RW = 16 * MT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -55,7 +57,6 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const GemvArgs a, co
   const int64_t rows = a.w.rows, cols = a.w.cols;
   const int rgroup = warp / ks, kpart = warp - rgroup * ks;
   const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * RW;
-  const bool vec = (a.act_ld % 8) == 0;
 
   // Row pointers at this lane's 8 columns; rows past the end are clamped (loaded, never written).
   const __nv_bfloat16 *wrow[MT][2];
@@ -66,26 +67,6 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const GemvArgs a, co
       wrow[m][h] = reinterpret_cast<const __nv_bfloat16 *>(a.w.data) + min(row0 + 16 * m + 8 * h + gid, rows - 1) * cols +
                    8 * tig;
 
-  uint4 wv[U][MT][2];
-  auto load = [&](int u, int64_t col) {
-#pragma unroll
-    for (int m = 0; m < MT; ++m)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) wv[u][m][h] = ld_stream16(wrow[m][h] + col);
-  };
-  // The first chunks of the first K tile are loaded before the prologue (weights are immutable: allowed before
-  // pdl_wait), so their latency overlaps the norm and the staging.
-  {
-    const int nch0 = (int)(min((int64_t)kt, cols) / 32);
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (kpart + ks * u < nch0) load(u, 32 * (kpart + ks * u));
-  }
-  bool prefetched = true;
-  pdl_wait();
-  pdl_trigger();
-  norm_rstd<NB>(a, rstd_s);
-
   float acc[MT][NT][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m)
@@ -94,38 +75,30 @@ __global__ void __launch_bounds__(kThreads) gemv_mma_kernel(const GemvArgs a, co
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[m][t][e] = 0.f;
 
-  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = (int)min((int64_t)kt, cols - k0);
-    if (k0 > 0) __syncthreads();
-    stage_tile<NB>(a, act_s, rstd_s, k0, klen, stride, vec);
-    __syncthreads();
-    const int nch = klen / 32;
-    const int cfirst = (int)((kpart - (k0 / 32) % ks + ks) % ks);
-    for (int c0 = cfirst; c0 < nch; c0 += ks * U) {
-      if (!prefetched) {
+  // 2U register slots: gemv_walk_pipe keeps the warp's next round of U chunks in flight while it runs the mmas of the
+  // current one (gemv_walk loads a round right before using it: a full memory latency per round, 7B b1 at 2.15 TB/s
+  // in the thirteenth run). Slots are compile-time after unrolling, so wv stays in registers.
+  uint4 wv[PIPE ? 2 * U : U][MT][2];
+  auto load = [&](int u, int64_t col) {
 #pragma unroll
-        for (int u = 0; u < U; ++u)
-          if (c0 + ks * u < nch) load(u, k0 + 32 * (c0 + ks * u));
-      }
-      prefetched = false;
+    for (int m = 0; m < MT; ++m)
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + ks * u;
-        if (c < nch) {
+      for (int h = 0; h < 2; ++h) wv[u][m][h] = ld_stream16(wrow[m][h] + col);
+  };
+  auto use = [&](int u, int c) {
 #pragma unroll
-          for (int t = 0; t < NT; ++t) {
-            const uint4 bv = *reinterpret_cast<const uint4 *>(act_s + (8 * t + gid) * stride + 32 * c + 8 * tig);
+    for (int t = 0; t < NT; ++t) {
+      const uint4 bv = *reinterpret_cast<const uint4 *>(act_s + (8 * t + gid) * stride + 32 * c + 8 * tig);
 #pragma unroll
-            for (int m = 0; m < MT; ++m) {
-              mma_bf16_16816(acc[m][t], wv[u][m][0].x, wv[u][m][1].x, wv[u][m][0].y, wv[u][m][1].y, bv.x, bv.y);
-              mma_bf16_16816(acc[m][t], wv[u][m][0].z, wv[u][m][1].z, wv[u][m][0].w, wv[u][m][1].w, bv.z, bv.w);
-            }
-          }
-        }
+      for (int m = 0; m < MT; ++m) {
+        mma_bf16_16816(acc[m][t], wv[u][m][0].x, wv[u][m][1].x, wv[u][m][0].y, wv[u][m][1].y, bv.x, bv.y);
+        mma_bf16_16816(acc[m][t], wv[u][m][0].z, wv[u][m][1].z, wv[u][m][0].w, wv[u][m][1].w, bv.z, bv.w);
       }
     }
-    prefetched = false;
-  }
+  };
+  // A warp whose row group starts past the end skips the chunks but joins every staging barrier (gemv_walk_pipe).
+  if constexpr (PIPE) gemv_walk_pipe<NB, 32, U>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
+  else gemv_walk<NB, 32, U>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
 
   // Fragments -> shared memory: c0,c1 = (row gid, tokens 2 tig, 2 tig + 1), c2,c3 = (row gid + 8, same tokens).
   float *mine = red_s + warp * (RW * NB);
@@ -181,17 +154,19 @@ bool pick_mma(int64_t rows, int &mt, int &ks) {
   return false;
 }
 
-template <int NT, int MT>
+// U: chunks per round. Piped, 2U slots must stay within 128 registers (2 blocks per SM, which pick_mma counts on):
+// MT 2 x NT 2 at U = 2 spilled (ptxas: 128 registers, 84 bytes of spill loads), at U = 1 it takes 88.
+template <int NT, int MT, bool PIPE>
 void launch_mma(const GemvArgs &a, int ks, cudaStream_t s) {
   constexpr int NB = 8 * NT, RW = 16 * MT;
-  constexpr int U = MT == 1 ? 4 : 2;
+  constexpr int U = MT == 1 ? 4 : (PIPE && NT == 2) ? 1 : 2;
   const int red_bytes = kWarps * RW * NB * 4;
   const int cap = ((kMmaSmem - red_bytes) / (NB * 2) - kPad) / 64 * 64;
   const int kt = (int)std::min<int64_t>(a.w.cols, cap);
   const int stride = (kt + 63) / 64 * 64 + kPad;
   const size_t smem = (size_t)NB * stride * 2 + red_bytes;
   const int grid = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * RW);
-  launch(gemv_mma_kernel<NT, MT, U>, grid, kThreads, smem, s, a, kt, stride, ks);
+  launch(gemv_mma_kernel<NT, MT, U, PIPE>, grid, kThreads, smem, s, a, kt, stride, ks);
 }
 
 }  // namespace
@@ -212,8 +187,14 @@ const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t s) {
   static const char *names[2][4] = {{"gemv_mma_m1", "gemv_mma_m1k2", "gemv_mma_m1k4", "gemv_mma_m1k8"},
                                     {"gemv_mma_m2", "gemv_mma_m2k2", "gemv_mma_m2k4", "gemv_mma_m2k8"}};
   const bool two = a.batch > 8;
-  if (mt == 2) two ? launch_mma<2, 2>(a, ks, s) : launch_mma<1, 2>(a, ks, s);
-  else two ? launch_mma<2, 1>(a, ks, s) : launch_mma<1, 1>(a, ks, s);
+  if (env_switch_on("QW_GEMV_MMA_PIPE", "each round loaded right before its mmas, the first version",
+                    "the next round of weights in flight during the mmas")) {
+    if (mt == 2) two ? launch_mma<2, 2, true>(a, ks, s) : launch_mma<1, 2, true>(a, ks, s);
+    else two ? launch_mma<2, 1, true>(a, ks, s) : launch_mma<1, 1, true>(a, ks, s);
+  } else {
+    if (mt == 2) two ? launch_mma<2, 2, false>(a, ks, s) : launch_mma<1, 2, false>(a, ks, s);
+    else two ? launch_mma<2, 1, false>(a, ks, s) : launch_mma<1, 1, false>(a, ks, s);
+  }
   QWC_LAUNCH_CHECK("launch_gemv_mma");
   const int ki = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
   return names[mt - 1][ki];

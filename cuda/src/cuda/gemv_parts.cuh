@@ -199,14 +199,14 @@ __device__ __forceinline__ void gemv_prologue(const GemvArgs &a, float *rstd_s) 
   norm_rstd<NB>(a, rstd_s);
 }
 
-// K tile k0's activations into act_s (the barrier before it: the previous tile is consumed; after: staged for all);
-// returns the tile's length.
+// K tile k0's activations into act_s, row stride ld >= kt (the barrier before it: the previous tile is consumed;
+// after: staged for all); returns the tile's length.
 template <int NB>
 __device__ __forceinline__ int gemv_stage(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int64_t k0, int kt,
-                                          bool vec) {
+                                          int ld, bool vec) {
   const int klen = (int)min((int64_t)kt, a.w.cols - k0);
   if (k0 > 0) __syncthreads();
-  stage_tile<NB>(a, act_s, rstd_s, k0, klen, kt, vec);
+  stage_tile<NB>(a, act_s, rstd_s, k0, klen, ld, vec);
   __syncthreads();
   return klen;
 }
@@ -217,11 +217,12 @@ __device__ __forceinline__ int gemv_stage(const GemvArgs &a, __nv_bfloat16 *act_
 // activations staged (act_s[b * kt + k]), and per group of U chunks load(u, column) for every u then use(u, chunk
 // index in the tile) in order u = 0..U-1: each row is summed by chunk in ascending global index, whatever the tile
 // length kt (which shrinks with the batch): the same order at every batch size (batch invariance).
+// act_s rows are ld elements apart (ld >= kt).
 template <int NB, int E, int U, class Load, class Use>
-__device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int64_t row0,
-                                          int cbase, int cstride, Load &&load, Use &&use) {
+__device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int ld,
+                                          int64_t row0, int cbase, int cstride, Load &&load, Use &&use) {
   const int64_t rows = a.w.rows, cols = a.w.cols;
-  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
+  const bool vec = (a.act_ld % 8) == 0 && (ld % 8) == 0;
   {
     const int nchunks0 = (int)(min((int64_t)kt, cols) / E);
 #pragma unroll
@@ -231,7 +232,7 @@ __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_
   bool prefetched = true;
   gemv_prologue<NB>(a, rstd_s);
   for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, vec);
+    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec);
     if (row0 >= rows) continue;
     const int nchunks = klen / E;
     const int cfirst = (int)((cbase - (k0 / E) % cstride + cstride) % cstride);
@@ -255,14 +256,16 @@ __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_
 // next tile's first (weights are global: their loads need not wait for the next tile's staging). A lane visits the
 // same chunks in the same order as in gemv_walk, so each row gets the same bits at any U and either walk. gemv_walk
 // issues a round's loads right before using them, so a warp waits a full memory latency per round (7B q4 gate_up at
-// b1: 2 rounds per warp, the first prefetched under the prologue). QW_GEMV_Q16_PIPE=1 (gemv.cu); UNMEASURED.
+// b1: 2 rounds per warp, the first prefetched under the prologue). Users: QW_GEMV_Q16_PIPE=1 (gemv.cu, within ~5 % of
+// gemv_walk: that kernel is issue-bound) and the tensor-core kernel (gemv_mma.cu, latency-bound). act_s rows are ld
+// elements apart (ld >= kt; gemv_mma pads them against bank conflicts).
 template <int NB, int E, int U, class Load, class Use>
-__device__ __forceinline__ void gemv_walk_pipe(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt,
+__device__ __forceinline__ void gemv_walk_pipe(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int ld,
                                                int64_t row0, int cbase, int cstride, Load &&load, Use &&use) {
   using S0 = std::integral_constant<int, 0>;
   using S1 = std::integral_constant<int, 1>;
   const int64_t rows = a.w.rows, cols = a.w.cols;
-  const bool vec = (a.act_ld % 8) == 0 && (kt % 8) == 0;
+  const bool vec = (a.act_ld % 8) == 0 && (ld % 8) == 0;
   const auto first = [&](int64_t k0) { return (int)((cbase - (k0 / E) % cstride + cstride) % cstride); };
   const auto issue = [&](auto set, int64_t k0, int c) {  // round c of tile k0 into `set`
     const int n = (int)(min((int64_t)kt, cols - k0) / E);
@@ -279,7 +282,7 @@ __device__ __forceinline__ void gemv_walk_pipe(const GemvArgs &a, __nv_bfloat16 
   gemv_prologue<NB>(a, rstd_s);
   int set = 0;  // the set that holds this tile's first round
   for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, vec);
+    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec);
     if (row0 >= rows) continue;
     const int n = klen / E;
     const int64_t k1 = k0 + kt;

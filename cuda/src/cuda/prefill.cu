@@ -102,10 +102,10 @@ const char *CudaSession::gemm(int32_t rows, const DevMat &d, const bf16 *a, int6
 
 // gemv = marlin's prefill half on sm_90 (opt/gemv/marlin_gemm.cu): the packed W4 / W8 copy dequantized inside a wgmma
 // GEMM, tile by tile, instead of a bf16 scratch. Null when it does not apply (gemv = simple, no packed copy, another
-// device, QW_MARLIN_GEMM=0): gemm then runs the chunked path.
+// device, a shape where the chunked path measured faster, QW_MARLIN_GEMM=0): gemm then runs the chunked path.
 const char *CudaSession::gemm_marlin(int32_t rows, const DevMat &d, const bf16 *a, int64_t lda, void *out,
                                      int64_t ldc, int kind) {
-  if (!marlin_ || !d.mm.data || !qwc::marlin_gemm_requested()) return nullptr;
+  if (!marlin_ || !d.mm.data || !qwc::marlin_gemm_requested(d.m.rows, d.m.cols, rows)) return nullptr;
   if (qwc::marlin_gemm_unsupported(d.mm, rows, lda, a)) return nullptr;
   return qwc::launch_marlin_gemm(qwc::gemm_args(rows, d.m, a, lda, out, ldc, kind, nullptr), d.mm, stream_);
 }

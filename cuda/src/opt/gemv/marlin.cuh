@@ -57,8 +57,9 @@ MarlinLaunch marlin_last_launch();
 // an sm_90 device, no TMA map encoder in the driver.
 struct GemmArgs;
 const char *marlin_gemm_unsupported(const MarlinMat &w, int64_t m_tokens, int64_t lda, const void *act);
-// QW_MARLIN_GEMM=0: quantized prefill keeps the chunked dequantization + bf16 GEMM (the A/B); unset or 1: on.
-bool marlin_gemm_requested();
+// Whether quantized prefill takes the fused GEMM for this shape: QW_MARLIN_GEMM=0 never (the chunked dequantization
+// + bf16 GEMM everywhere), unset or 1 where marlin_gemm_preferred, 2 wherever it is supported (the A/B of the rule).
+bool marlin_gemm_requested(int64_t rows, int64_t cols, int64_t m_tokens);
 // g.c [g.m, g.n] (g.out_kind: bf16, fp32 or fp32 added) = g.a [g.m, g.k] . W^T with W = w (g.n x g.k, packed);
 // g.w is not read. Throws CudaError when marlin_gemm_unsupported. Returns the kernel's name for the op record.
 const char *launch_marlin_gemm(const GemmArgs &g, const MarlinMat &w, cudaStream_t stream);

@@ -265,9 +265,12 @@ const char *marlin_gemm_unsupported(const MarlinMat &w, int64_t m_tokens, int64_
   return nullptr;
 }
 
-bool marlin_gemm_requested() {
-  return env_switch_on("QW_MARLIN_GEMM", "quantized prefill dequantizes to bf16 chunks for the bf16 GEMM",
-                       "gemv = marlin's prefill dequantizes inside the GEMM (sm_90)");
+bool marlin_gemm_requested(int64_t rows, int64_t cols, int64_t m_tokens) {
+  static const int32_t mode = env_one_of("QW_MARLIN_GEMM", 1, {0, 1, 2},
+                                         "use 0 (quantized prefill dequantizes to bf16 chunks for the bf16 GEMM), 1 "
+                                         "(the fused GEMM where marlin_gemm_preferred, the default) or 2 (the fused "
+                                         "GEMM wherever it runs)");
+  return mode == 2 || (mode == 1 && marlin_gemm_preferred(rows, cols, m_tokens));
 }
 
 const char *launch_marlin_gemm(const GemmArgs &g, const MarlinMat &w, cudaStream_t stream) {

@@ -290,4 +290,17 @@ QW_MARLIN_HD int marlin_gemm_tokens(int64_t rows, int64_t m_tokens, int32_t unit
                                                                                           : kMarlinGemmTokens;
 }
 
+// Whether the fused GEMM is expected to beat the chunked path (an L2-sized row chunk dequantized to bf16, then the
+// bf16 GEMM) on a shape. The chunked path pays one dequantization per weight, spread over the tokens; the fused one
+// pays its lower per-CTA efficiency on every FLOP. H100, thirteenth run, us fused / chunked: W4 at 512 tokens
+// gate_up 285 / 372 and down 228 / 235 win, qkv 61 / 57 and o 59 / 55 lose (16.5 M and 12.8 M weights, 72 and 112
+// CTAs: under one wave); at 2048 tokens every shape loses (0.54-0.91x); W8 ties at best (gate_up / down at 512:
+// 1.03x), loses elsewhere (0.43-0.91x). So: >= 64 M weights and <= 1024 tokens (the crossover between 512 and 2048
+// is not measured; 1024 is the lab's new middle row). Depends on the shape only (batch invariance).
+constexpr int64_t kMarlinGemmMinWeights = int64_t(1) << 26;
+constexpr int64_t kMarlinGemmMaxTokens = 1024;
+QW_MARLIN_HD bool marlin_gemm_preferred(int64_t rows, int64_t cols, int64_t m_tokens) {
+  return rows * cols >= kMarlinGemmMinWeights && m_tokens <= kMarlinGemmMaxTokens;
+}
+
 }  // namespace qwc

@@ -629,6 +629,15 @@ void check_gemm_helpers(Rng &rng) {
               marlin_gemm_tokens(37888, 2048, marlin_unit_bytes(false, 128), 132, h100) == 128,
           "marlin_gemm_tokens: short prompts and W8 keep 128");
   }
+  // the fused-or-chunked rule on the 7B shapes (thirteenth run): at 512 tokens gate_up and down fused, qkv and o
+  // chunked; at 2048 every shape chunked; the edges of both bounds
+  CHECK(marlin_gemm_preferred(37888, 3584, 512) && marlin_gemm_preferred(3584, 18944, 512) &&
+            !marlin_gemm_preferred(4608, 3584, 512) && !marlin_gemm_preferred(3584, 3584, 512) &&
+            !marlin_gemm_preferred(37888, 3584, 2048) && !marlin_gemm_preferred(3584, 18944, 2048),
+        "marlin_gemm_preferred on 7B shapes");
+  CHECK(marlin_gemm_preferred(8192, 8192, kMarlinGemmMaxTokens) && !marlin_gemm_preferred(8192, 8192, kMarlinGemmMaxTokens + 1) &&
+            !marlin_gemm_preferred(8192, 8191, 1) && marlin_gemm_preferred(1, kMarlinGemmMinWeights, 1),
+        "marlin_gemm_preferred at its bounds");
   {  // at the edges: 2 stages exactly fitting, then one byte short of them
     const int32_t ub = marlin_unit_bytes(false, 16);
     const size_t two = marlin_gemm_smem_bytes(ub, 2);
