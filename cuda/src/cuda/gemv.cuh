@@ -78,12 +78,15 @@ void gemv_force_ksplit(int ks);
 // nullptr when the case is not covered (launch_gemv then runs the simple kernels).
 const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t stream);
 
-// Tensor-core GEMV (gemv_mma.cu): bf16 weights, cols % 32 == 0, matrices with enough rows to fill the GPU. Taken when
-// a.tc (gemv = marlin) or QW_GEMV_MMA=1.
+// Tensor-core GEMV (gemv_mma.cu): bf16 weights (cols % 32 == 0) when a.tc (gemv = marlin) or QW_GEMV_MMA=1; W4 with
+// groups of 128 when QW_GEMV_MMA_W4=1; matrices with enough rows to fill the GPU.
 // Returns the variant name, or nullptr when the case is not covered (launch_gemv then runs the CUDA-core kernel).
 const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t stream);
-// Whether launch_gemv tries the tensor-core path (QW_GEMV_MMA=1 turns it on; the lab forces it with 0/1, -1 = env).
+// Whether launch_gemv tries the tensor-core path for bf16 (QW_GEMV_MMA=1 turns it on; the lab forces it with 0/1,
+// -1 = env) and for W4 g128 (QW_GEMV_MMA_W4=1).
 bool gemv_mma_enabled();
 void gemv_force_mma(int on);
+bool gemv_mma_w4_enabled();
+void gemv_force_mma_w4(int on);
 
 }  // namespace qwc

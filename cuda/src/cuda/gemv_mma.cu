@@ -42,65 +42,14 @@ __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// PIPE: gemv_walk_pipe (2U register slots, the next round in flight), else gemv_walk (the first version: a round
-// loaded right before its mmas). Both visit the same chunks in the same order: the same bits.
-template <int NT, int MT, int U, bool PIPE>
-__global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a, const int kt, const int stride,
-                                                               const int ks) {
-  constexpr int NB = 8 * NT;
-  constexpr int RW = 16 * MT;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);                   // [NB][stride]
-  float *red_s = reinterpret_cast<float *>(smem_raw + (size_t)NB * stride * 2);          // [kWarps][RW * NB]
-  __shared__ float rstd_s[16];
+// The end of a warp of either kernel: its fragments to shared memory (c0, c1 = row gid, tokens 2 tig, 2 tig + 1;
+// c2, c3 = row gid + 8, the same tokens), the ks K parts of a row group added in a fixed order, then the epilogue.
+template <int NT, int MT>
+__device__ __forceinline__ void mma_finish(const GemvArgs &a, const float (&acc)[MT][NT][4], float *red_s, int ks,
+                                           int kpart, int64_t row0) {
+  constexpr int NB = 8 * NT, RW = 16 * MT;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int64_t rows = a.w.rows, cols = a.w.cols;
-  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
-  const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * RW;
-
-  // Row pointers at this lane's 8 columns; rows past the end are clamped (loaded, never written).
-  const __nv_bfloat16 *wrow[MT][2];
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      wrow[m][h] = reinterpret_cast<const __nv_bfloat16 *>(a.w.data) + min(row0 + 16 * m + 8 * h + gid, rows - 1) * cols +
-                   8 * tig;
-
-  float acc[MT][NT][4];
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-#pragma unroll
-    for (int t = 0; t < NT; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[m][t][e] = 0.f;
-
-  // 2U register slots: gemv_walk_pipe keeps the warp's next round of U chunks in flight while it runs the mmas of the
-  // current one (gemv_walk loads a round right before using it: a full memory latency per round, 7B b1 at 2.15 TB/s
-  // in the thirteenth run). Slots are compile-time after unrolling, so wv stays in registers.
-  uint4 wv[PIPE ? 2 * U : U][MT][2];
-  auto load = [&](int u, int64_t col) {
-#pragma unroll
-    for (int m = 0; m < MT; ++m)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) wv[u][m][h] = ld_stream16(wrow[m][h] + col);
-  };
-  auto use = [&](int u, int c) {
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const uint4 bv = *reinterpret_cast<const uint4 *>(act_s + (8 * t + gid) * stride + 32 * c + 8 * tig);
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        mma_bf16_16816(acc[m][t], wv[u][m][0].x, wv[u][m][1].x, wv[u][m][0].y, wv[u][m][1].y, bv.x, bv.y);
-        mma_bf16_16816(acc[m][t], wv[u][m][0].z, wv[u][m][1].z, wv[u][m][0].w, wv[u][m][1].w, bv.z, bv.w);
-      }
-    }
-  };
-  // A warp whose row group starts past the end skips the chunks but joins every staging barrier (gemv_walk_pipe).
-  if constexpr (PIPE) gemv_walk_pipe<NB, 32, U>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
-  else gemv_walk<NB, 32, U>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
-
-  // Fragments -> shared memory: c0,c1 = (row gid, tokens 2 tig, 2 tig + 1), c2,c3 = (row gid + 8, same tokens).
+  const int64_t rows = a.w.rows;
   float *mine = red_s + warp * (RW * NB);
 #pragma unroll
   for (int m = 0; m < MT; ++m)
@@ -140,6 +89,184 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a,
   }
 }
 
+// SUB: 32-column sub-chunks per chunk. SUB = 1 (QW_GEMV_MMA_WIDE=0, the first version): a quad reads 64 contiguous
+// bytes of a row per chunk, U chunks of a warp ks x 64 bytes apart. SUB = 4: a chunk is 128 columns, the quad's four
+// loads of a row cover 256 contiguous bytes, issued back to back. Why: the first version streamed at 2.1-2.2 TB/s on
+// 7B gate_up / down where the CUDA-core kernel (a warp reads 512 contiguous bytes of a row) reaches 2.5-2.8, and
+// keeping the next round in flight (gemv_walk_pipe, fourteenth run) did not help (gate_up 122.7 -> 129.7 us): the
+// loads are there, the access pattern is the suspect (64-byte pieces of 16 rows per warp load). UNMEASURED.
+template <int NT, int MT, int SUB, int U>
+__global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a, const int kt, const int stride,
+                                                               const int ks) {
+  constexpr int NB = 8 * NT;
+  constexpr int RW = 16 * MT;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);                   // [NB][stride]
+  float *red_s = reinterpret_cast<float *>(smem_raw + (size_t)NB * stride * 2);          // [kWarps][RW * NB]
+  __shared__ float rstd_s[16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t rows = a.w.rows, cols = a.w.cols;
+  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
+  const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * RW;
+
+  // Row pointers at this lane's 8 columns; rows past the end are clamped (loaded, never written).
+  const __nv_bfloat16 *wrow[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      wrow[m][h] = reinterpret_cast<const __nv_bfloat16 *>(a.w.data) + min(row0 + 16 * m + 8 * h + gid, rows - 1) * cols +
+                   8 * tig;
+
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[m][t][e] = 0.f;
+
+  uint4 wv[U][SUB][MT][2];
+  auto load = [&](int u, int64_t col) {
+#pragma unroll
+    for (int q = 0; q < SUB; ++q)
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) wv[u][q][m][h] = ld_stream16(wrow[m][h] + col + 32 * q);
+  };
+  auto use = [&](int u, int c) {
+#pragma unroll
+    for (int q = 0; q < SUB; ++q)
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const uint4 bv = *reinterpret_cast<const uint4 *>(act_s + (8 * t + gid) * stride + 32 * (SUB * c + q) + 8 * tig);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          const uint4 *w = wv[u][q][m];
+          mma_bf16_16816(acc[m][t], w[0].x, w[1].x, w[0].y, w[1].y, bv.x, bv.y);
+          mma_bf16_16816(acc[m][t], w[0].z, w[1].z, w[0].w, w[1].w, bv.z, bv.w);
+        }
+      }
+  };
+  // A warp whose row group starts past the end skips the chunks but joins every staging barrier (gemv_walk).
+  gemv_walk<NB, 32 * SUB, U>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
+  mma_finish<NT, MT>(a, acc, red_s, ks, kpart, row0);
+}
+
+// ---- W4 with groups of 128 (our q4: weight = fmaf(s, q, o), q the nibble 0..15; scale / offset fp32 per group).
+// Lane (gid, tig) loads the 16 bytes = 32 codes k = 128 c + 32 tig .. + 31 of rows gid and gid + 8 of each 16-row
+// tile: a quad holds one whole group per row, so every k16 step (4 k from each lane of the quad) lies in one group and
+// the group's exact scale and offset apply after its 8 steps, as marlin.cu does:
+//   acc = fma(s, P_g, acc); acc = fma(o, A_g, acc)   (P_g = sum of q a over the group by the tensor core in fp32,
+//                                                      A_g = sum of a, from an mma with all-ones weights)
+// No reshuffle at load: codes -> bf16 exactly by ((x >> 4p) & 0x000F000F) | 0x43004300 = the pair (128 + q_p,
+// 128 + q_{p+4}) of nibbles p and p + 4 of word x, then one bf16x2 subtract of 128 (exact: small integers). The
+// activations take the same pairs with two byte permutes per register ((a_8i+p, a_8i+p+4) from the staged row).
+// Why: gemv_q16 (CUDA cores) spends ~5 FP32-pipe instructions per weight and is issue-bound (61 % of issue slots at
+// 1.05 TB/s, twelfth run); marlin.cu's kernel is latency-bound at M1 (948 GB/s on 7B gate_up). Here a lane's 64 codes
+// of a chunk cost ~130 instructions at batch 1 (~2 a weight: 88 shift / lop3 / subtract, 20 loads and permutes, 16
+// mma, 8 scale FMAs). Opt-in (QW_GEMV_MMA_W4=1) until measured; batch-invariant like the bf16 kernel (every token
+// column computed alone; ks and the chunk width from the shape).
+__device__ __forceinline__ uint32_t w4_pair(uint32_t x, int p) {
+  const uint32_t v = ((x >> (4 * p)) & 0x000F000Fu) | 0x43004300u;
+  const __nv_bfloat162 r = __hsub2(*reinterpret_cast<const __nv_bfloat162 *>(&v), __floats2bfloat162_rn(128.f, 128.f));
+  return *reinterpret_cast<const uint32_t *>(&r);
+}
+
+// GPC groups per chunk (4 where cols % 512 == 0, else 2, else 1): a lane loads 16 bytes of each group, the quad 64
+// contiguous bytes per group and GPC x 64 per row (the access pattern the bf16 kernel's WIDE variant tests).
+template <int NT, int GPC>
+__global__ void __launch_bounds__(kThreads, 2) gemv_mma_w4_kernel(const GemvArgs a, const int kt, const int stride,
+                                                                  const int ks) {
+  constexpr int NB = 8 * NT;
+  constexpr int RW = 16;
+  constexpr uint32_t kOnes = 0x3F803F80u;  // bf16 (1.0, 1.0)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);                   // [NB][stride]
+  float *red_s = reinterpret_cast<float *>(smem_raw + (size_t)NB * stride * 2);          // [kWarps][RW * NB]
+  __shared__ float rstd_s[16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t rows = a.w.rows, cols = a.w.cols, gpr = cols / 128;
+  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
+  const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * RW;
+
+  // W [rows][cols / 2] bytes (nibble i of a word = weight i), scale / offset [rows][gpr]; rows past the end clamped.
+  // Row indices, not pointers: 3 x 4 pointers per row pair spilled at NT = 2 (ptxas); addresses are formed per load.
+  const uint8_t *wbase = reinterpret_cast<const uint8_t *>(a.w.data) + 16 * tig;
+  int64_t rsel[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) rsel[h] = min(row0 + 8 * h + gid, rows - 1);
+
+  float acc[NT][4];
+#pragma unroll
+  for (int t = 0; t < NT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
+
+  uint4 wv[GPC][2];            // codes of group j of the chunk: rows gid / gid + 8
+  float sv[GPC][2], ov[GPC][2];  // their scale and offset
+  auto load = [&](int, int64_t col) {  // col: the chunk's first column (a multiple of 128 x GPC)
+#pragma unroll
+    for (int j = 0; j < GPC; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        wv[j][h] = ld_stream16(wbase + rsel[h] * (cols / 2) + (col >> 1) + 64 * j);
+        sv[j][h] = __ldg(a.w.scale + rsel[h] * gpr + (col >> 7) + j);
+        ov[j][h] = __ldg(a.w.offset + rsel[h] * gpr + (col >> 7) + j);
+      }
+  };
+  auto use = [&](int, int c) {
+#pragma unroll
+    for (int j = 0; j < GPC; ++j) {
+      float p[NT][4], z[NT][4];
+#pragma unroll
+      for (int t = 0; t < NT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) p[t][e] = z[t][e] = 0.f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {  // word i: the lane's codes 8 i .. 8 i + 7 of the group, two k16 steps
+        uint32_t bq[NT][4];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const uint4 v = *reinterpret_cast<const uint4 *>(act_s + (8 * t + gid) * stride + 128 * (GPC * c + j) +
+                                                           32 * tig + 8 * i);
+          bq[t][0] = __byte_perm(v.x, v.z, 0x5410);  // (a 8i, a 8i+4)
+          bq[t][1] = __byte_perm(v.x, v.z, 0x7632);  // (a 8i+1, a 8i+5)
+          bq[t][2] = __byte_perm(v.y, v.w, 0x5410);  // (a 8i+2, a 8i+6)
+          bq[t][3] = __byte_perm(v.y, v.w, 0x7632);  // (a 8i+3, a 8i+7)
+        }
+        uint32_t cq[2][4];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t x = i == 0 ? wv[j][h].x : i == 1 ? wv[j][h].y : i == 2 ? wv[j][h].z : wv[j][h].w;
+#pragma unroll
+          for (int q = 0; q < 4; ++q) cq[h][q] = w4_pair(x, q);
+        }
+#pragma unroll
+        for (int k = 0; k < 2; ++k)
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            mma_bf16_16816(p[t], cq[0][2 * k], cq[1][2 * k], cq[0][2 * k + 1], cq[1][2 * k + 1], bq[t][2 * k],
+                           bq[t][2 * k + 1]);
+            mma_bf16_16816(z[t], kOnes, kOnes, kOnes, kOnes, bq[t][2 * k], bq[t][2 * k + 1]);
+          }
+      }
+      // c0, c1: row gid (h 0), tokens 2 tig, 2 tig + 1; c2, c3: row gid + 8 (h 1); z's rows are all the same sums
+#pragma unroll
+      for (int t = 0; t < NT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc[t][e] = fmaf(sv[j][e >> 1], p[t][e], acc[t][e]);
+          acc[t][e] = fmaf(ov[j][e >> 1], z[t][e], acc[t][e]);
+        }
+    }
+  };
+  gemv_walk<NB, 128 * GPC, 1>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
+  const float(&acc1)[1][NT][4] = *reinterpret_cast<const float(*)[1][NT][4]>(&acc);
+  mma_finish<NT, 1>(a, acc1, red_s, ks, kpart, row0);
+}
+
 int g_force_mma = -1;  // -1: QW_GEMV_MMA from the environment (default off until the toggle lands), 0: off, 1: on
 
 // (MT, ks) from the shape alone: the largest row tile that still gives >= 2 blocks per SM, else MT = 1 with the
@@ -154,24 +281,72 @@ bool pick_mma(int64_t rows, int &mt, int &ks) {
   return false;
 }
 
-// U: chunks per round. Piped, 2U slots must stay within 128 registers (2 blocks per SM, which pick_mma counts on):
-// MT 2 x NT 2 at U = 2 spilled (ptxas: 128 registers, 84 bytes of spill loads), at U = 1 it takes 88.
-template <int NT, int MT, bool PIPE>
+// U: chunks in flight per warp (SUB = 1: the first version's 4 / 2; SUB = 4: one chunk of 4 x 16 bytes a row).
+template <int NT, int MT, int SUB>
 void launch_mma(const GemvArgs &a, int ks, cudaStream_t s) {
   constexpr int NB = 8 * NT, RW = 16 * MT;
-  constexpr int U = MT == 1 ? 4 : (PIPE && NT == 2) ? 1 : 2;
+  constexpr int U = SUB > 1 ? 1 : MT == 1 ? 4 : 2;
   const int red_bytes = kWarps * RW * NB * 4;
-  const int cap = ((kMmaSmem - red_bytes) / (NB * 2) - kPad) / 64 * 64;
+  const int cap = ((kMmaSmem - red_bytes) / (NB * 2) - kPad) / (32 * SUB) / 2 * (64 * SUB);  // whole chunks, % 64
   const int kt = (int)std::min<int64_t>(a.w.cols, cap);
   const int stride = (kt + 63) / 64 * 64 + kPad;
   const size_t smem = (size_t)NB * stride * 2 + red_bytes;
   const int grid = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * RW);
-  launch(gemv_mma_kernel<NT, MT, U, PIPE>, grid, kThreads, smem, s, a, kt, stride, ks);
+  launch(gemv_mma_kernel<NT, MT, SUB, U>, grid, kThreads, smem, s, a, kt, stride, ks);
+}
+
+// W4: a chunk is GPC groups of 128 columns (GPC x 32 bytes of codes a row); K tiles of whole chunks.
+template <int NT, int GPC>
+void launch_mma_w4(const GemvArgs &a, int ks, cudaStream_t s) {
+  constexpr int NB = 8 * NT, RW = 16;
+  const int red_bytes = kWarps * RW * NB * 4;
+  const int cap = ((kMmaSmem - red_bytes) / (NB * 2) - kPad) / (128 * GPC) * (128 * GPC);
+  const int kt = (int)std::min<int64_t>(a.w.cols, cap);
+  const int stride = kt + kPad;
+  const size_t smem = (size_t)NB * stride * 2 + red_bytes;
+  const int grid = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * RW);
+  launch(gemv_mma_w4_kernel<NT, GPC>, grid, kThreads, smem, s, a, kt, stride, ks);
+}
+template <int NT>
+void launch_mma_w4_g(const GemvArgs &a, int ks, cudaStream_t s) {
+  if (a.w.cols % 512 == 0) launch_mma_w4<NT, 4>(a, ks, s);
+  else if (a.w.cols % 256 == 0) launch_mma_w4<NT, 2>(a, ks, s);
+  else launch_mma_w4<NT, 1>(a, ks, s);
+}
+
+int g_force_mma_w4 = -1;  // -1: QW_GEMV_MMA_W4 from the environment, 0: off, 1: on
+
+const char *launch_w4(const GemvArgs &a, cudaStream_t s) {
+  if (a.w.group != 128 || (a.w.cols % 128) != 0 || !a.w.scale || !a.w.offset ||
+      (a.pro == GEMV_PRO_BF16 && (a.act_ld % 8) != 0) || (reinterpret_cast<uintptr_t>(a.w.data) & 15) != 0)
+    return nullptr;
+  // One 16-row tile per warp (MT = 2 at NT = 2 spilled ~360 bytes: ptxas); ks the smallest K split that gives >= 2
+  // blocks per SM, else >= 1 (as pick_mma), from the shape alone.
+  const int64_t sms = sm_count();
+  int ks = 0;
+  for (int k = 1; k <= kWarps && !ks; k *= 2)
+    if (ceil_div(a.w.rows, (int64_t)(kWarps / k) * 16) >= 2 * sms) ks = k;
+  for (int k = 1; k <= kWarps && !ks; k *= 2)
+    if (ceil_div(a.w.rows, (int64_t)(kWarps / k) * 16) >= sms) ks = k;
+  if (!ks) return nullptr;
+  static const char *names[4] = {"gemv_mma_w4", "gemv_mma_w4k2", "gemv_mma_w4k4", "gemv_mma_w4k8"};
+  if (a.batch > 8) launch_mma_w4_g<2>(a, ks, s);
+  else launch_mma_w4_g<1>(a, ks, s);
+  QWC_LAUNCH_CHECK("launch_gemv_mma (w4)");
+  return names[ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
 }
 
 }  // namespace
 
 void gemv_force_mma(int on) { g_force_mma = on; }
+void gemv_force_mma_w4(int on) { g_force_mma_w4 = on; }
+
+bool gemv_mma_w4_enabled() {
+  if (g_force_mma_w4 < 0)
+    g_force_mma_w4 = env_opt_in("QW_GEMV_MMA_W4", "W4 decode GEMVs on gemv_q16 / marlin.cu",
+                                "W4 g128 decode GEMVs on mma.sync over the unpacked layout") ? 1 : 0;
+  return g_force_mma_w4 == 1;
+}
 
 bool gemv_mma_enabled() {
   if (g_force_mma < 0) {
@@ -181,23 +356,30 @@ bool gemv_mma_enabled() {
 }
 
 const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t s) {
+  if (a.w.type == WT_W4) return gemv_mma_w4_enabled() ? launch_w4(a, s) : nullptr;
+  if (!(a.tc || gemv_mma_enabled())) return nullptr;
   if (a.w.type != WT_BF16 || (a.w.cols % 32) != 0 || (a.pro == GEMV_PRO_BF16 && (a.act_ld % 8) != 0)) return nullptr;
   int mt = 1, ks = 1;
   if (!pick_mma(a.w.rows, mt, ks)) return nullptr;
-  static const char *names[2][4] = {{"gemv_mma_m1", "gemv_mma_m1k2", "gemv_mma_m1k4", "gemv_mma_m1k8"},
-                                    {"gemv_mma_m2", "gemv_mma_m2k2", "gemv_mma_m2k4", "gemv_mma_m2k8"}};
+  static const char *names[2][2][4] = {
+      {{"gemv_mma_m1", "gemv_mma_m1k2", "gemv_mma_m1k4", "gemv_mma_m1k8"},
+       {"gemv_mma_m2", "gemv_mma_m2k2", "gemv_mma_m2k4", "gemv_mma_m2k8"}},
+      {{"gemv_mma_w_m1", "gemv_mma_w_m1k2", "gemv_mma_w_m1k4", "gemv_mma_w_m1k8"},
+       {"gemv_mma_w_m2", "gemv_mma_w_m2k2", "gemv_mma_w_m2k4", "gemv_mma_w_m2k8"}}};
   const bool two = a.batch > 8;
-  if (env_switch_on("QW_GEMV_MMA_PIPE", "each round loaded right before its mmas, the first version",
-                    "the next round of weights in flight during the mmas")) {
-    if (mt == 2) two ? launch_mma<2, 2, true>(a, ks, s) : launch_mma<1, 2, true>(a, ks, s);
-    else two ? launch_mma<2, 1, true>(a, ks, s) : launch_mma<1, 1, true>(a, ks, s);
+  const bool wide = (a.w.cols % 128) == 0 &&
+                    env_switch_on("QW_GEMV_MMA_WIDE", "32-column chunks, the first version",
+                                  "128-column chunks: 256 contiguous bytes of a row per quad");
+  if (wide) {
+    if (mt == 2) two ? launch_mma<2, 2, 4>(a, ks, s) : launch_mma<1, 2, 4>(a, ks, s);
+    else two ? launch_mma<2, 1, 4>(a, ks, s) : launch_mma<1, 1, 4>(a, ks, s);
   } else {
-    if (mt == 2) two ? launch_mma<2, 2, false>(a, ks, s) : launch_mma<1, 2, false>(a, ks, s);
-    else two ? launch_mma<2, 1, false>(a, ks, s) : launch_mma<1, 1, false>(a, ks, s);
+    if (mt == 2) two ? launch_mma<2, 2, 1>(a, ks, s) : launch_mma<1, 2, 1>(a, ks, s);
+    else two ? launch_mma<2, 1, 1>(a, ks, s) : launch_mma<1, 1, 1>(a, ks, s);
   }
   QWC_LAUNCH_CHECK("launch_gemv_mma");
   const int ki = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
-  return names[mt - 1][ki];
+  return names[wide][mt - 1][ki];
 }
 
 }  // namespace qwc

@@ -256,9 +256,10 @@ __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_
 // next tile's first (weights are global: their loads need not wait for the next tile's staging). A lane visits the
 // same chunks in the same order as in gemv_walk, so each row gets the same bits at any U and either walk. gemv_walk
 // issues a round's loads right before using them, so a warp waits a full memory latency per round (7B q4 gate_up at
-// b1: 2 rounds per warp, the first prefetched under the prologue). Users: QW_GEMV_Q16_PIPE=1 (gemv.cu, within ~5 % of
-// gemv_walk: that kernel is issue-bound) and the tensor-core kernel (gemv_mma.cu, latency-bound). act_s rows are ld
-// elements apart (ld >= kt; gemv_mma pads them against bank conflicts).
+// b1: 2 rounds per warp, the first prefetched under the prologue). User: QW_GEMV_Q16_PIPE=1 (gemv.cu, within ~5 % of
+// gemv_walk: that kernel is issue-bound); the tensor-core kernel on it was no faster either (fourteenth run, 7B bf16
+// b1 150.8 against 148.5 tok/s, gate_up 129.7 against 122.7 us) and went back to gemv_walk. act_s rows are ld
+// elements apart (ld >= kt).
 template <int NB, int E, int U, class Load, class Use>
 __device__ __forceinline__ void gemv_walk_pipe(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int ld,
                                                int64_t row0, int cbase, int cstride, Load &&load, Use &&use) {
