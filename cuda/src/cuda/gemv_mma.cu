@@ -19,6 +19,7 @@
 // sequence gets the same bits alone or in a batch of 16.
 #include "gemv.cuh"
 #include "gemv_parts.cuh"
+#include "gemv_pick.hpp"
 
 #include <algorithm>
 
@@ -269,14 +270,25 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_mma_w4_kernel(const GemvArgs
 
 int g_force_mma = -1;  // -1: QW_GEMV_MMA from the environment (default off until the toggle lands), 0: off, 1: on
 
-// (MT, ks) from the shape alone: the largest row tile that still gives >= 2 blocks per SM, else MT = 1 with the
-// smallest ks that gives >= 1 block per SM. Returns false when even MT = 1, ks = 8 leaves SMs idle (small
-// matrices: the CUDA-core kernel with its finer row split serves them).
-bool pick_mma(int64_t rows, int &mt, int &ks) {
+// (MT, ks) from the shape alone: gemv_pick.hpp's balance rule (the most even blocks per SM, >= 1 per SM), or with
+// QW_GEMV_MMA_PICK=0 the first rule (the largest row tile that still gives >= 2 blocks per SM, else MT = 1 with the
+// smallest ks that gives >= 1 block per SM). False when even MT = 1, ks = 8 leaves SMs idle (small matrices: the
+// CUDA-core kernel with its finer row split serves them).
+bool pick_mma(int64_t rows, int &mt, int &ks, int max_mt = 2) {
   const int64_t sms = sm_count();
+  if (env_switch_on("QW_GEMV_MMA_PICK", "the first rule (>= 2 blocks per SM at the largest row tile)",
+                    "the most even blocks per SM (gemv_pick.hpp)")) {
+    const qw::GemvMmaPick p = qw::gemv_mma_pick(rows, sms, max_mt);
+    mt = p.mt;
+    ks = p.ks;
+    return p.mt > 0;
+  }
+  if (max_mt >= 2)
+    for (int k = 1; k <= kWarps; k *= 2)
+      if (ceil_div(rows, (int64_t)(kWarps / k) * 32) >= 2 * sms) { mt = 2; ks = k; return true; }
   for (int k = 1; k <= kWarps; k *= 2)
-    if (ceil_div(rows, (int64_t)(kWarps / k) * 32) >= 2 * sms) { mt = 2; ks = k; return true; }
-  for (int k = 1; k <= kWarps; k *= 2)
+    if (ceil_div(rows, (int64_t)(kWarps / k) * 16) >= (max_mt >= 2 ? 1 : 2) * sms) { mt = 1; ks = k; return true; }
+  for (int k = 1; k <= kWarps && max_mt < 2; k *= 2)
     if (ceil_div(rows, (int64_t)(kWarps / k) * 16) >= sms) { mt = 1; ks = k; return true; }
   return false;
 }
@@ -320,15 +332,9 @@ const char *launch_w4(const GemvArgs &a, cudaStream_t s) {
   if (a.w.group != 128 || (a.w.cols % 128) != 0 || !a.w.scale || !a.w.offset ||
       (a.pro == GEMV_PRO_BF16 && (a.act_ld % 8) != 0) || (reinterpret_cast<uintptr_t>(a.w.data) & 15) != 0)
     return nullptr;
-  // One 16-row tile per warp (MT = 2 at NT = 2 spilled ~360 bytes: ptxas); ks the smallest K split that gives >= 2
-  // blocks per SM, else >= 1 (as pick_mma), from the shape alone.
-  const int64_t sms = sm_count();
-  int ks = 0;
-  for (int k = 1; k <= kWarps && !ks; k *= 2)
-    if (ceil_div(a.w.rows, (int64_t)(kWarps / k) * 16) >= 2 * sms) ks = k;
-  for (int k = 1; k <= kWarps && !ks; k *= 2)
-    if (ceil_div(a.w.rows, (int64_t)(kWarps / k) * 16) >= sms) ks = k;
-  if (!ks) return nullptr;
+  // One 16-row tile per warp (MT = 2 at NT = 2 spilled ~360 bytes: ptxas); ks from the shape (pick_mma at MT 1).
+  int mt = 1, ks = 1;
+  if (!pick_mma(a.w.rows, mt, ks, 1)) return nullptr;
   static const char *names[4] = {"gemv_mma_w4", "gemv_mma_w4k2", "gemv_mma_w4k4", "gemv_mma_w4k8"};
   if (a.batch > 8) launch_mma_w4_g<2>(a, ks, s);
   else launch_mma_w4_g<1>(a, ks, s);

@@ -1,0 +1,43 @@
+// gemv_pick.hpp — the block shape of the tensor-core decode GEMV (src/cuda/gemv_mma.cu), from the matrix shape and
+// the SM count alone (batch invariance: the K split sets the summation order). Host-only and plain C++, so the CPU
+// tests (test_gemv_pick.cpp) check it.
+//
+// The kernel is bound by memory, and an SM that runs more blocks than another finishes later: with B blocks over S
+// SMs (dynamic scheduling: every SM gets floor or ceil of B / S) the time follows ceil(B / S) while the bytes follow
+// B / S, so the balance is (B / S) / ceil(B / S). The first rule ("the largest row tile with >= 2 blocks per SM")
+// ignored it: 7B qkv 144 blocks on 132 SMs (0.55), gate_up 296 (0.75), while gate_up at MT 1, ks 4 gives 1184
+// blocks (0.997). Each warp owns 16 MT rows and every ks-th chunk of K; a block holds 8 warps = 8 / ks row groups.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+
+namespace qw {
+
+struct GemvMmaPick {
+  int mt = 0, ks = 0;  // 0: no shape fills the SMs (the CUDA-core kernel serves the matrix)
+  double balance = 0;
+};
+
+inline double gemv_mma_balance(int64_t blocks, int64_t sms) {
+  const int64_t per = (blocks + sms - 1) / sms;
+  return per > 0 ? (double)blocks / (double)(sms * per) : 0.0;
+}
+
+// The best balance over MT in {max_mt .. 1} and ks in {1, 2, 4, 8} with at least one block per SM; a shape within
+// 2 % of the best with the larger MT, then the smaller ks, wins (fewer blocks: less staging, fewer partial sums).
+inline GemvMmaPick gemv_mma_pick(int64_t rows, int64_t sms, int max_mt = 2) {
+  GemvMmaPick best;
+  if (rows <= 0 || sms <= 0) return best;
+  for (int mt = max_mt; mt >= 1; --mt)
+    for (int ks = 1; ks <= 8; ks *= 2) {
+      const int64_t rows_per_block = (int64_t)(8 / ks) * 16 * mt;
+      const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+      if (blocks < sms) continue;
+      const double b = gemv_mma_balance(blocks, sms);
+      if (best.mt == 0 || b > best.balance * 1.02) best = {mt, ks, b};
+    }
+  return best;
+}
+
+}  // namespace qw
