@@ -173,13 +173,14 @@ for q in 1 0; do
   step 200 "mmaw4-7b-$q" "QW_GEMV_MMA_W4=$q bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done
 { for f in "$OUT"/mmaw4-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # issue 10 item 3, 2026-12-07 10:30: the tensor-core GEMV's K walk piped did not help (fourteenth run call 1). Since:
-# 128-column chunks (QW_GEMV_MMA_WIDE=0: the first version's 32; a quad reads 256 contiguous bytes of a row instead of
-# 64) and blocks per SM balanced (gemv_pick.hpp; QW_GEMV_MMA_PICK=0: the first rule, 7B qkv 144 blocks on 132 SMs).
+# 128-column chunks (QW_GEMV_MMA_WIDE=1, opt-in until measured; the first version's are 32: a quad reads 256 contiguous
+# bytes of a row instead of 64) and blocks per SM balanced (gemv_pick.hpp; QW_GEMV_MMA_PICK=1; the first rule puts
+# 7B qkv's 144 blocks on 132 SMs).
 # Lab both ways (new, and the first version: WIDE=0 PICK=0; every check and invariance row must PASS; the W4 g128
 # tensor-core rows `mma w4` run in both passes), then 7B tg128 at b1 / b8 / b16 through the toggle: new, wide with the
 # first pick, the first version, gemv = simple; 0.5B new and simple; same session. Predicted: 7B b1 148.5 -> >= 175.
 for mv in 7b-new 7b-simple 7b-first 0.5b-new 0.5b-simple 7b-pick0; do m=${mv%%-*}; v=${mv#*-}
-  env=""; [[ $v == pick0 ]] && env="QW_GEMV_MMA_PICK=0 "; [[ $v == first ]] && env="QW_GEMV_MMA_PICK=0 QW_GEMV_MMA_WIDE=0 "
+  env=""; [[ $v == new ]] && env="QW_GEMV_MMA_PICK=1 QW_GEMV_MMA_WIDE=1 "; [[ $v == pick0 ]] && env="QW_GEMV_MMA_WIDE=1 "
   step 120 "mmap-$mv" "${env}bun engine/cli/main.ts bench $R/$m --backend cuda --toggle gemv=$( [[ $v == simple ]] && echo simple || echo marlin) --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done
 { for f in "$OUT"/mmap-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 200 lab-gemv-mma "for p in 1 0; do echo \"== QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p\"; QW_GEMV_MMA=1 QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p ./cuda/build/dev/qwlab gemv --quick; done"

@@ -95,7 +95,8 @@ __device__ __forceinline__ void mma_finish(const GemvArgs &a, const float (&acc)
 // loads of a row cover 256 contiguous bytes, issued back to back. Why: the first version streamed at 2.1-2.2 TB/s on
 // 7B gate_up / down where the CUDA-core kernel (a warp reads 512 contiguous bytes of a row) reaches 2.5-2.8, and
 // keeping the next round in flight (gemv_walk_pipe, fourteenth run) did not help (gate_up 122.7 -> 129.7 us): the
-// loads are there, the access pattern is the suspect (64-byte pieces of 16 rows per warp load). UNMEASURED.
+// loads are there, the access pattern is the suspect (64-byte pieces of 16 rows per warp load). UNMEASURED (no GPU
+// start after 10:15 on 2026-12-07): opt-in, QW_GEMV_MMA_WIDE=1.
 template <int NT, int MT, int SUB, int U>
 __global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a, const int kt, const int stride,
                                                                const int ks) {
@@ -270,14 +271,14 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_mma_w4_kernel(const GemvArgs
 
 int g_force_mma = -1;  // -1: QW_GEMV_MMA from the environment (default off until the toggle lands), 0: off, 1: on
 
-// (MT, ks) from the shape alone: gemv_pick.hpp's balance rule (the most even blocks per SM, >= 1 per SM), or with
-// QW_GEMV_MMA_PICK=0 the first rule (the largest row tile that still gives >= 2 blocks per SM, else MT = 1 with the
-// smallest ks that gives >= 1 block per SM). False when even MT = 1, ks = 8 leaves SMs idle (small matrices: the
+// (MT, ks) from the shape alone: the first rule (the largest row tile that still gives >= 2 blocks per SM, else MT = 1
+// with the smallest ks that gives >= 1 block per SM), or with QW_GEMV_MMA_PICK=1 gemv_pick.hpp's balance rule (the
+// most even blocks per SM; written 2026-12-07, unmeasured, so opt-in). False when even MT = 1, ks = 8 leaves SMs idle (small matrices: the
 // CUDA-core kernel with its finer row split serves them).
 bool pick_mma(int64_t rows, int &mt, int &ks, int max_mt = 2) {
   const int64_t sms = sm_count();
-  if (env_switch_on("QW_GEMV_MMA_PICK", "the first rule (>= 2 blocks per SM at the largest row tile)",
-                    "the most even blocks per SM (gemv_pick.hpp)")) {
+  if (env_opt_in("QW_GEMV_MMA_PICK", "the first rule (>= 2 blocks per SM at the largest row tile)",
+                 "the most even blocks per SM (gemv_pick.hpp; unmeasured on the GPU)")) {
     const qw::GemvMmaPick p = qw::gemv_mma_pick(rows, sms, max_mt);
     mt = p.mt;
     ks = p.ks;
@@ -374,7 +375,7 @@ const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t s) {
        {"gemv_mma_w_m2", "gemv_mma_w_m2k2", "gemv_mma_w_m2k4", "gemv_mma_w_m2k8"}}};
   const bool two = a.batch > 8;
   const bool wide = (a.w.cols % 128) == 0 &&
-                    env_switch_on("QW_GEMV_MMA_WIDE", "32-column chunks, the first version",
+                    env_opt_in("QW_GEMV_MMA_WIDE", "32-column chunks, the first version",
                                   "128-column chunks: 256 contiguous bytes of a row per quad");
   if (wide) {
     if (mt == 2) two ? launch_mma<2, 2, 4>(a, ks, s) : launch_mma<1, 2, 4>(a, ks, s);
