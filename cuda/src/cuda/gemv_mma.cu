@@ -200,11 +200,11 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_mma_w4_kernel(const GemvArgs
 #pragma unroll
   for (int h = 0; h < 2; ++h) rsel[h] = min(row0 + 8 * h + gid, rows - 1);
 
-  float acc[NT][4];
+  float acc[1][NT][4];  // mma_finish's [MT][NT][4] at MT = 1
 #pragma unroll
   for (int t = 0; t < NT; ++t)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
+    for (int e = 0; e < 4; ++e) acc[0][t][e] = 0.f;
 
   uint4 wv[GPC][2];            // codes of group j of the chunk: rows gid / gid + 8
   float sv[GPC][2], ov[GPC][2];  // their scale and offset
@@ -259,14 +259,13 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_mma_w4_kernel(const GemvArgs
       for (int t = 0; t < NT; ++t)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          acc[t][e] = fmaf(sv[j][e >> 1], p[t][e], acc[t][e]);
-          acc[t][e] = fmaf(ov[j][e >> 1], z[t][e], acc[t][e]);
+          acc[0][t][e] = fmaf(sv[j][e >> 1], p[t][e], acc[0][t][e]);
+          acc[0][t][e] = fmaf(ov[j][e >> 1], z[t][e], acc[0][t][e]);
         }
     }
   };
   gemv_walk<NB, 128 * GPC, 1>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
-  const float(&acc1)[1][NT][4] = *reinterpret_cast<const float(*)[1][NT][4]>(&acc);
-  mma_finish<NT, 1>(a, acc1, red_s, ks, kpart, row0);
+  mma_finish<NT, 1>(a, acc, red_s, ks, kpart, row0);
 }
 
 int g_force_mma = -1;  // -1: QW_GEMV_MMA from the environment (default off until the toggle lands), 0: off, 1: on
@@ -294,31 +293,37 @@ bool pick_mma(int64_t rows, int &mt, int &ks, int max_mt = 2) {
   return false;
 }
 
+// The K tile both kernels stage: kt columns (a multiple of `align`, itself a multiple of the chunk; the whole row
+// when it fits), act_s rows padded to stride, then the warps' reduction rows; bytes of dynamic shared memory.
+struct MmaTile {
+  int kt, stride;
+  size_t smem;
+};
+MmaTile mma_tile(int64_t cols, int NB, int RW, int align) {
+  const int red_bytes = kWarps * RW * NB * 4;
+  const int cap = ((kMmaSmem - red_bytes) / (NB * 2) - kPad) / align * align;
+  const int kt = (int)std::min<int64_t>(cols, cap);
+  const int stride = (kt + 63) / 64 * 64 + kPad;
+  return {kt, stride, (size_t)NB * stride * 2 + red_bytes};
+}
+
 // U: chunks in flight per warp (SUB = 1: the first version's 4 / 2; SUB = 4: one chunk of 4 x 16 bytes a row).
 template <int NT, int MT, int SUB>
 void launch_mma(const GemvArgs &a, int ks, cudaStream_t s) {
   constexpr int NB = 8 * NT, RW = 16 * MT;
   constexpr int U = SUB > 1 ? 1 : MT == 1 ? 4 : 2;
-  const int red_bytes = kWarps * RW * NB * 4;
-  const int cap = ((kMmaSmem - red_bytes) / (NB * 2) - kPad) / (32 * SUB) / 2 * (64 * SUB);  // whole chunks, % 64
-  const int kt = (int)std::min<int64_t>(a.w.cols, cap);
-  const int stride = (kt + 63) / 64 * 64 + kPad;
-  const size_t smem = (size_t)NB * stride * 2 + red_bytes;
+  const MmaTile t = mma_tile(a.w.cols, NB, RW, 64 * SUB);  // whole chunks, % 64
   const int grid = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * RW);
-  launch(gemv_mma_kernel<NT, MT, SUB, U>, grid, kThreads, smem, s, a, kt, stride, ks);
+  launch(gemv_mma_kernel<NT, MT, SUB, U>, grid, kThreads, t.smem, s, a, t.kt, t.stride, ks);
 }
 
 // W4: a chunk is GPC groups of 128 columns (GPC x 32 bytes of codes a row); K tiles of whole chunks.
 template <int NT, int GPC>
 void launch_mma_w4(const GemvArgs &a, int ks, cudaStream_t s) {
   constexpr int NB = 8 * NT, RW = 16;
-  const int red_bytes = kWarps * RW * NB * 4;
-  const int cap = ((kMmaSmem - red_bytes) / (NB * 2) - kPad) / (128 * GPC) * (128 * GPC);
-  const int kt = (int)std::min<int64_t>(a.w.cols, cap);
-  const int stride = kt + kPad;
-  const size_t smem = (size_t)NB * stride * 2 + red_bytes;
+  const MmaTile t = mma_tile(a.w.cols, NB, RW, 128 * GPC);
   const int grid = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * RW);
-  launch(gemv_mma_w4_kernel<NT, GPC>, grid, kThreads, smem, s, a, kt, stride, ks);
+  launch(gemv_mma_w4_kernel<NT, GPC>, grid, kThreads, t.smem, s, a, t.kt, t.stride, ks);
 }
 template <int NT>
 void launch_mma_w4_g(const GemvArgs &a, int ks, cudaStream_t s) {
