@@ -63,6 +63,28 @@ export function greedyTogether(m: Model, seqs: number[][], maxBatch: number, ste
     s.close();
   }
 }
+/** Logits of the prompt's last position, then of `steps` decode steps fed `forced` (else the greedy tokens), with
+ * the `gemv` toggle set: the CUDA-vs-CPU comparisons of weights.test.ts and mma-w4-run.ts. */
+export function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number, gemv = "simple"): { logits: Float32Array[]; tokens: number[] } {
+  const s = m.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
+  try {
+    s.setToggle("gemv", gemv);
+    s.setSampling(0, { temperature: 0 });
+    s.setLogitsMode(1);
+    const logits: Float32Array[] = [], tokens: number[] = [];
+    let t = s.prefill(0, ids);
+    logits.push(s.logits().data.slice());
+    tokens.push(t);
+    for (let k = 0; k < steps; k++) {
+      t = s.decode([0], [forced ? forced[k] : t])[0];
+      logits.push(s.logits().data.slice());
+      tokens.push(t);
+    }
+    return { logits, tokens };
+  } finally {
+    s.close();
+  }
+}
 /** Batch invariance: `prompts` decoded together (max batch 16) and each alone (max batch 1); the logit words that differ. */
 export function batchedVsAlone(m: Model, prompts: number[][], steps: number, setup?: (s: Session) => void, maxBatch = 16): { together: BatchRun; alone: BatchRun[]; differing: number } {
   const together = greedyTogether(m, prompts, maxBatch, steps, setup);

@@ -8,32 +8,11 @@
 // Usage: bun test/gpu/mma-w4-run.ts OUT.json
 import { writeFileSync } from "node:fs";
 import { openModel, type Model } from "../../engine/index.ts";
-import { batchedVsAlone, launcher, rel } from "./gpu.ts";
+import { batchedVsAlone, launcher, rel, teacherForced } from "./gpu.ts";
 
 const out = process.argv[2];
 if (!out) throw new Error("usage: bun test/gpu/mma-w4-run.ts OUT.json");
 const source = "synthetic:0.5b:bf16";
-
-/** Logits of the prompt's last position, then of `steps` decode steps fed `forced` (or the greedy tokens). */
-function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number) {
-  const s = m.newSession({ maxBatch: 1, maxContext: 256, maxPrefill: 64 });
-  try {
-    s.setSampling(0, { temperature: 0 });
-    s.setLogitsMode(1);
-    const logits: Float32Array[] = [], tokens: number[] = [];
-    let t = s.prefill(0, ids);
-    logits.push(s.logits().data.slice());
-    tokens.push(t);
-    for (let k = 0; k < steps; k++) {
-      t = s.decode([0], [forced ? forced[k] : t])[0];
-      logits.push(s.logits().data.slice());
-      tokens.push(t);
-    }
-    return { logits, tokens };
-  } finally {
-    s.close();
-  }
-}
 
 const cpu = (await openModel(source, { backend: "cpu", weights: "q4" })) as Model;
 const gpu = (await openModel(source, { backend: "cuda", weights: "q4" })) as Model;

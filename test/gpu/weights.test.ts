@@ -11,32 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openModel, type Model } from "../../engine/index.ts";
 import type { WeightsOption } from "../../engine/formats/requant.ts";
-import { batchedVsAlone, noGpu, REPO } from "./gpu.ts";
+import { batchedVsAlone, noGpu, REPO, teacherForced } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout();
-
-/** Logits of the prompt's last position, then of `steps` decode steps fed the CPU's greedy tokens. */
-function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number, gemv = "simple"): { logits: Float32Array[]; tokens: number[] } {
-  const s = m.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
-  try {
-    s.setToggle("gemv", gemv);
-    s.setSampling(0, { temperature: 0 });
-    s.setLogitsMode(1);
-    const logits: Float32Array[] = [], tokens: number[] = [];
-    let t = s.prefill(0, ids);
-    logits.push(s.logits().data.slice());
-    tokens.push(t);
-    for (let k = 0; k < steps; k++) {
-      t = s.decode([0], [forced ? forced[k] : t])[0];
-      logits.push(s.logits().data.slice());
-      tokens.push(t);
-    }
-    return { logits, tokens };
-  } finally {
-    s.close();
-  }
-}
 
 const ARMS: { name: string; opt: WeightsOption }[] = [
   { name: "q8", opt: { weights: "q8" } },
