@@ -185,6 +185,14 @@ for mv in 7b-new 7b-simple 7b-first 0.5b-new 0.5b-simple 7b-pick0; do m=${mv%%-*
 { for f in "$OUT"/mmap-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 200 lab-gemv-mma "for p in 1 0; do echo \"== QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p\"; QW_GEMV_MMA=1 QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p ./cuda/build/dev/qwlab gemv --quick; done"
 grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w4) [0-9]+x" "$OUT/lab-gemv-mma.log" 2>/dev/null | grep -v "^| " | sed "s/^/  gemv-mma: /" >> "$S"
+# issue 10 "batch 16 never slower than batch 8": 0.5B bf16 b16 (2460-2886 tok/s) is slower than b8 and ~8x its b1
+# step, far above what its 1 GB of weights cost; where the step goes per op at b1 / b8 / b16 (notebooks/
+# batch-breakdown.ts: unprofiled step time, then kernel µs per op from one profiled run), 0.5B and 7B bf16 with
+# gemv = marlin, 7B q4 with gemv = simple.
+for mv in 0.5b 7b 7b-q4; do m=${mv%%-*}
+  a="--toggle gemv=marlin"; [[ $mv == *-q4 ]] && a="--weights q4"
+  step 90 "bb-$mv" "bun notebooks/batch-breakdown.ts $R/$m --backend cuda $a --batches 1,8,16 --steps 16 --out $OUT/bb-$mv"; done
+{ for f in "$OUT"/bb-*/batch-breakdown.md; do [[ -f $f ]] && grep -E "^\| (\*\*|qkv|gate_up|down|o_proj|lm_head|attention|sample)" "$f" | sed "s|^|  $(basename "$(dirname "$f")") |"; done; } >> "$S"
 # issue 10 item 4: the fused prefill GEMM only where it measured faster (marlin_gemm_preferred: >= 64 M weights at
 # <= 1024 tokens; QW_MARLIN_GEMM=2 runs it everywhere, the thirteenth run's pick). 7B q4 pp512 / pp2048, same session.
 # Predicted: pp512 +1-2 % (qkv and o chunked: ~9 us a layer), pp2048 +10-20 % (every shape chunked).

@@ -101,4 +101,28 @@ describe("notebooks", () => {
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--models: unknown shape '3b'/);
   }, 300_000);
+
+  test("batch-breakdown: per batch size the step's time and the kernel time per op (the sum adds up); bad batches and toggles are refused", () => {
+    const out = join(tmp, "bb");
+    const r = run(["notebooks/batch-breakdown.ts", "synthetic:tiny:f32", "--backend", "cpu", "--threads", "2", "--batches", "1,3",
+      "--context", "8", "--steps", "2", "--reps", "3", "--out", out]);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(readFileSync(join(out, "batch-breakdown.json"), "utf8"));
+    expect(j.rows.map((x: { batch: number }) => x.batch)).toEqual([1, 3]);
+    for (const row of j.rows) {
+      expect(row.stepMs.samples.length).toBe(3);
+      const sum = row.ops.reduce((a: number, x: { op: string; us: number }) => a + (x.op === "gap" ? 0 : x.us), 0);
+      expect(row.kernelUs).toBeCloseTo(sum, 6);
+      const qkv = row.ops.find((x: { op: string }) => x.op === "qkv");
+      expect(qkv.kernels).toBe(j.layers); // one qkv record per layer per step
+      expect(qkv.names.length).toBeGreaterThan(0);
+    }
+    expect(readFileSync(join(out, "batch-breakdown.md"), "utf8")).toMatch(/^\| qkv \| [0-9.]+ \| [0-9.]+ \|/m);
+    const bad = run(["notebooks/batch-breakdown.ts", "synthetic:tiny:f32", "--batches", "1,0"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--batches expects an integer >= 1, got '0'/);
+    const badT = run(["notebooks/batch-breakdown.ts", "synthetic:tiny:f32", "--backend", "cpu", "--batches", "1", "--toggle", "gemv=nope", "--out", join(tmp, "bb2")]);
+    expect(badT.code).toBe(2);
+    expect(badT.err).toMatch(/--toggle: .*gemv/);
+  }, 300_000);
 });
