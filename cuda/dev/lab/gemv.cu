@@ -6,6 +6,20 @@
 // W4 / W8 group of the cases below: 0 = 32 (W8 16 or 32 at random), else this (the W4 g128 tensor-core rows).
 static int g_gemv_group = 0;
 
+// The scratch gemv = marlin passes every GEMV (a.mws; gemv_mma.cu's split over blocks sums its parts there): 16 MB of
+// partials and 64 K counters, zeroed once (the kernels leave them zero).
+static decltype(GemvArgs::mws) lab_mws() {
+  static decltype(GemvArgs::mws) ws;
+  if (!ws.part) {
+    ws.part_bytes = 16u << 20;
+    ws.part = dalloc<float>(ws.part_bytes / 4);
+    ws.cnt_n = 1 << 16;
+    ws.cnt = dalloc<int32_t>(ws.cnt_n);
+    CHK(cudaMemset(ws.cnt, 0, (size_t)ws.cnt_n * 4));
+  }
+  return ws;
+}
+
 // Checks rows {0..63, every 7th, last 64} (all rows for small matrices); every output is checked for poison.
 void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batch, int pro, int epi, bool timed) {
   HostW hw = make_w(type, rows, cols,
@@ -27,6 +41,7 @@ void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batc
   void *dout = dalloc<float>(batch * out_cols);
   __nv_bfloat16 *daux = (__nv_bfloat16 *)dalloc<uint16_t>(batch * out_cols);
   GemvArgs a;
+  a.mws = lab_mws();
   a.epi = epi; a.out = dout; a.out_ld = out_cols; a.bias = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ? db : nullptr;
   a.aux = epi == GEMV_EPI_SWIGLU ? daux : nullptr; a.aux_ld = out_cols;
   a.w = w.m; a.batch = batch; a.pro = pro; a.act = dact; a.act_ld = cols; a.x = dx; a.x_ld = cols; a.norm_w = dnw; a.eps = 1e-6f;
@@ -122,6 +137,7 @@ void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool
                 *vo = (__nv_bfloat16 *)dalloc<uint16_t>(B * kvdim);
   poison(kc, cn * 2); poison(vc, cn * 2); poison(q, B * qdim * 2); poison(ko, B * kvdim * 2); poison(vo, B * kvdim * 2);
   GemvArgs a;
+  a.mws = lab_mws();
   a.epi = GEMV_EPI_QKV_ROPE; a.w = w.m; a.batch = B; a.pro = GEMV_PRO_NORM; a.x = dx; a.x_ld = H; a.norm_w = dnw;
   a.eps = 1e-6f; a.bias = db;
   a.rope.q_out = q; a.rope.k_out = ko; a.rope.v_out = vo; a.rope.kcache = kc; a.rope.vcache = vc; a.rope.pos = dpos;
@@ -200,6 +216,7 @@ static void gemv_invariance_case(const char *label, int type, int64_t rows, int6
   h2d((uint16_t *)dact, act); h2d(dx, x); h2d(dnw, nw);
   void *dout = dalloc<float>(maxb * out_cols);
   GemvArgs a;
+  a.mws = lab_mws();
   a.epi = epi; a.out = dout; a.out_ld = out_cols; a.w = w.m; a.pro = pro; a.act = dact; a.act_ld = cols; a.x = dx;
   a.x_ld = cols; a.norm_w = dnw; a.eps = 1e-6f;
   const size_t ebytes = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_SWIGLU) ? 2 : 4;
@@ -253,6 +270,35 @@ static void gemv_mma_w4_cases() {
   }
   gemv_force_mma_w4(-1);
   g_gemv_group = 0;
+}
+
+// Small bf16 matrices on tensor cores with K split over blocks (gemv_mma.cu, QW_GEMV_MMA_SPLIT; gemv_pick.hpp
+// gemv_mma_split): the 0.5B shapes at every batch kind, awkward ones (300 rows: a partial last tile; 65 chunks of 32 over
+// uneven parts; 65536 columns: several K tiles a part), the fused q|k|v + RoPE epilogue, bits alone = in a batch; then timed against
+// the CUDA-core kernel at b1 / b8 / b16 (split off: rows gemv_vec_*).
+static void gemv_mma_split_cases() {
+  gemv_force_mma(1);
+  gemv_force_mma_split(1);
+  for (int b : {1, 2, 3, 8, 9, 16}) gemv_case("split 0.5B qkv norm", WT_BF16, 1152, 896, b, GEMV_PRO_NORM, GEMV_EPI_F32, false);
+  gemv_case("split awkward bf16out+bias", WT_BF16, 300, 2080, 5, GEMV_PRO_BF16, GEMV_EPI_BF16, false);
+  gemv_case("split awkward swiglu", WT_BF16, 2 * 330, 2080, 16, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, false);
+  gemv_case("split 2 K tiles a part", WT_BF16, 400, 65536, 12, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, false);
+  qkv_rope_case("split 0.5B", 16, 896, 14, 2, 64, false);
+  qkv_rope_case("split 0.5B", 1, 896, 14, 2, 64, false);
+  gemv_invariance_case("split 0.5B o_proj", WT_BF16, 896, 896, GEMV_PRO_BF16, GEMV_EPI_F32);
+  gemv_invariance_case("split 0.5B down", WT_BF16, 896, 4864, GEMV_PRO_BF16, GEMV_EPI_F32);
+  gemv_invariance_case("split awkward (300 x 2080)", WT_BF16, 300, 2080, GEMV_PRO_NORM, GEMV_EPI_BF16);
+  for (int on : {1, 0}) {
+    gemv_force_mma_split(on);
+    for (int b : {1, 8, 16}) {
+      gemv_case("0.5B qkv norm", WT_BF16, 1152, 896, b, GEMV_PRO_NORM, GEMV_EPI_F32, true);
+      gemv_case("0.5B o_proj +res", WT_BF16, 896, 896, b, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+      gemv_case("0.5B down +res", WT_BF16, 896, 4864, b, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+      if (!g_quick) gemv_case("1.5B down +res", WT_BF16, 1536, 8960, b, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
+    }
+  }
+  gemv_force_mma_split(-1);
+  gemv_force_mma(-1);
 }
 
 void run_gemv() {
@@ -338,6 +384,7 @@ void run_gemv() {
   gemv_invariance_case("w4 awkward (q16 pipe at b<=4, K 2080)", WT_W4, 130, 2080, GEMV_PRO_NORM, GEMV_EPI_F32);
   unsetenv("QW_GEMV_Q16_PIPE");
   gemv_mma_w4_cases();
+  gemv_mma_split_cases();
   // awkward shapes: odd rows, cols not a multiple of 8 (generic kernel), bf16 out with bias
   gemv_case("awkward bf16out", WT_BF16, 77, 896, 5, GEMV_PRO_BF16, GEMV_EPI_BF16, false);
   gemv_case("awkward cols%8!=0", WT_BF16, 301, 900, 3, GEMV_PRO_NORM, GEMV_EPI_F32, false);

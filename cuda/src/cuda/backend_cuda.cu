@@ -341,8 +341,8 @@ void CudaSession::ensure_marlin() {
 // gemv = marlin: bf16 weights on gemv_mma.cu's tensor cores (a.tc), W4 / W8 weights on their packed units (a.mw).
 void CudaSession::marlin_args(qwc::GemvArgs &a, const DevMat &d) const {
   a.tc = marlin_;
-  if (!marlin_ || !d.mm.data) return;
-  a.mw = &d.mm;
+  if (!marlin_) return;
+  if (d.mm.data) a.mw = &d.mm;  // the scratch also serves bf16 matrices (gemv_mma.cu's split over blocks)
   a.mws.part = mws_part_.as<float>();
   a.mws.part_bytes = mws_part_.bytes;
   a.mws.cnt = mws_cnt_.as<int32_t>();

@@ -88,5 +88,11 @@ bool gemv_mma_enabled();
 void gemv_force_mma(int on);
 bool gemv_mma_w4_enabled();
 void gemv_force_mma_w4(int on);
+// Small bf16 matrices (too few rows for one tensor-core block per SM) on tensor cores with K split over blocks
+// (QW_GEMV_MMA_SPLIT=1, opt-in until measured; needs a.mws: gemv = marlin passes it). The scratch one matrix needs
+// and its counters (*tiles; 0 bytes: no split for the shape, on this device's SM count); the lab forces it with 0/1,
+// -1 = env.
+size_t gemv_mma_split_bytes(int64_t rows, int64_t cols, int32_t *tiles);
+void gemv_force_mma_split(int on);
 
 }  // namespace qwc

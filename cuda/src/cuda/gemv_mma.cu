@@ -45,6 +45,9 @@ __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t
 
 // The end of a warp of either kernel: its fragments to shared memory (c0, c1 = row gid, tokens 2 tig, 2 tig + 1;
 // c2, c3 = row gid + 8, the same tokens), the ks K parts of a row group added in a fixed order, then the epilogue.
+// Split over blocks (gridDim.y = P > 1, gemv_pick.hpp gemv_mma_split): each block's row-group sum goes to
+// a.mws.part[tile][part], and the last of the tile's P blocks to finish (a counter per tile) adds the P sums in part
+// order, resets the counter for the next launch and runs the epilogue: the same order whichever block is last.
 template <int NT, int MT>
 __device__ __forceinline__ void mma_finish(const GemvArgs &a, const float (&acc)[MT][NT][4], float *red_s, int ks,
                                            int kpart, int64_t row0) {
@@ -72,6 +75,25 @@ __device__ __forceinline__ void mma_finish(const GemvArgs &a, const float (&acc)
     }
   }
   __syncwarp();
+  if (gridDim.y > 1) {
+    const int P = gridDim.y;
+    const int64_t tile = row0 / RW;
+    float *part = a.mws.part + (size_t)tile * P * (RW * NB);
+    for (int i = lane; i < RW * NB; i += 32) part[(size_t)blockIdx.y * (RW * NB) + i] = mine[i];
+    __threadfence();
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) last = atomicAdd(a.mws.cnt + tile, 1) == P - 1;
+    if (!__shfl_sync(0xffffffffu, last, 0)) return;
+    __threadfence();
+    for (int i = lane; i < RW * NB; i += 32) {
+      float v = 0.f;
+      for (int q = 0; q < P; ++q) v += __ldcg(part + (size_t)q * (RW * NB) + i);
+      mine[i] = v;
+    }
+    if (lane == 0) a.mws.cnt[tile] = 0;  // ready for the next launch (kernel boundaries order it)
+    __syncwarp();
+  }
   const int B = a.batch;
   if (a.epi == GEMV_EPI_SWIGLU || a.epi == GEMV_EPI_QKV_ROPE) {
     for (int i = lane; i < (RW / 2) * B; i += 32) {
@@ -97,7 +119,7 @@ __device__ __forceinline__ void mma_finish(const GemvArgs &a, const float (&acc)
 // keeping the next round in flight (gemv_walk_pipe, fourteenth run) did not help (gate_up 122.7 -> 129.7 us): the
 // loads are there, the access pattern is the suspect (64-byte pieces of 16 rows per warp load). UNMEASURED (no GPU
 // start after 10:15 on 2026-12-07): opt-in, QW_GEMV_MMA_WIDE=1.
-template <int NT, int MT, int SUB, int U>
+template <int NT, int MT, int SUB, int U, bool XS = false>
 __global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a, const int kt, const int stride,
                                                                const int ks) {
   constexpr int NB = 8 * NT;
@@ -151,8 +173,15 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a,
         }
       }
   };
+  // XS, split over blocks (gridDim.y parts): this block's contiguous range of the chunks, still indexed globally.
+  int64_t kbeg = 0, kend = cols;
+  if constexpr (XS) {
+    const int64_t nch = cols / (32 * SUB), P = gridDim.y;
+    kbeg = 32 * SUB * (nch * blockIdx.y / P);
+    kend = 32 * SUB * (nch * (blockIdx.y + 1) / P);
+  }
   // A warp whose row group starts past the end skips the chunks but joins every staging barrier (gemv_walk).
-  gemv_walk<NB, 32 * SUB, U>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
+  gemv_walk<NB, 32 * SUB, U>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use, kbeg, kend);
   mma_finish<NT, MT>(a, acc, red_s, ks, kpart, row0);
 }
 
@@ -317,6 +346,17 @@ void launch_mma(const GemvArgs &a, int ks, cudaStream_t s) {
   launch(gemv_mma_kernel<NT, MT, SUB, U>, grid, kThreads, t.smem, s, a, t.kt, t.stride, ks);
 }
 
+// Split over blocks (small matrices: no (MT, ks) gives one block per SM): one 16-row tile per block, ks = 8, 32-column
+// chunks, gridDim.y = parts; a.mws holds the partial sums ([tile][part][16 x NB] fp32) and a counter per tile.
+template <int NT>
+void launch_mma_split(const GemvArgs &a, int parts, cudaStream_t s) {
+  constexpr int NB = 8 * NT, RW = 16;
+  const int64_t nch = a.w.cols / 32;
+  const MmaTile t = mma_tile(32 * ((nch + parts - 1) / parts), NB, RW, 64);
+  const dim3 grid((unsigned)ceil_div(a.w.rows, (int64_t)RW), (unsigned)parts);
+  launch(gemv_mma_kernel<NT, 1, 1, 4, true>, grid, kThreads, t.smem, s, a, t.kt, t.stride, kWarps);
+}
+
 // W4: a chunk is GPC groups of 128 columns (GPC x 32 bytes of codes a row); K tiles of whole chunks.
 template <int NT, int GPC>
 void launch_mma_w4(const GemvArgs &a, int ks, cudaStream_t s) {
@@ -348,7 +388,40 @@ const char *launch_w4(const GemvArgs &a, cudaStream_t s) {
   return names[ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
 }
 
+int g_force_split = -1;  // -1: QW_GEMV_MMA_SPLIT from the environment, 0: off, 1: on
+
+bool split_enabled() {
+  if (g_force_split < 0)
+    g_force_split = env_opt_in("QW_GEMV_MMA_SPLIT", "small bf16 matrices on the CUDA-core GEMV",
+                               "small bf16 matrices on tensor cores, K split over blocks") ? 1 : 0;
+  return g_force_split == 1;
+}
+
+// A matrix too small for one block per SM: the split over blocks where enabled, gemv_mma_split finds parts and the
+// session passed scratch large enough (CudaSession::ensure_marlin sizes it with gemv_mma_split_bytes); else nullptr
+// (the CUDA-core kernel).
+const char *launch_split(const GemvArgs &a, cudaStream_t s) {
+  if (!split_enabled() || !a.mws.part || !a.mws.cnt) return nullptr;
+  const qw::GemvMmaSplit sp = qw::gemv_mma_split(a.w.rows, a.w.cols / 32, sm_count());
+  if (sp.parts == 0) return nullptr;
+  int32_t tiles = 0;
+  if (gemv_mma_split_bytes(a.w.rows, a.w.cols, &tiles) > a.mws.part_bytes || tiles > a.mws.cnt_n) return nullptr;
+  if (a.batch > 8) launch_mma_split<2>(a, sp.parts, s);
+  else launch_mma_split<1>(a, sp.parts, s);
+  QWC_LAUNCH_CHECK("launch_gemv_mma (split)");
+  static const char *names[9] = {"", "", "gemv_mma_x2", "gemv_mma_x3", "gemv_mma_x4", "gemv_mma_x5", "gemv_mma_x6",
+                                 "gemv_mma_x7", "gemv_mma_x8"};
+  return names[sp.parts];
+}
+
 }  // namespace
+
+size_t gemv_mma_split_bytes(int64_t rows, int64_t cols, int32_t *tiles) {
+  const qw::GemvMmaSplit sp = qw::gemv_mma_split(rows, cols / 32, sm_count());
+  if (tiles) *tiles = sp.parts ? (int32_t)((rows + 15) / 16) : 0;
+  return sp.parts ? (size_t)((rows + 15) / 16) * sp.parts * 16 * 16 * sizeof(float) : 0;
+}
+void gemv_force_mma_split(int on) { g_force_split = on; }
 
 void gemv_force_mma(int on) { g_force_mma = on; }
 void gemv_force_mma_w4(int on) { g_force_mma_w4 = on; }
@@ -372,7 +445,7 @@ const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t s) {
   if (!(a.tc || gemv_mma_enabled())) return nullptr;
   if (a.w.type != WT_BF16 || (a.w.cols % 32) != 0 || (a.pro == GEMV_PRO_BF16 && (a.act_ld % 8) != 0)) return nullptr;
   int mt = 1, ks = 1;
-  if (!pick_mma(a.w.rows, mt, ks)) return nullptr;
+  if (!pick_mma(a.w.rows, mt, ks)) return launch_split(a, s);
   static const char *names[2][2][4] = {
       {{"gemv_mma_m1", "gemv_mma_m1k2", "gemv_mma_m1k4", "gemv_mma_m1k8"},
        {"gemv_mma_m2", "gemv_mma_m2k2", "gemv_mma_m2k4", "gemv_mma_m2k8"}},

@@ -200,12 +200,13 @@ __device__ __forceinline__ void gemv_prologue(const GemvArgs &a, float *rstd_s) 
 }
 
 // K tile k0's activations into act_s, row stride ld >= kt (the barrier before it: the previous tile is consumed;
-// after: staged for all); returns the tile's length.
+// after: staged for all); returns the tile's length (the tile ends at kend at the latest). first: the block's first
+// tile (no barrier before it).
 template <int NB>
 __device__ __forceinline__ int gemv_stage(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int64_t k0, int kt,
-                                          int ld, bool vec) {
-  const int klen = (int)min((int64_t)kt, a.w.cols - k0);
-  if (k0 > 0) __syncthreads();
+                                          int ld, bool vec, int64_t kend, bool first) {
+  const int klen = (int)min((int64_t)kt, kend - k0);
+  if (!first) __syncthreads();
   stage_tile<NB>(a, act_s, rstd_s, k0, klen, ld, vec);
   __syncthreads();
   return klen;
@@ -217,22 +218,26 @@ __device__ __forceinline__ int gemv_stage(const GemvArgs &a, __nv_bfloat16 *act_
 // activations staged (act_s[b * kt + k]), and per group of U chunks load(u, column) for every u then use(u, chunk
 // index in the tile) in order u = 0..U-1: each row is summed by chunk in ascending global index, whatever the tile
 // length kt (which shrinks with the batch): the same order at every batch size (batch invariance).
-// act_s rows are ld elements apart (ld >= kt).
+// act_s rows are ld elements apart (ld >= kt). [kbeg, kend): the block's K range (a multiple of E; default the whole
+// row; gemv_mma.cu's split over blocks walks a part of it), chunks still indexed globally.
 template <int NB, int E, int U, class Load, class Use>
 __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int ld,
-                                          int64_t row0, int cbase, int cstride, Load &&load, Use &&use) {
-  const int64_t rows = a.w.rows, cols = a.w.cols;
+                                          int64_t row0, int cbase, int cstride, Load &&load, Use &&use,
+                                          int64_t kbeg = 0, int64_t kend = -1) {
+  const int64_t rows = a.w.rows;
+  if (kend < 0) kend = a.w.cols;
   const bool vec = (a.act_ld % 8) == 0 && (ld % 8) == 0;
   {
-    const int nchunks0 = (int)(min((int64_t)kt, cols) / E);
+    const int nchunks0 = (int)(min((int64_t)kt, kend - kbeg) / E);
+    const int cf0 = (int)((cbase - (kbeg / E) % cstride + cstride) % cstride);
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      if (cbase + cstride * u < nchunks0) load(u, (int64_t)E * (cbase + cstride * u));
+      if (cf0 + cstride * u < nchunks0) load(u, kbeg + (int64_t)E * (cf0 + cstride * u));
   }
   bool prefetched = true;
   gemv_prologue<NB>(a, rstd_s);
-  for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec);
+  for (int64_t k0 = kbeg; k0 < kend; k0 += kt) {
+    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec, kend, k0 == kbeg);
     if (row0 >= rows) continue;
     const int nchunks = klen / E;
     const int cfirst = (int)((cbase - (k0 / E) % cstride + cstride) % cstride);
@@ -283,7 +288,7 @@ __device__ __forceinline__ void gemv_walk_pipe(const GemvArgs &a, __nv_bfloat16 
   gemv_prologue<NB>(a, rstd_s);
   int set = 0;  // the set that holds this tile's first round
   for (int64_t k0 = 0; k0 < cols; k0 += kt) {
-    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec);
+    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec, cols, k0 == 0);
     if (row0 >= rows) continue;
     const int n = klen / E;
     const int64_t k1 = k0 + kt;

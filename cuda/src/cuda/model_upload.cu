@@ -177,8 +177,19 @@ void CudaModel::ensure_marlin() {
       marlin_part_bytes = std::max(marlin_part_bytes, p.part_bytes());
       marlin_cnt_n = std::max(marlin_cnt_n, p.n_blk);
     };
+    // bf16 matrices too small for one tensor-core block per SM split K over blocks (gemv_mma.cu, QW_GEMV_MMA_SPLIT)
+    // in the same scratch
+    auto split = [&](const DevMat &d) {
+      if (!d.present() || d.m.type != qwc::WT_BF16 || (d.m.cols % 32) != 0) return;
+      int32_t tiles = 0;
+      marlin_part_bytes = std::max(marlin_part_bytes, qwc::gemv_mma_split_bytes(d.m.rows, d.m.cols, &tiles));
+      marlin_cnt_n = std::max(marlin_cnt_n, tiles);
+    };
     for (Layer &L : layers)
-      for (DevMat *d : {&L.qkv, &L.q, &L.k, &L.v, &L.gate_up, &L.gate, &L.up, &L.o, &L.down}) pack(*d);
+      for (DevMat *d : {&L.qkv, &L.q, &L.k, &L.v, &L.gate_up, &L.gate, &L.up, &L.o, &L.down}) {
+        pack(*d);
+        split(*d);
+      }
     pack(lm_head == &embed.m ? embed : lm_head_own);  // tied: the packed copy serves lm_head, the gather keeps embed's
     CK(cudaDeviceSynchronize());
     return 0;

@@ -40,4 +40,27 @@ inline GemvMmaPick gemv_mma_pick(int64_t rows, int64_t sms, int max_mt = 2) {
   return best;
 }
 
+// Matrices too small for one block per SM (gemv_mma_pick gives mt 0: 0.5B qkv / o / down, 1152 / 896 / 896 rows,
+// 56-72 tiles of 16 rows) split K across blocks as well: P parts of a 16-row tile each sum a contiguous range of the
+// K chunks (8 warps per block, every 8th chunk of the range per warp) and the last part to finish adds the P partial
+// sums in part order (gemv_mma.cu, QW_GEMV_MMA_SPLIT). P from the shape alone (batch invariance): the best balance of
+// tiles x P blocks over the 2 blocks an SM holds (launch bounds 256, 2), at least one block per SM, every warp at
+// least one chunk per part (P <= chunks / 8), P <= 8; within 2 %, the smaller P (fewer partial sums). 0: no P works.
+struct GemvMmaSplit {
+  int parts = 0;
+  double balance = 0;
+};
+inline GemvMmaSplit gemv_mma_split(int64_t rows, int64_t chunks, int64_t sms) {
+  GemvMmaSplit best;
+  if (rows <= 0 || chunks <= 0 || sms <= 0) return best;
+  const int64_t tiles = (rows + 15) / 16;
+  for (int p = 2; p <= 8 && (int64_t)p * 8 <= chunks; ++p) {
+    const int64_t blocks = tiles * p;
+    if (blocks < sms) continue;
+    const double b = gemv_mma_balance(blocks, 2 * sms);
+    if (best.parts == 0 || b > best.balance * 1.02) best = {p, b};
+  }
+  return best;
+}
+
 }  // namespace qw

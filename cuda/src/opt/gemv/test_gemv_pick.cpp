@@ -43,6 +43,23 @@ int main() {
         if (b2 >= 132) CHECK(qw::gemv_mma_balance(b2, 132) <= p.balance * 1.02 + 1e-12, "rows %lld: mt %d ks %d beats the pick", (long long)rows, mt, ks);
       }
   }
+  // the K split across blocks of small matrices (0.5B on 132 SMs, 32-column chunks): o_proj 896 x 896 (28 chunks: P <=
+  // 3) 56 tiles x 3 = 168 blocks; down 896 x 4864 (152 chunks) 56 x 4 = 224 (0.85 of 264 slots); qkv 1152 x 896 72 x 2
+  // = 144 (P 3 = 216 is 0.82 against 0.55)
+  const auto so = qw::gemv_mma_split(896, 28, 132), sd = qw::gemv_mma_split(896, 152, 132), sq = qw::gemv_mma_split(1152, 28, 132);
+  CHECK(so.parts == 3, "0.5B o_proj split: P %d", so.parts);
+  CHECK(sd.parts == 4 && sd.balance > 0.84, "0.5B down split: P %d balance %.3f", sd.parts, sd.balance);
+  CHECK(sq.parts == 3 && sq.balance > 0.81, "0.5B qkv split: P %d balance %.3f", sq.parts, sq.balance);
+  CHECK(qw::gemv_mma_split(896, 15, 132).parts == 0, "under 16 chunks no P gives every warp a chunk");
+  CHECK(qw::gemv_mma_split(64, 1000, 132).parts == 0, "4 tiles x 8 parts = 32 blocks < 132 SMs");
+  CHECK(qw::gemv_mma_split(0, 28, 132).parts == 0 && qw::gemv_mma_split(896, 28, 0).parts == 0, "split: empty inputs");
+  for (int64_t rows = 16; rows <= 2112; rows += 16)
+    for (int64_t chunks : {16, 28, 48, 152, 600}) {
+      const auto sp = qw::gemv_mma_split(rows, chunks, 132);
+      if (sp.parts == 0) continue;
+      const int64_t blocks = (rows + 15) / 16 * sp.parts;
+      CHECK(blocks >= 132 && sp.parts * 8 <= chunks && sp.parts <= 8, "rows %lld chunks %lld: P %d", (long long)rows, (long long)chunks, sp.parts);
+    }
   std::printf(g_fail ? "test_gemv_pick: %d failure(s)\n" : "test_gemv_pick: ok\n", g_fail);
   return g_fail ? 1 : 0;
 }
