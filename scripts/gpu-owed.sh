@@ -167,11 +167,6 @@ step 120 bf16-7b "bun engine/cli/main.ts bench $R/7b --backend cuda --pp 512 --t
 # total, 0.5B b16 >= 8000; b16 never slower than b8)
 for m in 7b 0.5b; do for q in 1 0; do
   step 120 "mma-$m-$q" "QW_GEMV_MMA=$q bun engine/cli/main.ts bench $R/$m --backend cuda --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
-# issue 10 items 2-3: W4 g128 decode GEMVs on tensor cores over the unpacked layout (gemv_mma.cu, QW_GEMV_MMA_W4=1,
-# under gemv = simple) against gemv_q16, 7B q4 tg128 b1 / b8 / b16, same session. Predicted b1 259 -> 330-420 (H100).
-for q in 1 0; do
-  step 200 "mmaw4-7b-$q" "QW_GEMV_MMA_W4=$q bun engine/cli/main.ts bench $R/7b --backend cuda --weights q4 --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done
-{ for f in "$OUT"/mmaw4-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # issue 10 item 3, 2026-12-07 10:30: the tensor-core GEMV's K walk piped did not help (fourteenth run call 1). Since:
 # 128-column chunks (QW_GEMV_MMA_WIDE=1, opt-in until measured; the first version's are 32: a quad reads 256 contiguous
 # bytes of a row instead of 64) and blocks per SM balanced (gemv_pick.hpp; QW_GEMV_MMA_PICK=1; the first rule puts

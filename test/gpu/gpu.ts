@@ -64,7 +64,7 @@ export function greedyTogether(m: Model, seqs: number[][], maxBatch: number, ste
   }
 }
 /** Logits of the prompt's last position, then of `steps` decode steps fed `forced` (else the greedy tokens), with
- * the `gemv` toggle set: the CUDA-vs-CPU comparisons of weights.test.ts and mma-w4-run.ts. */
+ * the `gemv` toggle set: the CUDA-vs-CPU comparisons of weights.test.ts. */
 export function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number, gemv = "simple"): { logits: Float32Array[]; tokens: number[] } {
   const s = m.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
   try {

@@ -3,8 +3,6 @@
 #include "gemv.cuh"
 #include "lab.cuh"
 
-// W4 / W8 group of the cases below: 0 = 32 (W8 16 or 32 at random), else this (the W4 g128 tensor-core rows).
-static int g_gemv_group = 0;
 
 // The scratch gemv = marlin passes every GEMV (a.mws; gemv_mma.cu's split over blocks sums its parts there): 16 MB of
 // partials and 64 K counters, zeroed once (the kernels leave them zero).
@@ -22,8 +20,7 @@ static decltype(GemvArgs::mws) lab_mws() {
 
 // Checks rows {0..63, every 7th, last 64} (all rows for small matrices); every output is checked for poison.
 void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batch, int pro, int epi, bool timed) {
-  HostW hw = make_w(type, rows, cols,
-                    g_gemv_group ? g_gemv_group : type == WT_W8 && (cols % 16 == 0) && (rnd64() & 1) ? 16 : 32);
+  HostW hw = make_w(type, rows, cols, type == WT_W8 && (cols % 16 == 0) && (rnd64() & 1) ? 16 : 32);
   DevW w = upload_w(hw);
   const int64_t out_cols = epi == GEMV_EPI_SWIGLU ? rows / 2 : rows;
   std::vector<uint16_t> act(batch * cols);
@@ -202,7 +199,7 @@ void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool
 // slot 0, other slots random), for every B the engine uses. Checked on a K-split shape, a two-K-tile shape
 // (the tile length shrinks with B), an R = 4 shape and the fused SwiGLU epilogue.
 static void gemv_invariance_case(const char *label, int type, int64_t rows, int64_t cols, int pro, int epi) {
-  HostW hw = make_w(type, rows, cols, g_gemv_group ? g_gemv_group : 32);
+  HostW hw = make_w(type, rows, cols, 32);
   DevW w = upload_w(hw);
   const int maxb = 16;
   const int64_t out_cols = epi == GEMV_EPI_SWIGLU ? rows / 2 : rows;
@@ -241,35 +238,6 @@ static void gemv_invariance_case(const char *label, int type, int64_t rows, int6
          "GB/s", g_copy_bw / 1e9);
   free_w(w);
   cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(dout);
-}
-
-// W4 g128 on tensor cores (gemv_mma.cu, QW_GEMV_MMA_W4): every batch kind and awkward shapes checked (>= 2112 rows:
-// fewer leave SMs idle and the kernel declines; 2120 rows end in a partial 16-row tile; 2688 columns = 21 chunks over
-// two K tiles at b1, three at b16, uneven K parts at ks 8), bits alone = in a batch, then the 7B shapes timed
-// against gemv_q16 on the same g128 weights (rows gemv_q16_*).
-static void gemv_mma_w4_cases() {
-  g_gemv_group = 128;
-  gemv_force_mma_w4(1);
-  for (int b : {1, 2, 3, 8, 9, 16}) gemv_case("mma w4 awkward norm", WT_W4, 2120, 2688, b, GEMV_PRO_NORM, GEMV_EPI_F32, false);
-  gemv_case("mma w4 swiglu", WT_W4, 4224, 1152, 5, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, false);
-  gemv_case("mma w4 bf16out+bias", WT_W4, 2120, 1152, 12, GEMV_PRO_BF16, GEMV_EPI_BF16, false);
-  gemv_case("mma w4 +res", WT_W4, 2120, 2688, 3, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, false);
-  gemv_invariance_case("mma w4 awkward (2120 x 2688)", WT_W4, 2120, 2688, GEMV_PRO_NORM, GEMV_EPI_F32);
-  gemv_invariance_case("mma w4 7B down (K 18944)", WT_W4, 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_F32);
-  for (int on : {1, 0}) {
-    gemv_force_mma_w4(on);
-    setenv("QW_GEMV_Q16", "1", 1);
-    for (int b : {1, 16}) {
-      if (g_quick && b == 16 && !on) continue;
-      gemv_case("7B gate_up norm+swiglu", WT_W4, 37888, 3584, b, GEMV_PRO_NORM, GEMV_EPI_SWIGLU, true);
-      gemv_case("7B down +res", WT_W4, 3584, 18944, b, GEMV_PRO_BF16, GEMV_EPI_ADD_F32, true);
-      gemv_case("7B qkv norm", WT_W4, 4608, 3584, b, GEMV_PRO_NORM, GEMV_EPI_F32, true);
-      gemv_case("7B o_proj", WT_W4, 3584, 3584, b, GEMV_PRO_BF16, GEMV_EPI_F32, true);
-    }
-    unsetenv("QW_GEMV_Q16");
-  }
-  gemv_force_mma_w4(-1);
-  g_gemv_group = 0;
 }
 
 // Small bf16 matrices on tensor cores with K split over blocks (gemv_mma.cu, QW_GEMV_MMA_SPLIT; gemv_pick.hpp
@@ -383,7 +351,6 @@ void run_gemv() {
   gemv_invariance_case("w8 7B down (q16 pipe at b<=4, K 18944)", WT_W8, 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_F32);
   gemv_invariance_case("w4 awkward (q16 pipe at b<=4, K 2080)", WT_W4, 130, 2080, GEMV_PRO_NORM, GEMV_EPI_F32);
   unsetenv("QW_GEMV_Q16_PIPE");
-  gemv_mma_w4_cases();
   gemv_mma_split_cases();
   // awkward shapes: odd rows, cols not a multiple of 8 (generic kernel), bf16 out with bias
   gemv_case("awkward bf16out", WT_BF16, 77, 896, 5, GEMV_PRO_BF16, GEMV_EPI_BF16, false);

@@ -366,7 +366,7 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
                       ((a.w.type != WT_W8 && a.w.type != WT_W4) || (a.w.group % 8) == 0);
   const char *name = nullptr;
   if (a.mw && (name = launch_gemv_marlin(a, s))) return name;
-  if ((name = launch_gemv_mma(a, s))) return name;  // (it checks a.tc / QW_GEMV_MMA / QW_GEMV_MMA_W4 itself)
+  if ((name = launch_gemv_mma(a, s))) return name;  // (it checks a.tc / QW_GEMV_MMA itself)
   if (vec_ok) {
     const int nb = nb_of(a.batch);
     const bool q16 = q16_takes(a);

@@ -78,18 +78,16 @@ void gemv_force_ksplit(int ks);
 // nullptr when the case is not covered (launch_gemv then runs the simple kernels).
 const char *launch_gemv_marlin(const GemvArgs &a, cudaStream_t stream);
 
-// Tensor-core GEMV (gemv_mma.cu): bf16 weights (cols % 32 == 0) when a.tc (gemv = marlin) or QW_GEMV_MMA=1; W4 with
-// groups of 128 when QW_GEMV_MMA_W4=1; matrices with enough rows to fill the GPU.
+// Tensor-core GEMV (gemv_mma.cu): bf16 weights (cols % 32 == 0) when a.tc (gemv = marlin) or QW_GEMV_MMA=1; matrices
+// with enough rows to fill the GPU, and smaller ones with K split over blocks where a.mws is given.
 // Returns the variant name, or nullptr when the case is not covered (launch_gemv then runs the CUDA-core kernel).
 const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t stream);
 // Whether launch_gemv tries the tensor-core path for bf16 (QW_GEMV_MMA=1 turns it on; the lab forces it with 0/1,
-// -1 = env) and for W4 g128 (QW_GEMV_MMA_W4=1).
+// -1 = env).
 bool gemv_mma_enabled();
 void gemv_force_mma(int on);
-bool gemv_mma_w4_enabled();
-void gemv_force_mma_w4(int on);
 // Small bf16 matrices (too few rows for one tensor-core block per SM) on tensor cores with K split over blocks
-// (QW_GEMV_MMA_SPLIT=1, opt-in until measured; needs a.mws: gemv = marlin passes it). The scratch one matrix needs
+// (default; QW_GEMV_MMA_SPLIT=0 keeps them on the CUDA cores; needs a.mws: gemv = marlin passes it). The scratch one matrix needs
 // and its counters (*tiles; 0 bytes: no split for the shape, on this device's SM count); the lab forces it with 0/1,
 // -1 = env.
 size_t gemv_mma_split_bytes(int64_t rows, int64_t cols, int32_t *tiles);

@@ -43,7 +43,7 @@ __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// The end of a warp of either kernel: its fragments to shared memory (c0, c1 = row gid, tokens 2 tig, 2 tig + 1;
+// The end of a warp: its fragments to shared memory (c0, c1 = row gid, tokens 2 tig, 2 tig + 1;
 // c2, c3 = row gid + 8, the same tokens), the ks K parts of a row group added in a fixed order, then the epilogue.
 // Split over blocks (gridDim.y = P > 1, gemv_pick.hpp gemv_mma_split): each block's row-group sum goes to
 // a.mws.part[tile][part], and the last of the tile's P blocks to finish (a counter per tile) adds the P sums in part
@@ -117,8 +117,8 @@ __device__ __forceinline__ void mma_finish(const GemvArgs &a, const float (&acc)
 // loads of a row cover 256 contiguous bytes, issued back to back. Why: the first version streamed at 2.1-2.2 TB/s on
 // 7B gate_up / down where the CUDA-core kernel (a warp reads 512 contiguous bytes of a row) reaches 2.5-2.8, and
 // keeping the next round in flight (gemv_walk_pipe, fourteenth run) did not help (gate_up 122.7 -> 129.7 us): the
-// loads are there, the access pattern is the suspect (64-byte pieces of 16 rows per warp load). UNMEASURED (no GPU
-// start after 10:15 on 2026-12-07): opt-in, QW_GEMV_MMA_WIDE=1.
+// loads are there, the access pattern was the suspect. Fifteenth run (lab, with QW_GEMV_MMA_PICK=1): no gain (see
+// pick_mma), so opt-in, QW_GEMV_MMA_WIDE=1.
 template <int NT, int MT, int SUB, int U, bool XS = false>
 __global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a, const int kt, const int stride,
                                                                const int ks) {
@@ -185,144 +185,30 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_mma_kernel(const GemvArgs a,
   mma_finish<NT, MT>(a, acc, red_s, ks, kpart, row0);
 }
 
-// ---- W4 with groups of 128 (our q4: weight = fmaf(s, q, o), q the nibble 0..15; scale / offset fp32 per group).
-// Lane (gid, tig) loads the 16 bytes = 32 codes k = 128 c + 32 tig .. + 31 of rows gid and gid + 8 of each 16-row
-// tile: a quad holds one whole group per row, so every k16 step (4 k from each lane of the quad) lies in one group and
-// the group's exact scale and offset apply after its 8 steps, as marlin.cu does:
-//   acc = fma(s, P_g, acc); acc = fma(o, A_g, acc)   (P_g = sum of q a over the group by the tensor core in fp32,
-//                                                      A_g = sum of a, from an mma with all-ones weights)
-// No reshuffle at load: codes -> bf16 exactly by ((x >> 4p) & 0x000F000F) | 0x43004300 = the pair (128 + q_p,
-// 128 + q_{p+4}) of nibbles p and p + 4 of word x, then one bf16x2 subtract of 128 (exact: small integers). The
-// activations take the same pairs with two byte permutes per register ((a_8i+p, a_8i+p+4) from the staged row).
-// Why: gemv_q16 (CUDA cores) spends ~5 FP32-pipe instructions per weight and is issue-bound (61 % of issue slots at
-// 1.05 TB/s, twelfth run); marlin.cu's kernel is latency-bound at M1 (948 GB/s on 7B gate_up). Here a lane's 64 codes
-// of a chunk cost ~130 instructions at batch 1 (~2 a weight: 88 shift / lop3 / subtract, 20 loads and permutes, 16
-// mma, 8 scale FMAs). Opt-in (QW_GEMV_MMA_W4=1) until measured; batch-invariant like the bf16 kernel (every token
-// column computed alone; ks and the chunk width from the shape).
-__device__ __forceinline__ uint32_t w4_pair(uint32_t x, int p) {
-  const uint32_t v = ((x >> (4 * p)) & 0x000F000Fu) | 0x43004300u;
-  const __nv_bfloat162 r = __hsub2(*reinterpret_cast<const __nv_bfloat162 *>(&v), __floats2bfloat162_rn(128.f, 128.f));
-  return *reinterpret_cast<const uint32_t *>(&r);
-}
-
-// GPC groups per chunk (4 where cols % 512 == 0, else 2, else 1): a lane loads 16 bytes of each group, the quad 64
-// contiguous bytes per group and GPC x 64 per row (the access pattern the bf16 kernel's WIDE variant tests).
-template <int NT, int GPC>
-__global__ void __launch_bounds__(kThreads, 2) gemv_mma_w4_kernel(const GemvArgs a, const int kt, const int stride,
-                                                                  const int ks) {
-  constexpr int NB = 8 * NT;
-  constexpr int RW = 16;
-  constexpr uint32_t kOnes = 0x3F803F80u;  // bf16 (1.0, 1.0)
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16 *act_s = reinterpret_cast<__nv_bfloat16 *>(smem_raw);                   // [NB][stride]
-  float *red_s = reinterpret_cast<float *>(smem_raw + (size_t)NB * stride * 2);          // [kWarps][RW * NB]
-  __shared__ float rstd_s[16];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int64_t rows = a.w.rows, cols = a.w.cols, gpr = cols / 128;
-  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
-  const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * RW;
-
-  // W [rows][cols / 2] bytes (nibble i of a word = weight i), scale / offset [rows][gpr]; rows past the end clamped.
-  // Row indices, not pointers: 3 x 4 pointers per row pair spilled at NT = 2 (ptxas); addresses are formed per load.
-  const uint8_t *wbase = reinterpret_cast<const uint8_t *>(a.w.data) + 16 * tig;
-  int64_t rsel[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) rsel[h] = min(row0 + 8 * h + gid, rows - 1);
-
-  float acc[1][NT][4];  // mma_finish's [MT][NT][4] at MT = 1
-#pragma unroll
-  for (int t = 0; t < NT; ++t)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[0][t][e] = 0.f;
-
-  uint4 wv[GPC][2];            // codes of group j of the chunk: rows gid / gid + 8
-  float sv[GPC][2], ov[GPC][2];  // their scale and offset
-  auto load = [&](int, int64_t col) {  // col: the chunk's first column (a multiple of 128 x GPC)
-#pragma unroll
-    for (int j = 0; j < GPC; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        wv[j][h] = ld_stream16(wbase + rsel[h] * (cols / 2) + (col >> 1) + 64 * j);
-        sv[j][h] = __ldg(a.w.scale + rsel[h] * gpr + (col >> 7) + j);
-        ov[j][h] = __ldg(a.w.offset + rsel[h] * gpr + (col >> 7) + j);
-      }
-  };
-  auto use = [&](int, int c) {
-#pragma unroll
-    for (int j = 0; j < GPC; ++j) {
-      float p[NT][4], z[NT][4];
-#pragma unroll
-      for (int t = 0; t < NT; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) p[t][e] = z[t][e] = 0.f;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {  // word i: the lane's codes 8 i .. 8 i + 7 of the group, two k16 steps
-        uint32_t bq[NT][4];
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const uint4 v = *reinterpret_cast<const uint4 *>(act_s + (8 * t + gid) * stride + 128 * (GPC * c + j) +
-                                                           32 * tig + 8 * i);
-          bq[t][0] = __byte_perm(v.x, v.z, 0x5410);  // (a 8i, a 8i+4)
-          bq[t][1] = __byte_perm(v.x, v.z, 0x7632);  // (a 8i+1, a 8i+5)
-          bq[t][2] = __byte_perm(v.y, v.w, 0x5410);  // (a 8i+2, a 8i+6)
-          bq[t][3] = __byte_perm(v.y, v.w, 0x7632);  // (a 8i+3, a 8i+7)
-        }
-        uint32_t cq[2][4];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t x = i == 0 ? wv[j][h].x : i == 1 ? wv[j][h].y : i == 2 ? wv[j][h].z : wv[j][h].w;
-#pragma unroll
-          for (int q = 0; q < 4; ++q) cq[h][q] = w4_pair(x, q);
-        }
-#pragma unroll
-        for (int k = 0; k < 2; ++k)
-#pragma unroll
-          for (int t = 0; t < NT; ++t) {
-            mma_bf16_16816(p[t], cq[0][2 * k], cq[1][2 * k], cq[0][2 * k + 1], cq[1][2 * k + 1], bq[t][2 * k],
-                           bq[t][2 * k + 1]);
-            mma_bf16_16816(z[t], kOnes, kOnes, kOnes, kOnes, bq[t][2 * k], bq[t][2 * k + 1]);
-          }
-      }
-      // c0, c1: row gid (h 0), tokens 2 tig, 2 tig + 1; c2, c3: row gid + 8 (h 1); z's rows are all the same sums
-#pragma unroll
-      for (int t = 0; t < NT; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          acc[0][t][e] = fmaf(sv[j][e >> 1], p[t][e], acc[0][t][e]);
-          acc[0][t][e] = fmaf(ov[j][e >> 1], z[t][e], acc[0][t][e]);
-        }
-    }
-  };
-  gemv_walk<NB, 128 * GPC, 1>(a, act_s, rstd_s, kt, stride, row0, kpart, ks, load, use);
-  mma_finish<NT, 1>(a, acc, red_s, ks, kpart, row0);
-}
-
 int g_force_mma = -1;  // -1: QW_GEMV_MMA from the environment (default off until the toggle lands), 0: off, 1: on
 
 // (MT, ks) from the shape alone: the first rule (the largest row tile that still gives >= 2 blocks per SM, else MT = 1
 // with the smallest ks that gives >= 1 block per SM), or with QW_GEMV_MMA_PICK=1 gemv_pick.hpp's balance rule (the
-// most even blocks per SM; written 2026-12-07, unmeasured, so opt-in). False when even MT = 1, ks = 8 leaves SMs idle (small matrices: the
-// CUDA-core kernel with its finer row split serves them).
-bool pick_mma(int64_t rows, int &mt, int &ks, int max_mt = 2) {
+// most even blocks per SM; fifteenth run, lab with QW_GEMV_MMA_WIDE=1 against the first version, H100: 7B gate_up b1
+// 136.0 against 124.6 us, qkv 24.1 / 21.4, o 19.7 / 20.2, down 66.2 / 67.5, down b16 129.4 / 135.3: no gain, so
+// opt-in). False when even MT = 1, ks = 8 leaves SMs idle (small matrices: launch_split, or the CUDA cores).
+bool pick_mma(int64_t rows, int &mt, int &ks) {
   const int64_t sms = sm_count();
   if (env_opt_in("QW_GEMV_MMA_PICK", "the first rule (>= 2 blocks per SM at the largest row tile)",
-                 "the most even blocks per SM (gemv_pick.hpp; unmeasured on the GPU)")) {
-    const qw::GemvMmaPick p = qw::gemv_mma_pick(rows, sms, max_mt);
+                 "the most even blocks per SM (gemv_pick.hpp)")) {
+    const qw::GemvMmaPick p = qw::gemv_mma_pick(rows, sms);
     mt = p.mt;
     ks = p.ks;
     return p.mt > 0;
   }
-  if (max_mt >= 2)
-    for (int k = 1; k <= kWarps; k *= 2)
-      if (ceil_div(rows, (int64_t)(kWarps / k) * 32) >= 2 * sms) { mt = 2; ks = k; return true; }
   for (int k = 1; k <= kWarps; k *= 2)
-    if (ceil_div(rows, (int64_t)(kWarps / k) * 16) >= (max_mt >= 2 ? 1 : 2) * sms) { mt = 1; ks = k; return true; }
-  for (int k = 1; k <= kWarps && max_mt < 2; k *= 2)
+    if (ceil_div(rows, (int64_t)(kWarps / k) * 32) >= 2 * sms) { mt = 2; ks = k; return true; }
+  for (int k = 1; k <= kWarps; k *= 2)
     if (ceil_div(rows, (int64_t)(kWarps / k) * 16) >= sms) { mt = 1; ks = k; return true; }
   return false;
 }
 
-// The K tile both kernels stage: kt columns (a multiple of `align`, itself a multiple of the chunk; the whole row
+// The K tile the kernel stages: kt columns (a multiple of `align`, itself a multiple of the chunk; the whole row
 // when it fits), act_s rows padded to stride, then the warps' reduction rows; bytes of dynamic shared memory.
 struct MmaTile {
   int kt, stride;
@@ -357,43 +243,14 @@ void launch_mma_split(const GemvArgs &a, int parts, cudaStream_t s) {
   launch(gemv_mma_kernel<NT, 1, 1, 4, true>, grid, kThreads, t.smem, s, a, t.kt, t.stride, kWarps);
 }
 
-// W4: a chunk is GPC groups of 128 columns (GPC x 32 bytes of codes a row); K tiles of whole chunks.
-template <int NT, int GPC>
-void launch_mma_w4(const GemvArgs &a, int ks, cudaStream_t s) {
-  constexpr int NB = 8 * NT, RW = 16;
-  const MmaTile t = mma_tile(a.w.cols, NB, RW, 128 * GPC);
-  const int grid = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * RW);
-  launch(gemv_mma_w4_kernel<NT, GPC>, grid, kThreads, t.smem, s, a, t.kt, t.stride, ks);
-}
-template <int NT>
-void launch_mma_w4_g(const GemvArgs &a, int ks, cudaStream_t s) {
-  if (a.w.cols % 512 == 0) launch_mma_w4<NT, 4>(a, ks, s);
-  else if (a.w.cols % 256 == 0) launch_mma_w4<NT, 2>(a, ks, s);
-  else launch_mma_w4<NT, 1>(a, ks, s);
-}
+int g_force_split = -1;  // -1: QW_GEMV_MMA_SPLIT from the environment (default on), 0: off, 1: on
 
-int g_force_mma_w4 = -1;  // -1: QW_GEMV_MMA_W4 from the environment, 0: off, 1: on
-
-const char *launch_w4(const GemvArgs &a, cudaStream_t s) {
-  if (a.w.group != 128 || (a.w.cols % 128) != 0 || !a.w.scale || !a.w.offset ||
-      (a.pro == GEMV_PRO_BF16 && (a.act_ld % 8) != 0) || (reinterpret_cast<uintptr_t>(a.w.data) & 15) != 0)
-    return nullptr;
-  // One 16-row tile per warp (MT = 2 at NT = 2 spilled ~360 bytes: ptxas); ks from the shape (pick_mma at MT 1).
-  int mt = 1, ks = 1;
-  if (!pick_mma(a.w.rows, mt, ks, 1)) return nullptr;
-  static const char *names[4] = {"gemv_mma_w4", "gemv_mma_w4k2", "gemv_mma_w4k4", "gemv_mma_w4k8"};
-  if (a.batch > 8) launch_mma_w4_g<2>(a, ks, s);
-  else launch_mma_w4_g<1>(a, ks, s);
-  QWC_LAUNCH_CHECK("launch_gemv_mma (w4)");
-  return names[ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
-}
-
-int g_force_split = -1;  // -1: QW_GEMV_MMA_SPLIT from the environment, 0: off, 1: on
-
+// On by default since the fifteenth run (H100, 0.5B bf16 gemv = marlin, tg128: b16 2856 -> 5860 tok/s, b8 3219 ->
+// 4856, b1 1085 -> 796: the split kernel's 13-15 us against the CUDA cores' 8-11 us per matrix at b1).
 bool split_enabled() {
   if (g_force_split < 0)
-    g_force_split = env_opt_in("QW_GEMV_MMA_SPLIT", "small bf16 matrices on the CUDA-core GEMV",
-                               "small bf16 matrices on tensor cores, K split over blocks") ? 1 : 0;
+    g_force_split = env_switch_on("QW_GEMV_MMA_SPLIT", "small bf16 matrices on the CUDA-core GEMV",
+                                  "small bf16 matrices on tensor cores, K split over blocks") ? 1 : 0;
   return g_force_split == 1;
 }
 
@@ -424,14 +281,6 @@ size_t gemv_mma_split_bytes(int64_t rows, int64_t cols, int32_t *tiles) {
 void gemv_force_mma_split(int on) { g_force_split = on; }
 
 void gemv_force_mma(int on) { g_force_mma = on; }
-void gemv_force_mma_w4(int on) { g_force_mma_w4 = on; }
-
-bool gemv_mma_w4_enabled() {
-  if (g_force_mma_w4 < 0)
-    g_force_mma_w4 = env_opt_in("QW_GEMV_MMA_W4", "W4 decode GEMVs on gemv_q16 / marlin.cu",
-                                "W4 g128 decode GEMVs on mma.sync over the unpacked layout") ? 1 : 0;
-  return g_force_mma_w4 == 1;
-}
 
 bool gemv_mma_enabled() {
   if (g_force_mma < 0) {
@@ -441,7 +290,6 @@ bool gemv_mma_enabled() {
 }
 
 const char *launch_gemv_mma(const GemvArgs &a, cudaStream_t s) {
-  if (a.w.type == WT_W4) return gemv_mma_w4_enabled() ? launch_w4(a, s) : nullptr;
   if (!(a.tc || gemv_mma_enabled())) return nullptr;
   if (a.w.type != WT_BF16 || (a.w.cols % 32) != 0 || (a.pro == GEMV_PRO_BF16 && (a.act_ld % 8) != 0)) return nullptr;
   int mt = 1, ks = 1;

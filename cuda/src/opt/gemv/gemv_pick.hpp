@@ -24,12 +24,12 @@ inline double gemv_mma_balance(int64_t blocks, int64_t sms) {
   return per > 0 ? (double)blocks / (double)(sms * per) : 0.0;
 }
 
-// The best balance over MT in {max_mt .. 1} and ks in {1, 2, 4, 8} with at least one block per SM; a shape within
+// The best balance over MT in {2, 1} and ks in {1, 2, 4, 8} with at least one block per SM; a shape within
 // 2 % of the best with the larger MT, then the smaller ks, wins (fewer blocks: less staging, fewer partial sums).
-inline GemvMmaPick gemv_mma_pick(int64_t rows, int64_t sms, int max_mt = 2) {
+inline GemvMmaPick gemv_mma_pick(int64_t rows, int64_t sms) {
   GemvMmaPick best;
   if (rows <= 0 || sms <= 0) return best;
-  for (int mt = max_mt; mt >= 1; --mt)
+  for (int mt = 2; mt >= 1; --mt)
     for (int ks = 1; ks <= 8; ks *= 2) {
       const int64_t rows_per_block = (int64_t)(8 / ks) * 16 * mt;
       const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
