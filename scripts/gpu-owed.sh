@@ -174,11 +174,11 @@ for m in 7b 0.5b; do for q in 1 0; do
 # Lab both ways (new, and the first version: WIDE=0 PICK=0; every check and invariance row must PASS; the W4 g128
 # tensor-core rows `mma w4` run in both passes), then 7B tg128 at b1 / b8 / b16 through the toggle: new, wide with the
 # first pick, the first version, gemv = simple; 0.5B new and simple; same session. Predicted: 7B b1 148.5 -> >= 175.
-# 0.5b-split: the small matrices (qkv / o / down, 896-1152 rows) on tensor cores with K split over blocks too
-# (QW_GEMV_MMA_SPLIT=1, written 2026-12-07 14:10, lab rows `split *`); predicted b16 2886 -> >= 4500, b1 within 5 %.
-for mv in 0.5b-split 7b-new 7b-simple 7b-first 0.5b-new 0.5b-simple 7b-pick0; do m=${mv%%-*}; v=${mv#*-}
+# The small matrices (qkv / o / down, 896-1152 rows) split K over blocks on tensor cores by default since the
+# fifteenth run (0.5B b16 2856 -> 5860, b1 1085 -> 796); 0.5b-nosplit: QW_GEMV_MMA_SPLIT=0, the CUDA cores.
+for mv in 0.5b-first 0.5b-nosplit 7b-new 7b-simple 7b-first 0.5b-new 0.5b-simple 7b-pick0; do m=${mv%%-*}; v=${mv#*-}
   env=""; [[ $v == new ]] && env="QW_GEMV_MMA_PICK=1 QW_GEMV_MMA_WIDE=1 "; [[ $v == pick0 ]] && env="QW_GEMV_MMA_WIDE=1 "
-  [[ $v == split ]] && env="QW_GEMV_MMA_SPLIT=1 "
+  [[ $v == nosplit ]] && env="QW_GEMV_MMA_SPLIT=0 "
   step 120 "mmap-$mv" "${env}bun engine/cli/main.ts bench $R/$m --backend cuda --toggle gemv=$( [[ $v == simple ]] && echo simple || echo marlin) --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done
 { for f in "$OUT"/mmap-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 200 lab-gemv-mma "for p in 1 0; do echo \"== QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p\"; QW_GEMV_MMA=1 QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p ./cuda/build/dev/qwlab gemv --quick; done"
@@ -187,9 +187,9 @@ grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w
 # step, far above what its 1 GB of weights cost; where the step goes per op at b1 / b8 / b16 (notebooks/
 # batch-breakdown.ts: unprofiled step time, then kernel µs per op from one profiled run), 0.5B and 7B bf16 with
 # gemv = marlin, 7B q4 with gemv = simple.
-for mv in 0.5b 0.5b-split 7b 7b-q4; do m=${mv%%-*}
+for mv in 0.5b 0.5b-nosplit 7b 7b-q4; do m=${mv%%-*}
   a="--toggle gemv=marlin"; [[ $mv == *-q4 ]] && a="--weights q4"
-  step 90 "bb-$mv" "$( [[ $mv == *-split ]] && echo "QW_GEMV_MMA_SPLIT=1 ")bun notebooks/batch-breakdown.ts $R/$m --backend cuda $a --batches 1,8,16 --steps 16 --out $OUT/bb-$mv"; done
+  step 90 "bb-$mv" "$( [[ $mv == *-nosplit ]] && echo "QW_GEMV_MMA_SPLIT=0 ")bun notebooks/batch-breakdown.ts $R/$m --backend cuda $a --batches 1,8,16 --steps 16 --out $OUT/bb-$mv"; done
 { for f in "$OUT"/bb-*/batch-breakdown.md; do [[ -f $f ]] && grep -E "^\| (\*\*|qkv|gate_up|down|o_proj|lm_head|attention|sample)" "$f" | sed "s|^|  $(basename "$(dirname "$f")") |"; done; } >> "$S"
 # issue 10 item 4: the fused prefill GEMM only where it measured faster (marlin_gemm_preferred: >= 64 M weights at
 # <= 1024 tokens; QW_MARLIN_GEMM=2 runs it everywhere, the thirteenth run's pick). 7B q4 pp512 / pp2048, same session.
