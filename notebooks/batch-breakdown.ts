@@ -15,7 +15,7 @@ import { parseToggleArg } from "../engine/toggles.ts";
 import { parseWeightsArg, weightsLabel, type WeightsOption } from "../engine/formats/requant.ts";
 import { applyToggles } from "../engine/measure/record.ts";
 import type { ToggleValues } from "../engine/measure/profile.ts";
-import { batchBreakdownProblem, batchBreakdownTable, measureBatchBreakdown } from "../engine/measure/batch-breakdown.ts";
+import { batchBreakdownContext, batchBreakdownTable, measureBatchBreakdown } from "../engine/measure/batch-breakdown.ts";
 
 const USAGE = `usage: npx bun notebooks/batch-breakdown.ts <model> [options]
   <model>                  a GGUF file, an HF directory or synthetic:<shape>:<type>
@@ -57,13 +57,11 @@ const model = (await openModel(source, { backend, threads, ...weights })) as Mod
 let md: string;
 let json: object;
 try {
-  const maxContext = context + (reps + 2) * steps + 8;
-  const s = model.newSession({ maxBatch: Math.max(...batches), maxContext, maxPrefill: context });
+  // sized from the options, so measureBatchBreakdown's own check (batch, context) holds
+  const opts = { batches, context, steps, reps, onProgress: (m: string) => console.error(`  ${m}`) };
+  const s = model.newSession({ maxBatch: Math.max(...batches), maxContext: batchBreakdownContext(opts), maxPrefill: context });
   try {
     try { applyToggles(model, s, toggles); } catch (e) { die(`--toggle: ${(e as Error).message}`); }
-    const opts = { batches, context, steps, reps, onProgress: (m: string) => console.error(`  ${m}`) };
-    const why = batchBreakdownProblem(s, opts);
-    if (why) die(why);
     const rows = measureBatchBreakdown(s, model.config.vocab_size, opts);
     const dev = `${model.device.name} (${model.backend}${model.device.threads ? `, ${model.device.threads} threads` : ""})`;
     const command = `npx bun notebooks/batch-breakdown.ts ${Bun.argv.slice(2).join(" ")}`;

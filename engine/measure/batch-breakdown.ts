@@ -25,14 +25,19 @@ export interface BatchBreakdownOptions {
   onProgress?: (m: string) => void;
 }
 
+/** Tokens per sequence the measurement needs: the prompt, then `steps` decode steps for the warm-up, each repetition
+ *  and the profiled run, and the last sampled token. */
+export function batchBreakdownContext(o: Pick<BatchBreakdownOptions, "context" | "steps" | "reps">): number {
+  return o.context + (o.reps + 2) * o.steps + 1;
+}
+
 /** Checks the options against the session; a message saying what is wrong, or null. */
 export function batchBreakdownProblem(s: Pick<EngineSession, "maxBatch" | "maxContext">, o: BatchBreakdownOptions): string | null {
   if (!o.batches.length) return "no batch sizes";
   for (const b of o.batches) if (!Number.isInteger(b) || b < 1) return `batch ${b} must be an integer >= 1`;
   const maxB = Math.max(...o.batches);
   if (maxB > s.maxBatch) return `batch ${maxB} exceeds the session's max batch ${s.maxBatch}`;
-  // each repetition and the warm-up and the profiled run decode `steps` tokens on top of the prompt
-  const need = o.context + (o.reps + 2) * o.steps + 1;
+  const need = batchBreakdownContext(o);
   if (need > s.maxContext) return `context ${o.context} + ${o.reps + 2} runs x ${o.steps} steps needs ${need} tokens per sequence, the session holds ${s.maxContext}`;
   if (o.reps < 3) return `reps ${o.reps}: at least 3 measured repetitions`;
   return null;

@@ -254,29 +254,41 @@ bool split_enabled() {
   return g_force_split == 1;
 }
 
-// A matrix too small for one block per SM: the split over blocks where enabled, gemv_mma_split finds parts and the
-// session passed scratch large enough (CudaSession::ensure_marlin sizes it with gemv_mma_split_bytes); else nullptr
-// (the CUDA-core kernel).
+// The split of a matrix on this device: parts (0: none), 16-row tiles (one counter each) and the partials' bytes
+// ([tile][part][16 rows x 16 tokens] fp32). One plan for the launch and for the session's scratch size.
+struct SplitPlan {
+  int parts = 0;
+  int32_t tiles = 0;
+  size_t bytes = 0;
+};
+SplitPlan split_plan(int64_t rows, int64_t cols) {
+  const qw::GemvMmaSplit sp = qw::gemv_mma_split(rows, cols / 32, sm_count());
+  if (sp.parts == 0) return {};
+  const int32_t tiles = (int32_t)((rows + 15) / 16);
+  return {sp.parts, tiles, (size_t)tiles * sp.parts * 16 * 16 * sizeof(float)};
+}
+
+// A matrix too small for one block per SM: the split over blocks where enabled, it has a plan and the session passed
+// scratch large enough (CudaSession::ensure_marlin sizes it with gemv_mma_split_bytes); else nullptr (the CUDA-core
+// kernel).
 const char *launch_split(const GemvArgs &a, cudaStream_t s) {
   if (!split_enabled() || !a.mws.part || !a.mws.cnt) return nullptr;
-  const qw::GemvMmaSplit sp = qw::gemv_mma_split(a.w.rows, a.w.cols / 32, sm_count());
-  if (sp.parts == 0) return nullptr;
-  int32_t tiles = 0;
-  if (gemv_mma_split_bytes(a.w.rows, a.w.cols, &tiles) > a.mws.part_bytes || tiles > a.mws.cnt_n) return nullptr;
-  if (a.batch > 8) launch_mma_split<2>(a, sp.parts, s);
-  else launch_mma_split<1>(a, sp.parts, s);
+  const SplitPlan p = split_plan(a.w.rows, a.w.cols);
+  if (p.parts == 0 || p.bytes > a.mws.part_bytes || p.tiles > a.mws.cnt_n) return nullptr;
+  if (a.batch > 8) launch_mma_split<2>(a, p.parts, s);
+  else launch_mma_split<1>(a, p.parts, s);
   QWC_LAUNCH_CHECK("launch_gemv_mma (split)");
   static const char *names[9] = {"", "", "gemv_mma_x2", "gemv_mma_x3", "gemv_mma_x4", "gemv_mma_x5", "gemv_mma_x6",
                                  "gemv_mma_x7", "gemv_mma_x8"};
-  return names[sp.parts];
+  return names[p.parts];
 }
 
 }  // namespace
 
 size_t gemv_mma_split_bytes(int64_t rows, int64_t cols, int32_t *tiles) {
-  const qw::GemvMmaSplit sp = qw::gemv_mma_split(rows, cols / 32, sm_count());
-  if (tiles) *tiles = sp.parts ? (int32_t)((rows + 15) / 16) : 0;
-  return sp.parts ? (size_t)((rows + 15) / 16) * sp.parts * 16 * 16 * sizeof(float) : 0;
+  const SplitPlan p = split_plan(rows, cols);
+  if (tiles) *tiles = p.tiles;
+  return p.bytes;
 }
 void gemv_force_mma_split(int on) { g_force_split = on; }
 
