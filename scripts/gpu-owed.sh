@@ -183,6 +183,16 @@ for mv in 0.5b-first 0.5b-nosplit 7b-new 7b-simple 7b-first 0.5b-new 0.5b-simple
 { for f in "$OUT"/mmap-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 [[ ${LAB:-1} == 0 ]] || step 200 lab-gemv-mma "for p in 1 0; do echo \"== QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p\"; QW_GEMV_MMA=1 QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p ./cuda/build/dev/qwlab gemv --quick; done"
 grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w4) [0-9]+x" "$OUT/lab-gemv-mma.log" 2>/dev/null | grep -v "^| " | sed "s/^/  gemv-mma: /" >> "$S"
+# issue 10: toggle actQuant = int8 on CUDA (opt/act_quant/gemv_i8.cu: W4 / W8 decode GEMVs with int8 activations per
+# token and weight group, dp4a; compile-checked only): the lab against the CPU math (every row PASS, invariance rows
+# bitwise) and the exact kernel on the 7B shapes (same run), then 7B q4 / q8 tg128 b1 / b8 / b16 with and without it.
+# Predicted: lab W4 b1 gate_up 1.3-2x gemv_q16 (it spends ~5 FP32 instructions a weight, this ~0.6 integer ones), end to
+# end 7B q4 b1 259 -> 330-420 tok/s; b16 unclear (the activation codes are read b times, 1 byte instead of 2).
+[[ ${LAB:-1} == 0 ]] || step 150 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
+grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|" | sed "s/^/  i8: /" >> "$S"
+for w in q4 q8; do for aq in int8 off; do
+  step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
+{ for f in "$OUT"/i8-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # issue 10 "batch 16 never slower than batch 8": 0.5B bf16 b16 (2460-2886 tok/s) is slower than b8 and ~8x its b1
 # step, far above what its 1 GB of weights cost; where the step goes per op at b1 / b8 / b16 (notebooks/
 # batch-breakdown.ts: unprofiled step time, then kernel µs per op from one profiled run), 0.5B and 7B bf16 with

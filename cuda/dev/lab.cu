@@ -171,6 +171,10 @@ int main(int argc, char **argv) {
     section("calib", what == "all", [] { run_calib(true); });
     section("misc", what == "all" || what == "misc", [] { run_misc(); });
     section("gemv", what == "all" || what == "gemv", run_gemv);
+    section("gemv-i8", what == "all" || what == "gemv-i8", [&] {
+      if (what == "gemv-i8") run_calib(false);  // the copy bandwidth the % column is against
+      run_gemv_i8();
+    });
     section("fusion", what == "all" || what == "fusion", run_fusion);
     section("attn", what == "all" || what == "attn", run_attn);
     section("chain", what == "all" || what == "chain", run_chain);

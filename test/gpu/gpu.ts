@@ -64,11 +64,12 @@ export function greedyTogether(m: Model, seqs: number[][], maxBatch: number, ste
   }
 }
 /** Logits of the prompt's last position, then of `steps` decode steps fed `forced` (else the greedy tokens), with
- * the `gemv` toggle set: the CUDA-vs-CPU comparisons of weights.test.ts. */
-export function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number, gemv = "simple"): { logits: Float32Array[]; tokens: number[] } {
+ * the `gemv` toggle set (and whatever `setup` sets): the CUDA-vs-CPU comparisons of weights.test.ts, act-quant.test.ts. */
+export function teacherForced(m: Model, ids: number[], forced: number[] | undefined, steps: number, gemv = "simple", setup?: (s: Session) => void): { logits: Float32Array[]; tokens: number[] } {
   const s = m.newSession({ maxBatch: 1, maxContext: 512, maxPrefill: 256 });
   try {
     s.setToggle("gemv", gemv);
+    setup?.(s);
     s.setSampling(0, { temperature: 0 });
     s.setLogitsMode(1);
     const logits: Float32Array[] = [], tokens: number[] = [];

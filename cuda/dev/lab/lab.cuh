@@ -138,6 +138,8 @@ const char *tname(int t);
 void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batch, int pro, int epi, bool timed);
 void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool timed);
 void run_gemv();
+// gemv_i8.cu: toggle actQuant = int8 on CUDA (src/opt/act_quant/gemv_i8.cu) against the CPU math and the exact GEMV
+void run_gemv_i8();
 // attention.cu
 // CPU reference over a cache [slots][nKV][max_ctx][d] (bf16 values), q [rows][nH*d] bf16, causal: keys 0..n_keys-1,
 // or (a tree row, speculative = eagle) the KV positions at[0..n_keys-1]; appends row q_row's nH*d outputs to out.

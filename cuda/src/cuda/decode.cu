@@ -30,7 +30,7 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
   for (int32_t l = 0; l < c.num_layers; ++l) layer(p, l);
   std::vector<int32_t> rows((size_t)B);
   for (int32_t i = 0; i < B; ++i) rows[(size_t)i] = i;
-  lm_head(rows, false);  // the GEMV at any batch: a sequence's logits do not depend on its batch
+  lm_head(st, rows, false);  // the GEMV at any batch: a sequence's logits do not depend on its batch
   if (tp_) tp_gather_logits(B);  // parallel = tpN: every rank samples the same token from the gathered logits
   OpScope op(*this, -1, QW_OP_SAMPLE, B);
   qwc::launch_sample(d_out_, logits_.as<float>(), d_samp_, wbuf_.as<double>(), B, vocab(), vocab(), stream_);
@@ -40,11 +40,17 @@ void CudaSession::decode_body(int32_t B, const Step *st, Sink *sink, bool eager)
 qwc::GemvArgs CudaSession::decode_norm(const Pass &p, int32_t l, bool fused, int32_t op_id, const DBuf &norm_w) {
   const Config &c = m_.cfg;
   const int32_t B = p.rows, H = c.hidden_size;
-  if (fused) return norm_gemv(x_.as<float>(), H, B, norm_w.as<float>(), c.rms_eps);
-  OpScope op(*this, l, op_id, B);
-  qwc::launch_rmsnorm_rows(xn_.as<bf16>(), H, x_.as<float>(), H, norm_w.as<float>(), B, H, c.rms_eps, stream_);
-  op.set("rmsnorm_rows", cost_rmsnorm(B, H, 4.0));
-  return bf16_gemv(xn_.as<bf16>(), H, B);
+  qwc::GemvArgs a;
+  if (fused) {
+    a = norm_gemv(x_.as<float>(), H, B, norm_w.as<float>(), c.rms_eps);
+  } else {
+    OpScope op(*this, l, op_id, B);
+    qwc::launch_rmsnorm_rows(xn_.as<bf16>(), H, x_.as<float>(), H, norm_w.as<float>(), B, H, c.rms_eps, stream_);
+    op.set("rmsnorm_rows", cost_rmsnorm(B, H, 4.0));
+    a = bf16_gemv(xn_.as<bf16>(), H, B);
+  }
+  a.i8 = act_i8(p.st, l);  // the GEMVs this input feeds (q|k|v, gate|up) run the layer's actQuant arm
+  return a;
 }
 
 // The op names below are written for the fused prologue ("attn_norm+…", "ffn_norm+…"); with the norm as its own op
@@ -240,6 +246,7 @@ const CudaSession::Graph *CudaSession::decode_graph(const Step &st, Sink &sink) 
     // ffn / norm arms other than the defaults have other kernels (opt/ffn, opt/norm)
     if (ffn_arm(&st, l) != Ffn::FusedNormGemvSwiglu) key += char('0' + int(ffn_arm(&st, l)));
     if (norm_arm(&st, l) != Norm::FusedResidualNorm) key += 's';
+    if (act_i8(&st, l)) key += 'i';  // actQuant = int8: the int8 GEMVs (opt/act_quant/gemv_i8.cu)
   }
   if (any_bcast) ensure_bcast();
   if (any_dca) ensure_dca_ws();

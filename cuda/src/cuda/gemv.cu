@@ -355,6 +355,7 @@ int nb_of(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 :
 }  // namespace
 
 void gemv_force_rows_per_warp(int r) { g_force_r = r; }
+int gemv_ksplit(int64_t rows) { return pick_ks(rows); }
 void gemv_force_ksplit(int ks) { g_force_ks = (ks == 1 || ks == 2 || ks == 4 || ks == 8) ? ks : 0; }
 
 const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
@@ -365,6 +366,7 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t s) {
   const bool vec_ok = (cols % 8) == 0 && (a.pro == GEMV_PRO_NORM || (a.act_ld % 8) == 0) &&
                       ((a.w.type != WT_W8 && a.w.type != WT_W4) || (a.w.group % 8) == 0);
   const char *name = nullptr;
+  if (a.i8 && (name = launch_gemv_i8(a, s))) return name;  // toggle actQuant = int8 (under either gemv value)
   if (a.mw && (name = launch_gemv_marlin(a, s))) return name;
   if ((name = launch_gemv_mma(a, s))) return name;  // (it checks a.tc / QW_GEMV_MMA itself)
   if (vec_ok) {

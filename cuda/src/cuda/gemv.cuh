@@ -63,11 +63,21 @@ struct GemvArgs {
   // gemv = marlin for bf16 weights: the tensor-core GEMV (gemv_mma.cu) at every batch size, so a sequence keeps its
   // bits alone or in a batch (its (MT, ks) depend on the shape only); matrices it does not cover keep the CUDA cores.
   bool tc = false;
+  // toggle actQuant = int8 (opt/act_quant/gemv_i8.cu): W4 / W8 weights against int8-quantized activations (dp4a),
+  // under either gemv value; other weights, and groups it does not cover, run the exact kernels.
+  bool i8 = false;
 };
 
 // Launches the GEMV; picks the vectorized kernel when cols % 8 == 0 (and the leading dims allow it),
 // the generic one otherwise. Returns the variant name (for op records).
 const char *launch_gemv(const GemvArgs &a, cudaStream_t stream);
+
+// actQuant = int8 (opt/act_quant/gemv_i8.cu): whether the int8 GEMV takes w (W4 / W8, group a power of two in
+// [32 (W4) / 16 (W8), 256]), and its launch (nullptr unless a.i8 and covered: launch_gemv runs the exact kernels).
+bool gemv_i8_covers(const WMat &w);
+const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t stream);
+// The K split (warps per row group) the CUDA-core GEMVs use for a matrix of `rows` rows (gemv.cu pick_ks).
+int gemv_ksplit(int64_t rows);
 
 // Rows per block / tile choice exposed for the lab ("r2" / "r4" forced; 0 = auto).
 void gemv_force_rows_per_warp(int r);

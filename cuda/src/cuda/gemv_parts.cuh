@@ -219,14 +219,13 @@ __device__ __forceinline__ int gemv_stage(const GemvArgs &a, __nv_bfloat16 *act_
 // index in the tile) in order u = 0..U-1: each row is summed by chunk in ascending global index, whatever the tile
 // length kt (which shrinks with the batch): the same order at every batch size (batch invariance).
 // act_s rows are ld elements apart (ld >= kt). [kbeg, kend): the block's K range (a multiple of E; default the whole
-// row; gemv_mma.cu's split over blocks walks a part of it), chunks still indexed globally.
-template <int NB, int E, int U, class Load, class Use>
-__device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int ld,
-                                          int64_t row0, int cbase, int cstride, Load &&load, Use &&use,
-                                          int64_t kbeg = 0, int64_t kend = -1) {
+// row; gemv_mma.cu's split over blocks walks a part of it), chunks still indexed globally. gemv_walk_staged takes the
+// staging as stage(k0, first) -> the tile's length (opt/act_quant/gemv_i8.cu stages int8 codes instead).
+template <int NB, int E, int U, class Stage, class Load, class Use>
+__device__ __forceinline__ void gemv_walk_staged(const GemvArgs &a, float *rstd_s, int kt, int64_t row0, int cbase,
+                                                 int cstride, Stage &&stage, Load &&load, Use &&use, int64_t kbeg,
+                                                 int64_t kend) {
   const int64_t rows = a.w.rows;
-  if (kend < 0) kend = a.w.cols;
-  const bool vec = (a.act_ld % 8) == 0 && (ld % 8) == 0;
   {
     const int nchunks0 = (int)(min((int64_t)kt, kend - kbeg) / E);
     const int cf0 = (int)((cbase - (kbeg / E) % cstride + cstride) % cstride);
@@ -237,7 +236,7 @@ __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_
   bool prefetched = true;
   gemv_prologue<NB>(a, rstd_s);
   for (int64_t k0 = kbeg; k0 < kend; k0 += kt) {
-    const int klen = gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec, kend, k0 == kbeg);
+    const int klen = stage(k0, k0 == kbeg);
     if (row0 >= rows) continue;
     const int nchunks = klen / E;
     const int cfirst = (int)((cbase - (k0 / E) % cstride + cstride) % cstride);
@@ -254,6 +253,19 @@ __device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_
     }
     prefetched = false;  // the prefetch covered the first K tile only (also when this lane had no chunk in it)
   }
+}
+
+// gemv_walk_staged with the bf16 activations staged (gemv_stage).
+template <int NB, int E, int U, class Load, class Use>
+__device__ __forceinline__ void gemv_walk(const GemvArgs &a, __nv_bfloat16 *act_s, float *rstd_s, int kt, int ld,
+                                          int64_t row0, int cbase, int cstride, Load &&load, Use &&use,
+                                          int64_t kbeg = 0, int64_t kend = -1) {
+  if (kend < 0) kend = a.w.cols;
+  const bool vec = (a.act_ld % 8) == 0 && (ld % 8) == 0;
+  gemv_walk_staged<NB, E, U>(
+      a, rstd_s, kt, row0, cbase, cstride,
+      [&](int64_t k0, bool first) { return gemv_stage<NB>(a, act_s, rstd_s, k0, kt, ld, vec, kend, first); }, load, use,
+      kbeg, kend);
 }
 
 // gemv_walk with the next round of a lane's chunks in flight while it uses the current one: two sets of U slots

@@ -98,7 +98,7 @@ void CudaSession::attn_block(const Pass &p, int32_t l) {
   {
     OpScope op(*this, l, QW_OP_O_PROJ, p.rows);
     const bool via_tmp = want_attn_out || sep;
-    const char *kn = linear(p, L.o, z_.as<bf16>(), c.q_dim(), via_tmp ? tmp_.p : (void *)x, H,
+    const char *kn = linear(p, l, L.o, z_.as<bf16>(), c.q_dim(), via_tmp ? tmp_.p : (void *)x, H,
                             via_tmp ? qwc::GEMM_OUT_F32 : qwc::GEMM_OUT_ADD_F32);
     if (want_attn_out && !sep) qwc::launch_add_f32(x, tmp_.as<float>(), (int64_t)p.rows * H, stream_);
     op.set(p.decode ? (sep ? "o_proj:gemv" : "o_proj+residual:gemv") : kn,
@@ -123,7 +123,7 @@ void CudaSession::mlp_block(const Pass &p, int32_t l) {
   const bool sep = norm_arm(p.st, l) == Norm::Separate || tp_;  // toggle norm, or tp_ (all-reduce first): add apart
   {
     OpScope op(*this, l, QW_OP_DOWN, p.rows);
-    const char *kn = linear(p, L.down, h_.as<bf16>(), I, sep ? tmp_.p : (void *)x, H,
+    const char *kn = linear(p, l, L.down, h_.as<bf16>(), I, sep ? tmp_.p : (void *)x, H,
                             sep ? qwc::GEMM_OUT_F32 : qwc::GEMM_OUT_ADD_F32);
     op.set(p.decode ? (sep ? "down:gemv" : "down+residual:gemv") : kn,
            sep ? cost_of(L.down, p.rows, false) : add(cost_of(L.down, p.rows, false), cost_residual(p.rows, H, 4.0)));
@@ -171,8 +171,8 @@ void CudaSession::rope_kv(const Pass &p, int32_t l, const float *bias) {
 }
 
 // out = act @ w^T for the pass's rows (gemm_out: a qwc::GemmOut): decode's GEMV (bf16 prologue), prefill's GEMM.
-// Returns the kernel variant.
-const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act, int64_t act_ld, void *out,
+// l: the layer (its actQuant arm). Returns the kernel variant.
+const char *CudaSession::linear(const Pass &p, int32_t l, const DevMat &w, const bf16 *act, int64_t act_ld, void *out,
                                 int64_t out_ld, int32_t gemm_out) {
   if (!p.decode) return gemm(p.rows, w, act, act_ld, out, out_ld, gemm_out);
   qwc::GemvArgs a;
@@ -183,6 +183,7 @@ const char *CudaSession::linear(const Pass &p, const DevMat &w, const bf16 *act,
   a.out_ld = out_ld;
   a.w = w.m;
   marlin_args(a, w);
+  a.i8 = act_i8(p.st, l);
   a.batch = p.rows;
   a.act = act;
   a.act_ld = act_ld;
@@ -338,7 +339,7 @@ OpCost CudaSession::sparse_cost(const Pass &p, int32_t l) const {
 // (tp_) the GEMV writes this rank's vocab slice [n, P] and tp_gather_logits assembles logits_ from every rank's.
 // Rows of one sequence (one_seq) may take the GEMM instead (lm_head_gemm); a batch's rows never do, so that a
 // sequence's logits are the same bits alone or in a batch.
-void CudaSession::lm_head(const std::vector<int32_t> &rows, bool one_seq) {
+void CudaSession::lm_head(const Step *st, const std::vector<int32_t> &rows, bool one_seq) {
   const Config &c = m_.cfg;
   const int32_t H = c.hidden_size, n = (int32_t)rows.size();
   const float *x = x_.as<float>();
@@ -368,6 +369,7 @@ void CudaSession::lm_head(const std::vector<int32_t> &rows, bool one_seq) {
     a.out_ld = ld;
     a.w = *m_.lm_head;
     marlin_args(a, m_.lm_head == &m_.embed.m ? m_.embed : m_.lm_head_own);
+    a.i8 = act_i8(st, m_.cfg.num_layers - 1);  // the last layer's arm (as the CPU backend)
     qwc::launch_gemv(a, stream_);
   }
   op.set("final_norm+lm_head:gemv",

@@ -56,7 +56,7 @@ void CudaSession::run_prefill(const Step &st, Sink &sink, int32_t *out_tokens) {
   } else {
     for (int32_t i = 0; i < S; ++i) rows_needed.push_back(st.row_offset[i] + st.n_new[i] - 1);
   }
-  lm_head(rows_needed, S == 1);
+  lm_head(&st, rows_needed, S == 1);
   if (tp_) tp_gather_logits((int32_t)rows_needed.size());  // parallel = tpN (tp_session.cu)
   {  // sampling: the last row of each sequence
     OpScope op(*this, -1, QW_OP_SAMPLE, S);

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "act_quant.hpp"
 #include "attention.hpp"
 #include "backend.hpp"
 #include "common.cuh"
@@ -185,6 +186,9 @@ inline bool gqa_broadcast(const Step &st, int32_t layer) {
 inline Gqa gqa_arm(const Step &st, int32_t layer) { return gqa_broadcast(st, layer) ? Gqa::Broadcast : Gqa::Native; }
 inline bool graphs_on(const Step &st) { return st.toggles.graphs == Graphs::On; }
 inline bool gemv_marlin(const Step &st) { return st.toggles.gemv == Gemv::Marlin; }
+// actQuant = int8 at layer l (opt/act_quant/gemv_i8.cu: the decode GEMVs of W4 / W8 weights; the lm_head takes the
+// last layer's value); no step reads as off.
+inline bool act_i8(const Step *st, int32_t l) { return st && st->toggles.at(l).act_quant == ActQuant::Int8; }
 // ffn / norm arms (opt/ffn, opt/norm); no step (never the case in a forward) reads as the defaults, the fused arms.
 inline Ffn ffn_arm(const Step *st, int32_t layer) {
   return st && !st->toggles.layer.empty() ? st->toggles.layer[size_t(layer)].ffn : Ffn::FusedNormGemvSwiglu;
@@ -321,7 +325,7 @@ class CudaSession final : public BackendSession {
   void attn_block(const Pass &p, int32_t l);
   void mlp_block(const Pass &p, int32_t l);
   void rope_kv(const Pass &p, int32_t l, const float *bias);
-  const char *linear(const Pass &p, const DevMat &w, const bf16 *act, int64_t act_ld, void *out, int64_t out_ld,
+  const char *linear(const Pass &p, int32_t l, const DevMat &w, const bf16 *act, int64_t act_ld, void *out, int64_t out_ld,
                      int32_t gemm_out);
   // gemv = marlin (this step): the repacked weight of d and the scratch into a, when d has one; else nothing.
   void marlin_args(qwc::GemvArgs &a, const DevMat &d) const;
@@ -335,7 +339,7 @@ class CudaSession final : public BackendSession {
   bf16 *kcache(int32_t l) const { return kvq_.active() ? nullptr : kcache_.as<bf16>() + layer_kv_elems_ * l; }
   bf16 *vcache(int32_t l) const { return kvq_.active() ? nullptr : vcache_.as<bf16>() + layer_kv_elems_ * l; }
   // one_seq: every row is one sequence's (a verify pass, all-position logits): the GEMM of lm_head_gemm may run
-  void lm_head(const std::vector<int32_t> &rows, bool one_seq);
+  void lm_head(const Step *st, const std::vector<int32_t> &rows, bool one_seq);  // st: the actQuant arm
   // --- tp_session.cu (tp_ set only): the vocabulary the logits have (V; the model's own at tp1), a rank's embedding
   // term, the all-reduce of `rows` x hidden fp32 partials in place (an op of its own), the logits gather
   int32_t vocab() const { return tp_ ? tp_->full_vocab : m_.cfg.vocab_size; }

@@ -1,0 +1,253 @@
+// gemv_i8.cu — the lab cases of toggle actQuant = int8 on CUDA (src/opt/act_quant/gemv_i8.cu): W4 / W8 decode GEMVs
+// with int8 activations against a CPU reference of the same math (the codes and scales quantized on the host as the
+// kernel and the CPU arm quantize them, the integer sums exact, fp64 around them), every batch kind and awkward
+// shapes, batch invariance bit for bit, the arm's error against the exact GEMV, and the 7B shapes timed against the
+// exact kernel (gemv_q16) in the same run, GB/s on the packed bytes.
+#include "gemv.cuh"
+#include "lab.cuh"
+
+namespace {
+
+// Per token: codes and d per group of G (d = max|x| / 127, xq = nearbyint(x * (1 / d))), as the kernel and
+// opt/act_quant/gemm_int8_avx512.cpp quantize_act_int8.
+void i8_quantize(const float *x, int64_t cols, int G, std::vector<int> &q, std::vector<float> &d) {
+  q.assign(cols, 0);
+  d.assign(cols / G, 0.f);
+  for (int64_t g = 0; g < cols / G; ++g) {
+    float m = 0;
+    for (int e = 0; e < G; ++e) m = std::max(m, std::fabs(x[g * G + e]));
+    const float dg = m / 127.0f, id = dg > 0 ? 1.0f / dg : 0.0f;
+    d[g] = dg;
+    for (int e = 0; e < G; ++e) q[g * G + e] = (int)std::nearbyint(x[g * G + e] * id);
+  }
+}
+
+int code_at(const HostW &w, int64_t r, int64_t c) {
+  const int64_t i = r * w.cols + c;
+  if (w.type == WT_W8) return (int8_t)w.data[i];
+  const uint8_t b = w.data[i >> 1];
+  return (i & 1) ? (b >> 4) : (b & 15);
+}
+
+// Row r of the int8 arm for one token (ain: its input row, q / d: its codes): sum over chunks of E columns of
+// s d (sum q xq) + o (sum x).
+double i8_row(const HostW &w, int64_t r, const float *ain, const std::vector<int> &q, const std::vector<float> &d) {
+  const int E = w.type == WT_W4 ? 32 : 16;
+  const int64_t gpr = w.cols / w.group;
+  double y = 0;
+  for (int64_t c0 = 0; c0 < w.cols; c0 += E) {
+    const int64_t g = c0 / w.group;
+    long long is = 0;
+    double xs = 0;
+    for (int e = 0; e < E; ++e) is += (long long)code_at(w, r, c0 + e) * q[c0 + e], xs += ain[c0 + e];
+    y += (double)(w.scale[r * gpr + g] * d[g]) * (double)is + (double)w.offset[r * gpr + g] * xs;
+  }
+  return y;
+}
+
+double exact_row(const HostW &w, int64_t r, const float *ain) {
+  double y = 0;
+  for (int64_t c = 0; c < w.cols; ++c) y += (double)w.at(r, c) * ain[c];
+  return y;
+}
+
+// The epilogue on the reference's row values (the exact kernels' rounding order): F32 (+bias), ADD_F32 (base +),
+// SWIGLU (rows 2j, 2j + 1; bf16 out).
+void epi_ref(int epi, const std::vector<double> &y, const std::vector<float> &bias, const float *base,
+             std::vector<double> &out) {
+  out.clear();
+  if (epi == GEMV_EPI_SWIGLU) {
+    for (size_t j = 0; j < y.size() / 2; ++j) {
+      const float gb = bfr((float)y[2 * j]), ub = bfr((float)y[2 * j + 1]);
+      out.push_back(bfr(bfr(gb / (1.f + expf(-gb))) * ub));
+    }
+  } else {
+    for (size_t r = 0; r < y.size(); ++r)
+      out.push_back(epi == GEMV_EPI_ADD_F32 ? (double)base[r] + y[r] : y[r] + (bias.empty() ? 0.0 : bias[r]));
+  }
+}
+
+struct I8Case {
+  const char *label;
+  int type;
+  int64_t rows, cols;
+  int group, batch, pro, epi;
+};
+
+// One case: the arm against its reference (checked rows: all of a small matrix, else the first / last 64 and every
+// 7th), its error against the exact GEMV (printed), and where timed the arm and the exact kernel on the same weights.
+void i8_case(const I8Case &k, bool timed) {
+  HostW hw = make_w(k.type, k.rows, k.cols, k.group);
+  if (k.type == WT_W8) for (auto &o : hw.offset) o = 0.f;  // q8 / Q8_0: symmetric
+  DevW w = upload_w(hw);
+  const int B = k.batch;
+  const int64_t out_cols = k.epi == GEMV_EPI_SWIGLU ? k.rows / 2 : k.rows;
+  std::vector<uint16_t> act(B * k.cols);
+  std::vector<float> x(B * k.cols), nw(k.cols), bias(k.rows), base(B * out_cols);
+  for (auto &v : act) v = f2bf(rndn());
+  for (auto &v : x) v = rndn() * 3.f;
+  for (auto &v : nw) v = 0.5f + rndu();
+  for (auto &v : bias) v = rndn() * 0.1f;
+  for (auto &v : base) v = rndn();
+  __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
+  h2d((uint16_t *)dact, act);
+  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(k.cols), *db = dalloc<float>(k.rows);
+  h2d(dx, x); h2d(dnw, nw); h2d(db, bias);
+  void *dout = dalloc<float>(B * out_cols);
+  GemvArgs a;
+  a.i8 = true;
+  a.epi = k.epi; a.out = dout; a.out_ld = out_cols; a.bias = k.epi == GEMV_EPI_F32 ? db : nullptr;
+  a.w = w.m; a.batch = B; a.pro = k.pro; a.act = dact; a.act_ld = k.cols; a.x = dx; a.x_ld = k.cols; a.norm_w = dnw;
+  a.eps = 1e-6f;
+  if (k.epi == GEMV_EPI_ADD_F32) h2d((float *)dout, base);
+  else poison(dout, B * out_cols * 4);
+  const char *variant = launch_gemv(a, 0);
+  CHK(cudaDeviceSynchronize());
+  const bool out_bf = k.epi == GEMV_EPI_SWIGLU;
+  std::vector<double> got(B * out_cols);
+  if (out_bf) { auto o = d2h((uint16_t *)dout, got.size()); for (size_t i = 0; i < got.size(); ++i) got[i] = bf2f(o[i]); }
+  else { auto o = d2h((float *)dout, got.size()); for (size_t i = 0; i < got.size(); ++i) got[i] = o[i]; }
+  // The norm prologue's rstd is the device's (one ulp from the host's at most): the reference takes, per token, the
+  // candidate input (norm_input_candidates) closest to the output, as the exact GEMV's lab case does.
+  std::vector<double> outv, refv, exo, exr;
+  const int step = k.rows <= 20000 ? 1 : 7;
+  const int64_t per = k.epi == GEMV_EPI_SWIGLU ? 2 : 1;
+  const int bchk = k.rows * k.cols > 10000000 ? std::min(B, 2) : B;  // the 7B shapes: the first two tokens checked
+  for (int b = 0; b < bchk; ++b) {
+    std::vector<std::vector<float>> cands;
+    if (k.pro == GEMV_PRO_NORM) cands = norm_input_candidates(x.data() + b * k.cols, nw, k.cols, 4);
+    else cands.push_back(gemv_ref_input(k.pro, std::vector<uint16_t>(act.begin() + b * k.cols, act.begin() + (b + 1) * k.cols), x, nw, 1, k.cols));
+    double best = INFINITY;
+    std::vector<double> bo, br, be;
+    for (const auto &ain : cands) {
+      std::vector<int> q;
+      std::vector<float> d;
+      i8_quantize(ain.data(), k.cols, k.group, q, d);
+      std::vector<double> o, rf, ex;
+      for (int64_t j = 0; j < out_cols; ++j) {
+        if (!(j < 64 || j >= out_cols - 64 || j % step == 0)) continue;
+        std::vector<double> y, ye, e, ee;
+        for (int64_t p = 0; p < per; ++p) y.push_back(i8_row(hw, j * per + p, ain.data(), q, d)), ye.push_back(exact_row(hw, j * per + p, ain.data()));
+        const std::vector<float> bj = k.epi == GEMV_EPI_F32 ? std::vector<float>{bias[j]} : std::vector<float>{};
+        epi_ref(k.epi, y, bj, &base[b * out_cols + j], e);
+        epi_ref(k.epi, ye, bj, &base[b * out_cols + j], ee);
+        o.push_back(got[b * out_cols + j]);
+        rf.push_back(e[0]);
+        ex.push_back(ee[0]);
+      }
+      double sse = 0;
+      for (size_t i = 0; i < o.size(); ++i) sse += (o[i] - rf[i]) * (o[i] - rf[i]);
+      if (!(sse >= best)) { best = sse; bo = o; br = rf; be = ex; }
+    }
+    outv.insert(outv.end(), bo.begin(), bo.end());
+    refv.insert(refv.end(), br.begin(), br.end());
+    exr.insert(exr.end(), be.begin(), be.end());
+  }
+  bool nan_seen;
+  const double err = rel_err(outv, refv, &nan_seen);
+  bool nan2;
+  const double qerr = rel_err(outv, exr, &nan2);  // the arm's error against the exact GEMV (same rows)
+  double dot = 0, n1 = 0, n2 = 0;
+  for (size_t i = 0; i < outv.size(); ++i) dot += outv[i] * exr[i], n1 += outv[i] * outv[i], n2 += exr[i] * exr[i];
+  const double cosv = dot / std::sqrt(std::max(n1 * n2, 1e-300));
+  double us = 0, rate = 0, us_x = 0, rate_x = 0;
+  const char *variant_x = "";
+  if (timed) {
+    const size_t wb = hw.bytes();
+    const int ncopies = (int)std::min<size_t>(256, std::max<size_t>(1, ((512u << 20) + wb - 1) / std::max<size_t>(wb, 1)));
+    std::vector<DevW> copies{w};
+    for (int i = 1; i < ncopies; ++i) copies.push_back(upload_w(hw));
+    const double bytes = (double)wb + (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * (out_bf ? 2 : 4);
+    for (int arm : {1, 0}) {
+      GemvArgs t = a;
+      t.i8 = arm == 1;
+      if (k.epi == GEMV_EPI_ADD_F32) t.epi = GEMV_EPI_F32;
+      if (!arm) variant_x = launch_gemv(t, 0);
+      const double u = time_us([&](int i) { GemvArgs ti = t; ti.w = copies[i % ncopies].m; launch_gemv(ti, 0); }, g_quick ? 20 : 100, 5);
+      (arm ? us : us_x) = u;
+      (arm ? rate : rate_x) = bytes / (u * 1e-6) / 1e9;
+    }
+    for (int i = 1; i < ncopies; ++i) free_w(copies[i]);
+  }
+  char shape[96], name[256];
+  snprintf(shape, sizeof shape, "%s g%d %lldx%lld b%d", tname(k.type), k.group, (long long)k.rows, (long long)k.cols, B);
+  snprintf(name, sizeof name, "gemv i8 %s [%s] (vs exact: rel %.2e, cos %.6f)", k.label, variant, qerr, cosv);
+  report(name, shape, true, err, k.epi == GEMV_EPI_SWIGLU ? 1e-2 : 1e-5, nan_seen, us, rate, "GB/s", g_copy_bw / 1e9);
+  if (timed) {
+    snprintf(name, sizeof name, "gemv i8 %s: exact arm [%s]", k.label, variant_x);
+    report(name, shape, false, 0, 0, false, us_x, rate_x, "GB/s", g_copy_bw / 1e9);
+  }
+  free_w(w);
+  cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout);
+}
+
+// Row 0 of a batch-B launch must equal the batch-1 result bit for bit (slot 0 the same input, others random).
+void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int group, int pro) {
+  HostW hw = make_w(type, rows, cols, group);
+  DevW w = upload_w(hw);
+  std::vector<uint16_t> act(16 * cols);
+  std::vector<float> x(16 * cols), nw(cols);
+  for (auto &v : act) v = f2bf(rndn());
+  for (auto &v : x) v = rndn() * 3.f;
+  for (auto &v : nw) v = 0.5f + rndu();
+  __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
+  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(cols), *dout = dalloc<float>(16 * rows);
+  h2d((uint16_t *)dact, act); h2d(dx, x); h2d(dnw, nw);
+  GemvArgs a;
+  a.i8 = true;
+  a.epi = GEMV_EPI_F32; a.out = dout; a.out_ld = rows; a.w = w.m; a.pro = pro; a.act = dact; a.act_ld = cols;
+  a.x = dx; a.x_ld = cols; a.norm_w = dnw; a.eps = 1e-6f;
+  std::vector<float> ref;
+  int64_t diff = 0;
+  std::string variants;
+  for (int B : {1, 2, 3, 4, 8, 16}) {
+    a.batch = B;
+    poison(dout, 16 * rows * 4);
+    const char *v = launch_gemv(a, 0);
+    CHK(cudaDeviceSynchronize());
+    const std::vector<float> got = d2h(dout, rows);
+    if (B == 1) ref = got;
+    else for (int64_t i = 0; i < rows; ++i) diff += memcmp(&got[i], &ref[i], 4) != 0;
+    if (B == 1 || B == 16) variants += std::string(variants.empty() ? "" : "/") + v;
+  }
+  char shape[96];
+  snprintf(shape, sizeof shape, "%s g%d %lldx%lld b1..16", tname(type), group, (long long)rows, (long long)cols);
+  report(std::string("gemv i8 batch-invariance ") + label + " [" + variants + "]", shape, true, (double)diff, 0, false, 0,
+         0, "GB/s", g_copy_bw / 1e9);
+  free_w(w);
+  cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(dout);
+}
+
+}  // namespace
+
+void run_gemv_i8() {
+  // correctness: every batch kind, both prologues, the epilogues, groups 16 .. 256, K split (few rows), two K tiles
+  for (int b : {1, 2, 3, 8, 16}) {
+    i8_case({"w4 g128 norm", WT_W4, 520, 1024, 128, b, GEMV_PRO_NORM, GEMV_EPI_F32}, false);
+    i8_case({"w8 g32 bf16+bias", WT_W8, 300, 896, 32, b, GEMV_PRO_BF16, GEMV_EPI_F32}, false);
+  }
+  i8_case({"w4 g32 swiglu", WT_W4, 2 * 333, 2080, 32, 5, GEMV_PRO_NORM, GEMV_EPI_SWIGLU}, false);
+  i8_case({"w8 g16 +res", WT_W8, 46, 2048, 16, 7, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}, false);
+  i8_case({"w4 g256 (2 K tiles at b16)", WT_W4, 96, 18944 / 2, 256, 16, GEMV_PRO_BF16, GEMV_EPI_F32}, false);
+  i8_case({"w4 g64 ks (few rows)", WT_W4, 40, 4864, 64, 1, GEMV_PRO_NORM, GEMV_EPI_F32}, false);
+  i8_case({"w8 g128 down 2 K tiles", WT_W8, 200, 18944, 128, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}, false);
+  i8_invariance("w4 g128 7B o_proj", WT_W4, 3584, 3584, 128, GEMV_PRO_BF16);
+  i8_invariance("w4 g32 norm (K 2080)", WT_W4, 130, 2080, 32, GEMV_PRO_NORM);
+  i8_invariance("w8 g32 7B down (K 18944)", WT_W8, 3584, 18944, 32, GEMV_PRO_BF16);
+  // the 7B shapes timed, the arm against the exact kernel (q4: W4 g128, as weights = q4; Q4_K: W4 g32; q8 / Q8_0: W8 g32)
+  struct S { const char *label; int64_t rows, cols; int pro, epi; };
+  const S s7[] = {{"7B gate_up norm+swiglu", 37888, 3584, GEMV_PRO_NORM, GEMV_EPI_SWIGLU},
+                  {"7B down +res", 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_ADD_F32},
+                  {"7B qkv norm", 4608, 3584, GEMV_PRO_NORM, GEMV_EPI_F32},
+                  {"7B o_proj +res", 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}};
+  struct T { int type, group; };
+  for (const T t : {T{WT_W4, 128}, T{WT_W4, 32}, T{WT_W8, 32}})
+    for (int b : {1, 16}) {
+      if (g_quick && (b == 16 || t.group == 32)) continue;
+      for (const S &s : s7) {
+        char label[96];
+        snprintf(label, sizeof label, "%s %s", t.type == WT_W4 ? "w4" : "w8", s.label);
+        i8_case({label, t.type, s.rows, s.cols, t.group, b, s.pro, s.epi}, true);
+      }
+    }
+}

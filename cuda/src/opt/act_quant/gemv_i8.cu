@@ -1,0 +1,309 @@
+// gemv_i8.cu — toggle actQuant = int8 on CUDA: the decode GEMV (batch 1..16) of W4 / W8 weights with the activations
+// quantized to int8 per token and weight group, and integer dot products (dp4a: 4 multiply-adds per instruction).
+//
+// Why: the exact W4 kernel (gemv_q16, src/cuda/gemv.cu) turns every code into a float and spends ~5 FP32-pipe
+// instructions per weight (7B q4 b1 at ~1.05-1.5 TB/s, a third to a half of the copy rate, with 121 registers: 2 blocks
+// per SM). Here a 32-bit word of 8 W4 codes costs 3 integer ops (two masks, a shift) and 2 dp4a against the staged
+// int8 activations: ~0.6 instructions per weight at batch 1, each unpacked word serving every token of the batch.
+// llama.cpp's mmvq does the same (q8_1 activations); the CPU backend's int8 arm is the reference for the math.
+//
+// Math (as opt/act_quant/gemv_int8_avx512.cpp): x is the GEMV's input row as the exact kernels stage it (bf16
+// activations, or bf16(bf16(x * rstd) * norm_w) under the norm prologue), quantized per token and weight group of G
+// columns: d = max|x| / 127, xq = rint(x / d) in [-127, 127] (x * (1 / d), round to nearest even: the CPU's
+// nearbyint(x * id)). Then y[t, r] = sum over chunks c of E columns (one group holds G / E chunks):
+//   s[r, g(c)] * d[t, g(c)] * (sum_{k in c} q[r, k] xq[t, k])  +  o[r, g(c)] * (sum_{k in c} x[t, k])
+// with the integer sums exact; the float terms are added per chunk (the CPU adds the offset term per group: the same
+// value up to fp32 reordering). W4 codes are 0..15 and W8 codes -128..127, both dp4a's signed bytes.
+//
+// Layout. The block stages per K tile, for every token: the codes (W8 in column order; W4 in nibble order, the even
+// columns of each 8-column word then its odd ones, so that `x & 0x0f0f0f0f` and `(x >> 4) & 0x0f0f0f0f` meet their
+// activations in one 32-bit word each), d per chunk (its group's) and the fp32 sum of x per chunk. The weights are
+// read as gemv_q16 reads them (16-byte chunks of E = 32 / 16 codes, R rows per warp, U chunks in flight, the ks K
+// split of pick_ks, gemv_walk_staged), and the epilogues are the exact kernels' (finish_rows).
+//
+// Determinism / batch invariance: a token's codes depend on its own row only; each output is one fixed sequence of
+// per-chunk float updates (by lane and chunk, as gemv_q16), so a sequence gets the same bits alone or in a batch.
+#include <algorithm>
+
+#include "gemv.cuh"
+#include "gemv_parts.cuh"
+
+namespace qwc {
+
+namespace {
+
+using namespace gemv_detail;
+
+template <int WT> __host__ __device__ constexpr int i8_per() { return WT == WT_W4 ? 32 : 16; }  // codes per 16 bytes
+
+// The 8 inputs of columns [k, k + 8) of token b as the exact kernels stage them (zeros where !on).
+template <int NB>
+__device__ __forceinline__ void i8_octet(const GemvArgs &a, const float *rstd_s, int b, int64_t k, bool on, bool vec,
+                                         float (&v)[8]) {
+#pragma unroll
+  for (int e = 0; e < 8; ++e) v[e] = 0.f;
+  if (!on) return;
+  if (a.pro == GEMV_PRO_BF16) {
+    if (vec) {
+      const uint4 av = *reinterpret_cast<const uint4 *>(a.act + b * a.act_ld + k);
+      v[0] = bf16_lo(av.x); v[1] = bf16_hi(av.x); v[2] = bf16_lo(av.y); v[3] = bf16_hi(av.y);
+      v[4] = bf16_lo(av.z); v[5] = bf16_hi(av.z); v[6] = bf16_lo(av.w); v[7] = bf16_hi(av.w);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = __bfloat162float(a.act[b * a.act_ld + k + e]);
+    }
+  } else {
+    const float r = rstd_s[b];
+    const float *xs = a.x + b * a.x_ld + k;
+    if (vec) {
+      const float4 x0 = *reinterpret_cast<const float4 *>(xs), x1 = *reinterpret_cast<const float4 *>(xs + 4);
+      const float4 w0 = *reinterpret_cast<const float4 *>(a.norm_w + k), w1 = *reinterpret_cast<const float4 *>(a.norm_w + k + 4);
+      const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+      const float wv[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = bf16r(bf16r(xv[e] * r) * wv[e]);  // stage_tile's value
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = bf16r(bf16r(xs[e] * r) * a.norm_w[k + e]);
+    }
+  }
+}
+
+__device__ __forceinline__ uint32_t pack4(int a0, int a1, int a2, int a3) {
+  return (uint32_t)(a0 & 0xff) | ((uint32_t)(a1 & 0xff) << 8) | ((uint32_t)(a2 & 0xff) << 16) | ((uint32_t)(a3 & 0xff) << 24);
+}
+
+// K tile [k0, k0 + klen) of every token quantized into the block's shared memory: codes q_s[b * kt + k] (W4 in nibble
+// order), per chunk (E columns) d_s[b * nct + c] and xs_s[b * nct + c]. A thread takes 8 columns (an octet); a group's
+// G / 8 octets sit in consecutive lanes of one warp (the tile starts on a group; G / 8 divides 32), so its max is a
+// shuffle reduction, as is a chunk's sum (E / 8 lanes, a fixed xor tree). Barriers before (previous tile consumed)
+// and after (staged for all).
+template <int NB, int WT>
+__device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d_s, float *xs_s, const float *rstd_s,
+                                        int64_t k0, int kt, int nct, bool first) {
+  constexpr int E = i8_per<WT>(), EL = E / 8;
+  const int klen = (int)min((int64_t)kt, a.w.cols - k0);
+  if (!first) __syncthreads();
+  const int lane = threadIdx.x & 31, gl = a.w.group / 8, n8 = klen / 8;
+  const bool vec = a.pro == GEMV_PRO_BF16 ? (a.act_ld % 8) == 0 : norm_vec4(a);
+#pragma unroll 1
+  for (int b = 0; b < NB; ++b) {
+#pragma unroll 1
+    for (int o0 = threadIdx.x & ~31; o0 < n8; o0 += blockDim.x) {  // warp-uniform: every lane reaches the shuffles
+      const int o = o0 + lane;
+      float v[8];
+      i8_octet<NB>(a, rstd_s, b, k0 + 8 * (int64_t)o, b < a.batch && o < n8, vec, v);
+      float m = 0.f, s = 0.f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(v[e]));
+      for (int w = 1; w < gl; w <<= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, w));
+      const float d = m / 127.0f, id = d > 0.f ? 1.0f / d : 0.f;
+      int q[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[e] = __float2int_rn(v[e] * id), s += v[e];
+#pragma unroll
+      for (int w = 1; w < EL; w <<= 1) s += __shfl_xor_sync(0xffffffffu, s, w);
+      if (o < n8) {
+        uint2 p;
+        if constexpr (WT == WT_W4) p = make_uint2(pack4(q[0], q[2], q[4], q[6]), pack4(q[1], q[3], q[5], q[7]));
+        else p = make_uint2(pack4(q[0], q[1], q[2], q[3]), pack4(q[4], q[5], q[6], q[7]));
+        *reinterpret_cast<uint2 *>(q_s + b * kt + 8 * o) = p;
+        if (lane % EL == 0) {
+          d_s[b * nct + o / EL] = d;
+          xs_s[b * nct + o / EL] = s;
+        }
+      }
+    }
+  }
+  __syncthreads();
+  return klen;
+}
+
+// One 16-byte chunk u of the R rows against the staged tokens (chunk c of the tile): the exact integer sum per (row,
+// token), then acc += s * d * sum + o * xsum.
+template <int WT, int NB, int R, int U>
+__device__ __forceinline__ void i8_use(float (&acc)[R][NB], const uint4 (&wv)[R][U], const float (&sc)[R][U],
+                                       const float (&of)[R][U], int u, int c, const int8_t *q_s, const float *d_s,
+                                       const float *xs_s, int kt, int nct, int lane) {
+  constexpr int E = i8_per<WT>();
+  if constexpr (WT == WT_W4) {
+    // two 16-byte halves of the chunk's 32 activation bytes; lanes (l >> 2) odd take the second half first, so an
+    // 8-lane phase of 32-byte-apart chunks hits 8 different 16-byte bank groups (the sum is an integer: any order).
+    // Half h holds the (even, odd) activation words of weight words 2h and 2h + 1.
+    const int h0 = (lane >> 2) & 1;
+    const auto act = [&](int b, uint4 (&ah)[2]) {
+      const int8_t *ap = q_s + b * kt + E * c;
+      const uint4 a0 = *reinterpret_cast<const uint4 *>(ap + 16 * h0), a1 = *reinterpret_cast<const uint4 *>(ap + 16 * (h0 ^ 1));
+      ah[0] = h0 ? a1 : a0;
+      ah[1] = h0 ? a0 : a1;
+    };
+    const auto dot = [&](const uint32_t (&lo)[4], const uint32_t (&hi)[4], const uint4 (&ah)[2]) {
+      int is = 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        is = __dp4a((int)lo[2 * h], (int)ah[h].x, is);
+        is = __dp4a((int)hi[2 * h], (int)ah[h].y, is);
+        is = __dp4a((int)lo[2 * h + 1], (int)ah[h].z, is);
+        is = __dp4a((int)hi[2 * h + 1], (int)ah[h].w, is);
+      }
+      return is;
+    };
+    const auto unpack = [&](int r, uint32_t (&lo)[4], uint32_t (&hi)[4]) {
+      const uint32_t x[4] = {wv[r][u].x, wv[r][u].y, wv[r][u].z, wv[r][u].w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) lo[j] = x[j] & 0x0f0f0f0fu, hi[j] = (x[j] >> 4) & 0x0f0f0f0fu;
+    };
+    if constexpr (NB <= 2) {  // the tokens' activations held, a row unpacked at a time (registers: 8 per row)
+      uint4 ah[NB][2];
+      float dc[NB], xc[NB];
+#pragma unroll
+      for (int b = 0; b < NB; ++b) act(b, ah[b]), dc[b] = d_s[b * nct + c], xc[b] = xs_s[b * nct + c];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        uint32_t lo[4], hi[4];
+        unpack(r, lo, hi);
+#pragma unroll
+        for (int b = 0; b < NB; ++b)
+          acc[r][b] = fmaf(sc[r][u] * dc[b], (float)dot(lo, hi, ah[b]), fmaf(of[r][u], xc[b], acc[r][b]));
+      }
+    } else {  // every row unpacked once, a token's activations at a time
+      uint32_t lo[R][4], hi[R][4];
+#pragma unroll
+      for (int r = 0; r < R; ++r) unpack(r, lo[r], hi[r]);
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        uint4 ah[2];
+        act(b, ah);
+        const float dc = d_s[b * nct + c], xc = xs_s[b * nct + c];
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][b] = fmaf(sc[r][u] * dc, (float)dot(lo[r], hi[r], ah), fmaf(of[r][u], xc, acc[r][b]));
+      }
+    }
+  } else {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      const uint4 av = *reinterpret_cast<const uint4 *>(q_s + b * kt + E * c);
+      const float dc = d_s[b * nct + c], xc = xs_s[b * nct + c];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        int is = __dp4a((int)wv[r][u].x, (int)av.x, 0);
+        is = __dp4a((int)wv[r][u].y, (int)av.y, is);
+        is = __dp4a((int)wv[r][u].z, (int)av.z, is);
+        is = __dp4a((int)wv[r][u].w, (int)av.w, is);
+        acc[r][b] = fmaf(sc[r][u] * dc, (float)is, fmaf(of[r][u], xc, acc[r][b]));
+      }
+    }
+  }
+}
+
+// Dynamic shared memory of a K tile of kt columns: d and xsum per chunk (floats), then the codes.
+template <int WT> __host__ __device__ constexpr size_t i8_smem(int nb, int kt) {
+  return (size_t)nb * (kt / i8_per<WT>()) * 8 + (size_t)nb * kt;
+}
+
+template <int WT, int NB, int R, int U, bool KS>
+__global__ void __launch_bounds__(kThreads) gemv_i8_kernel(const GemvArgs a, const int kt, const int ks_arg) {
+  constexpr int E = i8_per<WT>();
+  const int ks = KS ? ks_arg : 1;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int nct = kt / E;
+  float *d_s = reinterpret_cast<float *>(smem_raw);                 // [NB][nct]
+  float *xs_s = d_s + NB * nct;                                      // [NB][nct]
+  int8_t *q_s = reinterpret_cast<int8_t *>(xs_s + NB * nct);         // [NB][kt]
+  __shared__ float rstd_s[16];
+  __shared__ float red_s[kWarps][KS ? R * NB : 1];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rows = a.w.rows, cols = a.w.cols, gpr = cols / a.w.group;
+  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
+  const int64_t row0 = ((int64_t)blockIdx.x * (kWarps / ks) + rgroup) * R;
+  const int cbase = kpart * 32 + lane, cstride = 32 * ks;
+  const uint8_t *wbytes = reinterpret_cast<const uint8_t *>(a.w.data);
+
+  int64_t rowc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rowc[r] = min(row0 + r, rows - 1);
+  uint4 wv[R][U];
+  float sc[R][U], of[R][U];
+  float acc[R][NB];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+  gemv_walk_staged<NB, E, U>(
+      a, rstd_s, kt, row0, cbase, cstride,
+      [&](int64_t k0, bool first) { return stage_i8<NB, WT>(a, q_s, d_s, xs_s, rstd_s, k0, kt, nct, first); },
+      [&](int u, int64_t k) {  // the chunk at column k of the warp's rows into slot u
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int64_t e = rowc[r] * cols + k;
+          wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
+          const int64_t g = rowc[r] * gpr + k / a.w.group;
+          sc[r][u] = __ldg(a.w.scale + g);
+          of[r][u] = __ldg(a.w.offset + g);
+        }
+      },
+      [&](int u, int c) { i8_use<WT, NB, R, U>(acc, wv, sc, of, u, c, q_s, d_s, xs_s, kt, nct, lane); }, 0, cols);
+  finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
+}
+
+template <int WT, int NB, int R>
+const char *launch_i8(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
+  // U chunks in flight per row: 4 where the warp has 2 rows at small batches, else 2 (registers: R * U uint4)
+  constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
+  const int grid = (int)ceil_div(a.w.rows, (int64_t)(kWarps / ks) * R);
+  const size_t smem = i8_smem<WT>(NB, kt);
+  if (ks > 1) launch(gemv_i8_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
+  else launch(gemv_i8_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
+  static const char *names[2][2][4] = {
+      {{"gemv_i8_w8_r2", "gemv_i8_w8_r2k2", "gemv_i8_w8_r2k4", "gemv_i8_w8_r2k8"},
+       {"gemv_i8_w8_r4", "gemv_i8_w8_r4k2", "gemv_i8_w8_r4k4", "gemv_i8_w8_r4k8"}},
+      {{"gemv_i8_w4_r2", "gemv_i8_w4_r2k2", "gemv_i8_w4_r2k4", "gemv_i8_w4_r2k8"},
+       {"gemv_i8_w4_r4", "gemv_i8_w4_r4k2", "gemv_i8_w4_r4k4", "gemv_i8_w4_r4k8"}}};
+  return names[WT == WT_W4][R == 4][ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
+}
+
+// R = 4 where the grid still has >= 2 blocks per SM without a K split (the exact kernels' rule), else 2.
+template <int WT, int NB>
+const char *pick_r(const GemvArgs &a, int kt, cudaStream_t s) {
+  const int ks = gemv_ksplit(a.w.rows);
+  const int64_t blocks_r4 = ceil_div(a.w.rows, (int64_t)kWarps * 4);
+  if constexpr (NB <= 4) {
+    if (ks == 1 && blocks_r4 >= 2 * sm_count()) return launch_i8<WT, NB, 4>(a, kt, ks, s);
+  }
+  return launch_i8<WT, NB, 2>(a, kt, ks, s);
+}
+
+template <int WT>
+const char *dispatch_nb(const GemvArgs &a, int kt, cudaStream_t s) {
+  if (a.batch <= 1) return pick_r<WT, 1>(a, kt, s);
+  if (a.batch <= 2) return pick_r<WT, 2>(a, kt, s);
+  if (a.batch <= 4) return pick_r<WT, 4>(a, kt, s);
+  if (a.batch <= 8) return pick_r<WT, 8>(a, kt, s);
+  return pick_r<WT, 16>(a, kt, s);
+}
+
+}  // namespace
+
+bool gemv_i8_covers(const WMat &w) {
+  if (w.type != WT_W4 && w.type != WT_W8) return false;
+  const int E = w.type == WT_W4 ? i8_per<WT_W4>() : i8_per<WT_W8>();
+  const int g = w.group;
+  // a chunk inside one group; a group's octets a power of two of lanes within a warp
+  return g >= E && g <= 256 && (g & (g - 1)) == 0 && w.cols % g == 0 && w.scale && w.offset;
+}
+
+const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t s) {
+  if (!a.i8 || !gemv_i8_covers(a.w)) return nullptr;
+  const int nb = a.batch <= 1 ? 1 : a.batch <= 2 ? 2 : a.batch <= 4 ? 4 : a.batch <= 8 ? 8 : 16;
+  const bool w4 = a.w.type == WT_W4;
+  // the K tile: whole groups, as many as the shared memory holds for nb tokens
+  const int g = a.w.group;
+  const size_t per_col = w4 ? i8_smem<WT_W4>(nb, g) : i8_smem<WT_W8>(nb, g);  // bytes per group of columns
+  const int64_t groups = std::max<int64_t>(1, (int64_t)(kSmemBytes / per_col));
+  const int kt = (int)std::min<int64_t>(a.w.cols, groups * g);
+  const char *name = w4 ? dispatch_nb<WT_W4>(a, kt, s) : dispatch_nb<WT_W8>(a, kt, s);
+  QWC_LAUNCH_CHECK("launch_gemv_i8");
+  return name;
+}
+
+}  // namespace qwc
