@@ -190,8 +190,9 @@ grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w
 # end 7B q4 b1 259 -> 330-420 tok/s; b16 unclear (the activation codes are read b times, 1 byte instead of 2).
 [[ ${LAB:-1} == 0 ]] || step 150 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
 grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|" | sed "s/^/  i8: /" >> "$S"
-for w in q4 q8; do for aq in int8 off; do
-  step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $R/7b --backend cuda --weights $w --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
+for w in q4 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4_K_M GGUF (Q4_K = W4 g32, Q6_K = W8 g16)
+  src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"
+  step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
 { for f in "$OUT"/i8-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # issue 10 "batch 16 never slower than batch 8": 0.5B bf16 b16 (2460-2886 tok/s) is slower than b8 and ~8x its b1
 # step, far above what its 1 GB of weights cost; where the step goes per op at b1 / b8 / b16 (notebooks/

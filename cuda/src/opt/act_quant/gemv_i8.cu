@@ -97,10 +97,14 @@ __device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d
 #pragma unroll
       for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(v[e]));
       for (int w = 1; w < gl; w <<= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, w));
-      const float d = m / 127.0f, id = d > 0.f ? 1.0f / d : 0.f;
+      // id = the correctly rounded 1 / d (rcp.rn: what 1.0f / d gives, cheaper); |v * id| <= 127, so adding 1.5 * 2^23
+      // rounds it to the nearest integer, ties to even (the CPU's nearbyint), and the low mantissa bits are the code
+      // (F2I is a quarter-rate instruction: 8 per octet bounded the staging)
+      const float d = m / 127.0f, id = d > 0.f ? __frcp_rn(d) : 0.f;
       int q[8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) q[e] = __float2int_rn(v[e] * id), s += v[e];
+      for (int e = 0; e < 8; ++e)
+        q[e] = __float_as_int(__fadd_rn(__fmul_rn(v[e], id), 12582912.0f)) - 0x4B400000, s += v[e];
 #pragma unroll
       for (int w = 1; w < EL; w <<= 1) s += __shfl_xor_sync(0xffffffffu, s, w);
       if (o < n8) {
@@ -196,9 +200,12 @@ __device__ __forceinline__ void i8_use(float (&acc)[R][NB], const uint4 (&wv)[R]
   }
 }
 
-// Dynamic shared memory of a K tile of kt columns: d and xsum per chunk (floats), then the codes.
+// Chunks per token row of the d / xsum arrays: kt / E rounded up to even, so that the codes after them start on 16
+// bytes (their uint4 loads; an odd count, e.g. K 2080 in groups of 32 at batch 1, faulted: misaligned address).
+template <int WT> __host__ __device__ constexpr int i8_nct(int kt) { return (kt / i8_per<WT>() + 1) & ~1; }
+// Dynamic shared memory of a K tile of kt columns: d and xsum per chunk (floats), then the codes (kt % 16 == 0).
 template <int WT> __host__ __device__ constexpr size_t i8_smem(int nb, int kt) {
-  return (size_t)nb * (kt / i8_per<WT>()) * 8 + (size_t)nb * kt;
+  return (size_t)nb * i8_nct<WT>(kt) * 8 + (size_t)nb * kt;
 }
 
 template <int WT, int NB, int R, int U, bool KS>
@@ -206,7 +213,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_kernel(const GemvArgs a, con
   constexpr int E = i8_per<WT>();
   const int ks = KS ? ks_arg : 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int nct = kt / E;
+  const int nct = i8_nct<WT>(kt);
   float *d_s = reinterpret_cast<float *>(smem_raw);                 // [NB][nct]
   float *xs_s = d_s + NB * nct;                                      // [NB][nct]
   int8_t *q_s = reinterpret_cast<int8_t *>(xs_s + NB * nct);         // [NB][kt]
