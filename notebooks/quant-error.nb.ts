@@ -5,7 +5,8 @@
 // after every layer and the logits at the end: per layer 1 − cosine, SQNR, relative L1 and max abs, logits KL
 // and top-1 agreement, and what each layer's time changed (`engine/measure/quant-error.ts`, the same code as the
 // Quantization error page), then the K/V error of every KV-cache and Sage arm. Runs in the Notebook page or with
-// `bun notebooks/quant-error.nb.ts`.
+// `bun notebooks/quant-error.nb.ts`. QW_NB_PHASE=decode measures the candidate on one decode step instead of the
+// prefill (arms that act only in decode, e.g. CUDA actQuant = int8); the K/V section is always a prefill.
 
 // %% Choose the candidate
 import { openModel } from "../engine/index.ts";
@@ -15,7 +16,11 @@ import { recordQuantError } from "../engine/measure/quant-error.ts";
 import { quantSvg } from "../engine/export/svg.ts";
 import { textTokens } from "../engine/measure/perplexity-run.ts";
 import { display, plotly, svg, table } from "../engine/notebook/display.ts";
+import { QuantPhase } from "../engine/measure/profile.ts";
 
+const phaseArg = QuantPhase.safeParse(process.env.QW_NB_PHASE ?? "prefill");
+if (!phaseArg.success) throw new Error(`QW_NB_PHASE must be prefill or decode, got ${JSON.stringify(process.env.QW_NB_PHASE)}`);
+const phase = phaseArg.data;
 const model = await openModel(process.env.QW_NB_MODEL ?? "default");
 const session = model.newSession({ maxBatch: 1 });
 // kvCache when the backend has two values for it (bf16 vs f32 cache), else the first toggle that has two
@@ -25,15 +30,16 @@ const def = reg.find((d) => d.id === "kvCache" && implementedValues(d, model.bac
 if (!def) throw new Error(`no toggle has two implemented values on ${model.backend}`);
 const refValue = effectiveDefault(def, model.backend)!;
 const candValue = implementedValues(def, model.backend).find((v) => v !== refValue)!;
-display(`reference ${def.id}=${refValue} · candidate ${def.id}=${candValue} · ${model.id} on ${model.device.name}`);
+display(`reference ${def.id}=${refValue} · candidate ${def.id}=${candValue} · ${model.id} on ${model.device.name} · phase ${phase}`);
 
 // %% Measure
 const p = await recordQuantError(model, session, {
-  id: "nb-quant-error", prompt: { prompt: "The jury said it did find that the court" }, repeats: 3,
+  id: "nb-quant-error", prompt: { prompt: "The jury said it did find that the court" }, repeats: 3, phase,
   reference: { label: `${def.id}=${refValue}`, toggles: { [def.id]: refValue } },
   candidate: { label: `${def.id}=${candValue}`, toggles: { [def.id]: candValue } },
 });
 const q = p.quant_error![0];
+for (const f of q.findings ?? []) display(`finding: ${f}`);
 if (q.logits) display(`logits: KL ${q.logits.kl.toExponential(3)} nats · top-1 agreement ${(100 * q.logits.top1_agreement).toFixed(1)} %`);
 table(q.layers.map((l) => ({
   hook: l.hook, "1 − cos": +(1 - l.cosine).toExponential(2), "SQNR dB": +l.sqnr_db.toFixed(1),

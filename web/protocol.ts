@@ -2,7 +2,7 @@
 // Every message is validated with zod on arrival, in both directions.
 import { z } from "zod";
 import { PromptSpec, SamplingSpec } from "../engine/measure/record.ts";
-import { ProfilingMode, ToggleValues } from "../engine/measure/profile.ts";
+import { ProfilingMode, QuantPhase, ToggleValues } from "../engine/measure/profile.ts";
 import { WeightsOptionSchema } from "../engine/formats/requant.ts";
 import { SparseOptionsSchema } from "../engine/sparse.ts";
 
@@ -38,6 +38,7 @@ export const QuantSpecSchema = z.object({
   candidate: z.object({ label: z.string().max(200), toggles: ToggleValues, model: ModelRef.optional() }),
   hooks: z.array(z.string().max(200)).max(4096).optional(),
   repeats: z.number().int().min(1).max(20).optional(),
+  phase: QuantPhase.optional(),           // absent: prefill (recordQuantError's default)
   perplexity: z.object({ text: TextRef, ctx: z.number().int().min(2).max(32768), maxTokens: z.number().int().min(2).optional() }).optional(),
   command: z.string().max(2000).optional(),
 });

@@ -248,7 +248,8 @@ export function quantSvg(p: Profile, width = 760): string {
     y: { label: "1 − cosine similarity (log)", type: "log", grid: true },
     marks: [Plot.dot(rows, { x: "name", y: (d: { cosine: number }) => Math.max(1e-12, 1 - d.cosine), fill: PALETTE[2], r: 4 })],
   }, width, 230);
-  const lg = (q.logits ? ` · logits KL ${q.logits.kl.toExponential(3)} · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} %` : "")
+  const lg = (q.phase === "decode" ? " · one decode step" : "")
+    + (q.logits ? ` · logits KL ${q.logits.kl.toExponential(3)} · top-1 agreement ${(q.logits.top1_agreement * 100).toFixed(1)} %` : "")
     + (q.perplexity?.reference != null && q.perplexity.candidate != null ? ` · perplexity ${q.perplexity.reference.toFixed(2)} → ${q.perplexity.candidate.toFixed(2)}` : "")
     + (q.first_nonfinite ? ` · non-finite from ${q.first_nonfinite.hook} (${q.first_nonfinite.arm})` : "");
   return compose(`Quantization error: ${q.candidate_label} vs ${q.reference_label}`, `${subtitleOf(p)}${lg}`, [sq, cos]);

@@ -151,12 +151,18 @@ export const LayerError = z.object({
 });
 
 const NumOrNull = z.number().nullable();
+/** The pass a quantization-error measurement captures and times (engine/measure/quant-error.ts QuantSpec.phase). */
+export const QuantPhase = z.enum(["prefill", "decode"]);
+export type QuantPhase = z.infer<typeof QuantPhase>;
 const KvErr = z.object({ sqnr_db: z.number(), cosine: z.number(), rel_l1: z.number() });
 export const QuantError = z.object({
   reference_label: z.string(),
   candidate_label: z.string(),
   reference_model: z.string().optional(),   // set when the two arms ran different model files
   candidate_model: z.string().optional(),
+  // The pass the captures come from: the prompt's prefill, or one decode step (the last prompt token decoded after
+  // the others were prefilled; arms such as CUDA actQuant = int8 act only there). Absent: prefill (older profiles).
+  phase: QuantPhase.optional(),
   layers: z.array(LayerError),
   logits: z.object({
     kl: z.number(), top1_agreement: z.number(), cosine: z.number(), max_abs: z.number(),

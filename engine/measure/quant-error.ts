@@ -1,18 +1,21 @@
 // Quantization error between a reference configuration and a candidate one (docs/ARCHITECTURE.md §Measurement): the same replayed
 // prompt runs under both arms with hooks captured; per hook cosine, relative L1, RMSE, SQNR and max abs;
 // on the logits KL divergence and top-1 agreement; plus each layer's time under both, so the page can plot
-// error against the latency each layer saved. Prefill only (1 generated token): both arms see identical inputs.
+// error against the latency each layer saved. Both arms always see identical inputs: phase prefill (the default)
+// captures the prompt's prefill (1 generated token); phase decode captures ONE decode step (the prompt but its last
+// token prefilled, then that token decoded), for arms that act only in decode (CUDA actQuant = int8 runs in the
+// decode GEMVs, its prefill GEMMs stay exact: a prefill measurement would show no error and no time change).
 // An arm is a toggle set on a model: the two arms may run different model files of the same shapes (e.g. the
 // bf16 checkpoint against a Q8_0 GGUF of the same weights). Optionally both arms also score a text
 // (engine/measure/perplexity-run.ts): perplexity of each, KL divergence and top-1 agreement over every position.
 // NaN/Inf in a capture is a finding, not a failure: metrics cover the positions where both arms are finite,
 // each hook counts its non-finite values, and the first hook (in forward order) that held any is reported.
 import type { Capture, EngineModel, EngineSession } from "../api.ts";
-import { PROFILE_SCHEMA_VERSION, Profile, type ToggleValues, type QuantError } from "./profile.ts";
+import { PROFILE_SCHEMA_VERSION, Profile, type ToggleValues, type QuantError, type QuantPhase } from "./profile.ts";
 import { latencyMatrix } from "./aggregate.ts";
 import { hookName, hookOrder } from "../catalog.ts";
 import { tensorError as metricsTensorError, logitsError as metricsLogitsError, type TensorError } from "./metrics.ts";
-import { recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
+import { applyToggles, recordRun, type PromptSpec, type RunEvent, type SamplingSpec } from "./record.ts";
 import { runPerplexity, textTokens, type TextSource } from "./perplexity-run.ts";
 import { weightError, type LayerWeightError } from "./weight-error.ts";
 import { kvError, type KvArm } from "./kv-error.ts";
@@ -31,6 +34,9 @@ export function logitsError(ref: Float32Array, cand: Float32Array, vocab: number
   return metricsLogitsError(ref, cand, vocab, { jsonSafe: true });
 }
 
+/** Tokens each timing run generates in phase decode: the prefill's token, then 7 decode steps averaged per step. */
+const DECODE_TIMED_TOKENS = 8;
+
 export interface QuantArm { label: string; toggles: ToggleValues; model?: string }
 
 export interface QuantSpec {
@@ -40,6 +46,9 @@ export interface QuantSpec {
   candidate: QuantArm;
   hooks?: string[];          // default: blocks.{L}.hook_resid_post for every layer + hook_logits
   repeats?: number;          // timing repetitions per arm (median per layer), default 3
+  /** Which pass is captured and timed (default prefill). decode: one decode step after the prompt but its last token
+   *  (needs a prompt of 2 tokens or more); per-layer ms are then per decode step. The K/V error stays prefill-only. */
+  phase?: QuantPhase;
   /** Also score a text under both arms: perplexity, KL divergence, top-1 agreement. */
   perplexity?: { text: "brown" | { text: string }; ctx: number; maxTokens?: number };
   command?: string;
@@ -153,6 +162,27 @@ function kvOfArms(model: EngineModel, kvCaps: Capture[], T: number, arms: KvArm[
   return kvError(k as Float32Array[], v as Float32Array[], T, c.num_key_value_heads, d, arms[0], arms[1]);
 }
 
+/** Phase decode: an arm's captures from ONE decode step, the same input for both arms (the prompt's tokens but the last
+ *  prefilled, then the last decoded with the hooks set). The engine's captures hold the last step's values, so the
+ *  hooks are set only after the prefill. The sequence and the capture list are reset afterwards. */
+function decodeCaptures(env: ArmEnv, toggles: ToggleValues, tokens: number[], hooks: string[]): Capture[] {
+  const { model, session: s } = env;
+  applyToggles(model, s, toggles);
+  s.setProfiling(false); // not timed here (the timing runs are): no op records to pile up
+  s.setSampling(0, { temperature: 0 });
+  s.reset(0);
+  try {
+    s.setCapture([]);
+    s.prefill(0, tokens.slice(0, -1));
+    s.setCapture(hooks);
+    s.decode([0], [tokens[tokens.length - 1]]);
+    return s.captures();
+  } finally {
+    s.reset(0);
+    s.setCapture([]);
+  }
+}
+
 function promptTokens(model: EngineModel, p: PromptSpec): number[] {
   if (p.tokens) return p.tokens;
   if (p.messages) return model.tokenizer.applyChatTemplate(p.messages);
@@ -170,10 +200,14 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
   const shapeErr = sameShapes(env[0].model, env[1].model);
   if (shapeErr) throw new Error(shapeErr);
   const hooks = spec.hooks?.length ? spec.hooks : defaultQuantHooks(model.config.num_hidden_layers);
+  const phase: QuantPhase = spec.phase ?? "prefill";
+  const decode = phase === "decode";
   // Arms that differ in kvCache or attention also get the per-layer K/V error (engine/measure/kv-error.ts): the
-  // reference arm's K/V captures (not compared as hooks) and every layer's attention output (compared).
+  // reference arm's K/V captures (not compared as hooks) and every layer's attention output (compared). It reads
+  // the prompt's K/V from a prefill, so phase decode leaves it out (a finding says so).
   const nLayers = model.config.num_hidden_layers;
-  const kvDiff = ["kvCache", "attention"].some((id) => JSON.stringify(spec.reference.toggles[id]) !== JSON.stringify(spec.candidate.toggles[id]));
+  const armsDifferInKv = ["kvCache", "attention"].some((id) => JSON.stringify(spec.reference.toggles[id]) !== JSON.stringify(spec.candidate.toggles[id]));
+  const kvDiff = armsDifferInKv && !decode;
   const kvHooks = kvDiff ? Array.from({ length: nLayers }, (_, l) => [hookName("attn.hook_k", l), hookName("attn.hook_v", l)]).flat().filter((h) => !hooks.includes(h)) : [];
   const zHooks = kvDiff ? Array.from({ length: nLayers }, (_, l) => hookName("attn.hook_z", l)).filter((h) => !hooks.includes(h)) : [];
   const kvArms: KvArm[][] = [];
@@ -183,22 +217,34 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
   // One tokenization (the candidate's tokenizer) so both arms see the same ids even across model files.
   const tokens = promptTokens(env[1].model, spec.prompt);
   if (!tokens.length) throw new Error("the prompt tokenized to no tokens");
+  if (decode && tokens.length < 2) {
+    throw new Error(`phase decode needs a prompt of at least 2 tokens (all but the last are prefilled, the last is the measured decode step); this one has ${tokens.length}: lengthen the prompt or measure phase prefill`);
+  }
+  // phase decode: timed over a few decode steps after the prompt but its last token (the captured step's position)
+  const timed = decode ? { tokens: tokens.slice(0, -1), maxTokens: DECODE_TIMED_TOKENS } : { tokens, maxTokens: 1 };
   const caps: Capture[][] = [];
-  const layerMs: number[][][] = [[], []]; // arm → repeat → per-layer ms (prefill)
+  const layerMs: number[][][] = [[], []]; // arm → repeat → per-layer ms (per prefill, or mean per decode step)
+  const untimed: string[] = [];           // phase decode: arms whose timing runs stopped before any decode step
   let lastProfile: Profile | null = null;
   for (let a = 0; a < 2; a++) {
+    if (decode) {
+      if (o.signal?.aborted) throw new Error("cancelled");
+      caps[a] = decodeCaptures(env[a], arms[a].toggles, tokens, hooks);
+    }
     for (let r = 0; r < repeats; r++) {
       if (o.signal?.aborted) throw new Error("cancelled");
       o.onEvent?.({ type: "arm", arm: arms[a].label, repeat: r });
+      const capture = !decode && r === 0;
       const res = await recordRun(env[a].model, env[a].session, {
-        id: `${spec.id}-${a}`, prompts: [{ tokens, maxTokens: 1 }], maxTokens: 1, sampling,
-        toggles: arms[a].toggles, profiling: true, capture: r === 0 ? [...hooks, ...zHooks, ...kvHooks] : [], label: arms[a].label,
-      }, { onEvent: o.onEvent, signal: o.signal, keepCaptures: r === 0 });
-      if (r === 0) {
+        id: `${spec.id}-${a}`, prompts: [timed], maxTokens: timed.maxTokens, sampling,
+        toggles: arms[a].toggles, profiling: true, capture: capture ? [...hooks, ...zHooks, ...kvHooks] : [], label: arms[a].label,
+      }, { onEvent: o.onEvent, signal: o.signal, keepCaptures: capture });
+      if (capture) {
         caps[a] = res.captures[0] ?? [];
         kvArms[a] = armKv(env[a].session, nLayers);
       }
-      const lm = latencyMatrix(res.profile, "prefill");
+      const lm = latencyMatrix(res.profile, phase); // decode: the mean per step
+      if (decode && lm.steps === 0 && !untimed.includes(arms[a].label)) untimed.push(arms[a].label);
       const perLayer: number[] = [];
       lm.layers.forEach((l, i) => { if (l >= 0) perLayer[l] = lm.ms[i].reduce((x, y) => x + y, 0); });
       layerMs[a].push(perLayer);
@@ -234,6 +280,9 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
   const nL = model.config.num_hidden_layers;
   const refMs = Array.from({ length: nL }, (_, l) => median(layerMs[0].map((r) => r[l])));
   const candMs = Array.from({ length: nL }, (_, l) => median(layerMs[1].map((r) => r[l])));
+  if (decode && armsDifferInKv) (cmp.findings ??= []).push("the arms differ in kvCache or attention, but the per-layer K/V error is measured in phase prefill only: measure phase prefill for it (the decode step's per-layer errors do include the effect of the K/V the prefill cached)");
+  if (decode && spec.perplexity) (cmp.findings ??= []).push("phase decode: the perplexity, KL and top-1 numbers on the text come from prefill passes (each window scored in one prefill), not from decode steps");
+  for (const arm of untimed) (cmp.findings ??= []).push(`phase decode: the timing runs of ${arm} stopped (end of sequence) before any decode step, so its per-layer times are 0: use another prompt`);
   const notes: string[] = [...(cmp.findings ?? [])];
   if (!caps[0]?.length) notes.push("the engine returned no captures: no per-layer error (does this backend implement activation hooks?)");
   const base = lastProfile!;
@@ -244,10 +293,10 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
     summary: {
       ...base.summary,
       reference_toggles: spec.reference.toggles, candidate_toggles: spec.candidate.toggles,
-      layer_ms: { reference: refMs, candidate: candMs, unit: "ms per prefill (median)", repeats },
+      layer_ms: { reference: refMs, candidate: candMs, unit: decode ? "ms per decode step (median)" : "ms per prefill (median)", repeats },
     },
     kernels: base.kernels, ops: base.ops, tokens: base.tokens,
-    quant_error: [{ reference_label: spec.reference.label, candidate_label: spec.candidate.label, ...models, ...cmp, ...(perplexity ? { perplexity } : {}), ...(weights ? { weights } : {}), ...(kv?.length ? { kv } : {}) }],
+    quant_error: [{ reference_label: spec.reference.label, candidate_label: spec.candidate.label, ...models, phase, ...cmp, ...(perplexity ? { perplexity } : {}), ...(weights ? { weights } : {}), ...(kv?.length ? { kv } : {}) }],
     ...(notes.length ? { notes } : {}),
   } satisfies Profile;
   // A schema failure names the field instead of dumping every issue (the measurement's numbers are in the task log).

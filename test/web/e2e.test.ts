@@ -245,7 +245,19 @@ describe.skipIf(!have)("workbench in headless Chromium", () => {
       expect(await page.textContent("#q-cards")).toContain("K and V as each arm's attention reads them");
       expect(await page.locator("#q-kv tbody tr").count()).toBe(4);
       expect(await page.textContent("#q-kv")).toMatch(/L0\s*bf16 → q8/);
+      await cand.selectOption("bf16");
     }
+    // phase decode: one decode step compared, the page's cards, table and time plot say so (weights q8: "Perplexity
+    // only" above reloaded the model with the candidate's q4)
+    await w.selectOption("q8");
+    await page.selectOption("#q-phase", "decode");
+    await page.click("#q-run");
+    await page.waitForFunction(() => ["done", "failed", "error"].includes(document.querySelector("#q-status")!.textContent!), null, { timeout: 150_000 });
+    expect(await page.textContent("#q-status")).toBe("done");
+    await page.waitForFunction(() => document.querySelector("#q-cards")!.textContent!.includes("logits KL (decode step)"), null, { timeout: 90_000 });
+    expect(await page.textContent("#q-cards")).toContain("time saved (ms / decode step)");
+    expect(await page.textContent("#q-tradeoff")).toContain("Error vs time saved per layer (decode step, median of 1)");
+    await page.selectOption("#q-phase", "prefill");
   }, 300_000);
 
   test("passkey page: a run with sparse prefill, the heat map, the table with keys visited and recall, exports", async () => {

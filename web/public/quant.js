@@ -70,7 +70,7 @@ export function createQuantPage(ctx) {
     if (updateSame()) return;
     const ref = armOf("ref"), cand = armOf("cand");
     const body = {
-      prompt: $("#q-prompt").value, repeats: Number($("#q-repeats").value),
+      prompt: $("#q-prompt").value, repeats: Number($("#q-repeats").value), phase: $("#q-phase").value,
       reference: { label: armLabel(ref), toggles: ref.toggles, ...(ref.model ? { model: ref.model } : {}) },
       candidate: { label: armLabel(cand), toggles: cand.toggles, ...(cand.model ? { model: cand.model } : {}) },
       ...($("#q-ppl").checked ? { perplexity: pplSettings() } : {}),
@@ -133,9 +133,11 @@ export function createQuantPage(ctx) {
     $("#q-findings").innerHTML = (q.findings ?? []).map((f) => `<div>⚠ ${esc(f)}</div>`).join("");
     const L = q.layers, names = L.map((l) => l.hook.replace(/^blocks\./, "L").replace(".hook_", " ") + (l.nonfinite ? " ⚠" : ""));
     const p = q.perplexity;
+    // the pass the captures and times come from (profiles before the phase option: prefill)
+    const decode = q.phase === "decode", per = decode ? "decode step" : "prefill", at = decode ? "decode step" : "prompt";
     $("#q-cards").innerHTML = [
       ["reference", `${q.reference_label}${q.reference_model ? ` (${q.reference_model.split("/").pop()})` : ""}`], ["candidate", `${q.candidate_label}${q.candidate_model ? ` (${q.candidate_model.split("/").pop()})` : ""}`],
-      ["logits KL (prompt)", q.logits ? `${q.logits.kl.toExponential(2)} nats` : "–"], ["top-1 agreement (prompt)", q.logits ? `${fmt(q.logits.top1_agreement * 100, 1)} %` : "–"],
+      [`logits KL (${at})`, q.logits ? `${q.logits.kl.toExponential(2)} nats` : "–"], [`top-1 agreement (${at})`, q.logits ? `${fmt(q.logits.top1_agreement * 100, 1)} %` : "–"],
       ["min SQNR", L.length ? `${fmt(Math.min(...L.map((l) => l.sqnr_db)), 1)} dB` : "–"],
       ...(p ? [["perplexity ref → cand", `${pm(p.reference, p.reference_se)} → ${pm(p.candidate, p.candidate_se)}`], ["Δ perplexity", `${fmt(p.delta, 3)}`],
         ["KL on text", `${sci(p.kl_mean)} nats`], ["top-1 on text", p.top1_agreement === null ? "–" : `${fmt(p.top1_agreement * 100, 2)} %`]] : []),
@@ -144,7 +146,7 @@ export function createQuantPage(ctx) {
     if (p) $("#q-cards").insertAdjacentHTML("beforeend", `<p class="small muted" style="grid-column:1/-1;margin:0">perplexity on ${esc(p.text ?? "text")}: ${p.tokens} tokens, ctx ${p.ctx}, score ${esc(p.score ?? "all")}; KL over the reference's top-${p.top_k} ids + the rest</p>`);
     const lmw = v.summary.layer_ms;
     if (q.weights?.length) $("#q-cards").insertAdjacentHTML("beforeend", `<div style="grid-column:1/-1"><p class="small" style="margin:4px 0">Requantized weights (the 7 projections of each layer, reference → candidate) next to the time each layer saved:</p>
-      <table><thead><tr><th>layer</th><th>weights</th><th class="n">weight SQNR (dB)</th><th class="n">1 − cos</th><th class="n">params</th><th class="n">time saved (ms / prefill)</th></tr></thead><tbody>${
+      <table><thead><tr><th>layer</th><th>weights</th><th class="n">weight SQNR (dB)</th><th class="n">1 − cos</th><th class="n">params</th><th class="n">time saved (ms / ${per})</th></tr></thead><tbody>${
       q.weights.map((w) => `<tr><td>L${w.layer}</td><td>${esc(w.reference)} → ${esc(w.candidate)}</td><td class="n">${fmt(w.sqnr_db, 2)}</td><td class="n">${(1 - w.cosine).toExponential(2)}</td><td class="n">${w.params}</td>
         <td class="n">${lmw && lmw.reference[w.layer] !== undefined ? fmt(lmw.reference[w.layer] - lmw.candidate[w.layer], 4) : "–"}</td></tr>`).join("")}</tbody></table></div>`);
     if (q.kv?.length) {
@@ -152,7 +154,7 @@ export function createQuantPage(ctx) {
       const zOf = (layer) => L.find((l) => l.layer === layer && l.hook.endsWith("attn.hook_z"));
       const e = (x) => `${fmt(x.sqnr_db, 1)} / ${sci(x.rel_l1)}`;
       $("#q-cards").insertAdjacentHTML("beforeend", `<div style="grid-column:1/-1"><p class="small" style="margin:4px 0">K and V as each arm's attention reads them (KV-cache format or Sage quantization), against the fp32 K/V; SQNR (dB) / relative L1, reference → candidate; the attention output (attn.hook_z) of the candidate against the reference; the time each layer saved:</p>
-      <table id="q-kv"><thead><tr><th>layer</th><th>K/V form</th><th class="n">K</th><th class="n">V</th><th class="n">attn out rel L1</th><th class="n">attn out 1 − cos</th><th class="n">time saved (ms / prefill)</th></tr></thead><tbody>${
+      <table id="q-kv"><thead><tr><th>layer</th><th>K/V form</th><th class="n">K</th><th class="n">V</th><th class="n">attn out rel L1</th><th class="n">attn out 1 − cos</th><th class="n">time saved (ms / ${per})</th></tr></thead><tbody>${
         q.kv.map((x) => { const z = zOf(x.layer); return `<tr><td>L${x.layer}</td><td>${esc(x.reference)} → ${esc(x.candidate)}</td><td class="n">${e(x.k.reference)} → ${e(x.k.candidate)}</td><td class="n">${e(x.v.reference)} → ${e(x.v.candidate)}</td>
           <td class="n">${z ? sci(z.rel_l1) : "–"}</td><td class="n">${z ? (1 - z.cosine).toExponential(2) : "–"}</td><td class="n">${lmw && lmw.reference[x.layer] !== undefined ? fmt(lmw.reference[x.layer] - lmw.candidate[x.layer], 4) : "–"}</td></tr>`; }).join("")}</tbody></table></div>`);
     }
@@ -173,8 +175,8 @@ export function createQuantPage(ctx) {
         text: pts.map((l) => `L${l.layer}`), textposition: "top center", marker: { size: 11, color: PALETTE[6] },
         hovertemplate: "%{text}: saved %{x:.4f} ms, SQNR %{y:.1f} dB<extra></extra>",
       }], {
-        ...BASE_LAYOUT, title: { text: `Error vs time saved per layer (prefill, median of ${lm.repeats})`, font: { size: 13 } },
-        xaxis: { title: { text: "time saved by the candidate (ms per prefill; > 0 = faster)" }, zeroline: true },
+        ...BASE_LAYOUT, title: { text: `Error vs time saved per layer (${per}, median of ${lm.repeats})`, font: { size: 13 } },
+        xaxis: { title: { text: `time saved by the candidate (ms per ${per}; > 0 = faster)` }, zeroline: true },
         yaxis: { title: { text: "SQNR (dB, higher = less error)" } },
       }, PLOT_CFG);
     }

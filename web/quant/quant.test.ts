@@ -1,6 +1,7 @@
 // The quant sub-app (web/quant/routes.ts) over the fake engine: /api/quant refuses identical arms, compares two model
 // files, reports NaN/Inf as a finding (first hook that went non-finite) instead of failing, and carries
-// perplexity / KL; /api/perplexity measures the loaded model against a reference arm.
+// perplexity / KL, and measures phase prefill (default) or one decode step; /api/perplexity measures the loaded model
+// against a reference arm.
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -119,6 +120,8 @@ describe("quantization error", () => {
     expect(ev.at(-1)!.event).toBe("done");
     const p: any = await (await app.request(`/api/profiles/${encodeURIComponent(ev.at(-1)!.data.profileKey)}`)).json();
     const q = p.quant_error[0];
+    expect(q.phase).toBe("prefill"); // the default
+    expect(p.summary.layer_ms.unit).toBe("ms per prefill (median)");
     expect(q.layers.length).toBe(4);
     expect(q.layers[0].sqnr_db).toBeGreaterThan(10);
     expect(q.layers[3].sqnr_db).toBeLessThan(q.layers[0].sqnr_db);
@@ -130,5 +133,43 @@ describe("quantization error", () => {
     const ev2 = await readSse(await app.request(`/api/tasks/${((await bad.json()) as any).id}/events`));
     expect(ev2.at(-1)!.data.message).toMatch(/not one of/);
     expect((await app.request("/api/quant", json({ prompt: "x" }))).status).toBe(400);
+  });
+});
+
+describe("/api/quant phase", () => {
+  test("phase decode reaches the measurement: one decode step compared, times per decode step", async () => {
+    const { app } = setup();
+    await load(app);
+    const ev = await task(app, "/api/quant", {
+      prompt: "the quick brown fox", repeats: 1, phase: "decode",
+      reference: { label: "bf16" }, candidate: { label: "q8", toggles: { weights: "q8" } },
+    });
+    const end = ev.at(-1)!;
+    expect(end.event).toBe("done");
+    const p: any = await (await app.request(`/api/profiles/${encodeURIComponent(end.data.profileKey)}`)).json();
+    const q = p.quant_error[0];
+    expect(q.phase).toBe("decode");
+    expect(q.layers.length).toBe(4);
+    expect(q.layers[3].rel_l1).toBeGreaterThan(0);
+    expect(p.summary.layer_ms.unit).toBe("ms per decode step (median)");
+    expect(p.summary.layer_ms.reference.length).toBe(4);
+    // the views the page draws carry the phase for its titles
+    const v: any = await (await app.request(`/api/profiles/${encodeURIComponent(end.data.profileKey)}/views`)).json();
+    expect(v.quant_error[0].phase).toBe("decode");
+    const svg = await (await app.request(`/api/profiles/${encodeURIComponent(end.data.profileKey)}/export/svg-quant`)).text();
+    expect(svg).toContain("one decode step");
+  });
+
+  test("a bad phase is a 400 naming the field and its values; a one-token prompt in phase decode fails saying what to do", async () => {
+    const { app } = setup();
+    await load(app);
+    const bad = await app.request("/api/quant", json({ prompt: "x y", phase: "generate", reference: {}, candidate: { toggles: { weights: "q8" } } }));
+    expect(bad.status).toBe(400);
+    const msg = ((await bad.json()) as any).error as string;
+    expect(msg).toMatch(/^quant: phase: /);
+    expect(msg).toContain("prefill");
+    expect(msg).toContain("decode");
+    const ev = await task(app, "/api/quant", { prompt: "x", phase: "decode", repeats: 1, reference: {}, candidate: { toggles: { weights: "q8" } } });
+    expect(ev.at(-1)!.data.message).toMatch(/phase decode needs a prompt of at least 2 tokens.*lengthen the prompt or measure phase prefill/);
   });
 });

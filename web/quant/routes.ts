@@ -4,7 +4,7 @@
 // with the same effective toggles: it can only measure zero.
 import { Hono } from "hono";
 import { z } from "zod";
-import { ToggleValues } from "../../engine/measure/profile.ts";
+import { QuantPhase, ToggleValues } from "../../engine/measure/profile.ts";
 import { effectiveDefault, newProfileId } from "../../engine/measure/record.ts";
 import { defaultQuantHooks } from "../../engine/measure/quant-error.ts";
 import { WEIGHTS_TOGGLE } from "../../engine/formats/requant.ts";
@@ -37,6 +37,8 @@ const QuantRequest = z.object({
   candidate: Arm,
   hooks: z.array(z.string().max(200)).max(512).optional(), // checked against the engine's catalog
   repeats: z.number().int().min(1).max(20).default(3),
+  // decode: one decode step instead of the prefill (arms that act only in decode, e.g. CUDA actQuant = int8)
+  phase: QuantPhase.default("prefill"),
   perplexity: z.object({
     text: TextRef.default("brown"), ctx: z.number().int().min(2).max(4096).default(512), maxTokens: z.number().int().min(2).max(200_000).default(4096),
   }).strict().optional(),
@@ -79,7 +81,7 @@ export function quantRoutes(d: WebContext) {
       const info = await d.ensureModel(t, source, req.backend);
       const nL = info.config.num_hidden_layers;
       const p = await d.host.quant(t.id, {
-        id: newProfileId("quant"), prompt: { prompt: req.prompt }, repeats: req.repeats,
+        id: newProfileId("quant"), prompt: { prompt: req.prompt }, repeats: req.repeats, phase: req.phase,
         reference: { label: req.reference.label ?? "reference", toggles: req.reference.toggles, ...(rm ? { model: rm } : {}) },
         candidate: { label: req.candidate.label ?? "candidate", toggles: req.candidate.toggles, ...(cm ? { model: cm } : {}) },
         hooks: req.hooks ? expandHooks(req.hooks, nL) : defaultQuantHooks(nL),
