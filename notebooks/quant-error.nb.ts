@@ -7,6 +7,9 @@
 // Quantization error page), then the K/V error of every KV-cache and Sage arm. Runs in the Notebook page or with
 // `bun notebooks/quant-error.nb.ts`. QW_NB_PHASE=decode measures the candidate on one decode step instead of the
 // prefill (arms that act only in decode, e.g. CUDA actQuant = int8); the K/V section is always a prefill.
+// QW_NB_TOGGLE=id=value names the candidate (the reference: that toggle's default) instead of the first toggle with
+// two values; QW_NB_WEIGHTS=bf16|q8|q4 loads the model with that weights option (e.g. actQuant needs W8 / W4 weights):
+//   QW_NB_WEIGHTS=q4 QW_NB_TOGGLE=actQuant=int8 QW_NB_PHASE=decode bun notebooks/quant-error.nb.ts
 
 // %% Choose the candidate
 import { openModel } from "../engine/index.ts";
@@ -17,19 +20,28 @@ import { quantSvg } from "../engine/export/svg.ts";
 import { textTokens } from "../engine/measure/perplexity-run.ts";
 import { display, plotly, svg, table } from "../engine/notebook/display.ts";
 import { QuantPhase } from "../engine/measure/profile.ts";
+import { WeightFormatSchema } from "../engine/formats/requant.ts";
 
 const phaseArg = QuantPhase.safeParse(process.env.QW_NB_PHASE ?? "prefill");
 if (!phaseArg.success) throw new Error(`QW_NB_PHASE must be prefill or decode, got ${JSON.stringify(process.env.QW_NB_PHASE)}`);
 const phase = phaseArg.data;
-const model = await openModel(process.env.QW_NB_MODEL ?? "default");
+const weightsArg = process.env.QW_NB_WEIGHTS === undefined ? undefined : WeightFormatSchema.safeParse(process.env.QW_NB_WEIGHTS);
+if (weightsArg && !weightsArg.success) throw new Error(`QW_NB_WEIGHTS: ${weightsArg.error.issues[0].message}`);
+const model = await openModel(process.env.QW_NB_MODEL ?? "default", weightsArg?.data ? { weights: weightsArg.data } : {});
 const session = model.newSession({ maxBatch: 1 });
-// kvCache when the backend has two values for it (bf16 vs f32 cache), else the first toggle that has two
 const reg = model.toggleRegistry();
-const def = reg.find((d) => d.id === "kvCache" && implementedValues(d, model.backend).length > 1)
-  ?? reg.find((d) => implementedValues(d, model.backend).length > 1);
-if (!def) throw new Error(`no toggle has two implemented values on ${model.backend}`);
+const named = process.env.QW_NB_TOGGLE;
+const m = named === undefined ? null : /^([A-Za-z]+)=([A-Za-z0-9_.-]+)$/.exec(named);
+if (named !== undefined && !m) throw new Error(`QW_NB_TOGGLE must be id=value (e.g. actQuant=int8), got ${JSON.stringify(named)}`);
+// the named toggle; else kvCache when the backend has two values for it (bf16 vs f32 cache), else the first toggle
+// that has two
+const def = m ? reg.find((d) => d.id === m[1])
+  : reg.find((d) => d.id === "kvCache" && implementedValues(d, model.backend).length > 1) ?? reg.find((d) => implementedValues(d, model.backend).length > 1);
+if (!def) throw new Error(m ? `QW_NB_TOGGLE: no toggle ${m[1]} (toggles: ${reg.map((d) => d.id).join(", ")})` : `no toggle has two implemented values on ${model.backend}`);
 const refValue = effectiveDefault(def, model.backend)!;
-const candValue = implementedValues(def, model.backend).find((v) => v !== refValue)!;
+const candValue = m ? m[2] : implementedValues(def, model.backend).find((v) => v !== refValue)!;
+if (!implementedValues(def, model.backend).includes(candValue)) throw new Error(`QW_NB_TOGGLE: ${def.id}=${candValue} is not implemented on ${model.backend} (values: ${implementedValues(def, model.backend).join(", ")})`);
+if (candValue === refValue) throw new Error(`QW_NB_TOGGLE: ${def.id}=${candValue} is the reference (the default): nothing to compare`);
 display(`reference ${def.id}=${refValue} · candidate ${def.id}=${candValue} · ${model.id} on ${model.device.name} · phase ${phase}`);
 
 // %% Measure

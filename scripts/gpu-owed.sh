@@ -190,6 +190,10 @@ grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w
 # end 7B q4 b1 259 -> 330-420 tok/s; b16 unclear (the activation codes are read b times, 1 byte instead of 2).
 [[ ${LAB:-1} == 0 ]] || step 150 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
 grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|" | sed "s/^/  i8: /" >> "$S"
+# the arm's error next to the time it saves, one decode step per layer (notebooks/quant-error.nb.ts, phase decode) on the
+# embedded model requantized to q4
+step 90 qe-i8 "QW_NB_MODEL=default QW_NB_WEIGHTS=q4 QW_NB_TOGGLE=actQuant=int8 QW_NB_PHASE=decode bun notebooks/quant-error.nb.ts"
+grep -E "^reference|^logits|^finding" "$OUT/qe-i8.log" 2>/dev/null | sed "s/^/  qe-i8: /" >> "$S"
 for w in q4 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4_K_M GGUF (Q4_K = W4 g32, Q6_K = W8 g16)
   src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"
   step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
