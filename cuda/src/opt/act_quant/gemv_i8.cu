@@ -24,6 +24,7 @@
 // Determinism / batch invariance: a token's codes depend on its own row only; each output is one fixed sequence of
 // per-chunk float updates (by lane and chunk, as gemv_q16), so a sequence gets the same bits alone or in a batch.
 #include <algorithm>
+#include <cstdlib>
 
 #include "gemv.cuh"
 #include "gemv_parts.cuh"
@@ -269,13 +270,22 @@ const char *launch_i8(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
   return names[WT == WT_W4][R == 4][ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
 }
 
+// QW_GEMV_I8_R4=1: R = 4 at batch <= 4 whatever the K split (twice the rows per block: half the blocks that each stage
+// and quantize the activations; 7B down / o_proj at ks 2 then run 224 blocks, under one wave at 2 blocks per SM, instead
+// of 448 in 1.7 waves). R sets the rows per block, never the order of a row's sum: the same bits either way. Read at
+// each launch (the lab flips it). UNMEASURED.
+bool i8_r4_on() {
+  const char *v = std::getenv("QW_GEMV_I8_R4");
+  return v && v[0] == '1' && v[1] == 0;
+}
+
 // R = 4 where the grid still has >= 2 blocks per SM without a K split (the exact kernels' rule), else 2.
 template <int WT, int NB>
 const char *pick_r(const GemvArgs &a, int kt, cudaStream_t s) {
   const int ks = gemv_ksplit(a.w.rows);
   const int64_t blocks_r4 = ceil_div(a.w.rows, (int64_t)kWarps * 4);
   if constexpr (NB <= 4) {
-    if (ks == 1 && blocks_r4 >= 2 * sm_count()) return launch_i8<WT, NB, 4>(a, kt, ks, s);
+    if ((ks == 1 && blocks_r4 >= 2 * sm_count()) || i8_r4_on()) return launch_i8<WT, NB, 4>(a, kt, ks, s);
   }
   return launch_i8<WT, NB, 2>(a, kt, ks, s);
 }
