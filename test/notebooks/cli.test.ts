@@ -14,12 +14,28 @@ const BUN = join(REPO, "node_modules/.bin/bun");
 const tmp = mkdtempSync(join(tmpdir(), "qwb-nb-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-function run(args: string[]) {
-  const p = Bun.spawnSync([BUN, ...args], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+function run(args: string[], env: Record<string, string> = {}) {
+  const p = Bun.spawnSync([BUN, ...args], { cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
   return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
 }
 
 describe("notebooks", () => {
+  // quant-error.nb.ts takes its choices from the environment: a bad one is refused by name before anything is measured
+  for (const [env, msg] of [
+    [{ QW_NB_WEIGHTS: "q5" }, /QW_NB_WEIGHTS: "q5" is not a weight format \(accepted: .*q4/],
+    [{ QW_NB_TOGGLE: "actQuant" }, /QW_NB_TOGGLE must be id=value/],
+    [{ QW_NB_TOGGLE: "nope=1" }, /QW_NB_TOGGLE: no toggle nope \(toggles: .*actQuant/],
+    [{ QW_NB_TOGGLE: "actQuant=int9" }, /QW_NB_TOGGLE: actQuant=int9 is not implemented on (cpu|cuda) \(values: off, int8\)/],
+    [{ QW_NB_TOGGLE: "actQuant=off" }, /is the reference \(the default\): nothing to compare/],
+    [{ QW_NB_PHASE: "verify" }, /QW_NB_PHASE must be prefill or decode/],
+  ] as [Record<string, string>, RegExp][]) {
+    test(`quant-error.nb.ts refuses ${JSON.stringify(env)}`, () => {
+      const r = run(["notebooks/quant-error.nb.ts"], { QW_NB_MODEL: "default", ...env });
+      expect(r.code).not.toBe(0);
+      expect(r.err + r.out).toMatch(msg);
+    }, 300_000);
+  }
+
   test("package.json has an npm script per notebook", () => {
     const scripts = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).scripts;
     for (const n of ["ablate", "compare", "export", "calibrate", "bench", "perplexity", "passkey"]) expect(scripts[n]).toBe(`bun notebooks/${n}.ts`);
