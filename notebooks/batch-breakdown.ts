@@ -36,14 +36,13 @@ const { values: o, positionals } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const { die, int } = cliArgs(USAGE);
+const { die, int, backendOpt, threadsOpt } = cliArgs(USAGE);
 if (positionals.length !== 1) die(`expected one model, got ${positionals.length}`);
 const source = positionals[0];
 const batches = (o.batches ?? "1,8,16").split(",").map((s) => int(s.trim(), "batches", 1, 1));
 const context = int(o.context, "context", 64), steps = int(o.steps, "steps", 16), reps = int(o.reps, "reps", 3, 3);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu or cuda");
-const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 let toggles: ToggleValues = {};
 let weights: WeightsOption = {};
 try {

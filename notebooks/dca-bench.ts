@@ -33,12 +33,11 @@ const { values: o, positionals } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const { die, int } = cliArgs(USAGE);
+const { die, int, backendOpt, threadsOpt } = cliArgs(USAGE);
 const lengths = (o.lengths ?? "1024,2048,4096").split(",").map((s) => int(s.trim(), "lengths", 0, 16));
 const tg = int(o.tg, "tg", 32, 0), reps = int(o.reps, "reps", 3, 3);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu or cuda");
-const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 const out = resolve(o.out ?? join("profiles/raw/dca-bench", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 
 const model = await openModel(positionals[0] ?? PASSKEY_MODEL_DIR, { backend, threads });

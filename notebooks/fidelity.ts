@@ -33,10 +33,9 @@ const { values: o } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const { die, int } = cliArgs(USAGE);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu or cuda");
-const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
+const { die, int, backendOpt, threadsOpt } = cliArgs(USAGE);
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 const syncs = (o["steps-per-sync"] ?? "1").split(",").map((x) => int(x.trim(), "steps-per-sync", 1, 1));
 const rounds = int(o.rounds, "rounds", 5, 3), steps = int(o.steps, "steps", 32, 1);
 const out = resolve(o.out ?? join("profiles/raw/fidelity", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));

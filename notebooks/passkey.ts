@@ -15,6 +15,7 @@ import { openModel } from "../engine/index.ts";
 import { SPARSE_FLAG_SPECS, sparseFromFlags } from "../engine/sparse.ts";
 import { PASSKEY_MODEL_DIR, passkeyTable, passkeyTitle, runPasskey, type PasskeyResult } from "../engine/measure/passkey.ts";
 import { sparseBudgetText } from "../engine/measure/passkey-schema.ts";
+import { cliArgs } from "../engine/notebook/args.ts";
 
 const USAGE = `usage: npx bun notebooks/passkey.ts [model] [options]
   model                      HF dir / GGUF (default: models/tiny-qwen2-passkey)
@@ -36,7 +37,7 @@ const { values: o, positionals } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const die = (m: string): never => { console.error(`error: ${m}\n${USAGE}`); process.exit(2); };
+const { die, backendOpt } = cliArgs(USAGE);
 const int = (v: string | undefined, name: string, min: number, dflt?: number): number | undefined => {
   if (v === undefined) return dflt;
   const x = Number(v);
@@ -51,8 +52,7 @@ const arms = (o.arms ?? "off,on").split(",");
 for (const a of arms) if (!/^(on|off)(\+sparse|\+block)?$/.test(a)) die(`--arms: '${a}' is not on or off, optionally with +sparse or +block`);
 const sparse = sparseFromFlags({ ...o, sparse: "vertical-slash" }, die);
 const chunk = int(o["dca-chunk"], "dca-chunk", 2), local = int(o["dca-local"], "dca-local", 0);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die(`--backend must be auto, cpu or cuda`);
+const backend = backendOpt(o.backend);
 const threads = int(o.threads, "threads", 0);
 const out = resolve(o.out ?? join("profiles/raw/passkey", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 

@@ -15,6 +15,7 @@ import { parseToggleArg, validateToggleSettings } from "../engine/toggles.ts";
 import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
 import type { ScoreMode } from "../engine/measure/perplexity.ts";
 import { optionFromToggle, WEIGHTS_TOGGLE } from "../engine/formats/requant.ts";
+import { cliArgs } from "../engine/notebook/args.ts";
 
 const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
   model                      default | file.gguf | HF dir (default: the embedded model)
@@ -35,7 +36,7 @@ const { values: o, positionals } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const die = (m: string): never => { console.error(`error: ${m}\n${USAGE}`); process.exit(2); };
+const { die, backendOpt, threadsOpt } = cliArgs(USAGE);
 const int = (v: string | undefined, name: string, dflt?: number) => {
   if (v === undefined) return dflt;
   const x = Number(v);
@@ -46,8 +47,8 @@ const ctx = int(o.ctx, "ctx", 512)!;
 const maxTokens = int(o["max-tokens"], "max-tokens");
 const score = (o.score ?? "all") as ScoreMode;
 if (score !== "all" && score !== "half") die(`--score must be all or half`);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-const threads = o.threads === undefined ? undefined : Number(o.threads);
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 const out = resolve(o.out ?? join("profiles/raw/perplexity", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 if (!o["arm"]?.length && !o["arm-model"]?.length) die("give at least one --arm or --arm-model to compare with the reference");
 

@@ -15,6 +15,7 @@ import { join, resolve } from "node:path";
 import { openModel } from "../engine/index.ts";
 import { buildPasskeyPrompt, FillerStream, PASSKEY_MODEL_DIR, rngFor } from "../engine/measure/passkey.ts";
 import { statOf } from "../engine/measure/profile.ts";
+import { cliArgs } from "../engine/notebook/args.ts";
 
 const USAGE = `usage: npx bun notebooks/sparse-bench.ts [model] [options]
   model                   HF dir / GGUF / synthetic:<preset>[:type] (default: models/tiny-qwen2-passkey)
@@ -36,7 +37,7 @@ const { values: o, positionals } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const die = (m: string): never => { console.error(`error: ${m}\n${USAGE}`); process.exit(2); };
+const { die, backendOpt, threadsOpt } = cliArgs(USAGE);
 const int = (v: string | undefined, name: string, min: number, dflt: number): number => {
   if (v === undefined) return dflt;
   const x = Number(v);
@@ -54,8 +55,8 @@ if (arms[0] !== "off" || arms.length < 2 || arms.slice(1).some((a) => a !== "ver
   die(`--arms: off first, then vertical-slash and / or block-sparse, got '${o.arms}'`);
 const dca = o.dca ?? "off";
 if (dca !== "on" && dca !== "off") die(`--dca must be on or off`);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-const threads = o.threads !== undefined ? int(o.threads, "threads", 0, 0) : undefined;
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 const out = resolve(o.out ?? join("profiles/raw/sparse-bench", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 
 const model = await openModel(positionals[0] ?? PASSKEY_MODEL_DIR, { backend, threads });

@@ -45,7 +45,7 @@ const { values: o, positionals } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const { die, int } = cliArgs(USAGE);
+const { die, int, backendOpt, threadsOpt } = cliArgs(USAGE);
 const ks = (o.k ?? "1,2,4,8").split(",").map((s) => int(s.trim(), "k", 1));
 if (ks.some((k) => k > 64)) die("--k values must be <= 64");
 const verify = o.verify === undefined ? undefined : o.verify.split(",").map((s) => s.trim());
@@ -53,9 +53,8 @@ if (verify && (verify.length === 0 || verify.some((v) => v !== "chain" && v !== 
   die(`--verify takes chain and / or prefill (comma-separated), got "${o.verify}"`);
 const nPrompts = int(o.prompts, "prompts", 8), words = int(o.words, "words", 24), nGen = int(o.tokens, "tokens", 64);
 const reps = int(o.reps, "reps", 3, 3), warmup = int(o.warmup, "warmup", 1, 0);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die(`--backend must be auto, cpu or cuda`);
-const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 const draftPath = o.draft ?? join(REPO_ROOT, "models/tiny-qwen2-brown-draft");
 const tree = (() => {
   try {

@@ -18,12 +18,11 @@ const { values: o } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const { die, int } = cliArgs(USAGE);
+const { die, int, backendOpt, threadsOpt } = cliArgs(USAGE);
 const rows = int(o.rows, "rows", 17), reps = int(o.reps, "reps", 5, 3), reads = int(o.reads, "reads", 100);
 if (rows > 32) die("--rows must be <= 32");
-const backend = (o.backend ?? "cpu") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu or cuda");
-const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
+const backend = backendOpt(o.backend, "cpu");
+const threads = threadsOpt(o.threads);
 
 const target = (await openModel("default", { backend, threads })) as Model;
 const s = target.newSession({ maxContext: 64 });

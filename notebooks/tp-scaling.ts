@@ -35,7 +35,7 @@ const USAGE = `usage: npx bun notebooks/tp-scaling.ts [options]
   --backend auto|cpu|cuda --threads N
   --out DIR          default profiles/raw/tp-scaling/<stamp>`;
 
-const { die, int } = cliArgs(USAGE);
+const { die, int, backendOpt, threadsOpt } = cliArgs(USAGE);
 const { values: o } = (() => { try { return parseArgs({
   args: Bun.argv.slice(2), options: {
     models: { type: "string" }, type: { type: "string" }, tp: { type: "string" }, batches: { type: "string" }, tg: { type: "string" },
@@ -45,9 +45,8 @@ const { values: o } = (() => { try { return parseArgs({
   },
 }); } catch (e) { return die((e as Error).message); } })();
 if (o.help) { console.log(USAGE); process.exit(0); }
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu or cuda");
-const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 const dev = (() => { try { return deviceMemoryBytes(backend, threads); } catch (e) { return die(`--backend ${backend}: ${(e as Error).message}`); } })();
 const type = o.type ?? "bf16";
 if (!(SYNTH_TYPES as readonly string[]).includes(type)) die(`--type must be one of ${SYNTH_TYPES.join(", ")}, got '${type}'`);

@@ -34,15 +34,14 @@ const { values: o } = parseArgs({
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
-const { die, int } = cliArgs(USAGE);
+const { die, int, backendOpt, threadsOpt } = cliArgs(USAGE);
 const models = (o.models ?? "0.5b,7b").split(",").map((s) => s.trim());
 for (const m of models) if (!["tiny", "0.5b", "1.5b", "7b"].includes(m)) die(`--models: unknown shape '${m}' (tiny, 0.5b, 1.5b, 7b)`);
 const sizes = o.sizes ? o.sizes.split(",").map((s) => int(s.trim(), "sizes", 1)) : [...VERIFY_SIZES];
 if (sizes.some((n) => n > 256)) die("--sizes must be <= 256");
 const context = int(o.context, "context", 512), reps = int(o.reps, "reps", 5, 3), warmup = int(o.warmup, "warmup", 2, 0);
-const backend = (o.backend ?? "auto") as "auto" | "cpu" | "cuda";
-if (!["auto", "cpu", "cuda"].includes(backend)) die("--backend must be auto, cpu or cuda");
-const threads = o.threads === undefined ? undefined : int(o.threads, "threads", 0, 0);
+const backend = backendOpt(o.backend);
+const threads = threadsOpt(o.threads);
 const out = resolve(o.out ?? join("profiles/raw/verify-cost", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
 
 const results: { model: string; source: string; device: string; threads?: number; backend: string; load: [number, number]; res: VerifyCostResult }[] = [];

@@ -20,6 +20,21 @@ function run(args: string[], env: Record<string, string> = {}) {
 }
 
 describe("notebooks", () => {
+  // --backend / --threads: one parser for every notebook that opens a model (engine/notebook/args.ts); perplexity.ts
+  // passed a bad --threads on as NaN before it
+  for (const [nb, args, msg] of [
+    ["perplexity", ["--backend", "gpu"], /--backend must be auto, cpu or cuda, got 'gpu'/],
+    ["perplexity", ["--threads", "two"], /--threads expects an integer >= 0, got 'two'/],
+    ["sparse-bench", ["--backend", "tpu"], /--backend must be auto, cpu or cuda, got 'tpu'/],
+    ["fidelity", ["--threads=-1"], /--threads expects an integer >= 0, got '-1'/],
+  ] as [string, string[], RegExp][]) {
+    test(`${nb}.ts ${args.join(" ")} is refused with exit 2`, () => {
+      const r = run([`notebooks/${nb}.ts`, ...args]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(msg);
+    }, 300_000);
+  }
+
   // quant-error.nb.ts takes its choices from the environment: a bad one is refused by name before anything is measured
   for (const [env, msg] of [
     [{ QW_NB_WEIGHTS: "q5" }, /QW_NB_WEIGHTS: "q5" is not a weight format \(accepted: .*q4/],
