@@ -55,6 +55,10 @@ describe("the library's catalog", () => {
     expect(opsOf("attention")).toEqual(["attention"]);
     expect(opsOf("weights")).toEqual(["qkv", "o_proj", "gate_up", "down"]);
     expect(opsOf("actQuant")).toEqual(["qkv", "o_proj", "gate_up", "down", "lm_head"]); // lm_head: the last layer's arm
+    // actQuant = int8 runs on both backends (CUDA: the decode GEMVs of W4 / W8 weights, opt/act_quant/gemv_i8.cu)
+    const aq = c.toggles.find((t) => t.id === "actQuant")!;
+    expect(aq.backends).toEqual({ cpu: ["off", "int8"], cuda: ["off", "int8"] });
+    expect(aq.description).toContain("On CUDA: the decode GEMVs");
     expect(c.toggles.find((t) => t.id === "kvCache")!.cost[0].how).toContain("q8 34/32"); // records: test/engine/kvcache.test.ts
     // engine/session.ts names the one-kernel decode arm (profiling true picks events there): the registry has it
     expect(c.toggles.find((t) => t.id === "decode")?.values).toContain("persistent");
