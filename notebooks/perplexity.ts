@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 import { openModel, type EngineModel } from "../engine/index.ts";
 import { parseToggleArg, validateToggleSettings } from "../engine/toggles.ts";
 import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
-import type { ScoreMode } from "../engine/measure/perplexity.ts";
+import type { PerplexityPhase, ScoreMode } from "../engine/measure/perplexity.ts";
 import { optionFromToggle, WEIGHTS_TOGGLE } from "../engine/formats/requant.ts";
 import { cliArgs } from "../engine/notebook/args.ts";
 
@@ -21,6 +21,7 @@ const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
   model                      default | file.gguf | HF dir (default: the embedded model)
   --brown | --text FILE      the text (default: the Brown validation split)
   --ctx N                    window (default 512);  --score all|half (default all)
+  --phase prefill|decode     decode: one decode step per scored token (arms that act only in decode; default prefill)
   --max-tokens N             only the first N tokens
   --reference-toggle T       the reference arm's toggles (id=value,...; default: the model's defaults)
   --arm T                    an arm on the same model (repeatable); weights=q8|q4|bf16[/…] loads its own copy
@@ -30,7 +31,7 @@ const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
 
 const { values: o, positionals } = parseArgs({
   args: Bun.argv.slice(2), allowPositionals: true, options: {
-    brown: { type: "boolean" }, text: { type: "string" }, ctx: { type: "string" }, score: { type: "string" }, "max-tokens": { type: "string" },
+    brown: { type: "boolean" }, text: { type: "string" }, ctx: { type: "string" }, score: { type: "string" }, phase: { type: "string" }, "max-tokens": { type: "string" },
     "reference-toggle": { type: "string" }, arm: { type: "string", multiple: true }, "arm-model": { type: "string", multiple: true },
     backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" },
   },
@@ -47,6 +48,8 @@ const ctx = int(o.ctx, "ctx", 512)!;
 const maxTokens = int(o["max-tokens"], "max-tokens");
 const score = (o.score ?? "all") as ScoreMode;
 if (score !== "all" && score !== "half") die(`--score must be all or half`);
+const phase = (o.phase ?? "prefill") as PerplexityPhase;
+if (phase !== "prefill" && phase !== "decode") die(`--phase must be prefill or decode, got '${o.phase}'`);
 const backend = backendOpt(o.backend);
 const threads = threadsOpt(o.threads);
 const out = resolve(o.out ?? join("profiles/raw/perplexity", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
@@ -60,7 +63,7 @@ const base = await openModel(positionals[0] ?? "default", { backend, threads });
 const results: (PerplexityRunResult & { arm: string })[] = [];
 try {
   const { tokens, name } = textTokens(base, o.text ? { kind: "text", text: readFileSync(o.text, "utf8"), name: o.text } : { kind: "brown" }, maxTokens);
-  console.error(`${base.id} (${base.backend}): ${name}, ${tokens.length} tokens, ctx ${ctx}, score ${score}`);
+  console.error(`${base.id} (${base.backend}): ${name}, ${tokens.length} tokens, ctx ${ctx}, score ${score}, phase ${phase}`);
   const session = base.newSession({ maxContext: ctx });
   const refArm: Arm = { model: base, session, toggles: toggles(base, o["reference-toggle"]), label: o["reference-toggle"] ?? "defaults" };
   const refFile = join(out, "reference.qwkl");
@@ -78,7 +81,7 @@ try {
     const cand = await a.open();
     try {
       const r = await runPerplexity({
-        candidate: cand, reference: { logits: refFile, run: refArm }, tokens, ctx, score,
+        candidate: cand, reference: { logits: refFile, run: refArm }, tokens, ctx, score, phase,
         onProgress: (p) => { if (p.window === p.windows || p.window % 25 === 0) console.error(`  ${a.label}: ${p.arm} ${p.window}/${p.windows}`); },
       });
       results.push({ ...r, arm: a.label });
@@ -101,7 +104,7 @@ try {
     }), "",
   ].join("\n");
   writeFileSync(join(out, "perplexity.md"), md);
-  writeFileSync(join(out, "perplexity.json"), JSON.stringify({ model: base.id, text: name, tokens: tokens.length, ctx, score, reference: refArm.label, results }, null, 2));
+  writeFileSync(join(out, "perplexity.json"), JSON.stringify({ model: base.id, text: name, tokens: tokens.length, ctx, score, phase, reference: refArm.label, results }, null, 2));
   console.log(md);
   console.error(`wrote ${join(out, "perplexity.md")} and perplexity.json; reference logits ${refFile}`);
 } finally {

@@ -219,7 +219,7 @@ export class EngineCore {
       const r = await runPerplexity({
         candidate: { model, session, toggles: spec.toggles, label: spec.label ?? "candidate" },
         reference: ref ? { run: { ...(other ?? { model, session }), toggles: ref.toggles ?? {}, label: ref.label ?? "reference" } } : undefined,
-        tokens, ctx: spec.ctx, score: spec.score, signal: ac.signal,
+        tokens, ctx: spec.ctx, score: spec.score, phase: spec.phase, signal: ac.signal,
         onProgress: (p) => onEvent({ type: "perplexity", arm: p.arm, window: p.window, windows: p.windows, ppl: p.ppl }),
       });
       return { ...r, text: name };

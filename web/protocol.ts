@@ -48,6 +48,7 @@ export const PerplexitySpecSchema = z.object({
   text: TextRef,
   ctx: z.number().int().min(2).max(32768),
   score: z.enum(["all", "half"]).optional(),
+  phase: z.enum(["prefill", "decode"]).optional(),
   maxTokens: z.number().int().min(2).optional(),
   toggles: ToggleValues,
   label: z.string().max(200).optional(),

@@ -6,7 +6,7 @@ import type { BackendChoice, EngineModel } from "../api.ts";
 import { openModel } from "../index.ts";
 import { parseToggleArg, validateToggleSettings } from "../toggles.ts";
 import { formatPerplexity, runPerplexity, textTokens, type Arm, type TextSource } from "../measure/perplexity-run.ts";
-import type { ScoreMode } from "../measure/perplexity.ts";
+import type { PerplexityPhase, ScoreMode } from "../measure/perplexity.ts";
 import { parseWeightsArg, weightsLabel, type WeightsOption } from "../formats/requant.ts";
 
 export const PERPLEXITY_HELP = `  perplexity [model]             perplexity over a text, KL divergence / top-1 agreement against a reference
@@ -14,6 +14,8 @@ export const PERPLEXITY_HELP = `  perplexity [model]             perplexity over
       --ctx N                     window length in tokens (default 512)
       --score all|half            all: every token after the first, windows at stride ctx (default);
                                   half: only the second half of each ctx chunk (llama-perplexity)
+      --phase prefill|decode      prefill: rows from prefill calls (default); decode: one decode step per scored
+                                  token (arms that act only in decode, e.g. CUDA actQuant=int8; slower)
       --max-tokens N              only the first N tokens of the text
       --toggle id=value,...       the measured run's toggles
       --weights F[,L=F...]        the measured run's weights, requantized at load (as for generate)
@@ -47,7 +49,7 @@ export async function cmdPerplexity(argv: string[], out: (s: string) => void = (
   try {
     parsed = parseArgs({
       args: argv, allowPositionals: true, strict: true, options: {
-        model: { type: "string" }, brown: { type: "boolean" }, text: { type: "string" }, ctx: { type: "string" }, score: { type: "string" },
+        model: { type: "string" }, brown: { type: "boolean" }, text: { type: "string" }, ctx: { type: "string" }, score: { type: "string" }, phase: { type: "string" },
         "max-tokens": { type: "string" }, toggle: { type: "string" }, toggles: { type: "string" },
         "reference-model": { type: "string" }, "reference-toggle": { type: "string" }, "reference-toggles": { type: "string" },
         "reference-logits": { type: "string" }, "save-logits": { type: "string" }, "top-k": { type: "string" },
@@ -73,6 +75,8 @@ export async function cmdPerplexity(argv: string[], out: (s: string) => void = (
   const ctx = int(o.ctx, "ctx", 2) ?? 512;
   const score = ((o.score as string | undefined) ?? "all") as ScoreMode;
   if (score !== "all" && score !== "half") fail(`perplexity: --score must be all or half, got '${String(o.score)}'`);
+  const phase = ((o.phase as string | undefined) ?? "prefill") as PerplexityPhase;
+  if (phase !== "prefill" && phase !== "decode") fail(`perplexity: --phase must be prefill or decode, got '${String(o.phase)}'`);
   const maxTokens = int(o["max-tokens"], "max-tokens", 2);
   const topK = int(o["top-k"], "top-k", 1);
   if (topK !== undefined && topK > 1024) fail("perplexity: --top-k must be <= 1024");
@@ -106,7 +110,7 @@ export async function cmdPerplexity(argv: string[], out: (s: string) => void = (
       run = { model: rm, session: rs, toggles: toggles(rm, refTogArg), label: [refModelArg, wl(refWeights), refTogArg].filter(Boolean).join(" ") || "defaults" };
     }
     const r = await runPerplexity({
-      candidate: cand, tokens, ctx, score, topK,
+      candidate: cand, tokens, ctx, score, phase, topK,
       reference: run || o["reference-logits"] ? { logits: o["reference-logits"] as string | undefined, run } : undefined,
       saveLogits: o["save-logits"] as string | undefined,
       onProgress: (p) => { if (p.window === p.windows || p.window % 20 === 0) log(`  ${p.arm} window ${p.window}/${p.windows}${p.ppl ? `, running ppl ${p.ppl.toFixed(2)}` : ""}\n`); },

@@ -9,7 +9,7 @@ import type { EngineModel, EngineSession } from "../api.ts";
 import type { ToggleValues } from "./profile.ts";
 import { applyToggles } from "./record.ts";
 import { brownTokens } from "../text/brown.ts";
-import { measurePerplexity, ReferenceReader, type PerplexityResult, type ScoreMode } from "./perplexity.ts";
+import { measurePerplexity, ReferenceReader, type PerplexityPhase, type PerplexityResult, type ScoreMode } from "./perplexity.ts";
 
 export type TextSource = { kind: "brown" } | { kind: "text"; text: string; name?: string } | { kind: "tokens"; tokens: number[]; name?: string };
 
@@ -48,6 +48,9 @@ export interface PerplexityRunSpec {
   tokens: number[];
   ctx: number;
   score?: ScoreMode;
+  /** prefill (default) | decode: how each arm computes its rows (perplexity.ts header); a saved reference is reused
+   *  only when made in the same phase. */
+  phase?: PerplexityPhase;
   /**
    * A reference: `run` (another toggle set and/or model) is measured and saved to `logits` (a temporary file
    * when absent) unless `logits` already holds the same reference; `logits` alone reads a saved reference.
@@ -76,6 +79,7 @@ function prepare(arm: Arm): ToggleValues {
 
 export async function runPerplexity(spec: PerplexityRunSpec): Promise<PerplexityRunResult> {
   const score = spec.score ?? "all";
+  const phase = spec.phase ?? "prefill";
   const cand = spec.candidate;
   const vocab = cand.model.config.vocab_size;
   const out: Partial<PerplexityRunResult> = {};
@@ -95,13 +99,13 @@ export async function runPerplexity(spec: PerplexityRunSpec): Promise<Perplexity
         try {
           const r = new ReferenceReader(path);
           const h = r.header;
-          if (!r.mismatch(spec.tokens, spec.ctx, score, vocab) && h.model.hash === run.model.hash && same(h.toggles, toggles)) { reader = r; reused = true; }
+          if (!r.mismatch(spec.tokens, spec.ctx, score, vocab) && (h.phase ?? "prefill") === phase && h.model.hash === run.model.hash && same(h.toggles, toggles)) { reader = r; reused = true; }
           else r.close();
         } catch { /* unreadable: measure again and overwrite */ }
       }
       if (!reader) {
         const r = await measurePerplexity(run.session, spec.tokens, vocab, {
-          ctx: spec.ctx, score, signal: spec.signal,
+          ctx: spec.ctx, score, phase, signal: spec.signal,
           save: { path, topK: spec.topK, model: { id: run.model.id, hash: run.model.hash }, toggles, label: run.label },
           onProgress: (p) => spec.onProgress?.({ arm: "reference", window: p.window, windows: p.windows, ppl: p.ppl }),
         });
@@ -115,7 +119,7 @@ export async function runPerplexity(spec: PerplexityRunSpec): Promise<Perplexity
     }
     const toggles = prepare(cand);
     const r = await measurePerplexity(cand.session, spec.tokens, vocab, {
-      ctx: spec.ctx, score, reference: reader, signal: spec.signal,
+      ctx: spec.ctx, score, phase, reference: reader, signal: spec.signal,
       ...(spec.saveLogits ? { save: { path: spec.saveLogits, topK: spec.topK, model: { id: cand.model.id, hash: cand.model.hash }, toggles, label: cand.label } } : {}),
       onProgress: (p) => spec.onProgress?.({ arm: "candidate", window: p.window, windows: p.windows, ppl: p.ppl }),
     });
@@ -133,7 +137,7 @@ export function formatPerplexity(r: PerplexityRunResult, textName: string): stri
   const f = (x: number | null | undefined, d = 4) => (x === null || x === undefined ? "n/a" : x.toFixed(d));
   const e = (x: number | null | undefined) => (x === null || x === undefined ? "n/a" : x.toExponential(3));
   const lines = [
-    `text: ${textName}: ${c.tokens} tokens; ctx ${c.ctx}, score ${c.score} (${c.score === "all" ? "every token after the first, windows at stride ctx" : "second half of each ctx chunk, as llama-perplexity"}): ${c.windows} windows, ${c.scored} tokens scored`,
+    `text: ${textName}: ${c.tokens} tokens; ctx ${c.ctx}, score ${c.score} (${c.score === "all" ? "every token after the first, windows at stride ctx" : "second half of each ctx chunk, as llama-perplexity"})${c.phase === "decode" ? ", phase decode (one decode step per scored token)" : ""}: ${c.windows} windows, ${c.scored} tokens scored`,
   ];
   const one = (x: typeof c, what: string) => {
     lines.push(`${what} [${x.label}] ${x.model}: perplexity ${f(x.ppl)} ± ${f(x.ppl_se)} (NLL ${f(x.nll_mean, 5)} ± ${f(x.nll_se, 5)}), ${x.seconds.toFixed(1)} s`);

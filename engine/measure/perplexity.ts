@@ -10,6 +10,11 @@
 //          scored token sees at least ctx/2 tokens of context); an incomplete last chunk is dropped.
 // Perplexity = exp(mean NLL); its standard error is ppl · SE(NLL) (delta method, as llama-perplexity).
 //
+// Phase (`phase`): "prefill" (default) computes a window's rows in prefill calls; "decode" feeds the window one token
+// per decode step after a prefill of its unscored context (at least the first token), each scored row's logits from
+// the decode step that consumed its token: the numbers of arms that act only in decode (CUDA actQuant = int8 runs in
+// the decode GEMVs; its prefill GEMMs stay exact). One engine call per scored token: slower.
+//
 // Memory stays bounded: logits are read per prefill chunk (at most ~16 M floats at a time, a window is split
 // into several prefill calls for large vocabularies), and a reference keeps per scored token only its top-K
 // log-probabilities and the NLL of the target (8·K + 4 bytes: 260 bytes at K = 32, 22 MB for the 84,792-token
@@ -55,6 +60,7 @@ export const ReferenceHeader = z.object({
   top_k: z.number().int().min(1).max(1024),
   ctx: z.number().int().min(2),
   score: z.enum(["all", "half"]),
+  phase: z.enum(["prefill", "decode"]).optional(),  // absent: prefill (files written before the phase existed)
   tokens: z.number().int().nonnegative(),
   tokens_sha256: z.string(),
   rows: z.number().int().nonnegative(),
@@ -227,6 +233,7 @@ export interface KlStats {
 }
 
 export interface PerplexityResult {
+  phase: PerplexityPhase;
   ctx: number;
   score: ScoreMode;
   tokens: number;
@@ -244,9 +251,13 @@ export interface PerplexityResult {
   saved?: string;
 }
 
+export type PerplexityPhase = "prefill" | "decode";
+
 export interface PerplexityOptions {
   ctx: number;
   score?: ScoreMode;
+  /** prefill (default): rows from prefill calls; decode: one decode step per scored row (see the header). */
+  phase?: PerplexityPhase;
   /** KL / top-1 against this reference (checked to match the tokens, ctx and score). */
   reference?: ReferenceReader;
   /** Save this run's top-K log-probs as a reference file. */
@@ -273,6 +284,7 @@ function quantile(sorted: Float64Array, q: number): number {
  */
 export async function measurePerplexity(session: EngineSession, tokens: readonly number[], vocab: number, o: PerplexityOptions): Promise<PerplexityResult> {
   const score = o.score ?? "all";
+  const phase = o.phase ?? "prefill";
   const ctx = o.ctx;
   if (ctx > session.maxContext) throw new Error(`perplexity: ctx ${ctx} exceeds the session's max context ${session.maxContext}`);
   const wins = perplexityWindows(tokens.length, ctx, score);
@@ -298,36 +310,56 @@ export async function measurePerplexity(session: EngineSession, tokens: readonly
       const r = ref ? ref.read(refRow, nRows) : null;
       const wIds = writer ? new Int32Array(nRows * topK) : null, wLps = writer ? new Float32Array(nRows * topK) : null;
       const wNll = writer ? new Float32Array(nRows) : null, vals = new Float64Array(topK), tIds = new Int32Array(topK);
+      // row `row` of the window (its logits at data[off ..]) predicting t[win.start + row + 1]
+      const scoreRow = (data: Float32Array, off: number, row: number) => {
+        const i = row - win.from, target = tokens[win.start + row + 1];
+        const lse = rowLogSumExp(data, off, vocab);
+        if (Number.isNaN(lse)) {
+          nonfinite++;
+          if (firstBad < 0) firstBad = win.start + row + 1;
+          if (wNll) { wNll[i] = NaN; wIds!.fill(0, i * topK, (i + 1) * topK); wLps!.fill(NaN, i * topK, (i + 1) * topK); }
+          return;
+        }
+        const nll = lse - data[off + target];
+        n++; s += nll; s2 += nll * nll;
+        if (wNll) {
+          wNll[i] = nll;
+          rowTopK(data, off, vocab, topK, tIds, vals);
+          for (let j = 0; j < topK; j++) { wIds![i * topK + j] = tIds[j]; wLps![i * topK + j] = vals[j] - lse; }
+        }
+        if (r && Number.isFinite(r.nll[i])) {
+          const kl = coarseKl(r.ids, r.lps, i * r.k, r.k, data, off, lse);
+          klN++; klS += kl; klS2 += kl * kl; kls.push(kl);
+          if (argmaxRow(data, off, vocab) === r.ids[i * r.k]) agree++;
+          const d = nll - r.nll[i];
+          dS += d; dS2 += d * d;
+        }
+      };
       session.reset(0);
-      for (let c0 = 0; c0 < win.len; c0 += maxPrefill) {
-        const c1 = Math.min(win.len, c0 + maxPrefill);
-        session.prefill(0, tokens.slice(win.start + c0, win.start + c1) as number[]);
-        if (c1 <= win.from) continue;
-        const lg = session.logits();
-        if (lg.vocab !== vocab || lg.rows !== c1 - c0) throw new Error(`perplexity: the engine returned ${lg.rows}×${lg.vocab} logits, expected ${c1 - c0}×${vocab}`);
-        for (let row = Math.max(c0, win.from); row < Math.min(c1, win.to); row++) {
-          const off = (row - c0) * vocab, i = row - win.from, target = tokens[win.start + row + 1];
-          const lse = rowLogSumExp(lg.data, off, vocab);
-          if (Number.isNaN(lse)) {
-            nonfinite++;
-            if (firstBad < 0) firstBad = win.start + row + 1;
-            if (wNll) { wNll[i] = NaN; wIds!.fill(0, i * topK, (i + 1) * topK); wLps!.fill(NaN, i * topK, (i + 1) * topK); }
-            continue;
-          }
-          const nll = lse - lg.data[off + target];
-          n++; s += nll; s2 += nll * nll;
-          if (wNll) {
-            wNll[i] = nll;
-            rowTopK(lg.data, off, vocab, topK, tIds, vals);
-            for (let j = 0; j < topK; j++) { wIds![i * topK + j] = tIds[j]; wLps![i * topK + j] = vals[j] - lse; }
-          }
-          if (r && Number.isFinite(r.nll[i])) {
-            const kl = coarseKl(r.ids, r.lps, i * r.k, r.k, lg.data, off, lse);
-            klN++; klS += kl; klS2 += kl * kl; kls.push(kl);
-            if (argmaxRow(lg.data, off, vocab) === r.ids[i * r.k]) agree++;
-            const d = nll - r.nll[i];
-            dS += d; dS2 += d * d;
-          }
+      if (phase === "decode") {
+        // the unscored context (at least one token: a sequence starts with a prefill) in prefill calls, then one
+        // decode step per row; a first window scored from row 0 takes row 0 from its one-token prefill
+        const p = Math.max(1, win.from);
+        for (let c0 = 0; c0 < p; c0 += maxPrefill) session.prefill(0, tokens.slice(win.start + c0, win.start + Math.min(p, c0 + maxPrefill)) as number[]);
+        const lastRow = (row: number) => {  // the latest call's last logits row is window row `row`
+          const lg = session.logits();
+          if (lg.vocab !== vocab || lg.rows < 1) throw new Error(`perplexity: the engine returned ${lg.rows}×${lg.vocab} logits, expected rows of ${vocab}`);
+          scoreRow(lg.data, (lg.rows - 1) * vocab, row);
+        };
+        if (win.from < p) lastRow(p - 1);
+        for (let row = p; row < win.to; row++) {
+          if (o.signal?.aborted) throw new Error("cancelled");
+          session.decode([0], [tokens[win.start + row]]);
+          lastRow(row);
+        }
+      } else {
+        for (let c0 = 0; c0 < win.len; c0 += maxPrefill) {
+          const c1 = Math.min(win.len, c0 + maxPrefill);
+          session.prefill(0, tokens.slice(win.start + c0, win.start + c1) as number[]);
+          if (c1 <= win.from) continue;
+          const lg = session.logits();
+          if (lg.vocab !== vocab || lg.rows !== c1 - c0) throw new Error(`perplexity: the engine returned ${lg.rows}×${lg.vocab} logits, expected ${c1 - c0}×${vocab}`);
+          for (let row = Math.max(c0, win.from); row < Math.min(c1, win.to); row++) scoreRow(lg.data, (row - c0) * vocab, row);
         }
       }
       if (writer) writer.append(wIds!, wLps!, wNll!, nRows);
@@ -343,7 +375,7 @@ export async function measurePerplexity(session: EngineSession, tokens: readonly
   }
   const nllMean = mean(s, n), nllSe = seOf(s, s2, n), ppl = Math.exp(nllMean);
   const res: PerplexityResult = {
-    ctx, score, tokens: tokens.length, windows: wins.length, scored: n + nonfinite,
+    phase, ctx, score, tokens: tokens.length, windows: wins.length, scored: n + nonfinite,
     nll_mean: finiteOrNull(nllMean), nll_se: finiteOrNull(nllSe), ppl: finiteOrNull(ppl), ppl_se: finiteOrNull(ppl * nllSe),
     nonfinite_rows: nonfinite, ...(firstBad >= 0 ? { first_nonfinite_token: firstBad } : {}),
     seconds: (performance.now() - t0) / 1000,
@@ -361,7 +393,7 @@ export async function measurePerplexity(session: EngineSession, tokens: readonly
   }
   if (writer && o.save) {
     writer.finish({
-      format: "qwen-workbench/kl-reference", version: 1, vocab, top_k: topK, ctx, score, tokens: tokens.length,
+      format: "qwen-workbench/kl-reference", version: 1, vocab, top_k: topK, ctx, score, phase, tokens: tokens.length,
       tokens_sha256: tokensHash(tokens), rows: writer.rows, model: o.save.model, toggles: o.save.toggles, label: o.save.label,
       nll_mean: res.nll_mean, ppl: res.ppl, nonfinite_rows: nonfinite, created: new Date().toISOString(),
     });

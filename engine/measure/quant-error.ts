@@ -262,7 +262,7 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
     const r = await runPerplexity({
       candidate: { ...env[1], toggles: spec.candidate.toggles, label: spec.candidate.label },
       reference: { run: { ...env[0], toggles: spec.reference.toggles, label: spec.reference.label } },
-      tokens: ptoks, ctx: spec.perplexity.ctx, signal: o.signal,
+      tokens: ptoks, ctx: spec.perplexity.ctx, phase, signal: o.signal,
       onProgress: (p) => o.onEvent?.({ type: "perplexity", arm: p.arm, window: p.window, windows: p.windows, ppl: p.ppl }),
     });
     const rp = r.reference!, cp = r.candidate, k = cp.kl;
@@ -281,7 +281,6 @@ export async function recordQuantError(model: EngineModel, session: EngineSessio
   const refMs = Array.from({ length: nL }, (_, l) => median(layerMs[0].map((r) => r[l])));
   const candMs = Array.from({ length: nL }, (_, l) => median(layerMs[1].map((r) => r[l])));
   if (decode && armsDifferInKv) (cmp.findings ??= []).push("the arms differ in kvCache or attention, but the per-layer K/V error is measured in phase prefill only: measure phase prefill for it (the decode step's per-layer errors do include the effect of the K/V the prefill cached)");
-  if (decode && spec.perplexity) (cmp.findings ??= []).push("phase decode: the perplexity, KL and top-1 numbers on the text come from prefill passes (each window scored in one prefill), not from decode steps");
   for (const arm of untimed) (cmp.findings ??= []).push(`phase decode: the timing runs of ${arm} stopped (end of sequence) before any decode step, so its per-layer times are 0: use another prompt`);
   const notes: string[] = [...(cmp.findings ?? [])];
   if (!caps[0]?.length) notes.push("the engine returned no captures: no per-layer error (does this backend implement activation hooks?)");

@@ -65,6 +65,7 @@ function fakeSession(V: number, bad = -1): EngineSession {
     maxBatch: 1, maxContext: 4096, maxPrefill: 4096,
     setLogitsMode() {}, reset() { last = []; },
     prefill(_s: number, t: number[]) { last = t; return 0; },
+    decode(_s: number[], t: number[]) { last = t; return [0]; },
     logits() {
       const data = new Float32Array(last.length * V);
       last.forEach((t, r) => { for (let i = 0; i < V; i++) data[r * V + i] = t === bad ? NaN : Math.cos(t * 0.7 + i * 1.3); });
@@ -83,6 +84,17 @@ describe("measurePerplexity on a fake session", () => {
     expect(r.scored).toBe(39);
     expect(r.ppl_se!).toBeGreaterThan(0);
     expect(r.ppl_se!).toBeCloseTo(r.ppl! * r.nll_se!, 9);
+  });
+  test("phase decode scores the same rows with the same numbers (logits here depend on the last token only)", async () => {
+    const V = 16, toks = Array.from({ length: 53 }, (_, i) => (i * 7 + (i >> 2)) % V);
+    for (const [ctx, score] of [[64, "all"], [16, "all"], [16, "half"], [10, "half"]] as const) {
+      const pre = await measurePerplexity(fakeSession(V, 5), toks, V, { ctx, score });
+      const dec = await measurePerplexity(fakeSession(V, 5), toks, V, { ctx, score, phase: "decode" });
+      expect(dec.phase).toBe("decode");
+      expect(pre.phase).toBe("prefill");
+      expect([dec.scored, dec.windows, dec.nonfinite_rows, dec.first_nonfinite_token]).toEqual([pre.scored, pre.windows, pre.nonfinite_rows, pre.first_nonfinite_token]);
+      expect(dec.nll_mean!).toBeCloseTo(pre.nll_mean!, 12);
+    }
   });
   test("non-finite logits are a finding: counted, first position reported, left out of the statistics", async () => {
     const V = 16, toks = Array.from({ length: 40 }, (_, i) => (i * 7) % V);
@@ -147,6 +159,29 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU engine (embedded model)", () => 
     } finally { m.close(); }
   });
 
+  test("phase decode on a real model: within 1e-3 of prefill; a reference is reused only in its own phase", async () => {
+    const { openModel } = await import("../../engine/index.ts");
+    const m = await openModel("default", { backend: "cpu", threads: 2 });
+    try {
+      const toks = textTokens(m, { kind: "text", text: "The jury said it did find that the court had been fair to all of the men who were there. ".repeat(2) }).tokens;
+      const s = m.newSession({ maxContext: 64 });
+      const pre = await measurePerplexity(s, toks, m.config.vocab_size, { ctx: 24 });
+      const dec = await measurePerplexity(s, toks, m.config.vocab_size, { ctx: 24, phase: "decode" });
+      expect(dec.scored).toBe(pre.scored);
+      expect(Math.abs(dec.ppl! - pre.ppl!) / pre.ppl!).toBeLessThan(1e-3); // decode GEMVs vs prefill GEMMs: fp32 sums
+      const path = join(dir, "phase.qwkl");
+      const arm = (label: string) => ({ model: m, session: s, toggles: { kvCache: "f32" }, label });
+      const a = await runPerplexity({ candidate: arm("c"), reference: { logits: path, run: arm("r") }, tokens: toks, ctx: 24 });
+      expect(a.reference_file!.reused).toBe(false);
+      const b = await runPerplexity({ candidate: arm("c"), reference: { logits: path, run: arm("r") }, tokens: toks, ctx: 24, phase: "decode" });
+      expect(b.reference_file!.reused).toBe(false); // made in phase prefill: measured again in phase decode
+      expect(b.candidate.phase).toBe("decode");
+      expect(b.candidate.kl!.mean!).toBeLessThan(1e-9); // the same arm in the same phase
+      const c = await runPerplexity({ candidate: arm("c"), reference: { logits: path, run: arm("r") }, tokens: toks, ctx: 24, phase: "decode" });
+      expect(c.reference_file!.reused).toBe(true);
+    } finally { m.close(); }
+  });
+
   test("reference toggle set saved once, then reused; KL small but non-zero for kvCache f32 vs bf16", async () => {
     const { openModel } = await import("../../engine/index.ts");
     const m = await openModel("default", { backend: "cpu", threads: 2 });
@@ -198,6 +233,7 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU engine (embedded model)", () => 
     for (const [bad, re] of [
       [["perplexity", "--ctx", "1"], /--ctx expects an integer >= 2/],
       [["perplexity", "--score", "third"], /--score must be all or half/],
+      [["perplexity", "--phase", "verify"], /--phase must be prefill or decode, got 'verify'/],
       [["perplexity", "--text", join(dir, "nope.txt")], /--text .* does not exist/],
       [["perplexity", "--brown", "--text", text], /not both/],
       [["convert", "default", "--type", "q2_k", "--out", join(dir, "x.gguf")], /--type must be one of/],

@@ -96,7 +96,7 @@ export function createQuantPage(ctx) {
     const ref = armOf("ref"), cand = armOf("cand"), s = pplSettings();
     // /api/perplexity runs the candidate as the loaded model: "the loaded model" of the reference is the one loaded now
     if (cand.model && !ref.model) ref.model = state.model?.source;
-    const body = { text: s.text, ctx: s.ctx, maxTokens: s.maxTokens, score: $("#q-ppl-score").value, toggles: cand.toggles, label: armLabel(cand),
+    const body = { text: s.text, ctx: s.ctx, maxTokens: s.maxTokens, score: $("#q-ppl-score").value, phase: $("#q-phase").value, toggles: cand.toggles, label: armLabel(cand),
       ...(cand.model ? { model: cand.model } : {}),
       ...($("#q-ppl-noref").checked ? {} : { reference: { label: armLabel(ref), toggles: ref.toggles, ...(ref.model ? { model: ref.model } : {}) } }) };
     $("#q-ppl-run").disabled = true; $("#q-status").textContent = "perplexity: queued…";

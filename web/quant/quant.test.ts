@@ -98,7 +98,13 @@ describe("/api/perplexity", () => {
     expect(r.reference_file.kept).toBe(false);
     const alone = await task(app, "/api/perplexity", { text: { text }, ctx: 32, score: "half" });
     expect(alone.at(-1)!.data.perplexity.candidate.kl).toBeUndefined();
+    expect(alone.at(-1)!.data.perplexity.candidate.phase).toBe("prefill");
+    // phase decode: one decode step per scored token, the same rows scored
+    const dec = await task(app, "/api/perplexity", { text: { text }, ctx: 32, score: "half", phase: "decode" });
+    expect(dec.at(-1)!.data.perplexity.candidate.phase).toBe("decode");
+    expect(dec.at(-1)!.data.perplexity.candidate.scored).toBe(alone.at(-1)!.data.perplexity.candidate.scored);
     for (const [body, re] of [
+      [{ text: { text }, phase: "verify" }, /phase/],
       [{ text: { text }, ctx: 1 }, /ctx/],
       [{ text: { text }, reference: {} }, /nothing to compare/],
       [{ text: "shakespeare" }, /text/],

@@ -49,6 +49,7 @@ const PerplexityRequest = z.object({
   text: TextRef.default("brown"),
   ctx: z.number().int().min(2).max(4096).default(512),
   score: z.enum(["all", "half"]).default("all"),
+  phase: z.enum(["prefill", "decode"]).default("prefill"),  // decode: one decode step per scored token
   maxTokens: z.number().int().min(2).max(2_000_000).optional(),
   toggles: ToggleValues.default({}),
   label: z.string().max(120).optional(),
@@ -103,7 +104,7 @@ export function quantRoutes(d: WebContext) {
       const par = req.toggles.parallel;  // a load option like weights: the measured arm runs on the model loaded with it
       await d.ensureModel(t, source, req.backend, req.toggles.weights, typeof par === "string" ? par : undefined);
       const r = await d.host.perplexity(t.id, {
-        text: req.text, ctx: req.ctx, score: req.score, maxTokens: req.maxTokens, toggles: req.toggles, label: req.label ?? "candidate",
+        text: req.text, ctx: req.ctx, score: req.score, phase: req.phase, maxTokens: req.maxTokens, toggles: req.toggles, label: req.label ?? "candidate",
         ...(req.reference ? { reference: { toggles: req.reference.toggles, label: req.reference.label ?? "reference", ...(rm ? { model: rm } : {}) } } : {}),
       }, d.relay(t));
       return { perplexity: r };
