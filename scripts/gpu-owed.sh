@@ -194,6 +194,10 @@ grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|"
 # embedded model requantized to q4
 step 90 qe-i8 "QW_NB_MODEL=default QW_NB_WEIGHTS=q4 QW_NB_TOGGLE=actQuant=int8 QW_NB_PHASE=decode bun notebooks/quant-error.nb.ts"
 grep -E "^reference|^logits|^finding" "$OUT/qe-i8.log" 2>/dev/null | sed "s/^/  qe-i8: /" >> "$S"
+# its perplexity / KL against the exact arm on the Brown validation text, one decode step per scored token (--phase decode)
+for w in q8 q4; do
+  step 120 "ppl-i8-$w" "bun engine/cli/main.ts perplexity --backend cuda --weights $w --phase decode --toggle actQuant=int8 --reference-toggle actQuant=off --ctx 256 --max-tokens 4096"
+  grep -iE "ppl|kl|top-1" "$OUT/ppl-i8-$w.log" 2>/dev/null | head -8 | sed "s/^/  ppl-i8-$w: /" >> "$S"; done
 for w in q4 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4_K_M GGUF (Q4_K = W4 g32, Q6_K = W8 g16)
   src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"
   step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
