@@ -16,7 +16,8 @@ root=$(git rev-parse --show-toplevel); cd "$root"
 paths="models test web README.md docs profiles"  # what strip removes and restore checks out
 case ${1:-} in
   strip)
-    [[ -z "$(git status --porcelain --untracked-files=no -- $paths)" ]] || { echo "gpu-strip: commit or stash the changes under $paths first (restore checks them out)" >&2; exit 1; }
+    # untracked files too: strip deletes them and restore cannot bring them back (a run's profiles were lost so)
+    [[ -z "$(git status --porcelain -- $paths)" ]] || { echo "gpu-strip: commit, stash or move the changes and new files under $paths first (restore checks out tracked files only): $(git status --porcelain -- $paths | head -3 | tr '\n' ' ')" >&2; exit 1; }
     mkdir -p .gpu/models; keep=",${GPU_MODELS:-tiny-qwen2-brown},"
     for f in models/*/model.safetensors; do
       n=$(basename "$(dirname "$f")"); x=.gpu/models/$n.safetensors.xz; s=$(git hash-object "$f")
