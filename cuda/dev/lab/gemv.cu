@@ -23,25 +23,18 @@ void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batc
   HostW hw = make_w(type, rows, cols, type == WT_W8 && (cols % 16 == 0) && (rnd64() & 1) ? 16 : 32);
   DevW w = upload_w(hw);
   const int64_t out_cols = epi == GEMV_EPI_SWIGLU ? rows / 2 : rows;
-  std::vector<uint16_t> act(batch * cols);
-  std::vector<float> x(batch * cols), nw(cols), bias(rows), base(batch * out_cols);
-  for (auto &v : act) v = f2bf(rndn());
-  for (auto &v : x) v = rndn() * 3.f;
-  for (auto &v : nw) v = 0.5f + rndu();
-  for (auto &v : bias) v = rndn() * 0.1f;
-  for (auto &v : base) v = rndn();
-  __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
-  h2d((uint16_t *)dact, act);
-  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(cols), *db = dalloc<float>(rows);
-  h2d(dx, x); h2d(dnw, nw); h2d(db, bias);
+  const GemvInputs in(batch, rows, cols, out_cols);
+  const std::vector<uint16_t> &act = in.act;
+  const std::vector<float> &x = in.x, &nw = in.nw, &bias = in.bias, &base = in.base;
   const bool out_bf = epi == GEMV_EPI_BF16 || epi == GEMV_EPI_SWIGLU;
   void *dout = dalloc<float>(batch * out_cols);
   __nv_bfloat16 *daux = (__nv_bfloat16 *)dalloc<uint16_t>(batch * out_cols);
   GemvArgs a;
   a.mws = lab_mws();
-  a.epi = epi; a.out = dout; a.out_ld = out_cols; a.bias = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ? db : nullptr;
+  a.epi = epi; a.out = dout; a.out_ld = out_cols; a.bias = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ? in.db : nullptr;
   a.aux = epi == GEMV_EPI_SWIGLU ? daux : nullptr; a.aux_ld = out_cols;
-  a.w = w.m; a.batch = batch; a.pro = pro; a.act = dact; a.act_ld = cols; a.x = dx; a.x_ld = cols; a.norm_w = dnw; a.eps = 1e-6f;
+  a.w = w.m; a.batch = batch; a.pro = pro;
+  in.into(a);
   if (epi == GEMV_EPI_ADD_F32) h2d((float *)dout, base);
   else poison(dout, batch * out_cols * 4);
   const char *variant = launch_gemv(a, 0);
@@ -103,7 +96,7 @@ void gemv_case(const char *label, int type, int64_t rows, int64_t cols, int batc
   std::string name = std::string("gemv ") + label + " [" + variant + "]";
   report(name, shape, true, err, tol, nan_seen, us, rate, "GB/s", g_copy_bw / 1e9);
   free_w(w);
-  cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout); cudaFree(daux);
+  cudaFree(dout); cudaFree(daux);
 }
 
 // GEMV_EPI_QKV_ROPE: norm + q|k|v (pair-interleaved rows) + bias + RoPE + KV write, against the CPU chain

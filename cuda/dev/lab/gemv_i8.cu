@@ -82,23 +82,15 @@ void i8_case(const I8Case &k, bool timed) {
   DevW w = upload_w(hw);
   const int B = k.batch;
   const int64_t out_cols = k.epi == GEMV_EPI_SWIGLU ? k.rows / 2 : k.rows;
-  std::vector<uint16_t> act(B * k.cols);
-  std::vector<float> x(B * k.cols), nw(k.cols), bias(k.rows), base(B * out_cols);
-  for (auto &v : act) v = f2bf(rndn());
-  for (auto &v : x) v = rndn() * 3.f;
-  for (auto &v : nw) v = 0.5f + rndu();
-  for (auto &v : bias) v = rndn() * 0.1f;
-  for (auto &v : base) v = rndn();
-  __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
-  h2d((uint16_t *)dact, act);
-  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(k.cols), *db = dalloc<float>(k.rows);
-  h2d(dx, x); h2d(dnw, nw); h2d(db, bias);
+  const GemvInputs in(B, k.rows, k.cols, out_cols);
+  const std::vector<uint16_t> &act = in.act;
+  const std::vector<float> &x = in.x, &nw = in.nw, &bias = in.bias, &base = in.base;
   void *dout = dalloc<float>(B * out_cols);
   GemvArgs a;
   a.i8 = true;
-  a.epi = k.epi; a.out = dout; a.out_ld = out_cols; a.bias = k.epi == GEMV_EPI_F32 ? db : nullptr;
-  a.w = w.m; a.batch = B; a.pro = k.pro; a.act = dact; a.act_ld = k.cols; a.x = dx; a.x_ld = k.cols; a.norm_w = dnw;
-  a.eps = 1e-6f;
+  a.epi = k.epi; a.out = dout; a.out_ld = out_cols; a.bias = k.epi == GEMV_EPI_F32 ? in.db : nullptr;
+  a.w = w.m; a.batch = B; a.pro = k.pro;
+  in.into(a);
   if (k.epi == GEMV_EPI_ADD_F32) h2d((float *)dout, base);
   else poison(dout, B * out_cols * 4);
   const char *variant = launch_gemv(a, 0);
@@ -178,7 +170,7 @@ void i8_case(const I8Case &k, bool timed) {
     report(name, shape, false, 0, 0, false, us_x, rate_x, "GB/s", g_copy_bw / 1e9);
   }
   free_w(w);
-  cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout);
+  cudaFree(dout);
 }
 
 // Row 0 of a batch-B launch must equal the batch-1 result bit for bit (slot 0 the same input, others random).

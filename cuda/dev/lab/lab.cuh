@@ -131,6 +131,23 @@ struct DevW {
 };
 DevW upload_w(const HostW &h);
 void free_w(DevW &w);
+namespace qwc { struct GemvArgs; }  // gemv.cuh (the family files that fill one include it)
+// A GEMV case's random inputs, drawn in this order: bf16 activations and fp32 x [tokens][cols], norm weights [cols]
+// (0.5 .. 1.5), bias [rows], residual base [tokens][out_cols]; all but the base also on the device (freed with it).
+// The cases of gemv.cu, marlin.cu and gemv_i8.cu share it.
+struct GemvInputs {
+  std::vector<uint16_t> act;
+  std::vector<float> x, nw, bias, base;
+  __nv_bfloat16 *dact = nullptr;
+  float *dx = nullptr, *dnw = nullptr, *db = nullptr;
+  GemvInputs(int tokens, int64_t rows, int64_t cols, int64_t out_cols);
+  ~GemvInputs();
+  GemvInputs(const GemvInputs &) = delete;
+  GemvInputs &operator=(const GemvInputs &) = delete;
+  // a's inputs: both prologues' (bf16 activations, fp32 x and the norm weights, eps 1e-6), row stride cols
+  void into(GemvArgs &a) const;
+  int64_t cols;
+};
 const char *tname(int t);
 
 // ------------------------------------------------------------------------------------------------ families

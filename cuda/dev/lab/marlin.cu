@@ -139,22 +139,14 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   Ws ws(rows, cols, type, group);
   const int64_t out_cols = epi == GEMV_EPI_SWIGLU ? rows / 2 : rows;
   const bool out_bf = epi == GEMV_EPI_BF16 || epi == GEMV_EPI_SWIGLU;
-  std::vector<uint16_t> act(16 * cols);
-  std::vector<float> x(16 * cols), nw(cols), bias(rows), base(16 * out_cols);
-  for (auto &v : act) v = f2bf(rndn());
-  for (auto &v : x) v = rndn() * 3.f;
-  for (auto &v : nw) v = 0.5f + rndu();
-  for (auto &v : bias) v = rndn() * 0.1f;
-  for (auto &v : base) v = rndn();
-  __nv_bfloat16 *dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
-  h2d((uint16_t *)dact, act);
-  float *dx = dalloc<float>(x.size()), *dnw = dalloc<float>(cols), *db = dalloc<float>(rows);
-  h2d(dx, x); h2d(dnw, nw); h2d(db, bias);
+  const GemvInputs in(16, rows, cols, out_cols);
+  const std::vector<uint16_t> &act = in.act;
+  const std::vector<float> &x = in.x, &nw = in.nw, &bias = in.bias, &base = in.base;
   void *dout = dalloc<float>(16 * out_cols);
   GemvArgs a;
-  a.epi = epi; a.out = dout; a.out_ld = out_cols; a.bias = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ? db : nullptr;
-  a.w = w.m; a.batch = batch; a.pro = pro; a.act = dact; a.act_ld = cols; a.x = dx; a.x_ld = cols; a.norm_w = dnw;
-  a.eps = 1e-6f; a.mw = &pk.m; a.mws = ws.w;
+  a.epi = epi; a.out = dout; a.out_ld = out_cols; a.bias = (epi == GEMV_EPI_BF16 || epi == GEMV_EPI_F32) ? in.db : nullptr;
+  a.w = w.m; a.batch = batch; a.pro = pro; a.mw = &pk.m; a.mws = ws.w;
+  in.into(a);
   auto run = [&](int b) {
     GemvArgs t = a;
     t.batch = b;
@@ -273,7 +265,7 @@ void marlin_case(const char *label, int type, int64_t rows, int64_t cols, int gr
   report(name, shape, true, err, tol, nan_seen, us, rate, "GB/s packed", g_copy_bw / 1e9);
   if (timed) report(std::string("  simple ") + label, shape, false, 0, 0, false, us_simple, rate_simple, "GB/s", g_copy_bw / 1e9);
   free_w(w);
-  cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); cudaFree(dout);
+  cudaFree(dout);
 }
 
 // The vectorized prefill dequantization equals the generic one bit for bit; timed: GB/s on bytes read + written.

@@ -196,6 +196,23 @@ DevW upload_w(const HostW &h) {
   return w;
 }
 void free_w(DevW &w) { cudaFree(w.d); if (w.s) cudaFree(w.s); if (w.o) cudaFree(w.o); }
+
+GemvInputs::GemvInputs(int tokens, int64_t rows, int64_t cols_, int64_t out_cols)
+    : act(tokens * cols_), x(tokens * cols_), nw(cols_), bias(rows), base(tokens * out_cols), cols(cols_) {
+  for (auto &v : act) v = f2bf(rndn());
+  for (auto &v : x) v = rndn() * 3.f;
+  for (auto &v : nw) v = 0.5f + rndu();
+  for (auto &v : bias) v = rndn() * 0.1f;
+  for (auto &v : base) v = rndn();
+  dact = (__nv_bfloat16 *)dalloc<uint16_t>(act.size());
+  h2d((uint16_t *)dact, act);
+  dx = dalloc<float>(x.size()); dnw = dalloc<float>(cols); db = dalloc<float>(rows);
+  h2d(dx, x); h2d(dnw, nw); h2d(db, bias);
+}
+GemvInputs::~GemvInputs() { cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(db); }
+void GemvInputs::into(GemvArgs &a) const {
+  a.act = dact; a.act_ld = cols; a.x = dx; a.x_ld = cols; a.norm_w = dnw; a.eps = 1e-6f;
+}
 const char *tname(int t) {
   static const char *n[] = {"f32", "f16", "bf16", "w8", "w4"};
   return n[t];
