@@ -38,7 +38,6 @@ using namespace gemv_detail;
 template <int WT> __host__ __device__ constexpr int i8_per() { return WT == WT_W4 ? 32 : 16; }  // codes per 16 bytes
 
 // The 8 inputs of columns [k, k + 8) of token b as the exact kernels stage them (zeros where !on).
-template <int NB>
 __device__ __forceinline__ void i8_octet(const GemvArgs &a, const float *rstd_s, int b, int64_t k, bool on, bool vec,
                                          float (&v)[8]) {
 #pragma unroll
@@ -93,7 +92,7 @@ __device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d
     for (int o0 = threadIdx.x & ~31; o0 < n8; o0 += blockDim.x) {  // warp-uniform: every lane reaches the shuffles
       const int o = o0 + lane;
       float v[8];
-      i8_octet<NB>(a, rstd_s, b, k0 + 8 * (int64_t)o, b < a.batch && o < n8, vec, v);
+      i8_octet(a, rstd_s, b, k0 + 8 * (int64_t)o, b < a.batch && o < n8, vec, v);
       float m = 0.f, s = 0.f;
 #pragma unroll
       for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(v[e]));
