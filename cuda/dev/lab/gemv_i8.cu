@@ -67,6 +67,19 @@ void epi_ref(int epi, const std::vector<double> &y, const std::vector<float> &bi
   }
 }
 
+// The pre pass's scratch (qwc::I8Ws) for K <= 18944, shared by every case (the session's is per session).
+I8Ws lab_i8ws() {
+  static I8Ws w;
+  if (!w.q) {
+    const int64_t kmax = 18944;
+    w.q_bytes = i8ws_q_bytes(kmax);
+    w.dx_floats = i8ws_dx_floats(kmax);
+    w.q = dalloc<int8_t>(w.q_bytes);
+    w.dx = dalloc<float>(w.dx_floats);
+  }
+  return w;
+}
+
 struct I8Case {
   const char *label;
   int type;
@@ -88,6 +101,7 @@ void i8_case(const I8Case &k, bool timed) {
   void *dout = dalloc<float>(B * out_cols);
   GemvArgs a;
   a.i8 = true;
+  a.i8ws = lab_i8ws();
   a.epi = k.epi; a.out = dout; a.out_ld = out_cols; a.bias = k.epi == GEMV_EPI_F32 ? in.db : nullptr;
   a.w = w.m; a.batch = B; a.pro = k.pro;
   in.into(a);
@@ -142,30 +156,39 @@ void i8_case(const I8Case &k, bool timed) {
   double dot = 0, n1 = 0, n2 = 0;
   for (size_t i = 0; i < outv.size(); ++i) dot += outv[i] * exr[i], n1 += outv[i] * outv[i], n2 += exr[i] * exr[i];
   const double cosv = dot / std::sqrt(std::max(n1 * n2, 1e-300));
-  double us = 0, rate = 0, us_x = 0, rate_x = 0;
-  const char *variant_x = "";
+  double us = 0, rate = 0, us_x = 0, rate_x = 0, us_b = 0, rate_b = 0;
+  const char *variant_x = "", *variant_p = "", *variant_b = "";
   if (timed) {
     const size_t wb = hw.bytes();
     const int ncopies = (int)std::min<size_t>(256, std::max<size_t>(1, ((512u << 20) + wb - 1) / std::max<size_t>(wb, 1)));
     std::vector<DevW> copies{w};
     for (int i = 1; i < ncopies; ++i) copies.push_back(upload_w(hw));
     const double bytes = (double)wb + (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * (out_bf ? 2 : 4);
-    for (int arm : {1, 0}) {
+    // arms: 0 exact, 1 int8 with the pre pass, 2 int8 quantizing in each block
+    for (int arm : {1, 2, 0}) {
       GemvArgs t = a;
-      t.i8 = arm == 1;
+      t.i8 = arm != 0;
+      gemv_i8_force_pre(arm == 1 ? 1 : 0);
       if (k.epi == GEMV_EPI_ADD_F32) t.epi = GEMV_EPI_F32;
-      if (!arm) variant_x = launch_gemv(t, 0);
+      const char *v = launch_gemv(t, 0);
+      (arm == 0 ? variant_x : arm == 1 ? variant_p : variant_b) = v;
       const double u = time_us([&](int i) { GemvArgs ti = t; ti.w = copies[i % ncopies].m; launch_gemv(ti, 0); }, g_quick ? 20 : 100, 5);
-      (arm ? us : us_x) = u;
-      (arm ? rate : rate_x) = bytes / (u * 1e-6) / 1e9;
+      (arm == 0 ? us_x : arm == 1 ? us : us_b) = u;
+      (arm == 0 ? rate_x : arm == 1 ? rate : rate_b) = bytes / (u * 1e-6) / 1e9;
     }
+    gemv_i8_force_pre(-1);
     for (int i = 1; i < ncopies; ++i) free_w(copies[i]);
   }
   char shape[96], name[256];
   snprintf(shape, sizeof shape, "%s g%d %lldx%lld b%d", tname(k.type), k.group, (long long)k.rows, (long long)k.cols, B);
   snprintf(name, sizeof name, "gemv i8 %s [%s] (vs exact: rel %.2e, cos %.6f)", k.label, variant, qerr, cosv);
-  report(name, shape, true, err, k.epi == GEMV_EPI_SWIGLU ? 1e-2 : 1e-5, nan_seen, us, rate, "GB/s", g_copy_bw / 1e9);
+  // the checked launch ran the rule's arm (pre pass or not); timed rows: the pre pass, then in-block quantization
+  report(name, shape, true, err, k.epi == GEMV_EPI_SWIGLU ? 1e-2 : 1e-5, nan_seen, 0, 0, "GB/s", g_copy_bw / 1e9);
   if (timed) {
+    snprintf(name, sizeof name, "gemv i8 %s: pre pass [%s]", k.label, variant_p);
+    report(name, shape, false, 0, 0, false, us, rate, "GB/s", g_copy_bw / 1e9);
+    snprintf(name, sizeof name, "gemv i8 %s: in-block [%s]", k.label, variant_b);
+    report(name, shape, false, 0, 0, false, us_b, rate_b, "GB/s", g_copy_bw / 1e9);
     snprintf(name, sizeof name, "gemv i8 %s: exact arm [%s]", k.label, variant_x);
     report(name, shape, false, 0, 0, false, us_x, rate_x, "GB/s", g_copy_bw / 1e9);
   }
@@ -173,7 +196,8 @@ void i8_case(const I8Case &k, bool timed) {
   cudaFree(dout);
 }
 
-// Row 0 of a batch-B launch must equal the batch-1 result bit for bit (slot 0 the same input, others random).
+// Row 0 of a batch-B launch must equal the batch-1 result bit for bit (slot 0 the same input, others random), with
+// and without the pre pass (the same codes either way).
 void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int group, int pro) {
   HostW hw = make_w(type, rows, cols, group);
   DevW w = upload_w(hw);
@@ -187,21 +211,25 @@ void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int 
   h2d((uint16_t *)dact, act); h2d(dx, x); h2d(dnw, nw);
   GemvArgs a;
   a.i8 = true;
+  a.i8ws = lab_i8ws();
   a.epi = GEMV_EPI_F32; a.out = dout; a.out_ld = rows; a.w = w.m; a.pro = pro; a.act = dact; a.act_ld = cols;
   a.x = dx; a.x_ld = cols; a.norm_w = dnw; a.eps = 1e-6f;
   std::vector<float> ref;
   int64_t diff = 0;
   std::string variants;
-  for (int B : {1, 2, 3, 4, 8, 16}) {
-    a.batch = B;
-    poison(dout, 16 * rows * 4);
-    const char *v = launch_gemv(a, 0);
-    CHK(cudaDeviceSynchronize());
-    const std::vector<float> got = d2h(dout, rows);
-    if (B == 1) ref = got;
-    else for (int64_t i = 0; i < rows; ++i) diff += memcmp(&got[i], &ref[i], 4) != 0;
-    if (B == 1 || B == 16) variants += std::string(variants.empty() ? "" : "/") + v;
-  }
+  for (int B : {1, 2, 3, 4, 8, 16})
+    for (int pre : {0, 1}) {
+      a.batch = B;
+      gemv_i8_force_pre(pre);
+      poison(dout, 16 * rows * 4);
+      const char *v = launch_gemv(a, 0);
+      CHK(cudaDeviceSynchronize());
+      const std::vector<float> got = d2h(dout, rows);
+      if (B == 1 && pre == 0) ref = got;
+      else for (int64_t i = 0; i < rows; ++i) diff += memcmp(&got[i], &ref[i], 4) != 0;
+      if (B == 1 || B == 16) variants += std::string(variants.empty() ? "" : "/") + v;
+    }
+  gemv_i8_force_pre(-1);
   char shape[96];
   snprintf(shape, sizeof shape, "%s g%d %lldx%lld b1..16", tname(type), group, (long long)rows, (long long)cols);
   report(std::string("gemv i8 batch-invariance ") + label + " [" + variants + "]", shape, true, (double)diff, 0, false, 0,
@@ -213,35 +241,48 @@ void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int 
 }  // namespace
 
 void run_gemv_i8() {
-  // correctness: every batch kind, both prologues, the epilogues, groups 16 .. 256, K split (few rows), two K tiles
-  for (int b : {1, 2, 3, 8, 16}) {
-    i8_case({"w4 g128 norm", WT_W4, 520, 1024, 128, b, GEMV_PRO_NORM, GEMV_EPI_F32}, false);
-    i8_case({"w8 g32 bf16+bias", WT_W8, 300, 896, 32, b, GEMV_PRO_BF16, GEMV_EPI_F32}, false);
+  // correctness: every batch kind, both prologues, the epilogues, groups 16 .. 256, K split (few rows), two K tiles;
+  // each case with the pre pass off and on
+  for (int pre : {0, 1}) {
+    gemv_i8_force_pre(pre);
+    const std::string tag = pre ? " pre" : "";
+    const auto run = [&](I8Case k) {
+      const std::string l = k.label + tag;
+      k.label = l.c_str();
+      i8_case(k, false);
+    };
+    for (int b : {1, 2, 3, 8, 16}) {
+      run({"w4 g128 norm", WT_W4, 520, 1024, 128, b, GEMV_PRO_NORM, GEMV_EPI_F32});
+      run({"w8 g32 bf16+bias", WT_W8, 300, 896, 32, b, GEMV_PRO_BF16, GEMV_EPI_F32});
+    }
+    run({"w4 g32 swiglu", WT_W4, 2 * 333, 2080, 32, 5, GEMV_PRO_NORM, GEMV_EPI_SWIGLU});
+    run({"w8 g16 +res", WT_W8, 46, 2048, 16, 7, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
+    run({"w4 g256 (2 K tiles at b16)", WT_W4, 96, 18944 / 2, 256, 16, GEMV_PRO_BF16, GEMV_EPI_F32});
+    run({"w4 g64 ks (few rows)", WT_W4, 40, 4864, 64, 1, GEMV_PRO_NORM, GEMV_EPI_F32});
+    run({"w8 g128 down 2 K tiles", WT_W8, 200, 18944, 128, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
+    run({"w4 g32 norm odd batch 13", WT_W4, 264, 2080, 32, 13, GEMV_PRO_NORM, GEMV_EPI_F32});
   }
-  i8_case({"w4 g32 swiglu", WT_W4, 2 * 333, 2080, 32, 5, GEMV_PRO_NORM, GEMV_EPI_SWIGLU}, false);
-  i8_case({"w8 g16 +res", WT_W8, 46, 2048, 16, 7, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}, false);
-  i8_case({"w4 g256 (2 K tiles at b16)", WT_W4, 96, 18944 / 2, 256, 16, GEMV_PRO_BF16, GEMV_EPI_F32}, false);
-  i8_case({"w4 g64 ks (few rows)", WT_W4, 40, 4864, 64, 1, GEMV_PRO_NORM, GEMV_EPI_F32}, false);
-  i8_case({"w8 g128 down 2 K tiles", WT_W8, 200, 18944, 128, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}, false);
+  gemv_i8_force_pre(-1);
   i8_invariance("w4 g128 7B o_proj", WT_W4, 3584, 3584, 128, GEMV_PRO_BF16);
   i8_invariance("w4 g32 norm (K 2080)", WT_W4, 130, 2080, 32, GEMV_PRO_NORM);
   i8_invariance("w8 g32 7B down (K 18944)", WT_W8, 3584, 18944, 32, GEMV_PRO_BF16);
-  // the 7B shapes timed, the arm against the exact kernel (q4: W4 g128, as weights = q4; Q4_K: W4 g32; q8 / Q8_0: W8 g32)
+  // the 7B shapes timed: the arm with and without the pre pass against the exact kernel (q4: W4 g128, as weights =
+  // q4; Q4_K: W4 g32; q8 / Q8_0: W8 g32)
   struct S { const char *label; int64_t rows, cols; int pro, epi; };
   const S s7[] = {{"7B gate_up norm+swiglu", 37888, 3584, GEMV_PRO_NORM, GEMV_EPI_SWIGLU},
                   {"7B down +res", 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_ADD_F32},
                   {"7B qkv norm", 4608, 3584, GEMV_PRO_NORM, GEMV_EPI_F32},
                   {"7B o_proj +res", 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}};
-  struct T { int type, group; };
-  for (const T t : {T{WT_W4, 128}, T{WT_W4, 32}, T{WT_W8, 32}})
-    for (int b : {1, 16}) {
-      if (g_quick && (b == 16 || t.group == 32)) continue;
-      for (const S &s : s7) {
-        char label[96];
-        snprintf(label, sizeof label, "%s %s", t.type == WT_W4 ? "w4" : "w8", s.label);
-        i8_case({label, t.type, s.rows, s.cols, t.group, b, s.pro, s.epi}, true);
-      }
+  struct T { int type, group, batch; };
+  for (const T t : {T{WT_W4, 128, 1}, T{WT_W4, 128, 4}, T{WT_W4, 128, 8}, T{WT_W4, 128, 16}, T{WT_W4, 32, 1},
+                    T{WT_W4, 32, 16}, T{WT_W8, 32, 1}, T{WT_W8, 32, 16}}) {
+    if (g_quick && (t.batch == 4 || t.batch == 8 || t.group == 32)) continue;
+    for (const S &s : s7) {
+      char label[96];
+      snprintf(label, sizeof label, "%s %s", t.type == WT_W4 ? "w4" : "w8", s.label);
+      i8_case({label, t.type, s.rows, s.cols, t.group, t.batch, s.pro, s.epi}, true);
     }
+  }
   // QW_GEMV_I8_R4=1 (R = 4 at batch <= 4 whatever the K split): the b1 W4 g128 rows again, then its invariance
   setenv("QW_GEMV_I8_R4", "1", 1);
   for (const S &s : s7) {

@@ -351,11 +351,33 @@ void CudaSession::marlin_args(qwc::GemvArgs &a, const DevMat &d) const {
   a.mws.xn_elems = (int64_t)(xn_.bytes / 2);
 }
 
+// actQuant = int8: the scratch holds 16 rows of the widest GEMV input (hidden, q heads or the FFN's intermediate).
+void CudaSession::ensure_i8(const Step &st) {
+  if (i8q_.p) return;
+  bool any = false;
+  for (int32_t l = 0; l < m_.cfg.num_layers && !any; ++l) any = act_i8(&st, l);
+  if (!any) return;
+  const Config &c = m_.cfg;
+  const int64_t kmax = std::max<int64_t>({c.hidden_size, c.q_dim(), c.intermediate_size});
+  i8q_ = DBuf((size_t)qwc::i8ws_q_bytes(kmax));
+  i8dx_ = DBuf((size_t)qwc::i8ws_dx_floats(kmax) * 4);
+}
+
+void CudaSession::i8_args(qwc::GemvArgs &a, bool on) const {
+  a.i8 = on;
+  if (!on || !i8q_.p) return;
+  a.i8ws.q = i8q_.as<int8_t>();
+  a.i8ws.q_bytes = (int64_t)i8q_.bytes;
+  a.i8ws.dx = i8dx_.as<float>();
+  a.i8ws.dx_floats = (int64_t)(i8dx_.bytes / 4);
+}
+
 // The per-step state a forward starts from (gemv = marlin's scratch, how ops are marked, no marks yet); true where
 // kernels mode traces the step.
 bool CudaSession::begin_forward(const Step &st) {
   marlin_ = gemv_marlin(st);
   if (marlin_) ensure_marlin();
+  ensure_i8(st);
   const bool kernels = st.profiling_mode == QW_PROFILING_KERNELS && trace_.enabled();
   prof_ = st.profiling && !kernels;  // events and counters modes: eager launches, an event pair per op
   marking_ = kernels ? Marking::TRACE : prof_ ? Marking::EVENTS : Marking::NONE;

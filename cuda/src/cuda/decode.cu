@@ -49,7 +49,7 @@ qwc::GemvArgs CudaSession::decode_norm(const Pass &p, int32_t l, bool fused, int
     op.set("rmsnorm_rows", cost_rmsnorm(B, H, 4.0));
     a = bf16_gemv(xn_.as<bf16>(), H, B);
   }
-  a.i8 = act_i8(p.st, l);  // the GEMVs this input feeds (q|k|v, gate|up) run the layer's actQuant arm
+  i8_args(a, act_i8(p.st, l));  // the GEMVs this input feeds (q|k|v, gate|up) run the layer's actQuant arm
   return a;
 }
 

@@ -19,6 +19,19 @@ enum GemvEpi : int32_t {
   GEMV_EPI_QKV_ROPE = 4
 };
 
+// actQuant = int8's scratch (opt/act_quant/gemv_i8.cu): a call's activations quantized once by a pre pass, read by
+// every block of the GEMV (instead of each block quantizing them itself). Codes q[b * K + k] (W4 nibble order), then
+// per chunk (E = 32 W4 / 16 W8 columns; NC = K / E) d[b * NC + c] at dx and the chunk's fp32 sum of x at
+// dx[(batch + b) * NC + c]. Null or too small for a call: the GEMV quantizes in each block.
+struct I8Ws {
+  int8_t *q = nullptr;
+  float *dx = nullptr;
+  int64_t q_bytes = 0, dx_floats = 0;
+};
+// The scratch a model needs: batch <= 16 rows of K <= kmax columns (W8's chunks: the smaller E).
+inline int64_t i8ws_q_bytes(int64_t kmax) { return 16 * kmax; }
+inline int64_t i8ws_dx_floats(int64_t kmax) { return 2 * 16 * (kmax / 16 + 1); }
+
 // Extra arguments of GEMV_EPI_QKV_ROPE.
 struct QkvRopeArgs {
   __nv_bfloat16 *q_out = nullptr;              // [batch, nH*d] roped q, original order
@@ -66,6 +79,7 @@ struct GemvArgs {
   // toggle actQuant = int8 (opt/act_quant/gemv_i8.cu): W4 / W8 weights against int8-quantized activations (dp4a),
   // under either gemv value; other weights, and groups it does not cover, run the exact kernels.
   bool i8 = false;
+  I8Ws i8ws;
 };
 
 // Launches the GEMV; picks the vectorized kernel when cols % 8 == 0 (and the leading dims allow it),
@@ -76,6 +90,9 @@ const char *launch_gemv(const GemvArgs &a, cudaStream_t stream);
 // [32 (W4) / 16 (W8), 256]), and its launch (nullptr unless a.i8 and covered: launch_gemv runs the exact kernels).
 bool gemv_i8_covers(const WMat &w);
 const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t stream);
+// The pre pass (a call's activations quantized once into a.i8ws): 0 / 1 forced off / on, -1 = QW_GEMV_I8_PRE or the
+// rule (the lab's A/B).
+void gemv_i8_force_pre(int on);
 // The K split (warps per row group) the CUDA-core GEMVs use for a matrix of `rows` rows (gemv.cu pick_ks).
 int gemv_ksplit(int64_t rows);
 

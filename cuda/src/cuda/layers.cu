@@ -183,7 +183,7 @@ const char *CudaSession::linear(const Pass &p, int32_t l, const DevMat &w, const
   a.out_ld = out_ld;
   a.w = w.m;
   marlin_args(a, w);
-  a.i8 = act_i8(p.st, l);
+  i8_args(a, act_i8(p.st, l));
   a.batch = p.rows;
   a.act = act;
   a.act_ld = act_ld;
@@ -369,7 +369,7 @@ void CudaSession::lm_head(const Step *st, const std::vector<int32_t> &rows, bool
     a.out_ld = ld;
     a.w = *m_.lm_head;
     marlin_args(a, m_.lm_head == &m_.embed.m ? m_.embed : m_.lm_head_own);
-    a.i8 = act_i8(st, m_.cfg.num_layers - 1);  // the last layer's arm (as the CPU backend)
+    i8_args(a, act_i8(st, m_.cfg.num_layers - 1));  // the last layer's arm (as the CPU backend)
     qwc::launch_gemv(a, stream_);
   }
   op.set("final_norm+lm_head:gemv",

@@ -330,6 +330,10 @@ class CudaSession final : public BackendSession {
   // gemv = marlin (this step): the repacked weight of d and the scratch into a, when d has one; else nothing.
   void marlin_args(qwc::GemvArgs &a, const DevMat &d) const;
   void ensure_marlin();  // the model's packs and this session's scratch (before any graph capture)
+  // actQuant = int8: the GEMV's arm (a.i8) and, under it, the pre pass's scratch (allocated by ensure_i8 in
+  // begin_forward, before any graph capture: a step with any layer at int8)
+  void i8_args(qwc::GemvArgs &a, bool on) const;
+  void ensure_i8(const Step &st);
   // Dual Chunk Attention of layer l over the pass's rows (src/opt/dca), both phases; returns the kernel name.
   const char *dca_attention(const Pass &p, int32_t l);
   const char *sparse_attention(const Pass &p, int32_t l, bool dca);  // opt/sparse_prefill
@@ -444,6 +448,7 @@ class CudaSession final : public BackendSession {
   size_t dq_elems_ = 0;
   bool marlin_ = false;     // gemv = marlin in the current step
   DBuf mws_part_, mws_cnt_; // its split-K partials and arrival counters (zeroed once; launches leave them zero)
+  DBuf i8q_, i8dx_;         // actQuant = int8: a call's codes and per-chunk d / sums (qwc::I8Ws)
   std::vector<float> hbuf_;
   // The last step's logits rows, left in logits_ for the front to read (Sink::logits_deferred): a verify pass's rows
   // x vocab floats cost more to copy than the pass (7B, 16 rows: 9.7 MB), and greedy verification needs the argmax.

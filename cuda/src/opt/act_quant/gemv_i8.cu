@@ -73,11 +73,35 @@ __device__ __forceinline__ uint32_t pack4(int a0, int a1, int a2, int a3) {
   return (uint32_t)(a0 & 0xff) | ((uint32_t)(a1 & 0xff) << 8) | ((uint32_t)(a2 & 0xff) << 16) | ((uint32_t)(a3 & 0xff) << 24);
 }
 
+// One octet (8 columns of a token) quantized: its codes packed (W4 in nibble order: the even columns, then the odd
+// ones), its group's d and its chunk's sum of x. A group's G / 8 octets sit in gl consecutive lanes (its max is a
+// shuffle reduction), a chunk's E / 8 in EL (its sum a fixed xor tree): the whole warp calls it, every lane with an
+// octet (zeros past the end). The in-block staging and the pre pass both quantize through it: the same codes.
+template <int WT>
+__device__ __forceinline__ void quant_octet(const float (&v)[8], int gl, uint2 &p, float &d, float &s) {
+  constexpr int EL = i8_per<WT>() / 8;
+  float m = 0.f;
+  s = 0.f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(v[e]));
+  for (int w = 1; w < gl; w <<= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, w));
+  // id = the correctly rounded 1 / d (rcp.rn: what 1.0f / d gives, cheaper); |v * id| <= 127, so adding 1.5 * 2^23
+  // rounds it to the nearest integer, ties to even (the CPU's nearbyint), and the low mantissa bits are the code
+  // (F2I is a quarter-rate instruction: 8 per octet bounded the staging)
+  d = m / 127.0f;
+  const float id = d > 0.f ? __frcp_rn(d) : 0.f;
+  int q[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) q[e] = __float_as_int(__fadd_rn(__fmul_rn(v[e], id), 12582912.0f)) - 0x4B400000, s += v[e];
+#pragma unroll
+  for (int w = 1; w < EL; w <<= 1) s += __shfl_xor_sync(0xffffffffu, s, w);
+  if constexpr (WT == WT_W4) p = make_uint2(pack4(q[0], q[2], q[4], q[6]), pack4(q[1], q[3], q[5], q[7]));
+  else p = make_uint2(pack4(q[0], q[1], q[2], q[3]), pack4(q[4], q[5], q[6], q[7]));
+}
+
 // K tile [k0, k0 + klen) of every token quantized into the block's shared memory: codes q_s[b * kt + k] (W4 in nibble
-// order), per chunk (E columns) d_s[b * nct + c] and xs_s[b * nct + c]. A thread takes 8 columns (an octet); a group's
-// G / 8 octets sit in consecutive lanes of one warp (the tile starts on a group; G / 8 divides 32), so its max is a
-// shuffle reduction, as is a chunk's sum (E / 8 lanes, a fixed xor tree). Barriers before (previous tile consumed)
-// and after (staged for all).
+// order), per chunk (E columns) d_s[b * nct + c] and xs_s[b * nct + c]. A thread takes an octet at a time (the tile
+// starts on a group: a group's octets share a warp). Barriers before (previous tile consumed) and after (staged).
 template <int NB, int WT>
 __device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d_s, float *xs_s, const float *rstd_s,
                                         int64_t k0, int kt, int nct, bool first) {
@@ -93,24 +117,10 @@ __device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d
       const int o = o0 + lane;
       float v[8];
       i8_octet(a, rstd_s, b, k0 + 8 * (int64_t)o, b < a.batch && o < n8, vec, v);
-      float m = 0.f, s = 0.f;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(v[e]));
-      for (int w = 1; w < gl; w <<= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, w));
-      // id = the correctly rounded 1 / d (rcp.rn: what 1.0f / d gives, cheaper); |v * id| <= 127, so adding 1.5 * 2^23
-      // rounds it to the nearest integer, ties to even (the CPU's nearbyint), and the low mantissa bits are the code
-      // (F2I is a quarter-rate instruction: 8 per octet bounded the staging)
-      const float d = m / 127.0f, id = d > 0.f ? __frcp_rn(d) : 0.f;
-      int q[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e)
-        q[e] = __float_as_int(__fadd_rn(__fmul_rn(v[e], id), 12582912.0f)) - 0x4B400000, s += v[e];
-#pragma unroll
-      for (int w = 1; w < EL; w <<= 1) s += __shfl_xor_sync(0xffffffffu, s, w);
+      uint2 p;
+      float d, s;
+      quant_octet<WT>(v, gl, p, d, s);
       if (o < n8) {
-        uint2 p;
-        if constexpr (WT == WT_W4) p = make_uint2(pack4(q[0], q[2], q[4], q[6]), pack4(q[1], q[3], q[5], q[7]));
-        else p = make_uint2(pack4(q[0], q[1], q[2], q[3]), pack4(q[4], q[5], q[6], q[7]));
         *reinterpret_cast<uint2 *>(q_s + b * kt + 8 * o) = p;
         if (lane % EL == 0) {
           d_s[b * nct + o / EL] = d;
@@ -118,6 +128,94 @@ __device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d
         }
       }
     }
+  }
+  __syncthreads();
+  return klen;
+}
+
+// rstd of token b's row as norm_rstd (gemv_parts.cuh) computes it for the GEMV's block: the same per-thread order
+// (blockDim kThreads), warp sums, then warps 0..7 in order: the same bits, so the pre pass quantizes the same values.
+__device__ __forceinline__ float row_rstd(const GemvArgs &a, int b) {
+  __shared__ float part_s[kWarps];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t K = a.w.cols;
+  const float *xb = a.x + b * a.x_ld;
+  float s = 0.f;
+  if (norm_vec4(a)) {
+    const float4 *x4 = reinterpret_cast<const float4 *>(xb);
+    const int n4 = (int)(K / 4);
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+      const float4 v = x4[i];
+      s = fmaf(v.x, v.x, s); s = fmaf(v.y, v.y, s); s = fmaf(v.z, v.z, s); s = fmaf(v.w, v.w, s);
+    }
+  } else {
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) s = fmaf(xb[k], xb[k], s);
+  }
+  s = warp_sum(s);
+  if (lane == 0) part_s[warp] = s;
+  __syncthreads();
+  float t = 0.f;
+  for (int w = 0; w < kWarps; ++w) t += part_s[w];
+  return rsqrtf(t / (float)K + a.eps);
+}
+
+// The pre pass: every token's row quantized once into a.i8ws (grid: octet blocks x batch; a thread per octet, as
+// stage_i8 takes them), so the GEMV's blocks copy codes instead of each quantizing the whole row (7B down at b1: 448
+// blocks x 18944 columns, 9 dependent L2 round trips per thread before the first use; at b16 every matrix: 16 rows).
+template <int WT>
+__global__ void __launch_bounds__(kThreads) gemv_i8_quant_kernel(const GemvArgs a) {
+  constexpr int EL = i8_per<WT>() / 8;
+  __shared__ float rstd_s[16];
+  pdl_wait();  // the activations come from the previous kernel; the GEMV after this one may launch now
+  pdl_trigger();
+  const int b = blockIdx.y, lane = threadIdx.x & 31;
+  const int64_t K = a.w.cols, nc = K / i8_per<WT>();
+  if (a.pro == GEMV_PRO_NORM) {
+    const float r = row_rstd(a, b);
+    if (threadIdx.x == 0) rstd_s[b] = r;
+    __syncthreads();
+  }
+  const int n8 = (int)(K / 8), o = blockIdx.x * kThreads + threadIdx.x;  // o0 = blockIdx.x * kThreads: on a group
+  const bool vec = a.pro == GEMV_PRO_BF16 ? (a.act_ld % 8) == 0 : norm_vec4(a);
+  float v[8];
+  i8_octet(a, rstd_s, b, 8 * (int64_t)o, o < n8, vec, v);
+  uint2 p;
+  float d, s;
+  quant_octet<WT>(v, a.w.group / 8, p, d, s);
+  if (o < n8) {
+    *reinterpret_cast<uint2 *>(a.i8ws.q + b * K + 8 * (int64_t)o) = p;
+    if (lane % EL == 0) {
+      a.i8ws.dx[b * nc + o / EL] = d;
+      a.i8ws.dx[(a.batch + b) * nc + o / EL] = s;
+    }
+  }
+}
+
+// stage_i8's result copied from the pre pass's scratch (zeros for tokens >= batch, as stage_i8 writes them); L2
+// reads (__ldcg: written by the previous kernel), 16 bytes and 4 copies in flight per thread.
+template <int NB, int WT>
+__device__ __forceinline__ int stage_pre(const GemvArgs &a, int8_t *q_s, float *d_s, float *xs_s, int64_t k0, int kt,
+                                         int nct, bool first) {
+  constexpr int E = i8_per<WT>();
+  const int64_t K = a.w.cols, nc = K / E, c0 = k0 / E;
+  const int klen = (int)min((int64_t)kt, K - k0);
+  if (!first) __syncthreads();
+  const int n16 = klen / 16, ncl = klen / E;
+#pragma unroll 4
+  for (int i = threadIdx.x; i < NB * n16; i += blockDim.x) {
+    const int b = i / n16, j = i - b * n16;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (b < a.batch) v = __ldcg(reinterpret_cast<const uint4 *>(a.i8ws.q + b * K + k0 + 16 * j));
+    *reinterpret_cast<uint4 *>(q_s + b * kt + 16 * j) = v;
+  }
+#pragma unroll 2
+  for (int i = threadIdx.x; i < NB * ncl; i += blockDim.x) {
+    const int b = i / ncl, c = i - b * ncl;
+    float d = 0.f, s = 0.f;
+    if (b < a.batch) d = __ldcg(a.i8ws.dx + b * nc + c0 + c), s = __ldcg(a.i8ws.dx + (a.batch + b) * nc + c0 + c);
+    d_s[b * nct + c] = d;
+    xs_s[b * nct + c] = s;
   }
   __syncthreads();
   return klen;
@@ -208,7 +306,7 @@ template <int WT> __host__ __device__ constexpr size_t i8_smem(int nb, int kt) {
   return (size_t)nb * i8_nct<WT>(kt) * 8 + (size_t)nb * kt;
 }
 
-template <int WT, int NB, int R, int U, bool KS>
+template <int WT, int NB, int R, int U, bool KS, bool PRE>
 __global__ void __launch_bounds__(kThreads) gemv_i8_kernel(const GemvArgs a, const int kt, const int ks_arg) {
   constexpr int E = i8_per<WT>();
   const int ks = KS ? ks_arg : 1;
@@ -238,7 +336,10 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_kernel(const GemvArgs a, con
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
   gemv_walk_staged<NB, E, U>(
       a, rstd_s, kt, row0, cbase, cstride,
-      [&](int64_t k0, bool first) { return stage_i8<NB, WT>(a, q_s, d_s, xs_s, rstd_s, k0, kt, nct, first); },
+      [&](int64_t k0, bool first) {
+        if constexpr (PRE) return stage_pre<NB, WT>(a, q_s, d_s, xs_s, k0, kt, nct, first);
+        else return stage_i8<NB, WT>(a, q_s, d_s, xs_s, rstd_s, k0, kt, nct, first);
+      },
       [&](int u, int64_t k) {  // the chunk at column k of the warp's rows into slot u
 #pragma unroll
         for (int r = 0; r < R; ++r) {
@@ -254,19 +355,25 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_kernel(const GemvArgs a, con
 }
 
 template <int WT, int NB, int R>
-const char *launch_i8(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
+const char *launch_i8(const GemvArgs &a, int kt, int ks, bool pre, cudaStream_t s) {
   // U chunks in flight per row: 4 where the warp has 2 rows at small batches, else 2 (registers: R * U uint4)
   constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
   const int grid = (int)ceil_div(a.w.rows, (int64_t)(kWarps / ks) * R);
   const size_t smem = i8_smem<WT>(NB, kt);
-  if (ks > 1) launch(gemv_i8_kernel<WT, NB, R, U, true>, grid, kThreads, smem, s, a, kt, ks);
-  else launch(gemv_i8_kernel<WT, NB, R, U, false>, grid, kThreads, smem, s, a, kt, 1);
-  static const char *names[2][2][4] = {
-      {{"gemv_i8_w8_r2", "gemv_i8_w8_r2k2", "gemv_i8_w8_r2k4", "gemv_i8_w8_r2k8"},
-       {"gemv_i8_w8_r4", "gemv_i8_w8_r4k2", "gemv_i8_w8_r4k4", "gemv_i8_w8_r4k8"}},
-      {{"gemv_i8_w4_r2", "gemv_i8_w4_r2k2", "gemv_i8_w4_r2k4", "gemv_i8_w4_r2k8"},
-       {"gemv_i8_w4_r4", "gemv_i8_w4_r4k2", "gemv_i8_w4_r4k4", "gemv_i8_w4_r4k8"}}};
-  return names[WT == WT_W4][R == 4][ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
+  if (pre && ks > 1) launch(gemv_i8_kernel<WT, NB, R, U, true, true>, grid, kThreads, smem, s, a, kt, ks);
+  else if (pre) launch(gemv_i8_kernel<WT, NB, R, U, false, true>, grid, kThreads, smem, s, a, kt, 1);
+  else if (ks > 1) launch(gemv_i8_kernel<WT, NB, R, U, true, false>, grid, kThreads, smem, s, a, kt, ks);
+  else launch(gemv_i8_kernel<WT, NB, R, U, false, false>, grid, kThreads, smem, s, a, kt, 1);
+  static const char *names[2][2][2][4] = {
+      {{{"gemv_i8_w8_r2", "gemv_i8_w8_r2k2", "gemv_i8_w8_r2k4", "gemv_i8_w8_r2k8"},
+        {"gemv_i8_w8_r4", "gemv_i8_w8_r4k2", "gemv_i8_w8_r4k4", "gemv_i8_w8_r4k8"}},
+       {{"gemv_i8_w4_r2", "gemv_i8_w4_r2k2", "gemv_i8_w4_r2k4", "gemv_i8_w4_r2k8"},
+        {"gemv_i8_w4_r4", "gemv_i8_w4_r4k2", "gemv_i8_w4_r4k4", "gemv_i8_w4_r4k8"}}},
+      {{{"gemv_i8_w8_r2_pre", "gemv_i8_w8_r2k2_pre", "gemv_i8_w8_r2k4_pre", "gemv_i8_w8_r2k8_pre"},
+        {"gemv_i8_w8_r4_pre", "gemv_i8_w8_r4k2_pre", "gemv_i8_w8_r4k4_pre", "gemv_i8_w8_r4k8_pre"}},
+       {{"gemv_i8_w4_r2_pre", "gemv_i8_w4_r2k2_pre", "gemv_i8_w4_r2k4_pre", "gemv_i8_w4_r2k8_pre"},
+        {"gemv_i8_w4_r4_pre", "gemv_i8_w4_r4k2_pre", "gemv_i8_w4_r4k4_pre", "gemv_i8_w4_r4k8_pre"}}}};
+  return names[pre][WT == WT_W4][R == 4][ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
 }
 
 // QW_GEMV_I8_R4=1: R = 4 at batch <= 4 whatever the K split (twice the rows per block: half the blocks that each stage
@@ -280,22 +387,48 @@ bool i8_r4_on() {
 
 // R = 4 where the grid still has >= 2 blocks per SM without a K split (the exact kernels' rule), else 2.
 template <int WT, int NB>
-const char *pick_r(const GemvArgs &a, int kt, cudaStream_t s) {
+const char *pick_r(const GemvArgs &a, int kt, bool pre, cudaStream_t s) {
   const int ks = gemv_ksplit(a.w.rows);
   const int64_t blocks_r4 = ceil_div(a.w.rows, (int64_t)kWarps * 4);
   if constexpr (NB <= 4) {
-    if ((ks == 1 && blocks_r4 >= 2 * sm_count()) || i8_r4_on()) return launch_i8<WT, NB, 4>(a, kt, ks, s);
+    if ((ks == 1 && blocks_r4 >= 2 * sm_count()) || i8_r4_on()) return launch_i8<WT, NB, 4>(a, kt, ks, pre, s);
   }
-  return launch_i8<WT, NB, 2>(a, kt, ks, s);
+  return launch_i8<WT, NB, 2>(a, kt, ks, pre, s);
 }
 
 template <int WT>
-const char *dispatch_nb(const GemvArgs &a, int kt, cudaStream_t s) {
-  if (a.batch <= 1) return pick_r<WT, 1>(a, kt, s);
-  if (a.batch <= 2) return pick_r<WT, 2>(a, kt, s);
-  if (a.batch <= 4) return pick_r<WT, 4>(a, kt, s);
-  if (a.batch <= 8) return pick_r<WT, 8>(a, kt, s);
-  return pick_r<WT, 16>(a, kt, s);
+const char *dispatch_nb(const GemvArgs &a, int kt, bool pre, cudaStream_t s) {
+  if (a.batch <= 1) return pick_r<WT, 1>(a, kt, pre, s);
+  if (a.batch <= 2) return pick_r<WT, 2>(a, kt, pre, s);
+  if (a.batch <= 4) return pick_r<WT, 4>(a, kt, pre, s);
+  if (a.batch <= 8) return pick_r<WT, 8>(a, kt, pre, s);
+  return pick_r<WT, 16>(a, kt, pre, s);
+}
+
+int g_force_pre = -1;  // gemv_i8_force_pre (the lab): -1 = QW_GEMV_I8_PRE / the rule
+
+// Whether the call quantizes its activations once (the pre pass) instead of in each block: where a.i8ws holds them,
+// and (QW_GEMV_I8_PRE unset or "auto") where a block would quantize nb x K >= kPreMin values: the staging is a chain of
+// dependent L2 round trips, one per 256 octets of a row (7B at b1: down only, K 18944; from b4 every matrix). The pre
+// pass costs a launch (overlapped by PDL: the GEMV's blocks start and load weights meanwhile). The same codes either
+// way (quant_octet, row_rstd): the same bits. "0" / "1" force it off / on (where the scratch allows). UNMEASURED.
+constexpr int64_t kPreMin = 8192;
+bool use_pre(const GemvArgs &a, int nb, int E) {
+  const int64_t K = a.w.cols;
+  if (!a.i8ws.q || !a.i8ws.dx || (int64_t)a.batch * K > a.i8ws.q_bytes || 2 * a.batch * (K / E) > a.i8ws.dx_floats)
+    return false;
+  int mode = g_force_pre;
+  if (mode < 0) {
+    const char *v = std::getenv("QW_GEMV_I8_PRE");
+    mode = v && v[0] == '0' && !v[1] ? 0 : v && v[0] == '1' && !v[1] ? 1 : -1;
+  }
+  return mode >= 0 ? mode == 1 : (int64_t)nb * K >= kPreMin;
+}
+
+template <int WT>
+void launch_quant(const GemvArgs &a, cudaStream_t s) {
+  const int n8 = (int)(a.w.cols / 8);
+  launch(gemv_i8_quant_kernel<WT>, dim3((unsigned)ceil_div((int64_t)n8, (int64_t)kThreads), (unsigned)a.batch), kThreads, 0, s, a);
 }
 
 }  // namespace
@@ -317,9 +450,18 @@ const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t s) {
   const size_t per_col = w4 ? i8_smem<WT_W4>(nb, g) : i8_smem<WT_W8>(nb, g);  // bytes per group of columns
   const int64_t groups = std::max<int64_t>(1, (int64_t)(kSmemBytes / per_col));
   const int kt = (int)std::min<int64_t>(a.w.cols, groups * g);
-  const char *name = w4 ? dispatch_nb<WT_W4>(a, kt, s) : dispatch_nb<WT_W8>(a, kt, s);
+  const bool pre = use_pre(a, nb, w4 ? i8_per<WT_W4>() : i8_per<WT_W8>());
+  GemvArgs ap = a;
+  if (pre) {
+    if (w4) launch_quant<WT_W4>(a, s);
+    else launch_quant<WT_W8>(a, s);
+    ap.pro = GEMV_PRO_BF16;  // the norm was applied by the pre pass: no rstd in the GEMV's prologue
+  }
+  const char *name = w4 ? dispatch_nb<WT_W4>(ap, kt, pre, s) : dispatch_nb<WT_W8>(ap, kt, pre, s);
   QWC_LAUNCH_CHECK("launch_gemv_i8");
   return name;
 }
+
+void gemv_i8_force_pre(int on) { g_force_pre = on; }
 
 }  // namespace qwc
