@@ -1,7 +1,8 @@
 // test_requant.cpp — the `weights` model option (src/opt/weights/requant.hpp): q8 / q4 / bf16 requantization
 // (round trip, error bounds, exact products, group edges), the option's errors, per-layer overrides reaching
-// exactly their layer, the session toggle that reports it, and the CPU forward of a requantized model
-// against the fp64 reference forward run on the same requantized weights.
+// exactly their layer, the output matrix (weights_layers "output": requantized on an untied model, left alone
+// by default, refused on a tied one), the session toggle that reports it, and the CPU forward of a requantized
+// model against the fp64 reference forward run on the same requantized weights.
 #include <cfloat>
 
 #include "convert.hpp"
@@ -173,6 +174,12 @@ void test_option_errors() {
       {"\"weights_layers\":{\"x\":\"bf16\"}", "key \"x\" is not a layer"},
       {"\"weights_layers\":{\"1\":\"int3\"}", "weights_layers[\"1\"] = \"int3\" is not a weight format"},
       {"\"weights_layers\":[\"bf16\"]", "weights_layers must be an object"},
+      // a bad key names both kinds of key it accepts
+      {"\"weights_layers\":{\"lm_head\":\"q8\"}", "key \"lm_head\" is not a layer of this model (0..3) nor \"output\""},
+      {"\"weights_layers\":{\"output\":\"q3\"}", "weights_layers[\"output\"] = \"q3\" is not a weight format"},
+      // cfg is tied: its lm_head is the embedding, which the option must not change
+      {"\"weights_layers\":{\"output\":\"q8\"}", "ties its lm_head to the token embedding"},
+      {"\"weights\":\"q4\",\"weights_layers\":{\"output\":\"bf16\"}", "drop the \"output\" key"},
   };
   for (const auto &b : bad) {
     qw_model *m = nullptr;
@@ -189,6 +196,21 @@ void test_option_errors() {
   CHECK_OK(qw_model_create(e, with_weights(odd, "\"weights\":\"q8\"").c_str(), &m));
   CHECK_ST(ref.load(m), QW_ERR_SHAPE);
   CHECK(std::string(qw_last_error()).find("blk.0.attn_q.weight: weights = q8 needs ne0") != std::string::npos, "%s", qw_last_error());
+  CHECK_OK(qw_model_destroy(m));
+  // the same for the output matrix of an untied model: the remedy names the "output" key
+  odd.tied = false;
+  const RefModel odd_untied(odd, 5, [](const std::string &, int64_t) { return QW_GGML_F32; });
+  m = nullptr;
+  CHECK_OK(qw_model_create(e, with_weights(odd, "\"weights_layers\":{\"output\":\"q4\"}").c_str(), &m));
+  CHECK_ST(odd_untied.load(m), QW_ERR_SHAPE);
+  const std::string msg = qw_last_error();
+  CHECK(msg.find("output.weight: weights = q4 needs ne0") != std::string::npos &&
+            msg.find("keep the output as-loaded or bf16 (weights_layers \"output\")") != std::string::npos,
+        "%s", msg.c_str());
+  CHECK_OK(qw_model_destroy(m));
+  // a tied model may name the output as-loaded (what it is anyway)
+  m = nullptr;
+  CHECK_OK(qw_model_create(e, with_weights(cfg, "\"weights_layers\":{\"output\":\"as-loaded\"}").c_str(), &m));
   CHECK_OK(qw_model_destroy(m));
   CHECK_OK(qw_engine_destroy(e));
   std::printf("  %-34s ok\n", "option errors");
@@ -224,7 +246,47 @@ struct Loaded {
   }
 };
 
-// The fp64 reference with every projection replaced by what the plan makes of it.
+// The native type the model info reports for a tensor ("?" when absent).
+std::string native_of(const std::string &info, const std::string &name) {
+  const size_t at = info.find("\"name\":\"" + name + "\"");
+  if (at == std::string::npos) return "?";
+  const size_t n = info.find("\"native\":\"", at) + 10;
+  return info.substr(n, info.find('"', n) - n);
+}
+
+struct LogitErr {
+  double prefill = 0, decode = 0, moved = 0;  // vs want: prefill / worst decode step; moved: want vs `before`
+};
+
+// Logits of `run` (prefill of 9 rows: the GEMM kernels, then 3 decode steps: the GEMV kernels) against the fp64
+// forward of want_model; moved = how far want_model's logits are from before_model's (what the plan changed).
+LogitErr compare_logits(Loaded &run, const RefModel &want_model, const RefModel &before_model, int32_t vocab) {
+  CHECK_OK(qw_session_set_toggle(run.s, "kvCache", "f32", -1));
+  Rng r(3);
+  std::vector<int32_t> toks(12);
+  for (auto &t : toks) t = int32_t(r.next() % uint64_t(vocab));
+  const std::vector<double> want = want_model.forward(toks), before = before_model.forward(toks);
+  CHECK_OK(qw_session_set_logits_mode(run.s, 2));
+  int32_t next = -1;
+  CHECK_OK(qw_session_prefill(run.s, 0, toks.data(), 9, &next));
+  int32_t rows = 0, V = 0;
+  CHECK_OK(qw_session_logits_shape(run.s, &rows, &V));
+  std::vector<float> got(size_t(rows) * size_t(V));
+  CHECK_OK(qw_session_read_logits(run.s, got.data(), int64_t(got.size())));
+  LogitErr out;
+  out.prefill = rel_err(got, want, got.size());
+  out.moved = rel_err(before, want, before.size());
+  for (int i = 9; i < 12; ++i) {
+    const int32_t seq = 0;
+    CHECK_OK(qw_session_decode(run.s, 1, &seq, &toks[size_t(i)], &next));
+    CHECK_OK(qw_session_read_logits(run.s, got.data(), int64_t(V)));
+    out.decode = std::max(out.decode, rel_err(got, &want[size_t(i) * size_t(V)], size_t(V)));
+  }
+  return out;
+}
+
+// The fp64 reference with every projection (and the output, when the plan says) replaced by what the plan
+// makes of it.
 RefModel requantized(RefModel ref, const qw::WeightPlan &plan) {
   for (auto &kv : ref.t) {
     RefTensor &x = kv.second;
@@ -242,23 +304,19 @@ void test_model() {
   const RefModel ref(cfg, 11, [](const std::string &, int64_t) { return QW_GGML_BF16; });
   const std::string opt = "\"weights\":\"q4\",\"weights_layers\":{\"1\":\"bf16\",\"2\":\"q8\"}";
   Loaded run(ref, with_weights(cfg, opt));
-  // per-layer override reaches exactly its layer; embeddings, output, norms stay as loaded
+  // per-layer override reaches exactly its layer; embeddings, output (untied, not named), norms stay as loaded
   const std::string info = run.info();
-  auto native_of = [&](const std::string &name) {
-    const size_t at = info.find("\"name\":\"" + name + "\"");
-    if (at == std::string::npos) return std::string("?");
-    const size_t n = info.find("\"native\":\"", at) + 10;
-    return info.substr(n, info.find('"', n) - n);
-  };
   for (const char *p : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
-    CHECK(native_of(std::string("blk.0.") + p + ".weight") == "w4", "layer 0 %s: %s", p, native_of(std::string("blk.0.") + p + ".weight").c_str());
-    CHECK(native_of(std::string("blk.1.") + p + ".weight") == "bf16", "layer 1 %s", p);
-    CHECK(native_of(std::string("blk.2.") + p + ".weight") == "w8", "layer 2 %s", p);
+    const std::string l0 = native_of(info, std::string("blk.0.") + p + ".weight");
+    CHECK(l0 == "w4", "layer 0 %s: %s", p, l0.c_str());
+    CHECK(native_of(info, std::string("blk.1.") + p + ".weight") == "bf16", "layer 1 %s", p);
+    CHECK(native_of(info, std::string("blk.2.") + p + ".weight") == "w8", "layer 2 %s", p);
   }
-  CHECK(native_of("token_embd.weight") == "bf16" && native_of("output.weight") == "bf16" &&
-            native_of("blk.0.attn_norm.weight") == "f32",
+  CHECK(native_of(info, "token_embd.weight") == "bf16" && native_of(info, "output.weight") == "bf16" &&
+            native_of(info, "blk.0.attn_norm.weight") == "f32",
         "embeddings / output / norms stay as loaded");
   CHECK(info.find("\"weights\":[\"q4\",\"bf16\",\"q8\"]") != std::string::npos, "model info weights: %s", info.c_str());
+  CHECK(info.find("\"weights_output\":\"as-loaded\"") != std::string::npos, "model info weights_output: %s", info.c_str());
   // the session toggle reports the plan and refuses changes (a model option)
   CHECK(run.toggles().find("\"weights\":[\"q4\",\"bf16\",\"q8\"]") != std::string::npos, "toggles: %s", run.toggles().c_str());
   CHECK_OK(qw_session_set_toggle(run.s, "weights", "bf16", 1));  // unchanged: accepted
@@ -268,31 +326,48 @@ void test_model() {
   CHECK_ST(qw_session_set_toggle(run.s, "weights", "q3", -1), QW_ERR_INVALID_ARGUMENT);
   CHECK_ST(qw_session_set_toggle(run.s, "weights", "q4", 3), QW_ERR_INVALID_ARGUMENT);
   CHECK(run.toggles().find("\"weights\":[\"q4\",\"bf16\",\"q8\"]") != std::string::npos, "unchanged after refusals");
-  // logits of the requantized model = the fp64 forward of the same requantized weights (fp32 rounding only)
-  const RefModel want_model = requantized(ref, qw::parse_weight_plan(with_weights(cfg, opt).c_str(), cfg.L));
-  CHECK_OK(qw_session_set_toggle(run.s, "kvCache", "f32", -1));
-  Rng r(3);
-  std::vector<int32_t> toks(12);
-  for (auto &t : toks) t = int32_t(r.next() % uint64_t(cfg.V));
-  const std::vector<double> want = want_model.forward(toks), plain = ref.forward(toks);
-  CHECK_OK(qw_session_set_logits_mode(run.s, 2));
-  int32_t next = -1;
-  CHECK_OK(qw_session_prefill(run.s, 0, toks.data(), 9, &next));  // 9 rows: the GEMM kernels
-  int32_t rows = 0, V = 0;
-  CHECK_OK(qw_session_logits_shape(run.s, &rows, &V));
-  std::vector<float> got(size_t(rows) * size_t(V));
-  CHECK_OK(qw_session_read_logits(run.s, got.data(), int64_t(got.size())));
-  const double e = rel_err(got, want, got.size()), moved = rel_err(plain, want, got.size());
-  CHECK(e < 2e-5, "prefill logits vs requantized fp64 reference: rel err %.3g", e);
-  CHECK(moved > 1e-3, "requantization changed the logits (rel %.3g): the test would not see a missing requant", moved);
-  for (int i = 9; i < 12; ++i) {  // decode: the GEMV kernels (AVX-512 W8 g128 on layer 2)
-    const int32_t seq = 0;
-    CHECK_OK(qw_session_decode(run.s, 1, &seq, &toks[size_t(i)], &next));
-    CHECK_OK(qw_session_read_logits(run.s, got.data(), int64_t(V)));
-    const double d = rel_err(got, &want[size_t(i) * size_t(V)], size_t(V));
-    CHECK(d < 2e-5, "decode pos %d rel err %.3g", i, d);
+  // logits of the requantized model = the fp64 forward of the same requantized weights (fp32 rounding only);
+  // decode runs the GEMV kernels (AVX-512 W8 g128 on layer 2)
+  const RefModel want_model = requantized(ref, qw::parse_weight_plan(with_weights(cfg, opt).c_str(), cfg.L, cfg.tied));
+  const LogitErr le = compare_logits(run, want_model, ref, cfg.V);
+  CHECK(le.prefill < 2e-5, "prefill logits vs requantized fp64 reference: rel err %.3g", le.prefill);
+  CHECK(le.decode < 2e-5, "decode logits vs requantized fp64 reference: rel err %.3g", le.decode);
+  CHECK(le.moved > 1e-3, "requantization changed the logits (rel %.3g): the test would not see a missing requant", le.moved);
+  std::printf("  %-34s ok (prefill rel err %.2e; requant moved logits by %.2e)\n", "q4/bf16/q8 per-layer model", le.prefill,
+              le.moved);
+}
+
+// weights_layers "output" on an untied model: output.weight (and nothing else beyond the layers' plan) takes the
+// format; the toggle still reports the layers only, the model info says it; the forward reads the requantized
+// lm_head (GEMM at prefill, GEMV at decode) = the fp64 forward of the same weights.
+void test_output() {
+  const RefConfig cfg = cfg128(2, 4, 2, 32, false);
+  const RefModel ref(cfg, 13, [](const std::string &, int64_t) { return QW_GGML_BF16; });
+  struct Case {
+    const char *opt, *native, *toggle, *out;
+  } cases[] = {
+      {"\"weights_layers\":{\"output\":\"q8\"}", "w8", "\"weights\":\"as-loaded\"", "q8"},
+      {"\"weights\":\"q8\",\"weights_layers\":{\"0\":\"bf16\",\"output\":\"q4\"}", "w4",
+       "\"weights\":[\"bf16\",\"q8\"]", "q4"},
+  };
+  for (const Case &c : cases) {
+    Loaded run(ref, with_weights(cfg, c.opt));
+    const std::string info = run.info();
+    CHECK(native_of(info, "output.weight") == c.native, "%s: output.weight is %s", c.opt, native_of(info, "output.weight").c_str());
+    CHECK(native_of(info, "token_embd.weight") == "bf16" && native_of(info, "output_norm.weight") == "f32",
+          "%s: the embedding and the final norm stay as loaded", c.opt);
+    CHECK(info.find(std::string("\"weights_output\":\"") + c.out + "\"") != std::string::npos, "%s: %s", c.opt, info.c_str());
+    CHECK(run.toggles().find(c.toggle) != std::string::npos, "%s: toggles %s", c.opt, run.toggles().c_str());
+    const qw::WeightPlan plan = qw::parse_weight_plan(with_weights(cfg, c.opt).c_str(), cfg.L, cfg.tied);
+    qw::WeightPlan layers_only = plan;
+    layers_only.output = qw::WeightFormat::AsLoaded;
+    // moved: the output's own share of the change (same layers, lm_head as loaded against requantized)
+    const LogitErr le = compare_logits(run, requantized(ref, plan), requantized(ref, layers_only), cfg.V);
+    CHECK(le.prefill < 2e-5 && le.decode < 2e-5, "%s: rel err prefill %.3g decode %.3g", c.opt, le.prefill, le.decode);
+    CHECK(le.moved > 1e-4, "%s: requantizing the output moved the logits by only %.3g", c.opt, le.moved);
+    std::printf("  %-34s ok (rel err %.2e / %.2e; the output moved logits by %.2e)\n",
+                (std::string("output = ") + c.out).c_str(), le.prefill, le.decode, le.moved);
   }
-  std::printf("  %-34s ok (prefill rel err %.2e; requant moved logits by %.2e)\n", "q4/bf16/q8 per-layer model", e, moved);
 }
 
 // A matrix large enough to be requantized on several threads (parallel_rows: >= 256 K elements a thread) gives the
@@ -327,5 +402,6 @@ int main() {
   test_threads_same_bytes();
   test_option_errors();
   test_model();
+  test_output();
   return finish("test_requant");
 }

@@ -64,7 +64,7 @@ QW_API int32_t qw_model_create(qw_engine *engine, const char *config_json, qw_mo
     m->engine = engine;
     m->cfg = qw::parse_config(config_json);
     m->specs = qw::tensor_specs(m->cfg);
-    m->wplan = qw::parse_weight_plan(config_json, m->cfg.num_layers);
+    m->wplan = qw::parse_weight_plan(config_json, m->cfg.num_layers, m->cfg.tie_embeddings);
     m->parallel = qw::parse_parallel(config_json);
     if (!qw::toggle_def(qw::OptId::parallel).implements(qw::kBackendName, uint8_t(m->parallel)))
       fail(QW_ERR_UNSUPPORTED, "model option parallel = " + qw::value_name(m->parallel) + " is not on the " +
@@ -145,6 +145,7 @@ QW_API int32_t qw_model_info_json(qw_model *model, char *out, uint64_t cap, uint
     w.key("weights").begin_array();
     for (const auto &v : model->wplan.toggle_values()) w.value(v);
     w.end_array();
+    w.key("weights_output").value(qw::weight_format_name(model->wplan.output));  // not a layer: not in the toggle
     w.key("tensors").begin_array();
     for (const auto &t : model->infos) {
       w.begin_object();

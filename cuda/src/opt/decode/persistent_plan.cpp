@@ -114,7 +114,12 @@ std::string persistent_refusal(const PersistRequest &r) {
   if (d.batch < 1 || d.batch > kMaxBatch)
     return "it runs batches of 1.." + std::to_string(kMaxBatch) + " sequences (this step has " +
            std::to_string(d.batch) + ")";
-  if (!r.all_bf16 || !r.bf16_embed) return "it reads bf16 weights only (load the model with weights = bf16)";
+  if (!r.all_bf16) return "it reads bf16 weights only (load the model with weights = bf16)";
+  // weights = bf16 converts the projections only: the embedding stays as loaded, and so does the lm_head unless
+  // weights_layers "output" asks (a q8 / q4 output refuses here even at weights = bf16)
+  if (!r.bf16_embed)
+    return "it reads a bf16 token embedding and lm_head only (the weights option leaves the embedding as loaded: "
+           "load a bf16 checkpoint, and keep weights_layers \"output\" as-loaded or bf16)";
   if (r.marlin) return "it has its own GEMV (set gemv = simple)";
   if (!r.fused_qkv_pairs || !r.fused_gate_up)
     return "it needs the fused pair-interleaved q|k|v and gate|up matrices of a bf16 model";

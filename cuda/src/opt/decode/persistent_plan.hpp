@@ -264,6 +264,8 @@ Plan build_plan(const Dims &d, int32_t blocks);
 // Why the persistent arm cannot run this configuration ("" when it can); the caller names the toggle in the error.
 struct PersistRequest {
   Dims d;
+  // bf16_embed: the token embedding and the lm_head are both bf16 (the lm_head may be requantized at load:
+  // weights_layers "output")
   bool all_bf16 = true, fused_qkv_pairs = true, fused_gate_up = true, bf16_embed = true, has_out_norm = true;
   bool kv_bf16 = true, gqa_native = true, dca_off = true, tree = false, hooks = false,
        profiling = false, marlin = false, default_fusions = true;

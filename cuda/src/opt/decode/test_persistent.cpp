@@ -525,6 +525,7 @@ void test_refusals() {
   };
   PersistRequest r = ok; r.d.batch = kMaxBatch + 1; refuses(r, "batches");
   r = ok; r.all_bf16 = false; refuses(r, "bf16 weights");
+  r = ok; r.bf16_embed = false; refuses(r, "weights_layers \"output\"");  // e.g. weights = bf16 with output = q8
   r = ok; r.kv_bf16 = false; refuses(r, "kvCache");
   r = ok; r.dca_off = false; refuses(r, "dca");
   r = ok; r.tree = true; refuses(r, "tree");

@@ -239,6 +239,34 @@ void test_emulation() {
   }
 }
 
+// The lm_head requantized at load (weights_layers "output": W8 / W4 group 128) splits by vocab rows like any other:
+// tp2 / tp4 give tp1's logits and tokens with the same option (hidden 128: one group per row; vocab 97: uneven).
+void test_emulation_output() {
+  RefConfig cfg = tp_config(128, 128);
+  cfg.tied = false;
+  const RefModel ref(cfg, 23, [](const std::string &, int64_t) { return int32_t(QW_GGML_F32); });
+  Rng r(5);
+  std::vector<int32_t> toks(12);
+  for (auto &t : toks) t = int32_t(r.next() % uint64_t(cfg.V));
+  for (const char *fmt : {"q8", "q4"}) {
+    const std::string opt = std::string("\"weights_layers\":{\"output\":\"") + fmt + "\"}";
+    Trace base;
+    {
+      TpRun tp1(ref, with(cfg, opt));
+      base = trace(tp1, toks);
+    }
+    for (const char *tp : {"tp2", "tp4"}) {
+      TpRun run(ref, with(cfg, opt + ",\"parallel\":\"" + tp + "\""));
+      const Trace t = trace(run, toks);
+      const double ep = rel_err(t.prefill, base.prefill, base.prefill.size());
+      const double ed = rel_err(t.decode, base.decode, base.decode.size());
+      CHECK(ep < 5e-6 && ed < 5e-6 && t.tokens == base.tokens, "output %s %s: prefill %.3g, decode %.3g vs tp1", fmt, tp, ep, ed);
+      std::printf("  %-34s ok (logits vs tp1 prefill %.1e decode %.1e)\n",
+                  (std::string("emulated ") + tp + ", output = " + fmt).c_str(), ep, ed);
+    }
+  }
+}
+
 // Profiled steps of one model (prefill of 9 rows, prefill of 3, a batched decode of both): every step's records and
 // all logits. At tp1 the unfused arms (norm, ffn = separate), whose op sequence the emulated ranks follow.
 int64_t steady_ns() {
@@ -434,6 +462,7 @@ int main() {
   test_slicers();
   test_sum_order();
   test_emulation();
+  test_emulation_output();
   test_records();
   test_model_option();
   return finish("test_parallel");

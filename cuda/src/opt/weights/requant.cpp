@@ -1,6 +1,7 @@
-// requant.cpp — requantization of projection weights at load (see requant.hpp for the formats and why the
-// products are exact). Compiled with the front's flags (-ffp-contract=off): every operation here is one
-// IEEE operation, so engine/formats/requant.ts reproduces the codes and scales bit for bit.
+// requant.cpp — requantization of projection weights (and, when asked, the output matrix) at load (see
+// requant.hpp for the formats and why the products are exact). Compiled with the front's flags
+// (-ffp-contract=off): every operation here is one IEEE operation, so engine/formats/requant.ts reproduces the
+// codes and scales bit for bit.
 #include "requant.hpp"
 
 #include <algorithm>
@@ -20,6 +21,9 @@ namespace {
 const char *const kFormatNames[] = {"as-loaded", "bf16", "q8", "q4"};
 const char *const kProjections[] = {"attn_q.weight",  "attn_k.weight",  "attn_v.weight", "attn_output.weight",
                                     "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+// The weights_layers key of the output matrix, and that matrix's tensor name.
+const char *const kOutputKey = "output";
+const char *const kOutputTensor = "output.weight";
 
 std::string format_list() { return "as-loaded, bf16, q8, q4"; }
 
@@ -81,10 +85,12 @@ std::vector<float> dequant_all(const NativeTensor &src) {
 void check_group(const NativeTensor &src, int32_t group, const char *fmt) {
   if (group <= 0 || group % 32 != 0)
     throw Error(QW_ERR_INVALID_ARGUMENT, std::string(fmt) + ": group must be a positive multiple of 32");
+  // The remedy names the key that chose the format: a layer's, or "output" for the lm_head.
+  const std::string keep = src.name == kOutputTensor ? "keep the output as-loaded or bf16 (weights_layers \"output\")"
+                                                     : "keep this layer as-loaded or bf16 (weights_layers)";
   if (src.cols % group != 0)
     throw Error(QW_ERR_SHAPE, src.name + ": weights = " + fmt + " needs ne0 (input features, " + std::to_string(src.cols) +
-                                  ") to be a multiple of the group size " + std::to_string(group) +
-                                  "; keep this layer as-loaded or bf16 (weights_layers)");
+                                  ") to be a multiple of the group size " + std::to_string(group) + "; " + keep);
 }
 
 // The scale as stored: 16 significant bits, at least FLT_MIN when positive (so it stays a normal float).
@@ -154,7 +160,29 @@ double round_half_away(double x) {
   return x < 0 ? -r : r;
 }
 
-WeightPlan parse_weight_plan(const char *config_json, int32_t num_layers) {
+namespace {
+
+// weights_layers' "output" on a model whose lm_head is token_embd.weight: refused, since the one matrix serves
+// both and requantizing it would change the embeddings too (a different experiment from the lm_head's).
+void refuse_tied_output(WeightFormat f) {
+  throw Error(QW_ERR_INVALID_ARGUMENT,
+              std::string("model config: weights_layers[\"output\"] = \"") + weight_format_name(f) +
+                  "\" cannot apply: this model ties its lm_head to the token embedding (tie_word_embeddings = true, "
+                  "no output.weight), so requantizing the lm_head would change the embeddings too; drop the "
+                  "\"output\" key (or give \"as-loaded\")");
+}
+
+// The index of a layer key ("0".."N-1", no leading zeros), or -1 when k is not one.
+long layer_key(const std::string &k, int32_t num_layers) {
+  bool digits = !k.empty() && k.size() <= 6;
+  for (char ch : k) digits = digits && ch >= '0' && ch <= '9';
+  const long l = digits ? std::stol(k) : -1;
+  return !digits || (k.size() > 1 && k[0] == '0') || l >= num_layers ? -1 : l;
+}
+
+}  // namespace
+
+WeightPlan parse_weight_plan(const char *config_json, int32_t num_layers, bool tied_embeddings) {
   const Json o = parse_json_object(config_json, "model config");
   WeightPlan p;
   WeightFormat all = WeightFormat::AsLoaded;
@@ -163,17 +191,21 @@ WeightPlan parse_weight_plan(const char *config_json, int32_t num_layers) {
   const Json *wl = o.get("weights_layers");
   if (!wl || wl->kind == Json::Null) return p;
   if (wl->kind != Json::Object)
-    throw Error(QW_ERR_INVALID_ARGUMENT, "model config: weights_layers must be an object {\"<layer>\": \"<format>\"} "
-                                         "(e.g. {\"0\": \"bf16\"})");
+    throw Error(QW_ERR_INVALID_ARGUMENT, "model config: weights_layers must be an object {\"<layer>\" or \"output\": "
+                                         "\"<format>\"} (e.g. {\"0\": \"bf16\", \"output\": \"q8\"})");
   for (const auto &kv : wl->obj) {
     const std::string &k = kv.first;
-    bool digits = !k.empty() && k.size() <= 6;
-    for (char ch : k) digits = digits && ch >= '0' && ch <= '9';
-    const long l = digits ? std::stol(k) : -1;
-    if (!digits || (k.size() > 1 && k[0] == '0') || l >= num_layers)
+    const std::string where = "weights_layers[\"" + k + "\"]";
+    if (k == kOutputKey) {
+      p.output = parse_format(kv.second, where);
+      if (tied_embeddings && p.output != WeightFormat::AsLoaded) refuse_tied_output(p.output);
+      continue;
+    }
+    const long l = layer_key(k, num_layers);
+    if (l < 0)
       throw Error(QW_ERR_INVALID_ARGUMENT, "model config: weights_layers key \"" + k + "\" is not a layer of this model (0.." +
-                                               std::to_string(num_layers - 1) + ")");
-    p.layer[size_t(l)] = parse_format(kv.second, "weights_layers[\"" + k + "\"]");
+                                               std::to_string(num_layers - 1) + ") nor \"output\" (the lm_head)");
+    p.layer[size_t(l)] = parse_format(kv.second, where);
   }
   return p;
 }
@@ -239,8 +271,10 @@ NativeTensor requant_q4(const NativeTensor &src, int32_t group) {
 
 void apply_weight_plan(const WeightPlan &plan, const std::string &name, NativeTensor &t) {
   const int32_t l = projection_layer(name);
-  if (l < 0 || size_t(l) >= plan.layer.size()) return;
-  switch (plan.layer[size_t(l)]) {
+  WeightFormat f = WeightFormat::AsLoaded;
+  if (name == kOutputTensor) f = plan.output;
+  else if (l >= 0 && size_t(l) < plan.layer.size()) f = plan.layer[size_t(l)];
+  switch (f) {
     case WeightFormat::AsLoaded: return;
     case WeightFormat::BF16: t = requant_bf16(t); return;
     case WeightFormat::Q8: t = requant_q8(t); return;

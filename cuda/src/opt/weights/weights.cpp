@@ -20,7 +20,8 @@ QW_OPTIMIZATION(weights) {
           "Weight format of the 7 projections per layer, chosen when the model loads (model option weights / "
           "weights_layers; changing it reloads the model): as-loaded keeps each tensor's own type (exact native "
           "layout); bf16 rounds; q8 = int8 symmetric, group 128; q4 = uint4 with scale and zero point, group 128 "
-          "(min/max, no calibration). Embeddings and lm_head stay as loaded.")
+          "(min/max, no calibration). Embeddings stay as loaded; the lm_head too unless weights_layers names "
+          "\"output\" (its own format, opt-in; refused where the lm_head is the tied embedding).")
       .cost({"qkv", "o_proj", "gate_up", "down"},
             "weight bytes per element of each projection = those of its native type (front/convert.cpp "
             "native_bytes_per_element, the same for a GGUF tensor loaded as-is): f32 4, bf16 / f16 2, q8 (W8) "
