@@ -37,7 +37,9 @@ export interface OpenOptions {
   root?: string;
   /** Weight format of the 7 projections per layer, applied at load (engine/formats/requant.ts); default as-loaded. */
   weights?: "as-loaded" | "bf16" | "q8" | "q4";
-  /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}. */
+  /** Per-layer overrides of `weights`: {"0": "bf16", "27": "bf16"}; key "output" requantizes the output matrix
+   *  (lm_head), which `weights` alone leaves as loaded: {"output": "q8"} (refused on tied models, whose lm_head is
+   *  the embedding). */
   weightsLayers?: Record<string, "as-loaded" | "bf16" | "q8" | "q4">;
   /** Tensor parallelism, applied at load (engine/formats/parallel.ts): tp1 (default) | tp2 | tp4 | tp8. The CPU
    *  backend runs tp2..tp8 as an emulation of the ranks (the reference); CUDA puts rank r on device `device` + r
@@ -233,7 +235,7 @@ export interface EngineModel {
   readonly buildInfo: string;
   readonly weightBytes: number;
   readonly weightTypes: Record<string, number>;
-  /** The weights option it was loaded with ({} = as-loaded; engine/formats/requant.ts). */
+  /** The weights option it was loaded with ({} = as-loaded; weightsLayers.output: the lm_head's; engine/formats/requant.ts). */
   readonly weights?: { weights?: string; weightsLayers?: Record<string, string> };
   /** The parallel option it was loaded with (undefined = tp1; engine/formats/parallel.ts). */
   readonly parallel?: string;

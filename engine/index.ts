@@ -122,6 +122,13 @@ export interface LoadedTensor {
   data: Uint8Array;
 }
 
+/** One tensor of qw_model_info_json: its name, the GGUF type it was handed over as, and its native layout (f32, f16,
+ *  bf16, w8, w4: after the weights option), shape and bytes. */
+const NativeTensorsSchema = z.object({
+  tensors: z.array(z.object({ name: z.string(), ggml_type: z.string(), native: z.string(), ne: z.array(z.number()), bytes: z.number() })),
+}).passthrough();
+export type NativeTensorInfo = z.infer<typeof NativeTensorsSchema>["tensors"][number];
+
 export class Model implements EngineModel {
   readonly id: string;
   readonly format: "gguf" | "hf" | "synthetic";
@@ -185,6 +192,12 @@ export class Model implements EngineModel {
   nativeWeightBytes(): number {
     const info = z.object({ weight_bytes: z.number() }).passthrough().parse(JSON.parse(this.native.infoJson()));
     return info.weight_bytes;
+  }
+
+  /** Every tensor as the engine holds it (qw_model_info_json "tensors"): the type it was handed over as and its native
+   *  layout after the weights option (e.g. output.weight bf16 -> w8 with weightsLayers {output: "q8"}). */
+  nativeTensors(): NativeTensorInfo[] {
+    return NativeTensorsSchema.parse(JSON.parse(this.native.infoJson())).tensors;
   }
 
   deviceMemoryUsed(): number | undefined {

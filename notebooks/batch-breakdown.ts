@@ -24,7 +24,7 @@ const USAGE = `usage: npx bun notebooks/batch-breakdown.ts <model> [options]
   --steps N                decode steps per repetition and in the profiled run (default 16)
   --reps N (>= 3, default 3)
   --toggle id=value,...    engine toggles, as the CLI's
-  --weights F[,L=F...]     requantize at load, as the CLI's (as-loaded | bf16 | q8 | q4)
+  --weights F[,L=F...]     requantize at load, as the CLI's (as-loaded | bf16 | q8 | q4; output=F: the lm_head)
   --backend auto|cpu|cuda --threads N
   --out DIR                default profiles/raw/batch-breakdown/<stamp>`;
 

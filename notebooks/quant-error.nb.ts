@@ -8,7 +8,8 @@
 // `bun notebooks/quant-error.nb.ts`. QW_NB_PHASE=decode measures the candidate on one decode step instead of the
 // prefill (arms that act only in decode, e.g. CUDA actQuant = int8); the K/V section is always a prefill.
 // QW_NB_TOGGLE=id=value names the candidate (the reference: that toggle's default) instead of the first toggle with
-// two values; QW_NB_WEIGHTS=bf16|q8|q4 loads the model with that weights option (e.g. actQuant needs W8 / W4 weights):
+// two values; QW_NB_WEIGHTS=bf16|q8|q4 loads the model with that weights option (e.g. actQuant needs W8 / W4 weights),
+// in the CLI's --weights form (q4,0=bf16 or, on an untied model, q4,output=q8: the lm_head requantized too):
 //   QW_NB_WEIGHTS=q4 QW_NB_TOGGLE=actQuant=int8 QW_NB_PHASE=decode bun notebooks/quant-error.nb.ts
 
 // %% Choose the candidate
@@ -20,14 +21,20 @@ import { quantSvg } from "../engine/export/svg.ts";
 import { textTokens } from "../engine/measure/perplexity-run.ts";
 import { display, plotly, svg, table } from "../engine/notebook/display.ts";
 import { QuantPhase } from "../engine/measure/profile.ts";
-import { WeightFormatSchema } from "../engine/formats/requant.ts";
+import { parseWeightsArg, type WeightsOption } from "../engine/formats/requant.ts";
 
 const phaseArg = QuantPhase.safeParse(process.env.QW_NB_PHASE ?? "prefill");
 if (!phaseArg.success) throw new Error(`QW_NB_PHASE must be prefill or decode, got ${JSON.stringify(process.env.QW_NB_PHASE)}`);
 const phase = phaseArg.data;
-const weightsArg = process.env.QW_NB_WEIGHTS === undefined ? undefined : WeightFormatSchema.safeParse(process.env.QW_NB_WEIGHTS);
-if (weightsArg && !weightsArg.success) throw new Error(`QW_NB_WEIGHTS: ${weightsArg.error.issues[0].message}`);
-const model = await openModel(process.env.QW_NB_MODEL ?? "default", weightsArg?.data ? { weights: weightsArg.data } : {});
+function weightsOption(v: string | undefined): WeightsOption {
+  if (v === undefined) return {};
+  try {
+    return parseWeightsArg(v);
+  } catch (e) {
+    throw new Error((e as Error).message.replace(`--weights ${v}:`, "QW_NB_WEIGHTS:"));
+  }
+}
+const model = await openModel(process.env.QW_NB_MODEL ?? "default", weightsOption(process.env.QW_NB_WEIGHTS));
 const session = model.newSession({ maxBatch: 1 });
 const reg = model.toggleRegistry();
 const named = process.env.QW_NB_TOGGLE;

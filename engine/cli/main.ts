@@ -61,7 +61,9 @@ commands
       --max-context N             session context (default min(4096, model max))
       --toggle id=value,...       engine toggles (per-layer values as v0/v1/...)
       --weights F[,L=F...]        requantize the 7 projections per layer at load: as-loaded | bf16 | q8 | q4,
-                                  then per-layer overrides (e.g. q4,0=bf16,27=bf16); embeddings/lm_head stay
+                                  then per-layer overrides (e.g. q4,0=bf16,27=bf16); embeddings stay; the
+                                  lm_head too unless output=F names its format (e.g. q4,output=q8; refused on
+                                  a tied model, whose lm_head is the embedding)
       --tp N                      tensor parallelism over N ranks at load (1 | 2 | 4 | 8; model option parallel;
                                   CPU: an emulation of the ranks, CUDA: N devices, compile-checked only)
       --profile out.json          record op timings and write a profile (docs/ARCHITECTURE.md §Measurement)

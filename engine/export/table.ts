@@ -33,7 +33,8 @@ function weightsOf(p: Profile): string {
   const t = p.manifest.model.weight_types;
   if (!t) return "?";
   const e = Object.entries(t).sort((a, b) => b[1] - a[1]);
-  return e.map(([k]) => k).slice(0, 2).join("+") || "?";
+  const out = p.manifest.model.weights_output;  // the lm_head requantized at load (the toggles show the layers')
+  return (e.map(([k]) => k).slice(0, 2).join("+") || "?") + (out ? `→output=${out}` : "");
 }
 
 function togglesStr(p: Profile): string {

@@ -5,7 +5,9 @@
 //
 // The format is chosen when a model loads (sessions share the weights): openModel(source, { weights,
 // weightsLayers }). Sessions report it as the per-layer toggle `weights` and refuse to change it; the web
-// server reloads the model instead.
+// server reloads the model instead. weightsLayers.output (opt-in) requantizes the output matrix (lm_head) too:
+// it is not a layer, so the toggle does not show it, and a reload for another toggle value keeps it (withOutput).
+// A tied model (its lm_head is the embedding) refuses it at load.
 import { z } from "zod";
 import { bf16ToF32, f32ToBf16 } from "./quant.ts";
 import { toggleRegistry } from "../catalog.ts";
@@ -20,19 +22,25 @@ export function weightFormats(): string[] {
 }
 /** Elements per q8 / q4 group along the input dimension (ne0). */
 export const REQUANT_GROUP = 128;
-/** The 7 projections a layer requantizes (GGUF names: blk.N.<name>.weight); embeddings and lm_head stay. */
+/** The 7 projections a layer requantizes (GGUF names: blk.N.<name>.weight); embeddings stay, and the lm_head
+ *  unless weightsLayers names OUTPUT_KEY. */
 export const PROJECTIONS = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] as const;
 
 export const WeightFormatSchema = z.string().superRefine((v, ctx) => {
   if (!weightFormats().includes(v)) ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a weight format (accepted: ${weightFormats().join(", ")})` });
 }).transform((v) => v as WeightFormat);
-/** Per-layer overrides: {"0": "bf16", "27": "bf16"} (layer indices as decimal strings). */
-export const WeightsLayersSchema = z.record(z.string().regex(/^(0|[1-9]\d{0,5})$/, "a layer index (0, 1, 2, ...)"), WeightFormatSchema);
+/** The weightsLayers key of the output matrix (lm_head), and that matrix's GGUF name. */
+export const OUTPUT_KEY = "output";
+export const OUTPUT_TENSOR = "output.weight";
+const KEY_HINT = `a layer index (0, 1, 2, ...) or "${OUTPUT_KEY}" (the lm_head)`;
+/** Per-layer overrides and the output's format: {"0": "bf16", "27": "bf16", "output": "q8"} (layer indices as
+ *  decimal strings, as the native config key weights_layers). */
+export const WeightsLayersSchema = z.record(z.string().regex(/^(0|[1-9]\d{0,5}|output)$/, KEY_HINT), WeightFormatSchema);
 export const WeightsOptionSchema = z.object({ weights: WeightFormatSchema.optional(), weightsLayers: WeightsLayersSchema.optional() }).strict();
 export type WeightsOption = z.infer<typeof WeightsOptionSchema>;
 
 function issueText(i: z.core.$ZodIssue): string {
-  return i.code === "invalid_key" ? `${JSON.stringify(String(i.path[i.path.length - 1]))} is not a layer index (0, 1, 2, ...)` : i.message;
+  return i.code === "invalid_key" ? `${JSON.stringify(String(i.path[i.path.length - 1]))} is not ${KEY_HINT}` : i.message;
 }
 
 /** Validates a weights option against a model's layer count; the message names what is wrong. */
@@ -43,8 +51,24 @@ export function checkWeightsOption(opt: unknown, numLayers: number): WeightsOpti
     throw new Error(`weights option ${i.path.join(".")}: ${issueText(i)}`.replace(" : ", ": "));
   }
   for (const k of Object.keys(r.data.weightsLayers ?? {}))
-    if (Number(k) >= numLayers) throw new Error(`weights option weightsLayers: layer ${k} is not a layer of this model (0..${numLayers - 1})`);
+    if (k !== OUTPUT_KEY && Number(k) >= numLayers) throw new Error(`weights option weightsLayers: layer ${k} is not a layer of this model (0..${numLayers - 1}) nor "${OUTPUT_KEY}"`);
   return r.data;
+}
+
+/** The output matrix's format in an option (as-loaded unless weightsLayers names it). */
+export function outputFormat(opt: { weightsLayers?: Record<string, string> } | undefined): WeightFormat {
+  return (opt?.weightsLayers?.[OUTPUT_KEY] ?? "as-loaded") as WeightFormat;
+}
+
+/** `opt` with the output's format set to `fmt` (removed when as-loaded or undefined: the default). Why: a reload
+ *  for another `weights` toggle value (the toggle has no output) keeps the output the model was loaded with. */
+export function withOutput(opt: WeightsOption, fmt: string | undefined): WeightsOption {
+  const layers: Record<string, WeightFormat> = { ...(opt.weightsLayers ?? {}) };
+  delete layers[OUTPUT_KEY];
+  if (fmt !== undefined && fmt !== "as-loaded") layers[OUTPUT_KEY] = WeightFormatSchema.parse(fmt);
+  const out: WeightsOption = opt.weights !== undefined ? { weights: opt.weights } : {};
+  if (Object.keys(layers).length) out.weightsLayers = layers;
+  return out;
 }
 
 /** The keys qw_model_create reads next to the HF config (absent when the option is the default). */
@@ -58,8 +82,16 @@ export function nativeWeightsConfig(opt: WeightsOption | undefined): Record<stri
 /** The per-layer formats an option gives a model of `numLayers` layers. */
 export function layerFormats(opt: WeightsOption | undefined, numLayers: number): WeightFormat[] {
   const out: WeightFormat[] = Array.from({ length: numLayers }, () => opt?.weights ?? "as-loaded");
-  for (const [k, v] of Object.entries(opt?.weightsLayers ?? {})) out[Number(k)] = v;
+  for (const [k, v] of Object.entries(opt?.weightsLayers ?? {})) if (k !== OUTPUT_KEY) out[Number(k)] = v;
   return out;
+}
+
+/** The format an option gives the tensor `name`: its layer's for a projection, the output's for output.weight,
+ *  as-loaded for anything else (embeddings, norms, biases). */
+export function tensorFormat(opt: WeightsOption | undefined, name: string, numLayers: number): WeightFormat {
+  if (name === OUTPUT_TENSOR) return outputFormat(opt);
+  const p = projectionOf(name);
+  return p && p.layer < numLayers ? layerFormats(opt, numLayers)[p.layer] : "as-loaded";
 }
 
 /** The option as a session's toggle value reports it (one value, or one per layer) — and back. */
@@ -79,16 +111,21 @@ export function sameWeights(a: string | string[], b: string | string[]): boolean
   return JSON.stringify(optionFromToggle(a)) === JSON.stringify(optionFromToggle(b));
 }
 
-/** A short label: "q4", "q4 (0,27: bf16)", "as-loaded". */
-export function weightsLabel(opt: WeightsOption | undefined): string {
+/** A short label: "q4", "q4 (0,27: bf16)", "as-loaded", and the output when not as loaded: "q4,output=q8",
+ *  "output=q8" (the CLI form of that part, so it can be pasted into --weights). */
+export function weightsLabel(opt: { weights?: string; weightsLayers?: Record<string, string> } | undefined): string {
   const base = opt?.weights ?? "as-loaded";
   const by = new Map<string, string[]>();
-  for (const [k, v] of Object.entries(opt?.weightsLayers ?? {})) by.set(v, [...(by.get(v) ?? []), k]);
+  for (const [k, v] of Object.entries(opt?.weightsLayers ?? {})) if (k !== OUTPUT_KEY) by.set(v, [...(by.get(v) ?? []), k]);
   const extra = [...by.entries()].map(([v, ks]) => `${ks.join(",")}: ${v}`).join("; ");
-  return extra ? `${base} (${extra})` : base;
+  const layers = extra ? `${base} (${extra})` : base;
+  const out = outputFormat(opt);
+  if (out === "as-loaded") return layers;
+  return layers === "as-loaded" ? `${OUTPUT_KEY}=${out}` : `${layers},${OUTPUT_KEY}=${out}`;
 }
 
-/** CLI form: "q4", "q4,0=bf16,27=bf16" (the base format, then layer=format overrides). */
+/** CLI form: "q4", "q4,0=bf16,27=bf16", "q4,output=q8" (the base format, then layer=format overrides and the
+ *  output's format). */
 export function parseWeightsArg(s: string): WeightsOption {
   const parts = s.split(",").map((x) => x.trim()).filter(Boolean);
   const out: { weights?: string; weightsLayers?: Record<string, string> } = {};
@@ -105,7 +142,9 @@ export function parseWeightsArg(s: string): WeightsOption {
   const r = WeightsOptionSchema.safeParse(out);
   if (!r.success) {
     const i = r.error.issues[0];
-    throw new Error(`--weights ${s}: ${i.path.length > 1 ? `layer "${String(i.path[1])}": ` : ""}${issueText(i)} (form: q4 or q4,0=bf16,27=bf16)`);
+    // a bad value names its key; a bad key names itself (issueText)
+    const at = i.path.length > 1 && i.code !== "invalid_key" ? (i.path[1] === OUTPUT_KEY ? `${OUTPUT_KEY}: ` : `layer "${String(i.path[1])}": `) : "";
+    throw new Error(`--weights ${s}: ${at}${issueText(i)} (form: q4, q4,0=bf16,27=bf16 or q4,output=q8)`);
   }
   return r.data;
 }

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import type { EngineModel, EngineSession } from "../api.ts";
 import { statOf, type BenchRow, type Stat } from "./profile.ts";
-import { weightsLabel, type WeightsOption } from "../formats/requant.ts";
+import { weightsLabel } from "../formats/requant.ts";
 import { shareLabel, type RankShare } from "./tp-scaling.ts";
 
 export interface BenchCase {
@@ -271,7 +271,7 @@ export function weightLabel(model: EngineModel): string {
   const all = Object.entries(model.weightTypes);
   const names = all.filter(([k]) => k.toLowerCase() !== "f32" || all.length === 1)
     .sort((a, b) => b[1] - a[1]).map(([k]) => k.toLowerCase());
-  const rq = model.weights?.weights || Object.keys(model.weights?.weightsLayers ?? {}).length ? `→${weightsLabel(model.weights as WeightsOption)}` : "";
+  const rq = model.weights?.weights || Object.keys(model.weights?.weightsLayers ?? {}).length ? `→${weightsLabel(model.weights)}` : "";
   return (names.length ? names.join("+") : "unknown") + rq;
 }
 

@@ -4,6 +4,7 @@ import { spawnSync } from "node:child_process";
 import type { EngineModel } from "../api.ts";
 import type { Manifest, ToggleValues } from "./profile.ts";
 import { REPO_ROOT } from "../constants.ts";
+import { outputFormat } from "../formats/requant.ts";
 
 let gitCommitCache: string | undefined;
 /** HEAD of the checkout the engine runs from, "-dirty" when tracked files differ from it, or "unknown". */
@@ -27,7 +28,8 @@ export interface ManifestExtra {
   sampling?: Manifest["sampling"];
 }
 
-type ManifestModel = Pick<EngineModel, "id" | "hash" | "format" | "config" | "buildInfo" | "device" | "weightTypes" | "weightBytes">;
+type ManifestModel = Pick<EngineModel, "id" | "hash" | "format" | "config" | "buildInfo" | "device" | "weightTypes" | "weightBytes"> &
+  Partial<Pick<EngineModel, "weights">>;
 
 /** The manifest for a run on `model` (optional fields are left out when not given). */
 export function modelManifest(model: ManifestModel, extra: ManifestExtra = {}): Manifest {
@@ -39,6 +41,8 @@ export function modelManifest(model: ManifestModel, extra: ManifestExtra = {}): 
     model: {
       id: model.id, hash: model.hash, format: model.format, config: { ...model.config },
       weight_types: model.weightTypes, weight_bytes: model.weightBytes,
+      // the toggles record the layers' weights; the output's format (weightsLayers.output) has no toggle
+      ...(outputFormat(model.weights) !== "as-loaded" ? { weights_output: outputFormat(model.weights) } : {}),
     },
     toggles: extra.toggles ?? {},
     ...(extra.prompts ? { prompts: extra.prompts } : {}),

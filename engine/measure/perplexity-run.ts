@@ -9,6 +9,7 @@ import type { EngineModel, EngineSession } from "../api.ts";
 import type { ToggleValues } from "./profile.ts";
 import { applyToggles } from "./record.ts";
 import { brownTokens } from "../text/brown.ts";
+import { outputFormat } from "../formats/requant.ts";
 import { measurePerplexity, ReferenceReader, type PerplexityPhase, type PerplexityResult, type ScoreMode } from "./perplexity.ts";
 
 export type TextSource = { kind: "brown" } | { kind: "text"; text: string; name?: string } | { kind: "tokens"; tokens: number[]; name?: string };
@@ -72,6 +73,12 @@ export interface PerplexityRunResult {
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
+/** What a saved reference records of its model: id, hash, and the lm_head's format when requantized (no toggle has it). */
+function modelKey(m: EngineModel): { id: string; hash: string; weights_output?: string } {
+  const out = outputFormat(m.weights);
+  return { id: m.id, hash: m.hash, ...(out !== "as-loaded" ? { weights_output: out } : {}) };
+}
+
 function prepare(arm: Arm): ToggleValues {
   applyToggles(arm.model, arm.session, arm.toggles);
   return arm.session.toggles();
@@ -99,14 +106,15 @@ export async function runPerplexity(spec: PerplexityRunSpec): Promise<Perplexity
         try {
           const r = new ReferenceReader(path);
           const h = r.header;
-          if (!r.mismatch(spec.tokens, spec.ctx, score, vocab) && (h.phase ?? "prefill") === phase && h.model.hash === run.model.hash && same(h.toggles, toggles)) { reader = r; reused = true; }
+          const sameModel = h.model.hash === run.model.hash && (h.model.weights_output ?? "as-loaded") === outputFormat(run.model.weights);
+          if (!r.mismatch(spec.tokens, spec.ctx, score, vocab) && (h.phase ?? "prefill") === phase && sameModel && same(h.toggles, toggles)) { reader = r; reused = true; }
           else r.close();
         } catch { /* unreadable: measure again and overwrite */ }
       }
       if (!reader) {
         const r = await measurePerplexity(run.session, spec.tokens, vocab, {
           ctx: spec.ctx, score, phase, signal: spec.signal,
-          save: { path, topK: spec.topK, model: { id: run.model.id, hash: run.model.hash }, toggles, label: run.label },
+          save: { path, topK: spec.topK, model: modelKey(run.model), toggles, label: run.label },
           onProgress: (p) => spec.onProgress?.({ arm: "reference", window: p.window, windows: p.windows, ppl: p.ppl }),
         });
         out.reference = { ...r, label: run.label, model: run.model.id, toggles };
@@ -120,7 +128,7 @@ export async function runPerplexity(spec: PerplexityRunSpec): Promise<Perplexity
     const toggles = prepare(cand);
     const r = await measurePerplexity(cand.session, spec.tokens, vocab, {
       ctx: spec.ctx, score, phase, reference: reader, signal: spec.signal,
-      ...(spec.saveLogits ? { save: { path: spec.saveLogits, topK: spec.topK, model: { id: cand.model.id, hash: cand.model.hash }, toggles, label: cand.label } } : {}),
+      ...(spec.saveLogits ? { save: { path: spec.saveLogits, topK: spec.topK, model: modelKey(cand.model), toggles, label: cand.label } } : {}),
       onProgress: (p) => spec.onProgress?.({ arm: "candidate", window: p.window, windows: p.windows, ppl: p.ppl }),
     });
     out.candidate = { ...r, label: cand.label, model: cand.model.id, toggles };

@@ -64,7 +64,9 @@ export const ReferenceHeader = z.object({
   tokens: z.number().int().nonnegative(),
   tokens_sha256: z.string(),
   rows: z.number().int().nonnegative(),
-  model: z.object({ id: z.string(), hash: z.string() }),
+  // weights_output: the lm_head's format when requantized at load (weightsLayers.output; absent: as loaded). The
+  // toggles give the layers' weights but not the output's, so a reference is reused only when this matches too.
+  model: z.object({ id: z.string(), hash: z.string(), weights_output: z.string().optional() }),
   toggles: ToggleValues,
   label: z.string(),
   nll_mean: z.number().nullable(),
@@ -261,7 +263,7 @@ export interface PerplexityOptions {
   /** KL / top-1 against this reference (checked to match the tokens, ctx and score). */
   reference?: ReferenceReader;
   /** Save this run's top-K log-probs as a reference file. */
-  save?: { path: string; topK?: number; model: { id: string; hash: string }; toggles: ToggleValues; label: string };
+  save?: { path: string; topK?: number; model: { id: string; hash: string; weights_output?: string }; toggles: ToggleValues; label: string };
   signal?: AbortSignal;
   onProgress?: (p: { window: number; windows: number; scored: number; ppl: number | null }) => void;
   /** Floats of logits held at once (bounds memory; default 16 M). */

@@ -58,6 +58,7 @@ export const Manifest = z.object({
     config: z.record(z.string(), z.unknown()),
     weight_types: z.record(z.string(), z.number()).optional(), // ggml type name -> tensor count
     weight_bytes: z.number().optional(),
+    weights_output: z.string().optional(), // the lm_head's format when requantized at load (weightsLayers.output)
   }),
   toggles: ToggleValues,
   prompts: z.array(z.object({

@@ -9,7 +9,7 @@ import { effectiveDefault, recordRun, type PromptSpec, type RecordResult, type R
 import { mergeResults } from "./passes.ts";
 import { DEFAULT_MAX_CONTENTION } from "./bench-core.ts";
 import { toggleValueProblem } from "../toggles.ts";
-import { optionFromToggle, sameWeights, weightsLabel, WEIGHTS_TOGGLE, type WeightsOption } from "../formats/requant.ts";
+import { optionFromToggle, outputFormat, sameWeights, weightsLabel, withOutput, WEIGHTS_TOGGLE, type WeightsOption } from "../formats/requant.ts";
 import { PARALLEL_TOGGLE } from "../formats/parallel.ts";
 import { TOGGLE_VALUES_NEEDING_INPUT } from "../spec/draft.ts";
 
@@ -92,18 +92,20 @@ export interface ArmOptions {
 /**
  * Models for the arms whose `weights` toggle differs from the loaded model's (a load-time option): the same
  * source opened once per distinct value, each with a session. `close()` frees them. All stay in memory at once,
- * so the arms can be interleaved (4 copies of the weights for as-loaded | bf16 | q8 | q4).
+ * so the arms can be interleaved (4 copies of the weights for as-loaded | bf16 | q8 | q4). Each keeps the loaded
+ * model's output format (weightsLayers.output: no toggle carries it), so an arm changes only the layers.
  */
 export async function weightArmModels(model: EngineModel, session: EngineSession, arms: Arm[],
   open: (opt: WeightsOption) => Promise<EngineModel>): Promise<{ envOf: (arm: Arm) => { model: EngineModel; session: EngineSession } | undefined; close: () => void }> {
   const cur = session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded";
+  const out = outputFormat(model.weights);
   const envs = new Map<string, { model: EngineModel; session: EngineSession }>();
   for (const arm of arms) {
     const w = arm.toggles[WEIGHTS_TOGGLE];
     if (w === undefined || sameWeights(w, cur)) continue;
     const key = JSON.stringify(optionFromToggle(w));
     if (envs.has(key)) continue;
-    const m = await open(optionFromToggle(w));
+    const m = await open(withOutput(optionFromToggle(w), out));
     envs.set(key, { model: m, session: m.newSession({ maxBatch: 1, maxContext: session.maxContext }) });
   }
   return {
@@ -150,7 +152,7 @@ export function finishArm(model: EngineModel, arm: Arm, passes: RecordResult[], 
   const st = p.summary.stats ?? {};
   const nPrompt = Math.round((p.summary.prefill_tokens ?? 0) / Math.max(1, o.prompts.length));
   const nGen = Math.round((p.summary.decode_tokens ?? 0) / Math.max(1, o.prompts.length));
-  const rq = model.weights?.weights || Object.keys(model.weights?.weightsLayers ?? {}).length ? `→${weightsLabel(model.weights as WeightsOption)}` : "";
+  const rq = model.weights?.weights || Object.keys(model.weights?.weightsLayers ?? {}).length ? `→${weightsLabel(model.weights)}` : "";
   const weights = (Object.entries(model.weightTypes).sort((a, b) => b[1] - a[1])[0]?.[0] ?? "?") + rq;
   const others = merged.passes.map((x) => x.others);
   const reruns = merged.passes.reduce((a, x) => a + (x.reruns ?? 0), 0);

@@ -5,6 +5,7 @@ import type { EngineModel, EngineSession, OpenModel } from "../api.ts";
 import { checkDraftCompatible, type TokenizedModel } from "./compat.ts";
 import type { SpecHost } from "./draft.ts";
 import { openEagleHead, type EagleTarget } from "./eagle-head.ts";
+import { outputFormat } from "../formats/requant.ts";
 
 type Decoder = { push(id: number): string; end(): string };
 
@@ -35,7 +36,8 @@ export class DraftCache {
    */
   getEagle(dir: string, root: string | undefined, target: EngineModel, targetSession: EngineSession): Promise<{ draft: EngineSession; host: SpecHost }> {
     if (!("engine" in target) || !("path" in target)) throw new Error("speculative eagle needs a model opened by the engine (this engine module has none)");
-    return this.cached(`eagle|${target.id}|${target.backend}|${dir}|${targetSession.maxContext}`, target, targetSession,
+    // the head's lm_head takes the target's output format (eagle-head.ts): part of the key
+    return this.cached(`eagle|${target.id}|${target.backend}|${dir}|${outputFormat(target.weights)}|${targetSession.maxContext}`, target, targetSession,
       () => openEagleHead(dir, target as unknown as EagleTarget, { root }));
   }
 

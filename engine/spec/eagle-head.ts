@@ -21,6 +21,7 @@ import { GGML_TYPE } from "../formats/gguf-types.ts";
 import { HF_DTYPE_TO_GGML, openModelSource } from "../formats/modelfile.ts";
 import { openSafetensorsDir, writeSafetensors, type SafetensorsWriteTensor } from "../formats/safetensors.ts";
 import { loadNative, Model, type LoadedTensor } from "../index.ts";
+import { outputFormat, withOutput } from "../formats/requant.ts";
 
 /** The config.json of a SafeAILab EAGLE head (their EConfig, a Llama-style config); unknown keys are ignored. */
 export const EagleConfigSchema = z.object({
@@ -45,6 +46,8 @@ export interface EagleTarget {
   readonly config: QwenConfig;
   readonly engine: Model["engine"];
   readonly tokenizer: Model["tokenizer"];
+  /** The target's weights option: its output format (weightsLayers.output) is the head's lm_head format too. */
+  readonly weights?: { weightsLayers?: Record<string, string> };
 }
 
 /** SafeAILab names -> GGUF names of the head's native model, and their PyTorch shapes. */
@@ -139,10 +142,13 @@ export async function openEagleHead(dir: string, target: EagleTarget, opts: { ro
     max_position_embeddings: Math.max(c.max_position_embeddings, target.config.max_position_embeddings),
     rope_theta: c.rope_theta ?? target.config.rope_theta, rms_norm_eps: c.rms_norm_eps, tie_word_embeddings: false,
   };
-  const { native, weightBytes, weightTypes } = await loadNative(target.engine, config, tensors, tensors.length, undefined, undefined, undefined, undefined, { eagle_head: true });
+  // The head reads the target's lm_head from the file as loaded: requantized as the target's was (weightsLayers
+  // output), so that draft and target score tokens with the same matrix.
+  const weights = withOutput({}, outputFormat(target.weights));
+  const { native, weightBytes, weightTypes } = await loadNative(target.engine, config, tensors, tensors.length, undefined, undefined, weights, undefined, { eagle_head: true });
   return new Model({
     id: `eagle:${dir}`, format: "hf", config, engine: target.engine, native, tokenizer: target.tokenizer.inner,
-    weightBytes, weightTypes, hash: "", path: dir, warnings: [],
+    weightBytes, weightTypes, hash: "", path: dir, warnings: [], weights,
   });
 }
 

@@ -29,12 +29,16 @@ test("user errors: exit 1, one clear message, no stack trace", () => {
     [["inspect", join(ROOT, "package.json")], /not a GGUF file/],
     [["bench", "--reps", "2"], /--reps must be >= 3/],
     [["generate", "--prompt", "x", "--backend", "tpu"], /--backend must be auto, cpu or cuda/],
+    [["generate", "--prompt", "x", "--weights", "q4,output=q3"], /--weights q4,output=q3: output: "q3" is not a weight format/],
+    [["generate", "--prompt", "x", "--weights", "q4,lm=q8"], /--weights q4,lm=q8: "lm" is not a layer index \(0, 1, 2, \.\.\.\) or "output"/],
   ];
   if (cpuLibraryBuilt()) {  // the toggle check needs the registry of the loaded model
     cases.push(
       [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "tile=huge"], /toggle tile \(Kernel tile sizes\): "huge" is not one of auto, fixed/],
       [["bench", "--backend", "cpu", "--depth=-5"], /--depth must be >= 0/],
       [["generate", "--prompt", "x", "--backend", "cpu", "--toggle", "graphs=on"], /toggle graphs \(CUDA graphs\) = on is not on the cpu backend \(the cuda backend has it/],
+      // the embedded model is tied: its lm_head is the embedding, which the option must not change
+      [["generate", "--prompt", "x", "--backend", "cpu", "--weights", "q4,output=q8"], /ties its lm_head to the token embedding.*drop the "output" key/],
     );
   }
   for (const [args, re] of cases) {

@@ -7,7 +7,9 @@
 //      almost never accepted) and with an oracle head (a fake head session proposing the target's own
 //      continuation, at some positions only as its second choice: long accepted paths, branches, compaction);
 //      many prompts, lengths and tree shapes, and at the max-context boundary;
-//  (d) sampling through the loop (seeded, reproducible); its distribution is tested in eagle-tree.test.ts.
+//  (d) sampling through the loop (seeded, reproducible); its distribution is tested in eagle-tree.test.ts;
+//  (e) a target loaded with its output requantized (weightsLayers.output, an untied synthetic GGUF): the head's
+//      lm_head, read from the target's file, takes the same format; greedy output is still the target's.
 import { test, expect, describe, beforeAll, afterAll } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,7 +21,8 @@ import { eagleConfigFor, openEagleHead, writeEagleHead, type EagleTensors } from
 import { eagleGenerate, HEAD_HIDDEN_HOOK } from "../../engine/spec/eagle.ts";
 import { topKLogProbs, type TreeParams } from "../../engine/spec/eagle-tree.ts";
 import { argmaxRow } from "../../engine/spec/sampling.ts";
-import { cpuLibraryBuilt } from "../reference/fixtures.ts";
+import { cpuLibraryBuilt, tinyTestSpec } from "../reference/fixtures.ts";
+import { writeSyntheticGguf } from "../../engine/synth/synthetic.ts";
 import { brownPrompts, randomHead } from "./spec-helpers.ts";
 import { generousTimeout } from "../setup.ts";
 
@@ -257,4 +260,35 @@ describe.skipIf(!cpuLibraryBuilt())("speculative decoding with an EAGLE head (CP
     ts.close();
   });
 
+});
+
+describe.skipIf(!cpuLibraryBuilt())("an EAGLE head of a target whose output is requantized", () => {
+  let target: Model, head: Model, dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "qw-eagle-out-"));
+    // untied (a tied model refuses the option) and on disk (the head reads the target's lm_head from its file)
+    const path = join(dir, "untied.gguf");
+    await writeSyntheticGguf(tinyTestSpec({ tie_word_embeddings: false }), "f32", path, { workers: 1 });
+    target = (await openModel(path, { backend: "cpu", threads: 2, weightsLayers: { output: "q8" } })) as Model;
+    await writeEagleHead(join(dir, "head"), eagleConfigFor(target.config), randomHead(target.config, 3));
+    head = await openEagleHead(join(dir, "head"), target);
+  });
+  afterAll(() => { head?.close(); target?.close(); if (dir) rmSync(dir, { recursive: true, force: true }); });
+
+  test("the head's lm_head is the target's format (w8), not the file's (f32); greedy output is the target's", async () => {
+    const native = (m: Model) => new Map(m.nativeTensors().map((t) => [t.name, t]));
+    expect(native(target).get("output.weight")!.native).toBe("w8");
+    expect(native(head).get("output.weight")!.native).toBe("w8");
+    expect(native(head).get("output.weight")!.bytes).toBe(native(target).get("output.weight")!.bytes);
+    expect(head.weights).toEqual({ weightsLayers: { output: "q8" } });
+    const ts = target.newSession({ maxContext: 256 }), hs = head.newSession({ maxContext: 256 });
+    const tree: TreeParams = { depth: 3, topK: 2, budget: 8 };
+    for (const prompt of brownPrompts(2)) {
+      let ref, got;
+      for await (const ev of ts.generate({ prompt, maxTokens: 12 })) if (ev.type === "done") ref = ev;
+      for await (const ev of eagleGenerate(ts, hs, specHost(target), { prompt, maxTokens: 12, tree })) if (ev.type === "done") got = ev;
+      expect(got!.tokens).toEqual(ref!.tokens);
+    }
+    ts.close(); hs.close();
+  });
 });

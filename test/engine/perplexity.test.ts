@@ -11,7 +11,7 @@ import {
 } from "../../engine/measure/perplexity.ts";
 import { runPerplexity, textTokens } from "../../engine/measure/perplexity-run.ts";
 import { brownDocuments, brownText, detokenize } from "../../engine/text/brown.ts";
-import { cpuLibraryBuilt, ROOT } from "../reference/fixtures.ts";
+import { cpuLibraryBuilt, prompt, ROOT, tinyTestSpec } from "../reference/fixtures.ts";
 import { generousTimeout } from "../setup.ts";
 
 generousTimeout(); // Bun resets the default timeout per file (test/setup.ts)
@@ -206,6 +206,32 @@ describe.skipIf(!cpuLibraryBuilt())("on the CPU engine (embedded model)", () => 
       expect(same.candidate.kl!.mean!).toBeLessThan(1e-12);
       expect(same.candidate.kl!.top1_agreement).toBe(1);
     } finally { m.close(); }
+  });
+
+  test("a saved reference records the output format (weightsLayers.output) and is reused only by a model with the same", async () => {
+    // same model hash and toggles either way: without the output format in the header, the q8 reference would be
+    // read back as the as-loaded one
+    const { openSyntheticInMemory } = await import("../../engine/index.ts");
+    const spec = tinyTestSpec({ tie_word_embeddings: false });
+    const plainM = await openSyntheticInMemory(spec, "f32", { backend: "cpu", threads: 2 });
+    const q8M = await openSyntheticInMemory(spec, "f32", { backend: "cpu", threads: 2, weightsLayers: { output: "q8" } });
+    try {
+      expect(q8M.hash).toBe(plainM.hash);
+      const tokens = prompt(48, 3, 0, spec.config.vocab_size), path = join(dir, "output.qwkl");
+      const arm = (m: typeof plainM, label: string) => ({ model: m, session: m.newSession({ maxContext: 32 }), toggles: { kvCache: "f32" }, label });
+      const header = () => { const r = new ReferenceReader(path); try { return r.header; } finally { r.close(); } };
+      const run = (ref: typeof plainM) => runPerplexity({ candidate: arm(plainM, "c"), reference: { logits: path, run: arm(ref, "r") }, tokens, ctx: 16 });
+      expect((await run(q8M)).reference_file!.reused).toBe(false);
+      expect(header().model.weights_output).toBe("q8");
+      const b = await run(plainM);
+      expect(b.reference_file!.reused).toBe(false); // another output format: measured again
+      expect(b.candidate.kl!.mean!).toBeLessThan(1e-12); // against itself
+      expect(header().model.weights_output).toBeUndefined();
+      expect((await run(plainM)).reference_file!.reused).toBe(true);
+      const c = await run(q8M);
+      expect(c.reference_file!.reused).toBe(false);
+      expect(c.candidate.kl!.mean!).toBeGreaterThan(0); // the q8 lm_head is visible in the KL
+    } finally { plainM.close(); q8M.close(); }
   });
 
   test("CLI: perplexity with a reference toggle set, JSON output, then reuse; user errors", () => {

@@ -4,9 +4,12 @@
 // CUDA prefill also rounds the dequantized weights to bf16 for the GEMM, as for every quantized GGUF type.
 // Decode (the dequantizing GEMV, group 128) sees the exact weights. Each arm also runs with gemv = marlin (issue 10:
 // tensor-core W4/W8 GEMV over repacked weights, exact scales) against the CPU and against gemv = simple's tokens, and
-// marlin's batched decode must equal each sequence alone bit for bit. Skips without a GPU.
+// marlin's batched decode must equal each sequence alone bit for bit. The lm_head requantized too
+// (weightsLayers.output, an untied tiny synthetic model: the embedded one is tied) through both GEMV arms and a
+// verify-sized pass (rows >= QW_LMHEAD_GEMM_ROWS: a non-bf16 lm_head stays on the GEMV). Skips without a GPU.
 import { afterAll, describe, expect, test } from "bun:test";
-import { openModel, type Model } from "../../engine/index.ts";
+import { openModel, openSyntheticInMemory, type Model } from "../../engine/index.ts";
+import { tinyTestSpec } from "../reference/fixtures.ts";
 import type { WeightsOption } from "../../engine/formats/requant.ts";
 import { batchedVsAlone, noGpu, teacherForced } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
@@ -61,6 +64,38 @@ describe.skipIf(noGpu())("weights option: CUDA vs CPU on the same requantized we
         expect(disagree).toBe(0);
       }, 600_000);
     }
+
+  for (const opt of [{ weightsLayers: { output: "q8" } }, { weights: "q4", weightsLayers: { output: "q4" } }] as WeightsOption[])
+    test(`untied tiny: output = ${opt.weightsLayers!.output} (weights ${opt.weights ?? "as-loaded"}), simple and marlin, all-position logits`, async () => {
+      const spec = tinyTestSpec({ tie_word_embeddings: false });
+      const cpu = await openSyntheticInMemory(spec, "f32", { backend: "cpu", ...opt });
+      const gpu = await openSyntheticInMemory(spec, "f32", { backend: "cuda", ...opt });
+      open.push(cpu, gpu);
+      expect(gpu.nativeTensors().find((t) => t.name === "output.weight")!.native).toBe(opt.weightsLayers!.output === "q8" ? "w8" : "w4");
+      const ids = Array.from({ length: 20 }, (_, i) => (i * 37 + 5) % spec.config.vocab_size);
+      const rel = (a: Float32Array, b: Float32Array) => {
+        let d = 0, r = 0;
+        for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); r = Math.max(r, Math.abs(a[i])); }
+        return d / r;
+      };
+      const c = teacherForced(cpu, ids, undefined, 8);
+      for (const gemv of ["simple", "marlin"]) {
+        const g = teacherForced(gpu, ids, c.tokens, 8, gemv);
+        const worst = Math.max(...c.logits.map((lc, k) => rel(lc, g.logits[k])));
+        console.log(`[output ${opt.weightsLayers!.output}] gemv=${gemv}: worst relative logit difference vs CPU ${worst.toExponential(2)}`);
+        expect(worst).toBeLessThan(2e-2);
+      }
+      // every position's logits (a 20-row pass: past QW_LMHEAD_GEMM_ROWS, which takes the GEMM for bf16 only)
+      const all = [cpu, gpu].map((m) => {
+        const s = m.newSession({ maxBatch: 1, maxContext: 64 });
+        s.setLogitsMode(2);
+        s.prefill(0, ids);
+        const l = s.logits().data.slice();
+        s.close();
+        return l;
+      });
+      expect(rel(all[0], all[1])).toBeLessThan(2e-2);
+    }, 600_000);
 
   // gemv = marlin keeps batch invariance: three sequences decoded together give the logits each gets alone, bit for
   // bit (the split-K plan depends on the matrix shape only; an mma output row depends on its own activations only).
