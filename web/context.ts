@@ -8,7 +8,7 @@ import { HttpError } from "./errors.ts";
 import { confineAnyRoot } from "./paths.ts";
 import { ProfileStore, PromptSetStore, SYNTHETIC_RE } from "./store.ts";
 import { TaskManager, type Task } from "./tasks.ts";
-import { optionFromToggle, sameWeights } from "../engine/formats/requant.ts";
+import { optionFromToggle, sameWeights, withOutput } from "../engine/formats/requant.ts";
 import type { NotebookDeps } from "./notebook/routes.ts";
 
 export interface AppDeps {
@@ -43,7 +43,8 @@ export interface WebContext {
   resolveSource(src: string): string;
   /** The model a task runs on: the loaded one when it matches, else loaded now (events go to the task).
    *  weights, parallel: a run's `weights` / `parallel` toggle values; another one than the loaded model's reloads it
-   *  (load-time options); a reload of the same source keeps the loaded model's value of the one not named. */
+   *  (load-time options); a reload of the same source keeps the loaded model's value of the one not named, and its
+   *  output format (weightsLayers.output, which no toggle carries). */
   ensureModel(t: Task, source: string | undefined, backend: BackendChoice | undefined, weights?: string | string[], parallel?: string): Promise<ModelInfo>;
   /** 503 when the server is shutting down or the queue is full. */
   guardQueue(): void;
@@ -61,6 +62,7 @@ export function modelView(m: ModelInfo | null) {
   return {
     source: m.source, id: m.id, format: m.format, backend: m.backend, device: m.device, config: m.config,
     weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, loadMs: m.loadMs, weights: m.weights,
+    ...(m.weightsOutput !== undefined ? { weightsOutput: m.weightsOutput } : {}),
     ...(m.parallel !== undefined ? { parallel: m.parallel } : {}),
     layers: m.config.num_hidden_layers, registry: m.registry,
   };
@@ -99,7 +101,8 @@ export function createContext(deps: AppDeps): WebContext {
     // the same model again (another weights, parallel or backend): what the run does not name stays as loaded
     const again = cur?.source === want ? cur : null;
     const w = weights ?? again?.weights;
-    const wopt = w !== undefined ? { weights: undefined, weightsLayers: undefined, ...optionFromToggle(w) } : {};
+    // the toggle has no output format: the same file keeps the loaded model's (weightsLayers.output)
+    const wopt = w !== undefined ? { weights: undefined, weightsLayers: undefined, ...withOutput(optionFromToggle(w), again?.weightsOutput) } : {};
     const p = parallel ?? again?.parallel;
     const info = await host.load(`${t.id}:load`, want, {
       backend: backend ?? (again ? again.backend : defaultBackend), root: roots.get(want), ...wopt, ...(p !== undefined ? { parallel: p } : {}),

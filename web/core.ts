@@ -11,7 +11,7 @@ import { DraftCache } from "../engine/spec/draft-cache.ts";
 import { catalog as libraryCatalog, type Catalog } from "../engine/catalog.ts";
 import type { PasskeySpec, PerplexitySpec } from "./protocol.ts";
 import { runPasskey, type PasskeyResult } from "../engine/measure/passkey.ts";
-import { optionFromToggle, sameWeights, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/formats/requant.ts";
+import { optionFromToggle, outputFormat, sameWeights, withOutput, WEIGHTS_TOGGLE, type WeightsOption } from "../engine/formats/requant.ts";
 import { PARALLEL_TOGGLE } from "../engine/formats/parallel.ts";
 
 export interface ModelInfo {
@@ -30,6 +30,8 @@ export interface ModelInfo {
   loadMs: number;
   /** The model's `weights` toggle value: one format, or one per layer (a load-time option, engine/formats/requant.ts). */
   weights: string | string[];
+  /** The output matrix's (lm_head) format when not as loaded (weightsLayers.output; the toggle has no output). */
+  weightsOutput?: string;
   /** The model's `parallel` toggle value (tensor parallelism, a load-time option: engine/formats/parallel.ts). */
   parallel?: string;
 }
@@ -46,6 +48,12 @@ export type PerplexityAnswer = PerplexityRunResult & { text: string };
 /** root: the model root the source was confined to; the engine keeps every file it opens inside it.
  *  parallel: tensor parallelism (tp1 | tp2 | …), checked by the engine when it opens the model. */
 export interface LoadOptions extends WeightsOption { backend: "auto" | "cpu" | "cuda"; threads?: number; root?: string; parallel?: string }
+
+/** ModelInfo's weightsOutput of a model's weights option: present only when the lm_head is not as loaded. */
+export function outputOf(weights: { weightsLayers?: Record<string, string> } | undefined): { weightsOutput?: string } {
+  const o = outputFormat(weights);
+  return o === "as-loaded" ? {} : { weightsOutput: o };
+}
 
 /** What the web app needs from the engine, wherever it runs (worker or in-process). */
 export interface EngineHost {
@@ -120,6 +128,7 @@ export class EngineCore {
         weightBytes: m.weightBytes, weightTypes: m.weightTypes, hash: m.hash, buildInfo: m.buildInfo,
         registry: m.toggleRegistry(), profilingModes: m.profilingModes(), loadMs: performance.now() - t0,
         weights: this.session.toggles()[WEIGHTS_TOGGLE] ?? "as-loaded",
+        ...outputOf(m.weights),
         ...parallelOf(this.session.toggles()[PARALLEL_TOGGLE] ?? m.parallel),
       };
       return this.info;
@@ -179,7 +188,9 @@ export class EngineCore {
     if (same) source = info.source;
     const m = await this.openModel(source!, {
       backend: info.backend, threads: this.loadOpts?.threads, ...(same ? { root: this.loadOpts?.root } : {}),
-      ...(w !== undefined ? optionFromToggle(w) : same ? { weights: this.loadOpts?.weights, weightsLayers: this.loadOpts?.weightsLayers } : {}),
+      // another toggle value on the same file keeps the output format the loaded model has (the toggle has none)
+      ...(w !== undefined ? withOutput(optionFromToggle(w), same ? info.weightsOutput : undefined)
+        : same ? { weights: this.loadOpts?.weights, weightsLayers: this.loadOpts?.weightsLayers } : {}),
       ...parallelOf(par ?? (same ? this.loadOpts?.parallel : undefined)) as { parallel?: OpenOptions["parallel"] },
       onProgress: (p: Progress) => onEvent({ type: "progress", stage: p.stage, done: p.done, total: p.total, message: `${source}: ${p.message ?? ""}` }),
     });

@@ -63,7 +63,10 @@ function setModel(m) {
   state.registry = m?.registry ?? [];
   state.layers = m?.layers ?? m?.config?.num_hidden_layers ?? 0;
   const chip = $("#model-chip");
-  const w = m?.weights && m.weights !== "as-loaded" ? ` · weights ${Array.isArray(m.weights) ? m.weights.join("/") : m.weights}` : "";
+  // weightsOutput: the lm_head's format when requantized (weightsLayers.output; the per-layer toggle has no output)
+  const wl = m?.weights && m.weights !== "as-loaded" ? (Array.isArray(m.weights) ? m.weights.join("/") : m.weights) : "";
+  const wo = m?.weightsOutput ? `output=${m.weightsOutput}` : "";
+  const w = wl || wo ? ` · weights ${[wl, wo].filter(Boolean).join(",")}` : "";
   const tp = m?.parallel && m.parallel !== state.catalog?.defaults?.[m.backend]?.[state.catalog?.parallelToggle] ? ` · ${m.parallel}` : "";
   chip.textContent = m ? `${m.id} · ${m.backend} · ${m.device?.name ?? ""} · ${state.layers} layers${w}${tp}` : "no model loaded";
   chip.classList.toggle("ok", !!m);
