@@ -198,8 +198,9 @@ grep -E "^reference|^logits|^finding" "$OUT/qe-i8.log" 2>/dev/null | sed "s/^/  
 for w in q8 q4; do
   step 120 "ppl-i8-$w" "bun engine/cli/main.ts perplexity --backend cuda --weights $w --phase decode --toggle actQuant=int8 --reference-toggle actQuant=off --ctx 256 --max-tokens 4096"
   grep -iE "ppl|kl|top-1" "$OUT/ppl-i8-$w.log" 2>/dev/null | head -8 | sed "s/^/  ppl-i8-$w: /" >> "$S"; done
-for w in q4 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4_K_M GGUF (Q4_K = W4 g32, Q6_K = W8 g16)
-  src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"
+# q4o8: q4 with the lm_head requantized to q8 too (weights_layers "output"; 1.09 GB bf16 -> 0.55 GB)
+for w in q4 q4o8 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4_K_M GGUF (Q4_K = W4 g32, Q6_K = W8 g16)
+  src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"; [[ $w == q4o8 ]] && src="$R/7b --weights q4,output=q8"
   step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
 { for f in "$OUT"/i8-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # issue 10 "batch 16 never slower than batch 8": 0.5B bf16 b16 (2460-2886 tok/s) is slower than b8 and ~8x its b1
