@@ -156,27 +156,30 @@ void i8_case(const I8Case &k, bool timed) {
   double dot = 0, n1 = 0, n2 = 0;
   for (size_t i = 0; i < outv.size(); ++i) dot += outv[i] * exr[i], n1 += outv[i] * outv[i], n2 += exr[i] * exr[i];
   const double cosv = dot / std::sqrt(std::max(n1 * n2, 1e-300));
-  double us = 0, rate = 0, us_x = 0, rate_x = 0, us_b = 0, rate_b = 0;
-  const char *variant_x = "", *variant_p = "", *variant_b = "";
+  double us = 0, rate = 0, us_x = 0, rate_x = 0, us_b = 0, rate_b = 0, us_l = 0, rate_l = 0;
+  const char *variant_x = "", *variant_p = "", *variant_b = "", *variant_l = "";
   if (timed) {
     const size_t wb = hw.bytes();
     const int ncopies = (int)std::min<size_t>(256, std::max<size_t>(1, ((512u << 20) + wb - 1) / std::max<size_t>(wb, 1)));
     std::vector<DevW> copies{w};
     for (int i = 1; i < ncopies; ++i) copies.push_back(upload_w(hw));
     const double bytes = (double)wb + (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * (out_bf ? 2 : 4);
-    // arms: 0 exact, 1 int8 with the pre pass, 2 int8 quantizing in each block
-    for (int arm : {1, 2, 0}) {
+    // arms: 0 exact, 1 int8 with the pre pass, 2 int8 quantizing in each block, 3 the rule's pre choice with the
+    // loop variant (QW_GEMV_I8_LOOP)
+    for (int arm : {1, 2, 3, 0}) {
       GemvArgs t = a;
       t.i8 = arm != 0;
-      gemv_i8_force_pre(arm == 1 ? 1 : 0);
+      gemv_i8_force_pre(arm == 1 ? 1 : arm == 3 ? -1 : 0);
+      gemv_i8_force_loop(arm == 3 ? 1 : 0);
       if (k.epi == GEMV_EPI_ADD_F32) t.epi = GEMV_EPI_F32;
       const char *v = launch_gemv(t, 0);
-      (arm == 0 ? variant_x : arm == 1 ? variant_p : variant_b) = v;
+      (arm == 0 ? variant_x : arm == 1 ? variant_p : arm == 2 ? variant_b : variant_l) = v;
       const double u = time_us([&](int i) { GemvArgs ti = t; ti.w = copies[i % ncopies].m; launch_gemv(ti, 0); }, g_quick ? 20 : 100, 5);
-      (arm == 0 ? us_x : arm == 1 ? us : us_b) = u;
-      (arm == 0 ? rate_x : arm == 1 ? rate : rate_b) = bytes / (u * 1e-6) / 1e9;
+      (arm == 0 ? us_x : arm == 1 ? us : arm == 2 ? us_b : us_l) = u;
+      (arm == 0 ? rate_x : arm == 1 ? rate : arm == 2 ? rate_b : rate_l) = bytes / (u * 1e-6) / 1e9;
     }
     gemv_i8_force_pre(-1);
+    gemv_i8_force_loop(-1);
     for (int i = 1; i < ncopies; ++i) free_w(copies[i]);
   }
   char shape[96], name[256];
@@ -189,6 +192,8 @@ void i8_case(const I8Case &k, bool timed) {
     report(name, shape, false, 0, 0, false, us, rate, "GB/s", g_copy_bw / 1e9);
     snprintf(name, sizeof name, "gemv i8 %s: in-block [%s]", k.label, variant_b);
     report(name, shape, false, 0, 0, false, us_b, rate_b, "GB/s", g_copy_bw / 1e9);
+    snprintf(name, sizeof name, "gemv i8 %s: loop [%s]", k.label, variant_l);
+    report(name, shape, false, 0, 0, false, us_l, rate_l, "GB/s", g_copy_bw / 1e9);
     snprintf(name, sizeof name, "gemv i8 %s: exact arm [%s]", k.label, variant_x);
     report(name, shape, false, 0, 0, false, us_x, rate_x, "GB/s", g_copy_bw / 1e9);
   }
@@ -197,7 +202,7 @@ void i8_case(const I8Case &k, bool timed) {
 }
 
 // Row 0 of a batch-B launch must equal the batch-1 result bit for bit (slot 0 the same input, others random), with
-// and without the pre pass (the same codes either way).
+// and without the pre pass and the loop variant (the same codes and sums either way).
 void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int group, int pro) {
   HostW hw = make_w(type, rows, cols, group);
   DevW w = upload_w(hw);
@@ -218,18 +223,21 @@ void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int 
   int64_t diff = 0;
   std::string variants;
   for (int B : {1, 2, 3, 4, 8, 16})
-    for (int pre : {0, 1}) {
+    for (int mode : {0, 1, 2, 3}) {  // pre pass off / on, x the loop variant off / on
+      const int pre = mode & 1;
       a.batch = B;
       gemv_i8_force_pre(pre);
+      gemv_i8_force_loop(mode >> 1);
       poison(dout, 16 * rows * 4);
       const char *v = launch_gemv(a, 0);
       CHK(cudaDeviceSynchronize());
       const std::vector<float> got = d2h(dout, rows);
-      if (B == 1 && pre == 0) ref = got;
+      if (B == 1 && mode == 0) ref = got;
       else for (int64_t i = 0; i < rows; ++i) diff += memcmp(&got[i], &ref[i], 4) != 0;
       if (B == 1 || B == 16) variants += std::string(variants.empty() ? "" : "/") + v;
     }
   gemv_i8_force_pre(-1);
+  gemv_i8_force_loop(-1);
   char shape[96];
   snprintf(shape, sizeof shape, "%s g%d %lldx%lld b1..16", tname(type), group, (long long)rows, (long long)cols);
   report(std::string("gemv i8 batch-invariance ") + label + " [" + variants + "]", shape, true, (double)diff, 0, false, 0,
@@ -243,9 +251,11 @@ void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int 
 void run_gemv_i8() {
   // correctness: every batch kind, both prologues, the epilogues, groups 16 .. 256, K split (few rows), two K tiles;
   // each case with the pre pass off and on
-  for (int pre : {0, 1}) {
+  for (int mode : {0, 1, 2, 3}) {  // pre pass off / on, x the loop variant off / on
+    const int pre = mode & 1, loop = mode >> 1;
     gemv_i8_force_pre(pre);
-    const std::string tag = pre ? " pre" : "";
+    gemv_i8_force_loop(loop);
+    const std::string tag = std::string(pre ? " pre" : "") + (loop ? " loop" : "");
     const auto run = [&](I8Case k) {
       const std::string l = k.label + tag;
       k.label = l.c_str();
@@ -261,8 +271,13 @@ void run_gemv_i8() {
     run({"w4 g64 ks (few rows)", WT_W4, 40, 4864, 64, 1, GEMV_PRO_NORM, GEMV_EPI_F32});
     run({"w8 g128 down 2 K tiles", WT_W8, 200, 18944, 128, 16, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
     run({"w4 g32 norm odd batch 13", WT_W4, 264, 2080, 32, 13, GEMV_PRO_NORM, GEMV_EPI_F32});
+    // more row tiles than resident blocks (where the loop variant runs): no K split, then K split
+    run({"w4 g32 swiglu many rows", WT_W4, 2 * 12000, 1024, 32, 1, GEMV_PRO_NORM, GEMV_EPI_SWIGLU});
+    run({"w4 g128 many rows b3", WT_W4, 24000, 2048, 128, 3, GEMV_PRO_BF16, GEMV_EPI_F32});
+    run({"w8 g16 ks many tiles +res", WT_W8, 3584, 4096, 16, 2, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
   }
   gemv_i8_force_pre(-1);
+  gemv_i8_force_loop(-1);
   i8_invariance("w4 g128 7B o_proj", WT_W4, 3584, 3584, 128, GEMV_PRO_BF16);
   i8_invariance("w4 g32 norm (K 2080)", WT_W4, 130, 2080, 32, GEMV_PRO_NORM);
   i8_invariance("w8 g32 7B down (K 18944)", WT_W8, 3584, 18944, 32, GEMV_PRO_BF16);

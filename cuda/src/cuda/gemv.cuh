@@ -93,6 +93,8 @@ const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t stream);
 // The pre pass (a call's activations quantized once into a.i8ws): 0 / 1 forced off / on, -1 = QW_GEMV_I8_PRE or the
 // rule (the lab's A/B).
 void gemv_i8_force_pre(int on);
+// The loop variant (one staging per block, row tiles walked in a loop; QW_GEMV_I8_LOOP): 0 / 1 forced, -1 = env.
+void gemv_i8_force_loop(int on);
 // The K split (warps per row group) the CUDA-core GEMVs use for a matrix of `rows` rows (gemv.cu pick_ks).
 int gemv_ksplit(int64_t rows);
 

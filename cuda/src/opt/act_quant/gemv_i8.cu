@@ -25,6 +25,9 @@
 // per-chunk float updates (by lane and chunk, as gemv_q16), so a sequence gets the same bits alone or in a batch.
 #include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "gemv.cuh"
 #include "gemv_parts.cuh"
@@ -354,26 +357,160 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_kernel(const GemvArgs a, con
   finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
 }
 
+// The loop variant, for a call whose whole K fits one tile (kt == cols): a grid of about the resident block count,
+// each block staging (or copying) the activations ONCE and then walking row tiles blockIdx.x, + gridDim.x, ..., the
+// next tile's first round of weights loaded before the current tile's epilogue. The one-tile-per-block kernel pays
+// the prologue (rstd, staging: L2 round trips with no weight traffic of its own but the first round) for every 8-32
+// rows: 7B q4 b1 gate_up 1184 blocks at ~2 resident per SM, 2.0 TB/s (sixteenth run). A row's chunks are visited in
+// the same order by the same lane, and its warps reduced the same way: the same bits as gemv_i8_kernel.
+template <int WT, int NB, int R, int U, bool KS, bool PRE>
+__global__ void __launch_bounds__(kThreads) gemv_i8_loop_kernel(const GemvArgs a, const int ks_arg) {
+  constexpr int E = i8_per<WT>();
+  const int ks = KS ? ks_arg : 1;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t rows = a.w.rows, cols = a.w.cols, gpr = cols / a.w.group;
+  const int kt = (int)cols, nct = i8_nct<WT>(kt), nchunks = (int)(cols / E);
+  float *d_s = reinterpret_cast<float *>(smem_raw);          // [NB][nct]
+  float *xs_s = d_s + NB * nct;                               // [NB][nct]
+  int8_t *q_s = reinterpret_cast<int8_t *>(xs_s + NB * nct);  // [NB][kt]
+  __shared__ float rstd_s[16];
+  __shared__ float red_s[kWarps][KS ? R * NB : 1];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
+  const int groups = kWarps / ks;
+  const int64_t ntiles = (rows + (int64_t)groups * R - 1) / ((int64_t)groups * R);
+  const int cbase = kpart * 32 + lane, cstride = 32 * ks;
+  const uint8_t *wbytes = reinterpret_cast<const uint8_t *>(a.w.data);
+  uint4 wv[R][U];
+  float sc[R][U], of[R][U];
+  const auto load = [&](int64_t row0, int c0) {  // the round of chunks c0, c0 + cstride, ... of the warp's R rows
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + cstride * u;
+      if (c >= nchunks) continue;
+      const int64_t k = (int64_t)E * c;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t row = min(row0 + r, rows - 1);
+        const int64_t e = row * cols + k;
+        wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
+        const int64_t g = row * gpr + k / a.w.group;
+        sc[r][u] = __ldg(a.w.scale + g);
+        of[r][u] = __ldg(a.w.offset + g);
+      }
+    }
+  };
+  int64_t tile = blockIdx.x;
+  load((tile * groups + rgroup) * R, cbase);  // before the prologue, as gemv_walk_staged
+  gemv_prologue<NB>(a, rstd_s);
+  if constexpr (PRE) stage_pre<NB, WT>(a, q_s, d_s, xs_s, 0, kt, nct, true);
+  else stage_i8<NB, WT>(a, q_s, d_s, xs_s, rstd_s, 0, kt, nct, true);
+  for (; tile < ntiles; tile += gridDim.x) {
+    const int64_t row0 = (tile * groups + rgroup) * R;
+    float acc[R][NB];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+    for (int c0 = cbase; c0 < nchunks; c0 += cstride * U) {
+      if (c0 != cbase) load(row0, c0);
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (c0 + cstride * u < nchunks) i8_use<WT, NB, R, U>(acc, wv, sc, of, u, c0 + cstride * u, q_s, d_s, xs_s, kt, nct, lane);
+    }
+    if (tile + gridDim.x < ntiles) load(((tile + gridDim.x) * groups + rgroup) * R, cbase);  // under the epilogue
+    if (KS && ks > 1) __syncthreads();  // red_s: the previous tile's readers are done (block-uniform)
+    finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
+  }
+}
+
+// Blocks of `kernel` resident per SM with `smem` bytes (cached per kernel, size and device).
+template <class Kernel>
+int resident_per_sm(Kernel kernel, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void *, size_t, int>, int> cache;
+  int dev = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  const auto key = std::make_tuple(reinterpret_cast<const void *>(kernel), smem, dev);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int n = 0;
+  QWC_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
+  return cache[key] = std::max(1, n);
+}
+
+int g_force_loop = -1;  // gemv_i8_force_loop (the lab): -1 = QW_GEMV_I8_LOOP
+
+// QW_GEMV_I8_LOOP=1: the loop variant where the whole K is one tile and there are more row tiles than resident
+// blocks. Off by default until measured (its lab rows: "loop").
+bool loop_on() {
+  if (g_force_loop >= 0) return g_force_loop == 1;
+  const char *v = std::getenv("QW_GEMV_I8_LOOP");
+  return v && v[0] == '1' && !v[1];
+}
+
+// Launches the call; true where it took the loop variant.
+template <int WT, int NB, int R, int U, bool KS, bool PRE>
+bool launch_one(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
+  const int64_t tiles = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * R);
+  const size_t smem = i8_smem<WT>(NB, kt);
+  // (batch 16 never stages a whole K of a Qwen shape in the 46 KB: no loop instances for it)
+  if constexpr (NB < 16) {
+    if (kt == a.w.cols && loop_on()) {
+      const auto kern = gemv_i8_loop_kernel<WT, NB, R, U, KS, PRE>;
+      const int64_t resident = (int64_t)resident_per_sm(kern, smem) * sm_count();
+      if (tiles > resident) {
+        // as many blocks as are resident, balanced: each walks ceil(tiles / resident) tiles or one fewer
+        const int64_t per = ceil_div(tiles, resident);
+        launch(kern, (int)ceil_div(tiles, per), kThreads, smem, s, a, ks);
+        return true;
+      }
+    }
+  }
+  launch(gemv_i8_kernel<WT, NB, R, U, KS, PRE>, (int)tiles, kThreads, smem, s, a, kt, ks);
+  return false;
+}
+
 template <int WT, int NB, int R>
 const char *launch_i8(const GemvArgs &a, int kt, int ks, bool pre, cudaStream_t s) {
   // U chunks in flight per row: 4 where the warp has 2 rows at small batches, else 2 (registers: R * U uint4)
   constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
-  const int grid = (int)ceil_div(a.w.rows, (int64_t)(kWarps / ks) * R);
-  const size_t smem = i8_smem<WT>(NB, kt);
-  if (pre && ks > 1) launch(gemv_i8_kernel<WT, NB, R, U, true, true>, grid, kThreads, smem, s, a, kt, ks);
-  else if (pre) launch(gemv_i8_kernel<WT, NB, R, U, false, true>, grid, kThreads, smem, s, a, kt, 1);
-  else if (ks > 1) launch(gemv_i8_kernel<WT, NB, R, U, true, false>, grid, kThreads, smem, s, a, kt, ks);
-  else launch(gemv_i8_kernel<WT, NB, R, U, false, false>, grid, kThreads, smem, s, a, kt, 1);
-  static const char *names[2][2][2][4] = {
-      {{{"gemv_i8_w8_r2", "gemv_i8_w8_r2k2", "gemv_i8_w8_r2k4", "gemv_i8_w8_r2k8"},
-        {"gemv_i8_w8_r4", "gemv_i8_w8_r4k2", "gemv_i8_w8_r4k4", "gemv_i8_w8_r4k8"}},
-       {{"gemv_i8_w4_r2", "gemv_i8_w4_r2k2", "gemv_i8_w4_r2k4", "gemv_i8_w4_r2k8"},
-        {"gemv_i8_w4_r4", "gemv_i8_w4_r4k2", "gemv_i8_w4_r4k4", "gemv_i8_w4_r4k8"}}},
-      {{{"gemv_i8_w8_r2_pre", "gemv_i8_w8_r2k2_pre", "gemv_i8_w8_r2k4_pre", "gemv_i8_w8_r2k8_pre"},
-        {"gemv_i8_w8_r4_pre", "gemv_i8_w8_r4k2_pre", "gemv_i8_w8_r4k4_pre", "gemv_i8_w8_r4k8_pre"}},
-       {{"gemv_i8_w4_r2_pre", "gemv_i8_w4_r2k2_pre", "gemv_i8_w4_r2k4_pre", "gemv_i8_w4_r2k8_pre"},
-        {"gemv_i8_w4_r4_pre", "gemv_i8_w4_r4k2_pre", "gemv_i8_w4_r4k4_pre", "gemv_i8_w4_r4k8_pre"}}}};
-  return names[pre][WT == WT_W4][R == 4][ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
+  const bool loop = pre && ks > 1 ? launch_one<WT, NB, R, U, true, true>(a, kt, ks, s)
+                     : pre         ? launch_one<WT, NB, R, U, false, true>(a, kt, 1, s)
+                     : ks > 1      ? launch_one<WT, NB, R, U, true, false>(a, kt, ks, s)
+                                   : launch_one<WT, NB, R, U, false, false>(a, kt, 1, s);
+  // [loop][pre][w4][r4][ks]
+  static const char *names[2][2][2][2][4] = {
+    {
+     {
+      {{"gemv_i8_w8_r2", "gemv_i8_w8_r2k2", "gemv_i8_w8_r2k4", "gemv_i8_w8_r2k8"},
+       {"gemv_i8_w8_r4", "gemv_i8_w8_r4k2", "gemv_i8_w8_r4k4", "gemv_i8_w8_r4k8"}},
+      {{"gemv_i8_w4_r2", "gemv_i8_w4_r2k2", "gemv_i8_w4_r2k4", "gemv_i8_w4_r2k8"},
+       {"gemv_i8_w4_r4", "gemv_i8_w4_r4k2", "gemv_i8_w4_r4k4", "gemv_i8_w4_r4k8"}}
+     },
+     {
+      {{"gemv_i8_w8_r2_pre", "gemv_i8_w8_r2k2_pre", "gemv_i8_w8_r2k4_pre", "gemv_i8_w8_r2k8_pre"},
+       {"gemv_i8_w8_r4_pre", "gemv_i8_w8_r4k2_pre", "gemv_i8_w8_r4k4_pre", "gemv_i8_w8_r4k8_pre"}},
+      {{"gemv_i8_w4_r2_pre", "gemv_i8_w4_r2k2_pre", "gemv_i8_w4_r2k4_pre", "gemv_i8_w4_r2k8_pre"},
+       {"gemv_i8_w4_r4_pre", "gemv_i8_w4_r4k2_pre", "gemv_i8_w4_r4k4_pre", "gemv_i8_w4_r4k8_pre"}}
+     }
+    },
+    {
+     {
+      {{"gemv_i8_w8_r2_loop", "gemv_i8_w8_r2k2_loop", "gemv_i8_w8_r2k4_loop", "gemv_i8_w8_r2k8_loop"},
+       {"gemv_i8_w8_r4_loop", "gemv_i8_w8_r4k2_loop", "gemv_i8_w8_r4k4_loop", "gemv_i8_w8_r4k8_loop"}},
+      {{"gemv_i8_w4_r2_loop", "gemv_i8_w4_r2k2_loop", "gemv_i8_w4_r2k4_loop", "gemv_i8_w4_r2k8_loop"},
+       {"gemv_i8_w4_r4_loop", "gemv_i8_w4_r4k2_loop", "gemv_i8_w4_r4k4_loop", "gemv_i8_w4_r4k8_loop"}}
+     },
+     {
+      {{"gemv_i8_w8_r2_pre_loop", "gemv_i8_w8_r2k2_pre_loop", "gemv_i8_w8_r2k4_pre_loop", "gemv_i8_w8_r2k8_pre_loop"},
+       {"gemv_i8_w8_r4_pre_loop", "gemv_i8_w8_r4k2_pre_loop", "gemv_i8_w8_r4k4_pre_loop", "gemv_i8_w8_r4k8_pre_loop"}},
+      {{"gemv_i8_w4_r2_pre_loop", "gemv_i8_w4_r2k2_pre_loop", "gemv_i8_w4_r2k4_pre_loop", "gemv_i8_w4_r2k8_pre_loop"},
+       {"gemv_i8_w4_r4_pre_loop", "gemv_i8_w4_r4k2_pre_loop", "gemv_i8_w4_r4k4_pre_loop", "gemv_i8_w4_r4k8_pre_loop"}}
+     }
+    }};
+  return names[loop][pre][WT == WT_W4][R == 4][ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
 }
 
 // QW_GEMV_I8_R4=1: R = 4 at batch <= 4 whatever the K split (twice the rows per block: half the blocks that each stage
@@ -463,5 +600,6 @@ const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t s) {
 }
 
 void gemv_i8_force_pre(int on) { g_force_pre = on; }
+void gemv_i8_force_loop(int on) { g_force_loop = on; }
 
 }  // namespace qwc
