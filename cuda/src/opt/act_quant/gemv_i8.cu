@@ -113,17 +113,30 @@ __device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d
   if (!first) __syncthreads();
   const int lane = threadIdx.x & 31, gl = a.w.group / 8, n8 = klen / 8;
   const bool vec = a.pro == GEMV_PRO_BF16 ? (a.act_ld % 8) == 0 : norm_vec4(a);
+  // jobs: (token b, round m) = octet m * blockDim + thread of token b; two jobs' loads in flight before either is
+  // quantized (one L2 round trip for both: 7B K 3584 at b1 is 2 rounds per thread). Warp-uniform: every lane reaches
+  // the shuffles (lanes past the row or the batch quantize zeros and store nothing).
+  const int rounds = (n8 + blockDim.x - 1) / blockDim.x, jobs = NB * rounds;
 #pragma unroll 1
-  for (int b = 0; b < NB; ++b) {
-#pragma unroll 1
-    for (int o0 = threadIdx.x & ~31; o0 < n8; o0 += blockDim.x) {  // warp-uniform: every lane reaches the shuffles
-      const int o = o0 + lane;
-      float v[8];
-      i8_octet(a, rstd_s, b, k0 + 8 * (int64_t)o, b < a.batch && o < n8, vec, v);
+  for (int j = 0; j < jobs; j += 2) {
+    float v[2][8];
+    int bj[2], oj[2];
+    bool on[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int jj = j + h;
+      bj[h] = jj / rounds;
+      oj[h] = (jj - bj[h] * rounds) * blockDim.x + threadIdx.x;
+      on[h] = jj < jobs && oj[h] < n8;
+      i8_octet(a, rstd_s, bj[h], k0 + 8 * (int64_t)oj[h], on[h] && bj[h] < a.batch, vec, v[h]);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
       uint2 p;
       float d, s;
-      quant_octet<WT>(v, gl, p, d, s);
-      if (o < n8) {
+      quant_octet<WT>(v[h], gl, p, d, s);
+      if (on[h]) {
+        const int b = bj[h], o = oj[h];
         *reinterpret_cast<uint2 *>(q_s + b * kt + 8 * o) = p;
         if (lane % EL == 0) {
           d_s[b * nct + o / EL] = d;
