@@ -184,11 +184,12 @@ for mv in 0.5b-first 0.5b-nosplit 7b-new 7b-simple 7b-first 0.5b-new 0.5b-simple
 [[ ${LAB:-1} == 0 ]] || step 200 lab-gemv-mma "for p in 1 0; do echo \"== QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p\"; QW_GEMV_MMA=1 QW_GEMV_MMA_WIDE=\$p QW_GEMV_MMA_PICK=\$p ./cuda/build/dev/qwlab gemv --quick; done"
 grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w4) [0-9]+x" "$OUT/lab-gemv-mma.log" 2>/dev/null | grep -v "^| " | sed "s/^/  gemv-mma: /" >> "$S"
 # issue 10: toggle actQuant = int8 on CUDA (opt/act_quant/gemv_i8.cu: W4 / W8 decode GEMVs with int8 activations per
-# token and weight group, dp4a; compile-checked only): the lab against the CPU math (every row PASS, invariance rows
-# bitwise) and the exact kernel on the 7B shapes (same run), then 7B q4 / q8 tg128 b1 / b8 / b16 with and without it.
-# Predicted: lab W4 b1 gate_up 1.3-2x gemv_q16 (it spends ~5 FP32 instructions a weight, this ~0.6 integer ones), end to
-# end 7B q4 b1 259 -> 330-420 tok/s; b16 unclear (the activation codes are read b times, 1 byte instead of 2).
-[[ ${LAB:-1} == 0 ]] || step 150 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
+# token and weight group, dp4a): the lab against the CPU math (every row PASS in the four modes pre pass x loop variant,
+# invariance rows bitwise across batch and modes) and the exact kernel on the 7B shapes (same run: rows pre pass /
+# in-block / loop / exact arm at b1 / b4 / b8 / b16), then 7B q4 / q8 tg128 b1 / b8 / b16 with and without it.
+# Sixteenth run (in-block only): 7B q4 b1 319 against 254 tok/s, b16 405 against 493. Predicted with the pre pass
+# (2026-12-07 evening, unmeasured): down b1 31.6 -> ~20 us a layer, b16 >= 1500 tok/s; loop: gate_up b1 37.5 -> ~30 us.
+[[ ${LAB:-1} == 0 ]] || step 240 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
 grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|" | sed "s/^/  i8: /" >> "$S"
 # the arm's error next to the time it saves, one decode step per layer (notebooks/quant-error.nb.ts, phase decode) on the
 # embedded model requantized to q4
