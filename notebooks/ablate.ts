@@ -7,6 +7,7 @@
 //   bun notebooks/ablate.ts --max-contention 10 --retries 3  # re-run a pass while others use > 10 % CPU (as `bench`)
 //   bun notebooks/ablate.ts --profiling on,off               # profiling mode as an axis (its overhead)
 //   bun notebooks/ablate.ts --backend cpu,cuda --toggle gqa=*  # the backend as an axis (a missing one is skipped)
+//   bun notebooks/ablate.ts --weights q4,output=q8 --toggle actQuant=*  # the model loaded with a weights option (CLI form)
 //   bun notebooks/ablate.ts --toggle weights=*                # as-loaded vs bf16 vs q8 vs q4 on the same model file (the
 //                                                             # default sweep leaves weights out: name it to sweep it)
 //                                                             # (each weights arm loads its own copy: a load-time option)
@@ -20,6 +21,7 @@ import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { openModel } from "../engine/index.ts";
+import { parseWeightsArg, type WeightsOption } from "../engine/formats/requant.ts";
 import type { EngineModel } from "../engine/api.ts";
 import { writeProfile, type Profile } from "../engine/measure/profile.ts";
 import { parsePromptSet, SamplingSpec, type PromptSpec } from "../engine/measure/record.ts";
@@ -33,6 +35,7 @@ const { values: a } = parseArgs({
   args: Bun.argv.slice(2),
   options: {
     model: { type: "string", default: "default" },
+    weights: { type: "string" },
     backend: { type: "string", default: "auto" },
     threads: { type: "string" },
     prompts: { type: "string" },
@@ -51,7 +54,7 @@ const { values: a } = parseArgs({
   },
 });
 if (a.help) {
-  console.log(`usage: npm run ablate -- [--model SRC] [--backend auto|cpu|cuda[,…]] [--threads N] [--prompts SET.json|.jsonl]
+  console.log(`usage: npm run ablate -- [--model SRC] [--weights SPEC] [--backend auto|cpu|cuda[,…]] [--threads N] [--prompts SET.json|.jsonl]
                       [--toggle id=v1,v2|id=* …] [--cartesian] [--profiling on,off] [--max-tokens N] [--repeats N]
                       [--steps-per-sync N] [--no-warmup] [--max-contention PCT] [--retries N] [--seed N] [--out DIR]
                       (= bun notebooks/ablate.ts)
@@ -59,12 +62,17 @@ if (a.help) {
   runs >= 3 (--repeats, default 3) measured passes per arm after a warm-up, interleaved across arms (A B A B …), re-running
   a pass while other processes use > --max-contention % CPU (default 10, up to --retries 3 times); writes one profile per arm
   (medians over the repetitions), comparison.md (Δ faster/slower only outside both arms' min–max, else within noise),
-  table.{csv,json,jsonl} and plots to --out (default profiles/ablate/<stamp>/).`);
+  table.{csv,json,jsonl} and plots to --out (default profiles/ablate/<stamp>/). --weights: the model's load-time weights
+  option in the CLI form (q4, q4,0=bf16, q4,output=q8); weights= arms keep its output format.`);
   process.exit(0);
 }
 // decode steps per engine call, every arm alike (absent: the recorded runs' default, DEFAULT_STEPS_PER_SYNC)
 const stepsPerSync = a["steps-per-sync"] === undefined ? undefined : Number(a["steps-per-sync"]);
 if (stepsPerSync !== undefined && (!Number.isInteger(stepsPerSync) || stepsPerSync < 1 || stepsPerSync > 64)) { console.error(`ablate: --steps-per-sync must be an integer in 1..64, got ${a["steps-per-sync"]}`); process.exit(2); }
+let baseWeights: WeightsOption = {};
+if (a.weights !== undefined) {
+  try { baseWeights = parseWeightsArg(a.weights); } catch (e) { console.error(`ablate: ${(e as Error).message}`); process.exit(2); }
+}
 const repeats = Number(a.repeats);
 if (!Number.isInteger(repeats) || repeats < MIN_REPEATS) { console.error(`ablate: --repeats must be an integer >= ${MIN_REPEATS} (a median with a spread), got ${a.repeats}`); process.exit(2); }
 
@@ -99,7 +107,7 @@ let model: EngineModel | null = null;
 for (const backend of backends) {
   let m: EngineModel;
   try {
-    m = await openModel(a.model!, { backend, threads: a.threads ? Number(a.threads) : undefined });
+    m = await openModel(a.model!, { backend, threads: a.threads ? Number(a.threads) : undefined, ...baseWeights });
   } catch (e) {
     if (backends.length > 1) { console.log(`backend ${backend}: skipped (${(e as Error).message})`); continue; }
     throw e;

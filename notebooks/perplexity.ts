@@ -14,7 +14,7 @@ import { openModel, type EngineModel } from "../engine/index.ts";
 import { parseToggleArg, validateToggleSettings } from "../engine/toggles.ts";
 import { runPerplexity, textTokens, type Arm, type PerplexityRunResult } from "../engine/measure/perplexity-run.ts";
 import type { PerplexityPhase, ScoreMode } from "../engine/measure/perplexity.ts";
-import { optionFromToggle, WEIGHTS_TOGGLE } from "../engine/formats/requant.ts";
+import { optionFromToggle, outputFormat, parseWeightsArg, WEIGHTS_TOGGLE, withOutput, type WeightsOption } from "../engine/formats/requant.ts";
 import { cliArgs } from "../engine/notebook/args.ts";
 
 const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
@@ -26,6 +26,10 @@ const USAGE = `usage: npx bun notebooks/perplexity.ts [model] [options]
   --reference-toggle T       the reference arm's toggles (id=value,...; default: the model's defaults)
   --arm T                    an arm on the same model (repeatable); weights=q8|q4|bf16[/…] loads its own copy
   --arm-model PATH           an arm on another model file of the same vocab, default toggles (repeatable)
+  --weights SPEC             the model's load-time weights option, as the CLI's --weights (q4, q4,0=bf16, q4,output=q8);
+                             weights= arms keep its output format
+  --arm-weights SPEC         an arm on a copy of the model loaded with SPEC (repeatable): e.g. the base as loaded
+                             against --arm-weights as-loaded,output=q8 measures requantizing the lm_head alone
   --backend auto|cpu|cuda --threads N
   --out DIR                  default profiles/raw/perplexity/<stamp>`;
 
@@ -34,6 +38,7 @@ const { values: o, positionals } = parseArgs({
     brown: { type: "boolean" }, text: { type: "string" }, ctx: { type: "string" }, score: { type: "string" }, phase: { type: "string" }, "max-tokens": { type: "string" },
     "reference-toggle": { type: "string" }, arm: { type: "string", multiple: true }, "arm-model": { type: "string", multiple: true },
     backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" },
+    weights: { type: "string" }, "arm-weights": { type: "string", multiple: true },
   },
 });
 if (o.help) { console.log(USAGE); process.exit(0); }
@@ -53,13 +58,19 @@ if (phase !== "prefill" && phase !== "decode") die(`--phase must be prefill or d
 const backend = backendOpt(o.backend);
 const threads = threadsOpt(o.threads);
 const out = resolve(o.out ?? join("profiles/raw/perplexity", new Date().toISOString().replace(/[-:]/g, "").slice(0, 15)));
-if (!o["arm"]?.length && !o["arm-model"]?.length) die("give at least one --arm or --arm-model to compare with the reference");
+if (!o["arm"]?.length && !o["arm-model"]?.length && !o["arm-weights"]?.length) die("give at least one --arm, --arm-model or --arm-weights to compare with the reference");
+const weightsOf = (v: string, flag: string): WeightsOption => {
+  try { return parseWeightsArg(v); } catch (e) { return die((e as Error).message.replace("--weights", `--${flag}`)); }
+};
+const baseWeights: WeightsOption = o.weights ? weightsOf(o.weights, "weights") : {};
+const armWeights = (o["arm-weights"] ?? []).map((v) => ({ spec: v, opt: weightsOf(v, "arm-weights") }));
 
 const toggles = (m: EngineModel, s: string | undefined) =>
   s ? validateToggleSettings(m.toggleRegistry(), parseToggleArg(s), { backend: m.backend, nLayers: m.config.num_hidden_layers }) : {};
 
 mkdirSync(out, { recursive: true });
-const base = await openModel(positionals[0] ?? "default", { backend, threads });
+const src = positionals[0] ?? "default";
+const base = await openModel(src, { backend, threads, ...baseWeights });
 const results: (PerplexityRunResult & { arm: string })[] = [];
 try {
   const { tokens, name } = textTokens(base, o.text ? { kind: "text", text: readFileSync(o.text, "utf8"), name: o.text } : { kind: "brown" }, maxTokens);
@@ -72,8 +83,12 @@ try {
       const tg = toggles(base, t), w = tg[WEIGHTS_TOGGLE];
       if (w === undefined) return { model: base, session, toggles: tg, label: t };
       // weights is a load-time option: the arm runs on its own copy of the model, loaded with it
-      const m = await openModel(positionals[0] ?? "default", { backend, threads, ...optionFromToggle(w) });
+      const m = await openModel(src, { backend, threads, ...withOutput(optionFromToggle(w), outputFormat(baseWeights)) });
       return { model: m, session: m.newSession({ maxContext: ctx }), toggles: tg, label: t };
+    } })),
+    ...armWeights.map(({ spec, opt }) => ({ label: `weights ${spec}`, open: async (): Promise<Arm> => {
+      const m = await openModel(src, { backend, threads, ...opt });
+      return { model: m, session: m.newSession({ maxContext: ctx }), toggles: {}, label: `weights ${spec}` };
     } })),
     ...(o["arm-model"] ?? []).map((p) => ({ label: p, open: async () => { const m = await openModel(p, { backend, threads }); return { model: m, session: m.newSession({ maxContext: ctx }), toggles: {}, label: p }; } })),
   ];

@@ -27,6 +27,10 @@ describe("notebooks", () => {
     ["perplexity", ["--threads", "two"], /--threads expects an integer >= 0, got 'two'/],
     ["sparse-bench", ["--backend", "tpu"], /--backend must be auto, cpu or cuda, got 'tpu'/],
     ["fidelity", ["--threads=-1"], /--threads expects an integer >= 0, got '-1'/],
+    // --weights / --arm-weights: the CLI's weights form, refused by flag and key before a model is opened
+    ["perplexity", ["--weights", "q9", "--arm", "kvCache=f32"], /--weights q9: .*form: q4/],
+    ["perplexity", ["--arm-weights", "q4,output=q9"], /--arm-weights q4,output=q9: output: /],
+    ["ablate", ["--weights", "q4,q8"], /ablate: --weights q4,q8: two base formats/],
   ] as [string, string[], RegExp][]) {
     test(`${nb}.ts ${args.join(" ")} is refused with exit 2`, () => {
       const r = run([`notebooks/${nb}.ts`, ...args]);
@@ -50,6 +54,20 @@ describe("notebooks", () => {
       expect(r.err + r.out).toMatch(msg);
     }, 300_000);
   }
+
+  test("perplexity.ts --arm-weights: an arm on a copy of the model loaded with the weights option, a row in the table", () => {
+    const dir = join(tmp, "ppl-arm-weights");
+    const r = run(["notebooks/perplexity.ts", "--backend", "cpu", "--threads", "1", "--max-tokens", "80", "--ctx", "32",
+      "--arm-weights", "q8", "--out", dir]);
+    expect(r.code).toBe(0);
+    const md = readFileSync(join(dir, "perplexity.md"), "utf8");
+    const row = md.split("\n").find((l) => l.startsWith("| weights q8 |"));
+    expect(row).toBeDefined();
+    // q8 layers move the logits a little: a finite, small, non-zero KL against the as-loaded reference
+    const kl = Number(row!.split("|")[4].trim().split(" ")[0]);
+    expect(kl).toBeGreaterThan(0);
+    expect(kl).toBeLessThan(0.05);
+  }, 300_000);
 
   test("package.json has an npm script per notebook", () => {
     const scripts = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).scripts;
