@@ -24,6 +24,8 @@
 // Determinism / batch invariance: a token's codes depend on its own row only; each output is one fixed sequence of
 // per-chunk float updates (by lane and chunk, as gemv_q16), so a sequence gets the same bits alone or in a batch.
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "gemv_i8.cuh"
 
@@ -49,6 +51,19 @@ bool r4_on() {
   return v && v[0] == '1' && v[1] == 0;
 }
 
+const char *variant_name(bool loop, bool pre, bool w4, int r, int ks) {
+  // every combination built once (thread-safe static init); the pointers stay valid for the process
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (int i = 0; i < 64; ++i)
+      v.push_back(std::string("gemv_i8_") + ((i >> 3) & 1 ? "w4" : "w8") + ((i >> 2) & 1 ? "_r4" : "_r2") +
+                  (i & 3 ? "k" + std::to_string(1 << (i & 3)) : "") + ((i >> 4) & 1 ? "_pre" : "") + ((i >> 5) & 1 ? "_loop" : ""));
+    return v;
+  }();
+  const int ki = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
+  return names[(loop << 5) | (pre << 4) | (w4 << 3) | ((r == 4) << 2) | ki].c_str();
+}
+
 }  // namespace i8detail
 
 namespace {
@@ -61,7 +76,7 @@ int g_force_pre = -1;  // gemv_i8_force_pre (the lab): -1 = QW_GEMV_I8_PRE / the
 // and (QW_GEMV_I8_PRE unset or "auto") where a block would quantize nb x K >= kPreMin values: the staging is a chain of
 // dependent L2 round trips, one per 256 octets of a row (7B at b1: down only, K 18944; from b4 every matrix). The pre
 // pass costs a launch (overlapped by PDL: the GEMV's blocks start and load weights meanwhile). The same codes either
-// way (quant_octet, row_rstd): the same bits. "0" / "1" force it off / on (where the scratch allows). UNMEASURED.
+// way (quant_octet, norm_rstd): the same bits. "0" / "1" force it off / on (where the scratch allows). UNMEASURED.
 constexpr int64_t kPreMin = 8192;
 bool use_pre(const GemvArgs &a, int nb, int E) {
   const int64_t K = a.w.cols;

@@ -19,6 +19,8 @@ using namespace gemv_detail;
 // Run-time switches (gemv_i8.cu): QW_GEMV_I8_LOOP / gemv_i8_force_loop, QW_GEMV_I8_R4.
 bool loop_on();
 bool r4_on();
+// The op records' name of a launch, e.g. gemv_i8_w4_r2k2_pre_loop (gemv_i8.cu; R 2 / 4, ks 1 / 2 / 4 / 8).
+const char *variant_name(bool loop, bool pre, bool w4, int r, int ks);
 
 template <int WT> __host__ __device__ constexpr int i8_per() { return WT == WT_W4 ? 32 : 16; }  // codes per 16 bytes
 
@@ -131,53 +133,28 @@ __device__ __forceinline__ int stage_i8(const GemvArgs &a, int8_t *q_s, float *d
   return klen;
 }
 
-// rstd of token b's row as norm_rstd (gemv_parts.cuh) computes it for the GEMV's block: the same per-thread order
-// (blockDim kThreads), warp sums, then warps 0..7 in order: the same bits, so the pre pass quantizes the same values.
-__device__ __forceinline__ float row_rstd(const GemvArgs &a, int b) {
-  __shared__ float part_s[kWarps];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t K = a.w.cols;
-  const float *xb = a.x + b * a.x_ld;
-  float s = 0.f;
-  if (norm_vec4(a)) {
-    const float4 *x4 = reinterpret_cast<const float4 *>(xb);
-    const int n4 = (int)(K / 4);
-#pragma unroll 4
-    for (int i = threadIdx.x; i < n4; i += blockDim.x) {
-      const float4 v = x4[i];
-      s = fmaf(v.x, v.x, s); s = fmaf(v.y, v.y, s); s = fmaf(v.z, v.z, s); s = fmaf(v.w, v.w, s);
-    }
-  } else {
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) s = fmaf(xb[k], xb[k], s);
-  }
-  s = warp_sum(s);
-  if (lane == 0) part_s[warp] = s;
-  __syncthreads();
-  float t = 0.f;
-  for (int w = 0; w < kWarps; ++w) t += part_s[w];
-  return rsqrtf(t / (float)K + a.eps);
-}
-
 // The pre pass: every token's row quantized once into a.i8ws (grid: octet blocks x batch; a thread per octet, as
 // stage_i8 takes them), so the GEMV's blocks copy codes instead of each quantizing the whole row (7B down at b1: 448
 // blocks x 18944 columns, 9 dependent L2 round trips per thread before the first use; at b16 every matrix: 16 rows).
 template <int WT>
 __global__ void __launch_bounds__(kThreads) gemv_i8_quant_kernel(const GemvArgs a) {
   constexpr int EL = i8_per<WT>() / 8;
-  __shared__ float rstd_s[16];
+  __shared__ float rstd_s[1];
   pdl_wait();  // the activations come from the previous kernel; the GEMV after this one may launch now
   pdl_trigger();
   const int b = blockIdx.y, lane = threadIdx.x & 31;
   const int64_t K = a.w.cols, nc = K / i8_per<WT>();
-  if (a.pro == GEMV_PRO_NORM) {
-    const float r = row_rstd(a, b);
-    if (threadIdx.x == 0) rstd_s[b] = r;
-    __syncthreads();
-  }
+  // token b's row as a batch of one: the GEMV's own rstd (norm_rstd, the same order, the same bits) and staging
+  // values (i8_octet) for it, in rstd_s[0]
+  GemvArgs row = a;
+  row.batch = 1;
+  row.x = a.x ? a.x + b * a.x_ld : nullptr;
+  row.act = a.act ? a.act + b * a.act_ld : nullptr;
+  norm_rstd<1>(row, rstd_s);
   const int n8 = (int)(K / 8), o = blockIdx.x * kThreads + threadIdx.x;  // o0 = blockIdx.x * kThreads: on a group
-  const bool vec = a.pro == GEMV_PRO_BF16 ? (a.act_ld % 8) == 0 : norm_vec4(a);
+  const bool vec = a.pro == GEMV_PRO_BF16 ? (a.act_ld % 8) == 0 : norm_vec4(row);
   float v[8];
-  i8_octet(a, rstd_s, b, 8 * (int64_t)o, o < n8, vec, v);
+  i8_octet(row, rstd_s, 0, 8 * (int64_t)o, o < n8, vec, v);
   uint2 p;
   float d, s;
   quant_octet<WT>(v, a.w.group / 8, p, d, s);
@@ -465,37 +442,7 @@ const char *launch_i8(const GemvArgs &a, int kt, int ks, bool pre, cudaStream_t 
                      : pre         ? launch_one<WT, NB, R, U, false, true>(a, kt, 1, s)
                      : ks > 1      ? launch_one<WT, NB, R, U, true, false>(a, kt, ks, s)
                                    : launch_one<WT, NB, R, U, false, false>(a, kt, 1, s);
-  // [loop][pre][w4][r4][ks]
-  static const char *names[2][2][2][2][4] = {
-    {
-     {
-      {{"gemv_i8_w8_r2", "gemv_i8_w8_r2k2", "gemv_i8_w8_r2k4", "gemv_i8_w8_r2k8"},
-       {"gemv_i8_w8_r4", "gemv_i8_w8_r4k2", "gemv_i8_w8_r4k4", "gemv_i8_w8_r4k8"}},
-      {{"gemv_i8_w4_r2", "gemv_i8_w4_r2k2", "gemv_i8_w4_r2k4", "gemv_i8_w4_r2k8"},
-       {"gemv_i8_w4_r4", "gemv_i8_w4_r4k2", "gemv_i8_w4_r4k4", "gemv_i8_w4_r4k8"}}
-     },
-     {
-      {{"gemv_i8_w8_r2_pre", "gemv_i8_w8_r2k2_pre", "gemv_i8_w8_r2k4_pre", "gemv_i8_w8_r2k8_pre"},
-       {"gemv_i8_w8_r4_pre", "gemv_i8_w8_r4k2_pre", "gemv_i8_w8_r4k4_pre", "gemv_i8_w8_r4k8_pre"}},
-      {{"gemv_i8_w4_r2_pre", "gemv_i8_w4_r2k2_pre", "gemv_i8_w4_r2k4_pre", "gemv_i8_w4_r2k8_pre"},
-       {"gemv_i8_w4_r4_pre", "gemv_i8_w4_r4k2_pre", "gemv_i8_w4_r4k4_pre", "gemv_i8_w4_r4k8_pre"}}
-     }
-    },
-    {
-     {
-      {{"gemv_i8_w8_r2_loop", "gemv_i8_w8_r2k2_loop", "gemv_i8_w8_r2k4_loop", "gemv_i8_w8_r2k8_loop"},
-       {"gemv_i8_w8_r4_loop", "gemv_i8_w8_r4k2_loop", "gemv_i8_w8_r4k4_loop", "gemv_i8_w8_r4k8_loop"}},
-      {{"gemv_i8_w4_r2_loop", "gemv_i8_w4_r2k2_loop", "gemv_i8_w4_r2k4_loop", "gemv_i8_w4_r2k8_loop"},
-       {"gemv_i8_w4_r4_loop", "gemv_i8_w4_r4k2_loop", "gemv_i8_w4_r4k4_loop", "gemv_i8_w4_r4k8_loop"}}
-     },
-     {
-      {{"gemv_i8_w8_r2_pre_loop", "gemv_i8_w8_r2k2_pre_loop", "gemv_i8_w8_r2k4_pre_loop", "gemv_i8_w8_r2k8_pre_loop"},
-       {"gemv_i8_w8_r4_pre_loop", "gemv_i8_w8_r4k2_pre_loop", "gemv_i8_w8_r4k4_pre_loop", "gemv_i8_w8_r4k8_pre_loop"}},
-      {{"gemv_i8_w4_r2_pre_loop", "gemv_i8_w4_r2k2_pre_loop", "gemv_i8_w4_r2k4_pre_loop", "gemv_i8_w4_r2k8_pre_loop"},
-       {"gemv_i8_w4_r4_pre_loop", "gemv_i8_w4_r4k2_pre_loop", "gemv_i8_w4_r4k4_pre_loop", "gemv_i8_w4_r4k8_pre_loop"}}
-     }
-    }};
-  return names[loop][pre][WT == WT_W4][R == 4][ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0];
+  return variant_name(loop, pre, WT == WT_W4, R, ks);
 }
 
 // R = 4 where the grid still has >= 2 blocks per SM without a K split (the exact kernels' rule), else 2.
