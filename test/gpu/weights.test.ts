@@ -5,11 +5,17 @@
 // Decode (the dequantizing GEMV, group 128) sees the exact weights. Each arm also runs with gemv = marlin (issue 10:
 // tensor-core W4/W8 GEMV over repacked weights, exact scales) against the CPU and against gemv = simple's tokens, and
 // marlin's batched decode must equal each sequence alone bit for bit. The lm_head requantized too
-// (weightsLayers.output, an untied tiny synthetic model: the embedded one is tied) through both GEMV arms and a
-// verify-sized pass (rows >= QW_LMHEAD_GEMM_ROWS: a non-bf16 lm_head stays on the GEMV). Skips without a GPU.
+// (weightsLayers.output) through both GEMV arms and a verify-sized pass (rows >= QW_LMHEAD_GEMM_ROWS: a non-bf16
+// lm_head stays on the GEMV), on an untied copy of the embedded model (lm_head.weight = its embedding; the embedded
+// model is tied, which refuses the option). Trained, not random: a random-init tiny model's logits differ from the
+// CPU's by 2.5-3.3e-2 (max-abs / max-ref) from bf16 activations alone (seventeenth run, H100), above the 2e-2 that
+// the trained model meets with margin (4.4-4.8e-3 here). Skips without a GPU.
 import { afterAll, describe, expect, test } from "bun:test";
-import { openModel, openSyntheticInMemory, type Model } from "../../engine/index.ts";
-import { tinyTestSpec } from "../reference/fixtures.ts";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_MODEL_DIR, openModel, type Model } from "../../engine/index.ts";
+import { encodeSafetensors, openSafetensorsDir } from "../../engine/formats/safetensors.ts";
 import type { WeightsOption } from "../../engine/formats/requant.ts";
 import { batchedVsAlone, noGpu, teacherForced } from "./gpu.ts";
 import { generousTimeout } from "../setup.ts";
@@ -65,14 +71,16 @@ describe.skipIf(noGpu())("weights option: CUDA vs CPU on the same requantized we
       }, 600_000);
     }
 
+  const untied = untiedEmbedded();
+  afterAll(() => rmSync(untied, { recursive: true, force: true }));
   for (const opt of [{ weightsLayers: { output: "q8" } }, { weights: "q4", weightsLayers: { output: "q4" } }] as WeightsOption[])
-    test(`untied tiny: output = ${opt.weightsLayers!.output} (weights ${opt.weights ?? "as-loaded"}), simple and marlin, all-position logits`, async () => {
-      const spec = tinyTestSpec({ tie_word_embeddings: false });
-      const cpu = await openSyntheticInMemory(spec, "f32", { backend: "cpu", ...opt });
-      const gpu = await openSyntheticInMemory(spec, "f32", { backend: "cuda", ...opt });
+    test(`untied embedded model: output = ${opt.weightsLayers!.output} (weights ${opt.weights ?? "as-loaded"}), simple and marlin, all-position logits`, async () => {
+      const cpu = (await openModel(untied, { backend: "cpu", ...opt })) as Model;
+      const gpu = (await openModel(untied, { backend: "cuda", ...opt })) as Model;
       open.push(cpu, gpu);
       expect(gpu.nativeTensors().find((t) => t.name === "output.weight")!.native).toBe(opt.weightsLayers!.output === "q8" ? "w8" : "w4");
-      const ids = Array.from({ length: 20 }, (_, i) => (i * 37 + 5) % spec.config.vocab_size);
+      const ids = cpu.tokenizer.encode("The jury said it did find that the court had no evidence of any irregularities");
+      expect(ids.length).toBeGreaterThan(16);
       const rel = (a: Float32Array, b: Float32Array) => {
         let d = 0, r = 0;
         for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); r = Math.max(r, Math.abs(a[i])); }
@@ -85,7 +93,7 @@ describe.skipIf(noGpu())("weights option: CUDA vs CPU on the same requantized we
         console.log(`[output ${opt.weightsLayers!.output}] gemv=${gemv}: worst relative logit difference vs CPU ${worst.toExponential(2)}`);
         expect(worst).toBeLessThan(2e-2);
       }
-      // every position's logits (a 20-row pass: past QW_LMHEAD_GEMM_ROWS, which takes the GEMM for bf16 only)
+      // every position's logits (a 19-row pass: past QW_LMHEAD_GEMM_ROWS, which takes the GEMM for bf16 only)
       const all = [cpu, gpu].map((m) => {
         const s = m.newSession({ maxBatch: 1, maxContext: 64 });
         s.setLogitsMode(2);
@@ -121,3 +129,19 @@ describe.skipIf(noGpu())("weights option: CUDA vs CPU on the same requantized we
       expect(differing).toBe(0);
     }, 600_000);
 });
+
+/** An untied copy of the embedded model in a temp folder: lm_head.weight = its embedding, the config untied, the
+ *  tokenizer files as they are. */
+function untiedEmbedded(): string {
+  const src = DEFAULT_MODEL_DIR;
+  const dir = mkdtempSync(join(tmpdir(), "qw-untied-"));
+  for (const f of readdirSync(src)) if (f !== "model.safetensors" && f !== "config.json") copyFileSync(join(src, f), join(dir, f));
+  const cfg = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
+  writeFileSync(join(dir, "config.json"), JSON.stringify({ ...cfg, tie_word_embeddings: false }, null, 2));
+  const st = openSafetensorsDir(src);
+  const emb = st.tensor("model.embed_tokens.weight");
+  if (!emb) throw new Error("the embedded model has no model.embed_tokens.weight");
+  const tensors = [...st.tensors, { ...emb, name: "lm_head.weight" }].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, data: t.data.slice() }));
+  writeFileSync(join(dir, "model.safetensors"), encodeSafetensors(tensors));
+  return dir;
+}
