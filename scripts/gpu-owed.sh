@@ -208,8 +208,10 @@ for w in q4 q4o8 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4
 # step, far above what its 1 GB of weights cost; where the step goes per op at b1 / b8 / b16 (notebooks/
 # batch-breakdown.ts: unprofiled step time, then kernel µs per op from one profiled run), 0.5B and 7B bf16 with
 # gemv = marlin, 7B q4 with gemv = simple.
-for mv in 0.5b 0.5b-nosplit 7b 7b-q4; do m=${mv%%-*}
-  a="--toggle gemv=marlin"; [[ $mv == *-q4 ]] && a="--weights q4"
+# 7b-q4i8: 7B q4 with actQuant = int8 (its defaults since the seventeenth run: pre pass by rule, loop, R4), b1 399 tok/s
+# there: where the remaining 2.5 ms of a b1 step go, against the lab's ~90 us a layer
+for mv in 0.5b 0.5b-nosplit 7b 7b-q4 7b-q4i8; do m=${mv%%-*}
+  a="--toggle gemv=marlin"; [[ $mv == *-q4 ]] && a="--weights q4"; [[ $mv == *-q4i8 ]] && a="--weights q4 --toggle actQuant=int8"
   step 90 "bb-$mv" "$( [[ $mv == *-nosplit ]] && echo "QW_GEMV_MMA_SPLIT=0 ")bun notebooks/batch-breakdown.ts $R/$m --backend cuda $a --batches 1,8,16 --steps 16 --out $OUT/bb-$mv"; done
 { for f in "$OUT"/bb-*/batch-breakdown.md; do [[ -f $f ]] && grep -E "^\| (\*\*|qkv|gate_up|down|o_proj|lm_head|attention|sample)" "$f" | sed "s|^|  $(basename "$(dirname "$f")") |"; done; } >> "$S"
 # issue 10 item 4: the fused prefill GEMM only where it measured faster (marlin_gemm_preferred: >= 64 M weights at
