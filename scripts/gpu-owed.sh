@@ -203,6 +203,16 @@ for w in q8 q4; do
 for w in q4 q4o8 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4_K_M GGUF (Q4_K = W4 g32, Q6_K = W8 g16)
   src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"; [[ $w == q4o8 ]] && src="$R/7b --weights q4,output=q8"
   step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
+# issue 10, two-level group scales (opt/gemv/two_level.hpp, 2026-12-07 night, UNMEASURED): K-quant matrices read a 16-bit
+# code a group and a (D, M) pair per 256 columns instead of two fp32 a group (Q4_K 6 -> 4.75 bits a weight, Q6_K 12 ->
+# 9.25; 7B Q4_K_M 6.44 -> 5.05 GB a step), the same bits. The lab (every "differing" row 0; timed fp32 scales vs two
+# levels on the 7B Q4_K / Q6_K shapes), then 7B Q4_K_M tg128 with and without (QW_TWO_LEVEL=0), both arms.
+# Predicted: Q4_K_M b1 int8 ~310 -> ~380 tok/s, exact 227 -> ~280 (the bytes' ratio, if the GEMVs stay as bandwidth-bound).
+[[ ${LAB:-1} == 0 ]] || step 150 lab-two-level "./cuda/build/dev/qwlab two-level"
+grep -E "FAIL|failure|two-level .*(differing|us\))" "$OUT/lab-two-level.log" 2>/dev/null | grep -v "^|" | sed "s/^/  tl: /" >> "$S"
+for tl in 1 0; do for aq in int8 off; do
+  step 150 "tl$tl-7b-q4km-$aq" "QW_TWO_LEVEL=$tl bun engine/cli/main.ts bench synthetic:7b:q4_k_m --backend cuda --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
+{ for f in "$OUT"/tl[01]-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 { for f in "$OUT"/i8-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # issue 10 "batch 16 never slower than batch 8": 0.5B bf16 b16 (2460-2886 tok/s) is slower than b8 and ~8x its b1
 # step, far above what its 1 GB of weights cost; where the step goes per op at b1 / b8 / b16 (notebooks/

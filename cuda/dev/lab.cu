@@ -175,6 +175,10 @@ int main(int argc, char **argv) {
       if (what == "gemv-i8") run_calib(false);  // the copy bandwidth the % column is against
       run_gemv_i8();
     });
+    section("two-level", what == "all" || what == "two-level", [&] {
+      if (what == "two-level") run_calib(false);
+      run_two_level();
+    });
     section("fusion", what == "all" || what == "fusion", run_fusion);
     section("attn", what == "all" || what == "attn", run_attn);
     section("chain", what == "all" || what == "chain", run_chain);

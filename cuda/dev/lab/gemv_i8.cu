@@ -67,6 +67,8 @@ void epi_ref(int epi, const std::vector<double> &y, const std::vector<float> &bi
   }
 }
 
+}  // namespace
+
 // The pre pass's scratch (qwc::I8Ws) for K <= 18944, shared by every case (the session's is per session).
 I8Ws lab_i8ws() {
   static I8Ws w;
@@ -79,6 +81,8 @@ I8Ws lab_i8ws() {
   }
   return w;
 }
+
+namespace {
 
 struct I8Case {
   const char *label;

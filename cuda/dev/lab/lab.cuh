@@ -131,7 +131,7 @@ struct DevW {
 };
 DevW upload_w(const HostW &h);
 void free_w(DevW &w);
-namespace qwc { struct GemvArgs; }  // gemv.cuh (the family files that fill one include it)
+namespace qwc { struct GemvArgs; struct I8Ws; }  // gemv.cuh (the family files that fill one include it)
 // A GEMV case's random inputs, drawn in this order: bf16 activations and fp32 x [tokens][cols], norm weights [cols]
 // (0.5 .. 1.5), bias [rows], residual base [tokens][out_cols]; all but the base also on the device (freed with it).
 // The cases of gemv.cu, marlin.cu and gemv_i8.cu share it.
@@ -157,6 +157,8 @@ void qkv_rope_case(const char *label, int B, int H, int nH, int nKV, int d, bool
 void run_gemv();
 // gemv_i8.cu: toggle actQuant = int8 on CUDA (src/opt/act_quant/gemv_i8.cu) against the CPU math and the exact GEMV
 void run_gemv_i8();
+qwc::I8Ws lab_i8ws();  // the int8 arm's pre-pass scratch for K <= 18944, shared by the cases (gemv_i8.cu)
+void run_two_level();  // two-level group scales (two_level.cu): the same bits as the fp32 arrays, and their speed
 // attention.cu
 // CPU reference over a cache [slots][nKV][max_ctx][d] (bf16 values), q [rows][nH*d] bf16, causal: keys 0..n_keys-1,
 // or (a tree row, speculative = eagle) the KV positions at[0..n_keys-1]; appends row q_row's nH*d outputs to out.

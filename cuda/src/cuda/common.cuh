@@ -78,6 +78,10 @@ enum WType : int32_t { WT_F32 = 0, WT_F16 = 1, WT_BF16 = 2, WT_W8 = 3, WT_W4 = 4
 // A device weight matrix [rows, cols] row-major in one of the native layouts.
 //  W8: int8 codes [rows*cols]; W4: bytes [rows*cols/2], low nibble = even column;
 //  scale/offset: fp32 [rows, cols/group], w = scale * q + offset.
+//  tl_codes / tl_dm (optional, opt/gemv/two_level.hpp): the same scales and offsets in two levels, a 16-bit code a
+//  group and an fp32 (D, M) pair per 256 columns, where the matrix has that form (K-quants); the W4 / W8 decode GEMVs
+//  (gemv_q16, the int8 arm) read them instead (group_so: the same fp32 products, so the same bits), every other
+//  reader the fp32 arrays (load_chunk's kernels too: the branch made gemv_vec spill, ptxas 2026-12-07).
 struct WMat {
   const void *data = nullptr;
   const float *scale = nullptr;
@@ -85,7 +89,24 @@ struct WMat {
   int64_t rows = 0, cols = 0;
   int32_t group = 0;
   int32_t type = WT_BF16;
+  const uint16_t *tl_codes = nullptr;  // [rows * cols / group]: low byte int8 scale code, high byte uint8 min code
+  const float2 *tl_dm = nullptr;       // [rows * cols / 256]: (D, M)
+  int32_t tl_shift = 0;                // log2(groups per 256 columns)
 };
+// Scale and offset of group g (row * cols / group + column / group) of a W8 / W4 matrix. The two-level form is a
+// uniform branch (per matrix); its products are the converter's (two_level.hpp): the same bits as the fp32 arrays.
+__device__ __forceinline__ void group_so(const WMat &w, int64_t g, float &s, float &o) {
+  if (w.tl_codes) {
+    const uint32_t c = __ldg(w.tl_codes + g);
+    const float2 dm = __ldg(w.tl_dm + (g >> w.tl_shift));
+    // __fmul_rn: never contracted into a consumer's add (an fma would skip this product's rounding)
+    s = __fmul_rn(dm.x, (float)(int8_t)(c & 0xffu));
+    o = -__fmul_rn(dm.y, (float)(c >> 8));
+  } else {
+    s = __ldg(w.scale + g);
+    o = __ldg(w.offset + g);
+  }
+}
 // Rows [r0, r0 + n) of w as a matrix of its own (its data and, for W8 / W4, its scale groups). For the row chunks of
 // quantized prefill (prefill.cu gemm_chunked) and the lab's copy of that path.
 inline WMat wmat_rows(const WMat &w, int64_t r0, int64_t n) {
@@ -96,6 +117,7 @@ inline WMat wmat_rows(const WMat &w, int64_t r0, int64_t n) {
   sub.rows = n;
   sub.data = (const uint8_t *)w.data + r0 * row_bytes;
   if (gpr) { sub.scale = w.scale + r0 * gpr; sub.offset = w.offset + r0 * gpr; }
+  if (w.tl_codes) { sub.tl_codes = w.tl_codes + r0 * gpr; sub.tl_dm = w.tl_dm + r0 * (w.cols / 256); }
   return sub;
 }
 

@@ -177,9 +177,7 @@ __global__ void __launch_bounds__(kThreads) gemv_q16_kernel(const GemvArgs a, co
         for (int r = 0; r < R; ++r) {
           const int64_t e = rowc[r] * cols + k;  // element index
           wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
-          const int64_t g = rowc[r] * gpr + k / a.w.group;
-          sc[r][u] = __ldg(a.w.scale + g);
-          of[r][u] = __ldg(a.w.offset + g);
+          group_so(a.w, rowc[r] * gpr + k / a.w.group, sc[r][u], of[r][u]);
         }
       },
       [&](int u, int c) { q16_use<WT, NB, R>(acc, wv, sc, of, u, act_s + E * c, kt, lane); });

@@ -12,6 +12,7 @@
 
 #include "marlin.cuh"
 #include "session.cuh"
+#include "two_level.hpp"
 
 namespace qw {
 namespace cuda_backend {
@@ -55,6 +56,20 @@ DevMat upload_rows(const std::vector<const NativeTensor *> &parts,
   d.m.data = d.data.p;
   d.m.scale = d.scale.as<float>();
   d.m.offset = d.offset.as<float>();
+  // the decode GEMVs' two-level scales (K-quant sources: Q4_K / Q5_K / Q6_K), where every 256 columns of every row
+  // have that form bit for bit; QW_TWO_LEVEL=0 keeps them on the fp32 arrays (the A/B)
+  static const bool two_level_on = qwc::env_switch_on("QW_TWO_LEVEL", "the decode GEMVs read the fp32 group scales",
+                                                      "two-level group scales where the weights have them");
+  qwc::TwoLevel tl;
+  if (gpr && two_level_on && qwc::make_two_level(hs.data(), ho.data(), rows, cols, p0.group, &tl)) {
+    d.tl_codes = DBuf(tl.codes.size() * 2);
+    d.tl_dm = DBuf(tl.dm.size() * 4);
+    CK(cudaMemcpy(d.tl_codes.p, tl.codes.data(), tl.codes.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.tl_dm.p, tl.dm.data(), tl.dm.size() * 4, cudaMemcpyHostToDevice));
+    d.m.tl_codes = d.tl_codes.as<uint16_t>();
+    d.m.tl_dm = d.tl_dm.as<float2>();
+    d.m.tl_shift = tl.shift;
+  }
   d.m.rows = rows;
   d.m.cols = cols;
   d.m.group = p0.group;

@@ -123,6 +123,7 @@ struct DevMat {
   NativeType type = NativeType::BF16;
   int32_t group = 0;
   DBuf data, scale, offset;
+  DBuf tl_codes, tl_dm;  // the scales in two levels (opt/gemv/two_level.hpp) where the matrix has them; else empty
   // gemv = marlin: the same weights repacked for the tensor-core kernel (opt/gemv/marlin_layout.hpp), made on
   // first use (CudaModel::ensure_marlin); mm.data stays null for matrices the kernel does not cover.
   DBuf mpack;
@@ -130,8 +131,15 @@ struct DevMat {
   bool present() const { return m.data != nullptr; }
 };
 // The analytic cost of `rows` token rows through a weight (bf16 activations).
+// With two-level scales (m.tl_codes) the decode GEMVs read 2 bytes a group and 8 per 256 columns instead of 8 a group;
+// the bytes are those (prefill's dequantization still reads the fp32 arrays: a few percent of a compute-bound GEMM).
 inline OpCost cost_of(const DevMat &d, int32_t rows, bool bias) {
-  return cost_matmul(rows, d.m.rows, d.m.cols, d.type, d.group, bias, 2.0);
+  OpCost c = cost_matmul(rows, d.m.rows, d.m.cols, d.type, d.group, bias, 2.0);
+  if (d.m.tl_codes && d.group > 0) {
+    const double groups = double(d.m.rows) * double(d.m.cols / d.group), blocks = double(d.m.rows) * double(d.m.cols / 256);
+    c.bytes -= 8.0 * groups - (2.0 * groups + 8.0 * blocks);
+  }
+  return c;
 }
 
 struct Layer {

@@ -320,9 +320,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_kernel(const GemvArgs a, con
         for (int r = 0; r < R; ++r) {
           const int64_t e = rowc[r] * cols + k;
           wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
-          const int64_t g = rowc[r] * gpr + k / a.w.group;
-          sc[r][u] = __ldg(a.w.scale + g);
-          of[r][u] = __ldg(a.w.offset + g);
+          group_so(a.w, rowc[r] * gpr + k / a.w.group, sc[r][u], of[r][u]);
         }
       },
       [&](int u, int c) { i8_use<WT, NB, R, U>(acc, wv, sc, of, u, c, q_s, d_s, xs_s, kt, nct, lane); }, 0, cols);
@@ -366,9 +364,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_loop_kernel(const GemvArgs a
         const int64_t row = min(row0 + r, rows - 1);
         const int64_t e = row * cols + k;
         wv[r][u] = ld_stream16(wbytes + (WT == WT_W4 ? e / 2 : e));
-        const int64_t g = row * gpr + k / a.w.group;
-        sc[r][u] = __ldg(a.w.scale + g);
-        of[r][u] = __ldg(a.w.offset + g);
+        group_so(a.w, row * gpr + k / a.w.group, sc[r][u], of[r][u]);
       }
     }
   };
