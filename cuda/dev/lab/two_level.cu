@@ -2,7 +2,8 @@
 // W8 matrices whose scales and offsets are K-quant products (a fp16-sized D and M per 256 columns, integer codes per
 // group: Q4_K's W4 g32, Q6_K's W8 g16), run by the decode GEMVs once from the fp32 arrays and once from the two levels.
 // Checks: the host finds the form, and every output is the same bits both ways (exact arm gemv_q16 and the int8 arm,
-// b1 and b16). Timed: both ways on the 7B shapes, GB/s on the bytes each reads (packed weights + its scales).
+// b1 and b16). Timed: both ways on the 7B shapes, GB/s on the bytes each reads (packed weights + its scales). Then
+// the same for symmetric W8 (q8 / Q8_0) with one offset for all groups (WMat::off_uniform: the offsets not loaded).
 #include "gemv.cuh"
 #include "lab.cuh"
 #include "two_level.hpp"
@@ -102,6 +103,55 @@ void tl_case(const TlCase &k, int type, int group, int B, bool i8, bool timed) {
   cudaFree(dout); cudaFree(dout2);
 }
 
+// Symmetric W8 (q8, Q8_0: every offset -0): the decode GEMVs with off_uniform (the offsets not loaded) against the
+// fp32 arrays, bit for bit, and timed.
+void uniform_case(const TlCase &k, int B, bool i8, bool timed) {
+  const HostW hw = make_w(WT_W8, k.rows, k.cols, 32);  // offsets -0
+  char shape[96], name[256];
+  snprintf(shape, sizeof shape, "w8 g32 %lldx%lld b%d", (long long)k.rows, (long long)k.cols, B);
+  const std::string arm = i8 ? "int8 arm" : "exact arm";
+  const int ncopies = timed ? 4 : 1;
+  std::vector<DevW> c;
+  for (int i = 0; i < ncopies; ++i) c.push_back(upload_w(hw));
+  const auto uni = [](WMat m) { m.off_uniform = 1; m.off_value = -0.f; return m; };
+  const int64_t out_cols = k.epi == GEMV_EPI_SWIGLU ? k.rows / 2 : k.rows;
+  const GemvInputs in(B, k.rows, k.cols, out_cols);
+  float *dout = dalloc<float>(B * out_cols), *dout2 = dalloc<float>(B * out_cols);
+  GemvArgs a;
+  a.i8 = i8;
+  a.i8ws = lab_i8ws();
+  a.epi = k.epi;
+  a.out_ld = out_cols; a.batch = B; a.pro = k.pro;
+  in.into(a);
+  const size_t es = k.epi == GEMV_EPI_SWIGLU ? 2 : 4, ob = (size_t)B * out_cols * es;
+  poison(dout, ob); poison(dout2, ob);
+  a.w = c[0].m; a.out = dout;
+  const char *v1 = launch_gemv(a, 0);
+  a.w = uni(c[0].m); a.out = dout2;
+  const char *v2 = launch_gemv(a, 0);
+  CHK(cudaDeviceSynchronize());
+  const auto o1 = d2h(reinterpret_cast<uint8_t *>(dout), ob), o2 = d2h(reinterpret_cast<uint8_t *>(dout2), ob);
+  int64_t differing = 0;
+  for (size_t i = 0; i < ob; i += es) differing += memcmp(&o1[i], &o2[i], es) != 0;
+  snprintf(name, sizeof name, "uniform offsets %s %s [%s / %s]: differing outputs (offsets loaded vs not)", k.label, arm.c_str(), v1, v2);
+  report(name, shape, true, (double)differing, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
+  if (timed) {
+    const double groups = (double)hw.scale.size();
+    const double act = (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * 4;
+    for (int u : {0, 1}) {
+      const double bytes = (double)hw.data.size() + act + (u ? 4 : 8) * groups;
+      double lo = 0, hi = 0;
+      a.out = dout;
+      const double us = time_us([&](int i) { GemvArgs ti = a; ti.w = u ? uni(c[i % ncopies].m) : c[i % ncopies].m; launch_gemv(ti, 0); },
+                                g_quick ? 20 : 100, 5, &lo, &hi);
+      snprintf(name, sizeof name, "uniform offsets %s %s: %s (%.1f-%.1f us)", k.label, arm.c_str(), u ? "not loaded" : "loaded", lo, hi);
+      report(name, shape, false, 0, 0, false, us, bytes / (us * 1e-6) / 1e9, "GB/s", g_copy_bw / 1e9);
+    }
+  }
+  for (auto &x : c) free_w(x);
+  cudaFree(dout); cudaFree(dout2);
+}
+
 }  // namespace
 
 void run_two_level() {
@@ -122,5 +172,13 @@ void run_two_level() {
       if (g_quick && B == 16) continue;
       for (const TlCase &s : s7) tl_case(s, WT_W4, 32, B, i8, true);
       tl_case({"7B down (Q6_K)", 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_F32}, WT_W8, 16, B, i8, true);
+    }
+  // symmetric W8 (q8 / Q8_0): bits on small shapes at every batch kind, then the 7B shapes timed at b1 / b16
+  for (int B : {1, 3, 8, 16})
+    for (bool i8 : {false, true}) uniform_case({"w8 norm", 520, 1024, GEMV_PRO_NORM, GEMV_EPI_F32}, B, i8, false);
+  for (int B : {1, 16})
+    for (bool i8 : {false, true}) {
+      if (g_quick && B == 16) continue;
+      for (const TlCase &s : s7) uniform_case(s, B, i8, true);
     }
 }

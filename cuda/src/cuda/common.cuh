@@ -92,6 +92,10 @@ struct WMat {
   const uint16_t *tl_codes = nullptr;  // [rows * cols / group]: low byte int8 scale code, high byte uint8 min code
   const float2 *tl_dm = nullptr;       // [rows * cols / 256]: (D, M)
   int32_t tl_shift = 0;                // log2(groups per 256 columns)
+  // every group's offset the same bits (symmetric W8: q8, Q8_0, Q6_K without two levels): the decode GEMVs take
+  // off_value instead of loading the offsets (4 of a group's 8 bytes of scales); the array stays for other readers
+  int32_t off_uniform = 0;
+  float off_value = 0.f;
 };
 // Scale and offset of group g (row * cols / group + column / group) of a W8 / W4 matrix. The two-level form is a
 // uniform branch (per matrix); its products are the converter's (two_level.hpp): the same bits as the fp32 arrays.
@@ -104,7 +108,7 @@ __device__ __forceinline__ void group_so(const WMat &w, int64_t g, float &s, flo
     o = -__fmul_rn(dm.y, (float)(c >> 8));
   } else {
     s = __ldg(w.scale + g);
-    o = __ldg(w.offset + g);
+    o = w.off_uniform ? w.off_value : __ldg(w.offset + g);
   }
 }
 // Rows [r0, r0 + n) of w as a matrix of its own (its data and, for W8 / W4, its scale groups). For the row chunks of

@@ -57,7 +57,8 @@ DevMat upload_rows(const std::vector<const NativeTensor *> &parts,
   d.m.scale = d.scale.as<float>();
   d.m.offset = d.offset.as<float>();
   // the decode GEMVs' two-level scales (K-quant sources: Q4_K / Q5_K / Q6_K), where every 256 columns of every row
-  // have that form bit for bit; QW_TWO_LEVEL=0 keeps them on the fp32 arrays (the A/B)
+  // have that form bit for bit, else one offset for all groups where they all have the same bits (q8, Q8_0);
+  // QW_TWO_LEVEL=0 keeps them on the fp32 arrays (the A/B)
   static const bool two_level_on = qwc::env_switch_on("QW_TWO_LEVEL", "the decode GEMVs read the fp32 group scales",
                                                       "two-level group scales where the weights have them");
   qwc::TwoLevel tl;
@@ -69,6 +70,10 @@ DevMat upload_rows(const std::vector<const NativeTensor *> &parts,
     d.m.tl_codes = d.tl_codes.as<uint16_t>();
     d.m.tl_dm = d.tl_dm.as<float2>();
     d.m.tl_shift = tl.shift;
+  } else if (gpr && two_level_on &&
+             std::all_of(ho.begin(), ho.end(), [&](float o) { return std::memcmp(&o, &ho[0], 4) == 0; })) {
+    d.m.off_uniform = 1;  // symmetric weights: the decode GEMVs read the scales only (group_so)
+    d.m.off_value = ho[0];
   }
   d.m.rows = rows;
   d.m.cols = cols;

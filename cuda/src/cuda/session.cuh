@@ -131,13 +131,16 @@ struct DevMat {
   bool present() const { return m.data != nullptr; }
 };
 // The analytic cost of `rows` token rows through a weight (bf16 activations).
-// With two-level scales (m.tl_codes) the decode GEMVs read 2 bytes a group and 8 per 256 columns instead of 8 a group;
+// With two-level scales (m.tl_codes) the decode GEMVs read 2 bytes a group and 8 per 256 columns instead of 8 a group,
+// with one offset for all groups (m.off_uniform) 4 a group;
 // the bytes are those (prefill's dequantization still reads the fp32 arrays: a few percent of a compute-bound GEMM).
 inline OpCost cost_of(const DevMat &d, int32_t rows, bool bias) {
   OpCost c = cost_matmul(rows, d.m.rows, d.m.cols, d.type, d.group, bias, 2.0);
   if (d.m.tl_codes && d.group > 0) {
     const double groups = double(d.m.rows) * double(d.m.cols / d.group), blocks = double(d.m.rows) * double(d.m.cols / 256);
     c.bytes -= 8.0 * groups - (2.0 * groups + 8.0 * blocks);
+  } else if (d.m.off_uniform && d.group > 0) {
+    c.bytes -= 4.0 * double(d.m.rows) * double(d.m.cols / d.group);  // the offsets are not read
   }
   return c;
 }
