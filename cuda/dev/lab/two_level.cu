@@ -4,6 +4,8 @@
 // Checks: the host finds the form, and every output is the same bits both ways (exact arm gemv_q16 and the int8 arm,
 // b1 and b16). Timed: both ways on the 7B shapes, GB/s on the bytes each reads (packed weights + its scales). Then
 // the same for symmetric W8 (q8 / Q8_0) with one offset for all groups (WMat::off_uniform: the offsets not loaded).
+#include <functional>
+
 #include "gemv.cuh"
 #include "lab.cuh"
 #include "two_level.hpp"
@@ -51,105 +53,90 @@ void free_tl(TlW &x) { free_w(x.w); cudaFree(x.codes); cudaFree(x.dm); }
 
 struct TlCase { const char *label; int64_t rows, cols; int pro, epi; };
 
+// One A/B of how the decode GEMVs read the same weights: mat(i, way) is copy i of ncopies read way 0 (the fp32
+// arrays) or way 1 (the form under test); bytes[way] what each reads of the weights and their scales. The outputs
+// must be the same bits; where timed (ncopies > 1: a rotation that leaves nothing in L2) both ways are timed.
+struct FormAB {
+  const char *what;       // "two-level", "uniform offsets"
+  const char *names[2];   // the two ways
+  double bytes[2];
+};
+void compare_forms(const FormAB &f, const TlCase &k, const char *shape, int B, bool i8, int ncopies,
+                   const std::function<WMat(int, int)> &mat) {
+  char name[256];
+  const std::string arm = i8 ? "int8 arm" : "exact arm";
+  const int64_t out_cols = k.epi == GEMV_EPI_SWIGLU ? k.rows / 2 : k.rows;
+  const GemvInputs in(B, k.rows, k.cols, out_cols);
+  float *dout = dalloc<float>(B * out_cols), *dout2 = dalloc<float>(B * out_cols);
+  GemvArgs a;
+  a.i8 = i8;
+  a.i8ws = lab_i8ws();
+  a.epi = k.epi;
+  a.out_ld = out_cols; a.batch = B; a.pro = k.pro;
+  in.into(a);
+  const size_t es = k.epi == GEMV_EPI_SWIGLU ? 2 : 4, ob = (size_t)B * out_cols * es;  // bf16 / fp32 outputs
+  poison(dout, ob); poison(dout2, ob);
+  a.w = mat(0, 0); a.out = dout;
+  const char *v1 = launch_gemv(a, 0);
+  a.w = mat(0, 1); a.out = dout2;
+  const char *v2 = launch_gemv(a, 0);
+  CHK(cudaDeviceSynchronize());
+  const auto o1 = d2h(reinterpret_cast<uint8_t *>(dout), ob), o2 = d2h(reinterpret_cast<uint8_t *>(dout2), ob);
+  int64_t differing = 0;
+  for (size_t i = 0; i < ob; i += es) differing += memcmp(&o1[i], &o2[i], es) != 0;
+  snprintf(name, sizeof name, "%s %s %s [%s / %s]: differing outputs (%s vs %s)", f.what, k.label, arm.c_str(), v1, v2,
+           f.names[0], f.names[1]);
+  report(name, shape, true, (double)differing, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
+  if (ncopies > 1) {
+    const double act = (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * 4;
+    for (int way : {0, 1}) {
+      double lo = 0, hi = 0;
+      a.out = dout;
+      const double us = time_us([&](int i) { GemvArgs ti = a; ti.w = mat(i % ncopies, way); launch_gemv(ti, 0); },
+                                g_quick ? 20 : 100, 5, &lo, &hi);
+      snprintf(name, sizeof name, "%s %s %s: %s (%.1f-%.1f us)", f.what, k.label, arm.c_str(), f.names[way], lo, hi);
+      report(name, shape, false, 0, 0, false, us, (f.bytes[way] + act) / (us * 1e-6) / 1e9, "GB/s", g_copy_bw / 1e9);
+    }
+  }
+  cudaFree(dout); cudaFree(dout2);
+}
+
 void tl_case(const TlCase &k, int type, int group, int B, bool i8, bool timed) {
   const HostW hw = kquant_w(type, k.rows, k.cols, group);
   TwoLevel t;
-  char shape[96], name[256];
+  char shape[96];
   snprintf(shape, sizeof shape, "%s g%d %lldx%lld b%d", tname(type), group, (long long)k.rows, (long long)k.cols, B);
-  const std::string arm = i8 ? "int8 arm" : "exact arm";
   if (!make_two_level(hw.scale.data(), hw.offset.data(), k.rows, k.cols, group, &t)) {
-    report("two-level " + std::string(k.label) + " " + arm + ": the host found no form", shape, true, 1, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
+    report("two-level " + std::string(k.label) + (i8 ? " int8 arm" : " exact arm") + ": the host found no form", shape,
+           true, 1, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
     return;
   }
   const int ncopies = timed ? 4 : 1;  // 4 x >= 100 MB: the rotation leaves nothing in the 50 MB L2
   std::vector<TlW> c;
   for (int i = 0; i < ncopies; ++i) c.push_back(upload_tl(hw, t));
-  const int64_t out_cols = k.epi == GEMV_EPI_SWIGLU ? k.rows / 2 : k.rows;
-  const GemvInputs in(B, k.rows, k.cols, out_cols);
-  float *dout = dalloc<float>(B * out_cols), *dout2 = dalloc<float>(B * out_cols);
-  GemvArgs a;
-  a.i8 = i8;
-  a.i8ws = lab_i8ws();
-  a.epi = k.epi;
-  a.out_ld = out_cols; a.batch = B; a.pro = k.pro;
-  in.into(a);
-  // the same call from the fp32 arrays, then from the two levels: bit for bit
-  const size_t es = k.epi == GEMV_EPI_SWIGLU ? 2 : 4, ob = (size_t)B * out_cols * es;  // bf16 / fp32 outputs
-  poison(dout, ob); poison(dout2, ob);
-  a.w = c[0].w.m; a.out = dout;
-  const char *v1 = launch_gemv(a, 0);
-  a.w = c[0].tl; a.out = dout2;
-  const char *v2 = launch_gemv(a, 0);
-  CHK(cudaDeviceSynchronize());
-  const auto o1 = d2h(reinterpret_cast<uint8_t *>(dout), ob), o2 = d2h(reinterpret_cast<uint8_t *>(dout2), ob);
-  int64_t differing = 0;
-  for (size_t i = 0; i < ob; i += es) differing += memcmp(&o1[i], &o2[i], es) != 0;
-  snprintf(name, sizeof name, "two-level %s %s [%s / %s]: differing outputs (fp32 scales vs two levels)", k.label, arm.c_str(), v1, v2);
-  report(name, shape, true, (double)differing, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
-  if (timed) {
-    const double w_bytes = (double)hw.data.size(), groups = (double)hw.scale.size();
-    const double act = (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * 4;
-    for (int two : {0, 1}) {
-      const double bytes = w_bytes + act + (two ? 2 * groups + 8.0 * k.rows * k.cols / 256 : 8 * groups);
-      double lo = 0, hi = 0;
-      a.out = dout;
-      const double us = time_us([&](int i) { GemvArgs ti = a; ti.w = two ? c[i % ncopies].tl : c[i % ncopies].w.m; launch_gemv(ti, 0); },
-                                g_quick ? 20 : 100, 5, &lo, &hi);
-      snprintf(name, sizeof name, "two-level %s %s: %s (%.1f-%.1f us)", k.label, arm.c_str(), two ? "two levels" : "fp32 scales", lo, hi);
-      report(name, shape, false, 0, 0, false, us, bytes / (us * 1e-6) / 1e9, "GB/s", g_copy_bw / 1e9);
-    }
-  }
+  const double w = (double)hw.data.size(), groups = (double)hw.scale.size();
+  compare_forms({"two-level", {"fp32 scales", "two levels"}, {w + 8 * groups, w + 2 * groups + 8.0 * k.rows * k.cols / 256}},
+                k, shape, B, i8, ncopies, [&](int i, int way) { return way ? c[i].tl : c[i].w.m; });
   for (auto &x : c) free_tl(x);
-  cudaFree(dout); cudaFree(dout2);
 }
 
 // Symmetric W8 (q8, Q8_0: every offset -0): the decode GEMVs with off_uniform (the offsets not loaded) against the
-// fp32 arrays, bit for bit, and timed.
+// fp32 arrays.
 void uniform_case(const TlCase &k, int B, bool i8, bool timed) {
   const HostW hw = make_w(WT_W8, k.rows, k.cols, 32);  // offsets -0
-  char shape[96], name[256];
+  char shape[96];
   snprintf(shape, sizeof shape, "w8 g32 %lldx%lld b%d", (long long)k.rows, (long long)k.cols, B);
-  const std::string arm = i8 ? "int8 arm" : "exact arm";
   const int ncopies = timed ? 4 : 1;
   std::vector<DevW> c;
   for (int i = 0; i < ncopies; ++i) c.push_back(upload_w(hw));
-  const auto uni = [](WMat m) { m.off_uniform = 1; m.off_value = -0.f; return m; };
-  const int64_t out_cols = k.epi == GEMV_EPI_SWIGLU ? k.rows / 2 : k.rows;
-  const GemvInputs in(B, k.rows, k.cols, out_cols);
-  float *dout = dalloc<float>(B * out_cols), *dout2 = dalloc<float>(B * out_cols);
-  GemvArgs a;
-  a.i8 = i8;
-  a.i8ws = lab_i8ws();
-  a.epi = k.epi;
-  a.out_ld = out_cols; a.batch = B; a.pro = k.pro;
-  in.into(a);
-  const size_t es = k.epi == GEMV_EPI_SWIGLU ? 2 : 4, ob = (size_t)B * out_cols * es;
-  poison(dout, ob); poison(dout2, ob);
-  a.w = c[0].m; a.out = dout;
-  const char *v1 = launch_gemv(a, 0);
-  a.w = uni(c[0].m); a.out = dout2;
-  const char *v2 = launch_gemv(a, 0);
-  CHK(cudaDeviceSynchronize());
-  const auto o1 = d2h(reinterpret_cast<uint8_t *>(dout), ob), o2 = d2h(reinterpret_cast<uint8_t *>(dout2), ob);
-  int64_t differing = 0;
-  for (size_t i = 0; i < ob; i += es) differing += memcmp(&o1[i], &o2[i], es) != 0;
-  snprintf(name, sizeof name, "uniform offsets %s %s [%s / %s]: differing outputs (offsets loaded vs not)", k.label, arm.c_str(), v1, v2);
-  report(name, shape, true, (double)differing, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
-  if (timed) {
-    const double groups = (double)hw.scale.size();
-    const double act = (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * 4;
-    for (int u : {0, 1}) {
-      const double bytes = (double)hw.data.size() + act + (u ? 4 : 8) * groups;
-      double lo = 0, hi = 0;
-      a.out = dout;
-      const double us = time_us([&](int i) { GemvArgs ti = a; ti.w = u ? uni(c[i % ncopies].m) : c[i % ncopies].m; launch_gemv(ti, 0); },
-                                g_quick ? 20 : 100, 5, &lo, &hi);
-      snprintf(name, sizeof name, "uniform offsets %s %s: %s (%.1f-%.1f us)", k.label, arm.c_str(), u ? "not loaded" : "loaded", lo, hi);
-      report(name, shape, false, 0, 0, false, us, bytes / (us * 1e-6) / 1e9, "GB/s", g_copy_bw / 1e9);
-    }
-  }
+  const double w = (double)hw.data.size(), groups = (double)hw.scale.size();
+  compare_forms({"uniform offsets", {"offsets loaded", "offsets not loaded"}, {w + 8 * groups, w + 4 * groups}}, k, shape,
+                B, i8, ncopies, [&](int i, int way) {
+                  WMat m = c[i].m;
+                  if (way) { m.off_uniform = 1; m.off_value = -0.f; }
+                  return m;
+                });
   for (auto &x : c) free_w(x);
-  cudaFree(dout); cudaFree(dout2);
 }
 
 }  // namespace
