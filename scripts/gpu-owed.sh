@@ -191,6 +191,11 @@ grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w
 # (2026-12-07 evening, unmeasured): down b1 31.6 -> ~20 us a layer, b16 >= 1500 tok/s; loop: gate_up b1 37.5 -> ~30 us.
 [[ ${LAB:-1} == 0 ]] || step 240 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
 grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|" | sed "s/^/  i8: /" >> "$S"
+# issue 10: what binds the int8 arm's b1 GEMVs at 40-60 % of the copy rate (2026-12-08 eighteenth run: two-level scales cut
+# 21 % of their bytes and none of their time, so not the bytes): ncu on one launch each of 7B gate_up (loop variant, and
+# the exact gemv_q16), down (pre pass) and qkv (loop), W4 g128 b1; QW_LAB_I8_ONLY runs only that timed case.
+[[ ${LAB:-1} == 0 ]] || step 200 ncu-i8 "for c in 'gate_up:gemv_i8_loop_kernel' 'gate_up:gemv_q16_kernel' 'down:gemv_i8_kernel' 'qkv:gemv_i8_loop_kernel'; do sh=\${c%%:*}; k=\${c#*:}; QW_LAB_I8_ONLY=\"w4 \$sh g128 b1\" ncu --print-details all --kernel-name regex:\$k --launch-skip 3 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy --section LaunchStats ./cuda/build/dev/qwlab gemv-i8 > $OUT/ncu-i8-\$sh-\$k.txt 2>&1; done"
+for f in "$OUT"/ncu-i8-*.txt; do [[ -f $f ]] && grep -E "Memory Throughput|DRAM Throughput|Duration|Issue Slots Busy|Stall|stall|L2 Hit|L1/TEX Hit|Eligible|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Limit|Warp Cycles Per Issued" "$f" | head -30 | sed "s/^/  $(basename "$f" .txt): /" >> "$S"; done
 # the arm's error next to the time it saves, one decode step per layer (notebooks/quant-error.nb.ts, phase decode) on the
 # embedded model requantized to q4
 step 90 qe-i8 "QW_NB_MODEL=default QW_NB_WEIGHTS=q4 QW_NB_TOGGLE=actQuant=int8 QW_NB_PHASE=decode bun notebooks/quant-error.nb.ts"
@@ -203,7 +208,8 @@ for w in q8 q4; do
 for w in q4 q4o8 q8 q4km; do for aq in int8 off; do  # q4km: the synthetic 7B Q4_K_M GGUF (Q4_K = W4 g32, Q6_K = W8 g16)
   src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"; [[ $w == q4o8 ]] && src="$R/7b --weights q4,output=q8"
   step 150 "i8-7b-$w-$aq" "bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=$aq --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done; done
-# issue 10, two-level group scales (opt/gemv/two_level.hpp, 2026-12-07 night, UNMEASURED): K-quant matrices read a 16-bit
+# issue 10, two-level group scales (opt/gemv/two_level.hpp; eighteenth run, H100: bit for bit, no faster: exact b1
+# 208.3 -> 200.4, int8 286.1 -> 289.9; opt-in since): K-quant matrices read a 16-bit
 # code a group and a (D, M) pair per 256 columns instead of two fp32 a group (Q4_K 6 -> 4.75 bits a weight, Q6_K 12 ->
 # 9.25; 7B Q4_K_M 6.44 -> 5.05 GB a step), the same bits. The lab (every "differing" row 0; timed fp32 scales vs two
 # levels on the 7B Q4_K / Q6_K shapes), then 7B Q4_K_M tg128 with and without (QW_TWO_LEVEL=0), both arms.

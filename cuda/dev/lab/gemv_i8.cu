@@ -250,9 +250,61 @@ void i8_invariance(const char *label, int type, int64_t rows, int64_t cols, int 
   cudaFree(dact); cudaFree(dx); cudaFree(dnw); cudaFree(dout);
 }
 
+// The 7B shapes timed (q4: W4 g128, as weights = q4; Q4_K: W4 g32; q8 / Q8_0: W8 g32), every one or those whose
+// key ("w4 7B gate_up norm+swiglu g128 b1") has every word of `only` ("gate_up g128 b1"); returns how many ran.
+struct S7 { const char *label; int64_t rows, cols; int pro, epi; };
+constexpr S7 s7[] = {{"7B gate_up norm+swiglu", 37888, 3584, GEMV_PRO_NORM, GEMV_EPI_SWIGLU},
+                     {"7B down +res", 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_ADD_F32},
+                     {"7B qkv norm", 4608, 3584, GEMV_PRO_NORM, GEMV_EPI_F32},
+                     {"7B o_proj +res", 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}};
+// Every space-separated word of `words` is a whole word of `key`.
+bool has_words(const std::string &key, const std::string &words) {
+  const auto split = [](const std::string &t) {
+    std::vector<std::string> v;
+    for (size_t i = 0, j; i < t.size(); i = j + 1) {
+      j = t.find(' ', i);
+      if (j == std::string::npos) j = t.size();
+      if (j > i) v.push_back(t.substr(i, j - i));
+    }
+    return v;
+  };
+  const std::vector<std::string> kw = split(key);
+  for (const std::string &w : split(words))
+    if (std::find(kw.begin(), kw.end(), w) == kw.end()) return false;
+  return true;
+}
+
+int for_7b_cases(const char *only) {
+  struct T { int type, group, batch; };
+  int n = 0;
+  for (const T t : {T{WT_W4, 128, 1}, T{WT_W4, 128, 4}, T{WT_W4, 128, 8}, T{WT_W4, 128, 16}, T{WT_W4, 32, 1},
+                    T{WT_W4, 32, 16}, T{WT_W8, 32, 1}, T{WT_W8, 32, 16}}) {
+    if (!only && g_quick && (t.batch == 4 || t.batch == 8 || t.group == 32)) continue;
+    for (const S7 &s : s7) {
+      char label[96], key[128];
+      snprintf(label, sizeof label, "%s %s", t.type == WT_W4 ? "w4" : "w8", s.label);
+      snprintf(key, sizeof key, "%s g%d b%d", label, t.group, t.batch);
+      if (only && !has_words(key, only)) continue;
+      i8_case({label, t.type, s.rows, s.cols, t.group, t.batch, s.pro, s.epi}, true);
+      ++n;
+    }
+  }
+  return n;
+}
+
+void run_gemv_i8_only(const char *only) {
+  if (!for_7b_cases(only)) {
+    fprintf(stderr, "QW_LAB_I8_ONLY=%s matches no timed case: give words of a key, e.g. \"w4 gate_up g128 b1\" (keys: \"w4 7B gate_up norm+swiglu g128 b1\")\n", only);
+    exit(2);
+  }
+}
+
 }  // namespace
 
+// QW_LAB_I8_ONLY="WORDS": only the timed 7B cases whose key has every word (keys: "w4 7B gate_up norm+swiglu g128 b1"),
+// for ncu (scripts/gpu-owed.sh ncu-i8: one kernel's counters without the correctness cases' launches before it).
 void run_gemv_i8() {
+  if (const char *only = getenv("QW_LAB_I8_ONLY"); only && *only) return run_gemv_i8_only(only);
   // correctness: every batch kind, both prologues, the epilogues, groups 16 .. 256, K split (few rows), two K tiles;
   // each case with the pre pass off and on
   for (int mode : {0, 1, 2, 3}) {  // pre pass off / on, x the loop variant off / on
@@ -287,25 +339,11 @@ void run_gemv_i8() {
   i8_invariance("w8 g32 7B down (K 18944)", WT_W8, 3584, 18944, 32, GEMV_PRO_BF16);
   // the 7B shapes timed: the arm with and without the pre pass against the exact kernel (q4: W4 g128, as weights =
   // q4; Q4_K: W4 g32; q8 / Q8_0: W8 g32)
-  struct S { const char *label; int64_t rows, cols; int pro, epi; };
-  const S s7[] = {{"7B gate_up norm+swiglu", 37888, 3584, GEMV_PRO_NORM, GEMV_EPI_SWIGLU},
-                  {"7B down +res", 3584, 18944, GEMV_PRO_BF16, GEMV_EPI_ADD_F32},
-                  {"7B qkv norm", 4608, 3584, GEMV_PRO_NORM, GEMV_EPI_F32},
-                  {"7B o_proj +res", 3584, 3584, GEMV_PRO_BF16, GEMV_EPI_ADD_F32}};
-  struct T { int type, group, batch; };
-  for (const T t : {T{WT_W4, 128, 1}, T{WT_W4, 128, 4}, T{WT_W4, 128, 8}, T{WT_W4, 128, 16}, T{WT_W4, 32, 1},
-                    T{WT_W4, 32, 16}, T{WT_W8, 32, 1}, T{WT_W8, 32, 16}}) {
-    if (g_quick && (t.batch == 4 || t.batch == 8 || t.group == 32)) continue;
-    for (const S &s : s7) {
-      char label[96];
-      snprintf(label, sizeof label, "%s %s", t.type == WT_W4 ? "w4" : "w8", s.label);
-      i8_case({label, t.type, s.rows, s.cols, t.group, t.batch, s.pro, s.epi}, true);
-    }
-  }
+  for_7b_cases(nullptr);
   // QW_GEMV_I8_R4=0 (R = 2 where the K split asks for it; the default is R = 4 at batch <= 4): the b1 W4 g128 rows
   // again, for the A/B, then its invariance
   setenv("QW_GEMV_I8_R4", "0", 1);
-  for (const S &s : s7) {
+  for (const S7 &s : s7) {
     char label[96];
     snprintf(label, sizeof label, "w4 %s (R2)", s.label);
     i8_case({label, WT_W4, s.rows, s.cols, 128, 1, s.pro, s.epi}, true);

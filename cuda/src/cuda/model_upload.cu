@@ -57,10 +57,14 @@ DevMat upload_rows(const std::vector<const NativeTensor *> &parts,
   d.m.scale = d.scale.as<float>();
   d.m.offset = d.offset.as<float>();
   // the decode GEMVs' two-level scales (K-quant sources: Q4_K / Q5_K / Q6_K), where every 256 columns of every row
-  // have that form bit for bit, else one offset for all groups where they all have the same bits (q8, Q8_0);
-  // QW_TWO_LEVEL=0 keeps them on the fp32 arrays (the A/B)
-  static const bool two_level_on = qwc::env_switch_on("QW_TWO_LEVEL", "the decode GEMVs read the fp32 group scales",
-                                                      "two-level group scales where the weights have them");
+  // have that form bit for bit (QW_TWO_LEVEL=1; off by default: on an H100 the eighteenth run measured 7B Q4_K_M b1
+  // 208.3 -> 200.4 tok/s exact, 286.1 -> 289.9 int8, for ~0.76 GB more device memory: the GEMVs are not bound by those
+  // bytes); else one offset for all groups where they all have the same bits (symmetric W8: q8, Q8_0;
+  // QW_UNIFORM_OFFSETS=0 loads them: 7B q8 b1 exact 199.7 -> 203.0 with it)
+  static const bool two_level_on = qwc::env_opt_in("QW_TWO_LEVEL", "the decode GEMVs read the fp32 group scales",
+                                                   "two-level group scales where the weights have them");
+  static const bool uniform_on = qwc::env_switch_on("QW_UNIFORM_OFFSETS", "the decode GEMVs load every group's offset",
+                                                    "one offset for a matrix whose offsets all have the same bits");
   qwc::TwoLevel tl;
   if (gpr && two_level_on && qwc::make_two_level(hs.data(), ho.data(), rows, cols, p0.group, &tl)) {
     d.tl_codes = DBuf(tl.codes.size() * 2);
@@ -70,7 +74,7 @@ DevMat upload_rows(const std::vector<const NativeTensor *> &parts,
     d.m.tl_codes = d.tl_codes.as<uint16_t>();
     d.m.tl_dm = d.tl_dm.as<float2>();
     d.m.tl_shift = tl.shift;
-  } else if (gpr && two_level_on &&
+  } else if (gpr && uniform_on &&
              std::all_of(ho.begin(), ho.end(), [&](float o) { return std::memcmp(&o, &ho[0], 4) == 0; })) {
     d.m.off_uniform = 1;  // symmetric weights: the decode GEMVs read the scales only (group_so)
     d.m.off_value = ho[0];
