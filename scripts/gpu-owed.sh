@@ -191,10 +191,20 @@ grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w
 # (2026-12-07 evening, unmeasured): down b1 31.6 -> ~20 us a layer, b16 >= 1500 tok/s; loop: gate_up b1 37.5 -> ~30 us.
 [[ ${LAB:-1} == 0 ]] || step 240 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
 grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|" | sed "s/^/  i8: /" >> "$S"
+# issue 10: the int8 arm's ring variant (opt/act_quant/gemv_i8_ring.cuh, QW_GEMV_I8_RING=1, sm_90, UNMEASURED): the loop
+# variant with each row tile's codes / scales / offsets bulk-copied into 2-4 shared-memory stages (one block per SM, the
+# first stages issued before the PDL wait). lab-gemv-i8 checks it (rows "... ring": against the CPU math; "ring = loop,
+# bits": 0 differing on every 7B shape it runs; "ring": its time beside the loop variant's). Then 7B q4 / q4o8 / Q4_K_M
+# tg128 with it. Predicted: gate_up W4 g128 b1 43 -> ~30 us (85 % of the copy rate), 7B q4 b1 366 -> ~420 tok/s here.
+for w in q4 q4o8 q4km; do
+  src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"; [[ $w == q4o8 ]] && src="$R/7b --weights q4,output=q8"
+  step 150 "ring-7b-$w" "QW_GEMV_I8_RING=1 bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=int8 --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done
+{ for f in "$OUT"/ring-7b-*.log; do [[ -f $f ]] && grep -hE "^\| " "$f" | grep -vE "^\| model|^\|---" | sed "s|^|  $(basename "$f" .log) |"; done; } >> "$S"
 # issue 10: what binds the int8 arm's b1 GEMVs at 40-60 % of the copy rate (2026-12-08 eighteenth run: two-level scales cut
 # 21 % of their bytes and none of their time, so not the bytes): ncu on one launch each of 7B gate_up (loop variant, and
-# the exact gemv_q16), down (pre pass) and qkv (loop), W4 g128 b1; QW_LAB_I8_ONLY runs only that timed case.
-[[ ${LAB:-1} == 0 ]] || step 200 ncu-i8 "for c in 'gate_up:gemv_i8_loop_kernel' 'gate_up:gemv_q16_kernel' 'down:gemv_i8_kernel' 'qkv:gemv_i8_loop_kernel'; do sh=\${c%%:*}; k=\${c#*:}; QW_LAB_I8_ONLY=\"w4 \$sh g128 b1\" ncu --print-details all --kernel-name regex:\$k --launch-skip 3 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy --section LaunchStats ./cuda/build/dev/qwlab gemv-i8 > $OUT/ncu-i8-\$sh-\$k.txt 2>&1; done"
+# the exact gemv_q16, and the ring variant), down (pre pass) and qkv (loop), W4 g128 b1; QW_LAB_I8_ONLY runs only that
+# timed case.
+[[ ${LAB:-1} == 0 ]] || step 200 ncu-i8 "for c in 'gate_up:gemv_i8_loop_kernel' 'gate_up:gemv_i8_ring_kernel' 'gate_up:gemv_q16_kernel' 'down:gemv_i8_kernel' 'qkv:gemv_i8_loop_kernel'; do sh=\${c%%:*}; k=\${c#*:}; QW_LAB_I8_ONLY=\"w4 \$sh g128 b1\" ncu --print-details all --kernel-name regex:\$k --launch-skip 3 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy --section LaunchStats ./cuda/build/dev/qwlab gemv-i8 > $OUT/ncu-i8-\$sh-\$k.txt 2>&1; done"
 for f in "$OUT"/ncu-i8-*.txt; do [[ -f $f ]] && grep -E "Memory Throughput|DRAM Throughput|Duration|Issue Slots Busy|Stall|stall|L2 Hit|L1/TEX Hit|Eligible|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Limit|Warp Cycles Per Issued" "$f" | head -30 | sed "s/^/  $(basename "$f" .txt): /" >> "$S"; done
 # the arm's error next to the time it saves, one decode step per layer (notebooks/quant-error.nb.ts, phase decode) on the
 # embedded model requantized to q4

@@ -160,8 +160,9 @@ void i8_case(const I8Case &k, bool timed) {
   double dot = 0, n1 = 0, n2 = 0;
   for (size_t i = 0; i < outv.size(); ++i) dot += outv[i] * exr[i], n1 += outv[i] * outv[i], n2 += exr[i] * exr[i];
   const double cosv = dot / std::sqrt(std::max(n1 * n2, 1e-300));
-  double us = 0, rate = 0, us_x = 0, rate_x = 0, us_b = 0, rate_b = 0, us_l = 0, rate_l = 0;
-  const char *variant_x = "", *variant_p = "", *variant_b = "", *variant_l = "";
+  double us = 0, rate = 0, us_x = 0, rate_x = 0, us_b = 0, rate_b = 0, us_l = 0, rate_l = 0, us_r = 0, rate_r = 0;
+  const char *variant_x = "", *variant_p = "", *variant_b = "", *variant_l = "", *variant_r = "";
+  int64_t ring_differ = -1;  // outputs of the ring variant that differ from the loop variant's (bits); -1: not run
   if (timed) {
     const size_t wb = hw.bytes();
     const int ncopies = (int)std::min<size_t>(256, std::max<size_t>(1, ((512u << 20) + wb - 1) / std::max<size_t>(wb, 1)));
@@ -169,21 +170,33 @@ void i8_case(const I8Case &k, bool timed) {
     for (int i = 1; i < ncopies; ++i) copies.push_back(upload_w(hw));
     const double bytes = (double)wb + (double)B * k.cols * (k.pro == GEMV_PRO_NORM ? 4 : 2) + (double)B * out_cols * (out_bf ? 2 : 4);
     // arms: 0 exact, 1 int8 with the pre pass, 2 int8 quantizing in each block, 3 the rule's pre choice with the
-    // loop variant (QW_GEMV_I8_LOOP)
-    for (int arm : {1, 2, 3, 0}) {
+    // loop variant (QW_GEMV_I8_LOOP), 4 the same on the ring (QW_GEMV_I8_RING: sm_90, where its plan fits)
+    std::vector<uint8_t> bits[2];  // the loop and ring arms' outputs on copy 0
+    for (int arm : {1, 2, 3, 4, 0}) {
       GemvArgs t = a;
       t.i8 = arm != 0;
-      gemv_i8_force_pre(arm == 1 ? 1 : arm == 3 ? -1 : 0);
-      gemv_i8_force_loop(arm == 3 ? 1 : 0);
+      gemv_i8_force_pre(arm == 1 ? 1 : arm >= 3 ? -1 : 0);
+      gemv_i8_force_loop(arm >= 3 ? 1 : 0);
+      gemv_i8_force_ring(arm == 4 ? 1 : 0);
       if (k.epi == GEMV_EPI_ADD_F32) t.epi = GEMV_EPI_F32;
       const char *v = launch_gemv(t, 0);
-      (arm == 0 ? variant_x : arm == 1 ? variant_p : arm == 2 ? variant_b : variant_l) = v;
+      if (arm >= 3) {
+        CHK(cudaDeviceSynchronize());
+        bits[arm - 3] = d2h((uint8_t *)dout, (size_t)B * out_cols * (out_bf ? 2 : 4));
+      }
+      (arm == 0 ? variant_x : arm == 1 ? variant_p : arm == 2 ? variant_b : arm == 3 ? variant_l : variant_r) = v;
       const double u = time_us([&](int i) { GemvArgs ti = t; ti.w = copies[i % ncopies].m; launch_gemv(ti, 0); }, g_quick ? 20 : 100, 5);
-      (arm == 0 ? us_x : arm == 1 ? us : arm == 2 ? us_b : us_l) = u;
-      (arm == 0 ? rate_x : arm == 1 ? rate : arm == 2 ? rate_b : rate_l) = bytes / (u * 1e-6) / 1e9;
+      (arm == 0 ? us_x : arm == 1 ? us : arm == 2 ? us_b : arm == 3 ? us_l : us_r) = u;
+      (arm == 0 ? rate_x : arm == 1 ? rate : arm == 2 ? rate_b : arm == 3 ? rate_l : rate_r) = bytes / (u * 1e-6) / 1e9;
     }
     gemv_i8_force_pre(-1);
     gemv_i8_force_loop(-1);
+    gemv_i8_force_ring(-1);
+    if (std::strstr(variant_r, "_ring")) {
+      ring_differ = 0;
+      for (size_t i = 0; i < bits[0].size(); i += out_bf ? 2 : 4)
+        ring_differ += std::memcmp(bits[0].data() + i, bits[1].data() + i, out_bf ? 2 : 4) != 0;
+    }
     for (int i = 1; i < ncopies; ++i) free_w(copies[i]);
   }
   char shape[96], name[256];
@@ -198,6 +211,12 @@ void i8_case(const I8Case &k, bool timed) {
     report(name, shape, false, 0, 0, false, us_b, rate_b, "GB/s", g_copy_bw / 1e9);
     snprintf(name, sizeof name, "gemv i8 %s: loop [%s]", k.label, variant_l);
     report(name, shape, false, 0, 0, false, us_l, rate_l, "GB/s", g_copy_bw / 1e9);
+    if (ring_differ >= 0) {  // the ring ran this shape: its bits against the loop variant's, then its time
+      snprintf(name, sizeof name, "gemv i8 %s: ring = loop, bits [%s]: %lld differing", k.label, variant_r, (long long)ring_differ);
+      report(name, shape, true, (double)ring_differ, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
+      snprintf(name, sizeof name, "gemv i8 %s: ring [%s]", k.label, variant_r);
+      report(name, shape, false, 0, 0, false, us_r, rate_r, "GB/s", g_copy_bw / 1e9);
+    }
     snprintf(name, sizeof name, "gemv i8 %s: exact arm [%s]", k.label, variant_x);
     report(name, shape, false, 0, 0, false, us_x, rate_x, "GB/s", g_copy_bw / 1e9);
   }
@@ -332,6 +351,24 @@ void run_gemv_i8() {
     run({"w4 g128 many rows b3", WT_W4, 24000, 2048, 128, 3, GEMV_PRO_BF16, GEMV_EPI_F32});
     run({"w8 g16 ks many tiles +res", WT_W8, 3584, 4096, 16, 2, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
   }
+  // the ring variant (QW_GEMV_I8_RING, sm_90) where it runs: more row tiles than SMs, the whole K in one tile, whole
+  // 16-byte units of codes and scales a row (the variant name says whether it ran: _ring)
+  gemv_i8_force_loop(1);
+  gemv_i8_force_ring(1);
+  for (int pre : {0, 1}) {
+    gemv_i8_force_pre(pre);
+    const std::string tag = pre ? " pre ring" : " ring";
+    const auto run = [&](I8Case k) {
+      const std::string l = k.label + tag;
+      k.label = l.c_str();
+      i8_case(k, false);
+    };
+    run({"w4 g32 swiglu many rows", WT_W4, 2 * 12000, 1024, 32, 1, GEMV_PRO_NORM, GEMV_EPI_SWIGLU});
+    run({"w4 g128 many rows b3", WT_W4, 24000, 2048, 128, 3, GEMV_PRO_BF16, GEMV_EPI_F32});
+    run({"w8 g16 ks many tiles +res", WT_W8, 3584, 4096, 16, 2, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
+    run({"w4 g64 partial last tile", WT_W4, 4500, 1536, 64, 1, GEMV_PRO_NORM, GEMV_EPI_F32});
+  }
+  gemv_i8_force_ring(-1);
   gemv_i8_force_pre(-1);
   gemv_i8_force_loop(-1);
   i8_invariance("w4 g128 7B o_proj", WT_W4, 3584, 3584, 128, GEMV_PRO_BF16);

@@ -95,6 +95,9 @@ const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t stream);
 void gemv_i8_force_pre(int on);
 // The loop variant (one staging per block, row tiles walked in a loop; QW_GEMV_I8_LOOP): 0 / 1 forced, -1 = env.
 void gemv_i8_force_loop(int on);
+// The ring variant (the loop variant's weights bulk-copied into shared-memory stages, sm_90; QW_GEMV_I8_RING): 0 / 1
+// forced, -1 = env.
+void gemv_i8_force_ring(int on);
 // The K split (warps per row group) the CUDA-core GEMVs use for a matrix of `rows` rows (gemv.cu pick_ks).
 int gemv_ksplit(int64_t rows);
 

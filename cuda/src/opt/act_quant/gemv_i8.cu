@@ -53,17 +53,29 @@ bool r4_on() {
   return !(v && v[0] == '0' && v[1] == 0);
 }
 
-const char *variant_name(bool loop, bool pre, bool w4, int r, int ks) {
+int g_force_ring = -1;  // gemv_i8_force_ring (the lab): -1 = QW_GEMV_I8_RING
+
+// The ring variant (gemv_i8_ring.cuh: the loop variant with each row tile's weights bulk-copied into shared-memory
+// stages, sm_90) where the loop variant would run and the plan fits; QW_GEMV_I8_RING=1. Off by default until measured
+// (owed: the lab's rows "ring" and "ring = loop, bits", then 7B q4 tg128 with and without).
+bool ring_on() {
+  if (g_force_ring >= 0) return g_force_ring == 1;
+  const char *v = std::getenv("QW_GEMV_I8_RING");
+  return v && v[0] == '1' && !v[1];
+}
+
+const char *variant_name(Walk walk, bool pre, bool w4, int r, int ks) {
   // every combination built once (thread-safe static init); the pointers stay valid for the process
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v;
-    for (int i = 0; i < 64; ++i)
+    for (int i = 0; i < 96; ++i)
       v.push_back(std::string("gemv_i8_") + ((i >> 3) & 1 ? "w4" : "w8") + ((i >> 2) & 1 ? "_r4" : "_r2") +
-                  (i & 3 ? "k" + std::to_string(1 << (i & 3)) : "") + ((i >> 4) & 1 ? "_pre" : "") + ((i >> 5) & 1 ? "_loop" : ""));
+                  (i & 3 ? "k" + std::to_string(1 << (i & 3)) : "") + ((i >> 4) & 1 ? "_pre" : "") +
+                  ((i >> 5) == kWalkLoop ? "_loop" : (i >> 5) == kWalkRing ? "_ring" : ""));
     return v;
   }();
   const int ki = ks >= 8 ? 3 : ks >= 4 ? 2 : ks >= 2 ? 1 : 0;
-  return names[(loop << 5) | (pre << 4) | (w4 << 3) | ((r == 4) << 2) | ki].c_str();
+  return names[((int)walk << 5) | (pre << 4) | (w4 << 3) | ((r == 4) << 2) | ki].c_str();
 }
 
 }  // namespace i8detail
@@ -127,5 +139,6 @@ const char *launch_gemv_i8(const GemvArgs &a, cudaStream_t s) {
 
 void gemv_i8_force_pre(int on) { g_force_pre = on; }
 void gemv_i8_force_loop(int on) { g_force_loop = on; }
+void gemv_i8_force_ring(int on) { g_force_ring = on; }
 
 }  // namespace qwc

@@ -16,11 +16,15 @@ namespace i8detail {
 
 using namespace gemv_detail;
 
-// Run-time switches (gemv_i8.cu): QW_GEMV_I8_LOOP / gemv_i8_force_loop, QW_GEMV_I8_R4.
+// Run-time switches (gemv_i8.cu): QW_GEMV_I8_LOOP / gemv_i8_force_loop, QW_GEMV_I8_RING / gemv_i8_force_ring,
+// QW_GEMV_I8_R4.
 bool loop_on();
+bool ring_on();
 bool r4_on();
-// The op records' name of a launch, e.g. gemv_i8_w4_r2k2_pre_loop (gemv_i8.cu; R 2 / 4, ks 1 / 2 / 4 / 8).
-const char *variant_name(bool loop, bool pre, bool w4, int r, int ks);
+// How a launch walks its row tiles: one tile a block, the loop variant, or the loop variant on the ring.
+enum Walk { kWalkTile = 0, kWalkLoop = 1, kWalkRing = 2 };
+// The op records' name of a launch, e.g. gemv_i8_w4_r2k2_pre_loop (gemv_i8.cu; R 2 / 4, ks 1 / 2 / 4 / 8; _ring).
+const char *variant_name(Walk walk, bool pre, bool w4, int r, int ks);
 
 template <int WT> __host__ __device__ constexpr int i8_per() { return WT == WT_W4 ? 32 : 16; }  // codes per 16 bytes
 
@@ -392,6 +396,14 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_loop_kernel(const GemvArgs a
   }
 }
 
+}  // namespace i8detail
+}  // namespace qwc
+
+#include "gemv_i8_ring.cuh"
+
+namespace qwc {
+namespace i8detail {
+
 // Blocks of `kernel` resident per SM with `smem` bytes (cached per kernel, size and device).
 template <class Kernel>
 int resident_per_sm(Kernel kernel, size_t smem) {
@@ -408,13 +420,25 @@ int resident_per_sm(Kernel kernel, size_t smem) {
   return cache[key] = std::max(1, n);
 }
 
-// Launches the call; true where it took the loop variant.
+// Launches the call; returns how it walks its row tiles.
 template <int WT, int NB, int R, int U, bool KS, bool PRE>
-bool launch_one(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
+Walk launch_one(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
   const int64_t tiles = ceil_div(a.w.rows, (int64_t)(kWarps / ks) * R);
   const size_t smem = i8_smem<WT>(NB, kt);
   // (batch 16 never stages a whole K of a Qwen shape in the 46 KB: no loop instances for it)
   if constexpr (NB < 16) {
+    if (kt == a.w.cols && ring_on() && ring_device() && tiles > sm_count()) {
+      // one block per SM (the stages take its shared memory), each walking every sm_count()-th tile
+      const auto kern = gemv_i8_ring_kernel<WT, NB, R, U, KS, PRE>;
+      const qw::i8ring::Plan p = ring_plan_for<WT, NB, R>(kern, a, ks);
+      if (p.stages) {
+        static SmemOptIn optin;
+        optin(kern, (size_t)p.smem);
+        const RingGeo g{p.stages, a.w.off_uniform ? 0 : 1, p.row_bytes, p.gpr, p.w_bytes, p.so_bytes, p.stage_bytes, p.ring_off};
+        launch(kern, (int)std::min<int64_t>(tiles, sm_count()), kThreads, (size_t)p.smem, s, a, ks, g);
+        return kWalkRing;
+      }
+    }
     if (kt == a.w.cols && loop_on()) {
       const auto kern = gemv_i8_loop_kernel<WT, NB, R, U, KS, PRE>;
       const int64_t resident = (int64_t)resident_per_sm(kern, smem) * sm_count();
@@ -422,23 +446,23 @@ bool launch_one(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
         // as many blocks as are resident, balanced: each walks ceil(tiles / resident) tiles or one fewer
         const int64_t per = ceil_div(tiles, resident);
         launch(kern, (int)ceil_div(tiles, per), kThreads, smem, s, a, ks);
-        return true;
+        return kWalkLoop;
       }
     }
   }
   launch(gemv_i8_kernel<WT, NB, R, U, KS, PRE>, (int)tiles, kThreads, smem, s, a, kt, ks);
-  return false;
+  return kWalkTile;
 }
 
 template <int WT, int NB, int R>
 const char *launch_i8(const GemvArgs &a, int kt, int ks, bool pre, cudaStream_t s) {
   // U chunks in flight per row: 4 where the warp has 2 rows at small batches, else 2 (registers: R * U uint4)
   constexpr int U = (R >= 4 || NB >= 8) ? 2 : 4;
-  const bool loop = pre && ks > 1 ? launch_one<WT, NB, R, U, true, true>(a, kt, ks, s)
+  const Walk walk = pre && ks > 1 ? launch_one<WT, NB, R, U, true, true>(a, kt, ks, s)
                      : pre         ? launch_one<WT, NB, R, U, false, true>(a, kt, 1, s)
                      : ks > 1      ? launch_one<WT, NB, R, U, true, false>(a, kt, ks, s)
                                    : launch_one<WT, NB, R, U, false, false>(a, kt, 1, s);
-  return variant_name(loop, pre, WT == WT_W4, R, ks);
+  return variant_name(walk, pre, WT == WT_W4, R, ks);
 }
 
 // R = 4 where the grid still has >= 2 blocks per SM without a K split (the exact kernels' rule), else 2.

@@ -1,0 +1,209 @@
+// gemv_i8_ring.cuh — the int8 arm's ring variant (QW_GEMV_I8_RING=1, opt-in until measured; sm_90): the loop variant
+// (gemv_i8.cuh gemv_i8_loop_kernel) with each row tile's codes, scales and offsets bulk-copied into a shared-memory
+// stage by the TMA unit instead of loaded into registers (gemv_i8_ring_plan.hpp says why and the layout). Included by
+// gemv_i8.cuh after the loop kernel.
+//
+// Protocol (one block; stage s holds the block's tiles j with j % stages == s, its fill number j / stages):
+//  1. thread 0 initializes the stages' mbarriers (one arrival: its expect_tx) and counters, then issues the first
+//     min(stages, tiles) tiles BEFORE the prologue's PDL wait (weights never depend on the previous kernel).
+//  2. every warp waits on tile j's barrier with parity (j / stages) & 1, reads the tile's rounds from the stage (the
+//     same 16-byte chunks, scales and offsets, into the same registers, as the loop variant's global loads), and once
+//     done with the stage arrives: lane 0 adds 1 to the stage's counter after __syncwarp and a CTA fence.
+//  3. the warp whose arrival completes a group of kWarps (count % kWarps == kWarps - 1) issues tile j + stages into the
+//     stage (after a CTA fence and fence.proxy.async: the generic-proxy reads before the async-proxy write). A warp
+//     can arrive for fill f + 1 of a stage only after waiting on it, which needs fill f's kWarps arrivals: the counts
+//     come in clean groups and a barrier is never two phases ahead of a waiter (try_wait.parity is unambiguous).
+// Invariant (the lab's row "ring = loop, bits"): a lane reads the same values as on the loop variant's global path,
+// in the same order, into the same i8_use and finish_rows: the same bits.
+#pragma once
+#include "gemv_i8_ring_plan.hpp"
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define QW_I8_RING_ARCH 1
+#else
+#define QW_I8_RING_ARCH 0
+#endif
+
+namespace qwc {
+namespace i8detail {
+
+// The plan's numbers the kernel needs (gemv_i8_ring_plan.hpp Plan).
+struct RingGeo {
+  int32_t stages;
+  int32_t offsets_loaded;
+  int64_t row_bytes, gpr, w_bytes, so_bytes, stage_bytes, ring_off;
+};
+
+__device__ __forceinline__ uint32_t i8_smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// The sm_80 build never launches the ring kernel (the host checks the device); its PTX is sm_90's, so there the bodies
+// trap instead of assembling.
+__device__ __forceinline__ bool i8_mbar_try(uint64_t *bar, uint32_t parity) {
+#if QW_I8_RING_ARCH
+  uint32_t ok;
+  asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+               : "=r"(ok)
+               : "r"(i8_smem_u32(bar)), "r"(parity)
+               : "memory");
+  return ok != 0;
+#else
+  __trap();
+  return true;
+#endif
+}
+
+// A fill takes microseconds; ~2^27 polls (seconds) mean a protocol bug: trap (the launch fails) rather than hang.
+__device__ __forceinline__ void i8_mbar_wait(uint64_t *bar, uint32_t parity) {
+  for (uint32_t polls = 0; !i8_mbar_try(bar, parity);) {
+    __nanosleep(20);
+    if (++polls == (1u << 27)) __trap();
+  }
+}
+
+// `bytes` (a multiple of 16, 16-byte aligned both ends) global -> shared, completed on `bar`.
+__device__ __forceinline__ void i8_bulk(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
+#if QW_I8_RING_ARCH
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                   i8_smem_u32(dst)),
+               "l"(src), "r"(bytes), "r"(i8_smem_u32(bar))
+               : "memory");
+#else
+  (void)dst, (void)src, (void)bytes, (void)bar;
+  __trap();
+#endif
+}
+
+// Tile `tile` (rows [tile * rpt, + rpt) clipped to the matrix) into stage s: expect_tx of all its bytes, then the two or
+// three copies. One thread.
+__device__ __forceinline__ void i8_ring_issue(const GemvArgs &a, const RingGeo &g, unsigned char *ring0, uint64_t *full,
+                                              int64_t tile, int64_t rpt, int s) {
+  const int64_t r0 = tile * rpt, nr = min(rpt, a.w.rows - r0);
+  const uint32_t wb = (uint32_t)(nr * g.row_bytes), sb = (uint32_t)(nr * g.gpr * 4);
+  const uint32_t total = wb + sb * (g.offsets_loaded ? 2u : 1u);
+  unsigned char *st = ring0 + (int64_t)s * g.stage_bytes;
+#if QW_I8_RING_ARCH
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(i8_smem_u32(full + s)), "r"(total)
+               : "memory");
+#else
+  (void)total;
+#endif
+  i8_bulk(st, reinterpret_cast<const uint8_t *>(a.w.data) + r0 * g.row_bytes, wb, full + s);
+  i8_bulk(st + g.w_bytes, a.w.scale + r0 * g.gpr, sb, full + s);
+  if (g.offsets_loaded) i8_bulk(st + g.w_bytes + g.so_bytes, a.w.offset + r0 * g.gpr, sb, full + s);
+}
+
+template <int WT, int NB, int R, int U, bool KS, bool PRE>
+__global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a, const int ks_arg, const RingGeo g) {
+  constexpr int E = i8_per<WT>();
+  const int ks = KS ? ks_arg : 1;
+  extern __shared__ __align__(16) unsigned char smem_raw[];  // (the ring starts at ring_off: 128 from this base)
+  const int64_t rows = a.w.rows, cols = a.w.cols;
+  const int kt = (int)cols, nct = i8_nct<WT>(kt), nchunks = (int)(cols / E);
+  float *d_s = reinterpret_cast<float *>(smem_raw);          // [NB][nct]
+  float *xs_s = d_s + NB * nct;                               // [NB][nct]
+  int8_t *q_s = reinterpret_cast<int8_t *>(xs_s + NB * nct);  // [NB][kt]
+  unsigned char *ring0 = smem_raw + g.ring_off;               // [stages][stage_bytes]
+  uint64_t *full = reinterpret_cast<uint64_t *>(ring0 + (int64_t)g.stages * g.stage_bytes);  // [stages]
+  int32_t *arrived = reinterpret_cast<int32_t *>(full + g.stages);                           // [stages]
+  __shared__ float rstd_s[16];
+  __shared__ float red_s[kWarps][KS ? R * NB : 1];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int rgroup = warp / ks, kpart = warp - rgroup * ks;
+  const int groups = kWarps / ks;
+  const int64_t rpt = (int64_t)groups * R;  // rows per tile: the tile's rows are consecutive
+  const int64_t ntiles = (rows + rpt - 1) / rpt;
+  const int64_t mine = ntiles > blockIdx.x ? (ntiles - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;  // tiles of this block
+  const int cbase = kpart * 32 + lane, cstride = 32 * ks;
+  const bool uni = a.w.off_uniform != 0;
+
+  if (threadIdx.x == 0) {
+#if QW_I8_RING_ARCH
+    for (int s = 0; s < g.stages; ++s) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(i8_smem_u32(full + s)) : "memory");
+      arrived[s] = 0;
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+    for (int64_t j = 0; j < mine && j < g.stages; ++j)
+      i8_ring_issue(a, g, ring0, full, blockIdx.x + j * gridDim.x, rpt, (int)j);
+  }
+  __syncthreads();  // the barriers initialized before any thread waits on them
+  gemv_prologue<NB>(a, rstd_s);
+  if constexpr (PRE) stage_pre<NB, WT>(a, q_s, d_s, xs_s, 0, kt, nct, true);
+  else stage_i8<NB, WT>(a, q_s, d_s, xs_s, rstd_s, 0, kt, nct, true);
+
+  uint4 wv[R][U];
+  float sc[R][U], of[R][U];
+  for (int64_t j = 0; j < mine; ++j) {
+    const int64_t tile = blockIdx.x + j * gridDim.x;
+    const int s = (int)(j % g.stages);
+    const int64_t t0 = tile * rpt, row0 = t0 + (int64_t)rgroup * R;
+    const unsigned char *st = ring0 + (int64_t)s * g.stage_bytes;
+    const float *sc_s = reinterpret_cast<const float *>(st + g.w_bytes);
+    const float *of_s = reinterpret_cast<const float *>(st + g.w_bytes + g.so_bytes);
+    i8_mbar_wait(full + s, (uint32_t)((j / g.stages) & 1));
+    float acc[R][NB];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+    for (int c0 = cbase; c0 < nchunks; c0 += cstride * U) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {  // the loop variant's load(row0, c0), from the stage
+        const int c = c0 + cstride * u;
+        if (c >= nchunks) continue;
+        const int64_t k = (int64_t)E * c;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int64_t lr = min(row0 + r, rows - 1) - t0;  // the row in the stage (clamped rows as the loop variant)
+          wv[r][u] = *reinterpret_cast<const uint4 *>(st + lr * g.row_bytes + (WT == WT_W4 ? k / 2 : k));
+          const int64_t gi = lr * g.gpr + k / a.w.group;
+          sc[r][u] = sc_s[gi];
+          of[r][u] = uni ? a.w.off_value : of_s[gi];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (c0 + cstride * u < nchunks) i8_use<WT, NB, R, U>(acc, wv, sc, of, u, c0 + cstride * u, q_s, d_s, xs_s, kt, nct, lane);
+    }
+    // done with the stage: arrive; the warp completing the group refills it with this block's tile j + stages
+    __syncwarp();
+    if (lane == 0) {
+      __threadfence_block();
+      if (atomicAdd(arrived + s, 1) % kWarps == kWarps - 1 && j + g.stages < mine) {
+        __threadfence_block();
+#if QW_I8_RING_ARCH
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+        i8_ring_issue(a, g, ring0, full, tile + (int64_t)g.stages * gridDim.x, rpt, s);
+      }
+    }
+    __syncwarp();
+    if (KS && ks > 1) __syncthreads();  // red_s: the previous tile's readers are done (block-uniform)
+    finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
+  }
+}
+
+// The ring's plan for `kern` (a gemv_i8_ring_kernel instance) at K split ks: its static shared memory taken off the
+// opt-in per block.
+template <int WT, int NB, int R, class Kernel>
+qw::i8ring::Plan ring_plan_for(Kernel kern, const GemvArgs &a, int ks) {
+  cudaFuncAttributes fa{};
+  QWC_CHECK(cudaFuncGetAttributes(&fa, kern));
+  return qw::i8ring::plan(a.w.rows, a.w.cols, a.w.group, WT == WT_W4, !a.w.off_uniform, a.w.tl_codes != nullptr,
+                          (kWarps / ks) * R, (int64_t)i8_smem<WT>(NB, (int)a.w.cols),
+                          smem_optin_bytes() - (int64_t)fa.sharedSizeBytes);
+}
+
+// The device can run the ring (sm_90+: bulk copies, mbarrier transaction counts). Once per device.
+inline bool ring_device() {
+  static int major[64] = {};
+  int dev = 0;
+  QWC_CHECK(cudaGetDevice(&dev));
+  int &m = major[dev & 63];
+  if (m == 0) QWC_CHECK(cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev));
+  return m >= 9;
+}
+
+}  // namespace i8detail
+}  // namespace qwc
