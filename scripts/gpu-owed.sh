@@ -191,11 +191,12 @@ grep -E "^== |FAIL|failure|mma w4|(7B|0\.5B) (qkv|o_proj|gate_up|down).* (bf16|w
 # (2026-12-07 evening, unmeasured): down b1 31.6 -> ~20 us a layer, b16 >= 1500 tok/s; loop: gate_up b1 37.5 -> ~30 us.
 [[ ${LAB:-1} == 0 ]] || step 240 lab-gemv-i8 "./cuda/build/dev/qwlab gemv-i8"
 grep -E "FAIL|failure|gemv i8" "$OUT/lab-gemv-i8.log" 2>/dev/null | grep -v "^|" | sed "s/^/  i8: /" >> "$S"
-# issue 10: the int8 arm's ring variant (opt/act_quant/gemv_i8_ring.cuh, QW_GEMV_I8_RING=1, sm_90, UNMEASURED): the loop
-# variant with each row tile's codes / scales / offsets bulk-copied into 2-4 shared-memory stages (one block per SM, the
-# first stages issued before the PDL wait). lab-gemv-i8 checks it (rows "... ring": against the CPU math; "ring = loop,
-# bits": 0 differing on every 7B shape it runs; "ring": its time beside the loop variant's). Then 7B q4 / q4o8 / Q4_K_M
-# tg128 with it. Predicted: gate_up W4 g128 b1 43 -> ~30 us (85 % of the copy rate), 7B q4 b1 366 -> ~420 tok/s here.
+# issue 10: the int8 arm's ring variant (opt/act_quant/gemv_i8_ring.cuh, QW_GEMV_I8_RING=1, sm_90, UNMEASURED): one block
+# per SM stages the whole K's activations once and walks its row tiles while the TMA unit bulk-copies each tile's codes /
+# scales / offsets into 2-4 shared-memory stages (whole rows, or K chunks for 7B down), the first before the PDL wait.
+# lab-gemv-i8 checks it (rows "... ring": against the CPU math; "ring = register path, bits": 0 differing on every 7B
+# shape it runs; "ring": its time). Then 7B q4 / q4o8 / Q4_K_M tg128 with it. Predicted (W4 g128 b1): gate_up 43 -> ~30
+# us, down 30 -> ~18, qkv 17 -> ~10; 7B q4 b1 366 -> ~450 tok/s on the eighteenth run's H100.
 for w in q4 q4o8 q4km; do
   src="$R/7b --weights $w"; [[ $w == q4km ]] && src="synthetic:7b:q4_k_m"; [[ $w == q4o8 ]] && src="$R/7b --weights q4,output=q8"
   step 150 "ring-7b-$w" "QW_GEMV_I8_RING=1 bun engine/cli/main.ts bench $src --backend cuda --toggle actQuant=int8 --pp 0 --tg 128 --batch 1,8,16 --reps 3"; done

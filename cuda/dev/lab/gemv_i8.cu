@@ -211,8 +211,8 @@ void i8_case(const I8Case &k, bool timed) {
     report(name, shape, false, 0, 0, false, us_b, rate_b, "GB/s", g_copy_bw / 1e9);
     snprintf(name, sizeof name, "gemv i8 %s: loop [%s]", k.label, variant_l);
     report(name, shape, false, 0, 0, false, us_l, rate_l, "GB/s", g_copy_bw / 1e9);
-    if (ring_differ >= 0) {  // the ring ran this shape: its bits against the loop variant's, then its time
-      snprintf(name, sizeof name, "gemv i8 %s: ring = loop, bits [%s]: %lld differing", k.label, variant_r, (long long)ring_differ);
+    if (ring_differ >= 0) {  // the ring ran this shape: its bits against the register path's (arm 3), then its time
+      snprintf(name, sizeof name, "gemv i8 %s: ring = register path, bits [%s]: %lld differing", k.label, variant_r, (long long)ring_differ);
       report(name, shape, true, (double)ring_differ, 0, false, 0, 0, "GB/s", g_copy_bw / 1e9);
       snprintf(name, sizeof name, "gemv i8 %s: ring [%s]", k.label, variant_r);
       report(name, shape, false, 0, 0, false, us_r, rate_r, "GB/s", g_copy_bw / 1e9);
@@ -351,8 +351,8 @@ void run_gemv_i8() {
     run({"w4 g128 many rows b3", WT_W4, 24000, 2048, 128, 3, GEMV_PRO_BF16, GEMV_EPI_F32});
     run({"w8 g16 ks many tiles +res", WT_W8, 3584, 4096, 16, 2, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
   }
-  // the ring variant (QW_GEMV_I8_RING, sm_90) where it runs: more row tiles than SMs, the whole K in one tile, whole
-  // 16-byte units of codes and scales a row (the variant name says whether it ran: _ring)
+  // the ring variant (QW_GEMV_I8_RING, sm_90) where it runs: more row tiles than SMs, whole 16-byte units of codes and
+  // scales a row, the whole K's activations in the opt-in shared memory (the variant name says whether it ran: _ring)
   gemv_i8_force_loop(1);
   gemv_i8_force_ring(1);
   for (int pre : {0, 1}) {
@@ -367,6 +367,9 @@ void run_gemv_i8() {
     run({"w4 g128 many rows b3", WT_W4, 24000, 2048, 128, 3, GEMV_PRO_BF16, GEMV_EPI_F32});
     run({"w8 g16 ks many tiles +res", WT_W8, 3584, 4096, 16, 2, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
     run({"w4 g64 partial last tile", WT_W4, 4500, 1536, 64, 1, GEMV_PRO_NORM, GEMV_EPI_F32});
+    // K chunks (a whole-row tile does not fit two stages): down's K, and W8 at batch 4 (8 chunks a row)
+    run({"w4 g128 K chunks (K 18944) +res", WT_W4, 4500, 18944, 128, 1, GEMV_PRO_BF16, GEMV_EPI_ADD_F32});
+    run({"w8 g32 K chunks b4 norm", WT_W8, 4608, 8192, 32, 4, GEMV_PRO_NORM, GEMV_EPI_F32});
   }
   gemv_i8_force_ring(-1);
   gemv_i8_force_pre(-1);

@@ -55,9 +55,10 @@ bool r4_on() {
 
 int g_force_ring = -1;  // gemv_i8_force_ring (the lab): -1 = QW_GEMV_I8_RING
 
-// The ring variant (gemv_i8_ring.cuh: the loop variant with each row tile's weights bulk-copied into shared-memory
-// stages, sm_90) where the loop variant would run and the plan fits; QW_GEMV_I8_RING=1. Off by default until measured
-// (owed: the lab's rows "ring" and "ring = loop, bits", then 7B q4 tg128 with and without).
+// The ring variant (gemv_i8_ring.cuh: the row tiles' weights bulk-copied into shared-memory stages, the whole K's
+// activations staged once per block, sm_90) where a call has more row tiles than SMs and the plan fits;
+// QW_GEMV_I8_RING=1. Off by default until measured (owed: the lab's rows "ring" and "ring = register path, bits", then
+// 7B q4 tg128 with and without).
 bool ring_on() {
   if (g_force_ring >= 0) return g_force_ring == 1;
   const char *v = std::getenv("QW_GEMV_I8_RING");

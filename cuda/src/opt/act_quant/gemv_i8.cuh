@@ -427,14 +427,16 @@ Walk launch_one(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
   const size_t smem = i8_smem<WT>(NB, kt);
   // (batch 16 never stages a whole K of a Qwen shape in the 46 KB: no loop instances for it)
   if constexpr (NB < 16) {
-    if (kt == a.w.cols && ring_on() && ring_device() && tiles > sm_count()) {
-      // one block per SM (the stages take its shared memory), each walking every sm_count()-th tile
+    if (ring_on() && ring_device() && tiles > sm_count()) {
+      // one block per SM (the stages take its shared memory), each staging the whole K's activations once and walking
+      // every sm_count()-th tile (kt does not bind it: the opt-in shared memory holds 7B down's K at batch <= 4)
       const auto kern = gemv_i8_ring_kernel<WT, NB, R, U, KS, PRE>;
       const qw::i8ring::Plan p = ring_plan_for<WT, NB, R>(kern, a, ks);
       if (p.stages) {
         static SmemOptIn optin;
         optin(kern, (size_t)p.smem);
-        const RingGeo g{p.stages, a.w.off_uniform ? 0 : 1, p.row_bytes, p.gpr, p.w_bytes, p.so_bytes, p.stage_bytes, p.ring_off};
+        const RingGeo g{p.stages, a.w.off_uniform ? 0 : 1, p.row_bytes, p.gpr, p.kc, p.nk, p.kc_bytes, p.kcg,
+                        p.w_bytes, p.so_bytes, p.stage_bytes, p.ring_off};
         launch(kern, (int)std::min<int64_t>(tiles, sm_count()), kThreads, (size_t)p.smem, s, a, ks, g);
         return kWalkRing;
       }

@@ -3,18 +3,23 @@
 // stage by the TMA unit instead of loaded into registers (gemv_i8_ring_plan.hpp says why and the layout). Included by
 // gemv_i8.cuh after the loop kernel.
 //
-// Protocol (one block; stage s holds the block's tiles j with j % stages == s, its fill number j / stages):
-//  1. thread 0 initializes the stages' mbarriers (one arrival: its expect_tx) and counters, then issues the first
-//     min(stages, tiles) tiles BEFORE the prologue's PDL wait (weights never depend on the previous kernel).
-//  2. every warp waits on tile j's barrier with parity (j / stages) & 1, reads the tile's rounds from the stage (the
-//     same 16-byte chunks, scales and offsets, into the same registers, as the loop variant's global loads), and once
-//     done with the stage arrives: lane 0 adds 1 to the stage's counter after __syncwarp and a CTA fence.
-//  3. the warp whose arrival completes a group of kWarps (count % kWarps == kWarps - 1) issues tile j + stages into the
-//     stage (after a CTA fence and fence.proxy.async: the generic-proxy reads before the async-proxy write). A warp
-//     can arrive for fill f + 1 of a stage only after waiting on it, which needs fill f's kWarps arrivals: the counts
-//     come in clean groups and a barrier is never two phases ahead of a waiter (try_wait.parity is unambiguous).
-// Invariant (the lab's row "ring = loop, bits"): a lane reads the same values as on the loop variant's global path,
-// in the same order, into the same i8_use and finish_rows: the same bits.
+// Protocol (one block; a unit = one of its tiles over one K chunk (gemv_i8_ring_plan.hpp), its units u = tile j x nk +
+// chunk q in walk order; stage s = u % stages holds units u with that remainder, fill number u / stages):
+//  1. thread 0 initializes the stages' mbarriers (one arrival: the issuer's expect_tx) and counters, then warp 0
+//     issues the first min(stages, units) units BEFORE the prologue's PDL wait (weights never depend on the previous
+//     kernel).
+//  2. every warp waits on unit u's barrier with parity (u / stages) & 1, reads its rounds of that K chunk from the stage
+//     (the same 16-byte chunks, scales and offsets, into the same registers, in the same order as the loop variant's
+//     global loads), and once done with the stage arrives: lane 0 adds 1 to the stage's counter after __syncwarp and a
+//     CTA fence.
+//  3. the warp whose arrival completes a group of kWarps (count % kWarps == kWarps - 1) issues unit u + stages into the
+//     stage (a CTA fence and fence.proxy.async before: the generic-proxy reads, then the async-proxy write), its lanes
+//     one row each where a unit is not one contiguous range. A warp can arrive for fill f + 1 of a stage only after
+//     waiting on it, which needs fill f's kWarps arrivals: the counts come in clean groups and a barrier is never two
+//     phases ahead of a waiter (try_wait.parity is unambiguous).
+// Invariant (the lab's row "ring = loop, bits"): a lane reads the same values as on the register path, in the same
+// order (a K chunk is a multiple of the lane walk's period: each lane's chunks of a row ascend across units), into the
+// same i8_use and finish_rows: the same bits as the loop variant and as gemv_i8_kernel's K tiles.
 #pragma once
 #include "gemv_i8_ring_plan.hpp"
 
@@ -31,7 +36,7 @@ namespace i8detail {
 struct RingGeo {
   int32_t stages;
   int32_t offsets_loaded;
-  int64_t row_bytes, gpr, w_bytes, so_bytes, stage_bytes, ring_off;
+  int64_t row_bytes, gpr, kc, nk, kc_bytes, kcg, w_bytes, so_bytes, stage_bytes, ring_off;
 };
 
 __device__ __forceinline__ uint32_t i8_smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -73,23 +78,40 @@ __device__ __forceinline__ void i8_bulk(void *dst, const void *src, uint32_t byt
 #endif
 }
 
-// Tile `tile` (rows [tile * rpt, + rpt) clipped to the matrix) into stage s: expect_tx of all its bytes, then the two or
-// three copies. One thread.
+// Unit (tile, K chunk q) into stage s, by one warp (every lane calls it): lane 0 posts the expect_tx of all its bytes,
+// then the copies: three contiguous ranges where the chunk is the whole row (lane 0), else a row's codes, scales and
+// offsets per lane (rows lane, lane + 32, ...). Rows [tile * rpt, + rpt) and columns [q * kc, + kc) clipped.
 __device__ __forceinline__ void i8_ring_issue(const GemvArgs &a, const RingGeo &g, unsigned char *ring0, uint64_t *full,
-                                              int64_t tile, int64_t rpt, int s) {
+                                              int64_t tile, int64_t q, int64_t rpt, int s, int lane) {
   const int64_t r0 = tile * rpt, nr = min(rpt, a.w.rows - r0);
-  const uint32_t wb = (uint32_t)(nr * g.row_bytes), sb = (uint32_t)(nr * g.gpr * 4);
-  const uint32_t total = wb + sb * (g.offsets_loaded ? 2u : 1u);
+  const int64_t c0 = q * g.kc, nc = min(g.kc, a.w.cols - c0), grp = a.w.group;
+  const uint32_t cb = (uint32_t)(g.row_bytes * nc / a.w.cols), sb = (uint32_t)(nc / grp * 4);  // a row's part
+  const uint32_t total = (uint32_t)nr * (cb + sb * (g.offsets_loaded ? 2u : 1u));
   unsigned char *st = ring0 + (int64_t)s * g.stage_bytes;
+  const uint8_t *codes = reinterpret_cast<const uint8_t *>(a.w.data) + r0 * g.row_bytes + g.row_bytes * c0 / a.w.cols;
+  const float *scales = a.w.scale + r0 * g.gpr + c0 / grp, *offs = a.w.offset + r0 * g.gpr + c0 / grp;
+  if (lane == 0) {
 #if QW_I8_RING_ARCH
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(i8_smem_u32(full + s)), "r"(total)
-               : "memory");
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(i8_smem_u32(full + s)), "r"(total)
+                 : "memory");
 #else
-  (void)total;
+    (void)total;
 #endif
-  i8_bulk(st, reinterpret_cast<const uint8_t *>(a.w.data) + r0 * g.row_bytes, wb, full + s);
-  i8_bulk(st + g.w_bytes, a.w.scale + r0 * g.gpr, sb, full + s);
-  if (g.offsets_loaded) i8_bulk(st + g.w_bytes + g.so_bytes, a.w.offset + r0 * g.gpr, sb, full + s);
+  }
+  __syncwarp();
+  if (g.nk == 1) {  // whole rows: each part one contiguous range of the tile's rows
+    if (lane == 0) {
+      i8_bulk(st, codes, (uint32_t)nr * cb, full + s);
+      i8_bulk(st + g.w_bytes, scales, (uint32_t)nr * sb, full + s);
+      if (g.offsets_loaded) i8_bulk(st + g.w_bytes + g.so_bytes, offs, (uint32_t)nr * sb, full + s);
+    }
+    return;
+  }
+  for (int64_t r = lane; r < nr; r += 32) {  // a K chunk: a row's part at r x its full-chunk stride in the stage
+    i8_bulk(st + r * g.kc_bytes, codes + r * g.row_bytes, cb, full + s);
+    i8_bulk(st + g.w_bytes + r * g.kcg * 4, scales + r * g.gpr, sb, full + s);
+    if (g.offsets_loaded) i8_bulk(st + g.w_bytes + g.so_bytes + r * g.kcg * 4, offs + r * g.gpr, sb, full + s);
+  }
 }
 
 template <int WT, int NB, int R, int U, bool KS, bool PRE>
@@ -99,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
   extern __shared__ __align__(16) unsigned char smem_raw[];  // (the ring starts at ring_off: 128 from this base)
   const int64_t rows = a.w.rows, cols = a.w.cols;
   const int kt = (int)cols, nct = i8_nct<WT>(kt), nchunks = (int)(cols / E);
-  float *d_s = reinterpret_cast<float *>(smem_raw);          // [NB][nct]
+  float *d_s = reinterpret_cast<float *>(smem_raw);          // [NB][nct]: the whole K's activations, staged once
   float *xs_s = d_s + NB * nct;                               // [NB][nct]
   int8_t *q_s = reinterpret_cast<int8_t *>(xs_s + NB * nct);  // [NB][kt]
   unsigned char *ring0 = smem_raw + g.ring_off;               // [stages][stage_bytes]
@@ -113,19 +135,24 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
   const int64_t rpt = (int64_t)groups * R;  // rows per tile: the tile's rows are consecutive
   const int64_t ntiles = (rows + rpt - 1) / rpt;
   const int64_t mine = ntiles > blockIdx.x ? (ntiles - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;  // tiles of this block
+  const int64_t units = mine * g.nk;
   const int cbase = kpart * 32 + lane, cstride = 32 * ks;
+  const int kcc = (int)(g.kc / E);  // chunks per K chunk (a multiple of cstride)
   const bool uni = a.w.off_uniform != 0;
+  const auto unit_tile = [&](int64_t u) { return blockIdx.x + (u / g.nk) * gridDim.x; };
 
-  if (threadIdx.x == 0) {
+  if (warp == 0) {
 #if QW_I8_RING_ARCH
-    for (int s = 0; s < g.stages; ++s) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(i8_smem_u32(full + s)) : "memory");
-      arrived[s] = 0;
+    if (lane == 0) {
+      for (int s = 0; s < g.stages; ++s) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(i8_smem_u32(full + s)) : "memory");
+        arrived[s] = 0;
+      }
+      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 #endif
-    for (int64_t j = 0; j < mine && j < g.stages; ++j)
-      i8_ring_issue(a, g, ring0, full, blockIdx.x + j * gridDim.x, rpt, (int)j);
+    __syncwarp();
+    for (int64_t u = 0; u < units && u < g.stages; ++u) i8_ring_issue(a, g, ring0, full, unit_tile(u), u % g.nk, rpt, (int)u, lane);
   }
   __syncthreads();  // the barriers initialized before any thread waits on them
   gemv_prologue<NB>(a, rstd_s);
@@ -136,49 +163,57 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
   float sc[R][U], of[R][U];
   for (int64_t j = 0; j < mine; ++j) {
     const int64_t tile = blockIdx.x + j * gridDim.x;
-    const int s = (int)(j % g.stages);
     const int64_t t0 = tile * rpt, row0 = t0 + (int64_t)rgroup * R;
-    const unsigned char *st = ring0 + (int64_t)s * g.stage_bytes;
-    const float *sc_s = reinterpret_cast<const float *>(st + g.w_bytes);
-    const float *of_s = reinterpret_cast<const float *>(st + g.w_bytes + g.so_bytes);
-    i8_mbar_wait(full + s, (uint32_t)((j / g.stages) & 1));
     float acc[R][NB];
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
-    for (int c0 = cbase; c0 < nchunks; c0 += cstride * U) {
+    for (int64_t q = 0; q < g.nk; ++q) {
+      const int64_t u = j * g.nk + q;
+      const int s = (int)(u % g.stages);
+      const unsigned char *st = ring0 + (int64_t)s * g.stage_bytes;
+      const float *sc_s = reinterpret_cast<const float *>(st + g.w_bytes);
+      const float *of_s = reinterpret_cast<const float *>(st + g.w_bytes + g.so_bytes);
+      const int cq0 = (int)q * kcc, cq1 = min(nchunks, cq0 + kcc);  // this unit's chunks [cq0, cq1)
+      i8_mbar_wait(full + s, (uint32_t)((u / g.stages) & 1));
+      for (int c0 = cq0 + cbase; c0 < cq1; c0 += cstride * U) {
 #pragma unroll
-      for (int u = 0; u < U; ++u) {  // the loop variant's load(row0, c0), from the stage
-        const int c = c0 + cstride * u;
-        if (c >= nchunks) continue;
-        const int64_t k = (int64_t)E * c;
+        for (int uu = 0; uu < U; ++uu) {  // the loop variant's load(row0, c0), from the stage
+          const int c = c0 + cstride * uu;
+          if (c >= cq1) continue;
+          const int64_t kk = (int64_t)E * (c - cq0);  // column within the K chunk
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const int64_t lr = min(row0 + r, rows - 1) - t0;  // the row in the stage (clamped rows as the loop variant)
-          wv[r][u] = *reinterpret_cast<const uint4 *>(st + lr * g.row_bytes + (WT == WT_W4 ? k / 2 : k));
-          const int64_t gi = lr * g.gpr + k / a.w.group;
-          sc[r][u] = sc_s[gi];
-          of[r][u] = uni ? a.w.off_value : of_s[gi];
+          for (int r = 0; r < R; ++r) {
+            const int64_t lr = min(row0 + r, rows - 1) - t0;  // the row in the stage (clamped rows as the loop variant)
+            wv[r][uu] = *reinterpret_cast<const uint4 *>(st + lr * g.kc_bytes + (WT == WT_W4 ? kk / 2 : kk));
+            const int64_t gi = lr * g.kcg + kk / a.w.group;
+            sc[r][uu] = sc_s[gi];
+            of[r][uu] = uni ? a.w.off_value : of_s[gi];
+          }
         }
-      }
 #pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (c0 + cstride * u < nchunks) i8_use<WT, NB, R, U>(acc, wv, sc, of, u, c0 + cstride * u, q_s, d_s, xs_s, kt, nct, lane);
-    }
-    // done with the stage: arrive; the warp completing the group refills it with this block's tile j + stages
-    __syncwarp();
-    if (lane == 0) {
-      __threadfence_block();
-      if (atomicAdd(arrived + s, 1) % kWarps == kWarps - 1 && j + g.stages < mine) {
+        for (int uu = 0; uu < U; ++uu)
+          if (c0 + cstride * uu < cq1) i8_use<WT, NB, R, U>(acc, wv, sc, of, uu, c0 + cstride * uu, q_s, d_s, xs_s, kt, nct, lane);
+      }
+      // done with the stage: arrive; the warp completing the group refills it with unit u + stages
+      __syncwarp();
+      int refill = 0;
+      if (lane == 0) {
         __threadfence_block();
+        refill = atomicAdd(arrived + s, 1) % kWarps == kWarps - 1 && u + g.stages < units;
+        if (refill) __threadfence_block();
+      }
+      refill = __shfl_sync(0xffffffffu, refill, 0);
+      if (refill) {
 #if QW_I8_RING_ARCH
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 #endif
-        i8_ring_issue(a, g, ring0, full, tile + (int64_t)g.stages * gridDim.x, rpt, s);
+        const int64_t un = u + g.stages;
+        i8_ring_issue(a, g, ring0, full, unit_tile(un), un % g.nk, rpt, s, lane);
       }
+      __syncwarp();
     }
-    __syncwarp();
     if (KS && ks > 1) __syncthreads();  // red_s: the previous tile's readers are done (block-uniform)
     finish_rows<R, NB, KS>(a, acc, row0, ks, kpart, red_s);
   }
@@ -191,7 +226,7 @@ qw::i8ring::Plan ring_plan_for(Kernel kern, const GemvArgs &a, int ks) {
   cudaFuncAttributes fa{};
   QWC_CHECK(cudaFuncGetAttributes(&fa, kern));
   return qw::i8ring::plan(a.w.rows, a.w.cols, a.w.group, WT == WT_W4, !a.w.off_uniform, a.w.tl_codes != nullptr,
-                          (kWarps / ks) * R, (int64_t)i8_smem<WT>(NB, (int)a.w.cols),
+                          (kWarps / ks) * R, (int64_t)i8_per<WT>() * 32 * ks, (int64_t)i8_smem<WT>(NB, (int)a.w.cols),
                           smem_optin_bytes() - (int64_t)fa.sharedSizeBytes);
 }
 
