@@ -435,8 +435,7 @@ Walk launch_one(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
       if (p.stages) {
         static SmemOptIn optin;
         optin(kern, (size_t)p.smem);
-        const RingGeo g{p.stages, a.w.off_uniform ? 0 : 1, p.row_bytes, p.gpr, p.kc, p.nk, p.kc_bytes, p.kcg,
-                        p.w_bytes, p.so_bytes, p.stage_bytes, p.ring_off};
+        const RingGeo g = qw::i8ring::geo_of(p, a.w.rows, a.w.cols, a.w.group, (kWarps / ks) * R, !a.w.off_uniform);
         launch(kern, (int)std::min<int64_t>(tiles, sm_count()), kThreads, (size_t)p.smem, s, a, ks, g);
         return kWalkRing;
       }

@@ -32,12 +32,7 @@
 namespace qwc {
 namespace i8detail {
 
-// The plan's numbers the kernel needs (gemv_i8_ring_plan.hpp Plan).
-struct RingGeo {
-  int32_t stages;
-  int32_t offsets_loaded;
-  int64_t row_bytes, gpr, kc, nk, kc_bytes, kcg, w_bytes, so_bytes, stage_bytes, ring_off;
-};
+using RingGeo = qw::i8ring::Geo;
 
 __device__ __forceinline__ uint32_t i8_smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
@@ -79,38 +74,30 @@ __device__ __forceinline__ void i8_bulk(void *dst, const void *src, uint32_t byt
 }
 
 // Unit (tile, K chunk q) into stage s, by one warp (every lane calls it): lane 0 posts the expect_tx of all its bytes,
-// then the copies: three contiguous ranges where the chunk is the whole row (lane 0), else a row's codes, scales and
-// offsets per lane (rows lane, lane + 32, ...). Rows [tile * rpt, + rpt) and columns [q * kc, + kc) clipped.
+// then the copies (gemv_i8_ring_plan.hpp unit_of / src_* / dst_*): three contiguous ranges where the chunk is the whole
+// row (lane 0), else a row's codes, scales and offsets per lane (rows lane, lane + 32, ...).
 __device__ __forceinline__ void i8_ring_issue(const GemvArgs &a, const RingGeo &g, unsigned char *ring0, uint64_t *full,
-                                              int64_t tile, int64_t q, int64_t rpt, int s, int lane) {
-  const int64_t r0 = tile * rpt, nr = min(rpt, a.w.rows - r0);
-  const int64_t c0 = q * g.kc, nc = min(g.kc, a.w.cols - c0), grp = a.w.group;
-  const uint32_t cb = (uint32_t)(g.row_bytes * nc / a.w.cols), sb = (uint32_t)(nc / grp * 4);  // a row's part
-  const uint32_t total = (uint32_t)nr * (cb + sb * (g.offsets_loaded ? 2u : 1u));
+                                              int64_t tile, int64_t q, int s, int lane) {
+  using namespace qw::i8ring;
+  const Unit u = unit_of(g, tile, q);
   unsigned char *st = ring0 + (int64_t)s * g.stage_bytes;
-  const uint8_t *codes = reinterpret_cast<const uint8_t *>(a.w.data) + r0 * g.row_bytes + g.row_bytes * c0 / a.w.cols;
-  const float *scales = a.w.scale + r0 * g.gpr + c0 / grp, *offs = a.w.offset + r0 * g.gpr + c0 / grp;
+  const uint8_t *codes = reinterpret_cast<const uint8_t *>(a.w.data);
   if (lane == 0) {
 #if QW_I8_RING_ARCH
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(i8_smem_u32(full + s)), "r"(total)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(i8_smem_u32(full + s)), "r"(u.total)
                  : "memory");
-#else
-    (void)total;
 #endif
   }
   __syncwarp();
-  if (g.nk == 1) {  // whole rows: each part one contiguous range of the tile's rows
-    if (lane == 0) {
-      i8_bulk(st, codes, (uint32_t)nr * cb, full + s);
-      i8_bulk(st + g.w_bytes, scales, (uint32_t)nr * sb, full + s);
-      if (g.offsets_loaded) i8_bulk(st + g.w_bytes + g.so_bytes, offs, (uint32_t)nr * sb, full + s);
-    }
-    return;
-  }
-  for (int64_t r = lane; r < nr; r += 32) {  // a K chunk: a row's part at r x its full-chunk stride in the stage
-    i8_bulk(st + r * g.kc_bytes, codes + r * g.row_bytes, cb, full + s);
-    i8_bulk(st + g.w_bytes + r * g.kcg * 4, scales + r * g.gpr, sb, full + s);
-    if (g.offsets_loaded) i8_bulk(st + g.w_bytes + g.so_bytes + r * g.kcg * 4, offs + r * g.gpr, sb, full + s);
+  const auto copy_rows = [&](int64_t r, uint32_t n) {  // rows [r, r + n) of the unit, each part in one copy
+    i8_bulk(st + dst_codes(g, r), codes + src_codes(g, u, r), n * u.cb, full + s);
+    i8_bulk(st + dst_scales(g, r), a.w.scale + src_group(g, u, r), n * u.sb, full + s);
+    if (g.offsets_loaded) i8_bulk(st + dst_offsets(g, r), a.w.offset + src_group(g, u, r), n * u.sb, full + s);
+  };
+  if (g.nk == 1) {  // whole rows: the unit's rows are contiguous in the matrix and in the stage
+    if (lane == 0) copy_rows(0, (uint32_t)u.nr);
+  } else {
+    for (int64_t r = lane; r < u.nr; r += 32) copy_rows(r, 1);
   }
 }
 
@@ -131,8 +118,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
   __shared__ float red_s[kWarps][KS ? R * NB : 1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int rgroup = warp / ks, kpart = warp - rgroup * ks;
-  const int groups = kWarps / ks;
-  const int64_t rpt = (int64_t)groups * R;  // rows per tile: the tile's rows are consecutive
+  const int64_t rpt = g.rpt;  // rows per tile (groups * R): the tile's rows are consecutive
   const int64_t ntiles = (rows + rpt - 1) / rpt;
   const int64_t mine = ntiles > blockIdx.x ? (ntiles - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;  // tiles of this block
   const int64_t units = mine * g.nk;
@@ -152,7 +138,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
     }
 #endif
     __syncwarp();
-    for (int64_t u = 0; u < units && u < g.stages; ++u) i8_ring_issue(a, g, ring0, full, unit_tile(u), u % g.nk, rpt, (int)u, lane);
+    for (int64_t u = 0; u < units && u < g.stages; ++u) i8_ring_issue(a, g, ring0, full, unit_tile(u), u % g.nk, (int)u, lane);
   }
   __syncthreads();  // the barriers initialized before any thread waits on them
   gemv_prologue<NB>(a, rstd_s);
@@ -186,8 +172,8 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             const int64_t lr = min(row0 + r, rows - 1) - t0;  // the row in the stage (clamped rows as the loop variant)
-            wv[r][uu] = *reinterpret_cast<const uint4 *>(st + lr * g.kc_bytes + (WT == WT_W4 ? kk / 2 : kk));
-            const int64_t gi = lr * g.kcg + kk / a.w.group;
+            wv[r][uu] = *reinterpret_cast<const uint4 *>(st + qw::i8ring::at_codes(g, lr, kk, WT == WT_W4));
+            const int64_t gi = qw::i8ring::at_group(g, lr, kk);
             sc[r][uu] = sc_s[gi];
             of[r][uu] = uni ? a.w.off_value : of_s[gi];
           }
@@ -210,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 #endif
         const int64_t un = u + g.stages;
-        i8_ring_issue(a, g, ring0, full, unit_tile(un), un % g.nk, rpt, s, lane);
+        i8_ring_issue(a, g, ring0, full, unit_tile(un), un % g.nk, s, lane);
       }
       __syncwarp();
     }

@@ -1,5 +1,6 @@
 // gemv_i8_ring_plan.hpp — where the int8 arm's ring variant (gemv_i8_ring.cuh, QW_GEMV_I8_RING=1) can run and how its
-// shared memory is laid out. Host-only arithmetic (no CUDA), checked by test_i8_ring.cpp.
+// shared memory is laid out: the plan (host) and the addresses both the kernel and test_i8_ring.cpp use (host and
+// device), so the CPU test checks the very layout arithmetic the kernel runs (copies and reads emulated on the host).
 //
 // The ring variant is the loop variant (a block stages the activations once, then walks row tiles) with each row
 // tile's weights, scales and offsets brought into shared-memory stages by the TMA unit (cp.async.bulk, sm_90) instead
@@ -21,6 +22,12 @@
 // stage_bytes][stages mbarriers (8 B)][stages arrival counters (4 B)].
 #pragma once
 #include <cstdint>
+
+#ifdef __CUDACC__
+#define QW_RING_HD __host__ __device__ __forceinline__
+#else
+#define QW_RING_HD inline
+#endif
 
 namespace qw::i8ring {
 
@@ -86,5 +93,52 @@ inline Plan plan(int64_t rows, int64_t cols, int group, bool w4, bool offsets_lo
   p.smem = p.ring_off + n * p.stage_bytes + n * 12;
   return p;
 }
+
+// What the kernel needs of a plan (passed to it by value), with the call's shape.
+struct Geo {
+  int32_t stages = 0, offsets_loaded = 0;
+  int64_t rows = 0, cols = 0, group = 0, rpt = 0;  // rpt: rows per tile
+  int64_t row_bytes = 0, gpr = 0, kc = 0, nk = 0, kc_bytes = 0, kcg = 0, w_bytes = 0, so_bytes = 0, stage_bytes = 0;
+  int64_t ring_off = 0;
+};
+inline Geo geo_of(const Plan &p, int64_t rows, int64_t cols, int group, int rows_per_tile, bool offsets_loaded) {
+  Geo g;
+  g.stages = p.stages, g.offsets_loaded = offsets_loaded ? 1 : 0;
+  g.rows = rows, g.cols = cols, g.group = group, g.rpt = rows_per_tile;
+  g.row_bytes = p.row_bytes, g.gpr = p.gpr, g.kc = p.kc, g.nk = p.nk, g.kc_bytes = p.kc_bytes, g.kcg = p.kcg;
+  g.w_bytes = p.w_bytes, g.so_bytes = p.so_bytes, g.stage_bytes = p.stage_bytes, g.ring_off = p.ring_off;
+  return g;
+}
+
+// A unit: rows [r0, r0 + nr) of tile `tile` over columns [c0, c0 + nc) of K chunk q (both clipped to the matrix); a
+// row's part is cb bytes of codes and sb bytes of scales (as many of offsets where loaded); total = the unit's bytes
+// (the expect_tx).
+struct Unit {
+  int64_t r0, nr, c0, nc;
+  uint32_t cb, sb, total;
+};
+QW_RING_HD Unit unit_of(const Geo &g, int64_t tile, int64_t q) {
+  Unit u;
+  u.r0 = tile * g.rpt;
+  u.nr = g.rows - u.r0 < g.rpt ? g.rows - u.r0 : g.rpt;
+  u.c0 = q * g.kc;
+  u.nc = g.cols - u.c0 < g.kc ? g.cols - u.c0 : g.kc;
+  u.cb = (uint32_t)(g.row_bytes * u.nc / g.cols);
+  u.sb = (uint32_t)(u.nc / g.group * 4);
+  u.total = (uint32_t)u.nr * (u.cb + u.sb * (g.offsets_loaded ? 2u : 1u));
+  return u;
+}
+// Row r of unit u: where its parts start in the matrix (codes: a byte offset; scales / offsets: a float index) and in
+// the stage (byte offsets). Rows of a stage sit a full chunk apart (kc_bytes, kcg floats), so the whole-row unit
+// (nk == 1) is one contiguous range per part.
+QW_RING_HD int64_t src_codes(const Geo &g, const Unit &u, int64_t r) { return (u.r0 + r) * g.row_bytes + g.row_bytes * u.c0 / g.cols; }
+QW_RING_HD int64_t src_group(const Geo &g, const Unit &u, int64_t r) { return (u.r0 + r) * g.gpr + u.c0 / g.group; }
+QW_RING_HD int64_t dst_codes(const Geo &g, int64_t r) { return r * g.kc_bytes; }
+QW_RING_HD int64_t dst_scales(const Geo &g, int64_t r) { return g.w_bytes + r * g.kcg * 4; }
+QW_RING_HD int64_t dst_offsets(const Geo &g, int64_t r) { return g.w_bytes + g.so_bytes + r * g.kcg * 4; }
+// The reader's side: the stage byte offset of row lr's codes at column kk of the K chunk (W4: 2 a byte), and the index
+// of its group (floats, from the scales part; the offsets part the same).
+QW_RING_HD int64_t at_codes(const Geo &g, int64_t lr, int64_t kk, bool w4) { return lr * g.kc_bytes + (w4 ? kk / 2 : kk); }
+QW_RING_HD int64_t at_group(const Geo &g, int64_t lr, int64_t kk) { return lr * g.kcg + kk / g.group; }
 
 }  // namespace qw::i8ring
