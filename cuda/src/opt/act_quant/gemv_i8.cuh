@@ -427,7 +427,10 @@ Walk launch_one(const GemvArgs &a, int kt, int ks, cudaStream_t s) {
   const size_t smem = i8_smem<WT>(NB, kt);
   // (batch 16 never stages a whole K of a Qwen shape in the 46 KB: no loop instances for it)
   if constexpr (NB < 16) {
-    if (ring_on() && ring_device() && tiles > sm_count()) {
+    // (the bulk copies need 16-byte sources: every matrix the engine uploads has them, a view might not)
+    const bool aligned = ((reinterpret_cast<uintptr_t>(a.w.data) | reinterpret_cast<uintptr_t>(a.w.scale) |
+                           (a.w.off_uniform ? 0 : reinterpret_cast<uintptr_t>(a.w.offset))) & 15) == 0;
+    if (ring_on() && aligned && ring_device() && tiles > sm_count()) {
       // one block per SM (the stages take its shared memory), each staging the whole K's activations once and walking
       // every sm_count()-th tile (kt does not bind it: the opt-in shared memory holds 7B down's K at batch <= 4)
       const auto kern = gemv_i8_ring_kernel<WT, NB, R, U, KS, PRE>;

@@ -89,6 +89,11 @@ __device__ __forceinline__ void i8_ring_issue(const GemvArgs &a, const RingGeo &
 #endif
   }
   __syncwarp();
+#if QW_I8_RING_ARCH
+  // after the __syncwarp that orders this lane after the refill decision (itself after every warp's reads of the
+  // stage): those generic-proxy reads, then this lane's async-proxy writes
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
   const auto copy_rows = [&](int64_t r, uint32_t n) {  // rows [r, r + n) of the unit, each part in one copy
     i8_bulk(st + dst_codes(g, r), codes + src_codes(g, u, r), n * u.cb, full + s);
     i8_bulk(st + dst_scales(g, r), a.w.scale + src_group(g, u, r), n * u.sb, full + s);
@@ -191,10 +196,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
         if (refill) __threadfence_block();
       }
       refill = __shfl_sync(0xffffffffu, refill, 0);
-      if (refill) {
-#if QW_I8_RING_ARCH
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
+      if (refill) {  // (i8_ring_issue fences the proxies after its __syncwarp)
         const int64_t un = u + g.stages;
         i8_ring_issue(a, g, ring0, full, unit_tile(un), un % g.nk, s, lane);
       }
@@ -211,6 +213,11 @@ template <int WT, int NB, int R, class Kernel>
 qw::i8ring::Plan ring_plan_for(Kernel kern, const GemvArgs &a, int ks) {
   cudaFuncAttributes fa{};
   QWC_CHECK(cudaFuncGetAttributes(&fa, kern));
+  if (fa.binaryVersion < 90) {  // the loaded code is not sm_90's (e.g. compute_80 PTX JIT-compiled): its body traps
+    qw::i8ring::Plan p;
+    p.why = "the kernel's loaded code is not sm_90";
+    return p;
+  }
   return qw::i8ring::plan(a.w.rows, a.w.cols, a.w.group, WT == WT_W4, !a.w.off_uniform, a.w.tl_codes != nullptr,
                           (kWarps / ks) * R, (int64_t)i8_per<WT>() * 32 * ks, (int64_t)i8_smem<WT>(NB, (int)a.w.cols),
                           smem_optin_bytes() - (int64_t)fa.sharedSizeBytes);
