@@ -22,56 +22,12 @@
 // same i8_use and finish_rows: the same bits as the loop variant and as gemv_i8_kernel's K tiles.
 #pragma once
 #include "gemv_i8_ring_plan.hpp"
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define QW_I8_RING_ARCH 1
-#else
-#define QW_I8_RING_ARCH 0
-#endif
+#include "mbarrier.cuh"
 
 namespace qwc {
 namespace i8detail {
 
 using RingGeo = qw::i8ring::Geo;
-
-__device__ __forceinline__ uint32_t i8_smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-// The sm_80 build never launches the ring kernel (the host checks the device); its PTX is sm_90's, so there the bodies
-// trap instead of assembling.
-__device__ __forceinline__ bool i8_mbar_try(uint64_t *bar, uint32_t parity) {
-#if QW_I8_RING_ARCH
-  uint32_t ok;
-  asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-               : "=r"(ok)
-               : "r"(i8_smem_u32(bar)), "r"(parity)
-               : "memory");
-  return ok != 0;
-#else
-  __trap();
-  return true;
-#endif
-}
-
-// A fill takes microseconds; ~2^27 polls (seconds) mean a protocol bug: trap (the launch fails) rather than hang.
-__device__ __forceinline__ void i8_mbar_wait(uint64_t *bar, uint32_t parity) {
-  for (uint32_t polls = 0; !i8_mbar_try(bar, parity);) {
-    __nanosleep(20);
-    if (++polls == (1u << 27)) __trap();
-  }
-}
-
-// `bytes` (a multiple of 16, 16-byte aligned both ends) global -> shared, completed on `bar`.
-__device__ __forceinline__ void i8_bulk(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
-#if QW_I8_RING_ARCH
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   i8_smem_u32(dst)),
-               "l"(src), "r"(bytes), "r"(i8_smem_u32(bar))
-               : "memory");
-#else
-  (void)dst, (void)src, (void)bytes, (void)bar;
-  __trap();
-#endif
-}
 
 // Unit (tile, K chunk q) into stage s, by one warp (every lane calls it): lane 0 posts the expect_tx of all its bytes,
 // then the copies (gemv_i8_ring_plan.hpp unit_of / src_* / dst_*): three contiguous ranges where the chunk is the whole
@@ -82,22 +38,15 @@ __device__ __forceinline__ void i8_ring_issue(const GemvArgs &a, const RingGeo &
   const Unit u = unit_of(g, tile, q);
   unsigned char *st = ring0 + (int64_t)s * g.stage_bytes;
   const uint8_t *codes = reinterpret_cast<const uint8_t *>(a.w.data);
-  if (lane == 0) {
-#if QW_I8_RING_ARCH
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(i8_smem_u32(full + s)), "r"(u.total)
-                 : "memory");
-#endif
-  }
+  if (lane == 0) bulk::mbar_expect_tx(full + s, u.total);
   __syncwarp();
-#if QW_I8_RING_ARCH
   // after the __syncwarp that orders this lane after the refill decision (itself after every warp's reads of the
   // stage): those generic-proxy reads, then this lane's async-proxy writes
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
+  bulk::fence_proxy_async();
   const auto copy_rows = [&](int64_t r, uint32_t n) {  // rows [r, r + n) of the unit, each part in one copy
-    i8_bulk(st + dst_codes(g, r), codes + src_codes(g, u, r), n * u.cb, full + s);
-    i8_bulk(st + dst_scales(g, r), a.w.scale + src_group(g, u, r), n * u.sb, full + s);
-    if (g.offsets_loaded) i8_bulk(st + dst_offsets(g, r), a.w.offset + src_group(g, u, r), n * u.sb, full + s);
+    bulk::copy_g2s(st + dst_codes(g, r), codes + src_codes(g, u, r), n * u.cb, full + s);
+    bulk::copy_g2s(st + dst_scales(g, r), a.w.scale + src_group(g, u, r), n * u.sb, full + s);
+    if (g.offsets_loaded) bulk::copy_g2s(st + dst_offsets(g, r), a.w.offset + src_group(g, u, r), n * u.sb, full + s);
   };
   if (g.nk == 1) {  // whole rows: the unit's rows are contiguous in the matrix and in the stage
     if (lane == 0) copy_rows(0, (uint32_t)u.nr);
@@ -133,10 +82,10 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
   const auto unit_tile = [&](int64_t u) { return blockIdx.x + (u / g.nk) * gridDim.x; };
 
   if (warp == 0) {
-#if QW_I8_RING_ARCH
+#if QW_BULK_ARCH
     if (lane == 0) {
       for (int s = 0; s < g.stages; ++s) {
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(i8_smem_u32(full + s)) : "memory");
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bulk::smem_u32(full + s)) : "memory");
         arrived[s] = 0;
       }
       asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -167,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) gemv_i8_ring_kernel(const GemvArgs a
       const float *sc_s = reinterpret_cast<const float *>(st + g.w_bytes);
       const float *of_s = reinterpret_cast<const float *>(st + g.w_bytes + g.so_bytes);
       const int cq0 = (int)q * kcc, cq1 = min(nchunks, cq0 + kcc);  // this unit's chunks [cq0, cq1)
-      i8_mbar_wait(full + s, (uint32_t)((u / g.stages) & 1));
+      bulk::mbar_wait(full + s, (uint32_t)((u / g.stages) & 1));
       for (int c0 = cq0 + cbase; c0 < cq1; c0 += cstride * U) {
 #pragma unroll
         for (int uu = 0; uu < U; ++uu) {  // the loop variant's load(row0, c0), from the stage

@@ -34,18 +34,17 @@
 // gemv_tile runs the same per-lane k order, the same K split S (from the WHOLE task's pair count), the same warp_sum
 // and part order and the same epilogue calls with either weight source; the pair -> warp map is unchanged as well.
 #pragma once
+#include "mbarrier.cuh"
 #include "persistent.cuh"
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define QW_RING_ARCH 1
-#else
-#define QW_RING_ARCH 0
-#endif
+#define QW_RING_ARCH QW_BULK_ARCH
 
 namespace qwc {
 namespace {
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+using bulk::fence_proxy_async;
+using bulk::mbar_wait;
+using bulk::smem_u32;
 
 // The ring of one block: where it lives, its stage count and the phase bits (ring_parity). Empty when off.
 struct Ring {
@@ -64,31 +63,8 @@ struct RingTask {
 };
 
 // The PTX below is sm_90's: the sm_80 build (QW_RING_ARCH 0) compiles the ring kernel with the ring taken out
-// (persistent_kernels.cu kRingOn), so these bodies are never reached there; they trap rather than assemble.
-__device__ __forceinline__ bool mbar_try(uint64_t *bar, uint32_t parity) {
-#if QW_RING_ARCH
-  uint32_t ok;
-  asm volatile(
-      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-      : "=r"(ok)
-      : "r"(smem_u32(bar)), "r"(parity)
-      : "memory");
-  return ok != 0;
-#else
-  __trap();
-  return true;
-#endif
-}
-
-// Watchdog as in the counter wait: a fill takes microseconds; ~2^27 polls (seconds) mean a protocol bug (a phase never
-// armed): trap (the launch fails with an error) rather than hang. Counted in polls, not wall-clock time, which keeps
-// running while the context is preempted or slowed by compute-sanitizer (a desk review's point).
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-  for (uint32_t polls = 0; !mbar_try(bar, parity);) {
-    __nanosleep(32);
-    if (++polls == (1u << 27)) __trap();
-  }
-}
+// (persistent_kernels.cu kRingOn), so these bodies are never reached there; they trap rather than assemble. The
+// mbarrier wait (with its watchdog) is mbarrier.cuh's.
 
 // Chunk c of task t into its stage: expect_tx of its bytes on the stage's barrier, then the bulk copy that completes
 // them. Row bytes K * 2 are a multiple of 16 (persistent_refusal: hidden, inter % 8 == 0) and the matrices 256-byte
@@ -107,12 +83,6 @@ __device__ __forceinline__ void ring_issue(const Ring &r, const RingTask &t, int
 #else
   (void)bar, (void)bytes;
   __trap();
-#endif
-}
-
-__device__ __forceinline__ void fence_proxy_async() {
-#if QW_RING_ARCH
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 #endif
 }
 
